@@ -1,0 +1,51 @@
+# Ferry — developer entrypoints. `make test` and `make demo` run `setup` first; setup is idempotent.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.ferry-installed
+PACKAGES := ferry workflows activities workers cli devstack
+
+.PHONY: setup test test-fast demo lint bench clean system-deps
+
+setup: $(STAMP) system-deps
+
+# Reinstall only when the dependency set changes, so a second `make setup` is quick and changes nothing.
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=23.2"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+# Debian's CNCF distribution registry: the real OCI registry for the local stack.
+system-deps:
+	@if command -v docker-registry >/dev/null 2>&1; then exit 0; fi; \
+	if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "setup: installing Debian's docker-registry (CNCF distribution)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry >/dev/null 2>&1 || \
+	  { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry >/dev/null; }; \
+	elif command -v apt-get >/dev/null 2>&1 && command -v sudo >/dev/null 2>&1; then \
+	  sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry >/dev/null; \
+	else \
+	  echo "setup: the OCI registry binary 'docker-registry' is missing: install Debian/Ubuntu's docker-registry package (apt-get install docker-registry) or put CNCF distribution 2.8 on PATH as docker-registry" >&2; exit 1; \
+	fi
+
+# NB: pytest exits 5 when nothing was collected; that is a failure here, and so is a run that passed nothing.
+test: setup
+	@set -o pipefail; $(BIN)/python -m pytest -q -rfE $(PYTEST_ARGS) 2>&1 | tee .pytest-output.txt; rc=$$?; \
+	if [ $$rc -ne 0 ]; then exit $$rc; fi; \
+	grep -Eq '[0-9]+ passed' .pytest-output.txt || { echo "make test: no test passed" >&2; exit 1; }
+
+demo: setup
+	$(BIN)/python -m cli.demo
+
+lint: setup
+	$(BIN)/ruff check $(PACKAGES) tests bench
+	$(BIN)/mypy $(PACKAGES)
+
+bench: setup
+	$(BIN)/python bench/kube_emulator.py
+
+clean:
+	-$(BIN)/ferry dev down 2>/dev/null
+	rm -rf $(VENV) .ferry .pytest-output.txt

@@ -1,0 +1,339 @@
+"""The OCI registry adapter, over oras-py. The only module that imports oras.
+
+Contract for every activity here:
+- one pydantic model in, one out; credentials are never inputs (read from worker settings / docker config);
+- oras-py's own retry loop (5 tries, ~131 s of sleeps) and urllib3 retries are off; every HTTP request has
+  a timeout, so a failure surfaces at once and Temporal's retry policy decides;
+- failures are raised as ``ApplicationError`` typed by ``ferry.errors.ErrorType``: Unauthorized, NotFound,
+  BadInput, DigestMismatch are non-retryable; RegistryUnavailable (connection refused, timeout, 429, 5xx)
+  is retryable.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import oras.provider
+import requests
+from requests.adapters import HTTPAdapter
+from temporalio import activity
+
+from activities.errors import classified
+from ferry.artifacts import (
+    FetchManifestInput,
+    Layer,
+    ListTagsInput,
+    ListTagsResult,
+    Manifest,
+    PullArtifactInput,
+    PullArtifactResult,
+    PushArtifactInput,
+    PushArtifactResult,
+    ResolveTagInput,
+    ResolveTagResult,
+)
+from ferry.errors import ErrorType, classify_http_status
+from ferry.oci import OCI_MANIFEST_MEDIA_TYPE, split_repository
+from ferry.settings import RegistrySettings
+
+MANIFEST_ACCEPT = ", ".join(
+    [
+        OCI_MANIFEST_MEDIA_TYPE,
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+)
+_CHUNK = 1 << 20
+
+# The undecorated request method: oras wraps it in @retry(attempts=5) whose sleeps total ~131 s.
+_DO_REQUEST_ONCE = oras.provider.Registry.do_request.__wrapped__  # type: ignore[attr-defined]
+
+
+class _RegistryHTTPError(Exception):
+    def __init__(self, status: int, url: str, body: str) -> None:
+        super().__init__(f"HTTP {status} from {url}: {body[:300]}")
+        self.status = status
+
+
+class _TimeoutAdapter(HTTPAdapter):
+    """Every request gets a timeout (requests has none by default) and urllib3 retries stay at zero."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(max_retries=0)
+        self._timeout = timeout
+
+    def send(self, request: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self._timeout
+        return super().send(request, **kwargs)
+
+
+class _OneShotRegistry(oras.provider.Registry):  # type: ignore[misc]
+    """oras Registry with its retry decorator removed and the last HTTP status remembered.
+
+    NB: oras turns non-2xx answers into a bare ValueError; remembering the status lets us classify it.
+    """
+
+    last_status: int | None = None
+
+    def do_request(self, url: str, method: str = "GET", data: Any = None, headers: Any = None,
+                   json: Any = None, stream: bool = False) -> requests.Response:
+        self.last_status = None
+        try:
+            response: requests.Response = _DO_REQUEST_ONCE(self, url, method, data, headers, json, stream)
+        except ValueError as err:
+            # oras raises a bare ValueError when it cannot answer a 401/403 challenge (no credentials).
+            raise _RegistryHTTPError(401, url, str(err)) from err
+        self.last_status = response.status_code
+        if response.status_code == 429 or response.status_code >= 500:
+            raise _RegistryHTTPError(response.status_code, url, response.text)
+        return response
+
+
+def _docker_config_credentials(path: Path, host: str) -> tuple[str, str] | None:
+    """username/password for ``host`` from a docker config.json 'auths' entry, if any."""
+    try:
+        auths = json.loads(path.read_text()).get("auths", {})
+    except (OSError, ValueError):
+        return None
+    for key in (host, f"http://{host}", f"https://{host}"):
+        entry = auths.get(key)
+        if entry and entry.get("auth"):
+            user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+            return user, password
+        if entry and entry.get("username"):
+            return entry["username"], entry.get("password", "")
+    return None
+
+
+class Registries:
+    """A client per registry host, configured from worker settings; thread-safe."""
+
+    def __init__(self, settings: RegistrySettings) -> None:
+        self._settings = settings
+        self._clients: dict[str, _OneShotRegistry] = {}
+        self._lock = threading.Lock()
+
+    def credentials(self, host: str) -> tuple[str, str] | None:
+        s = self._settings
+        if s.username and s.password:
+            return s.username, s.password.get_secret_value()
+        config = s.docker_config or Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json"
+        if config.is_dir():
+            config = config / "config.json"
+        return _docker_config_credentials(config, host)
+
+    def client(self, host: str) -> _OneShotRegistry:
+        with self._lock:
+            if host not in self._clients:
+                self._clients[host] = self._build(host)
+            return self._clients[host]
+
+    def _build(self, host: str) -> _OneShotRegistry:
+        insecure = host in self._settings.insecure_hosts
+        creds = self.credentials(host)
+        # NB: an htpasswd registry answers 401 with `WWW-Authenticate: Basic`; oras's default token backend
+        # would treat that realm as a token server. Ask the registry which scheme it speaks.
+        backend = "token"
+        if creds:
+            scheme = "http" if insecure else "https"
+            with contextlib.suppress(requests.RequestException):
+                probe = requests.get(f"{scheme}://{host}/v2/", timeout=self._settings.request_timeout_seconds)
+                if probe.headers.get("WWW-Authenticate", "").lower().startswith("basic"):
+                    backend = "basic"
+        reg = _OneShotRegistry(hostname=host, insecure=insecure, auth_backend=backend)
+        adapter = _TimeoutAdapter(self._settings.request_timeout_seconds)
+        reg.session.mount("http://", adapter)
+        reg.session.mount("https://", adapter)
+        if creds:
+            reg.auth.set_basic_auth(*creds)
+        return reg
+
+
+@contextlib.contextmanager
+def _classified(reg: _OneShotRegistry | None, what: str) -> Iterator[None]:
+    """Translate whatever oras/requests raise into the taxonomy."""
+    try:
+        yield
+    except _RegistryHTTPError as err:
+        raise classified(classify_http_status(err.status, unavailable=ErrorType.REGISTRY_UNAVAILABLE),
+                         f"{what}: {err}") from err
+    except (requests.ConnectionError, requests.Timeout) as err:
+        raise classified(ErrorType.REGISTRY_UNAVAILABLE, f"{what}: registry unreachable: {err}") from err
+    except ValueError as err:
+        status = reg.last_status if reg is not None else None
+        if status is not None and status >= 400:
+            raise classified(classify_http_status(status, unavailable=ErrorType.REGISTRY_UNAVAILABLE),
+                             f"{what}: HTTP {status}: {err}") from err
+        raise classified(ErrorType.BAD_INPUT, f"{what}: {err}") from err
+
+
+def _heartbeat(*details: Any) -> None:
+    if activity.in_activity():
+        activity.heartbeat(*details)
+
+
+class RegistryActivities:
+    """Registry activities, registered as bound methods on the worker."""
+
+    def __init__(self, registries: Registries) -> None:
+        self._registries = registries
+
+    def _client(self, repository: str) -> tuple[_OneShotRegistry, str, str]:
+        host, path = split_repository(repository)
+        return self._registries.client(host), host, path
+
+    @staticmethod
+    def _check(reg: _OneShotRegistry, response: requests.Response, what: str) -> None:
+        if response.status_code >= 400:
+            raise _RegistryHTTPError(response.status_code, what, response.text)
+
+    def _get_manifest(self, reg: _OneShotRegistry, host: str, path: str, reference: str) -> Manifest:
+        url = f"{reg.prefix}://{host}/v2/{path}/manifests/{reference}"
+        response = reg.do_request(url, "GET", headers={"Accept": MANIFEST_ACCEPT})
+        self._check(reg, response, url)
+        raw = response.content
+        digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+        if reference.startswith("sha256:") and digest != reference:
+            raise classified(ErrorType.DIGEST_MISMATCH, f"{url} served a manifest whose digest is {digest}")
+        body = json.loads(raw)
+        return Manifest(
+            digest=digest,
+            media_type=body.get("mediaType", OCI_MANIFEST_MEDIA_TYPE),
+            config_media_type=body["config"]["mediaType"],
+            config_digest=body["config"]["digest"],
+            layers=[
+                Layer(media_type=layer["mediaType"], digest=layer["digest"], size=layer["size"],
+                      annotations=layer.get("annotations") or {})
+                for layer in body.get("layers", [])
+            ],
+            annotations=body.get("annotations") or {},
+        )
+
+    @activity.defn(name="push_artifact")
+    def push_artifact(self, input: PushArtifactInput) -> PushArtifactResult:
+        """Push one file as a single-layer artifact and tag it. Idempotent for identical content (same
+        digests); it does not check immutability — the release workflow does that first. Not heartbeating:
+        bounded by the start-to-close timeout."""
+        reg, host, path = self._client(input.repository)
+        source = Path(input.file_path)
+        if not source.is_file():
+            raise classified(ErrorType.BUNDLE_SOURCE_GONE, f"{source} does not exist on this worker")
+        target = f"{host}/{path}:{input.tag}"
+        with tempfile.TemporaryDirectory(prefix="ferry-push-") as tmp, _classified(reg, f"push {target}"):
+            config = Path(tmp) / "config.json"
+            config.write_text(input.config_json)
+            response = reg.push(
+                target,
+                files=[f"{source}:{input.layer_media_type}"],
+                manifest_config=f"{config}:{input.config_media_type}",
+                manifest_annotations=dict(input.annotations),
+                disable_path_validation=True,
+                quiet=True,
+            )
+            digest = response.headers.get("Docker-Content-Digest")
+            if not digest:
+                digest = self._get_manifest(reg, host, path, input.tag).digest
+        return PushArtifactResult(digest=digest, layer_digest=_file_digest(source), size=source.stat().st_size)
+
+    @activity.defn(name="list_tags")
+    def list_tags(self, input: ListTagsInput) -> ListTagsResult:
+        """All tags of a repository (paginated by oras); an absent repository has no tags. Read-only."""
+        reg, host, path = self._client(input.repository)
+        with _classified(reg, f"list tags of {input.repository}"):
+            url = f"{reg.prefix}://{host}/v2/{path}/tags/list"
+            tags: list[str] = []
+            while url:
+                response = reg.do_request(url, "GET")
+                if response.status_code == 404:
+                    return ListTagsResult(tags=[])
+                self._check(reg, response, url)
+                tags.extend(response.json().get("tags") or [])
+                link = response.links.get("next", {}).get("url")
+                url = f"{reg.prefix}://{host}{link}" if link and link.startswith("/") else (link or "")
+        return ListTagsResult(tags=sorted(set(tags)))
+
+    @activity.defn(name="resolve_tag")
+    def resolve_tag(self, input: ResolveTagInput) -> ResolveTagResult:
+        """The manifest digest a tag points to now (HEAD, no body). NotFound unless missing_ok. Read-only."""
+        reg, host, path = self._client(input.repository)
+        url = f"{reg.prefix}://{host}/v2/{path}/manifests/{input.tag}"
+        with _classified(reg, f"resolve {input.repository}:{input.tag}"):
+            response = reg.do_request(url, "HEAD", headers={"Accept": MANIFEST_ACCEPT})
+            if response.status_code == 404 and input.missing_ok:
+                return ResolveTagResult(digest=None)
+            if response.status_code == 404:
+                raise classified(ErrorType.NOT_FOUND, f"{input.repository}:{input.tag} does not exist")
+            self._check(reg, response, url)
+            digest = response.headers.get("Docker-Content-Digest")
+            if not digest:
+                digest = self._get_manifest(reg, host, path, input.tag).digest
+        return ResolveTagResult(digest=digest)
+
+    @activity.defn(name="fetch_manifest")
+    def fetch_manifest(self, input: FetchManifestInput) -> Manifest:
+        """The manifest at a tag or digest, digest-verified when fetched by digest. Read-only."""
+        reg, host, path = self._client(input.repository)
+        with _classified(reg, f"fetch manifest {input.repository}@{input.reference}"):
+            return self._get_manifest(reg, host, path, input.reference)
+
+    @activity.defn(name="pull_artifact")
+    def pull_artifact(self, input: PullArtifactInput) -> PullArtifactResult:
+        """Download the layer of the given media type from the manifest at ``digest`` into ``dest_dir``,
+        verifying its sha256 while streaming. Idempotent (the file is named by its digest; an existing,
+        verified file is not downloaded again). Heartbeats per MiB."""
+        reg, host, path = self._client(input.repository)
+        with _classified(reg, f"pull {input.repository}@{input.digest}"):
+            manifest = self._get_manifest(reg, host, path, input.digest)
+            layer = manifest.layer(input.layer_media_type)
+            if layer is None:
+                raise classified(
+                    ErrorType.BAD_INPUT,
+                    f"{input.repository}@{input.digest} has no layer of media type {input.layer_media_type} "
+                    f"(it has: {', '.join(sorted({x.media_type for x in manifest.layers})) or 'none'})",
+                )
+            dest = Path(input.dest_dir)
+            dest.mkdir(parents=True, exist_ok=True)
+            final = dest / (layer.digest.replace(":", "-") + ".tar.gz")
+            if final.is_file() and _file_digest(final) == layer.digest:
+                return PullArtifactResult(path=str(final), layer_digest=layer.digest, size=layer.size,
+                                          manifest=manifest)
+            url = f"{reg.prefix}://{host}/v2/{path}/blobs/{layer.digest}"
+            response = reg.do_request(url, "GET", stream=True)
+            self._check(reg, response, url)
+            hasher = hashlib.sha256()
+            size = 0
+            fd, partial = tempfile.mkstemp(dir=dest, prefix=".partial-")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    for chunk in response.iter_content(_CHUNK):
+                        hasher.update(chunk)
+                        out.write(chunk)
+                        size += len(chunk)
+                        _heartbeat(size)
+                got = "sha256:" + hasher.hexdigest()
+                if got != layer.digest:
+                    raise classified(ErrorType.DIGEST_MISMATCH,
+                                     f"blob {layer.digest} from {input.repository} hashed to {got}")
+                os.replace(partial, final)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(partial)
+        return PullArtifactResult(path=str(final), layer_digest=layer.digest, size=size, manifest=manifest)
+
+
+def _file_digest(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            hasher.update(chunk)
+    return "sha256:" + hasher.hexdigest()

@@ -1,0 +1,1 @@
+"""The `ferry` console script."""

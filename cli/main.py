@@ -1,0 +1,165 @@
+"""`ferry`: commands for CI (release), SREs (promote, approve, rollback, status, audit) and developers (dev)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from devstack.procs import StackError
+from workers.client import TemporalUnavailable
+from workers.settings import Settings, load_settings
+
+
+class CommandError(Exception):
+    """A failure to report as one line and a non-zero exit."""
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    overrides = {
+        "state_dir": args.state_dir,
+        "temporal.address": args.temporal_address,
+        "temporal.namespace": args.namespace,
+        "temporal.tls": True if args.tls else None,
+        "registry.default": args.registry,
+    }
+    return load_settings(overrides)
+
+
+def _global_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("connection (default: the local stack from `ferry dev up`)")
+    group.add_argument("--state-dir", default=None, help="local stack state directory (default .ferry, FERRY_STATE_DIR)")
+    group.add_argument("--temporal-address", default=None, help="host:port (FERRY_TEMPORAL_ADDRESS)")
+    group.add_argument("--namespace", default=None, help="Temporal namespace (FERRY_TEMPORAL_NAMESPACE)")
+    group.add_argument("--tls", action="store_true", default=None, help="TLS to Temporal (FERRY_TEMPORAL_TLS)")
+    group.add_argument("--registry", default=None, help="default registry host:port (FERRY_REGISTRY)")
+
+
+# ----------------------------------------------------------------------------------------- dev ---
+
+def cmd_dev_up(args: argparse.Namespace) -> int:
+    from devstack.stack import Ports, up
+
+    state = Path(args.state_dir or ".ferry")
+    ports = Ports(temporal=args.temporal_port, ui=args.ui_port, registry=args.registry_port, kube=args.kube_port)
+    info = up(state, ports, worker=not args.no_worker, timeout=args.timeout)
+    print(json.dumps(info.to_json(), indent=2) if args.json else _describe(info.to_json()))
+    return 0
+
+
+def _describe(components: dict[str, Any]) -> str:
+    lines = []
+    if "temporal" in components:
+        t = components["temporal"]
+        lines.append(f"temporal  {t['address']}  namespace {t['namespace']}  UI {t.get('ui_url')}")
+    if "registry" in components:
+        lines.append(f"registry  {components['registry']['host']}  (http, deletes enabled)")
+    if "kube" in components:
+        lines.append(f"kube      {components['kube']['server']}  kubeconfig {components['kube']['kubeconfig']}")
+    if "worker" in components:
+        lines.append(f"worker    pid {components['worker']['pid']}  task queue {components['worker']['task_queue']}")
+    return "\n".join(lines)
+
+
+def cmd_dev_down(args: argparse.Namespace) -> int:
+    from devstack.stack import down
+
+    stopped = down(Path(args.state_dir or ".ferry"))
+    print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    return 0
+
+
+def cmd_dev_status(args: argparse.Namespace) -> int:
+    from devstack.stack import status
+
+    report = status(Path(args.state_dir or ".ferry"))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    elif not report:
+        print("local stack: not started (`ferry dev up`)")
+    else:
+        for name, component in report.items():
+            endpoint = component.get("address") or component.get("host") or component.get("server") or ""
+            print(f"{name:<9} {'up' if component['up'] else 'DOWN':<5} {endpoint}  pid {component.get('pid')}")
+    return 0 if report and all(c["up"] for c in report.values()) else 1
+
+
+# -------------------------------------------------------------------------------------- worker ---
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from workers.worker import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(run_worker(settings_from(args), ready_file=Path(args.ready_file) if args.ready_file else None))
+    return 0
+
+
+# ------------------------------------------------------------------------------------ commands ---
+
+COMMANDS: list[Callable[[Any], None]] = []
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ferry", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="the local stack: Temporal dev server, OCI registry, Kubernetes emulator, worker")
+    dev_sub = dev.add_subparsers(dest="dev_command", required=True)
+    dev_up = dev_sub.add_parser("up", help="start the stack and write <state-dir>/devstack.json")
+    dev_up.add_argument("--no-worker", action="store_true", help="do not start a ferry worker")
+    dev_up.add_argument("--temporal-port", type=int, default=7233)
+    dev_up.add_argument("--ui-port", type=int, default=8233)
+    dev_up.add_argument("--registry-port", type=int, default=5001)
+    dev_up.add_argument("--kube-port", type=int, default=6443)
+    dev_up.add_argument("--timeout", type=float, default=60.0, help="seconds per component health check")
+    dev_up.set_defaults(func=cmd_dev_up)
+    dev_down = dev_sub.add_parser("down", help="stop the processes devstack.json names")
+    dev_down.set_defaults(func=cmd_dev_down)
+    dev_status = dev_sub.add_parser("status", help="each component up or down (exit 1 unless all up)")
+    dev_status.set_defaults(func=cmd_dev_status)
+    for p in (dev_up, dev_down, dev_status):
+        p.add_argument("--json", action="store_true")
+        _global_options(p)
+
+    worker = sub.add_parser("worker", help="run a ferry worker on task queue `ferry` until SIGTERM")
+    worker.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)
+    _global_options(worker)
+    worker.set_defaults(func=cmd_worker)
+
+    for register in COMMANDS:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _load_command_modules()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (StackError, TemporalUnavailable, CommandError) as err:
+        print(f"ferry: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _load_command_modules() -> None:
+    """Command groups register themselves in COMMANDS (release, env, promote, ...)."""
+    import importlib
+
+    for name in ("cli.release", "cli.environments", "cli.promotion", "cli.audit"):
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name != name:
+                raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

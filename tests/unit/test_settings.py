@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from workers.settings import load_settings
+
+
+def _devstack(tmp_path: Path) -> Path:
+    (tmp_path / "devstack.json").write_text(json.dumps({
+        "state_dir": str(tmp_path),
+        "temporal": {"address": "127.0.0.1:17233", "namespace": "default", "ui_url": "http://127.0.0.1:18233"},
+        "registry": {"host": "127.0.0.1:15001"},
+        "kube": {"kubeconfig": str(tmp_path / "kubeconfig"), "server": "http://127.0.0.1:16443"},
+    }))
+    return tmp_path
+
+
+def test_defaults_without_stack(tmp_path: Path) -> None:
+    s = load_settings(env={}, state_dir=tmp_path)
+    assert s.temporal.address == "127.0.0.1:7233"
+    assert s.temporal.task_queue == "ferry"
+    assert s.registry.default is None and s.registry.insecure_hosts == []
+
+
+def test_local_stack_is_used_when_nothing_explicit(tmp_path: Path) -> None:
+    s = load_settings(env={}, state_dir=_devstack(tmp_path))
+    assert s.temporal.address == "127.0.0.1:17233"
+    assert s.temporal.ui_url == "http://127.0.0.1:18233"
+    assert s.registry.default == "127.0.0.1:15001"
+    assert s.registry.insecure_hosts == ["127.0.0.1:15001"]
+    assert s.kubeconfig == tmp_path / "kubeconfig"
+
+
+def test_precedence_stack_then_temporal_env_then_ferry_env_then_flags(tmp_path: Path) -> None:
+    state = _devstack(tmp_path)
+    env = {"TEMPORAL_ADDRESS": "temporal.prod:7233", "TEMPORAL_NAMESPACE": "delivery"}
+    s = load_settings(env=env, state_dir=state)
+    assert (s.temporal.address, s.temporal.namespace) == ("temporal.prod:7233", "delivery")
+    env |= {"FERRY_TEMPORAL_ADDRESS": "ferry.prod:7233", "FERRY_REGISTRY_INSECURE": "a:1, b:2",
+            "FERRY_REGISTRY_PASSWORD": "pw", "FERRY_TEMPORAL_TLS": "true"}
+    s = load_settings(env=env, state_dir=state)
+    assert s.temporal.address == "ferry.prod:7233" and s.temporal.tls
+    assert s.registry.insecure_hosts == ["a:1", "b:2"]
+    assert s.registry.password is not None and s.registry.password.get_secret_value() == "pw"
+    assert "pw" not in repr(s)  # secrets never print
+    s = load_settings({"temporal.address": "flag:7233"}, env=env, state_dir=state)
+    assert s.temporal.address == "flag:7233"

@@ -1,0 +1,1 @@
+"""Processes: settings, the Temporal client factory, the worker entrypoint."""

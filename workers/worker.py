@@ -1,0 +1,90 @@
+"""The worker entrypoint: every workflow and activity on task queue ``ferry``, graceful on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+import concurrent.futures
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.registry import Registries, RegistryActivities
+from workers.settings import Settings
+
+log = logging.getLogger("ferry.worker")
+
+
+def all_workflows() -> list[type]:
+    from workflows import ALL_WORKFLOWS
+
+    return list(ALL_WORKFLOWS)
+
+
+def all_activities(settings: Settings) -> list[Callable[..., Any]]:
+    """Activity classes hold their clients; their bound methods are registered."""
+    registry = RegistryActivities(Registries(settings.registry))
+    return [
+        registry.push_artifact,
+        registry.list_tags,
+        registry.resolve_tag,
+        registry.fetch_manifest,
+        registry.pull_artifact,
+        *_later_activities(settings),
+    ]
+
+
+def _later_activities(settings: Settings) -> list[Callable[..., Any]]:
+    from activities import extra_activities
+
+    return extra_activities(settings)
+
+
+def build_worker(
+    client: Client,
+    settings: Settings,
+    *,
+    task_queue: str | None = None,
+    workflows: Sequence[type] | None = None,
+    activities: Sequence[Callable[..., Any]] | None = None,
+) -> Worker:
+    # NB: sync activities run in this pool; sized to max_concurrent_activities so none waits for a thread.
+    pool = concurrent.futures.ThreadPoolExecutor(
+        max_workers=settings.worker.max_concurrent_activities, thread_name_prefix="ferry-activity"
+    )
+    return Worker(
+        client,
+        task_queue=task_queue or settings.temporal.task_queue,
+        workflows=list(workflows) if workflows is not None else all_workflows(),
+        activities=list(activities) if activities is not None else all_activities(settings),
+        activity_executor=pool,
+        max_concurrent_activities=settings.worker.max_concurrent_activities,
+        graceful_shutdown_timeout=timedelta(seconds=20),
+    )
+
+
+async def run_worker(settings: Settings, *, ready_file: Path | None = None) -> None:
+    """Run until SIGTERM/SIGINT, then let running activities finish (graceful_shutdown_timeout)."""
+    from workers.client import connect
+    from workers.telemetry import tracer_provider
+
+    provider = tracer_provider(settings.telemetry)
+    client = await connect(settings.temporal, tracer=provider)
+    worker = build_worker(client, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker polling %s on %s", settings.temporal.task_queue, settings.temporal.address)
+    async with worker:
+        if ready_file is not None:
+            ready_file.write_text("ready\n")
+        await stop.wait()
+        log.info("shutting down: waiting for running activities")
+    if provider is not None:
+        provider.shutdown()

@@ -1,0 +1,3 @@
+"""Deterministic orchestration only. Never imports kubernetes or oras."""
+
+ALL_WORKFLOWS: list[type] = []
