@@ -55,7 +55,7 @@ MANIFEST_ACCEPT = ", ".join(
 _CHUNK = 1 << 20
 
 # The undecorated request method: oras wraps it in @retry(attempts=5) whose sleeps total ~131 s.
-_DO_REQUEST_ONCE = oras.provider.Registry.do_request.__wrapped__  # type: ignore[attr-defined]
+_DO_REQUEST_ONCE = oras.provider.Registry.do_request.__wrapped__
 
 
 class _RegistryHTTPError(Exception):

@@ -33,7 +33,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def _global_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("connection (default: the local stack from `ferry dev up`)")
-    group.add_argument("--state-dir", default=None, help="local stack state directory (default .ferry, FERRY_STATE_DIR)")
+    group.add_argument("--state-dir", default=None,
+                       help="local stack state directory (default .ferry, FERRY_STATE_DIR)")
     group.add_argument("--temporal-address", default=None, help="host:port (FERRY_TEMPORAL_ADDRESS)")
     group.add_argument("--namespace", default=None, help="Temporal namespace (FERRY_TEMPORAL_NAMESPACE)")
     group.add_argument("--tls", action="store_true", default=None, help="TLS to Temporal (FERRY_TEMPORAL_TLS)")

@@ -39,5 +39,6 @@ def workflow_url(settings: TemporalSettings, workflow_id: str, run_id: str | Non
     """The Temporal Web UI page of a workflow."""
     from urllib.parse import quote
 
-    base = f"{settings.ui_url.rstrip('/')}/namespaces/{quote(settings.namespace, safe='')}/workflows/{quote(workflow_id, safe='')}"
+    namespace, wid = quote(settings.namespace, safe=""), quote(workflow_id, safe="")
+    base = f"{settings.ui_url.rstrip('/')}/namespaces/{namespace}/workflows/{wid}"
     return f"{base}/{run_id}/history" if run_id else base
