@@ -77,3 +77,36 @@ def settings_for(registry: Registry, tmp: Path, **registry_overrides: object) ->
 @pytest.fixture
 def settings(registry: Registry, tmp_path: Path) -> Settings:
     return settings_for(registry, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def kube_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The Kubernetes API emulator (devstack/kube) on a free port, with its kubeconfig."""
+    from devstack.kube.__main__ import bootstrap
+    from devstack.kube.kubeconfig import write_kubeconfig
+    from devstack.kube.server import KubeEmulator
+
+    root = tmp_path_factory.mktemp("kube")
+    emulator = KubeEmulator(0, root / "state.json", rollout_delay=0.3)
+    bootstrap(emulator, ["default", "kube-system", "ferry-system"])
+    emulator.start()
+    emulator.kubeconfig = write_kubeconfig(root / "kubeconfig", emulator.url)  # type: ignore[attr-defined]
+    yield emulator
+    emulator.close()
+
+
+@pytest.fixture
+def kube_api(kube_server: object) -> object:
+    import kubernetes
+
+    return kubernetes.config.new_client_from_config(str(kube_server.kubeconfig))  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def namespace(kube_api: object) -> str:
+    """A fresh namespace per test."""
+    import kubernetes
+
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    kubernetes.client.CoreV1Api(kube_api).create_namespace({"metadata": {"name": name}})
+    return name

@@ -119,18 +119,18 @@ def _step(node: Any, token: str) -> Any:
     return None
 
 
-_MISSING = object()
+MISSING = object()
 
 
 def value_at(obj: Any, path: Path) -> Any:
     node = obj
     for token in path:
         if node is None:
-            return _MISSING
+            return MISSING
         if token.startswith("f:") and isinstance(node, dict) and token[2:] not in node:
-            return _MISSING
+            return MISSING
         node = _step(node, token)
-    return _MISSING if node is None and path and not path[-1].startswith("f:") else node
+    return MISSING if node is None and path and not path[-1].startswith("f:") else node
 
 
 def remove_path(obj: dict[str, Any], path: Path) -> None:
@@ -160,6 +160,24 @@ def remove_path(obj: dict[str, Any], path: Path) -> None:
     target = _step(lst, last)
     if target is not None:
         lst.remove(target)
+
+
+def remove_unowned(obj: dict[str, Any], gone: set[Path], kept: set[Path]) -> None:
+    """Remove the fields in `gone` (a manager stopped applying them) unless a kept path lives beneath.
+    Whole list items go first, so their own fields need no separate removal."""
+    items = sorted((p for p in gone if p[-1] == "."), key=len)
+    removed: list[Path] = []
+    for path in items:
+        item = path[:-1]
+        if any(q[:len(item)] == item for q in kept):
+            continue
+        remove_path(obj, path)
+        removed.append(item)
+    for path in sorted((p for p in gone if p[-1] != "."), key=len, reverse=True):
+        if any(path[:len(item)] == item for item in removed):
+            continue
+        if not any(len(q) > len(path) and q[:len(path)] == path for q in kept):
+            remove_path(obj, path)
 
 
 def apply_merge(live: Any, applied: Any, parent: str = "", name: str = "") -> Any:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import calendar
+import contextlib
 import json
 import re
+import socket
 import threading
 import time
 import urllib.parse
@@ -103,6 +105,7 @@ class KubeEmulator:
         self._httpd: ThreadingHTTPServer | None = None
         self._threads: list[threading.Thread] = []
         self._saver_stop = threading.Event()
+        self._connections: set[Any] = set()
 
     @property
     def url(self) -> str:
@@ -140,6 +143,12 @@ class KubeEmulator:
             self._httpd.shutdown()
             self._httpd.server_close()
             self._httpd = None
+        # NB: keep-alive connections would otherwise go on being served by their handler threads.
+        with self._fault_lock:
+            for conn in list(self._connections):
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+            self._connections.clear()
         self._saver_stop.set()
         self.store.save()
 
@@ -207,6 +216,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         return
+
+    def setup(self) -> None:
+        super().setup()
+        with self.emu._fault_lock:
+            self.emu._connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.emu._fault_lock:
+            self.emu._connections.discard(self.connection)
+        super().finish()
 
     # -------------------------------------------------------------------------------- plumbing
     def _send(self, code: int, body: Any, content_type: str = "application/json") -> None:

@@ -122,6 +122,10 @@ class Store:
     def _check_body(self, rt: ResourceType, body: Any, namespace: str, name: str | None) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise ApiError(400, "BadRequest", "the body of the request was not a JSON object")
+        # NB: like the real decoder, a body without apiVersion/kind takes them from the URL; a different
+        # value is refused.
+        body.setdefault("apiVersion", rt.api_version)
+        body.setdefault("kind", rt.kind)
         if body.get("apiVersion") != rt.api_version or body.get("kind") != rt.kind:
             raise ApiError(400, "BadRequest",
                            f"the API version in the data ({body.get('apiVersion')}) and kind ({body.get('kind')}) "
@@ -206,7 +210,9 @@ class Store:
         if include_status:
             new_paths = {p for p in new_paths if p[0] == "f:status"}
         old_obj = old or {}
-        changed = {p for p in new_paths if fields.value_at(old_obj, p) != fields.value_at(new, p)}
+        # NB: editing a field inside a list item does not take ownership of the item's existence ('.').
+        changed = {p for p in new_paths if fields.value_at(old_obj, p) != fields.value_at(new, p)
+                   and (p[-1] != "." or fields.value_at(old_obj, p) is fields.MISSING)}
         entries = self._managers(old) if old else []
         out: list[dict[str, Any]] = []
         mine: set[fields.Path] = set(changed)
@@ -384,6 +390,8 @@ class Store:
                 continue
             others.append((entry, owned))
             for path in owned & new_paths:
+                if path[-1] == ".":
+                    continue  # list-item existence is shared, never a conflict by itself
                 if fields.value_at(live, path) != fields.value_at(applied, path):
                     conflicts.append((entry["manager"], path))
         if conflicts and not force:
@@ -400,9 +408,7 @@ class Store:
             owned_by_others |= owned
             kept.append({**entry, "fieldsV1": fields.fields_v1(owned)})
         # fields this manager stopped applying and nobody else owns are removed
-        for path in sorted(mine_before - new_paths - owned_by_others, key=len, reverse=True):
-            if not any(q[:len(path)] == path for q in new_paths | owned_by_others if len(q) > len(path)):
-                fields.remove_path(live, path)
+        fields.remove_unowned(live, mine_before - new_paths - owned_by_others, new_paths | owned_by_others)
         if subresource == "status":
             merged = copy.deepcopy(live)
             merged["status"] = fields.apply_merge(live.get("status"), applied.get("status") or {}, "", "status")

@@ -32,7 +32,12 @@ def test_up_status_down_leaves_no_process(tmp_path: Path) -> None:
     info = json.loads((state / "devstack.json").read_text())
     assert info == json.loads(up.stdout)
     pids = [c["pid"] for k, c in info.items() if isinstance(c, dict) and "pid" in c]
-    assert {"temporal", "registry", "worker"} <= set(info)
+    assert {"temporal", "registry", "kube", "worker"} <= set(info)
+    import kubernetes
+
+    api = kubernetes.config.new_client_from_config(info["kube"]["kubeconfig"])
+    names = {n.metadata.name for n in kubernetes.client.CoreV1Api(api).list_namespace().items}
+    assert {"default", "ferry-system"} <= names
     assert info["temporal"]["ui_url"].startswith("http://127.0.0.1:")
     assert all(pid_alive(pid) for pid in pids)
 

