@@ -19,9 +19,9 @@ import kubernetes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from devstack.kube.__main__ import bootstrap  # noqa: E402
-from devstack.kube.kubeconfig import write_kubeconfig  # noqa: E402
-from devstack.kube.server import KubeEmulator  # noqa: E402
+from devstack.kube.__main__ import bootstrap
+from devstack.kube.kubeconfig import write_kubeconfig
+from devstack.kube.server import KubeEmulator
 
 
 def configmap(i: int) -> dict[str, object]:
@@ -45,7 +45,8 @@ def run(size: int, tmp: Path) -> dict[str, object]:
         body = configmap(i)
         body["data"]["payload"] = "y" * 200  # type: ignore[index]
         core.patch_namespaced_config_map(body["metadata"]["name"], "bench", body,  # type: ignore[index]
-                                         field_manager="ferry", force=True, _content_type="application/apply-patch+yaml")
+                                         field_manager="ferry", force=True,
+                                         _content_type="application/apply-patch+yaml")
     apply_s = time.perf_counter() - started
     latencies = []
     for _ in range(5):

@@ -7,39 +7,13 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cli.common import COMMANDS, CommandError, global_options, settings_from
 from devstack.procs import StackError
 from workers.client import TemporalUnavailable
-from workers.settings import Settings, load_settings
-
-
-class CommandError(Exception):
-    """A failure to report as one line and a non-zero exit."""
-
-
-def settings_from(args: argparse.Namespace) -> Settings:
-    overrides = {
-        "state_dir": args.state_dir,
-        "temporal.address": args.temporal_address,
-        "temporal.namespace": args.namespace,
-        "temporal.tls": True if args.tls else None,
-        "registry.default": args.registry,
-    }
-    return load_settings(overrides)
-
-
-def _global_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("connection (default: the local stack from `ferry dev up`)")
-    group.add_argument("--state-dir", default=None,
-                       help="local stack state directory (default .ferry, FERRY_STATE_DIR)")
-    group.add_argument("--temporal-address", default=None, help="host:port (FERRY_TEMPORAL_ADDRESS)")
-    group.add_argument("--namespace", default=None, help="Temporal namespace (FERRY_TEMPORAL_NAMESPACE)")
-    group.add_argument("--tls", action="store_true", default=None, help="TLS to Temporal (FERRY_TEMPORAL_TLS)")
-    group.add_argument("--registry", default=None, help="default registry host:port (FERRY_REGISTRY)")
-
 
 # ----------------------------------------------------------------------------------------- dev ---
 
@@ -102,9 +76,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------ commands ---
 
-COMMANDS: list[Callable[[Any], None]] = []
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ferry", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -125,11 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     dev_status.set_defaults(func=cmd_dev_status)
     for p in (dev_up, dev_down, dev_status):
         p.add_argument("--json", action="store_true")
-        _global_options(p)
+        global_options(p)
 
     worker = sub.add_parser("worker", help="run a ferry worker on task queue `ferry` until SIGTERM")
     worker.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)
-    _global_options(worker)
+    global_options(worker)
     worker.set_defaults(func=cmd_worker)
 
     for register in COMMANDS:

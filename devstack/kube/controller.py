@@ -74,8 +74,9 @@ class SimulatedController:
         key = (rt.group, rt.plural, meta.get("namespace", ""), meta["name"])
         with self._cv:
             self._seq += 1
+            generation = int(meta.get("generation", 1))
             heapq.heappush(self._queue, (time.monotonic() + delay, self._seq, key,
-                                         -int(meta.get("generation", 1)) if progressing else meta.get("generation", 1)))
+                                         -generation if progressing else generation))
             self._cv.notify_all()
 
     def _run(self) -> None:
@@ -123,7 +124,8 @@ class SimulatedController:
                 return {"active": 1, "startTime": now()}
             if fails:
                 return {"failed": int(spec.get("backoffLimit", 6)) + 1, "startTime": now(), "conditions": [
-                    _condition("Failed", "True", "BackoffLimitExceeded", "Job has reached the specified backoff limit")]}
+                    _condition("Failed", "True", "BackoffLimitExceeded",
+                               "Job has reached the specified backoff limit")]}
             return {"succeeded": int(spec.get("completions", 1)), "startTime": now(), "completionTime": now(),
                     "conditions": [_condition("Complete", "True", "", "")]}
         if kind == "DaemonSet":

@@ -114,6 +114,6 @@ def crd_resource_types(crd: dict[str, object]) -> list[ResourceType]:
             group=spec["group"], version=version["name"], kind=names["kind"], plural=names["plural"],
             namespaced=spec.get("scope", "Namespaced") == "Namespaced",
             short_names=tuple(names.get("shortNames") or ()),
-            has_status="status" in ((version.get("subresources") or {})), crd=True,
+            has_status="status" in (version.get("subresources") or {}), crd=True,
         ))
     return out

@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -50,42 +51,56 @@ def _split_terms(selector: str) -> list[str]:
     return terms
 
 
-def label_matcher(selector: str | None) -> Any:
+LabelCheck = Callable[[dict[str, str]], bool]
+
+
+def _requirement(key: str, op: str, values: set[str], negated: bool) -> LabelCheck:
+    if not op:
+        return lambda labels: (key in labels) != negated
+    if op in ("=", "=="):
+        return lambda labels: labels.get(key) in values
+    if op == "!=":
+        return lambda labels: labels.get(key) not in values
+    if op == "in":
+        return lambda labels: labels.get(key) in values
+    return lambda labels: labels.get(key) not in values
+
+
+def label_matcher(selector: str | None) -> LabelCheck:
+    """Equality- and set-based label selectors: =, ==, !=, in, notin, exists, !exists."""
     if not selector:
         return lambda labels: True
-    checks = []
+    checks: list[LabelCheck] = []
     for term in _split_terms(selector):
         m = _TERM.match(" " + term.replace(" in ", "  in ").replace(" notin ", "  notin ") + " ")
         if not m:
             raise ApiError(400, "BadRequest", f"unable to parse requirement: {term!r}")
-        key, op, val, neg = m["key"], (m["op"] or "").strip(), m["val"], bool(m["neg"])
-        values = {v.strip() for v in val[1:-1].split(",")} if val and val.startswith("(") else {val}
+        key, op, val, neg = m["key"], (m["op"] or "").strip(), m["val"] or "", bool(m["neg"])
         if neg and op:
             raise ApiError(400, "BadRequest", f"unable to parse requirement: {term!r}")
-        if not op:
-            checks.append((lambda k, n: lambda lb: (k in lb) != n)(key, neg))
-        elif op in ("=", "=="):
-            checks.append((lambda k, v: lambda lb: lb.get(k) == v)(key, val))
-        elif op == "!=":
-            checks.append((lambda k, v: lambda lb: lb.get(k) != v)(key, val))
-        elif op == "in":
-            checks.append((lambda k, vs: lambda lb: lb.get(k) in vs)(key, values))
-        else:
-            checks.append((lambda k, vs: lambda lb: lb.get(k) not in vs)(key, values))
+        values = {v.strip() for v in val[1:-1].split(",")} if val.startswith("(") else {val}
+        checks.append(_requirement(key, op, values, neg))
     return lambda labels: all(check(labels) for check in checks)
 
 
-def field_matcher(selector: str | None) -> Any:
+ObjectCheck = Callable[[dict[str, Any]], bool]
+
+
+def _field_requirement(field: str, value: str, equal: bool) -> ObjectCheck:
+    return lambda obj: (obj["metadata"].get(field, "") == value) == equal
+
+
+def field_matcher(selector: str | None) -> ObjectCheck:
+    """Field selectors on metadata.name and metadata.namespace (=, ==, !=)."""
     if not selector:
         return lambda obj: True
-    checks = []
+    checks: list[ObjectCheck] = []
     for term in _split_terms(selector):
         m = re.match(r"^\s*([A-Za-z.]+)\s*(==|=|!=)\s*(.*?)\s*$", term)
         if not m or m[1] not in ("metadata.name", "metadata.namespace"):
             raise ApiError(400, "BadRequest", f'"{term}" is not a known field selector: only "metadata.name", '
                            '"metadata.namespace"')
-        field, op, value = m[1].split(".")[1], m[2], m[3]
-        checks.append((lambda f, o, v: lambda obj: (obj["metadata"].get(f, "") == v) == (o != "!="))(field, op, value))
+        checks.append(_field_requirement(m[1].split(".")[1], m[3], m[2] != "!="))
     return lambda obj: all(check(obj) for check in checks)
 
 
@@ -178,7 +193,8 @@ class KubeEmulator:
                     "gitCommit": "0" * 40, "gitTreeState": "clean"}
         if parts == ["api"]:
             return {"kind": "APIVersions", "versions": ["v1"],
-                    "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": f"127.0.0.1:{self.port}"}]}
+                    "serverAddressByClientCIDRs": [
+                        {"clientCIDR": "0.0.0.0/0", "serverAddress": f"127.0.0.1:{self.port}"}]}
         if parts == ["apis"]:
             groups = []
             for group, versions in sorted(cat.groups().items()):
@@ -186,7 +202,7 @@ class KubeEmulator:
                 groups.append({"name": group, "versions": gv, "preferredVersion": gv[0]})
             return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
         if len(parts) == 2 and parts[0] == "apis":
-            versions = cat.groups().get(parts[1])
+            versions = cat.groups().get(parts[1]) or []
             if not versions:
                 return None
             gv = [{"groupVersion": f"{parts[1]}/{v}", "version": v} for v in versions]
@@ -212,6 +228,8 @@ class KubeEmulator:
 class _Handler(BaseHTTPRequestHandler):
     emu: KubeEmulator
     protocol_version = "HTTP/1.1"
+    # NB: headers and body are separate writes; with Nagle on, each response waits ~40 ms for a delayed ACK.
+    disable_nagle_algorithm = True
     server_version = "ferry-kube-emulator"
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
@@ -388,7 +406,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, store.delete(rt, ns, name, propagation, dry_run, body.get("preconditions")))
         raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 
-    def _matcher(self, query: dict[str, str]) -> Any:
+    def _matcher(self, query: dict[str, str]) -> ObjectCheck:
         labels, flds = label_matcher(query.get("labelSelector")), field_matcher(query.get("fieldSelector"))
         return lambda obj: labels(obj["metadata"].get("labels") or {}) and flds(obj)
 
@@ -447,7 +465,7 @@ class _Handler(BaseHTTPRequestHandler):
                 emit(event_type, obj)
             while time.monotonic() < deadline:
                 with store.changed:
-                    events = store.events_since(cursor) or []
+                    events: list[Any] = store.events_since(cursor) or []
                     if not events:
                         store.changed.wait(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
                         events = store.events_since(cursor) or []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import copy
 import datetime as dt
 import ipaddress
@@ -426,7 +427,7 @@ class Store:
         if subresource:
             mine_entry["subresource"] = subresource
         order = [e["manager"] + e.get("operation", "") for e in entries]
-        all_entries = kept + [mine_entry]
+        all_entries = [*kept, mine_entry]
         all_entries.sort(key=lambda e: order.index(e["manager"] + e["operation"])
                          if e["manager"] + e["operation"] in order else len(order))
         merged.setdefault("metadata", {})["managedFields"] = all_entries
@@ -524,7 +525,7 @@ class Store:
         obj = self.objects[key]
         return self.catalogue.by_kind(obj["apiVersion"], obj["kind"])
 
-    def events_since(self, rv: int) -> list[Event] | None:
+    def events_since(self, rv: int) -> builtins.list[Event] | None:
         """Events after rv, or None when rv is older than the watch window (410 Gone)."""
         if self.events and rv < self.events[0].rv - 1 and rv < self.rv - len(self.events):
             return None

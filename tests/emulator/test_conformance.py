@@ -170,7 +170,8 @@ def test_json_patch_merge_patch_and_strategic_merge(kube_api: Any, namespace: st
     apps = AppsV1Api(kube_api)
     body = deployment("p")
     body["spec"]["template"]["spec"]["containers"].append({"name": "side", "image": "busybox:1"})
-    body["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]
+    body["spec"]["template"]["spec"]["containers"][0]["env"] = [
+        {"name": "A", "value": "1"}, {"name": "B", "value": "2"}]
     apps.create_namespaced_deployment(namespace, body)
     # strategic merge: containers merged by name, env by name, $patch: delete removes one item
     smp = {"spec": {"template": {"spec": {"containers": [

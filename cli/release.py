@@ -1,0 +1,154 @@
+"""`ferry release DIR --repository HOST/PATH --version VERSION`: what CI runs to publish manifests."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import socket
+import subprocess
+import tempfile
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import WorkflowFailureError
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.worker import Worker
+
+from activities.bundle import BundleActivities, BundleError, scan, validate, write_tarball
+from activities.registry import Registries, RegistryActivities
+from cli.common import COMMANDS, CommandError, emit, global_options, local_identity, root_cause, settings_from
+from ferry.durations import parse_duration
+from ferry.oci import split_repository
+from ferry.release import ReleaseInput, ReleaseResult, release_workflow_id
+from ferry.settings import Settings
+from ferry.versions import VersionError, parse_release_version
+from workers.client import connect, workflow_url
+from workflows.release import ReleaseWorkflow, release_search_attributes
+
+# The workflow's own deadline: the release timeout plus time for the CI-queue timeouts to fire.
+CI_GRACE = parse_duration("2m")
+
+
+def _git(directory: Path, *args: str) -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def git_facts(directory: Path) -> dict[str, str]:
+    """Flux's revision convention <branch>@sha1:<commit>, the remote URL, and the commit time."""
+    commit = _git(directory, "rev-parse", "HEAD")
+    if not commit:
+        return {}
+    branch = _git(directory, "rev-parse", "--abbrev-ref", "HEAD") or "HEAD"
+    return {"revision": f"{branch}@sha1:{commit}", "source": _git(directory, "config", "--get", "remote.origin.url"),
+            "created": _git(directory, "log", "-1", "--format=%cd", "--date=format-local:%Y-%m-%dT%H:%M:%SZ")}
+
+
+def resolve_repository(repository: str, settings: Settings) -> str:
+    """A bare PATH uses the default registry (the local stack's when running)."""
+    if "/" in repository and ("." in repository.split("/")[0] or ":" in repository.split("/")[0]):
+        return repository
+    if settings.registry.default:
+        return f"{settings.registry.default}/{repository}"
+    return repository
+
+
+def local_layer_digest(directory: Path) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        return write_tarball(directory, scan(directory), Path(tmp) / "bundle.tar.gz")
+
+
+def prepare_release(args: argparse.Namespace, settings: Settings) -> tuple[ReleaseInput, str, int]:
+    """Validate everything before anything is started or pushed; one clear line for the first problem."""
+    directory = Path(args.dir).absolute()
+    repository = resolve_repository(args.repository, settings)
+    try:
+        split_repository(repository)
+        parse_release_version(args.version)
+        timeout = parse_duration(args.timeout)
+    except (ValueError, VersionError) as err:
+        raise CommandError(str(err)) from None
+    if not directory.exists():
+        raise CommandError(f"{args.dir}: directory does not exist")
+    try:
+        objects = validate(directory)
+        expected_layer = local_layer_digest(directory)
+    except BundleError as err:
+        raise CommandError(f"invalid bundle: {err}") from None
+    facts = git_facts(directory)
+    input = ReleaseInput(
+        repository=repository, version=args.version,
+        ci_task_queue=f"ferry-ci/{socket.gethostname()}/{uuid.uuid4().hex[:8]}",
+        bundle_dir=str(directory), revision=args.revision or facts.get("revision", ""),
+        source=args.source or facts.get("source", ""), publisher=args.published_by or local_identity(),
+        created=facts.get("created") or None, timeout_seconds=max(10, int(timeout.total_seconds())),
+    )
+    return input, expected_layer, objects
+
+
+async def run_release(input: ReleaseInput, expected_layer: str, settings: Settings) -> dict[str, Any]:
+    """Serve the CI task queue in this process while the ReleaseWorkflow runs; return its outcome."""
+    repository, version = input.repository, input.version
+    timeout = timedelta(seconds=input.timeout_seconds)
+    client = await connect(settings.temporal)
+    registry = RegistryActivities(Registries(settings.registry))
+    bundles = BundleActivities()
+    # NB: the worker-specific task queue: packaging and push run here, on the CI host, for this process's life.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        worker = Worker(client, task_queue=input.ci_task_queue, activity_executor=pool,
+                        activities=[bundles.package_bundle, registry.resolve_tag, registry.fetch_manifest,
+                                    registry.push_artifact])
+        async with worker:
+            workflow_id = release_workflow_id(repository, version)
+            handle = await client.start_workflow(
+                ReleaseWorkflow.run, input, id=workflow_id, task_queue=settings.temporal.task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                search_attributes=release_search_attributes(input),
+                execution_timeout=timeout + CI_GRACE,
+            )
+            try:
+                result: ReleaseResult = await handle.result()
+            except WorkflowFailureError as err:
+                raise CommandError(f"release {repository}:{version} failed: {root_cause(err)} "
+                                   f"({workflow_url(settings.temporal, workflow_id)})") from None
+    if result.layer_digest != expected_layer:
+        # Attached to a release of the same version started by someone else, with other content.
+        raise CommandError(f"release {repository}:{version} failed: VersionAlreadyReleased: "
+                           f"released layer {result.layer_digest}, this content {expected_layer}")
+    return {"repository": repository, "version": version, "digest": result.digest,
+            "layer_digest": result.layer_digest, "size": result.size,
+            "already_released": result.already_released, "publisher": result.publisher,
+            "workflow_id": workflow_id, "run_id": handle.result_run_id,
+            "temporal_ui": workflow_url(settings.temporal, workflow_id)}
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    input, expected_layer, objects = prepare_release(args, settings)
+    out = asyncio.run(run_release(input, expected_layer, settings)) | {"objects": objects}
+    note = " (already released: identical content)" if out["already_released"] else ""
+    emit(out, args.json, f"{out['digest']}{note}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("release", help="package DIR and publish it as an immutable OCI artifact (what CI runs)")
+    p.add_argument("dir", help="directory of manifests (plain YAML or kustomize; overlays are kept)")
+    p.add_argument("--repository", required=True, help="HOST[:PORT]/PATH, or PATH on the default registry")
+    p.add_argument("--version", required=True, help="semver tag, e.g. 1.2.3 or v1.2.3")
+    p.add_argument("--revision", default=None, help="default: <branch>@sha1:<commit> from git")
+    p.add_argument("--source", default=None, help="default: the git remote URL")
+    p.add_argument("--published-by", default=None, help="default: the CI identity, else the local user")
+    p.add_argument("--timeout", default="15m", help="how long a registry outage may delay the release")
+    p.add_argument("--json", action="store_true")
+    global_options(p)
+    p.set_defaults(func=cmd_release)
+
+
+COMMANDS.append(register)

@@ -1,0 +1,69 @@
+"""ReleaseWorkflow's vocabulary: input, result, packaging messages."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ferry.oci import split_repository
+from ferry.versions import parse_release_version
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def release_workflow_id(repository: str, version: str) -> str:
+    return f"release/{repository}/{version}"
+
+
+class ReleaseInput(_Model):
+    repository: str = Field(description="HOST[:PORT]/PATH")
+    version: str = Field(description="semver tag, a leading v allowed and kept")
+    ci_task_queue: str = Field(description="task queue served by the `ferry release` process on the CI host")
+    bundle_dir: str = Field(description="directory on the CI host")
+    revision: str = ""
+    source: str = ""
+    publisher: str
+    created: str | None = Field(None, description="RFC 3339; from the revision's commit time when known")
+    timeout_seconds: int = Field(900, ge=10, description="how long registry outages may delay the release")
+
+    @field_validator("repository")
+    @classmethod
+    def _repository(cls, value: str) -> str:
+        split_repository(value)
+        return value
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        parse_release_version(value)
+        return value
+
+    @field_validator("publisher")
+    @classmethod
+    def _publisher(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("publisher is required: who releases this (CI identity or person)")
+        return value.strip()
+
+
+class ReleaseResult(_Model):
+    repository: str
+    version: str
+    digest: str = Field(description="manifest digest")
+    layer_digest: str
+    size: int
+    already_released: bool = False
+    publisher: str
+
+
+class PackageBundleInput(_Model):
+    bundle_dir: str
+    max_file_bytes: int = 5 * 1024 * 1024
+
+
+class PackageBundleResult(_Model):
+    path: str = Field(description="the tar.gz on the CI host")
+    layer_digest: str
+    size: int
+    files: int

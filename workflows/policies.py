@@ -1,0 +1,32 @@
+"""Named timeouts and retry policies, each with the reason it has this value."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.common import RetryPolicy
+
+from ferry.errors import NON_RETRYABLE
+
+# Registry calls are single HTTP exchanges (oras's own retries are off): a minute covers a slow push.
+REGISTRY_CALL_TIMEOUT = timedelta(minutes=2)
+# Packaging reads and gzips a manifests directory (files are capped at 5 MiB each).
+PACKAGE_TIMEOUT = timedelta(minutes=2)
+# If the `ferry release` process on the CI host dies, its task queue has no poller: fail within this
+# bound instead of waiting for the release deadline.
+CI_SCHEDULE_TO_START = timedelta(seconds=60)
+# Registry and cluster outages: back off to one attempt every 30 s; the caller's deadline bounds the total.
+OUTAGE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    non_retryable_error_types=sorted(str(t) for t in NON_RETRYABLE),
+)
+# Reads that feed a decision (resolve a tag, fetch a manifest) inside a workflow that must answer soon.
+QUICK_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=5,
+    non_retryable_error_types=sorted(str(t) for t in NON_RETRYABLE),
+)

@@ -1,0 +1,125 @@
+"""ReleaseWorkflow: package on the CI host, refuse to change a released version, push, verify."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TypeVar
+
+from temporalio import workflow
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel
+
+    from ferry.artifacts import (
+        FetchManifestInput,
+        Manifest,
+        PushArtifactInput,
+        PushArtifactResult,
+        ResolveTagInput,
+        ResolveTagResult,
+    )
+    from ferry.errors import ErrorType
+    from ferry.oci import (
+        ANNOTATION_CREATED,
+        ANNOTATION_PUBLISHED_BY,
+        ANNOTATION_RELEASE_WORKFLOW,
+        ANNOTATION_REVISION,
+        ANNOTATION_SOURCE,
+        ANNOTATION_VERSION,
+        FLUX_CONFIG_MEDIA_TYPE,
+        FLUX_CONTENT_MEDIA_TYPE,
+    )
+    from ferry.release import PackageBundleInput, PackageBundleResult, ReleaseInput, ReleaseResult
+    from workflows import policies
+
+R = TypeVar("R", bound=BaseModel)
+FERRY_REPOSITORY = SearchAttributeKey.for_keyword("FerryRepository")
+FERRY_VERSION = SearchAttributeKey.for_keyword("FerryVersion")
+FERRY_PUBLISHER = SearchAttributeKey.for_keyword("FerryPublisher")
+
+
+def release_search_attributes(input: ReleaseInput) -> TypedSearchAttributes:
+    return TypedSearchAttributes([SearchAttributePair(FERRY_REPOSITORY, input.repository),
+                                  SearchAttributePair(FERRY_VERSION, input.version),
+                                  SearchAttributePair(FERRY_PUBLISHER, input.publisher)])
+
+
+@workflow.defn(name="ReleaseWorkflow")
+class ReleaseWorkflow:
+    """Idempotent per (repository, version): identical content is an "already released" success,
+    different content is VersionAlreadyReleased (non-retryable). Bundle bytes stay on the CI host."""
+
+    @workflow.run
+    async def run(self, input: ReleaseInput) -> ReleaseResult:
+        workflow.upsert_search_attributes([FERRY_REPOSITORY.value_set(input.repository),
+                                           FERRY_VERSION.value_set(input.version),
+                                           FERRY_PUBLISHER.value_set(input.publisher)])
+        self._input = input
+        packaged = await self._on_ci("package_bundle", PackageBundleInput(bundle_dir=input.bundle_dir),
+                                     PackageBundleResult, policies.PACKAGE_TIMEOUT)
+        existing = await self._on_ci(
+            "resolve_tag", ResolveTagInput(repository=input.repository, tag=input.version, missing_ok=True),
+            ResolveTagResult)
+        if existing.digest is not None:
+            return await self._already_released(input, packaged, existing.digest)
+
+        created = input.created or workflow.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+        annotations = {
+            ANNOTATION_CREATED: created,
+            ANNOTATION_VERSION: input.version,
+            ANNOTATION_PUBLISHED_BY: input.publisher,
+            ANNOTATION_RELEASE_WORKFLOW: workflow.info().workflow_id,
+        }
+        if input.source:
+            annotations[ANNOTATION_SOURCE] = input.source
+        if input.revision:
+            annotations[ANNOTATION_REVISION] = input.revision
+        pushed = await self._on_ci(
+            "push_artifact",
+            PushArtifactInput(repository=input.repository, tag=input.version, file_path=packaged.path,
+                              layer_media_type=FLUX_CONTENT_MEDIA_TYPE, config_media_type=FLUX_CONFIG_MEDIA_TYPE,
+                              annotations=annotations),
+            PushArtifactResult)
+        if pushed.layer_digest != packaged.layer_digest:
+            raise ApplicationError(f"pushed layer {pushed.layer_digest} is not the packaged {packaged.layer_digest}",
+                                   type=str(ErrorType.DIGEST_MISMATCH), non_retryable=True)
+        verified = await self._on_ci(
+            "resolve_tag", ResolveTagInput(repository=input.repository, tag=input.version), ResolveTagResult)
+        if verified.digest != pushed.digest:
+            raise ApplicationError(
+                f"{input.repository}:{input.version} resolves to {verified.digest}, not the pushed {pushed.digest}: "
+                "someone else pushed this tag concurrently", type=str(ErrorType.DIGEST_MISMATCH), non_retryable=True)
+        workflow.logger.info("released %s:%s as %s", input.repository, input.version, pushed.digest)
+        return ReleaseResult(repository=input.repository, version=input.version, digest=pushed.digest,
+                             layer_digest=pushed.layer_digest, size=pushed.size, publisher=input.publisher)
+
+    async def _on_ci(self, activity: str, arg: BaseModel, result_type: type[R],
+                     start_to_close: timedelta = policies.REGISTRY_CALL_TIMEOUT) -> R:
+        """An activity on the CI host's task queue: retried through outages until the release deadline;
+        failed within CI_SCHEDULE_TO_START if the `ferry release` process is gone."""
+        result: R = await workflow.execute_activity(
+            activity, arg, result_type=result_type, task_queue=self._input.ci_task_queue,
+            schedule_to_start_timeout=policies.CI_SCHEDULE_TO_START, start_to_close_timeout=start_to_close,
+            schedule_to_close_timeout=timedelta(seconds=self._input.timeout_seconds),
+            retry_policy=policies.OUTAGE_RETRY)
+        return result
+
+    async def _already_released(self, input: ReleaseInput, packaged: PackageBundleResult, digest: str
+                                ) -> ReleaseResult:
+        manifest = await self._on_ci(
+            "fetch_manifest", FetchManifestInput(repository=input.repository, reference=digest), Manifest)
+        layer = manifest.layer(FLUX_CONTENT_MEDIA_TYPE)
+        existing_layer = layer.digest if layer else "(no Flux content layer)"
+        if existing_layer != packaged.layer_digest:
+            raise ApplicationError(
+                f"{input.repository}:{input.version} is already released with different content "
+                f"(released layer {existing_layer}, this content {packaged.layer_digest}); "
+                "released versions are immutable: release a new version",
+                type=str(ErrorType.VERSION_ALREADY_RELEASED), non_retryable=True)
+        return ReleaseResult(repository=input.repository, version=input.version, digest=digest,
+                             layer_digest=packaged.layer_digest, size=layer.size if layer else packaged.size,
+                             already_released=True,
+                             publisher=manifest.annotations.get(ANNOTATION_PUBLISHED_BY, input.publisher))
+
