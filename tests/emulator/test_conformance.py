@@ -477,15 +477,15 @@ def _wait(predicate: Any, timeout: float = 10) -> Any:
 def test_simulated_rollout_succeeds_and_fails_by_convention(kube_api: Any, namespace: str) -> None:
     apps = AppsV1Api(kube_api)
     apps.create_namespaced_deployment(namespace, deployment("good", replicas=2))
-    good = _wait(lambda: (d := apps.read_namespaced_deployment("good", namespace)).status.available_replicas == 2
-                 and d)
+    good = _wait(lambda: (d := apps.read_namespaced_deployment("good", namespace)).status
+                 and d.status.available_replicas == 2 and d)
     assert good.status.observed_generation == good.metadata.generation
     assert {c.type: c.status for c in good.status.conditions} == {"Available": "True", "Progressing": "True"}
     apps.create_namespaced_deployment(namespace, deployment("bad", image="app:1.2.0-broken"))
 
     def failed() -> Any:
         d = apps.read_namespaced_deployment("bad", namespace)
-        conds = {c.type: c for c in (d.status.conditions or [])}
+        conds = {c.type: c for c in ((d.status and d.status.conditions) or [])}
         return conds.get("Progressing") and conds["Progressing"].reason == "ProgressDeadlineExceeded" and d
     bad = _wait(failed)
     assert bad.status.observed_generation == bad.metadata.generation
@@ -493,7 +493,7 @@ def test_simulated_rollout_succeeds_and_fails_by_convention(kube_api: Any, names
     job.create_namespaced_job(namespace, {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
                                           "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
                                               {"name": "j", "image": "busybox:1"}]}}}})
-    done = _wait(lambda: (j := job.read_namespaced_job("j", namespace)).status.succeeded and j)
+    done = _wait(lambda: (j := job.read_namespaced_job("j", namespace)).status and j.status.succeeded and j)
     assert done.status.conditions[0].type == "Complete"
 
 
