@@ -8,6 +8,12 @@ from typing import Any
 from ferry.settings import Settings
 
 
-def extra_activities(settings: Settings) -> list[Callable[..., Any]]:
+def extra_activities(settings: Settings, registry: Any) -> list[Callable[..., Any]]:
     """Activities beyond the registry set (bundle, cluster), registered by the worker."""
-    return []
+    from activities.bundle import BundleActivities, BundleCache
+    from activities.cluster import ClusterActivities
+
+    cache = BundleCache(settings.worker.cache_dir, registry.pull_artifact)
+    cluster = ClusterActivities(cache, str(settings.kubeconfig) if settings.kubeconfig else None)
+    bundles = BundleActivities()
+    return [cluster.reconcile_environment, cluster.wait_healthy, bundles.package_bundle]

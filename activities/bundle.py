@@ -13,11 +13,14 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
+import shutil
 import stat
 import subprocess
 import tarfile
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,3 +263,42 @@ class BundleActivities:
 def _ensure(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+class BundleCache:
+    """Content-addressed artifact cache on the worker: ``<cache_dir>/<digest>/bundle`` extracted and verified.
+    A hit makes no registry request at all; a miss pulls by digest (never by tag) and extracts safely."""
+
+    def __init__(self, cache_dir: Path, pull: Any) -> None:
+        self._dir = cache_dir
+        self._pull = pull  # RegistryActivities.pull_artifact: (PullArtifactInput) -> PullArtifactResult
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self.downloads = 0
+
+    def ensure(self, repository: str, digest: str) -> tuple[Path, str]:
+        """-> (bundle root, revision annotation)."""
+        from ferry.artifacts import PullArtifactInput
+        from ferry.oci import ANNOTATION_REVISION, FLUX_CONTENT_MEDIA_TYPE
+
+        entry = self._dir / digest.replace(":", "-")
+        with self._guard:
+            lock = self._locks.setdefault(digest, threading.Lock())
+        with lock:
+            meta = entry / "meta.json"
+            if meta.is_file():
+                return entry / "bundle", json.loads(meta.read_text()).get("revision", "")
+            pulled = self._pull(PullArtifactInput(repository=repository, digest=digest, dest_dir=str(entry / "blob"),
+                                                  layer_media_type=FLUX_CONTENT_MEDIA_TYPE))
+            self.downloads += 1
+            staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=_ensure(entry)))
+            safe_extract(Path(pulled.path), staging)
+            final = entry / "bundle"
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(staging, final)
+            shutil.rmtree(entry / "blob", ignore_errors=True)
+            revision = pulled.manifest.annotations.get(ANNOTATION_REVISION, "")
+            meta.write_text(json.dumps({"repository": repository, "digest": digest, "revision": revision,
+                                        "layer_digest": pulled.layer_digest}))
+            return final, revision

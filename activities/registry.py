@@ -41,9 +41,11 @@ from ferry.artifacts import (
     ResolveTagInput,
     ResolveTagResult,
 )
+from ferry.environment import ResolveInput, ResolveResult, VersionRef
 from ferry.errors import ErrorType, classify_http_status
 from ferry.oci import OCI_MANIFEST_MEDIA_TYPE, split_repository
 from ferry.settings import RegistrySettings
+from ferry.versions import SemverRange, select
 
 MANIFEST_ACCEPT = ", ".join(
     [
@@ -244,6 +246,22 @@ class RegistryActivities:
             if not digest:
                 digest = self._get_manifest(reg, host, path, input.tag).digest
         return PushArtifactResult(digest=digest, layer_digest=_file_digest(source), size=source.stat().st_size)
+
+    @activity.defn(name="resolve_desired")
+    def resolve_desired(self, input: ResolveInput) -> ResolveResult:
+        """What an environment should run now: the pinned version's digest, or the highest tag in the
+        range that is not held. Read-only; NotFound when a pinned version does not exist."""
+        if input.version is not None:
+            digest = self.resolve_tag(ResolveTagInput(repository=input.repository, tag=input.version)).digest
+            assert digest is not None
+            return ResolveResult(ref=VersionRef(version=input.version, digest=digest), candidates=1)
+        tags = self.list_tags(ListTagsInput(repository=input.repository)).tags
+        chosen = select(tags, SemverRange(input.semver or ""), input.prereleases, frozenset(input.held))
+        if chosen is None:
+            return ResolveResult(ref=None, candidates=0)
+        digest = self.resolve_tag(ResolveTagInput(repository=input.repository, tag=chosen)).digest
+        assert digest is not None
+        return ResolveResult(ref=VersionRef(version=chosen, digest=digest), candidates=len(tags))
 
     @activity.defn(name="list_tags")
     def list_tags(self, input: ListTagsInput) -> ListTagsResult:

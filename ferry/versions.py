@@ -32,3 +32,105 @@ def try_parse_tag(tag: str) -> semver.Version | None:
         return parse_release_version(tag)
     except VersionError:
         return None
+
+
+# ------------------------------------------------------------------------------------- ranges
+# Constraint syntax as Flux's OCIRepository `semver` (Masterminds): terms joined by spaces or commas are
+# ANDed, `||` separates alternatives; operators = != > >= < <= ~ ^; x/X/* wildcards.
+
+def _partial(text: str) -> tuple[list[int], int]:
+    """'1.2' -> ([1, 2, 0], 2): the version and how many parts were given (wildcards stop counting)."""
+    parts = text.split("-", 1)[0].split(".")
+    numbers: list[int] = []
+    for part in parts[:3]:
+        if part in ("x", "X", "*", ""):
+            break
+        if not part.isdigit():
+            raise VersionError(f"{text!r} is not a version in a semver range")
+        numbers.append(int(part))
+    given = len(numbers)
+    return numbers + [0] * (3 - given), given
+
+
+def _term(term: str) -> list[tuple[str, semver.Version]]:
+    """One constraint -> a list of (op, version) bounds, all of which must hold."""
+    for op in (">=", "<=", "!=", "==", ">", "<", "=", "~", "^"):
+        if term.startswith(op):
+            rest = term[len(op):].strip().lstrip("v")
+            break
+    else:
+        op, rest = "=", term.lstrip("v")
+    nums, given = _partial(rest)
+    pre = rest.split("-", 1)[1] if "-" in rest else None
+    base = semver.Version(major=nums[0], minor=nums[1], patch=nums[2], prerelease=pre)
+    if op in ("=", "==") and given < 3:
+        return [(">=", base), ("<", _bump(nums, given))] if given else []
+    if op == "~":
+        return [(">=", base), ("<", _bump(nums, max(given, 2) if given >= 2 else 1))]
+    if op == "^":
+        first_nonzero = next((i for i, n in enumerate(nums[:given]) if n), given - 1 if given else 0)
+        return [(">=", base), ("<", _bump(nums, first_nonzero + 1))]
+    if op == "==":
+        op = "="
+    return [(op, base)]
+
+
+def _bump(nums: list[int], position: int) -> semver.Version:
+    """Next version at `position` parts: (1,2,3) at 1 -> 2.0.0-0; at 2 -> 1.3.0-0."""
+    position = max(1, min(position, 3))
+    bumped = nums[:position]
+    bumped[-1] += 1
+    bumped += [0] * (3 - position)
+    return semver.Version(major=bumped[0], minor=bumped[1], patch=bumped[2], prerelease="0")
+
+
+class SemverRange:
+    """A parsed range; ``matches`` honours the prerelease policy."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text.strip()
+        if not self.text:
+            raise VersionError("semver range is empty (e.g. '>=1.0.0 <2.0.0')")
+        self._alternatives: list[list[tuple[str, semver.Version]]] = []
+        for alternative in self.text.split("||"):
+            bounds: list[tuple[str, semver.Version]] = []
+            tokens = alternative.replace(",", " ").split()
+            # join an operator written apart from its version: ">= 1.2.0"
+            merged: list[str] = []
+            for token in tokens:
+                if merged and merged[-1] in (">=", "<=", "!=", "==", ">", "<", "=", "~", "^"):
+                    merged[-1] += token
+                else:
+                    merged.append(token)
+            for term in merged:
+                try:
+                    bounds.extend(_term(term))
+                except ValueError as err:
+                    raise VersionError(f"semver range {text!r}: {err}") from None
+            self._alternatives.append(bounds)
+
+    def matches(self, version: semver.Version, prereleases: bool = False) -> bool:
+        if version.prerelease and not prereleases:
+            return False
+        return any(all(_holds(version, op, bound) for op, bound in alt) for alt in self._alternatives)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _holds(version: semver.Version, op: str, bound: semver.Version) -> bool:
+    c = version.compare(bound)
+    return {"=": c == 0, "!=": c != 0, ">": c > 0, ">=": c >= 0, "<": c < 0, "<=": c <= 0}[op]
+
+
+def select(tags: list[str], rng: SemverRange, prereleases: bool = False, held: frozenset[str] = frozenset()
+           ) -> str | None:
+    """The highest tag in the range that is not held; unparsable tags are ignored."""
+    best: tuple[semver.Version, str] | None = None
+    for tag in tags:
+        version = try_parse_tag(tag)
+        if version is None or tag in held or not rng.matches(version, prereleases):
+            continue
+        if best is None or version.compare(best[0]) > 0:
+            best = (version, tag)
+    return best[1] if best else None

@@ -14,6 +14,7 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities import extra_activities
 from activities.registry import Registries, RegistryActivities
 from workers.settings import Settings
 
@@ -35,14 +36,9 @@ def all_activities(settings: Settings) -> list[Callable[..., Any]]:
         registry.resolve_tag,
         registry.fetch_manifest,
         registry.pull_artifact,
-        *_later_activities(settings),
+        registry.resolve_desired,
+        *extra_activities(settings, registry),
     ]
-
-
-def _later_activities(settings: Settings) -> list[Callable[..., Any]]:
-    from activities import extra_activities
-
-    return extra_activities(settings)
 
 
 def build_worker(

@@ -1,5 +1,6 @@
 """Deterministic orchestration only. Never imports kubernetes or oras."""
 
+from workflows.environment import EnvironmentWorkflow
 from workflows.release import ReleaseWorkflow
 
-ALL_WORKFLOWS: list[type] = [ReleaseWorkflow]
+ALL_WORKFLOWS: list[type] = [ReleaseWorkflow, EnvironmentWorkflow]

@@ -30,3 +30,19 @@ QUICK_RETRY = RetryPolicy(
     maximum_attempts=5,
     non_retryable_error_types=sorted(str(t) for t in NON_RETRYABLE),
 )
+# A reconcile that cannot finish is retried a few times, then the environment waits for its next interval:
+# the loop must keep serving signals and report the outage in status, not block inside one activity.
+RECONCILE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=3,
+    non_retryable_error_types=sorted(str(t) for t in NON_RETRYABLE),
+)
+RESOLVE_TIMEOUT = timedelta(minutes=1)
+# Health polling heartbeats every second; a worker that died mid-poll is noticed within this.
+HEALTH_HEARTBEAT = timedelta(seconds=30)
+# Continue-as-new well before Temporal's history limits; carried state is small (no manifests).
+MAX_ITERATIONS_PER_RUN = 100
+MAX_EVENTS_KEPT = 50
+MAX_GOOD_HISTORY = 10

@@ -10,34 +10,16 @@ import copy
 import json
 from typing import Any
 
-Path = tuple[str, ...]
+from ferry.fieldpaths import KEY_DEFAULTS as _KEY_DEFAULTS
+from ferry.fieldpaths import SET_LISTS as _SET_LISTS
+from ferry.fieldpaths import Path, key_token, merge_keys
 
-# List merge keys (Kubernetes' patchMergeKey / listMapKeys) by the list's field name and, where the same
-# name means different things, by the field that holds it.
-_MERGE_KEYS: dict[str, tuple[str, ...]] = {
-    "containers": ("name",), "initContainers": ("name",), "ephemeralContainers": ("name",),
-    "env": ("name",), "volumes": ("name",), "volumeMounts": ("mountPath",), "volumeDevices": ("devicePath",),
-    "imagePullSecrets": ("name",), "hostAliases": ("ip",), "conditions": ("type",),
-    "topologySpreadConstraints": ("topologyKey", "whenUnsatisfiable"),
-}
-_SET_LISTS = {"finalizers"}
-# Fields whose default is part of the merge key, as the API server defaults them before merging.
-_KEY_DEFAULTS = {"protocol": "TCP"}
+__all__ = ["Path", "key_token", "merge_keys"]
+
+
 # Not owned by anyone through apply; maintained by the server.
 _SERVER_METADATA = {"name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp",
                     "managedFields", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"}
-
-
-def merge_keys(parent: str, name: str) -> tuple[str, ...] | None:
-    if name == "ports":
-        return ("port", "protocol") if parent == "spec" else ("containerPort", "protocol")
-    return _MERGE_KEYS.get(name)
-
-
-def key_token(item: dict[str, Any], keys: tuple[str, ...]) -> str:
-    values = {k: item.get(k, _KEY_DEFAULTS.get(k)) for k in keys}
-    return "k:" + json.dumps({k: v for k, v in values.items() if v is not None}, separators=(",", ":"),
-                             sort_keys=True)
 
 
 def value_token(value: Any) -> str:

@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path

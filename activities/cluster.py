@@ -1,0 +1,347 @@
+"""The Kubernetes adapter, over the official client. The only module that imports kubernetes.
+
+Contract of the activities here:
+- ``reconcile``: fetch the artifact by digest (worker cache), render, plan against the live cluster with one
+  LIST per kind, validate every write with a server-side dry run first (so a bad object aborts before
+  anything changes), apply changed objects with server-side apply (manager ``ferry``, force) in dependency
+  order, prune what the previous inventory had and this one lacks, write the inventory. Idempotent: a second
+  call with the same digest writes nothing. Not heartbeating; bounded by its start-to-close timeout.
+- ``wait_healthy``: polls workload status (one LIST per workload kind) until healthy, failed or timed out.
+  Heartbeats every poll.
+Errors: API unreachable/timeouts/429/5xx -> ClusterUnavailable (retryable); 401/403 Unauthorized, 404,
+422 Invalid -> BadInput, 'field is immutable' -> ImmutableField, render problems -> RenderFailed
+(non-retryable). urllib3's own retries are off: Temporal owns retries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import kubernetes
+import urllib3
+from kubernetes.client import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
+from temporalio import activity
+
+from activities.bundle import BundleCache, BundleError, render
+from activities.errors import classified
+from ferry.environment import ChangeSet, HealthInput, HealthResult, HealthState, ReconcileInput, ReconcileResult
+from ferry.errors import ErrorType, classify_http_status
+from ferry.health import WORKLOAD_KINDS, object_status
+from ferry.plan import (
+    ENVIRONMENT_LABEL,
+    FIELD_MANAGER,
+    ObjectId,
+    apply_order,
+    delete_order,
+    plan_object,
+    prepare,
+    prune_disabled,
+    stale,
+)
+
+INVENTORY_NAMESPACE = "ferry-system"
+REQUEST_TIMEOUT = 30.0
+HEALTH_POLL_SECONDS = 1.0
+_UNAVAILABLE = (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, OSError)
+
+
+class _Counter(threading.local):
+    requests = 0
+
+
+class Cluster:
+    """One cluster: an ApiClient (no urllib3 retries), discovery, and a per-thread request counter."""
+
+    def __init__(self, kubeconfig: str | None, context: str | None) -> None:
+        config = kubernetes.client.Configuration()
+        kubernetes.config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=config)
+        config.retries = 0
+        self.api = kubernetes.client.ApiClient(config)
+        self.counter = _Counter()
+        original = self.api.call_api
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.counter.requests += 1
+            return original(*args, **kwargs)
+
+        self.api.call_api = counted  # type: ignore[method-assign]
+        self._dyn: DynamicClient | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def dyn(self) -> DynamicClient:
+        with self._lock:
+            if self._dyn is None:
+                self._dyn = DynamicClient(self.api)
+            return self._dyn
+
+    def resource(self, api_version: str, kind: str) -> Any:
+        try:
+            return self.dyn.resources.get(api_version=api_version, kind=kind)
+        except ResourceNotFoundError:
+            self.dyn.resources.invalidate_cache()  # a CRD applied moments ago
+            return self.dyn.resources.get(api_version=api_version, kind=kind)
+
+    def call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+        response = self.dyn.request(method, path, body=body, _request_timeout=REQUEST_TIMEOUT, serialize=False,
+                                    **params)
+        data = response.data if hasattr(response, "data") else response
+        return json.loads(data) if data else {}
+
+    def list(self, resource: Any, label_selector: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.call("get", resource.path(), label_selector=label_selector)["items"]
+        for item in items:
+            item.setdefault("apiVersion", resource.group_version)
+            item.setdefault("kind", resource.kind)
+        return items
+
+    def apply(self, resource: Any, obj: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        meta = obj["metadata"]
+        path = resource.path(name=meta["name"], namespace=meta.get("namespace") if resource.namespaced else None)
+        params: dict[str, Any] = {"field_manager": FIELD_MANAGER, "force_conflicts": True,
+                                  "content_type": "application/apply-patch+yaml"}
+        if dry_run:
+            params["dry_run"] = "All"
+        result: dict[str, Any] = self.call("patch", path, body=obj, **params)
+        return result
+
+    def get(self, resource: Any, name: str, namespace: str | None) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = self.call("get", resource.path(name=name, namespace=namespace))
+            return result
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def delete(self, resource: Any, name: str, namespace: str | None) -> None:
+        try:
+            self.call("delete", resource.path(name=name, namespace=namespace or None),
+                      propagation_policy="Background")
+        except ApiException as err:
+            if err.status != 404:
+                raise
+
+
+@contextlib.contextmanager
+def _classified(what: str) -> Iterator[None]:
+    try:
+        yield
+    except ApiException as err:
+        body = ""
+        with contextlib.suppress(Exception):
+            body = json.loads(err.body or "{}").get("message", "")
+        if err.status == 422 and "immutable" in body:
+            raise classified(ErrorType.IMMUTABLE_FIELD, f"{what}: {body}") from err
+        kind = classify_http_status(err.status or 0, unavailable=ErrorType.CLUSTER_UNAVAILABLE)
+        raise classified(kind, f"{what}: HTTP {err.status}: {body or err.reason}") from err
+    except BundleError as err:
+        raise classified(ErrorType.RENDER_FAILED, f"{what}: {err}") from err
+    except _UNAVAILABLE as err:
+        raise classified(ErrorType.CLUSTER_UNAVAILABLE, f"{what}: cluster unreachable: {err}") from err
+
+
+def _inventory_name(environment: str) -> str:
+    return f"ferry-inventory-{environment}"
+
+
+class ClusterActivities:
+    """Cluster activities, registered as bound methods; holds one client per (kubeconfig, context)."""
+
+    def __init__(self, cache: BundleCache, default_kubeconfig: str | None = None) -> None:
+        self._cache = cache
+        self._default_kubeconfig = default_kubeconfig
+        self._clusters: dict[tuple[str | None, str | None], Cluster] = {}
+        self._lock = threading.Lock()
+
+    def cluster(self, kubeconfig: str | None, context: str | None) -> Cluster:
+        key = (kubeconfig or self._default_kubeconfig, context)
+        with self._lock:
+            if key not in self._clusters:
+                self._clusters[key] = Cluster(*key)
+            return self._clusters[key]
+
+    # ------------------------------------------------------------------------------------ inventory
+    def _read_inventory(self, cluster: Cluster, environment: str) -> tuple[dict[str, str], dict[str, Any] | None]:
+        cm = cluster.resource("v1", "ConfigMap")
+        live = cluster.get(cm, _inventory_name(environment), INVENTORY_NAMESPACE)
+        if live is None:
+            return {}, None
+        entries = json.loads((live.get("data") or {}).get("entries", "[]"))
+        return {e["id"]: e["v"] for e in entries}, live
+
+    def _write_inventory(self, cluster: Cluster, environment: str, entries: dict[str, str], digest: str,
+                         version: str, previous: dict[str, Any] | None) -> bool:
+        data = {"entries": json.dumps([{"id": k, "v": v} for k, v in sorted(entries.items())], separators=(",", ":")),
+                "digest": digest, "version": version}
+        if previous is not None and (previous.get("data") or {}) == data:
+            return False  # a no-op reconcile writes nothing
+        ns = cluster.resource("v1", "Namespace")
+        if cluster.get(ns, INVENTORY_NAMESPACE, None) is None:
+            cluster.apply(ns, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": INVENTORY_NAMESPACE}})
+        cluster.apply(cluster.resource("v1", "ConfigMap"), {
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": _inventory_name(environment), "namespace": INVENTORY_NAMESPACE,
+                         "labels": {ENVIRONMENT_LABEL: environment, "app.kubernetes.io/managed-by": "ferry"}},
+            "data": data})
+        return True
+
+    # ------------------------------------------------------------------------------------ reconcile
+    @activity.defn(name="reconcile_environment")
+    def reconcile_environment(self, input: ReconcileInput) -> ReconcileResult:
+        root, revision = self._cache.ensure(input.repository, input.digest)
+        with _classified(f"render {input.path} of {input.repository}@{input.digest[:19]}"):
+            objects = render(root / input.path if input.path != "." else root)
+        if not objects and not input.allow_empty:
+            raise classified(ErrorType.RENDER_FAILED,
+                             f"{input.repository}@{input.version} renders no objects at {input.path!r}; refusing to "
+                             "prune the whole environment (set allow-empty: true to permit it)")
+        cluster = self.cluster(input.kubeconfig, input.context)
+        cluster.counter.requests = 0
+        with _classified(f"reconcile {input.environment}"):
+            return self._reconcile(cluster, input, objects, revision)
+
+    def _reconcile(self, cluster: Cluster, input: ReconcileInput, objects: list[dict[str, Any]], revision: str
+                   ) -> ReconcileResult:
+        selector = f"{ENVIRONMENT_LABEL}={input.environment}"
+        crd_scopes = {(f"{o['spec']['group']}/{v['name']}", o["spec"]["names"]["kind"]): o["spec"].get("scope")
+                      for o in objects if o.get("kind") == "CustomResourceDefinition"
+                      for v in (o.get("spec") or {}).get("versions", [])}
+        desired: list[dict[str, Any]] = []
+        resources: dict[tuple[str, str], Any] = {}
+        for obj in objects:
+            key = (obj["apiVersion"], obj["kind"])
+            if key not in resources:
+                try:
+                    resources[key] = cluster.resource(*key)
+                except ResourceNotFoundError:
+                    if key not in crd_scopes:
+                        raise classified(ErrorType.BAD_INPUT, f"{obj['kind']} ({obj['apiVersion']}) is not served by "
+                                         "the cluster and no CustomResourceDefinition in the artifact defines it") from None
+                    resources[key] = None  # defined by a CRD applied in this run
+            namespaced = resources[key].namespaced if resources[key] is not None else crd_scopes[key] == "Namespaced"
+            desired.append(prepare(obj, input.environment, input.namespace, namespaced))
+        ids = [ObjectId.of(d).key() for d in desired]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise classified(ErrorType.RENDER_FAILED, f"the artifact renders duplicate objects: {', '.join(dupes)}")
+
+        inventory, inventory_obj = self._read_inventory(cluster, input.environment)
+        kinds = {(d["apiVersion"], d["kind"]) for d in desired} | {
+            (v, k.split("/")[1]) for k, v in inventory.items()}
+        live: dict[str, dict[str, Any]] = {}
+        for api_version, kind in sorted(kinds):
+            resource = resources.get((api_version, kind))
+            if resource is None:
+                try:
+                    resource = resources[(api_version, kind)] = cluster.resource(api_version, kind)
+                except ResourceNotFoundError:
+                    continue  # its CRD is gone or not yet applied: nothing of it is live
+            for item in cluster.list(resource, selector):  # one LIST per kind, not a GET per object
+                live[ObjectId.of(item).key()] = item
+
+        plans = [plan_object(d, live.get(i)) for d, i in zip(desired, ids, strict=True)]
+        changes = ChangeSet(unchanged=sum(p.action == "unchanged" for p in plans))
+        to_prune = stale(inventory, ids) if input.prune else []
+        if input.dry_run:
+            return ReconcileResult(changes=changes, health=HealthState(), revision=revision, plan=[
+                {"object": str(p.id), "action": p.action, "fields": p.fields} for p in plans
+                if p.action != "unchanged"] + [{"object": k, "action": "delete", "fields": []} for k in to_prune])
+
+        changed = [d for d, p in zip(desired, plans, strict=True) if p.action in ("create", "update")]
+        by_id = {ObjectId.of(d).key(): p for d, p in zip(desired, plans, strict=True)}
+        # Validate every write first: a server-side dry run of each changed object, so a bad object
+        # aborts the reconcile before anything is written (no half-applied environment).
+        for obj in apply_order(changed):
+            resource = resources[(obj["apiVersion"], obj["kind"])]
+            if resource is not None:
+                cluster.apply(resource, dict(obj), dry_run=True)
+        for obj in apply_order(changed):
+            key = (obj["apiVersion"], obj["kind"])
+            if resources[key] is None:
+                resources[key] = cluster.resource(*key)
+            cluster.apply(resources[key], dict(obj))
+            plan = by_id[ObjectId.of(obj).key()]
+            (changes.created if plan.action == "create" else changes.updated).append(str(plan.id))
+            if plan.action == "update" and input.drift_baseline:
+                changes.drift[str(plan.id)] = plan.fields
+            if obj["kind"] in ("CustomResourceDefinition", "Namespace"):
+                self._wait_ready(cluster, resources[key], obj)
+
+        kept: dict[str, str] = {ObjectId.of(d).key(): d["apiVersion"] for d in desired}
+        for oid in delete_order(ObjectId.parse(k, inventory[k]) for k in to_prune):
+            oid_key = oid.key()
+            target = live.get(oid_key)
+            if target is None:
+                continue  # already gone
+            if prune_disabled(target):
+                changes.prune_skipped.append(str(oid))
+                continue
+            try:
+                resource = resources.get((oid.api_version, oid.kind)) or cluster.resource(oid.api_version, oid.kind)
+                cluster.delete(resource, oid.name, oid.namespace or None)
+                changes.deleted.append(str(oid))
+            except (ApiException, *_UNAVAILABLE) as err:
+                changes.prune_failed.append(f"{oid}: {err}"[:300])
+                kept[oid_key] = oid.api_version  # stays in the inventory; retried next time
+        self._write_inventory(cluster, input.environment, kept, input.digest, input.version, inventory_obj)
+        health = self._snapshot([live[i] for i in ids if i in live and by_id[i].action == "unchanged"], input.digest)
+        if changes.changed:
+            health = HealthState(status="Progressing", reason=changes.summary(), digest=input.digest)
+        changes.api_requests = cluster.counter.requests
+        return ReconcileResult(changes=changes, health=health, revision=revision)
+
+    def _wait_ready(self, cluster: Cluster, resource: Any, obj: dict[str, Any], timeout: float = 30.0) -> None:
+        """Namespaces and CRDs must exist (CRDs established) before what lives in them is applied."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            live = cluster.get(resource, obj["metadata"]["name"], None)
+            if live is not None and object_status(live)[0] == "Current":
+                if obj["kind"] == "CustomResourceDefinition":
+                    cluster.dyn.resources.invalidate_cache()
+                return
+            time.sleep(0.1)
+        raise classified(ErrorType.CLUSTER_UNAVAILABLE, f"{obj['kind']}/{obj['metadata']['name']} not ready "
+                         f"after {timeout:.0f}s")
+
+    @staticmethod
+    def _snapshot(objects: list[dict[str, Any]], digest: str) -> HealthState:
+        failed = [reason for status, reason in map(object_status, objects) if status == "Failed"]
+        if failed:
+            return HealthState(status="Failed", reason="; ".join(failed)[:1000], digest=digest)
+        waiting = [reason for status, reason in map(object_status, objects) if status == "InProgress"]
+        if waiting:
+            return HealthState(status="Progressing", reason="; ".join(waiting)[:1000], digest=digest)
+        return HealthState(status="Healthy", reason="all objects current", digest=digest)
+
+    # --------------------------------------------------------------------------------------- health
+    @activity.defn(name="wait_healthy")
+    def wait_healthy(self, input: HealthInput) -> HealthResult:
+        cluster = self.cluster(input.kubeconfig, input.context)
+        deadline = time.monotonic() + input.timeout_seconds
+        selector = f"{ENVIRONMENT_LABEL}={input.environment}"
+        with _classified(f"health of {input.environment}"):
+            inventory, _ = self._read_inventory(cluster, input.environment)
+            kinds = sorted({(v, k.split("/")[1]) for k, v in inventory.items() if k.split("/")[1] in WORKLOAD_KINDS})
+            while True:
+                objects = [o for api_version, kind in kinds
+                           for o in cluster.list(cluster.resource(api_version, kind), selector)
+                           if ObjectId.of(o).key() in inventory]
+                state = self._snapshot(objects, input.digest)
+                if activity.in_activity():
+                    activity.heartbeat(state.reason)
+                if state.status in ("Healthy", "Failed"):
+                    return HealthResult(health=state)
+                if time.monotonic() >= deadline:
+                    return HealthResult(health=HealthState(
+                        status="Failed", reason=f"health timeout after {input.timeout_seconds}s: {state.reason}",
+                        digest=input.digest))
+                time.sleep(HEALTH_POLL_SECONDS)
+

@@ -1,0 +1,87 @@
+"""Helpers for environment tests: publish bundles with the real adapters, drive EnvironmentWorkflows."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from temporalio.client import Client, WorkflowHandle
+
+from activities.bundle import scan, write_tarball
+from activities.registry import Registries, RegistryActivities
+from ferry.artifacts import PushArtifactInput
+from ferry.environment import EnvironmentInput, EnvironmentSpec, EnvironmentState, EnvironmentStatus, LenientPayload
+from ferry.oci import ANNOTATION_PUBLISHED_BY, ANNOTATION_REVISION, FLUX_CONFIG_MEDIA_TYPE, FLUX_CONTENT_MEDIA_TYPE
+from ferry.settings import Settings
+from workflows.environment import EnvironmentWorkflow
+
+
+def app_manifests(name: str, image: str = "nginx:1.25", *, configmap: bool = True, replicas: int | None = None,
+                  message: str = "hello") -> list[dict[str, Any]]:
+    spec: dict[str, Any] = {"selector": {"matchLabels": {"app": name}},
+                            "template": {"metadata": {"labels": {"app": name}},
+                                         "spec": {"containers": [{"name": "app", "image": image,
+                                                                  "ports": [{"containerPort": 8080}]}]}}}
+    if replicas is not None:
+        spec["replicas"] = replicas
+    docs: list[dict[str, Any]] = [
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name}, "spec": spec},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+         "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]}},
+    ]
+    if configmap:
+        docs.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{name}-config"},
+                     "data": {"message": message}})
+    return docs
+
+
+def publish(settings: Settings, repository: str, version: str, docs: list[dict[str, Any]],
+            publisher: str = "ci-bot") -> str:
+    """Package and push with the real adapters (the release workflow is covered by its own tests)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "bundle"
+        root.mkdir()
+        (root / "app.yaml").write_text(yaml.safe_dump_all(docs))
+        tarball = Path(tmp) / "bundle.tar.gz"
+        write_tarball(root, scan(root), tarball)
+        pushed = RegistryActivities(Registries(settings.registry)).push_artifact(PushArtifactInput(
+            repository=repository, tag=version, file_path=str(tarball), layer_media_type=FLUX_CONTENT_MEDIA_TYPE,
+            config_media_type=FLUX_CONFIG_MEDIA_TYPE,
+            annotations={ANNOTATION_REVISION: f"main@sha1:{uuid.uuid4().hex}", ANNOTATION_PUBLISHED_BY: publisher}))
+        return pushed.digest
+
+
+async def start_environment(client: Client, task_queue: str, spec: EnvironmentSpec
+                            ) -> WorkflowHandle[EnvironmentWorkflow, None]:
+    return await client.start_workflow(
+        EnvironmentWorkflow.run, EnvironmentInput(state=EnvironmentState(spec=spec)),
+        id=f"env/{spec.name}", task_queue=task_queue)
+
+
+async def wait_status(handle: WorkflowHandle[Any, Any], predicate: Callable[[EnvironmentStatus], bool],
+                      timeout: float = 30, what: str = "condition") -> EnvironmentStatus:
+    deadline = time.monotonic() + timeout
+    status: EnvironmentStatus | None = None
+    while time.monotonic() < deadline:
+        status = await handle.query(EnvironmentWorkflow.status)
+        if predicate(status):
+            return status
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{what} not reached in {timeout}s; last status: "
+                         f"{status.model_dump_json(indent=1) if status else None}")
+
+
+async def reconcile_now(handle: WorkflowHandle[Any, Any]) -> None:
+    await handle.signal(EnvironmentWorkflow.reconcile_now, LenientPayload({}))
+
+
+async def next_iteration(handle: WorkflowHandle[Any, Any], timeout: float = 30) -> EnvironmentStatus:
+    before = (await handle.query(EnvironmentWorkflow.status)).state.iterations
+    await reconcile_now(handle)
+    return await wait_status(handle, lambda s: s.state.iterations > before, timeout, "next iteration")

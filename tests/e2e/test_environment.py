@@ -1,0 +1,246 @@
+"""EnvironmentWorkflow against the local stack: real Temporal dev server, real registry, the emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+from kubernetes.client import AppsV1Api, CoreV1Api
+from temporalio.testing import WorkflowEnvironment
+
+from devstack.procs import free_port
+from devstack.registry import Registry
+from ferry.environment import EnvironmentSpec, LenientPayload
+from ferry.settings import Settings
+from tests.conftest import settings_for
+from tests.e2e.envkit import app_manifests, next_iteration, publish, reconcile_now, start_environment, wait_status
+from workers.worker import build_worker
+from workflows.environment import EnvironmentWorkflow
+
+
+@pytest.fixture
+async def env_stack(dev_env: WorkflowEnvironment, registry: Registry, kube_server: Any, tmp_path: Path,
+                    task_queue: str) -> AsyncIterator[Settings]:
+    settings = settings_for(registry, tmp_path)
+    settings.temporal.task_queue = task_queue
+    settings.kubeconfig = Path(kube_server.kubeconfig)
+    async with build_worker(dev_env.client, settings):
+        yield settings
+
+
+def _names() -> tuple[str, str, str]:
+    suffix = uuid.uuid4().hex[:8]
+    return f"env-{suffix}", f"ns-{suffix}", f"team/app-{suffix}"
+
+
+def _spec(settings: Settings, name: str, ns: str, repo: str, **kw: Any) -> EnvironmentSpec:
+    data = {"name": name, "repository": f"{settings.registry.default}/{repo}", "namespace": ns, "interval": "2s",
+            "health_timeout": "20s", **kw}
+    if "version" not in data and "semver" not in data:
+        data["semver"] = ">=1.0.0"
+    return EnvironmentSpec.model_validate(data)
+
+
+def _apis(kube_server: Any) -> tuple[CoreV1Api, AppsV1Api]:
+    api = kubernetes.config.new_client_from_config(str(kube_server.kubeconfig))
+    return CoreV1Api(api), AppsV1Api(api)
+
+
+def _ensure_ns(core: CoreV1Api, ns: str) -> None:
+    core.create_namespace({"metadata": {"name": ns}})
+
+
+async def test_first_deploy_new_version_prune_and_noop(env_stack: Settings, dev_env: WorkflowEnvironment,
+                                                       kube_server: Any) -> None:
+    name, ns, repo = _names()
+    core, apps = _apis(kube_server)
+    _ensure_ns(core, ns)
+    repository = f"{env_stack.registry.default}/{repo}"
+    d1 = publish(env_stack, repository, "1.0.0", app_manifests("web"))
+    handle = await start_environment(dev_env.client, env_stack.temporal.task_queue, _spec(env_stack, name, ns, repo))
+    status = await wait_status(handle, lambda s: s.state.health.status == "Healthy", what="first deploy healthy")
+    assert status.state.last_applied and status.state.last_applied.digest == d1
+    assert apps.read_namespaced_deployment("web", ns).metadata.labels["ferry.dev/environment"] == name
+    assert core.read_namespaced_config_map("web-config", ns).data == {"message": "hello"}
+    inventory = core.read_namespaced_config_map(f"ferry-inventory-{name}", "ferry-system")
+    assert inventory.data["digest"] == d1 and "Deployment" in inventory.data["entries"]
+
+    # a no-op reconcile changes no resourceVersion
+    def versions() -> dict[str, str]:
+        return {f"{o.kind}/{o.metadata.name}": o.metadata.resource_version for o in
+                [*apps.list_namespaced_deployment(ns).items, *core.list_namespaced_service(ns).items,
+                 *core.list_namespaced_config_map(ns).items, inventory]}
+    await asyncio.sleep(1)  # let the simulated controller finish writing rollout status
+    before = versions()
+    await next_iteration(handle)
+    await next_iteration(handle)
+    assert versions() == before
+
+    # a new version in the range is picked up within one interval; a removed object is pruned
+    d2 = publish(env_stack, repository, "1.1.0", app_manifests("web", image="nginx:1.26", configmap=False))
+    status = await wait_status(handle, lambda s: s.state.last_applied is not None
+                               and s.state.last_applied.digest == d2 and s.state.health.status == "Healthy",
+                               timeout=20, what="1.1.0 applied")
+    assert apps.read_namespaced_deployment("web", ns).spec.template.spec.containers[0].image == "nginx:1.26"
+    with pytest.raises(kubernetes.client.ApiException) as gone:
+        core.read_namespaced_config_map("web-config", ns)
+    assert gone.value.status == 404
+    applied = [e for e in status.state.events if e.type == "Applied"]
+    assert applied[-1].objects["deleted"] == [f"ConfigMap/{ns}/web-config"]
+    await handle.terminate("test done")
+
+
+async def test_drift_reverted_and_recorded_fields_not_set_left_alone(
+        env_stack: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    name, ns, repo = _names()
+    core, apps = _apis(kube_server)
+    _ensure_ns(core, ns)
+    publish(env_stack, f"{env_stack.registry.default}/{repo}", "1.0.0", app_manifests("api"))  # no replicas set
+    handle = await start_environment(dev_env.client, env_stack.temporal.task_queue,
+                                     _spec(env_stack, name, ns, repo, interval="1h"))
+    await wait_status(handle, lambda s: s.state.health.status == "Healthy", what="deployed")
+    # a person edits the image by hand; an HPA scales replicas (a field the manifest does not set)
+    apps.patch_namespaced_deployment("api", ns, {"spec": {"template": {"spec": {"containers": [
+        {"name": "app", "image": "nginx:hotfix"}]}}}}, field_manager="kubectl-edit")
+    apps.patch_namespaced_deployment("api", ns, {"spec": {"replicas": 4}}, field_manager="hpa-controller")
+    status = await next_iteration(handle)
+    deployment = apps.read_namespaced_deployment("api", ns)
+    assert deployment.spec.template.spec.containers[0].image == "nginx:1.25"
+    assert deployment.spec.replicas == 4
+    drift = status.state.last_drift
+    assert drift is not None and drift.type == "DriftCorrected"
+    assert drift.objects == {f"Deployment/{ns}/api": ['.spec.template.spec.containers[name=app].image']}
+    await handle.terminate("test done")
+
+
+async def test_failing_rollout_rolls_back_automatically_and_holds(
+        env_stack: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    name, ns, repo = _names()
+    core, apps = _apis(kube_server)
+    _ensure_ns(core, ns)
+    repository = f"{env_stack.registry.default}/{repo}"
+    good = publish(env_stack, repository, "1.0.0", app_manifests("shop"))
+    handle = await start_environment(dev_env.client, env_stack.temporal.task_queue,
+                                     _spec(env_stack, name, ns, repo, health_timeout="10s"))
+    await wait_status(handle, lambda s: s.state.health.status == "Healthy", what="1.0.0 healthy")
+    publish(env_stack, repository, "1.1.0", app_manifests("shop", image="shop:1.1.0-broken"))
+    status = await wait_status(handle, lambda s: any(e.type == "AutoRollback" for e in s.state.events)
+                               and s.state.health.status == "Healthy" and s.state.last_applied is not None
+                               and s.state.last_applied.digest == good, timeout=40, what="auto-rollback")
+    event = next(e for e in status.state.events if e.type == "AutoRollback")
+    assert "1.1.0 failed health" in event.message and "ProgressDeadlineExceeded" in event.message
+    assert status.state.holds == ["1.1.0"]
+    assert status.state.pin is not None and status.state.pin.kind == "auto-rollback"
+    assert apps.read_namespaced_deployment("shop", ns).spec.template.spec.containers[0].image == "nginx:1.25"
+    # the range does not move back onto the held version...
+    await next_iteration(handle)
+    status = await next_iteration(handle)
+    assert status.state.last_applied is not None and status.state.last_applied.version == "1.0.0"
+    # ...until a newer version appears
+    fixed = publish(env_stack, repository, "1.2.0", app_manifests("shop", image="nginx:1.27"))
+    status = await wait_status(handle, lambda s: s.state.last_applied is not None
+                               and s.state.last_applied.digest == fixed and s.state.health.status == "Healthy",
+                               timeout=30, what="1.2.0 after hold")
+    assert status.state.pin is None
+    await handle.terminate("test done")
+
+
+async def test_suspend_stops_new_versions_and_drift_correction(
+        env_stack: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    name, ns, repo = _names()
+    core, apps = _apis(kube_server)
+    _ensure_ns(core, ns)
+    repository = f"{env_stack.registry.default}/{repo}"
+    publish(env_stack, repository, "1.0.0", app_manifests("db"))
+    handle = await start_environment(dev_env.client, env_stack.temporal.task_queue, _spec(env_stack, name, ns, repo))
+    await wait_status(handle, lambda s: s.state.health.status == "Healthy", what="deployed")
+    await handle.signal(EnvironmentWorkflow.suspend, LenientPayload({"by": "alice", "reason": "incident 42"}))
+    await wait_status(handle, lambda s: s.state.suspended, what="suspended")
+    publish(env_stack, repository, "1.1.0", app_manifests("db", image="nginx:1.26"))
+    apps.patch_namespaced_deployment("db", ns, {"spec": {"template": {"spec": {"containers": [
+        {"name": "app", "image": "nginx:by-hand"}]}}}}, field_manager="kubectl-edit")
+    await reconcile_now(handle)
+    await asyncio.sleep(5)  # two intervals
+    assert apps.read_namespaced_deployment("db", ns).spec.template.spec.containers[0].image == "nginx:by-hand"
+    status = await handle.query(EnvironmentWorkflow.status)
+    assert status.state.last_applied is not None and status.state.last_applied.version == "1.0.0"
+    await handle.signal(EnvironmentWorkflow.resume, LenientPayload({"by": "alice"}))
+    status = await wait_status(handle, lambda s: s.state.last_applied is not None
+                               and s.state.last_applied.version == "1.1.0", what="resumed")
+    assert apps.read_namespaced_deployment("db", ns).spec.template.spec.containers[0].image == "nginx:1.26"
+    assert [e.type for e in status.state.events if e.type in ("Suspended", "Resumed")] == ["Suspended", "Resumed"]
+    await handle.terminate("test done")
+
+
+async def test_registry_outage_keeps_environment_and_recovers(
+        dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path, task_queue: str) -> None:
+    reg = Registry(port=free_port(), root=tmp_path / "outage-registry")
+    reg.start()
+    settings = settings_for(reg, tmp_path)
+    settings.temporal.task_queue = task_queue
+    settings.kubeconfig = Path(kube_server.kubeconfig)
+    name, ns, repo = _names()
+    core, apps = _apis(kube_server)
+    _ensure_ns(core, ns)
+    try:
+        publish(settings, f"{reg.host}/{repo}", "1.0.0", app_manifests("cart"))
+        async with build_worker(dev_env.client, settings):
+            handle = await start_environment(dev_env.client, task_queue, _spec(settings, name, ns, repo))
+            await wait_status(handle, lambda s: s.state.health.status == "Healthy", what="deployed")
+            reg.stop()
+            status = await wait_status(handle, lambda s: s.state.source_unavailable_since is not None,
+                                       timeout=40, what="source outage in status")
+            assert "unreachable" in status.state.source_error
+            # nothing deleted, and drift is still corrected from the worker's cache
+            apps.patch_namespaced_deployment("cart", ns, {"spec": {"template": {"spec": {"containers": [
+                {"name": "app", "image": "nginx:during-outage"}]}}}}, field_manager="kubectl-edit")
+            await wait_status(handle, lambda s: s.state.last_drift is not None, timeout=40, what="drift during outage")
+            assert apps.read_namespaced_deployment("cart", ns).spec.template.spec.containers[0].image == "nginx:1.25"
+            assert core.read_namespaced_config_map("cart-config", ns).data == {"message": "hello"}
+            reg.start()
+            await wait_status(handle, lambda s: s.state.source_unavailable_since is None, timeout=40, what="recovery")
+            await handle.terminate("test done")
+    finally:
+        reg.stop()
+
+
+async def test_cluster_outage_shows_in_status_and_recovers(
+        env_stack: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    name, ns, repo = _names()
+    core, apps = _apis(kube_server)
+    _ensure_ns(core, ns)
+    publish(env_stack, f"{env_stack.registry.default}/{repo}", "1.0.0", app_manifests("queue"))
+    handle = await start_environment(dev_env.client, env_stack.temporal.task_queue, _spec(env_stack, name, ns, repo))
+    await wait_status(handle, lambda s: s.state.health.status == "Healthy", what="deployed")
+    kube_server.inject_faults(1000, "error")
+    try:
+        status = await wait_status(handle, lambda s: s.state.cluster_unreachable_since is not None, timeout=40,
+                                   what="cluster outage in status")
+        assert "HTTP 500" in status.state.cluster_error
+    finally:
+        kube_server.inject_faults(0)
+    await wait_status(handle, lambda s: s.state.cluster_unreachable_since is None, timeout=40, what="recovery")
+    assert apps.read_namespaced_deployment("queue", ns).spec.template.spec.containers[0].image == "nginx:1.25"
+    await handle.terminate("test done")
+
+
+async def test_broken_artifact_never_prunes_everything(env_stack: Settings, dev_env: WorkflowEnvironment,
+                                                       kube_server: Any) -> None:
+    name, ns, repo = _names()
+    core, apps = _apis(kube_server)
+    _ensure_ns(core, ns)
+    repository = f"{env_stack.registry.default}/{repo}"
+    publish(env_stack, repository, "1.0.0", app_manifests("mail"))
+    handle = await start_environment(dev_env.client, env_stack.temporal.task_queue, _spec(env_stack, name, ns, repo))
+    await wait_status(handle, lambda s: s.state.health.status == "Healthy", what="deployed")
+    publish(env_stack, repository, "1.1.0", [])  # an artifact that renders nothing
+    status = await wait_status(handle, lambda s: "renders no objects" in s.state.last_error, timeout=20,
+                               what="empty artifact refused")
+    assert status.state.last_applied is not None and status.state.last_applied.version == "1.0.0"
+    assert apps.read_namespaced_deployment("mail", ns) is not None
+    await handle.terminate("test done")
