@@ -223,8 +223,9 @@ class ClusterActivities:
                     resources[key] = cluster.resource(*key)
                 except ResourceNotFoundError:
                     if key not in crd_scopes:
-                        raise classified(ErrorType.BAD_INPUT, f"{obj['kind']} ({obj['apiVersion']}) is not served by "
-                                         "the cluster and no CustomResourceDefinition in the artifact defines it") from None
+                        raise classified(
+                            ErrorType.BAD_INPUT, f"{obj['kind']} ({obj['apiVersion']}) is not served by the cluster "
+                            "and no CustomResourceDefinition in the artifact defines it") from None
                     resources[key] = None  # defined by a CRD applied in this run
             namespaced = resources[key].namespaced if resources[key] is not None else crd_scopes[key] == "Namespaced"
             desired.append(prepare(obj, input.environment, input.namespace, namespaced))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -116,6 +117,9 @@ async def test_drift_reverted_and_recorded_fields_not_set_left_alone(
     assert drift is not None and drift.type == "DriftCorrected"
     assert drift.objects == {f"Deployment/{ns}/api": ['.spec.template.spec.containers[name=app].image']}
     await handle.terminate("test done")
+    if os.environ.get("FERRY_RECORD_HISTORIES"):  # the committed history tests/replay replays
+        history = await handle.fetch_history()
+        (Path(__file__).resolve().parents[1] / "replay" / "histories" / "environment.json").write_text(history.to_json())
 
 
 async def test_failing_rollout_rolls_back_automatically_and_holds(

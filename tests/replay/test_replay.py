@@ -13,7 +13,7 @@ from temporalio.worker import Replayer
 from workflows import ALL_WORKFLOWS
 
 HISTORIES = Path(__file__).parent / "histories"
-EXPECTED = {"release.json": "ReleaseWorkflow"}
+EXPECTED = {"release.json": "ReleaseWorkflow", "environment.json": "EnvironmentWorkflow"}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

@@ -1,0 +1,232 @@
+"""`ferry env apply|list`, `ferry status|diff|reconcile|suspend|resume ENV`: declaring and operating environments."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import yaml
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from cli.common import COMMANDS, CommandError, emit, global_options, local_identity, root_cause, settings_from
+from ferry.environment import (
+    EnvironmentInput,
+    EnvironmentsFile,
+    EnvironmentSpec,
+    EnvironmentState,
+    EnvironmentStatus,
+    LenientPayload,
+    PlanRequest,
+    SpecUpdate,
+    env_workflow_id,
+)
+from workers.client import connect, workflow_url
+from workflows.environment import EnvironmentWorkflow
+
+
+def load_environments(path: Path) -> list[EnvironmentSpec]:
+    """Parse environments.yaml; the first problem names the environment, the field and the reason."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise CommandError(f"{path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise CommandError(f"{path}: YAML does not parse: {err}") from None
+    if isinstance(raw, dict) and "environments" not in raw:
+        raw = {"environments": [raw]}
+    try:
+        return EnvironmentsFile.model_validate(raw).environments
+    except pydantic.ValidationError as err:
+        first = err.errors()[0]
+        loc = list(first["loc"])
+        where = ""
+        if len(loc) >= 2 and loc[0] == "environments" and isinstance(loc[1], int):
+            items = (raw or {}).get("environments") or []
+            name = items[loc[1]].get("name", f"#{loc[1]}") if loc[1] < len(items) and isinstance(
+                items[loc[1]], dict) else f"#{loc[1]}"
+            where, loc = f"environment {name}: ", loc[2:]
+        field = ".".join(str(p) for p in loc) or "(spec)"
+        reason = first["msg"].removeprefix("Value error, ")
+        raise CommandError(f"{path}: {where}{field}: {reason}") from None
+
+
+async def apply_environments(client: Client, specs: list[EnvironmentSpec], task_queue: str) -> list[dict[str, str]]:
+    """Start each EnvironmentWorkflow, or update the running one's spec (validated by the workflow)."""
+    out = []
+    for spec in specs:
+        workflow_id = env_workflow_id(spec.name)
+        try:
+            await client.start_workflow(EnvironmentWorkflow.run, EnvironmentInput(state=EnvironmentState(spec=spec)),
+                                        id=workflow_id, task_queue=task_queue)
+            out.append({"environment": spec.name, "action": "started", "workflow_id": workflow_id})
+        except WorkflowAlreadyStartedError:
+            handle = client.get_workflow_handle(workflow_id)
+            try:
+                await handle.execute_update(EnvironmentWorkflow.update_spec, SpecUpdate(spec=spec))
+            except WorkflowUpdateFailedError as err:
+                raise CommandError(f"environment {spec.name}: spec refused: {root_cause(err)}") from None
+            out.append({"environment": spec.name, "action": "updated", "workflow_id": workflow_id})
+    return out
+
+
+async def environment_status(client: Client, name: str) -> EnvironmentStatus:
+    try:
+        return await client.get_workflow_handle(env_workflow_id(name)).query(EnvironmentWorkflow.status)
+    except RPCError as err:
+        raise CommandError(f"environment {name!r}: {err.message} (is it declared? `ferry env apply -f ...`)") from None
+
+
+def describe(status: EnvironmentStatus, ui: str) -> str:
+    s = status.state
+    lines = [f"environment   {status.name}  ({ui})", f"tracks        {status.tracking}"]
+    if s.pin:
+        lines.append(f"pinned        {s.pin.version} {s.pin.digest}  ({s.pin.kind} by {s.pin.by}: {s.pin.reason})")
+    if s.last_applied:
+        a = s.last_applied
+        lines.append(f"applied       {a.version} {a.digest}  revision {a.revision or '-'}  at {a.at}  ({a.changes})")
+    lines.append(f"health        {s.health.status}: {s.health.reason}")
+    if s.last_known_good:
+        lines.append(f"known-good    {s.last_known_good.version} {s.last_known_good.digest}")
+    if s.holds:
+        lines.append(f"holds         {', '.join(s.holds)}")
+    source = f"unavailable since {s.source_unavailable_since}: {s.source_error}" if s.source_unavailable_since else "ok"
+    cluster = (f"unreachable since {s.cluster_unreachable_since}: {s.cluster_error}"
+               if s.cluster_unreachable_since else "ok")
+    lines += [f"source        {source}", f"cluster       {cluster}"]
+    if s.last_error:
+        lines.append(f"last error    {s.last_error}")
+    if s.last_drift:
+        objs = "; ".join(f"{o} {', '.join(f)}" for o, f in s.last_drift.objects.items())
+        lines.append(f"last drift    {s.last_drift.at}: {objs}")
+    lines.append(f"suspended     {'yes' if s.suspended else 'no'}")
+    lines.append(f"next          {s.next_reconcile_at or '-'}  (iteration {s.iterations})")
+    refused = [e for e in s.events if e.type.endswith("Refused")]
+    for e in refused[-5:]:
+        lines.append(f"refused       {e.at} {e.message}")
+    return "\n".join(lines)
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def cmd_env_apply(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    specs = load_environments(Path(args.file))
+
+    async def go() -> list[dict[str, str]]:
+        client = await connect(settings.temporal)
+        return await apply_environments(client, specs, settings.temporal.task_queue)
+
+    results = _run(go())
+    emit(results, args.json, "\n".join(f"{r['environment']}: {r['action']} ({r['workflow_id']})" for r in results))
+    return 0
+
+
+def cmd_env_list(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+
+    async def go() -> list[EnvironmentStatus]:
+        client = await connect(settings.temporal)
+        names = [wf.id.removeprefix("env/") async for wf in client.list_workflows(
+            "WorkflowType = 'EnvironmentWorkflow' AND ExecutionStatus = 'Running'")]
+        return [await environment_status(client, n) for n in sorted(set(names))]
+
+    statuses = _run(go())
+    rows = [f"{s.name:<16} {s.tracking:<24} "
+            f"{(s.state.last_applied.version if s.state.last_applied else '-'):<10} {s.state.health.status:<11} "
+            f"{'suspended' if s.state.suspended else ''}" for s in statuses]
+    emit([s.model_dump() for s in statuses], args.json,
+         "\n".join([f"{'NAME':<16} {'TRACKS':<24} {'APPLIED':<10} {'HEALTH':<11}", *rows]))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+
+    async def go() -> EnvironmentStatus:
+        return await environment_status(await connect(settings.temporal), args.env)
+
+    status = _run(go())
+    emit(status.model_dump(), args.json, describe(status, workflow_url(settings.temporal, env_workflow_id(args.env))))
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+
+    async def go() -> Any:
+        client = await connect(settings.temporal)
+        await environment_status(client, args.env)
+        handle = client.get_workflow_handle(env_workflow_id(args.env))
+        try:
+            return await handle.execute_update(EnvironmentWorkflow.plan, PlanRequest(version=args.version))
+        except WorkflowUpdateFailedError as err:
+            raise CommandError(f"diff {args.env}: {root_cause(err)}") from None
+
+    plan = _run(go())
+    lines = [f"plan for {args.env} at {plan.version} ({plan.digest})"]
+    for change in plan.changes:
+        fields = f"  {', '.join(change['fields'])}" if change["fields"] else ""
+        lines.append(f"  {change['action']:<7} {change['object']}{fields}")
+    lines += [f"  prune   {obj}" for obj in plan.prune]
+    if not plan.changes and not plan.prune:
+        lines.append("  no changes")
+    emit(plan.model_dump(), args.json, "\n".join(lines))
+    return 0
+
+
+def _signal(name: str) -> Any:
+    def cmd(args: argparse.Namespace) -> int:
+        settings = settings_from(args)
+
+        async def go() -> None:
+            client = await connect(settings.temporal)
+            await environment_status(client, args.env)
+            await client.get_workflow_handle(env_workflow_id(args.env)).signal(
+                name, LenientPayload({"by": args.as_ or local_identity(), "reason": args.reason or ""}))
+
+        _run(go())
+        print(f"{args.env}: {name.replace('_', ' ')} requested")
+        return 0
+
+    return cmd
+
+
+def register(sub: Any) -> None:
+    env = sub.add_parser("env", help="declare environments (environments.yaml) and list them")
+    env_sub = env.add_subparsers(dest="env_command", required=True)
+    apply = env_sub.add_parser("apply", help="start or update one EnvironmentWorkflow per environment")
+    apply.add_argument("-f", "--file", required=True)
+    apply.set_defaults(func=cmd_env_apply)
+    listing = env_sub.add_parser("list", help="every running environment with its version and health")
+    listing.set_defaults(func=cmd_env_list)
+    for p in (apply, listing):
+        p.add_argument("--json", action="store_true")
+        global_options(p)
+    status = sub.add_parser("status", help="an environment's version, pin, health, drift, holds, outages")
+    status.add_argument("env")
+    status.set_defaults(func=cmd_status)
+    diff = sub.add_parser("diff", help="what a reconcile would change, without applying")
+    diff.add_argument("env")
+    diff.add_argument("--version", default=None, help="plan another released version instead")
+    diff.set_defaults(func=cmd_diff)
+    for p in (status, diff):
+        p.add_argument("--json", action="store_true")
+        global_options(p)
+    for name, help_ in (("reconcile", "reconcile now"), ("suspend", "stop applying (new versions and drift)"),
+                        ("resume", "start applying again")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("env")
+        p.add_argument("--reason", default="")
+        p.add_argument("--as", dest="as_", default=None, help="who (default: the local user)")
+        global_options(p)
+        p.set_defaults(func=_signal({"reconcile": "reconcile_now"}.get(name, name)))
+
+
+COMMANDS.append(register)

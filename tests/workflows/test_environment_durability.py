@@ -1,0 +1,58 @@
+"""Durability limits with the time-skipping server: 500 iterations through continue-as-new, state intact."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.testing import WorkflowEnvironment
+
+from devstack.registry import Registry
+from ferry.environment import EnvironmentInput, EnvironmentSpec, EnvironmentState, LenientPayload
+from tests.conftest import settings_for
+from tests.e2e.envkit import app_manifests, publish
+from workers.worker import build_worker
+from workflows import policies
+from workflows.environment import EnvironmentWorkflow
+
+ITERATIONS = 500
+
+
+async def test_500_iterations_continue_as_new_with_state_intact(
+        time_env: WorkflowEnvironment, registry: Registry, kube_server: Any, tmp_path: Path, task_queue: str) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    name, ns, repo = f"dur-{suffix}", f"dur-{suffix}", f"{registry.host}/team/dur-{suffix}"
+    api = kubernetes.config.new_client_from_config(str(kube_server.kubeconfig))
+    kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": ns}})
+    settings = settings_for(registry, tmp_path)
+    settings.kubeconfig = Path(kube_server.kubeconfig)
+    digest = publish(settings, repo, "1.0.0", app_manifests("svc"))
+    spec = EnvironmentSpec(name=name, repository=repo, namespace=ns, semver=">=1.0.0", interval="1m",
+                           health_timeout="30s")
+    client = time_env.client
+    async with build_worker(client, settings, task_queue=task_queue):
+        handle = await client.start_workflow(EnvironmentWorkflow.run,
+                                             EnvironmentInput(state=EnvironmentState(spec=spec)),
+                                             id=f"env/{name}", task_queue=task_queue)
+        await handle.signal(EnvironmentWorkflow.suspend, LenientPayload({"by": "test", "reason": "marker"}))
+        await handle.signal(EnvironmentWorkflow.resume, LenientPayload({"by": "test"}))
+        # time skips through each 1-minute interval while the workflow waits
+        while (status := await handle.query(EnvironmentWorkflow.status)).state.iterations < ITERATIONS:
+            await time_env.sleep(policies.MAX_ITERATIONS_PER_RUN * 60)
+        first_run = client.get_workflow_handle(f"env/{name}", run_id=handle.first_execution_run_id)
+        first_history = await first_run.fetch_history()
+        latest = client.get_workflow_handle(f"env/{name}")
+        desc = await latest.describe()
+        await latest.terminate("test done")
+    assert status.state.iterations >= ITERATIONS
+    assert status.state.last_applied is not None and status.state.last_applied.digest == digest
+    assert status.state.last_known_good is not None and status.state.last_known_good.digest == digest
+    assert [e.type for e in status.state.events][:4] == ["Suspended", "Resumed", "Applied", "Healthy"]
+    assert desc.status == WorkflowExecutionStatus.RUNNING and desc.run_id != handle.first_execution_run_id
+    assert first_history.events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+    # one run is bounded: MAX_ITERATIONS_PER_RUN iterations of a small fixed number of events each
+    assert len(first_history.events) < 30 * policies.MAX_ITERATIONS_PER_RUN
