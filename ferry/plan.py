@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -80,6 +81,13 @@ def prepare(obj: Mapping[str, Any], environment: str, default_namespace: str, na
         meta.pop("namespace", None)
     meta["labels"] = {**(meta.get("labels") or {}), ENVIRONMENT_LABEL: environment, MANAGED_BY_LABEL: "ferry"}
     out["metadata"] = meta
+    if out.get("kind") == "Secret" and out.get("stringData"):
+        # NB: the API server folds write-only stringData into base64 data and never returns it; applying
+        # data instead keeps the diff honest (no eternal drift) and the field ownership stable.
+        data = dict(out.get("data") or {})
+        for key, value in out.pop("stringData").items():
+            data[key] = base64.b64encode(str(value).encode()).decode()
+        out["data"] = data
     return out
 
 

@@ -6,6 +6,7 @@ same eternal "drift" here that it would see on a real cluster.
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Any
 
@@ -93,6 +94,16 @@ def apply_defaults(obj: dict[str, Any], allocate_cluster_ip: Any) -> None:
     kind = obj.get("kind")
     spec = obj.get("spec")
     meta = obj.setdefault("metadata", {})
+    if kind == "Secret":
+        # stringData is write-only: the server folds it into base64 `data` and never returns it.
+        string_data = obj.pop("stringData", None) or {}
+        if string_data:
+            data = obj.setdefault("data", {}) or {}
+            for key, value in string_data.items():
+                data[key] = base64.b64encode(str(value).encode()).decode()
+            obj["data"] = data
+        obj.setdefault("type", "Opaque")
+        return
     if kind == "Namespace":
         meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta.get("name")
         obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])

@@ -558,3 +558,9 @@ def test_kubectl_lists_what_the_client_created(kube_server: Any, kube_api: Any, 
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert any(line.split()[:2] == [namespace, "kubectl-sees-me"] for line in out.stdout.splitlines())
+
+
+def test_secret_string_data_is_folded_into_data(kube_api: Any, namespace: str) -> None:
+    secret = CoreV1Api(kube_api).create_namespaced_secret(namespace, {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"password": "hunter2"}})
+    assert secret.string_data is None and secret.data == {"password": "aHVudGVyMg=="} and secret.type == "Opaque"

@@ -1,0 +1,175 @@
+"""Reconcile benchmark: one environment with N objects of mixed kinds, against the Kubernetes API emulator
+and the real registry, through the real adapters (activity time). Prints JSON.
+
+For each N: time and API requests (counted by the emulator, by verb) for the first apply, a no-op
+reconcile, and a reconcile where one object changed; plus history events per no-op EnvironmentWorkflow
+iteration (time-skipping server).
+
+    .venv/bin/python bench/reconcile.py [--sizes 10,100,1000,5000] > bench/results/reconcile.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from activities.bundle import BundleCache
+from activities.cluster import ClusterActivities
+from activities.registry import Registries, RegistryActivities
+from devstack.kube.__main__ import bootstrap
+from devstack.kube.kubeconfig import write_kubeconfig
+from devstack.kube.server import KubeEmulator
+from devstack.procs import free_port
+from devstack.registry import Registry
+from ferry.environment import ReconcileInput
+from ferry.settings import RegistrySettings, Settings
+from tests.e2e.envkit import publish
+
+KINDS = 4  # ConfigMap, Secret, Service, Deployment
+
+
+def objects(n: int, changed: int | None = None) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for i in range(n):
+        kind = i % KINDS
+        name = f"obj-{i:05d}"
+        value = "changed" if i == changed else "v1"
+        if kind == 0:
+            out.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": value}})
+        elif kind == 1:
+            out.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+                        "stringData": {"k": value}, "type": "Opaque"})
+        elif kind == 2:
+            out.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": {"v": value}},
+                        "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]}})
+        else:
+            out.append({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+                        "spec": {"selector": {"matchLabels": {"app": name}}, "template": {
+                            "metadata": {"labels": {"app": name, "v": value}},
+                            "spec": {"containers": [{"name": "app", "image": "nginx:1.25"}]}}}})
+    return out
+
+
+def stats(emulator: KubeEmulator, reset: bool = False) -> dict[str, int]:
+    request = urllib.request.Request(f"{emulator.url}/_emulator/stats", method="DELETE" if reset else "GET")
+    with urllib.request.urlopen(request) as response:
+        return dict(json.loads(response.read())["requests"])
+
+
+def measure(acts: ClusterActivities, emulator: KubeEmulator, input: ReconcileInput) -> dict[str, Any]:
+    stats(emulator, reset=True)
+    started = time.perf_counter()
+    result = acts.reconcile_environment(input)
+    elapsed = time.perf_counter() - started
+    by_verb = stats(emulator)
+    return {"seconds": round(elapsed, 3), "requests": sum(by_verb.values()), "by_verb": by_verb,
+            "writes": by_verb.get("PATCH", 0) + by_verb.get("POST", 0) + by_verb.get("PUT", 0)
+            + by_verb.get("DELETE", 0),
+            "created": len(result.changes.created), "updated": len(result.changes.updated),
+            "unchanged": result.changes.unchanged}
+
+
+def run_size(n: int, registry: Registry, tmp: Path) -> dict[str, Any]:
+    emulator = KubeEmulator(0, None, rollout_delay=0.05)
+    bootstrap(emulator, ["default", "bench", "ferry-system"])
+    emulator.start()
+    kubeconfig = write_kubeconfig(tmp / f"kc-{n}", emulator.url)
+    settings = Settings(registry=RegistrySettings(insecure_hosts=[registry.host], default=registry.host))
+    repo = f"{registry.host}/bench/app-{uuid.uuid4().hex[:6]}"
+    d1 = publish(settings, repo, "1.0.0", objects(n))
+    d2 = publish(settings, repo, "1.1.0", objects(n, changed=n // 2))
+    registry_acts = RegistryActivities(Registries(settings.registry))
+    acts = ClusterActivities(BundleCache(tmp / f"cache-{n}", registry_acts.pull_artifact), str(kubeconfig))
+
+    def inp(digest: str, version: str, baseline: bool) -> ReconcileInput:
+        return ReconcileInput(environment="bench", repository=repo, digest=digest, version=version, path=".",
+                              namespace="bench", drift_baseline=baseline)
+
+    acts.reconcile_environment(inp(d2, "1.1.0", False))  # warm: discovery, bundle cache of both digests
+    acts.reconcile_environment(inp(d1, "1.0.0", False))
+    emulator.store.objects.clear()  # a clean cluster for the first apply (cache and discovery stay warm)
+    bootstrap(emulator, ["default", "bench", "ferry-system"])
+    first = measure(acts, emulator, inp(d1, "1.0.0", False))
+    noop = measure(acts, emulator, inp(d1, "1.0.0", True))
+    one = measure(acts, emulator, inp(d2, "1.1.0", False))
+    emulator.close()
+    return {"objects": n, "kinds": KINDS, "first_apply": first, "noop": noop, "one_changed": one}
+
+
+async def events_per_noop_iteration(registry: Registry, tmp: Path) -> dict[str, Any]:
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.testing import WorkflowEnvironment
+
+    from devstack.procs import script_path
+    from devstack.temporal import SEARCH_ATTRIBUTES
+    from ferry.environment import EnvironmentInput, EnvironmentSpec, EnvironmentState
+    from workers.worker import build_worker
+    from workflows.environment import EnvironmentWorkflow
+
+    emulator = KubeEmulator(0, None, rollout_delay=0.05)
+    bootstrap(emulator, ["default", "bench", "ferry-system"])
+    emulator.start()
+    settings = Settings(registry=RegistrySettings(insecure_hosts=[registry.host], default=registry.host))
+    settings.kubeconfig = write_kubeconfig(tmp / "kc-events", emulator.url)
+    settings.worker.cache_dir = tmp / "cache-events"
+    repo = f"{registry.host}/bench/events-{uuid.uuid4().hex[:6]}"
+    publish(settings, repo, "1.0.0", objects(10))
+    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=script_path("temporal-test-server"),
+                                                        data_converter=pydantic_data_converter)
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+
+    await env.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
+        namespace=env.client.namespace,
+        search_attributes={name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for name in SEARCH_ATTRIBUTES}))
+    try:
+        async with build_worker(env.client, settings, task_queue="bench"):
+            spec = EnvironmentSpec(name="bench", repository=repo, namespace="bench", semver=">=1.0.0", interval="1m")
+            handle = await env.client.start_workflow(EnvironmentWorkflow.run,
+                                                     EnvironmentInput(state=EnvironmentState(spec=spec)),
+                                                     id="env/bench", task_queue="bench")
+
+            async def at(iterations: int) -> int:
+                while (await handle.query(EnvironmentWorkflow.status)).state.iterations < iterations:
+                    await env.sleep(30)
+                return len((await handle.fetch_history()).events)
+
+            start = await at(3)  # past the first apply and health wait
+            end = await at(13)
+            await handle.terminate("bench done")
+    finally:
+        await env.shutdown()
+        emulator.close()
+    return {"events_per_noop_iteration": (end - start) / 10, "measured_iterations": 10}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="10,100,1000,5000")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        registry = Registry(port=free_port(), root=tmp / "registry")
+        registry.start()
+        try:
+            results = [run_size(int(n), registry, tmp) for n in args.sizes.split(",")]
+            history = asyncio.run(events_per_noop_iteration(registry, tmp))
+        finally:
+            registry.stop()
+    print(json.dumps({"benchmark": "reconcile", "python": platform.python_version(), "results": results,
+                      "history": history}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
