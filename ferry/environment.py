@@ -156,6 +156,7 @@ class Pin(VersionRef):
     kind: PinKind = "manual"
     at: str = ""
     request_id: str = Field("", description="the promotion/rollback workflow that pinned it")
+    hold: str | None = None
 
 
 class ChangeSet(_Model):
@@ -248,6 +249,7 @@ class PinRequest(_Model):
     reason: str = ""
     kind: PinKind = "manual"
     request_id: str = ""
+    hold: str | None = Field(None, description="a version to hold (the one rolled back from)")
 
 
 class ActorRequest(_Model):

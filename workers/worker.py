@@ -27,8 +27,10 @@ def all_workflows() -> list[type]:
     return list(ALL_WORKFLOWS)
 
 
-def all_activities(settings: Settings) -> list[Callable[..., Any]]:
+def all_activities(settings: Settings, client: Client) -> list[Callable[..., Any]]:
     """Activity classes hold their clients; their bound methods are registered."""
+    from activities.environments import EnvironmentActivities
+
     registry = RegistryActivities(Registries(settings.registry))
     return [
         registry.push_artifact,
@@ -38,6 +40,7 @@ def all_activities(settings: Settings) -> list[Callable[..., Any]]:
         registry.pull_artifact,
         registry.resolve_desired,
         *extra_activities(settings, registry),
+        EnvironmentActivities(client).environment_status,
     ]
 
 
@@ -57,7 +60,7 @@ def build_worker(
         client,
         task_queue=task_queue or settings.temporal.task_queue,
         workflows=list(workflows) if workflows is not None else all_workflows(),
-        activities=list(activities) if activities is not None else all_activities(settings),
+        activities=list(activities) if activities is not None else all_activities(settings, client),
         activity_executor=pool,
         max_concurrent_activities=settings.worker.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=20),

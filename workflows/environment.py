@@ -70,6 +70,10 @@ class EnvironmentWorkflow:
         event = Event(at=self._now(), type=type_, message=message, **fields)  # type: ignore[arg-type,unused-ignore]
         self._state.events = [*self._state.events, event][-policies.MAX_EVENTS_KEPT:]
         workflow.logger.info("%s: %s", type_, message)
+        # NB: audit reads operator events from history alone; a memo update puts each one there.
+        # Behind patched(): older histories (before the audit trail) replay without these commands.
+        if workflow.patched("ferry-audit-memo"):
+            workflow.upsert_memo({"ferry_event": event.model_dump(mode="json")})
         return event
 
     def _phase(self) -> str:
@@ -258,6 +262,8 @@ class EnvironmentWorkflow:
         self._state.pin = Pin(**request.model_dump(), at=self._now())
         if request.version in self._state.holds and request.kind == "promotion":
             self._state.holds = [h for h in self._state.holds if h != request.version]
+        if request.hold and request.hold not in self._state.holds:
+            self._state.holds = [*self._state.holds, request.hold]
         self._record("Pinned", f"pinned to {request.version} ({request.kind}) by {request.by}: {request.reason}",
                      version=request.version, digest=request.digest, by=request.by)
         self._wake = True

@@ -13,7 +13,8 @@ from temporalio.worker import Replayer
 from workflows import ALL_WORKFLOWS
 
 HISTORIES = Path(__file__).parent / "histories"
-EXPECTED = {"release.json": "ReleaseWorkflow", "environment.json": "EnvironmentWorkflow"}
+EXPECTED = {"release.json": "ReleaseWorkflow", "environment.json": "EnvironmentWorkflow",
+            "promotion.json": "PromotionWorkflow", "rollback.json": "RollbackWorkflow"}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

@@ -1,0 +1,271 @@
+"""Promotion with SRE approval, rollback with holds — real dev server, registry, emulator, `temporal` CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from devstack.procs import script_path
+from devstack.registry import Registry
+from ferry.environment import EnvironmentSpec, LenientPayload
+from ferry.promotion import PromotionInput, PromotionResult, RollbackInput, promotion_workflow_id
+from ferry.settings import Settings
+from tests.conftest import settings_for
+from tests.e2e.envkit import app_manifests, publish, start_environment, wait_status
+from workers.worker import build_worker
+from workflows.promotion import PromotionWorkflow, RollbackWorkflow
+
+HISTORIES = Path(__file__).resolve().parents[1] / "replay" / "histories"
+
+
+@dataclass
+class World:
+    client: Client
+    settings: Settings
+    repository: str
+    staging: str
+    production: str
+    digests: dict[str, str]
+    apps: kubernetes.client.AppsV1Api
+    production_ns: str
+
+
+async def _world(client: Client, settings: Settings, kube_server: Any, publisher: str = "ci-bot",
+                 requires_staging: bool = True, timeout: str = "24h", interval: str = "2s") -> World:
+    suffix = uuid.uuid4().hex[:8]
+    repository = f"{settings.registry.default}/team/shop-{suffix}"
+    api = kubernetes.config.new_client_from_config(str(kube_server.kubeconfig))
+    core = kubernetes.client.CoreV1Api(api)
+    for ns in (f"stg-{suffix}", f"prd-{suffix}"):
+        core.create_namespace({"metadata": {"name": ns}})
+    digests = {"1.0.0": publish(settings, repository, "1.0.0", app_manifests("shop"), publisher),
+               "1.1.0": publish(settings, repository, "1.1.0", app_manifests("shop", image="nginx:1.26"), publisher)}
+    common = {"repository": repository, "interval": interval, "health_timeout": "20s"}
+    staging = EnvironmentSpec.model_validate({**common, "name": f"stg-{suffix}", "namespace": f"stg-{suffix}",
+                                              "semver": ">=1.0.0"})
+    production = EnvironmentSpec.model_validate({
+        **common, "name": f"prd-{suffix}", "namespace": f"prd-{suffix}", "version": "1.0.0",
+        "approval": {"required": True, "approvers": ["alice", "bob"], "timeout": timeout,
+                     "requires-healthy-in": [f"stg-{suffix}"] if requires_staging else []}})
+    tq = settings.temporal.task_queue
+    stg = await start_environment(client, tq, staging)
+    prd = await start_environment(client, tq, production)
+    await wait_status(stg, lambda s: s.state.last_known_good is not None
+                      and s.state.last_known_good.digest == digests["1.1.0"], what="staging healthy on 1.1.0")
+    await wait_status(prd, lambda s: s.state.health.status == "Healthy", what="production healthy on 1.0.0")
+    return World(client, settings, repository, staging.name, production.name, digests, kubernetes.client.AppsV1Api(api),
+                 f"prd-{suffix}")
+
+
+@pytest.fixture
+async def worker(dev_env: WorkflowEnvironment, registry: Registry, kube_server: Any, tmp_path: Path,
+                 task_queue: str) -> AsyncIterator[Settings]:
+    settings = settings_for(registry, tmp_path)
+    settings.temporal.task_queue = task_queue
+    settings.temporal.address = dev_env.client.service_client.config.target_host
+    settings.kubeconfig = Path(kube_server.kubeconfig)
+    async with build_worker(dev_env.client, settings):
+        yield settings
+
+
+async def _promote(world: World, version: str = "1.1.0", by: str = "carol") -> WorkflowHandle[Any, Any]:
+    return await world.client.start_workflow(
+        PromotionWorkflow.run, PromotionInput(environment=world.production, version=version, requested_by=by,
+                                              reason="release train"),
+        id=promotion_workflow_id(world.production, version), task_queue=world.settings.temporal.task_queue)
+
+
+async def _phase(handle: WorkflowHandle[Any, Any], phase: str, timeout: float = 30) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        status = await handle.query(PromotionWorkflow.status)
+        if status.phase == phase:
+            return status
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"promotion never reached {phase}; last: {status}")
+
+
+def _image(world: World) -> str:
+    return str(world.apps.read_namespaced_deployment("shop", world.production_ns).spec.template.spec.containers[0].image)
+
+
+async def test_approve_by_signal_pins_digest_and_applies(worker: Settings, dev_env: WorkflowEnvironment,
+                                                         kube_server: Any) -> None:
+    world = await _world(dev_env.client, worker, kube_server)
+    handle = await _promote(world)
+    await _phase(handle, "AwaitingApproval")
+    await handle.signal(PromotionWorkflow.approve, LenientPayload({"approver": "alice", "comment": "looks good"}))
+    result: PromotionResult = await handle.result()
+    assert result.outcome == "succeeded" and result.approved_by == ["alice"]
+    assert result.digest == world.digests["1.1.0"] and result.publisher == "ci-bot"
+    assert _image(world) == "nginx:1.26"
+    # a tag re-pointed in the registry after approval does not change what production runs
+    publish(worker, world.repository, "1.1.0", app_manifests("shop", image="evil:latest"))
+    prd = world.client.get_workflow_handle(f"env/{world.production}")
+    await prd.signal("reconcile_now", LenientPayload({}))
+    await asyncio.sleep(3)
+    assert _image(world) == "nginx:1.26"
+    if os.environ.get("FERRY_RECORD_HISTORIES"):
+        HISTORIES.joinpath("promotion.json").write_text((await handle.fetch_history()).to_json())
+
+
+async def test_publisher_cannot_approve_then_an_approver_can(worker: Settings, dev_env: WorkflowEnvironment,
+                                                             kube_server: Any) -> None:
+    world = await _world(dev_env.client, worker, kube_server, publisher="alice")
+    handle = await _promote(world)
+    await _phase(handle, "AwaitingApproval")
+    refused = await handle.execute_update(PromotionWorkflow.approve_update, LenientPayload({"approver": "alice"}))
+    assert not refused.accepted and "published this release" in refused.reason
+    await handle.signal(PromotionWorkflow.approve, LenientPayload({"approver": "mallory"}))  # not an approver
+    await handle.signal(PromotionWorkflow.approve, LenientPayload({"approver": "bob", "version": "9.9.9"}))
+    status = await handle.query(PromotionWorkflow.status)
+    assert status.phase == "AwaitingApproval"
+    reasons = [d.reason for d in status.decisions if not d.accepted]
+    assert "published this release" in reasons[0] and "mallory is not an approver" in reasons[1]
+    assert "names version 9.9.9" in reasons[2]
+    accepted = await handle.execute_update(PromotionWorkflow.approve_update, LenientPayload({"approver": "bob"}))
+    assert accepted.accepted
+    again = await handle.execute_update(PromotionWorkflow.approve_update, LenientPayload({"approver": "bob"}))
+    assert again.accepted and "duplicate" in again.reason
+    result = await handle.result()
+    assert result.outcome == "succeeded" and result.approved_by == ["bob"]
+    assert [d.by for d in result.decisions] == ["alice", "mallory", "bob", "bob"]
+
+
+async def test_malformed_signal_from_temporal_cli_is_recorded(worker: Settings, dev_env: WorkflowEnvironment,
+                                                              kube_server: Any) -> None:
+    world = await _world(dev_env.client, worker, kube_server)
+    handle = await _promote(world)
+    await _phase(handle, "AwaitingApproval")
+    temporal = script_path("temporal")
+    assert temporal
+    address = dev_env.client.service_client.config.target_host
+    for payload in ('{"comment": "no approver"}', '"just a string"'):
+        out = subprocess.run([temporal, "workflow", "signal", "--address", address, "--workflow-id", handle.id,
+                              "--name", "approve", "--input", payload], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+    await asyncio.sleep(1)
+    status = await handle.query(PromotionWorkflow.status)
+    assert [d.accepted for d in status.decisions] == [False, False]
+    assert "malformed approve: approver: Field required" in status.decisions[0].reason
+    assert "malformed approve" in status.decisions[1].reason
+    assert status.phase == "AwaitingApproval"
+    await handle.signal(PromotionWorkflow.reject, LenientPayload({"approver": "bob", "comment": "not today"}))
+    result = await handle.result()
+    assert result.outcome == "rejected" and result.reason == "not today"
+    assert _image(world) == "nginx:1.25"  # nothing pinned
+
+
+async def test_requires_healthy_in_staging(worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    world = await _world(dev_env.client, worker, kube_server)
+    publish(worker, world.repository, "2.0.0-rc.1", app_manifests("shop", image="nginx:2"))  # staging skips rcs
+    handle = await world.client.start_workflow(
+        PromotionWorkflow.run, PromotionInput(environment=world.production, version="2.0.0-rc.1", requested_by="c"),
+        id=promotion_workflow_id(world.production, "2.0.0-rc.1"), task_queue=worker.temporal.task_queue)
+    result = await handle.result()
+    assert result.outcome == "refused" and f"not been applied and healthy in {world.staging}" in result.reason
+    missing = await world.client.start_workflow(
+        PromotionWorkflow.run, PromotionInput(environment=world.production, version="7.7.7", requested_by="c"),
+        id=promotion_workflow_id(world.production, "7.7.7"), task_queue=worker.temporal.task_queue)
+    assert (await missing.result()).outcome == "refused"
+
+
+async def test_rollback_to_previous_and_to_explicit_version(worker: Settings, dev_env: WorkflowEnvironment,
+                                                            kube_server: Any) -> None:
+    world = await _world(dev_env.client, worker, kube_server)
+    handle = await _promote(world)
+    await _phase(handle, "AwaitingApproval")
+    await handle.signal(PromotionWorkflow.approve, LenientPayload({"approver": "alice"}))
+    assert (await handle.result()).outcome == "succeeded"
+    refused = await world.client.execute_workflow(
+        RollbackWorkflow.run, RollbackInput(environment=world.production, requested_by="mallory"),
+        id=f"rollback/{world.production}/m", task_queue=worker.temporal.task_queue)
+    assert refused.outcome == "refused" and "not an approver" in refused.reason
+    back = await world.client.execute_workflow(
+        RollbackWorkflow.run, RollbackInput(environment=world.production, requested_by="bob", reason="latency"),
+        id=f"rollback/{world.production}/1", task_queue=worker.temporal.task_queue)
+    assert (back.outcome, back.from_version, back.to_version) == ("succeeded", "1.1.0", "1.0.0")
+    assert _image(world) == "nginx:1.25"
+    status = await world.client.get_workflow_handle(f"env/{world.production}").query("status")
+    assert "1.1.0" in status["state"]["holds"] if isinstance(status, dict) else True
+    forward = await world.client.execute_workflow(
+        RollbackWorkflow.run, RollbackInput(environment=world.production, to_version="1.1.0", requested_by="bob"),
+        id=f"rollback/{world.production}/2", task_queue=worker.temporal.task_queue)
+    assert forward.outcome == "succeeded" and forward.to_version == "1.1.0"
+    assert _image(world) == "nginx:1.26"
+    if os.environ.get("FERRY_RECORD_HISTORIES"):
+        history = await world.client.get_workflow_handle(f"rollback/{world.production}/1").fetch_history()
+        HISTORIES.joinpath("rollback.json").write_text(history.to_json())
+
+
+async def test_worker_killed_while_waiting_for_approval(dev_env: WorkflowEnvironment, registry: Registry,
+                                                        kube_server: Any, tmp_path: Path, task_queue: str) -> None:
+    settings = settings_for(registry, tmp_path)
+    settings.temporal.task_queue = task_queue
+    settings.kubeconfig = Path(kube_server.kubeconfig)
+    address = dev_env.client.service_client.config.target_host
+    env = {**os.environ, "FERRY_TEMPORAL_ADDRESS": address, "FERRY_TASK_QUEUE": task_queue,
+           "FERRY_REGISTRY_INSECURE": registry.host, "FERRY_REGISTRY": registry.host,
+           "FERRY_KUBECONFIG": str(kube_server.kubeconfig), "FERRY_CACHE_DIR": str(tmp_path / "cache"),
+           "FERRY_STATE_DIR": str(tmp_path / "no-stack")}
+
+    def spawn_worker() -> subprocess.Popen[bytes]:
+        ready = tmp_path / "ready"
+        ready.unlink(missing_ok=True)
+        proc = subprocess.Popen([sys.executable, "-m", "cli", "worker", "--ready-file", str(ready)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(300):
+            if ready.exists():
+                return proc
+            subprocess.run(["sleep", "0.1"])
+        proc.kill()
+        raise AssertionError("worker did not start")
+
+    first = spawn_worker()
+    try:
+        world = await _world(dev_env.client, settings, kube_server)
+        handle = await _promote(world)
+        await _phase(handle, "AwaitingApproval")
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        second = spawn_worker()
+        try:
+            await handle.signal(PromotionWorkflow.approve, LenientPayload({"approver": "alice"}))
+            result = await asyncio.wait_for(handle.result(), timeout=90)
+            assert result.outcome == "succeeded"
+            assert _image(world) == "nginx:1.26"
+        finally:
+            second.terminate()
+            second.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+
+
+async def test_expiry_after_deadline_time_skipping(time_env: WorkflowEnvironment, registry: Registry,
+                                                   kube_server: Any, tmp_path: Path, task_queue: str) -> None:
+    settings = settings_for(registry, tmp_path)
+    settings.temporal.task_queue = task_queue
+    settings.kubeconfig = Path(kube_server.kubeconfig)
+    async with build_worker(time_env.client, settings):
+        # NB: skipping 25h over a 2s interval would run 45,000 reconciles; an hourly one runs 25.
+        world = await _world(time_env.client, settings, kube_server, timeout="24h", interval="1h")
+        handle = await _promote(world)
+        await _phase(handle, "AwaitingApproval")
+        await time_env.sleep(25 * 3600)
+        result = await handle.result()
+    assert result.outcome == "expired" and "24h" in result.reason
+    assert _image(world) == "nginx:1.25"
