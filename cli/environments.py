@@ -146,14 +146,34 @@ def cmd_env_list(args: argparse.Namespace) -> int:
     return 0
 
 
+async def pending_promotions(client: Client, environment: str) -> list[Any]:
+    """Running promotions of this environment, with every decision recorded so far (refusals included)."""
+    from ferry.promotion import PromotionStatus
+
+    out = []
+    query = (f"WorkflowType = 'PromotionWorkflow' AND ExecutionStatus = 'Running' AND "
+             f"FerryEnvironment = '{environment}'")
+    async for wf in client.list_workflows(query):
+        out.append(await client.get_workflow_handle(wf.id).query("status", result_type=PromotionStatus))
+    return out
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     settings = settings_from(args)
 
-    async def go() -> EnvironmentStatus:
-        return await environment_status(await connect(settings.temporal), args.env)
+    async def go() -> tuple[EnvironmentStatus, list[Any]]:
+        client = await connect(settings.temporal)
+        return await environment_status(client, args.env), await pending_promotions(client, args.env)
 
-    status = _run(go())
-    emit(status.model_dump(), args.json, describe(status, workflow_url(settings.temporal, env_workflow_id(args.env))))
+    status, promotions = _run(go())
+    text = describe(status, workflow_url(settings.temporal, env_workflow_id(args.env)))
+    for p in promotions:
+        text += f"\npromotion     {p.version} {p.digest}  {p.phase} (requested by {p.requested_by}, " \
+                f"published by {p.publisher or '?'}, deadline {p.deadline or '-'})"
+        for d in p.decisions:
+            verdict = "accepted" if d.accepted else f"REFUSED: {d.reason}"
+            text += f"\n  {d.at} {d.action} by {d.by} via {d.via}: {verdict}"
+    emit({**status.model_dump(), "promotions": [p.model_dump() for p in promotions]}, args.json, text)
     return 0
 
 

@@ -1,0 +1,154 @@
+"""`ferry audit [ENV] [--since DURATION] [--json]`: the timeline, from Temporal's workflow histories alone."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+from typing import Any
+
+from pydantic import BaseModel
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from cli.common import COMMANDS, emit, global_options, settings_from
+from cli.environments import environment_status
+from ferry.durations import parse_duration
+from ferry.settings import TemporalSettings
+from workers.client import connect, workflow_url
+
+TYPES = ("ReleaseWorkflow", "EnvironmentWorkflow", "PromotionWorkflow", "RollbackWorkflow")
+
+
+class AuditEntry(BaseModel):
+    at: str
+    kind: str
+    subject: str
+    who: str = ""
+    details: str = ""
+    workflow_id: str
+    url: str
+
+
+def _decode(payloads: Any) -> Any:
+    items = list(payloads.payloads) if payloads is not None else []
+    return pydantic_data_converter.payload_converter.from_payload(items[0]) if items else None
+
+
+def _memo(event: HistoryEvent, key: str) -> Any:
+    fields = event.workflow_properties_modified_event_attributes.upserted_memo.fields
+    return pydantic_data_converter.payload_converter.from_payload(fields[key]) if key in fields else None
+
+
+def _time(event: HistoryEvent) -> str:
+    return event.event_time.ToDatetime().replace(tzinfo=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def entries_from_history(workflow_type: str, workflow_id: str, events: list[HistoryEvent], url: str
+                         ) -> list[AuditEntry]:
+    """Turn one execution's history into audit entries. Pure: no calls."""
+    out: list[AuditEntry] = []
+
+    def add(event: HistoryEvent, kind: str, subject: str, who: str = "", details: str = "") -> None:
+        out.append(AuditEntry(at=_time(event), kind=kind, subject=subject, who=who, details=details,
+                              workflow_id=workflow_id, url=url))
+
+    started: dict[str, Any] = {}
+    for event in events:
+        et = event.event_type
+        if et == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+            started = _decode(event.workflow_execution_started_event_attributes.input) or {}
+            if workflow_type == "PromotionWorkflow":
+                add(event, "promotion requested", f"{started.get('environment')} {started.get('version')}",
+                    started.get("requested_by", ""), started.get("reason", ""))
+            elif workflow_type == "RollbackWorkflow":
+                add(event, "rollback requested", str(started.get("environment")), started.get("requested_by", ""),
+                    f"to {started.get('to_version') or 'last known-good'}: {started.get('reason', '')}")
+        elif et == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
+            result = _decode(event.workflow_execution_completed_event_attributes.result) or {}
+            if workflow_type == "ReleaseWorkflow":
+                again = " (already released, identical content)" if result.get("already_released") else ""
+                add(event, "release published", f"{result.get('repository')}:{result.get('version')}",
+                    result.get("publisher", started.get("publisher", "")),
+                    f"revision {started.get('revision') or '-'} digest {result.get('digest')}{again}")
+            elif workflow_type == "PromotionWorkflow":
+                add(event, f"promotion {result.get('outcome')}", f"{result.get('environment')} {result.get('version')}",
+                    ", ".join(result.get("approved_by") or []), f"{result.get('digest')}: {result.get('reason')}")
+            elif workflow_type == "RollbackWorkflow":
+                add(event, f"rollback {result.get('outcome')}", str(result.get("environment")),
+                    started.get("requested_by", ""),
+                    f"{result.get('from_version')} -> {result.get('to_version')} {result.get('digest')}: "
+                    f"{result.get('reason')}")
+        elif et == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED and workflow_type == "ReleaseWorkflow":
+            failure = event.workflow_execution_failed_event_attributes.failure
+            add(event, "release failed", f"{started.get('repository')}:{started.get('version')}",
+                started.get("publisher", ""), (failure.cause.message or failure.message)[:300])
+        elif et == EventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED:
+            decision = _memo(event, "ferry_decision")
+            if decision:
+                verdict = "accepted" if decision["accepted"] else f"REFUSED: {decision['reason']}"
+                add(event, f"{decision['action']} ({decision['via']})",
+                    f"{started.get('environment')} {started.get('version')}", decision["by"],
+                    f"{verdict}; comment: {decision.get('comment') or '-'}")
+            env_event = _memo(event, "ferry_event")
+            if env_event:
+                state = started.get("state", {}) if isinstance(started, dict) else {}
+                name = (state.get("spec") or {}).get("name", workflow_id.removeprefix("env/"))
+                details = env_event["message"]
+                if env_event["type"] == "DriftCorrected":
+                    details += ": " + "; ".join(f"{o} {', '.join(f)}" for o, f in env_event["objects"].items())
+                add(event, _KIND.get(env_event["type"], env_event["type"]), name, env_event.get("by", ""), details)
+    return out
+
+
+_KIND = {"Applied": "applied", "DriftCorrected": "drift corrected", "AutoRollback": "rollback (automatic)",
+         "Pinned": "pinned", "PinRefused": "pin refused", "Healthy": "healthy", "HealthFailed": "health failed",
+         "Suspended": "suspended", "Resumed": "resumed", "SpecUpdated": "spec updated",
+         "ReconcileFailed": "reconcile failed", "PinReleased": "pin released"}
+
+
+async def build_timeline(client: Client, temporal: TemporalSettings, environment: str | None,
+                         since: dt.timedelta) -> list[AuditEntry]:
+    cutoff = (dt.datetime.now(dt.UTC) - since).strftime("%Y-%m-%dT%H:%M:%SZ")
+    types = ", ".join(f"'{t}'" for t in TYPES)
+    query = f"WorkflowType IN ({types}) AND StartTime >= '{cutoff}'"
+    if environment:
+        # the environment's own workflows, and the releases of the repository it deploys
+        repository = (await environment_status(client, environment)).state.spec.repository
+        query += (f" AND (FerryEnvironment = '{environment}' OR "
+                  f"(WorkflowType = 'ReleaseWorkflow' AND FerryRepository = '{repository}'))")
+    entries: list[AuditEntry] = []
+    async for wf in client.list_workflows(query):
+        history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
+        entries += entries_from_history(wf.workflow_type, wf.id, list(history.events),
+                                        workflow_url(temporal, wf.id, wf.run_id))
+    return sorted(entries, key=lambda e: e.at)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+
+    async def go() -> list[AuditEntry]:
+        return await build_timeline(await connect(settings.temporal), settings.temporal, args.env,
+                                    parse_duration(args.since))
+
+    entries = asyncio.run(go())
+    text = "\n".join(f"{e.at}  {e.kind:<22} {e.subject:<28} {e.who or '-':<16} {e.details}\n"
+                     f"{'':22}{e.url}" for e in entries) or "no events in that window"
+    emit([e.model_dump() for e in entries], args.json, text)
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("audit", help="who released, requested, approved, refused, applied, rolled back — "
+                                     "from workflow histories")
+    p.add_argument("env", nargs="?", default=None)
+    p.add_argument("--since", default="7d", help="how far back (default 7d)")
+    p.add_argument("--json", action="store_true")
+    global_options(p)
+    p.set_defaults(func=cmd_audit)
+
+
+COMMANDS.append(register)

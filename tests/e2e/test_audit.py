@@ -1,0 +1,75 @@
+"""The audit timeline of a scripted scenario, from Temporal histories alone, matches what happened."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+from temporalio.testing import WorkflowEnvironment
+
+from cli.audit import build_timeline
+from cli.release import prepare_release, run_release
+from ferry.environment import LenientPayload
+from ferry.promotion import RollbackInput
+from ferry.settings import Settings
+from tests.e2e.envkit import app_manifests, wait_status
+from tests.e2e.test_promotion import _phase, _promote, _world, worker  # noqa: F401 -- fixture
+from workflows.promotion import PromotionWorkflow, RollbackWorkflow
+
+
+async def test_audit_timeline_matches_scenario(worker: Settings, dev_env: WorkflowEnvironment,  # noqa: F811
+                                               kube_server: Any, tmp_path: Path) -> None:
+    world = await _world(dev_env.client, worker, kube_server)
+    # 1. CI releases 1.2.0 through the real ReleaseWorkflow
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "app.yaml").write_text(yaml.safe_dump_all(app_manifests("shop", image="nginx:1.27")))
+    args = argparse.Namespace(dir=str(bundle), repository=world.repository, version="1.2.0",
+                              revision="main@sha1:abc123", source=None, published_by="ci-bot", timeout="2m")
+    input, expected, _ = prepare_release(args, worker)
+    await run_release(input, expected, worker)
+    stg = world.client.get_workflow_handle(f"env/{world.staging}")
+    await wait_status(stg, lambda s: s.state.last_known_good is not None and s.state.last_known_good.version == "1.2.0",
+                      what="staging healthy on 1.2.0")
+    # 2. promotion with a refused approval, then an accepted one
+    handle = await _promote(world, "1.2.0", by="carol")
+    await _phase(handle, "AwaitingApproval")
+    await handle.signal(PromotionWorkflow.approve, LenientPayload({"approver": "mallory", "comment": "me too"}))
+    await handle.signal(PromotionWorkflow.approve, LenientPayload({"approver": "alice", "comment": "ship it"}))
+    assert (await handle.result()).outcome == "succeeded"
+    # 3. a hand edit in production, reverted
+    world.apps.patch_namespaced_deployment("shop", world.production_ns, {"spec": {"template": {"spec": {
+        "containers": [{"name": "app", "image": "nginx:by-hand"}]}}}}, field_manager="kubectl-edit")
+    prd = world.client.get_workflow_handle(f"env/{world.production}")
+    await prd.signal("reconcile_now", LenientPayload({}))
+    await wait_status(prd, lambda s: s.state.last_drift is not None, what="drift corrected")
+    # 4. an SRE rolls back
+    back = await world.client.execute_workflow(
+        RollbackWorkflow.run, RollbackInput(environment=world.production, requested_by="bob", reason="errors"),
+        id=f"rollback/{world.production}/audit", task_queue=worker.temporal.task_queue)
+    assert back.outcome == "succeeded"
+
+    timeline = await build_timeline(world.client, worker.temporal, world.production, dt.timedelta(hours=1))
+    kinds = [(e.kind, e.who) for e in timeline]
+    expected_order = [("release published", "ci-bot"), ("promotion requested", "carol"),
+                      ("approve (signal)", "mallory"), ("approve (signal)", "alice"), ("pinned", "alice"),
+                      ("promotion succeeded", "alice"), ("drift corrected", ""), ("rollback requested", "bob"),
+                      ("pinned", "bob"), ("rollback succeeded", "bob")]
+    positions = []
+    for item in expected_order:
+        start = positions[-1] + 1 if positions else 0
+        assert item in kinds[start:], f"{item} missing after position {start} in {kinds}"
+        positions.append(kinds.index(item, start))
+    refused = timeline[positions[2]]
+    assert "REFUSED" in refused.details and "not an approver" in refused.details
+    release = timeline[positions[0]]
+    assert "main@sha1:abc123" in release.details and "sha256:" in release.details
+    drift = timeline[positions[6]]
+    assert "nginx" not in drift.details and f"Deployment/{world.production_ns}/shop" in drift.details
+    assert all(e.url.startswith(worker.temporal.ui_url) for e in timeline)
+    assert not any(e.subject == world.staging for e in timeline)  # another environment's events stay out
+    shutil.rmtree(bundle)
