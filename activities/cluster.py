@@ -258,23 +258,27 @@ class ClusterActivities:
 
         changed = [d for d, p in zip(desired, plans, strict=True) if p.action in ("create", "update")]
         by_id = {ObjectId.of(d).key(): p for d, p in zip(desired, plans, strict=True)}
-        # Validate every write first: a server-side dry run of each changed object, so a bad object
-        # aborts the reconcile before anything is written (no half-applied environment).
-        for obj in apply_order(changed):
-            resource = resources[(obj["apiVersion"], obj["kind"])]
-            if resource is not None:
-                cluster.apply(resource, dict(obj), dry_run=True)
-        for obj in apply_order(changed):
-            key = (obj["apiVersion"], obj["kind"])
-            if resources[key] is None:
-                resources[key] = cluster.resource(*key)
-            cluster.apply(resources[key], dict(obj))
-            plan = by_id[ObjectId.of(obj).key()]
-            (changes.created if plan.action == "create" else changes.updated).append(str(plan.id))
-            if plan.action == "update" and input.drift_baseline:
-                changes.drift[str(plan.id)] = plan.fields
-            if obj["kind"] in ("CustomResourceDefinition", "Namespace"):
-                self._wait_ready(cluster, resources[key], obj)
+        # Two stages, as Flux does: definitions (CRDs, Namespaces) first, then everything else. Each stage is
+        # validated with a server-side dry run of every object before any of it is written, so a bad object
+        # aborts before anything in its stage changes (no half-applied environment).
+        definitions = [o for o in changed if o["kind"] in ("CustomResourceDefinition", "Namespace")]
+        rest = [o for o in changed if o["kind"] not in ("CustomResourceDefinition", "Namespace")]
+        for stage in (definitions, rest):
+            ordered = apply_order(stage)
+            for obj in ordered:
+                key = (obj["apiVersion"], obj["kind"])
+                if resources[key] is None:
+                    resources[key] = cluster.resource(*key)  # its CRD was established in the first stage
+                cluster.apply(resources[key], dict(obj), dry_run=True)
+            for obj in ordered:
+                key = (obj["apiVersion"], obj["kind"])
+                cluster.apply(resources[key], dict(obj))
+                plan = by_id[ObjectId.of(obj).key()]
+                (changes.created if plan.action == "create" else changes.updated).append(str(plan.id))
+                if plan.action == "update" and input.drift_baseline:
+                    changes.drift[str(plan.id)] = plan.fields
+                if obj in definitions:
+                    self._wait_ready(cluster, resources[key], obj)
 
         kept: dict[str, str] = {ObjectId.of(d).key(): d["apiVersion"] for d in desired}
         for oid in delete_order(ObjectId.parse(k, inventory[k]) for k in to_prune):

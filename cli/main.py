@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -133,5 +134,16 @@ def _load_command_modules() -> None:
                 raise
 
 
+
+def entrypoint() -> None:
+    """The console script. NB: short-lived Temporal client processes can abort during interpreter
+    finalization when the SDK's Rust runtime threads outlive the event loop (temporalio/sdk-python#300);
+    once the command has finished and output is flushed, skip finalization."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entrypoint()

@@ -164,9 +164,11 @@ class EnvironmentWorkflow:
             self._state.cluster_unreachable_since = self._state.cluster_unreachable_since or self._now()
             self._state.cluster_error = message
         else:
-            self._state.last_error = f"{kind}: {message}"
-            self._record("ReconcileFailed", f"{desired.version}: {kind}: {message}", version=desired.version,
-                         digest=desired.digest)
+            error = f"{kind}: {message}"
+            if error != self._state.last_error:  # once per distinct error, not every interval
+                self._record("ReconcileFailed", f"{desired.version}: {error}", version=desired.version,
+                             digest=desired.digest)
+            self._state.last_error = error
 
     async def _resolve(self) -> VersionRef | None:
         """The pin, or what the spec tracks. On a source outage: keep what is applied (never empty)."""

@@ -1,0 +1,188 @@
+"""`make demo`: the whole story on the local stack, through the same commands a person runs.
+
+release 1.0.0 and 1.1.0 -> staging follows to 1.1.0 -> promote production to 1.1.0 -> the publisher's approval
+is refused -> an SRE approves with the `temporal` CLI -> production applied and healthy -> a hand edit in
+production is reverted -> a broken 1.2.0 fails health in staging and rolls back by itself, held ->
+`ferry rollback production --to 1.0.0` -> `ferry audit` prints the timeline with Temporal UI links.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from activities.tools import script_path
+from devstack.stack import StackInfo, status
+
+ROOT = Path(__file__).resolve().parents[1]
+STATE = ROOT / ".ferry"
+FERRY = [sys.executable, "-m", "cli"]
+PUBLISHER = "sre-bob"  # publishes from a release branch, and is also an approver of production
+SRE = "sre-alice"
+
+
+def step(title: str) -> None:
+    print(f"\n\033[1m== {title}\033[0m", flush=True)
+
+
+def run(argv: list[str], *, check: bool = True, show: bool = True) -> subprocess.CompletedProcess[str]:
+    shown = ["ferry", *argv[3:]] if argv[:3] == FERRY else [Path(argv[0]).name, *argv[1:]]
+    print(f"$ {shlex.join(shown)}", flush=True)
+    result = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT)
+    if show and result.stdout.strip():
+        print(result.stdout.rstrip())
+    if result.stderr.strip() and (show or result.returncode):
+        print(result.stderr.rstrip())
+    if check and result.returncode != 0:
+        sys.exit(f"demo: step failed (exit {result.returncode})")
+    return result
+
+
+def ferry_json(*args: str) -> Any:
+    return json.loads(run([*FERRY, *args, "--json"], show=False).stdout)
+
+
+def wait(what: str, predicate: Any, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(1)
+    sys.exit(f"demo: timed out waiting for {what}")
+
+
+def env_status(name: str) -> dict[str, Any]:
+    out = subprocess.run([*FERRY, "status", name, "--json"], capture_output=True, text=True, cwd=ROOT)
+    return json.loads(out.stdout) if out.returncode == 0 else {}
+
+
+def applied(name: str, version: str, health: str = "Healthy") -> bool:
+    state = env_status(name).get("state", {})
+    return bool((state.get("last_applied") or {}).get("version") == version
+                and state.get("health", {}).get("status") == health)
+
+
+def revision(version: str) -> str:
+    """Flux's <branch>@sha1:<commit> of this checkout (the demo's stand-in for a config repository)."""
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    return f"release-{version}@sha1:{commit.strip() or '0' * 40}"
+
+
+def bundle(version: str, image_tag: str, message: str, into: Path) -> Path:
+    target = into / f"app-{version}"
+    shutil.copytree(ROOT / "examples" / "app", target)
+    deployment = target / "base" / "deployment.yaml"
+    deployment.write_text(deployment.read_text().replace("podinfo:6.5.0", f"podinfo:{image_tag}"))
+    configmap = target / "base" / "configmap.yaml"
+    configmap.write_text(configmap.read_text().replace("Hello from Ferry", message))
+    return target
+
+
+def main() -> None:
+    started = time.monotonic()
+    step("1. the local stack: Temporal dev server + Web UI, CNCF registry, Kubernetes API emulator, worker")
+    report = status(STATE)
+    if report and all(c["up"] for c in report.values()):
+        print("reusing the running stack in .ferry (`ferry dev down` stops it)")
+    else:
+        run([*FERRY, "dev", "up"])
+    info = StackInfo.load(STATE)
+    assert info is not None
+    registry, ui = info.components["registry"]["host"], info.components["temporal"]["ui_url"]
+    kubeconfig = info.components["kube"]["kubeconfig"]
+    print(f"Temporal UI: {ui}")
+    repository = f"{registry}/demo/podinfo-{int(time.time())}"
+    # a fresh demo: forget environments a previous run declared
+    for env in ("staging", "production"):
+        subprocess.run([script_path("temporal") or "temporal", "workflow", "terminate", "--address",
+                        info.components["temporal"]["address"], "--workflow-id", f"env/{env}", "--reason",
+                        "make demo restarts the story"], capture_output=True)
+
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        step("2. CI releases 1.0.0 and 1.1.0 (ReleaseWorkflow: package on the CI host, push, verify)")
+        for version, tag, message in (("1.0.0", "6.5.0", "Hello from 1.0.0"), ("1.1.0", "6.5.1", "Hello from 1.1.0")):
+            out = ferry_json("release", str(bundle(version, tag, message, tmp)), "--repository", repository,
+                             "--version", version, "--published-by", PUBLISHER, "--revision", revision(version))
+            print(f"released {repository}:{version} -> {out['digest']}\n  {out['temporal_ui']}")
+
+        step("3. declare staging (tracks >=1.0.0) and production (pinned to 1.0.0, SRE approval required)")
+        environments = tmp / "environments.yaml"
+        environments.write_text(f"""environments:
+  - name: staging
+    repository: {repository}
+    path: overlays/staging
+    namespace: staging
+    semver: ">=1.0.0"
+    interval: 5s
+    health-timeout: 30s
+  - name: production
+    repository: {repository}
+    path: overlays/production
+    namespace: production
+    version: 1.0.0
+    interval: 5s
+    health-timeout: 30s
+    approval:
+      required: true
+      approvers: [{SRE}, {PUBLISHER}]
+      requires-healthy-in: [staging]
+""")
+        print(environments.read_text().rstrip())
+        run([*FERRY, "env", "apply", "-f", str(environments)])
+
+        step("4. staging follows the range to 1.1.0 by itself; production stays on 1.0.0")
+        wait("staging on 1.1.0", lambda: applied("staging", "1.1.0"))
+        wait("production on 1.0.0", lambda: applied("production", "1.0.0"))
+        run([*FERRY, "env", "list"])
+
+        step("5. a release manager asks to promote production to 1.1.0")
+        run([*FERRY, "promote", "production", "1.1.0", "--as", "carol", "--reason", "weekly release train"])
+
+        step(f"6. the publisher ({PUBLISHER}, an approver too) approves their own release: refused, and recorded")
+        refused = run([*FERRY, "approve", "production", "1.1.0", "--as", PUBLISHER], check=False)
+        assert refused.returncode == 1, "the publisher's approval must be refused"
+
+        step(f"7. an SRE ({SRE}) approves from the `temporal` CLI (the Temporal UI's Signal button does the same)")
+        run([script_path("temporal") or "temporal", "workflow", "signal", "--address",
+             info.components["temporal"]["address"], "--workflow-id", "promote/production/1.1.0", "--name", "approve",
+             "--input", json.dumps({"approver": SRE, "comment": "staging is green, ship it"})])
+
+        step("8. production is pinned by digest, applied and healthy")
+        wait("production on 1.1.0", lambda: applied("production", "1.1.0"))
+        run([*FERRY, "status", "production"])
+
+        step("9. someone edits production by hand; the next reconcile puts it back and records the drift")
+        run([script_path("kubectl") or "kubectl", "--kubeconfig", kubeconfig, "-n", "production", "set", "image",
+             "deployment/podinfo", "podinfo=ghcr.io/stefanprodan/podinfo:hand-edit"])
+        run([*FERRY, "reconcile", "production", "--as", SRE])
+        drift = wait("drift corrected", lambda: env_status("production").get("state", {}).get("last_drift"))
+        print(f"DriftCorrected at {drift['at']}: {drift['objects']}")
+
+        step("10. CI releases a broken 1.2.0: staging fails health and rolls back by itself, holding 1.2.0")
+        out = ferry_json("release", str(bundle("1.2.0", "6.5.2-broken", "Hello from 1.2.0", tmp)), "--repository",
+                         repository, "--version", "1.2.0", "--published-by", PUBLISHER, "--revision", revision("1.2.0"))
+        print(f"released {repository}:1.2.0 -> {out['digest']}")
+        wait("staging auto-rollback", lambda: any(e["type"] == "AutoRollback" for e in
+                                                  env_status("staging").get("state", {}).get("events", [])), 150)
+        wait("staging healthy on 1.1.0 again", lambda: applied("staging", "1.1.0"))
+        run([*FERRY, "status", "staging"])
+
+        step("11. an SRE rolls production back to 1.0.0")
+        run([*FERRY, "rollback", "production", "--to", "1.0.0", "--as", SRE, "--reason", "demo"])
+
+        step("12. the audit trail, from Temporal's workflow histories alone")
+        run([*FERRY, "audit", "--since", f"{int(time.monotonic() - started) + 5}s"])
+    print(f"\nOpen the Temporal UI at {ui} to see every workflow above; `ferry dev down` stops the stack.")
+
+
+if __name__ == "__main__":
+    main()
