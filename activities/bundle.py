@@ -35,6 +35,8 @@ from ferry.errors import ErrorType
 from ferry.release import PackageBundleInput, PackageBundleResult
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+# libyaml's C parser when PyYAML was built with it (the wheels are): ~10x faster on big bundles.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 DEFAULT_MAX_FILE_BYTES = 5 * 1024 * 1024
 MAX_BUNDLE_BYTES = 100 * 1024 * 1024
@@ -106,7 +108,7 @@ def _check_documents(docs: list[Any], where: str) -> int:
 
 def parse_documents(text: str, where: str) -> list[dict[str, Any]]:
     try:
-        docs = list(yaml.safe_load_all(text))
+        docs = list(yaml.load_all(text, Loader=_SAFE_LOADER))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" line {mark.line + 1}" if mark is not None else ""

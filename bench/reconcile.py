@@ -125,8 +125,13 @@ async def events_per_noop_iteration(registry: Registry, tmp: Path) -> dict[str, 
     settings.worker.cache_dir = tmp / "cache-events"
     repo = f"{registry.host}/bench/events-{uuid.uuid4().hex[:6]}"
     publish(settings, repo, "1.0.0", objects(10))
+    from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
+
+    # NB: the SDK core logs warnings to stdout; keep stdout pure JSON.
+    quiet = Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(
+        filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"))))
     env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=script_path("temporal-test-server"),
-                                                        data_converter=pydantic_data_converter)
+                                                        data_converter=pydantic_data_converter, runtime=quiet)
     from temporalio.api.enums.v1 import IndexedValueType
     from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 

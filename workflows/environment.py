@@ -61,6 +61,7 @@ class EnvironmentWorkflow:
         self._state: EnvironmentState = input.state
         self._wake = False
         self._iterations_this_run = 0
+        self._published: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------------------------- helpers
     def _now(self) -> str:
@@ -83,6 +84,13 @@ class EnvironmentWorkflow:
 
     def _publish(self) -> None:
         applied = self._state.last_applied
+        values = (self._state.spec.name, self._state.spec.repository, applied.version if applied else "",
+                  self._phase())
+        # NB: upsert only on change, saving one history event per no-op iteration (patched: older
+        # histories upserted every iteration).
+        if workflow.patched("ferry-publish-on-change") and values == self._published:
+            return
+        self._published = values
         workflow.upsert_search_attributes([
             FERRY_ENVIRONMENT.value_set(self._state.spec.name),
             FERRY_REPOSITORY.value_set(self._state.spec.repository),
