@@ -119,7 +119,8 @@ async def test_drift_reverted_and_recorded_fields_not_set_left_alone(
     await handle.terminate("test done")
     if os.environ.get("FERRY_RECORD_HISTORIES"):  # the committed history tests/replay replays
         history = await handle.fetch_history()
-        (Path(__file__).resolve().parents[1] / "replay" / "histories" / "environment.json").write_text(history.to_json())
+        target = Path(__file__).resolve().parents[1] / "replay" / "histories" / "environment.json"
+        target.write_text(history.to_json())
 
 
 async def test_failing_rollout_rolls_back_automatically_and_holds(

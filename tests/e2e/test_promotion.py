@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -66,8 +67,8 @@ async def _world(client: Client, settings: Settings, kube_server: Any, publisher
     await wait_status(stg, lambda s: s.state.last_known_good is not None
                       and s.state.last_known_good.digest == digests["1.1.0"], what="staging healthy on 1.1.0")
     await wait_status(prd, lambda s: s.state.health.status == "Healthy", what="production healthy on 1.0.0")
-    return World(client, settings, repository, staging.name, production.name, digests, kubernetes.client.AppsV1Api(api),
-                 f"prd-{suffix}")
+    return World(client, settings, repository, staging.name, production.name, digests,
+                 kubernetes.client.AppsV1Api(api), f"prd-{suffix}")
 
 
 @pytest.fixture
@@ -99,7 +100,8 @@ async def _phase(handle: WorkflowHandle[Any, Any], phase: str, timeout: float = 
 
 
 def _image(world: World) -> str:
-    return str(world.apps.read_namespaced_deployment("shop", world.production_ns).spec.template.spec.containers[0].image)
+    deployment = world.apps.read_namespaced_deployment("shop", world.production_ns)
+    return str(deployment.spec.template.spec.containers[0].image)
 
 
 async def test_approve_by_signal_pins_digest_and_applies(worker: Settings, dev_env: WorkflowEnvironment,
@@ -230,7 +232,7 @@ async def test_worker_killed_while_waiting_for_approval(dev_env: WorkflowEnviron
         for _ in range(300):
             if ready.exists():
                 return proc
-            subprocess.run(["sleep", "0.1"])
+            time.sleep(0.1)
         proc.kill()
         raise AssertionError("worker did not start")
 
