@@ -254,7 +254,8 @@ class ClusterActivities:
         if input.dry_run:
             return ReconcileResult(changes=changes, health=HealthState(), revision=revision, plan=[
                 {"object": str(p.id), "action": p.action, "fields": p.fields} for p in plans
-                if p.action != "unchanged"] + [{"object": k, "action": "delete", "fields": []} for k in to_prune])
+                if p.action != "unchanged"] + [{"object": str(ObjectId.parse(k, inventory[k])), "action": "delete",
+                                                 "fields": []} for k in to_prune])
 
         changed = [d for d, p in zip(desired, plans, strict=True) if p.action in ("create", "update")]
         by_id = {ObjectId.of(d).key(): p for d, p in zip(desired, plans, strict=True)}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import uuid
 from typing import Any
 
 from temporalio.client import Client, WorkflowFailureError, WorkflowUpdateFailedError
@@ -95,12 +94,16 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     async def go() -> tuple[str, RollbackResult]:
         client = await connect(settings.temporal)
         status = await environment_status(client, args.env)
-        target = args.to or f"previous-{status.state.last_applied.digest[7:19] if status.state.last_applied else 'x'}"
-        workflow_id = rollback_workflow_id(args.env, f"{target}-{uuid.uuid4().hex[:6]}")
+        current = status.state.last_applied
+        # NB: the id is the business key, so a double click attaches to the running rollback; a later
+        # rollback to the same target (after a completed one) starts a new run.
+        target = args.to or f"last-known-good-before-{current.version if current else 'none'}"
+        workflow_id = rollback_workflow_id(args.env, target)
         handle = await client.start_workflow(
             RollbackWorkflow.run, RollbackInput(environment=args.env, to_version=args.to, requested_by=requester,
                                                 reason=args.reason),
-            id=workflow_id, task_queue=settings.temporal.task_queue)
+            id=workflow_id, task_queue=settings.temporal.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
         return workflow_id, await handle.result()
 
     workflow_id, result = asyncio.run(go())

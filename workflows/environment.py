@@ -321,15 +321,18 @@ class EnvironmentWorkflow:
     @workflow.update(name="plan")
     async def plan(self, request: PlanRequest) -> PlanResult:
         """What a reconcile would do now (or for another version), without applying: `ferry diff`."""
-        spec = self._state.spec
-        if request.version is not None:
+        spec, pin = self._state.spec, self._state.pin
+        # NB: read-only: resolve directly rather than through _resolve(), which records outages and releases pins.
+        if request.version is None and pin is not None:
+            desired: VersionRef | None = VersionRef(version=pin.version, digest=pin.digest)
+        else:
             found: ResolveResult = await workflow.execute_activity(
-                "resolve_desired", ResolveInput(repository=spec.repository, version=request.version),
+                "resolve_desired", ResolveInput(repository=spec.repository, version=request.version or spec.version,
+                                                semver=None if request.version or spec.version else spec.semver,
+                                                prereleases=spec.prereleases, held=self._state.holds),
                 result_type=ResolveResult, start_to_close_timeout=policies.RESOLVE_TIMEOUT,
                 retry_policy=policies.QUICK_RETRY)
             desired = found.ref
-        else:
-            desired = await self._resolve()
         if desired is None:
             raise ApplicationError("nothing to plan: no version resolves for this environment", type="NotFound")
         result: ReconcileResult = await workflow.execute_activity(
