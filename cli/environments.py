@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -131,17 +132,25 @@ def cmd_env_apply(args: argparse.Namespace) -> int:
 def cmd_env_list(args: argparse.Namespace) -> int:
     settings = settings_from(args)
 
-    async def go() -> list[EnvironmentStatus]:
+    async def go() -> list[tuple[str, EnvironmentStatus | None, str]]:
         client = await connect(settings.temporal)
         names = [wf.id.removeprefix("env/") async for wf in client.list_workflows(
             "WorkflowType = 'EnvironmentWorkflow' AND ExecutionStatus = 'Running'")]
-        return [await environment_status(client, n) for n in sorted(set(names))]
+        out: list[tuple[str, EnvironmentStatus | None, str]] = []
+        for name in sorted(set(names)):
+            try:  # NB: one environment whose worker is down must not hide the others
+                handle = client.get_workflow_handle(env_workflow_id(name))
+                status = await handle.query(EnvironmentWorkflow.status, rpc_timeout=timedelta(seconds=5))
+                out.append((name, status, ""))
+            except RPCError as err:
+                out.append((name, None, f"no answer: {err.message}"))
+        return out
 
     statuses = _run(go())
-    rows = [f"{s.name:<16} {s.tracking:<24} "
-            f"{(s.state.last_applied.version if s.state.last_applied else '-'):<10} {s.state.health.status:<11} "
-            f"{'suspended' if s.state.suspended else ''}" for s in statuses]
-    emit([s.model_dump() for s in statuses], args.json,
+    rows = [f"{name:<16} {s.tracking:<24} {(s.state.last_applied.version if s.state.last_applied else '-'):<10} "
+            f"{s.state.health.status:<11} {'suspended' if s.state.suspended else ''}" if s else
+            f"{name:<16} {'?':<24} {'?':<10} {'Unknown':<11} {error}" for name, s, error in statuses]
+    emit([s.model_dump() if s else {"name": n, "error": e} for n, s, e in statuses], args.json,
          "\n".join([f"{'NAME':<16} {'TRACKS':<24} {'APPLIED':<10} {'HEALTH':<11}", *rows]))
     return 0
 

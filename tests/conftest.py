@@ -116,3 +116,28 @@ def namespace(kube_api: object) -> str:
     name = f"t-{uuid.uuid4().hex[:10]}"
     kubernetes.client.CoreV1Api(kube_api).create_namespace({"metadata": {"name": name}})
     return name
+
+
+# (task queue, workflow id) of every long-running workflow the test helpers start, for servers that cannot
+# list workflows (the time-skipping test server).
+STARTED: list[tuple[str, str]] = []
+
+
+async def terminate_running(client: Client, task_queue: str) -> None:
+    """Terminate what a test left running on its task queue, so no orphan (whose worker is gone) holds up
+    time skipping or answers no queries in later tests."""
+    import contextlib
+
+    from temporalio.service import RPCError, RPCStatusCode
+
+    ids: list[str] = []
+    try:
+        ids = [wf.id async for wf in client.list_workflows(
+            f"TaskQueue = '{task_queue}' AND ExecutionStatus = 'Running'")]
+    except RPCError as err:
+        if err.status != RPCStatusCode.UNIMPLEMENTED:
+            raise
+        ids = [wid for tq, wid in STARTED if tq == task_queue]
+    for wid in ids:
+        with contextlib.suppress(RPCError):
+            await client.get_workflow_handle(wid).terminate("test finished")

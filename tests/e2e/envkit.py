@@ -59,6 +59,9 @@ def publish(settings: Settings, repository: str, version: str, docs: list[dict[s
 
 async def start_environment(client: Client, task_queue: str, spec: EnvironmentSpec
                             ) -> WorkflowHandle[EnvironmentWorkflow, None]:
+    from tests.conftest import STARTED
+
+    STARTED.append((task_queue, f"env/{spec.name}"))
     return await client.start_workflow(
         EnvironmentWorkflow.run, EnvironmentInput(state=EnvironmentState(spec=spec)),
         id=f"env/{spec.name}", task_queue=task_queue)

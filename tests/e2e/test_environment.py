@@ -18,7 +18,7 @@ from devstack.procs import free_port
 from devstack.registry import Registry
 from ferry.environment import EnvironmentSpec, LenientPayload
 from ferry.settings import Settings
-from tests.conftest import settings_for
+from tests.conftest import settings_for, terminate_running
 from tests.e2e.envkit import app_manifests, next_iteration, publish, reconcile_now, start_environment, wait_status
 from workers.worker import build_worker
 from workflows.environment import EnvironmentWorkflow
@@ -32,6 +32,7 @@ async def env_stack(dev_env: WorkflowEnvironment, registry: Registry, kube_serve
     settings.kubeconfig = Path(kube_server.kubeconfig)
     async with build_worker(dev_env.client, settings):
         yield settings
+        await terminate_running(dev_env.client, task_queue)
 
 
 def _names() -> tuple[str, str, str]:
@@ -209,7 +210,7 @@ async def test_registry_outage_keeps_environment_and_recovers(
             assert core.read_namespaced_config_map("cart-config", ns).data == {"message": "hello"}
             reg.start()
             await wait_status(handle, lambda s: s.state.source_unavailable_since is None, timeout=40, what="recovery")
-            await handle.terminate("test done")
+            await terminate_running(dev_env.client, task_queue)
     finally:
         reg.stop()
 
@@ -248,4 +249,41 @@ async def test_broken_artifact_never_prunes_everything(env_stack: Settings, dev_
                                what="empty artifact refused")
     assert status.state.last_applied is not None and status.state.last_applied.version == "1.0.0"
     assert apps.read_namespaced_deployment("mail", ns) is not None
+    await handle.terminate("test done")
+
+
+async def test_crd_and_its_custom_resource_in_one_bundle_and_prune_disabled(
+        env_stack: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    name, ns, repo = _names()
+    core, _ = _apis(kube_server)
+    group = f"{name}.example.com"
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": f"widgets.{group}"},
+           "spec": {"group": group, "scope": "Namespaced",
+                    "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                    "versions": [{"name": "v1", "served": True, "storage": True,
+                                  "schema": {"openAPIV3Schema": {"type": "object"}}}]}}
+    widget = {"apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": "w1"}, "spec": {"size": 3}}
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+    kept = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "keep-me",
+                                                                  "annotations": {"ferry.dev/prune": "disabled"}},
+            "data": {"k": "v"}}
+    repository = f"{env_stack.registry.default}/{repo}"
+    # the Namespace, the CRD and an instance of it arrive together: definitions are applied (and established)
+    # before what uses them
+    publish(env_stack, repository, "1.0.0", [widget, kept, crd, namespace, *app_manifests("api")])
+    handle = await start_environment(dev_env.client, env_stack.temporal.task_queue, _spec(env_stack, name, ns, repo))
+    status = await wait_status(handle, lambda s: s.state.health.status == "Healthy", what="deployed with a CRD")
+    created = next(e for e in status.state.events if e.type == "Applied").objects["created"]
+    assert created.index(f"CustomResourceDefinition/widgets.{group}") < created.index(f"Widget/{ns}/w1")
+    assert created.index(f"Namespace/{ns}") < created.index(f"Deployment/{ns}/api")
+    dyn = kubernetes.dynamic.DynamicClient(kubernetes.config.new_client_from_config(str(kube_server.kubeconfig)))
+    assert dyn.resources.get(api_version=f"{group}/v1", kind="Widget").get(name="w1", namespace=ns).spec.size == 3
+    # 1.1.0 drops the ConfigMap (annotated prune: disabled) and the Widget: one is kept, the other pruned
+    publish(env_stack, repository, "1.1.0", [crd, namespace, *app_manifests("api")])
+    status = await wait_status(handle, lambda s: s.state.last_applied is not None
+                               and s.state.last_applied.version == "1.1.0", what="1.1.0 applied")
+    assert core.read_namespaced_config_map("keep-me", ns).data == {"k": "v"}
+    deleted = [e for e in status.state.events if e.type == "Applied"][-1].objects["deleted"]
+    assert deleted == [f"Widget/{ns}/w1"]
     await handle.terminate("test done")

@@ -24,7 +24,7 @@ from devstack.registry import Registry
 from ferry.environment import EnvironmentSpec, LenientPayload
 from ferry.promotion import PromotionInput, PromotionResult, RollbackInput, promotion_workflow_id
 from ferry.settings import Settings
-from tests.conftest import settings_for
+from tests.conftest import settings_for, terminate_running
 from tests.e2e.envkit import app_manifests, publish, start_environment, wait_status
 from workers.worker import build_worker
 from workflows.promotion import PromotionWorkflow, RollbackWorkflow
@@ -80,6 +80,7 @@ async def worker(dev_env: WorkflowEnvironment, registry: Registry, kube_server: 
     settings.kubeconfig = Path(kube_server.kubeconfig)
     async with build_worker(dev_env.client, settings):
         yield settings
+        await terminate_running(dev_env.client, task_queue)
 
 
 async def _promote(world: World, version: str = "1.1.0", by: str = "carol") -> WorkflowHandle[Any, Any]:
@@ -249,6 +250,7 @@ async def test_worker_killed_while_waiting_for_approval(dev_env: WorkflowEnviron
             result = await asyncio.wait_for(handle.result(), timeout=90)
             assert result.outcome == "succeeded"
             assert _image(world) == "nginx:1.26"
+            await terminate_running(dev_env.client, task_queue)
         finally:
             second.terminate()
             second.wait(timeout=30)
@@ -269,5 +271,22 @@ async def test_expiry_after_deadline_time_skipping(time_env: WorkflowEnvironment
         await _phase(handle, "AwaitingApproval")
         await time_env.sleep(25 * 3600)
         result = await handle.result()
+        await terminate_running(time_env.client, task_queue)
     assert result.outcome == "expired" and "24h" in result.reason
+    assert _image(world) == "nginx:1.25"
+
+
+async def test_promotion_overtaken_by_a_newer_pin_reports_superseded(
+        worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    world = await _world(dev_env.client, worker, kube_server)
+    handle = await _promote(world)
+    await _phase(handle, "AwaitingApproval")
+    await handle.signal(PromotionWorkflow.approve, LenientPayload({"approver": "alice"}))
+    await _phase(handle, "Pinned")
+    # an emergency rollback lands right after the promotion's pin
+    await world.client.execute_workflow(
+        RollbackWorkflow.run, RollbackInput(environment=world.production, to_version="1.0.0", requested_by="bob"),
+        id=f"rollback/{world.production}/race", task_queue=worker.temporal.task_queue)
+    result = await handle.result()
+    assert result.outcome == "superseded" and "rollback by bob" in result.reason
     assert _image(world) == "nginx:1.25"

@@ -13,7 +13,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from devstack.registry import Registry
 from ferry.environment import EnvironmentInput, EnvironmentSpec, EnvironmentState, LenientPayload
-from tests.conftest import settings_for
+from tests.conftest import settings_for, terminate_running
 from tests.e2e.envkit import app_manifests, publish
 from workers.worker import build_worker
 from workflows import policies
@@ -48,6 +48,7 @@ async def test_500_iterations_continue_as_new_with_state_intact(
         latest = client.get_workflow_handle(f"env/{name}")
         desc = await latest.describe()
         await latest.terminate("test done")
+        await terminate_running(client, task_queue)
     assert status.state.iterations >= ITERATIONS
     assert status.state.last_applied is not None and status.state.last_applied.digest == digest
     assert status.state.last_known_good is not None and status.state.last_known_good.digest == digest
