@@ -165,7 +165,12 @@ class ClusterActivities:
         key = (kubeconfig or self._default_kubeconfig, context)
         with self._lock:
             if key not in self._clusters:
-                self._clusters[key] = Cluster(*key)
+                try:
+                    self._clusters[key] = Cluster(*key)
+                except (kubernetes.config.ConfigException, OSError) as err:
+                    # NB: a configuration problem on the worker; retrying will not fix it.
+                    raise classified(ErrorType.BAD_INPUT, f"kubeconfig {key[0] or '~/.kube/config'}"
+                                     f"{f' context {context}' if context else ''}: {err}") from err
             return self._clusters[key]
 
     # ------------------------------------------------------------------------------------ inventory

@@ -26,3 +26,21 @@ def test_http_status_classification(status: int, expected: ErrorType, retryable:
 def test_messages_are_truncated_below_payload_limits() -> None:
     assert len(truncate("x" * 100_000)) <= 4096
     assert len(classified(ErrorType.BAD_INPUT, "y" * 100_000).message) <= 4096
+
+
+def test_missing_kubeconfig_is_bad_input_naming_the_file(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from temporalio.exceptions import ApplicationError
+
+    from activities.bundle import BundleCache
+    from activities.cluster import ClusterActivities
+
+    acts = ClusterActivities(BundleCache(Path(str(tmp_path)), pull=None))
+    try:
+        acts.cluster(f"{tmp_path}/missing-kubeconfig", "prod")
+    except ApplicationError as err:
+        assert err.type == "BadInput" and err.non_retryable
+        assert "missing-kubeconfig context prod" in err.message
+    else:
+        raise AssertionError("a missing kubeconfig must be refused")
