@@ -195,15 +195,19 @@ class PromotionWorkflow:
 
     @approve_update.validator
     def _validate_approve(self, payload: LenientPayload) -> None:
-        self._open()
+        self._open("approve", payload)
 
     @reject_update.validator
     def _validate_reject(self, payload: LenientPayload) -> None:
-        self._open()
+        self._open("reject", payload)
 
-    def _open(self) -> None:
+    def _open(self, action: str, payload: LenientPayload) -> None:
         # NB: only "no longer deciding" is rejected up front (nothing to record); policy refusals are
-        # accepted as updates and recorded, so they reach history.
+        # accepted as updates and recorded, so they reach history. A repeat of an accepted decision stays
+        # idempotent even after the promotion moved on.
+        who = payload.root.get("approver") if isinstance(payload.root, dict) else None
+        if any(d.by == who and d.action == action and d.accepted for d in self._status.decisions):
+            return
         if self._status.phase not in ("Resolving", "AwaitingApproval"):
             raise ValueError(f"promotion of {self._status.version} to {self._status.environment} is "
                              f"{self._status.phase}, not awaiting a decision")
