@@ -442,7 +442,7 @@ def test_crd_registers_and_unregisters_resources(kube_api: Any, namespace: str) 
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         crd = crds.get(name="widgets.example.com")
-        if any(c.type == "Established" and c.status == "True" for c in (crd.status.conditions or [])):
+        if any(c.type == "Established" and c.status == "True" for c in ((crd.status and crd.status.conditions) or [])):
             break
         time.sleep(0.05)
     else:
