@@ -110,6 +110,14 @@ async def test_approve_by_signal_pins_digest_and_applies(worker: Settings, dev_e
     world = await _world(dev_env.client, worker, kube_server)
     handle = await _promote(world)
     await _phase(handle, "AwaitingApproval")
+    # what an SRE types in the Temporal UI's search box to see what waits for them
+    query = f"FerryPhase = 'AwaitingApproval' AND FerryEnvironment = '{world.production}'"
+    for _ in range(50):
+        waiting = [wf.id async for wf in world.client.list_workflows(query)]
+        if waiting:
+            break
+        await asyncio.sleep(0.2)
+    assert waiting == [handle.id]
     await handle.signal(PromotionWorkflow.approve, LenientPayload({"approver": "alice", "comment": "looks good"}))
     result: PromotionResult = await handle.result()
     assert result.outcome == "succeeded" and result.approved_by == ["alice"]
