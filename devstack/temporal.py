@@ -8,15 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devstack.procs import StackError, script_path, spawn, tcp_open, wait_healthy
+from workflows.search_attributes import ALL
 
 # Custom search attributes Ferry's workflows set, so an SRE can find them in the UI.
-SEARCH_ATTRIBUTES: dict[str, str] = {
-    "FerryEnvironment": "Keyword",
-    "FerryRepository": "Keyword",
-    "FerryVersion": "Keyword",
-    "FerryPhase": "Keyword",
-    "FerryPublisher": "Keyword",
-}
+SEARCH_ATTRIBUTES: dict[str, str] = {key.name: "Keyword" for key in ALL}
 
 
 def temporal_binary() -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ferry.oci import is_digest, is_tag, split_repository
+from ferry.oci import Digest, Repository, is_tag
 
 
 class _Model(BaseModel):
@@ -12,13 +12,7 @@ class _Model(BaseModel):
 
 
 class _RepositoryModel(_Model):
-    repository: str = Field(description="HOST[:PORT]/PATH of the OCI repository")
-
-    @field_validator("repository")
-    @classmethod
-    def _valid_repository(cls, value: str) -> str:
-        split_repository(value)
-        return value
+    repository: Repository = Field(description="HOST[:PORT]/PATH of the OCI repository")
 
 
 class PushArtifactInput(_RepositoryModel):
@@ -88,16 +82,9 @@ class Manifest(_Model):
 
 
 class PullArtifactInput(_RepositoryModel):
-    digest: str = Field(description="manifest digest; pulling by tag is refused so a moved tag cannot change it")
+    digest: Digest = Field(description="manifest digest; pulling by tag is refused so a moved tag cannot change it")
     dest_dir: str
     layer_media_type: str
-
-    @field_validator("digest")
-    @classmethod
-    def _valid_digest(cls, value: str) -> str:
-        if not is_digest(value):
-            raise ValueError(f"{value!r} is not a sha256 digest")
-        return value
 
 
 class PullArtifactResult(_Model):

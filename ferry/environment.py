@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
 from ferry.durations import parse_duration
-from ferry.oci import is_digest, split_repository
+from ferry.oci import Digest, Repository
 from ferry.versions import SemverRange, parse_release_version
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -56,7 +56,7 @@ class ClusterRef(_Model):
 
 class EnvironmentSpec(_Model):
     name: str
-    repository: str
+    repository: Repository
     path: str = "."
     cluster: ClusterRef = Field(default_factory=ClusterRef)
     namespace: str = "default"
@@ -76,12 +76,6 @@ class EnvironmentSpec(_Model):
     def _name(cls, value: str) -> str:
         if not _NAME.match(value) or len(value) > 53:
             raise ValueError(f"{value!r} must be a lowercase DNS label of at most 53 characters")
-        return value
-
-    @field_validator("repository")
-    @classmethod
-    def _repository(cls, value: str) -> str:
-        split_repository(value)
         return value
 
     @field_validator("path")
@@ -137,14 +131,7 @@ class EnvironmentsFile(_Model):
 
 class VersionRef(_Model):
     version: str
-    digest: str
-
-    @field_validator("digest")
-    @classmethod
-    def _digest(cls, value: str) -> str:
-        if not is_digest(value):
-            raise ValueError(f"{value!r} is not a sha256 digest")
-        return value
+    digest: Digest
 
 
 PinKind = Literal["promotion", "rollback", "auto-rollback", "manual"]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 FLUX_CONTENT_MEDIA_TYPE = "application/vnd.cncf.flux.content.v1.tar+gzip"
 FLUX_CONFIG_MEDIA_TYPE = "application/vnd.cncf.flux.config.v1+json"
@@ -41,3 +44,19 @@ def split_repository(repository: str) -> tuple[str, str]:
             "(for example 127.0.0.1:5000/team/app)"
         )
     return m.group("host"), m.group("path")
+
+
+def _repository(value: str) -> str:
+    split_repository(value)
+    return value
+
+
+def _digest(value: str) -> str:
+    if not is_digest(value):
+        raise ValueError(f"{value!r} is not a sha256 digest")
+    return value
+
+
+# Field types for models: validated once, here.
+Repository = Annotated[str, AfterValidator(_repository)]
+Digest = Annotated[str, AfterValidator(_digest)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ferry.oci import split_repository
+from ferry.oci import Repository
 from ferry.versions import parse_release_version
 
 
@@ -17,7 +17,7 @@ def release_workflow_id(repository: str, version: str) -> str:
 
 
 class ReleaseInput(_Model):
-    repository: str = Field(description="HOST[:PORT]/PATH")
+    repository: Repository = Field(description="HOST[:PORT]/PATH")
     version: str = Field(description="semver tag, a leading v allowed and kept")
     ci_task_queue: str = Field(description="task queue served by the `ferry release` process on the CI host")
     bundle_dir: str = Field(description="directory on the CI host")
@@ -26,12 +26,6 @@ class ReleaseInput(_Model):
     publisher: str
     created: str | None = Field(None, description="RFC 3339; from the revision's commit time when known")
     timeout_seconds: int = Field(900, ge=10, description="how long registry outages may delay the release")
-
-    @field_validator("repository")
-    @classmethod
-    def _repository(cls, value: str) -> str:
-        split_repository(value)
-        return value
 
     @field_validator("version")
     @classmethod

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -37,11 +36,8 @@ with workflow.unsafe.imports_passed_through():
     from ferry.errors import ErrorType
     from ferry.versions import try_parse_tag
     from workflows import policies
+    from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_REPOSITORY, FERRY_VERSION
 
-FERRY_ENVIRONMENT = SearchAttributeKey.for_keyword("FerryEnvironment")
-FERRY_REPOSITORY = SearchAttributeKey.for_keyword("FerryRepository")
-FERRY_VERSION = SearchAttributeKey.for_keyword("FerryVersion")
-FERRY_PHASE = SearchAttributeKey.for_keyword("FerryPhase")
 
 
 def _cause_type(err: BaseException) -> str:

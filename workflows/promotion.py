@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
@@ -26,10 +25,8 @@ with workflow.unsafe.imports_passed_through():
         judge,
     )
     from workflows import policies
+    from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_VERSION
 
-FERRY_ENVIRONMENT = SearchAttributeKey.for_keyword("FerryEnvironment")
-FERRY_VERSION = SearchAttributeKey.for_keyword("FerryVersion")
-FERRY_PHASE = SearchAttributeKey.for_keyword("FerryPhase")
 POLL = timedelta(seconds=2)  # how often a promotion asks its environment whether the pin landed healthy
 
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import TypeVar
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -33,11 +33,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from ferry.release import PackageBundleInput, PackageBundleResult, ReleaseInput, ReleaseResult
     from workflows import policies
+    from workflows.search_attributes import FERRY_PUBLISHER, FERRY_REPOSITORY, FERRY_VERSION
 
 R = TypeVar("R", bound=BaseModel)
-FERRY_REPOSITORY = SearchAttributeKey.for_keyword("FerryRepository")
-FERRY_VERSION = SearchAttributeKey.for_keyword("FerryVersion")
-FERRY_PUBLISHER = SearchAttributeKey.for_keyword("FerryPublisher")
 
 
 def release_search_attributes(input: ReleaseInput) -> TypedSearchAttributes:
