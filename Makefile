@@ -44,7 +44,10 @@ lint: setup
 	$(BIN)/mypy $(PACKAGES)
 
 bench: setup
-	$(BIN)/python bench/kube_emulator.py
+	@mkdir -p bench/results
+	$(BIN)/python bench/kube_emulator.py > bench/results/kube_emulator.json
+	$(BIN)/python bench/reconcile.py > bench/results/reconcile.json
+	@echo "bench: results in bench/results/ (figures: bench/README.md)"
 
 clean:
 	-$(BIN)/ferry dev down 2>/dev/null
