@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+from collections import deque
 from typing import Any
 
 from pydantic import BaseModel
@@ -56,8 +57,19 @@ def entries_from_history(workflow_type: str, workflow_id: str, events: list[Hist
                               workflow_id=workflow_id, url=url))
 
     started: dict[str, Any] = {}
+    # NB: an approver's name is what the sender claims; Temporal records the sending client's identity on
+    # the signal/update event. Decisions are judged in delivery order, so the senders pair up in order.
+    senders: deque[str] = deque()
     for event in events:
         et = event.event_type
+        if et == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
+            attrs = event.workflow_execution_signaled_event_attributes
+            if attrs.signal_name in ("approve", "reject"):
+                senders.append(attrs.identity)
+        elif et == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
+            request = event.workflow_execution_update_accepted_event_attributes.accepted_request
+            if request.input.name in ("approve_update", "reject_update"):
+                senders.append(request.meta.identity)
         if et == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
             started = _decode(event.workflow_execution_started_event_attributes.input) or {}
             if workflow_type == "PromotionWorkflow":
@@ -89,9 +101,10 @@ def entries_from_history(workflow_type: str, workflow_id: str, events: list[Hist
             decision = _memo(event, "ferry_decision")
             if decision:
                 verdict = "accepted" if decision["accepted"] else f"REFUSED: {decision['reason']}"
+                sender = senders.popleft() if senders else "?"
                 add(event, f"{decision['action']} ({decision['via']})",
                     f"{started.get('environment')} {started.get('version')}", decision["by"],
-                    f"{verdict}; comment: {decision.get('comment') or '-'}")
+                    f"{verdict}; comment: {decision.get('comment') or '-'}; sent by client {sender or '?'}")
             env_event = _memo(event, "ferry_event")
             if env_event:
                 state = started.get("state", {}) if isinstance(started, dict) else {}

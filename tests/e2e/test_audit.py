@@ -66,6 +66,8 @@ async def test_audit_timeline_matches_scenario(worker: Settings, dev_env: Workfl
         positions.append(kinds.index(item, start))
     refused = timeline[positions[2]]
     assert "REFUSED" in refused.details and "not an approver" in refused.details
+    # the sending client's identity, as Temporal recorded it, stands next to the claimed approver
+    assert f"sent by client {world.client.identity}" in refused.details
     release = timeline[positions[0]]
     assert "main@sha1:abc123" in release.details and "sha256:" in release.details
     drift = timeline[positions[6]]
