@@ -14,7 +14,7 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from cli.common import COMMANDS, emit, global_options, settings_from
+from cli.common import COMMANDS, cli_identity, emit, global_options, settings_from
 from cli.environments import environment_status
 from ferry.durations import parse_duration
 from ferry.settings import TemporalSettings
@@ -144,8 +144,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     settings = settings_from(args)
 
     async def go() -> list[AuditEntry]:
-        return await build_timeline(await connect(settings.temporal), settings.temporal, args.env,
-                                    parse_duration(args.since))
+        client = await connect(settings.temporal, identity=cli_identity())
+        return await build_timeline(client, settings.temporal, args.env, parse_duration(args.since))
 
     entries = asyncio.run(go())
     text = "\n".join(f"{e.at}  {e.kind:<22} {e.subject:<28} {e.who or '-':<16} {e.details}\n"

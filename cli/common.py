@@ -56,6 +56,13 @@ def local_identity() -> str:
     return os.environ.get("FERRY_IDENTITY") or getpass.getuser()
 
 
+def cli_identity() -> str:
+    """The Temporal client identity of this command: the OS user and host, not the claimed --as name."""
+    import socket
+
+    return f"ferry-cli:{getpass.getuser()}@{socket.gethostname()}"
+
+
 def root_cause(err: BaseException) -> str:
     """The innermost failure's type and message, for a one-line report."""
     current: BaseException | None = err

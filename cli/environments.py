@@ -14,7 +14,16 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from cli.common import COMMANDS, CommandError, emit, global_options, local_identity, root_cause, settings_from
+from cli.common import (
+    COMMANDS,
+    CommandError,
+    cli_identity,
+    emit,
+    global_options,
+    local_identity,
+    root_cause,
+    settings_from,
+)
 from ferry.environment import (
     EnvironmentInput,
     EnvironmentsFile,
@@ -121,7 +130,7 @@ def cmd_env_apply(args: argparse.Namespace) -> int:
     specs = load_environments(Path(args.file))
 
     async def go() -> list[dict[str, str]]:
-        client = await connect(settings.temporal)
+        client = await connect(settings.temporal, identity=cli_identity())
         return await apply_environments(client, specs, settings.temporal.task_queue)
 
     results = _run(go())
@@ -133,7 +142,7 @@ def cmd_env_list(args: argparse.Namespace) -> int:
     settings = settings_from(args)
 
     async def go() -> list[tuple[str, EnvironmentStatus | None, str]]:
-        client = await connect(settings.temporal)
+        client = await connect(settings.temporal, identity=cli_identity())
         names = [wf.id.removeprefix("env/") async for wf in client.list_workflows(
             "WorkflowType = 'EnvironmentWorkflow' AND ExecutionStatus = 'Running'")]
         out: list[tuple[str, EnvironmentStatus | None, str]] = []
@@ -171,7 +180,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     settings = settings_from(args)
 
     async def go() -> tuple[EnvironmentStatus, list[Any]]:
-        client = await connect(settings.temporal)
+        client = await connect(settings.temporal, identity=cli_identity())
         return await environment_status(client, args.env), await pending_promotions(client, args.env)
 
     status, promotions = _run(go())
@@ -190,7 +199,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     settings = settings_from(args)
 
     async def go() -> Any:
-        client = await connect(settings.temporal)
+        client = await connect(settings.temporal, identity=cli_identity())
         await environment_status(client, args.env)
         handle = client.get_workflow_handle(env_workflow_id(args.env))
         try:
@@ -215,7 +224,7 @@ def _signal(name: str) -> Any:
         settings = settings_from(args)
 
         async def go() -> None:
-            client = await connect(settings.temporal)
+            client = await connect(settings.temporal, identity=cli_identity())
             await environment_status(client, args.env)
             await client.get_workflow_handle(env_workflow_id(args.env)).signal(
                 name, LenientPayload({"by": args.as_ or local_identity(), "reason": args.reason or ""}))

@@ -10,7 +10,16 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowUpdateFailed
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
-from cli.common import COMMANDS, CommandError, emit, global_options, local_identity, root_cause, settings_from
+from cli.common import (
+    COMMANDS,
+    CommandError,
+    cli_identity,
+    emit,
+    global_options,
+    local_identity,
+    root_cause,
+    settings_from,
+)
 from cli.environments import environment_status
 from ferry.environment import LenientPayload
 from ferry.promotion import (
@@ -31,7 +40,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     requester = args.as_ or local_identity()
 
     async def go() -> tuple[str, PromotionResult | None]:
-        client = await connect(settings.temporal)
+        client = await connect(settings.temporal, identity=cli_identity())
         await environment_status(client, args.env)
         workflow_id = promotion_workflow_id(args.env, args.version)
         handle = await client.start_workflow(
@@ -64,7 +73,7 @@ def _decide(update: str) -> Any:
         who = args.as_ or local_identity()
 
         async def go() -> DecisionResult:
-            client: Client = await connect(settings.temporal)
+            client: Client = await connect(settings.temporal, identity=cli_identity())
             handle = client.get_workflow_handle(promotion_workflow_id(args.env, args.version))
             try:
                 result: DecisionResult = await handle.execute_update(
@@ -92,7 +101,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     requester = args.as_ or local_identity()
 
     async def go() -> tuple[str, RollbackResult]:
-        client = await connect(settings.temporal)
+        client = await connect(settings.temporal, identity=cli_identity())
         status = await environment_status(client, args.env)
         current = status.state.last_applied
         # NB: the id is the business key, so a double click attaches to the running rollback; a later

@@ -19,7 +19,16 @@ from temporalio.worker import Worker
 
 from activities.bundle import BundleActivities, BundleError, scan, validate, write_tarball
 from activities.registry import Registries, RegistryActivities
-from cli.common import COMMANDS, CommandError, emit, global_options, local_identity, root_cause, settings_from
+from cli.common import (
+    COMMANDS,
+    CommandError,
+    cli_identity,
+    emit,
+    global_options,
+    local_identity,
+    root_cause,
+    settings_from,
+)
 from ferry.durations import parse_duration
 from ferry.oci import split_repository
 from ferry.release import ReleaseInput, ReleaseResult, release_workflow_id
@@ -96,7 +105,7 @@ async def run_release(input: ReleaseInput, expected_layer: str, settings: Settin
     """Serve the CI task queue in this process while the ReleaseWorkflow runs; return its outcome."""
     repository, version = input.repository, input.version
     timeout = timedelta(seconds=input.timeout_seconds)
-    client = await connect(settings.temporal)
+    client = await connect(settings.temporal, identity=cli_identity())
     registry = RegistryActivities(Registries(settings.registry))
     bundles = BundleActivities()
     # NB: the worker-specific task queue: packaging and push run here, on the CI host, for this process's life.

@@ -14,7 +14,9 @@ class TemporalUnavailable(RuntimeError):
     """The Temporal frontend could not be reached; the message names the address and the fix."""
 
 
-async def connect(settings: TemporalSettings, *, tracer: TracerProvider | None = None) -> Client:
+async def connect(settings: TemporalSettings, *, tracer: TracerProvider | None = None,
+                  identity: str | None = None) -> Client:
+    """A client; `identity` is what Temporal records on every request (the audit shows it next to approvers)."""
     interceptors: list[Interceptor] = []
     interceptor = tracing_interceptor(tracer)
     if interceptor is not None:
@@ -27,6 +29,7 @@ async def connect(settings: TemporalSettings, *, tracer: TracerProvider | None =
             api_key=settings.api_key.get_secret_value() if settings.api_key else None,
             data_converter=pydantic_data_converter,
             interceptors=interceptors,
+            identity=identity,
         )
     except RuntimeError as err:
         raise TemporalUnavailable(
