@@ -303,8 +303,9 @@ class EnvironmentWorkflow:
     def update_spec(self, update: SpecUpdate) -> EnvironmentStatus:
         old = self._state.spec
         self._state.spec = update.spec
-        if (old.version, old.semver) != (update.spec.version, update.spec.semver):
-            self._state.pin = None  # the declared tracking changed: it wins over earlier pins
+        if (old.repository, old.version, old.semver) != (update.spec.repository, update.spec.version,
+                                                          update.spec.semver):
+            self._state.pin = None  # the declared source or tracking changed: it wins over earlier pins
         self._record("SpecUpdated", f"spec updated ({update.spec.tracking})")
         self._wake = True
         return self.status()
