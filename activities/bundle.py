@@ -21,7 +21,6 @@ import subprocess
 import tarfile
 import tempfile
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -195,7 +194,7 @@ def safe_extract(archive: Path, dest: Path, max_entry_bytes: int = DEFAULT_MAX_F
     dest.mkdir(parents=True, exist_ok=True)
     total = 0
     with tarfile.open(archive, "r:gz") as tar:
-        for member in _members(tar):
+        for member in tar:
             name = member.name
             if name.startswith("/") or ".." in Path(name).parts:
                 raise classified(ErrorType.UNSAFE_ARCHIVE, f"bundle entry {name!r} escapes the bundle directory")
@@ -218,10 +217,6 @@ def safe_extract(archive: Path, dest: Path, max_entry_bytes: int = DEFAULT_MAX_F
                 assert source is not None
                 target.write_bytes(source.read())
     return total
-
-
-def _members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
-    yield from tar
 
 
 def render(directory: Path) -> list[dict[str, Any]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,12 +155,3 @@ def status(state_dir: Path) -> dict[str, dict[str, Any]]:
             alive = tcp_open(port)
         report[name] = {"up": alive, **component}
     return report
-
-
-def wait_down(pids: list[int], timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not any(pid_alive(pid) for pid in pids):
-            return True
-        time.sleep(0.05)
-    return False

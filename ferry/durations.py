@@ -22,13 +22,3 @@ def parse_duration(text: str) -> timedelta:
     if pos != len(value):
         raise ValueError(f"duration {text!r} is not like 30s, 15m, 1h30m or 2d")
     return timedelta(seconds=total)
-
-
-def format_duration(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    out = ""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size:
-            out += f"{seconds // size}{unit}"
-            seconds %= size
-    return out or "0s"
