@@ -19,6 +19,7 @@ import contextlib
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -235,7 +236,7 @@ class ClusterActivities:
             namespaced = resources[key].namespaced if resources[key] is not None else crd_scopes[key] == "Namespaced"
             desired.append(prepare(obj, input.environment, input.namespace, namespaced))
         ids = [ObjectId.of(d).key() for d in desired]
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        dupes = sorted(i for i, n in Counter(ids).items() if n > 1)
         if dupes:
             raise classified(ErrorType.RENDER_FAILED, f"the artifact renders duplicate objects: {', '.join(dupes)}")
 
@@ -324,10 +325,11 @@ class ClusterActivities:
 
     @staticmethod
     def _snapshot(objects: list[dict[str, Any]], digest: str) -> HealthState:
-        failed = [reason for status, reason in map(object_status, objects) if status == "Failed"]
+        statuses = [object_status(o) for o in objects]
+        failed = [reason for status, reason in statuses if status == "Failed"]
         if failed:
             return HealthState(status="Failed", reason="; ".join(failed)[:1000], digest=digest)
-        waiting = [reason for status, reason in map(object_status, objects) if status == "InProgress"]
+        waiting = [reason for status, reason in statuses if status == "InProgress"]
         if waiting:
             return HealthState(status="Progressing", reason="; ".join(waiting)[:1000], digest=digest)
         return HealthState(status="Healthy", reason="all objects current", digest=digest)
