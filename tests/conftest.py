@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -142,3 +143,35 @@ async def terminate_running(client: Client, task_queue: str) -> None:
     for wid in ids:
         with contextlib.suppress(RPCError):
             await client.get_workflow_handle(wid).terminate("test finished")
+
+
+@contextlib.asynccontextmanager
+async def worker_on(env: WorkflowEnvironment, registry: Registry, kube_server: object, tmp: Path,
+                    task_queue: str) -> AsyncIterator[Settings]:
+    """A ferry worker on a fresh task queue against the real registry and the emulator; whatever the test
+    left running on that queue is terminated afterwards."""
+    from workers.worker import build_worker
+
+    settings = settings_for(registry, tmp)
+    settings.temporal.task_queue = task_queue
+    settings.temporal.address = env.client.service_client.config.target_host
+    settings.kubeconfig = Path(kube_server.kubeconfig)  # type: ignore[attr-defined]
+    async with build_worker(env.client, settings):
+        yield settings
+        await terminate_running(env.client, task_queue)
+
+
+@pytest.fixture
+async def dev_worker(dev_env: WorkflowEnvironment, registry: Registry, kube_server: object, tmp_path: Path,
+                     task_queue: str) -> AsyncIterator[Settings]:
+    """A worker on the real dev server."""
+    async with worker_on(dev_env, registry, kube_server, tmp_path, task_queue) as settings:
+        yield settings
+
+
+@pytest.fixture
+async def ts_worker(time_env: WorkflowEnvironment, registry: Registry, kube_server: object, tmp_path: Path,
+                    task_queue: str) -> AsyncIterator[Settings]:
+    """A worker on the time-skipping server."""
+    async with worker_on(time_env, registry, kube_server, tmp_path, task_queue) as settings:
+        yield settings

@@ -17,21 +17,21 @@ from ferry.environment import LenientPayload
 from ferry.promotion import RollbackInput
 from ferry.settings import Settings
 from tests.e2e.envkit import app_manifests, wait_status
-from tests.e2e.test_promotion import _phase, _promote, _world, worker  # noqa: F401 -- fixture
+from tests.e2e.test_promotion import _phase, _promote, _world
 from workflows.promotion import PromotionWorkflow, RollbackWorkflow
 
 
-async def test_audit_timeline_matches_scenario(worker: Settings, dev_env: WorkflowEnvironment,  # noqa: F811
+async def test_audit_timeline_matches_scenario(dev_worker: Settings, dev_env: WorkflowEnvironment,
                                                kube_server: Any, tmp_path: Path) -> None:
-    world = await _world(dev_env.client, worker, kube_server)
+    world = await _world(dev_env.client, dev_worker, kube_server)
     # 1. CI releases 1.2.0 through the real ReleaseWorkflow
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     (bundle / "app.yaml").write_text(yaml.safe_dump_all(app_manifests("shop", image="nginx:1.27")))
     args = argparse.Namespace(dir=str(bundle), repository=world.repository, version="1.2.0",
                               revision="main@sha1:abc123", source=None, published_by="ci-bot", timeout="2m")
-    input, expected, _ = prepare_release(args, worker)
-    await run_release(input, expected, worker)
+    input, expected, _ = prepare_release(args, dev_worker)
+    await run_release(input, expected, dev_worker)
     stg = world.client.get_workflow_handle(f"env/{world.staging}")
     await wait_status(stg, lambda s: s.state.last_known_good is not None and s.state.last_known_good.version == "1.2.0",
                       what="staging healthy on 1.2.0")
@@ -50,10 +50,10 @@ async def test_audit_timeline_matches_scenario(worker: Settings, dev_env: Workfl
     # 4. an SRE rolls back
     back = await world.client.execute_workflow(
         RollbackWorkflow.run, RollbackInput(environment=world.production, requested_by="bob", reason="errors"),
-        id=f"rollback/{world.production}/audit", task_queue=worker.temporal.task_queue)
+        id=f"rollback/{world.production}/audit", task_queue=dev_worker.temporal.task_queue)
     assert back.outcome == "succeeded"
 
-    timeline = await build_timeline(world.client, worker.temporal, world.production, dt.timedelta(hours=1))
+    timeline = await build_timeline(world.client, dev_worker.temporal, world.production, dt.timedelta(hours=1))
     kinds = [(e.kind, e.who) for e in timeline]
     expected_order = [("release published", "ci-bot"), ("promotion requested", "carol"),
                       ("approve (signal)", "mallory"), ("approve (signal)", "alice"), ("pinned", "alice"),
@@ -72,6 +72,6 @@ async def test_audit_timeline_matches_scenario(worker: Settings, dev_env: Workfl
     assert "main@sha1:abc123" in release.details and "sha256:" in release.details
     drift = timeline[positions[6]]
     assert "nginx" not in drift.details and f"Deployment/{world.production_ns}/shop" in drift.details
-    assert all(e.url.startswith(worker.temporal.ui_url) for e in timeline)
+    assert all(e.url.startswith(dev_worker.temporal.ui_url) for e in timeline)
     assert not any(e.subject == world.staging for e in timeline)  # another environment's events stay out
     shutil.rmtree(bundle)

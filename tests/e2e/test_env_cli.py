@@ -17,7 +17,6 @@ from temporalio.testing import WorkflowEnvironment
 from devstack.registry import Registry
 from ferry.settings import Settings
 from tests.e2e.envkit import app_manifests, publish
-from tests.e2e.test_promotion import worker  # noqa: F401 -- fixture
 
 
 async def ferry(settings: Settings, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -29,56 +28,56 @@ async def ferry(settings: Settings, tmp: Path, *args: str) -> subprocess.Complet
     return subprocess.CompletedProcess(args, proc.returncode or 0, out.decode(), err.decode())
 
 
-async def test_env_apply_list_status_diff_suspend_resume(worker: Settings, dev_env: WorkflowEnvironment,  # noqa: F811
+async def test_env_apply_list_status_diff_suspend_resume(dev_worker: Settings, dev_env: WorkflowEnvironment,
                                                          registry: Registry, kube_server: Any, tmp_path: Path) -> None:
     suffix = uuid.uuid4().hex[:8]
     name, ns = f"cli-{suffix}", f"cli-{suffix}"
     repository = f"{registry.host}/team/cli-{suffix}"
     api = kubernetes.config.new_client_from_config(str(kube_server.kubeconfig))
     kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": ns}})
-    publish(worker, repository, "1.0.0", app_manifests("web"))
-    publish(worker, repository, "1.1.0", app_manifests("web", image="nginx:1.26", configmap=False))
+    publish(dev_worker, repository, "1.0.0", app_manifests("web"))
+    publish(dev_worker, repository, "1.1.0", app_manifests("web", image="nginx:1.26", configmap=False))
     spec = tmp_path / "environments.yaml"
     spec.write_text(f"environments:\n  - name: {name}\n    repository: {repository}\n    namespace: {ns}\n"
                     f"    version: 1.0.0\n    interval: 2s\n")
-    applied = await ferry(worker, tmp_path, "env", "apply", "-f", str(spec))
+    applied = await ferry(dev_worker, tmp_path, "env", "apply", "-f", str(spec))
     assert applied.returncode == 0, applied.stderr
     assert f"{name}: started (env/{name})" in applied.stdout
-    again = await ferry(worker, tmp_path, "env", "apply", "-f", str(spec))
+    again = await ferry(dev_worker, tmp_path, "env", "apply", "-f", str(spec))
     assert f"{name}: updated" in again.stdout
 
     for _ in range(100):
-        status = await ferry(worker, tmp_path, "status", name, "--json")
+        status = await ferry(dev_worker, tmp_path, "status", name, "--json")
         data = json.loads(status.stdout)
         if data["state"]["health"]["status"] == "Healthy":
             break
         await asyncio.sleep(0.3)
     assert data["state"]["last_applied"]["version"] == "1.0.0"
-    text = (await ferry(worker, tmp_path, "status", name)).stdout
+    text = (await ferry(dev_worker, tmp_path, "status", name)).stdout
     assert "tracks        version 1.0.0" in text and "health        Healthy" in text
 
-    listed = await ferry(worker, tmp_path, "env", "list")
+    listed = await ferry(dev_worker, tmp_path, "env", "list")
     assert any(line.split()[:2] == [name, "version"] for line in listed.stdout.splitlines())
 
-    diff = await ferry(worker, tmp_path, "diff", name, "--version", "1.1.0")
+    diff = await ferry(dev_worker, tmp_path, "diff", name, "--version", "1.1.0")
     assert diff.returncode == 0, diff.stderr
     assert f"update  Deployment/{ns}/web  .spec.template.spec.containers[name=app].image" in diff.stdout
     assert f"prune   ConfigMap/{ns}/web-config" in diff.stdout
-    noop = await ferry(worker, tmp_path, "diff", name)
+    noop = await ferry(dev_worker, tmp_path, "diff", name)
     assert "no changes" in noop.stdout
 
-    assert (await ferry(worker, tmp_path, "suspend", name, "--as", "alice", "--reason", "freeze")).returncode == 0
+    assert (await ferry(dev_worker, tmp_path, "suspend", name, "--as", "alice", "--reason", "freeze")).returncode == 0
     await asyncio.sleep(1)
-    assert "suspended     yes" in (await ferry(worker, tmp_path, "status", name)).stdout
-    assert (await ferry(worker, tmp_path, "resume", name)).returncode == 0
-    assert (await ferry(worker, tmp_path, "reconcile", name)).returncode == 0
+    assert "suspended     yes" in (await ferry(dev_worker, tmp_path, "status", name)).stdout
+    assert (await ferry(dev_worker, tmp_path, "resume", name)).returncode == 0
+    assert (await ferry(dev_worker, tmp_path, "reconcile", name)).returncode == 0
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(f"environments:\n  - name: {name}\n    repository: {repository}\n    semver: '>=banana'\n")
-    refused = await ferry(worker, tmp_path, "env", "apply", "-f", str(bad))
+    refused = await ferry(dev_worker, tmp_path, "env", "apply", "-f", str(bad))
     assert refused.returncode == 1 and f"environment {name}: semver:" in refused.stderr
-    missing = await ferry(worker, tmp_path, "status", "no-such-env")
+    missing = await ferry(dev_worker, tmp_path, "status", "no-such-env")
     assert missing.returncode == 1 and "environment 'no-such-env'" in missing.stderr
-    unknown = await ferry(worker, tmp_path, "approve", name, "9.9.9", "--as", "alice")
+    unknown = await ferry(dev_worker, tmp_path, "approve", name, "9.9.9", "--as", "alice")
     assert unknown.returncode == 1 and "no promotion of 9.9.9" in unknown.stderr
     await dev_env.client.get_workflow_handle(f"env/{name}").terminate("test done")

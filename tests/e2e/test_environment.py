@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +21,6 @@ from tests.conftest import settings_for, terminate_running
 from tests.e2e.envkit import app_manifests, next_iteration, publish, reconcile_now, start_environment, wait_status
 from workers.worker import build_worker
 from workflows.environment import EnvironmentWorkflow
-
-
-@pytest.fixture
-async def env_stack(dev_env: WorkflowEnvironment, registry: Registry, kube_server: Any, tmp_path: Path,
-                    task_queue: str) -> AsyncIterator[Settings]:
-    settings = settings_for(registry, tmp_path)
-    settings.temporal.task_queue = task_queue
-    settings.kubeconfig = Path(kube_server.kubeconfig)
-    async with build_worker(dev_env.client, settings):
-        yield settings
-        await terminate_running(dev_env.client, task_queue)
 
 
 def _names() -> tuple[str, str, str]:
@@ -57,14 +45,14 @@ def _ensure_ns(core: CoreV1Api, ns: str) -> None:
     core.create_namespace({"metadata": {"name": ns}})
 
 
-async def test_first_deploy_new_version_prune_and_noop(env_stack: Settings, dev_env: WorkflowEnvironment,
+async def test_first_deploy_new_version_prune_and_noop(dev_worker: Settings, dev_env: WorkflowEnvironment,
                                                        kube_server: Any) -> None:
     name, ns, repo = _names()
     core, apps = _apis(kube_server)
     _ensure_ns(core, ns)
-    repository = f"{env_stack.registry.default}/{repo}"
-    d1 = publish(env_stack, repository, "1.0.0", app_manifests("web"))
-    handle = await start_environment(dev_env.client, env_stack.temporal.task_queue, _spec(env_stack, name, ns, repo))
+    repository = f"{dev_worker.registry.default}/{repo}"
+    d1 = publish(dev_worker, repository, "1.0.0", app_manifests("web"))
+    handle = await start_environment(dev_env.client, dev_worker.temporal.task_queue, _spec(dev_worker, name, ns, repo))
     status = await wait_status(handle, lambda s: s.state.health.status == "Healthy", what="first deploy healthy")
     assert status.state.last_applied and status.state.last_applied.digest == d1
     assert apps.read_namespaced_deployment("web", ns).metadata.labels["ferry.dev/environment"] == name
@@ -84,7 +72,7 @@ async def test_first_deploy_new_version_prune_and_noop(env_stack: Settings, dev_
     assert versions() == before
 
     # a new version in the range is picked up within one interval; a removed object is pruned
-    d2 = publish(env_stack, repository, "1.1.0", app_manifests("web", image="nginx:1.26", configmap=False))
+    d2 = publish(dev_worker, repository, "1.1.0", app_manifests("web", image="nginx:1.26", configmap=False))
     status = await wait_status(handle, lambda s: s.state.last_applied is not None
                                and s.state.last_applied.digest == d2 and s.state.health.status == "Healthy",
                                timeout=20, what="1.1.0 applied")
@@ -98,13 +86,13 @@ async def test_first_deploy_new_version_prune_and_noop(env_stack: Settings, dev_
 
 
 async def test_drift_reverted_and_recorded_fields_not_set_left_alone(
-        env_stack: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
     name, ns, repo = _names()
     core, apps = _apis(kube_server)
     _ensure_ns(core, ns)
-    publish(env_stack, f"{env_stack.registry.default}/{repo}", "1.0.0", app_manifests("api"))  # no replicas set
-    handle = await start_environment(dev_env.client, env_stack.temporal.task_queue,
-                                     _spec(env_stack, name, ns, repo, interval="1h"))
+    publish(dev_worker, f"{dev_worker.registry.default}/{repo}", "1.0.0", app_manifests("api"))  # no replicas set
+    handle = await start_environment(dev_env.client, dev_worker.temporal.task_queue,
+                                     _spec(dev_worker, name, ns, repo, interval="1h"))
     await wait_status(handle, lambda s: s.state.health.status == "Healthy", what="deployed")
     # a person edits the image by hand; an HPA scales replicas (a field the manifest does not set)
     apps.patch_namespaced_deployment("api", ns, {"spec": {"template": {"spec": {"containers": [
@@ -125,16 +113,16 @@ async def test_drift_reverted_and_recorded_fields_not_set_left_alone(
 
 
 async def test_failing_rollout_rolls_back_automatically_and_holds(
-        env_stack: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
     name, ns, repo = _names()
     core, apps = _apis(kube_server)
     _ensure_ns(core, ns)
-    repository = f"{env_stack.registry.default}/{repo}"
-    good = publish(env_stack, repository, "1.0.0", app_manifests("shop"))
-    handle = await start_environment(dev_env.client, env_stack.temporal.task_queue,
-                                     _spec(env_stack, name, ns, repo, health_timeout="10s"))
+    repository = f"{dev_worker.registry.default}/{repo}"
+    good = publish(dev_worker, repository, "1.0.0", app_manifests("shop"))
+    handle = await start_environment(dev_env.client, dev_worker.temporal.task_queue,
+                                     _spec(dev_worker, name, ns, repo, health_timeout="10s"))
     await wait_status(handle, lambda s: s.state.health.status == "Healthy", what="1.0.0 healthy")
-    publish(env_stack, repository, "1.1.0", app_manifests("shop", image="shop:1.1.0-broken"))
+    publish(dev_worker, repository, "1.1.0", app_manifests("shop", image="shop:1.1.0-broken"))
     status = await wait_status(handle, lambda s: any(e.type == "AutoRollback" for e in s.state.events)
                                and s.state.health.status == "Healthy" and s.state.last_applied is not None
                                and s.state.last_applied.digest == good, timeout=40, what="auto-rollback")
@@ -148,7 +136,7 @@ async def test_failing_rollout_rolls_back_automatically_and_holds(
     status = await next_iteration(handle)
     assert status.state.last_applied is not None and status.state.last_applied.version == "1.0.0"
     # ...until a newer version appears
-    fixed = publish(env_stack, repository, "1.2.0", app_manifests("shop", image="nginx:1.27"))
+    fixed = publish(dev_worker, repository, "1.2.0", app_manifests("shop", image="nginx:1.27"))
     status = await wait_status(handle, lambda s: s.state.last_applied is not None
                                and s.state.last_applied.digest == fixed and s.state.health.status == "Healthy",
                                timeout=30, what="1.2.0 after hold")
@@ -157,17 +145,17 @@ async def test_failing_rollout_rolls_back_automatically_and_holds(
 
 
 async def test_suspend_stops_new_versions_and_drift_correction(
-        env_stack: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
     name, ns, repo = _names()
     core, apps = _apis(kube_server)
     _ensure_ns(core, ns)
-    repository = f"{env_stack.registry.default}/{repo}"
-    publish(env_stack, repository, "1.0.0", app_manifests("db"))
-    handle = await start_environment(dev_env.client, env_stack.temporal.task_queue, _spec(env_stack, name, ns, repo))
+    repository = f"{dev_worker.registry.default}/{repo}"
+    publish(dev_worker, repository, "1.0.0", app_manifests("db"))
+    handle = await start_environment(dev_env.client, dev_worker.temporal.task_queue, _spec(dev_worker, name, ns, repo))
     await wait_status(handle, lambda s: s.state.health.status == "Healthy", what="deployed")
     await handle.signal(EnvironmentWorkflow.suspend, LenientPayload({"by": "alice", "reason": "incident 42"}))
     await wait_status(handle, lambda s: s.state.suspended, what="suspended")
-    publish(env_stack, repository, "1.1.0", app_manifests("db", image="nginx:1.26"))
+    publish(dev_worker, repository, "1.1.0", app_manifests("db", image="nginx:1.26"))
     apps.patch_namespaced_deployment("db", ns, {"spec": {"template": {"spec": {"containers": [
         {"name": "app", "image": "nginx:by-hand"}]}}}}, field_manager="kubectl-edit")
     await reconcile_now(handle)
@@ -216,12 +204,12 @@ async def test_registry_outage_keeps_environment_and_recovers(
 
 
 async def test_cluster_outage_shows_in_status_and_recovers(
-        env_stack: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
     name, ns, repo = _names()
     core, apps = _apis(kube_server)
     _ensure_ns(core, ns)
-    publish(env_stack, f"{env_stack.registry.default}/{repo}", "1.0.0", app_manifests("queue"))
-    handle = await start_environment(dev_env.client, env_stack.temporal.task_queue, _spec(env_stack, name, ns, repo))
+    publish(dev_worker, f"{dev_worker.registry.default}/{repo}", "1.0.0", app_manifests("queue"))
+    handle = await start_environment(dev_env.client, dev_worker.temporal.task_queue, _spec(dev_worker, name, ns, repo))
     await wait_status(handle, lambda s: s.state.health.status == "Healthy", what="deployed")
     kube_server.inject_faults(1000, "error")
     try:
@@ -235,16 +223,16 @@ async def test_cluster_outage_shows_in_status_and_recovers(
     await handle.terminate("test done")
 
 
-async def test_broken_artifact_never_prunes_everything(env_stack: Settings, dev_env: WorkflowEnvironment,
+async def test_broken_artifact_never_prunes_everything(dev_worker: Settings, dev_env: WorkflowEnvironment,
                                                        kube_server: Any) -> None:
     name, ns, repo = _names()
     core, apps = _apis(kube_server)
     _ensure_ns(core, ns)
-    repository = f"{env_stack.registry.default}/{repo}"
-    publish(env_stack, repository, "1.0.0", app_manifests("mail"))
-    handle = await start_environment(dev_env.client, env_stack.temporal.task_queue, _spec(env_stack, name, ns, repo))
+    repository = f"{dev_worker.registry.default}/{repo}"
+    publish(dev_worker, repository, "1.0.0", app_manifests("mail"))
+    handle = await start_environment(dev_env.client, dev_worker.temporal.task_queue, _spec(dev_worker, name, ns, repo))
     await wait_status(handle, lambda s: s.state.health.status == "Healthy", what="deployed")
-    publish(env_stack, repository, "1.1.0", [])  # an artifact that renders nothing
+    publish(dev_worker, repository, "1.1.0", [])  # an artifact that renders nothing
     status = await wait_status(handle, lambda s: "renders no objects" in s.state.last_error, timeout=20,
                                what="empty artifact refused")
     assert status.state.last_applied is not None and status.state.last_applied.version == "1.0.0"
@@ -253,7 +241,7 @@ async def test_broken_artifact_never_prunes_everything(env_stack: Settings, dev_
 
 
 async def test_crd_and_its_custom_resource_in_one_bundle_and_prune_disabled(
-        env_stack: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
     name, ns, repo = _names()
     core, _ = _apis(kube_server)
     group = f"{name}.example.com"
@@ -268,11 +256,11 @@ async def test_crd_and_its_custom_resource_in_one_bundle_and_prune_disabled(
     kept = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "keep-me",
                                                                   "annotations": {"ferry.dev/prune": "disabled"}},
             "data": {"k": "v"}}
-    repository = f"{env_stack.registry.default}/{repo}"
+    repository = f"{dev_worker.registry.default}/{repo}"
     # the Namespace, the CRD and an instance of it arrive together: definitions are applied (and established)
     # before what uses them
-    publish(env_stack, repository, "1.0.0", [widget, kept, crd, namespace, *app_manifests("api")])
-    handle = await start_environment(dev_env.client, env_stack.temporal.task_queue, _spec(env_stack, name, ns, repo))
+    publish(dev_worker, repository, "1.0.0", [widget, kept, crd, namespace, *app_manifests("api")])
+    handle = await start_environment(dev_env.client, dev_worker.temporal.task_queue, _spec(dev_worker, name, ns, repo))
     status = await wait_status(handle, lambda s: s.state.health.status == "Healthy", what="deployed with a CRD")
     created = next(e for e in status.state.events if e.type == "Applied").objects["created"]
     assert created.index(f"CustomResourceDefinition/widgets.{group}") < created.index(f"Widget/{ns}/w1")
@@ -280,7 +268,7 @@ async def test_crd_and_its_custom_resource_in_one_bundle_and_prune_disabled(
     dyn = kubernetes.dynamic.DynamicClient(kubernetes.config.new_client_from_config(str(kube_server.kubeconfig)))
     assert dyn.resources.get(api_version=f"{group}/v1", kind="Widget").get(name="w1", namespace=ns).spec.size == 3
     # 1.1.0 drops the ConfigMap (annotated prune: disabled) and the Widget: one is kept, the other pruned
-    publish(env_stack, repository, "1.1.0", [crd, namespace, *app_manifests("api")])
+    publish(dev_worker, repository, "1.1.0", [crd, namespace, *app_manifests("api")])
     status = await wait_status(handle, lambda s: s.state.last_applied is not None
                                and s.state.last_applied.version == "1.1.0", what="1.1.0 applied")
     assert core.read_namespaced_config_map("keep-me", ns).data == {"k": "v"}

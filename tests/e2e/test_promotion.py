@@ -9,13 +9,11 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import kubernetes
-import pytest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
@@ -71,18 +69,6 @@ async def _world(client: Client, settings: Settings, kube_server: Any, publisher
                  kubernetes.client.AppsV1Api(api), f"prd-{suffix}")
 
 
-@pytest.fixture
-async def worker(dev_env: WorkflowEnvironment, registry: Registry, kube_server: Any, tmp_path: Path,
-                 task_queue: str) -> AsyncIterator[Settings]:
-    settings = settings_for(registry, tmp_path)
-    settings.temporal.task_queue = task_queue
-    settings.temporal.address = dev_env.client.service_client.config.target_host
-    settings.kubeconfig = Path(kube_server.kubeconfig)
-    async with build_worker(dev_env.client, settings):
-        yield settings
-        await terminate_running(dev_env.client, task_queue)
-
-
 async def _promote(world: World, version: str = "1.1.0", by: str = "carol") -> WorkflowHandle[Any, Any]:
     return await world.client.start_workflow(
         PromotionWorkflow.run, PromotionInput(environment=world.production, version=version, requested_by=by,
@@ -105,9 +91,9 @@ def _image(world: World) -> str:
     return str(deployment.spec.template.spec.containers[0].image)
 
 
-async def test_approve_by_signal_pins_digest_and_applies(worker: Settings, dev_env: WorkflowEnvironment,
+async def test_approve_by_signal_pins_digest_and_applies(dev_worker: Settings, dev_env: WorkflowEnvironment,
                                                          kube_server: Any) -> None:
-    world = await _world(dev_env.client, worker, kube_server)
+    world = await _world(dev_env.client, dev_worker, kube_server)
     handle = await _promote(world)
     await _phase(handle, "AwaitingApproval")
     # what an SRE types in the Temporal UI's search box to see what waits for them
@@ -124,7 +110,7 @@ async def test_approve_by_signal_pins_digest_and_applies(worker: Settings, dev_e
     assert result.digest == world.digests["1.1.0"] and result.publisher == "ci-bot"
     assert _image(world) == "nginx:1.26"
     # a tag re-pointed in the registry after approval does not change what production runs
-    publish(worker, world.repository, "1.1.0", app_manifests("shop", image="evil:latest"))
+    publish(dev_worker, world.repository, "1.1.0", app_manifests("shop", image="evil:latest"))
     prd = world.client.get_workflow_handle(f"env/{world.production}")
     await prd.signal("reconcile_now", LenientPayload({}))
     await asyncio.sleep(3)
@@ -133,9 +119,9 @@ async def test_approve_by_signal_pins_digest_and_applies(worker: Settings, dev_e
         HISTORIES.joinpath("promotion.json").write_text((await handle.fetch_history()).to_json())
 
 
-async def test_publisher_cannot_approve_then_an_approver_can(worker: Settings, dev_env: WorkflowEnvironment,
+async def test_publisher_cannot_approve_then_an_approver_can(dev_worker: Settings, dev_env: WorkflowEnvironment,
                                                              kube_server: Any) -> None:
-    world = await _world(dev_env.client, worker, kube_server, publisher="alice")
+    world = await _world(dev_env.client, dev_worker, kube_server, publisher="alice")
     handle = await _promote(world)
     await _phase(handle, "AwaitingApproval")
     refused = await handle.execute_update(PromotionWorkflow.approve_update, LenientPayload({"approver": "alice"}))
@@ -156,9 +142,9 @@ async def test_publisher_cannot_approve_then_an_approver_can(worker: Settings, d
     assert [d.by for d in result.decisions] == ["alice", "mallory", "bob", "bob"]
 
 
-async def test_malformed_signal_from_temporal_cli_is_recorded(worker: Settings, dev_env: WorkflowEnvironment,
+async def test_malformed_signal_from_temporal_cli_is_recorded(dev_worker: Settings, dev_env: WorkflowEnvironment,
                                                               kube_server: Any) -> None:
-    world = await _world(dev_env.client, worker, kube_server)
+    world = await _world(dev_env.client, dev_worker, kube_server)
     handle = await _promote(world)
     await _phase(handle, "AwaitingApproval")
     temporal = script_path("temporal")
@@ -180,41 +166,42 @@ async def test_malformed_signal_from_temporal_cli_is_recorded(worker: Settings, 
     assert _image(world) == "nginx:1.25"  # nothing pinned
 
 
-async def test_requires_healthy_in_staging(worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
-    world = await _world(dev_env.client, worker, kube_server)
-    publish(worker, world.repository, "2.0.0-rc.1", app_manifests("shop", image="nginx:2"))  # staging skips rcs
+async def test_requires_healthy_in_staging(dev_worker: Settings, dev_env: WorkflowEnvironment,
+                                           kube_server: Any) -> None:
+    world = await _world(dev_env.client, dev_worker, kube_server)
+    publish(dev_worker, world.repository, "2.0.0-rc.1", app_manifests("shop", image="nginx:2"))  # staging skips rcs
     handle = await world.client.start_workflow(
         PromotionWorkflow.run, PromotionInput(environment=world.production, version="2.0.0-rc.1", requested_by="c"),
-        id=promotion_workflow_id(world.production, "2.0.0-rc.1"), task_queue=worker.temporal.task_queue)
+        id=promotion_workflow_id(world.production, "2.0.0-rc.1"), task_queue=dev_worker.temporal.task_queue)
     result = await handle.result()
     assert result.outcome == "refused" and f"not been applied and healthy in {world.staging}" in result.reason
     missing = await world.client.start_workflow(
         PromotionWorkflow.run, PromotionInput(environment=world.production, version="7.7.7", requested_by="c"),
-        id=promotion_workflow_id(world.production, "7.7.7"), task_queue=worker.temporal.task_queue)
+        id=promotion_workflow_id(world.production, "7.7.7"), task_queue=dev_worker.temporal.task_queue)
     assert (await missing.result()).outcome == "refused"
 
 
-async def test_rollback_to_previous_and_to_explicit_version(worker: Settings, dev_env: WorkflowEnvironment,
+async def test_rollback_to_previous_and_to_explicit_version(dev_worker: Settings, dev_env: WorkflowEnvironment,
                                                             kube_server: Any) -> None:
-    world = await _world(dev_env.client, worker, kube_server)
+    world = await _world(dev_env.client, dev_worker, kube_server)
     handle = await _promote(world)
     await _phase(handle, "AwaitingApproval")
     await handle.signal(PromotionWorkflow.approve, LenientPayload({"approver": "alice"}))
     assert (await handle.result()).outcome == "succeeded"
     refused = await world.client.execute_workflow(
         RollbackWorkflow.run, RollbackInput(environment=world.production, requested_by="mallory"),
-        id=f"rollback/{world.production}/m", task_queue=worker.temporal.task_queue)
+        id=f"rollback/{world.production}/m", task_queue=dev_worker.temporal.task_queue)
     assert refused.outcome == "refused" and "not an approver" in refused.reason
     back = await world.client.execute_workflow(
         RollbackWorkflow.run, RollbackInput(environment=world.production, requested_by="bob", reason="latency"),
-        id=f"rollback/{world.production}/1", task_queue=worker.temporal.task_queue)
+        id=f"rollback/{world.production}/1", task_queue=dev_worker.temporal.task_queue)
     assert (back.outcome, back.from_version, back.to_version) == ("succeeded", "1.1.0", "1.0.0")
     assert _image(world) == "nginx:1.25"
     status = await world.client.get_workflow_handle(f"env/{world.production}").query("status")
     assert "1.1.0" in status["state"]["holds"] if isinstance(status, dict) else True
     forward = await world.client.execute_workflow(
         RollbackWorkflow.run, RollbackInput(environment=world.production, to_version="1.1.0", requested_by="bob"),
-        id=f"rollback/{world.production}/2", task_queue=worker.temporal.task_queue)
+        id=f"rollback/{world.production}/2", task_queue=dev_worker.temporal.task_queue)
     assert forward.outcome == "succeeded" and forward.to_version == "1.1.0"
     assert _image(world) == "nginx:1.26"
     if os.environ.get("FERRY_RECORD_HISTORIES"):
@@ -285,8 +272,8 @@ async def test_expiry_after_deadline_time_skipping(time_env: WorkflowEnvironment
 
 
 async def test_promotion_overtaken_by_a_newer_pin_reports_superseded(
-        worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
-    world = await _world(dev_env.client, worker, kube_server)
+        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    world = await _world(dev_env.client, dev_worker, kube_server)
     handle = await _promote(world)
     await _phase(handle, "AwaitingApproval")
     await handle.signal(PromotionWorkflow.approve, LenientPayload({"approver": "alice"}))
@@ -294,7 +281,7 @@ async def test_promotion_overtaken_by_a_newer_pin_reports_superseded(
     # an emergency rollback lands right after the promotion's pin
     await world.client.execute_workflow(
         RollbackWorkflow.run, RollbackInput(environment=world.production, to_version="1.0.0", requested_by="bob"),
-        id=f"rollback/{world.production}/race", task_queue=worker.temporal.task_queue)
+        id=f"rollback/{world.production}/race", task_queue=dev_worker.temporal.task_queue)
     result = await handle.result()
     assert result.outcome == "superseded" and "rollback by bob" in result.reason
     assert _image(world) == "nginx:1.25"

@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from devstack.registry import Registry
 from ferry.environment import LenientPayload
 from ferry.settings import Settings
-from tests.conftest import settings_for, terminate_running
 from tests.e2e.test_promotion import _image, _phase, _promote, _world
-from workers.worker import build_worker
 from workflows.promotion import PromotionWorkflow
-
-
-@pytest.fixture
-async def ts_worker(time_env: WorkflowEnvironment, registry: Registry, kube_server: Any, tmp_path: Path,
-                    task_queue: str) -> AsyncIterator[Settings]:
-    settings = settings_for(registry, tmp_path)
-    settings.temporal.task_queue = task_queue
-    settings.kubeconfig = Path(kube_server.kubeconfig)
-    async with build_worker(time_env.client, settings):
-        yield settings
-        await terminate_running(time_env.client, task_queue)
 
 
 async def test_self_approval_refused_then_approver_applies(ts_worker: Settings, time_env: WorkflowEnvironment,
