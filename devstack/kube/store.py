@@ -63,6 +63,7 @@ class Store:
         self.objects: dict[ObjKey, dict[str, Any]] = {}
         self.rv = 0
         self.lock = threading.RLock()
+        self._save_lock = threading.Lock()  # the saver thread and stop() may both save; one writer at a time
         self.changed = threading.Condition(self.lock)
         self.events: deque[Event] = deque(maxlen=WATCH_WINDOW)
         self.persist_file = persist_file
@@ -94,12 +95,13 @@ class Store:
     def save(self) -> None:
         if not self.persist_file:
             return
-        with self.lock:
-            data = json.dumps({"rv": self.rv, "objects": list(self.objects.values())})
-            self.dirty = False
-        tmp = self.persist_file.with_suffix(".tmp")
-        tmp.write_text(data)
-        tmp.replace(self.persist_file)
+        with self._save_lock:
+            with self.lock:
+                data = json.dumps({"rv": self.rv, "objects": list(self.objects.values())})
+                self.dirty = False
+            tmp = self.persist_file.with_suffix(".tmp")
+            tmp.write_text(data)
+            tmp.replace(self.persist_file)
 
     # --------------------------------------------------------------------------------------- helpers
     @staticmethod

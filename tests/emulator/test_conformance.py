@@ -15,6 +15,7 @@ from typing import Any
 
 import kubernetes
 import pytest
+import urllib3
 from kubernetes.client import ApiException, AppsV1Api, CoreV1Api
 from kubernetes.dynamic import DynamicClient
 
@@ -522,14 +523,29 @@ def test_faults_on_demand(kube_server: Any, namespace: str) -> None:
     kube_server.hang_seconds = 30
 
 
-def test_stop_start_keeps_objects(kube_server: Any, namespace: str) -> None:
-    core = CoreV1Api(_no_retry_client(kube_server))
-    core.create_namespaced_config_map(namespace, cm("survivor"))
-    kube_server.stop()
-    with pytest.raises(Exception):  # noqa: B017 -- connection refused surfaces as urllib3 MaxRetryError
-        core.list_namespaced_config_map(namespace, _request_timeout=1)
-    kube_server.start()
-    assert core.read_namespaced_config_map("survivor", namespace).data == {"k": "v"}
+def test_stop_start_keeps_objects(tmp_path: Any) -> None:
+    # Its own emulator: stopping the session's shared one would take every later test down with it if a
+    # check failed between stop and start.
+    from devstack.kube.__main__ import bootstrap
+    from devstack.kube.kubeconfig import write_kubeconfig
+    from devstack.kube.server import KubeEmulator
+
+    emulator = KubeEmulator(0, tmp_path / "state.json")
+    bootstrap(emulator, ["default"])
+    emulator.start()
+    try:
+        emulator.kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", emulator.url)  # type: ignore[attr-defined]
+        core = CoreV1Api(_no_retry_client(emulator))
+        core.create_namespaced_config_map("default", cm("survivor"))
+        port = emulator.port
+        emulator.stop()
+        with pytest.raises(urllib3.exceptions.HTTPError):  # refused (or the kept-alive connection closed)
+            core.list_namespaced_config_map("default", _request_timeout=1)
+        emulator.start()
+        assert emulator.port == port
+        assert core.read_namespaced_config_map("survivor", "default").data == {"k": "v"}
+    finally:
+        emulator.close()
 
 
 def test_state_file_round_trip(tmp_path: Any) -> None:
@@ -546,6 +562,37 @@ def test_state_file_round_trip(tmp_path: Any) -> None:
     second = KubeEmulator(0, tmp_path / "s.json")
     assert second.store.get(rt, "default", "persisted")["data"] == {"k": "v"}
     second.close()
+
+
+def test_concurrent_saves_never_fail(tmp_path: Any) -> None:
+    # The saver thread and stop() both save; two writers once raced on the temporary file and a failed
+    # stop() left the emulator down.
+    from devstack.kube.__main__ import bootstrap
+    from devstack.kube.server import KubeEmulator
+
+    emulator = KubeEmulator(0, tmp_path / "s.json")
+    bootstrap(emulator, ["default"])
+    rt = emulator.store.catalogue.lookup("", "v1", "configmaps")
+    assert rt is not None
+    for i in range(300):
+        emulator.store.create(rt, "default", cm(f"c{i}"), "test")
+    errors: list[BaseException] = []
+
+    def saver() -> None:
+        try:
+            for _ in range(20):
+                emulator.store.save()
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=saver) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(json.loads((tmp_path / "s.json").read_text())["objects"]) >= 300
+    emulator.close()
 
 
 # ------------------------------------------------------------------------------------------- kubectl
