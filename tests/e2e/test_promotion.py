@@ -25,6 +25,7 @@ from ferry.settings import Settings
 from tests.conftest import settings_for, terminate_running
 from tests.e2e.envkit import app_manifests, publish, start_environment, wait_status
 from workers.worker import build_worker
+from workflows.environment import EnvironmentWorkflow
 from workflows.promotion import PromotionWorkflow, RollbackWorkflow
 
 HISTORIES = Path(__file__).resolve().parents[1] / "replay" / "histories"
@@ -197,8 +198,8 @@ async def test_rollback_to_previous_and_to_explicit_version(dev_worker: Settings
         id=f"rollback/{world.production}/1", task_queue=dev_worker.temporal.task_queue)
     assert (back.outcome, back.from_version, back.to_version) == ("succeeded", "1.1.0", "1.0.0")
     assert _image(world) == "nginx:1.25"
-    status = await world.client.get_workflow_handle(f"env/{world.production}").query("status")
-    assert "1.1.0" in status["state"]["holds"] if isinstance(status, dict) else True
+    status = await world.client.get_workflow_handle(f"env/{world.production}").query(EnvironmentWorkflow.status)
+    assert status.state.holds == ["1.1.0"]
     forward = await world.client.execute_workflow(
         RollbackWorkflow.run, RollbackInput(environment=world.production, to_version="1.1.0", requested_by="bob"),
         id=f"rollback/{world.production}/2", task_queue=dev_worker.temporal.task_queue)
@@ -268,6 +269,15 @@ async def test_expiry_after_deadline_time_skipping(time_env: WorkflowEnvironment
         result = await handle.result()
         await terminate_running(time_env.client, task_queue)
     assert result.outcome == "expired" and "24h" in result.reason
+    assert _image(world) == "nginx:1.25"
+
+
+async def test_expiry_after_deadline_dev_server(dev_worker: Settings, dev_env: WorkflowEnvironment,
+                                                kube_server: Any) -> None:
+    world = await _world(dev_env.client, dev_worker, kube_server, timeout="3s")
+    handle = await _promote(world)
+    result = await asyncio.wait_for(handle.result(), timeout=60)
+    assert result.outcome == "expired" and "3s" in result.reason
     assert _image(world) == "nginx:1.25"
 
 

@@ -7,9 +7,12 @@ from typing import Any
 from temporalio.testing import WorkflowEnvironment
 
 from ferry.environment import LenientPayload
+from ferry.promotion import PromotionInput, RollbackInput, promotion_workflow_id
 from ferry.settings import Settings
+from tests.e2e.envkit import app_manifests, publish
 from tests.e2e.test_promotion import _image, _phase, _promote, _world
-from workflows.promotion import PromotionWorkflow
+from workflows.environment import EnvironmentWorkflow
+from workflows.promotion import PromotionWorkflow, RollbackWorkflow
 
 
 async def test_self_approval_refused_then_approver_applies(ts_worker: Settings, time_env: WorkflowEnvironment,
@@ -29,8 +32,7 @@ async def test_self_approval_refused_then_approver_applies(ts_worker: Settings, 
     assert _image(world) == "nginx:1.26"
 
 
-async def test_reject_and_requires_healthy_in(ts_worker: Settings, time_env: WorkflowEnvironment,
-                                              kube_server: Any) -> None:
+async def test_reject(ts_worker: Settings, time_env: WorkflowEnvironment, kube_server: Any) -> None:
     world = await _world(time_env.client, ts_worker, kube_server, interval="1h")
     handle = await _promote(world)
     await _phase(handle, "AwaitingApproval")
@@ -38,3 +40,34 @@ async def test_reject_and_requires_healthy_in(ts_worker: Settings, time_env: Wor
     result = await handle.result()
     assert result.outcome == "rejected" and result.reason == "freeze"
     assert _image(world) == "nginx:1.25"
+
+
+async def test_requires_healthy_in_staging(ts_worker: Settings, time_env: WorkflowEnvironment,
+                                           kube_server: Any) -> None:
+    world = await _world(time_env.client, ts_worker, kube_server, interval="1h")
+    publish(ts_worker, world.repository, "2.0.0-rc.1", app_manifests("shop", image="nginx:2"))  # staging skips rcs
+    result = await time_env.client.execute_workflow(
+        PromotionWorkflow.run, PromotionInput(environment=world.production, version="2.0.0-rc.1", requested_by="c"),
+        id=promotion_workflow_id(world.production, "2.0.0-rc.1"), task_queue=ts_worker.temporal.task_queue)
+    assert result.outcome == "refused" and f"not been applied and healthy in {world.staging}" in result.reason
+    # 1.1.0 is healthy in staging, so the same policy lets it through to the approval gate
+    handle = await _promote(world)
+    await _phase(handle, "AwaitingApproval")
+    await handle.signal(PromotionWorkflow.approve, LenientPayload({"approver": "alice"}))
+    assert (await handle.result()).outcome == "succeeded"
+
+
+async def test_rollback_holds_the_version(ts_worker: Settings, time_env: WorkflowEnvironment,
+                                          kube_server: Any) -> None:
+    world = await _world(time_env.client, ts_worker, kube_server, interval="1h")
+    handle = await _promote(world)
+    await _phase(handle, "AwaitingApproval")
+    await handle.signal(PromotionWorkflow.approve, LenientPayload({"approver": "bob"}))
+    assert (await handle.result()).outcome == "succeeded"
+    back = await time_env.client.execute_workflow(
+        RollbackWorkflow.run, RollbackInput(environment=world.production, requested_by="alice", reason="errors"),
+        id=f"rollback/{world.production}/ts", task_queue=ts_worker.temporal.task_queue)
+    assert (back.outcome, back.from_version, back.to_version) == ("succeeded", "1.1.0", "1.0.0")
+    assert _image(world) == "nginx:1.25"
+    status = await time_env.client.get_workflow_handle(f"env/{world.production}").query(EnvironmentWorkflow.status)
+    assert status.state.holds == ["1.1.0"]
