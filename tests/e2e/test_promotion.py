@@ -87,6 +87,25 @@ async def _phase(handle: WorkflowHandle[Any, Any], phase: str, timeout: float = 
     raise AssertionError(f"promotion never reached {phase}; last: {status}")
 
 
+async def _promote_approved(world: World, approver: str = "alice") -> None:
+    handle = await _promote(world)
+    await _phase(handle, "AwaitingApproval")
+    await handle.signal(PromotionWorkflow.approve, LenientPayload({"approver": approver}))
+    assert (await handle.result()).outcome == "succeeded"
+
+
+async def _rollback(world: World, key: str, by: str, to_version: str | None = None, reason: str = "") -> Any:
+    return await world.client.execute_workflow(
+        RollbackWorkflow.run, RollbackInput(environment=world.production, to_version=to_version, requested_by=by,
+                                            reason=reason),
+        id=f"rollback/{world.production}/{key}", task_queue=world.settings.temporal.task_queue)
+
+
+async def _holds(world: World) -> list[str]:
+    status = await world.client.get_workflow_handle(f"env/{world.production}").query(EnvironmentWorkflow.status)
+    return list(status.state.holds)
+
+
 def _image(world: World) -> str:
     deployment = world.apps.read_namespaced_deployment("shop", world.production_ns)
     return str(deployment.spec.template.spec.containers[0].image)
@@ -185,24 +204,14 @@ async def test_requires_healthy_in_staging(dev_worker: Settings, dev_env: Workfl
 async def test_rollback_to_previous_and_to_explicit_version(dev_worker: Settings, dev_env: WorkflowEnvironment,
                                                             kube_server: Any) -> None:
     world = await _world(dev_env.client, dev_worker, kube_server)
-    handle = await _promote(world)
-    await _phase(handle, "AwaitingApproval")
-    await handle.signal(PromotionWorkflow.approve, LenientPayload({"approver": "alice"}))
-    assert (await handle.result()).outcome == "succeeded"
-    refused = await world.client.execute_workflow(
-        RollbackWorkflow.run, RollbackInput(environment=world.production, requested_by="mallory"),
-        id=f"rollback/{world.production}/m", task_queue=dev_worker.temporal.task_queue)
+    await _promote_approved(world)
+    refused = await _rollback(world, "m", by="mallory")
     assert refused.outcome == "refused" and "not an approver" in refused.reason
-    back = await world.client.execute_workflow(
-        RollbackWorkflow.run, RollbackInput(environment=world.production, requested_by="bob", reason="latency"),
-        id=f"rollback/{world.production}/1", task_queue=dev_worker.temporal.task_queue)
+    back = await _rollback(world, "1", by="bob", reason="latency")
     assert (back.outcome, back.from_version, back.to_version) == ("succeeded", "1.1.0", "1.0.0")
     assert _image(world) == "nginx:1.25"
-    status = await world.client.get_workflow_handle(f"env/{world.production}").query(EnvironmentWorkflow.status)
-    assert status.state.holds == ["1.1.0"]
-    forward = await world.client.execute_workflow(
-        RollbackWorkflow.run, RollbackInput(environment=world.production, to_version="1.1.0", requested_by="bob"),
-        id=f"rollback/{world.production}/2", task_queue=dev_worker.temporal.task_queue)
+    assert await _holds(world) == ["1.1.0"]
+    forward = await _rollback(world, "2", by="bob", to_version="1.1.0")
     assert forward.outcome == "succeeded" and forward.to_version == "1.1.0"
     assert _image(world) == "nginx:1.26"
     if os.environ.get("FERRY_RECORD_HISTORIES"):

@@ -7,12 +7,11 @@ from typing import Any
 from temporalio.testing import WorkflowEnvironment
 
 from ferry.environment import LenientPayload
-from ferry.promotion import PromotionInput, RollbackInput, promotion_workflow_id
+from ferry.promotion import PromotionInput, promotion_workflow_id
 from ferry.settings import Settings
 from tests.e2e.envkit import app_manifests, publish
-from tests.e2e.test_promotion import _image, _phase, _promote, _world
-from workflows.environment import EnvironmentWorkflow
-from workflows.promotion import PromotionWorkflow, RollbackWorkflow
+from tests.e2e.test_promotion import _holds, _image, _phase, _promote, _promote_approved, _rollback, _world
+from workflows.promotion import PromotionWorkflow
 
 
 async def test_self_approval_refused_then_approver_applies(ts_worker: Settings, time_env: WorkflowEnvironment,
@@ -60,14 +59,8 @@ async def test_requires_healthy_in_staging(ts_worker: Settings, time_env: Workfl
 async def test_rollback_holds_the_version(ts_worker: Settings, time_env: WorkflowEnvironment,
                                           kube_server: Any) -> None:
     world = await _world(time_env.client, ts_worker, kube_server, interval="1h")
-    handle = await _promote(world)
-    await _phase(handle, "AwaitingApproval")
-    await handle.signal(PromotionWorkflow.approve, LenientPayload({"approver": "bob"}))
-    assert (await handle.result()).outcome == "succeeded"
-    back = await time_env.client.execute_workflow(
-        RollbackWorkflow.run, RollbackInput(environment=world.production, requested_by="alice", reason="errors"),
-        id=f"rollback/{world.production}/ts", task_queue=ts_worker.temporal.task_queue)
+    await _promote_approved(world, "bob")
+    back = await _rollback(world, "ts", by="alice", reason="errors")
     assert (back.outcome, back.from_version, back.to_version) == ("succeeded", "1.1.0", "1.0.0")
     assert _image(world) == "nginx:1.25"
-    status = await time_env.client.get_workflow_handle(f"env/{world.production}").query(EnvironmentWorkflow.status)
-    assert status.state.holds == ["1.1.0"]
+    assert await _holds(world) == ["1.1.0"]
