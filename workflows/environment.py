@@ -143,6 +143,9 @@ class EnvironmentWorkflow:
             self._record("Applied", f"{desired.version}: {changes.summary()}", version=desired.version,
                          digest=desired.digest, objects={"created": changes.created, "updated": changes.updated,
                                                          "deleted": changes.deleted})
+            # NB: until the rollout is judged, the previous version's health would describe the wrong digest
+            self._state.health = HealthState(status="Progressing", reason=f"waiting for {desired.version} to roll "
+                                             "out", digest=desired.digest, at=self._now())
             health = await self._wait_healthy(desired)
         else:
             health = result.health

@@ -122,7 +122,11 @@ async def test_failing_rollout_rolls_back_automatically_and_holds(
     handle = await start_environment(dev_env.client, dev_worker.temporal.task_queue,
                                      _spec(dev_worker, name, ns, repo, health_timeout="10s"))
     await wait_status(handle, lambda s: s.state.health.status == "Healthy", what="1.0.0 healthy")
-    publish(dev_worker, repository, "1.1.0", app_manifests("shop", image="shop:1.1.0-broken"))
+    broken = publish(dev_worker, repository, "1.1.0", app_manifests("shop", image="shop:1.1.0-broken"))
+    rolling = await wait_status(handle, lambda s: s.state.last_applied is not None
+                                and s.state.last_applied.digest == broken, what="1.1.0 applied")
+    # while the rollout is judged, status says so: never 1.0.0's "Healthy" next to 1.1.0
+    assert (rolling.state.health.status, rolling.state.health.digest) == ("Progressing", broken)
     status = await wait_status(handle, lambda s: any(e.type == "AutoRollback" for e in s.state.events)
                                and s.state.health.status == "Healthy" and s.state.last_applied is not None
                                and s.state.last_applied.digest == good, timeout=40, what="auto-rollback")
