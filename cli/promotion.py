@@ -32,7 +32,8 @@ from ferry.promotion import (
     rollback_workflow_id,
 )
 from workers.client import connect, workflow_url
-from workflows.promotion import PromotionWorkflow, RollbackWorkflow
+from workflows.promotion import PromotionWorkflow
+from workflows.rollback import RollbackWorkflow
 
 
 def cmd_promote(args: argparse.Namespace) -> int:

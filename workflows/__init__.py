@@ -1,7 +1,8 @@
 """Deterministic orchestration only. Never imports kubernetes or oras."""
 
 from workflows.environment import EnvironmentWorkflow
-from workflows.promotion import PromotionWorkflow, RollbackWorkflow
+from workflows.promotion import PromotionWorkflow
 from workflows.release import ReleaseWorkflow
+from workflows.rollback import RollbackWorkflow
 
 ALL_WORKFLOWS: list[type] = [ReleaseWorkflow, EnvironmentWorkflow, PromotionWorkflow, RollbackWorkflow]

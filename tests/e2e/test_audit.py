@@ -18,7 +18,8 @@ from ferry.promotion import RollbackInput
 from ferry.settings import Settings
 from tests.e2e.envkit import app_manifests, wait_status
 from tests.e2e.test_promotion import _phase, _promote, _world
-from workflows.promotion import PromotionWorkflow, RollbackWorkflow
+from workflows.promotion import PromotionWorkflow
+from workflows.rollback import RollbackWorkflow
 
 
 async def test_audit_timeline_matches_scenario(dev_worker: Settings, dev_env: WorkflowEnvironment,

@@ -26,7 +26,8 @@ from tests.conftest import settings_for, terminate_running
 from tests.e2e.envkit import app_manifests, publish, start_environment, wait_status
 from workers.worker import build_worker
 from workflows.environment import EnvironmentWorkflow
-from workflows.promotion import PromotionWorkflow, RollbackWorkflow
+from workflows.promotion import PromotionWorkflow
+from workflows.rollback import RollbackWorkflow
 
 HISTORIES = Path(__file__).resolve().parents[1] / "replay" / "histories"
 

@@ -1,0 +1,58 @@
+"""What PromotionWorkflow and RollbackWorkflow share: read an environment's status, resolve a released version,
+and wait until a pin they sent lands applied and healthy (or is overtaken)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from ferry.artifacts import FetchManifestInput, Manifest, ResolveTagInput, ResolveTagResult
+    from ferry.environment import EnvironmentStatus
+    from ferry.oci import ANNOTATION_PUBLISHED_BY
+    from ferry.promotion import EnvironmentStatusInput
+    from workflows import policies
+
+POLL = timedelta(seconds=2)  # how often a promotion asks its environment whether the pin landed healthy
+
+
+async def environment_status(name: str) -> EnvironmentStatus:
+    status: EnvironmentStatus = await workflow.execute_activity(
+        "environment_status", EnvironmentStatusInput(environment=name), result_type=EnvironmentStatus,
+        start_to_close_timeout=timedelta(seconds=30), retry_policy=policies.QUICK_RETRY)
+    return status
+
+
+async def resolve_release(repository: str, version: str) -> tuple[str, str]:
+    """-> (digest, publisher) of a released version; NotFound fails the caller."""
+    ref: ResolveTagResult = await workflow.execute_activity(
+        "resolve_tag", ResolveTagInput(repository=repository, tag=version), result_type=ResolveTagResult,
+        start_to_close_timeout=policies.REGISTRY_CALL_TIMEOUT, retry_policy=policies.QUICK_RETRY)
+    assert ref.digest is not None
+    manifest: Manifest = await workflow.execute_activity(
+        "fetch_manifest", FetchManifestInput(repository=repository, reference=ref.digest), result_type=Manifest,
+        start_to_close_timeout=policies.REGISTRY_CALL_TIMEOUT, retry_policy=policies.QUICK_RETRY)
+    return ref.digest, manifest.annotations.get(ANNOTATION_PUBLISHED_BY, "")
+
+
+async def await_pin_outcome(environment: str, digest: str, request_id: str, within: timedelta
+                         ) -> tuple[str, str, bool]:
+    """Wait until the environment reports `digest` applied and healthy. -> (outcome, reason, auto_rolled_back)."""
+    deadline = workflow.now() + within
+    while workflow.now() < deadline:
+        await workflow.sleep(POLL)
+        state = (await environment_status(environment)).state
+        if state.pin is None or state.pin.request_id != request_id:
+            if state.pin is not None and state.pin.kind == "auto-rollback" and state.pin.reason and any(
+                    e.type == "AutoRollback" and digest in e.objects.get("failed", []) for e in state.events):
+                return "failed", state.pin.reason, True
+            return "superseded", f"a newer pin took over ({state.pin.kind} by {state.pin.by})" if state.pin else \
+                "the pin was released", False
+        health = state.health
+        if state.last_applied and state.last_applied.digest == digest and health.digest == digest:
+            if health.status == "Healthy":
+                return "succeeded", "applied and healthy", False
+            if health.status == "Failed":
+                return "failed", health.reason, False
+    return "failed", f"not healthy within {within}", False

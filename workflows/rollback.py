@@ -1,0 +1,64 @@
+"""RollbackWorkflow: the emergency pin to an earlier released version."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from ferry.durations import parse_duration
+    from ferry.environment import LenientPayload, PinRequest, env_workflow_id
+    from ferry.promotion import RollbackInput, RollbackResult
+    from workflows.pinning import await_pin_outcome, environment_status, resolve_release
+    from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_VERSION
+
+
+@workflow.defn(name="RollbackWorkflow")
+class RollbackWorkflow:
+    """Pins an earlier released version (default: the last known-good before the current one), holds the
+    version rolled back from, and waits for health. Only the environment's approvers may roll back; there is
+    no approval wait (it is the emergency path)."""
+
+    @workflow.run
+    async def run(self, input: RollbackInput) -> RollbackResult:
+        workflow.upsert_search_attributes([FERRY_ENVIRONMENT.value_set(input.environment),
+                                           FERRY_PHASE.value_set("RollingBack")])
+        env = await environment_status(input.environment)
+        state, spec = env.state, env.state.spec
+        current = state.last_applied
+        result = RollbackResult(outcome="refused", environment=input.environment,
+                                from_version=current.version if current else "")
+        if spec.approval.approvers and input.requested_by not in spec.approval.approvers:
+            return self._done(result, "refused", f"{input.requested_by} is not an approver of {input.environment} "
+                              f"({', '.join(spec.approval.approvers)})")
+        if input.to_version:
+            try:
+                digest, _ = await resolve_release(spec.repository, input.to_version)
+            except ActivityError as err:
+                return self._done(result, "refused", f"{input.to_version} is not a released version: "
+                                  f"{getattr(err.cause, 'message', err.cause)}")
+            target_version = input.to_version
+        else:
+            earlier = [r for r in state.good_history if current is None or r.digest != current.digest]
+            if not earlier:
+                return self._done(result, "refused", "no earlier known-good version to roll back to")
+            target_version, digest = earlier[-1].version, earlier[-1].digest
+        result.to_version, result.digest = target_version, digest
+        workflow.upsert_search_attributes([FERRY_VERSION.value_set(target_version)])
+        request_id = workflow.info().workflow_id
+        await workflow.get_external_workflow_handle(env_workflow_id(input.environment)).signal(
+            "pin", LenientPayload(PinRequest(
+                version=target_version, digest=digest, by=input.requested_by, kind="rollback", request_id=request_id,
+                reason=input.reason or "rollback", hold=current.version if current and
+                current.version != target_version else None).model_dump()))
+        outcome, reason, _ = await await_pin_outcome(input.environment, digest, request_id,
+                                                  parse_duration(spec.health_timeout) + timedelta(minutes=2))
+        return self._done(result, outcome, reason)
+
+    @staticmethod
+    def _done(result: RollbackResult, outcome: str, reason: str) -> RollbackResult:
+        workflow.upsert_search_attributes([FERRY_PHASE.value_set(outcome.capitalize())])
+        return result.model_copy(update={"outcome": outcome, "reason": reason})
+
