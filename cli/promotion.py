@@ -6,7 +6,13 @@ import argparse
 import asyncio
 from typing import Any
 
-from temporalio.client import Client, WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
@@ -40,7 +46,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     requester = args.as_ or local_identity()
 
-    async def go() -> tuple[str, PromotionResult | None]:
+    async def go() -> tuple[str, PromotionResult | str]:
         client = await connect(settings.temporal, identity=cli_identity())
         await environment_status(client, args.env)
         workflow_id = promotion_workflow_id(args.env, args.version)
@@ -49,23 +55,47 @@ def cmd_promote(args: argparse.Namespace) -> int:
                                                   requested_by=requester, reason=args.reason),
             id=workflow_id, task_queue=settings.temporal.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
-        if not args.wait:
-            return workflow_id, None
         try:
+            if not args.wait:
+                # NB: a version that is not released, or a failed requires-healthy-in, is refused within
+                # seconds; say so now rather than "requested" and exit 0.
+                phase = await _first_decision_point(handle)
+                if phase is not None:
+                    return workflow_id, phase
             return workflow_id, await handle.result()
         except WorkflowFailureError as err:
             raise CommandError(f"promotion {workflow_id} failed: {root_cause(err)}") from None
 
-    workflow_id, result = asyncio.run(go())
+    workflow_id, outcome = asyncio.run(go())
     url = workflow_url(settings.temporal, workflow_id)
-    if result is None:
-        emit({"workflow_id": workflow_id, "temporal_ui": url}, args.json,
-             f"promotion requested: {workflow_id}\n  approve with: ferry approve {args.env} {args.version}\n"
-             f"  or: temporal workflow signal --workflow-id {workflow_id} --name approve "
-             f"--input '{{\"approver\": \"<you>\", \"comment\": \"...\"}}'\n  {url}")
+    if isinstance(outcome, str):
+        waiting = outcome == "AwaitingApproval"
+        emit({"workflow_id": workflow_id, "phase": outcome, "temporal_ui": url}, args.json,
+             f"promotion requested: {workflow_id} ({outcome})\n" + (
+                 f"  approve with: ferry approve {args.env} {args.version}\n"
+                 f"  or: temporal workflow signal --workflow-id {workflow_id} --name approve "
+                 f"--input '{{\"approver\": \"<you>\", \"comment\": \"...\"}}'\n" if waiting else
+                 f"  no approval required; follow with: ferry status {args.env}\n") + f"  {url}")
         return 0
+    result = outcome
+    if result.outcome == "refused" and not args.json:
+        raise CommandError(f"promotion of {args.version} to {args.env} refused: {result.reason}  ({url})")
     emit(result.model_dump(), args.json, f"{workflow_id}: {result.outcome} ({result.reason})  {url}")
     return 0 if result.outcome == "succeeded" else 1
+
+
+async def _first_decision_point(handle: WorkflowHandle[Any, Any], within: float = 60.0) -> str | None:
+    """The phase once the promotion has resolved its version and checked its policy (AwaitingApproval, Pinned, …),
+    or None when it has already finished (its result tells how)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
+            return None
+        phase: str = (await handle.query(PromotionWorkflow.status)).phase
+        if phase != "Resolving" or loop.time() > deadline:
+            return phase
+        await asyncio.sleep(0.25)
 
 
 def _decide(update: str) -> Any:
@@ -117,8 +147,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         return workflow_id, await handle.result()
 
     workflow_id, result = asyncio.run(go())
-    emit(result.model_dump(), args.json, f"{workflow_id}: {result.outcome}: {result.from_version} -> "
-         f"{result.to_version} ({result.reason})  {workflow_url(settings.temporal, workflow_id)}")
+    moved = "" if result.outcome == "refused" else f" {result.from_version} -> {result.to_version}"
+    emit(result.model_dump(), args.json, f"{workflow_id}: {result.outcome}{moved} ({result.reason})  "
+         f"{workflow_url(settings.temporal, workflow_id)}")
     return 0 if result.outcome == "succeeded" else 1
 
 

@@ -15,6 +15,7 @@ import kubernetes
 from temporalio.testing import WorkflowEnvironment
 
 from devstack.registry import Registry
+from ferry.promotion import PromotionResult
 from ferry.settings import Settings
 from tests.e2e.envkit import app_manifests, publish
 
@@ -81,3 +82,27 @@ async def test_env_apply_list_status_diff_suspend_resume(dev_worker: Settings, d
     unknown = await ferry(dev_worker, tmp_path, "approve", name, "9.9.9", "--as", "alice")
     assert unknown.returncode == 1 and "no promotion of 9.9.9" in unknown.stderr
     await dev_env.client.get_workflow_handle(f"env/{name}").terminate("test done")
+
+
+async def test_promote_approve_rollback_through_the_console_script(
+        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path) -> None:
+    from tests.e2e.test_promotion import _world
+
+    world = await _world(dev_env.client, dev_worker, kube_server, publisher="alice")  # alice: publisher + approver
+    env = world.production
+    missing = await ferry(dev_worker, tmp_path, "promote", env, "9.9.9", "--as", "carol")
+    assert missing.returncode == 1 and "9.9.9 to" in missing.stderr and "not a released version" in missing.stderr
+    requested = await ferry(dev_worker, tmp_path, "promote", env, "1.1.0", "--as", "carol", "--reason", "train")
+    assert requested.returncode == 0, requested.stderr
+    assert f"promotion requested: promote/{env}/1.1.0 (AwaitingApproval)" in requested.stdout
+    own = await ferry(dev_worker, tmp_path, "approve", env, "1.1.0", "--as", "alice")
+    assert own.returncode == 1 and "alice published this release" in own.stderr and "(recorded)" in own.stderr
+    approved = await ferry(dev_worker, tmp_path, "approve", env, "1.1.0", "--as", "bob", "--comment", "ok")
+    assert approved.returncode == 0 and "approve by bob accepted" in approved.stdout, approved.stderr
+    result = await world.client.get_workflow_handle(f"promote/{env}/1.1.0", result_type=PromotionResult).result()
+    assert result.outcome == "succeeded"
+    nowhere = await ferry(dev_worker, tmp_path, "rollback", env, "--to", "8.8.8", "--as", "bob")
+    assert nowhere.returncode == 1 and "refused (8.8.8 is not a released version" in nowhere.stdout
+    back = await ferry(dev_worker, tmp_path, "rollback", env, "--as", "bob", "--reason", "latency")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert "succeeded 1.1.0 -> 1.0.0" in back.stdout
