@@ -183,6 +183,7 @@ class Event(_Model):
     digest: str = ""
     by: str = ""
     objects: dict[str, list[str]] = Field(default_factory=dict)
+    request_id: str = Field("", description="the promotion/rollback workflow a Pinned or PinRefused event answers")
 
 
 class HealthState(_Model):

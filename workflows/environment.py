@@ -266,7 +266,7 @@ class EnvironmentWorkflow:
             VersionRef(version=request.version, digest=request.digest)
         except pydantic.ValidationError:
             self._record("PinRefused", f"pin of {request.version} refused: {request.digest!r} is not a digest",
-                         by=request.by)
+                         by=request.by, request_id=request.request_id)
             return
         self._state.pin = Pin(**request.model_dump(), at=self._now())
         if request.version in self._state.holds and request.kind == "promotion":
@@ -274,7 +274,7 @@ class EnvironmentWorkflow:
         if request.hold and request.hold not in self._state.holds:
             self._state.holds = [*self._state.holds, request.hold]
         self._record("Pinned", f"pinned to {request.version} ({request.kind}) by {request.by}: {request.reason}",
-                     version=request.version, digest=request.digest, by=request.by)
+                     version=request.version, digest=request.digest, by=request.by, request_id=request.request_id)
         self._wake = True
 
     @workflow.signal(name="reconcile_now")

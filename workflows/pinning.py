@@ -37,13 +37,22 @@ async def resolve_release(repository: str, version: str) -> tuple[str, str]:
 
 
 async def await_pin_outcome(environment: str, digest: str, request_id: str, within: timedelta
-                         ) -> tuple[str, str, bool]:
+                            ) -> tuple[str, str, bool]:
     """Wait until the environment reports `digest` applied and healthy. -> (outcome, reason, auto_rolled_back)."""
     deadline = workflow.now() + within
+    # NB: the pin is a signal; until the environment has handled it (a worker restart can delay that by the
+    # sticky-queue timeout and more), its status still shows the previous pin, which is not "superseded".
+    # Patched: older histories judged the first status they read.
+    acknowledged = not workflow.patched("ferry-pin-acknowledged")
     while workflow.now() < deadline:
         await workflow.sleep(POLL)
         state = (await environment_status(environment)).state
-        if state.pin is None or state.pin.request_id != request_id:
+        mine = state.pin is not None and state.pin.request_id == request_id
+        acknowledged = acknowledged or mine or any(
+            e.type == "Pinned" and e.request_id == request_id for e in state.events)
+        if not acknowledged:
+            continue
+        if not mine:
             if state.pin is not None and state.pin.kind == "auto-rollback" and state.pin.reason and any(
                     e.type == "AutoRollback" and digest in e.objects.get("failed", []) for e in state.events):
                 return "failed", state.pin.reason, True

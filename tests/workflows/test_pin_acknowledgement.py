@@ -1,0 +1,95 @@
+"""A promotion or rollback must not call its own pin "superseded" before the environment has even handled it.
+
+The pin is a signal. After a worker restart the real EnvironmentWorkflow can take seconds to handle it (its
+sticky queue times out first), while its status query already answers with the previous pin; that window
+cannot be forced on demand with the real workflow, so here a scripted stand-in for the environment (a test
+workflow, clearly not the product's) holds the pin back for a fixed time. Everything else is real: the
+RollbackWorkflow, the registry, the environment-status activity, the time-skipping server.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from temporalio import workflow
+from temporalio.testing import WorkflowEnvironment
+
+from devstack.registry import Registry
+from ferry.environment import (
+    Applied,
+    EnvironmentSpec,
+    EnvironmentState,
+    EnvironmentStatus,
+    Event,
+    HealthState,
+    LenientPayload,
+    Pin,
+    PinRequest,
+    VersionRef,
+    env_workflow_id,
+)
+from ferry.promotion import RollbackInput, RollbackResult
+from tests.conftest import settings_for
+from tests.e2e.envkit import app_manifests, publish
+from workers.worker import build_worker
+from workflows import ALL_WORKFLOWS
+from workflows.rollback import RollbackWorkflow
+
+ACK_DELAY = timedelta(seconds=10)  # several of the waiting workflow's polls
+
+
+@workflow.defn(name="SlowToAcknowledgeEnvironment", sandboxed=False)
+class SlowToAcknowledgeEnvironment:
+    """Test stand-in: answers `status` like an environment, and handles a `pin` only ACK_DELAY after it came."""
+
+    def __init__(self) -> None:
+        self._status: EnvironmentStatus | None = None
+        self._pin: PinRequest | None = None
+
+    @workflow.run
+    async def run(self, status: EnvironmentStatus) -> None:
+        self._status = status
+        await workflow.wait_condition(lambda: self._pin is not None)
+        await workflow.sleep(ACK_DELAY)
+        request, state, now = self._pin, status.state, workflow.now().isoformat()
+        assert request is not None
+        state.pin = Pin(**request.model_dump(), at=now)
+        state.last_applied = Applied(version=request.version, digest=request.digest, at=now)
+        state.health = HealthState(status="Healthy", digest=request.digest, at=now)
+        state.events.append(Event(at=now, type="Pinned", message="pinned", request_id=request.request_id))
+        await workflow.wait_condition(lambda: False)
+
+    @workflow.signal(name="pin")
+    def pin(self, payload: LenientPayload) -> None:
+        self._pin = PinRequest.model_validate(payload.root)
+
+    @workflow.query(name="status")
+    def status(self) -> EnvironmentStatus:
+        assert self._status is not None
+        return self._status
+
+
+async def test_rollback_waits_for_its_pin_to_be_handled(time_env: WorkflowEnvironment, registry: Registry,
+                                                        tmp_path: Path, task_queue: str) -> None:
+    settings = settings_for(registry, tmp_path)
+    settings.temporal.task_queue = task_queue
+    repository = f"{registry.host}/team/ack-{task_queue[-8:]}"
+    old = publish(settings, repository, "1.0.0", app_manifests("ack"))
+    new = publish(settings, repository, "1.1.0", app_manifests("ack", image="nginx:1.26"))
+    at = "2026-01-01T00:00:00Z"
+    state = EnvironmentState(
+        spec=EnvironmentSpec.model_validate({"name": "prod", "repository": repository, "version": "1.1.0",
+                                             "approval": {"approvers": ["bob"]}}),
+        last_applied=Applied(version="1.1.0", digest=new, at=at), last_known_good=VersionRef(version="1.1.0",
+                                                                                              digest=new),
+        health=HealthState(status="Healthy", digest=new, at=at))
+    async with build_worker(time_env.client, settings, workflows=[*ALL_WORKFLOWS, SlowToAcknowledgeEnvironment]):
+        await time_env.client.start_workflow(  # left running: this test's server goes with the test
+            SlowToAcknowledgeEnvironment.run, EnvironmentStatus(name="prod", tracking="version 1.1.0", state=state),
+            id=env_workflow_id("prod"), task_queue=task_queue)
+        result: Any = await time_env.client.execute_workflow(
+            RollbackWorkflow.run, RollbackInput(environment="prod", to_version="1.0.0", requested_by="bob"),
+            id="rollback/prod/1.0.0", task_queue=task_queue, result_type=RollbackResult)
+    assert (result.outcome, result.reason, result.digest) == ("succeeded", "applied and healthy", old)
