@@ -23,7 +23,7 @@ from ferry.environment import EnvironmentSpec, LenientPayload
 from ferry.promotion import PromotionInput, PromotionResult, RollbackInput, promotion_workflow_id
 from ferry.settings import Settings
 from tests.conftest import settings_for, terminate_running
-from tests.e2e.envkit import app_manifests, publish, start_environment, wait_status
+from tests.e2e.envkit import app_manifests, next_iteration, publish, start_environment, wait_status
 from workers.worker import build_worker
 from workflows.environment import EnvironmentWorkflow
 from workflows.promotion import PromotionWorkflow
@@ -132,9 +132,8 @@ async def test_approve_by_signal_pins_digest_and_applies(dev_worker: Settings, d
     assert _image(world) == "nginx:1.26"
     # a tag re-pointed in the registry after approval does not change what production runs
     publish(dev_worker, world.repository, "1.1.0", app_manifests("shop", image="evil:latest"))
-    prd = world.client.get_workflow_handle(f"env/{world.production}")
-    await prd.signal("reconcile_now", LenientPayload({}))
-    await asyncio.sleep(3)
+    status = await next_iteration(world.client.get_workflow_handle(f"env/{world.production}"))
+    assert status.state.last_applied is not None and status.state.last_applied.digest == world.digests["1.1.0"]
     assert _image(world) == "nginx:1.26"
     if os.environ.get("FERRY_RECORD_HISTORIES"):
         HISTORIES.joinpath("promotion.json").write_text((await handle.fetch_history()).to_json())
