@@ -68,8 +68,12 @@ async def test_env_apply_list_status_diff_suspend_resume(dev_worker: Settings, d
     assert "no changes" in noop.stdout
 
     assert (await ferry(dev_worker, tmp_path, "suspend", name, "--as", "alice", "--reason", "freeze")).returncode == 0
-    await asyncio.sleep(1)
-    assert "suspended     yes" in (await ferry(dev_worker, tmp_path, "status", name)).stdout
+    for _ in range(50):  # the suspend signal is handled asynchronously
+        shown = (await ferry(dev_worker, tmp_path, "status", name)).stdout
+        if "suspended     yes" in shown:
+            break
+        await asyncio.sleep(0.3)
+    assert "suspended     yes" in shown
     assert (await ferry(dev_worker, tmp_path, "resume", name)).returncode == 0
     assert (await ferry(dev_worker, tmp_path, "reconcile", name)).returncode == 0
 
