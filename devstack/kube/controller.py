@@ -46,6 +46,7 @@ class SimulatedController:
         self._cv = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="simulated-controller", daemon=True)
+        self._rolled: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}  # key -> (uid, generation) rolled out
         store.listeners.append(self._on_event)
 
     def start(self) -> None:
@@ -57,17 +58,20 @@ class SimulatedController:
             self._cv.notify_all()
 
     def _on_event(self, event: str, rt: ResourceType, obj: dict[str, Any]) -> None:
-        if event == "DELETED":
-            return
         meta = obj["metadata"]
+        key = (rt.group, rt.plural, meta.get("namespace", ""), meta["name"])
+        if event == "DELETED":
+            self._rolled.pop(key, None)
+            return
         if rt.kind == "CustomResourceDefinition" and not _established(obj):
             self._schedule(rt, obj, 0.0)
-        elif rt.kind in WORKLOADS:
-            status = obj.get("status") or {}
-            if status.get("observedGeneration") != meta.get("generation"):
-                # NB: called under the store lock; the status write happens on the controller thread.
-                self._schedule(rt, obj, 0.0, progressing=True)
-                self._schedule(rt, obj, self.rollout_delay * (2 if rollout_fails(obj) else 1))
+        elif rt.kind in WORKLOADS and self._rolled.get(key) != (meta.get("uid"), meta.get("generation")):
+            # NB: once per spec change (generation), like the real controllers; a Job's status has no
+            # observedGeneration, so the controller's own status writes must not start another rollout.
+            # Called under the store lock; the status write happens on the controller thread.
+            self._rolled[key] = (meta.get("uid"), meta.get("generation"))
+            self._schedule(rt, obj, 0.0, progressing=True)
+            self._schedule(rt, obj, self.rollout_delay * (2 if rollout_fails(obj) else 1))
 
     def _schedule(self, rt: ResourceType, obj: dict[str, Any], delay: float, progressing: bool = False) -> None:
         meta = obj["metadata"]

@@ -496,6 +496,12 @@ def test_simulated_rollout_succeeds_and_fails_by_convention(kube_api: Any, names
                                               {"name": "j", "image": "busybox:1"}]}}}})
     done = _wait(lambda: (j := job.read_namespaced_job("j", namespace)).status and j.status.succeeded and j)
     assert done.status.conditions[0].type == "Complete"
+    # a finished rollout stays finished: the controller's own status writes start no new one (the emulator
+    # runs with rollout_delay=0.3 s, so a churning controller would have rewritten them several times)
+    time.sleep(1.5)
+    assert job.read_namespaced_job("j", namespace).metadata.resource_version == done.metadata.resource_version
+    again = apps.read_namespaced_deployment("good", namespace)
+    assert again.metadata.resource_version == good.metadata.resource_version
 
 
 # ------------------------------------------------------------------------------------- faults, restart
