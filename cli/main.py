@@ -22,7 +22,8 @@ def cmd_dev_up(args: argparse.Namespace) -> int:
     from devstack.stack import Ports, up
 
     state = Path(args.state_dir or ".ferry")
-    ports = Ports(temporal=args.temporal_port, ui=args.ui_port, registry=args.registry_port, kube=args.kube_port)
+    ports = Ports(temporal=args.temporal_port, ui=args.ui_port, registry=args.registry_port, kube=args.kube_port,
+                  metrics=args.metrics_port)
     info = up(state, ports, worker=not args.no_worker, timeout=args.timeout)
     print(json.dumps(info.to_json(), indent=2) if args.json else _describe(info.to_json()))
     return 0
@@ -38,7 +39,8 @@ def _describe(components: dict[str, Any]) -> str:
     if "kube" in components:
         lines.append(f"kube      {components['kube']['server']}  kubeconfig {components['kube']['kubeconfig']}")
     if "worker" in components:
-        lines.append(f"worker    pid {components['worker']['pid']}  task queue {components['worker']['task_queue']}")
+        w = components["worker"]
+        lines.append(f"worker    pid {w['pid']}  task queue {w['task_queue']}  metrics {w.get('metrics', '-')}")
     return "\n".join(lines)
 
 
@@ -89,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev_up.add_argument("--ui-port", type=int, default=8233)
     dev_up.add_argument("--registry-port", type=int, default=5001)
     dev_up.add_argument("--kube-port", type=int, default=6443)
+    dev_up.add_argument("--metrics-port", type=int, default=9464, help="the worker's Prometheus endpoint")
     dev_up.add_argument("--timeout", type=float, default=60.0, help="seconds per component health check")
     dev_up.set_defaults(func=cmd_dev_up)
     dev_down = dev_sub.add_parser("down", help="stop the processes devstack.json names")

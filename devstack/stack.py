@@ -22,6 +22,7 @@ class Ports:
     ui: int = 8233
     registry: int = 5001
     kube: int = 6443
+    metrics: int = 9464  # the worker's Prometheus endpoint
 
 
 @dataclass
@@ -69,7 +70,7 @@ def up(state_dir: Path, ports: Ports | None = None, *, worker: bool = True, time
         raise StackError(f"stack: already running from {state_dir / STACK_FILE}; `ferry dev down` first")
     ports = ports or Ports()
     _check_ports({"temporal": ports.temporal, "temporal-ui": ports.ui, "registry": ports.registry,
-                  "kube": ports.kube})
+                  "kube": ports.kube, **({"metrics": ports.metrics} if worker else {})})
     state_dir.mkdir(parents=True, exist_ok=True)
     logs = state_dir / "logs"
     info = StackInfo(state_dir=str(state_dir))
@@ -100,11 +101,14 @@ def up(state_dir: Path, ports: Ports | None = None, *, worker: bool = True, time
         if worker:
             ready = state_dir / "worker.ready"
             ready.unlink(missing_ok=True)
+            metrics = f"127.0.0.1:{ports.metrics}"
             proc = spawn([sys.executable, "-m", "cli.main", "worker", "--state-dir", str(state_dir),
-                          "--ready-file", str(ready)], logs / "worker.log")
+                          "--ready-file", str(ready)], logs / "worker.log",
+                         env={**os.environ, "FERRY_PROMETHEUS_BIND": metrics})
             started.append(proc.pid)
             wait_healthy("worker", proc, ready.is_file, timeout, logs / "worker.log")
-            info.components["worker"] = {"pid": proc.pid, "task_queue": "ferry", "log": str(logs / "worker.log")}
+            info.components["worker"] = {"pid": proc.pid, "task_queue": "ferry", "log": str(logs / "worker.log"),
+                                         "metrics": f"http://{metrics}/metrics"}
         info.save(state_dir)
         return info
     except BaseException:

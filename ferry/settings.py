@@ -43,6 +43,8 @@ class TelemetrySettings(_Settings):
     exporter: Literal["none", "console", "otlp"] = "none"
     otlp_endpoint: str | None = Field(None, description="e.g. http://collector:4318/v1/traces")
     service_name: str = "ferry"
+    prometheus_bind: str | None = Field(
+        None, description="serve the worker's metrics (Temporal SDK + ferry_*) for Prometheus, e.g. 0.0.0.0:9464")
 
 
 class WorkerSettings(_Settings):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from opentelemetry.sdk.trace import TracerProvider
 from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime
 
 from workers.settings import TemporalSettings
 from workers.telemetry import tracing_interceptor
@@ -15,7 +16,7 @@ class TemporalUnavailable(RuntimeError):
 
 
 async def connect(settings: TemporalSettings, *, tracer: TracerProvider | None = None,
-                  identity: str | None = None) -> Client:
+                  identity: str | None = None, runtime: Runtime | None = None) -> Client:
     """A client; `identity` is what Temporal records on every request (the audit shows it next to approvers)."""
     interceptors: list[Interceptor] = []
     interceptor = tracing_interceptor(tracer)
@@ -30,6 +31,7 @@ async def connect(settings: TemporalSettings, *, tracer: TracerProvider | None =
             data_converter=pydantic_data_converter,
             interceptors=interceptors,
             identity=identity,
+            runtime=runtime,
         )
     except RuntimeError as err:
         raise TemporalUnavailable(

@@ -56,6 +56,7 @@ ENVIRONMENT_VARIABLES: dict[str, tuple[str, str]] = {
     "FERRY_REGISTRY_TIMEOUT": ("registry.request_timeout_seconds", "str"),
     "FERRY_OTEL_EXPORTER": ("telemetry.exporter", "str"),
     "FERRY_OTEL_ENDPOINT": ("telemetry.otlp_endpoint", "str"),
+    "FERRY_PROMETHEUS_BIND": ("telemetry.prometheus_bind", "str"),
     "FERRY_MAX_CONCURRENT_ACTIVITIES": ("worker.max_concurrent_activities", "str"),
     "FERRY_CACHE_DIR": ("worker.cache_dir", "str"),
     "FERRY_KUBECONFIG": ("kubeconfig", "str"),

@@ -1,4 +1,4 @@
-"""OpenTelemetry tracing for clients and workers, exporter chosen by settings."""
+"""OpenTelemetry tracing for clients and workers, exporter chosen by settings; Prometheus metrics for workers."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 from temporalio.contrib.opentelemetry import TracingInterceptor
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from workers.settings import TelemetrySettings
 
@@ -34,3 +35,11 @@ def tracing_interceptor(provider: TracerProvider | None) -> TracingInterceptor |
     # NB: always_create_workflow_spans so runs started from the Temporal UI or `temporal` CLI (no client
     # span to hang off) are traced too.
     return TracingInterceptor(provider.get_tracer("ferry"), always_create_workflow_spans=True)
+
+
+def metrics_runtime(settings: TelemetrySettings) -> Runtime | None:
+    """A Temporal runtime serving /metrics for Prometheus: the SDK's own worker metrics (task latencies, slots,
+    failures) and the counters Ferry's workflows emit (ferry_environment_events, ferry_promotion_decisions)."""
+    if not settings.prometheus_bind:
+        return None
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=settings.prometheus_bind)))

@@ -70,10 +70,10 @@ def build_worker(
 async def run_worker(settings: Settings, *, ready_file: Path | None = None) -> None:
     """Run until SIGTERM/SIGINT, then let running activities finish (graceful_shutdown_timeout)."""
     from workers.client import connect
-    from workers.telemetry import tracer_provider
+    from workers.telemetry import metrics_runtime, tracer_provider
 
     provider = tracer_provider(settings.telemetry)
-    client = await connect(settings.temporal, tracer=provider)
+    client = await connect(settings.temporal, tracer=provider, runtime=metrics_runtime(settings.telemetry))
     worker = build_worker(client, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -35,7 +35,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from ferry.errors import ErrorType
     from ferry.versions import try_parse_tag
-    from workflows import policies
+    from workflows import metrics, policies
     from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_REPOSITORY, FERRY_VERSION
 
 
@@ -67,6 +67,7 @@ class EnvironmentWorkflow:
         event = Event(at=self._now(), type=type_, message=message, **fields)  # type: ignore[arg-type,unused-ignore]
         self._state.events = [*self._state.events, event][-policies.MAX_EVENTS_KEPT:]
         workflow.logger.info("%s: %s", type_, message)
+        metrics.environment_event(self._state.spec.name, type_)
         # NB: audit reads operator events from history alone; a memo update puts each one there.
         # Behind patched(): older histories (before the audit trail) replay without these commands.
         if workflow.patched("ferry-audit-memo"):

@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
         PromotionStatus,
         judge,
     )
+    from workflows import metrics
     from workflows.pinning import await_pin_outcome, environment_status, resolve_release
     from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_VERSION
 
@@ -97,6 +98,7 @@ class PromotionWorkflow:
                  "refused": "Refused", "superseded": "Superseded"}[outcome]
         self._phase(phase)  # type: ignore[arg-type]
         s = self._status
+        metrics.outcome("promotion", s.environment, outcome)
         return PromotionResult(outcome=outcome, environment=s.environment, version=s.version,
                                digest=s.digest, publisher=s.publisher, reason=reason, auto_rolled_back=rolled_back,
                                approved_by=[d.by for d in s.decisions if d.action == "approve" and d.accepted],
@@ -118,6 +120,7 @@ class PromotionWorkflow:
         record = Decision(at=self._now(), action=action, by=by, accepted=not refusal, reason=refusal,
                           comment=decision.comment if decision else "", via=via)
         s.decisions = [*s.decisions, record]
+        metrics.promotion_decision(s.environment, action, not refusal)
         workflow.upsert_memo({"ferry_decision": record.model_dump(mode="json")})
         if refusal:
             workflow.logger.warning("%s refused: %s", action, refusal)

@@ -11,6 +11,7 @@ with workflow.unsafe.imports_passed_through():
     from ferry.durations import parse_duration
     from ferry.environment import LenientPayload, PinRequest, env_workflow_id
     from ferry.promotion import RollbackInput, RollbackResult
+    from workflows import metrics
     from workflows.pinning import await_pin_outcome, environment_status, resolve_release
     from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_VERSION
 
@@ -60,5 +61,6 @@ class RollbackWorkflow:
     @staticmethod
     def _done(result: RollbackResult, outcome: str, reason: str) -> RollbackResult:
         workflow.upsert_search_attributes([FERRY_PHASE.value_set(outcome.capitalize())])
+        metrics.outcome("rollback", result.environment, outcome)
         return result.model_copy(update={"outcome": outcome, "reason": reason})
 

@@ -22,7 +22,7 @@ def _ferry(*args: str, env: dict[str, str] | None = None, timeout: float = 120) 
 
 def _ports() -> list[str]:
     return ["--temporal-port", str(free_port()), "--ui-port", str(free_port()),
-            "--registry-port", str(free_port()), "--kube-port", str(free_port())]
+            "--registry-port", str(free_port()), "--kube-port", str(free_port()), "--metrics-port", str(free_port())]
 
 
 def test_up_status_down_leaves_no_process(tmp_path: Path) -> None:
@@ -40,6 +40,10 @@ def test_up_status_down_leaves_no_process(tmp_path: Path) -> None:
     assert {"default", "ferry-system"} <= names
     assert info["temporal"]["ui_url"].startswith("http://127.0.0.1:")
     assert all(pid_alive(pid) for pid in pids)
+    import urllib.request
+
+    with urllib.request.urlopen(info["worker"]["metrics"], timeout=10) as scraped:  # the worker's Prometheus endpoint
+        assert "temporal_" in scraped.read().decode()
 
     status = _ferry("dev", "status", "--state-dir", str(state), "--json")
     assert status.returncode == 0, status.stdout

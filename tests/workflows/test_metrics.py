@@ -1,0 +1,55 @@
+"""The worker's Prometheus endpoint: the Temporal SDK's worker metrics and Ferry's own counters, scraped over
+HTTP from a real worker against the real dev server, registry and emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+from temporalio.testing import WorkflowEnvironment
+
+from devstack.procs import free_port
+from devstack.registry import Registry
+from ferry.environment import EnvironmentSpec
+from tests.conftest import settings_for, terminate_running
+from tests.e2e.envkit import app_manifests, publish, start_environment, wait_status
+from workers.client import connect
+from workers.telemetry import metrics_runtime
+from workers.worker import build_worker
+
+
+async def test_worker_serves_sdk_and_ferry_metrics(dev_env: WorkflowEnvironment, registry: Registry,
+                                                   kube_server: Any, tmp_path: Path, task_queue: str) -> None:
+    settings = settings_for(registry, tmp_path)
+    settings.temporal.task_queue = task_queue
+    settings.temporal.address = dev_env.client.service_client.config.target_host
+    settings.kubeconfig = Path(kube_server.kubeconfig)
+    port = free_port()
+    settings.telemetry.prometheus_bind = f"127.0.0.1:{port}"
+    runtime = metrics_runtime(settings.telemetry)
+    assert runtime is not None
+    client = await connect(settings.temporal, runtime=runtime)
+    name = f"metrics-{uuid.uuid4().hex[:8]}"
+    kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(kube_server.kubeconfig))) \
+        .create_namespace({"metadata": {"name": name}})
+    repository = f"{registry.host}/team/{name}"
+    publish(settings, repository, "1.0.0", app_manifests("m"))
+    async with build_worker(client, settings):
+        handle = await start_environment(client, task_queue, EnvironmentSpec.model_validate(
+            {"name": name, "repository": repository, "namespace": name, "version": "1.0.0", "interval": "1h"}))
+        await wait_status(handle, lambda s: s.state.health.status == "Healthy", what="deployed")
+        text = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode())
+        await terminate_running(client, task_queue)
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line and not line.startswith("#")}
+    ours = [k for k in samples if k.startswith("ferry_environment_events{") and f'environment="{name}"' in k]
+    assert any('type="Applied"' in k and samples[k] == 1 for k in ours), ours
+    assert any('type="Healthy"' in k and samples[k] == 1 for k in ours), ours
+    assert any(k.startswith("temporal_workflow_task_execution_latency") for k in samples)
+    assert any(k.startswith("temporal_activity_execution_latency") and 'activity_type="reconcile_environment"' in k
+               for k in samples)
