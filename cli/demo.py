@@ -100,10 +100,10 @@ def main() -> None:
     kubeconfig = info.components["kube"]["kubeconfig"]
     print(f"Temporal UI: {ui}")
     repository = f"{registry}/demo/podinfo-{int(time.time())}"
-    # a fresh demo: forget environments a previous run declared
-    for env in ("staging", "production"):
+    # a fresh demo: forget the environments, promotion and rollback a previous run left (same business keys)
+    for workflow_id in ("env/staging", "env/production", "promote/production/1.1.0", "rollback/production/1.0.0"):
         subprocess.run([script_path("temporal") or "temporal", "workflow", "terminate", "--address",
-                        info.components["temporal"]["address"], "--workflow-id", f"env/{env}", "--reason",
+                        info.components["temporal"]["address"], "--workflow-id", workflow_id, "--reason",
                         "make demo restarts the story"], capture_output=True)
 
     with tempfile.TemporaryDirectory() as tmp_dir:

@@ -142,7 +142,7 @@ class Pin(VersionRef):
     reason: str = ""
     kind: PinKind = "manual"
     at: str = ""
-    request_id: str = Field("", description="the promotion/rollback workflow that pinned it")
+    request_id: str = Field("", description="the promotion/rollback workflow (id@run) that pinned it")
     hold: str | None = None
 
 
@@ -238,6 +238,8 @@ class PinRequest(_Model):
     kind: PinKind = "manual"
     request_id: str = ""
     hold: str | None = Field(None, description="a version to hold (the one rolled back from)")
+    repository: str = Field("", description="where the digest was resolved; a pin from another repository than the "
+                            "environment deploys from is refused")
 
 
 class ActorRequest(_Model):

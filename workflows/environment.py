@@ -269,7 +269,13 @@ class EnvironmentWorkflow:
             self._record("PinRefused", f"pin of {request.version} refused: {request.digest!r} is not a digest",
                          by=request.by, request_id=request.request_id)
             return
-        self._state.pin = Pin(**request.model_dump(), at=self._now())
+        if request.repository and request.repository != self._state.spec.repository:
+            # NB: the spec moved to another repository after the promotion/rollback resolved its digest
+            self._record("PinRefused", f"pin of {request.version} refused: resolved in {request.repository}, but "
+                         f"{self._state.spec.name} deploys from {self._state.spec.repository}", by=request.by,
+                         request_id=request.request_id)
+            return
+        self._state.pin = Pin(**request.model_dump(exclude={"repository"}), at=self._now())
         if request.version in self._state.holds and request.kind == "promotion":
             self._state.holds = [h for h in self._state.holds if h != request.version]
         if request.hold and request.hold not in self._state.holds:

@@ -36,20 +36,36 @@ async def resolve_release(repository: str, version: str) -> tuple[str, str]:
     return ref.digest, manifest.annotations.get(ANNOTATION_PUBLISHED_BY, "")
 
 
+def _acknowledged_pins() -> bool:
+    """Patched: a pin carries this run's own id and its repository, and the sender waits for the environment to
+    answer it (Pinned or PinRefused). Older histories used the bare workflow id and judged the first status."""
+    return workflow.patched("ferry-pin-acknowledged")
+
+
+def pin_request_id() -> str:
+    """Identifies this run's pin in the environment's state and events (a later run with the same business key,
+    e.g. a second promotion of the same version, must not take the first one's Pinned event for its own)."""
+    info = workflow.info()
+    return f"{info.workflow_id}@{info.run_id}" if _acknowledged_pins() else info.workflow_id
+
+
 async def await_pin_outcome(environment: str, digest: str, request_id: str, within: timedelta
                             ) -> tuple[str, str, bool]:
-    """Wait until the environment reports `digest` applied and healthy. -> (outcome, reason, auto_rolled_back)."""
+    """Wait until the environment reports `digest` applied and healthy.
+    -> (outcome, reason, auto_rolled_back); outcome: succeeded, failed, refused or superseded."""
     deadline = workflow.now() + within
     # NB: the pin is a signal; until the environment has handled it (a worker restart can delay that by the
     # sticky-queue timeout and more), its status still shows the previous pin, which is not "superseded".
-    # Patched: older histories judged the first status they read.
-    acknowledged = not workflow.patched("ferry-pin-acknowledged")
+    acknowledged = not _acknowledged_pins()
     while workflow.now() < deadline:
         await workflow.sleep(POLL)
         state = (await environment_status(environment)).state
         mine = state.pin is not None and state.pin.request_id == request_id
-        acknowledged = acknowledged or mine or any(
-            e.type == "Pinned" and e.request_id == request_id for e in state.events)
+        answers = [e for e in state.events if e.request_id == request_id]
+        refused = next((e for e in answers if e.type == "PinRefused"), None)
+        if refused is not None:
+            return "refused", refused.message, False
+        acknowledged = acknowledged or mine or any(e.type == "Pinned" for e in answers)
         if not acknowledged:
             continue
         if not mine:

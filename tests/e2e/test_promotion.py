@@ -19,7 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from devstack.procs import script_path
 from devstack.registry import Registry
-from ferry.environment import EnvironmentSpec, LenientPayload
+from ferry.environment import EnvironmentSpec, LenientPayload, SpecUpdate
 from ferry.promotion import PromotionInput, PromotionResult, RollbackInput, promotion_workflow_id
 from ferry.settings import Settings
 from tests.conftest import settings_for, terminate_running
@@ -303,4 +303,24 @@ async def test_promotion_overtaken_by_a_newer_pin_reports_superseded(
         id=f"rollback/{world.production}/race", task_queue=dev_worker.temporal.task_queue)
     result = await handle.result()
     assert result.outcome == "superseded" and "rollback by bob" in result.reason
+    assert _image(world) == "nginx:1.25"
+
+
+async def test_pin_from_a_repository_the_environment_left_is_refused(
+        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    world = await _world(dev_env.client, dev_worker, kube_server)
+    handle = await _promote(world)
+    await _phase(handle, "AwaitingApproval")
+    # while the promotion waits, production is re-declared to deploy from another repository
+    moved = f"{world.repository}-moved"
+    publish(dev_worker, moved, "1.0.0", app_manifests("shop"))
+    prd = world.client.get_workflow_handle(f"env/{world.production}")
+    spec = (await prd.query(EnvironmentWorkflow.status)).state.spec
+    await prd.execute_update(EnvironmentWorkflow.update_spec, SpecUpdate(spec=spec.model_copy(
+        update={"repository": moved})))
+    await handle.signal(PromotionWorkflow.approve, LenientPayload({"approver": "alice"}))
+    result = await asyncio.wait_for(handle.result(), timeout=60)
+    assert result.outcome == "refused" and f"deploys from {moved}" in result.reason
+    status = await prd.query(EnvironmentWorkflow.status)
+    assert status.state.pin is None and "PinRefused" in [e.type for e in status.state.events]
     assert _image(world) == "nginx:1.25"

@@ -3,7 +3,8 @@
 The pin is a signal. After a worker restart the real EnvironmentWorkflow can take seconds to handle it (its
 sticky queue times out first), while its status query already answers with the previous pin; that window
 cannot be forced on demand with the real workflow, so here a scripted stand-in for the environment (a test
-workflow, clearly not the product's) holds the pin back for a fixed time. Everything else is real: the
+workflow, clearly not the product's) holds the pin back for a fixed time. Its events also hold a Pinned answer to
+an earlier run with the same business key, which must not be taken for this run's. Everything else is real: the
 RollbackWorkflow, the registry, the environment-status activity, the time-skipping server.
 """
 
@@ -55,7 +56,7 @@ class SlowToAcknowledgeEnvironment:
         await workflow.sleep(ACK_DELAY)
         request, state, now = self._pin, status.state, workflow.now().isoformat()
         assert request is not None
-        state.pin = Pin(**request.model_dump(), at=now)
+        state.pin = Pin(**request.model_dump(exclude={"repository"}), at=now)
         state.last_applied = Applied(version=request.version, digest=request.digest, at=now)
         state.health = HealthState(status="Healthy", digest=request.digest, at=now)
         state.events.append(Event(at=now, type="Pinned", message="pinned", request_id=request.request_id))
@@ -84,7 +85,10 @@ async def test_rollback_waits_for_its_pin_to_be_handled(time_env: WorkflowEnviro
                                              "approval": {"approvers": ["bob"]}}),
         last_applied=Applied(version="1.1.0", digest=new, at=at), last_known_good=VersionRef(version="1.1.0",
                                                                                               digest=new),
-        health=HealthState(status="Healthy", digest=new, at=at))
+        health=HealthState(status="Healthy", digest=new, at=at),
+        # an earlier rollback with the same business key pinned once, and was overtaken since; its events stay
+        pin=Pin(version="1.1.0", digest=new, by="carol", kind="promotion", request_id="promote/prod/1.1.0@r0"),
+        events=[Event(at=at, type="Pinned", message="pinned", request_id="rollback/prod/1.0.0")])
     async with build_worker(time_env.client, settings, workflows=[*ALL_WORKFLOWS, SlowToAcknowledgeEnvironment]):
         await time_env.client.start_workflow(  # left running: this test's server goes with the test
             SlowToAcknowledgeEnvironment.run, EnvironmentStatus(name="prod", tracking="version 1.1.0", state=state),
