@@ -1,8 +1,11 @@
-"""Every workflow replays against a committed history: a change that alters the command sequence without
-`workflow.patched()` fails here. Histories are recorded by the e2e tests with FERRY_RECORD_HISTORIES=1."""
+"""Every workflow replays against committed histories: a change that alters the command sequence without
+`workflow.patched()` fails here. `histories/*.json` are recorded from the current code by the e2e tests with
+FERRY_RECORD_HISTORIES=1; `histories/v1/` keeps the histories of the first release, from before the patches
+(ferry-audit-memo, ferry-publish-on-change, ferry-pin-acknowledged), which must replay too."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -13,21 +16,27 @@ from temporalio.worker import Replayer
 from workflows import ALL_WORKFLOWS
 
 HISTORIES = Path(__file__).parent / "histories"
-EXPECTED = {"release.json": "ReleaseWorkflow", "environment.json": "EnvironmentWorkflow",
-            "promotion.json": "PromotionWorkflow", "rollback.json": "RollbackWorkflow"}
+TYPES = {"release": "ReleaseWorkflow", "environment": "EnvironmentWorkflow", "promotion": "PromotionWorkflow",
+         "rollback": "RollbackWorkflow"}
+COMMITTED = sorted(str(p.relative_to(HISTORIES)) for p in HISTORIES.rglob("*.json"))
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", COMMITTED)
 async def test_replay_committed_history(name: str) -> None:
-    path = HISTORIES / name
-    assert path.is_file(), f"{path} is missing: record it with FERRY_RECORD_HISTORIES=1 make test"
-    history = WorkflowHistory.from_json(f"replay-{name}", path.read_text())
-    assert history.events[0].workflow_execution_started_event_attributes.workflow_type.name == EXPECTED[name]
+    data = json.loads((HISTORIES / name).read_text())
+    # NB: replay under the recorded workflow id: workflow code may derive values from it (pin request ids)
+    workflow_id = data["events"][0]["workflowExecutionStartedEventAttributes"]["workflowId"]
+    history = WorkflowHistory.from_json(workflow_id, data)
+    expected = TYPES[Path(name).stem]
+    assert history.events[0].workflow_execution_started_event_attributes.workflow_type.name == expected
     replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None
 
 
-def test_every_workflow_has_a_committed_history() -> None:
+@pytest.mark.parametrize("generation", [".", "v1"])
+def test_every_workflow_has_committed_histories(generation: str) -> None:
     names = {wf.__temporal_workflow_definition.name for wf in ALL_WORKFLOWS}  # type: ignore[attr-defined]
-    assert names <= set(EXPECTED.values()), f"no committed history for {names - set(EXPECTED.values())}"
+    recorded = {TYPES[p.stem] for p in (HISTORIES / generation).glob("*.json")}
+    assert names <= recorded, f"no committed history in histories/{generation} for {names - recorded}: record " \
+        "with FERRY_RECORD_HISTORIES=1 make test"
