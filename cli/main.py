@@ -15,6 +15,7 @@ from typing import Any
 from cli.common import COMMANDS, CommandError, global_options, settings_from
 from devstack.procs import StackError
 from workers.client import TemporalUnavailable
+from workers.telemetry import MetricsUnavailable
 
 # ----------------------------------------------------------------------------------------- dev ---
 
@@ -118,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (StackError, TemporalUnavailable, CommandError) as err:
+    except (StackError, TemporalUnavailable, MetricsUnavailable, CommandError) as err:
         print(f"ferry: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -37,9 +37,17 @@ def tracing_interceptor(provider: TracerProvider | None) -> TracingInterceptor |
     return TracingInterceptor(provider.get_tracer("ferry"), always_create_workflow_spans=True)
 
 
+class MetricsUnavailable(RuntimeError):
+    """The worker's Prometheus endpoint could not be served; the message names the setting and the fix."""
+
+
 def metrics_runtime(settings: TelemetrySettings) -> Runtime | None:
     """A Temporal runtime serving /metrics for Prometheus: the SDK's own worker metrics (task latencies, slots,
     failures) and the counters Ferry's workflows emit (ferry_environment_events, ferry_promotion_decisions)."""
     if not settings.prometheus_bind:
         return None
-    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=settings.prometheus_bind)))
+    try:
+        return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=settings.prometheus_bind)))
+    except ValueError as err:  # the SDK's own words: invalid address, address already in use
+        raise MetricsUnavailable(f"metrics: cannot serve Prometheus on {settings.prometheus_bind!r}: {err}; set "
+                                 "FERRY_PROMETHEUS_BIND to a free host:port, or unset it") from err

@@ -4,21 +4,24 @@ HTTP from a real worker against the real dev server, registry and emulator."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
 import kubernetes
+import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from devstack.procs import free_port
 from devstack.registry import Registry
 from ferry.environment import EnvironmentSpec
+from ferry.settings import TelemetrySettings
 from tests.conftest import settings_for, terminate_running
 from tests.e2e.envkit import app_manifests, publish, start_environment, wait_status
 from workers.client import connect
-from workers.telemetry import metrics_runtime
+from workers.telemetry import MetricsUnavailable, metrics_runtime
 from workers.worker import build_worker
 
 
@@ -53,3 +56,14 @@ async def test_worker_serves_sdk_and_ferry_metrics(dev_env: WorkflowEnvironment,
     assert any(k.startswith("temporal_workflow_task_execution_latency") for k in samples)
     assert any(k.startswith("temporal_activity_execution_latency") and 'activity_type="reconcile_environment"' in k
                for k in samples)
+
+
+def test_bad_or_taken_metrics_address_is_one_clear_error() -> None:
+    with pytest.raises(MetricsUnavailable, match="'abc'.*FERRY_PROMETHEUS_BIND"):
+        metrics_runtime(TelemetrySettings(prometheus_bind="abc"))
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = f"127.0.0.1:{holder.getsockname()[1]}"
+        with pytest.raises(MetricsUnavailable, match="already in use"):
+            metrics_runtime(TelemetrySettings(prometheus_bind=taken))
