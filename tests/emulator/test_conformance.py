@@ -516,17 +516,20 @@ def _no_retry_client(kube_server: Any) -> Any:
 
 def test_faults_on_demand(kube_server: Any, namespace: str) -> None:
     core = CoreV1Api(_no_retry_client(kube_server))
-    kube_server.inject_faults(2, "error")
-    for _ in range(2):
-        with pytest.raises(ApiException) as err:
-            core.list_namespaced_config_map(namespace)
-        assert err.value.status == 500
-    core.list_namespaced_config_map(namespace)
-    kube_server.hang_seconds = 1.5
-    kube_server.inject_faults(1, "timeout")
-    with pytest.raises(Exception):  # noqa: B017 -- urllib3 raises its own timeout type
-        core.list_namespaced_config_map(namespace, _request_timeout=0.5)
-    kube_server.hang_seconds = 30
+    try:  # NB: the emulator is shared by the session; no fault may outlive this test
+        kube_server.inject_faults(2, "error")
+        for _ in range(2):
+            with pytest.raises(ApiException) as err:
+                core.list_namespaced_config_map(namespace)
+            assert err.value.status == 500
+        core.list_namespaced_config_map(namespace)
+        kube_server.hang_seconds = 1.5
+        kube_server.inject_faults(1, "timeout")
+        with pytest.raises(urllib3.exceptions.MaxRetryError, match="Read timed out"):
+            core.list_namespaced_config_map(namespace, _request_timeout=0.5)
+    finally:
+        kube_server.inject_faults(0)
+        kube_server.hang_seconds = 30
 
 
 def test_stop_start_keeps_objects(tmp_path: Any) -> None:
