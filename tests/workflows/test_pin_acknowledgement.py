@@ -86,7 +86,7 @@ async def test_rollback_waits_for_its_pin_to_be_handled(time_env: WorkflowEnviro
         last_applied=Applied(version="1.1.0", digest=new, at=at), last_known_good=VersionRef(version="1.1.0",
                                                                                               digest=new),
         health=HealthState(status="Healthy", digest=new, at=at),
-        # an earlier rollback with the same business key pinned once, and was overtaken since; its events stay
+        # the current pin is a promotion's; an earlier rollback under this business key pinned once (its event stays)
         pin=Pin(version="1.1.0", digest=new, by="carol", kind="promotion", request_id="promote/prod/1.1.0@r0"),
         events=[Event(at=at, type="Pinned", message="pinned", request_id="rollback/prod/1.0.0")])
     async with build_worker(time_env.client, settings, workflows=[*ALL_WORKFLOWS, SlowToAcknowledgeEnvironment]):
