@@ -14,7 +14,8 @@ with workflow.unsafe.imports_passed_through():
     from ferry.promotion import EnvironmentStatusInput
     from workflows import policies
 
-POLL = timedelta(seconds=2)  # how often a promotion asks its environment whether the pin landed healthy
+POLL = timedelta(seconds=2)  # how soon a promotion first asks its environment whether the pin landed healthy
+MAX_POLL = timedelta(seconds=15)  # ... doubling up to this, so a long rollout costs a few dozen polls, not hundreds
 
 
 async def environment_status(name: str) -> EnvironmentStatus:
@@ -57,8 +58,12 @@ async def await_pin_outcome(environment: str, digest: str, request_id: str, with
     # NB: the pin is a signal; until the environment has handled it (a worker restart can delay that by the
     # sticky-queue timeout and more), its status still shows the previous pin, which is not "superseded".
     acknowledged = not _acknowledged_pins()
+    backoff = workflow.patched("ferry-pin-poll-backoff")  # patched: older histories polled every POLL
+    delay = POLL
     while workflow.now() < deadline:
-        await workflow.sleep(POLL)
+        await workflow.sleep(delay)
+        if backoff:
+            delay = min(delay * 2, MAX_POLL)
         state = (await environment_status(environment)).state
         mine = state.pin is not None and state.pin.request_id == request_id
         answers = [e for e in state.events if e.request_id == request_id]

@@ -1,7 +1,8 @@
 """Every workflow replays against committed histories: a change that alters the command sequence without
 `workflow.patched()` fails here. `histories/*.json` are recorded from the current code by the e2e tests with
 FERRY_RECORD_HISTORIES=1; `histories/v1/` keeps the histories of the first release, from before the patches
-(ferry-audit-memo, ferry-publish-on-change, ferry-pin-acknowledged), which must replay too."""
+(ferry-audit-memo, ferry-publish-on-change, ferry-pin-acknowledged, ferry-pin-poll-backoff), which must replay
+too."""
 
 from __future__ import annotations
 

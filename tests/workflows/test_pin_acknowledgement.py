@@ -93,7 +93,12 @@ async def test_rollback_waits_for_its_pin_to_be_handled(time_env: WorkflowEnviro
         await time_env.client.start_workflow(  # left running: this test's server goes with the test
             SlowToAcknowledgeEnvironment.run, EnvironmentStatus(name="prod", tracking="version 1.1.0", state=state),
             id=env_workflow_id("prod"), task_queue=task_queue)
-        result: Any = await time_env.client.execute_workflow(
+        rollback = await time_env.client.start_workflow(
             RollbackWorkflow.run, RollbackInput(environment="prod", to_version="1.0.0", requested_by="bob"),
             id="rollback/prod/1.0.0", task_queue=task_queue, result_type=RollbackResult)
+        result: Any = await rollback.result()
+        history = await rollback.fetch_history()
     assert (result.outcome, result.reason, result.digest) == ("succeeded", "applied and healthy", old)
+    # the waits double (2 s, 4 s, 8 s, … up to 15 s): the 10 s it took cost 3 polls, not 5 or 6
+    timers = [e for e in history.events if e.HasField("timer_started_event_attributes")]
+    assert len(timers) == 3
