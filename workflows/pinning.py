@@ -9,7 +9,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from ferry.artifacts import FetchManifestInput, Manifest, ResolveTagInput, ResolveTagResult
-    from ferry.environment import EnvironmentStatus
+    from ferry.environment import EnvironmentStatus, LenientPayload, PinKind, PinRequest, env_workflow_id
     from ferry.oci import ANNOTATION_PUBLISHED_BY
     from ferry.promotion import EnvironmentStatusInput
     from workflows import policies
@@ -48,6 +48,16 @@ def pin_request_id() -> str:
     e.g. a second promotion of the same version, must not take the first one's Pinned event for its own)."""
     info = workflow.info()
     return f"{info.workflow_id}@{info.run_id}" if _acknowledged_pins() else info.workflow_id
+
+
+async def send_pin(environment: str, repository: str, version: str, digest: str, *, by: str, kind: PinKind,
+                   reason: str, hold: str | None = None) -> str:
+    """Signal the environment to pin `digest` (resolved in `repository`). -> the request id to await."""
+    request_id = pin_request_id()
+    await workflow.get_external_workflow_handle(env_workflow_id(environment)).signal(
+        "pin", LenientPayload(PinRequest(version=version, digest=digest, by=by, reason=reason, kind=kind,
+                                         request_id=request_id, hold=hold, repository=repository).model_dump()))
+    return request_id
 
 
 async def await_pin_outcome(environment: str, digest: str, request_id: str, within: timedelta

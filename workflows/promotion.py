@@ -9,7 +9,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from ferry.durations import parse_duration
-    from ferry.environment import ApprovalPolicy, LenientPayload, PinRequest, env_workflow_id
+    from ferry.environment import ApprovalPolicy, LenientPayload
     from ferry.promotion import (
         Decision,
         DecisionResult,
@@ -20,7 +20,7 @@ with workflow.unsafe.imports_passed_through():
         judge,
     )
     from workflows import metrics
-    from workflows.pinning import await_pin_outcome, environment_status, pin_request_id, resolve_release
+    from workflows.pinning import await_pin_outcome, environment_status, resolve_release, send_pin
     from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_VERSION
 
 
@@ -80,13 +80,10 @@ class PromotionWorkflow:
             if self._outcome == "rejected":
                 return self._finish("rejected", next(d.comment for d in reversed(self._status.decisions)
                                                      if d.action == "reject" and d.accepted))
-        request_id = pin_request_id()
         approvers = [d.by for d in self._status.decisions if d.action == "approve" and d.accepted]
-        await workflow.get_external_workflow_handle(env_workflow_id(input.environment)).signal(
-            "pin", LenientPayload(PinRequest(
-                version=input.version, digest=digest, by=", ".join(approvers) or input.requested_by,
-                reason=input.reason or f"promotion requested by {input.requested_by}", kind="promotion",
-                request_id=request_id, repository=spec.repository).model_dump()))
+        request_id = await send_pin(input.environment, spec.repository, input.version, digest,
+                                    by=", ".join(approvers) or input.requested_by, kind="promotion",
+                                    reason=input.reason or f"promotion requested by {input.requested_by}")
         self._phase("Pinned")
         outcome, reason, rolled_back = await await_pin_outcome(
             input.environment, digest, request_id, parse_duration(spec.health_timeout) + parse_duration(spec.interval)

@@ -9,10 +9,9 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from ferry.durations import parse_duration
-    from ferry.environment import LenientPayload, PinRequest, env_workflow_id
     from ferry.promotion import RollbackInput, RollbackResult
     from workflows import metrics
-    from workflows.pinning import await_pin_outcome, environment_status, pin_request_id, resolve_release
+    from workflows.pinning import await_pin_outcome, environment_status, resolve_release, send_pin
     from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_VERSION
 
 
@@ -48,13 +47,9 @@ class RollbackWorkflow:
             target_version, digest = earlier[-1].version, earlier[-1].digest
         result.to_version, result.digest = target_version, digest
         workflow.upsert_search_attributes([FERRY_VERSION.value_set(target_version)])
-        request_id = pin_request_id()
-        await workflow.get_external_workflow_handle(env_workflow_id(input.environment)).signal(
-            "pin", LenientPayload(PinRequest(
-                version=target_version, digest=digest, by=input.requested_by, kind="rollback", request_id=request_id,
-                repository=spec.repository,
-                reason=input.reason or "rollback", hold=current.version if current and
-                current.version != target_version else None).model_dump()))
+        request_id = await send_pin(input.environment, spec.repository, target_version, digest, by=input.requested_by,
+                                    kind="rollback", reason=input.reason or "rollback",
+                                    hold=current.version if current and current.version != target_version else None)
         outcome, reason, _ = await await_pin_outcome(input.environment, digest, request_id,
                                                   parse_duration(spec.health_timeout) + timedelta(minutes=2))
         return self._done(result, outcome, reason)
