@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import calendar
 import contextlib
-import errno
 import json
 import re
 import socket
@@ -133,7 +132,7 @@ class KubeEmulator:
         class Handler(_Handler):
             emu = emulator
 
-        self._httpd = self._bind(Handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
         if not self.controller._thread.is_alive():
@@ -147,18 +146,6 @@ class KubeEmulator:
         saver.start()
         self._threads = [serve, saver]
         return self
-
-    def _bind(self, handler: type[_Handler]) -> ThreadingHTTPServer:
-        """Listen on the port; a restart on the same port waits briefly for the kernel to release it (a
-        just-closed port can be held for a moment, e.g. as the source port of an outgoing connection)."""
-        deadline = time.monotonic() + 5.0
-        while True:
-            try:
-                return ThreadingHTTPServer(("127.0.0.1", self.port), handler)
-            except OSError as err:
-                if err.errno != errno.EADDRINUSE or self.port == 0 or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
 
     def _save_loop(self) -> None:
         while not self._saver_stop.wait(1.0):
