@@ -20,6 +20,7 @@ class ErrorType(StrEnum):
     DIGEST_MISMATCH = "DigestMismatch"  # the registry serves bytes that do not hash to the digest
     UNSAFE_ARCHIVE = "UnsafeArchive"  # absolute paths, '..', links out of the tree, oversized entries
     RENDER_FAILED = "RenderFailed"  # kustomize or YAML parse failure inside an artifact
+    VERIFICATION_FAILED = "VerificationFailed"  # unsigned, unknown key, bad signature, signed for another digest
     # --- retryable: the world may be different in a moment -------------------------------------
     REGISTRY_UNAVAILABLE = "RegistryUnavailable"  # connection refused, timeout, 429, 5xx
     CLUSTER_UNAVAILABLE = "ClusterUnavailable"  # API server unreachable, timeout, 429, 5xx
@@ -37,6 +38,7 @@ NON_RETRYABLE: frozenset[ErrorType] = frozenset(
         ErrorType.DIGEST_MISMATCH,
         ErrorType.UNSAFE_ARCHIVE,
         ErrorType.RENDER_FAILED,
+        ErrorType.VERIFICATION_FAILED,
     }
 )
 
