@@ -26,6 +26,7 @@ import oras.provider
 import requests
 from requests.adapters import HTTPAdapter
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.errors import classified
 from ferry.artifacts import (
@@ -41,9 +42,24 @@ from ferry.artifacts import (
     ResolveTagInput,
     ResolveTagResult,
 )
+from ferry.cosign import (
+    SIGNATURE_ANNOTATION,
+    SIGNATURE_CONFIG_MEDIA_TYPE,
+    SIMPLE_SIGNING_MEDIA_TYPE,
+    PublisherKey,
+    ReleaseSigner,
+    SignArtifactInput,
+    SignArtifactResult,
+    SignatureError,
+    VerifyArtifactInput,
+    VerifyArtifactResult,
+    signature_tag,
+    simple_signing_payload,
+    verify_release_signature,
+)
 from ferry.environment import ResolveInput, ResolveResult, VersionRef
 from ferry.errors import ErrorType, classify_http_status
-from ferry.oci import OCI_MANIFEST_MEDIA_TYPE, split_repository
+from ferry.oci import OCI_MANIFEST_MEDIA_TYPE, is_digest, split_repository
 from ferry.settings import RegistrySettings
 from ferry.versions import SemverRange, select
 
@@ -355,3 +371,228 @@ def _file_digest(path: Path) -> str:
         for chunk in iter(lambda: handle.read(_CHUNK), b""):
             hasher.update(chunk)
     return "sha256:" + hasher.hexdigest()
+
+
+# ------------------------------------------------------------------------------------ signatures ---
+
+# Bounds on what a signature lookup reads: cosign's signature manifests are ~1 KiB per signature and their
+# payload blobs a few hundred bytes; anything far larger is hostile or broken.
+MAX_SIGNATURE_MANIFEST = 64 * 1024
+MAX_SIGNATURE_BLOB = 64 * 1024
+MAX_SIGNATURE_LAYERS = 16
+
+
+class _Oversized(Exception):
+    pass
+
+
+def _verification_failed(message: str) -> ApplicationError:
+    return classified(ErrorType.VERIFICATION_FAILED, message)
+
+
+def _read_bounded(reg: _OneShotRegistry, url: str, limit: int, headers: dict[str, str] | None = None
+                  ) -> requests.Response | bytes:
+    """GET ``url`` reading at most ``limit`` bytes while streaming; the response itself when it is not 200
+    (for the caller to classify), _Oversized when the body is larger."""
+    response = reg.do_request(url, "GET", headers=dict(headers or {}), stream=True)
+    with contextlib.closing(response):
+        if response.status_code != 200:
+            return response
+        declared = response.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise _Oversized(f"{declared} bytes")
+        body = bytearray()
+        for chunk in response.iter_content(8192):
+            body.extend(chunk)
+            if len(body) > limit:
+                raise _Oversized(f"more than {limit} bytes")
+        return bytes(body)
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class SignatureActivities:
+    """Release signatures in cosign's format (see ferry.cosign). ``sign_artifact`` exists only in the
+    `ferry release` process that was given ``--sign-key``: the private key is held by this object, never an
+    input, a result, a log line or an error text. ``verify_artifact`` needs no key and runs on any worker."""
+
+    def __init__(self, registries: Registries, signer: ReleaseSigner | None = None) -> None:
+        self._registries = registries
+        self._signer = signer
+
+    def _client(self, repository: str) -> tuple[_OneShotRegistry, str, str]:
+        host, path = split_repository(repository)
+        return self._registries.client(host), host, path
+
+    def _signature_manifest(self, reg: _OneShotRegistry, host: str, path: str, tag: str
+                            ) -> dict[str, Any] | None:
+        """The signature manifest at ``tag`` (None when absent), read with a size bound."""
+        url = f"{reg.prefix}://{host}/v2/{path}/manifests/{tag}"
+        try:
+            got = _read_bounded(reg, url, MAX_SIGNATURE_MANIFEST, {"Accept": MANIFEST_ACCEPT})
+        except _Oversized as err:
+            raise _verification_failed(f"the signature manifest {tag} is larger than {MAX_SIGNATURE_MANIFEST} "
+                                       f"bytes ({err}): refused") from None
+        if isinstance(got, requests.Response):
+            if got.status_code == 404:
+                return None
+            RegistryActivities._check(reg, got, url)
+            raise _RegistryHTTPError(got.status_code, url, "unexpected answer")
+        try:
+            body = json.loads(got)
+        except ValueError:
+            raise _verification_failed(f"the signature manifest {tag} is not JSON") from None
+        if not isinstance(body, dict) or not isinstance(body.get("layers", []), list):
+            raise _verification_failed(f"the signature manifest {tag} is not an OCI manifest")
+        return body
+
+    def _blob(self, reg: _OneShotRegistry, host: str, path: str, digest: str) -> bytes:
+        """A blob of at most MAX_SIGNATURE_BLOB bytes whose sha256 is ``digest``; ValueError says why not."""
+        if not is_digest(digest):
+            raise ValueError(f"layer digest {digest[:80]!r} is not a sha256 digest")
+        url = f"{reg.prefix}://{host}/v2/{path}/blobs/{digest}"
+        try:
+            got = _read_bounded(reg, url, MAX_SIGNATURE_BLOB)
+        except _Oversized as err:
+            raise ValueError(f"payload blob {digest} is larger than {MAX_SIGNATURE_BLOB} bytes ({err})") from None
+        if isinstance(got, requests.Response):
+            if got.status_code == 404:
+                raise ValueError(f"payload blob {digest} does not exist")
+            RegistryActivities._check(reg, got, url)
+            raise _RegistryHTTPError(got.status_code, url, "unexpected answer")
+        if _sha256(got) != digest:
+            raise ValueError(f"payload blob {digest} hashed to {_sha256(got)}")
+        return got
+
+    @activity.defn(name="verify_artifact")
+    def verify_artifact(self, input: VerifyArtifactInput) -> VerifyArtifactResult:
+        """Is the manifest ``input.digest`` signed, in cosign's format, by one of ``input.publishers``?
+        Read-only. VerificationFailed (non-retryable) names why not: unsigned, oversized, unknown key or bad
+        signature, a payload for another digest; registry outages are RegistryUnavailable (retryable).
+        Reads are bounded (manifest, blobs, layer count) and every blob's digest is checked; one verifying
+        layer is enough (cosign appends a layer per signature)."""
+        reg, host, path = self._client(input.repository)
+        tag = signature_tag(input.digest)
+        with _classified(reg, f"verify {input.repository}@{input.digest}"):
+            manifest = self._signature_manifest(reg, host, path, tag)
+            if manifest is None:
+                raise _verification_failed(f"unsigned: {input.repository}@{input.digest} has no signature "
+                                           f"({input.repository}:{tag} does not exist)")
+            layers = [layer for layer in manifest.get("layers", []) if isinstance(layer, dict)]
+            if len(manifest.get("layers", [])) > MAX_SIGNATURE_LAYERS:
+                raise _verification_failed(f"{input.repository}:{tag} has {len(manifest['layers'])} signature "
+                                           f"layers, more than {MAX_SIGNATURE_LAYERS}: refused")
+            reasons: list[str] = []
+            for index, layer in enumerate(layers):
+                if layer.get("mediaType") != SIMPLE_SIGNING_MEDIA_TYPE:
+                    reasons.append(f"layer {index}: media type {str(layer.get('mediaType'))[:80]!r} is not "
+                                   "a simple-signing payload")
+                    continue
+                size = layer.get("size")
+                if not isinstance(size, int) or size > MAX_SIGNATURE_BLOB:
+                    reasons.append(f"layer {index}: payload of {size} bytes exceeds {MAX_SIGNATURE_BLOB}")
+                    continue
+                annotations = layer.get("annotations") or {}
+                signature = annotations.get(SIGNATURE_ANNOTATION, "") if isinstance(annotations, dict) else ""
+                try:
+                    payload = self._blob(reg, host, path, str(layer.get("digest", "")))
+                    verified = verify_release_signature(payload, str(signature), input.digest, input.publishers)
+                except SignatureError as err:
+                    reasons.append(f"layer {index}: {err.reason}")
+                    continue
+                except ValueError as err:
+                    reasons.append(f"layer {index}: {err}")
+                    continue
+                return VerifyArtifactResult(publisher=verified.publisher, key_name=verified.key_name,
+                                            fingerprint=verified.fingerprint, signature_tag=tag)
+            if not reasons:
+                reasons.append("the signature manifest has no layers")
+            raise _verification_failed(f"{input.repository}@{input.digest} is not signed by a trusted key: "
+                                       + "; ".join(reasons))
+
+    @activity.defn(name="sign_artifact")
+    def sign_artifact(self, input: SignArtifactInput) -> SignArtifactResult:
+        """Sign manifest ``input.digest`` in cosign's format with the key this process holds: push the payload
+        blob, the config blob and the ``sha256-<hex>.sig`` manifest, keeping signatures already there (as
+        cosign appends). Idempotent: signing is deterministic, and a signature by this key over the same
+        payload is recognised and not added twice. BadInput (non-retryable) when this process holds no key or
+        another key than the release was started with; RegistryUnavailable is retryable."""
+        signer = self._signer
+        if signer is None:
+            raise classified(ErrorType.BAD_INPUT, "this worker holds no signing key (ferry release --sign-key)")
+        if input.key_fingerprint != signer.fingerprint:
+            raise classified(ErrorType.BAD_INPUT, f"this worker's signing key is {signer.fingerprint}, the release "
+                                                  f"asked for {input.key_fingerprint}")
+        reg, host, path = self._client(input.repository)
+        tag = signature_tag(input.digest)
+        payload = simple_signing_payload(input.repository, input.digest, input.publisher)
+        payload_digest = _sha256(payload)
+        me = [PublisherKey(name="self", key=signer.public_key_pem)]
+        with _classified(reg, f"sign {input.repository}@{input.digest}"):
+            existing = self._signature_manifest(reg, host, path, tag)
+            layers: list[dict[str, Any]] = list(existing.get("layers", [])) if existing else []
+            for layer in layers:
+                signature = (layer.get("annotations") or {}).get(SIGNATURE_ANNOTATION, "")
+                if layer.get("digest") != payload_digest:
+                    continue
+                with contextlib.suppress(SignatureError):
+                    verify_release_signature(payload, str(signature), input.digest, me)
+                    digest = self._push_signature_manifest(reg, host, path, tag, layers, existing)
+                    return SignArtifactResult(signature_tag=tag, signature_digest=digest,
+                                              key_fingerprint=signer.fingerprint, payload_digest=payload_digest,
+                                              already_signed=True)
+            if len(layers) >= MAX_SIGNATURE_LAYERS:
+                raise classified(ErrorType.BAD_INPUT, f"{input.repository}:{tag} already has {len(layers)} "
+                                                      "signatures; readers stop at 16")
+            self._upload_blob(reg, host, path, payload)
+            layers.append({"mediaType": SIMPLE_SIGNING_MEDIA_TYPE, "size": len(payload), "digest": payload_digest,
+                           "annotations": {SIGNATURE_ANNOTATION: signer.sign(payload)}})
+            digest = self._push_signature_manifest(reg, host, path, tag, layers, None)
+        _heartbeat()
+        return SignArtifactResult(signature_tag=tag, signature_digest=digest, key_fingerprint=signer.fingerprint,
+                                  payload_digest=payload_digest)
+
+    def _push_signature_manifest(self, reg: _OneShotRegistry, host: str, path: str, tag: str,
+                                 layers: list[dict[str, Any]], existing: dict[str, Any] | None) -> str:
+        """PUT the signature manifest (unless ``existing`` already is it); its digest."""
+        if existing is not None:
+            return _sha256(_canonical(existing))
+        # NB: the image config go-containerregistry writes for cosign's signature images.
+        config = _canonical({
+            "architecture": "", "created": "0001-01-01T00:00:00Z",
+            "history": [{"created": "0001-01-01T00:00:00Z"} for _ in layers], "os": "",
+            "rootfs": {"type": "layers", "diff_ids": [layer["digest"] for layer in layers]}, "config": {}})
+        self._upload_blob(reg, host, path, config)
+        manifest = _canonical({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST_MEDIA_TYPE,
+            "config": {"mediaType": SIGNATURE_CONFIG_MEDIA_TYPE, "size": len(config), "digest": _sha256(config)},
+            "layers": layers})
+        url = f"{reg.prefix}://{host}/v2/{path}/manifests/{tag}"
+        response = reg.do_request(url, "PUT", data=manifest, headers={"Content-Type": OCI_MANIFEST_MEDIA_TYPE})
+        RegistryActivities._check(reg, response, url)
+        return _sha256(manifest)
+
+    @staticmethod
+    def _upload_blob(reg: _OneShotRegistry, host: str, path: str, data: bytes) -> None:
+        """A monolithic blob upload (POST then PUT ?digest=), skipped when the registry has it."""
+        digest = _sha256(data)
+        base = f"{reg.prefix}://{host}/v2/{path}/blobs"
+        head = reg.do_request(f"{base}/{digest}", "HEAD")
+        if head.status_code == 200:
+            return
+        started = reg.do_request(f"{base}/uploads/", "POST")
+        RegistryActivities._check(reg, started, f"{base}/uploads/")
+        location = started.headers.get("Location", "")
+        if location.startswith("/"):
+            location = f"{reg.prefix}://{host}{location}"
+        if not location:
+            raise _RegistryHTTPError(502, f"{base}/uploads/", "no Location in the upload answer")
+        url = location + ("&" if "?" in location else "?") + f"digest={digest}"
+        put = reg.do_request(url, "PUT", data=data, headers={"Content-Type": "application/octet-stream"})
+        RegistryActivities._check(reg, put, url)
+
+
+def _canonical(value: dict[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode("utf-8")

@@ -26,7 +26,13 @@ def cmd_dev_up(args: argparse.Namespace) -> int:
     ports = Ports(temporal=args.temporal_port, ui=args.ui_port, registry=args.registry_port, kube=args.kube_port,
                   metrics=args.metrics_port)
     info = up(state, ports, worker=not args.no_worker, timeout=args.timeout)
-    print(json.dumps(info.to_json(), indent=2) if args.json else _describe(info.to_json()))
+    if args.json:
+        print(json.dumps(info.to_json(), indent=2))
+    else:
+        from devstack.stack import kubectl_server_version
+
+        print(_describe(info.to_json()))
+        print(f"          {kubectl_server_version(Path(info.components['kube']['kubeconfig']))}  (kubectl version)")
     return 0
 
 
@@ -38,7 +44,10 @@ def _describe(components: dict[str, Any]) -> str:
     if "registry" in components:
         lines.append(f"registry  {components['registry']['host']}  (http, deletes enabled)")
     if "kube" in components:
-        lines.append(f"kube      {components['kube']['server']}  kubeconfig {components['kube']['kubeconfig']}")
+        kube = components["kube"]
+        lines.append(f"kube      {kube['server']}  kubeconfig {kube['kubeconfig']}  (etcd, kube-apiserver, "
+                     "kube-controller-manager; workload status simulated, no kubelet)")
+        lines.append(f"          worker kubeconfig {kube.get('worker_kubeconfig')}  (ferry-worker)")
     if "worker" in components:
         w = components["worker"]
         lines.append(f"worker    pid {w['pid']}  task queue {w['task_queue']}  metrics {w.get('metrics', '-')}")
@@ -84,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ferry", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    dev = sub.add_parser("dev", help="the local stack: Temporal dev server, OCI registry, Kubernetes emulator, worker")
+    dev = sub.add_parser("dev", help="the local stack: Temporal dev server, OCI registry, Kubernetes control "
+                         "plane, worker")
     dev_sub = dev.add_subparsers(dest="dev_command", required=True)
     dev_up = dev_sub.add_parser("up", help="start the stack and write <state-dir>/devstack.json")
     dev_up.add_argument("--no-worker", action="store_true", help="do not start a ferry worker")
@@ -130,7 +140,7 @@ def _load_command_modules() -> None:
     """Command groups register themselves in COMMANDS (release, env, promote, ...)."""
     import importlib
 
-    for name in ("cli.release", "cli.environments", "cli.promotion", "cli.audit"):
+    for name in ("cli.release", "cli.verify", "cli.environments", "cli.promotion", "cli.audit"):
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as err:

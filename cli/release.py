@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import os
 import socket
 import subprocess
 import tempfile
@@ -18,7 +19,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
 from activities.bundle import BundleActivities, BundleError, scan, validate, write_tarball
-from activities.registry import Registries, RegistryActivities
+from activities.registry import Registries, RegistryActivities, SignatureActivities
 from cli.common import (
     COMMANDS,
     CommandError,
@@ -29,6 +30,7 @@ from cli.common import (
     root_cause,
     settings_from,
 )
+from ferry.cosign import ReleaseSigner, load_signer
 from ferry.durations import parse_duration
 from ferry.oci import split_repository
 from ferry.release import ReleaseInput, ReleaseResult, release_workflow_id
@@ -39,6 +41,14 @@ from workflows.release import ReleaseWorkflow, release_search_attributes
 
 # The workflow's own deadline: the release timeout plus time for the CI-queue timeouts to fire.
 CI_GRACE = parse_duration("2m")
+SIGN_KEY_PASSWORD_VARIABLE = "FERRY_SIGN_KEY_PASSWORD"
+MAX_KEY_FILE = 16 * 1024
+
+KEY_HELP = """a PEM EC P-256 private key (PKCS#8 or SEC1; if encrypted, its password in $FERRY_SIGN_KEY_PASSWORD).
+Make one: openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt -out release.key;
+its public key for environments and `ferry verify`/`cosign verify --key`: openssl pkey -in release.key -pubout
+-out release.pub. cosign's own encrypted key format is not read; `cosign import-key-pair --key release.key`
+gives cosign the same key."""
 
 
 def _git(directory: Path, *args: str) -> str:
@@ -73,8 +83,26 @@ def local_layer_digest(directory: Path) -> str:
         return write_tarball(directory, scan(directory), Path(tmp) / "bundle.tar.gz")
 
 
-def prepare_release(args: argparse.Namespace, settings: Settings) -> tuple[ReleaseInput, str, int]:
-    """Validate everything before anything is started or pushed; one clear line for the first problem."""
+def load_sign_key(path: str) -> ReleaseSigner:
+    """The signing key from ``--sign-key``; errors name the file and the problem, never the key's bytes."""
+    try:
+        with open(path, "rb") as handle:
+            pem = handle.read(MAX_KEY_FILE + 1)
+    except OSError as err:
+        raise CommandError(f"--sign-key {path}: {err.strerror}") from None
+    if len(pem) > MAX_KEY_FILE:
+        raise CommandError(f"--sign-key {path}: larger than {MAX_KEY_FILE} bytes, not a PEM key")
+    password = os.environ.get(SIGN_KEY_PASSWORD_VARIABLE)
+    try:
+        return load_signer(pem, password.encode() if password else None)
+    except ValueError as err:
+        raise CommandError(f"--sign-key {path}: {err}") from None
+
+
+def prepare_release(args: argparse.Namespace, settings: Settings, signer: ReleaseSigner | None = None
+                    ) -> tuple[ReleaseInput, str, int]:
+    """Validate everything before anything is started or pushed; one clear line for the first problem. With a
+    signer, the release is signed; only the key's fingerprint enters the workflow input."""
     directory = Path(args.dir).absolute()
     repository = resolve_repository(args.repository, settings)
     try:
@@ -97,22 +125,28 @@ def prepare_release(args: argparse.Namespace, settings: Settings) -> tuple[Relea
         bundle_dir=str(directory), revision=args.revision or facts.get("revision", ""),
         source=args.source or facts.get("source", ""), publisher=args.published_by or local_identity(),
         created=facts.get("created") or None, timeout_seconds=max(10, int(timeout.total_seconds())),
+        sign_key_fingerprint=signer.fingerprint if signer else None,
     )
     return input, expected_layer, objects
 
 
-async def run_release(input: ReleaseInput, expected_layer: str, settings: Settings) -> dict[str, Any]:
-    """Serve the CI task queue in this process while the ReleaseWorkflow runs; return its outcome."""
+async def run_release(input: ReleaseInput, expected_layer: str, settings: Settings,
+                      signer: ReleaseSigner | None = None) -> dict[str, Any]:
+    """Serve the CI task queue in this process while the ReleaseWorkflow runs; return its outcome. The signing
+    key, if any, stays in this process: only this worker registers sign_artifact."""
     repository, version = input.repository, input.version
     timeout = timedelta(seconds=input.timeout_seconds)
     client = await connect(settings.temporal, identity=cli_identity())
-    registry = RegistryActivities(Registries(settings.registry))
+    registries = Registries(settings.registry)
+    registry = RegistryActivities(registries)
     bundles = BundleActivities()
+    activities: list[Any] = [bundles.package_bundle, registry.resolve_tag, registry.fetch_manifest,
+                             registry.push_artifact]
+    if signer is not None:
+        activities.append(SignatureActivities(registries, signer).sign_artifact)
     # NB: the worker-specific task queue: packaging and push run here, on the CI host, for this process's life.
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-        worker = Worker(client, task_queue=input.ci_task_queue, activity_executor=pool,
-                        activities=[bundles.package_bundle, registry.resolve_tag, registry.fetch_manifest,
-                                    registry.push_artifact])
+        worker = Worker(client, task_queue=input.ci_task_queue, activity_executor=pool, activities=activities)
         async with worker:
             workflow_id = release_workflow_id(repository, version)
             handle = await client.start_workflow(
@@ -133,15 +167,19 @@ async def run_release(input: ReleaseInput, expected_layer: str, settings: Settin
     return {"repository": repository, "version": version, "digest": result.digest,
             "layer_digest": result.layer_digest, "size": result.size,
             "already_released": result.already_released, "publisher": result.publisher,
+            "signature_tag": result.signature_tag, "signature_key_fingerprint": result.signature_key_fingerprint,
             "workflow_id": workflow_id, "run_id": handle.result_run_id,
             "temporal_ui": workflow_url(settings.temporal, workflow_id)}
 
 
 def cmd_release(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    input, expected_layer, objects = prepare_release(args, settings)
-    out = asyncio.run(run_release(input, expected_layer, settings)) | {"objects": objects}
+    signer = load_sign_key(args.sign_key) if args.sign_key else None
+    input, expected_layer, objects = prepare_release(args, settings, signer)
+    out = asyncio.run(run_release(input, expected_layer, settings, signer)) | {"objects": objects}
     note = " (already released: identical content)" if out["already_released"] else ""
+    if out["signature_tag"]:
+        note += f"\nsigned by {out['signature_key_fingerprint']} as {out['publisher']} ({out['signature_tag']})"
     emit(out, args.json, f"{out['digest']}{note}")
     return 0
 
@@ -153,7 +191,9 @@ def register(sub: Any) -> None:
     p.add_argument("--version", required=True, help="semver tag, e.g. 1.2.3 or v1.2.3")
     p.add_argument("--revision", default=None, help="default: <branch>@sha1:<commit> from git")
     p.add_argument("--source", default=None, help="default: the git remote URL")
-    p.add_argument("--published-by", default=None, help="default: the CI identity, else the local user")
+    p.add_argument("--published-by", default=None, help="default: the CI identity, else the local user; with "
+                   "--sign-key it is the publisher the signature attests")
+    p.add_argument("--sign-key", default=None, metavar="FILE", help="sign the release in cosign's format: " + KEY_HELP)
     p.add_argument("--timeout", default="15m", help="how long a registry outage may delay the release")
     p.add_argument("--json", action="store_true")
     global_options(p)

@@ -9,7 +9,9 @@ from ferry.versions import parse_release_version
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    """Sent between the CLI, workflows and workers: unknown fields are tolerated (older/newer builds)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
 
 def release_workflow_id(repository: str, version: str) -> str:
@@ -26,6 +28,9 @@ class ReleaseInput(_Model):
     publisher: str
     created: str | None = Field(None, description="RFC 3339; from the revision's commit time when known")
     timeout_seconds: int = Field(900, ge=10, description="how long registry outages may delay the release")
+    sign_key_fingerprint: str | None = Field(
+        None, description="SHA256:<hex> of the key the `ferry release` process signs with (--sign-key); the key "
+                          "itself never leaves that process. None: an unsigned release")
 
     @field_validator("version")
     @classmethod
@@ -49,6 +54,8 @@ class ReleaseResult(_Model):
     size: int
     already_released: bool = False
     publisher: str
+    signature_tag: str | None = Field(None, description="sha256-<hex>.sig when the release was signed")
+    signature_key_fingerprint: str | None = None
 
 
 class PackageBundleInput(_Model):

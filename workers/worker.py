@@ -15,7 +15,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities import extra_activities
-from activities.registry import Registries, RegistryActivities
+from activities.registry import Registries, RegistryActivities, SignatureActivities
 from workers.settings import Settings
 
 log = logging.getLogger("ferry.worker")
@@ -31,7 +31,8 @@ def all_activities(settings: Settings, client: Client) -> list[Callable[..., Any
     """Activity classes hold their clients; their bound methods are registered."""
     from activities.environments import EnvironmentActivities
 
-    registry = RegistryActivities(Registries(settings.registry))
+    registries = Registries(settings.registry)
+    registry = RegistryActivities(registries)
     return [
         registry.push_artifact,
         registry.list_tags,
@@ -39,6 +40,8 @@ def all_activities(settings: Settings, client: Client) -> list[Callable[..., Any
         registry.fetch_manifest,
         registry.pull_artifact,
         registry.resolve_desired,
+        # NB: verification only; sign_artifact is registered by `ferry release --sign-key` alone, on its CI queue.
+        SignatureActivities(registries).verify_artifact,
         *extra_activities(settings, registry),
         EnvironmentActivities(client).environment_status,
     ]

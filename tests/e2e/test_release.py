@@ -288,3 +288,113 @@ def test_cli_release_exit_codes(tmp_path: Path) -> None:
         "ferry: version 'latest' is refused: releases are immutable semver tags (e.g. 1.2.3)"]
 
 
+
+
+def _write_key(path: Path, encrypted_with: bytes | None = None) -> tuple[Path, Any]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    encryption = (serialization.BestAvailableEncryption(encrypted_with) if encrypted_with
+                  else serialization.NoEncryption())
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption))
+    path.with_suffix(".pub").write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return path, key
+
+
+def _key_forms(key: Any) -> list[str]:
+    """Every text form the private key could leak in: its scalar, its DER/PEM encodings (PKCS#8 and SEC1)."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+
+    secret = key.private_numbers().private_value
+    forms = [str(secret), f"{secret:x}", f"{secret:064x}"]
+    for fmt in (serialization.PrivateFormat.PKCS8, serialization.PrivateFormat.TraditionalOpenSSL):
+        der = key.private_bytes(serialization.Encoding.DER, fmt, serialization.NoEncryption())
+        pem = key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption()).decode()
+        forms += [base64.b64encode(der).decode(), der.hex()]
+        forms += [line for line in pem.splitlines() if not line.startswith("-----") and len(line) >= 16]
+    forms.append(base64.b64encode(secret.to_bytes(32, "big")).decode())
+    return forms
+
+
+async def test_signed_release_verifies_and_the_key_never_enters_history(
+        stack: Settings, app: Path, dev_env: WorkflowEnvironment, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from activities.registry import Registries, SignatureActivities
+    from cli.release import load_sign_key
+    from ferry.cosign import PublisherKey, VerifyArtifactInput, signature_tag
+
+    key_file, key = _write_key(tmp_path / "release.key", encrypted_with=b"pem-pass")
+    monkeypatch.setenv("FERRY_SIGN_KEY_PASSWORD", "pem-pass")
+    signer = load_sign_key(str(key_file))
+    repo = f"{stack.registry.default}/team/replay-signed"
+    input, expected, _ = prepare_release(_args(app, repo, "1.0.0", published_by="ci-bot"), stack, signer)
+    assert input.sign_key_fingerprint == signer.fingerprint
+    out = await run_release(input, expected, stack, signer)
+    assert out["signature_tag"] == signature_tag(out["digest"])
+    assert out["signature_key_fingerprint"] == signer.fingerprint
+
+    verified = SignatureActivities(Registries(stack.registry)).verify_artifact(VerifyArtifactInput(
+        repository=repo, digest=out["digest"],
+        publishers=[PublisherKey(name="ci-main", key=key_file.with_suffix(".pub").read_text())]))
+    assert (verified.publisher, verified.key_name) == ("ci-bot", "ci-main")
+
+    history = await dev_env.client.get_workflow_handle(out["workflow_id"]).fetch_history()
+    text = history_text(history)
+    assert "sign_artifact" in text and signer.fingerprint in text  # the history says who signed
+    leaked = [form[:12] + "…" for form in _key_forms(key) if form in text]
+    assert not leaked, f"private key material in history: {leaked}"
+    assert "pem-pass" not in text
+    if os.environ.get("FERRY_RECORD_HISTORIES"):
+        (HISTORIES / "signed").mkdir(parents=True, exist_ok=True)
+        (HISTORIES / "signed" / "release.json").write_text(history.to_json())
+
+
+async def test_rerelease_with_a_key_signs_the_already_released_digest(
+        stack: Settings, app: Path, tmp_path: Path) -> None:
+    from cli.release import load_sign_key
+
+    first = await release(stack, app, "1.0.0")
+    assert first["signature_tag"] is None
+    signer = load_sign_key(str(_write_key(tmp_path / "ci.key")[0]))
+    input, expected, _ = prepare_release(_args(app, first["repository"], "1.0.0"), stack, signer)
+    again = await run_release(input, expected, stack, signer)
+    assert again["already_released"] and again["digest"] == first["digest"]
+    assert again["signature_key_fingerprint"] == signer.fingerprint
+
+
+async def test_cli_verify_exit_codes(stack: Settings, app: Path, registry: Registry, tmp_path: Path) -> None:
+    from cli.release import load_sign_key
+
+    key_file, _ = _write_key(tmp_path / "ci-main.key")
+    _, _ = _write_key(tmp_path / "stranger.key")
+    signer = load_sign_key(str(key_file))
+    repo = f"{stack.registry.default}/team/app-{uuid.uuid4().hex[:8]}"
+    input, expected, _ = prepare_release(_args(app, repo, "1.0.0", published_by="ci-bot"), stack, signer)
+    out = await run_release(input, expected, stack, signer)
+    await release(stack, app, "2.0.0", repository=repo)  # unsigned
+
+    env = os.environ | {"FERRY_REGISTRY_INSECURE": registry.host}
+
+    def ferry(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cli", "verify", *args, "--state-dir", str(tmp_path)],
+                              capture_output=True, text=True, timeout=60, env=env)
+
+    good = ferry(f"{repo}:1.0.0", "--key", str(tmp_path / "ci-main.pub"), "--json")
+    assert good.returncode == 0, good.stderr
+    report = json.loads(good.stdout)
+    assert (report["digest"], report["publisher"], report["key_name"], report["fingerprint"]) == (
+        out["digest"], "ci-bot", "ci-main", signer.fingerprint)
+    text = ferry(f"{repo}@{out['digest']}", "--key", str(tmp_path / "ci-main.pub"))
+    assert text.returncode == 0 and f"signed by: ci-main {signer.fingerprint}" in text.stdout
+
+    stranger = ferry(f"{repo}:1.0.0", "--key", str(tmp_path / "stranger.pub"))
+    assert stranger.returncode == 1 and "VerificationFailed" in stranger.stderr and "unknown key" in stranger.stderr
+    unsigned = ferry(f"{repo}:2.0.0", "--key", str(tmp_path / "ci-main.pub"))
+    assert unsigned.returncode == 1 and "unsigned" in unsigned.stderr
+    private = ferry(f"{repo}:1.0.0", "--key", str(key_file))
+    assert private.returncode == 1 and "not a PEM public key" in private.stderr
+    assert "PRIVATE" not in private.stderr

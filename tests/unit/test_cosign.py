@@ -159,7 +159,8 @@ def test_load_signer_reads_pkcs8_sec1_and_encrypted_keys(monkeypatch: pytest.Mon
     with pytest.raises(ValueError, match="wrong FERRY_SIGN_KEY_PASSWORD"):
         load_signer(encrypted, b"wrong")
     with pytest.raises(ValueError, match="cosign's encrypted key format"):
-        load_signer(b"-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\nabc\n-----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n")
+        load_signer(b"-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\nabc\n"
+                    b"-----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n")
     p384 = ec.generate_private_key(ec.SECP384R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     with pytest.raises(ValueError, match="P-256"):
