@@ -427,8 +427,9 @@ class SignatureActivities:
         return self._registries.client(host), host, path
 
     def _signature_manifest(self, reg: _OneShotRegistry, host: str, path: str, tag: str
-                            ) -> dict[str, Any] | None:
-        """The signature manifest at ``tag`` (None when absent), read with a size bound."""
+                            ) -> tuple[dict[str, Any], str] | None:
+        """The signature manifest at ``tag`` and the digest of its bytes (None when absent), read with a size
+        bound."""
         url = f"{reg.prefix}://{host}/v2/{path}/manifests/{tag}"
         try:
             got = _read_bounded(reg, url, MAX_SIGNATURE_MANIFEST, {"Accept": MANIFEST_ACCEPT})
@@ -446,7 +447,7 @@ class SignatureActivities:
             raise _verification_failed(f"the signature manifest {tag} is not JSON") from None
         if not isinstance(body, dict) or not isinstance(body.get("layers", []), list):
             raise _verification_failed(f"the signature manifest {tag} is not an OCI manifest")
-        return body
+        return body, _sha256(got)
 
     def _blob(self, reg: _OneShotRegistry, host: str, path: str, digest: str) -> bytes:
         """A blob of at most MAX_SIGNATURE_BLOB bytes whose sha256 is ``digest``; ValueError says why not."""
@@ -476,10 +477,11 @@ class SignatureActivities:
         reg, host, path = self._client(input.repository)
         tag = signature_tag(input.digest)
         with _classified(reg, f"verify {input.repository}@{input.digest}"):
-            manifest = self._signature_manifest(reg, host, path, tag)
-            if manifest is None:
+            found = self._signature_manifest(reg, host, path, tag)
+            if found is None:
                 raise _verification_failed(f"unsigned: {input.repository}@{input.digest} has no signature "
                                            f"({input.repository}:{tag} does not exist)")
+            manifest = found[0]
             layers = [layer for layer in manifest.get("layers", []) if isinstance(layer, dict)]
             if len(manifest.get("layers", [])) > MAX_SIGNATURE_LAYERS:
                 raise _verification_failed(f"{input.repository}:{tag} has {len(manifest['layers'])} signature "
@@ -531,34 +533,32 @@ class SignatureActivities:
         payload_digest = _sha256(payload)
         me = [PublisherKey(name="self", key=signer.public_key_pem)]
         with _classified(reg, f"sign {input.repository}@{input.digest}"):
-            existing = self._signature_manifest(reg, host, path, tag)
-            layers: list[dict[str, Any]] = list(existing.get("layers", [])) if existing else []
+            found = self._signature_manifest(reg, host, path, tag)
+            layers: list[dict[str, Any]] = list(found[0].get("layers", [])) if found else []
             for layer in layers:
                 signature = (layer.get("annotations") or {}).get(SIGNATURE_ANNOTATION, "")
-                if layer.get("digest") != payload_digest:
+                if found is None or layer.get("digest") != payload_digest:
                     continue
                 with contextlib.suppress(SignatureError):
                     verify_release_signature(payload, str(signature), input.digest, me)
-                    digest = self._push_signature_manifest(reg, host, path, tag, layers, existing)
-                    return SignArtifactResult(signature_tag=tag, signature_digest=digest,
+                    return SignArtifactResult(signature_tag=tag, signature_digest=found[1],
                                               key_fingerprint=signer.fingerprint, payload_digest=payload_digest,
                                               already_signed=True)
             if len(layers) >= MAX_SIGNATURE_LAYERS:
                 raise classified(ErrorType.BAD_INPUT, f"{input.repository}:{tag} already has {len(layers)} "
-                                                      "signatures; readers stop at 16")
+                                                      f"signatures; readers stop at {MAX_SIGNATURE_LAYERS}")
             self._upload_blob(reg, host, path, payload)
             layers.append({"mediaType": SIMPLE_SIGNING_MEDIA_TYPE, "size": len(payload), "digest": payload_digest,
                            "annotations": {SIGNATURE_ANNOTATION: signer.sign(payload)}})
-            digest = self._push_signature_manifest(reg, host, path, tag, layers, None)
+            digest = self._push_signature_manifest(reg, host, path, tag, layers)
         _heartbeat()
         return SignArtifactResult(signature_tag=tag, signature_digest=digest, key_fingerprint=signer.fingerprint,
                                   payload_digest=payload_digest)
 
     def _push_signature_manifest(self, reg: _OneShotRegistry, host: str, path: str, tag: str,
-                                 layers: list[dict[str, Any]], existing: dict[str, Any] | None) -> str:
-        """PUT the signature manifest (unless ``existing`` already is it); its digest."""
-        if existing is not None:
-            return _sha256(_canonical(existing))
+                                 layers: list[dict[str, Any]]) -> str:
+        """PUT the signature manifest with these layers (and cosign's kind of config); its digest. NB: two
+        signers appending at the same moment can lose one signature (last write wins), as with cosign."""
         # NB: the image config go-containerregistry writes for cosign's signature images.
         config = _canonical({
             "architecture": "", "created": "0001-01-01T00:00:00Z",

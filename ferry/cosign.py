@@ -14,7 +14,8 @@ trusts; its ``name`` is the *trusted signer* (``key_name``). The payload's ``opt
 is who CI *attests* triggered the release (``ferry release --published-by``); it is believed only because a
 trusted key signed it. :func:`verify_release_signature` returns both; ``publisher`` falls back to the key's
 name when the payload attests nobody (a signature made by plain ``cosign sign``). Segregation of duties
-compares approvers with ``publisher``.
+compares approvers with ``publisher``. ``critical.identity.docker-reference`` is informational (Ferry writes
+the repository, as cosign does; cosign does not check it either): the manifest digest binds the content.
 
 Pure: no I/O, no clock; verification has no randomness (signing is deterministic too, RFC 6979), so this
 module can be passed through into Temporal's workflow sandbox. Imports: stdlib, pydantic, cryptography.
