@@ -31,6 +31,7 @@ from ferry.cosign import (
     SignArtifactInput,
     VerifyArtifactInput,
     signature_tag,
+    simple_signing_payload,
 )
 from ferry.oci import FLUX_CONFIG_MEDIA_TYPE, FLUX_CONTENT_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE
 from ferry.settings import RegistrySettings
@@ -165,6 +166,18 @@ def test_cosign_signature_verifies_with_ferry(s: Signing, cosign: Path) -> None:
     assert (got.key_name, got.publisher, got.fingerprint) == ("cosign-ci", "alice", key.fingerprint)
     assert s.verify(plain, key).publisher == "cosign-ci"  # nobody attested: the trusted signer's name
     assert "unknown key" in s.refused(attested, s.trusted())
+    # Ferry writes the payload cosign writes, byte for byte
+    layer = s.manifest(signature_tag(plain))["layers"][0]
+    assert s.blob(layer["digest"]) == simple_signing_payload(s.repo, plain, None)
+
+    # Ferry appends its signature to cosign's: both verify, with Ferry and with cosign
+    s.sign(plain, publisher="bob")
+    assert len(s.manifest(signature_tag(plain))["layers"]) == 2
+    assert s.verify(plain).publisher == "bob"
+    assert s.verify(plain, key).publisher == "cosign-ci"
+    out = run_cosign(cosign, s.tmp, "verify", "--key", "cosign.pub", "--insecure-ignore-tlog",
+                     "--allow-insecure-registry", f"{s.repo}@{plain}")
+    assert out.returncode == 0, out.stderr
 
 
 def test_signing_twice_is_idempotent_and_other_signatures_are_kept(s: Signing, cosign: Path) -> None:
