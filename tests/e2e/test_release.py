@@ -398,3 +398,21 @@ async def test_cli_verify_exit_codes(stack: Settings, app: Path, registry: Regis
     private = ferry(f"{repo}:1.0.0", "--key", str(key_file))
     assert private.returncode == 1 and "not a PEM public key" in private.stderr
     assert "PRIVATE" not in private.stderr
+
+
+def test_cli_release_sign_key_problems_exit_1_without_echoing_the_key(tmp_path: Path) -> None:
+    """A key that cannot be used is reported as one line, before any connection, and its bytes are not echoed."""
+    key_file, key = _write_key(tmp_path / "enc.key", encrypted_with=b"pw")
+    cosign_key = tmp_path / "cosign.key"
+    cosign_key.write_text("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\neyJrZGYiOnt9fQ==\n"
+                          "-----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n")
+    env = {k: v for k, v in os.environ.items() if k != "FERRY_SIGN_KEY_PASSWORD"}
+    cases = [(key_file, "the key is encrypted: put its password in FERRY_SIGN_KEY_PASSWORD"),
+             (cosign_key, "cosign's encrypted key format"), (tmp_path / "missing.key", "No such file")]
+    for path, reason in cases:
+        result = subprocess.run([sys.executable, "-m", "cli", "release", str(EXAMPLE), "--repository",
+                                 "127.0.0.1:1/team/app", "--version", "1.0.0", "--sign-key", str(path),
+                                 "--state-dir", str(tmp_path)], capture_output=True, text=True, timeout=60, env=env)
+        assert result.returncode == 1 and reason in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert not [form for form in _key_forms(key) if form in result.stderr + result.stdout]
