@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
+import json
+import os
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import pydantic
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -27,6 +34,23 @@ from cli.common import (
     settings_from,
 )
 from cli.environments import environment_status
+from ferry.approvals import (
+    APPROVAL_NAMESPACE,
+    MAX_PRIVATE_KEY,
+    MAX_SIGNATURE,
+    MAX_STATEMENT,
+    TIMESTAMP_FORMAT,
+    ApprovalError,
+    ApproverKey,
+    SignedDecision,
+    Statement,
+    key_fingerprint,
+    public_key_line,
+    sign_statement,
+    signature_public_key,
+    verify_decision,
+)
+from ferry.durations import parse_duration
 from ferry.environment import LenientPayload
 from ferry.promotion import (
     DecisionResult,
@@ -98,33 +122,190 @@ async def _first_decision_point(handle: WorkflowHandle[Any, Any], within: float 
         await asyncio.sleep(0.25)
 
 
+MAX_EXPIRES = timedelta(days=7)  # a signed decision is bound to one run; a week bounds how long it can be replayed
+KEY_PASSWORD_VARIABLE = "FERRY_KEY_PASSWORD"
+
+
+def _read_bounded(path: str, limit: int, what: str) -> bytes:
+    try:
+        with Path(path).expanduser().open("rb") as f:
+            data = f.read(limit + 1)
+    except OSError as err:
+        raise CommandError(f"cannot read {what} {path}: {err.strerror or err}") from None
+    if len(data) > limit:
+        raise CommandError(f"{what} {path} is larger than {limit} bytes")
+    return data
+
+
+def _read_text(path: str, limit: int, what: str) -> str:
+    try:
+        return _read_bounded(path, limit, what).decode("utf-8")
+    except UnicodeDecodeError:
+        raise CommandError(f"{what} {path} is not UTF-8 text") from None
+
+
+def _private_key(path: str) -> tuple[bytes, bytes | None, str]:
+    """(key file bytes, its password or None, its fingerprint). The password comes from FERRY_KEY_PASSWORD, else
+    from a prompt on the terminal; with no terminal an encrypted key is an error, never a hang."""
+    data = _read_bounded(path, MAX_PRIVATE_KEY, "private key")
+    password = os.environ.get(KEY_PASSWORD_VARIABLE, "").encode() or None
+    try:
+        return data, password, key_fingerprint(public_key_line(data, password))
+    except ApprovalError as err:
+        if err.kind != "encrypted":
+            raise CommandError(f"--key {path}: {err.reason}") from None
+    if not sys.stdin.isatty():
+        raise CommandError(f"--key {path} is encrypted: set {KEY_PASSWORD_VARIABLE} (no terminal to ask on)")
+    password = getpass.getpass(f"password for {path}: ").encode()
+    try:
+        return data, password, key_fingerprint(public_key_line(data, password))
+    except ApprovalError as err:
+        raise CommandError(f"--key {path}: {err.reason}") from None
+
+
+def _expiry(text: str) -> str:
+    try:
+        delta = parse_duration(text)
+    except ValueError as err:
+        raise CommandError(f"--expires: {err}") from None
+    if not timedelta(0) < delta <= MAX_EXPIRES:
+        raise CommandError(f"--expires {text}: must be more than 0 and at most {MAX_EXPIRES.days}d")
+    return (datetime.now(UTC) + delta).strftime(TIMESTAMP_FORMAT)
+
+
+async def _promotion_run(args: argparse.Namespace) -> tuple[str, str]:
+    """(run id, digest) of the running promotion, from --run/--digest when both are given (no Temporal access
+    needed: an approver may sign offline), else from the workflow's description and status query."""
+    if args.run and args.digest:
+        return args.run, args.digest
+    workflow_id = promotion_workflow_id(args.env, args.version)
+    client = await connect(settings_from(args).temporal, identity=cli_identity())
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        described = await handle.describe()
+        if described.status != WorkflowExecutionStatus.RUNNING:
+            state = described.status.name if described.status else "unknown"
+            raise CommandError(f"promotion {workflow_id} is not running ({state}): nothing to decide")
+        status = await handle.query(PromotionWorkflow.status)
+    except RPCError as err:
+        raise CommandError(f"no promotion of {args.version} to {args.env}: {err.message}") from None
+    if not status.digest:
+        raise CommandError(f"promotion {workflow_id} has not resolved {args.version} to a digest yet ({status.phase});"
+                           " try again in a moment")
+    if args.digest and args.digest != status.digest:
+        raise CommandError(f"--digest {args.digest} is not the promotion's digest {status.digest}")
+    return args.run or described.run_id, status.digest
+
+
+def _statement(args: argparse.Namespace, decision: str, run: str, digest: str) -> Statement:
+    fields = {"environment": args.env, "version": args.version, "digest": digest,
+              "promotion": promotion_workflow_id(args.env, args.version), "run": run, "decision": decision,
+              "approver": args.as_ or local_identity(), "comment": args.comment or "",
+              "expires": _expiry(args.expires)}
+    try:
+        return Statement.model_validate(fields)
+    except pydantic.ValidationError as err:
+        first = err.errors()[0]
+        raise CommandError(f"cannot build the statement: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+def _signed_elsewhere(args: argparse.Namespace, decision: str) -> tuple[dict[str, str], str]:
+    """The decision payload from --statement/--signature files (signed with `ssh-keygen -Y sign`), checked here
+    first: canonical, for this command, and a valid signature in Ferry's namespace by the key it embeds."""
+    text = _read_text(args.statement, MAX_STATEMENT, "--statement")
+    signature = _read_text(args.signature, MAX_SIGNATURE, "--signature")
+    try:
+        statement = Statement.parse(text)
+        signed = SignedDecision(statement=text, signature=signature)
+        key = signature_public_key(signature)
+        verified = verify_decision(signed, [ApproverKey(name=statement.approver, key=key)])
+    except ApprovalError as err:
+        raise CommandError(f"--statement/--signature refused: {err.reason}") from None
+    wrong = [f"{field} {got!r} (this command: {want!r})" for field, got, want in (
+        ("environment", statement.environment, args.env), ("version", statement.version, args.version),
+        ("decision", statement.decision, decision), ("approver", statement.approver, args.as_ or statement.approver),
+        ("comment", statement.comment, statement.comment if args.comment is None else args.comment)) if got != want]
+    if wrong:
+        raise CommandError("the signed statement is for " + ", ".join(wrong))
+    return {"approver": statement.approver, "comment": statement.comment, "statement": text,
+            "signature": signature}, verified.fingerprint
+
+
+def _hint(args: argparse.Namespace, update: str, signal: str) -> str:
+    temporal = settings_from(args).temporal
+    target = (f"--address {temporal.address} --namespace {temporal.namespace} --workflow-id "
+              f"{promotion_workflow_id(args.env, args.version)}")
+    return (f"save the JSON as approval.json, then: temporal workflow update execute {target} --name {update} "
+            f"--input-file approval.json  (or: temporal workflow signal {target} --name {signal} --input-file "
+            "approval.json; or paste it in the Temporal UI: Send a Signal)")
+
+
 def _decide(update: str) -> Any:
+    verb = update.split("_")[0]
+
     def cmd(args: argparse.Namespace) -> int:
-        settings = settings_from(args)
-        who = args.as_ or local_identity()
-
-        async def go() -> DecisionResult:
-            client: Client = await connect(settings.temporal, identity=cli_identity())
-            handle = client.get_workflow_handle(promotion_workflow_id(args.env, args.version))
+        if bool(args.statement) != bool(args.signature):
+            raise CommandError("--statement and --signature go together (ssh-keygen -Y sign writes FILE.sig)")
+        if args.statement and (args.key or args.print_statement):
+            raise CommandError("--statement/--signature send a decision signed elsewhere: no --key or "
+                               "--print-statement with them")
+        if args.print_statement and args.key:
+            raise CommandError("--print-statement prints what to sign with ssh-keygen: no --key with it")
+        fingerprint = ""
+        if args.statement:
+            payload, fingerprint = _signed_elsewhere(args, verb)
+        elif args.key or args.print_statement:
+            key = _private_key(args.key) if args.key else None
+            run, digest = asyncio.run(_promotion_run(args))
+            statement = _statement(args, verb, run, digest)
+            if key is None:
+                sys.stdout.write(statement.canonical())  # NB: exactly the bytes to sign, no trailing newline
+                sys.stdout.flush()
+                print(f"\nsign with: ssh-keygen -Y sign -n {APPROVAL_NAMESPACE} -f ~/.ssh/id_ed25519 FILE, then: "
+                      f"ferry {verb} {args.env} {args.version} --statement FILE --signature FILE.sig "
+                      f"(expires {statement.expires})", file=sys.stderr)
+                return 0
+            data, password, fingerprint = key
             try:
-                result: DecisionResult = await handle.execute_update(
-                    update, LenientPayload({"approver": who, "comment": args.comment or ""}),
-                    result_type=DecisionResult)
-                return result
-            except WorkflowUpdateFailedError as err:
-                raise CommandError(f"{update.split('_')[0]} refused: {root_cause(err)}") from None
-            except RPCError as err:
-                raise CommandError(f"no promotion of {args.version} to {args.env}: {err.message}") from None
-
-        result = asyncio.run(go())
-        verb = update.split("_")[0]
-        if not result.accepted:
-            raise CommandError(f"{verb} by {who} refused: {result.reason} (recorded)")
-        print(f"{verb} by {who} accepted for {args.env} {args.version}" + (f" ({result.reason})" if result.reason
-                                                                            else ""))
-        return 0
+                signed = sign_statement(statement, data, password)
+            except ApprovalError as err:
+                raise CommandError(f"--key {args.key}: {err.reason}") from None
+            payload = {"approver": statement.approver, "comment": statement.comment,
+                       "statement": signed.statement, "signature": signed.signature}
+        else:
+            payload = {"approver": args.as_ or local_identity(), "comment": args.comment or ""}
+        if args.print:
+            print(json.dumps(payload))
+            print(_hint(args, update, verb), file=sys.stderr)
+            return 0
+        return _send(args, update, payload, fingerprint)
 
     return cmd
+
+
+def _send(args: argparse.Namespace, update: str, payload: dict[str, str], fingerprint: str) -> int:
+    settings = settings_from(args)
+    verb, who = update.split("_")[0], payload["approver"]
+
+    async def go() -> DecisionResult:
+        client: Client = await connect(settings.temporal, identity=cli_identity())
+        handle = client.get_workflow_handle(promotion_workflow_id(args.env, args.version))
+        try:
+            result: DecisionResult = await handle.execute_update(update, LenientPayload(payload),
+                                                                 result_type=DecisionResult)
+            return result
+        except WorkflowUpdateFailedError as err:
+            raise CommandError(f"{verb} refused: {root_cause(err)}") from None
+        except RPCError as err:
+            raise CommandError(f"no promotion of {args.version} to {args.env}: {err.message}") from None
+
+    result = asyncio.run(go())
+    if not result.accepted:
+        raise CommandError(f"{verb} by {who} refused: {result.reason} (recorded)")
+    signed = f", signed by {fingerprint}" if fingerprint else ""
+    print(f"{verb} by {who} accepted for {args.env} {args.version}{signed}" + (f" ({result.reason})" if result.reason
+                                                                                  else ""))
+    return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -164,10 +345,25 @@ def register(sub: Any) -> None:
         p = sub.add_parser(name, help=f"{name} a waiting promotion (a synchronous Update: refused is exit 1)")
         p.add_argument("env")
         p.add_argument("version")
-        p.add_argument("--comment", default="")
+        p.add_argument("--comment", default=None)
         p.set_defaults(func=_decide(update))
         global_options(p)
-        p.add_argument("--as", dest="as_", default=None, help="who (default: the local user)")
+        p.add_argument("--as", dest="as_", default=None, help="who (default: the local user); with --key, the "
+                       "environment checks that the key is listed under this name")
+        signing = p.add_argument_group("signed decisions (environments whose approvers have SSH keys)")
+        signing.add_argument("--key", default=None, help="OpenSSH private key to sign with, e.g. ~/.ssh/id_ed25519 "
+                             f"(password from {KEY_PASSWORD_VARIABLE}, else asked on the terminal)")
+        signing.add_argument("--expires", default="1h", help="how long the signed decision is valid (default 1h, "
+                             f"at most {MAX_EXPIRES.days}d)")
+        signing.add_argument("--print", action="store_true", help="print the JSON to send (Temporal UI 'Send a "
+                             "Signal', temporal workflow signal/update --input) instead of sending it")
+        signing.add_argument("--print-statement", action="store_true", help="print the canonical statement to "
+                             f"sign with ssh-keygen -Y sign -n {APPROVAL_NAMESPACE} (no trailing newline)")
+        signing.add_argument("--statement", default=None, metavar="FILE", help="a statement signed elsewhere")
+        signing.add_argument("--signature", default=None, metavar="FILE", help="its ssh-keygen signature (FILE.sig)")
+        signing.add_argument("--run", default=None, help="the promotion's run id (with --digest: sign without "
+                             "asking Temporal)")
+        signing.add_argument("--digest", default=None, help="the promotion's digest (sha256:...)")
     rollback = sub.add_parser("rollback", help="pin ENV to an earlier version (default: last known-good)")
     rollback.add_argument("env")
     rollback.add_argument("--to", default=None, help="a released version")

@@ -65,7 +65,8 @@ PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublic
 
 class ApprovalError(ValueError):
     """A signed decision that proves nothing. ``reason`` is one line for a person (never key material); ``kind``
-    is a stable code: statement, armor, format, namespace, signature, unlisted, name, key."""
+    is a stable code: statement, armor, format, namespace, signature, unlisted, name, key, encrypted (a private
+    key that needs a password)."""
 
     def __init__(self, reason: str, kind: str = "signature") -> None:
         super().__init__(reason)
@@ -447,7 +448,8 @@ def _load_private(private_key: bytes, password: bytes | None) -> Any:
     try:
         return serialization.load_ssh_private_key(private_key, password=password)
     except TypeError:
-        raise ApprovalError("the private key is encrypted: a password is needed (FERRY_KEY_PASSWORD)", "key") from None
+        raise ApprovalError("the private key is encrypted: a password is needed (FERRY_KEY_PASSWORD)",
+                            "encrypted") from None
     except (ValueError, UnsupportedAlgorithm):
         raise ApprovalError(_NOT_A_KEY, "key") from None
 

@@ -105,8 +105,9 @@ def test_an_encrypted_private_key_signs_with_its_password(tmp_path: Path) -> Non
     signed = sign_statement(statement(), key.read_bytes(), b"correct horse")
     assert verify_decision(signed, [ApproverKey(name="alice", key=pub(key))]).approver == "alice"
     assert public_key_line(key.read_bytes(), b"correct horse") == " ".join(pub(key).split()[:2])
-    with pytest.raises(ApprovalError, match="encrypted: a password is needed"):
+    with pytest.raises(ApprovalError, match="encrypted: a password is needed") as needs:
         sign_statement(statement(), key.read_bytes())
+    assert needs.value.kind == "encrypted"
     with pytest.raises(ApprovalError, match="wrong password") as err:
         sign_statement(statement(), key.read_bytes(), b"wrong")
     assert "PRIVATE KEY-----\n" not in str(err.value) and err.value.kind == "key"
