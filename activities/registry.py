@@ -520,7 +520,8 @@ class SignatureActivities:
         blob, the config blob and the ``sha256-<hex>.sig`` manifest, keeping signatures already there (as
         cosign appends). Idempotent: signing is deterministic, and a signature by this key over the same
         payload is recognised and not added twice. BadInput (non-retryable) when this process holds no key or
-        another key than the release was started with; RegistryUnavailable is retryable."""
+        another key than the release was started with; RegistryUnavailable is retryable. A few small
+        requests: not heartbeating, bounded by the start-to-close timeout."""
         signer = self._signer
         if signer is None:
             raise classified(ErrorType.BAD_INPUT, "this worker holds no signing key (ferry release --sign-key)")
@@ -551,7 +552,6 @@ class SignatureActivities:
             layers.append({"mediaType": SIMPLE_SIGNING_MEDIA_TYPE, "size": len(payload), "digest": payload_digest,
                            "annotations": {SIGNATURE_ANNOTATION: signer.sign(payload)}})
             digest = self._push_signature_manifest(reg, host, path, tag, layers)
-        _heartbeat()
         return SignArtifactResult(signature_tag=tag, signature_digest=digest, key_fingerprint=signer.fingerprint,
                                   payload_digest=payload_digest)
 
