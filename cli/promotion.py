@@ -194,7 +194,9 @@ async def _promotion_run(args: argparse.Namespace) -> tuple[str, str]:
                            " try again in a moment")
     if args.digest and args.digest != status.digest:
         raise CommandError(f"--digest {args.digest} is not the promotion's digest {status.digest}")
-    return args.run or described.run_id, status.digest
+    if args.run and args.run != described.run_id:
+        raise CommandError(f"--run {args.run} is not the promotion's current run {described.run_id}")
+    return described.run_id, status.digest
 
 
 def _statement(args: argparse.Namespace, decision: str, run: str, digest: str) -> Statement:
@@ -289,7 +291,9 @@ def _send(args: argparse.Namespace, update: str, payload: dict[str, str], finger
 
     async def go() -> DecisionResult:
         client: Client = await connect(settings.temporal, identity=cli_identity())
-        handle = client.get_workflow_handle(promotion_workflow_id(args.env, args.version))
+        # NB: a signed decision goes to the run it names; a newer run would refuse it anyway, this says why sooner
+        run = Statement.parse(payload["statement"]).run if "statement" in payload else None
+        handle = client.get_workflow_handle(promotion_workflow_id(args.env, args.version), run_id=run)
         try:
             result: DecisionResult = await handle.execute_update(update, LenientPayload(payload),
                                                                  result_type=DecisionResult)
