@@ -391,13 +391,16 @@ def _verification_failed(message: str) -> ApplicationError:
 
 
 def _read_bounded(reg: _OneShotRegistry, url: str, limit: int, headers: dict[str, str] | None = None
-                  ) -> requests.Response | bytes:
-    """GET ``url`` reading at most ``limit`` bytes while streaming; the response itself when it is not 200
-    (for the caller to classify), _Oversized when the body is larger."""
+                  ) -> bytes | None:
+    """GET ``url`` reading at most ``limit`` bytes while streaming: the body, None for 404, _Oversized when
+    the body is larger; any other answer is raised as _RegistryHTTPError (classified by ``_classified``)."""
     response = reg.do_request(url, "GET", headers=dict(headers or {}), stream=True)
     with contextlib.closing(response):
+        if response.status_code == 404:
+            return None
         if response.status_code != 200:
-            return response
+            snippet = next(response.iter_content(1024), b"").decode(errors="replace")
+            raise _RegistryHTTPError(response.status_code, url, snippet)
         declared = response.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise _Oversized(f"{declared} bytes")
@@ -436,11 +439,8 @@ class SignatureActivities:
         except _Oversized as err:
             raise _verification_failed(f"the signature manifest {tag} is larger than {MAX_SIGNATURE_MANIFEST} "
                                        f"bytes ({err}): refused") from None
-        if isinstance(got, requests.Response):
-            if got.status_code == 404:
-                return None
-            RegistryActivities._check(reg, got, url)
-            raise _RegistryHTTPError(got.status_code, url, "unexpected answer")
+        if got is None:
+            return None
         try:
             body = json.loads(got)
         except ValueError:
@@ -458,11 +458,8 @@ class SignatureActivities:
             got = _read_bounded(reg, url, MAX_SIGNATURE_BLOB)
         except _Oversized as err:
             raise ValueError(f"payload blob {digest} is larger than {MAX_SIGNATURE_BLOB} bytes ({err})") from None
-        if isinstance(got, requests.Response):
-            if got.status_code == 404:
-                raise ValueError(f"payload blob {digest} does not exist")
-            RegistryActivities._check(reg, got, url)
-            raise _RegistryHTTPError(got.status_code, url, "unexpected answer")
+        if got is None:
+            raise ValueError(f"payload blob {digest} does not exist")
         if _sha256(got) != digest:
             raise ValueError(f"payload blob {digest} hashed to {_sha256(got)}")
         return got

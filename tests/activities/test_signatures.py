@@ -304,3 +304,32 @@ def test_registry_outage_during_verification_is_retryable() -> None:
                                                  digest="sha256:" + "a" * 64, publishers=[key]))
     assert time.monotonic() - started < 5
     assert err.value.type == "RegistryUnavailable" and not err.value.non_retryable
+
+
+def test_sign_and_verify_on_an_htpasswd_registry(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    """Credentials come from the worker's settings; without them verification is Unauthorized (non-retryable),
+    not a verdict on the signature."""
+    from pydantic import SecretStr
+
+    from devstack.registry import htpasswd_line
+
+    root = tmp_path_factory.mktemp("sig-auth-registry")
+    (root / "htpasswd").write_text(htpasswd_line("ci", "s3cret-pass") + "\n")
+    reg = Registry(port=free_port(), root=root, htpasswd=root / "htpasswd")
+    reg.start()
+    try:
+        s = Signing(reg, tmp_path)
+        s.registries = Registries(RegistrySettings(insecure_hosts=[reg.host], username="ci",
+                                                   password=SecretStr("s3cret-pass")))
+        s.registry = RegistryActivities(s.registries)
+        s.ci = SignatureActivities(s.registries, s.signer)
+        s.worker = SignatureActivities(s.registries)
+        digest = s.release()
+        s.sign(digest)
+        assert s.verify(digest).publisher == "alice"
+        anonymous = SignatureActivities(Registries(RegistrySettings(insecure_hosts=[reg.host])))
+        with pytest.raises(ApplicationError) as err:
+            anonymous.verify_artifact(VerifyArtifactInput(repository=s.repo, digest=digest, publishers=[s.trusted()]))
+        assert err.value.type == "Unauthorized" and err.value.non_retryable
+    finally:
+        reg.stop()
