@@ -16,6 +16,14 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from cli.common import COMMANDS, cli_identity, emit, global_options, settings_from
 from cli.environments import environment_status
+from ferry.approvals import (
+    ApprovalError,
+    ApproverKey,
+    SignedDecision,
+    Statement,
+    signature_public_key,
+    verify_decision,
+)
 from ferry.durations import parse_duration
 from ferry.settings import TemporalSettings
 from workers.client import connect, workflow_url
@@ -47,9 +55,20 @@ def _time(event: HistoryEvent) -> str:
     return event.event_time.ToDatetime().replace(tzinfo=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def entries_from_history(workflow_type: str, workflow_id: str, events: list[HistoryEvent], url: str
-                         ) -> list[AuditEntry]:
-    """Turn one execution's history into audit entries. Pure: no calls."""
+class SignedRecord(BaseModel):
+    """A decision recorded as verified, with the payload that carried it: what `--verify` re-checks offline."""
+
+    workflow_id: str
+    run_id: str
+    started: dict[str, Any]
+    record: dict[str, Any]
+    payload: Any = None
+
+
+def entries_from_history(workflow_type: str, workflow_id: str, events: list[HistoryEvent], url: str,
+                         signed: list[SignedRecord] | None = None, run_id: str = "") -> list[AuditEntry]:
+    """Turn one execution's history into audit entries (and collect verified decisions into `signed`).
+    Pure: no calls."""
     out: list[AuditEntry] = []
 
     def add(event: HistoryEvent, kind: str, subject: str, who: str = "", details: str = "") -> None:
@@ -57,19 +76,20 @@ def entries_from_history(workflow_type: str, workflow_id: str, events: list[Hist
                               workflow_id=workflow_id, url=url))
 
     started: dict[str, Any] = {}
-    # NB: an approver's name is what the sender claims; Temporal records the sending client's identity on
-    # the signal/update event. Decisions are judged in delivery order, so the senders pair up in order.
-    senders: deque[str] = deque()
+    # NB: an approver's name is what the sender claims (a signature proves it: `verified`); Temporal records the
+    # sending client's identity on the signal/update event. A decision sent as an Update carries its update id
+    # and pairs by it; every decision signal writes exactly one record, in delivery order, so signals pair in order.
+    signal_senders: deque[tuple[str, Any]] = deque()  # (client identity, payload)
+    update_senders: dict[str, tuple[str, Any]] = {}
     for event in events:
         et = event.event_type
         if et == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
             attrs = event.workflow_execution_signaled_event_attributes
             if attrs.signal_name in ("approve", "reject"):
-                senders.append(attrs.identity)
+                signal_senders.append((attrs.identity, _decode(attrs.input)))
         elif et == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
             request = event.workflow_execution_update_accepted_event_attributes.accepted_request
-            if request.input.name in ("approve_update", "reject_update"):
-                senders.append(request.meta.identity)
+            update_senders[request.meta.update_id] = (request.meta.identity, _decode(request.input.args))
         if et == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
             started = _decode(event.workflow_execution_started_event_attributes.input) or {}
             if workflow_type == "PromotionWorkflow":
@@ -101,10 +121,18 @@ def entries_from_history(workflow_type: str, workflow_id: str, events: list[Hist
             decision = _memo(event, "ferry_decision")
             if decision:
                 verdict = "accepted" if decision["accepted"] else f"REFUSED: {decision['reason']}"
-                sender = senders.popleft() if senders else "?"
+                if decision.get("update_id"):
+                    sender, payload = update_senders.get(decision["update_id"], ("", None))
+                else:
+                    sender, payload = signal_senders.popleft() if signal_senders and decision["via"] == "signal" \
+                        else ("", None)
+                if decision.get("verified") and signed is not None:
+                    signed.append(SignedRecord(workflow_id=workflow_id, run_id=run_id, started=started,
+                                               record=decision, payload=payload))
+                proof = f"verified {decision['fingerprint']}" if decision.get("verified") else "claimed"
                 add(event, f"{decision['action']} ({decision['via']})",
-                    f"{started.get('environment')} {started.get('version')}", decision["by"],
-                    f"{verdict}; comment: {decision.get('comment') or '-'}; sent by client {sender or '?'}")
+                    f"{started.get('environment')} {started.get('version')}", f"{decision['by']} ({proof})",
+                    f"{verdict}; comment: {decision.get('comment') or '-'}; sent by {client_words(sender)}")
             env_event = _memo(event, "ferry_event")
             if env_event:
                 state = started.get("state", {}) if isinstance(started, dict) else {}
@@ -116,14 +144,45 @@ def entries_from_history(workflow_type: str, workflow_id: str, events: list[Hist
     return out
 
 
+def client_words(identity: str) -> str:
+    """The Temporal client identity in words; the Web UI and bare API calls send none."""
+    return f"client {identity}" if identity else "unknown client (Temporal UI or API)"
+
+
 _KIND = {"Applied": "applied", "DriftCorrected": "drift corrected", "AutoRollback": "rollback (automatic)",
          "Pinned": "pinned", "PinRefused": "pin refused", "Healthy": "healthy", "HealthFailed": "health failed",
          "Suspended": "suspended", "Resumed": "resumed", "SpecUpdated": "spec updated",
-         "ReconcileFailed": "reconcile failed", "PinReleased": "pin released"}
+         "ReconcileFailed": "reconcile failed", "PinReleased": "pin released", "TagMoved": "tag moved (refused)",
+         "VerificationFailed": "verification failed", "SpecChangePending": "spec change pending",
+         "SpecChangeRejected": "spec change rejected", "SpecDecisionRefused": "spec decision refused"}
+
+
+def verify_record(signed: SignedRecord) -> str:
+    """Re-verify one recorded decision offline: the SSH signature over its statement with the key embedded in the
+    signature, that key's fingerprint against the one recorded, and the statement's bindings against the
+    workflow that recorded it. -> '' or what does not hold."""
+    record, payload = signed.record, signed.payload
+    if not isinstance(payload, dict) or not payload.get("statement") or not payload.get("signature"):
+        return "recorded as verified, but its payload carries no signed statement"
+    try:
+        proof = SignedDecision(statement=payload["statement"], signature=payload["signature"])
+        key = signature_public_key(proof.signature)
+        verified = verify_decision(proof, [ApproverKey(name=Statement.parse(proof.statement).approver, key=key)])
+    except (ApprovalError, ValueError) as err:
+        return f"signature does not verify: {err}"
+    st = verified.statement
+    checks = {"fingerprint": (verified.fingerprint, record.get("fingerprint")),
+              "approver": (verified.approver, record.get("by")), "decision": (st.decision, record.get("action")),
+              "promotion": (st.promotion, signed.workflow_id), "run": (st.run, signed.run_id)}
+    if signed.started.get("environment"):
+        checks["environment"] = (st.environment, signed.started["environment"])
+        checks["version"] = (st.version, signed.started.get("version"))
+    wrong = [f"{name} {got!r} != recorded {want!r}" for name, (got, want) in checks.items() if got != want]
+    return "; ".join(wrong)
 
 
 async def build_timeline(client: Client, temporal: TemporalSettings, environment: str | None,
-                         since: dt.timedelta) -> list[AuditEntry]:
+                         since: dt.timedelta, signed: list[SignedRecord] | None = None) -> list[AuditEntry]:
     cutoff = (dt.datetime.now(dt.UTC) - since).strftime("%Y-%m-%dT%H:%M:%SZ")
     types = ", ".join(f"'{t}'" for t in TYPES)
     query = f"WorkflowType IN ({types}) AND StartTime >= '{cutoff}'"
@@ -136,22 +195,33 @@ async def build_timeline(client: Client, temporal: TemporalSettings, environment
     async for wf in client.list_workflows(query):
         history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
         entries += entries_from_history(wf.workflow_type, wf.id, list(history.events),
-                                        workflow_url(temporal, wf.id, wf.run_id))
+                                        workflow_url(temporal, wf.id, wf.run_id), signed, wf.run_id)
     return sorted(entries, key=lambda e: e.at)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     settings = settings_from(args)
 
+    signed: list[SignedRecord] = []
+
     async def go() -> list[AuditEntry]:
         client = await connect(settings.temporal, identity=cli_identity())
-        return await build_timeline(client, settings.temporal, args.env, parse_duration(args.since))
+        return await build_timeline(client, settings.temporal, args.env, parse_duration(args.since), signed)
 
     entries = asyncio.run(go())
     text = "\n".join(f"{e.at}  {e.kind:<22} {e.subject:<28} {e.who or '-':<16} {e.details}\n"
                      f"{'':22}{e.url}" for e in entries) or "no events in that window"
-    emit([e.model_dump() for e in entries], args.json, text)
-    return 0
+    if not args.verify:
+        emit([e.model_dump() for e in entries], args.json, text)
+        return 0
+    failures = [(s, problem) for s in signed if (problem := verify_record(s))]
+    lines = [f"FAILED {s.workflow_id} {s.record.get('action')} by {s.record.get('by')} at {s.record.get('at')}: "
+             f"{problem}" for s, problem in failures]
+    summary = f"verified {len(signed) - len(failures)} of {len(signed)} signed decision(s)"
+    emit({"entries": [e.model_dump() for e in entries], "signed": len(signed),
+          "failures": [{"workflow_id": s.workflow_id, "record": s.record, "problem": p} for s, p in failures]},
+         args.json, "\n".join([text, *lines, summary]))
+    return 1 if failures else 0
 
 
 def register(sub: Any) -> None:
@@ -159,6 +229,8 @@ def register(sub: Any) -> None:
                                      "from workflow histories")
     p.add_argument("env", nargs="?", default=None)
     p.add_argument("--since", default="7d", help="how far back (default 7d)")
+    p.add_argument("--verify", action="store_true", help="re-verify every signed decision offline; exit 1 on any "
+                   "failure")
     p.add_argument("--json", action="store_true")
     global_options(p)
     p.set_defaults(func=cmd_audit)

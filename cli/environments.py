@@ -65,9 +65,11 @@ def load_environments(path: Path) -> list[EnvironmentSpec]:
         raise CommandError(f"{path}: {where}{field}: {reason}") from None
 
 
-async def apply_environments(client: Client, specs: list[EnvironmentSpec], task_queue: str) -> list[dict[str, str]]:
-    """Start each EnvironmentWorkflow, or update the running one's spec (validated by the workflow)."""
-    out = []
+async def apply_environments(client: Client, specs: list[EnvironmentSpec], task_queue: str, by: str = ""
+                             ) -> list[dict[str, Any]]:
+    """Start each EnvironmentWorkflow, or update the running one's spec (validated by the workflow; a protected
+    change of an approval-required environment comes back pending approval)."""
+    out: list[dict[str, Any]] = []
     for spec in specs:
         workflow_id = env_workflow_id(spec.name)
         try:
@@ -77,10 +79,16 @@ async def apply_environments(client: Client, specs: list[EnvironmentSpec], task_
         except WorkflowAlreadyStartedError:
             handle = client.get_workflow_handle(workflow_id)
             try:
-                await handle.execute_update(EnvironmentWorkflow.update_spec, SpecUpdate(spec=spec))
+                result = await handle.execute_update(EnvironmentWorkflow.update_spec, SpecUpdate(spec=spec, by=by))
             except WorkflowUpdateFailedError as err:
                 raise CommandError(f"environment {spec.name}: spec refused: {root_cause(err)}") from None
-            out.append({"environment": spec.name, "action": "updated", "workflow_id": workflow_id})
+            if result.applied:
+                action = "updated" if result.changes else "unchanged"
+            else:
+                action = (f"pending approval ({result.pending_id}): {'; '.join(result.changes)}\n"
+                          f"  approve with: ferry env approve {spec.name} --key ~/.ssh/id_ed25519")
+            out.append({"environment": spec.name, "action": action, "workflow_id": workflow_id,
+                        "changes": result.changes, "pending_id": result.pending_id})
     return out
 
 
@@ -108,6 +116,12 @@ def describe(status: EnvironmentStatus, ui: str) -> str:
     cluster = (f"unreachable since {s.cluster_unreachable_since}: {s.cluster_error}"
                if s.cluster_unreachable_since else "ok")
     lines += [f"source        {source}", f"cluster       {cluster}"]
+    if s.blocked:
+        lines.append(f"blocked       {s.blocked}")
+    if s.pending_spec:
+        p = s.pending_spec
+        lines.append(f"spec pending  {p.id} by {p.by} at {p.at}: {'; '.join(p.changes)}")
+        lines.append(f"              approve with: ferry env approve {status.name} --key ~/.ssh/id_ed25519")
     if s.last_error:
         lines.append(f"last error    {s.last_error}")
     if s.last_drift:
@@ -129,9 +143,9 @@ def cmd_env_apply(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     specs = load_environments(Path(args.file))
 
-    async def go() -> list[dict[str, str]]:
+    async def go() -> list[dict[str, Any]]:
         client = await connect(settings.temporal, identity=cli_identity())
-        return await apply_environments(client, specs, settings.temporal.task_queue)
+        return await apply_environments(client, specs, settings.temporal.task_queue, by=args.as_ or local_identity())
 
     results = _run(go())
     emit(results, args.json, "\n".join(f"{r['environment']}: {r['action']} ({r['workflow_id']})" for r in results))
@@ -188,9 +202,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     for p in promotions:
         text += f"\npromotion     {p.version} {p.digest}  {p.phase} (requested by {p.requested_by}, " \
                 f"published by {p.publisher or '?'}, deadline {p.deadline or '-'})"
+        text += f"\n  may approve: {', '.join(p.approvers) or '-'} ({'signed' if p.signed else 'claimed names'}; " \
+                f"not the publisher)"
         for d in p.decisions:
             verdict = "accepted" if d.accepted else f"REFUSED: {d.reason}"
-            text += f"\n  {d.at} {d.action} by {d.by} via {d.via}: {verdict}"
+            proof = f"verified {d.fingerprint}" if d.verified else "claimed"
+            text += f"\n  {d.at} {d.action} by {d.by} ({proof}) via {d.via}: {verdict}"
     emit({**status.model_dump(), "promotions": [p.model_dump() for p in promotions]}, args.json, text)
     return 0
 
@@ -241,6 +258,7 @@ def register(sub: Any) -> None:
     env_sub = env.add_subparsers(dest="env_command", required=True)
     apply = env_sub.add_parser("apply", help="start or update one EnvironmentWorkflow per environment")
     apply.add_argument("-f", "--file", required=True)
+    apply.add_argument("--as", dest="as_", default=None, help="who (default: the local user or CI actor)")
     apply.set_defaults(func=cmd_env_apply)
     listing = env_sub.add_parser("list", help="every running environment with its version and health")
     listing.set_defaults(func=cmd_env_list)

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
+from ferry.approvals import ApproverKey, SignedDecision, key_fingerprint
+from ferry.cosign import PublisherKey
 from ferry.durations import parse_duration
 from ferry.oci import Digest, Repository
 from ferry.versions import SemverRange, parse_release_version
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+# Bounds on what people and systems send: every string and list a message carries is capped, so no payload
+# can grow a workflow's history or memo past Temporal's limits.
+MAX_NAME = 128
+MAX_REASON = 1024
+MAX_KEY = 4096
+MAX_APPROVERS = 32
+MAX_APPROVALS_PER_PIN = 8
 
 
 class _Model(BaseModel):
@@ -31,11 +43,35 @@ def _duration(value: str, field: str) -> str:
     return value
 
 
+class Approver(_Model):
+    """An approver: a name, and (for signed approvals) the SSH public key that proves it."""
+
+    name: str = Field(min_length=1, max_length=MAX_NAME)
+    key: str | None = Field(None, max_length=MAX_KEY, description="OpenSSH public key line (ssh-ed25519 AAAA…)")
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str | None) -> str | None:
+        if value is not None:
+            key_fingerprint(value)  # raises ValueError naming what is wrong with the key
+        return value
+
+
 class ApprovalPolicy(_Model):
     required: bool = False
-    approvers: list[str] = Field(default_factory=list, description="who may approve promotions and roll back")
+    approvers: list[Approver] = Field(default_factory=list, max_length=MAX_APPROVERS,
+                                      description="who may approve promotions and roll back: names, or "
+                                      "{name, key} for signed approvals")
+    signed: bool | None = Field(None, description="decisions must be SSH-signed statements (default: when every "
+                                "approver has a key)")
     requires_healthy_in: list[str] = Field(default_factory=list, alias="requires-healthy-in")
     timeout: str = Field("24h", description="how long a promotion waits for a decision")
+
+    @field_validator("approvers", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        # NB: a plain name is today's (and every older state's) unsigned approver
+        return [{"name": v} if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
 
     @field_validator("timeout")
     @classmethod
@@ -46,7 +82,31 @@ class ApprovalPolicy(_Model):
     def _approvers_when_required(self) -> ApprovalPolicy:
         if self.required and not self.approvers:
             raise ValueError("approval.required is true but approval.approvers is empty: nobody could approve")
+        names = [a.name for a in self.approvers]
+        if len(set(names)) != len(names):
+            raise ValueError("approval.approvers: each name may be listed once")
+        if self.signed and (missing := [a.name for a in self.approvers if not a.key]):
+            raise ValueError(f"approval.signed is true but approver(s) {', '.join(missing)} have no key")
         return self
+
+    @property
+    def names(self) -> list[str]:
+        return [a.name for a in self.approvers]
+
+    @property
+    def is_signed(self) -> bool:
+        if self.signed is not None:
+            return self.signed
+        return bool(self.approvers) and all(a.key for a in self.approvers)
+
+    def keys(self) -> list[ApproverKey]:
+        return [ApproverKey(name=a.name, key=a.key) for a in self.approvers if a.key]
+
+
+class VerifyPolicy(_Model):
+    """Releases must carry a cosign signature by one of these keys; the signed publisher is the one that counts."""
+
+    publishers: list[PublisherKey] = Field(min_length=1, max_length=MAX_APPROVERS)
 
 
 class ClusterRef(_Model):
@@ -70,6 +130,7 @@ class EnvironmentSpec(_Model):
     health_timeout: str = Field("5m", alias="health-timeout")
     auto_rollback: bool = Field(True, alias="auto-rollback")
     approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
+    verify: VerifyPolicy | None = Field(None, description="require releases signed by one of these publishers")
 
     @field_validator("name")
     @classmethod
@@ -115,6 +176,52 @@ class EnvironmentSpec(_Model):
         return f"version {self.version}" if self.version else f"semver {self.semver}"
 
 
+# Spec fields that decide what production runs and who may move it: for an approval-required environment a
+# change to any of them waits for an approval like a promotion.
+PROTECTED_FIELDS = ("approval", "verify", "repository", "path", "cluster", "namespace", "version", "semver",
+                    "prereleases", "prune", "allow-empty")
+MAX_DIFF_LINES = 40
+
+
+def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
+    if isinstance(value, dict) and value:
+        for key, item in value.items():
+            _flatten(item, f"{prefix}.{key}" if prefix else str(key), out)
+    elif isinstance(value, list) and value and not all(isinstance(v, str) for v in value):
+        for i, item in enumerate(value):
+            _flatten(item, f"{prefix}[{i}]", out)
+    else:
+        out[prefix] = value
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def spec_diff(old: EnvironmentSpec, new: EnvironmentSpec) -> list[str]:
+    """Field-level differences, `path: old -> new`, at most MAX_DIFF_LINES (then a count of the rest)."""
+    before: dict[str, Any] = {}
+    after: dict[str, Any] = {}
+    _flatten(old.model_dump(mode="json", by_alias=True), "", before)
+    _flatten(new.model_dump(mode="json", by_alias=True), "", after)
+    lines = [f"{path}: {_short(before.get(path))} -> {_short(after.get(path))}"
+             for path in sorted(before.keys() | after.keys()) if before.get(path) != after.get(path)]
+    if len(lines) > MAX_DIFF_LINES:
+        lines = [*lines[:MAX_DIFF_LINES], f"... and {len(lines) - MAX_DIFF_LINES} more"]
+    return lines
+
+
+def protected_changes(diff: list[str]) -> list[str]:
+    return [line for line in diff if re.split(r"[.\[:]", line, maxsplit=1)[0] in PROTECTED_FIELDS]
+
+
+def spec_digest(spec: EnvironmentSpec) -> str:
+    """What a signed approval of a spec change names as its digest: sha256 of the spec's canonical JSON."""
+    canonical = json.dumps(spec.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
 class EnvironmentsFile(_Model):
     environments: list[EnvironmentSpec]
 
@@ -144,6 +251,19 @@ class Pin(VersionRef):
     at: str = ""
     request_id: str = Field("", description="the promotion/rollback workflow (id@run) that pinned it")
     hold: str | None = None
+    approved_by: list[str] = Field(default_factory=list, description="approvals this pin rests on (verified "
+                                   "fingerprints or claimed names)")
+
+
+class PendingSpec(_Model):
+    """A protected spec change waiting for an approval (approval-required environments)."""
+
+    id: str
+    spec: EnvironmentSpec
+    digest: str = Field(description="what a signed approval of this change names (spec_digest)")
+    by: str
+    at: str
+    changes: list[str] = Field(default_factory=list)
 
 
 class ChangeSet(_Model):
@@ -211,6 +331,15 @@ class EnvironmentState(_Model):
     events: list[Event] = Field(default_factory=list, description="recent events, bounded")
     iterations: int = 0
     next_reconcile_at: str = ""
+    tags: dict[str, str] = Field(default_factory=dict, description="tag -> digest, bound the first time a tag "
+                                 "resolved; a tag that later points elsewhere is refused (bounded, oldest dropped)")
+    verified: dict[str, str] = Field(default_factory=dict, description="digest -> publisher whose signature "
+                                     "verified (bounded)")
+    consumed_approvals: list[str] = Field(default_factory=list, description="promotion runs whose approvals "
+                                          "already moved this environment (bounded); a replay is refused")
+    pending_spec: PendingSpec | None = None
+    blocked: str = Field("", description="why the environment is not moving to what it resolves (TagMoved, "
+                         "VerificationFailed)")
 
 
 class EnvironmentInput(_Model):
@@ -231,24 +360,37 @@ class LenientPayload(RootModel[Any]):
 
 
 class PinRequest(_Model):
-    version: str
-    digest: str
-    by: str
-    reason: str = ""
+    version: str = Field(max_length=MAX_NAME)
+    digest: str = Field(max_length=MAX_NAME)
+    by: str = Field(max_length=MAX_NAME)
+    reason: str = Field("", max_length=MAX_REASON)
     kind: PinKind = "manual"
-    request_id: str = ""
-    hold: str | None = Field(None, description="a version to hold (the one rolled back from)")
-    repository: str = Field("", description="where the digest was resolved; a pin from another repository than the "
-                            "environment deploys from is refused")
+    request_id: str = Field("", max_length=2 * MAX_NAME)
+    hold: str | None = Field(None, max_length=MAX_NAME, description="a version to hold (the one rolled back from)")
+    repository: str = Field("", max_length=2 * MAX_NAME, description="where the digest was resolved; a pin from "
+                            "another repository than the environment deploys from is refused")
+    approvals: list[SignedDecision] = Field(default_factory=list, max_length=MAX_APPROVALS_PER_PIN,
+                                            description="the signed approvals this pin rests on")
+    approved_by: list[str] = Field(default_factory=list, max_length=MAX_APPROVALS_PER_PIN,
+                                   description="claimed approvers (environments with approval.signed: false)")
+    publisher: str = Field("", max_length=MAX_NAME, description="the release's publisher as the sender resolved it")
 
 
 class ActorRequest(_Model):
-    by: str = "unknown"
-    reason: str = ""
+    by: str = Field("unknown", max_length=MAX_NAME)
+    reason: str = Field("", max_length=MAX_REASON)
 
 
 class SpecUpdate(_Model):
     spec: EnvironmentSpec
+    by: str = Field("", max_length=MAX_NAME, description="who sent it (claimed; the client identity is in history)")
+
+
+class SpecUpdateResult(_Model):
+    status: EnvironmentStatus
+    applied: bool = Field(description="false: a protected change is pending approval")
+    changes: list[str] = Field(default_factory=list)
+    pending_id: str = ""
 
 
 class PlanRequest(_Model):

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ferry.environment import ApprovalPolicy
+from ferry.approvals import ApprovalError, SignedDecision, key_fingerprint, verify_decision
+from ferry.environment import MAX_NAME, MAX_REASON, ApprovalPolicy
+
+MAX_STATEMENT = 4096
+MAX_DECISIONS_KEPT = 50  # a flood of refused decisions must not grow the status without bound
+MAX_SIGNATURE = 8192
 
 
 class _Model(BaseModel):
@@ -30,21 +36,29 @@ class PromotionInput(_Model):
 
 
 class DecisionSignal(BaseModel):
-    """What an SRE sends: `{"approver": "alice", "comment": "looks good"}`; version/digest optional guards."""
+    """What an SRE sends: `{"approver": "alice", "comment": "looks good"}`, plus for signed approvals the canonical
+    `statement` and its SSH `signature` (`ferry approve --key` builds them). version/digest are optional guards.
+    Every field is bounded: an oversized decision is refused on the record, never stored."""
 
     model_config = ConfigDict(extra="ignore")
 
-    approver: str
-    comment: str = ""
-    version: str | None = None
-    digest: str | None = None
+    approver: str = Field("", max_length=MAX_NAME)
+    comment: str = Field("", max_length=MAX_REASON)
+    version: str | None = Field(None, max_length=MAX_NAME)
+    digest: str | None = Field(None, max_length=MAX_NAME)
+    statement: str | None = Field(None, max_length=MAX_STATEMENT)
+    signature: str | None = Field(None, max_length=MAX_SIGNATURE)
 
     @field_validator("approver")
     @classmethod
     def _approver(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("approver is empty")
         return value.strip()
+
+    @model_validator(mode="after")
+    def _someone(self) -> DecisionSignal:
+        if not self.approver and not self.statement:
+            raise ValueError("approver: Field required (a name, or a signed statement)")
+        return self
 
 
 class Decision(_Model):
@@ -55,6 +69,9 @@ class Decision(_Model):
     reason: str = ""
     comment: str = ""
     via: Literal["signal", "update"] = "signal"
+    verified: bool = Field(False, description="an SSH signature proved `by`; otherwise `by` is a claim")
+    fingerprint: str = Field("", description="the approver key's SHA256 fingerprint, when verified")
+    update_id: str = Field("", description="the Update this record answers (audit pairs senders by it)")
 
 
 Outcome = Literal["succeeded", "failed", "rejected", "expired", "refused", "superseded"]
@@ -69,8 +86,10 @@ class PromotionStatus(_Model):
     publisher: str = ""
     requested_by: str
     phase: Phase = "Resolving"
-    decisions: list[Decision] = Field(default_factory=list)
+    decisions: list[Decision] = Field(default_factory=list, description="the most recent MAX_DECISIONS_KEPT")
     deadline: str = ""
+    approvers: list[str] = Field(default_factory=list, description="who may approve (the publisher may not)")
+    signed: bool = Field(False, description="decisions must be SSH-signed statements")
 
 
 class PromotionResult(_Model):
@@ -111,22 +130,92 @@ class EnvironmentStatusInput(_Model):
     environment: str
 
 
-def judge(policy: ApprovalPolicy, publisher: str, version: str, digest: str, raw: Any, action: str
-          ) -> tuple[DecisionSignal | None, str]:
-    """The approval rules, whichever way a decision arrives. -> (decision, refusal reason or '')."""
+class DecisionContext(_Model):
+    """What a decision must be about: the promotion (or protected spec change) being decided."""
+
+    environment: str
+    version: str
+    digest: str
+    publisher: str = ""
+    promotion: str = Field(description="workflow id the statement must name")
+    run: str = Field(description="run id the statement must name")
+
+
+class Judgement(_Model):
+    decision: DecisionSignal | None = None
+    approver: str = ""
+    refusal: str = ""
+    fingerprint: str = ""
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.fingerprint)
+
+
+def _signed(policy: ApprovalPolicy, ctx: DecisionContext, decision: DecisionSignal, action: str, now: datetime
+            ) -> tuple[str, str, str]:
+    """-> (approver, fingerprint, refusal) for a signed decision; every binding is checked against ctx."""
+    if not decision.statement or not decision.signature:
+        return decision.approver, "", (f"unsigned {action}: {ctx.environment} requires signed approvals "
+                                       "(ferry approve --key ~/.ssh/id_ed25519)")
+    try:
+        verified = verify_decision(SignedDecision(statement=decision.statement, signature=decision.signature),
+                                   policy.keys())
+    except ApprovalError as err:
+        return decision.approver, "", str(err)
+    except Exception as err:  # NB: hostile bytes must be refused on the record, never fail the workflow task
+        return decision.approver, "", f"signature could not be checked ({type(err).__name__})"
+    st = verified.statement
+    who, fp = verified.approver, verified.fingerprint
+    if decision.approver and decision.approver != who:
+        return who, "", f"the payload names {decision.approver} but the statement is signed by {who}"
+    expected = {"environment": ctx.environment, "version": ctx.version, "digest": ctx.digest,
+                "promotion": ctx.promotion, "run": ctx.run, "decision": action}
+    for field, want in expected.items():
+        got = getattr(st, field)
+        if got != want:
+            return who, "", f"the signed statement is for {field} {got}, not {want}"
+    if _timestamp(st.expires) <= now:
+        return who, "", f"the signed statement expired at {st.expires}"
+    if action == "approve" and ctx.publisher and any(
+            k.name == ctx.publisher and key_fingerprint(k.key) == fp for k in policy.keys()):
+        return who, "", f"key {fp} belongs to {ctx.publisher}, who published this release"
+    return who, fp, ""
+
+
+def _timestamp(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def judge(policy: ApprovalPolicy, ctx: DecisionContext, raw: Any, action: str, now: datetime) -> Judgement:
+    """The approval rules, whichever way a decision arrives (signal, update, a pin's attached approvals).
+    Pure: `now` is the workflow's clock. Signed policies verify the SSH signature and bind the statement to this
+    environment, version, digest, promotion run and decision; unsigned ones trust the typed name (a claim)."""
     try:
         decision = DecisionSignal.model_validate(raw)
     except pydantic.ValidationError as err:
         first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "payload"
-        return None, f"malformed {action}: {where}: {first['msg']} (expected {{\"approver\": \"name\", " \
-                     "\"comment\": \"...\"}})"
-    if decision.approver not in policy.approvers:
-        return decision, f"{decision.approver} is not an approver of this environment ({', '.join(policy.approvers)})"
-    if action == "approve" and decision.approver == publisher:
-        return decision, f"{decision.approver} published this release and may not approve its promotion"
-    if decision.version is not None and decision.version != version:
-        return decision, f"this {action} names version {decision.version}, but the promotion is for {version}"
-    if decision.digest is not None and decision.digest != digest:
-        return decision, f"this {action} names digest {decision.digest}, but the promotion is for {digest}"
-    return decision, ""
+        where = "".join(f"{p}: " for p in first["loc"][:1]) or ("" if isinstance(raw, dict) else "payload: ")
+        message = str(first["msg"]).removeprefix("Value error, ")
+        return Judgement(refusal=f'malformed {action}: {where}{message} (expected {{"approver": "name", "comment": '
+                                 '"...", "statement": "...", "signature": "..."})')
+    fingerprint = ""
+    if policy.is_signed:
+        approver, fingerprint, refusal = _signed(policy, ctx, decision, action, now)
+        if refusal:
+            return Judgement(decision=decision, approver=approver, refusal=refusal)
+    else:
+        approver = decision.approver
+        if approver not in policy.names:
+            return Judgement(decision=decision, approver=approver, refusal=f"{approver} is not an approver of this "
+                             f"environment ({', '.join(policy.names)})")
+    if action == "approve" and approver == ctx.publisher:
+        return Judgement(decision=decision, approver=approver,
+                         refusal=f"{approver} published this release and may not approve its promotion")
+    if decision.version is not None and decision.version != ctx.version:
+        return Judgement(decision=decision, approver=approver, refusal=f"this {action} names version "
+                         f"{decision.version}, but the promotion is for {ctx.version}")
+    if decision.digest is not None and decision.digest != ctx.digest:
+        return Judgement(decision=decision, approver=approver, refusal=f"this {action} names digest "
+                         f"{decision.digest}, but the promotion is for {ctx.digest}")
+    return Judgement(decision=decision, approver=approver, fingerprint=fingerprint)

@@ -15,6 +15,7 @@ with workflow.unsafe.imports_passed_through():
         ActorRequest,
         Applied,
         EnvironmentInput,
+        EnvironmentSpec,
         EnvironmentState,
         EnvironmentStatus,
         Event,
@@ -22,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         HealthResult,
         HealthState,
         LenientPayload,
+        PendingSpec,
         Pin,
         PinRequest,
         PlanRequest,
@@ -31,11 +33,19 @@ with workflow.unsafe.imports_passed_through():
         ResolveInput,
         ResolveResult,
         SpecUpdate,
+        SpecUpdateResult,
         VersionRef,
+        env_workflow_id,
+        protected_changes,
+        spec_diff,
+        spec_digest,
     )
     from ferry.errors import ErrorType
+    from ferry.oci import is_digest
+    from ferry.promotion import DecisionContext, Judgement, judge
     from ferry.versions import try_parse_tag
     from workflows import metrics, policies
+    from workflows.pinning import verify_release
     from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_REPOSITORY, FERRY_VERSION
 
 
@@ -48,6 +58,9 @@ def _cause_type(err: BaseException) -> str:
 def _cause_message(err: BaseException) -> str:
     cause = err.cause if isinstance(err, ActivityError) else err
     return str(getattr(cause, "message", cause))[:500]
+
+
+_PIN_FIELDS = {"version", "digest", "by", "reason", "kind", "request_id", "hold"}
 
 
 @workflow.defn(name="EnvironmentWorkflow")
@@ -122,6 +135,11 @@ class EnvironmentWorkflow:
         desired = await self._resolve()
         if desired is None:
             return
+        if self._state.spec.verify is not None and not await self._verified(desired):
+            current = self._current()  # keep reconciling (drift included) what was verified and applied before
+            if current is None or current.digest == desired.digest or current.digest not in self._state.verified:
+                return
+            desired = current
         spec = self._state.spec
         applied = self._state.last_applied
         baseline = applied is not None and applied.digest == desired.digest
@@ -155,6 +173,41 @@ class EnvironmentWorkflow:
             self._known_good(desired)
         elif health.status == "Failed" and not baseline:
             self._auto_rollback(desired, health)
+
+    async def _verified(self, desired: VersionRef) -> bool:
+        """An environment with `verify` applies only artifacts signed by one of its publishers' keys; the verified
+        publisher is remembered per digest (segregation of duties uses it) and re-checked against pins' approvals."""
+        state, spec = self._state, self._state.spec
+        assert spec.verify is not None
+        if desired.digest not in state.verified:
+            try:
+                result = await verify_release(spec.repository, desired.digest, spec.verify)
+            except ActivityError as err:
+                if _cause_type(err) != "VerificationFailed":
+                    state.source_unavailable_since = state.source_unavailable_since or self._now()
+                    state.source_error = _cause_message(err)
+                    return False
+                return self._refuse_artifact(desired, _cause_message(err))
+            verified = {**state.verified, desired.digest: result.publisher}
+            state.verified = dict(list(verified.items())[-policies.MAX_VERIFIED_KEPT:])
+        pin = state.pin
+        publisher = state.verified[desired.digest]
+        if pin is not None and pin.digest == desired.digest and any(
+                a.split(" (")[0] == publisher for a in pin.approved_by):
+            return self._refuse_artifact(desired, f"approved by {publisher}, who published it (verified signature)")
+        if state.blocked.startswith("VerificationFailed"):
+            state.blocked = ""
+        return True
+
+    def _refuse_artifact(self, desired: VersionRef, reason: str) -> bool:
+        blocked = f"VerificationFailed: {desired.version} ({desired.digest}): {reason}"
+        if self._state.blocked != blocked:
+            self._state.blocked = blocked
+            pin = self._state.pin
+            self._record("VerificationFailed", f"{desired.version} not applied: {reason}", version=desired.version,
+                         digest=desired.digest, request_id=pin.request_id if pin and pin.digest == desired.digest
+                         else "")
+        return False
 
     def _reconcile_input(self, desired: VersionRef, baseline: bool, dry_run: bool = False) -> ReconcileInput:
         spec = self._state.spec
@@ -197,6 +250,8 @@ class EnvironmentWorkflow:
                 state.last_error = f"{_cause_type(err)}: {_cause_message(err)}"
             return self._current()
         state.source_unavailable_since, state.source_error = None, ""
+        if found.ref is not None and not self._tag_bound(found.ref):
+            return self._current()
         if state.pin is not None:  # a rollback pin on a range: released once something newer than the holds
             candidate = found.ref
             if candidate is None or not self._newer_than_holds(candidate.version):
@@ -205,6 +260,23 @@ class EnvironmentWorkflow:
                          f"{spec.semver} again", version=candidate.version, digest=candidate.digest)
             state.pin = None
         return found.ref or self._current()
+
+    def _tag_bound(self, ref: VersionRef) -> bool:
+        """Bind a tag to the digest it first resolved to; a tag that later points elsewhere is refused (TagMoved,
+        once per new digest) and the environment keeps running what it runs."""
+        bound = self._state.tags.get(ref.version)
+        if bound is None:
+            self._bind_tag(ref.version, ref.digest)
+            return True
+        if bound == ref.digest:
+            return True
+        blocked = (f"TagMoved: tag {ref.version} now points to {ref.digest}, but this environment bound it to "
+                   f"{bound}; keeping what is applied")
+        if self._state.blocked != blocked:
+            self._state.blocked = blocked
+            self._record("TagMoved", blocked, version=ref.version, digest=ref.digest,
+                         objects={"digests": [bound, ref.digest]})
+        return False
 
     def _current(self) -> VersionRef | None:
         applied = self._state.last_applied
@@ -255,34 +327,98 @@ class EnvironmentWorkflow:
         self._wake = True
 
     # ------------------------------------------------------------------------------ signals/updates
-    @workflow.signal(name="pin")
+    @workflow.signal(name="pin", description='Pin to a released version by digest: {"version", "digest", "by", '
+                     '"kind", "request_id", "approvals": [signed decisions]}. Sent by PromotionWorkflow and '
+                     'RollbackWorkflow; an approval-required environment refuses a pin its own spec does not approve')
     def pin(self, payload: LenientPayload) -> None:
         """Pin to a version by digest (promotion, rollback). Refusals are recorded, never dropped."""
         try:
             request = PinRequest.model_validate(payload.root)
         except pydantic.ValidationError as err:
-            self._record("PinRefused", f"malformed pin: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}")
+            self._record("PinRefused", f"malformed pin: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}"[:500])
             return
-        try:
-            VersionRef(version=request.version, digest=request.digest)
-        except pydantic.ValidationError:
-            self._record("PinRefused", f"pin of {request.version} refused: {request.digest!r} is not a digest",
-                         by=request.by, request_id=request.request_id)
+        refusal = self._pin_refusal(request)
+        if refusal:
+            self._record("PinRefused", f"pin of {request.version} refused: {refusal}", by=request.by,
+                         request_id=request.request_id, version=request.version)
             return
-        if request.repository and request.repository != self._state.spec.repository:
-            # NB: the spec moved to another repository after the promotion/rollback resolved its digest
-            self._record("PinRefused", f"pin of {request.version} refused: resolved in {request.repository}, but "
-                         f"{self._state.spec.name} deploys from {self._state.spec.repository}", by=request.by,
-                         request_id=request.request_id)
-            return
-        self._state.pin = Pin(**request.model_dump(exclude={"repository"}), at=self._now())
+        approved_by = self._gate_approvers(request)
+        if approved_by and request.request_id:
+            self._state.consumed_approvals = [*self._state.consumed_approvals,
+                                              request.request_id][-policies.MAX_CONSUMED_APPROVALS:]
+        self._bind_tag(request.version, request.digest)
+        self._state.pin = Pin(**request.model_dump(include=_PIN_FIELDS), approved_by=approved_by, at=self._now())
         if request.version in self._state.holds and request.kind == "promotion":
             self._state.holds = [h for h in self._state.holds if h != request.version]
         if request.hold and request.hold not in self._state.holds:
             self._state.holds = [*self._state.holds, request.hold]
+        self._state.blocked = ""
         self._record("Pinned", f"pinned to {request.version} ({request.kind}) by {request.by}: {request.reason}",
                      version=request.version, digest=request.digest, by=request.by, request_id=request.request_id)
         self._wake = True
+
+    def _pin_refusal(self, request: PinRequest) -> str:
+        """Why this environment refuses the pin, or ''. The environment trusts its own spec and records only."""
+        state, spec = self._state, self._state.spec
+        if not is_digest(request.digest):
+            return f"{request.digest!r} is not a digest"
+        if request.repository and request.repository != spec.repository:
+            # NB: the spec moved to another repository after the promotion/rollback resolved its digest
+            return f"resolved in {request.repository}, but {spec.name} deploys from {spec.repository}"
+        bound = state.tags.get(request.version)
+        if bound is not None and bound != request.digest:
+            return (f"tag {request.version} is bound to {bound} here; {request.digest} is another artifact "
+                    "(the tag was moved)")
+        if not spec.approval.required:
+            return ""
+        if request.kind == "rollback" and not request.approvals and not request.approved_by:
+            return self._rollback_refusal(request)
+        if request.request_id and request.request_id in state.consumed_approvals:
+            return f"the approvals of {request.request_id} were already used"
+        return "" if self._gate_approvers(request) else self._gate_reason(request)
+
+    def _rollback_refusal(self, request: PinRequest) -> str:
+        known_good = [r for r in self._state.good_history if r.digest == request.digest]
+        if not known_good:
+            return (f"{request.version} ({request.digest}) was never applied and healthy in {self._state.spec.name}; "
+                    "without an approval a rollback may only go to a known-good version")
+        current = self._state.last_applied
+        target, now = try_parse_tag(request.version), try_parse_tag(current.version) if current else None
+        if target is not None and now is not None and target.compare(now) > 0:
+            return f"{request.version} is newer than the applied {now}: a rollback never goes forward"
+        return ""
+
+    def _verdicts(self, request: PinRequest) -> list[Judgement]:
+        """Each approval the pin carries, judged against this environment's own spec as of now."""
+        spec = self._state.spec
+        workflow_id, _, run = request.request_id.partition("@")
+        ctx = DecisionContext(environment=spec.name, version=request.version, digest=request.digest,
+                              publisher=self._state.verified.get(request.digest, request.publisher),
+                              promotion=workflow_id, run=run)
+        if spec.approval.is_signed:
+            raws: list[object] = [a.model_dump() for a in request.approvals]
+        else:
+            raws = [{"approver": name} for name in request.approved_by]
+        return [judge(spec.approval, ctx, raw, "approve", workflow.now()) for raw in raws]
+
+    def _gate_approvers(self, request: PinRequest) -> list[str]:
+        """Who approved this pin as far as this environment can tell: 'name (SHA256:…)' when verified."""
+        if not self._state.spec.approval.required:
+            return []
+        return [f"{v.approver} ({v.fingerprint})" if v.verified else f"{v.approver} (claimed)"
+                for v in self._verdicts(request) if not v.refusal]
+
+    def _gate_reason(self, request: PinRequest) -> str:
+        refusals = [v.refusal for v in self._verdicts(request) if v.refusal]
+        if refusals:
+            return "; ".join(refusals)[:500]
+        kind = "signed approval" if self._state.spec.approval.is_signed else "approval"
+        return f"{self._state.spec.name} requires approval and the pin carries no {kind} of {request.digest}"
+
+    def _bind_tag(self, tag: str, digest: str) -> None:
+        if self._state.tags.get(tag) != digest:
+            tags = {**self._state.tags, tag: digest}
+            self._state.tags = dict(list(tags.items())[-policies.MAX_TAG_BINDINGS:])
 
     @workflow.signal(name="reconcile_now")
     def reconcile_now(self, payload: LenientPayload) -> None:
@@ -309,21 +445,84 @@ class EnvironmentWorkflow:
         except pydantic.ValidationError:
             return ActorRequest()
 
-    @workflow.update(name="update_spec")
-    def update_spec(self, update: SpecUpdate) -> EnvironmentStatus:
+    @workflow.update(name="update_spec", description="Replace the spec (`ferry env apply`). For an approval-"
+                     "required environment a change to approval, verify, repository, path, cluster, namespace, "
+                     "version/semver or prune waits for a signed approval (approve_spec); every change is recorded "
+                     "with its sender and a field-level diff")
+    def update_spec(self, update: SpecUpdate) -> SpecUpdateResult:
         old = self._state.spec
-        self._state.spec = update.spec
-        if (old.repository, old.version, old.semver) != (update.spec.repository, update.spec.version,
-                                                          update.spec.semver):
+        changes = spec_diff(old, update.spec)
+        by = update.by or "unknown"
+        protected = protected_changes(changes)
+        if old.approval.required and protected and workflow.patched("ferry-protected-spec"):
+            pending = PendingSpec(id=f"spec-{workflow.info().run_id[:8]}-{self._state.iterations}-{len(changes)}",
+                                  spec=update.spec, digest=spec_digest(update.spec), by=by, at=self._now(),
+                                  changes=changes)
+            self._state.pending_spec = pending
+            self._record("SpecChangePending", f"spec change by {by} waits for approval ({pending.id}): "
+                         f"{'; '.join(protected)}"[:1000], by=by, objects={"changes": changes})
+            return SpecUpdateResult(status=self.status(), applied=False, changes=changes, pending_id=pending.id)
+        self._apply_spec(update.spec, by, changes)
+        return SpecUpdateResult(status=self.status(), applied=True, changes=changes)
+
+    def _apply_spec(self, spec: EnvironmentSpec, by: str, changes: list[str], approved_by: str = "") -> None:
+        old = self._state.spec
+        self._state.spec = spec
+        if (old.repository, old.version, old.semver) != (spec.repository, spec.version, spec.semver):
             self._state.pin = None  # the declared source or tracking changed: it wins over earlier pins
-        self._record("SpecUpdated", f"spec updated ({update.spec.tracking})")
+        if old.verify != spec.verify:
+            self._state.verified = {}  # verified under other keys: verify again
+        approval = f", approved by {approved_by}" if approved_by else ""
+        self._record("SpecUpdated", f"spec updated by {by}{approval} ({spec.tracking}): "
+                     f"{'; '.join(changes) or 'no field changed'}"[:1000], by=by, objects={"changes": changes})
         self._wake = True
-        return self.status()
 
     @update_spec.validator
     def _validate_spec(self, update: SpecUpdate) -> None:
         if update.spec.name != self._state.spec.name:
             raise ValueError(f"spec is for environment {update.spec.name!r}, not {self._state.spec.name!r}")
+
+    @workflow.update(name="approve_spec", description='Approve the pending protected spec change: a signed '
+                     'statement as for a promotion, with version "spec", digest = the pending spec digest, promotion '
+                     '= "env/<name>", run = the pending change id (`ferry env approve ENV --key KEY`)')
+    def approve_spec(self, payload: LenientPayload) -> SpecUpdateResult:
+        return self._decide_spec("approve", payload)
+
+    @workflow.update(name="reject_spec", description="Reject the pending protected spec change (same payload)")
+    def reject_spec(self, payload: LenientPayload) -> SpecUpdateResult:
+        return self._decide_spec("reject", payload)
+
+    @approve_spec.validator
+    def _validate_approve_spec(self, payload: LenientPayload) -> None:
+        if self._state.pending_spec is None:
+            raise ValueError(f"{self._state.spec.name} has no spec change pending approval")
+
+    @reject_spec.validator
+    def _validate_reject_spec(self, payload: LenientPayload) -> None:
+        self._validate_approve_spec(payload)
+
+    def _decide_spec(self, action: str, payload: LenientPayload) -> SpecUpdateResult:
+        """Judged by the approval rules of the spec in force (never the pending one); the requester may not
+        approve their own change. Refusals are recorded and fail the update."""
+        pending, spec = self._state.pending_spec, self._state.spec
+        assert pending is not None
+        ctx = DecisionContext(environment=spec.name, version="spec", digest=pending.digest, publisher=pending.by,
+                              promotion=env_workflow_id(spec.name), run=pending.id)
+        verdict = judge(spec.approval, ctx, payload.root, action, workflow.now())
+        refusal = verdict.refusal.replace("published this release and may not approve its promotion",
+                                          "requested this spec change and may not approve it")
+        who = f"{verdict.approver} ({verdict.fingerprint})" if verdict.verified else f"{verdict.approver} (claimed)"
+        if refusal:
+            self._record("SpecDecisionRefused", f"{action} of {pending.id} by {verdict.approver or '?'} refused: "
+                         f"{refusal}"[:1000], by=verdict.approver)
+            raise ApplicationError(refusal, type="DecisionRefused", non_retryable=True)
+        self._state.pending_spec = None
+        if action == "reject":
+            self._record("SpecChangeRejected", f"spec change {pending.id} by {pending.by} rejected by {who}",
+                         by=verdict.approver)
+            return SpecUpdateResult(status=self.status(), applied=False, changes=pending.changes)
+        self._apply_spec(pending.spec, pending.by, pending.changes, approved_by=who)
+        return SpecUpdateResult(status=self.status(), applied=True, changes=pending.changes)
 
     @workflow.update(name="plan")
     async def plan(self, request: PlanRequest) -> PlanResult:

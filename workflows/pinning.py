@@ -8,8 +8,17 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from ferry.approvals import SignedDecision
     from ferry.artifacts import FetchManifestInput, Manifest, ResolveTagInput, ResolveTagResult
-    from ferry.environment import EnvironmentStatus, LenientPayload, PinKind, PinRequest, env_workflow_id
+    from ferry.cosign import VerifyArtifactInput, VerifyArtifactResult
+    from ferry.environment import (
+        EnvironmentStatus,
+        LenientPayload,
+        PinKind,
+        PinRequest,
+        VerifyPolicy,
+        env_workflow_id,
+    )
     from ferry.oci import ANNOTATION_PUBLISHED_BY
     from ferry.promotion import EnvironmentStatusInput
     from workflows import policies
@@ -25,16 +34,29 @@ async def environment_status(name: str) -> EnvironmentStatus:
     return status
 
 
-async def resolve_release(repository: str, version: str) -> tuple[str, str]:
-    """-> (digest, publisher) of a released version; NotFound fails the caller."""
+async def resolve_release(repository: str, version: str, verify: VerifyPolicy | None = None) -> tuple[str, str]:
+    """-> (digest, publisher) of a released version; NotFound fails the caller. With a verify policy the
+    publisher is the one the release's verified signature attests (VerificationFailed fails the caller);
+    otherwise it is the manifest's annotation, a claim."""
     ref: ResolveTagResult = await workflow.execute_activity(
         "resolve_tag", ResolveTagInput(repository=repository, tag=version), result_type=ResolveTagResult,
         start_to_close_timeout=policies.REGISTRY_CALL_TIMEOUT, retry_policy=policies.QUICK_RETRY)
     assert ref.digest is not None
+    if verify is not None:
+        return ref.digest, (await verify_release(repository, ref.digest, verify)).publisher
     manifest: Manifest = await workflow.execute_activity(
         "fetch_manifest", FetchManifestInput(repository=repository, reference=ref.digest), result_type=Manifest,
         start_to_close_timeout=policies.REGISTRY_CALL_TIMEOUT, retry_policy=policies.QUICK_RETRY)
     return ref.digest, manifest.annotations.get(ANNOTATION_PUBLISHED_BY, "")
+
+
+async def verify_release(repository: str, digest: str, verify: VerifyPolicy) -> VerifyArtifactResult:
+    """The release's cosign signature, checked against the environment's publisher keys (on the worker)."""
+    result: VerifyArtifactResult = await workflow.execute_activity(
+        "verify_artifact", VerifyArtifactInput(repository=repository, digest=digest, publishers=verify.publishers),
+        result_type=VerifyArtifactResult, start_to_close_timeout=policies.REGISTRY_CALL_TIMEOUT,
+        retry_policy=policies.QUICK_RETRY)
+    return result
 
 
 def _acknowledged_pins() -> bool:
@@ -51,12 +73,16 @@ def pin_request_id() -> str:
 
 
 async def send_pin(environment: str, repository: str, version: str, digest: str, *, by: str, kind: PinKind,
-                   reason: str, hold: str | None = None) -> str:
-    """Signal the environment to pin `digest` (resolved in `repository`). -> the request id to await."""
+                   reason: str, hold: str | None = None, approvals: list[SignedDecision] | None = None,
+                   approved_by: list[str] | None = None, publisher: str = "") -> str:
+    """Signal the environment to pin `digest` (resolved in `repository`), with the approvals it rests on (the
+    environment re-verifies them against its own spec). -> the request id to await."""
     request_id = pin_request_id()
+    request = PinRequest(version=version, digest=digest, by=by[:128], reason=reason[:1024], kind=kind,
+                         request_id=request_id, hold=hold, repository=repository, approvals=approvals or [],
+                         approved_by=approved_by or [], publisher=publisher)
     await workflow.get_external_workflow_handle(env_workflow_id(environment)).signal(
-        "pin", LenientPayload(PinRequest(version=version, digest=digest, by=by, reason=reason, kind=kind,
-                                         request_id=request_id, hold=hold, repository=repository).model_dump()))
+        "pin", LenientPayload(request.model_dump()))
     return request_id
 
 
@@ -77,7 +103,7 @@ async def await_pin_outcome(environment: str, digest: str, request_id: str, with
         state = (await environment_status(environment)).state
         mine = state.pin is not None and state.pin.request_id == request_id
         answers = [e for e in state.events if e.request_id == request_id]
-        refused = next((e for e in answers if e.type == "PinRefused"), None)
+        refused = next((e for e in answers if e.type in ("PinRefused", "VerificationFailed")), None)
         if refused is not None:
             return "refused", refused.message, False
         acknowledged = acknowledged or mine or any(e.type == "Pinned" for e in answers)

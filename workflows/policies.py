@@ -46,3 +46,7 @@ HEALTH_HEARTBEAT = timedelta(seconds=30)
 MAX_ITERATIONS_PER_RUN = 100
 MAX_EVENTS_KEPT = 50
 MAX_GOOD_HISTORY = 10
+# Bounded memories the environment carries through continue-as-new (oldest dropped first).
+MAX_TAG_BINDINGS = 200  # tag -> digest: enough for every version a range or pin sees in months of releases
+MAX_VERIFIED_KEPT = 20  # digest -> verified publisher: recent releases; an older one is simply verified again
+MAX_CONSUMED_APPROVALS = 50  # promotion runs whose approvals moved the environment: a replayed pin is refused

@@ -5,13 +5,16 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from ferry.approvals import SignedDecision
     from ferry.durations import parse_duration
     from ferry.environment import ApprovalPolicy, LenientPayload
     from ferry.promotion import (
+        MAX_DECISIONS_KEPT,
         Decision,
+        DecisionContext,
         DecisionResult,
         Phase,
         PromotionInput,
@@ -24,21 +27,26 @@ with workflow.unsafe.imports_passed_through():
     from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_VERSION
 
 
+DECISION_REFUSED = "DecisionRefused"
+
+
 @workflow.defn(name="PromotionWorkflow")
 class PromotionWorkflow:
-    """Resolves the version to a digest, enforces the environment's policy, waits for an approval if one is
-    required, pins by digest, and reports the outcome. Every decision, accepted or refused, is recorded in
-    the status query and in history (memo); nothing an SRE sends is silently dropped."""
+    """Resolves the version to a digest (and, when the environment requires it, verifies the release's signature
+    and takes the publisher from it), enforces the environment's policy, waits for an approval if one is required,
+    pins by digest with the approvals attached (the environment re-verifies them), and reports the outcome. Every
+    decision, accepted, duplicate or refused, is recorded in the status query and in history (memo); nothing an
+    SRE sends is silently dropped."""
 
     @workflow.init
     def __init__(self, input: PromotionInput) -> None:
         self._status = PromotionStatus(environment=input.environment, version=input.version,
                                        requested_by=input.requested_by)
-        self._approvers: list[str] = []
-        self._policy_loaded = False
+        self._ctx: DecisionContext | None = None
         self._outcome: str | None = None
         self._pending: list[tuple[str, object, str]] = []
         self._policy: ApprovalPolicy | None = None
+        self._signed_approvals: list[SignedDecision] = []
 
     def _now(self) -> str:
         return workflow.now().strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -54,19 +62,29 @@ class PromotionWorkflow:
         env = await environment_status(input.environment)
         spec = env.state.spec
         self._policy = spec.approval
+        self._status.approvers, self._status.signed = spec.approval.names, spec.approval.is_signed
         try:
-            digest, publisher = await resolve_release(spec.repository, input.version)
+            digest, publisher = await resolve_release(spec.repository, input.version, spec.verify)
         except ActivityError as err:
+            if getattr(err.cause, "type", "") == "VerificationFailed":
+                return self._finish("refused", f"{input.version} failed signature verification: "
+                                    f"{getattr(err.cause, 'message', err.cause)}")
             return self._finish("refused", f"{input.version} is not a released version of {spec.repository}: "
                                 f"{getattr(err.cause, 'message', err.cause)}")
+        bound = env.state.tags.get(input.version)
+        if bound is not None and bound != digest:
+            return self._finish("refused", f"tag {input.version} now points to {digest}, but {input.environment} "
+                                f"bound it to {bound}: the tag was moved in the registry")
         self._status.digest, self._status.publisher = digest, publisher
-        self._policy_loaded = True
+        info = workflow.info()
+        self._ctx = DecisionContext(environment=input.environment, version=input.version, digest=digest,
+                                    publisher=publisher, promotion=info.workflow_id, run=info.run_id)
         for env_name in spec.approval.requires_healthy_in:
             other = (await environment_status(env_name)).state
             if not any(ref.digest == digest for ref in other.good_history):
                 return self._finish("refused", f"{input.version} ({digest}) has not been applied and healthy in "
                                     f"{env_name}")
-        for action, raw, via in self._pending:  # decisions that arrived while resolving
+        for action, raw, via in self._pending:  # signals that arrived while resolving
             self._decide(action, raw, via)
         self._pending = []
         if spec.approval.required:
@@ -80,10 +98,11 @@ class PromotionWorkflow:
             if self._outcome == "rejected":
                 return self._finish("rejected", next(d.comment for d in reversed(self._status.decisions)
                                                      if d.action == "reject" and d.accepted))
-        approvers = [d.by for d in self._status.decisions if d.action == "approve" and d.accepted]
+        approvers = self._approvers()
         request_id = await send_pin(input.environment, spec.repository, input.version, digest,
                                     by=", ".join(approvers) or input.requested_by, kind="promotion",
-                                    reason=input.reason or f"promotion requested by {input.requested_by}")
+                                    reason=input.reason or f"promotion requested by {input.requested_by}",
+                                    approvals=self._signed_approvals, approved_by=approvers, publisher=publisher)
         self._phase("Pinned")
         outcome, reason, rolled_back = await await_pin_outcome(
             input.environment, digest, request_id, parse_duration(spec.health_timeout) + parse_duration(spec.interval)
@@ -98,49 +117,85 @@ class PromotionWorkflow:
         metrics.outcome("promotion", s.environment, outcome)
         return PromotionResult(outcome=outcome, environment=s.environment, version=s.version,
                                digest=s.digest, publisher=s.publisher, reason=reason, auto_rolled_back=rolled_back,
-                               approved_by=[d.by for d in s.decisions if d.action == "approve" and d.accepted],
-                               decisions=s.decisions)
+                               approved_by=self._approvers(), decisions=s.decisions)
 
-    def _decide(self, action: str, raw: object, via: str) -> DecisionResult:
-        if not self._policy_loaded:
+    def _approvers(self) -> list[str]:
+        return list(dict.fromkeys(d.by for d in self._status.decisions if d.action == "approve" and d.accepted))
+
+    def _decide(self, action: str, raw: object, via: str) -> Decision:
+        """Judge and record one decision. Every call writes exactly one record (duplicates and refusals too), so
+        the audit can pair each record with the signal or update that caused it."""
+        if self._ctx is None:  # a signal that arrived while resolving: judged once the version is resolved
             self._pending.append((action, raw, via))
-            return DecisionResult(accepted=False, reason="recorded; will be judged once the version is resolved",
-                                  phase=self._status.phase)
+            return Decision(at=self._now(), action=action, by="", accepted=False, via=via,
+                            reason="recorded; will be judged once the version is resolved")
         s = self._status
         assert self._policy is not None
-        decision, refusal = judge(self._policy, s.publisher, s.version, s.digest, raw, action)
-        by = decision.approver if decision else str(raw)[:80]
-        if not refusal and any(d.by == by and d.action == action and d.accepted for d in s.decisions):
-            return DecisionResult(accepted=True, reason="duplicate: already recorded", phase=s.phase)
-        if not refusal and self._outcome is not None:
+        verdict = judge(self._policy, self._ctx, raw, action, workflow.now())
+        by = verdict.approver or _claimed_name(raw)
+        refusal = verdict.refusal
+        duplicate = not refusal and any(d.by == by and d.action == action and d.accepted for d in s.decisions)
+        every = workflow.patched("ferry-record-every-decision")
+        if duplicate and not every:
+            return Decision(at=self._now(), action=action, by=by, accepted=True, via=via,
+                            reason="duplicate: already recorded")
+        if not refusal and not duplicate and self._outcome is not None:
             refusal = f"the promotion is already {self._outcome}"
-        record = Decision(at=self._now(), action=action, by=by, accepted=not refusal, reason=refusal,
-                          comment=decision.comment if decision else "", via=via)
-        s.decisions = [*s.decisions, record]
+        update = workflow.current_update_info()
+        record = Decision(at=self._now(), action=action, by=by, accepted=not refusal,
+                          reason=refusal or ("duplicate: already recorded" if duplicate else ""),
+                          comment=verdict.decision.comment if verdict.decision else "", via=via,
+                          verified=verdict.verified, fingerprint=verdict.fingerprint,
+                          update_id=update.id if update else "")
+        s.decisions = [*s.decisions, record][-MAX_DECISIONS_KEPT:]
         metrics.promotion_decision(s.environment, action, not refusal)
         workflow.upsert_memo({"ferry_decision": record.model_dump(mode="json")})
         if refusal:
             workflow.logger.warning("%s refused: %s", action, refusal)
-        else:
+        elif not duplicate:
             self._outcome = "approved" if action == "approve" else "rejected"
-        return DecisionResult(accepted=not refusal, reason=refusal, phase=s.phase)
+            if action == "approve" and verdict.decision and verdict.decision.statement and verdict.verified:
+                assert verdict.decision.signature is not None
+                self._signed_approvals.append(SignedDecision(statement=verdict.decision.statement,
+                                                             signature=verdict.decision.signature))
+        return record
 
-    @workflow.signal(name="approve")
+    async def _decide_update(self, action: str, payload: LenientPayload) -> DecisionResult:
+        # NB: an Update waits until the version is resolved, so its answer is the real verdict (patched: older
+        # histories answered "recorded; will be judged" at once)
+        if workflow.patched("ferry-decision-update-waits"):
+            await workflow.wait_condition(lambda: self._ctx is not None or self._status.phase == "Refused")
+            if self._ctx is None:
+                raise ApplicationError(f"promotion of {self._status.version} to {self._status.environment} was "
+                                       "refused before any decision", type=DECISION_REFUSED, non_retryable=True)
+        record = self._decide(action, payload.root, "update")
+        if not record.accepted and workflow.patched("ferry-decision-refusal-fails"):
+            # NB: fail the Update so the caller, the UI's dialog and `temporal workflow update execute` show the
+            # refusal; the record above is already in history.
+            raise ApplicationError(f"{action} refused: {record.reason}", type=DECISION_REFUSED, non_retryable=True)
+        return DecisionResult(accepted=record.accepted, reason=record.reason, phase=self._status.phase)
+
+    @workflow.signal(name="approve", description='Approve (fallback to the approve_update Update, which answers): '
+                     '{"approver": "alice", "comment": "...", "statement": "...", "signature": "..."} — '
+                     '`ferry approve ENV VERSION --key KEY --print` prints it')
     def approve(self, payload: LenientPayload) -> None:
         self._decide("approve", payload.root, "signal")
 
-    @workflow.signal(name="reject")
+    @workflow.signal(name="reject", description='Reject (fallback to reject_update): {"approver": "alice", '
+                     '"comment": "why", "statement": "...", "signature": "..."}')
     def reject(self, payload: LenientPayload) -> None:
         self._decide("reject", payload.root, "signal")
 
-    @workflow.update(name="approve_update")
-    def approve_update(self, payload: LenientPayload) -> DecisionResult:
-        """`ferry approve`: the caller learns at once; refusals are recorded (and in history) all the same."""
-        return self._decide("approve", payload.root, "update")
+    @workflow.update(name="approve_update", description='Approve this promotion and get the verdict: {"approver": '
+                     '"alice", "comment": "...", "statement": "...", "signature": "..."} (`ferry approve ENV VERSION '
+                     '--key KEY --print` prints it); a refusal fails the update with DecisionRefused and is recorded')
+    async def approve_update(self, payload: LenientPayload) -> DecisionResult:
+        return await self._decide_update("approve", payload)
 
-    @workflow.update(name="reject_update")
-    def reject_update(self, payload: LenientPayload) -> DecisionResult:
-        return self._decide("reject", payload.root, "update")
+    @workflow.update(name="reject_update", description='Reject this promotion: {"approver": "alice", "comment": '
+                     '"why", ...}; a refusal fails the update with DecisionRefused and is recorded')
+    async def reject_update(self, payload: LenientPayload) -> DecisionResult:
+        return await self._decide_update("reject", payload)
 
     @approve_update.validator
     def _validate_approve(self, payload: LenientPayload) -> None:
@@ -154,13 +209,19 @@ class PromotionWorkflow:
         # NB: only "no longer deciding" is rejected up front (nothing to record); policy refusals are
         # accepted as updates and recorded, so they reach history. A repeat of an accepted decision stays
         # idempotent even after the promotion moved on.
-        who = payload.root.get("approver") if isinstance(payload.root, dict) else None
+        who = _claimed_name(payload.root)
         if any(d.by == who and d.action == action and d.accepted for d in self._status.decisions):
             return
         if self._status.phase not in ("Resolving", "AwaitingApproval"):
             raise ValueError(f"promotion of {self._status.version} to {self._status.environment} is "
                              f"{self._status.phase}, not awaiting a decision")
 
-    @workflow.query(name="status")
+    @workflow.query(name="status", description="phase, digest, publisher, who may approve, every decision recorded")
     def status(self) -> PromotionStatus:
         return self._status
+
+
+def _claimed_name(raw: object) -> str:
+    """The name a payload claims, for the record only (bounded; a raw dict is never printed)."""
+    name = raw.get("approver") if isinstance(raw, dict) else None
+    return name[:128] if isinstance(name, str) and name else "(malformed payload)"

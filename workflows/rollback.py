@@ -10,6 +10,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from ferry.durations import parse_duration
     from ferry.promotion import RollbackInput, RollbackResult
+    from ferry.versions import try_parse_tag
     from workflows import metrics
     from workflows.pinning import await_pin_outcome, environment_status, resolve_release, send_pin
     from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_VERSION
@@ -30,15 +31,23 @@ class RollbackWorkflow:
         current = state.last_applied
         result = RollbackResult(outcome="refused", environment=input.environment,
                                 from_version=current.version if current else "")
-        if spec.approval.approvers and input.requested_by not in spec.approval.approvers:
+        if spec.approval.approvers and input.requested_by not in spec.approval.names:
             return self._done(result, "refused", f"{input.requested_by} is not an approver of {input.environment} "
-                              f"({', '.join(spec.approval.approvers)})")
+                              f"({', '.join(spec.approval.names)})")
         if input.to_version:
+            target, applied = try_parse_tag(input.to_version), try_parse_tag(current.version) if current else None
+            if target is not None and applied is not None and target.compare(applied) > 0:
+                return self._done(result, "refused", f"{input.to_version} is newer than the applied "
+                                  f"{current.version if current else ''}: a rollback never goes forward (promote it)")
             try:
                 digest, _ = await resolve_release(spec.repository, input.to_version)
             except ActivityError as err:
                 return self._done(result, "refused", f"{input.to_version} is not a released version: "
                                   f"{getattr(err.cause, 'message', err.cause)}")
+            if spec.approval.required and not any(r.digest == digest for r in state.good_history):
+                return self._done(result, "refused", f"{input.to_version} ({digest}) was never applied and healthy "
+                                  f"in {input.environment}: without an approval a rollback may only go to a "
+                                  "known-good version (promote it instead)")
             target_version = input.to_version
         else:
             earlier = [r for r in state.good_history if current is None or r.digest != current.digest]

@@ -57,7 +57,8 @@ async def test_audit_timeline_matches_scenario(dev_worker: Settings, dev_env: Wo
     timeline = await build_timeline(world.client, dev_worker.temporal, world.production, dt.timedelta(hours=1))
     kinds = [(e.kind, e.who) for e in timeline]
     expected_order = [("release published", "ci-bot"), ("promotion requested", "carol"),
-                      ("approve (signal)", "mallory"), ("approve (signal)", "alice"), ("pinned", "alice"),
+                      ("approve (signal)", "mallory (claimed)"), ("approve (signal)", "alice (claimed)"),
+                      ("pinned", "alice"),
                       ("promotion succeeded", "alice"), ("drift corrected", ""), ("rollback requested", "bob"),
                       ("pinned", "bob"), ("rollback succeeded", "bob")]
     positions = []

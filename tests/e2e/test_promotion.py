@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
-from temporalio.client import Client, WorkflowHandle
+import pytest
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from devstack.procs import script_path
@@ -144,8 +145,10 @@ async def test_publisher_cannot_approve_then_an_approver_can(dev_worker: Setting
     world = await _world(dev_env.client, dev_worker, kube_server, publisher="alice")
     handle = await _promote(world)
     await _phase(handle, "AwaitingApproval")
-    refused = await handle.execute_update(PromotionWorkflow.approve_update, LenientPayload({"approver": "alice"}))
-    assert not refused.accepted and "published this release" in refused.reason
+    with pytest.raises(WorkflowUpdateFailedError) as refused:  # a refusal fails the Update: the caller sees it
+        await handle.execute_update(PromotionWorkflow.approve_update, LenientPayload({"approver": "alice"}))
+    assert refused.value.cause.type == "DecisionRefused"  # type: ignore[attr-defined]
+    assert "published this release" in refused.value.cause.message  # type: ignore[attr-defined]
     await handle.signal(PromotionWorkflow.approve, LenientPayload({"approver": "mallory"}))  # not an approver
     await handle.signal(PromotionWorkflow.approve, LenientPayload({"approver": "bob", "version": "9.9.9"}))
     status = await handle.query(PromotionWorkflow.status)
@@ -159,7 +162,10 @@ async def test_publisher_cannot_approve_then_an_approver_can(dev_worker: Setting
     assert again.accepted and "duplicate" in again.reason
     result = await handle.result()
     assert result.outcome == "succeeded" and result.approved_by == ["bob"]
-    assert [d.by for d in result.decisions] == ["alice", "mallory", "bob", "bob"]
+    # every decision writes its record, the duplicate too, so the audit pairs each with its sender
+    assert [d.by for d in result.decisions] == ["alice", "mallory", "bob", "bob", "bob"]
+    assert [d.accepted for d in result.decisions] == [False, False, False, True, True]
+    assert "duplicate" in result.decisions[-1].reason and not any(d.verified for d in result.decisions)
 
 
 async def test_malformed_signal_from_temporal_cli_is_recorded(dev_worker: Settings, dev_env: WorkflowEnvironment,
@@ -211,9 +217,9 @@ async def test_rollback_to_previous_and_to_explicit_version(dev_worker: Settings
     assert (back.outcome, back.from_version, back.to_version) == ("succeeded", "1.1.0", "1.0.0")
     assert _image(world) == "nginx:1.25"
     assert await _holds(world) == ["1.1.0"]
-    forward = await _rollback(world, "2", by="bob", to_version="1.1.0")
-    assert forward.outcome == "succeeded" and forward.to_version == "1.1.0"
-    assert _image(world) == "nginx:1.26"
+    forward = await _rollback(world, "2", by="bob", to_version="1.1.0")  # a rollback never goes forward
+    assert forward.outcome == "refused" and "never goes forward" in forward.reason
+    assert _image(world) == "nginx:1.25"
     if os.environ.get("FERRY_RECORD_HISTORIES"):
         history = await world.client.get_workflow_handle(f"rollback/{world.production}/1").fetch_history()
         HISTORIES.joinpath("rollback.json").write_text(history.to_json())
@@ -316,8 +322,10 @@ async def test_pin_from_a_repository_the_environment_left_is_refused(
     publish(dev_worker, moved, "1.0.0", app_manifests("shop"))
     prd = world.client.get_workflow_handle(f"env/{world.production}")
     spec = (await prd.query(EnvironmentWorkflow.status)).state.spec
-    await prd.execute_update(EnvironmentWorkflow.update_spec, SpecUpdate(spec=spec.model_copy(
-        update={"repository": moved})))
+    pending = await prd.execute_update(EnvironmentWorkflow.update_spec, SpecUpdate(spec=spec.model_copy(
+        update={"repository": moved}), by="carol"))
+    assert not pending.applied  # a protected field of an approval-required environment: it waits
+    await prd.execute_update(EnvironmentWorkflow.approve_spec, LenientPayload({"approver": "bob"}))
     await handle.signal(PromotionWorkflow.approve, LenientPayload({"approver": "alice"}))
     result = await asyncio.wait_for(handle.result(), timeout=60)
     assert result.outcome == "refused" and f"deploys from {moved}" in result.reason

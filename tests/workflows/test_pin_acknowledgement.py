@@ -56,7 +56,8 @@ class SlowToAcknowledgeEnvironment:
         await workflow.sleep(ACK_DELAY)
         request, state, now = self._pin, status.state, workflow.now().isoformat()
         assert request is not None
-        state.pin = Pin(**request.model_dump(exclude={"repository"}), at=now)
+        state.pin = Pin(**request.model_dump(include={"version", "digest", "by", "reason", "kind", "request_id",
+                                                      "hold"}), at=now)
         state.last_applied = Applied(version=request.version, digest=request.digest, at=now)
         state.health = HealthState(status="Healthy", digest=request.digest, at=now)
         state.events.append(Event(at=now, type="Pinned", message="pinned", request_id=request.request_id))
