@@ -88,3 +88,17 @@ async def next_iteration(handle: WorkflowHandle[Any, Any], timeout: float = 30) 
     before = (await handle.query(EnvironmentWorkflow.status)).state.iterations
     await reconcile_now(handle)
     return await wait_status(handle, lambda s: s.state.iterations > before, timeout, "next iteration")
+
+
+async def wait_phase(handle: WorkflowHandle[Any, Any], phase: str, timeout: float = 30) -> Any:
+    """Wait until a promotion reaches `phase`; -> its status."""
+    from workflows.promotion import PromotionWorkflow
+
+    deadline = time.monotonic() + timeout
+    status = None
+    while time.monotonic() < deadline:
+        status = await handle.query(PromotionWorkflow.status)
+        if status.phase == phase:
+            return status
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"promotion never reached {phase} in {timeout}s; last: {status}")

@@ -21,7 +21,7 @@ from ferry.approvals import Statement, sign_statement
 from ferry.environment import EnvironmentSpec, LenientPayload, SpecUpdate, env_workflow_id
 from ferry.promotion import PromotionInput, RollbackInput, promotion_workflow_id
 from ferry.settings import Settings
-from tests.e2e.envkit import app_manifests, next_iteration, publish, start_environment, wait_status
+from tests.e2e.envkit import app_manifests, next_iteration, publish, start_environment, wait_phase, wait_status
 from workflows.environment import EnvironmentWorkflow
 from workflows.promotion import PromotionWorkflow
 from workflows.rollback import RollbackWorkflow
@@ -71,10 +71,7 @@ async def promote(world: World, version: str = "1.1.0") -> WorkflowHandle[Any, A
     handle = await world.client.start_workflow(
         PromotionWorkflow.run, PromotionInput(environment=world.production, version=version, requested_by="carol"),
         id=promotion_workflow_id(world.production, version), task_queue=world.settings.temporal.task_queue)
-    deadline = asyncio.get_running_loop().time() + 30
-    while (await handle.query(PromotionWorkflow.status)).phase != "AwaitingApproval":
-        assert asyncio.get_running_loop().time() < deadline, "promotion never awaited approval"
-        await asyncio.sleep(0.2)
+    await wait_phase(handle, "AwaitingApproval")
     return handle
 
 
