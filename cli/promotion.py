@@ -21,6 +21,7 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from cli.common import (
@@ -299,6 +300,11 @@ def _send(args: argparse.Namespace, update: str, payload: dict[str, str], finger
                                                                  result_type=DecisionResult)
             return result
         except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.type == "DecisionRefused":
+                # NB: the workflow records a refused decision before failing the update with it
+                reason = cause.message.removeprefix(f"{verb} refused: ")
+                raise CommandError(f"{verb} by {who} refused: {reason} (recorded)") from None
             raise CommandError(f"{verb} refused: {root_cause(err)}") from None
         except RPCError as err:
             raise CommandError(f"no promotion of {args.version} to {args.env}: {err.message}") from None
