@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from cli.common import (
     root_cause,
     settings_from,
 )
+from cli.keys import KEY_PASSWORD_VARIABLE, expiry, private_key
+from ferry.approvals import ApprovalError, Statement, sign_statement
 from ferry.environment import (
     EnvironmentInput,
     EnvironmentsFile,
@@ -33,6 +36,7 @@ from ferry.environment import (
     LenientPayload,
     PlanRequest,
     SpecUpdate,
+    SpecUpdateResult,
     env_workflow_id,
 )
 from workers.client import connect, workflow_url
@@ -253,6 +257,52 @@ def _signal(name: str) -> Any:
     return cmd
 
 
+def _spec_decide(update: str) -> Any:
+    """`ferry env approve|reject ENV`: decide the pending protected spec change, signed with --key when the
+    environment requires signed approvals (the statement names version "spec", the pending spec's digest,
+    promotion env/<name> and run = the pending change id)."""
+    verb = update.split("_")[0]
+
+    def cmd(args: argparse.Namespace) -> int:
+        settings = settings_from(args)
+
+        async def go() -> SpecUpdateResult | dict[str, str]:
+            client = await connect(settings.temporal, identity=cli_identity())
+            pending = (await environment_status(client, args.env)).state.pending_spec
+            if pending is None:
+                raise CommandError(f"{args.env} has no spec change pending approval")
+            who = args.as_ or local_identity()
+            payload = {"approver": who, "comment": args.comment or ""}
+            if args.key:
+                data, password, _ = private_key(args.key)
+                try:
+                    statement = Statement(environment=args.env, version="spec", digest=pending.digest,
+                                          promotion=env_workflow_id(args.env), run=pending.id, decision=verb,  # type: ignore[arg-type]
+                                          approver=who, comment=args.comment or "", expires=expiry(args.expires))
+                    proof = sign_statement(statement, data, password)
+                except (ApprovalError, pydantic.ValidationError) as err:
+                    raise CommandError(f"cannot sign the {verb}: {err}") from None
+                payload |= {"statement": proof.statement, "signature": proof.signature}
+            if args.print:
+                return payload
+            try:
+                result: SpecUpdateResult = await client.get_workflow_handle(env_workflow_id(args.env)).execute_update(
+                    update, LenientPayload(payload), result_type=SpecUpdateResult)
+            except WorkflowUpdateFailedError as err:
+                raise CommandError(f"{verb} of {pending.id} by {who} refused: {root_cause(err)} (recorded)") from None
+            return result
+
+        result = _run(go())
+        if isinstance(result, dict):
+            print(json.dumps(result))
+            return 0
+        done = "applied" if result.applied else "rejected"
+        print(f"{args.env}: spec change {done}: {'; '.join(result.changes) or 'no field changed'}")
+        return 0
+
+    return cmd
+
+
 def register(sub: Any) -> None:
     env = sub.add_parser("env", help="declare environments (environments.yaml) and list them")
     env_sub = env.add_subparsers(dest="env_command", required=True)
@@ -260,6 +310,18 @@ def register(sub: Any) -> None:
     apply.add_argument("-f", "--file", required=True)
     apply.add_argument("--as", dest="as_", default=None, help="who (default: the local user or CI actor)")
     apply.set_defaults(func=cmd_env_apply)
+    for verb in ("approve", "reject"):
+        decide = env_sub.add_parser(verb, help=f"{verb} the spec change pending approval (protected fields of an "
+                                    "approval-required environment)")
+        decide.add_argument("env")
+        decide.add_argument("--as", dest="as_", default=None, help="who (default: the local user)")
+        decide.add_argument("--comment", default=None)
+        decide.add_argument("--key", default=None, help=f"OpenSSH private key to sign with (password from "
+                            f"{KEY_PASSWORD_VARIABLE})")
+        decide.add_argument("--expires", default="1h", help="how long the signed decision is valid (default 1h)")
+        decide.add_argument("--print", action="store_true", help="print the JSON to send instead of sending it")
+        global_options(decide)
+        decide.set_defaults(func=_spec_decide(f"{verb}_spec"))
     listing = env_sub.add_parser("list", help="every running environment with its version and health")
     listing.set_defaults(func=cmd_env_list)
     for p in (apply, listing):

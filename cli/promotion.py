@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import json
-import os
 import sys
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pydantic
@@ -35,23 +31,19 @@ from cli.common import (
     settings_from,
 )
 from cli.environments import environment_status
+from cli.keys import KEY_PASSWORD_VARIABLE, MAX_EXPIRES, expiry, private_key, read_text
 from ferry.approvals import (
     APPROVAL_NAMESPACE,
-    MAX_PRIVATE_KEY,
     MAX_SIGNATURE,
     MAX_STATEMENT,
-    TIMESTAMP_FORMAT,
     ApprovalError,
     ApproverKey,
     SignedDecision,
     Statement,
-    key_fingerprint,
-    public_key_line,
     sign_statement,
     signature_public_key,
     verify_decision,
 )
-from ferry.durations import parse_duration
 from ferry.environment import LenientPayload
 from ferry.promotion import (
     DecisionResult,
@@ -123,57 +115,6 @@ async def _first_decision_point(handle: WorkflowHandle[Any, Any], within: float 
         await asyncio.sleep(0.25)
 
 
-MAX_EXPIRES = timedelta(days=7)  # a signed decision is bound to one run; a week bounds how long it can be replayed
-KEY_PASSWORD_VARIABLE = "FERRY_KEY_PASSWORD"
-
-
-def _read_bounded(path: str, limit: int, what: str) -> bytes:
-    try:
-        with Path(path).expanduser().open("rb") as f:
-            data = f.read(limit + 1)
-    except OSError as err:
-        raise CommandError(f"cannot read {what} {path}: {err.strerror or err}") from None
-    if len(data) > limit:
-        raise CommandError(f"{what} {path} is larger than {limit} bytes")
-    return data
-
-
-def _read_text(path: str, limit: int, what: str) -> str:
-    try:
-        return _read_bounded(path, limit, what).decode("utf-8")
-    except UnicodeDecodeError:
-        raise CommandError(f"{what} {path} is not UTF-8 text") from None
-
-
-def _private_key(path: str) -> tuple[bytes, bytes | None, str]:
-    """(key file bytes, its password or None, its fingerprint). The password comes from FERRY_KEY_PASSWORD, else
-    from a prompt on the terminal; with no terminal an encrypted key is an error, never a hang."""
-    data = _read_bounded(path, MAX_PRIVATE_KEY, "private key")
-    password = os.environ.get(KEY_PASSWORD_VARIABLE, "").encode() or None
-    try:
-        return data, password, key_fingerprint(public_key_line(data, password))
-    except ApprovalError as err:
-        if err.kind != "encrypted":
-            raise CommandError(f"--key {path}: {err.reason}") from None
-    if not sys.stdin.isatty():
-        raise CommandError(f"--key {path} is encrypted: set {KEY_PASSWORD_VARIABLE} (no terminal to ask on)")
-    password = getpass.getpass(f"password for {path}: ").encode()
-    try:
-        return data, password, key_fingerprint(public_key_line(data, password))
-    except ApprovalError as err:
-        raise CommandError(f"--key {path}: {err.reason}") from None
-
-
-def _expiry(text: str) -> str:
-    try:
-        delta = parse_duration(text)
-    except ValueError as err:
-        raise CommandError(f"--expires: {err}") from None
-    if not timedelta(0) < delta <= MAX_EXPIRES:
-        raise CommandError(f"--expires {text}: must be more than 0 and at most {MAX_EXPIRES.days}d")
-    return (datetime.now(UTC) + delta).strftime(TIMESTAMP_FORMAT)
-
-
 async def _promotion_run(args: argparse.Namespace) -> tuple[str, str]:
     """(run id, digest) of the running promotion, from --run/--digest when both are given (no Temporal access
     needed: an approver may sign offline), else from the workflow's description and status query."""
@@ -204,7 +145,7 @@ def _statement(args: argparse.Namespace, decision: str, run: str, digest: str) -
     fields = {"environment": args.env, "version": args.version, "digest": digest,
               "promotion": promotion_workflow_id(args.env, args.version), "run": run, "decision": decision,
               "approver": args.as_ or local_identity(), "comment": args.comment or "",
-              "expires": _expiry(args.expires)}
+              "expires": expiry(args.expires)}
     try:
         return Statement.model_validate(fields)
     except pydantic.ValidationError as err:
@@ -215,8 +156,8 @@ def _statement(args: argparse.Namespace, decision: str, run: str, digest: str) -
 def _signed_elsewhere(args: argparse.Namespace, decision: str) -> tuple[dict[str, str], str]:
     """The decision payload from --statement/--signature files (signed with `ssh-keygen -Y sign`), checked here
     first: canonical, for this command, and a valid signature in Ferry's namespace by the key it embeds."""
-    text = _read_text(args.statement, MAX_STATEMENT, "--statement")
-    signature = _read_text(args.signature, MAX_SIGNATURE, "--signature")
+    text = read_text(args.statement, MAX_STATEMENT, "--statement")
+    signature = read_text(args.signature, MAX_SIGNATURE, "--signature")
     try:
         statement = Statement.parse(text)
         signed = SignedDecision(statement=text, signature=signature)
@@ -258,7 +199,7 @@ def _decide(update: str) -> Any:
         if args.statement:
             payload, fingerprint = _signed_elsewhere(args, verb)
         elif args.key or args.print_statement:
-            key = _private_key(args.key) if args.key else None
+            key = private_key(args.key) if args.key else None
             run, digest = asyncio.run(_promotion_run(args))
             statement = _statement(args, verb, run, digest)
             if key is None:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
-from ferry.approvals import ApproverKey, SignedDecision, key_fingerprint
+from ferry.approvals import NAME_PATTERN, ApproverKey, SignedDecision, key_fingerprint
 from ferry.cosign import PublisherKey
 from ferry.durations import parse_duration
 from ferry.oci import Digest, Repository
@@ -46,7 +46,7 @@ def _duration(value: str, field: str) -> str:
 class Approver(_Model):
     """An approver: a name, and (for signed approvals) the SSH public key that proves it."""
 
-    name: str = Field(min_length=1, max_length=MAX_NAME)
+    name: str = Field(min_length=1, max_length=MAX_NAME, pattern=NAME_PATTERN)
     key: str | None = Field(None, max_length=MAX_KEY, description="OpenSSH public key line (ssh-ed25519 AAAA…)")
 
     @field_validator("key")

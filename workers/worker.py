@@ -13,6 +13,7 @@ from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities import extra_activities
 from activities.registry import Registries, RegistryActivities, SignatureActivities
@@ -47,6 +48,13 @@ def all_activities(settings: Settings, client: Client) -> list[Callable[..., Any
     ]
 
 
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """The workflow sandbox, with `cryptography` passed through: signature checks run in workflow code, and its
+    Rust bindings must be imported once per process, never re-imported per workflow (that fails with a
+    SystemError). It is deterministic code: verification only, no keys generated, no clock."""
+    return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("cryptography"))
+
+
 def build_worker(
     client: Client,
     settings: Settings,
@@ -65,6 +73,7 @@ def build_worker(
         workflows=list(workflows) if workflows is not None else all_workflows(),
         activities=list(activities) if activities is not None else all_activities(settings, client),
         activity_executor=pool,
+        workflow_runner=workflow_runner(),
         max_concurrent_activities=settings.worker.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=20),
     )

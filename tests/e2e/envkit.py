@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -102,3 +105,13 @@ async def wait_phase(handle: WorkflowHandle[Any, Any], phase: str, timeout: floa
             return status
         await asyncio.sleep(0.2)
     raise AssertionError(f"promotion never reached {phase} in {timeout}s; last: {status}")
+
+
+async def ferry(settings: Settings, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The `ferry` console script (python -m cli) against this test's Temporal server and task queue."""
+    env = {**os.environ, "FERRY_TEMPORAL_ADDRESS": settings.temporal.address,
+           "FERRY_TASK_QUEUE": settings.temporal.task_queue, "FERRY_STATE_DIR": str(tmp / "no-stack")}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "cli", *args, env=env,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    return subprocess.CompletedProcess(args, proc.returncode or 0, out.decode(), err.decode())

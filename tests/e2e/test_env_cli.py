@@ -1,12 +1,9 @@
-"""The SRE commands through the console script, against the real dev server, registry and emulator."""
+"""The SRE commands through the console script, against the real dev server, registry and Kubernetes API server."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,16 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 from devstack.registry import Registry
 from ferry.promotion import PromotionResult
 from ferry.settings import Settings
-from tests.e2e.envkit import app_manifests, publish
-
-
-async def ferry(settings: Settings, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FERRY_TEMPORAL_ADDRESS": settings.temporal.address,
-           "FERRY_TASK_QUEUE": settings.temporal.task_queue, "FERRY_STATE_DIR": str(tmp / "no-stack")}
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "cli", *args, env=env,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await proc.communicate()
-    return subprocess.CompletedProcess(args, proc.returncode or 0, out.decode(), err.decode())
+from tests.e2e.envkit import app_manifests, ferry, publish
 
 
 async def test_env_apply_list_status_diff_suspend_resume(dev_worker: Settings, dev_env: WorkflowEnvironment,
@@ -45,7 +33,7 @@ async def test_env_apply_list_status_diff_suspend_resume(dev_worker: Settings, d
     assert applied.returncode == 0, applied.stderr
     assert f"{name}: started (env/{name})" in applied.stdout
     again = await ferry(dev_worker, tmp_path, "env", "apply", "-f", str(spec))
-    assert f"{name}: updated" in again.stdout
+    assert f"{name}: unchanged" in again.stdout  # the same spec again: recorded, nothing changed
 
     for _ in range(100):
         status = await ferry(dev_worker, tmp_path, "status", name, "--json")
@@ -105,8 +93,10 @@ async def test_promote_approve_rollback_through_the_console_script(
     assert approved.returncode == 0 and "approve by bob accepted" in approved.stdout, approved.stderr
     result = await world.client.get_workflow_handle(f"promote/{env}/1.1.0", result_type=PromotionResult).result()
     assert result.outcome == "succeeded"
-    nowhere = await ferry(dev_worker, tmp_path, "rollback", env, "--to", "8.8.8", "--as", "bob")
-    assert nowhere.returncode == 1 and "refused (8.8.8 is not a released version" in nowhere.stdout
+    nowhere = await ferry(dev_worker, tmp_path, "rollback", env, "--to", "0.0.8", "--as", "bob")
+    assert nowhere.returncode == 1 and "refused (0.0.8 is not a released version" in nowhere.stdout
+    forward = await ferry(dev_worker, tmp_path, "rollback", env, "--to", "8.8.8", "--as", "bob")
+    assert forward.returncode == 1 and "never goes forward" in forward.stdout
     back = await ferry(dev_worker, tmp_path, "rollback", env, "--as", "bob", "--reason", "latency")
     assert back.returncode == 0, back.stdout + back.stderr
     assert "succeeded 1.1.0 -> 1.0.0" in back.stdout

@@ -14,6 +14,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from workers.worker import workflow_runner
 from workflows import ALL_WORKFLOWS
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -30,7 +31,8 @@ async def test_replay_committed_history(name: str) -> None:
     history = WorkflowHistory.from_json(workflow_id, data)
     expected = TYPES[Path(name).stem]
     assert history.events[0].workflow_execution_started_event_attributes.workflow_type.name == expected
-    replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter,
+                        workflow_runner=workflow_runner())
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None
 
