@@ -1,10 +1,10 @@
 """`make demo`: the whole story on the local stack, through the same commands a person runs.
 
-release 1.0.0 and 1.1.0 -> staging follows to 1.1.0 -> promote production to 1.1.0 -> the publisher's approval
-is refused -> an SRE approves with the `temporal` CLI -> production applied and healthy -> a hand edit in
-production is reverted -> a broken 1.2.0 fails health in staging and rolls back by itself, held ->
-`ferry rollback production --to 1.0.0` -> `ferry audit` prints the timeline with Temporal UI links.
-"""
+CI releases 1.0.0 and 1.1.0, signed -> staging follows to 1.1.0 -> promote production to 1.1.0 -> the publisher's
+own signed approval is refused -> a forged (unsigned) approval sent with the `temporal` CLI is refused -> an SRE's
+SSH-signed approval sent with `temporal workflow update execute` moves production -> a hand edit in production is
+reverted -> a broken 1.2.0 fails health in staging and rolls back by itself, held -> `ferry rollback production
+--to 1.0.0` -> `ferry audit` prints the timeline with Temporal UI links, and `--verify` re-checks every signature."""
 
 from __future__ import annotations
 
@@ -87,9 +87,39 @@ def bundle(version: str, image_tag: str, message: str, into: Path) -> Path:
     return target
 
 
+def make_keys(tmp: Path) -> dict[str, Path]:
+    """The demo's keys, made fresh: CI's release key (ECDSA P-256 PEM) and each SRE's SSH key (ssh-keygen)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    release = ec.generate_private_key(ec.SECP256R1())
+    keys = {"release": tmp / "release.key", "release.pub": tmp / "release.pub"}
+    keys["release"].write_bytes(release.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                      serialization.NoEncryption()))
+    keys["release.pub"].write_bytes(release.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    for person in (SRE, PUBLISHER):
+        keys[person] = tmp / f"id_{person}"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", person, "-f", str(keys[person])],
+                       check=True)
+    return keys
+
+
+def fill_environments(repository: str, keys: dict[str, Path]) -> str:
+    """examples/environments.yaml with its placeholders filled (each value JSON-escaped into a quoted scalar)."""
+    values = {"REPOSITORY": repository, "RELEASE_PUBLIC_KEY": keys["release.pub"].read_text(),
+              "SRE_ALICE_KEY": Path(f"{keys[SRE]}.pub").read_text().strip(),
+              "SRE_BOB_KEY": Path(f"{keys[PUBLISHER]}.pub").read_text().strip()}
+    text = (ROOT / "examples" / "environments.yaml").read_text()
+    for name, value in values.items():
+        text = text.replace("${" + name + "}", json.dumps(value)[1:-1])
+    return text
+
+
 def main() -> None:
     started = time.monotonic()
-    step("1. the local stack: Temporal dev server + Web UI, CNCF registry, Kubernetes API emulator, worker")
+    step("1. the local stack: Temporal dev server + Web UI, CNCF registry, Kubernetes control plane (etcd, "
+         "kube-apiserver, kube-controller-manager; workload status simulated), worker")
     report = status(STATE)
     if report and all(c["up"] for c in report.values()):
         print("reusing the running stack in .ferry (`ferry dev down` stops it)")
@@ -109,34 +139,20 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        step("2. CI releases 1.0.0 and 1.1.0 (ReleaseWorkflow: package on the CI host, push, verify)")
+        keys = make_keys(tmp)
+        step("2. CI releases 1.0.0 and 1.1.0, signed with CI's key (ReleaseWorkflow: package on the CI host, push, "
+             "verify, sign in cosign's format)")
         for version, tag, message in (("1.0.0", "6.5.0", "Hello from 1.0.0"), ("1.1.0", "6.5.1", "Hello from 1.1.0")):
             out = ferry_json("release", str(bundle(version, tag, message, tmp)), "--repository", repository,
-                             "--version", version, "--published-by", PUBLISHER, "--revision", revision(version))
+                             "--version", version, "--published-by", PUBLISHER, "--revision", revision(version),
+                             "--sign-key", str(keys["release"]))
             print(f"released {repository}:{version} -> {out['digest']}\n  {out['temporal_ui']}")
+        run([*FERRY, "verify", f"{repository}:1.1.0", "--key", str(keys["release.pub"])])
 
-        step("3. declare staging (tracks >=1.0.0) and production (pinned to 1.0.0, SRE approval required)")
+        step("3. declare staging (tracks >=1.0.0) and production (pinned to 1.0.0, signed SRE approval required, "
+             "only releases signed by CI's key): examples/environments.yaml with its keys filled in")
         environments = tmp / "environments.yaml"
-        environments.write_text(f"""environments:
-  - name: staging
-    repository: {repository}
-    path: overlays/staging
-    namespace: staging
-    semver: ">=1.0.0"
-    interval: 5s
-    health-timeout: 30s
-  - name: production
-    repository: {repository}
-    path: overlays/production
-    namespace: production
-    version: 1.0.0
-    interval: 5s
-    health-timeout: 30s
-    approval:
-      required: true
-      approvers: [{SRE}, {PUBLISHER}]
-      requires-healthy-in: [staging]
-""")
+        environments.write_text(fill_environments(repository, keys))
         print(environments.read_text().rstrip())
         run([*FERRY, "env", "apply", "-f", str(environments)])
 
@@ -148,40 +164,60 @@ def main() -> None:
         step("5. a release manager asks to promote production to 1.1.0")
         run([*FERRY, "promote", "production", "1.1.0", "--as", "carol", "--reason", "weekly release train"])
 
-        step(f"6. the publisher ({PUBLISHER}, an approver too) approves their own release: refused, and recorded")
-        refused = run([*FERRY, "approve", "production", "1.1.0", "--as", PUBLISHER], check=False)
+        step(f"6. the publisher ({PUBLISHER}, an approver too) approves their own release with their key: refused, "
+             "and recorded")
+        refused = run([*FERRY, "approve", "production", "1.1.0", "--as", PUBLISHER, "--key", str(keys[PUBLISHER])],
+                      check=False)
         assert refused.returncode == 1, "the publisher's approval must be refused"
+        temporal = [script_path("temporal") or "temporal"]
+        address = ["--address", info.components["temporal"]["address"]]
+        step(f"7. a forged approval: someone types {SRE}'s name into `temporal workflow update execute`: refused "
+             "(no signature), and recorded")
+        forged = run([*temporal, "workflow", "update", "execute", *address, "--workflow-id",
+                      "promote/production/1.1.0", "--name", "approve_update", "--input",
+                      json.dumps({"approver": SRE, "comment": "trust me"})], check=False)
+        assert forged.returncode != 0, "a forged approval must be refused"
 
-        step(f"7. an SRE ({SRE}) approves from the `temporal` CLI (the Temporal UI's Signal button does the same)")
-        run([script_path("temporal") or "temporal", "workflow", "signal", "--address",
-             info.components["temporal"]["address"], "--workflow-id", "promote/production/1.1.0", "--name", "approve",
-             "--input", json.dumps({"approver": SRE, "comment": "staging is green, ship it"})])
+        step(f"8. {SRE} signs an approval with her SSH key and sends it with the `temporal` CLI (the Temporal UI's "
+             "Send an Update dialog takes the same JSON)")
+        approval = tmp / "approval.json"
+        signed = run([*FERRY, "approve", "production", "1.1.0", "--as", SRE, "--key", str(keys[SRE]), "--comment",
+                      "staging is green, ship it", "--print"], show=False)
+        approval.write_text(signed.stdout.strip())
+        print(f"$ ferry approve production 1.1.0 --as {SRE} --key {keys[SRE].name} --print > approval.json")
+        run([*temporal, "workflow", "update", "execute", *address, "--workflow-id", "promote/production/1.1.0",
+             "--name", "approve_update", "--input-file", str(approval)])
 
-        step("8. production is pinned by digest, applied and healthy")
+        step("9. production is pinned by digest, applied and healthy")
         wait("production on 1.1.0", lambda: applied("production", "1.1.0"))
         run([*FERRY, "status", "production"])
 
-        step("9. someone edits production by hand; the next reconcile puts it back and records the drift")
+        step("10. someone edits production by hand; the next reconcile puts it back and records the drift")
         run([script_path("kubectl") or "kubectl", "--kubeconfig", kubeconfig, "-n", "production", "set", "image",
              "deployment/podinfo", "podinfo=ghcr.io/stefanprodan/podinfo:hand-edit"])
         run([*FERRY, "reconcile", "production", "--as", SRE])
         drift = wait("drift corrected", lambda: env_status("production").get("state", {}).get("last_drift"))
         print(f"DriftCorrected at {drift['at']}: {drift['objects']}")
 
-        step("10. CI releases a broken 1.2.0: staging fails health and rolls back by itself, holding 1.2.0")
+        step("11. CI releases a broken 1.2.0: staging fails health and rolls back by itself, holding 1.2.0")
         out = ferry_json("release", str(bundle("1.2.0", "6.5.2-broken", "Hello from 1.2.0", tmp)), "--repository",
-                         repository, "--version", "1.2.0", "--published-by", PUBLISHER, "--revision", revision("1.2.0"))
+                         repository, "--version", "1.2.0", "--published-by", PUBLISHER, "--revision", revision("1.2.0"),
+                         "--sign-key", str(keys["release"]))
         print(f"released {repository}:1.2.0 -> {out['digest']}")
         wait("staging auto-rollback", lambda: any(e["type"] == "AutoRollback" for e in
                                                   env_status("staging").get("state", {}).get("events", [])), 150)
         wait("staging healthy on 1.1.0 again", lambda: applied("staging", "1.1.0"))
         run([*FERRY, "status", "staging"])
 
-        step("11. an SRE rolls production back to 1.0.0")
+        step("12. an SRE rolls production back to 1.0.0")
         run([*FERRY, "rollback", "production", "--to", "1.0.0", "--as", SRE, "--reason", "demo"])
 
-        step("12. the audit trail, from Temporal's workflow histories alone")
-        run([*FERRY, "audit", "--since", f"{math.ceil(time.monotonic() - started)}s"])  # this run only
+        step("13. the audit trail, from Temporal's workflow histories alone")
+        since = f"{math.ceil(time.monotonic() - started)}s"  # this run only
+        run([*FERRY, "audit", "--since", since])
+        step("14. every signed decision in those histories, re-verified offline")
+        verified = run([*FERRY, "audit", "--since", since, "--verify"], show=False)
+        print(verified.stdout.strip().splitlines()[-1])
     print(f"\nOpen the Temporal UI at {ui} to see every workflow above; `ferry dev down` stops the stack.")
 
 
