@@ -5,6 +5,7 @@ Real dev server, registry, Kubernetes API and `ssh-keygen`; approvals are SSH-si
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from tests.e2e.envkit import app_manifests, next_iteration, publish, start_envir
 from workflows.environment import EnvironmentWorkflow
 from workflows.promotion import PromotionWorkflow
 from workflows.rollback import RollbackWorkflow
+
+HISTORIES = Path(__file__).resolve().parents[1] / "replay" / "histories"
 
 
 def ssh_key(tmp: Path, name: str) -> tuple[bytes, str]:
@@ -162,6 +165,18 @@ async def test_approvals_must_be_signed_bound_and_not_the_publishers(
     status_after = await world.prd.query(EnvironmentWorkflow.status)
     assert status_after.state.last_applied and status_after.state.last_applied.version == "1.0.0"
     assert "already used" in (await events(world, "PinRefused"))[-1].message
+    rollback = world.client.get_workflow_handle(f"rollback/{world.production}/back")
+    await record_histories("signed", {"promotion": handle, "environment": world.prd, "rollback": rollback})
+
+
+async def record_histories(generation: str, handles: dict[str, WorkflowHandle[Any, Any]]) -> None:
+    """With FERRY_RECORD_HISTORIES=1, keep these histories for tests/replay (updates, refusals, signed pins)."""
+    if not os.environ.get("FERRY_RECORD_HISTORIES"):
+        return
+    folder = HISTORIES / generation
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, handle in handles.items():
+        (folder / f"{name}.json").write_text((await handle.fetch_history()).to_json())
 
 
 async def test_rollback_only_to_known_good_and_never_forward(dev_worker: Settings, dev_env: WorkflowEnvironment,
@@ -229,6 +244,7 @@ async def test_a_spec_change_switching_approval_off_waits_for_a_signed_approval(
     slower = done.status.state.spec.model_copy(update={"interval": "3s"})
     quick = await world.prd.execute_update(EnvironmentWorkflow.update_spec, SpecUpdate(spec=slower, by="carol"))
     assert quick.applied and quick.changes == ['interval: "2s" -> "3s"']
+    await record_histories("spec-approval", {"environment": world.prd})
 
 
 async def test_a_refused_update_fails_through_the_temporal_cli(dev_worker: Settings, dev_env: WorkflowEnvironment,

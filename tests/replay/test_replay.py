@@ -2,7 +2,9 @@
 `workflow.patched()` fails here. `histories/*.json` are recorded from the current code by the e2e tests with
 FERRY_RECORD_HISTORIES=1; `histories/v1/` keeps the histories of the first release, from before the patches
 (ferry-audit-memo, ferry-publish-on-change, ferry-pin-acknowledged, ferry-pin-poll-backoff), which must replay
-too."""
+too. `histories/signed/` (signed approvals refused and accepted through Updates, a signed pin, a replayed pin
+refused, a rollback; recorded by tests/e2e/test_trust.py) and `histories/spec-approval/` (a protected spec change
+pending, refused and approved) cover the approval gate."""
 
 from __future__ import annotations
 
