@@ -234,6 +234,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
         fields = f"  {', '.join(change['fields'])}" if change["fields"] else ""
         lines.append(f"  {change['action']:<7} {change['object']}{fields}")
     lines += [f"  prune   {obj}" for obj in plan.prune]
+    if plan.more:
+        lines.append(f"  ... and {plan.more} more changes (the first {len(plan.changes) + len(plan.prune)} are listed)")
     if not plan.changes and not plan.prune:
         lines.append("  no changes")
     emit(plan.model_dump(), args.json, "\n".join(lines))

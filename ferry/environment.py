@@ -7,7 +7,7 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_serializer, model_validator
 
 from ferry.approvals import NAME_PATTERN, ApproverKey, SignedDecision, key_fingerprint
 from ferry.cosign import PublisherKey
@@ -266,8 +266,32 @@ class PendingSpec(_Model):
     changes: list[str] = Field(default_factory=list)
 
 
+MAX_IDS = 50  # object ids kept per list in anything that enters history (events, reconcile results)
+
+
+_MORE = "... and "
+
+
+def cap_ids(items: list[str], limit: int = MAX_IDS) -> list[str]:
+    """The first `limit` ids, then one line saying how many more: history never grows with the bundle.
+    Idempotent: a list capped before is left as it is."""
+    if len(items) <= limit or (len(items) == limit + 1 and items[-1].startswith(_MORE)):
+        return items
+    return [*items[:limit], f"{_MORE}{len(items) - limit} more"]
+
+
+def cap_objects(objects: dict[str, list[str]], limit: int = MAX_IDS) -> dict[str, list[str]]:
+    keys = [k for k in objects if not k.startswith(_MORE)]
+    capped = {k: cap_ids(objects[k], limit) for k in keys[:limit]}
+    more = len(keys) - limit + sum(int(k.split()[2]) for k in objects if k.startswith(_MORE))
+    if more > 0:
+        capped[f"{_MORE}{more} more"] = []
+    return capped
+
+
 class ChangeSet(_Model):
-    """What one reconcile did: counts and object ids, never object bodies."""
+    """What one reconcile did: counts and object ids, never object bodies. Serialized (into history) with at most
+    MAX_IDS ids per list; `totals` keeps the true counts."""
 
     created: list[str] = Field(default_factory=list)
     updated: list[str] = Field(default_factory=list)
@@ -277,13 +301,29 @@ class ChangeSet(_Model):
     prune_failed: list[str] = Field(default_factory=list)
     drift: dict[str, list[str]] = Field(default_factory=dict, description="object -> field paths put back")
     api_requests: int = 0
+    totals: dict[str, int] = Field(default_factory=dict, description="true counts of lists capped in history")
+
+    _LISTS = ("created", "updated", "deleted", "prune_skipped", "prune_failed", "drift")
+
+    @model_serializer(mode="wrap")
+    def _bounded(self, handler: Any) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            data["totals"] = {name: self.count(name) for name in self._LISTS if self.count(name)}
+            for name in self._LISTS[:-1]:
+                data[name] = cap_ids(list(data.get(name) or []))
+            data["drift"] = cap_objects(dict(data.get("drift") or {}))
+        return data
+
+    def count(self, name: str) -> int:
+        return self.totals.get(name, len(getattr(self, name)))
 
     @property
     def changed(self) -> bool:
-        return bool(self.created or self.updated or self.deleted)
+        return bool(self.count("created") or self.count("updated") or self.count("deleted"))
 
     def summary(self) -> str:
-        return (f"{len(self.created)} created, {len(self.updated)} updated, {len(self.deleted)} deleted, "
+        return (f"{self.count('created')} created, {self.count('updated')} updated, {self.count('deleted')} deleted, "
                 f"{self.unchanged} unchanged")
 
 
@@ -302,8 +342,13 @@ class Event(_Model):
     version: str = ""
     digest: str = ""
     by: str = ""
-    objects: dict[str, list[str]] = Field(default_factory=dict)
+    objects: dict[str, list[str]] = Field(default_factory=dict, description="object ids, at most MAX_IDS per list")
     request_id: str = Field("", description="the promotion/rollback workflow a Pinned or PinRefused event answers")
+
+    @field_validator("objects")
+    @classmethod
+    def _bounded(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        return cap_objects(value)
 
 
 class HealthState(_Model):
@@ -397,11 +442,15 @@ class PlanRequest(_Model):
     version: str | None = None
 
 
+MAX_PLAN_ENTRIES = 200  # `ferry diff` shows this many changes; the rest are counted (history stays small)
+
+
 class PlanResult(_Model):
     version: str
     digest: str
-    changes: list[dict[str, Any]] = Field(default_factory=list, description="{object, action, fields}")
+    changes: list[dict[str, Any]] = Field(default_factory=list, description="{object, action, fields}, capped")
     prune: list[str] = Field(default_factory=list)
+    more: int = Field(0, description="changes and prunes not listed")
 
 
 # --------------------------------------------------------------------------------------- activities
@@ -438,7 +487,19 @@ class ReconcileResult(_Model):
     changes: ChangeSet
     health: HealthState
     revision: str = ""
-    plan: list[dict[str, Any]] = Field(default_factory=list, description="only for dry runs (ferry diff)")
+    plan: list[dict[str, Any]] = Field(default_factory=list, description="only for dry runs (ferry diff); at most "
+                                       "MAX_PLAN_ENTRIES entries in history")
+    plan_total: int = 0
+
+    @model_serializer(mode="wrap")
+    def _bounded(self, handler: Any) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and len(self.plan) > MAX_PLAN_ENTRIES:
+            data["plan_total"] = len(self.plan)
+            data["plan"] = data["plan"][:MAX_PLAN_ENTRIES]
+            for entry in data["plan"]:
+                entry["fields"] = cap_ids(list(entry.get("fields") or []))
+        return data
 
 
 class HealthInput(_Model):

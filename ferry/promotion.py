@@ -76,7 +76,7 @@ class Decision(_Model):
 
 Outcome = Literal["succeeded", "failed", "rejected", "expired", "refused", "superseded"]
 Phase = Literal["Resolving", "Refused", "AwaitingApproval", "Pinned", "Succeeded", "Failed", "Rejected", "Expired",
-                "Superseded"]
+                "Superseded", "Cancelled"]
 
 
 class PromotionStatus(_Model):

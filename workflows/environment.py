@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import timedelta
 
 from temporalio import workflow
@@ -113,23 +115,55 @@ class EnvironmentWorkflow:
     async def run(self, input: EnvironmentInput) -> None:
         self._publish()
         while True:
-            self._wake = False
-            if not self._state.suspended:
-                await self._iterate()
-            self._state.iterations += 1
-            self._iterations_this_run += 1
-            self._publish()
-            if (self._iterations_this_run >= policies.MAX_ITERATIONS_PER_RUN
-                    or workflow.info().is_continue_as_new_suggested()):
-                # NB: let running signal/update handlers finish so nothing they do is lost.
-                await workflow.wait_condition(workflow.all_handlers_finished)
-                workflow.continue_as_new(EnvironmentInput(state=self._state))
-            interval = parse_duration(self._state.spec.interval)
-            self._state.next_reconcile_at = (workflow.now() + interval).strftime("%Y-%m-%dT%H:%M:%SZ")
             try:
-                await workflow.wait_condition(lambda: self._wake, timeout=interval)
-            except TimeoutError:
-                pass
+                await self._cycle()
+            except asyncio.CancelledError:
+                if not workflow.patched("ferry-cancel-suspends"):
+                    raise
+                # NB: an environment is never cancelled (its record would end); a cancel request suspends it
+                self._state.suspended = True
+                self._record("Suspended", "a cancel request suspends the environment instead of ending it (ferry "
+                             "resume to apply again; terminate the workflow to remove it)", by="cancel request")
+                self._publish()
+
+    async def _cycle(self) -> None:
+        """One iteration and the wait for the next (continue-as-new when the run is long enough)."""
+        self._wake = False
+        if not self._state.suspended:
+            await self._iterate()
+        self._state.iterations += 1
+        self._iterations_this_run += 1
+        self._publish()
+        if (self._iterations_this_run >= policies.MAX_ITERATIONS_PER_RUN
+                or workflow.info().is_continue_as_new_suggested()):
+            # NB: let running signal/update handlers finish so nothing they do is lost.
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            workflow.continue_as_new(EnvironmentInput(state=self._state))
+        interval = parse_duration(self._state.spec.interval)
+        self._state.next_reconcile_at = (workflow.now() + interval).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._describe()
+        try:
+            await workflow.wait_condition(lambda: self._wake, timeout=interval,
+                                          timeout_summary=f"next reconcile ({self._state.spec.interval})")
+        except TimeoutError:
+            pass
+
+    def _describe(self) -> None:
+        """The UI's current details: what runs, how healthy, what it waits for, and who may act."""
+        s = self._state
+        applied = s.last_applied
+        lines = [f"**{s.spec.name}** runs {applied.version if applied else 'nothing yet'} "
+                 f"({s.health.status}{': ' + s.health.reason if s.health.reason else ''}); tracks {s.spec.tracking}.",
+                 f"Next reconcile {s.next_reconcile_at}." if not s.suspended else "**Suspended**: ferry resume ENV."]
+        if s.spec.approval.required:
+            lines.append(f"Production gate: {', '.join(s.spec.approval.names)} approve "
+                         f"({'signed' if s.spec.approval.is_signed else 'claimed names'}).")
+        if s.blocked:
+            lines.append(f"**Blocked**: {s.blocked}")
+        if s.pending_spec:
+            lines.append(f"**Spec change pending approval** ({s.pending_spec.id}, by {s.pending_spec.by}): "
+                         f"{'; '.join(s.pending_spec.changes)[:300]}")
+        workflow.set_current_details("\n".join(lines))
 
     async def _iterate(self) -> None:
         desired = await self._resolve()
@@ -146,7 +180,8 @@ class EnvironmentWorkflow:
         try:
             result: ReconcileResult = await workflow.execute_activity(
                 "reconcile_environment", self._reconcile_input(desired, baseline), result_type=ReconcileResult,
-                start_to_close_timeout=parse_duration(spec.timeout), retry_policy=policies.RECONCILE_RETRY)
+                start_to_close_timeout=parse_duration(spec.timeout), retry_policy=policies.RECONCILE_RETRY,
+                summary=f"reconcile {desired.version} ({desired.digest[:19]}…)")
         except ActivityError as err:
             self._reconcile_failed(err, desired)
             return
@@ -154,7 +189,7 @@ class EnvironmentWorkflow:
         changes = result.changes
         if changes.drift:
             self._state.last_drift = self._record(
-                "DriftCorrected", f"reverted hand edits on {len(changes.drift)} object(s)", version=desired.version,
+                "DriftCorrected", f"reverted hand edits on {changes.count('drift')} object(s)", version=desired.version,
                 digest=desired.digest, objects=changes.drift)
         if changes.changed or not baseline:
             self._state.last_applied = Applied(version=desired.version, digest=desired.digest,
@@ -288,19 +323,47 @@ class EnvironmentWorkflow:
         return candidate is not None and all(candidate.compare(h) > 0 for h in held)
 
     async def _wait_healthy(self, desired: VersionRef) -> HealthState:
+        """Wait for the rollout of `desired` to be judged. Patched: the deadline is absolute across retries
+        (schedule-to-close), and a new pin to another digest (an emergency rollback) pre-empts the wait."""
         spec = self._state.spec
         timeout = parse_duration(spec.health_timeout)
+        input = HealthInput(environment=spec.name, digest=desired.digest, kubeconfig=spec.cluster.kubeconfig,
+                            context=spec.cluster.context, timeout_seconds=int(timeout.total_seconds()))
+        if not workflow.patched("ferry-health-preemptible"):
+            try:
+                result: HealthResult = await workflow.execute_activity(
+                    "wait_healthy", input, result_type=HealthResult,
+                    start_to_close_timeout=timeout + timedelta(minutes=1), heartbeat_timeout=policies.HEALTH_HEARTBEAT,
+                    retry_policy=policies.RECONCILE_RETRY)
+            except ActivityError as err:
+                return self._health_failed(desired, err)
+            return result.health.model_copy(update={"at": self._now()})
+        handle = workflow.start_activity(
+            "wait_healthy", input, result_type=HealthResult, start_to_close_timeout=timeout + timedelta(minutes=1),
+            schedule_to_close_timeout=timeout + policies.HEALTH_GRACE, heartbeat_timeout=policies.HEALTH_HEARTBEAT,
+            retry_policy=policies.RECONCILE_RETRY,
+            summary=f"wait until {desired.version} is healthy ({spec.health_timeout})")
+
+        def repinned() -> bool:
+            return self._state.pin is not None and self._state.pin.digest != desired.digest
+
+        await workflow.wait_condition(lambda: handle.done() or repinned())
+        if not handle.done():
+            handle.cancel()
+            with contextlib.suppress(ActivityError, asyncio.CancelledError):
+                await handle
+            return HealthState(status="Progressing", reason=f"health wait for {desired.version} pre-empted by a pin "
+                               f"to {self._state.pin.version if self._state.pin else '?'}", digest=desired.digest,
+                               at=self._now())
         try:
-            result: HealthResult = await workflow.execute_activity(
-                "wait_healthy", HealthInput(environment=spec.name, digest=desired.digest,
-                                            kubeconfig=spec.cluster.kubeconfig, context=spec.cluster.context,
-                                            timeout_seconds=int(timeout.total_seconds())),
-                result_type=HealthResult, start_to_close_timeout=timeout + timedelta(minutes=1),
-                heartbeat_timeout=policies.HEALTH_HEARTBEAT, retry_policy=policies.RECONCILE_RETRY)
+            judged: HealthResult = handle.result()
         except ActivityError as err:
-            return HealthState(status="Failed", reason=f"health check failed: {_cause_message(err)}",
-                               digest=desired.digest, at=self._now())
-        return result.health.model_copy(update={"at": self._now()})
+            return self._health_failed(desired, err)
+        return judged.health.model_copy(update={"at": self._now()})
+
+    def _health_failed(self, desired: VersionRef, err: ActivityError) -> HealthState:
+        return HealthState(status="Failed", reason=f"health check failed: {_cause_message(err)}",
+                           digest=desired.digest, at=self._now())
 
     def _known_good(self, desired: VersionRef) -> None:
         state = self._state
@@ -546,7 +609,8 @@ class EnvironmentWorkflow:
             start_to_close_timeout=parse_duration(spec.timeout), retry_policy=policies.QUICK_RETRY)
         return PlanResult(version=desired.version, digest=desired.digest,
                           changes=[c for c in result.plan if c["action"] != "delete"],
-                          prune=[c["object"] for c in result.plan if c["action"] == "delete"])
+                          prune=[c["object"] for c in result.plan if c["action"] == "delete"],
+                          more=max(result.plan_total - len(result.plan), 0))
 
     @workflow.query(name="status")
     def status(self) -> EnvironmentStatus:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -47,6 +48,7 @@ class PromotionWorkflow:
         self._pending: list[tuple[str, object, str]] = []
         self._policy: ApprovalPolicy | None = None
         self._signed_approvals: list[SignedDecision] = []
+        self._pinned = False
 
     def _now(self) -> str:
         return workflow.now().strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -57,6 +59,25 @@ class PromotionWorkflow:
 
     @workflow.run
     async def run(self, input: PromotionInput) -> PromotionResult:
+        try:
+            return await self._run(input)
+        except asyncio.CancelledError:
+            # NB: a cancelled promotion must not keep matching FerryPhase = "AwaitingApproval"
+            self._phase("Cancelled")
+            workflow.set_current_details(f"cancelled in phase {self._status.phase}; nothing was pinned"
+                                         if not self._pinned else "cancelled after pinning")
+            raise
+
+    def _awaiting_details(self, policy: ApprovalPolicy) -> str:
+        s = self._status
+        who = " or ".join(policy.names)
+        proof = ("an SSH-signed statement (ferry approve ENV VERSION --key KEY --print prints the JSON)"
+                 if policy.is_signed else '{"approver": "<name>", "comment": "..."} (names are claims here)')
+        return (f"**Awaiting approval** of {s.version} ({s.digest[:19]}…) for **{s.environment}** until {s.deadline}.\n"
+                f"May approve: {who}. The publisher, {s.publisher or 'unknown'}, may not.\n"
+                f"Send the `approve_update` Update (or `reject_update`) with {proof}.")
+
+    async def _run(self, input: PromotionInput) -> PromotionResult:
         workflow.upsert_search_attributes([FERRY_ENVIRONMENT.value_set(input.environment),
                                            FERRY_VERSION.value_set(input.version), FERRY_PHASE.value_set("Resolving")])
         env = await environment_status(input.environment)
@@ -91,8 +112,10 @@ class PromotionWorkflow:
             timeout = parse_duration(spec.approval.timeout)
             self._status.deadline = (workflow.now() + timeout).strftime("%Y-%m-%dT%H:%M:%SZ")
             self._phase("AwaitingApproval")
+            workflow.set_current_details(self._awaiting_details(spec.approval))
             try:
-                await workflow.wait_condition(lambda: self._outcome is not None, timeout=timeout)
+                await workflow.wait_condition(lambda: self._outcome is not None, timeout=timeout,
+                                              timeout_summary=f"approval deadline ({spec.approval.timeout})")
             except TimeoutError:
                 return self._finish("expired", f"no decision within {spec.approval.timeout}")
             if self._outcome == "rejected":
@@ -104,6 +127,10 @@ class PromotionWorkflow:
                                     reason=input.reason or f"promotion requested by {input.requested_by}",
                                     approvals=self._signed_approvals, approved_by=approvers, publisher=publisher)
         self._phase("Pinned")
+        self._pinned = True
+        workflow.set_current_details(f"pinned {input.environment} to {input.version} ({digest[:19]}…) approved by "
+                                     f"{', '.join(approvers) or 'nobody (no approval required)'}; waiting until it "
+                                     "is applied and healthy")
         outcome, reason, rolled_back = await await_pin_outcome(
             input.environment, digest, request_id, parse_duration(spec.health_timeout) + parse_duration(spec.interval)
             + timedelta(minutes=2))
@@ -113,6 +140,7 @@ class PromotionWorkflow:
         phase = {"succeeded": "Succeeded", "failed": "Failed", "rejected": "Rejected", "expired": "Expired",
                  "refused": "Refused", "superseded": "Superseded"}[outcome]
         self._phase(phase)  # type: ignore[arg-type]
+        workflow.set_current_details(f"**{phase}**: {reason}")
         s = self._status
         metrics.outcome("promotion", s.environment, outcome)
         return PromotionResult(outcome=outcome, environment=s.environment, version=s.version,

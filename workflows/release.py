@@ -10,7 +10,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import BaseModel
+    from pydantic import BaseModel, ValidationError
 
     from ferry.artifacts import (
         FetchManifestInput,
@@ -32,7 +32,13 @@ with workflow.unsafe.imports_passed_through():
         FLUX_CONFIG_MEDIA_TYPE,
         FLUX_CONTENT_MEDIA_TYPE,
     )
-    from ferry.release import PackageBundleInput, PackageBundleResult, ReleaseInput, ReleaseResult
+    from ferry.release import (
+        PackageBundleInput,
+        PackageBundleResult,
+        ReleaseInput,
+        ReleaseResult,
+        ci_task_queue_problem,
+    )
     from workflows import policies
     from workflows.search_attributes import FERRY_PUBLISHER, FERRY_REPOSITORY, FERRY_VERSION
 
@@ -45,7 +51,9 @@ def release_search_attributes(input: ReleaseInput) -> TypedSearchAttributes:
                                   SearchAttributePair(FERRY_PUBLISHER, input.publisher)])
 
 
-@workflow.defn(name="ReleaseWorkflow")
+# NB: an input the model refuses (a crafted ci_task_queue) fails the workflow on the record instead of failing
+# its first workflow task forever.
+@workflow.defn(name="ReleaseWorkflow", failure_exception_types=[ValidationError])
 class ReleaseWorkflow:
     """Idempotent per (repository, version): identical content is an "already released" success,
     different content is VersionAlreadyReleased (non-retryable). Bundle bytes stay on the CI host. A signed
@@ -53,6 +61,13 @@ class ReleaseWorkflow:
 
     @workflow.run
     async def run(self, input: ReleaseInput) -> ReleaseResult:
+        # NB: the model refuses such a queue when decoding; this also refuses the worker's own queue whatever it
+        # is named. A refusal issues no command first, so valid releases keep their command sequence.
+        problem = ci_task_queue_problem(input.ci_task_queue)
+        if problem is None and input.ci_task_queue == workflow.info().task_queue:
+            problem = f"ci_task_queue {input.ci_task_queue!r} is this worker's own queue"
+        if problem is not None:
+            raise ApplicationError(problem, type=str(ErrorType.BAD_INPUT), non_retryable=True)
         workflow.upsert_search_attributes([FERRY_REPOSITORY.value_set(input.repository),
                                            FERRY_VERSION.value_set(input.version),
                                            FERRY_PUBLISHER.value_set(input.publisher)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -24,6 +25,14 @@ class RollbackWorkflow:
 
     @workflow.run
     async def run(self, input: RollbackInput) -> RollbackResult:
+        try:
+            return await self._run(input)
+        except asyncio.CancelledError:
+            workflow.upsert_search_attributes([FERRY_PHASE.value_set("Cancelled")])
+            workflow.set_current_details("**Cancelled**")
+            raise
+
+    async def _run(self, input: RollbackInput) -> RollbackResult:
         workflow.upsert_search_attributes([FERRY_ENVIRONMENT.value_set(input.environment),
                                            FERRY_PHASE.value_set("RollingBack")])
         env = await environment_status(input.environment)
@@ -56,6 +65,8 @@ class RollbackWorkflow:
             target_version, digest = earlier[-1].version, earlier[-1].digest
         result.to_version, result.digest = target_version, digest
         workflow.upsert_search_attributes([FERRY_VERSION.value_set(target_version)])
+        workflow.set_current_details(f"rolling {input.environment} back to {target_version} ({digest[:19]}…) for "
+                                     f"{input.requested_by}; waiting until it is applied and healthy")
         request_id = await send_pin(input.environment, spec.repository, target_version, digest, by=input.requested_by,
                                     kind="rollback", reason=input.reason or "rollback",
                                     hold=current.version if current and current.version != target_version else None)
@@ -66,6 +77,7 @@ class RollbackWorkflow:
     @staticmethod
     def _done(result: RollbackResult, outcome: str, reason: str) -> RollbackResult:
         workflow.upsert_search_attributes([FERRY_PHASE.value_set(outcome.capitalize())])
+        workflow.set_current_details(f"**{outcome.capitalize()}**: {reason}")
         metrics.outcome("rollback", result.environment, outcome)
         return result.model_copy(update={"outcome": outcome, "reason": reason})
 
