@@ -28,6 +28,7 @@ from cli.common import (
 from cli.keys import KEY_PASSWORD_VARIABLE, expiry, private_key
 from ferry.approvals import ApprovalError, Statement, sign_statement
 from ferry.environment import (
+    PEOPLE,
     EnvironmentInput,
     EnvironmentsFile,
     EnvironmentSpec,
@@ -54,7 +55,7 @@ def load_environments(path: Path) -> list[EnvironmentSpec]:
     if isinstance(raw, dict) and "environments" not in raw:
         raw = {"environments": [raw]}
     try:
-        return EnvironmentsFile.model_validate(raw).environments
+        return EnvironmentsFile.model_validate(raw, context={PEOPLE: True}).environments
     except pydantic.ValidationError as err:
         first = err.errors()[0]
         loc = list(first["loc"])
@@ -64,9 +65,10 @@ def load_environments(path: Path) -> list[EnvironmentSpec]:
             name = items[loc[1]].get("name", f"#{loc[1]}") if loc[1] < len(items) and isinstance(
                 items[loc[1]], dict) else f"#{loc[1]}"
             where, loc = f"environment {name}: ", loc[2:]
-        field = ".".join(str(p) for p in loc) or "(spec)"
+        field = "".join(f"{p}: " if i == len(loc) - 1 else f"{p}." for i, p in enumerate(loc))
         reason = first["msg"].removeprefix("Value error, ")
-        raise CommandError(f"{path}: {where}{field}: {reason}") from None
+        raise CommandError(f"{path}: {where}{field or ('' if ': unknown field' in reason else '(spec): ')}{reason}"
+                           ) from None
 
 
 async def apply_environments(client: Client, specs: list[EnvironmentSpec], task_queue: str, by: str = ""

@@ -7,7 +7,16 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from ferry.approvals import NAME_PATTERN, ApproverKey, SignedDecision, key_fingerprint
 from ferry.cosign import PublisherKey
@@ -26,8 +35,25 @@ MAX_APPROVERS = 32
 MAX_APPROVALS_PER_PIN = 8
 
 
+PEOPLE = "typed-by-people"  # validation context: refuse unknown fields (see _Model)
+
+
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    """Persisted in workflow state and sent between workers: unknown fields are ignored, so a state written by a
+    newer worker still decodes on this one (a rolling upgrade or its rollback never strands a workflow). What
+    people type (environments.yaml, CLI input) is validated with context {PEOPLE: True}: unknown fields refused."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_fields_from_people(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict) and info.context and info.context.get(PEOPLE):
+            known = set(cls.model_fields) | {f.alias for f in cls.model_fields.values() if f.alias}
+            unknown = [str(k) for k in data if k not in known]
+            if unknown:
+                raise ValueError(f"{unknown[0]}: unknown field (not part of {cls.__name__})")
+        return data
 
 
 def env_workflow_id(name: str) -> str:

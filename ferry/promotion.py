@@ -17,7 +17,9 @@ MAX_SIGNATURE = 8192
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Wire and persisted models: unknown fields from a newer worker are ignored, never a decoding failure."""
+
+    model_config = ConfigDict(extra="ignore")
 
 
 def promotion_workflow_id(environment: str, version: str) -> str:

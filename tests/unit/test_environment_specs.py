@@ -44,7 +44,9 @@ def test_good_file(tmp_path: Path) -> None:
     ("    interval: soon\n", "environment staging: interval: duration: duration 'soon' is not like"),
     ("    approval: {required: true}\n", "environment staging: approval: approval.required is true but"),
     ("    path: ../escape\n", "environment staging: path: '../escape' must be a relative path"),
-    ("    colour: blue\n", "environment staging: colour: Extra inputs are not permitted"),
+    ("    colour: blue\n", "environment staging: colour: unknown field (not part of EnvironmentSpec)"),
+    ("    approval: {required: true, approvers: [a], colour: blue}\n",
+     "environment staging: approval: colour: unknown field"),
 ])
 def test_invalid_fields_are_named(tmp_path: Path, change: str, expected: str) -> None:
     text = GOOD.replace('    semver: ">=1.0.0"\n', '    semver: ">=1.0.0"\n' + change, 1)

@@ -1,0 +1,34 @@
+"""A newer worker's fields never strand a workflow: persisted and wire models ignore unknown fields, while what
+people type is still refused when it names a field that does not exist."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from ferry.environment import PEOPLE, EnvironmentInput, EnvironmentSpec, PinRequest
+from ferry.promotion import PromotionInput, PromotionStatus
+
+SPEC = {"name": "production", "repository": "127.0.0.1:5000/team/app", "version": "1.0.0"}
+
+
+def test_state_written_by_a_newer_worker_decodes() -> None:
+    newer = {"state": {"spec": {**SPEC, "rollout_strategy": "canary", "approval": {"quorum": 2}},
+                       "health": {"status": "Healthy", "probe": "v2"}, "next_feature": [1, 2, 3],
+                       "events": [{"at": "t", "type": "Applied", "message": "m", "severity": "info"}]}}
+    state = EnvironmentInput.model_validate(newer).state
+    assert state.spec.name == "production" and state.health.status == "Healthy" and state.events[0].type == "Applied"
+    assert "next_feature" not in state.model_dump()  # ignored, not carried
+
+
+def test_wire_models_tolerate_new_fields() -> None:
+    PinRequest.model_validate({"version": "1.0.0", "digest": "sha256:" + "0" * 64, "by": "x", "priority": 9})
+    PromotionInput.model_validate({"environment": "e", "version": "1", "requested_by": "c", "ticket": "OPS-1"})
+    PromotionStatus.model_validate({"environment": "e", "version": "1", "requested_by": "c", "quorum": 2})
+
+
+def test_what_people_type_is_still_strict() -> None:
+    with pytest.raises(ValidationError, match="colour: unknown field"):
+        EnvironmentSpec.model_validate({**SPEC, "colour": "blue"}, context={PEOPLE: True})
+    with pytest.raises(ValidationError, match="quorum: unknown field"):
+        EnvironmentSpec.model_validate({**SPEC, "approval": {"quorum": 2}}, context={PEOPLE: True})
