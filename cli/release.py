@@ -6,10 +6,8 @@ import argparse
 import asyncio
 import concurrent.futures
 import os
-import socket
 import subprocess
 import tempfile
-import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -33,7 +31,7 @@ from cli.common import (
 from ferry.cosign import ReleaseSigner, load_signer
 from ferry.durations import parse_duration
 from ferry.oci import split_repository
-from ferry.release import ReleaseInput, ReleaseResult, release_workflow_id
+from ferry.release import ReleaseInput, ReleaseResult, new_ci_task_queue, release_workflow_id, strip_url_credentials
 from ferry.settings import Settings
 from ferry.versions import VersionError, parse_release_version
 from workers.client import connect, workflow_url
@@ -65,7 +63,9 @@ def git_facts(directory: Path) -> dict[str, str]:
     if not commit:
         return {}
     branch = _git(directory, "rev-parse", "--abbrev-ref", "HEAD") or "HEAD"
-    return {"revision": f"{branch}@sha1:{commit}", "source": _git(directory, "config", "--get", "remote.origin.url"),
+    # NB: CI checkouts often embed a job token in the remote URL: it never leaves this process.
+    source = strip_url_credentials(_git(directory, "config", "--get", "remote.origin.url"))
+    return {"revision": f"{branch}@sha1:{commit}", "source": source,
             "created": _git(directory, "log", "-1", "--format=%cd", "--date=format-local:%Y-%m-%dT%H:%M:%SZ")}
 
 
@@ -121,7 +121,7 @@ def prepare_release(args: argparse.Namespace, settings: Settings, signer: Releas
     facts = git_facts(directory)
     input = ReleaseInput(
         repository=repository, version=args.version,
-        ci_task_queue=f"ferry-ci/{socket.gethostname()}/{uuid.uuid4().hex[:8]}",
+        ci_task_queue=new_ci_task_queue(),
         bundle_dir=str(directory), revision=args.revision or facts.get("revision", ""),
         source=args.source or facts.get("source", ""), publisher=args.published_by or local_identity(),
         created=facts.get("created") or None, timeout_seconds=max(10, int(timeout.total_seconds())),

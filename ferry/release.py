@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import secrets
+from urllib.parse import urlsplit, urlunsplit
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ferry.oci import Repository
@@ -16,6 +20,51 @@ class _Model(BaseModel):
 
 def release_workflow_id(repository: str, version: str) -> str:
     return f"release/{repository}/{version}"
+
+
+# The CI host's own task queue: `ferry release` makes one per run. Anything else (the main `ferry` queue,
+# another worker's queue) would let a crafted ReleaseWorkflow package a directory of that worker's host.
+# NB: the second form is what `ferry release` made before (host/8 hex); committed histories carry it.
+CI_TASK_QUEUE_PATTERN = re.compile(r"ferry-ci-[0-9a-f]{16,64}|ferry-ci/[A-Za-z0-9][A-Za-z0-9.-]{0,252}/[0-9a-f]{8}")
+MAX_SOURCE_URL = 2048
+
+
+def new_ci_task_queue() -> str:
+    return f"ferry-ci-{secrets.token_hex(16)}"
+
+
+def ci_task_queue_problem(queue: str) -> str | None:
+    """Why ``queue`` cannot be a release's CI task queue, or None."""
+    if CI_TASK_QUEUE_PATTERN.fullmatch(queue):
+        return None
+    return (f"ci_task_queue {queue[:80]!r} is not a CI host's queue (ferry-ci-<hex>, made by `ferry release`): "
+            "packaging and push run only in the `ferry release` process that started the release")
+
+
+_SCP_LIKE = re.compile(r"^(?:(?P<user>[^@/]+)@)?(?P<host>\[[^]]+\]|[^:/\[]+):(?P<path>(?!//).*)$")
+
+
+def strip_url_credentials(url: str) -> str:
+    """A source URL with no secret in it, for history and OCI annotations: http(s) and other URLs lose their
+    user-info, query and fragment (``https://user:token@host/r.git?x=1`` -> ``https://host/r.git``); ssh URLs
+    and scp-like ``user@host:path`` keep the user name but no password. Local paths are unchanged."""
+    url = url.strip()
+    if "://" in url:
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            return ""  # unparseable (e.g. a broken IPv6 literal): nothing of it is kept
+        userinfo, at, hostport = parts.netloc.rpartition("@")
+        scheme = parts.scheme.lower()
+        if scheme in ("ssh", "git+ssh", "ssh+git") and at:
+            netloc = f"{userinfo.split(':', 1)[0]}@{hostport}"
+            return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+        return urlunsplit((parts.scheme, hostport, parts.path, "", ""))
+    match = _SCP_LIKE.match(url)
+    if match and not url.startswith(("/", ".")):
+        user = (match.group("user") or "").split(":", 1)[0]
+        return f"{user + '@' if user else ''}{match.group('host')}:{match.group('path')}"
+    return url
 
 
 class ReleaseInput(_Model):
@@ -37,6 +86,20 @@ class ReleaseInput(_Model):
     def _version(cls, value: str) -> str:
         parse_release_version(value)
         return value
+
+    @field_validator("ci_task_queue")
+    @classmethod
+    def _ci_task_queue(cls, value: str) -> str:
+        problem = ci_task_queue_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        # NB: CI checkouts embed job tokens in remote.origin.url; nothing with a credential enters history.
+        return strip_url_credentials(value)[:MAX_SOURCE_URL]
 
     @field_validator("publisher")
     @classmethod
