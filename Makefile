@@ -64,7 +64,7 @@ lint: setup
 
 bench: setup
 	@mkdir -p bench/results
-	$(BIN)/python bench/kube_emulator.py > bench/results/kube_emulator.json
+	$(BIN)/python bench/kube_api.py > bench/results/kube_api.json
 	$(BIN)/python bench/reconcile.py > bench/results/reconcile.json
 	@echo "bench: results in bench/results/ (figures: bench/README.md)"
 

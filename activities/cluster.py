@@ -40,6 +40,7 @@ from ferry.plan import (
     FIELD_MANAGER,
     ObjectId,
     apply_order,
+    confirm_update,
     delete_order,
     plan_object,
     prepare,
@@ -50,6 +51,10 @@ from ferry.plan import (
 INVENTORY_NAMESPACE = "ferry-system"
 REQUEST_TIMEOUT = 30.0
 HEALTH_POLL_SECONDS = 1.0
+# Applied (and, for CRDs and Namespaces, awaited) before anything else: what the rest may need to exist. NB: a
+# RoleBinding is judged by RBAC against its Role, so a new Role must exist before its binding can be dry-run.
+DEFINITION_KINDS = ("CustomResourceDefinition", "Namespace", "ClusterRole", "Role")
+_TYPED_PATCH_ERROR = "failed to create typed patch object"
 _UNAVAILABLE = (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, OSError)
 
 
@@ -83,12 +88,21 @@ class Cluster:
                 self._dyn = DynamicClient(self.api)
             return self._dyn
 
-    def resource(self, api_version: str, kind: str) -> Any:
+    def resource(self, api_version: str, kind: str, wait: float = 0.0) -> Any:
+        """The API resource serving `kind`; `wait` seconds for one a CRD established moments ago (the API
+        server's discovery can lag behind the Established condition)."""
+        deadline = time.monotonic() + wait
         try:
             return self.dyn.resources.get(api_version=api_version, kind=kind)
         except ResourceNotFoundError:
-            self.dyn.resources.invalidate_cache()  # a CRD applied moments ago
-            return self.dyn.resources.get(api_version=api_version, kind=kind)
+            while True:
+                self.dyn.resources.invalidate_cache()
+                try:
+                    return self.dyn.resources.get(api_version=api_version, kind=kind)
+                except ResourceNotFoundError:
+                    if time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.2)
 
     def call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
         response = self.dyn.request(method, path, body=body, _request_timeout=REQUEST_TIMEOUT, serialize=False,
@@ -131,14 +145,35 @@ class Cluster:
                 raise
 
 
+def _server_message(err: ApiException) -> str:
+    body = ""
+    with contextlib.suppress(Exception):
+        body = json.loads(err.body or "{}").get("message", "")
+    return str(body or f"HTTP {err.status}: {err.reason}")
+
+
+def _rejects_object(err: ApiException) -> bool:
+    """The server refuses this object itself: retrying cannot help. NB: a real API server answers a schema error
+    in an apply (an unknown field, a string where a number belongs) with HTTP 500 "failed to create typed patch
+    object", whatever fieldValidation says; that 500 is the manifest's fault, not an outage."""
+    message = _server_message(err)
+    if "immutable" in message:
+        return False  # ImmutableField, its own non-retryable type
+    return err.status in (400, 404, 409, 422) or (err.status == 500 and _TYPED_PATCH_ERROR in message)
+
+
 @contextlib.contextmanager
 def _classified(what: str) -> Iterator[None]:
     try:
         yield
     except ApiException as err:
+        if not err.status:  # NB: the client turns a TLS failure (e.g. a cut connection) into status 0
+            raise classified(ErrorType.CLUSTER_UNAVAILABLE, f"{what}: cluster unreachable: {err.reason}") from err
         body = ""
         with contextlib.suppress(Exception):
             body = json.loads(err.body or "{}").get("message", "")
+        if err.status == 500 and _TYPED_PATCH_ERROR in body:
+            raise classified(ErrorType.BAD_INPUT, f"{what}: {body}") from err
         if err.status == 422 and "immutable" in body:
             raise classified(ErrorType.IMMUTABLE_FIELD, f"{what}: {body}") from err
         kind = classify_http_status(err.status or 0, unavailable=ErrorType.CLUSTER_UNAVAILABLE)
@@ -254,7 +289,33 @@ class ClusterActivities:
             for item in cluster.list(resource, selector):  # one LIST per kind, not a GET per object
                 live[ObjectId.of(item).key()] = item
 
+        # Local plan first (no request); a candidate update is confirmed by the server's own dry run, so a value
+        # the server merely normalises (cpu 0.5 -> 500m) is neither drift nor a write.
         plans = [plan_object(d, live.get(i)) for d, i in zip(desired, ids, strict=True)]
+        created = {(d["kind"], d["metadata"].get("namespace") or "", d["metadata"]["name"])
+                   for d, p in zip(desired, plans, strict=True) if p.action == "create"}
+
+        def deferred(obj: dict[str, Any]) -> bool:
+            """What it needs arrives with this very plan (its kind, its namespace, the Role it binds): the server
+            can only judge it once the definitions are applied."""
+            meta = obj["metadata"]
+            ref = obj.get("roleRef") or {}
+            ref_namespace = (meta.get("namespace") or "") if ref.get("kind") == "Role" else ""
+            return (resources[(obj["apiVersion"], obj["kind"])] is None
+                    or ("Namespace", "", meta.get("namespace") or "") in created
+                    or (obj["kind"].endswith("RoleBinding")
+                        and (ref.get("kind"), ref_namespace, ref.get("name")) in created))
+
+        rejected: list[str] = []
+        for n, (obj, plan) in enumerate(zip(desired, plans, strict=True)):
+            if plan.action not in ("create", "update") or deferred(obj):
+                continue
+            dry = self._dry_run(cluster, resources, obj, rejected)
+            if dry is not None and plan.action == "update":
+                plans[n] = confirm_update(obj, live[ids[n]], dry)
+        if rejected:
+            raise classified(ErrorType.BAD_INPUT, self._rejection(rejected, len(desired)))
+
         changes = ChangeSet(unchanged=sum(p.action == "unchanged" for p in plans))
         to_prune = stale(inventory, ids) if input.prune else []
         if input.dry_run:
@@ -265,18 +326,24 @@ class ClusterActivities:
 
         changed = [d for d, p in zip(desired, plans, strict=True) if p.action in ("create", "update")]
         by_id = {ObjectId.of(d).key(): p for d, p in zip(desired, plans, strict=True)}
-        # Two stages, as Flux does: definitions (CRDs, Namespaces) first, then everything else. Each stage is
-        # validated with a server-side dry run of every object before any of it is written, so a bad object
-        # aborts before anything in its stage changes (no half-applied environment).
-        definitions = [o for o in changed if o["kind"] in ("CustomResourceDefinition", "Namespace")]
-        rest = [o for o in changed if o["kind"] not in ("CustomResourceDefinition", "Namespace")]
+        # Every object the server can judge now was dry-run above, before any write. Definitions (CRDs,
+        # Namespaces, Roles) are applied first; what depends on them is dry-run once they are ready, before any
+        # of it is written (as Flux does): a bad object of a new kind, in a new namespace or binding a new Role
+        # leaves only definitions behind.
+        definitions = [o for o in changed if o["kind"] in DEFINITION_KINDS]
+        rest = [o for o in changed if o["kind"] not in DEFINITION_KINDS]
+        waiting = [o for o in rest if deferred(o)]
         for stage in (definitions, rest):
             ordered = apply_order(stage)
-            for obj in ordered:
-                key = (obj["apiVersion"], obj["kind"])
-                if resources[key] is None:
-                    resources[key] = cluster.resource(*key)  # its CRD was established in the first stage
-                cluster.apply(resources[key], dict(obj), dry_run=True)
+            if stage is rest:
+                for obj in waiting:
+                    key = (obj["apiVersion"], obj["kind"])
+                    if resources[key] is None:
+                        resources[key] = cluster.resource(*key, wait=10.0)  # its CRD was established just now
+                    self._dry_run(cluster, resources, obj, rejected)
+                if rejected:
+                    raise classified(ErrorType.BAD_INPUT, self._rejection(rejected, len(desired),
+                                                                          changes.created + changes.updated))
             for obj in ordered:
                 key = (obj["apiVersion"], obj["kind"])
                 cluster.apply(resources[key], dict(obj))
@@ -284,7 +351,7 @@ class ClusterActivities:
                 (changes.created if plan.action == "create" else changes.updated).append(str(plan.id))
                 if plan.action == "update" and input.drift_baseline:
                     changes.drift[str(plan.id)] = plan.fields
-                if obj in definitions:
+                if obj["kind"] in ("CustomResourceDefinition", "Namespace"):
                     self._wait_ready(cluster, resources[key], obj)
 
         kept: dict[str, str] = {ObjectId.of(d).key(): d["apiVersion"] for d in desired}
@@ -309,6 +376,27 @@ class ClusterActivities:
             health = HealthState(status="Progressing", reason=changes.summary(), digest=input.digest)
         changes.api_requests = cluster.counter.requests
         return ReconcileResult(changes=changes, health=health, revision=revision)
+
+    @staticmethod
+    def _dry_run(cluster: Cluster, resources: dict[tuple[str, str], Any], obj: dict[str, Any],
+                 rejected: list[str]) -> dict[str, Any] | None:
+        """The object as a server-side dry-run apply would leave it. A rejection of the object itself
+        (``_rejects_object``) is collected with the server's message instead of raised, so every one is reported
+        at once."""
+        try:
+            return cluster.apply(resources[(obj["apiVersion"], obj["kind"])], dict(obj), dry_run=True)
+        except ApiException as err:
+            if _rejects_object(err):
+                rejected.append(f"{ObjectId.of(obj)}: {_server_message(err)}")
+                return None
+            raise
+
+    @staticmethod
+    def _rejection(rejected: list[str], total: int, applied: list[str] | None = None) -> str:
+        shown = "; ".join(rejected[:5]) + (f"; and {len(rejected) - 5} more" if len(rejected) > 5 else "")
+        done = (f"only the definitions they need were applied ({', '.join(applied[:5])})" if applied
+                else "nothing was applied")
+        return f"the server rejected {len(rejected)} of {total} objects in a dry run; {done}: {shown}"
 
     def _wait_ready(self, cluster: Cluster, resource: Any, obj: dict[str, Any], timeout: float = 30.0) -> None:
         """Namespaces and CRDs must exist (CRDs established) before what lives in them is applied."""

@@ -1,9 +1,10 @@
-"""Reconcile benchmark: one environment with N objects of mixed kinds, against the Kubernetes API emulator
-and the real registry, through the real adapters (activity time). Prints JSON.
+"""Reconcile benchmark: one environment with N objects of mixed kinds, against the real Kubernetes API server
+(the local control plane, `make setup`) and the real registry, through the real adapters (activity time).
+Prints JSON.
 
-For each N: time and API requests (counted by the emulator, by verb) for the first apply, a no-op
-reconcile, and a reconcile where one object changed; plus history events per no-op EnvironmentWorkflow
-iteration (time-skipping server).
+For each N: time and API requests (every HTTP request the adapter's client sends, by verb; dry runs apart)
+for the first apply, a no-op reconcile, and a reconcile where one object changed; plus history events per
+no-op EnvironmentWorkflow iteration (time-skipping server).
 
     .venv/bin/python bench/reconcile.py [--sizes 10,100,1000,5000] > bench/results/reconcile.json
 """
@@ -17,8 +18,8 @@ import platform
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from activities.bundle import BundleCache
 from activities.cluster import ClusterActivities
 from activities.registry import Registries, RegistryActivities
-from devstack.kube.__main__ import bootstrap
-from devstack.kube.kubeconfig import write_kubeconfig
-from devstack.kube.server import KubeEmulator
+from devstack.kube.session import KubeServer
 from devstack.procs import free_port
 from devstack.registry import Registry
 from ferry.environment import ReconcileInput
@@ -61,53 +60,70 @@ def objects(n: int, changed: int | None = None) -> list[dict[str, Any]]:
     return out
 
 
-def stats(emulator: KubeEmulator, reset: bool = False) -> dict[str, int]:
-    request = urllib.request.Request(f"{emulator.url}/_emulator/stats", method="DELETE" if reset else "GET")
-    with urllib.request.urlopen(request) as response:
-        return dict(json.loads(response.read())["requests"])
+class RequestCounter:
+    """Counts the HTTP requests the adapter's kubernetes client sends, by verb (dry runs counted apart)."""
+
+    def __init__(self, acts: ClusterActivities, kubeconfig: str) -> None:
+        self.by_verb: Counter[str] = Counter()
+        rest = acts.cluster(kubeconfig, None).api.rest_client
+        original = rest.request
+
+        def counted(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            dry = any(k == "dryRun" for k, _ in kwargs.get("query_params") or []) or "dryRun=" in url
+            self.by_verb[f"{method}{' (dry run)' if dry else ''}"] += 1
+            return original(method, url, *args, **kwargs)
+
+        rest.request = counted  # type: ignore[method-assign]
+
+    def take(self) -> dict[str, int]:
+        counts, self.by_verb = dict(self.by_verb), Counter()
+        return counts
 
 
-def measure(acts: ClusterActivities, emulator: KubeEmulator, input: ReconcileInput) -> dict[str, Any]:
-    stats(emulator, reset=True)
+def measure(acts: ClusterActivities, counter: RequestCounter, input: ReconcileInput) -> dict[str, Any]:
+    counter.take()
     started = time.perf_counter()
     result = acts.reconcile_environment(input)
     elapsed = time.perf_counter() - started
-    by_verb = stats(emulator)
+    by_verb = counter.take()
     return {"seconds": round(elapsed, 3), "requests": sum(by_verb.values()), "by_verb": by_verb,
-            "writes": by_verb.get("PATCH", 0) + by_verb.get("POST", 0) + by_verb.get("PUT", 0)
-            + by_verb.get("DELETE", 0),
+            "writes": sum(n for verb, n in by_verb.items() if verb in ("PATCH", "POST", "PUT", "DELETE")),
             "created": len(result.changes.created), "updated": len(result.changes.updated),
             "unchanged": result.changes.unchanged}
 
 
-def run_size(n: int, registry: Registry, tmp: Path) -> dict[str, Any]:
-    emulator = KubeEmulator(0, None, rollout_delay=0.05)
-    bootstrap(emulator, ["default", "bench", "ferry-system"])
-    emulator.start()
-    kubeconfig = write_kubeconfig(tmp / f"kc-{n}", emulator.url)
+def run_size(n: int, registry: Registry, kube: KubeServer, tmp: Path) -> dict[str, Any]:
+    kubeconfig = str(kube.kubeconfig)
     settings = Settings(registry=RegistrySettings(insecure_hosts=[registry.host], default=registry.host))
     repo = f"{registry.host}/bench/app-{uuid.uuid4().hex[:6]}"
     d1 = publish(settings, repo, "1.0.0", objects(n))
     d2 = publish(settings, repo, "1.1.0", objects(n, changed=n // 2))
     registry_acts = RegistryActivities(Registries(settings.registry))
-    acts = ClusterActivities(BundleCache(tmp / f"cache-{n}", registry_acts.pull_artifact), str(kubeconfig))
+    acts = ClusterActivities(BundleCache(tmp / f"cache-{n}", registry_acts.pull_artifact), kubeconfig)
+    counter = RequestCounter(acts, kubeconfig)
+    # NB: a fresh namespace and environment per size: the first apply meets an empty namespace.
+    from kubernetes import client, config
 
-    def inp(digest: str, version: str, baseline: bool) -> ReconcileInput:
-        return ReconcileInput(environment="bench", repository=repo, digest=digest, version=version, path=".",
-                              namespace="bench", drift_baseline=baseline)
+    api = config.new_client_from_config(kubeconfig)
+    for ns in (f"warm-{n}", f"bench-{n}"):
+        client.CoreV1Api(api).create_namespace({"metadata": {"name": ns}})
 
-    acts.reconcile_environment(inp(d2, "1.1.0", False))  # warm: discovery, bundle cache of both digests
-    acts.reconcile_environment(inp(d1, "1.0.0", False))
-    emulator.store.objects.clear()  # a clean cluster for the first apply (cache and discovery stay warm)
-    bootstrap(emulator, ["default", "bench", "ferry-system"])
-    first = measure(acts, emulator, inp(d1, "1.0.0", False))
-    noop = measure(acts, emulator, inp(d1, "1.0.0", True))
-    one = measure(acts, emulator, inp(d2, "1.1.0", False))
-    emulator.close()
+    def inp(env: str, digest: str, version: str, baseline: bool) -> ReconcileInput:
+        return ReconcileInput(environment=env, repository=repo, digest=digest, version=version, path=".",
+                              namespace=env, drift_baseline=baseline)
+
+    acts.reconcile_environment(inp(f"warm-{n}", d2, "1.1.0", False))  # warm: discovery, bundle cache of both
+    acts.reconcile_environment(inp(f"warm-{n}", d1, "1.0.0", False))
+    first = measure(acts, counter, inp(f"bench-{n}", d1, "1.0.0", False))
+    noop = measure(acts, counter, inp(f"bench-{n}", d1, "1.0.0", True))
+    one = measure(acts, counter, inp(f"bench-{n}", d2, "1.1.0", False))
+    for ns in (f"warm-{n}", f"bench-{n}"):
+        client.CoreV1Api(api).delete_namespace(ns)
+    api.close()
     return {"objects": n, "kinds": KINDS, "first_apply": first, "noop": noop, "one_changed": one}
 
 
-async def events_per_noop_iteration(registry: Registry, tmp: Path) -> dict[str, Any]:
+async def events_per_noop_iteration(registry: Registry, kube: KubeServer, tmp: Path) -> dict[str, Any]:
     from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.testing import WorkflowEnvironment
 
@@ -117,11 +133,8 @@ async def events_per_noop_iteration(registry: Registry, tmp: Path) -> dict[str, 
     from workers.worker import build_worker
     from workflows.environment import EnvironmentWorkflow
 
-    emulator = KubeEmulator(0, None, rollout_delay=0.05)
-    bootstrap(emulator, ["default", "bench", "ferry-system"])
-    emulator.start()
     settings = Settings(registry=RegistrySettings(insecure_hosts=[registry.host], default=registry.host))
-    settings.kubeconfig = write_kubeconfig(tmp / "kc-events", emulator.url)
+    settings.kubeconfig = kube.kubeconfig
     settings.worker.cache_dir = tmp / "cache-events"
     repo = f"{registry.host}/bench/events-{uuid.uuid4().hex[:6]}"
     publish(settings, repo, "1.0.0", objects(10))
@@ -140,7 +153,8 @@ async def events_per_noop_iteration(registry: Registry, tmp: Path) -> dict[str, 
         search_attributes={name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for name in SEARCH_ATTRIBUTES}))
     try:
         async with build_worker(env.client, settings, task_queue="bench"):
-            spec = EnvironmentSpec(name="bench", repository=repo, namespace="bench", semver=">=1.0.0", interval="1m")
+            spec = EnvironmentSpec(name="events", repository=repo, namespace="default", semver=">=1.0.0",
+                                   interval="1m")
             handle = await env.client.start_workflow(EnvironmentWorkflow.run,
                                                      EnvironmentInput(state=EnvironmentState(spec=spec)),
                                                      id="env/bench", task_queue="bench")
@@ -155,7 +169,6 @@ async def events_per_noop_iteration(registry: Registry, tmp: Path) -> dict[str, 
             await handle.terminate("bench done")
     finally:
         await env.shutdown()
-        emulator.close()
     return {"events_per_noop_iteration": (end - start) / 10, "measured_iterations": 10}
 
 
@@ -167,12 +180,18 @@ def main() -> None:
         tmp = Path(tmp_dir)
         registry = Registry(port=free_port(), root=tmp / "registry")
         registry.start()
+        kube = KubeServer(tmp / "kube", rollout_delay=0.05)
         try:
-            results = [run_size(int(n), registry, tmp) for n in args.sizes.split(",")]
-            history = asyncio.run(events_per_noop_iteration(registry, tmp))
+            kube.start()
+            results = [run_size(int(n), registry, kube, tmp) for n in args.sizes.split(",")]
+            history = asyncio.run(events_per_noop_iteration(registry, kube, tmp))
         finally:
+            kube.close()
             registry.stop()
-    print(json.dumps({"benchmark": "reconcile", "python": platform.python_version(), "results": results,
+    from devstack.kube.controlplane import kube_version
+
+    print(json.dumps({"benchmark": "reconcile", "python": platform.python_version(),
+                      "kubernetes": kube_version(), "results": results,
                       "history": history}, indent=2))
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devstack.procs import StackError, pid_alive, port_taken, spawn, stop_pid, tcp_open, wait_healthy
+from devstack.procs import StackError, pid_alive, port_taken, script_path, spawn, stop_pid, tcp_open, wait_healthy
 from devstack.registry import Registry
 from devstack.temporal import TemporalDevServer
 
@@ -92,10 +94,9 @@ def up(state_dir: Path, ports: Ports | None = None, *, worker: bool = True, time
         info.components["registry"] = {"host": registry.host, "pid": registry.proc.pid,
                                        "storage": str(registry.root / "data")}
 
-        kube = _start_kube(state_dir, ports.kube, logs, timeout)
-        if kube is not None:
-            started.append(kube["pid"])
-            info.components["kube"] = kube
+        kube = _start_kube(state_dir, ports.kube, timeout)
+        started.extend(kube["processes"].values())  # in start order; stopped in reverse: apiserver before etcd
+        info.components["kube"] = kube
 
         info.save(state_dir)  # the worker reads its endpoints from here
         if worker:
@@ -118,13 +119,30 @@ def up(state_dir: Path, ports: Ports | None = None, *, worker: bool = True, time
         raise
 
 
-def _start_kube(state_dir: Path, port: int, logs: Path, timeout: float) -> dict[str, Any] | None:
-    """The Kubernetes API emulator (devstack/kube), when present."""
-    try:
-        from devstack.kube.process import start_emulator_process
-    except ImportError:
-        return None
-    return start_emulator_process(state_dir, port, logs, timeout)
+def _start_kube(state_dir: Path, port: int, timeout: float) -> dict[str, Any]:
+    """The real control plane (etcd, kube-apiserver, kube-controller-manager) and the simulated
+    workload-status controller, under <state>/kube."""
+    from devstack.kube.controlplane import ControlPlane
+
+    cluster = ControlPlane(root=state_dir / "kube", port=port)
+    cluster.start(timeout)
+    kubeconfig = state_dir / "kubeconfig"
+    shutil.copyfile(cluster.kubeconfig(), kubeconfig)
+    kubeconfig.chmod(0o600)
+    return {"server": cluster.url, "kubeconfig": str(kubeconfig), "worker_kubeconfig": str(cluster.worker_kubeconfig),
+            "pid": cluster.procs["kube-apiserver"].pid, "processes": cluster.pids(),
+            "logs": str(cluster.logs), "data": str(cluster.root / "etcd")}
+
+
+def kubectl_server_version(kubeconfig: Path) -> str:
+    """kubectl's own "Server Version: …" line for the cluster, proof that a real API server answers."""
+    kubectl = script_path("kubectl") or shutil.which("kubectl")
+    if kubectl is None:
+        return "Server Version: (kubectl is missing; run `make setup`)"
+    out = subprocess.run([kubectl, "--kubeconfig", str(kubeconfig), "version"], capture_output=True, text=True,
+                         timeout=30)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("Server Version")]
+    return lines[0] if lines else f"Server Version: unknown ({(out.stderr or out.stdout).strip()[:200]})"
 
 
 def down(state_dir: Path) -> list[str]:
@@ -136,7 +154,12 @@ def down(state_dir: Path) -> list[str]:
     stopped: list[str] = []
     for name in ("worker", "kube", "registry", "temporal"):
         component = info.components.get(name)
-        if component and component.get("pid"):
+        if component and component.get("processes"):
+            from devstack.kube.controlplane import stop_processes
+
+            if stop_processes(component["processes"]):
+                stopped.append(name)
+        elif component and component.get("pid"):
             if pid_alive(component["pid"]):
                 stop_pid(component["pid"])
                 stopped.append(name)

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ferry.fieldpaths import differences, dotted
+from ferry.fieldpaths import Path, differences, dotted, leaf_paths, managed_paths, value_at
 
 ENVIRONMENT_LABEL = "ferry.dev/environment"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -97,14 +97,58 @@ class ObjectChange(BaseModel):
     fields: list[str] = Field(default_factory=list, description="changed field paths, for updates")
 
 
+def _applied_body(desired: Mapping[str, Any]) -> dict[str, Any]:
+    """What managedFields records of an apply: everything but apiVersion, kind, name and namespace."""
+    body = {k: v for k, v in desired.items() if k not in ("apiVersion", "kind")}
+    body["metadata"] = {k: v for k, v in desired["metadata"].items() if k not in ("name", "namespace")}
+    return body
+
+
 def plan_object(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> ObjectChange:
+    """The local plan: create, unchanged, or a candidate update the server confirms (``confirm_update``).
+
+    Unchanged needs both: every field the manifest sets is live with the same value (server defaults and
+    fields owned by others are not differences; quantities compare by amount), and the fields ferry owns in
+    live's managedFields are exactly the ones this manifest sets (a field no longer in the manifest must be
+    removed). Anything else is a candidate, never applied before a server-side dry run confirms it."""
     oid = ObjectId.of(desired)
     if live is None:
         return ObjectChange(id=oid, action="create")
-    body = {k: v for k, v in desired.items() if k not in ("apiVersion", "kind")}
-    body["metadata"] = {k: v for k, v in desired["metadata"].items() if k not in ("name", "namespace")}
-    changed = sorted({dotted(p) for p in differences(body, live)})
-    return ObjectChange(id=oid, action="update" if changed else "unchanged", fields=changed)
+    body = _applied_body(desired)
+    changed = {dotted(p) for p in differences(body, live)}
+    owned = managed_paths(live, FIELD_MANAGER)
+    if owned is None:
+        changed.add(".metadata.managedFields[manager=ferry]")  # never applied by ferry: adopt it
+    else:
+        changed |= {dotted(p) for p in _ownership_changes(owned, set(leaf_paths(body)), body, live)}
+    return ObjectChange(id=oid, action="update" if changed else "unchanged", fields=sorted(changed))
+
+
+def _ownership_changes(owned: set[Path], claimed: set[Path], body: Mapping[str, Any], live: Mapping[str, Any]
+                       ) -> set[Path]:
+    """Paths whose ownership an apply of `body` would change: claimed but not owned, owned but no longer set.
+    NB: the server owns some fields whole (atomic: a selector, a roleRef) where the local model descends into
+    them; an owned atomic field is compared by value instead."""
+    changes = {c for c in claimed - owned if not any(c[:len(o)] == o for o in owned)}
+    for path in owned - claimed:
+        if not any(c[:len(path)] == path for c in claimed):
+            changes.add(path)  # dropped from the manifest: the apply removes it
+        elif value_at(body, path) != value_at(live, path):
+            changes.add(path)
+    return changes
+
+
+def confirm_update(desired: Mapping[str, Any], live: Mapping[str, Any], dry_run: Mapping[str, Any]) -> ObjectChange:
+    """Judge a candidate update by the server's own answer: `dry_run` is the object as a server-side dry-run
+    apply of `desired` would leave it. Changed are the fields ferry applies whose value the server would change
+    (a value it merely normalises, e.g. cpu 0.5 -> 500m, or prunes, is no change) and the fields whose
+    ownership by ferry would change (one dropped from the manifest is removed)."""
+    body = _applied_body(desired)
+    changed = {dotted(p) for p in differences(body, live) if value_at(dry_run, p) != value_at(live, p)}
+    owned_live = managed_paths(live, FIELD_MANAGER) or set()
+    owned_after = managed_paths(dry_run, FIELD_MANAGER) or set()
+    changed |= {dotted(p) for p in owned_live ^ owned_after}
+    return ObjectChange(id=ObjectId.of(desired), action="update" if changed else "unchanged", fields=sorted(changed))
 
 
 def stale(previous: Iterable[str], desired: Iterable[str]) -> list[str]:

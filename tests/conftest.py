@@ -13,6 +13,7 @@ from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from devstack.kube.session import KubeServer
 from devstack.procs import free_port, script_path
 from devstack.registry import Registry
 from devstack.temporal import SEARCH_ATTRIBUTES
@@ -88,26 +89,21 @@ def settings(registry: Registry, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def kube_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """The Kubernetes API emulator (devstack/kube) on a free port, with its kubeconfig."""
-    from devstack.kube.__main__ import bootstrap
-    from devstack.kube.kubeconfig import write_kubeconfig
-    from devstack.kube.server import KubeEmulator
-
-    root = tmp_path_factory.mktemp("kube")
-    emulator = KubeEmulator(0, root / "state.json", rollout_delay=0.3)
-    bootstrap(emulator, ["default", "kube-system", "ferry-system"])
-    emulator.start()
-    emulator.kubeconfig = write_kubeconfig(root / "kubeconfig", emulator.url)  # type: ignore[attr-defined]
-    yield emulator
-    emulator.close()
+def kube_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeServer]:
+    """A real Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager built by `make setup`)
+    with the simulated workload-status controller, on free ports. ``.kubeconfig``: the admin, direct;
+    ``.worker_kubeconfig``: the least-privileged ferry-worker user through the fault proxy
+    (``.inject_faults(count, mode)``)."""
+    server = KubeServer(tmp_path_factory.mktemp("kube"), rollout_delay=0.3).start()
+    yield server
+    server.close()
 
 
 @pytest.fixture
-def kube_api(kube_server: object) -> object:
+def kube_api(kube_server: KubeServer) -> object:
     import kubernetes
 
-    return kubernetes.config.new_client_from_config(str(kube_server.kubeconfig))  # type: ignore[attr-defined]
+    return kubernetes.config.new_client_from_config(str(kube_server.kubeconfig))
 
 
 @pytest.fixture
@@ -148,14 +144,15 @@ async def terminate_running(client: Client, task_queue: str) -> None:
 @contextlib.asynccontextmanager
 async def worker_on(env: WorkflowEnvironment, registry: Registry, kube_server: object, tmp: Path,
                     task_queue: str) -> AsyncIterator[Settings]:
-    """A ferry worker on a fresh task queue against the real registry and the emulator; whatever the test
-    left running on that queue is terminated afterwards."""
+    """A ferry worker on a fresh task queue against the real registry and the real API server, as the
+    least-privileged ferry-worker user through the fault proxy; whatever the test left running on that queue is
+    terminated afterwards."""
     from workers.worker import build_worker
 
     settings = settings_for(registry, tmp)
     settings.temporal.task_queue = task_queue
     settings.temporal.address = env.client.service_client.config.target_host
-    settings.kubeconfig = Path(kube_server.kubeconfig)  # type: ignore[attr-defined]
+    settings.kubeconfig = Path(kube_server.worker_kubeconfig)  # type: ignore[attr-defined]
     async with build_worker(env.client, settings):
         yield settings
         await terminate_running(env.client, task_queue)

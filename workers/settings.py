@@ -107,8 +107,9 @@ def devstack_layer(state_dir: Path) -> dict[str, Any]:
         layer["registry"]["default"] = registry["host"]
         layer["registry"]["insecure_hosts"] = [registry["host"]]
     kube = info.get("kube") or {}
-    if kube.get("kubeconfig"):
-        layer["kubeconfig"] = kube["kubeconfig"]
+    if kube.get("worker_kubeconfig") or kube.get("kubeconfig"):
+        # NB: the worker's own least-privilege identity (examples/rbac/ferry-worker.yaml), not the admin's.
+        layer["kubeconfig"] = kube.get("worker_kubeconfig") or kube["kubeconfig"]
     layer["worker"] = {"cache_dir": str(state_dir / "cache")}
     return layer
 

@@ -1,7 +1,10 @@
-"""A Kubernetes API emulator for development and tests: the official client talks to it over real HTTP.
+"""The local Kubernetes control plane for development, demos and tests.
 
-It is NOT a cluster: no container runs, no scheduler, no kubelet. A clearly labelled simulated workload
-controller moves Deployments/StatefulSets/DaemonSets/Jobs to a rolled-out (or failed) status. The product
-never imports this package; it talks to real clusters through a kubeconfig. Differences from a real API
-server are listed in README.md ("Kubernetes API emulator").
+Real components, built from Kubernetes' own Go modules by `make setup` (devstack/controlplane): etcd,
+kube-apiserver and kube-controller-manager (namespace, garbage-collector, service-account and other
+kubelet-free controllers). What no real component can do here, because no kubelet runs and no container
+starts, is done by two small, clearly labelled stand-ins:
+- ``controller``: the SIMULATED workload-status controller (field manager ``simulated (no kubelet)``);
+- ``faultproxy``: a TCP proxy that cuts or stalls connections on demand, for outage tests.
+The product never imports this package; it talks to clusters through a kubeconfig.
 """

@@ -1,27 +1,49 @@
-"""SIMULATED workload controller — no container runs anywhere.
+"""SIMULATED workload-status controller (no kubelet) — no container runs anywhere.
 
-It stands in for kube-controller-manager + kubelet so health checks have something to wait for:
-Deployments, StatefulSets and DaemonSets reach a rolled-out status, and Jobs complete, `rollout_delay`
-seconds after each spec change. Convention to make a rollout FAIL (Progressing=False, reason
-ProgressDeadlineExceeded; Jobs: Failed=True, reason BackoffLimitExceeded):
-  - any container image whose tag contains "broken" (e.g. ghcr.io/acme/app:1.2.0-broken), or
-  - the pod-template annotation  emulator.ferry.dev/rollout: fail
-CustomResourceDefinitions become Established=True and NamesAccepted=True at once.
+No kubelet can run on these machines, so no pod ever starts and the real workload controllers would report
+every rollout as unavailable; kube-controller-manager runs without them. This small process stands in for
+them: it watches Deployments, StatefulSets, DaemonSets and Jobs on the real API server through the official
+client and, after each spec change (uid, generation), writes a Progressing status at once and a rolled-out
+(or failed) status `rollout_delay` seconds later, under the field manager ``simulated (no kubelet)``.
+A rollout FAILS (Progressing=False, reason ProgressDeadlineExceeded; Jobs: Failed=True, reason
+BackoffLimitExceeded) when
+  - any container image's tag contains "broken" (e.g. ghcr.io/acme/app:1.2.0-broken), or
+  - the pod template is annotated  emulator.ferry.dev/rollout: fail
+A rollout whose pod template is annotated  emulator.ferry.dev/rollout: hang  stays Progressing (a rollout that
+never finishes, for tests of what may interrupt a health wait).
+
+    python -m devstack.kube.controller --kubeconfig FILE [--rollout-delay S] [--ready-file FILE]
 """
 
 from __future__ import annotations
 
+import argparse
+import datetime
 import heapq
+import json
+import logging
+import signal
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from devstack.kube.resources import ResourceType
-from devstack.kube.store import ApiError, Store, now
+import kubernetes
+from kubernetes.client import ApiException
+from kubernetes.dynamic import DynamicClient
 
 FAIL_ANNOTATION = "emulator.ferry.dev/rollout"
-MANAGER = "kube-controller-manager (simulated)"
-WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
+MANAGER = "simulated (no kubelet)"
+# kind -> (API path prefix, plural)
+WORKLOADS = {"Deployment": ("/apis/apps/v1", "deployments"), "StatefulSet": ("/apis/apps/v1", "statefulsets"),
+             "DaemonSet": ("/apis/apps/v1", "daemonsets"), "Job": ("/apis/batch/v1", "jobs")}
+Key = tuple[str, str, str]  # kind, namespace, name
+log = logging.getLogger("simulated-controller")
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def rollout_fails(obj: dict[str, Any]) -> bool:
@@ -32,134 +54,229 @@ def rollout_fails(obj: dict[str, Any]) -> bool:
     return any("broken" in str(c.get("image", "")).rsplit("/", 1)[-1].partition(":")[2] for c in containers)
 
 
-def _condition(type_: str, status: str, reason: str, message: str) -> dict[str, Any]:
-    return {"type": type_, "status": status, "reason": reason, "message": message,
-            "lastUpdateTime": now(), "lastTransitionTime": now()}
+def rollout_hangs(obj: dict[str, Any]) -> bool:
+    template = (obj.get("spec") or {}).get("template") or {}
+    return ((template.get("metadata") or {}).get("annotations") or {}).get(FAIL_ANNOTATION) == "hang"
+
+
+def _condition(type_: str, status: str, reason: str, message: str, update_time: bool = True) -> dict[str, Any]:
+    cond = {"type": type_, "status": status, "reason": reason, "message": message, "lastTransitionTime": now()}
+    if update_time:
+        cond["lastUpdateTime"] = now()
+    return cond
+
+
+def settled(kind: str, obj: dict[str, Any]) -> bool:
+    """Its status already answers its current spec (e.g. written before this process restarted)."""
+    status = obj.get("status") or {}
+    if kind == "Job":
+        return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+                   for c in status.get("conditions") or [])
+    progressing = [c for c in status.get("conditions") or [] if c.get("type") == "Progressing"]
+    done = kind != "Deployment" or (progressing and progressing[0].get("reason") != "ReplicaSetUpdated")
+    return bool(done) and status.get("observedGeneration") == obj["metadata"].get("generation")
+
+
+def workload_status(kind: str, obj: dict[str, Any], progressing: bool) -> dict[str, Any]:
+    spec = obj.get("spec") or {}
+    gen = obj["metadata"].get("generation", 1)
+    replicas = int(spec.get("replicas", 1)) if kind != "DaemonSet" else 1
+    fails = rollout_fails(obj)
+    if kind == "Job":
+        started = (obj.get("status") or {}).get("startTime") or now()
+        if progressing:
+            return {"active": 1, "startTime": started}
+        if fails:
+            # NB: the API server validates Job status transitions: FailureTarget precedes Failed.
+            return {"failed": int(spec.get("backoffLimit", 6)) + 1, "startTime": started, "conditions": [
+                _condition("FailureTarget", "True", "BackoffLimitExceeded",
+                           "Job has reached the specified backoff limit", update_time=False),
+                _condition("Failed", "True", "BackoffLimitExceeded",
+                           "Job has reached the specified backoff limit", update_time=False)]}
+        # NB: likewise SuccessCriteriaMet precedes Complete, and completionTime comes with Complete.
+        return {"succeeded": int(spec.get("completions", 1)), "startTime": started, "completionTime": now(),
+                "conditions": [_condition("SuccessCriteriaMet", "True", "CompletionsReached",
+                                          "Reached expected number of succeeded pods", update_time=False),
+                               _condition("Complete", "True", "CompletionsReached",
+                                          "Reached expected number of succeeded pods", update_time=False)]}
+    if kind == "DaemonSet":
+        ready = 0 if (progressing or fails) else 1
+        return {"observedGeneration": gen, "desiredNumberScheduled": 1, "currentNumberScheduled": 1,
+                "updatedNumberScheduled": 0 if progressing else 1, "numberReady": ready,
+                "numberAvailable": ready, "numberMisscheduled": 0}
+    if kind == "StatefulSet":
+        ready = 0 if (progressing or fails) else replicas
+        return {"observedGeneration": gen, "replicas": replicas, "readyReplicas": ready,
+                "currentReplicas": ready, "updatedReplicas": ready, "availableReplicas": ready,
+                "currentRevision": f"{obj['metadata']['name']}-{gen}",
+                "updateRevision": f"{obj['metadata']['name']}-{gen}"}
+    if progressing:
+        return {"observedGeneration": gen, "replicas": replicas, "updatedReplicas": 0, "conditions": [
+            _condition("Progressing", "True", "ReplicaSetUpdated", "ReplicaSet is progressing.")]}
+    if fails:
+        return {"observedGeneration": gen, "replicas": replicas, "updatedReplicas": replicas,
+                "unavailableReplicas": replicas, "conditions": [
+                    _condition("Available", "False", "MinimumReplicasUnavailable",
+                               "Deployment does not have minimum availability."),
+                    _condition("Progressing", "False", "ProgressDeadlineExceeded",
+                               f'ReplicaSet "{obj["metadata"]["name"]}" has timed out progressing.')]}
+    return {"observedGeneration": gen, "replicas": replicas, "updatedReplicas": replicas,
+            "readyReplicas": replicas, "availableReplicas": replicas, "conditions": [
+                _condition("Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability."),
+                _condition("Progressing", "True", "NewReplicaSetAvailable",
+                           f'ReplicaSet "{obj["metadata"]["name"]}" has successfully progressed.')]}
 
 
 class SimulatedController:
-    def __init__(self, store: Store, rollout_delay: float = 0.5) -> None:
-        self.store = store
+    """One watch thread per workload kind feeds a timer queue; one thread writes the statuses."""
+
+    def __init__(self, api: kubernetes.client.ApiClient, rollout_delay: float = 0.5) -> None:
+        self.api = api
+        self.dyn = DynamicClient(api)
         self.rollout_delay = rollout_delay
-        self._queue: list[tuple[float, int, tuple[str, str, str, str], int]] = []
+        self.stop = threading.Event()
+        self._queue: list[tuple[float, int, Key, int, bool]] = []
         self._seq = 0
         self._cv = threading.Condition()
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, name="simulated-controller", daemon=True)
-        self._rolled: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}  # key -> (uid, generation) rolled out
-        store.listeners.append(self._on_event)
+        self._rolled: dict[Key, tuple[Any, Any]] = {}  # key -> (uid, generation) rolled out or being rolled
 
-    def start(self) -> None:
-        self._thread.start()
+    def _request(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+        response = self.dyn.request(method, path, body=body, serialize=False, _request_timeout=30, **params)
+        return json.loads(response.data)
 
-    def stop(self) -> None:
+    def run(self, ready: Callable[[], None] | None = None) -> None:
+        for kind in WORKLOADS:
+            self._request("get", self._path(kind), limit=1)  # reachable and allowed, before saying ready
+        threads = [threading.Thread(target=self._watch, args=(kind,), name=f"watch-{kind}", daemon=True)
+                   for kind in WORKLOADS]
+        threads.append(threading.Thread(target=self._writer, name="writer", daemon=True))
+        for thread in threads:
+            thread.start()
+        if ready:
+            ready()
+        self.stop.wait()
         with self._cv:
-            self._stop = True
             self._cv.notify_all()
 
-    def _on_event(self, event: str, rt: ResourceType, obj: dict[str, Any]) -> None:
+    @staticmethod
+    def _path(kind: str, namespace: str = "", name: str = "") -> str:
+        prefix, plural = WORKLOADS[kind]
+        if not namespace:
+            return f"{prefix}/{plural}"
+        return f"{prefix}/namespaces/{namespace}/{plural}" + (f"/{name}" if name else "")
+
+    def _watch(self, kind: str) -> None:
+        resource_version = ""
+        while not self.stop.is_set():
+            try:
+                if not resource_version:
+                    listed = self._request("get", self._path(kind))
+                    resource_version = listed["metadata"]["resourceVersion"]
+                    for item in listed["items"]:
+                        self._on_event(kind, "ADDED", item)
+                # NB: DynamicClient.request reads a watch to its end; the bare transport streams it line by line.
+                request = self.api.param_serialize(
+                    "GET", self._path(kind), query_params=[
+                        ("watch", "true"), ("resourceVersion", resource_version), ("allowWatchBookmarks", "true"),
+                        ("timeoutSeconds", "60")], header_params={"Accept": "application/json"},
+                    auth_settings=["BearerToken"])
+                response = self.api.call_api(*request, _request_timeout=(5, 90)).response
+                try:
+                    for line in response:
+                        event = json.loads(line)
+                        if event["type"] == "ERROR":
+                            resource_version = ""  # 410 Gone: list again
+                            break
+                        resource_version = event["object"]["metadata"]["resourceVersion"]
+                        if event["type"] != "BOOKMARK":
+                            self._on_event(kind, event["type"], event["object"])
+                finally:
+                    response.release_conn()
+            except Exception as err:  # a watch must outlive any one failure
+                if not self.stop.is_set():
+                    log.warning("watch %s: %s; retrying", kind, err)
+                    resource_version = ""
+                    time.sleep(1)
+
+    def _on_event(self, kind: str, event: str, obj: dict[str, Any]) -> None:
         meta = obj["metadata"]
-        key = (rt.group, rt.plural, meta.get("namespace", ""), meta["name"])
+        key = (kind, meta["namespace"], meta["name"])
         if event == "DELETED":
             self._rolled.pop(key, None)
             return
-        if rt.kind == "CustomResourceDefinition" and not _established(obj):
-            self._schedule(rt, obj, 0.0)
-        elif rt.kind in WORKLOADS and self._rolled.get(key) != (meta.get("uid"), meta.get("generation")):
-            # NB: once per spec change (generation), like the real controllers; a Job's status has no
-            # observedGeneration, so the controller's own status writes must not start another rollout.
-            # Called under the store lock; the status write happens on the controller thread.
-            self._rolled[key] = (meta.get("uid"), meta.get("generation"))
-            self._schedule(rt, obj, 0.0, progressing=True)
-            self._schedule(rt, obj, self.rollout_delay * (2 if rollout_fails(obj) else 1))
+        identity = (meta.get("uid"), meta.get("generation"))
+        if self._rolled.get(key) == identity:
+            return
+        # NB: once per spec change (uid, generation), like the real controllers; a Job's status has no
+        # observedGeneration, so this controller's own status writes must not start another rollout.
+        self._rolled[key] = identity
+        if settled(kind, obj):
+            return
+        gen = int(meta.get("generation", 1))
+        self._schedule(key, gen, 0.0, progressing=True)
+        if rollout_hangs(obj):
+            return  # stays Progressing until its spec changes
+        self._schedule(key, gen, self.rollout_delay * (2 if rollout_fails(obj) else 1), progressing=False)
 
-    def _schedule(self, rt: ResourceType, obj: dict[str, Any], delay: float, progressing: bool = False) -> None:
-        meta = obj["metadata"]
-        key = (rt.group, rt.plural, meta.get("namespace", ""), meta["name"])
+    def _schedule(self, key: Key, generation: int, delay: float, progressing: bool) -> None:
         with self._cv:
             self._seq += 1
-            generation = int(meta.get("generation", 1))
-            heapq.heappush(self._queue, (time.monotonic() + delay, self._seq, key,
-                                         -generation if progressing else generation))
+            heapq.heappush(self._queue, (time.monotonic() + delay, self._seq, key, generation, progressing))
             self._cv.notify_all()
 
-    def _run(self) -> None:
-        while True:
+    def _writer(self) -> None:
+        while not self.stop.is_set():
             with self._cv:
-                while not self._stop and (not self._queue or self._queue[0][0] > time.monotonic()):
-                    self._cv.wait(timeout=(self._queue[0][0] - time.monotonic()) if self._queue else None)
-                if self._stop:
+                while not self.stop.is_set() and (not self._queue or self._queue[0][0] > time.monotonic()):
+                    self._cv.wait(timeout=(self._queue[0][0] - time.monotonic()) if self._queue else 1.0)
+                if self.stop.is_set():
                     return
-                _, _, key, generation = heapq.heappop(self._queue)
+                _, _, key, generation, progressing = heapq.heappop(self._queue)
             try:
-                self._reconcile(key, abs(generation), progressing=generation < 0)
-            except ApiError:
-                pass  # deleted or replaced meanwhile; the next event reschedules
+                self._write(key, generation, progressing)
+            except Exception as err:  # one object's failure must not stop the others
+                log.warning("status of %s/%s/%s: %s", *key, err)
 
-    def _reconcile(self, key: tuple[str, str, str, str], generation: int, progressing: bool) -> None:
-        group, plural, namespace, name = key
-        with self.store.lock:
-            rt = next((t for t in self.store.catalogue.types.values() if t.key == (group, plural)), None)
-            if rt is None:
+    def _write(self, key: Key, generation: int, progressing: bool) -> None:
+        kind, namespace, name = key
+        path = self._path(kind, namespace, name)
+        for _ in range(5):
+            try:
+                obj = self._request("get", path)
+            except ApiException as err:
+                if err.status == 404:
+                    return  # deleted meanwhile
+                raise
+            if int(obj["metadata"].get("generation", 1)) != generation:
+                return  # superseded by a newer spec; its own entries are queued
+            obj["status"] = workload_status(kind, obj, progressing)
+            try:
+                self._request("put", f"{path}/status", body=obj, field_manager=MANAGER)
                 return
-            obj = self.store.get(rt, namespace, name)
-            if rt.kind == "CustomResourceDefinition":
-                status = {"conditions": [_condition("NamesAccepted", "True", "NoConflicts", "no conflicts found"),
-                                         _condition("Established", "True", "InitialNamesAccepted",
-                                                    "the initial names have been accepted")],
-                          "acceptedNames": (obj.get("spec") or {}).get("names", {}),
-                          "storedVersions": [v["name"] for v in (obj.get("spec") or {}).get("versions", [])
-                                             if v.get("storage")]}
-            else:
-                if obj["metadata"].get("generation") != generation:
-                    return  # superseded by a newer spec; its own entries are queued
-                status = self._workload_status(rt.kind, obj, progressing)
-            obj["status"] = status
-            self.store.update(rt, namespace, name, obj, MANAGER, subresource="status")
-
-    @staticmethod
-    def _workload_status(kind: str, obj: dict[str, Any], progressing: bool) -> dict[str, Any]:
-        spec = obj.get("spec") or {}
-        gen = obj["metadata"].get("generation", 1)
-        replicas = int(spec.get("replicas", 1)) if kind != "DaemonSet" else 1
-        fails = rollout_fails(obj)
-        if kind == "Job":
-            if progressing:
-                return {"active": 1, "startTime": now()}
-            if fails:
-                return {"failed": int(spec.get("backoffLimit", 6)) + 1, "startTime": now(), "conditions": [
-                    _condition("Failed", "True", "BackoffLimitExceeded",
-                               "Job has reached the specified backoff limit")]}
-            return {"succeeded": int(spec.get("completions", 1)), "startTime": now(), "completionTime": now(),
-                    "conditions": [_condition("Complete", "True", "", "")]}
-        if kind == "DaemonSet":
-            ready = 0 if (progressing or fails) else 1
-            return {"observedGeneration": gen, "desiredNumberScheduled": 1, "currentNumberScheduled": 1,
-                    "updatedNumberScheduled": 1 - (1 if progressing else 0), "numberReady": ready,
-                    "numberAvailable": ready, "numberMisscheduled": 0}
-        if kind == "StatefulSet":
-            ready = 0 if (progressing or fails) else replicas
-            return {"observedGeneration": gen, "replicas": replicas, "readyReplicas": ready,
-                    "currentReplicas": ready, "updatedReplicas": ready, "availableReplicas": ready,
-                    "currentRevision": f"{obj['metadata']['name']}-{gen}",
-                    "updateRevision": f"{obj['metadata']['name']}-{gen}"}
-        if progressing:
-            return {"observedGeneration": gen, "replicas": replicas, "updatedReplicas": 0, "conditions": [
-                _condition("Progressing", "True", "ReplicaSetUpdated", "ReplicaSet is progressing.")]}
-        if fails:
-            return {"observedGeneration": gen, "replicas": replicas, "updatedReplicas": replicas,
-                    "unavailableReplicas": replicas, "conditions": [
-                        _condition("Available", "False", "MinimumReplicasUnavailable",
-                                   "Deployment does not have minimum availability."),
-                        _condition("Progressing", "False", "ProgressDeadlineExceeded",
-                                   f'ReplicaSet "{obj["metadata"]["name"]}" has timed out progressing.')]}
-        return {"observedGeneration": gen, "replicas": replicas, "updatedReplicas": replicas,
-                "readyReplicas": replicas, "availableReplicas": replicas, "conditions": [
-                    _condition("Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability."),
-                    _condition("Progressing", "True", "NewReplicaSetAvailable",
-                               f'ReplicaSet "{obj["metadata"]["name"]}" has successfully progressed.')]}
+            except ApiException as err:
+                if err.status != 409:
+                    raise  # 409: changed between GET and PUT; read it again
 
 
-def _established(crd: dict[str, Any]) -> bool:
-    return any(c.get("type") == "Established" and c.get("status") == "True"
-               for c in (crd.get("status") or {}).get("conditions", []))
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m devstack.kube.controller")
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--rollout-delay", type=float, default=0.5, help="simulated rollout time, seconds")
+    parser.add_argument("--ready-file", type=Path, default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    api = kubernetes.config.new_client_from_config(args.kubeconfig)
+    controller = SimulatedController(api, args.rollout_delay)
+    signal.signal(signal.SIGTERM, lambda *_: controller.stop.set())
+    signal.signal(signal.SIGINT, lambda *_: controller.stop.set())
+
+    def ready() -> None:
+        log.info("simulated workload-status controller (no kubelet) watching %s", ", ".join(WORKLOADS))
+        if args.ready_file:
+            args.ready_file.write_text("ready\n")
+
+    controller.run(ready)
+
+
+if __name__ == "__main__":
+    main()

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from devstack.procs import free_port, pid_alive
+from devstack.kube.controlplane import kube_version
+from devstack.procs import free_port, pid_alive, script_path
 
 FERRY = [sys.executable, "-m", "cli.main"]
 
@@ -36,8 +37,17 @@ def test_up_status_down_leaves_no_process(tmp_path: Path) -> None:
     import kubernetes
 
     api = kubernetes.config.new_client_from_config(info["kube"]["kubeconfig"])
-    names = {n.metadata.name for n in kubernetes.client.CoreV1Api(api).list_namespace().items}
+    core = kubernetes.client.CoreV1Api(api)
+    names = {n.metadata.name for n in core.list_namespace().items}
     assert {"default", "ferry-system"} <= names
+    assert set(info["kube"]["processes"]) == {"etcd", "kube-apiserver", "kube-controller-manager",
+                                              "simulated-controller"}
+    kubectl = [script_path("kubectl") or "kubectl", "--kubeconfig", info["kube"]["kubeconfig"]]
+    version = subprocess.run([*kubectl, "version"], capture_output=True, text=True, timeout=60)
+    assert f"Server Version: {kube_version()}" in version.stdout, version.stderr
+    openapi = subprocess.run([*kubectl, "get", "--raw", "/openapi/v3"], capture_output=True, text=True, timeout=60)
+    assert "apis/apps/v1" in json.loads(openapi.stdout)["paths"]
+    core.create_namespaced_config_map("default", {"metadata": {"name": "survivor"}, "data": {"k": "v"}})
     assert info["temporal"]["ui_url"].startswith("http://127.0.0.1:")
     assert all(pid_alive(pid) for pid in pids)
     import urllib.request
@@ -58,6 +68,28 @@ def test_up_status_down_leaves_no_process(tmp_path: Path) -> None:
     assert not (state / "devstack.json").exists()
     after = _ferry("dev", "status", "--state-dir", str(state))
     assert after.returncode == 1 and "not started" in after.stdout
+
+    # the cluster's state survives down/up: etcd's data and the certificates are under the state dir
+    again = _ferry("dev", "up", "--state-dir", str(state), "--no-worker", *_ports())
+    try:
+        assert again.returncode == 0, again.stderr
+        assert f"Server Version: {kube_version()}" in again.stdout
+        kubeconfig = json.loads((state / "devstack.json").read_text())["kube"]["kubeconfig"]
+        survivor = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(kubeconfig)) \
+            .read_namespaced_config_map("survivor", "default")
+        assert survivor.data == {"k": "v"}
+    finally:
+        assert _ferry("dev", "down", "--state-dir", str(state)).returncode == 0
+
+
+def test_missing_control_plane_is_one_clear_line_and_nothing_half_running(tmp_path: Path) -> None:
+    env = {**os.environ, "FERRY_KUBE_DIR": str(tmp_path / "not-built")}
+    result = _ferry("dev", "up", "--state-dir", str(tmp_path / "state"), *_ports(), env=env)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ferry: kube: etcd is not built; run `make setup`"), lines
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(tmp_path / "state") not in out  # Temporal and the registry were stopped again
 
 
 def test_taken_port_names_component_and_starts_nothing(tmp_path: Path) -> None:

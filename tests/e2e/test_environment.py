@@ -1,4 +1,5 @@
-"""EnvironmentWorkflow against the local stack: real Temporal dev server, real registry, the emulator."""
+"""EnvironmentWorkflow against the local stack: real Temporal dev server, real registry, the real Kubernetes API
+server (the worker as the least-privileged ferry-worker user, through the fault proxy)."""
 
 from __future__ import annotations
 
@@ -181,7 +182,7 @@ async def test_registry_outage_keeps_environment_and_recovers(
     reg.start()
     settings = settings_for(reg, tmp_path)
     settings.temporal.task_queue = task_queue
-    settings.kubeconfig = Path(kube_server.kubeconfig)
+    settings.kubeconfig = Path(kube_server.worker_kubeconfig)
     name, ns, repo = _names()
     core, apps = _apis(kube_server)
     _ensure_ns(core, ns)
@@ -215,11 +216,11 @@ async def test_cluster_outage_shows_in_status_and_recovers(
     publish(dev_worker, f"{dev_worker.registry.default}/{repo}", "1.0.0", app_manifests("queue"))
     handle = await start_environment(dev_env.client, dev_worker.temporal.task_queue, _spec(dev_worker, name, ns, repo))
     await wait_status(handle, lambda s: s.state.health.status == "Healthy", what="deployed")
-    kube_server.inject_faults(1000, "error")
+    kube_server.inject_faults(1000, "error")  # the fault proxy drops every connection of the worker's
     try:
         status = await wait_status(handle, lambda s: s.state.cluster_unreachable_since is not None, timeout=40,
                                    what="cluster outage in status")
-        assert "HTTP 500" in status.state.cluster_error
+        assert "cluster unreachable" in status.state.cluster_error
     finally:
         kube_server.inject_faults(0)
     await wait_status(handle, lambda s: s.state.cluster_unreachable_since is None, timeout=40, what="recovery")
@@ -249,12 +250,14 @@ async def test_crd_and_its_custom_resource_in_one_bundle_and_prune_disabled(
     name, ns, repo = _names()
     core, _ = _apis(kube_server)
     group = f"{name}.example.com"
+    kube_server.allow_worker(group)  # as a cluster admin does for the custom resources a bundle ships
     crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
            "metadata": {"name": f"widgets.{group}"},
            "spec": {"group": group, "scope": "Namespaced",
                     "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
                     "versions": [{"name": "v1", "served": True, "storage": True,
-                                  "schema": {"openAPIV3Schema": {"type": "object"}}}]}}
+                                  "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {
+                                      "type": "object", "properties": {"size": {"type": "integer"}}}}}}}]}}
     widget = {"apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": "w1"}, "spec": {"size": 3}}
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
     kept = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "keep-me",

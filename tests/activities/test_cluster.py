@@ -1,0 +1,177 @@
+"""The cluster adapter against the real API server (the local control plane), as the least-privileged worker:
+what only a real server reveals — normalised values, validation, field ownership."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+from kubernetes.client import AppsV1Api, CoreV1Api
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
+from temporalio.exceptions import ApplicationError
+
+from activities.bundle import BundleCache
+from activities.cluster import ClusterActivities
+from activities.registry import Registries, RegistryActivities
+from devstack.kube.session import KubeServer
+from ferry.environment import ReconcileInput, ReconcileResult
+from ferry.settings import Settings
+from tests.e2e.envkit import publish
+
+
+def realistic_bundle(group: str) -> list[dict[str, Any]]:
+    """What a real application ships; written as people write manifests (`cpu: 0.5`, int targetPort,
+    stringData), not as the server stores them."""
+    labels = {"app": "shop"}
+    return [
+        {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+         "metadata": {"name": f"caches.{group}"},
+         "spec": {"group": group, "scope": "Namespaced",
+                  "names": {"plural": "caches", "singular": "cache", "kind": "Cache"},
+                  "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                      "type": "object", "properties": {"spec": {"type": "object", "properties": {
+                          "size": {"type": "string"}, "ttlSeconds": {"type": "integer"}}}}}}}]}},
+        {"apiVersion": f"{group}/v1", "kind": "Cache", "metadata": {"name": "sessions"},
+         "spec": {"size": "1Gi", "ttlSeconds": 300}},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "shop"}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shop-config"},
+         "data": {"LOG_LEVEL": "info", "RATIO": "0.5"}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "shop-secret"}, "type": "Opaque",
+         "stringData": {"password": "hunter2"}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "shop"},
+         "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "shop"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "shop"},
+         "subjects": [{"kind": "ServiceAccount", "name": "shop"}]},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "shop", "labels": labels},
+         "spec": {"replicas": 2, "selector": {"matchLabels": labels}, "template": {
+             "metadata": {"labels": labels},
+             "spec": {"serviceAccountName": "shop", "containers": [{
+                 "name": "app", "image": "ghcr.io/acme/shop:1.0.0", "ports": [{"containerPort": 8080}],
+                 "env": [{"name": "MODE", "value": "production"}],
+                 "resources": {"requests": {"cpu": 0.5, "memory": "1Gi"},
+                               "limits": {"cpu": "1000m", "memory": "1Gi"}}}]}}}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "shop"},
+         "spec": {"selector": labels, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}},
+        {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "shop"},
+         "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "shop"},
+                  "minReplicas": 2, "maxReplicas": 5, "metrics": [{"type": "Resource", "resource": {
+                      "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}]}},
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "shop"},
+         "spec": {"podSelector": {"matchLabels": labels},
+                  "ingress": [{"ports": [{"port": 8080}], "from": [{"podSelector": {}}]}]}},
+        {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "shop"},
+         "spec": {"rules": [{"host": "shop.example.com", "http": {"paths": [{
+             "path": "/", "pathType": "Prefix",
+             "backend": {"service": {"name": "shop", "port": {"number": 80}}}}]}}]}},
+    ]
+
+
+class World:
+    def __init__(self, settings: Settings, kube_server: KubeServer, tmp: Path) -> None:
+        self.settings = settings
+        self.kube = kube_server
+        suffix = uuid.uuid4().hex[:8]
+        self.env, self.namespace = f"env-{suffix}", f"ns-{suffix}"
+        self.repository = f"{settings.registry.default}/team/shop-{suffix}"
+        self.group = f"{suffix}.example.com"
+        self.digests: dict[str, str] = {}
+        self.admin = kubernetes.config.new_client_from_config(str(kube_server.kubeconfig))
+        CoreV1Api(self.admin).create_namespace({"metadata": {"name": self.namespace}})
+        pull = RegistryActivities(Registries(settings.registry)).pull_artifact
+        # the worker's own least-privileged identity (examples/rbac/ferry-worker.yaml)
+        self.acts = ClusterActivities(BundleCache(tmp / "cache", pull), str(kube_server.worker_kubeconfig))
+
+    def reconcile(self, version: str, docs: list[dict[str, Any]], baseline: bool = False) -> ReconcileResult:
+        if version not in self.digests:
+            self.digests[version] = publish(self.settings, self.repository, version, docs)
+        digest = self.digests[version]
+        return self.acts.reconcile_environment(ReconcileInput(
+            environment=self.env, repository=self.repository, digest=digest, version=version, path=".",
+            namespace=self.namespace, drift_baseline=baseline))
+
+    def resource_versions(self) -> dict[str, str]:
+        """resourceVersion of every object of the environment, CRD and custom resources included."""
+        dyn = DynamicClient(self.admin)
+        out = {}
+        for api_version, kind in [("v1", "ServiceAccount"), ("v1", "ConfigMap"), ("v1", "Secret"), ("v1", "Service"),
+                                  ("apps/v1", "Deployment"), ("rbac.authorization.k8s.io/v1", "Role"),
+                                  ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+                                  ("autoscaling/v2", "HorizontalPodAutoscaler"),
+                                  ("networking.k8s.io/v1", "NetworkPolicy"), ("networking.k8s.io/v1", "Ingress"),
+                                  ("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
+                                  (f"{self.group}/v1", "Cache")]:
+            try:
+                resource = dyn.resources.get(api_version=api_version, kind=kind)
+            except ResourceNotFoundError:
+                continue  # its CRD does not exist
+            for item in resource.get(label_selector=f"ferry.dev/environment={self.env}").items:
+                out[f"{kind}/{item.metadata.name}"] = item.metadata.resourceVersion
+        return out
+
+
+@pytest.fixture
+def world(settings: Settings, kube_server: KubeServer, tmp_path: Path) -> World:
+    return World(settings, kube_server, tmp_path)
+
+
+def test_a_noop_iteration_of_a_realistic_bundle_writes_nothing(world: World) -> None:
+    world.kube.allow_worker(world.group)
+    docs = realistic_bundle(world.group)
+    first = world.reconcile("1.0.0", docs)
+    assert len(first.changes.created) == len(docs) and not first.changes.updated
+    before = world.resource_versions()
+    assert len(before) == len(docs) + 1  # and the inventory
+    for _ in range(2):
+        again = world.reconcile("1.0.0", docs, baseline=True)
+        assert again.changes.updated == [] and again.changes.created == [] and again.changes.drift == {}
+        assert again.changes.unchanged == len(docs)
+        assert world.resource_versions() == before  # the server stored nothing new
+    # ... and a no-op asks no dry run either (the plan knows cpu 0.5 is 500m, which fields the server keeps
+    # atomic and what it defaults): the inventory GET, one LIST per kind, at most one discovery read
+    assert again.changes.api_requests <= 1 + 12 + 1
+
+
+def test_one_rejected_object_applies_nothing_and_the_servers_message_is_kept(world: World) -> None:
+    docs = realistic_bundle(world.group)
+    new_namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": f"{world.namespace}-extra"}}
+    bad = next(d for d in docs if d["kind"] == "Deployment")
+    bad["spec"]["replicas"] = -1  # the server's validation refuses it
+    with pytest.raises(ApplicationError) as err:
+        world.reconcile("1.0.0", [new_namespace, *docs])
+    assert err.value.type == "BadInput" and err.value.non_retryable
+    assert "nothing was applied" in err.value.message
+    assert f"Deployment/{world.namespace}/shop" in err.value.message and "spec.replicas" in err.value.message
+    assert world.resource_versions() == {}  # not the CRD, not the ConfigMap, nothing
+    with pytest.raises(kubernetes.client.ApiException) as gone:
+        CoreV1Api(world.admin).read_namespace(f"{world.namespace}-extra")
+    assert gone.value.status == 404
+
+
+def test_drift_is_only_what_ferry_manages_and_the_server_did_not_normalise(world: World) -> None:
+    world.kube.allow_worker(world.group)
+    docs = realistic_bundle(world.group)
+    world.reconcile("1.0.0", docs)
+    apps, core = AppsV1Api(world.admin), CoreV1Api(world.admin)
+    # a person edits the image (a field ferry manages) and adds an annotation (one it does not)
+    apps.patch_namespaced_deployment("shop", world.namespace, {
+        "metadata": {"annotations": {"note": "by hand"}},
+        "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "ghcr.io/acme/shop:hotfix"}]}}}},
+        field_manager="kubectl-edit")
+    result = world.reconcile("1.0.0", docs, baseline=True)
+    assert result.changes.updated == [f"Deployment/{world.namespace}/shop"]
+    assert result.changes.drift == {f"Deployment/{world.namespace}/shop": [
+        ".spec.template.spec.containers[name=app].image"]}  # not cpu 0.5 vs 500m, not the annotation
+    live = apps.read_namespaced_deployment("shop", world.namespace)
+    assert live.spec.template.spec.containers[0].image == "ghcr.io/acme/shop:1.0.0"
+    assert live.metadata.annotations["note"] == "by hand"
+    # 1.1.0 stops setting a ConfigMap key: every value it sets is live, yet the key must go
+    slim = [d for d in docs if d["kind"] != "ConfigMap"] + [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shop-config"}, "data": {"LOG_LEVEL": "info"}}]
+    result = world.reconcile("1.1.0", slim)
+    assert result.changes.updated == [f"ConfigMap/{world.namespace}/shop-config"]
+    assert core.read_namespaced_config_map("shop-config", world.namespace).data == {"LOG_LEVEL": "info"}
