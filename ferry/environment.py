@@ -279,6 +279,7 @@ class Pin(VersionRef):
     hold: str | None = None
     approved_by: list[str] = Field(default_factory=list, description="approvals this pin rests on (verified "
                                    "fingerprints or claimed names)")
+    answered: bool = Field(False, description="its sender was told the outcome (pin_outcome)")
 
 
 class PendingSpec(_Model):
@@ -445,6 +446,18 @@ class PinRequest(_Model):
     approved_by: list[str] = Field(default_factory=list, max_length=MAX_APPROVALS_PER_PIN,
                                    description="claimed approvers (environments with approval.signed: false)")
     publisher: str = Field("", max_length=MAX_NAME, description="the release's publisher as the sender resolved it")
+
+
+PinVerdict = Literal["succeeded", "failed", "refused", "superseded"]
+
+
+class PinOutcome(_Model):
+    """What the environment tells the promotion or rollback that sent a pin (signal `pin_outcome`)."""
+
+    request_id: str = Field(max_length=2 * MAX_NAME)
+    outcome: PinVerdict
+    reason: str = Field("", max_length=MAX_REASON)
+    auto_rolled_back: bool = False
 
 
 class ActorRequest(_Model):

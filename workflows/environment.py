@@ -27,7 +27,9 @@ with workflow.unsafe.imports_passed_through():
         LenientPayload,
         PendingSpec,
         Pin,
+        PinOutcome,
         PinRequest,
+        PinVerdict,
         PlanRequest,
         PlanResult,
         ReconcileInput,
@@ -204,10 +206,41 @@ class EnvironmentWorkflow:
         else:
             health = result.health
         self._state.health = health
+        pin = self._state.pin
         if health.status == "Healthy":
             self._known_good(desired)
+            self._answer(pin, desired, "succeeded", "applied and healthy")
         elif health.status == "Failed" and not baseline:
             self._auto_rollback(desired, health)
+            rolled_back = self._state.pin is not None and self._state.pin.kind == "auto-rollback"
+            self._answer(pin, desired, "failed", self._state.pin.reason if rolled_back and self._state.pin
+                         else health.reason, rolled_back)
+
+    def _answer(self, pin: Pin | None, about: VersionRef | None, outcome: PinVerdict, reason: str,
+                rolled_back: bool = False) -> None:
+        """Tell the promotion/rollback that sent `pin` what became of it (once; it waits for this instead of
+        polling). `about`: only when the outcome concerns the pin's own digest."""
+        if pin is None or pin.answered or not pin.request_id or "@" not in pin.request_id:
+            return
+        if about is not None and about.digest != pin.digest:
+            return
+        pin.answered = True
+        self._signal_back(pin.request_id, outcome, reason, rolled_back)
+
+    def _signal_back(self, request_id: str, outcome: PinVerdict, reason: str, rolled_back: bool = False) -> None:
+        if "@" not in request_id or not workflow.patched("ferry-pin-outcome-signal"):
+            return
+        workflow_id, _, run_id = request_id.partition("@")
+        answer = PinOutcome(request_id=request_id, outcome=outcome, reason=reason[:1000], auto_rolled_back=rolled_back)
+
+        async def send() -> None:
+            try:
+                await workflow.get_external_workflow_handle(workflow_id, run_id=run_id).signal(
+                    "pin_outcome", LenientPayload(answer.model_dump()))
+            except Exception as err:  # NB: the sender may be gone (finished, terminated): nothing to tell
+                workflow.logger.info("pin outcome for %s not delivered: %s", request_id, err)
+
+        asyncio.create_task(send())  # noqa: RUF006 -- fire and forget: the loop never waits on a sender
 
     async def _verified(self, desired: VersionRef) -> bool:
         """An environment with `verify` applies only artifacts signed by one of its publishers' keys; the verified
@@ -239,9 +272,10 @@ class EnvironmentWorkflow:
         if self._state.blocked != blocked:
             self._state.blocked = blocked
             pin = self._state.pin
-            self._record("VerificationFailed", f"{desired.version} not applied: {reason}", version=desired.version,
-                         digest=desired.digest, request_id=pin.request_id if pin and pin.digest == desired.digest
-                         else "")
+            event = self._record("VerificationFailed", f"{desired.version} not applied: {reason}",
+                                 version=desired.version, digest=desired.digest,
+                                 request_id=pin.request_id if pin and pin.digest == desired.digest else "")
+            self._answer(pin, desired, "refused", event.message)
         return False
 
     def _reconcile_input(self, desired: VersionRef, baseline: bool, dry_run: bool = False) -> ReconcileInput:
@@ -293,6 +327,7 @@ class EnvironmentWorkflow:
                 return VersionRef(version=state.pin.version, digest=state.pin.digest)
             self._record("PinReleased", f"{candidate.version} is newer than the held version(s); tracking "
                          f"{spec.semver} again", version=candidate.version, digest=candidate.digest)
+            self._answer(state.pin, None, "superseded", f"the pin was released: {candidate.version} is newer")
             state.pin = None
         return found.ref or self._current()
 
@@ -402,9 +437,11 @@ class EnvironmentWorkflow:
             return
         refusal = self._pin_refusal(request)
         if refusal:
-            self._record("PinRefused", f"pin of {request.version} refused: {refusal}", by=request.by,
-                         request_id=request.request_id, version=request.version)
+            event = self._record("PinRefused", f"pin of {request.version} refused: {refusal}", by=request.by,
+                                 request_id=request.request_id, version=request.version)
+            self._signal_back(request.request_id, "refused", event.message)
             return
+        previous = self._state.pin
         approved_by = self._gate_approvers(request)
         if approved_by and request.request_id:
             self._state.consumed_approvals = [*self._state.consumed_approvals,
@@ -418,6 +455,7 @@ class EnvironmentWorkflow:
         self._state.blocked = ""
         self._record("Pinned", f"pinned to {request.version} ({request.kind}) by {request.by}: {request.reason}",
                      version=request.version, digest=request.digest, by=request.by, request_id=request.request_id)
+        self._answer(previous, None, "superseded", f"a newer pin took over ({request.kind} by {request.by})")
         self._wake = True
 
     def _pin_refusal(self, request: PinRequest) -> str:
@@ -532,6 +570,8 @@ class EnvironmentWorkflow:
         old = self._state.spec
         self._state.spec = spec
         if (old.repository, old.version, old.semver) != (spec.repository, spec.version, spec.semver):
+            self._answer(self._state.pin, None, "superseded", "the pin was released: the spec changed what this "
+                         "environment deploys")
             self._state.pin = None  # the declared source or tracking changed: it wins over earlier pins
         if old.verify != spec.verify:
             self._state.verified = {}  # verified under other keys: verify again

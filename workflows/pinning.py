@@ -6,15 +6,20 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    import pydantic
+
     from ferry.approvals import SignedDecision
     from ferry.artifacts import FetchManifestInput, Manifest, ResolveTagInput, ResolveTagResult
     from ferry.cosign import VerifyArtifactInput, VerifyArtifactResult
     from ferry.environment import (
+        EnvironmentState,
         EnvironmentStatus,
         LenientPayload,
         PinKind,
+        PinOutcome,
         PinRequest,
         VerifyPolicy,
         env_workflow_id,
@@ -25,6 +30,9 @@ with workflow.unsafe.imports_passed_through():
 
 POLL = timedelta(seconds=2)  # how soon a promotion first asks its environment whether the pin landed healthy
 MAX_POLL = timedelta(seconds=15)  # ... doubling up to this, so a long rollout costs a few dozen polls, not hundreds
+# The environment signals a pin's outcome back; this backstop status check only matters when it cannot (an
+# environment still on an older build during a rolling upgrade).
+BACKSTOP = timedelta(minutes=1)
 
 
 async def environment_status(name: str) -> EnvironmentStatus:
@@ -86,10 +94,57 @@ async def send_pin(environment: str, repository: str, version: str, digest: str,
     return request_id
 
 
-async def await_pin_outcome(environment: str, digest: str, request_id: str, within: timedelta
-                            ) -> tuple[str, str, bool]:
-    """Wait until the environment reports `digest` applied and healthy.
-    -> (outcome, reason, auto_rolled_back); outcome: succeeded, failed, refused or superseded."""
+Verdict = tuple[str, str, bool]  # (outcome, reason, auto_rolled_back)
+
+
+class PinOutcomes:
+    """Mixed into PromotionWorkflow and RollbackWorkflow: the environment signals the outcome of their pin back
+    (`pin_outcome`), so they wait instead of polling its status."""
+
+    _pin_outcomes: dict[str, PinOutcome]
+
+    @workflow.signal(name="pin_outcome", description="Sent by the environment: what became of this workflow's pin "
+                     '{"request_id", "outcome": succeeded|failed|refused|superseded, "reason", "auto_rolled_back"}')
+    def pin_outcome(self, payload: LenientPayload) -> None:
+        try:
+            outcome = PinOutcome.model_validate(payload.root)
+        except pydantic.ValidationError:
+            workflow.logger.warning("malformed pin_outcome ignored")
+            return
+        outcomes = getattr(self, "_pin_outcomes", {})
+        outcomes.setdefault(outcome.request_id, outcome)  # NB: the first answer wins; later ones are echoes
+        self._pin_outcomes = outcomes
+
+    async def await_pin_outcome(self, environment: str, digest: str, request_id: str, within: timedelta) -> Verdict:
+        """Wait until the environment reports `digest` applied and healthy (or refuses, or is overtaken)."""
+        if not workflow.patched("ferry-pin-outcome-signal"):
+            return await _poll_pin_outcome(environment, digest, request_id, within)
+        self._pin_outcomes = getattr(self, "_pin_outcomes", {})
+        deadline = workflow.now() + within
+        acknowledged = False
+        while workflow.now() < deadline:
+            try:
+                await workflow.wait_condition(lambda: request_id in self._pin_outcomes,
+                                              timeout=min(BACKSTOP, deadline - workflow.now()),
+                                              timeout_summary="the environment's answer (then a backstop check)")
+            except TimeoutError:
+                pass
+            answer = self._pin_outcomes.get(request_id)
+            if answer is not None:
+                return answer.outcome, answer.reason, answer.auto_rolled_back
+            # NB: a backstop, rarely reached: an environment on an older build does not answer by signal
+            try:
+                state = (await environment_status(environment)).state
+            except ActivityError:
+                continue  # the environment's worker may be restarting: it answers, or we ask again later
+            verdict, acknowledged = _judge_status(state, digest, request_id, acknowledged)
+            if verdict is not None:
+                return verdict
+        return "failed", f"not healthy within {within}", False
+
+
+async def _poll_pin_outcome(environment: str, digest: str, request_id: str, within: timedelta) -> Verdict:
+    """Histories from before ferry-pin-outcome-signal: poll the environment's status with backoff."""
     deadline = workflow.now() + within
     # NB: the pin is a signal; until the environment has handled it (a worker restart can delay that by the
     # sticky-queue timeout and more), its status still shows the previous pin, which is not "superseded".
@@ -101,24 +156,33 @@ async def await_pin_outcome(environment: str, digest: str, request_id: str, with
         if backoff:
             delay = min(delay * 2, MAX_POLL)
         state = (await environment_status(environment)).state
-        mine = state.pin is not None and state.pin.request_id == request_id
-        answers = [e for e in state.events if e.request_id == request_id]
-        refused = next((e for e in answers if e.type in ("PinRefused", "VerificationFailed")), None)
-        if refused is not None:
-            return "refused", refused.message, False
-        acknowledged = acknowledged or mine or any(e.type == "Pinned" for e in answers)
-        if not acknowledged:
-            continue
-        if not mine:
-            if state.pin is not None and state.pin.kind == "auto-rollback" and state.pin.reason and any(
-                    e.type == "AutoRollback" and digest in e.objects.get("failed", []) for e in state.events):
-                return "failed", state.pin.reason, True
-            return "superseded", f"a newer pin took over ({state.pin.kind} by {state.pin.by})" if state.pin else \
-                "the pin was released", False
-        health = state.health
-        if state.last_applied and state.last_applied.digest == digest and health.digest == digest:
-            if health.status == "Healthy":
-                return "succeeded", "applied and healthy", False
-            if health.status == "Failed":
-                return "failed", health.reason, False
+        verdict, acknowledged = _judge_status(state, digest, request_id, acknowledged)
+        if verdict is not None:
+            return verdict
     return "failed", f"not healthy within {within}", False
+
+
+def _judge_status(state: EnvironmentState, digest: str, request_id: str, acknowledged: bool
+                  ) -> tuple[Verdict | None, bool]:
+    """What the environment's status says of this pin. -> (verdict or None to keep waiting, acknowledged)."""
+    mine = state.pin is not None and state.pin.request_id == request_id
+    answers = [e for e in state.events if e.request_id == request_id]
+    refused = next((e for e in answers if e.type in ("PinRefused", "VerificationFailed")), None)
+    if refused is not None:
+        return ("refused", refused.message, False), acknowledged
+    acknowledged = acknowledged or mine or any(e.type == "Pinned" for e in answers)
+    if not acknowledged:
+        return None, acknowledged
+    if not mine:
+        if state.pin is not None and state.pin.kind == "auto-rollback" and state.pin.reason and any(
+                e.type == "AutoRollback" and digest in e.objects.get("failed", []) for e in state.events):
+            return ("failed", state.pin.reason, True), acknowledged
+        return ("superseded", f"a newer pin took over ({state.pin.kind} by {state.pin.by})" if state.pin else
+                "the pin was released", False), acknowledged
+    health = state.health
+    if state.last_applied and state.last_applied.digest == digest and health.digest == digest:
+        if health.status == "Healthy":
+            return ("succeeded", "applied and healthy", False), acknowledged
+        if health.status == "Failed":
+            return ("failed", health.reason, False), acknowledged
+    return None, acknowledged

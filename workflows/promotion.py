@@ -24,7 +24,7 @@ with workflow.unsafe.imports_passed_through():
         judge,
     )
     from workflows import metrics
-    from workflows.pinning import await_pin_outcome, environment_status, resolve_release, send_pin
+    from workflows.pinning import PinOutcomes, environment_status, resolve_release, send_pin
     from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_VERSION
 
 
@@ -32,7 +32,7 @@ DECISION_REFUSED = "DecisionRefused"
 
 
 @workflow.defn(name="PromotionWorkflow")
-class PromotionWorkflow:
+class PromotionWorkflow(PinOutcomes):
     """Resolves the version to a digest (and, when the environment requires it, verifies the release's signature
     and takes the publisher from it), enforces the environment's policy, waits for an approval if one is required,
     pins by digest with the approvals attached (the environment re-verifies them), and reports the outcome. Every
@@ -131,7 +131,7 @@ class PromotionWorkflow:
         workflow.set_current_details(f"pinned {input.environment} to {input.version} ({digest[:19]}…) approved by "
                                      f"{', '.join(approvers) or 'nobody (no approval required)'}; waiting until it "
                                      "is applied and healthy")
-        outcome, reason, rolled_back = await await_pin_outcome(
+        outcome, reason, rolled_back = await self.await_pin_outcome(
             input.environment, digest, request_id, parse_duration(spec.health_timeout) + parse_duration(spec.interval)
             + timedelta(minutes=2))
         return self._finish(outcome, reason, rolled_back)

@@ -13,12 +13,12 @@ with workflow.unsafe.imports_passed_through():
     from ferry.promotion import RollbackInput, RollbackResult
     from ferry.versions import try_parse_tag
     from workflows import metrics
-    from workflows.pinning import await_pin_outcome, environment_status, resolve_release, send_pin
+    from workflows.pinning import PinOutcomes, environment_status, resolve_release, send_pin
     from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_VERSION
 
 
 @workflow.defn(name="RollbackWorkflow")
-class RollbackWorkflow:
+class RollbackWorkflow(PinOutcomes):
     """Pins an earlier released version (default: the last known-good before the current one), holds the
     version rolled back from, and waits for health. Only the environment's approvers may roll back; there is
     no approval wait (it is the emergency path)."""
@@ -70,7 +70,7 @@ class RollbackWorkflow:
         request_id = await send_pin(input.environment, spec.repository, target_version, digest, by=input.requested_by,
                                     kind="rollback", reason=input.reason or "rollback",
                                     hold=current.version if current and current.version != target_version else None)
-        outcome, reason, _ = await await_pin_outcome(input.environment, digest, request_id,
+        outcome, reason, _ = await self.await_pin_outcome(input.environment, digest, request_id,
                                                   parse_duration(spec.health_timeout) + timedelta(minutes=2))
         return self._done(result, outcome, reason)
 

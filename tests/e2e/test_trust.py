@@ -147,6 +147,11 @@ async def test_approvals_must_be_signed_bound_and_not_the_publishers(
     assert [d.accepted for d in decisions] == [False] * 8 + [True]
     assert decisions[-1].verified and decisions[-1].fingerprint.startswith("SHA256:")
     assert not any(d.verified for d in decisions[:-1])
+    history = await handle.fetch_history()
+    polls = [e for e in history.events
+             if e.activity_task_scheduled_event_attributes.activity_type.name == "environment_status"]
+    assert len(polls) == 1  # read the spec once; the outcome came back by signal, no status polling
+    assert any(e.workflow_execution_signaled_event_attributes.signal_name == "pin_outcome" for e in history.events)
     pin = (await world.prd.query(EnvironmentWorkflow.status)).state.pin
     assert pin is not None and pin.digest == world.digests["1.1.0"]
     assert pin.approved_by == [f"bob ({decisions[-1].fingerprint})"]

@@ -3,8 +3,9 @@
 FERRY_RECORD_HISTORIES=1; `histories/v1/` keeps the histories of the first release, from before the patches
 (ferry-audit-memo, ferry-publish-on-change, ferry-pin-acknowledged, ferry-pin-poll-backoff), which must replay
 too. `histories/signed/` (signed approvals refused and accepted through Updates, a signed pin, a replayed pin
-refused, a rollback; recorded by tests/e2e/test_trust.py) and `histories/spec-approval/` (a protected spec change
-pending, refused and approved) cover the approval gate."""
+refused, a rollback, outcomes signalled back; recorded by tests/e2e/test_trust.py), `histories/signed-polling/`
+(the same from before ferry-pin-outcome-signal, when promotions polled) and `histories/spec-approval/` (a
+protected spec change pending, refused and approved) cover the approval gate."""
 
 from __future__ import annotations
 

@@ -100,6 +100,10 @@ async def test_rollback_waits_for_its_pin_to_be_handled(time_env: WorkflowEnviro
         result: Any = await rollback.result()
         history = await rollback.fetch_history()
     assert (result.outcome, result.reason, result.digest) == ("succeeded", "applied and healthy", old)
-    # the waits double (2 s, 4 s, 8 s, … up to 15 s): the 10 s it took cost 3 polls, not 5 or 6
+    # the stand-in, like an environment still on an older build, never signals the outcome back: the rollback
+    # waits for the answer, then its one backstop status check (a minute later) judges the acknowledged pin
     timers = [e for e in history.events if e.HasField("timer_started_event_attributes")]
-    assert len(timers) == 3
+    assert len(timers) == 1 and b"backstop" in timers[0].user_metadata.summary.data
+    polls = [e for e in history.events if e.activity_task_scheduled_event_attributes.activity_type.name ==
+             "environment_status"]
+    assert len(polls) == 2  # the rollback's first look at the environment, and the one backstop check
