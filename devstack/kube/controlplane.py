@@ -192,10 +192,11 @@ class ControlPlane:
             api.close()
 
     def _start_controller_manager(self, kcm: str, timeout: float) -> None:
-        pki, kubeconfig = self.pki, str(self.kubeconfig(CONTROLLER_MANAGER))
+        pki, kubeconfig, health_port = self.pki, str(self.kubeconfig(CONTROLLER_MANAGER)), free_port()
         proc = self._spawn("kube-controller-manager", [
             kcm, "--kubeconfig", kubeconfig, "--authentication-kubeconfig", kubeconfig,
-            "--authorization-kubeconfig", kubeconfig, "--secure-port", "0", "--leader-elect=false",
+            "--authorization-kubeconfig", kubeconfig, "--leader-elect=false",
+            "--bind-address", "127.0.0.1", "--secure-port", str(health_port), "--cert-dir", str(self.root / "kcm"),
             # NB: each controller as its own service account with the bootstrap RBAC role Kubernetes gives it (as
             # kubeadm runs it); the controller manager's own identity may do little more than hand out tokens.
             "--use-service-account-credentials=true",
@@ -203,15 +204,21 @@ class ControlPlane:
             "--service-account-private-key-file", str(pki.sa_key), "--service-cluster-ip-range", SERVICE_CIDR,
             "--v=0"])
         context = self.ssl_context()
+        # NB: its /healthz is served with a self-signed certificate it makes itself; only its answer matters.
+        insecure = ssl.create_default_context()
+        insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
 
-        def serviceaccount_created() -> bool:
-            # The serviceaccount controller's work: proof the controller manager runs and reaches the server.
+        def healthy() -> bool:
+            with urllib.request.urlopen(f"https://127.0.0.1:{health_port}/healthz", timeout=2,
+                                        context=insecure) as response:
+                if response.read() != b"ok":
+                    return False
+            # ... and the serviceaccount controller's work: it reaches the API server with its own credentials
             url = f"{self.url}/api/v1/namespaces/{BOOTSTRAP_NAMESPACES[0]}/serviceaccounts/default"
             with urllib.request.urlopen(url, timeout=2, context=context) as response:
                 return bool(response.status == 200)
 
-        wait_healthy("kube-controller-manager", proc, serviceaccount_created, timeout,
-                     self.logs / "kube-controller-manager.log")
+        wait_healthy("kube-controller-manager", proc, healthy, timeout, self.logs / "kube-controller-manager.log")
 
     def _start_simulated(self, timeout: float) -> None:
         ready = self.root / "simulated-controller.ready"
