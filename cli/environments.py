@@ -11,9 +11,15 @@ from typing import Any
 
 import pydantic
 import yaml
-from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowExecutionStatus,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
 
 from cli.common import (
     COMMANDS,
@@ -71,31 +77,77 @@ def load_environments(path: Path) -> list[EnvironmentSpec]:
                            ) from None
 
 
-async def apply_environments(client: Client, specs: list[EnvironmentSpec], task_queue: str, by: str = ""
-                             ) -> list[dict[str, Any]]:
-    """Start each EnvironmentWorkflow, or update the running one's spec (validated by the workflow; a protected
-    change of an approval-required environment comes back pending approval)."""
-    out: list[dict[str, Any]] = []
-    for spec in specs:
-        workflow_id = env_workflow_id(spec.name)
-        try:
-            await client.start_workflow(EnvironmentWorkflow.run, EnvironmentInput(state=EnvironmentState(spec=spec)),
-                                        id=workflow_id, task_queue=task_queue)
-            out.append({"environment": spec.name, "action": "started", "workflow_id": workflow_id})
-        except WorkflowAlreadyStartedError:
-            handle = client.get_workflow_handle(workflow_id)
+APPLY_CONCURRENCY = 16  # environments started/updated at once by `ferry env apply`: a fleet in seconds, bounded
+
+
+async def apply_environments(client: Client, specs: list[EnvironmentSpec], task_queue: str, by: str = "",
+                             force: bool = False) -> list[dict[str, Any]]:
+    """Start-or-update each EnvironmentWorkflow atomically (Update-with-Start: the spec update runs on the running
+    workflow, or on one started for it), concurrently and bounded. A protected change of an approval-required
+    environment comes back pending approval. One environment's failure is reported by name and does not stop the
+    others (`error` in its row)."""
+    gate = asyncio.Semaphore(APPLY_CONCURRENCY)
+
+    async def one(spec: EnvironmentSpec) -> dict[str, Any]:
+        async with gate:
             try:
-                result = await handle.execute_update(EnvironmentWorkflow.update_spec, SpecUpdate(spec=spec, by=by))
-            except WorkflowUpdateFailedError as err:
-                raise CommandError(f"environment {spec.name}: spec refused: {root_cause(err)}") from None
-            if result.applied:
-                action = "updated" if result.changes else "unchanged"
-            else:
-                action = (f"pending approval ({result.pending_id}): {'; '.join(result.changes)}\n"
-                          f"  approve with: ferry env approve {spec.name} --key ~/.ssh/id_ed25519")
-            out.append({"environment": spec.name, "action": action, "workflow_id": workflow_id,
-                        "changes": result.changes, "pending_id": result.pending_id})
-    return out
+                return await _apply_one(client, spec, task_queue, by, force)
+            except CommandError as err:
+                return {"environment": spec.name, "action": "failed", "error": str(err),
+                        "workflow_id": env_workflow_id(spec.name)}
+
+    return list(await asyncio.gather(*(one(spec) for spec in specs)))
+
+
+async def _apply_one(client: Client, spec: EnvironmentSpec, task_queue: str, by: str, force: bool) -> dict[str, Any]:
+    workflow_id = env_workflow_id(spec.name)
+    state, started, note = EnvironmentState(spec=spec), True, ""
+    try:
+        described = await client.get_workflow_handle(workflow_id).describe()
+        started = described.status != WorkflowExecutionStatus.RUNNING
+        if started:  # an earlier run ended (terminated, failed, ...): start from its record, or refuse
+            state, note = await _from_last_run(client, spec, described.status, force)
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise CommandError(f"environment {spec.name}: {err.message}") from None
+    start = WithStartWorkflowOperation(EnvironmentWorkflow.run, EnvironmentInput(state=state), id=workflow_id,
+                                       task_queue=task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                                       static_summary=f"Environment {spec.name}: {spec.tracking} from "
+                                                      f"{spec.repository}")
+    try:
+        result = await client.execute_update_with_start_workflow(
+            EnvironmentWorkflow.update_spec, SpecUpdate(spec=spec, by=by), start_workflow_operation=start)
+    except (WorkflowUpdateFailedError, RPCError) as err:
+        raise CommandError(f"environment {spec.name}: spec refused: {root_cause(err)}") from None
+    if started:
+        action = "started" + note
+    elif result.applied:
+        action = "updated" if result.changes else "unchanged"
+    else:
+        action = (f"pending approval ({result.pending_id}): {'; '.join(result.changes)}\n"
+                  f"  approve with: ferry env approve {spec.name} --key ~/.ssh/id_ed25519")
+    return {"environment": spec.name, "action": action, "workflow_id": workflow_id, "changes": result.changes,
+            "pending_id": result.pending_id}
+
+
+async def _from_last_run(client: Client, spec: EnvironmentSpec, ended: Any, force: bool
+                         ) -> tuple[EnvironmentState, str]:
+    """An environment recreated after its workflow ended keeps its holds, known-good history, tag bindings and
+    used approvals (read from the last run by a query), so termination is no way around them."""
+    try:
+        last = (await client.get_workflow_handle(env_workflow_id(spec.name)).query(
+            EnvironmentWorkflow.status, rpc_timeout=timedelta(seconds=10))).state
+    except (RPCError, WorkflowQueryFailedError) as err:
+        if not force:
+            raise CommandError(f"environment {spec.name}: its last run ended ({getattr(ended, 'name', ended)}) and "
+                               f"its record cannot be read ({err}); --force starts it without its holds and "
+                               "known-good history") from None
+        return EnvironmentState(spec=spec), " (--force: without the last run's record)"
+    state = EnvironmentState(spec=spec, holds=last.holds, good_history=last.good_history,
+                             last_known_good=last.last_known_good, tags=last.tags,
+                             consumed_approvals=last.consumed_approvals)
+    return state, (f" (from the last run's record: {len(last.holds)} hold(s), {len(last.good_history)} known-good "
+                   "version(s))")
 
 
 async def environment_status(client: Client, name: str) -> EnvironmentStatus:
@@ -151,11 +203,13 @@ def cmd_env_apply(args: argparse.Namespace) -> int:
 
     async def go() -> list[dict[str, Any]]:
         client = await connect(settings.temporal, identity=cli_identity())
-        return await apply_environments(client, specs, settings.temporal.task_queue, by=args.as_ or local_identity())
+        return await apply_environments(client, specs, settings.temporal.task_queue, by=args.as_ or local_identity(),
+                                        force=args.force)
 
     results = _run(go())
-    emit(results, args.json, "\n".join(f"{r['environment']}: {r['action']} ({r['workflow_id']})" for r in results))
-    return 0
+    emit(results, args.json, "\n".join(f"{r['environment']}: {r['action']} ({r['workflow_id']})" +
+                                       (f"\n  {r['error']}" if r.get("error") else "") for r in results))
+    return 1 if any(r.get("error") for r in results) else 0
 
 
 def cmd_env_list(args: argparse.Namespace) -> int:
@@ -313,6 +367,8 @@ def register(sub: Any) -> None:
     apply = env_sub.add_parser("apply", help="start or update one EnvironmentWorkflow per environment")
     apply.add_argument("-f", "--file", required=True)
     apply.add_argument("--as", dest="as_", default=None, help="who (default: the local user or CI actor)")
+    apply.add_argument("--force", action="store_true", help="recreate an environment whose last run ended even if "
+                       "its record (holds, known-good history) cannot be read")
     apply.set_defaults(func=cmd_env_apply)
     for verb in ("approve", "reject"):
         decide = env_sub.add_parser(verb, help=f"{verb} the spec change pending approval (protected fields of an "

@@ -1,0 +1,71 @@
+"""`ferry env apply` on a fleet: concurrent and idempotent Update-with-Start, each failure named, and an
+environment recreated after termination keeps its holds and known-good history (or refuses without --force)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from temporalio.testing import WorkflowEnvironment
+
+from cli.environments import apply_environments
+from ferry.environment import EnvironmentInput, EnvironmentSpec, EnvironmentState, VersionRef
+from ferry.settings import Settings
+from tests.e2e.envkit import app_manifests, publish, wait_status
+from workflows.environment import EnvironmentWorkflow
+
+
+async def test_concurrent_apply_is_idempotent_and_names_each_failure(
+        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    client, queue = dev_env.client, dev_worker.temporal.task_queue
+    suffix = uuid.uuid4().hex[:6]
+    repository = f"{dev_worker.registry.default}/team/fleet-{suffix}"
+    publish(dev_worker, repository, "1.0.0", app_manifests("fleet", configmap=True)[2:])  # one ConfigMap
+    specs = [EnvironmentSpec.model_validate({"name": f"f{i}-{suffix}", "repository": repository,
+                                             "namespace": "default", "version": "1.0.0", "interval": "1h",
+                                             "prune": False}) for i in range(12)]
+    first = await apply_environments(client, specs, queue, by="ci")
+    assert [r["action"] for r in first] == ["started"] * 12, first
+    again = await apply_environments(client, specs, queue, by="ci")
+    assert [r["action"] for r in again] == ["unchanged"] * 12, again
+    for spec in specs[:2]:
+        await wait_status(client.get_workflow_handle(f"env/{spec.name}"), lambda s: s.state.last_applied is not None,
+                          what=f"{spec.name} applied")
+
+    # an environment whose last run ended and whose record nobody can read (no worker on its queue): refused by
+    # name, the others are applied all the same
+    lost = EnvironmentSpec.model_validate({"name": f"lost-{suffix}", "repository": repository, "version": "1.0.0"})
+    orphan = await client.start_workflow(EnvironmentWorkflow.run, EnvironmentInput(state=EnvironmentState(spec=lost)),
+                                         id=f"env/{lost.name}", task_queue=f"nobody-{suffix}")
+    await orphan.terminate("gone")
+    mixed = await apply_environments(client, [*specs[:3], lost], queue, by="ci")
+    assert [r["action"] for r in mixed[:3]] == ["unchanged"] * 3
+    assert mixed[3]["action"] == "failed" and f"environment {lost.name}: its last run ended (TERMINATED)" in \
+        mixed[3]["error"] and "--force" in mixed[3]["error"]
+    forced = await apply_environments(client, [lost], queue, by="ci", force=True)
+    assert forced[0]["action"].startswith("started (--force")
+    for spec in [*specs, lost]:
+        await client.get_workflow_handle(f"env/{spec.name}").terminate("test done")
+
+
+async def test_recreated_environment_keeps_holds_and_known_good_history(
+        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    client, queue = dev_env.client, dev_worker.temporal.task_queue
+    suffix = uuid.uuid4().hex[:6]
+    repository = f"{dev_worker.registry.default}/team/keep-{suffix}"
+    good = publish(dev_worker, repository, "1.0.0", app_manifests("keep", configmap=True)[2:])
+    spec = EnvironmentSpec.model_validate({"name": f"keep-{suffix}", "repository": repository, "semver": ">=1.0.0",
+                                           "namespace": "default", "interval": "1h", "prune": False})
+    ref = VersionRef(version="1.0.0", digest=good)
+    handle = await client.start_workflow(
+        EnvironmentWorkflow.run, EnvironmentInput(state=EnvironmentState(
+            spec=spec, holds=["1.1.0"], good_history=[ref], last_known_good=ref, tags={"1.0.0": good},
+            consumed_approvals=[f"promote/keep-{suffix}/1.1.0@run-1"])), id=f"env/{spec.name}", task_queue=queue)
+    await wait_status(handle, lambda s: s.state.last_applied is not None, what="applied")
+    await handle.terminate("someone tried to shed the holds")
+    result = await apply_environments(client, [spec], queue, by="mallory")
+    assert result[0]["action"] == "started (from the last run's record: 1 hold(s), 1 known-good version(s))"
+    state = (await client.get_workflow_handle(f"env/{spec.name}").query(EnvironmentWorkflow.status)).state
+    assert state.holds == ["1.1.0"] and state.good_history == [ref] and state.tags["1.0.0"] == good
+    assert state.consumed_approvals == [f"promote/keep-{suffix}/1.1.0@run-1"]
+    await client.get_workflow_handle(f"env/{spec.name}").terminate("test done")
