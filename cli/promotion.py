@@ -71,7 +71,10 @@ def cmd_promote(args: argparse.Namespace) -> int:
             PromotionWorkflow.run, PromotionInput(environment=args.env, version=args.version,
                                                   requested_by=requester, reason=args.reason),
             id=workflow_id, task_queue=settings.temporal.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            static_summary=f"Promote {args.version} → {args.env}, requested by {requester}",
+            static_details=f"Reason: {args.reason or '-'}. Approve: ferry approve {args.env} {args.version} --key KEY "
+                           "(or the approve_update Update with the JSON that `--print` shows).")
         try:
             if not args.wait:
                 # NB: a version that is not released, or a failed requires-healthy-in, is refused within
@@ -89,9 +92,11 @@ def cmd_promote(args: argparse.Namespace) -> int:
         waiting = outcome == "AwaitingApproval"
         emit({"workflow_id": workflow_id, "phase": outcome, "temporal_ui": url}, args.json,
              f"promotion requested: {workflow_id} ({outcome})\n" + (
-                 f"  approve with: ferry approve {args.env} {args.version}\n"
-                 f"  or: temporal workflow signal --workflow-id {workflow_id} --name approve "
-                 f"--input '{{\"approver\": \"<you>\", \"comment\": \"...\"}}'\n" if waiting else
+                 f"  approve with: ferry approve {args.env} {args.version} --key ~/.ssh/id_ed25519\n"
+                 f"  or: ferry approve {args.env} {args.version} --key ~/.ssh/id_ed25519 --print > approval.json; "
+                 f"temporal workflow update execute --address {settings.temporal.address} --namespace "
+                 f"{settings.temporal.namespace} --workflow-id {workflow_id} --name approve_update "
+                 "--input-file approval.json\n" if waiting else
                  f"  no approval required; follow with: ferry status {args.env}\n") + f"  {url}")
         return 0
     result = outcome
@@ -275,7 +280,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             RollbackWorkflow.run, RollbackInput(environment=args.env, to_version=args.to, requested_by=requester,
                                                 reason=args.reason),
             id=workflow_id, task_queue=settings.temporal.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            static_summary=f"Roll {args.env} back to {args.to or 'its last known-good version'}, requested by "
+                           f"{requester}", static_details=f"Reason: {args.reason or '-'}")
         return workflow_id, await handle.result()
 
     workflow_id, result = asyncio.run(go())
