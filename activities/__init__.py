@@ -10,10 +10,9 @@ from ferry.settings import Settings
 
 def extra_activities(settings: Settings, registry: Any) -> list[Callable[..., Any]]:
     """Activities beyond the registry set (bundle, cluster), registered by the worker."""
-    from activities.bundle import BundleActivities, BundleCache
+    from activities.bundle import BundleCache
     from activities.cluster import ClusterActivities
 
     cache = BundleCache(settings.worker.cache_dir, registry.pull_artifact)
     cluster = ClusterActivities(cache, str(settings.kubeconfig) if settings.kubeconfig else None)
-    bundles = BundleActivities()
-    return [cluster.reconcile_environment, cluster.wait_healthy, bundles.package_bundle]
+    return [cluster.reconcile_environment, cluster.wait_healthy]

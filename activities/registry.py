@@ -16,12 +16,17 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import shutil
+import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import oras.auth
 import oras.provider
 import requests
 from requests.adapters import HTTPAdapter
@@ -102,10 +107,20 @@ class _OneShotRegistry(oras.provider.Registry):  # type: ignore[misc]
     """
 
     last_status: int | None = None
+    bare_session: requests.Session
 
     def do_request(self, url: str, method: str = "GET", data: Any = None, headers: Any = None,
                    json: Any = None, stream: bool = False) -> requests.Response:
         self.last_status = None
+        if urlsplit(url).netloc.lower() != str(self.hostname).lower():
+            # NB: a Location or Link header may name another host; it gets no credential, token or 401 answer.
+            bare = {k: v for k, v in (headers or {}).items() if k.lower() != "authorization"}
+            foreign = self.bare_session.request(method, url, data=data, headers=bare, json=json, stream=stream,
+                                                verify=self._tls_verify)
+            self.last_status = foreign.status_code
+            if foreign.status_code == 429 or foreign.status_code >= 500:
+                raise _RegistryHTTPError(foreign.status_code, url, foreign.text[:300])
+            return foreign
         try:
             response: requests.Response = _DO_REQUEST_ONCE(self, url, method, data, headers, json, stream)
         except ValueError as err:
@@ -117,20 +132,100 @@ class _OneShotRegistry(oras.provider.Registry):  # type: ignore[misc]
         return response
 
 
-def _docker_config_credentials(path: Path, host: str) -> tuple[str, str] | None:
-    """username/password for ``host`` from a docker config.json 'auths' entry, if any."""
+MAX_DOCKER_CONFIG = 1024 * 1024
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # what the OCI distribution spec asks registries to accept at least
+_HELPER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")
+
+
+def normalize_auth_key(key: str) -> str:
+    """A docker config ``auths`` key as the host it is for (docker's own rule: scheme and path dropped;
+    ``https://index.docker.io/v1/`` is Docker Hub)."""
+    host = key.strip()
+    for prefix in ("https://", "http://"):
+        if host.lower().startswith(prefix):
+            host = host[len(prefix):]
+    host = host.split("/", 1)[0].lower()
+    return "docker.io" if host in _DOCKER_HUB else host
+
+
+def _load_docker_config(path: Path) -> dict[str, Any]:
     try:
-        auths = json.loads(path.read_text()).get("auths", {})
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_DOCKER_CONFIG + 1)
+        if len(raw) > MAX_DOCKER_CONFIG:
+            return {}
+        config = json.loads(raw)
     except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _credential_helper(helper: str, host: str, timeout: float) -> tuple[str, str] | None:
+    """``docker-credential-<helper> get`` for host (docker's credential-helper protocol), or None."""
+    if not _HELPER_NAME.fullmatch(helper):
         return None
-    for key in (host, f"http://{host}", f"https://{host}"):
-        entry = auths.get(key)
-        if entry and entry.get("auth"):
-            user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
-            return user, password
-        if entry and entry.get("username"):
-            return entry["username"], entry.get("password", "")
+    binary = shutil.which(f"docker-credential-{helper}")
+    if binary is None:
+        return None
+    try:
+        proc = subprocess.run([binary, "get"], input=host.encode(), capture_output=True, timeout=timeout,
+                              check=False)
+        payload = json.loads(proc.stdout[:MAX_DOCKER_CONFIG]) if proc.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return None
+    if isinstance(payload, dict) and payload.get("Username") and payload.get("Secret"):
+        return str(payload["Username"]), str(payload["Secret"])
     return None
+
+
+def _docker_config_credentials(path: Path, host: str, timeout: float = 10.0) -> tuple[str, str] | None:
+    """username/password for exactly ``host`` from a docker config.json: its ``auths`` entry (keys compared as
+    docker does), else its ``credHelpers`` entry, else its ``credsStore``. Never another host's."""
+    config = _load_docker_config(path)
+    want = normalize_auth_key(host)
+    auths = config.get("auths") if isinstance(config.get("auths"), dict) else {}
+    for key, entry in (auths or {}).items():
+        if normalize_auth_key(str(key)) != want or not isinstance(entry, dict):
+            continue
+        if entry.get("auth"):
+            try:
+                user, _, password = base64.b64decode(str(entry["auth"])).decode().partition(":")
+            except ValueError:
+                continue
+            if user:
+                return user, password
+        if entry.get("username"):
+            return str(entry["username"]), str(entry.get("password", ""))
+    helpers = config.get("credHelpers") if isinstance(config.get("credHelpers"), dict) else {}
+    helper = next((str(v) for k, v in (helpers or {}).items() if normalize_auth_key(str(k)) == want), None)
+    if helper is not None:
+        return _credential_helper(helper, host, timeout)
+    if isinstance(config.get("credsStore"), str):
+        return _credential_helper(config["credsStore"], host, timeout)
+    return None
+
+
+class _HostBoundTokenAuth(oras.auth.TokenAuth):  # type: ignore[misc]
+    """oras's token auth, except that the registry's credentials go to a token realm only on the registry's own
+    host (or Docker Hub's auth.docker.io): a challenge naming any other realm gets an anonymous token request."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__()
+        self._host = host
+
+    def request_token(self, h: Any) -> Any:
+        realm = str(h.realm or "")
+        realm_host = urlsplit(realm if "://" in realm else f"{self.prefix}://{realm}").netloc.lower()
+        if realm_host == self._host.lower() or (normalize_auth_key(self._host) == "docker.io"
+                                                and realm_host == "auth.docker.io"):
+            return super().request_token(h)
+        saved = getattr(self, "_basic_auth", None)
+        self._basic_auth = None
+        try:
+            return super().request_token(h)
+        finally:
+            self._basic_auth = saved
 
 
 class Registries:
@@ -142,13 +237,20 @@ class Registries:
         self._lock = threading.Lock()
 
     def credentials(self, host: str) -> tuple[str, str] | None:
+        """The credentials given for exactly this host, or None: FERRY_REGISTRY_USERNAME/PASSWORD only for
+        their credentials host, else the docker config's entry for this host."""
         s = self._settings
-        if s.username and s.password:
-            return s.username, s.password.get_secret_value()
+        if s.username and s.password and s.credentials_for is not None:
+            if normalize_auth_key(host) == normalize_auth_key(s.credentials_for):
+                return s.username, s.password.get_secret_value()
         config = s.docker_config or Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json"
         if config.is_dir():
             config = config / "config.json"
-        return _docker_config_credentials(config, host)
+        return _docker_config_credentials(config, host, s.request_timeout_seconds)
+
+    @property
+    def max_download_bytes(self) -> int:
+        return self._settings.max_download_bytes
 
     def client(self, host: str) -> _OneShotRegistry:
         with self._lock:
@@ -169,9 +271,16 @@ class Registries:
                 if probe.headers.get("WWW-Authenticate", "").lower().startswith("basic"):
                     backend = "basic"
         reg = _OneShotRegistry(hostname=host, insecure=insecure, auth_backend=backend)
+        if backend == "token":
+            auth = _HostBoundTokenAuth(host)
+            auth.session, auth.prefix, auth._tls_verify = reg.session, reg.prefix, reg._tls_verify
+            reg.auth = auth
         adapter = _TimeoutAdapter(self._settings.request_timeout_seconds)
         reg.session.mount("http://", adapter)
         reg.session.mount("https://", adapter)
+        reg.bare_session = requests.Session()
+        reg.bare_session.mount("http://", adapter)
+        reg.bare_session.mount("https://", adapter)
         if creds:
             reg.auth.set_basic_auth(*creds)
         return reg
@@ -217,25 +326,33 @@ class RegistryActivities:
 
     def _get_manifest(self, reg: _OneShotRegistry, host: str, path: str, reference: str) -> Manifest:
         url = f"{reg.prefix}://{host}/v2/{path}/manifests/{reference}"
-        response = reg.do_request(url, "GET", headers={"Accept": MANIFEST_ACCEPT})
-        self._check(reg, response, url)
-        raw = response.content
+        try:
+            raw = _read_bounded(reg, url, MAX_MANIFEST_BYTES, {"Accept": MANIFEST_ACCEPT})
+        except _Oversized as err:
+            raise classified(ErrorType.BAD_INPUT, f"{url}: manifest larger than {MAX_MANIFEST_BYTES} bytes "
+                                                  f"({err}): refused") from None
+        if raw is None:
+            raise _RegistryHTTPError(404, url, "manifest unknown")
         digest = "sha256:" + hashlib.sha256(raw).hexdigest()
         if reference.startswith("sha256:") and digest != reference:
             raise classified(ErrorType.DIGEST_MISMATCH, f"{url} served a manifest whose digest is {digest}")
-        body = json.loads(raw)
-        return Manifest(
-            digest=digest,
-            media_type=body.get("mediaType", OCI_MANIFEST_MEDIA_TYPE),
-            config_media_type=body["config"]["mediaType"],
-            config_digest=body["config"]["digest"],
-            layers=[
-                Layer(media_type=layer["mediaType"], digest=layer["digest"], size=layer["size"],
-                      annotations=layer.get("annotations") or {})
-                for layer in body.get("layers", [])
-            ],
-            annotations=body.get("annotations") or {},
-        )
+        try:
+            body = json.loads(raw)
+            manifest = Manifest(
+                digest=digest,
+                media_type=body.get("mediaType", OCI_MANIFEST_MEDIA_TYPE),
+                config_media_type=body["config"]["mediaType"],
+                config_digest=body["config"]["digest"],
+                layers=[
+                    Layer(media_type=layer["mediaType"], digest=layer["digest"], size=layer["size"],
+                          annotations=layer.get("annotations") or {})
+                    for layer in body.get("layers", [])
+                ],
+                annotations=body.get("annotations") or {},
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise classified(ErrorType.BAD_INPUT, f"{url}: not an OCI manifest: {str(err)[:300]}") from None
+        return manifest
 
     @activity.defn(name="push_artifact")
     def push_artifact(self, input: PushArtifactInput) -> PushArtifactResult:
@@ -335,6 +452,13 @@ class RegistryActivities:
                     f"{input.repository}@{input.digest} has no layer of media type {input.layer_media_type} "
                     f"(it has: {', '.join(sorted({x.media_type for x in manifest.layers})) or 'none'})",
                 )
+            limit = self._registries.max_download_bytes
+            if not is_digest(layer.digest):
+                raise classified(ErrorType.BAD_INPUT, f"{input.repository}@{input.digest}: layer digest "
+                                                      f"{layer.digest[:80]!r} is not a sha256 digest")
+            if layer.size < 0 or layer.size > limit:
+                raise classified(ErrorType.UNSAFE_ARCHIVE, f"{input.repository}@{input.digest}: layer of "
+                                 f"{layer.size} bytes is over the {limit}-byte download limit: refused unread")
             dest = Path(input.dest_dir)
             dest.mkdir(parents=True, exist_ok=True)
             final = dest / (layer.digest.replace(":", "-") + ".tar.gz")
@@ -344,15 +468,24 @@ class RegistryActivities:
             url = f"{reg.prefix}://{host}/v2/{path}/blobs/{layer.digest}"
             response = reg.do_request(url, "GET", stream=True)
             self._check(reg, response, url)
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > layer.size:
+                response.close()
+                raise classified(ErrorType.DIGEST_MISMATCH, f"blob {layer.digest} is served as {declared} bytes; "
+                                                            f"the manifest says {layer.size}: refused unread")
             hasher = hashlib.sha256()
             size = 0
             fd, partial = tempfile.mkstemp(dir=dest, prefix=".partial-")
             try:
-                with os.fdopen(fd, "wb") as out:
+                with os.fdopen(fd, "wb") as out, contextlib.closing(response):
                     for chunk in response.iter_content(_CHUNK):
+                        size += len(chunk)
+                        if size > layer.size:
+                            # NB: checked before writing: never more than the declared (and capped) size on disk
+                            raise classified(ErrorType.DIGEST_MISMATCH, f"blob {layer.digest} is longer than the "
+                                                                        f"{layer.size} bytes its manifest declares")
                         hasher.update(chunk)
                         out.write(chunk)
-                        size += len(chunk)
                         _heartbeat(size)
                 got = "sha256:" + hasher.hexdigest()
                 if got != layer.digest:
@@ -366,11 +499,8 @@ class RegistryActivities:
 
 
 def _file_digest(path: Path) -> str:
-    hasher = hashlib.sha256()
     with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            hasher.update(chunk)
-    return "sha256:" + hasher.hexdigest()
+        return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 # ------------------------------------------------------------------------------------ signatures ---

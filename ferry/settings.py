@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 DEFAULT_TASK_QUEUE = "ferry"
 
@@ -20,10 +20,32 @@ class _Settings(BaseModel):
 class TemporalSettings(_Settings):
     address: str = Field("127.0.0.1:7233", description="host:port of the Temporal frontend")
     namespace: str = "default"
-    tls: bool = False
+    tls: bool = Field(False, description="TLS to the frontend (implied by any tls_* setting below)")
+    tls_cert: Path | None = Field(None, description="client certificate (PEM) for mTLS")
+    tls_key: Path | None = Field(None, description="the client certificate's private key (PEM)")
+    tls_ca: Path | None = Field(None, description="CA (PEM) the server's certificate must chain to; default: "
+                                                  "the system's roots")
+    tls_server_name: str | None = Field(None, description="the name the server's certificate must carry (SNI)")
+    # NB: set only from a Temporal environment-configuration profile that inlines the PEM data.
+    tls_cert_pem: str | None = None
+    tls_key_pem: SecretStr | None = None
+    tls_ca_pem: str | None = None
     api_key: SecretStr | None = None
     ui_url: str = Field("http://127.0.0.1:8233", description="used to print links to workflow pages")
     task_queue: str = DEFAULT_TASK_QUEUE
+
+    @field_validator("task_queue")
+    @classmethod
+    def _not_a_ci_queue(cls, value: str) -> str:
+        if value.startswith("ferry-ci"):
+            raise ValueError(f"task queue {value!r}: names starting with ferry-ci are the CI hosts' own queues")
+        return value
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls or any(v is not None for v in (
+            self.tls_cert, self.tls_key, self.tls_ca, self.tls_server_name, self.tls_cert_pem, self.tls_key_pem,
+            self.tls_ca_pem))
 
 
 class RegistrySettings(_Settings):
@@ -31,12 +53,33 @@ class RegistrySettings(_Settings):
     insecure_hosts: list[str] = Field(
         default_factory=list, description="registry hosts spoken to over plain http (the local stack's)"
     )
-    username: str | None = None
+    username: str | None = Field(None, description="with password: credentials for credentials_host only")
     password: SecretStr | None = None
+    credentials_host: str | None = Field(
+        None, description="the one registry host username/password are for (default: the default registry); "
+                          "no other host ever receives them")
     docker_config: Path | None = Field(
-        None, description="docker config.json with 'auths' (default ~/.docker/config.json)"
+        None, description="docker config.json: 'auths', 'credHelpers', 'credsStore', each entry for its own host "
+                          "(default $DOCKER_CONFIG/config.json, else ~/.docker/config.json)"
     )
     request_timeout_seconds: float = Field(30.0, description="per HTTP request; Temporal owns retries")
+    max_download_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024,
+        description="largest artifact layer a worker downloads (checked against the manifest before reading)")
+
+    @model_validator(mode="after")
+    def _credentials_have_a_host(self) -> RegistrySettings:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("registry username and password go together (FERRY_REGISTRY_USERNAME and "
+                             "FERRY_REGISTRY_PASSWORD)")
+        if self.username is not None and self.credentials_for is None:
+            raise ValueError("registry username/password are for one host: set FERRY_REGISTRY_CREDENTIALS_HOST "
+                             "(or FERRY_REGISTRY); use a docker config for several hosts")
+        return self
+
+    @property
+    def credentials_for(self) -> str | None:
+        return self.credentials_host or self.default
 
 
 class TelemetrySettings(_Settings):

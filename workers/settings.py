@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from temporalio.envconfig import ClientConfig
+from temporalio.envconfig import ClientConfigProfile
 
 from ferry.settings import (
     DEFAULT_TASK_QUEUE,
@@ -45,6 +45,10 @@ ENVIRONMENT_VARIABLES: dict[str, tuple[str, str]] = {
     "FERRY_TEMPORAL_ADDRESS": ("temporal.address", "str"),
     "FERRY_TEMPORAL_NAMESPACE": ("temporal.namespace", "str"),
     "FERRY_TEMPORAL_TLS": ("temporal.tls", "bool"),
+    "FERRY_TEMPORAL_TLS_CERT": ("temporal.tls_cert", "str"),
+    "FERRY_TEMPORAL_TLS_KEY": ("temporal.tls_key", "str"),
+    "FERRY_TEMPORAL_TLS_CA": ("temporal.tls_ca", "str"),
+    "FERRY_TEMPORAL_TLS_SERVER_NAME": ("temporal.tls_server_name", "str"),
     "FERRY_TEMPORAL_API_KEY": ("temporal.api_key", "str"),
     "FERRY_TEMPORAL_UI_URL": ("temporal.ui_url", "str"),
     "FERRY_TASK_QUEUE": ("temporal.task_queue", "str"),
@@ -52,8 +56,10 @@ ENVIRONMENT_VARIABLES: dict[str, tuple[str, str]] = {
     "FERRY_REGISTRY_INSECURE": ("registry.insecure_hosts", "list"),
     "FERRY_REGISTRY_USERNAME": ("registry.username", "str"),
     "FERRY_REGISTRY_PASSWORD": ("registry.password", "str"),
+    "FERRY_REGISTRY_CREDENTIALS_HOST": ("registry.credentials_host", "str"),
     "FERRY_DOCKER_CONFIG": ("registry.docker_config", "str"),
     "FERRY_REGISTRY_TIMEOUT": ("registry.request_timeout_seconds", "str"),
+    "FERRY_REGISTRY_MAX_DOWNLOAD": ("registry.max_download_bytes", "str"),
     "FERRY_OTEL_EXPORTER": ("telemetry.exporter", "str"),
     "FERRY_OTEL_ENDPOINT": ("telemetry.otlp_endpoint", "str"),
     "FERRY_PROMETHEUS_BIND": ("telemetry.prometheus_bind", "str"),
@@ -118,16 +124,31 @@ def temporal_envconfig_layer(env: Mapping[str, str]) -> dict[str, Any]:
     """What Temporal's standard env vars / profile file say, if anything."""
     if not any(key.startswith("TEMPORAL_") for key in env):
         return {}
-    connect = ClientConfig.load_client_connect_config(override_env_vars=dict(env))
+    # NB: the profile, not load_client_connect_config: certificate files are read (and a wrong path reported,
+    # naming the setting) when connecting, not while loading settings.
+    profile = ClientConfigProfile.load(profile=env.get("TEMPORAL_PROFILE"), override_env_vars=dict(env))
     layer: dict[str, Any] = {}
-    if "target_host" in connect:
-        layer["address"] = connect["target_host"]
-    if "namespace" in connect:
-        layer["namespace"] = connect["namespace"]
-    if "api_key" in connect:
-        layer["api_key"] = connect["api_key"]
-    if connect.get("tls"):
+    if profile.address:
+        layer["address"] = profile.address
+    if profile.namespace:
+        layer["namespace"] = profile.namespace
+    if profile.api_key:
+        layer["api_key"] = profile.api_key
+        layer["tls"] = True  # NB: as temporalio.envconfig does: an API key implies TLS unless disabled
+    tls = profile.tls
+    if tls is not None and tls.disabled is not True:
         layer["tls"] = True
+        if tls.server_name:
+            layer["tls_server_name"] = tls.server_name
+        for source, path_field, pem_field in ((tls.client_cert, "tls_cert", "tls_cert_pem"),
+                                              (tls.client_private_key, "tls_key", "tls_key_pem"),
+                                              (tls.server_root_ca_cert, "tls_ca", "tls_ca_pem")):
+            if isinstance(source, Path):
+                layer[path_field] = str(source)
+            elif source is not None:
+                layer[pem_field] = source.decode() if isinstance(source, bytes) else source
+    elif tls is not None:
+        layer["tls"] = False
     return {"temporal": layer} if layer else {}
 
 

@@ -34,8 +34,9 @@ def all_activities(settings: Settings, client: Client) -> list[Callable[..., Any
 
     registries = Registries(settings.registry)
     registry = RegistryActivities(registries)
+    # NB: no package_bundle/push_artifact/sign_artifact here: only the `ferry release` process serves them, on
+    # its own CI queue, so no workflow can make this worker package its host's files or push them anywhere.
     return [
-        registry.push_artifact,
         registry.list_tags,
         registry.resolve_tag,
         registry.fetch_manifest,

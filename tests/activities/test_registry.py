@@ -129,7 +129,7 @@ def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
 
 def test_htpasswd_registry_with_settings_credentials(auth_registry: Registry, tmp_path: Path) -> None:
     settings = RegistrySettings(insecure_hosts=[auth_registry.host], username="ci",
-                                password=SecretStr("s3cret-pass"))
+                                password=SecretStr("s3cret-pass"), credentials_host=auth_registry.host)
     acts = RegistryActivities(Registries(settings))
     repo = _repo(auth_registry)
     pushed = acts.push_artifact(_push_input(repo, "1.0.0", _blob(tmp_path)))
@@ -153,7 +153,8 @@ def test_htpasswd_registry_refuses_bad_credentials_non_retryably(
 ) -> None:
     settings = RegistrySettings(insecure_hosts=[auth_registry.host], docker_config=tmp_path / "none.json",
                                 username="ci" if password else None,
-                                password=SecretStr(password) if password else None)
+                                password=SecretStr(password) if password else None,
+                                credentials_host=auth_registry.host)
     acts = RegistryActivities(Registries(settings))
     started = time.monotonic()
     with pytest.raises(ApplicationError) as err:

@@ -320,7 +320,7 @@ def test_sign_and_verify_on_an_htpasswd_registry(tmp_path_factory: pytest.TempPa
     try:
         s = Signing(reg, tmp_path)
         s.registries = Registries(RegistrySettings(insecure_hosts=[reg.host], username="ci",
-                                                   password=SecretStr("s3cret-pass")))
+                                                   password=SecretStr("s3cret-pass"), credentials_host=reg.host))
         s.registry = RegistryActivities(s.registries)
         s.ci = SignatureActivities(s.registries, s.signer)
         s.worker = SignatureActivities(s.registries)

@@ -38,7 +38,7 @@ def test_precedence_stack_then_temporal_env_then_ferry_env_then_flags(tmp_path: 
     s = load_settings(env=env, state_dir=state)
     assert (s.temporal.address, s.temporal.namespace) == ("temporal.prod:7233", "delivery")
     env |= {"FERRY_TEMPORAL_ADDRESS": "ferry.prod:7233", "FERRY_REGISTRY_INSECURE": "a:1, b:2",
-            "FERRY_REGISTRY_PASSWORD": "pw", "FERRY_TEMPORAL_TLS": "true"}
+            "FERRY_REGISTRY_USERNAME": "ci", "FERRY_REGISTRY_PASSWORD": "pw", "FERRY_TEMPORAL_TLS": "true"}
     s = load_settings(env=env, state_dir=state)
     assert s.temporal.address == "ferry.prod:7233" and s.temporal.tls
     assert s.registry.insecure_hosts == ["a:1", "b:2"]
