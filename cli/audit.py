@@ -79,17 +79,22 @@ def entries_from_history(workflow_type: str, workflow_id: str, events: list[Hist
     # NB: an approver's name is what the sender claims (a signature proves it: `verified`); Temporal records the
     # sending client's identity on the signal/update event. A decision sent as an Update carries its update id
     # and pairs by it; every decision signal writes exactly one record, in delivery order, so signals pair in order.
-    signal_senders: deque[tuple[str, Any]] = deque()  # (client identity, payload)
+    # Operator events pair the same way: each pin/suspend/resume signal writes exactly one record (Pinned or
+    # PinRefused, Suspended, Resumed) in delivery order; spec changes carry their update id.
+    signal_senders: dict[str, deque[tuple[str, Any]]] = {name: deque() for name in _SIGNALLED}
     update_senders: dict[str, tuple[str, Any]] = {}
     for event in events:
         et = event.event_type
         if et == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
             attrs = event.workflow_execution_signaled_event_attributes
-            if attrs.signal_name in ("approve", "reject"):
-                signal_senders.append((attrs.identity, _decode(attrs.input)))
+            if attrs.signal_name in signal_senders:
+                sender = (f"workflow {attrs.external_workflow_execution.workflow_id}"
+                          if attrs.external_workflow_execution.workflow_id else _sender(event, attrs.identity))
+                signal_senders[attrs.signal_name].append((sender, _decode(attrs.input)))
         elif et == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
             request = event.workflow_execution_update_accepted_event_attributes.accepted_request
-            update_senders[request.meta.update_id] = (request.meta.identity, _decode(request.input.args))
+            update_senders[request.meta.update_id] = (_sender(event, request.meta.identity),
+                                                      _decode(request.input.args))
         if et == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
             started = _decode(event.workflow_execution_started_event_attributes.input) or {}
             if workflow_type == "PromotionWorkflow":
@@ -120,12 +125,13 @@ def entries_from_history(workflow_type: str, workflow_id: str, events: list[Hist
         elif et == EventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED:
             decision = _memo(event, "ferry_decision")
             if decision:
-                verdict = "accepted" if decision["accepted"] else f"REFUSED: {decision['reason']}"
+                verdict = (f"accepted{' (' + decision['reason'] + ')' if decision.get('reason') else ''}"
+                           if decision["accepted"] else f"REFUSED: {decision['reason']}")
                 if decision.get("update_id"):
                     sender, payload = update_senders.get(decision["update_id"], ("", None))
                 else:
-                    sender, payload = signal_senders.popleft() if signal_senders and decision["via"] == "signal" \
-                        else ("", None)
+                    queue = signal_senders[decision["action"]]
+                    sender, payload = queue.popleft() if queue and decision["via"] == "signal" else ("", None)
                 if decision.get("verified") and signed is not None:
                     signed.append(SignedRecord(workflow_id=workflow_id, run_id=run_id, started=started,
                                                record=decision, payload=payload))
@@ -140,12 +146,30 @@ def entries_from_history(workflow_type: str, workflow_id: str, events: list[Hist
                 details = env_event["message"]
                 if env_event["type"] == "DriftCorrected":
                     details += ": " + "; ".join(f"{o} {', '.join(f)}" for o, f in env_event["objects"].items())
+                signal = _SIGNAL_OF.get(env_event["type"])
+                if env_event.get("update_id"):
+                    details += f"; sent by {client_words(update_senders.get(env_event['update_id'], ('', None))[0])}"
+                elif signal and env_event.get("by") != "cancel request":
+                    queue = signal_senders[signal]
+                    details += f"; sent by {client_words(queue.popleft()[0] if queue else '')}"
                 add(event, _KIND.get(env_event["type"], env_event["type"]), name, env_event.get("by", ""), details)
     return out
 
 
+_SIGNALLED = ("approve", "reject", "pin", "suspend", "resume")
+_SIGNAL_OF = {"Pinned": "pin", "PinRefused": "pin", "Suspended": "suspend", "Resumed": "resume"}
+
+
+def _sender(event: HistoryEvent, identity: str) -> str:
+    """The client identity the sender gave, and the principal the server authenticated, when it stamps one."""
+    principal = event.principal
+    return f"{identity} (principal {principal.type}:{principal.name})" if principal.name else identity
+
+
 def client_words(identity: str) -> str:
     """The Temporal client identity in words; the Web UI and bare API calls send none."""
+    if identity.startswith("workflow "):
+        return identity
     return f"client {identity}" if identity else "unknown client (Temporal UI or API)"
 
 

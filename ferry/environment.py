@@ -371,6 +371,7 @@ class Event(_Model):
     by: str = ""
     objects: dict[str, list[str]] = Field(default_factory=dict, description="object ids, at most MAX_IDS per list")
     request_id: str = Field("", description="the promotion/rollback workflow a Pinned or PinRefused event answers")
+    update_id: str = Field("", description="the Update that caused it (spec changes): the audit pairs its sender")
 
     @field_validator("objects")
     @classmethod

@@ -81,7 +81,9 @@ class EnvironmentWorkflow:
         return workflow.now().strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def _record(self, type_: str, message: str, **fields: object) -> Event:
-        event = Event(at=self._now(), type=type_, message=message, **fields)  # type: ignore[arg-type,unused-ignore]
+        update = workflow.current_update_info()
+        event = Event(at=self._now(), type=type_, message=message, update_id=update.id if update else "",
+                      **fields)  # type: ignore[arg-type,unused-ignore]
         self._state.events = [*self._state.events, event][-policies.MAX_EVENTS_KEPT:]
         workflow.logger.info("%s: %s", type_, message)
         metrics.environment_event(self._state.spec.name, type_)
@@ -321,6 +323,11 @@ class EnvironmentWorkflow:
         state.source_unavailable_since, state.source_error = None, ""
         if found.ref is not None and not self._tag_bound(found.ref):
             return self._current()
+        if (state.pin is not None and not (spec.semver and state.pin.kind in ("rollback", "auto-rollback"))
+                and workflow.patched("ferry-pin-during-resolve")):
+            # NB: a pin that arrived while resolving wins; releasing it here (as older code did) let a promotion
+            # see its own pin "released" and report superseded
+            return VersionRef(version=state.pin.version, digest=state.pin.digest)
         if state.pin is not None:  # a rollback pin on a range: released once something newer than the holds
             candidate = found.ref
             if candidate is None or not self._newer_than_holds(candidate.version):

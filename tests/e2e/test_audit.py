@@ -41,7 +41,8 @@ async def test_audit_timeline_matches_scenario(dev_worker: Settings, dev_env: Wo
     await _phase(handle, "AwaitingApproval")
     await handle.signal(PromotionWorkflow.approve, LenientPayload({"approver": "mallory", "comment": "me too"}))
     await handle.signal(PromotionWorkflow.approve, LenientPayload({"approver": "alice", "comment": "ship it"}))
-    assert (await handle.result()).outcome == "succeeded"
+    promoted = await handle.result()
+    assert promoted.outcome == "succeeded", promoted.reason
     # 3. a hand edit in production, reverted
     world.apps.patch_namespaced_deployment("shop", world.production_ns, {"spec": {"template": {"spec": {
         "containers": [{"name": "app", "image": "nginx:by-hand"}]}}}}, field_manager="kubectl-edit")
@@ -77,3 +78,45 @@ async def test_audit_timeline_matches_scenario(dev_worker: Settings, dev_env: Wo
     assert all(e.url.startswith(dev_worker.temporal.ui_url) for e in timeline)
     assert not any(e.subject == world.staging for e in timeline)  # another environment's events stay out
     shutil.rmtree(bundle)
+
+
+async def test_audit_names_the_client_of_each_decision_and_operator_event(
+        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    """Bob approves twice from two clients, then alice rejects from a third: each decision is paired with the
+    client that sent it (not by order across decisions), and pins, suspends and spec changes show their sender."""
+    from temporalio.client import Client
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    from ferry.environment import SpecUpdate
+    from workflows.environment import EnvironmentWorkflow
+
+    world = await _world(dev_env.client, dev_worker, kube_server)
+    target = dev_env.client.service_client.config.target_host
+    clients = {name: await Client.connect(target, identity=name, data_converter=pydantic_data_converter)
+               for name in ("bob-laptop", "bob-laptop-again", "alice-desk")}
+    handle = await _promote(world)
+    await _phase(handle, "AwaitingApproval")
+    for client_name, action, who in (("bob-laptop", "approve", "bob"), ("bob-laptop-again", "approve", "bob"),
+                                     ("alice-desk", "reject", "alice")):
+        await clients[client_name].get_workflow_handle(handle.id).signal(action, LenientPayload({"approver": who}))
+    assert (await handle.result()).outcome == "succeeded"
+    prd = clients["alice-desk"].get_workflow_handle(f"env/{world.production}")
+    await prd.signal(EnvironmentWorkflow.suspend, LenientPayload({"by": "alice", "reason": "freeze"}))
+    spec = (await prd.query(EnvironmentWorkflow.status)).state.spec
+    await clients["bob-laptop"].get_workflow_handle(prd.id).execute_update(
+        EnvironmentWorkflow.update_spec, SpecUpdate(spec=spec.model_copy(update={"interval": "3s"}), by="bob"))
+    await wait_status(prd, lambda s: s.state.suspended, what="suspended")
+
+    timeline = await build_timeline(world.client, dev_worker.temporal, world.production, dt.timedelta(hours=1))
+    decisions = [(e.kind, e.who, e.details.rsplit("sent by ", 1)[-1]) for e in timeline if e.kind.startswith(
+        ("approve", "reject"))]
+    assert decisions == [("approve (signal)", "bob (claimed)", "client bob-laptop"),
+                         ("approve (signal)", "bob (claimed)", "client bob-laptop-again"),
+                         ("reject (signal)", "alice (claimed)", "client alice-desk")], decisions
+    assert "duplicate" in next(e for e in timeline if "bob-laptop-again" in e.details).details
+    pinned = next(e for e in timeline if e.kind == "pinned")
+    assert pinned.details.endswith(f"sent by workflow {handle.id}")  # the promotion itself signalled the pin
+    suspended = next(e for e in timeline if e.kind == "suspended")
+    assert suspended.details.endswith("sent by client alice-desk")
+    spec_updated = [e for e in timeline if e.kind == "spec updated"][-1]
+    assert "by bob" in spec_updated.details and spec_updated.details.endswith("sent by client bob-laptop")
