@@ -6,9 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.ferry-installed
 PACKAGES := ferry workflows activities workers cli devstack
 
-.PHONY: controlplane setup test test-fast demo lint bench clean system-deps cosign
+.PHONY: controlplane setup test test-fast demo lint bench clean system-deps cosign ui-deps
 
-setup: $(STAMP) system-deps cosign controlplane
+setup: $(STAMP) system-deps cosign controlplane ui-deps
 
 # Reinstall only when the dependency set changes, so a second `make setup` is quick and changes nothing.
 $(STAMP): pyproject.toml constraints.txt
@@ -17,18 +17,32 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	@touch $(STAMP)
 
-# Debian's CNCF distribution registry: the real OCI registry for the local stack.
+# Debian packages the tests run for real: the CNCF distribution registry (docker-registry) and chromium (the browser
+# test of the Temporal UI, tests/e2e/test_ui.py; playwright-core drives it and never downloads a browser) and npm
+# (command:package pairs).
+SYSTEM_PACKAGES := docker-registry:docker-registry chromium:chromium npm:npm
 system-deps:
-	@if command -v docker-registry >/dev/null 2>&1; then exit 0; fi; \
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
+	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
 	if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	  echo "setup: installing Debian's docker-registry (CNCF distribution)"; \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry >/dev/null 2>&1 || \
-	  { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry >/dev/null; }; \
+	  echo "setup: installing Debian's$$missing"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null 2>&1 || \
+	  { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }; \
 	elif command -v apt-get >/dev/null 2>&1 && command -v sudo >/dev/null 2>&1; then \
-	  sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry >/dev/null; \
+	  sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	else \
-	  echo "setup: the OCI registry binary 'docker-registry' is missing: install Debian/Ubuntu's docker-registry package (apt-get install docker-registry) or put CNCF distribution 2.8 on PATH as docker-registry" >&2; exit 1; \
+	  echo "setup: missing$$missing: install them with your package manager (Debian/Ubuntu: apt-get install$$missing; docker-registry is CNCF distribution 2.8)" >&2; exit 1; \
 	fi
+
+# playwright-core (pinned in tests/ui/package-lock.json) into tests/ui/node_modules, for the browser test; no browser
+# download (it drives the system chromium). Reinstalled only when the lock file changes.
+UI_STAMP := tests/ui/node_modules/.ferry-installed
+ui-deps: $(UI_STAMP)
+$(UI_STAMP): tests/ui/package.json tests/ui/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "setup: npm is needed for the browser test's playwright-core (apt-get install npm)" >&2; exit 1; }
+	cd tests/ui && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
+	@touch $(UI_STAMP)
 
 
 # Real cosign (Sigstore), built from source with Go into the user cache: the tests check that Ferry's
