@@ -17,6 +17,7 @@ import pytest
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
+from cli.audit import SignedRecord, build_timeline, verify_record
 from devstack.procs import script_path
 from ferry.approvals import Statement, sign_statement
 from ferry.environment import EnvironmentSpec, LenientPayload, SpecUpdate, env_workflow_id
@@ -170,6 +171,9 @@ async def test_approvals_must_be_signed_bound_and_not_the_publishers(
     status_after = await world.prd.query(EnvironmentWorkflow.status)
     assert status_after.state.last_applied and status_after.state.last_applied.version == "1.0.0"
     assert "already used" in (await events(world, "PinRefused"))[-1].message
+    signed_records: list[SignedRecord] = []  # what `ferry audit --verify` re-checks, from the histories alone
+    await build_timeline(world.client, world.settings.temporal, world.production, timedelta(hours=1), signed_records)
+    assert [r.record["by"] for r in signed_records] == ["bob"] and verify_record(signed_records[0]) == ""
     rollback = world.client.get_workflow_handle(f"rollback/{world.production}/back")
     await record_histories("signed", {"promotion": handle, "environment": world.prd, "rollback": rollback})
 
