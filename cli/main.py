@@ -140,7 +140,8 @@ def _load_command_modules() -> None:
     """Command groups register themselves in COMMANDS (release, env, promote, ...)."""
     import importlib
 
-    for name in ("cli.release", "cli.verify", "cli.environments", "cli.promotion", "cli.audit"):
+    for name in ("cli.release", "cli.verify", "cli.environments", "cli.promotion", "cli.audit",
+                 "cli.replay_check"):
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as err:
