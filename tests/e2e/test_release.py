@@ -176,6 +176,11 @@ def test_bad_directories_are_refused_with_file_document_and_field(settings: Sett
     kust = tmp_path / "kust"
     kust.mkdir()
     (kust / "kustomization.yaml").write_text("resources: [missing.yaml]\n")
+    # NB: refused before kustomize runs: a resource that is not in the bundle is one kustomize would try to fetch
+    with pytest.raises(CommandError, match="kustomization.yaml: resources entry 'missing.yaml' is not a file or"):
+        prepare_release(_args(kust, repo, "1.0.0"), settings)
+    (kust / "kustomization.yaml").write_text("resources: [cm.yaml]\n")
+    (kust / "cm.yaml").write_text("apiVersion: v1\nkind: ConfigMap\n")
     with pytest.raises(CommandError, match="kustomize build failed"):
         prepare_release(_args(kust, repo, "1.0.0"), settings)
 
