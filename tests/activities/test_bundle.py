@@ -172,3 +172,15 @@ def test_render_in_the_cache_is_confined_to_its_bundle(registry: Registry, tmp_p
     root, _ = BundleCache(cache, acts.pull_artifact).ensure(repo, digest)
     with pytest.raises(BundleError, match="points outside the bundle"):
         render(root / "overlay")
+
+
+def test_the_example_overlays_render_from_the_cache(registry: Registry, tmp_path: Path) -> None:
+    """Overlays reach their base through ../../base: inside the cached bundle, so allowed."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "app"
+    acts = RegistryActivities(Registries(settings_for(registry, tmp_path).registry))
+    write_tarball(example, scan(example), tmp_path / "app.tar.gz")
+    repo, digest = _push(acts, registry, tmp_path / "app.tar.gz")
+    root, _ = BundleCache(tmp_path / "cache", acts.pull_artifact).ensure(repo, digest)
+    for overlay in ("staging", "production"):
+        objects = render(root / "overlays" / overlay)
+        assert {o["kind"] for o in objects} >= {"Deployment", "Service", "ConfigMap"}
