@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -90,8 +90,9 @@ class ApprovalPolicy(_Model):
                                       "{name, key} for signed approvals")
     signed: bool | None = Field(None, description="decisions must be SSH-signed statements (default: when every "
                                 "approver has a key)")
-    requires_healthy_in: list[str] = Field(default_factory=list, alias="requires-healthy-in")
-    timeout: str = Field("24h", description="how long a promotion waits for a decision")
+    requires_healthy_in: list[Annotated[str, Field(max_length=53)]] = Field(
+        default_factory=list, alias="requires-healthy-in", max_length=16)
+    timeout: str = Field("24h", max_length=32, description="how long a promotion waits for a decision")
 
     @field_validator("approvers", mode="before")
     @classmethod
@@ -136,24 +137,26 @@ class VerifyPolicy(_Model):
 
 
 class ClusterRef(_Model):
-    kubeconfig: str | None = Field(None, description="path on the worker; default: the worker's kubeconfig")
-    context: str | None = None
+    kubeconfig: str | None = Field(None, max_length=4096, description="path on the worker; default: the worker's "
+                                   "kubeconfig")
+    context: str | None = Field(None, max_length=253)
 
 
 class EnvironmentSpec(_Model):
-    name: str
-    repository: Repository
-    path: str = "."
+    # NB: every string is bounded: a spec arrives in an Update and lives in the workflow's state and history
+    name: str = Field(max_length=53)
+    repository: Repository = Field(max_length=255)
+    path: str = Field(".", max_length=255)
     cluster: ClusterRef = Field(default_factory=ClusterRef)
-    namespace: str = "default"
-    version: str | None = Field(None, description="pinned version")
-    semver: str | None = Field(None, description="range to track, e.g. '>=1.2.0 <2.0.0'")
+    namespace: str = Field("default", max_length=63)
+    version: str | None = Field(None, max_length=128, description="pinned version")
+    semver: str | None = Field(None, max_length=256, description="range to track, e.g. '>=1.2.0 <2.0.0'")
     prereleases: bool = False
-    interval: str = "1m"
-    timeout: str = "5m"
+    interval: str = Field("1m", max_length=32)
+    timeout: str = Field("5m", max_length=32)
     prune: bool = True
     allow_empty: bool = Field(False, alias="allow-empty", description="permit pruning everything")
-    health_timeout: str = Field("5m", alias="health-timeout")
+    health_timeout: str = Field("5m", alias="health-timeout", max_length=32)
     auto_rollback: bool = Field(True, alias="auto-rollback")
     approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
     verify: VerifyPolicy | None = Field(None, description="require releases signed by one of these publishers")

@@ -32,3 +32,14 @@ def test_what_people_type_is_still_strict() -> None:
         EnvironmentSpec.model_validate({**SPEC, "colour": "blue"}, context={PEOPLE: True})
     with pytest.raises(ValidationError, match="quorum: unknown field"):
         EnvironmentSpec.model_validate({**SPEC, "approval": {"quorum": 2}}, context={PEOPLE: True})
+
+
+def test_oversized_spec_strings_are_refused() -> None:
+    """A spec arrives in an Update and lives in state and history: no field can carry megabytes."""
+    for field, value in (("repository", "127.0.0.1:5000/" + "a" * 1_500_000), ("namespace", "n" * 64),
+                         ("path", "p/" * 200), ("semver", ">=1.0.0 " * 100), ("interval", "1" * 40 + "s")):
+        spec = {**SPEC, field: value}
+        if field == "semver":
+            spec.pop("version")
+        with pytest.raises(ValidationError, match=field):
+            EnvironmentSpec.model_validate(spec)
