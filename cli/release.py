@@ -190,7 +190,8 @@ def register(sub: Any) -> None:
     p.add_argument("--repository", required=True, help="HOST[:PORT]/PATH, or PATH on the default registry")
     p.add_argument("--version", required=True, help="semver tag, e.g. 1.2.3 or v1.2.3")
     p.add_argument("--revision", default=None, help="default: <branch>@sha1:<commit> from git")
-    p.add_argument("--source", default=None, help="default: the git remote URL")
+    p.add_argument("--source", default=None, help="default: the git remote URL (user-info, query and fragment "
+                   "stripped: no token reaches history or the artifact)")
     p.add_argument("--published-by", default=None, help="default: the CI identity, else the local user; with "
                    "--sign-key it is the publisher the signature attests")
     p.add_argument("--sign-key", default=None, metavar="FILE", help="sign the release in cosign's format: " + KEY_HELP)
