@@ -50,8 +50,9 @@ _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 DEFAULT_MAX_FILE_BYTES = 5 * 1024 * 1024
 MAX_BUNDLE_BYTES = 100 * 1024 * 1024
-# A bundle of 20,000 objects, one file each, with its directories; 200,000 empty files is an attack on inodes.
-MAX_MEMBERS = 25_000
+# Files and directories in a bundle: 5,000 objects one file each, with their directories, twice over (objects
+# are not files: one file may hold thousands). 200,000 empty files is an attack on inodes and time.
+MAX_MEMBERS = 10_000
 # A PAX or GNU long-name header holds a path and a few attributes; tarfile reads it whole into memory.
 MAX_TAR_HEADER_BYTES = 64 * 1024
 # Kubernetes manifests rarely use YAML aliases at all; a few hundred in one file is already unusual.
