@@ -46,3 +46,29 @@ def test_precedence_stack_then_temporal_env_then_ferry_env_then_flags(tmp_path: 
     assert "pw" not in repr(s)  # secrets never print
     s = load_settings({"temporal.address": "flag:7233"}, env=env, state_dir=state)
     assert s.temporal.address == "flag:7233"
+
+
+def test_registry_credentials_host_and_download_cap_from_the_environment(tmp_path: Path) -> None:
+    env = {"FERRY_REGISTRY": "r.example:5000", "FERRY_REGISTRY_USERNAME": "ci", "FERRY_REGISTRY_PASSWORD": "pw",
+           "FERRY_REGISTRY_CREDENTIALS_HOST": "other.example", "FERRY_REGISTRY_MAX_DOWNLOAD": "1048576"}
+    s = load_settings(env=env, state_dir=tmp_path)
+    assert s.registry.credentials_for == "other.example" and s.registry.max_download_bytes == 1048576
+    del env["FERRY_REGISTRY_CREDENTIALS_HOST"]
+    assert load_settings(env=env, state_dir=tmp_path).registry.credentials_for == "r.example:5000"
+
+
+def test_a_temporal_api_key_still_implies_tls(tmp_path: Path) -> None:
+    s = load_settings(env={"TEMPORAL_ADDRESS": "ns.tmprl.cloud:7233", "TEMPORAL_API_KEY": "k"}, state_dir=tmp_path)
+    assert s.temporal.tls and s.temporal.uses_tls and s.temporal.api_key is not None
+    s = load_settings(env={"TEMPORAL_ADDRESS": "t:7233", "TEMPORAL_TLS_SERVER_NAME": "t.internal"},
+                      state_dir=tmp_path)
+    assert s.temporal.tls and s.temporal.tls_server_name == "t.internal"
+    assert not load_settings(env={"TEMPORAL_ADDRESS": "t:7233"}, state_dir=tmp_path).temporal.uses_tls
+
+
+def test_the_workers_queue_may_not_be_a_ci_hosts(tmp_path: Path) -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="ferry-ci are the CI hosts' own queues"):
+        load_settings(env={"FERRY_TASK_QUEUE": "ferry-ci-0123456789abcdef"}, state_dir=tmp_path)
