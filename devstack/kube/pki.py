@@ -156,7 +156,7 @@ class Pki:
             builder = builder.add_extension(x509.SubjectAlternativeName([
                 x509.DNSName("localhost"), x509.DNSName("kubernetes"), x509.DNSName("kubernetes.default"),
                 x509.DNSName("kubernetes.default.svc"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                x509.IPAddress(ipaddress.ip_address("10.0.0.1"))]), critical=False)
+                x509.IPAddress(ipaddress.ip_address("10.96.0.1"))]), critical=False)
         cert = builder.sign(ca_key, hashes.SHA256())
         _write(key_path, _pem_key(key), private=True)
         _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
