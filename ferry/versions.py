@@ -125,11 +125,13 @@ def _holds(version: semver.Version, op: str, bound: semver.Version) -> bool:
 
 def select(tags: list[str], rng: SemverRange, prereleases: bool = False, held: frozenset[str] = frozenset()
            ) -> str | None:
-    """The highest tag in the range that is not held; unparsable tags are ignored."""
+    """The highest tag in the range that is not held; unparsable tags are ignored. Holds compare by semver
+    identity, so `v1.2.0` cannot slip past a hold on `1.2.0`."""
+    held_versions = {v for v in (try_parse_tag(h) for h in held) if v is not None}
     best: tuple[semver.Version, str] | None = None
     for tag in tags:
         version = try_parse_tag(tag)
-        if version is None or tag in held or not rng.matches(version, prereleases):
+        if version is None or tag in held or version in held_versions or not rng.matches(version, prereleases):
             continue
         if best is None or version.compare(best[0]) > 0:
             best = (version, tag)
