@@ -100,11 +100,9 @@ class PromotionWorkflow(PinOutcomes):
         info = workflow.info()
         self._ctx = DecisionContext(environment=input.environment, version=input.version, digest=digest,
                                     publisher=publisher, promotion=info.workflow_id, run=info.run_id)
-        for env_name in spec.approval.requires_healthy_in:
-            other = (await environment_status(env_name)).state
-            if not any(ref.digest == digest for ref in other.good_history):
-                return self._finish("refused", f"{input.version} ({digest}) has not been applied and healthy in "
-                                    f"{env_name}")
+        refusal = await self._healthy_elsewhere(spec.approval.requires_healthy_in, input.version, digest)
+        if refusal:
+            return self._finish("refused", refusal)
         for action, raw, via in self._pending:  # signals that arrived while resolving
             self._decide(action, raw, via)
         self._pending = []
@@ -121,6 +119,11 @@ class PromotionWorkflow(PinOutcomes):
             if self._outcome == "rejected":
                 return self._finish("rejected", next(d.comment for d in reversed(self._status.decisions)
                                                      if d.action == "reject" and d.accepted))
+        if spec.approval.requires_healthy_in and workflow.patched("ferry-recheck-healthy-in"):
+            # NB: approval may come a day later; staging may have failed that version since
+            refusal = await self._healthy_elsewhere(spec.approval.requires_healthy_in, input.version, digest)
+            if refusal:
+                return self._finish("refused", f"{refusal} (checked again when the approval arrived)")
         approvers = self._approvers()
         request_id = await send_pin(input.environment, spec.repository, input.version, digest,
                                     by=", ".join(approvers) or input.requested_by, kind="promotion",
@@ -135,6 +138,16 @@ class PromotionWorkflow(PinOutcomes):
             input.environment, digest, request_id, parse_duration(spec.health_timeout) + parse_duration(spec.interval)
             + timedelta(minutes=2))
         return self._finish(outcome, reason, rolled_back)
+
+    async def _healthy_elsewhere(self, environments: list[str], version: str, digest: str) -> str:
+        """'' when `digest` was applied and healthy in each environment and has not failed there since."""
+        for name in environments:
+            other = (await environment_status(name)).state
+            if not any(ref.digest == digest for ref in other.good_history):
+                return f"{version} ({digest}) has not been applied and healthy in {name}"
+            if version in other.holds or (other.health.digest == digest and other.health.status == "Failed"):
+                return f"{version} ({digest}) has failed in {name} since it was healthy there"
+        return ""
 
     def _finish(self, outcome: str, reason: str, rolled_back: bool = False) -> PromotionResult:
         phase = {"succeeded": "Succeeded", "failed": "Failed", "rejected": "Rejected", "expired": "Expired",

@@ -332,3 +332,19 @@ async def test_pin_from_a_repository_the_environment_left_is_refused(
     status = await prd.query(EnvironmentWorkflow.status)
     assert status.state.pin is None and "PinRefused" in [e.type for e in status.state.events]
     assert _image(world) == "nginx:1.25"
+
+
+async def test_requires_healthy_in_is_checked_again_when_the_approval_arrives(
+        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    world = await _world(dev_env.client, dev_worker, kube_server)
+    handle = await _promote(world)
+    await _phase(handle, "AwaitingApproval")  # staging was healthy on 1.1.0 when the promotion began
+    back = await world.client.execute_workflow(  # ... then staging is rolled back from it (1.1.0 held there)
+        RollbackWorkflow.run, RollbackInput(environment=world.staging, to_version="1.0.0", requested_by="bob"),
+        id=f"rollback/{world.staging}/1.0.0", task_queue=dev_worker.temporal.task_queue)
+    assert back.outcome == "succeeded"
+    await handle.signal(PromotionWorkflow.approve, LenientPayload({"approver": "alice"}))
+    result = await asyncio.wait_for(handle.result(), timeout=60)
+    assert result.outcome == "refused" and f"has failed in {world.staging} since" in result.reason
+    assert "checked again when the approval arrived" in result.reason
+    assert _image(world) == "nginx:1.25"  # production never moved
