@@ -48,27 +48,16 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 async def replay_everything(client: Client) -> None:
-    """Every Ferry workflow the session ran on the dev server replays against the code under test: a command
-    sequence changed without `workflow.patched()` fails the session here, not on a production worker."""
-    from temporalio.client import WorkflowHistory
-    from temporalio.worker import Replayer
+    """Every Ferry workflow the session ran on the dev server replays against the code under test (`ferry
+    replay-check`'s own code): a command sequence changed without `workflow.patched()` fails the session here."""
+    import datetime as dt
 
-    from workers.worker import workflow_runner
-    from workflows import ALL_WORKFLOWS
+    from cli.replay_check import replay_check
 
-    names = ", ".join(f"'{wf.__temporal_workflow_definition.name}'" for wf in ALL_WORKFLOWS)  # type: ignore[attr-defined]
-    histories = [await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
-                 async for wf in client.list_workflows(f"WorkflowType IN ({names})")]
-    replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter,
-                        workflow_runner=workflow_runner())
-    async def each() -> AsyncIterator[WorkflowHistory]:
-        for history in histories:
-            yield history
-
-    results = await replayer.replay_workflows(each(), raise_on_replay_failure=False)
-    failed = {run_id: str(err)[:300] for run_id, err in results.replay_failures.items()}
-    assert not failed, f"{len(failed)} of {len(histories)} histories do not replay: {failed}"
-    print(f"\nreplayed {len(histories)} workflow histories of this session: all deterministic")
+    checked = await replay_check(client, since=dt.timedelta(days=1), limit=100_000)
+    failed = [c.line() for c in checked if not c.ok]
+    assert not failed, f"{len(failed)} of {len(checked)} histories do not replay:\n" + "\n".join(failed[:20])
+    print(f"\nreplayed {len(checked)} workflow histories of this session: all deterministic")
 
 
 @pytest.fixture
