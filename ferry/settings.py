@@ -95,6 +95,13 @@ class WorkerSettings(_Settings):
     # thread pool; the pool is sized to max_concurrent_activities so no activity waits for a thread.
     max_concurrent_activities: int = Field(16, ge=1, le=512)
     cache_dir: Path = Field(Path(".ferry/cache"), description="content-addressed artifact cache")
+    # NB: Worker Versioning is off unless a deployment is named: a versioned worker only gets tasks once its
+    # version is made current (`temporal worker deployment set-current-version`), which the local stack and the
+    # tests do not do.
+    deployment_name: str | None = Field(None, min_length=1, max_length=200, description=(
+        "Worker Versioning: the worker deployment this worker belongs to (e.g. 'ferry'); unset = unversioned"))
+    build_id: str | None = Field(None, min_length=1, max_length=200, description=(
+        "Worker Versioning: this build's id (default: ferry's package version + the git commit it runs from)"))
 
 
 class Settings(_Settings):

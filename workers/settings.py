@@ -65,6 +65,8 @@ ENVIRONMENT_VARIABLES: dict[str, tuple[str, str]] = {
     "FERRY_PROMETHEUS_BIND": ("telemetry.prometheus_bind", "str"),
     "FERRY_MAX_CONCURRENT_ACTIVITIES": ("worker.max_concurrent_activities", "str"),
     "FERRY_CACHE_DIR": ("worker.cache_dir", "str"),
+    "FERRY_DEPLOYMENT_NAME": ("worker.deployment_name", "str"),
+    "FERRY_BUILD_ID": ("worker.build_id", "str"),
     "FERRY_KUBECONFIG": ("kubeconfig", "str"),
 }
 

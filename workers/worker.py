@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import Worker, WorkerDeploymentConfig, WorkerDeploymentVersion
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities import extra_activities
@@ -20,6 +20,9 @@ from activities.registry import Registries, RegistryActivities, SignatureActivit
 from workers.settings import Settings
 
 log = logging.getLogger("ferry.worker")
+
+# How long running activities get to finish after SIGTERM; docker-compose.yml's stop_grace_period is longer.
+GRACEFUL_SHUTDOWN = timedelta(seconds=20)
 
 
 def all_workflows() -> list[type]:
@@ -56,6 +59,30 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("cryptography"))
 
 
+def default_build_id() -> str:
+    """ferry's package version, plus the git commit when running from a checkout (`0.1.0+g1a2b3c4d5e6f`), so every
+    release, and every commit deployed from source, is its own build. Images set FERRY_BUILD_ID instead."""
+    import importlib.metadata
+    import subprocess
+
+    version = importlib.metadata.version("ferry")
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).resolve().parent,
+                                capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return version
+    return f"{version}+g{commit}" if commit else version
+
+
+def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
+    """Worker Versioning when a deployment is named; each workflow type's behaviour is in workers/versioning.py."""
+    name = settings.worker.deployment_name
+    if not name:
+        return None
+    version = WorkerDeploymentVersion(deployment_name=name, build_id=settings.worker.build_id or default_build_id())
+    return WorkerDeploymentConfig(version=version, use_worker_versioning=True)
+
+
 def build_worker(
     client: Client,
     settings: Settings,
@@ -68,15 +95,22 @@ def build_worker(
     pool = concurrent.futures.ThreadPoolExecutor(
         max_workers=settings.worker.max_concurrent_activities, thread_name_prefix="ferry-activity"
     )
+    versioning = deployment_config(settings)
+    classes = list(workflows) if workflows is not None else all_workflows()
+    if versioning is not None:
+        from workers.versioning import versioned
+
+        classes = versioned(classes)
     return Worker(
         client,
         task_queue=task_queue or settings.temporal.task_queue,
-        workflows=list(workflows) if workflows is not None else all_workflows(),
+        workflows=classes,
         activities=list(activities) if activities is not None else all_activities(settings, client),
         activity_executor=pool,
         workflow_runner=workflow_runner(),
         max_concurrent_activities=settings.worker.max_concurrent_activities,
-        graceful_shutdown_timeout=timedelta(seconds=20),
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        deployment_config=versioning,
     )
 
 
@@ -92,7 +126,9 @@ async def run_worker(settings: Settings, *, ready_file: Path | None = None) -> N
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("worker polling %s on %s", settings.temporal.task_queue, settings.temporal.address)
+    versioning = worker.config().get("deployment_config")
+    log.info("worker polling %s on %s%s", settings.temporal.task_queue, settings.temporal.address,
+             f" as {versioning.version.deployment_name}/{versioning.version.build_id}" if versioning else "")
     async with worker:
         if ready_file is not None:
             ready_file.write_text("ready\n")  # noqa: ASYNC240 -- one tiny write at start-up

