@@ -1,8 +1,9 @@
 """A rolling upgrade with Worker Versioning on the real dev server: environments running on build A keep reconciling
 while build B starts; once B is the deployment's current version each environment moves to B (AUTO_UPGRADE: at its
 next workflow task; PINNED: at its next continue-as-new, as workers/versioning.py declares) and never back; no run
-has a failed workflow task. Real registry and Kubernetes API; the dev server
-suggests continue-as-new after a few dozen events (dynamic config) so runs turn over in seconds, not hours."""
+has a failed workflow task. A promotion started on A finishes on A (PINNED) and moves an environment running on B.
+Real registry and Kubernetes API; the dev server suggests continue-as-new after a few dozen events (dynamic config)
+so runs turn over in seconds, not hours."""
 
 from __future__ import annotations
 
@@ -23,13 +24,15 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from devstack.registry import Registry
-from ferry.environment import EnvironmentSpec
+from ferry.environment import EnvironmentSpec, LenientPayload
+from ferry.promotion import PromotionInput, promotion_workflow_id
 from ferry.settings import Settings
 from tests.conftest import settings_for
 from tests.e2e.devserver import start_dev_server
-from tests.e2e.envkit import app_manifests, next_iteration, publish, start_environment, wait_status
+from tests.e2e.envkit import app_manifests, next_iteration, publish, start_environment, wait_phase, wait_status
 from workers.versioning import VersionedEnvironmentWorkflow
 from workers.worker import build_worker
+from workflows.promotion import PromotionWorkflow
 
 SUGGEST_CONTINUE_AS_NEW_AFTER = 60  # events; the server's default is 4096
 
@@ -74,7 +77,7 @@ async def build_of(handle: WorkflowHandle[Any, Any]) -> tuple[str, str]:
     return described.run_id, info.deployment_version.build_id
 
 
-async def test_environments_move_to_the_new_build_at_continue_as_new(
+async def test_a_rolling_upgrade_moves_environments_and_finishes_promotions_where_they_started(
         versioned_server: WorkflowEnvironment, registry: Registry, kube_server: Any, tmp_path: Path) -> None:
     client = versioned_server.client
     task_queue, deployment = f"ver-{uuid.uuid4()}", f"ferry-{uuid.uuid4().hex[:8]}"
@@ -86,17 +89,24 @@ async def test_environments_move_to_the_new_build_at_continue_as_new(
     envs: list[WorkflowHandle[Any, Any]] = []
     async with build_worker(client, build_a):
         await make_current(client, deployment, "A")
-        for _ in range(2):
+        for n in range(2):
             name = f"ver-{uuid.uuid4().hex[:8]}"
             repository = f"{registry.host}/team/{name}"
-            publish(build_a, repository, "1.0.0", app_manifests("app", image="nginx:1.0.0"))
+            for version in ("1.0.0", "1.1.0"):
+                publish(build_a, repository, version, app_manifests("app", image=f"nginx:{version}"))
             core.create_namespace({"metadata": {"name": name}})
-            spec = EnvironmentSpec.model_validate({"name": name, "namespace": name, "repository": repository,
-                                                   "version": "1.0.0", "interval": "1s", "health-timeout": "20s"})
+            spec = EnvironmentSpec.model_validate({  # the first one needs bob's approval to move
+                "name": name, "namespace": name, "repository": repository, "version": "1.0.0", "interval": "1s",
+                "health-timeout": "20s", "approval": {"required": n == 0, "approvers": ["bob"]}})
             envs.append(await start_environment(client, task_queue, spec))
         for env in envs:
             await wait_status(env, lambda s: s.state.health.status == "Healthy", timeout=60, what="healthy on A")
             assert (await build_of(env))[1] == "A"
+        gated = envs[0].id.removeprefix("env/")
+        promotion = await client.start_workflow(
+            PromotionWorkflow.run, PromotionInput(environment=gated, version="1.1.0", requested_by="carol"),
+            id=promotion_workflow_id(gated, "1.1.0"), task_queue=task_queue)
+        await wait_phase(promotion, "AwaitingApproval")
 
         async with build_worker(client, build_b):
             # B polls the same task queue but is not current: the environments keep reconciling on A
@@ -113,6 +123,19 @@ async def test_environments_move_to_the_new_build_at_continue_as_new(
             for env in envs:
                 status = await next_iteration(env)
                 assert status.state.health.status == "Healthy" and (await build_of(env))[1] == "B"
+
+            # the promotion started on A finishes on A, and moves the environment that now runs on B
+            assert (await build_of(promotion))[1] == "A"
+            await promotion.execute_update(PromotionWorkflow.approve_update, LenientPayload({"approver": "bob"}))
+            result = await asyncio.wait_for(promotion.result(), timeout=90)
+            assert result.outcome == "succeeded", result.reason
+            history = await promotion.fetch_history()
+            assert {e.workflow_task_completed_event_attributes.deployment_version.build_id for e in history.events
+                    if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED} == {"A"}
+            moved = await wait_status(envs[0], lambda s: bool(s.state.last_applied and
+                                                              s.state.last_applied.version == "1.1.0"),
+                                      timeout=60, what="the gated environment on 1.1.0")
+            assert moved.state.health.status == "Healthy" and (await build_of(envs[0]))[1] == "B"
 
             # builds only move forward (A..A then B..B over every workflow task of every run), no run has a failed
             # workflow task, and a pinned environment changes build only at continue-as-new
