@@ -19,7 +19,8 @@ async function shot(page, name) {
 
 async function openWorkflow(page) {
   await page.goto(`${plan.ui}/namespaces/${encodeURIComponent(plan.namespace)}/workflows`);
-  // NB: from the list, as a person would; a typed URL with the id's slashes encoded does not load in UI 2.54.
+  // From the workflow list, as a person would. NB: never wait for 'networkidle' on these pages: the history view
+  // keeps a long poll open (waitNewEvent=true), so the network is never idle.
   await page.getByRole('link', { name: plan.workflowId, exact: true }).click({ timeout: STEP_MS });
   await page.getByRole('heading', { name: plan.workflowId }).waitFor({ timeout: STEP_MS });
 }
