@@ -80,6 +80,7 @@ bench: setup
 	@mkdir -p bench/results
 	$(BIN)/python bench/kube_api.py > bench/results/kube_api.json
 	$(BIN)/python bench/reconcile.py > bench/results/reconcile.json
+	$(BIN)/python bench/history.py > bench/results/history.json
 	@echo "bench: results in bench/results/ (figures: bench/README.md)"
 
 clean:
