@@ -8,12 +8,10 @@ run unversioned. Same workflow type names, same code; only the behaviour differs
 
 - Promotions, rollbacks and releases are PINNED: a run finishes on the build it started on, so a change to their
   code never meets a half-finished history of the old code.
-- Environments run for months and are AUTO_UPGRADE: each moves to the deployment's current build (its next workflow
-  task after the switch), so retiring an old build never waits for every environment to continue-as-new. Their
-  histories are replayed against a new build before it is made current (`ferry replay-check`). To move them only
-  at continue-as-new instead, make this PINNED once EnvironmentWorkflow's `continue_as_new` passes
-  `initial_versioning_behavior=ContinueAsNewVersioningBehavior.AUTO_UPGRADE` (tests/e2e/test_versioning.py checks
-  the behaviour declared here).
+- Environments run for months: each run is PINNED to its build and moves to the deployment's current build at
+  its next continue-as-new (EnvironmentWorkflow passes `initial_versioning_behavior=AUTO_UPGRADE` there), so a
+  run never meets new code halfway through its history. Before a build is made current, `ferry replay-check`
+  replays open histories against it (tests/e2e/test_versioning.py checks the behaviour declared here).
 
 Module-level classes, importable by name: the workflow sandbox re-imports this module to run them.
 """
@@ -36,7 +34,7 @@ def _failure_types(cls: type) -> list[type[BaseException]]:
     return list(workflow._Definition.must_from_class(cls).failure_exception_types)
 
 
-@workflow.defn(name="EnvironmentWorkflow", versioning_behavior=VersioningBehavior.AUTO_UPGRADE,
+@workflow.defn(name="EnvironmentWorkflow", versioning_behavior=VersioningBehavior.PINNED,
                failure_exception_types=_failure_types(EnvironmentWorkflow))
 class VersionedEnvironmentWorkflow(EnvironmentWorkflow):
     @workflow.run

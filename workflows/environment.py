@@ -142,7 +142,10 @@ class EnvironmentWorkflow:
                 or workflow.info().is_continue_as_new_suggested()):
             # NB: let running signal/update handlers finish so nothing they do is lost.
             await workflow.wait_condition(workflow.all_handlers_finished)
-            workflow.continue_as_new(EnvironmentInput(state=self._state))
+            # NB: under Worker Versioning an environment is pinned to its build within a run and moves to the
+            # deployment's current build here, at continue-as-new (workers/versioning.py)
+            workflow.continue_as_new(EnvironmentInput(state=self._state),
+                                     initial_versioning_behavior=workflow.ContinueAsNewVersioningBehavior.AUTO_UPGRADE)
         interval = parse_duration(self._state.spec.interval)
         self._state.next_reconcile_at = (workflow.now() + interval).strftime("%Y-%m-%dT%H:%M:%SZ")
         self._describe()
@@ -312,7 +315,7 @@ class EnvironmentWorkflow:
                 "resolve_desired", ResolveInput(repository=spec.repository, version=spec.version, semver=spec.semver,
                                                 prereleases=spec.prereleases, held=state.holds),
                 result_type=ResolveResult, start_to_close_timeout=policies.RESOLVE_TIMEOUT,
-                retry_policy=policies.QUICK_RETRY)
+                retry_policy=policies.QUICK_RETRY, summary=f"resolve {spec.tracking}")
         except ActivityError as err:
             if _cause_type(err) == ErrorType.REGISTRY_UNAVAILABLE:
                 state.source_unavailable_since = state.source_unavailable_since or self._now()
@@ -528,18 +531,19 @@ class EnvironmentWorkflow:
             tags = {**self._state.tags, tag: digest}
             self._state.tags = dict(list(tags.items())[-policies.MAX_TAG_BINDINGS:])
 
-    @workflow.signal(name="reconcile_now")
+    @workflow.signal(name="reconcile_now", description="Reconcile now instead of at the next interval: {}")
     def reconcile_now(self, payload: LenientPayload) -> None:
         self._wake = True
 
-    @workflow.signal(name="suspend")
+    @workflow.signal(name="suspend", description='Stop applying (new versions and drift correction): '
+                     '{"by": "alice", "reason": "incident 42"}')
     def suspend(self, payload: LenientPayload) -> None:
         actor = self._actor(payload)
         self._state.suspended = True
         self._record("Suspended", f"suspended by {actor.by}: {actor.reason}", by=actor.by)
         self._wake = True
 
-    @workflow.signal(name="resume")
+    @workflow.signal(name="resume", description='Start applying again: {"by": "alice", "reason": "..."}')
     def resume(self, payload: LenientPayload) -> None:
         actor = self._actor(payload)
         self._state.suspended = False
@@ -634,7 +638,8 @@ class EnvironmentWorkflow:
         self._apply_spec(pending.spec, pending.by, pending.changes, approved_by=who)
         return SpecUpdateResult(status=self.status(), applied=True, changes=pending.changes)
 
-    @workflow.update(name="plan")
+    @workflow.update(name="plan", description='What a reconcile would change now, without applying (`ferry diff`): '
+                     '{} or {"version": "1.2.0"}; at most 200 changes listed, the rest counted')
     async def plan(self, request: PlanRequest) -> PlanResult:
         """What a reconcile would do now (or for another version), without applying: `ferry diff`."""
         spec, pin = self._state.spec, self._state.pin
@@ -659,7 +664,8 @@ class EnvironmentWorkflow:
                           prune=[c["object"] for c in result.plan if c["action"] == "delete"],
                           more=max(result.plan_total - len(result.plan), 0))
 
-    @workflow.query(name="status")
+    @workflow.query(name="status", description="The spec, pin, applied version, health, holds, known-good history, "
+                    "outages, pending spec change and recent events")
     def status(self) -> EnvironmentStatus:
         pin = self._state.pin
         desired = VersionRef(version=pin.version, digest=pin.digest) if pin else self._current()
