@@ -73,8 +73,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
             id=workflow_id, task_queue=settings.temporal.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             static_summary=f"Promote {args.version} → {args.env}, requested by {requester}",
-            static_details=f"Reason: {args.reason or '-'}. Approve: ferry approve {args.env} {args.version} --key KEY "
-                           "(or the approve_update Update with the JSON that `--print` shows).")
+            static_details=f"Reason: {args.reason or '-'}. Approve: `ferry approve {args.env} {args.version} --key "
+                           "KEY` (or the `approve_update` Update with the JSON that `--print` shows).")
         try:
             if not args.wait:
                 # NB: a version that is not released, or a failed requires-healthy-in, is refused within

@@ -71,7 +71,8 @@ class PromotionWorkflow(PinOutcomes):
     def _awaiting_details(self, policy: ApprovalPolicy) -> str:
         s = self._status
         who = " or ".join(policy.names)
-        proof = ("an SSH-signed statement (ferry approve ENV VERSION --key KEY --print prints the JSON)"
+        proof = (f"an SSH-signed statement (`ferry approve {s.environment} {s.version} --key KEY --print` prints "
+                 "the JSON)"
                  if policy.is_signed else '{"approver": "<name>", "comment": "..."} (names are claims here)')
         return (f"**Awaiting approval** of {s.version} ({s.digest[:19]}…) for **{s.environment}** until {s.deadline}.\n"
                 f"May approve: {who}. The publisher, {s.publisher or 'unknown'}, may not.\n"
