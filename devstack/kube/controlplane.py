@@ -70,6 +70,7 @@ class ControlPlane:
     root: Path
     port: int
     rollout_delay: float = 0.5
+    throwaway: bool = False  # a test session's or a benchmark's: its processes die with the process that started it
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)  # in start order
 
     @property
@@ -129,7 +130,7 @@ class ControlPlane:
         return client, peer
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        proc = spawn(argv, self.logs / f"{name}.log", env=env)
+        proc = spawn(argv, self.logs / f"{name}.log", env=env, die_with_parent=self.throwaway)
         self.procs[name] = proc
         return proc
 
