@@ -5,7 +5,7 @@ Contract of the activities here:
   LIST per kind, validate every write with a server-side dry run first (so a bad object aborts before
   anything changes), apply changed objects with server-side apply (manager ``ferry``, force) in dependency
   order, prune what the previous inventory had and this one lacks, write the inventory. Idempotent: a second
-  call with the same digest writes nothing. Not heartbeating; bounded by its start-to-close timeout.
+  call with the same digest writes nothing. Heartbeats on every API request (cancellable between requests).
 - ``wait_healthy``: polls workload status (one LIST per workload kind) until healthy, failed or timed out.
   Heartbeats every poll.
 Errors: API unreachable/timeouts/429/5xx -> ClusterUnavailable (retryable); 401/403 Unauthorized, 404,
@@ -29,6 +29,7 @@ from kubernetes.client import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from temporalio import activity
+from temporalio.exceptions import CancelledError
 
 from activities.bundle import BundleCache, BundleError, render
 from activities.errors import classified
@@ -75,6 +76,13 @@ class Cluster:
 
         def counted(*args: Any, **kwargs: Any) -> Any:
             self.counter.requests += 1
+            if activity.in_activity():
+                # NB: one heartbeat per API request (the SDK throttles them): a crashed worker is noticed within
+                # the heartbeat timeout, and a cancellation (a new pin, a cancelled workflow) stops the reconcile
+                # between two requests instead of after the whole plan
+                activity.heartbeat(self.counter.requests)
+                if activity.is_cancelled():
+                    raise CancelledError("reconcile cancelled")
             return original(*args, **kwargs)
 
         self.api.call_api = counted  # type: ignore[method-assign]

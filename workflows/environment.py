@@ -188,7 +188,8 @@ class EnvironmentWorkflow:
             result: ReconcileResult = await workflow.execute_activity(
                 "reconcile_environment", self._reconcile_input(desired, baseline), result_type=ReconcileResult,
                 start_to_close_timeout=parse_duration(spec.timeout), retry_policy=policies.RECONCILE_RETRY,
-                summary=f"reconcile {desired.version} ({desired.digest[:19]}…)")
+                heartbeat_timeout=policies.RECONCILE_HEARTBEAT, summary=f"reconcile {desired.version} "
+                f"({desired.digest[:19]}…)")
         except ActivityError as err:
             self._reconcile_failed(err, desired)
             return

@@ -42,6 +42,8 @@ RECONCILE_RETRY = RetryPolicy(
 RESOLVE_TIMEOUT = timedelta(minutes=1)
 # Health polling heartbeats every second; a worker that died mid-poll is noticed within this.
 HEALTH_HEARTBEAT = timedelta(seconds=30)
+# A reconcile heartbeats on every API request and every downloaded chunk: a crashed worker is noticed within this.
+RECONCILE_HEARTBEAT = timedelta(minutes=1)
 # The health deadline is absolute across retries: health-timeout plus this, from the first attempt's scheduling.
 HEALTH_GRACE = timedelta(minutes=1)
 # Continue-as-new well before Temporal's history limits; carried state is small (no manifests).
