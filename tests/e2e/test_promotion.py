@@ -348,3 +348,16 @@ async def test_requires_healthy_in_is_checked_again_when_the_approval_arrives(
     assert result.outcome == "refused" and f"has failed in {world.staging} since" in result.reason
     assert "checked again when the approval arrived" in result.reason
     assert _image(world) == "nginx:1.25"  # production never moved
+
+
+async def test_an_approval_sent_while_resolving_gets_the_real_verdict(
+        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    """An Update sent the moment the promotion starts waits for the version to be resolved and then answers with
+    the verdict: accepted here (it used to answer 'recorded; will be judged' and exit 1)."""
+    world = await _world(dev_env.client, dev_worker, kube_server)
+    handle = await _promote(world)
+    answer = await handle.execute_update(PromotionWorkflow.approve_update, LenientPayload({"approver": "alice"}))
+    assert answer.accepted and answer.reason == ""
+    result = await asyncio.wait_for(handle.result(), timeout=90)
+    assert result.outcome == "succeeded" and result.approved_by == ["alice"]
+    assert [d.accepted for d in result.decisions] == [True]
