@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -49,10 +50,11 @@ def spawn(argv: Sequence[str], log_file: Path, env: dict[str, str] | None = None
         )
 
 
-def _die_with_parent() -> None:
-    import ctypes
+_LIBC = ctypes.CDLL(None, use_errno=True)  # NB: loaded here, not between fork and exec
 
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+def _die_with_parent() -> None:
+    _LIBC.prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
 def wait_healthy(
