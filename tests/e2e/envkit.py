@@ -115,3 +115,17 @@ async def ferry(settings: Settings, tmp: Path, *args: str) -> subprocess.Complet
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await proc.communicate()
     return subprocess.CompletedProcess(args, proc.returncode or 0, out.decode(), err.decode())
+
+
+HISTORIES = Path(__file__).resolve().parents[1] / "replay" / "histories"
+
+
+async def record_histories(generation: str, handles: dict[str, WorkflowHandle[Any, Any]]) -> None:
+    """With FERRY_RECORD_HISTORIES=1, keep these histories (name: environment, promotion, rollback, release) in
+    tests/replay/histories/<generation>/ for the replay tests."""
+    if not os.environ.get("FERRY_RECORD_HISTORIES"):
+        return
+    folder = HISTORIES / generation
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, handle in handles.items():
+        (folder / f"{name}.json").write_text((await handle.fetch_history()).to_json())

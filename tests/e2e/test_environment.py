@@ -4,7 +4,6 @@ server (the worker as the least-privileged ferry-worker user, through the fault 
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,15 @@ from devstack.registry import Registry
 from ferry.environment import EnvironmentSpec, LenientPayload
 from ferry.settings import Settings
 from tests.conftest import settings_for, terminate_running
-from tests.e2e.envkit import app_manifests, next_iteration, publish, reconcile_now, start_environment, wait_status
+from tests.e2e.envkit import (
+    app_manifests,
+    next_iteration,
+    publish,
+    reconcile_now,
+    record_histories,
+    start_environment,
+    wait_status,
+)
 from workers.worker import build_worker
 from workflows.environment import EnvironmentWorkflow
 
@@ -107,10 +114,7 @@ async def test_drift_reverted_and_recorded_fields_not_set_left_alone(
     assert drift is not None and drift.type == "DriftCorrected"
     assert drift.objects == {f"Deployment/{ns}/api": ['.spec.template.spec.containers[name=app].image']}
     await handle.terminate("test done")
-    if os.environ.get("FERRY_RECORD_HISTORIES"):  # the committed history tests/replay replays
-        history = await handle.fetch_history()
-        target = Path(__file__).resolve().parents[1] / "replay" / "histories" / "environment.json"
-        target.write_text(history.to_json())
+    await record_histories("drift", {"environment": handle})
 
 
 async def test_failing_rollout_rolls_back_automatically_and_holds(
@@ -136,6 +140,7 @@ async def test_failing_rollout_rolls_back_automatically_and_holds(
     assert status.state.holds == ["1.1.0"]
     assert status.state.pin is not None and status.state.pin.kind == "auto-rollback"
     assert apps.read_namespaced_deployment("shop", ns).spec.template.spec.containers[0].image == "nginx:1.25"
+    await record_histories("auto-rollback", {"environment": handle})
     # the range does not move back onto the held version...
     await next_iteration(handle)
     status = await next_iteration(handle)

@@ -5,7 +5,6 @@ Real dev server, registry, Kubernetes API and `ssh-keygen`; approvals are SSH-si
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -23,12 +22,18 @@ from ferry.approvals import Statement, sign_statement
 from ferry.environment import EnvironmentSpec, LenientPayload, SpecUpdate, env_workflow_id
 from ferry.promotion import PromotionInput, RollbackInput, promotion_workflow_id
 from ferry.settings import Settings
-from tests.e2e.envkit import app_manifests, next_iteration, publish, start_environment, wait_phase, wait_status
+from tests.e2e.envkit import (
+    app_manifests,
+    next_iteration,
+    publish,
+    record_histories,
+    start_environment,
+    wait_phase,
+    wait_status,
+)
 from workflows.environment import EnvironmentWorkflow
 from workflows.promotion import PromotionWorkflow
 from workflows.rollback import RollbackWorkflow
-
-HISTORIES = Path(__file__).resolve().parents[1] / "replay" / "histories"
 
 
 def ssh_key(tmp: Path, name: str) -> tuple[bytes, str]:
@@ -176,16 +181,6 @@ async def test_approvals_must_be_signed_bound_and_not_the_publishers(
     assert [r.record["by"] for r in signed_records] == ["bob"] and verify_record(signed_records[0]) == ""
     rollback = world.client.get_workflow_handle(f"rollback/{world.production}/back")
     await record_histories("signed", {"promotion": handle, "environment": world.prd, "rollback": rollback})
-
-
-async def record_histories(generation: str, handles: dict[str, WorkflowHandle[Any, Any]]) -> None:
-    """With FERRY_RECORD_HISTORIES=1, keep these histories for tests/replay (updates, refusals, signed pins)."""
-    if not os.environ.get("FERRY_RECORD_HISTORIES"):
-        return
-    folder = HISTORIES / generation
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, handle in handles.items():
-        (folder / f"{name}.json").write_text((await handle.fetch_history()).to_json())
 
 
 async def test_rollback_only_to_known_good_and_never_forward(dev_worker: Settings, dev_env: WorkflowEnvironment,

@@ -14,7 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 from devstack.registry import Registry
 from ferry.environment import EnvironmentInput, EnvironmentSpec, EnvironmentState, LenientPayload
 from tests.conftest import settings_for, terminate_running
-from tests.e2e.envkit import app_manifests, publish
+from tests.e2e.envkit import app_manifests, publish, record_histories
 from workers.worker import build_worker
 from workflows import policies
 from workflows.environment import EnvironmentWorkflow
@@ -44,6 +44,7 @@ async def test_500_iterations_continue_as_new_with_state_intact(
         while (status := await handle.query(EnvironmentWorkflow.status)).state.iterations < ITERATIONS:
             await time_env.sleep(600)  # ten 1-minute intervals per call keeps each RPC short
         first_run = client.get_workflow_handle(f"env/{name}", run_id=handle.first_execution_run_id)
+        await record_histories("continue-as-new", {"environment": first_run})
         first_history = await first_run.fetch_history()
         latest = client.get_workflow_handle(f"env/{name}")
         desc = await latest.describe()
