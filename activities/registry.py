@@ -112,6 +112,7 @@ class _OneShotRegistry(oras.provider.Registry):  # type: ignore[misc]
     def do_request(self, url: str, method: str = "GET", data: Any = None, headers: Any = None,
                    json: Any = None, stream: bool = False) -> requests.Response:
         self.last_status = None
+        _heartbeat(method, urlsplit(url).path[-80:])  # NB: per request: a push of blob, config, manifest is 3+
         if urlsplit(url).netloc.lower() != str(self.hostname).lower():
             # NB: a Location or Link header may name another host; it gets no credential, token or 401 answer.
             bare = {k: v for k, v in (headers or {}).items() if k.lower() != "authorization"}
@@ -357,8 +358,8 @@ class RegistryActivities:
     @activity.defn(name="push_artifact")
     def push_artifact(self, input: PushArtifactInput) -> PushArtifactResult:
         """Push one file as a single-layer artifact and tag it. Idempotent for identical content (same
-        digests); it does not check immutability — the release workflow does that first. Not heartbeating:
-        bounded by the start-to-close timeout."""
+        digests); it does not check immutability — the release workflow does that first. Heartbeats on every
+        registry request (blob upload, config, manifest)."""
         reg, host, path = self._client(input.repository)
         source = Path(input.file_path)
         if not source.is_file():

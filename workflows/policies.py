@@ -44,6 +44,8 @@ RESOLVE_TIMEOUT = timedelta(minutes=1)
 HEALTH_HEARTBEAT = timedelta(seconds=30)
 # A reconcile heartbeats on every API request and every downloaded chunk: a crashed worker is noticed within this.
 RECONCILE_HEARTBEAT = timedelta(minutes=1)
+# A push heartbeats on every registry request; a CI host that died mid-push is noticed within this.
+REGISTRY_HEARTBEAT = timedelta(minutes=5)  # one request may upload a whole (<= 100 MiB) bundle
 # The health deadline is absolute across retries: health-timeout plus this, from the first attempt's scheduling.
 HEALTH_GRACE = timedelta(minutes=1)
 # Continue-as-new well before Temporal's history limits; carried state is small (no manifests).

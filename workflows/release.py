@@ -135,6 +135,7 @@ class ReleaseWorkflow:
             activity, arg, result_type=result_type, task_queue=self._input.ci_task_queue,
             schedule_to_start_timeout=policies.CI_SCHEDULE_TO_START, start_to_close_timeout=start_to_close,
             schedule_to_close_timeout=timedelta(seconds=self._input.timeout_seconds),
+            heartbeat_timeout=policies.REGISTRY_HEARTBEAT if activity == "push_artifact" else None,
             retry_policy=policies.OUTAGE_RETRY)
         return result
 
