@@ -76,7 +76,7 @@ class Cluster:
 
         def counted(*args: Any, **kwargs: Any) -> Any:
             self.counter.requests += 1
-            if activity.in_activity():
+            if activity.in_activity() and not activity.info().is_local:
                 # NB: one heartbeat per API request (the SDK throttles them): a crashed worker is noticed within
                 # the heartbeat timeout, and a cancellation (a new pin, a cancelled workflow) stops the reconcile
                 # between two requests instead of after the whole plan
@@ -444,7 +444,7 @@ class ClusterActivities:
                            for o in cluster.list(cluster.resource(api_version, kind), selector)
                            if ObjectId.of(o).key() in inventory]
                 state = self._snapshot(objects, input.digest)
-                if activity.in_activity():
+                if activity.in_activity() and not activity.info().is_local:
                     activity.heartbeat(state.reason)
                 if state.status in ("Healthy", "Failed"):
                     return HealthResult(health=state)

@@ -306,7 +306,7 @@ def _classified(reg: _OneShotRegistry | None, what: str) -> Iterator[None]:
 
 
 def _heartbeat(*details: Any) -> None:
-    if activity.in_activity():
+    if activity.in_activity() and not activity.info().is_local:  # NB: local activities cannot heartbeat
         activity.heartbeat(*details)
 
 
