@@ -1,4 +1,4 @@
-"""Promotion with SRE approval, rollback with holds — real dev server, registry, emulator, `temporal` CLI."""
+"""Promotion with SRE approval, rollback with holds — real dev server, registry, Kubernetes API server, `temporal` CLI."""
 
 from __future__ import annotations
 
@@ -229,11 +229,11 @@ async def test_worker_killed_while_waiting_for_approval(dev_env: WorkflowEnviron
                                                         kube_server: Any, tmp_path: Path, task_queue: str) -> None:
     settings = settings_for(registry, tmp_path)
     settings.temporal.task_queue = task_queue
-    settings.kubeconfig = Path(kube_server.kubeconfig)
+    settings.kubeconfig = Path(kube_server.worker_kubeconfig)
     address = dev_env.client.service_client.config.target_host
     env = {**os.environ, "FERRY_TEMPORAL_ADDRESS": address, "FERRY_TASK_QUEUE": task_queue,
            "FERRY_REGISTRY_INSECURE": registry.host, "FERRY_REGISTRY": registry.host,
-           "FERRY_KUBECONFIG": str(kube_server.kubeconfig), "FERRY_CACHE_DIR": str(tmp_path / "cache"),
+           "FERRY_KUBECONFIG": str(kube_server.worker_kubeconfig), "FERRY_CACHE_DIR": str(tmp_path / "cache"),
            "FERRY_STATE_DIR": str(tmp_path / "no-stack")}
 
     def spawn_worker() -> subprocess.Popen[bytes]:
@@ -274,7 +274,7 @@ async def test_expiry_after_deadline_time_skipping(time_env: WorkflowEnvironment
                                                    kube_server: Any, tmp_path: Path, task_queue: str) -> None:
     settings = settings_for(registry, tmp_path)
     settings.temporal.task_queue = task_queue
-    settings.kubeconfig = Path(kube_server.kubeconfig)
+    settings.kubeconfig = Path(kube_server.worker_kubeconfig)
     async with build_worker(time_env.client, settings):
         # NB: skipping 25h over a 2s interval would run 45,000 reconciles; an hourly one runs 25.
         world = await _world(time_env.client, settings, kube_server, timeout="24h", interval="1h")

@@ -29,7 +29,7 @@ async def test_500_iterations_continue_as_new_with_state_intact(
     api = kubernetes.config.new_client_from_config(str(kube_server.kubeconfig))
     kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": ns}})
     settings = settings_for(registry, tmp_path)
-    settings.kubeconfig = Path(kube_server.kubeconfig)
+    settings.kubeconfig = Path(kube_server.worker_kubeconfig)
     digest = publish(settings, repo, "1.0.0", app_manifests("svc"))
     spec = EnvironmentSpec(name=name, repository=repo, namespace=ns, semver=">=1.0.0", interval="1m",
                            health_timeout="30s")

@@ -1,5 +1,5 @@
 """The worker's Prometheus endpoint: the Temporal SDK's worker metrics and Ferry's own counters, scraped over
-HTTP from a real worker against the real dev server, registry and emulator."""
+HTTP from a real worker against the real dev server, registry and Kubernetes API server."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ async def test_worker_serves_sdk_and_ferry_metrics(dev_env: WorkflowEnvironment,
     settings = settings_for(registry, tmp_path)
     settings.temporal.task_queue = task_queue
     settings.temporal.address = dev_env.client.service_client.config.target_host
-    settings.kubeconfig = Path(kube_server.kubeconfig)
+    settings.kubeconfig = Path(kube_server.worker_kubeconfig)
     port = free_port()
     settings.telemetry.prometheus_bind = f"127.0.0.1:{port}"
     runtime = metrics_runtime(settings.telemetry)
