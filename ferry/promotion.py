@@ -141,6 +141,8 @@ class DecisionContext(_Model):
     publisher: str = ""
     promotion: str = Field(description="workflow id the statement must name")
     run: str = Field(description="run id the statement must name")
+    publisher_may_not: str = Field("published this release and may not approve its promotion",
+                                   description="why the publisher (or requester) may not approve, in words")
 
 
 class Judgement(_Model):
@@ -213,7 +215,7 @@ def judge(policy: ApprovalPolicy, ctx: DecisionContext, raw: Any, action: str, n
                              f"environment ({', '.join(policy.names)})")
     if action == "approve" and approver == ctx.publisher:
         return Judgement(decision=decision, approver=approver,
-                         refusal=f"{approver} published this release and may not approve its promotion")
+                         refusal=f"{approver} {ctx.publisher_may_not}")
     if decision.version is not None and decision.version != ctx.version:
         return Judgement(decision=decision, approver=approver, refusal=f"this {action} names version "
                          f"{decision.version}, but the promotion is for {ctx.version}")

@@ -622,10 +622,10 @@ class EnvironmentWorkflow:
         pending, spec = self._state.pending_spec, self._state.spec
         assert pending is not None
         ctx = DecisionContext(environment=spec.name, version="spec", digest=pending.digest, publisher=pending.by,
-                              promotion=env_workflow_id(spec.name), run=pending.id)
+                              promotion=env_workflow_id(spec.name), run=pending.id,
+                              publisher_may_not="requested this spec change and may not approve it")
         verdict = judge(spec.approval, ctx, payload.root, action, workflow.now())
-        refusal = verdict.refusal.replace("published this release and may not approve its promotion",
-                                          "requested this spec change and may not approve it")
+        refusal = verdict.refusal
         who = f"{verdict.approver} ({verdict.fingerprint})" if verdict.verified else f"{verdict.approver} (claimed)"
         if refusal:
             self._record("SpecDecisionRefused", f"{action} of {pending.id} by {verdict.approver or '?'} refused: "
