@@ -1,4 +1,4 @@
-"""Promotion with SRE approval, rollback with holds — real dev server, registry, Kubernetes API server, `temporal` CLI."""
+"""Promotion with SRE approval, rollback with holds: real dev server, registry, Kubernetes API, `temporal` CLI."""
 
 from __future__ import annotations
 
