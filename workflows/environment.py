@@ -64,6 +64,12 @@ def _cause_message(err: BaseException) -> str:
     return str(getattr(cause, "message", cause))[:500]
 
 
+def _approvers(verdicts: list[Judgement]) -> list[str]:
+    """Who approved a pin as far as the environment can tell: 'name (SHA256:…)' when verified, else claimed."""
+    return [f"{v.approver} ({v.fingerprint})" if v.verified else f"{v.approver} (claimed)"
+            for v in verdicts if not v.refusal]
+
+
 _PIN_FIELDS = {"version", "digest", "by", "reason", "kind", "request_id", "hold"}
 
 
@@ -446,14 +452,15 @@ class EnvironmentWorkflow:
         except pydantic.ValidationError as err:
             self._record("PinRefused", f"malformed pin: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}"[:500])
             return
-        refusal = self._pin_refusal(request)
+        verdicts = self._verdicts(request) if self._state.spec.approval.required else []
+        refusal = self._pin_refusal(request, verdicts)
         if refusal:
             event = self._record("PinRefused", f"pin of {request.version} refused: {refusal}", by=request.by,
                                  request_id=request.request_id, version=request.version)
             self._signal_back(request.request_id, "refused", event.message)
             return
         previous = self._state.pin
-        approved_by = self._gate_approvers(request)
+        approved_by = _approvers(verdicts)
         if approved_by and request.request_id:
             self._state.consumed_approvals = [*self._state.consumed_approvals,
                                               request.request_id][-policies.MAX_CONSUMED_APPROVALS:]
@@ -469,7 +476,7 @@ class EnvironmentWorkflow:
         self._answer(previous, None, "superseded", f"a newer pin took over ({request.kind} by {request.by})")
         self._wake = True
 
-    def _pin_refusal(self, request: PinRequest) -> str:
+    def _pin_refusal(self, request: PinRequest, verdicts: list[Judgement]) -> str:
         """Why this environment refuses the pin, or ''. The environment trusts its own spec and records only."""
         state, spec = self._state, self._state.spec
         if not is_digest(request.digest):
@@ -487,7 +494,7 @@ class EnvironmentWorkflow:
             return self._rollback_refusal(request)
         if request.request_id and request.request_id in state.consumed_approvals:
             return f"the approvals of {request.request_id} were already used"
-        return "" if self._gate_approvers(request) else self._gate_reason(request)
+        return "" if _approvers(verdicts) else self._gate_reason(request, verdicts)
 
     def _rollback_refusal(self, request: PinRequest) -> str:
         known_good = [r for r in self._state.good_history if r.digest == request.digest]
@@ -513,15 +520,8 @@ class EnvironmentWorkflow:
             raws = [{"approver": name} for name in request.approved_by]
         return [judge(spec.approval, ctx, raw, "approve", workflow.now()) for raw in raws]
 
-    def _gate_approvers(self, request: PinRequest) -> list[str]:
-        """Who approved this pin as far as this environment can tell: 'name (SHA256:…)' when verified."""
-        if not self._state.spec.approval.required:
-            return []
-        return [f"{v.approver} ({v.fingerprint})" if v.verified else f"{v.approver} (claimed)"
-                for v in self._verdicts(request) if not v.refusal]
-
-    def _gate_reason(self, request: PinRequest) -> str:
-        refusals = [v.refusal for v in self._verdicts(request) if v.refusal]
+    def _gate_reason(self, request: PinRequest, verdicts: list[Judgement]) -> str:
+        refusals = [v.refusal for v in verdicts if v.refusal]
         if refusals:
             return "; ".join(refusals)[:500]
         kind = "signed approval" if self._state.spec.approval.is_signed else "approval"
