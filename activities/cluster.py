@@ -226,12 +226,20 @@ class ClusterActivities:
         entries = json.loads((live.get("data") or {}).get("entries", "[]"))
         return {e["id"]: e["v"] for e in entries}, live
 
+    @staticmethod
+    def _inventory_data(entries: dict[str, str], digest: str, version: str) -> dict[str, str]:
+        return {"entries": json.dumps([{"id": k, "v": v} for k, v in sorted(entries.items())], separators=(",", ":")),
+                "digest": digest, "version": version}
+
+    def _inventory_differs(self, entries: dict[str, str], digest: str, version: str,
+                           previous: dict[str, Any] | None) -> bool:
+        return previous is None or (previous.get("data") or {}) != self._inventory_data(entries, digest, version)
+
     def _write_inventory(self, cluster: Cluster, environment: str, entries: dict[str, str], digest: str,
                          version: str, previous: dict[str, Any] | None) -> bool:
-        data = {"entries": json.dumps([{"id": k, "v": v} for k, v in sorted(entries.items())], separators=(",", ":")),
-                "digest": digest, "version": version}
-        if previous is not None and (previous.get("data") or {}) == data:
+        if not self._inventory_differs(entries, digest, version, previous):
             return False  # a no-op reconcile writes nothing
+        data = self._inventory_data(entries, digest, version)
         ns = cluster.resource("v1", "Namespace")
         if cluster.get(ns, INVENTORY_NAMESPACE, None) is None:
             cluster.apply(ns, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": INVENTORY_NAMESPACE}})
@@ -334,6 +342,14 @@ class ClusterActivities:
 
         changed = [d for d, p in zip(desired, plans, strict=True) if p.action in ("create", "update")]
         by_id = {ObjectId.of(d).key(): p for d, p in zip(desired, plans, strict=True)}
+        if input.check_only:
+            # NB: the iteration's no-op check (a local activity): report what would be written, write nothing
+            pending = len(changed) + sum(k in live for k in to_prune) + self._inventory_differs(
+                {i: d["apiVersion"] for i, d in zip(ids, desired, strict=True)}, input.digest, input.version,
+                inventory_obj)
+            health = self._snapshot([live[i] for i in ids if i in live], input.digest) if not pending else HealthState()
+            changes.api_requests = cluster.counter.requests
+            return ReconcileResult(changes=changes, health=health, revision=revision, pending=pending)
         # Every object the server can judge now was dry-run above, before any write. Definitions (CRDs,
         # Namespaces, Roles) are applied first; what depends on them is dry-run once they are ready, before any
         # of it is written (as Flux does): a bad object of a new kind, in a new namespace or binding a new Role

@@ -524,6 +524,8 @@ class ReconcileInput(_Model):
     allow_empty: bool = False
     dry_run: bool = False
     drift_baseline: bool = Field(False, description="the cluster had this digest applied: differences are drift")
+    check_only: bool = Field(False, description="stop before the first write; `pending` counts what a reconcile "
+                             "would write (the no-op check of an iteration)")
 
 
 class ReconcileResult(_Model):
@@ -533,6 +535,8 @@ class ReconcileResult(_Model):
     plan: list[dict[str, Any]] = Field(default_factory=list, description="only for dry runs (ferry diff); at most "
                                        "MAX_PLAN_ENTRIES entries in history")
     plan_total: int = 0
+    pending: int = Field(0, description="check_only: writes (creates, updates, drift, prunes, inventory) a reconcile "
+                         "would make; when non-zero nothing was written and `changes`/`health` are not a verdict")
 
     @model_serializer(mode="wrap")
     def _bounded(self, handler: Any) -> Any:
@@ -543,6 +547,20 @@ class ReconcileResult(_Model):
             for entry in data["plan"]:
                 entry["fields"] = cap_ids(list(entry.get("fields") or []))
         return data
+
+
+class CheckInput(_Model):
+    """An iteration's no-op check, run as one local activity: resolve what the spec tracks (when it tracks), and
+    when that is still the applied digest, check the cluster against it without writing."""
+
+    resolve: ResolveInput | None = None
+    reconcile: ReconcileInput
+
+
+class CheckResult(_Model):
+    found: ResolveResult | None = Field(None, description="the resolve's answer, when the check resolved")
+    result: ReconcileResult | None = Field(None, description="None when the resolved digest is not the applied one "
+                                           "(the cluster was not read)")
 
 
 class HealthInput(_Model):
