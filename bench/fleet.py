@@ -130,7 +130,7 @@ class Worker:
         self.metrics_port = free_port()
         self.ready = log.with_suffix(".ready")
         self.ready.unlink(missing_ok=True)
-        self.proc = subprocess.Popen(  # noqa: S603 -- our own CLI
+        self.proc = subprocess.Popen(
             [sys.executable, "-m", "cli", "worker", "--ready-file", str(self.ready)],
             env={**env, "FERRY_PROMETHEUS_BIND": f"127.0.0.1:{self.metrics_port}"}, cwd=ROOT,
             stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
@@ -250,8 +250,9 @@ async def fleet(args: argparse.Namespace, n: int, client: Client, registry: Regi
     workers = [Worker(env, tmp / f"worker-{tag}-1.log")]
     try:
         started = time.monotonic()
-        applied = subprocess.run([sys.executable, "-m", "cli", "env", "apply", "-f", str(spec_file), "--as", "bench"],
-                                 env=env, cwd=ROOT, capture_output=True, text=True, timeout=3600, check=False)
+        applied = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "cli", "env", "apply", "-f", str(spec_file), "--as", "bench"],
+            env=env, cwd=ROOT, capture_output=True, text=True, timeout=3600, check=False)
         apply_seconds = time.monotonic() - started
         if applied.returncode != 0:
             raise RuntimeError(f"env apply failed: {applied.stdout[-2000:]}{applied.stderr[-2000:]}")
