@@ -294,7 +294,9 @@ class EnvironmentWorkflow:
         spec = self._state.spec
         return ReconcileInput(environment=spec.name, repository=spec.repository, digest=desired.digest,
                               version=desired.version, path=spec.path, namespace=spec.namespace,
-                              kubeconfig=spec.cluster.kubeconfig, context=spec.cluster.context, prune=spec.prune,
+                              cluster=spec.cluster.name or "", kubeconfig=spec.cluster.kubeconfig,
+                              context=spec.cluster.context, namespaces=spec.writable_namespaces,
+                              cluster_kinds=spec.cluster_kinds, service_account=spec.service_account, prune=spec.prune,
                               allow_empty=spec.allow_empty, dry_run=dry_run, drift_baseline=baseline)
 
     def _reconcile_failed(self, err: ActivityError, desired: VersionRef) -> None:
@@ -379,8 +381,9 @@ class EnvironmentWorkflow:
         (schedule-to-close), and a new pin to another digest (an emergency rollback) pre-empts the wait."""
         spec = self._state.spec
         timeout = parse_duration(spec.health_timeout)
-        input = HealthInput(environment=spec.name, digest=desired.digest, kubeconfig=spec.cluster.kubeconfig,
-                            context=spec.cluster.context, timeout_seconds=int(timeout.total_seconds()))
+        input = HealthInput(environment=spec.name, digest=desired.digest, cluster=spec.cluster.name or "",
+                            kubeconfig=spec.cluster.kubeconfig, context=spec.cluster.context,
+                            timeout_seconds=int(timeout.total_seconds()))
         if not workflow.patched("ferry-health-preemptible"):
             try:
                 result: HealthResult = await workflow.execute_activity(
