@@ -412,7 +412,8 @@ class ClusterActivities:
                                          f"authenticates with the {plugin[0]} plugin {plugin[1]!r}, which the worker "
                                          f"does not run unless the clusters file allows it (allow-auth: [{plugin[0]}])")
                     self._clusters[name] = Cluster(kubeconfig, entry.context)
-                except (kubernetes.config.ConfigException, OSError, yaml.YAMLError, AttributeError) as err:
+                except (kubernetes.config.ConfigException, OSError, yaml.YAMLError, AttributeError, KeyError, ValueError,
+                        TypeError) as err:
                     # NB: a configuration problem on the worker; retrying will not fix it.
                     raise classified(ErrorType.BAD_INPUT, f"cluster {name!r}: kubeconfig {kubeconfig}"
                                      f"{f' context {entry.context}' if entry.context else ''}: {err}") from err
