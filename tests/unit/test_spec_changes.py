@@ -27,7 +27,8 @@ def test_interval_is_not_protected_but_recorded() -> None:
 def test_each_protected_field() -> None:
     for field, value in (("repository", "127.0.0.1:5000/team/other"), ("path", "deploy"), ("namespace", "prod"),
                          ("version", "2.0.0"), ("prune", False), ("allow-empty", True),
-                         ("cluster", {"context": "other"})):
+                         ("cluster", "prod-eu"), ("namespaces", ["default", "jobs"]),
+                         ("cluster-kinds", ["CustomResourceDefinition"]), ("service-account", "deployer")):
         diff = spec_diff(spec(), spec(**{field: value}))
         assert diff and protected_changes(diff) == diff, field
 
