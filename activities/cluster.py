@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
+import pydantic
 import urllib3
 import yaml
 from kubernetes.client import ApiException
@@ -363,12 +364,19 @@ def _ensure_namespace(cluster: Cluster) -> None:
         cluster.apply(ns, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": INVENTORY_NAMESPACE}})
 
 
+class ClustersFileError(ValueError):
+    """The worker's clusters file cannot be read or is invalid: the worker does not start."""
+
+
 def load_clusters(path: str | Path | None, default_kubeconfig: str | None) -> ClustersFile:
     """The worker's clusters file (YAML or JSON), or the implicit one: `default` = FERRY_KUBECONFIG. With a file
     that lists no `default`, FERRY_KUBECONFIG (when set) is `default`."""
     if path is None:
         return ClustersFile.implicit(default_kubeconfig)
-    clusters = ClustersFile.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+    try:
+        clusters = ClustersFile.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+    except (OSError, yaml.YAMLError, pydantic.ValidationError) as err:
+        raise ClustersFileError(f"clusters file {path} (FERRY_CLUSTERS): {err}") from err
     if DEFAULT_CLUSTER not in clusters.clusters and default_kubeconfig:
         clusters.clusters[DEFAULT_CLUSTER] = ClustersFile.implicit(default_kubeconfig).clusters[DEFAULT_CLUSTER]
     return clusters
@@ -412,8 +420,8 @@ class ClusterActivities:
                                          f"authenticates with the {plugin[0]} plugin {plugin[1]!r}, which the worker "
                                          f"does not run unless the clusters file allows it (allow-auth: [{plugin[0]}])")
                     self._clusters[name] = Cluster(kubeconfig, entry.context)
-                except (kubernetes.config.ConfigException, OSError, yaml.YAMLError, AttributeError, KeyError, ValueError,
-                        TypeError) as err:
+                except (kubernetes.config.ConfigException, OSError, yaml.YAMLError, AttributeError, KeyError,
+                        ValueError, TypeError) as err:
                     # NB: a configuration problem on the worker; retrying will not fix it.
                     raise classified(ErrorType.BAD_INPUT, f"cluster {name!r}: kubeconfig {kubeconfig}"
                                      f"{f' context {entry.context}' if entry.context else ''}: {err}") from err

@@ -14,7 +14,7 @@ from typing import Any
 import kubernetes
 import pytest
 import yaml
-from kubernetes.client import CoreV1Api, CoordinationV1Api, RbacAuthorizationV1Api
+from kubernetes.client import CoordinationV1Api, CoreV1Api, RbacAuthorizationV1Api
 from temporalio.exceptions import ApplicationError
 
 from activities.bundle import BundleCache
@@ -253,7 +253,7 @@ def test_two_concurrent_reconciles_of_one_environment_never_both_write(tenants: 
     def run() -> None:
         try:
             outcome["first"] = t.acts.reconcile_environment(first)
-        except Exception as err:  # noqa: BLE001 -- reported by the assertion below
+        except Exception as err:
             outcome["first"] = err
 
     thread = threading.Thread(target=run)
