@@ -298,8 +298,8 @@ def _acquire(cluster: Cluster, lease: _Lease) -> None:
             expires = (datetime.fromisoformat(renewed.replace("Z", "+00:00"))
                        + timedelta(seconds=spec.get("leaseDurationSeconds") or LEASE_SECONDS)) if renewed else now
             if holder and holder != lease.holder and expires > now:
-                raise _held(lease, f"another reconcile holds its lease ({holder}, renewed {renewed}, expires in "
-                            f"{(expires - now).total_seconds():.0f}s)")
+                # NB: no times in the message: the environment records each distinct error once, not every try
+                raise _held(lease, f"another reconcile holds its lease ({holder})")
             lease.resource_version = live["metadata"]["resourceVersion"]
             transitions = lease.transitions = int(spec.get("leaseTransitions") or 0) + (holder != lease.holder)
             try:
@@ -393,10 +393,11 @@ class ClusterActivities:
         self._clusters: dict[str, Cluster] = {}
         self._lock = threading.Lock()
 
-    def cluster(self, name: str, legacy_kubeconfig: str | None = None, legacy_context: str | None = None
-                ) -> Cluster:
-        """The named cluster's client. Unknown names and plugins its entry does not allow are refused (non-
-        retryable) before the kubeconfig reaches the kubernetes client, which would run the plugin on load."""
+    def cluster(self, name: str, legacy_kubeconfig: str | None = None, legacy_context: str | None = None,
+                input: ReconcileInput | None = None) -> Cluster:
+        """The named cluster's client. Unknown names, plugins its entry does not allow, and (with `input`) an
+        environment outside the entry's `environments` are refused (non-retryable) before the kubeconfig reaches
+        the kubernetes client, which would run the plugin on load."""
         if not name:
             # NB: a workflow from before clusters by name: its path is only a key into this worker's own file
             name = (self._known.by_kubeconfig(legacy_kubeconfig, legacy_context) if legacy_kubeconfig
@@ -409,6 +410,8 @@ class ClusterActivities:
         if entry is None:
             raise classified(ErrorType.UNKNOWN_CLUSTER, f"cluster {name!r} is not in the worker's clusters file "
                              f"(FERRY_CLUSTERS lists: {', '.join(sorted(self._known.clusters)) or 'none'})")
+        if input is not None and entry.environments is not None:
+            self._operator_bounds(name, entry.environments, input)
         with self._lock:
             if name not in self._clusters:
                 kubeconfig = entry.kubeconfig or os.path.expanduser(
@@ -426,6 +429,21 @@ class ClusterActivities:
                     raise classified(ErrorType.BAD_INPUT, f"cluster {name!r}: kubeconfig {kubeconfig}"
                                      f"{f' context {entry.context}' if entry.context else ''}: {err}") from err
             return self._clusters[name]
+
+    @staticmethod
+    def _operator_bounds(name: str, environments: dict[str, Any], input: ReconcileInput) -> None:
+        """The clusters file's word over the spec's: when an entry lists `environments`, only they may use the
+        cluster, and only inside the namespaces and cluster-kinds listed for them there."""
+        bounds = environments.get(input.environment)
+        if bounds is None:
+            raise classified(ErrorType.OUT_OF_BOUNDS, f"environment {input.environment} may not use cluster {name!r}: "
+                             "its entry in the worker's clusters file does not list it; nothing was applied")
+        wider = sorted(set(input.namespaces or [input.namespace]) - set(bounds.namespaces)) + sorted(
+            f"cluster-kind {k}" for k in set(input.cluster_kinds) - set(bounds.cluster_kinds))
+        if wider:
+            raise classified(ErrorType.OUT_OF_BOUNDS, f"environment {input.environment}'s spec reaches beyond what "
+                             f"cluster {name!r}'s entry in the worker's clusters file allows it: {', '.join(wider)}; "
+                             "nothing was applied")
 
     @contextlib.contextmanager
     def _lease(self, cluster: Cluster, input: ReconcileInput) -> Iterator[None]:
@@ -475,7 +493,7 @@ class ClusterActivities:
             raise classified(ErrorType.RENDER_FAILED,
                              f"{input.repository}@{input.version} renders no objects at {input.path!r}; refusing to "
                              "prune the whole environment (set allow-empty: true to permit it)")
-        cluster = self.cluster(input.cluster, input.kubeconfig, input.context)
+        cluster = self.cluster(input.cluster, input.kubeconfig, input.context, input=input)
         cluster.counter.requests = 0
         with _classified(f"reconcile {input.environment}"), self._lease(cluster, input):
             return self._reconcile(cluster, input, objects, revision)

@@ -7,7 +7,12 @@ it, so they are refused unless the cluster's entry allows them, checked before t
 ```yaml
 clusters:
   default: {kubeconfig: /etc/ferry/local.kubeconfig}
-  prod-eu: {kubeconfig: /etc/ferry/prod-eu.kubeconfig, context: prod-eu, allow-auth: [exec]}
+  prod-eu:
+    kubeconfig: /etc/ferry/prod-eu.kubeconfig
+    context: prod-eu
+    allow-auth: [exec]
+    environments:             # optional: only these environments, only there, whatever their specs say
+      production: {namespaces: [shop, shop-jobs], cluster-kinds: [CustomResourceDefinition]}
 ```
 """
 
@@ -23,6 +28,15 @@ from ferry.environment import CLUSTER_NAME, DEFAULT_CLUSTER
 AuthPlugin = Literal["exec", "auth-provider"]
 
 
+class TenantBounds(BaseModel):
+    """Where one environment may write on a cluster, as the worker's operator (not the spec) says."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    namespaces: list[str] = Field(default_factory=list)
+    cluster_kinds: list[str] = Field(default_factory=list, alias="cluster-kinds")
+
+
 class ClusterEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -30,6 +44,9 @@ class ClusterEntry(BaseModel):
     context: str | None = Field(None, description="default: the kubeconfig's current-context")
     allow_auth: list[AuthPlugin] = Field(default_factory=list, alias="allow-auth", description="kubeconfig "
                                          "plugins that may run for this cluster (default: none)")
+    environments: dict[str, TenantBounds] | None = Field(None, description="optional: the only environments that "
+                                                          "may use this cluster, each within these bounds (a spec "
+                                                          "that reaches further is refused)")
 
 
 class ClustersFile(BaseModel):

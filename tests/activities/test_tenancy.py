@@ -212,6 +212,29 @@ def test_an_inventory_from_wider_bounds_never_prunes_outside_the_current_ones(te
     assert "old" not in (t.inventory(t.staging) or "")
 
 
+def test_the_clusters_file_bounds_what_a_spec_may_claim(settings: Settings, kube_server: KubeServer,
+                                                        tmp_path: Path) -> None:
+    """CI may apply staging's spec (no approval needed) and point it at production's namespace: the spec's bounds
+    are the spec author's word. An entry's `environments` is the worker operator's, and it wins."""
+    probe = Tenants(settings, kube_server, tmp_path / "probe")
+    staging, production = probe.staging, probe.production
+    clusters_file = tmp_path / "clusters.yaml"
+    clusters_file.write_text(yaml.safe_dump({"clusters": {"default": {
+        "kubeconfig": str(kube_server.worker_kubeconfig),
+        "environments": {staging: {"namespaces": [staging]}, production: {"namespaces": [production]}}}}}))
+    t = Tenants(settings, kube_server, tmp_path, load_clusters(clusters_file, None))
+    t.staging, t.production = staging, production  # the probe's namespaces exist already
+    err = t.refused(staging, [configmap("api", production)], namespaces=[staging, production])
+    assert err.type == "OutOfBounds" and err.non_retryable and production in err.message, err.message
+    err = t.refused(staging, [configmap("x")], cluster_kinds=["ClusterRoleBinding"])
+    assert err.type == "OutOfBounds" and "cluster-kind ClusterRoleBinding" in err.message
+    err = t.refused(f"intruder-{t.suffix}", [configmap("x")], namespace=staging)
+    assert err.type == "OutOfBounds" and "may not use cluster 'default'" in err.message
+    assert t.configmaps(staging) == {} and t.configmaps(production) == {}
+    t.reconcile(production, [configmap("api")])
+    assert sorted(t.configmaps(production)) == ["api"]
+
+
 # ------------------------------------------------------------------------------------------------------ lease
 
 def _lease(t: Tenants, environment: str) -> Any:
