@@ -562,9 +562,9 @@ class EnvironmentWorkflow:
             return ActorRequest()
 
     @workflow.update(name="update_spec", description="Replace the spec (`ferry env apply`). For an approval-"
-                     "required environment a change to approval, verify, repository, path, cluster, namespace, "
-                     "version/semver or prune waits for a signed approval (approve_spec); every change is recorded "
-                     "with its sender and a field-level diff")
+                     "required environment a change to approval, verify, repository, path, cluster, namespace(s), "
+                     "cluster-kinds, service-account, version/semver or prune waits for a signed approval "
+                     "(approve_spec); every change is recorded with its sender and a field-level diff")
     def update_spec(self, update: SpecUpdate) -> SpecUpdateResult:
         old = self._state.spec
         changes = spec_diff(old, update.spec)
