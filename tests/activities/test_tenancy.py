@@ -342,11 +342,19 @@ def test_a_lease_taken_over_stops_its_old_holder(tenants: Tenants) -> None:
 def test_impersonated_service_account_is_held_to_its_own_rbac(tenants: Tenants) -> None:
     t = tenants
     sa = "deployer"
+    rbac = RbacAuthorizationV1Api(t.admin)
     t.core.create_namespaced_service_account(t.staging, {"metadata": {"name": sa}})
-    RbacAuthorizationV1Api(t.admin).create_namespaced_role_binding(t.staging, {
+    rbac.create_namespaced_role_binding(t.staging, {
         "metadata": {"name": "deployer-edit"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
         "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": t.staging}]})
+    # the worker may impersonate accounts only where an admin bound it (examples/rbac/ferry-worker.yaml)
+    err = t.refused(t.staging, [configmap("mine")], service_account=sa)
+    assert err.type == "Forbidden" and 'cannot impersonate resource "serviceaccounts"' in err.message, err.message
+    rbac.create_namespaced_role_binding(t.staging, {
+        "metadata": {"name": "ferry-worker-impersonate"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "ferry-worker-impersonate"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "ferry-worker"}]})
     # confinement "bypassed": the spec lets it write to production's namespace; the account may not
     bounds = {"namespaces": [t.staging, t.production], "service_account": sa}
     err = t.refused(t.staging, [configmap("mine"), configmap("theirs", t.production)], **bounds)
@@ -358,6 +366,11 @@ def test_impersonated_service_account_is_held_to_its_own_rbac(tenants: Tenants) 
     result = t.reconcile(t.staging, [configmap("mine")], **bounds)
     assert result.changes.deleted == [f"ConfigMap/{t.staging}/gone"]
     assert sorted(t.configmaps(t.staging)) == ["mine"]
+    # a spec that picks a controller's account (broad cluster rights) cannot borrow it: no binding there
+    err = t.refused(f"borrow-{t.suffix}", [configmap(f"x-{t.suffix}")], namespace="kube-system",
+                    service_account="generic-garbage-collector")
+    assert err.type == "Forbidden" and "cannot impersonate" in err.message
+    assert f"x-{t.suffix}" not in t.configmaps("kube-system")
     # an account without rights: even its own namespace is refused, by the server
     err = t.refused(t.staging, [configmap("mine", changed="yes")], service_account="nobody")
     assert err.type == "Forbidden" and f"system:serviceaccount:{t.staging}:nobody" in err.message
