@@ -134,6 +134,13 @@ def test_a_kubeconfig_plugin_never_runs_unless_its_cluster_allows_it(
     # the legacy lookup by path (a workflow from before clusters by name) is refused the same way
     err = t.refused(t.staging, docs, cluster="", kubeconfig=kubeconfig)
     assert err.type == "AuthPluginRefused" and not marker.exists()
+    # the reproduction: a kubeconfig planted where the artifact cache puts released files, named by an old
+    # state's path: not an entry of the clusters file, so never loaded
+    planted = tmp_path / "cache" / "sha256" / "kubeconfig.yaml"
+    planted.parent.mkdir(parents=True, exist_ok=True)
+    planted.write_text(Path(kubeconfig).read_text())
+    err = t.refused(t.staging, docs, cluster="", kubeconfig=str(planted))
+    assert err.type == "UnknownCluster" and str(planted) in err.message and not marker.exists()
     assert t.configmaps(t.staging) == {}
     # allowed for this cluster: the plugin runs (and the test could tell if it had run above)
     with pytest.raises(ApplicationError):
