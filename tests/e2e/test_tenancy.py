@@ -55,3 +55,31 @@ async def test_unknown_cluster_and_out_of_bounds_bundle_are_refused_on_the_recor
                 if c.metadata.name != "kube-root-ca.crt"] == []
     assert set(await _reconcile_attempts(handle)) == {1}
     await handle.terminate("test done")
+
+
+async def test_a_running_environment_from_before_clusters_by_name_keeps_working(
+        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    """Its state names a kubeconfig path: used only as a key into the worker's clusters file (here the implicit
+    one, `default` = FERRY_KUBECONFIG), never loaded as such; a path no entry lists is UnknownCluster."""
+    from ferry.environment import EnvironmentInput, EnvironmentSpec, EnvironmentState
+    from workflows.environment import EnvironmentWorkflow
+
+    core = CoreV1Api(kubernetes.config.new_client_from_config(str(kube_server.kubeconfig)))
+    queue = dev_worker.temporal.task_queue
+    outcomes = {}
+    for path in (str(dev_worker.kubeconfig), "/var/cache/ferry/planted/kubeconfig.yaml"):
+        name, ns, repo = _names()
+        core.create_namespace({"metadata": {"name": ns}})
+        publish(dev_worker, f"{dev_worker.registry.default}/{repo}", "1.0.0", app_manifests("api"))
+        legacy = _spec(dev_worker, name, ns, repo).model_dump(mode="json", by_alias=True)
+        legacy["cluster"] = {"kubeconfig": path, "context": None}  # as an older build stored it
+        state = EnvironmentState.model_validate({"spec": legacy})
+        assert isinstance(state.spec, EnvironmentSpec) and state.spec.cluster.kubeconfig == path
+        handle = await dev_env.client.start_workflow(EnvironmentWorkflow.run, EnvironmentInput(state=state),
+                                                     id=f"env/{name}", task_queue=queue)
+        outcomes[path] = await wait_status(
+            handle, lambda s: s.state.health.status == "Healthy" or bool(s.state.last_error), what="an outcome")
+        await handle.terminate("test done")
+    assert outcomes[str(dev_worker.kubeconfig)].state.health.status == "Healthy"
+    failed = outcomes["/var/cache/ferry/planted/kubeconfig.yaml"].state.last_error
+    assert failed.startswith("UnknownCluster") and "/var/cache/ferry/planted/kubeconfig.yaml" in failed
