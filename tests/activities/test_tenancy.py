@@ -306,6 +306,21 @@ def test_two_concurrent_reconciles_of_one_environment_never_both_write(tenants: 
     assert "b-only" not in t.configmaps(t.staging) and len(t.configmaps(t.staging)) == 120
 
 
+def test_the_lease_is_renewed_while_the_reconcile_runs(tenants: Tenants, monkeypatch: pytest.MonkeyPatch) -> None:
+    t = tenants
+    docs = [configmap(f"c-{i}") for i in range(5)]
+    t.reconcile(t.staging, docs)
+    quiet = t.reconcile(t.staging, [*docs, configmap("one")]).changes.api_requests  # one object more
+    import activities.cluster
+
+    monkeypatch.setattr(activities.cluster, "LEASE_RENEW_AFTER", 0.0)  # renew before every request
+    busy = t.reconcile(t.staging, [*docs, configmap("one"), configmap("two")]).changes
+    assert busy.created == [f"ConfigMap/{t.staging}/two"]
+    # each request after taking the lease was preceded by a renewal (a GET and a PUT of the Lease)
+    assert busy.api_requests > 2 * quiet, (busy.api_requests, quiet)
+    assert _lease(t, t.staging).spec.holder_identity is None  # released after its last renewal
+
+
 def test_racing_for_a_free_lease_one_wins(tenants: Tenants) -> None:
     t = tenants
     cluster = t.acts.cluster("default")
