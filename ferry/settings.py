@@ -121,4 +121,7 @@ class Settings(_Settings):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
-    kubeconfig: Path | None = Field(None, description="default kubeconfig for environments that name none")
+    kubeconfig: Path | None = Field(None, description="the `default` cluster's kubeconfig when the clusters file "
+                                    "lists no `default` (or there is no clusters file)")
+    clusters: Path | None = Field(None, description="the worker's clusters file: name -> kubeconfig, context, "
+                                  "allow-auth (docs/tenancy.md); environments name a cluster of it")

@@ -72,6 +72,7 @@ ENVIRONMENT_VARIABLES: dict[str, tuple[str, str]] = {
     "FERRY_DEPLOYMENT_NAME": ("worker.deployment_name", "str"),
     "FERRY_BUILD_ID": ("worker.build_id", "str"),
     "FERRY_KUBECONFIG": ("kubeconfig", "str"),
+    "FERRY_CLUSTERS": ("clusters", "str"),
 }
 
 
@@ -122,6 +123,8 @@ def devstack_layer(state_dir: Path) -> dict[str, Any]:
     if kube.get("worker_kubeconfig") or kube.get("kubeconfig"):
         # NB: the worker's own least-privilege identity (examples/rbac/ferry-worker.yaml), not the admin's.
         layer["kubeconfig"] = kube.get("worker_kubeconfig") or kube["kubeconfig"]
+    if kube.get("clusters"):
+        layer["clusters"] = kube["clusters"]  # `ferry dev up` writes one: default = the worker's kubeconfig
     layer["worker"] = {"cache_dir": str(state_dir / "cache")}
     return layer
 

@@ -302,7 +302,9 @@ class EnvironmentWorkflow:
         spec = self._state.spec
         return ReconcileInput(environment=spec.name, repository=spec.repository, digest=desired.digest,
                               version=desired.version, path=spec.path, namespace=spec.namespace,
-                              kubeconfig=spec.cluster.kubeconfig, context=spec.cluster.context, prune=spec.prune,
+                              cluster=spec.cluster.name or "", kubeconfig=spec.cluster.kubeconfig,
+                              context=spec.cluster.context, namespaces=spec.writable_namespaces,
+                              cluster_kinds=spec.cluster_kinds, service_account=spec.service_account, prune=spec.prune,
                               allow_empty=spec.allow_empty, dry_run=dry_run, drift_baseline=baseline)
 
     def _reconcile_failed(self, err: ActivityError, desired: VersionRef) -> None:
@@ -425,8 +427,9 @@ class EnvironmentWorkflow:
         (schedule-to-close), and a new pin to another digest (an emergency rollback) pre-empts the wait."""
         spec = self._state.spec
         timeout = parse_duration(spec.health_timeout)
-        input = HealthInput(environment=spec.name, digest=desired.digest, kubeconfig=spec.cluster.kubeconfig,
-                            context=spec.cluster.context, timeout_seconds=int(timeout.total_seconds()))
+        input = HealthInput(environment=spec.name, digest=desired.digest, cluster=spec.cluster.name or "",
+                            kubeconfig=spec.cluster.kubeconfig, context=spec.cluster.context,
+                            timeout_seconds=int(timeout.total_seconds()))
         if not workflow.patched("ferry-health-preemptible"):
             try:
                 result: HealthResult = await workflow.execute_activity(
@@ -605,9 +608,9 @@ class EnvironmentWorkflow:
             return ActorRequest()
 
     @workflow.update(name="update_spec", description="Replace the spec (`ferry env apply`). For an approval-"
-                     "required environment a change to approval, verify, repository, path, cluster, namespace, "
-                     "version/semver or prune waits for a signed approval (approve_spec); every change is recorded "
-                     "with its sender and a field-level diff")
+                     "required environment a change to approval, verify, repository, path, cluster, namespace(s), "
+                     "cluster-kinds, service-account, version/semver or prune waits for a signed approval "
+                     "(approve_spec); every change is recorded with its sender and a field-level diff")
     def update_spec(self, update: SpecUpdate) -> SpecUpdateResult:
         old = self._state.spec
         changes = spec_diff(old, update.spec)

@@ -323,7 +323,9 @@ async def test_crd_and_its_custom_resource_in_one_bundle_and_prune_disabled(
     # the Namespace, the CRD and an instance of it arrive together: definitions are applied (and established)
     # before what uses them
     publish(dev_worker, repository, "1.0.0", [widget, kept, crd, namespace, *app_manifests("api")])
-    handle = await start_environment(dev_env.client, dev_worker.temporal.task_queue, _spec(dev_worker, name, ns, repo))
+    # NB: a CRD is cluster-scoped: the environment lists the kind (its own Namespace needs no listing)
+    handle = await start_environment(dev_env.client, dev_worker.temporal.task_queue,
+                                     _spec(dev_worker, name, ns, repo, cluster_kinds=["CustomResourceDefinition"]))
     status = await wait_status(handle, lambda s: s.state.health.status == "Healthy", what="deployed with a CRD")
     created = next(e for e in status.state.events if e.type == "Applied").objects["created"]
     assert created.index(f"CustomResourceDefinition/widgets.{group}") < created.index(f"Widget/{ns}/w1")
