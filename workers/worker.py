@@ -52,11 +52,19 @@ def all_activities(settings: Settings, client: Client) -> list[Callable[..., Any
     ]
 
 
+STATELESS_WORKFLOW_HELPERS = ("workflows.metrics", "workflows.policies", "workflows.search_attributes",
+                              "workflows.pinning")
+
+
 def workflow_runner() -> SandboxedWorkflowRunner:
     """The workflow sandbox, with `cryptography` passed through: signature checks run in workflow code, and its
     Rust bindings must be imported once per process, never re-imported per workflow (that fails with a
     SystemError). It is deterministic code: verification only, no keys generated, no clock."""
-    return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("cryptography"))
+    # NB: the workflows' stateless helpers (constants, functions, the pin-outcome mixin; no module-level state) are
+    # passed through too: the sandbox re-imports, and without bytecode caches recompiles, every module it does not
+    # pass through, for every workflow it starts or replays (the fleet's `ferry env apply` was mostly that).
+    return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(
+        "cryptography", *STATELESS_WORKFLOW_HELPERS))
 
 
 def default_build_id() -> str:

@@ -1,8 +1,21 @@
-"""Deterministic orchestration only. Never imports kubernetes or oras."""
+"""Deterministic orchestration only. Never imports kubernetes or oras.
 
-from workflows.environment import EnvironmentWorkflow
-from workflows.promotion import PromotionWorkflow
-from workflows.release import ReleaseWorkflow
-from workflows.rollback import RollbackWorkflow
+NB: this package imports none of its workflow modules itself. The workflow sandbox re-imports a workflow's module
+(and its package) for every workflow it runs; an `__init__` that imported every workflow module made each new
+environment compile all of them (~0.2 s of a worker's CPU per new workflow, most of `ferry env apply`'s time on a
+fleet). `ALL_WORKFLOWS` is resolved on first use, outside the sandbox."""
 
-ALL_WORKFLOWS: list[type] = [ReleaseWorkflow, EnvironmentWorkflow, PromotionWorkflow, RollbackWorkflow]
+from __future__ import annotations
+
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ALL_WORKFLOWS":
+        from workflows.environment import EnvironmentWorkflow
+        from workflows.promotion import PromotionWorkflow
+        from workflows.release import ReleaseWorkflow
+        from workflows.rollback import RollbackWorkflow
+
+        return [ReleaseWorkflow, EnvironmentWorkflow, PromotionWorkflow, RollbackWorkflow]
+    raise AttributeError(f"module 'workflows' has no attribute {name!r}")

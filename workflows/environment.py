@@ -1,7 +1,5 @@
 """EnvironmentWorkflow: one per environment, forever (continue-as-new): resolve, reconcile, health, record."""
 
-from __future__ import annotations
-
 import asyncio
 import contextlib
 from datetime import timedelta

@@ -61,3 +61,23 @@ def test_a_state_from_before_clusters_by_name_decodes_and_keeps_its_path_only_as
                                             "kubeconfig": "/etc/ferry/prod.kubeconfig", "context": "prod"})
     assert legacy.cluster == "" and legacy.namespaces == [] and legacy.service_account is None
     assert HealthInput.model_validate({"environment": "p", "digest": "d", "timeout_seconds": 5}).cluster == ""
+
+
+def test_the_workflow_sandbox_imports_one_workflow_module_per_workflow() -> None:
+    """The sandbox re-imports a workflow's package and module for every workflow it starts: `workflows/__init__`
+    must import no workflow module (each new environment compiled all four), the workflows' stateless helpers are
+    passed through, and the environment's module has no string annotations (each handler's were compiled again
+    by get_type_hints for every new workflow)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, workflows; print(sorted(m for m in sys.modules if m.startswith('workflows.')))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    from workers.worker import STATELESS_WORKFLOW_HELPERS, workflow_runner
+
+    passed = workflow_runner().restrictions.passthrough_modules
+    assert set(STATELESS_WORKFLOW_HELPERS) <= passed
+    import workflows.environment
+
+    assert "annotations" not in vars(workflows.environment)  # no `from __future__ import annotations`
