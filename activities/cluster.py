@@ -21,6 +21,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -49,6 +50,7 @@ from ferry.environment import (
     HealthState,
     ReconcileInput,
     ReconcileResult,
+    env_workflow_id,
 )
 from ferry.errors import ErrorType, classify_http_status
 from ferry.health import WORKLOAD_KINDS, object_status
@@ -237,6 +239,18 @@ def _classified(what: str) -> Iterator[None]:
         raise classified(ErrorType.CLUSTER_UNAVAILABLE, f"{what}: cluster unreachable: {err}") from err
 
 
+def _only_its_own_workflow(environment: str) -> None:
+    """An environment's name keys its bounds, inventory, lease and labels: only its own workflow (env/<name>) may
+    act for it. Another workflow whose state claims the name (a start by anyone who may start workflows) is
+    refused before anything is read or written."""
+    if not activity.in_activity():
+        return
+    workflow_id = activity.info().workflow_id
+    if workflow_id and workflow_id != env_workflow_id(environment):
+        raise classified(ErrorType.OUT_OF_BOUNDS, f"workflow {workflow_id} may not act for environment "
+                         f"{environment}: only {env_workflow_id(environment)} may; nothing was read or applied")
+
+
 def _inventory_name(environment: str) -> str:
     return f"ferry-inventory-{environment}"
 
@@ -250,11 +264,15 @@ def _micro(t: datetime) -> str:
 
 
 def _holder() -> str:
-    """Who holds a lease: the activity (workflow, activity id, attempt), or this thread outside one."""
+    """Who holds a lease: the activity (workflow, run, activity id, attempt) or this thread outside one, plus a
+    token of its own: activity ids are per run, so a new run (or a reset) on the same host would otherwise share
+    an old attempt's identity and both would write."""
+    token = uuid.uuid4().hex[:12]
     if activity.in_activity():
         info = activity.info()
-        return f"{info.workflow_id}/{info.activity_id}#{info.attempt}@{socket.gethostname()}"[:253]
-    return f"{socket.gethostname()}/{os.getpid()}/{threading.get_ident()}"
+        return (f"{info.workflow_id}/{(info.workflow_run_id or '')[:12]}/{info.activity_id}#{info.attempt}"
+                f"@{socket.gethostname()}/{token}")[:253]
+    return f"{socket.gethostname()}/{os.getpid()}/{threading.get_ident()}/{token}"
 
 
 def _lease_body(lease: _Lease, acquired: str, transitions: int) -> dict[str, Any]:
@@ -369,16 +387,16 @@ class ClustersFileError(ValueError):
 
 
 def load_clusters(path: str | Path | None, default_kubeconfig: str | None) -> ClustersFile:
-    """The worker's clusters file (YAML or JSON), or the implicit one: `default` = FERRY_KUBECONFIG. With a file
-    that lists no `default`, FERRY_KUBECONFIG (when set) is `default`."""
+    """The worker's clusters file (YAML or JSON), or without one the implicit `default` = FERRY_KUBECONFIG. A
+    file lists every cluster, `default` included if wanted: nothing is added to it."""
     if path is None:
         return ClustersFile.implicit(default_kubeconfig)
     try:
         clusters = ClustersFile.model_validate(yaml.safe_load(Path(path).read_text()) or {})
     except (OSError, yaml.YAMLError, pydantic.ValidationError) as err:
         raise ClustersFileError(f"clusters file {path} (FERRY_CLUSTERS): {err}") from err
-    if DEFAULT_CLUSTER not in clusters.clusters and default_kubeconfig:
-        clusters.clusters[DEFAULT_CLUSTER] = ClustersFile.implicit(default_kubeconfig).clusters[DEFAULT_CLUSTER]
+    # NB: a file is the whole list: no implicit `default` beside it (an unbounded `default` on the same kubeconfig
+    # as a bounded entry would let any spec that names no cluster past the operator's bounds)
     return clusters
 
 
@@ -438,7 +456,11 @@ class ClusterActivities:
         if bounds is None:
             raise classified(ErrorType.OUT_OF_BOUNDS, f"environment {input.environment} may not use cluster {name!r}: "
                              "its entry in the worker's clusters file does not list it; nothing was applied")
-        wider = sorted(set(input.namespaces or [input.namespace]) - set(bounds.namespaces)) + sorted(
+        if bounds.service_account and input.service_account != bounds.service_account:
+            raise classified(ErrorType.OUT_OF_BOUNDS, f"environment {input.environment} must apply as service "
+                             f"account {bounds.service_account} on cluster {name!r} (the worker's clusters file says "
+                             f"so); its spec says {input.service_account or 'none'}; nothing was applied")
+        wider = sorted({input.namespace, *(input.namespaces or [])} - set(bounds.namespaces)) + sorted(
             f"cluster-kind {k}" for k in set(input.cluster_kinds) - set(bounds.cluster_kinds))
         if wider:
             raise classified(ErrorType.OUT_OF_BOUNDS, f"environment {input.environment}'s spec reaches beyond what "
@@ -494,6 +516,7 @@ class ClusterActivities:
     # ------------------------------------------------------------------------------------ reconcile
     @activity.defn(name="reconcile_environment")
     def reconcile_environment(self, input: ReconcileInput) -> ReconcileResult:
+        _only_its_own_workflow(input.environment)
         root, revision = self._cache.ensure(input.repository, input.digest)
         with _classified(f"render {input.path} of {input.repository}@{input.digest[:19]}"):
             objects = render(root / input.path if input.path != "." else root)
@@ -566,6 +589,19 @@ class ClusterActivities:
                         and (ref.get("kind"), ref_namespace, ref.get("name")) in created))
 
         rejected: list[str] = []
+        for obj, plan in zip(desired, plans, strict=True):
+            if (plan.action == "create" and not input.check_only
+                    and resources[(obj["apiVersion"], obj["kind"])] is not None):
+                # NB: "create" = not among this environment's labelled objects; one that exists under another
+                # environment's label is that environment's, never taken over (an unlabelled one is adopted)
+                found = cluster.get(resources[(obj["apiVersion"], obj["kind"])], obj["metadata"]["name"],
+                                    obj["metadata"].get("namespace") or None)
+                owner = ((found or {}).get("metadata", {}).get("labels") or {}).get(ENVIRONMENT_LABEL)
+                if owner and owner != input.environment:
+                    rejected.append(f"{ObjectId.of(obj)}: belongs to environment {owner}")
+        if rejected:
+            raise classified(ErrorType.OUT_OF_BOUNDS, f"{len(rejected)} object(s) of the artifact belong to another "
+                             f"environment; nothing was applied: {'; '.join(rejected[:5])}")
         for n, (obj, plan) in enumerate(zip(desired, plans, strict=True)):
             if plan.action not in ("create", "update") or deferred(obj):
                 continue
@@ -651,6 +687,10 @@ class ClusterActivities:
         """Where the environment may write; any object of the bundle outside it refuses the whole reconcile before
         anything is applied (OutOfBounds, non-retryable), naming the objects."""
         allowed = input.namespaces or [input.namespace]
+        if input.namespace not in allowed:
+            # NB: people's specs are checked for this at apply; a raw start or update is not
+            raise classified(ErrorType.OUT_OF_BOUNDS, f"{input.environment}'s namespace {input.namespace} is not one "
+                             f"of its namespaces {allowed}; nothing was applied")
         reserved = sorted(set(allowed) & set(RESERVED_NAMESPACES))
         if reserved:
             raise classified(ErrorType.OUT_OF_BOUNDS, f"{input.environment} may not write to namespace {reserved[0]}: "
@@ -714,6 +754,7 @@ class ClusterActivities:
     # --------------------------------------------------------------------------------------- health
     @activity.defn(name="wait_healthy")
     def wait_healthy(self, input: HealthInput) -> HealthResult:
+        _only_its_own_workflow(input.environment)
         cluster = self.cluster(input.cluster, input.kubeconfig, input.context)
         deadline = time.monotonic() + input.timeout_seconds
         selector = f"{ENVIRONMENT_LABEL}={input.environment}"

@@ -12,6 +12,7 @@ from pydantic import (
     ConfigDict,
     Field,
     RootModel,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_serializer,
@@ -534,6 +535,16 @@ class PinOutcome(_Model):
 class ActorRequest(_Model):
     by: str = Field("unknown", max_length=MAX_NAME)
     reason: str = Field("", max_length=MAX_REASON)
+
+
+def people_check(spec: EnvironmentSpec) -> None:
+    """Validate an already-decoded spec by the rules for what people type (ValueError naming what is wrong)."""
+    try:
+        EnvironmentSpec.model_validate(spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+                                       context={PEOPLE: True})
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise ValueError(f"{'.'.join(str(p) for p in first['loc']) or 'spec'}: {first['msg']}") from None
 
 
 class SpecUpdate(_Model):

@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         SpecUpdateResult,
         VersionRef,
         env_workflow_id,
+        people_check,
         protected_changes,
         spec_diff,
         spec_digest,
@@ -643,6 +644,9 @@ class EnvironmentWorkflow:
     def _validate_spec(self, update: SpecUpdate) -> None:
         if update.spec.name != self._state.spec.name:
             raise ValueError(f"spec is for environment {update.spec.name!r}, not {self._state.spec.name!r}")
+        # NB: the rules for what people type (no kubeconfig path, namespaces, reserved names) hold for a raw
+        # Update too, not only for `ferry env apply`: checked again here (a rejected Update leaves no history)
+        people_check(update.spec)
 
     @workflow.update(name="approve_spec", description='Approve the pending protected spec change: a signed '
                      'statement as for a promotion, with version "spec", digest = the pending spec digest, promotion '

@@ -123,7 +123,7 @@ def test_a_kubeconfig_plugin_never_runs_unless_its_cluster_allows_it(
         "plugged": {"kubeconfig": kubeconfig},
         "plugged-allowed": {"kubeconfig": kubeconfig, "allow-auth": [kind]}}}))
     clusters = load_clusters(clusters_file, str(kube_server.worker_kubeconfig))
-    assert sorted(clusters.clusters) == ["default", "plugged", "plugged-allowed"]
+    assert sorted(clusters.clusters) == ["plugged", "plugged-allowed"]  # a file is the whole list
     t = Tenants(settings, kube_server, tmp_path, clusters)
     docs = [configmap("app")]
     for attempt in range(2):  # a retry does not run it either
@@ -240,6 +240,38 @@ def test_the_clusters_file_bounds_what_a_spec_may_claim(settings: Settings, kube
     assert t.configmaps(staging) == {} and t.configmaps(production) == {}
     t.reconcile(production, [configmap("api")])
     assert sorted(t.configmaps(production)) == ["api"]
+
+
+def test_the_clusters_file_can_require_impersonation(settings: Settings, kube_server: KubeServer,
+                                                     tmp_path: Path) -> None:
+    """An operator bound `service-account:` is not the spec's to drop or change (CI may apply staging's spec)."""
+    probe = Tenants(settings, kube_server, tmp_path / "probe")
+    staging = probe.staging
+    clusters_file = tmp_path / "clusters.yaml"
+    clusters_file.write_text(yaml.safe_dump({"clusters": {"default": {
+        "kubeconfig": str(kube_server.worker_kubeconfig),
+        "environments": {staging: {"namespaces": [staging], "service-account": "deployer"}}}}}))
+    t = Tenants(settings, kube_server, tmp_path, load_clusters(clusters_file, None))
+    t.staging = staging
+    for account in (None, "default"):
+        err = t.refused(staging, [configmap("api")], service_account=account)
+        assert err.type == "OutOfBounds" and "must apply as service account deployer" in err.message, err.message
+    assert t.configmaps(staging) == {}
+
+
+def test_an_object_of_another_environment_is_never_taken_over(tenants: Tenants) -> None:
+    """Two environments may share a namespace; an artifact of one that renders an object the other applied is
+    refused before anything is written (an object no environment labelled is adopted, as Flux does)."""
+    shared = tenants.production
+    tenants.reconcile(tenants.production, [configmap("db-config", value="production's")])
+    err = tenants.refused(tenants.staging, [configmap("fresh"), configmap("db-config", value="staging's")],
+                          namespace=shared)
+    assert err.type == "OutOfBounds" and err.non_retryable
+    assert f"ConfigMap/{shared}/db-config: belongs to environment {tenants.production}" in err.message
+    assert tenants.configmaps(shared) == {"db-config": {"value": "production's"}}  # and "fresh" was not written
+    tenants.core.create_namespaced_config_map(shared, {"metadata": {"name": "by-hand"}, "data": {"k": "v"}})
+    tenants.reconcile(tenants.staging, [configmap("by-hand", k="adopted")], namespace=shared)
+    assert tenants.configmaps(shared)["by-hand"] == {"k": "adopted"}
 
 
 # ------------------------------------------------------------------------------------------------------ lease

@@ -83,3 +83,50 @@ async def test_a_running_environment_from_before_clusters_by_name_keeps_working(
     assert outcomes[str(dev_worker.kubeconfig)].state.health.status == "Healthy"
     failed = outcomes["/var/cache/ferry/planted/kubeconfig.yaml"].state.last_error
     assert failed.startswith("UnknownCluster") and "/var/cache/ferry/planted/kubeconfig.yaml" in failed
+
+
+async def test_only_its_own_workflow_acts_for_an_environment_and_raw_updates_follow_the_rules(
+        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    """Anyone who may start workflows can start one whose state claims another environment's name (its bounds,
+    inventory and lease are keyed by the name): refused before anything is read or written. And an Update sent
+    without `ferry env apply` is held to the same rules as a spec people type (no kubeconfig path, namespace
+    inside namespaces)."""
+    from temporalio.client import WorkflowUpdateFailedError
+
+    from ferry.environment import EnvironmentInput, EnvironmentSpec, EnvironmentState, SpecUpdate
+    from tests.conftest import STARTED
+    from workflows.environment import EnvironmentWorkflow
+
+    core = CoreV1Api(kubernetes.config.new_client_from_config(str(kube_server.kubeconfig)))
+    queue = dev_worker.temporal.task_queue
+    victim, ns, repo = _names()
+    core.create_namespace({"metadata": {"name": ns}})
+    publish(dev_worker, f"{dev_worker.registry.default}/{repo}", "1.0.0", app_manifests("api"))
+    spec = _spec(dev_worker, victim, ns, repo)
+    imposter = f"env/imposter-{victim}"
+    STARTED.append((queue, imposter))
+    handle = await dev_env.client.start_workflow(EnvironmentWorkflow.run, EnvironmentInput(
+        state=EnvironmentState(spec=spec)), id=imposter, task_queue=queue)
+    status = await wait_status(handle, lambda s: any(e.type == "ReconcileFailed" for e in s.state.events),
+                               what="the imposter refused")
+    failed = next(e for e in status.state.events if e.type == "ReconcileFailed")
+    assert f"may not act for environment {victim}" in failed.message and "OutOfBounds" in failed.message
+    assert [c.metadata.name for c in core.list_namespaced_config_map(ns).items
+            if c.metadata.name != "kube-root-ca.crt"] == []  # nothing written in the victim's namespace
+    await handle.terminate("test done")
+
+    handle = await start_environment(dev_env.client, queue, spec)
+    await wait_status(handle, lambda s: s.state.health.status == "Healthy", what="the real one deployed")
+    for sneaky, named in ((spec.model_dump(by_alias=True) | {"cluster": {"name": "default", "kubeconfig": "/etc/x"}},
+                           "kubeconfig"),
+                          (spec.model_dump(by_alias=True) | {"namespaces": ["elsewhere"]}, "namespaces")):
+        raw = SpecUpdate(spec=EnvironmentSpec.model_validate(sneaky), by="mallory")  # decodes: persisted rules
+        try:
+            await handle.execute_update(EnvironmentWorkflow.update_spec, raw)
+        except WorkflowUpdateFailedError as err:
+            assert named in str(err.cause), err.cause
+        else:
+            raise AssertionError(f"a raw update naming {named} was accepted")
+    status = await handle.query(EnvironmentWorkflow.status)
+    assert status.state.spec.cluster.kubeconfig is None and status.state.spec.namespaces == []
+    await handle.terminate("test done")

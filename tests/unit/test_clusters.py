@@ -29,13 +29,16 @@ def test_plugins_are_found_for_the_context_that_would_load() -> None:
     assert auth_plugin(_kubeconfig({"client-certificate-data": "x"}), None) is None
 
 
-def test_the_file_is_strict_and_default_comes_from_ferry_kubeconfig(tmp_path: Path) -> None:
+def test_the_file_is_strict_and_is_the_whole_list(tmp_path: Path) -> None:
     path = tmp_path / "clusters.yaml"
     path.write_text("clusters:\n  prod-eu: {kubeconfig: /etc/ferry/prod.kubeconfig, allow-auth: [exec]}\n")
     clusters = load_clusters(path, "/etc/ferry/local.kubeconfig")
     assert clusters.clusters["prod-eu"].allow_auth == ["exec"]
-    assert clusters.clusters["default"].kubeconfig == "/etc/ferry/local.kubeconfig"
-    assert clusters.clusters["default"].allow_auth == []
+    # NB: no implicit `default` beside a file: an unbounded `default` on the same kubeconfig as a bounded entry
+    # would take any spec that names no cluster past the operator's bounds
+    assert "default" not in clusters.clusters
+    assert load_clusters(None, "/etc/ferry/local.kubeconfig").clusters["default"].kubeconfig == \
+        "/etc/ferry/local.kubeconfig"
     assert clusters.by_kubeconfig("/etc/ferry/prod.kubeconfig", None) == "prod-eu"
     assert clusters.by_kubeconfig("/anything/else", None) is None
     assert sorted(load_clusters(path, None).clusters) == ["prod-eu"]
@@ -43,7 +46,8 @@ def test_the_file_is_strict_and_default_comes_from_ferry_kubeconfig(tmp_path: Pa
     for text, named in (("clusters:\n  a: {kubeconfig: x, allow-auth: [anything]}\n", "allow-auth"),
                         ("clusters:\n  a: {kubeconfig: x, colour: blue}\n", "colour"),
                         ("clusters:\n  Prod_EU: {kubeconfig: x}\n", "Prod_EU"),
-                        ("kubeconfig: x\n", "kubeconfig")):
+                        ("kubeconfig: x\n", "kubeconfig"),
+                        ("clusters:\n  a: {kubeconfig: x, context: ''}\n", "context")):
         path.write_text(text)
         with pytest.raises(ClustersFileError) as err:
             load_clusters(path, None)
@@ -59,3 +63,11 @@ def test_ferry_clusters_and_the_local_stacks_file(tmp_path: Path) -> None:
         "worker_kubeconfig": str(tmp_path / "w.kubeconfig"), "clusters": str(tmp_path / "clusters.yaml")}}))
     settings = load_settings(env={}, state_dir=tmp_path)
     assert settings.clusters == tmp_path / "clusters.yaml" and settings.kubeconfig == tmp_path / "w.kubeconfig"
+
+
+def test_a_lease_holder_is_unique_per_acquisition() -> None:
+    """Activity ids restart with every run: a new run's reconcile on the same host must not pass for an old
+    attempt still running (both would write)."""
+    from activities.cluster import _holder
+
+    assert _holder() != _holder()
