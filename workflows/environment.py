@@ -48,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
     from ferry.oci import is_digest
     from ferry.promotion import DecisionContext, Judgement, judge
     from ferry.versions import try_parse_tag
+    from workflows import alerts as alerting
     from workflows import metrics, policies
     from workflows.pinning import verify_release
     from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_REPOSITORY, FERRY_VERSION
@@ -97,6 +98,10 @@ class EnvironmentWorkflow:
         # Behind patched(): older histories (before the audit trail) replay without these commands.
         if workflow.patched("ferry-audit-memo"):
             workflow.upsert_memo({"ferry_event": event.model_dump(mode="json")})
+        if workflow.patched("ferry-alerts"):  # NB: a signal to the alert router from its own task: never waits
+            alerting.notify(alerting.notification(type_, self._state.spec.name, message, version=event.version,
+                                                  digest=event.digest, by=event.by,
+                                                  details={"repository": self._state.spec.repository}))
         return event
 
     def _phase(self) -> str:
@@ -112,6 +117,10 @@ class EnvironmentWorkflow:
         # histories upserted every iteration).
         if workflow.patched("ferry-publish-on-change") and values == self._published:
             return
+        if self._published[3:] == ("Failed",) and values[3] == "Healthy" and workflow.patched("ferry-alerts"):
+            alerting.notify(alerting.notification(  # resolves what the failure fired (Alertmanager: endsAt)
+                "Recovered", values[0], f"{values[0]} is healthy again on {values[2]}", version=values[2],
+                resolves=list(alerting.RESOLVED_BY_RECOVERY)))
         self._published = values
         workflow.upsert_search_attributes([
             FERRY_ENVIRONMENT.value_set(self._state.spec.name),
