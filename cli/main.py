@@ -141,7 +141,7 @@ def _load_command_modules() -> None:
     import importlib
 
     for name in ("cli.release", "cli.verify", "cli.environments", "cli.promotion", "cli.audit",
-                 "cli.replay_check"):
+                 "cli.replay_check", "cli.alerts", "cli.receiver"):
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as err:
