@@ -46,6 +46,11 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str
         return err.code, json.loads(err.read() or b"{}")
 
 
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return str(response.read().decode())
+
+
 def _signed(body: dict[str, Any], key: str = HMAC_KEY) -> tuple[bytes, dict[str, str]]:
     raw = json.dumps(body).encode()
     return raw, {"Content-Type": "application/json",
@@ -111,8 +116,7 @@ async def test_registry_push_reconciles_staging_at_once(dev_env: WorkflowEnviron
             after = (await handle.query(EnvironmentWorkflow.status)).state.iterations
             assert after == before, "no hostile request signalled the environment"
 
-            with urllib.request.urlopen(f"{receiver}/metrics", timeout=5) as response:
-                metrics = response.read().decode()
+            metrics = await asyncio.to_thread(_get, f"{receiver}/metrics")
             for line in ('endpoint="registry",outcome="accepted"', 'endpoint="registry",outcome="unauthorized"',
                          'endpoint="registry",outcome="oversized"', 'endpoint="generic",outcome="bad_signature"',
                          'endpoint="generic",outcome="replayed"', 'endpoint="generic",outcome="unknown_repository"'):
