@@ -180,12 +180,6 @@ def make_notification(*, workflow_id: str, run_id: str, position: int, type_: st
                         by=by[:256], details=details or {}, resolves=resolves or [])
 
 
-def delivery_workflow_id(alert: str, key: str) -> str:
-    """One delivery per (alert, event): Temporal refuses a second workflow with this id, so a duplicate
-    notification is never delivered twice."""
-    return f"alert/{alert}/{key}"
-
-
 # --------------------------------------------------------------------------------------- providers
 
 ProviderType = Literal["generic", "generic-hmac", "slack", "msteams", "discord", "alertmanager", "cloudevents"]
@@ -453,8 +447,10 @@ def _fmt(moment: datetime) -> str:
 # ------------------------------------------------------------------------------------ workflows
 
 ALERT_ROUTER_ID = "alerts/router"  # one per namespace: environments, promotions and rollbacks signal it
-MAX_SEEN = 2000  # idempotency keys the router remembers across continue-as-new (duplicates beyond: Temporal's ids)
+MAX_SEEN = 2000  # idempotency keys the router remembers across continue-as-new (a duplicate is dropped)
 MAX_UNDELIVERED = 50
+MAX_RECENT = 100  # outcomes of recent deliveries kept in the router's status
+MAX_PENDING = 1000  # deliveries in flight (retrying) at once; more are recorded as undelivered, never dropped
 
 
 class DeliveryInput(_Model):
@@ -483,16 +479,41 @@ class Undelivered(_Model):
     reason: str = Field("", max_length=MAX_MESSAGE)
 
 
+class Delivered(_Model):
+    alert: str
+    key: str
+    type: str
+    environment: str = ""
+    at: str
+    status: int = 0
+    attempts: int = 0
+
+
+class PendingDelivery(_Model):
+    """A delivery in flight: carried through continue-as-new and resumed with what is left of its deadline."""
+
+    alert: str
+    provider: str
+    summary: str = ""
+    deadline_at: str = Field(description="absolute: the alert's deadline from when the event was routed")
+    notification: Notification
+
+
 class AlertRouterState(_Model):
     alerts: list[AlertSpec] = Field(default_factory=list)
     seen: list[str] = Field(default_factory=list, description="recent idempotency keys (bounded)")
+    pending: list[PendingDelivery] = Field(default_factory=list, description="deliveries in flight when the "
+                                           "previous run continued as new")
+    delivered: list[Delivered] = Field(default_factory=list, description="recent deliveries (bounded)")
     undelivered: list[Undelivered] = Field(default_factory=list, description="deliveries given up (bounded)")
     counts: dict[str, int] = Field(default_factory=dict, description="received, duplicate, malformed, matched, "
-                                   "started, undelivered")
+                                   "delivered, undelivered")
 
 
 class AlertRouterInput(_Model):
     state: AlertRouterState = Field(default_factory=AlertRouterState)
+    max_per_run: int = Field(1000, ge=1, le=10_000, description="notifications routed per run before "
+                             "continue-as-new (each costs a signal, and an activity per matching alert)")
 
 
 class AlertsUpdate(_Model):

@@ -24,10 +24,9 @@ from workflows import ALL_WORKFLOWS
 
 HISTORIES = Path(__file__).parent / "histories"
 TYPES = {"release": "ReleaseWorkflow", "environment": "EnvironmentWorkflow", "promotion": "PromotionWorkflow",
-         "rollback": "RollbackWorkflow", "alert-router": "AlertRouterWorkflow",
-         "alert-delivery": "AlertDeliveryWorkflow"}
+         "rollback": "RollbackWorkflow", "alert-router": "AlertRouterWorkflow"}
 # NB: the alert workflows came after the first release: histories/alerts/ (tests/workflows/test_alerts.py) has theirs
-ALERTS = {"AlertRouterWorkflow", "AlertDeliveryWorkflow"}
+ALERTS = {"AlertRouterWorkflow"}
 COMMITTED = sorted(str(p.relative_to(HISTORIES)) for p in HISTORIES.rglob("*.json"))
 
 

@@ -18,7 +18,6 @@ import yaml
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import SearchAttributeKey, WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from activities.notify import NotifyActivities
@@ -33,18 +32,19 @@ from ferry.alerts import (
     AlertRouterState,
     AlertSpec,
     AlertsUpdate,
-    DeliveryResult,
+    Delivered,
     Links,
     Notification,
-    delivery_workflow_id,
+    Undelivered,
     make_notification,
     verify_signature,
 )
 from ferry.settings import Settings
 from workers.worker import build_worker
-from workflows.alerts import AlertDeliveryWorkflow, AlertRouterWorkflow
+from workflows.alerts import AlertRouterWorkflow
 
 HMAC_KEY = "s3cret-hmac-key"
+URL_SECRET = "hooks/T0KEN-in-the-path"
 HISTORIES = Path(__file__).resolve().parents[1] / "replay" / "histories" / "alerts"
 
 
@@ -79,13 +79,15 @@ async def alert_worker(client: Client, providers: Path, task_queue: str) -> Asyn
     links = Links(ui_url="http://ui.example:8233", address="temporal.example:7233", namespace="default")
     settings = Settings()
     async with build_worker(client, settings, task_queue=task_queue,
-                            workflows=[AlertRouterWorkflow, AlertDeliveryWorkflow],
+                            workflows=[AlertRouterWorkflow],
                             activities=[NotifyActivities(providers, links).deliver_notification]):
         yield
 
 
-async def start_router(client: Client, task_queue: str, alerts: list[dict[str, Any]]) -> WorkflowHandle[Any, Any]:
-    handle = await client.start_workflow(AlertRouterWorkflow.run, AlertRouterInput(), id=ALERT_ROUTER_ID,
+async def start_router(client: Client, task_queue: str, alerts: list[dict[str, Any]],
+                       max_per_run: int = 1000) -> WorkflowHandle[Any, Any]:
+    handle = await client.start_workflow(AlertRouterWorkflow.run, AlertRouterInput(max_per_run=max_per_run),
+                                         id=ALERT_ROUTER_ID,
                                          task_queue=task_queue,
                                          id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING)
     await handle.execute_update("apply_alerts", AlertsUpdate(alerts=[AlertSpec.model_validate(a) for a in alerts],
@@ -104,16 +106,22 @@ async def send(client: Client, n: Notification) -> None:
     await client.get_workflow_handle(ALERT_ROUTER_ID).signal("notify", n.model_dump(mode="json"))
 
 
-async def delivery(client: Client, alert: str, n: Notification, timeout: float = 60) -> DeliveryResult:
-    handle = client.get_workflow_handle(delivery_workflow_id(alert, n.key), result_type=DeliveryResult)
+async def router_status(client: Client) -> AlertRouterState:
+    state = await client.get_workflow_handle(ALERT_ROUTER_ID).query(AlertRouterWorkflow.status)
+    assert isinstance(state, AlertRouterState)
+    return state
+
+
+async def delivery(client: Client, alert: str, n: Notification, timeout: float = 60) -> Delivered | Undelivered:
+    """The router's record of this (alert, event): delivered or given up."""
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await asyncio.wait_for(handle.result(), timeout)
-        except RPCError as err:
-            if err.status != RPCStatusCode.NOT_FOUND or time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)  # not started yet
+    while time.monotonic() < deadline:
+        state = await router_status(client)
+        for record in [*state.delivered, *state.undelivered]:
+            if record.alert == alert and record.key == n.key:
+                return record
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no outcome for {alert}/{n.key} in {timeout}s")
 
 
 def save_history(name: str, data: dict[str, Any]) -> None:
@@ -128,7 +136,7 @@ async def test_receiver_outage_and_worker_restart_deliver_once(alert_env: Workfl
                                                                tmp_path: Path) -> None:
     client = alert_env.client
     queue = f"alerts-{uuid.uuid4()}"
-    providers = providers_file(tmp_path, [{"name": "hook", "type": "generic-hmac", "url": sink.url + "/hook",
+    providers = providers_file(tmp_path, [{"name": "hook", "type": "generic-hmac", "url": f"{sink.url}/{URL_SECRET}",
                                            "secret": HMAC_KEY}])
     n = note("HealthFailed")
     async with alert_worker(client, providers, queue):
@@ -143,26 +151,25 @@ async def test_receiver_outage_and_worker_restart_deliver_once(alert_env: Workfl
         result = await delivery(client, "oncall", n)
         await send(client, n)  # the same event again: recognised by its key, not delivered twice
         await asyncio.sleep(1.0)
-        status = await router.query("status", result_type=AlertRouterState)
+        status = await router_status(client)
+        assert isinstance(result, Delivered), result
         print(f"\nreceiver back -> delivered in {time.monotonic() - started:.1f}s; attempts {result.attempts}")
-        save_history("alert-delivery.json", (await client.get_workflow_handle(
-            delivery_workflow_id("oncall", n.key)).fetch_history()).to_json_dict())
+        history = (await router.fetch_history()).to_json_dict()
         await router.terminate("test finished")
-        save_history("alert-router.json", (await router.fetch_history()).to_json_dict())
-    assert result.delivered and result.status == 200
+    assert result.status == 200
     assert result.attempts >= 3, "the outage was retried"
     assert len(sink.received) == 1, "one logical notification, delivered once"
     request = sink.received[0]
-    assert request.path == "/hook"
+    assert request.path == f"/{URL_SECRET}"
     assert request.header("Idempotency-Key") == n.key
     assert verify_signature(request.body, HMAC_KEY.encode(), request.header("X-Signature"))
     assert not verify_signature(request.body, b"another key", request.header("X-Signature"))
     body = request.json()
     assert body["reason"] == "HealthFailed" and body["involvedObject"] == {"kind": "Environment", "name": "staging"}
     assert body["metadata"]["idempotencyKey"] == n.key
-    assert status.counts["duplicate"] == 1 and status.counts["started"] == 1
-    assert HMAC_KEY not in json.dumps((await client.get_workflow_handle(
-        delivery_workflow_id("oncall", n.key)).fetch_history()).to_json_dict()), "the key never enters history"
+    assert status.counts["duplicate"] == 1 and status.counts["delivered"] == 1
+    assert HMAC_KEY not in json.dumps(history), "the HMAC key never enters history"
+    assert URL_SECRET not in json.dumps(history), "nor the webhook URL's path (Slack/Teams/Discord put tokens there)"
 
 
 async def test_receiver_down_past_deadline_is_recorded(alert_env: WorkflowEnvironment, tmp_path: Path) -> None:
@@ -174,13 +181,12 @@ async def test_receiver_down_past_deadline_is_recorded(alert_env: WorkflowEnviro
         router = await start_router(client, queue, [{"name": "pager", "provider": "hook", "deadline": "4s"}])
         await send(client, n)
         result = await delivery(client, "pager", n)
-        await asyncio.sleep(0.5)
-        status = await router.query("status", result_type=AlertRouterState)
-        described = await client.get_workflow_handle(delivery_workflow_id("pager", n.key)).describe()
+        status = await router_status(client)
+        history = json.dumps((await router.fetch_history()).to_json_dict())
         await router.terminate("test finished")
-    assert not result.delivered and "ReceiverUnavailable" in result.reason, result.reason
-    assert described.typed_search_attributes.get(SearchAttributeKey.for_keyword("FerryPhase")) == "Undelivered"
+    assert isinstance(result, Undelivered) and result.reason.startswith("ReceiverUnavailable"), result
     assert [u.key for u in status.undelivered] == [n.key] and status.undelivered[0].alert == "pager"
+    assert status.pending == [] and "ferry_undelivered" in history, "recorded in history too (memo)"
 
 
 async def test_refused_by_receiver_is_final(alert_env: WorkflowEnvironment, sink: WebhookSink,
@@ -197,9 +203,10 @@ async def test_refused_by_receiver_is_final(alert_env: WorkflowEnvironment, sink
         await send(client, n)
         refused, unknown = await delivery(client, "a", n), await delivery(client, "b", n)
         await router.terminate("test finished")
-    assert not refused.delivered and refused.reason.startswith("DeliveryRefused") and "HTTP 403" in refused.reason
+    assert isinstance(refused, Undelivered) and refused.reason.startswith("DeliveryRefused"), refused
+    assert "HTTP 403" in refused.reason
     assert len(sink.received) == 1, "a 403 is not retried"
-    assert not unknown.delivered and unknown.reason.startswith("ProviderUnknown")
+    assert isinstance(unknown, Undelivered) and unknown.reason.startswith("ProviderUnknown"), unknown
 
 
 async def test_alertmanager_fires_and_resolves(alert_env: WorkflowEnvironment, tmp_path: Path) -> None:
@@ -215,7 +222,7 @@ async def test_alertmanager_fires_and_resolves(alert_env: WorkflowEnvironment, t
                                                          "environments": ["prod-*"]}])
             await send(client, failed)
             await send(client, note("Applied", env))  # info: below the alert's severity, not sent
-            assert (await delivery(client, "am", failed)).delivered
+            assert isinstance(await delivery(client, "am", failed), Delivered)
             fired = am.alerts(environment=env)
             assert len(fired) == 1, fired
             alert = fired[0]
@@ -226,7 +233,7 @@ async def test_alertmanager_fires_and_resolves(alert_env: WorkflowEnvironment, t
             assert alert["generatorURL"].startswith("http://ui.example:8233/namespaces/default/workflows/env%2F")
             recovered = note("Recovered", env, resolves=list(RESOLVED_BY_RECOVERY))
             await send(client, recovered)
-            assert (await delivery(client, "am", recovered)).delivered
+            assert isinstance(await delivery(client, "am", recovered), Delivered)
             remaining = am.alerts(environment=env)
             await router.terminate("test finished")
         assert remaining == [], f"resolved by endsAt, yet still listed: {remaining}"
@@ -291,3 +298,34 @@ async def test_every_provider_format_against_a_real_receiver(alert_env: Workflow
     assert structured.header("Authorization") == "Bearer bearer-token"
     assert {envelope[k] for k in ("specversion", "id", "type")} == {"1.0", n.key, "dev.ferry.AwaitingApproval"}
     assert envelope["data"]["details"]["publisher"] == "ci-main"
+
+
+async def test_continue_as_new_carries_a_delivery_in_flight(alert_env: WorkflowEnvironment, sink: WebhookSink,
+                                                            tmp_path: Path) -> None:
+    client = alert_env.client
+    queue = f"alerts-{uuid.uuid4()}"
+    providers = providers_file(tmp_path, [{"name": "hook", "type": "generic", "url": sink.url}])
+    first, second, third = note("HealthFailed"), note("TagMoved"), note("ReconcileFailed")
+    async with alert_worker(client, providers, queue):
+        router = await start_router(client, queue, [{"name": "oncall", "provider": "hook", "deadline": "2m"}],
+                                    max_per_run=2)
+        first_run = (await router.describe()).run_id
+        for n in (first, second, third):  # the receiver is down: all three retry; after two, continue-as-new
+            await send(client, n)
+        await asyncio.sleep(2.0)
+        state = await router_status(client)
+        described = await client.get_workflow_handle(ALERT_ROUTER_ID).describe()
+        assert described.run_id != first_run, "continued as new after 2 notifications"
+        assert {p.notification.key for p in state.pending} == {first.key, second.key, third.key}
+        sink.start()
+        outcomes = [await delivery(client, "oncall", n) for n in (first, second, third)]
+        await send(client, first)  # its key was carried too: still a duplicate
+        await asyncio.sleep(0.5)
+        state = await router_status(client)
+        save_history("alert-router.json", (await client.get_workflow_handle(ALERT_ROUTER_ID).fetch_history()
+                                           ).to_json_dict())
+        await client.get_workflow_handle(ALERT_ROUTER_ID).terminate("test finished")
+    assert all(isinstance(o, Delivered) for o in outcomes), outcomes
+    keys = [r.header("Idempotency-Key") for r in sink.received]
+    assert sorted(keys) == sorted([first.key, second.key, third.key]), "each delivered once, by its own key"
+    assert state.counts["duplicate"] == 1 and state.pending == []
