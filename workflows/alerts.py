@@ -111,7 +111,9 @@ class AlertRouterWorkflow:
                 # run's activities end with it, uncancelled: no command for them). An attempt running right now may
                 # still reach the receiver: the next run's attempt carries the same idempotency key.
                 self._state.pending = [pending for pending, _ in self._inflight.values()]
-                workflow.continue_as_new(AlertRouterInput(state=self._state, max_per_run=self._max_per_run))
+                workflow.continue_as_new(
+                    AlertRouterInput(state=self._state, max_per_run=self._max_per_run),
+                    initial_versioning_behavior=workflow.ContinueAsNewVersioningBehavior.AUTO_UPGRADE)
 
     def _continue_due(self) -> bool:
         return self._handled >= self._max_per_run or workflow.info().is_continue_as_new_suggested()
