@@ -49,8 +49,9 @@ USER_AGENT = "ferry-notifier/1"
 
 
 def load_providers(path: Path | None) -> ProvidersFile:
-    """The worker's providers file (YAML or JSON, `providers: [...]`); none configured = no providers."""
-    if path is None:
+    """The worker's providers file (YAML or JSON, `providers: [...]`), read at each delivery (edits apply without a
+    restart); none configured, or not written yet, = no providers."""
+    if path is None or not path.exists():
         return ProvidersFile()
     try:
         if path.stat().st_size > MAX_PROVIDERS_FILE:

@@ -114,7 +114,8 @@ def up(state_dir: Path, ports: Ports | None = None, *, worker: bool = True, time
             metrics = f"127.0.0.1:{ports.metrics}"
             proc = spawn([sys.executable, "-m", "cli.main", "worker", "--state-dir", str(state_dir),
                           "--ready-file", str(ready)], logs / "worker.log",
-                         env={**os.environ, "FERRY_PROMETHEUS_BIND": metrics})
+                         env={"FERRY_ALERT_PROVIDERS": str(state_dir / "alert-providers.yaml"), **os.environ,
+                              "FERRY_PROMETHEUS_BIND": metrics})
             started.append(proc.pid)
             wait_healthy("worker", proc, ready.is_file, timeout, logs / "worker.log")
             info.components["worker"] = {"pid": proc.pid, "task_queue": "ferry", "log": str(logs / "worker.log"),

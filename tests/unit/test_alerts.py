@@ -195,3 +195,12 @@ def test_generic_webhook_and_replay_guard() -> None:
     guard.forget(["c"])
     assert guard.fresh(["c"]) == ["c"]
     assert environments_query(["h/b", "h/a", "h/a"]).endswith("FerryRepository IN ('h/a', 'h/b')")
+
+
+def test_examples_parse() -> None:
+    root = Path(__file__).resolve().parents[2] / "examples"
+    alerts = load_alerts(root / "alerts.yaml").alerts
+    providers = load_providers(root / "alert-providers.yaml")
+    assert {a.provider for a in alerts} <= {p.name for p in providers.providers}
+    assert {p.type for p in providers.providers} == {"slack", "msteams", "discord", "alertmanager", "generic-hmac",
+                                                     "cloudevents"}
