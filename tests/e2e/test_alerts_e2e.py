@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -138,3 +139,39 @@ async def test_environment_and_promotion_events_reach_a_slow_receiver_without_sl
             await record_histories("alerts", {"environment": handle, "promotion": promotion})
     finally:
         sink.stop()
+
+
+async def test_alerts_cli_apply_and_status(dev_env: WorkflowEnvironment, tmp_path: Path, task_queue: str) -> None:
+    from tests.e2e.envkit import ferry
+
+    settings = Settings()
+    settings.temporal.address = dev_env.client.service_client.config.target_host
+    settings.temporal.task_queue = task_queue
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    async with build_worker(dev_env.client, settings, workflows=[AlertRouterWorkflow], activities=[]):
+        STARTED.append((task_queue, ALERT_ROUTER_ID))
+        if await _running(dev_env.client):  # another test's router: this one starts its own
+            await dev_env.client.get_workflow_handle(ALERT_ROUTER_ID).terminate("fresh router")
+        applied = await ferry(settings, tmp_path, "alerts", "apply", "-f", str(examples / "alerts.yaml"))
+        assert applied.returncode == 0, applied.stderr
+        assert "added production-decisions" in applied.stdout
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("alerts:\n  - {name: pager, provider: am, severity: fatal}\n")
+        refused = await ferry(settings, tmp_path, "alerts", "apply", "-f", str(bad))
+        assert refused.returncode == 1 and "alert pager: severity" in refused.stderr, refused.stderr
+        status = await ferry(settings, tmp_path, "alerts", "status", "--json")
+        assert status.returncode == 0, status.stderr
+        names = [a["name"] for a in json.loads(status.stdout)["alerts"]]
+        assert names == ["production-decisions", "pager", "drift", "audit-hook"]
+        await dev_env.client.get_workflow_handle(ALERT_ROUTER_ID).terminate("test done")
+
+
+async def _running(client: Client) -> bool:
+    from temporalio.client import WorkflowExecutionStatus
+    from temporalio.service import RPCError
+
+    try:
+        return (await client.get_workflow_handle(ALERT_ROUTER_ID).describe()).status == \
+            WorkflowExecutionStatus.RUNNING
+    except RPCError:
+        return False
