@@ -7,6 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -22,7 +26,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.notify import NotifyActivities
 from devstack.alertmanager import Alertmanager
-from devstack.procs import free_port, script_path
+from devstack.procs import free_port, script_path, wait_healthy
 from devstack.temporal import SEARCH_ATTRIBUTES
 from devstack.webhook_sink import WebhookSink
 from ferry.alerts import (
@@ -132,18 +136,40 @@ def save_history(name: str, data: dict[str, Any]) -> None:
         (HISTORIES / name).write_text(json.dumps(data))
 
 
-async def test_receiver_outage_and_worker_restart_deliver_once(alert_env: WorkflowEnvironment, sink: WebhookSink,
-                                                               tmp_path: Path) -> None:
+@contextlib.contextmanager
+def worker_process(client: Client, providers: Path, task_queue: str, tmp: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`ferry worker` as its own process (every workflow and activity), to be killed with SIGKILL."""
+    ready = tmp / f"worker-{uuid.uuid4().hex[:6]}.ready"
+    env = {**os.environ, "FERRY_TEMPORAL_ADDRESS": client.service_client.config.target_host,
+           "FERRY_TASK_QUEUE": task_queue, "FERRY_ALERT_PROVIDERS": str(providers),
+           "FERRY_STATE_DIR": str(tmp / "no-stack"), "FERRY_CACHE_DIR": str(tmp / "cache")}
+    log = tmp / "worker.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "cli", "worker", "--ready-file", str(ready)], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_healthy("worker", proc, ready.is_file, 60, log)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+async def test_receiver_outage_and_worker_kill_deliver_once(alert_env: WorkflowEnvironment, sink: WebhookSink,
+                                                            tmp_path: Path) -> None:
     client = alert_env.client
     queue = f"alerts-{uuid.uuid4()}"
     providers = providers_file(tmp_path, [{"name": "hook", "type": "generic-hmac", "url": f"{sink.url}/{URL_SECRET}",
                                            "secret": HMAC_KEY}])
     n = note("HealthFailed")
-    async with alert_worker(client, providers, queue):
+    with worker_process(client, providers, queue, tmp_path) as worker:
         router = await start_router(client, queue, [{"name": "oncall", "provider": "hook", "deadline": "5m"}])
         await send(client, n)
         await asyncio.sleep(3.5)  # the receiver is down: attempts 1, 2 (and maybe 3) fail with connection refused
-    # the worker is gone mid-retry; the receiver comes back; a new worker picks the retry up
+        worker.send_signal(signal.SIGKILL)  # the worker dies mid-retry, no graceful shutdown
+        worker.wait()
+    # the receiver comes back; a new worker picks the retry up from Temporal
     assert not sink.received
     sink.start()
     started = time.monotonic()
