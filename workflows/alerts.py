@@ -42,7 +42,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import policies
     from workflows.search_attributes import FERRY_PHASE
 
-__all__ = ["RESOLVED_BY_RECOVERY", "notification", "notify", "send"]
+__all__ = ["RESOLVED_BY_RECOVERY", "Outbox", "notification", "outbox", "send"]
 
 _TIME = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -66,9 +66,31 @@ async def send(note: Notification) -> None:
         workflow.logger.info("notification %s (%s) not routed: %s", note.key, note.type, err)
 
 
-def notify(note: Notification) -> None:
-    """Fire and forget: the caller's loop never waits on the router, let alone on a receiver."""
-    asyncio.create_task(send(note))  # noqa: RUF006
+class Outbox:
+    """The notifications a workflow has sent and the router has not yet confirmed. Sending never waits (the loop
+    goes on); before its run ends (completes or continues as new) the workflow flushes, so no notification is lost
+    with the run (a signal command issued in the run's last workflow task is not delivered once the run is
+    closed)."""
+
+    def __init__(self) -> None:
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def notify(self, note: Notification) -> None:
+        self._tasks = [*(t for t in self._tasks if not t.done()), asyncio.create_task(send(note))]
+
+    async def flush(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        if tasks:
+            await asyncio.gather(*tasks)
+
+
+def outbox(owner: object) -> Outbox:
+    """The workflow instance's outbox (made on first use, so existing workflows need no new field)."""
+    box = getattr(owner, "_ferry_outbox", None)
+    if not isinstance(box, Outbox):
+        box = Outbox()
+        owner._ferry_outbox = box  # type: ignore[attr-defined]
+    return box
 
 
 @workflow.defn(name="AlertRouterWorkflow")

@@ -69,6 +69,7 @@ class PromotionWorkflow(PinOutcomes):
                                          if not self._pinned else "cancelled after pinning")
             raise
         if workflow.patched("ferry-alerts"):
+            await alerting.outbox(self).flush()  # AwaitingApproval and decisions first, before the run ends
             await alerting.send(alerting.notification(
                 f"Promotion{result.outcome.capitalize()}", input.environment,
                 f"promotion of {input.version} to {input.environment} {result.outcome}: {result.reason}",
@@ -121,7 +122,7 @@ class PromotionWorkflow(PinOutcomes):
             self._phase("AwaitingApproval")
             workflow.set_current_details(self._awaiting_details(spec.approval))
             if workflow.patched("ferry-alerts"):
-                alerting.notify(alerting.notification(
+                alerting.outbox(self).notify(alerting.notification(
                     "AwaitingApproval", input.environment, f"{input.version} waits for approval to go to "
                     f"{input.environment} (requested by {input.requested_by}) until {self._status.deadline}; "
                     f"{' or '.join(spec.approval.names)} may approve; the publisher, {publisher or 'unknown'}, may "
@@ -212,7 +213,7 @@ class PromotionWorkflow(PinOutcomes):
         workflow.upsert_memo({"ferry_decision": record.model_dump(mode="json")})
         if not duplicate and workflow.patched("ferry-alerts"):
             kind = "Refused" if refusal else ("Approved" if action == "approve" else "Rejected")
-            alerting.notify(alerting.notification(
+            alerting.outbox(self).notify(alerting.notification(
                 kind, s.environment, f"{action} of {s.version} for {s.environment} by {by} "
                 f"{'refused: ' + refusal if refusal else 'accepted'}", version=s.version, digest=s.digest, by=by,
                 details={"verified": str(verdict.verified).lower(), "via": via}))
