@@ -106,6 +106,8 @@ def cmd_status(args: argparse.Namespace) -> int:
              f"{'  SUSPENDED' if a.suspend else ''}"
              for a in state.alerts]
     lines.append("counts: " + (", ".join(f"{k} {v}" for k, v in sorted(state.counts.items())) or "none"))
+    lines += [f"delivering {p.notification.type} {p.notification.environment} → {p.alert} ({p.provider}) until "
+              f"{p.deadline_at}" for p in state.pending]
     lines += [f"UNDELIVERED {u.at} {u.type} {u.environment} → {u.alert} ({u.provider}): {u.reason}"
               for u in state.undelivered]
     emit(state.model_dump(mode="json"), args.json, "\n".join(lines))

@@ -50,6 +50,8 @@ from ferry.receiver import (
 log = logging.getLogger("ferry.receiver")
 MAX_ENVIRONMENTS = 200  # signalled per request at most (one repository rarely feeds more)
 TEMPORAL_TIMEOUT = 10.0
+MAX_CONCURRENT = 32  # requests handled at once; more get 503 (the registry retries), so threads stay bounded
+SOCKET_TIMEOUT = 10.0  # a client that stops sending (headers or body) is dropped after this
 
 
 class Receiver:
@@ -152,8 +154,11 @@ class Receiver:
 def make_server(receiver: Receiver, bind: str) -> ThreadingHTTPServer:
     host, _, port = bind.rpartition(":")
 
+    slots = threading.BoundedSemaphore(MAX_CONCURRENT)
+
     class Handler(BaseHTTPRequestHandler):
         server_version = "ferry-receiver"
+        timeout = SOCKET_TIMEOUT
 
         def _answer(self, status: int, data: dict[str, Any] | str) -> None:
             body = (data if isinstance(data, str) else json.dumps(data)).encode()
@@ -177,6 +182,17 @@ def make_server(receiver: Receiver, bind: str) -> ThreadingHTTPServer:
             if endpoint is None:
                 self._answer(404, {"refused": "not found (POST /hooks/registry or /hooks/generic)"})
                 return
+            if not slots.acquire(blocking=False):
+                receiver.count(endpoint, "busy")
+                self.close_connection = True
+                self._answer(503, {"refused": f"more than {MAX_CONCURRENT} requests at once; retry"})
+                return
+            try:
+                self._post(endpoint)
+            finally:
+                slots.release()
+
+        def _post(self, endpoint: str) -> None:
             length = self.headers.get("Content-Length")
             if length is None or not length.isdigit():
                 receiver.count(endpoint, "malformed")
