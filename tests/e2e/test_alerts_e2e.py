@@ -175,3 +175,62 @@ async def _running(client: Client) -> bool:
             WorkflowExecutionStatus.RUNNING
     except RPCError:
         return False
+
+
+async def test_auto_rollback_fires_in_alertmanager_and_recovery_resolves_it(
+        dev_env: WorkflowEnvironment, registry: Registry, kube_server: Any, tmp_path: Path, task_queue: str) -> None:
+    """A broken release: HealthFailed/AutoRollback fire in the real Alertmanager; when the environment is healthy
+    again on the rolled-back version, the Recovered notification resolves them (endsAt)."""
+    from devstack.alertmanager import Alertmanager
+
+    client = dev_env.client
+    am = Alertmanager(port=free_port(), root=tmp_path / "am").start()
+    sink = WebhookSink(port=free_port()).start()
+    try:
+        async with alerting_worker(dev_env, registry, kube_server, tmp_path, task_queue, sink) as settings:
+            providers = settings.worker.alert_providers
+            assert providers is not None
+            providers.write_text(yaml.safe_dump({"providers": [{"name": "am", "type": "alertmanager",
+                                                                "url": am.url}]}))
+            STARTED.append((task_queue, ALERT_ROUTER_ID))
+            router = await client.start_workflow(AlertRouterWorkflow.run, AlertRouterInput(), id=ALERT_ROUTER_ID,
+                                                 task_queue=task_queue,
+                                                 id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING)
+            await router.execute_update(AlertRouterWorkflow.apply_alerts, AlertsUpdate(alerts=[
+                AlertSpec(name="pager", provider="am", severity="error")], by="test"))
+            suffix = uuid.uuid4().hex[:8]
+            name, ns = f"stg-{suffix}", f"ns-{suffix}"
+            repository = f"{registry.host}/team/am-{suffix}"
+            kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(
+                str(kube_server.kubeconfig))).create_namespace({"metadata": {"name": ns}})
+            good = await asyncio.to_thread(publish, settings, repository, "1.0.0", app_manifests("shop"))
+            handle = await start_environment(client, task_queue, EnvironmentSpec.model_validate(
+                {"name": name, "repository": repository, "namespace": ns, "semver": ">=1.0.0", "interval": "2s",
+                 "health_timeout": "10s"}))
+            await wait_status(handle, lambda s: s.state.health.status == "Healthy", what="1.0.0 healthy")
+            await asyncio.to_thread(publish, settings, repository, "1.1.0",
+                                    app_manifests("shop", image="shop:1.1.0-broken"))
+            await wait_status(handle, lambda s: any(e.type == "AutoRollback" for e in s.state.events),
+                              timeout=40, what="auto-rollback")
+            firing = await _until(lambda: am.alerts(environment=name), "AutoRollback firing in Alertmanager")
+            assert {a["labels"]["event"] for a in firing} == {"AutoRollback"}, firing
+            await wait_status(handle, lambda s: s.state.health.status == "Healthy" and s.state.last_applied is not None
+                              and s.state.last_applied.digest == good, timeout=40, what="healthy on 1.0.0 again")
+            await _until(lambda: am.alerts(environment=name) == [], "resolved in Alertmanager")
+            state = await router_counts(client)
+            assert state.get("undelivered", 0) == 0, state
+            await handle.terminate("test done")
+            await router.terminate("test done")
+    finally:
+        sink.stop()
+        am.stop()
+
+
+async def _until(check: Any, what: str, timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await asyncio.to_thread(check)
+        if value:
+            return value
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"{what}: not within {timeout}s")
