@@ -9,10 +9,13 @@ from ferry.settings import Settings
 
 
 def extra_activities(settings: Settings, registry: Any) -> list[Callable[..., Any]]:
-    """Activities beyond the registry set (bundle, cluster), registered by the worker."""
+    """Activities beyond the registry set (bundle, cluster, the iteration check), registered by the worker."""
     from activities.bundle import BundleCache
-    from activities.cluster import ClusterActivities
+    from activities.check import EnvironmentCheck
+    from activities.cluster import ClusterActivities, load_clusters
 
     cache = BundleCache(settings.worker.cache_dir, registry.pull_artifact)
-    cluster = ClusterActivities(cache, str(settings.kubeconfig) if settings.kubeconfig else None)
-    return [cluster.reconcile_environment, cluster.wait_healthy]
+    kubeconfig = str(settings.kubeconfig) if settings.kubeconfig else None
+    cluster = ClusterActivities(cache, kubeconfig, load_clusters(settings.clusters, kubeconfig))
+    check = EnvironmentCheck(registry.resolve_desired, cluster.reconcile_environment)
+    return [cluster.reconcile_environment, cluster.wait_healthy, check.check_environment]

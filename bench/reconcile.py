@@ -65,7 +65,7 @@ class RequestCounter:
 
     def __init__(self, acts: ClusterActivities, kubeconfig: str) -> None:
         self.by_verb: Counter[str] = Counter()
-        rest = acts.cluster(kubeconfig, None).api.rest_client
+        rest = acts.cluster("default").api.rest_client  # the implicit clusters file: default = kubeconfig
         original = rest.request
 
         def counted(method: str, url: str, *args: Any, **kwargs: Any) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,7 @@ def load_environments(path: Path) -> list[EnvironmentSpec]:
                            ) from None
 
 
+APPLY_ATTEMPTS = 5  # an aborted Update-with-Start (a busy worker, a cache eviction) is retried, with backoff
 APPLY_CONCURRENCY = 16  # environments started/updated at once by `ferry env apply`: a fleet in seconds, bounded
 
 
@@ -110,15 +112,30 @@ async def _apply_one(client: Client, spec: EnvironmentSpec, task_queue: str, by:
     except RPCError as err:
         if err.status != RPCStatusCode.NOT_FOUND:
             raise CommandError(f"environment {spec.name}: {err.message}") from None
-    start = WithStartWorkflowOperation(EnvironmentWorkflow.run, EnvironmentInput(state=state), id=workflow_id,
-                                       task_queue=task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                                       static_summary=f"Environment {spec.name}: {spec.tracking} from "
-                                                      f"{spec.repository}")
-    try:
-        result = await client.execute_update_with_start_workflow(
-            EnvironmentWorkflow.update_spec, SpecUpdate(spec=spec, by=by), start_workflow_operation=start)
-    except (WorkflowUpdateFailedError, RPCError) as err:
-        raise CommandError(f"environment {spec.name}: spec refused: {root_cause(err)}") from None
+    def start() -> WithStartWorkflowOperation[Any, Any]:  # NB: an operation is used once; a retry needs another
+        return WithStartWorkflowOperation(
+            EnvironmentWorkflow.run, EnvironmentInput(state=state), id=workflow_id, task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            static_summary=f"Environment {spec.name}: {spec.tracking} from {spec.repository}")
+
+    # NB: one update id for every attempt, so the server answers a retry of an update it already took with that
+    # update's outcome instead of running it twice
+    update_id = f"apply-{uuid.uuid4().hex}"
+    for attempt in range(APPLY_ATTEMPTS):
+        try:
+            result = await client.execute_update_with_start_workflow(
+                EnvironmentWorkflow.update_spec, SpecUpdate(spec=spec, by=by), start_workflow_operation=start(),
+                id=update_id)
+            break
+        except RPCError as err:
+            # NB: "workflow update was aborted": the server cleared the workflow's update registry (its first
+            # workflow task timed out on a busy worker, or the workflow left the server's cache); retryable
+            if attempt + 1 < APPLY_ATTEMPTS and _update_aborted(err):
+                await asyncio.sleep(0.5 * 2 ** attempt)
+                continue
+            raise CommandError(f"environment {spec.name}: spec refused: {root_cause(err)}") from None
+        except WorkflowUpdateFailedError as err:
+            raise CommandError(f"environment {spec.name}: spec refused: {root_cause(err)}") from None
     if started:
         action = "started" + note
     elif result.applied:
@@ -128,6 +145,10 @@ async def _apply_one(client: Client, spec: EnvironmentSpec, task_queue: str, by:
                   f"  approve with: ferry env approve {spec.name} --key ~/.ssh/id_ed25519")
     return {"environment": spec.name, "action": action, "workflow_id": workflow_id, "changes": result.changes,
             "pending_id": result.pending_id}
+
+
+def _update_aborted(err: RPCError) -> bool:
+    return "aborted" in f"{err.message} {err.__cause__ or ''}".lower()
 
 
 async def _from_last_run(client: Client, spec: EnvironmentSpec, ended: Any, force: bool

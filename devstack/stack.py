@@ -139,7 +139,13 @@ def _start_kube(state_dir: Path, port: int, timeout: float) -> dict[str, Any]:
     kubeconfig = state_dir / "kubeconfig"
     shutil.copyfile(cluster.kubeconfig(), kubeconfig)
     kubeconfig.chmod(0o600)
+    # NB: the worker's clusters file (FERRY_CLUSTERS): environments name `default`, the worker's own
+    # least-privileged identity; no auth plugin is allowed
+    clusters = state_dir / "clusters.yaml"
+    clusters.write_text(json.dumps({"clusters": {"default": {"kubeconfig": str(cluster.worker_kubeconfig)}}},
+                                   indent=2) + "\n")
     return {"server": cluster.url, "kubeconfig": str(kubeconfig), "worker_kubeconfig": str(cluster.worker_kubeconfig),
+            "clusters": str(clusters),
             "pid": cluster.procs["kube-apiserver"].pid, "processes": cluster.pids(),
             "logs": str(cluster.logs), "data": str(cluster.root / "etcd")}
 

@@ -136,10 +136,40 @@ class VerifyPolicy(_Model):
     publishers: list[PublisherKey] = Field(min_length=1, max_length=MAX_APPROVERS)
 
 
+DEFAULT_CLUSTER = "default"
+# NB: the worker keeps its inventories and leases here; no environment may write to it (or name it as its own).
+RESERVED_NAMESPACES = ("ferry-system",)
+CLUSTER_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
 class ClusterRef(_Model):
-    kubeconfig: str | None = Field(None, max_length=4096, description="path on the worker; default: the worker's "
-                                   "kubeconfig")
+    """Which cluster, by the name the worker's clusters file (FERRY_CLUSTERS) gives it: `cluster: prod-eu` or
+    `cluster: {name: prod-eu}`. A spec never names a path: the worker alone knows kubeconfigs and credentials."""
+
+    name: str | None = Field(None, max_length=63, pattern=CLUSTER_NAME,
+                             description=f"an entry of the worker's clusters file (default: {DEFAULT_CLUSTER!r})")
+    # NB: legacy, persisted only: states written before clusters by name carry these. People may not set them
+    # (refused below); the worker uses them only to look up an entry of its own clusters file with that
+    # kubeconfig path, never to load a path (docs/tenancy.md).
+    kubeconfig: str | None = Field(None, max_length=4096)
     context: str | None = Field(None, max_length=253)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _by_name(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, str):
+            return {"name": data}
+        if isinstance(data, dict) and info.context and info.context.get(PEOPLE):
+            named = [k for k in ("kubeconfig", "context") if data.get(k) is not None]
+            if named:
+                raise ValueError(f"cluster.{named[0]}: an environment names a cluster of the worker's clusters file "
+                                 "(cluster: NAME), never a kubeconfig path or context; ask the worker's operator "
+                                 "to add an entry to FERRY_CLUSTERS")
+        return data
+
+    @property
+    def effective(self) -> str:
+        return self.name or DEFAULT_CLUSTER
 
 
 class EnvironmentSpec(_Model):
@@ -149,6 +179,13 @@ class EnvironmentSpec(_Model):
     path: str = Field(".", max_length=255)
     cluster: ClusterRef = Field(default_factory=ClusterRef)
     namespace: str = Field("default", max_length=63)
+    namespaces: list[Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=list, max_length=32, description="every namespace it may write to (default: [namespace])")
+    cluster_kinds: list[Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=list, alias="cluster-kinds", max_length=32, description="cluster-scoped kinds it may write "
+        "(e.g. CustomResourceDefinition); its own Namespace objects need no listing")
+    service_account: str | None = Field(None, alias="service-account", max_length=253, pattern=CLUSTER_NAME,
+                                        description="apply and prune as system:serviceaccount:<namespace>:<name>")
     version: str | None = Field(None, max_length=128, description="pinned version")
     semver: str | None = Field(None, max_length=256, description="range to track, e.g. '>=1.2.0 <2.0.0'")
     prereleases: bool = False
@@ -200,6 +237,25 @@ class EnvironmentSpec(_Model):
             raise ValueError("give exactly one of `version` (pinned) or `semver` (a range to track)")
         return self
 
+    @model_validator(mode="after")
+    def _confined(self, info: ValidationInfo) -> EnvironmentSpec:
+        if not (info.context and info.context.get(PEOPLE)):
+            return self  # NB: a persisted state always decodes; the worker refuses a reserved namespace itself
+        for ns in [self.namespace, *self.namespaces]:
+            if not _NAME.match(ns):
+                raise ValueError(f"namespace {ns!r} must be a lowercase DNS label")
+            if ns in RESERVED_NAMESPACES:
+                raise ValueError(f"namespace {ns!r} is reserved for ferry's inventories and leases")
+        if self.namespaces and self.namespace not in self.namespaces:
+            raise ValueError(f"namespace {self.namespace!r} (where objects without one go) must be one of "
+                             f"namespaces {self.namespaces}")
+        return self
+
+    @property
+    def writable_namespaces(self) -> list[str]:
+        """Where this environment may write: `namespaces`, else its one `namespace`."""
+        return list(self.namespaces) or [self.namespace]
+
     @property
     def tracking(self) -> str:
         return f"version {self.version}" if self.version else f"semver {self.semver}"
@@ -207,8 +263,8 @@ class EnvironmentSpec(_Model):
 
 # Spec fields that decide what production runs and who may move it: for an approval-required environment a
 # change to any of them waits for an approval like a promotion.
-PROTECTED_FIELDS = ("approval", "verify", "repository", "path", "cluster", "namespace", "version", "semver",
-                    "prereleases", "prune", "allow-empty")
+PROTECTED_FIELDS = ("approval", "verify", "repository", "path", "cluster", "namespace", "namespaces",
+                    "cluster-kinds", "service-account", "version", "semver", "prereleases", "prune", "allow-empty")
 MAX_DIFF_LINES = 40
 
 
@@ -245,9 +301,20 @@ def protected_changes(diff: list[str]) -> list[str]:
     return [line for line in diff if re.split(r"[.\[:]", line, maxsplit=1)[0] in PROTECTED_FIELDS]
 
 
+_ADDED_FIELDS: dict[str, Any] = {"namespaces": [], "cluster-kinds": [], "service-account": None}
+
+
 def spec_digest(spec: EnvironmentSpec) -> str:
     """What a signed approval of a spec change names as its digest: sha256 of the spec's canonical JSON."""
-    canonical = json.dumps(spec.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
+    data = spec.model_dump(mode="json", by_alias=True)
+    # NB: fields added after specs were first signed are left out while unset, so the digest of a spec that does not
+    # use them is what it always was: approvals signed before the upgrade still verify, and histories replay.
+    for key, unset in _ADDED_FIELDS.items():
+        if data.get(key) == unset:
+            data.pop(key, None)
+    if data["cluster"].get("name") is None:
+        data["cluster"].pop("name", None)
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -528,12 +595,18 @@ class ReconcileInput(_Model):
     version: str
     path: str
     namespace: str
-    kubeconfig: str | None = None
+    cluster: str = Field("", description="the worker's clusters-file entry ('' from older workflows: legacy lookup)")
+    kubeconfig: str | None = Field(None, description="legacy (older workflows): looked up in the clusters file")
     context: str | None = None
+    namespaces: list[str] = Field(default_factory=list, description="where it may write ('' = [namespace])")
+    cluster_kinds: list[str] = Field(default_factory=list)
+    service_account: str | None = None
     prune: bool = True
     allow_empty: bool = False
     dry_run: bool = False
     drift_baseline: bool = Field(False, description="the cluster had this digest applied: differences are drift")
+    check_only: bool = Field(False, description="stop before the first write; `pending` counts what a reconcile "
+                             "would write (the no-op check of an iteration)")
 
 
 class ReconcileResult(_Model):
@@ -543,6 +616,8 @@ class ReconcileResult(_Model):
     plan: list[dict[str, Any]] = Field(default_factory=list, description="only for dry runs (ferry diff); at most "
                                        "MAX_PLAN_ENTRIES entries in history")
     plan_total: int = 0
+    pending: int = Field(0, description="check_only: writes (creates, updates, drift, prunes, inventory) a reconcile "
+                         "would make; when non-zero nothing was written and `changes`/`health` are not a verdict")
 
     @model_serializer(mode="wrap")
     def _bounded(self, handler: Any) -> Any:
@@ -555,9 +630,24 @@ class ReconcileResult(_Model):
         return data
 
 
+class CheckInput(_Model):
+    """An iteration's no-op check, run as one local activity: resolve what the spec tracks (when it tracks), and
+    when that is still the applied digest, check the cluster against it without writing."""
+
+    resolve: ResolveInput | None = None
+    reconcile: ReconcileInput
+
+
+class CheckResult(_Model):
+    found: ResolveResult | None = Field(None, description="the resolve's answer, when the check resolved")
+    result: ReconcileResult | None = Field(None, description="None when the resolved digest is not the applied one "
+                                           "(the cluster was not read)")
+
+
 class HealthInput(_Model):
     environment: str
     digest: str
+    cluster: str = ""
     kubeconfig: str | None = None
     context: str | None = None
     timeout_seconds: int

@@ -21,10 +21,15 @@ class ErrorType(StrEnum):
     UNSAFE_ARCHIVE = "UnsafeArchive"  # absolute paths, '..', links out of the tree, oversized entries
     RENDER_FAILED = "RenderFailed"  # kustomize or YAML parse failure inside an artifact
     VERIFICATION_FAILED = "VerificationFailed"  # unsigned, unknown key, bad signature, signed for another digest
+    FORBIDDEN = "Forbidden"  # the API server's 403 for the identity ferry writes as (worker or service account)
+    OUT_OF_BOUNDS = "OutOfBounds"  # an object outside the environment's namespaces / cluster-kinds: fix the bundle
+    UNKNOWN_CLUSTER = "UnknownCluster"  # the spec names a cluster the worker's clusters file does not list
+    AUTH_PLUGIN_REFUSED = "AuthPluginRefused"  # a kubeconfig exec/auth-provider plugin its cluster entry forbids
     # --- retryable: the world may be different in a moment -------------------------------------
     REGISTRY_UNAVAILABLE = "RegistryUnavailable"  # connection refused, timeout, 429, 5xx
     CLUSTER_UNAVAILABLE = "ClusterUnavailable"  # API server unreachable, timeout, 429, 5xx
     BUNDLE_SOURCE_GONE = "BundleSourceGone"  # the CI host's directory vanished (retry until deadline)
+    LEASE_HELD = "LeaseHeld"  # another reconcile of the environment holds its lease: retry once it ends or expires
 
 
 NON_RETRYABLE: frozenset[ErrorType] = frozenset(
@@ -39,6 +44,10 @@ NON_RETRYABLE: frozenset[ErrorType] = frozenset(
         ErrorType.UNSAFE_ARCHIVE,
         ErrorType.RENDER_FAILED,
         ErrorType.VERIFICATION_FAILED,
+        ErrorType.FORBIDDEN,
+        ErrorType.OUT_OF_BOUNDS,
+        ErrorType.UNKNOWN_CLUSTER,
+        ErrorType.AUTH_PLUGIN_REFUSED,
     }
 )
 

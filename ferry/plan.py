@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -89,6 +89,21 @@ def prepare(obj: Mapping[str, Any], environment: str, default_namespace: str, na
             data[key] = base64.b64encode(str(value).encode()).decode()
         out["data"] = data
     return out
+
+
+def outside(oid: ObjectId, namespaced: bool, namespaces: Collection[str], cluster_kinds: Collection[str]) -> str:
+    """Why an environment confined to `namespaces` and `cluster_kinds` may not write `oid`, or ''. Its own
+    Namespace objects are its own; any other Namespace (another environment's, the cluster's) never is."""
+    if namespaced:
+        if oid.namespace in namespaces:
+            return ""
+        return f"{oid}: namespace {oid.namespace!r} is not this environment's ({', '.join(sorted(namespaces))})"
+    if oid.kind == "Namespace" and oid.group == "":
+        return "" if oid.name in namespaces else (
+            f"{oid}: not one of this environment's namespaces ({', '.join(sorted(namespaces))})")
+    if oid.kind in cluster_kinds:
+        return ""
+    return f"{oid}: cluster-scoped kind {oid.kind} is not in this environment's cluster-kinds"
 
 
 class ObjectChange(BaseModel):

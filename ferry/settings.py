@@ -94,6 +94,17 @@ class WorkerSettings(_Settings):
     # NB: oras-py and the kubernetes client are blocking, so activities are sync and run in a
     # thread pool; the pool is sized to max_concurrent_activities so no activity waits for a thread.
     max_concurrent_activities: int = Field(16, ge=1, le=512)
+    # Fleet tuning (README "Capacity"; bench/fleet.py measures it). The sticky cache holds each environment's
+    # workflow in memory between its iterations; an environment evicted from it is replayed from its whole history
+    # at its next iteration (CPU, and a history fetch from the server). Size it at least to the environments (plus
+    # running promotions) one worker serves: the SDK's default of 1,000 thrashes at a fleet of 10,000.
+    max_cached_workflows: int = Field(10_000, ge=0, le=1_000_000, description="sticky cache size (workflows)")
+    # Workflow tasks are short Python (no I/O: that is in activities) under one GIL: more slots than this only queue.
+    max_concurrent_workflow_tasks: int = Field(32, ge=2, le=1000)
+    # Each iteration's no-op check is a local activity run in the activity thread pool.
+    max_concurrent_local_activities: int = Field(16, ge=1, le=512)
+    # Pollers scale with the backlog (Temporal's autoscaling poller behaviour) between these bounds.
+    max_task_pollers: int = Field(20, ge=2, le=200, description="per kind (workflow, activity) at most")
     cache_dir: Path = Field(Path(".ferry/cache"), description="content-addressed artifact cache")
     # NB: Worker Versioning is off unless a deployment is named: a versioned worker only gets tasks once its
     # version is made current (`temporal worker deployment set-current-version`), which the local stack and the
@@ -112,4 +123,7 @@ class Settings(_Settings):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
-    kubeconfig: Path | None = Field(None, description="default kubeconfig for environments that name none")
+    kubeconfig: Path | None = Field(None, description="the `default` cluster's kubeconfig when the clusters file "
+                                    "lists no `default` (or there is no clusters file)")
+    clusters: Path | None = Field(None, description="the worker's clusters file: name -> kubeconfig, context, "
+                                  "allow-auth (docs/tenancy.md); environments name a cluster of it")

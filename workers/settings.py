@@ -64,11 +64,16 @@ ENVIRONMENT_VARIABLES: dict[str, tuple[str, str]] = {
     "FERRY_OTEL_ENDPOINT": ("telemetry.otlp_endpoint", "str"),
     "FERRY_PROMETHEUS_BIND": ("telemetry.prometheus_bind", "str"),
     "FERRY_MAX_CONCURRENT_ACTIVITIES": ("worker.max_concurrent_activities", "str"),
+    "FERRY_MAX_CACHED_WORKFLOWS": ("worker.max_cached_workflows", "str"),
+    "FERRY_MAX_CONCURRENT_WORKFLOW_TASKS": ("worker.max_concurrent_workflow_tasks", "str"),
+    "FERRY_MAX_CONCURRENT_LOCAL_ACTIVITIES": ("worker.max_concurrent_local_activities", "str"),
+    "FERRY_MAX_TASK_POLLERS": ("worker.max_task_pollers", "str"),
     "FERRY_CACHE_DIR": ("worker.cache_dir", "str"),
     "FERRY_DEPLOYMENT_NAME": ("worker.deployment_name", "str"),
     "FERRY_BUILD_ID": ("worker.build_id", "str"),
     "FERRY_ALERT_PROVIDERS": ("worker.alert_providers", "str"),
     "FERRY_KUBECONFIG": ("kubeconfig", "str"),
+    "FERRY_CLUSTERS": ("clusters", "str"),
 }
 
 
@@ -119,6 +124,8 @@ def devstack_layer(state_dir: Path) -> dict[str, Any]:
     if kube.get("worker_kubeconfig") or kube.get("kubeconfig"):
         # NB: the worker's own least-privilege identity (examples/rbac/ferry-worker.yaml), not the admin's.
         layer["kubeconfig"] = kube.get("worker_kubeconfig") or kube["kubeconfig"]
+    if kube.get("clusters"):
+        layer["clusters"] = kube["clusters"]  # `ferry dev up` writes one: default = the worker's kubeconfig
     layer["worker"] = {"cache_dir": str(state_dir / "cache")}
     return layer
 

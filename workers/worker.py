@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import Worker, WorkerDeploymentConfig, WorkerDeploymentVersion
+from temporalio.worker import PollerBehaviorAutoscaling, Worker, WorkerDeploymentConfig, WorkerDeploymentVersion
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities import extra_activities
@@ -96,10 +96,12 @@ def build_worker(
     workflows: Sequence[type] | None = None,
     activities: Sequence[Callable[..., Any]] | None = None,
 ) -> Worker:
-    # NB: sync activities run in this pool; sized to max_concurrent_activities so none waits for a thread.
+    tuning = settings.worker
+    # NB: sync activities (local ones included) run in this pool, sized so that none waits for a thread.
     pool = concurrent.futures.ThreadPoolExecutor(
-        max_workers=settings.worker.max_concurrent_activities, thread_name_prefix="ferry-activity"
-    )
+        max_workers=tuning.max_concurrent_activities + tuning.max_concurrent_local_activities,
+        thread_name_prefix="ferry-activity")
+    pollers = PollerBehaviorAutoscaling(maximum=tuning.max_task_pollers, initial=min(5, tuning.max_task_pollers))
     versioning = deployment_config(settings)
     classes = list(workflows) if workflows is not None else all_workflows()
     if versioning is not None:
@@ -113,7 +115,12 @@ def build_worker(
         activities=list(activities) if activities is not None else all_activities(settings, client),
         activity_executor=pool,
         workflow_runner=workflow_runner(),
-        max_concurrent_activities=settings.worker.max_concurrent_activities,
+        max_concurrent_activities=tuning.max_concurrent_activities,
+        max_concurrent_local_activities=tuning.max_concurrent_local_activities,
+        max_concurrent_workflow_tasks=tuning.max_concurrent_workflow_tasks,
+        max_cached_workflows=tuning.max_cached_workflows,
+        workflow_task_poller_behavior=pollers,
+        activity_task_poller_behavior=pollers,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         deployment_config=versioning,
     )

@@ -7,7 +7,7 @@ import contextlib
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     import pydantic
@@ -16,6 +16,8 @@ with workflow.unsafe.imports_passed_through():
     from ferry.environment import (
         ActorRequest,
         Applied,
+        CheckInput,
+        CheckResult,
         EnvironmentInput,
         EnvironmentSpec,
         EnvironmentState,
@@ -189,7 +191,8 @@ class EnvironmentWorkflow:
         workflow.set_current_details("\n".join(lines))
 
     async def _iterate(self) -> None:
-        desired = await self._resolve()
+        check = await self._check() if workflow.patched("ferry-local-check") else None
+        desired = await self._resolve(check.found if check is not None and check.found is not None else None)
         if desired is None:
             return
         if self._state.spec.verify is not None and not await self._verified(desired):
@@ -200,15 +203,20 @@ class EnvironmentWorkflow:
         spec = self._state.spec
         applied = self._state.last_applied
         baseline = applied is not None and applied.digest == desired.digest
-        try:
-            result: ReconcileResult = await workflow.execute_activity(
-                "reconcile_environment", self._reconcile_input(desired, baseline), result_type=ReconcileResult,
-                start_to_close_timeout=parse_duration(spec.timeout), retry_policy=policies.RECONCILE_RETRY,
-                heartbeat_timeout=policies.RECONCILE_HEARTBEAT, summary=f"reconcile {desired.version} "
-                f"({desired.digest[:19]}…)")
-        except ActivityError as err:
-            self._reconcile_failed(err, desired)
-            return
+        checked = check.result if check is not None else None
+        if (checked is not None and not checked.pending and baseline and applied is not None
+                and applied.version == desired.version):
+            result = checked  # the check found nothing to write: no activity this iteration
+        else:
+            try:
+                result = await workflow.execute_activity(
+                    "reconcile_environment", self._reconcile_input(desired, baseline), result_type=ReconcileResult,
+                    start_to_close_timeout=parse_duration(spec.timeout), retry_policy=policies.RECONCILE_RETRY,
+                    heartbeat_timeout=policies.RECONCILE_HEARTBEAT, summary=f"reconcile {desired.version} "
+                    f"({desired.digest[:19]}…)")
+            except ActivityError as err:
+                self._reconcile_failed(err, desired)
+                return
         self._state.cluster_unreachable_since, self._state.cluster_error, self._state.last_error = None, "", ""
         changes = result.changes
         if changes.drift:
@@ -304,7 +312,9 @@ class EnvironmentWorkflow:
         spec = self._state.spec
         return ReconcileInput(environment=spec.name, repository=spec.repository, digest=desired.digest,
                               version=desired.version, path=spec.path, namespace=spec.namespace,
-                              kubeconfig=spec.cluster.kubeconfig, context=spec.cluster.context, prune=spec.prune,
+                              cluster=spec.cluster.name or "", kubeconfig=spec.cluster.kubeconfig,
+                              context=spec.cluster.context, namespaces=spec.writable_namespaces,
+                              cluster_kinds=spec.cluster_kinds, service_account=spec.service_account, prune=spec.prune,
                               allow_empty=spec.allow_empty, dry_run=dry_run, drift_baseline=baseline)
 
     def _reconcile_failed(self, err: ActivityError, desired: VersionRef) -> None:
@@ -322,24 +332,62 @@ class EnvironmentWorkflow:
                              digest=desired.digest)
             self._state.last_error = error
 
-    async def _resolve(self) -> VersionRef | None:
-        """The pin, or what the spec tracks. On a source outage: keep what is applied (never empty)."""
-        state, spec = self._state, self._state.spec
-        if state.pin is not None and not (spec.semver and state.pin.kind in ("rollback", "auto-rollback")):
-            return VersionRef(version=state.pin.version, digest=state.pin.digest)
+    def _tracks(self) -> bool:
+        """Whether this iteration resolves what the spec tracks (no pin, or a rollback pin on a range)."""
+        pin, spec = self._state.pin, self._state.spec
+        return pin is None or bool(spec.semver and pin.kind in ("rollback", "auto-rollback"))
+
+    def _resolve_input(self) -> ResolveInput:
+        spec = self._state.spec
+        return ResolveInput(repository=spec.repository, version=spec.version, semver=spec.semver,
+                            prereleases=spec.prereleases, held=self._state.holds)
+
+    async def _check(self) -> CheckResult | None:
+        """The iteration's no-op check as one local activity (a marker in history, no activity round trip):
+        resolve when the spec tracks, and when that is still the applied digest, read the cluster without writing.
+        Only when something is applied and no pin to another digest waits. Any failure (an outage, a bad
+        artifact) returns None: the iteration then takes the full path, whose activities retry and record as
+        before, so an outage costs a little more and a healthy no-op costs one marker."""
+        state, applied = self._state, self._state.last_applied
+        if applied is None or (state.pin is not None and not self._tracks() and state.pin.digest != applied.digest):
+            return None
         try:
-            found: ResolveResult = await workflow.execute_activity(
-                "resolve_desired", ResolveInput(repository=spec.repository, version=spec.version, semver=spec.semver,
-                                                prereleases=spec.prereleases, held=state.holds),
-                result_type=ResolveResult, start_to_close_timeout=policies.RESOLVE_TIMEOUT,
-                retry_policy=policies.QUICK_RETRY, summary=f"resolve {spec.tracking}")
-        except ActivityError as err:
-            if _cause_type(err) == ErrorType.REGISTRY_UNAVAILABLE:
-                state.source_unavailable_since = state.source_unavailable_since or self._now()
-                state.source_error = _cause_message(err)
-            else:
-                state.last_error = f"{_cause_type(err)}: {_cause_message(err)}"
-            return self._current()
+            checked: CheckResult = await workflow.execute_local_activity(
+                "check_environment", CheckInput(resolve=self._resolve_input() if self._tracks() else None,
+                                                reconcile=self._reconcile_input(
+                                                    VersionRef(version=applied.version, digest=applied.digest),
+                                                    baseline=True)),
+                result_type=CheckResult, start_to_close_timeout=policies.CHECK_TIMEOUT,
+                retry_policy=policies.CHECK_RETRY, summary="check")
+        except FailureError as err:
+            # NB: a failed local activity raises its cause (ApplicationError, TimeoutError), not an ActivityError
+            if isinstance(err, CancelledError):
+                raise
+            workflow.logger.info("no-op check failed (%s: %s); full reconcile path", _cause_type(err),
+                                 _cause_message(err))
+            return None
+        return checked
+
+    async def _resolve(self, found: ResolveResult | None = None) -> VersionRef | None:
+        """The pin, or what the spec tracks (`found`: already resolved by the check). On a source outage: keep
+        what is applied (never empty)."""
+        state, spec = self._state, self._state.spec
+        if not self._tracks():
+            assert state.pin is not None
+            return VersionRef(version=state.pin.version, digest=state.pin.digest)
+        if found is None:
+            try:
+                found = await workflow.execute_activity(
+                    "resolve_desired", self._resolve_input(), result_type=ResolveResult,
+                    start_to_close_timeout=policies.RESOLVE_TIMEOUT, retry_policy=policies.QUICK_RETRY,
+                    summary=f"resolve {spec.tracking}")
+            except ActivityError as err:
+                if _cause_type(err) == ErrorType.REGISTRY_UNAVAILABLE:
+                    state.source_unavailable_since = state.source_unavailable_since or self._now()
+                    state.source_error = _cause_message(err)
+                else:
+                    state.last_error = f"{_cause_type(err)}: {_cause_message(err)}"
+                return self._current()
         state.source_unavailable_since, state.source_error = None, ""
         if found.ref is not None and not self._tag_bound(found.ref):
             return self._current()
@@ -389,8 +437,9 @@ class EnvironmentWorkflow:
         (schedule-to-close), and a new pin to another digest (an emergency rollback) pre-empts the wait."""
         spec = self._state.spec
         timeout = parse_duration(spec.health_timeout)
-        input = HealthInput(environment=spec.name, digest=desired.digest, kubeconfig=spec.cluster.kubeconfig,
-                            context=spec.cluster.context, timeout_seconds=int(timeout.total_seconds()))
+        input = HealthInput(environment=spec.name, digest=desired.digest, cluster=spec.cluster.name or "",
+                            kubeconfig=spec.cluster.kubeconfig, context=spec.cluster.context,
+                            timeout_seconds=int(timeout.total_seconds()))
         if not workflow.patched("ferry-health-preemptible"):
             try:
                 result: HealthResult = await workflow.execute_activity(
@@ -569,9 +618,9 @@ class EnvironmentWorkflow:
             return ActorRequest()
 
     @workflow.update(name="update_spec", description="Replace the spec (`ferry env apply`). For an approval-"
-                     "required environment a change to approval, verify, repository, path, cluster, namespace, "
-                     "version/semver or prune waits for a signed approval (approve_spec); every change is recorded "
-                     "with its sender and a field-level diff")
+                     "required environment a change to approval, verify, repository, path, cluster, namespace(s), "
+                     "cluster-kinds, service-account, version/semver or prune waits for a signed approval "
+                     "(approve_spec); every change is recorded with its sender and a field-level diff")
     def update_spec(self, update: SpecUpdate) -> SpecUpdateResult:
         old = self._state.spec
         changes = spec_diff(old, update.spec)

@@ -40,6 +40,11 @@ RECONCILE_RETRY = RetryPolicy(
     non_retryable_error_types=sorted(str(t) for t in NON_RETRYABLE),
 )
 RESOLVE_TIMEOUT = timedelta(minutes=1)
+# An iteration's no-op check (resolve + read-only cluster check) is a local activity: one attempt, because while it
+# runs the workflow task stays open (signals and queries wait for it). A 10,000-object no-op takes ~20 s; past a
+# minute, or on any error, the iteration takes the full path, whose activities own retries and outage records.
+CHECK_TIMEOUT = timedelta(minutes=1)
+CHECK_RETRY = RetryPolicy(maximum_attempts=1)
 # Health polling heartbeats every second; a worker that died mid-poll is noticed within this.
 HEALTH_HEARTBEAT = timedelta(seconds=30)
 # A reconcile heartbeats on every API request and every downloaded chunk: a crashed worker is noticed within this.

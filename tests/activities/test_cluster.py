@@ -3,6 +3,7 @@ what only a real server reveals — normalised values, validation, field ownersh
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -86,13 +87,26 @@ class World:
         # the worker's own least-privileged identity (examples/rbac/ferry-worker.yaml)
         self.acts = ClusterActivities(BundleCache(tmp / "cache", pull), str(kube_server.worker_kubeconfig))
 
-    def reconcile(self, version: str, docs: list[dict[str, Any]], baseline: bool = False) -> ReconcileResult:
+    def reconcile(self, version: str, docs: list[dict[str, Any]], baseline: bool = False,
+                  check_only: bool = False) -> ReconcileResult:
         if version not in self.digests:
             self.digests[version] = publish(self.settings, self.repository, version, docs)
         digest = self.digests[version]
         return self.acts.reconcile_environment(ReconcileInput(
             environment=self.env, repository=self.repository, digest=digest, version=version, path=".",
-            namespace=self.namespace, drift_baseline=baseline))
+            namespace=self.namespace, namespaces=[self.namespace, f"{self.namespace}-extra"],
+            cluster_kinds=["CustomResourceDefinition"], drift_baseline=baseline, check_only=check_only))
+
+    def settled_versions(self, timeout: float = 20.0) -> dict[str, str]:
+        """resource_versions() once two reads a second apart agree (controllers have answered the last write)."""
+        deadline, last = time.monotonic() + timeout, self.resource_versions()
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+            now = self.resource_versions()
+            if now == last:
+                return now
+            last = now
+        raise AssertionError(f"objects of {self.env} still changing after {timeout}s")
 
     def resource_versions(self) -> dict[str, str]:
         """resourceVersion of every object of the environment, CRD and custom resources included."""
@@ -132,8 +146,35 @@ def test_a_noop_iteration_of_a_realistic_bundle_writes_nothing(world: World) -> 
         assert again.changes.unchanged == len(docs)
         assert world.resource_versions() == before  # the server stored nothing new
     # ... and a no-op asks no dry run either (the plan knows cpu 0.5 is 500m, which fields the server keeps
-    # atomic and what it defaults): the inventory GET, one LIST per kind, at most one discovery read
-    assert again.changes.api_requests <= 1 + 12 + 1
+    # atomic and what it defaults): the inventory GET, one LIST per kind, at most one discovery read, and the
+    # environment's lease taken (a GET and a PUT; its release, one PUT, comes after the count)
+    assert again.changes.api_requests <= 1 + 12 + 1 + 2
+
+
+def test_the_iteration_check_reads_and_never_writes(world: World) -> None:
+    """check_only (the workflow's local no-op check): in sync -> pending 0 and a health verdict; drift, a removed
+    object or a missing inventory -> pending counts them and the cluster is left exactly as it was."""
+    world.kube.allow_worker(world.group)
+    docs = realistic_bundle(world.group)
+    fresh = world.reconcile("1.0.0", docs, check_only=True)
+    assert fresh.pending == len(docs) + 1 and world.resource_versions() == {}  # creates + the inventory, none made
+    world.reconcile("1.0.0", docs)
+    in_sync = world.reconcile("1.0.0", docs, baseline=True, check_only=True)
+    assert in_sync.pending == 0 and in_sync.health.status in ("Healthy", "Progressing")
+    assert in_sync.changes.unchanged == len(docs)
+    apps = AppsV1Api(world.admin)
+    apps.patch_namespaced_deployment("shop", world.namespace, {"spec": {"template": {"spec": {"containers": [
+        {"name": "app", "image": "ghcr.io/acme/shop:hotfix"}]}}}}, field_manager="kubectl-edit")
+    before = world.settled_versions()  # the controllers' answer to the edit (status, ReplicaSets) first
+    drifted = world.reconcile("1.0.0", docs, baseline=True, check_only=True)
+    assert drifted.pending == 1 and drifted.changes.drift == {} and drifted.changes.updated == []
+    assert world.resource_versions() == before
+    assert apps.read_namespaced_deployment("shop", world.namespace).spec.template.spec.containers[0].image \
+        == "ghcr.io/acme/shop:hotfix"
+    fewer = [d for d in docs if d["kind"] != "Ingress"]
+    removed = world.reconcile("1.1.0", fewer, check_only=True)
+    assert removed.pending >= 3  # the drifted Deployment, the Ingress to prune, the inventory to rewrite
+    assert world.resource_versions() == before
 
 
 def test_one_rejected_object_applies_nothing_and_the_servers_message_is_kept(world: World) -> None:

@@ -48,6 +48,9 @@ def test_up_status_down_leaves_no_process(tmp_path: Path) -> None:
     core = kubernetes.client.CoreV1Api(api)
     names = {n.metadata.name for n in core.list_namespace().items}
     assert {"default", "ferry-system"} <= names
+    # the worker's clusters file: environments name `default`, the worker's own identity, no plugin allowed
+    clusters = json.loads(Path(info["kube"]["clusters"]).read_text())
+    assert clusters == {"clusters": {"default": {"kubeconfig": info["kube"]["worker_kubeconfig"]}}}
     assert set(info["kube"]["processes"]) == {"etcd", "kube-apiserver", "kube-controller-manager",
                                               "simulated-controller"}
     kubectl = [script_path("kubectl") or "kubectl", "--kubeconfig", info["kube"]["kubeconfig"]]

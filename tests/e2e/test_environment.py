@@ -11,6 +11,7 @@ from typing import Any
 import kubernetes
 import pytest
 from kubernetes.client import AppsV1Api, CoreV1Api
+from temporalio.api.enums.v1 import EventType
 from temporalio.testing import WorkflowEnvironment
 
 from devstack.procs import free_port
@@ -114,7 +115,56 @@ async def test_drift_reverted_and_recorded_fields_not_set_left_alone(
     assert drift is not None and drift.type == "DriftCorrected"
     assert drift.objects == {f"Deployment/{ns}/api": ['.spec.template.spec.containers[name=app].image']}
     await handle.terminate("test done")
-    await record_histories("drift", {"environment": handle})
+    await record_histories("local-check-drift", {"environment": handle})
+
+
+async def test_a_noop_iteration_is_one_local_check_and_no_activity(
+        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    """Issue 13 (at most 8 history events per no-op iteration) and 16 (the resolve costs no activity round trip):
+    an iteration that changes nothing is one local-activity marker, whether the environment tracks a range or is
+    pinned; a change found by the check still goes through the reconcile activity."""
+    name, ns, repo = _names()
+    core, apps = _apis(kube_server)
+    _ensure_ns(core, ns)
+    publish(dev_worker, f"{dev_worker.registry.default}/{repo}", "1.0.0", app_manifests("noop"))
+    handle = await start_environment(dev_env.client, dev_worker.temporal.task_queue,
+                                     _spec(dev_worker, name, ns, repo, interval="1h"))
+    await wait_status(handle, lambda s: s.state.health.status == "Healthy", what="deployed")
+    await next_iteration(handle)  # settle: the first iterations after a rollout may still judge health
+
+    async def events() -> list[str]:
+        return [EventType.Name(e.event_type) for e in (await handle.fetch_history()).events]
+
+    async def iterate_unobserved() -> list[str]:
+        """One signalled iteration, watched through history only: a status query arriving while the check runs
+        would make the worker answer it mid-task (one more workflow task, 3 events), which is not the iteration's
+        own cost."""
+        before = await events()
+        await reconcile_now(handle)
+        for _ in range(300):
+            added = (await events())[len(before):]
+            if added and added[-1] == "EVENT_TYPE_TIMER_STARTED":
+                return added
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"no iteration finished: {added}")
+
+    for _ in range(3):
+        added = await iterate_unobserved()
+        assert len(added) <= 8, added
+        assert "EVENT_TYPE_MARKER_RECORDED" in added
+        assert not any(t.startswith("EVENT_TYPE_ACTIVITY_TASK") for t in added), added
+    status = await handle.query(EnvironmentWorkflow.status)
+    assert status.state.health.status == "Healthy" and status.state.last_error == ""
+    # drift is found by the check and corrected by the reconcile activity
+    apps.patch_namespaced_deployment("noop", ns, {"spec": {"template": {"spec": {"containers": [
+        {"name": "app", "image": "nginx:by-hand"}]}}}}, field_manager="kubectl-edit")
+    before = await events()
+    status = await next_iteration(handle)
+    added = (await events())[len(before):]
+    assert "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED" in added
+    assert status.state.last_drift is not None
+    assert apps.read_namespaced_deployment("noop", ns).spec.template.spec.containers[0].image == "nginx:1.25"
+    await handle.terminate("test done")
 
 
 async def test_failing_rollout_rolls_back_automatically_and_holds(
@@ -208,6 +258,7 @@ async def test_registry_outage_keeps_environment_and_recovers(
             assert core.read_namespaced_config_map("cart-config", ns).data == {"message": "hello"}
             reg.start()
             await wait_status(handle, lambda s: s.state.source_unavailable_since is None, timeout=40, what="recovery")
+            await record_histories("local-check-outage", {"environment": handle})
             await terminate_running(dev_env.client, task_queue)
     finally:
         reg.stop()
@@ -272,7 +323,9 @@ async def test_crd_and_its_custom_resource_in_one_bundle_and_prune_disabled(
     # the Namespace, the CRD and an instance of it arrive together: definitions are applied (and established)
     # before what uses them
     publish(dev_worker, repository, "1.0.0", [widget, kept, crd, namespace, *app_manifests("api")])
-    handle = await start_environment(dev_env.client, dev_worker.temporal.task_queue, _spec(dev_worker, name, ns, repo))
+    # NB: a CRD is cluster-scoped: the environment lists the kind (its own Namespace needs no listing)
+    handle = await start_environment(dev_env.client, dev_worker.temporal.task_queue,
+                                     _spec(dev_worker, name, ns, repo, cluster_kinds=["CustomResourceDefinition"]))
     status = await wait_status(handle, lambda s: s.state.health.status == "Healthy", what="deployed with a CRD")
     created = next(e for e in status.state.events if e.type == "Applied").objects["created"]
     assert created.index(f"CustomResourceDefinition/widgets.{group}") < created.index(f"Widget/{ns}/w1")

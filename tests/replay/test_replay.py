@@ -7,7 +7,9 @@ refused, a rollback, outcomes signalled back; recorded by tests/e2e/test_trust.p
 (the same from before ferry-pin-outcome-signal, when promotions polled) and `histories/spec-approval/` (a
 protected spec change pending, refused and approved) cover the approval gate; `drift/`, `auto-rollback/` and
 `continue-as-new/` (a run of 100 iterations ending in continue-as-new, from the time-skipping server) cover the
-environment's other paths."""
+environment's other paths (drift/ from before ferry-local-check); `local-check-drift/` (no-op iterations checked by
+the local activity, drift found by it and corrected by the full path) and `local-check-outage/` (the check failing
+in a registry outage, the full path recording it) cover the iteration's local check."""
 
 from __future__ import annotations
 

@@ -35,10 +35,13 @@ def test_missing_kubeconfig_is_bad_input_naming_the_file(tmp_path: object) -> No
 
     from activities.bundle import BundleCache
     from activities.cluster import ClusterActivities
+    from ferry.clusters import ClusterEntry, ClustersFile
 
-    acts = ClusterActivities(BundleCache(Path(str(tmp_path)), pull=None))
+    clusters = ClustersFile(clusters={"prod": ClusterEntry(kubeconfig=f"{tmp_path}/missing-kubeconfig",
+                                                           context="prod")})
+    acts = ClusterActivities(BundleCache(Path(str(tmp_path)), pull=None), clusters=clusters)
     try:
-        acts.cluster(f"{tmp_path}/missing-kubeconfig", "prod")
+        acts.cluster("prod")
     except ApplicationError as err:
         assert err.type == "BadInput" and err.non_retryable
         assert "missing-kubeconfig context prod" in err.message

@@ -72,3 +72,14 @@ def test_the_workers_queue_may_not_be_a_ci_hosts(tmp_path: Path) -> None:
 
     with pytest.raises(ValidationError, match="ferry-ci are the CI hosts' own queues"):
         load_settings(env={"FERRY_TASK_QUEUE": "ferry-ci-0123456789abcdef"}, state_dir=tmp_path)
+
+
+
+def test_fleet_tuning_settings(tmp_path: Path) -> None:
+    env = {"FERRY_MAX_CACHED_WORKFLOWS": "20000", "FERRY_MAX_CONCURRENT_WORKFLOW_TASKS": "48",
+           "FERRY_MAX_CONCURRENT_LOCAL_ACTIVITIES": "24", "FERRY_MAX_TASK_POLLERS": "12"}
+    s = load_settings(env=env, state_dir=tmp_path)
+    assert (s.worker.max_cached_workflows, s.worker.max_concurrent_workflow_tasks,
+            s.worker.max_concurrent_local_activities, s.worker.max_task_pollers) == (20000, 48, 24, 12)
+    # the defaults serve a fleet of 10,000 environments without replaying them (README "Capacity")
+    assert load_settings(env={}, state_dir=tmp_path).worker.max_cached_workflows >= 10_000

@@ -43,3 +43,21 @@ def test_oversized_spec_strings_are_refused() -> None:
             spec.pop("version")
         with pytest.raises(ValidationError, match=field):
             EnvironmentSpec.model_validate(spec)
+
+
+def test_a_state_from_before_clusters_by_name_decodes_and_keeps_its_path_only_as_a_lookup_key() -> None:
+    from ferry.environment import EnvironmentState, HealthInput, ReconcileInput
+
+    old = {"spec": {"name": "production", "repository": "127.0.0.1:5000/team/app", "version": "1.0.0",
+                    "namespace": "ferry-system",  # never allowed now; the worker refuses it on the record
+                    "cluster": {"kubeconfig": "/etc/ferry/prod.kubeconfig", "context": "prod"}}}
+    state = EnvironmentState.model_validate(old)
+    assert state.spec.cluster.name is None and state.spec.cluster.effective == "default"
+    assert state.spec.cluster.kubeconfig == "/etc/ferry/prod.kubeconfig"
+    assert state.spec.writable_namespaces == ["ferry-system"] and state.spec.cluster_kinds == []
+    # activity inputs from an older workflow (no cluster name, no bounds) still decode
+    legacy = ReconcileInput.model_validate({"environment": "production", "repository": "r", "digest": "d",
+                                            "version": "1.0.0", "path": ".", "namespace": "prod",
+                                            "kubeconfig": "/etc/ferry/prod.kubeconfig", "context": "prod"})
+    assert legacy.cluster == "" and legacy.namespaces == [] and legacy.service_account is None
+    assert HealthInput.model_validate({"environment": "p", "digest": "d", "timeout_seconds": 5}).cluster == ""
