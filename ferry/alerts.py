@@ -237,7 +237,11 @@ class Links(_Model):
 
 
 def actions(note: Notification, links: Links) -> dict[str, str]:
-    """For AwaitingApproval: every way to act on it, ready to paste."""
+    """For what waits for a person (a promotion's AwaitingApproval, a protected SpecChangePending): every way to act
+    on it, ready to paste."""
+    if note.type == "SpecChangePending" and note.environment:
+        return {"approve": f"ferry env approve {note.environment} --key ~/.ssh/id_ed25519",
+                "reject": f"ferry env reject {note.environment} --key ~/.ssh/id_ed25519"}
     if note.type != "AwaitingApproval":
         return {}
     env, version, wid = note.environment, note.version, note.source

@@ -204,3 +204,9 @@ def test_examples_parse() -> None:
     assert {a.provider for a in alerts} <= {p.name for p in providers.providers}
     assert {p.type for p in providers.providers} == {"slack", "msteams", "discord", "alertmanager", "generic-hmac",
                                                      "cloudevents"}
+
+
+def test_what_waits_for_a_person_says_how_to_act() -> None:
+    pending = json.loads(render("generic", note("SpecChangePending", "production"), Links(), "a").body)
+    assert pending["metadata"]["approve"] == "ferry env approve production --key ~/.ssh/id_ed25519"
+    assert "approve" not in json.loads(render("generic", note("Applied"), Links(), "a").body)["metadata"]
