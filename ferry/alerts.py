@@ -245,7 +245,9 @@ def actions(note: Notification, links: Links) -> dict[str, str]:
     if note.type != "AwaitingApproval":
         return {}
     env, version, wid = note.environment, note.version, note.source
-    approver = (note.details.get("approvers") or "NAME").split(",")[0].strip() or "NAME"
+    publisher = note.details.get("publisher", "")
+    names = [n.strip() for n in note.details.get("approvers", "").split(",") if n.strip()]
+    approver = next((n for n in names if n != publisher), "NAME")  # NB: the publisher may not approve
     target = f"--address {links.address} --namespace {links.namespace} --workflow-id {wid}"
     return {
         "approve": f"ferry approve {env} {version} --as {approver} --key ~/.ssh/id_ed25519",

@@ -210,3 +210,13 @@ def test_what_waits_for_a_person_says_how_to_act() -> None:
     pending = json.loads(render("generic", note("SpecChangePending", "production"), Links(), "a").body)
     assert pending["metadata"]["approve"] == "ferry env approve production --key ~/.ssh/id_ed25519"
     assert "approve" not in json.loads(render("generic", note("Applied"), Links(), "a").body)["metadata"]
+
+
+def test_awaiting_approval_suggests_an_approver_who_is_not_the_publisher() -> None:
+    waiting = make_notification(workflow_id="promote/production/1.1.0", run_id="r", position=3,
+                                type_="AwaitingApproval", environment="production", message="m",
+                                at="2026-11-30T12:00:00Z", version="1.1.0",
+                                details={"publisher": "sre-bob", "approvers": "sre-bob, sre-alice"})
+    metadata = json.loads(render("generic", waiting, Links(address="t:7233", namespace="ns"), "a").body)["metadata"]
+    assert metadata["approve"].startswith("ferry approve production 1.1.0 --as sre-alice ")
+    assert "--address t:7233 --namespace ns --workflow-id promote/production/1.1.0" in metadata["signal"]
