@@ -24,10 +24,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	@touch $(STAMP)
 
-# Debian packages the tests run for real: the CNCF distribution registry (docker-registry) and chromium (the browser
-# test of the Temporal UI, tests/e2e/test_ui.py; playwright-core drives it and never downloads a browser) and npm
-# (command:package pairs).
-SYSTEM_PACKAGES := docker-registry:docker-registry chromium:chromium npm:npm
+# Debian packages the tests run for real: the CNCF distribution registry (docker-registry), Prometheus Alertmanager
+# (the alerts' Alertmanager provider, tests/workflows/test_alerts.py) and chromium (the browser test of the Temporal
+# UI, tests/e2e/test_ui.py; playwright-core drives it and never downloads a browser) and npm (command:package pairs).
+SYSTEM_PACKAGES := docker-registry:docker-registry prometheus-alertmanager:prometheus-alertmanager chromium:chromium npm:npm
 system-deps:
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
 	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \

@@ -4,10 +4,13 @@ CI releases 1.0.0 and 1.1.0, signed -> staging follows to 1.1.0 -> promote produ
 own signed approval is refused -> a forged (unsigned) approval sent with the `temporal` CLI is refused -> an SRE's
 SSH-signed approval sent with `temporal workflow update execute` moves production -> a hand edit in production is
 reverted -> a broken 1.2.0 fails health in staging and rolls back by itself, held -> `ferry rollback production
---to 1.0.0` -> `ferry audit` prints the timeline with Temporal UI links, and `--verify` re-checks every signature."""
+--to 1.0.0` -> `ferry audit` prints the timeline with Temporal UI links, and `--verify` re-checks every signature.
+Along the way: the AwaitingApproval notification arrives at a local receiver (an alert declared with `ferry alerts
+apply`), and the registry's push of 1.2.0 reaches staging through `ferry receiver` within about a second."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shlex
@@ -19,7 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from activities.tools import script_path
+from devstack.procs import free_port
 from devstack.stack import StackInfo, status
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,6 +91,49 @@ def bundle(version: str, image_tag: str, message: str, into: Path) -> Path:
     configmap = target / "base" / "configmap.yaml"
     configmap.write_text(configmap.read_text().replace("Hello from Ferry", message))
     return target
+
+
+def start_sink(tmp: Path) -> subprocess.Popen[bytes]:
+    """A local HTTP receiver standing in for the SREs' chat; the worker's providers file points the alert at it."""
+    port = free_port()
+    log = tmp / "sre-chat.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "devstack.webhook_sink", "--port", str(port)], cwd=ROOT,
+                                stdout=out, stderr=subprocess.STDOUT)
+    (STATE / "alert-providers.yaml").write_text(yaml.safe_dump({"providers": [
+        {"name": "sre-chat", "type": "generic", "url": f"http://127.0.0.1:{port}/sre-chat"}]}))
+    (STATE / "alert-providers.yaml").chmod(0o600)
+    proc.log = log  # type: ignore[attr-defined]
+    return proc
+
+
+def notification(sink: subprocess.Popen[bytes], event: str) -> dict[str, Any] | None:
+    """The first notification of this event type the local receiver printed."""
+    text = Path(sink.log).read_text()  # type: ignore[attr-defined]
+    for chunk in text.split("--- ")[1:]:
+        body = chunk.split("\n", 1)[1] if "\n" in chunk else ""
+        with contextlib.suppress(ValueError):
+            data = json.loads(body)
+            if isinstance(data, dict) and data.get("reason") == event:
+                return data
+    return None
+
+
+def push_to_applied(version: str, applied_at: str) -> str:
+    """When the registry told `ferry receiver` of the push (its log), and when staging recorded Applied."""
+    from datetime import UTC, datetime
+
+    log = STATE / "logs" / "receiver.log"
+    lines = [line for line in log.read_text().splitlines() if f":{version}: reconcile_now" in line] \
+        if log.is_file() else []
+    if not lines:
+        return f"staging recorded Applied {version} at {applied_at} (no push seen by `ferry receiver`)"
+    heard = datetime.strptime(lines[0][:23], "%Y-%m-%d %H:%M:%S,%f").astimezone(UTC)
+    applied = datetime.strptime(applied_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    seconds = max((applied - heard).total_seconds(), 0.0)
+    return (f"the registry announced {version} to `ferry receiver` at {heard:%H:%M:%S.%f}"[:-3] + " UTC, which "
+            f"signalled reconcile_now ({lines[0].rsplit('reconcile_now to ', 1)[-1]}); staging recorded Applied at "
+            f"{applied_at}, within {seconds + 1:.0f}s (events have 1-second resolution; staging's interval is 5s)")
 
 
 def make_keys(tmp: Path) -> dict[str, Path]:
@@ -161,8 +210,23 @@ def main() -> None:
         wait("production on 1.0.0", lambda: applied("production", "1.0.0"))
         run([*FERRY, "env", "list"])
 
+        step("4b. alerts: production's decisions go to the SREs' chat (here a local receiver that prints what "
+             "arrives); the provider's URL lives in the worker's .ferry/alert-providers.yaml, never in a workflow")
+        sink = start_sink(tmp)
+        alerts = tmp / "alerts.yaml"
+        alerts.write_text(yaml.safe_dump({"alerts": [{
+            "name": "production-decisions", "provider": "sre-chat", "environments": ["production"],
+            "events": ["AwaitingApproval", "Approved", "Refused", "PromotionSucceeded", "PromotionFailed"]}]},
+            sort_keys=False))
+        print(alerts.read_text().rstrip())
+        run([*FERRY, "alerts", "apply", "-f", str(alerts)])
+
         step("5. a release manager asks to promote production to 1.1.0")
         run([*FERRY, "promote", "production", "1.1.0", "--as", "carol", "--reason", "weekly release train"])
+        step("5b. the AwaitingApproval notification arrives: version, digest, publisher, who may approve, the "
+             "`ferry approve` and `temporal` commands, the Temporal UI link")
+        arrived = wait("AwaitingApproval notification", lambda: notification(sink, "AwaitingApproval"), 60)
+        print(json.dumps(arrived["metadata"], indent=2))
 
         step(f"6. the publisher ({PUBLISHER}, an approver too) approves their own release with their key: refused, "
              "and recorded")
@@ -204,6 +268,10 @@ def main() -> None:
                          repository, "--version", "1.2.0", "--published-by", PUBLISHER, "--revision", revision("1.2.0"),
                          "--sign-key", str(keys["release"]))
         print(f"released {repository}:1.2.0 -> {out['digest']}")
+        applied_at = wait("staging applying 1.2.0", lambda: next(
+            (e["at"] for e in env_status("staging").get("state", {}).get("events", [])
+             if e["type"] == "Applied" and e.get("version") == "1.2.0"), None), 60)
+        print(push_to_applied("1.2.0", applied_at))
         wait("staging auto-rollback", lambda: any(e["type"] == "AutoRollback" for e in
                                                   env_status("staging").get("state", {}).get("events", [])), 150)
         wait("staging healthy on 1.1.0 again", lambda: applied("staging", "1.1.0"))
@@ -218,6 +286,8 @@ def main() -> None:
         step("14. every signed decision in those histories, re-verified offline")
         verified = run([*FERRY, "audit", "--since", since, "--verify"], show=False)
         print(verified.stdout.strip().splitlines()[-1])
+        sink.terminate()
+        sink.wait(timeout=10)
     print(f"\nOpen the Temporal UI at {ui} to see every workflow above; `ferry dev down` stops the stack.")
 
 

@@ -24,7 +24,7 @@ def cmd_dev_up(args: argparse.Namespace) -> int:
 
     state = Path(args.state_dir or ".ferry")
     ports = Ports(temporal=args.temporal_port, ui=args.ui_port, registry=args.registry_port, kube=args.kube_port,
-                  metrics=args.metrics_port)
+                  metrics=args.metrics_port, receiver=args.receiver_port)
     info = up(state, ports, worker=not args.no_worker, timeout=args.timeout)
     if args.json:
         print(json.dumps(info.to_json(), indent=2))
@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev_up.add_argument("--registry-port", type=int, default=5001)
     dev_up.add_argument("--kube-port", type=int, default=6443)
     dev_up.add_argument("--metrics-port", type=int, default=9464, help="the worker's Prometheus endpoint")
+    dev_up.add_argument("--receiver-port", type=int, default=9292, help="`ferry receiver` (registry push hooks)")
     dev_up.add_argument("--timeout", type=float, default=60.0, help="seconds per component health check")
     dev_up.set_defaults(func=cmd_dev_up)
     dev_down = dev_sub.add_parser("down", help="stop the processes devstack.json names")
@@ -147,7 +148,7 @@ def _load_command_modules() -> None:
     import importlib
 
     for name in ("cli.release", "cli.verify", "cli.environments", "cli.promotion", "cli.audit",
-                 "cli.replay_check"):
+                 "cli.replay_check", "cli.alerts", "cli.receiver"):
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as err:

@@ -41,6 +41,8 @@ class Registry:
     root: Path  # storage + config + logs live under here
     htpasswd: Path | None = None
     readonly: bool = False
+    notify_url: str | None = None  # `ferry receiver`'s /hooks/registry: pushes are announced to it
+    notify_token: str | None = None  # sent as `Authorization: Bearer TOKEN` (the receiver's FERRY_RECEIVER_TOKEN)
     secret: str = field(default_factory=lambda: secrets.token_hex(16))
     proc: subprocess.Popen[bytes] | None = None
 
@@ -72,6 +74,14 @@ class Registry:
         }
         if self.htpasswd is not None:
             config["auth"] = {"htpasswd": {"realm": "ferry", "path": str(self.htpasswd)}}
+        if self.notify_url:
+            endpoint: dict[str, object] = {
+                "name": "ferry-receiver", "url": self.notify_url, "timeout": "2s", "threshold": 3, "backoff": "1s",
+                # NB: pulls (every reconcile's fetch) would only be noise; pushes of layers are skipped by the receiver
+                "ignore": {"actions": ["pull"]}}
+            if self.notify_token:
+                endpoint["headers"] = {"Authorization": [f"Bearer {self.notify_token}"]}
+            config["notifications"] = {"endpoints": [endpoint]}
         return config
 
     def start(self, timeout: float = 20.0) -> None:

@@ -25,6 +25,7 @@ class Ports:
     registry: int = 5001
     kube: int = 6443
     metrics: int = 9464  # the worker's Prometheus endpoint
+    receiver: int = 9292  # `ferry receiver`: the registry announces pushes to it
 
 
 @dataclass
@@ -72,7 +73,7 @@ def up(state_dir: Path, ports: Ports | None = None, *, worker: bool = True, time
         raise StackError(f"stack: already running from {state_dir / STACK_FILE}; `ferry dev down` first")
     ports = ports or Ports()
     _check_ports({"temporal": ports.temporal, "temporal-ui": ports.ui, "registry": ports.registry,
-                  "kube": ports.kube, **({"metrics": ports.metrics} if worker else {})})
+                  "kube": ports.kube, "receiver": ports.receiver, **({"metrics": ports.metrics} if worker else {})})
     state_dir.mkdir(parents=True, exist_ok=True)
     logs = state_dir / "logs"
     info = StackInfo(state_dir=str(state_dir))
@@ -87,7 +88,15 @@ def up(state_dir: Path, ports: Ports | None = None, *, worker: bool = True, time
                                        "ui_url": temporal.ui_url, "pid": temporal.proc.pid,
                                        "db_file": str(temporal.db_file)}
 
-        registry = Registry(port=ports.registry, root=state_dir / "registry")
+        info.save(state_dir)  # the receiver reads Temporal's address from here
+        from devstack.receiver import receiver_token, start_receiver
+
+        token = receiver_token(state_dir)
+        receiver = start_receiver(state_dir, ports.receiver, timeout)
+        started.append(receiver["pid"])
+        info.components["receiver"] = receiver
+        registry = Registry(port=ports.registry, root=state_dir / "registry", notify_url=receiver["hook"],
+                            notify_token=token)
         registry.start(timeout)
         assert registry.proc is not None
         started.append(registry.proc.pid)
@@ -105,7 +114,8 @@ def up(state_dir: Path, ports: Ports | None = None, *, worker: bool = True, time
             metrics = f"127.0.0.1:{ports.metrics}"
             proc = spawn([sys.executable, "-m", "cli.main", "worker", "--state-dir", str(state_dir),
                           "--ready-file", str(ready)], logs / "worker.log",
-                         env={**os.environ, "FERRY_PROMETHEUS_BIND": metrics})
+                         env={"FERRY_ALERT_PROVIDERS": str(state_dir / "alert-providers.yaml"), **os.environ,
+                              "FERRY_PROMETHEUS_BIND": metrics})
             started.append(proc.pid)
             wait_healthy("worker", proc, ready.is_file, timeout, logs / "worker.log")
             info.components["worker"] = {"pid": proc.pid, "task_queue": "ferry", "log": str(logs / "worker.log"),
@@ -158,7 +168,7 @@ def down(state_dir: Path) -> list[str]:
     if info is None:
         return []
     stopped: list[str] = []
-    for name in ("worker", "kube", "registry", "temporal"):
+    for name in ("worker", "kube", "registry", "receiver", "temporal"):
         component = info.components.get(name)
         if component and component.get("processes"):
             from devstack.kube.controlplane import stop_processes

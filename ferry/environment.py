@@ -321,6 +321,16 @@ def spec_digest(spec: EnvironmentSpec) -> str:
 
 class EnvironmentsFile(_Model):
     environments: list[EnvironmentSpec]
+    alerts: list[dict[str, Any]] = Field(default_factory=list, description="applied by `ferry alerts apply` "
+                                         "(ferry.alerts.AlertSpec); validated here too, so a typo fails env apply")
+
+    @field_validator("alerts")
+    @classmethod
+    def _alerts(cls, value: list[dict[str, Any]], info: ValidationInfo) -> list[dict[str, Any]]:
+        from ferry.alerts import AlertsFile  # NB: ferry.alerts builds on this module
+
+        AlertsFile.model_validate({"alerts": value}, context=info.context)
+        return value
 
     @model_validator(mode="after")
     def _unique(self) -> EnvironmentsFile:

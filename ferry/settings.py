@@ -113,6 +113,8 @@ class WorkerSettings(_Settings):
         "Worker Versioning: the worker deployment this worker belongs to (e.g. 'ferry'); unset = unversioned"))
     build_id: str | None = Field(None, min_length=1, max_length=200, description=(
         "Worker Versioning: this build's id (default: ferry's package version + the git commit it runs from)"))
+    alert_providers: Path | None = Field(None, description="the alert providers file (URLs, tokens, HMAC keys): "
+                                         "read by the worker at each delivery, never sent anywhere else")
 
 
 class Settings(_Settings):

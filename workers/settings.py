@@ -71,6 +71,7 @@ ENVIRONMENT_VARIABLES: dict[str, tuple[str, str]] = {
     "FERRY_CACHE_DIR": ("worker.cache_dir", "str"),
     "FERRY_DEPLOYMENT_NAME": ("worker.deployment_name", "str"),
     "FERRY_BUILD_ID": ("worker.build_id", "str"),
+    "FERRY_ALERT_PROVIDERS": ("worker.alert_providers", "str"),
     "FERRY_KUBECONFIG": ("kubeconfig", "str"),
     "FERRY_CLUSTERS": ("clusters", "str"),
 }

@@ -21,9 +21,11 @@ from __future__ import annotations
 from temporalio import workflow
 from temporalio.common import VersioningBehavior
 
+from ferry.alerts import AlertRouterInput
 from ferry.environment import EnvironmentInput
 from ferry.promotion import PromotionInput, PromotionResult, RollbackInput, RollbackResult
 from ferry.release import ReleaseInput, ReleaseResult
+from workflows.alerts import AlertRouterWorkflow
 from workflows.environment import EnvironmentWorkflow
 from workflows.promotion import PromotionWorkflow
 from workflows.release import ReleaseWorkflow
@@ -66,7 +68,18 @@ class VersionedReleaseWorkflow(ReleaseWorkflow):
         return await super().run(input)
 
 
+@workflow.defn(name="AlertRouterWorkflow", versioning_behavior=VersioningBehavior.PINNED,
+               failure_exception_types=_failure_types(AlertRouterWorkflow))
+class VersionedAlertRouterWorkflow(AlertRouterWorkflow):
+    """Runs forever like an environment: pinned within a run, moves to the current build at continue-as-new."""
+
+    @workflow.run
+    async def run(self, input: AlertRouterInput) -> None:
+        await super().run(input)
+
+
 VERSIONED: dict[type, type] = {
+    AlertRouterWorkflow: VersionedAlertRouterWorkflow,
     EnvironmentWorkflow: VersionedEnvironmentWorkflow,
     PromotionWorkflow: VersionedPromotionWorkflow,
     RollbackWorkflow: VersionedRollbackWorkflow,

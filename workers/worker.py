@@ -34,6 +34,8 @@ def all_workflows() -> list[type]:
 def all_activities(settings: Settings, client: Client) -> list[Callable[..., Any]]:
     """Activity classes hold their clients; their bound methods are registered."""
     from activities.environments import EnvironmentActivities
+    from activities.notify import NotifyActivities
+    from ferry.alerts import Links
 
     registries = Registries(settings.registry)
     registry = RegistryActivities(registries)
@@ -49,11 +51,14 @@ def all_activities(settings: Settings, client: Client) -> list[Callable[..., Any
         SignatureActivities(registries).verify_artifact,
         *extra_activities(settings, registry),
         EnvironmentActivities(client).environment_status,
+        NotifyActivities(settings.worker.alert_providers, Links(
+            ui_url=settings.temporal.ui_url, address=settings.temporal.address,
+            namespace=settings.temporal.namespace)).deliver_notification,
     ]
 
 
 STATELESS_WORKFLOW_HELPERS = ("workflows.metrics", "workflows.policies", "workflows.search_attributes",
-                              "workflows.pinning")
+                              "workflows.outbox", "workflows.pinning")
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:

@@ -12,10 +12,11 @@ from typing import Any
 
 def __getattr__(name: str) -> Any:
     if name == "ALL_WORKFLOWS":
+        from workflows.alerts import AlertRouterWorkflow
         from workflows.environment import EnvironmentWorkflow
         from workflows.promotion import PromotionWorkflow
         from workflows.release import ReleaseWorkflow
         from workflows.rollback import RollbackWorkflow
 
-        return [ReleaseWorkflow, EnvironmentWorkflow, PromotionWorkflow, RollbackWorkflow]
+        return [ReleaseWorkflow, EnvironmentWorkflow, PromotionWorkflow, RollbackWorkflow, AlertRouterWorkflow]
     raise AttributeError(f"module 'workflows' has no attribute {name!r}")

@@ -50,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
     from ferry.promotion import DecisionContext, Judgement, judge
     from ferry.versions import try_parse_tag
     from workflows import metrics, policies
+    from workflows import outbox as alerting
     from workflows.pinning import verify_release
     from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_REPOSITORY, FERRY_VERSION
 
@@ -98,6 +99,10 @@ class EnvironmentWorkflow:
         # Behind patched(): older histories (before the audit trail) replay without these commands.
         if workflow.patched("ferry-audit-memo"):
             workflow.upsert_memo({"ferry_event": event.model_dump(mode="json")})
+        if workflow.patched("ferry-alerts"):  # NB: a signal to the alert router from its own task: never waits
+            alerting.outbox(self).notify(alerting.notification(
+                type_, self._state.spec.name, message, version=event.version, digest=event.digest, by=event.by,
+                details={"repository": self._state.spec.repository}))
         return event
 
     def _phase(self) -> str:
@@ -113,6 +118,10 @@ class EnvironmentWorkflow:
         # histories upserted every iteration).
         if workflow.patched("ferry-publish-on-change") and values == self._published:
             return
+        if self._published[3:] == ("Failed",) and values[3] == "Healthy" and workflow.patched("ferry-alerts"):
+            alerting.outbox(self).notify(alerting.notification(  # resolves what the failure fired (endsAt)
+                "Recovered", values[0], f"{values[0]} is healthy again on {values[2]}", version=values[2],
+                resolves=list(alerting.RESOLVED_BY_RECOVERY)))
         self._published = values
         workflow.upsert_search_attributes([
             FERRY_ENVIRONMENT.value_set(self._state.spec.name),
@@ -149,6 +158,7 @@ class EnvironmentWorkflow:
                 or workflow.info().is_continue_as_new_suggested()):
             # NB: let running signal/update handlers finish so nothing they do is lost.
             await workflow.wait_condition(workflow.all_handlers_finished)
+            await alerting.outbox(self).flush()  # NB: no notification is lost with the run (nothing sent: no-op)
             # NB: under Worker Versioning an environment is pinned to its build within a run and moves to the
             # deployment's current build here, at continue-as-new (workers/versioning.py)
             workflow.continue_as_new(EnvironmentInput(state=self._state),

@@ -61,3 +61,13 @@ MAX_GOOD_HISTORY = 10
 MAX_TAG_BINDINGS = 200  # tag -> digest: enough for every version a range or pin sees in months of releases
 MAX_VERIFIED_KEPT = 20  # digest -> verified publisher: recent releases; an older one is simply verified again
 MAX_CONSUMED_APPROVALS = 50  # promotion runs whose approvals moved the environment: a replayed pin is refused
+# Alert delivery: one HTTP POST per attempt (a provider's own timeout is at most 60 s); retried with backoff up to
+# one attempt a minute until the alert's deadline (schedule-to-close), so a receiver outage of an hour costs ~60
+# attempts, none of them in history. 4xx answers (other than 408/425/429) and configuration errors are final.
+DELIVERY_ATTEMPT_TIMEOUT = timedelta(seconds=90)
+DELIVERY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=60),
+    non_retryable_error_types=["DeliveryRefused", "ProviderUnknown", "ProvidersFileInvalid"],
+)

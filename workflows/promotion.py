@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         judge,
     )
     from workflows import metrics
+    from workflows import outbox as alerting
     from workflows.pinning import PinOutcomes, environment_status, resolve_release, send_pin
     from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_VERSION
 
@@ -60,13 +61,21 @@ class PromotionWorkflow(PinOutcomes):
     @workflow.run
     async def run(self, input: PromotionInput) -> PromotionResult:
         try:
-            return await self._run(input)
+            result = await self._run(input)
         except asyncio.CancelledError:
             # NB: a cancelled promotion must not keep matching FerryPhase = "AwaitingApproval"
             self._phase("Cancelled")
             workflow.set_current_details(f"cancelled in phase {self._status.phase}; nothing was pinned"
                                          if not self._pinned else "cancelled after pinning")
             raise
+        if workflow.patched("ferry-alerts"):
+            await alerting.outbox(self).flush()  # AwaitingApproval and decisions first, before the run ends
+            await alerting.send(alerting.notification(
+                f"Promotion{result.outcome.capitalize()}", input.environment,
+                f"promotion of {input.version} to {input.environment} {result.outcome}: {result.reason}",
+                version=input.version, digest=result.digest, by=input.requested_by,
+                details={"publisher": result.publisher, "approved_by": ", ".join(result.approved_by)}))
+        return result
 
     def _awaiting_details(self, policy: ApprovalPolicy) -> str:
         s = self._status
@@ -112,6 +121,16 @@ class PromotionWorkflow(PinOutcomes):
             self._status.deadline = (workflow.now() + timeout).strftime("%Y-%m-%dT%H:%M:%SZ")
             self._phase("AwaitingApproval")
             workflow.set_current_details(self._awaiting_details(spec.approval))
+            if workflow.patched("ferry-alerts"):
+                alerting.outbox(self).notify(alerting.notification(
+                    "AwaitingApproval", input.environment, f"{input.version} waits for approval to go to "
+                    f"{input.environment} (requested by {input.requested_by}) until {self._status.deadline}; "
+                    f"{' or '.join(spec.approval.names)} may approve; the publisher, {publisher or 'unknown'}, may "
+                    "not", version=input.version, digest=digest, by=input.requested_by,
+                    details={"publisher": publisher, "approvers": ", ".join(spec.approval.names),
+                             "deadline": self._status.deadline, "requested_by": input.requested_by,
+                             "reason": input.reason, "signed": str(spec.approval.is_signed).lower(),
+                             "repository": spec.repository}))
             try:
                 await workflow.wait_condition(lambda: self._outcome is not None, timeout=timeout,
                                               timeout_summary=f"approval deadline ({spec.approval.timeout})")
@@ -192,6 +211,12 @@ class PromotionWorkflow(PinOutcomes):
         s.decisions = [*s.decisions, record][-MAX_DECISIONS_KEPT:]
         metrics.promotion_decision(s.environment, action, not refusal)
         workflow.upsert_memo({"ferry_decision": record.model_dump(mode="json")})
+        if not duplicate and workflow.patched("ferry-alerts"):
+            kind = "Refused" if refusal else ("Approved" if action == "approve" else "Rejected")
+            alerting.outbox(self).notify(alerting.notification(
+                kind, s.environment, f"{action} of {s.version} for {s.environment} by {by} "
+                f"{'refused: ' + refusal if refusal else 'accepted'}", version=s.version, digest=s.digest, by=by,
+                details={"verified": str(verdict.verified).lower(), "via": via}))
         if refusal:
             workflow.logger.warning("%s refused: %s", action, refusal)
         elif not duplicate:

@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         ReleaseResult,
         ci_task_queue_problem,
     )
+    from workflows import outbox as alerting
     from workflows import policies
     from workflows.search_attributes import FERRY_PUBLISHER, FERRY_REPOSITORY, FERRY_VERSION
 
@@ -109,7 +110,13 @@ class ReleaseWorkflow:
         workflow.logger.info("released %s:%s as %s", input.repository, input.version, pushed.digest)
         result = ReleaseResult(repository=input.repository, version=input.version, digest=pushed.digest,
                                layer_digest=pushed.layer_digest, size=pushed.size, publisher=input.publisher)
-        return await self._signed(input, result)
+        result = await self._signed(input, result)
+        if workflow.patched("ferry-alerts"):
+            await alerting.send(alerting.notification(
+                "ReleasePublished", "", f"{input.repository}:{input.version} released by {input.publisher} as "
+                f"{result.digest}", version=input.version, digest=result.digest, by=input.publisher,
+                details={"repository": input.repository, "revision": input.revision, "source": input.source}))
+        return result
 
     async def _signed(self, input: ReleaseInput, result: ReleaseResult) -> ReleaseResult:
         """Sign the verified digest on the CI host, which alone holds the key. NB: an unsigned release issues

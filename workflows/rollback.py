@@ -13,6 +13,7 @@ with workflow.unsafe.imports_passed_through():
     from ferry.promotion import RollbackInput, RollbackResult
     from ferry.versions import try_parse_tag
     from workflows import metrics
+    from workflows import outbox as alerting
     from workflows.pinning import PinOutcomes, environment_status, resolve_release, send_pin
     from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_VERSION
 
@@ -26,11 +27,18 @@ class RollbackWorkflow(PinOutcomes):
     @workflow.run
     async def run(self, input: RollbackInput) -> RollbackResult:
         try:
-            return await self._run(input)
+            result = await self._run(input)
         except asyncio.CancelledError:
             workflow.upsert_search_attributes([FERRY_PHASE.value_set("Cancelled")])
             workflow.set_current_details("**Cancelled**")
             raise
+        if workflow.patched("ferry-alerts"):
+            await alerting.send(alerting.notification(
+                f"Rollback{result.outcome.capitalize()}", input.environment,
+                f"rollback of {input.environment} from {result.from_version or '?'} to {result.to_version or '?'} "
+                f"{result.outcome}: {result.reason}", version=result.to_version or "", digest=result.digest or "",
+                by=input.requested_by, details={"from": result.from_version or "", "reason": input.reason}))
+        return result
 
     async def _run(self, input: RollbackInput) -> RollbackResult:
         workflow.upsert_search_attributes([FERRY_ENVIRONMENT.value_set(input.environment),

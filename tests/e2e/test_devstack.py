@@ -23,7 +23,8 @@ def _ferry(*args: str, env: dict[str, str] | None = None, timeout: float = 120) 
 
 def _ports() -> list[str]:
     return ["--temporal-port", str(free_port()), "--ui-port", str(free_port()),
-            "--registry-port", str(free_port()), "--kube-port", str(free_port()), "--metrics-port", str(free_port())]
+            "--registry-port", str(free_port()), "--kube-port", str(free_port()), "--metrics-port", str(free_port()),
+            "--receiver-port", str(free_port())]
 
 
 def test_up_status_down_leaves_no_process(tmp_path: Path) -> None:
@@ -33,7 +34,14 @@ def test_up_status_down_leaves_no_process(tmp_path: Path) -> None:
     info = json.loads((state / "devstack.json").read_text())
     assert info == json.loads(up.stdout)
     pids = [c["pid"] for k, c in info.items() if isinstance(c, dict) and "pid" in c]
-    assert {"temporal", "registry", "kube", "worker"} <= set(info)
+    assert {"temporal", "registry", "kube", "worker", "receiver"} <= set(info)
+    import yaml
+
+    # the registry announces pushes to the receiver, with the shared secret the receiver checks
+    config = yaml.safe_load((state / "registry" / "config.yml").read_text())
+    endpoint = config["notifications"]["endpoints"][0]
+    assert endpoint["url"] == info["receiver"]["hook"]
+    assert endpoint["headers"]["Authorization"] == [f"Bearer {(state / 'receiver.token').read_text().strip()}"]
     import kubernetes
 
     api = kubernetes.config.new_client_from_config(info["kube"]["kubeconfig"])

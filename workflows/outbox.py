@@ -1,0 +1,65 @@
+"""How workflows tell the alert router (workflows/alerts.py) about an event: `notification()` builds it (its
+idempotency key from the workflow's id, run and history position), `outbox(self).notify()` signals the router from
+a task of its own (the caller never waits) and `flush()` before the run ends.
+
+NB: stateless (no module-level state): passed through the workflow sandbox (workers/worker.py), so a new
+environment does not re-import the router's module."""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from ferry.alerts import ALERT_ROUTER_ID, RESOLVED_BY_RECOVERY, Notification, make_notification
+    from ferry.environment import LenientPayload
+
+__all__ = ["RESOLVED_BY_RECOVERY", "Outbox", "notification", "outbox", "send"]
+
+def notification(type_: str, environment: str, message: str, **fields: object) -> Notification:
+    """A notification about an event the calling workflow records now. Its key is derived from the workflow's id,
+    run and current history length (replay computes the same key), and the event itself."""
+    info = workflow.info()
+    return make_notification(workflow_id=info.workflow_id, run_id=info.run_id,
+                             position=info.get_current_history_length(), type_=type_, environment=environment,
+                             message=message, at=workflow.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+                             **fields)  # type: ignore[arg-type]
+
+
+async def send(note: Notification) -> None:
+    """Signal the router; a router that is not running (no alerts declared) means nobody is to be told."""
+    try:
+        await workflow.get_external_workflow_handle(ALERT_ROUTER_ID).signal(
+            "notify", LenientPayload(note.model_dump(mode="json")))
+    except Exception as err:  # NB: the router may not exist: nothing is declared, nothing to deliver
+        workflow.logger.info("notification %s (%s) not routed: %s", note.key, note.type, err)
+
+
+class Outbox:
+    """The notifications a workflow has sent and the router has not yet confirmed. Sending never waits (the loop
+    goes on); before its run ends (completes or continues as new) the workflow flushes, so no notification is lost
+    with the run (a signal command issued in the run's last workflow task is not delivered once the run is
+    closed)."""
+
+    def __init__(self) -> None:
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def notify(self, note: Notification) -> None:
+        self._tasks = [*(t for t in self._tasks if not t.done()), asyncio.create_task(send(note))]
+
+    async def flush(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        if tasks:
+            await asyncio.gather(*tasks)
+
+
+def outbox(owner: object) -> Outbox:
+    """The workflow instance's outbox (made on first use, so existing workflows need no new field)."""
+    box = getattr(owner, "_ferry_outbox", None)
+    if not isinstance(box, Outbox):
+        box = Outbox()
+        owner._ferry_outbox = box  # type: ignore[attr-defined]
+    return box
+
+
