@@ -110,9 +110,9 @@ async def start_fleet(client: Client, n: int, repository: str) -> float:
     return time.monotonic() - started
 
 
-async def visible(client: Client, n: int, timeout: float = 600) -> None:
+async def visible(client: Client, n: int, within: float = 600) -> None:
     """Visibility is eventually consistent: wait until it counts every environment."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         count = (await client.count_workflows("WorkflowType = 'EnvironmentWorkflow' AND "
                                               "ExecutionStatus = 'Running'")).count

@@ -18,36 +18,20 @@ from temporalio.worker import Worker
 
 from activities.bundle import BundleActivities, BundleError, scan, validate, write_tarball
 from activities.registry import Registries, RegistryActivities, SignatureActivities
-from cli.common import (
-    COMMANDS,
-    CommandError,
-    cli_identity,
-    emit,
-    global_options,
-    local_identity,
-    root_cause,
-    settings_from,
-)
+from cli.commands import SIGN_KEY_PASSWORD_VARIABLE
+from cli.common import CommandError, connect_client, emit, local_identity, root_cause, settings_from
 from ferry.cosign import ReleaseSigner, load_signer
 from ferry.durations import parse_duration
 from ferry.oci import split_repository
 from ferry.release import ReleaseInput, ReleaseResult, new_ci_task_queue, release_workflow_id, strip_url_credentials
 from ferry.settings import Settings
 from ferry.versions import VersionError, parse_release_version
-from workers.client import connect, workflow_url
+from workers.client import workflow_url
 from workflows.release import ReleaseWorkflow, release_search_attributes
 
 # The workflow's own deadline: the release timeout plus time for the CI-queue timeouts to fire.
 CI_GRACE = parse_duration("2m")
-SIGN_KEY_PASSWORD_VARIABLE = "FERRY_SIGN_KEY_PASSWORD"
 MAX_KEY_FILE = 16 * 1024
-
-KEY_HELP = """a PEM EC P-256 private key (PKCS#8 or SEC1; if encrypted, its password in $FERRY_SIGN_KEY_PASSWORD).
-Make one: openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt -out release.key;
-its public key for environments and `ferry verify`/`cosign verify --key`: openssl pkey -in release.key -pubout
--out release.pub. cosign's own encrypted key format is not read; `cosign import-key-pair --key release.key`
-gives cosign the same key."""
-
 
 def _git(directory: Path, *args: str) -> str:
     try:
@@ -136,7 +120,7 @@ async def run_release(input: ReleaseInput, expected_layer: str, settings: Settin
     key, if any, stays in this process: only this worker registers sign_artifact."""
     repository, version = input.repository, input.version
     timeout = timedelta(seconds=input.timeout_seconds)
-    client = await connect(settings.temporal, identity=cli_identity())
+    client = await connect_client(settings)
     registries = Registries(settings.registry)
     registry = RegistryActivities(registries)
     bundles = BundleActivities()
@@ -182,23 +166,3 @@ def cmd_release(args: argparse.Namespace) -> int:
         note += f"\nsigned by {out['signature_key_fingerprint']} as {out['publisher']} ({out['signature_tag']})"
     emit(out, args.json, f"{out['digest']}{note}")
     return 0
-
-
-def register(sub: Any) -> None:
-    p = sub.add_parser("release", help="package DIR and publish it as an immutable OCI artifact (what CI runs)")
-    p.add_argument("dir", help="directory of manifests (plain YAML or kustomize; overlays are kept)")
-    p.add_argument("--repository", required=True, help="HOST[:PORT]/PATH, or PATH on the default registry")
-    p.add_argument("--version", required=True, help="semver tag, e.g. 1.2.3 or v1.2.3")
-    p.add_argument("--revision", default=None, help="default: <branch>@sha1:<commit> from git")
-    p.add_argument("--source", default=None, help="default: the git remote URL (user-info, query and fragment "
-                   "stripped: no token reaches history or the artifact)")
-    p.add_argument("--published-by", default=None, help="default: the CI identity, else the local user; with "
-                   "--sign-key it is the publisher the signature attests")
-    p.add_argument("--sign-key", default=None, metavar="FILE", help="sign the release in cosign's format: " + KEY_HELP)
-    p.add_argument("--timeout", default="15m", help="how long a registry outage may delay the release")
-    p.add_argument("--json", action="store_true")
-    global_options(p)
-    p.set_defaults(func=cmd_release)
-
-
-COMMANDS.append(register)
