@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
-import yaml
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
@@ -24,8 +23,6 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from cli.common import CommandError, emit, local_identity, root_cause, run_connected, settings_from, where
-from cli.keys import expiry, private_key
-from ferry.approvals import ApprovalError, Statement, sign_statement
 from ferry.environment import (
     PEOPLE,
     EnvironmentInput,
@@ -46,6 +43,8 @@ from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_RE
 
 def load_environments(path: Path) -> list[EnvironmentSpec]:
     """Parse environments.yaml; the first problem names the environment, the field and the reason."""
+    import yaml
+
     try:
         raw = yaml.safe_load(path.read_text())
     except OSError as err:
@@ -384,6 +383,9 @@ def _spec_decide(update: str) -> Any:
             who = args.as_ or local_identity()
             payload = {"approver": who, "comment": args.comment or ""}
             if args.key:
+                from cli.keys import expiry, private_key
+                from ferry.approvals import ApprovalError, Statement, sign_statement
+
                 data, password, _ = private_key(args.key)
                 try:
                     statement = Statement(environment=args.env, version="spec", digest=pending.digest,
