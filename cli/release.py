@@ -16,14 +16,21 @@ from temporalio.client import WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
-from activities.bundle import BundleActivities, BundleError, scan, validate, write_tarball
+from activities.bundle import BundleActivities, BundleError, default_work_dir, package, scan, validate, write_tarball
 from activities.registry import Registries, RegistryActivities, SignatureActivities
 from cli.commands import SIGN_KEY_PASSWORD_VARIABLE
 from cli.common import CommandError, connect_client, emit, local_identity, root_cause, settings_from
 from ferry.cosign import ReleaseSigner, load_signer
 from ferry.durations import parse_duration
 from ferry.oci import split_repository
-from ferry.release import ReleaseInput, ReleaseResult, new_ci_task_queue, release_workflow_id, strip_url_credentials
+from ferry.release import (
+    PackageBundleResult,
+    ReleaseInput,
+    ReleaseResult,
+    new_ci_task_queue,
+    release_workflow_id,
+    strip_url_credentials,
+)
 from ferry.settings import Settings
 from ferry.versions import VersionError, parse_release_version
 from workers.client import workflow_url
@@ -67,6 +74,11 @@ def local_layer_digest(directory: Path) -> str:
         return write_tarball(directory, scan(directory), Path(tmp) / "bundle.tar.gz")
 
 
+# Layer digest -> the bundle this process validated and packaged (prepare_release), for its CI worker's
+# package_bundle: the bundle is parsed and tarred once per release, not twice.
+PACKAGED: dict[str, PackageBundleResult] = {}
+
+
 def load_sign_key(path: str) -> ReleaseSigner:
     """The signing key from ``--sign-key``; errors name the file and the problem, never the key's bytes."""
     try:
@@ -99,7 +111,7 @@ def prepare_release(args: argparse.Namespace, settings: Settings, signer: Releas
         raise CommandError(f"{args.dir}: directory does not exist")
     try:
         objects = validate(directory)
-        expected_layer = local_layer_digest(directory)
+        packaged = package(directory, default_work_dir(), scan(directory))
     except BundleError as err:
         raise CommandError(f"invalid bundle: {err}") from None
     facts = git_facts(directory)
@@ -111,7 +123,8 @@ def prepare_release(args: argparse.Namespace, settings: Settings, signer: Releas
         created=facts.get("created") or None, timeout_seconds=max(10, int(timeout.total_seconds())),
         sign_key_fingerprint=signer.fingerprint if signer else None,
     )
-    return input, expected_layer, objects
+    PACKAGED[packaged.layer_digest] = packaged
+    return input, packaged.layer_digest, objects
 
 
 async def run_release(input: ReleaseInput, expected_layer: str, settings: Settings,
@@ -123,7 +136,8 @@ async def run_release(input: ReleaseInput, expected_layer: str, settings: Settin
     client = await connect_client(settings)
     registries = Registries(settings.registry)
     registry = RegistryActivities(registries)
-    bundles = BundleActivities()
+    bundles = BundleActivities(prepared={input.bundle_dir: PACKAGED[expected_layer]} if expected_layer in PACKAGED
+                               else None)
     activities: list[Any] = [bundles.package_bundle, registry.resolve_tag, registry.fetch_manifest,
                              registry.push_artifact]
     if signer is not None:
