@@ -14,7 +14,6 @@ from typing import Any
 
 from temporalio.client import WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.worker import Worker
 
 from activities.bundle import BundleActivities, BundleError, default_work_dir, package, scan, validate, write_tarball
 from activities.registry import Registries, RegistryActivities, SignatureActivities
@@ -34,11 +33,13 @@ from ferry.release import (
 from ferry.settings import Settings
 from ferry.versions import VersionError, parse_release_version
 from workers.client import workflow_url
+from workers.worker import build_ci_worker
 from workflows.release import ReleaseWorkflow, release_search_attributes
 
 # The workflow's own deadline: the release timeout plus time for the CI-queue timeouts to fire.
 CI_GRACE = parse_duration("2m")
 MAX_KEY_FILE = 16 * 1024
+CI_ACTIVITIES = 4  # the CI worker's activities at once (= its thread pool): one release needs one at a time
 
 def _git(directory: Path, *args: str) -> str:
     try:
@@ -143,9 +144,8 @@ async def run_release(input: ReleaseInput, expected_layer: str, settings: Settin
     if signer is not None:
         activities.append(SignatureActivities(registries, signer).sign_artifact)
     # NB: the worker-specific task queue: packaging and push run here, on the CI host, for this process's life.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-        worker = Worker(client, task_queue=input.ci_task_queue, activity_executor=pool, activities=activities)
-        async with worker:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=CI_ACTIVITIES) as pool:
+        async with build_ci_worker(client, input.ci_task_queue, activities, pool, CI_ACTIVITIES):
             workflow_id = release_workflow_id(repository, version)
             handle = await client.start_workflow(
                 ReleaseWorkflow.run, input, id=workflow_id, task_queue=settings.temporal.task_queue,
