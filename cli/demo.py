@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from activities.tools import script_path
-from devstack.stack import StackInfo, status
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE = ROOT / ".ferry"
@@ -117,6 +116,8 @@ def fill_environments(repository: str, keys: dict[str, Path]) -> str:
 
 
 def main() -> None:
+    from devstack.stack import StackInfo, status  # NB: the local stack, only for `make demo`
+
     started = time.monotonic()
     step("1. the local stack: Temporal dev server + Web UI, CNCF registry, Kubernetes control plane (etcd, "
          "kube-apiserver, kube-controller-manager; workload status simulated), worker")

@@ -78,3 +78,14 @@ def test_a_broken_command_module_fails_loudly() -> None:
         Lazy("cli.no_such_module", "cmd")(argparse.Namespace())
     with pytest.raises(AttributeError):
         Lazy("cli.environments", "no_such_command").resolve()
+
+
+def test_no_cli_module_imports_devstack_at_top_level() -> None:
+    """The product never needs the local stack's code: `ferry dev` and the demo import it when they run."""
+    import ast
+
+    for path in sorted((ROOT / "cli").glob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n == "devstack" or n.startswith("devstack.") for n in names), f"{path.name}: {names}"
