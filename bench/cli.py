@@ -35,7 +35,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from temporalio.client import Client
-from temporalio.common import SearchAttributeKey, TypedSearchAttributes
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.testing import WorkflowEnvironment
@@ -90,16 +90,14 @@ async def start_fleet(client: Client, n: int, repository: str) -> float:
     """N environments as Visibility sees them (their workflow code never runs: nobody polls their task queue)."""
     queue = f"bench-cli-fleet-{uuid.uuid4().hex[:6]}"
     gate = asyncio.Semaphore(64)
-    tracking = sa.__dict__.get("FERRY_TRACKING")
 
     async def one(i: int) -> None:
         name = f"fleet-{i:05d}"
         spec = EnvironmentSpec.model_validate({"name": name, "repository": repository, "namespace": name,
                                                "version": "1.0.0"})
-        pairs = [sa.FERRY_ENVIRONMENT.value_set(name), sa.FERRY_REPOSITORY.value_set(repository),
-                 sa.FERRY_VERSION.value_set("1.0.0"), sa.FERRY_PHASE.value_set("Healthy")]
-        if tracking is not None:
-            pairs.append(tracking.value_set(spec.tracking))
+        pairs = [SearchAttributePair(sa.FERRY_ENVIRONMENT, name), SearchAttributePair(sa.FERRY_REPOSITORY, repository),
+                 SearchAttributePair(sa.FERRY_VERSION, "1.0.0"), SearchAttributePair(sa.FERRY_PHASE, "Healthy"),
+                 SearchAttributePair(sa.FERRY_TRACKING, spec.tracking)]
         async with gate:
             await client.start_workflow(EnvironmentWorkflow.run, EnvironmentInput(state=EnvironmentState(spec=spec)),
                                         id=f"env/{name}", task_queue=queue,
@@ -156,6 +154,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     "status": await asyncio.to_thread(timed, ["status", "bench"], cli_env, args.runs),
                 }
                 out["env_list_1"] = await asyncio.to_thread(timed, ["env", "list"], cli_env, args.runs)
+                print(json.dumps(out), file=sys.stderr, flush=True)  # NB: what is measured so far, if the fleet fails
                 if args.fleet:
                     out["fleet_start_seconds"] = round(await start_fleet(env.client, args.fleet, repository), 1)
                     await visible(env.client, args.fleet + 1)

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -72,20 +73,24 @@ def bundle(root: Path, objects: int) -> Path:
     return root
 
 
-def wall(argv: list[str], env: dict[str, str]) -> float:
+def wall(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds user + sys) of one process. NB: on a shared, loaded machine wall time includes
+    waiting for a core; CPU time does not (the ferry worker's and the servers' CPU are not counted on either side)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:4])} failed: {proc.stderr.strip()[-2000:]}")
-    return elapsed
+    return elapsed, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def measure(name: str, directory: Path, runs: int, registry: Registry, env: dict[str, str], tmp: Path
             ) -> dict[str, Any]:
     tarball = tmp / f"{name}.tar.gz"
     write_tarball(directory, scan(directory), tarball)
-    ferry_times, bare_times = [], []
+    ferry_times, bare_times, ferry_cpu, bare_cpu = [], [], [], []
     for i in range(runs + 1):  # the first pair warms caches and is not counted
         repo = f"{registry.host}/bench/{name}-{uuid.uuid4().hex[:8]}"
         bare = wall([sys.executable, "-c", BARE_PUSH, f"{repo}-bare:1.0.{i}", str(tarball), FLUX_CONTENT_MEDIA_TYPE,
@@ -93,12 +98,17 @@ def measure(name: str, directory: Path, runs: int, registry: Registry, env: dict
         release = wall([sys.executable, "-m", "cli", "release", str(directory), "--repository", repo,
                         "--version", f"1.0.{i}", "--published-by", "bench"], env)
         if i:
-            bare_times.append(bare)
-            ferry_times.append(release)
+            bare_times.append(bare[0])
+            ferry_times.append(release[0])
+            bare_cpu.append(bare[1])
+            ferry_cpu.append(release[1])
     f, b = statistics.median(ferry_times), statistics.median(bare_times)
+    fc, bc = statistics.median(ferry_cpu), statistics.median(bare_cpu)
     return {"objects": name, "bytes": tarball.stat().st_size, "runs": runs,
             "ferry_release_median": round(f, 3), "bare_push_median": round(b, 3),
             "ratio": round(f / b, 2), "overhead_seconds": round(f - b, 3),
+            "ferry_release_cpu_median": round(fc, 3), "bare_push_cpu_median": round(bc, 3),
+            "cpu_ratio": round(fc / bc, 2), "cpu_overhead_seconds": round(fc - bc, 3),
             "ferry_release": [round(t, 3) for t in ferry_times], "bare_push": [round(t, 3) for t in bare_times]}
 
 
