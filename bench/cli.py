@@ -120,6 +120,30 @@ async def visible(client: Client, n: int, within: float = 600) -> None:
     raise AssertionError(f"Visibility never counted {n} environments")
 
 
+async def in_process(client: Client, runs: int) -> dict[str, Any]:
+    """Listing alone, in this process: the raw Visibility pages `env list` reads, against the SDK's
+    list_workflows (a WorkflowExecution per row), each with its CPU seconds."""
+    from cli.environments import LIST_PAGE, LIST_QUERY, list_environments
+
+    async def sdk() -> int:
+        return len([wf.typed_search_attributes async for wf in client.list_workflows(LIST_QUERY, page_size=LIST_PAGE)])
+
+    async def raw() -> int:
+        return len(await list_environments(client))
+
+    out: dict[str, Any] = {}
+    for name, work in (("list_environments", raw), ("sdk_list_workflows", sdk)):
+        walls, cpus = [], []
+        for _ in range(runs):
+            started, cpu = time.perf_counter(), time.process_time()
+            rows = await work()
+            walls.append(time.perf_counter() - started)
+            cpus.append(time.process_time() - cpu)
+        out[name] = {"rows": rows, "median": round(statistics.median(walls), 3),
+                     "cpu_median": round(statistics.median(cpus), 3)}
+    return out
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     quiet = Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(
         filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"))))
@@ -160,6 +184,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     await visible(env.client, args.fleet + 1)
                     out[f"env_list_{args.fleet + 1}"] = await asyncio.to_thread(
                         timed, ["env", "list"], cli_env, max(3, args.runs // 3))
+                    out["in_process"] = await in_process(env.client, max(3, args.runs // 3))
                 out["load_average_after"] = os.getloadavg()
         finally:
             await env.shutdown()
