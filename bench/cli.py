@@ -197,7 +197,14 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--fleet", type=int, default=0, help="environments in Visibility for `env list`")
     parser.add_argument("--no-write", action="store_true")
-    result = asyncio.run(main(parser.parse_args()))
+    # NB: the dev server writes its banner to the inherited stdout: keep ours pure JSON
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        result = asyncio.run(main(parser.parse_args()))
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
     text = json.dumps(result, indent=2)
     print(text)
     if not parser.parse_args().no_write:
