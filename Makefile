@@ -88,6 +88,8 @@ bench: setup
 	$(BIN)/python bench/kube_api.py > bench/results/kube_api.json
 	$(BIN)/python bench/reconcile.py > bench/results/reconcile.json
 	$(BIN)/python bench/history.py > bench/results/history.json
+	$(BIN)/python bench/cli.py --fleet 1000 > bench/results/cli.json
+	$(BIN)/python bench/release.py > bench/results/release.json
 	@echo "bench: results in bench/results/ (figures: bench/README.md)"
 
 clean:

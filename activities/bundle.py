@@ -369,6 +369,11 @@ def validate(root: Path, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> int:
     return count
 
 
+def _digest(path: Path) -> str:
+    with path.open("rb") as handle:
+        return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def write_tarball(root: Path, files: list[BundleFile], out: Path) -> str:
     """Deterministic tar.gz of files; returns its sha256 digest."""
     raw = io.BytesIO()
@@ -389,8 +394,7 @@ def write_tarball(root: Path, files: list[BundleFile], out: Path) -> str:
         # NB: filename="" and mtime=0 keep the gzip header identical on every machine.
         with gzip.GzipFile(filename="", mode="wb", fileobj=handle, mtime=0, compresslevel=9) as gz:
             gz.write(raw.getvalue())
-    with out.open("rb") as handle:
-        return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
+    return _digest(out)
 
 
 def _tarinfo(name: str, kind: bytes, mode: int, size: int) -> tarfile.TarInfo:
@@ -521,14 +525,39 @@ def render(directory: Path, root: Path | None = None) -> list[dict[str, Any]]:
     return objects
 
 
-class BundleActivities:
-    """Bundle activities for the CI host (package) — registered by `ferry release`'s in-process worker."""
+def default_work_dir() -> Path:
+    """Where the CI host keeps packaged bundles, each named by its digest."""
+    return Path(tempfile.gettempdir()) / "ferry-bundles"
 
-    def __init__(self, work_dir: Path | None = None) -> None:
-        self._work_dir = work_dir or Path(tempfile.gettempdir()) / "ferry-bundles"
+
+def package(root: Path, work_dir: Path, files: list[BundleFile]) -> PackageBundleResult:
+    """Write the deterministic tar.gz of `files` as ``<work_dir>/sha256-<hex>.tar.gz`` (content-addressed)."""
+    fd, tmp = tempfile.mkstemp(suffix=".tar.gz", dir=_ensure(work_dir))
+    os.close(fd)
+    digest = write_tarball(root, files, Path(tmp))
+    final = work_dir / (digest.replace(":", "-") + ".tar.gz")
+    os.replace(tmp, final)
+    return PackageBundleResult(path=str(final), layer_digest=digest, size=final.stat().st_size, files=len(files))
+
+
+class BundleActivities:
+    """Bundle activities for the CI host (package) — registered by `ferry release`'s in-process worker.
+    `prepared`: bundle directory -> the PackageBundleResult `ferry release` validated and packaged before starting
+    the workflow, so the activity neither parses nor tars the bundle a second time."""
+
+    def __init__(self, work_dir: Path | None = None, prepared: dict[str, PackageBundleResult] | None = None) -> None:
+        self._work_dir = work_dir or default_work_dir()
+        self._prepared = dict(prepared or {})
 
     @activity.defn(name="package_bundle")
     def package_bundle(self, input: PackageBundleInput) -> PackageBundleResult:
+        """Validate and package the bundle directory; idempotent (content-addressed). BundleSourceGone when the
+        directory is not on this host, BadInput (non-retryable) for an invalid bundle."""
+        prepared = self._prepared.get(input.bundle_dir)
+        # NB: the packaged file is named by its digest; re-hashing it (cheap) proves it is still those bytes
+        if prepared is not None and Path(prepared.path).is_file() and _digest(Path(prepared.path)) == \
+                prepared.layer_digest:
+            return prepared
         root = Path(input.bundle_dir)
         if not root.exists():
             raise classified(ErrorType.BUNDLE_SOURCE_GONE, f"{root} does not exist on this host")
@@ -537,12 +566,7 @@ class BundleActivities:
             files = scan(root, input.max_file_bytes)
         except BundleError as err:
             raise classified(ErrorType.BAD_INPUT, str(err)) from err
-        fd, tmp = tempfile.mkstemp(suffix=".tar.gz", dir=_ensure(self._work_dir))
-        os.close(fd)
-        digest = write_tarball(root, files, Path(tmp))
-        final = self._work_dir / (digest.replace(":", "-") + ".tar.gz")
-        os.replace(tmp, final)
-        return PackageBundleResult(path=str(final), layer_digest=digest, size=final.stat().st_size, files=len(files))
+        return package(root, self._work_dir, files)
 
 
 def _ensure(path: Path) -> Path:

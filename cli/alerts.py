@@ -16,11 +16,9 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from cli.common import (
-    COMMANDS,
     CommandError,
     cli_identity,
     emit,
-    global_options,
     local_identity,
     root_cause,
     settings_from,
@@ -112,20 +110,3 @@ def cmd_status(args: argparse.Namespace) -> int:
               for u in state.undelivered]
     emit(state.model_dump(mode="json"), args.json, "\n".join(lines))
     return 1 if state.undelivered and args.strict else 0
-
-
-def register(sub: Any) -> None:
-    alerts = sub.add_parser("alerts", help="declare alerts (events → providers) and see deliveries given up")
-    alerts_sub = alerts.add_subparsers(dest="alerts_command", required=True)
-    apply = alerts_sub.add_parser("apply", help="replace the declared alerts with a file's `alerts:` list")
-    apply.add_argument("-f", "--file", required=True, help="alerts.yaml, or environments.yaml with `alerts:`")
-    apply.set_defaults(func=cmd_apply)
-    status = alerts_sub.add_parser("status", help="declared alerts, counters, and undelivered notifications")
-    status.add_argument("--strict", action="store_true", help="exit 1 when anything was left undelivered")
-    status.set_defaults(func=cmd_status)
-    for p in (apply, status):
-        p.add_argument("--json", action="store_true")
-        global_options(p)
-
-
-COMMANDS.append(register)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 from collections import deque
 from typing import Any
@@ -14,7 +13,7 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from cli.common import COMMANDS, cli_identity, emit, global_options, settings_from
+from cli.common import emit, run_connected, settings_from
 from cli.environments import environment_status
 from ferry.approvals import (
     ApprovalError,
@@ -26,7 +25,7 @@ from ferry.approvals import (
 )
 from ferry.durations import parse_duration
 from ferry.settings import TemporalSettings
-from workers.client import connect, workflow_url
+from workers.client import workflow_url
 
 TYPES = ("ReleaseWorkflow", "EnvironmentWorkflow", "PromotionWorkflow", "RollbackWorkflow")
 
@@ -228,11 +227,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     signed: list[SignedRecord] = []
 
-    async def go() -> list[AuditEntry]:
-        client = await connect(settings.temporal, identity=cli_identity())
-        return await build_timeline(client, settings.temporal, args.env, parse_duration(args.since), signed)
-
-    entries = asyncio.run(go())
+    entries = run_connected(settings, lambda client: build_timeline(client, settings.temporal, args.env,
+                                                                    parse_duration(args.since), signed))
     text = "\n".join(f"{e.at}  {e.kind:<22} {e.subject:<28} {e.who or '-':<16} {e.details}\n"
                      f"{'':22}{e.url}" for e in entries) or "no events in that window"
     if not args.verify:
@@ -246,18 +242,3 @@ def cmd_audit(args: argparse.Namespace) -> int:
           "failures": [{"workflow_id": s.workflow_id, "record": s.record, "problem": p} for s, p in failures]},
          args.json, "\n".join([text, *lines, summary]))
     return 1 if failures else 0
-
-
-def register(sub: Any) -> None:
-    p = sub.add_parser("audit", help="who released, requested, approved, refused, applied, rolled back — "
-                                     "from workflow histories")
-    p.add_argument("env", nargs="?", default=None)
-    p.add_argument("--since", default="7d", help="how far back (default 7d)")
-    p.add_argument("--verify", action="store_true", help="re-verify every signed decision offline; exit 1 on any "
-                   "failure")
-    p.add_argument("--json", action="store_true")
-    global_options(p)
-    p.set_defaults(func=cmd_audit)
-
-
-COMMANDS.append(register)

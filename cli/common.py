@@ -1,4 +1,8 @@
-"""Helpers shared by the command modules."""
+"""Helpers shared by the command modules: the connection options, the one way to connect, errors, output.
+
+NB: imported to build the parser (`ferry --help`), so only the standard library at the top: whatever talks to
+Temporal is imported by the function that does.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,19 @@ import argparse
 import getpass
 import json
 import os
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from temporalio.client import WorkflowFailureError
-from temporalio.exceptions import ApplicationError, FailureError
+if TYPE_CHECKING:
+    from temporalio.client import Client
 
-from workers.settings import Settings, load_settings
+    from workers.settings import Settings
 
-# Command groups append a `register(subparsers)` here (cli.release, cli.environments, ...).
-COMMANDS: list[Callable[[Any], None]] = []
+T = TypeVar("T")
+
+KEY_PASSWORD_VARIABLE = "FERRY_KEY_PASSWORD"
+MAX_EXPIRES = timedelta(days=7)  # a signed decision is bound to one run; a week bounds how long it can be replayed
 
 
 class CommandError(Exception):
@@ -23,6 +30,8 @@ class CommandError(Exception):
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
+    from workers.settings import load_settings
+
     overrides = {
         "state_dir": args.state_dir,
         "temporal.address": args.temporal_address,
@@ -34,6 +43,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def global_options(parser: argparse.ArgumentParser) -> None:
+    """The connection options every command that reaches Temporal or a registry takes (defined here only)."""
     group = parser.add_argument_group("connection (default: the local stack from `ferry dev up`)")
     group.add_argument("--state-dir", default=None,
                        help="local stack state directory (default .ferry, FERRY_STATE_DIR)")
@@ -41,6 +51,29 @@ def global_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--namespace", default=None, help="Temporal namespace (FERRY_TEMPORAL_NAMESPACE)")
     group.add_argument("--tls", action="store_true", default=None, help="TLS to Temporal (FERRY_TEMPORAL_TLS)")
     group.add_argument("--registry", default=None, help="default registry host:port (FERRY_REGISTRY)")
+
+
+async def connect_client(settings: Settings) -> Client:
+    """The one way a command connects: the settings' Temporal, this command's identity (what Temporal records on
+    every request). An unreachable frontend is TemporalUnavailable, naming the address and namespace."""
+    from workers.client import connect
+
+    return await connect(settings.temporal, identity=cli_identity())
+
+
+def run_connected(settings: Settings, work: Callable[[Client], Awaitable[T]]) -> T:
+    """Connect (connect_client), run `work` with the client on a fresh event loop, return its result."""
+    import asyncio
+
+    async def go() -> T:
+        return await work(await connect_client(settings))
+
+    return asyncio.run(go())
+
+
+def where(client: Client) -> str:
+    """Which Temporal a hint is about: every hint names the address and namespace it used."""
+    return f"Temporal at {client.service_client.config.target_host}, namespace {client.namespace}"
 
 
 
@@ -65,6 +98,9 @@ def cli_identity() -> str:
 
 def root_cause(err: BaseException) -> str:
     """The innermost failure's type and message, for a one-line report."""
+    from temporalio.client import WorkflowFailureError
+    from temporalio.exceptions import ApplicationError, FailureError
+
     current: BaseException | None = err
     last = err
     while current is not None:

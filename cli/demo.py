@@ -25,8 +25,6 @@ from typing import Any
 import yaml
 
 from activities.tools import script_path
-from devstack.procs import free_port
-from devstack.stack import StackInfo, status
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE = ROOT / ".ferry"
@@ -95,6 +93,8 @@ def bundle(version: str, image_tag: str, message: str, into: Path) -> Path:
 
 def start_sink(tmp: Path) -> subprocess.Popen[bytes]:
     """A local HTTP receiver standing in for the SREs' chat; the worker's providers file points the alert at it."""
+    from devstack.procs import free_port  # NB: the local stack, only for `make demo`
+
     port = free_port()
     log = tmp / "sre-chat.log"
     with log.open("wb") as out:
@@ -166,6 +166,8 @@ def fill_environments(repository: str, keys: dict[str, Path]) -> str:
 
 
 def main() -> None:
+    from devstack.stack import StackInfo, status  # NB: the local stack, only for `make demo`
+
     started = time.monotonic()
     step("1. the local stack: Temporal dev server + Web UI, CNCF registry, Kubernetes control plane (etcd, "
          "kube-apiserver, kube-controller-manager; workload status simulated), worker")

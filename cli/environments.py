@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pydantic
-import yaml
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
@@ -22,18 +23,7 @@ from temporalio.client import (
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from cli.common import (
-    COMMANDS,
-    CommandError,
-    cli_identity,
-    emit,
-    global_options,
-    local_identity,
-    root_cause,
-    settings_from,
-)
-from cli.keys import KEY_PASSWORD_VARIABLE, expiry, private_key
-from ferry.approvals import ApprovalError, Statement, sign_statement
+from cli.common import CommandError, emit, local_identity, root_cause, run_connected, settings_from, where
 from ferry.environment import (
     PEOPLE,
     EnvironmentInput,
@@ -47,12 +37,15 @@ from ferry.environment import (
     SpecUpdateResult,
     env_workflow_id,
 )
-from workers.client import connect, workflow_url
+from workers.client import workflow_url
 from workflows.environment import EnvironmentWorkflow
+from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_REPOSITORY, FERRY_TRACKING, FERRY_VERSION
 
 
 def load_environments(path: Path) -> list[EnvironmentSpec]:
     """Parse environments.yaml; the first problem names the environment, the field and the reason."""
+    import yaml
+
     try:
         raw = yaml.safe_load(path.read_text())
     except OSError as err:
@@ -83,20 +76,24 @@ APPLY_CONCURRENCY = 16  # environments started/updated at once by `ferry env app
 
 
 async def apply_environments(client: Client, specs: list[EnvironmentSpec], task_queue: str, by: str = "",
-                             force: bool = False) -> list[dict[str, Any]]:
+                             force: bool = False, progress: Callable[[dict[str, Any]], None] | None = None
+                             ) -> list[dict[str, Any]]:
     """Start-or-update each EnvironmentWorkflow atomically (Update-with-Start: the spec update runs on the running
     workflow, or on one started for it), concurrently and bounded. A protected change of an approval-required
     environment comes back pending approval. One environment's failure is reported by name and does not stop the
-    others (`error` in its row)."""
+    others (`error` in its row). `progress` is called with each row as it completes."""
     gate = asyncio.Semaphore(APPLY_CONCURRENCY)
 
     async def one(spec: EnvironmentSpec) -> dict[str, Any]:
         async with gate:
             try:
-                return await _apply_one(client, spec, task_queue, by, force)
+                row = await _apply_one(client, spec, task_queue, by, force)
             except CommandError as err:
-                return {"environment": spec.name, "action": "failed", "error": str(err),
-                        "workflow_id": env_workflow_id(spec.name)}
+                row = {"environment": spec.name, "action": "failed", "error": str(err),
+                       "workflow_id": env_workflow_id(spec.name)}
+        if progress is not None:
+            progress(row)
+        return row
 
     return list(await asyncio.gather(*(one(spec) for spec in specs)))
 
@@ -175,7 +172,8 @@ async def environment_status(client: Client, name: str) -> EnvironmentStatus:
     try:
         return await client.get_workflow_handle(env_workflow_id(name)).query(EnvironmentWorkflow.status)
     except RPCError as err:
-        raise CommandError(f"environment {name!r}: {err.message} (is it declared? `ferry env apply -f ...`)") from None
+        raise CommandError(f"environment {name!r}: {err.message} (is it declared on {where(client)}? "
+                           "`ferry env apply -f ...`)") from None
 
 
 def describe(status: EnvironmentStatus, ui: str) -> str:
@@ -214,48 +212,117 @@ def describe(status: EnvironmentStatus, ui: str) -> str:
     return "\n".join(lines)
 
 
-def _run(coro: Any) -> Any:
-    return asyncio.run(coro)
+class ProgressLine:
+    """One line redrawn in place on a terminal while environments are applied: a bar, done/total, failures."""
+
+    WIDTH = 30
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.failed = total, 0, 0
+        self.draw()
+
+    def advance(self, row: dict[str, Any]) -> None:
+        self.done += 1
+        self.failed += bool(row.get("error"))
+        self.draw(row["environment"])
+
+    def draw(self, last: str = "") -> None:
+        filled = self.WIDTH * self.done // max(self.total, 1)
+        failed = f", {self.failed} failed" if self.failed else ""
+        sys.stdout.write(f"\r\033[K[{'#' * filled}{'.' * (self.WIDTH - filled)}] {self.done}/{self.total} "
+                         f"environments{failed}  {last}"[:200])
+        sys.stdout.flush()
+
+    def clear(self) -> None:
+        sys.stdout.write("\r\033[K")
+        sys.stdout.flush()
 
 
 def cmd_env_apply(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     specs = load_environments(Path(args.file))
 
-    async def go() -> list[dict[str, Any]]:
-        client = await connect(settings.temporal, identity=cli_identity())
-        return await apply_environments(client, specs, settings.temporal.task_queue, by=args.as_ or local_identity(),
-                                        force=args.force)
-
-    results = _run(go())
+    bar = ProgressLine(len(specs)) if sys.stdout.isatty() and not args.json else None
+    try:
+        results = run_connected(settings, lambda client: apply_environments(
+            client, specs, settings.temporal.task_queue, by=args.as_ or local_identity(), force=args.force,
+            progress=bar.advance if bar else None))
+    finally:
+        if bar:
+            bar.clear()
     emit(results, args.json, "\n".join(f"{r['environment']}: {r['action']} ({r['workflow_id']})" +
                                        (f"\n  {r['error']}" if r.get("error") else "") for r in results))
     return 1 if any(r.get("error") for r in results) else 0
 
 
-def cmd_env_list(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
+# Running environments, as Visibility indexes them (the search attributes EnvironmentWorkflow._publish upserts).
+LIST_QUERY = "WorkflowType = 'EnvironmentWorkflow' AND ExecutionStatus = 'Running'"
+LIST_PAGE = 1000  # the dev server's and a default cluster's largest Visibility page
+EXACT_CONCURRENCY = 16  # `env list --exact`: status queries at once
 
-    async def go() -> list[tuple[str, EnvironmentStatus | None, str]]:
-        client = await connect(settings.temporal, identity=cli_identity())
-        names = [wf.id.removeprefix("env/") async for wf in client.list_workflows(
-            "WorkflowType = 'EnvironmentWorkflow' AND ExecutionStatus = 'Running'")]
-        out: list[tuple[str, EnvironmentStatus | None, str]] = []
-        for name in sorted(set(names)):
+
+async def list_environments(client: Client) -> list[dict[str, str]]:
+    """One row per running environment from Visibility, paged: name, tracking, applied version, phase, repository.
+    NB: eventually consistent (Visibility lags the workflows by up to seconds); a run started before FerryTracking
+    existed shows tracking "" until its next iteration publishes it."""
+    from temporalio.api.workflowservice.v1 import ListWorkflowExecutionsRequest
+    from temporalio.converter import PayloadConverter
+
+    # NB: the raw pages, decoding only the five keywords a row shows: the SDK's list_workflows builds a full
+    # WorkflowExecution per row (every search attribute decoded twice, timestamps, memo), ~5x the CPU at 10,000.
+    decode = PayloadConverter.default.from_payload
+    columns = (("name", FERRY_ENVIRONMENT.name), ("tracking", FERRY_TRACKING.name), ("version", FERRY_VERSION.name),
+               ("phase", FERRY_PHASE.name), ("repository", FERRY_REPOSITORY.name))
+    request = ListWorkflowExecutionsRequest(namespace=client.namespace, page_size=LIST_PAGE, query=LIST_QUERY)
+    rows: list[dict[str, str]] = []
+    while True:
+        page = await client.workflow_service.list_workflow_executions(request, retry=True)
+        for info in page.executions:
+            fields = info.search_attributes.indexed_fields
+            row = {column: str(decode(fields[key])) if key in fields else "" for column, key in columns}
+            workflow_id = info.execution.workflow_id
+            row["name"] = row["name"] or workflow_id.removeprefix(env_workflow_id(""))
+            row["workflow_id"] = workflow_id
+            rows.append(row)
+        if not page.next_page_token:
+            return sorted(rows, key=lambda row: row["name"])
+        request.next_page_token = page.next_page_token
+
+
+async def list_environments_exact(client: Client) -> list[dict[str, str]]:
+    """The same rows from each environment's own status query (bounded concurrency): exact, one query per
+    environment. Which environments exist still comes from Visibility."""
+    gate = asyncio.Semaphore(EXACT_CONCURRENCY)
+
+    async def one(workflow_id: str) -> dict[str, str]:
+        async with gate:
             try:  # NB: one environment whose worker is down must not hide the others
-                handle = client.get_workflow_handle(env_workflow_id(name))
-                status = await handle.query(EnvironmentWorkflow.status, rpc_timeout=timedelta(seconds=5))
-                out.append((name, status, ""))
-            except RPCError as err:
-                out.append((name, None, f"no answer: {err.message}"))
-        return out
+                status = await client.get_workflow_handle(workflow_id).query(
+                    EnvironmentWorkflow.status, rpc_timeout=timedelta(seconds=5))
+            except (RPCError, WorkflowQueryFailedError) as err:
+                name = workflow_id.removeprefix(env_workflow_id(""))
+                return {"name": name, "tracking": "?", "version": "?", "phase": "Unknown", "repository": "",
+                        "workflow_id": workflow_id, "error": f"no answer: {getattr(err, 'message', err)}"}
+        s = status.state
+        return {"name": status.name, "tracking": status.tracking,
+                "version": s.last_applied.version if s.last_applied else "", "phase": s.phase,
+                "repository": s.spec.repository, "workflow_id": workflow_id}
 
-    statuses = _run(go())
-    rows = [f"{name:<16} {s.tracking:<24} {(s.state.last_applied.version if s.state.last_applied else '-'):<10} "
-            f"{s.state.health.status:<11} {'suspended' if s.state.suspended else ''}" if s else
-            f"{name:<16} {'?':<24} {'?':<10} {'Unknown':<11} {error}" for name, s, error in statuses]
-    emit([s.model_dump() if s else {"name": n, "error": e} for n, s, e in statuses], args.json,
-         "\n".join([f"{'NAME':<16} {'TRACKS':<24} {'APPLIED':<10} {'HEALTH':<11}", *rows]))
+    ids = sorted({wf.id async for wf in client.list_workflows(LIST_QUERY, page_size=LIST_PAGE)})
+    return sorted(await asyncio.gather(*(one(i) for i in ids)), key=lambda row: row["name"])
+
+
+def list_table(rows: list[dict[str, str]]) -> str:
+    width = max([16, *(len(r["name"]) for r in rows)])
+    lines = [f"{'NAME':<{width}} {'TRACKS':<24} {'APPLIED':<10} {'PHASE':<11}"]
+    lines += [f"{r['name']:<{width}} {r['tracking'] or '?':<24} {r['version'] or '-':<10} {r['phase'] or '?':<11}"
+              + (f" {r['error']}" if r.get("error") else "") for r in rows]
+    return "\n".join(lines)
+
+
+def cmd_env_list(args: argparse.Namespace) -> int:
+    rows = run_connected(settings_from(args), list_environments_exact if args.exact else list_environments)
+    emit(rows, args.json, list_table(rows))
     return 0
 
 
@@ -274,11 +341,12 @@ async def pending_promotions(client: Client, environment: str) -> list[Any]:
 def cmd_status(args: argparse.Namespace) -> int:
     settings = settings_from(args)
 
-    async def go() -> tuple[EnvironmentStatus, list[Any]]:
-        client = await connect(settings.temporal, identity=cli_identity())
-        return await environment_status(client, args.env), await pending_promotions(client, args.env)
+    async def go(client: Client) -> tuple[EnvironmentStatus, list[Any]]:
+        status, promotions = await asyncio.gather(environment_status(client, args.env),
+                                                  pending_promotions(client, args.env))
+        return status, promotions
 
-    status, promotions = _run(go())
+    status, promotions = run_connected(settings, go)
     text = describe(status, workflow_url(settings.temporal, env_workflow_id(args.env)))
     for p in promotions:
         text += f"\npromotion     {p.version} {p.digest}  {p.phase} (requested by {p.requested_by}, " \
@@ -296,8 +364,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_diff(args: argparse.Namespace) -> int:
     settings = settings_from(args)
 
-    async def go() -> Any:
-        client = await connect(settings.temporal, identity=cli_identity())
+    async def go(client: Client) -> Any:
         await environment_status(client, args.env)
         handle = client.get_workflow_handle(env_workflow_id(args.env))
         try:
@@ -305,7 +372,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         except WorkflowUpdateFailedError as err:
             raise CommandError(f"diff {args.env}: {root_cause(err)}") from None
 
-    plan = _run(go())
+    plan = run_connected(settings, go)
     lines = [f"plan for {args.env} at {plan.version} ({plan.digest})"]
     for change in plan.changes:
         fields = f"  {', '.join(change['fields'])}" if change["fields"] else ""
@@ -323,13 +390,12 @@ def _signal(name: str) -> Any:
     def cmd(args: argparse.Namespace) -> int:
         settings = settings_from(args)
 
-        async def go() -> None:
-            client = await connect(settings.temporal, identity=cli_identity())
+        async def go(client: Client) -> None:
             await environment_status(client, args.env)
             await client.get_workflow_handle(env_workflow_id(args.env)).signal(
                 name, LenientPayload({"by": args.as_ or local_identity(), "reason": args.reason or ""}))
 
-        _run(go())
+        run_connected(settings, go)
         print(f"{args.env}: {name.replace('_', ' ')} requested")
         return 0
 
@@ -345,14 +411,16 @@ def _spec_decide(update: str) -> Any:
     def cmd(args: argparse.Namespace) -> int:
         settings = settings_from(args)
 
-        async def go() -> SpecUpdateResult | dict[str, str]:
-            client = await connect(settings.temporal, identity=cli_identity())
+        async def go(client: Client) -> SpecUpdateResult | dict[str, str]:
             pending = (await environment_status(client, args.env)).state.pending_spec
             if pending is None:
                 raise CommandError(f"{args.env} has no spec change pending approval")
             who = args.as_ or local_identity()
             payload = {"approver": who, "comment": args.comment or ""}
             if args.key:
+                from cli.keys import expiry, private_key
+                from ferry.approvals import ApprovalError, Statement, sign_statement
+
                 data, password, _ = private_key(args.key)
                 try:
                     statement = Statement(environment=args.env, version="spec", digest=pending.digest,
@@ -371,7 +439,7 @@ def _spec_decide(update: str) -> Any:
                 raise CommandError(f"{verb} of {pending.id} by {who} refused: {root_cause(err)} (recorded)") from None
             return result
 
-        result = _run(go())
+        result = run_connected(settings, go)
         if isinstance(result, dict):
             print(json.dumps(result))
             return 0
@@ -382,50 +450,8 @@ def _spec_decide(update: str) -> Any:
     return cmd
 
 
-def register(sub: Any) -> None:
-    env = sub.add_parser("env", help="declare environments (environments.yaml) and list them")
-    env_sub = env.add_subparsers(dest="env_command", required=True)
-    apply = env_sub.add_parser("apply", help="start or update one EnvironmentWorkflow per environment")
-    apply.add_argument("-f", "--file", required=True)
-    apply.add_argument("--as", dest="as_", default=None, help="who (default: the local user or CI actor)")
-    apply.add_argument("--force", action="store_true", help="recreate an environment whose last run ended even if "
-                       "its record (holds, known-good history) cannot be read")
-    apply.set_defaults(func=cmd_env_apply)
-    for verb in ("approve", "reject"):
-        decide = env_sub.add_parser(verb, help=f"{verb} the spec change pending approval (protected fields of an "
-                                    "approval-required environment)")
-        decide.add_argument("env")
-        decide.add_argument("--as", dest="as_", default=None, help="who (default: the local user)")
-        decide.add_argument("--comment", default=None)
-        decide.add_argument("--key", default=None, help=f"OpenSSH private key to sign with (password from "
-                            f"{KEY_PASSWORD_VARIABLE})")
-        decide.add_argument("--expires", default="1h", help="how long the signed decision is valid (default 1h)")
-        decide.add_argument("--print", action="store_true", help="print the JSON to send instead of sending it")
-        global_options(decide)
-        decide.set_defaults(func=_spec_decide(f"{verb}_spec"))
-    listing = env_sub.add_parser("list", help="every running environment with its version and health")
-    listing.set_defaults(func=cmd_env_list)
-    for p in (apply, listing):
-        p.add_argument("--json", action="store_true")
-        global_options(p)
-    status = sub.add_parser("status", help="an environment's version, pin, health, drift, holds, outages")
-    status.add_argument("env")
-    status.set_defaults(func=cmd_status)
-    diff = sub.add_parser("diff", help="what a reconcile would change, without applying")
-    diff.add_argument("env")
-    diff.add_argument("--version", default=None, help="plan another released version instead")
-    diff.set_defaults(func=cmd_diff)
-    for p in (status, diff):
-        p.add_argument("--json", action="store_true")
-        global_options(p)
-    for name, help_ in (("reconcile", "reconcile now"), ("suspend", "stop applying (new versions and drift)"),
-                        ("resume", "start applying again")):
-        p = sub.add_parser(name, help=help_)
-        p.add_argument("env")
-        p.add_argument("--reason", default="")
-        p.add_argument("--as", dest="as_", default=None, help="who (default: the local user)")
-        global_options(p)
-        p.set_defaults(func=_signal({"reconcile": "reconcile_now"}.get(name, name)))
-
-
-COMMANDS.append(register)
+cmd_reconcile = _signal("reconcile_now")
+cmd_suspend = _signal("suspend")
+cmd_resume = _signal("resume")
+cmd_env_approve = _spec_decide("approve_spec")
+cmd_env_reject = _spec_decide("reject_spec")

@@ -9,12 +9,11 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from cli.common import CommandError
+from cli.common import KEY_PASSWORD_VARIABLE, MAX_EXPIRES, CommandError
 from ferry.approvals import MAX_PRIVATE_KEY, TIMESTAMP_FORMAT, ApprovalError, key_fingerprint, public_key_line
 from ferry.durations import parse_duration
 
-MAX_EXPIRES = timedelta(days=7)  # a signed decision is bound to one run; a week bounds how long it can be replayed
-KEY_PASSWORD_VARIABLE = "FERRY_KEY_PASSWORD"
+__all__ = ["KEY_PASSWORD_VARIABLE", "MAX_EXPIRES", "expiry", "private_key", "read_bounded", "read_text"]
 
 
 def read_bounded(path: str, limit: int, what: str) -> bytes:

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cli.common import COMMANDS, CommandError, global_options, settings_from
-from devstack.procs import StackError
-from workers.client import TemporalUnavailable
-from workers.telemetry import MetricsUnavailable
+from cli import commands
+from cli.common import CommandError, global_options, settings_from
+
+# NB: a command imports what it uses (`ferry --help` imports no Temporal, Kubernetes or OpenTelemetry): these
+# failures are reported as one line when the module that raises them was loaded by the command that ran.
+REPORTED = (("devstack.procs", "StackError"), ("workers.client", "TemporalUnavailable"),
+            ("workers.telemetry", "MetricsUnavailable"))
 
 # ----------------------------------------------------------------------------------------- dev ---
 
@@ -80,6 +81,9 @@ def cmd_dev_status(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------------------- worker ---
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
     from activities.cluster import ClustersFileError, load_clusters
     from workers.worker import run_worker
 
@@ -125,36 +129,27 @@ def build_parser() -> argparse.ArgumentParser:
     global_options(worker)
     worker.set_defaults(func=cmd_worker)
 
-    for register in COMMANDS:
-        register(sub)
+    commands.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _load_command_modules()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (StackError, TemporalUnavailable, MetricsUnavailable, CommandError) as err:
-        print(f"ferry: {err}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as err:
+        if isinstance(err, (CommandError, *_reported())):
+            print(f"ferry: {err}", file=sys.stderr)
+            return 1
+        raise
 
 
-def _load_command_modules() -> None:
-    """Command groups register themselves in COMMANDS (release, env, promote, ...)."""
-    import importlib
-
-    for name in ("cli.release", "cli.verify", "cli.environments", "cli.promotion", "cli.audit",
-                 "cli.replay_check", "cli.alerts", "cli.receiver"):
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name != name:
-                raise
-
+def _reported() -> tuple[type[BaseException], ...]:
+    """The loaded modules' one-line failures (an error class whose module is not loaded cannot have been raised)."""
+    return tuple(getattr(sys.modules[module], name) for module, name in REPORTED if module in sys.modules)
 
 
 def entrypoint() -> None:

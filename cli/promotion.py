@@ -21,17 +21,17 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from cli.common import (
-    COMMANDS,
     CommandError,
-    cli_identity,
+    connect_client,
     emit,
-    global_options,
     local_identity,
     root_cause,
+    run_connected,
     settings_from,
+    where,
 )
 from cli.environments import environment_status
-from cli.keys import KEY_PASSWORD_VARIABLE, MAX_EXPIRES, expiry, private_key, read_text
+from cli.keys import expiry, private_key, read_text
 from ferry.approvals import (
     APPROVAL_NAMESPACE,
     MAX_SIGNATURE,
@@ -54,7 +54,7 @@ from ferry.promotion import (
     promotion_workflow_id,
     rollback_workflow_id,
 )
-from workers.client import connect, workflow_url
+from workers.client import workflow_url
 from workflows.promotion import PromotionWorkflow
 from workflows.rollback import RollbackWorkflow
 
@@ -63,8 +63,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     requester = args.as_ or local_identity()
 
-    async def go() -> tuple[str, PromotionResult | str]:
-        client = await connect(settings.temporal, identity=cli_identity())
+    async def go(client: Client) -> tuple[str, PromotionResult | str]:
         await environment_status(client, args.env)
         workflow_id = promotion_workflow_id(args.env, args.version)
         handle = await client.start_workflow(
@@ -86,7 +85,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
         except WorkflowFailureError as err:
             raise CommandError(f"promotion {workflow_id} failed: {root_cause(err)}") from None
 
-    workflow_id, outcome = asyncio.run(go())
+    workflow_id, outcome = run_connected(settings, go)
     url = workflow_url(settings.temporal, workflow_id)
     if isinstance(outcome, str):
         waiting = outcome == "AwaitingApproval"
@@ -126,7 +125,7 @@ async def _promotion_run(args: argparse.Namespace) -> tuple[str, str]:
     if args.run and args.digest:
         return args.run, args.digest
     workflow_id = promotion_workflow_id(args.env, args.version)
-    client = await connect(settings_from(args).temporal, identity=cli_identity())
+    client = await connect_client(settings_from(args))
     handle = client.get_workflow_handle(workflow_id)
     try:
         described = await handle.describe()
@@ -135,7 +134,7 @@ async def _promotion_run(args: argparse.Namespace) -> tuple[str, str]:
             raise CommandError(f"promotion {workflow_id} is not running ({state}): nothing to decide")
         status = await handle.query(PromotionWorkflow.status)
     except RPCError as err:
-        raise CommandError(f"no promotion of {args.version} to {args.env}: {err.message}") from None
+        raise CommandError(f"no promotion of {args.version} to {args.env}: {err.message} ({where(client)})") from None
     if not status.digest:
         raise CommandError(f"promotion {workflow_id} has not resolved {args.version} to a digest yet ({status.phase});"
                            " try again in a moment")
@@ -236,8 +235,7 @@ def _send(args: argparse.Namespace, update: str, payload: dict[str, str], finger
     settings = settings_from(args)
     verb, who = update.split("_")[0], payload["approver"]
 
-    async def go() -> DecisionResult:
-        client: Client = await connect(settings.temporal, identity=cli_identity())
+    async def go(client: Client) -> DecisionResult:
         # NB: a signed decision goes to the run it names; a newer run would refuse it anyway, this says why sooner
         run = Statement.parse(payload["statement"]).run if "statement" in payload else None
         handle = client.get_workflow_handle(promotion_workflow_id(args.env, args.version), run_id=run)
@@ -253,9 +251,10 @@ def _send(args: argparse.Namespace, update: str, payload: dict[str, str], finger
                 raise CommandError(f"{verb} by {who} refused: {reason} (recorded)") from None
             raise CommandError(f"{verb} refused: {root_cause(err)}") from None
         except RPCError as err:
-            raise CommandError(f"no promotion of {args.version} to {args.env}: {err.message}") from None
+            raise CommandError(f"no promotion of {args.version} to {args.env}: {err.message} ({where(client)})"
+                               ) from None
 
-    result = asyncio.run(go())
+    result = run_connected(settings, go)
     if not result.accepted:
         raise CommandError(f"{verb} by {who} refused: {result.reason} (recorded)")
     signed = f", signed by {fingerprint}" if fingerprint else ""
@@ -268,8 +267,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     requester = args.as_ or local_identity()
 
-    async def go() -> tuple[str, RollbackResult]:
-        client = await connect(settings.temporal, identity=cli_identity())
+    async def go(client: Client) -> tuple[str, RollbackResult]:
         status = await environment_status(client, args.env)
         current = status.state.last_applied
         # NB: the id is the business key, so a double click attaches to the running rollback; a later
@@ -285,52 +283,12 @@ def cmd_rollback(args: argparse.Namespace) -> int:
                            f"{requester}", static_details=f"Reason: {args.reason or '-'}")
         return workflow_id, await handle.result()
 
-    workflow_id, result = asyncio.run(go())
+    workflow_id, result = run_connected(settings, go)
     moved = "" if result.outcome == "refused" else f" {result.from_version} -> {result.to_version}"
     emit(result.model_dump(), args.json, f"{workflow_id}: {result.outcome}{moved} ({result.reason})  "
          f"{workflow_url(settings.temporal, workflow_id)}")
     return 0 if result.outcome == "succeeded" else 1
 
 
-def register(sub: Any) -> None:
-    promote = sub.add_parser("promote", help="request promotion of a released VERSION to ENV (approval-gated)")
-    promote.add_argument("env")
-    promote.add_argument("version")
-    promote.add_argument("--reason", default="")
-    promote.add_argument("--wait", action="store_true", help="wait for the outcome (exit 1 unless succeeded)")
-    promote.set_defaults(func=cmd_promote)
-    for name, update in (("approve", "approve_update"), ("reject", "reject_update")):
-        p = sub.add_parser(name, help=f"{name} a waiting promotion (a synchronous Update: refused is exit 1)")
-        p.add_argument("env")
-        p.add_argument("version")
-        p.add_argument("--comment", default=None)
-        p.set_defaults(func=_decide(update))
-        global_options(p)
-        p.add_argument("--as", dest="as_", default=None, help="who (default: the local user); with --key, the "
-                       "environment checks that the key is listed under this name")
-        signing = p.add_argument_group("signed decisions (environments whose approvers have SSH keys)")
-        signing.add_argument("--key", default=None, help="OpenSSH private key to sign with, e.g. ~/.ssh/id_ed25519 "
-                             f"(password from {KEY_PASSWORD_VARIABLE}, else asked on the terminal)")
-        signing.add_argument("--expires", default="1h", help="how long the signed decision is valid (default 1h, "
-                             f"at most {MAX_EXPIRES.days}d)")
-        signing.add_argument("--print", action="store_true", help="print the JSON to send (Temporal UI 'Send a "
-                             "Signal', temporal workflow signal/update --input) instead of sending it")
-        signing.add_argument("--print-statement", action="store_true", help="print the canonical statement to "
-                             f"sign with ssh-keygen -Y sign -n {APPROVAL_NAMESPACE} (no trailing newline)")
-        signing.add_argument("--statement", default=None, metavar="FILE", help="a statement signed elsewhere")
-        signing.add_argument("--signature", default=None, metavar="FILE", help="its ssh-keygen signature (FILE.sig)")
-        signing.add_argument("--run", default=None, help="the promotion's run id (with --digest: sign without "
-                             "asking Temporal)")
-        signing.add_argument("--digest", default=None, help="the promotion's digest (sha256:...)")
-    rollback = sub.add_parser("rollback", help="pin ENV to an earlier version (default: last known-good)")
-    rollback.add_argument("env")
-    rollback.add_argument("--to", default=None, help="a released version")
-    rollback.add_argument("--reason", default="")
-    rollback.set_defaults(func=cmd_rollback)
-    for p in (promote, rollback):
-        p.add_argument("--as", dest="as_", default=None, help="who (default: the local user)")
-        p.add_argument("--json", action="store_true")
-        global_options(p)
-
-
-COMMANDS.append(register)
+cmd_approve = _decide("approve_update")
+cmd_reject = _decide("reject_update")

@@ -33,7 +33,7 @@ from typing import Any
 
 from temporalio.client import Client
 
-from cli.common import COMMANDS, CommandError, global_options, settings_from
+from cli.common import CommandError, settings_from
 from ferry.alerts import verify_signature
 from ferry.receiver import (
     MAX_BODY,
@@ -249,19 +249,3 @@ def cmd_receiver(args: argparse.Namespace) -> int:
         pass
     server.server_close()
     return 0
-
-
-def register(sub: Any) -> None:
-    receiver = sub.add_parser("receiver", help="webhooks in: registry pushes (and a generic HMAC webhook) signal "
-                              "the environments deploying from the pushed repository to reconcile now")
-    receiver.add_argument("--bind", default="127.0.0.1:9292", help="host:port to listen on")
-    receiver.add_argument("--token-file", default=None, help="the registry's shared secret (default "
-                          "$FERRY_RECEIVER_TOKEN), sent by the registry as `Authorization: Bearer TOKEN`")
-    receiver.add_argument("--hmac-key-file", default=None, help="the generic webhook's HMAC key (default "
-                          "$FERRY_RECEIVER_HMAC_KEY)")
-    receiver.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)
-    global_options(receiver)
-    receiver.set_defaults(func=cmd_receiver)
-
-
-COMMANDS.append(register)

@@ -14,40 +14,32 @@ from typing import Any
 
 from temporalio.client import WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.worker import Worker
 
-from activities.bundle import BundleActivities, BundleError, scan, validate, write_tarball
+from activities.bundle import BundleActivities, BundleError, default_work_dir, package, scan, validate, write_tarball
 from activities.registry import Registries, RegistryActivities, SignatureActivities
-from cli.common import (
-    COMMANDS,
-    CommandError,
-    cli_identity,
-    emit,
-    global_options,
-    local_identity,
-    root_cause,
-    settings_from,
-)
+from cli.commands import SIGN_KEY_PASSWORD_VARIABLE
+from cli.common import CommandError, connect_client, emit, local_identity, root_cause, settings_from
 from ferry.cosign import ReleaseSigner, load_signer
 from ferry.durations import parse_duration
 from ferry.oci import split_repository
-from ferry.release import ReleaseInput, ReleaseResult, new_ci_task_queue, release_workflow_id, strip_url_credentials
+from ferry.release import (
+    PackageBundleResult,
+    ReleaseInput,
+    ReleaseResult,
+    new_ci_task_queue,
+    release_workflow_id,
+    strip_url_credentials,
+)
 from ferry.settings import Settings
 from ferry.versions import VersionError, parse_release_version
-from workers.client import connect, workflow_url
+from workers.client import workflow_url
+from workers.worker import build_ci_worker
 from workflows.release import ReleaseWorkflow, release_search_attributes
 
 # The workflow's own deadline: the release timeout plus time for the CI-queue timeouts to fire.
 CI_GRACE = parse_duration("2m")
-SIGN_KEY_PASSWORD_VARIABLE = "FERRY_SIGN_KEY_PASSWORD"
 MAX_KEY_FILE = 16 * 1024
-
-KEY_HELP = """a PEM EC P-256 private key (PKCS#8 or SEC1; if encrypted, its password in $FERRY_SIGN_KEY_PASSWORD).
-Make one: openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt -out release.key;
-its public key for environments and `ferry verify`/`cosign verify --key`: openssl pkey -in release.key -pubout
--out release.pub. cosign's own encrypted key format is not read; `cosign import-key-pair --key release.key`
-gives cosign the same key."""
-
+CI_ACTIVITIES = 4  # the CI worker's activities at once (= its thread pool): one release needs one at a time
 
 def _git(directory: Path, *args: str) -> str:
     try:
@@ -83,6 +75,11 @@ def local_layer_digest(directory: Path) -> str:
         return write_tarball(directory, scan(directory), Path(tmp) / "bundle.tar.gz")
 
 
+# Layer digest -> the bundle this process validated and packaged (prepare_release), for its CI worker's
+# package_bundle: the bundle is parsed and tarred once per release, not twice.
+PACKAGED: dict[str, PackageBundleResult] = {}
+
+
 def load_sign_key(path: str) -> ReleaseSigner:
     """The signing key from ``--sign-key``; errors name the file and the problem, never the key's bytes."""
     try:
@@ -115,7 +112,7 @@ def prepare_release(args: argparse.Namespace, settings: Settings, signer: Releas
         raise CommandError(f"{args.dir}: directory does not exist")
     try:
         objects = validate(directory)
-        expected_layer = local_layer_digest(directory)
+        packaged = package(directory, default_work_dir(), scan(directory))
     except BundleError as err:
         raise CommandError(f"invalid bundle: {err}") from None
     facts = git_facts(directory)
@@ -127,7 +124,8 @@ def prepare_release(args: argparse.Namespace, settings: Settings, signer: Releas
         created=facts.get("created") or None, timeout_seconds=max(10, int(timeout.total_seconds())),
         sign_key_fingerprint=signer.fingerprint if signer else None,
     )
-    return input, expected_layer, objects
+    PACKAGED[packaged.layer_digest] = packaged
+    return input, packaged.layer_digest, objects
 
 
 async def run_release(input: ReleaseInput, expected_layer: str, settings: Settings,
@@ -136,18 +134,18 @@ async def run_release(input: ReleaseInput, expected_layer: str, settings: Settin
     key, if any, stays in this process: only this worker registers sign_artifact."""
     repository, version = input.repository, input.version
     timeout = timedelta(seconds=input.timeout_seconds)
-    client = await connect(settings.temporal, identity=cli_identity())
+    client = await connect_client(settings)
     registries = Registries(settings.registry)
     registry = RegistryActivities(registries)
-    bundles = BundleActivities()
+    bundles = BundleActivities(prepared={input.bundle_dir: PACKAGED[expected_layer]} if expected_layer in PACKAGED
+                               else None)
     activities: list[Any] = [bundles.package_bundle, registry.resolve_tag, registry.fetch_manifest,
                              registry.push_artifact]
     if signer is not None:
         activities.append(SignatureActivities(registries, signer).sign_artifact)
     # NB: the worker-specific task queue: packaging and push run here, on the CI host, for this process's life.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-        worker = Worker(client, task_queue=input.ci_task_queue, activity_executor=pool, activities=activities)
-        async with worker:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=CI_ACTIVITIES) as pool:
+        async with build_ci_worker(client, input.ci_task_queue, activities, pool, CI_ACTIVITIES):
             workflow_id = release_workflow_id(repository, version)
             handle = await client.start_workflow(
                 ReleaseWorkflow.run, input, id=workflow_id, task_queue=settings.temporal.task_queue,
@@ -182,23 +180,3 @@ def cmd_release(args: argparse.Namespace) -> int:
         note += f"\nsigned by {out['signature_key_fingerprint']} as {out['publisher']} ({out['signature_tag']})"
     emit(out, args.json, f"{out['digest']}{note}")
     return 0
-
-
-def register(sub: Any) -> None:
-    p = sub.add_parser("release", help="package DIR and publish it as an immutable OCI artifact (what CI runs)")
-    p.add_argument("dir", help="directory of manifests (plain YAML or kustomize; overlays are kept)")
-    p.add_argument("--repository", required=True, help="HOST[:PORT]/PATH, or PATH on the default registry")
-    p.add_argument("--version", required=True, help="semver tag, e.g. 1.2.3 or v1.2.3")
-    p.add_argument("--revision", default=None, help="default: <branch>@sha1:<commit> from git")
-    p.add_argument("--source", default=None, help="default: the git remote URL (user-info, query and fragment "
-                   "stripped: no token reaches history or the artifact)")
-    p.add_argument("--published-by", default=None, help="default: the CI identity, else the local user; with "
-                   "--sign-key it is the publisher the signature attests")
-    p.add_argument("--sign-key", default=None, metavar="FILE", help="sign the release in cosign's format: " + KEY_HELP)
-    p.add_argument("--timeout", default="15m", help="how long a registry outage may delay the release")
-    p.add_argument("--json", action="store_true")
-    global_options(p)
-    p.set_defaults(func=cmd_release)
-
-
-COMMANDS.append(register)

@@ -6,7 +6,6 @@ replay failure), so a deploy pipeline can stop before a build strands a running 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -17,12 +16,11 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from cli.common import COMMANDS, CommandError, cli_identity, emit, global_options, settings_from
+from cli.commands import REPLAY_MAX_LIMIT as MAX_LIMIT
+from cli.common import CommandError, emit, run_connected, settings_from
 from ferry.durations import parse_duration
 
 # NB: bounded: a namespace can hold millions of closed runs; a check that never ends checks nothing.
-DEFAULT_LIMIT = 200
-MAX_LIMIT = 5000
 FAILURE_TEXT = 500  # characters of a replay failure kept in the report
 
 
@@ -89,8 +87,6 @@ async def replay_check(client: Client, *, since: dt.timedelta, limit: int,
 
 
 def cmd_replay_check(args: argparse.Namespace) -> int:
-    from workers.client import connect
-
     settings = settings_from(args)
     try:
         since = parse_duration(args.since)
@@ -99,11 +95,7 @@ def cmd_replay_check(args: argparse.Namespace) -> int:
     if not 1 <= args.limit <= MAX_LIMIT:
         raise CommandError(f"--limit must be between 1 and {MAX_LIMIT}")
 
-    async def go() -> list[Checked]:
-        client = await connect(settings.temporal, identity=cli_identity())
-        return await replay_check(client, since=since, limit=args.limit)
-
-    checked = asyncio.run(go())
+    checked = run_connected(settings, lambda client: replay_check(client, since=since, limit=args.limit))
     failed = [c for c in checked if not c.ok]
     summary = (f"{len(checked)} runs replayed against the installed workflow code (namespace "
                f"{settings.temporal.namespace} at {settings.temporal.address}, open or closed in the last {args.since}"
@@ -113,17 +105,3 @@ def cmd_replay_check(args: argparse.Namespace) -> int:
                               "ok": not failed, "runs": [c.__dict__ for c in checked]}
     emit(report, args.json, "\n".join([*(c.line() for c in checked), summary]))
     return 1 if failed else 0
-
-
-def register(sub: Any) -> None:
-    parser = sub.add_parser("replay-check", help="replay open and recent histories against the installed workflow "
-                            "code (exit 1 on non-determinism)")
-    parser.add_argument("--since", default="7d", help="closed runs this recent, plus every open one (default 7d)")
-    parser.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
-                        help=f"at most this many runs, newest first (default {DEFAULT_LIMIT}, max {MAX_LIMIT})")
-    parser.add_argument("--json", action="store_true")
-    global_options(parser)
-    parser.set_defaults(func=cmd_replay_check)
-
-
-COMMANDS.append(register)

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from temporalio.exceptions import ApplicationError
 
 from activities.registry import Registries, RegistryActivities, SignatureActivities
-from cli.common import COMMANDS, CommandError, emit, global_options, settings_from
+from cli.common import CommandError, emit, settings_from
 from ferry.artifacts import ResolveTagInput
 from ferry.cosign import MAX_PUBLIC_KEY_PEM, PublisherKey, VerifyArtifactInput
 from ferry.oci import is_digest, is_tag, split_repository
@@ -82,17 +82,3 @@ def cmd_verify(args: argparse.Namespace) -> int:
                          f"signed by: {out['key_name']} {out['fingerprint']}\n"
                          f"publisher: {out['publisher']}")
     return 0
-
-
-def register(sub: Any) -> None:
-    p = sub.add_parser("verify", help="verify a release's signature (cosign's format) against public keys; exit 1 "
-                                      "with the reason unless one of them signed it")
-    p.add_argument("reference", metavar="REPO:TAG", help="HOST[:PORT]/PATH:TAG or HOST[:PORT]/PATH@sha256:DIGEST")
-    p.add_argument("--key", action="append", required=True, metavar="PUB",
-                   help="PEM EC P-256 public key file (cosign.pub); repeat to trust several")
-    p.add_argument("--json", action="store_true")
-    global_options(p)
-    p.set_defaults(func=cmd_verify)
-
-
-COMMANDS.append(register)

@@ -495,6 +495,11 @@ class EnvironmentState(_Model):
     blocked: str = Field("", description="why the environment is not moving to what it resolves (TagMoved, "
                          "VerificationFailed)")
 
+    @property
+    def phase(self) -> str:
+        """What the FerryPhase search attribute says: Suspended, else the health status."""
+        return "Suspended" if self.suspended else self.health.status
+
 
 class EnvironmentInput(_Model):
     state: EnvironmentState

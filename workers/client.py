@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from opentelemetry.sdk.trace import TracerProvider
+from typing import TYPE_CHECKING
+
 from pydantic import SecretStr
 from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
 from workers.settings import TemporalSettings
-from workers.telemetry import tracing_interceptor
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from temporalio.runtime import Runtime
 
 
 class TemporalUnavailable(RuntimeError):
@@ -21,9 +24,13 @@ async def connect(settings: TemporalSettings, *, tracer: TracerProvider | None =
                   identity: str | None = None, runtime: Runtime | None = None) -> Client:
     """A client; `identity` is what Temporal records on every request (the audit shows it next to approvers)."""
     interceptors: list[Interceptor] = []
-    interceptor = tracing_interceptor(tracer)
-    if interceptor is not None:
-        interceptors.append(interceptor)
+    if tracer is not None:
+        # NB: imported only when tracing: OpenTelemetry and the SDK's worker modules cost a CLI command ~0.2 s
+        from workers.telemetry import tracing_interceptor
+
+        interceptor = tracing_interceptor(tracer)
+        if interceptor is not None:
+            interceptors.append(interceptor)
     tls = tls_config(settings)
     try:
         return await Client.connect(

@@ -156,3 +156,16 @@ async def run_worker(settings: Settings, *, ready_file: Path | None = None) -> N
         log.info("shutting down: waiting for running activities")
     if provider is not None:
         provider.shutdown()
+
+
+# NB: the CI worker is unversioned and serves one release; an explicit build id spares the SDK's default, which
+# hashes the bytecode of every loaded module (~900 in `ferry release`) before the first poll.
+CI_BUILD_ID = "ferry-release"
+
+
+def build_ci_worker(client: Client, task_queue: str, activities: Sequence[Callable[..., Any]],
+                    pool: concurrent.futures.ThreadPoolExecutor, max_concurrent: int) -> Worker:
+    """The CI host's worker, run by `ferry release` for its own life on the release's own task queue: only the
+    activities that touch the host's files and the release's registry (package, resolve, push, sign)."""
+    return Worker(client, task_queue=task_queue, activities=list(activities), activity_executor=pool,
+                  max_concurrent_activities=max_concurrent, build_id=CI_BUILD_ID)

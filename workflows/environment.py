@@ -52,7 +52,13 @@ with workflow.unsafe.imports_passed_through():
     from workflows import metrics, policies
     from workflows import outbox as alerting
     from workflows.pinning import verify_release
-    from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_REPOSITORY, FERRY_VERSION
+    from workflows.search_attributes import (
+        FERRY_ENVIRONMENT,
+        FERRY_PHASE,
+        FERRY_REPOSITORY,
+        FERRY_TRACKING,
+        FERRY_VERSION,
+    )
 
 
 
@@ -106,14 +112,14 @@ class EnvironmentWorkflow:
         return event
 
     def _phase(self) -> str:
-        if self._state.suspended:
-            return "Suspended"
-        return self._state.health.status
+        return self._state.phase
 
     def _publish(self) -> None:
         applied = self._state.last_applied
+        # NB: FerryTracking is for `ferry env list` from Visibility (patched: older histories never upserted it)
+        tracking = self._state.spec.tracking if workflow.patched("ferry-publish-tracking") else ""
         values = (self._state.spec.name, self._state.spec.repository, applied.version if applied else "",
-                  self._phase())
+                  self._phase(), tracking)
         # NB: upsert only on change, saving one history event per no-op iteration (patched: older
         # histories upserted every iteration).
         if workflow.patched("ferry-publish-on-change") and values == self._published:
@@ -128,6 +134,7 @@ class EnvironmentWorkflow:
             FERRY_REPOSITORY.value_set(self._state.spec.repository),
             FERRY_VERSION.value_set(applied.version if applied else ""),
             FERRY_PHASE.value_set(self._phase()),
+            *([FERRY_TRACKING.value_set(tracking)] if tracking else []),
         ])
 
     # ----------------------------------------------------------------------------------------- run

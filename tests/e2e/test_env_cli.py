@@ -100,3 +100,53 @@ async def test_promote_approve_rollback_through_the_console_script(
     back = await ferry(dev_worker, tmp_path, "rollback", env, "--as", "bob", "--reason", "latency")
     assert back.returncode == 0, back.stdout + back.stderr
     assert "succeeded 1.1.0 -> 1.0.0" in back.stdout
+
+
+async def test_env_list_from_visibility_matches_the_workflows_own_status(
+        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path) -> None:
+    """A small fleet (pinned, tracking a range, suspended, one never applied): `ferry env list` from Visibility
+    converges to exactly what each workflow's status query says (`--exact`); Visibility is eventually consistent."""
+    suffix = uuid.uuid4().hex[:6]
+    repository = f"{dev_worker.registry.default}/team/list-{suffix}"
+    publish(dev_worker, repository, "1.0.0", app_manifests("list", configmap=True)[2:])  # one ConfigMap
+    publish(dev_worker, repository, "1.1.0", app_manifests("list", configmap=True)[2:])
+    names = [f"l{i}-{suffix}" for i in range(4)]
+    tracks = ["version: 1.0.0", "semver: '>=1.0.0'", "version: 1.0.0", "version: 9.9.9"]
+    spec = tmp_path / "fleet.yaml"
+    spec.write_text("environments:\n" + "".join(
+        f"  - name: {n}\n    repository: {repository}\n    namespace: default\n    {t}\n    interval: 1h\n"
+        f"    prune: false\n" for n, t in zip(names, tracks, strict=True)))
+    assert (await ferry(dev_worker, tmp_path, "env", "apply", "-f", str(spec))).returncode == 0
+
+    def mine(out: str) -> list[dict[str, Any]]:
+        return [row for row in json.loads(out) if row["name"] in names]
+
+    for _ in range(150):  # suspend one once it has applied
+        rows = mine((await ferry(dev_worker, tmp_path, "env", "list", "--exact", "--json")).stdout)
+        if any(r["name"] == names[2] and r["version"] for r in rows):
+            break
+        await asyncio.sleep(0.3)
+    assert (await ferry(dev_worker, tmp_path, "suspend", names[2], "--reason", "list test")).returncode == 0
+
+    expected = {names[0]: ("version 1.0.0", "1.0.0", "Healthy"), names[1]: ("semver >=1.0.0", "1.1.0", "Healthy"),
+                names[2]: ("version 1.0.0", "1.0.0", "Suspended"), names[3]: ("version 9.9.9", "", "Unknown")}
+    exact: list[dict[str, Any]] = []
+    for _ in range(150):  # until every environment has applied (or failed to resolve) and the suspend is handled
+        exact = mine((await ferry(dev_worker, tmp_path, "env", "list", "--exact", "--json")).stdout)
+        if {r["name"]: (r["tracking"], r["version"], r["phase"]) for r in exact} == expected:
+            break
+        await asyncio.sleep(0.3)
+    assert {r["name"]: (r["tracking"], r["version"], r["phase"]) for r in exact} == expected, exact
+    visible: list[dict[str, Any]] = []
+    for _ in range(100):
+        visible = mine((await ferry(dev_worker, tmp_path, "env", "list", "--json")).stdout)
+        if visible == exact:
+            break
+        await asyncio.sleep(0.3)
+    assert visible == exact and [r["name"] for r in visible] == sorted(names)
+    table = (await ferry(dev_worker, tmp_path, "env", "list")).stdout.splitlines()
+    assert table[0].split() == ["NAME", "TRACKS", "APPLIED", "PHASE"]
+    assert [line.split() for line in table if line.startswith(names[1])] == [[names[1], "semver", ">=1.0.0",
+                                                                              "1.1.0", "Healthy"]]
+    for name in names:
+        await dev_env.client.get_workflow_handle(f"env/{name}").terminate("test done")
