@@ -34,7 +34,6 @@ from ferry.alerts import (
     render,
     sign,
 )
-from ferry.errors import truncate
 
 log = logging.getLogger("ferry.notify")
 
@@ -115,14 +114,31 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float, provid
             response.read(MAX_RESPONSE)
             return int(response.status)
     except urllib.error.HTTPError as err:
-        text = err.read(MAX_RESPONSE).decode(errors="replace") if err.fp else ""
-        message = truncate(f"{where} answered HTTP {err.code}: {text.strip()[:500]}")
+        # NB: never the receiver's body: error pages echo the request path, which is the credential of a Slack,
+        # Teams or Discord webhook; the status and its standard phrase only
         retryable = err.code in (408, 425, 429) or err.code >= 500
-        raise ApplicationError(message, {"status": err.code}, type=RECEIVER_UNAVAILABLE if retryable
-                               else DELIVERY_REFUSED, non_retryable=not retryable) from None
-    except (TimeoutError, urllib.error.URLError, OSError) as err:
+        raise ApplicationError(f"{where} answered HTTP {err.code} {_phrase(err.code)}", {"status": err.code},
+                               type=RECEIVER_UNAVAILABLE if retryable else DELIVERY_REFUSED,
+                               non_retryable=not retryable) from None
+    except (TimeoutError, urllib.error.URLError, ConnectionError) as err:
         reason = getattr(err, "reason", err)
-        raise ApplicationError(f"{where} unreachable: {reason}", type=RECEIVER_UNAVAILABLE) from None
+        kind = type(reason).__name__ if not isinstance(reason, str) else "unreachable"
+        raise ApplicationError(f"{where} unreachable ({kind})", type=RECEIVER_UNAVAILABLE) from None
+    except Exception as err:
+        # NB: a malformed URL or header (a token ending in a newline, a space in a webhook path) never heals:
+        # refused at once, by the exception's type only
+        raise ApplicationError(f"{where} cannot be sent ({type(err).__name__}: the provider's URL or headers are "
+                               "malformed; fix the providers file)", type=DELIVERY_REFUSED,
+                               non_retryable=True) from None
+
+
+def _phrase(code: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(code).phrase
+    except ValueError:
+        return ""
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import re
+import shlex
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -152,7 +153,21 @@ class Notification(_Model):
     by: str = Field("", max_length=256)
     details: dict[str, str] = Field(default_factory=dict, description="publisher, approvers, deadline, "
                                     "repository, ... (at most 16, each at most 512 characters)")
-    resolves: list[str] = Field(default_factory=list, max_length=16, description="event types this one resolves")
+    resolves: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=16,
+                                                                description="event types this one resolves")
+
+    @field_validator("at")
+    @classmethod
+    def _timestamp(cls, value: str) -> str:
+        if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", value):
+            raise ValueError("at must be a UTC timestamp YYYY-MM-DDTHH:MM:SSZ")
+        return value
+
+    @model_validator(mode="after")
+    def _severity_from_type(self) -> Notification:
+        # NB: a sender's claim of severity is not trusted: it follows from the event type (alerts filter on it)
+        self.severity = severity_of(self.type)
+        return self
 
     @field_validator("details", mode="before")
     @classmethod
@@ -203,6 +218,30 @@ class ProviderSpec(_Model):
     def _http(cls, value: SecretStr) -> SecretStr:
         if not re.match(r"^https?://[^\s/]+", value.get_secret_value()):
             raise ValueError("url must be an http(s) URL")
+        if re.search(r"[\x00-\x20\x7f]", value.get_secret_value()):
+            raise ValueError("url must not contain spaces or control characters")  # NB: never echo the value
+        return value
+
+    @field_validator("token", "secret")
+    @classmethod
+    def _clean_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        """A token file's trailing newline is stripped; anything else a header cannot carry is refused (the HTTP
+        library would quote it, token included, in its error)."""
+        if value is None:
+            return None
+        text = value.get_secret_value().strip()
+        if not text or re.search(r"[\x00-\x1f\x7f]", text):
+            raise ValueError("must be one line of printable characters")
+        return SecretStr(text)
+
+    @field_validator("headers")
+    @classmethod
+    def _clean_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if (not re.fullmatch(r"[A-Za-z0-9-]{1,64}", name) or re.search(r"[\x00-\x1f\x7f]", text)
+                    or len(text) > 1024):
+                raise ValueError(f"header {name[:64]!r}: a token name and one line of at most 1024 printable "
+                                 "characters")
         return value
 
     @model_validator(mode="after")
@@ -240,15 +279,18 @@ def actions(note: Notification, links: Links) -> dict[str, str]:
     """For what waits for a person (a promotion's AwaitingApproval, a protected SpecChangePending): every way to act
     on it, ready to paste."""
     if note.type == "SpecChangePending" and note.environment:
-        return {"approve": f"ferry env approve {note.environment} --key ~/.ssh/id_ed25519",
-                "reject": f"ferry env reject {note.environment} --key ~/.ssh/id_ed25519"}
+        return {"approve": f"ferry env approve {shlex.quote(note.environment)} --key ~/.ssh/id_ed25519",
+                "reject": f"ferry env reject {shlex.quote(note.environment)} --key ~/.ssh/id_ed25519"}
     if note.type != "AwaitingApproval":
         return {}
-    env, version, wid = note.environment, note.version, note.source
+    # NB: every value a notification carries is quoted for the shell: a forged `notify` signal must not turn a
+    # ready-to-paste command into another command
+    q = shlex.quote
+    env, version, wid = q(note.environment), q(note.version), q(note.source)
     publisher = note.details.get("publisher", "")
     names = [n.strip() for n in note.details.get("approvers", "").split(",") if n.strip()]
-    approver = next((n for n in names if n != publisher), "NAME")  # NB: the publisher may not approve
-    target = f"--address {links.address} --namespace {links.namespace} --workflow-id {wid}"
+    approver = q(next((n for n in names if n != publisher), "NAME"))  # NB: the publisher may not approve
+    target = f"--address {q(links.address)} --namespace {q(links.namespace)} --workflow-id {wid}"
     return {
         "approve": f"ferry approve {env} {version} --as {approver} --key ~/.ssh/id_ed25519",
         "update": f"temporal workflow update execute {target} --name approve_update "
@@ -298,7 +340,7 @@ def verify_signature(body: bytes, key: bytes, header: str | None) -> bool:
     """A `sha256=<hex>` signature of `body`, compared in constant time."""
     if not header or not header.startswith("sha256="):
         return False
-    return hmac.compare_digest(sign(body, key), header.strip())
+    return hmac.compare_digest(sign(body, key).encode(), header.strip().encode("utf-8", "surrogateescape"))
 
 
 def _dumps(value: Any) -> str:
@@ -338,33 +380,46 @@ _EMOJI = {"info": ":large_blue_circle:", "warning": ":warning:", "error": ":red_
 _COLOR = {"info": 0x2E86DE, "warning": 0xF5A623, "error": 0xD0021B}
 
 
+def _slack_text(text: str) -> str:
+    """Slack's mrkdwn control characters escaped (its documented &amp; &lt; &gt;): text people typed (a reason, a
+    requester) never becomes a <!channel> ping or a <https://…|link>."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _teams_text(text: str) -> str:
+    """Adaptive Card TextBlocks render markdown: brackets and parentheses escaped, so no [text](url) link."""
+    return re.sub(r"([\\\[\]()*_`])", r"\\\1", text)
+
+
 def _slack(note: Notification, link: str, acts: dict[str, str], alert: str, summary: str, mode: str) -> Rendered:
     # Slack's limits: header text 150, section text 3000, at most 10 fields of 2000, 50 blocks.
     head = title(note, summary)
-    fields = [{"type": "mrkdwn", "text": _cut(f"*{k}*\n{v}", 2000)} for k, v in facts(note).items()][:10]
+    fields = [{"type": "mrkdwn", "text": _cut(f"*{_slack_text(k)}*\n{_slack_text(v)}", 2000)}
+              for k, v in facts(note).items()][:10]
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": _cut(head, 150)}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": _cut(f"{_EMOJI[note.severity]} {note.message}",
-                                                                      3000)}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": _cut(
+            f"{_EMOJI[note.severity]} {_slack_text(note.message)}", 3000)}},
         {"type": "section", "fields": fields},
     ]
     if acts:
-        text = "\n".join(f"*{k}*: `{v}`" for k, v in acts.items())
+        text = "\n".join(f"*{k}*: `{_slack_text(v)}`" for k, v in acts.items())
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut(text, 3000)}})
     if link:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"<{link}|Open in Temporal UI> · "
                                                         f"alert {alert} · {note.key}"}]})
-    body = {"text": _cut(f"{head}: {note.message}", 3000), "blocks": blocks}
+    body = {"text": _cut(_slack_text(f"{head}: {note.message}"), 3000), "blocks": blocks}
     return Rendered(headers={"Content-Type": "application/json"}, body=_dumps(body))
 
 
 def _teams(note: Notification, link: str, acts: dict[str, str], alert: str, summary: str, mode: str) -> Rendered:
     # A Teams incoming webhook (Workflows) takes a message with an Adaptive Card attachment.
     card_body: list[dict[str, Any]] = [
-        {"type": "TextBlock", "size": "Large", "weight": "Bolder", "wrap": True, "text": title(note, summary),
+        {"type": "TextBlock", "size": "Large", "weight": "Bolder", "wrap": True,
+         "text": _teams_text(title(note, summary)),
          "color": {"info": "Default", "warning": "Warning", "error": "Attention"}[note.severity]},
-        {"type": "TextBlock", "wrap": True, "text": note.message},
-        {"type": "FactSet", "facts": [{"title": k, "value": v} for k, v in facts(note).items()]},
+        {"type": "TextBlock", "wrap": True, "text": _teams_text(note.message)},
+        {"type": "FactSet", "facts": [{"title": k, "value": _teams_text(v)} for k, v in facts(note).items()]},
     ]
     for name, command in acts.items():
         card_body.append({"type": "TextBlock", "wrap": True, "fontType": "Monospace", "text": f"{name}: {command}"})

