@@ -54,6 +54,7 @@ class AlertRouterWorkflow:
         self._state: AlertRouterState = input.state
         self._queue: list[Notification] = []
         self._inflight: dict[str, tuple[PendingDelivery, asyncio.Task[None]]] = {}
+        self._delivering: list[str] = []  # providers of the deliveries whose activity is scheduled now
         self._handled = 0
         self._max_per_run = input.max_per_run
 
@@ -117,14 +118,35 @@ class AlertRouterWorkflow:
             return
         self._inflight[key] = (pending, asyncio.create_task(self._deliver(key, pending)))
 
+    async def _turn(self, provider: str, left: timedelta) -> bool:
+        def free() -> bool:
+            return (len(self._delivering) < policies.MAX_DELIVERING
+                    and self._delivering.count(provider) < policies.MAX_DELIVERING_PER_PROVIDER)
+        if not free():  # NB: no timer when a turn is free at once
+            try:
+                await workflow.wait_condition(free, timeout=left, timeout_summary=f"a turn for {provider}")
+            except TimeoutError:
+                return False
+        self._delivering.append(provider)
+        return True
+
     async def _deliver(self, key: str, pending: PendingDelivery) -> None:
         note = pending.notification
         deadline = datetime.strptime(pending.deadline_at, _TIME).replace(tzinfo=workflow.now().tzinfo)
         left = deadline - workflow.now()
+        turn = False
         try:
             if left.total_seconds() < 1:
                 self._give_up(pending, "DeadlinePassed: the deadline passed before the delivery could resume")
                 return
+            if workflow.patched("ferry-alerts-gate"):
+                # NB: a slow or hanging receiver holds at most a few of the worker's activity slots (shared with
+                # reconciles); the rest of the deliveries wait here, in the workflow, against the same deadline
+                turn = await self._turn(pending.provider, left)
+                if not turn:
+                    self._give_up(pending, "DeadlinePassed: waited for the provider's earlier deliveries")
+                    return
+                left = deadline - workflow.now()
             result: DeliveryResult = await workflow.execute_activity(
                 "deliver_notification", DeliveryInput(alert=pending.alert, provider=pending.provider,
                                                       summary=pending.summary, notification=note,
@@ -143,6 +165,8 @@ class AlertRouterWorkflow:
                 status=result.status, attempts=result.attempts)][-MAX_RECENT:]
         finally:
             self._inflight.pop(key, None)
+            if turn:
+                self._delivering.remove(pending.provider)
 
     def _give_up(self, pending: PendingDelivery, reason: str) -> None:
         note = pending.notification

@@ -65,6 +65,10 @@ MAX_CONSUMED_APPROVALS = 50  # promotion runs whose approvals moved the environm
 # one attempt a minute until the alert's deadline (schedule-to-close), so a receiver outage of an hour costs ~60
 # attempts, none of them in history. 4xx answers (other than 408/425/429) and configuration errors are final.
 DELIVERY_ATTEMPT_TIMEOUT = timedelta(seconds=90)
+# Deliveries share the worker's activity slots with reconciles: at most this many run at once (and this many per
+# provider), so a receiver that hangs holds at most these slots and environments always keep the rest.
+MAX_DELIVERING = 6
+MAX_DELIVERING_PER_PROVIDER = 3
 DELIVERY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,

@@ -355,3 +355,50 @@ async def test_continue_as_new_carries_a_delivery_in_flight(alert_env: WorkflowE
     keys = [r.header("Idempotency-Key") for r in sink.received]
     assert sorted(keys) == sorted([first.key, second.key, third.key]), "each delivered once, by its own key"
     assert state.counts["duplicate"] == 1 and state.pending == []
+
+
+async def test_a_hanging_receiver_holds_only_a_few_activity_slots(alert_env: WorkflowEnvironment,
+                                                                  tmp_path: Path) -> None:
+    """Deliveries share the worker's activity slots with reconciles: ten notifications to a receiver that accepts
+    and never answers run at most MAX_DELIVERING_PER_PROVIDER at once; the rest wait in the router."""
+    import socket
+    import threading
+
+    from workflows import policies
+
+    held: list[socket.socket] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def hang() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                held.append(listener.accept()[0])  # accepted, never read, never answered
+
+    hanging = threading.Thread(target=hang, daemon=True)
+    hanging.start()
+    queue = f"alerts-{uuid.uuid4().hex[:8]}"
+    providers = providers_file(tmp_path, [{"name": "stuck", "type": "generic",
+                                           "url": f"http://127.0.0.1:{listener.getsockname()[1]}/hook",
+                                           "timeout": 30}])
+    try:
+        async with alert_worker(alert_env.client, providers, queue):
+            handle = await start_router(alert_env.client, queue, [{"name": "all", "provider": "stuck",
+                                                                   "deadline": "5m"}])
+            for _ in range(10):
+                await send(alert_env.client, note("HealthFailed"))
+            most = 0
+            for _ in range(40):
+                running = len((await handle.describe()).raw_description.pending_activities)
+                most = max(most, running)
+                await asyncio.sleep(0.25)
+            assert most == policies.MAX_DELIVERING_PER_PROVIDER, most
+            assert len(held) <= policies.MAX_DELIVERING_PER_PROVIDER
+            await handle.terminate("test done")
+    finally:
+        stop.set()
+        hanging.join(5)
+        for connection in held:
+            connection.close()
+        listener.close()
