@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,6 +19,10 @@ from devstack.procs import free_port, script_path
 from devstack.registry import Registry
 from devstack.temporal import SEARCH_ATTRIBUTES
 from ferry.settings import RegistrySettings, Settings
+
+# The fault tier (tests/chaos: the cluster topology and its faults) is `make chaos`, which sets FERRY_CHAOS=1 after
+# building the Temporal server; `make test` does not collect it.
+collect_ignore = [] if os.environ.get("FERRY_CHAOS") else ["chaos"]
 
 
 @pytest.fixture(scope="session")
