@@ -65,6 +65,7 @@ def _check_ports(ports: dict[str, int]) -> None:
 
 
 TOPOLOGIES = ("dev", "cluster")
+CLUSTER_WORKERS = 2  # `ferry dev up --temporal cluster`'s default, and docker-compose.yml's ferry-worker replicas
 
 
 def worker_names(count: int) -> list[str]:
@@ -82,7 +83,7 @@ def up(state_dir: Path, ports: Ports | None = None, *, worker: bool = True, time
     1 on the dev server, 2 on the cluster; none with worker=False)."""
     if temporal not in TOPOLOGIES:
         raise StackError(f"temporal: unknown topology {temporal!r}; choose one of {', '.join(TOPOLOGIES)}")
-    count = 0 if not worker else (workers if workers is not None else (2 if temporal == "cluster" else 1))
+    count = 0 if not worker else (workers if workers is not None else (CLUSTER_WORKERS if temporal == "cluster" else 1))
     if count < 0:
         raise StackError("worker: --workers must be 0 or more")
     state_dir = state_dir.resolve()

@@ -15,10 +15,12 @@ survive `ferry dev down` / `up`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -339,3 +341,19 @@ async def _bootstrap(address: str, namespace: str) -> None:
             if err.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.UNAVAILABLE, RPCStatusCode.ALREADY_EXISTS):
                 raise
         await asyncio.sleep(0.5)
+
+
+@contextlib.contextmanager
+def throwaway_cluster(root: Path, *, log_level: str = "warn") -> Iterator[TemporalCluster]:
+    """PostgreSQL and the Temporal server on free ports under `root`, no UI, for a test session or a benchmark:
+    its processes die with the process that started them, and are stopped on exit."""
+    postgres = Postgres(root=root / "postgresql", port=free_port(), throwaway=True)
+    postgres.start()
+    cluster = TemporalCluster(root=root / "temporal", port=free_port(), ui_port=None, postgres=postgres,
+                              throwaway=True, log_level=log_level)
+    try:
+        cluster.start(timeout=120)
+        yield cluster
+    finally:
+        cluster.stop()
+        postgres.stop()

@@ -17,10 +17,9 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from devstack.kube.session import KubeServer
-from devstack.postgres import Postgres
 from devstack.procs import free_port, spawn, stop_pid, wait_healthy
 from devstack.registry import Registry
-from devstack.temporal_cluster import TemporalCluster, binaries_dir, built
+from devstack.temporal_cluster import TemporalCluster, binaries_dir, built, throwaway_cluster
 
 
 @pytest.fixture(scope="module")
@@ -28,17 +27,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TemporalCluste
     """PostgreSQL and the Temporal server on it (no UI), schema set up, namespace and search attributes made."""
     # NB: `make chaos` builds the server first; a missing one is a failure, never a skip.
     assert built(), f"the Temporal server is not built in {binaries_dir()}: run `make temporal-server`"
-    root = tmp_path_factory.mktemp("topology")
-    postgres = Postgres(root=root / "postgresql", port=free_port(), throwaway=True)
-    postgres.start()
-    temporal = TemporalCluster(root=root / "temporal", port=free_port(), ui_port=None, postgres=postgres,
-                               throwaway=True, log_level="info")
-    try:
-        temporal.start(timeout=120)
+    with throwaway_cluster(tmp_path_factory.mktemp("topology"), log_level="info") as temporal:
         yield temporal
-    finally:
-        temporal.stop()
-        postgres.stop()
 
 
 @pytest.fixture(scope="module")
