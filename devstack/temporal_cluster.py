@@ -15,12 +15,13 @@ survive `ferry dev down` / `up`.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import os
 import subprocess
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -256,12 +257,12 @@ class TemporalCluster:
         return proc
 
     def _serving(self) -> bool:
-        return asyncio.run(_frontend_serving(self.address))
+        return bool(_run_sync(_frontend_serving(self.address)))
 
     def bootstrap(self, timeout: float = 60.0) -> None:
         """The namespace and Ferry's search attributes, each created only if missing."""
         try:
-            asyncio.run(asyncio.wait_for(_bootstrap(self.address, self.namespace), timeout))
+            _run_sync(asyncio.wait_for(_bootstrap(self.address, self.namespace), timeout))
         except TimeoutError as err:
             raise StackError(f"temporal: namespace {self.namespace!r} and search attributes not ready after "
                              f"{timeout:.0f}s (log: {self.logs / 'temporal-server.log'})") from err
@@ -295,6 +296,17 @@ class TemporalCluster:
             if proc is not None:
                 stop_pid(proc.pid, timeout=20)
                 proc.wait()
+
+
+def _run_sync(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine to completion from sync code, also when the caller is inside an event loop (an async
+    test fixture): then on a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 async def _frontend_serving(address: str) -> bool:

@@ -81,9 +81,9 @@ class Workers:
             proc.wait()
 
 
-def worker_env(cluster: TemporalCluster, registry: Registry, kube: KubeServer, task_queue: str,
-               root: Path) -> dict[str, str]:
-    return {**os.environ, "FERRY_TEMPORAL_ADDRESS": cluster.address, "FERRY_TEMPORAL_NAMESPACE": "default",
+def worker_env(address: str, registry: Registry, kube: KubeServer, task_queue: str, root: Path) -> dict[str, str]:
+    """A `ferry worker`'s environment: this Temporal frontend, registry and cluster, no devstack.json."""
+    return {**os.environ, "FERRY_TEMPORAL_ADDRESS": address, "FERRY_TEMPORAL_NAMESPACE": "default",
             "FERRY_TASK_QUEUE": task_queue, "FERRY_REGISTRY": registry.host, "FERRY_REGISTRY_INSECURE": registry.host,
             "FERRY_KUBECONFIG": str(kube.worker_kubeconfig), "FERRY_STATE_DIR": str(root / "no-stack"),
             "FERRY_OTEL_EXPORTER": "none"}

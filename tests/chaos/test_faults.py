@@ -118,7 +118,7 @@ def _reconciled_digests(history: Any) -> list[tuple[int, str]]:
 async def test_faults_lose_nothing(cluster: TemporalCluster, cluster_client: Client, own_registry: Registry,
                                    own_kube: KubeServer, tmp_path: Path) -> None:
     client, tq, suffix = cluster_client, f"chaos-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex[:6]
-    workers = Workers(tmp_path / "workers", worker_env(cluster, own_registry, own_kube, tq, tmp_path))
+    workers = Workers(tmp_path / "workers", worker_env(cluster.address, own_registry, own_kube, tq, tmp_path))
     workers.root.mkdir()
     figures: dict[str, Any] = {"environments": FLEET, "workers": 2, "temporal": "cluster (PostgreSQL)"}
     try:
@@ -155,11 +155,11 @@ async def test_faults_lose_nothing(cluster: TemporalCluster, cluster_client: Cli
         figures["postgres_cpu_percent_during_apply"] = round(
             100 * (_cpu_seconds(postgres_pid) - cpu_before[1]) / wall)
 
+        digests["1.1.0"] = publish(settings, repository, "1.1.0", _configmap("1.1.0"))  # the fleet starts moving
         promotion = await client.start_workflow(
             PromotionWorkflow.run, PromotionInput(environment=production, version="1.1.0", requested_by="carol",
                                                   reason="chaos"),
             id=promotion_workflow_id(production, "1.1.0"), task_queue=tq)
-        digests["1.1.0"] = publish(settings, repository, "1.1.0", _configmap("1.1.0"))
 
         async def awaiting() -> bool:
             return bool((await promotion.query(PromotionWorkflow.status)).phase == "AwaitingApproval")
