@@ -71,25 +71,21 @@ def built() -> bool:
 
 def setup_schema(postgres: Postgres, timeout: float = 120.0) -> list[str]:
     """Create both databases if missing and bring their schemas to the server's version with Temporal's own
-    SQL tool (its embedded schema, so tool and schema are always of one release). Idempotent: a second run
-    creates nothing and applies nothing. -> what was done, one line per step that changed something."""
+    SQL tool (its embedded schema, so tool and schema are always of one release). Idempotent: on a database
+    already at this version every step is a no-op. -> one line per database whose schema version changed."""
     tool = binary("temporal-sql-tool")
     host, port = postgres.address.rsplit(":", 1)
-    done: list[str] = []
+    before = schema_versions(postgres)
     for database, schema in DATABASES.items():
         base = [tool, "--plugin", "postgres12", "--ep", host, "-p", port, "-u", SUPERUSER, "--db", database]
-        create = _run_tool([*base, "create-database"], timeout)
-        if create.returncode == 0:
-            done.append(f"created database {database}")
-        elif "already exists" not in create.stdout + create.stderr:
-            raise StackError(f"temporal-schema: create-database {database} failed: {_last_line(create)}")
-        for step in (["setup-schema", "-v", "0.0"], ["update-schema", "--schema-name", schema]):
+        steps = [] if before[database] else [["create-database"]]  # NB: it exits 0 on an existing database too
+        for step in [*steps, ["setup-schema", "-v", "0.0"], ["update-schema", "--schema-name", schema]]:
             result = _run_tool([*base, *step], timeout)
             if result.returncode != 0:
                 raise StackError(f"temporal-schema: {step[0]} on {database} failed: {_last_line(result)}")
-            if step[0] == "update-schema" and "Schema updated from" in result.stdout + result.stderr:
-                done.append(f"updated schema of {database}")
-    return done
+    after = schema_versions(postgres)
+    return [f"{db}: schema {before[db] or '(new database)'} -> {after[db]}" for db in DATABASES
+            if before[db] != after[db]]
 
 
 def _run_tool(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
@@ -176,6 +172,24 @@ def ui_config(ui_port: int, frontend: str, namespace: str) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------ server ---
 
+def _membership_port() -> int:
+    """A free port for a membership (ringpop) listener. NB: the SQL schema stores membership ports as SMALLINT
+    (cluster_membership.rpc_port), so one above 32767 makes the server exit at start ("value out of range for
+    type smallint"), and the kernel's ephemeral ports that free_port() hands out all are."""
+    import random
+    import socket
+
+    for _ in range(200):
+        port = random.randint(20000, 32767)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise StackError("temporal: no free port between 20000 and 32767 for the membership listeners")
+
+
 @dataclass
 class TemporalCluster:
     """The Temporal server (and its Web UI) rooted at `root` (config, logs, ports.json), on `postgres`."""
@@ -214,7 +228,7 @@ class TemporalCluster:
         else:
             names = ["frontend-http", *(f"{s}-membership" for s in SERVICES),
                      *(f"{s}-grpc" for s in SERVICES if s != "frontend")]
-            ports = {name: free_port() for name in names}
+            ports = {name: _membership_port() if name.endswith("-membership") else free_port() for name in names}
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(ports, indent=1) + "\n")
         for name, port in ports.items():
@@ -233,7 +247,8 @@ class TemporalCluster:
     def start(self, timeout: float = 60.0) -> list[str]:
         """Schema, server, namespace and search attributes, UI. On failure, stop what was started and raise
         StackError. -> the schema steps that changed something."""
-        server, _, ui = binary("server"), binary("temporal-sql-tool"), binary("temporal-ui-server")
+        server, _ = binary("server"), binary("temporal-sql-tool")
+        ui = binary("temporal-ui-server") if self.ui_port else None
         self.root.mkdir(parents=True, exist_ok=True)
         try:
             changed = setup_schema(self.postgres, timeout=max(timeout, 120))
