@@ -70,12 +70,16 @@ temporal-server:
 	@devstack/temporal_server/build.sh
 
 # The fault tier (tests/chaos): `ferry dev up --temporal cluster` end to end, and faults that lose nothing on the
-# cluster topology (kill -9 a worker and the server, restart PostgreSQL, registry and API server outages). Not in
-# `make test` (collected only with FERRY_CHAOS=1); .ci/run runs both.
+# cluster topology (kill -9 a worker and the server, restart PostgreSQL, registry and API server outages); then the
+# e2e promotion story on the cluster (FERRY_TEST_TEMPORAL=cluster). Not in `make test` (tests/chaos is collected
+# only with FERRY_CHAOS=1); .ci/run runs both.
+CHAOS_OUT := .pytest-chaos-output.txt
 chaos: setup temporal-server
-	@set -o pipefail; FERRY_CHAOS=1 $(BIN)/python -m pytest -q -s -rfE tests/chaos $(PYTEST_ARGS) 2>&1 | \
-	tee .pytest-chaos-output.txt; rc=$$?; if [ $$rc -ne 0 ]; then exit $$rc; fi; \
-	grep -Eq '[0-9]+ passed' .pytest-chaos-output.txt || { echo "make chaos: no test passed" >&2; exit 1; }
+	@set -o pipefail; FERRY_CHAOS=1 $(BIN)/python -m pytest -q -s -rfE tests/chaos $(PYTEST_ARGS) 2>&1 | tee $(CHAOS_OUT); \
+	rc=$$?; if [ $$rc -ne 0 ]; then exit $$rc; fi; \
+	FERRY_TEST_TEMPORAL=cluster $(BIN)/python -m pytest -q -rfE tests/e2e/test_promotion.py 2>&1 | tee -a $(CHAOS_OUT); \
+	rc=$$?; if [ $$rc -ne 0 ]; then exit $$rc; fi; \
+	[ "$$(grep -Ec '^[0-9]+ passed' $(CHAOS_OUT))" = 2 ] || { echo "make chaos: a run passed nothing" >&2; exit 1; }
 
 # NB: pytest exits 5 when nothing was collected; that is a failure here, and so is a run that passed nothing.
 test: setup

@@ -38,7 +38,7 @@ async def cluster_client(cluster: TemporalCluster) -> AsyncIterator[Client]:
 
 @pytest.fixture(scope="module")
 def own_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    reg = Registry(port=free_port(), root=tmp_path_factory.mktemp("chaos-registry"))
+    reg = Registry(port=free_port(), root=tmp_path_factory.mktemp("chaos-registry"), throwaway=True)
     reg.start()
     yield reg
     reg.stop()
