@@ -52,3 +52,19 @@ def test_ui_config_points_at_the_frontend_on_loopback() -> None:
     assert config["temporalGrpcAddress"] == "127.0.0.1:47233"
     assert (config["host"], config["port"], config["defaultNamespace"]) == ("127.0.0.1", 28233, "default")
     assert config["enableUi"] and config["disableNewsFetch"] and not config["auth"]["enabled"]
+
+
+def test_dev_up_names_what_the_cluster_adds_and_nothing_on_the_dev_server() -> None:
+    from devstack.stack import describe_topology, worker_names
+
+    assert worker_names(3) == ["worker", "worker-2", "worker-3"]
+    worker = {"pid": 12, "task_queue": "ferry", "metrics": "http://127.0.0.1:9465/metrics"}
+    assert describe_topology({"temporal": {"pid": 1}, "worker": {**worker, "pid": 11}}) == ""
+    lines = describe_topology({
+        "postgresql": {"address": "127.0.0.1:5432", "data": "/s/postgresql/data", "pid": 2},
+        "temporal": {"pid": 3, "version": "v1.32.0"},
+        "temporal-ui": {"url": "http://127.0.0.1:8233", "version": "v2.54.1", "pid": 4},
+        "worker": {**worker, "pid": 11}, "worker-2": worker}).splitlines()
+    assert lines[0].startswith("postgres  127.0.0.1:5432") and "Temporal v1.32.0" in lines[0]
+    assert lines[1].startswith("ui        http://127.0.0.1:8233") and "v2.54.1" in lines[1]
+    assert lines[2].startswith("worker-2  pid 12") and lines[2].endswith(":9465/metrics") and len(lines) == 3
