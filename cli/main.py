@@ -25,14 +25,15 @@ def cmd_dev_up(args: argparse.Namespace) -> int:
 
     state = Path(args.state_dir or ".ferry")
     ports = Ports(temporal=args.temporal_port, ui=args.ui_port, registry=args.registry_port, kube=args.kube_port,
-                  metrics=args.metrics_port, receiver=args.receiver_port)
-    info = up(state, ports, worker=not args.no_worker, timeout=args.timeout)
+                  metrics=args.metrics_port, receiver=args.receiver_port, postgres=args.postgres_port)
+    info = up(state, ports, worker=not args.no_worker, timeout=args.timeout, temporal=args.temporal,
+              workers=args.workers)
     if args.json:
         print(json.dumps(info.to_json(), indent=2))
     else:
-        from devstack.stack import kubectl_server_version
+        from devstack.stack import describe_topology, kubectl_server_version
 
-        print(_describe(info.to_json()))
+        print("\n".join(filter(None, [_describe(info.to_json()), describe_topology(info.to_json())])))
         print(f"          {kubectl_server_version(Path(info.components['kube']['kubeconfig']))}  (kubectl version)")
     return 0
 
@@ -115,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     dev_up.add_argument("--metrics-port", type=int, default=9464, help="the worker's Prometheus endpoint")
     dev_up.add_argument("--receiver-port", type=int, default=9292, help="`ferry receiver` (registry push hooks)")
     dev_up.add_argument("--timeout", type=float, default=60.0, help="seconds per component health check")
+    dev_up.add_argument("--temporal", choices=("dev", "cluster"), default="dev",
+                        help="dev: `temporal server start-dev` (SQLite); cluster: the Temporal server on PostgreSQL "
+                        "with the UI server (`make temporal-server` builds it)")
+    dev_up.add_argument("--workers", type=int, default=None, help="ferry worker processes (default: 1 on dev, 2 on "
+                        "cluster); worker N serves metrics on --metrics-port + N - 1")
+    dev_up.add_argument("--postgres-port", type=int, default=5432, help="PostgreSQL's port (cluster topology)")
     dev_up.set_defaults(func=cmd_dev_up)
     dev_down = dev_sub.add_parser("down", help="stop the processes devstack.json names")
     dev_down.set_defaults(func=cmd_dev_down)

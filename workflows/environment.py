@@ -479,7 +479,17 @@ class EnvironmentWorkflow:
         return judged.health.model_copy(update={"at": self._now()})
 
     def _health_failed(self, desired: VersionRef, err: ActivityError) -> HealthState:
-        return HealthState(status="Failed", reason=f"health check failed: {_cause_message(err)}",
+        """A health check that could not ask the cluster (API server unreachable, or the activity timed out with
+        its worker) judged nothing: patched, the rollout stays unjudged (Unknown) and the outage is reported, so
+        an API server restart no longer rolls a good release back; the next reconcile judges it. A check that
+        failed for another reason still fails the release."""
+        kind, message = _cause_type(err), _cause_message(err)
+        if kind in (ErrorType.CLUSTER_UNAVAILABLE, "TimeoutError") and workflow.patched("ferry-health-outage-unjudged"):
+            self._state.cluster_unreachable_since = self._state.cluster_unreachable_since or self._now()
+            self._state.cluster_error = message
+            return HealthState(status="Unknown", reason=f"health of {desired.version} not judged: {message}",
+                               digest=desired.digest, at=self._now())
+        return HealthState(status="Failed", reason=f"health check failed: {message}",
                            digest=desired.digest, at=self._now())
 
     def _known_good(self, desired: VersionRef) -> None:

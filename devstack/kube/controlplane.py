@@ -230,6 +230,20 @@ class ControlPlane:
             "--rollout-delay", str(self.rollout_delay), "--ready-file", str(ready)])
         wait_healthy("simulated-controller", proc, ready.is_file, timeout, self.logs / "simulated-controller.log")
 
+    # ------------------------------------------------------------------------------------------ faults
+    def stop_apiserver(self) -> None:
+        """An API server outage (fault tests): SIGTERM kube-apiserver, leaving etcd and the controllers up."""
+        proc = self.procs["kube-apiserver"]
+        stop_pid(proc.pid, timeout=20)
+        proc.wait()
+
+    def start_apiserver(self, timeout: float = 60.0) -> None:
+        """Bring the API server back on the same port and etcd after `stop_apiserver`, keeping the stop order."""
+        order = list(self.procs)
+        etcd_port = int(json.loads((self.root / "etcd-ports.json").read_text())["client"])  # etcd is up: kept port
+        self._start_apiserver(binary("kube-apiserver"), etcd_port, timeout)
+        self.procs = {name: self.procs[name] for name in order}
+
     # ------------------------------------------------------------------------------------------- stop
     def stop(self) -> None:
         """Reverse start order: the API server stops before etcd."""

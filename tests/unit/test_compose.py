@@ -130,3 +130,24 @@ def test_worker_stops_gracefully_and_runs_under_worker_versioning() -> None:
     command = " ".join(setter["command"])
     assert "set-current-version --deployment-name ferry" in command and "$$FERRY_BUILD_ID" in command
     assert setter["environment"]["FERRY_BUILD_ID"] == env["FERRY_BUILD_ID"]
+
+
+def test_same_topology_as_the_local_cluster() -> None:
+    """`ferry dev up --temporal cluster` (built from source here) and compose run one topology: the same server and UI
+    releases, the same history shard count (fixed for the life of a database), PostgreSQL the server's SQL plugin
+    supports, and the same number of workers."""
+    from devstack.stack import CLUSTER_WORKERS
+    from devstack.temporal_cluster import NUM_HISTORY_SHARDS, SERVER_VERSION, UI_VERSION
+
+    services = _compose()["services"]
+    assert _image(services["temporal"]) == ("temporalio/server", SERVER_VERSION.lstrip("v"))
+    assert _image(services["temporal-ui"]) == ("temporalio/ui", UI_VERSION.lstrip("v"))
+    server = services["temporal"]["environment"]
+    assert server["DB"] == "postgres12" and int(server["NUM_HISTORY_SHARDS"]) == NUM_HISTORY_SHARDS
+    image, tag = _image(services["postgresql"])
+    assert image == "postgres" and int(tag.split(".")[0]) >= 12, tag  # the postgres12 plugin's floor
+    schema = " ".join(services["temporal-schema"]["command"])
+    assert "--plugin postgres12" in schema
+    worker = services["ferry-worker"]
+    assert worker["deploy"]["replicas"] == CLUSTER_WORKERS
+    assert worker["environment"]["FERRY_TASK_QUEUE"] == "ferry"  # every replica polls the one task queue
