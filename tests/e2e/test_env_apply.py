@@ -6,6 +6,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import kubernetes
+from kubernetes.client import CoreV1Api
 from temporalio.testing import WorkflowEnvironment
 
 from cli.environments import apply_environments
@@ -21,8 +23,11 @@ async def test_concurrent_apply_is_idempotent_and_names_each_failure(
     suffix = uuid.uuid4().hex[:6]
     repository = f"{dev_worker.registry.default}/team/fleet-{suffix}"
     publish(dev_worker, repository, "1.0.0", app_manifests("fleet", configmap=True)[2:])  # one ConfigMap
+    core = CoreV1Api(kubernetes.config.new_client_from_config(str(kube_server.kubeconfig)))
+    for i in range(2):  # NB: the two environments waited for below apply, each into its own namespace (one
+        core.create_namespace({"metadata": {"name": f"f{i}-{suffix}"}})  # environment never takes over another's)
     specs = [EnvironmentSpec.model_validate({"name": f"f{i}-{suffix}", "repository": repository,
-                                             "namespace": "default", "version": "1.0.0", "interval": "1h",
+                                             "namespace": f"f{i}-{suffix}", "version": "1.0.0", "interval": "1h",
                                              "prune": False}) for i in range(12)]
     first = await apply_environments(client, specs, queue, by="ci")
     assert [r["action"] for r in first] == ["started"] * 12, first
