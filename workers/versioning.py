@@ -14,9 +14,10 @@ run unversioned. Same workflow type names, same code; only the behaviour differs
   replays open histories against it (tests/e2e/test_versioning.py checks the behaviour declared here).
 
 Module-level classes, importable by name: the workflow sandbox re-imports this module to run them.
-"""
 
-from __future__ import annotations
+NB: no `from __future__ import annotations` here (nor in the workflow modules): the SDK compares a subclass's
+@workflow.run parameters with the base's @workflow.init, and a string annotation never equals a class.
+"""
 
 from temporalio import workflow
 from temporalio.common import VersioningBehavior

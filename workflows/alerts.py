@@ -6,8 +6,6 @@ of this: `notify()` signals the router from a task of its own.
 NB: one activity per delivery, not a child workflow: a short-lived workflow per notification costs a sandboxed
 workflow start each (measured: 2.4 notifications/s on 2 cores), an activity does not."""
 
-from __future__ import annotations
-
 import asyncio
 from datetime import datetime, timedelta
 

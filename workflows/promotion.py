@@ -1,7 +1,5 @@
 """PromotionWorkflow: an approval-gated pin by digest."""
 
-from __future__ import annotations
-
 import asyncio
 from datetime import timedelta
 

@@ -1,7 +1,5 @@
 """ReleaseWorkflow: package on the CI host, refuse to change a released version, push, verify."""
 
-from __future__ import annotations
-
 from datetime import timedelta
 from typing import TypeVar
 

@@ -1,7 +1,5 @@
 """RollbackWorkflow: the emergency pin to an earlier released version."""
 
-from __future__ import annotations
-
 import asyncio
 from datetime import timedelta
 
