@@ -124,7 +124,7 @@ class EnvironmentWorkflow:
         # histories upserted every iteration).
         if workflow.patched("ferry-publish-on-change") and values == self._published:
             return
-        if self._published[3:] == ("Failed",) and values[3] == "Healthy" and workflow.patched("ferry-alerts"):
+        if self._published[3:4] == ("Failed",) and values[3] == "Healthy" and workflow.patched("ferry-alerts"):
             alerting.outbox(self).notify(alerting.notification(  # resolves what the failure fired (endsAt)
                 "Recovered", values[0], f"{values[0]} is healthy again on {values[2]}", version=values[2],
                 resolves=list(alerting.RESOLVED_BY_RECOVERY)))

@@ -14,7 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 from devstack.registry import Registry
 from ferry.promotion import PromotionResult
 from ferry.settings import Settings
-from tests.e2e.envkit import app_manifests, ferry, publish
+from tests.e2e.envkit import app_manifests, ferry, publish, wait_status
 
 
 async def test_env_apply_list_status_diff_suspend_resume(dev_worker: Settings, dev_env: WorkflowEnvironment,
@@ -112,30 +112,29 @@ async def test_env_list_from_visibility_matches_the_workflows_own_status(
     publish(dev_worker, repository, "1.1.0", app_manifests("list", configmap=True)[2:])
     names = [f"l{i}-{suffix}" for i in range(4)]
     tracks = ["version: 1.0.0", "semver: '>=1.0.0'", "version: 1.0.0", "version: 9.9.9"]
+    core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(kube_server.kubeconfig)))
+    for name in names:  # NB: each its own namespace: an environment never takes over another's objects
+        core.create_namespace({"metadata": {"name": name}})
     spec = tmp_path / "fleet.yaml"
     spec.write_text("environments:\n" + "".join(
-        f"  - name: {n}\n    repository: {repository}\n    namespace: default\n    {t}\n    interval: 1h\n"
+        f"  - name: {n}\n    repository: {repository}\n    namespace: {n}\n    {t}\n    interval: 1h\n"
         f"    prune: false\n" for n, t in zip(names, tracks, strict=True)))
     assert (await ferry(dev_worker, tmp_path, "env", "apply", "-f", str(spec))).returncode == 0
 
     def mine(out: str) -> list[dict[str, Any]]:
         return [row for row in json.loads(out) if row["name"] in names]
 
-    for _ in range(150):  # suspend one once it has applied
-        rows = mine((await ferry(dev_worker, tmp_path, "env", "list", "--exact", "--json")).stdout)
-        if any(r["name"] == names[2] and r["version"] for r in rows):
-            break
-        await asyncio.sleep(0.3)
+    # NB: waits on the four workflows' own status (`env list --exact` asks every environment of the session, some
+    # on task queues no worker polls any more: 5 s each)
+    handles = {n: dev_env.client.get_workflow_handle(f"env/{n}") for n in names}
+    await wait_status(handles[names[2]], lambda s: s.state.last_applied is not None, 45, f"{names[2]} applied")
     assert (await ferry(dev_worker, tmp_path, "suspend", names[2], "--reason", "list test")).returncode == 0
-
     expected = {names[0]: ("version 1.0.0", "1.0.0", "Healthy"), names[1]: ("semver >=1.0.0", "1.1.0", "Healthy"),
                 names[2]: ("version 1.0.0", "1.0.0", "Suspended"), names[3]: ("version 9.9.9", "", "Unknown")}
-    exact: list[dict[str, Any]] = []
-    for _ in range(150):  # until every environment has applied (or failed to resolve) and the suspend is handled
-        exact = mine((await ferry(dev_worker, tmp_path, "env", "list", "--exact", "--json")).stdout)
-        if {r["name"]: (r["tracking"], r["version"], r["phase"]) for r in exact} == expected:
-            break
-        await asyncio.sleep(0.3)
+    for name, (_, version, phase) in expected.items():
+        await wait_status(handles[name], lambda s, v=version, p=phase: s.state.phase == p and (
+            s.state.last_applied.version if s.state.last_applied else "") == v, 60, f"{name} {phase}")
+    exact = mine((await ferry(dev_worker, tmp_path, "env", "list", "--exact", "--json")).stdout)
     assert {r["name"]: (r["tracking"], r["version"], r["phase"]) for r in exact} == expected, exact
     visible: list[dict[str, Any]] = []
     for _ in range(100):
