@@ -28,7 +28,8 @@ def _temporal(address: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def _ports() -> list[str]:
     return ["--temporal-port", str(free_port()), "--ui-port", str(free_port()), "--registry-port", str(free_port()),
-            "--kube-port", str(free_port()), "--metrics-port", str(free_port()), "--postgres-port", str(free_port())]
+            "--kube-port", str(free_port()), "--metrics-port", str(free_port()), "--postgres-port", str(free_port()),
+            "--receiver-port", str(free_port())]
 
 
 def test_cluster_up_status_down_and_state_survives(tmp_path: Path) -> None:
