@@ -105,6 +105,9 @@ def cmd_promote(args: argparse.Namespace) -> int:
     return 0 if result.outcome == "succeeded" else 1
 
 
+FINAL_PHASES = {"Refused", "Succeeded", "Failed", "Rejected", "Expired", "Superseded", "Cancelled"}
+
+
 async def _first_decision_point(handle: WorkflowHandle[Any, Any], within: float = 60.0) -> str | None:
     """The phase once the promotion has resolved its version and checked its policy (AwaitingApproval, Pinned, …),
     or None when it has already finished (its result tells how)."""
@@ -114,6 +117,8 @@ async def _first_decision_point(handle: WorkflowHandle[Any, Any], within: float 
         if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
             return None
         phase: str = (await handle.query(PromotionWorkflow.status)).phase
+        if phase in FINAL_PHASES:
+            return None  # NB: decided; the run may still be telling the alert router before it completes
         if phase != "Resolving" or loop.time() > deadline:
             return phase
         await asyncio.sleep(0.25)
