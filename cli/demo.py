@@ -205,7 +205,9 @@ def main() -> None:
         environments = tmp / "environments.yaml"
         environments.write_text(fill_environments(repository, keys))
         print(environments.read_text().rstrip())
-        run([*FERRY, "env", "apply", "-f", str(environments)])
+        # NB: --force: an earlier `make demo` on this stack left its environments terminated, and this run's story
+        # starts them afresh on a new repository (a real fleet keeps their holds: no --force)
+        run([*FERRY, "env", "apply", "-f", str(environments), "--force"])
 
         step("4. staging follows the range to 1.1.0 by itself; production stays on 1.0.0")
         wait("staging on 1.1.0", lambda: applied("staging", "1.1.0"))

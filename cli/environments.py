@@ -161,8 +161,10 @@ async def _from_last_run(client: Client, spec: EnvironmentSpec, ended: Any, forc
                                f"its record cannot be read ({err}); --force starts it without its holds and "
                                "known-good history") from None
         return EnvironmentState(spec=spec), " (--force: without the last run's record)"
+    # NB: tag bindings are digests of the last run's repository: another repository's tags start unbound
+    tags = last.tags if last.spec.repository == spec.repository else {}
     state = EnvironmentState(spec=spec, holds=last.holds, good_history=last.good_history,
-                             last_known_good=last.last_known_good, tags=last.tags,
+                             last_known_good=last.last_known_good, tags=tags,
                              consumed_approvals=last.consumed_approvals)
     return state, (f" (from the last run's record: {len(last.holds)} hold(s), {len(last.good_history)} known-good "
                    "version(s))")

@@ -114,6 +114,13 @@ def up(state_dir: Path, ports: Ports | None = None, *, worker: bool = True, time
             dev.start(timeout)
             assert dev.proc is not None
             started.append(("temporal", dev.proc.pid))
+            # NB: a database kept from an older Ferry lacks the search attributes added since (the dev server's
+            # --search-attribute flags register them only in a new database): add what is missing
+            import asyncio
+
+            from devstack.temporal_cluster import ensure_namespace
+
+            asyncio.run(ensure_namespace(dev.address, dev.namespace))
             info.components["temporal"] = {"address": dev.address, "namespace": dev.namespace,
                                            "ui_url": dev.ui_url, "pid": dev.proc.pid, "db_file": str(dev.db_file),
                                            "topology": "dev"}

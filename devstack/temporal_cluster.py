@@ -277,7 +277,7 @@ class TemporalCluster:
     def bootstrap(self, timeout: float = 60.0) -> None:
         """The namespace and Ferry's search attributes, each created only if missing."""
         try:
-            _run_sync(asyncio.wait_for(_bootstrap(self.address, self.namespace), timeout))
+            _run_sync(asyncio.wait_for(ensure_namespace(self.address, self.namespace), timeout))
         except TimeoutError as err:
             raise StackError(f"temporal: namespace {self.namespace!r} and search attributes not ready after "
                              f"{timeout:.0f}s (log: {self.logs / 'temporal-server.log'})") from err
@@ -331,7 +331,7 @@ async def _frontend_serving(address: str) -> bool:
     return bool(await client.service_client.check_health())
 
 
-async def _bootstrap(address: str, namespace: str) -> None:
+async def ensure_namespace(address: str, namespace: str) -> None:
     from google.protobuf.duration_pb2 import Duration
     from temporalio.api.enums.v1 import IndexedValueType
     from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
