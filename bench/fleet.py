@@ -51,10 +51,12 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from cli.environments import LIST_QUERY
 from devstack.kube.session import KubeServer
 from devstack.procs import free_port
 from devstack.registry import Registry
-from devstack.temporal import TemporalDevServer
+from devstack.temporal import TemporalDevServer, temporal_binary
+from devstack.temporal_cluster import throwaway_cluster
 from tests.conftest import settings_for
 from tests.e2e.envkit import publish
 
@@ -168,7 +170,7 @@ async def count(client: Client, query: str) -> int:
 
 async def sample_histories(client: Client, ids: list[str], since: float) -> dict[str, Any]:
     """Events and billed actions after `since` (epoch seconds) in these environments' current runs."""
-    events = iterations = actions = 0
+    events = iterations = actions = size = 0
     per_type: dict[str, int] = {}
     for workflow_id in ids:
         history = await client.get_workflow_handle(workflow_id).fetch_history()
@@ -177,20 +179,23 @@ async def sample_histories(client: Client, ids: list[str], since: float) -> dict
                 continue
             name = EventType.Name(event.event_type).removeprefix("EVENT_TYPE_")
             events += 1
+            size += event.ByteSize()
             per_type[name] = per_type.get(name, 0) + 1
             if name == "TIMER_STARTED":
                 iterations += 1
             if name in ACTIONS or (name == "MARKER_RECORDED"
                                    and event.marker_recorded_event_attributes.marker_name == "core_local_activity"):
                 actions += 1
-    return {"environments": len(ids), "events": events, "iterations": iterations, "actions": actions,
-            "events_per_iteration": round(events / iterations, 2) if iterations else None, "types": per_type}
+    return {"environments": len(ids), "events": events, "bytes": size, "iterations": iterations, "actions": actions,
+            "events_per_iteration": round(events / iterations, 2) if iterations else None,
+            "bytes_per_iteration": round(size / iterations) if iterations else None, "types": per_type}
 
 
 async def steady(client: Client, workers: list[Worker], admin: kubernetes.client.ApiClient, ids: list[str],
-                 seconds: float) -> dict[str, Any]:
+                 seconds: float, server_pids: list[int]) -> dict[str, Any]:
     """One window of whole intervals: CPU, RSS, API requests/s, histories, SDK metrics."""
     cpu0 = sum(cpu_seconds(w.proc.pid) for w in workers)
+    server0 = tree_cpu(server_pids)
     api0 = apiserver_requests(admin)
     m0 = [w.metrics() for w in workers]
     since = time.time()
@@ -201,6 +206,7 @@ async def steady(client: Client, workers: list[Worker], admin: kubernetes.client
         rss.append(sum(rss_mb(w.proc.pid) for w in workers))
     elapsed = time.monotonic() - started
     cpu = sum(cpu_seconds(w.proc.pid) for w in workers) - cpu0
+    server = tree_cpu(server_pids) - server0
     api = apiserver_requests(admin) - api0
     m1 = [w.metrics() for w in workers]
     sample = await sample_histories(client, ids, since)
@@ -214,6 +220,7 @@ async def steady(client: Client, workers: list[Worker], admin: kubernetes.client
         "workers": len(workers),
         "worker_cpu_percent_of_one_core": round(100 * cpu / elapsed, 1),
         "worker_rss_mb_max": round(max(rss), 1) if rss else None,
+        "server_cpu_percent_of_one_core": round(100 * server / elapsed, 1),
         "api_requests_per_second": round(api / elapsed, 1),
         "history_sample": sample,
         "actions_per_environment_per_hour": round(sample["actions"] / len(ids) * 3600 / elapsed, 1) if ids else None,
@@ -225,10 +232,129 @@ async def steady(client: Client, workers: list[Worker], admin: kubernetes.client
     }
 
 
-async def fleet(args: argparse.Namespace, n: int, client: Client, registry: Registry, kube: KubeServer,
-                temporal: TemporalDevServer, tmp: Path) -> dict[str, Any]:
+def tree(pid: int) -> list[int]:
+    """pid and every descendant (PostgreSQL forks a backend per connection; its postmaster's own CPU is a sliver)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def tree_cpu(pids: list[int]) -> float:
+    total = 0.0
+    for root in pids:
+        for p in tree(root):
+            with contextlib.suppress(OSError):
+                total += cpu_seconds(p)
+    return total
+
+
+def tree_pss_mb(pids: list[int]) -> float:
+    """Proportional set size of the process trees (shared memory, e.g. PostgreSQL's buffers, counted once)."""
+    total = 0.0
+    for root in pids:
+        for p in tree(root):
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) / 1024
+    return total
+
+
+def postgres_bytes(cluster: Any) -> int:
+    """Temporal's two databases as PostgreSQL counts them (tables, indexes, TOAST; not the WAL)."""
+    from devstack.postgres import SUPERUSER, postgres_bin_dir
+    from devstack.temporal_cluster import DATABASES
+
+    host, port = cluster.postgres.address.rsplit(":", 1)
+    names = ",".join(f"'{d}'" for d in DATABASES)
+    out = subprocess.run([str(postgres_bin_dir() / "psql"), "-h", host, "-p", port, "-U", SUPERUSER, "-d", "postgres",
+                          "-tAc", f"SELECT sum(pg_database_size(datname)) FROM pg_database WHERE datname IN ({names})"],
+                         capture_output=True, text=True, timeout=60, check=True)
+    return int(out.stdout.strip())
+
+
+class Topology:
+    """A fresh Temporal for one run: its frontend, the pids whose process trees are the server's, its storage."""
+
+    def __init__(self, address: str, pids: list[int], storage: Any) -> None:
+        self.address, self.pids, self._storage = address, pids, storage
+
+    def storage_mb(self) -> float:
+        return round(self._storage() / 2**20, 1)
+
+
+@contextlib.contextmanager
+def topology(kind: str, root: Path) -> Iterator[Topology]:
+    if kind == "cluster":
+        with throwaway_cluster(root) as cluster:
+            assert cluster.postgres.proc is not None
+            yield Topology(cluster.address, [cluster.procs["temporal-server"].pid, cluster.postgres.proc.pid],
+                           lambda: postgres_bytes(cluster))
+        return
+    db = root / "temporal.db"  # a file database, as `ferry dev up` runs it
+    dev = TemporalDevServer(port=free_port(), ui_port=None, db_file=db, log_file=root / "temporal.log")
+    dev.start(60)
+    assert dev.proc is not None
+    try:
+        yield Topology(dev.address, [dev.proc.pid],
+                       lambda: sum(f.stat().st_size for f in root.glob("temporal.db*")))
+    finally:
+        dev.proc.terminate()
+        try:
+            dev.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            dev.proc.kill()
+
+
+def timed(argv: list[str], env: dict[str, str], timeout: float = 900, check: bool = True) -> tuple[float, str]:
+    started = time.monotonic()
+    done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+    if not check:
+        return time.monotonic() - started, "" if done.returncode == 0 else f"{done.stdout[-800:]}{done.stderr[-800:]}"
+    if done.returncode != 0:
+        raise RuntimeError(f"{argv[:4]} failed ({done.returncode}): {done.stdout[-1500:]}{done.stderr[-1500:]}")
+    return time.monotonic() - started, done.stdout
+
+
+def list_times(env: dict[str, str], address: str, n: int) -> dict[str, Any]:
+    """`ferry env list` (Visibility, as a user runs it) next to `temporal workflow list` of the same workflows."""
+    ferry_s, out = timed([sys.executable, "-m", "cli", "env", "list"], env)
+    rows = sum(1 for line in out.splitlines() if "fleet-" in line or line.startswith("f"))
+    temporal_s, raw = timed([temporal_binary(), "workflow", "list", "--address", address, "--query", LIST_QUERY,
+                             "--limit", str(n + 10), "-o", "jsonl"], env)
+    listed = sum(1 for line in raw.splitlines() if line.strip().startswith("{"))
+    return {"ferry_env_list_seconds": round(ferry_s, 2), "ferry_env_list_rows": rows,
+            "temporal_workflow_list_seconds": round(temporal_s, 2), "temporal_workflow_list_rows": listed}
+
+
+async def wait_healthy(client: Client, query: str, n: int, started: float, limit: float,
+                       sample_memory: Any) -> tuple[float | None, int]:
+    healthy = 0
+    while time.monotonic() - started < limit:
+        sample_memory()
+        healthy = await count(client, query + ' AND FerryPhase="Healthy"')
+        if healthy >= n:
+            return time.monotonic() - started, healthy
+        await asyncio.sleep(0.5)
+    return None, healthy
+
+
+async def fleet(args: argparse.Namespace, kind: str, n: int, workers_n: int, registry: Registry, kube: KubeServer,
+                root: Path) -> dict[str, Any]:
+    """One run: a fresh Temporal (`kind`), `workers_n` worker processes, N environments applied with `ferry env
+    apply`, until all Healthy; then the list commands and the steady state."""
     tag = f"f{n}-{uuid.uuid4().hex[:4]}"
-    queue = f"fleet-{tag}"
+    tmp = root / tag
+    tmp.mkdir(parents=True)
     settings = settings_for(registry, tmp)
     repository = f"{registry.host}/bench/fleet-{tag}"
     publish(settings, repository, "1.0.0", configmaps(args.objects))
@@ -239,55 +365,74 @@ async def fleet(args: argparse.Namespace, n: int, client: Client, registry: Regi
     for name in names:  # namespaces are the platform's job, not the benchmark's
         core.create_namespace({"metadata": {"name": f"ns-{name}"}})
     namespaces_seconds = time.monotonic() - t
-    spec_file = tmp / f"environments-{tag}.yaml"
+    spec_file = tmp / "environments.yaml"
     spec_file.write_text(yaml.safe_dump({"environments": [
         {"name": name, "repository": repository, "namespace": f"ns-{name}", "semver": ">=1.0.0",
          "interval": args.interval, "health-timeout": "5m"} for name in names]}))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "FERRY_TEMPORAL_ADDRESS": temporal.address, "FERRY_TASK_QUEUE": queue,
-           "FERRY_REGISTRY": registry.host, "FERRY_REGISTRY_INSECURE": registry.host,
-           "FERRY_KUBECONFIG": str(kube.worker_kubeconfig), "FERRY_CACHE_DIR": str(tmp / f"cache-{tag}"),
-           "FERRY_STATE_DIR": str(tmp / f"state-{tag}")}
-    workers = [Worker(env, tmp / f"worker-{tag}-1.log")]
-    try:
-        started = time.monotonic()
-        applied = await asyncio.to_thread(
-            subprocess.run, [sys.executable, "-m", "cli", "env", "apply", "-f", str(spec_file), "--as", "bench"],
-            env=env, cwd=ROOT, capture_output=True, text=True, timeout=3600, check=False)
-        apply_seconds = time.monotonic() - started
-        if applied.returncode != 0:
-            raise RuntimeError(f"env apply failed: {applied.stdout[-2000:]}{applied.stderr[-2000:]}")
-        query = f'WorkflowType="EnvironmentWorkflow" AND TaskQueue="{queue}" AND ExecutionStatus="Running"'
-        healthy_at = None
-        healthy = 0
-        while time.monotonic() - started < args.timeout:
-            healthy = await count(client, query + ' AND FerryPhase="Healthy"')
-            if healthy >= n:
-                healthy_at = time.monotonic() - started
-                break
-            await asyncio.sleep(0.5)
-        result: dict[str, Any] = {
-            "environments": n, "objects_per_environment": args.objects, "interval": args.interval,
-            "namespaces_created_seconds": round(namespaces_seconds, 1),
-            "env_apply_seconds": round(apply_seconds, 1),
-            "apply_to_all_healthy_seconds": round(healthy_at, 1) if healthy_at is not None else None,
-            "healthy": healthy,
-        }
-        print(json.dumps({"n": n, **result}), file=sys.stderr, flush=True)
-        sample = [f"env/{name}" for name in names[:: max(1, n // args.sample)]][: args.sample]
-        window = args.steady_intervals * _seconds(args.interval)
-        result["steady_one_worker"] = await steady(client, workers, admin, sample, window)
-        print(json.dumps({"n": n, "one": result["steady_one_worker"]}), file=sys.stderr, flush=True)
-        if args.two_workers:
-            workers.append(Worker(env, tmp / f"worker-{tag}-2.log"))
-            await asyncio.sleep(_seconds(args.interval))  # let the second worker take its share
-            result["steady_two_workers"] = await steady(client, workers, admin, sample, window)
-        return result
-    finally:
-        for w in workers:
-            w.stop()
-        with contextlib.suppress(Exception):
-            async for wf in client.list_workflows(f'TaskQueue="{queue}" AND ExecutionStatus="Running"'):
-                await client.get_workflow_handle(wf.id).terminate("benchmark done")
+    with topology(kind, tmp / "temporal") as temporal:
+        address, server_pids = temporal.address, temporal.pids
+        client = await Client.connect(address, data_converter=pydantic_data_converter)
+        queue = f"fleet-{tag}"
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "FERRY_TEMPORAL_ADDRESS": address, "FERRY_TASK_QUEUE": queue,
+               "FERRY_REGISTRY": registry.host, "FERRY_REGISTRY_INSECURE": registry.host,
+               "FERRY_KUBECONFIG": str(kube.worker_kubeconfig), "FERRY_CACHE_DIR": str(tmp / "cache"),
+               "FERRY_STATE_DIR": str(tmp / "state"), "FERRY_OTEL_EXPORTER": "none"}
+        workers = [Worker({**env, "FERRY_CACHE_DIR": str(tmp / f"cache-{i}")}, tmp / f"worker-{i}.log")
+                   for i in range(1, workers_n + 1)]
+        try:
+            worker_pids = [w.proc.pid for w in workers]
+            cpu0 = tree_cpu(server_pids), tree_cpu(worker_pids)
+            memory = {"server": 0.0, "workers": 0.0}
+
+            def sample_memory() -> None:
+                memory["server"] = max(memory["server"], tree_pss_mb(server_pids))
+                memory["workers"] = max(memory["workers"], sum(rss_mb(p) for p in worker_pids))
+
+            since = time.time()
+            started = time.monotonic()
+            apply_seconds, apply_failure = await asyncio.to_thread(
+                timed, [sys.executable, "-m", "cli", "env", "apply", "-f", str(spec_file), "--as", "bench"], env, 7200,
+                False)
+            query = f'WorkflowType="EnvironmentWorkflow" AND TaskQueue="{queue}" AND ExecutionStatus="Running"'
+            healthy_at, healthy = await wait_healthy(client, query, n, started, args.timeout, sample_memory)
+            wall = time.monotonic() - started
+            sample = [f"env/{name}" for name in names[:: max(1, n // args.sample)]][: args.sample]
+            rollout = await sample_histories(client, sample, since)
+            result: dict[str, Any] = {
+                "temporal": kind, "environments": n, "workers": workers_n, "objects_per_environment": args.objects,
+                "interval": args.interval, "namespaces_created_seconds": round(namespaces_seconds, 1),
+                "env_apply_seconds": round(apply_seconds, 1), "env_apply_failure": apply_failure or None,
+                "apply_to_all_healthy_seconds": round(healthy_at, 1) if healthy_at is not None else None,
+                "healthy": healthy,
+                "rollout": {
+                    "server_cpu_percent_of_one_core": round(100 * (tree_cpu(server_pids) - cpu0[0]) / wall, 1),
+                    "workers_cpu_percent_of_one_core": round(100 * (tree_cpu(worker_pids) - cpu0[1]) / wall, 1),
+                    "server_pss_mb_max": round(memory["server"], 1),
+                    "workers_rss_mb_max": round(memory["workers"], 1),
+                    "history_events_per_second": round(rollout["events"] / len(sample) * n / wall, 1),
+                    "history_events_per_environment": round(rollout["events"] / len(sample), 1),
+                    "history_bytes_per_environment": round(rollout["bytes"] / len(sample)),
+                    "temporal_storage_mb_after": temporal.storage_mb(),
+                    "note": "events from a sample of histories, scaled to the fleet"},
+            }
+            result.update(await asyncio.to_thread(list_times, env, address, n))
+            print(json.dumps(result), file=sys.stderr, flush=True)
+            window = args.steady_intervals * _seconds(args.interval)
+            if window > 0:
+                storage0 = temporal.storage_mb()
+                result["steady"] = await steady(client, workers, admin, sample, window, server_pids)
+                result["steady"]["temporal_storage_mb_growth_per_environment_per_day"] = round(
+                    (temporal.storage_mb() - storage0) / n * 86400 / result["steady"]["seconds"], 3)
+                print(json.dumps({"n": n, "steady": result["steady"]}), file=sys.stderr, flush=True)
+                if args.add_worker and workers_n == 1:
+                    workers.append(Worker({**env, "FERRY_CACHE_DIR": str(tmp / "cache-2")}, tmp / "worker-2.log"))
+                    await asyncio.sleep(_seconds(args.interval))  # let the second worker take its share
+                    result["steady_after_adding_a_worker"] = await steady(client, workers, admin, sample, window,
+                                                                          server_pids)
+            return result
+        finally:
+            for w in workers:
+                w.stop()
 
 
 def _seconds(duration: str) -> float:
@@ -296,44 +441,41 @@ def _seconds(duration: str) -> float:
     return parse_duration(duration).total_seconds()
 
 
-@contextlib.contextmanager
-def stack(tmp: Path) -> Iterator[tuple[Registry, KubeServer, TemporalDevServer]]:
-    registry = Registry(port=free_port(), root=tmp / "registry")
-    kube = KubeServer(tmp / "kube")
-    temporal = TemporalDevServer(port=free_port(), ui_port=None, db_file=tmp / "temporal.db",
-                                 log_file=tmp / "temporal.log")
-    try:
-        registry.start()
-        kube.start()
-        temporal.start()
-        yield registry, kube, temporal
-    finally:
-        if temporal.proc is not None:
-            temporal.proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                temporal.proc.wait(20)
-        kube.close()
-        registry.stop()
-
-
 async def main(args: argparse.Namespace) -> dict[str, Any]:
+    runs = []
     with tempfile.TemporaryDirectory(prefix="ferry-fleet-") as d:
         tmp = Path(d)
-        with stack(tmp) as (registry, kube, temporal):
-            client = await Client.connect(temporal.address, data_converter=pydantic_data_converter)
-            runs = [await fleet(args, n, client, registry, kube, temporal, tmp) for n in args.sizes]
+        registry = Registry(port=free_port(), root=tmp / "registry")
+        kube = KubeServer(tmp / "kube")
+        try:
+            registry.start()
+            kube.start()
+            for kind in args.temporal:
+                for n in args.sizes:
+                    for workers_n in args.workers:
+                        runs.append(await fleet(args, kind, n, workers_n, registry, kube, tmp))
+        finally:
+            kube.close()
+            registry.stop()
     return {"benchmark": "fleet", "python": platform.python_version(), "cores": os.cpu_count(),
-            "load_average_at_end": os.getloadavg(), "date": time.strftime("%Y-%m-%d"), "runs": runs}
+            "load_average_at_end": os.getloadavg(), "date": time.strftime("%Y-%m-%d"),
+            "argv": sys.argv[1:], "runs": runs}
 
 
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[100, 1000])
+    ints = lambda s: [int(x) for x in s.split(",")]  # noqa: E731
+    parser.add_argument("--sizes", type=ints, default=[100, 1000], help="environments per run (N)")
+    parser.add_argument("--temporal", type=lambda s: s.split(","), default=["dev"],
+                        help="topologies: dev (temporal server start-dev, SQLite) and/or cluster "
+                             "(go.temporal.io/server on PostgreSQL, `make temporal-server`)")
+    parser.add_argument("--workers", type=ints, default=[1], help="worker processes per run, e.g. 1,2,4")
     parser.add_argument("--objects", type=int, default=1, help="ConfigMaps per environment (K)")
     parser.add_argument("--interval", default="1m")
     parser.add_argument("--steady-intervals", type=int, default=2, help="steady-state window, in intervals")
     parser.add_argument("--sample", type=int, default=20, help="environments whose histories are read")
-    parser.add_argument("--no-two-workers", dest="two_workers", action="store_false")
+    parser.add_argument("--no-added-worker", dest="add_worker", action="store_false",
+                        help="one-worker runs: skip the second steady window after adding a worker")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for all Healthy")
     parser.add_argument("--output", type=Path, default=RESULTS, help="also write the JSON here ('-': do not)")
     args = parser.parse_args()

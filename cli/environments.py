@@ -19,6 +19,7 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
@@ -72,6 +73,7 @@ def load_environments(path: Path) -> list[EnvironmentSpec]:
 
 
 APPLY_ATTEMPTS = 5  # an aborted Update-with-Start (a busy worker, a cache eviction) is retried, with backoff
+APPLY_WAIT = timedelta(seconds=60)  # one attempt's wait for a worker to accept the spec update (a queued fleet)
 APPLY_CONCURRENCY = 16  # environments started/updated at once by `ferry env apply`: a fleet in seconds, bounded
 
 
@@ -122,8 +124,18 @@ async def _apply_one(client: Client, spec: EnvironmentSpec, task_queue: str, by:
         try:
             result = await client.execute_update_with_start_workflow(
                 EnvironmentWorkflow.update_spec, SpecUpdate(spec=spec, by=by), start_workflow_operation=start(),
-                id=update_id)
+                id=update_id, rpc_timeout=APPLY_WAIT)
             break
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            # NB: no worker took the update within APPLY_WAIT (a fleet queued behind one busy worker, or none
+            # polling): the same update id again waits for the same update
+            if attempt + 1 < APPLY_ATTEMPTS:
+                continue
+            raise CommandError(
+                f"environment {spec.name}: no worker on task queue {task_queue!r} accepted the spec within "
+                f"{APPLY_ATTEMPTS} x {APPLY_WAIT.total_seconds():.0f}s; "
+                + ("its workflow is started with this spec and applies it once a worker polls" if started else
+                   "the change is not confirmed: apply again once a worker polls")) from None
         except RPCError as err:
             # NB: "workflow update was aborted": the server cleared the workflow's update registry (its first
             # workflow task timed out on a busy worker, or the workflow left the server's cache); retryable

@@ -4,10 +4,12 @@ environment recreated after termination keeps its holds and known-good history (
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import kubernetes
 from kubernetes.client import CoreV1Api
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from cli.environments import apply_environments
@@ -74,3 +76,25 @@ async def test_recreated_environment_keeps_holds_and_known_good_history(
     assert state.holds == ["1.1.0"] and state.good_history == [ref] and state.tags["1.0.0"] == good
     assert state.consumed_approvals == [f"promote/keep-{suffix}/1.1.0@run-1"]
     await client.get_workflow_handle(f"env/{spec.name}").terminate("test done")
+
+
+async def test_apply_with_no_worker_answering_names_each_environment(
+        dev_worker: Settings, dev_env: WorkflowEnvironment, monkeypatch: Any) -> None:
+    """A queue no worker polls (or one busy worker behind a fleet): each environment's wait runs out on its own and
+    is reported by name, not as a traceback that loses the other rows; the started workflows carry the spec."""
+    import cli.environments
+
+    monkeypatch.setattr(cli.environments, "APPLY_WAIT", timedelta(seconds=1))
+    monkeypatch.setattr(cli.environments, "APPLY_ATTEMPTS", 2)
+    client, suffix = dev_env.client, uuid.uuid4().hex[:6]
+    repository = f"{dev_worker.registry.default}/team/idle-{suffix}"
+    specs = [EnvironmentSpec.model_validate({"name": f"idle{i}-{suffix}", "repository": repository,
+                                             "version": "1.0.0"}) for i in range(3)]
+    rows = await apply_environments(client, specs, f"nobody-{suffix}", by="ci")
+    assert [r["action"] for r in rows] == ["failed"] * 3, rows
+    for spec, row in zip(specs, rows, strict=True):
+        assert row["error"].startswith(f"environment {spec.name}: no worker on task queue 'nobody-{suffix}'"), row
+        assert "its workflow is started with this spec" in row["error"]
+        described = await client.get_workflow_handle(f"env/{spec.name}").describe()
+        assert described.status == WorkflowExecutionStatus.RUNNING
+        await client.get_workflow_handle(f"env/{spec.name}").terminate("test done")
