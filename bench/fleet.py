@@ -232,6 +232,13 @@ async def steady(client: Client, workers: list[Worker], admin: kubernetes.client
     }
 
 
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all cores, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def tree(pid: int) -> list[int]:
     """pid and every descendant (PostgreSQL forks a backend per connection; its postmaster's own CPU is a sliver)."""
     children: dict[int, list[int]] = {}
@@ -289,7 +296,7 @@ class Topology:
         self.address, self.pids, self._storage = address, pids, storage
 
     def storage_mb(self) -> float:
-        return round(self._storage() / 2**20, 1)
+        return round(self._storage() / 2**20, 3)
 
 
 @contextlib.contextmanager
@@ -381,7 +388,9 @@ async def fleet(args: argparse.Namespace, kind: str, n: int, workers_n: int, reg
                    for i in range(1, workers_n + 1)]
         try:
             worker_pids = [w.proc.pid for w in workers]
-            cpu0 = tree_cpu(server_pids), tree_cpu(worker_pids)
+            kube_pids = list(kube.cluster.pids().values())
+            cpu0 = tree_cpu(server_pids), tree_cpu(worker_pids), tree_cpu(kube_pids)
+            busy0 = machine_busy()
             memory = {"server": 0.0, "workers": 0.0}
 
             def sample_memory() -> None:
@@ -396,6 +405,7 @@ async def fleet(args: argparse.Namespace, kind: str, n: int, workers_n: int, reg
             query = f'WorkflowType="EnvironmentWorkflow" AND TaskQueue="{queue}" AND ExecutionStatus="Running"'
             healthy_at, healthy = await wait_healthy(client, query, n, started, args.timeout, sample_memory)
             wall = time.monotonic() - started
+            busy1 = machine_busy()
             sample = [f"env/{name}" for name in names[:: max(1, n // args.sample)]][: args.sample]
             rollout = await sample_histories(client, sample, since)
             result: dict[str, Any] = {
@@ -407,6 +417,10 @@ async def fleet(args: argparse.Namespace, kind: str, n: int, workers_n: int, reg
                 "rollout": {
                     "server_cpu_percent_of_one_core": round(100 * (tree_cpu(server_pids) - cpu0[0]) / wall, 1),
                     "workers_cpu_percent_of_one_core": round(100 * (tree_cpu(worker_pids) - cpu0[1]) / wall, 1),
+                    "kubernetes_cpu_percent_of_one_core": round(100 * (tree_cpu(kube_pids) - cpu0[2]) / wall, 1),
+                    "machine_busy_percent_of_all_cores": round(
+                        100 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]), 1),
+                    "load_average_1m_at_end": round(os.getloadavg()[0], 2),
                     "server_pss_mb_max": round(memory["server"], 1),
                     "workers_rss_mb_max": round(memory["workers"], 1),
                     "history_events_per_second": round(rollout["events"] / len(sample) * n / wall, 1),
