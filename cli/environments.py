@@ -72,7 +72,8 @@ def load_environments(path: Path) -> list[EnvironmentSpec]:
                            ) from None
 
 
-APPLY_ATTEMPTS = 5  # an aborted Update-with-Start (a busy worker, a cache eviction) is retried, with backoff
+APPLY_ATTEMPTS = 8  # an aborted Update-with-Start (a busy worker, a cache eviction) is retried, with backoff
+APPLY_BACKOFF_CAP = 8.0  # seconds: 0.5, 1, 2, 4, 8, 8, 8 (~32 s for a worker to catch up)
 APPLY_WAIT = timedelta(seconds=60)  # one attempt's wait for a worker to accept the spec update (a queued fleet)
 APPLY_CONCURRENCY = 16  # environments started/updated at once by `ferry env apply`: a fleet in seconds, bounded
 
@@ -121,12 +122,14 @@ async def _apply_one(client: Client, spec: EnvironmentSpec, task_queue: str, by:
     # update's outcome instead of running it twice
     update_id = f"apply-{uuid.uuid4().hex}"
     for attempt in range(APPLY_ATTEMPTS):
+        operation = start()
         try:
             result = await client.execute_update_with_start_workflow(
-                EnvironmentWorkflow.update_spec, SpecUpdate(spec=spec, by=by), start_workflow_operation=start(),
+                EnvironmentWorkflow.update_spec, SpecUpdate(spec=spec, by=by), start_workflow_operation=operation,
                 id=update_id, rpc_timeout=APPLY_WAIT)
             break
         except WorkflowUpdateRPCTimeoutOrCancelledError:
+            _consume(operation)
             # NB: no worker took the update within APPLY_WAIT (a fleet queued behind one busy worker, or none
             # polling): the same update id again waits for the same update
             if attempt + 1 < APPLY_ATTEMPTS:
@@ -137,10 +140,11 @@ async def _apply_one(client: Client, spec: EnvironmentSpec, task_queue: str, by:
                 + ("its workflow is started with this spec and applies it once a worker polls" if started else
                    "the change is not confirmed: apply again once a worker polls")) from None
         except RPCError as err:
+            _consume(operation)
             # NB: "workflow update was aborted": the server cleared the workflow's update registry (its first
             # workflow task timed out on a busy worker, or the workflow left the server's cache); retryable
             if attempt + 1 < APPLY_ATTEMPTS and _update_aborted(err):
-                await asyncio.sleep(0.5 * 2 ** attempt)
+                await asyncio.sleep(min(APPLY_BACKOFF_CAP, 0.5 * 2 ** attempt))
                 continue
             raise CommandError(f"environment {spec.name}: spec refused: {root_cause(err)}") from None
         except WorkflowUpdateFailedError as err:
@@ -154,6 +158,14 @@ async def _apply_one(client: Client, spec: EnvironmentSpec, task_queue: str, by:
                   f"  approve with: ferry env approve {spec.name} --key ~/.ssh/id_ed25519")
     return {"environment": spec.name, "action": action, "workflow_id": workflow_id, "changes": result.changes,
             "pending_id": result.pending_id}
+
+
+def _consume(operation: WithStartWorkflowOperation[Any, Any]) -> None:
+    """A failed attempt's start operation holds the failure for whoever asks for its handle; nobody will (the next
+    attempt has its own), so mark it retrieved instead of asyncio logging 'exception was never retrieved'."""
+    future = operation._workflow_handle  # NB: the SDK's; workflow_handle() would have to be awaited
+    if future.done() and not future.cancelled():
+        future.exception()
 
 
 def _update_aborted(err: RPCError) -> bool:
