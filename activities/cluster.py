@@ -6,6 +6,8 @@ Contract of the activities here:
   anything changes), apply changed objects with server-side apply (manager ``ferry``, force) in dependency
   order, prune what the previous inventory had and this one lacks, write the inventory. Idempotent: a second
   call with the same digest writes nothing. Heartbeats on every API request (cancellable between requests).
+  The decisions are pure (``ferry.plan.plan`` -> ``Plan``: changes, stale set, apply stages); this adapter only
+  reads, dry-runs, applies, prunes and writes the inventory.
 - ``wait_healthy``: polls workload status (one LIST per workload kind) until healthy, failed or timed out.
   Heartbeats every poll.
 Errors: API unreachable/timeouts/429/5xx -> ClusterUnavailable (retryable); 401/403 Unauthorized, 404,
