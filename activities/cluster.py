@@ -6,6 +6,8 @@ Contract of the activities here:
   anything changes), apply changed objects with server-side apply (manager ``ferry``, force) in dependency
   order, prune what the previous inventory had and this one lacks, write the inventory. Idempotent: a second
   call with the same digest writes nothing. Heartbeats on every API request (cancellable between requests).
+  The decisions are pure (``ferry.plan.plan`` -> ``Plan``: changes, stale set, apply stages); this adapter only
+  reads, dry-runs, applies, prunes and writes the inventory.
 - ``wait_healthy``: polls workload status (one LIST per workload kind) until healthy, failed or timed out.
   Heartbeats every poll.
 Errors: API unreachable/timeouts/429/5xx -> ClusterUnavailable (retryable); 401/403 Unauthorized, 404,
@@ -22,7 +24,6 @@ import socket
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,7 +44,6 @@ from activities.errors import classified
 from ferry.clusters import ClustersFile, auth_plugin
 from ferry.environment import (
     DEFAULT_CLUSTER,
-    RESERVED_NAMESPACES,
     ChangeSet,
     HealthInput,
     HealthResult,
@@ -53,27 +53,34 @@ from ferry.environment import (
     env_workflow_id,
 )
 from ferry.errors import ErrorType, classify_http_status
-from ferry.health import WORKLOAD_KINDS, object_status
+from ferry.health import WORKLOAD_KINDS, object_status, snapshot
 from ferry.plan import (
+    AWAITED_KINDS,
     ENVIRONMENT_LABEL,
     FIELD_MANAGER,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    WRITES,
+    Kind,
     ObjectId,
-    apply_order,
-    confirm_update,
-    delete_order,
-    outside,
-    plan_object,
+    Plan,
+    Refused,
+    check_unique,
+    confine,
+    crd_scopes,
+    environment_selector,
+    inventory_data,
+    inventory_entries,
+    inventory_ids,
+    kinds_to_list,
+    plan,
     prepare,
-    prune_disabled,
-    stale,
+    rejection,
 )
 
 INVENTORY_NAMESPACE = "ferry-system"
 REQUEST_TIMEOUT = 30.0
 HEALTH_POLL_SECONDS = 1.0
-# Applied (and, for CRDs and Namespaces, awaited) before anything else: what the rest may need to exist. NB: a
-# RoleBinding is judged by RBAC against its Role, so a new Role must exist before its binding can be dry-run.
-DEFINITION_KINDS = ("CustomResourceDefinition", "Namespace", "ClusterRole", "Role")
 _TYPED_PATCH_ERROR = "failed to create typed patch object"
 _UNAVAILABLE = (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, OSError)
 # One reconcile per environment at a time: a coordination.k8s.io/v1 Lease in INVENTORY_NAMESPACE. Another holder
@@ -152,10 +159,8 @@ class Cluster:
                     time.sleep(0.2)
 
     def call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
-        response = self.dyn.request(method, path, body=body, _request_timeout=REQUEST_TIMEOUT, serialize=False,
-                                    **params)
-        data = response.data if hasattr(response, "data") else response
-        return json.loads(data) if data else {}
+        return _decoded(self.dyn.request(method, path, body=body, _request_timeout=REQUEST_TIMEOUT, serialize=False,
+                                         **params))
 
     def list(self, resource: Any, label_selector: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self.call("get", resource.path(), label_selector=label_selector)["items"]
@@ -166,15 +171,16 @@ class Cluster:
 
     def apply(self, resource: Any, obj: dict[str, Any], dry_run: bool = False, as_user: str | None = None
               ) -> dict[str, Any]:
+        """Server-side apply with the dynamic client's own call: field manager ferry, conflicts forced."""
         meta = obj["metadata"]
-        path = resource.path(name=meta["name"], namespace=meta.get("namespace") if resource.namespaced else None)
-        params: dict[str, Any] = {"field_manager": FIELD_MANAGER, "force_conflicts": True,
-                                  "content_type": "application/apply-patch+yaml"}
+        params: dict[str, Any] = {"field_manager": FIELD_MANAGER, "_request_timeout": REQUEST_TIMEOUT}
         if dry_run:
             params["dry_run"] = "All"
         if as_user:
             params["header_params"] = {"Impersonate-User": as_user}
-        result: dict[str, Any] = self.call("patch", path, body=obj, **params)
+        result: dict[str, Any] = _decoded(self.dyn.server_side_apply(
+            resource, body=obj, name=meta["name"], namespace=meta.get("namespace") if resource.namespaced else None,
+            force_conflicts=True, serialize=False, **params))
         return result
 
     def get(self, resource: Any, name: str, namespace: str | None) -> dict[str, Any] | None:
@@ -194,6 +200,12 @@ class Cluster:
         except ApiException as err:
             if err.status != 404:
                 raise
+
+
+def _decoded(response: Any) -> Any:
+    """The JSON body of a raw (serialize=False) response: plain dicts, not the client's ResourceInstance."""
+    data = response.data if hasattr(response, "data") else response
+    return json.loads(data) if data else {}
 
 
 def _server_message(err: ApiException) -> str:
@@ -233,6 +245,8 @@ def _classified(what: str) -> Iterator[None]:
                              ) from err
         kind = classify_http_status(err.status or 0, unavailable=ErrorType.CLUSTER_UNAVAILABLE)
         raise classified(kind, f"{what}: HTTP {err.status}: {body or err.reason}") from err
+    except Refused as err:
+        raise classified(err.type, str(err)) from None  # pure refusals name what they refuse themselves
     except BundleError as err:
         raise classified(ErrorType.RENDER_FAILED, f"{what}: {err}") from err
     except _UNAVAILABLE as err:
@@ -278,7 +292,7 @@ def _holder() -> str:
 def _lease_body(lease: _Lease, acquired: str, transitions: int) -> dict[str, Any]:
     return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
             "metadata": {"name": lease.name, "namespace": INVENTORY_NAMESPACE,
-                         "labels": {"app.kubernetes.io/managed-by": "ferry"},
+                         "labels": {MANAGED_BY_LABEL: MANAGED_BY},
                          **({"resourceVersion": lease.resource_version} if lease.resource_version else {})},
             "spec": {"holderIdentity": lease.holder, "leaseDurationSeconds": LEASE_SECONDS, "acquireTime": acquired,
                      "renewTime": _micro(datetime.now(UTC)), "leaseTransitions": transitions}}
@@ -483,34 +497,27 @@ class ClusterActivities:
             _release(cluster, lease)
 
     # ------------------------------------------------------------------------------------ inventory
-    def _read_inventory(self, cluster: Cluster, environment: str) -> tuple[dict[str, str], dict[str, Any] | None]:
-        cm = cluster.resource("v1", "ConfigMap")
-        live = cluster.get(cm, _inventory_name(environment), INVENTORY_NAMESPACE)
-        if live is None:
-            return {}, None
-        entries = json.loads((live.get("data") or {}).get("entries", "[]"))
-        return {e["id"]: e["v"] for e in entries}, live
+    @staticmethod
+    def _read_inventory(cluster: Cluster, environment: str) -> tuple[dict[str, str], dict[str, Any] | None]:
+        """The previous inventory (object key -> apiVersion) and its ConfigMap, or ({}, None)."""
+        live = cluster.get(cluster.resource("v1", "ConfigMap"), _inventory_name(environment), INVENTORY_NAMESPACE)
+        return (inventory_entries(live.get("data")), live) if live is not None else ({}, None)
 
     @staticmethod
-    def _inventory_data(entries: dict[str, str], digest: str, version: str) -> dict[str, str]:
-        return {"entries": json.dumps([{"id": k, "v": v} for k, v in sorted(entries.items())], separators=(",", ":")),
-                "digest": digest, "version": version}
-
-    def _inventory_differs(self, entries: dict[str, str], digest: str, version: str,
-                           previous: dict[str, Any] | None) -> bool:
-        return previous is None or (previous.get("data") or {}) != self._inventory_data(entries, digest, version)
+    def _inventory_differs(entries: dict[str, str], digest: str, version: str, previous: dict[str, Any] | None
+                           ) -> bool:
+        return previous is None or (previous.get("data") or {}) != inventory_data(entries, digest, version)
 
     def _write_inventory(self, cluster: Cluster, environment: str, entries: dict[str, str], digest: str,
                          version: str, previous: dict[str, Any] | None) -> bool:
         if not self._inventory_differs(entries, digest, version, previous):
             return False  # a no-op reconcile writes nothing
-        data = self._inventory_data(entries, digest, version)
         _ensure_namespace(cluster)
         cluster.apply(cluster.resource("v1", "ConfigMap"), {
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": _inventory_name(environment), "namespace": INVENTORY_NAMESPACE,
-                         "labels": {ENVIRONMENT_LABEL: environment, "app.kubernetes.io/managed-by": "ferry"}},
-            "data": data})
+                         "labels": {ENVIRONMENT_LABEL: environment, MANAGED_BY_LABEL: MANAGED_BY}},
+            "data": inventory_data(entries, digest, version)})
         return True
 
     # ------------------------------------------------------------------------------------ reconcile
@@ -531,141 +538,146 @@ class ClusterActivities:
 
     def _reconcile(self, cluster: Cluster, input: ReconcileInput, objects: list[dict[str, Any]], revision: str
                    ) -> ReconcileResult:
-        selector = f"{ENVIRONMENT_LABEL}={input.environment}"
-        crd_scopes = {(f"{o['spec']['group']}/{v['name']}", o["spec"]["names"]["kind"]): o["spec"].get("scope")
-                      for o in objects if o.get("kind") == "CustomResourceDefinition"
-                      for v in (o.get("spec") or {}).get("versions", [])}
-        desired: list[dict[str, Any]] = []
-        resources: dict[tuple[str, str], Any] = {}
-        for obj in objects:
-            key = (obj["apiVersion"], obj["kind"])
-            if key not in resources:
-                try:
-                    resources[key] = cluster.resource(*key)
-                except ResourceNotFoundError:
-                    if key not in crd_scopes:
-                        raise classified(
-                            ErrorType.BAD_INPUT, f"{obj['kind']} ({obj['apiVersion']}) is not served by the cluster "
-                            "and no CustomResourceDefinition in the artifact defines it") from None
-                    resources[key] = None  # defined by a CRD applied in this run
-            namespaced = resources[key].namespaced if resources[key] is not None else crd_scopes[key] == "Namespaced"
-            desired.append(prepare(obj, input.environment, input.namespace, namespaced))
-        ids = [ObjectId.of(d).key() for d in desired]
-        dupes = sorted(i for i, n in Counter(ids).items() if n > 1)
-        if dupes:
-            raise classified(ErrorType.RENDER_FAILED, f"the artifact renders duplicate objects: {', '.join(dupes)}")
-        allowed = self._confinement(input, desired)
+        """read -> plan -> dry run -> apply staged -> prune -> write inventory -> snapshot (fluxcd/pkg ssa's verbs).
+        Every refusal (bounds, duplicates, another environment's objects, the server's dry runs of what it can
+        judge now) comes before the first write."""
+        resources, namespaced = self._discover(cluster, objects)
+        desired = [prepare(o, input.environment, input.namespace, namespaced[(o["apiVersion"], o["kind"])])
+                   for o in objects]
+        check_unique(desired)
+        allowed = confine(input.environment, input.namespace, input.namespaces, input.cluster_kinds, desired)
         as_user = f"system:serviceaccount:{input.namespace}:{input.service_account}" if input.service_account else None
-
         inventory, inventory_obj = self._read_inventory(cluster, input.environment)
-        kinds = {(d["apiVersion"], d["kind"]) for d in desired} | {
-            (v, k.split("/")[1]) for k, v in inventory.items()}
+        live = self._list_live(cluster, input.environment, resources, kinds_to_list(desired, inventory))
+        planned = plan(desired, live, inventory, prune=input.prune, namespaces=allowed,
+                       cluster_kinds=input.cluster_kinds, unserved={k for k, r in resources.items() if r is None})
+        if not input.check_only:
+            self._refuse_foreign(cluster, resources, planned, input.environment)
+        self._validate(cluster, resources, planned, as_user)
+        if input.dry_run:
+            return ReconcileResult(changes=ChangeSet(unchanged=planned.unchanged), health=HealthState(),
+                                   revision=revision, plan=planned.entries())
+        if input.check_only:
+            return self._check(cluster, input, planned, inventory_obj, revision)
+        changes = ChangeSet(unchanged=planned.unchanged)
+        self._apply_staged(cluster, resources, planned, changes, input.drift_baseline, as_user)
+        kept = self._prune(cluster, resources, planned, changes, as_user)
+        self._write_inventory(cluster, input.environment, kept, input.digest, input.version, inventory_obj)
+        health = snapshot(planned.live_objects(only_unchanged=True), input.digest)
+        if changes.changed:
+            health = HealthState(status="Progressing", reason=changes.summary(), digest=input.digest)
+        changes.api_requests = cluster.counter.requests
+        return ReconcileResult(changes=changes, health=health, revision=revision)
+
+    @staticmethod
+    def _discover(cluster: Cluster, objects: list[dict[str, Any]]) -> tuple[dict[Kind, Any], dict[Kind, bool]]:
+        """The API resource of every kind the artifact has (None for one the cluster does not serve yet but a CRD
+        of the artifact defines: applied in this run), and whether the kind is namespaced. Any other unserved
+        kind refuses the reconcile (BadInput)."""
+        scopes = crd_scopes(objects)
+        resources: dict[Kind, Any] = {}
+        for key in dict.fromkeys((o["apiVersion"], o["kind"]) for o in objects):
+            try:
+                resources[key] = cluster.resource(*key)
+            except ResourceNotFoundError:
+                if key not in scopes:
+                    raise classified(ErrorType.BAD_INPUT, f"{key[1]} ({key[0]}) is not served by the cluster and no "
+                                     "CustomResourceDefinition in the artifact defines it") from None
+                resources[key] = None
+        namespaced = {k: r.namespaced if r is not None else scopes[k] == "Namespaced" for k, r in resources.items()}
+        return resources, namespaced
+
+    @staticmethod
+    def _list_live(cluster: Cluster, environment: str, resources: dict[Kind, Any], kinds: list[Kind]
+                   ) -> dict[str, dict[str, Any]]:
+        """The environment's labelled objects by key: one LIST per kind, not a GET per object. A kind not served
+        (yet) has none; one served by now is remembered in `resources`."""
         live: dict[str, dict[str, Any]] = {}
-        for api_version, kind in sorted(kinds):
-            resource = resources.get((api_version, kind))
+        for kind in kinds:
+            resource = resources.get(kind)
             if resource is None:
                 try:
-                    resource = resources[(api_version, kind)] = cluster.resource(api_version, kind)
+                    resource = resources[kind] = cluster.resource(*kind)
                 except ResourceNotFoundError:
                     continue  # its CRD is gone or not yet applied: nothing of it is live
-            for item in cluster.list(resource, selector):  # one LIST per kind, not a GET per object
+            for item in cluster.list(resource, environment_selector(environment)):
                 live[ObjectId.of(item).key()] = item
+        return live
 
-        # Local plan first (no request); a candidate update is confirmed by the server's own dry run, so a value
-        # the server merely normalises (cpu 0.5 -> 500m) is neither drift nor a write.
-        plans = [plan_object(d, live.get(i)) for d, i in zip(desired, ids, strict=True)]
-        created = {(d["kind"], d["metadata"].get("namespace") or "", d["metadata"]["name"])
-                   for d, p in zip(desired, plans, strict=True) if p.action == "create"}
-
-        def deferred(obj: dict[str, Any]) -> bool:
-            """What it needs arrives with this very plan (its kind, its namespace, the Role it binds): the server
-            can only judge it once the definitions are applied."""
-            meta = obj["metadata"]
-            ref = obj.get("roleRef") or {}
-            ref_namespace = (meta.get("namespace") or "") if ref.get("kind") == "Role" else ""
-            return (resources[(obj["apiVersion"], obj["kind"])] is None
-                    or ("Namespace", "", meta.get("namespace") or "") in created
-                    or (obj["kind"].endswith("RoleBinding")
-                        and (ref.get("kind"), ref_namespace, ref.get("name")) in created))
-
+    @staticmethod
+    def _refuse_foreign(cluster: Cluster, resources: dict[Kind, Any], planned: Plan, environment: str) -> None:
+        """A create is an object not among this environment's labelled ones; one that exists under another
+        environment's label is that environment's, never taken over (an unlabelled one is adopted): OutOfBounds."""
         rejected: list[str] = []
-        for obj, plan in zip(desired, plans, strict=True):
-            if (plan.action == "create" and not input.check_only
-                    and resources[(obj["apiVersion"], obj["kind"])] is not None):
-                # NB: "create" = not among this environment's labelled objects; one that exists under another
-                # environment's label is that environment's, never taken over (an unlabelled one is adopted)
-                found = cluster.get(resources[(obj["apiVersion"], obj["kind"])], obj["metadata"]["name"],
-                                    obj["metadata"].get("namespace") or None)
-                owner = ((found or {}).get("metadata", {}).get("labels") or {}).get(ENVIRONMENT_LABEL)
-                if owner and owner != input.environment:
-                    rejected.append(f"{ObjectId.of(obj)}: belongs to environment {owner}")
+        for obj, change in planned.writes():
+            resource = resources[(obj["apiVersion"], obj["kind"])]
+            if change.action != "create" or resource is None:
+                continue
+            found = cluster.get(resource, obj["metadata"]["name"], obj["metadata"].get("namespace") or None)
+            owner = ((found or {}).get("metadata", {}).get("labels") or {}).get(ENVIRONMENT_LABEL)
+            if owner and owner != environment:
+                rejected.append(f"{change.id}: belongs to environment {owner}")
         if rejected:
             raise classified(ErrorType.OUT_OF_BOUNDS, f"{len(rejected)} object(s) of the artifact belong to another "
                              f"environment; nothing was applied: {'; '.join(rejected[:5])}")
-        for n, (obj, plan) in enumerate(zip(desired, plans, strict=True)):
-            if plan.action not in ("create", "update") or deferred(obj):
+
+    def _validate(self, cluster: Cluster, resources: dict[Kind, Any], planned: Plan, as_user: str | None) -> None:
+        """Dry-run every write the server can judge now, before any write; a candidate update is confirmed by
+        the server's answer, so a value it merely normalises (cpu 0.5 -> 500m) is neither drift nor a write. Every
+        object the server rejects is named at once (BadInput)."""
+        rejected: list[str] = []
+        for n, (obj, change) in enumerate(zip(planned.desired, planned.changes, strict=True)):
+            if change.action not in WRITES or planned.deferred(obj):
                 continue
             dry = self._dry_run(cluster, resources, obj, rejected, as_user)
-            if dry is not None and plan.action == "update":
-                plans[n] = confirm_update(obj, live[ids[n]], dry)
+            if dry is not None and change.action == "update":
+                planned.confirm(n, dry)
         if rejected:
-            raise classified(ErrorType.BAD_INPUT, self._rejection(rejected, len(desired)))
+            raise classified(ErrorType.BAD_INPUT, rejection(rejected, len(planned.desired)))
 
-        changes = ChangeSet(unchanged=sum(p.action == "unchanged" for p in plans))
-        to_prune = stale(inventory, ids) if input.prune else []
-        if input.dry_run:
-            return ReconcileResult(changes=changes, health=HealthState(), revision=revision, plan=[
-                {"object": str(p.id), "action": p.action, "fields": p.fields} for p in plans
-                if p.action != "unchanged"] + [{"object": str(ObjectId.parse(k, inventory[k])), "action": "delete",
-                                                 "fields": []} for k in to_prune])
+    def _check(self, cluster: Cluster, input: ReconcileInput, planned: Plan, inventory_obj: dict[str, Any] | None,
+               revision: str) -> ReconcileResult:
+        """The iteration's no-op check (a local activity): report what a reconcile would write, write nothing;
+        health is a verdict only when nothing is pending."""
+        pending = len(planned.writes()) + len(planned.prune) + self._inventory_differs(
+            planned.inventory(), input.digest, input.version, inventory_obj)
+        health = snapshot(planned.live_objects(), input.digest) if not pending else HealthState()
+        changes = ChangeSet(unchanged=planned.unchanged, api_requests=cluster.counter.requests)
+        return ReconcileResult(changes=changes, health=health, revision=revision, pending=pending)
 
-        changed = [d for d, p in zip(desired, plans, strict=True) if p.action in ("create", "update")]
-        by_id = {ObjectId.of(d).key(): p for d, p in zip(desired, plans, strict=True)}
-        if input.check_only:
-            # NB: the iteration's no-op check (a local activity): report what would be written, write nothing
-            pending = len(changed) + sum(k in live for k in to_prune) + self._inventory_differs(
-                {i: d["apiVersion"] for i, d in zip(ids, desired, strict=True)}, input.digest, input.version,
-                inventory_obj)
-            health = self._snapshot([live[i] for i in ids if i in live], input.digest) if not pending else HealthState()
-            changes.api_requests = cluster.counter.requests
-            return ReconcileResult(changes=changes, health=health, revision=revision, pending=pending)
-        # Every object the server can judge now was dry-run above, before any write. Definitions (CRDs,
-        # Namespaces, Roles) are applied first; what depends on them is dry-run once they are ready, before any
-        # of it is written (as Flux does): a bad object of a new kind, in a new namespace or binding a new Role
-        # leaves only definitions behind.
-        definitions = [o for o in changed if o["kind"] in DEFINITION_KINDS]
-        rest = [o for o in changed if o["kind"] not in DEFINITION_KINDS]
-        waiting = [o for o in rest if deferred(o)]
-        for stage in (definitions, rest):
-            ordered = apply_order(stage)
-            if stage is rest:
-                for obj in waiting:
-                    key = (obj["apiVersion"], obj["kind"])
-                    if resources[key] is None:
-                        resources[key] = cluster.resource(*key, wait=10.0)  # its CRD was established just now
-                    self._dry_run(cluster, resources, obj, rejected, as_user)
-                if rejected:
-                    raise classified(ErrorType.BAD_INPUT, self._rejection(rejected, len(desired),
-                                                                          changes.created + changes.updated))
-            for obj in ordered:
+    def _apply_staged(self, cluster: Cluster, resources: dict[Kind, Any], planned: Plan, changes: ChangeSet,
+                      drift_baseline: bool, as_user: str | None) -> None:
+        """Apply stage by stage (definitions, then the rest); what the rest defers to the definitions is dry-run
+        once they are ready, before any of it is written. CRDs and Namespaces are awaited as they are applied."""
+        for stage in planned.stages():
+            rejected: list[str] = []
+            for obj in stage.deferred:
                 key = (obj["apiVersion"], obj["kind"])
-                cluster.apply(resources[key], dict(obj), as_user=as_user)
-                plan = by_id[ObjectId.of(obj).key()]
-                (changes.created if plan.action == "create" else changes.updated).append(str(plan.id))
-                if plan.action == "update" and input.drift_baseline:
-                    changes.drift[str(plan.id)] = plan.fields
-                if obj["kind"] in ("CustomResourceDefinition", "Namespace"):
-                    self._wait_ready(cluster, resources[key], obj)
+                if resources[key] is None:
+                    resources[key] = cluster.resource(*key, wait=10.0)  # its CRD was established just now
+                self._dry_run(cluster, resources, obj, rejected, as_user)
+            if rejected:
+                raise classified(ErrorType.BAD_INPUT, rejection(rejected, len(planned.desired),
+                                                                changes.created + changes.updated))
+            for obj, change in stage.writes:
+                resource = resources[(obj["apiVersion"], obj["kind"])]
+                cluster.apply(resource, dict(obj), as_user=as_user)
+                (changes.created if change.action == "create" else changes.updated).append(str(change.id))
+                if change.action == "update" and drift_baseline:
+                    changes.drift[str(change.id)] = change.fields
+                if obj["kind"] in AWAITED_KINDS:
+                    self._wait_ready(cluster, resource, obj)
 
-        kept: dict[str, str] = {ObjectId.of(d).key(): d["apiVersion"] for d in desired}
-        for oid in delete_order(ObjectId.parse(k, inventory[k]) for k in to_prune):
-            oid_key = oid.key()
-            target = live.get(oid_key)
-            if target is None:
-                continue  # already gone
-            if prune_disabled(target) or outside(oid, bool(oid.namespace), allowed, input.cluster_kinds):
-                # NB: outside the environment's bounds (an inventory from before confinement, or a spec that
-                # narrowed them): never deleted by this environment, and dropped from its inventory
+    @staticmethod
+    def _prune(cluster: Cluster, resources: dict[Kind, Any], planned: Plan, changes: ChangeSet,
+               as_user: str | None) -> dict[str, str]:
+        """Delete the stale objects the plan prunes (in delete order) and report the ones it skips (annotated, or
+        outside the environment's bounds: dropped from its inventory). The next inventory: the desired objects
+        and every failed delete (retried next time)."""
+        kept = planned.inventory()
+        for change in planned.prune:
+            oid = change.id
+            if change.action == "skip":
                 changes.prune_skipped.append(str(oid))
                 continue
             try:
@@ -674,39 +686,11 @@ class ClusterActivities:
                 changes.deleted.append(str(oid))
             except (ApiException, *_UNAVAILABLE) as err:
                 changes.prune_failed.append(f"{oid}: {err}"[:300])
-                kept[oid_key] = oid.api_version  # stays in the inventory; retried next time
-        self._write_inventory(cluster, input.environment, kept, input.digest, input.version, inventory_obj)
-        health = self._snapshot([live[i] for i in ids if i in live and by_id[i].action == "unchanged"], input.digest)
-        if changes.changed:
-            health = HealthState(status="Progressing", reason=changes.summary(), digest=input.digest)
-        changes.api_requests = cluster.counter.requests
-        return ReconcileResult(changes=changes, health=health, revision=revision)
+                kept[oid.key()] = oid.api_version
+        return kept
 
     @staticmethod
-    def _confinement(input: ReconcileInput, desired: list[dict[str, Any]]) -> list[str]:
-        """Where the environment may write; any object of the bundle outside it refuses the whole reconcile before
-        anything is applied (OutOfBounds, non-retryable), naming the objects."""
-        allowed = input.namespaces or [input.namespace]
-        if input.namespace not in allowed:
-            # NB: people's specs are checked for this at apply; a raw start or update is not
-            raise classified(ErrorType.OUT_OF_BOUNDS, f"{input.environment}'s namespace {input.namespace} is not one "
-                             f"of its namespaces {allowed}; nothing was applied")
-        reserved = sorted(set(allowed) & set(RESERVED_NAMESPACES))
-        if reserved:
-            raise classified(ErrorType.OUT_OF_BOUNDS, f"{input.environment} may not write to namespace {reserved[0]}: "
-                             "it is reserved for ferry's inventories and leases; nothing was applied")
-        # NB: prepare() left a namespace on namespaced objects only
-        refused = [why for d in desired
-                   if (why := outside(ObjectId.of(d), bool(d["metadata"].get("namespace")), allowed,
-                                      input.cluster_kinds))]
-        if refused:
-            shown = "; ".join(refused[:5]) + (f"; and {len(refused) - 5} more" if len(refused) > 5 else "")
-            raise classified(ErrorType.OUT_OF_BOUNDS, f"{len(refused)} object(s) outside environment "
-                             f"{input.environment}'s bounds; nothing was applied: {shown}")
-        return allowed
-
-    @staticmethod
-    def _dry_run(cluster: Cluster, resources: dict[tuple[str, str], Any], obj: dict[str, Any],
+    def _dry_run(cluster: Cluster, resources: dict[Kind, Any], obj: dict[str, Any],
                  rejected: list[str], as_user: str | None = None) -> dict[str, Any] | None:
         """The object as a server-side dry-run apply would leave it. A rejection of the object itself
         (``_rejects_object``) is collected with the server's message instead of raised, so every one is reported
@@ -719,13 +703,6 @@ class ClusterActivities:
                 rejected.append(f"{ObjectId.of(obj)}: {_server_message(err)}")
                 return None
             raise
-
-    @staticmethod
-    def _rejection(rejected: list[str], total: int, applied: list[str] | None = None) -> str:
-        shown = "; ".join(rejected[:5]) + (f"; and {len(rejected) - 5} more" if len(rejected) > 5 else "")
-        done = (f"only the definitions they need were applied ({', '.join(applied[:5])})" if applied
-                else "nothing was applied")
-        return f"the server rejected {len(rejected)} of {total} objects in a dry run; {done}: {shown}"
 
     def _wait_ready(self, cluster: Cluster, resource: Any, obj: dict[str, Any], timeout: float = 30.0) -> None:
         """Namespaces and CRDs must exist (CRDs established) before what lives in them is applied."""
@@ -740,32 +717,21 @@ class ClusterActivities:
         raise classified(ErrorType.CLUSTER_UNAVAILABLE, f"{obj['kind']}/{obj['metadata']['name']} not ready "
                          f"after {timeout:.0f}s")
 
-    @staticmethod
-    def _snapshot(objects: list[dict[str, Any]], digest: str) -> HealthState:
-        statuses = [object_status(o) for o in objects]
-        failed = [reason for status, reason in statuses if status == "Failed"]
-        if failed:
-            return HealthState(status="Failed", reason="; ".join(failed)[:1000], digest=digest)
-        waiting = [reason for status, reason in statuses if status == "InProgress"]
-        if waiting:
-            return HealthState(status="Progressing", reason="; ".join(waiting)[:1000], digest=digest)
-        return HealthState(status="Healthy", reason="all objects current", digest=digest)
-
     # --------------------------------------------------------------------------------------- health
     @activity.defn(name="wait_healthy")
     def wait_healthy(self, input: HealthInput) -> HealthResult:
         _only_its_own_workflow(input.environment)
         cluster = self.cluster(input.cluster, input.kubeconfig, input.context)
         deadline = time.monotonic() + input.timeout_seconds
-        selector = f"{ENVIRONMENT_LABEL}={input.environment}"
+        selector = environment_selector(input.environment)
         with _classified(f"health of {input.environment}"):
             inventory, _ = self._read_inventory(cluster, input.environment)
-            kinds = sorted({(v, k.split("/")[1]) for k, v in inventory.items() if k.split("/")[1] in WORKLOAD_KINDS})
+            kinds = sorted({(o.api_version, o.kind) for o in inventory_ids(inventory) if o.kind in WORKLOAD_KINDS})
             while True:
                 objects = [o for api_version, kind in kinds
                            for o in cluster.list(cluster.resource(api_version, kind), selector)
                            if ObjectId.of(o).key() in inventory]
-                state = self._snapshot(objects, input.digest)
+                state = snapshot(objects, input.digest)
                 if activity.in_activity() and not activity.info().is_local:
                     activity.heartbeat(state.reason)
                 if state.status in ("Healthy", "Failed"):

@@ -23,7 +23,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 import oras.auth
@@ -446,57 +446,73 @@ class RegistryActivities:
         reg, host, path = self._client(input.repository)
         with _classified(reg, f"pull {input.repository}@{input.digest}"):
             manifest = self._get_manifest(reg, host, path, input.digest)
-            layer = manifest.layer(input.layer_media_type)
-            if layer is None:
-                raise classified(
-                    ErrorType.BAD_INPUT,
-                    f"{input.repository}@{input.digest} has no layer of media type {input.layer_media_type} "
-                    f"(it has: {', '.join(sorted({x.media_type for x in manifest.layers})) or 'none'})",
-                )
-            limit = self._registries.max_download_bytes
-            if not is_digest(layer.digest):
-                raise classified(ErrorType.BAD_INPUT, f"{input.repository}@{input.digest}: layer digest "
-                                                      f"{layer.digest[:80]!r} is not a sha256 digest")
-            if layer.size < 0 or layer.size > limit:
-                raise classified(ErrorType.UNSAFE_ARCHIVE, f"{input.repository}@{input.digest}: layer of "
-                                 f"{layer.size} bytes is over the {limit}-byte download limit: refused unread")
+            layer = self._pullable_layer(input, manifest)
             dest = Path(input.dest_dir)
             dest.mkdir(parents=True, exist_ok=True)
             final = dest / (layer.digest.replace(":", "-") + ".tar.gz")
             if final.is_file() and _file_digest(final) == layer.digest:
                 return PullArtifactResult(path=str(final), layer_digest=layer.digest, size=layer.size,
                                           manifest=manifest)
-            url = f"{reg.prefix}://{host}/v2/{path}/blobs/{layer.digest}"
-            response = reg.do_request(url, "GET", stream=True)
-            self._check(reg, response, url)
-            declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > layer.size:
-                response.close()
-                raise classified(ErrorType.DIGEST_MISMATCH, f"blob {layer.digest} is served as {declared} bytes; "
-                                                            f"the manifest says {layer.size}: refused unread")
-            hasher = hashlib.sha256()
-            size = 0
-            fd, partial = tempfile.mkstemp(dir=dest, prefix=".partial-")
-            try:
-                with os.fdopen(fd, "wb") as out, contextlib.closing(response):
-                    for chunk in response.iter_content(_CHUNK):
-                        size += len(chunk)
-                        if size > layer.size:
-                            # NB: checked before writing: never more than the declared (and capped) size on disk
-                            raise classified(ErrorType.DIGEST_MISMATCH, f"blob {layer.digest} is longer than the "
-                                                                        f"{layer.size} bytes its manifest declares")
-                        hasher.update(chunk)
-                        out.write(chunk)
-                        _heartbeat(size)
-                got = "sha256:" + hasher.hexdigest()
-                if got != layer.digest:
-                    raise classified(ErrorType.DIGEST_MISMATCH,
-                                     f"blob {layer.digest} from {input.repository} hashed to {got}")
-                os.replace(partial, final)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(partial)
+            size = self._download(reg, f"{reg.prefix}://{host}/v2/{path}/blobs/{layer.digest}", layer, final,
+                                  input.repository)
         return PullArtifactResult(path=str(final), layer_digest=layer.digest, size=size, manifest=manifest)
+
+    def _pullable_layer(self, input: PullArtifactInput, manifest: Manifest) -> Layer:
+        """The manifest's layer of ``input.layer_media_type``, refused unread unless its digest is a sha256
+        digest and its declared size is within the download limit."""
+        layer = manifest.layer(input.layer_media_type)
+        if layer is None:
+            raise classified(
+                ErrorType.BAD_INPUT,
+                f"{input.repository}@{input.digest} has no layer of media type {input.layer_media_type} "
+                f"(it has: {', '.join(sorted({x.media_type for x in manifest.layers})) or 'none'})",
+            )
+        limit = self._registries.max_download_bytes
+        if not is_digest(layer.digest):
+            raise classified(ErrorType.BAD_INPUT, f"{input.repository}@{input.digest}: layer digest "
+                                                  f"{layer.digest[:80]!r} is not a sha256 digest")
+        if layer.size < 0 or layer.size > limit:
+            raise classified(ErrorType.UNSAFE_ARCHIVE, f"{input.repository}@{input.digest}: layer of "
+                             f"{layer.size} bytes is over the {limit}-byte download limit: refused unread")
+        return layer
+
+    def _download(self, reg: _OneShotRegistry, url: str, layer: Layer, final: Path, repository: str) -> int:
+        """Stream the blob at ``url`` into ``final`` (through a partial file beside it, replaced only once its
+        sha256 is the layer's digest); never more than the layer's declared size on disk. Returns its size."""
+        response = reg.do_request(url, "GET", stream=True)
+        self._check(reg, response, url)
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > layer.size:
+            response.close()
+            raise classified(ErrorType.DIGEST_MISMATCH, f"blob {layer.digest} is served as {declared} bytes; "
+                                                        f"the manifest says {layer.size}: refused unread")
+        fd, partial = tempfile.mkstemp(dir=final.parent, prefix=".partial-")
+        try:
+            with os.fdopen(fd, "wb") as out, contextlib.closing(response):
+                size, got = _stream(response, out, layer)
+            if got != layer.digest:
+                raise classified(ErrorType.DIGEST_MISMATCH, f"blob {layer.digest} from {repository} hashed to {got}")
+            os.replace(partial, final)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
+        return size
+
+
+def _stream(response: requests.Response, out: IO[bytes], layer: Layer) -> tuple[int, str]:
+    """Copy the response body to ``out`` while hashing it: (bytes written, "sha256:..."). Heartbeats per chunk."""
+    hasher = hashlib.sha256()
+    size = 0
+    for chunk in response.iter_content(_CHUNK):
+        size += len(chunk)
+        if size > layer.size:
+            # NB: checked before writing: never more than the declared (and capped) size on disk
+            raise classified(ErrorType.DIGEST_MISMATCH, f"blob {layer.digest} is longer than the "
+                                                        f"{layer.size} bytes its manifest declares")
+        hasher.update(chunk)
+        out.write(chunk)
+        _heartbeat(size)
+    return size, "sha256:" + hasher.hexdigest()
 
 
 def _file_digest(path: Path) -> str:
@@ -616,31 +632,35 @@ class SignatureActivities:
                                            f"layers, more than {MAX_SIGNATURE_LAYERS}: refused")
             reasons: list[str] = []
             for index, layer in enumerate(layers):
-                if layer.get("mediaType") != SIMPLE_SIGNING_MEDIA_TYPE:
-                    reasons.append(f"layer {index}: media type {str(layer.get('mediaType'))[:80]!r} is not "
-                                   "a simple-signing payload")
-                    continue
-                size = layer.get("size")
-                if not isinstance(size, int) or size > MAX_SIGNATURE_BLOB:
-                    reasons.append(f"layer {index}: payload of {size} bytes exceeds {MAX_SIGNATURE_BLOB}")
-                    continue
-                annotations = layer.get("annotations") or {}
-                signature = annotations.get(SIGNATURE_ANNOTATION, "") if isinstance(annotations, dict) else ""
-                try:
-                    payload = self._blob(reg, host, path, str(layer.get("digest", "")))
-                    verified = verify_release_signature(payload, str(signature), input.digest, input.publishers)
-                except SignatureError as err:
-                    reasons.append(f"layer {index}: {err.reason}")
-                    continue
-                except ValueError as err:
-                    reasons.append(f"layer {index}: {err}")
-                    continue
-                return VerifyArtifactResult(publisher=verified.publisher, key_name=verified.key_name,
-                                            fingerprint=verified.fingerprint, signature_tag=tag)
+                outcome = self._verify_layer(reg, host, path, layer, input, tag)
+                if isinstance(outcome, VerifyArtifactResult):
+                    return outcome
+                reasons.append(f"layer {index}: {outcome}")
             if not reasons:
                 reasons.append("the signature manifest has no layers")
             raise _verification_failed(f"{input.repository}@{input.digest} is not signed by a trusted key: "
                                        + "; ".join(reasons))
+
+    def _verify_layer(self, reg: _OneShotRegistry, host: str, path: str, layer: dict[str, Any],
+                      input: VerifyArtifactInput, tag: str) -> VerifyArtifactResult | str:
+        """One layer of the signature manifest at ``tag``: the verified publisher, or why it does not verify.
+        Its payload blob is read only when its media type and declared size are acceptable."""
+        if layer.get("mediaType") != SIMPLE_SIGNING_MEDIA_TYPE:
+            return f"media type {str(layer.get('mediaType'))[:80]!r} is not a simple-signing payload"
+        size = layer.get("size")
+        if not isinstance(size, int) or size > MAX_SIGNATURE_BLOB:
+            return f"payload of {size} bytes exceeds {MAX_SIGNATURE_BLOB}"
+        annotations = layer.get("annotations") or {}
+        signature = annotations.get(SIGNATURE_ANNOTATION, "") if isinstance(annotations, dict) else ""
+        try:
+            payload = self._blob(reg, host, path, str(layer.get("digest", "")))
+            verified = verify_release_signature(payload, str(signature), input.digest, input.publishers)
+        except SignatureError as err:
+            return err.reason
+        except ValueError as err:
+            return str(err)
+        return VerifyArtifactResult(publisher=verified.publisher, key_name=verified.key_name,
+                                    fingerprint=verified.fingerprint, signature_tag=tag)
 
     @activity.defn(name="sign_artifact")
     def sign_artifact(self, input: SignArtifactInput) -> SignArtifactResult:

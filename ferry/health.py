@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
+
+from ferry.environment import HealthState
 
 Status = Literal["Current", "InProgress", "Failed"]
 WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "Job", "CustomResourceDefinition"})
@@ -55,3 +57,16 @@ def object_status(obj: Mapping[str, Any]) -> tuple[Status, str]:
         if int(status.get(field) or 0) < desired:
             return "InProgress", f"{name}: {field} {status.get(field) or 0}/{desired}"
     return "Current", "rolled out"
+
+
+def snapshot(objects: Iterable[Mapping[str, Any]], digest: str) -> HealthState:
+    """The health of a set of live objects at once: Failed if any failed, Progressing if any is in progress,
+    else Healthy. Reasons are joined and capped at 1,000 characters."""
+    statuses = [object_status(o) for o in objects]
+    failed = [reason for status, reason in statuses if status == "Failed"]
+    if failed:
+        return HealthState(status="Failed", reason="; ".join(failed)[:1000], digest=digest)
+    waiting = [reason for status, reason in statuses if status == "InProgress"]
+    if waiting:
+        return HealthState(status="Progressing", reason="; ".join(waiting)[:1000], digest=digest)
+    return HealthState(status="Healthy", reason="all objects current", digest=digest)

@@ -1,19 +1,36 @@
-"""Pure reconcile logic: object identity, apply/delete order, the plan (diff), inventory set maths."""
+"""Pure reconcile logic: object identity, apply/delete order, the plan (diff), inventory set maths.
+
+A reconcile, after fluxcd/pkg ``ssa``: the adapter (``activities/cluster.py``) reads the live objects and the
+inventory, ``plan()`` here says what each desired object needs (an ``ObjectChange``: create, update, unchanged),
+what the previous inventory had that is gone from the artifact (stale, pruned in delete order) and in which stages
+the writes go (definitions first); the adapter dry-runs, applies stage by stage, prunes and writes the inventory.
+"""
 
 from __future__ import annotations
 
 import base64
+import json
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ferry.environment import RESERVED_NAMESPACES
+from ferry.errors import ErrorType
 from ferry.fieldpaths import Path, differences, dotted, leaf_paths, managed_paths, value_at
 
 ENVIRONMENT_LABEL = "ferry.dev/environment"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 PRUNE_ANNOTATION = "ferry.dev/prune"
 FIELD_MANAGER = "ferry"
+MANAGED_BY = FIELD_MANAGER  # the managed-by label's value on everything ferry writes
+# Applied (and, for CRDs and Namespaces, awaited) before anything else: what the rest may need to exist. NB: a
+# RoleBinding is judged by RBAC against its Role, so a new Role must exist before its binding can be dry-run.
+DEFINITION_KINDS = ("CustomResourceDefinition", "Namespace", "ClusterRole", "Role")
+AWAITED_KINDS = ("CustomResourceDefinition", "Namespace")
+Kind = tuple[str, str]  # (apiVersion, kind): what the API server serves
 # Fields a manifest may carry that the server owns; never compared, never applied.
 _SERVER_METADATA = ("resourceVersion", "uid", "generation", "creationTimestamp", "managedFields", "selfLink",
                     "deletionTimestamp", "deletionGracePeriodSeconds")
@@ -60,10 +77,13 @@ class ObjectId(BaseModel):
         return cls(api_version=api_version, kind=kind, namespace=namespace, name=name)
 
 
+def _apply_rank(obj: Mapping[str, Any]) -> tuple[int, str, str, str]:
+    return (_RANK.get(obj["kind"], len(_ORDER)), obj["kind"], (obj.get("metadata") or {}).get("namespace") or "",
+            obj["metadata"]["name"])
+
+
 def apply_order(objects: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(objects, key=lambda o: (_RANK.get(o["kind"], len(_ORDER)), o["kind"],
-                                          (o.get("metadata") or {}).get("namespace") or "",
-                                          o["metadata"]["name"]))
+    return sorted(objects, key=_apply_rank)
 
 
 def delete_order(ids: Iterable[ObjectId]) -> list[ObjectId]:
@@ -79,7 +99,7 @@ def prepare(obj: Mapping[str, Any], environment: str, default_namespace: str, na
         meta.setdefault("namespace", default_namespace)
     else:
         meta.pop("namespace", None)
-    meta["labels"] = {**(meta.get("labels") or {}), ENVIRONMENT_LABEL: environment, MANAGED_BY_LABEL: "ferry"}
+    meta["labels"] = {**(meta.get("labels") or {}), ENVIRONMENT_LABEL: environment, MANAGED_BY_LABEL: MANAGED_BY}
     out["metadata"] = meta
     if out.get("kind") == "Secret" and out.get("stringData"):
         # NB: the API server folds write-only stringData into base64 data and never returns it; applying
@@ -175,3 +195,183 @@ def stale(previous: Iterable[str], desired: Iterable[str]) -> list[str]:
 def prune_disabled(live: Mapping[str, Any] | None) -> bool:
     annotations = ((live or {}).get("metadata") or {}).get("annotations") or {}
     return str(annotations.get(PRUNE_ANNOTATION, "")).lower() == "disabled"
+
+
+def environment_selector(environment: str) -> str:
+    """The label selector of the objects an environment owns."""
+    return f"{ENVIRONMENT_LABEL}={environment}"
+
+
+# ------------------------------------------------------------------------------------- refusals
+class Refused(ValueError):
+    """The whole reconcile is refused before anything is written; ``type`` is how the adapter classifies it."""
+
+    def __init__(self, type: ErrorType, message: str) -> None:
+        super().__init__(message)
+        self.type = type
+
+
+def shown(items: list[str], limit: int = 5) -> str:
+    """The first `limit` items of a refusal, and how many more there are."""
+    return "; ".join(items[:limit]) + (f"; and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def crd_scopes(objects: Iterable[Mapping[str, Any]]) -> dict[Kind, str | None]:
+    """The kinds the artifact's own CustomResourceDefinitions define, one per served version, with their scope."""
+    return {(f"{o['spec']['group']}/{v['name']}", o["spec"]["names"]["kind"]): o["spec"].get("scope")
+            for o in objects if o.get("kind") == "CustomResourceDefinition"
+            for v in (o.get("spec") or {}).get("versions", [])}
+
+
+def check_unique(desired: Iterable[Mapping[str, Any]]) -> None:
+    """Refuse (RenderFailed) an artifact that renders one object twice."""
+    dupes = sorted(key for key, n in Counter(ObjectId.of(d).key() for d in desired).items() if n > 1)
+    if dupes:
+        raise Refused(ErrorType.RENDER_FAILED, f"the artifact renders duplicate objects: {', '.join(dupes)}")
+
+
+def confine(environment: str, namespace: str, namespaces: Collection[str], cluster_kinds: Collection[str],
+            desired: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Where the environment may write (its namespaces, else its one namespace); any object of the artifact
+    outside them refuses the whole reconcile (OutOfBounds), naming the objects. `desired` is prepared: a namespace
+    on namespaced objects only."""
+    allowed = list(namespaces) or [namespace]
+    if namespace not in allowed:
+        # NB: people's specs are checked for this at apply; a raw start or update is not
+        raise Refused(ErrorType.OUT_OF_BOUNDS, f"{environment}'s namespace {namespace} is not one of its namespaces "
+                      f"{allowed}; nothing was applied")
+    reserved = sorted(set(allowed) & set(RESERVED_NAMESPACES))
+    if reserved:
+        raise Refused(ErrorType.OUT_OF_BOUNDS, f"{environment} may not write to namespace {reserved[0]}: it is "
+                      "reserved for ferry's inventories and leases; nothing was applied")
+    refused = [why for d in desired
+               if (why := outside(ObjectId.of(d), bool(d["metadata"].get("namespace")), allowed, cluster_kinds))]
+    if refused:
+        raise Refused(ErrorType.OUT_OF_BOUNDS, f"{len(refused)} object(s) outside environment {environment}'s "
+                      f"bounds; nothing was applied: {shown(refused)}")
+    return allowed
+
+
+def rejection(rejected: list[str], total: int, applied: list[str] | None = None) -> str:
+    """The message of a reconcile the server's dry runs refused: what it rejected, and what was applied."""
+    done = (f"only the definitions they need were applied ({', '.join(applied[:5])})" if applied
+            else "nothing was applied")
+    return f"the server rejected {len(rejected)} of {total} objects in a dry run; {done}: {shown(rejected)}"
+
+
+# ------------------------------------------------------------------------------------- inventory
+def inventory_entries(data: Mapping[str, str] | None) -> dict[str, str]:
+    """An inventory ConfigMap's data as object key -> apiVersion."""
+    return {e["id"]: e["v"] for e in json.loads((data or {}).get("entries", "[]"))}
+
+
+def inventory_data(entries: Mapping[str, str], digest: str, version: str) -> dict[str, str]:
+    """The inventory ConfigMap's data for `entries` (object key -> apiVersion), byte-stable for the same input."""
+    return {"entries": json.dumps([{"id": k, "v": v} for k, v in sorted(entries.items())], separators=(",", ":")),
+            "digest": digest, "version": version}
+
+
+def inventory_ids(entries: Mapping[str, str]) -> list[ObjectId]:
+    return [ObjectId.parse(key, api_version) for key, api_version in entries.items()]
+
+
+def kinds_to_list(desired: Iterable[Mapping[str, Any]], inventory: Mapping[str, str]) -> list[Kind]:
+    """One LIST per kind the artifact or the previous inventory has, in a stable order."""
+    return sorted({(d["apiVersion"], d["kind"]) for d in desired}
+                  | {(oid.api_version, oid.kind) for oid in inventory_ids(inventory)})
+
+
+# ------------------------------------------------------------------------------------------ plan
+WRITES = ("create", "update")
+
+
+@dataclass
+class Stage:
+    """Writes applied together, in apply order; `deferred` are dry-run first, once the stages before it are
+    applied (what they need arrives with this very plan)."""
+
+    writes: list[tuple[dict[str, Any], ObjectChange]]
+    deferred: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    """What a reconcile does: one ObjectChange per desired object (the artifact's order), the stale objects (the
+    previous inventory's, gone from the artifact), and `prune`: the stale objects still live, in delete order,
+    each "delete" or "skip" (its prune annotation says disabled, or it is outside the environment's bounds)."""
+
+    desired: list[dict[str, Any]]
+    live: Mapping[str, dict[str, Any]]
+    changes: list[ObjectChange]
+    stale: list[ObjectId]
+    prune: list[ObjectChange]
+    unserved: frozenset[Kind] = frozenset()  # kinds the server does not serve yet (their CRD comes with the plan)
+
+    def __post_init__(self) -> None:
+        # NB: (kind, namespace, name) of every create; the server's dry run confirms updates only, never a create
+        self._created = {(c.id.kind, c.id.namespace, c.id.name) for c in self.changes if c.action == "create"}
+
+    @property
+    def unchanged(self) -> int:
+        return sum(c.action == "unchanged" for c in self.changes)
+
+    def writes(self) -> list[tuple[dict[str, Any], ObjectChange]]:
+        return [(d, c) for d, c in zip(self.desired, self.changes, strict=True) if c.action in WRITES]
+
+    def confirm(self, index: int, dry_run: Mapping[str, Any]) -> None:
+        """Judge the candidate update at `index` by the server's dry run of it (``confirm_update``)."""
+        desired = self.desired[index]
+        self.changes[index] = confirm_update(desired, self.live[ObjectId.of(desired).key()], dry_run)
+
+    def deferred(self, obj: Mapping[str, Any]) -> bool:
+        """What it needs arrives with this very plan (its kind, its namespace, the Role it binds): the server can
+        only judge it once the definitions are applied."""
+        meta = obj["metadata"]
+        ref = obj.get("roleRef") or {}
+        ref_namespace = (meta.get("namespace") or "") if ref.get("kind") == "Role" else ""
+        return ((obj["apiVersion"], obj["kind"]) in self.unserved
+                or ("Namespace", "", meta.get("namespace") or "") in self._created
+                or (obj["kind"].endswith("RoleBinding")
+                    and (ref.get("kind"), ref_namespace, ref.get("name")) in self._created))
+
+    def stages(self) -> tuple[Stage, Stage]:
+        """Definitions (CRDs, Namespaces, Roles) first, then the rest, with its deferred objects (as Flux does):
+        a bad object of a new kind, in a new namespace or binding a new Role leaves only definitions behind."""
+        writes = self.writes()
+        definitions = [w for w in writes if w[0]["kind"] in DEFINITION_KINDS]
+        rest = [w for w in writes if w[0]["kind"] not in DEFINITION_KINDS]
+        return (Stage(sorted(definitions, key=lambda w: _apply_rank(w[0]))),
+                Stage(sorted(rest, key=lambda w: _apply_rank(w[0])), [d for d, _ in rest if self.deferred(d)]))
+
+    def inventory(self) -> dict[str, str]:
+        """The inventory entries of the desired objects: key -> apiVersion."""
+        return {ObjectId.of(d).key(): d["apiVersion"] for d in self.desired}
+
+    def live_objects(self, only_unchanged: bool = False) -> list[dict[str, Any]]:
+        """The live counterparts of the desired objects (with `only_unchanged`, of those the plan leaves alone)."""
+        keys = [c.id.key() for c in self.changes if not only_unchanged or c.action == "unchanged"]
+        return [self.live[k] for k in keys if k in self.live]
+
+    def entries(self) -> list[dict[str, Any]]:
+        """The plan as a dry run reports it (ReconcileResult.plan, a shape old histories carry): every change
+        but the unchanged, then every stale object as a delete."""
+        return ([{"object": str(c.id), "action": c.action, "fields": c.fields} for c in self.changes
+                 if c.action != "unchanged"]
+                + [{"object": str(oid), "action": "delete", "fields": []} for oid in self.stale])
+
+
+def plan(desired: list[dict[str, Any]], live: Mapping[str, dict[str, Any]], inventory: Mapping[str, str], *,
+         prune: bool, namespaces: Collection[str], cluster_kinds: Collection[str],
+         unserved: Collection[Kind] = ()) -> Plan:
+    """The local plan, no request: `desired` prepared objects, `live` the environment's labelled objects by key,
+    `inventory` the previous one (key -> apiVersion). Candidate updates are confirmed later by the server's dry
+    run (``Plan.confirm``); stale objects are pruned only with `prune`, never outside `namespaces` and
+    `cluster_kinds` (an inventory from before confinement, or a spec that narrowed them)."""
+    changes = [plan_object(d, live.get(ObjectId.of(d).key())) for d in desired]
+    gone = stale(inventory, (c.id.key() for c in changes)) if prune else []
+    stale_ids = [ObjectId.parse(k, inventory[k]) for k in gone]
+    to_prune = [ObjectChange(id=oid, action="skip" if prune_disabled(live[oid.key()]) or outside(
+                    oid, bool(oid.namespace), namespaces, cluster_kinds) else "delete")
+                for oid in delete_order(stale_ids) if oid.key() in live]
+    return Plan(desired=desired, live=live, changes=changes, stale=stale_ids, prune=to_prune,
+                unserved=frozenset(unserved))

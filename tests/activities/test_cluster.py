@@ -88,14 +88,15 @@ class World:
         self.acts = ClusterActivities(BundleCache(tmp / "cache", pull), str(kube_server.worker_kubeconfig))
 
     def reconcile(self, version: str, docs: list[dict[str, Any]], baseline: bool = False,
-                  check_only: bool = False) -> ReconcileResult:
+                  check_only: bool = False, dry_run: bool = False) -> ReconcileResult:
         if version not in self.digests:
             self.digests[version] = publish(self.settings, self.repository, version, docs)
         digest = self.digests[version]
         return self.acts.reconcile_environment(ReconcileInput(
             environment=self.env, repository=self.repository, digest=digest, version=version, path=".",
             namespace=self.namespace, namespaces=[self.namespace, f"{self.namespace}-extra"],
-            cluster_kinds=["CustomResourceDefinition"], drift_baseline=baseline, check_only=check_only))
+            cluster_kinds=["CustomResourceDefinition"], drift_baseline=baseline, check_only=check_only,
+            dry_run=dry_run))
 
     def settled_versions(self, timeout: float = 20.0) -> dict[str, str]:
         """resource_versions() once two reads a second apart agree (controllers have answered the last write)."""
@@ -216,3 +217,30 @@ def test_drift_is_only_what_ferry_manages_and_the_server_did_not_normalise(world
     result = world.reconcile("1.1.0", slim)
     assert result.changes.updated == [f"ConfigMap/{world.namespace}/shop-config"]
     assert core.read_namespaced_config_map("shop-config", world.namespace).data == {"LOG_LEVEL": "info"}
+
+
+def test_a_dry_run_reports_the_plan_and_a_reconcile_prunes_in_delete_order(world: World) -> None:
+    """ferry diff (dry_run) reports the plan and writes nothing; objects dropped from the artifact are deleted in
+    delete order (the reverse of apply order), one annotated ferry.dev/prune: disabled is left alone and leaves
+    the inventory."""
+    world.kube.allow_worker(world.group)
+    docs = realistic_bundle(world.group)
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy")
+    policy["metadata"]["annotations"] = {"ferry.dev/prune": "disabled"}
+    preview = world.reconcile("1.0.0", docs, dry_run=True)
+    assert world.resource_versions() == {}
+    assert len(preview.plan) == len(docs) and {e["action"] for e in preview.plan} == {"create"}
+    world.reconcile("1.0.0", docs)
+    dropped = ("Ingress", "Service", "NetworkPolicy")
+    smaller = [d for d in docs if d["kind"] not in dropped]
+    preview = world.reconcile("1.1.0", smaller, dry_run=True)
+    assert preview.plan == [{"object": f"{kind}/{world.namespace}/shop", "action": "delete", "fields": []}
+                            for kind in ("Service", "Ingress", "NetworkPolicy")]  # every stale object, by key
+    assert len(world.resource_versions()) == len(docs) + 1  # still all there, and the inventory
+    result = world.reconcile("1.1.0", smaller)
+    assert result.changes.deleted == [f"Ingress/{world.namespace}/shop", f"Service/{world.namespace}/shop"]
+    assert result.changes.prune_skipped == [f"NetworkPolicy/{world.namespace}/shop"]
+    assert result.changes.unchanged == len(smaller) and not result.changes.prune_failed
+    assert {k.split("/")[0] for k in world.resource_versions()} >= {"NetworkPolicy"}
+    again = world.reconcile("1.1.0", smaller)  # no longer in the inventory: neither deleted nor skipped again
+    assert again.changes.deleted == [] and again.changes.prune_skipped == [] and not again.changes.changed

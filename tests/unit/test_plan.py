@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
+import pytest
+
+from ferry.errors import ErrorType
 from ferry.fieldpaths import leaf_paths
-from ferry.health import object_status
+from ferry.health import object_status, snapshot
 from ferry.plan import (
     ENVIRONMENT_LABEL,
     FIELD_MANAGER,
+    PRUNE_ANNOTATION,
     ObjectId,
+    Refused,
     apply_order,
+    check_unique,
+    confine,
     confirm_update,
     delete_order,
+    inventory_data,
+    inventory_entries,
+    inventory_ids,
+    kinds_to_list,
+    plan,
     plan_object,
     prepare,
     stale,
@@ -131,3 +144,141 @@ def test_kstatus_rules() -> None:
     assert object_status({"kind": "Job", "metadata": {"name": "j"}, "status": {"conditions": [
         {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}})[0] == "Failed"
     assert object_status({"kind": "ConfigMap", "metadata": {"name": "c"}})[0] == "Current"
+
+
+# ------------------------------------------------------------------------------- the plan as a whole
+def _cm(name: str, namespace: str = "apps", **data: str) -> dict[str, Any]:
+    return prepare({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace},
+                    "data": data or {"k": "v"}}, "staging", namespace, namespaced=True)
+
+
+def _live(obj: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    """`obj` as the server keeps it after ferry applied it, with `overrides` on top (someone's later edit)."""
+    live = _owned_by_ferry({**copy.deepcopy(obj), **overrides}, obj)
+    live["metadata"]["uid"] = "u-" + obj["metadata"]["name"]
+    return live
+
+
+def _key(obj: dict[str, Any]) -> str:
+    return ObjectId.of(obj).key()
+
+
+def test_the_plan_says_create_update_unchanged_and_what_is_stale() -> None:
+    new, same, edited = _cm("new"), _cm("same"), _cm("edited", k="v2")
+    old_inside, old_kept, old_outside, old_gone = _cm("old"), _cm("keep-me"), _cm("theirs", "other"), _cm("gone")
+    old_kept["metadata"]["annotations"] = {PRUNE_ANNOTATION: "Disabled"}
+    live = {_key(o): _live(o) for o in (same, old_inside, old_kept, old_outside)}
+    live[_key(edited)] = _live(_cm("edited", k="v1"))
+    inventory = {_key(o): "v1" for o in (same, edited, old_inside, old_kept, old_outside, old_gone)}
+    planned = plan([new, same, edited], live, inventory, prune=True, namespaces=["apps"], cluster_kinds=[])
+    assert [(str(c.id), c.action) for c in planned.changes] == [
+        ("ConfigMap/apps/new", "create"), ("ConfigMap/apps/same", "unchanged"), ("ConfigMap/apps/edited", "update")]
+    assert planned.changes[2].fields == [".data.k"] and planned.unchanged == 1
+    assert [str(i) for i in planned.stale] == ["ConfigMap/apps/gone", "ConfigMap/apps/keep-me", "ConfigMap/apps/old",
+                                               "ConfigMap/other/theirs"]
+    # only what is still live is pruned; the annotated one and the one outside the bounds are skipped
+    assert {str(c.id): c.action for c in planned.prune} == {
+        "ConfigMap/apps/old": "delete", "ConfigMap/apps/keep-me": "skip", "ConfigMap/other/theirs": "skip"}
+    assert [str(c.id) for c in planned.prune] == [str(i) for i in delete_order(c.id for c in planned.prune)]
+    assert planned.inventory() == {_key(new): "v1", _key(same): "v1", _key(edited): "v1"}
+    assert planned.live_objects(only_unchanged=True) == [live[_key(same)]]
+    assert planned.entries() == [
+        {"object": "ConfigMap/apps/new", "action": "create", "fields": []},
+        {"object": "ConfigMap/apps/edited", "action": "update", "fields": [".data.k"]},
+        *({"object": str(i), "action": "delete", "fields": []} for i in planned.stale)]
+    assert plan([new], live, inventory, prune=False, namespaces=["apps"], cluster_kinds=[]).stale == []
+
+
+def test_the_servers_dry_run_confirms_an_update_in_the_plan() -> None:
+    desired = _cm("c", k="0.5")
+    live = _live(desired, data={"k": "500m"})  # the local diff sees "0.5" against "500m"
+    planned = plan([desired], {_key(desired): live}, {}, prune=True, namespaces=["apps"], cluster_kinds=[])
+    assert [c.action for c in planned.changes] == ["update"] and len(planned.writes()) == 1
+    planned.confirm(0, live)  # the server's dry run answers that the apply would leave it as it is
+    assert [c.action for c in planned.changes] == ["unchanged"] and planned.writes() == []
+
+
+def test_apply_stages_put_definitions_first_and_defer_what_needs_them() -> None:
+    def obj(api_version: str, kind: str, name: str, namespace: str = "", **extra: Any) -> dict[str, Any]:
+        meta = {"name": name, **({"namespace": namespace} if namespace else {})}
+        return {"apiVersion": api_version, "kind": kind, "metadata": meta, **extra}
+
+    rbac = "rbac.authorization.k8s.io/v1"
+    crd = obj("apiextensions.k8s.io/v1", "CustomResourceDefinition", "caches.example.com")
+    cache = obj("example.com/v1", "Cache", "c", "apps")
+    namespace = obj("v1", "Namespace", "fresh")
+    in_fresh = obj("v1", "ConfigMap", "x", "fresh")
+    in_apps = obj("v1", "ConfigMap", "y", "apps")
+    role = obj(rbac, "Role", "r", "apps")
+    binding = obj(rbac, "RoleBinding", "b", "apps", roleRef={"kind": "Role", "name": "r"})
+    old_binding = obj(rbac, "RoleBinding", "old", "apps", roleRef={"kind": "Role", "name": "existing"})
+    deployment = obj("apps/v1", "Deployment", "d", "apps")
+    desired = [deployment, binding, old_binding, cache, in_apps, in_fresh, role, namespace, crd]
+    planned = plan(desired, {}, {}, prune=True, namespaces=["apps", "fresh"], cluster_kinds=[],
+                   unserved={("example.com/v1", "Cache")})
+    definitions, rest = planned.stages()
+    assert [str(c.id) for _, c in definitions.writes] == [
+        "CustomResourceDefinition/caches.example.com", "Namespace/fresh", "Role/apps/r"]
+    assert definitions.deferred == []
+    assert [str(c.id) for _, c in rest.writes] == ["ConfigMap/apps/y", "ConfigMap/fresh/x", "RoleBinding/apps/b",
+                                                   "RoleBinding/apps/old", "Deployment/apps/d", "Cache/apps/c"]
+    # deferred: its kind is not served yet, its namespace or the Role it binds is created by this very plan
+    assert [ObjectId.of(o).name for o in rest.deferred] == ["b", "c", "x"]
+    assert not planned.deferred(in_apps) and not planned.deferred(old_binding)
+
+
+def test_duplicates_are_refused_naming_the_object() -> None:
+    check_unique([_cm("a"), _cm("b"), _cm("a", "other")])  # same name, another namespace: two objects
+    with pytest.raises(Refused) as err:
+        check_unique([_cm("a"), _cm("b"), _cm("a", k="other")])
+    assert err.value.type == ErrorType.RENDER_FAILED and str(err.value).endswith(": /ConfigMap/apps/a")
+
+
+def test_confinement_refuses_the_whole_artifact() -> None:
+    assert confine("staging", "apps", [], [], [_cm("a")]) == ["apps"]
+    assert confine("staging", "apps", ["apps", "more"], [], [_cm("a"), _cm("b", "more")]) == ["apps", "more"]
+    for namespace, namespaces, fragment in [("apps", ["more"], "is not one of its namespaces"),
+                                            ("apps", ["apps", "ferry-system"], "reserved")]:
+        with pytest.raises(Refused) as err:
+            confine("staging", namespace, namespaces, [], [])
+        assert err.value.type == ErrorType.OUT_OF_BOUNDS and fragment in str(err.value)
+    strays = [_cm(f"s{n}", "elsewhere") for n in range(7)]
+    cluster_role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "r"}}
+    with pytest.raises(Refused) as err:
+        confine("staging", "apps", [], [], [_cm("a"), *strays, cluster_role])
+    assert str(err.value).startswith("8 object(s) outside environment staging's bounds; nothing was applied: ")
+    assert str(err.value).endswith("; and 3 more") and "ConfigMap/elsewhere/s0" in str(err.value)
+    assert confine("staging", "apps", [], ["ClusterRole"], [cluster_role]) == ["apps"]
+
+
+def test_inventory_keys_round_trip() -> None:
+    objects = [_cm("a"), {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                          "metadata": {"name": "r"}},
+               {"apiVersion": "example.com/v1beta1", "kind": "Cache", "metadata": {"name": "c", "namespace": "x"}}]
+    entries = {_key(o): o["apiVersion"] for o in objects}
+    data = inventory_data(entries, "sha256:" + "0" * 64, "1.0.0")
+    assert data["digest"] == "sha256:" + "0" * 64 and data["version"] == "1.0.0"
+    assert inventory_data(dict(reversed(entries.items())), "sha256:" + "0" * 64, "1.0.0") == data  # byte-stable
+    assert inventory_entries(data) == entries and inventory_entries(None) == {}
+    assert sorted(inventory_ids(inventory_entries(data)), key=str) == sorted((ObjectId.of(o) for o in objects),
+                                                                             key=str)
+    assert kinds_to_list([_cm("a")], {_key(objects[2]): "example.com/v1beta1"}) == [
+        ("example.com/v1beta1", "Cache"), ("v1", "ConfigMap")]
+
+
+def test_a_snapshot_is_as_healthy_as_its_least_healthy_object() -> None:
+    def deployment(name: str, ready: int, **status: Any) -> dict[str, Any]:
+        return {"kind": "Deployment", "metadata": {"name": name, "generation": 1}, "spec": {"replicas": 1},
+                "status": {"observedGeneration": 1, "updatedReplicas": ready, "readyReplicas": ready,
+                           "availableReplicas": ready, **status}}
+
+    stuck = deployment("stuck", 0, conditions=[{"type": "Progressing", "status": "False",
+                                                 "reason": "ProgressDeadlineExceeded"}])
+    healthy = snapshot([deployment("a", 1), {"kind": "ConfigMap", "metadata": {"name": "c"}}], "sha256:d")
+    assert (healthy.status, healthy.reason, healthy.digest) == ("Healthy", "all objects current", "sha256:d")
+    waiting = snapshot([deployment("a", 1), deployment("b", 0)], "sha256:d")
+    assert waiting.status == "Progressing" and waiting.reason == "Deployment/b: updatedReplicas 0/1"
+    failed = snapshot([deployment("b", 0), stuck], "sha256:d")
+    assert failed.status == "Failed" and failed.reason.startswith("Deployment/stuck: ProgressDeadlineExceeded")
+    assert len(snapshot([deployment(f"d{n:03}" * 10, 0) for n in range(50)], "").reason) == 1000
+    assert snapshot([], "sha256:d").status == "Healthy"
