@@ -58,7 +58,7 @@ def all_activities(settings: Settings, client: Client) -> list[Callable[..., Any
 
 
 STATELESS_WORKFLOW_HELPERS = ("workflows.metrics", "workflows.policies", "workflows.search_attributes",
-                              "workflows.outbox", "workflows.pinning")
+                              "workflows.outbox", "workflows.pinning", "workflows.activity_stubs")
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:

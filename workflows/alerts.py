@@ -27,13 +27,13 @@ with workflow.unsafe.imports_passed_through():
         AlertsUpdateResult,
         Delivered,
         DeliveryInput,
-        DeliveryResult,
         Notification,
         PendingDelivery,
         Undelivered,
         alerts_diff,
     )
     from ferry.environment import LenientPayload
+    from workflows import activity_stubs as stubs
     from workflows import policies
     from workflows.search_attributes import FERRY_PHASE
 
@@ -145,11 +145,11 @@ class AlertRouterWorkflow:
                     self._give_up(pending, "DeadlinePassed: waited for the provider's earlier deliveries")
                     return
                 left = deadline - workflow.now()
-            result: DeliveryResult = await workflow.execute_activity(
-                "deliver_notification", DeliveryInput(alert=pending.alert, provider=pending.provider,
+            result = await workflow.execute_activity(
+                stubs.deliver_notification, DeliveryInput(alert=pending.alert, provider=pending.provider,
                                                       summary=pending.summary, notification=note,
                                                       deadline_seconds=left.total_seconds()),
-                result_type=DeliveryResult, start_to_close_timeout=policies.DELIVERY_ATTEMPT_TIMEOUT,
+                start_to_close_timeout=policies.DELIVERY_ATTEMPT_TIMEOUT,
                 schedule_to_close_timeout=left, retry_policy=policies.DELIVERY_RETRY,
                 summary=f"{note.type} {note.environment} → {pending.provider} ({pending.alert})"[:200])
         except ActivityError as err:

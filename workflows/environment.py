@@ -2,7 +2,6 @@
 
 import asyncio
 import contextlib
-from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
@@ -22,7 +21,6 @@ with workflow.unsafe.imports_passed_through():
         EnvironmentStatus,
         Event,
         HealthInput,
-        HealthResult,
         HealthState,
         LenientPayload,
         PendingSpec,
@@ -33,7 +31,6 @@ with workflow.unsafe.imports_passed_through():
         PlanRequest,
         PlanResult,
         ReconcileInput,
-        ReconcileResult,
         ResolveInput,
         ResolveResult,
         SpecUpdate,
@@ -49,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
     from ferry.oci import is_digest
     from ferry.promotion import DecisionContext, Judgement, judge
     from ferry.versions import try_parse_tag
+    from workflows import activity_stubs as stubs
     from workflows import metrics, policies
     from workflows import outbox as alerting
     from workflows.pinning import verify_release
@@ -216,7 +214,7 @@ class EnvironmentWorkflow:
         else:
             try:
                 result = await workflow.execute_activity(
-                    "reconcile_environment", self._reconcile_input(desired, baseline), result_type=ReconcileResult,
+                    stubs.reconcile_environment, self._reconcile_input(desired, baseline),
                     start_to_close_timeout=parse_duration(spec.timeout), retry_policy=policies.RECONCILE_RETRY,
                     heartbeat_timeout=policies.RECONCILE_HEARTBEAT, summary=f"reconcile {desired.version} "
                     f"({desired.digest[:19]}…)")
@@ -358,12 +356,12 @@ class EnvironmentWorkflow:
         if applied is None or (state.pin is not None and not self._tracks() and state.pin.digest != applied.digest):
             return None
         try:
-            checked: CheckResult = await workflow.execute_local_activity(
-                "check_environment", CheckInput(resolve=self._resolve_input() if self._tracks() else None,
+            checked = await workflow.execute_local_activity(
+                stubs.check_environment, CheckInput(resolve=self._resolve_input() if self._tracks() else None,
                                                 reconcile=self._reconcile_input(
                                                     VersionRef(version=applied.version, digest=applied.digest),
                                                     baseline=True)),
-                result_type=CheckResult, start_to_close_timeout=policies.CHECK_TIMEOUT,
+                start_to_close_timeout=policies.CHECK_TIMEOUT,
                 retry_policy=policies.CHECK_RETRY, summary="check")
         except FailureError as err:
             # NB: a failed local activity raises its cause (ApplicationError, TimeoutError), not an ActivityError
@@ -384,7 +382,7 @@ class EnvironmentWorkflow:
         if found is None:
             try:
                 found = await workflow.execute_activity(
-                    "resolve_desired", self._resolve_input(), result_type=ResolveResult,
+                    stubs.resolve_desired, self._resolve_input(),
                     start_to_close_timeout=policies.RESOLVE_TIMEOUT, retry_policy=policies.QUICK_RETRY,
                     summary=f"resolve {spec.tracking}")
             except ActivityError as err:
@@ -448,15 +446,14 @@ class EnvironmentWorkflow:
                             timeout_seconds=int(timeout.total_seconds()))
         if not workflow.patched("ferry-health-preemptible"):
             try:
-                result: HealthResult = await workflow.execute_activity(
-                    "wait_healthy", input, result_type=HealthResult,
-                    start_to_close_timeout=timeout + timedelta(minutes=1), heartbeat_timeout=policies.HEALTH_HEARTBEAT,
-                    retry_policy=policies.RECONCILE_RETRY)
+                result = await workflow.execute_activity(
+                    stubs.wait_healthy, input, start_to_close_timeout=timeout + policies.HEALTH_ATTEMPT_SLACK,
+                    heartbeat_timeout=policies.HEALTH_HEARTBEAT, retry_policy=policies.RECONCILE_RETRY)
             except ActivityError as err:
                 return self._health_failed(desired, err)
             return result.health.model_copy(update={"at": self._now()})
         handle = workflow.start_activity(
-            "wait_healthy", input, result_type=HealthResult, start_to_close_timeout=timeout + timedelta(minutes=1),
+            stubs.wait_healthy, input, start_to_close_timeout=timeout + policies.HEALTH_ATTEMPT_SLACK,
             schedule_to_close_timeout=timeout + policies.HEALTH_GRACE, heartbeat_timeout=policies.HEALTH_HEARTBEAT,
             retry_policy=policies.RECONCILE_RETRY,
             summary=f"wait until {desired.version} is healthy ({spec.health_timeout})")
@@ -473,7 +470,7 @@ class EnvironmentWorkflow:
                                f"to {self._state.pin.version if self._state.pin else '?'}", digest=desired.digest,
                                at=self._now())
         try:
-            judged: HealthResult = handle.result()
+            judged = handle.result()
         except ActivityError as err:
             return self._health_failed(desired, err)
         return judged.health.model_copy(update={"at": self._now()})
@@ -726,17 +723,16 @@ class EnvironmentWorkflow:
         if request.version is None and pin is not None:
             desired: VersionRef | None = VersionRef(version=pin.version, digest=pin.digest)
         else:
-            found: ResolveResult = await workflow.execute_activity(
-                "resolve_desired", ResolveInput(repository=spec.repository, version=request.version or spec.version,
+            found = await workflow.execute_activity(
+                stubs.resolve_desired, ResolveInput(repository=spec.repository, version=request.version or spec.version,
                                                 semver=None if request.version or spec.version else spec.semver,
                                                 prereleases=spec.prereleases, held=self._state.holds),
-                result_type=ResolveResult, start_to_close_timeout=policies.RESOLVE_TIMEOUT,
-                retry_policy=policies.QUICK_RETRY)
+                start_to_close_timeout=policies.RESOLVE_TIMEOUT, retry_policy=policies.QUICK_RETRY)
             desired = found.ref
         if desired is None:
             raise ApplicationError("nothing to plan: no version resolves for this environment", type="NotFound")
-        result: ReconcileResult = await workflow.execute_activity(
-            "reconcile_environment", self._reconcile_input(desired, False, dry_run=True), result_type=ReconcileResult,
+        result = await workflow.execute_activity(
+            stubs.reconcile_environment, self._reconcile_input(desired, False, dry_run=True),
             start_to_close_timeout=parse_duration(spec.timeout), retry_policy=policies.QUICK_RETRY)
         return PlanResult(version=desired.version, digest=desired.digest,
                           changes=[c for c in result.plan if c["action"] != "delete"],

@@ -1,7 +1,6 @@
 """PromotionWorkflow: an approval-gated pin by digest."""
 
 import asyncio
-from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -21,7 +20,7 @@ with workflow.unsafe.imports_passed_through():
         PromotionStatus,
         judge,
     )
-    from workflows import metrics
+    from workflows import metrics, policies
     from workflows import outbox as alerting
     from workflows.pinning import PinOutcomes, environment_status, resolve_release, send_pin
     from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_VERSION
@@ -154,7 +153,7 @@ class PromotionWorkflow(PinOutcomes):
                                      "is applied and healthy")
         outcome, reason, rolled_back = await self.await_pin_outcome(
             input.environment, digest, request_id, parse_duration(spec.health_timeout) + parse_duration(spec.interval)
-            + timedelta(minutes=2))
+            + policies.PIN_OUTCOME_SLACK)
         return self._finish(outcome, reason, rolled_back)
 
     async def _healthy_elsewhere(self, environments: list[str], version: str, digest: str) -> str:

@@ -1,5 +1,6 @@
 """ReleaseWorkflow: package on the CI host, refuse to change a released version, push, verify."""
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TypeVar
 
@@ -12,13 +13,10 @@ with workflow.unsafe.imports_passed_through():
 
     from ferry.artifacts import (
         FetchManifestInput,
-        Manifest,
         PushArtifactInput,
-        PushArtifactResult,
         ResolveTagInput,
-        ResolveTagResult,
     )
-    from ferry.cosign import SignArtifactInput, SignArtifactResult
+    from ferry.cosign import SignArtifactInput
     from ferry.errors import ErrorType
     from ferry.oci import (
         ANNOTATION_CREATED,
@@ -37,10 +35,12 @@ with workflow.unsafe.imports_passed_through():
         ReleaseResult,
         ci_task_queue_problem,
     )
+    from workflows import activity_stubs as stubs
     from workflows import outbox as alerting
     from workflows import policies
     from workflows.search_attributes import FERRY_PUBLISHER, FERRY_REPOSITORY, FERRY_VERSION
 
+A = TypeVar("A", bound=BaseModel)
 R = TypeVar("R", bound=BaseModel)
 
 
@@ -71,11 +71,10 @@ class ReleaseWorkflow:
                                            FERRY_VERSION.value_set(input.version),
                                            FERRY_PUBLISHER.value_set(input.publisher)])
         self._input = input
-        packaged = await self._on_ci("package_bundle", PackageBundleInput(bundle_dir=input.bundle_dir),
-                                     PackageBundleResult, policies.PACKAGE_TIMEOUT)
+        packaged = await self._on_ci(stubs.package_bundle, PackageBundleInput(bundle_dir=input.bundle_dir),
+                                     policies.PACKAGE_TIMEOUT)
         existing = await self._on_ci(
-            "resolve_tag", ResolveTagInput(repository=input.repository, tag=input.version, missing_ok=True),
-            ResolveTagResult)
+            stubs.resolve_tag, ResolveTagInput(repository=input.repository, tag=input.version, missing_ok=True))
         if existing.digest is not None:
             return await self._already_released(input, packaged, existing.digest)
 
@@ -91,16 +90,15 @@ class ReleaseWorkflow:
         if input.revision:
             annotations[ANNOTATION_REVISION] = input.revision
         pushed = await self._on_ci(
-            "push_artifact",
+            stubs.push_artifact,
             PushArtifactInput(repository=input.repository, tag=input.version, file_path=packaged.path,
                               layer_media_type=FLUX_CONTENT_MEDIA_TYPE, config_media_type=FLUX_CONFIG_MEDIA_TYPE,
-                              annotations=annotations),
-            PushArtifactResult)
+                              annotations=annotations))
         if pushed.layer_digest != packaged.layer_digest:
             raise ApplicationError(f"pushed layer {pushed.layer_digest} is not the packaged {packaged.layer_digest}",
                                    type=str(ErrorType.DIGEST_MISMATCH), non_retryable=True)
         verified = await self._on_ci(
-            "resolve_tag", ResolveTagInput(repository=input.repository, tag=input.version), ResolveTagResult)
+            stubs.resolve_tag, ResolveTagInput(repository=input.repository, tag=input.version))
         if verified.digest != pushed.digest:
             raise ApplicationError(
                 f"{input.repository}:{input.version} resolves to {verified.digest}, not the pushed {pushed.digest}: "
@@ -123,31 +121,29 @@ class ReleaseWorkflow:
         if input.sign_key_fingerprint is None:
             return result
         signed = await self._on_ci(
-            "sign_artifact",
+            stubs.sign_artifact,
             SignArtifactInput(repository=input.repository, digest=result.digest, publisher=input.publisher,
-                              key_fingerprint=input.sign_key_fingerprint),
-            SignArtifactResult)
+                              key_fingerprint=input.sign_key_fingerprint))
         workflow.logger.info("signed %s@%s with %s as %s", input.repository, result.digest,
                              signed.key_fingerprint, signed.signature_tag)
         return result.model_copy(update={"signature_tag": signed.signature_tag,
                                          "signature_key_fingerprint": signed.key_fingerprint})
 
-    async def _on_ci(self, activity: str, arg: BaseModel, result_type: type[R],
+    async def _on_ci(self, activity: Callable[[A], R], arg: A,
                      start_to_close: timedelta = policies.REGISTRY_CALL_TIMEOUT) -> R:
         """An activity on the CI host's task queue: retried through outages until the release deadline;
         failed within CI_SCHEDULE_TO_START if the `ferry release` process is gone."""
-        result: R = await workflow.execute_activity(
-            activity, arg, result_type=result_type, task_queue=self._input.ci_task_queue,
+        return await workflow.execute_activity(
+            activity, arg, task_queue=self._input.ci_task_queue,
             schedule_to_start_timeout=policies.CI_SCHEDULE_TO_START, start_to_close_timeout=start_to_close,
             schedule_to_close_timeout=timedelta(seconds=self._input.timeout_seconds),
-            heartbeat_timeout=policies.REGISTRY_HEARTBEAT if activity == "push_artifact" else None,
+            heartbeat_timeout=policies.REGISTRY_HEARTBEAT if activity is stubs.push_artifact else None,
             retry_policy=policies.OUTAGE_RETRY)
-        return result
 
     async def _already_released(self, input: ReleaseInput, packaged: PackageBundleResult, digest: str
                                 ) -> ReleaseResult:
         manifest = await self._on_ci(
-            "fetch_manifest", FetchManifestInput(repository=input.repository, reference=digest), Manifest)
+            stubs.fetch_manifest, FetchManifestInput(repository=input.repository, reference=digest))
         layer = manifest.layer(FLUX_CONTENT_MEDIA_TYPE)
         existing_layer = layer.digest if layer else "(no Flux content layer)"
         if existing_layer != packaged.layer_digest:

@@ -1,7 +1,6 @@
 """RollbackWorkflow: the emergency pin to an earlier released version."""
 
 import asyncio
-from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
@@ -10,7 +9,7 @@ with workflow.unsafe.imports_passed_through():
     from ferry.durations import parse_duration
     from ferry.promotion import RollbackInput, RollbackResult
     from ferry.versions import try_parse_tag
-    from workflows import metrics
+    from workflows import metrics, policies
     from workflows import outbox as alerting
     from workflows.pinning import PinOutcomes, environment_status, resolve_release, send_pin
     from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_VERSION
@@ -77,7 +76,7 @@ class RollbackWorkflow(PinOutcomes):
                                     kind="rollback", reason=input.reason or "rollback",
                                     hold=current.version if current and current.version != target_version else None)
         outcome, reason, _ = await self.await_pin_outcome(input.environment, digest, request_id,
-                                                  parse_duration(spec.health_timeout) + timedelta(minutes=2))
+                                                  parse_duration(spec.health_timeout) + policies.PIN_OUTCOME_SLACK)
         return self._done(result, outcome, reason)
 
     @staticmethod
