@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -22,6 +23,7 @@ from pydantic import (
 from ferry.approvals import NAME_PATTERN, ApproverKey, SignedDecision, key_fingerprint
 from ferry.cosign import PublisherKey
 from ferry.durations import parse_duration
+from ferry.names import ENV_PREFIX
 from ferry.oci import Digest, Repository
 from ferry.versions import SemverRange, parse_release_version
 
@@ -58,7 +60,7 @@ class _Model(BaseModel):
 
 
 def env_workflow_id(name: str) -> str:
-    return f"env/{name}"
+    return f"{ENV_PREFIX}{name}"
 
 
 def _duration(value: str, field: str) -> str:
@@ -441,11 +443,53 @@ class Applied(VersionRef):
     changes: str = ""
 
 
+class EventType(StrEnum):
+    """What an EnvironmentWorkflow records (Event.type): the audit, the alerts and the metrics name these."""
+
+    APPLIED = "Applied"
+    HEALTHY = "Healthy"
+    HEALTH_FAILED = "HealthFailed"
+    AUTO_ROLLBACK = "AutoRollback"
+    DRIFT_CORRECTED = "DriftCorrected"
+    RECONCILE_FAILED = "ReconcileFailed"
+    PINNED = "Pinned"
+    PIN_REFUSED = "PinRefused"
+    PIN_RELEASED = "PinReleased"
+    TAG_MOVED = "TagMoved"
+    VERIFICATION_FAILED = "VerificationFailed"
+    SUSPENDED = "Suspended"
+    RESUMED = "Resumed"
+    SPEC_UPDATED = "SpecUpdated"
+    SPEC_CHANGE_PENDING = "SpecChangePending"
+    SPEC_CHANGE_REJECTED = "SpecChangeRejected"
+    SPEC_DECISION_REFUSED = "SpecDecisionRefused"
+
+    @classmethod
+    def _missing_(cls, value: object) -> EventType | None:
+        """NB: a type this build does not know (recorded by a newer worker, in a state it continued as new) still
+        decodes, as itself: a rolling upgrade or its rollback never strands a workflow on an unknown event."""
+        if not isinstance(value, str):
+            return None
+        member = str.__new__(cls, value)
+        member._name_, member._value_ = value, value
+        return member
+
+    @property
+    def words(self) -> str:
+        """How the audit timeline names it: 'drift corrected', 'rollback (automatic)'; an unknown type as itself."""
+        if self.value not in EventType.__members__.values():
+            return self.value
+        return _EVENT_WORDS.get(self) or re.sub(r"(?<!^)(?=[A-Z])", " ", self.value).lower()
+
+
+_EVENT_WORDS = {EventType.AUTO_ROLLBACK: "rollback (automatic)", EventType.TAG_MOVED: "tag moved (refused)"}
+
+
 class Event(_Model):
     """Workflow-level record of something an operator cares about (also visible in history)."""
 
     at: str
-    type: str  # Applied, DriftCorrected, AutoRollback, Pinned, PinRefused, Suspended, Resumed, ...
+    type: EventType
     message: str
     version: str = ""
     digest: str = ""

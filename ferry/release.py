@@ -8,6 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ferry.names import RELEASE_PREFIX
 from ferry.oci import Repository
 from ferry.versions import parse_release_version
 
@@ -19,7 +20,7 @@ class _Model(BaseModel):
 
 
 def release_workflow_id(repository: str, version: str) -> str:
-    return f"release/{repository}/{version}"
+    return f"{RELEASE_PREFIX}{repository}/{version}"
 
 
 # The CI host's own task queue: `ferry release` makes one per run. Anything else (the main `ferry` queue,

@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         alerts_diff,
     )
     from ferry.environment import LenientPayload
+    from ferry.names import Memo
     from workflows import activity_stubs as stubs
     from workflows import policies
     from workflows.search_attributes import FERRY_PHASE
@@ -172,7 +173,7 @@ class AlertRouterWorkflow:
                              environment=note.environment, at=self._now(), reason=reason)
         self._count("undelivered")
         self._state.undelivered = [*self._state.undelivered, record][-MAX_UNDELIVERED:]
-        workflow.upsert_memo({"ferry_undelivered": record.model_dump(mode="json")})  # NB: in history, for the audit
+        workflow.upsert_memo({Memo.UNDELIVERED: record.model_dump(mode="json")})  # NB: in history, for the audit
         workflow.metric_meter().create_counter("ferry_alerts_undelivered", "notifications given up at their "
                                                "deadline").add(1, {"alert": pending.alert, "type": note.type})
         workflow.logger.warning("undelivered %s (%s) to %s: %s", note.key, note.type, pending.provider, reason)
@@ -200,7 +201,7 @@ class AlertRouterWorkflow:
         changes = alerts_diff(self._state.alerts, update.alerts)
         self._state.alerts = update.alerts
         if changes:
-            workflow.upsert_memo({"ferry_alerts_changed": {"by": update.by, "changes": changes[:50]}})
+            workflow.upsert_memo({Memo.ALERTS_CHANGED: {"by": update.by, "changes": changes[:50]}})
         self._describe()
         return AlertsUpdateResult(alerts=[a.name for a in update.alerts], changes=changes)
 

@@ -20,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
         EnvironmentState,
         EnvironmentStatus,
         Event,
+        EventType,
         HealthInput,
         HealthState,
         LenientPayload,
@@ -43,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         spec_digest,
     )
     from ferry.errors import ErrorType
+    from ferry.names import Memo
     from ferry.oci import is_digest
     from ferry.promotion import DecisionContext, Judgement, judge
     from ferry.versions import try_parse_tag
@@ -92,7 +94,7 @@ class EnvironmentWorkflow:
     def _now(self) -> str:
         return workflow.now().strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    def _record(self, type_: str, message: str, **fields: object) -> Event:
+    def _record(self, type_: EventType, message: str, **fields: object) -> Event:
         update = workflow.current_update_info()
         event = Event(at=self._now(), type=type_, message=message, update_id=update.id if update else "",
                       **fields)  # type: ignore[arg-type,unused-ignore]
@@ -102,7 +104,7 @@ class EnvironmentWorkflow:
         # NB: audit reads operator events from history alone; a memo update puts each one there.
         # Behind patched(): older histories (before the audit trail) replay without these commands.
         if workflow.patched("ferry-audit-memo"):
-            workflow.upsert_memo({"ferry_event": event.model_dump(mode="json")})
+            workflow.upsert_memo({Memo.EVENT: event.model_dump(mode="json")})
         if workflow.patched("ferry-alerts"):  # NB: a signal to the alert router from its own task: never waits
             alerting.outbox(self).notify(alerting.notification(
                 type_, self._state.spec.name, message, version=event.version, digest=event.digest, by=event.by,
@@ -147,8 +149,8 @@ class EnvironmentWorkflow:
                     raise
                 # NB: an environment is never cancelled (its record would end); a cancel request suspends it
                 self._state.suspended = True
-                self._record("Suspended", "a cancel request suspends the environment instead of ending it (ferry "
-                             "resume to apply again; terminate the workflow to remove it)", by="cancel request")
+                self._record(EventType.SUSPENDED, "a cancel request suspends the environment instead of ending it "
+                             "(ferry resume to apply again; terminate the workflow to remove it)", by="cancel request")
                 self._publish()
 
     async def _cycle(self) -> None:
@@ -225,12 +227,12 @@ class EnvironmentWorkflow:
         changes = result.changes
         if changes.drift:
             self._state.last_drift = self._record(
-                "DriftCorrected", f"reverted hand edits on {changes.count('drift')} object(s)", version=desired.version,
-                digest=desired.digest, objects=changes.drift)
+                EventType.DRIFT_CORRECTED, f"reverted hand edits on {changes.count('drift')} object(s)",
+                version=desired.version, digest=desired.digest, objects=changes.drift)
         if changes.changed or not baseline:
             self._state.last_applied = Applied(version=desired.version, digest=desired.digest,
                                                revision=result.revision, at=self._now(), changes=changes.summary())
-            self._record("Applied", f"{desired.version}: {changes.summary()}", version=desired.version,
+            self._record(EventType.APPLIED, f"{desired.version}: {changes.summary()}", version=desired.version,
                          digest=desired.digest, objects={"created": changes.created, "updated": changes.updated,
                                                          "deleted": changes.deleted})
             # NB: until the rollout is judged, the previous version's health would describe the wrong digest
@@ -306,7 +308,7 @@ class EnvironmentWorkflow:
         if self._state.blocked != blocked:
             self._state.blocked = blocked
             pin = self._state.pin
-            event = self._record("VerificationFailed", f"{desired.version} not applied: {reason}",
+            event = self._record(EventType.VERIFICATION_FAILED, f"{desired.version} not applied: {reason}",
                                  version=desired.version, digest=desired.digest,
                                  request_id=pin.request_id if pin and pin.digest == desired.digest else "")
             self._answer(pin, desired, "refused", event.message)
@@ -332,7 +334,7 @@ class EnvironmentWorkflow:
         else:
             error = f"{kind}: {message}"
             if error != self._state.last_error:  # once per distinct error, not every interval
-                self._record("ReconcileFailed", f"{desired.version}: {error}", version=desired.version,
+                self._record(EventType.RECONCILE_FAILED, f"{desired.version}: {error}", version=desired.version,
                              digest=desired.digest)
             self._state.last_error = error
 
@@ -404,7 +406,7 @@ class EnvironmentWorkflow:
             candidate = found.ref
             if candidate is None or not self._newer_than_holds(candidate.version):
                 return VersionRef(version=state.pin.version, digest=state.pin.digest)
-            self._record("PinReleased", f"{candidate.version} is newer than the held version(s); tracking "
+            self._record(EventType.PIN_RELEASED, f"{candidate.version} is newer than the held version(s); tracking "
                          f"{spec.semver} again", version=candidate.version, digest=candidate.digest)
             self._answer(state.pin, None, "superseded", f"the pin was released: {candidate.version} is newer")
             state.pin = None
@@ -423,7 +425,7 @@ class EnvironmentWorkflow:
                    f"{bound}; keeping what is applied")
         if self._state.blocked != blocked:
             self._state.blocked = blocked
-            self._record("TagMoved", blocked, version=ref.version, digest=ref.digest,
+            self._record(EventType.TAG_MOVED, blocked, version=ref.version, digest=ref.digest,
                          objects={"digests": [bound, ref.digest]})
         return False
 
@@ -495,7 +497,8 @@ class EnvironmentWorkflow:
             state.last_known_good = desired
             history = [r for r in state.good_history if r.digest != desired.digest]
             state.good_history = [*history, desired][-policies.MAX_GOOD_HISTORY:]
-            self._record("Healthy", f"{desired.version} is healthy", version=desired.version, digest=desired.digest)
+            self._record(EventType.HEALTHY, f"{desired.version} is healthy", version=desired.version,
+                         digest=desired.digest)
 
     def _auto_rollback(self, failed: VersionRef, health: HealthState) -> None:
         state = self._state
@@ -503,12 +506,12 @@ class EnvironmentWorkflow:
         if failed.version not in state.holds:
             state.holds = [*state.holds, failed.version]
         if not state.spec.auto_rollback or good is None or good.digest == failed.digest:
-            self._record("HealthFailed", f"{failed.version} failed health: {health.reason}", version=failed.version,
-                         digest=failed.digest)
+            self._record(EventType.HEALTH_FAILED, f"{failed.version} failed health: {health.reason}",
+                         version=failed.version, digest=failed.digest)
             return
         state.pin = Pin(version=good.version, digest=good.digest, by="ferry (auto-rollback)", kind="auto-rollback",
                         reason=f"{failed.version} failed health: {health.reason}", at=self._now())
-        self._record("AutoRollback", f"{failed.version} failed health ({health.reason}); rolled back to "
+        self._record(EventType.AUTO_ROLLBACK, f"{failed.version} failed health ({health.reason}); rolled back to "
                      f"{good.version}; {failed.version} is held", version=good.version, digest=good.digest,
                      by="ferry (auto-rollback)", objects={"failed": [failed.version, failed.digest]})
         self._wake = True
@@ -522,12 +525,13 @@ class EnvironmentWorkflow:
         try:
             request = PinRequest.model_validate(payload.root)
         except pydantic.ValidationError as err:
-            self._record("PinRefused", f"malformed pin: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}"[:500])
+            self._record(EventType.PIN_REFUSED,
+                         f"malformed pin: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}"[:500])
             return
         verdicts = self._verdicts(request) if self._state.spec.approval.required else []
         refusal = self._pin_refusal(request, verdicts)
         if refusal:
-            event = self._record("PinRefused", f"pin of {request.version} refused: {refusal}", by=request.by,
+            event = self._record(EventType.PIN_REFUSED, f"pin of {request.version} refused: {refusal}", by=request.by,
                                  request_id=request.request_id, version=request.version)
             self._signal_back(request.request_id, "refused", event.message)
             return
@@ -543,7 +547,8 @@ class EnvironmentWorkflow:
         if request.hold and request.hold not in self._state.holds:
             self._state.holds = [*self._state.holds, request.hold]
         self._state.blocked = ""
-        self._record("Pinned", f"pinned to {request.version} ({request.kind}) by {request.by}: {request.reason}",
+        self._record(EventType.PINNED,
+                     f"pinned to {request.version} ({request.kind}) by {request.by}: {request.reason}",
                      version=request.version, digest=request.digest, by=request.by, request_id=request.request_id)
         self._answer(previous, None, "superseded", f"a newer pin took over ({request.kind} by {request.by})")
         self._wake = True
@@ -613,14 +618,14 @@ class EnvironmentWorkflow:
     def suspend(self, payload: LenientPayload) -> None:
         actor = self._actor(payload)
         self._state.suspended = True
-        self._record("Suspended", f"suspended by {actor.by}: {actor.reason}", by=actor.by)
+        self._record(EventType.SUSPENDED, f"suspended by {actor.by}: {actor.reason}", by=actor.by)
         self._wake = True
 
     @workflow.signal(name="resume", description='Start applying again: {"by": "alice", "reason": "..."}')
     def resume(self, payload: LenientPayload) -> None:
         actor = self._actor(payload)
         self._state.suspended = False
-        self._record("Resumed", f"resumed by {actor.by}: {actor.reason}", by=actor.by)
+        self._record(EventType.RESUMED, f"resumed by {actor.by}: {actor.reason}", by=actor.by)
         self._wake = True
 
     @staticmethod
@@ -644,7 +649,7 @@ class EnvironmentWorkflow:
                                   spec=update.spec, digest=spec_digest(update.spec), by=by, at=self._now(),
                                   changes=changes)
             self._state.pending_spec = pending
-            self._record("SpecChangePending", f"spec change by {by} waits for approval ({pending.id}): "
+            self._record(EventType.SPEC_CHANGE_PENDING, f"spec change by {by} waits for approval ({pending.id}): "
                          f"{'; '.join(protected)}"[:1000], by=by, objects={"changes": changes})
             return SpecUpdateResult(status=self.status(), applied=False, changes=changes, pending_id=pending.id)
         self._apply_spec(update.spec, by, changes)
@@ -660,7 +665,7 @@ class EnvironmentWorkflow:
         if old.verify != spec.verify:
             self._state.verified = {}  # verified under other keys: verify again
         approval = f", approved by {approved_by}" if approved_by else ""
-        self._record("SpecUpdated", f"spec updated by {by}{approval} ({spec.tracking}): "
+        self._record(EventType.SPEC_UPDATED, f"spec updated by {by}{approval} ({spec.tracking}): "
                      f"{'; '.join(changes) or 'no field changed'}"[:1000], by=by, objects={"changes": changes})
         self._wake = True
 
@@ -703,12 +708,13 @@ class EnvironmentWorkflow:
         refusal = verdict.refusal
         who = f"{verdict.approver} ({verdict.fingerprint})" if verdict.verified else f"{verdict.approver} (claimed)"
         if refusal:
-            self._record("SpecDecisionRefused", f"{action} of {pending.id} by {verdict.approver or '?'} refused: "
-                         f"{refusal}"[:1000], by=verdict.approver)
+            self._record(EventType.SPEC_DECISION_REFUSED,
+                         f"{action} of {pending.id} by {verdict.approver or '?'} refused: {refusal}"[:1000],
+                         by=verdict.approver)
             raise ApplicationError(refusal, type="DecisionRefused", non_retryable=True)
         self._state.pending_spec = None
         if action == "reject":
-            self._record("SpecChangeRejected", f"spec change {pending.id} by {pending.by} rejected by {who}",
+            self._record(EventType.SPEC_CHANGE_REJECTED, f"spec change {pending.id} by {pending.by} rejected by {who}",
                          by=verdict.approver)
             return SpecUpdateResult(status=self.status(), applied=False, changes=pending.changes)
         self._apply_spec(pending.spec, pending.by, pending.changes, approved_by=who)

@@ -17,6 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from ferry.environment import (
         EnvironmentState,
         EnvironmentStatus,
+        EventType,
         LenientPayload,
         PinKind,
         PinOutcome,
@@ -158,15 +159,15 @@ def _judge_status(state: EnvironmentState, digest: str, request_id: str, acknowl
     """What the environment's status says of this pin. -> (verdict or None to keep waiting, acknowledged)."""
     mine = state.pin is not None and state.pin.request_id == request_id
     answers = [e for e in state.events if e.request_id == request_id]
-    refused = next((e for e in answers if e.type in ("PinRefused", "VerificationFailed")), None)
+    refused = next((e for e in answers if e.type in (EventType.PIN_REFUSED, EventType.VERIFICATION_FAILED)), None)
     if refused is not None:
         return ("refused", refused.message, False), acknowledged
-    acknowledged = acknowledged or mine or any(e.type == "Pinned" for e in answers)
+    acknowledged = acknowledged or mine or any(e.type == EventType.PINNED for e in answers)
     if not acknowledged:
         return None, acknowledged
     if not mine:
         if state.pin is not None and state.pin.kind == "auto-rollback" and state.pin.reason and any(
-                e.type == "AutoRollback" and digest in e.objects.get("failed", []) for e in state.events):
+                e.type == EventType.AUTO_ROLLBACK and digest in e.objects.get("failed", []) for e in state.events):
             return ("failed", state.pin.reason, True), acknowledged
         return ("superseded", f"a newer pin took over ({state.pin.kind} by {state.pin.by})" if state.pin else
                 "the pin was released", False), acknowledged

@@ -9,6 +9,7 @@ with workflow.unsafe.imports_passed_through():
     from ferry.approvals import SignedDecision
     from ferry.durations import parse_duration
     from ferry.environment import ApprovalPolicy, LenientPayload
+    from ferry.names import Memo
     from ferry.promotion import (
         MAX_DECISIONS_KEPT,
         Decision,
@@ -207,7 +208,7 @@ class PromotionWorkflow(PinOutcomes):
                           update_id=update.id if update else "")
         s.decisions = [*s.decisions, record][-MAX_DECISIONS_KEPT:]
         metrics.promotion_decision(s.environment, action, not refusal)
-        workflow.upsert_memo({"ferry_decision": record.model_dump(mode="json")})
+        workflow.upsert_memo({Memo.DECISION: record.model_dump(mode="json")})
         if not duplicate and workflow.patched("ferry-alerts"):
             kind = "Refused" if refusal else ("Approved" if action == "approve" else "Rejected")
             alerting.outbox(self).notify(alerting.notification(
