@@ -22,7 +22,7 @@ from pydantic import (
 
 from ferry.approvals import NAME_PATTERN, ApproverKey, SignedDecision, key_fingerprint
 from ferry.cosign import PublisherKey
-from ferry.durations import parse_duration
+from ferry.durations import MAX_DURATION_TEXT, Duration, parse_duration
 from ferry.names import ENV_PREFIX
 from ferry.oci import Digest, Repository
 from ferry.versions import SemverRange, parse_release_version
@@ -64,6 +64,8 @@ def env_workflow_id(name: str) -> str:
 
 
 def _duration(value: str, field: str) -> str:
+    if len(value) > MAX_DURATION_TEXT:
+        return value  # NB: refused by its type (Duration), as too long, without parsing it
     try:
         if parse_duration(value).total_seconds() <= 0:
             raise ValueError("must be positive")
@@ -95,7 +97,7 @@ class ApprovalPolicy(_Model):
                                 "approver has a key)")
     requires_healthy_in: list[Annotated[str, Field(max_length=53)]] = Field(
         default_factory=list, alias="requires-healthy-in", max_length=16)
-    timeout: str = Field("24h", max_length=32, description="how long a promotion waits for a decision")
+    timeout: Duration = Field(Duration("24h"), description="how long a promotion waits for a decision")
 
     @field_validator("approvers", mode="before")
     @classmethod
@@ -103,10 +105,10 @@ class ApprovalPolicy(_Model):
         # NB: a plain name is today's (and every older state's) unsigned approver
         return [{"name": v} if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
 
-    @field_validator("timeout")
+    @field_validator("timeout", mode="before")
     @classmethod
-    def _timeout(cls, value: str) -> str:
-        return _duration(value, "timeout")
+    def _timeout(cls, value: Any) -> Any:
+        return _duration(value, "timeout") if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _approvers_when_required(self) -> ApprovalPolicy:
@@ -192,11 +194,11 @@ class EnvironmentSpec(_Model):
     version: str | None = Field(None, max_length=128, description="pinned version")
     semver: str | None = Field(None, max_length=256, description="range to track, e.g. '>=1.2.0 <2.0.0'")
     prereleases: bool = False
-    interval: str = Field("1m", max_length=32)
-    timeout: str = Field("5m", max_length=32)
+    interval: Duration = Duration("1m")
+    timeout: Duration = Duration("5m")
     prune: bool = True
     allow_empty: bool = Field(False, alias="allow-empty", description="permit pruning everything")
-    health_timeout: str = Field("5m", alias="health-timeout", max_length=32)
+    health_timeout: Duration = Field(Duration("5m"), alias="health-timeout")
     auto_rollback: bool = Field(True, alias="auto-rollback")
     approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
     verify: VerifyPolicy | None = Field(None, description="require releases signed by one of these publishers")
@@ -229,10 +231,11 @@ class EnvironmentSpec(_Model):
             SemverRange(value)
         return value
 
-    @field_validator("interval", "timeout", "health_timeout")
+    @field_validator("interval", "timeout", "health_timeout", mode="before")
     @classmethod
-    def _durations(cls, value: str) -> str:
-        return _duration(value, "duration")
+    def _durations(cls, value: Any) -> Any:
+        # NB: before the type (Duration), so a bad duration is refused with the field's label as it always was
+        return _duration(value, "duration") if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _tracks_one_thing(self) -> EnvironmentSpec:

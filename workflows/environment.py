@@ -9,7 +9,6 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     import pydantic
 
-    from ferry.durations import parse_duration
     from ferry.environment import (
         ActorRequest,
         Applied,
@@ -170,7 +169,7 @@ class EnvironmentWorkflow:
             # deployment's current build here, at continue-as-new (workers/versioning.py)
             workflow.continue_as_new(EnvironmentInput(state=self._state),
                                      initial_versioning_behavior=workflow.ContinueAsNewVersioningBehavior.AUTO_UPGRADE)
-        interval = parse_duration(self._state.spec.interval)
+        interval = self._state.spec.interval.delta
         self._state.next_reconcile_at = (workflow.now() + interval).strftime("%Y-%m-%dT%H:%M:%SZ")
         self._describe()
         try:
@@ -217,7 +216,7 @@ class EnvironmentWorkflow:
             try:
                 result = await workflow.execute_activity(
                     stubs.reconcile_environment, self._reconcile_input(desired, baseline),
-                    start_to_close_timeout=parse_duration(spec.timeout), retry_policy=policies.RECONCILE_RETRY,
+                    start_to_close_timeout=spec.timeout.delta, retry_policy=policies.RECONCILE_RETRY,
                     heartbeat_timeout=policies.RECONCILE_HEARTBEAT, summary=f"reconcile {desired.version} "
                     f"({desired.digest[:19]}…)")
             except ActivityError as err:
@@ -442,7 +441,7 @@ class EnvironmentWorkflow:
         """Wait for the rollout of `desired` to be judged. Patched: the deadline is absolute across retries
         (schedule-to-close), and a new pin to another digest (an emergency rollback) pre-empts the wait."""
         spec = self._state.spec
-        timeout = parse_duration(spec.health_timeout)
+        timeout = spec.health_timeout.delta
         input = HealthInput(environment=spec.name, digest=desired.digest, cluster=spec.cluster.name or "",
                             kubeconfig=spec.cluster.kubeconfig, context=spec.cluster.context,
                             timeout_seconds=int(timeout.total_seconds()))
@@ -739,7 +738,7 @@ class EnvironmentWorkflow:
             raise ApplicationError("nothing to plan: no version resolves for this environment", type="NotFound")
         result = await workflow.execute_activity(
             stubs.reconcile_environment, self._reconcile_input(desired, False, dry_run=True),
-            start_to_close_timeout=parse_duration(spec.timeout), retry_policy=policies.QUICK_RETRY)
+            start_to_close_timeout=spec.timeout.delta, retry_policy=policies.QUICK_RETRY)
         return PlanResult(version=desired.version, digest=desired.digest,
                           changes=[c for c in result.plan if c["action"] != "delete"],
                           prune=[c["object"] for c in result.plan if c["action"] == "delete"],

@@ -7,7 +7,6 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from ferry.approvals import SignedDecision
-    from ferry.durations import parse_duration
     from ferry.environment import ApprovalPolicy, LenientPayload
     from ferry.names import Memo
     from ferry.promotion import (
@@ -115,7 +114,7 @@ class PromotionWorkflow(PinOutcomes):
             self._decide(action, raw, via)
         self._pending = []
         if spec.approval.required:
-            timeout = parse_duration(spec.approval.timeout)
+            timeout = spec.approval.timeout.delta
             self._status.deadline = (workflow.now() + timeout).strftime("%Y-%m-%dT%H:%M:%SZ")
             self._phase("AwaitingApproval")
             workflow.set_current_details(self._awaiting_details(spec.approval))
@@ -153,7 +152,7 @@ class PromotionWorkflow(PinOutcomes):
                                      f"{', '.join(approvers) or 'nobody (no approval required)'}; waiting until it "
                                      "is applied and healthy")
         outcome, reason, rolled_back = await self.await_pin_outcome(
-            input.environment, digest, request_id, parse_duration(spec.health_timeout) + parse_duration(spec.interval)
+            input.environment, digest, request_id, spec.health_timeout.delta + spec.interval.delta
             + policies.PIN_OUTCOME_SLACK)
         return self._finish(outcome, reason, rolled_back)
 

@@ -6,7 +6,6 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from ferry.durations import parse_duration
     from ferry.promotion import RollbackInput, RollbackResult
     from ferry.versions import try_parse_tag
     from workflows import metrics, policies
@@ -76,7 +75,7 @@ class RollbackWorkflow(PinOutcomes):
                                     kind="rollback", reason=input.reason or "rollback",
                                     hold=current.version if current and current.version != target_version else None)
         outcome, reason, _ = await self.await_pin_outcome(input.environment, digest, request_id,
-                                                  parse_duration(spec.health_timeout) + policies.PIN_OUTCOME_SLACK)
+                                                  spec.health_timeout.delta + policies.PIN_OUTCOME_SLACK)
         return self._done(result, outcome, reason)
 
     @staticmethod
