@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         PlanRequest,
         PlanResult,
         ReconcileInput,
+        ReconcileResult,
         ResolveInput,
         ResolveResult,
         SpecUpdate,
@@ -196,51 +197,71 @@ class EnvironmentWorkflow:
         workflow.set_current_details("\n".join(lines))
 
     async def _iterate(self) -> None:
+        """check → resolve (and verify) → reconcile → record → wait for health → judge."""
         check = await self._check() if workflow.patched("ferry-local-check") else None
-        desired = await self._resolve(check.found if check is not None and check.found is not None else None)
+        desired = await self._desired(check)
         if desired is None:
             return
+        applied = self._state.last_applied
+        baseline = applied is not None and applied.digest == desired.digest
+        result = await self._reconciled(desired, baseline, check.result if check is not None else None)
+        if result is None:
+            return
+        self._state.cluster_unreachable_since, self._state.cluster_error, self._state.last_error = None, "", ""
+        health = await self._recorded(desired, baseline, result)
+        self._state.health = health
+        self._judge(desired, baseline, health)
+
+    async def _desired(self, check: CheckResult | None) -> VersionRef | None:
+        """What this iteration applies: resolved (by the check, or now), and verified when the spec says so."""
+        desired = await self._resolve(check.found if check is not None and check.found is not None else None)
+        if desired is None:
+            return None
         if self._state.spec.verify is not None and not await self._verified(desired):
             current = self._current()  # keep reconciling (drift included) what was verified and applied before
             if current is None or current.digest == desired.digest or current.digest not in self._state.verified:
-                return
-            desired = current
-        spec = self._state.spec
+                return None
+            return current
+        return desired
+
+    async def _reconciled(self, desired: VersionRef, baseline: bool, checked: ReconcileResult | None
+                          ) -> ReconcileResult | None:
+        """The check's result when it found nothing to write, else a reconcile (None: it failed, recorded)."""
         applied = self._state.last_applied
-        baseline = applied is not None and applied.digest == desired.digest
-        checked = check.result if check is not None else None
         if (checked is not None and not checked.pending and baseline and applied is not None
                 and applied.version == desired.version):
-            result = checked  # the check found nothing to write: no activity this iteration
-        else:
-            try:
-                result = await workflow.execute_activity(
-                    stubs.reconcile_environment, self._reconcile_input(desired, baseline),
-                    start_to_close_timeout=spec.timeout.delta, retry_policy=policies.RECONCILE_RETRY,
-                    heartbeat_timeout=policies.RECONCILE_HEARTBEAT, summary=f"reconcile {desired.version} "
-                    f"({desired.digest[:19]}…)")
-            except ActivityError as err:
-                self._reconcile_failed(err, desired)
-                return
-        self._state.cluster_unreachable_since, self._state.cluster_error, self._state.last_error = None, "", ""
+            return checked  # the check found nothing to write: no activity this iteration
+        try:
+            return await workflow.execute_activity(
+                stubs.reconcile_environment, self._reconcile_input(desired, baseline),
+                start_to_close_timeout=self._state.spec.timeout.delta, retry_policy=policies.RECONCILE_RETRY,
+                heartbeat_timeout=policies.RECONCILE_HEARTBEAT, summary=f"reconcile {desired.version} "
+                f"({desired.digest[:19]}…)")
+        except ActivityError as err:
+            self._reconcile_failed(err, desired)
+            return None
+
+    async def _recorded(self, desired: VersionRef, baseline: bool, result: ReconcileResult) -> HealthState:
+        """Record drift and what was applied; a change (or a new digest) waits for its rollout to be judged."""
         changes = result.changes
         if changes.drift:
             self._state.last_drift = self._record(
                 EventType.DRIFT_CORRECTED, f"reverted hand edits on {changes.count('drift')} object(s)",
                 version=desired.version, digest=desired.digest, objects=changes.drift)
-        if changes.changed or not baseline:
-            self._state.last_applied = Applied(version=desired.version, digest=desired.digest,
-                                               revision=result.revision, at=self._now(), changes=changes.summary())
-            self._record(EventType.APPLIED, f"{desired.version}: {changes.summary()}", version=desired.version,
-                         digest=desired.digest, objects={"created": changes.created, "updated": changes.updated,
-                                                         "deleted": changes.deleted})
-            # NB: until the rollout is judged, the previous version's health would describe the wrong digest
-            self._state.health = HealthState(status="Progressing", reason=f"waiting for {desired.version} to roll "
-                                             "out", digest=desired.digest, at=self._now())
-            health = await self._wait_healthy(desired)
-        else:
-            health = result.health
-        self._state.health = health
+        if not changes.changed and baseline:
+            return result.health
+        self._state.last_applied = Applied(version=desired.version, digest=desired.digest,
+                                           revision=result.revision, at=self._now(), changes=changes.summary())
+        self._record(EventType.APPLIED, f"{desired.version}: {changes.summary()}", version=desired.version,
+                     digest=desired.digest, objects={"created": changes.created, "updated": changes.updated,
+                                                     "deleted": changes.deleted})
+        # NB: until the rollout is judged, the previous version's health would describe the wrong digest
+        self._state.health = HealthState(status="Progressing", reason=f"waiting for {desired.version} to roll "
+                                         "out", digest=desired.digest, at=self._now())
+        return await self._wait_healthy(desired)
+
+    def _judge(self, desired: VersionRef, baseline: bool, health: HealthState) -> None:
+        """Healthy: known-good, and the pin's sender is told. Failed (a new digest): roll back, and tell it."""
         pin = self._state.pin
         if health.status == "Healthy":
             self._known_good(desired)

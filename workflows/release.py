@@ -50,6 +50,31 @@ def release_search_attributes(input: ReleaseInput) -> TypedSearchAttributes:
                                   SearchAttributePair(FERRY_PUBLISHER, input.publisher)])
 
 
+def _refuse_foreign_queue(input: ReleaseInput) -> None:
+    """NB: the model refuses such a queue when decoding; this also refuses the worker's own queue whatever it is
+    named. A refusal issues no command first, so valid releases keep their command sequence."""
+    problem = ci_task_queue_problem(input.ci_task_queue)
+    if problem is None and input.ci_task_queue == workflow.info().task_queue:
+        problem = f"ci_task_queue {input.ci_task_queue!r} is this worker's own queue"
+    if problem is not None:
+        raise ApplicationError(problem, type=str(ErrorType.BAD_INPUT), non_retryable=True)
+
+
+def _annotations(input: ReleaseInput) -> dict[str, str]:
+    """The release's OCI manifest annotations: when, which version, who published it, from which workflow/source."""
+    annotations = {
+        ANNOTATION_CREATED: input.created or workflow.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        ANNOTATION_VERSION: input.version,
+        ANNOTATION_PUBLISHED_BY: input.publisher,
+        ANNOTATION_RELEASE_WORKFLOW: workflow.info().workflow_id,
+    }
+    if input.source:
+        annotations[ANNOTATION_SOURCE] = input.source
+    if input.revision:
+        annotations[ANNOTATION_REVISION] = input.revision
+    return annotations
+
+
 # NB: an input the model refuses (a crafted ci_task_queue) fails the workflow on the record instead of failing
 # its first workflow task forever.
 @workflow.defn(name="ReleaseWorkflow", failure_exception_types=[ValidationError])
@@ -60,13 +85,8 @@ class ReleaseWorkflow:
 
     @workflow.run
     async def run(self, input: ReleaseInput) -> ReleaseResult:
-        # NB: the model refuses such a queue when decoding; this also refuses the worker's own queue whatever it
-        # is named. A refusal issues no command first, so valid releases keep their command sequence.
-        problem = ci_task_queue_problem(input.ci_task_queue)
-        if problem is None and input.ci_task_queue == workflow.info().task_queue:
-            problem = f"ci_task_queue {input.ci_task_queue!r} is this worker's own queue"
-        if problem is not None:
-            raise ApplicationError(problem, type=str(ErrorType.BAD_INPUT), non_retryable=True)
+        """package → already released? → push → verify the tag → sign → announce."""
+        _refuse_foreign_queue(input)
         workflow.upsert_search_attributes([FERRY_REPOSITORY.value_set(input.repository),
                                            FERRY_VERSION.value_set(input.version),
                                            FERRY_PUBLISHER.value_set(input.publisher)])
@@ -77,23 +97,21 @@ class ReleaseWorkflow:
             stubs.resolve_tag, ResolveTagInput(repository=input.repository, tag=input.version, missing_ok=True))
         if existing.digest is not None:
             return await self._already_released(input, packaged, existing.digest)
+        result = await self._signed(input, await self._pushed(input, packaged))
+        if workflow.patched("ferry-alerts"):
+            await alerting.send(alerting.notification(
+                "ReleasePublished", "", f"{input.repository}:{input.version} released by {input.publisher} as "
+                f"{result.digest}", version=input.version, digest=result.digest, by=input.publisher,
+                details={"repository": input.repository, "revision": input.revision, "source": input.source}))
+        return result
 
-        created = input.created or workflow.now().strftime("%Y-%m-%dT%H:%M:%SZ")
-        annotations = {
-            ANNOTATION_CREATED: created,
-            ANNOTATION_VERSION: input.version,
-            ANNOTATION_PUBLISHED_BY: input.publisher,
-            ANNOTATION_RELEASE_WORKFLOW: workflow.info().workflow_id,
-        }
-        if input.source:
-            annotations[ANNOTATION_SOURCE] = input.source
-        if input.revision:
-            annotations[ANNOTATION_REVISION] = input.revision
+    async def _pushed(self, input: ReleaseInput, packaged: PackageBundleResult) -> ReleaseResult:
+        """Push the packaged layer with Flux's media types, then check the tag resolves to what was pushed."""
         pushed = await self._on_ci(
             stubs.push_artifact,
             PushArtifactInput(repository=input.repository, tag=input.version, file_path=packaged.path,
                               layer_media_type=FLUX_CONTENT_MEDIA_TYPE, config_media_type=FLUX_CONFIG_MEDIA_TYPE,
-                              annotations=annotations))
+                              annotations=_annotations(input)))
         if pushed.layer_digest != packaged.layer_digest:
             raise ApplicationError(f"pushed layer {pushed.layer_digest} is not the packaged {packaged.layer_digest}",
                                    type=str(ErrorType.DIGEST_MISMATCH), non_retryable=True)
@@ -104,15 +122,8 @@ class ReleaseWorkflow:
                 f"{input.repository}:{input.version} resolves to {verified.digest}, not the pushed {pushed.digest}: "
                 "someone else pushed this tag concurrently", type=str(ErrorType.DIGEST_MISMATCH), non_retryable=True)
         workflow.logger.info("released %s:%s as %s", input.repository, input.version, pushed.digest)
-        result = ReleaseResult(repository=input.repository, version=input.version, digest=pushed.digest,
-                               layer_digest=pushed.layer_digest, size=pushed.size, publisher=input.publisher)
-        result = await self._signed(input, result)
-        if workflow.patched("ferry-alerts"):
-            await alerting.send(alerting.notification(
-                "ReleasePublished", "", f"{input.repository}:{input.version} released by {input.publisher} as "
-                f"{result.digest}", version=input.version, digest=result.digest, by=input.publisher,
-                details={"repository": input.repository, "revision": input.revision, "source": input.source}))
-        return result
+        return ReleaseResult(repository=input.repository, version=input.version, digest=pushed.digest,
+                             layer_digest=pushed.layer_digest, size=pushed.size, publisher=input.publisher)
 
     async def _signed(self, input: ReleaseInput, result: ReleaseResult) -> ReleaseResult:
         """Sign the verified digest on the CI host, which alone holds the key. NB: an unsigned release issues
