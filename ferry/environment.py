@@ -9,8 +9,6 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     RootModel,
     ValidationError,
@@ -23,6 +21,9 @@ from pydantic import (
 from ferry.approvals import NAME_PATTERN, ApproverKey, SignedDecision, key_fingerprint
 from ferry.cosign import PublisherKey
 from ferry.durations import MAX_DURATION_TEXT, Duration, parse_duration
+from ferry.errors import validation_message
+from ferry.model import PEOPLE as PEOPLE  # re-exported: what people type is validated with it
+from ferry.model import Model
 from ferry.names import ENV_PREFIX
 from ferry.oci import Digest, Repository
 from ferry.versions import SemverRange, parse_release_version
@@ -38,25 +39,7 @@ MAX_APPROVERS = 32
 MAX_APPROVALS_PER_PIN = 8
 
 
-PEOPLE = "typed-by-people"  # validation context: refuse unknown fields (see _Model)
-
-
-class _Model(BaseModel):
-    """Persisted in workflow state and sent between workers: unknown fields are ignored, so a state written by a
-    newer worker still decodes on this one (a rolling upgrade or its rollback never strands a workflow). What
-    people type (environments.yaml, CLI input) is validated with context {PEOPLE: True}: unknown fields refused."""
-
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_unknown_fields_from_people(cls, data: Any, info: ValidationInfo) -> Any:
-        if isinstance(data, dict) and info.context and info.context.get(PEOPLE):
-            known = set(cls.model_fields) | {f.alias for f in cls.model_fields.values() if f.alias}
-            unknown = [str(k) for k in data if k not in known]
-            if unknown:
-                raise ValueError(f"{unknown[0]}: unknown field (not part of {cls.__name__})")
-        return data
+_Model = Model  # NB: the one base (ferry/model.py); ferry.alerts imports it under this name
 
 
 def env_workflow_id(name: str) -> str:
@@ -605,8 +588,7 @@ def people_check(spec: EnvironmentSpec) -> None:
         EnvironmentSpec.model_validate(spec.model_dump(mode="json", by_alias=True, exclude_none=True),
                                        context={PEOPLE: True})
     except ValidationError as err:
-        first = err.errors()[0]
-        raise ValueError(f"{'.'.join(str(p) for p in first['loc']) or 'spec'}: {first['msg']}") from None
+        raise ValueError(validation_message(err, "spec")) from None
 
 
 class SpecUpdate(_Model):

@@ -58,7 +58,8 @@ def all_activities(settings: Settings, client: Client) -> list[Callable[..., Any
 
 
 STATELESS_WORKFLOW_HELPERS = ("workflows.metrics", "workflows.policies", "workflows.search_attributes",
-                              "workflows.outbox", "workflows.pinning", "workflows.activity_stubs")
+                              "workflows.outbox", "workflows.pinning", "workflows.activity_stubs",
+                              "workflows.failures")
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:

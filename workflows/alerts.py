@@ -10,7 +10,7 @@ import asyncio
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     import pydantic
@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
     from ferry.names import Memo
     from workflows import activity_stubs as stubs
     from workflows import policies
+    from workflows.failures import cause_message, cause_type
     from workflows.search_attributes import FERRY_PHASE
 
 _TIME = "%Y-%m-%dT%H:%M:%SZ"
@@ -154,9 +155,8 @@ class AlertRouterWorkflow:
                 schedule_to_close_timeout=left, retry_policy=policies.DELIVERY_RETRY,
                 summary=f"{note.type} {note.environment} → {pending.provider} ({pending.alert})"[:200])
         except ActivityError as err:
-            cause = err.cause
-            kind = cause.type if isinstance(cause, ApplicationError) and cause.type else type(cause).__name__
-            self._give_up(pending, f"{kind}: {getattr(cause, 'message', cause) or err}"[:1000])
+            kind = cause_type(err) or type(err.cause).__name__  # NB: an untyped ApplicationError by its class
+            self._give_up(pending, f"{kind}: {cause_message(err, limit=None) or err}"[:1000])
         else:
             self._count("delivered")
             self._state.delivered = [*self._state.delivered, Delivered(

@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import activity_stubs as stubs
     from workflows import metrics, policies
     from workflows import outbox as alerting
+    from workflows.failures import cause_message, cause_type
     from workflows.pinning import verify_release
     from workflows.search_attributes import (
         FERRY_ENVIRONMENT,
@@ -60,16 +61,6 @@ with workflow.unsafe.imports_passed_through():
         FERRY_VERSION,
     )
 
-
-
-def _cause_type(err: BaseException) -> str:
-    cause = err.cause if isinstance(err, ActivityError) else err
-    return cause.type or "" if isinstance(cause, ApplicationError) else type(cause).__name__
-
-
-def _cause_message(err: BaseException) -> str:
-    cause = err.cause if isinstance(err, ActivityError) else err
-    return str(getattr(cause, "message", cause))[:500]
 
 
 def _approvers(verdicts: list[Judgement]) -> list[str]:
@@ -307,11 +298,11 @@ class EnvironmentWorkflow:
             try:
                 result = await verify_release(spec.repository, desired.digest, spec.verify)
             except ActivityError as err:
-                if _cause_type(err) != "VerificationFailed":
+                if cause_type(err) != "VerificationFailed":
                     state.source_unavailable_since = state.source_unavailable_since or self._now()
-                    state.source_error = _cause_message(err)
+                    state.source_error = cause_message(err)
                     return False
-                return self._refuse_artifact(desired, _cause_message(err))
+                return self._refuse_artifact(desired, cause_message(err))
             verified = {**state.verified, desired.digest: result.publisher}
             state.verified = dict(list(verified.items())[-policies.MAX_VERIFIED_KEPT:])
         pin = state.pin
@@ -344,7 +335,7 @@ class EnvironmentWorkflow:
                               allow_empty=spec.allow_empty, dry_run=dry_run, drift_baseline=baseline)
 
     def _reconcile_failed(self, err: ActivityError, desired: VersionRef) -> None:
-        kind, message = _cause_type(err), _cause_message(err)
+        kind, message = cause_type(err), cause_message(err)
         if kind == ErrorType.REGISTRY_UNAVAILABLE:
             self._state.source_unavailable_since = self._state.source_unavailable_since or self._now()
             self._state.source_error = message
@@ -389,8 +380,8 @@ class EnvironmentWorkflow:
             # NB: a failed local activity raises its cause (ApplicationError, TimeoutError), not an ActivityError
             if isinstance(err, CancelledError):
                 raise
-            workflow.logger.info("no-op check failed (%s: %s); full reconcile path", _cause_type(err),
-                                 _cause_message(err))
+            workflow.logger.info("no-op check failed (%s: %s); full reconcile path", cause_type(err),
+                                 cause_message(err))
             return None
         return checked
 
@@ -408,11 +399,11 @@ class EnvironmentWorkflow:
                     start_to_close_timeout=policies.RESOLVE_TIMEOUT, retry_policy=policies.QUICK_RETRY,
                     summary=f"resolve {spec.tracking}")
             except ActivityError as err:
-                if _cause_type(err) == ErrorType.REGISTRY_UNAVAILABLE:
+                if cause_type(err) == ErrorType.REGISTRY_UNAVAILABLE:
                     state.source_unavailable_since = state.source_unavailable_since or self._now()
-                    state.source_error = _cause_message(err)
+                    state.source_error = cause_message(err)
                 else:
-                    state.last_error = f"{_cause_type(err)}: {_cause_message(err)}"
+                    state.last_error = f"{cause_type(err)}: {cause_message(err)}"
                 return self._current()
         state.source_unavailable_since, state.source_error = None, ""
         if found.ref is not None and not self._tag_bound(found.ref):
@@ -502,7 +493,7 @@ class EnvironmentWorkflow:
         its worker) judged nothing: patched, the rollout stays unjudged (Unknown) and the outage is reported, so
         an API server restart no longer rolls a good release back; the next reconcile judges it. A check that
         failed for another reason still fails the release."""
-        kind, message = _cause_type(err), _cause_message(err)
+        kind, message = cause_type(err), cause_message(err)
         if kind in (ErrorType.CLUSTER_UNAVAILABLE, "TimeoutError") and workflow.patched("ferry-health-outage-unjudged"):
             self._state.cluster_unreachable_since = self._state.cluster_unreachable_since or self._now()
             self._state.cluster_error = message

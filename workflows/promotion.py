@@ -8,6 +8,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from ferry.approvals import SignedDecision
     from ferry.environment import ApprovalPolicy, EnvironmentSpec, EnvironmentState, LenientPayload
+    from ferry.errors import ErrorType
     from ferry.names import Memo
     from ferry.promotion import (
         MAX_DECISIONS_KEPT,
@@ -22,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows import metrics, policies
     from workflows import outbox as alerting
+    from workflows.failures import cause_message, cause_type
     from workflows.pinning import PinOutcomes, environment_status, resolve_release, send_pin
     from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_VERSION
 
@@ -111,11 +113,11 @@ class PromotionWorkflow(PinOutcomes):
         try:
             digest, publisher = await resolve_release(spec.repository, input.version, spec.verify)
         except ActivityError as err:
-            if getattr(err.cause, "type", "") == "VerificationFailed":
+            if cause_type(err) == ErrorType.VERIFICATION_FAILED:
                 return self._finish("refused", f"{input.version} failed signature verification: "
-                                    f"{getattr(err.cause, 'message', err.cause)}")
+                                    f"{cause_message(err, limit=None)}")
             return self._finish("refused", f"{input.version} is not a released version of {spec.repository}: "
-                                f"{getattr(err.cause, 'message', err.cause)}")
+                                f"{cause_message(err, limit=None)}")
         bound = env.tags.get(input.version)
         if bound is not None and bound != digest:
             return self._finish("refused", f"tag {input.version} now points to {digest}, but {input.environment} "

@@ -10,6 +10,7 @@ with workflow.unsafe.imports_passed_through():
     from ferry.versions import try_parse_tag
     from workflows import metrics, policies
     from workflows import outbox as alerting
+    from workflows.failures import cause_message
     from workflows.pinning import PinOutcomes, environment_status, resolve_release, send_pin
     from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_VERSION
 
@@ -56,7 +57,7 @@ class RollbackWorkflow(PinOutcomes):
                 digest, _ = await resolve_release(spec.repository, input.to_version)
             except ActivityError as err:
                 return self._done(result, "refused", f"{input.to_version} is not a released version: "
-                                  f"{getattr(err.cause, 'message', err.cause)}")
+                                  f"{cause_message(err, limit=None)}")
             if spec.approval.required and not any(r.digest == digest for r in state.good_history):
                 return self._done(result, "refused", f"{input.to_version} ({digest}) was never applied and healthy "
                                   f"in {input.environment}: without an approval a rollback may only go to a "
