@@ -7,7 +7,7 @@ NB: one activity per delivery, not a child workflow: a short-lived workflow per 
 workflow start each (measured: 2.4 notifications/s on 2 cores), an activity does not."""
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
@@ -34,12 +34,12 @@ with workflow.unsafe.imports_passed_through():
     )
     from ferry.environment import LenientPayload
     from ferry.names import Memo
+    from ferry.times import parse_timestamp, timestamp
     from workflows import activity_stubs as stubs
     from workflows import policies
     from workflows.failures import cause_message, cause_type
     from workflows.search_attributes import FERRY_PHASE
 
-_TIME = "%Y-%m-%dT%H:%M:%SZ"
 
 
 @workflow.defn(name="AlertRouterWorkflow")
@@ -62,7 +62,7 @@ class AlertRouterWorkflow:
         self._state.counts = {**self._state.counts, name: self._state.counts.get(name, 0) + n}
 
     def _now(self) -> str:
-        return workflow.now().strftime(_TIME)
+        return timestamp(workflow.now())
 
     @workflow.run
     async def run(self, input: AlertRouterInput) -> None:
@@ -107,7 +107,7 @@ class AlertRouterWorkflow:
     def _pending(self, alert: AlertSpec, note: Notification) -> PendingDelivery:
         deadline = workflow.now() + timedelta(seconds=alert.deadline_seconds)
         return PendingDelivery(alert=alert.name, provider=alert.provider, summary=alert.summary,
-                               deadline_at=deadline.strftime(_TIME), notification=note)
+                               deadline_at=timestamp(deadline), notification=note)
 
     def _start(self, pending: PendingDelivery) -> None:
         key = f"{pending.alert}/{pending.notification.key}"
@@ -132,7 +132,7 @@ class AlertRouterWorkflow:
 
     async def _deliver(self, key: str, pending: PendingDelivery) -> None:
         note = pending.notification
-        deadline = datetime.strptime(pending.deadline_at, _TIME).replace(tzinfo=workflow.now().tzinfo)
+        deadline = parse_timestamp(pending.deadline_at)
         left = deadline - workflow.now()
         turn = False
         try:

@@ -47,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
     from ferry.names import Memo
     from ferry.oci import is_digest
     from ferry.promotion import DecisionContext, Judgement, judge
+    from ferry.times import timestamp
     from ferry.versions import try_parse_tag
     from workflows import activity_stubs as stubs
     from workflows import metrics, policies
@@ -83,7 +84,7 @@ class EnvironmentWorkflow:
 
     # ------------------------------------------------------------------------------------- helpers
     def _now(self) -> str:
-        return workflow.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+        return timestamp(workflow.now())
 
     def _record(self, type_: EventType, message: str, **fields: object) -> Event:
         update = workflow.current_update_info()
@@ -162,7 +163,7 @@ class EnvironmentWorkflow:
             workflow.continue_as_new(EnvironmentInput(state=self._state),
                                      initial_versioning_behavior=workflow.ContinueAsNewVersioningBehavior.AUTO_UPGRADE)
         interval = self._state.spec.interval.delta
-        self._state.next_reconcile_at = (workflow.now() + interval).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._state.next_reconcile_at = timestamp(workflow.now() + interval)
         self._describe()
         try:
             await workflow.wait_condition(lambda: self._wake, timeout=interval,

@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
         PromotionStatus,
         judge,
     )
+    from ferry.times import timestamp
     from workflows import metrics, policies
     from workflows import outbox as alerting
     from workflows.failures import cause_message, cause_type
@@ -51,7 +52,7 @@ class PromotionWorkflow(PinOutcomes):
         self._pinned = False
 
     def _now(self) -> str:
-        return workflow.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+        return timestamp(workflow.now())
 
     def _phase(self, phase: Phase) -> None:
         self._status.phase = phase
@@ -132,7 +133,7 @@ class PromotionWorkflow(PinOutcomes):
     async def _await_decision(self, input: PromotionInput, spec: EnvironmentSpec) -> PromotionResult | None:
         """Wait for an approval until the policy's deadline; None when approved, else the expired/rejected result."""
         timeout, digest, publisher = spec.approval.timeout.delta, self._status.digest, self._status.publisher
-        self._status.deadline = (workflow.now() + timeout).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._status.deadline = timestamp(workflow.now() + timeout)
         self._phase("AwaitingApproval")
         workflow.set_current_details(self._awaiting_details(spec.approval))
         if workflow.patched("ferry-alerts"):

@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         ReleaseResult,
         ci_task_queue_problem,
     )
+    from ferry.times import timestamp
     from workflows import activity_stubs as stubs
     from workflows import outbox as alerting
     from workflows import policies
@@ -63,7 +64,7 @@ def _refuse_foreign_queue(input: ReleaseInput) -> None:
 def _annotations(input: ReleaseInput) -> dict[str, str]:
     """The release's OCI manifest annotations: when, which version, who published it, from which workflow/source."""
     annotations = {
-        ANNOTATION_CREATED: input.created or workflow.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        ANNOTATION_CREATED: input.created or timestamp(workflow.now()),
         ANNOTATION_VERSION: input.version,
         ANNOTATION_PUBLISHED_BY: input.publisher,
         ANNOTATION_RELEASE_WORKFLOW: workflow.info().workflow_id,
