@@ -25,7 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _name(fn: Callable[..., Any]) -> str:
-    return activity._Definition.must_from_callable(fn).name
+    name = activity._Definition.must_from_callable(fn).name
+    assert name is not None, f"{fn} is a dynamic activity"
+    return name
 
 
 def _registered(tmp_path: Path) -> dict[str, Callable[..., Any]]:
@@ -33,7 +35,8 @@ def _registered(tmp_path: Path) -> dict[str, Callable[..., Any]]:
     settings = Settings(state_dir=tmp_path)
     settings.worker.cache_dir = tmp_path / "cache"
     main = all_activities(settings, client=None)  # type: ignore[arg-type]  # nothing here talks to Temporal
-    ci = [BundleActivities.package_bundle, RegistryActivities.push_artifact, SignatureActivities.sign_artifact]
+    ci: list[Callable[..., Any]] = [BundleActivities.package_bundle, RegistryActivities.push_artifact,
+                                    SignatureActivities.sign_artifact]
     return {_name(fn): fn for fn in [*main, *ci]}
 
 

@@ -49,6 +49,7 @@ from ferry.environment import (
     env_workflow_id,
 )
 from ferry.oci import ANNOTATION_PUBLISHED_BY, ANNOTATION_VERSION, FLUX_CONTENT_MEDIA_TYPE
+from ferry.promotion import EnvironmentStatusInput, PromotionInput, promotion_workflow_id
 from ferry.release import (
     PackageBundleInput,
     PackageBundleResult,
@@ -60,6 +61,7 @@ from ferry.release import (
 from workers.worker import workflow_runner
 from workflows import activity_stubs
 from workflows.environment import EnvironmentWorkflow
+from workflows.promotion import PromotionWorkflow
 from workflows.release import ReleaseWorkflow
 
 REPOSITORY = "registry.test/shop/app"
@@ -237,6 +239,57 @@ async def test_failing_health_without_auto_rollback_is_recorded(time_env: Workfl
     assert _events(status) == ["Applied", "HealthFailed"]
     assert status.state.pin is None and status.state.holds == ["1.0.0"] and status.state.good_history == []
     assert status.state.health.digest == bad and "CrashLoopBackOff" in status.state.health.reason
+
+
+def _registry_reads(world: World, client: Client) -> list[Callable[..., Any]]:
+    """What a promotion reads: the environment's status (a query, as activities/environments.py does), a tag's
+    digest and its manifest (the publisher's annotation), from the same world."""
+
+    @stand_in(activity_stubs.environment_status)
+    async def environment_status(input: EnvironmentStatusInput) -> EnvironmentStatus:
+        world.calls.append("environment_status")
+        return await _status(client, input.environment)
+
+    @stand_in(activity_stubs.resolve_tag)
+    async def resolve_tag(input: ResolveTagInput) -> ResolveTagResult:
+        world.calls.append(f"resolve_tag {input.tag}")
+        if input.tag not in world.tags:
+            raise ApplicationError(f"{input.tag} is not released", type="NotFound", non_retryable=True)
+        return ResolveTagResult(digest=world.tags[input.tag])
+
+    @stand_in(activity_stubs.fetch_manifest)
+    async def fetch_manifest(input: FetchManifestInput) -> Manifest:
+        world.calls.append("fetch_manifest")
+        return Manifest(digest=input.reference, media_type="application/vnd.oci.image.manifest.v1+json",
+                        config_media_type="application/vnd.cncf.flux.config.v1+json", config_digest=_digest("{}"),
+                        layers=[], annotations={ANNOTATION_PUBLISHED_BY: "ci-main"})
+
+    return [environment_status, resolve_tag, fetch_manifest]
+
+
+async def test_promotion_pins_and_hears_back_healthy(time_env: WorkflowEnvironment, task_queue: str,
+                                                     world: World) -> None:
+    world.release("1.0.0")
+    wanted = world.release("1.1.0")
+    spec = _spec("prod").model_copy(update={"semver": None, "version": "1.0.0"})
+    async with Worker(time_env.client, task_queue=task_queue, workflows=[EnvironmentWorkflow, PromotionWorkflow],
+                      activities=[*world.activities(), *_registry_reads(world, time_env.client)],
+                      workflow_runner=workflow_runner()):
+        await time_env.client.start_workflow(EnvironmentWorkflow.run,
+                                             EnvironmentInput(state=EnvironmentState(spec=spec)),
+                                             id=env_workflow_id("prod"), task_queue=task_queue)
+        await _until(time_env.client, "prod", lambda s: s.state.health.status == "Healthy")
+        world.calls.clear()
+        result = await time_env.client.execute_workflow(
+            PromotionWorkflow.run, PromotionInput(environment="prod", version="1.1.0", requested_by="carol"),
+            id=promotion_workflow_id("prod", "1.1.0"), task_queue=task_queue)
+        status = await _status(time_env.client, "prod")
+    assert (result.outcome, result.digest, result.publisher) == ("succeeded", wanted, "ci-main")
+    assert status.state.last_applied is not None and status.state.last_applied.digest == wanted
+    assert status.state.pin is not None and status.state.pin.kind == "promotion"
+    # the promotion reads, pins; the environment (a pin to another digest: no local check) applies and answers
+    assert world.calls[:5] == ["environment_status", "resolve_tag 1.1.0", "fetch_manifest",
+                               "reconcile_environment 1.1.0", "wait_healthy"], world.calls
 
 
 # --------------------------------------------------------------------------------------------------------- release
