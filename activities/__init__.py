@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ferry.settings import Settings
 
+if TYPE_CHECKING:
+    from activities.registry import RegistryActivities
 
-def extra_activities(settings: Settings, registry: Any) -> list[Callable[..., Any]]:
-    """Activities beyond the registry set (bundle, cluster, the iteration check), registered by the worker."""
+
+def cluster_activities(settings: Settings, registry: RegistryActivities) -> list[Callable[..., Any]]:
+    """The cluster's activities (reconcile, health, and the iteration check that composes the registry's resolve
+    with the cluster's read-only reconcile), over a bundle cache that pulls through `registry`."""
     from activities.bundle import BundleCache
     from activities.check import EnvironmentCheck
     from activities.cluster import ClusterActivities, load_clusters

@@ -8,7 +8,7 @@ from collections import deque
 from typing import Any
 
 from pydantic import BaseModel
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType as HistoryEventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -24,6 +24,8 @@ from ferry.approvals import (
     verify_decision,
 )
 from ferry.durations import parse_duration
+from ferry.environment import EventType
+from ferry.names import ENV_PREFIX, Memo, SearchAttribute
 from ferry.settings import TemporalSettings
 from workers.client import workflow_url
 
@@ -84,17 +86,17 @@ def entries_from_history(workflow_type: str, workflow_id: str, events: list[Hist
     update_senders: dict[str, tuple[str, Any]] = {}
     for event in events:
         et = event.event_type
-        if et == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
+        if et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
             attrs = event.workflow_execution_signaled_event_attributes
             if attrs.signal_name in signal_senders:
                 sender = (f"workflow {attrs.external_workflow_execution.workflow_id}"
                           if attrs.external_workflow_execution.workflow_id else _sender(event, attrs.identity))
                 signal_senders[attrs.signal_name].append((sender, _decode(attrs.input)))
-        elif et == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
+        elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
             request = event.workflow_execution_update_accepted_event_attributes.accepted_request
             update_senders[request.meta.update_id] = (_sender(event, request.meta.identity),
                                                       _decode(request.input.args))
-        if et == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+        if et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
             started = _decode(event.workflow_execution_started_event_attributes.input) or {}
             if workflow_type == "PromotionWorkflow":
                 add(event, "promotion requested", f"{started.get('environment')} {started.get('version')}",
@@ -102,7 +104,7 @@ def entries_from_history(workflow_type: str, workflow_id: str, events: list[Hist
             elif workflow_type == "RollbackWorkflow":
                 add(event, "rollback requested", str(started.get("environment")), started.get("requested_by", ""),
                     f"to {started.get('to_version') or 'last known-good'}: {started.get('reason', '')}")
-        elif et == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
+        elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
             result = _decode(event.workflow_execution_completed_event_attributes.result) or {}
             if workflow_type == "ReleaseWorkflow":
                 again = " (already released, identical content)" if result.get("already_released") else ""
@@ -117,12 +119,12 @@ def entries_from_history(workflow_type: str, workflow_id: str, events: list[Hist
                     started.get("requested_by", ""),
                     f"{result.get('from_version')} -> {result.get('to_version')} {result.get('digest')}: "
                     f"{result.get('reason')}")
-        elif et == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED and workflow_type == "ReleaseWorkflow":
+        elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED and workflow_type == "ReleaseWorkflow":
             failure = event.workflow_execution_failed_event_attributes.failure
             add(event, "release failed", f"{started.get('repository')}:{started.get('version')}",
                 started.get("publisher", ""), (failure.cause.message or failure.message)[:300])
-        elif et == EventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED:
-            decision = _memo(event, "ferry_decision")
+        elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED:
+            decision = _memo(event, Memo.DECISION)
             if decision:
                 verdict = (f"accepted{' (' + decision['reason'] + ')' if decision.get('reason') else ''}"
                            if decision["accepted"] else f"REFUSED: {decision['reason']}")
@@ -138,12 +140,12 @@ def entries_from_history(workflow_type: str, workflow_id: str, events: list[Hist
                 add(event, f"{decision['action']} ({decision['via']})",
                     f"{started.get('environment')} {started.get('version')}", f"{decision['by']} ({proof})",
                     f"{verdict}; comment: {decision.get('comment') or '-'}; sent by {client_words(sender)}")
-            env_event = _memo(event, "ferry_event")
+            env_event = _memo(event, Memo.EVENT)
             if env_event:
                 state = started.get("state", {}) if isinstance(started, dict) else {}
-                name = (state.get("spec") or {}).get("name", workflow_id.removeprefix("env/"))
+                name = (state.get("spec") or {}).get("name", workflow_id.removeprefix(ENV_PREFIX))
                 details = env_event["message"]
-                if env_event["type"] == "DriftCorrected":
+                if env_event["type"] == EventType.DRIFT_CORRECTED:
                     details += ": " + "; ".join(f"{o} {', '.join(f)}" for o, f in env_event["objects"].items())
                 signal = _SIGNAL_OF.get(env_event["type"])
                 if env_event.get("update_id"):
@@ -151,12 +153,13 @@ def entries_from_history(workflow_type: str, workflow_id: str, events: list[Hist
                 elif signal and env_event.get("by") != "cancel request":
                     queue = signal_senders[signal]
                     details += f"; sent by {client_words(queue.popleft()[0] if queue else '')}"
-                add(event, _KIND.get(env_event["type"], env_event["type"]), name, env_event.get("by", ""), details)
+                add(event, EventType(env_event["type"]).words, name, env_event.get("by", ""), details)
     return out
 
 
 _SIGNALLED = ("approve", "reject", "pin", "suspend", "resume")
-_SIGNAL_OF = {"Pinned": "pin", "PinRefused": "pin", "Suspended": "suspend", "Resumed": "resume"}
+_SIGNAL_OF = {EventType.PINNED: "pin", EventType.PIN_REFUSED: "pin", EventType.SUSPENDED: "suspend",
+              EventType.RESUMED: "resume"}
 
 
 def _sender(event: HistoryEvent, identity: str) -> str:
@@ -170,14 +173,6 @@ def client_words(identity: str) -> str:
     if identity.startswith("workflow "):
         return identity
     return f"client {identity}" if identity else "unknown client (Temporal UI or API)"
-
-
-_KIND = {"Applied": "applied", "DriftCorrected": "drift corrected", "AutoRollback": "rollback (automatic)",
-         "Pinned": "pinned", "PinRefused": "pin refused", "Healthy": "healthy", "HealthFailed": "health failed",
-         "Suspended": "suspended", "Resumed": "resumed", "SpecUpdated": "spec updated",
-         "ReconcileFailed": "reconcile failed", "PinReleased": "pin released", "TagMoved": "tag moved (refused)",
-         "VerificationFailed": "verification failed", "SpecChangePending": "spec change pending",
-         "SpecChangeRejected": "spec change rejected", "SpecDecisionRefused": "spec decision refused"}
 
 
 def verify_record(signed: SignedRecord) -> str:
@@ -212,8 +207,8 @@ async def build_timeline(client: Client, temporal: TemporalSettings, environment
     if environment:
         # the environment's own workflows, and the releases of the repository it deploys
         repository = (await environment_status(client, environment)).state.spec.repository
-        query += (f" AND (FerryEnvironment = '{environment}' OR "
-                  f"(WorkflowType = 'ReleaseWorkflow' AND FerryRepository = '{repository}'))")
+        query += (f" AND ({SearchAttribute.ENVIRONMENT} = '{environment}' OR "
+                  f"(WorkflowType = 'ReleaseWorkflow' AND {SearchAttribute.REPOSITORY} = '{repository}'))")
     entries: list[AuditEntry] = []
     async for wf in client.list_workflows(query):
         history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()

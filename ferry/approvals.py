@@ -33,7 +33,17 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from ferry.errors import validation_message
 
 APPROVAL_NAMESPACE = "ferry.dev/approval"
 
@@ -287,12 +297,7 @@ class Statement(BaseModel):
 
 
 def _first_error(err: ValueError) -> str:
-    errors = getattr(err, "errors", None)
-    if callable(errors):
-        first = errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "statement"
-        return f"{where}: {first['msg']}"
-    return str(err)
+    return validation_message(err, "statement") if isinstance(err, ValidationError) else str(err)
 
 
 # ---------------------------------------------------------------------------------------- signature ---

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from ferry.model import Message
 from ferry.oci import Digest, Repository, is_tag
 
-
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+_Model = Message  # NB: the one base (ferry/model.py), frozen; unknown fields from a newer build are ignored
 
 
 class _RepositoryModel(_Model):

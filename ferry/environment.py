@@ -5,11 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     RootModel,
     ValidationError,
@@ -21,7 +20,11 @@ from pydantic import (
 
 from ferry.approvals import NAME_PATTERN, ApproverKey, SignedDecision, key_fingerprint
 from ferry.cosign import PublisherKey
-from ferry.durations import parse_duration
+from ferry.durations import MAX_DURATION_TEXT, Duration, parse_duration
+from ferry.errors import validation_message
+from ferry.model import PEOPLE as PEOPLE  # re-exported: what people type is validated with it
+from ferry.model import Model
+from ferry.names import ENV_PREFIX
 from ferry.oci import Digest, Repository
 from ferry.versions import SemverRange, parse_release_version
 
@@ -36,32 +39,16 @@ MAX_APPROVERS = 32
 MAX_APPROVALS_PER_PIN = 8
 
 
-PEOPLE = "typed-by-people"  # validation context: refuse unknown fields (see _Model)
-
-
-class _Model(BaseModel):
-    """Persisted in workflow state and sent between workers: unknown fields are ignored, so a state written by a
-    newer worker still decodes on this one (a rolling upgrade or its rollback never strands a workflow). What
-    people type (environments.yaml, CLI input) is validated with context {PEOPLE: True}: unknown fields refused."""
-
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_unknown_fields_from_people(cls, data: Any, info: ValidationInfo) -> Any:
-        if isinstance(data, dict) and info.context and info.context.get(PEOPLE):
-            known = set(cls.model_fields) | {f.alias for f in cls.model_fields.values() if f.alias}
-            unknown = [str(k) for k in data if k not in known]
-            if unknown:
-                raise ValueError(f"{unknown[0]}: unknown field (not part of {cls.__name__})")
-        return data
+_Model = Model  # NB: the one base (ferry/model.py); ferry.alerts imports it under this name
 
 
 def env_workflow_id(name: str) -> str:
-    return f"env/{name}"
+    return f"{ENV_PREFIX}{name}"
 
 
 def _duration(value: str, field: str) -> str:
+    if len(value) > MAX_DURATION_TEXT:
+        return value  # NB: refused by its type (Duration), as too long, without parsing it
     try:
         if parse_duration(value).total_seconds() <= 0:
             raise ValueError("must be positive")
@@ -93,7 +80,7 @@ class ApprovalPolicy(_Model):
                                 "approver has a key)")
     requires_healthy_in: list[Annotated[str, Field(max_length=53)]] = Field(
         default_factory=list, alias="requires-healthy-in", max_length=16)
-    timeout: str = Field("24h", max_length=32, description="how long a promotion waits for a decision")
+    timeout: Duration = Field(Duration("24h"), description="how long a promotion waits for a decision")
 
     @field_validator("approvers", mode="before")
     @classmethod
@@ -101,10 +88,10 @@ class ApprovalPolicy(_Model):
         # NB: a plain name is today's (and every older state's) unsigned approver
         return [{"name": v} if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
 
-    @field_validator("timeout")
+    @field_validator("timeout", mode="before")
     @classmethod
-    def _timeout(cls, value: str) -> str:
-        return _duration(value, "timeout")
+    def _timeout(cls, value: Any) -> Any:
+        return _duration(value, "timeout") if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _approvers_when_required(self) -> ApprovalPolicy:
@@ -190,11 +177,11 @@ class EnvironmentSpec(_Model):
     version: str | None = Field(None, max_length=128, description="pinned version")
     semver: str | None = Field(None, max_length=256, description="range to track, e.g. '>=1.2.0 <2.0.0'")
     prereleases: bool = False
-    interval: str = Field("1m", max_length=32)
-    timeout: str = Field("5m", max_length=32)
+    interval: Duration = Duration("1m")
+    timeout: Duration = Duration("5m")
     prune: bool = True
     allow_empty: bool = Field(False, alias="allow-empty", description="permit pruning everything")
-    health_timeout: str = Field("5m", alias="health-timeout", max_length=32)
+    health_timeout: Duration = Field(Duration("5m"), alias="health-timeout")
     auto_rollback: bool = Field(True, alias="auto-rollback")
     approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
     verify: VerifyPolicy | None = Field(None, description="require releases signed by one of these publishers")
@@ -227,10 +214,11 @@ class EnvironmentSpec(_Model):
             SemverRange(value)
         return value
 
-    @field_validator("interval", "timeout", "health_timeout")
+    @field_validator("interval", "timeout", "health_timeout", mode="before")
     @classmethod
-    def _durations(cls, value: str) -> str:
-        return _duration(value, "duration")
+    def _durations(cls, value: Any) -> Any:
+        # NB: before the type (Duration), so a bad duration is refused with the field's label as it always was
+        return _duration(value, "duration") if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _tracks_one_thing(self) -> EnvironmentSpec:
@@ -441,11 +429,53 @@ class Applied(VersionRef):
     changes: str = ""
 
 
+class EventType(StrEnum):
+    """What an EnvironmentWorkflow records (Event.type): the audit, the alerts and the metrics name these."""
+
+    APPLIED = "Applied"
+    HEALTHY = "Healthy"
+    HEALTH_FAILED = "HealthFailed"
+    AUTO_ROLLBACK = "AutoRollback"
+    DRIFT_CORRECTED = "DriftCorrected"
+    RECONCILE_FAILED = "ReconcileFailed"
+    PINNED = "Pinned"
+    PIN_REFUSED = "PinRefused"
+    PIN_RELEASED = "PinReleased"
+    TAG_MOVED = "TagMoved"
+    VERIFICATION_FAILED = "VerificationFailed"
+    SUSPENDED = "Suspended"
+    RESUMED = "Resumed"
+    SPEC_UPDATED = "SpecUpdated"
+    SPEC_CHANGE_PENDING = "SpecChangePending"
+    SPEC_CHANGE_REJECTED = "SpecChangeRejected"
+    SPEC_DECISION_REFUSED = "SpecDecisionRefused"
+
+    @classmethod
+    def _missing_(cls, value: object) -> EventType | None:
+        """NB: a type this build does not know (recorded by a newer worker, in a state it continued as new) still
+        decodes, as itself: a rolling upgrade or its rollback never strands a workflow on an unknown event."""
+        if not isinstance(value, str):
+            return None
+        member = str.__new__(cls, value)
+        member._name_, member._value_ = value, value
+        return member
+
+    @property
+    def words(self) -> str:
+        """How the audit timeline names it: 'drift corrected', 'rollback (automatic)'; an unknown type as itself."""
+        if self.value not in EventType.__members__.values():
+            return self.value
+        return _EVENT_WORDS.get(self) or re.sub(r"(?<!^)(?=[A-Z])", " ", self.value).lower()
+
+
+_EVENT_WORDS = {EventType.AUTO_ROLLBACK: "rollback (automatic)", EventType.TAG_MOVED: "tag moved (refused)"}
+
+
 class Event(_Model):
     """Workflow-level record of something an operator cares about (also visible in history)."""
 
     at: str
-    type: str  # Applied, DriftCorrected, AutoRollback, Pinned, PinRefused, Suspended, Resumed, ...
+    type: EventType
     message: str
     version: str = ""
     digest: str = ""
@@ -558,8 +588,7 @@ def people_check(spec: EnvironmentSpec) -> None:
         EnvironmentSpec.model_validate(spec.model_dump(mode="json", by_alias=True, exclude_none=True),
                                        context={PEOPLE: True})
     except ValidationError as err:
-        first = err.errors()[0]
-        raise ValueError(f"{'.'.join(str(p) for p in first['loc']) or 'spec'}: {first['msg']}") from None
+        raise ValueError(validation_message(err, "spec")) from None
 
 
 class SpecUpdate(_Model):

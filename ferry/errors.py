@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from pydantic import ValidationError
+
 
 class ErrorType(StrEnum):
     # --- non-retryable: retrying cannot change the answer --------------------------------------
@@ -76,3 +78,11 @@ def classify_http_status(status: int, *, unavailable: ErrorType) -> ErrorType:
 
 def truncate(message: str, limit: int = MAX_ERROR_MESSAGE) -> str:
     return message if len(message) <= limit else message[: limit - 20] + " …[truncated]"
+
+
+def validation_message(err: ValidationError, subject: str = "") -> str:
+    """A pydantic ValidationError in one line, as people read it: 'where.it.is: what is wrong' of its first error
+    (`subject` names the whole input when the error has no location)."""
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or subject
+    return f"{where}: {first['msg']}" if where else str(first["msg"])

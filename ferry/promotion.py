@@ -10,24 +10,23 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ferry.approvals import ApprovalError, SignedDecision, key_fingerprint, verify_decision
 from ferry.environment import MAX_NAME, MAX_REASON, ApprovalPolicy
+from ferry.model import Model
+from ferry.names import PROMOTE_PREFIX, ROLLBACK_PREFIX
 
 MAX_STATEMENT = 4096
 MAX_DECISIONS_KEPT = 50  # a flood of refused decisions must not grow the status without bound
 MAX_SIGNATURE = 8192
 
 
-class _Model(BaseModel):
-    """Wire and persisted models: unknown fields from a newer worker are ignored, never a decoding failure."""
-
-    model_config = ConfigDict(extra="ignore")
+_Model = Model  # NB: the one base (ferry/model.py): unknown fields from a newer worker are ignored
 
 
 def promotion_workflow_id(environment: str, version: str) -> str:
-    return f"promote/{environment}/{version}"
+    return f"{PROMOTE_PREFIX}{environment}/{version}"
 
 
 def rollback_workflow_id(environment: str, target: str) -> str:
-    return f"rollback/{environment}/{target}"
+    return f"{ROLLBACK_PREFIX}{environment}/{target}"
 
 
 class PromotionInput(_Model):

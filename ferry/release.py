@@ -6,20 +6,18 @@ import re
 import secrets
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from ferry.model import Message
+from ferry.names import RELEASE_PREFIX
 from ferry.oci import Repository
 from ferry.versions import parse_release_version
 
-
-class _Model(BaseModel):
-    """Sent between the CLI, workflows and workers: unknown fields are tolerated (older/newer builds)."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
+_Model = Message  # NB: the one base (ferry/model.py), frozen: sent between the CLI, workflows and workers
 
 
 def release_workflow_id(repository: str, version: str) -> str:
-    return f"release/{repository}/{version}"
+    return f"{RELEASE_PREFIX}{repository}/{version}"
 
 
 # The CI host's own task queue: `ferry release` makes one per run. Anything else (the main `ferry` queue,
@@ -27,6 +25,7 @@ def release_workflow_id(repository: str, version: str) -> str:
 # NB: the second form is what `ferry release` made before (host/8 hex); committed histories carry it.
 CI_TASK_QUEUE_PATTERN = re.compile(r"ferry-ci-[0-9a-f]{16,64}|ferry-ci/[A-Za-z0-9][A-Za-z0-9.-]{0,252}/[0-9a-f]{8}")
 MAX_SOURCE_URL = 2048
+MAX_BUNDLE_FILE_BYTES = 5 * 1024 * 1024  # one manifest file in a bundle (policies.PACKAGE_TIMEOUT assumes it)
 
 
 def new_ci_task_queue() -> str:
@@ -123,7 +122,7 @@ class ReleaseResult(_Model):
 
 class PackageBundleInput(_Model):
     bundle_dir: str
-    max_file_bytes: int = 5 * 1024 * 1024
+    max_file_bytes: int = MAX_BUNDLE_FILE_BYTES
 
 
 class PackageBundleResult(_Model):

@@ -15,7 +15,7 @@ from temporalio.client import Client
 from temporalio.worker import PollerBehaviorAutoscaling, Worker, WorkerDeploymentConfig, WorkerDeploymentVersion
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities import extra_activities
+from activities import cluster_activities
 from activities.registry import Registries, RegistryActivities, SignatureActivities
 from workers.settings import Settings
 
@@ -49,7 +49,7 @@ def all_activities(settings: Settings, client: Client) -> list[Callable[..., Any
         registry.resolve_desired,
         # NB: verification only; sign_artifact is registered by `ferry release --sign-key` alone, on its CI queue.
         SignatureActivities(registries).verify_artifact,
-        *extra_activities(settings, registry),
+        *cluster_activities(settings, registry),
         EnvironmentActivities(client).environment_status,
         NotifyActivities(settings.worker.alert_providers, Links(
             ui_url=settings.temporal.ui_url, address=settings.temporal.address,
@@ -58,7 +58,8 @@ def all_activities(settings: Settings, client: Client) -> list[Callable[..., Any
 
 
 STATELESS_WORKFLOW_HELPERS = ("workflows.metrics", "workflows.policies", "workflows.search_attributes",
-                              "workflows.outbox", "workflows.pinning")
+                              "workflows.outbox", "workflows.pinning", "workflows.activity_stubs",
+                              "workflows.failures")
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:

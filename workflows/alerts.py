@@ -7,10 +7,10 @@ NB: one activity per delivery, not a child workflow: a short-lived workflow per 
 workflow start each (measured: 2.4 notifications/s on 2 cores), an activity does not."""
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     import pydantic
@@ -27,17 +27,19 @@ with workflow.unsafe.imports_passed_through():
         AlertsUpdateResult,
         Delivered,
         DeliveryInput,
-        DeliveryResult,
         Notification,
         PendingDelivery,
         Undelivered,
         alerts_diff,
     )
     from ferry.environment import LenientPayload
+    from ferry.names import Memo
+    from ferry.times import parse_timestamp, timestamp
+    from workflows import activity_stubs as stubs
     from workflows import policies
+    from workflows.failures import cause_message, cause_type
     from workflows.search_attributes import FERRY_PHASE
 
-_TIME = "%Y-%m-%dT%H:%M:%SZ"
 
 
 @workflow.defn(name="AlertRouterWorkflow")
@@ -60,7 +62,7 @@ class AlertRouterWorkflow:
         self._state.counts = {**self._state.counts, name: self._state.counts.get(name, 0) + n}
 
     def _now(self) -> str:
-        return workflow.now().strftime(_TIME)
+        return timestamp(workflow.now())
 
     @workflow.run
     async def run(self, input: AlertRouterInput) -> None:
@@ -105,7 +107,7 @@ class AlertRouterWorkflow:
     def _pending(self, alert: AlertSpec, note: Notification) -> PendingDelivery:
         deadline = workflow.now() + timedelta(seconds=alert.deadline_seconds)
         return PendingDelivery(alert=alert.name, provider=alert.provider, summary=alert.summary,
-                               deadline_at=deadline.strftime(_TIME), notification=note)
+                               deadline_at=timestamp(deadline), notification=note)
 
     def _start(self, pending: PendingDelivery) -> None:
         key = f"{pending.alert}/{pending.notification.key}"
@@ -130,7 +132,7 @@ class AlertRouterWorkflow:
 
     async def _deliver(self, key: str, pending: PendingDelivery) -> None:
         note = pending.notification
-        deadline = datetime.strptime(pending.deadline_at, _TIME).replace(tzinfo=workflow.now().tzinfo)
+        deadline = parse_timestamp(pending.deadline_at)
         left = deadline - workflow.now()
         turn = False
         try:
@@ -145,17 +147,16 @@ class AlertRouterWorkflow:
                     self._give_up(pending, "DeadlinePassed: waited for the provider's earlier deliveries")
                     return
                 left = deadline - workflow.now()
-            result: DeliveryResult = await workflow.execute_activity(
-                "deliver_notification", DeliveryInput(alert=pending.alert, provider=pending.provider,
+            result = await workflow.execute_activity(
+                stubs.deliver_notification, DeliveryInput(alert=pending.alert, provider=pending.provider,
                                                       summary=pending.summary, notification=note,
                                                       deadline_seconds=left.total_seconds()),
-                result_type=DeliveryResult, start_to_close_timeout=policies.DELIVERY_ATTEMPT_TIMEOUT,
+                start_to_close_timeout=policies.DELIVERY_ATTEMPT_TIMEOUT,
                 schedule_to_close_timeout=left, retry_policy=policies.DELIVERY_RETRY,
                 summary=f"{note.type} {note.environment} → {pending.provider} ({pending.alert})"[:200])
         except ActivityError as err:
-            cause = err.cause
-            kind = cause.type if isinstance(cause, ApplicationError) and cause.type else type(cause).__name__
-            self._give_up(pending, f"{kind}: {getattr(cause, 'message', cause) or err}"[:1000])
+            kind = cause_type(err) or type(err.cause).__name__  # NB: an untyped ApplicationError by its class
+            self._give_up(pending, f"{kind}: {cause_message(err, limit=None) or err}"[:1000])
         else:
             self._count("delivered")
             self._state.delivered = [*self._state.delivered, Delivered(
@@ -172,7 +173,7 @@ class AlertRouterWorkflow:
                              environment=note.environment, at=self._now(), reason=reason)
         self._count("undelivered")
         self._state.undelivered = [*self._state.undelivered, record][-MAX_UNDELIVERED:]
-        workflow.upsert_memo({"ferry_undelivered": record.model_dump(mode="json")})  # NB: in history, for the audit
+        workflow.upsert_memo({Memo.UNDELIVERED: record.model_dump(mode="json")})  # NB: in history, for the audit
         workflow.metric_meter().create_counter("ferry_alerts_undelivered", "notifications given up at their "
                                                "deadline").add(1, {"alert": pending.alert, "type": note.type})
         workflow.logger.warning("undelivered %s (%s) to %s: %s", note.key, note.type, pending.provider, reason)
@@ -200,7 +201,7 @@ class AlertRouterWorkflow:
         changes = alerts_diff(self._state.alerts, update.alerts)
         self._state.alerts = update.alerts
         if changes:
-            workflow.upsert_memo({"ferry_alerts_changed": {"by": update.by, "changes": changes[:50]}})
+            workflow.upsert_memo({Memo.ALERTS_CHANGED: {"by": update.by, "changes": changes[:50]}})
         self._describe()
         return AlertsUpdateResult(alerts=[a.name for a in update.alerts], changes=changes)
 

@@ -2,7 +2,6 @@
 
 import asyncio
 import contextlib
-from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
@@ -10,7 +9,6 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     import pydantic
 
-    from ferry.durations import parse_duration
     from ferry.environment import (
         ActorRequest,
         Applied,
@@ -21,8 +19,8 @@ with workflow.unsafe.imports_passed_through():
         EnvironmentState,
         EnvironmentStatus,
         Event,
+        EventType,
         HealthInput,
-        HealthResult,
         HealthState,
         LenientPayload,
         PendingSpec,
@@ -46,11 +44,15 @@ with workflow.unsafe.imports_passed_through():
         spec_digest,
     )
     from ferry.errors import ErrorType
+    from ferry.names import Memo
     from ferry.oci import is_digest
     from ferry.promotion import DecisionContext, Judgement, judge
+    from ferry.times import timestamp
     from ferry.versions import try_parse_tag
+    from workflows import activity_stubs as stubs
     from workflows import metrics, policies
     from workflows import outbox as alerting
+    from workflows.failures import cause_message, cause_type
     from workflows.pinning import verify_release
     from workflows.search_attributes import (
         FERRY_ENVIRONMENT,
@@ -60,16 +62,6 @@ with workflow.unsafe.imports_passed_through():
         FERRY_VERSION,
     )
 
-
-
-def _cause_type(err: BaseException) -> str:
-    cause = err.cause if isinstance(err, ActivityError) else err
-    return cause.type or "" if isinstance(cause, ApplicationError) else type(cause).__name__
-
-
-def _cause_message(err: BaseException) -> str:
-    cause = err.cause if isinstance(err, ActivityError) else err
-    return str(getattr(cause, "message", cause))[:500]
 
 
 def _approvers(verdicts: list[Judgement]) -> list[str]:
@@ -92,9 +84,9 @@ class EnvironmentWorkflow:
 
     # ------------------------------------------------------------------------------------- helpers
     def _now(self) -> str:
-        return workflow.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+        return timestamp(workflow.now())
 
-    def _record(self, type_: str, message: str, **fields: object) -> Event:
+    def _record(self, type_: EventType, message: str, **fields: object) -> Event:
         update = workflow.current_update_info()
         event = Event(at=self._now(), type=type_, message=message, update_id=update.id if update else "",
                       **fields)  # type: ignore[arg-type,unused-ignore]
@@ -104,7 +96,7 @@ class EnvironmentWorkflow:
         # NB: audit reads operator events from history alone; a memo update puts each one there.
         # Behind patched(): older histories (before the audit trail) replay without these commands.
         if workflow.patched("ferry-audit-memo"):
-            workflow.upsert_memo({"ferry_event": event.model_dump(mode="json")})
+            workflow.upsert_memo({Memo.EVENT: event.model_dump(mode="json")})
         if workflow.patched("ferry-alerts"):  # NB: a signal to the alert router from its own task: never waits
             alerting.outbox(self).notify(alerting.notification(
                 type_, self._state.spec.name, message, version=event.version, digest=event.digest, by=event.by,
@@ -149,8 +141,8 @@ class EnvironmentWorkflow:
                     raise
                 # NB: an environment is never cancelled (its record would end); a cancel request suspends it
                 self._state.suspended = True
-                self._record("Suspended", "a cancel request suspends the environment instead of ending it (ferry "
-                             "resume to apply again; terminate the workflow to remove it)", by="cancel request")
+                self._record(EventType.SUSPENDED, "a cancel request suspends the environment instead of ending it "
+                             "(ferry resume to apply again; terminate the workflow to remove it)", by="cancel request")
                 self._publish()
 
     async def _cycle(self) -> None:
@@ -170,8 +162,8 @@ class EnvironmentWorkflow:
             # deployment's current build here, at continue-as-new (workers/versioning.py)
             workflow.continue_as_new(EnvironmentInput(state=self._state),
                                      initial_versioning_behavior=workflow.ContinueAsNewVersioningBehavior.AUTO_UPGRADE)
-        interval = parse_duration(self._state.spec.interval)
-        self._state.next_reconcile_at = (workflow.now() + interval).strftime("%Y-%m-%dT%H:%M:%SZ")
+        interval = self._state.spec.interval.delta
+        self._state.next_reconcile_at = timestamp(workflow.now() + interval)
         self._describe()
         try:
             await workflow.wait_condition(lambda: self._wake, timeout=interval,
@@ -197,51 +189,71 @@ class EnvironmentWorkflow:
         workflow.set_current_details("\n".join(lines))
 
     async def _iterate(self) -> None:
+        """check → resolve (and verify) → reconcile → record → wait for health → judge."""
         check = await self._check() if workflow.patched("ferry-local-check") else None
-        desired = await self._resolve(check.found if check is not None and check.found is not None else None)
+        desired = await self._desired(check)
         if desired is None:
             return
+        applied = self._state.last_applied
+        baseline = applied is not None and applied.digest == desired.digest
+        result = await self._reconciled(desired, baseline, check.result if check is not None else None)
+        if result is None:
+            return
+        self._state.cluster_unreachable_since, self._state.cluster_error, self._state.last_error = None, "", ""
+        health = await self._recorded(desired, baseline, result)
+        self._state.health = health
+        self._judge(desired, baseline, health)
+
+    async def _desired(self, check: CheckResult | None) -> VersionRef | None:
+        """What this iteration applies: resolved (by the check, or now), and verified when the spec says so."""
+        desired = await self._resolve(check.found if check is not None and check.found is not None else None)
+        if desired is None:
+            return None
         if self._state.spec.verify is not None and not await self._verified(desired):
             current = self._current()  # keep reconciling (drift included) what was verified and applied before
             if current is None or current.digest == desired.digest or current.digest not in self._state.verified:
-                return
-            desired = current
-        spec = self._state.spec
+                return None
+            return current
+        return desired
+
+    async def _reconciled(self, desired: VersionRef, baseline: bool, checked: ReconcileResult | None
+                          ) -> ReconcileResult | None:
+        """The check's result when it found nothing to write, else a reconcile (None: it failed, recorded)."""
         applied = self._state.last_applied
-        baseline = applied is not None and applied.digest == desired.digest
-        checked = check.result if check is not None else None
         if (checked is not None and not checked.pending and baseline and applied is not None
                 and applied.version == desired.version):
-            result = checked  # the check found nothing to write: no activity this iteration
-        else:
-            try:
-                result = await workflow.execute_activity(
-                    "reconcile_environment", self._reconcile_input(desired, baseline), result_type=ReconcileResult,
-                    start_to_close_timeout=parse_duration(spec.timeout), retry_policy=policies.RECONCILE_RETRY,
-                    heartbeat_timeout=policies.RECONCILE_HEARTBEAT, summary=f"reconcile {desired.version} "
-                    f"({desired.digest[:19]}…)")
-            except ActivityError as err:
-                self._reconcile_failed(err, desired)
-                return
-        self._state.cluster_unreachable_since, self._state.cluster_error, self._state.last_error = None, "", ""
+            return checked  # the check found nothing to write: no activity this iteration
+        try:
+            return await workflow.execute_activity(
+                stubs.reconcile_environment, self._reconcile_input(desired, baseline),
+                start_to_close_timeout=self._state.spec.timeout.delta, retry_policy=policies.RECONCILE_RETRY,
+                heartbeat_timeout=policies.RECONCILE_HEARTBEAT, summary=f"reconcile {desired.version} "
+                f"({desired.digest[:19]}…)")
+        except ActivityError as err:
+            self._reconcile_failed(err, desired)
+            return None
+
+    async def _recorded(self, desired: VersionRef, baseline: bool, result: ReconcileResult) -> HealthState:
+        """Record drift and what was applied; a change (or a new digest) waits for its rollout to be judged."""
         changes = result.changes
         if changes.drift:
             self._state.last_drift = self._record(
-                "DriftCorrected", f"reverted hand edits on {changes.count('drift')} object(s)", version=desired.version,
-                digest=desired.digest, objects=changes.drift)
-        if changes.changed or not baseline:
-            self._state.last_applied = Applied(version=desired.version, digest=desired.digest,
-                                               revision=result.revision, at=self._now(), changes=changes.summary())
-            self._record("Applied", f"{desired.version}: {changes.summary()}", version=desired.version,
-                         digest=desired.digest, objects={"created": changes.created, "updated": changes.updated,
-                                                         "deleted": changes.deleted})
-            # NB: until the rollout is judged, the previous version's health would describe the wrong digest
-            self._state.health = HealthState(status="Progressing", reason=f"waiting for {desired.version} to roll "
-                                             "out", digest=desired.digest, at=self._now())
-            health = await self._wait_healthy(desired)
-        else:
-            health = result.health
-        self._state.health = health
+                EventType.DRIFT_CORRECTED, f"reverted hand edits on {changes.count('drift')} object(s)",
+                version=desired.version, digest=desired.digest, objects=changes.drift)
+        if not changes.changed and baseline:
+            return result.health
+        self._state.last_applied = Applied(version=desired.version, digest=desired.digest,
+                                           revision=result.revision, at=self._now(), changes=changes.summary())
+        self._record(EventType.APPLIED, f"{desired.version}: {changes.summary()}", version=desired.version,
+                     digest=desired.digest, objects={"created": changes.created, "updated": changes.updated,
+                                                     "deleted": changes.deleted})
+        # NB: until the rollout is judged, the previous version's health would describe the wrong digest
+        self._state.health = HealthState(status="Progressing", reason=f"waiting for {desired.version} to roll "
+                                         "out", digest=desired.digest, at=self._now())
+        return await self._wait_healthy(desired)
+
+    def _judge(self, desired: VersionRef, baseline: bool, health: HealthState) -> None:
+        """Healthy: known-good, and the pin's sender is told. Failed (a new digest): roll back, and tell it."""
         pin = self._state.pin
         if health.status == "Healthy":
             self._known_good(desired)
@@ -287,11 +299,11 @@ class EnvironmentWorkflow:
             try:
                 result = await verify_release(spec.repository, desired.digest, spec.verify)
             except ActivityError as err:
-                if _cause_type(err) != "VerificationFailed":
+                if cause_type(err) != "VerificationFailed":
                     state.source_unavailable_since = state.source_unavailable_since or self._now()
-                    state.source_error = _cause_message(err)
+                    state.source_error = cause_message(err)
                     return False
-                return self._refuse_artifact(desired, _cause_message(err))
+                return self._refuse_artifact(desired, cause_message(err))
             verified = {**state.verified, desired.digest: result.publisher}
             state.verified = dict(list(verified.items())[-policies.MAX_VERIFIED_KEPT:])
         pin = state.pin
@@ -308,7 +320,7 @@ class EnvironmentWorkflow:
         if self._state.blocked != blocked:
             self._state.blocked = blocked
             pin = self._state.pin
-            event = self._record("VerificationFailed", f"{desired.version} not applied: {reason}",
+            event = self._record(EventType.VERIFICATION_FAILED, f"{desired.version} not applied: {reason}",
                                  version=desired.version, digest=desired.digest,
                                  request_id=pin.request_id if pin and pin.digest == desired.digest else "")
             self._answer(pin, desired, "refused", event.message)
@@ -324,7 +336,7 @@ class EnvironmentWorkflow:
                               allow_empty=spec.allow_empty, dry_run=dry_run, drift_baseline=baseline)
 
     def _reconcile_failed(self, err: ActivityError, desired: VersionRef) -> None:
-        kind, message = _cause_type(err), _cause_message(err)
+        kind, message = cause_type(err), cause_message(err)
         if kind == ErrorType.REGISTRY_UNAVAILABLE:
             self._state.source_unavailable_since = self._state.source_unavailable_since or self._now()
             self._state.source_error = message
@@ -334,7 +346,7 @@ class EnvironmentWorkflow:
         else:
             error = f"{kind}: {message}"
             if error != self._state.last_error:  # once per distinct error, not every interval
-                self._record("ReconcileFailed", f"{desired.version}: {error}", version=desired.version,
+                self._record(EventType.RECONCILE_FAILED, f"{desired.version}: {error}", version=desired.version,
                              digest=desired.digest)
             self._state.last_error = error
 
@@ -358,19 +370,19 @@ class EnvironmentWorkflow:
         if applied is None or (state.pin is not None and not self._tracks() and state.pin.digest != applied.digest):
             return None
         try:
-            checked: CheckResult = await workflow.execute_local_activity(
-                "check_environment", CheckInput(resolve=self._resolve_input() if self._tracks() else None,
+            checked = await workflow.execute_local_activity(
+                stubs.check_environment, CheckInput(resolve=self._resolve_input() if self._tracks() else None,
                                                 reconcile=self._reconcile_input(
                                                     VersionRef(version=applied.version, digest=applied.digest),
                                                     baseline=True)),
-                result_type=CheckResult, start_to_close_timeout=policies.CHECK_TIMEOUT,
+                start_to_close_timeout=policies.CHECK_TIMEOUT,
                 retry_policy=policies.CHECK_RETRY, summary="check")
         except FailureError as err:
             # NB: a failed local activity raises its cause (ApplicationError, TimeoutError), not an ActivityError
             if isinstance(err, CancelledError):
                 raise
-            workflow.logger.info("no-op check failed (%s: %s); full reconcile path", _cause_type(err),
-                                 _cause_message(err))
+            workflow.logger.info("no-op check failed (%s: %s); full reconcile path", cause_type(err),
+                                 cause_message(err))
             return None
         return checked
 
@@ -384,15 +396,15 @@ class EnvironmentWorkflow:
         if found is None:
             try:
                 found = await workflow.execute_activity(
-                    "resolve_desired", self._resolve_input(), result_type=ResolveResult,
+                    stubs.resolve_desired, self._resolve_input(),
                     start_to_close_timeout=policies.RESOLVE_TIMEOUT, retry_policy=policies.QUICK_RETRY,
                     summary=f"resolve {spec.tracking}")
             except ActivityError as err:
-                if _cause_type(err) == ErrorType.REGISTRY_UNAVAILABLE:
+                if cause_type(err) == ErrorType.REGISTRY_UNAVAILABLE:
                     state.source_unavailable_since = state.source_unavailable_since or self._now()
-                    state.source_error = _cause_message(err)
+                    state.source_error = cause_message(err)
                 else:
-                    state.last_error = f"{_cause_type(err)}: {_cause_message(err)}"
+                    state.last_error = f"{cause_type(err)}: {cause_message(err)}"
                 return self._current()
         state.source_unavailable_since, state.source_error = None, ""
         if found.ref is not None and not self._tag_bound(found.ref):
@@ -406,7 +418,7 @@ class EnvironmentWorkflow:
             candidate = found.ref
             if candidate is None or not self._newer_than_holds(candidate.version):
                 return VersionRef(version=state.pin.version, digest=state.pin.digest)
-            self._record("PinReleased", f"{candidate.version} is newer than the held version(s); tracking "
+            self._record(EventType.PIN_RELEASED, f"{candidate.version} is newer than the held version(s); tracking "
                          f"{spec.semver} again", version=candidate.version, digest=candidate.digest)
             self._answer(state.pin, None, "superseded", f"the pin was released: {candidate.version} is newer")
             state.pin = None
@@ -425,7 +437,7 @@ class EnvironmentWorkflow:
                    f"{bound}; keeping what is applied")
         if self._state.blocked != blocked:
             self._state.blocked = blocked
-            self._record("TagMoved", blocked, version=ref.version, digest=ref.digest,
+            self._record(EventType.TAG_MOVED, blocked, version=ref.version, digest=ref.digest,
                          objects={"digests": [bound, ref.digest]})
         return False
 
@@ -442,21 +454,20 @@ class EnvironmentWorkflow:
         """Wait for the rollout of `desired` to be judged. Patched: the deadline is absolute across retries
         (schedule-to-close), and a new pin to another digest (an emergency rollback) pre-empts the wait."""
         spec = self._state.spec
-        timeout = parse_duration(spec.health_timeout)
+        timeout = spec.health_timeout.delta
         input = HealthInput(environment=spec.name, digest=desired.digest, cluster=spec.cluster.name or "",
                             kubeconfig=spec.cluster.kubeconfig, context=spec.cluster.context,
                             timeout_seconds=int(timeout.total_seconds()))
         if not workflow.patched("ferry-health-preemptible"):
             try:
-                result: HealthResult = await workflow.execute_activity(
-                    "wait_healthy", input, result_type=HealthResult,
-                    start_to_close_timeout=timeout + timedelta(minutes=1), heartbeat_timeout=policies.HEALTH_HEARTBEAT,
-                    retry_policy=policies.RECONCILE_RETRY)
+                result = await workflow.execute_activity(
+                    stubs.wait_healthy, input, start_to_close_timeout=timeout + policies.HEALTH_ATTEMPT_SLACK,
+                    heartbeat_timeout=policies.HEALTH_HEARTBEAT, retry_policy=policies.RECONCILE_RETRY)
             except ActivityError as err:
                 return self._health_failed(desired, err)
             return result.health.model_copy(update={"at": self._now()})
         handle = workflow.start_activity(
-            "wait_healthy", input, result_type=HealthResult, start_to_close_timeout=timeout + timedelta(minutes=1),
+            stubs.wait_healthy, input, start_to_close_timeout=timeout + policies.HEALTH_ATTEMPT_SLACK,
             schedule_to_close_timeout=timeout + policies.HEALTH_GRACE, heartbeat_timeout=policies.HEALTH_HEARTBEAT,
             retry_policy=policies.RECONCILE_RETRY,
             summary=f"wait until {desired.version} is healthy ({spec.health_timeout})")
@@ -473,7 +484,7 @@ class EnvironmentWorkflow:
                                f"to {self._state.pin.version if self._state.pin else '?'}", digest=desired.digest,
                                at=self._now())
         try:
-            judged: HealthResult = handle.result()
+            judged = handle.result()
         except ActivityError as err:
             return self._health_failed(desired, err)
         return judged.health.model_copy(update={"at": self._now()})
@@ -483,7 +494,7 @@ class EnvironmentWorkflow:
         its worker) judged nothing: patched, the rollout stays unjudged (Unknown) and the outage is reported, so
         an API server restart no longer rolls a good release back; the next reconcile judges it. A check that
         failed for another reason still fails the release."""
-        kind, message = _cause_type(err), _cause_message(err)
+        kind, message = cause_type(err), cause_message(err)
         if kind in (ErrorType.CLUSTER_UNAVAILABLE, "TimeoutError") and workflow.patched("ferry-health-outage-unjudged"):
             self._state.cluster_unreachable_since = self._state.cluster_unreachable_since or self._now()
             self._state.cluster_error = message
@@ -498,7 +509,8 @@ class EnvironmentWorkflow:
             state.last_known_good = desired
             history = [r for r in state.good_history if r.digest != desired.digest]
             state.good_history = [*history, desired][-policies.MAX_GOOD_HISTORY:]
-            self._record("Healthy", f"{desired.version} is healthy", version=desired.version, digest=desired.digest)
+            self._record(EventType.HEALTHY, f"{desired.version} is healthy", version=desired.version,
+                         digest=desired.digest)
 
     def _auto_rollback(self, failed: VersionRef, health: HealthState) -> None:
         state = self._state
@@ -506,12 +518,12 @@ class EnvironmentWorkflow:
         if failed.version not in state.holds:
             state.holds = [*state.holds, failed.version]
         if not state.spec.auto_rollback or good is None or good.digest == failed.digest:
-            self._record("HealthFailed", f"{failed.version} failed health: {health.reason}", version=failed.version,
-                         digest=failed.digest)
+            self._record(EventType.HEALTH_FAILED, f"{failed.version} failed health: {health.reason}",
+                         version=failed.version, digest=failed.digest)
             return
         state.pin = Pin(version=good.version, digest=good.digest, by="ferry (auto-rollback)", kind="auto-rollback",
                         reason=f"{failed.version} failed health: {health.reason}", at=self._now())
-        self._record("AutoRollback", f"{failed.version} failed health ({health.reason}); rolled back to "
+        self._record(EventType.AUTO_ROLLBACK, f"{failed.version} failed health ({health.reason}); rolled back to "
                      f"{good.version}; {failed.version} is held", version=good.version, digest=good.digest,
                      by="ferry (auto-rollback)", objects={"failed": [failed.version, failed.digest]})
         self._wake = True
@@ -525,12 +537,13 @@ class EnvironmentWorkflow:
         try:
             request = PinRequest.model_validate(payload.root)
         except pydantic.ValidationError as err:
-            self._record("PinRefused", f"malformed pin: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}"[:500])
+            self._record(EventType.PIN_REFUSED,
+                         f"malformed pin: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}"[:500])
             return
         verdicts = self._verdicts(request) if self._state.spec.approval.required else []
         refusal = self._pin_refusal(request, verdicts)
         if refusal:
-            event = self._record("PinRefused", f"pin of {request.version} refused: {refusal}", by=request.by,
+            event = self._record(EventType.PIN_REFUSED, f"pin of {request.version} refused: {refusal}", by=request.by,
                                  request_id=request.request_id, version=request.version)
             self._signal_back(request.request_id, "refused", event.message)
             return
@@ -546,7 +559,8 @@ class EnvironmentWorkflow:
         if request.hold and request.hold not in self._state.holds:
             self._state.holds = [*self._state.holds, request.hold]
         self._state.blocked = ""
-        self._record("Pinned", f"pinned to {request.version} ({request.kind}) by {request.by}: {request.reason}",
+        self._record(EventType.PINNED,
+                     f"pinned to {request.version} ({request.kind}) by {request.by}: {request.reason}",
                      version=request.version, digest=request.digest, by=request.by, request_id=request.request_id)
         self._answer(previous, None, "superseded", f"a newer pin took over ({request.kind} by {request.by})")
         self._wake = True
@@ -616,14 +630,14 @@ class EnvironmentWorkflow:
     def suspend(self, payload: LenientPayload) -> None:
         actor = self._actor(payload)
         self._state.suspended = True
-        self._record("Suspended", f"suspended by {actor.by}: {actor.reason}", by=actor.by)
+        self._record(EventType.SUSPENDED, f"suspended by {actor.by}: {actor.reason}", by=actor.by)
         self._wake = True
 
     @workflow.signal(name="resume", description='Start applying again: {"by": "alice", "reason": "..."}')
     def resume(self, payload: LenientPayload) -> None:
         actor = self._actor(payload)
         self._state.suspended = False
-        self._record("Resumed", f"resumed by {actor.by}: {actor.reason}", by=actor.by)
+        self._record(EventType.RESUMED, f"resumed by {actor.by}: {actor.reason}", by=actor.by)
         self._wake = True
 
     @staticmethod
@@ -647,7 +661,7 @@ class EnvironmentWorkflow:
                                   spec=update.spec, digest=spec_digest(update.spec), by=by, at=self._now(),
                                   changes=changes)
             self._state.pending_spec = pending
-            self._record("SpecChangePending", f"spec change by {by} waits for approval ({pending.id}): "
+            self._record(EventType.SPEC_CHANGE_PENDING, f"spec change by {by} waits for approval ({pending.id}): "
                          f"{'; '.join(protected)}"[:1000], by=by, objects={"changes": changes})
             return SpecUpdateResult(status=self.status(), applied=False, changes=changes, pending_id=pending.id)
         self._apply_spec(update.spec, by, changes)
@@ -663,7 +677,7 @@ class EnvironmentWorkflow:
         if old.verify != spec.verify:
             self._state.verified = {}  # verified under other keys: verify again
         approval = f", approved by {approved_by}" if approved_by else ""
-        self._record("SpecUpdated", f"spec updated by {by}{approval} ({spec.tracking}): "
+        self._record(EventType.SPEC_UPDATED, f"spec updated by {by}{approval} ({spec.tracking}): "
                      f"{'; '.join(changes) or 'no field changed'}"[:1000], by=by, objects={"changes": changes})
         self._wake = True
 
@@ -706,12 +720,13 @@ class EnvironmentWorkflow:
         refusal = verdict.refusal
         who = f"{verdict.approver} ({verdict.fingerprint})" if verdict.verified else f"{verdict.approver} (claimed)"
         if refusal:
-            self._record("SpecDecisionRefused", f"{action} of {pending.id} by {verdict.approver or '?'} refused: "
-                         f"{refusal}"[:1000], by=verdict.approver)
+            self._record(EventType.SPEC_DECISION_REFUSED,
+                         f"{action} of {pending.id} by {verdict.approver or '?'} refused: {refusal}"[:1000],
+                         by=verdict.approver)
             raise ApplicationError(refusal, type="DecisionRefused", non_retryable=True)
         self._state.pending_spec = None
         if action == "reject":
-            self._record("SpecChangeRejected", f"spec change {pending.id} by {pending.by} rejected by {who}",
+            self._record(EventType.SPEC_CHANGE_REJECTED, f"spec change {pending.id} by {pending.by} rejected by {who}",
                          by=verdict.approver)
             return SpecUpdateResult(status=self.status(), applied=False, changes=pending.changes)
         self._apply_spec(pending.spec, pending.by, pending.changes, approved_by=who)
@@ -726,18 +741,17 @@ class EnvironmentWorkflow:
         if request.version is None and pin is not None:
             desired: VersionRef | None = VersionRef(version=pin.version, digest=pin.digest)
         else:
-            found: ResolveResult = await workflow.execute_activity(
-                "resolve_desired", ResolveInput(repository=spec.repository, version=request.version or spec.version,
+            found = await workflow.execute_activity(
+                stubs.resolve_desired, ResolveInput(repository=spec.repository, version=request.version or spec.version,
                                                 semver=None if request.version or spec.version else spec.semver,
                                                 prereleases=spec.prereleases, held=self._state.holds),
-                result_type=ResolveResult, start_to_close_timeout=policies.RESOLVE_TIMEOUT,
-                retry_policy=policies.QUICK_RETRY)
+                start_to_close_timeout=policies.RESOLVE_TIMEOUT, retry_policy=policies.QUICK_RETRY)
             desired = found.ref
         if desired is None:
             raise ApplicationError("nothing to plan: no version resolves for this environment", type="NotFound")
-        result: ReconcileResult = await workflow.execute_activity(
-            "reconcile_environment", self._reconcile_input(desired, False, dry_run=True), result_type=ReconcileResult,
-            start_to_close_timeout=parse_duration(spec.timeout), retry_policy=policies.QUICK_RETRY)
+        result = await workflow.execute_activity(
+            stubs.reconcile_environment, self._reconcile_input(desired, False, dry_run=True),
+            start_to_close_timeout=spec.timeout.delta, retry_policy=policies.QUICK_RETRY)
         return PlanResult(version=desired.version, digest=desired.digest,
                           changes=[c for c in result.plan if c["action"] != "delete"],
                           prune=[c["object"] for c in result.plan if c["action"] == "delete"],

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from temporalio import workflow
 
+with workflow.unsafe.imports_passed_through():
+    from ferry.environment import EventType
+
 
 def _count(name: str, description: str, **attributes: str) -> None:
     workflow.metric_meter().create_counter(name, description).add(1, attributes)
 
 
-def environment_event(environment: str, type_: str) -> None:
-    _count("ferry_environment_events", "operator-visible environment events (Applied, DriftCorrected, AutoRollback, "
-           "HealthFailed, ReconcileFailed, Pinned, ...)", environment=environment, type=type_)
+def environment_event(environment: str, type_: EventType) -> None:
+    _count("ferry_environment_events", f"operator-visible environment events ({', '.join(EventType)})",
+           environment=environment, type=type_.value)
 
 
 def promotion_decision(environment: str, action: str, accepted: bool) -> None:

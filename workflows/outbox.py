@@ -14,6 +14,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from ferry.alerts import ALERT_ROUTER_ID, RESOLVED_BY_RECOVERY, Notification, make_notification
     from ferry.environment import LenientPayload
+    from ferry.times import timestamp
 
 __all__ = ["RESOLVED_BY_RECOVERY", "Outbox", "notification", "outbox", "send"]
 
@@ -23,7 +24,7 @@ def notification(type_: str, environment: str, message: str, **fields: object) -
     info = workflow.info()
     return make_notification(workflow_id=info.workflow_id, run_id=info.run_id,
                              position=info.get_current_history_length(), type_=type_, environment=environment,
-                             message=message, at=workflow.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+                             message=message, at=timestamp(workflow.now()),
                              **fields)  # type: ignore[arg-type]
 
 

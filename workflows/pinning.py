@@ -12,11 +12,12 @@ with workflow.unsafe.imports_passed_through():
     import pydantic
 
     from ferry.approvals import SignedDecision
-    from ferry.artifacts import FetchManifestInput, Manifest, ResolveTagInput, ResolveTagResult
+    from ferry.artifacts import FetchManifestInput, ResolveTagInput
     from ferry.cosign import VerifyArtifactInput, VerifyArtifactResult
     from ferry.environment import (
         EnvironmentState,
         EnvironmentStatus,
+        EventType,
         LenientPayload,
         PinKind,
         PinOutcome,
@@ -26,45 +27,36 @@ with workflow.unsafe.imports_passed_through():
     )
     from ferry.oci import ANNOTATION_PUBLISHED_BY
     from ferry.promotion import EnvironmentStatusInput
+    from workflows import activity_stubs as stubs
     from workflows import policies
 
-POLL = timedelta(seconds=2)  # how soon a promotion first asks its environment whether the pin landed healthy
-MAX_POLL = timedelta(seconds=15)  # ... doubling up to this, so a long rollout costs a few dozen polls, not hundreds
-# The environment signals a pin's outcome back; this backstop status check only matters when it cannot (an
-# environment still on an older build during a rolling upgrade).
-BACKSTOP = timedelta(minutes=1)
-
-
 async def environment_status(name: str) -> EnvironmentStatus:
-    status: EnvironmentStatus = await workflow.execute_activity(
-        "environment_status", EnvironmentStatusInput(environment=name), result_type=EnvironmentStatus,
-        start_to_close_timeout=timedelta(seconds=30), retry_policy=policies.QUICK_RETRY)
-    return status
+    return await workflow.execute_activity(
+        stubs.environment_status, EnvironmentStatusInput(environment=name),
+        start_to_close_timeout=policies.STATUS_QUERY_TIMEOUT, retry_policy=policies.QUICK_RETRY)
 
 
 async def resolve_release(repository: str, version: str, verify: VerifyPolicy | None = None) -> tuple[str, str]:
     """-> (digest, publisher) of a released version; NotFound fails the caller. With a verify policy the
     publisher is the one the release's verified signature attests (VerificationFailed fails the caller);
     otherwise it is the manifest's annotation, a claim."""
-    ref: ResolveTagResult = await workflow.execute_activity(
-        "resolve_tag", ResolveTagInput(repository=repository, tag=version), result_type=ResolveTagResult,
+    ref = await workflow.execute_activity(
+        stubs.resolve_tag, ResolveTagInput(repository=repository, tag=version),
         start_to_close_timeout=policies.REGISTRY_CALL_TIMEOUT, retry_policy=policies.QUICK_RETRY)
     assert ref.digest is not None
     if verify is not None:
         return ref.digest, (await verify_release(repository, ref.digest, verify)).publisher
-    manifest: Manifest = await workflow.execute_activity(
-        "fetch_manifest", FetchManifestInput(repository=repository, reference=ref.digest), result_type=Manifest,
+    manifest = await workflow.execute_activity(
+        stubs.fetch_manifest, FetchManifestInput(repository=repository, reference=ref.digest),
         start_to_close_timeout=policies.REGISTRY_CALL_TIMEOUT, retry_policy=policies.QUICK_RETRY)
     return ref.digest, manifest.annotations.get(ANNOTATION_PUBLISHED_BY, "")
 
 
 async def verify_release(repository: str, digest: str, verify: VerifyPolicy) -> VerifyArtifactResult:
     """The release's cosign signature, checked against the environment's publisher keys (on the worker)."""
-    result: VerifyArtifactResult = await workflow.execute_activity(
-        "verify_artifact", VerifyArtifactInput(repository=repository, digest=digest, publishers=verify.publishers),
-        result_type=VerifyArtifactResult, start_to_close_timeout=policies.REGISTRY_CALL_TIMEOUT,
-        retry_policy=policies.QUICK_RETRY)
-    return result
+    return await workflow.execute_activity(
+        stubs.verify_artifact, VerifyArtifactInput(repository=repository, digest=digest, publishers=verify.publishers),
+        start_to_close_timeout=policies.REGISTRY_CALL_TIMEOUT, retry_policy=policies.QUICK_RETRY)
 
 
 def _acknowledged_pins() -> bool:
@@ -125,7 +117,7 @@ class PinOutcomes:
         while workflow.now() < deadline:
             try:
                 await workflow.wait_condition(lambda: request_id in self._pin_outcomes,
-                                              timeout=min(BACKSTOP, deadline - workflow.now()),
+                                              timeout=min(policies.PIN_OUTCOME_BACKSTOP, deadline - workflow.now()),
                                               timeout_summary="the environment's answer (then a backstop check)")
             except TimeoutError:
                 pass
@@ -149,12 +141,12 @@ async def _poll_pin_outcome(environment: str, digest: str, request_id: str, with
     # NB: the pin is a signal; until the environment has handled it (a worker restart can delay that by the
     # sticky-queue timeout and more), its status still shows the previous pin, which is not "superseded".
     acknowledged = not _acknowledged_pins()
-    backoff = workflow.patched("ferry-pin-poll-backoff")  # patched: older histories polled every POLL
-    delay = POLL
+    backoff = workflow.patched("ferry-pin-poll-backoff")  # patched: older histories polled every PIN_POLL
+    delay = policies.PIN_POLL
     while workflow.now() < deadline:
         await workflow.sleep(delay)
         if backoff:
-            delay = min(delay * 2, MAX_POLL)
+            delay = min(delay * 2, policies.PIN_MAX_POLL)
         state = (await environment_status(environment)).state
         verdict, acknowledged = _judge_status(state, digest, request_id, acknowledged)
         if verdict is not None:
@@ -167,15 +159,15 @@ def _judge_status(state: EnvironmentState, digest: str, request_id: str, acknowl
     """What the environment's status says of this pin. -> (verdict or None to keep waiting, acknowledged)."""
     mine = state.pin is not None and state.pin.request_id == request_id
     answers = [e for e in state.events if e.request_id == request_id]
-    refused = next((e for e in answers if e.type in ("PinRefused", "VerificationFailed")), None)
+    refused = next((e for e in answers if e.type in (EventType.PIN_REFUSED, EventType.VERIFICATION_FAILED)), None)
     if refused is not None:
         return ("refused", refused.message, False), acknowledged
-    acknowledged = acknowledged or mine or any(e.type == "Pinned" for e in answers)
+    acknowledged = acknowledged or mine or any(e.type == EventType.PINNED for e in answers)
     if not acknowledged:
         return None, acknowledged
     if not mine:
         if state.pin is not None and state.pin.kind == "auto-rollback" and state.pin.reason and any(
-                e.type == "AutoRollback" and digest in e.objects.get("failed", []) for e in state.events):
+                e.type == EventType.AUTO_ROLLBACK and digest in e.objects.get("failed", []) for e in state.events):
             return ("failed", state.pin.reason, True), acknowledged
         return ("superseded", f"a newer pin took over ({state.pin.kind} by {state.pin.by})" if state.pin else
                 "the pin was released", False), acknowledged

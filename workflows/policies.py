@@ -8,7 +8,7 @@ from temporalio.common import RetryPolicy
 
 from ferry.errors import NON_RETRYABLE
 
-# Registry calls are single HTTP exchanges (oras's own retries are off): a minute covers a slow push.
+# Registry calls are single HTTP exchanges (oras's own retries are off): two minutes cover a slow push.
 REGISTRY_CALL_TIMEOUT = timedelta(minutes=2)
 # Packaging reads and gzips a manifests directory (files are capped at 5 MiB each).
 PACKAGE_TIMEOUT = timedelta(minutes=2)
@@ -61,6 +61,21 @@ MAX_GOOD_HISTORY = 10
 MAX_TAG_BINDINGS = 200  # tag -> digest: enough for every version a range or pin sees in months of releases
 MAX_VERIFIED_KEPT = 20  # digest -> verified publisher: recent releases; an older one is simply verified again
 MAX_CONSUMED_APPROVALS = 50  # promotion runs whose approvals moved the environment: a replayed pin is refused
+# Reading another environment's status is one query through the worker's client: quick, or an outage to retry.
+STATUS_QUERY_TIMEOUT = timedelta(seconds=30)
+# How soon a promotion first asks its environment whether the pin landed healthy (histories from before the
+# environment signalled the outcome back) ...
+PIN_POLL = timedelta(seconds=2)
+# ... doubling up to this, so a long rollout costs a few dozen polls, not hundreds.
+PIN_MAX_POLL = timedelta(seconds=15)
+# The environment signals a pin's outcome back; this backstop status check only matters when it cannot (an
+# environment still on an older build during a rolling upgrade).
+PIN_OUTCOME_BACKSTOP = timedelta(minutes=1)
+# A promotion or rollback waits for its pin's outcome for the environment's health timeout (plus, for a
+# promotion, one interval until the environment's next iteration) and this much more for the apply itself.
+PIN_OUTCOME_SLACK = timedelta(minutes=2)
+# A health wait's attempt may run this much past the environment's health timeout (the activity's own deadline).
+HEALTH_ATTEMPT_SLACK = timedelta(minutes=1)
 # Alert delivery: one HTTP POST per attempt (a provider's own timeout is at most 60 s); retried with backoff up to
 # one attempt a minute until the alert's deadline (schedule-to-close), so a receiver outage of an hour costs ~60
 # attempts, none of them in history. 4xx answers (other than 408/425/429) and configuration errors are final.

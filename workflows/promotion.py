@@ -1,15 +1,15 @@
 """PromotionWorkflow: an approval-gated pin by digest."""
 
 import asyncio
-from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from ferry.approvals import SignedDecision
-    from ferry.durations import parse_duration
-    from ferry.environment import ApprovalPolicy, LenientPayload
+    from ferry.environment import ApprovalPolicy, EnvironmentSpec, EnvironmentState, LenientPayload
+    from ferry.errors import ErrorType
+    from ferry.names import Memo
     from ferry.promotion import (
         MAX_DECISIONS_KEPT,
         Decision,
@@ -21,8 +21,10 @@ with workflow.unsafe.imports_passed_through():
         PromotionStatus,
         judge,
     )
-    from workflows import metrics
+    from ferry.times import timestamp
+    from workflows import metrics, policies
     from workflows import outbox as alerting
+    from workflows.failures import cause_message, cause_type
     from workflows.pinning import PinOutcomes, environment_status, resolve_release, send_pin
     from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_VERSION
 
@@ -50,7 +52,7 @@ class PromotionWorkflow(PinOutcomes):
         self._pinned = False
 
     def _now(self) -> str:
-        return workflow.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+        return timestamp(workflow.now())
 
     def _phase(self, phase: Phase) -> None:
         self._status.phase = phase
@@ -86,21 +88,38 @@ class PromotionWorkflow(PinOutcomes):
                 f"Send the `approve_update` Update (or `reject_update`) with {proof}.")
 
     async def _run(self, input: PromotionInput) -> PromotionResult:
+        """resolve → healthy elsewhere → (approval) → pin → the environment's answer."""
         workflow.upsert_search_attributes([FERRY_ENVIRONMENT.value_set(input.environment),
                                            FERRY_VERSION.value_set(input.version), FERRY_PHASE.value_set("Resolving")])
         env = await environment_status(input.environment)
         spec = env.state.spec
         self._policy = spec.approval
         self._status.approvers, self._status.signed = spec.approval.names, spec.approval.is_signed
+        refused = await self._resolve(input, env.state)
+        if refused is not None:
+            return refused
+        for action, raw, via in self._pending:  # signals that arrived while resolving
+            self._decide(action, raw, via)
+        self._pending = []
+        if spec.approval.required:
+            undecided = await self._await_decision(input, spec)
+            if undecided is not None:
+                return undecided
+        return await self._pin(input, spec)
+
+    async def _resolve(self, input: PromotionInput, env: EnvironmentState) -> PromotionResult | None:
+        """The version's digest and publisher (a refusal when it is not released, not verified, the tag moved, or
+        it is not healthy where the policy requires): from here on decisions can be judged."""
+        spec = env.spec
         try:
             digest, publisher = await resolve_release(spec.repository, input.version, spec.verify)
         except ActivityError as err:
-            if getattr(err.cause, "type", "") == "VerificationFailed":
+            if cause_type(err) == ErrorType.VERIFICATION_FAILED:
                 return self._finish("refused", f"{input.version} failed signature verification: "
-                                    f"{getattr(err.cause, 'message', err.cause)}")
+                                    f"{cause_message(err, limit=None)}")
             return self._finish("refused", f"{input.version} is not a released version of {spec.repository}: "
-                                f"{getattr(err.cause, 'message', err.cause)}")
-        bound = env.state.tags.get(input.version)
+                                f"{cause_message(err, limit=None)}")
+        bound = env.tags.get(input.version)
         if bound is not None and bound != digest:
             return self._finish("refused", f"tag {input.version} now points to {digest}, but {input.environment} "
                                 f"bound it to {bound}: the tag was moved in the registry")
@@ -109,34 +128,37 @@ class PromotionWorkflow(PinOutcomes):
         self._ctx = DecisionContext(environment=input.environment, version=input.version, digest=digest,
                                     publisher=publisher, promotion=info.workflow_id, run=info.run_id)
         refusal = await self._healthy_elsewhere(spec.approval.requires_healthy_in, input.version, digest)
-        if refusal:
-            return self._finish("refused", refusal)
-        for action, raw, via in self._pending:  # signals that arrived while resolving
-            self._decide(action, raw, via)
-        self._pending = []
-        if spec.approval.required:
-            timeout = parse_duration(spec.approval.timeout)
-            self._status.deadline = (workflow.now() + timeout).strftime("%Y-%m-%dT%H:%M:%SZ")
-            self._phase("AwaitingApproval")
-            workflow.set_current_details(self._awaiting_details(spec.approval))
-            if workflow.patched("ferry-alerts"):
-                alerting.outbox(self).notify(alerting.notification(
-                    "AwaitingApproval", input.environment, f"{input.version} waits for approval to go to "
-                    f"{input.environment} (requested by {input.requested_by}) until {self._status.deadline}; "
-                    f"{' or '.join(spec.approval.names)} may approve; the publisher, {publisher or 'unknown'}, may "
-                    "not", version=input.version, digest=digest, by=input.requested_by,
-                    details={"publisher": publisher, "approvers": ", ".join(spec.approval.names),
-                             "deadline": self._status.deadline, "requested_by": input.requested_by,
-                             "reason": input.reason, "signed": str(spec.approval.is_signed).lower(),
-                             "repository": spec.repository}))
-            try:
-                await workflow.wait_condition(lambda: self._outcome is not None, timeout=timeout,
-                                              timeout_summary=f"approval deadline ({spec.approval.timeout})")
-            except TimeoutError:
-                return self._finish("expired", f"no decision within {spec.approval.timeout}")
-            if self._outcome == "rejected":
-                return self._finish("rejected", next(d.comment for d in reversed(self._status.decisions)
-                                                     if d.action == "reject" and d.accepted))
+        return self._finish("refused", refusal) if refusal else None
+
+    async def _await_decision(self, input: PromotionInput, spec: EnvironmentSpec) -> PromotionResult | None:
+        """Wait for an approval until the policy's deadline; None when approved, else the expired/rejected result."""
+        timeout, digest, publisher = spec.approval.timeout.delta, self._status.digest, self._status.publisher
+        self._status.deadline = timestamp(workflow.now() + timeout)
+        self._phase("AwaitingApproval")
+        workflow.set_current_details(self._awaiting_details(spec.approval))
+        if workflow.patched("ferry-alerts"):
+            alerting.outbox(self).notify(alerting.notification(
+                "AwaitingApproval", input.environment, f"{input.version} waits for approval to go to "
+                f"{input.environment} (requested by {input.requested_by}) until {self._status.deadline}; "
+                f"{' or '.join(spec.approval.names)} may approve; the publisher, {publisher or 'unknown'}, may "
+                "not", version=input.version, digest=digest, by=input.requested_by,
+                details={"publisher": publisher, "approvers": ", ".join(spec.approval.names),
+                         "deadline": self._status.deadline, "requested_by": input.requested_by,
+                         "reason": input.reason, "signed": str(spec.approval.is_signed).lower(),
+                         "repository": spec.repository}))
+        try:
+            await workflow.wait_condition(lambda: self._outcome is not None, timeout=timeout,
+                                          timeout_summary=f"approval deadline ({spec.approval.timeout})")
+        except TimeoutError:
+            return self._finish("expired", f"no decision within {spec.approval.timeout}")
+        if self._outcome == "rejected":
+            return self._finish("rejected", next(d.comment for d in reversed(self._status.decisions)
+                                                 if d.action == "reject" and d.accepted))
+        return None
+
+    async def _pin(self, input: PromotionInput, spec: EnvironmentSpec) -> PromotionResult:
+        """Pin the environment by digest with the approvals attached, and wait for its answer."""
+        digest = self._status.digest
         if spec.approval.requires_healthy_in and workflow.patched("ferry-recheck-healthy-in"):
             # NB: approval may come a day later; staging may have failed that version since
             refusal = await self._healthy_elsewhere(spec.approval.requires_healthy_in, input.version, digest)
@@ -146,15 +168,16 @@ class PromotionWorkflow(PinOutcomes):
         request_id = await send_pin(input.environment, spec.repository, input.version, digest,
                                     by=", ".join(approvers) or input.requested_by, kind="promotion",
                                     reason=input.reason or f"promotion requested by {input.requested_by}",
-                                    approvals=self._signed_approvals, approved_by=approvers, publisher=publisher)
+                                    approvals=self._signed_approvals, approved_by=approvers,
+                                    publisher=self._status.publisher)
         self._phase("Pinned")
         self._pinned = True
         workflow.set_current_details(f"pinned {input.environment} to {input.version} ({digest[:19]}…) approved by "
                                      f"{', '.join(approvers) or 'nobody (no approval required)'}; waiting until it "
                                      "is applied and healthy")
         outcome, reason, rolled_back = await self.await_pin_outcome(
-            input.environment, digest, request_id, parse_duration(spec.health_timeout) + parse_duration(spec.interval)
-            + timedelta(minutes=2))
+            input.environment, digest, request_id, spec.health_timeout.delta + spec.interval.delta
+            + policies.PIN_OUTCOME_SLACK)
         return self._finish(outcome, reason, rolled_back)
 
     async def _healthy_elsewhere(self, environments: list[str], version: str, digest: str) -> str:
@@ -208,7 +231,7 @@ class PromotionWorkflow(PinOutcomes):
                           update_id=update.id if update else "")
         s.decisions = [*s.decisions, record][-MAX_DECISIONS_KEPT:]
         metrics.promotion_decision(s.environment, action, not refusal)
-        workflow.upsert_memo({"ferry_decision": record.model_dump(mode="json")})
+        workflow.upsert_memo({Memo.DECISION: record.model_dump(mode="json")})
         if not duplicate and workflow.patched("ferry-alerts"):
             kind = "Refused" if refusal else ("Approved" if action == "approve" else "Rejected")
             alerting.outbox(self).notify(alerting.notification(

@@ -1,5 +1,6 @@
 """ReleaseWorkflow: package on the CI host, refuse to change a released version, push, verify."""
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TypeVar
 
@@ -12,13 +13,10 @@ with workflow.unsafe.imports_passed_through():
 
     from ferry.artifacts import (
         FetchManifestInput,
-        Manifest,
         PushArtifactInput,
-        PushArtifactResult,
         ResolveTagInput,
-        ResolveTagResult,
     )
-    from ferry.cosign import SignArtifactInput, SignArtifactResult
+    from ferry.cosign import SignArtifactInput
     from ferry.errors import ErrorType
     from ferry.oci import (
         ANNOTATION_CREATED,
@@ -37,10 +35,13 @@ with workflow.unsafe.imports_passed_through():
         ReleaseResult,
         ci_task_queue_problem,
     )
+    from ferry.times import timestamp
+    from workflows import activity_stubs as stubs
     from workflows import outbox as alerting
     from workflows import policies
     from workflows.search_attributes import FERRY_PUBLISHER, FERRY_REPOSITORY, FERRY_VERSION
 
+A = TypeVar("A", bound=BaseModel)
 R = TypeVar("R", bound=BaseModel)
 
 
@@ -48,6 +49,31 @@ def release_search_attributes(input: ReleaseInput) -> TypedSearchAttributes:
     return TypedSearchAttributes([SearchAttributePair(FERRY_REPOSITORY, input.repository),
                                   SearchAttributePair(FERRY_VERSION, input.version),
                                   SearchAttributePair(FERRY_PUBLISHER, input.publisher)])
+
+
+def _refuse_foreign_queue(input: ReleaseInput) -> None:
+    """NB: the model refuses such a queue when decoding; this also refuses the worker's own queue whatever it is
+    named. A refusal issues no command first, so valid releases keep their command sequence."""
+    problem = ci_task_queue_problem(input.ci_task_queue)
+    if problem is None and input.ci_task_queue == workflow.info().task_queue:
+        problem = f"ci_task_queue {input.ci_task_queue!r} is this worker's own queue"
+    if problem is not None:
+        raise ApplicationError(problem, type=str(ErrorType.BAD_INPUT), non_retryable=True)
+
+
+def _annotations(input: ReleaseInput) -> dict[str, str]:
+    """The release's OCI manifest annotations: when, which version, who published it, from which workflow/source."""
+    annotations = {
+        ANNOTATION_CREATED: input.created or timestamp(workflow.now()),
+        ANNOTATION_VERSION: input.version,
+        ANNOTATION_PUBLISHED_BY: input.publisher,
+        ANNOTATION_RELEASE_WORKFLOW: workflow.info().workflow_id,
+    }
+    if input.source:
+        annotations[ANNOTATION_SOURCE] = input.source
+    if input.revision:
+        annotations[ANNOTATION_REVISION] = input.revision
+    return annotations
 
 
 # NB: an input the model refuses (a crafted ci_task_queue) fails the workflow on the record instead of failing
@@ -60,61 +86,45 @@ class ReleaseWorkflow:
 
     @workflow.run
     async def run(self, input: ReleaseInput) -> ReleaseResult:
-        # NB: the model refuses such a queue when decoding; this also refuses the worker's own queue whatever it
-        # is named. A refusal issues no command first, so valid releases keep their command sequence.
-        problem = ci_task_queue_problem(input.ci_task_queue)
-        if problem is None and input.ci_task_queue == workflow.info().task_queue:
-            problem = f"ci_task_queue {input.ci_task_queue!r} is this worker's own queue"
-        if problem is not None:
-            raise ApplicationError(problem, type=str(ErrorType.BAD_INPUT), non_retryable=True)
+        """package → already released? → push → verify the tag → sign → announce."""
+        _refuse_foreign_queue(input)
         workflow.upsert_search_attributes([FERRY_REPOSITORY.value_set(input.repository),
                                            FERRY_VERSION.value_set(input.version),
                                            FERRY_PUBLISHER.value_set(input.publisher)])
         self._input = input
-        packaged = await self._on_ci("package_bundle", PackageBundleInput(bundle_dir=input.bundle_dir),
-                                     PackageBundleResult, policies.PACKAGE_TIMEOUT)
+        packaged = await self._on_ci(stubs.package_bundle, PackageBundleInput(bundle_dir=input.bundle_dir),
+                                     policies.PACKAGE_TIMEOUT)
         existing = await self._on_ci(
-            "resolve_tag", ResolveTagInput(repository=input.repository, tag=input.version, missing_ok=True),
-            ResolveTagResult)
+            stubs.resolve_tag, ResolveTagInput(repository=input.repository, tag=input.version, missing_ok=True))
         if existing.digest is not None:
             return await self._already_released(input, packaged, existing.digest)
-
-        created = input.created or workflow.now().strftime("%Y-%m-%dT%H:%M:%SZ")
-        annotations = {
-            ANNOTATION_CREATED: created,
-            ANNOTATION_VERSION: input.version,
-            ANNOTATION_PUBLISHED_BY: input.publisher,
-            ANNOTATION_RELEASE_WORKFLOW: workflow.info().workflow_id,
-        }
-        if input.source:
-            annotations[ANNOTATION_SOURCE] = input.source
-        if input.revision:
-            annotations[ANNOTATION_REVISION] = input.revision
-        pushed = await self._on_ci(
-            "push_artifact",
-            PushArtifactInput(repository=input.repository, tag=input.version, file_path=packaged.path,
-                              layer_media_type=FLUX_CONTENT_MEDIA_TYPE, config_media_type=FLUX_CONFIG_MEDIA_TYPE,
-                              annotations=annotations),
-            PushArtifactResult)
-        if pushed.layer_digest != packaged.layer_digest:
-            raise ApplicationError(f"pushed layer {pushed.layer_digest} is not the packaged {packaged.layer_digest}",
-                                   type=str(ErrorType.DIGEST_MISMATCH), non_retryable=True)
-        verified = await self._on_ci(
-            "resolve_tag", ResolveTagInput(repository=input.repository, tag=input.version), ResolveTagResult)
-        if verified.digest != pushed.digest:
-            raise ApplicationError(
-                f"{input.repository}:{input.version} resolves to {verified.digest}, not the pushed {pushed.digest}: "
-                "someone else pushed this tag concurrently", type=str(ErrorType.DIGEST_MISMATCH), non_retryable=True)
-        workflow.logger.info("released %s:%s as %s", input.repository, input.version, pushed.digest)
-        result = ReleaseResult(repository=input.repository, version=input.version, digest=pushed.digest,
-                               layer_digest=pushed.layer_digest, size=pushed.size, publisher=input.publisher)
-        result = await self._signed(input, result)
+        result = await self._signed(input, await self._pushed(input, packaged))
         if workflow.patched("ferry-alerts"):
             await alerting.send(alerting.notification(
                 "ReleasePublished", "", f"{input.repository}:{input.version} released by {input.publisher} as "
                 f"{result.digest}", version=input.version, digest=result.digest, by=input.publisher,
                 details={"repository": input.repository, "revision": input.revision, "source": input.source}))
         return result
+
+    async def _pushed(self, input: ReleaseInput, packaged: PackageBundleResult) -> ReleaseResult:
+        """Push the packaged layer with Flux's media types, then check the tag resolves to what was pushed."""
+        pushed = await self._on_ci(
+            stubs.push_artifact,
+            PushArtifactInput(repository=input.repository, tag=input.version, file_path=packaged.path,
+                              layer_media_type=FLUX_CONTENT_MEDIA_TYPE, config_media_type=FLUX_CONFIG_MEDIA_TYPE,
+                              annotations=_annotations(input)))
+        if pushed.layer_digest != packaged.layer_digest:
+            raise ApplicationError(f"pushed layer {pushed.layer_digest} is not the packaged {packaged.layer_digest}",
+                                   type=str(ErrorType.DIGEST_MISMATCH), non_retryable=True)
+        verified = await self._on_ci(
+            stubs.resolve_tag, ResolveTagInput(repository=input.repository, tag=input.version))
+        if verified.digest != pushed.digest:
+            raise ApplicationError(
+                f"{input.repository}:{input.version} resolves to {verified.digest}, not the pushed {pushed.digest}: "
+                "someone else pushed this tag concurrently", type=str(ErrorType.DIGEST_MISMATCH), non_retryable=True)
+        workflow.logger.info("released %s:%s as %s", input.repository, input.version, pushed.digest)
+        return ReleaseResult(repository=input.repository, version=input.version, digest=pushed.digest,
+                             layer_digest=pushed.layer_digest, size=pushed.size, publisher=input.publisher)
 
     async def _signed(self, input: ReleaseInput, result: ReleaseResult) -> ReleaseResult:
         """Sign the verified digest on the CI host, which alone holds the key. NB: an unsigned release issues
@@ -123,31 +133,29 @@ class ReleaseWorkflow:
         if input.sign_key_fingerprint is None:
             return result
         signed = await self._on_ci(
-            "sign_artifact",
+            stubs.sign_artifact,
             SignArtifactInput(repository=input.repository, digest=result.digest, publisher=input.publisher,
-                              key_fingerprint=input.sign_key_fingerprint),
-            SignArtifactResult)
+                              key_fingerprint=input.sign_key_fingerprint))
         workflow.logger.info("signed %s@%s with %s as %s", input.repository, result.digest,
                              signed.key_fingerprint, signed.signature_tag)
         return result.model_copy(update={"signature_tag": signed.signature_tag,
                                          "signature_key_fingerprint": signed.key_fingerprint})
 
-    async def _on_ci(self, activity: str, arg: BaseModel, result_type: type[R],
+    async def _on_ci(self, activity: Callable[[A], R], arg: A,
                      start_to_close: timedelta = policies.REGISTRY_CALL_TIMEOUT) -> R:
         """An activity on the CI host's task queue: retried through outages until the release deadline;
         failed within CI_SCHEDULE_TO_START if the `ferry release` process is gone."""
-        result: R = await workflow.execute_activity(
-            activity, arg, result_type=result_type, task_queue=self._input.ci_task_queue,
+        return await workflow.execute_activity(
+            activity, arg, task_queue=self._input.ci_task_queue,
             schedule_to_start_timeout=policies.CI_SCHEDULE_TO_START, start_to_close_timeout=start_to_close,
             schedule_to_close_timeout=timedelta(seconds=self._input.timeout_seconds),
-            heartbeat_timeout=policies.REGISTRY_HEARTBEAT if activity == "push_artifact" else None,
+            heartbeat_timeout=policies.REGISTRY_HEARTBEAT if activity is stubs.push_artifact else None,
             retry_policy=policies.OUTAGE_RETRY)
-        return result
 
     async def _already_released(self, input: ReleaseInput, packaged: PackageBundleResult, digest: str
                                 ) -> ReleaseResult:
         manifest = await self._on_ci(
-            "fetch_manifest", FetchManifestInput(repository=input.repository, reference=digest), Manifest)
+            stubs.fetch_manifest, FetchManifestInput(repository=input.repository, reference=digest))
         layer = manifest.layer(FLUX_CONTENT_MEDIA_TYPE)
         existing_layer = layer.digest if layer else "(no Flux content layer)"
         if existing_layer != packaged.layer_digest:

@@ -1,17 +1,16 @@
 """RollbackWorkflow: the emergency pin to an earlier released version."""
 
 import asyncio
-from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from ferry.durations import parse_duration
     from ferry.promotion import RollbackInput, RollbackResult
     from ferry.versions import try_parse_tag
-    from workflows import metrics
+    from workflows import metrics, policies
     from workflows import outbox as alerting
+    from workflows.failures import cause_message
     from workflows.pinning import PinOutcomes, environment_status, resolve_release, send_pin
     from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_VERSION
 
@@ -58,7 +57,7 @@ class RollbackWorkflow(PinOutcomes):
                 digest, _ = await resolve_release(spec.repository, input.to_version)
             except ActivityError as err:
                 return self._done(result, "refused", f"{input.to_version} is not a released version: "
-                                  f"{getattr(err.cause, 'message', err.cause)}")
+                                  f"{cause_message(err, limit=None)}")
             if spec.approval.required and not any(r.digest == digest for r in state.good_history):
                 return self._done(result, "refused", f"{input.to_version} ({digest}) was never applied and healthy "
                                   f"in {input.environment}: without an approval a rollback may only go to a "
@@ -77,7 +76,7 @@ class RollbackWorkflow(PinOutcomes):
                                     kind="rollback", reason=input.reason or "rollback",
                                     hold=current.version if current and current.version != target_version else None)
         outcome, reason, _ = await self.await_pin_outcome(input.environment, digest, request_id,
-                                                  parse_duration(spec.health_timeout) + timedelta(minutes=2))
+                                                  spec.health_timeout.delta + policies.PIN_OUTCOME_SLACK)
         return self._done(result, outcome, reason)
 
     @staticmethod

@@ -1,0 +1,36 @@
+"""Names that histories, Visibility, the CLI and the tests share, defined once: workflow id prefixes, memo keys and
+search attribute names. Pure (no temporalio): `workflows/search_attributes.py` makes the typed keys from these.
+
+NB: every one of these is recorded in histories and Visibility (or typed by SREs into queries): never change one."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+# Workflow ids are business keys: <prefix><...>.
+ENV_PREFIX = "env/"  # env/<name>
+RELEASE_PREFIX = "release/"  # release/<repository>/<version>
+PROMOTE_PREFIX = "promote/"  # promote/<environment>/<version>
+ROLLBACK_PREFIX = "rollback/"  # rollback/<environment>/<target>
+
+
+class Memo:
+    """Memo keys the workflows upsert so the audit reads operator records from history alone.
+    NB: plain strings, not an enum: they become protobuf map keys."""
+
+    EVENT: Final = "ferry_event"  # EnvironmentWorkflow: each Event it records
+    DECISION: Final = "ferry_decision"  # PromotionWorkflow: each approve/reject decision, accepted or refused
+    UNDELIVERED: Final = "ferry_undelivered"  # AlertRouterWorkflow: a notification it gave up delivering
+    ALERTS_CHANGED: Final = "ferry_alerts_changed"  # AlertRouterWorkflow: who changed the declared alerts
+
+
+class SearchAttribute(StrEnum):
+    """Ferry's custom search attributes (Keyword): what SREs filter on in the Temporal UI."""
+
+    ENVIRONMENT = "FerryEnvironment"
+    REPOSITORY = "FerryRepository"
+    VERSION = "FerryVersion"
+    PHASE = "FerryPhase"
+    PUBLISHER = "FerryPublisher"
+    TRACKING = "FerryTracking"  # what an environment follows ("semver >=1.0.0"): `ferry env list` reads it
