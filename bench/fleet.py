@@ -55,8 +55,8 @@ from devstack.kube.session import KubeServer
 from devstack.procs import free_port
 from devstack.registry import Registry
 from devstack.temporal import TemporalDevServer
-from tests.conftest import settings_for
-from tests.e2e.envkit import publish
+from tests.kit.environments import publish
+from tests.kit.stack import settings_for
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fleet.json"
 ROOT = Path(__file__).resolve().parents[1]

@@ -39,8 +39,8 @@ from devstack.temporal_cluster import throwaway_cluster
 from ferry.environment import EnvironmentSpec
 from tests.chaos.conftest import Workers, eventually, worker_env
 from tests.chaos.test_faults import _all_on, _configmap, _cpu_seconds
-from tests.conftest import settings_for
-from tests.e2e.envkit import publish, start_environment
+from tests.kit.environments import publish, start_environment
+from tests.kit.stack import settings_for
 
 
 @contextlib.contextmanager

@@ -27,8 +27,8 @@ from devstack.temporal_cluster import TemporalCluster
 from ferry.environment import EnvironmentSpec, EnvironmentStatus, LenientPayload
 from ferry.promotion import PromotionInput, promotion_workflow_id
 from tests.chaos.conftest import Workers, eventually, worker_env
-from tests.conftest import settings_for
-from tests.e2e.envkit import publish, start_environment
+from tests.kit.environments import publish, start_environment
+from tests.kit.stack import settings_for
 from workflows.environment import EnvironmentWorkflow
 from workflows.promotion import PromotionWorkflow
 

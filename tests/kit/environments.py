@@ -1,4 +1,4 @@
-"""Helpers for environment tests: publish bundles with the real adapters, drive EnvironmentWorkflows."""
+"""Publish bundles with the real adapters, drive EnvironmentWorkflows and promotions, run the `ferry` CLI."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from ferry.artifacts import PushArtifactInput
 from ferry.environment import EnvironmentInput, EnvironmentSpec, EnvironmentState, EnvironmentStatus, LenientPayload
 from ferry.oci import ANNOTATION_PUBLISHED_BY, ANNOTATION_REVISION, FLUX_CONFIG_MEDIA_TYPE, FLUX_CONTENT_MEDIA_TYPE
 from ferry.settings import Settings
+from tests.kit.stack import STARTED
 from workflows.environment import EnvironmentWorkflow
 
 
@@ -62,8 +63,6 @@ def publish(settings: Settings, repository: str, version: str, docs: list[dict[s
 
 async def start_environment(client: Client, task_queue: str, spec: EnvironmentSpec
                             ) -> WorkflowHandle[EnvironmentWorkflow, None]:
-    from tests.conftest import STARTED
-
     STARTED.append((task_queue, f"env/{spec.name}"))
     return await client.start_workflow(
         EnvironmentWorkflow.run, EnvironmentInput(state=EnvironmentState(spec=spec)),
