@@ -121,9 +121,13 @@ class ReleaseResult(_Model):
     signature_key_fingerprint: str | None = None
 
 
+# The largest manifest file a bundle may hold (the bundle adapter's default cap, and the release's).
+DEFAULT_MAX_FILE_BYTES = 5 * 1024 * 1024
+
+
 class PackageBundleInput(_Model):
     bundle_dir: str
-    max_file_bytes: int = 5 * 1024 * 1024
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
 
 
 class PackageBundleResult(_Model):
