@@ -118,3 +118,21 @@ def test_the_scanner_sees_imports() -> None:
     assert any(_within(m, "temporalio.worker") for m in imports(ROOT / "workers" / "worker.py"))
     assert any(_within(m, "devstack") for m in imports(ROOT / "cli" / "main.py"))
     assert not any(_within(m, "devstack") for m in imports(ROOT / "cli" / "main.py", module_level_only=True))
+
+
+def test_tiers_share_helpers_through_the_kit_only() -> None:
+    """Shared test helpers live in tests/kit/: no tier (nor bench/) imports another tier's test modules, and no one
+    imports conftest (pytest loads it; importing it again makes a second copy of its state)."""
+    tests = ROOT / "tests"
+    broken = []
+    for path in [*tests.rglob("*.py"), *(ROOT / "bench").rglob("*.py")]:
+        if "node_modules" in path.parts:
+            continue
+        tier = path.relative_to(tests).parts[0] if path.is_relative_to(tests) else "bench"
+        for module in imports(path):
+            parts = module.split(".")
+            if parts[0] != "tests" or len(parts) < 2 or parts[1] == "kit":
+                continue
+            if "conftest" in parts or parts[1] != tier:
+                broken.append(f"{path.relative_to(ROOT)} imports {module}")
+    assert not broken, "\n".join(sorted(broken))
