@@ -102,9 +102,11 @@ test: setup
 demo: setup
 	$(BIN)/python -m cli.demo
 
+# lint-imports checks the layer contracts in pyproject.toml ([tool.importlinter]).
 lint: setup
 	$(BIN)/ruff check $(PACKAGES) tests bench
 	$(BIN)/mypy $(PACKAGES)
+	$(BIN)/lint-imports
 
 bench: setup
 	@mkdir -p bench/results

@@ -42,13 +42,12 @@ from temporalio import activity
 from activities.errors import classified
 from activities.tools import script_path
 from ferry.errors import ErrorType
-from ferry.release import PackageBundleInput, PackageBundleResult
+from ferry.release import MAX_BUNDLE_FILE_BYTES, PackageBundleInput, PackageBundleResult
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 # libyaml's C parser when PyYAML was built with it (the wheels are): ~10x faster on big bundles.
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
-DEFAULT_MAX_FILE_BYTES = 5 * 1024 * 1024
 MAX_BUNDLE_BYTES = 100 * 1024 * 1024
 # Files and directories in a bundle: 5,000 objects one file each, with their directories, twice over (objects
 # are not files: one file may hold thousands). 200,000 empty files is an attack on inodes and time.
@@ -59,7 +58,7 @@ MAX_TAR_HEADER_BYTES = 64 * 1024
 MAX_YAML_ALIASES = 1_000
 # The size a file's YAML expands to (scalars' lengths plus one per node), aliases counted as their copies:
 # what the apply body would carry. A 459-byte alias bomb expands to ~195 MB.
-MAX_YAML_EXPANDED = 4 * DEFAULT_MAX_FILE_BYTES
+MAX_YAML_EXPANDED = 4 * MAX_BUNDLE_FILE_BYTES
 # kustomize's output for one path: patches can multiply the input, not without limit.
 MAX_KUSTOMIZE_OUTPUT = 2 * MAX_BUNDLE_BYTES
 # Fields of a kustomization that load other files or directories (kustomize's own list of loaders).
@@ -78,7 +77,7 @@ class BundleFile:
     executable: bool
 
 
-def scan(root: Path, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> list[BundleFile]:
+def scan(root: Path, max_file_bytes: int = MAX_BUNDLE_FILE_BYTES) -> list[BundleFile]:
     """Every regular file under root, sorted; refuses links out of the tree, devices, oversized files."""
     root = root.resolve()
     if not root.is_dir():
@@ -199,7 +198,7 @@ def parse_documents(text: str, where: str) -> list[dict[str, Any]]:
     return out
 
 
-def _read_manifest(path: Path, where: str, limit: int = DEFAULT_MAX_FILE_BYTES) -> str:
+def _read_manifest(path: Path, where: str, limit: int = MAX_BUNDLE_FILE_BYTES) -> str:
     """A manifest's text: bounded, and UTF-8 (what Kubernetes and kustomize read) or a BundleError naming it."""
     with path.open("rb") as handle:
         raw = handle.read(limit + 1)
@@ -343,18 +342,18 @@ def kustomize(directory: Path, root: Path | None = None, max_output: int = MAX_K
         raise BundleError(f"{directory.name}: kustomize build is not UTF-8") from None
 
 
-def _kustomize_roots(root: Path, files: list[BundleFile]) -> list[str]:
+def _kustomize_roots(files: list[BundleFile]) -> list[str]:
     return sorted({f.relpath.rsplit("/", 1)[0] if "/" in f.relpath else "." for f in files
                    if f.relpath.rsplit("/", 1)[-1] in KUSTOMIZATION_FILES})
 
 
-def validate(root: Path, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> int:
+def validate(root: Path, max_file_bytes: int = MAX_BUNDLE_FILE_BYTES) -> int:
     """Validate a bundle directory the way the release command promises; returns the object count.
 
     Directories with a kustomization are built with real kustomize (files under them are kustomize's
     inputs, validated by that build); every other YAML file must hold complete manifests."""
     files = scan(root, max_file_bytes)
-    kroots = _kustomize_roots(root, files)
+    kroots = _kustomize_roots(files)
     count = 0
     for f in files:
         if not f.relpath.endswith(MANIFEST_SUFFIXES) or f.relpath.rsplit("/", 1)[-1] in KUSTOMIZATION_FILES:
@@ -425,7 +424,7 @@ class _ArchiveRefused(Exception):
     pass
 
 
-def safe_extract(archive: Path, dest: Path, max_entry_bytes: int = DEFAULT_MAX_FILE_BYTES,
+def safe_extract(archive: Path, dest: Path, max_entry_bytes: int = MAX_BUNDLE_FILE_BYTES,
                  max_total_bytes: int = MAX_BUNDLE_BYTES, max_members: int = MAX_MEMBERS) -> int:
     """Extract a bundle into dest (which must not exist yet), refusing anything that could escape dest or
     exhaust memory, inodes or disk; every bound is checked from the header, before the member's data is read.
@@ -583,7 +582,6 @@ class BundleCache:
         self._pull = pull  # RegistryActivities.pull_artifact: (PullArtifactInput) -> PullArtifactResult
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
-        self.downloads = 0
 
     def ensure(self, repository: str, digest: str) -> tuple[Path, str]:
         """-> (bundle root, revision annotation)."""
@@ -599,7 +597,6 @@ class BundleCache:
                 return entry / "bundle", json.loads(meta.read_text()).get("revision", "")
             pulled = self._pull(PullArtifactInput(repository=repository, digest=digest, dest_dir=str(entry / "blob"),
                                                   layer_media_type=FLUX_CONTENT_MEDIA_TYPE))
-            self.downloads += 1
             for stale in entry.glob(".extract-*"):  # a worker killed mid-extraction leaves one
                 shutil.rmtree(stale, ignore_errors=True)
             staging = entry / f".extract-{uuid.uuid4().hex}"

@@ -45,8 +45,8 @@ from devstack.temporal import SEARCH_ATTRIBUTES
 from devstack.webhook_sink import WebhookSink
 from ferry.alerts import ALERT_ROUTER_ID, AlertRouterInput, AlertSpec, AlertsUpdate, Links, make_notification
 from ferry.environment import EnvironmentSpec
-from tests.conftest import settings_for
-from tests.e2e.envkit import app_manifests, publish, start_environment, wait_status
+from tests.kit.environments import app_manifests, publish, start_environment, wait_status
+from tests.kit.stack import settings_for
 from workers.worker import build_worker
 from workflows.alerts import AlertRouterWorkflow
 

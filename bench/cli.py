@@ -44,8 +44,8 @@ from devstack.procs import free_port, script_path
 from devstack.registry import Registry
 from devstack.temporal import SEARCH_ATTRIBUTES
 from ferry.environment import EnvironmentInput, EnvironmentSpec, EnvironmentState
-from tests.conftest import settings_for
-from tests.e2e.envkit import app_manifests, publish
+from tests.kit.environments import app_manifests, publish
+from tests.kit.stack import settings_for
 from workers.worker import build_worker
 from workflows import search_attributes as sa
 from workflows.environment import EnvironmentWorkflow

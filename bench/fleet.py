@@ -57,8 +57,8 @@ from devstack.procs import free_port
 from devstack.registry import Registry
 from devstack.temporal import TemporalDevServer, temporal_binary
 from devstack.temporal_cluster import throwaway_cluster
-from tests.conftest import settings_for
-from tests.e2e.envkit import publish
+from tests.kit.environments import publish
+from tests.kit.stack import settings_for
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fleet.json"
 ROOT = Path(__file__).resolve().parents[1]

@@ -56,8 +56,8 @@ from devstack.procs import free_port, script_path
 from devstack.registry import Registry
 from devstack.temporal import SEARCH_ATTRIBUTES
 from ferry.environment import EnvironmentSpec, EnvironmentStatus, PlanRequest
-from tests.conftest import settings_for
-from tests.e2e.envkit import publish, reconcile_now, start_environment
+from tests.kit.environments import publish, reconcile_now, start_environment
+from tests.kit.stack import settings_for
 from workers.worker import build_worker
 from workflows import policies
 from workflows.environment import EnvironmentWorkflow

@@ -33,7 +33,7 @@ from devstack.procs import free_port
 from devstack.registry import Registry
 from ferry.environment import ReconcileInput
 from ferry.settings import RegistrySettings, Settings
-from tests.e2e.envkit import publish
+from tests.kit.environments import publish
 
 KINDS = 4  # ConfigMap, Secret, Service, Deployment
 

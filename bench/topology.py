@@ -37,10 +37,9 @@ from devstack.registry import Registry
 from devstack.temporal import TemporalDevServer
 from devstack.temporal_cluster import throwaway_cluster
 from ferry.environment import EnvironmentSpec
-from tests.chaos.conftest import Workers, eventually, worker_env
-from tests.chaos.test_faults import _all_on, _configmap, _cpu_seconds
-from tests.conftest import settings_for
-from tests.e2e.envkit import publish, start_environment
+from tests.kit.environments import all_on_digest, config_map, publish, start_environment
+from tests.kit.processes import Workers, cpu_seconds, eventually, worker_env
+from tests.kit.stack import settings_for
 
 
 @contextlib.contextmanager
@@ -71,7 +70,7 @@ async def fleet_apply(address: str, server_pids: list[int], registry: Registry, 
     tq, suffix = f"bench-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex[:6]
     settings = settings_for(registry, root)
     repository = f"{registry.host}/bench/app-{suffix}"
-    digest = publish(settings, repository, "1.0.0", _configmap("1.0.0"))
+    digest = publish(settings, repository, "1.0.0", config_map("1.0.0"))
     core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(kube.kubeconfig)))
     names = [f"b{suffix}-{i:04d}" for i in range(environments)]
     for ns in names:
@@ -82,7 +81,7 @@ async def fleet_apply(address: str, server_pids: list[int], registry: Registry, 
         for i in range(workers):
             pool.start(f"worker-{i + 1}")
         worker_pids = [p.pid for p in pool.procs.values()]
-        cpu = sum(_cpu_seconds(p) for p in server_pids), sum(_cpu_seconds(p) for p in worker_pids)
+        cpu = sum(cpu_seconds(p) for p in server_pids), sum(cpu_seconds(p) for p in worker_pids)
         started = time.monotonic()
         gate = asyncio.Semaphore(20)
 
@@ -92,11 +91,11 @@ async def fleet_apply(address: str, server_pids: list[int], registry: Registry, 
                     {"repository": repository, "interval": "10m", "name": name, "namespace": name,
                      "semver": ">=1.0.0"}))
         handles = list(await asyncio.gather(*(start(n) for n in names)))
-        await eventually(lambda: _all_on(handles, digest), 1800, "every environment applied", every=0.5)
+        await eventually(lambda: all_on_digest(handles, digest), 1800, "every environment applied", every=0.5)
         wall = time.monotonic() - started
         return {"environments": environments, "workers": workers, "apply_seconds": round(wall, 1),
-                "server_cpu_percent": round(100 * (sum(_cpu_seconds(p) for p in server_pids) - cpu[0]) / wall),
-                "workers_cpu_percent": round(100 * (sum(_cpu_seconds(p) for p in worker_pids) - cpu[1]) / wall)}
+                "server_cpu_percent": round(100 * (sum(cpu_seconds(p) for p in server_pids) - cpu[0]) / wall),
+                "workers_cpu_percent": round(100 * (sum(cpu_seconds(p) for p in worker_pids) - cpu[1]) / wall)}
     finally:
         pool.stop_all()
         for name in names:

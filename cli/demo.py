@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -165,10 +166,36 @@ def fill_environments(repository: str, keys: dict[str, Path]) -> str:
     return text
 
 
-def main() -> None:
+@dataclass
+class Story:
+    """What the steps share: the running stack, this run's keys, repository and alert receiver."""
+
+    info: Any  # devstack.stack.StackInfo
+    tmp: Path
+    keys: dict[str, Path]
+    repository: str
+    started: float
+    sink: subprocess.Popen[bytes] | None = None
+
+    @property
+    def temporal(self) -> list[str]:
+        """The `temporal` CLI against the stack's server."""
+        return [script_path("temporal") or "temporal"]
+
+    @property
+    def address(self) -> list[str]:
+        return ["--address", self.info.components["temporal"]["address"]]
+
+    def release(self, version: str, image_tag: str, message: str) -> Any:
+        return ferry_json("release", str(bundle(version, image_tag, message, self.tmp)), "--repository",
+                          self.repository, "--version", version, "--published-by", PUBLISHER, "--revision",
+                          revision(version), "--sign-key", str(self.keys["release"]))
+
+
+def start_stack() -> Any:
+    """Step 1: the running stack in .ferry, or a new one; -> its StackInfo."""
     from devstack.stack import StackInfo, status  # NB: the local stack, only for `make demo`
 
-    started = time.monotonic()
     step("1. the local stack: Temporal dev server + Web UI, CNCF registry, Kubernetes control plane (etcd, "
          "kube-apiserver, kube-controller-manager; workload status simulated), worker")
     report = status(STATE)
@@ -178,121 +205,151 @@ def main() -> None:
         run([*FERRY, "dev", "up"])
     info = StackInfo.load(STATE)
     assert info is not None
-    registry, ui = info.components["registry"]["host"], info.components["temporal"]["ui_url"]
-    kubeconfig = info.components["kube"]["kubeconfig"]
-    print(f"Temporal UI: {ui}")
-    repository = f"{registry}/demo/podinfo-{int(time.time())}"
-    # a fresh demo: forget the environments, promotion and rollback a previous run left (same business keys)
+    print(f"Temporal UI: {info.components['temporal']['ui_url']}")
+    return info
+
+
+def forget_previous_run(info: Any) -> None:
+    """A fresh demo: forget the environments, promotion and rollback a previous run left (same business keys)."""
     for workflow_id in ("env/staging", "env/production", "promote/production/1.1.0", "rollback/production/1.0.0"):
         subprocess.run([script_path("temporal") or "temporal", "workflow", "terminate", "--address",
                         info.components["temporal"]["address"], "--workflow-id", workflow_id, "--reason",
                         "make demo restarts the story"], capture_output=True)
 
+
+def release_two_versions(story: Story) -> None:
+    step("2. CI releases 1.0.0 and 1.1.0, signed with CI's key (ReleaseWorkflow: package on the CI host, push, "
+         "verify, sign in cosign's format)")
+    for version, tag, message in (("1.0.0", "6.5.0", "Hello from 1.0.0"), ("1.1.0", "6.5.1", "Hello from 1.1.0")):
+        out = story.release(version, tag, message)
+        print(f"released {story.repository}:{version} -> {out['digest']}\n  {out['temporal_ui']}")
+    run([*FERRY, "verify", f"{story.repository}:1.1.0", "--key", str(story.keys["release.pub"])])
+
+
+def declare_environments(story: Story) -> None:
+    step("3. declare staging (tracks >=1.0.0) and production (pinned to 1.0.0, signed SRE approval required, "
+         "only releases signed by CI's key): examples/environments.yaml with its keys filled in")
+    environments = story.tmp / "environments.yaml"
+    environments.write_text(fill_environments(story.repository, story.keys))
+    print(environments.read_text().rstrip())
+    # NB: --force: an earlier `make demo` on this stack left its environments terminated, and this run's story
+    # starts them afresh on a new repository (a real fleet keeps their holds: no --force)
+    run([*FERRY, "env", "apply", "-f", str(environments), "--force"])
+
+    step("4. staging follows the range to 1.1.0 by itself; production stays on 1.0.0")
+    wait("staging on 1.1.0", lambda: applied("staging", "1.1.0"))
+    wait("production on 1.0.0", lambda: applied("production", "1.0.0"))
+    run([*FERRY, "env", "list"])
+
+
+def declare_alerts(story: Story) -> None:
+    step("4b. alerts: production's decisions go to the SREs' chat (here a local receiver that prints what "
+         "arrives); the provider's URL lives in the worker's .ferry/alert-providers.yaml, never in a workflow")
+    story.sink = start_sink(story.tmp)
+    alerts = story.tmp / "alerts.yaml"
+    alerts.write_text(yaml.safe_dump({"alerts": [{
+        "name": "production-decisions", "provider": "sre-chat", "environments": ["production"],
+        "events": ["AwaitingApproval", "Approved", "Refused", "PromotionSucceeded", "PromotionFailed"]}]},
+        sort_keys=False))
+    print(alerts.read_text().rstrip())
+    run([*FERRY, "alerts", "apply", "-f", str(alerts)])
+
+
+def request_promotion(story: Story) -> None:
+    step("5. a release manager asks to promote production to 1.1.0")
+    run([*FERRY, "promote", "production", "1.1.0", "--as", "carol", "--reason", "weekly release train"])
+    step("5b. the AwaitingApproval notification arrives: version, digest, publisher, who may approve, the "
+         "`ferry approve` and `temporal` commands, the Temporal UI link")
+    sink = story.sink
+    assert sink is not None
+    arrived = wait("AwaitingApproval notification", lambda: notification(sink, "AwaitingApproval"), 60)
+    print(json.dumps(arrived["metadata"], indent=2))
+
+
+def refuse_bad_approvals(story: Story) -> None:
+    step(f"6. the publisher ({PUBLISHER}, an approver too) approves their own release with their key: refused, "
+         "and recorded")
+    refused = run([*FERRY, "approve", "production", "1.1.0", "--as", PUBLISHER, "--key",
+                   str(story.keys[PUBLISHER])], check=False)
+    assert refused.returncode == 1, "the publisher's approval must be refused"
+    step(f"7. a forged approval: someone types {SRE}'s name into `temporal workflow update execute`: refused "
+         "(no signature), and recorded")
+    forged = run([*story.temporal, "workflow", "update", "execute", *story.address, "--workflow-id",
+                  "promote/production/1.1.0", "--name", "approve_update", "--input",
+                  json.dumps({"approver": SRE, "comment": "trust me"})], check=False)
+    assert forged.returncode != 0, "a forged approval must be refused"
+
+
+def approve_signed(story: Story) -> None:
+    step(f"8. {SRE} signs an approval with her SSH key and sends it with the `temporal` CLI (the Temporal UI's "
+         "Send an Update dialog takes the same JSON)")
+    approval = story.tmp / "approval.json"
+    signed = run([*FERRY, "approve", "production", "1.1.0", "--as", SRE, "--key", str(story.keys[SRE]),
+                  "--comment", "staging is green, ship it", "--print"], show=False)
+    approval.write_text(signed.stdout.strip())
+    print(f"$ ferry approve production 1.1.0 --as {SRE} --key {story.keys[SRE].name} --print > approval.json")
+    run([*story.temporal, "workflow", "update", "execute", *story.address, "--workflow-id",
+         "promote/production/1.1.0", "--name", "approve_update", "--input-file", str(approval)])
+
+    step("9. production is pinned by digest, applied and healthy")
+    wait("production on 1.1.0", lambda: applied("production", "1.1.0"))
+    run([*FERRY, "status", "production"])
+
+
+def revert_hand_edit(story: Story) -> None:
+    step("10. someone edits production by hand; the next reconcile puts it back and records the drift")
+    run([script_path("kubectl") or "kubectl", "--kubeconfig", story.info.components["kube"]["kubeconfig"], "-n",
+         "production", "set", "image", "deployment/podinfo", "podinfo=ghcr.io/stefanprodan/podinfo:hand-edit"])
+    run([*FERRY, "reconcile", "production", "--as", SRE])
+    drift = wait("drift corrected", lambda: env_status("production").get("state", {}).get("last_drift"))
+    print(f"DriftCorrected at {drift['at']}: {drift['objects']}")
+
+
+def broken_release_rolls_back(story: Story) -> None:
+    step("11. CI releases a broken 1.2.0: staging fails health and rolls back by itself, holding 1.2.0")
+    out = story.release("1.2.0", "6.5.2-broken", "Hello from 1.2.0")
+    print(f"released {story.repository}:1.2.0 -> {out['digest']}")
+    applied_at = wait("staging applying 1.2.0", lambda: next(
+        (e["at"] for e in env_status("staging").get("state", {}).get("events", [])
+         if e["type"] == "Applied" and e.get("version") == "1.2.0"), None), 60)
+    print(push_to_applied("1.2.0", applied_at))
+    wait("staging auto-rollback", lambda: any(e["type"] == "AutoRollback" for e in
+                                              env_status("staging").get("state", {}).get("events", [])), 150)
+    wait("staging healthy on 1.1.0 again", lambda: applied("staging", "1.1.0"))
+    run([*FERRY, "status", "staging"])
+
+
+def rollback_and_audit(story: Story) -> None:
+    step("12. an SRE rolls production back to 1.0.0")
+    run([*FERRY, "rollback", "production", "--to", "1.0.0", "--as", SRE, "--reason", "demo"])
+
+    step("13. the audit trail, from Temporal's workflow histories alone")
+    since = f"{math.ceil(time.monotonic() - story.started)}s"  # this run only
+    run([*FERRY, "audit", "--since", since])
+    step("14. every signed decision in those histories, re-verified offline")
+    verified = run([*FERRY, "audit", "--since", since, "--verify"], show=False)
+    print(verified.stdout.strip().splitlines()[-1])
+
+
+STEPS = (release_two_versions, declare_environments, declare_alerts, request_promotion, refuse_bad_approvals,
+         approve_signed, revert_hand_edit, broken_release_rolls_back, rollback_and_audit)
+
+
+def main() -> None:
+    started = time.monotonic()
+    info = start_stack()
+    repository = f"{info.components['registry']['host']}/demo/podinfo-{int(time.time())}"
+    forget_previous_run(info)
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        keys = make_keys(tmp)
-        step("2. CI releases 1.0.0 and 1.1.0, signed with CI's key (ReleaseWorkflow: package on the CI host, push, "
-             "verify, sign in cosign's format)")
-        for version, tag, message in (("1.0.0", "6.5.0", "Hello from 1.0.0"), ("1.1.0", "6.5.1", "Hello from 1.1.0")):
-            out = ferry_json("release", str(bundle(version, tag, message, tmp)), "--repository", repository,
-                             "--version", version, "--published-by", PUBLISHER, "--revision", revision(version),
-                             "--sign-key", str(keys["release"]))
-            print(f"released {repository}:{version} -> {out['digest']}\n  {out['temporal_ui']}")
-        run([*FERRY, "verify", f"{repository}:1.1.0", "--key", str(keys["release.pub"])])
-
-        step("3. declare staging (tracks >=1.0.0) and production (pinned to 1.0.0, signed SRE approval required, "
-             "only releases signed by CI's key): examples/environments.yaml with its keys filled in")
-        environments = tmp / "environments.yaml"
-        environments.write_text(fill_environments(repository, keys))
-        print(environments.read_text().rstrip())
-        # NB: --force: an earlier `make demo` on this stack left its environments terminated, and this run's story
-        # starts them afresh on a new repository (a real fleet keeps their holds: no --force)
-        run([*FERRY, "env", "apply", "-f", str(environments), "--force"])
-
-        step("4. staging follows the range to 1.1.0 by itself; production stays on 1.0.0")
-        wait("staging on 1.1.0", lambda: applied("staging", "1.1.0"))
-        wait("production on 1.0.0", lambda: applied("production", "1.0.0"))
-        run([*FERRY, "env", "list"])
-
-        step("4b. alerts: production's decisions go to the SREs' chat (here a local receiver that prints what "
-             "arrives); the provider's URL lives in the worker's .ferry/alert-providers.yaml, never in a workflow")
-        sink = start_sink(tmp)
-        alerts = tmp / "alerts.yaml"
-        alerts.write_text(yaml.safe_dump({"alerts": [{
-            "name": "production-decisions", "provider": "sre-chat", "environments": ["production"],
-            "events": ["AwaitingApproval", "Approved", "Refused", "PromotionSucceeded", "PromotionFailed"]}]},
-            sort_keys=False))
-        print(alerts.read_text().rstrip())
-        run([*FERRY, "alerts", "apply", "-f", str(alerts)])
-
-        step("5. a release manager asks to promote production to 1.1.0")
-        run([*FERRY, "promote", "production", "1.1.0", "--as", "carol", "--reason", "weekly release train"])
-        step("5b. the AwaitingApproval notification arrives: version, digest, publisher, who may approve, the "
-             "`ferry approve` and `temporal` commands, the Temporal UI link")
-        arrived = wait("AwaitingApproval notification", lambda: notification(sink, "AwaitingApproval"), 60)
-        print(json.dumps(arrived["metadata"], indent=2))
-
-        step(f"6. the publisher ({PUBLISHER}, an approver too) approves their own release with their key: refused, "
-             "and recorded")
-        refused = run([*FERRY, "approve", "production", "1.1.0", "--as", PUBLISHER, "--key", str(keys[PUBLISHER])],
-                      check=False)
-        assert refused.returncode == 1, "the publisher's approval must be refused"
-        temporal = [script_path("temporal") or "temporal"]
-        address = ["--address", info.components["temporal"]["address"]]
-        step(f"7. a forged approval: someone types {SRE}'s name into `temporal workflow update execute`: refused "
-             "(no signature), and recorded")
-        forged = run([*temporal, "workflow", "update", "execute", *address, "--workflow-id",
-                      "promote/production/1.1.0", "--name", "approve_update", "--input",
-                      json.dumps({"approver": SRE, "comment": "trust me"})], check=False)
-        assert forged.returncode != 0, "a forged approval must be refused"
-
-        step(f"8. {SRE} signs an approval with her SSH key and sends it with the `temporal` CLI (the Temporal UI's "
-             "Send an Update dialog takes the same JSON)")
-        approval = tmp / "approval.json"
-        signed = run([*FERRY, "approve", "production", "1.1.0", "--as", SRE, "--key", str(keys[SRE]), "--comment",
-                      "staging is green, ship it", "--print"], show=False)
-        approval.write_text(signed.stdout.strip())
-        print(f"$ ferry approve production 1.1.0 --as {SRE} --key {keys[SRE].name} --print > approval.json")
-        run([*temporal, "workflow", "update", "execute", *address, "--workflow-id", "promote/production/1.1.0",
-             "--name", "approve_update", "--input-file", str(approval)])
-
-        step("9. production is pinned by digest, applied and healthy")
-        wait("production on 1.1.0", lambda: applied("production", "1.1.0"))
-        run([*FERRY, "status", "production"])
-
-        step("10. someone edits production by hand; the next reconcile puts it back and records the drift")
-        run([script_path("kubectl") or "kubectl", "--kubeconfig", kubeconfig, "-n", "production", "set", "image",
-             "deployment/podinfo", "podinfo=ghcr.io/stefanprodan/podinfo:hand-edit"])
-        run([*FERRY, "reconcile", "production", "--as", SRE])
-        drift = wait("drift corrected", lambda: env_status("production").get("state", {}).get("last_drift"))
-        print(f"DriftCorrected at {drift['at']}: {drift['objects']}")
-
-        step("11. CI releases a broken 1.2.0: staging fails health and rolls back by itself, holding 1.2.0")
-        out = ferry_json("release", str(bundle("1.2.0", "6.5.2-broken", "Hello from 1.2.0", tmp)), "--repository",
-                         repository, "--version", "1.2.0", "--published-by", PUBLISHER, "--revision", revision("1.2.0"),
-                         "--sign-key", str(keys["release"]))
-        print(f"released {repository}:1.2.0 -> {out['digest']}")
-        applied_at = wait("staging applying 1.2.0", lambda: next(
-            (e["at"] for e in env_status("staging").get("state", {}).get("events", [])
-             if e["type"] == "Applied" and e.get("version") == "1.2.0"), None), 60)
-        print(push_to_applied("1.2.0", applied_at))
-        wait("staging auto-rollback", lambda: any(e["type"] == "AutoRollback" for e in
-                                                  env_status("staging").get("state", {}).get("events", [])), 150)
-        wait("staging healthy on 1.1.0 again", lambda: applied("staging", "1.1.0"))
-        run([*FERRY, "status", "staging"])
-
-        step("12. an SRE rolls production back to 1.0.0")
-        run([*FERRY, "rollback", "production", "--to", "1.0.0", "--as", SRE, "--reason", "demo"])
-
-        step("13. the audit trail, from Temporal's workflow histories alone")
-        since = f"{math.ceil(time.monotonic() - started)}s"  # this run only
-        run([*FERRY, "audit", "--since", since])
-        step("14. every signed decision in those histories, re-verified offline")
-        verified = run([*FERRY, "audit", "--since", since, "--verify"], show=False)
-        print(verified.stdout.strip().splitlines()[-1])
-        sink.terminate()
-        sink.wait(timeout=10)
-    print(f"\nOpen the Temporal UI at {ui} to see every workflow above; `ferry dev down` stops the stack.")
+        story = Story(info, tmp, make_keys(tmp), repository, started)
+        for run_step in STEPS:
+            run_step(story)
+        if story.sink is not None:
+            story.sink.terminate()
+            story.sink.wait(timeout=10)
+    print(f"\nOpen the Temporal UI at {info.components['temporal']['ui_url']} to see every workflow above; "
+          "`ferry dev down` stops the stack.")
 
 
 if __name__ == "__main__":

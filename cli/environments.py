@@ -33,6 +33,7 @@ from ferry.environment import (
     EnvironmentState,
     EnvironmentStatus,
     LenientPayload,
+    PendingSpec,
     PlanRequest,
     SpecUpdate,
     SpecUpdateResult,
@@ -428,10 +429,29 @@ def _signal(name: str) -> Any:
     return cmd
 
 
+def _spec_decision(args: argparse.Namespace, verb: str, who: str, pending: PendingSpec) -> dict[str, str]:
+    """The approve/reject payload for a pending spec change; signed with --key (the statement names version "spec",
+    the pending spec's digest, promotion env/<name> and run = the pending change id)."""
+    payload = {"approver": who, "comment": args.comment or ""}
+    if not args.key:
+        return payload
+    from cli.keys import expiry, private_key
+    from ferry.approvals import ApprovalError, Statement, sign_statement
+
+    data, password, _ = private_key(args.key)
+    try:
+        statement = Statement(environment=args.env, version="spec", digest=pending.digest,
+                              promotion=env_workflow_id(args.env), run=pending.id, decision=verb,  # type: ignore[arg-type]
+                              approver=who, comment=args.comment or "", expires=expiry(args.expires))
+        proof = sign_statement(statement, data, password)
+    except (ApprovalError, pydantic.ValidationError) as err:
+        raise CommandError(f"cannot sign the {verb}: {err}") from None
+    return payload | {"statement": proof.statement, "signature": proof.signature}
+
+
 def _spec_decide(update: str) -> Any:
     """`ferry env approve|reject ENV`: decide the pending protected spec change, signed with --key when the
-    environment requires signed approvals (the statement names version "spec", the pending spec's digest,
-    promotion env/<name> and run = the pending change id)."""
+    environment requires signed approvals."""
     verb = update.split("_")[0]
 
     def cmd(args: argparse.Namespace) -> int:
@@ -442,20 +462,7 @@ def _spec_decide(update: str) -> Any:
             if pending is None:
                 raise CommandError(f"{args.env} has no spec change pending approval")
             who = args.as_ or local_identity()
-            payload = {"approver": who, "comment": args.comment or ""}
-            if args.key:
-                from cli.keys import expiry, private_key
-                from ferry.approvals import ApprovalError, Statement, sign_statement
-
-                data, password, _ = private_key(args.key)
-                try:
-                    statement = Statement(environment=args.env, version="spec", digest=pending.digest,
-                                          promotion=env_workflow_id(args.env), run=pending.id, decision=verb,  # type: ignore[arg-type]
-                                          approver=who, comment=args.comment or "", expires=expiry(args.expires))
-                    proof = sign_statement(statement, data, password)
-                except (ApprovalError, pydantic.ValidationError) as err:
-                    raise CommandError(f"cannot sign the {verb}: {err}") from None
-                payload |= {"statement": proof.statement, "signature": proof.signature}
+            payload = _spec_decision(args, verb, who, pending)
             if args.print:
                 return payload
             try:

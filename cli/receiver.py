@@ -172,74 +172,83 @@ class Receiver:
         return "\n".join(lines) + "\n"
 
 
+class ReceiverServer(ThreadingHTTPServer):
+    """The receiver's HTTP server: one thread per request, at most MAX_CONCURRENT of them past the door."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], receiver: Receiver) -> None:
+        self.receiver = receiver
+        self.slots = threading.BoundedSemaphore(MAX_CONCURRENT)
+        super().__init__(address, ReceiverHandler)
+
+
+class ReceiverHandler(BaseHTTPRequestHandler):
+    server: ReceiverServer
+    server_version = "ferry-receiver"
+    timeout = SOCKET_TIMEOUT
+
+    def _answer(self, status: int, data: dict[str, Any] | str) -> None:
+        body = (data if isinstance(data, str) else json.dumps(data)).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; version=0.0.4" if isinstance(data, str)
+                         else "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _refuse(self, endpoint: str, outcome: str, status: int, why: str, *, close: bool = True) -> None:
+        self.server.receiver.count(endpoint, outcome)
+        if close:
+            self.close_connection = True
+        self._answer(status, {"refused": why})
+
+    def do_GET(self) -> None:
+        if self.path == "/healthz":
+            self._answer(200, {"ok": True})
+        elif self.path == "/metrics":
+            self._answer(200, self.server.receiver.metrics())
+        else:
+            self._answer(404, {"refused": "not found"})
+
+    def do_POST(self) -> None:
+        endpoint = {"/hooks/registry": "registry", "/hooks/generic": "generic"}.get(self.path)
+        if endpoint is None:
+            self._answer(404, {"refused": "not found (POST /hooks/registry or /hooks/generic)"})
+            return
+        if not self.server.slots.acquire(blocking=False):
+            self._refuse(endpoint, "busy", 503, f"more than {MAX_CONCURRENT} requests at once; retry")
+            return
+        try:
+            self._post(endpoint)
+        finally:
+            self.server.slots.release()
+
+    def _post(self, endpoint: str) -> None:
+        receiver = self.server.receiver
+        if endpoint == "registry" and not receiver.authorized(self.headers.get("Authorization")):
+            # NB: before the body is read: an unauthenticated client cannot hold a slot while it trickles one
+            self._refuse(endpoint, "unauthorized", 401, "missing or wrong Authorization header")
+            return
+        length = self.headers.get("Content-Length")
+        if length is None or not re.fullmatch(r"[0-9]{1,9}", length):  # NB: str.isdigit() takes "²"
+            self._refuse(endpoint, "malformed", 411, "Content-Length required", close=False)
+            return
+        if int(length) > MAX_BODY:
+            # NB: the body is never read
+            self._refuse(endpoint, "oversized", 413, f"body larger than {MAX_BODY} bytes")
+            return
+        body = self.rfile.read(int(length))
+        status, answer = receiver.handle(endpoint, self.headers.get, body)
+        self._answer(status, answer)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+
 def make_server(receiver: Receiver, bind: str) -> ThreadingHTTPServer:
     host, _, port = bind.rpartition(":")
-
-    slots = threading.BoundedSemaphore(MAX_CONCURRENT)
-
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "ferry-receiver"
-        timeout = SOCKET_TIMEOUT
-
-        def _answer(self, status: int, data: dict[str, Any] | str) -> None:
-            body = (data if isinstance(data, str) else json.dumps(data)).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "text/plain; version=0.0.4" if isinstance(data, str)
-                             else "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_GET(self) -> None:
-            if self.path == "/healthz":
-                self._answer(200, {"ok": True})
-            elif self.path == "/metrics":
-                self._answer(200, receiver.metrics())
-            else:
-                self._answer(404, {"refused": "not found"})
-
-        def do_POST(self) -> None:
-            endpoint = {"/hooks/registry": "registry", "/hooks/generic": "generic"}.get(self.path)
-            if endpoint is None:
-                self._answer(404, {"refused": "not found (POST /hooks/registry or /hooks/generic)"})
-                return
-            if not slots.acquire(blocking=False):
-                receiver.count(endpoint, "busy")
-                self.close_connection = True
-                self._answer(503, {"refused": f"more than {MAX_CONCURRENT} requests at once; retry"})
-                return
-            try:
-                self._post(endpoint)
-            finally:
-                slots.release()
-
-        def _post(self, endpoint: str) -> None:
-            if endpoint == "registry" and not receiver.authorized(self.headers.get("Authorization")):
-                # NB: before the body is read: an unauthenticated client cannot hold a slot while it trickles one
-                receiver.count(endpoint, "unauthorized")
-                self.close_connection = True
-                self._answer(401, {"refused": "missing or wrong Authorization header"})
-                return
-            length = self.headers.get("Content-Length")
-            if length is None or not re.fullmatch(r"[0-9]{1,9}", length):  # NB: str.isdigit() takes "²"
-                receiver.count(endpoint, "malformed")
-                self._answer(411, {"refused": "Content-Length required"})
-                return
-            if int(length) > MAX_BODY:
-                receiver.count(endpoint, "oversized")
-                self.close_connection = True  # NB: the body is never read
-                self._answer(413, {"refused": f"body larger than {MAX_BODY} bytes"})
-                return
-            body = self.rfile.read(int(length))
-            status, answer = receiver.handle(endpoint, self.headers.get, body)
-            self._answer(status, answer)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug("%s " + format, self.address_string(), *args)
-
-    server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
-    server.daemon_threads = True
-    return server
+    return ReceiverServer((host or "127.0.0.1", int(port)), receiver)
 
 
 def _secret(env: str, file_flag: str | None) -> str | None:

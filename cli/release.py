@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import concurrent.futures
 import os
 import subprocess
 import tempfile
@@ -33,13 +32,12 @@ from ferry.release import (
 from ferry.settings import Settings
 from ferry.versions import VersionError, parse_release_version
 from workers.client import workflow_url
-from workers.worker import build_ci_worker
+from workers.worker import ci_worker
 from workflows.release import ReleaseWorkflow, release_search_attributes
 
 # The workflow's own deadline: the release timeout plus time for the CI-queue timeouts to fire.
 CI_GRACE = parse_duration("2m")
 MAX_KEY_FILE = 16 * 1024
-CI_ACTIVITIES = 4  # the CI worker's activities at once (= its thread pool): one release needs one at a time
 
 def _git(directory: Path, *args: str) -> str:
     try:
@@ -144,20 +142,19 @@ async def run_release(input: ReleaseInput, expected_layer: str, settings: Settin
     if signer is not None:
         activities.append(SignatureActivities(registries, signer).sign_artifact)
     # NB: the worker-specific task queue: packaging and push run here, on the CI host, for this process's life.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=CI_ACTIVITIES) as pool:
-        async with build_ci_worker(client, input.ci_task_queue, activities, pool, CI_ACTIVITIES):
-            workflow_id = release_workflow_id(repository, version)
-            handle = await client.start_workflow(
-                ReleaseWorkflow.run, input, id=workflow_id, task_queue=settings.temporal.task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                search_attributes=release_search_attributes(input),
-                execution_timeout=timeout + CI_GRACE,
-            )
-            try:
-                result: ReleaseResult = await handle.result()
-            except WorkflowFailureError as err:
-                raise CommandError(f"release {repository}:{version} failed: {root_cause(err)} "
-                                   f"({workflow_url(settings.temporal, workflow_id)})") from None
+    async with ci_worker(client, input.ci_task_queue, activities):
+        workflow_id = release_workflow_id(repository, version)
+        handle = await client.start_workflow(
+            ReleaseWorkflow.run, input, id=workflow_id, task_queue=settings.temporal.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            search_attributes=release_search_attributes(input),
+            execution_timeout=timeout + CI_GRACE,
+        )
+        try:
+            result: ReleaseResult = await handle.result()
+        except WorkflowFailureError as err:
+            raise CommandError(f"release {repository}:{version} failed: {root_cause(err)} "
+                               f"({workflow_url(settings.temporal, workflow_id)})") from None
     if result.layer_digest != expected_layer:
         # Attached to a release of the same version started by someone else, with other content.
         raise CommandError(f"release {repository}:{version} failed: VersionAlreadyReleased: "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -18,7 +17,8 @@ from devstack.kube.session import KubeServer
 from devstack.procs import free_port, script_path
 from devstack.registry import Registry
 from devstack.temporal import SEARCH_ATTRIBUTES
-from ferry.settings import RegistrySettings, Settings
+from ferry.settings import Settings
+from tests.kit.stack import settings_for, worker_on
 
 # The fault tier (tests/chaos: the cluster topology and its faults) is `make chaos`, which sets FERRY_CHAOS=1 after
 # building the Temporal server; `make test` does not collect it.
@@ -105,15 +105,6 @@ def dev_client(dev_env: WorkflowEnvironment) -> Client:
     return dev_env.client
 
 
-def settings_for(registry: Registry, tmp: Path, **registry_overrides: object) -> Settings:
-    """Worker settings pointed at the test registry (over http)."""
-    reg = RegistrySettings(insecure_hosts=[registry.host], default=registry.host,
-                           request_timeout_seconds=5, **registry_overrides)  # type: ignore[arg-type]
-    settings = Settings(state_dir=tmp, registry=reg)
-    settings.worker.cache_dir = tmp / "cache"
-    return settings
-
-
 @pytest.fixture
 def settings(registry: Registry, tmp_path: Path) -> Settings:
     return settings_for(registry, tmp_path)
@@ -145,48 +136,6 @@ def namespace(kube_api: object) -> str:
     name = f"t-{uuid.uuid4().hex[:10]}"
     kubernetes.client.CoreV1Api(kube_api).create_namespace({"metadata": {"name": name}})
     return name
-
-
-# (task queue, workflow id) of every long-running workflow the test helpers start, for servers that cannot
-# list workflows (the time-skipping test server).
-STARTED: list[tuple[str, str]] = []
-
-
-async def terminate_running(client: Client, task_queue: str) -> None:
-    """Terminate what a test left running on its task queue, so no orphan (whose worker is gone) holds up
-    time skipping or answers no queries in later tests."""
-    import contextlib
-
-    from temporalio.service import RPCError, RPCStatusCode
-
-    ids: list[str] = []
-    try:
-        ids = [wf.id async for wf in client.list_workflows(
-            f"TaskQueue = '{task_queue}' AND ExecutionStatus = 'Running'")]
-    except RPCError as err:
-        if err.status != RPCStatusCode.UNIMPLEMENTED:
-            raise
-        ids = [wid for tq, wid in STARTED if tq == task_queue]
-    for wid in ids:
-        with contextlib.suppress(RPCError):
-            await client.get_workflow_handle(wid).terminate("test finished")
-
-
-@contextlib.asynccontextmanager
-async def worker_on(env: WorkflowEnvironment, registry: Registry, kube_server: object, tmp: Path,
-                    task_queue: str) -> AsyncIterator[Settings]:
-    """A ferry worker on a fresh task queue against the real registry and the real API server, as the
-    least-privileged ferry-worker user through the fault proxy; whatever the test left running on that queue is
-    terminated afterwards."""
-    from workers.worker import build_worker
-
-    settings = settings_for(registry, tmp)
-    settings.temporal.task_queue = task_queue
-    settings.temporal.address = env.client.service_client.config.target_host
-    settings.kubeconfig = Path(kube_server.worker_kubeconfig)  # type: ignore[attr-defined]
-    async with build_worker(env.client, settings):
-        yield settings
-        await terminate_running(env.client, task_queue)
 
 
 @pytest.fixture

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -170,3 +171,16 @@ def build_ci_worker(client: Client, task_queue: str, activities: Sequence[Callab
     activities that touch the host's files and the release's registry (package, resolve, push, sign)."""
     return Worker(client, task_queue=task_queue, activities=list(activities), activity_executor=pool,
                   max_concurrent_activities=max_concurrent, build_id=CI_BUILD_ID)
+
+
+# The CI worker's activities at once (= its thread pool): one release needs one at a time.
+CI_ACTIVITIES = 4
+
+
+@contextlib.asynccontextmanager
+async def ci_worker(client: Client, task_queue: str, activities: Sequence[Callable[..., Any]]
+                    ) -> AsyncIterator[Worker]:
+    """build_ci_worker running for the life of the block, over a thread pool of its own."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=CI_ACTIVITIES) as pool:
+        async with build_ci_worker(client, task_queue, activities, pool, CI_ACTIVITIES) as worker:
+            yield worker

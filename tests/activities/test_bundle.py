@@ -18,7 +18,7 @@ from activities.registry import Registries, RegistryActivities
 from devstack.registry import Registry
 from ferry.artifacts import PushArtifactInput
 from ferry.oci import FLUX_CONFIG_MEDIA_TYPE, FLUX_CONTENT_MEDIA_TYPE
-from tests.conftest import settings_for
+from tests.kit.stack import settings_for
 
 CM = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: %s}\ndata: {a: '1'}\n"
 

@@ -21,7 +21,7 @@ from activities.registry import Registries, RegistryActivities
 from devstack.kube.session import KubeServer
 from ferry.environment import ReconcileInput, ReconcileResult
 from ferry.settings import Settings
-from tests.e2e.envkit import publish
+from tests.kit.environments import publish
 
 
 def realistic_bundle(group: str) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ from ferry.artifacts import (
 )
 from ferry.oci import ANNOTATION_REVISION, FLUX_CONFIG_MEDIA_TYPE, FLUX_CONTENT_MEDIA_TYPE
 from ferry.settings import RegistrySettings
-from tests.conftest import settings_for
+from tests.kit.stack import settings_for
 
 
 def _blob(tmp_path: Path, content: bytes = b"kind: ConfigMap\n") -> Path:

@@ -35,7 +35,7 @@ from ferry.cosign import (
 )
 from ferry.oci import FLUX_CONFIG_MEDIA_TYPE, FLUX_CONTENT_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE
 from ferry.settings import RegistrySettings
-from tests.conftest import settings_for
+from tests.kit.stack import settings_for
 
 COSIGN_VERSION = "v2.6.5"
 

@@ -31,7 +31,7 @@ from devstack.kube.session import KubeServer
 from ferry.clusters import ClustersFile
 from ferry.environment import ReconcileInput, ReconcileResult
 from ferry.settings import Settings
-from tests.e2e.envkit import publish
+from tests.kit.environments import publish
 
 
 def configmap(name: str, namespace: str | None = None, **data: str) -> dict[str, Any]:

@@ -24,12 +24,11 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from devstack.kube.session import KubeServer
 from devstack.registry import Registry
 from devstack.temporal_cluster import TemporalCluster
-from ferry.environment import EnvironmentSpec, EnvironmentStatus, LenientPayload
+from ferry.environment import EnvironmentSpec, LenientPayload
 from ferry.promotion import PromotionInput, promotion_workflow_id
-from tests.chaos.conftest import Workers, eventually, worker_env
-from tests.conftest import settings_for
-from tests.e2e.envkit import publish, start_environment
-from workflows.environment import EnvironmentWorkflow
+from tests.kit.environments import all_on_digest, config_map, publish, start_environment
+from tests.kit.processes import Workers, cpu_seconds, eventually, worker_env
+from tests.kit.stack import settings_for
 from workflows.promotion import PromotionWorkflow
 
 FLEET = int(os.environ.get("FERRY_CHAOS_ENVIRONMENTS", "120"))
@@ -39,59 +38,6 @@ OUTAGE = 20.0  # seconds the registry and the API server are down
 INTERVAL = "60s"
 SETTLED = (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.COMPLETED,
            WorkflowExecutionStatus.CONTINUED_AS_NEW)
-
-
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of a process and all its descendants that are alive now (PostgreSQL's backends)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total, children = 0.0, {pid}
-    stats = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            stats.append((int(entry.name), int(fields[1]), int(fields[11]) + int(fields[12])))
-    grew = True
-    while grew:
-        grew = False
-        for p, parent, _ in stats:
-            if parent in children and p not in children:
-                children.add(p)
-                grew = True
-    for p, _, cpu in stats:
-        if p in children:
-            total += cpu / ticks
-    return total
-
-
-def _configmap(version: str) -> list[dict[str, Any]]:
-    return [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app-config"},
-             "data": {"version": version}}]
-
-
-async def _statuses(handles: list[WorkflowHandle[Any, Any]]) -> list[EnvironmentStatus | None]:
-    gate = asyncio.Semaphore(16)
-
-    async def one(handle: WorkflowHandle[Any, Any]) -> EnvironmentStatus | None:
-        async with gate:
-            try:
-                status: EnvironmentStatus = await handle.query(EnvironmentWorkflow.status)
-                return status
-            except Exception:  # a query during a fault fails; the next poll asks again
-                return None
-    return list(await asyncio.gather(*(one(h) for h in handles)))
-
-
-def _on(status: EnvironmentStatus | None, digest: str) -> bool:
-    return (status is not None and status.state.last_applied is not None
-            and status.state.last_applied.digest == digest and status.state.health.status == "Healthy"
-            and status.state.health.digest == digest)
-
-
-async def _all_on(handles: list[WorkflowHandle[Any, Any]], digest: str) -> bool:
-    return all(_on(s, digest) for s in await _statuses(handles))
 
 
 async def _histories(client: Client, workflow_id: str) -> list[Any]:
@@ -126,7 +72,7 @@ async def test_faults_lose_nothing(cluster: TemporalCluster, cluster_client: Cli
             workers.start(name)
         settings = settings_for(own_registry, tmp_path)
         repository = f"{own_registry.host}/chaos/app-{suffix}"
-        digests = {"1.0.0": publish(settings, repository, "1.0.0", _configmap("1.0.0"))}
+        digests = {"1.0.0": publish(settings, repository, "1.0.0", config_map("1.0.0"))}
         core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(own_kube.kubeconfig)))
         names = [f"c{suffix}-{i:03d}" for i in range(FLEET)]
         production = f"p{suffix}"
@@ -135,7 +81,7 @@ async def test_faults_lose_nothing(cluster: TemporalCluster, cluster_client: Cli
 
         server_pid = cluster.procs["temporal-server"].pid
         postgres_pid = cluster.postgres.proc.pid  # type: ignore[union-attr]
-        cpu_before = _cpu_seconds(server_pid), _cpu_seconds(postgres_pid)
+        cpu_before = cpu_seconds(server_pid), cpu_seconds(postgres_pid)
         started = time.monotonic()
         common = {"repository": repository, "interval": INTERVAL, "health_timeout": "60s"}
         gate = asyncio.Semaphore(20)
@@ -148,14 +94,14 @@ async def test_faults_lose_nothing(cluster: TemporalCluster, cluster_client: Cli
         prod = await start_environment(client, tq, EnvironmentSpec.model_validate({
             **common, "name": production, "namespace": production, "version": "1.0.0",
             "approval": {"required": True, "approvers": ["alice", "bob"]}}))
-        await eventually(lambda: _all_on([*fleet, prod], digests["1.0.0"]), 600, "every environment on 1.0.0")
+        await eventually(lambda: all_on_digest([*fleet, prod], digests["1.0.0"]), 600, "every environment on 1.0.0")
         wall = time.monotonic() - started
         figures["fleet_apply_seconds"] = round(wall, 1)
-        figures["server_cpu_percent_during_apply"] = round(100 * (_cpu_seconds(server_pid) - cpu_before[0]) / wall)
+        figures["server_cpu_percent_during_apply"] = round(100 * (cpu_seconds(server_pid) - cpu_before[0]) / wall)
         figures["postgres_cpu_percent_during_apply"] = round(
-            100 * (_cpu_seconds(postgres_pid) - cpu_before[1]) / wall)
+            100 * (cpu_seconds(postgres_pid) - cpu_before[1]) / wall)
 
-        digests["1.1.0"] = publish(settings, repository, "1.1.0", _configmap("1.1.0"))  # the fleet starts moving
+        digests["1.1.0"] = publish(settings, repository, "1.1.0", config_map("1.1.0"))  # the fleet starts moving
         promotion = await client.start_workflow(
             PromotionWorkflow.run, PromotionInput(environment=production, version="1.1.0", requested_by="carol",
                                                   reason="chaos"),
@@ -201,8 +147,8 @@ async def test_faults_lose_nothing(cluster: TemporalCluster, cluster_client: Cli
 
         async def converged() -> bool:
             nonlocal fleet_on_new
-            fleet_on_new = fleet_on_new or await _all_on(fleet, digests["1.1.0"])
-            return fleet_on_new and await _all_on([prod], digests["1.1.0"])
+            fleet_on_new = fleet_on_new or await all_on_digest(fleet, digests["1.1.0"])
+            return fleet_on_new and await all_on_digest([prod], digests["1.1.0"])
         await eventually(converged, 600, "every environment on 1.1.0 after the faults")
         figures["converge_after_last_fault_seconds"] = round(time.monotonic() - last_fault, 1)
         result = await promotion.result()

@@ -27,8 +27,7 @@ from ferry.alerts import ALERT_ROUTER_ID, AlertRouterInput, AlertRouterState, Al
 from ferry.environment import EnvironmentSpec
 from ferry.promotion import PromotionInput
 from ferry.settings import Settings
-from tests.conftest import STARTED, settings_for, terminate_running
-from tests.e2e.envkit import (
+from tests.kit.environments import (
     app_manifests,
     next_iteration,
     publish,
@@ -37,6 +36,7 @@ from tests.e2e.envkit import (
     wait_phase,
     wait_status,
 )
+from tests.kit.stack import STARTED, settings_for, terminate_running
 from workers.worker import build_worker
 from workflows.alerts import AlertRouterWorkflow
 from workflows.promotion import PromotionWorkflow
@@ -142,7 +142,7 @@ async def test_environment_and_promotion_events_reach_a_slow_receiver_without_sl
 
 
 async def test_alerts_cli_apply_and_status(dev_env: WorkflowEnvironment, tmp_path: Path, task_queue: str) -> None:
-    from tests.e2e.envkit import ferry
+    from tests.kit.environments import ferry
 
     settings = Settings()
     settings.temporal.address = dev_env.client.service_client.config.target_host

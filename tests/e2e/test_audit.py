@@ -16,15 +16,15 @@ from cli.release import prepare_release, run_release
 from ferry.environment import LenientPayload
 from ferry.promotion import RollbackInput
 from ferry.settings import Settings
-from tests.e2e.envkit import app_manifests, wait_status
-from tests.e2e.test_promotion import _phase, _promote, _world
+from tests.kit.environments import app_manifests, wait_phase, wait_status
+from tests.kit.promotion import make_world, promote
 from workflows.promotion import PromotionWorkflow
 from workflows.rollback import RollbackWorkflow
 
 
 async def test_audit_timeline_matches_scenario(dev_worker: Settings, dev_env: WorkflowEnvironment,
                                                kube_server: Any, tmp_path: Path) -> None:
-    world = await _world(dev_env.client, dev_worker, kube_server)
+    world = await make_world(dev_env.client, dev_worker, kube_server)
     # 1. CI releases 1.2.0 through the real ReleaseWorkflow
     bundle = tmp_path / "bundle"
     bundle.mkdir()
@@ -37,8 +37,8 @@ async def test_audit_timeline_matches_scenario(dev_worker: Settings, dev_env: Wo
     await wait_status(stg, lambda s: s.state.last_known_good is not None and s.state.last_known_good.version == "1.2.0",
                       what="staging healthy on 1.2.0")
     # 2. promotion with a refused approval, then an accepted one
-    handle = await _promote(world, "1.2.0", by="carol")
-    await _phase(handle, "AwaitingApproval")
+    handle = await promote(world, "1.2.0", by="carol")
+    await wait_phase(handle, "AwaitingApproval")
     await handle.signal(PromotionWorkflow.approve, LenientPayload({"approver": "mallory", "comment": "me too"}))
     await handle.signal(PromotionWorkflow.approve, LenientPayload({"approver": "alice", "comment": "ship it"}))
     promoted = await handle.result()
@@ -90,12 +90,12 @@ async def test_audit_names_the_client_of_each_decision_and_operator_event(
     from ferry.environment import SpecUpdate
     from workflows.environment import EnvironmentWorkflow
 
-    world = await _world(dev_env.client, dev_worker, kube_server)
+    world = await make_world(dev_env.client, dev_worker, kube_server)
     target = dev_env.client.service_client.config.target_host
     clients = {name: await Client.connect(target, identity=name, data_converter=pydantic_data_converter)
                for name in ("bob-laptop", "bob-laptop-again", "alice-desk")}
-    handle = await _promote(world)
-    await _phase(handle, "AwaitingApproval")
+    handle = await promote(world)
+    await wait_phase(handle, "AwaitingApproval")
     for client_name, action, who in (("bob-laptop", "approve", "bob"), ("bob-laptop-again", "approve", "bob"),
                                      ("alice-desk", "reject", "alice")):
         await clients[client_name].get_workflow_handle(handle.id).signal(action, LenientPayload({"approver": who}))

@@ -15,7 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 from cli.environments import apply_environments
 from ferry.environment import EnvironmentInput, EnvironmentSpec, EnvironmentState, VersionRef
 from ferry.settings import Settings
-from tests.e2e.envkit import app_manifests, publish, wait_status
+from tests.kit.environments import app_manifests, publish, wait_status
 from workflows.environment import EnvironmentWorkflow
 
 

@@ -14,7 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 from devstack.registry import Registry
 from ferry.promotion import PromotionResult
 from ferry.settings import Settings
-from tests.e2e.envkit import app_manifests, ferry, publish, wait_status
+from tests.kit.environments import app_manifests, ferry, publish, wait_status
 
 
 async def test_env_apply_list_status_diff_suspend_resume(dev_worker: Settings, dev_env: WorkflowEnvironment,
@@ -78,9 +78,9 @@ async def test_env_apply_list_status_diff_suspend_resume(dev_worker: Settings, d
 
 async def test_promote_approve_rollback_through_the_console_script(
         dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path) -> None:
-    from tests.e2e.test_promotion import _world
+    from tests.kit.promotion import make_world
 
-    world = await _world(dev_env.client, dev_worker, kube_server, publisher="alice")  # alice: publisher + approver
+    world = await make_world(dev_env.client, dev_worker, kube_server, publisher="alice")  # alice: publisher + approver
     env = world.production
     missing = await ferry(dev_worker, tmp_path, "promote", env, "9.9.9", "--as", "carol")
     assert missing.returncode == 1 and "9.9.9 to" in missing.stderr and "not a released version" in missing.stderr

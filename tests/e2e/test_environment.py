@@ -18,8 +18,7 @@ from devstack.procs import free_port
 from devstack.registry import Registry
 from ferry.environment import EnvironmentSpec, LenientPayload
 from ferry.settings import Settings
-from tests.conftest import settings_for, terminate_running
-from tests.e2e.envkit import (
+from tests.kit.environments import (
     app_manifests,
     next_iteration,
     publish,
@@ -28,6 +27,7 @@ from tests.e2e.envkit import (
     start_environment,
     wait_status,
 )
+from tests.kit.stack import settings_for, terminate_running
 from workers.worker import build_worker
 from workflows.environment import EnvironmentWorkflow
 

@@ -16,7 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 from ferry.environment import EnvironmentSpec
 from ferry.promotion import PromotionInput, RollbackInput, promotion_workflow_id
 from ferry.settings import Settings
-from tests.e2e.envkit import app_manifests, publish, start_environment, wait_phase, wait_status
+from tests.kit.environments import app_manifests, publish, start_environment, wait_phase, wait_status
 from workflows.environment import EnvironmentWorkflow
 from workflows.promotion import PromotionWorkflow
 from workflows.rollback import RollbackWorkflow

@@ -8,23 +8,21 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import kubernetes
 import pytest
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from devstack.procs import script_path
 from devstack.registry import Registry
-from ferry.environment import EnvironmentSpec, LenientPayload, SpecUpdate
+from ferry.environment import LenientPayload, SpecUpdate
 from ferry.promotion import PromotionInput, PromotionResult, RollbackInput, promotion_workflow_id
 from ferry.settings import Settings
-from tests.conftest import settings_for, terminate_running
-from tests.e2e.envkit import app_manifests, next_iteration, publish, start_environment, wait_status
+from tests.kit.environments import app_manifests, next_iteration, publish, wait_phase
+from tests.kit.promotion import deployed_image, holds, make_world, promote, promote_approved, rollback
+from tests.kit.stack import settings_for, terminate_running
 from workers.worker import build_worker
 from workflows.environment import EnvironmentWorkflow
 from workflows.promotion import PromotionWorkflow
@@ -33,91 +31,11 @@ from workflows.rollback import RollbackWorkflow
 HISTORIES = Path(__file__).resolve().parents[1] / "replay" / "histories"
 
 
-@dataclass
-class World:
-    client: Client
-    settings: Settings
-    repository: str
-    staging: str
-    production: str
-    digests: dict[str, str]
-    apps: kubernetes.client.AppsV1Api
-    production_ns: str
-
-
-async def _world(client: Client, settings: Settings, kube_server: Any, publisher: str = "ci-bot",
-                 requires_staging: bool = True, timeout: str = "24h", interval: str = "2s") -> World:
-    suffix = uuid.uuid4().hex[:8]
-    repository = f"{settings.registry.default}/team/shop-{suffix}"
-    api = kubernetes.config.new_client_from_config(str(kube_server.kubeconfig))
-    core = kubernetes.client.CoreV1Api(api)
-    for ns in (f"stg-{suffix}", f"prd-{suffix}"):
-        core.create_namespace({"metadata": {"name": ns}})
-    digests = {"1.0.0": publish(settings, repository, "1.0.0", app_manifests("shop"), publisher),
-               "1.1.0": publish(settings, repository, "1.1.0", app_manifests("shop", image="nginx:1.26"), publisher)}
-    common = {"repository": repository, "interval": interval, "health_timeout": "20s"}
-    staging = EnvironmentSpec.model_validate({**common, "name": f"stg-{suffix}", "namespace": f"stg-{suffix}",
-                                              "semver": ">=1.0.0"})
-    production = EnvironmentSpec.model_validate({
-        **common, "name": f"prd-{suffix}", "namespace": f"prd-{suffix}", "version": "1.0.0",
-        "approval": {"required": True, "approvers": ["alice", "bob"], "timeout": timeout,
-                     "requires-healthy-in": [f"stg-{suffix}"] if requires_staging else []}})
-    tq = settings.temporal.task_queue
-    stg = await start_environment(client, tq, staging)
-    prd = await start_environment(client, tq, production)
-    await wait_status(stg, lambda s: s.state.last_known_good is not None
-                      and s.state.last_known_good.digest == digests["1.1.0"], what="staging healthy on 1.1.0")
-    await wait_status(prd, lambda s: s.state.health.status == "Healthy", what="production healthy on 1.0.0")
-    return World(client, settings, repository, staging.name, production.name, digests,
-                 kubernetes.client.AppsV1Api(api), f"prd-{suffix}")
-
-
-async def _promote(world: World, version: str = "1.1.0", by: str = "carol") -> WorkflowHandle[Any, Any]:
-    return await world.client.start_workflow(
-        PromotionWorkflow.run, PromotionInput(environment=world.production, version=version, requested_by=by,
-                                              reason="release train"),
-        id=promotion_workflow_id(world.production, version), task_queue=world.settings.temporal.task_queue)
-
-
-async def _phase(handle: WorkflowHandle[Any, Any], phase: str, timeout: float = 30) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        status = await handle.query(PromotionWorkflow.status)
-        if status.phase == phase:
-            return status
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"promotion never reached {phase}; last: {status}")
-
-
-async def _promote_approved(world: World, approver: str = "alice") -> None:
-    handle = await _promote(world)
-    await _phase(handle, "AwaitingApproval")
-    await handle.signal(PromotionWorkflow.approve, LenientPayload({"approver": approver}))
-    assert (await handle.result()).outcome == "succeeded"
-
-
-async def _rollback(world: World, key: str, by: str, to_version: str | None = None, reason: str = "") -> Any:
-    return await world.client.execute_workflow(
-        RollbackWorkflow.run, RollbackInput(environment=world.production, to_version=to_version, requested_by=by,
-                                            reason=reason),
-        id=f"rollback/{world.production}/{key}", task_queue=world.settings.temporal.task_queue)
-
-
-async def _holds(world: World) -> list[str]:
-    status = await world.client.get_workflow_handle(f"env/{world.production}").query(EnvironmentWorkflow.status)
-    return list(status.state.holds)
-
-
-def _image(world: World) -> str:
-    deployment = world.apps.read_namespaced_deployment("shop", world.production_ns)
-    return str(deployment.spec.template.spec.containers[0].image)
-
-
 async def test_approve_by_signal_pins_digest_and_applies(dev_worker: Settings, dev_env: WorkflowEnvironment,
                                                          kube_server: Any) -> None:
-    world = await _world(dev_env.client, dev_worker, kube_server)
-    handle = await _promote(world)
-    await _phase(handle, "AwaitingApproval")
+    world = await make_world(dev_env.client, dev_worker, kube_server)
+    handle = await promote(world)
+    await wait_phase(handle, "AwaitingApproval")
     # what an SRE types in the Temporal UI's search box to see what waits for them
     query = f"FerryPhase = 'AwaitingApproval' AND FerryEnvironment = '{world.production}'"
     for _ in range(50):
@@ -130,21 +48,21 @@ async def test_approve_by_signal_pins_digest_and_applies(dev_worker: Settings, d
     result: PromotionResult = await handle.result()
     assert result.outcome == "succeeded" and result.approved_by == ["alice"]
     assert result.digest == world.digests["1.1.0"] and result.publisher == "ci-bot"
-    assert _image(world) == "nginx:1.26"
+    assert deployed_image(world) == "nginx:1.26"
     # a tag re-pointed in the registry after approval does not change what production runs
     publish(dev_worker, world.repository, "1.1.0", app_manifests("shop", image="evil:latest"))
     status = await next_iteration(world.client.get_workflow_handle(f"env/{world.production}"))
     assert status.state.last_applied is not None and status.state.last_applied.digest == world.digests["1.1.0"]
-    assert _image(world) == "nginx:1.26"
+    assert deployed_image(world) == "nginx:1.26"
     if os.environ.get("FERRY_RECORD_HISTORIES"):
         HISTORIES.joinpath("promotion.json").write_text((await handle.fetch_history()).to_json())
 
 
 async def test_publisher_cannot_approve_then_an_approver_can(dev_worker: Settings, dev_env: WorkflowEnvironment,
                                                              kube_server: Any) -> None:
-    world = await _world(dev_env.client, dev_worker, kube_server, publisher="alice")
-    handle = await _promote(world)
-    await _phase(handle, "AwaitingApproval")
+    world = await make_world(dev_env.client, dev_worker, kube_server, publisher="alice")
+    handle = await promote(world)
+    await wait_phase(handle, "AwaitingApproval")
     with pytest.raises(WorkflowUpdateFailedError) as refused:  # a refusal fails the Update: the caller sees it
         await handle.execute_update(PromotionWorkflow.approve_update, LenientPayload({"approver": "alice"}))
     assert refused.value.cause.type == "DecisionRefused"  # type: ignore[attr-defined]
@@ -170,9 +88,9 @@ async def test_publisher_cannot_approve_then_an_approver_can(dev_worker: Setting
 
 async def test_malformed_signal_from_temporal_cli_is_recorded(dev_worker: Settings, dev_env: WorkflowEnvironment,
                                                               kube_server: Any) -> None:
-    world = await _world(dev_env.client, dev_worker, kube_server)
-    handle = await _promote(world)
-    await _phase(handle, "AwaitingApproval")
+    world = await make_world(dev_env.client, dev_worker, kube_server)
+    handle = await promote(world)
+    await wait_phase(handle, "AwaitingApproval")
     temporal = script_path("temporal")
     assert temporal
     address = dev_env.client.service_client.config.target_host
@@ -189,12 +107,12 @@ async def test_malformed_signal_from_temporal_cli_is_recorded(dev_worker: Settin
     await handle.signal(PromotionWorkflow.reject, LenientPayload({"approver": "bob", "comment": "not today"}))
     result = await handle.result()
     assert result.outcome == "rejected" and result.reason == "not today"
-    assert _image(world) == "nginx:1.25"  # nothing pinned
+    assert deployed_image(world) == "nginx:1.25"  # nothing pinned
 
 
 async def test_requires_healthy_in_staging(dev_worker: Settings, dev_env: WorkflowEnvironment,
                                            kube_server: Any) -> None:
-    world = await _world(dev_env.client, dev_worker, kube_server)
+    world = await make_world(dev_env.client, dev_worker, kube_server)
     publish(dev_worker, world.repository, "2.0.0-rc.1", app_manifests("shop", image="nginx:2"))  # staging skips rcs
     handle = await world.client.start_workflow(
         PromotionWorkflow.run, PromotionInput(environment=world.production, version="2.0.0-rc.1", requested_by="c"),
@@ -209,17 +127,17 @@ async def test_requires_healthy_in_staging(dev_worker: Settings, dev_env: Workfl
 
 async def test_rollback_to_previous_and_to_explicit_version(dev_worker: Settings, dev_env: WorkflowEnvironment,
                                                             kube_server: Any) -> None:
-    world = await _world(dev_env.client, dev_worker, kube_server)
-    await _promote_approved(world)
-    refused = await _rollback(world, "m", by="mallory")
+    world = await make_world(dev_env.client, dev_worker, kube_server)
+    await promote_approved(world)
+    refused = await rollback(world, "m", by="mallory")
     assert refused.outcome == "refused" and "not an approver" in refused.reason
-    back = await _rollback(world, "1", by="bob", reason="latency")
+    back = await rollback(world, "1", by="bob", reason="latency")
     assert (back.outcome, back.from_version, back.to_version) == ("succeeded", "1.1.0", "1.0.0")
-    assert _image(world) == "nginx:1.25"
-    assert await _holds(world) == ["1.1.0"]
-    forward = await _rollback(world, "2", by="bob", to_version="1.1.0")  # a rollback never goes forward
+    assert deployed_image(world) == "nginx:1.25"
+    assert await holds(world) == ["1.1.0"]
+    forward = await rollback(world, "2", by="bob", to_version="1.1.0")  # a rollback never goes forward
     assert forward.outcome == "refused" and "never goes forward" in forward.reason
-    assert _image(world) == "nginx:1.25"
+    assert deployed_image(world) == "nginx:1.25"
     if os.environ.get("FERRY_RECORD_HISTORIES"):
         history = await world.client.get_workflow_handle(f"rollback/{world.production}/1").fetch_history()
         HISTORIES.joinpath("rollback.json").write_text(history.to_json())
@@ -250,9 +168,9 @@ async def test_worker_killed_while_waiting_for_approval(dev_env: WorkflowEnviron
 
     first = spawn_worker()
     try:
-        world = await _world(dev_env.client, settings, kube_server)
-        handle = await _promote(world)
-        await _phase(handle, "AwaitingApproval")
+        world = await make_world(dev_env.client, settings, kube_server)
+        handle = await promote(world)
+        await wait_phase(handle, "AwaitingApproval")
         first.send_signal(signal.SIGKILL)
         first.wait()
         second = spawn_worker()
@@ -260,7 +178,7 @@ async def test_worker_killed_while_waiting_for_approval(dev_env: WorkflowEnviron
             await handle.signal(PromotionWorkflow.approve, LenientPayload({"approver": "alice"}))
             result = await asyncio.wait_for(handle.result(), timeout=90)
             assert result.outcome == "succeeded"
-            assert _image(world) == "nginx:1.26"
+            assert deployed_image(world) == "nginx:1.26"
             await terminate_running(dev_env.client, task_queue)
         finally:
             second.terminate()
@@ -277,46 +195,46 @@ async def test_expiry_after_deadline_time_skipping(time_env: WorkflowEnvironment
     settings.kubeconfig = Path(kube_server.worker_kubeconfig)
     async with build_worker(time_env.client, settings):
         # NB: skipping 25h over a 2s interval would run 45,000 reconciles; an hourly one runs 25.
-        world = await _world(time_env.client, settings, kube_server, timeout="24h", interval="1h")
-        handle = await _promote(world)
-        await _phase(handle, "AwaitingApproval")
+        world = await make_world(time_env.client, settings, kube_server, timeout="24h", interval="1h")
+        handle = await promote(world)
+        await wait_phase(handle, "AwaitingApproval")
         await time_env.sleep(25 * 3600)
         result = await handle.result()
         await terminate_running(time_env.client, task_queue)
     assert result.outcome == "expired" and "24h" in result.reason
-    assert _image(world) == "nginx:1.25"
+    assert deployed_image(world) == "nginx:1.25"
 
 
 async def test_expiry_after_deadline_dev_server(dev_worker: Settings, dev_env: WorkflowEnvironment,
                                                 kube_server: Any) -> None:
-    world = await _world(dev_env.client, dev_worker, kube_server, timeout="3s")
-    handle = await _promote(world)
+    world = await make_world(dev_env.client, dev_worker, kube_server, timeout="3s")
+    handle = await promote(world)
     result = await asyncio.wait_for(handle.result(), timeout=60)
     assert result.outcome == "expired" and "3s" in result.reason
-    assert _image(world) == "nginx:1.25"
+    assert deployed_image(world) == "nginx:1.25"
 
 
 async def test_promotion_overtaken_by_a_newer_pin_reports_superseded(
         dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
-    world = await _world(dev_env.client, dev_worker, kube_server)
-    handle = await _promote(world)
-    await _phase(handle, "AwaitingApproval")
+    world = await make_world(dev_env.client, dev_worker, kube_server)
+    handle = await promote(world)
+    await wait_phase(handle, "AwaitingApproval")
     await handle.signal(PromotionWorkflow.approve, LenientPayload({"approver": "alice"}))
-    await _phase(handle, "Pinned")
+    await wait_phase(handle, "Pinned")
     # an emergency rollback lands right after the promotion's pin
     await world.client.execute_workflow(
         RollbackWorkflow.run, RollbackInput(environment=world.production, to_version="1.0.0", requested_by="bob"),
         id=f"rollback/{world.production}/race", task_queue=dev_worker.temporal.task_queue)
     result = await handle.result()
     assert result.outcome == "superseded" and "rollback by bob" in result.reason
-    assert _image(world) == "nginx:1.25"
+    assert deployed_image(world) == "nginx:1.25"
 
 
 async def test_pin_from_a_repository_the_environment_left_is_refused(
         dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
-    world = await _world(dev_env.client, dev_worker, kube_server)
-    handle = await _promote(world)
-    await _phase(handle, "AwaitingApproval")
+    world = await make_world(dev_env.client, dev_worker, kube_server)
+    handle = await promote(world)
+    await wait_phase(handle, "AwaitingApproval")
     # while the promotion waits, production is re-declared to deploy from another repository
     moved = f"{world.repository}-moved"
     publish(dev_worker, moved, "1.0.0", app_manifests("shop"))
@@ -331,14 +249,14 @@ async def test_pin_from_a_repository_the_environment_left_is_refused(
     assert result.outcome == "refused" and f"deploys from {moved}" in result.reason
     status = await prd.query(EnvironmentWorkflow.status)
     assert status.state.pin is None and "PinRefused" in [e.type for e in status.state.events]
-    assert _image(world) == "nginx:1.25"
+    assert deployed_image(world) == "nginx:1.25"
 
 
 async def test_requires_healthy_in_is_checked_again_when_the_approval_arrives(
         dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
-    world = await _world(dev_env.client, dev_worker, kube_server)
-    handle = await _promote(world)
-    await _phase(handle, "AwaitingApproval")  # staging was healthy on 1.1.0 when the promotion began
+    world = await make_world(dev_env.client, dev_worker, kube_server)
+    handle = await promote(world)
+    await wait_phase(handle, "AwaitingApproval")  # staging was healthy on 1.1.0 when the promotion began
     back = await world.client.execute_workflow(  # ... then staging is rolled back from it (1.1.0 held there)
         RollbackWorkflow.run, RollbackInput(environment=world.staging, to_version="1.0.0", requested_by="bob"),
         id=f"rollback/{world.staging}/1.0.0", task_queue=dev_worker.temporal.task_queue)
@@ -347,15 +265,15 @@ async def test_requires_healthy_in_is_checked_again_when_the_approval_arrives(
     result = await asyncio.wait_for(handle.result(), timeout=60)
     assert result.outcome == "refused" and f"has failed in {world.staging} since" in result.reason
     assert "checked again when the approval arrived" in result.reason
-    assert _image(world) == "nginx:1.25"  # production never moved
+    assert deployed_image(world) == "nginx:1.25"  # production never moved
 
 
 async def test_an_approval_sent_while_resolving_gets_the_real_verdict(
         dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
     """An Update sent the moment the promotion starts waits for the version to be resolved and then answers with
     the verdict: accepted here (it used to answer 'recorded; will be judged' and exit 1)."""
-    world = await _world(dev_env.client, dev_worker, kube_server)
-    handle = await _promote(world)
+    world = await make_world(dev_env.client, dev_worker, kube_server)
+    handle = await promote(world)
     answer = await handle.execute_update(PromotionWorkflow.approve_update, LenientPayload({"approver": "alice"}))
     assert answer.accepted and answer.reason == ""
     result = await asyncio.wait_for(handle.result(), timeout=90)

@@ -29,8 +29,8 @@ from devstack.procs import free_port, wait_healthy
 from devstack.registry import Registry
 from ferry.environment import EnvironmentSpec
 from ferry.receiver import REGISTRY_EVENTS_TYPE
-from tests.conftest import worker_on
-from tests.e2e.envkit import app_manifests, publish, start_environment, wait_status
+from tests.kit.environments import app_manifests, publish, start_environment, wait_status
+from tests.kit.stack import worker_on
 from workflows.environment import EnvironmentWorkflow
 
 TOKEN = secrets.token_hex(16)

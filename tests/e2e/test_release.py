@@ -33,7 +33,7 @@ from ferry.oci import (
     FLUX_CONTENT_MEDIA_TYPE,
 )
 from ferry.settings import Settings
-from tests.conftest import settings_for
+from tests.kit.stack import settings_for
 from workers.worker import build_worker
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "app"

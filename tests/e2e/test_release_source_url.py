@@ -16,8 +16,8 @@ from temporalio.testing import WorkflowEnvironment
 from cli.release import prepare_release, run_release
 from devstack.registry import Registry
 from ferry.oci import ANNOTATION_REVISION, ANNOTATION_SOURCE
-from tests.conftest import settings_for
 from tests.e2e.test_release import EXAMPLE, history_text
+from tests.kit.stack import settings_for
 from workers.worker import build_worker
 
 TOKEN = "glpat-Job7oken-n3ver-in-history"

@@ -21,9 +21,9 @@ from cli.replay_check import replay_check
 from devstack.registry import Registry
 from ferry.environment import EnvironmentSpec
 from ferry.promotion import PromotionInput, PromotionResult, promotion_workflow_id
-from tests.conftest import worker_on
 from tests.e2e.devserver import start_dev_server
-from tests.e2e.envkit import app_manifests, ferry, publish, start_environment, wait_status
+from tests.kit.environments import app_manifests, ferry, publish, start_environment, wait_status
+from tests.kit.stack import worker_on
 from workers.worker import all_workflows
 from workflows.promotion import PromotionWorkflow
 

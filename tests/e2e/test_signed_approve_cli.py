@@ -19,8 +19,8 @@ from devstack.procs import script_path
 from ferry.environment import EnvironmentSpec
 from ferry.promotion import PromotionResult, promotion_workflow_id
 from ferry.settings import Settings
-from tests.e2e.envkit import app_manifests, publish, start_environment, wait_status
 from tests.e2e.test_env_cli import ferry
+from tests.kit.environments import app_manifests, publish, start_environment, wait_status
 
 
 def keygen(tmp: Path, name: str) -> Path:

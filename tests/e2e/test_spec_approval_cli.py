@@ -12,7 +12,7 @@ import kubernetes
 from temporalio.testing import WorkflowEnvironment
 
 from ferry.settings import Settings
-from tests.e2e.envkit import app_manifests, ferry, publish
+from tests.kit.environments import app_manifests, ferry, publish
 
 
 def keypair(tmp: Path, name: str) -> tuple[Path, str]:

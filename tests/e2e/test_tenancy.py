@@ -10,8 +10,8 @@ from kubernetes.client import CoreV1Api
 from temporalio.testing import WorkflowEnvironment
 
 from ferry.settings import Settings
-from tests.e2e.envkit import app_manifests, publish, start_environment, wait_status
 from tests.e2e.test_environment import _names, _spec
+from tests.kit.environments import app_manifests, publish, start_environment, wait_status
 
 
 async def _reconcile_attempts(handle: Any) -> list[int]:
@@ -94,7 +94,7 @@ async def test_only_its_own_workflow_acts_for_an_environment_and_raw_updates_fol
     from temporalio.client import WorkflowUpdateFailedError
 
     from ferry.environment import EnvironmentInput, EnvironmentSpec, EnvironmentState, SpecUpdate
-    from tests.conftest import STARTED
+    from tests.kit.stack import STARTED
     from workflows.environment import EnvironmentWorkflow
 
     core = CoreV1Api(kubernetes.config.new_client_from_config(str(kube_server.kubeconfig)))

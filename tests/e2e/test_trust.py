@@ -22,7 +22,7 @@ from ferry.approvals import Statement, sign_statement
 from ferry.environment import EnvironmentSpec, LenientPayload, SpecUpdate, env_workflow_id
 from ferry.promotion import PromotionInput, RollbackInput, promotion_workflow_id
 from ferry.settings import Settings
-from tests.e2e.envkit import (
+from tests.kit.environments import (
     app_manifests,
     next_iteration,
     publish,

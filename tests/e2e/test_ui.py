@@ -23,10 +23,10 @@ from temporalio.testing import WorkflowEnvironment
 from devstack.procs import free_port
 from devstack.registry import Registry
 from ferry.promotion import PromotionResult
-from tests.conftest import worker_on
 from tests.e2e.devserver import start_dev_server
-from tests.e2e.envkit import ferry, wait_phase, wait_status
 from tests.e2e.test_trust import make_world, signed
+from tests.kit.environments import ferry, wait_phase, wait_status
+from tests.kit.stack import worker_on
 
 UI_DIR = Path(__file__).resolve().parents[1] / "ui"
 CHROMIUM = os.environ.get("FERRY_CHROMIUM", "/usr/bin/chromium")

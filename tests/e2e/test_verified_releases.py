@@ -18,7 +18,7 @@ from ferry.cosign import ReleaseSigner, SignArtifactInput, load_signer
 from ferry.environment import EnvironmentSpec, LenientPayload
 from ferry.promotion import PromotionInput, promotion_workflow_id
 from ferry.settings import Settings
-from tests.e2e.envkit import app_manifests, next_iteration, publish, start_environment, wait_phase, wait_status
+from tests.kit.environments import app_manifests, next_iteration, publish, start_environment, wait_phase, wait_status
 from workflows.environment import EnvironmentWorkflow
 from workflows.promotion import PromotionWorkflow
 

@@ -27,9 +27,9 @@ from devstack.registry import Registry
 from ferry.environment import EnvironmentSpec, LenientPayload
 from ferry.promotion import PromotionInput, promotion_workflow_id
 from ferry.settings import Settings
-from tests.conftest import settings_for
 from tests.e2e.devserver import start_dev_server
-from tests.e2e.envkit import app_manifests, next_iteration, publish, start_environment, wait_phase, wait_status
+from tests.kit.environments import app_manifests, next_iteration, publish, start_environment, wait_phase, wait_status
+from tests.kit.stack import settings_for
 from workers.versioning import VersionedEnvironmentWorkflow
 from workers.worker import build_worker
 from workflows.promotion import PromotionWorkflow

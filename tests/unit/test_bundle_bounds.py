@@ -240,6 +240,7 @@ def test_non_utf8_manifest_is_a_clear_bundle_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize("member, what", [
     (_file("/etc/x.yaml"), "escapes"),
     (_file("../x.yaml"), "escapes"),
+    (_file("a/../../x.yaml"), "escapes"),
 ])
 def test_escaping_entries_refused_and_staging_removed(tmp_path: Path, member: tarfile.TarInfo, what: str) -> None:
     archive = _tar_gz(tmp_path / "bad.tar.gz", [(_file("ok.yaml"), b"a: 1\n"), (member, b"x")])
@@ -264,6 +265,19 @@ def test_links_devices_and_oversized_entries_refused(tmp_path: Path) -> None:
     with pytest.raises(ApplicationError) as err:
         safe_extract(archive, tmp_path / "dest-total", max_entry_bytes=1024, max_total_bytes=1500)
     assert "over 1500 bytes unpacked" in _refused(err, "UnsafeArchive")
+
+
+def test_hard_links_are_refused_and_setuid_is_not_extracted(tmp_path: Path) -> None:
+    hard = _file("h.yaml")
+    hard.type, hard.linkname = tarfile.LNKTYPE, "ok.yaml"
+    archive = _tar_gz(tmp_path / "hard.tar.gz", [(_file("ok.yaml"), b"a: 1\n"), (hard, b"")])
+    with pytest.raises(ApplicationError) as err:
+        safe_extract(archive, tmp_path / "dest-hard")
+    assert "is a link" in _refused(err, "UnsafeArchive")
+    setuid = _file("run.sh")
+    setuid.mode = 0o4755
+    safe_extract(_tar_gz(tmp_path / "suid.tar.gz", [(setuid, b"#!/bin/sh\n")]), tmp_path / "dest-suid")
+    assert not (tmp_path / "dest-suid" / "run.sh").stat().st_mode & 0o6000
 
 
 def test_corrupt_gzip_is_unsafe_archive(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from devstack.registry import Registry
 from ferry.environment import EnvironmentInput, EnvironmentSpec, EnvironmentState, LenientPayload
-from tests.conftest import settings_for, terminate_running
-from tests.e2e.envkit import app_manifests, publish, record_histories
+from tests.kit.environments import app_manifests, publish, record_histories
+from tests.kit.stack import settings_for, terminate_running
 from workers.worker import build_worker
 from workflows import policies
 from workflows.environment import EnvironmentWorkflow

@@ -18,8 +18,8 @@ from devstack.procs import free_port
 from devstack.registry import Registry
 from ferry.environment import EnvironmentSpec
 from ferry.settings import TelemetrySettings
-from tests.conftest import settings_for, terminate_running
-from tests.e2e.envkit import app_manifests, publish, start_environment, wait_status
+from tests.kit.environments import app_manifests, publish, start_environment, wait_status
+from tests.kit.stack import settings_for, terminate_running
 from workers.client import connect
 from workers.telemetry import MetricsUnavailable, metrics_runtime
 from workers.worker import build_worker

@@ -32,8 +32,8 @@ from ferry.environment import (
     env_workflow_id,
 )
 from ferry.promotion import RollbackInput, RollbackResult
-from tests.conftest import settings_for
-from tests.e2e.envkit import app_manifests, publish
+from tests.kit.environments import app_manifests, publish
+from tests.kit.stack import settings_for
 from workers.worker import build_worker
 from workflows import ALL_WORKFLOWS
 from workflows.rollback import RollbackWorkflow

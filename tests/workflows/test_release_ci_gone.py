@@ -12,7 +12,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from devstack.registry import Registry
 from ferry.release import ReleaseInput
-from tests.conftest import settings_for
+from tests.kit.stack import settings_for
 from workers.worker import build_worker
 from workflows import policies
 from workflows.release import ReleaseWorkflow

@@ -13,7 +13,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from devstack.registry import Registry
 from ferry.release import new_ci_task_queue
-from tests.conftest import settings_for
+from tests.kit.stack import settings_for
 from workers.worker import all_activities, build_worker
 
 CI_ONLY = {"package_bundle", "push_artifact", "sign_artifact"}

@@ -15,7 +15,7 @@ with workflow.unsafe.imports_passed_through():
     from devstack.registry import Registry
     from ferry.artifacts import ListTagsInput, ListTagsResult
     from ferry.settings import TelemetrySettings
-    from tests.conftest import settings_for
+    from tests.kit.stack import settings_for
     from workers.client import connect
     from workers.telemetry import tracer_provider
     from workers.worker import build_worker

@@ -1,4 +1,4 @@
-"""Helpers for environment tests: publish bundles with the real adapters, drive EnvironmentWorkflows."""
+"""Publish bundles with the real adapters, drive EnvironmentWorkflows and promotions, run the `ferry` CLI."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from ferry.artifacts import PushArtifactInput
 from ferry.environment import EnvironmentInput, EnvironmentSpec, EnvironmentState, EnvironmentStatus, LenientPayload
 from ferry.oci import ANNOTATION_PUBLISHED_BY, ANNOTATION_REVISION, FLUX_CONFIG_MEDIA_TYPE, FLUX_CONTENT_MEDIA_TYPE
 from ferry.settings import Settings
+from tests.kit.stack import STARTED
 from workflows.environment import EnvironmentWorkflow
 
 
@@ -62,8 +63,6 @@ def publish(settings: Settings, repository: str, version: str, docs: list[dict[s
 
 async def start_environment(client: Client, task_queue: str, spec: EnvironmentSpec
                             ) -> WorkflowHandle[EnvironmentWorkflow, None]:
-    from tests.conftest import STARTED
-
     STARTED.append((task_queue, f"env/{spec.name}"))
     return await client.start_workflow(
         EnvironmentWorkflow.run, EnvironmentInput(state=EnvironmentState(spec=spec)),
@@ -129,3 +128,34 @@ async def record_histories(generation: str, handles: dict[str, WorkflowHandle[An
     folder.mkdir(parents=True, exist_ok=True)
     for name, handle in handles.items():
         (folder / f"{name}.json").write_text((await handle.fetch_history()).to_json())
+
+
+def config_map(version: str) -> list[dict[str, Any]]:
+    """A one-ConfigMap bundle that names its version (the smallest release an environment can apply)."""
+    return [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app-config"},
+             "data": {"version": version}}]
+
+
+async def statuses(handles: list[WorkflowHandle[Any, Any]]) -> list[EnvironmentStatus | None]:
+    """Many environments' statuses at once (16 queries in flight); None for one whose query failed."""
+    gate = asyncio.Semaphore(16)
+
+    async def one(handle: WorkflowHandle[Any, Any]) -> EnvironmentStatus | None:
+        async with gate:
+            try:
+                status: EnvironmentStatus = await handle.query(EnvironmentWorkflow.status)
+                return status
+            except Exception:  # a query during a fault fails; the next poll asks again
+                return None
+    return list(await asyncio.gather(*(one(h) for h in handles)))
+
+
+def on_digest(status: EnvironmentStatus | None, digest: str) -> bool:
+    """Applied and healthy on this digest."""
+    return (status is not None and status.state.last_applied is not None
+            and status.state.last_applied.digest == digest and status.state.health.status == "Healthy"
+            and status.state.health.digest == digest)
+
+
+async def all_on_digest(handles: list[WorkflowHandle[Any, Any]], digest: str) -> bool:
+    return all(on_digest(s, digest) for s in await statuses(handles))
