@@ -66,7 +66,7 @@ def _term(term: str) -> list[tuple[str, semver.Version]]:
     if op in ("=", "==") and given < 3:
         return [(">=", base), ("<", _bump(nums, given))] if given else []
     if op == "~":
-        return [(">=", base), ("<", _bump(nums, max(given, 2) if given >= 2 else 1))]
+        return [(">=", base), ("<", _bump(nums, 2 if given >= 2 else 1))]  # ~1.2.3: <1.3.0 (Masterminds)
     if op == "^":
         first_nonzero = next((i for i, n in enumerate(nums[:given]) if n), given - 1 if given else 0)
         return [(">=", base), ("<", _bump(nums, first_nonzero + 1))]
