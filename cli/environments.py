@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import uuid
@@ -129,8 +130,10 @@ async def _apply_one(client: Client, spec: EnvironmentSpec, task_queue: str, by:
                 EnvironmentWorkflow.update_spec, SpecUpdate(spec=spec, by=by), start_workflow_operation=operation,
                 id=update_id, rpc_timeout=APPLY_WAIT)
             break
-        except WorkflowUpdateRPCTimeoutOrCancelledError:
+        except WorkflowUpdateRPCTimeoutOrCancelledError as err:
             _consume(operation)
+            if not isinstance(err.__cause__, RPCError):  # NB: the SDK's name for a cancelled call too (Ctrl-C)
+                raise asyncio.CancelledError from err
             # NB: no worker took the update within APPLY_WAIT (a fleet queued behind one busy worker, or none
             # polling): the same update id again waits for the same update
             if attempt + 1 < APPLY_ATTEMPTS:
@@ -138,7 +141,8 @@ async def _apply_one(client: Client, spec: EnvironmentSpec, task_queue: str, by:
             raise CommandError(
                 f"environment {spec.name}: no worker on task queue {task_queue!r} accepted the spec within "
                 f"{APPLY_ATTEMPTS} x {APPLY_WAIT.total_seconds():.0f}s; "
-                + ("its workflow is started with this spec and applies it once a worker polls" if started else
+                + ("if its start went through, its workflow carries this spec and applies it once a worker polls; "
+                   "apply again to confirm" if started else
                    "the change is not confirmed: apply again once a worker polls")) from None
         except RPCError as err:
             _consume(operation)
@@ -164,9 +168,10 @@ async def _apply_one(client: Client, spec: EnvironmentSpec, task_queue: str, by:
 def _consume(operation: WithStartWorkflowOperation[Any, Any]) -> None:
     """A failed attempt's start operation holds the failure for whoever asks for its handle; nobody will (the next
     attempt has its own), so mark it retrieved instead of asyncio logging 'exception was never retrieved'."""
-    future = operation._workflow_handle  # NB: the SDK's; workflow_handle() would have to be awaited
-    if future.done() and not future.cancelled():
-        future.exception()
+    future = getattr(operation, "_workflow_handle", None)  # NB: the SDK's; workflow_handle() must be awaited
+    with contextlib.suppress(Exception):
+        if future is not None and future.done() and not future.cancelled():
+            future.exception()
 
 
 def _update_aborted(err: RPCError) -> bool:

@@ -12,6 +12,7 @@ from pydantic_core import CoreSchema, core_schema
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_DURATION_TEXT = 32  # NB: durations live in specs, in every environment's state: bounded like every string
+MAX_DURATION = timedelta(days=3650)  # longer is a typo (and past ~270 years timedelta itself overflows)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -26,6 +27,8 @@ def parse_duration(text: str) -> timedelta:
         pos = match.end()
     if pos != len(value):
         raise ValueError(f"duration {text!r} is not like 30s, 15m, 1h30m or 2d")
+    if total > MAX_DURATION.total_seconds():
+        raise ValueError(f"duration {text!r} is longer than {MAX_DURATION.days}d")
     return timedelta(seconds=total)
 
 

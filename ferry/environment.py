@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -44,6 +45,9 @@ _Model = Model  # NB: the one base (ferry/model.py); ferry.alerts imports it und
 
 def env_workflow_id(name: str) -> str:
     return f"{ENV_PREFIX}{name}"
+
+
+MIN_INTERVAL = timedelta(seconds=1)
 
 
 def _duration(value: str, field: str) -> str:
@@ -216,9 +220,17 @@ class EnvironmentSpec(_Model):
 
     @field_validator("interval", "timeout", "health_timeout", mode="before")
     @classmethod
-    def _durations(cls, value: Any) -> Any:
+    def _durations(cls, value: Any, info: ValidationInfo) -> Any:
         # NB: before the type (Duration), so a bad duration is refused with the field's label as it always was
-        return _duration(value, "duration") if isinstance(value, str) else value
+        if not isinstance(value, str):
+            return value
+        _duration(value, "duration")
+        if (info.field_name == "interval" and info.context and info.context.get(PEOPLE) and len(value) <=
+                MAX_DURATION_TEXT and parse_duration(value) < MIN_INTERVAL):
+            # NB: only what people type: a persisted state decodes whatever an older build accepted
+            raise ValueError(f"duration: an interval under {MIN_INTERVAL.total_seconds():.0f}s would loop the "
+                             "workflow without pause")
+        return value
 
     @model_validator(mode="after")
     def _tracks_one_thing(self) -> EnvironmentSpec:

@@ -261,8 +261,12 @@ def rejection(rejected: list[str], total: int, applied: list[str] | None = None)
 
 # ------------------------------------------------------------------------------------- inventory
 def inventory_entries(data: Mapping[str, str] | None) -> dict[str, str]:
-    """An inventory ConfigMap's data as object key -> apiVersion."""
-    return {e["id"]: e["v"] for e in json.loads((data or {}).get("entries", "[]"))}
+    """An inventory ConfigMap's data as object key -> apiVersion. An entry that is not a well-formed key
+    (group/kind/namespace/name) and apiVersion is dropped: a hand-edited inventory must not stop every reconcile and
+    health check, and what it named is never pruned."""
+    entries = json.loads((data or {}).get("entries", "[]"))
+    return {e["id"]: e["v"] for e in entries if isinstance(entries, list) and isinstance(e, dict)
+            and isinstance(e.get("id"), str) and e["id"].count("/") >= 3 and isinstance(e.get("v"), str)}
 
 
 def inventory_data(entries: Mapping[str, str], digest: str, version: str) -> dict[str, str]:

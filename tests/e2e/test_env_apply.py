@@ -3,11 +3,14 @@ environment recreated after termination keeps its holds and known-good history (
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from datetime import timedelta
 from typing import Any
 
 import kubernetes
+import pytest
 from kubernetes.client import CoreV1Api
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
@@ -94,7 +97,23 @@ async def test_apply_with_no_worker_answering_names_each_environment(
     assert [r["action"] for r in rows] == ["failed"] * 3, rows
     for spec, row in zip(specs, rows, strict=True):
         assert row["error"].startswith(f"environment {spec.name}: no worker on task queue 'nobody-{suffix}'"), row
-        assert "its workflow is started with this spec" in row["error"]
+        assert "its workflow carries this spec" in row["error"]
         described = await client.get_workflow_handle(f"env/{spec.name}").describe()
         assert described.status == WorkflowExecutionStatus.RUNNING
         await client.get_workflow_handle(f"env/{spec.name}").terminate("test done")
+
+
+async def test_apply_stops_when_cancelled(dev_worker: Settings, dev_env: WorkflowEnvironment) -> None:
+    """Ctrl-C (a cancelled apply) stops every environment in flight, not after their retries run out: the SDK
+    reports a cancelled Update-with-Start with the same error as a timed-out one."""
+    suffix = uuid.uuid4().hex[:6]
+    specs = [EnvironmentSpec.model_validate({"name": f"stop{i}-{suffix}", "repository": "r.example/team/app",
+                                             "version": "1.0.0"}) for i in range(2)]
+    task = asyncio.create_task(apply_environments(dev_env.client, specs, f"nobody-{suffix}", by="ci"))
+    await asyncio.sleep(2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 20)
+    for spec in specs:
+        with contextlib.suppress(Exception):
+            await dev_env.client.get_workflow_handle(f"env/{spec.name}").terminate("test done")

@@ -33,6 +33,26 @@ def test_state_round_trip_keeps_text_and_digest() -> None:
     assert spec_digest(again) == spec_digest(_spec(interval="90s"))
 
 
+def test_digest_is_the_one_approvals_were_signed_with_before_the_duration_type() -> None:
+    """Golden: computed by the build before `Duration` (ed3ae41). A change here breaks every signed spec approval."""
+    spec = EnvironmentSpec.model_validate({
+        "name": "production", "repository": "registry.example/team/app", "semver": ">=1.0.0 <2.0.0",
+        "namespace": "prod", "interval": "90s", "timeout": "1h30m", "health-timeout": "2m",
+        "approval": {"required": True, "approvers": [{"name": "ann"}], "timeout": "2d"}})
+    assert spec_digest(spec) == "sha256:326aa82f65c1942d2dd9a24c5bdd6c4c9eee9658b9cc0adc7c5a7b58f5f9c51f"
+
+
+def test_too_long_and_too_short() -> None:
+    with pytest.raises(pydantic.ValidationError, match="longer than 3650d"):
+        _spec(interval="9999999999d")  # was an OverflowError, not a refusal
+    from ferry.environment import PEOPLE
+
+    with pytest.raises(pydantic.ValidationError, match="an interval under 1s"):
+        EnvironmentSpec.model_validate({"name": "a", "repository": "r.example/t/a", "version": "1.0.0",
+                                        "interval": "1ms"}, context={PEOPLE: True})
+    assert _spec(interval="1ms").interval.delta == timedelta(milliseconds=1)  # a persisted state still decodes
+
+
 @pytest.mark.parametrize(("value", "message"), [
     ("soon", "interval: duration: duration 'soon' is not like"),
     ("0s", "interval: duration: must be positive"),

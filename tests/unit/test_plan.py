@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -264,6 +265,12 @@ def test_inventory_keys_round_trip() -> None:
                                                                              key=str)
     assert kinds_to_list([_cm("a")], {_key(objects[2]): "example.com/v1beta1"}) == [
         ("example.com/v1beta1", "Cache"), ("v1", "ConfigMap")]
+
+    # a hand-edited inventory: malformed entries are dropped (never listed, never pruned), the rest kept
+    rbac = "rbac.authorization.k8s.io/v1"
+    tampered = {"entries": json.dumps([{"id": "nokey", "v": "v1"}, {"id": _key(objects[0])}, ["x"],
+                                       {"id": 7, "v": "v1"}, {"id": _key(objects[1]), "v": rbac}])}
+    assert inventory_entries(tampered) == {_key(objects[1]): rbac}
 
 
 def test_a_snapshot_is_as_healthy_as_its_least_healthy_object() -> None:
