@@ -70,91 +70,118 @@ def entries_from_history(workflow_type: str, workflow_id: str, events: list[Hist
                          signed: list[SignedRecord] | None = None, run_id: str = "") -> list[AuditEntry]:
     """Turn one execution's history into audit entries (and collect verified decisions into `signed`).
     Pure: no calls."""
-    out: list[AuditEntry] = []
-
-    def add(event: HistoryEvent, kind: str, subject: str, who: str = "", details: str = "") -> None:
-        out.append(AuditEntry(at=_time(event), kind=kind, subject=subject, who=who, details=details,
-                              workflow_id=workflow_id, url=url))
-
-    started: dict[str, Any] = {}
-    # NB: an approver's name is what the sender claims (a signature proves it: `verified`); Temporal records the
-    # sending client's identity on the signal/update event. A decision sent as an Update carries its update id
-    # and pairs by it; every decision signal writes exactly one record, in delivery order, so signals pair in order.
-    # Operator events pair the same way: each pin/suspend/resume signal writes exactly one record (Pinned or
-    # PinRefused, Suspended, Resumed) in delivery order; spec changes carry their update id.
-    signal_senders: dict[str, deque[tuple[str, Any]]] = {name: deque() for name in _SIGNALLED}
-    update_senders: dict[str, tuple[str, Any]] = {}
+    reader = _HistoryReader(workflow_type, workflow_id, url, signed, run_id)
     for event in events:
+        reader.read(event)
+    return reader.out
+
+
+class _HistoryReader:
+    """One execution's history, event by event.
+
+    NB: an approver's name is what the sender claims (a signature proves it: `verified`); Temporal records the
+    sending client's identity on the signal/update event. A decision sent as an Update carries its update id and
+    pairs by it; every decision signal writes exactly one record, in delivery order, so signals pair in order.
+    Operator events pair the same way: each pin/suspend/resume signal writes exactly one record (Pinned or
+    PinRefused, Suspended, Resumed) in delivery order; spec changes carry their update id."""
+
+    def __init__(self, workflow_type: str, workflow_id: str, url: str, signed: list[SignedRecord] | None,
+                 run_id: str) -> None:
+        self.workflow_type, self.workflow_id, self.url, self.signed, self.run_id = (
+            workflow_type, workflow_id, url, signed, run_id)
+        self.out: list[AuditEntry] = []
+        self.started: dict[str, Any] = {}
+        self.signal_senders: dict[str, deque[tuple[str, Any]]] = {name: deque() for name in _SIGNALLED}
+        self.update_senders: dict[str, tuple[str, Any]] = {}
+
+    def add(self, event: HistoryEvent, kind: str, subject: str, who: str = "", details: str = "") -> None:
+        self.out.append(AuditEntry(at=_time(event), kind=kind, subject=subject, who=who, details=details,
+                                   workflow_id=self.workflow_id, url=self.url))
+
+    def read(self, event: HistoryEvent) -> None:
         et = event.event_type
         if et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
             attrs = event.workflow_execution_signaled_event_attributes
-            if attrs.signal_name in signal_senders:
+            if attrs.signal_name in self.signal_senders:
                 sender = (f"workflow {attrs.external_workflow_execution.workflow_id}"
                           if attrs.external_workflow_execution.workflow_id else _sender(event, attrs.identity))
-                signal_senders[attrs.signal_name].append((sender, _decode(attrs.input)))
+                self.signal_senders[attrs.signal_name].append((sender, _decode(attrs.input)))
         elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
             request = event.workflow_execution_update_accepted_event_attributes.accepted_request
-            update_senders[request.meta.update_id] = (_sender(event, request.meta.identity),
-                                                      _decode(request.input.args))
-        if et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
-            started = _decode(event.workflow_execution_started_event_attributes.input) or {}
-            if workflow_type == "PromotionWorkflow":
-                add(event, "promotion requested", f"{started.get('environment')} {started.get('version')}",
-                    started.get("requested_by", ""), started.get("reason", ""))
-            elif workflow_type == "RollbackWorkflow":
-                add(event, "rollback requested", str(started.get("environment")), started.get("requested_by", ""),
-                    f"to {started.get('to_version') or 'last known-good'}: {started.get('reason', '')}")
+            self.update_senders[request.meta.update_id] = (_sender(event, request.meta.identity),
+                                                           _decode(request.input.args))
+        elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+            self.started = _decode(event.workflow_execution_started_event_attributes.input) or {}
+            self._started(event)
         elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
-            result = _decode(event.workflow_execution_completed_event_attributes.result) or {}
-            if workflow_type == "ReleaseWorkflow":
-                again = " (already released, identical content)" if result.get("already_released") else ""
-                add(event, "release published", f"{result.get('repository')}:{result.get('version')}",
-                    result.get("publisher", started.get("publisher", "")),
-                    f"revision {started.get('revision') or '-'} digest {result.get('digest')}{again}")
-            elif workflow_type == "PromotionWorkflow":
-                add(event, f"promotion {result.get('outcome')}", f"{result.get('environment')} {result.get('version')}",
-                    ", ".join(result.get("approved_by") or []), f"{result.get('digest')}: {result.get('reason')}")
-            elif workflow_type == "RollbackWorkflow":
-                add(event, f"rollback {result.get('outcome')}", str(result.get("environment")),
-                    started.get("requested_by", ""),
-                    f"{result.get('from_version')} -> {result.get('to_version')} {result.get('digest')}: "
-                    f"{result.get('reason')}")
-        elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED and workflow_type == "ReleaseWorkflow":
-            failure = event.workflow_execution_failed_event_attributes.failure
-            add(event, "release failed", f"{started.get('repository')}:{started.get('version')}",
-                started.get("publisher", ""), (failure.cause.message or failure.message)[:300])
+            self._completed(event, _decode(event.workflow_execution_completed_event_attributes.result) or {})
+        elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED and self.workflow_type == "ReleaseWorkflow":
+            failure, started = event.workflow_execution_failed_event_attributes.failure, self.started
+            self.add(event, "release failed", f"{started.get('repository')}:{started.get('version')}",
+                     started.get("publisher", ""), (failure.cause.message or failure.message)[:300])
         elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED:
             decision = _memo(event, Memo.DECISION)
             if decision:
-                verdict = (f"accepted{' (' + decision['reason'] + ')' if decision.get('reason') else ''}"
-                           if decision["accepted"] else f"REFUSED: {decision['reason']}")
-                if decision.get("update_id"):
-                    sender, payload = update_senders.get(decision["update_id"], ("", None))
-                else:
-                    queue = signal_senders[decision["action"]]
-                    sender, payload = queue.popleft() if queue and decision["via"] == "signal" else ("", None)
-                if decision.get("verified") and signed is not None:
-                    signed.append(SignedRecord(workflow_id=workflow_id, run_id=run_id, started=started,
-                                               record=decision, payload=payload))
-                proof = f"verified {decision['fingerprint']}" if decision.get("verified") else "claimed"
-                add(event, f"{decision['action']} ({decision['via']})",
-                    f"{started.get('environment')} {started.get('version')}", f"{decision['by']} ({proof})",
-                    f"{verdict}; comment: {decision.get('comment') or '-'}; sent by {client_words(sender)}")
+                self._decision(event, decision)
             env_event = _memo(event, Memo.EVENT)
             if env_event:
-                state = started.get("state", {}) if isinstance(started, dict) else {}
-                name = (state.get("spec") or {}).get("name", workflow_id.removeprefix(ENV_PREFIX))
-                details = env_event["message"]
-                if env_event["type"] == EventType.DRIFT_CORRECTED:
-                    details += ": " + "; ".join(f"{o} {', '.join(f)}" for o, f in env_event["objects"].items())
-                signal = _SIGNAL_OF.get(env_event["type"])
-                if env_event.get("update_id"):
-                    details += f"; sent by {client_words(update_senders.get(env_event['update_id'], ('', None))[0])}"
-                elif signal and env_event.get("by") != "cancel request":
-                    queue = signal_senders[signal]
-                    details += f"; sent by {client_words(queue.popleft()[0] if queue else '')}"
-                add(event, EventType(env_event["type"]).words, name, env_event.get("by", ""), details)
-    return out
+                self._environment_event(event, env_event)
+
+    def _started(self, event: HistoryEvent) -> None:
+        started = self.started
+        if self.workflow_type == "PromotionWorkflow":
+            self.add(event, "promotion requested", f"{started.get('environment')} {started.get('version')}",
+                     started.get("requested_by", ""), started.get("reason", ""))
+        elif self.workflow_type == "RollbackWorkflow":
+            self.add(event, "rollback requested", str(started.get("environment")), started.get("requested_by", ""),
+                     f"to {started.get('to_version') or 'last known-good'}: {started.get('reason', '')}")
+
+    def _completed(self, event: HistoryEvent, result: dict[str, Any]) -> None:
+        started = self.started
+        if self.workflow_type == "ReleaseWorkflow":
+            again = " (already released, identical content)" if result.get("already_released") else ""
+            self.add(event, "release published", f"{result.get('repository')}:{result.get('version')}",
+                     result.get("publisher", started.get("publisher", "")),
+                     f"revision {started.get('revision') or '-'} digest {result.get('digest')}{again}")
+        elif self.workflow_type == "PromotionWorkflow":
+            self.add(event, f"promotion {result.get('outcome')}",
+                     f"{result.get('environment')} {result.get('version')}", ", ".join(result.get("approved_by") or []),
+                     f"{result.get('digest')}: {result.get('reason')}")
+        elif self.workflow_type == "RollbackWorkflow":
+            self.add(event, f"rollback {result.get('outcome')}", str(result.get("environment")),
+                     started.get("requested_by", ""),
+                     f"{result.get('from_version')} -> {result.get('to_version')} {result.get('digest')}: "
+                     f"{result.get('reason')}")
+
+    def _decision(self, event: HistoryEvent, decision: dict[str, Any]) -> None:
+        verdict = (f"accepted{' (' + decision['reason'] + ')' if decision.get('reason') else ''}"
+                   if decision["accepted"] else f"REFUSED: {decision['reason']}")
+        if decision.get("update_id"):
+            sender, payload = self.update_senders.get(decision["update_id"], ("", None))
+        else:
+            queue = self.signal_senders[decision["action"]]
+            sender, payload = queue.popleft() if queue and decision["via"] == "signal" else ("", None)
+        if decision.get("verified") and self.signed is not None:
+            self.signed.append(SignedRecord(workflow_id=self.workflow_id, run_id=self.run_id, started=self.started,
+                                            record=decision, payload=payload))
+        proof = f"verified {decision['fingerprint']}" if decision.get("verified") else "claimed"
+        self.add(event, f"{decision['action']} ({decision['via']})",
+                 f"{self.started.get('environment')} {self.started.get('version')}", f"{decision['by']} ({proof})",
+                 f"{verdict}; comment: {decision.get('comment') or '-'}; sent by {client_words(sender)}")
+
+    def _environment_event(self, event: HistoryEvent, env_event: dict[str, Any]) -> None:
+        state = self.started.get("state", {}) if isinstance(self.started, dict) else {}
+        name = (state.get("spec") or {}).get("name", self.workflow_id.removeprefix(ENV_PREFIX))
+        details = env_event["message"]
+        if env_event["type"] == EventType.DRIFT_CORRECTED:
+            details += ": " + "; ".join(f"{o} {', '.join(f)}" for o, f in env_event["objects"].items())
+        signal = _SIGNAL_OF.get(env_event["type"])
+        if env_event.get("update_id"):
+            details += f"; sent by {client_words(self.update_senders.get(env_event['update_id'], ('', None))[0])}"
+        elif signal and env_event.get("by") != "cancel request":
+            queue = self.signal_senders[signal]
+            details += f"; sent by {client_words(queue.popleft()[0] if queue else '')}"
+        self.add(event, EventType(env_event["type"]).words, name, env_event.get("by", ""), details)
 
 
 _SIGNALLED = ("approve", "reject", "pin", "suspend", "resume")

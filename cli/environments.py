@@ -105,55 +105,15 @@ async def apply_environments(client: Client, specs: list[EnvironmentSpec], task_
 
 async def _apply_one(client: Client, spec: EnvironmentSpec, task_queue: str, by: str, force: bool) -> dict[str, Any]:
     workflow_id = env_workflow_id(spec.name)
-    state, started, note = EnvironmentState(spec=spec), True, ""
-    try:
-        described = await client.get_workflow_handle(workflow_id).describe()
-        started = described.status != WorkflowExecutionStatus.RUNNING
-        if started:  # an earlier run ended (terminated, failed, ...): start from its record, or refuse
-            state, note = await _from_last_run(client, spec, described.status, force)
-    except RPCError as err:
-        if err.status != RPCStatusCode.NOT_FOUND:
-            raise CommandError(f"environment {spec.name}: {err.message}") from None
+    state, started, note = await _starting_state(client, spec, force)
+
     def start() -> WithStartWorkflowOperation[Any, Any]:  # NB: an operation is used once; a retry needs another
         return WithStartWorkflowOperation(
             EnvironmentWorkflow.run, EnvironmentInput(state=state), id=workflow_id, task_queue=task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             static_summary=f"Environment {spec.name}: {spec.tracking} from {spec.repository}")
 
-    # NB: one update id for every attempt, so the server answers a retry of an update it already took with that
-    # update's outcome instead of running it twice
-    update_id = f"apply-{uuid.uuid4().hex}"
-    for attempt in range(APPLY_ATTEMPTS):
-        operation = start()
-        try:
-            result = await client.execute_update_with_start_workflow(
-                EnvironmentWorkflow.update_spec, SpecUpdate(spec=spec, by=by), start_workflow_operation=operation,
-                id=update_id, rpc_timeout=APPLY_WAIT)
-            break
-        except WorkflowUpdateRPCTimeoutOrCancelledError as err:
-            _consume(operation)
-            if not isinstance(err.__cause__, RPCError):  # NB: the SDK's name for a cancelled call too (Ctrl-C)
-                raise asyncio.CancelledError from err
-            # NB: no worker took the update within APPLY_WAIT (a fleet queued behind one busy worker, or none
-            # polling): the same update id again waits for the same update
-            if attempt + 1 < APPLY_ATTEMPTS:
-                continue
-            raise CommandError(
-                f"environment {spec.name}: no worker on task queue {task_queue!r} accepted the spec within "
-                f"{APPLY_ATTEMPTS} x {APPLY_WAIT.total_seconds():.0f}s; "
-                + ("if its start went through, its workflow carries this spec and applies it once a worker polls; "
-                   "apply again to confirm" if started else
-                   "the change is not confirmed: apply again once a worker polls")) from None
-        except RPCError as err:
-            _consume(operation)
-            # NB: "workflow update was aborted": the server cleared the workflow's update registry (its first
-            # workflow task timed out on a busy worker, or the workflow left the server's cache); retryable
-            if attempt + 1 < APPLY_ATTEMPTS and _update_aborted(err):
-                await asyncio.sleep(min(APPLY_BACKOFF_CAP, 0.5 * 2 ** attempt))
-                continue
-            raise CommandError(f"environment {spec.name}: spec refused: {root_cause(err)}") from None
-        except WorkflowUpdateFailedError as err:
-            raise CommandError(f"environment {spec.name}: spec refused: {root_cause(err)}") from None
+    result = await _update_with_start(client, spec, SpecUpdate(spec=spec, by=by), start, task_queue, started)
     if started:
         action = "started" + note
     elif result.applied:
@@ -163,6 +123,60 @@ async def _apply_one(client: Client, spec: EnvironmentSpec, task_queue: str, by:
                   f"  approve with: ferry env approve {spec.name} --key ~/.ssh/id_ed25519")
     return {"environment": spec.name, "action": action, "workflow_id": workflow_id, "changes": result.changes,
             "pending_id": result.pending_id}
+
+
+async def _starting_state(client: Client, spec: EnvironmentSpec, force: bool) -> tuple[EnvironmentState, bool, str]:
+    """(the state a new run would start from, whether a run starts, a note): a running environment is updated; one
+    whose earlier run ended (terminated, failed, ...) starts from that run's record, or is refused."""
+    try:
+        described = await client.get_workflow_handle(env_workflow_id(spec.name)).describe()
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise CommandError(f"environment {spec.name}: {err.message}") from None
+        return EnvironmentState(spec=spec), True, ""
+    if described.status == WorkflowExecutionStatus.RUNNING:
+        return EnvironmentState(spec=spec), False, ""
+    state, note = await _from_last_run(client, spec, described.status, force)
+    return state, True, note
+
+
+async def _update_with_start(client: Client, spec: EnvironmentSpec, update: SpecUpdate,
+                             start: Callable[[], WithStartWorkflowOperation[Any, Any]], task_queue: str,
+                             started: bool) -> Any:
+    """The spec update, starting the workflow if needed. NB: one update id for every attempt, so the server answers
+    a retry of an update it already took with that update's outcome instead of running it twice."""
+    update_id = f"apply-{uuid.uuid4().hex}"
+    for attempt in range(APPLY_ATTEMPTS):
+        operation = start()
+        try:
+            return await client.execute_update_with_start_workflow(
+                EnvironmentWorkflow.update_spec, update, start_workflow_operation=operation, id=update_id,
+                rpc_timeout=APPLY_WAIT)
+        except WorkflowUpdateRPCTimeoutOrCancelledError as err:
+            _consume(operation)
+            if not isinstance(err.__cause__, RPCError):  # NB: the SDK's name for a cancelled call too (Ctrl-C)
+                raise asyncio.CancelledError from err
+            # NB: no worker took the update within APPLY_WAIT (a fleet queued behind one busy worker, or none
+            # polling): the same update id again waits for the same update
+            if attempt + 1 == APPLY_ATTEMPTS:
+                raise CommandError(_unanswered(spec, task_queue, started)) from None
+        except RPCError as err:
+            _consume(operation)
+            # NB: "workflow update was aborted": the server cleared the workflow's update registry (its first
+            # workflow task timed out on a busy worker, or the workflow left the server's cache); retryable
+            if attempt + 1 == APPLY_ATTEMPTS or not _update_aborted(err):
+                raise CommandError(f"environment {spec.name}: spec refused: {root_cause(err)}") from None
+            await asyncio.sleep(min(APPLY_BACKOFF_CAP, 0.5 * 2 ** attempt))
+        except WorkflowUpdateFailedError as err:
+            raise CommandError(f"environment {spec.name}: spec refused: {root_cause(err)}") from None
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _unanswered(spec: EnvironmentSpec, task_queue: str, started: bool) -> str:
+    return (f"environment {spec.name}: no worker on task queue {task_queue!r} accepted the spec within "
+            f"{APPLY_ATTEMPTS} x {APPLY_WAIT.total_seconds():.0f}s; "
+            + ("if its start went through, its workflow carries this spec and applies it once a worker polls; "
+               "apply again to confirm" if started else "the change is not confirmed: apply again once a worker polls"))
 
 
 def _consume(operation: WithStartWorkflowOperation[Any, Any]) -> None:
