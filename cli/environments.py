@@ -163,8 +163,9 @@ async def _update_with_start(client: Client, spec: EnvironmentSpec, update: Spec
         except RPCError as err:
             _consume(operation)
             # NB: "workflow update was aborted": the server cleared the workflow's update registry (its first
-            # workflow task timed out on a busy worker, or the workflow left the server's cache); retryable
-            if attempt + 1 == APPLY_ATTEMPTS or not _update_aborted(err):
+            # workflow task timed out on a busy worker, or the workflow left the server's cache); "Workflow Task in
+            # failed state": its workflow task is being retried (timed out on a busy worker). Both pass.
+            if attempt + 1 == APPLY_ATTEMPTS or not _update_retryable(err):
                 raise CommandError(f"environment {spec.name}: spec refused: {root_cause(err)}") from None
             await asyncio.sleep(min(APPLY_BACKOFF_CAP, 0.5 * 2 ** attempt))
         except WorkflowUpdateFailedError as err:
@@ -188,8 +189,9 @@ def _consume(operation: WithStartWorkflowOperation[Any, Any]) -> None:
             future.exception()
 
 
-def _update_aborted(err: RPCError) -> bool:
-    return "aborted" in f"{err.message} {err.__cause__ or ''}".lower()
+def _update_retryable(err: RPCError) -> bool:
+    text = f"{err.message} {err.__cause__ or ''}".lower()
+    return "aborted" in text or "workflow task in failed state" in text
 
 
 async def _from_last_run(client: Client, spec: EnvironmentSpec, ended: Any, force: bool
