@@ -244,3 +244,30 @@ def test_a_dry_run_reports_the_plan_and_a_reconcile_prunes_in_delete_order(world
     assert {k.split("/")[0] for k in world.resource_versions()} >= {"NetworkPolicy"}
     again = world.reconcile("1.1.0", smaller)  # no longer in the inventory: neither deleted nor skipped again
     assert again.changes.deleted == [] and again.changes.prune_skipped == [] and not again.changes.changed
+
+
+@pytest.mark.parametrize(("connections", "discarded"), [(2, True), (24, False)])
+def test_the_connection_pool_holds_one_connection_per_concurrent_caller(
+        kube_server: KubeServer, connections: int, discarded: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """24 threads (the worker's activity + local-activity slots) calling at once keep their connections alive when
+    the pool is sized for them; a pool smaller than the callers discards connections (each a new TLS handshake
+    next time), which urllib3 reports."""
+    import threading
+
+    from activities.cluster import Cluster
+
+    cluster = Cluster(str(kube_server.worker_kubeconfig), None, connections=connections)
+    barrier = threading.Barrier(24)
+
+    def call() -> None:
+        barrier.wait()
+        for _ in range(3):
+            cluster.call("GET", "/version")
+
+    caplog.set_level("WARNING", logger="urllib3.connectionpool")
+    threads = [threading.Thread(target=call) for _ in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert any("Connection pool is full" in r.getMessage() for r in caplog.records) is discarded
