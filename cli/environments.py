@@ -207,12 +207,13 @@ async def _from_last_run(client: Client, spec: EnvironmentSpec, ended: Any, forc
                                f"its record cannot be read ({err}); --force starts it without its holds and "
                                "known-good history") from None
         return EnvironmentState(spec=spec), " (--force: without the last run's record)"
-    # NB: tag bindings are digests of the last run's repository: another repository's tags start unbound
-    tags = last.tags if last.spec.repository == spec.repository else {}
-    state = EnvironmentState(spec=spec, holds=last.holds, good_history=last.good_history,
-                             last_known_good=last.last_known_good, tags=tags,
+    # NB: tag bindings and holds name versions of the last run's repository: another repository's 1.2.0 is another
+    # artifact, so it starts unbound and unheld (a `make demo` on a kept stack re-releases 1.2.0 in a new one)
+    same = last.spec.repository == spec.repository
+    state = EnvironmentState(spec=spec, holds=last.holds if same else [], good_history=last.good_history,
+                             last_known_good=last.last_known_good, tags=last.tags if same else {},
                              consumed_approvals=last.consumed_approvals)
-    return state, (f" (from the last run's record: {len(last.holds)} hold(s), {len(last.good_history)} known-good "
+    return state, (f" (from the last run's record: {len(state.holds)} hold(s), {len(state.good_history)} known-good "
                    "version(s))")
 
 

@@ -78,6 +78,13 @@ async def test_recreated_environment_keeps_holds_and_known_good_history(
     state = (await client.get_workflow_handle(f"env/{spec.name}").query(EnvironmentWorkflow.status)).state
     assert state.holds == ["1.1.0"] and state.good_history == [ref] and state.tags["1.0.0"] == good
     assert state.consumed_approvals == [f"promote/keep-{suffix}/1.1.0@run-1"]
+    # recreated on another repository: its 1.1.0 is another artifact, neither held nor bound; the rest is kept
+    await client.get_workflow_handle(f"env/{spec.name}").terminate("moved to another repository")
+    moved = spec.model_copy(update={"repository": f"{repository}-moved"})
+    result = await apply_environments(client, [moved], queue, by="ci")
+    assert result[0]["action"] == "started (from the last run's record: 0 hold(s), 1 known-good version(s))"
+    state = (await client.get_workflow_handle(f"env/{spec.name}").query(EnvironmentWorkflow.status)).state
+    assert state.holds == [] and state.tags == {} and state.good_history == [ref]
     await client.get_workflow_handle(f"env/{spec.name}").terminate("test done")
 
 
