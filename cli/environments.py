@@ -77,6 +77,7 @@ def load_environments(path: Path) -> list[EnvironmentSpec]:
 APPLY_ATTEMPTS = 8  # an aborted Update-with-Start (a busy worker, a cache eviction) is retried, with backoff
 APPLY_BACKOFF_CAP = 8.0  # seconds: 0.5, 1, 2, 4, 8, 8, 8 (~32 s for a worker to catch up)
 APPLY_WAIT = timedelta(seconds=60)  # one attempt's wait for a worker to accept the spec update (a queued fleet)
+APPLY_WAITS = 3  # ... at most this many times (3 min): no worker polling at all is reported, not waited out
 APPLY_CONCURRENCY = 16  # environments started/updated at once by `ferry env apply`: a fleet in seconds, bounded
 
 
@@ -145,7 +146,7 @@ async def _update_with_start(client: Client, spec: EnvironmentSpec, update: Spec
                              started: bool) -> Any:
     """The spec update, starting the workflow if needed. NB: one update id for every attempt, so the server answers
     a retry of an update it already took with that update's outcome instead of running it twice."""
-    update_id = f"apply-{uuid.uuid4().hex}"
+    update_id, waits = f"apply-{uuid.uuid4().hex}", 0
     for attempt in range(APPLY_ATTEMPTS):
         operation = start()
         try:
@@ -158,8 +159,9 @@ async def _update_with_start(client: Client, spec: EnvironmentSpec, update: Spec
                 raise asyncio.CancelledError from err
             # NB: no worker took the update within APPLY_WAIT (a fleet queued behind one busy worker, or none
             # polling): the same update id again waits for the same update
-            if attempt + 1 == APPLY_ATTEMPTS:
-                raise CommandError(_unanswered(spec, task_queue, started)) from None
+            waits += 1
+            if waits == APPLY_WAITS or attempt + 1 == APPLY_ATTEMPTS:
+                raise CommandError(_unanswered(spec, task_queue, started, waits)) from None
         except RPCError as err:
             _consume(operation)
             # NB: "workflow update was aborted": the server cleared the workflow's update registry (its first
@@ -173,9 +175,9 @@ async def _update_with_start(client: Client, spec: EnvironmentSpec, update: Spec
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-def _unanswered(spec: EnvironmentSpec, task_queue: str, started: bool) -> str:
+def _unanswered(spec: EnvironmentSpec, task_queue: str, started: bool, waits: int) -> str:
     return (f"environment {spec.name}: no worker on task queue {task_queue!r} accepted the spec within "
-            f"{APPLY_ATTEMPTS} x {APPLY_WAIT.total_seconds():.0f}s; "
+            f"{waits} x {APPLY_WAIT.total_seconds():.0f}s; "
             + ("if its start went through, its workflow carries this spec and applies it once a worker polls; "
                "apply again to confirm" if started else "the change is not confirmed: apply again once a worker polls"))
 

@@ -95,7 +95,7 @@ async def test_apply_with_no_worker_answering_names_each_environment(
     import cli.environments
 
     monkeypatch.setattr(cli.environments, "APPLY_WAIT", timedelta(seconds=1))
-    monkeypatch.setattr(cli.environments, "APPLY_ATTEMPTS", 2)
+    monkeypatch.setattr(cli.environments, "APPLY_WAITS", 2)
     client, suffix = dev_env.client, uuid.uuid4().hex[:6]
     repository = f"{dev_worker.registry.default}/team/idle-{suffix}"
     specs = [EnvironmentSpec.model_validate({"name": f"idle{i}-{suffix}", "repository": repository,
@@ -104,7 +104,7 @@ async def test_apply_with_no_worker_answering_names_each_environment(
     assert [r["action"] for r in rows] == ["failed"] * 3, rows
     for spec, row in zip(specs, rows, strict=True):
         assert row["error"].startswith(f"environment {spec.name}: no worker on task queue 'nobody-{suffix}'"), row
-        assert "its workflow carries this spec" in row["error"]
+        assert "within 2 x 1s" in row["error"] and "its workflow carries this spec" in row["error"]
         described = await client.get_workflow_handle(f"env/{spec.name}").describe()
         assert described.status == WorkflowExecutionStatus.RUNNING
         await client.get_workflow_handle(f"env/{spec.name}").terminate("test done")
