@@ -39,7 +39,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -255,38 +255,39 @@ def tree(pid: int) -> list[int]:
     return out
 
 
-def tree_cpu(pids: list[int]) -> float:
+def tree_sum(pids: list[int], measure: Callable[[int], float]) -> float:
+    """`measure` summed over the process trees of `pids` (a process gone meanwhile counts nothing)."""
     total = 0.0
     for root in pids:
         for p in tree(root):
             with contextlib.suppress(OSError):
-                total += cpu_seconds(p)
+                total += measure(p)
     return total
+
+
+def tree_cpu(pids: list[int]) -> float:
+    return tree_sum(pids, cpu_seconds)
+
+
+def pss_mb(pid: int) -> float:
+    """Proportional set size (shared memory, e.g. PostgreSQL's buffers, counted once)."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def tree_pss_mb(pids: list[int]) -> float:
-    """Proportional set size of the process trees (shared memory, e.g. PostgreSQL's buffers, counted once)."""
-    total = 0.0
-    for root in pids:
-        for p in tree(root):
-            with contextlib.suppress(OSError):
-                for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
-                    if line.startswith("Pss:"):
-                        total += int(line.split()[1]) / 1024
-    return total
+    return tree_sum(pids, pss_mb)
 
 
 def postgres_bytes(cluster: Any) -> int:
     """Temporal's two databases as PostgreSQL counts them (tables, indexes, TOAST; not the WAL)."""
-    from devstack.postgres import SUPERUSER, postgres_bin_dir
-    from devstack.temporal_cluster import DATABASES
+    from devstack.temporal_cluster import DATABASES, psql
 
-    host, port = cluster.postgres.address.rsplit(":", 1)
     names = ",".join(f"'{d}'" for d in DATABASES)
-    out = subprocess.run([str(postgres_bin_dir() / "psql"), "-h", host, "-p", port, "-U", SUPERUSER, "-d", "postgres",
-                          "-tAc", f"SELECT sum(pg_database_size(datname)) FROM pg_database WHERE datname IN ({names})"],
-                         capture_output=True, text=True, timeout=60, check=True)
-    return int(out.stdout.strip())
+    return int(psql(cluster.postgres, "postgres",
+                    f"SELECT sum(pg_database_size(datname)) FROM pg_database WHERE datname IN ({names})", check=True))
 
 
 class Topology:
@@ -322,11 +323,9 @@ def topology(kind: str, root: Path) -> Iterator[Topology]:
             dev.proc.kill()
 
 
-def timed(argv: list[str], env: dict[str, str], timeout: float = 900, check: bool = True) -> tuple[float, str]:
+def timed(argv: list[str], env: dict[str, str], timeout: float = 900) -> tuple[float, str]:
     started = time.monotonic()
     done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
-    if not check:
-        return time.monotonic() - started, "" if done.returncode == 0 else f"{done.stdout[-800:]}{done.stderr[-800:]}"
     if done.returncode != 0:
         raise RuntimeError(f"{argv[:4]} failed ({done.returncode}): {done.stdout[-1500:]}{done.stderr[-1500:]}")
     return time.monotonic() - started, done.stdout

@@ -97,18 +97,19 @@ def _last_line(result: subprocess.CompletedProcess[str]) -> str:
     return lines[-1][:300] if lines else f"exit code {result.returncode}"
 
 
-def schema_versions(postgres: Postgres) -> dict[str, str]:
-    """database -> the schema version recorded in it (psql), for status and tests."""
+def psql(postgres: Postgres, database: str, sql: str, check: bool = False) -> str:
+    """One value from `sql` in `database` (psql -tA), '' when it fails (unless `check`)."""
     from devstack.postgres import postgres_bin_dir
 
     host, port = postgres.address.rsplit(":", 1)
-    versions = {}
-    for database in DATABASES:
-        out = subprocess.run([str(postgres_bin_dir() / "psql"), "-h", host, "-p", port, "-U", SUPERUSER, "-d",
-                              database, "-tAc", "SELECT curr_version FROM schema_version"],
-                             capture_output=True, text=True, timeout=30)
-        versions[database] = out.stdout.strip() if out.returncode == 0 else ""
-    return versions
+    out = subprocess.run([str(postgres_bin_dir() / "psql"), "-h", host, "-p", port, "-U", SUPERUSER, "-d", database,
+                          "-tAc", sql], capture_output=True, text=True, timeout=30, check=check)
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def schema_versions(postgres: Postgres) -> dict[str, str]:
+    """database -> the schema version recorded in it (psql), for status and tests."""
+    return {database: psql(postgres, database, "SELECT curr_version FROM schema_version") for database in DATABASES}
 
 
 # ------------------------------------------------------------------------------------------------ config ---
