@@ -90,8 +90,8 @@ class _RegistryHTTPError(Exception):
 class _TimeoutAdapter(HTTPAdapter):
     """Every request gets a timeout (requests has none by default) and urllib3 retries stay at zero."""
 
-    def __init__(self, timeout: float) -> None:
-        super().__init__(max_retries=0)
+    def __init__(self, timeout: float, connections: int) -> None:
+        super().__init__(max_retries=0, pool_maxsize=connections)
         self._timeout = timeout
 
     def send(self, request: Any, **kwargs: Any) -> Any:  # type: ignore[override]
@@ -230,10 +230,15 @@ class _HostBoundTokenAuth(oras.auth.TokenAuth):  # type: ignore[misc]
 
 
 class Registries:
-    """A client per registry host, configured from worker settings; thread-safe."""
+    """A client per registry host, configured from worker settings; thread-safe.
 
-    def __init__(self, settings: RegistrySettings) -> None:
+    `connections`: kept-alive connections per host, one per caller that may run at once (the worker's activity and
+    local-activity slots). requests keeps 10; more concurrent callers discard a connection after each request.
+    """
+
+    def __init__(self, settings: RegistrySettings, connections: int = 10) -> None:
         self._settings = settings
+        self._connections = connections
         self._clients: dict[str, _OneShotRegistry] = {}
         self._lock = threading.Lock()
 
@@ -276,7 +281,7 @@ class Registries:
             auth = _HostBoundTokenAuth(host)
             auth.session, auth.prefix, auth._tls_verify = reg.session, reg.prefix, reg._tls_verify
             reg.auth = auth
-        adapter = _TimeoutAdapter(self._settings.request_timeout_seconds)
+        adapter = _TimeoutAdapter(self._settings.request_timeout_seconds, self._connections)
         reg.session.mount("http://", adapter)
         reg.session.mount("https://", adapter)
         reg.bare_session = requests.Session()

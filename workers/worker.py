@@ -38,7 +38,8 @@ def all_activities(settings: Settings, client: Client) -> list[Callable[..., Any
     from activities.notify import NotifyActivities
     from ferry.alerts import Links
 
-    registries = Registries(settings.registry)
+    registries = Registries(settings.registry, connections=settings.worker.max_concurrent_activities
+                            + settings.worker.max_concurrent_local_activities)
     registry = RegistryActivities(registries)
     # NB: no package_bundle/push_artifact/sign_artifact here: only the `ferry release` process serves them, on
     # its own CI queue, so no workflow can make this worker package its host's files or push them anywhere.
