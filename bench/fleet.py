@@ -439,6 +439,8 @@ async def fleet(args: argparse.Namespace, kind: str, n: int, workers_n: int, reg
                     "history_events_per_second": round(rollout["events"] / len(sample) * n / wall, 1),
                     "history_events_per_environment": round(rollout["events"] / len(sample), 1),
                     "history_bytes_per_environment": round(rollout["bytes"] / len(sample)),
+                    "history_event_types_per_environment": {
+                        k: round(v / len(sample), 1) for k, v in sorted(rollout["types"].items())},
                     "temporal_storage_mb_after": temporal.storage_mb(),
                     "note": "events from a sample of histories, scaled to the fleet"},
             }
