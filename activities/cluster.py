@@ -568,7 +568,9 @@ class ClusterActivities:
         kept = self._prune(cluster, resources, planned, changes, as_user)
         self._write_inventory(cluster, input.environment, kept, input.digest, input.version, inventory_obj)
         health = snapshot(planned.live_objects(only_unchanged=True), input.digest)
-        if changes.changed:
+        if any(c.id.kind in WORKLOAD_KINDS for c in planned.changes if c.action in ("create", "update")):
+            # NB: a written workload is judged by wait_healthy; what else was written has no rollout to wait for
+            # (wait_healthy reads only workloads): the unchanged objects' health is the rollout's
             health = HealthState(status="Progressing", reason=changes.summary(), digest=input.digest)
         changes.api_requests = cluster.counter.requests
         return ReconcileResult(changes=changes, health=health, revision=revision)

@@ -271,3 +271,22 @@ def test_the_connection_pool_holds_one_connection_per_concurrent_caller(
     for t in threads:
         t.join(30)
     assert any("Connection pool is full" in r.getMessage() for r in caplog.records) is discarded
+
+
+def test_a_written_workload_is_progressing_and_written_configuration_is_judged_at_once(world: World) -> None:
+    """What wait_healthy would judge (workloads only), the reconcile that wrote none judges itself: configuration
+    alone is Healthy at the digest; a written Deployment is Progressing (its rollout is wait_healthy's)."""
+    world.kube.allow_worker(world.group)
+    config = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shop-config"}, "data": {"a": "1"}}]
+    first = world.reconcile("1.0.0", config)
+    assert first.changes.created and (first.health.status, first.health.digest) == ("Healthy", world.digests["1.0.0"])
+    docs = realistic_bundle(world.group)
+    with_workload = world.reconcile("1.1.0", docs)
+    assert f"Deployment/{world.namespace}/shop" in with_workload.changes.created
+    assert with_workload.health.status == "Progressing"
+    world.settled_versions()
+    changed = [d if d["kind"] != "ConfigMap" else {**d, "data": {"b": "2"}} for d in docs]
+    only_config = world.reconcile("1.2.0", changed)
+    assert only_config.changes.updated == [f"ConfigMap/{world.namespace}/shop-config"]
+    # the unchanged Deployment decides (its status from the simulated controller: no kubelet here), rolled out
+    assert (only_config.health.status, only_config.health.digest) == ("Healthy", world.digests["1.2.0"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 from temporalio import activity
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -58,9 +59,10 @@ from ferry.release import (
     new_ci_task_queue,
     release_workflow_id,
 )
+from tests.kit.environments import record_histories
 from workers.worker import workflow_runner
 from workflows import activity_stubs
-from workflows.environment import EnvironmentWorkflow
+from workflows.environment import BASELINE, EnvironmentWorkflow
 from workflows.promotion import PromotionWorkflow
 from workflows.release import ReleaseWorkflow
 
@@ -89,6 +91,8 @@ class World:
     failing: set[str] = field(default_factory=set)
     running: str | None = None
     calls: list[str] = field(default_factory=list)
+    workload: bool = True  # the bundle has a Deployment (a write rolls out); else only configuration
+
 
     def release(self, version: str, *, healthy: bool = True) -> str:
         self.tags[version] = _digest(version)
@@ -109,11 +113,15 @@ class World:
         changed = self.running != input.digest
         if changed and not (input.check_only or input.dry_run):
             self.running = input.digest
-        objects = [f"apps/v1/Deployment/{input.namespace}/app"]
+        kind = "apps/v1/Deployment" if self.workload else "v1/ConfigMap"
+        objects = [f"{kind}/{input.namespace}/app"]
         changes = ChangeSet(updated=objects, unchanged=1) if changed else ChangeSet(unchanged=2)
         if input.check_only:
             return ReconcileResult(changes=ChangeSet(), health=HealthState(), pending=1 if changed else 0)
-        return ReconcileResult(changes=changes, health=self.health(input.digest), revision=input.digest[-12:])
+        # as the adapter: a written workload has a rollout to wait for; written configuration does not
+        health = HealthState(status="Progressing", reason="updated", digest=input.digest) \
+            if changed and self.workload else self.health(input.digest)
+        return ReconcileResult(changes=changes, health=health, revision=input.digest[-12:])
 
     def health(self, digest: str) -> HealthState:
         if digest in self.failing:
@@ -173,6 +181,16 @@ async def _start_environment(client: Client, task_queue: str, name: str) -> None
                                 id=env_workflow_id(name), task_queue=task_queue)
 
 
+def _patch_markers(history: WorkflowHistory) -> list[str]:
+    """The patch ids recorded in a history, in order."""
+    ids = []
+    for event in history.events:
+        marker = event.marker_recorded_event_attributes
+        if event.HasField("marker_recorded_event_attributes") and marker.marker_name == "core_patch":
+            ids.append(json.loads(marker.details["patch-data"].payloads[0].data)["id"])
+    return ids
+
+
 def _events(status: EnvironmentStatus) -> list[str]:
     return [event.type for event in status.state.events]
 
@@ -197,6 +215,29 @@ async def test_environment_resolves_reconciles_and_is_healthy(time_env: Workflow
     # the first iteration has nothing applied: no local check, the full path in order
     assert world.calls == ["resolve_desired", "reconcile_environment 1.0.0", "wait_healthy"]
     assert world.running == digest and state.tags == {"1.0.0": digest}
+    # a run that starts on this code records one patch marker (and one TemporalChangeVersion upsert), not one each
+    history = await time_env.client.get_workflow_handle(env_workflow_id("shop")).fetch_history()
+    assert _patch_markers(history) == [BASELINE]
+    assert sum(1 for e in history.events if e.HasField("upsert_workflow_search_attributes_event_attributes")
+               and "TemporalChangeVersion" in e.upsert_workflow_search_attributes_event_attributes
+               .search_attributes.indexed_fields) == 1
+
+
+async def test_a_rollout_that_writes_no_workload_is_judged_by_the_reconcile(
+        time_env: WorkflowEnvironment, task_queue: str, world: World) -> None:
+    """Only workloads roll out (wait_healthy reads nothing else): a bundle of configuration is Healthy when the
+    reconcile that wrote it says so, without a wait_healthy activity."""
+    world.workload = False
+    digest = world.release("1.0.0")
+    async with Worker(time_env.client, task_queue=task_queue, workflows=[EnvironmentWorkflow],
+                      activities=world.activities(), workflow_runner=workflow_runner()):
+        await _start_environment(time_env.client, task_queue, "shop")
+        status = await _until(time_env.client, "shop", lambda s: s.state.health.status == "Healthy")
+        await record_histories("baseline/config-only", {
+            "environment": time_env.client.get_workflow_handle(env_workflow_id("shop"))})
+    assert world.calls == ["resolve_desired", "reconcile_environment 1.0.0"]
+    assert _events(status) == ["Applied", "Healthy"] and status.state.health.digest == digest
+    assert status.state.good_history == [VersionRef(version="1.0.0", digest=digest)]
 
 
 async def test_failing_health_rolls_back_and_holds_the_version(time_env: WorkflowEnvironment, task_queue: str,
