@@ -357,13 +357,17 @@ def list_times(env: dict[str, str], address: str, n: int) -> dict[str, Any]:
 
 async def wait_healthy(client: Client, query: str, n: int, started: float, limit: float,
                        sample_memory: Any) -> tuple[float | None, int]:
-    healthy = 0
+    healthy, reported = 0, time.monotonic()
     while time.monotonic() - started < limit:
         sample_memory()
         healthy = await count(client, query + ' AND FerryPhase="Healthy"')
         if healthy >= n:
             return time.monotonic() - started, healthy
-        await asyncio.sleep(0.5)
+        if time.monotonic() - reported >= 60:  # a run stopped early still says how far it got
+            reported = time.monotonic()
+            print(json.dumps({"n": n, "seconds": round(reported - started), "healthy": healthy}), file=sys.stderr,
+                  flush=True)
+        await asyncio.sleep(max(0.5, n / 5000))  # a count is a Visibility query: fewer of them at 10,000
     return None, healthy
 
 
