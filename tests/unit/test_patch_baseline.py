@@ -1,0 +1,28 @@
+"""The environment's patches folded into one baseline marker (workflows/environment.py): every patch the workflow
+asks through `_patched` is one the baseline folds in, and one that is not is refused before any marker is written
+(a patch added after the baseline must be asked on its own: runs with the baseline's marker never took it)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from workflows import environment
+from workflows.environment import BASELINE, FOLDED_INTO_BASELINE, _patched
+
+SOURCE = Path(environment.__file__).read_text()
+
+
+def test_the_patches_asked_through_the_baseline_are_exactly_those_folded_into_it() -> None:
+    """An id asked but not folded would raise in a workflow task; a folded id nobody asks any more is a branch
+    removed without retiring its patch (deprecate_patch first, docs/architecture.md)."""
+    asked = set(re.findall(r'_patched\("([^"]+)"\)', SOURCE))
+    assert asked == FOLDED_INTO_BASELINE, (asked - FOLDED_INTO_BASELINE, FOLDED_INTO_BASELINE - asked)
+    assert BASELINE not in FOLDED_INTO_BASELINE
+
+
+def test_a_patch_not_folded_in_is_refused() -> None:
+    with pytest.raises(ValueError, match="not folded into ferry-environment-baseline-1"):
+        _patched("ferry-some-later-change")
