@@ -22,6 +22,7 @@ from devstack.kube.session import KubeServer
 from ferry.environment import ReconcileInput, ReconcileResult
 from ferry.settings import Settings
 from tests.kit.environments import publish
+from tests.kit.pools import pool_overflowed
 
 
 def realistic_bundle(group: str) -> list[dict[str, Any]]:
@@ -252,25 +253,10 @@ def test_the_connection_pool_holds_one_connection_per_concurrent_caller(
     """24 threads (the worker's activity + local-activity slots) calling at once keep their connections alive when
     the pool is sized for them; a pool smaller than the callers discards connections (each a new TLS handshake
     next time), which urllib3 reports."""
-    import threading
-
     from activities.cluster import Cluster
 
     cluster = Cluster(str(kube_server.worker_kubeconfig), None, connections=connections)
-    barrier = threading.Barrier(24)
-
-    def call() -> None:
-        barrier.wait()
-        for _ in range(3):
-            cluster.call("GET", "/version")
-
-    caplog.set_level("WARNING", logger="urllib3.connectionpool")
-    threads = [threading.Thread(target=call) for _ in range(24)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert any("Connection pool is full" in r.getMessage() for r in caplog.records) is discarded
+    assert pool_overflowed(lambda: cluster.call("GET", "/version"), caplog, callers=24, calls=3) is discarded
 
 
 def test_a_written_workload_is_progressing_and_written_configuration_is_judged_at_once(world: World) -> None:
