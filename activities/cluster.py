@@ -567,13 +567,9 @@ class ClusterActivities:
         self._apply_staged(cluster, resources, planned, changes, input.drift_baseline, as_user)
         kept = self._prune(cluster, resources, planned, changes, as_user)
         self._write_inventory(cluster, input.environment, kept, input.digest, input.version, inventory_obj)
-        health = snapshot(planned.live_objects(only_unchanged=True), input.digest)
-        if any(c.id.kind in WORKLOAD_KINDS for c in planned.changes if c.action in ("create", "update")):
-            # NB: a written workload is judged by wait_healthy; what else was written has no rollout to wait for
-            # (wait_healthy reads only workloads): the unchanged objects' health is the rollout's
-            health = HealthState(status="Progressing", reason=changes.summary(), digest=input.digest)
         changes.api_requests = cluster.counter.requests
-        return ReconcileResult(changes=changes, health=health, revision=revision)
+        return ReconcileResult(changes=changes, revision=revision,
+                               health=planned.rollout_health(kept, changes.summary(), input.digest))
 
     @staticmethod
     def _discover(cluster: Cluster, objects: list[dict[str, Any]]) -> tuple[dict[Kind, Any], dict[Kind, bool]]:

@@ -17,9 +17,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ferry.environment import RESERVED_NAMESPACES
+from ferry.environment import RESERVED_NAMESPACES, HealthState
 from ferry.errors import ErrorType
 from ferry.fieldpaths import Path, differences, dotted, leaf_paths, managed_paths, value_at
+from ferry.health import WORKLOAD_KINDS, snapshot
 
 ENVIRONMENT_LABEL = "ferry.dev/environment"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -350,6 +351,18 @@ class Plan:
     def inventory(self) -> dict[str, str]:
         """The inventory entries of the desired objects: key -> apiVersion."""
         return {ObjectId.of(d).key(): d["apiVersion"] for d in self.desired}
+
+    def rollout_health(self, kept: Mapping[str, str], summary: str, digest: str) -> HealthState:
+        """A writing reconcile's verdict, given the inventory it kept. A written workload (or a stale one whose prune
+        failed: still in the inventory) is Progressing, judged by wait_healthy. Anything else written has no rollout
+        to wait for (wait_healthy reads only the inventory's workloads): the unchanged objects' health is the
+        rollout's."""
+        desired = self.inventory()
+        written = [c.id.kind for c in self.changes if c.action in WRITES]
+        stale = [o.kind for o in inventory_ids({k: v for k, v in kept.items() if k not in desired})]
+        if any(kind in WORKLOAD_KINDS for kind in written + stale):
+            return HealthState(status="Progressing", reason=summary, digest=digest)
+        return snapshot(self.live_objects(only_unchanged=True), digest)
 
     def live_objects(self, only_unchanged: bool = False) -> list[dict[str, Any]]:
         """The live counterparts of the desired objects (with `only_unchanged`, of those the plan leaves alone)."""

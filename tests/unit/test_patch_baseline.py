@@ -23,6 +23,16 @@ def test_the_patches_asked_through_the_baseline_are_exactly_those_folded_into_it
     assert BASELINE not in FOLDED_INTO_BASELINE
 
 
+def test_the_baseline_folds_exactly_the_patches_it_shipped_with() -> None:
+    """Folding a later patch into this baseline would make every run that carries its marker take that patch's new
+    branch on replay, though it never did: a new patch gets its own workflow.patched() call, or a new baseline."""
+    assert BASELINE == "ferry-environment-baseline-1"
+    assert sorted(FOLDED_INTO_BASELINE) == [
+        "ferry-alerts", "ferry-audit-memo", "ferry-cancel-suspends", "ferry-health-from-apply",
+        "ferry-health-outage-unjudged", "ferry-health-preemptible", "ferry-local-check", "ferry-pin-during-resolve",
+        "ferry-pin-outcome-signal", "ferry-protected-spec", "ferry-publish-on-change", "ferry-publish-tracking"]
+
+
 def test_a_patch_not_folded_in_is_refused() -> None:
     with pytest.raises(ValueError, match="not folded into ferry-environment-baseline-1"):
         _patched("ferry-some-later-change")

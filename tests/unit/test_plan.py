@@ -289,3 +289,46 @@ def test_a_snapshot_is_as_healthy_as_its_least_healthy_object() -> None:
     assert failed.status == "Failed" and failed.reason.startswith("Deployment/stuck: ProgressDeadlineExceeded")
     assert len(snapshot([deployment(f"d{n:03}" * 10, 0) for n in range(50)], "").reason) == 1000
     assert snapshot([], "sha256:d").status == "Healthy"
+
+
+def _deployment(name: str) -> dict[str, Any]:
+    return prepare({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "apps"},
+                    "spec": {"replicas": 1}}, "staging", "apps", namespaced=True)
+
+
+def _rolled_out(obj: dict[str, Any], ready: bool = True) -> dict[str, Any]:
+    live = _live(obj)
+    live["metadata"]["generation"] = 1
+    live["status"] = {"observedGeneration": 1, "updatedReplicas": 1, "readyReplicas": 1 if ready else 0,
+                      "availableReplicas": 1 if ready else 0}
+    return live
+
+
+def test_a_writing_reconcile_waits_for_health_only_when_a_workload_rolls_out() -> None:
+    """wait_healthy reads only the inventory's workloads: written configuration beside healthy unchanged workloads
+    is Healthy at once; a written workload, or a stale one whose prune failed (kept in the inventory), is Progressing
+    (wait_healthy judges it); an unchanged workload still rolling out keeps the verdict at Progressing too."""
+    config, app = _cm("config", k="v2"), _deployment("app")
+    live = {_key(config): _live(_cm("config", k="v1")), _key(app): _rolled_out(app)}
+    inventory = {_key(config): "v1", _key(app): "apps/v1"}
+    planned = plan([config, app], live, inventory, prune=True, namespaces=["apps"], cluster_kinds=[])
+    assert [c.action for c in planned.changes] == ["update", "unchanged"]
+    health = planned.rollout_health(planned.inventory(), "1 updated", "sha256:d")
+    assert (health.status, health.digest) == ("Healthy", "sha256:d")
+
+    rolling = plan([config, app], {**live, _key(app): _rolled_out(app, ready=False)}, inventory, prune=True,
+                   namespaces=["apps"], cluster_kinds=[])
+    assert rolling.rollout_health(rolling.inventory(), "1 updated", "sha256:d").status == "Progressing"
+
+    changed_app = copy.deepcopy(app)
+    changed_app["spec"]["replicas"] = 3
+    written = plan([config, changed_app], live, inventory, prune=True, namespaces=["apps"], cluster_kinds=[])
+    assert [c.action for c in written.changes] == ["update", "update"]
+    assert written.rollout_health(written.inventory(), "2 updated", "sha256:d").status == "Progressing"
+
+    old = _deployment("old")
+    live[_key(old)], inventory[_key(old)] = _rolled_out(old), "apps/v1"
+    pruning = plan([config, app], live, inventory, prune=True, namespaces=["apps"], cluster_kinds=[])
+    assert pruning.rollout_health(pruning.inventory(), "", "sha256:d").status == "Healthy"  # pruned: gone
+    kept = {**pruning.inventory(), _key(old): "apps/v1"}  # its delete failed: still in the inventory
+    assert pruning.rollout_health(kept, "", "sha256:d").status == "Progressing"
