@@ -9,10 +9,12 @@ protected spec change pending, refused and approved) cover the approval gate; `d
 `continue-as-new/` (a run of 100 iterations ending in continue-as-new, from the time-skipping server) cover the
 environment's other paths (drift/ from before ferry-local-check); `local-check-drift/` (no-op iterations checked by
 the local activity, drift found by it and corrected by the full path) and `local-check-outage/` (the check failing
-in a registry outage, the full path recording it) cover the iteration's local check. `baseline/` has the same
-environment paths (and a configuration-only rollout judged by its reconcile, `config-only/`) recorded since the
-environment's patches were folded into one marker (ferry-environment-baseline-1); every folder before it keeps
-one marker per patch, and both must replay."""
+in a registry outage, the full path recording it) cover the iteration's local check. Since the environment's patches
+were folded into one marker (ferry-environment-baseline-1), `baseline/` holds environment histories recorded on
+that code: auto-rollback, continue-as-new, local-check-drift, local-check-outage, signed (pins with approvals,
+a rollback), spec-approval, and config-only (a rollout judged by its reconcile, no wait_healthy).
+`pre-baseline/` holds the same paths recorded on the last build before it (one marker per patch met: 8 of the 11
+it had, as open runs of that build carry them); both generations must replay."""
 
 from __future__ import annotations
 
