@@ -291,7 +291,7 @@ def test_a_snapshot_is_as_healthy_as_its_least_healthy_object() -> None:
     assert snapshot([], "sha256:d").status == "Healthy"
 
 
-def _deployment(name: str) -> dict[str, Any]:
+def _app_deployment(name: str) -> dict[str, Any]:
     return prepare({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "apps"},
                     "spec": {"replicas": 1}}, "staging", "apps", namespaced=True)
 
@@ -308,7 +308,7 @@ def test_a_writing_reconcile_waits_for_health_only_when_a_workload_rolls_out() -
     """wait_healthy reads only the inventory's workloads: written configuration beside healthy unchanged workloads
     is Healthy at once; a written workload, or a stale one whose prune failed (kept in the inventory), is Progressing
     (wait_healthy judges it); an unchanged workload still rolling out keeps the verdict at Progressing too."""
-    config, app = _cm("config", k="v2"), _deployment("app")
+    config, app = _cm("config", k="v2"), _app_deployment("app")
     live = {_key(config): _live(_cm("config", k="v1")), _key(app): _rolled_out(app)}
     inventory = {_key(config): "v1", _key(app): "apps/v1"}
     planned = plan([config, app], live, inventory, prune=True, namespaces=["apps"], cluster_kinds=[])
@@ -326,7 +326,7 @@ def test_a_writing_reconcile_waits_for_health_only_when_a_workload_rolls_out() -
     assert [c.action for c in written.changes] == ["update", "update"]
     assert written.rollout_health(written.inventory(), "2 updated", "sha256:d").status == "Progressing"
 
-    old = _deployment("old")
+    old = _app_deployment("old")
     live[_key(old)], inventory[_key(old)] = _rolled_out(old), "apps/v1"
     pruning = plan([config, app], live, inventory, prune=True, namespaces=["apps"], cluster_kinds=[])
     assert pruning.rollout_health(pruning.inventory(), "", "sha256:d").status == "Healthy"  # pruned: gone
