@@ -10,7 +10,7 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
     import pydantic
@@ -37,7 +37,7 @@ with workflow.unsafe.imports_passed_through():
     from ferry.times import parse_timestamp, timestamp
     from workflows import activity_stubs as stubs
     from workflows import policies
-    from workflows.failures import cause_message, cause_type
+    from workflows.failures import cause_message, cause_type, last_failure
     from workflows.search_attributes import FERRY_PHASE
 
 
@@ -155,8 +155,10 @@ class AlertRouterWorkflow:
                 schedule_to_close_timeout=left, retry_policy=policies.DELIVERY_RETRY,
                 summary=f"{note.type} {note.environment} → {pending.provider} ({pending.alert})"[:200])
         except ActivityError as err:
-            kind = cause_type(err) or type(err.cause).__name__  # NB: an untyped ApplicationError by its class
-            self._give_up(pending, f"{kind}: {cause_message(err, limit=None) or err}"[:1000])
+            failure = last_failure(err)
+            kind = cause_type(failure) or type(failure).__name__  # NB: an untyped ApplicationError by its class
+            gave_up = " (given up at the deadline)" if isinstance(err.cause, TimeoutError) else ""
+            self._give_up(pending, f"{kind}: {cause_message(failure, limit=None) or err}{gave_up}"[:1000])
         else:
             self._count("delivered")
             self._state.delivered = [*self._state.delivered, Delivered(

@@ -4,7 +4,7 @@ NB: stateless: passed through the workflow sandbox (workers/worker.py)."""
 
 from __future__ import annotations
 
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 
 
 def _cause(err: BaseException) -> BaseException | None:
@@ -23,3 +23,15 @@ def cause_message(err: BaseException, limit: int | None = 500) -> str:
     """The cause's message (bounded: it goes into events and history), or the cause itself in words."""
     cause = _cause(err)
     return str(getattr(cause, "message", cause))[:limit]
+
+
+def last_failure(err: BaseException) -> BaseException:
+    """What ended an activity's retries: its cause, and when the server gave up at the schedule-to-close deadline
+    between attempts (a TimeoutError carrying the last attempt's failure as its cause), that last failure, so a
+    receiver that stayed down past the deadline reads as down, not as a bare timeout. Whether the server ends a
+    retried activity with the attempt's failure or with that timeout depends on where the deadline falls (after
+    an attempt or during a backoff); both read the same here."""
+    cause = _cause(err)
+    if isinstance(cause, TimeoutError) and cause.cause is not None:
+        return cause.cause
+    return cause if cause is not None else err

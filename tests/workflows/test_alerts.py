@@ -215,13 +215,39 @@ async def test_receiver_down_past_deadline_is_recorded(alert_env: WorkflowEnviro
     assert status.pending == [] and "ferry_undelivered" in history, "recorded in history too (memo)"
 
 
+def answering_hook(sink: WebhookSink, status: int, tmp_path: Path) -> Path:
+    """The sink started as provider `hook`, answering every request with `status`."""
+    sink.status = status
+    sink.start()
+    return providers_file(tmp_path, [{"name": "hook", "type": "generic", "url": sink.url}])
+
+
+async def test_deadline_during_an_attempt_is_recorded_with_the_last_failure(
+        alert_env: WorkflowEnvironment, sink: WebhookSink, tmp_path: Path) -> None:
+    # The receiver answers 503 once, then hangs past the deadline: the server ends the activity with its
+    # ScheduleToClose timeout (not the attempt's failure), carrying the 503 as its cause. The record names both.
+    client, queue = alert_env.client, f"alerts-{uuid.uuid4()}"
+    providers = answering_hook(sink, 503, tmp_path)
+    n = note("HealthFailed")
+    async with alert_worker(client, providers, queue):
+        router = await start_router(client, queue, [{"name": "pager", "provider": "hook", "deadline": "4s"}])
+        await send(client, n)
+        await asyncio.to_thread(sink.wait_for, 1)
+        sink.delay = 8.0  # the next attempt (after a 1 s backoff) hangs until after the 4 s deadline
+        result = await delivery(client, "pager", n)
+        history = (await router.fetch_history()).to_json_dict()
+        await router.terminate("test finished")
+    timed_out = [e for e in history["events"] if e["eventType"] == "EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT"]
+    assert timed_out, "the deadline fell during an attempt: the server timed the activity out"
+    assert isinstance(result, Undelivered), result
+    assert result.reason.startswith("ReceiverUnavailable") and "503" in result.reason, result.reason
+    assert result.reason.endswith("(given up at the deadline)"), result.reason
+
+
 async def test_refused_by_receiver_is_final(alert_env: WorkflowEnvironment, sink: WebhookSink,
                                             tmp_path: Path) -> None:
-    client = alert_env.client
-    queue = f"alerts-{uuid.uuid4()}"
-    sink.status = 403
-    sink.start()
-    providers = providers_file(tmp_path, [{"name": "hook", "type": "generic", "url": sink.url}])
+    client, queue = alert_env.client, f"alerts-{uuid.uuid4()}"
+    providers = answering_hook(sink, 403, tmp_path)
     n = note("DriftCorrected")
     async with alert_worker(client, providers, queue):
         router = await start_router(client, queue, [{"name": "a", "provider": "hook", "deadline": "5m"},
