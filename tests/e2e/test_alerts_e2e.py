@@ -36,19 +36,22 @@ from tests.kit.environments import (
     wait_phase,
     wait_status,
 )
+from tests.kit.processes import eventually
 from tests.kit.stack import STARTED, settings_for, terminate_running
 from workers.worker import build_worker
 from workflows.alerts import AlertRouterWorkflow
 from workflows.promotion import PromotionWorkflow
 
-SLOW = 8.0  # seconds the receiver takes to answer each notification
+SLOW = 15.0  # seconds the receiver takes to answer each notification (the loop must not wait for it)
 
 
 @contextlib.asynccontextmanager
 async def alerting_worker(env: WorkflowEnvironment, registry: Registry, kube_server: Any, tmp: Path,
                           task_queue: str, sink: WebhookSink) -> AsyncIterator[Settings]:
     providers = tmp / "providers.yaml"
-    providers.write_text(yaml.safe_dump({"providers": [{"name": "sink", "type": "generic", "url": sink.url}]}))
+    # NB: the provider's HTTP timeout above SLOW: the receiver is slow, not down (10 s by default would retry it)
+    provider = {"name": "sink", "type": "generic", "url": sink.url, "timeout": 2 * SLOW}
+    providers.write_text(yaml.safe_dump({"providers": [provider]}))
     settings = settings_for(registry, tmp)
     settings.temporal.task_queue = task_queue
     settings.temporal.address = env.client.service_client.config.target_host
@@ -95,7 +98,7 @@ async def test_environment_and_promotion_events_reach_a_slow_receiver_without_sl
                               timeout=SLOW, what="healthy and two more iterations while the receiver is slow")
             loop_time = time.monotonic() - started
             print(f"\napplied, healthy and 3 iterations in {loop_time:.1f}s while each delivery takes {SLOW}s")
-            received = await asyncio.to_thread(sink.wait_for, 2, 30)
+            received = await asyncio.to_thread(sink.wait_for, 2, 2 * SLOW + 15)
             events = [r.json()["reason"] for r in received]
             assert events == ["Applied", "Healthy"], events
             assert all(r.json()["metadata"]["digest"] == d1 for r in received)
@@ -103,6 +106,11 @@ async def test_environment_and_promotion_events_reach_a_slow_receiver_without_sl
 
             # no-op reconciles notify nothing
             sink.delay = 0
+
+            async def both_delivered() -> bool:  # the sink records a request just before it answers
+                return (await router_counts(client)).get("delivered", 0) >= 2
+
+            await eventually(both_delivered, 30, "Applied and Healthy recorded as delivered", every=0.2)
             before = await router_counts(client)
             await next_iteration(handle)
             await next_iteration(handle)

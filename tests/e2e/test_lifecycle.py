@@ -16,7 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 from ferry.environment import EnvironmentSpec
 from ferry.promotion import PromotionInput, RollbackInput, promotion_workflow_id
 from ferry.settings import Settings
-from tests.kit.environments import app_manifests, publish, start_environment, wait_phase, wait_status
+from tests.kit.environments import app_manifests, hanging_manifests, publish, start_environment, wait_phase, wait_status
 from workflows.environment import EnvironmentWorkflow
 from workflows.promotion import PromotionWorkflow
 from workflows.rollback import RollbackWorkflow
@@ -37,9 +37,8 @@ async def test_a_rollback_pin_pre_empts_a_running_health_wait(dev_worker: Settin
                                            "semver": ">=1.0.0", "interval": "2s", "health-timeout": "10m"})
     env = await start_environment(dev_env.client, dev_worker.temporal.task_queue, spec)
     await wait_status(env, lambda s: s.state.health.status == "Healthy", what="1.0.0 healthy")
-    hanging = app_manifests("pre", image="nginx:1.26")
-    hanging[0]["spec"]["template"]["metadata"]["annotations"] = {"emulator.ferry.dev/rollout": "hang"}
-    publish(dev_worker, repository, "1.1.0", hanging)  # its rollout never finishes: a 10-minute health wait
+    # its rollout never finishes: a 10-minute health wait
+    publish(dev_worker, repository, "1.1.0", hanging_manifests("pre", image="nginx:1.26"))
     await wait_status(env, lambda s: s.state.last_applied is not None and s.state.last_applied.version == "1.1.0"
                       and s.state.health.status == "Progressing", what="waiting for 1.1.0's health")
     started = time.monotonic()

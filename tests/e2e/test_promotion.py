@@ -20,7 +20,7 @@ from devstack.registry import Registry
 from ferry.environment import LenientPayload, SpecUpdate
 from ferry.promotion import PromotionInput, PromotionResult, RollbackInput, promotion_workflow_id
 from ferry.settings import Settings
-from tests.kit.environments import app_manifests, next_iteration, publish, wait_phase
+from tests.kit.environments import app_manifests, hanging_manifests, next_iteration, publish, wait_phase
 from tests.kit.promotion import deployed_image, holds, make_world, promote, promote_approved, rollback
 from tests.kit.stack import settings_for, terminate_running
 from workers.worker import build_worker
@@ -216,12 +216,15 @@ async def test_expiry_after_deadline_dev_server(dev_worker: Settings, dev_env: W
 
 async def test_promotion_overtaken_by_a_newer_pin_reports_superseded(
         dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
-    world = await make_world(dev_env.client, dev_worker, kube_server)
-    handle = await promote(world)
+    world = await make_world(dev_env.client, dev_worker, kube_server, requires_staging=False)
+    # 1.2.0's rollout never finishes: the promotion stays Pinned (waiting for its health) until the rollback, whatever
+    # the machine's speed (with a rollout that finishes, the promotion may rightly succeed first)
+    publish(world.settings, world.repository, "1.2.0", hanging_manifests("shop", image="nginx:1.27"))
+    handle = await promote(world, version="1.2.0")
     await wait_phase(handle, "AwaitingApproval")
     await handle.signal(PromotionWorkflow.approve, LenientPayload({"approver": "alice"}))
     await wait_phase(handle, "Pinned")
-    # an emergency rollback lands right after the promotion's pin
+    # an emergency rollback lands while the promotion's pin rolls out
     await world.client.execute_workflow(
         RollbackWorkflow.run, RollbackInput(environment=world.production, to_version="1.0.0", requested_by="bob"),
         id=f"rollback/{world.production}/race", task_queue=dev_worker.temporal.task_queue)

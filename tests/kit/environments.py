@@ -45,6 +45,14 @@ def app_manifests(name: str, image: str = "nginx:1.25", *, configmap: bool = Tru
     return docs
 
 
+def hanging_manifests(name: str, image: str) -> list[dict[str, Any]]:
+    """app_manifests whose Deployment's rollout never finishes (the simulated controller keeps it Progressing):
+    a rollout that waits for its health until something pre-empts it, however slow the machine."""
+    docs = app_manifests(name, image=image)
+    docs[0]["spec"]["template"]["metadata"]["annotations"] = {"emulator.ferry.dev/rollout": "hang"}
+    return docs
+
+
 def publish(settings: Settings, repository: str, version: str, docs: list[dict[str, Any]],
             publisher: str = "ci-bot") -> str:
     """Package and push with the real adapters (the release workflow is covered by its own tests)."""

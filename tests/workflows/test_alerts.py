@@ -224,16 +224,17 @@ def answering_hook(sink: WebhookSink, status: int, tmp_path: Path) -> Path:
 
 async def test_deadline_during_an_attempt_is_recorded_with_the_last_failure(
         alert_env: WorkflowEnvironment, sink: WebhookSink, tmp_path: Path) -> None:
-    # The receiver answers 503 once, then hangs past the deadline: the server ends the activity with its
-    # ScheduleToClose timeout (not the attempt's failure), carrying the 503 as its cause. The record names both.
+    # The receiver answers 503 once, then hangs past the deadline (5 s of slack for the first attempt): the server
+    # ends the activity with its ScheduleToClose timeout (not the attempt's failure), carrying the 503 as its cause.
+    # The record names both.
     client, queue = alert_env.client, f"alerts-{uuid.uuid4()}"
     providers = answering_hook(sink, 503, tmp_path)
     n = note("HealthFailed")
     async with alert_worker(client, providers, queue):
-        router = await start_router(client, queue, [{"name": "pager", "provider": "hook", "deadline": "4s"}])
+        router = await start_router(client, queue, [{"name": "pager", "provider": "hook", "deadline": "6s"}])
         await send(client, n)
         await asyncio.to_thread(sink.wait_for, 1)
-        sink.delay = 8.0  # the next attempt (after a 1 s backoff) hangs until after the 4 s deadline
+        sink.delay = 15.0  # the next attempt (after a 1 s backoff) hangs until after the 6 s deadline
         result = await delivery(client, "pager", n)
         history = (await router.fetch_history()).to_json_dict()
         await router.terminate("test finished")
