@@ -57,6 +57,7 @@ from devstack.procs import free_port
 from devstack.registry import Registry
 from devstack.temporal import TemporalDevServer, temporal_binary
 from devstack.temporal_cluster import throwaway_cluster
+from ferry.settings import WorkerSettings
 from tests.kit.environments import publish
 from tests.kit.stack import settings_for
 
@@ -372,7 +373,7 @@ async def wait_healthy(client: Client, query: str, n: int, started: float, limit
 
 
 async def fleet(args: argparse.Namespace, kind: str, n: int, workers_n: int, registry: Registry, kube: KubeServer,
-                root: Path) -> dict[str, Any]:
+                root: Path, cache: int | None = None) -> dict[str, Any]:
     """One run: a fresh Temporal (`kind`), `workers_n` worker processes, N environments applied with `ferry env
     apply`, until all Healthy; then the list commands and the steady state."""
     tag = f"f{n}-{uuid.uuid4().hex[:4]}"
@@ -400,6 +401,8 @@ async def fleet(args: argparse.Namespace, kind: str, n: int, workers_n: int, reg
                "FERRY_REGISTRY": registry.host, "FERRY_REGISTRY_INSECURE": registry.host,
                "FERRY_KUBECONFIG": str(kube.worker_kubeconfig), "FERRY_CACHE_DIR": str(tmp / "cache"),
                "FERRY_STATE_DIR": str(tmp / "state"), "FERRY_OTEL_EXPORTER": "none"}
+        if cache is not None:
+            env["FERRY_MAX_CACHED_WORKFLOWS"] = str(cache)
         workers = [Worker({**env, "FERRY_CACHE_DIR": str(tmp / f"cache-{i}")}, tmp / f"worker-{i}.log")
                    for i in range(1, workers_n + 1)]
         try:
@@ -424,6 +427,7 @@ async def fleet(args: argparse.Namespace, kind: str, n: int, workers_n: int, reg
             rollout = await sample_histories(client, sample, since)
             result: dict[str, Any] = {
                 "temporal": kind, "environments": n, "workers": workers_n, "objects_per_environment": args.objects,
+                "max_cached_workflows": cache if cache is not None else WorkerSettings().max_cached_workflows,
                 "interval": args.interval, "namespaces_created_seconds": round(namespaces_seconds, 1),
                 "env_apply_seconds": round(apply_seconds, 1),
                 "env_apply_rows": {action: sum(1 for r in rows if r["action"].split(" ")[0] == action)
@@ -486,7 +490,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             for kind in args.temporal:
                 for n in args.sizes:
                     for workers_n in args.workers:
-                        runs.append(await fleet(args, kind, n, workers_n, registry, kube, tmp))
+                        for cache in args.cache_sizes or [None]:
+                            runs.append(await fleet(args, kind, n, workers_n, registry, kube, tmp, cache))
         finally:
             kube.close()
             registry.stop()
@@ -504,6 +509,8 @@ def cli() -> None:
                              "(go.temporal.io/server on PostgreSQL, `make temporal-server`)")
     parser.add_argument("--workers", type=ints, default=[1], help="worker processes per run, e.g. 1,2,4")
     parser.add_argument("--objects", type=int, default=1, help="ConfigMaps per environment (K)")
+    parser.add_argument("--cache-sizes", type=ints, default=[], help="FERRY_MAX_CACHED_WORKFLOWS per run, e.g. "
+                        "285,330 around N=300 (default: the worker's own)")
     parser.add_argument("--interval", default="1m")
     parser.add_argument("--steady-intervals", type=int, default=2, help="steady-state window, in intervals")
     parser.add_argument("--sample", type=int, default=20, help="environments whose histories are read")

@@ -96,9 +96,11 @@ class WorkerSettings(_Settings):
     max_concurrent_activities: int = Field(16, ge=1, le=512)
     # Fleet tuning (README "Capacity"; bench/fleet.py measures it). The sticky cache holds each environment's
     # workflow in memory between its iterations; an environment evicted from it is replayed from its whole history
-    # at its next iteration (CPU, and a history fetch from the server). Size it at least to the environments (plus
-    # running promotions) one worker serves: the SDK's default of 1,000 thrashes at a fleet of 10,000.
-    max_cached_workflows: int = Field(10_000, ge=0, le=1_000_000, description="sticky cache size (workflows)")
+    # at its next iteration (CPU, and a history fetch from the server). The cache is LRU and environments come round
+    # in a cycle, so one workflow too many makes every task miss (ferry/capacity.py, measured): size it to the
+    # workflows one worker may serve (environments, promotions, the alert router) plus ~10 %. The default holds a
+    # fleet of 10,000 with that headroom; the worker's cache watch warns when its queue outgrows it.
+    max_cached_workflows: int = Field(12_000, ge=0, le=1_000_000, description="sticky cache size (workflows)")
     # Workflow tasks are short Python (no I/O: that is in activities) under one GIL: more slots than this only queue.
     max_concurrent_workflow_tasks: int = Field(32, ge=2, le=1000)
     # Each iteration's no-op check is a local activity run in the activity thread pool.

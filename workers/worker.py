@@ -139,11 +139,13 @@ def build_worker(
 
 async def run_worker(settings: Settings, *, ready_file: Path | None = None) -> None:
     """Run until SIGTERM/SIGINT, then let running activities finish (graceful_shutdown_timeout)."""
+    from workers.capacity import watch_cache
     from workers.client import connect
     from workers.telemetry import metrics_runtime, tracer_provider
 
     provider = tracer_provider(settings.telemetry)
-    client = await connect(settings.temporal, tracer=provider, runtime=metrics_runtime(settings.telemetry))
+    runtime = metrics_runtime(settings.telemetry)
+    client = await connect(settings.temporal, tracer=provider, runtime=runtime)
     worker = build_worker(client, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -155,7 +157,11 @@ async def run_worker(settings: Settings, *, ready_file: Path | None = None) -> N
     async with worker:
         if ready_file is not None:
             ready_file.write_text("ready\n")  # noqa: ASYNC240 -- one tiny write at start-up
+        watch = asyncio.create_task(watch_cache(client, settings.temporal.task_queue,
+                                                settings.worker.max_cached_workflows,
+                                                runtime.metric_meter if runtime else None))
         await stop.wait()
+        watch.cancel()
         log.info("shutting down: waiting for running activities")
     if provider is not None:
         provider.shutdown()
