@@ -24,18 +24,19 @@ log = logging.getLogger("ferry.worker")
 EVERY = timedelta(minutes=5)
 
 
-async def queue_load(client: Client, queue: str) -> tuple[int, int]:
-    """(running workflows on `queue`, distinct workers polling its workflow tasks now)."""
+async def queue_load(client: Client, queue: str, worker: str | None = None) -> tuple[int, int]:
+    """(running workflows on `queue`, distinct workers polling its workflow tasks now; `worker`, the identity of the
+    one asking, counts as one even before its first poll reaches the server)."""
     running = await client.count_workflows(f"TaskQueue = '{queue}' AND ExecutionStatus = 'Running'")
     described = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
         namespace=client.namespace, task_queue=TaskQueue(name=queue),
         task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW))
-    return running.count, len({p.identity for p in described.pollers})
+    return running.count, len({p.identity for p in described.pollers} | ({worker} if worker else set()))
 
 
-async def check_cache(client: Client, queue: str, capacity: int, meter: MetricMeter | None = None
-                      ) -> CachePressure:
-    running, workers = await queue_load(client, queue)
+async def check_cache(client: Client, queue: str, capacity: int, meter: MetricMeter | None = None,
+                      worker: str | None = None) -> CachePressure:
+    running, workers = await queue_load(client, queue, worker)
     pressure = cache_pressure(running, workers, capacity, queue)
     if meter is not None:
         share = -(-running // max(1, workers))
@@ -49,10 +50,12 @@ async def check_cache(client: Client, queue: str, capacity: int, meter: MetricMe
 
 async def watch_cache(client: Client, queue: str, capacity: int, meter: MetricMeter | None,
                       every: timedelta = EVERY) -> None:
-    """Until cancelled. A check that cannot reach Temporal is skipped (the worker's own polling reports outages)."""
+    """Until cancelled: at start, then every `every`."""
     while True:
         try:
-            await check_cache(client, queue, capacity, meter)
-        except RPCError as err:
+            await check_cache(client, queue, capacity, meter, worker=client.identity)
+        except RPCError as err:  # Temporal unreachable or Visibility busy: the worker's own polling reports outages
             log.debug("sticky cache check skipped: %s", err)
+        except Exception as err:  # NB: a check that breaks must not end the watch, nor the worker
+            log.warning("sticky cache check failed: %s", err)
         await asyncio.sleep(every.total_seconds())

@@ -62,5 +62,8 @@ async def test_the_watch_counts_the_queue_and_warns_when_a_share_exceeds_the_cac
             assert [r.levelname for r in caplog.records] == ["WARNING", "WARNING"]
             assert "FERRY_MAX_CACHED_WORKFLOWS" in caplog.records[-1].getMessage()
             assert f"3 running workflows on task queue '{task_queue}' across 2 worker(s)" in thrashing.message
+            # a worker asking before its own first poll is counted once, and one already polling is not counted twice
+            assert await queue_load(client, task_queue, worker="probe-0@test") == (3, 2)
+            assert await queue_load(client, task_queue, worker="starting@test") == (3, 3)
     finally:
         await asyncio.gather(*(h.terminate("test finished") for h in handles))
