@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 
@@ -16,8 +18,16 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from devstack.procs import free_port
+from ferry.settings import TelemetrySettings
 from tests.kit.processes import eventually
 from workers.capacity import check_cache, queue_load
+from workers.telemetry import metrics_runtime
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        return response.read().decode()
 
 
 @workflow.defn(name="CacheProbe")
@@ -45,6 +55,9 @@ async def probe_workers(client: Client, queue: str, n: int) -> AsyncIterator[Non
 async def test_the_watch_counts_the_queue_and_warns_when_a_share_exceeds_the_cache(
         dev_env: WorkflowEnvironment, task_queue: str, caplog: pytest.LogCaptureFixture) -> None:
     client = dev_env.client
+    port = free_port()
+    runtime = metrics_runtime(TelemetrySettings(prometheus_bind=f"127.0.0.1:{port}"))
+    assert runtime is not None
     handles = [await client.start_workflow(CacheProbe.run, id=f"probe-{uuid.uuid4()}", task_queue=task_queue)
                for _ in range(3)]
     try:
@@ -57,9 +70,11 @@ async def test_the_watch_counts_the_queue_and_warns_when_a_share_exceeds_the_cac
                 assert (await check_cache(client, task_queue, capacity=4)).level == "ok"
                 assert not caplog.records
                 assert (await check_cache(client, task_queue, capacity=2)).level == "thin"  # 2 each, 3 alone
-                thrashing = await check_cache(client, task_queue, capacity=1)
+                thrashing = await check_cache(client, task_queue, capacity=1, meter=runtime.metric_meter)
             assert thrashing.level == "thrashing"
             assert [r.levelname for r in caplog.records] == ["WARNING", "WARNING"]
+            scraped = await asyncio.to_thread(scrape, port)
+            assert re.search(r"^ferry_sticky_cache_demand_ratio(\{[^}]*\})? 2(\.0)?$", scraped, re.M), scraped[-2000:]
             assert "FERRY_MAX_CACHED_WORKFLOWS" in caplog.records[-1].getMessage()
             assert f"3 running workflows on task queue '{task_queue}' across 2 worker(s)" in thrashing.message
             # a worker asking before its own first poll is counted once, and one already polling is not counted twice
