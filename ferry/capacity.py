@@ -3,8 +3,8 @@
 The SDK keeps each running workflow it served in a least-recently-used cache (`max_cached_workflows`). Environments
 are served in a cycle (one task per interval each), and an LRU cache under a cyclic load even slightly larger than
 itself evicts exactly the workflow whose turn comes next: every task misses and replays its whole history. Measured
-(bench/README.md, Fleet): 300 environments at 1m with a cache of 285 had 0 hits and 536 misses in two minutes, and
-cost the worker 3x the CPU; with a cache of 330, every task hit. So there is no gentle degradation to wait for:
+(bench/README.md, Fleet): 300 environments at 1m with a cache of 285 had 1 hit and 596 misses in two minutes, and
+cost the worker 3.3x the CPU; with a cache of 330, all 601 tasks hit. So there is no gentle degradation to wait for:
 the cache must hold what a worker serves, with headroom.
 """
 
