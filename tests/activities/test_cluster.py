@@ -18,6 +18,7 @@ from temporalio.exceptions import ApplicationError
 from activities.bundle import BundleCache
 from activities.cluster import ClusterActivities
 from activities.registry import Registries, RegistryActivities
+from devstack.kube.controller import settled
 from devstack.kube.session import KubeServer
 from ferry.environment import ReconcileInput, ReconcileResult
 from ferry.settings import Settings
@@ -99,9 +100,16 @@ class World:
             cluster_kinds=["CustomResourceDefinition"], drift_baseline=baseline, check_only=check_only,
             dry_run=dry_run))
 
-    def settled_versions(self, timeout: float = 20.0) -> dict[str, str]:
-        """resource_versions() once two reads a second apart agree (controllers have answered the last write)."""
-        deadline, last = time.monotonic() + timeout, self.resource_versions()
+    def settled_versions(self, timeout: float = 30.0) -> dict[str, str]:
+        """resource_versions() once every Deployment's status answers its spec (the rollout controller has written
+        its final status) and two reads a second apart agree (no other controller is still writing)."""
+        deadline = time.monotonic() + timeout
+        apps = AppsV1Api(self.admin)
+        while not all(settled("Deployment", self.admin.sanitize_for_serialization(d))
+                      for d in apps.list_namespaced_deployment(self.namespace).items):
+            assert time.monotonic() < deadline, "the Deployments' rollouts did not settle"
+            time.sleep(0.2)
+        last = self.resource_versions()
         while time.monotonic() < deadline:
             time.sleep(1.0)
             now = self.resource_versions()
