@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from datetime import timedelta
 
 from temporalio.api.enums.v1 import TaskQueueType
@@ -39,10 +38,9 @@ async def check_cache(client: Client, queue: str, capacity: int, meter: MetricMe
     running, workers = await queue_load(client, queue, worker)
     pressure = cache_pressure(running, workers, capacity, queue)
     if meter is not None:
-        share = -(-running // max(1, workers))
-        ratio = share / capacity if capacity else (math.inf if running else 0.0)
         meter.create_gauge_float("ferry_sticky_cache_demand_ratio", "an even share of the task queue's running "
-                                 "workflows over this worker's sticky cache (above 1: every task misses)").set(ratio)
+                                 "workflows over this worker's sticky cache (above 1: every task misses)"
+                                 ).set(pressure.demand_ratio)
     if pressure.level != "ok":
         log.warning("sticky cache: %s", pressure.message)
     return pressure

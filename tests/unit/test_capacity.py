@@ -30,3 +30,10 @@ def test_the_warning_names_the_queue_the_numbers_and_the_setting() -> None:
     assert "FERRY_MAX_CACHED_WORKFLOWS to at least 331" in message
     thin = cache_pressure(10_000, 2, 6_000, "ferry").message
     assert "2 workers" in thin and "others stop" in thin
+
+
+def test_the_demand_ratio_is_an_even_share_over_the_cache() -> None:
+    assert cache_pressure(300, 1, 285, "ferry").demand_ratio == pytest.approx(300 / 285)
+    assert cache_pressure(10_001, 2, 5_000, "ferry").demand_ratio == pytest.approx(5_001 / 5_000)
+    assert cache_pressure(0, 1, 0, "ferry").demand_ratio == 0.0
+    assert cache_pressure(1, 1, 0, "ferry").demand_ratio == float("inf")
