@@ -10,7 +10,7 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, TimeoutError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     import pydantic
@@ -37,7 +37,7 @@ with workflow.unsafe.imports_passed_through():
     from ferry.times import parse_timestamp, timestamp
     from workflows import activity_stubs as stubs
     from workflows import policies
-    from workflows.failures import cause_message, cause_type, last_failure
+    from workflows.failures import cause_message, cause_type, last_failure, timed_out
     from workflows.search_attributes import FERRY_PHASE
 
 
@@ -157,7 +157,7 @@ class AlertRouterWorkflow:
         except ActivityError as err:
             failure = last_failure(err)
             kind = cause_type(failure) or type(failure).__name__  # NB: an untyped ApplicationError by its class
-            gave_up = " (given up at the deadline)" if isinstance(err.cause, TimeoutError) else ""
+            gave_up = " (given up at the deadline)" if timed_out(err) else ""
             self._give_up(pending, f"{kind}: {cause_message(failure, limit=None) or err}{gave_up}"[:1000])
         else:
             self._count("delivered")

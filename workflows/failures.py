@@ -4,7 +4,8 @@ NB: stateless: passed through the workflow sandbox (workers/worker.py)."""
 
 from __future__ import annotations
 
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 
 def _cause(err: BaseException) -> BaseException | None:
@@ -30,8 +31,16 @@ def last_failure(err: BaseException) -> BaseException:
     between attempts (a TimeoutError carrying the last attempt's failure as its cause), that last failure, so a
     receiver that stayed down past the deadline reads as down, not as a bare timeout. Whether the server ends a
     retried activity with the attempt's failure or with that timeout depends on where the deadline falls (after
-    an attempt or during a backoff); both read the same here."""
+    an attempt or during a backoff); both read the same here.
+
+    NB: for the words of a record only. Decisions (environment.py, promotion.py) keep branching on cause_type: what
+    they branch on must not change under running workflows."""
     cause = _cause(err)
-    if isinstance(cause, TimeoutError) and cause.cause is not None:
+    if isinstance(cause, ActivityTimeout) and cause.cause is not None:
         return cause.cause
     return cause if cause is not None else err
+
+
+def timed_out(err: BaseException) -> bool:
+    """The server ended the activity with a timeout (its deadline), not with an attempt's own failure."""
+    return isinstance(_cause(err), ActivityTimeout)

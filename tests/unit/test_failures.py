@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from temporalio.exceptions import ActivityError, ApplicationError, RetryState, TimeoutError, TimeoutType
 
-from workflows.failures import cause_message, cause_type, last_failure
+from workflows.failures import cause_message, cause_type, last_failure, timed_out
 
 GAVE_UP = "Not enough time to schedule next retry before activity ScheduleToClose timeout, giving up retrying"
 
@@ -25,7 +25,7 @@ def _deadline(last: BaseException | None) -> TimeoutError:
 
 def test_an_attempts_failure_is_read_as_it_is() -> None:
     err = _activity_error(ApplicationError("HTTP 503 from hook", type="ReceiverUnavailable"))
-    assert last_failure(err) is err.cause
+    assert last_failure(err) is err.cause and not timed_out(err)
     assert (cause_type(err), cause_message(err)) == ("ReceiverUnavailable", "HTTP 503 from hook")
 
 
@@ -35,7 +35,7 @@ def test_the_deadline_between_attempts_reads_as_the_last_attempts_failure() -> N
     down = ApplicationError("connection refused", type="ReceiverUnavailable")
     err = _activity_error(_deadline(down))
     assert cause_type(err) == "TimeoutError", "the raw cause stays the timeout"
-    assert last_failure(err) is down
+    assert last_failure(err) is down and timed_out(err)
     assert (cause_type(last_failure(err)), cause_message(last_failure(err))) == ("ReceiverUnavailable",
                                                                                  "connection refused")
 

@@ -45,6 +45,7 @@ from ferry.alerts import (
 )
 from ferry.settings import Settings
 from workers.worker import build_worker
+from workflows import policies
 from workflows.alerts import AlertRouterWorkflow
 
 HMAC_KEY = "s3cret-hmac-key"
@@ -245,6 +246,25 @@ async def test_deadline_during_an_attempt_is_recorded_with_the_last_failure(
     assert result.reason.endswith("(given up at the deadline)"), result.reason
 
 
+async def test_a_delivery_waiting_for_a_busy_provider_gives_up_at_its_deadline(
+        alert_env: WorkflowEnvironment, sink: WebhookSink, tmp_path: Path) -> None:
+    # three slow deliveries hold the provider's turns (MAX_DELIVERING_PER_PROVIDER); the fourth waits in the
+    # workflow for a turn and is recorded as given up when its own, shorter deadline passes
+    client, queue = alert_env.client, f"alerts-{uuid.uuid4()}"
+    providers = answering_hook(sink, 200, tmp_path)
+    sink.delay = 8.0
+    n = note("HealthFailed")
+    slow = [{"name": f"slow-{i}", "provider": "hook", "deadline": "30s"}
+            for i in range(policies.MAX_DELIVERING_PER_PROVIDER)]
+    async with alert_worker(client, providers, queue):
+        router = await start_router(client, queue, [*slow, {"name": "last", "provider": "hook", "deadline": "3s"}])
+        await send(client, n)
+        result = await delivery(client, "last", n)
+        await router.terminate("test finished")
+    assert isinstance(result, Undelivered), result
+    assert result.reason.startswith("DeadlinePassed: waited for the provider's earlier deliveries"), result.reason
+
+
 async def test_refused_by_receiver_is_final(alert_env: WorkflowEnvironment, sink: WebhookSink,
                                             tmp_path: Path) -> None:
     client, queue = alert_env.client, f"alerts-{uuid.uuid4()}"
@@ -391,7 +411,6 @@ async def test_a_hanging_receiver_holds_only_a_few_activity_slots(alert_env: Wor
     import socket
     import threading
 
-    from workflows import policies
 
     held: list[socket.socket] = []
     listener = socket.create_server(("127.0.0.1", 0))
