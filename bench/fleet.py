@@ -8,8 +8,9 @@ on a task queue of its own. Measured:
 
 - `env apply` wall time, and from the start of `env apply` until every environment is Healthy (counted through
   Visibility: FerryPhase, the search attribute each environment publishes);
-- steady state over a window of whole intervals: the worker's CPU (% of one core, from /proc) and RSS, API server
-  requests per second (the API server's own apiserver_request_total), iterations per second;
+- steady state over a window of whole intervals (or `--window`, a duration): the worker's CPU (% of one core,
+  from /proc) and RSS, API server requests per second (the API server's own apiserver_request_total), iterations
+  per second;
 - history: events per no-op iteration and Temporal actions per environment per hour (timers, local activities,
   activities, signals, upserts: what Temporal Cloud bills), from a sample of environments' histories;
 - the worker's SDK metrics: workflow-task schedule-to-start latency (p50/p99 from the histogram), sticky cache
@@ -194,7 +195,7 @@ async def sample_histories(client: Client, ids: list[str], since: float) -> dict
 
 async def steady(client: Client, workers: list[Worker], admin: kubernetes.client.ApiClient, ids: list[str],
                  seconds: float, server_pids: list[int]) -> dict[str, Any]:
-    """One window of whole intervals: CPU, RSS, API requests/s, histories, SDK metrics."""
+    """One steady window: CPU, RSS, API requests/s, histories, SDK metrics."""
     cpu0 = sum(cpu_seconds(w.proc.pid) for w in workers)
     server0 = tree_cpu(server_pids)
     api0 = apiserver_requests(admin)
@@ -454,7 +455,7 @@ async def fleet(args: argparse.Namespace, kind: str, n: int, workers_n: int, reg
             }
             result.update(await asyncio.to_thread(list_times, env, address, n))
             print(json.dumps(result), file=sys.stderr, flush=True)
-            window = args.steady_intervals * _seconds(args.interval)
+            window = _seconds(args.window) if args.window else args.steady_intervals * _seconds(args.interval)
             if window > 0:
                 storage0 = temporal.storage_mb()
                 result["steady"] = await steady(client, workers, admin, sample, window, server_pids)
@@ -463,7 +464,8 @@ async def fleet(args: argparse.Namespace, kind: str, n: int, workers_n: int, reg
                 print(json.dumps({"n": n, "steady": result["steady"]}), file=sys.stderr, flush=True)
                 if args.add_worker and workers_n == 1:
                     workers.append(Worker({**env, "FERRY_CACHE_DIR": str(tmp / "cache-2")}, tmp / "worker-2.log"))
-                    await asyncio.sleep(_seconds(args.interval))  # let the second worker take its share
+                    # let the second worker take its share (by default one interval: every environment's turn)
+                    await asyncio.sleep(_seconds(args.settle or args.interval))
                     result["steady_after_adding_a_worker"] = await steady(client, workers, admin, sample, window,
                                                                           server_pids)
             return result
@@ -513,6 +515,9 @@ def cli() -> None:
                         "285,330 around N=300 (default: the worker's own)")
     parser.add_argument("--interval", default="1m")
     parser.add_argument("--steady-intervals", type=int, default=2, help="steady-state window, in intervals")
+    parser.add_argument("--window", help="steady-state window as a duration (e.g. 15m), instead of whole intervals: "
+                        "at a long interval a window samples part of the fleet's iterations; rates are per second")
+    parser.add_argument("--settle", help="wait after adding a worker before its window (default: one interval)")
     parser.add_argument("--sample", type=int, default=20, help="environments whose histories are read")
     parser.add_argument("--no-added-worker", dest="add_worker", action="store_false",
                         help="one-worker runs: skip the second steady window after adding a worker")
