@@ -41,8 +41,18 @@ from ferry.environment import (
     env_workflow_id,
 )
 from workers.client import workflow_url
-from workflows.environment import EnvironmentWorkflow
 from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_REPOSITORY, FERRY_TRACKING, FERRY_VERSION
+
+
+def _workflow() -> Any:
+    """EnvironmentWorkflow, imported when a command starts, updates or plans one: `status` and `env list` need only
+    the query's name and the models (the workflow module pulls temporalio.workflow and every activity stub)."""
+    from workflows.environment import EnvironmentWorkflow
+
+    return EnvironmentWorkflow
+
+
+STATUS_QUERY = "status"  # EnvironmentWorkflow.status's name (tests/unit/test_cli_imports.py checks it)
 
 
 def load_environments(path: Path) -> list[EnvironmentSpec]:
@@ -110,7 +120,7 @@ async def _apply_one(client: Client, spec: EnvironmentSpec, task_queue: str, by:
 
     def start() -> WithStartWorkflowOperation[Any, Any]:  # NB: an operation is used once; a retry needs another
         return WithStartWorkflowOperation(
-            EnvironmentWorkflow.run, EnvironmentInput(state=state), id=workflow_id, task_queue=task_queue,
+            _workflow().run, EnvironmentInput(state=state), id=workflow_id, task_queue=task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             static_summary=f"Environment {spec.name}: {spec.tracking} from {spec.repository}")
 
@@ -151,7 +161,7 @@ async def _update_with_start(client: Client, spec: EnvironmentSpec, update: Spec
         operation = start()
         try:
             return await client.execute_update_with_start_workflow(
-                EnvironmentWorkflow.update_spec, update, start_workflow_operation=operation, id=update_id,
+                _workflow().update_spec, update, start_workflow_operation=operation, id=update_id,
                 rpc_timeout=APPLY_WAIT)
         except WorkflowUpdateRPCTimeoutOrCancelledError as err:
             _consume(operation)
@@ -202,7 +212,7 @@ async def _from_last_run(client: Client, spec: EnvironmentSpec, ended: Any, forc
     used approvals (read from the last run by a query), so termination is no way around them."""
     try:
         last = (await client.get_workflow_handle(env_workflow_id(spec.name)).query(
-            EnvironmentWorkflow.status, rpc_timeout=timedelta(seconds=10))).state
+            STATUS_QUERY, result_type=EnvironmentStatus, rpc_timeout=timedelta(seconds=10))).state
     except (RPCError, WorkflowQueryFailedError) as err:
         if not force:
             raise CommandError(f"environment {spec.name}: its last run ended ({getattr(ended, 'name', ended)}) and "
@@ -221,7 +231,8 @@ async def _from_last_run(client: Client, spec: EnvironmentSpec, ended: Any, forc
 
 async def environment_status(client: Client, name: str) -> EnvironmentStatus:
     try:
-        return await client.get_workflow_handle(env_workflow_id(name)).query(EnvironmentWorkflow.status)
+        return await client.get_workflow_handle(env_workflow_id(name)).query(STATUS_QUERY,
+                                                                             result_type=EnvironmentStatus)
     except RPCError as err:
         raise CommandError(f"environment {name!r}: {err.message} (is it declared on {where(client)}? "
                            "`ferry env apply -f ...`)") from None
@@ -349,7 +360,7 @@ async def list_environments_exact(client: Client) -> list[dict[str, str]]:
         async with gate:
             try:  # NB: one environment whose worker is down must not hide the others
                 status = await client.get_workflow_handle(workflow_id).query(
-                    EnvironmentWorkflow.status, rpc_timeout=timedelta(seconds=5))
+                    STATUS_QUERY, result_type=EnvironmentStatus, rpc_timeout=timedelta(seconds=5))
             except (RPCError, WorkflowQueryFailedError) as err:
                 name = workflow_id.removeprefix(env_workflow_id(""))
                 return {"name": name, "tracking": "?", "version": "?", "phase": "Unknown", "repository": "",
@@ -419,7 +430,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         await environment_status(client, args.env)
         handle = client.get_workflow_handle(env_workflow_id(args.env))
         try:
-            return await handle.execute_update(EnvironmentWorkflow.plan, PlanRequest(version=args.version))
+            return await handle.execute_update(_workflow().plan, PlanRequest(version=args.version))
         except WorkflowUpdateFailedError as err:
             raise CommandError(f"diff {args.env}: {root_cause(err)}") from None
 
