@@ -390,12 +390,12 @@ def cmd_env_list(args: argparse.Namespace) -> int:
 
 async def pending_promotions(client: Client, environment: str) -> list[Any]:
     """Running promotions of this environment, with every decision recorded so far (refusals included)."""
-    from ferry.promotion import PromotionStatus
-
     out = []
     query = (f"WorkflowType = 'PromotionWorkflow' AND ExecutionStatus = 'Running' AND "
              f"FerryEnvironment = '{environment}'")
     async for wf in client.list_workflows(query):
+        from ferry.promotion import PromotionStatus  # loaded only when there is one to read
+
         out.append(await client.get_workflow_handle(wf.id).query("status", result_type=PromotionStatus))
     return out
 
