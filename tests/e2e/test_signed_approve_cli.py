@@ -74,6 +74,18 @@ async def test_signed_reject_and_approve_through_the_console_script(
     # a new promotion run: its run id and digest come from the promotion itself, alice signs and sends
     again = await ferry(dev_worker, tmp_path, "promote", name, "1.1.0", "--as", "carol")
     assert again.returncode == 0, again.stderr
+    # `ferry status` lists the running promotion (found through Visibility, eventually consistent) and who may
+    # approve it
+    for _ in range(40):
+        shown = await ferry(dev_worker, tmp_path, "status", name)
+        assert shown.returncode == 0, shown.stderr
+        if "promotion     1.1.0" in shown.stdout:
+            break
+        await asyncio.sleep(0.5)
+    lines = shown.stdout.splitlines()
+    promotion = next((line for line in lines if line.startswith("promotion     1.1.0 sha256:")), None)
+    assert promotion and "AwaitingApproval (requested by carol, published by ci-bot" in promotion, shown.stdout
+    assert "  may approve: alice, bob (signed; not the publisher)" in lines, shown.stdout
     approved = await ferry(dev_worker, tmp_path, "approve", name, "1.1.0", "--as", "alice", "--comment", "ship it",
                            "--key", str(keys["alice"]))
     assert approved.returncode == 0, approved.stderr
