@@ -79,8 +79,12 @@ def configmaps(k: int) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------------ processes
 
 def cpu_seconds(pid: int) -> float:
+    """utime + stime of the process, plus cutime + cstime: what its exited children used, once it reaped them.
+    Summed over a live process tree this counts every process once, the exited ones included: PostgreSQL's
+    backends come and go (Temporal recycles its connections every hour), and a tree sum of live processes only
+    would lose an exited backend's whole lifetime from a window's difference."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    return sum(int(f) for f in fields[11:15]) / CLK_TCK
 
 
 def rss_mb(pid: int) -> float:
