@@ -231,8 +231,9 @@ async def _from_last_run(client: Client, spec: EnvironmentSpec, ended: Any, forc
 
 async def environment_status(client: Client, name: str) -> EnvironmentStatus:
     try:
-        return await client.get_workflow_handle(env_workflow_id(name)).query(STATUS_QUERY,
-                                                                             result_type=EnvironmentStatus)
+        status: EnvironmentStatus = await client.get_workflow_handle(env_workflow_id(name)).query(
+            STATUS_QUERY, result_type=EnvironmentStatus)
+        return status
     except RPCError as err:
         raise CommandError(f"environment {name!r}: {err.message} (is it declared on {where(client)}? "
                            "`ferry env apply -f ...`)") from None
