@@ -54,6 +54,22 @@ def test_a_command_loads_its_module_when_it_runs() -> None:
     assert "cli.verify" in modules and "cli.environments" not in modules
 
 
+def test_status_queries_without_loading_the_workflow_module() -> None:
+    # Temporal is unreachable (port 1): the command fails at connecting, after importing all it needs to ask
+    modules = loaded_by("status", "some-env", "--temporal-address", "127.0.0.1:1")
+    assert "cli.environments" in modules and "temporalio.client" in modules
+    assert "workflows.environment" not in modules and "ferry.promotion" not in modules
+
+
+def test_the_status_query_name_is_the_workflows() -> None:
+    from temporalio import workflow
+
+    from cli.environments import STATUS_QUERY
+    from workflows.environment import EnvironmentWorkflow
+
+    assert STATUS_QUERY in workflow._Definition.must_from_class(EnvironmentWorkflow).queries
+
+
 def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], object]:
     found: dict[tuple[str, ...], object] = {}
     for action in parser._actions:
