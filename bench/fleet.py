@@ -81,7 +81,7 @@ def configmaps(k: int) -> list[dict[str, Any]]:
 def cpu_seconds(pid: int) -> float:
     """utime + stime of the process, plus cutime + cstime: what its exited children used, once it reaped them.
     Summed over a live process tree this counts every process once, the exited ones included: PostgreSQL's
-    backends come and go (Temporal recycles its connections every hour), and a tree sum of live processes only
+    backends come and go (Temporal recycles its connections: maxConnLifetime 1h), and a tree sum of live processes only
     would lose an exited backend's whole lifetime from a window's difference."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return sum(int(f) for f in fields[11:15]) / CLK_TCK
