@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 from temporalio.client import (
@@ -43,8 +43,11 @@ from ferry.environment import (
 from workers.client import workflow_url
 from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_REPOSITORY, FERRY_TRACKING, FERRY_VERSION
 
+if TYPE_CHECKING:
+    from workflows.environment import EnvironmentWorkflow
 
-def _workflow() -> Any:
+
+def _workflow() -> type[EnvironmentWorkflow]:
     """EnvironmentWorkflow, imported when a command starts, updates or plans one: `status` and `env list` need only
     the query's name and the models (the workflow module pulls temporalio.workflow and every activity stub)."""
     from workflows.environment import EnvironmentWorkflow

@@ -411,7 +411,6 @@ async def test_a_hanging_receiver_holds_only_a_few_activity_slots(alert_env: Wor
     import socket
     import threading
 
-
     held: list[socket.socket] = []
     listener = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
