@@ -349,12 +349,16 @@ class VersionRef(_Model):
 
 
 PinKind = Literal["promotion", "rollback", "auto-rollback", "manual"]
+# What persisted state holds: a kind or status this build does not know (written by a newer worker, carried through
+# continue-as-new) still decodes, as itself; what people and senders type stays strict (PinRequest.kind).
+PersistedPinKind = PinKind | str
+HealthStatus = Literal["Unknown", "Healthy", "Progressing", "Failed"]
 
 
 class Pin(VersionRef):
     by: str
     reason: str = ""
-    kind: PinKind = "manual"
+    kind: PersistedPinKind = "manual"
     at: str = ""
     request_id: str = Field("", description="the promotion/rollback workflow (id@run) that pinned it")
     hold: str | None = None
@@ -375,23 +379,47 @@ class PendingSpec(_Model):
 
 
 MAX_IDS = 50  # object ids kept per list in anything that enters history (events, reconcile results)
+# ... and entries (object ids, field paths) across all lists of one record, each at most MAX_ENTRY characters:
+# 1,000 objects drifting on 10 fields make one record of ~10 KB, not ~1 MB, and 50 such events stay far below the
+# 512 KiB a continue-as-new input may carry (bench/history.py measures the worst case).
+MAX_ENTRIES = 200
+MAX_ENTRY = 256
 
 
 _MORE = "... and "
 
 
+def _more(line: str) -> int:
+    """How many entries a '... and N more' line counts (0 for any other line)."""
+    if not line.startswith(_MORE):
+        return 0
+    count = line[len(_MORE):].split(" ", 1)[0]
+    return int(count) if count.isdigit() else 0
+
+
 def cap_ids(items: list[str], limit: int = MAX_IDS) -> list[str]:
     """The first `limit` ids, then one line saying how many more: history never grows with the bundle.
     Idempotent: a list capped before is left as it is."""
-    if len(items) <= limit or (len(items) == limit + 1 and items[-1].startswith(_MORE)):
-        return items
-    return [*items[:limit], f"{_MORE}{len(items) - limit} more"]
+    more = _more(items[-1]) if items else 0
+    real = items[:-1] if more else items
+    if len(real) <= limit and not more:
+        return [i[:MAX_ENTRY] for i in real]
+    more += max(len(real) - limit, 0)
+    return [*(i[:MAX_ENTRY] for i in real[:limit]), f"{_MORE}{more} more"]
 
 
-def cap_objects(objects: dict[str, list[str]], limit: int = MAX_IDS) -> dict[str, list[str]]:
+def cap_objects(objects: dict[str, list[str]], limit: int = MAX_IDS,
+                budget: int = MAX_ENTRIES) -> dict[str, list[str]]:
+    """At most `limit` keys and `limit` entries per list, and `budget` entries in all (then each list keeps at
+    least its count). Idempotent, like cap_ids."""
     keys = [k for k in objects if not k.startswith(_MORE)]
-    capped = {k: cap_ids(objects[k], limit) for k in keys[:limit]}
-    more = len(keys) - limit + sum(int(k.split()[2]) for k in objects if k.startswith(_MORE))
+    capped: dict[str, list[str]] = {}
+    left = budget - min(len(keys), limit)
+    for key in keys[:limit]:
+        items = cap_ids(list(objects[key]), min(limit, max(left, 0)))
+        left -= len(items) - (1 if items and _more(items[-1]) else 0)
+        capped[key[:MAX_ENTRY]] = items
+    more = len(keys) - limit + sum(_more(k) for k in objects)
     if more > 0:
         capped[f"{_MORE}{more} more"] = []
     return capped
@@ -503,10 +531,18 @@ class Event(_Model):
 
 
 class HealthState(_Model):
-    status: Literal["Unknown", "Healthy", "Progressing", "Failed"] = "Unknown"
+    status: HealthStatus | str = "Unknown"
     reason: str = ""
     digest: str = ""
     at: str = ""
+
+
+class Rollout(VersionRef):
+    """A release applied and not judged yet: its health deadline is its own (from the apply), not an activity
+    attempt's, so a wait cut by an outage, a worker crash or a late retry is judged again from here."""
+
+    applied_at: str
+    deadline: str = Field(description="judged Failed when not healthy by then (health-timeout after the apply)")
 
 
 class EnvironmentState(_Model):
@@ -536,6 +572,7 @@ class EnvironmentState(_Model):
     pending_spec: PendingSpec | None = None
     blocked: str = Field("", description="why the environment is not moving to what it resolves (TagMoved, "
                          "VerificationFailed)")
+    rollout: Rollout | None = Field(None, description="the applied release still waiting for its health verdict")
 
     @property
     def phase(self) -> str:
@@ -558,6 +595,16 @@ class EnvironmentStatus(_Model):
 
 class LenientPayload(RootModel[Any]):
     """Accepts any JSON so the worker never drops a signal; the handler validates and records refusals."""
+
+
+def first_payload(payloads: tuple[object, ...]) -> LenientPayload:
+    """A signal's input as anyone may send it: no payload (`temporal workflow signal` without --input), null, a
+    wrong type, or several (the first one counts). Handlers take `*payloads` so no such call fails a workflow
+    task; they validate what they get and record a refusal."""
+    if not payloads:
+        return LenientPayload(None)
+    first = payloads[0]
+    return first if isinstance(first, LenientPayload) else LenientPayload(first)
 
 
 class PinRequest(_Model):
@@ -609,10 +656,18 @@ class SpecUpdate(_Model):
 
 
 class SpecUpdateResult(_Model):
-    status: EnvironmentStatus
+    """Small on purpose: an Update's result is stored in history on every `ferry env apply` (the status query
+    has the rest)."""
+
     applied: bool = Field(description="false: a protected change is pending approval")
-    changes: list[str] = Field(default_factory=list)
+    changes: list[str] = Field(default_factory=list, description="field-level diff, at most MAX_IDS lines")
     pending_id: str = ""
+    spec_digest: str = Field("", description="the spec in force after the update (spec_digest)")
+
+    @field_validator("changes")
+    @classmethod
+    def _bounded(cls, value: list[str]) -> list[str]:
+        return cap_ids([c[:MAX_REASON] for c in value])
 
 
 class PlanRequest(_Model):

@@ -1,8 +1,9 @@
 """The base of every Ferry model, so they all decode alike.
 
-- `Model`: persisted in workflow state and sent between workers and builds. Unknown fields are ignored, so what a
-  newer worker wrote still decodes on this one (a rolling upgrade or its rollback never strands a workflow). What
-  people type (environments.yaml, alerts, CLI input) is validated with context {PEOPLE: True}: there an unknown
+- `Model`: persisted in workflow state and sent between workers and builds. Unknown fields are kept as they are
+  (decoded, carried and encoded again), so what a newer worker wrote still decodes on this one and survives its
+  continue-as-new: a rolling upgrade, or its rollback, neither strands a workflow nor drops the newer build's state.
+  What people type (environments.yaml, alerts, CLI input) is validated with context {PEOPLE: True}: there an unknown
   field is refused, because it is a typo.
 - `Message(Model)`: the same, frozen: a request or an answer that nobody changes after it is made (activity inputs
   and results). Workflow state and statuses are `Model`s: workflows update them in place.
@@ -18,7 +19,7 @@ PEOPLE = "typed-by-people"  # validation context: refuse unknown fields (see Mod
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     @model_validator(mode="before")
     @classmethod

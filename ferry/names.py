@@ -23,6 +23,7 @@ class Memo:
     DECISION: Final = "ferry_decision"  # PromotionWorkflow: each approve/reject decision, accepted or refused
     UNDELIVERED: Final = "ferry_undelivered"  # AlertRouterWorkflow: a notification it gave up delivering
     ALERTS_CHANGED: Final = "ferry_alerts_changed"  # AlertRouterWorkflow: who changed the declared alerts
+    OUTCOME: Final = "ferry_outcome"  # PromotionWorkflow, RollbackWorkflow: how a cancelled run ended
 
 
 class SearchAttribute(StrEnum):

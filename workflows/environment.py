@@ -2,9 +2,10 @@
 
 import asyncio
 import contextlib
+from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     import pydantic
@@ -34,10 +35,12 @@ with workflow.unsafe.imports_passed_through():
         ReconcileResult,
         ResolveInput,
         ResolveResult,
+        Rollout,
         SpecUpdate,
         SpecUpdateResult,
         VersionRef,
         env_workflow_id,
+        first_payload,
         people_check,
         protected_changes,
         spec_diff,
@@ -47,12 +50,12 @@ with workflow.unsafe.imports_passed_through():
     from ferry.names import Memo
     from ferry.oci import is_digest
     from ferry.promotion import DecisionContext, Judgement, judge
-    from ferry.times import timestamp
+    from ferry.times import parse_timestamp, timestamp
     from ferry.versions import try_parse_tag
     from workflows import activity_stubs as stubs
     from workflows import metrics, policies
     from workflows import outbox as alerting
-    from workflows.failures import cause_message, cause_type
+    from workflows.failures import cause_message, cause_type, raise_if_cancelled
     from workflows.pinning import verify_release
     from workflows.search_attributes import (
         FERRY_ENVIRONMENT,
@@ -77,6 +80,18 @@ FOLDED_INTO_BASELINE = frozenset({
     "ferry-health-outage-unjudged", "ferry-protected-spec",
     # NB: came with BASELINE (a run with its marker always had it); older runs meet it alone
     "ferry-health-from-apply"})
+
+
+# Patches after BASELINE, each called with workflow.patched() where its path begins.
+# A cancel that lands during an activity suspends the environment (older code recorded it as ReconcileFailed).
+ACTIVITY_CANCEL_SUSPENDS = "ferry-activity-cancel-suspends"
+# After a cancel suspends it, the run continues as new: the server takes one cancel request per run, so only a new
+# run hears the next one.
+CANCEL_CONTINUES_AS_NEW = "ferry-cancel-continues-as-new"
+# A release whose health wait ended without a verdict is judged again, from its own deadline, on the next iteration.
+HEALTH_REJUDGED = "ferry-health-rejudged"
+# The deployment's current build changed (Worker Versioning): continue as new onto it at once.
+UPGRADE_ON_VERSION_CHANGE = "ferry-upgrade-on-version-change"
 
 
 def _patched(patch_id: str) -> bool:
@@ -158,14 +173,44 @@ class EnvironmentWorkflow:
         while True:
             try:
                 await self._cycle()
-            except asyncio.CancelledError:
-                if not _patched("ferry-cancel-suspends"):
+            except (asyncio.CancelledError, CancelledError, ActivityError) as err:
+                # NB: ActivityError reaches here only as a cancellation (_cancelled() re-raises nothing else)
+                if not is_cancelled_exception(err) or not _patched("ferry-cancel-suspends"):
                     raise
-                # NB: an environment is never cancelled (its record would end); a cancel request suspends it
-                self._state.suspended = True
-                self._record(EventType.SUSPENDED, "a cancel request suspends the environment instead of ending it "
-                             "(ferry resume to apply again; terminate the workflow to remove it)", by="cancel request")
-                self._publish()
+                await self._suspend_on_cancel()
+
+    async def _suspend_on_cancel(self) -> None:
+        """An environment is never cancelled (its record would end): a cancel request suspends it, whatever it was
+        doing (a running activity is cancelled with it), and the run continues as new so a later cancel is heard."""
+        reason = workflow.cancellation_reason() or ""
+        already = " (it was suspended already)" if self._state.suspended else ""
+        self._state.suspended = True
+        self._record(EventType.SUSPENDED, f"a cancel request{': ' + reason[:200] if reason else ''} suspends the "
+                     f"environment instead of ending it{already} (ferry resume to apply again; terminate the workflow "
+                     "to remove it)", by="cancel request")
+        self._publish()
+        if workflow.patched(CANCEL_CONTINUES_AS_NEW):
+            await self._continue_as_new()
+
+    @staticmethod
+    def _cancelled(err: BaseException) -> None:
+        """A cancel request that reached an activity call is not the activity's failure (older histories recorded
+        it as ReconcileFailed): it suspends the environment (run)."""
+        raise_if_cancelled(err, ACTIVITY_CANCEL_SUSPENDS)
+
+    def _moving_build(self) -> bool:
+        """Worker Versioning: the deployment's current build is no longer this run's."""
+        return (workflow.info().is_target_worker_deployment_version_changed()
+                and workflow.patched(UPGRADE_ON_VERSION_CHANGE))
+
+    async def _continue_as_new(self) -> None:
+        # NB: let running signal/update handlers finish so nothing they do is lost.
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        await alerting.outbox(self).flush()  # NB: no notification is lost with the run (nothing sent: no-op)
+        # NB: under Worker Versioning an environment is pinned to its build within a run and moves to the
+        # deployment's current build here, at continue-as-new (workers/versioning.py)
+        workflow.continue_as_new(EnvironmentInput(state=self._state),
+                                 initial_versioning_behavior=workflow.ContinueAsNewVersioningBehavior.AUTO_UPGRADE)
 
     async def _cycle(self) -> None:
         """One iteration and the wait for the next (continue-as-new when the run is long enough)."""
@@ -176,22 +221,28 @@ class EnvironmentWorkflow:
         self._iterations_this_run += 1
         self._publish()
         if (self._iterations_this_run >= policies.MAX_ITERATIONS_PER_RUN
-                or workflow.info().is_continue_as_new_suggested()):
-            # NB: let running signal/update handlers finish so nothing they do is lost.
-            await workflow.wait_condition(workflow.all_handlers_finished)
-            await alerting.outbox(self).flush()  # NB: no notification is lost with the run (nothing sent: no-op)
-            # NB: under Worker Versioning an environment is pinned to its build within a run and moves to the
-            # deployment's current build here, at continue-as-new (workers/versioning.py)
-            workflow.continue_as_new(EnvironmentInput(state=self._state),
-                                     initial_versioning_behavior=workflow.ContinueAsNewVersioningBehavior.AUTO_UPGRADE)
-        interval = self._state.spec.interval.delta
+                or workflow.info().is_continue_as_new_suggested() or self._moving_build()):
+            await self._continue_as_new()
+        interval = self._next_interval()
         self._state.next_reconcile_at = timestamp(workflow.now() + interval)
         self._describe()
         try:
-            await workflow.wait_condition(lambda: self._wake, timeout=interval,
-                                          timeout_summary=f"next reconcile ({self._state.spec.interval})")
+            # NB: a new current build wakes the wait too (the signal or task that brought the news)
+            await workflow.wait_condition(
+                lambda: self._wake or workflow.info().is_target_worker_deployment_version_changed(),
+                timeout=interval, timeout_summary=f"next reconcile ({self._state.spec.interval})")
         except TimeoutError:
             pass
+        if self._moving_build():
+            await self._continue_as_new()
+
+    def _next_interval(self) -> timedelta:
+        """The spec's interval; sooner while an applied release waits for its verdict past a cut health wait."""
+        interval = self._state.spec.interval.delta
+        rollout, health = self._state.rollout, self._state.health
+        if rollout is not None and health.status == "Unknown" and health.digest == rollout.digest:
+            return min(interval, policies.REJUDGE_AFTER)
+        return interval
 
     def _describe(self) -> None:
         """The UI's current details: what runs, how healthy, what it waits for, and who may act."""
@@ -252,6 +303,7 @@ class EnvironmentWorkflow:
                 heartbeat_timeout=policies.RECONCILE_HEARTBEAT, summary=f"reconcile {desired.version} "
                 f"({desired.digest[:19]}…)")
         except ActivityError as err:
+            self._cancelled(err)
             self._reconcile_failed(err, desired)
             return None
 
@@ -263,6 +315,8 @@ class EnvironmentWorkflow:
                 EventType.DRIFT_CORRECTED, f"reverted hand edits on {changes.count('drift')} object(s)",
                 version=desired.version, digest=desired.digest, objects=changes.drift)
         if not changes.changed and baseline:
+            if self._unjudged(desired):
+                return await self._rejudged(desired, result.health)
             return result.health
         self._state.last_applied = Applied(version=desired.version, digest=desired.digest,
                                            revision=result.revision, at=self._now(), changes=changes.summary())
@@ -272,6 +326,9 @@ class EnvironmentWorkflow:
         # NB: until the rollout is judged, the previous version's health would describe the wrong digest
         self._state.health = HealthState(status="Progressing", reason=f"waiting for {desired.version} to roll "
                                          "out", digest=desired.digest, at=self._now())
+        if self._state.rollout is None or self._state.rollout.digest != desired.digest:  # NB: one deadline a release
+            self._state.rollout = Rollout(version=desired.version, digest=desired.digest, applied_at=self._now(),
+                                          deadline=timestamp(workflow.now() + self._state.spec.health_timeout.delta))
         if (result.health.status == "Healthy" and result.health.digest == desired.digest
                 and _patched("ferry-health-from-apply")):
             # NB: no workload was written (only those roll out; wait_healthy reads nothing else) and the unchanged
@@ -279,9 +336,33 @@ class EnvironmentWorkflow:
             return result.health.model_copy(update={"at": self._now()})
         return await self._wait_healthy(desired)
 
+    def _unjudged(self, desired: VersionRef) -> bool:
+        """The applied release's last health wait ended without a verdict (Unknown: an outage, a worker crash, the
+        deadline cutting a retry): it is judged again, from its own deadline (patched: older code never did)."""
+        rollout, health = self._state.rollout, self._state.health
+        return (rollout is not None and rollout.digest == desired.digest and health.status == "Unknown"
+                and health.digest == desired.digest and workflow.patched(HEALTH_REJUDGED))
+
+    async def _rejudged(self, desired: VersionRef, now: HealthState) -> HealthState:
+        """Judge an unjudged release: healthy now, or waited for until its own deadline, else Failed."""
+        rollout = self._state.rollout
+        assert rollout is not None
+        if now.status in ("Healthy", "Failed") and now.digest == desired.digest:
+            return now.model_copy(update={"at": self._now()})
+        if workflow.now() < parse_timestamp(rollout.deadline):
+            return await self._wait_healthy(desired)
+        return HealthState(status="Failed", reason=f"not healthy by its deadline {rollout.deadline} (applied "
+                           f"{rollout.applied_at}; the health wait was cut: {self._state.health.reason[:300]})"
+                           f"{': ' + now.reason[:300] if now.reason else ''}", digest=desired.digest, at=self._now())
+
     def _judge(self, desired: VersionRef, baseline: bool, health: HealthState) -> None:
-        """Healthy: known-good, and the pin's sender is told. Failed (a new digest): roll back, and tell it."""
+        """Healthy: known-good, and the pin's sender is told. Failed (a new digest, or a release applied and never
+        judged): roll back, and tell it."""
         pin = self._state.pin
+        rollout = self._state.rollout
+        if rollout is not None and rollout.digest == desired.digest and health.status in ("Healthy", "Failed"):
+            self._state.rollout = None  # judged
+            baseline = False
         if health.status == "Healthy":
             self._known_good(desired)
             self._answer(pin, desired, "succeeded", "applied and healthy")
@@ -326,6 +407,7 @@ class EnvironmentWorkflow:
             try:
                 result = await verify_release(spec.repository, desired.digest, spec.verify)
             except ActivityError as err:
+                self._cancelled(err)
                 if cause_type(err) != "VerificationFailed":
                     state.source_unavailable_since = state.source_unavailable_since or self._now()
                     state.source_error = cause_message(err)
@@ -427,6 +509,7 @@ class EnvironmentWorkflow:
                     start_to_close_timeout=policies.RESOLVE_TIMEOUT, retry_policy=policies.QUICK_RETRY,
                     summary=f"resolve {spec.tracking}")
             except ActivityError as err:
+                self._cancelled(err)
                 if cause_type(err) == ErrorType.REGISTRY_UNAVAILABLE:
                     state.source_unavailable_since = state.source_unavailable_since or self._now()
                     state.source_error = cause_message(err)
@@ -482,6 +565,10 @@ class EnvironmentWorkflow:
         (schedule-to-close), and a new pin to another digest (an emergency rollback) pre-empts the wait."""
         spec = self._state.spec
         timeout = spec.health_timeout.delta
+        rollout = self._state.rollout
+        if rollout is not None and rollout.digest == desired.digest:
+            # NB: the deadline is the release's own, not one per wait: a wait resumed after an outage gets what is left
+            timeout = max(parse_timestamp(rollout.deadline) - workflow.now(), policies.MIN_HEALTH_WAIT)
         input = HealthInput(environment=spec.name, digest=desired.digest, cluster=spec.cluster.name or "",
                             kubeconfig=spec.cluster.kubeconfig, context=spec.cluster.context,
                             timeout_seconds=int(timeout.total_seconds()))
@@ -502,7 +589,12 @@ class EnvironmentWorkflow:
         def repinned() -> bool:
             return self._state.pin is not None and self._state.pin.digest != desired.digest
 
-        await workflow.wait_condition(lambda: handle.done() or repinned())
+        try:
+            await workflow.wait_condition(lambda: handle.done() or repinned())
+        except asyncio.CancelledError:
+            if workflow.patched(ACTIVITY_CANCEL_SUSPENDS):
+                handle.cancel()  # NB: a suspended environment waits for nothing: the poll stops with it
+            raise
         if not handle.done():
             handle.cancel()
             with contextlib.suppress(ActivityError, asyncio.CancelledError):
@@ -513,6 +605,7 @@ class EnvironmentWorkflow:
         try:
             judged = handle.result()
         except ActivityError as err:
+            self._cancelled(err)
             return self._health_failed(desired, err)
         return judged.health.model_copy(update={"at": self._now()})
 
@@ -559,8 +652,9 @@ class EnvironmentWorkflow:
     @workflow.signal(name="pin", description='Pin to a released version by digest: {"version", "digest", "by", '
                      '"kind", "request_id", "approvals": [signed decisions]}. Sent by PromotionWorkflow and '
                      'RollbackWorkflow; an approval-required environment refuses a pin its own spec does not approve')
-    def pin(self, payload: LenientPayload) -> None:
+    def pin(self, *payloads: object) -> None:
         """Pin to a version by digest (promotion, rollback). Refusals are recorded, never dropped."""
+        payload = first_payload(payloads)
         try:
             request = PinRequest.model_validate(payload.root)
         except pydantic.ValidationError as err:
@@ -649,20 +743,20 @@ class EnvironmentWorkflow:
             self._state.tags = dict(list(tags.items())[-policies.MAX_TAG_BINDINGS:])
 
     @workflow.signal(name="reconcile_now", description="Reconcile now instead of at the next interval: {}")
-    def reconcile_now(self, payload: LenientPayload) -> None:
+    def reconcile_now(self, *payloads: object) -> None:
         self._wake = True
 
     @workflow.signal(name="suspend", description='Stop applying (new versions and drift correction): '
                      '{"by": "alice", "reason": "incident 42"}')
-    def suspend(self, payload: LenientPayload) -> None:
-        actor = self._actor(payload)
+    def suspend(self, *payloads: object) -> None:
+        actor = self._actor(first_payload(payloads))
         self._state.suspended = True
         self._record(EventType.SUSPENDED, f"suspended by {actor.by}: {actor.reason}", by=actor.by)
         self._wake = True
 
     @workflow.signal(name="resume", description='Start applying again: {"by": "alice", "reason": "..."}')
-    def resume(self, payload: LenientPayload) -> None:
-        actor = self._actor(payload)
+    def resume(self, *payloads: object) -> None:
+        actor = self._actor(first_payload(payloads))
         self._state.suspended = False
         self._record(EventType.RESUMED, f"resumed by {actor.by}: {actor.reason}", by=actor.by)
         self._wake = True
@@ -678,7 +772,8 @@ class EnvironmentWorkflow:
                      "required environment a change to approval, verify, repository, path, cluster, namespace(s), "
                      "cluster-kinds, service-account, version/semver or prune waits for a signed approval "
                      "(approve_spec); every change is recorded with its sender and a field-level diff")
-    def update_spec(self, update: SpecUpdate) -> SpecUpdateResult:
+    def update_spec(self, update: SpecUpdate | None = None) -> SpecUpdateResult:
+        assert update is not None  # NB: the validator rejects a missing spec
         old = self._state.spec
         changes = spec_diff(old, update.spec)
         by = update.by or "unknown"
@@ -690,9 +785,10 @@ class EnvironmentWorkflow:
             self._state.pending_spec = pending
             self._record(EventType.SPEC_CHANGE_PENDING, f"spec change by {by} waits for approval ({pending.id}): "
                          f"{'; '.join(protected)}"[:1000], by=by, objects={"changes": changes})
-            return SpecUpdateResult(status=self.status(), applied=False, changes=changes, pending_id=pending.id)
+            return SpecUpdateResult(applied=False, changes=changes, pending_id=pending.id,
+                                    spec_digest=spec_digest(old))
         self._apply_spec(update.spec, by, changes)
-        return SpecUpdateResult(status=self.status(), applied=True, changes=changes)
+        return SpecUpdateResult(applied=True, changes=changes, spec_digest=spec_digest(update.spec))
 
     def _apply_spec(self, spec: EnvironmentSpec, by: str, changes: list[str], approved_by: str = "") -> None:
         old = self._state.spec
@@ -709,7 +805,9 @@ class EnvironmentWorkflow:
         self._wake = True
 
     @update_spec.validator
-    def _validate_spec(self, update: SpecUpdate) -> None:
+    def _validate_spec(self, update: SpecUpdate | None = None) -> None:
+        if update is None:
+            raise ValueError('update_spec needs a payload: {"spec": {...}, "by": "..."} (ferry env apply sends it)')
         if update.spec.name != self._state.spec.name:
             raise ValueError(f"spec is for environment {update.spec.name!r}, not {self._state.spec.name!r}")
         # NB: the rules for what people type (no kubeconfig path, namespaces, reserved names) hold for a raw
@@ -719,20 +817,20 @@ class EnvironmentWorkflow:
     @workflow.update(name="approve_spec", description='Approve the pending protected spec change: a signed '
                      'statement as for a promotion, with version "spec", digest = the pending spec digest, promotion '
                      '= "env/<name>", run = the pending change id (`ferry env approve ENV --key KEY`)')
-    def approve_spec(self, payload: LenientPayload) -> SpecUpdateResult:
-        return self._decide_spec("approve", payload)
+    def approve_spec(self, payload: LenientPayload | None = None) -> SpecUpdateResult:
+        return self._decide_spec("approve", payload or LenientPayload(None))
 
     @workflow.update(name="reject_spec", description="Reject the pending protected spec change (same payload)")
-    def reject_spec(self, payload: LenientPayload) -> SpecUpdateResult:
-        return self._decide_spec("reject", payload)
+    def reject_spec(self, payload: LenientPayload | None = None) -> SpecUpdateResult:
+        return self._decide_spec("reject", payload or LenientPayload(None))
 
     @approve_spec.validator
-    def _validate_approve_spec(self, payload: LenientPayload) -> None:
+    def _validate_approve_spec(self, payload: LenientPayload | None = None) -> None:
         if self._state.pending_spec is None:
             raise ValueError(f"{self._state.spec.name} has no spec change pending approval")
 
     @reject_spec.validator
-    def _validate_reject_spec(self, payload: LenientPayload) -> None:
+    def _validate_reject_spec(self, payload: LenientPayload | None = None) -> None:
         self._validate_approve_spec(payload)
 
     def _decide_spec(self, action: str, payload: LenientPayload) -> SpecUpdateResult:
@@ -755,14 +853,15 @@ class EnvironmentWorkflow:
         if action == "reject":
             self._record(EventType.SPEC_CHANGE_REJECTED, f"spec change {pending.id} by {pending.by} rejected by {who}",
                          by=verdict.approver)
-            return SpecUpdateResult(status=self.status(), applied=False, changes=pending.changes)
+            return SpecUpdateResult(applied=False, changes=pending.changes, spec_digest=spec_digest(spec))
         self._apply_spec(pending.spec, pending.by, pending.changes, approved_by=who)
-        return SpecUpdateResult(status=self.status(), applied=True, changes=pending.changes)
+        return SpecUpdateResult(applied=True, changes=pending.changes, spec_digest=pending.digest)
 
     @workflow.update(name="plan", description='What a reconcile would change now, without applying (`ferry diff`): '
                      '{} or {"version": "1.2.0"}; at most 200 changes listed, the rest counted')
-    async def plan(self, request: PlanRequest) -> PlanResult:
+    async def plan(self, request: PlanRequest | None = None) -> PlanResult:
         """What a reconcile would do now (or for another version), without applying: `ferry diff`."""
+        request = request or PlanRequest()
         spec, pin = self._state.spec, self._state.pin
         # NB: read-only: resolve directly rather than through _resolve(), which records outages and releases pins.
         if request.version is None and pin is not None:
@@ -783,6 +882,11 @@ class EnvironmentWorkflow:
                           changes=[c for c in result.plan if c["action"] != "delete"],
                           prune=[c["object"] for c in result.plan if c["action"] == "delete"],
                           more=max(result.plan_total - len(result.plan), 0))
+
+    @plan.validator
+    def _validate_plan(self, request: PlanRequest | None = None) -> None:
+        """No input plans what the environment runs or tracks; anything but {} or {"version": "..."} was already
+        refused when it was decoded (a rejected Update leaves no history)."""
 
     @workflow.query(name="status", description="The spec, pin, applied version, health, holds, known-good history, "
                     "outages, pending spec change and recent events")

@@ -4,8 +4,13 @@ NB: stateless: passed through the workflow sandbox (workers/worker.py)."""
 
 from __future__ import annotations
 
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 from temporalio.exceptions import TimeoutError as ActivityTimeout
+
+# A promotion's or rollback's cancel that lands during an activity ends the run Cancelled (older code took the
+# activity's CancelledError for its failure: "refused ... Cancelled").
+CANCEL_IS_CANCELLED = "ferry-cancel-is-cancelled"
 
 
 def _cause(err: BaseException) -> BaseException | None:
@@ -44,3 +49,11 @@ def last_failure(err: BaseException) -> BaseException:
 def timed_out(err: BaseException) -> bool:
     """The server ended the activity with a timeout (its deadline), not with an attempt's own failure."""
     return isinstance(_cause(err), ActivityTimeout)
+
+
+def raise_if_cancelled(err: BaseException, patch_id: str = CANCEL_IS_CANCELLED) -> None:
+    """Re-raise an activity call's failure when it is the workflow's own cancellation (the activity was cancelled
+    with the workflow), so a caller that handles activity failures never mistakes a cancel for one. Patched where
+    it begins: histories from before took the failure path."""
+    if is_cancelled_exception(err) and workflow.patched(patch_id):
+        raise err

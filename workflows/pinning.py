@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     import pydantic
@@ -24,16 +24,54 @@ with workflow.unsafe.imports_passed_through():
         PinRequest,
         VerifyPolicy,
         env_workflow_id,
+        first_payload,
     )
+    from ferry.names import Memo
     from ferry.oci import ANNOTATION_PUBLISHED_BY
     from ferry.promotion import EnvironmentStatusInput
+    from ferry.times import timestamp
     from workflows import activity_stubs as stubs
     from workflows import policies
+    from workflows.failures import cause_message, cause_type, raise_if_cancelled
+
+# A promotion's or rollback's status reads retry longer (STATUS_READ_RETRY) and one that still fails ends the run on
+# the record instead of failing it (older histories failed the workflow at once).
+STATUS_READ_ON_RECORD = "ferry-status-read-on-record"
+
+# A cancelled promotion or rollback records how it ended in its memo (Memo.OUTCOME), beside the Cancelled status and
+# FerryPhase; older histories upserted the search attribute only.
+CANCEL_RECORDED = "ferry-cancel-recorded"
+
+
+def record_cancelled(details: str) -> None:
+    """The memo says Cancelled, with when and in which state, so the audit reads it from history alone."""
+    workflow.upsert_memo({Memo.OUTCOME: {"outcome": "cancelled", "at": timestamp(workflow.now()),
+                                         "reason": (workflow.cancellation_reason() or "")[:200],
+                                         "details": details[:500]}})
+
+
+class StatusUnreadable(ApplicationError):
+    """An environment's status could not be read within STATUS_READ_RETRY: the caller ends on the record (one that
+    does not, fails the run as an unreadable status always did)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, type="StatusUnreadable", non_retryable=True)
+
 
 async def environment_status(name: str) -> EnvironmentStatus:
-    return await workflow.execute_activity(
-        stubs.environment_status, EnvironmentStatusInput(environment=name),
-        start_to_close_timeout=policies.STATUS_QUERY_TIMEOUT, retry_policy=policies.QUICK_RETRY)
+    """Another environment's status (a query through the worker's client), retried with backoff for minutes: a
+    worker restart or a busy environment must not end a promotion or rollback. Raises StatusUnreadable when it
+    still fails (NotFound at once), or the cancellation when the run is cancelled."""
+    try:
+        return await workflow.execute_activity(
+            stubs.environment_status, EnvironmentStatusInput(environment=name),
+            start_to_close_timeout=policies.STATUS_QUERY_TIMEOUT, retry_policy=policies.STATUS_READ_RETRY)
+    except ActivityError as err:
+        raise_if_cancelled(err)
+        if not workflow.patched(STATUS_READ_ON_RECORD):
+            raise
+        raise StatusUnreadable(f"the status of {name} could not be read: {cause_type(err)}: "
+                               f"{cause_message(err)}") from err
 
 
 async def resolve_release(repository: str, version: str, verify: VerifyPolicy | None = None) -> tuple[str, str]:
@@ -97,9 +135,9 @@ class PinOutcomes:
 
     @workflow.signal(name="pin_outcome", description="Sent by the environment: what became of this workflow's pin "
                      '{"request_id", "outcome": succeeded|failed|refused|superseded, "reason", "auto_rolled_back"}')
-    def pin_outcome(self, payload: LenientPayload) -> None:
+    def pin_outcome(self, *payloads: object) -> None:
         try:
-            outcome = PinOutcome.model_validate(payload.root)
+            outcome = PinOutcome.model_validate(first_payload(payloads).root)
         except pydantic.ValidationError:
             workflow.logger.warning("malformed pin_outcome ignored")
             return
@@ -127,7 +165,8 @@ class PinOutcomes:
             # NB: a backstop, rarely reached: an environment on an older build does not answer by signal
             try:
                 state = (await environment_status(environment)).state
-            except ActivityError:
+            except (ActivityError, StatusUnreadable) as err:
+                raise_if_cancelled(err)
                 continue  # the environment's worker may be restarting: it answers, or we ask again later
             verdict, acknowledged = _judge_status(state, digest, request_id, acknowledged)
             if verdict is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from temporalio.common import RetryPolicy
@@ -53,6 +54,11 @@ RECONCILE_HEARTBEAT = timedelta(minutes=1)
 REGISTRY_HEARTBEAT = timedelta(minutes=5)  # one request may upload a whole (<= 100 MiB) bundle
 # The health deadline is absolute across retries: health-timeout plus this, from the first attempt's scheduling.
 HEALTH_GRACE = timedelta(minutes=1)
+# A release whose health wait ended without a verdict (an outage cut it) is looked at again this soon, not an
+# interval later: the verdict, and a rollback, should not wait 30 minutes for an API server that is back.
+REJUDGE_AFTER = timedelta(minutes=1)
+# A resumed health wait gets what is left of the release's deadline, and at least this (one status read or two).
+MIN_HEALTH_WAIT = timedelta(seconds=5)
 # Continue-as-new well before Temporal's history limits; carried state is small (no manifests).
 MAX_ITERATIONS_PER_RUN = 100
 MAX_EVENTS_KEPT = 50
@@ -63,6 +69,9 @@ MAX_VERIFIED_KEPT = 20  # digest -> verified publisher: recent releases; an olde
 MAX_CONSUMED_APPROVALS = 50  # promotion runs whose approvals moved the environment: a replayed pin is refused
 # Reading another environment's status is one query through the worker's client: quick, or an outage to retry.
 STATUS_QUERY_TIMEOUT = timedelta(seconds=30)
+# A promotion's or rollback's reads of an environment's status: a worker restart or a wedged environment makes the
+# query fail for a while; retried with backoff (up to ~5 minutes in all), then the run ends on the record with why.
+STATUS_READ_RETRY = replace(QUICK_RETRY, maximum_interval=timedelta(seconds=30), maximum_attempts=14)
 # How soon a promotion first asks its environment whether the pin landed healthy (histories from before the
 # environment signalled the outcome back) ...
 PIN_POLL = timedelta(seconds=2)

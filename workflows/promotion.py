@@ -3,11 +3,11 @@
 import asyncio
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from ferry.approvals import SignedDecision
-    from ferry.environment import ApprovalPolicy, EnvironmentSpec, EnvironmentState, LenientPayload
+    from ferry.environment import ApprovalPolicy, EnvironmentSpec, EnvironmentState, LenientPayload, first_payload
     from ferry.errors import ErrorType
     from ferry.names import Memo
     from ferry.promotion import (
@@ -24,8 +24,16 @@ with workflow.unsafe.imports_passed_through():
     from ferry.times import timestamp
     from workflows import metrics, policies
     from workflows import outbox as alerting
-    from workflows.failures import cause_message, cause_type
-    from workflows.pinning import PinOutcomes, environment_status, resolve_release, send_pin
+    from workflows.failures import cause_message, cause_type, raise_if_cancelled
+    from workflows.pinning import (
+        CANCEL_RECORDED,
+        PinOutcomes,
+        StatusUnreadable,
+        environment_status,
+        record_cancelled,
+        resolve_release,
+        send_pin,
+    )
     from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_VERSION
 
 
@@ -62,11 +70,17 @@ class PromotionWorkflow(PinOutcomes):
     async def run(self, input: PromotionInput) -> PromotionResult:
         try:
             result = await self._run(input)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, CancelledError, ActivityError) as err:
+            if not is_cancelled_exception(err):
+                raise
             # NB: a cancelled promotion must not keep matching FerryPhase = "AwaitingApproval"
+            was = self._status.phase
             self._phase("Cancelled")
-            workflow.set_current_details(f"cancelled in phase {self._status.phase}; nothing was pinned"
-                                         if not self._pinned else "cancelled after pinning")
+            details = (f"cancelled in phase {was}; nothing was pinned" if not self._pinned
+                       else "cancelled after pinning (the environment keeps the pin)")
+            workflow.set_current_details(details)
+            if workflow.patched(CANCEL_RECORDED):
+                record_cancelled(details)
             raise
         if workflow.patched("ferry-alerts"):
             await alerting.outbox(self).flush()  # AwaitingApproval and decisions first, before the run ends
@@ -91,7 +105,10 @@ class PromotionWorkflow(PinOutcomes):
         """resolve → healthy elsewhere → (approval) → pin → the environment's answer."""
         workflow.upsert_search_attributes([FERRY_ENVIRONMENT.value_set(input.environment),
                                            FERRY_VERSION.value_set(input.version), FERRY_PHASE.value_set("Resolving")])
-        env = await environment_status(input.environment)
+        try:
+            env = await environment_status(input.environment)
+        except StatusUnreadable as err:
+            return self._finish("failed", err.message)
         spec = env.state.spec
         self._policy = spec.approval
         self._status.approvers, self._status.signed = spec.approval.names, spec.approval.is_signed
@@ -114,6 +131,7 @@ class PromotionWorkflow(PinOutcomes):
         try:
             digest, publisher = await resolve_release(spec.repository, input.version, spec.verify)
         except ActivityError as err:
+            raise_if_cancelled(err)
             if cause_type(err) == ErrorType.VERIFICATION_FAILED:
                 return self._finish("refused", f"{input.version} failed signature verification: "
                                     f"{cause_message(err, limit=None)}")
@@ -183,7 +201,10 @@ class PromotionWorkflow(PinOutcomes):
     async def _healthy_elsewhere(self, environments: list[str], version: str, digest: str) -> str:
         """'' when `digest` was applied and healthy in each environment and has not failed there since."""
         for name in environments:
-            other = (await environment_status(name)).state
+            try:
+                other = (await environment_status(name)).state
+            except StatusUnreadable as err:
+                return f"{err.message}: cannot tell whether {version} is healthy there"
             if not any(ref.digest == digest for ref in other.good_history):
                 return f"{version} ({digest}) has not been applied and healthy in {name}"
             if version in other.holds or (other.health.digest == digest and other.health.status == "Failed"):
@@ -266,32 +287,32 @@ class PromotionWorkflow(PinOutcomes):
     @workflow.signal(name="approve", description='Approve (fallback to the approve_update Update, which answers): '
                      '{"approver": "alice", "comment": "...", "statement": "...", "signature": "..."} — '
                      '`ferry approve ENV VERSION --key KEY --print` prints it')
-    def approve(self, payload: LenientPayload) -> None:
-        self._decide("approve", payload.root, "signal")
+    def approve(self, *payloads: object) -> None:
+        self._decide("approve", first_payload(payloads).root, "signal")
 
     @workflow.signal(name="reject", description='Reject (fallback to reject_update): {"approver": "alice", '
                      '"comment": "why", "statement": "...", "signature": "..."}')
-    def reject(self, payload: LenientPayload) -> None:
-        self._decide("reject", payload.root, "signal")
+    def reject(self, *payloads: object) -> None:
+        self._decide("reject", first_payload(payloads).root, "signal")
 
     @workflow.update(name="approve_update", description='Approve this promotion and get the verdict: {"approver": '
                      '"alice", "comment": "...", "statement": "...", "signature": "..."} (`ferry approve ENV VERSION '
                      '--key KEY --print` prints it); a refusal fails the update with DecisionRefused and is recorded')
-    async def approve_update(self, payload: LenientPayload) -> DecisionResult:
-        return await self._decide_update("approve", payload)
+    async def approve_update(self, payload: LenientPayload | None = None) -> DecisionResult:
+        return await self._decide_update("approve", payload or LenientPayload(None))
 
     @workflow.update(name="reject_update", description='Reject this promotion: {"approver": "alice", "comment": '
                      '"why", ...}; a refusal fails the update with DecisionRefused and is recorded')
-    async def reject_update(self, payload: LenientPayload) -> DecisionResult:
-        return await self._decide_update("reject", payload)
+    async def reject_update(self, payload: LenientPayload | None = None) -> DecisionResult:
+        return await self._decide_update("reject", payload or LenientPayload(None))
 
     @approve_update.validator
-    def _validate_approve(self, payload: LenientPayload) -> None:
-        self._open("approve", payload)
+    def _validate_approve(self, payload: LenientPayload | None = None) -> None:
+        self._open("approve", payload or LenientPayload(None))
 
     @reject_update.validator
-    def _validate_reject(self, payload: LenientPayload) -> None:
-        self._open("reject", payload)
+    def _validate_reject(self, payload: LenientPayload | None = None) -> None:
+        self._open("reject", payload or LenientPayload(None))
 
     def _open(self, action: str, payload: LenientPayload) -> None:
         # NB: only "no longer deciding" is rejected up front (nothing to record); policy refusals are

@@ -3,15 +3,23 @@
 import asyncio
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, CancelledError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from ferry.promotion import RollbackInput, RollbackResult
     from ferry.versions import try_parse_tag
     from workflows import metrics, policies
     from workflows import outbox as alerting
-    from workflows.failures import cause_message
-    from workflows.pinning import PinOutcomes, environment_status, resolve_release, send_pin
+    from workflows.failures import cause_message, raise_if_cancelled
+    from workflows.pinning import (
+        CANCEL_RECORDED,
+        PinOutcomes,
+        StatusUnreadable,
+        environment_status,
+        record_cancelled,
+        resolve_release,
+        send_pin,
+    )
     from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_VERSION
 
 
@@ -25,9 +33,13 @@ class RollbackWorkflow(PinOutcomes):
     async def run(self, input: RollbackInput) -> RollbackResult:
         try:
             result = await self._run(input)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, CancelledError, ActivityError) as err:
+            if not is_cancelled_exception(err):
+                raise
             workflow.upsert_search_attributes([FERRY_PHASE.value_set("Cancelled")])
             workflow.set_current_details("**Cancelled**")
+            if workflow.patched(CANCEL_RECORDED):
+                record_cancelled(f"rollback of {input.environment} cancelled")
             raise
         if workflow.patched("ferry-alerts"):
             await alerting.send(alerting.notification(
@@ -40,7 +52,10 @@ class RollbackWorkflow(PinOutcomes):
     async def _run(self, input: RollbackInput) -> RollbackResult:
         workflow.upsert_search_attributes([FERRY_ENVIRONMENT.value_set(input.environment),
                                            FERRY_PHASE.value_set("RollingBack")])
-        env = await environment_status(input.environment)
+        try:
+            env = await environment_status(input.environment)
+        except StatusUnreadable as err:
+            return self._done(RollbackResult(outcome="failed", environment=input.environment), "failed", err.message)
         state, spec = env.state, env.state.spec
         current = state.last_applied
         result = RollbackResult(outcome="refused", environment=input.environment,
@@ -56,6 +71,7 @@ class RollbackWorkflow(PinOutcomes):
             try:
                 digest, _ = await resolve_release(spec.repository, input.to_version)
             except ActivityError as err:
+                raise_if_cancelled(err)
                 return self._done(result, "refused", f"{input.to_version} is not a released version: "
                                   f"{cause_message(err, limit=None)}")
             if spec.approval.required and not any(r.digest == digest for r in state.good_history):

@@ -19,7 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 from cli.audit import SignedRecord, build_timeline, verify_record
 from devstack.procs import script_path
 from ferry.approvals import Statement, sign_statement
-from ferry.environment import EnvironmentSpec, LenientPayload, SpecUpdate, env_workflow_id
+from ferry.environment import EnvironmentSpec, LenientPayload, SpecUpdate, env_workflow_id, spec_digest
 from ferry.promotion import PromotionInput, RollbackInput, promotion_workflow_id
 from ferry.settings import Settings
 from tests.kit.environments import (
@@ -239,13 +239,14 @@ async def test_a_spec_change_switching_approval_off_waits_for_a_signed_approval(
     proof = sign_statement(statement, world.keys["bob"])
     done = await world.prd.execute_update(EnvironmentWorkflow.approve_spec, LenientPayload(
         {"statement": proof.statement, "signature": proof.signature}))
-    assert done.applied and not done.status.state.spec.approval.required
+    now = (await world.prd.query(EnvironmentWorkflow.status)).state.spec
+    assert done.applied and not now.approval.required and done.spec_digest == spec_digest(now)
     updated = (await events(world, "SpecUpdated"))[-1]
     assert "by mallory" in updated.message and "approved by bob (SHA256:" in updated.message
     assert updated.objects["changes"] == ["approval.required: true -> false"]
 
     # an unprotected change applies at once and is recorded with its sender and diff
-    slower = done.status.state.spec.model_copy(update={"interval": "3s"})
+    slower = now.model_copy(update={"interval": "3s"})
     quick = await world.prd.execute_update(EnvironmentWorkflow.update_spec, SpecUpdate(spec=slower, by="carol"))
     assert quick.applied and quick.changes == ['interval: "2s" -> "3s"']
     await record_histories("spec-approval", {"environment": world.prd})

@@ -1,5 +1,6 @@
-"""A newer worker's fields never strand a workflow: persisted and wire models ignore unknown fields, while what
-people type is still refused when it names a field that does not exist."""
+"""A newer worker's fields never strand a workflow: persisted and wire models keep unknown fields (and unknown
+values of their enumerations) through decode and encode, so a downgrade loses nothing, while what people type is
+still refused when it names a field that does not exist."""
 
 from __future__ import annotations
 
@@ -18,7 +19,24 @@ def test_state_written_by_a_newer_worker_decodes() -> None:
                        "events": [{"at": "t", "type": "Applied", "message": "m", "severity": "info"}]}}
     state = EnvironmentInput.model_validate(newer).state
     assert state.spec.name == "production" and state.health.status == "Healthy" and state.events[0].type == "Applied"
-    assert "next_feature" not in state.model_dump()  # ignored, not carried
+    carried = EnvironmentInput(state=state).model_dump(mode="json")["state"]
+    # NB: an older worker continues the run as new with what it decoded: the newer build's fields survive it
+    assert carried["next_feature"] == [1, 2, 3] and carried["spec"]["rollout_strategy"] == "canary"
+    assert carried["health"]["probe"] == "v2" and carried["spec"]["approval"]["quorum"] == 2
+
+
+def test_values_a_newer_worker_added_to_persisted_enumerations_decode_as_themselves() -> None:
+    digest = "sha256:" + "0" * 64
+    newer = {"state": {"spec": SPEC, "health": {"status": "Paused", "digest": digest},
+                       "pin": {"version": "1.0.0", "digest": digest, "by": "ferry", "kind": "canary-abort"},
+                       "events": [{"at": "t", "type": "CanaryAborted", "message": "m"}]}}
+    state = EnvironmentInput.model_validate(newer).state
+    assert state.health.status == "Paused" and state.pin is not None and state.pin.kind == "canary-abort"
+    assert EnvironmentInput(state=state).model_dump(mode="json")["state"]["events"][0]["type"] == "CanaryAborted"
+    assert state.phase == "Paused"
+    # what a sender types stays strict
+    with pytest.raises(ValidationError, match="kind"):
+        PinRequest.model_validate({"version": "1.0.0", "digest": digest, "by": "x", "kind": "canary-abort"})
 
 
 def test_wire_models_tolerate_new_fields() -> None:
