@@ -14,7 +14,11 @@ were folded into one marker (ferry-environment-baseline-1), `baseline/` holds en
 that code: auto-rollback, continue-as-new, local-check-drift, local-check-outage, signed (pins with approvals,
 a rollback), spec-approval, and config-only (a rollout judged by its reconcile, no wait_healthy).
 `pre-baseline/` holds the same paths recorded on the last build before it (one marker per patch met: 8 of the 11
-it had, as open runs of that build carry them); both generations must replay."""
+it had, as open runs of that build carry them); both generations must replay. Step 14's paths
+(tests/e2e/test_loop_never_stops.py): `activity-cancel/` (a cancel during a reconcile suspends the environment and
+continues as new), `health-rejudged/` (a plan Update and a signal without input, a health wait cut by an outage and
+the release judged again, rolled back and held), `promotion-cancel-activity/` and `promotion-cancel-approval/` (a
+promotion cancelled while resolving and while awaiting approval)."""
 
 from __future__ import annotations
 
