@@ -573,6 +573,7 @@ class EnvironmentState(_Model):
     blocked: str = Field("", description="why the environment is not moving to what it resolves (TagMoved, "
                          "VerificationFailed)")
     rollout: Rollout | None = Field(None, description="the applied release still waiting for its health verdict")
+    unknown_signals: int = Field(0, description="signals of names the environment does not have, dropped")
 
     @property
     def phase(self) -> str:

@@ -2,9 +2,12 @@
 
 import asyncio
 import contextlib
-from datetime import timedelta
+import re
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 from temporalio import workflow
+from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
@@ -90,6 +93,11 @@ ACTIVITY_CANCEL_SUSPENDS = "ferry-activity-cancel-suspends"
 CANCEL_CONTINUES_AS_NEW = "ferry-cancel-continues-as-new"
 # A release whose health wait ended without a verdict is judged again, from its own deadline, on the next iteration.
 HEALTH_REJUDGED = "ferry-health-rejudged"
+# A continue-as-new waits for the pin outcomes being signalled back (older code could end the run before one was sent).
+ANSWERS_BEFORE_CONTINUE_AS_NEW = "ferry-answers-before-continue-as-new"
+# Signals of unknown names are counted and dropped, and any message wakes a check of the history's size: the run
+# continues as new before a flood of signals pushes it past the server's limit (older code let the SDK buffer them).
+FLOOD_BOUNDED = "ferry-flood-bounded"
 # The deployment's current build changed (Worker Versioning): continue as new onto it at once.
 UPGRADE_ON_VERSION_CHANGE = "ferry-upgrade-on-version-change"
 
@@ -107,6 +115,7 @@ def _approvers(verdicts: list[Judgement]) -> list[str]:
             for v in verdicts if not v.refusal]
 
 
+_RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _PIN_FIELDS = {"version", "digest", "by", "reason", "kind", "request_id", "hold"}
 
 
@@ -118,6 +127,9 @@ class EnvironmentWorkflow:
         self._wake = False
         self._iterations_this_run = 0
         self._published: tuple[str, ...] = ()
+        self._answers: set[asyncio.Task[None]] = set()  # pin outcomes being signalled back
+        self._bounded = False  # FLOOD_BOUNDED, decided once per run (run())
+        self._size_check = False  # a message arrived: is the history getting too large?
 
     # ------------------------------------------------------------------------------------- helpers
     def _now(self) -> str:
@@ -169,6 +181,7 @@ class EnvironmentWorkflow:
     # ----------------------------------------------------------------------------------------- run
     @workflow.run
     async def run(self, input: EnvironmentInput) -> None:
+        self._bounded = workflow.patched(FLOOD_BOUNDED)
         self._publish()
         while True:
             try:
@@ -207,6 +220,8 @@ class EnvironmentWorkflow:
         # NB: let running signal/update handlers finish so nothing they do is lost.
         await workflow.wait_condition(workflow.all_handlers_finished)
         await alerting.outbox(self).flush()  # NB: no notification is lost with the run (nothing sent: no-op)
+        if self._answers and workflow.patched(ANSWERS_BEFORE_CONTINUE_AS_NEW):
+            await asyncio.gather(*self._answers)  # NB: nor any pin outcome (older runs could leave one unsent)
         # NB: under Worker Versioning an environment is pinned to its build within a run and moves to the
         # deployment's current build here, at continue-as-new (workers/versioning.py)
         workflow.continue_as_new(EnvironmentInput(state=self._state),
@@ -221,20 +236,37 @@ class EnvironmentWorkflow:
         self._iterations_this_run += 1
         self._publish()
         if (self._iterations_this_run >= policies.MAX_ITERATIONS_PER_RUN
-                or workflow.info().is_continue_as_new_suggested() or self._moving_build()):
+                or workflow.info().is_continue_as_new_suggested() or self._moving_build() or self._history_full()):
             await self._continue_as_new()
         interval = self._next_interval()
         self._state.next_reconcile_at = timestamp(workflow.now() + interval)
         self._describe()
-        try:
-            # NB: a new current build wakes the wait too (the signal or task that brought the news)
-            await workflow.wait_condition(
-                lambda: self._wake or workflow.info().is_target_worker_deployment_version_changed(),
-                timeout=interval, timeout_summary=f"next reconcile ({self._state.spec.interval})")
-        except TimeoutError:
-            pass
-        if self._moving_build():
-            await self._continue_as_new()
+        await self._wait(workflow.now() + interval)
+
+    async def _wait(self, until: datetime) -> None:
+        """Until the next reconcile, a wake-up, or a reason to continue as new: a new current build (the signal or
+        task that brought the news wakes it) or a history grown large (any message wakes a look at its size)."""
+        while True:
+            self._size_check = False
+            try:
+                await workflow.wait_condition(
+                    lambda: (self._wake or self._size_check
+                             or workflow.info().is_target_worker_deployment_version_changed()),
+                    timeout=max(until - workflow.now(), timedelta(seconds=1)),
+                    timeout_summary=f"next reconcile ({self._state.spec.interval})")
+            except TimeoutError:
+                return
+            if self._moving_build() or self._history_full():
+                await self._continue_as_new()
+            if self._wake or not self._bounded:
+                return
+
+    def _history_full(self) -> bool:
+        """The server suggests continue-as-new, or the history passed Ferry's own bound (long before the
+        server's limit terminates the run)."""
+        info = workflow.info()
+        return self._bounded and (info.is_continue_as_new_suggested()
+                                  or info.get_current_history_size() > policies.MAX_HISTORY_BYTES)
 
     def _next_interval(self) -> timedelta:
         """The spec's interval; sooner while an applied release waits for its verdict past a cut health wait."""
@@ -387,6 +419,12 @@ class EnvironmentWorkflow:
         if "@" not in request_id or not _patched("ferry-pin-outcome-signal"):
             return
         workflow_id, _, run_id = request_id.partition("@")
+        if not workflow_id or not _RUN_ID.fullmatch(run_id):
+            # NB: a request id is what a sender claims: the server refuses a signal to a malformed run id when the
+            # workflow task completes, and every retry of that task would fail the same way (the environment
+            # stopped for good). Such a sender is not a Ferry run: nothing to tell it, the event is the record.
+            workflow.logger.warning("pin outcome for %r not sent: not a workflow id@run id", request_id[:300])
+            return
         answer = PinOutcome(request_id=request_id, outcome=outcome, reason=reason[:1000], auto_rolled_back=rolled_back)
 
         async def send() -> None:
@@ -396,7 +434,9 @@ class EnvironmentWorkflow:
             except Exception as err:  # NB: the sender may be gone (finished, terminated): nothing to tell
                 workflow.logger.info("pin outcome for %s not delivered: %s", request_id, err)
 
-        asyncio.create_task(send())  # noqa: RUF006 -- fire and forget: the loop never waits on a sender
+        # NB: the loop never waits on a sender; a continue-as-new waits for these sends (_continue_as_new)
+        self._answers.add(task := asyncio.create_task(send()))
+        task.add_done_callback(self._answers.discard)
 
     async def _verified(self, desired: VersionRef) -> bool:
         """An environment with `verify` applies only artifacts signed by one of its publishers' keys; the verified
@@ -655,6 +695,7 @@ class EnvironmentWorkflow:
     def pin(self, *payloads: object) -> None:
         """Pin to a version by digest (promotion, rollback). Refusals are recorded, never dropped."""
         payload = first_payload(payloads)
+        self._size_check = self._bounded  # NB: a refused pin stays in history: a flood of them must not end the run
         try:
             request = PinRequest.model_validate(payload.root)
         except pydantic.ValidationError as err:
@@ -741,6 +782,14 @@ class EnvironmentWorkflow:
         if self._state.tags.get(tag) != digest:
             tags = {**self._state.tags, tag: digest}
             self._state.tags = dict(list(tags.items())[-policies.MAX_TAG_BINDINGS:])
+
+    @workflow.signal(dynamic=True, description="Any other signal name: counted (status: unknown_signals) and "
+                     "dropped; a flood of them makes the run continue as new, never grow past the history limit")
+    def unknown_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        self._state.unknown_signals += 1
+        if self._state.unknown_signals in (1, 10, 100) or self._state.unknown_signals % 1000 == 0:
+            workflow.logger.warning("unknown signal %r dropped (%d so far)", name[:100], self._state.unknown_signals)
+        self._size_check = self._bounded
 
     @workflow.signal(name="reconcile_now", description="Reconcile now instead of at the next interval: {}")
     def reconcile_now(self, *payloads: object) -> None:

@@ -59,6 +59,9 @@ HEALTH_GRACE = timedelta(minutes=1)
 REJUDGE_AFTER = timedelta(minutes=1)
 # A resumed health wait gets what is left of the release's deadline, and at least this (one status read or two).
 MIN_HEALTH_WAIT = timedelta(seconds=5)
+# An environment's run continues as new once its history passes this (or the server suggests it): far below the
+# server's limit (50 MB by default, where it terminates the run), so no flood of large signals can end it.
+MAX_HISTORY_BYTES = 8 * 1024 * 1024
 # Continue-as-new well before Temporal's history limits; carried state is small (no manifests).
 MAX_ITERATIONS_PER_RUN = 100
 MAX_EVENTS_KEPT = 50
