@@ -75,6 +75,9 @@ class Approver(_Model):
         return value
 
 
+DEFAULT_APPROVAL_LIFETIME = "168h"  # a week: the CLI signs for at most this long, and the workflow holds it too
+
+
 class ApprovalPolicy(_Model):
     required: bool = False
     approvers: list[Approver] = Field(default_factory=list, max_length=MAX_APPROVERS,
@@ -85,6 +88,9 @@ class ApprovalPolicy(_Model):
     requires_healthy_in: list[Annotated[str, Field(max_length=53)]] = Field(
         default_factory=list, alias="requires-healthy-in", max_length=16)
     timeout: Duration = Field(Duration("24h"), description="how long a promotion waits for a decision")
+    max_lifetime: Duration | None = Field(None, alias="max-approval-lifetime", description="a signed statement "
+                                          f"may expire at most this long after it is judged (default "
+                                          f"{DEFAULT_APPROVAL_LIFETIME})")
 
     @field_validator("approvers", mode="before")
     @classmethod
@@ -96,6 +102,15 @@ class ApprovalPolicy(_Model):
     @classmethod
     def _timeout(cls, value: Any) -> Any:
         return _duration(value, "timeout") if isinstance(value, str) else value
+
+    @field_validator("max_lifetime", mode="before")
+    @classmethod
+    def _max_lifetime(cls, value: Any) -> Any:
+        return _duration(value, "max-approval-lifetime") if isinstance(value, str) else value
+
+    @property
+    def lifetime(self) -> timedelta:
+        return (self.max_lifetime or Duration(DEFAULT_APPROVAL_LIFETIME)).delta
 
     @model_validator(mode="after")
     def _approvers_when_required(self) -> ApprovalPolicy:
@@ -266,6 +281,9 @@ class EnvironmentSpec(_Model):
 # change to any of them waits for an approval like a promotion.
 PROTECTED_FIELDS = ("approval", "verify", "repository", "path", "cluster", "namespace", "namespaces",
                     "cluster-kinds", "service-account", "version", "semver", "prereleases", "prune", "allow-empty")
+# ... and what weakens the safety net (step 15: changed without approval before): the automatic rollback, how long a
+# release has to become healthy, how often drift is reverted
+SAFETY_NET_FIELDS = ("auto-rollback", "health-timeout", "interval")
 MAX_DIFF_LINES = 40
 
 
@@ -298,8 +316,11 @@ def spec_diff(old: EnvironmentSpec, new: EnvironmentSpec) -> list[str]:
     return lines
 
 
-def protected_changes(diff: list[str]) -> list[str]:
-    return [line for line in diff if re.split(r"[.\[:]", line, maxsplit=1)[0] in PROTECTED_FIELDS]
+def protected_changes(diff: list[str], safety_net: bool = True) -> list[str]:
+    """The diff lines an approval-required environment applies only with a signed approval (`safety_net`: with
+    SAFETY_NET_FIELDS; runs from before them decide without)."""
+    fields = PROTECTED_FIELDS + SAFETY_NET_FIELDS if safety_net else PROTECTED_FIELDS
+    return [line for line in diff if re.split(r"[.\[:]", line, maxsplit=1)[0] in fields]
 
 
 _ADDED_FIELDS: dict[str, Any] = {"namespaces": [], "cluster-kinds": [], "service-account": None}
@@ -315,6 +336,8 @@ def spec_digest(spec: EnvironmentSpec) -> str:
             data.pop(key, None)
     if data["cluster"].get("name") is None:
         data["cluster"].pop("name", None)
+    if data["approval"].get("max-approval-lifetime") is None:
+        data["approval"].pop("max-approval-lifetime", None)
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 

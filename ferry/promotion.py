@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import pydantic
@@ -155,8 +155,14 @@ class Judgement(_Model):
         return bool(self.fingerprint)
 
 
-def _signed(policy: ApprovalPolicy, ctx: DecisionContext, decision: DecisionSignal, action: str, now: datetime
-            ) -> tuple[str, str, str]:
+def same_name(a: str, b: str) -> bool:
+    """People's names compare case-insensitively (`Sre-Bob` is `sre-bob`): segregation of duties must not hinge
+    on how someone capitalised theirs."""
+    return a.casefold() == b.casefold()
+
+
+def _signed(policy: ApprovalPolicy, ctx: DecisionContext, decision: DecisionSignal, action: str, now: datetime,
+            hardened: bool) -> tuple[str, str, str]:
     """-> (approver, fingerprint, refusal) for a signed decision; every binding is checked against ctx."""
     if not decision.statement or not decision.signature:
         return decision.approver, "", (f"unsigned {action}: {ctx.environment} requires signed approvals "
@@ -170,7 +176,7 @@ def _signed(policy: ApprovalPolicy, ctx: DecisionContext, decision: DecisionSign
         return decision.approver, "", f"signature could not be checked ({type(err).__name__})"
     st = verified.statement
     who, fp = verified.approver, verified.fingerprint
-    if decision.approver and decision.approver != who:
+    if decision.approver and (not same_name(decision.approver, who) if hardened else decision.approver != who):
         return who, "", f"the payload names {decision.approver} but the statement is signed by {who}"
     expected = {"environment": ctx.environment, "version": ctx.version, "digest": ctx.digest,
                 "promotion": ctx.promotion, "run": ctx.run, "decision": action}
@@ -180,20 +186,32 @@ def _signed(policy: ApprovalPolicy, ctx: DecisionContext, decision: DecisionSign
             return who, "", f"the signed statement is for {field} {got}, not {want}"
     if _timestamp(st.expires) <= now:
         return who, "", f"the signed statement expired at {st.expires}"
+    if hardened and _timestamp(st.expires) > now + policy.lifetime:
+        return who, "", (f"the signed statement expires at {st.expires}, more than {_hours(policy.lifetime)} from "
+                         f"now (max-approval-lifetime): sign one that expires sooner")
+    named = same_name if hardened else str.__eq__
     if action == "approve" and ctx.publisher and any(
-            k.name == ctx.publisher and key_fingerprint(k.key) == fp for k in policy.keys()):
-        return who, "", f"key {fp} belongs to {ctx.publisher}, who published this release"
+            named(k.name, ctx.publisher) and key_fingerprint(k.key) == fp for k in policy.keys()):
+        return who, "", (f"key {fp} belongs to {ctx.publisher}, who {ctx.publisher_may_not}" if hardened
+                         else f"key {fp} belongs to {ctx.publisher}, who published this release")
     return who, fp, ""
+
+
+def _hours(delta: timedelta) -> str:
+    return f"{delta.total_seconds() / 3600:g}h"
 
 
 def _timestamp(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
-def judge(policy: ApprovalPolicy, ctx: DecisionContext, raw: Any, action: str, now: datetime) -> Judgement:
+def judge(policy: ApprovalPolicy, ctx: DecisionContext, raw: Any, action: str, now: datetime,
+          hardened: bool = True) -> Judgement:
     """The approval rules, whichever way a decision arrives (signal, update, a pin's attached approvals).
     Pure: `now` is the workflow's clock. Signed policies verify the SSH signature and bind the statement to this
-    environment, version, digest, promotion run and decision; unsigned ones trust the typed name (a claim)."""
+    environment, version, digest, promotion run and decision; unsigned ones trust the typed name (a claim).
+    `hardened` (step 15; workflows pass workflow.patched(GATE_HARDENED), so runs from before decide as they did):
+    names compare case-insensitively and a statement may expire at most the policy's lifetime from now."""
     try:
         decision = DecisionSignal.model_validate(raw)
     except pydantic.ValidationError as err:
@@ -204,15 +222,17 @@ def judge(policy: ApprovalPolicy, ctx: DecisionContext, raw: Any, action: str, n
                                  '"...", "statement": "...", "signature": "..."})')
     fingerprint = ""
     if policy.is_signed:
-        approver, fingerprint, refusal = _signed(policy, ctx, decision, action, now)
+        approver, fingerprint, refusal = _signed(policy, ctx, decision, action, now, hardened)
         if refusal:
             return Judgement(decision=decision, approver=approver, refusal=refusal)
     else:
         approver = decision.approver
+        listed = [n for n in policy.names if same_name(n, approver)] if hardened else [approver]
+        approver = listed[0] if listed else approver
         if approver not in policy.names:
             return Judgement(decision=decision, approver=approver, refusal=f"{approver} is not an approver of this "
                              f"environment ({', '.join(policy.names)})")
-    if action == "approve" and approver == ctx.publisher:
+    if action == "approve" and (same_name(approver, ctx.publisher) if hardened else approver == ctx.publisher):
         return Judgement(decision=decision, approver=approver,
                          refusal=f"{approver} {ctx.publisher_may_not}")
     if decision.version is not None and decision.version != ctx.version:

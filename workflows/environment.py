@@ -59,7 +59,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import metrics, policies
     from workflows import outbox as alerting
     from workflows.failures import cause_message, cause_type, raise_if_cancelled
-    from workflows.pinning import verify_release
+    from workflows.pinning import hardened, verify_release
     from workflows.search_attributes import (
         FERRY_ENVIRONMENT,
         FERRY_PHASE,
@@ -115,6 +115,7 @@ def _approvers(verdicts: list[Judgement]) -> list[str]:
             for v in verdicts if not v.refusal]
 
 
+_RESERVED_ACTORS = frozenset({"cancel request"})
 _RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _PIN_FIELDS = {"version", "digest", "by", "reason", "kind", "request_id", "hold"}
 
@@ -739,6 +740,12 @@ class EnvironmentWorkflow:
         if bound is not None and bound != request.digest:
             return (f"tag {request.version} is bound to {bound} here; {request.digest} is another artifact "
                     "(the tag was moved)")
+        released_as = [tag for tag, digest in state.tags.items() if digest == request.digest]
+        if released_as and request.version not in released_as and hardened():
+            # NB: a pin's version is the digest's release as this environment resolved it, never the sender's label
+            # (a held 2.0.0 relabelled 0.0.1 passed "a rollback never goes forward")
+            return (f"{request.digest} is release {released_as[-1]} here, not {request.version}: a pin names the "
+                    "release of its digest")
         if not spec.approval.required:
             return ""
         if request.kind == "rollback" and not request.approvals and not request.approved_by:
@@ -769,7 +776,8 @@ class EnvironmentWorkflow:
             raws: list[object] = [a.model_dump() for a in request.approvals]
         else:
             raws = [{"approver": name} for name in request.approved_by]
-        return [judge(spec.approval, ctx, raw, "approve", workflow.now()) for raw in raws]
+        strict = hardened()
+        return [judge(spec.approval, ctx, raw, "approve", workflow.now(), strict) for raw in raws]
 
     def _gate_reason(self, request: PinRequest, verdicts: list[Judgement]) -> str:
         refusals = [v.refusal for v in verdicts if v.refusal]
@@ -813,9 +821,13 @@ class EnvironmentWorkflow:
     @staticmethod
     def _actor(payload: LenientPayload) -> ActorRequest:
         try:
-            return ActorRequest.model_validate(payload.root if isinstance(payload.root, dict) else {})
+            actor = ActorRequest.model_validate(payload.root if isinstance(payload.root, dict) else {})
         except pydantic.ValidationError:
             return ActorRequest()
+        if actor.by.casefold() in _RESERVED_ACTORS or actor.by.casefold().startswith("ferry"):
+            if hardened():  # NB: the names Ferry records for itself are not a sender's to claim
+                actor.by = f"{actor.by[:100]} (claimed by a sender)"
+        return actor
 
     @workflow.update(name="update_spec", description="Replace the spec (`ferry env apply`). For an approval-"
                      "required environment a change to approval, verify, repository, path, cluster, namespace(s), "
@@ -826,9 +838,13 @@ class EnvironmentWorkflow:
         old = self._state.spec
         changes = spec_diff(old, update.spec)
         by = update.by or "unknown"
-        protected = protected_changes(changes)
+        strict = old.approval.required and hardened()
+        protected = protected_changes(changes, safety_net=strict)
         if old.approval.required and protected and _patched("ferry-protected-spec"):
-            pending = PendingSpec(id=f"spec-{workflow.info().run_id[:8]}-{self._state.iterations}-{len(changes)}",
+            # NB: its own id (older ids repeated when two changes of as many fields came in one iteration)
+            pending_id = (f"spec-{workflow.uuid4().hex[:12]}" if strict
+                          else f"spec-{workflow.info().run_id[:8]}-{self._state.iterations}-{len(changes)}")
+            pending = PendingSpec(id=pending_id,
                                   spec=update.spec, digest=spec_digest(update.spec), by=by, at=self._now(),
                                   changes=changes)
             self._state.pending_spec = pending
@@ -890,7 +906,7 @@ class EnvironmentWorkflow:
         ctx = DecisionContext(environment=spec.name, version="spec", digest=pending.digest, publisher=pending.by,
                               promotion=env_workflow_id(spec.name), run=pending.id,
                               publisher_may_not="requested this spec change and may not approve it")
-        verdict = judge(spec.approval, ctx, payload.root, action, workflow.now())
+        verdict = judge(spec.approval, ctx, payload.root, action, workflow.now(), hardened())
         refusal = verdict.refusal
         who = f"{verdict.approver} ({verdict.fingerprint})" if verdict.verified else f"{verdict.approver} (claimed)"
         if refusal:

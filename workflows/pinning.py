@@ -38,6 +38,15 @@ with workflow.unsafe.imports_passed_through():
 # the record instead of failing it (older histories failed the workflow at once).
 STATUS_READ_ON_RECORD = "ferry-status-read-on-record"
 
+# Step 15's gate: names compare case-insensitively, a signed statement's lifetime is bounded, the safety net's spec
+# fields are protected, each pending spec change has its own id. Runs from before decide as they did.
+GATE_HARDENED = "ferry-gate-hardened"
+
+
+def hardened() -> bool:
+    return workflow.patched(GATE_HARDENED)
+
+
 # A cancelled promotion or rollback records how it ended in its memo (Memo.OUTCOME), beside the Cancelled status and
 # FerryPhase; older histories upserted the search attribute only.
 CANCEL_RECORDED = "ferry-cancel-recorded"

@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         PinOutcomes,
         StatusUnreadable,
         environment_status,
+        hardened,
         record_cancelled,
         resolve_release,
         send_pin,
@@ -234,7 +235,7 @@ class PromotionWorkflow(PinOutcomes):
                             reason="recorded; will be judged once the version is resolved")
         s = self._status
         assert self._policy is not None
-        verdict = judge(self._policy, self._ctx, raw, action, workflow.now())
+        verdict = judge(self._policy, self._ctx, raw, action, workflow.now(), hardened())
         by = verdict.approver or _claimed_name(raw)
         refusal = verdict.refusal
         duplicate = not refusal and any(d.by == by and d.action == action and d.accepted for d in s.decisions)

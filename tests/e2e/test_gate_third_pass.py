@@ -84,3 +84,36 @@ async def test_a_flood_of_large_signals_never_ends_the_run(limited_server: Workf
         assert desc.run_id != first.result_run_id  # it continued as new
         assert status.state.health.status == "Healthy"
         assert status.state.unknown_signals >= 1
+
+
+async def test_a_relabelled_pin_never_rolls_forward_and_a_sender_cannot_claim_ferrys_names(
+        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    from ferry.promotion import RollbackInput
+    from workflows.rollback import RollbackWorkflow
+
+    spec, first = _world(dev_worker, kube_server, approval={"required": True, "approvers": ["alice"]})
+    spec = spec.model_copy(update={"version": None, "semver": ">=1.0.0"})
+    handle = await start_environment(dev_env.client, dev_worker.temporal.task_queue, spec)
+    await wait_status(handle, lambda s: s.state.last_known_good is not None and s.state.last_known_good.digest == first,
+                      what="1.0.0 healthy")
+    newer = publish(dev_worker, spec.repository, "2.0.0", app_manifests("web", "nginx:1.26"))
+    await reconcile_now(handle)
+    await wait_status(handle, lambda s: s.state.last_known_good is not None and s.state.last_known_good.digest == newer,
+                      timeout=60, what="2.0.0 healthy")
+    result = await dev_env.client.execute_workflow(
+        RollbackWorkflow.run, RollbackInput(environment=spec.name, to_version="1.0.0", requested_by="alice",
+                                            reason="incident"),
+        id=f"rollback/{spec.name}/{uuid.uuid4().hex[:6]}", task_queue=dev_worker.temporal.task_queue)
+    assert result.outcome == "succeeded", result.reason
+    # a bare pin: the held 2.0.0's digest, labelled as an old version, as a rollback (no approval needed for those)
+    await handle.signal("pin", {"version": "0.0.1", "digest": newer, "by": "mallory", "kind": "rollback",
+                                "reason": "roll back"})
+    status = await wait_status(handle, lambda s: any(e.type == "PinRefused" and e.by == "mallory"
+                                                     for e in s.state.events), what="the relabelled pin refused")
+    refusal = next(e for e in status.state.events if e.type == "PinRefused" and e.by == "mallory")
+    assert "is release 2.0.0 here, not 0.0.1" in refusal.message
+    assert status.state.pin is not None and status.state.pin.digest == first
+    # the names Ferry records for itself are not a sender's to claim
+    await handle.signal("suspend", {"by": "cancel request", "reason": "hiding"})
+    status = await wait_status(handle, lambda s: s.state.suspended, what="suspended")
+    assert status.state.events[-1].by == "cancel request (claimed by a sender)"

@@ -100,3 +100,28 @@ def test_the_publishers_own_key_is_refused(keys: dict[str, tuple[bytes, str]]) -
     policy = signed_policy(keys, "alice", "ci-main")
     verdict = judge(policy, CTX, payload(keys, "ci-main"), "approve", NOW)
     assert "ci-main" in verdict.refusal and not verdict.verified
+
+
+def test_segregation_of_duties_ignores_how_a_name_is_capitalised(keys: dict[str, tuple[bytes, str]]) -> None:
+    """Step 15: `Sre-Bob` published, `sre-bob` approved — the same person. Runs from before (hardened=False)
+    decide as they did."""
+    policy = ApprovalPolicy.model_validate({"required": True, "approvers": ["alice", "ci-main"]})
+    ctx = CTX.model_copy(update={"publisher": "CI-Main"})
+    assert "published this release" in judge(policy, ctx, {"approver": "ci-main"}, "approve", NOW).refusal
+    assert judge(policy, ctx, {"approver": "ci-main"}, "approve", NOW, hardened=False).refusal == ""
+    listed = judge(policy, CTX, {"approver": "ALICE"}, "approve", NOW)
+    assert listed.refusal == "" and listed.approver == "alice"  # recorded under the listed name
+    signed = signed_policy(keys, "alice", "ci-main")
+    assert "published this release" in judge(signed, ctx, payload(keys, "ci-main"), "approve", NOW).refusal
+
+
+def test_a_statement_that_expires_past_the_lifetime_is_refused(keys: dict[str, tuple[bytes, str]]) -> None:
+    policy = signed_policy(keys, "alice", "bob")
+    far = payload(keys, "alice", expires="2099-01-01T00:00:00Z")
+    refusal = judge(policy, CTX, far, "approve", NOW).refusal
+    assert "2099-01-01T00:00:00Z" in refusal and "168h" in refusal and "max-approval-lifetime" in refusal
+    assert judge(policy, CTX, far, "approve", NOW, hardened=False).refusal == ""  # as runs from before judged it
+    week = payload(keys, "alice", expires=(NOW + timedelta(days=6)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    assert judge(policy, CTX, week, "approve", NOW).refusal == ""
+    short = ApprovalPolicy.model_validate({**policy.model_dump(by_alias=True), "max-approval-lifetime": "2h"})
+    assert "2h" in judge(short, CTX, week, "approve", NOW).refusal

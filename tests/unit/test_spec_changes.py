@@ -18,10 +18,19 @@ def test_switching_approval_off_is_a_protected_change() -> None:
     assert protected_changes(diff) == diff
 
 
-def test_interval_is_not_protected_but_recorded() -> None:
-    diff = spec_diff(spec(), spec(interval="5m"))
-    assert diff == ['interval: "1m" -> "5m"']
+def test_the_reconcile_timeout_is_not_protected_but_recorded() -> None:
+    diff = spec_diff(spec(), spec(timeout="20m"))
+    assert diff == ['timeout: "5m" -> "20m"']
     assert protected_changes(diff) == []
+
+
+def test_what_weakens_the_safety_net_is_protected() -> None:
+    """Step 15: turning the automatic rollback off, a longer health timeout or a slower drift revert in production
+    needed no approval before (and runs from before still decide so: safety_net=False)."""
+    for field, value in (("auto-rollback", False), ("health-timeout", "6h"), ("interval", "24h")):
+        diff = spec_diff(spec(), spec(**{field: value}))
+        assert diff and protected_changes(diff) == diff, field
+        assert protected_changes(diff, safety_net=False) == [], field
 
 
 def test_each_protected_field() -> None:
@@ -64,8 +73,10 @@ def test_spec_digest_of_a_spec_without_the_tenancy_fields_is_what_it_was() -> No
     for key in ("namespaces", "cluster-kinds", "service-account"):
         del old[key]
     del old["cluster"]["name"]
+    del old["approval"]["max-approval-lifetime"]  # step 15's field, left out while unset
     canonical = json.dumps(old, sort_keys=True, separators=(",", ":"))
     assert spec_digest(spec()) == "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
     for field, value in (("namespaces", ["default", "jobs"]), ("cluster-kinds", ["Namespace"]),
-                         ("service-account", "deployer"), ("cluster", "prod-eu")):
+                         ("service-account", "deployer"), ("cluster", "prod-eu"),
+                         ("approval", {"required": True, "approvers": ["alice"], "max-approval-lifetime": "24h"})):
         assert spec_digest(spec(**{field: value})) != spec_digest(spec()), field
