@@ -63,6 +63,7 @@ def register(sub: Any) -> None:
     _promotions(sub)
     _audit(sub)
     _alerts(sub)
+    importlib.import_module("cli.upgrade").register(sub)  # its arguments live with the command
 
 
 def _release(sub: Any) -> None:

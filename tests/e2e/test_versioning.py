@@ -1,13 +1,22 @@
-"""A rolling upgrade with Worker Versioning on the real dev server: environments running on build A keep reconciling
-while build B starts; once B is the deployment's current version each environment moves to B (AUTO_UPGRADE: at its
-next workflow task; PINNED: at its next continue-as-new, as workers/versioning.py declares) and never back; no run
-has a failed workflow task. A promotion started on A finishes on A (PINNED) and moves an environment running on B.
-Real registry and Kubernetes API; the dev server suggests continue-as-new after a few dozen events (dynamic config)
-so runs turn over in seconds, not hours."""
+"""Rolling upgrades with Worker Versioning on the real dev server, real registry and Kubernetes API.
+
+The first test runs build A and build B as separate `ferry worker` processes, as docker-compose.yml and
+docs/upgrades.md run them: B starts beside A, `ferry upgrade drain --to B` makes it current and wakes every
+environment (idle ones too: a 1-hour interval, so only the wake moves them) and the alert router, each of which
+continues as new onto B; a promotion started on A finishes on A (`ferry upgrade status --build A` counts it until
+then); A's workers are stopped, and B applies the next release, answers every status query and routes
+notifications. Nothing forces an early continue-as-new.
+
+The second runs both builds in this process with the dev server suggesting continue-as-new after a few dozen events
+(dynamic config): each run's workflow tasks stay on one build, builds only move forward, no task fails.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -23,18 +32,42 @@ from temporalio.common import VersioningBehavior
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
+from devstack.kube.session import KubeServer
 from devstack.registry import Registry
+from ferry.alerts import ALERT_ROUTER_ID, AlertRouterInput, AlertRouterState, Notification
 from ferry.environment import EnvironmentSpec, LenientPayload
 from ferry.promotion import PromotionInput, promotion_workflow_id
 from ferry.settings import Settings
 from tests.e2e.devserver import start_dev_server
-from tests.kit.environments import app_manifests, next_iteration, publish, start_environment, wait_phase, wait_status
+from tests.kit.environments import (
+    app_manifests,
+    config_map,
+    ferry,
+    next_iteration,
+    publish,
+    reconcile_now,
+    start_environment,
+    wait_phase,
+    wait_status,
+)
+from tests.kit.processes import Workers, build_env, eventually, worker_env
 from tests.kit.stack import settings_for
 from workers.versioning import VersionedEnvironmentWorkflow
 from workers.worker import build_worker
 from workflows.promotion import PromotionWorkflow
 
 SUGGEST_CONTINUE_AS_NEW_AFTER = 60  # events; the server's default is 4096
+IDLE = "1h"  # every environment's interval in the drain test: within it, only the drain's wake moves one
+TOLERATED_TASK_FAILURES = (  # a signal landing while a continue-as-new task completes: retried with the signal
+    WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND,)
+
+
+@pytest.fixture
+async def own_server() -> AsyncIterator[WorkflowEnvironment]:
+    """A dev server of this test's own: the alert router's id is one per namespace."""
+    env = await start_dev_server()
+    yield env
+    await env.shutdown()
 
 
 @pytest.fixture
@@ -75,6 +108,138 @@ async def build_of(handle: WorkflowHandle[Any, Any]) -> tuple[str, str]:
     described = await handle.describe()
     info = described.raw_description.workflow_execution_info.versioning_info
     return described.run_id, info.deployment_version.build_id
+
+
+async def run_builds(client: Client, workflow_id: str) -> list[list[str]]:
+    """The build of every completed workflow task, run by run (oldest first); fails on a workflow task that failed."""
+    runs = sorted([wf async for wf in client.list_workflows(f"WorkflowId = '{workflow_id}'")],
+                  key=lambda wf: wf.start_time)
+    builds = []
+    for wf in runs:
+        history = await client.get_workflow_handle(workflow_id, run_id=wf.run_id).fetch_history()
+        failed = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
+                  and e.workflow_task_failed_event_attributes.cause not in TOLERATED_TASK_FAILURES]
+        assert not failed, f"{workflow_id} run {wf.run_id}: {failed[0]}"
+        builds.append([e.workflow_task_completed_event_attributes.deployment_version.build_id
+                       for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED])
+    return builds
+
+
+async def test_build_a_drains_into_build_b_across_worker_processes_and_b_carries_on_alone(
+        own_server: WorkflowEnvironment, registry: Registry, kube_server: KubeServer, tmp_path: Path) -> None:
+    client = own_server.client
+    address = client.service_client.config.target_host
+    task_queue, deployment = f"drain-{uuid.uuid4().hex[:8]}", f"ferry-{uuid.uuid4().hex[:8]}"
+    settings = settings_for(registry, tmp_path)
+    settings.temporal.address, settings.temporal.task_queue = address, task_queue
+    workers = Workers(tmp_path / "workers", worker_env(address, registry, kube_server, task_queue, tmp_path))
+    workers.root.mkdir()
+    import kubernetes
+
+    core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(kube_server.kubeconfig)))
+
+    async def upgrade(*args: str) -> subprocess.CompletedProcess[str]:
+        return await ferry(settings, tmp_path, "upgrade", *args, "--deployment", deployment)
+
+    envs: dict[str, WorkflowHandle[Any, Any]] = {}
+    try:
+        workers.start("worker-a", env=build_env(deployment, "A"))
+        first = await upgrade("drain", "--to", "A", "--timeout", "60s")
+        assert first.returncode == 0, first.stdout + first.stderr
+        router = await client.start_workflow("AlertRouterWorkflow", AlertRouterInput(), id=ALERT_ROUTER_ID,
+                                             task_queue=task_queue)
+        repositories = {}
+        for kind in ("idle", "idle", "gated"):
+            name = f"{kind}-{uuid.uuid4().hex[:8]}"
+            repositories[name] = f"{registry.host}/drain/{name}"
+            publish(settings, repositories[name], "1.0.0", config_map("1.0.0"))
+            core.create_namespace({"metadata": {"name": name}})
+            tracks = {"version": "1.0.0", "approval": {"required": True, "approvers": ["bob"]}} \
+                if kind == "gated" else {"semver": ">=1.0.0"}
+            envs[name] = await start_environment(client, task_queue, EnvironmentSpec.model_validate({
+                "name": name, "namespace": name, "repository": repositories[name], "interval": IDLE,
+                "health-timeout": "30s", **tracks}))
+        gated = next(name for name in envs if name.startswith("gated"))
+        for env in envs.values():
+            await wait_status(env, lambda s: s.state.health.status == "Healthy", timeout=60, what="healthy on A")
+            assert (await build_of(env))[1] == "A"
+        assert (await build_of(router))[1] == "A"
+        for repository in repositories.values():  # nobody looks for an hour: only a wake-up applies it
+            publish(settings, repository, "1.1.0", config_map("1.1.0"))
+        promotion = await client.start_workflow(
+            PromotionWorkflow.run, PromotionInput(environment=gated, version="1.1.0", requested_by="carol"),
+            id=promotion_workflow_id(gated, "1.1.0"), task_queue=task_queue)
+        await wait_phase(promotion, "AwaitingApproval")
+        assert (await build_of(promotion))[1] == "A"
+
+        # B starts beside A and is made current; the drain wakes everything long-running that is still on A
+        workers.start("worker-b", env=build_env(deployment, "B"))
+        drained = await upgrade("drain", "--to", "B", "--timeout", "90s")
+        assert drained.returncode == 0, drained.stdout + drained.stderr
+        assert "build A: 1 running (Promotion 1)" in drained.stdout, drained.stdout
+        for name, env in envs.items():
+            assert (await build_of(env))[1] == "B", name
+            if name != gated:  # its first iteration on B found 1.1.0
+                await wait_status(env, lambda s: bool(s.state.last_applied and s.state.last_applied.version
+                                                      == "1.1.0" and s.state.health.status == "Healthy"),
+                                  timeout=60, what=f"{name} on 1.1.0")
+        assert (await build_of(router))[1] == "B"
+
+        # what still holds A: the promotion, until it ends there
+        status = await upgrade("status", "--build", "A", "--json")
+        assert status.returncode == 1, status.stdout + status.stderr
+        on_a = json.loads(status.stdout)["running"]["A"]
+        assert (on_a["PromotionWorkflow"], on_a["EnvironmentWorkflow"], on_a["AlertRouterWorkflow"],
+                on_a["total"]) == (1, 0, 0, 1), on_a
+        await promotion.execute_update(PromotionWorkflow.approve_update, LenientPayload({"approver": "bob"}))
+        result = await asyncio.wait_for(promotion.result(), timeout=90)
+        assert result.outcome == "succeeded", result.reason
+        promoted = await run_builds(client, promotion.id)
+        assert len(promoted) == 1 and set(promoted[0]) == {"A"}, promoted  # it finished where it started
+        moved = await wait_status(envs[gated], lambda s: bool(s.state.last_applied and
+                                                              s.state.last_applied.version == "1.1.0"),
+                                  timeout=60, what="the gated environment on 1.1.0")
+        assert moved.state.health.status == "Healthy"
+        empty = await upgrade("status", "--build", "A", "--wait", "60s")
+        assert empty.returncode == 0, empty.stdout + empty.stderr
+        assert "nothing runs on it" in empty.stdout, empty.stdout
+
+        # A's workers stop; B alone applies the next release, answers queries and routes notifications
+        workers.stop("worker-a")
+        for name, repository in repositories.items():
+            if name != gated:
+                publish(settings, repository, "1.2.0", config_map("1.2.0"))
+        for env in envs.values():
+            await reconcile_now(env)  # what the registry's push webhook does (ferry receiver)
+        for name, env in envs.items():
+            want = "1.1.0" if name == gated else "1.2.0"
+            await wait_status(env, lambda s, want=want: bool(  # type: ignore[misc]
+                s.state.last_applied and s.state.last_applied.version == want and s.state.health.status == "Healthy"
+            ), timeout=60, what=f"{name} on {want} after A stopped")
+            data = core.read_namespaced_config_map("app-config", name).data
+            assert data == {"version": want}, (name, data)
+        received = (await router.query("status", result_type=AlertRouterState)).counts.get("received", 0)
+        await router.signal("notify", Notification(
+            key=f"drain-test-{uuid.uuid4().hex[:8]}", type="DriftReverted", at=time.strftime("%Y-%m-%dT%H:%M:%SZ",
+            time.gmtime()), environment=gated, source="test_versioning").model_dump(mode="json"))
+
+        async def routed() -> bool:
+            state = await router.query("status", result_type=AlertRouterState)
+            return bool(state.counts.get("received", 0) > received)
+        await eventually(routed, 30, "the router, on B, received a notification", every=0.3)
+
+        # every environment's and the router's runs: A's tasks, then B's, never back; no run changed build midway
+        for workflow_id in [*(env.id for env in envs.values()), ALERT_ROUTER_ID]:
+            runs = await run_builds(client, workflow_id)
+            assert all(len(set(run)) == 1 for run in runs), (workflow_id, runs)
+            tasks = [build for run in runs for build in run]
+            first_b = tasks.index("B")
+            assert first_b > 0 and set(tasks[:first_b]) == {"A"} and set(tasks[first_b:]) == {"B"}, tasks
+    finally:
+        for handle in [*envs.values(), client.get_workflow_handle(ALERT_ROUTER_ID)]:
+            with contextlib.suppress(RPCError):
+                await handle.terminate("test finished")
+        workers.stop_all()
 
 
 async def test_a_rolling_upgrade_moves_environments_and_finishes_promotions_where_they_started(

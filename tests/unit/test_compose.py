@@ -20,6 +20,12 @@ ROOT = Path(__file__).resolve().parents[2]
 # Images Temporal no longer builds or supports.
 DEPRECATED_IMAGES = ("temporalio/auto-setup", "temporalio/web", "temporalio/tctl", "temporalite")
 UPDATES_SINCE_UI = (2, 34, 4)  # the first Temporal UI that sends Updates
+# Measured (docs/upgrades.md#memory): a `ferry worker`'s RSS before any workflow, and what each environment in its
+# sticky cache adds (0, 100, 300, 600 cached environments: 103, 144, 207, 306 MiB).
+WORKER_BASELINE_MIB = 105
+CACHED_ENVIRONMENT_KIB = 340
+HEADROOM = 1.15  # activities' working set (bundles being rendered, API responses) above the cache
+ONE_SHOT = ("temporal-schema", "temporal-admin")  # exit once done: no limit needed
 
 
 def _compose() -> dict:  # type: ignore[type-arg]
@@ -40,6 +46,13 @@ def _interpolate(value: str, variables: dict[str, str]) -> str:
 def _image(service: dict[str, Any]) -> tuple[str, str]:
     name, _, tag = service["image"].partition(":")
     return name, tag
+
+
+def _mib(size: str) -> float:
+    """Compose's memory sizes: 512m, 1g, 1.5g, 256k."""
+    found = re.fullmatch(r"(\d+(?:\.\d+)?)([kmg])", size.lower())
+    assert found, size
+    return float(found.group(1)) * {"k": 1 / 1024, "m": 1, "g": 1024}[found.group(2)]
 
 
 def _version(tag: str) -> tuple[int, ...]:
@@ -125,11 +138,50 @@ def test_worker_stops_gracefully_and_runs_under_worker_versioning() -> None:
     # a deploy that forgets the build id is refused by compose, not run as some default build
     with pytest.raises(AssertionError, match="compose requires FERRY_BUILD_ID"):
         _interpolate(env["FERRY_BUILD_ID"], {})
-    # the same build is made current once its workers poll
+    # the same build is made current once its workers poll, and what still runs on older builds is woken onto it
     setter = services["ferry-set-current"]
     command = " ".join(setter["command"])
-    assert "set-current-version --deployment-name ferry" in command and "$$FERRY_BUILD_ID" in command
-    assert setter["environment"]["FERRY_BUILD_ID"] == env["FERRY_BUILD_ID"]
+    assert 'ferry upgrade drain --to "$$FERRY_BUILD_ID"' in command, command
+    assert setter["build"] == "." and setter["environment"]["FERRY_BUILD_ID"] == env["FERRY_BUILD_ID"]
+    assert setter["environment"]["FERRY_DEPLOYMENT_NAME"] == env["FERRY_DEPLOYMENT_NAME"]
+    assert setter["depends_on"]["ferry-worker"]["condition"] == "service_started"
+
+
+def test_the_previous_build_keeps_polling_during_an_upgrade() -> None:
+    """`ferry-worker-previous` (profile upgrade) is the worker of the build being retired: the same worker in every
+    setting but its build id, which must be given (an empty one refuses to start instead of polling as some default
+    build), and only under the `upgrade` profile."""
+    services = _compose()["services"]
+    worker, previous = services["ferry-worker"], services["ferry-worker-previous"]
+    assert previous["profiles"] == ["upgrade"] and "profiles" not in worker
+    same = {k: v for k, v in previous["environment"].items() if k != "FERRY_BUILD_ID"}
+    assert same == {k: v for k, v in worker["environment"].items() if k != "FERRY_BUILD_ID"}
+    assert _interpolate(previous["environment"]["FERRY_BUILD_ID"], {"FERRY_PREVIOUS_BUILD_ID": "A"}) == "A"
+    assert _interpolate(previous["environment"]["FERRY_BUILD_ID"], {}) == ""
+    assert 'test -n "$$FERRY_BUILD_ID"' in " ".join(previous["command"]) and "ferry worker" in previous["command"][-1]
+    for key in ("build", "volumes", "depends_on", "stop_grace_period"):
+        assert previous[key] == worker[key], key
+    assert previous["deploy"]["resources"] == worker["deploy"]["resources"]
+
+
+def test_every_long_running_service_has_a_memory_limit_and_the_workers_covers_its_cache() -> None:
+    services = _compose()["services"]
+    for name, service in services.items():
+        if name in ONE_SHOT:
+            continue
+        limits = service.get("deploy", {}).get("resources", {}).get("limits", {})
+        assert "memory" in limits, f"{name} has no memory limit"
+        reservation = service["deploy"]["resources"].get("reservations", {}).get("memory")
+        assert reservation is None or _mib(reservation) <= _mib(limits["memory"]), name
+    worker = services["ferry-worker"]
+    cache = int(worker["environment"]["FERRY_MAX_CACHED_WORKFLOWS"])
+    settings = load_settings(env={"FERRY_MAX_CACHED_WORKFLOWS": str(cache)}, state_dir=ROOT / "nonexistent-state")
+    assert settings.worker.max_cached_workflows == cache
+    full = (WORKER_BASELINE_MIB + cache * CACHED_ENVIRONMENT_KIB / 1024) * HEADROOM
+    limit = _mib(worker["deploy"]["resources"]["limits"]["memory"])
+    assert limit >= full, f"a full sticky cache ({cache} x {CACHED_ENVIRONMENT_KIB} KiB) needs ~{full:.0f} MiB: " \
+        f"the limit is {limit:.0f} MiB (lower FERRY_MAX_CACHED_WORKFLOWS or raise the limit)"
+    assert limit <= 2 * full, f"the limit ({limit:.0f} MiB) is far above what the cache needs ({full:.0f} MiB)"
 
 
 def test_same_topology_as_the_local_cluster() -> None:
