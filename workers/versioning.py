@@ -8,10 +8,12 @@ run unversioned. Same workflow type names, same code; only the behaviour differs
 
 - Promotions, rollbacks and releases are PINNED: a run finishes on the build it started on, so a change to their
   code never meets a half-finished history of the old code.
-- Environments run for months: each run is PINNED to its build and moves to the deployment's current build at
-  its next continue-as-new (EnvironmentWorkflow passes `initial_versioning_behavior=AUTO_UPGRADE` there), so a
-  run never meets new code halfway through its history. Before a build is made current, `ferry replay-check`
-  replays open histories against it (tests/e2e/test_versioning.py checks the behaviour declared here).
+- Environments and the alert router run for months: each run is PINNED to its build and moves to the deployment's
+  current build at a continue-as-new (`initial_versioning_behavior=AUTO_UPGRADE`), which it makes as soon as a
+  workflow task says the current build changed; `ferry upgrade drain` (cli/upgrade.py) wakes the idle ones, so a
+  run never meets new code halfway through its history and none waits for its interval on the old build. Before
+  a build is made current, `ferry replay-check` replays open histories against it (tests/e2e/test_versioning.py
+  checks the behaviour declared here, docs/upgrades.md is the procedure).
 
 Module-level classes, importable by name: the workflow sandbox re-imports this module to run them.
 
@@ -72,7 +74,8 @@ class VersionedReleaseWorkflow(ReleaseWorkflow):
 @workflow.defn(name="AlertRouterWorkflow", versioning_behavior=VersioningBehavior.PINNED,
                failure_exception_types=_failure_types(AlertRouterWorkflow))
 class VersionedAlertRouterWorkflow(AlertRouterWorkflow):
-    """Runs forever like an environment: pinned within a run, moves to the current build at continue-as-new."""
+    """Runs forever like an environment: pinned within a run, moves to the current build at continue-as-new (a
+    notification wakes it: `ferry upgrade drain` sends one)."""
 
     @workflow.run
     async def run(self, input: AlertRouterInput) -> None:
