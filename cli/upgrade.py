@@ -37,7 +37,8 @@ WAKE_CONCURRENCY = 50  # signals in flight at once: a fleet of 10,000 is woken i
 # NB: a wake can land before the new routing reaches the task queue's partitions, or while an environment is
 # mid-reconcile (it moves after the iteration); those still on the old build are woken again this often.
 REWAKE_EVERY = 15.0
-POLL_EVERY = 5.0  # seconds between Visibility counts while waiting
+POLL_EVERY = 5.0  # seconds between Visibility counts while waiting for a build to empty
+DRAIN_POLL_EVERY = 1.0  # seconds between looks at what is left behind while draining (one list request)
 SET_CURRENT_RETRY = 2.0  # seconds between tries while the build's workers have not polled yet
 WAKE_EVENT = "WorkerBuildChanged"  # the router's wake-up, a notification like any other (an alert may match it)
 
@@ -235,7 +236,7 @@ async def drain(client: Client, deployment: str, build: str, within: float) -> D
     deadline = started + within
     await set_current(client, deployment, build, within)
     report = Drained(deployment=deployment, current=build)
-    run = f"{time.time_ns()}"
+    run, woken_at = f"{time.time_ns()}", float("-inf")
     while True:
         found = await left_behind(client, deployment, build)
         if not found:
@@ -243,10 +244,12 @@ async def drain(client: Client, deployment: str, build: str, within: float) -> D
         if time.monotonic() > deadline:
             report.left_behind = sorted(wid for wid, _ in found)
             break
-        report.woken += await wake(client, deployment, build, found, run)
-        report.rounds += 1
         # NB: Visibility shows a move within seconds; a wake repeated too soon only brings a reconcile forward
-        await asyncio.sleep(min(REWAKE_EVERY, max(0.0, deadline - time.monotonic())))
+        if time.monotonic() - woken_at >= REWAKE_EVERY:
+            report.woken += await wake(client, deployment, build, found, run)
+            report.rounds += 1
+            woken_at = time.monotonic()
+        await asyncio.sleep(min(DRAIN_POLL_EVERY, max(0.0, deadline - time.monotonic())))
     described = await describe_deployment(client, deployment)
     for version in described.versions:
         if version.build != build:
@@ -330,8 +333,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     statuses = {v["build"]: v for v in described["versions"]}
     for build, counts in running.items():
         version = statuses.get(build, {})
-        drainage = f", {version['drainage']} (checked {version['drainage_checked']})" if version.get("drainage") \
-            else ""
+        drainage = f" (drainage checked {version['drainage_checked']})" \
+            if version.get("drainage_checked") else ""
         lines.append(f"  build {build}  {version.get('status', 'UNKNOWN')}{drainage}: {_counts_line(counts)}")
     if args.build:
         empty = not running[args.build]["total"]

@@ -203,6 +203,10 @@ async def test_build_a_drains_into_build_b_across_worker_processes_and_b_carries
         empty = await upgrade("status", "--build", "A", "--wait", "60s")
         assert empty.returncode == 0, empty.stdout + empty.stderr
         assert "nothing runs on it" in empty.stdout, empty.stdout
+        again = await upgrade("drain", "--to", "B", "--timeout", "30s")  # a re-run (compose restarts the job)
+        assert again.returncode == 0 and "no workflow runs on an older build" in again.stdout, again.stdout
+        print(f"\n$ ferry upgrade drain --to B\n{drained.stdout}$ ferry upgrade status\n"
+              f"{(await upgrade('status')).stdout}")
 
         # A's workers stop; B alone applies the next release, answers queries and routes notifications
         workers.stop("worker-a")
