@@ -388,6 +388,9 @@ class Pin(VersionRef):
     approved_by: list[str] = Field(default_factory=list, description="approvals this pin rests on (verified "
                                    "fingerprints or claimed names)")
     answered: bool = Field(False, description="its sender was told the outcome (pin_outcome)")
+    confirm: bool = Field(False, description="a promotion's pin not yet confirmed by the environment itself "
+                          "(its promotion run vouches for it, requires-healthy-in holds): nothing applied until then")
+    lifts_hold: bool = Field(False, description="applying it lifts the hold on its version (a promotion)")
 
 
 class PendingSpec(_Model):
@@ -402,11 +405,13 @@ class PendingSpec(_Model):
 
 
 MAX_IDS = 50  # object ids kept per list in anything that enters history (events, reconcile results)
-# ... and entries (object ids, field paths) across all lists of one record, each at most MAX_ENTRY characters:
-# 1,000 objects drifting on 10 fields make one record of ~10 KB, not ~1 MB, and 50 such events stay far below the
-# 512 KiB a continue-as-new input may carry (bench/history.py measures the worst case).
+# ... and entries (object ids, field paths) across all lists of one record, each at most MAX_ENTRY characters and
+# MAX_RECORD_CHARS in all: 1,000 objects drifting on 10 fields make one record of a few KB, not ~1 MB, whatever
+# the names' lengths, so the 50 events an environment keeps stay far below the 512 KiB a continue-as-new input may
+# carry (bench/history.py measures the worst case: every list and string at its cap).
 MAX_ENTRIES = 200
 MAX_ENTRY = 256
+MAX_RECORD_CHARS = 2048
 
 
 _MORE = "... and "
@@ -420,29 +425,42 @@ def _more(line: str) -> int:
     return int(count) if count.isdigit() else 0
 
 
-def cap_ids(items: list[str], limit: int = MAX_IDS) -> list[str]:
-    """The first `limit` ids, then one line saying how many more: history never grows with the bundle.
-    Idempotent: a list capped before is left as it is."""
+def cap_ids(items: list[str], limit: int = MAX_IDS, chars: int | None = None) -> list[str]:
+    """The first `limit` ids (and no more than `chars` characters of them), then one line saying how many more:
+    history never grows with the bundle. Idempotent: a list capped before is left as it is."""
     more = _more(items[-1]) if items else 0
     real = items[:-1] if more else items
-    if len(real) <= limit and not more:
-        return [i[:MAX_ENTRY] for i in real]
-    more += max(len(real) - limit, 0)
-    return [*(i[:MAX_ENTRY] for i in real[:limit]), f"{_MORE}{more} more"]
+    kept: list[str] = []
+    used = 0
+    for item in real[:limit]:
+        entry = item[:MAX_ENTRY]
+        if chars is not None and used + len(entry) > chars:
+            break
+        kept.append(entry)
+        used += len(entry)
+    more += len(real) - len(kept)
+    return [*kept, f"{_MORE}{more} more"] if more else kept
 
 
-def cap_objects(objects: dict[str, list[str]], limit: int = MAX_IDS,
-                budget: int = MAX_ENTRIES) -> dict[str, list[str]]:
-    """At most `limit` keys and `limit` entries per list, and `budget` entries in all (then each list keeps at
-    least its count). Idempotent, like cap_ids."""
+def cap_objects(objects: dict[str, list[str]], limit: int = MAX_IDS, budget: int = MAX_ENTRIES,
+                chars: int = MAX_RECORD_CHARS) -> dict[str, list[str]]:
+    """At most `limit` keys and `limit` entries per list, `budget` entries and `chars` characters in all (then each
+    list kept keeps at least its count; keys past the characters are counted). Idempotent, like cap_ids."""
     keys = [k for k in objects if not k.startswith(_MORE)]
     capped: dict[str, list[str]] = {}
     left = budget - min(len(keys), limit)
+    room = chars
     for key in keys[:limit]:
-        items = cap_ids(list(objects[key]), min(limit, max(left, 0)))
-        left -= len(items) - (1 if items and _more(items[-1]) else 0)
-        capped[key[:MAX_ENTRY]] = items
-    more = len(keys) - limit + sum(_more(k) for k in objects)
+        name = key[:MAX_ENTRY]
+        if len(name) > room:
+            break
+        room -= len(name)
+        items = cap_ids(list(objects[key]), min(limit, max(left, 0)), chars=room)
+        real = items[:-1] if items and _more(items[-1]) else items
+        left -= len(real)
+        room -= sum(len(i) for i in real)
+        capped[name] = items
+    more = len(keys) - len(capped) + sum(_more(k) for k in objects)
     if more > 0:
         capped[f"{_MORE}{more} more"] = []
     return capped
@@ -597,6 +615,7 @@ class EnvironmentState(_Model):
                          "VerificationFailed)")
     rollout: Rollout | None = Field(None, description="the applied release still waiting for its health verdict")
     unknown_signals: int = Field(0, description="signals of names the environment does not have, dropped")
+    pin_before: Pin | None = Field(None, description="the pin an unconfirmed one replaced, back if it is refused")
 
     @property
     def phase(self) -> str:

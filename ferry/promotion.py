@@ -131,6 +131,46 @@ class EnvironmentStatusInput(_Model):
     environment: str
 
 
+class ConfirmPinInput(_Model):
+    """What an approval-required environment checks before it applies a promotion's pin (activity confirm_pin)."""
+
+    environment: str
+    request_id: str = Field(description="workflow id@run id the pin claims to come from")
+    version: str
+    digest: str
+    requires_healthy_in: list[str] = Field(default_factory=list)
+
+
+class ConfirmPinResult(_Model):
+    refusal: str = Field("", description="why the pin is not applied; empty: confirmed")
+
+
+PROMOTION_WORKFLOW = "PromotionWorkflow"
+
+
+def promotion_refusal(status: PromotionStatus, environment: str, digest: str) -> str:
+    """'' when a promotion run's own status vouches for a pin of `digest` to `environment`: it is that promotion,
+    an approval was accepted, and it has not ended otherwise (a refused or expired promotion's approval is spent)."""
+    if status.environment != environment or status.digest != digest:
+        return (f"that promotion is of {status.digest or '?'} to {status.environment}, not of {digest} to "
+                f"{environment}")
+    if not any(d.action == "approve" and d.accepted for d in status.decisions):
+        return "that promotion accepted no approval"
+    if status.phase not in ("AwaitingApproval", "Pinned"):
+        return f"that promotion is {status.phase}: its approval moves nothing any more"
+    return ""
+
+
+def healthy_in_refusal(other: str, state: Any, version: str, digest: str) -> str:
+    """'' when `digest` was applied and healthy in environment `other` (its EnvironmentState) and has not failed
+    there since: the requires-healthy-in rule, for the promotion and for the environment itself."""
+    if not any(ref.digest == digest for ref in state.good_history):
+        return f"{version} ({digest}) has not been applied and healthy in {other}"
+    if version in state.holds or (state.health.digest == digest and state.health.status == "Failed"):
+        return f"{version} ({digest}) has failed in {other} since it was healthy there"
+    return ""
+
+
 class DecisionContext(_Model):
     """What a decision must be about: the promotion (or protected spec change) being decided."""
 

@@ -53,6 +53,7 @@ def all_activities(settings: Settings, client: Client) -> list[Callable[..., Any
         SignatureActivities(registries).verify_artifact,
         *cluster_activities(settings, registry),
         EnvironmentActivities(client).environment_status,
+        EnvironmentActivities(client).confirm_pin,
         NotifyActivities(settings.worker.alert_providers, Links(
             ui_url=settings.temporal.ui_url, address=settings.temporal.address,
             namespace=settings.temporal.namespace)).deliver_notification,

@@ -38,7 +38,7 @@ from ferry.environment import (
     ResolveInput,
     ResolveResult,
 )
-from ferry.promotion import EnvironmentStatusInput
+from ferry.promotion import ConfirmPinInput, ConfirmPinResult, EnvironmentStatusInput
 from ferry.release import PackageBundleInput, PackageBundleResult
 
 
@@ -89,6 +89,11 @@ async def environment_status(input: EnvironmentStatusInput) -> EnvironmentStatus
     _stub("environment_status")
 
 
+@activity.defn(name="confirm_pin")  # activities/environments.py
+async def confirm_pin(input: ConfirmPinInput) -> ConfirmPinResult:
+    _stub("confirm_pin")
+
+
 @activity.defn(name="deliver_notification")  # activities/notify.py
 def deliver_notification(input: DeliveryInput) -> DeliveryResult:
     _stub("deliver_notification")
@@ -111,4 +116,5 @@ def sign_artifact(input: SignArtifactInput) -> SignArtifactResult:
 
 
 ALL = [resolve_desired, resolve_tag, fetch_manifest, verify_artifact, reconcile_environment, wait_healthy,
-       check_environment, environment_status, deliver_notification, package_bundle, push_artifact, sign_artifact]
+       check_environment, environment_status, confirm_pin, deliver_notification, package_bundle, push_artifact,
+       sign_artifact]

@@ -52,14 +52,14 @@ with workflow.unsafe.imports_passed_through():
     from ferry.errors import ErrorType
     from ferry.names import Memo
     from ferry.oci import is_digest
-    from ferry.promotion import DecisionContext, Judgement, judge
+    from ferry.promotion import ConfirmPinInput, DecisionContext, Judgement, judge
     from ferry.times import parse_timestamp, timestamp
     from ferry.versions import try_parse_tag
     from workflows import activity_stubs as stubs
     from workflows import metrics, policies
     from workflows import outbox as alerting
-    from workflows.failures import cause_message, cause_type, raise_if_cancelled
-    from workflows.pinning import hardened, verify_release
+    from workflows.failures import cause_message, cause_type
+    from workflows.pinning import GATE_HARDENED, PIN_CONFIRMED, verify_release
     from workflows.search_attributes import (
         FERRY_ENVIRONMENT,
         FERRY_PHASE,
@@ -85,7 +85,7 @@ FOLDED_INTO_BASELINE = frozenset({
     "ferry-health-from-apply"})
 
 
-# Patches after BASELINE, each called with workflow.patched() where its path begins.
+# Patches after BASELINE, folded into BASELINE_2 the same way (runs with BASELINE's marker meet each alone).
 # A cancel that lands during an activity suspends the environment (older code recorded it as ReconcileFailed).
 ACTIVITY_CANCEL_SUSPENDS = "ferry-activity-cancel-suspends"
 # After a cancel suspends it, the run continues as new: the server takes one cancel request per run, so only a new
@@ -101,12 +101,22 @@ FLOOD_BOUNDED = "ferry-flood-bounded"
 # The deployment's current build changed (Worker Versioning): continue as new onto it at once.
 UPGRADE_ON_VERSION_CHANGE = "ferry-upgrade-on-version-change"
 
+# NB: the second baseline: every patch above and the gate's (workflows/pinning.py), so a run that starts on this code
+# records one marker again. The same rule: a patch added after it is called alone, or folded into a third baseline.
+BASELINE_2 = "ferry-environment-baseline-2"
+FOLDED_INTO_BASELINE_2 = frozenset({
+    ACTIVITY_CANCEL_SUSPENDS, CANCEL_CONTINUES_AS_NEW, HEALTH_REJUDGED, ANSWERS_BEFORE_CONTINUE_AS_NEW, FLOOD_BOUNDED,
+    UPGRADE_ON_VERSION_CHANGE, GATE_HARDENED, PIN_CONFIRMED})
+
 
 def _patched(patch_id: str) -> bool:
-    """workflow.patched(patch_id) for a patch folded into BASELINE (patched() memoizes both for the run)."""
-    if patch_id not in FOLDED_INTO_BASELINE:
-        raise ValueError(f"{patch_id} is not folded into {BASELINE}: call workflow.patched() for it")
-    return workflow.patched(BASELINE) or workflow.patched(patch_id)
+    """workflow.patched(patch_id) for a patch folded into a baseline (patched() memoizes each for the run): a run
+    with BASELINE_2's marker took every path; one with BASELINE's took the first set; older runs meet each alone."""
+    if patch_id in FOLDED_INTO_BASELINE:
+        return workflow.patched(BASELINE_2) or workflow.patched(BASELINE) or workflow.patched(patch_id)
+    if patch_id in FOLDED_INTO_BASELINE_2:
+        return workflow.patched(BASELINE_2) or workflow.patched(patch_id)
+    raise ValueError(f"{patch_id} is not folded into {BASELINE} or {BASELINE_2}: call workflow.patched() for it")
 
 
 def _approvers(verdicts: list[Judgement]) -> list[str]:
@@ -182,7 +192,7 @@ class EnvironmentWorkflow:
     # ----------------------------------------------------------------------------------------- run
     @workflow.run
     async def run(self, input: EnvironmentInput) -> None:
-        self._bounded = workflow.patched(FLOOD_BOUNDED)
+        self._bounded = _patched(FLOOD_BOUNDED)
         self._publish()
         while True:
             try:
@@ -203,25 +213,26 @@ class EnvironmentWorkflow:
                      f"environment instead of ending it{already} (ferry resume to apply again; terminate the workflow "
                      "to remove it)", by="cancel request")
         self._publish()
-        if workflow.patched(CANCEL_CONTINUES_AS_NEW):
+        if _patched(CANCEL_CONTINUES_AS_NEW):
             await self._continue_as_new()
 
     @staticmethod
     def _cancelled(err: BaseException) -> None:
         """A cancel request that reached an activity call is not the activity's failure (older histories recorded
         it as ReconcileFailed): it suspends the environment (run)."""
-        raise_if_cancelled(err, ACTIVITY_CANCEL_SUSPENDS)
+        if is_cancelled_exception(err) and _patched(ACTIVITY_CANCEL_SUSPENDS):
+            raise err
 
     def _moving_build(self) -> bool:
         """Worker Versioning: the deployment's current build is no longer this run's."""
         return (workflow.info().is_target_worker_deployment_version_changed()
-                and workflow.patched(UPGRADE_ON_VERSION_CHANGE))
+                and _patched(UPGRADE_ON_VERSION_CHANGE))
 
     async def _continue_as_new(self) -> None:
         # NB: let running signal/update handlers finish so nothing they do is lost.
         await workflow.wait_condition(workflow.all_handlers_finished)
         await alerting.outbox(self).flush()  # NB: no notification is lost with the run (nothing sent: no-op)
-        if self._answers and workflow.patched(ANSWERS_BEFORE_CONTINUE_AS_NEW):
+        if self._answers and _patched(ANSWERS_BEFORE_CONTINUE_AS_NEW):
             await asyncio.gather(*self._answers)  # NB: nor any pin outcome (older runs could leave one unsent)
         # NB: under Worker Versioning an environment is pinned to its build within a run and moves to the
         # deployment's current build here, at continue-as-new (workers/versioning.py)
@@ -312,6 +323,8 @@ class EnvironmentWorkflow:
 
     async def _desired(self, check: CheckResult | None) -> VersionRef | None:
         """What this iteration applies: resolved (by the check, or now), and verified when the spec says so."""
+        if self._state.pin is not None and self._state.pin.confirm and not await self._confirmed(self._state.pin):
+            return None
         desired = await self._resolve(check.found if check is not None and check.found is not None else None)
         if desired is None:
             return None
@@ -374,7 +387,7 @@ class EnvironmentWorkflow:
         deadline cutting a retry): it is judged again, from its own deadline (patched: older code never did)."""
         rollout, health = self._state.rollout, self._state.health
         return (rollout is not None and rollout.digest == desired.digest and health.status == "Unknown"
-                and health.digest == desired.digest and workflow.patched(HEALTH_REJUDGED))
+                and health.digest == desired.digest and _patched(HEALTH_REJUDGED))
 
     async def _rejudged(self, desired: VersionRef, now: HealthState) -> HealthState:
         """Judge an unjudged release: healthy now, or waited for until its own deadline, else Failed."""
@@ -633,7 +646,7 @@ class EnvironmentWorkflow:
         try:
             await workflow.wait_condition(lambda: handle.done() or repinned())
         except asyncio.CancelledError:
-            if workflow.patched(ACTIVITY_CANCEL_SUSPENDS):
+            if _patched(ACTIVITY_CANCEL_SUSPENDS):
                 handle.cancel()  # NB: a suspended environment waits for nothing: the poll stops with it
             raise
         if not handle.done():
@@ -677,7 +690,7 @@ class EnvironmentWorkflow:
         state = self._state
         good = state.last_known_good
         if failed.version not in state.holds:
-            state.holds = [*state.holds, failed.version]
+            state.holds = [*state.holds, failed.version][-policies.MAX_HOLDS:]
         if not state.spec.auto_rollback or good is None or good.digest == failed.digest:
             self._record(EventType.HEALTH_FAILED, f"{failed.version} failed health: {health.reason}",
                          version=failed.version, digest=failed.digest)
@@ -716,17 +729,52 @@ class EnvironmentWorkflow:
             self._state.consumed_approvals = [*self._state.consumed_approvals,
                                               request.request_id][-policies.MAX_CONSUMED_APPROVALS:]
         self._bind_tag(request.version, request.digest)
-        self._state.pin = Pin(**request.model_dump(include=_PIN_FIELDS), approved_by=approved_by, at=self._now())
-        if request.version in self._state.holds and request.kind == "promotion":
+        # NB: an approval-required environment confirms a pin that rests on approvals before applying it (_confirmed),
+        # whatever kind its sender calls it
+        confirm = bool(self._state.spec.approval.required and approved_by and _patched(PIN_CONFIRMED))
+        self._state.pin = Pin(**request.model_dump(include=_PIN_FIELDS), approved_by=approved_by, at=self._now(),
+                              confirm=confirm, lifts_hold=confirm and request.kind == "promotion"
+                              and request.version in self._state.holds)
+        self._state.pin_before = previous if confirm else None
+        if request.version in self._state.holds and request.kind == "promotion" and not confirm:
             self._state.holds = [h for h in self._state.holds if h != request.version]
         if request.hold and request.hold not in self._state.holds:
-            self._state.holds = [*self._state.holds, request.hold]
+            self._state.holds = [*self._state.holds, request.hold][-policies.MAX_HOLDS:]
         self._state.blocked = ""
         self._record(EventType.PINNED,
                      f"pinned to {request.version} ({request.kind}) by {request.by}: {request.reason}",
                      version=request.version, digest=request.digest, by=request.by, request_id=request.request_id)
         self._answer(previous, None, "superseded", f"a newer pin took over ({request.kind} by {request.by})")
         self._wake = True
+
+    async def _confirmed(self, pin: Pin) -> bool:
+        """A promotion's pin is applied only when its own promotion run vouches for it (still pinning, an approval
+        accepted, this digest to this environment) and the release is healthy where the policy requires, as read
+        now: an approval copied out of a refused promotion's history moves nothing. Refused: recorded, answered,
+        and the pin it replaced is back. A check that cannot be made now is tried again next iteration."""
+        state = self._state
+        try:
+            result = await workflow.execute_activity(
+                stubs.confirm_pin, ConfirmPinInput(environment=state.spec.name, request_id=pin.request_id,
+                                                   version=pin.version, digest=pin.digest,
+                                                   requires_healthy_in=state.spec.approval.requires_healthy_in),
+                start_to_close_timeout=policies.STATUS_QUERY_TIMEOUT * 2, retry_policy=policies.QUICK_RETRY,
+                summary=f"confirm the pin of {pin.version} by {pin.request_id}"[:200])
+        except ActivityError as err:
+            self._cancelled(err)
+            state.last_error = f"pin of {pin.version} not confirmed yet: {cause_type(err)}: {cause_message(err)}"
+            return False
+        if result.refusal:
+            event = self._record(EventType.PIN_REFUSED, f"pin of {pin.version} refused: {result.refusal}"[:1000],
+                                 by=pin.by, request_id=pin.request_id, version=pin.version, digest=pin.digest)
+            self._answer(pin, None, "refused", event.message)
+            state.pin, state.pin_before = state.pin_before, None
+            self._wake = True
+            return False
+        pin.confirm, state.pin_before = False, None
+        if pin.lifts_hold:
+            state.holds = [h for h in state.holds if h != pin.version]
+        return True
 
     def _pin_refusal(self, request: PinRequest, verdicts: list[Judgement]) -> str:
         """Why this environment refuses the pin, or ''. The environment trusts its own spec and records only."""
@@ -741,7 +789,7 @@ class EnvironmentWorkflow:
             return (f"tag {request.version} is bound to {bound} here; {request.digest} is another artifact "
                     "(the tag was moved)")
         released_as = [tag for tag, digest in state.tags.items() if digest == request.digest]
-        if released_as and request.version not in released_as and hardened():
+        if released_as and request.version not in released_as and _patched(GATE_HARDENED):
             # NB: a pin's version is the digest's release as this environment resolved it, never the sender's label
             # (a held 2.0.0 relabelled 0.0.1 passed "a rollback never goes forward")
             return (f"{request.digest} is release {released_as[-1]} here, not {request.version}: a pin names the "
@@ -776,7 +824,7 @@ class EnvironmentWorkflow:
             raws: list[object] = [a.model_dump() for a in request.approvals]
         else:
             raws = [{"approver": name} for name in request.approved_by]
-        strict = hardened()
+        strict = _patched(GATE_HARDENED)
         return [judge(spec.approval, ctx, raw, "approve", workflow.now(), strict) for raw in raws]
 
     def _gate_reason(self, request: PinRequest, verdicts: list[Judgement]) -> str:
@@ -825,7 +873,7 @@ class EnvironmentWorkflow:
         except pydantic.ValidationError:
             return ActorRequest()
         if actor.by.casefold() in _RESERVED_ACTORS or actor.by.casefold().startswith("ferry"):
-            if hardened():  # NB: the names Ferry records for itself are not a sender's to claim
+            if _patched(GATE_HARDENED):  # NB: the names Ferry records for itself are not a sender's to claim
                 actor.by = f"{actor.by[:100]} (claimed by a sender)"
         return actor
 
@@ -838,7 +886,7 @@ class EnvironmentWorkflow:
         old = self._state.spec
         changes = spec_diff(old, update.spec)
         by = update.by or "unknown"
-        strict = old.approval.required and hardened()
+        strict = old.approval.required and _patched(GATE_HARDENED)
         protected = protected_changes(changes, safety_net=strict)
         if old.approval.required and protected and _patched("ferry-protected-spec"):
             # NB: its own id (older ids repeated when two changes of as many fields came in one iteration)
@@ -906,7 +954,7 @@ class EnvironmentWorkflow:
         ctx = DecisionContext(environment=spec.name, version="spec", digest=pending.digest, publisher=pending.by,
                               promotion=env_workflow_id(spec.name), run=pending.id,
                               publisher_may_not="requested this spec change and may not approve it")
-        verdict = judge(spec.approval, ctx, payload.root, action, workflow.now(), hardened())
+        verdict = judge(spec.approval, ctx, payload.root, action, workflow.now(), _patched(GATE_HARDENED))
         refusal = verdict.refusal
         who = f"{verdict.approver} ({verdict.fingerprint})" if verdict.verified else f"{verdict.approver} (claimed)"
         if refusal:

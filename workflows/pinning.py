@@ -47,6 +47,12 @@ def hardened() -> bool:
     return workflow.patched(GATE_HARDENED)
 
 
+# An approval-required environment confirms a pin that rests on approvals with the promotion run it names (still
+# pinning, an approval accepted there, requires-healthy-in as read now) before applying it: an approval copied out
+# of a refused promotion's history moves nothing.
+PIN_CONFIRMED = "ferry-pin-confirmed"
+
+
 # A cancelled promotion or rollback records how it ended in its memo (Memo.OUTCOME), beside the Cancelled status and
 # FerryPhase; older histories upserted the search attribute only.
 CANCEL_RECORDED = "ferry-cancel-recorded"

@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
         PromotionInput,
         PromotionResult,
         PromotionStatus,
+        healthy_in_refusal,
         judge,
     )
     from ferry.times import timestamp
@@ -206,10 +207,9 @@ class PromotionWorkflow(PinOutcomes):
                 other = (await environment_status(name)).state
             except StatusUnreadable as err:
                 return f"{err.message}: cannot tell whether {version} is healthy there"
-            if not any(ref.digest == digest for ref in other.good_history):
-                return f"{version} ({digest}) has not been applied and healthy in {name}"
-            if version in other.holds or (other.health.digest == digest and other.health.status == "Failed"):
-                return f"{version} ({digest}) has failed in {name} since it was healthy there"
+            refusal = healthy_in_refusal(name, other, version, digest)
+            if refusal:
+                return refusal
         return ""
 
     def _finish(self, outcome: str, reason: str, rolled_back: bool = False) -> PromotionResult:

@@ -103,8 +103,8 @@ async def test_audit_names_the_client_of_each_decision_and_operator_event(
     prd = clients["alice-desk"].get_workflow_handle(f"env/{world.production}")
     await prd.signal(EnvironmentWorkflow.suspend, LenientPayload({"by": "alice", "reason": "freeze"}))
     spec = (await prd.query(EnvironmentWorkflow.status)).state.spec
-    await clients["bob-laptop"].get_workflow_handle(prd.id).execute_update(
-        EnvironmentWorkflow.update_spec, SpecUpdate(spec=spec.model_copy(update={"interval": "3s"}), by="bob"))
+    await clients["bob-laptop"].get_workflow_handle(prd.id).execute_update(  # NB: timeout is not a protected field
+        EnvironmentWorkflow.update_spec, SpecUpdate(spec=spec.model_copy(update={"timeout": "7m"}), by="bob"))
     await wait_status(prd, lambda s: s.state.suspended, what="suspended")
 
     timeline = await build_timeline(world.client, dev_worker.temporal, world.production, dt.timedelta(hours=1))

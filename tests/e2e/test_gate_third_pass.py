@@ -20,7 +20,7 @@ from ferry.environment import EnvironmentSpec
 from ferry.settings import Settings
 from tests.e2e.devserver import start_dev_server
 from tests.e2e.test_loop_never_stops import failed_workflow_tasks
-from tests.kit.environments import app_manifests, publish, reconcile_now, start_environment, wait_status
+from tests.kit.environments import app_manifests, publish, reconcile_now, start_environment, wait_phase, wait_status
 from tests.kit.stack import worker_on
 from workflows import policies
 
@@ -117,3 +117,73 @@ async def test_a_relabelled_pin_never_rolls_forward_and_a_sender_cannot_claim_fe
     await handle.signal("suspend", {"by": "cancel request", "reason": "hiding"})
     status = await wait_status(handle, lambda s: s.state.suspended, what="suspended")
     assert status.state.events[-1].by == "cancel request (claimed by a sender)"
+
+
+async def test_an_approval_copied_from_a_refused_promotion_moves_nothing(
+        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path) -> None:
+    """Bob's signed approval reaches a promotion after staging failed the release (the promotion refuses: staging
+    holds it). Read from that promotion's history and sent in a bare pin, as a promotion's or as a manual one, it
+    must not move production: the environment asks the promotion run it names, and that run has ended."""
+    from ferry.promotion import PromotionInput, RollbackInput, promotion_workflow_id
+    from tests.e2e.test_trust import World, signed, ssh_key
+    from workflows.environment import EnvironmentWorkflow
+    from workflows.promotion import PromotionWorkflow
+    from workflows.rollback import RollbackWorkflow
+
+    client, task_queue = dev_env.client, dev_worker.temporal.task_queue
+    suffix = uuid.uuid4().hex[:8]
+    repository = f"{dev_worker.registry.default}/team/copied-{suffix}"
+    core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(kube_server.kubeconfig)))
+    digests = {"1.0.0": publish(dev_worker, repository, "1.0.0", app_manifests("shop", image="nginx:1.0.0"))}
+    key, public = ssh_key(tmp_path, "bob")
+    staging_spec = EnvironmentSpec.model_validate({
+        "name": f"stg-{suffix}", "namespace": f"stg-{suffix}", "repository": repository, "semver": ">=1.0.0",
+        "interval": "2s", "health-timeout": "20s"})
+    production_spec = EnvironmentSpec.model_validate({
+        "name": f"prd-{suffix}", "namespace": f"prd-{suffix}", "repository": repository, "version": "1.0.0",
+        "interval": "2s", "health-timeout": "20s", "approval": {
+            "required": True, "approvers": [{"name": "bob", "key": public}],
+            "requires-healthy-in": [staging_spec.name]}})
+    for spec in (staging_spec, production_spec):
+        core.create_namespace({"metadata": {"name": spec.namespace}})
+    stg = await start_environment(client, task_queue, staging_spec)
+    prd = await start_environment(client, task_queue, production_spec)
+    await wait_status(prd, lambda s: s.state.health.status == "Healthy", what="production healthy on 1.0.0")
+    await wait_status(stg, lambda s: s.state.health.status == "Healthy", what="staging healthy on 1.0.0")
+    digests["1.1.0"] = publish(dev_worker, repository, "1.1.0", app_manifests("shop", image="nginx:1.1.0"))
+    await reconcile_now(stg)
+    await wait_status(stg, lambda s: bool(s.state.last_known_good and s.state.last_known_good.version == "1.1.0"),
+                      timeout=60, what="staging healthy on 1.1.0")
+    promotion = await client.start_workflow(
+        PromotionWorkflow.run, PromotionInput(environment=production_spec.name, version="1.1.0",
+                                              requested_by="carol"),
+        id=promotion_workflow_id(production_spec.name, "1.1.0"), task_queue=task_queue)
+    await wait_phase(promotion, "AwaitingApproval")
+    # staging fails 1.1.0 (an SRE rolls it back): it holds the release
+    back = await client.execute_workflow(
+        RollbackWorkflow.run, RollbackInput(environment=staging_spec.name, requested_by="bob", reason="5xx"),
+        id=f"rollback/{staging_spec.name}/{suffix}", task_queue=task_queue)
+    assert back.outcome == "succeeded" and "1.1.0" in (await stg.query(EnvironmentWorkflow.status)).state.holds
+
+    world = World(client, dev_worker, repository, production_spec.name, prd, digests, {"bob": key})
+    approval = await signed(world, promotion, "bob")
+    await promotion.signal(PromotionWorkflow.approve, approval)
+    result = await asyncio.wait_for(promotion.result(), 60)
+    assert result.outcome == "refused" and "has failed in" in result.reason, result
+    run_id = (await promotion.describe()).run_id
+
+    # NB: a manual pin first: the environment asks whatever kind the sender claims; the approval is then spent
+    for kind, reason in (("manual", "has ended"), ("promotion", "already used")):
+        await prd.signal(EnvironmentWorkflow.pin, {
+            "version": "1.1.0", "digest": digests["1.1.0"], "by": "bob", "kind": kind,
+            "request_id": f"{promotion.id}@{run_id}",
+            "approvals": [{"statement": approval["statement"], "signature": approval["signature"]}]})
+        status = await wait_status(prd, lambda s, reason=reason: any(  # type: ignore[misc]
+            e.type == "PinRefused" and reason in e.message for e in s.state.events[-3:]), timeout=60,
+            what=f"the copied approval in a {kind} pin refused")
+        assert status.state.last_applied is not None and status.state.last_applied.version == "1.0.0"
+        assert status.state.pin is None, status.state.pin
+    await reconcile_now(prd)
+    status = await wait_status(prd, lambda s: s.state.iterations > 0, what="still reconciling")
+    assert status.state.last_applied is not None and status.state.last_applied.digest == digests["1.0.0"]
+    assert await failed_workflow_tasks(prd) == []

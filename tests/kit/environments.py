@@ -129,10 +129,11 @@ HISTORIES = Path(__file__).resolve().parents[1] / "replay" / "histories"
 
 async def record_histories(generation: str, handles: dict[str, WorkflowHandle[Any, Any]]) -> None:
     """With FERRY_RECORD_HISTORIES=1, keep these histories (name: environment, promotion, rollback, release) in
-    tests/replay/histories/<generation>/ for the replay tests."""
+    tests/replay/histories/<generation>/ for the replay tests (under FERRY_RECORD_PREFIX/ when set: a new code
+    generation's histories beside the old ones)."""
     if not os.environ.get("FERRY_RECORD_HISTORIES"):
         return
-    folder = HISTORIES / generation
+    folder = HISTORIES / os.environ.get("FERRY_RECORD_PREFIX", "") / generation
     folder.mkdir(parents=True, exist_ok=True)
     for name, handle in handles.items():
         (folder / f"{name}.json").write_text((await handle.fetch_history()).to_json())

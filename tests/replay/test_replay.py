@@ -18,7 +18,10 @@ it had, as open runs of that build carry them); both generations must replay. St
 (tests/e2e/test_loop_never_stops.py): `activity-cancel/` (a cancel during a reconcile suspends the environment and
 continues as new), `health-rejudged/` (a plan Update and a signal without input, a health wait cut by an outage and
 the release judged again, rolled back and held), `promotion-cancel-activity/` and `promotion-cancel-approval/` (a
-promotion cancelled while resolving and while awaiting approval)."""
+promotion cancelled while resolving and while awaiting approval). Since the later patches were folded into a second
+marker (ferry-environment-baseline-2), `baseline-2/` holds the signed, spec-approval, activity-cancel and
+health-rejudged paths recorded on that code (FERRY_RECORD_PREFIX=baseline-2), the signed one with the
+environment's own confirmation of a promotion's pin (confirm_pin)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from workflows import environment
-from workflows.environment import BASELINE, FOLDED_INTO_BASELINE, _patched
+from workflows.environment import BASELINE, BASELINE_2, FOLDED_INTO_BASELINE, FOLDED_INTO_BASELINE_2, _patched
 
 SOURCE = Path(environment.__file__).read_text()
 
@@ -21,6 +21,16 @@ def test_the_patches_asked_through_the_baseline_are_exactly_those_folded_into_it
     asked = set(re.findall(r'_patched\("([^"]+)"\)', SOURCE))
     assert asked == FOLDED_INTO_BASELINE, (asked - FOLDED_INTO_BASELINE, FOLDED_INTO_BASELINE - asked)
     assert BASELINE not in FOLDED_INTO_BASELINE
+    named = {getattr(environment, name) for name in re.findall(r'_patched\(([A-Z_0-9]+)\)', SOURCE)}
+    assert named == FOLDED_INTO_BASELINE_2, (named - FOLDED_INTO_BASELINE_2, FOLDED_INTO_BASELINE_2 - named)
+    assert not FOLDED_INTO_BASELINE & FOLDED_INTO_BASELINE_2 and BASELINE_2 not in FOLDED_INTO_BASELINE_2
+
+
+def test_no_environment_path_asks_a_patch_outside_the_baselines() -> None:
+    """A direct workflow.patched() in the environment would write a second marker in every new run."""
+    start = SOURCE.index("\ndef _patched(")
+    outside = SOURCE[:start] + SOURCE[SOURCE.index("\n\n\n", start):]
+    assert re.findall(r"workflow\.patched\(\w", outside) == []
 
 
 def test_the_baseline_folds_exactly_the_patches_it_shipped_with() -> None:
@@ -33,6 +43,14 @@ def test_the_baseline_folds_exactly_the_patches_it_shipped_with() -> None:
         "ferry-pin-outcome-signal", "ferry-protected-spec", "ferry-publish-on-change", "ferry-publish-tracking"]
 
 
+def test_the_second_baseline_folds_exactly_the_patches_it_shipped_with() -> None:
+    assert BASELINE_2 == "ferry-environment-baseline-2"
+    assert sorted(FOLDED_INTO_BASELINE_2) == [
+        "ferry-activity-cancel-suspends", "ferry-answers-before-continue-as-new", "ferry-cancel-continues-as-new",
+        "ferry-flood-bounded", "ferry-gate-hardened", "ferry-health-rejudged", "ferry-pin-confirmed",
+        "ferry-upgrade-on-version-change"]
+
+
 def test_a_patch_not_folded_in_is_refused() -> None:
-    with pytest.raises(ValueError, match="not folded into ferry-environment-baseline-1"):
+    with pytest.raises(ValueError, match="not folded into ferry-environment-baseline-1 or "):
         _patched("ferry-some-later-change")

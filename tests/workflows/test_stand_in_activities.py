@@ -62,7 +62,7 @@ from ferry.release import (
 from tests.kit.environments import record_histories
 from workers.worker import workflow_runner
 from workflows import activity_stubs
-from workflows.environment import BASELINE, EnvironmentWorkflow
+from workflows.environment import BASELINE_2, EnvironmentWorkflow
 from workflows.promotion import PromotionWorkflow
 from workflows.release import ReleaseWorkflow
 
@@ -217,7 +217,7 @@ async def test_environment_resolves_reconciles_and_is_healthy(time_env: Workflow
     assert world.running == digest and state.tags == {"1.0.0": digest}
     # a run that starts on this code records one patch marker (and one TemporalChangeVersion upsert), not one each
     history = await time_env.client.get_workflow_handle(env_workflow_id("shop")).fetch_history()
-    assert _patch_markers(history) == [BASELINE]
+    assert _patch_markers(history) == [BASELINE_2]
     assert sum(1 for e in history.events if e.HasField("upsert_workflow_search_attributes_event_attributes")
                and "TemporalChangeVersion" in e.upsert_workflow_search_attributes_event_attributes
                .search_attributes.indexed_fields) == 1
