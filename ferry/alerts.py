@@ -560,6 +560,26 @@ class PendingDelivery(_Model):
     notification: Notification
 
 
+# NB: the deliveries in flight that move to the next run at continue-as-new, by their encoded size: 1,000 of the
+# largest notifications are ~10 MB, past the server's payload limit. What does not fit is given up on the record.
+MAX_CARRIED_BYTES = 128 * 1024
+# ... and the declared alerts (100 of 64 patterns each could be ~850 KB): what `ferry alerts apply` may declare
+MAX_ALERTS_BYTES = 96 * 1024
+
+
+def carry(pending: list[PendingDelivery], budget: int = MAX_CARRIED_BYTES) -> tuple[list[PendingDelivery],
+                                                                                  list[PendingDelivery]]:
+    """(carried, not carried): the oldest deliveries in flight first, while their JSON fits `budget`."""
+    used, carried = 0, list[PendingDelivery]()
+    for index, item in enumerate(pending):
+        size = len(item.model_dump_json())
+        if used + size > budget:
+            return carried, pending[index:]
+        used += size
+        carried.append(item)
+    return carried, []
+
+
 class AlertRouterState(_Model):
     alerts: list[AlertSpec] = Field(default_factory=list)
     seen: list[str] = Field(default_factory=list, description="recent idempotency keys (bounded)")
@@ -580,6 +600,14 @@ class AlertRouterInput(_Model):
 class AlertsUpdate(_Model):
     alerts: list[AlertSpec] = Field(max_length=MAX_ALERTS)
     by: str = Field("", max_length=128)
+
+    @model_validator(mode="after")
+    def _small(self) -> AlertsUpdate:
+        size = len(AlertRouterState(alerts=self.alerts).model_dump_json())
+        if size > MAX_ALERTS_BYTES:
+            raise ValueError(f"the declared alerts are {size} bytes encoded, more than {MAX_ALERTS_BYTES}: they live "
+                             "in the router's state from run to run (fewer patterns, or globs)")
+        return self
 
 
 class AlertsUpdateResult(_Model):

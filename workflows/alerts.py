@@ -7,15 +7,18 @@ NB: one activity per delivery, not a child workflow: a short-lived workflow per 
 workflow start each (measured: 2.4 notifications/s on 2 cores), an activity does not."""
 
 import asyncio
+from collections.abc import Sequence
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     import pydantic
 
     from ferry.alerts import (
+        MAX_CARRIED_BYTES,
         MAX_PENDING,
         MAX_RECENT,
         MAX_SEEN,
@@ -31,8 +34,9 @@ with workflow.unsafe.imports_passed_through():
         PendingDelivery,
         Undelivered,
         alerts_diff,
+        carry,
     )
-    from ferry.environment import LenientPayload
+    from ferry.environment import first_payload
     from ferry.names import Memo
     from ferry.times import parse_timestamp, timestamp
     from workflows import activity_stubs as stubs
@@ -40,6 +44,11 @@ with workflow.unsafe.imports_passed_through():
     from workflows.failures import cause_message, cause_type, last_failure, timed_out
     from workflows.search_attributes import FERRY_PHASE
 
+# Patched (step 14): the router continues as new when the deployment's current build changes (Worker Versioning:
+# `ferry upgrade drain` wakes it with a WorkerBuildChanged notification), and when its history passes Ferry's own
+# bound: any message, a dropped one too, wakes a look at its size (older runs stayed on their build and let a flood
+# of refused signals grow the history to the server's limit).
+ROUTER_MOVES = "ferry-router-moves"
 
 
 @workflow.defn(name="AlertRouterWorkflow")
@@ -57,6 +66,9 @@ class AlertRouterWorkflow:
         self._delivering: list[str] = []  # providers of the deliveries whose activity is scheduled now
         self._handled = 0
         self._max_per_run = input.max_per_run
+        self._moves = False  # patched(ROUTER_MOVES), decided once in run()
+        self._size_check = False  # a message arrived: look at the history's size
+        self._in_flight_bytes = 0  # encoded size of the deliveries in flight (what a continue-as-new would carry)
 
     def _count(self, name: str, n: int = 1) -> None:
         self._state.counts = {**self._state.counts, name: self._state.counts.get(name, 0) + n}
@@ -66,13 +78,15 @@ class AlertRouterWorkflow:
 
     @workflow.run
     async def run(self, input: AlertRouterInput) -> None:
+        self._moves = workflow.patched(ROUTER_MOVES)
         workflow.upsert_search_attributes([FERRY_PHASE.value_set("Routing")])
         carried, self._state.pending = self._state.pending, []
         for pending in carried:  # in flight when the previous run continued as new
             self._start(pending)
         while True:
             self._describe()
-            await workflow.wait_condition(lambda: bool(self._queue) or self._continue_due())
+            self._size_check = False
+            await workflow.wait_condition(lambda: bool(self._queue) or self._size_check or self._continue_due())
             while self._queue:
                 self._route(self._queue.pop(0))
             if self._continue_due():
@@ -82,13 +96,31 @@ class AlertRouterWorkflow:
                 # NB: deliveries still retrying move to the next run with what is left of their deadline (this
                 # run's activities end with it, uncancelled: no command for them). An attempt running right now may
                 # still reach the receiver: the next run's attempt carries the same idempotency key.
-                self._state.pending = [pending for pending, _ in self._inflight.values()]
+                in_flight = [pending for pending, _ in self._inflight.values()]
+                if self._moves:  # NB: the next run's input stays small; what does not fit is on the record
+                    in_flight, left = carry(in_flight)
+                    for pending in left:
+                        self._count("not_carried")
+                        self._give_up(pending, "RouterOverloaded: too many deliveries in flight to carry through "
+                                      f"continue-as-new ({len(in_flight)} carried)")
+                self._state.pending = in_flight
                 workflow.continue_as_new(
                     AlertRouterInput(state=self._state, max_per_run=self._max_per_run),
                     initial_versioning_behavior=workflow.ContinueAsNewVersioningBehavior.AUTO_UPGRADE)
 
     def _continue_due(self) -> bool:
-        return self._handled >= self._max_per_run or workflow.info().is_continue_as_new_suggested()
+        info = workflow.info()
+        due = self._handled >= self._max_per_run or info.is_continue_as_new_suggested()
+        if not self._moves:
+            return due
+        due = (due or info.is_target_worker_deployment_version_changed()
+               or info.get_current_history_size() > policies.MAX_HISTORY_BYTES)
+        if due and self._in_flight_bytes > MAX_CARRIED_BYTES:
+            # NB: more in flight than the next run's input may carry: wait for deliveries to end (their retries add
+            # no history) rather than give them up, unless the history itself is near the server's limits
+            return (info.get_current_history_size() > policies.MAX_ROUTER_HISTORY_BYTES
+                    or info.get_current_history_length() > policies.MAX_ROUTER_HISTORY_EVENTS)
+        return due
 
     def _describe(self) -> None:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self._state.counts.items())) or "nothing yet"
@@ -117,6 +149,7 @@ class AlertRouterWorkflow:
             self._give_up(pending, f"RouterOverloaded: more than {MAX_PENDING} deliveries in flight")
             return
         self._inflight[key] = (pending, asyncio.create_task(self._deliver(key, pending)))
+        self._in_flight_bytes += len(pending.model_dump_json())
 
     async def _turn(self, provider: str, left: timedelta) -> bool:
         def free() -> bool:
@@ -165,7 +198,8 @@ class AlertRouterWorkflow:
                 alert=pending.alert, key=note.key, type=note.type, environment=note.environment, at=self._now(),
                 status=result.status, attempts=result.attempts)][-MAX_RECENT:]
         finally:
-            self._inflight.pop(key, None)
+            if self._inflight.pop(key, None) is not None:
+                self._in_flight_bytes -= len(pending.model_dump_json())
             if turn:
                 self._delivering.remove(pending.provider)
 
@@ -183,9 +217,10 @@ class AlertRouterWorkflow:
     @workflow.signal(name="notify", description="An event to route: a Notification (key, type, severity, "
                      "environment, message, at, source, ...). Sent by Ferry's workflows; duplicates (same key) and "
                      "malformed payloads are counted and dropped")
-    def notify(self, payload: LenientPayload) -> None:
+    def notify(self, *payloads: object) -> None:
+        self._size_check = self._moves
         try:
-            note = Notification.model_validate(payload.root)
+            note = Notification.model_validate(first_payload(payloads).root)
         except pydantic.ValidationError as err:
             self._count("malformed")
             workflow.logger.warning("malformed notification refused: %s", err.errors()[0]["msg"])
@@ -199,13 +234,26 @@ class AlertRouterWorkflow:
 
     @workflow.update(name="apply_alerts", description='Replace the declared alerts (`ferry alerts apply -f FILE`): '
                      '{"alerts": [{"name", "provider", "environments", "events", "severity", "deadline"}], "by"}')
-    def apply_alerts(self, update: AlertsUpdate) -> AlertsUpdateResult:
+    def apply_alerts(self, update: AlertsUpdate | None = None) -> AlertsUpdateResult:
+        assert update is not None  # NB: the validator rejects a missing payload
         changes = alerts_diff(self._state.alerts, update.alerts)
         self._state.alerts = update.alerts
         if changes:
             workflow.upsert_memo({Memo.ALERTS_CHANGED: {"by": update.by, "changes": changes[:50]}})
         self._describe()
         return AlertsUpdateResult(alerts=[a.name for a in update.alerts], changes=changes)
+
+    @apply_alerts.validator
+    def _validate_apply_alerts(self, update: AlertsUpdate | None = None) -> None:
+        if update is None:
+            raise ValueError('apply_alerts needs a payload: {"alerts": [...], "by": "..."} (ferry alerts apply sends '
+                             'it)')
+
+    @workflow.signal(dynamic=True, description="Any other signal name: counted (status: counts.unknown_signal) "
+                     "and dropped")
+    def unknown_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        self._count("unknown_signal")
+        self._size_check = self._moves
 
     @workflow.query(name="status", description="Declared alerts, counters, deliveries in flight, recent deliveries "
                     "and the ones given up")

@@ -62,6 +62,10 @@ MIN_HEALTH_WAIT = timedelta(seconds=5)
 # An environment's run continues as new once its history passes this (or the server suggests it): far below the
 # server's limit (50 MB by default, where it terminates the run), so no flood of large signals can end it.
 MAX_HISTORY_BYTES = 8 * 1024 * 1024
+# The alert router waits past that for deliveries in flight to end (so the next run's input stays small and none is
+# given up), until its history nears the server's limits (50 MB, 51,200 events by default).
+MAX_ROUTER_HISTORY_BYTES = 32 * 1024 * 1024
+MAX_ROUTER_HISTORY_EVENTS = 40_000
 # Continue-as-new well before Temporal's history limits; carried state is small (no manifests).
 MAX_ITERATIONS_PER_RUN = 100
 MAX_EVENTS_KEPT = 50
@@ -70,6 +74,7 @@ MAX_GOOD_HISTORY = 10
 MAX_TAG_BINDINGS = 200  # tag -> digest: enough for every version a range or pin sees in months of releases
 MAX_VERIFIED_KEPT = 20  # digest -> verified publisher: recent releases; an older one is simply verified again
 MAX_CONSUMED_APPROVALS = 50  # promotion runs whose approvals moved the environment: a replayed pin is refused
+MAX_HOLDS = 100  # held versions kept, newest last: a range moves forward, so the oldest holds matter least
 # Reading another environment's status is one query through the worker's client: quick, or an outage to retry.
 STATUS_QUERY_TIMEOUT = timedelta(seconds=30)
 # A promotion's or rollback's reads of an environment's status: a worker restart or a wedged environment makes the

@@ -1,8 +1,8 @@
 """The loop never stops (step 14), on the real dev server, registry and Kubernetes API:
 
-- every signal and Update of the environment and the promotion takes no input, null, a wrong type, several payloads
-  and a 1 MB string without failing a workflow task: the environment applies the next release afterwards and the
-  promotion completes;
+- every signal and Update of the environment, the promotion and the alert router takes no input, null, a wrong
+  type, several payloads and a 1 MB string without failing a workflow task: the environment applies the next
+  release afterwards, the promotion completes and the router routes the next notification;
 - a cancel that lands during an activity suspends an environment (and is heard again the second time) and ends a
   promotion Cancelled, never as an activity failure;
 - a health wait cut by an API-server outage leaves no failing release in place: once the API answers, the release
@@ -26,8 +26,10 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from devstack.registry import Registry
+from ferry.alerts import AlertRouterInput, AlertRouterState, Notification
 from ferry.environment import EnvironmentSpec, LenientPayload, PlanResult
 from ferry.settings import Settings
+from ferry.times import timestamp
 from tests.kit.environments import (
     app_manifests,
     hanging_manifests,
@@ -39,6 +41,7 @@ from tests.kit.environments import (
     wait_status,
 )
 from tests.kit.promotion import make_world, promote
+from workflows.alerts import AlertRouterWorkflow
 from workflows.environment import EnvironmentWorkflow
 from workflows.promotion import PromotionWorkflow
 
@@ -137,6 +140,37 @@ async def test_every_promotion_handler_survives_any_input(dev_worker: Settings, 
     result = await asyncio.wait_for(handle.result(), 90)
     assert result.outcome == "succeeded", result.reason
     assert await failed_workflow_tasks(handle) == []
+
+
+async def test_every_alert_router_handler_survives_any_input(dev_worker: Settings,
+                                                             dev_env: WorkflowEnvironment) -> None:
+    """The router (one per namespace, forever) takes any input on notify and apply_alerts, counts a signal of a name
+    it does not have, and routes the next real notification."""
+    import datetime as dt
+
+    router = await dev_env.client.start_workflow(
+        AlertRouterWorkflow.run, AlertRouterInput(), id=f"alerts/loop-{uuid.uuid4().hex[:8]}",
+        task_queue=dev_worker.temporal.task_queue)
+    answered = await hostile_messages(router, AlertRouterWorkflow)
+    assert answered == len(handlers(AlertRouterWorkflow)[1]) * len(INPUTS)
+    for args in INPUTS:
+        await router.signal("notfiy", args=list(args))  # a typo: no such signal
+    note = Notification(key=f"loop-{uuid.uuid4().hex[:8]}", type="DriftReverted", environment="shop",
+                        at=timestamp(dt.datetime.now(dt.UTC)), source="test_loop_never_stops")
+    await router.signal(AlertRouterWorkflow.notify, note.model_dump(mode="json"))
+
+    async def counts() -> dict[str, int]:
+        return (await router.query(AlertRouterWorkflow.status, result_type=AlertRouterState)).counts
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while (await counts()).get("received", 0) < 1:
+        assert loop.time() < deadline, await counts()
+        await asyncio.sleep(0.2)
+    final = await counts()
+    assert final["received"] == 1 and final["malformed"] == len(INPUTS), final  # every hostile notify refused
+    assert final["unknown_signal"] == len(INPUTS), final
+    assert await failed_workflow_tasks(router) == []
+    await router.terminate("test done")
 
 
 async def _activity_started(handle: WorkflowHandle[Any, Any], activity: str, timeout: float = 30) -> None:

@@ -16,11 +16,16 @@ from activities.notify import PROVIDERS_FILE_INVALID, load_providers, redact
 from cli.alerts import load_alerts
 from cli.common import CommandError
 from ferry.alerts import (
+    MAX_CARRIED_BYTES,
     PEOPLE,
     RESOLVED_BY_RECOVERY,
     AlertsFile,
     AlertSpec,
+    AlertsUpdate,
     Links,
+    Notification,
+    PendingDelivery,
+    carry,
     make_notification,
     notification_key,
     render,
@@ -302,3 +307,25 @@ def test_forged_notifications_cannot_inject_commands_markup_or_severity() -> Non
         Notification.model_validate({**forged.model_dump(), "at": "yesterday"})
     with pytest.raises(pydantic.ValidationError):
         Notification.model_validate({**forged.model_dump(), "resolves": ["x" * 1_000_000]})
+
+
+def _pending(i: int, message: str = "m" * 200) -> PendingDelivery:
+    return PendingDelivery(alert="oncall", provider="pager", deadline_at="2026-12-07T00:00:00Z",
+                           notification=Notification(key=f"key-{i:08d}", type="HealthFailed", at="2026-12-07T00:00:00Z",
+                                                     message=message))
+
+
+def test_continue_as_new_carries_deliveries_in_flight_within_its_budget_oldest_first() -> None:
+    pending = [_pending(i) for i in range(1000)]
+    carried, left = carry(pending)
+    assert carried == pending[:len(carried)] and left == pending[len(carried):] and left
+    assert sum(len(p.model_dump_json()) for p in carried) <= MAX_CARRIED_BYTES
+    assert carry(pending[:10]) == (pending[:10], [])
+
+
+def test_declared_alerts_past_their_budget_are_refused_with_their_size() -> None:
+    patterns = ["e" * 64] * 64
+    alerts = [AlertSpec(name=f"a{i}", provider="pager", environments=patterns) for i in range(100)]
+    with pytest.raises(pydantic.ValidationError, match=r"the declared alerts are \d+ bytes encoded, more than"):
+        AlertsUpdate(alerts=alerts)
+    assert AlertsUpdate(alerts=alerts[:5]).alerts == alerts[:5]

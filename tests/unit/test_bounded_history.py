@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ferry.environment import MAX_IDS, ChangeSet, Event, ReconcileResult, cap_ids, cap_objects
+from ferry.environment import MAX_IDS, MAX_RECORD_CHARS, ChangeSet, Event, ReconcileResult, cap_ids, cap_objects
 
 IDS = [f"ConfigMap/team/config-{i}" for i in range(20_000)]
 
@@ -38,3 +38,19 @@ def test_caps_are_exact_and_idempotent() -> None:
     capped = cap_objects({f"k{i}": ["x"] for i in range(5)}, 2)
     assert list(capped) == ["k0", "k1", "... and 3 more"]
     assert cap_objects(capped, 2) == capped
+
+
+def test_a_drift_record_of_long_names_stays_within_its_characters_and_counts_the_rest() -> None:
+    """1,000 objects with 200-character names drifting on 10 fields of 240 characters each: the entry caps alone
+    (200 entries of 256) let one event reach ~51 KB, and 50 kept events 2.5 MB of continue-as-new input."""
+    drift = {f"ConfigMap/team/{'n' * 200}-{i}": [f"data.{'k' * 240}-{j}" for j in range(10)] for i in range(1000)}
+    capped = cap_objects(drift)
+    entries = [k for k in capped if not k.startswith("...")] + [
+        i for items in capped.values() for i in items if not i.startswith("...")]
+    assert sum(len(e) for e in entries) <= MAX_RECORD_CHARS
+    more = sum(int(k.split()[2]) for k in capped if k.startswith("... and "))
+    assert len([k for k in capped if not k.startswith("...")]) + more == 1000  # every object kept or counted
+    assert cap_objects(capped) == capped
+    event = Event(at="2026-11-30T00:00:00Z", type="DriftReverted", message="m", objects=drift)
+    assert len(event.model_dump_json()) < 4 * 1024
+    assert cap_ids(["x" * 100] * 30, chars=250) == ["x" * 100, "x" * 100, "... and 28 more"]
