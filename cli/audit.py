@@ -1,27 +1,46 @@
-"""`ferry audit [ENV] [--since DURATION] [--json]`: the timeline, from Temporal's workflow histories alone."""
+"""`ferry audit [ENV] [--since DURATION] [--json] [--verify]`: the timeline, from Temporal's workflow histories alone.
+
+The rules (whose runs count, which approvers were in force, the window) are `ferry/audit.py`'s; this module reads
+Visibility and histories and turns events into entries. Every payload in a history is hostile input: each is decoded
+on its own, and one that does not decode is shown as such, never fatal to the timeline."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 from temporalio.api.enums.v1 import EventType as HistoryEventType
+from temporalio.api.enums.v1 import WorkflowTaskFailedCause
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from cli.common import emit, run_connected, settings_from
 from cli.environments import environment_status
-from ferry.approvals import (
-    ApprovalError,
-    ApproverKey,
-    SignedDecision,
-    Statement,
-    signature_public_key,
-    verify_decision,
+from ferry.audit import (
+    CANCEL_REQUEST,
+    ENVIRONMENT_WORKFLOW,
+    FERRY_WORKFLOW_TYPES,
+    MAX_SHOWN,
+    PROMOTION_WORKFLOW,
+    RELEASE_WORKFLOW,
+    RESET_CAUSE,
+    ROLLBACK_WORKFLOW,
+    SignedRecord,
+    SpecTracker,
+    exclusion,
+    in_force_at,
+    in_window,
+    parse_time,
+    run_origin,
+    verify_against,
+    verify_record,
+    visibility_time,
+    window_query,
 )
 from ferry.durations import parse_duration
 from ferry.environment import EventType
@@ -29,7 +48,10 @@ from ferry.names import ENV_PREFIX, Memo, SearchAttribute
 from ferry.settings import TemporalSettings
 from workers.client import workflow_url
 
-TYPES = ("ReleaseWorkflow", "EnvironmentWorkflow", "PromotionWorkflow", "RollbackWorkflow")
+__all__ = ["AuditEntry", "SignedRecord", "build_timeline", "cmd_audit", "entries_from_history", "verify_record"]
+
+TYPES = FERRY_WORKFLOW_TYPES
+EXCLUDED = "excluded run"
 
 
 class AuditEntry(BaseModel):
@@ -42,37 +64,63 @@ class AuditEntry(BaseModel):
     url: str
 
 
+@dataclass(frozen=True)
+class Undecodable:
+    """A payload the data converter could not read: shown in its place, never raised."""
+
+    reason: str
+
+    def __str__(self) -> str:
+        return f"(undecodable payload: {self.reason[:MAX_SHOWN]})"
+
+
+def _from_payload(payload: Any) -> Any:
+    try:
+        return pydantic_data_converter.payload_converter.from_payload(payload)
+    except Exception as err:  # NB: any converter failure (bad JSON, unknown encoding, a codec's error) is data
+        return Undecodable(f"{type(err).__name__}: {err}")
+
+
 def _decode(payloads: Any) -> Any:
     items = list(payloads.payloads) if payloads is not None else []
-    return pydantic_data_converter.payload_converter.from_payload(items[0]) if items else None
+    return _from_payload(items[0]) if items else None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _memo(event: HistoryEvent, key: str) -> Any:
     fields = event.workflow_properties_modified_event_attributes.upserted_memo.fields
-    return pydantic_data_converter.payload_converter.from_payload(fields[key]) if key in fields else None
+    return _from_payload(fields[key]) if key in fields else None
+
+
+def _when(event: HistoryEvent) -> dt.datetime:
+    return event.event_time.ToDatetime().replace(tzinfo=dt.UTC)
 
 
 def _time(event: HistoryEvent) -> str:
-    return event.event_time.ToDatetime().replace(tzinfo=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return _when(event).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-class SignedRecord(BaseModel):
-    """A decision recorded as verified, with the payload that carried it: what `--verify` re-checks offline."""
-
-    workflow_id: str
-    run_id: str
-    started: dict[str, Any]
-    record: dict[str, Any]
-    payload: Any = None
+def _claimed(payload: Any) -> str:
+    """Who the payload says sent it (a claim: `by`, or an approver's name)."""
+    if isinstance(payload, Undecodable):
+        return ""
+    fields = _dict(payload)
+    return str(fields.get("by") or fields.get("approver") or "")[:MAX_SHOWN]
 
 
 def entries_from_history(workflow_type: str, workflow_id: str, events: list[HistoryEvent], url: str,
-                         signed: list[SignedRecord] | None = None, run_id: str = "") -> list[AuditEntry]:
+                         signed: list[SignedRecord] | None = None, run_id: str = "",
+                         earlier_run: bool = False) -> list[AuditEntry]:
     """Turn one execution's history into audit entries (and collect verified decisions into `signed`).
-    Pure: no calls."""
+    `earlier_run`: another run of this workflow id started before this one (Visibility), so an environment run that
+    is neither a continue-as-new nor a reset replaced it. Pure: no calls."""
     reader = _HistoryReader(workflow_type, workflow_id, url, signed, run_id)
     for event in events:
         reader.read(event)
+    reader.finish(earlier_run)
     return reader.out
 
 
@@ -83,7 +131,10 @@ class _HistoryReader:
     sending client's identity on the signal/update event. A decision sent as an Update carries its update id and
     pairs by it; every decision signal writes exactly one record, in delivery order, so signals pair in order.
     Operator events pair the same way: each pin/suspend/resume signal writes exactly one record (Pinned or
-    PinRefused, Suspended, Resumed) in delivery order; spec changes carry their update id."""
+    PinRefused, Suspended, Resumed) in delivery order; spec changes carry their update id. A signal whose payload
+    does not decode is dropped by the worker (temporalio: "dropping the signal") and writes no record, so it does
+    not pair. Besides the records, every message a client sent (signal, Update, cancel request) is an entry of its
+    own with the identity Temporal recorded, so no claimed name hides a sender."""
 
     def __init__(self, workflow_type: str, workflow_id: str, url: str, signed: list[SignedRecord] | None,
                  run_id: str) -> None:
@@ -91,8 +142,12 @@ class _HistoryReader:
             workflow_type, workflow_id, url, signed, run_id)
         self.out: list[AuditEntry] = []
         self.started: dict[str, Any] = {}
-        self.signal_senders: dict[str, deque[tuple[str, Any]]] = {name: deque() for name in _SIGNALLED}
-        self.update_senders: dict[str, tuple[str, Any]] = {}
+        self.messages: list[_Message] = []  # every signal and accepted Update, in history order
+        self.signal_senders: dict[str, deque[_Message]] = {name: deque() for name in _SIGNALLED}
+        self.update_senders: dict[str, _Message] = {}
+        self.cancel_senders: deque[str] = deque()
+        self.first: HistoryEvent | None = None
+        self.reset = False
 
     def add(self, event: HistoryEvent, kind: str, subject: str, who: str = "", details: str = "") -> None:
         self.out.append(AuditEntry(at=_time(event), kind=kind, subject=subject, who=who, details=details,
@@ -101,53 +156,152 @@ class _HistoryReader:
     def read(self, event: HistoryEvent) -> None:
         et = event.event_type
         if et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
-            attrs = event.workflow_execution_signaled_event_attributes
-            if attrs.signal_name in self.signal_senders:
-                sender = (f"workflow {attrs.external_workflow_execution.workflow_id}"
-                          if attrs.external_workflow_execution.workflow_id else _sender(event, attrs.identity))
-                self.signal_senders[attrs.signal_name].append((sender, _decode(attrs.input)))
+            self._signalled(event)
         elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
             request = event.workflow_execution_update_accepted_event_attributes.accepted_request
-            self.update_senders[request.meta.update_id] = (_sender(event, request.meta.identity),
-                                                           _decode(request.input.args))
+            message = _Message(event, "update", request.input.name, _sender(event, request.meta.identity),
+                               _decode(request.input.args))
+            self.messages.append(message)
+            self.update_senders[request.meta.update_id] = message
+        elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED:
+            self._cancel_requested(event)
+        elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
+            terminated = event.workflow_execution_terminated_event_attributes
+            self.add(event, "terminated", self._subject(), "",
+                     f"{terminated.reason[:MAX_SHOWN] or 'no reason given'}; by {client_words(terminated.identity)}")
+        elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+            self._task_failed(event)
         elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
-            self.started = _decode(event.workflow_execution_started_event_attributes.input) or {}
+            self.first = event
+            started = _decode(event.workflow_execution_started_event_attributes.input)
+            self.started = _dict(started)
+            if isinstance(started, Undecodable):
+                self.add(event, "started", self._subject(), "", f"input {started}")
             self._started(event)
         elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
-            self._completed(event, _decode(event.workflow_execution_completed_event_attributes.result) or {})
-        elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED and self.workflow_type == "ReleaseWorkflow":
+            result = _decode(event.workflow_execution_completed_event_attributes.result)
+            if isinstance(result, Undecodable):
+                self.add(event, "completed", self._subject(), "", f"result {result}")
+            self._completed(event, _dict(result))
+        elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED and self.workflow_type == RELEASE_WORKFLOW:
             failure, started = event.workflow_execution_failed_event_attributes.failure, self.started
             self.add(event, "release failed", f"{started.get('repository')}:{started.get('version')}",
                      started.get("publisher", ""), (failure.cause.message or failure.message)[:300])
         elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED:
-            decision = _memo(event, Memo.DECISION)
-            if decision:
-                self._decision(event, decision)
-            env_event = _memo(event, Memo.EVENT)
-            if env_event:
-                self._environment_event(event, env_event)
+            for key, handle in ((Memo.DECISION, self._decision), (Memo.EVENT, self._environment_event)):
+                record = _memo(event, key)
+                if isinstance(record, Undecodable):
+                    self.add(event, "record", self._subject(), "", f"{key} {record}")
+                elif record:
+                    handle(event, _dict(record))
+
+    def _cancel_requested(self, event: HistoryEvent) -> None:
+        attrs = event.workflow_execution_cancel_requested_event_attributes
+        sender = (f"workflow {attrs.external_workflow_execution.workflow_id}"
+                  if attrs.external_workflow_execution.workflow_id else _sender(event, attrs.identity))
+        self.cancel_senders.append(sender)
+        self.add(event, "cancel requested", self._subject(), "",
+                 f"{attrs.cause[:MAX_SHOWN] or 'no reason given'}; sent by {client_words(sender)}")
+
+    def _task_failed(self, event: HistoryEvent) -> None:
+        """A reset writes a failed workflow task (cause RESET_WORKFLOW) into the new run, with its reason and
+        identity; other task failures are the worker's, not an operator's."""
+        attrs = event.workflow_task_failed_event_attributes
+        if not WorkflowTaskFailedCause.Name(attrs.cause).endswith(RESET_CAUSE):
+            return
+        self.reset = True
+        self.add(event, "reset", self._subject(), "",
+                 f"{attrs.failure.message[:MAX_SHOWN] or 'no reason given'} (from run {attrs.base_run_id} to "
+                 f"{attrs.new_run_id}); identity recorded: {attrs.identity[:MAX_SHOWN] or 'none'}")
+
+    def finish(self, earlier_run: bool) -> None:
+        """What only the whole history tells: the messages no record named, and how an environment run began (a
+        reset's task failure comes later)."""
+        self._unpaired()
+        if self.workflow_type != ENVIRONMENT_WORKFLOW or self.first is None:
+            return
+        attrs = self.first.workflow_execution_started_event_attributes
+        origin = run_origin(attrs.continued_execution_run_id, self.reset, earlier_run)
+        starter = client_words(_sender(self.first, attrs.identity))
+        if origin == "replaced":
+            self.out.insert(0, AuditEntry(at=_time(self.first), kind="run replaced", subject=self._subject(),
+                                          details=f"a new run replaced the previous one: started by {starter}",
+                                          workflow_id=self.workflow_id, url=self.url))
+        elif origin == "first":
+            self.out.insert(0, AuditEntry(at=_time(self.first), kind="environment started", subject=self._subject(),
+                                          details=f"started by {starter}", workflow_id=self.workflow_id,
+                                          url=self.url))
+
+    def _subject(self) -> str:
+        if self.workflow_type == ENVIRONMENT_WORKFLOW:
+            return self._environment()
+        if self.started.get("environment"):
+            return f"{self.started.get('environment')} {self.started.get('version') or ''}".strip()
+        return self.workflow_id
+
+    def _environment(self) -> str:
+        spec = _dict(_dict(self.started.get("state")).get("spec"))
+        return str(spec.get("name") or self.workflow_id.removeprefix(ENV_PREFIX))
+
+    def _signalled(self, event: HistoryEvent) -> None:
+        attrs = event.workflow_execution_signaled_event_attributes
+        from_workflow = attrs.external_workflow_execution.workflow_id
+        sender = f"workflow {from_workflow}" if from_workflow else _sender(event, attrs.identity)
+        message = _Message(event, "signal", attrs.signal_name, sender, _decode(attrs.input),
+                           from_workflow=bool(from_workflow))
+        self.messages.append(message)
+        if attrs.signal_name in self.signal_senders and not isinstance(message.payload, Undecodable):
+            self.signal_senders[attrs.signal_name].append(message)
+
+    def _signal(self, name: str) -> tuple[str, Any]:
+        """(sender, payload) of the next signal of this name still waiting for its record ('' when none)."""
+        queue = self.signal_senders.get(name)
+        if not queue:
+            return "", None
+        message = queue.popleft()
+        message.paired = True
+        return message.sender, message.payload
+
+    def _update(self, update_id: str) -> tuple[str, Any]:
+        message = self.update_senders.get(update_id)
+        if message is None:
+            return "", None
+        message.paired = True
+        return message.sender, message.payload
+
+    def _unpaired(self) -> None:
+        """Every message a client sent that no record names (reconcile_now, plan, a name the workflow does not
+        have, an undecodable payload, a decision the run never judged) is an entry of its own, with its sender.
+        NB: Ferry's workflows signal each other (pin outcomes, alert notifications); those stay out."""
+        for m in self.messages:
+            if m.paired or m.from_workflow:
+                continue
+            name = m.name[:MAX_SHOWN]
+            self.add(m.event, f"{m.kind} {name}"[:40], self._subject(), _claimed(m.payload),
+                     f"{m.kind} {name!r}{_undecodable(m.payload)}, no record of it in this run; sent by "
+                     f"{client_words(m.sender)}")
 
     def _started(self, event: HistoryEvent) -> None:
         started = self.started
-        if self.workflow_type == "PromotionWorkflow":
+        if self.workflow_type == PROMOTION_WORKFLOW:
             self.add(event, "promotion requested", f"{started.get('environment')} {started.get('version')}",
                      started.get("requested_by", ""), started.get("reason", ""))
-        elif self.workflow_type == "RollbackWorkflow":
+        elif self.workflow_type == ROLLBACK_WORKFLOW:
             self.add(event, "rollback requested", str(started.get("environment")), started.get("requested_by", ""),
                      f"to {started.get('to_version') or 'last known-good'}: {started.get('reason', '')}")
 
     def _completed(self, event: HistoryEvent, result: dict[str, Any]) -> None:
         started = self.started
-        if self.workflow_type == "ReleaseWorkflow":
+        if self.workflow_type == RELEASE_WORKFLOW:
             again = " (already released, identical content)" if result.get("already_released") else ""
             self.add(event, "release published", f"{result.get('repository')}:{result.get('version')}",
                      result.get("publisher", started.get("publisher", "")),
                      f"revision {started.get('revision') or '-'} digest {result.get('digest')}{again}")
-        elif self.workflow_type == "PromotionWorkflow":
+        elif self.workflow_type == PROMOTION_WORKFLOW:
             self.add(event, f"promotion {result.get('outcome')}",
                      f"{result.get('environment')} {result.get('version')}", ", ".join(result.get("approved_by") or []),
                      f"{result.get('digest')}: {result.get('reason')}")
-        elif self.workflow_type == "RollbackWorkflow":
+        elif self.workflow_type == ROLLBACK_WORKFLOW:
             self.add(event, f"rollback {result.get('outcome')}", str(result.get("environment")),
                      started.get("requested_by", ""),
                      f"{result.get('from_version')} -> {result.get('to_version')} {result.get('digest')}: "
@@ -155,38 +309,64 @@ class _HistoryReader:
 
     def _decision(self, event: HistoryEvent, decision: dict[str, Any]) -> None:
         verdict = (f"accepted{' (' + decision['reason'] + ')' if decision.get('reason') else ''}"
-                   if decision["accepted"] else f"REFUSED: {decision['reason']}")
+                   if decision.get("accepted") else f"REFUSED: {decision.get('reason')}")
         if decision.get("update_id"):
-            sender, payload = self.update_senders.get(decision["update_id"], ("", None))
+            sender, payload = self._update(str(decision["update_id"]))
+        elif decision.get("via") == "signal":
+            sender, payload = self._signal(str(decision.get("action")))
         else:
-            queue = self.signal_senders[decision["action"]]
-            sender, payload = queue.popleft() if queue and decision["via"] == "signal" else ("", None)
+            sender, payload = "", None
         if decision.get("verified") and self.signed is not None:
             self.signed.append(SignedRecord(workflow_id=self.workflow_id, run_id=self.run_id, started=self.started,
-                                            record=decision, payload=payload))
-        proof = f"verified {decision['fingerprint']}" if decision.get("verified") else "claimed"
-        self.add(event, f"{decision['action']} ({decision['via']})",
-                 f"{self.started.get('environment')} {self.started.get('version')}", f"{decision['by']} ({proof})",
+                                            record=decision, payload=payload, at=_time(event)))
+        proof = f"verified {decision.get('fingerprint')}" if decision.get("verified") else "claimed"
+        self.add(event, f"{decision.get('action')} ({decision.get('via')})",
+                 f"{self.started.get('environment')} {self.started.get('version')}", f"{decision.get('by')} ({proof})",
                  f"{verdict}; comment: {decision.get('comment') or '-'}; sent by {client_words(sender)}")
 
     def _environment_event(self, event: HistoryEvent, env_event: dict[str, Any]) -> None:
-        state = self.started.get("state", {}) if isinstance(self.started, dict) else {}
-        name = (state.get("spec") or {}).get("name", self.workflow_id.removeprefix(ENV_PREFIX))
-        details = env_event["message"]
-        if env_event["type"] == EventType.DRIFT_CORRECTED:
-            details += ": " + "; ".join(f"{o} {', '.join(f)}" for o, f in env_event["objects"].items())
-        signal = _SIGNAL_OF.get(env_event["type"])
+        details = str(env_event.get("message", ""))
+        kind = EventType(str(env_event.get("type", "")))
+        if kind == EventType.DRIFT_CORRECTED:
+            details += ": " + "; ".join(f"{o} {', '.join(f)}" for o, f in _dict(env_event.get("objects")).items())
+        signal = _SIGNAL_OF.get(kind)
         if env_event.get("update_id"):
-            details += f"; sent by {client_words(self.update_senders.get(env_event['update_id'], ('', None))[0])}"
-        elif signal and env_event.get("by") != "cancel request":
-            queue = self.signal_senders[signal]
-            details += f"; sent by {client_words(queue.popleft()[0] if queue else '')}"
-        self.add(event, EventType(env_event["type"]).words, name, env_event.get("by", ""), details)
+            details += f"; sent by {client_words(self._update(str(env_event['update_id']))[0])}"
+        elif kind == EventType.SUSPENDED and env_event.get("by") == CANCEL_REQUEST:
+            details += f"; sent by {client_words(self._cancel_sender())}"
+        elif signal:
+            details += f"; sent by {client_words(self._signal(signal)[0])}"
+        self.add(event, kind.words, self._environment(), env_event.get("by", ""), details)
+
+    def _cancel_sender(self) -> str:
+        """The sender of a suspend recorded as by 'cancel request'. NB: histories before the environment relabelled
+        reserved names let a suspend signal claim it; such a signal, first in line, is the one recorded."""
+        queue = self.signal_senders["suspend"]
+        if queue and _claimed(queue[0].payload) == CANCEL_REQUEST:
+            return f"{self._signal('suspend')[0]} (a suspend signal claiming {CANCEL_REQUEST!r})"
+        return self.cancel_senders.popleft() if self.cancel_senders else ""
+
+
+@dataclass
+class _Message:
+    """One signal or accepted Update as history recorded it: the sender is Temporal's, never the payload's."""
+
+    event: HistoryEvent
+    kind: str  # signal | update
+    name: str
+    sender: str
+    payload: Any
+    from_workflow: bool = False
+    paired: bool = False
 
 
 _SIGNALLED = ("approve", "reject", "pin", "suspend", "resume")
 _SIGNAL_OF = {EventType.PINNED: "pin", EventType.PIN_REFUSED: "pin", EventType.SUSPENDED: "suspend",
               EventType.RESUMED: "resume"}
+
+
+def _undecodable(payload: Any) -> str:
+    return f" {payload}" if isinstance(payload, Undecodable) else ""
 
 
 def _sender(event: HistoryEvent, identity: str) -> str:
@@ -199,68 +379,132 @@ def client_words(identity: str) -> str:
     """The Temporal client identity in words; the Web UI and bare API calls send none."""
     if identity.startswith("workflow "):
         return identity
-    return f"client {identity}" if identity else "unknown client (Temporal UI or API)"
+    return f"client {identity[:MAX_SHOWN]}" if identity else "unknown client (Temporal UI or API)"
 
 
-def verify_record(signed: SignedRecord) -> str:
-    """Re-verify one recorded decision offline: the SSH signature over its statement with the key embedded in the
-    signature, that key's fingerprint against the one recorded, and the statement's bindings against the
-    workflow that recorded it. -> '' or what does not hold."""
-    record, payload = signed.record, signed.payload
-    if not isinstance(payload, dict) or not payload.get("statement") or not payload.get("signature"):
-        return "recorded as verified, but its payload carries no signed statement"
-    try:
-        proof = SignedDecision(statement=payload["statement"], signature=payload["signature"])
-        key = signature_public_key(proof.signature)
-        verified = verify_decision(proof, [ApproverKey(name=Statement.parse(proof.statement).approver, key=key)])
-    except (ApprovalError, ValueError) as err:
-        return f"signature does not verify: {err}"
-    st = verified.statement
-    checks = {"fingerprint": (verified.fingerprint, record.get("fingerprint")),
-              "approver": (verified.approver, record.get("by")), "decision": (st.decision, record.get("action")),
-              "promotion": (st.promotion, signed.workflow_id), "run": (st.run, signed.run_id)}
-    if signed.started.get("environment"):
-        checks["environment"] = (st.environment, signed.started["environment"])
-        checks["version"] = (st.version, signed.started.get("version"))
-    wrong = [f"{name} {got!r} != recorded {want!r}" for name, (got, want) in checks.items() if got != want]
-    return "; ".join(wrong)
+# ------------------------------------------------------------------------------------- reading Temporal ---
+
+async def _earlier_run(client: Client, workflow_id: str, started: dt.datetime) -> bool:
+    query = f"WorkflowId = '{_quoted(workflow_id)}' AND StartTime < '{visibility_time(started)}'"
+    async for _ in client.list_workflows(query, limit=1):
+        return True
+    return False
+
+
+def _quoted(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+async def _specs_in_force(client: Client, temporal: TemporalSettings, environment: str, earliest: dt.datetime,
+                          latest: dt.datetime) -> SpecTracker:
+    """The environment's approval policy through the runs of env/<name> that were open between the decisions'
+    times, read from their own histories (only runs Ferry's workers served)."""
+    tracker = SpecTracker()
+    query = (f"WorkflowId = '{_quoted(ENV_PREFIX + environment)}' AND StartTime <= '{visibility_time(latest)}' "
+             f"AND (CloseTime >= '{visibility_time(earliest)}' OR ExecutionStatus = 'Running')")
+    runs = [wf async for wf in client.list_workflows(query)]
+    for wf in sorted(runs, key=lambda w: w.start_time):
+        history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
+        events = list(history.events)
+        started = events[0].workflow_execution_started_event_attributes if events else None
+        if started is None or exclusion(wf.workflow_type, started.task_queue.name, temporal.task_queue):
+            continue
+        for event in events:
+            _feed(tracker, wf.run_id, event)
+    return tracker
+
+
+def _feed(tracker: SpecTracker, run_id: str, event: HistoryEvent) -> None:
+    et = event.event_type
+    if et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+        tracker.started(_when(event), run_id,
+                        _dict(_decode(event.workflow_execution_started_event_attributes.input)).get("state"))
+    elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
+        request = event.workflow_execution_update_accepted_event_attributes.accepted_request
+        tracker.update_accepted(request.meta.update_id, request.input.name, _decode(request.input.args))
+    elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED:
+        record = _memo(event, Memo.EVENT)
+        if isinstance(record, dict):
+            tracker.recorded(_when(event), record)
+
+
+async def verify_signed(client: Client, temporal: TemporalSettings,
+                        signed: list[SignedRecord]) -> list[tuple[SignedRecord, str]]:
+    """Each signed decision against its environment's approvers in force when it was recorded -> the failures."""
+    failures: list[tuple[SignedRecord, str]] = []
+    by_environment: dict[str, list[SignedRecord]] = {}
+    for record in signed:
+        by_environment.setdefault(str(record.started.get("environment") or ""), []).append(record)
+    for environment, records in by_environment.items():
+        times = [parse_time(r.at) for r in records]
+        tracker = await _specs_in_force(client, temporal, environment, min(times), max(times)) if environment \
+            else SpecTracker()
+        for record, at in zip(records, times, strict=True):
+            if problem := verify_against(record, in_force_at(tracker.steps, at)):
+                failures.append((record, problem))
+    return failures
 
 
 async def build_timeline(client: Client, temporal: TemporalSettings, environment: str | None,
-                         since: dt.timedelta, signed: list[SignedRecord] | None = None) -> list[AuditEntry]:
-    cutoff = (dt.datetime.now(dt.UTC) - since).strftime("%Y-%m-%dT%H:%M:%SZ")
-    types = ", ".join(f"'{t}'" for t in TYPES)
-    query = f"WorkflowType IN ({types}) AND StartTime >= '{cutoff}'"
+                         since: dt.timedelta, signed: list[SignedRecord] | None = None,
+                         now: dt.datetime | None = None) -> list[AuditEntry]:
+    """Entries of Ferry's runs (Ferry's workflow types on Ferry's task queue) whose events fall at or after
+    now - since; a run of Ferry's types elsewhere is one `excluded run` entry naming its task queue."""
+    cutoff = (now or dt.datetime.now(dt.UTC)) - since
+    query = window_query(cutoff)
     if environment:
         # the environment's own workflows, and the releases of the repository it deploys
         repository = (await environment_status(client, environment)).state.spec.repository
-        query += (f" AND ({SearchAttribute.ENVIRONMENT} = '{environment}' OR "
-                  f"(WorkflowType = 'ReleaseWorkflow' AND {SearchAttribute.REPOSITORY} = '{repository}'))")
+        query += (f" AND ({SearchAttribute.ENVIRONMENT} = '{_quoted(environment)}' OR "
+                  f"(WorkflowType = '{RELEASE_WORKFLOW}' AND {SearchAttribute.REPOSITORY} = '{_quoted(repository)}'))")
     entries: list[AuditEntry] = []
     async for wf in client.list_workflows(query):
+        url = workflow_url(temporal, wf.id, wf.run_id)
         history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
-        entries += entries_from_history(wf.workflow_type, wf.id, list(history.events),
-                                        workflow_url(temporal, wf.id, wf.run_id), signed, wf.run_id)
+        events = list(history.events)
+        first = events[0] if events else None
+        started = first.workflow_execution_started_event_attributes if first is not None else None
+        # NB: the history's own start event says which queue served the run (Visibility's copy is the fallback)
+        queue = started.task_queue.name if started is not None else wf.task_queue
+        if reason := exclusion(wf.workflow_type, queue, temporal.task_queue):
+            starter = client_words(_sender(first, started.identity)) if first and started else "unknown"
+            entries.append(AuditEntry(at=_time(first) if first else visibility_time(wf.start_time), kind=EXCLUDED,
+                                      subject=wf.id, who="", details=f"run {wf.run_id} started by {starter}: {reason}",
+                                      workflow_id=wf.id, url=url))
+            continue
+        earlier = bool(wf.workflow_type == ENVIRONMENT_WORKFLOW and started is not None
+                       and not started.continued_execution_run_id
+                       and await _earlier_run(client, wf.id, _when(first)))  # type: ignore[arg-type]
+        run_signed: list[SignedRecord] = []
+        for entry in entries_from_history(wf.workflow_type, wf.id, events, url, run_signed, wf.run_id, earlier):
+            if in_window(parse_time(entry.at), cutoff):
+                entries.append(entry)
+        if signed is not None:
+            signed += [s for s in run_signed if in_window(parse_time(s.at), cutoff)]
     return sorted(entries, key=lambda e: e.at)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-
     signed: list[SignedRecord] = []
 
-    entries = run_connected(settings, lambda client: build_timeline(client, settings.temporal, args.env,
-                                                                    parse_duration(args.since), signed))
+    async def go(client: Client) -> tuple[list[AuditEntry], list[tuple[SignedRecord, str]]]:
+        entries = await build_timeline(client, settings.temporal, args.env, parse_duration(args.since), signed)
+        return entries, (await verify_signed(client, settings.temporal, signed) if args.verify else [])
+
+    entries, failures = run_connected(settings, go)
     text = "\n".join(f"{e.at}  {e.kind:<22} {e.subject:<28} {e.who or '-':<16} {e.details}\n"
                      f"{'':22}{e.url}" for e in entries) or "no events in that window"
     if not args.verify:
         emit([e.model_dump() for e in entries], args.json, text)
         return 0
-    failures = [(s, problem) for s in signed if (problem := verify_record(s))]
-    lines = [f"FAILED {s.workflow_id} {s.record.get('action')} by {s.record.get('by')} at {s.record.get('at')}: "
-             f"{problem}" for s, problem in failures]
-    summary = f"verified {len(signed) - len(failures)} of {len(signed)} signed decision(s)"
+    lines = [f"FAILED {s.workflow_id} {s.record.get('action')} by {s.record.get('by')} at "
+             f"{s.at or s.record.get('at')}: {problem}" for s, problem in failures]
+    excluded = [e for e in entries if e.kind == EXCLUDED]
+    summary = (f"verified {len(signed) - len(failures)} of {len(signed)} signed decision(s); "
+               f"{len(excluded)} run(s) excluded (not served on Ferry's task queue)")
     emit({"entries": [e.model_dump() for e in entries], "signed": len(signed),
-          "failures": [{"workflow_id": s.workflow_id, "record": s.record, "problem": p} for s, p in failures]},
+          "failures": [{"workflow_id": s.workflow_id, "record": s.record, "problem": p} for s, p in failures],
+          "excluded": [e.model_dump() for e in excluded]},
          args.json, "\n".join([text, *lines, summary]))
     return 1 if failures else 0
