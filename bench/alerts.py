@@ -78,7 +78,9 @@ async def notifier(client: Client, tmp: Path, count: int, one_at_a_time: bool = 
         async with build_worker(client, settings, task_queue=queue,
                                 workflows=[AlertRouterWorkflow],
                                 activities=[NotifyActivities(providers, Links()).deliver_notification]):
-            router = await client.start_workflow(AlertRouterWorkflow.run, AlertRouterInput(), id=ALERT_ROUTER_ID,
+            # NB: synthetic notifications: no Ferry run sent them (the sender check is one activity per event)
+            router = await client.start_workflow(AlertRouterWorkflow.run, AlertRouterInput(verify_senders=False),
+                                                 id=ALERT_ROUTER_ID,
                                                  task_queue=queue,
                                                  id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING)
             await router.execute_update(AlertRouterWorkflow.apply_alerts,

@@ -95,8 +95,9 @@ def _environments(sub: Any) -> None:
                 "start or update one EnvironmentWorkflow per environment")
     p.add_argument("-f", "--file", required=True)
     _as(p, "who (default: the local user or CI actor)")
-    p.add_argument("--force", action="store_true", help="recreate an environment whose last run ended even if "
-                   "its record (holds, known-good history) cannot be read")
+    p.add_argument("--force", action="store_true", help="accepted for scripts written for earlier versions: an "
+                   "environment whose last run ended is recreated without it, and its new run recovers the last "
+                   "run's record (holds, used approvals, tag bindings) itself")
     for verb in ("approve", "reject"):
         p = command(env_sub, verb, Lazy("cli.environments", f"cmd_env_{verb}"), f"{verb} the spec change pending "
                     "approval (protected fields of an approval-required environment)", json=False)

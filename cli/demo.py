@@ -210,11 +210,19 @@ def start_stack() -> Any:
 
 
 def forget_previous_run(info: Any) -> None:
-    """A fresh demo: forget the environments, promotion and rollback a previous run left (same business keys)."""
+    """A fresh demo: delete every run the previous demo left under the same business keys. NB: deleted, not
+    terminated: a new run of an environment recovers a terminated run's record (spec, holds, used approvals), and
+    this story starts production afresh on a new repository with new keys (docs/durability.md)."""
+    temporal, address = script_path("temporal") or "temporal", info.components["temporal"]["address"]
     for workflow_id in ("env/staging", "env/production", "promote/production/1.1.0", "rollback/production/1.0.0"):
-        subprocess.run([script_path("temporal") or "temporal", "workflow", "terminate", "--address",
-                        info.components["temporal"]["address"], "--workflow-id", workflow_id, "--reason",
-                        "make demo restarts the story"], capture_output=True)
+        listed = subprocess.run([temporal, "workflow", "list", "--address", address, "--query",
+                                 f'WorkflowId = "{workflow_id}"', "--output", "jsonl"],
+                                capture_output=True, text=True)
+        for line in listed.stdout.splitlines():
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                run_id = json.loads(line)["execution"]["runId"]
+                subprocess.run([temporal, "workflow", "delete", "--address", address, "--workflow-id", workflow_id,
+                                "--run-id", run_id, "--yes"], capture_output=True)
 
 
 def release_two_versions(story: Story) -> None:
@@ -232,9 +240,7 @@ def declare_environments(story: Story) -> None:
     environments = story.tmp / "environments.yaml"
     environments.write_text(fill_environments(story.repository, story.keys))
     print(environments.read_text().rstrip())
-    # NB: --force: an earlier `make demo` on this stack left its environments terminated, and this run's story
-    # starts them afresh on a new repository (a real fleet keeps their holds: no --force)
-    run([*FERRY, "env", "apply", "-f", str(environments), "--force"])
+    run([*FERRY, "env", "apply", "-f", str(environments)])
 
     step("4. staging follows the range to 1.1.0 by itself; production stays on 1.0.0")
     wait("staging on 1.1.0", lambda: applied("staging", "1.1.0"))

@@ -216,12 +216,11 @@ async def _from_last_run(client: Client, spec: EnvironmentSpec, ended: Any, forc
     try:
         last = (await client.get_workflow_handle(env_workflow_id(spec.name)).query(
             STATUS_QUERY, result_type=EnvironmentStatus, rpc_timeout=timedelta(seconds=10))).state
-    except (RPCError, WorkflowQueryFailedError) as err:
-        if not force:
-            raise CommandError(f"environment {spec.name}: its last run ended ({getattr(ended, 'name', ended)}) and "
-                               f"its record cannot be read ({err}); --force starts it without its holds and "
-                               "known-good history") from None
-        return EnvironmentState(spec=spec), " (--force: without the last run's record)"
+    except (RPCError, WorkflowQueryFailedError):
+        # NB: the new run reads the last run's record itself (its memo, ferry/recovery.py): holds, used approvals
+        # and tag bindings come back without --force, and --force cannot drop them
+        return EnvironmentState(spec=spec), (" (the last run's status cannot be read: the new run recovers its "
+                                             "record from the last run's memo)")
     # NB: tag bindings and holds name versions of the last run's repository: another repository's 1.2.0 is another
     # artifact, so it starts unbound and unheld (a `make demo` on a kept stack re-releases 1.2.0 in a new one)
     same = last.spec.repository == spec.repository

@@ -40,7 +40,6 @@ REWAKE_EVERY = 15.0
 POLL_EVERY = 5.0  # seconds between Visibility counts while waiting for a build to empty
 DRAIN_POLL_EVERY = 1.0  # seconds between looks at what is left behind while draining (one list request)
 SET_CURRENT_RETRY = 2.0  # seconds between tries while the build's workers have not polled yet
-WAKE_EVENT = "WorkerBuildChanged"  # the router's wake-up, a notification like any other (an alert may match it)
 
 
 def register(sub: Any) -> None:
@@ -186,11 +185,11 @@ async def left_behind(client: Client, deployment: str, current: str) -> list[tup
 
 
 def _router_wake(deployment: str, build: str, run: str) -> dict[str, Any]:
-    from ferry.alerts import Notification
+    from ferry.alerts import WAKE_SOURCE, WORKER_BUILD_CHANGED, Notification
 
     digest = hashlib.sha256(f"{deployment}:{build}:{run}".encode()).hexdigest()[:32]
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    return Notification(key=f"upgrade-{digest}", type=WAKE_EVENT, at=now, source="ferry upgrade drain",
+    return Notification(key=f"upgrade-{digest}", type=WORKER_BUILD_CHANGED, at=now, source=WAKE_SOURCE,
                         message=f"worker deployment {deployment}: build {build} is current"[:200],
                         details={"deployment": deployment[:200], "build": build[:200]}).model_dump(mode="json")
 

@@ -30,7 +30,7 @@ EVENT_SEVERITY: dict[str, Severity] = {
     "ReleasePublished": "info",
     # environments (the Event types EnvironmentWorkflow records)
     "Applied": "info", "Healthy": "info", "Recovered": "info", "Pinned": "info", "PinReleased": "info",
-    "SpecUpdated": "info", "Resumed": "info", "SpecChangeRejected": "info",
+    "SpecUpdated": "info", "Resumed": "info", "SpecChangeRejected": "info", "RecordRecovered": "info",
     "DriftCorrected": "warning", "Suspended": "warning", "SpecChangePending": "warning", "PinRefused": "warning",
     "SpecDecisionRefused": "warning",
     "HealthFailed": "error", "AutoRollback": "error", "ReconcileFailed": "error", "TagMoved": "error",
@@ -580,6 +580,50 @@ def carry(pending: list[PendingDelivery], budget: int = MAX_CARRIED_BYTES) -> tu
     return carried, []
 
 
+# ------------------------------------------------------------------------------------ senders
+
+# Who may notify the router: a run of one of Ferry's workflows, on Ferry's task queue, about its own environment.
+SENDER_TYPES = {"env/": "EnvironmentWorkflow", "promote/": "PromotionWorkflow", "rollback/": "RollbackWorkflow",
+                "release/": "ReleaseWorkflow"}
+
+
+class SenderInput(_Model):
+    source: str = Field(max_length=300)
+    run_id: str = Field(max_length=64)
+    environment: str = Field("", max_length=64)
+    key: str = Field("", max_length=80, description="the notification's key: the run named must say it sent it")
+
+
+# `ferry upgrade drain` wakes the router with this notification (a client's: not delivered when senders are checked)
+WORKER_BUILD_CHANGED = "WorkerBuildChanged"
+WAKE_SOURCE = "ferry upgrade drain"
+MAX_HELD = 3  # notifications with a key whose sender is being checked, waiting for its verdict
+
+# The query every Ferry workflow answers: did this run send the notification with this key (workflows/outbox.py)?
+NOTIFIED_QUERY = "ferry_notified"
+
+
+class SenderResult(_Model):
+    refusal: str = Field("", description="why the notification is not Ferry's; empty: it is")
+    sender: str = Field("", description="what each alert says of its sender")
+
+
+def sender_refusal(note: SenderInput, workflow_type: str, task_queue: str, ferry_queue: str) -> str:
+    """'' when the run `note` names (as Temporal describes it) is one of Ferry's workflows on Ferry's task queue,
+    of the kind its id says, about the environment the notification names."""
+    kind = next((t for prefix, t in SENDER_TYPES.items() if note.source.startswith(prefix)), None)
+    if kind is None:
+        return f"{note.source[:100]!r} is not the id of one of Ferry's workflows"
+    if workflow_type != kind:
+        return f"{note.source[:100]} run {note.run_id} is of type {workflow_type[:100]}, not {kind}"
+    if task_queue != ferry_queue:
+        return f"{note.source[:100]} runs on task queue {task_queue[:100]!r}, not Ferry's"
+    parts = note.source.split("/")
+    if kind != "ReleaseWorkflow" and note.environment and parts[1] != note.environment:
+        return f"{note.source[:100]} is about {parts[1][:64]}, not {note.environment}"
+    return ""
+
+
 class AlertRouterState(_Model):
     alerts: list[AlertSpec] = Field(default_factory=list)
     seen: list[str] = Field(default_factory=list, description="recent idempotency keys (bounded)")
@@ -593,6 +637,8 @@ class AlertRouterState(_Model):
 
 class AlertRouterInput(_Model):
     state: AlertRouterState = Field(default_factory=AlertRouterState)
+    verify_senders: bool = Field(True, description="deliver only what a run of Ferry's own workflows sent (false: "
+                                 "a router fed by something else, such as the delivery benchmark's synthetic events)")
     max_per_run: int = Field(1000, ge=1, le=10_000, description="notifications routed per run before "
                              "continue-as-new (each costs a signal, and an activity per matching alert)")
 

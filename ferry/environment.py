@@ -391,6 +391,7 @@ class Pin(VersionRef):
     confirm: bool = Field(False, description="a promotion's pin not yet confirmed by the environment itself "
                           "(its promotion run vouches for it, requires-healthy-in holds): nothing applied until then")
     lifts_hold: bool = Field(False, description="applying it lifts the hold on its version (a promotion)")
+    confirm_attempts: int = Field(0, description="confirmations that could not be made yet (refused at a bound)")
 
 
 class PendingSpec(_Model):
@@ -530,6 +531,7 @@ class EventType(StrEnum):
     SPEC_CHANGE_PENDING = "SpecChangePending"
     SPEC_CHANGE_REJECTED = "SpecChangeRejected"
     SPEC_DECISION_REFUSED = "SpecDecisionRefused"
+    RECORD_RECOVERED = "RecordRecovered"  # a run that replaced the last one took that run's safety record
 
     @classmethod
     def _missing_(cls, value: object) -> EventType | None:

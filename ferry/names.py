@@ -24,6 +24,8 @@ class Memo:
     UNDELIVERED: Final = "ferry_undelivered"  # AlertRouterWorkflow: a notification it gave up delivering
     ALERTS_CHANGED: Final = "ferry_alerts_changed"  # AlertRouterWorkflow: who changed the declared alerts
     OUTCOME: Final = "ferry_outcome"  # PromotionWorkflow, RollbackWorkflow: how a cancelled run ended
+    OUTCOME_REFUSED: Final = "ferry_outcome_refused"  # PromotionWorkflow, RollbackWorkflow: an answer not taken
+    RECORD: Final = "ferry_record"  # EnvironmentWorkflow: its safety record, read back by a run that replaces it
 
 
 class SearchAttribute(StrEnum):

@@ -24,10 +24,14 @@ NB: no `from __future__ import annotations` here (nor in the workflow modules): 
 from temporalio import workflow
 from temporalio.common import VersioningBehavior
 
-from ferry.alerts import AlertRouterInput
-from ferry.environment import EnvironmentInput
-from ferry.promotion import PromotionInput, PromotionResult, RollbackInput, RollbackResult
-from ferry.release import ReleaseInput, ReleaseResult
+# NB: passed through, as in the workflow modules: the sandbox re-imports this module, and its own copy of
+# ferry.environment would make the run's input another EnvironmentSpec class than the one the workflow's helpers
+# (ferry/recovery.py) validate against
+with workflow.unsafe.imports_passed_through():
+    from ferry.alerts import AlertRouterInput
+    from ferry.environment import EnvironmentInput
+    from ferry.promotion import PromotionInput, PromotionResult, RollbackInput, RollbackResult
+    from ferry.release import ReleaseInput, ReleaseResult
 from workflows.alerts import AlertRouterWorkflow
 from workflows.environment import EnvironmentWorkflow
 from workflows.promotion import PromotionWorkflow

@@ -36,6 +36,7 @@ def all_activities(settings: Settings, client: Client) -> list[Callable[..., Any
     """Activity classes hold their clients; their bound methods are registered."""
     from activities.environments import EnvironmentActivities
     from activities.notify import NotifyActivities
+    from activities.senders import SenderActivities
     from ferry.alerts import Links
 
     registries = Registries(settings.registry, connections=settings.worker.max_concurrent_activities
@@ -54,6 +55,8 @@ def all_activities(settings: Settings, client: Client) -> list[Callable[..., Any
         *cluster_activities(settings, registry),
         EnvironmentActivities(client).environment_status,
         EnvironmentActivities(client).confirm_pin,
+        EnvironmentActivities(client).last_record,
+        SenderActivities(client).check_sender,
         NotifyActivities(settings.worker.alert_providers, Links(
             ui_url=settings.temporal.ui_url, address=settings.temporal.address,
             namespace=settings.temporal.namespace)).deliver_notification,

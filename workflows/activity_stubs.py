@@ -17,7 +17,7 @@ from typing import NoReturn
 
 from temporalio import activity
 
-from ferry.alerts import DeliveryInput, DeliveryResult
+from ferry.alerts import DeliveryInput, DeliveryResult, SenderInput, SenderResult
 from ferry.artifacts import (
     FetchManifestInput,
     Manifest,
@@ -39,6 +39,7 @@ from ferry.environment import (
     ResolveResult,
 )
 from ferry.promotion import ConfirmPinInput, ConfirmPinResult, EnvironmentStatusInput
+from ferry.recovery import LastRecordInput, LastRecordResult
 from ferry.release import PackageBundleInput, PackageBundleResult
 
 
@@ -94,6 +95,16 @@ async def confirm_pin(input: ConfirmPinInput) -> ConfirmPinResult:
     _stub("confirm_pin")
 
 
+@activity.defn(name="last_record")  # activities/environments.py
+async def last_record(input: LastRecordInput) -> LastRecordResult:
+    _stub("last_record")
+
+
+@activity.defn(name="check_sender")  # activities/senders.py
+async def check_sender(input: SenderInput) -> SenderResult:
+    _stub("check_sender")
+
+
 @activity.defn(name="deliver_notification")  # activities/notify.py
 def deliver_notification(input: DeliveryInput) -> DeliveryResult:
     _stub("deliver_notification")
@@ -116,5 +127,5 @@ def sign_artifact(input: SignArtifactInput) -> SignArtifactResult:
 
 
 ALL = [resolve_desired, resolve_tag, fetch_manifest, verify_artifact, reconcile_environment, wait_healthy,
-       check_environment, environment_status, confirm_pin, deliver_notification, package_bundle, push_artifact,
-       sign_artifact]
+       check_environment, environment_status, confirm_pin, last_record, check_sender, deliver_notification,
+       package_bundle, push_artifact, sign_artifact]

@@ -19,10 +19,15 @@ with workflow.unsafe.imports_passed_through():
 
     from ferry.alerts import (
         MAX_CARRIED_BYTES,
+        MAX_DETAIL,
+        MAX_DETAILS,
+        MAX_HELD,
         MAX_PENDING,
         MAX_RECENT,
         MAX_SEEN,
         MAX_UNDELIVERED,
+        WAKE_SOURCE,
+        WORKER_BUILD_CHANGED,
         AlertRouterInput,
         AlertRouterState,
         AlertSpec,
@@ -32,6 +37,8 @@ with workflow.unsafe.imports_passed_through():
         DeliveryInput,
         Notification,
         PendingDelivery,
+        SenderInput,
+        SenderResult,
         Undelivered,
         alerts_diff,
         carry,
@@ -49,6 +56,9 @@ with workflow.unsafe.imports_passed_through():
 # bound: any message, a dropped one too, wakes a look at its size (older runs stayed on their build and let a flood
 # of refused signals grow the history to the server's limit).
 ROUTER_MOVES = "ferry-router-moves"
+# Patched: a notification is delivered only when the run it names is one of Ferry's (check_sender: any client may
+# signal notify); each alert says who sent it. One Temporal cannot tell about now is delivered marked unverified.
+ROUTER_CHECKS_SENDERS = "ferry-router-checks-senders"
 
 
 @workflow.defn(name="AlertRouterWorkflow")
@@ -69,6 +79,9 @@ class AlertRouterWorkflow:
         self._moves = False  # patched(ROUTER_MOVES), decided once in run()
         self._size_check = False  # a message arrived: look at the history's size
         self._in_flight_bytes = 0  # encoded size of the deliveries in flight (what a continue-as-new would carry)
+        self._checks = False  # patched(ROUTER_CHECKS_SENDERS), decided once in run()
+        self._checking: set[asyncio.Task[None]] = set()  # notifications whose sender is being checked
+        self._held: dict[str, list[Notification]] = {}  # key being checked -> later arrivals with that key
 
     def _count(self, name: str, n: int = 1) -> None:
         self._state.counts = {**self._state.counts, name: self._state.counts.get(name, 0) + n}
@@ -79,6 +92,7 @@ class AlertRouterWorkflow:
     @workflow.run
     async def run(self, input: AlertRouterInput) -> None:
         self._moves = workflow.patched(ROUTER_MOVES)
+        self._checks = workflow.patched(ROUTER_CHECKS_SENDERS) and input.verify_senders
         workflow.upsert_search_attributes([FERRY_PHASE.value_set("Routing")])
         carried, self._state.pending = self._state.pending, []
         for pending in carried:  # in flight when the previous run continued as new
@@ -90,7 +104,7 @@ class AlertRouterWorkflow:
             while self._queue:
                 self._route(self._queue.pop(0))
             if self._continue_due():
-                await workflow.wait_condition(workflow.all_handlers_finished)
+                await workflow.wait_condition(lambda: workflow.all_handlers_finished() and not self._checking)
                 if self._queue:
                     continue
                 # NB: deliveries still retrying move to the next run with what is left of their deadline (this
@@ -105,7 +119,8 @@ class AlertRouterWorkflow:
                                       f"continue-as-new ({len(in_flight)} carried)")
                 self._state.pending = in_flight
                 workflow.continue_as_new(
-                    AlertRouterInput(state=self._state, max_per_run=self._max_per_run),
+                    AlertRouterInput(state=self._state, max_per_run=self._max_per_run,
+                                     verify_senders=input.verify_senders),
                     initial_versioning_behavior=workflow.ContinueAsNewVersioningBehavior.AUTO_UPGRADE)
 
     def _continue_due(self) -> bool:
@@ -129,8 +144,54 @@ class AlertRouterWorkflow:
                                      f"Delivering now: {len(self._inflight)}; undelivered (kept): "
                                      f"{len(self._state.undelivered)}")
 
+    def _seen(self, key: str) -> None:
+        self._state.seen = [*self._state.seen, key][-MAX_SEEN:]
+
     def _route(self, note: Notification) -> None:
         self._handled += 1
+        if not self._checks:
+            self._match(note)
+            return
+        if note.type == WORKER_BUILD_CHANGED and note.source == WAKE_SOURCE:
+            self._count("wake")  # NB: `ferry upgrade drain`'s wake-up: a workflow task is all it is for
+            self._seen(note.key)
+            return
+        if not any(alert.matches(note) for alert in self._state.alerts):
+            self._seen(note.key)  # NB: nothing to deliver: nothing to prove
+            return
+        # NB: the key is seen only once its sender is proved: a forgery carrying a real key, arriving first, must
+        # not make the real notification a duplicate (those arriving meanwhile wait behind it)
+        self._held[note.key] = []
+        task = asyncio.create_task(self._checked(note))
+        self._checking.add(task)
+        task.add_done_callback(self._checking.discard)
+
+    async def _checked(self, note: Notification) -> None:
+        """Route `note` once its sender is known to be one of Ferry's runs; drop (and count) one that is not."""
+        try:
+            result = await workflow.execute_activity(
+                stubs.check_sender, SenderInput(source=note.source, run_id=note.run_id,
+                                                environment=note.environment, key=note.key),
+                start_to_close_timeout=policies.STATUS_QUERY_TIMEOUT, retry_policy=policies.QUICK_RETRY,
+                summary=f"who sent {note.key}"[:200])
+            sender = result.sender
+        except ActivityError as err:
+            result, sender = SenderResult(), f"not verified ({cause_type(err)}: {cause_message(err)})"[:500]
+        waiting = self._held.pop(note.key, [])
+        if result.refusal:
+            self._count("forged")
+            workflow.logger.warning("notification %s (%s) refused: %s", note.key, note.type, result.refusal[:300])
+            if waiting:  # the next one with this key gets its own check, the rest wait behind it
+                self._route(waiting[0])
+                self._handled -= 1
+                self._held.get(note.key, []).extend(waiting[1:])
+            return
+        self._seen(note.key)
+        self._count("duplicate", len(waiting))
+        details = dict(list(note.details.items())[:MAX_DETAILS - 1])
+        self._match(note.model_copy(update={"details": {**details, "sender": sender[:MAX_DETAIL]}}))
+
+    def _match(self, note: Notification) -> None:
         for alert in self._state.alerts:
             if alert.matches(note):
                 self._count("matched")
@@ -229,7 +290,16 @@ class AlertRouterWorkflow:
         if note.key in self._state.seen:
             self._count("duplicate")
             return
-        self._state.seen = [*self._state.seen, note.key][-MAX_SEEN:]
+        if self._checks:
+            held = self._held.get(note.key)
+            if held is not None:  # NB: one with this key is being checked: this one waits for its verdict
+                if len(held) < MAX_HELD:
+                    held.append(note)
+                else:
+                    self._count("duplicate")
+                return
+        else:
+            self._seen(note.key)
         self._queue.append(note)
 
     @workflow.update(name="apply_alerts", description='Replace the declared alerts (`ferry alerts apply -f FILE`): '

@@ -5,6 +5,7 @@ import contextlib
 import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RawValue
@@ -52,7 +53,8 @@ with workflow.unsafe.imports_passed_through():
     from ferry.errors import ErrorType
     from ferry.names import Memo
     from ferry.oci import is_digest
-    from ferry.promotion import ConfirmPinInput, DecisionContext, Judgement, judge
+    from ferry.promotion import ConfirmPinInput, ConfirmPinResult, DecisionContext, Judgement, judge
+    from ferry.recovery import BASELINE_3, RECORD_RECOVERED, LastRecordInput, LastRecordResult, record_of, recover
     from ferry.times import parse_timestamp, timestamp
     from ferry.versions import try_parse_tag
     from workflows import activity_stubs as stubs
@@ -108,15 +110,28 @@ FOLDED_INTO_BASELINE_2 = frozenset({
     ACTIVITY_CANCEL_SUSPENDS, CANCEL_CONTINUES_AS_NEW, HEALTH_REJUDGED, ANSWERS_BEFORE_CONTINUE_AS_NEW, FLOOD_BOUNDED,
     UPGRADE_ON_VERSION_CHANGE, GATE_HARDENED, PIN_CONFIRMED})
 
+# Patches after BASELINE_2, folded into BASELINE_3 (ferry/recovery.py names it: the audit of a run's record reads it).
+# Every run keeps its safety record in its memo (Memo.RECORD), and a run that is not a continue-as-new recovers the
+# last run's before anything else (ferry/recovery.py, RECORD_RECOVERED): a termination or a start over production
+# loses nothing.
+# A pin's hold is taken only for the version it rolls back from (the applied one): no sender can fill the holds.
+HOLD_OF_APPLIED = "ferry-hold-of-applied"
+FOLDED_INTO_BASELINE_3 = frozenset({RECORD_RECOVERED, HOLD_OF_APPLIED})
+
 
 def _patched(patch_id: str) -> bool:
     """workflow.patched(patch_id) for a patch folded into a baseline (patched() memoizes each for the run): a run
-    with BASELINE_2's marker took every path; one with BASELINE's took the first set; older runs meet each alone."""
+    with BASELINE_3's marker took every path; one with BASELINE_2's the first two sets; one with BASELINE's the
+    first set; older runs meet each alone."""
     if patch_id in FOLDED_INTO_BASELINE:
-        return workflow.patched(BASELINE_2) or workflow.patched(BASELINE) or workflow.patched(patch_id)
+        return (workflow.patched(BASELINE_3) or workflow.patched(BASELINE_2) or workflow.patched(BASELINE)
+                or workflow.patched(patch_id))
     if patch_id in FOLDED_INTO_BASELINE_2:
-        return workflow.patched(BASELINE_2) or workflow.patched(patch_id)
-    raise ValueError(f"{patch_id} is not folded into {BASELINE} or {BASELINE_2}: call workflow.patched() for it")
+        return workflow.patched(BASELINE_3) or workflow.patched(BASELINE_2) or workflow.patched(patch_id)
+    if patch_id in FOLDED_INTO_BASELINE_3:
+        return workflow.patched(BASELINE_3) or workflow.patched(patch_id)
+    raise ValueError(f"{patch_id} is not folded into {BASELINE}, {BASELINE_2} or {BASELINE_3}: call "
+                     "workflow.patched() for it")
 
 
 def _approvers(verdicts: list[Judgement]) -> list[str]:
@@ -131,7 +146,7 @@ _PIN_FIELDS = {"version", "digest", "by", "reason", "kind", "request_id", "hold"
 
 
 @workflow.defn(name="EnvironmentWorkflow")
-class EnvironmentWorkflow:
+class EnvironmentWorkflow(alerting.Notifies):
     @workflow.init
     def __init__(self, input: EnvironmentInput) -> None:
         self._state: EnvironmentState = input.state
@@ -141,6 +156,7 @@ class EnvironmentWorkflow:
         self._answers: set[asyncio.Task[None]] = set()  # pin outcomes being signalled back
         self._bounded = False  # FLOOD_BOUNDED, decided once per run (run())
         self._size_check = False  # a message arrived: is the history getting too large?
+        self._kept: dict[str, Any] | None = None  # the record last written to the memo (Memo.RECORD)
 
     # ------------------------------------------------------------------------------------- helpers
     def _now(self) -> str:
@@ -163,10 +179,56 @@ class EnvironmentWorkflow:
                 details={"repository": self._state.spec.repository}))
         return event
 
+    def _keep_record(self) -> None:
+        """The safety record in the memo, when it changed: what a run that replaces this one recovers, readable
+        even when this run is terminated or wedged (what its last completed workflow task wrote)."""
+        if not _patched(RECORD_RECOVERED):
+            return
+        kept = record_of(self._state).model_dump(mode="json")
+        if kept != self._kept:
+            workflow.upsert_memo({Memo.RECORD: kept})
+            self._kept = kept
+
+    async def _recover(self) -> None:
+        """A run that is not its own continue-as-new (a start after a termination, or over a running or wedged run)
+        begins from the last run's record, not from what its starter wrote (ferry/recovery.py)."""
+        info = workflow.info()
+        try:
+            found = await workflow.execute_activity(
+                stubs.last_record, LastRecordInput(workflow_id=info.workflow_id, run_id=info.run_id),
+                start_to_close_timeout=policies.STATUS_QUERY_TIMEOUT, retry_policy=policies.RECORD_READ_RETRY,
+                summary="the last run's record")
+        except ActivityError as err:
+            self._cancelled(err)
+            found = LastRecordResult(refusal=f"the last run's record could not be read: {cause_type(err)}: "
+                                     f"{cause_message(err)}")
+        if found.refusal:
+            # NB: fail closed: never run a start's state as written when what the last run held is unknown
+            self._state.suspended = True
+            self._record(EventType.SUSPENDED, f"{found.refusal}"[:800] + f"; suspended until an SRE checks "
+                         f"(ferry resume {self._state.spec.name})", by="ferry (recovery)")
+            return
+        if not found.run_id:
+            return
+        state, notes = recover(self._state, found.record, now=self._now(),
+                               pending_id=f"spec-{workflow.uuid4().hex[:12]}", by=f"a new run ({info.run_id})")
+        self._state = state
+        if found.record is None:
+            self._record(EventType.RECORD_RECOVERED, f"a new run replaced run {found.run_id} ({found.status}); "
+                         f"{found.note}")
+            return
+        self._record(EventType.RECORD_RECOVERED, f"a new run replaced run {found.run_id} ({found.status}): "
+                     + ("; ".join(notes) + found.note)[:900])
+        pending = state.pending_spec
+        if pending is not None:
+            self._record(EventType.SPEC_CHANGE_PENDING, f"spec change {pending.id} by the start of a new run waits "
+                         f"for a signed approval: {'; '.join(pending.changes)}"[:1000], by=pending.by)
+
     def _phase(self) -> str:
         return self._state.phase
 
     def _publish(self) -> None:
+        self._keep_record()
         applied = self._state.last_applied
         # NB: FerryTracking is for `ferry env list` from Visibility (patched: older histories never upserted it)
         tracking = self._state.spec.tracking if _patched("ferry-publish-tracking") else ""
@@ -193,6 +255,8 @@ class EnvironmentWorkflow:
     @workflow.run
     async def run(self, input: EnvironmentInput) -> None:
         self._bounded = _patched(FLOOD_BOUNDED)
+        if workflow.info().continued_run_id is None and _patched(RECORD_RECOVERED):
+            await self._recover()
         self._publish()
         while True:
             try:
@@ -738,12 +802,15 @@ class EnvironmentWorkflow:
         self._state.pin_before = previous if confirm else None
         if request.version in self._state.holds and request.kind == "promotion" and not confirm:
             self._state.holds = [h for h in self._state.holds if h != request.version]
-        if request.hold and request.hold not in self._state.holds:
+        applied = self._state.last_applied
+        if request.hold and request.hold not in self._state.holds and (
+                not _patched(HOLD_OF_APPLIED) or (applied is not None and applied.version == request.hold)):
             self._state.holds = [*self._state.holds, request.hold][-policies.MAX_HOLDS:]
         self._state.blocked = ""
         self._record(EventType.PINNED,
                      f"pinned to {request.version} ({request.kind}) by {request.by}: {request.reason}",
                      version=request.version, digest=request.digest, by=request.by, request_id=request.request_id)
+        self._keep_record()  # NB: the used approval and the hold, before a termination can shed them
         self._answer(previous, None, "superseded", f"a newer pin took over ({request.kind} by {request.by})")
         self._wake = True
 
@@ -758,12 +825,17 @@ class EnvironmentWorkflow:
                 stubs.confirm_pin, ConfirmPinInput(environment=state.spec.name, request_id=pin.request_id,
                                                    version=pin.version, digest=pin.digest,
                                                    requires_healthy_in=state.spec.approval.requires_healthy_in),
-                start_to_close_timeout=policies.STATUS_QUERY_TIMEOUT * 2, retry_policy=policies.QUICK_RETRY,
+                start_to_close_timeout=policies.STATUS_QUERY_TIMEOUT * 2, retry_policy=policies.CONFIRM_RETRY,
                 summary=f"confirm the pin of {pin.version} by {pin.request_id}"[:200])
         except ActivityError as err:
             self._cancelled(err)
-            state.last_error = f"pin of {pin.version} not confirmed yet: {cause_type(err)}: {cause_message(err)}"
-            return False
+            pin.confirm_attempts += 1
+            why = f"{cause_type(err)}: {cause_message(err)}"
+            if pin.confirm_attempts < policies.MAX_CONFIRM_ATTEMPTS:
+                state.last_error = f"pin of {pin.version} not confirmed yet ({pin.confirm_attempts}): {why}"
+                return False
+            # NB: bounded: an unconfirmable pin never keeps the environment from reconciling what it had
+            result = ConfirmPinResult(refusal=f"not confirmed in {pin.confirm_attempts} tries ({why})")
         if result.refusal:
             event = self._record(EventType.PIN_REFUSED, f"pin of {pin.version} refused: {result.refusal}"[:1000],
                                  by=pin.by, request_id=pin.request_id, version=pin.version, digest=pin.digest)
@@ -915,6 +987,7 @@ class EnvironmentWorkflow:
         approval = f", approved by {approved_by}" if approved_by else ""
         self._record(EventType.SPEC_UPDATED, f"spec updated by {by}{approval} ({spec.tracking}): "
                      f"{'; '.join(changes) or 'no field changed'}"[:1000], by=by, objects={"changes": changes})
+        self._keep_record()
         self._wake = True
 
     @update_spec.validator

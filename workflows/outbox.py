@@ -8,24 +8,44 @@ environment does not re-import the router's module."""
 from __future__ import annotations
 
 import asyncio
+import collections
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from ferry.alerts import ALERT_ROUTER_ID, RESOLVED_BY_RECOVERY, Notification, make_notification
+    from ferry.alerts import ALERT_ROUTER_ID, NOTIFIED_QUERY, RESOLVED_BY_RECOVERY, Notification, make_notification
     from ferry.environment import LenientPayload
     from ferry.times import timestamp
 
-__all__ = ["RESOLVED_BY_RECOVERY", "Outbox", "notification", "outbox", "send"]
+__all__ = ["NOTIFIED_QUERY", "RESOLVED_BY_RECOVERY", "Outbox", "notification", "outbox", "send", "sent"]
+
+MAX_SENT = 500  # keys a run remembers having sent (the router asks, within seconds of receiving one)
+
 
 def notification(type_: str, environment: str, message: str, **fields: object) -> Notification:
     """A notification about an event the calling workflow records now. Its key is derived from the workflow's id,
-    run and current history length (replay computes the same key), and the event itself."""
+    run and current history length (replay computes the same key), and the event itself. The run remembers the
+    key, so the alert router can ask it whether it sent it (`sent()`, the NOTIFIED_QUERY)."""
     info = workflow.info()
-    return make_notification(workflow_id=info.workflow_id, run_id=info.run_id,
+    note = make_notification(workflow_id=info.workflow_id, run_id=info.run_id,
                              position=info.get_current_history_length(), type_=type_, environment=environment,
                              message=message, at=timestamp(workflow.now()),
                              **fields)  # type: ignore[arg-type]
+    _sent_keys(workflow.instance()).append(note.key)
+    return note
+
+
+def _sent_keys(owner: object) -> collections.deque[str]:
+    keys = getattr(owner, "_ferry_sent", None)
+    if not isinstance(keys, collections.deque):
+        keys = collections.deque(maxlen=MAX_SENT)
+        owner._ferry_sent = keys  # type: ignore[attr-defined]
+    return keys
+
+
+def sent(owner: object, key: object) -> bool:
+    """Whether this run sent the notification with this key (any input: a query anyone may make)."""
+    return isinstance(key, str) and key in _sent_keys(owner)
 
 
 async def send(note: Notification) -> None:
@@ -64,3 +84,13 @@ def outbox(owner: object) -> Outbox:
     return box
 
 
+
+
+class Notifies:
+    """Mixed into every workflow that notifies the router: answers the router's question whether this run sent a
+    notification (the router delivers only what a Ferry run says it sent: any client may signal `notify`)."""
+
+    @workflow.query(name=NOTIFIED_QUERY, description="Whether this run sent the alert router the notification with "
+                    "this key (asked by the router before it delivers one)")
+    def notified(self, key: object = None) -> bool:
+        return sent(self, key)

@@ -65,6 +65,17 @@ def record_cancelled(details: str) -> None:
                                          "details": details[:500]}})
 
 
+# A pin_outcome saying "succeeded" is taken only when the environment's own status confirms it (older runs took the
+# first answer from any sender).
+OUTCOME_CONFIRMED = "ferry-outcome-confirmed"
+
+
+def record_refused_outcome(request_id: str, reason: str) -> None:
+    """An answer this run did not take, in history (memo) for the audit: who sent it is on the signal's event."""
+    workflow.upsert_memo({Memo.OUTCOME_REFUSED: {"request_id": request_id[:300], "at": timestamp(workflow.now()),
+                                                 "reason": reason[:500]}})
+
+
 class StatusUnreadable(ApplicationError):
     """An environment's status could not be read within STATUS_READ_RETRY: the caller ends on the record (one that
     does not, fails the run as an unreadable status always did)."""
@@ -175,6 +186,25 @@ class PinOutcomes:
             except TimeoutError:
                 pass
             answer = self._pin_outcomes.get(request_id)
+            if answer is not None and workflow.patched(OUTCOME_CONFIRMED):
+                # NB: anyone may signal pin_outcome (its request id is in history): an answer is taken only when
+                # the environment's own status says the same of this pin (this request's pin, applied and healthy,
+                # failed, refused or overtaken); one it does not say is refused on the record
+                try:
+                    state = (await environment_status(environment)).state
+                except StatusUnreadable as err:
+                    return "failed", f"{err.message}: the reported outcome cannot be confirmed", False
+                verdict, acknowledged = _judge_status(state, digest, request_id, True)
+                if verdict is not None and verdict[0] == answer.outcome:
+                    return answer.outcome, answer.reason, answer.auto_rolled_back
+                del self._pin_outcomes[request_id]
+                workflow.logger.warning("pin_outcome %r for %s refused: %s's status does not say so",
+                                        answer.outcome, request_id, environment)
+                record_refused_outcome(request_id, f"a pin_outcome said {answer.outcome}, but {environment}'s "
+                                       f"status does not show that of this pin ({digest})")
+                if verdict is not None:
+                    return verdict
+                continue
             if answer is not None:
                 return answer.outcome, answer.reason, answer.auto_rolled_back
             # NB: a backstop, rarely reached: an environment on an older build does not answer by signal

@@ -80,6 +80,14 @@ STATUS_QUERY_TIMEOUT = timedelta(seconds=30)
 # A promotion's or rollback's reads of an environment's status: a worker restart or a wedged environment makes the
 # query fail for a while; retried with backoff (up to ~5 minutes in all), then the run ends on the record with why.
 STATUS_READ_RETRY = replace(QUICK_RETRY, maximum_interval=timedelta(seconds=30), maximum_attempts=14)
+# A run that replaces the last one reads that run's record before anything else, for as long as Visibility does not
+# answer (fail closed: it never starts without knowing what the last run held).
+# An approval-required environment's confirmation of a pin with the promotion it names: two tries per iteration,
+# and a pin not confirmed in MAX_CONFIRM_ATTEMPTS iterations is refused (until then the environment applies nothing:
+# a few minutes at most).
+CONFIRM_RETRY = replace(QUICK_RETRY, maximum_attempts=2)
+MAX_CONFIRM_ATTEMPTS = 5
+RECORD_READ_RETRY = replace(QUICK_RETRY, maximum_interval=timedelta(minutes=1), maximum_attempts=0)
 # How soon a promotion first asks its environment whether the pin landed healthy (histories from before the
 # environment signalled the outcome back) ...
 PIN_POLL = timedelta(seconds=2)

@@ -43,7 +43,7 @@ DECISION_REFUSED = "DecisionRefused"
 
 
 @workflow.defn(name="PromotionWorkflow")
-class PromotionWorkflow(PinOutcomes):
+class PromotionWorkflow(PinOutcomes, alerting.Notifies):
     """Resolves the version to a digest (and, when the environment requires it, verifies the release's signature
     and takes the publisher from it), enforces the environment's policy, waits for an approval if one is required,
     pins by digest with the approvals attached (the environment re-verifies them), and reports the outcome. Every

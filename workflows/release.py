@@ -79,7 +79,7 @@ def _annotations(input: ReleaseInput) -> dict[str, str]:
 # NB: an input the model refuses (a crafted ci_task_queue) fails the workflow on the record instead of failing
 # its first workflow task forever.
 @workflow.defn(name="ReleaseWorkflow", failure_exception_types=[ValidationError])
-class ReleaseWorkflow:
+class ReleaseWorkflow(alerting.Notifies):
     """Idempotent per (repository, version): identical content is an "already released" success,
     different content is VersionAlreadyReleased (non-retryable). Bundle bytes stay on the CI host. A signed
     release (``sign_key_fingerprint``) also signs the verified digest in cosign's format, on the CI host."""

@@ -24,7 +24,7 @@ with workflow.unsafe.imports_passed_through():
 
 
 @workflow.defn(name="RollbackWorkflow")
-class RollbackWorkflow(PinOutcomes):
+class RollbackWorkflow(PinOutcomes, alerting.Notifies):
     """Pins an earlier released version (default: the last known-good before the current one), holds the
     version rolled back from, and waits for health. Only the environment's approvers may roll back; there is
     no approval wait (it is the emergency path)."""

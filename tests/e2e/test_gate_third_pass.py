@@ -187,3 +187,167 @@ async def test_an_approval_copied_from_a_refused_promotion_moves_nothing(
     status = await wait_status(prd, lambda s: s.state.iterations > 0, what="still reconciling")
     assert status.state.last_applied is not None and status.state.last_applied.digest == digests["1.0.0"]
     assert await failed_workflow_tasks(prd) == []
+
+
+async def test_a_forged_success_answer_does_not_end_a_promotion(
+        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    """Anyone may signal pin_outcome, and its request id is in history: a forged "succeeded" for a release that
+    never becomes healthy is refused on the record (memo ferry_outcome_refused) and the promotion goes on to the
+    environment's real answer (older code reported "succeeded: applied and healthy" at once)."""
+    from ferry.environment import LenientPayload
+    from ferry.names import Memo
+    from tests.kit.environments import hanging_manifests, wait_phase
+    from tests.kit.promotion import make_world, promote
+    from workflows.promotion import PromotionWorkflow
+
+    world = await make_world(dev_env.client, dev_worker, kube_server, requires_staging=False)
+    publish(dev_worker, world.repository, "1.2.0", hanging_manifests("shop", "nginx:1.27"))
+    handle = await promote(world, "1.2.0")
+    await wait_phase(handle, "AwaitingApproval")
+    await handle.signal(PromotionWorkflow.approve, LenientPayload({"approver": "alice"}))
+    await wait_phase(handle, "Pinned")
+    run_id = (await handle.describe()).run_id
+    await handle.signal("pin_outcome", {"request_id": f"{handle.id}@{run_id}", "outcome": "succeeded",
+                                        "reason": "applied and healthy"})
+
+    async def refused_memo() -> Any:
+        return (await (await handle.describe()).memo()).get(Memo.OUTCOME_REFUSED)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while (memo := await refused_memo()) is None:
+        assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING, await handle.result()
+        assert loop.time() < deadline, "the forged answer was neither taken nor refused"
+        await asyncio.sleep(0.3)
+    assert "does not show" in memo["reason"], memo
+    result = await asyncio.wait_for(handle.result(), 120)
+    assert result.outcome == "failed", result  # the environment's own answer: 1.2.0 never became healthy
+
+
+async def test_a_start_over_production_keeps_its_record_and_its_spec(
+        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path) -> None:
+    """Production has moved on a signed approval and been rolled back (1.1.0 held). Anyone allowed to start
+    workflows starts env/<production> again with TerminateExisting and a hand-written state: approval off, a pin to
+    the held 1.1.0, no holds, no used approvals. The new run recovers the last run's record from its memo: the spec
+    in force stays (the start's becomes a pending change that waits for a signed approval), the hold and the used
+    approval stay, and production stays on 1.0.0; the old approval replayed in a pin is refused as used."""
+    from temporalio.common import WorkflowIDConflictPolicy
+
+    from ferry.environment import EnvironmentInput, EnvironmentState, LenientPayload, Pin
+    from ferry.promotion import RollbackInput
+    from tests.e2e.test_trust import make_world, promote, signed
+    from workflows.environment import EnvironmentWorkflow
+    from workflows.promotion import PromotionWorkflow
+    from workflows.rollback import RollbackWorkflow
+
+    world = await make_world(dev_env.client, dev_worker, kube_server, tmp_path)
+    promotion = await promote(world)
+    approval = await signed(world, promotion, "bob")
+    await promotion.execute_update(PromotionWorkflow.approve_update, LenientPayload(approval))
+    assert (await asyncio.wait_for(promotion.result(), 90)).outcome == "succeeded"
+    request_id = f"{promotion.id}@{(await promotion.describe()).run_id}"
+    back = await world.client.execute_workflow(
+        RollbackWorkflow.run, RollbackInput(environment=world.production, requested_by="bob"),
+        id=f"rollback/{world.production}/start-over", task_queue=dev_worker.temporal.task_queue)
+    assert back.outcome == "succeeded"
+    before = (await world.prd.query(EnvironmentWorkflow.status)).state
+    assert "1.1.0" in before.holds and request_id in before.consumed_approvals
+
+    spec = before.spec.model_copy(update={"approval": before.spec.approval.model_copy(update={
+        "required": False, "approvers": []}), "version": "1.1.0"})
+    forged = EnvironmentState(spec=spec, pin=Pin(version="1.1.0", digest=world.digests["1.1.0"], by="mallory",
+                                                 kind="manual", at="2026-12-07T00:00:00Z"))
+    replaced = await world.client.start_workflow(
+        EnvironmentWorkflow.run, EnvironmentInput(state=forged), id=world.prd.id,
+        task_queue=dev_worker.temporal.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING)
+    status = await wait_status(replaced, lambda s: s.state.iterations >= 2, timeout=60, what="the new run iterating")
+    state = status.state
+    recovered = [e for e in state.events if e.type == "RecordRecovered"]
+    assert recovered and "TERMINATED" in recovered[0].message, [e.message for e in state.events]
+    assert state.spec.approval.required and state.spec.approval.names == ["alice", "bob"]
+    assert state.pending_spec is not None and state.pending_spec.spec.version == "1.1.0"
+    assert any(c.startswith("approval") for c in state.pending_spec.changes), state.pending_spec.changes
+    assert "1.1.0" in state.holds and request_id in state.consumed_approvals
+    assert state.last_applied is not None and state.last_applied.digest == world.digests["1.0.0"]
+    assert state.pin is None or state.pin.digest == world.digests["1.0.0"], state.pin
+
+    await replaced.signal(EnvironmentWorkflow.pin, LenientPayload({
+        "version": "1.1.0", "digest": world.digests["1.1.0"], "by": "bob", "kind": "promotion",
+        "request_id": request_id, "approvals": [{"statement": approval["statement"],
+                                                 "signature": approval["signature"]}]}))
+    status = await wait_status(replaced, lambda s: any(
+        e.type == "PinRefused" and "already used" in e.message for e in s.state.events), what="the replay refused")
+    assert status.state.last_applied is not None and status.state.last_applied.digest == world.digests["1.0.0"]
+    assert await failed_workflow_tasks(replaced) == []
+
+
+async def test_decoy_runs_neither_hide_production_s_record_nor_forge_one(
+        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path) -> None:
+    """Two decoys started over production with TerminateExisting: a run of another type on another task queue, and
+    an EnvironmentWorkflow no worker runs, whose start memo carries a forged record (approval off). Then a real
+    start with a hand-written state. The new run passes over both decoys and recovers the real last run's record
+    (its approvers, its used approval). An environment id with decoys only starts suspended: what its last real
+    run held cannot be told."""
+    from temporalio.common import WorkflowIDConflictPolicy
+
+    from ferry.environment import EnvironmentInput, EnvironmentState, LenientPayload
+    from ferry.names import Memo
+    from tests.e2e.test_trust import make_world, promote, signed
+    from workflows.environment import EnvironmentWorkflow
+    from workflows.promotion import PromotionWorkflow
+
+    world = await make_world(dev_env.client, dev_worker, kube_server, tmp_path)
+    promotion = await promote(world)
+    await promotion.execute_update(PromotionWorkflow.approve_update,
+                                   LenientPayload(await signed(world, promotion, "bob")))
+    assert (await asyncio.wait_for(promotion.result(), 90)).outcome == "succeeded"
+    request_id = f"{promotion.id}@{(await promotion.describe()).run_id}"
+    before = (await world.prd.query(EnvironmentWorkflow.status)).state
+    assert request_id in before.consumed_approvals
+    open_spec = before.spec.model_copy(update={"approval": before.spec.approval.model_copy(update={
+        "required": False, "approvers": []})})
+    forged_record = {"spec": open_spec.model_dump(mode="json", by_alias=True), "holds": [], "good_history": [],
+                     "tags": {}, "consumed_approvals": []}
+    nowhere = f"nowhere-{uuid.uuid4().hex[:8]}"
+    terminate = WorkflowIDConflictPolicy.TERMINATE_EXISTING
+    await world.client.start_workflow("NotFerry", id=world.prd.id, task_queue=nowhere, id_conflict_policy=terminate)
+    await world.client.start_workflow(EnvironmentWorkflow.run, EnvironmentInput(state=EnvironmentState(
+        spec=open_spec)), id=world.prd.id, task_queue=nowhere, id_conflict_policy=terminate,
+        memo={Memo.RECORD: forged_record})
+    replaced = await world.client.start_workflow(
+        EnvironmentWorkflow.run, EnvironmentInput(state=EnvironmentState(spec=open_spec)), id=world.prd.id,
+        task_queue=dev_worker.temporal.task_queue, id_conflict_policy=terminate)
+    status = await wait_status(replaced, lambda s: any(e.type == "RecordRecovered" for e in s.state.events),
+                               timeout=60, what="the record recovered")
+    recovered = next(e for e in status.state.events if e.type == "RecordRecovered")
+    assert "passed over 2 run(s)" in recovered.message, recovered.message
+    assert status.state.spec.approval.required and status.state.pending_spec is not None
+    assert request_id in status.state.consumed_approvals and not status.state.suspended
+
+    decoyed = f"env/decoyed-{uuid.uuid4().hex[:8]}"
+    await world.client.start_workflow("NotFerry", id=decoyed, task_queue=nowhere)
+    lone = await world.client.start_workflow(
+        EnvironmentWorkflow.run, EnvironmentInput(state=EnvironmentState(spec=open_spec.model_copy(update={
+            "name": decoyed.removeprefix("env/")}))), id=decoyed, task_queue=dev_worker.temporal.task_queue,
+        id_conflict_policy=terminate)
+    status = await wait_status(lone, lambda s: s.state.suspended, timeout=60, what="started suspended")
+    assert any("cannot be told" in e.message for e in status.state.events if e.type == "Suspended")
+    await lone.terminate("test done")
+
+
+async def test_a_pin_cannot_fill_the_holds_with_versions_it_does_not_roll_back_from(
+        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    """A rollback pin without approval to the known-good 1.0.0 is accepted, but its `hold` is taken only for the
+    version it rolls back from (the applied one): 120 such pins naming invented versions would otherwise push the
+    real holds out of the capped list."""
+    from workflows import policies
+
+    spec, digest = _world(dev_worker, kube_server, approval={"required": True, "approvers": ["alice"]})
+    handle = await start_environment(dev_env.client, dev_worker.temporal.task_queue, spec)
+    await wait_status(handle, lambda s: s.state.health.status == "Healthy", what="1.0.0 healthy")
+    for i in range(policies.MAX_HOLDS + 20):
+        await handle.signal("pin", {"version": "1.0.0", "digest": digest, "by": "mallory", "kind": "rollback",
+                                    "hold": f"9.9.{i}"})
+    status = await wait_status(handle, lambda s: len([e for e in s.state.events if e.type == "Pinned"]) >= 20,
+                               timeout=60, what="the pins handled")
+    assert [h for h in status.state.holds if h.startswith("9.9.")] == [], status.state.holds[:5]
+    assert await failed_workflow_tasks(handle) == []

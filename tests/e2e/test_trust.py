@@ -156,7 +156,8 @@ async def test_approvals_must_be_signed_bound_and_not_the_publishers(
     history = await handle.fetch_history()
     polls = [e for e in history.events
              if e.activity_task_scheduled_event_attributes.activity_type.name == "environment_status"]
-    assert len(polls) == 1  # read the spec once; the outcome came back by signal, no status polling
+    # read the spec once, and once more to confirm the success the environment signalled back: no status polling
+    assert len(polls) == 2
     assert any(e.workflow_execution_signaled_event_attributes.signal_name == "pin_outcome" for e in history.events)
     pin = (await world.prd.query(EnvironmentWorkflow.status)).state.pin
     assert pin is not None and pin.digest == world.digests["1.1.0"]

@@ -21,7 +21,10 @@ the release judged again, rolled back and held), `promotion-cancel-activity/` an
 promotion cancelled while resolving and while awaiting approval). Since the later patches were folded into a second
 marker (ferry-environment-baseline-2), `baseline-2/` holds the signed, spec-approval, activity-cancel and
 health-rejudged paths recorded on that code (FERRY_RECORD_PREFIX=baseline-2), the signed one with the
-environment's own confirmation of a promotion's pin (confirm_pin)."""
+environment's own confirmation of a promotion's pin (confirm_pin). `baseline-3/` (ferry-environment-baseline-3:
+the recovered record, holds only of the applied version) holds every path recorded on that code by the e2e and
+workflow tests (FERRY_RECORD_PREFIX=baseline-3), with the alert router checking its senders and the promotion
+confirming its pin's outcome."""
 
 from __future__ import annotations
 

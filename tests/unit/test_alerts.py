@@ -25,10 +25,12 @@ from ferry.alerts import (
     Links,
     Notification,
     PendingDelivery,
+    SenderInput,
     carry,
     make_notification,
     notification_key,
     render,
+    sender_refusal,
     sign,
     verify_signature,
 )
@@ -329,3 +331,15 @@ def test_declared_alerts_past_their_budget_are_refused_with_their_size() -> None
     with pytest.raises(pydantic.ValidationError, match=r"the declared alerts are \d+ bytes encoded, more than"):
         AlertsUpdate(alerts=alerts)
     assert AlertsUpdate(alerts=alerts[:5]).alerts == alerts[:5]
+
+
+def test_a_notification_is_ferrys_only_from_a_ferry_run_about_its_own_environment() -> None:
+    def refusal(source: str, kind: str, queue: str = "ferry", environment: str = "production") -> str:
+        return sender_refusal(SenderInput(source=source, run_id="r", environment=environment), kind, queue, "ferry")
+    assert refusal("env/production", "EnvironmentWorkflow") == ""
+    assert refusal("promote/production/1.1.0", "PromotionWorkflow") == ""
+    assert refusal("release/registry.local/team/shop/1.1.0", "ReleaseWorkflow", environment="") == ""
+    assert "not the id of one of Ferry's workflows" in refusal("mallory/production", "EnvironmentWorkflow")
+    assert "is of type PromotionWorkflow, not EnvironmentWorkflow" in refusal("env/production", "PromotionWorkflow")
+    assert "not Ferry's" in refusal("promote/production/1.1.0", "PromotionWorkflow", queue="attacker")
+    assert "is about staging, not production" in refusal("env/staging", "EnvironmentWorkflow")

@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from workflows import environment
-from workflows.environment import BASELINE, BASELINE_2, FOLDED_INTO_BASELINE, FOLDED_INTO_BASELINE_2, _patched
+from workflows.environment import (
+    BASELINE,
+    BASELINE_2,
+    BASELINE_3,
+    FOLDED_INTO_BASELINE,
+    FOLDED_INTO_BASELINE_2,
+    FOLDED_INTO_BASELINE_3,
+    _patched,
+)
 
 SOURCE = Path(environment.__file__).read_text()
 
@@ -22,8 +30,10 @@ def test_the_patches_asked_through_the_baseline_are_exactly_those_folded_into_it
     assert asked == FOLDED_INTO_BASELINE, (asked - FOLDED_INTO_BASELINE, FOLDED_INTO_BASELINE - asked)
     assert BASELINE not in FOLDED_INTO_BASELINE
     named = {getattr(environment, name) for name in re.findall(r'_patched\(([A-Z_0-9]+)\)', SOURCE)}
-    assert named == FOLDED_INTO_BASELINE_2, (named - FOLDED_INTO_BASELINE_2, FOLDED_INTO_BASELINE_2 - named)
-    assert not FOLDED_INTO_BASELINE & FOLDED_INTO_BASELINE_2 and BASELINE_2 not in FOLDED_INTO_BASELINE_2
+    later = FOLDED_INTO_BASELINE_2 | FOLDED_INTO_BASELINE_3
+    assert named == later, (named - later, later - named)
+    assert not FOLDED_INTO_BASELINE & FOLDED_INTO_BASELINE_2 and not FOLDED_INTO_BASELINE_2 & FOLDED_INTO_BASELINE_3
+    assert BASELINE_2 not in later and BASELINE_3 not in later
 
 
 def test_no_environment_path_asks_a_patch_outside_the_baselines() -> None:
@@ -51,6 +61,11 @@ def test_the_second_baseline_folds_exactly_the_patches_it_shipped_with() -> None
         "ferry-upgrade-on-version-change"]
 
 
+def test_the_third_baseline_folds_exactly_the_patches_it_shipped_with() -> None:
+    assert BASELINE_3 == "ferry-environment-baseline-3"
+    assert sorted(FOLDED_INTO_BASELINE_3) == ["ferry-hold-of-applied", "ferry-record-recovered"]
+
+
 def test_a_patch_not_folded_in_is_refused() -> None:
-    with pytest.raises(ValueError, match="not folded into ferry-environment-baseline-1 or "):
+    with pytest.raises(ValueError, match="not folded into ferry-environment-baseline-1, "):
         _patched("ferry-some-later-change")

@@ -91,7 +91,10 @@ async def alert_worker(client: Client, providers: Path, task_queue: str) -> Asyn
 
 async def start_router(client: Client, task_queue: str, alerts: list[dict[str, Any]],
                        max_per_run: int = 1000) -> WorkflowHandle[Any, Any]:
-    handle = await client.start_workflow(AlertRouterWorkflow.run, AlertRouterInput(max_per_run=max_per_run),
+    # NB: these tests feed the router made-up notifications to test delivery; that only Ferry's own runs are
+    # delivered is tests/e2e/test_alerts_e2e.py's (real environment and promotion runs, and forged ones)
+    handle = await client.start_workflow(AlertRouterWorkflow.run, AlertRouterInput(max_per_run=max_per_run,
+                                                                                   verify_senders=False),
                                          id=ALERT_ROUTER_ID,
                                          task_queue=task_queue,
                                          id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING)
@@ -133,8 +136,9 @@ def save_history(name: str, data: dict[str, Any]) -> None:
     import os
 
     if os.environ.get("FERRY_RECORD_HISTORIES"):
-        HISTORIES.mkdir(parents=True, exist_ok=True)
-        (HISTORIES / name).write_text(json.dumps(data))
+        folder = HISTORIES.parent / os.environ.get("FERRY_RECORD_PREFIX", "") / HISTORIES.name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(json.dumps(data))
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.environments import EnvironmentActivities
 from ferry.artifacts import (
     FetchManifestInput,
     Layer,
@@ -62,7 +63,7 @@ from ferry.release import (
 from tests.kit.environments import record_histories
 from workers.worker import workflow_runner
 from workflows import activity_stubs
-from workflows.environment import BASELINE_2, EnvironmentWorkflow
+from workflows.environment import BASELINE_3, EnvironmentWorkflow
 from workflows.promotion import PromotionWorkflow
 from workflows.release import ReleaseWorkflow
 
@@ -128,7 +129,9 @@ class World:
             return HealthState(status="Failed", reason="Deployment/app: CrashLoopBackOff", digest=digest)
         return HealthState(status="Healthy", reason="1 of 1 ready", digest=digest)
 
-    def activities(self) -> list[Callable[..., Any]]:
+    def activities(self, client: Client) -> list[Callable[..., Any]]:
+        """The stand-ins, and the real last_record (a new run reads the last run's record; on the time-skipping
+        server, which has no Visibility, it finds none)."""
         @stand_in(activity_stubs.resolve_desired)
         async def resolve_desired(input: ResolveInput) -> ResolveResult:
             self.calls.append("resolve_desired")
@@ -153,7 +156,8 @@ class World:
             check = input.reconcile.model_copy(update={"check_only": True, "dry_run": False})
             return CheckResult(found=found, result=self.reconcile(check))
 
-        return [resolve_desired, reconcile_environment, wait_healthy, check_environment]
+        return [resolve_desired, reconcile_environment, wait_healthy, check_environment,
+                EnvironmentActivities(client).last_record]
 
 
 async def _status(client: Client, name: str) -> EnvironmentStatus:
@@ -204,7 +208,7 @@ async def test_environment_resolves_reconciles_and_is_healthy(time_env: Workflow
                                                               world: World) -> None:
     digest = world.release("1.0.0")
     async with Worker(time_env.client, task_queue=task_queue, workflows=[EnvironmentWorkflow],
-                      activities=world.activities(), workflow_runner=workflow_runner()):
+                      activities=world.activities(time_env.client), workflow_runner=workflow_runner()):
         await _start_environment(time_env.client, task_queue, "shop")
         status = await _until(time_env.client, "shop", lambda s: s.state.health.status == "Healthy")
     state = status.state
@@ -217,7 +221,7 @@ async def test_environment_resolves_reconciles_and_is_healthy(time_env: Workflow
     assert world.running == digest and state.tags == {"1.0.0": digest}
     # a run that starts on this code records one patch marker (and one TemporalChangeVersion upsert), not one each
     history = await time_env.client.get_workflow_handle(env_workflow_id("shop")).fetch_history()
-    assert _patch_markers(history) == [BASELINE_2]
+    assert _patch_markers(history) == [BASELINE_3]
     assert sum(1 for e in history.events if e.HasField("upsert_workflow_search_attributes_event_attributes")
                and "TemporalChangeVersion" in e.upsert_workflow_search_attributes_event_attributes
                .search_attributes.indexed_fields) == 1
@@ -230,7 +234,7 @@ async def test_a_rollout_that_writes_no_workload_is_judged_by_the_reconcile(
     world.workload = False
     digest = world.release("1.0.0")
     async with Worker(time_env.client, task_queue=task_queue, workflows=[EnvironmentWorkflow],
-                      activities=world.activities(), workflow_runner=workflow_runner()):
+                      activities=world.activities(time_env.client), workflow_runner=workflow_runner()):
         await _start_environment(time_env.client, task_queue, "shop")
         status = await _until(time_env.client, "shop", lambda s: s.state.health.status == "Healthy")
         await record_histories("baseline/config-only", {
@@ -244,7 +248,7 @@ async def test_failing_health_rolls_back_and_holds_the_version(time_env: Workflo
                                                                world: World) -> None:
     good = world.release("1.0.0")
     async with Worker(time_env.client, task_queue=task_queue, workflows=[EnvironmentWorkflow],
-                      activities=world.activities(), workflow_runner=workflow_runner()):
+                      activities=world.activities(time_env.client), workflow_runner=workflow_runner()):
         await _start_environment(time_env.client, task_queue, "shop")
         await _until(time_env.client, "shop", lambda s: s.state.health.status == "Healthy")
         bad = world.release("1.1.0", healthy=False)
@@ -272,7 +276,7 @@ async def test_failing_health_without_auto_rollback_is_recorded(time_env: Workfl
     bad = world.release("1.0.0", healthy=False)
     spec = _spec("shop").model_copy(update={"auto_rollback": False})
     async with Worker(time_env.client, task_queue=task_queue, workflows=[EnvironmentWorkflow],
-                      activities=world.activities(), workflow_runner=workflow_runner()):
+                      activities=world.activities(time_env.client), workflow_runner=workflow_runner()):
         await time_env.client.start_workflow(EnvironmentWorkflow.run,
                                              EnvironmentInput(state=EnvironmentState(spec=spec)),
                                              id=env_workflow_id("shop"), task_queue=task_queue)
@@ -314,7 +318,7 @@ async def test_promotion_pins_and_hears_back_healthy(time_env: WorkflowEnvironme
     wanted = world.release("1.1.0")
     spec = _spec("prod").model_copy(update={"semver": None, "version": "1.0.0"})
     async with Worker(time_env.client, task_queue=task_queue, workflows=[EnvironmentWorkflow, PromotionWorkflow],
-                      activities=[*world.activities(), *_registry_reads(world, time_env.client)],
+                      activities=[*world.activities(time_env.client), *_registry_reads(world, time_env.client)],
                       workflow_runner=workflow_runner()):
         await time_env.client.start_workflow(EnvironmentWorkflow.run,
                                              EnvironmentInput(state=EnvironmentState(spec=spec)),
