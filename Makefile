@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.ferry-installed
 PACKAGES := ferry workflows activities workers cli devstack
 
-.PHONY: bytecode controlplane setup test test-fast demo lint bench clean system-deps cosign ui-deps temporal-server chaos
+.PHONY: bytecode controlplane setup test test-unit demo lint bench clean system-deps cosign ui-deps temporal-server chaos
 
 setup: $(STAMP) system-deps cosign controlplane ui-deps bytecode
 
@@ -88,6 +88,11 @@ chaos: setup temporal-server
 	2>&1 | tee -a $(CHAOS_OUT); \
 	rc=$$?; if [ $$rc -ne 0 ]; then exit $$rc; fi; \
 	[ "$$(grep -Ec '^[0-9]+ passed' $(CHAOS_OUT))" = 2 ] || { echo "make chaos: a run passed nothing" >&2; exit 1; }
+
+# The fast tier, for the development loop: pure rules, models, CLI parsing and the replay of every committed history.
+# Only the venv (no Go build, no server, no registry): seconds on a fresh clone. `make test` runs it too.
+test-unit: $(STAMP)
+	@$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit tests/replay $(PYTEST_ARGS)
 
 # NB: pytest exits 5 when nothing was collected; that is a failure here, and so is a run that passed nothing.
 test: setup

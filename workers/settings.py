@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pydantic
 from temporalio.envconfig import ClientConfigProfile
 
 from ferry.settings import (
@@ -31,6 +32,7 @@ __all__ = [
     "ENVIRONMENT_VARIABLES",
     "RegistrySettings",
     "Settings",
+    "SettingsInvalid",
     "TelemetrySettings",
     "TemporalSettings",
     "WorkerSettings",
@@ -85,9 +87,21 @@ def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def _parse(kind: str, raw: str) -> Any:
+class SettingsInvalid(ValueError):
+    """A setting that cannot be what it says (a FERRY_* variable, a flag, devstack.json), named with its source."""
+
+
+_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def _parse(kind: str, raw: str, name: str = "") -> Any:
     if kind == "bool":
-        return raw.strip().lower() in ("1", "true", "yes", "on")
+        # NB: refused, not read as false: FERRY_TEMPORAL_TLS=ture must not quietly connect without TLS
+        value = _BOOLEANS.get(raw.strip().lower())
+        if value is None:
+            raise SettingsInvalid(f"{name or 'a boolean setting'}={raw[:40]!r} is not a boolean "
+                                  f"(one of {', '.join(_BOOLEANS)})")
+        return value
     if kind == "list":
         return [item.strip() for item in raw.split(",") if item.strip()]
     return raw
@@ -180,11 +194,18 @@ def load_settings(
     env_layer: dict[str, Any] = {}
     for name, (dotted, kind) in ENVIRONMENT_VARIABLES.items():
         if name in env and env[name] != "":
-            _set_path(env_layer, dotted, _parse(kind, env[name]))
+            _set_path(env_layer, dotted, _parse(kind, env[name], name))
     tree = _deep_merge(tree, env_layer)
     flag_layer: dict[str, Any] = {}
     for dotted, value in overrides.items():
         if value is not None:
             _set_path(flag_layer, dotted, value)
     tree = _deep_merge(tree, flag_layer)
-    return Settings.model_validate(tree)
+    try:
+        return Settings.model_validate(tree)
+    except pydantic.ValidationError as err:
+        problem = err.errors()[0]
+        path = ".".join(str(p) for p in problem["loc"])
+        named = [name for name, (dotted, _) in ENVIRONMENT_VARIABLES.items() if dotted == path and env.get(name)]
+        source = f" ({named[0]}={str(env[named[0]])[:40]!r})" if named else ""
+        raise SettingsInvalid(f"setting {path}{source}: {problem['msg']}") from None

@@ -3,8 +3,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from ferry.capacity import cache_pressure
-from workers.settings import load_settings
+from workers.settings import SettingsInvalid, load_settings
 
 
 def _devstack(tmp_path: Path) -> Path:
@@ -68,11 +70,22 @@ def test_a_temporal_api_key_still_implies_tls(tmp_path: Path) -> None:
 
 
 def test_the_workers_queue_may_not_be_a_ci_hosts(tmp_path: Path) -> None:
-    import pytest
-    from pydantic import ValidationError
-
-    with pytest.raises(ValidationError, match="ferry-ci are the CI hosts' own queues"):
+    with pytest.raises(SettingsInvalid, match=r"temporal.task_queue \(FERRY_TASK_QUEUE='ferry-ci-0123456789abcdef'\)"
+                       r".*ferry-ci are the CI hosts' own queues"):
         load_settings(env={"FERRY_TASK_QUEUE": "ferry-ci-0123456789abcdef"}, state_dir=tmp_path)
+
+
+@pytest.mark.parametrize("typed", ["ture", "enabled", "2", "tru e"])
+def test_a_mistyped_boolean_is_refused_naming_the_variable_not_read_as_false(tmp_path: Path, typed: str) -> None:
+    with pytest.raises(SettingsInvalid, match=f"FERRY_TEMPORAL_TLS={typed!r} is not a boolean"):
+        load_settings(env={"FERRY_TEMPORAL_TLS": typed}, state_dir=tmp_path)
+    for text, value in (("TRUE", True), (" yes ", True), ("off", False), ("0", False)):
+        assert load_settings(env={"FERRY_TEMPORAL_TLS": text}, state_dir=tmp_path).temporal.tls is value
+
+
+def test_a_bad_number_is_refused_naming_its_variable(tmp_path: Path) -> None:
+    with pytest.raises(SettingsInvalid, match=r"worker.max_cached_workflows \(FERRY_MAX_CACHED_WORKFLOWS='lots'\)"):
+        load_settings(env={"FERRY_MAX_CACHED_WORKFLOWS": "lots"}, state_dir=tmp_path)
 
 
 
