@@ -41,7 +41,6 @@ RECEIVER_UNAVAILABLE = "ReceiverUnavailable"
 DELIVERY_REFUSED = "DeliveryRefused"
 PROVIDER_UNKNOWN = "ProviderUnknown"
 PROVIDERS_FILE_INVALID = "ProvidersFileInvalid"
-NON_RETRYABLE_DELIVERY = (DELIVERY_REFUSED, PROVIDER_UNKNOWN, PROVIDERS_FILE_INVALID)
 MAX_PROVIDERS_FILE = 1024 * 1024
 MAX_RESPONSE = 4096  # bytes of a receiver's answer read (for the error message)
 USER_AGENT = "ferry-notifier/1"

