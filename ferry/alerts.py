@@ -17,7 +17,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from ferry.durations import parse_duration
-from ferry.environment import PEOPLE, _Model
+from ferry.model import PEOPLE
+from ferry.model import Model as _Model
 
 __all__ = ["PEOPLE"]
 

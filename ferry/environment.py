@@ -40,7 +40,7 @@ MAX_APPROVERS = 32
 MAX_APPROVALS_PER_PIN = 8
 
 
-_Model = Model  # NB: the one base (ferry/model.py); ferry.alerts imports it under this name
+_Model = Model  # NB: the one base (ferry/model.py)
 
 
 def env_workflow_id(name: str) -> str:
@@ -350,7 +350,7 @@ class EnvironmentsFile(_Model):
     @field_validator("alerts")
     @classmethod
     def _alerts(cls, value: list[dict[str, Any]], info: ValidationInfo) -> list[dict[str, Any]]:
-        from ferry.alerts import AlertsFile  # NB: ferry.alerts builds on this module
+        from ferry.alerts import AlertsFile  # NB: lazily: the alert models are needed only to check this field
 
         AlertsFile.model_validate({"alerts": value}, context=info.context)
         return value
