@@ -36,6 +36,7 @@ MAX_RUNS_SCANNED = 200  # runs of one environment id looked through for the last
 MAX_HISTORY_PAGES = 50  # pages of a run's history read backwards for its last record (a record is upserted often)
 HISTORY_PAGE = 200
 ENVIRONMENT_WORKFLOW = "EnvironmentWorkflow"
+PATCH_DATA = "patch-data"  # the SDK's key of a patch marker's details (its payload: {"id": ..., "deprecated": ...})
 
 
 class EnvironmentActivities:
@@ -101,39 +102,43 @@ class EnvironmentActivities:
             return LastRecordResult(refusal=f"{input.workflow_id[:200]!r} is not an environment's id")
         queue = activity.info().task_queue
         passed_over: list[str] = []
+        # NB: filtered by the server: runs of another type or on another queue (decoys) never count against the cap
+        query = (f'WorkflowId = "{input.workflow_id}" AND WorkflowType = "{ENVIRONMENT_WORKFLOW}" '
+                 f'AND TaskQueue = "{queue}"')
         try:
-            listing = self._client.list_workflows(f'WorkflowId = "{input.workflow_id}"', limit=MAX_RUNS_SCANNED)
-            async for run in listing:  # NB: newest first
-                if run.run_id == input.run_id:
-                    continue
-                if run.workflow_type != ENVIRONMENT_WORKFLOW or run.task_queue != queue:
-                    passed_over.append(f"{run.run_id} ({run.workflow_type[:60]} on {run.task_queue[:60]})")
-                    continue
-                found = await self._written_record(input.workflow_id, run.run_id)
-                if found is None:
-                    passed_over.append(f"{run.run_id} (never ran)")
-                    continue
-                status = run.status.name if run.status else ""
-                (raw,) = found
-                if raw is None:
-                    return LastRecordResult(run_id=run.run_id, status=status, note="the last run kept no record "
-                                            f"(a build from before ferry_record){_passed(passed_over)}")
-                try:
-                    record = EnvironmentRecord.model_validate(raw)
-                except ValueError as err:
-                    return LastRecordResult(run_id=run.run_id, status=status, refusal=f"the record of run "
-                                            f"{run.run_id} cannot be read: {str(err)[:300]}")
-                return LastRecordResult(run_id=run.run_id, status=status, record=record,
-                                        note=_passed(passed_over))
+            runs = [run async for run in self._client.list_workflows(query, limit=MAX_RUNS_SCANNED)]
         except RPCError as err:
             if err.status != RPCStatusCode.UNIMPLEMENTED:
                 raise  # NB: an outage: retried until Visibility answers (RECORD_READ_RETRY)
             # NB: a server without Visibility at all (the SDK's time-skipping test server): no run to read
             return LastRecordResult(note="this Temporal server lists no runs (no Visibility)")
+        for run in runs:  # NB: newest first
+            if run.run_id == input.run_id or run.workflow_type != ENVIRONMENT_WORKFLOW or run.task_queue != queue:
+                continue
+            found = await self._written_record(input.workflow_id, run.run_id)
+            if found is None:
+                passed_over.append(f"{run.run_id} (never ran)")
+                continue
+            status = run.status.name if run.status else ""
+            (raw,) = found
+            if raw is None:
+                return LastRecordResult(run_id=run.run_id, status=status, note="the last run kept no record "
+                                        f"(a build from before ferry_record){_passed(passed_over)}")
+            try:
+                record = EnvironmentRecord.model_validate(raw)
+            except ValueError as err:
+                return LastRecordResult(run_id=run.run_id, status=status, refusal=f"the record of run "
+                                        f"{run.run_id} cannot be read: {str(err)[:300]}")
+            if record.unverified:
+                return LastRecordResult(run_id=run.run_id, status=status, refusal=f"run {run.run_id} never "
+                                        f"recovered its own predecessor's record ({record.unverified[:300]}), "
+                                        "and no SRE has resumed it since")
+            return LastRecordResult(run_id=run.run_id, status=status, record=record,
+                                    note=_passed(passed_over))
         if passed_over:
-            return LastRecordResult(refusal=f"none of the last {len(passed_over)} run(s) of {input.workflow_id} is one "
-                                    f"Ferry ran to the end of a workflow task{_passed(passed_over)}: what the last "
-                                    "real run held cannot be told")
+            return LastRecordResult(refusal=f"none of the last {len(passed_over)} run(s) of {input.workflow_id} on "
+                                    f"Ferry's queue ran to the end of a workflow task{_passed(passed_over)}: what the "
+                                    "last real run held cannot be told")
         return LastRecordResult()
 
     async def _written_record(self, workflow_id: str, run_id: str) -> tuple[Any] | None:
@@ -163,7 +168,7 @@ def _patch_id(event: Any) -> str:
     """The patch id of a patch marker event ('' for any other event)."""
     if not event.HasField("marker_recorded_event_attributes"):
         return ""
-    data = event.marker_recorded_event_attributes.details.get("patch_data")
+    data = event.marker_recorded_event_attributes.details.get(PATCH_DATA)
     if data is None or not data.payloads:
         return ""
     try:
@@ -173,4 +178,4 @@ def _patch_id(event: Any) -> str:
 
 
 def _passed(runs: list[str]) -> str:
-    return f"; passed over {len(runs)} run(s) that are not Ferry's: {', '.join(runs[:5])[:400]}" if runs else ""
+    return f"; passed over {len(runs)} run(s) that never ran: {', '.join(runs[:5])[:400]}" if runs else ""

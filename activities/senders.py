@@ -52,10 +52,11 @@ class SenderActivities:
         named = f"{described[0]} {input.source[:200]} (run {input.run_id})"
         try:
             sent = await self._client.get_workflow_handle(input.source, run_id=input.run_id).query(
-                NOTIFIED_QUERY, input.key, result_type=bool, rpc_timeout=SENDER_QUERY_TIMEOUT)
+                NOTIFIED_QUERY, args=[input.key, input.digest], result_type=bool,
+                rpc_timeout=SENDER_QUERY_TIMEOUT)
         except WorkflowQueryFailedError as err:
-            # NB: a run on a build from before the query (a rolling upgrade): it exists and is Ferry's, no more
-            return SenderResult(sender=f"{named}, not verified: {str(err)[:200]}")
+            # NB: a run on a build from before the query (a rolling upgrade) cannot vouch for it: not delivered
+            return SenderResult(unverified=f"{named} cannot say whether it sent it: {str(err)[:200]}")
         if not sent:
-            return SenderResult(refusal=f"{named} did not send {input.key}")
+            return SenderResult(refusal=f"{named} did not send {input.key} with this content")
         return SenderResult(sender=f"{named}, checked by Ferry")

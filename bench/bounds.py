@@ -12,7 +12,7 @@ measures what a real run of a large environment carries; this measures the worst
   the longest reasons;
 - alert router: 1,000 deliveries in flight (each notification with the longest message and 16 details of 512
   characters), 2,000 remembered keys, as many alerts of 64 longest patterns each as `ferry alerts apply` accepts,
-  the recent and undelivered lists full. What
+  the recent and undelivered lists full, and the notifications received while continuing as new at their budget. What
   the carry budget does not take is given up on the record (Undelivered, a memo and a metric), not dropped.
 
 Each state is encoded exactly as the worker does (temporalio.contrib.pydantic's converter).
@@ -167,7 +167,9 @@ def worst_router() -> tuple[AlertRouterInput, int, int]:
                      for _ in range(MAX_UNDELIVERED)],
         counts={name: 10**12 for name in ("received", "duplicate", "malformed", "matched", "delivered",
                                           "undelivered", "unknown_signal", "not_carried")})
-    return AlertRouterInput(state=state), len(pending), len(carried)
+    queued = alerts.carry([worst_notification(MAX_PENDING + i) for i in range(alerts.MAX_QUEUED_CARRIED)],
+                          alerts.MAX_QUEUED_BYTES)[0]
+    return AlertRouterInput(state=state, queued=queued), len(pending), len(carried)
 
 
 def main() -> None:

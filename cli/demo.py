@@ -223,6 +223,13 @@ def forget_previous_run(info: Any) -> None:
                 run_id = json.loads(line)["execution"]["runId"]
                 subprocess.run([temporal, "workflow", "delete", "--address", address, "--workflow-id", workflow_id,
                                 "--run-id", run_id, "--yes"], capture_output=True)
+        # NB: a delete completes asynchronously: wait until Visibility lists none (a new run would recover it)
+        deadline = time.monotonic() + 30
+        while listed.stdout.strip() and time.monotonic() < deadline:
+            time.sleep(0.5)
+            listed = subprocess.run([temporal, "workflow", "list", "--address", address, "--query",
+                                     f'WorkflowId = "{workflow_id}"', "--output", "jsonl"],
+                                    capture_output=True, text=True)
 
 
 def release_two_versions(story: Story) -> None:

@@ -12,7 +12,7 @@ import json
 import re
 import shlex
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -561,17 +561,20 @@ class PendingDelivery(_Model):
     notification: Notification
 
 
+Carried = TypeVar("Carried", PendingDelivery, Notification)
+
 # NB: the deliveries in flight that move to the next run at continue-as-new, by their encoded size: 1,000 of the
 # largest notifications are ~10 MB, past the server's payload limit. What does not fit is given up on the record.
-MAX_CARRIED_BYTES = 128 * 1024
+MAX_CARRIED_BYTES = 96 * 1024
+MAX_QUEUED_BYTES = 32 * 1024  # ... and the notifications received while it continued as new
 # ... and the declared alerts (100 of 64 patterns each could be ~850 KB): what `ferry alerts apply` may declare
 MAX_ALERTS_BYTES = 96 * 1024
 
 
-def carry(pending: list[PendingDelivery], budget: int = MAX_CARRIED_BYTES) -> tuple[list[PendingDelivery],
-                                                                                  list[PendingDelivery]]:
-    """(carried, not carried): the oldest deliveries in flight first, while their JSON fits `budget`."""
-    used, carried = 0, list[PendingDelivery]()
+def carry(pending: list[Carried], budget: int = MAX_CARRIED_BYTES) -> tuple[list[Carried], list[Carried]]:
+    """(carried, not carried): the oldest first (deliveries in flight, notifications queued), while their JSON
+    fits `budget`."""
+    used, carried = 0, list[Carried]()
     for index, item in enumerate(pending):
         size = len(item.model_dump_json())
         if used + size > budget:
@@ -593,12 +596,21 @@ class SenderInput(_Model):
     run_id: str = Field(max_length=64)
     environment: str = Field("", max_length=64)
     key: str = Field("", max_length=80, description="the notification's key: the run named must say it sent it")
+    digest: str = Field("", max_length=80, description="notification_digest of what arrived: ... with this content")
 
 
 # `ferry upgrade drain` wakes the router with this notification (a client's: not delivered when senders are checked)
 WORKER_BUILD_CHANGED = "WorkerBuildChanged"
 WAKE_SOURCE = "ferry upgrade drain"
-MAX_HELD = 3  # notifications with a key whose sender is being checked, waiting for its verdict
+MAX_HELD = 3  # notifications with a key whose sender is being checked, waiting for its verdict (the newest)
+MAX_QUEUED_CARRIED = 200  # notifications received while continuing as new, carried to the next run
+
+def notification_digest(note: Notification) -> str:
+    """What the router asks a sender to confirm: the notification's whole content as sent (canonical JSON), so a
+    real key replayed with another message, type or `resolves` is refused."""
+    canonical = json.dumps(note.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
 
 # The query every Ferry workflow answers: did this run send the notification with this key (workflows/outbox.py)?
 NOTIFIED_QUERY = "ferry_notified"
@@ -607,6 +619,7 @@ NOTIFIED_QUERY = "ferry_notified"
 class SenderResult(_Model):
     refusal: str = Field("", description="why the notification is not Ferry's; empty: it is")
     sender: str = Field("", description="what each alert says of its sender")
+    unverified: str = Field("", description="the sender could not be asked: given up on the record, not delivered")
 
 
 def sender_refusal(note: SenderInput, workflow_type: str, task_queue: str, ferry_queue: str) -> str:
@@ -638,6 +651,8 @@ class AlertRouterState(_Model):
 
 class AlertRouterInput(_Model):
     state: AlertRouterState = Field(default_factory=AlertRouterState)
+    queued: list[Notification] = Field(default_factory=list, max_length=200, description="received by the "
+                                       "previous run while it continued as new, not yet routed")
     verify_senders: bool = Field(True, description="deliver only what a run of Ferry's own workflows sent (false: "
                                  "a router fed by something else, such as the delivery benchmark's synthetic events)")
     max_per_run: int = Field(1000, ge=1, le=10_000, description="notifications routed per run before "

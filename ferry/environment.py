@@ -618,6 +618,8 @@ class EnvironmentState(_Model):
     rollout: Rollout | None = Field(None, description="the applied release still waiting for its health verdict")
     unknown_signals: int = Field(0, description="signals of names the environment does not have, dropped")
     pin_before: Pin | None = Field(None, description="the pin an unconfirmed one replaced, back if it is refused")
+    unverified_record: str = Field("", description="why this run could not recover the last run's record (it "
+                                   "started suspended; a resume clears it)")
 
     @property
     def phase(self) -> str:

@@ -50,6 +50,8 @@ class EnvironmentRecord(_Model):
     tags: dict[str, str] = Field(default_factory=dict)
     consumed_approvals: list[str] = Field(default_factory=list)
     pin: Pin | None = None
+    unverified: str = Field("", description="this run could not recover its predecessor's record (it started "
+                            "suspended); until an SRE resumes it, a run replacing it recovers nothing from it either")
 
 
 def record_of(state: EnvironmentState) -> EnvironmentRecord:
@@ -58,7 +60,8 @@ def record_of(state: EnvironmentState) -> EnvironmentRecord:
     return EnvironmentRecord(spec=state.spec, holds=state.holds, good_history=state.good_history,
                              last_known_good=state.last_known_good,
                              tags=dict(list(state.tags.items())[-MAX_RECORD_TAGS:]),
-                             consumed_approvals=state.consumed_approvals, pin=pin)
+                             consumed_approvals=state.consumed_approvals, pin=pin,
+                             unverified=state.unverified_record)
 
 
 class LastRecordInput(_Model):

@@ -23,6 +23,8 @@ with workflow.unsafe.imports_passed_through():
         MAX_DETAILS,
         MAX_HELD,
         MAX_PENDING,
+        MAX_QUEUED_BYTES,
+        MAX_QUEUED_CARRIED,
         MAX_RECENT,
         MAX_SEEN,
         MAX_UNDELIVERED,
@@ -42,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         Undelivered,
         alerts_diff,
         carry,
+        notification_digest,
     )
     from ferry.environment import first_payload
     from ferry.names import Memo
@@ -82,6 +85,7 @@ class AlertRouterWorkflow:
         self._checks = False  # patched(ROUTER_CHECKS_SENDERS), decided once in run()
         self._checking: set[asyncio.Task[None]] = set()  # notifications whose sender is being checked
         self._held: dict[str, list[Notification]] = {}  # key being checked -> later arrivals with that key
+        self._draining = False  # continuing as new: what arrives now is carried, not checked
 
     def _count(self, name: str, n: int = 1) -> None:
         self._state.counts = {**self._state.counts, name: self._state.counts.get(name, 0) + n}
@@ -95,6 +99,7 @@ class AlertRouterWorkflow:
         self._checks = workflow.patched(ROUTER_CHECKS_SENDERS) and input.verify_senders
         workflow.upsert_search_attributes([FERRY_PHASE.value_set("Routing")])
         carried, self._state.pending = self._state.pending, []
+        self._queue = list(input.queued)  # NB: received by the previous run while it was continuing as new
         for pending in carried:  # in flight when the previous run continued as new
             self._start(pending)
         while True:
@@ -104,8 +109,9 @@ class AlertRouterWorkflow:
             while self._queue:
                 self._route(self._queue.pop(0))
             if self._continue_due():
+                self._draining = self._checks  # NB: no new sender checks: a flood of notify must not hold it here
                 await workflow.wait_condition(lambda: workflow.all_handlers_finished() and not self._checking)
-                if self._queue:
+                if self._queue and not self._draining:
                     continue
                 # NB: deliveries still retrying move to the next run with what is left of their deadline (this
                 # run's activities end with it, uncancelled: no command for them). An attempt running right now may
@@ -118,9 +124,12 @@ class AlertRouterWorkflow:
                         self._give_up(pending, "RouterOverloaded: too many deliveries in flight to carry through "
                                       f"continue-as-new ({len(in_flight)} carried)")
                 self._state.pending = in_flight
+                queued = carry(self._queue[:MAX_QUEUED_CARRIED], MAX_QUEUED_BYTES)[0]
+                self._count("not_carried", len(self._queue) - len(queued))
+                self._queue = []
                 workflow.continue_as_new(
                     AlertRouterInput(state=self._state, max_per_run=self._max_per_run,
-                                     verify_senders=input.verify_senders),
+                                     verify_senders=input.verify_senders, queued=queued),
                     initial_versioning_behavior=workflow.ContinueAsNewVersioningBehavior.AUTO_UPGRADE)
 
     def _continue_due(self) -> bool:
@@ -159,6 +168,13 @@ class AlertRouterWorkflow:
         if not any(alert.matches(note) for alert in self._state.alerts):
             self._seen(note.key)  # NB: nothing to deliver: nothing to prove
             return
+        if self._draining:
+            self._queue.append(note)  # NB: carried to the next run, checked there
+            self._handled -= 1
+            return
+        if note.key in self._held:
+            self._hold(note)
+            return
         # NB: the key is seen only once its sender is proved: a forgery carrying a real key, arriving first, must
         # not make the real notification a duplicate (those arriving meanwhile wait behind it)
         self._held[note.key] = []
@@ -171,13 +187,24 @@ class AlertRouterWorkflow:
         try:
             result = await workflow.execute_activity(
                 stubs.check_sender, SenderInput(source=note.source, run_id=note.run_id,
-                                                environment=note.environment, key=note.key),
+                                                environment=note.environment, key=note.key,
+                                                digest=notification_digest(note)),
                 start_to_close_timeout=policies.STATUS_QUERY_TIMEOUT, retry_policy=policies.QUICK_RETRY,
                 summary=f"who sent {note.key}"[:200])
             sender = result.sender
         except ActivityError as err:
-            result, sender = SenderResult(), f"not verified ({cause_type(err)}: {cause_message(err)})"[:500]
+            result = SenderResult(unverified=f"the sender could not be asked ({cause_type(err)}: "
+                                  f"{cause_message(err)})")
+            sender = ""
         waiting = self._held.pop(note.key, [])
+        if result.unverified:
+            # NB: not delivered, on the record: an unproved alert in the SREs' channel is what a forgery wants
+            self._count("unverified")
+            for alert in self._state.alerts:
+                if alert.matches(note):
+                    self._give_up(self._pending(alert, note), f"SenderUnverified: {result.unverified}"[:1000])
+            self._seen(note.key)
+            return
         if result.refusal:
             self._count("forged")
             workflow.logger.warning("notification %s (%s) refused: %s", note.key, note.type, result.refusal[:300])
@@ -190,6 +217,14 @@ class AlertRouterWorkflow:
         self._count("duplicate", len(waiting))
         details = dict(list(note.details.items())[:MAX_DETAILS - 1])
         self._match(note.model_copy(update={"details": {**details, "sender": sender[:MAX_DETAIL]}}))
+
+    def _hold(self, note: Notification) -> None:
+        """Another notification with a key being checked waits for that check's verdict (the newest MAX_HELD)."""
+        held = self._held[note.key]
+        if len(held) >= MAX_HELD:
+            held.pop(0)
+            self._count("duplicate")
+        held.append(note)
 
     def _match(self, note: Notification) -> None:
         for alert in self._state.alerts:
@@ -291,12 +326,8 @@ class AlertRouterWorkflow:
             self._count("duplicate")
             return
         if self._checks:
-            held = self._held.get(note.key)
-            if held is not None:  # NB: one with this key is being checked: this one waits for its verdict
-                if len(held) < MAX_HELD:
-                    held.append(note)
-                else:
-                    self._count("duplicate")
+            if note.key in self._held:  # NB: one with this key is being checked: this one waits for its verdict
+                self._hold(note)
                 return
         else:
             self._seen(note.key)

@@ -116,7 +116,9 @@ FOLDED_INTO_BASELINE_2 = frozenset({
 # loses nothing.
 # A pin's hold is taken only for the version it rolls back from (the applied one): no sender can fill the holds.
 HOLD_OF_APPLIED = "ferry-hold-of-applied"
-FOLDED_INTO_BASELINE_3 = frozenset({RECORD_RECOVERED, HOLD_OF_APPLIED})
+# A pin that cannot be confirmed in MAX_CONFIRM_ATTEMPTS iterations is refused (older runs tried again forever).
+CONFIRM_BOUNDED = "ferry-confirm-bounded"
+FOLDED_INTO_BASELINE_3 = frozenset({RECORD_RECOVERED, HOLD_OF_APPLIED, CONFIRM_BOUNDED})
 
 
 def _patched(patch_id: str) -> bool:
@@ -157,6 +159,7 @@ class EnvironmentWorkflow(alerting.Notifies):
         self._bounded = False  # FLOOD_BOUNDED, decided once per run (run())
         self._size_check = False  # a message arrived: is the history getting too large?
         self._kept: dict[str, Any] | None = None  # the record last written to the memo (Memo.RECORD)
+        self._recovering = False  # the last run's record is being read: nothing of this run's is a record yet
 
     # ------------------------------------------------------------------------------------- helpers
     def _now(self) -> str:
@@ -182,8 +185,8 @@ class EnvironmentWorkflow(alerting.Notifies):
     def _keep_record(self) -> None:
         """The safety record in the memo, when it changed: what a run that replaces this one recovers, readable
         even when this run is terminated or wedged (what its last completed workflow task wrote)."""
-        if not _patched(RECORD_RECOVERED):
-            return
+        if self._recovering or not _patched(RECORD_RECOVERED):
+            return  # NB: a signal-with-start's pin or spec is the starter's until the last run's record is read
         kept = record_of(self._state).model_dump(mode="json")
         if kept != self._kept:
             workflow.upsert_memo({Memo.RECORD: kept})
@@ -193,18 +196,25 @@ class EnvironmentWorkflow(alerting.Notifies):
         """A run that is not its own continue-as-new (a start after a termination, or over a running or wedged run)
         begins from the last run's record, not from what its starter wrote (ferry/recovery.py)."""
         info = workflow.info()
+        self._recovering = True
         try:
             found = await workflow.execute_activity(
                 stubs.last_record, LastRecordInput(workflow_id=info.workflow_id, run_id=info.run_id),
                 start_to_close_timeout=policies.STATUS_QUERY_TIMEOUT, retry_policy=policies.RECORD_READ_RETRY,
                 summary="the last run's record")
-        except ActivityError as err:
-            self._cancelled(err)
-            found = LastRecordResult(refusal=f"the last run's record could not be read: {cause_type(err)}: "
-                                     f"{cause_message(err)}")
+        except (ActivityError, asyncio.CancelledError, CancelledError) as err:
+            # NB: a cancel request while reading suspends too, without continuing as new (the next run would take
+            # this one's unrecovered state as its own)
+            reason = "a cancel request arrived" if is_cancelled_exception(err) else \
+                f"{cause_type(err)}: {cause_message(err)}"
+            found = LastRecordResult(refusal=f"the last run's record could not be read ({reason})")
+        finally:
+            self._recovering = False
         if found.refusal:
-            # NB: fail closed: never run a start's state as written when what the last run held is unknown
+            # NB: fail closed: never run a start's state as written when what the last run held is unknown; the
+            # record says so, so a run replacing this one recovers nothing from it either until an SRE resumes
             self._state.suspended = True
+            self._state.unverified_record = found.refusal[:500]
             self._record(EventType.SUSPENDED, f"{found.refusal}"[:800] + f"; suspended until an SRE checks "
                          f"(ferry resume {self._state.spec.name})", by="ferry (recovery)")
             return
@@ -831,7 +841,7 @@ class EnvironmentWorkflow(alerting.Notifies):
             self._cancelled(err)
             pin.confirm_attempts += 1
             why = f"{cause_type(err)}: {cause_message(err)}"
-            if pin.confirm_attempts < policies.MAX_CONFIRM_ATTEMPTS:
+            if pin.confirm_attempts < policies.MAX_CONFIRM_ATTEMPTS or not _patched(CONFIRM_BOUNDED):
                 state.last_error = f"pin of {pin.version} not confirmed yet ({pin.confirm_attempts}): {why}"
                 return False
             # NB: bounded: an unconfirmable pin never keeps the environment from reconciling what it had
@@ -935,7 +945,10 @@ class EnvironmentWorkflow(alerting.Notifies):
     def resume(self, *payloads: object) -> None:
         actor = self._actor(first_payload(payloads))
         self._state.suspended = False
-        self._record(EventType.RESUMED, f"resumed by {actor.by}: {actor.reason}", by=actor.by)
+        vouched = f" (vouching for its state: {self._state.unverified_record})" if self._state.unverified_record else ""
+        self._state.unverified_record = ""
+        self._record(EventType.RESUMED, f"resumed by {actor.by}: {actor.reason}{vouched}"[:1000], by=actor.by)
+        self._keep_record()
         self._wake = True
 
     @staticmethod

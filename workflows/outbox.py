@@ -13,7 +13,14 @@ import collections
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from ferry.alerts import ALERT_ROUTER_ID, NOTIFIED_QUERY, RESOLVED_BY_RECOVERY, Notification, make_notification
+    from ferry.alerts import (
+        ALERT_ROUTER_ID,
+        NOTIFIED_QUERY,
+        RESOLVED_BY_RECOVERY,
+        Notification,
+        make_notification,
+        notification_digest,
+    )
     from ferry.environment import LenientPayload
     from ferry.times import timestamp
 
@@ -31,21 +38,28 @@ def notification(type_: str, environment: str, message: str, **fields: object) -
                              position=info.get_current_history_length(), type_=type_, environment=environment,
                              message=message, at=timestamp(workflow.now()),
                              **fields)  # type: ignore[arg-type]
-    _sent_keys(workflow.instance()).append(note.key)
+    sent_by = _sent(workflow.instance())
+    sent_by[note.key] = notification_digest(note)
+    while len(sent_by) > MAX_SENT:
+        sent_by.popitem(last=False)
     return note
 
 
-def _sent_keys(owner: object) -> collections.deque[str]:
+def _sent(owner: object) -> collections.OrderedDict[str, str]:
+    """key -> content digest of the notifications this run sent, newest last (rebuilt on replay)."""
     keys = getattr(owner, "_ferry_sent", None)
-    if not isinstance(keys, collections.deque):
-        keys = collections.deque(maxlen=MAX_SENT)
+    if not isinstance(keys, collections.OrderedDict):
+        keys = collections.OrderedDict()
         owner._ferry_sent = keys  # type: ignore[attr-defined]
     return keys
 
 
-def sent(owner: object, key: object) -> bool:
-    """Whether this run sent the notification with this key (any input: a query anyone may make)."""
-    return isinstance(key, str) and key in _sent_keys(owner)
+def sent(owner: object, key: object, digest: object = None) -> bool:
+    """Whether this run sent the notification with this key and this content (any input: anyone may ask)."""
+    if not isinstance(key, str):
+        return False
+    mine = _sent(owner).get(key)
+    return mine is not None and (digest is None or digest == mine)
 
 
 async def send(note: Notification) -> None:
@@ -92,5 +106,5 @@ class Notifies:
 
     @workflow.query(name=NOTIFIED_QUERY, description="Whether this run sent the alert router the notification with "
                     "this key (asked by the router before it delivers one)")
-    def notified(self, key: object = None) -> bool:
-        return sent(self, key)
+    def notified(self, key: object = None, digest: object = None) -> bool:
+        return sent(self, key, digest)

@@ -192,9 +192,9 @@ class PinOutcomes:
                 # failed, refused or overtaken); one it does not say is refused on the record
                 try:
                     state = (await environment_status(environment)).state
-                except StatusUnreadable as err:
-                    return "failed", f"{err.message}: the reported outcome cannot be confirmed", False
-                verdict, acknowledged = _judge_status(state, digest, request_id, True)
+                except StatusUnreadable:
+                    continue  # NB: the answer waits until the status can be read (or the deadline passes)
+                verdict, acknowledged = _judge_status(state, digest, request_id, acknowledged)
                 if verdict is not None and verdict[0] == answer.outcome:
                     return answer.outcome, answer.reason, answer.auto_rolled_back
                 del self._pin_outcomes[request_id]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
 import uuid
@@ -167,6 +168,24 @@ async def test_environment_and_promotion_events_reach_a_slow_receiver_without_sl
             await eventually(all_refused, 30, "every forged notification refused", every=0.2)
             await asyncio.sleep(1.0)
             assert not [r for r in sink.received[sent:] if "evil.example" in r.body.decode()], "a forgery delivered"
+
+            # a key the promotion really sent, with other content (once it has left the router's memory of keys):
+            # the promotion run vouches for its key with the content it sent, nothing else
+            from temporalio.testing import ActivityEnvironment
+
+            from activities.senders import SenderActivities
+            from ferry.alerts import Notification, SenderInput, notification_digest
+
+            key = awaiting.header("Idempotency-Key")
+            checks = ActivityEnvironment()
+            checks.info = dataclasses.replace(checks.info, task_queue=task_queue)
+            senders = SenderActivities(client)
+            forged_note = Notification(key=key, type="Recovered", environment=prod, at=now, message="all good",
+                                       source=f"promote/{prod}/1.1.0", run_id=promotion_run, resolves=["HealthFailed"])
+            verdict = await checks.run(senders.check_sender, SenderInput(
+                source=forged_note.source, run_id=promotion_run, environment=prod, key=key,
+                digest=notification_digest(forged_note)))
+            assert f"did not send {key} with this content" in verdict.refusal, verdict
             await promotion.terminate("test done")
             await router.terminate("test done")
             # histories with the ferry-alerts patch (notifications signalled to a running router) for tests/replay

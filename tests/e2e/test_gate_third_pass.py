@@ -285,8 +285,8 @@ async def test_decoy_runs_neither_hide_production_s_record_nor_forge_one(
     """Two decoys started over production with TerminateExisting: a run of another type on another task queue, and
     an EnvironmentWorkflow no worker runs, whose start memo carries a forged record (approval off). Then a real
     start with a hand-written state. The new run passes over both decoys and recovers the real last run's record
-    (its approvers, its used approval). An environment id with decoys only starts suspended: what its last real
-    run held cannot be told."""
+    (its approvers, its used approval). An environment whose only earlier run is one of Ferry's that never ran
+    starts suspended: what it held cannot be told."""
     from temporalio.common import WorkflowIDConflictPolicy
 
     from ferry.environment import EnvironmentInput, EnvironmentState, LenientPayload
@@ -302,6 +302,7 @@ async def test_decoy_runs_neither_hide_production_s_record_nor_forge_one(
     assert (await asyncio.wait_for(promotion.result(), 90)).outcome == "succeeded"
     request_id = f"{promotion.id}@{(await promotion.describe()).run_id}"
     before = (await world.prd.query(EnvironmentWorkflow.status)).state
+    before_run = (await world.prd.describe()).run_id
     assert request_id in before.consumed_approvals
     open_spec = before.spec.model_copy(update={"approval": before.spec.approval.model_copy(update={
         "required": False, "approvers": []})})
@@ -319,12 +320,19 @@ async def test_decoy_runs_neither_hide_production_s_record_nor_forge_one(
     status = await wait_status(replaced, lambda s: any(e.type == "RecordRecovered" for e in s.state.events),
                                timeout=60, what="the record recovered")
     recovered = next(e for e in status.state.events if e.type == "RecordRecovered")
-    assert "passed over 2 run(s)" in recovered.message, recovered.message
+    assert f"replaced run {before_run}" in recovered.message, recovered.message  # the real one, past both decoys
     assert status.state.spec.approval.required and status.state.pending_spec is not None
     assert request_id in status.state.consumed_approvals and not status.state.suspended
 
+    # a run of Ferry's own type on Ferry's queue that never ran (its first task delayed, then terminated)
+    import datetime as dt
+
     decoyed = f"env/decoyed-{uuid.uuid4().hex[:8]}"
-    await world.client.start_workflow("NotFerry", id=decoyed, task_queue=nowhere)
+    never = await world.client.start_workflow(
+        EnvironmentWorkflow.run, EnvironmentInput(state=EnvironmentState(spec=open_spec.model_copy(update={
+            "name": decoyed.removeprefix("env/")}))), id=decoyed, task_queue=dev_worker.temporal.task_queue,
+        start_delay=dt.timedelta(hours=1))
+    await never.terminate("a decoy")
     lone = await world.client.start_workflow(
         EnvironmentWorkflow.run, EnvironmentInput(state=EnvironmentState(spec=open_spec.model_copy(update={
             "name": decoyed.removeprefix("env/")}))), id=decoyed, task_queue=dev_worker.temporal.task_queue,

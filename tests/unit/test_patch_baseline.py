@@ -63,7 +63,8 @@ def test_the_second_baseline_folds_exactly_the_patches_it_shipped_with() -> None
 
 def test_the_third_baseline_folds_exactly_the_patches_it_shipped_with() -> None:
     assert BASELINE_3 == "ferry-environment-baseline-3"
-    assert sorted(FOLDED_INTO_BASELINE_3) == ["ferry-hold-of-applied", "ferry-record-recovered"]
+    assert sorted(FOLDED_INTO_BASELINE_3) == [
+        "ferry-confirm-bounded", "ferry-hold-of-applied", "ferry-record-recovered"]
 
 
 def test_a_patch_not_folded_in_is_refused() -> None:

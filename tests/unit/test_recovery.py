@@ -86,3 +86,21 @@ def test_a_start_on_another_repository_keeps_an_approval_required_environment_s_
     state, _ = recover(forged, record, now=NOW, pending_id="spec-1", by="x")
     assert state.spec.repository == "registry.local/team/shop" and state.pending_spec is not None
     assert state.holds == ["1.1.0"] and state.tags == {"1.1.0": HELD}
+
+
+def test_the_record_reader_finds_the_patch_markers_the_sdk_writes() -> None:
+    """last_record tells a run of this code that never wrote its record (passed over) from an older build's run
+    by the patch marker in its history, under the key the SDK writes (a misspelt key made every run an old one)."""
+    import json
+    from pathlib import Path
+
+    from google.protobuf.json_format import ParseDict
+    from temporalio.api.history.v1 import HistoryEvent
+
+    from activities.environments import _patch_id
+    from ferry.recovery import RECORD_MARKERS
+
+    path = Path(__file__).parents[1] / "replay" / "histories" / "baseline-3" / "signed" / "environment.json"
+    events = [ParseDict(e, HistoryEvent(), ignore_unknown_fields=True) for e in json.loads(path.read_text())["events"]]
+    assert [i for i in (_patch_id(e) for e in events) if i] == [RECORD_MARKERS[0]]
+    assert _patch_id(events[0]) == ""
