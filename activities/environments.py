@@ -20,9 +20,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.errors import classified
 from ferry.environment import EnvironmentStatus, env_workflow_id
 from ferry.errors import ErrorType
-from ferry.names import Memo
+from ferry.names import ENVIRONMENT_WORKFLOW, PROMOTION_WORKFLOW, Memo
 from ferry.promotion import (
-    PROMOTION_WORKFLOW,
     ConfirmPinInput,
     ConfirmPinResult,
     EnvironmentStatusInput,
@@ -35,7 +34,6 @@ from ferry.recovery import RECORD_MARKERS, EnvironmentRecord, LastRecordInput, L
 MAX_RUNS_SCANNED = 200  # runs of one environment id looked through for the last one Ferry ran (decoys are passed over)
 MAX_HISTORY_PAGES = 50  # pages of a run's history read backwards for its last record (a record is upserted often)
 HISTORY_PAGE = 200
-ENVIRONMENT_WORKFLOW = "EnvironmentWorkflow"
 PATCH_DATA = "patch-data"  # the SDK's key of a patch marker's details (its payload: {"id": ..., "deprecated": ...})
 
 

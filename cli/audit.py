@@ -23,13 +23,9 @@ from cli.common import emit, run_connected, settings_from
 from cli.environments import environment_status
 from ferry.audit import (
     CANCEL_REQUEST,
-    ENVIRONMENT_WORKFLOW,
     FERRY_WORKFLOW_TYPES,
     MAX_SHOWN,
-    PROMOTION_WORKFLOW,
-    RELEASE_WORKFLOW,
     RESET_CAUSE,
-    ROLLBACK_WORKFLOW,
     SignedRecord,
     SpecTracker,
     exclusion,
@@ -44,7 +40,15 @@ from ferry.audit import (
 )
 from ferry.durations import parse_duration
 from ferry.environment import EventType
-from ferry.names import ENV_PREFIX, Memo, SearchAttribute
+from ferry.names import (
+    ENV_PREFIX,
+    ENVIRONMENT_WORKFLOW,
+    PROMOTION_WORKFLOW,
+    RELEASE_WORKFLOW,
+    ROLLBACK_WORKFLOW,
+    Memo,
+    SearchAttribute,
+)
 from ferry.settings import TemporalSettings
 from workers.client import workflow_url
 

@@ -19,6 +19,16 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from ferry.durations import parse_duration
 from ferry.model import PEOPLE
 from ferry.model import Model as _Model
+from ferry.names import (
+    ENV_PREFIX,
+    ENVIRONMENT_WORKFLOW,
+    PROMOTE_PREFIX,
+    PROMOTION_WORKFLOW,
+    RELEASE_PREFIX,
+    RELEASE_WORKFLOW,
+    ROLLBACK_PREFIX,
+    ROLLBACK_WORKFLOW,
+)
 
 __all__ = ["PEOPLE"]
 
@@ -587,8 +597,8 @@ def carry(pending: list[Carried], budget: int = MAX_CARRIED_BYTES) -> tuple[list
 # ------------------------------------------------------------------------------------ senders
 
 # Who may notify the router: a run of one of Ferry's workflows, on Ferry's task queue, about its own environment.
-SENDER_TYPES = {"env/": "EnvironmentWorkflow", "promote/": "PromotionWorkflow", "rollback/": "RollbackWorkflow",
-                "release/": "ReleaseWorkflow"}
+SENDER_TYPES = {ENV_PREFIX: ENVIRONMENT_WORKFLOW, PROMOTE_PREFIX: PROMOTION_WORKFLOW,
+                ROLLBACK_PREFIX: ROLLBACK_WORKFLOW, RELEASE_PREFIX: RELEASE_WORKFLOW}
 
 
 class SenderInput(_Model):
@@ -633,7 +643,7 @@ def sender_refusal(note: SenderInput, workflow_type: str, task_queue: str, ferry
     if task_queue != ferry_queue:
         return f"{note.source[:100]} runs on task queue {task_queue[:100]!r}, not Ferry's"
     parts = note.source.split("/")
-    if kind != "ReleaseWorkflow" and note.environment and parts[1] != note.environment:
+    if kind != RELEASE_WORKFLOW and note.environment and parts[1] != note.environment:
         return f"{note.source[:100]} is about {parts[1][:64]}, not {note.environment}"
     return ""
 

@@ -27,12 +27,14 @@ from ferry.approvals import (
     verify_decision,
 )
 from ferry.environment import ApprovalPolicy, EventType
+from ferry.names import (
+    ALERT_ROUTER_WORKFLOW,
+    ENVIRONMENT_WORKFLOW,
+    PROMOTION_WORKFLOW,
+    RELEASE_WORKFLOW,
+    ROLLBACK_WORKFLOW,
+)
 
-RELEASE_WORKFLOW: Final = "ReleaseWorkflow"
-ENVIRONMENT_WORKFLOW: Final = "EnvironmentWorkflow"
-PROMOTION_WORKFLOW: Final = "PromotionWorkflow"
-ROLLBACK_WORKFLOW: Final = "RollbackWorkflow"
-ALERT_ROUTER_WORKFLOW: Final = "AlertRouterWorkflow"
 FERRY_WORKFLOW_TYPES: Final = (RELEASE_WORKFLOW, ENVIRONMENT_WORKFLOW, PROMOTION_WORKFLOW, ROLLBACK_WORKFLOW,
                                ALERT_ROUTER_WORKFLOW)
 

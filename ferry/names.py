@@ -14,6 +14,14 @@ RELEASE_PREFIX = "release/"  # release/<repository>/<version>
 PROMOTE_PREFIX = "promote/"  # promote/<environment>/<version>
 ROLLBACK_PREFIX = "rollback/"  # rollback/<environment>/<target>
 
+# Workflow type names (the @workflow.defn names in workflows/): what Visibility, the audit and the checks of who sent
+# a message compare.
+RELEASE_WORKFLOW: Final = "ReleaseWorkflow"
+ENVIRONMENT_WORKFLOW: Final = "EnvironmentWorkflow"
+PROMOTION_WORKFLOW: Final = "PromotionWorkflow"
+ROLLBACK_WORKFLOW: Final = "RollbackWorkflow"
+ALERT_ROUTER_WORKFLOW: Final = "AlertRouterWorkflow"
+
 
 class Memo:
     """Memo keys the workflows upsert so the audit reads operator records from history alone.

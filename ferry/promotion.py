@@ -145,7 +145,6 @@ class ConfirmPinResult(_Model):
     refusal: str = Field("", description="why the pin is not applied; empty: confirmed")
 
 
-PROMOTION_WORKFLOW = "PromotionWorkflow"
 
 
 def promotion_refusal(status: PromotionStatus, environment: str, digest: str) -> str:
