@@ -45,3 +45,36 @@ class SearchAttribute(StrEnum):
     PHASE = "FerryPhase"
     PUBLISHER = "FerryPublisher"
     TRACKING = "FerryTracking"  # what an environment follows ("semver >=1.0.0"): `ferry env list` reads it
+
+
+class Signal:
+    """Signal names (the `name=` of each @workflow.signal): what the CLI, the UI and other workflows send.
+    NB: recorded in histories and typed by SREs: never change one."""
+
+    APPROVE: Final = "approve"  # PromotionWorkflow (fallback to Update.APPROVE, which answers)
+    REJECT: Final = "reject"  # PromotionWorkflow
+    PIN_OUTCOME: Final = "pin_outcome"  # PromotionWorkflow, RollbackWorkflow: sent by the environment
+    PIN: Final = "pin"  # EnvironmentWorkflow
+    RECONCILE_NOW: Final = "reconcile_now"  # EnvironmentWorkflow
+    SUSPEND: Final = "suspend"  # EnvironmentWorkflow
+    RESUME: Final = "resume"  # EnvironmentWorkflow
+    NOTIFY: Final = "notify"  # AlertRouterWorkflow: sent by every other workflow
+
+
+class Update:
+    """Update names (the `name=` of each @workflow.update)."""
+
+    APPROVE: Final = "approve_update"  # PromotionWorkflow
+    REJECT: Final = "reject_update"  # PromotionWorkflow
+    UPDATE_SPEC: Final = "update_spec"  # EnvironmentWorkflow: `ferry env apply`
+    APPROVE_SPEC: Final = "approve_spec"  # EnvironmentWorkflow
+    REJECT_SPEC: Final = "reject_spec"  # EnvironmentWorkflow
+    PLAN: Final = "plan"  # EnvironmentWorkflow: `ferry diff`
+    APPLY_ALERTS: Final = "apply_alerts"  # AlertRouterWorkflow: `ferry alerts apply`
+
+
+class Query:
+    """Query names (the `name=` of each @workflow.query)."""
+
+    STATUS: Final = "status"  # every long-running workflow
+    NOTIFIED: Final = "ferry_notified"  # every workflow that notifies: did this run send that notification?
