@@ -27,6 +27,10 @@ class ErrorType(StrEnum):
     OUT_OF_BOUNDS = "OutOfBounds"  # an object outside the environment's namespaces / cluster-kinds: fix the bundle
     UNKNOWN_CLUSTER = "UnknownCluster"  # the spec names a cluster the worker's clusters file does not list
     AUTH_PLUGIN_REFUSED = "AuthPluginRefused"  # a kubeconfig exec/auth-provider plugin its cluster entry forbids
+    DECISION_REFUSED = "DecisionRefused"  # an approval or rejection refused by the gate (unsigned, not an approver)
+    DELIVERY_REFUSED = "DeliveryRefused"  # an alert provider answered 4xx (not 408/429): the payload or URL is wrong
+    PROVIDER_UNKNOWN = "ProviderUnknown"  # an alert names a provider the worker's providers file does not define
+    PROVIDERS_FILE_INVALID = "ProvidersFileInvalid"  # the worker's alert providers file does not parse
     # --- retryable: the world may be different in a moment -------------------------------------
     REGISTRY_UNAVAILABLE = "RegistryUnavailable"  # connection refused, timeout, 429, 5xx
     CLUSTER_UNAVAILABLE = "ClusterUnavailable"  # API server unreachable, timeout, 429, 5xx
@@ -50,6 +54,10 @@ NON_RETRYABLE: frozenset[ErrorType] = frozenset(
         ErrorType.OUT_OF_BOUNDS,
         ErrorType.UNKNOWN_CLUSTER,
         ErrorType.AUTH_PLUGIN_REFUSED,
+        ErrorType.DECISION_REFUSED,
+        ErrorType.DELIVERY_REFUSED,
+        ErrorType.PROVIDER_UNKNOWN,
+        ErrorType.PROVIDERS_FILE_INVALID,
     }
 )
 
