@@ -343,9 +343,9 @@ def test_the_lease_is_renewed_while_the_reconcile_runs(tenants: Tenants, monkeyp
     docs = [configmap(f"c-{i}") for i in range(5)]
     t.reconcile(t.staging, docs)
     quiet = t.reconcile(t.staging, [*docs, configmap("one")]).changes.api_requests  # one object more
-    import activities.cluster
+    import activities.cluster.lease
 
-    monkeypatch.setattr(activities.cluster, "LEASE_RENEW_AFTER", 0.0)  # renew before every request
+    monkeypatch.setattr(activities.cluster.lease, "LEASE_RENEW_AFTER", 0.0)  # renew before every request
     busy = t.reconcile(t.staging, [*docs, configmap("one"), configmap("two")]).changes
     assert busy.created == [f"ConfigMap/{t.staging}/two"]
     # each request after taking the lease was preceded by a renewal (a GET and a PUT of the Lease)
