@@ -34,13 +34,12 @@ from ferry.alerts import (
     render,
     sign,
 )
+from ferry.errors import ErrorType
 
 log = logging.getLogger("ferry.notify")
 
 RECEIVER_UNAVAILABLE = "ReceiverUnavailable"
-DELIVERY_REFUSED = "DeliveryRefused"
-PROVIDER_UNKNOWN = "ProviderUnknown"
-PROVIDERS_FILE_INVALID = "ProvidersFileInvalid"
+PROVIDERS_FILE_INVALID = str(ErrorType.PROVIDERS_FILE_INVALID)
 MAX_PROVIDERS_FILE = 1024 * 1024
 MAX_RESPONSE = 4096  # bytes of a receiver's answer read (for the error message)
 USER_AGENT = "ferry-notifier/1"
@@ -60,7 +59,7 @@ def load_providers(path: Path | None) -> ProvidersFile:
         # NB: never echo the file: it holds secrets. The validation error names the field, not its value.
         reason = err.errors()[0] if isinstance(err, pydantic.ValidationError) else None
         text = f"{'.'.join(map(str, reason['loc']))}: {reason['msg']}" if reason else type(err).__name__
-        raise ApplicationError(f"providers file {path}: {text}", type=PROVIDERS_FILE_INVALID,
+        raise ApplicationError(f"providers file {path}: {text}", type=str(ErrorType.PROVIDERS_FILE_INVALID),
                                non_retryable=True) from None
 
 
@@ -82,7 +81,7 @@ class NotifyActivities:
         if provider is None:
             raise ApplicationError(f"provider {name!r} is not defined in the worker's providers file "
                                    f"({self._providers_file or 'FERRY_ALERT_PROVIDERS is not set'})",
-                                   type=PROVIDER_UNKNOWN, non_retryable=True)
+                                   type=str(ErrorType.PROVIDER_UNKNOWN), non_retryable=True)
         return provider
 
     @activity.defn(name="deliver_notification")
@@ -117,7 +116,7 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float, provid
         # Teams or Discord webhook; the status and its standard phrase only
         retryable = err.code in (408, 425, 429) or err.code >= 500
         raise ApplicationError(f"{where} answered HTTP {err.code} {_phrase(err.code)}", {"status": err.code},
-                               type=RECEIVER_UNAVAILABLE if retryable else DELIVERY_REFUSED,
+                               type=RECEIVER_UNAVAILABLE if retryable else str(ErrorType.DELIVERY_REFUSED),
                                non_retryable=not retryable) from None
     except (TimeoutError, urllib.error.URLError, ConnectionError) as err:
         reason = getattr(err, "reason", err)
@@ -127,7 +126,7 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float, provid
         # NB: a malformed URL or header (a token ending in a newline, a space in a webhook path) never heals:
         # refused at once, by the exception's type only
         raise ApplicationError(f"{where} cannot be sent ({type(err).__name__}: the provider's URL or headers are "
-                               "malformed; fix the providers file)", type=DELIVERY_REFUSED,
+                               "malformed; fix the providers file)", type=str(ErrorType.DELIVERY_REFUSED),
                                non_retryable=True) from None
 
 

@@ -353,6 +353,28 @@ def test_the_lease_is_renewed_while_the_reconcile_runs(tenants: Tenants, monkeyp
     assert _lease(t, t.staging).spec.holder_identity is None  # released after its last renewal
 
 
+def test_a_long_operation_keeps_its_lease_renewed_and_releases_it_after(
+        tenants: Tenants, monkeypatch: pytest.MonkeyPatch) -> None:
+    import activities.cluster.lease
+
+    t = tenants
+    monkeypatch.setattr(activities.cluster.lease, "LEASE_RENEW_AFTER", 0.5)
+    cluster = t.acts.cluster("default")
+    environment = f"long-{t.suffix}"
+    with activities.cluster.lease.held(cluster, environment):
+        taken = _lease(t, environment).spec.renew_time
+        time.sleep(0.7)  # a long step: the next request of the same reconcile renews first
+        cluster.get(cluster.resource("v1", "Namespace"), INVENTORY_NAMESPACE, None)
+        renewed = _lease(t, environment).spec
+        assert renewed.renew_time > taken, (renewed.renew_time, taken)
+        with pytest.raises(ApplicationError) as err:  # still held: another reconcile is refused
+            _acquire(cluster, _Lease(f"ferry-reconcile-{environment}", "other", environment))
+        assert err.value.type == "LeaseHeld"
+    assert _lease(t, environment).spec.holder_identity is None
+    cluster.get(cluster.resource("v1", "Namespace"), INVENTORY_NAMESPACE, None)  # no renewal once released
+    assert _lease(t, environment).spec.holder_identity is None
+
+
 def test_racing_for_a_free_lease_one_wins(tenants: Tenants) -> None:
     t = tenants
     cluster = t.acts.cluster("default")
