@@ -46,8 +46,8 @@ def load_clusters(path: str | Path | None, default_kubeconfig: str | None) -> Cl
 
 
 class Clients:
-    """Cluster activities, registered as bound methods; holds one client per cluster of the worker's clusters
-    file (FERRY_CLUSTERS; without one, `default` is the worker's kubeconfig)."""
+    """One client per cluster of the worker's clusters file (FERRY_CLUSTERS; without one, `default` is the
+    worker's kubeconfig)."""
 
     def __init__(self, cache: BundleCache, default_kubeconfig: str | None = None,
                  clusters: ClustersFile | None = None, connections: int = 32) -> None:

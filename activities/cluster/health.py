@@ -27,6 +27,8 @@ from ferry.plan import (
 
 
 class Health(Clients, Inventory):
+    """The wait_healthy activity."""
+
     @activity.defn(name="wait_healthy")
     def wait_healthy(self, input: HealthInput) -> HealthResult:
         _only_its_own_workflow(input.environment)

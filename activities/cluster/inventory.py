@@ -23,6 +23,8 @@ def _inventory_name(environment: str) -> str:
 
 
 class Inventory:
+    """Read and write an environment's inventory ConfigMap."""
+
     @staticmethod
     def _read_inventory(cluster: Cluster, environment: str) -> tuple[dict[str, str], dict[str, Any] | None]:
         """The previous inventory (object key -> apiVersion) and its ConfigMap, or ({}, None)."""

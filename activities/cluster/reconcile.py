@@ -48,6 +48,8 @@ from ferry.plan import (
 
 
 class Reconcile(Clients, Inventory):
+    """The reconcile_environment activity and its steps."""
+
     @activity.defn(name="reconcile_environment")
     def reconcile_environment(self, input: ReconcileInput) -> ReconcileResult:
         _only_its_own_workflow(input.environment)
