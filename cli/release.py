@@ -14,8 +14,7 @@ from typing import Any
 from temporalio.client import WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy
 
-from activities.bundle import BundleActivities, BundleError, default_work_dir, package, scan, validate, write_tarball
-from activities.registry import Registries, RegistryActivities, SignatureActivities
+from activities.bundle import BundleError, default_work_dir, package, scan, validate, write_tarball
 from cli.commands import SIGN_KEY_PASSWORD_VARIABLE
 from cli.common import CommandError, connect_client, emit, local_identity, root_cause, settings_from
 from ferry.cosign import ReleaseSigner, load_signer
@@ -32,7 +31,7 @@ from ferry.release import (
 from ferry.settings import Settings
 from ferry.versions import VersionError, parse_release_version
 from workers.client import workflow_url
-from workers.worker import ci_worker
+from workers.worker import ci_worker, release_activities
 from workflows.release import ReleaseWorkflow, release_search_attributes
 
 # The workflow's own deadline: the release timeout plus time for the CI-queue timeouts to fire.
@@ -73,11 +72,6 @@ def local_layer_digest(directory: Path) -> str:
         return write_tarball(directory, scan(directory), Path(tmp) / "bundle.tar.gz")
 
 
-# Layer digest -> the bundle this process validated and packaged (prepare_release), for its CI worker's
-# package_bundle: the bundle is parsed and tarred once per release, not twice.
-PACKAGED: dict[str, PackageBundleResult] = {}
-
-
 def load_sign_key(path: str) -> ReleaseSigner:
     """The signing key from ``--sign-key``; errors name the file and the problem, never the key's bytes."""
     try:
@@ -95,9 +89,10 @@ def load_sign_key(path: str) -> ReleaseSigner:
 
 
 def prepare_release(args: argparse.Namespace, settings: Settings, signer: ReleaseSigner | None = None
-                    ) -> tuple[ReleaseInput, str, int]:
+                    ) -> tuple[ReleaseInput, PackageBundleResult, int]:
     """Validate everything before anything is started or pushed; one clear line for the first problem. With a
-    signer, the release is signed; only the key's fingerprint enters the workflow input."""
+    signer, the release is signed; only the key's fingerprint enters the workflow input. The packaged bundle is
+    returned for run_release's CI worker: parsed and tarred once per release, not twice."""
     directory = Path(args.dir).absolute()
     repository = resolve_repository(args.repository, settings)
     try:
@@ -122,25 +117,17 @@ def prepare_release(args: argparse.Namespace, settings: Settings, signer: Releas
         created=facts.get("created") or None, timeout_seconds=max(10, int(timeout.total_seconds())),
         sign_key_fingerprint=signer.fingerprint if signer else None,
     )
-    PACKAGED[packaged.layer_digest] = packaged
-    return input, packaged.layer_digest, objects
+    return input, packaged, objects
 
 
-async def run_release(input: ReleaseInput, expected_layer: str, settings: Settings,
+async def run_release(input: ReleaseInput, packaged: PackageBundleResult, settings: Settings,
                       signer: ReleaseSigner | None = None) -> dict[str, Any]:
     """Serve the CI task queue in this process while the ReleaseWorkflow runs; return its outcome. The signing
     key, if any, stays in this process: only this worker registers sign_artifact."""
-    repository, version = input.repository, input.version
+    repository, version, expected_layer = input.repository, input.version, packaged.layer_digest
     timeout = timedelta(seconds=input.timeout_seconds)
     client = await connect_client(settings)
-    registries = Registries(settings.registry)
-    registry = RegistryActivities(registries)
-    bundles = BundleActivities(prepared={input.bundle_dir: PACKAGED[expected_layer]} if expected_layer in PACKAGED
-                               else None)
-    activities: list[Any] = [bundles.package_bundle, registry.resolve_tag, registry.fetch_manifest,
-                             registry.push_artifact]
-    if signer is not None:
-        activities.append(SignatureActivities(registries, signer).sign_artifact)
+    activities = release_activities(settings, input.bundle_dir, packaged, signer)
     # NB: the worker-specific task queue: packaging and push run here, on the CI host, for this process's life.
     async with ci_worker(client, input.ci_task_queue, activities):
         workflow_id = release_workflow_id(repository, version)
@@ -170,8 +157,8 @@ async def run_release(input: ReleaseInput, expected_layer: str, settings: Settin
 def cmd_release(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     signer = load_sign_key(args.sign_key) if args.sign_key else None
-    input, expected_layer, objects = prepare_release(args, settings, signer)
-    out = asyncio.run(run_release(input, expected_layer, settings, signer)) | {"objects": objects}
+    input, packaged, objects = prepare_release(args, settings, signer)
+    out = asyncio.run(run_release(input, packaged, settings, signer)) | {"objects": objects}
     note = " (already released: identical content)" if out["already_released"] else ""
     if out["signature_tag"]:
         note += f"\nsigned by {out['signature_key_fingerprint']} as {out['publisher']} ({out['signature_tag']})"

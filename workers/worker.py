@@ -17,7 +17,10 @@ from temporalio.worker import PollerBehaviorAutoscaling, Worker, WorkerDeploymen
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities import cluster_activities
+from activities.bundle import BundleActivities
 from activities.registry import Registries, RegistryActivities, SignatureActivities
+from ferry.cosign import ReleaseSigner
+from ferry.release import PackageBundleResult
 from workers.settings import Settings
 
 log = logging.getLogger("ferry.worker")
@@ -61,6 +64,21 @@ def all_activities(settings: Settings, client: Client) -> list[Callable[..., Any
             ui_url=settings.temporal.ui_url, address=settings.temporal.address,
             namespace=settings.temporal.namespace)).deliver_notification,
     ]
+
+
+def release_activities(settings: Settings, bundle_dir: str, packaged: PackageBundleResult | None,
+                       signer: ReleaseSigner | None = None) -> list[Callable[..., Any]]:
+    """What `ferry release`'s own CI worker serves: the bundle this process already packaged (parsed and tarred
+    once per release, owned by this list's BundleActivities, not a global) and the push; sign_artifact with a
+    signer only."""
+    registries = Registries(settings.registry)
+    registry = RegistryActivities(registries)
+    bundles = BundleActivities(prepared={bundle_dir: packaged} if packaged is not None else None)
+    activities: list[Callable[..., Any]] = [bundles.package_bundle, registry.resolve_tag, registry.fetch_manifest,
+                                            registry.push_artifact]
+    if signer is not None:
+        activities.append(SignatureActivities(registries, signer).sign_artifact)
+    return activities
 
 
 STATELESS_WORKFLOW_HELPERS = ("workflows.metrics", "workflows.policies", "workflows.search_attributes",

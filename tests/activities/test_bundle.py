@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.bundle import BundleCache, BundleError, render, scan, validate, write_tarball
+from activities.archive import write_tarball
+from activities.bundle import BundleCache, render
+from activities.manifests import BundleError, scan, validate
 from activities.registry import Registries, RegistryActivities
 from devstack.registry import Registry
 from ferry.artifacts import PushArtifactInput

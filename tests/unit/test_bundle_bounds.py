@@ -16,17 +16,9 @@ from pathlib import Path
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.bundle import (
-    MAX_MEMBERS,
-    MAX_TAR_HEADER_BYTES,
-    BundleError,
-    parse_documents,
-    render,
-    safe_extract,
-    scan,
-    validate,
-    write_tarball,
-)
+from activities.archive import MAX_TAR_HEADER_BYTES, safe_extract, write_tarball
+from activities.bundle import render
+from activities.manifests import MAX_MEMBERS, BundleError, parse_documents, scan, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -109,7 +101,7 @@ def test_pax_bomb_is_refused_from_its_header_in_bounded_memory(tmp_path: Path) -
     probe = f"""
 import json, resource, sys, time
 from pathlib import Path
-from activities.bundle import safe_extract
+from activities.archive import safe_extract
 from temporalio.exceptions import ApplicationError
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 started = time.monotonic()
