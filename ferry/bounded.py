@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from ferry.model import PEOPLE as PEOPLE  # re-exported: what people type is validated with it
-
 MAX_IDS = 50  # object ids kept per list in anything that enters history (events, reconcile results)
 # ... and entries (object ids, field paths) across all lists of one record, each at most MAX_ENTRY characters and
 # MAX_RECORD_CHARS in all: 1,000 objects drifting on 10 fields make one record of a few KB, not ~1 MB, whatever

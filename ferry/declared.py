@@ -11,7 +11,6 @@ from pydantic import (
     model_validator,
 )
 
-from ferry.model import PEOPLE as PEOPLE  # re-exported: what people type is validated with it
 from ferry.model import Model
 from ferry.spec import EnvironmentSpec
 

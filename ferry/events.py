@@ -11,7 +11,6 @@ from pydantic import (
 )
 
 from ferry.bounded import cap_objects
-from ferry.model import PEOPLE as PEOPLE  # re-exported: what people type is validated with it
 from ferry.model import Model
 
 

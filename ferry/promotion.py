@@ -8,10 +8,11 @@ from typing import Any, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ferry.approvals import ApprovalError, SignedDecision, key_fingerprint, verify_decision
+from ferry.approvals import ApprovalError, SignedDecision, verify_decision
 from ferry.environment import MAX_NAME, MAX_REASON, ApprovalPolicy
 from ferry.model import Model
 from ferry.names import PROMOTE_PREFIX, ROLLBACK_PREFIX
+from ferry.sshsig import key_fingerprint
 
 MAX_STATEMENT = 4096
 MAX_DECISIONS_KEPT = 50  # a flood of refused decisions must not grow the status without bound
