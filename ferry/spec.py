@@ -15,13 +15,12 @@ from pydantic import (
     model_validator,
 )
 
-from ferry.approvals import NAME_PATTERN, ApproverKey
 from ferry.cosign import PublisherKey
 from ferry.durations import MAX_DURATION_TEXT, Duration, parse_duration
 from ferry.model import PEOPLE, Model
 from ferry.names import ENV_PREFIX
 from ferry.oci import Repository
-from ferry.sshsig import key_fingerprint
+from ferry.sshsig import NAME_PATTERN, ApproverKey, key_fingerprint
 from ferry.versions import SemverRange, parse_release_version
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

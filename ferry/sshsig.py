@@ -20,12 +20,13 @@ import hashlib
 import re
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 # Bounds on hostile input: an armored SSHSIG is ~300 characters for ed25519/ecdsa and ~1.9 KiB for a 4096-bit RSA
 # key; a public key line is ~100 characters (ed25519) to ~750 (RSA 4096); an OpenSSH private key file is a few KiB.
@@ -34,6 +35,9 @@ MAX_KEY_LINE = 4096
 MAX_PRIVATE_KEY = 64 * 1024
 MIN_RSA_BITS = 2048
 MAX_RSA_BITS = 16384  # OpenSSH's own limit
+MAX_NAME = 128
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$"
 
 _ARMOR_BEGIN = "-----BEGIN SSH SIGNATURE-----"
 _ARMOR_END = "-----END SSH SIGNATURE-----"
@@ -167,6 +171,25 @@ def key_fingerprint(public_key_line: str) -> str:
         raise
     except ValueError as err:
         raise ApprovalError(str(err), "key") from None
+
+
+class ApproverKey(BaseModel):
+    """One approver as environments.yaml lists it: ``{name: alice, key: "ssh-ed25519 AAAA… alice@laptop"}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME, pattern=NAME_PATTERN)]
+    key: str = Field(max_length=MAX_KEY_LINE, description="one OpenSSH public key line: ssh-ed25519, "
+                     "ecdsa-sha2-nistp256 or ssh-rsa (>= 2048 bits)")
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        try:
+            _parse_key_line(value)
+        except ValueError as err:
+            raise ValueError(f"key: {err}") from None
+        return value.strip()
 
 
 @dataclass(frozen=True)
