@@ -1,9 +1,10 @@
-"""Signed approvals: an SRE signs a canonical statement with an SSH key; environments list approvers' public keys.
+"""Approvals: the signed statement, its verification, and the approval rules (:func:`judge`) for promotions, pins
+and spec changes. An SRE signs a canonical statement with an SSH key; environments list approvers' public keys.
 
 The signature is OpenSSH's SSHSIG (``ssh-keygen -Y sign``; the format is OpenSSH's PROTOCOL.sshsig) in the
 namespace :data:`APPROVAL_NAMESPACE`, so a statement signed with ``ssh-keygen -Y sign -n ferry.dev/approval``
-verifies here, and one signed here verifies with ``ssh-keygen -Y verify``. The wire format (armor, SSH strings,
-the signed blob) is written out below; every cryptographic operation is ``cryptography``'s. Keys: ssh-ed25519,
+verifies here, and one signed here verifies with ``ssh-keygen -Y verify``. The format itself is
+:mod:`ferry.sshsig`. Keys: ssh-ed25519,
 ecdsa-sha2-nistp256, ssh-rsa of at least 2048 bits (signatures rsa-sha2-512 or rsa-sha2-256, never SHA-1).
 
 What :func:`verify_decision` proves: the statement is canonical, the signature is a valid SSHSIG over it in this
@@ -11,28 +12,18 @@ namespace, made by a key the environment lists, and that key is listed under the
 What it does not check (the caller's, in ``judge``): that the statement is for this environment, version,
 digest, promotion run and decision, that it has not expired, that the signer did not publish the release.
 
-Pure: no I/O, no clock, no randomness in verification (signing randomness is ECDSA's nonce, on the CLI only),
-so this module is passed through into Temporal's workflow sandbox. Imports: stdlib, pydantic, cryptography.
-NB: ``sshsig`` on PyPI was considered: it verifies only (no signing) and has no ECDSA, so it covers neither
-``ferry approve`` nor nistp256 keys.
+Pure: no I/O, no clock, no randomness in verification, so this module is passed through into Temporal's workflow
+sandbox. Imports: stdlib, pydantic, ferry.sshsig.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import json
-import re
-import struct
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+import pydantic
+from cryptography.exceptions import InvalidSignature
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -44,174 +35,33 @@ from pydantic import (
 )
 
 from ferry.errors import validation_message
+from ferry.model import Model as _Model
+from ferry.spec import MAX_REASON, ApprovalPolicy
+from ferry.sshsig import (
+    _CONTROL,
+    _HASHES,
+    _canonical_blob,
+    _fingerprint,
+    _load_public_key,
+    _parse_key_line,
+    _parse_sshsig,
+    _signed_data,
+    _verify,
+    sign,
+)
+from ferry.sshsig import MAX_NAME as MAX_NAME
+from ferry.sshsig import MAX_SIGNATURE as MAX_SIGNATURE
+from ferry.sshsig import NAME_PATTERN as NAME_PATTERN
+from ferry.sshsig import ApprovalError as ApprovalError
+from ferry.sshsig import ApproverKey as ApproverKey
 
 APPROVAL_NAMESPACE = "ferry.dev/approval"
 
-# Bounds on hostile input. A statement is ~500 bytes (its comment at most 1 KiB, twice that once JSON-escaped);
-# an armored SSHSIG is ~300 characters for ed25519/ecdsa and ~1.9 KiB for a 4096-bit RSA key; a public key line
-# is ~100 characters (ed25519) to ~750 (RSA 4096); an OpenSSH private key file is a few KiB.
+# Bounds on hostile input. A statement is ~500 bytes (its comment at most 1 KiB, twice that once JSON-escaped).
 MAX_STATEMENT = 4096
-MAX_SIGNATURE = 8192
 MAX_COMMENT = 1024
-MAX_KEY_LINE = 4096
-MAX_NAME = 128
-MAX_PRIVATE_KEY = 64 * 1024
-MIN_RSA_BITS = 2048
-MAX_RSA_BITS = 16384  # OpenSSH's own limit
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$"
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-
-_ARMOR_BEGIN = "-----BEGIN SSH SIGNATURE-----"
-_ARMOR_END = "-----END SSH SIGNATURE-----"
-_MAGIC = b"SSHSIG"
-_SIG_VERSION = 1
-_HASHES: dict[str, type[hashes.HashAlgorithm]] = {"sha512": hashes.SHA512, "sha256": hashes.SHA256}
-_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ssh-rsa")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-
-PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey
-
-
-class ApprovalError(ValueError):
-    """A signed decision that proves nothing. ``reason`` is one line for a person (never key material); ``kind``
-    is a stable code: statement, armor, format, namespace, signature, unlisted, name, key, encrypted (a private
-    key that needs a password)."""
-
-    def __init__(self, reason: str, kind: str = "signature") -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.kind = kind
-
-
-# ----------------------------------------------------------------------------------- SSH wire format ---
-
-class _Reader:
-    """SSH wire-format reader over bytes; every length is checked against what is left."""
-
-    def __init__(self, data: bytes, what: str) -> None:
-        self._data, self._at, self._what = data, 0, what
-
-    def raw(self, n: int) -> bytes:
-        if n > len(self._data) - self._at:
-            raise ApprovalError(f"{self._what} is truncated", "format")
-        out = self._data[self._at:self._at + n]
-        self._at += n
-        return out
-
-    def u32(self) -> int:
-        value: int = struct.unpack(">I", self.raw(4))[0]
-        return value
-
-    def string(self) -> bytes:
-        return self.raw(self.u32())
-
-    def text(self) -> str:
-        try:
-            return self.string().decode("ascii")
-        except UnicodeDecodeError:
-            raise ApprovalError(f"{self._what} has a non-ASCII name", "format") from None
-
-    def mpint(self) -> int:
-        data = self.string()
-        if data and (data[0] & 0x80 or (data[0] == 0 and (len(data) == 1 or not data[1] & 0x80))):
-            raise ApprovalError(f"{self._what} has a negative or non-minimal integer", "format")
-        return int.from_bytes(data, "big")
-
-    def end(self) -> None:
-        if self._at != len(self._data):
-            raise ApprovalError(f"{self._what} has {len(self._data) - self._at} trailing bytes", "format")
-
-
-def _string(data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + data
-
-
-def _mpint(value: int) -> bytes:
-    return _string(value.to_bytes((value.bit_length() + 8) // 8, "big") if value else b"")
-
-
-# ------------------------------------------------------------------------------------------- keys ---
-
-def _load_public_key(key_type: str, blob: bytes) -> PublicKey:
-    """The key in an SSH public key blob of ``key_type``, checked for the types and sizes Ferry accepts."""
-    if key_type not in _KEY_TYPES:
-        raise ValueError(f"key type {key_type[:40]!r} is not accepted (ssh-ed25519, ecdsa-sha2-nistp256, ssh-rsa)")
-    inner = _Reader(blob, "public key")
-    if inner.text() != key_type:
-        raise ValueError(f"public key data is not a {key_type} key")
-    try:
-        key = serialization.load_ssh_public_key(key_type.encode() + b" " + base64.b64encode(blob))
-    except (ValueError, UnsupportedAlgorithm):
-        raise ValueError(f"not a valid {key_type} public key") from None
-    if isinstance(key, rsa.RSAPublicKey) and not MIN_RSA_BITS <= key.key_size <= MAX_RSA_BITS:
-        raise ValueError(f"RSA key of {key.key_size} bits: at least {MIN_RSA_BITS} (at most {MAX_RSA_BITS})")
-    if isinstance(key, ec.EllipticCurvePublicKey) and not isinstance(key.curve, ec.SECP256R1):
-        raise ValueError("only the nistp256 curve is accepted for ECDSA keys")
-    if not isinstance(key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
-        raise ValueError(f"key type {key_type} is not accepted")
-    return key
-
-
-def _canonical_blob(key: PublicKey) -> bytes:
-    line = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    return base64.b64decode(line.split(b" ")[1])
-
-
-def _parse_key_line(line: str) -> tuple[PublicKey, bytes]:
-    """(key, canonical blob) of one OpenSSH public key line ``TYPE BASE64 [comment]``; ValueError names what is
-    wrong without echoing the line."""
-    if len(line) > MAX_KEY_LINE:
-        raise ValueError(f"public key line of {len(line)} characters exceeds {MAX_KEY_LINE}")
-    parts = line.strip().split(None, 2)
-    if len(parts) < 2 or _CONTROL.search(line.strip()):
-        raise ValueError("not an OpenSSH public key line (expected 'ssh-ed25519 AAAA... [comment]', as in id_*.pub)")
-    key_type, b64 = parts[0], parts[1]
-    if key_type not in _KEY_TYPES:
-        raise ValueError(f"key type {key_type[:40]!r} is not accepted (ssh-ed25519, ecdsa-sha2-nistp256, ssh-rsa)")
-    try:
-        blob = base64.b64decode(b64, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("the public key's base64 does not decode") from None
-    try:
-        key = _load_public_key(key_type, blob)
-    except ApprovalError as err:
-        raise ValueError(err.reason) from None
-    return key, _canonical_blob(key)
-
-
-def _fingerprint(blob: bytes) -> str:
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-
-
-def key_fingerprint(public_key_line: str) -> str:
-    """``SHA256:<base64, no padding>`` of an OpenSSH public key line, as ``ssh-keygen -l`` prints it.
-    ValueError (an :class:`ApprovalError`, kind ``key``) says what is wrong with the line."""
-    try:
-        return _fingerprint(_parse_key_line(public_key_line)[1])
-    except ApprovalError:
-        raise
-    except ValueError as err:
-        raise ApprovalError(str(err), "key") from None
-
-
-class ApproverKey(BaseModel):
-    """One approver as environments.yaml lists it: ``{name: alice, key: "ssh-ed25519 AAAA… alice@laptop"}``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME, pattern=NAME_PATTERN)]
-    key: str = Field(max_length=MAX_KEY_LINE, description="one OpenSSH public key line: ssh-ed25519, "
-                     "ecdsa-sha2-nistp256 or ssh-rsa (>= 2048 bits)")
-
-    @field_validator("key")
-    @classmethod
-    def _key(cls, value: str) -> str:
-        try:
-            _parse_key_line(value)
-        except ValueError as err:
-            raise ValueError(f"key: {err}") from None
-        return value.strip()
 
 
 # -------------------------------------------------------------------------------------- statement ---
@@ -319,93 +169,6 @@ class VerifiedDecision(BaseModel):
     fingerprint: str
 
 
-@dataclass(frozen=True)
-class _Sshsig:
-    key_type: str
-    public_key: bytes
-    namespace: str
-    hash_algorithm: str
-    signature_algorithm: str
-    signature: bytes
-
-
-def _dearmor(armored: str) -> bytes:
-    if len(armored) > MAX_SIGNATURE:
-        raise ApprovalError(f"signature of {len(armored)} characters exceeds {MAX_SIGNATURE}", "armor")
-    lines = [line.strip() for line in armored.strip().splitlines()]
-    if len(lines) < 3 or lines[0] != _ARMOR_BEGIN or lines[-1] != _ARMOR_END:
-        raise ApprovalError(f"signature is not armored as {_ARMOR_BEGIN} ... {_ARMOR_END}", "armor")
-    try:
-        return base64.b64decode("".join(lines[1:-1]), validate=True)
-    except (binascii.Error, ValueError):
-        raise ApprovalError("signature armor is not base64", "armor") from None
-
-
-def _parse_sshsig(armored: str) -> _Sshsig:
-    r = _Reader(_dearmor(armored), "signature")
-    if r.raw(6) != _MAGIC:
-        raise ApprovalError("signature is not an SSHSIG blob", "format")
-    if (version := r.u32()) != _SIG_VERSION:
-        raise ApprovalError(f"signature version {version} is not supported (1)", "format")
-    public_key = r.string()
-    try:
-        namespace = r.string().decode("utf-8")
-    except UnicodeDecodeError:
-        raise ApprovalError("signature namespace is not text", "format") from None
-    r.string()  # reserved
-    hash_algorithm = r.text()
-    sig = _Reader(r.string(), "signature")
-    r.end()
-    signature_algorithm = sig.text()
-    signature = sig.string()
-    sig.end()
-    key_type = _Reader(public_key, "signature's public key").text()
-    return _Sshsig(key_type=key_type, public_key=public_key, namespace=namespace, hash_algorithm=hash_algorithm,
-                   signature_algorithm=signature_algorithm, signature=signature)
-
-
-def _signed_data(namespace: str, hash_algorithm: str, message: bytes) -> bytes:
-    digest = hashes.Hash(_HASHES[hash_algorithm]())
-    digest.update(message)
-    return (_MAGIC + _string(namespace.encode()) + _string(b"") + _string(hash_algorithm.encode())
-            + _string(digest.finalize()))
-
-
-def signature_public_key(signature: str) -> str:
-    """The public key line (``TYPE BASE64``) embedded in an armored SSH signature; ApprovalError if malformed."""
-    sig = _parse_sshsig(signature)
-    try:
-        _load_public_key(sig.key_type, sig.public_key)
-    except ApprovalError:
-        raise
-    except ValueError as err:
-        raise ApprovalError(f"signature's public key: {err}", "key") from None
-    return f"{sig.key_type} {base64.b64encode(sig.public_key).decode()}"
-
-
-def _verify(key: PublicKey, sig: _Sshsig, data: bytes) -> None:
-    """cryptography's verification of one SSH signature; InvalidSignature or ApprovalError if it does not hold."""
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        if sig.signature_algorithm != "ssh-ed25519":
-            raise ApprovalError(f"signature algorithm {sig.signature_algorithm[:40]} does not match an ed25519 key",
-                                "format")
-        key.verify(sig.signature, data)
-    elif isinstance(key, ec.EllipticCurvePublicKey):
-        if sig.signature_algorithm != "ecdsa-sha2-nistp256":
-            raise ApprovalError(f"signature algorithm {sig.signature_algorithm[:40]} does not match a nistp256 key",
-                                "format")
-        rs = _Reader(sig.signature, "ECDSA signature")
-        r, s = rs.mpint(), rs.mpint()
-        rs.end()
-        key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
-    else:
-        rsa_hash = {"rsa-sha2-512": hashes.SHA512, "rsa-sha2-256": hashes.SHA256}.get(sig.signature_algorithm)
-        if rsa_hash is None:
-            raise ApprovalError(f"signature algorithm {sig.signature_algorithm[:40]} is not accepted for RSA keys "
-                                "(rsa-sha2-512, rsa-sha2-256)", "format")
-        key.verify(sig.signature, data, padding.PKCS1v15(), rsa_hash())
-
-
 def verify_decision(signed: SignedDecision, approvers: list[ApproverKey]) -> VerifiedDecision:
     """Proves that ``signed.statement`` was signed, in :data:`APPROVAL_NAMESPACE`, by a key in ``approvers``
     listed under the name the statement claims. Deterministic. ApprovalError with ``kind``:
@@ -440,75 +203,159 @@ def verify_decision(signed: SignedDecision, approvers: list[ApproverKey]) -> Ver
     return VerifiedDecision(statement=statement, approver=statement.approver, fingerprint=fingerprint)
 
 
-def _armor(blob: bytes) -> str:
-    b64 = base64.b64encode(blob).decode()
-    return "\n".join([_ARMOR_BEGIN, *(b64[i:i + 70] for i in range(0, len(b64), 70)), _ARMOR_END]) + "\n"
-
-
-_NOT_A_KEY = ("not an OpenSSH private key of an accepted type (expected '-----BEGIN OPENSSH PRIVATE KEY-----': "
-              "ed25519, ecdsa nistp256 or rsa)")
-
-
-def _load_private(private_key: bytes, password: bytes | None) -> Any:
-    try:
-        return serialization.load_ssh_private_key(private_key, password=password)
-    except TypeError:
-        raise ApprovalError("the private key is encrypted: a password is needed (FERRY_KEY_PASSWORD)",
-                            "encrypted") from None
-    except (ValueError, UnsupportedAlgorithm):
-        raise ApprovalError(_NOT_A_KEY, "key") from None
-
-
-def load_private_key(private_key: bytes, password: bytes | None = None
-                     ) -> ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
-    """An OpenSSH private key file (as ssh-keygen writes it) of an accepted type. ApprovalError (kind ``key``)
-    says what is wrong, never echoing the key."""
-    if len(private_key) > MAX_PRIVATE_KEY:
-        raise ApprovalError(f"private key file of {len(private_key)} bytes exceeds {MAX_PRIVATE_KEY}", "key")
-    if password:
-        try:
-            key = serialization.load_ssh_private_key(private_key, password=password)
-        except TypeError:  # NB: FERRY_KEY_PASSWORD set, but this key is not encrypted: the password is moot
-            key = _load_private(private_key, None)
-        except (ValueError, UnsupportedAlgorithm):
-            raise ApprovalError(_NOT_A_KEY + ", or a wrong password", "key") from None
-    else:
-        key = _load_private(private_key, None)
-    if not isinstance(key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-        raise ApprovalError("private key type is not accepted (ed25519, ecdsa nistp256, rsa >= 2048 bits)", "key")
-    try:
-        _load_public_key(*_type_and_blob(key.public_key()))
-    except ValueError as err:
-        raise ApprovalError(f"private key: {err}", "key") from None
-    return key
-
-
-def _type_and_blob(key: PublicKey) -> tuple[str, bytes]:
-    blob = _canonical_blob(key)
-    return _Reader(blob, "public key").text(), blob
-
-
-def public_key_line(private_key: bytes, password: bytes | None = None) -> str:
-    """The OpenSSH public key line (``TYPE BASE64``) of a private key file."""
-    key_type, blob = _type_and_blob(load_private_key(private_key, password).public_key())
-    return f"{key_type} {base64.b64encode(blob).decode()}"
-
-
 def sign_statement(statement: Statement, private_key: bytes, password: bytes | None = None) -> SignedDecision:
     """Signs ``statement.canonical()`` as ``ssh-keygen -Y sign -n ferry.dev/approval`` would (SSHSIG, sha512;
     RSA keys sign with rsa-sha2-512). ``private_key`` is an OpenSSH private key file's bytes."""
-    key = load_private_key(private_key, password)
-    key_type, blob = _type_and_blob(key.public_key())
     text = statement.canonical()
-    data = _signed_data(APPROVAL_NAMESPACE, "sha512", text.encode("utf-8"))
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        algorithm, raw = "ssh-ed25519", key.sign(data)
-    elif isinstance(key, ec.EllipticCurvePrivateKey):
-        r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
-        algorithm, raw = "ecdsa-sha2-nistp256", _mpint(r) + _mpint(s)
+    return SignedDecision(statement=text, signature=sign(APPROVAL_NAMESPACE, text.encode("utf-8"), private_key,
+                                                         password))
+
+
+
+# ------------------------------------------------------------------------------------------ judge ---
+
+class DecisionSignal(BaseModel):
+    """What an SRE sends: `{"approver": "alice", "comment": "looks good"}`, plus for signed approvals the canonical
+    `statement` and its SSH `signature` (`ferry approve --key` builds them). version/digest are optional guards.
+    Every field is bounded: an oversized decision is refused on the record, never stored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    approver: str = Field("", max_length=MAX_NAME)
+    comment: str = Field("", max_length=MAX_REASON)
+    version: str | None = Field(None, max_length=MAX_NAME)
+    digest: str | None = Field(None, max_length=MAX_NAME)
+    statement: str | None = Field(None, max_length=MAX_STATEMENT)
+    signature: str | None = Field(None, max_length=MAX_SIGNATURE)
+
+    @field_validator("approver")
+    @classmethod
+    def _approver(cls, value: str) -> str:
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _someone(self) -> DecisionSignal:
+        if not self.approver and not self.statement:
+            raise ValueError("approver: Field required (a name, or a signed statement)")
+        return self
+
+
+class DecisionContext(_Model):
+    """What a decision must be about: the promotion (or protected spec change) being decided."""
+
+    environment: str
+    version: str
+    digest: str
+    publisher: str = ""
+    promotion: str = Field(description="workflow id the statement must name")
+    run: str = Field(description="run id the statement must name")
+    publisher_may_not: str = Field("published this release and may not approve its promotion",
+                                   description="why the publisher (or requester) may not approve, in words")
+
+
+class Judgement(_Model):
+    decision: DecisionSignal | None = None
+    approver: str = ""
+    refusal: str = ""
+    fingerprint: str = ""
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.fingerprint)
+
+
+def same_name(a: str, b: str) -> bool:
+    """People's names compare case-insensitively (`Sre-Bob` is `sre-bob`): segregation of duties must not hinge
+    on how someone capitalised theirs."""
+    return a.casefold() == b.casefold()
+
+
+def _signed(policy: ApprovalPolicy, ctx: DecisionContext, decision: DecisionSignal, action: str, now: datetime,
+            hardened: bool) -> tuple[str, str, str]:
+    """-> (approver, fingerprint, refusal) for a signed decision; every binding is checked against ctx."""
+    if not decision.statement or not decision.signature:
+        return decision.approver, "", (f"unsigned {action}: {ctx.environment} requires signed approvals "
+                                       "(ferry approve --key ~/.ssh/id_ed25519)")
+    try:
+        verified = verify_decision(SignedDecision(statement=decision.statement, signature=decision.signature),
+                                   policy.keys())
+    except ApprovalError as err:
+        return decision.approver, "", str(err)
+    except Exception as err:  # NB: hostile bytes must be refused on the record, never fail the workflow task
+        return decision.approver, "", f"signature could not be checked ({type(err).__name__})"
+    st = verified.statement
+    who, fp = verified.approver, verified.fingerprint
+    if decision.approver and (not same_name(decision.approver, who) if hardened else decision.approver != who):
+        return who, "", f"the payload names {decision.approver} but the statement is signed by {who}"
+    expected = {"environment": ctx.environment, "version": ctx.version, "digest": ctx.digest,
+                "promotion": ctx.promotion, "run": ctx.run, "decision": action}
+    for field, want in expected.items():
+        got = getattr(st, field)
+        if got != want:
+            return who, "", f"the signed statement is for {field} {got}, not {want}"
+    if _timestamp(st.expires) <= now:
+        return who, "", f"the signed statement expired at {st.expires}"
+    if hardened and _timestamp(st.expires) > now + policy.lifetime:
+        return who, "", (f"the signed statement expires at {st.expires}, more than {_hours(policy.lifetime)} from "
+                         f"now (max-approval-lifetime): sign one that expires sooner")
+    named = same_name if hardened else str.__eq__
+    if action == "approve" and ctx.publisher and any(
+            named(k.name, ctx.publisher) and key_fingerprint(k.key) == fp for k in policy.keys()):
+        return who, "", (f"key {fp} belongs to {ctx.publisher}, who {ctx.publisher_may_not}" if hardened
+                         else f"key {fp} belongs to {ctx.publisher}, who published this release")
+    return who, fp, ""
+
+
+def _hours(delta: timedelta) -> str:
+    return f"{delta.total_seconds() / 3600:g}h"
+
+
+def _timestamp(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def judge(policy: ApprovalPolicy, ctx: DecisionContext, raw: Any, action: str, now: datetime,
+          hardened: bool = True) -> Judgement:
+    """The approval rules, whichever way a decision arrives (signal, update, a pin's attached approvals).
+    Pure: `now` is the workflow's clock. Signed policies verify the SSH signature and bind the statement to this
+    environment, version, digest, promotion run and decision; unsigned ones trust the typed name (a claim).
+    `hardened` (step 15; workflows pass workflow.patched(GATE_HARDENED), so runs from before decide as they did):
+    names compare case-insensitively and a statement may expire at most the policy's lifetime from now."""
+    try:
+        decision = DecisionSignal.model_validate(raw)
+    except pydantic.ValidationError as err:
+        first = err.errors()[0]
+        where = "".join(f"{p}: " for p in first["loc"][:1]) or ("" if isinstance(raw, dict) else "payload: ")
+        message = str(first["msg"]).removeprefix("Value error, ")
+        return Judgement(refusal=f'malformed {action}: {where}{message} (expected {{"approver": "name", "comment": '
+                                 '"...", "statement": "...", "signature": "..."})')
+    fingerprint = ""
+    if policy.is_signed:
+        approver, fingerprint, refusal = _signed(policy, ctx, decision, action, now, hardened)
+        if refusal:
+            return Judgement(decision=decision, approver=approver, refusal=refusal)
     else:
-        algorithm, raw = "rsa-sha2-512", key.sign(data, padding.PKCS1v15(), hashes.SHA512())
-    assert key_type in _KEY_TYPES
-    blob_out = (_MAGIC + struct.pack(">I", _SIG_VERSION) + _string(blob) + _string(APPROVAL_NAMESPACE.encode())
-                + _string(b"") + _string(b"sha512") + _string(_string(algorithm.encode()) + _string(raw)))
-    return SignedDecision(statement=text, signature=_armor(blob_out))
+        approver = decision.approver
+        listed = [n for n in policy.names if same_name(n, approver)] if hardened else [approver]
+        approver = listed[0] if listed else approver
+        if approver not in policy.names:
+            return Judgement(decision=decision, approver=approver, refusal=f"{approver} is not an approver of this "
+                             f"environment ({', '.join(policy.names)})")
+    if action == "approve" and (same_name(approver, ctx.publisher) if hardened else approver == ctx.publisher):
+        return Judgement(decision=decision, approver=approver,
+                         refusal=f"{approver} {ctx.publisher_may_not}")
+    if decision.version is not None and decision.version != ctx.version:
+        return Judgement(decision=decision, approver=approver, refusal=f"this {action} names version "
+                         f"{decision.version}, but the promotion is for {ctx.version}")
+    if decision.digest is not None and decision.digest != ctx.digest:
+        return Judgement(decision=decision, approver=approver, refusal=f"this {action} names digest "
+                         f"{decision.digest}, but the promotion is for {ctx.digest}")
+    return Judgement(decision=decision, approver=approver, fingerprint=fingerprint)
+
+
+# Step 16 transition: re-exported for importers outside ferry/ until the lead rewrites them.
+from ferry.sshsig import MAX_PRIVATE_KEY as MAX_PRIVATE_KEY  # noqa: E402
+from ferry.sshsig import key_fingerprint as key_fingerprint  # noqa: E402
+from ferry.sshsig import load_private_key as load_private_key  # noqa: E402
+from ferry.sshsig import public_key_line as public_key_line  # noqa: E402
+from ferry.sshsig import signature_public_key as signature_public_key  # noqa: E402

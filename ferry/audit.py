@@ -23,7 +23,6 @@ from ferry.approvals import (
     ApproverKey,
     SignedDecision,
     Statement,
-    signature_public_key,
     verify_decision,
 )
 from ferry.environment import ApprovalPolicy, EventType
@@ -34,6 +33,7 @@ from ferry.names import (
     RELEASE_WORKFLOW,
     ROLLBACK_WORKFLOW,
 )
+from ferry.sshsig import signature_public_key
 
 FERRY_WORKFLOW_TYPES: Final = (RELEASE_WORKFLOW, ENVIRONMENT_WORKFLOW, PROMOTION_WORKFLOW, ROLLBACK_WORKFLOW,
                                ALERT_ROUTER_WORKFLOW)

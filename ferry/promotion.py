@@ -1,21 +1,15 @@
-"""PromotionWorkflow and RollbackWorkflow vocabulary, and the approval policy as pure functions."""
+"""PromotionWorkflow and RollbackWorkflow vocabulary. The approval rules (judge) are :mod:`ferry.approvals`."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-import pydantic
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field
 
-from ferry.approvals import ApprovalError, SignedDecision, key_fingerprint, verify_decision
-from ferry.environment import MAX_NAME, MAX_REASON, ApprovalPolicy
 from ferry.model import Model
 from ferry.names import PROMOTE_PREFIX, ROLLBACK_PREFIX
 
-MAX_STATEMENT = 4096
 MAX_DECISIONS_KEPT = 50  # a flood of refused decisions must not grow the status without bound
-MAX_SIGNATURE = 8192
 
 
 _Model = Model  # NB: the one base (ferry/model.py): unknown fields from a newer worker are ignored
@@ -34,32 +28,6 @@ class PromotionInput(_Model):
     version: str
     requested_by: str
     reason: str = ""
-
-
-class DecisionSignal(BaseModel):
-    """What an SRE sends: `{"approver": "alice", "comment": "looks good"}`, plus for signed approvals the canonical
-    `statement` and its SSH `signature` (`ferry approve --key` builds them). version/digest are optional guards.
-    Every field is bounded: an oversized decision is refused on the record, never stored."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    approver: str = Field("", max_length=MAX_NAME)
-    comment: str = Field("", max_length=MAX_REASON)
-    version: str | None = Field(None, max_length=MAX_NAME)
-    digest: str | None = Field(None, max_length=MAX_NAME)
-    statement: str | None = Field(None, max_length=MAX_STATEMENT)
-    signature: str | None = Field(None, max_length=MAX_SIGNATURE)
-
-    @field_validator("approver")
-    @classmethod
-    def _approver(cls, value: str) -> str:
-        return value.strip()
-
-    @model_validator(mode="after")
-    def _someone(self) -> DecisionSignal:
-        if not self.approver and not self.statement:
-            raise ValueError("approver: Field required (a name, or a signed statement)")
-        return self
 
 
 class Decision(_Model):
@@ -145,8 +113,6 @@ class ConfirmPinResult(_Model):
     refusal: str = Field("", description="why the pin is not applied; empty: confirmed")
 
 
-
-
 def promotion_refusal(status: PromotionStatus, environment: str, digest: str) -> str:
     """'' when a promotion run's own status vouches for a pin of `digest` to `environment`: it is that promotion,
     an approval was accepted, and it has not ended otherwise (a refused or expired promotion's approval is spent)."""
@@ -170,114 +136,12 @@ def healthy_in_refusal(other: str, state: Any, version: str, digest: str) -> str
     return ""
 
 
-class DecisionContext(_Model):
-    """What a decision must be about: the promotion (or protected spec change) being decided."""
-
-    environment: str
-    version: str
-    digest: str
-    publisher: str = ""
-    promotion: str = Field(description="workflow id the statement must name")
-    run: str = Field(description="run id the statement must name")
-    publisher_may_not: str = Field("published this release and may not approve its promotion",
-                                   description="why the publisher (or requester) may not approve, in words")
-
-
-class Judgement(_Model):
-    decision: DecisionSignal | None = None
-    approver: str = ""
-    refusal: str = ""
-    fingerprint: str = ""
-
-    @property
-    def verified(self) -> bool:
-        return bool(self.fingerprint)
-
-
-def same_name(a: str, b: str) -> bool:
-    """People's names compare case-insensitively (`Sre-Bob` is `sre-bob`): segregation of duties must not hinge
-    on how someone capitalised theirs."""
-    return a.casefold() == b.casefold()
-
-
-def _signed(policy: ApprovalPolicy, ctx: DecisionContext, decision: DecisionSignal, action: str, now: datetime,
-            hardened: bool) -> tuple[str, str, str]:
-    """-> (approver, fingerprint, refusal) for a signed decision; every binding is checked against ctx."""
-    if not decision.statement or not decision.signature:
-        return decision.approver, "", (f"unsigned {action}: {ctx.environment} requires signed approvals "
-                                       "(ferry approve --key ~/.ssh/id_ed25519)")
-    try:
-        verified = verify_decision(SignedDecision(statement=decision.statement, signature=decision.signature),
-                                   policy.keys())
-    except ApprovalError as err:
-        return decision.approver, "", str(err)
-    except Exception as err:  # NB: hostile bytes must be refused on the record, never fail the workflow task
-        return decision.approver, "", f"signature could not be checked ({type(err).__name__})"
-    st = verified.statement
-    who, fp = verified.approver, verified.fingerprint
-    if decision.approver and (not same_name(decision.approver, who) if hardened else decision.approver != who):
-        return who, "", f"the payload names {decision.approver} but the statement is signed by {who}"
-    expected = {"environment": ctx.environment, "version": ctx.version, "digest": ctx.digest,
-                "promotion": ctx.promotion, "run": ctx.run, "decision": action}
-    for field, want in expected.items():
-        got = getattr(st, field)
-        if got != want:
-            return who, "", f"the signed statement is for {field} {got}, not {want}"
-    if _timestamp(st.expires) <= now:
-        return who, "", f"the signed statement expired at {st.expires}"
-    if hardened and _timestamp(st.expires) > now + policy.lifetime:
-        return who, "", (f"the signed statement expires at {st.expires}, more than {_hours(policy.lifetime)} from "
-                         f"now (max-approval-lifetime): sign one that expires sooner")
-    named = same_name if hardened else str.__eq__
-    if action == "approve" and ctx.publisher and any(
-            named(k.name, ctx.publisher) and key_fingerprint(k.key) == fp for k in policy.keys()):
-        return who, "", (f"key {fp} belongs to {ctx.publisher}, who {ctx.publisher_may_not}" if hardened
-                         else f"key {fp} belongs to {ctx.publisher}, who published this release")
-    return who, fp, ""
-
-
-def _hours(delta: timedelta) -> str:
-    return f"{delta.total_seconds() / 3600:g}h"
-
-
-def _timestamp(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-
-
-def judge(policy: ApprovalPolicy, ctx: DecisionContext, raw: Any, action: str, now: datetime,
-          hardened: bool = True) -> Judgement:
-    """The approval rules, whichever way a decision arrives (signal, update, a pin's attached approvals).
-    Pure: `now` is the workflow's clock. Signed policies verify the SSH signature and bind the statement to this
-    environment, version, digest, promotion run and decision; unsigned ones trust the typed name (a claim).
-    `hardened` (step 15; workflows pass workflow.patched(GATE_HARDENED), so runs from before decide as they did):
-    names compare case-insensitively and a statement may expire at most the policy's lifetime from now."""
-    try:
-        decision = DecisionSignal.model_validate(raw)
-    except pydantic.ValidationError as err:
-        first = err.errors()[0]
-        where = "".join(f"{p}: " for p in first["loc"][:1]) or ("" if isinstance(raw, dict) else "payload: ")
-        message = str(first["msg"]).removeprefix("Value error, ")
-        return Judgement(refusal=f'malformed {action}: {where}{message} (expected {{"approver": "name", "comment": '
-                                 '"...", "statement": "...", "signature": "..."})')
-    fingerprint = ""
-    if policy.is_signed:
-        approver, fingerprint, refusal = _signed(policy, ctx, decision, action, now, hardened)
-        if refusal:
-            return Judgement(decision=decision, approver=approver, refusal=refusal)
-    else:
-        approver = decision.approver
-        listed = [n for n in policy.names if same_name(n, approver)] if hardened else [approver]
-        approver = listed[0] if listed else approver
-        if approver not in policy.names:
-            return Judgement(decision=decision, approver=approver, refusal=f"{approver} is not an approver of this "
-                             f"environment ({', '.join(policy.names)})")
-    if action == "approve" and (same_name(approver, ctx.publisher) if hardened else approver == ctx.publisher):
-        return Judgement(decision=decision, approver=approver,
-                         refusal=f"{approver} {ctx.publisher_may_not}")
-    if decision.version is not None and decision.version != ctx.version:
-        return Judgement(decision=decision, approver=approver, refusal=f"this {action} names version "
-                         f"{decision.version}, but the promotion is for {ctx.version}")
-    if decision.digest is not None and decision.digest != ctx.digest:
-        return Judgement(decision=decision, approver=approver, refusal=f"this {action} names digest "
-                         f"{decision.digest}, but the promotion is for {ctx.digest}")
-    return Judgement(decision=decision, approver=approver, fingerprint=fingerprint)
+# Step 16 transition: re-exported for importers outside ferry/ until the lead rewrites them.
+from ferry.approvals import DecisionContext as DecisionContext  # noqa: E402
+from ferry.approvals import DecisionSignal as DecisionSignal  # noqa: E402
+from ferry.approvals import Judgement as Judgement  # noqa: E402
+from ferry.approvals import _hours as _hours  # noqa: E402
+from ferry.approvals import _signed as _signed  # noqa: E402
+from ferry.approvals import _timestamp as _timestamp  # noqa: E402
+from ferry.approvals import judge as judge  # noqa: E402
+from ferry.approvals import same_name as same_name  # noqa: E402

@@ -15,24 +15,16 @@ from temporalio.exceptions import ApplicationError
 from activities.notify import PROVIDERS_FILE_INVALID, load_providers, redact
 from cli.alerts import load_alerts
 from cli.common import CommandError
+from ferry.alert_render import Links, render, sign, verify_signature
+from ferry.alert_router import MAX_CARRIED_BYTES, AlertsUpdate, PendingDelivery, SenderInput, carry, sender_refusal
 from ferry.alerts import (
-    MAX_CARRIED_BYTES,
     PEOPLE,
     RESOLVED_BY_RECOVERY,
     AlertsFile,
     AlertSpec,
-    AlertsUpdate,
-    Links,
     Notification,
-    PendingDelivery,
-    SenderInput,
-    carry,
     make_notification,
     notification_key,
-    render,
-    sender_refusal,
-    sign,
-    verify_signature,
 )
 from ferry.environment import EnvironmentsFile
 from ferry.receiver import Refused, ReplayGuard, environments_query, generic_push, registry_pushes

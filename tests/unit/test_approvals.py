@@ -18,12 +18,10 @@ from ferry.approvals import (
     ApproverKey,
     SignedDecision,
     Statement,
-    key_fingerprint,
-    public_key_line,
     sign_statement,
-    signature_public_key,
     verify_decision,
 )
+from ferry.sshsig import key_fingerprint, public_key_line, signature_public_key
 
 KEY_TYPES = {"ed25519": ["-t", "ed25519"], "ecdsa": ["-t", "ecdsa", "-b", "256"], "rsa": ["-t", "rsa", "-b", "3072"]}
 

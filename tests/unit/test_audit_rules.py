@@ -6,7 +6,7 @@ import datetime as dt
 import subprocess
 from pathlib import Path
 
-from ferry.approvals import Statement, key_fingerprint, sign_statement
+from ferry.approvals import Statement, sign_statement
 from ferry.audit import (
     APPROVE_SPEC,
     FERRY_WORKFLOW_TYPES,
@@ -21,6 +21,7 @@ from ferry.audit import (
     verify_against,
     window_query,
 )
+from ferry.sshsig import key_fingerprint
 
 DIGEST = "sha256:" + "a" * 64
 T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)

@@ -6,7 +6,8 @@ import subprocess
 from pathlib import Path
 
 from cli.audit import SignedRecord, verify_record
-from ferry.approvals import Statement, key_fingerprint, sign_statement
+from ferry.approvals import Statement, sign_statement
+from ferry.sshsig import key_fingerprint
 
 DIGEST = "sha256:" + "a" * 64
 

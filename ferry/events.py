@@ -1,0 +1,76 @@
+"""What an EnvironmentWorkflow records: event types and events."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+from pydantic import (
+    Field,
+    field_validator,
+)
+
+from ferry.bounded import cap_objects
+from ferry.model import Model
+
+
+class EventType(StrEnum):
+    """What an EnvironmentWorkflow records (Event.type): the audit, the alerts and the metrics name these."""
+
+    APPLIED = "Applied"
+    HEALTHY = "Healthy"
+    HEALTH_FAILED = "HealthFailed"
+    AUTO_ROLLBACK = "AutoRollback"
+    DRIFT_CORRECTED = "DriftCorrected"
+    RECONCILE_FAILED = "ReconcileFailed"
+    PINNED = "Pinned"
+    PIN_REFUSED = "PinRefused"
+    PIN_RELEASED = "PinReleased"
+    TAG_MOVED = "TagMoved"
+    VERIFICATION_FAILED = "VerificationFailed"
+    SUSPENDED = "Suspended"
+    RESUMED = "Resumed"
+    SPEC_UPDATED = "SpecUpdated"
+    SPEC_CHANGE_PENDING = "SpecChangePending"
+    SPEC_CHANGE_REJECTED = "SpecChangeRejected"
+    SPEC_DECISION_REFUSED = "SpecDecisionRefused"
+    RECORD_RECOVERED = "RecordRecovered"  # a run that replaced the last one took that run's safety record
+
+    @classmethod
+    def _missing_(cls, value: object) -> EventType | None:
+        """NB: a type this build does not know (recorded by a newer worker, in a state it continued as new) still
+        decodes, as itself: a rolling upgrade or its rollback never strands a workflow on an unknown event."""
+        if not isinstance(value, str):
+            return None
+        member = str.__new__(cls, value)
+        member._name_, member._value_ = value, value
+        return member
+
+    @property
+    def words(self) -> str:
+        """How the audit timeline names it: 'drift corrected', 'rollback (automatic)'; an unknown type as itself."""
+        if self.value not in EventType.__members__.values():
+            return self.value
+        return _EVENT_WORDS.get(self) or re.sub(r"(?<!^)(?=[A-Z])", " ", self.value).lower()
+
+
+_EVENT_WORDS = {EventType.AUTO_ROLLBACK: "rollback (automatic)", EventType.TAG_MOVED: "tag moved (refused)"}
+
+
+class Event(Model):
+    """Workflow-level record of something an operator cares about (also visible in history)."""
+
+    at: str
+    type: EventType
+    message: str
+    version: str = ""
+    digest: str = ""
+    by: str = ""
+    objects: dict[str, list[str]] = Field(default_factory=dict, description="object ids, at most MAX_IDS per list")
+    request_id: str = Field("", description="the promotion/rollback workflow a Pinned or PinRefused event answers")
+    update_id: str = Field("", description="the Update that caused it (spec changes): the audit pairs its sender")
+
+    @field_validator("objects")
+    @classmethod
+    def _bounded(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        return cap_objects(value)
