@@ -14,7 +14,7 @@ from devstack.flux.controllers import Flux
 from devstack.flux.objects import apply, condition, cosign_secret, kustomization, oci_repository, wait_ready
 from ferry.environment import EnvironmentSpec
 from ferry.settings import Settings
-from tests.e2e.test_verified_releases import new_signer, sign
+from tests.flux.signing import key_pair, sign_release
 from tests.kit.environments import app_manifests, publish, start_environment, wait_status
 
 APP = "interop"
@@ -45,8 +45,8 @@ async def test_flux_verifies_and_applies_a_ferry_release_as_ferry_does(
     suffix = uuid.uuid4().hex[:8]
     repository = f"{dev_worker.registry.default}/team/interop-{suffix}"
     digest = publish(dev_worker, repository, "1.0.0", app_manifests(APP))
-    signer, public = new_signer()
-    sign(dev_worker, signer, repository, digest, "ci-bot")
+    signer, public = key_pair()
+    sign_release(dev_worker, signer, repository, digest)
     source_ns, by_flux, by_ferry = (namespace(kube_dyn, f"{p}-{suffix}") for p in ("fsrc", "flux", "ferry"))
     apply(kube_dyn, cosign_secret("ferry-publisher", source_ns, public))
 
@@ -77,9 +77,9 @@ def test_flux_refuses_a_ferry_release_signed_by_another_key(flux: Flux, settings
     suffix = uuid.uuid4().hex[:8]
     repository = f"{settings.registry.default}/team/forged-{suffix}"
     digest = publish(settings, repository, "1.0.0", app_manifests(APP))
-    stranger, _ = new_signer()
-    sign(settings, stranger, repository, digest, "ci-bot")
-    _, trusted = new_signer()
+    stranger, _ = key_pair()
+    sign_release(settings, stranger, repository, digest)
+    _, trusted = key_pair()
     source_ns = namespace(kube_dyn, f"fsrc-{suffix}")
     apply(kube_dyn, cosign_secret("ferry-publisher", source_ns, trusted))
     source = apply(kube_dyn, oci_repository("forged", source_ns, f"oci://{repository}", {"semver": ">=1.0.0"},
