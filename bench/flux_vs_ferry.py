@@ -108,6 +108,28 @@ def summary(latencies: list[float | None]) -> dict[str, Any]:
             "max": max(got) if got else None, "not_reverted": len(latencies) - len(got)}
 
 
+async def measure(args: argparse.Namespace, n: int, started: float, meter: Meter, ready: Any, core: Any,
+                  admin: Any, targets: list[str]) -> dict[str, Any]:
+    """Until `ready()` (a count; sync or async) reaches n: the rollout's time, CPU and memory; then one idle
+    interval and the hand edits. The same for both systems."""
+    count, at = 0, None
+    while time.monotonic() - started < args.timeout:
+        meter.sample()
+        count = ready()
+        if asyncio.iscoroutine(count):
+            count = await count
+        if count >= n:
+            at = time.monotonic() - started
+            break
+        await asyncio.sleep(1)
+    rollout = meter.result()
+    idle_meter = Meter(meter.pids)
+    idle = await idle_requests(admin, args.interval, idle_meter)
+    drift = await reverted_after_edit(core, targets[: args.drift], seconds(args.interval) * 2 + 30)
+    return {"n": n, "push_to_all_ready_seconds": round(at, 1) if at else None, "ready": count, "rollout": rollout,
+            "idle": {**idle_meter.result(), "apiserver_requests": idle}, "hand_edit_reverted": summary(drift)}
+
+
 async def run_flux(args: argparse.Namespace, n: int, registry: Registry, kube: KubeServer, root: Path,
                    admin: Any) -> dict[str, Any]:
     tag = f"x{n}-{uuid.uuid4().hex[:4]}"
@@ -126,23 +148,14 @@ async def run_flux(args: argparse.Namespace, n: int, registry: Registry, kube: K
             sources.create(body=oci_repository(name, FLUX_NS, f"oci://{repository}", {"semver": ">=1.0.0"},
                                                interval=args.interval))
             kss.create(body=kustomization(name, FLUX_NS, name, name, interval=args.interval, timeout="5m"))
-        ready, at = 0, None
-        while time.monotonic() - started < args.timeout:
-            meter.sample()
+
+        def ready() -> int:
             items = kss.get(namespace=FLUX_NS).to_dict()["items"]
-            ready = sum(1 for k in items if k["metadata"]["name"].startswith(tag) and is_ready(k))
-            if ready >= n:
-                at = time.monotonic() - started
-                break
-            await asyncio.sleep(1)
-        rollout = meter.result()
-        idle_meter = Meter(meter.pids)
-        idle = await idle_requests(admin, args.interval, idle_meter)
-        drift = await reverted_after_edit(core, targets[: args.drift], seconds(args.interval) * 2 + 30)
+            return sum(1 for k in items if k["metadata"]["name"].startswith(tag) and is_ready(k))
+
+        measured = await measure(args, n, started, meter, ready, core, admin, targets)
         return {"system": f"flux {flux_version()} (source-controller + kustomize-controller, --concurrent "
-                          f"{args.flux_concurrent})", "n": n, "push_to_all_ready_seconds": round(at, 1) if at else None,
-                "ready": ready, "rollout": rollout, "idle": {**idle_meter.result(), "apiserver_requests": idle},
-                "hand_edit_reverted": summary(drift)}
+                          f"{args.flux_concurrent})", **measured}
     finally:
         flux.stop()
 
@@ -179,21 +192,12 @@ async def run_ferry(args: argparse.Namespace, n: int, registry: Registry, kube: 
             await asyncio.to_thread(apply_fleet, spec_file, env)
             query = (f'WorkflowType="EnvironmentWorkflow" AND TaskQueue="{queue}" AND ExecutionStatus="Running" '
                      'AND FerryPhase="Healthy"')
-            healthy, at = 0, None
-            while time.monotonic() - started < args.timeout:
-                meter.sample()
-                healthy = (await client.count_workflows(query)).count
-                if healthy >= n:
-                    at = time.monotonic() - started
-                    break
-                await asyncio.sleep(1)
-            rollout = meter.result()
-            idle_meter = Meter(meter.pids)
-            idle = await idle_requests(admin, args.interval, idle_meter)
-            drift = await reverted_after_edit(core, targets[: args.drift], seconds(args.interval) * 2 + 30)
-            return {"system": "ferry (ferry worker + Temporal dev server on SQLite)", "n": n,
-                    "push_to_all_ready_seconds": round(at, 1) if at else None, "ready": healthy, "rollout": rollout,
-                    "idle": {**idle_meter.result(), "apiserver_requests": idle}, "hand_edit_reverted": summary(drift)}
+
+            async def healthy() -> int:
+                return (await client.count_workflows(query)).count
+
+            measured = await measure(args, n, started, meter, healthy, core, admin, targets)
+            return {"system": "ferry (ferry worker + Temporal dev server on SQLite)", **measured}
         finally:
             worker.stop()
 
