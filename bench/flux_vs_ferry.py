@@ -104,7 +104,7 @@ async def reverted_after_edit(core: Any, targets: list[str], within: float) -> l
 
 def summary(latencies: list[float | None]) -> dict[str, Any]:
     got = [x for x in latencies if x is not None]
-    return {"seconds": latencies, "median": statistics.median(got) if got else None,
+    return {"seconds": latencies, "median": round(statistics.median(got), 1) if got else None,
             "max": max(got) if got else None, "not_reverted": len(latencies) - len(got)}
 
 
