@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -137,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=cmd_worker)
 
     commands.register(sub)
+    importlib.import_module("cli.importer").register(sub)  # `ferry import flux`: its arguments live with it
     return parser
 
 
