@@ -51,7 +51,7 @@ with workflow.unsafe.imports_passed_through():
         spec_digest,
     )
     from ferry.errors import ErrorType
-    from ferry.names import Memo
+    from ferry.names import Memo, Query, Signal, Update
     from ferry.oci import is_digest
     from ferry.promotion import ConfirmPinInput, ConfirmPinResult, DecisionContext, Judgement, judge
     from ferry.recovery import BASELINE_3, RECORD_RECOVERED, LastRecordInput, LastRecordResult, record_of, recover
@@ -777,7 +777,7 @@ class EnvironmentWorkflow(alerting.Notifies):
         self._wake = True
 
     # ------------------------------------------------------------------------------ signals/updates
-    @workflow.signal(name="pin", description='Pin to a released version by digest: {"version", "digest", "by", '
+    @workflow.signal(name=Signal.PIN, description='Pin to a released version by digest: {"version", "digest", "by", '
                      '"kind", "request_id", "approvals": [signed decisions]}. Sent by PromotionWorkflow and '
                      'RollbackWorkflow; an approval-required environment refuses a pin its own spec does not approve')
     def pin(self, *payloads: object) -> None:
@@ -929,11 +929,11 @@ class EnvironmentWorkflow(alerting.Notifies):
             workflow.logger.warning("unknown signal %r dropped (%d so far)", name[:100], self._state.unknown_signals)
         self._size_check = self._bounded
 
-    @workflow.signal(name="reconcile_now", description="Reconcile now instead of at the next interval: {}")
+    @workflow.signal(name=Signal.RECONCILE_NOW, description="Reconcile now instead of at the next interval: {}")
     def reconcile_now(self, *payloads: object) -> None:
         self._wake = True
 
-    @workflow.signal(name="suspend", description='Stop applying (new versions and drift correction): '
+    @workflow.signal(name=Signal.SUSPEND, description='Stop applying (new versions and drift correction): '
                      '{"by": "alice", "reason": "incident 42"}')
     def suspend(self, *payloads: object) -> None:
         actor = self._actor(first_payload(payloads))
@@ -941,7 +941,7 @@ class EnvironmentWorkflow(alerting.Notifies):
         self._record(EventType.SUSPENDED, f"suspended by {actor.by}: {actor.reason}", by=actor.by)
         self._wake = True
 
-    @workflow.signal(name="resume", description='Start applying again: {"by": "alice", "reason": "..."}')
+    @workflow.signal(name=Signal.RESUME, description='Start applying again: {"by": "alice", "reason": "..."}')
     def resume(self, *payloads: object) -> None:
         actor = self._actor(first_payload(payloads))
         self._state.suspended = False
@@ -962,7 +962,7 @@ class EnvironmentWorkflow(alerting.Notifies):
                 actor.by = f"{actor.by[:100]} (claimed by a sender)"
         return actor
 
-    @workflow.update(name="update_spec", description="Replace the spec (`ferry env apply`). For an approval-"
+    @workflow.update(name=Update.UPDATE_SPEC, description="Replace the spec (`ferry env apply`). For an approval-"
                      "required environment a change to approval, verify, repository, path, cluster, namespace(s), "
                      "cluster-kinds, service-account, version/semver or prune waits for a signed approval "
                      "(approve_spec); every change is recorded with its sender and a field-level diff")
@@ -1013,13 +1013,13 @@ class EnvironmentWorkflow(alerting.Notifies):
         # Update too, not only for `ferry env apply`: checked again here (a rejected Update leaves no history)
         people_check(update.spec)
 
-    @workflow.update(name="approve_spec", description='Approve the pending protected spec change: a signed '
+    @workflow.update(name=Update.APPROVE_SPEC, description='Approve the pending protected spec change: a signed '
                      'statement as for a promotion, with version "spec", digest = the pending spec digest, promotion '
                      '= "env/<name>", run = the pending change id (`ferry env approve ENV --key KEY`)')
     def approve_spec(self, payload: LenientPayload | None = None) -> SpecUpdateResult:
         return self._decide_spec("approve", payload or LenientPayload(None))
 
-    @workflow.update(name="reject_spec", description="Reject the pending protected spec change (same payload)")
+    @workflow.update(name=Update.REJECT_SPEC, description="Reject the pending protected spec change (same payload)")
     def reject_spec(self, payload: LenientPayload | None = None) -> SpecUpdateResult:
         return self._decide_spec("reject", payload or LenientPayload(None))
 
@@ -1047,7 +1047,7 @@ class EnvironmentWorkflow(alerting.Notifies):
             self._record(EventType.SPEC_DECISION_REFUSED,
                          f"{action} of {pending.id} by {verdict.approver or '?'} refused: {refusal}"[:1000],
                          by=verdict.approver)
-            raise ApplicationError(refusal, type="DecisionRefused", non_retryable=True)
+            raise ApplicationError(refusal, type=ErrorType.DECISION_REFUSED, non_retryable=True)
         self._state.pending_spec = None
         if action == "reject":
             self._record(EventType.SPEC_CHANGE_REJECTED, f"spec change {pending.id} by {pending.by} rejected by {who}",
@@ -1056,7 +1056,8 @@ class EnvironmentWorkflow(alerting.Notifies):
         self._apply_spec(pending.spec, pending.by, pending.changes, approved_by=who)
         return SpecUpdateResult(applied=True, changes=pending.changes, spec_digest=pending.digest)
 
-    @workflow.update(name="plan", description='What a reconcile would change now, without applying (`ferry diff`): '
+    @workflow.update(name=Update.PLAN,
+                     description='What a reconcile would change now, without applying (`ferry diff`): '
                      '{} or {"version": "1.2.0"}; at most 200 changes listed, the rest counted')
     async def plan(self, request: PlanRequest | None = None) -> PlanResult:
         """What a reconcile would do now (or for another version), without applying: `ferry diff`."""
@@ -1087,7 +1088,7 @@ class EnvironmentWorkflow(alerting.Notifies):
         """No input plans what the environment runs or tracks; anything but {} or {"version": "..."} was already
         refused when it was decoded (a rejected Update leaves no history)."""
 
-    @workflow.query(name="status", description="The spec, pin, applied version, health, holds, known-good history, "
+    @workflow.query(name=Query.STATUS, description="The spec, pin, applied version, health, holds, known-good history, "
                     "outages, pending spec change and recent events")
     def status(self) -> EnvironmentStatus:
         pin = self._state.pin
