@@ -47,7 +47,7 @@ with workflow.unsafe.imports_passed_through():
         notification_digest,
     )
     from ferry.environment import first_payload
-    from ferry.names import Memo
+    from ferry.names import Memo, Query, Signal, Update
     from ferry.times import parse_timestamp, timestamp
     from workflows import activity_stubs as stubs
     from workflows import policies
@@ -310,7 +310,7 @@ class AlertRouterWorkflow:
                                                "deadline").add(1, {"alert": pending.alert, "type": note.type})
         workflow.logger.warning("undelivered %s (%s) to %s: %s", note.key, note.type, pending.provider, reason)
 
-    @workflow.signal(name="notify", description="An event to route: a Notification (key, type, severity, "
+    @workflow.signal(name=Signal.NOTIFY, description="An event to route: a Notification (key, type, severity, "
                      "environment, message, at, source, ...). Sent by Ferry's workflows; duplicates (same key) and "
                      "malformed payloads are counted and dropped")
     def notify(self, *payloads: object) -> None:
@@ -333,7 +333,8 @@ class AlertRouterWorkflow:
             self._seen(note.key)
         self._queue.append(note)
 
-    @workflow.update(name="apply_alerts", description='Replace the declared alerts (`ferry alerts apply -f FILE`): '
+    @workflow.update(name=Update.APPLY_ALERTS,
+                     description='Replace the declared alerts (`ferry alerts apply -f FILE`): '
                      '{"alerts": [{"name", "provider", "environments", "events", "severity", "deadline"}], "by"}')
     def apply_alerts(self, update: AlertsUpdate | None = None) -> AlertsUpdateResult:
         assert update is not None  # NB: the validator rejects a missing payload
@@ -356,7 +357,7 @@ class AlertRouterWorkflow:
         self._count("unknown_signal")
         self._size_check = self._moves
 
-    @workflow.query(name="status", description="Declared alerts, counters, deliveries in flight, recent deliveries "
+    @workflow.query(name=Query.STATUS, description="Declared alerts, counters, deliveries in flight, recent deliveries "
                     "and the ones given up")
     def status(self) -> AlertRouterState:
         return self._state.model_copy(update={"pending": [p for p, _ in self._inflight.values()]})

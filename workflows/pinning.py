@@ -26,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
         env_workflow_id,
         first_payload,
     )
-    from ferry.names import Memo
+    from ferry.names import Memo, Signal
     from ferry.oci import ANNOTATION_PUBLISHED_BY
     from ferry.promotion import EnvironmentStatusInput
     from ferry.times import timestamp
@@ -159,7 +159,7 @@ class PinOutcomes:
 
     _pin_outcomes: dict[str, PinOutcome]
 
-    @workflow.signal(name="pin_outcome", description="Sent by the environment: what became of this workflow's pin "
+    @workflow.signal(name=Signal.PIN_OUTCOME, description="Sent by the environment: what became of this workflow's pin "
                      '{"request_id", "outcome": succeeded|failed|refused|superseded, "reason", "auto_rolled_back"}')
     def pin_outcome(self, *payloads: object) -> None:
         try:

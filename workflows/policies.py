@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from temporalio.common import RetryPolicy
 
-from ferry.errors import NON_RETRYABLE
+from ferry.errors import NON_RETRYABLE, ErrorType
 
 # Registry calls are single HTTP exchanges (oras's own retries are off): two minutes cover a slow push.
 REGISTRY_CALL_TIMEOUT = timedelta(minutes=2)
@@ -113,5 +113,7 @@ DELIVERY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=60),
-    non_retryable_error_types=["DeliveryRefused", "ProviderUnknown", "ProvidersFileInvalid"],
+    non_retryable_error_types=[
+        str(t) for t in (ErrorType.DELIVERY_REFUSED, ErrorType.PROVIDER_UNKNOWN, ErrorType.PROVIDERS_FILE_INVALID)
+    ],
 )

@@ -9,7 +9,7 @@ with workflow.unsafe.imports_passed_through():
     from ferry.approvals import SignedDecision
     from ferry.environment import ApprovalPolicy, EnvironmentSpec, EnvironmentState, LenientPayload, first_payload
     from ferry.errors import ErrorType
-    from ferry.names import Memo
+    from ferry.names import Memo, Query, Signal, Update
     from ferry.promotion import (
         MAX_DECISIONS_KEPT,
         Decision,
@@ -37,9 +37,6 @@ with workflow.unsafe.imports_passed_through():
         send_pin,
     )
     from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_VERSION
-
-
-DECISION_REFUSED = "DecisionRefused"
 
 
 @workflow.defn(name="PromotionWorkflow")
@@ -277,32 +274,34 @@ class PromotionWorkflow(PinOutcomes, alerting.Notifies):
             await workflow.wait_condition(lambda: self._ctx is not None or self._status.phase == "Refused")
             if self._ctx is None:
                 raise ApplicationError(f"promotion of {self._status.version} to {self._status.environment} was "
-                                       "refused before any decision", type=DECISION_REFUSED, non_retryable=True)
+                                       "refused before any decision", type=ErrorType.DECISION_REFUSED,
+                                       non_retryable=True)
         record = self._decide(action, payload.root, "update")
         if not record.accepted and workflow.patched("ferry-decision-refusal-fails"):
             # NB: fail the Update so the caller, the UI's dialog and `temporal workflow update execute` show the
             # refusal; the record above is already in history.
-            raise ApplicationError(f"{action} refused: {record.reason}", type=DECISION_REFUSED, non_retryable=True)
+            raise ApplicationError(f"{action} refused: {record.reason}", type=ErrorType.DECISION_REFUSED,
+                                   non_retryable=True)
         return DecisionResult(accepted=record.accepted, reason=record.reason, phase=self._status.phase)
 
-    @workflow.signal(name="approve", description='Approve (fallback to the approve_update Update, which answers): '
+    @workflow.signal(name=Signal.APPROVE, description='Approve (fallback to the approve_update Update, which answers): '
                      '{"approver": "alice", "comment": "...", "statement": "...", "signature": "..."} — '
                      '`ferry approve ENV VERSION --key KEY --print` prints it')
     def approve(self, *payloads: object) -> None:
         self._decide("approve", first_payload(payloads).root, "signal")
 
-    @workflow.signal(name="reject", description='Reject (fallback to reject_update): {"approver": "alice", '
+    @workflow.signal(name=Signal.REJECT, description='Reject (fallback to reject_update): {"approver": "alice", '
                      '"comment": "why", "statement": "...", "signature": "..."}')
     def reject(self, *payloads: object) -> None:
         self._decide("reject", first_payload(payloads).root, "signal")
 
-    @workflow.update(name="approve_update", description='Approve this promotion and get the verdict: {"approver": '
+    @workflow.update(name=Update.APPROVE, description='Approve this promotion and get the verdict: {"approver": '
                      '"alice", "comment": "...", "statement": "...", "signature": "..."} (`ferry approve ENV VERSION '
                      '--key KEY --print` prints it); a refusal fails the update with DecisionRefused and is recorded')
     async def approve_update(self, payload: LenientPayload | None = None) -> DecisionResult:
         return await self._decide_update("approve", payload or LenientPayload(None))
 
-    @workflow.update(name="reject_update", description='Reject this promotion: {"approver": "alice", "comment": '
+    @workflow.update(name=Update.REJECT, description='Reject this promotion: {"approver": "alice", "comment": '
                      '"why", ...}; a refusal fails the update with DecisionRefused and is recorded')
     async def reject_update(self, payload: LenientPayload | None = None) -> DecisionResult:
         return await self._decide_update("reject", payload or LenientPayload(None))
@@ -326,7 +325,7 @@ class PromotionWorkflow(PinOutcomes, alerting.Notifies):
             raise ValueError(f"promotion of {self._status.version} to {self._status.environment} is "
                              f"{self._status.phase}, not awaiting a decision")
 
-    @workflow.query(name="status", description="phase, digest, publisher, who may approve, every decision recorded")
+    @workflow.query(name=Query.STATUS, description="phase, digest, publisher, who may approve, every decision recorded")
     def status(self) -> PromotionStatus:
         return self._status
 

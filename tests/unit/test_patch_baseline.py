@@ -9,18 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from workflows import environment
-from workflows.environment import (
+from workflows import patches
+from workflows.patches import (
     BASELINE,
     BASELINE_2,
     BASELINE_3,
     FOLDED_INTO_BASELINE,
     FOLDED_INTO_BASELINE_2,
     FOLDED_INTO_BASELINE_3,
-    _patched,
+)
+from workflows.patches import (
+    env_patched as _patched,
 )
 
-SOURCE = Path(environment.__file__).read_text()
+MODULES = ("environment", "env_events", "env_pins", "env_health", "env_source", "env_spec")
+SOURCE = "\n".join((Path(patches.__file__).parent / f"{m}.py").read_text() for m in MODULES)
+PATCHES = Path(patches.__file__).read_text()
 
 
 def test_the_patches_asked_through_the_baseline_are_exactly_those_folded_into_it() -> None:
@@ -29,7 +33,7 @@ def test_the_patches_asked_through_the_baseline_are_exactly_those_folded_into_it
     asked = set(re.findall(r'_patched\("([^"]+)"\)', SOURCE))
     assert asked == FOLDED_INTO_BASELINE, (asked - FOLDED_INTO_BASELINE, FOLDED_INTO_BASELINE - asked)
     assert BASELINE not in FOLDED_INTO_BASELINE
-    named = {getattr(environment, name) for name in re.findall(r'_patched\(([A-Z_0-9]+)\)', SOURCE)}
+    named = {getattr(patches, name) for name in re.findall(r'_patched\(([A-Z_0-9]+)\)', SOURCE)}
     later = FOLDED_INTO_BASELINE_2 | FOLDED_INTO_BASELINE_3
     assert named == later, (named - later, later - named)
     assert not FOLDED_INTO_BASELINE & FOLDED_INTO_BASELINE_2 and not FOLDED_INTO_BASELINE_2 & FOLDED_INTO_BASELINE_3
@@ -38,9 +42,9 @@ def test_the_patches_asked_through_the_baseline_are_exactly_those_folded_into_it
 
 def test_no_environment_path_asks_a_patch_outside_the_baselines() -> None:
     """A direct workflow.patched() in the environment would write a second marker in every new run."""
-    start = SOURCE.index("\ndef _patched(")
-    outside = SOURCE[:start] + SOURCE[SOURCE.index("\n\n\n", start):]
-    assert re.findall(r"workflow\.patched\(\w", outside) == []
+    assert re.findall(r"workflow\.patched\(\w", SOURCE) == []
+    start = PATCHES.index("\ndef env_patched(")
+    assert re.findall(r"workflow\.patched\(\w", PATCHES[:start]) == []
 
 
 def test_the_baseline_folds_exactly_the_patches_it_shipped_with() -> None:
