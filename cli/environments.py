@@ -40,6 +40,7 @@ from ferry.environment import (
     SpecUpdateResult,
     env_workflow_id,
 )
+from ferry.names import Query, Signal, Update
 from workers.client import workflow_url
 from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_REPOSITORY, FERRY_TRACKING, FERRY_VERSION
 
@@ -53,9 +54,6 @@ def _workflow() -> type[EnvironmentWorkflow]:
     from workflows.environment import EnvironmentWorkflow
 
     return EnvironmentWorkflow
-
-
-STATUS_QUERY = "status"  # EnvironmentWorkflow.status's name (tests/unit/test_cli_imports.py checks it)
 
 
 def load_environments(path: Path) -> list[EnvironmentSpec]:
@@ -215,7 +213,7 @@ async def _from_last_run(client: Client, spec: EnvironmentSpec, ended: Any, forc
     used approvals (read from the last run by a query), so termination is no way around them."""
     try:
         last = (await client.get_workflow_handle(env_workflow_id(spec.name)).query(
-            STATUS_QUERY, result_type=EnvironmentStatus, rpc_timeout=timedelta(seconds=10))).state
+            Query.STATUS, result_type=EnvironmentStatus, rpc_timeout=timedelta(seconds=10))).state
     except (RPCError, WorkflowQueryFailedError):
         # NB: the new run reads the last run's record itself (its memo, ferry/recovery.py): holds, used approvals
         # and tag bindings come back without --force, and --force cannot drop them
@@ -234,7 +232,7 @@ async def _from_last_run(client: Client, spec: EnvironmentSpec, ended: Any, forc
 async def environment_status(client: Client, name: str) -> EnvironmentStatus:
     try:
         status: EnvironmentStatus = await client.get_workflow_handle(env_workflow_id(name)).query(
-            STATUS_QUERY, result_type=EnvironmentStatus)
+            Query.STATUS, result_type=EnvironmentStatus)
         return status
     except RPCError as err:
         raise CommandError(f"environment {name!r}: {err.message} (is it declared on {where(client)}? "
@@ -363,7 +361,7 @@ async def list_environments_exact(client: Client) -> list[dict[str, str]]:
         async with gate:
             try:  # NB: one environment whose worker is down must not hide the others
                 status = await client.get_workflow_handle(workflow_id).query(
-                    STATUS_QUERY, result_type=EnvironmentStatus, rpc_timeout=timedelta(seconds=5))
+                    Query.STATUS, result_type=EnvironmentStatus, rpc_timeout=timedelta(seconds=5))
             except (RPCError, WorkflowQueryFailedError) as err:
                 name = workflow_id.removeprefix(env_workflow_id(""))
                 return {"name": name, "tracking": "?", "version": "?", "phase": "Unknown", "repository": "",
@@ -399,7 +397,7 @@ async def pending_promotions(client: Client, environment: str) -> list[Any]:
     async for wf in client.list_workflows(query):
         from ferry.promotion import PromotionStatus  # loaded only when there is one to read
 
-        out.append(await client.get_workflow_handle(wf.id).query("status", result_type=PromotionStatus))
+        out.append(await client.get_workflow_handle(wf.id).query(Query.STATUS, result_type=PromotionStatus))
     return out
 
 
@@ -521,8 +519,8 @@ def _spec_decide(update: str) -> Any:
     return cmd
 
 
-cmd_reconcile = _signal("reconcile_now")
-cmd_suspend = _signal("suspend")
-cmd_resume = _signal("resume")
-cmd_env_approve = _spec_decide("approve_spec")
-cmd_env_reject = _spec_decide("reject_spec")
+cmd_reconcile = _signal(Signal.RECONCILE_NOW)
+cmd_suspend = _signal(Signal.SUSPEND)
+cmd_resume = _signal(Signal.RESUME)
+cmd_env_approve = _spec_decide(Update.APPROVE_SPEC)
+cmd_env_reject = _spec_decide(Update.REJECT_SPEC)
