@@ -48,6 +48,7 @@ from ferry.names import (
     ROLLBACK_WORKFLOW,
     Memo,
     SearchAttribute,
+    Signal,
 )
 from ferry.settings import TemporalSettings
 from workers.client import workflow_url
@@ -345,9 +346,9 @@ class _HistoryReader:
     def _cancel_sender(self) -> str:
         """The sender of a suspend recorded as by 'cancel request'. NB: histories before the environment relabelled
         reserved names let a suspend signal claim it; such a signal, first in line, is the one recorded."""
-        queue = self.signal_senders["suspend"]
+        queue = self.signal_senders[Signal.SUSPEND]
         if queue and _claimed(queue[0].payload) == CANCEL_REQUEST:
-            return f"{self._signal('suspend')[0]} (a suspend signal claiming {CANCEL_REQUEST!r})"
+            return f"{self._signal(Signal.SUSPEND)[0]} (a suspend signal claiming {CANCEL_REQUEST!r})"
         return self.cancel_senders.popleft() if self.cancel_senders else ""
 
 
@@ -364,9 +365,9 @@ class _Message:
     paired: bool = False
 
 
-_SIGNALLED = ("approve", "reject", "pin", "suspend", "resume")
-_SIGNAL_OF = {EventType.PINNED: "pin", EventType.PIN_REFUSED: "pin", EventType.SUSPENDED: "suspend",
-              EventType.RESUMED: "resume"}
+_SIGNALLED = (Signal.APPROVE, Signal.REJECT, Signal.PIN, Signal.SUSPEND, Signal.RESUME)
+_SIGNAL_OF = {EventType.PINNED: Signal.PIN, EventType.PIN_REFUSED: Signal.PIN, EventType.SUSPENDED: Signal.SUSPEND,
+              EventType.RESUMED: Signal.RESUME}
 
 
 def _undecodable(payload: Any) -> str:

@@ -108,7 +108,7 @@ def _environments(sub: Any) -> None:
                        f"{KEY_PASSWORD_VARIABLE})")
         p.add_argument("--expires", default="1h", help="how long the signed decision is valid (default 1h)")
         p.add_argument("--print", action="store_true", help="print the JSON to send instead of sending it")
-    p = command(env_sub, "list", Lazy("cli.environments", "cmd_env_list"),
+    p = command(env_sub, "list", Lazy("cli.env_list", "cmd_env_list"),
                 "every running environment: what it tracks, the version applied, its phase (from Visibility)")
     p.description = ("Every running environment, read from Temporal Visibility (the search attributes each "
                      "environment publishes): one request per 1,000 environments. Visibility is eventually "

@@ -40,8 +40,8 @@ from ferry.environment import (
     SpecUpdateResult,
     env_workflow_id,
 )
+from ferry.names import Query, Signal, Update
 from workers.client import workflow_url
-from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_REPOSITORY, FERRY_TRACKING, FERRY_VERSION
 
 if TYPE_CHECKING:
     from workflows.environment import EnvironmentWorkflow
@@ -53,9 +53,6 @@ def _workflow() -> type[EnvironmentWorkflow]:
     from workflows.environment import EnvironmentWorkflow
 
     return EnvironmentWorkflow
-
-
-STATUS_QUERY = "status"  # EnvironmentWorkflow.status's name (tests/unit/test_cli_imports.py checks it)
 
 
 def load_environments(path: Path) -> list[EnvironmentSpec]:
@@ -215,7 +212,7 @@ async def _from_last_run(client: Client, spec: EnvironmentSpec, ended: Any, forc
     used approvals (read from the last run by a query), so termination is no way around them."""
     try:
         last = (await client.get_workflow_handle(env_workflow_id(spec.name)).query(
-            STATUS_QUERY, result_type=EnvironmentStatus, rpc_timeout=timedelta(seconds=10))).state
+            Query.STATUS, result_type=EnvironmentStatus, rpc_timeout=timedelta(seconds=10))).state
     except (RPCError, WorkflowQueryFailedError):
         # NB: the new run reads the last run's record itself (its memo, ferry/recovery.py): holds, used approvals
         # and tag bindings come back without --force, and --force cannot drop them
@@ -234,7 +231,7 @@ async def _from_last_run(client: Client, spec: EnvironmentSpec, ended: Any, forc
 async def environment_status(client: Client, name: str) -> EnvironmentStatus:
     try:
         status: EnvironmentStatus = await client.get_workflow_handle(env_workflow_id(name)).query(
-            STATUS_QUERY, result_type=EnvironmentStatus)
+            Query.STATUS, result_type=EnvironmentStatus)
         return status
     except RPCError as err:
         raise CommandError(f"environment {name!r}: {err.message} (is it declared on {where(client)}? "
@@ -320,77 +317,6 @@ def cmd_env_apply(args: argparse.Namespace) -> int:
     return 1 if any(r.get("error") for r in results) else 0
 
 
-# Running environments, as Visibility indexes them (the search attributes EnvironmentWorkflow._publish upserts).
-LIST_QUERY = "WorkflowType = 'EnvironmentWorkflow' AND ExecutionStatus = 'Running'"
-LIST_PAGE = 1000  # the dev server's and a default cluster's largest Visibility page
-EXACT_CONCURRENCY = 16  # `env list --exact`: status queries at once
-
-
-async def list_environments(client: Client) -> list[dict[str, str]]:
-    """One row per running environment from Visibility, paged: name, tracking, applied version, phase, repository.
-    NB: eventually consistent (Visibility lags the workflows by up to seconds); a run started before FerryTracking
-    existed shows tracking "" until its next iteration publishes it."""
-    from temporalio.api.workflowservice.v1 import ListWorkflowExecutionsRequest
-    from temporalio.converter import PayloadConverter
-
-    # NB: the raw pages, decoding only the five keywords a row shows: the SDK's list_workflows builds a full
-    # WorkflowExecution per row (every search attribute decoded twice, timestamps, memo), ~5x the CPU at 10,000.
-    decode = PayloadConverter.default.from_payload
-    columns = (("name", FERRY_ENVIRONMENT.name), ("tracking", FERRY_TRACKING.name), ("version", FERRY_VERSION.name),
-               ("phase", FERRY_PHASE.name), ("repository", FERRY_REPOSITORY.name))
-    request = ListWorkflowExecutionsRequest(namespace=client.namespace, page_size=LIST_PAGE, query=LIST_QUERY)
-    rows: list[dict[str, str]] = []
-    while True:
-        page = await client.workflow_service.list_workflow_executions(request, retry=True)
-        for info in page.executions:
-            fields = info.search_attributes.indexed_fields
-            row = {column: str(decode(fields[key])) if key in fields else "" for column, key in columns}
-            workflow_id = info.execution.workflow_id
-            row["name"] = row["name"] or workflow_id.removeprefix(env_workflow_id(""))
-            row["workflow_id"] = workflow_id
-            rows.append(row)
-        if not page.next_page_token:
-            return sorted(rows, key=lambda row: row["name"])
-        request.next_page_token = page.next_page_token
-
-
-async def list_environments_exact(client: Client) -> list[dict[str, str]]:
-    """The same rows from each environment's own status query (bounded concurrency): exact, one query per
-    environment. Which environments exist still comes from Visibility."""
-    gate = asyncio.Semaphore(EXACT_CONCURRENCY)
-
-    async def one(workflow_id: str) -> dict[str, str]:
-        async with gate:
-            try:  # NB: one environment whose worker is down must not hide the others
-                status = await client.get_workflow_handle(workflow_id).query(
-                    STATUS_QUERY, result_type=EnvironmentStatus, rpc_timeout=timedelta(seconds=5))
-            except (RPCError, WorkflowQueryFailedError) as err:
-                name = workflow_id.removeprefix(env_workflow_id(""))
-                return {"name": name, "tracking": "?", "version": "?", "phase": "Unknown", "repository": "",
-                        "workflow_id": workflow_id, "error": f"no answer: {getattr(err, 'message', err)}"}
-        s = status.state
-        return {"name": status.name, "tracking": status.tracking,
-                "version": s.last_applied.version if s.last_applied else "", "phase": s.phase,
-                "repository": s.spec.repository, "workflow_id": workflow_id}
-
-    ids = sorted({wf.id async for wf in client.list_workflows(LIST_QUERY, page_size=LIST_PAGE)})
-    return sorted(await asyncio.gather(*(one(i) for i in ids)), key=lambda row: row["name"])
-
-
-def list_table(rows: list[dict[str, str]]) -> str:
-    width = max([16, *(len(r["name"]) for r in rows)])
-    lines = [f"{'NAME':<{width}} {'TRACKS':<24} {'APPLIED':<10} {'PHASE':<11}"]
-    lines += [f"{r['name']:<{width}} {r['tracking'] or '?':<24} {r['version'] or '-':<10} {r['phase'] or '?':<11}"
-              + (f" {r['error']}" if r.get("error") else "") for r in rows]
-    return "\n".join(lines)
-
-
-def cmd_env_list(args: argparse.Namespace) -> int:
-    rows = run_connected(settings_from(args), list_environments_exact if args.exact else list_environments)
-    emit(rows, args.json, list_table(rows))
-    return 0
-
-
 async def pending_promotions(client: Client, environment: str) -> list[Any]:
     """Running promotions of this environment, with every decision recorded so far (refusals included)."""
     out = []
@@ -399,7 +325,7 @@ async def pending_promotions(client: Client, environment: str) -> list[Any]:
     async for wf in client.list_workflows(query):
         from ferry.promotion import PromotionStatus  # loaded only when there is one to read
 
-        out.append(await client.get_workflow_handle(wf.id).query("status", result_type=PromotionStatus))
+        out.append(await client.get_workflow_handle(wf.id).query(Query.STATUS, result_type=PromotionStatus))
     return out
 
 
@@ -521,8 +447,8 @@ def _spec_decide(update: str) -> Any:
     return cmd
 
 
-cmd_reconcile = _signal("reconcile_now")
-cmd_suspend = _signal("suspend")
-cmd_resume = _signal("resume")
-cmd_env_approve = _spec_decide("approve_spec")
-cmd_env_reject = _spec_decide("reject_spec")
+cmd_reconcile = _signal(Signal.RECONCILE_NOW)
+cmd_suspend = _signal(Signal.SUSPEND)
+cmd_resume = _signal(Signal.RESUME)
+cmd_env_approve = _spec_decide(Update.APPROVE_SPEC)
+cmd_env_reject = _spec_decide(Update.REJECT_SPEC)

@@ -45,6 +45,8 @@ from ferry.approvals import (
     verify_decision,
 )
 from ferry.environment import LenientPayload
+from ferry.errors import ErrorType
+from ferry.names import Update
 from ferry.promotion import (
     DecisionResult,
     PromotionInput,
@@ -250,7 +252,7 @@ def _send(args: argparse.Namespace, update: str, payload: dict[str, str], finger
             return result
         except WorkflowUpdateFailedError as err:
             cause = err.cause
-            if isinstance(cause, ApplicationError) and cause.type == "DecisionRefused":
+            if isinstance(cause, ApplicationError) and cause.type == ErrorType.DECISION_REFUSED:
                 # NB: the workflow records a refused decision before failing the update with it
                 reason = cause.message.removeprefix(f"{verb} refused: ")
                 raise CommandError(f"{verb} by {who} refused: {reason} (recorded)") from None
@@ -295,5 +297,5 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0 if result.outcome == "succeeded" else 1
 
 
-cmd_approve = _decide("approve_update")
-cmd_reject = _decide("reject_update")
+cmd_approve = _decide(Update.APPROVE)
+cmd_reject = _decide(Update.REJECT)

@@ -36,6 +36,7 @@ from temporalio.client import Client
 
 from cli.common import CommandError, settings_from
 from ferry.alerts import verify_signature
+from ferry.names import Signal
 from ferry.receiver import (
     MAX_BODY,
     MAX_REPOSITORIES,
@@ -155,7 +156,7 @@ class Receiver:
             ids.append(execution.id)
         what = ", ".join(f"{p.repository}:{p.tag or p.digest[:19]}" for p in pushes)[:500]
         await asyncio.gather(*(self._client.get_workflow_handle(i).signal(
-            "reconcile_now", {"by": "ferry-receiver", "reason": f"pushed {what}"}) for i in ids))
+            Signal.RECONCILE_NOW, {"by": "ferry-receiver", "reason": f"pushed {what}"}) for i in ids))
         with self._lock:
             self.signals += len(ids)
         log.info("push of %s: reconcile_now to %s", what, ", ".join(ids) or "nobody")

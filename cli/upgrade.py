@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from cli.commands import Lazy, command
 from cli.common import CommandError, emit, run_connected, settings_from
+from ferry.names import Signal
 
 if TYPE_CHECKING:
     from temporalio.client import Client
@@ -206,9 +207,9 @@ async def wake(client: Client, deployment: str, current: str, found: list[tuple[
         async with gate:
             try:
                 if workflow_type == "AlertRouterWorkflow":
-                    await handle.signal("notify", _router_wake(deployment, current, run))
+                    await handle.signal(Signal.NOTIFY, _router_wake(deployment, current, run))
                 else:
-                    await handle.signal("reconcile_now", {})
+                    await handle.signal(Signal.RECONCILE_NOW, {})
             except RPCError as err:
                 if err.status == RPCStatusCode.NOT_FOUND:  # ended meanwhile: nothing to move
                     return 0

@@ -82,63 +82,21 @@ def up(state_dir: Path, ports: Ports | None = None, *, worker: bool = True, time
     `temporal`: "dev" (the dev server, SQLite) or "cluster" (PostgreSQL, the Temporal server built from its Go
     module, the UI server; devstack/temporal_cluster.py). `workers`: how many `ferry worker` processes (default
     1 on the dev server, 2 on the cluster; none with worker=False)."""
-    if temporal not in TOPOLOGIES:
-        raise StackError(f"temporal: unknown topology {temporal!r}; choose one of {', '.join(TOPOLOGIES)}")
-    count = 0 if not worker else (workers if workers is not None else (CLUSTER_WORKERS if temporal == "cluster" else 1))
-    if count < 0:
-        raise StackError("worker: --workers must be 0 or more")
+    count = _worker_count(temporal, worker, workers)
     state_dir = state_dir.resolve()
-    existing = StackInfo.load(state_dir)
-    if existing is not None and any(pid_alive(c.get("pid", 0)) for c in existing.components.values()):
-        raise StackError(f"stack: already running from {state_dir / STACK_FILE}; `ferry dev down` first")
     ports = ports or Ports()
-    if temporal == "cluster":
-        from devstack.temporal_cluster import binary
-
-        for name in ("server", "temporal-sql-tool", "temporal-ui-server"):
-            binary(name)  # fail before anything starts
-    metrics = {f"metrics ({name})" if i else "metrics": ports.metrics + i for i, name in enumerate(worker_names(count))}
-    _check_ports({"temporal": ports.temporal, "temporal-ui": ports.ui, "registry": ports.registry,
-                  "kube": ports.kube, "receiver": ports.receiver, **metrics,
-                  **({"postgres": ports.postgres} if temporal == "cluster" else {})})
+    _preflight(state_dir, ports, temporal, count)
     state_dir.mkdir(parents=True, exist_ok=True)
-    logs = state_dir / "logs"
     info = StackInfo(state_dir=str(state_dir))
     started: list[tuple[str, int]] = []
     try:
         if temporal == "cluster":
             info.components.update(_start_cluster(state_dir, ports, timeout, started))
         else:
-            dev = TemporalDevServer(port=ports.temporal, ui_port=ports.ui, db_file=state_dir / "temporal.db",
-                                    log_file=logs / "temporal.log")
-            dev.start(timeout)
-            assert dev.proc is not None
-            started.append(("temporal", dev.proc.pid))
-            # NB: a database kept from an older Ferry lacks the search attributes added since (the dev server's
-            # --search-attribute flags register them only in a new database): add what is missing
-            import asyncio
-
-            from devstack.temporal_cluster import ensure_namespace
-
-            asyncio.run(ensure_namespace(dev.address, dev.namespace))
-            info.components["temporal"] = {"address": dev.address, "namespace": dev.namespace,
-                                           "ui_url": dev.ui_url, "pid": dev.proc.pid, "db_file": str(dev.db_file),
-                                           "topology": "dev"}
+            info.components["temporal"] = _start_dev_server(state_dir, ports, timeout, started)
 
         info.save(state_dir)  # the receiver reads Temporal's address from here
-        from devstack.receiver import receiver_token, start_receiver
-
-        token = receiver_token(state_dir)
-        receiver = start_receiver(state_dir, ports.receiver, timeout)
-        started.append(("receiver", receiver["pid"]))
-        info.components["receiver"] = receiver
-        registry = Registry(port=ports.registry, root=state_dir / "registry", notify_url=receiver["hook"],
-                            notify_token=token)
-        registry.start(timeout)
-        assert registry.proc is not None
-        started.append(("registry", registry.proc.pid))
-        info.components["registry"] = {"host": registry.host, "pid": registry.proc.pid,
-                                       "storage": str(registry.root / "data")}
+        _start_receiver_and_registry(info, state_dir, ports, timeout, started)
 
         kube = _start_kube(state_dir, ports.kube, timeout)
         started.extend(kube["processes"].items())  # in start order; stopped in reverse: apiserver before etcd
@@ -153,6 +111,66 @@ def up(state_dir: Path, ports: Ports | None = None, *, worker: bool = True, time
             _stop(name, pid)
         (state_dir / STACK_FILE).unlink(missing_ok=True)
         raise
+
+
+def _worker_count(temporal: str, worker: bool, workers: int | None) -> int:
+    if temporal not in TOPOLOGIES:
+        raise StackError(f"temporal: unknown topology {temporal!r}; choose one of {', '.join(TOPOLOGIES)}")
+    count = 0 if not worker else (workers if workers is not None else (CLUSTER_WORKERS if temporal == "cluster" else 1))
+    if count < 0:
+        raise StackError("worker: --workers must be 0 or more")
+    return count
+
+
+def _preflight(state_dir: Path, ports: Ports, temporal: str, count: int) -> None:
+    """Refuse before anything starts: a stack already running, a missing cluster binary, a port in use."""
+    existing = StackInfo.load(state_dir)
+    if existing is not None and any(pid_alive(c.get("pid", 0)) for c in existing.components.values()):
+        raise StackError(f"stack: already running from {state_dir / STACK_FILE}; `ferry dev down` first")
+    if temporal == "cluster":
+        from devstack.temporal_cluster import binary
+
+        for name in ("server", "temporal-sql-tool", "temporal-ui-server"):
+            binary(name)  # fail before anything starts
+    metrics = {f"metrics ({name})" if i else "metrics": ports.metrics + i for i, name in enumerate(worker_names(count))}
+    _check_ports({"temporal": ports.temporal, "temporal-ui": ports.ui, "registry": ports.registry,
+                  "kube": ports.kube, "receiver": ports.receiver, **metrics,
+                  **({"postgres": ports.postgres} if temporal == "cluster" else {})})
+
+
+def _start_dev_server(state_dir: Path, ports: Ports, timeout: float,
+                      started: list[tuple[str, int]]) -> dict[str, Any]:
+    dev = TemporalDevServer(port=ports.temporal, ui_port=ports.ui, db_file=state_dir / "temporal.db",
+                            log_file=state_dir / "logs" / "temporal.log")
+    dev.start(timeout)
+    assert dev.proc is not None
+    started.append(("temporal", dev.proc.pid))
+    # NB: a database kept from an older Ferry lacks the search attributes added since (the dev server's
+    # --search-attribute flags register them only in a new database): add what is missing
+    import asyncio
+
+    from devstack.temporal_cluster import ensure_namespace
+
+    asyncio.run(ensure_namespace(dev.address, dev.namespace))
+    return {"address": dev.address, "namespace": dev.namespace, "ui_url": dev.ui_url, "pid": dev.proc.pid,
+            "db_file": str(dev.db_file), "topology": "dev"}
+
+
+def _start_receiver_and_registry(info: StackInfo, state_dir: Path, ports: Ports, timeout: float,
+                                 started: list[tuple[str, int]]) -> None:
+    from devstack.receiver import receiver_token, start_receiver
+
+    token = receiver_token(state_dir)
+    receiver = start_receiver(state_dir, ports.receiver, timeout)
+    started.append(("receiver", receiver["pid"]))
+    info.components["receiver"] = receiver
+    registry = Registry(port=ports.registry, root=state_dir / "registry", notify_url=receiver["hook"],
+                        notify_token=token)
+    registry.start(timeout)
+    assert registry.proc is not None
+    started.append(("registry", registry.proc.pid))
+    info.components["registry"] = {"host": registry.host, "pid": registry.proc.pid,
+                                   "storage": str(registry.root / "data")}
 
 
 def _start_cluster(state_dir: Path, ports: Ports, timeout: float, started: list[tuple[str, int]]
