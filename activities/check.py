@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from temporalio import activity
 
-from ferry.environment import CheckInput, CheckResult, ReconcileInput, ReconcileResult, ResolveInput, ResolveResult
+from ferry.reconcile import CheckInput, CheckResult, ReconcileInput, ReconcileResult, ResolveInput, ResolveResult
 
 
 class EnvironmentCheck:

@@ -18,7 +18,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.errors import classified
-from ferry.environment import EnvironmentStatus, env_workflow_id
+from ferry.environment import EnvironmentStatus
 from ferry.errors import ErrorType
 from ferry.names import ENVIRONMENT_WORKFLOW, PROMOTION_WORKFLOW, Memo
 from ferry.promotion import (
@@ -30,6 +30,7 @@ from ferry.promotion import (
     promotion_refusal,
 )
 from ferry.recovery import RECORD_MARKERS, EnvironmentRecord, LastRecordInput, LastRecordResult
+from ferry.spec import env_workflow_id
 
 MAX_RUNS_SCANNED = 200  # runs of one environment id looked through for the last one Ferry ran (decoys are passed over)
 MAX_HISTORY_PAGES = 50  # pages of a run's history read backwards for its last record (a record is upserted often)

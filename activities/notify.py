@@ -24,16 +24,8 @@ import yaml
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from ferry.alerts import (
-    SIGNATURE_HEADER,
-    DeliveryInput,
-    DeliveryResult,
-    Links,
-    ProvidersFile,
-    ProviderSpec,
-    render,
-    sign,
-)
+from ferry.alert_render import SIGNATURE_HEADER, Links, ProvidersFile, ProviderSpec, render, sign
+from ferry.alert_router import DeliveryInput, DeliveryResult
 from ferry.errors import ErrorType
 
 log = logging.getLogger("ferry.notify")

@@ -11,7 +11,7 @@ from temporalio import activity
 from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from ferry.alerts import NOTIFIED_QUERY, SenderInput, SenderResult, sender_refusal
+from ferry.alert_router import NOTIFIED_QUERY, SenderInput, SenderResult, sender_refusal
 
 SENDER_QUERY_TIMEOUT = timedelta(seconds=10)
 KNOWN_RUNS = 2000  # runs described lately (type, task queue): a busy environment's notifications cost one describe

@@ -43,8 +43,10 @@ from devstack.procs import free_port, script_path, wait_healthy
 from devstack.registry import Registry
 from devstack.temporal import SEARCH_ATTRIBUTES
 from devstack.webhook_sink import WebhookSink
-from ferry.alerts import ALERT_ROUTER_ID, AlertRouterInput, AlertSpec, AlertsUpdate, Links, make_notification
-from ferry.environment import EnvironmentSpec
+from ferry.alert_render import Links
+from ferry.alert_router import ALERT_ROUTER_ID, AlertRouterInput, AlertsUpdate
+from ferry.alerts import AlertSpec, make_notification
+from ferry.spec import EnvironmentSpec
 from tests.kit.environments import app_manifests, publish, start_environment, wait_status
 from tests.kit.stack import settings_for
 from workers.worker import build_worker

@@ -36,38 +36,24 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from ferry import alerts
-from ferry.alerts import (
-    MAX_ALERTS,
-    MAX_DETAIL,
-    MAX_DETAILS,
-    MAX_MESSAGE,
-    MAX_PATTERNS,
+from ferry import alert_router
+from ferry.alert_router import (
     MAX_PENDING,
     MAX_RECENT,
     MAX_SEEN,
     MAX_UNDELIVERED,
     AlertRouterInput,
     AlertRouterState,
-    AlertSpec,
     AlertsUpdate,
     Delivered,
-    Notification,
     PendingDelivery,
     Undelivered,
 )
-from ferry.environment import (
-    MAX_APPROVERS,
-    MAX_NAME,
-    MAX_REASON,
-    EnvironmentInput,
-    EnvironmentSpec,
-    EnvironmentState,
-    Event,
-    PendingSpec,
-    Pin,
-    VersionRef,
-)
+from ferry.alerts import MAX_ALERTS, MAX_DETAIL, MAX_DETAILS, MAX_MESSAGE, MAX_PATTERNS, AlertSpec, Notification
+from ferry.environment import EnvironmentInput, EnvironmentState, PendingSpec, Pin
+from ferry.events import Event
+from ferry.reconcile import VersionRef
+from ferry.spec import MAX_APPROVERS, MAX_NAME, MAX_REASON, EnvironmentSpec
 from workflows import policies
 
 LIMIT = 512 * 1024
@@ -144,17 +130,17 @@ def typical_carried() -> int:
         key=f"env-prod-{i:08d}-healthfailed", type="HealthFailed", severity="error", environment="production",
         message="m" * 200, at=AT, source="env/production", run_id="0" * 36, version="1.4.2", digest=DIGEST,
         details={"repository": "registry.example.com/team/shop"})) for i in range(MAX_PENDING)]
-    return len(alerts.carry(pending)[0])
+    return len(alert_router.carry(pending)[0])
 
 
 def worst_router() -> tuple[AlertRouterInput, int, int]:
     """-> the router's continue-as-new input, the deliveries in flight, and how many of them it carries."""
     pending = [PendingDelivery(alert="a" * 63, provider="p" * 63, summary="s" * 256, deadline_at=AT,
                                notification=worst_notification(i)) for i in range(MAX_PENDING)]
-    carried, _ = alerts.carry(pending)
+    carried, _ = alert_router.carry(pending)
     declared = [AlertSpec(name=f"a{i:02d}" + "a" * 60, provider="p" * 63, environments=["e" * 64] * MAX_PATTERNS,
                           events=["HealthFailed"] * MAX_PATTERNS, summary="s" * 256) for i in range(MAX_ALERTS)]
-    while len(AlertRouterState(alerts=declared).model_dump_json()) > alerts.MAX_ALERTS_BYTES:
+    while len(AlertRouterState(alerts=declared).model_dump_json()) > alert_router.MAX_ALERTS_BYTES:
         declared.pop()  # NB: the most `ferry alerts apply` accepts (AlertsUpdate refuses more)
     AlertsUpdate(alerts=declared)
     state = AlertRouterState(
@@ -167,8 +153,8 @@ def worst_router() -> tuple[AlertRouterInput, int, int]:
                      for _ in range(MAX_UNDELIVERED)],
         counts={name: 10**12 for name in ("received", "duplicate", "malformed", "matched", "delivered",
                                           "undelivered", "unknown_signal", "not_carried")})
-    queued = alerts.carry([worst_notification(MAX_PENDING + i) for i in range(alerts.MAX_QUEUED_CARRIED)],
-                          alerts.MAX_QUEUED_BYTES)[0]
+    queued = alert_router.carry([worst_notification(MAX_PENDING + i) for i in range(alert_router.MAX_QUEUED_CARRIED)],
+                          alert_router.MAX_QUEUED_BYTES)[0]
     return AlertRouterInput(state=state, queued=queued), len(pending), len(carried)
 
 
@@ -193,7 +179,7 @@ def main() -> None:
                          "ratio_of_limit": round(router_bytes / LIMIT, 3), "in_flight": in_flight,
                          "carried": carried, "given_up_on_the_record": in_flight - carried,
                          "carried_of_1000_typical": typical_carried(),
-                         "carry_budget_bytes": alerts.MAX_CARRIED_BYTES, "under_limit": router_bytes < LIMIT},
+                         "carry_budget_bytes": alert_router.MAX_CARRIED_BYTES, "under_limit": router_bytes < LIMIT},
     }
     text = json.dumps(result, indent=2)
     print(text)

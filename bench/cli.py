@@ -43,7 +43,8 @@ from temporalio.testing import WorkflowEnvironment
 from devstack.procs import free_port, script_path
 from devstack.registry import Registry
 from devstack.temporal import SEARCH_ATTRIBUTES
-from ferry.environment import EnvironmentInput, EnvironmentSpec, EnvironmentState
+from ferry.environment import EnvironmentInput, EnvironmentState
+from ferry.spec import EnvironmentSpec
 from tests.kit.environments import app_manifests, publish
 from tests.kit.stack import settings_for
 from workers.worker import build_worker

@@ -55,7 +55,9 @@ from devstack.kube.session import KubeServer
 from devstack.procs import free_port, script_path
 from devstack.registry import Registry
 from devstack.temporal import SEARCH_ATTRIBUTES
-from ferry.environment import EnvironmentSpec, EnvironmentStatus, PlanRequest
+from ferry.environment import EnvironmentStatus
+from ferry.reconcile import PlanRequest
+from ferry.spec import EnvironmentSpec
 from tests.kit.environments import publish, reconcile_now, start_environment
 from tests.kit.stack import settings_for
 from workers.worker import build_worker

@@ -31,7 +31,7 @@ from activities.registry import Registries, RegistryActivities
 from devstack.kube.session import KubeServer
 from devstack.procs import free_port
 from devstack.registry import Registry
-from ferry.environment import ReconcileInput
+from ferry.reconcile import ReconcileInput
 from ferry.settings import RegistrySettings, Settings
 from tests.kit.environments import publish
 
@@ -129,7 +129,8 @@ async def events_per_noop_iteration(registry: Registry, kube: KubeServer, tmp: P
 
     from devstack.procs import script_path
     from devstack.temporal import SEARCH_ATTRIBUTES
-    from ferry.environment import EnvironmentInput, EnvironmentSpec, EnvironmentState
+    from ferry.environment import EnvironmentInput, EnvironmentState
+    from ferry.spec import EnvironmentSpec
     from workers.worker import build_worker
     from workflows.environment import EnvironmentWorkflow
 

@@ -23,7 +23,9 @@ from cli.common import (
     root_cause,
     settings_from,
 )
-from ferry.alerts import ALERT_ROUTER_ID, PEOPLE, AlertRouterInput, AlertRouterState, AlertsFile, AlertsUpdate
+from ferry.alert_router import ALERT_ROUTER_ID, AlertRouterInput, AlertRouterState, AlertsUpdate
+from ferry.alerts import AlertsFile
+from ferry.model import PEOPLE
 from workers.client import connect, workflow_url
 from workflows.alerts import AlertRouterWorkflow
 

@@ -39,7 +39,7 @@ from ferry.audit import (
     window_query,
 )
 from ferry.durations import parse_duration
-from ferry.environment import EventType
+from ferry.events import EventType
 from ferry.names import (
     ENV_PREFIX,
     ENVIRONMENT_WORKFLOW,

@@ -10,8 +10,9 @@ from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
 from cli.common import emit, run_connected, settings_from
-from ferry.environment import EnvironmentStatus, env_workflow_id
+from ferry.environment import EnvironmentStatus
 from ferry.names import Query
+from ferry.spec import env_workflow_id
 from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_REPOSITORY, FERRY_TRACKING, FERRY_VERSION
 
 # Running environments, as Visibility indexes them (the search attributes EnvironmentWorkflow._publish upserts).

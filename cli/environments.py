@@ -26,21 +26,20 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from cli.common import CommandError, emit, local_identity, root_cause, run_connected, settings_from, where
+from ferry.declared import EnvironmentsFile
 from ferry.environment import (
-    PEOPLE,
     EnvironmentInput,
-    EnvironmentsFile,
-    EnvironmentSpec,
     EnvironmentState,
     EnvironmentStatus,
     LenientPayload,
     PendingSpec,
-    PlanRequest,
     SpecUpdate,
     SpecUpdateResult,
-    env_workflow_id,
 )
+from ferry.model import PEOPLE
 from ferry.names import Query, Signal, Update
+from ferry.reconcile import PlanRequest
+from ferry.spec import EnvironmentSpec, env_workflow_id
 from workers.client import workflow_url
 
 if TYPE_CHECKING:
@@ -400,7 +399,8 @@ def _spec_decision(args: argparse.Namespace, verb: str, who: str, pending: Pendi
     if not args.key:
         return payload
     from cli.keys import expiry, private_key
-    from ferry.approvals import ApprovalError, Statement, sign_statement
+    from ferry.approvals import Statement, sign_statement
+    from ferry.sshsig import ApprovalError
 
     data, password, _ = private_key(args.key)
     try:

@@ -125,7 +125,8 @@ def import_flux(objects: list[dict[str, Any]]) -> Imported:
 
     import pydantic
 
-    from ferry.environment import PEOPLE, EnvironmentsFile
+    from ferry.declared import EnvironmentsFile
+    from ferry.model import PEOPLE
 
     sources = {_key(o): o for o in objects if o.get("kind") == "OCIRepository"
                and str(o.get("apiVersion", "")).startswith(SOURCE_GROUP)}

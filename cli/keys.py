@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cli.common import KEY_PASSWORD_VARIABLE, MAX_EXPIRES, CommandError
-from ferry.approvals import MAX_PRIVATE_KEY, TIMESTAMP_FORMAT, ApprovalError, key_fingerprint, public_key_line
+from ferry.approvals import TIMESTAMP_FORMAT
 from ferry.durations import parse_duration
+from ferry.sshsig import MAX_PRIVATE_KEY, ApprovalError, key_fingerprint, public_key_line
 
 __all__ = ["KEY_PASSWORD_VARIABLE", "MAX_EXPIRES", "expiry", "private_key", "read_bounded", "read_text"]
 

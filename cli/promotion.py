@@ -34,14 +34,10 @@ from cli.environments import environment_status
 from cli.keys import expiry, private_key, read_text
 from ferry.approvals import (
     APPROVAL_NAMESPACE,
-    MAX_SIGNATURE,
     MAX_STATEMENT,
-    ApprovalError,
-    ApproverKey,
     SignedDecision,
     Statement,
     sign_statement,
-    signature_public_key,
     verify_decision,
 )
 from ferry.environment import LenientPayload
@@ -56,6 +52,7 @@ from ferry.promotion import (
     promotion_workflow_id,
     rollback_workflow_id,
 )
+from ferry.sshsig import MAX_SIGNATURE, ApprovalError, ApproverKey, signature_public_key
 from workers.client import workflow_url
 from workflows.promotion import PromotionWorkflow
 from workflows.rollback import RollbackWorkflow

@@ -35,7 +35,7 @@ from typing import Any
 from temporalio.client import Client
 
 from cli.common import CommandError, settings_from
-from ferry.alerts import verify_signature
+from ferry.alert_render import verify_signature
 from ferry.names import Signal
 from ferry.receiver import (
     MAX_BODY,

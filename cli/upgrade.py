@@ -186,7 +186,8 @@ async def left_behind(client: Client, deployment: str, current: str) -> list[tup
 
 
 def _router_wake(deployment: str, build: str, run: str) -> dict[str, Any]:
-    from ferry.alerts import WAKE_SOURCE, WORKER_BUILD_CHANGED, Notification
+    from ferry.alert_router import WAKE_SOURCE, WORKER_BUILD_CHANGED
+    from ferry.alerts import Notification
 
     digest = hashlib.sha256(f"{deployment}:{build}:{run}".encode()).hexdigest()[:32]
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -47,6 +47,7 @@ from ferry.sshsig import (
     _parse_sshsig,
     _signed_data,
     _verify,
+    key_fingerprint,
     sign,
 )
 from ferry.sshsig import MAX_NAME as MAX_NAME
@@ -351,11 +352,3 @@ def judge(policy: ApprovalPolicy, ctx: DecisionContext, raw: Any, action: str, n
         return Judgement(decision=decision, approver=approver, refusal=f"this {action} names digest "
                          f"{decision.digest}, but the promotion is for {ctx.digest}")
     return Judgement(decision=decision, approver=approver, fingerprint=fingerprint)
-
-
-# Step 16 transition: re-exported for importers outside ferry/ until the lead rewrites them.
-from ferry.sshsig import MAX_PRIVATE_KEY as MAX_PRIVATE_KEY  # noqa: E402
-from ferry.sshsig import key_fingerprint as key_fingerprint  # noqa: E402
-from ferry.sshsig import load_private_key as load_private_key  # noqa: E402
-from ferry.sshsig import public_key_line as public_key_line  # noqa: E402
-from ferry.sshsig import signature_public_key as signature_public_key  # noqa: E402

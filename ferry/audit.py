@@ -18,14 +18,8 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ValidationError
 
-from ferry.approvals import (
-    ApprovalError,
-    ApproverKey,
-    SignedDecision,
-    Statement,
-    verify_decision,
-)
-from ferry.environment import ApprovalPolicy, EventType
+from ferry.approvals import SignedDecision, Statement, verify_decision
+from ferry.events import EventType
 from ferry.names import (
     ALERT_ROUTER_WORKFLOW,
     ENVIRONMENT_WORKFLOW,
@@ -33,7 +27,8 @@ from ferry.names import (
     RELEASE_WORKFLOW,
     ROLLBACK_WORKFLOW,
 )
-from ferry.sshsig import signature_public_key
+from ferry.spec import ApprovalPolicy
+from ferry.sshsig import ApprovalError, ApproverKey, signature_public_key
 
 FERRY_WORKFLOW_TYPES: Final = (RELEASE_WORKFLOW, ENVIRONMENT_WORKFLOW, PROMOTION_WORKFLOW, ROLLBACK_WORKFLOW,
                                ALERT_ROUTER_WORKFLOW)

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ferry.environment import CLUSTER_NAME, DEFAULT_CLUSTER
+from ferry.spec import CLUSTER_NAME, DEFAULT_CLUSTER
 
 AuthPlugin = Literal["exec", "auth-provider"]
 

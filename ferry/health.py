@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
-from ferry.environment import HealthState
+from ferry.reconcile import HealthState
 
 Status = Literal["Current", "InProgress", "Failed"]
 WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "Job", "CustomResourceDefinition"})

@@ -17,10 +17,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ferry.environment import RESERVED_NAMESPACES, HealthState
 from ferry.errors import ErrorType
 from ferry.fieldpaths import Path, differences, dotted, leaf_paths, managed_paths, value_at
 from ferry.health import WORKLOAD_KINDS, snapshot
+from ferry.reconcile import HealthState
+from ferry.spec import RESERVED_NAMESPACES
 
 ENVIRONMENT_LABEL = "ferry.dev/environment"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"

@@ -134,14 +134,3 @@ def healthy_in_refusal(other: str, state: Any, version: str, digest: str) -> str
     if version in state.holds or (state.health.digest == digest and state.health.status == "Failed"):
         return f"{version} ({digest}) has failed in {other} since it was healthy there"
     return ""
-
-
-# Step 16 transition: re-exported for importers outside ferry/ until the lead rewrites them.
-from ferry.approvals import DecisionContext as DecisionContext  # noqa: E402
-from ferry.approvals import DecisionSignal as DecisionSignal  # noqa: E402
-from ferry.approvals import Judgement as Judgement  # noqa: E402
-from ferry.approvals import _hours as _hours  # noqa: E402
-from ferry.approvals import _signed as _signed  # noqa: E402
-from ferry.approvals import _timestamp as _timestamp  # noqa: E402
-from ferry.approvals import judge as judge  # noqa: E402
-from ferry.approvals import same_name as same_name  # noqa: E402

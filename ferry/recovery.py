@@ -20,17 +20,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from ferry.environment import (
-    EnvironmentSpec,
-    EnvironmentState,
-    PendingSpec,
-    Pin,
-    VersionRef,
-    _Model,
-    protected_changes,
-    spec_diff,
-    spec_digest,
-)
+from ferry.environment import EnvironmentState, PendingSpec, Pin
+from ferry.model import Model as _Model
+from ferry.reconcile import VersionRef
+from ferry.spec import EnvironmentSpec, protected_changes, spec_diff, spec_digest
 
 # The patch markers of the code that keeps a record (workflows/environment.py): a run whose history has one and no
 # record yet was still recovering its own (it held nothing of its own).

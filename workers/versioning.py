@@ -28,7 +28,7 @@ from temporalio.common import VersioningBehavior
 # ferry.environment would make the run's input another EnvironmentSpec class than the one the workflow's helpers
 # (ferry/recovery.py) validate against
 with workflow.unsafe.imports_passed_through():
-    from ferry.alerts import AlertRouterInput
+    from ferry.alert_router import AlertRouterInput
     from ferry.environment import EnvironmentInput
     from ferry.promotion import PromotionInput, PromotionResult, RollbackInput, RollbackResult
     from ferry.release import ReleaseInput, ReleaseResult

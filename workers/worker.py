@@ -40,7 +40,7 @@ def all_activities(settings: Settings, client: Client) -> list[Callable[..., Any
     from activities.environments import EnvironmentActivities
     from activities.notify import NotifyActivities
     from activities.senders import SenderActivities
-    from ferry.alerts import Links
+    from ferry.alert_render import Links
 
     registries = Registries(settings.registry, connections=settings.worker.max_concurrent_activities
                             + settings.worker.max_concurrent_local_activities)

@@ -17,7 +17,7 @@ from typing import NoReturn
 
 from temporalio import activity
 
-from ferry.alerts import DeliveryInput, DeliveryResult, SenderInput, SenderResult
+from ferry.alert_router import DeliveryInput, DeliveryResult, SenderInput, SenderResult
 from ferry.artifacts import (
     FetchManifestInput,
     Manifest,
@@ -27,10 +27,11 @@ from ferry.artifacts import (
     ResolveTagResult,
 )
 from ferry.cosign import SignArtifactInput, SignArtifactResult, VerifyArtifactInput, VerifyArtifactResult
-from ferry.environment import (
+from ferry.environment import EnvironmentStatus
+from ferry.promotion import ConfirmPinInput, ConfirmPinResult, EnvironmentStatusInput
+from ferry.reconcile import (
     CheckInput,
     CheckResult,
-    EnvironmentStatus,
     HealthInput,
     HealthResult,
     ReconcileInput,
@@ -38,7 +39,6 @@ from ferry.environment import (
     ResolveInput,
     ResolveResult,
 )
-from ferry.promotion import ConfirmPinInput, ConfirmPinResult, EnvironmentStatusInput
 from ferry.recovery import LastRecordInput, LastRecordResult
 from ferry.release import PackageBundleInput, PackageBundleResult
 

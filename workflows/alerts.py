@@ -17,10 +17,8 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     import pydantic
 
-    from ferry.alerts import (
+    from ferry.alert_router import (
         MAX_CARRIED_BYTES,
-        MAX_DETAIL,
-        MAX_DETAILS,
         MAX_HELD,
         MAX_PENDING,
         MAX_QUEUED_BYTES,
@@ -32,12 +30,10 @@ with workflow.unsafe.imports_passed_through():
         WORKER_BUILD_CHANGED,
         AlertRouterInput,
         AlertRouterState,
-        AlertSpec,
         AlertsUpdate,
         AlertsUpdateResult,
         Delivered,
         DeliveryInput,
-        Notification,
         PendingDelivery,
         SenderInput,
         SenderResult,
@@ -46,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         carry,
         notification_digest,
     )
+    from ferry.alerts import MAX_DETAIL, MAX_DETAILS, AlertSpec, Notification
     from ferry.environment import first_payload
     from ferry.names import Memo, Query, Signal, Update
     from ferry.times import parse_timestamp, timestamp

@@ -8,14 +8,10 @@ from temporalio.exceptions import ActivityError, CancelledError, is_cancelled_ex
 
 with workflow.unsafe.imports_passed_through():
 
-    from ferry.environment import (
-        EnvironmentState,
-        EnvironmentStatus,
-        Event,
-        EventType,
-        VersionRef,
-    )
+    from ferry.environment import EnvironmentState, EnvironmentStatus
+    from ferry.events import Event, EventType
     from ferry.names import Memo, Query
+    from ferry.reconcile import VersionRef
     from ferry.recovery import RECORD_RECOVERED, LastRecordInput, LastRecordResult, record_of, recover
     from ferry.times import timestamp
     from workflows import activity_stubs as stubs

@@ -8,14 +8,10 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
 
-    from ferry.environment import (
-        EventType,
-        HealthInput,
-        HealthState,
-        Pin,
-        VersionRef,
-    )
+    from ferry.environment import Pin
     from ferry.errors import ErrorType
+    from ferry.events import EventType
+    from ferry.reconcile import HealthInput, HealthState, VersionRef
     from ferry.times import parse_timestamp
     from workflows import activity_stubs as stubs
     from workflows import policies

@@ -9,19 +9,13 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     import pydantic
 
-    from ferry.environment import (
-        EventType,
-        LenientPayload,
-        Pin,
-        PinOutcome,
-        PinRequest,
-        PinVerdict,
-        VersionRef,
-        first_payload,
-    )
+    from ferry.approvals import DecisionContext, Judgement, judge
+    from ferry.environment import LenientPayload, Pin, PinOutcome, PinRequest, PinVerdict, first_payload
+    from ferry.events import EventType
     from ferry.names import Signal
     from ferry.oci import is_digest
-    from ferry.promotion import ConfirmPinInput, ConfirmPinResult, DecisionContext, Judgement, judge
+    from ferry.promotion import ConfirmPinInput, ConfirmPinResult
+    from ferry.reconcile import VersionRef
     from ferry.versions import try_parse_tag
     from workflows import activity_stubs as stubs
     from workflows import policies

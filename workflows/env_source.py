@@ -6,16 +6,9 @@ from temporalio.exceptions import ActivityError, CancelledError, FailureError
 
 with workflow.unsafe.imports_passed_through():
 
-    from ferry.environment import (
-        CheckInput,
-        CheckResult,
-        EventType,
-        ReconcileInput,
-        ResolveInput,
-        ResolveResult,
-        VersionRef,
-    )
     from ferry.errors import ErrorType
+    from ferry.events import EventType
+    from ferry.reconcile import CheckInput, CheckResult, ReconcileInput, ResolveInput, ResolveResult, VersionRef
     from ferry.versions import try_parse_tag
     from workflows import activity_stubs as stubs
     from workflows import policies

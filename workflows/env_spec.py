@@ -6,26 +6,13 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
 
-    from ferry.environment import (
-        EnvironmentSpec,
-        EventType,
-        LenientPayload,
-        PendingSpec,
-        PlanRequest,
-        PlanResult,
-        ResolveInput,
-        SpecUpdate,
-        SpecUpdateResult,
-        VersionRef,
-        env_workflow_id,
-        people_check,
-        protected_changes,
-        spec_diff,
-        spec_digest,
-    )
+    from ferry.approvals import DecisionContext, judge
+    from ferry.environment import LenientPayload, PendingSpec, SpecUpdate, SpecUpdateResult, people_check
     from ferry.errors import ErrorType
+    from ferry.events import EventType
     from ferry.names import Update
-    from ferry.promotion import DecisionContext, judge
+    from ferry.reconcile import PlanRequest, PlanResult, ResolveInput, VersionRef
+    from ferry.spec import EnvironmentSpec, env_workflow_id, protected_changes, spec_diff, spec_digest
     from workflows import activity_stubs as stubs
     from workflows import policies
     from workflows.env_source import EnvironmentSource

@@ -15,18 +15,15 @@ with workflow.unsafe.imports_passed_through():
     from ferry.environment import (
         ActorRequest,
         Applied,
-        CheckResult,
         EnvironmentInput,
         EnvironmentState,
-        EventType,
-        HealthState,
         LenientPayload,
-        ReconcileResult,
         Rollout,
-        VersionRef,
         first_payload,
     )
+    from ferry.events import EventType
     from ferry.names import Signal
+    from ferry.reconcile import CheckResult, HealthState, ReconcileResult, VersionRef
     from ferry.recovery import BASELINE_3, RECORD_RECOVERED
     from ferry.times import timestamp
     from workflows import activity_stubs as stubs

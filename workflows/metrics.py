@@ -9,7 +9,7 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from ferry.environment import EventType
+    from ferry.events import EventType
 
 
 def _count(name: str, description: str, **attributes: str) -> None:

@@ -13,14 +13,8 @@ import collections
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from ferry.alerts import (
-        ALERT_ROUTER_ID,
-        NOTIFIED_QUERY,
-        RESOLVED_BY_RECOVERY,
-        Notification,
-        make_notification,
-        notification_digest,
-    )
+    from ferry.alert_router import ALERT_ROUTER_ID, NOTIFIED_QUERY, notification_digest
+    from ferry.alerts import RESOLVED_BY_RECOVERY, Notification, make_notification
     from ferry.environment import LenientPayload
     from ferry.times import timestamp
 

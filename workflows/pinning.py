@@ -17,18 +17,17 @@ with workflow.unsafe.imports_passed_through():
     from ferry.environment import (
         EnvironmentState,
         EnvironmentStatus,
-        EventType,
         LenientPayload,
         PinKind,
         PinOutcome,
         PinRequest,
-        VerifyPolicy,
-        env_workflow_id,
         first_payload,
     )
+    from ferry.events import EventType
     from ferry.names import Memo, Signal
     from ferry.oci import ANNOTATION_PUBLISHED_BY
     from ferry.promotion import EnvironmentStatusInput
+    from ferry.spec import VerifyPolicy, env_workflow_id
     from ferry.times import timestamp
     from workflows import activity_stubs as stubs
     from workflows import policies

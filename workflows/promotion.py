@@ -6,22 +6,21 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
-    from ferry.approvals import SignedDecision
-    from ferry.environment import ApprovalPolicy, EnvironmentSpec, EnvironmentState, LenientPayload, first_payload
+    from ferry.approvals import DecisionContext, SignedDecision, judge
+    from ferry.environment import EnvironmentState, LenientPayload, first_payload
     from ferry.errors import ErrorType
     from ferry.names import Memo, Query, Signal, Update
     from ferry.promotion import (
         MAX_DECISIONS_KEPT,
         Decision,
-        DecisionContext,
         DecisionResult,
         Phase,
         PromotionInput,
         PromotionResult,
         PromotionStatus,
         healthy_in_refusal,
-        judge,
     )
+    from ferry.spec import ApprovalPolicy, EnvironmentSpec
     from ferry.times import timestamp
     from workflows import metrics, policies
     from workflows import outbox as alerting

@@ -20,14 +20,12 @@ from temporalio.exceptions import CancelledError
 
 from activities.bundle import BundleError
 from activities.errors import classified
-from ferry.environment import (
-    env_workflow_id,
-)
 from ferry.errors import ErrorType, classify_http_status
 from ferry.plan import (
     FIELD_MANAGER,
     Refused,
 )
+from ferry.spec import env_workflow_id
 
 INVENTORY_NAMESPACE = "ferry-system"
 REQUEST_TIMEOUT = 30.0

@@ -20,11 +20,9 @@ from activities.cluster.client import (
 from activities.cluster.lease import held
 from activities.errors import classified
 from ferry.clusters import ClustersFile, auth_plugin
-from ferry.environment import (
-    DEFAULT_CLUSTER,
-    ReconcileInput,
-)
 from ferry.errors import ErrorType
+from ferry.reconcile import ReconcileInput
+from ferry.spec import DEFAULT_CLUSTER
 
 
 class ClustersFileError(ValueError):

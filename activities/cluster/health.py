@@ -13,17 +13,13 @@ from activities.cluster.client import (
 )
 from activities.cluster.clusters import Clients
 from activities.cluster.inventory import Inventory
-from ferry.environment import (
-    HealthInput,
-    HealthResult,
-    HealthState,
-)
 from ferry.health import WORKLOAD_KINDS, snapshot
 from ferry.plan import (
     ObjectId,
     environment_selector,
     inventory_ids,
 )
+from ferry.reconcile import HealthInput, HealthResult, HealthState
 
 
 class Health(Clients, Inventory):

@@ -21,12 +21,6 @@ from activities.cluster.client import (
 from activities.cluster.clusters import Clients
 from activities.cluster.inventory import Inventory
 from activities.errors import classified
-from ferry.environment import (
-    ChangeSet,
-    HealthState,
-    ReconcileInput,
-    ReconcileResult,
-)
 from ferry.errors import ErrorType
 from ferry.health import object_status, snapshot
 from ferry.plan import (
@@ -45,6 +39,7 @@ from ferry.plan import (
     prepare,
     rejection,
 )
+from ferry.reconcile import ChangeSet, HealthState, ReconcileInput, ReconcileResult
 
 
 class Reconcile(Clients, Inventory):

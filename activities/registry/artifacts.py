@@ -36,9 +36,9 @@ from ferry.artifacts import (
     ResolveTagInput,
     ResolveTagResult,
 )
-from ferry.environment import ResolveInput, ResolveResult, VersionRef
 from ferry.errors import ErrorType
 from ferry.oci import OCI_MANIFEST_MEDIA_TYPE, is_digest, split_repository
+from ferry.reconcile import ResolveInput, ResolveResult, VersionRef
 from ferry.versions import SemverRange, select
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # what the OCI distribution spec asks registries to accept at least

@@ -20,7 +20,7 @@ from activities.cluster import ClusterActivities
 from activities.registry import Registries, RegistryActivities
 from devstack.kube.controller import settled
 from devstack.kube.session import KubeServer
-from ferry.environment import ReconcileInput, ReconcileResult
+from ferry.reconcile import ReconcileInput, ReconcileResult
 from ferry.settings import Settings
 from tests.kit.environments import publish
 from tests.kit.pools import pool_overflowed

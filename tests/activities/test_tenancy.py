@@ -29,7 +29,7 @@ from activities.cluster import (
 from activities.registry import Registries, RegistryActivities
 from devstack.kube.session import KubeServer
 from ferry.clusters import ClustersFile
-from ferry.environment import ReconcileInput, ReconcileResult
+from ferry.reconcile import ReconcileInput, ReconcileResult
 from ferry.settings import Settings
 from tests.kit.environments import publish
 

@@ -18,7 +18,7 @@ from typing import Any
 from temporalio.testing import WorkflowEnvironment
 
 from devstack.registry import Registry
-from ferry.environment import EnvironmentSpec
+from ferry.spec import EnvironmentSpec
 from tests.kit.environments import publish, start_environment, wait_status
 from tests.kit.heartbeats import heartbeat_seen, killable_workers, taken_over, wait_pending
 from tests.kit.processes import eventually

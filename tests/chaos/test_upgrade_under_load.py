@@ -25,8 +25,9 @@ from temporalio.client import Client
 from devstack.kube.session import KubeServer
 from devstack.registry import Registry
 from devstack.temporal_cluster import TemporalCluster
-from ferry.environment import EnvironmentSpec, LenientPayload
+from ferry.environment import LenientPayload
 from ferry.promotion import PromotionInput, promotion_workflow_id
+from ferry.spec import EnvironmentSpec
 from tests.kit.environments import all_on_digest, config_map, ferry, publish, start_environment
 from tests.kit.processes import Workers, build_env, eventually, rss_mib, start_fleet, worker_env
 from tests.kit.stack import settings_for

@@ -24,10 +24,11 @@ from temporalio.testing import WorkflowEnvironment
 from devstack.procs import free_port
 from devstack.registry import Registry
 from devstack.webhook_sink import WebhookSink
-from ferry.alerts import ALERT_ROUTER_ID, AlertRouterInput, AlertRouterState, AlertSpec, AlertsUpdate
-from ferry.environment import EnvironmentSpec
+from ferry.alert_router import ALERT_ROUTER_ID, AlertRouterInput, AlertRouterState, AlertsUpdate
+from ferry.alerts import AlertSpec
 from ferry.promotion import PromotionInput
 from ferry.settings import Settings
+from ferry.spec import EnvironmentSpec
 from tests.kit.environments import (
     app_manifests,
     next_iteration,
@@ -174,7 +175,8 @@ async def test_environment_and_promotion_events_reach_a_slow_receiver_without_sl
             from temporalio.testing import ActivityEnvironment
 
             from activities.senders import SenderActivities
-            from ferry.alerts import Notification, SenderInput, notification_digest
+            from ferry.alert_router import SenderInput, notification_digest
+            from ferry.alerts import Notification
 
             key = awaiting.header("Idempotency-Key")
             checks = ActivityEnvironment()

@@ -22,19 +22,14 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from cli.audit import build_timeline
-from ferry.approvals import Statement, key_fingerprint, sign_statement
+from ferry.approvals import Statement, sign_statement
 from ferry.artifacts import FetchManifestInput, Manifest, ResolveTagInput, ResolveTagResult
-from ferry.environment import (
-    ApprovalPolicy,
-    EnvironmentSpec,
-    EnvironmentState,
-    EnvironmentStatus,
-    LenientPayload,
-    PlanRequest,
-    SpecUpdate,
-)
+from ferry.environment import EnvironmentState, EnvironmentStatus, LenientPayload, SpecUpdate
 from ferry.promotion import EnvironmentStatusInput, PromotionInput, PromotionResult, promotion_workflow_id
+from ferry.reconcile import PlanRequest
 from ferry.settings import Settings
+from ferry.spec import ApprovalPolicy, EnvironmentSpec
+from ferry.sshsig import key_fingerprint
 from tests.kit.environments import app_manifests, ferry, publish, start_environment, wait_phase, wait_status
 from tests.kit.promotion import make_world, promote
 from workers.worker import workflow_runner

@@ -17,8 +17,10 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from cli.environments import apply_environments
-from ferry.environment import EnvironmentInput, EnvironmentSpec, EnvironmentState, VersionRef
+from ferry.environment import EnvironmentInput, EnvironmentState
+from ferry.reconcile import VersionRef
 from ferry.settings import Settings
+from ferry.spec import EnvironmentSpec
 from tests.kit.environments import app_manifests, publish, wait_status
 from workflows.environment import EnvironmentWorkflow
 

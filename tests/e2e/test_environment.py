@@ -16,8 +16,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from devstack.procs import free_port
 from devstack.registry import Registry
-from ferry.environment import EnvironmentSpec, LenientPayload
+from ferry.environment import LenientPayload
 from ferry.settings import Settings
+from ferry.spec import EnvironmentSpec
 from tests.kit.environments import (
     app_manifests,
     next_iteration,

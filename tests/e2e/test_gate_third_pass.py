@@ -16,8 +16,8 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from devstack.registry import Registry
-from ferry.environment import EnvironmentSpec
 from ferry.settings import Settings
+from ferry.spec import EnvironmentSpec
 from tests.e2e.devserver import start_dev_server
 from tests.e2e.test_loop_never_stops import failed_workflow_tasks
 from tests.kit.environments import app_manifests, publish, reconcile_now, start_environment, wait_phase, wait_status

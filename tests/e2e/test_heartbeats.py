@@ -16,7 +16,7 @@ from typing import Any
 from temporalio.testing import WorkflowEnvironment
 
 from devstack.registry import Registry
-from ferry.environment import EnvironmentSpec
+from ferry.spec import EnvironmentSpec
 from tests.kit.environments import app_manifests, hanging_manifests, publish, start_environment, wait_status
 from tests.kit.heartbeats import heartbeat_seen, killable_workers, taken_over, wait_pending
 from workflows import policies

@@ -26,9 +26,12 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from devstack.registry import Registry
-from ferry.alerts import AlertRouterInput, AlertRouterState, Notification
-from ferry.environment import EnvironmentSpec, LenientPayload, PlanResult
+from ferry.alert_router import AlertRouterInput, AlertRouterState
+from ferry.alerts import Notification
+from ferry.environment import LenientPayload
+from ferry.reconcile import PlanResult
 from ferry.settings import Settings
+from ferry.spec import EnvironmentSpec
 from ferry.times import timestamp
 from tests.kit.environments import (
     app_manifests,

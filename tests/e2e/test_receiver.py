@@ -27,8 +27,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from devstack.procs import free_port, wait_healthy
 from devstack.registry import Registry
-from ferry.environment import EnvironmentSpec
 from ferry.receiver import REGISTRY_EVENTS_TYPE
+from ferry.spec import EnvironmentSpec
 from tests.kit.environments import app_manifests, publish, start_environment, wait_status
 from tests.kit.stack import worker_on
 from workflows.environment import EnvironmentWorkflow

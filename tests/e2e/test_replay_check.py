@@ -19,8 +19,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from cli.replay_check import replay_check
 from devstack.registry import Registry
-from ferry.environment import EnvironmentSpec
 from ferry.promotion import PromotionInput, PromotionResult, promotion_workflow_id
+from ferry.spec import EnvironmentSpec
 from tests.e2e.devserver import start_dev_server
 from tests.kit.environments import app_manifests, ferry, publish, start_environment, wait_status
 from tests.kit.stack import worker_on

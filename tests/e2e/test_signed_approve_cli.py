@@ -16,9 +16,9 @@ import kubernetes
 from temporalio.testing import WorkflowEnvironment
 
 from devstack.procs import script_path
-from ferry.environment import EnvironmentSpec
 from ferry.promotion import PromotionResult, promotion_workflow_id
 from ferry.settings import Settings
+from ferry.spec import EnvironmentSpec
 from tests.e2e.test_env_cli import ferry
 from tests.kit.environments import app_manifests, publish, start_environment, wait_status
 

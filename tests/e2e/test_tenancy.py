@@ -61,7 +61,8 @@ async def test_a_running_environment_from_before_clusters_by_name_keeps_working(
         dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
     """Its state names a kubeconfig path: used only as a key into the worker's clusters file (here the implicit
     one, `default` = FERRY_KUBECONFIG), never loaded as such; a path no entry lists is UnknownCluster."""
-    from ferry.environment import EnvironmentInput, EnvironmentSpec, EnvironmentState
+    from ferry.environment import EnvironmentInput, EnvironmentState
+    from ferry.spec import EnvironmentSpec
     from workflows.environment import EnvironmentWorkflow
 
     core = CoreV1Api(kubernetes.config.new_client_from_config(str(kube_server.kubeconfig)))
@@ -93,7 +94,8 @@ async def test_only_its_own_workflow_acts_for_an_environment_and_raw_updates_fol
     inside namespaces)."""
     from temporalio.client import WorkflowUpdateFailedError
 
-    from ferry.environment import EnvironmentInput, EnvironmentSpec, EnvironmentState, SpecUpdate
+    from ferry.environment import EnvironmentInput, EnvironmentState, SpecUpdate
+    from ferry.spec import EnvironmentSpec
     from tests.kit.stack import STARTED
     from workflows.environment import EnvironmentWorkflow
 

@@ -19,9 +19,10 @@ from temporalio.testing import WorkflowEnvironment
 from cli.audit import SignedRecord, build_timeline, verify_record
 from devstack.procs import script_path
 from ferry.approvals import Statement, sign_statement
-from ferry.environment import EnvironmentSpec, LenientPayload, SpecUpdate, env_workflow_id, spec_digest
+from ferry.environment import LenientPayload, SpecUpdate
 from ferry.promotion import PromotionInput, RollbackInput, promotion_workflow_id
 from ferry.settings import Settings
+from ferry.spec import EnvironmentSpec, env_workflow_id, spec_digest
 from tests.kit.environments import (
     app_manifests,
     next_iteration,

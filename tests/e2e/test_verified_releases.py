@@ -15,9 +15,10 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.registry import Registries, SignatureActivities
 from ferry.cosign import ReleaseSigner, SignArtifactInput, load_signer
-from ferry.environment import EnvironmentSpec, LenientPayload
+from ferry.environment import LenientPayload
 from ferry.promotion import PromotionInput, promotion_workflow_id
 from ferry.settings import Settings
+from ferry.spec import EnvironmentSpec
 from tests.kit.environments import app_manifests, next_iteration, publish, start_environment, wait_phase, wait_status
 from workflows.environment import EnvironmentWorkflow
 from workflows.promotion import PromotionWorkflow

@@ -34,10 +34,12 @@ from temporalio.testing import WorkflowEnvironment
 
 from devstack.kube.session import KubeServer
 from devstack.registry import Registry
-from ferry.alerts import ALERT_ROUTER_ID, AlertRouterInput, AlertRouterState, Notification
-from ferry.environment import EnvironmentSpec, LenientPayload
+from ferry.alert_router import ALERT_ROUTER_ID, AlertRouterInput, AlertRouterState
+from ferry.alerts import Notification
+from ferry.environment import LenientPayload
 from ferry.promotion import PromotionInput, promotion_workflow_id
 from ferry.settings import Settings
+from ferry.spec import EnvironmentSpec
 from tests.e2e.devserver import start_dev_server
 from tests.kit.environments import (
     app_manifests,

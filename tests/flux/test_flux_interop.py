@@ -12,8 +12,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from devstack.flux.controllers import Flux
 from devstack.flux.objects import apply, condition, cosign_secret, kustomization, oci_repository, wait_ready
-from ferry.environment import EnvironmentSpec
 from ferry.settings import Settings
+from ferry.spec import EnvironmentSpec
 from tests.flux.signing import key_pair, sign_release
 from tests.kit.environments import app_manifests, publish, start_environment, wait_status
 

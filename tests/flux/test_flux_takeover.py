@@ -16,8 +16,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from devstack.flux.controllers import FIELD_MANAGER, Flux
 from devstack.flux.objects import apply, kustomization, oci_repository, wait_ready
-from ferry.environment import EnvironmentSpec
 from ferry.settings import Settings
+from ferry.spec import EnvironmentSpec
 from tests.flux.test_flux_interop import APP, namespace
 from tests.kit.environments import app_manifests, publish, start_environment, wait_status
 

@@ -19,9 +19,10 @@ from temporalio.client import Client, WorkflowHandle
 from activities.bundle import scan, write_tarball
 from activities.registry import Registries, RegistryActivities
 from ferry.artifacts import PushArtifactInput
-from ferry.environment import EnvironmentInput, EnvironmentSpec, EnvironmentState, EnvironmentStatus, LenientPayload
+from ferry.environment import EnvironmentInput, EnvironmentState, EnvironmentStatus, LenientPayload
 from ferry.oci import ANNOTATION_PUBLISHED_BY, ANNOTATION_REVISION, FLUX_CONFIG_MEDIA_TYPE, FLUX_CONTENT_MEDIA_TYPE
 from ferry.settings import Settings
+from ferry.spec import EnvironmentSpec
 from tests.kit.stack import STARTED
 from workflows.environment import EnvironmentWorkflow
 

@@ -16,7 +16,7 @@ from temporalio.client import Client, WorkflowHandle
 from devstack.kube.session import KubeServer
 from devstack.procs import spawn, stop_pid, wait_healthy
 from devstack.registry import Registry
-from ferry.environment import EnvironmentSpec
+from ferry.spec import EnvironmentSpec
 
 
 @dataclass

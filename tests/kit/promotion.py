@@ -10,9 +10,10 @@ from typing import Any
 import kubernetes
 from temporalio.client import Client, WorkflowHandle
 
-from ferry.environment import EnvironmentSpec, LenientPayload
+from ferry.environment import LenientPayload
 from ferry.promotion import PromotionInput, RollbackInput, promotion_workflow_id
 from ferry.settings import Settings
+from ferry.spec import EnvironmentSpec
 from tests.kit.environments import app_manifests, publish, start_environment, wait_phase, wait_status
 from workflows.environment import EnvironmentWorkflow
 from workflows.promotion import PromotionWorkflow

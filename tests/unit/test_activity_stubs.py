@@ -16,7 +16,7 @@ from temporalio import activity
 
 from activities.bundle import BundleActivities
 from activities.registry import RegistryActivities, SignatureActivities
-from ferry.environment import ResolveInput, ResolveResult
+from ferry.reconcile import ResolveInput, ResolveResult
 from workers.settings import Settings
 from workers.worker import all_activities
 from workflows import activity_stubs

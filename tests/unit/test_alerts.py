@@ -17,16 +17,9 @@ from cli.alerts import load_alerts
 from cli.common import CommandError
 from ferry.alert_render import Links, render, sign, verify_signature
 from ferry.alert_router import MAX_CARRIED_BYTES, AlertsUpdate, PendingDelivery, SenderInput, carry, sender_refusal
-from ferry.alerts import (
-    PEOPLE,
-    RESOLVED_BY_RECOVERY,
-    AlertsFile,
-    AlertSpec,
-    Notification,
-    make_notification,
-    notification_key,
-)
-from ferry.environment import EnvironmentsFile
+from ferry.alerts import RESOLVED_BY_RECOVERY, AlertsFile, AlertSpec, Notification, make_notification, notification_key
+from ferry.declared import EnvironmentsFile
+from ferry.model import PEOPLE
 from ferry.receiver import Refused, ReplayGuard, environments_query, generic_push, registry_pushes
 
 
@@ -270,7 +263,7 @@ def test_delivery_errors_never_carry_the_webhook_path_or_the_token() -> None:
 
 
 def test_provider_secrets_are_one_clean_line() -> None:
-    from ferry.alerts import ProviderSpec
+    from ferry.alert_render import ProviderSpec
 
     spec = ProviderSpec.model_validate({"name": "a", "type": "generic", "url": "https://h/x", "token": "t0k\n"})
     assert spec.token is not None and spec.token.get_secret_value() == "t0k"  # a token file's newline

@@ -11,17 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from ferry.approvals import (
-    APPROVAL_NAMESPACE,
+from ferry.approvals import APPROVAL_NAMESPACE, SignedDecision, Statement, sign_statement, verify_decision
+from ferry.sshsig import (
     MAX_SIGNATURE,
     ApprovalError,
     ApproverKey,
-    SignedDecision,
-    Statement,
-    sign_statement,
-    verify_decision,
+    key_fingerprint,
+    public_key_line,
+    signature_public_key,
 )
-from ferry.sshsig import key_fingerprint, public_key_line, signature_public_key
 
 KEY_TYPES = {"ed25519": ["-t", "ed25519"], "ecdsa": ["-t", "ecdsa", "-b", "256"], "rsa": ["-t", "rsa", "-b", "3072"]}
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ferry.approvals import APPROVAL_NAMESPACE, ApproverKey, SignedDecision, Statement, verify_decision
+from ferry.approvals import APPROVAL_NAMESPACE, SignedDecision, Statement, verify_decision
+from ferry.sshsig import ApproverKey
 
 DIGEST = "sha256:" + "3f" * 32
 RUN = "0196f2c4-7a3e-7c1d-9a43-5a3f0e2b1c9d"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ferry.environment import MAX_IDS, MAX_RECORD_CHARS, ChangeSet, Event, ReconcileResult, cap_ids, cap_objects
+from ferry.bounded import MAX_IDS, MAX_RECORD_CHARS, cap_ids, cap_objects
+from ferry.events import Event
+from ferry.reconcile import ChangeSet, ReconcileResult
 
 IDS = [f"ConfigMap/team/config-{i}" for i in range(20_000)]
 

@@ -62,12 +62,15 @@ def test_status_queries_without_loading_the_workflow_module() -> None:
 
 
 def test_the_status_query_name_is_the_workflows() -> None:
+    # the CLI asks by ferry.names.Query.STATUS (it never loads the workflow modules): the workflows answer that name
     from temporalio import workflow
 
-    from cli.environments import STATUS_QUERY
+    from ferry.names import Query
     from workflows.environment import EnvironmentWorkflow
+    from workflows.promotion import PromotionWorkflow
 
-    assert STATUS_QUERY in workflow._Definition.must_from_class(EnvironmentWorkflow).queries
+    for workflow_class in (EnvironmentWorkflow, PromotionWorkflow):
+        assert Query.STATUS in workflow._Definition.must_from_class(workflow_class).queries
 
 
 def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], object]:

@@ -8,7 +8,8 @@ import pydantic
 import pytest
 
 from ferry.durations import Duration
-from ferry.environment import EnvironmentSpec, EnvironmentState, spec_digest
+from ferry.environment import EnvironmentState
+from ferry.spec import EnvironmentSpec, spec_digest
 
 
 def _spec(**fields: object) -> EnvironmentSpec:
@@ -45,7 +46,7 @@ def test_digest_is_the_one_approvals_were_signed_with_before_the_duration_type()
 def test_too_long_and_too_short() -> None:
     with pytest.raises(pydantic.ValidationError, match="longer than 3650d"):
         _spec(interval="9999999999d")  # was an OverflowError, not a refusal
-    from ferry.environment import PEOPLE
+    from ferry.model import PEOPLE
 
     with pytest.raises(pydantic.ValidationError, match="an interval under 1s"):
         EnvironmentSpec.model_validate({"name": "a", "repository": "r.example/t/a", "version": "1.0.0",

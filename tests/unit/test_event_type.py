@@ -5,8 +5,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from ferry.environment import Event, EventType, env_workflow_id
+from ferry.events import Event, EventType
 from ferry.names import ENV_PREFIX
+from ferry.spec import env_workflow_id
 
 ROOT = Path(__file__).resolve().parents[2]
 

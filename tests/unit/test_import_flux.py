@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from cli.importer import import_flux
 from devstack.flux.objects import cosign_secret, kustomization, oci_repository
-from ferry.environment import EnvironmentSpec
+from ferry.spec import EnvironmentSpec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "environments.yaml"
 # What a Flux Kustomization + OCIRepository can say of an environment (approvals have no Flux equivalent).

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ferry.approvals import DecisionContext, Statement, judge, sign_statement
-from ferry.environment import ApprovalPolicy
+from ferry.spec import ApprovalPolicy
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 D1 = "sha256:" + "1" * 64

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ferry.environment import EnvironmentSpec, EnvironmentState, Pin, VersionRef
+from ferry.environment import EnvironmentState, Pin
+from ferry.reconcile import VersionRef
 from ferry.recovery import MAX_RECORD_TAGS, EnvironmentRecord, record_of, recover
+from ferry.spec import EnvironmentSpec
 
 GOOD = VersionRef(version="1.0.0", digest="sha256:" + "1" * 64)
 HELD = "sha256:" + "2" * 64

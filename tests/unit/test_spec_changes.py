@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ferry.environment import EnvironmentSpec, protected_changes, spec_diff, spec_digest
+from ferry.spec import EnvironmentSpec, protected_changes, spec_diff, spec_digest
 
 BASE = {"name": "production", "repository": "127.0.0.1:5000/team/app", "version": "1.0.0",
         "approval": {"required": True, "approvers": ["alice", "bob"]}}

@@ -7,8 +7,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from ferry.environment import PEOPLE, EnvironmentInput, EnvironmentSpec, PinRequest
+from ferry.environment import EnvironmentInput, PinRequest
+from ferry.model import PEOPLE
 from ferry.promotion import PromotionInput, PromotionStatus
+from ferry.spec import EnvironmentSpec
 
 SPEC = {"name": "production", "repository": "127.0.0.1:5000/team/app", "version": "1.0.0"}
 
@@ -64,7 +66,8 @@ def test_oversized_spec_strings_are_refused() -> None:
 
 
 def test_a_state_from_before_clusters_by_name_decodes_and_keeps_its_path_only_as_a_lookup_key() -> None:
-    from ferry.environment import EnvironmentState, HealthInput, ReconcileInput
+    from ferry.environment import EnvironmentState
+    from ferry.reconcile import HealthInput, ReconcileInput
 
     old = {"spec": {"name": "production", "repository": "127.0.0.1:5000/team/app", "version": "1.0.0",
                     "namespace": "ferry-system",  # never allowed now; the worker refuses it on the record

@@ -29,20 +29,9 @@ from devstack.alertmanager import Alertmanager
 from devstack.procs import free_port, script_path, wait_healthy
 from devstack.temporal import SEARCH_ATTRIBUTES
 from devstack.webhook_sink import WebhookSink
-from ferry.alerts import (
-    ALERT_ROUTER_ID,
-    RESOLVED_BY_RECOVERY,
-    AlertRouterInput,
-    AlertRouterState,
-    AlertSpec,
-    AlertsUpdate,
-    Delivered,
-    Links,
-    Notification,
-    Undelivered,
-    make_notification,
-    verify_signature,
-)
+from ferry.alert_render import Links, verify_signature
+from ferry.alert_router import ALERT_ROUTER_ID, AlertRouterInput, AlertRouterState, AlertsUpdate, Delivered, Undelivered
+from ferry.alerts import RESOLVED_BY_RECOVERY, AlertSpec, Notification, make_notification
 from ferry.settings import Settings
 from workers.worker import build_worker
 from workflows import policies

@@ -12,7 +12,8 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from devstack.registry import Registry
-from ferry.environment import EnvironmentInput, EnvironmentSpec, EnvironmentState, LenientPayload
+from ferry.environment import EnvironmentInput, EnvironmentState, LenientPayload
+from ferry.spec import EnvironmentSpec
 from tests.kit.environments import app_manifests, publish, record_histories
 from tests.kit.stack import settings_for, terminate_running
 from workers.worker import build_worker

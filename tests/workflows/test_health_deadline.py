@@ -23,7 +23,7 @@ from typing import Any
 from temporalio.testing import WorkflowEnvironment
 
 from devstack.registry import Registry
-from ferry.environment import EnvironmentSpec
+from ferry.spec import EnvironmentSpec
 from tests.kit.environments import app_manifests, hanging_manifests, publish, start_environment, wait_status
 from tests.kit.heartbeats import activity_spans, killable_workers, running, wait_pending
 from workflows import policies

@@ -16,8 +16,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from devstack.procs import free_port
 from devstack.registry import Registry
-from ferry.environment import EnvironmentSpec
 from ferry.settings import TelemetrySettings
+from ferry.spec import EnvironmentSpec
 from tests.kit.environments import app_manifests, publish, start_environment, wait_status
 from tests.kit.stack import settings_for, terminate_running
 from workers.client import connect

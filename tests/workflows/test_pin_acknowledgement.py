@@ -18,20 +18,11 @@ from temporalio import workflow
 from temporalio.testing import WorkflowEnvironment
 
 from devstack.registry import Registry
-from ferry.environment import (
-    Applied,
-    EnvironmentSpec,
-    EnvironmentState,
-    EnvironmentStatus,
-    Event,
-    HealthState,
-    LenientPayload,
-    Pin,
-    PinRequest,
-    VersionRef,
-    env_workflow_id,
-)
+from ferry.environment import Applied, EnvironmentState, EnvironmentStatus, LenientPayload, Pin, PinRequest
+from ferry.events import Event
 from ferry.promotion import RollbackInput, RollbackResult
+from ferry.reconcile import HealthState, VersionRef
+from ferry.spec import EnvironmentSpec, env_workflow_id
 from tests.kit.environments import app_manifests, publish
 from tests.kit.stack import settings_for
 from workers.worker import build_worker

@@ -31,27 +31,22 @@ from ferry.artifacts import (
     ResolveTagInput,
     ResolveTagResult,
 )
-from ferry.environment import (
+from ferry.environment import EnvironmentInput, EnvironmentState, EnvironmentStatus, LenientPayload
+from ferry.oci import ANNOTATION_PUBLISHED_BY, ANNOTATION_VERSION, FLUX_CONTENT_MEDIA_TYPE
+from ferry.promotion import EnvironmentStatusInput, PromotionInput, promotion_workflow_id
+from ferry.reconcile import (
     ChangeSet,
     CheckInput,
     CheckResult,
-    EnvironmentInput,
-    EnvironmentSpec,
-    EnvironmentState,
-    EnvironmentStatus,
     HealthInput,
     HealthResult,
     HealthState,
-    LenientPayload,
     ReconcileInput,
     ReconcileResult,
     ResolveInput,
     ResolveResult,
     VersionRef,
-    env_workflow_id,
 )
-from ferry.oci import ANNOTATION_PUBLISHED_BY, ANNOTATION_VERSION, FLUX_CONTENT_MEDIA_TYPE
-from ferry.promotion import EnvironmentStatusInput, PromotionInput, promotion_workflow_id
 from ferry.release import (
     PackageBundleInput,
     PackageBundleResult,
@@ -60,6 +55,7 @@ from ferry.release import (
     new_ci_task_queue,
     release_workflow_id,
 )
+from ferry.spec import EnvironmentSpec, env_workflow_id
 from tests.kit.environments import record_histories
 from workers.worker import workflow_runner
 from workflows import activity_stubs
