@@ -17,10 +17,10 @@ from temporalio.api.enums.v1 import EventType as HistoryEventType
 from temporalio.api.enums.v1 import WorkflowTaskFailedCause
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from cli.common import emit, run_connected, settings_from
 from cli.environments import environment_status
+from cli.history_payloads import Undecodable, as_dict, claimed, decode, event_stamp, event_time, memo_of
 from ferry.audit import (
     CANCEL_REQUEST,
     FERRY_WORKFLOW_TYPES,
@@ -69,53 +69,6 @@ class AuditEntry(BaseModel):
     url: str
 
 
-@dataclass(frozen=True)
-class Undecodable:
-    """A payload the data converter could not read: shown in its place, never raised."""
-
-    reason: str
-
-    def __str__(self) -> str:
-        return f"(undecodable payload: {self.reason[:MAX_SHOWN]})"
-
-
-def _from_payload(payload: Any) -> Any:
-    try:
-        return pydantic_data_converter.payload_converter.from_payload(payload)
-    except Exception as err:  # NB: any converter failure (bad JSON, unknown encoding, a codec's error) is data
-        return Undecodable(f"{type(err).__name__}: {err}")
-
-
-def _decode(payloads: Any) -> Any:
-    items = list(payloads.payloads) if payloads is not None else []
-    return _from_payload(items[0]) if items else None
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _memo(event: HistoryEvent, key: str) -> Any:
-    fields = event.workflow_properties_modified_event_attributes.upserted_memo.fields
-    return _from_payload(fields[key]) if key in fields else None
-
-
-def _when(event: HistoryEvent) -> dt.datetime:
-    return event.event_time.ToDatetime().replace(tzinfo=dt.UTC)
-
-
-def _time(event: HistoryEvent) -> str:
-    return _when(event).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def _claimed(payload: Any) -> str:
-    """Who the payload says sent it (a claim: `by`, or an approver's name)."""
-    if isinstance(payload, Undecodable):
-        return ""
-    fields = _dict(payload)
-    return str(fields.get("by") or fields.get("approver") or "")[:MAX_SHOWN]
-
-
 def entries_from_history(workflow_type: str, workflow_id: str, events: list[HistoryEvent], url: str,
                          signed: list[SignedRecord] | None = None, run_id: str = "",
                          earlier_run: bool = False) -> list[AuditEntry]:
@@ -155,7 +108,7 @@ class _HistoryReader:
         self.reset = False
 
     def add(self, event: HistoryEvent, kind: str, subject: str, who: str = "", details: str = "") -> None:
-        self.out.append(AuditEntry(at=_time(event), kind=kind, subject=subject, who=who, details=details,
+        self.out.append(AuditEntry(at=event_stamp(event), kind=kind, subject=subject, who=who, details=details,
                                    workflow_id=self.workflow_id, url=self.url))
 
     def read(self, event: HistoryEvent) -> None:
@@ -165,7 +118,7 @@ class _HistoryReader:
         elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
             request = event.workflow_execution_update_accepted_event_attributes.accepted_request
             message = _Message(event, "update", request.input.name, _sender(event, request.meta.identity),
-                               _decode(request.input.args))
+                               decode(request.input.args))
             self.messages.append(message)
             self.update_senders[request.meta.update_id] = message
         elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED:
@@ -178,27 +131,27 @@ class _HistoryReader:
             self._task_failed(event)
         elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
             self.first = event
-            started = _decode(event.workflow_execution_started_event_attributes.input)
-            self.started = _dict(started)
+            started = decode(event.workflow_execution_started_event_attributes.input)
+            self.started = as_dict(started)
             if isinstance(started, Undecodable):
                 self.add(event, "started", self._subject(), "", f"input {started}")
             self._started(event)
         elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
-            result = _decode(event.workflow_execution_completed_event_attributes.result)
+            result = decode(event.workflow_execution_completed_event_attributes.result)
             if isinstance(result, Undecodable):
                 self.add(event, "completed", self._subject(), "", f"result {result}")
-            self._completed(event, _dict(result))
+            self._completed(event, as_dict(result))
         elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED and self.workflow_type == RELEASE_WORKFLOW:
             failure, started = event.workflow_execution_failed_event_attributes.failure, self.started
             self.add(event, "release failed", f"{started.get('repository')}:{started.get('version')}",
                      started.get("publisher", ""), (failure.cause.message or failure.message)[:300])
         elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED:
             for key, handle in ((Memo.DECISION, self._decision), (Memo.EVENT, self._environment_event)):
-                record = _memo(event, key)
+                record = memo_of(event, key)
                 if isinstance(record, Undecodable):
                     self.add(event, "record", self._subject(), "", f"{key} {record}")
                 elif record:
-                    handle(event, _dict(record))
+                    handle(event, as_dict(record))
 
     def _cancel_requested(self, event: HistoryEvent) -> None:
         attrs = event.workflow_execution_cancel_requested_event_attributes
@@ -229,13 +182,13 @@ class _HistoryReader:
         origin = run_origin(attrs.continued_execution_run_id, self.reset, earlier_run)
         starter = client_words(_sender(self.first, attrs.identity))
         if origin == "replaced":
-            self.out.insert(0, AuditEntry(at=_time(self.first), kind="run replaced", subject=self._subject(),
+            self.out.insert(0, AuditEntry(at=event_stamp(self.first), kind="run replaced", subject=self._subject(),
                                           details=f"a new run replaced the previous one: started by {starter}",
                                           workflow_id=self.workflow_id, url=self.url))
         elif origin == "first":
-            self.out.insert(0, AuditEntry(at=_time(self.first), kind="environment started", subject=self._subject(),
-                                          details=f"started by {starter}", workflow_id=self.workflow_id,
-                                          url=self.url))
+            self.out.insert(0, AuditEntry(at=event_stamp(self.first), kind="environment started",
+                                          subject=self._subject(), details=f"started by {starter}",
+                                          workflow_id=self.workflow_id, url=self.url))
 
     def _subject(self) -> str:
         if self.workflow_type == ENVIRONMENT_WORKFLOW:
@@ -245,14 +198,14 @@ class _HistoryReader:
         return self.workflow_id
 
     def _environment(self) -> str:
-        spec = _dict(_dict(self.started.get("state")).get("spec"))
+        spec = as_dict(as_dict(self.started.get("state")).get("spec"))
         return str(spec.get("name") or self.workflow_id.removeprefix(ENV_PREFIX))
 
     def _signalled(self, event: HistoryEvent) -> None:
         attrs = event.workflow_execution_signaled_event_attributes
         from_workflow = attrs.external_workflow_execution.workflow_id
         sender = f"workflow {from_workflow}" if from_workflow else _sender(event, attrs.identity)
-        message = _Message(event, "signal", attrs.signal_name, sender, _decode(attrs.input),
+        message = _Message(event, "signal", attrs.signal_name, sender, decode(attrs.input),
                            from_workflow=bool(from_workflow))
         self.messages.append(message)
         if attrs.signal_name in self.signal_senders and not isinstance(message.payload, Undecodable):
@@ -282,7 +235,7 @@ class _HistoryReader:
             if m.paired or m.from_workflow:
                 continue
             name = m.name[:MAX_SHOWN]
-            self.add(m.event, f"{m.kind} {name}"[:40], self._subject(), _claimed(m.payload),
+            self.add(m.event, f"{m.kind} {name}"[:40], self._subject(), claimed(m.payload),
                      f"{m.kind} {name!r}{_undecodable(m.payload)}, no record of it in this run; sent by "
                      f"{client_words(m.sender)}")
 
@@ -323,7 +276,7 @@ class _HistoryReader:
             sender, payload = "", None
         if decision.get("verified") and self.signed is not None:
             self.signed.append(SignedRecord(workflow_id=self.workflow_id, run_id=self.run_id, started=self.started,
-                                            record=decision, payload=payload, at=_time(event)))
+                                            record=decision, payload=payload, at=event_stamp(event)))
         proof = f"verified {decision.get('fingerprint')}" if decision.get("verified") else "claimed"
         self.add(event, f"{decision.get('action')} ({decision.get('via')})",
                  f"{self.started.get('environment')} {self.started.get('version')}", f"{decision.get('by')} ({proof})",
@@ -333,7 +286,7 @@ class _HistoryReader:
         details = str(env_event.get("message", ""))
         kind = EventType(str(env_event.get("type", "")))
         if kind == EventType.DRIFT_CORRECTED:
-            details += ": " + "; ".join(f"{o} {', '.join(f)}" for o, f in _dict(env_event.get("objects")).items())
+            details += ": " + "; ".join(f"{o} {', '.join(f)}" for o, f in as_dict(env_event.get("objects")).items())
         signal = _SIGNAL_OF.get(kind)
         if env_event.get("update_id"):
             details += f"; sent by {client_words(self._update(str(env_event['update_id']))[0])}"
@@ -347,7 +300,7 @@ class _HistoryReader:
         """The sender of a suspend recorded as by 'cancel request'. NB: histories before the environment relabelled
         reserved names let a suspend signal claim it; such a signal, first in line, is the one recorded."""
         queue = self.signal_senders[Signal.SUSPEND]
-        if queue and _claimed(queue[0].payload) == CANCEL_REQUEST:
+        if queue and claimed(queue[0].payload) == CANCEL_REQUEST:
             return f"{self._signal(Signal.SUSPEND)[0]} (a suspend signal claiming {CANCEL_REQUEST!r})"
         return self.cancel_senders.popleft() if self.cancel_senders else ""
 
@@ -422,15 +375,15 @@ async def _specs_in_force(client: Client, temporal: TemporalSettings, environmen
 def _feed(tracker: SpecTracker, run_id: str, event: HistoryEvent) -> None:
     et = event.event_type
     if et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
-        tracker.started(_when(event), run_id,
-                        _dict(_decode(event.workflow_execution_started_event_attributes.input)).get("state"))
+        tracker.started(event_time(event), run_id,
+                        as_dict(decode(event.workflow_execution_started_event_attributes.input)).get("state"))
     elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
         request = event.workflow_execution_update_accepted_event_attributes.accepted_request
-        tracker.update_accepted(request.meta.update_id, request.input.name, _decode(request.input.args))
+        tracker.update_accepted(request.meta.update_id, request.input.name, decode(request.input.args))
     elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED:
-        record = _memo(event, Memo.EVENT)
+        record = memo_of(event, Memo.EVENT)
         if isinstance(record, dict):
-            tracker.recorded(_when(event), record)
+            tracker.recorded(event_time(event), record)
 
 
 async def verify_signed(client: Client, temporal: TemporalSettings,
@@ -473,13 +426,13 @@ async def build_timeline(client: Client, temporal: TemporalSettings, environment
         queue = started.task_queue.name if started is not None else wf.task_queue
         if reason := exclusion(wf.workflow_type, queue, temporal.task_queue):
             starter = client_words(_sender(first, started.identity)) if first and started else "unknown"
-            entries.append(AuditEntry(at=_time(first) if first else visibility_time(wf.start_time), kind=EXCLUDED,
+            entries.append(AuditEntry(at=event_stamp(first) if first else visibility_time(wf.start_time), kind=EXCLUDED,
                                       subject=wf.id, who="", details=f"run {wf.run_id} started by {starter}: {reason}",
                                       workflow_id=wf.id, url=url))
             continue
         earlier = bool(wf.workflow_type == ENVIRONMENT_WORKFLOW and started is not None
                        and not started.continued_execution_run_id
-                       and await _earlier_run(client, wf.id, _when(first)))  # type: ignore[arg-type]
+                       and await _earlier_run(client, wf.id, event_time(first)))  # type: ignore[arg-type]
         run_signed: list[SignedRecord] = []
         for entry in entries_from_history(wf.workflow_type, wf.id, events, url, run_signed, wf.run_id, earlier):
             if in_window(parse_time(entry.at), cutoff):
