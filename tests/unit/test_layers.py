@@ -29,6 +29,8 @@ PLANTED = [
      "only activities.registry imports oras", "workers.telemetry -> oras"),
     ("activities/bundle.py", "import kubernetes",
      "only activities.cluster (and the dev stack) imports kubernetes", "activities.bundle -> kubernetes"),
+    ("ferry/events.py", "import ferry.environment",
+     "ferry/ in layers", "ferry.events -> ferry.environment"),
     ("cli/common.py", "import devstack.procs",
      "the product (ferry, workflows, activities, workers, cli) does not import devstack",
      "cli.common -> devstack.procs"),
