@@ -124,7 +124,7 @@ async def visible(client: Client, n: int, within: float = 600) -> None:
 async def in_process(client: Client, runs: int) -> dict[str, Any]:
     """Listing alone, in this process: the raw Visibility pages `env list` reads, against the SDK's
     list_workflows (a WorkflowExecution per row), each with its CPU seconds."""
-    from cli.environments import LIST_PAGE, LIST_QUERY, list_environments
+    from cli.env_list import LIST_PAGE, LIST_QUERY, list_environments
 
     async def sdk() -> int:
         return len([wf.typed_search_attributes async for wf in client.list_workflows(LIST_QUERY, page_size=LIST_PAGE)])

@@ -52,7 +52,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from cli.environments import LIST_QUERY
+from cli.env_list import LIST_QUERY
 from devstack.kube.session import KubeServer
 from devstack.procs import free_port
 from devstack.registry import Registry
