@@ -32,7 +32,7 @@ class SenderActivities:
         except RPCError as err:
             if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
                 return None
-            raise  # NB: an outage: retried; the router delivers marked unverified if it persists
+            raise  # an outage: retried; the router delivers marked unverified if it persists
         self._runs[key] = (desc.workflow_type, desc.task_queue)
         if len(self._runs) > KNOWN_RUNS:
             self._runs.popitem(last=False)
@@ -55,7 +55,7 @@ class SenderActivities:
                 NOTIFIED_QUERY, args=[input.key, input.digest], result_type=bool,
                 rpc_timeout=SENDER_QUERY_TIMEOUT)
         except WorkflowQueryFailedError as err:
-            # NB: a run on a build from before the query (a rolling upgrade) cannot vouch for it: not delivered
+            # a run on a build without this query (a rolling upgrade) cannot vouch for it: not delivered
             return SenderResult(unverified=f"{named} cannot say whether it sent it: {str(err)[:200]}")
         if not sent:
             return SenderResult(refusal=f"{named} did not send {input.key} with this content")

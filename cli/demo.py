@@ -94,7 +94,7 @@ def bundle(version: str, image_tag: str, message: str, into: Path) -> Path:
 
 def start_sink(tmp: Path) -> subprocess.Popen[bytes]:
     """A local HTTP receiver standing in for the SREs' chat; the worker's providers file points the alert at it."""
-    from devstack.procs import free_port  # NB: the local stack, only for `make demo`
+    from devstack.procs import free_port  # the local stack, only for `make demo`
 
     port = free_port()
     log = tmp / "sre-chat.log"
@@ -194,7 +194,7 @@ class Story:
 
 def start_stack() -> Any:
     """Step 1: the running stack in .ferry, or a new one; -> its StackInfo."""
-    from devstack.stack import StackInfo, status  # NB: the local stack, only for `make demo`
+    from devstack.stack import StackInfo, status  # the local stack, only for `make demo`
 
     step("1. the local stack: Temporal dev server + Web UI, CNCF registry, Kubernetes control plane (etcd, "
          "kube-apiserver, kube-controller-manager; workload status simulated), worker")
@@ -223,7 +223,7 @@ def forget_previous_run(info: Any) -> None:
                 run_id = json.loads(line)["execution"]["runId"]
                 subprocess.run([temporal, "workflow", "delete", "--address", address, "--workflow-id", workflow_id,
                                 "--run-id", run_id, "--yes"], capture_output=True)
-        # NB: a delete completes asynchronously: wait until Visibility lists none (a new run would recover it)
+        # a delete completes asynchronously: wait until Visibility lists none (a new run would recover it)
         deadline = time.monotonic() + 30
         while listed.stdout.strip() and time.monotonic() < deadline:
             time.sleep(0.5)

@@ -23,8 +23,7 @@ EXACT_CONCURRENCY = 16  # `env list --exact`: status queries at once
 
 async def list_environments(client: Client) -> list[dict[str, str]]:
     """One row per running environment from Visibility, paged: name, tracking, applied version, phase, repository.
-    NB: eventually consistent (Visibility lags the workflows by up to seconds); a run started before FerryTracking
-    existed shows tracking "" until its next iteration publishes it."""
+    NB: eventually consistent: Visibility lags the workflows by up to seconds."""
     from temporalio.api.workflowservice.v1 import ListWorkflowExecutionsRequest
     from temporalio.converter import PayloadConverter
 
@@ -56,7 +55,7 @@ async def list_environments_exact(client: Client) -> list[dict[str, str]]:
 
     async def one(workflow_id: str) -> dict[str, str]:
         async with gate:
-            try:  # NB: one environment whose worker is down must not hide the others
+            try:  # one environment whose worker is down must not hide the others
                 status = await client.get_workflow_handle(workflow_id).query(
                     Query.STATUS, result_type=EnvironmentStatus, rpc_timeout=timedelta(seconds=5))
             except (RPCError, WorkflowQueryFailedError) as err:

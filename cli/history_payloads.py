@@ -26,7 +26,7 @@ class Undecodable:
 def from_payload(payload: Any) -> Any:
     try:
         return pydantic_data_converter.payload_converter.from_payload(payload)
-    except Exception as err:  # NB: any converter failure (bad JSON, unknown encoding, a codec's error) is data
+    except Exception as err:  # any converter failure (bad JSON, unknown encoding, a codec's error) is data
         return Undecodable(f"{type(err).__name__}: {err}")
 
 

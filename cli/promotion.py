@@ -75,7 +75,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
                            "KEY` (or the `approve_update` Update with the JSON that `--print` shows).")
         try:
             if not args.wait:
-                # NB: a version that is not released, or a failed requires-healthy-in, is refused within
+                # a version that is not released, or a failed requires-healthy-in, is refused within
                 # seconds; say so now rather than "requested" and exit 0.
                 phase = await _first_decision_point(handle)
                 if phase is not None:
@@ -117,7 +117,7 @@ async def _first_decision_point(handle: WorkflowHandle[Any, Any], within: float 
             return None
         phase: str = (await handle.query(PromotionWorkflow.status)).phase
         if phase in FINAL_PHASES:
-            return None  # NB: decided; the run may still be telling the alert router before it completes
+            return None  # decided; the run may still be telling the alert router before it completes
         if phase != "Resolving" or loop.time() > deadline:
             return phase
         await asyncio.sleep(0.25)
@@ -240,7 +240,7 @@ def _send(args: argparse.Namespace, update: str, payload: dict[str, str], finger
     verb, who = update.split("_")[0], payload["approver"]
 
     async def go(client: Client) -> DecisionResult:
-        # NB: a signed decision goes to the run it names; a newer run would refuse it anyway, this says why sooner
+        # a signed decision goes to the run it names; a newer run would refuse it anyway, this says why sooner
         run = Statement.parse(payload["statement"]).run if "statement" in payload else None
         handle = client.get_workflow_handle(promotion_workflow_id(args.env, args.version), run_id=run)
         try:
@@ -250,7 +250,7 @@ def _send(args: argparse.Namespace, update: str, payload: dict[str, str], finger
         except WorkflowUpdateFailedError as err:
             cause = err.cause
             if isinstance(cause, ApplicationError) and cause.type == ErrorType.DECISION_REFUSED:
-                # NB: the workflow records a refused decision before failing the update with it
+                # the workflow records a refused decision before failing the update with it
                 reason = cause.message.removeprefix(f"{verb} refused: ")
                 raise CommandError(f"{verb} by {who} refused: {reason} (recorded)") from None
             raise CommandError(f"{verb} refused: {root_cause(err)}") from None
@@ -274,7 +274,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     async def go(client: Client) -> tuple[str, RollbackResult]:
         status = await environment_status(client, args.env)
         current = status.state.last_applied
-        # NB: the id is the business key, so a double click attaches to the running rollback; a later
+        # the id is the business key, so a double click attaches to the running rollback; a later
         # rollback to the same target (after a completed one) starts a new run.
         target = args.to or f"last-known-good-before-{current.version if current else 'none'}"
         workflow_id = rollback_workflow_id(args.env, target)

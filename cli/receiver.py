@@ -97,7 +97,7 @@ class Receiver:
                 # header any pusher can send) is answered 200 and dropped, counted under its outcome
                 return 200, {"refused": refused.reason, "dropped": True}
             return refused.status, {"refused": refused.reason}
-        except (ValueError, TypeError, RecursionError) as err:  # NB: what no check above foresaw: refused, counted
+        except (ValueError, TypeError, RecursionError) as err:  # what no check above foresaw: refused, counted
             self.count(endpoint, "malformed")
             log.warning("%s refused (400): %s", endpoint, type(err).__name__)
             return 400, {"refused": f"malformed request ({type(err).__name__})"}
@@ -134,7 +134,7 @@ class Receiver:
             raise Refused(413, f"more than {MAX_REPOSITORIES} repositories in one request", "oversized")
         try:
             signalled = self._run(self._signal(repositories, pushes))
-        except Exception as err:  # NB: Temporal unreachable: the sender retries (a registry does, with backoff)
+        except Exception as err:  # Temporal unreachable: the sender retries (a registry does, with backoff)
             log.error("signalling environments for %s failed: %s", repositories, err)
             with self._lock:  # let the retry through the replay guard
                 self._guard.forget([p.id for p in pushes])
@@ -236,7 +236,6 @@ class ReceiverHandler(BaseHTTPRequestHandler):
             self._refuse(endpoint, "malformed", 411, "Content-Length required", close=False)
             return
         if int(length) > MAX_BODY:
-            # NB: the body is never read
             self._refuse(endpoint, "oversized", 413, f"body larger than {MAX_BODY} bytes")
             return
         body = self.rfile.read(int(length))

@@ -20,7 +20,7 @@ from cli.commands import REPLAY_MAX_LIMIT as MAX_LIMIT
 from cli.common import CommandError, emit, run_connected, settings_from
 from ferry.durations import parse_duration
 
-# NB: bounded: a namespace can hold millions of closed runs; a check that never ends checks nothing.
+# bounded: a namespace can hold millions of closed runs; a check that never ends checks nothing.
 FAILURE_TEXT = 500  # characters of a replay failure kept in the report
 
 

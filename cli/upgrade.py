@@ -35,7 +35,7 @@ SHORT_TYPES = ("PromotionWorkflow", "RollbackWorkflow", "ReleaseWorkflow")
 FERRY_TYPES = (*ENTITY_TYPES, *SHORT_TYPES)
 DEFAULT_DEPLOYMENT = "ferry"
 WAKE_CONCURRENCY = 50  # signals in flight at once: a fleet of 10,000 is woken in seconds, the frontend unhurried
-# NB: a wake can land before the new routing reaches the task queue's partitions, or while an environment is
+# a wake can land before the new routing reaches the task queue's partitions, or while an environment is
 # mid-reconcile (it moves after the iteration); those still on the old build are woken again this often.
 REWAKE_EVERY = 15.0
 POLL_EVERY = 5.0  # seconds between Visibility counts while waiting for a build to empty
@@ -245,7 +245,7 @@ async def drain(client: Client, deployment: str, build: str, within: float) -> D
         if time.monotonic() > deadline:
             report.left_behind = sorted(wid for wid, _ in found)
             break
-        # NB: Visibility shows a move within seconds; a wake repeated too soon only brings a reconcile forward
+        # Visibility shows a move within seconds; a wake repeated too soon only brings a reconcile forward
         if time.monotonic() - woken_at >= REWAKE_EVERY:
             report.woken += await wake(client, deployment, build, found, run)
             report.rounds += 1

@@ -7,7 +7,7 @@ from pydantic import Field, field_validator
 from ferry.model import Message
 from ferry.oci import Digest, Repository, is_tag
 
-_Model = Message  # NB: the one base (ferry/model.py), frozen; unknown fields from a newer build are ignored
+_Model = Message  # the one base (ferry/model.py), frozen; unknown fields from a newer build are ignored
 
 
 class _RepositoryModel(_Model):

@@ -30,7 +30,7 @@ def cache_pressure(running: int, workers: int, capacity: int, queue: str) -> Cac
     cache of `capacity` per worker. Thrashing: an even share already exceeds the cache. Thin: the share fits, but
     the queue does not fit one worker, so losing the others (a crash, a rolling update) would make it thrash."""
     workers = max(1, workers)
-    share = math.ceil(running / workers)  # NB: sticky placement is not balanced: an even share is the best case
+    share = math.ceil(running / workers)  # sticky placement is not balanced: an even share is the best case
     ratio = share / capacity if capacity else (math.inf if running else 0.0)
     advice = (f"raise FERRY_MAX_CACHED_WORKFLOWS to at least {int(running * HEADROOM) + 1} (about 0.3 MB per cached "
               "environment) or run more workers")

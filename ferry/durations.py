@@ -11,7 +11,7 @@ from pydantic_core import CoreSchema, core_schema
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-MAX_DURATION_TEXT = 32  # NB: durations live in specs, in every environment's state: bounded like every string
+MAX_DURATION_TEXT = 32  # durations live in specs, in every environment's state: bounded like every string
 MAX_DURATION = timedelta(days=3650)  # longer is a typo (and past ~270 years timedelta itself overflows)
 
 

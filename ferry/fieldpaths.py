@@ -101,7 +101,7 @@ def _same_scalar(desired: Any, live: Any, parent: str = "") -> bool:
     if isinstance(desired, (int, float, str, bool)) and isinstance(live, (int, float, str, bool)):
         if str(desired).lower() == str(live).lower() and not isinstance(desired, bool) ^ isinstance(live, bool):
             return True
-        # NB: the API server canonicalises quantities (cpu 0.5 -> 500m, 1000m -> 1); the same amount is no change.
+        # the API server canonicalises quantities (cpu 0.5 -> 500m, 1000m -> 1); the same amount is no change.
         if parent in QUANTITY_MAPS:
             left, right = quantity(desired), quantity(live)
             return left is not None and left == right

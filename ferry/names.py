@@ -48,8 +48,7 @@ class SearchAttribute(StrEnum):
 
 
 class Signal:
-    """Signal names (the `name=` of each @workflow.signal): what the CLI, the UI and other workflows send.
-    NB: recorded in histories and typed by SREs: never change one."""
+    """Signal names (the `name=` of each @workflow.signal): what the CLI, the UI and other workflows send."""
 
     APPROVE: Final = "approve"  # PromotionWorkflow (fallback to Update.APPROVE, which answers)
     REJECT: Final = "reject"  # PromotionWorkflow

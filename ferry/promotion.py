@@ -12,7 +12,7 @@ from ferry.names import PROMOTE_PREFIX, ROLLBACK_PREFIX
 MAX_DECISIONS_KEPT = 50  # a flood of refused decisions must not grow the status without bound
 
 
-_Model = Model  # NB: the one base (ferry/model.py): unknown fields from a newer worker are ignored
+_Model = Model  # the one base (ferry/model.py): unknown fields from a newer worker are ignored
 
 
 def promotion_workflow_id(environment: str, version: str) -> str:

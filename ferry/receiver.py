@@ -97,7 +97,7 @@ def registry_pushes(body: bytes, now: datetime) -> list[Push]:
     for event in events:
         try:
             push = _registry_push(event, now)
-        except Refused as refused:  # NB: one bad event never hides the good ones of its batch
+        except Refused as refused:  # one bad event never hides the good ones of its batch
             skipped.append(refused)
             continue
         if push is not None:

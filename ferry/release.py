@@ -13,7 +13,7 @@ from ferry.names import RELEASE_PREFIX
 from ferry.oci import Repository
 from ferry.versions import parse_release_version
 
-_Model = Message  # NB: the one base (ferry/model.py), frozen: sent between the CLI, workflows and workers
+_Model = Message  # the one base (ferry/model.py), frozen: sent between the CLI, workflows and workers
 
 
 def release_workflow_id(repository: str, version: str) -> str:
@@ -22,7 +22,7 @@ def release_workflow_id(repository: str, version: str) -> str:
 
 # The CI host's own task queue: `ferry release` makes one per run. Anything else (the main `ferry` queue,
 # another worker's queue) would let a crafted ReleaseWorkflow package a directory of that worker's host.
-# NB: the second form is what `ferry release` made before (host/8 hex); committed histories carry it.
+# NB: the second form (host/8 hex) is an older `ferry release`'s: committed histories carry it, so it stays.
 CI_TASK_QUEUE_PATTERN = re.compile(r"ferry-ci-[0-9a-f]{16,64}|ferry-ci/[A-Za-z0-9][A-Za-z0-9.-]{0,252}/[0-9a-f]{8}")
 MAX_SOURCE_URL = 2048
 MAX_BUNDLE_FILE_BYTES = 5 * 1024 * 1024  # one manifest file in a bundle (policies.PACKAGE_TIMEOUT assumes it)

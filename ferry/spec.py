@@ -45,7 +45,7 @@ MIN_INTERVAL = timedelta(seconds=1)
 
 def _duration(value: str, field: str) -> str:
     if len(value) > MAX_DURATION_TEXT:
-        return value  # NB: refused by its type (Duration), as too long, without parsing it
+        return value  # refused by its type (Duration) as too long, without parsing it
     try:
         if parse_duration(value).total_seconds() <= 0:
             raise ValueError("must be positive")
@@ -88,7 +88,7 @@ class ApprovalPolicy(Model):
     @field_validator("approvers", mode="before")
     @classmethod
     def _names(cls, value: Any) -> Any:
-        # NB: a plain name is today's (and every older state's) unsigned approver
+        # a plain name is an unsigned approver (persisted states carry them too)
         return [{"name": v} if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
 
     @field_validator("timeout", mode="before")
@@ -148,9 +148,9 @@ class ClusterRef(Model):
 
     name: str | None = Field(None, max_length=63, pattern=CLUSTER_NAME,
                              description=f"an entry of the worker's clusters file (default: {DEFAULT_CLUSTER!r})")
-    # NB: legacy, persisted only: states written before clusters by name carry these. People may not set them
-    # (refused below); the worker uses them only to look up an entry of its own clusters file with that
-    # kubeconfig path, never to load a path (docs/tenancy.md).
+    # NB: persisted only (older states carry these): people may not set them (refused below); the worker uses
+    # them only to look up an entry of its own clusters file with that kubeconfig path, never to load a path
+    # (docs/tenancy.md).
     kubeconfig: str | None = Field(None, max_length=4096)
     context: str | None = Field(None, max_length=253)
 
@@ -229,13 +229,13 @@ class EnvironmentSpec(Model):
     @field_validator("interval", "timeout", "health_timeout", mode="before")
     @classmethod
     def _durations(cls, value: Any, info: ValidationInfo) -> Any:
-        # NB: before the type (Duration), so a bad duration is refused with the field's label as it always was
+        # before the type (Duration), so a bad duration is refused with the field's label
         if not isinstance(value, str):
             return value
         _duration(value, "duration")
         if (info.field_name == "interval" and info.context and info.context.get(PEOPLE) and len(value) <=
                 MAX_DURATION_TEXT and parse_duration(value) < MIN_INTERVAL):
-            # NB: only what people type: a persisted state decodes whatever an older build accepted
+            # NB: only what people type: a persisted state must decode whatever an older build accepted
             raise ValueError(f"duration: an interval under {MIN_INTERVAL.total_seconds():.0f}s would loop the "
                              "workflow without pause")
         return value
@@ -322,8 +322,8 @@ _ADDED_FIELDS: dict[str, Any] = {"namespaces": [], "cluster-kinds": [], "service
 def spec_digest(spec: EnvironmentSpec) -> str:
     """What a signed approval of a spec change names as its digest: sha256 of the spec's canonical JSON."""
     data = spec.model_dump(mode="json", by_alias=True)
-    # NB: fields added after specs were first signed are left out while unset, so the digest of a spec that does not
-    # use them is what it always was: approvals signed before the upgrade still verify, and histories replay.
+    # NB: fields added after specs were first signed are left out while unset, so a spec that does not use them
+    # keeps its digest: approvals signed earlier still verify, and histories replay.
     for key, unset in _ADDED_FIELDS.items():
         if data.get(key) == unset:
             data.pop(key, None)

@@ -8,7 +8,7 @@ or rsa-sha2-256, never SHA-1).
 
 Pure: no I/O, no clock, no randomness in verification (signing randomness is ECDSA's nonce, on the CLI only),
 so this module is passed through into Temporal's workflow sandbox. Imports: stdlib, cryptography.
-NB: ``sshsig`` on PyPI was considered: it verifies only (no signing) and has no ECDSA, so it covers neither
+``sshsig`` on PyPI does not fit: it verifies only (no signing) and has no ECDSA, so it covers neither
 ``ferry approve`` nor nistp256 keys.
 """
 
@@ -307,7 +307,7 @@ def load_private_key(private_key: bytes, password: bytes | None = None
     if password:
         try:
             key = serialization.load_ssh_private_key(private_key, password=password)
-        except TypeError:  # NB: FERRY_KEY_PASSWORD set, but this key is not encrypted: the password is moot
+        except TypeError:  # NB: cryptography's answer to a password for an unencrypted key: FERRY_KEY_PASSWORD is moot
             key = _load_private(private_key, None)
         except (ValueError, UnsupportedAlgorithm):
             raise ApprovalError(_NOT_A_KEY + ", or a wrong password", "key") from None

@@ -67,7 +67,7 @@ class _OneShotRegistry(oras.provider.Registry):  # type: ignore[misc]
     def do_request(self, url: str, method: str = "GET", data: Any = None, headers: Any = None,
                    json: Any = None, stream: bool = False) -> requests.Response:
         self.last_status = None
-        _heartbeat(method, urlsplit(url).path[-80:])  # NB: per request: a push of blob, config, manifest is 3+
+        _heartbeat(method, urlsplit(url).path[-80:])  # per request: a push (blob, config, manifest) is 3+
         if urlsplit(url).netloc.lower() != str(self.hostname).lower():
             # NB: a Location or Link header may name another host; it gets no credential, token or 401 answer.
             bare = {k: v for k, v in (headers or {}).items() if k.lower() != "authorization"}
@@ -107,7 +107,7 @@ def _classified(reg: _OneShotRegistry | None, what: str) -> Iterator[None]:
 
 
 def _heartbeat(*details: Any) -> None:
-    if activity.in_activity() and not activity.info().is_local:  # NB: local activities cannot heartbeat
+    if activity.in_activity() and not activity.info().is_local:  # local activities cannot heartbeat
         activity.heartbeat(*details)
 
 
@@ -146,7 +146,7 @@ def _stream(response: requests.Response, out: IO[bytes], layer: Layer) -> tuple[
     for chunk in response.iter_content(_CHUNK):
         size += len(chunk)
         if size > layer.size:
-            # NB: checked before writing: never more than the declared (and capped) size on disk
+            # checked before writing: never more than the declared (and capped) size on disk
             raise classified(ErrorType.DIGEST_MISMATCH, f"blob {layer.digest} is longer than the "
                                                         f"{layer.size} bytes its manifest declares")
         hasher.update(chunk)

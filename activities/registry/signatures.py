@@ -198,7 +198,7 @@ class SignatureActivities:
 
     def _push_signature_manifest(self, reg: _OneShotRegistry, host: str, path: str, tag: str,
                                  layers: list[dict[str, Any]]) -> str:
-        """PUT the signature manifest with these layers (and cosign's kind of config); its digest. NB: two
+        """PUT the signature manifest with these layers (and cosign's kind of config); its digest. Two
         signers appending at the same moment can lose one signature (last write wins), as with cosign."""
         # NB: the image config go-containerregistry writes for cosign's signature images.
         config = _canonical({
