@@ -26,25 +26,15 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, Pydanti
 from pydantic_settings.sources.utils import parse_env_vars
 from temporalio.envconfig import ClientConfigProfile
 
-from ferry.settings import (
-    DEFAULT_TASK_QUEUE,
-    RegistrySettings,
-    Settings,
-    TelemetrySettings,
-    TemporalSettings,
-    WorkerSettings,
-)
+from ferry.settings import Settings, TelemetrySettings, TemporalSettings
 
 __all__ = [
-    "DEFAULT_TASK_QUEUE",
     "ENVIRONMENT_VARIABLES",
     "FerryEnvironment",
-    "RegistrySettings",
     "Settings",
     "SettingsInvalid",
     "TelemetrySettings",
     "TemporalSettings",
-    "WorkerSettings",
     "load_settings",
 ]
 
