@@ -2,7 +2,7 @@
 task queue ``ferry``), `ferry release`'s CI worker (package, resolve, push, sign) and `ferry verify` (a release's
 signature, checked the way environments check it).
 
-NB: the CLI reaches activities/ only through this module (docs/architecture.md, the ``cli-through-workers``
+The CLI reaches activities/ only through this module (docs/architecture.md, the ``cli-through-workers``
 contract): what it needs from them (the bundle packaged before a release starts, the error types it reports in one
 line, the binaries the wheels install) is named here.
 """
@@ -72,7 +72,7 @@ def all_activities(settings: Settings, client: Client) -> list[Callable[..., Any
 
 def check_clusters(settings: Settings) -> None:
     """The worker's clusters file (or its one kubeconfig) read as the worker will; SettingsInvalid names the
-    problem. NB: run at start, so a bad file stops the worker in one line, not at its first reconcile."""
+    problem. Run at start, so a bad file stops the worker in one line, not at its first reconcile."""
     from activities.cluster import ClustersFileError, load_clusters
 
     try:
