@@ -66,7 +66,7 @@ class Sets:
 
 
 Boolean = Annotated[bool, BeforeValidator(_boolean)]
-CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
+CommaList = Annotated[list[str], BeforeValidator(_comma_list)]
 
 
 class FerryEnvironment(BaseSettings):
@@ -88,7 +88,7 @@ class FerryEnvironment(BaseSettings):
     TEMPORAL_UI_URL: Annotated[str | None, Sets("temporal.ui_url")] = None
     TASK_QUEUE: Annotated[str | None, Sets("temporal.task_queue")] = None
     REGISTRY: Annotated[str | None, Sets("registry.default")] = None
-    REGISTRY_INSECURE: Annotated[CommaList | None, Sets("registry.insecure_hosts")] = None
+    REGISTRY_INSECURE: Annotated[CommaList | None, NoDecode, Sets("registry.insecure_hosts")] = None  # not JSON
     REGISTRY_USERNAME: Annotated[str | None, Sets("registry.username")] = None
     REGISTRY_PASSWORD: Annotated[SecretStr | None, Sets("registry.password")] = None
     REGISTRY_CREDENTIALS_HOST: Annotated[str | None, Sets("registry.credentials_host")] = None

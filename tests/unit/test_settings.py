@@ -51,6 +51,8 @@ def test_precedence_stack_then_temporal_env_then_ferry_env_then_flags(tmp_path: 
     assert "pw" not in repr(s)  # secrets never print
     s = load_settings({"temporal.address": "flag:7233"}, env=env, state_dir=state)
     assert s.temporal.address == "flag:7233"
+    s = load_settings(env={"FERRY_REGISTRY_INSECURE": '["a:1"]'}, state_dir=state)
+    assert s.registry.insecure_hosts == ['["a:1"]']  # a list of hosts is split at commas, never read as JSON
 
 
 def test_registry_credentials_host_and_download_cap_from_the_environment(tmp_path: Path) -> None:
