@@ -190,7 +190,7 @@ def _kubectl(kubeconfig: str | None, *args: str) -> list[dict[str, Any]]:
     import json
     import subprocess
 
-    from activities.tools import script_path
+    from workers.wiring import script_path
 
     kubectl = script_path("kubectl")
     if kubectl is None:

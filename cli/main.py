@@ -86,15 +86,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
-    from activities.cluster import ClustersFileError, load_clusters
+    from workers.wiring import check_clusters
     from workers.worker import run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = settings_from(args)
-    try:  # NB: a bad clusters file stops the worker at start, in one line, not at its first reconcile
-        load_clusters(settings.clusters, str(settings.kubeconfig) if settings.kubeconfig else None)
-    except ClustersFileError as err:
-        raise CommandError(str(err)) from err
+    check_clusters(settings)
     asyncio.run(run_worker(settings, ready_file=Path(args.ready_file) if args.ready_file else None))
     return 0
 

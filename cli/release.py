@@ -14,7 +14,6 @@ from typing import Any
 from temporalio.client import WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy
 
-from activities.bundle import BundleError, default_work_dir, package, scan, validate, write_tarball
 from cli.commands import SIGN_KEY_PASSWORD_VARIABLE
 from cli.common import CommandError, connect_client, emit, local_identity, root_cause, settings_from
 from ferry.cosign import ReleaseSigner, load_signer
@@ -31,7 +30,8 @@ from ferry.release import (
 from ferry.settings import Settings
 from ferry.versions import VersionError, parse_release_version
 from workers.client import workflow_url
-from workers.worker import ci_worker, release_activities
+from workers.wiring import BundleError, layer_digest, package_release, release_activities
+from workers.worker import ci_worker
 from workflows.release import ReleaseWorkflow, release_search_attributes
 
 # The workflow's own deadline: the release timeout plus time for the CI-queue timeouts to fire.
@@ -69,7 +69,7 @@ def resolve_repository(repository: str, settings: Settings) -> str:
 
 def local_layer_digest(directory: Path) -> str:
     with tempfile.TemporaryDirectory() as tmp:
-        return write_tarball(directory, scan(directory), Path(tmp) / "bundle.tar.gz")
+        return layer_digest(directory, Path(tmp))
 
 
 def load_sign_key(path: str) -> ReleaseSigner:
@@ -104,8 +104,7 @@ def prepare_release(args: argparse.Namespace, settings: Settings, signer: Releas
     if not directory.exists():
         raise CommandError(f"{args.dir}: directory does not exist")
     try:
-        objects = validate(directory)
-        packaged = package(directory, default_work_dir(), scan(directory))
+        objects, packaged = package_release(directory)
     except BundleError as err:
         raise CommandError(f"invalid bundle: {err}") from None
     facts = git_facts(directory)

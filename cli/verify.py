@@ -10,11 +10,11 @@ from typing import Any
 from pydantic import ValidationError
 from temporalio.exceptions import ApplicationError
 
-from activities.registry import Registries, RegistryActivities, SignatureActivities
 from cli.common import CommandError, emit, settings_from
 from ferry.artifacts import ResolveTagInput
 from ferry.cosign import MAX_PUBLIC_KEY_PEM, PublisherKey, VerifyArtifactInput
 from ferry.oci import is_digest, is_tag, split_repository
+from workers.wiring import RegistryActivities, SignatureActivities, verify_activities
 
 
 def split_reference(reference: str) -> tuple[str, str]:
@@ -75,9 +75,8 @@ def verify_reference(reference: str, key_paths: list[str], activities: Signature
 
 def cmd_verify(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    registries = Registries(settings.registry)
-    out = verify_reference(args.reference, args.key, SignatureActivities(registries), RegistryActivities(registries),
-                           settings.registry.default)
+    signatures, registry = verify_activities(settings)
+    out = verify_reference(args.reference, args.key, signatures, registry, settings.registry.default)
     emit(out, args.json, f"verified {out['repository']}@{out['digest']}\n"
                          f"signed by: {out['key_name']} {out['fingerprint']}\n"
                          f"publisher: {out['publisher']}")

@@ -16,12 +16,8 @@ from temporalio.client import Client
 from temporalio.worker import PollerBehaviorAutoscaling, Worker, WorkerDeploymentConfig, WorkerDeploymentVersion
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities import cluster_activities
-from activities.bundle import BundleActivities
-from activities.registry import Registries, RegistryActivities, SignatureActivities
-from ferry.cosign import ReleaseSigner
-from ferry.release import PackageBundleResult
 from workers.settings import Settings
+from workers.wiring import all_activities
 
 log = logging.getLogger("ferry.worker")
 
@@ -33,52 +29,6 @@ def all_workflows() -> list[type]:
     from workflows import ALL_WORKFLOWS
 
     return list(ALL_WORKFLOWS)
-
-
-def all_activities(settings: Settings, client: Client) -> list[Callable[..., Any]]:
-    """Activity classes hold their clients; their bound methods are registered."""
-    from activities.environments import EnvironmentActivities
-    from activities.notify import NotifyActivities
-    from activities.senders import SenderActivities
-    from ferry.alert_render import Links
-
-    registries = Registries(settings.registry, connections=settings.worker.max_concurrent_activities
-                            + settings.worker.max_concurrent_local_activities)
-    registry = RegistryActivities(registries)
-    # NB: no package_bundle/push_artifact/sign_artifact here: only the `ferry release` process serves them, on
-    # its own CI queue, so no workflow can make this worker package its host's files or push them anywhere.
-    return [
-        registry.list_tags,
-        registry.resolve_tag,
-        registry.fetch_manifest,
-        registry.pull_artifact,
-        registry.resolve_desired,
-        # NB: verification only; sign_artifact is registered by `ferry release --sign-key` alone, on its CI queue.
-        SignatureActivities(registries).verify_artifact,
-        *cluster_activities(settings, registry),
-        EnvironmentActivities(client).environment_status,
-        EnvironmentActivities(client).confirm_pin,
-        EnvironmentActivities(client).last_record,
-        SenderActivities(client).check_sender,
-        NotifyActivities(settings.worker.alert_providers, Links(
-            ui_url=settings.temporal.ui_url, address=settings.temporal.address,
-            namespace=settings.temporal.namespace)).deliver_notification,
-    ]
-
-
-def release_activities(settings: Settings, bundle_dir: str, packaged: PackageBundleResult | None,
-                       signer: ReleaseSigner | None = None) -> list[Callable[..., Any]]:
-    """What `ferry release`'s own CI worker serves: the bundle this process already packaged (parsed and tarred
-    once per release, owned by this list's BundleActivities, not a global) and the push; sign_artifact with a
-    signer only."""
-    registries = Registries(settings.registry)
-    registry = RegistryActivities(registries)
-    bundles = BundleActivities(prepared={bundle_dir: packaged} if packaged is not None else None)
-    activities: list[Callable[..., Any]] = [bundles.package_bundle, registry.resolve_tag, registry.fetch_manifest,
-                                            registry.push_artifact]
-    if signer is not None:
-        activities.append(SignatureActivities(registries, signer).sign_artifact)
-    return activities
 
 
 STATELESS_WORKFLOW_HELPERS = ("workflows.metrics", "workflows.policies", "workflows.search_attributes",

@@ -72,9 +72,9 @@ def install_crds(kubeconfig: Path) -> None:
 
     import kubernetes
 
-    api = kubernetes.config.new_client_from_config(str(kubeconfig))  # type: ignore[no-untyped-call]
+    api = kubernetes.config.new_client_from_config(str(kubeconfig))
     try:
-        dyn = kubernetes.dynamic.DynamicClient(api)  # type: ignore[no-untyped-call]
+        dyn = kubernetes.dynamic.DynamicClient(api)
         docs: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}]
         for path in crd_files():
             docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
