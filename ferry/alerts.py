@@ -15,10 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from ferry.durations import parse_duration
-from ferry.model import PEOPLE
-from ferry.model import Model as _Model
-
-__all__ = ["PEOPLE"]
+from ferry.model import Model
 
 Severity = Literal["info", "warning", "error"]
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "error": 2}
@@ -62,7 +59,7 @@ def severity_of(event_type: str) -> Severity:
 
 # ------------------------------------------------------------------------------------------- specs
 
-class AlertSpec(_Model):
+class AlertSpec(Model):
     """One alert: which environments' events, of which types and minimum severity, go to which provider."""
 
     name: str = Field(min_length=1, max_length=63, pattern=_NAME)
@@ -119,7 +116,7 @@ class AlertSpec(_Model):
             SEVERITY_RANK[severity_of(event_type)] >= SEVERITY_RANK[self.severity]
 
 
-class AlertsFile(_Model):
+class AlertsFile(Model):
     """`alerts:` in environments.yaml or a file of its own (`ferry alerts apply -f FILE`)."""
 
     alerts: list[AlertSpec] = Field(default_factory=list, max_length=MAX_ALERTS)
@@ -135,7 +132,7 @@ class AlertsFile(_Model):
 
 # ------------------------------------------------------------------------------------ notification
 
-class Notification(_Model):
+class Notification(Model):
     """What a workflow tells the alert router about one event: bounded (it enters two histories), no secrets.
     `key` is the idempotency key: the same event always has the same key, every retry of its delivery carries it."""
 
