@@ -10,27 +10,23 @@ import fnmatch
 import hashlib
 import re
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 
 from ferry.durations import parse_duration
+from ferry.events import EventType, Severity
 from ferry.model import Model
 
-Severity = Literal["info", "warning", "error"]
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "error": 2}
 
-# Every event type a workflow notifies, with its severity. Types not listed are `info`.
+# Every event type a workflow notifies, with its severity: an environment's (EventType) carry theirs; the others
+# are the release, promotion and rollback workflows' and an environment's recovery. Types not listed are `info`.
 EVENT_SEVERITY: dict[str, Severity] = {
+    # environments (the Event types EnvironmentWorkflow records), and a failure's recovery
+    **{t.value: t.severity for t in EventType}, "Recovered": "info",
     # releases
     "ReleasePublished": "info",
-    # environments (the Event types EnvironmentWorkflow records)
-    "Applied": "info", "Healthy": "info", "Recovered": "info", "Pinned": "info", "PinReleased": "info",
-    "SpecUpdated": "info", "Resumed": "info", "SpecChangeRejected": "info", "RecordRecovered": "info",
-    "DriftCorrected": "warning", "Suspended": "warning", "SpecChangePending": "warning", "PinRefused": "warning",
-    "SpecDecisionRefused": "warning",
-    "HealthFailed": "error", "AutoRollback": "error", "ReconcileFailed": "error", "TagMoved": "error",
-    "VerificationFailed": "error",
     # promotions
     "AwaitingApproval": "warning", "Approved": "info", "Rejected": "warning", "Refused": "warning",
     "PromotionSucceeded": "info", "PromotionSuperseded": "info", "PromotionRejected": "warning",
@@ -39,7 +35,9 @@ EVENT_SEVERITY: dict[str, Severity] = {
     "RollbackSucceeded": "info", "RollbackSuperseded": "info", "RollbackRefused": "warning", "RollbackFailed": "error",
 }
 # What an environment becoming healthy again resolves (Alertmanager: endsAt; chat providers: a "resolved" line).
-RESOLVED_BY_RECOVERY = ("HealthFailed", "AutoRollback", "ReconcileFailed", "VerificationFailed", "TagMoved")
+RESOLVED_BY_RECOVERY = tuple(t.value for t in (EventType.HEALTH_FAILED, EventType.AUTO_ROLLBACK,
+                                               EventType.RECONCILE_FAILED, EventType.VERIFICATION_FAILED,
+                                               EventType.TAG_MOVED))
 # Problems that stay firing in Alertmanager until resolved (or this long at most: a lost resolution cannot page
 # forever). Other events are informational: Alertmanager's resolve_timeout ends them.
 FIRING_FOR = timedelta(hours=24)
