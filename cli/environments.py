@@ -365,8 +365,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
     plan = run_connected(settings, go)
     lines = [f"plan for {args.env} at {plan.version} ({plan.digest})"]
     for change in plan.changes:
-        fields = f"  {', '.join(change['fields'])}" if change["fields"] else ""
-        lines.append(f"  {change['action']:<7} {change['object']}{fields}")
+        fields = f"  {', '.join(change.fields)}" if change.fields else ""
+        lines.append(f"  {change.action:<7} {change.object}{fields}")
     lines += [f"  prune   {obj}" for obj in plan.prune]
     if plan.more:
         lines.append(f"  ... and {plan.more} more changes (the first {len(plan.changes) + len(plan.prune)} are listed)")

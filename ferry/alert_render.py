@@ -16,14 +16,14 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from ferry.alerts import _NAME, FIRING_FOR, MAX_ALERTS, RESOLVED_BY_RECOVERY, Notification, severity_of
-from ferry.model import Model as _Model
+from ferry.model import Model
 
 # --------------------------------------------------------------------------------------- providers
 
 ProviderType = Literal["generic", "generic-hmac", "slack", "msteams", "discord", "alertmanager", "cloudevents"]
 
 
-class ProviderSpec(_Model):
+class ProviderSpec(Model):
     """A provider as the worker knows it (its providers file): where to send and with which secret."""
 
     name: str = Field(min_length=1, max_length=63, pattern=_NAME)
@@ -74,7 +74,7 @@ class ProviderSpec(_Model):
         return self
 
 
-class ProvidersFile(_Model):
+class ProvidersFile(Model):
     providers: list[ProviderSpec] = Field(default_factory=list, max_length=MAX_ALERTS)
 
     def get(self, name: str) -> ProviderSpec | None:
@@ -83,7 +83,7 @@ class ProvidersFile(_Model):
 
 # ------------------------------------------------------------------------------------------- links
 
-class Links(_Model):
+class Links(Model):
     """Worker-side settings that turn a notification into something an SRE can act on."""
 
     ui_url: str = "http://127.0.0.1:8233"
@@ -143,7 +143,7 @@ def facts(note: Notification) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------------ rendering
 
-class Rendered(_Model):
+class Rendered(Model):
     """One HTTP request to send: path appended to the provider URL, headers (no secrets), JSON body bytes as text."""
 
     path: str = ""

@@ -11,7 +11,7 @@ from typing import TypeVar
 from pydantic import Field, model_validator
 
 from ferry.alerts import MAX_ALERTS, MAX_MESSAGE, AlertSpec, Notification
-from ferry.model import Model as _Model
+from ferry.model import Model
 from ferry.names import (
     ENV_PREFIX,
     ENVIRONMENT_WORKFLOW,
@@ -33,7 +33,7 @@ MAX_RECENT = 100  # outcomes of recent deliveries kept in the router's status
 MAX_PENDING = 1000  # deliveries in flight (retrying) at once; more are recorded as undelivered, never dropped
 
 
-class DeliveryInput(_Model):
+class DeliveryInput(Model):
     alert: str = Field(max_length=63)
     provider: str = Field(max_length=63)
     summary: str = Field("", max_length=256)
@@ -41,7 +41,7 @@ class DeliveryInput(_Model):
     notification: Notification
 
 
-class DeliveryResult(_Model):
+class DeliveryResult(Model):
     delivered: bool
     status: int = 0
     provider_type: str = ""
@@ -49,7 +49,7 @@ class DeliveryResult(_Model):
     reason: str = Field("", max_length=MAX_MESSAGE)
 
 
-class Undelivered(_Model):
+class Undelivered(Model):
     alert: str
     provider: str
     key: str
@@ -59,7 +59,7 @@ class Undelivered(_Model):
     reason: str = Field("", max_length=MAX_MESSAGE)
 
 
-class Delivered(_Model):
+class Delivered(Model):
     alert: str
     key: str
     type: str
@@ -69,7 +69,7 @@ class Delivered(_Model):
     attempts: int = 0
 
 
-class PendingDelivery(_Model):
+class PendingDelivery(Model):
     """A delivery in flight: carried through continue-as-new and resumed with what is left of its deadline."""
 
     alert: str
@@ -109,7 +109,7 @@ SENDER_TYPES = {ENV_PREFIX: ENVIRONMENT_WORKFLOW, PROMOTE_PREFIX: PROMOTION_WORK
                 ROLLBACK_PREFIX: ROLLBACK_WORKFLOW, RELEASE_PREFIX: RELEASE_WORKFLOW}
 
 
-class SenderInput(_Model):
+class SenderInput(Model):
     source: str = Field(max_length=300)
     run_id: str = Field(max_length=64)
     environment: str = Field("", max_length=64)
@@ -134,7 +134,7 @@ def notification_digest(note: Notification) -> str:
 NOTIFIED_QUERY = Query.NOTIFIED
 
 
-class SenderResult(_Model):
+class SenderResult(Model):
     refusal: str = Field("", description="why the notification is not Ferry's; empty: it is")
     sender: str = Field("", description="what each alert says of its sender")
     unverified: str = Field("", description="the sender could not be asked: given up on the record, not delivered")
@@ -156,7 +156,7 @@ def sender_refusal(note: SenderInput, workflow_type: str, task_queue: str, ferry
     return ""
 
 
-class AlertRouterState(_Model):
+class AlertRouterState(Model):
     alerts: list[AlertSpec] = Field(default_factory=list)
     seen: list[str] = Field(default_factory=list, description="recent idempotency keys (bounded)")
     pending: list[PendingDelivery] = Field(default_factory=list, description="deliveries in flight when the "
@@ -167,7 +167,7 @@ class AlertRouterState(_Model):
                                    "delivered, undelivered")
 
 
-class AlertRouterInput(_Model):
+class AlertRouterInput(Model):
     state: AlertRouterState = Field(default_factory=AlertRouterState)
     queued: list[Notification] = Field(default_factory=list, max_length=200, description="received by the "
                                        "previous run while it continued as new, not yet routed")
@@ -177,7 +177,7 @@ class AlertRouterInput(_Model):
                              "continue-as-new (each costs a signal, and an activity per matching alert)")
 
 
-class AlertsUpdate(_Model):
+class AlertsUpdate(Model):
     alerts: list[AlertSpec] = Field(max_length=MAX_ALERTS)
     by: str = Field("", max_length=128)
 
@@ -190,7 +190,7 @@ class AlertsUpdate(_Model):
         return self
 
 
-class AlertsUpdateResult(_Model):
+class AlertsUpdateResult(Model):
     alerts: list[str]
     changes: list[str] = Field(default_factory=list)
 

@@ -10,30 +10,23 @@ import fnmatch
 import hashlib
 import re
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 
 from ferry.durations import parse_duration
-from ferry.model import PEOPLE
-from ferry.model import Model as _Model
+from ferry.events import EventType, Severity
+from ferry.model import Model
 
-__all__ = ["PEOPLE"]
-
-Severity = Literal["info", "warning", "error"]
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "error": 2}
 
-# Every event type a workflow notifies, with its severity. Types not listed are `info`.
+# Every event type a workflow notifies, with its severity: an environment's (EventType) carry theirs; the others
+# are the release, promotion and rollback workflows' and an environment's recovery. Types not listed are `info`.
 EVENT_SEVERITY: dict[str, Severity] = {
+    # environments (the Event types EnvironmentWorkflow records), and a failure's recovery
+    **{t.value: t.severity for t in EventType}, "Recovered": "info",
     # releases
     "ReleasePublished": "info",
-    # environments (the Event types EnvironmentWorkflow records)
-    "Applied": "info", "Healthy": "info", "Recovered": "info", "Pinned": "info", "PinReleased": "info",
-    "SpecUpdated": "info", "Resumed": "info", "SpecChangeRejected": "info", "RecordRecovered": "info",
-    "DriftCorrected": "warning", "Suspended": "warning", "SpecChangePending": "warning", "PinRefused": "warning",
-    "SpecDecisionRefused": "warning",
-    "HealthFailed": "error", "AutoRollback": "error", "ReconcileFailed": "error", "TagMoved": "error",
-    "VerificationFailed": "error",
     # promotions
     "AwaitingApproval": "warning", "Approved": "info", "Rejected": "warning", "Refused": "warning",
     "PromotionSucceeded": "info", "PromotionSuperseded": "info", "PromotionRejected": "warning",
@@ -42,7 +35,9 @@ EVENT_SEVERITY: dict[str, Severity] = {
     "RollbackSucceeded": "info", "RollbackSuperseded": "info", "RollbackRefused": "warning", "RollbackFailed": "error",
 }
 # What an environment becoming healthy again resolves (Alertmanager: endsAt; chat providers: a "resolved" line).
-RESOLVED_BY_RECOVERY = ("HealthFailed", "AutoRollback", "ReconcileFailed", "VerificationFailed", "TagMoved")
+RESOLVED_BY_RECOVERY = tuple(t.value for t in (EventType.HEALTH_FAILED, EventType.AUTO_ROLLBACK,
+                                               EventType.RECONCILE_FAILED, EventType.VERIFICATION_FAILED,
+                                               EventType.TAG_MOVED))
 # Problems that stay firing in Alertmanager until resolved (or this long at most: a lost resolution cannot page
 # forever). Other events are informational: Alertmanager's resolve_timeout ends them.
 FIRING_FOR = timedelta(hours=24)
@@ -62,7 +57,7 @@ def severity_of(event_type: str) -> Severity:
 
 # ------------------------------------------------------------------------------------------- specs
 
-class AlertSpec(_Model):
+class AlertSpec(Model):
     """One alert: which environments' events, of which types and minimum severity, go to which provider."""
 
     name: str = Field(min_length=1, max_length=63, pattern=_NAME)
@@ -119,7 +114,7 @@ class AlertSpec(_Model):
             SEVERITY_RANK[severity_of(event_type)] >= SEVERITY_RANK[self.severity]
 
 
-class AlertsFile(_Model):
+class AlertsFile(Model):
     """`alerts:` in environments.yaml or a file of its own (`ferry alerts apply -f FILE`)."""
 
     alerts: list[AlertSpec] = Field(default_factory=list, max_length=MAX_ALERTS)
@@ -135,7 +130,7 @@ class AlertsFile(_Model):
 
 # ------------------------------------------------------------------------------------ notification
 
-class Notification(_Model):
+class Notification(Model):
     """What a workflow tells the alert router about one event: bounded (it enters two histories), no secrets.
     `key` is the idempotency key: the same event always has the same key, every retry of its delivery carries it."""
 

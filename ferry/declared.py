@@ -2,30 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import (
     Field,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from ferry.alerts import AlertsFile, AlertSpec
 from ferry.model import Model
 from ferry.spec import EnvironmentSpec
 
 
 class EnvironmentsFile(Model):
     environments: list[EnvironmentSpec]
-    alerts: list[dict[str, Any]] = Field(default_factory=list, description="applied by `ferry alerts apply` "
-                                         "(ferry.alerts.AlertSpec); validated here too, so a typo fails env apply")
+    alerts: list[AlertSpec] = Field(default_factory=list, description="applied by `ferry alerts apply`; validated "
+                                    "here too, so a typo fails env apply")
 
     @field_validator("alerts")
     @classmethod
-    def _alerts(cls, value: list[dict[str, Any]], info: ValidationInfo) -> list[dict[str, Any]]:
-        from ferry.alerts import AlertsFile  # NB: lazily: the alert models are needed only to check this field
-
-        AlertsFile.model_validate({"alerts": value}, context=info.context)
+    def _alerts(cls, value: list[AlertSpec]) -> list[AlertSpec]:
+        AlertsFile(alerts=value)  # the file's own rules: at most MAX_ALERTS, names unique
         return value
 
     @model_validator(mode="after")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import (
     Field,
@@ -12,6 +13,8 @@ from pydantic import (
 
 from ferry.bounded import cap_objects
 from ferry.model import Model
+
+Severity = Literal["info", "warning", "error"]  # how much an event matters (alerts filter on it)
 
 
 class EventType(StrEnum):
@@ -53,8 +56,22 @@ class EventType(StrEnum):
             return self.value
         return _EVENT_WORDS.get(self) or re.sub(r"(?<!^)(?=[A-Z])", " ", self.value).lower()
 
+    @property
+    def severity(self) -> Severity:
+        """How much it matters to the people alerts page; an unknown type is `info`."""
+        return _SEVERITY.get(self, "info")
+
 
 _EVENT_WORDS = {EventType.AUTO_ROLLBACK: "rollback (automatic)", EventType.TAG_MOVED: "tag moved (refused)"}
+_SEVERITY: dict[EventType, Severity] = {
+    EventType.APPLIED: "info", EventType.HEALTHY: "info", EventType.PINNED: "info", EventType.PIN_RELEASED: "info",
+    EventType.SPEC_UPDATED: "info", EventType.RESUMED: "info", EventType.SPEC_CHANGE_REJECTED: "info",
+    EventType.RECORD_RECOVERED: "info",
+    EventType.DRIFT_CORRECTED: "warning", EventType.SUSPENDED: "warning", EventType.SPEC_CHANGE_PENDING: "warning",
+    EventType.PIN_REFUSED: "warning", EventType.SPEC_DECISION_REFUSED: "warning",
+    EventType.HEALTH_FAILED: "error", EventType.AUTO_ROLLBACK: "error", EventType.RECONCILE_FAILED: "error",
+    EventType.TAG_MOVED: "error", EventType.VERIFICATION_FAILED: "error",
+}
 
 
 class Event(Model):

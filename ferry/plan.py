@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ferry.errors import ErrorType
 from ferry.fieldpaths import Path, differences, dotted, leaf_paths, managed_paths, value_at
 from ferry.health import WORKLOAD_KINDS, snapshot
-from ferry.reconcile import HealthState
+from ferry.reconcile import Action, HealthState, PlanEntry
 from ferry.spec import RESERVED_NAMESPACES
 
 ENVIRONMENT_LABEL = "ferry.dev/environment"
@@ -130,7 +130,7 @@ def outside(oid: ObjectId, namespaced: bool, namespaces: Collection[str], cluste
 
 class ObjectChange(BaseModel):
     id: ObjectId
-    action: str  # create | update | unchanged | delete | skip
+    action: Action
     fields: list[str] = Field(default_factory=list, description="changed field paths, for updates")
 
 
@@ -370,12 +370,12 @@ class Plan:
         keys = [c.id.key() for c in self.changes if not only_unchanged or c.action == "unchanged"]
         return [self.live[k] for k in keys if k in self.live]
 
-    def entries(self) -> list[dict[str, Any]]:
+    def entries(self) -> list[PlanEntry]:
         """The plan as a dry run reports it (ReconcileResult.plan, a shape old histories carry): every change
         but the unchanged, then every stale object as a delete."""
-        return ([{"object": str(c.id), "action": c.action, "fields": c.fields} for c in self.changes
+        return ([PlanEntry(object=str(c.id), action=c.action, fields=c.fields) for c in self.changes
                  if c.action != "unchanged"]
-                + [{"object": str(oid), "action": "delete", "fields": []} for oid in self.stale])
+                + [PlanEntry(object=str(oid), action="delete") for oid in self.stale])
 
 
 def plan(desired: list[dict[str, Any]], live: Mapping[str, dict[str, Any]], inventory: Mapping[str, str], *,

@@ -72,12 +72,24 @@ class PlanRequest(Model):
 
 
 MAX_PLAN_ENTRIES = 200  # `ferry diff` shows this many changes; the rest are counted (history stays small)
+# What a plan does to one object: written (create, update), left alone (unchanged), pruned (delete) or kept although
+# stale (skip: its prune annotation says disabled, or it is outside the environment's bounds).
+Action = Literal["create", "update", "unchanged", "delete", "skip"]
+
+
+class PlanEntry(Model):
+    """One line of a dry run's plan (`ferry diff`): the object (Kind/namespace/name), what a reconcile would do to
+    it and, for an update, the field paths it would change."""
+
+    object: str
+    action: Action
+    fields: list[str] = Field(default_factory=list)
 
 
 class PlanResult(Model):
     version: str
     digest: str
-    changes: list[dict[str, Any]] = Field(default_factory=list, description="{object, action, fields}, capped")
+    changes: list[PlanEntry] = Field(default_factory=list, description="{object, action, fields}, capped")
     prune: list[str] = Field(default_factory=list)
     more: int = Field(0, description="changes and prunes not listed")
 
@@ -122,7 +134,7 @@ class ReconcileResult(Model):
     changes: ChangeSet
     health: HealthState
     revision: str = ""
-    plan: list[dict[str, Any]] = Field(default_factory=list, description="only for dry runs (ferry diff); at most "
+    plan: list[PlanEntry] = Field(default_factory=list, description="only for dry runs (ferry diff); at most "
                                        "MAX_PLAN_ENTRIES entries in history")
     plan_total: int = 0
     pending: int = Field(0, description="check_only: writes (creates, updates, drift, prunes, inventory) a reconcile "

@@ -140,8 +140,8 @@ class SpecUpdates(EnvironmentSource):
             stubs.reconcile_environment, self._reconcile_input(desired, False, dry_run=True),
             start_to_close_timeout=spec.timeout.delta, retry_policy=policies.QUICK_RETRY)
         return PlanResult(version=desired.version, digest=desired.digest,
-                          changes=[c for c in result.plan if c["action"] != "delete"],
-                          prune=[c["object"] for c in result.plan if c["action"] == "delete"],
+                          changes=[c for c in result.plan if c.action != "delete"],
+                          prune=[c.object for c in result.plan if c.action == "delete"],
                           more=max(result.plan_total - len(result.plan), 0))
 
     @plan.validator

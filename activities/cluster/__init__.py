@@ -18,7 +18,7 @@ Errors: API unreachable/timeouts/429/5xx -> ClusterUnavailable (retryable); 401/
 from activities.cluster.client import HEALTH_POLL_SECONDS, INVENTORY_NAMESPACE, REQUEST_TIMEOUT, Cluster
 from activities.cluster.clusters import ClustersFileError, load_clusters
 from activities.cluster.health import Health
-from activities.cluster.lease import LEASE_RENEW_AFTER, LEASE_SECONDS, _acquire, _holder, _Lease, _release, _renew
+from activities.cluster.lease import LEASE_RENEW_AFTER, LEASE_SECONDS
 from activities.cluster.reconcile import Reconcile
 
 
@@ -28,5 +28,4 @@ class ClusterActivities(Reconcile, Health):
 
 
 __all__ = ["HEALTH_POLL_SECONDS", "INVENTORY_NAMESPACE", "LEASE_RENEW_AFTER", "LEASE_SECONDS", "REQUEST_TIMEOUT",
-           "Cluster", "ClusterActivities", "ClustersFileError", "_Lease", "_acquire", "_holder", "_release", "_renew",
-           "load_clusters"]
+           "Cluster", "ClusterActivities", "ClustersFileError", "load_clusters"]

@@ -238,13 +238,14 @@ def test_a_dry_run_reports_the_plan_and_a_reconcile_prunes_in_delete_order(world
     policy["metadata"]["annotations"] = {"ferry.dev/prune": "disabled"}
     preview = world.reconcile("1.0.0", docs, dry_run=True)
     assert world.resource_versions() == {}
-    assert len(preview.plan) == len(docs) and {e["action"] for e in preview.plan} == {"create"}
+    assert len(preview.plan) == len(docs) and {e.action for e in preview.plan} == {"create"}
     world.reconcile("1.0.0", docs)
     dropped = ("Ingress", "Service", "NetworkPolicy")
     smaller = [d for d in docs if d["kind"] not in dropped]
     preview = world.reconcile("1.1.0", smaller, dry_run=True)
-    assert preview.plan == [{"object": f"{kind}/{world.namespace}/shop", "action": "delete", "fields": []}
-                            for kind in ("Service", "Ingress", "NetworkPolicy")]  # every stale object, by key
+    assert [e.model_dump() for e in preview.plan] == [
+        {"object": f"{kind}/{world.namespace}/shop", "action": "delete", "fields": []}
+        for kind in ("Service", "Ingress", "NetworkPolicy")]  # every stale object, by key
     assert len(world.resource_versions()) == len(docs) + 1  # still all there, and the inventory
     result = world.reconcile("1.1.0", smaller)
     assert result.changes.deleted == [f"Ingress/{world.namespace}/shop", f"Service/{world.namespace}/shop"]

@@ -18,14 +18,8 @@ from kubernetes.client import CoordinationV1Api, CoreV1Api, RbacAuthorizationV1A
 from temporalio.exceptions import ApplicationError
 
 from activities.bundle import BundleCache
-from activities.cluster import (
-    INVENTORY_NAMESPACE,
-    ClusterActivities,
-    _acquire,
-    _Lease,
-    _renew,
-    load_clusters,
-)
+from activities.cluster import INVENTORY_NAMESPACE, ClusterActivities, load_clusters
+from activities.cluster.lease import _acquire, _Lease, _renew
 from activities.registry import Registries, RegistryActivities
 from devstack.kube.session import KubeServer
 from ferry.clusters import ClustersFile

@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 from activities.notify import PROVIDERS_FILE_INVALID, load_providers, redact
 from cli.alerts import load_alerts
 from cli.common import CommandError
+from cli.environments import load_environments
 from ferry.alert_render import Links, render, sign, verify_signature
 from ferry.alert_router import MAX_CARRIED_BYTES, AlertsUpdate, PendingDelivery, SenderInput, carry, sender_refusal
 from ferry.alerts import RESOLVED_BY_RECOVERY, AlertsFile, AlertSpec, Notification, make_notification, notification_key
@@ -47,7 +48,7 @@ def test_environments_yaml_carries_alerts_validated(tmp_path: Path) -> None:
     env = {"name": "staging", "repository": "r.example/team/app", "semver": ">=1.0.0"}
     ok = EnvironmentsFile.model_validate({"environments": [env], "alerts": [{"name": "a", "provider": "p"}]},
                                          context={PEOPLE: True})
-    assert ok.alerts == [{"name": "a", "provider": "p"}]
+    assert ok.alerts == [AlertSpec(name="a", provider="p")]
     with pytest.raises(pydantic.ValidationError, match="unknown field"):
         EnvironmentsFile.model_validate({"environments": [env], "alerts": [{"name": "a", "provider": "p", "x": 1}]},
                                         context={PEOPLE: True})
@@ -59,6 +60,13 @@ def test_environments_yaml_carries_alerts_validated(tmp_path: Path) -> None:
     path.write_text(json.dumps({"alerts": [], "extra": 1}))
     with pytest.raises(CommandError, match="extra: unknown field"):
         load_alerts(path)
+    # `ferry env apply` checks the same file's alerts as models: the problem names the alert's place and field
+    path.write_text(json.dumps({"environments": [env], "alerts": [{"name": "a", "provider": "p", "events": ["Nope"]}]}))
+    with pytest.raises(CommandError, match=r"alerts\.0\.events: unknown event type\(s\) Nope"):
+        load_environments(path)
+    path.write_text(json.dumps({"environments": [env], "alerts": [{"name": "a", "provider": "p"}] * 2}))
+    with pytest.raises(CommandError, match="alerts: alert names must be unique: a"):
+        load_environments(path)
 
 
 def test_matching_by_environment_type_and_severity() -> None:

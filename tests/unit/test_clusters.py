@@ -68,6 +68,6 @@ def test_ferry_clusters_and_the_local_stacks_file(tmp_path: Path) -> None:
 def test_a_lease_holder_is_unique_per_acquisition() -> None:
     """Activity ids restart with every run: a new run's reconcile on the same host must not pass for an old
     attempt still running (both would write)."""
-    from activities.cluster import _holder
+    from activities.cluster.lease import _holder
 
     assert _holder() != _holder()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from ferry.events import Event, EventType
+from ferry.alerts import EVENT_SEVERITY, RESOLVED_BY_RECOVERY, severity_of
+from ferry.events import _SEVERITY, Event, EventType
 from ferry.names import ENV_PREFIX
 from ferry.spec import env_workflow_id
 
@@ -41,3 +42,36 @@ def test_audit_words() -> None:
 
 def test_environment_ids_use_the_prefix() -> None:
     assert env_workflow_id("staging") == f"{ENV_PREFIX}staging" == "env/staging"
+
+
+# The severities as ferry.alerts spelled them before event types carried their own: nothing may change.
+OLD_EVENT_SEVERITY = {
+    "ReleasePublished": "info",
+    "Applied": "info", "Healthy": "info", "Recovered": "info", "Pinned": "info", "PinReleased": "info",
+    "SpecUpdated": "info", "Resumed": "info", "SpecChangeRejected": "info", "RecordRecovered": "info",
+    "DriftCorrected": "warning", "Suspended": "warning", "SpecChangePending": "warning", "PinRefused": "warning",
+    "SpecDecisionRefused": "warning",
+    "HealthFailed": "error", "AutoRollback": "error", "ReconcileFailed": "error", "TagMoved": "error",
+    "VerificationFailed": "error",
+    "AwaitingApproval": "warning", "Approved": "info", "Rejected": "warning", "Refused": "warning",
+    "PromotionSucceeded": "info", "PromotionSuperseded": "info", "PromotionRejected": "warning",
+    "PromotionExpired": "warning", "PromotionRefused": "warning", "PromotionFailed": "error",
+    "RollbackSucceeded": "info", "RollbackSuperseded": "info", "RollbackRefused": "warning", "RollbackFailed": "error",
+}
+
+
+def test_every_event_type_carries_its_severity() -> None:
+    assert set(_SEVERITY) == set(EventType), "each member has exactly one severity, and no key is a stray string"
+    assert all(isinstance(key, EventType) and key.name in EventType.__members__ for key in _SEVERITY)
+    assert EventType.HEALTH_FAILED.severity == "error" and EventType.DRIFT_CORRECTED.severity == "warning"
+    assert EventType("SomethingNewer").severity == "info", "a newer build's type is info, as before"
+
+
+def test_the_severities_are_the_old_tables() -> None:
+    assert EVENT_SEVERITY == OLD_EVENT_SEVERITY
+    assert sorted(EVENT_SEVERITY) == sorted(OLD_EVENT_SEVERITY), "the 'known:' list of a refusal is the same"
+    for name, severity in OLD_EVENT_SEVERITY.items():
+        assert severity_of(name) == severity
+    assert severity_of("SomethingNewer") == "info"
+    assert RESOLVED_BY_RECOVERY == ("HealthFailed", "AutoRollback", "ReconcileFailed", "VerificationFailed", "TagMoved")
+    assert all(type(t) is str for t in RESOLVED_BY_RECOVERY), "plain text on the wire, as before"

@@ -183,7 +183,7 @@ def test_the_plan_says_create_update_unchanged_and_what_is_stale() -> None:
     assert [str(c.id) for c in planned.prune] == [str(i) for i in delete_order(c.id for c in planned.prune)]
     assert planned.inventory() == {_key(new): "v1", _key(same): "v1", _key(edited): "v1"}
     assert planned.live_objects(only_unchanged=True) == [live[_key(same)]]
-    assert planned.entries() == [
+    assert [e.model_dump() for e in planned.entries()] == [
         {"object": "ConfigMap/apps/new", "action": "create", "fields": []},
         {"object": "ConfigMap/apps/edited", "action": "update", "fields": [".data.k"]},
         *({"object": str(i), "action": "delete", "fields": []} for i in planned.stale)]
