@@ -30,8 +30,6 @@ from ferry.errors import ErrorType
 
 log = logging.getLogger("ferry.notify")
 
-RECEIVER_UNAVAILABLE = "ReceiverUnavailable"
-PROVIDERS_FILE_INVALID = str(ErrorType.PROVIDERS_FILE_INVALID)
 MAX_PROVIDERS_FILE = 1024 * 1024
 MAX_RESPONSE = 4096  # bytes of a receiver's answer read (for the error message)
 USER_AGENT = "ferry-notifier/1"
@@ -108,12 +106,12 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float, provid
         # Teams or Discord webhook; the status and its standard phrase only
         retryable = err.code in (408, 425, 429) or err.code >= 500
         raise ApplicationError(f"{where} answered HTTP {err.code} {_phrase(err.code)}", {"status": err.code},
-                               type=RECEIVER_UNAVAILABLE if retryable else str(ErrorType.DELIVERY_REFUSED),
+                               type=str(ErrorType.RECEIVER_UNAVAILABLE if retryable else ErrorType.DELIVERY_REFUSED),
                                non_retryable=not retryable) from None
     except (TimeoutError, urllib.error.URLError, ConnectionError) as err:
         reason = getattr(err, "reason", err)
         kind = type(reason).__name__ if not isinstance(reason, str) else "unreachable"
-        raise ApplicationError(f"{where} unreachable ({kind})", type=RECEIVER_UNAVAILABLE) from None
+        raise ApplicationError(f"{where} unreachable ({kind})", type=str(ErrorType.RECEIVER_UNAVAILABLE)) from None
     except Exception as err:
         # NB: a malformed URL or header (a token ending in a newline, a space in a webhook path) never heals:
         # refused at once, by the exception's type only

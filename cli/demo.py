@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from activities.tools import script_path
+from workers.wiring import script_path
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE = ROOT / ".ferry"

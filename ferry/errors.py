@@ -35,6 +35,7 @@ class ErrorType(StrEnum):
     REGISTRY_UNAVAILABLE = "RegistryUnavailable"  # connection refused, timeout, 429, 5xx
     CLUSTER_UNAVAILABLE = "ClusterUnavailable"  # API server unreachable, timeout, 429, 5xx
     BUNDLE_SOURCE_GONE = "BundleSourceGone"  # the CI host's directory vanished (retry until deadline)
+    RECEIVER_UNAVAILABLE = "ReceiverUnavailable"  # an alert receiver is down or busy (refused, timeout, 429, 5xx)
     LEASE_HELD = "LeaseHeld"  # another reconcile of the environment holds its lease: retry once it ends or expires
 
 

@@ -82,7 +82,7 @@ class PlanEntry(Model):
     it and, for an update, the field paths it would change."""
 
     object: str
-    action: Action
+    action: Action | str  # str: a plan from a newer worker (an action this build does not know) still decodes
     fields: list[str] = Field(default_factory=list)
 
 

@@ -12,7 +12,7 @@ import pydantic
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.notify import PROVIDERS_FILE_INVALID, load_providers, redact
+from activities.notify import load_providers, redact
 from cli.alerts import load_alerts
 from cli.common import CommandError
 from cli.environments import load_environments
@@ -143,7 +143,7 @@ def test_providers_file_errors_never_echo_secrets(tmp_path: Path) -> None:
     path.write_text("providers:\n  - {name: hook, type: generic-hmac, url: 'https://h.example/T0K3N'}\n")
     with pytest.raises(ApplicationError) as err:
         load_providers(path)
-    assert err.value.type == PROVIDERS_FILE_INVALID and "secret" in err.value.message
+    assert err.value.type == "ProvidersFileInvalid" and "secret" in err.value.message
     assert "T0K3N" not in err.value.message
     path.write_text("providers:\n  - {name: hook, type: slack, url: 'ftp://h.example/T0K3N'}\n")
     with pytest.raises(ApplicationError) as err:

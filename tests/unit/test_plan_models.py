@@ -62,9 +62,13 @@ def test_a_plan_result_keeps_its_shape() -> None:
     assert json.loads(result.model_dump_json())["changes"] == changes
 
 
-def test_an_action_is_one_of_the_plans() -> None:
+def test_an_action_from_a_newer_worker_still_decodes() -> None:
+    """A plan is an activity result: in a rolling upgrade an older workflow may read a newer worker's plan."""
+    entry = PlanEntry.model_validate({"object": "ConfigMap/apps/x", "action": "replace", "fields": []})
+    assert entry.action == "replace"
+    assert entry.model_dump() == {"object": "ConfigMap/apps/x", "action": "replace", "fields": []}
     with pytest.raises(ValidationError):
-        PlanEntry.model_validate({"object": "ConfigMap/apps/x", "action": "replace", "fields": []})
+        PlanEntry.model_validate({"object": "ConfigMap/apps/x", "action": 3, "fields": []})
 
 
 def _payloads(node: object) -> Iterator[Any]:
