@@ -49,16 +49,9 @@ with workflow.unsafe.imports_passed_through():
     from workflows import activity_stubs as stubs
     from workflows import policies
     from workflows.failures import cause_message, cause_type, last_failure, timed_out
+    from workflows.patches import ALERTS_GATE, ROUTER_CHECKS_SENDERS, ROUTER_MOVES
     from workflows.search_attributes import FERRY_PHASE
 
-# Patched (step 14): the router continues as new when the deployment's current build changes (Worker Versioning:
-# `ferry upgrade drain` wakes it with a WorkerBuildChanged notification), and when its history passes Ferry's own
-# bound: any message, a dropped one too, wakes a look at its size (older runs stayed on their build and let a flood
-# of refused signals grow the history to the server's limit).
-ROUTER_MOVES = "ferry-router-moves"
-# Patched: a notification is delivered only when the run it names is one of Ferry's (check_sender: any client may
-# signal notify); each alert says who sent it. One Temporal cannot tell about now is delivered marked unverified.
-ROUTER_CHECKS_SENDERS = "ferry-router-checks-senders"
 
 
 @workflow.defn(name="AlertRouterWorkflow")
@@ -265,7 +258,7 @@ class AlertRouterWorkflow:
             if left.total_seconds() < 1:
                 self._give_up(pending, "DeadlinePassed: the deadline passed before the delivery could resume")
                 return
-            if workflow.patched("ferry-alerts-gate"):
+            if workflow.patched(ALERTS_GATE):
                 # NB: a slow or hanging receiver holds at most a few of the worker's activity slots (shared with
                 # reconciles); the rest of the deliveries wait here, in the workflow, against the same deadline
                 turn = await self._turn(pending.provider, left)

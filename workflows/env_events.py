@@ -12,13 +12,20 @@ with workflow.unsafe.imports_passed_through():
     from ferry.events import Event, EventType
     from ferry.names import Memo, Query
     from ferry.reconcile import VersionRef
-    from ferry.recovery import RECORD_RECOVERED, LastRecordInput, LastRecordResult, record_of, recover
+    from ferry.recovery import LastRecordInput, LastRecordResult, record_of, recover
     from ferry.times import timestamp
     from workflows import activity_stubs as stubs
     from workflows import metrics, policies
     from workflows import outbox as alerting
     from workflows.failures import cause_message, cause_type
-    from workflows.patches import ACTIVITY_CANCEL_SUSPENDS
+    from workflows.patches import (
+        ACTIVITY_CANCEL_SUSPENDS,
+        ALERTS,
+        AUDIT_MEMO,
+        PUBLISH_ON_CHANGE,
+        PUBLISH_TRACKING,
+        RECORD_RECOVERED,
+    )
     from workflows.patches import env_patched as _patched
     from workflows.search_attributes import (
         FERRY_ENVIRONMENT,
@@ -55,9 +62,9 @@ class EnvironmentEvents(alerting.Notifies):
         metrics.environment_event(self._state.spec.name, type_)
         # NB: audit reads operator events from history alone; a memo update puts each one there.
         # Behind patched(): older histories (before the audit trail) replay without these commands.
-        if _patched("ferry-audit-memo"):
+        if _patched(AUDIT_MEMO):
             workflow.upsert_memo({Memo.EVENT: event.model_dump(mode="json")})
-        if _patched("ferry-alerts"):  # NB: a signal to the alert router from its own task: never waits
+        if _patched(ALERTS):  # NB: a signal to the alert router from its own task: never waits
             alerting.outbox(self).notify(alerting.notification(
                 type_, self._state.spec.name, message, version=event.version, digest=event.digest, by=event.by,
                 details={"repository": self._state.spec.repository}))
@@ -122,14 +129,14 @@ class EnvironmentEvents(alerting.Notifies):
         self._keep_record()
         applied = self._state.last_applied
         # NB: FerryTracking is for `ferry env list` from Visibility (patched: older histories never upserted it)
-        tracking = self._state.spec.tracking if _patched("ferry-publish-tracking") else ""
+        tracking = self._state.spec.tracking if _patched(PUBLISH_TRACKING) else ""
         values = (self._state.spec.name, self._state.spec.repository, applied.version if applied else "",
                   self._phase(), tracking)
         # NB: upsert only on change, saving one history event per no-op iteration (patched: older
         # histories upserted every iteration).
-        if _patched("ferry-publish-on-change") and values == self._published:
+        if _patched(PUBLISH_ON_CHANGE) and values == self._published:
             return
-        if self._published[3:4] == ("Failed",) and values[3] == "Healthy" and _patched("ferry-alerts"):
+        if self._published[3:4] == ("Failed",) and values[3] == "Healthy" and _patched(ALERTS):
             alerting.outbox(self).notify(alerting.notification(  # resolves what the failure fired (endsAt)
                 "Recovered", values[0], f"{values[0]} is healthy again on {values[2]}", version=values[2],
                 resolves=list(alerting.RESOLVED_BY_RECOVERY)))

@@ -17,7 +17,12 @@ with workflow.unsafe.imports_passed_through():
     from workflows import policies
     from workflows.env_pins import EnvironmentPins
     from workflows.failures import cause_message, cause_type
-    from workflows.patches import ACTIVITY_CANCEL_SUSPENDS, HEALTH_REJUDGED
+    from workflows.patches import (
+        ACTIVITY_CANCEL_SUSPENDS,
+        HEALTH_OUTAGE_UNJUDGED,
+        HEALTH_PREEMPTIBLE,
+        HEALTH_REJUDGED,
+    )
     from workflows.patches import env_patched as _patched
 
 
@@ -72,7 +77,7 @@ class EnvironmentHealth(EnvironmentPins):
         input = HealthInput(environment=spec.name, digest=desired.digest, cluster=spec.cluster.name or "",
                             kubeconfig=spec.cluster.kubeconfig, context=spec.cluster.context,
                             timeout_seconds=int(timeout.total_seconds()))
-        if not _patched("ferry-health-preemptible"):
+        if not _patched(HEALTH_PREEMPTIBLE):
             try:
                 result = await workflow.execute_activity(
                     stubs.wait_healthy, input, start_to_close_timeout=timeout + policies.HEALTH_ATTEMPT_SLACK,
@@ -115,7 +120,7 @@ class EnvironmentHealth(EnvironmentPins):
         an API server restart no longer rolls a good release back; the next reconcile judges it. A check that
         failed for another reason still fails the release."""
         kind, message = cause_type(err), cause_message(err)
-        if kind in (ErrorType.CLUSTER_UNAVAILABLE, "TimeoutError") and _patched("ferry-health-outage-unjudged"):
+        if kind in (ErrorType.CLUSTER_UNAVAILABLE, "TimeoutError") and _patched(HEALTH_OUTAGE_UNJUDGED):
             self._state.cluster_unreachable_since = self._state.cluster_unreachable_since or self._now()
             self._state.cluster_error = message
             return HealthState(status="Unknown", reason=f"health of {desired.version} not judged: {message}",

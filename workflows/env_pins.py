@@ -21,7 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import policies
     from workflows.env_events import EnvironmentEvents
     from workflows.failures import cause_message, cause_type
-    from workflows.patches import CONFIRM_BOUNDED, GATE_HARDENED, HOLD_OF_APPLIED, PIN_CONFIRMED
+    from workflows.patches import CONFIRM_BOUNDED, GATE_HARDENED, HOLD_OF_APPLIED, PIN_CONFIRMED, PIN_OUTCOME_SIGNAL
     from workflows.patches import env_patched as _patched
 
 
@@ -50,7 +50,7 @@ class EnvironmentPins(EnvironmentEvents):
         self._signal_back(pin.request_id, outcome, reason, rolled_back)
 
     def _signal_back(self, request_id: str, outcome: PinVerdict, reason: str, rolled_back: bool = False) -> None:
-        if "@" not in request_id or not _patched("ferry-pin-outcome-signal"):
+        if "@" not in request_id or not _patched(PIN_OUTCOME_SIGNAL):
             return
         workflow_id, _, run_id = request_id.partition("@")
         if not workflow_id or not _RUN_ID.fullmatch(run_id):

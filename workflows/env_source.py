@@ -14,6 +14,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import policies
     from workflows.env_health import EnvironmentHealth
     from workflows.failures import cause_message, cause_type
+    from workflows.patches import PIN_DURING_RESOLVE
     from workflows.patches import env_patched as _patched
     from workflows.pinning import verify_release
 
@@ -143,7 +144,7 @@ class EnvironmentSource(EnvironmentHealth):
         if found.ref is not None and not self._tag_bound(found.ref):
             return self._current()
         if (state.pin is not None and not (spec.semver and state.pin.kind in ("rollback", "auto-rollback"))
-                and _patched("ferry-pin-during-resolve")):
+                and _patched(PIN_DURING_RESOLVE)):
             # NB: a pin that arrived while resolving wins; releasing it here (as older code did) let a promotion
             # see its own pin "released" and report superseded
             return VersionRef(version=state.pin.version, digest=state.pin.digest)

@@ -16,7 +16,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import activity_stubs as stubs
     from workflows import policies
     from workflows.env_source import EnvironmentSource
-    from workflows.patches import GATE_HARDENED
+    from workflows.patches import GATE_HARDENED, PROTECTED_SPEC
     from workflows.patches import env_patched as _patched
 
 
@@ -34,7 +34,7 @@ class SpecUpdates(EnvironmentSource):
         by = update.by or "unknown"
         strict = old.approval.required and _patched(GATE_HARDENED)
         protected = protected_changes(changes, safety_net=strict)
-        if old.approval.required and protected and _patched("ferry-protected-spec"):
+        if old.approval.required and protected and _patched(PROTECTED_SPEC):
             # NB: its own id (older ids repeated when two changes of as many fields came in one iteration)
             pending_id = (f"spec-{workflow.uuid4().hex[:12]}" if strict
                           else f"spec-{workflow.info().run_id[:8]}-{self._state.iterations}-{len(changes)}")

@@ -24,7 +24,6 @@ with workflow.unsafe.imports_passed_through():
     from ferry.events import EventType
     from ferry.names import Signal
     from ferry.reconcile import CheckResult, HealthState, ReconcileResult, VersionRef
-    from ferry.recovery import BASELINE_3, RECORD_RECOVERED
     from ferry.times import timestamp
     from workflows import activity_stubs as stubs
     from workflows import outbox as alerting
@@ -37,15 +36,19 @@ with workflow.unsafe.imports_passed_through():
     from workflows.patches import (
         ANSWERS_BEFORE_CONTINUE_AS_NEW,
         CANCEL_CONTINUES_AS_NEW,
+        CANCEL_SUSPENDS,
         FLOOD_BOUNDED,
         GATE_HARDENED,
+        HEALTH_FROM_APPLY,
+        LOCAL_CHECK,
+        RECORD_RECOVERED,
         UPGRADE_ON_VERSION_CHANGE,
     )
     from workflows.patches import env_patched as _patched
 
 
 
-__all__ = ["BASELINE_3", "EnvironmentWorkflow"]  # BASELINE_3: the marker tests expect a new run to write
+__all__ = ["EnvironmentWorkflow"]
 
 _RESERVED_ACTORS = frozenset({"cancel request"})
 
@@ -76,7 +79,7 @@ class EnvironmentWorkflow(SpecUpdates, EnvironmentSource, EnvironmentHealth, Env
                 await self._cycle()
             except (asyncio.CancelledError, CancelledError, ActivityError) as err:
                 # NB: ActivityError reaches here only as a cancellation (_cancelled() re-raises nothing else)
-                if not is_cancelled_exception(err) or not _patched("ferry-cancel-suspends"):
+                if not is_cancelled_exception(err) or not _patched(CANCEL_SUSPENDS):
                     raise
                 await self._suspend_on_cancel()
 
@@ -178,7 +181,7 @@ class EnvironmentWorkflow(SpecUpdates, EnvironmentSource, EnvironmentHealth, Env
 
     async def _iterate(self) -> None:
         """check → resolve (and verify) → reconcile → record → wait for health → judge."""
-        check = await self._check() if _patched("ferry-local-check") else None
+        check = await self._check() if _patched(LOCAL_CHECK) else None
         desired = await self._desired(check)
         if desired is None:
             return
@@ -247,7 +250,7 @@ class EnvironmentWorkflow(SpecUpdates, EnvironmentSource, EnvironmentHealth, Env
             self._state.rollout = Rollout(version=desired.version, digest=desired.digest, applied_at=self._now(),
                                           deadline=timestamp(workflow.now() + self._state.spec.health_timeout.delta))
         if (result.health.status == "Healthy" and result.health.digest == desired.digest
-                and _patched("ferry-health-from-apply")):
+                and _patched(HEALTH_FROM_APPLY)):
             # NB: no workload was written (only those roll out; wait_healthy reads nothing else) and the unchanged
             # ones are healthy: judged by the reconcile itself, one activity (and workflow task) fewer
             return result.health.model_copy(update={"at": self._now()})

@@ -8,9 +8,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 
-# A promotion's or rollback's cancel that lands during an activity ends the run Cancelled (older code took the
-# activity's CancelledError for its failure: "refused ... Cancelled").
-CANCEL_IS_CANCELLED = "ferry-cancel-is-cancelled"
+from workflows.patches import CANCEL_IS_CANCELLED
 
 
 def _cause(err: BaseException) -> BaseException | None:

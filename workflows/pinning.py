@@ -32,41 +32,19 @@ with workflow.unsafe.imports_passed_through():
     from workflows import activity_stubs as stubs
     from workflows import policies
     from workflows.failures import cause_message, cause_type, raise_if_cancelled
-
-# A promotion's or rollback's status reads retry longer (STATUS_READ_RETRY) and one that still fails ends the run on
-# the record instead of failing it (older histories failed the workflow at once).
-STATUS_READ_ON_RECORD = "ferry-status-read-on-record"
-
-# Step 15's gate: names compare case-insensitively, a signed statement's lifetime is bounded, the safety net's spec
-# fields are protected, each pending spec change has its own id. Runs from before decide as they did.
-GATE_HARDENED = "ferry-gate-hardened"
-
-
-def hardened() -> bool:
-    return workflow.patched(GATE_HARDENED)
-
-
-# An approval-required environment confirms a pin that rests on approvals with the promotion run it names (still
-# pinning, an approval accepted there, requires-healthy-in as read now) before applying it: an approval copied out
-# of a refused promotion's history moves nothing.
-PIN_CONFIRMED = "ferry-pin-confirmed"
-
-
-# A cancelled promotion or rollback records how it ended in its memo (Memo.OUTCOME), beside the Cancelled status and
-# FerryPhase; older histories upserted the search attribute only.
-CANCEL_RECORDED = "ferry-cancel-recorded"
-
+    from workflows.patches import (
+        OUTCOME_CONFIRMED,
+        PIN_ACKNOWLEDGED,
+        PIN_OUTCOME_SIGNAL,
+        PIN_POLL_BACKOFF,
+        STATUS_READ_ON_RECORD,
+    )
 
 def record_cancelled(details: str) -> None:
     """The memo says Cancelled, with when and in which state, so the audit reads it from history alone."""
     workflow.upsert_memo({Memo.OUTCOME: {"outcome": "cancelled", "at": timestamp(workflow.now()),
                                          "reason": (workflow.cancellation_reason() or "")[:200],
                                          "details": details[:500]}})
-
-
-# A pin_outcome saying "succeeded" is taken only when the environment's own status confirms it (older runs took the
-# first answer from any sender).
-OUTCOME_CONFIRMED = "ferry-outcome-confirmed"
 
 
 def record_refused_outcome(request_id: str, reason: str) -> None:
@@ -125,7 +103,7 @@ async def verify_release(repository: str, digest: str, verify: VerifyPolicy) -> 
 def _acknowledged_pins() -> bool:
     """Patched: a pin carries this run's own id and its repository, and the sender waits for the environment to
     answer it (Pinned or PinRefused). Older histories used the bare workflow id and judged the first status."""
-    return workflow.patched("ferry-pin-acknowledged")
+    return workflow.patched(PIN_ACKNOWLEDGED)
 
 
 def pin_request_id() -> str:
@@ -172,7 +150,7 @@ class PinOutcomes:
 
     async def await_pin_outcome(self, environment: str, digest: str, request_id: str, within: timedelta) -> Verdict:
         """Wait until the environment reports `digest` applied and healthy (or refuses, or is overtaken)."""
-        if not workflow.patched("ferry-pin-outcome-signal"):
+        if not workflow.patched(PIN_OUTCOME_SIGNAL):
             return await _poll_pin_outcome(environment, digest, request_id, within)
         self._pin_outcomes = getattr(self, "_pin_outcomes", {})
         deadline = workflow.now() + within
@@ -224,7 +202,7 @@ async def _poll_pin_outcome(environment: str, digest: str, request_id: str, with
     # NB: the pin is a signal; until the environment has handled it (a worker restart can delay that by the
     # sticky-queue timeout and more), its status still shows the previous pin, which is not "superseded".
     acknowledged = not _acknowledged_pins()
-    backoff = workflow.patched("ferry-pin-poll-backoff")  # patched: older histories polled every PIN_POLL
+    backoff = workflow.patched(PIN_POLL_BACKOFF)  # patched: older histories polled every PIN_POLL
     delay = policies.PIN_POLL
     while workflow.now() < deadline:
         await workflow.sleep(delay)

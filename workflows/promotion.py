@@ -25,12 +25,19 @@ with workflow.unsafe.imports_passed_through():
     from workflows import metrics, policies
     from workflows import outbox as alerting
     from workflows.failures import cause_message, cause_type, raise_if_cancelled
-    from workflows.pinning import (
+    from workflows.patches import (
+        ALERTS,
         CANCEL_RECORDED,
+        DECISION_REFUSAL_FAILS,
+        DECISION_UPDATE_WAITS,
+        GATE_HARDENED,
+        RECHECK_HEALTHY_IN,
+        RECORD_EVERY_DECISION,
+    )
+    from workflows.pinning import (
         PinOutcomes,
         StatusUnreadable,
         environment_status,
-        hardened,
         record_cancelled,
         resolve_release,
         send_pin,
@@ -80,7 +87,7 @@ class PromotionWorkflow(PinOutcomes, alerting.Notifies):
             if workflow.patched(CANCEL_RECORDED):
                 record_cancelled(details)
             raise
-        if workflow.patched("ferry-alerts"):
+        if workflow.patched(ALERTS):
             await alerting.outbox(self).flush()  # AwaitingApproval and decisions first, before the run ends
             await alerting.send(alerting.notification(
                 f"Promotion{result.outcome.capitalize()}", input.environment,
@@ -152,7 +159,7 @@ class PromotionWorkflow(PinOutcomes, alerting.Notifies):
         self._status.deadline = timestamp(workflow.now() + timeout)
         self._phase("AwaitingApproval")
         workflow.set_current_details(self._awaiting_details(spec.approval))
-        if workflow.patched("ferry-alerts"):
+        if workflow.patched(ALERTS):
             alerting.outbox(self).notify(alerting.notification(
                 "AwaitingApproval", input.environment, f"{input.version} waits for approval to go to "
                 f"{input.environment} (requested by {input.requested_by}) until {self._status.deadline}; "
@@ -175,7 +182,7 @@ class PromotionWorkflow(PinOutcomes, alerting.Notifies):
     async def _pin(self, input: PromotionInput, spec: EnvironmentSpec) -> PromotionResult:
         """Pin the environment by digest with the approvals attached, and wait for its answer."""
         digest = self._status.digest
-        if spec.approval.requires_healthy_in and workflow.patched("ferry-recheck-healthy-in"):
+        if spec.approval.requires_healthy_in and workflow.patched(RECHECK_HEALTHY_IN):
             # NB: approval may come a day later; staging may have failed that version since
             refusal = await self._healthy_elsewhere(spec.approval.requires_healthy_in, input.version, digest)
             if refusal:
@@ -231,11 +238,11 @@ class PromotionWorkflow(PinOutcomes, alerting.Notifies):
                             reason="recorded; will be judged once the version is resolved")
         s = self._status
         assert self._policy is not None
-        verdict = judge(self._policy, self._ctx, raw, action, workflow.now(), hardened())
+        verdict = judge(self._policy, self._ctx, raw, action, workflow.now(), workflow.patched(GATE_HARDENED))
         by = verdict.approver or _claimed_name(raw)
         refusal = verdict.refusal
         duplicate = not refusal and any(d.by == by and d.action == action and d.accepted for d in s.decisions)
-        every = workflow.patched("ferry-record-every-decision")
+        every = workflow.patched(RECORD_EVERY_DECISION)
         if duplicate and not every:
             return Decision(at=self._now(), action=action, by=by, accepted=True, via=via,
                             reason="duplicate: already recorded")
@@ -250,7 +257,7 @@ class PromotionWorkflow(PinOutcomes, alerting.Notifies):
         s.decisions = [*s.decisions, record][-MAX_DECISIONS_KEPT:]
         metrics.promotion_decision(s.environment, action, not refusal)
         workflow.upsert_memo({Memo.DECISION: record.model_dump(mode="json")})
-        if not duplicate and workflow.patched("ferry-alerts"):
+        if not duplicate and workflow.patched(ALERTS):
             kind = "Refused" if refusal else ("Approved" if action == "approve" else "Rejected")
             alerting.outbox(self).notify(alerting.notification(
                 kind, s.environment, f"{action} of {s.version} for {s.environment} by {by} "
@@ -269,14 +276,14 @@ class PromotionWorkflow(PinOutcomes, alerting.Notifies):
     async def _decide_update(self, action: str, payload: LenientPayload) -> DecisionResult:
         # NB: an Update waits until the version is resolved, so its answer is the real verdict (patched: older
         # histories answered "recorded; will be judged" at once)
-        if workflow.patched("ferry-decision-update-waits"):
+        if workflow.patched(DECISION_UPDATE_WAITS):
             await workflow.wait_condition(lambda: self._ctx is not None or self._status.phase == "Refused")
             if self._ctx is None:
                 raise ApplicationError(f"promotion of {self._status.version} to {self._status.environment} was "
                                        "refused before any decision", type=ErrorType.DECISION_REFUSED,
                                        non_retryable=True)
         record = self._decide(action, payload.root, "update")
-        if not record.accepted and workflow.patched("ferry-decision-refusal-fails"):
+        if not record.accepted and workflow.patched(DECISION_REFUSAL_FAILS):
             # NB: fail the Update so the caller, the UI's dialog and `temporal workflow update execute` show the
             # refusal; the record above is already in history.
             raise ApplicationError(f"{action} refused: {record.reason}", type=ErrorType.DECISION_REFUSED,

@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import activity_stubs as stubs
     from workflows import outbox as alerting
     from workflows import policies
+    from workflows.patches import ALERTS
     from workflows.search_attributes import FERRY_PUBLISHER, FERRY_REPOSITORY, FERRY_VERSION
 
 A = TypeVar("A", bound=BaseModel)
@@ -99,7 +100,7 @@ class ReleaseWorkflow(alerting.Notifies):
         if existing.digest is not None:
             return await self._already_released(input, packaged, existing.digest)
         result = await self._signed(input, await self._pushed(input, packaged))
-        if workflow.patched("ferry-alerts"):
+        if workflow.patched(ALERTS):
             await alerting.send(alerting.notification(
                 "ReleasePublished", "", f"{input.repository}:{input.version} released by {input.publisher} as "
                 f"{result.digest}", version=input.version, digest=result.digest, by=input.publisher,

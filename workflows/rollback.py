@@ -11,8 +11,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows import metrics, policies
     from workflows import outbox as alerting
     from workflows.failures import cause_message, raise_if_cancelled
+    from workflows.patches import ALERTS, CANCEL_RECORDED
     from workflows.pinning import (
-        CANCEL_RECORDED,
         PinOutcomes,
         StatusUnreadable,
         environment_status,
@@ -41,7 +41,7 @@ class RollbackWorkflow(PinOutcomes, alerting.Notifies):
             if workflow.patched(CANCEL_RECORDED):
                 record_cancelled(f"rollback of {input.environment} cancelled")
             raise
-        if workflow.patched("ferry-alerts"):
+        if workflow.patched(ALERTS):
             await alerting.send(alerting.notification(
                 f"Rollback{result.outcome.capitalize()}", input.environment,
                 f"rollback of {input.environment} from {result.from_version or '?'} to {result.to_version or '?'} "
