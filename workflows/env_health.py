@@ -7,10 +7,10 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-
-    from ferry.environment import Pin
     from ferry.errors import ErrorType
     from ferry.events import EventType
+    from ferry.holds import with_hold
+    from ferry.known_good import AUTO_ROLLBACK_BY, auto_rollback_pin, with_known_good
     from ferry.reconcile import HealthInput, HealthState, VersionRef
     from ferry.times import parse_timestamp
     from workflows import activity_stubs as stubs
@@ -132,23 +132,20 @@ class EnvironmentHealth(EnvironmentPins):
         state = self._state
         if state.last_known_good != desired:
             state.last_known_good = desired
-            history = [r for r in state.good_history if r.digest != desired.digest]
-            state.good_history = [*history, desired][-policies.MAX_GOOD_HISTORY:]
+            state.good_history = with_known_good(state.good_history, desired, limit=policies.MAX_GOOD_HISTORY)
             self._record(EventType.HEALTHY, f"{desired.version} is healthy", version=desired.version,
                          digest=desired.digest)
 
     def _auto_rollback(self, failed: VersionRef, health: HealthState) -> None:
         state = self._state
-        good = state.last_known_good
-        if failed.version not in state.holds:
-            state.holds = [*state.holds, failed.version][-policies.MAX_HOLDS:]
-        if not state.spec.auto_rollback or good is None or good.digest == failed.digest:
+        state.holds = with_hold(state.holds, failed.version, limit=policies.MAX_HOLDS)
+        pin = auto_rollback_pin(state.spec, state.last_known_good, failed, health, at=self._now())
+        if pin is None:
             self._record(EventType.HEALTH_FAILED, f"{failed.version} failed health: {health.reason}",
                          version=failed.version, digest=failed.digest)
             return
-        state.pin = Pin(version=good.version, digest=good.digest, by="ferry (auto-rollback)", kind="auto-rollback",
-                        reason=f"{failed.version} failed health: {health.reason}", at=self._now())
+        state.pin = pin
         self._record(EventType.AUTO_ROLLBACK, f"{failed.version} failed health ({health.reason}); rolled back to "
-                     f"{good.version}; {failed.version} is held", version=good.version, digest=good.digest,
-                     by="ferry (auto-rollback)", objects={"failed": [failed.version, failed.digest]})
+                     f"{pin.version}; {failed.version} is held", version=pin.version, digest=pin.digest,
+                     by=AUTO_ROLLBACK_BY, objects={"failed": [failed.version, failed.digest]})
         self._wake = True

@@ -9,14 +9,13 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     import pydantic
 
-    from ferry.approvals import DecisionContext, Judgement, judge
     from ferry.environment import LenientPayload, Pin, PinOutcome, PinRequest, PinVerdict, first_payload
     from ferry.events import EventType
+    from ferry.holds import lifts_hold, takes_hold, with_hold, without_hold
     from ferry.names import Signal
-    from ferry.oci import is_digest
+    from ferry.pins import approvers, bind_tag, consumed, judge_pin, pin_refusal
     from ferry.promotion import ConfirmPinInput, ConfirmPinResult
     from ferry.reconcile import VersionRef
-    from ferry.versions import try_parse_tag
     from workflows import activity_stubs as stubs
     from workflows import policies
     from workflows.env_events import EnvironmentEvents
@@ -24,13 +23,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.patches import CONFIRM_BOUNDED, GATE_HARDENED, HOLD_OF_APPLIED, PIN_CONFIRMED, PIN_OUTCOME_SIGNAL
     from workflows.patches import env_patched as _patched
 
-
-
-
-def _approvers(verdicts: list[Judgement]) -> list[str]:
-    """Who approved a pin as far as the environment can tell: 'name (SHA256:…)' when verified, else claimed."""
-    return [f"{v.approver} ({v.fingerprint})" if v.verified else f"{v.approver} (claimed)"
-            for v in verdicts if not v.refusal]
 
 
 _RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -85,33 +77,34 @@ class EnvironmentPins(EnvironmentEvents):
             self._record(EventType.PIN_REFUSED,
                          f"malformed pin: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}"[:500])
             return
-        verdicts = self._verdicts(request) if self._state.spec.approval.required else []
-        refusal = self._pin_refusal(request, verdicts)
+        state = self._state
+        verdicts = (judge_pin(state, request, workflow.now(), strict=_patched(GATE_HARDENED))
+                    if state.spec.approval.required else [])
+        refusal = pin_refusal(state, request, verdicts, hardened=lambda: _patched(GATE_HARDENED))
         if refusal:
             event = self._record(EventType.PIN_REFUSED, f"pin of {request.version} refused: {refusal}", by=request.by,
                                  request_id=request.request_id, version=request.version)
             self._signal_back(request.request_id, "refused", event.message)
             return
-        previous = self._state.pin
-        approved_by = _approvers(verdicts)
+        previous = state.pin
+        approved_by = approvers(verdicts)
         if approved_by and request.request_id:
-            self._state.consumed_approvals = [*self._state.consumed_approvals,
-                                              request.request_id][-policies.MAX_CONSUMED_APPROVALS:]
-        self._bind_tag(request.version, request.digest)
+            state.consumed_approvals = consumed(state.consumed_approvals, request.request_id,
+                                                limit=policies.MAX_CONSUMED_APPROVALS)
+        state.tags = bind_tag(state.tags, request.version, request.digest, limit=policies.MAX_TAG_BINDINGS)
         # NB: an approval-required environment confirms a pin that rests on approvals before applying it (_confirmed),
         # whatever kind its sender calls it
-        confirm = bool(self._state.spec.approval.required and approved_by and _patched(PIN_CONFIRMED))
-        self._state.pin = Pin(**request.model_dump(include=_PIN_FIELDS), approved_by=approved_by, at=self._now(),
-                              confirm=confirm, lifts_hold=confirm and request.kind == "promotion"
-                              and request.version in self._state.holds)
-        self._state.pin_before = previous if confirm else None
-        if request.version in self._state.holds and request.kind == "promotion" and not confirm:
-            self._state.holds = [h for h in self._state.holds if h != request.version]
-        applied = self._state.last_applied
-        if request.hold and request.hold not in self._state.holds and (
-                not _patched(HOLD_OF_APPLIED) or (applied is not None and applied.version == request.hold)):
-            self._state.holds = [*self._state.holds, request.hold][-policies.MAX_HOLDS:]
-        self._state.blocked = ""
+        confirm = bool(state.spec.approval.required and approved_by and _patched(PIN_CONFIRMED))
+        lifts = lifts_hold(request, state.holds)
+        state.pin = Pin(**request.model_dump(include=_PIN_FIELDS), approved_by=approved_by, at=self._now(),
+                        confirm=confirm, lifts_hold=confirm and lifts)
+        state.pin_before = previous if confirm else None
+        if lifts and not confirm:
+            state.holds = without_hold(state.holds, request.version)
+        if takes_hold(state.holds, request, state.last_applied, of_applied=lambda: _patched(HOLD_OF_APPLIED)):
+            assert request.hold is not None
+            state.holds = with_hold(state.holds, request.hold, limit=policies.MAX_HOLDS)
+        state.blocked = ""
         self._record(EventType.PINNED,
                      f"pinned to {request.version} ({request.kind}) by {request.by}: {request.reason}",
                      version=request.version, digest=request.digest, by=request.by, request_id=request.request_id)
@@ -150,68 +143,5 @@ class EnvironmentPins(EnvironmentEvents):
             return False
         pin.confirm, state.pin_before = False, None
         if pin.lifts_hold:
-            state.holds = [h for h in state.holds if h != pin.version]
+            state.holds = without_hold(state.holds, pin.version)
         return True
-
-    def _pin_refusal(self, request: PinRequest, verdicts: list[Judgement]) -> str:
-        """Why this environment refuses the pin, or ''. The environment trusts its own spec and records only."""
-        state, spec = self._state, self._state.spec
-        if not is_digest(request.digest):
-            return f"{request.digest!r} is not a digest"
-        if request.repository and request.repository != spec.repository:
-            # NB: the spec moved to another repository after the promotion/rollback resolved its digest
-            return f"resolved in {request.repository}, but {spec.name} deploys from {spec.repository}"
-        bound = state.tags.get(request.version)
-        if bound is not None and bound != request.digest:
-            return (f"tag {request.version} is bound to {bound} here; {request.digest} is another artifact "
-                    "(the tag was moved)")
-        released_as = [tag for tag, digest in state.tags.items() if digest == request.digest]
-        if released_as and request.version not in released_as and _patched(GATE_HARDENED):
-            # NB: a pin's version is the digest's release as this environment resolved it, never the sender's label
-            # (a held 2.0.0 relabelled 0.0.1 passed "a rollback never goes forward")
-            return (f"{request.digest} is release {released_as[-1]} here, not {request.version}: a pin names the "
-                    "release of its digest")
-        if not spec.approval.required:
-            return ""
-        if request.kind == "rollback" and not request.approvals and not request.approved_by:
-            return self._rollback_refusal(request)
-        if request.request_id and request.request_id in state.consumed_approvals:
-            return f"the approvals of {request.request_id} were already used"
-        return "" if _approvers(verdicts) else self._gate_reason(request, verdicts)
-
-    def _rollback_refusal(self, request: PinRequest) -> str:
-        known_good = [r for r in self._state.good_history if r.digest == request.digest]
-        if not known_good:
-            return (f"{request.version} ({request.digest}) was never applied and healthy in {self._state.spec.name}; "
-                    "without an approval a rollback may only go to a known-good version")
-        current = self._state.last_applied
-        target, now = try_parse_tag(request.version), try_parse_tag(current.version) if current else None
-        if target is not None and now is not None and target.compare(now) > 0:
-            return f"{request.version} is newer than the applied {now}: a rollback never goes forward"
-        return ""
-
-    def _verdicts(self, request: PinRequest) -> list[Judgement]:
-        """Each approval the pin carries, judged against this environment's own spec as of now."""
-        spec = self._state.spec
-        workflow_id, _, run = request.request_id.partition("@")
-        ctx = DecisionContext(environment=spec.name, version=request.version, digest=request.digest,
-                              publisher=self._state.verified.get(request.digest, request.publisher),
-                              promotion=workflow_id, run=run)
-        if spec.approval.is_signed:
-            raws: list[object] = [a.model_dump() for a in request.approvals]
-        else:
-            raws = [{"approver": name} for name in request.approved_by]
-        strict = _patched(GATE_HARDENED)
-        return [judge(spec.approval, ctx, raw, "approve", workflow.now(), strict) for raw in raws]
-
-    def _gate_reason(self, request: PinRequest, verdicts: list[Judgement]) -> str:
-        refusals = [v.refusal for v in verdicts if v.refusal]
-        if refusals:
-            return "; ".join(refusals)[:500]
-        kind = "signed approval" if self._state.spec.approval.is_signed else "approval"
-        return f"{self._state.spec.name} requires approval and the pin carries no {kind} of {request.digest}"
-
-    def _bind_tag(self, tag: str, digest: str) -> None:
-        if self._state.tags.get(tag) != digest:
-            tags = {**self._state.tags, tag: digest}
-            self._state.tags = dict(list(tags.items())[-policies.MAX_TAG_BINDINGS:])

@@ -8,8 +8,9 @@ with workflow.unsafe.imports_passed_through():
 
     from ferry.errors import ErrorType
     from ferry.events import EventType
+    from ferry.holds import newer_than_holds, pin_on_range, tracks
+    from ferry.pins import bind_tag, tag_moved
     from ferry.reconcile import CheckInput, CheckResult, ReconcileInput, ResolveInput, ResolveResult, VersionRef
-    from ferry.versions import try_parse_tag
     from workflows import activity_stubs as stubs
     from workflows import policies
     from workflows.env_health import EnvironmentHealth
@@ -85,8 +86,7 @@ class EnvironmentSource(EnvironmentHealth):
 
     def _tracks(self) -> bool:
         """Whether this iteration resolves what the spec tracks (no pin, or a rollback pin on a range)."""
-        pin, spec = self._state.pin, self._state.spec
-        return pin is None or bool(spec.semver and pin.kind in ("rollback", "auto-rollback"))
+        return tracks(self._state.spec, self._state.pin)
 
     def _resolve_input(self) -> ResolveInput:
         spec = self._state.spec
@@ -143,14 +143,13 @@ class EnvironmentSource(EnvironmentHealth):
         state.source_unavailable_since, state.source_error = None, ""
         if found.ref is not None and not self._tag_bound(found.ref):
             return self._current()
-        if (state.pin is not None and not (spec.semver and state.pin.kind in ("rollback", "auto-rollback"))
-                and _patched(PIN_DURING_RESOLVE)):
+        if state.pin is not None and not pin_on_range(spec, state.pin) and _patched(PIN_DURING_RESOLVE):
             # NB: a pin that arrived while resolving wins; releasing it here (as older code did) let a promotion
             # see its own pin "released" and report superseded
             return VersionRef(version=state.pin.version, digest=state.pin.digest)
         if state.pin is not None:  # a rollback pin on a range: released once something newer than the holds
             candidate = found.ref
-            if candidate is None or not self._newer_than_holds(candidate.version):
+            if candidate is None or not newer_than_holds(candidate.version, state.holds):
                 return VersionRef(version=state.pin.version, digest=state.pin.digest)
             self._record(EventType.PIN_RELEASED, f"{candidate.version} is newer than the held version(s); tracking "
                          f"{spec.semver} again", version=candidate.version, digest=candidate.digest)
@@ -161,21 +160,14 @@ class EnvironmentSource(EnvironmentHealth):
     def _tag_bound(self, ref: VersionRef) -> bool:
         """Bind a tag to the digest it first resolved to; a tag that later points elsewhere is refused (TagMoved,
         once per new digest) and the environment keeps running what it runs."""
-        bound = self._state.tags.get(ref.version)
-        if bound is None:
-            self._bind_tag(ref.version, ref.digest)
+        state = self._state
+        blocked = tag_moved(state.tags, ref.version, ref.digest)
+        if not blocked:
+            state.tags = bind_tag(state.tags, ref.version, ref.digest, limit=policies.MAX_TAG_BINDINGS)
             return True
-        if bound == ref.digest:
-            return True
-        blocked = (f"TagMoved: tag {ref.version} now points to {ref.digest}, but this environment bound it to "
-                   f"{bound}; keeping what is applied")
-        if self._state.blocked != blocked:
-            self._state.blocked = blocked
+        if state.blocked != blocked:
+            state.blocked = blocked
             self._record(EventType.TAG_MOVED, blocked, version=ref.version, digest=ref.digest,
-                         objects={"digests": [bound, ref.digest]})
+                         objects={"digests": [state.tags[ref.version], ref.digest]})
         return False
 
-    def _newer_than_holds(self, version: str) -> bool:
-        candidate = try_parse_tag(version)
-        held = [v for v in (try_parse_tag(h) for h in self._state.holds) if v is not None]
-        return candidate is not None and all(candidate.compare(h) > 0 for h in held)

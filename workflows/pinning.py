@@ -15,7 +15,6 @@ with workflow.unsafe.imports_passed_through():
     from ferry.artifacts import FetchManifestInput, ResolveTagInput
     from ferry.cosign import VerifyArtifactInput, VerifyArtifactResult
     from ferry.environment import (
-        EnvironmentState,
         EnvironmentStatus,
         LenientPayload,
         PinKind,
@@ -23,9 +22,9 @@ with workflow.unsafe.imports_passed_through():
         PinRequest,
         first_payload,
     )
-    from ferry.events import EventType
     from ferry.names import Memo, Signal
     from ferry.oci import ANNOTATION_PUBLISHED_BY
+    from ferry.pins import Verdict, status_verdict
     from ferry.promotion import EnvironmentStatusInput
     from ferry.spec import VerifyPolicy, env_workflow_id
     from ferry.times import timestamp
@@ -127,9 +126,6 @@ async def send_pin(environment: str, repository: str, version: str, digest: str,
     return request_id
 
 
-Verdict = tuple[str, str, bool]  # (outcome, reason, auto_rolled_back)
-
-
 class PinOutcomes:
     """Mixed into PromotionWorkflow and RollbackWorkflow: the environment signals the outcome of their pin back
     (`pin_outcome`), so they wait instead of polling its status."""
@@ -171,7 +167,7 @@ class PinOutcomes:
                     state = (await environment_status(environment)).state
                 except StatusUnreadable:
                     continue  # NB: the answer waits until the status can be read (or the deadline passes)
-                verdict, acknowledged = _judge_status(state, digest, request_id, acknowledged)
+                verdict, acknowledged = status_verdict(state, digest, request_id, acknowledged)
                 if verdict is not None and verdict[0] == answer.outcome:
                     return answer.outcome, answer.reason, answer.auto_rolled_back
                 del self._pin_outcomes[request_id]
@@ -190,7 +186,7 @@ class PinOutcomes:
             except (ActivityError, StatusUnreadable) as err:
                 raise_if_cancelled(err)
                 continue  # the environment's worker may be restarting: it answers, or we ask again later
-            verdict, acknowledged = _judge_status(state, digest, request_id, acknowledged)
+            verdict, acknowledged = status_verdict(state, digest, request_id, acknowledged)
             if verdict is not None:
                 return verdict
         return "failed", f"not healthy within {within}", False
@@ -209,33 +205,7 @@ async def _poll_pin_outcome(environment: str, digest: str, request_id: str, with
         if backoff:
             delay = min(delay * 2, policies.PIN_MAX_POLL)
         state = (await environment_status(environment)).state
-        verdict, acknowledged = _judge_status(state, digest, request_id, acknowledged)
+        verdict, acknowledged = status_verdict(state, digest, request_id, acknowledged)
         if verdict is not None:
             return verdict
     return "failed", f"not healthy within {within}", False
-
-
-def _judge_status(state: EnvironmentState, digest: str, request_id: str, acknowledged: bool
-                  ) -> tuple[Verdict | None, bool]:
-    """What the environment's status says of this pin. -> (verdict or None to keep waiting, acknowledged)."""
-    mine = state.pin is not None and state.pin.request_id == request_id
-    answers = [e for e in state.events if e.request_id == request_id]
-    refused = next((e for e in answers if e.type in (EventType.PIN_REFUSED, EventType.VERIFICATION_FAILED)), None)
-    if refused is not None:
-        return ("refused", refused.message, False), acknowledged
-    acknowledged = acknowledged or mine or any(e.type == EventType.PINNED for e in answers)
-    if not acknowledged:
-        return None, acknowledged
-    if not mine:
-        if state.pin is not None and state.pin.kind == "auto-rollback" and state.pin.reason and any(
-                e.type == EventType.AUTO_ROLLBACK and digest in e.objects.get("failed", []) for e in state.events):
-            return ("failed", state.pin.reason, True), acknowledged
-        return ("superseded", f"a newer pin took over ({state.pin.kind} by {state.pin.by})" if state.pin else
-                "the pin was released", False), acknowledged
-    health = state.health
-    if state.last_applied and state.last_applied.digest == digest and health.digest == digest:
-        if health.status == "Healthy":
-            return ("succeeded", "applied and healthy", False), acknowledged
-        if health.status == "Failed":
-            return ("failed", health.reason, False), acknowledged
-    return None, acknowledged

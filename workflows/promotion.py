@@ -10,6 +10,7 @@ with workflow.unsafe.imports_passed_through():
     from ferry.environment import EnvironmentState, LenientPayload, first_payload
     from ferry.errors import ErrorType
     from ferry.names import Memo, Query, Signal, Update
+    from ferry.pins import bound_elsewhere
     from ferry.promotion import (
         MAX_DECISIONS_KEPT,
         Decision,
@@ -142,8 +143,8 @@ class PromotionWorkflow(PinOutcomes, alerting.Notifies):
                                     f"{cause_message(err, limit=None)}")
             return self._finish("refused", f"{input.version} is not a released version of {spec.repository}: "
                                 f"{cause_message(err, limit=None)}")
-        bound = env.tags.get(input.version)
-        if bound is not None and bound != digest:
+        bound = bound_elsewhere(env.tags, input.version, digest)
+        if bound is not None:
             return self._finish("refused", f"tag {input.version} now points to {digest}, but {input.environment} "
                                 f"bound it to {bound}: the tag was moved in the registry")
         self._status.digest, self._status.publisher = digest, publisher

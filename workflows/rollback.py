@@ -6,8 +6,8 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, CancelledError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
+    from ferry.known_good import earlier_known_good, is_known_good, newer_than_applied, requester_refusal
     from ferry.promotion import RollbackInput, RollbackResult
-    from ferry.versions import try_parse_tag
     from workflows import metrics, policies
     from workflows import outbox as alerting
     from workflows.failures import cause_message, raise_if_cancelled
@@ -60,12 +60,11 @@ class RollbackWorkflow(PinOutcomes, alerting.Notifies):
         current = state.last_applied
         result = RollbackResult(outcome="refused", environment=input.environment,
                                 from_version=current.version if current else "")
-        if spec.approval.approvers and input.requested_by not in spec.approval.names:
-            return self._done(result, "refused", f"{input.requested_by} is not an approver of {input.environment} "
-                              f"({', '.join(spec.approval.names)})")
+        refusal = requester_refusal(spec, input.environment, input.requested_by)
+        if refusal:
+            return self._done(result, "refused", refusal)
         if input.to_version:
-            target, applied = try_parse_tag(input.to_version), try_parse_tag(current.version) if current else None
-            if target is not None and applied is not None and target.compare(applied) > 0:
+            if newer_than_applied(input.to_version, current) is not None:
                 return self._done(result, "refused", f"{input.to_version} is newer than the applied "
                                   f"{current.version if current else ''}: a rollback never goes forward (promote it)")
             try:
@@ -74,16 +73,16 @@ class RollbackWorkflow(PinOutcomes, alerting.Notifies):
                 raise_if_cancelled(err)
                 return self._done(result, "refused", f"{input.to_version} is not a released version: "
                                   f"{cause_message(err, limit=None)}")
-            if spec.approval.required and not any(r.digest == digest for r in state.good_history):
+            if spec.approval.required and not is_known_good(state.good_history, digest):
                 return self._done(result, "refused", f"{input.to_version} ({digest}) was never applied and healthy "
                                   f"in {input.environment}: without an approval a rollback may only go to a "
                                   "known-good version (promote it instead)")
             target_version = input.to_version
         else:
-            earlier = [r for r in state.good_history if current is None or r.digest != current.digest]
-            if not earlier:
+            earlier = earlier_known_good(state.good_history, current)
+            if earlier is None:
                 return self._done(result, "refused", "no earlier known-good version to roll back to")
-            target_version, digest = earlier[-1].version, earlier[-1].digest
+            target_version, digest = earlier.version, earlier.digest
         result.to_version, result.digest = target_version, digest
         workflow.upsert_search_attributes([FERRY_VERSION.value_set(target_version)])
         workflow.set_current_details(f"rolling {input.environment} back to {target_version} ({digest[:19]}…) for "

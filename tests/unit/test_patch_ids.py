@@ -22,7 +22,7 @@ def _called(node: ast.Call) -> str:
 
 
 def _is_str(node: ast.expr) -> bool:
-    return isinstance(node, ast.Constant) and isinstance(node.value, str) or isinstance(node, ast.JoinedStr)
+    return (isinstance(node, ast.Constant) and isinstance(node.value, str)) or isinstance(node, ast.JoinedStr)
 
 
 def literal_patch_ids(source: str, filename: str = "<source>") -> list[str]:
