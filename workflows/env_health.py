@@ -15,7 +15,6 @@ with workflow.unsafe.imports_passed_through():
     from ferry.times import parse_timestamp
     from workflows import activity_stubs as stubs
     from workflows import policies
-    from workflows.env_pins import EnvironmentPins
     from workflows.failures import cause_message, cause_type
     from workflows.patches import (
         ACTIVITY_CANCEL_SUSPENDS,
@@ -24,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         HEALTH_REJUDGED,
     )
     from workflows.patches import env_patched as _patched
+    from workflows.pin_protocol import EnvironmentPins
 
 
 

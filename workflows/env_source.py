@@ -17,7 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.failures import cause_message, cause_type
     from workflows.patches import PIN_DURING_RESOLVE
     from workflows.patches import env_patched as _patched
-    from workflows.pinning import verify_release
+    from workflows.reads import verify_release
 
 
 

@@ -30,7 +30,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows import policies
     from workflows.env_events import EnvironmentEvents
     from workflows.env_health import EnvironmentHealth
-    from workflows.env_pins import EnvironmentPins
     from workflows.env_source import EnvironmentSource
     from workflows.env_spec import SpecUpdates
     from workflows.patches import (
@@ -45,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         UPGRADE_ON_VERSION_CHANGE,
     )
     from workflows.patches import env_patched as _patched
+    from workflows.pin_protocol import EnvironmentPins
 
 
 

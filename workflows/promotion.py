@@ -35,14 +35,9 @@ with workflow.unsafe.imports_passed_through():
         RECHECK_HEALTHY_IN,
         RECORD_EVERY_DECISION,
     )
-    from workflows.pinning import (
-        PinOutcomes,
-        StatusUnreadable,
-        environment_status,
-        record_cancelled,
-        resolve_release,
-        send_pin,
-    )
+    from workflows.pin_protocol import PinOutcomes, send_pin
+    from workflows.reads import StatusUnreadable, environment_status, resolve_release
+    from workflows.run_memo import record_cancelled
     from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_VERSION
 
 

@@ -4,6 +4,7 @@ asks through `_patched` is one the baseline folds in, and one that is not is ref
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -22,8 +23,21 @@ from workflows.patches import (
     env_patched as _patched,
 )
 
-MODULES = ("environment", "env_events", "env_pins", "env_health", "env_source", "env_spec")
-SOURCE = "\n".join((Path(patches.__file__).parent / f"{m}.py").read_text() for m in MODULES)
+MODULES = ("environment", "env_events", "env_health", "env_source", "env_spec")
+HERE = Path(patches.__file__).parent
+
+
+def _class_source(module: str, name: str) -> str:
+    """One class of a module that holds both ends of a protocol (the environment's end is asked through the baseline,
+    the sender's is not)."""
+    text = (HERE / f"{module}.py").read_text()
+    found = [n for n in ast.parse(text).body if isinstance(n, ast.ClassDef) and n.name == name]
+    assert len(found) == 1, (module, name)
+    return ast.get_source_segment(text, found[0]) or ""
+
+
+SOURCE = "\n".join([*((HERE / f"{m}.py").read_text() for m in MODULES),
+                    _class_source("pin_protocol", "EnvironmentPins")])
 PATCHES = Path(patches.__file__).read_text()
 
 
