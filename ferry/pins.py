@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from ferry.approvals import DecisionContext, Judgement, judge
-from ferry.environment import EnvironmentState, PinRequest
+from ferry.environment import EnvironmentState, Pin, PinRequest
 from ferry.events import EventType
 from ferry.known_good import rollback_pin_refusal
 from ferry.oci import is_digest
@@ -28,6 +28,12 @@ def approvers(verdicts: list[Judgement]) -> list[str]:
     """Who approved a pin as far as the environment can tell: 'name (SHA256:…)' when verified, else claimed."""
     return [f"{v.approver} ({v.fingerprint})" if v.verified else f"{v.approver} (claimed)"
             for v in verdicts if not v.refusal]
+
+
+def approved_by_publisher(pin: Pin | None, digest: str, publisher: str) -> bool:
+    """Whether the pin of `digest` rests on an approval by the one whose verified signature published it
+    (segregation of duties, checked again once the environment verified the release itself)."""
+    return pin is not None and pin.digest == digest and any(a.split(" (")[0] == publisher for a in pin.approved_by)
 
 
 def judge_pin(state: EnvironmentState, request: PinRequest, now: datetime, *, strict: bool) -> list[Judgement]:

@@ -9,7 +9,7 @@ with workflow.unsafe.imports_passed_through():
     from ferry.errors import ErrorType
     from ferry.events import EventType
     from ferry.holds import newer_than_holds, pin_on_range, tracks
-    from ferry.pins import bind_tag, tag_moved
+    from ferry.pins import approved_by_publisher, bind_tag, tag_moved
     from ferry.reconcile import CheckInput, CheckResult, ReconcileInput, ResolveInput, ResolveResult, VersionRef
     from workflows import activity_stubs as stubs
     from workflows import policies
@@ -40,10 +40,8 @@ class EnvironmentSource(EnvironmentHealth):
                 return self._refuse_artifact(desired, cause_message(err))
             verified = {**state.verified, desired.digest: result.publisher}
             state.verified = dict(list(verified.items())[-policies.MAX_VERIFIED_KEPT:])
-        pin = state.pin
         publisher = state.verified[desired.digest]
-        if pin is not None and pin.digest == desired.digest and any(
-                a.split(" (")[0] == publisher for a in pin.approved_by):
+        if approved_by_publisher(state.pin, desired.digest, publisher):
             return self._refuse_artifact(desired, f"approved by {publisher}, who published it (verified signature)")
         if state.blocked.startswith("VerificationFailed"):
             state.blocked = ""

@@ -162,23 +162,6 @@ class EnvironmentWorkflow(SpecUpdates, EnvironmentSource, EnvironmentHealth, Env
             return min(interval, policies.REJUDGE_AFTER)
         return interval
 
-    def _describe(self) -> None:
-        """The UI's current details: what runs, how healthy, what it waits for, and who may act."""
-        s = self._state
-        applied = s.last_applied
-        lines = [f"**{s.spec.name}** runs {applied.version if applied else 'nothing yet'} "
-                 f"({s.health.status}{': ' + s.health.reason if s.health.reason else ''}); tracks {s.spec.tracking}.",
-                 f"Next reconcile {s.next_reconcile_at}." if not s.suspended else "**Suspended**: ferry resume ENV."]
-        if s.spec.approval.required:
-            lines.append(f"Production gate: {', '.join(s.spec.approval.names)} approve "
-                         f"({'signed' if s.spec.approval.is_signed else 'claimed names'}).")
-        if s.blocked:
-            lines.append(f"**Blocked**: {s.blocked}")
-        if s.pending_spec:
-            lines.append(f"**Spec change pending approval** ({s.pending_spec.id}, by {s.pending_spec.by}): "
-                         f"{'; '.join(s.pending_spec.changes)[:300]}")
-        workflow.set_current_details("\n".join(lines))
-
     async def _iterate(self) -> None:
         """check → resolve (and verify) → reconcile → record → wait for health → judge."""
         check = await self._check() if _patched(LOCAL_CHECK) else None

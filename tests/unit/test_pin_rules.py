@@ -12,6 +12,7 @@ from ferry.approvals import Judgement
 from ferry.environment import Applied, EnvironmentState, HealthState, Pin, PinRequest
 from ferry.events import Event, EventType
 from ferry.pins import (
+    approved_by_publisher,
     approvers,
     bind_tag,
     bound_elsewhere,
@@ -174,6 +175,15 @@ def test_a_signed_policy_judges_the_signed_approvals_only() -> None:
 
 
 _KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEJRmRIm8nrFwxmtyIvpuh5mbFk9gUSE1TdSVDMFJhEX alice"
+
+
+def test_a_pin_approved_by_the_verified_publisher_of_its_digest_is_caught() -> None:
+    pin = Pin(version="1.1.0", digest=D2, by="alice", approved_by=["alice (SHA256:abc)", "bob (claimed)"])
+    assert approved_by_publisher(pin, D2, "alice") and approved_by_publisher(pin, D2, "bob")
+    assert not approved_by_publisher(pin, D2, "ci-main")
+    assert not approved_by_publisher(pin, D1, "alice")  # another digest's pin says nothing of this one
+    assert not approved_by_publisher(None, D2, "alice")
+    assert not approved_by_publisher(pin.model_copy(update={"approved_by": []}), D2, "alice")
 
 
 # ------------------------------------------------------------------ what the status says of a pin
