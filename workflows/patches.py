@@ -70,11 +70,13 @@ DECISION_REFUSAL_FAILS = "ferry-decision-refusal-fails"
 
 # At most a few deliveries at once and per provider: a hanging receiver holds few of the worker's activity slots.
 ALERTS_GATE = "ferry-alerts-gate"
-# The router continues as new when the deployment's current build changes (Worker Versioning) and when its history
-# passes Ferry's own bound (older runs stayed on their build and let a flood of refused signals grow the history).
+# The router continues as new when the deployment's current build changes (Worker Versioning: `ferry upgrade drain`
+# wakes it with a WorkerBuildChanged notification) and when its history passes Ferry's own bound: any message, a
+# dropped one too, wakes a look at its size (older runs stayed on their build and let a flood of refused signals
+# grow the history to the server's limit).
 ROUTER_MOVES = "ferry-router-moves"
 # A notification is delivered only when the run it names is one of Ferry's (check_sender: any client may signal
-# notify); each alert says who sent it.
+# notify); each alert says who sent it. One Temporal cannot tell about now is delivered marked unverified.
 ROUTER_CHECKS_SENDERS = "ferry-router-checks-senders"
 
 # ------------------------------------------------------------------ EnvironmentWorkflow (asked through env_patched)
