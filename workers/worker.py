@@ -32,8 +32,8 @@ def all_workflows() -> list[type]:
 
 
 STATELESS_WORKFLOW_HELPERS = ("workflows.metrics", "workflows.policies", "workflows.search_attributes",
-                              "workflows.outbox", "workflows.pinning", "workflows.activity_stubs",
-                              "workflows.failures")
+                              "workflows.outbox", "workflows.pin_protocol", "workflows.reads", "workflows.run_memo",
+                              "workflows.patches", "workflows.activity_stubs", "workflows.failures")
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
