@@ -59,7 +59,8 @@ from ferry.spec import EnvironmentSpec, env_workflow_id
 from tests.kit.environments import record_histories
 from workers.worker import workflow_runner
 from workflows import activity_stubs
-from workflows.environment import BASELINE_3, EnvironmentWorkflow
+from workflows.environment import EnvironmentWorkflow
+from workflows.patches import BASELINE_3
 from workflows.promotion import PromotionWorkflow
 from workflows.release import ReleaseWorkflow
 
