@@ -27,8 +27,9 @@ async def test_release_fails_when_nobody_serves_the_ci_queue(time_env: WorkflowE
                          ci_task_queue=f"ferry-ci/dead-host/{uuid.uuid4().hex[:8]}", bundle_dir="/nonexistent",
                          publisher="ci-bot", timeout_seconds=3600),
             id=f"release/gone/{uuid.uuid4().hex[:8]}", task_queue=task_queue)
+        # a real minute (CI_SCHEDULE_TO_START): the test server skips no time while an activity is outstanding
         with pytest.raises(WorkflowFailureError) as err:
-            await handle.result()  # time skips: no real minute passes
+            await handle.result()
     cause = err.value.cause
     assert isinstance(cause, ActivityError) and isinstance(cause.cause, TimeoutError)
     assert cause.cause.type == TimeoutType.SCHEDULE_TO_START
