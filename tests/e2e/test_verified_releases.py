@@ -8,34 +8,17 @@ import asyncio
 import uuid
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.registry import Registries, SignatureActivities
-from ferry.cosign import ReleaseSigner, SignArtifactInput, load_signer
 from ferry.environment import LenientPayload
 from ferry.promotion import PromotionInput, promotion_workflow_id
 from ferry.settings import Settings
 from ferry.spec import EnvironmentSpec
 from tests.kit.environments import app_manifests, next_iteration, publish, start_environment, wait_phase, wait_status
+from tests.kit.signing import key_pair, sign_release
 from workflows.environment import EnvironmentWorkflow
 from workflows.promotion import PromotionWorkflow
-
-
-def new_signer() -> tuple[ReleaseSigner, str]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-    return load_signer(pem), public
-
-
-def sign(settings: Settings, signer: ReleaseSigner, repository: str, digest: str, publisher: str) -> None:
-    SignatureActivities(Registries(settings.registry), signer).sign_artifact(SignArtifactInput(
-        repository=repository, digest=digest, publisher=publisher, key_fingerprint=signer.fingerprint))
 
 
 async def test_only_releases_signed_by_a_listed_publisher_are_applied(
@@ -44,8 +27,8 @@ async def test_only_releases_signed_by_a_listed_publisher_are_applied(
 
     suffix = uuid.uuid4().hex[:8]
     repository = f"{dev_worker.registry.default}/team/signed-{suffix}"
-    ci, ci_public = new_signer()
-    stranger, _ = new_signer()
+    ci, ci_public = key_pair()
+    stranger, _ = key_pair()
     kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(kube_server.kubeconfig))
                                 ).create_namespace({"metadata": {"name": f"v-{suffix}"}})
     unsigned = publish(dev_worker, repository, "1.0.0", app_manifests("signed"))
@@ -58,11 +41,11 @@ async def test_only_releases_signed_by_a_listed_publisher_are_applied(
     assert status.state.last_applied is None and "VerificationFailed" in [e.type for e in status.state.events]
     assert "1.0.0" in status.state.blocked and unsigned in status.state.blocked
 
-    sign(dev_worker, stranger, repository, unsigned, "ci-main")  # signed, but by a key nobody listed
+    sign_release(dev_worker, stranger, repository, unsigned, "ci-main")  # signed, but by a key nobody listed
     status = await next_iteration(env)
     assert status.state.last_applied is None and status.state.blocked.startswith("VerificationFailed")
 
-    sign(dev_worker, ci, repository, unsigned, "alice")
+    sign_release(dev_worker, ci, repository, unsigned, "alice")
     status = await wait_status(env, lambda s: s.state.health.status == "Healthy", what="signed 1.0.0 applied")
     assert status.state.last_applied and status.state.last_applied.digest == unsigned
     assert status.state.verified == {unsigned: "alice"} and status.state.blocked == ""
@@ -84,12 +67,12 @@ async def test_the_verified_publisher_may_not_approve(dev_worker: Settings, dev_
 
     suffix = uuid.uuid4().hex[:8]
     repository = f"{dev_worker.registry.default}/team/sod-{suffix}"
-    ci, ci_public = new_signer()
+    ci, ci_public = key_pair()
     kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(kube_server.kubeconfig))
                                 ).create_namespace({"metadata": {"name": f"p-{suffix}"}})
     for version, image in (("1.0.0", "nginx:1.25"), ("1.1.0", "nginx:1.26")):
         digest = publish(dev_worker, repository, version, app_manifests("sod", image=image), publisher="ci-bot")
-        sign(dev_worker, ci, repository, digest, "alice")
+        sign_release(dev_worker, ci, repository, digest, "alice")
     spec = EnvironmentSpec.model_validate({
         "name": f"p-{suffix}", "namespace": f"p-{suffix}", "repository": repository, "version": "1.0.0",
         "interval": "2s", "health-timeout": "20s", "verify": {"publishers": [{"name": "ci-main", "key": ci_public}]},

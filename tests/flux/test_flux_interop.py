@@ -14,8 +14,8 @@ from devstack.flux.controllers import Flux
 from devstack.flux.objects import apply, condition, cosign_secret, kustomization, oci_repository, wait_ready
 from ferry.settings import Settings
 from ferry.spec import EnvironmentSpec
-from tests.flux.signing import key_pair, sign_release
 from tests.kit.environments import app_manifests, publish, start_environment, wait_status
+from tests.kit.signing import key_pair, sign_release
 
 APP = "interop"
 

@@ -1,5 +1,6 @@
 """A promotion's world: a repository with 1.0.0 and 1.1.0, staging on >=1.0.0 and production pinned to 1.0.0 with SRE
-approval, both healthy; and the moves the promotion tests make in it."""
+approval, both healthy (on the real registry and cluster, or on stand-in activities); and the moves the promotion
+tests make in it."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from ferry.promotion import PromotionInput, RollbackInput, promotion_workflow_id
 from ferry.settings import Settings
 from ferry.spec import EnvironmentSpec
 from tests.kit.environments import app_manifests, publish, start_environment, wait_phase, wait_status
+from tests.kit.stand_ins import World as StandInWorld
 from workflows.environment import EnvironmentWorkflow
 from workflows.promotion import PromotionWorkflow
 from workflows.rollback import RollbackWorkflow
@@ -28,7 +30,7 @@ class World:
     staging: str
     production: str
     digests: dict[str, str]
-    apps: kubernetes.client.AppsV1Api
+    apps: kubernetes.client.AppsV1Api | None  # None in a stand-in world (tests/kit/stand_ins.py)
     production_ns: str
 
 
@@ -42,6 +44,23 @@ async def make_world(client: Client, settings: Settings, kube_server: Any, publi
         core.create_namespace({"metadata": {"name": ns}})
     digests = {"1.0.0": publish(settings, repository, "1.0.0", app_manifests("shop"), publisher),
                "1.1.0": publish(settings, repository, "1.1.0", app_manifests("shop", image="nginx:1.26"), publisher)}
+    return await _start_world(client, settings, repository, suffix, digests, kubernetes.client.AppsV1Api(api),
+                              requires_staging, timeout, interval)
+
+
+async def make_stand_in_world(client: Client, settings: Settings, stand_ins: StandInWorld,
+                              requires_staging: bool = True, timeout: str = "24h", interval: str = "2s") -> World:
+    """The same world over stand-in activities (released in `stand_ins`, whose publisher it keeps): `settings`
+    names the task queue of the worker that serves them."""
+    suffix = uuid.uuid4().hex[:8]
+    digests = {version: stand_ins.release(version) for version in ("1.0.0", "1.1.0")}
+    return await _start_world(client, settings, f"{settings.registry.default}/team/shop-{suffix}", suffix, digests,
+                              None, requires_staging, timeout, interval)
+
+
+async def _start_world(client: Client, settings: Settings, repository: str, suffix: str, digests: dict[str, str],
+                       apps: kubernetes.client.AppsV1Api | None, requires_staging: bool, timeout: str,
+                       interval: str) -> World:
     common = {"repository": repository, "interval": interval, "health_timeout": "20s"}
     staging = EnvironmentSpec.model_validate({**common, "name": f"stg-{suffix}", "namespace": f"stg-{suffix}",
                                               "semver": ">=1.0.0"})
@@ -55,8 +74,7 @@ async def make_world(client: Client, settings: Settings, kube_server: Any, publi
     await wait_status(stg, lambda s: s.state.last_known_good is not None
                       and s.state.last_known_good.digest == digests["1.1.0"], what="staging healthy on 1.1.0")
     await wait_status(prd, lambda s: s.state.health.status == "Healthy", what="production healthy on 1.0.0")
-    return World(client, settings, repository, staging.name, production.name, digests,
-                 kubernetes.client.AppsV1Api(api), f"prd-{suffix}")
+    return World(client, settings, repository, staging.name, production.name, digests, apps, f"prd-{suffix}")
 
 
 async def promote(world: World, version: str = "1.1.0", by: str = "carol") -> WorkflowHandle[Any, Any]:
@@ -86,5 +104,6 @@ async def holds(world: World) -> list[str]:
 
 
 def deployed_image(world: World) -> str:
+    assert world.apps is not None, "a stand-in world has no cluster: read its stand-ins' running digests"
     deployment = world.apps.read_namespaced_deployment("shop", world.production_ns)
     return str(deployment.spec.template.spec.containers[0].image)

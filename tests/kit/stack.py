@@ -12,10 +12,14 @@ from temporalio.testing import WorkflowEnvironment
 from devstack.registry import Registry
 from ferry.settings import RegistrySettings, Settings
 
+# A registry host that is never contacted: for worker settings in tests whose workflows end before any registry call.
+NO_REGISTRY = "registry.invalid"
 
-def settings_for(registry: Registry, tmp: Path, **registry_overrides: object) -> Settings:
-    """Worker settings pointed at the test registry (over http)."""
-    reg = RegistrySettings(insecure_hosts=[registry.host], default=registry.host,
+
+def settings_for(registry: Registry | str, tmp: Path, **registry_overrides: object) -> Settings:
+    """Worker settings pointed at the test registry (over http), or at a registry host only (NO_REGISTRY)."""
+    host = registry if isinstance(registry, str) else registry.host
+    reg = RegistrySettings(insecure_hosts=[host], default=host,
                            request_timeout_seconds=5, **registry_overrides)  # type: ignore[arg-type]
     settings = Settings(state_dir=tmp, registry=reg)
     settings.worker.cache_dir = tmp / "cache"

@@ -1,6 +1,8 @@
 """Alerts out, on a real Temporal dev server (one for this module, so the per-namespace router is ours), against real
 HTTP receivers: a local webhook sink and Debian's prometheus-alertmanager. Durability: a receiver outage plus a worker
-restart mid-retry delivers once, with one idempotency key; a receiver down past the deadline is recorded."""
+restart mid-retry delivers once, with one idempotency key; a receiver down past the deadline is recorded. The
+router's own turn-taking (a provider's deliveries at once, a delivery waiting for a turn) runs over a stand-in
+delivery that never answers (NeverAnswers)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +33,21 @@ from devstack.procs import free_port, script_path, wait_healthy
 from devstack.temporal import SEARCH_ATTRIBUTES
 from devstack.webhook_sink import WebhookSink
 from ferry.alert_render import Links, verify_signature
-from ferry.alert_router import ALERT_ROUTER_ID, AlertRouterInput, AlertRouterState, AlertsUpdate, Delivered, Undelivered
+from ferry.alert_router import (
+    ALERT_ROUTER_ID,
+    AlertRouterInput,
+    AlertRouterState,
+    AlertsUpdate,
+    Delivered,
+    DeliveryInput,
+    DeliveryResult,
+    Undelivered,
+)
 from ferry.alerts import RESOLVED_BY_RECOVERY, AlertSpec, Notification, make_notification
 from ferry.settings import Settings
+from tests.kit.stand_ins import stand_in
 from workers.worker import build_worker
-from workflows import policies
+from workflows import activity_stubs, policies
 from workflows.alerts import AlertRouterWorkflow
 
 HMAC_KEY = "s3cret-hmac-key"
@@ -69,12 +82,16 @@ def providers_file(tmp: Path, providers: list[dict[str, Any]]) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def alert_worker(client: Client, providers: Path, task_queue: str) -> AsyncIterator[None]:
+async def alert_worker(client: Client, providers: Path | None, task_queue: str,
+                       deliver: Callable[..., Any] | None = None) -> AsyncIterator[None]:
+    """The router and the real notify adapter over `providers`, or a stand-in `deliver`."""
     links = Links(ui_url="http://ui.example:8233", address="temporal.example:7233", namespace="default")
     settings = Settings()
-    async with build_worker(client, settings, task_queue=task_queue,
-                            workflows=[AlertRouterWorkflow],
-                            activities=[NotifyActivities(providers, links).deliver_notification]):
+    if deliver is None:
+        assert providers is not None
+        deliver = NotifyActivities(providers, links).deliver_notification
+    async with build_worker(client, settings, task_queue=task_queue, workflows=[AlertRouterWorkflow],
+                            activities=[deliver]):
         yield
 
 
@@ -148,6 +165,28 @@ def worker_process(client: Client, providers: Path, task_queue: str, tmp: Path) 
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+
+
+@dataclass
+class NeverAnswers:
+    """A deliver_notification stand-in whose deliveries never return until released (as a receiver that accepts
+    and never answers): counts how many run at once."""
+
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+    running: int = 0
+    most: int = 0
+
+    def activity(self) -> Callable[..., Any]:
+        @stand_in(activity_stubs.deliver_notification)
+        async def deliver_notification(input: DeliveryInput) -> DeliveryResult:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            try:
+                await self.released.wait()
+            finally:
+                self.running -= 1
+            return DeliveryResult(delivered=True, status=200, provider_type="generic", attempts=1)
+        return deliver_notification
 
 
 async def test_receiver_outage_and_worker_kill_deliver_once(alert_env: WorkflowEnvironment, sink: WebhookSink,
@@ -240,20 +279,21 @@ async def test_deadline_during_an_attempt_is_recorded_with_the_last_failure(
 
 
 async def test_a_delivery_waiting_for_a_busy_provider_gives_up_at_its_deadline(
-        alert_env: WorkflowEnvironment, sink: WebhookSink, tmp_path: Path) -> None:
-    # three slow deliveries hold the provider's turns (MAX_DELIVERING_PER_PROVIDER); the fourth waits in the
-    # workflow for a turn and is recorded as given up when its own, shorter deadline passes
+        alert_env: WorkflowEnvironment) -> None:
+    # three deliveries that do not answer hold the provider's turns (MAX_DELIVERING_PER_PROVIDER); the fourth waits
+    # in the workflow for a turn and is recorded as given up when its own, shorter deadline passes (the router's
+    # rule: a stand-in delivery)
     client, queue = alert_env.client, f"alerts-{uuid.uuid4()}"
-    providers = answering_hook(sink, 200, tmp_path)
-    sink.delay = 8.0
+    stuck = NeverAnswers()
     n = note("HealthFailed")
     slow = [{"name": f"slow-{i}", "provider": "hook", "deadline": "30s"}
             for i in range(policies.MAX_DELIVERING_PER_PROVIDER)]
-    async with alert_worker(client, providers, queue):
+    async with alert_worker(client, None, queue, stuck.activity()):
         router = await start_router(client, queue, [*slow, {"name": "last", "provider": "hook", "deadline": "3s"}])
         await send(client, n)
         result = await delivery(client, "last", n)
         await router.terminate("test finished")
+        stuck.released.set()
     assert isinstance(result, Undelivered), result
     assert result.reason.startswith("DeadlinePassed: waited for the provider's earlier deliveries"), result.reason
 
@@ -397,46 +437,23 @@ async def test_continue_as_new_carries_a_delivery_in_flight(alert_env: WorkflowE
     assert state.counts["duplicate"] == 1 and state.pending == []
 
 
-async def test_a_hanging_receiver_holds_only_a_few_activity_slots(alert_env: WorkflowEnvironment,
-                                                                  tmp_path: Path) -> None:
-    """Deliveries share the worker's activity slots with reconciles: ten notifications to a receiver that accepts
-    and never answers run at most MAX_DELIVERING_PER_PROVIDER at once; the rest wait in the router."""
-    import socket
-    import threading
-
-    held: list[socket.socket] = []
-    listener = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def hang() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                held.append(listener.accept()[0])  # accepted, never read, never answered
-
-    hanging = threading.Thread(target=hang, daemon=True)
-    hanging.start()
+async def test_a_hanging_receiver_holds_only_a_few_activity_slots(alert_env: WorkflowEnvironment) -> None:
+    """Deliveries share the worker's activity slots with reconciles: ten notifications to a receiver that never
+    answers run at most MAX_DELIVERING_PER_PROVIDER at once; the rest wait in the router. The cap is the router's:
+    a stand-in delivery that never returns holds its slot as the notify adapter's blocked request does."""
     queue = f"alerts-{uuid.uuid4().hex[:8]}"
-    providers = providers_file(tmp_path, [{"name": "stuck", "type": "generic",
-                                           "url": f"http://127.0.0.1:{listener.getsockname()[1]}/hook",
-                                           "timeout": 30}])
-    try:
-        async with alert_worker(alert_env.client, providers, queue):
-            handle = await start_router(alert_env.client, queue, [{"name": "all", "provider": "stuck",
-                                                                   "deadline": "5m"}])
-            for _ in range(10):
-                await send(alert_env.client, note("HealthFailed"))
-            most = 0
-            for _ in range(40):
-                running = len((await handle.describe()).raw_description.pending_activities)
-                most = max(most, running)
-                await asyncio.sleep(0.25)
-            assert most == policies.MAX_DELIVERING_PER_PROVIDER, most
-            assert len(held) <= policies.MAX_DELIVERING_PER_PROVIDER
-            await handle.terminate("test done")
-    finally:
-        stop.set()
-        hanging.join(5)
-        for connection in held:
-            connection.close()
-        listener.close()
+    stuck = NeverAnswers()
+    async with alert_worker(alert_env.client, None, queue, stuck.activity()):
+        handle = await start_router(alert_env.client, queue, [{"name": "all", "provider": "stuck",
+                                                               "deadline": "5m"}])
+        for _ in range(10):
+            await send(alert_env.client, note("HealthFailed"))
+        most = 0
+        for _ in range(40):
+            running = len((await handle.describe()).raw_description.pending_activities)
+            most = max(most, running)
+            await asyncio.sleep(0.25)
+        assert most == policies.MAX_DELIVERING_PER_PROVIDER, most
+        assert stuck.most == policies.MAX_DELIVERING_PER_PROVIDER, stuck.most
+        await handle.terminate("test done")
+        stuck.released.set()

@@ -1,41 +1,34 @@
-"""Durability limits with the time-skipping server: 500 iterations through continue-as-new, state intact."""
+"""Durability limits with the time-skipping server and stand-in activities (tests/kit/stand_ins.py): 500 iterations
+through continue-as-new, state intact. The real adapters' iterations are tests/e2e's."""
 
 from __future__ import annotations
 
-import uuid
-from pathlib import Path
-from typing import Any
-
-import kubernetes
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
-from devstack.registry import Registry
 from ferry.environment import EnvironmentInput, EnvironmentState, LenientPayload
 from ferry.spec import EnvironmentSpec
-from tests.kit.environments import app_manifests, publish, record_histories
-from tests.kit.stack import settings_for, terminate_running
-from workers.worker import build_worker
+from tests.kit.environments import record_histories
+from tests.kit.stand_ins import World
+from workers.worker import workflow_runner
 from workflows import policies
 from workflows.environment import EnvironmentWorkflow
 
 ITERATIONS = 500
 
 
-async def test_500_iterations_continue_as_new_with_state_intact(
-        time_env: WorkflowEnvironment, registry: Registry, kube_server: Any, tmp_path: Path, task_queue: str) -> None:
-    suffix = uuid.uuid4().hex[:8]
-    name, ns, repo = f"dur-{suffix}", f"dur-{suffix}", f"{registry.host}/team/dur-{suffix}"
-    api = kubernetes.config.new_client_from_config(str(kube_server.kubeconfig))
-    kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": ns}})
-    settings = settings_for(registry, tmp_path)
-    settings.kubeconfig = Path(kube_server.worker_kubeconfig)
-    digest = publish(settings, repo, "1.0.0", app_manifests("svc"))
-    spec = EnvironmentSpec(name=name, repository=repo, namespace=ns, semver=">=1.0.0", interval="1m",
-                           health_timeout="30s")
+async def test_500_iterations_continue_as_new_with_state_intact(time_env: WorkflowEnvironment,
+                                                                task_queue: str) -> None:
+    world = World()
+    digest = world.release("1.0.0")
+    name = "dur"
+    spec = EnvironmentSpec(name=name, repository="registry.test/team/dur", namespace=name, semver=">=1.0.0",
+                           interval="1m", health_timeout="30s")
     client = time_env.client
-    async with build_worker(client, settings, task_queue=task_queue):
+    async with Worker(client, task_queue=task_queue, workflows=[EnvironmentWorkflow],
+                      activities=world.activities(client), workflow_runner=workflow_runner()):
         handle = await client.start_workflow(EnvironmentWorkflow.run,
                                              EnvironmentInput(state=EnvironmentState(spec=spec)),
                                              id=f"env/{name}", task_queue=task_queue)
@@ -50,7 +43,6 @@ async def test_500_iterations_continue_as_new_with_state_intact(
         latest = client.get_workflow_handle(f"env/{name}")
         desc = await latest.describe()
         await latest.terminate("test done")
-        await terminate_running(client, task_queue)
     assert status.state.iterations >= ITERATIONS
     assert status.state.last_applied is not None and status.state.last_applied.digest == digest
     assert status.state.last_known_good is not None and status.state.last_known_good.digest == digest
@@ -59,3 +51,5 @@ async def test_500_iterations_continue_as_new_with_state_intact(
     assert first_history.events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
     # one run is bounded: MAX_ITERATIONS_PER_RUN iterations of a small fixed number of events each
     assert len(first_history.events) < 30 * policies.MAX_ITERATIONS_PER_RUN
+    # past the first iteration, the stand-in cluster already runs the digest: each iteration is a check, no apply
+    assert world.calls.count("reconcile_environment 1.0.0") == 1 and world.running == {name: digest}

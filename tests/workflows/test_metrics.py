@@ -1,5 +1,6 @@
 """The worker's Prometheus endpoint: the Temporal SDK's worker metrics and Ferry's own counters, scraped over
-HTTP from a real worker against the real dev server, registry and Kubernetes API server."""
+HTTP from a worker (build_worker, on a client with the metrics runtime) against the real dev server. The registry
+and the cluster are stand-ins (tests/kit/stand_ins.py): the counters are the workflow's and the SDK's."""
 
 from __future__ import annotations
 
@@ -8,40 +9,36 @@ import socket
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any
 
-import kubernetes
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from devstack.procs import free_port
-from devstack.registry import Registry
 from ferry.settings import TelemetrySettings
 from ferry.spec import EnvironmentSpec
-from tests.kit.environments import app_manifests, publish, start_environment, wait_status
-from tests.kit.stack import settings_for, terminate_running
+from tests.kit.environments import start_environment, wait_status
+from tests.kit.stack import NO_REGISTRY, settings_for, terminate_running
+from tests.kit.stand_ins import World
 from workers.client import connect
 from workers.telemetry import MetricsUnavailable, metrics_runtime
 from workers.worker import build_worker
 
 
-async def test_worker_serves_sdk_and_ferry_metrics(dev_env: WorkflowEnvironment, registry: Registry,
-                                                   kube_server: Any, tmp_path: Path, task_queue: str) -> None:
-    settings = settings_for(registry, tmp_path)
+async def test_worker_serves_sdk_and_ferry_metrics(dev_env: WorkflowEnvironment, tmp_path: Path,
+                                                   task_queue: str) -> None:
+    settings = settings_for(NO_REGISTRY, tmp_path)
     settings.temporal.task_queue = task_queue
     settings.temporal.address = dev_env.client.service_client.config.target_host
-    settings.kubeconfig = Path(kube_server.worker_kubeconfig)
     port = free_port()
     settings.telemetry.prometheus_bind = f"127.0.0.1:{port}"
     runtime = metrics_runtime(settings.telemetry)
     assert runtime is not None
     client = await connect(settings.temporal, runtime=runtime)
     name = f"metrics-{uuid.uuid4().hex[:8]}"
-    kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(kube_server.kubeconfig))) \
-        .create_namespace({"metadata": {"name": name}})
-    repository = f"{registry.host}/team/{name}"
-    publish(settings, repository, "1.0.0", app_manifests("m"))
-    async with build_worker(client, settings):
+    repository = f"{NO_REGISTRY}/team/{name}"
+    world = World()
+    world.release("1.0.0")
+    async with build_worker(client, settings, activities=world.activities(client)):
         handle = await start_environment(client, task_queue, EnvironmentSpec.model_validate(
             {"name": name, "repository": repository, "namespace": name, "version": "1.0.0", "interval": "1h"}))
         await wait_status(handle, lambda s: s.state.health.status == "Healthy", what="deployed")

@@ -4,28 +4,27 @@ The pin is a signal. After a worker restart the real EnvironmentWorkflow can tak
 sticky queue times out first), while its status query already answers with the previous pin; that window
 cannot be forced on demand with the real workflow, so here a scripted stand-in for the environment (a test
 workflow, clearly not the product's) holds the pin back for a fixed time. Its events also hold a Pinned answer to
-an earlier run with the same business key, which must not be taken for this run's. Everything else is real: the
-RollbackWorkflow, the registry, the environment-status activity, the time-skipping server.
+an earlier run with the same business key, which must not be taken for this run's. Everything else is real (the
+RollbackWorkflow, the environment-status activity, the time-skipping server) but the registry: released tags are a
+stand-in's (tests/kit/stand_ins.py).
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from temporalio import workflow
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
-from devstack.registry import Registry
 from ferry.environment import Applied, EnvironmentState, EnvironmentStatus, LenientPayload, Pin, PinRequest
 from ferry.events import Event
 from ferry.promotion import RollbackInput, RollbackResult
 from ferry.reconcile import HealthState, VersionRef
 from ferry.spec import EnvironmentSpec, env_workflow_id
-from tests.kit.environments import app_manifests, publish
-from tests.kit.stack import settings_for
-from workers.worker import build_worker
+from tests.kit.stand_ins import World
+from workers.worker import workflow_runner
 from workflows import ALL_WORKFLOWS
 from workflows.rollback import RollbackWorkflow
 
@@ -64,13 +63,10 @@ class SlowToAcknowledgeEnvironment:
         return self._status
 
 
-async def test_rollback_waits_for_its_pin_to_be_handled(time_env: WorkflowEnvironment, registry: Registry,
-                                                        tmp_path: Path, task_queue: str) -> None:
-    settings = settings_for(registry, tmp_path)
-    settings.temporal.task_queue = task_queue
-    repository = f"{registry.host}/team/ack-{task_queue[-8:]}"
-    old = publish(settings, repository, "1.0.0", app_manifests("ack"))
-    new = publish(settings, repository, "1.1.0", app_manifests("ack", image="nginx:1.26"))
+async def test_rollback_waits_for_its_pin_to_be_handled(time_env: WorkflowEnvironment, task_queue: str) -> None:
+    world = World()
+    repository = "registry.test/team/ack"
+    old, new = world.release("1.0.0"), world.release("1.1.0")
     at = "2026-01-01T00:00:00Z"
     state = EnvironmentState(
         spec=EnvironmentSpec.model_validate({"name": "prod", "repository": repository, "version": "1.1.0",
@@ -81,7 +77,8 @@ async def test_rollback_waits_for_its_pin_to_be_handled(time_env: WorkflowEnviro
         # the current pin is a promotion's; an earlier rollback under this business key pinned once (its event stays)
         pin=Pin(version="1.1.0", digest=new, by="carol", kind="promotion", request_id="promote/prod/1.1.0@r0"),
         events=[Event(at=at, type="Pinned", message="pinned", request_id="rollback/prod/1.0.0")])
-    async with build_worker(time_env.client, settings, workflows=[*ALL_WORKFLOWS, SlowToAcknowledgeEnvironment]):
+    async with Worker(time_env.client, task_queue=task_queue, workflows=[*ALL_WORKFLOWS, SlowToAcknowledgeEnvironment],
+                      activities=world.activities(time_env.client), workflow_runner=workflow_runner()):
         await time_env.client.start_workflow(  # left running: this test's server goes with the test
             SlowToAcknowledgeEnvironment.run, EnvironmentStatus(name="prod", tracking="version 1.1.0", state=state),
             id=env_workflow_id("prod"), task_queue=task_queue)

@@ -1,159 +1,33 @@
-"""Workflows against stand-in activities (the samples' style): the time-skipping server, activities registered
-under the stub names of workflows/activity_stubs.py, no registry, no cluster, no stack. Each test takes seconds.
-
-The stand-ins keep a tiny in-memory world (tags in a registry, objects applied, digests that fail health), so a
-test states what the world does and asserts the workflow's decisions and the order of its activity calls."""
+"""Workflows against stand-in activities (tests/kit/stand_ins.py): the time-skipping server, no registry, no
+cluster, no stack. Each test takes seconds."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
-from temporalio import activity
 from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.environments import EnvironmentActivities
-from ferry.artifacts import (
-    FetchManifestInput,
-    Layer,
-    Manifest,
-    PushArtifactInput,
-    PushArtifactResult,
-    ResolveTagInput,
-    ResolveTagResult,
-)
 from ferry.environment import EnvironmentInput, EnvironmentState, EnvironmentStatus, LenientPayload
-from ferry.oci import ANNOTATION_PUBLISHED_BY, ANNOTATION_VERSION, FLUX_CONTENT_MEDIA_TYPE
-from ferry.promotion import EnvironmentStatusInput, PromotionInput, promotion_workflow_id
-from ferry.reconcile import (
-    ChangeSet,
-    CheckInput,
-    CheckResult,
-    HealthInput,
-    HealthResult,
-    HealthState,
-    ReconcileInput,
-    ReconcileResult,
-    ResolveInput,
-    ResolveResult,
-    VersionRef,
-)
-from ferry.release import (
-    PackageBundleInput,
-    PackageBundleResult,
-    ReleaseInput,
-    ReleaseResult,
-    new_ci_task_queue,
-    release_workflow_id,
-)
+from ferry.oci import ANNOTATION_PUBLISHED_BY, ANNOTATION_VERSION
+from ferry.promotion import PromotionInput, promotion_workflow_id
+from ferry.reconcile import VersionRef
+from ferry.release import ReleaseInput, ReleaseResult, new_ci_task_queue, release_workflow_id
 from ferry.spec import EnvironmentSpec, env_workflow_id
 from tests.kit.environments import record_histories
+from tests.kit.stand_ins import CiHost, World, digest_of
 from workers.worker import workflow_runner
-from workflows import activity_stubs
-from workflows.environment import BASELINE_3, EnvironmentWorkflow
+from workflows.environment import EnvironmentWorkflow
+from workflows.patches import BASELINE_3
 from workflows.promotion import PromotionWorkflow
 from workflows.release import ReleaseWorkflow
 
 REPOSITORY = "registry.test/shop/app"
-
-
-def _digest(text: str) -> str:
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-
-
-def stand_in(stub: Callable[..., Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register a stand-in under a stub's activity name (the name in history), checked to exist."""
-    definition = activity._Definition.must_from_callable(stub)
-    return activity.defn(name=definition.name)
-
-
-def _key(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in version.split("."))
-
-
-@dataclass
-class World:
-    """A registry of released tags and a cluster running at most one digest, with digests that fail health."""
-
-    tags: dict[str, str] = field(default_factory=dict)
-    failing: set[str] = field(default_factory=set)
-    running: str | None = None
-    calls: list[str] = field(default_factory=list)
-    workload: bool = True  # the bundle has a Deployment (a write rolls out); else only configuration
-
-
-    def release(self, version: str, *, healthy: bool = True) -> str:
-        self.tags[version] = _digest(version)
-        if not healthy:
-            self.failing.add(self.tags[version])
-        return self.tags[version]
-
-    def resolve(self, input: ResolveInput) -> ResolveResult:
-        candidates = [v for v in self.tags if v not in input.held]
-        if input.version is not None:
-            candidates = [v for v in candidates if v == input.version]
-        if not candidates:
-            return ResolveResult()
-        best = max(candidates, key=_key)
-        return ResolveResult(ref=VersionRef(version=best, digest=self.tags[best]), candidates=len(candidates))
-
-    def reconcile(self, input: ReconcileInput) -> ReconcileResult:
-        changed = self.running != input.digest
-        if changed and not (input.check_only or input.dry_run):
-            self.running = input.digest
-        kind = "apps/v1/Deployment" if self.workload else "v1/ConfigMap"
-        objects = [f"{kind}/{input.namespace}/app"]
-        changes = ChangeSet(updated=objects, unchanged=1) if changed else ChangeSet(unchanged=2)
-        if input.check_only:
-            return ReconcileResult(changes=ChangeSet(), health=HealthState(), pending=1 if changed else 0)
-        # as the adapter: a written workload has a rollout to wait for; written configuration does not
-        health = HealthState(status="Progressing", reason="updated", digest=input.digest) \
-            if changed and self.workload else self.health(input.digest)
-        return ReconcileResult(changes=changes, health=health, revision=input.digest[-12:])
-
-    def health(self, digest: str) -> HealthState:
-        if digest in self.failing:
-            return HealthState(status="Failed", reason="Deployment/app: CrashLoopBackOff", digest=digest)
-        return HealthState(status="Healthy", reason="1 of 1 ready", digest=digest)
-
-    def activities(self, client: Client) -> list[Callable[..., Any]]:
-        """The stand-ins, and the real last_record (a new run reads the last run's record; on the time-skipping
-        server, which has no Visibility, it finds none)."""
-        @stand_in(activity_stubs.resolve_desired)
-        async def resolve_desired(input: ResolveInput) -> ResolveResult:
-            self.calls.append("resolve_desired")
-            return self.resolve(input)
-
-        @stand_in(activity_stubs.reconcile_environment)
-        async def reconcile_environment(input: ReconcileInput) -> ReconcileResult:
-            self.calls.append(f"reconcile_environment {input.version}")
-            return self.reconcile(input)
-
-        @stand_in(activity_stubs.wait_healthy)
-        async def wait_healthy(input: HealthInput) -> HealthResult:
-            self.calls.append("wait_healthy")
-            return HealthResult(health=self.health(input.digest))
-
-        @stand_in(activity_stubs.check_environment)
-        async def check_environment(input: CheckInput) -> CheckResult:
-            self.calls.append("check_environment")
-            found = self.resolve(input.resolve) if input.resolve is not None else None
-            if found is not None and found.ref is not None and found.ref.digest != input.reconcile.digest:
-                return CheckResult(found=found)
-            check = input.reconcile.model_copy(update={"check_only": True, "dry_run": False})
-            return CheckResult(found=found, result=self.reconcile(check))
-
-        return [resolve_desired, reconcile_environment, wait_healthy, check_environment,
-                EnvironmentActivities(client).last_record]
 
 
 async def _status(client: Client, name: str) -> EnvironmentStatus:
@@ -214,7 +88,7 @@ async def test_environment_resolves_reconciles_and_is_healthy(time_env: Workflow
     assert _events(status) == ["Applied", "Healthy"]
     # the first iteration has nothing applied: no local check, the full path in order
     assert world.calls == ["resolve_desired", "reconcile_environment 1.0.0", "wait_healthy"]
-    assert world.running == digest and state.tags == {"1.0.0": digest}
+    assert world.running == {"shop": digest} and state.tags == {"1.0.0": digest}
     # a run that starts on this code records one patch marker (and one TemporalChangeVersion upsert), not one each
     history = await time_env.client.get_workflow_handle(env_workflow_id("shop")).fetch_history()
     assert _patch_markers(history) == [BASELINE_3]
@@ -264,7 +138,7 @@ async def test_failing_health_rolls_back_and_holds_the_version(time_env: Workflo
     # 1.1.0: the check sees a new digest (cluster not read), applies it, it fails; then 1.0.0 again, 1.1.0 held
     assert world.calls == ["check_environment", "reconcile_environment 1.1.0", "wait_healthy",
                            "check_environment", "reconcile_environment 1.0.0", "wait_healthy"]
-    assert world.running == good
+    assert world.running == {"shop": good}
 
 
 async def test_failing_health_without_auto_rollback_is_recorded(time_env: WorkflowEnvironment, task_queue: str,
@@ -282,39 +156,13 @@ async def test_failing_health_without_auto_rollback_is_recorded(time_env: Workfl
     assert status.state.health.digest == bad and "CrashLoopBackOff" in status.state.health.reason
 
 
-def _registry_reads(world: World, client: Client) -> list[Callable[..., Any]]:
-    """What a promotion reads: the environment's status (a query, as activities/environments.py does), a tag's
-    digest and its manifest (the publisher's annotation), from the same world."""
-
-    @stand_in(activity_stubs.environment_status)
-    async def environment_status(input: EnvironmentStatusInput) -> EnvironmentStatus:
-        world.calls.append("environment_status")
-        return await _status(client, input.environment)
-
-    @stand_in(activity_stubs.resolve_tag)
-    async def resolve_tag(input: ResolveTagInput) -> ResolveTagResult:
-        world.calls.append(f"resolve_tag {input.tag}")
-        if input.tag not in world.tags:
-            raise ApplicationError(f"{input.tag} is not released", type="NotFound", non_retryable=True)
-        return ResolveTagResult(digest=world.tags[input.tag])
-
-    @stand_in(activity_stubs.fetch_manifest)
-    async def fetch_manifest(input: FetchManifestInput) -> Manifest:
-        world.calls.append("fetch_manifest")
-        return Manifest(digest=input.reference, media_type="application/vnd.oci.image.manifest.v1+json",
-                        config_media_type="application/vnd.cncf.flux.config.v1+json", config_digest=_digest("{}"),
-                        layers=[], annotations={ANNOTATION_PUBLISHED_BY: "ci-main"})
-
-    return [environment_status, resolve_tag, fetch_manifest]
-
-
 async def test_promotion_pins_and_hears_back_healthy(time_env: WorkflowEnvironment, task_queue: str,
                                                      world: World) -> None:
     world.release("1.0.0")
     wanted = world.release("1.1.0")
     spec = _spec("prod").model_copy(update={"semver": None, "version": "1.0.0"})
     async with Worker(time_env.client, task_queue=task_queue, workflows=[EnvironmentWorkflow, PromotionWorkflow],
-                      activities=[*world.activities(time_env.client), *_registry_reads(world, time_env.client)],
+                      activities=world.activities(time_env.client),
                       workflow_runner=workflow_runner()):
         await time_env.client.start_workflow(EnvironmentWorkflow.run,
                                              EnvironmentInput(state=EnvironmentState(spec=spec)),
@@ -334,47 +182,6 @@ async def test_promotion_pins_and_hears_back_healthy(time_env: WorkflowEnvironme
 
 
 # --------------------------------------------------------------------------------------------------------- release
-@dataclass
-class CiHost:
-    """The `ferry release` process's activities over an in-memory registry."""
-
-    tags: dict[str, str] = field(default_factory=dict)
-    layers: dict[str, str] = field(default_factory=dict)  # manifest digest -> layer digest
-    pushed: list[PushArtifactInput] = field(default_factory=list)
-    content: str = "manifests v1"
-
-    def activities(self) -> list[Callable[..., Any]]:
-        @stand_in(activity_stubs.package_bundle)
-        async def package_bundle(input: PackageBundleInput) -> PackageBundleResult:
-            return PackageBundleResult(path=f"/tmp/{uuid.uuid4()}.tar.gz", layer_digest=_digest(self.content),
-                                       size=len(self.content), files=1)
-
-        @stand_in(activity_stubs.resolve_tag)
-        async def resolve_tag(input: ResolveTagInput) -> ResolveTagResult:
-            digest = self.tags.get(input.tag)
-            if digest is None and not input.missing_ok:
-                raise ApplicationError(f"{input.tag} not found", type="NotFound", non_retryable=True)
-            return ResolveTagResult(digest=digest)
-
-        @stand_in(activity_stubs.push_artifact)
-        async def push_artifact(input: PushArtifactInput) -> PushArtifactResult:
-            self.pushed.append(input)
-            layer = _digest(self.content)
-            digest = _digest(f"manifest of {layer} {sorted(input.annotations.items())}")
-            self.tags[input.tag], self.layers[digest] = digest, layer
-            return PushArtifactResult(digest=digest, layer_digest=layer, size=len(self.content))
-
-        @stand_in(activity_stubs.fetch_manifest)
-        async def fetch_manifest(input: FetchManifestInput) -> Manifest:
-            digest = self.tags.get(input.reference, input.reference)
-            return Manifest(digest=digest, media_type="application/vnd.oci.image.manifest.v1+json",
-                            config_media_type="application/vnd.cncf.flux.config.v1+json", config_digest=_digest("{}"),
-                            layers=[Layer(media_type=FLUX_CONTENT_MEDIA_TYPE, digest=self.layers[digest], size=1)],
-                            annotations={ANNOTATION_PUBLISHED_BY: "ci-first"})
-
-        return [package_bundle, resolve_tag, push_artifact, fetch_manifest]
-
-
 async def _release(env: WorkflowEnvironment, task_queue: str, ci: CiHost, version: str = "1.0.0") -> ReleaseResult:
     ci_queue = new_ci_task_queue()
     input = ReleaseInput(repository=REPOSITORY, version=version, ci_task_queue=ci_queue, bundle_dir="/src/deploy",
@@ -393,7 +200,7 @@ async def test_release_pushes_on_the_ci_queue_and_verifies(time_env: WorkflowEnv
     annotations = ci.pushed[0].annotations
     assert annotations[ANNOTATION_PUBLISHED_BY] == "ci-main" and annotations[ANNOTATION_VERSION] == "1.0.0"
     assert (result.digest, result.layer_digest, result.already_released) == (
-        ci.tags["1.0.0"], _digest("manifests v1"), False)
+        ci.tags["1.0.0"], digest_of("manifests v1"), False)
 
 
 async def test_release_of_a_released_version(time_env: WorkflowEnvironment, task_queue: str) -> None:

@@ -1,4 +1,5 @@
-"""The OpenTelemetry interceptor from workers/ produces spans for a workflow and its activities."""
+"""The OpenTelemetry interceptor from workers/ produces spans for a workflow and its activities (a stand-in
+`list_tags`: the spans are the interceptor's, whatever the activity does)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,14 @@ from pathlib import Path
 
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from temporalio import workflow
+from temporalio import activity, workflow
 from temporalio.testing import WorkflowEnvironment
 
 # NB: the sandbox re-imports this module to validate the workflow; pass everything else through.
 with workflow.unsafe.imports_passed_through():
-    from devstack.registry import Registry
     from ferry.artifacts import ListTagsInput, ListTagsResult
     from ferry.settings import TelemetrySettings
-    from tests.kit.stack import settings_for
+    from tests.kit.stack import NO_REGISTRY, settings_for
     from workers.client import connect
     from workers.telemetry import tracer_provider
     from workers.worker import build_worker
@@ -30,17 +30,21 @@ class SpanProbeWorkflow:
         )
 
 
-async def test_spans_for_workflow_and_activity(
-    dev_env: WorkflowEnvironment, registry: Registry, tmp_path: Path, task_queue: str
-) -> None:
+@activity.defn(name="list_tags")
+async def list_tags(input: ListTagsInput) -> ListTagsResult:
+    return ListTagsResult(tags=[])
+
+
+async def test_spans_for_workflow_and_activity(time_env: WorkflowEnvironment, tmp_path: Path, task_queue: str) -> None:
     exporter = InMemorySpanExporter()
     provider = tracer_provider(TelemetrySettings(exporter="none"), extra=SimpleSpanProcessor(exporter))
-    settings = settings_for(registry, tmp_path)
-    settings.temporal.address = dev_env.client.service_client.config.target_host
+    settings = settings_for(NO_REGISTRY, tmp_path)
+    settings.temporal.address = time_env.client.service_client.config.target_host
     client = await connect(settings.temporal, tracer=provider)
-    async with build_worker(client, settings, task_queue=task_queue, workflows=[SpanProbeWorkflow]):
+    async with build_worker(client, settings, task_queue=task_queue, workflows=[SpanProbeWorkflow],
+                            activities=[list_tags]):
         result = await client.execute_workflow(
-            SpanProbeWorkflow.run, ListTagsInput(repository=f"{registry.host}/otel/probe"),
+            SpanProbeWorkflow.run, ListTagsInput(repository=f"{NO_REGISTRY}/otel/probe"),
             id=f"otel-{task_queue}", task_queue=task_queue,
         )
     assert result.tags == []

@@ -1,4 +1,5 @@
-"""A publisher's cosign key pair and Ferry's own signing adapter, for releases Flux must verify."""
+"""A publisher's cosign key pair and Ferry's own signing adapter: releases that Ferry (tests/e2e) and Flux
+(tests/flux) must verify."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def key_pair() -> tuple[ReleaseSigner, str]:
     return signer, public.decode()
 
 
-def sign_release(settings: Settings, signer: ReleaseSigner, repository: str, digest: str) -> None:
+def sign_release(settings: Settings, signer: ReleaseSigner, repository: str, digest: str,
+                 publisher: str = "ci-bot") -> None:
     """Sign as `ferry release --sign-key` does (the `sha256-<hex>.sig` tag beside the release)."""
     SignatureActivities(Registries(settings.registry), signer).sign_artifact(SignArtifactInput(
-        repository=repository, digest=digest, publisher="ci-bot", key_fingerprint=signer.fingerprint))
+        repository=repository, digest=digest, publisher=publisher, key_fingerprint=signer.fingerprint))
