@@ -23,7 +23,7 @@ from devstack.procs import StackError, pid_alive, spawn, stop_pid, wait_healthy
 INSTALL_HINT = "install PostgreSQL >= 12 (`sudo apt-get install postgresql`; the server binaries are in " \
                "/usr/lib/postgresql/<version>/bin) or put its initdb and postgres on PATH"
 SUPERUSER = "temporal"  # initdb's superuser, the role Temporal connects as (trust auth, 127.0.0.1 only)
-# one Temporal server process runs four services, each with its own pools (up to 20 + 10 connections per
+# One Temporal server process runs four services, each with its own pools (up to 20 + 10 connections per
 # service against the two databases); the default of 100 leaves no room for the schema tool and a restart.
 MAX_CONNECTIONS = 200
 

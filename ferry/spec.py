@@ -137,7 +137,7 @@ class VerifyPolicy(Model):
 
 
 DEFAULT_CLUSTER = "default"
-# the worker keeps its inventories and leases here; no environment may write to it (or name it as its own).
+# The worker keeps its inventories and leases here; no environment may write to it (or name it as its own).
 RESERVED_NAMESPACES = ("ferry-system",)
 CLUSTER_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 

@@ -139,7 +139,7 @@ async def run_worker(settings: Settings, *, ready_file: Path | None = None) -> N
         provider.shutdown()
 
 
-# the CI worker is unversioned and serves one release; an explicit build id spares the SDK's default, which
+# The CI worker is unversioned and serves one release; an explicit build id spares the SDK's default, which
 # hashes the bytecode of every loaded module (~900 in `ferry release`) before the first poll.
 CI_BUILD_ID = "ferry-release"
 

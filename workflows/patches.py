@@ -138,7 +138,7 @@ FOLDED_INTO_BASELINE = frozenset({
     # came with BASELINE (a run with its marker always had it); older runs meet it alone
     HEALTH_FROM_APPLY})
 
-# the second baseline: the patches of steps 14 and 15 (the gate's included), so a run that starts on this code
+# The second baseline: the patches of steps 14 and 15 (the gate's included), so a run that starts on this code
 # records one marker again. The same rule: a patch added after it is called alone, or folded into a third baseline.
 BASELINE_2 = "ferry-environment-baseline-2"
 FOLDED_INTO_BASELINE_2 = frozenset({

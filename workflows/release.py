@@ -77,7 +77,7 @@ def _annotations(input: ReleaseInput) -> dict[str, str]:
     return annotations
 
 
-# an input the model refuses (a crafted ci_task_queue) fails the workflow on the record instead of failing
+# An input the model refuses (a crafted ci_task_queue) fails the workflow on the record instead of failing
 # its first workflow task forever.
 @workflow.defn(name="ReleaseWorkflow", failure_exception_types=[ValidationError])
 class ReleaseWorkflow(alerting.Notifies):

@@ -28,7 +28,7 @@ from devstack.procs import StackError, free_port, port_taken, spawn, stop_pid, w
 
 GO_MOD = Path(__file__).resolve().parents[1] / "controlplane" / "go.mod"
 WORKER_RBAC = Path(__file__).resolve().parents[2] / "examples" / "rbac" / "ferry-worker.yaml"
-# room for the benchmarks' thousands of Services (a /24 is full at 254: "failed to allocate a serviceIP").
+# Room for the benchmarks' thousands of Services (a /24 is full at 254: "failed to allocate a serviceIP").
 SERVICE_CIDR = "10.96.0.0/12"
 BOOTSTRAP_NAMESPACES = ("ferry-system",)
 # Controllers that need no kubelet. The workload controllers (deployment, replicaset, statefulset, daemonset,
