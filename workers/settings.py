@@ -44,7 +44,7 @@ _NOT_A_BOOLEAN = "not_a_boolean"
 
 
 def _boolean(raw: object) -> object:
-    # NB: refused, not read as false: FERRY_TEMPORAL_TLS=ture must not quietly connect without TLS. pydantic's own
+    # refused, not read as false: FERRY_TEMPORAL_TLS=ture must not quietly connect without TLS. pydantic's own
     # bool would also take t/f/y/n; this keeps the words Ferry has always documented.
     if not isinstance(raw, str):
         return raw

@@ -188,7 +188,7 @@ class AlertRouterWorkflow:
             sender = ""
         waiting = self._held.pop(note.key, [])
         if result.unverified:
-            # NB: not delivered, on the record: an unproved alert in the SREs' channel is what a forgery wants
+            # not delivered, on the record: an unproved alert in the SREs' channel is what a forgery wants
             self._count("unverified")
             for alert in self._state.alerts:
                 if alert.matches(note):

@@ -154,7 +154,7 @@ async def _poll_pin_outcome(environment: str, digest: str, request_id: str, with
     # NB: the pin is a signal; until the environment has handled it (a worker restart can delay that by the
     # sticky-queue timeout and more), its status still shows the previous pin, which is not "superseded".
     acknowledged = not _acknowledged_pins()
-    backoff = workflow.patched(PIN_POLL_BACKOFF)  # patched: older histories polled every PIN_POLL
+    backoff = workflow.patched(PIN_POLL_BACKOFF)
     delay = policies.PIN_POLL
     while workflow.now() < deadline:
         await workflow.sleep(delay)

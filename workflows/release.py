@@ -53,7 +53,7 @@ def release_search_attributes(input: ReleaseInput) -> TypedSearchAttributes:
 
 
 def _refuse_foreign_queue(input: ReleaseInput) -> None:
-    """NB: the model refuses such a queue when decoding; this also refuses the worker's own queue whatever it is
+    """The model refuses such a queue when decoding; this also refuses the worker's own queue whatever it is
     named. A refusal issues no command first, so valid releases keep their command sequence."""
     problem = ci_task_queue_problem(input.ci_task_queue)
     if problem is None and input.ci_task_queue == workflow.info().task_queue:
