@@ -103,7 +103,7 @@ def _extract(archive: Path, dest: Path, max_entry_bytes: int, max_total_bytes: i
     total = members = 0
     seen: dict[str, bool] = {}  # normalized name -> is a directory
     try:
-        # NB: stream mode ("r|gz"): one forward pass, nothing seeks back, nothing is read twice.
+        # stream mode ("r|gz"): one forward pass, nothing seeks back, nothing is read twice.
         with tarfile.open(archive, "r|gz", tarinfo=_BoundedTarInfo, errors="strict") as tar:
             for member in tar:
                 members += 1

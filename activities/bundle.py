@@ -110,7 +110,7 @@ class BundleActivities:
         """Validate and package the bundle directory; idempotent (content-addressed). BundleSourceGone when the
         directory is not on this host, BadInput (non-retryable) for an invalid bundle."""
         prepared = self._prepared.get(input.bundle_dir)
-        # NB: the packaged file is named by its digest; re-hashing it (cheap) proves it is still those bytes
+        # the packaged file is named by its digest; re-hashing it (cheap) proves it is still those bytes
         if prepared is not None and Path(prepared.path).is_file() and _digest(Path(prepared.path)) == \
                 prepared.layer_digest:
             return prepared

@@ -108,10 +108,10 @@ class EnvironmentActivities:
             runs = [run async for run in self._client.list_workflows(query, limit=MAX_RUNS_SCANNED)]
         except RPCError as err:
             if err.status != RPCStatusCode.UNIMPLEMENTED:
-                raise  # NB: an outage: retried until Visibility answers (RECORD_READ_RETRY)
-            # NB: a server without Visibility at all (the SDK's time-skipping test server): no run to read
+                raise  # an outage: retried until Visibility answers (RECORD_READ_RETRY)
+            # a server without Visibility at all (the SDK's time-skipping test server): no run to read
             return LastRecordResult(note="this Temporal server lists no runs (no Visibility)")
-        for run in runs:  # NB: newest first
+        for run in runs:  # newest first
             if run.run_id == input.run_id or run.workflow_type != ENVIRONMENT_WORKFLOW or run.task_queue != queue:
                 continue
             found = await self._written_record(input.workflow_id, run.run_id)
@@ -159,7 +159,7 @@ class EnvironmentActivities:
             token = page.next_page_token
             if not token:
                 break
-        # NB: a run of this code with no record yet was still reading its predecessor's: it held nothing itself
+        # a run of this code with no record yet was still reading its predecessor's: it held nothing itself
         return (None,) if ran and not keeps_records else None
 
 

@@ -97,7 +97,7 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float, provid
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     where = f"provider {provider} ({redact(url)})"
     try:
-        # NB: a plain opener without redirects to other hosts: a webhook answering 3xx is refused below.
+        # a plain opener without redirects to other hosts: a webhook answering 3xx is refused below.
         with _OPENER.open(request, timeout=timeout) as response:
             response.read(MAX_RESPONSE)
             return int(response.status)
@@ -113,7 +113,7 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float, provid
         kind = type(reason).__name__ if not isinstance(reason, str) else "unreachable"
         raise ApplicationError(f"{where} unreachable ({kind})", type=str(ErrorType.RECEIVER_UNAVAILABLE)) from None
     except Exception as err:
-        # NB: a malformed URL or header (a token ending in a newline, a space in a webhook path) never heals:
+        # a malformed URL or header (a token ending in a newline, a space in a webhook path) never heals:
         # refused at once, by the exception's type only
         raise ApplicationError(f"{where} cannot be sent ({type(err).__name__}: the provider's URL or headers are "
                                "malformed; fix the providers file)", type=str(ErrorType.DELIVERY_REFUSED),

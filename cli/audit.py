@@ -230,7 +230,7 @@ class _HistoryReader:
     def _unpaired(self) -> None:
         """Every message a client sent that no record names (reconcile_now, plan, a name the workflow does not
         have, an undecodable payload, a decision the run never judged) is an entry of its own, with its sender.
-        NB: Ferry's workflows signal each other (pin outcomes, alert notifications); those stay out."""
+        Ferry's workflows signal each other (pin outcomes, alert notifications); those stay out."""
         for m in self.messages:
             if m.paired or m.from_workflow:
                 continue
@@ -297,8 +297,8 @@ class _HistoryReader:
         self.add(event, kind.words, self._environment(), env_event.get("by", ""), details)
 
     def _cancel_sender(self) -> str:
-        """The sender of a suspend recorded as by 'cancel request'. NB: histories before the environment relabelled
-        reserved names let a suspend signal claim it; such a signal, first in line, is the one recorded."""
+        """The sender of a suspend recorded as by 'cancel request'. In a history from before reserved names
+        were relabelled a suspend signal could claim it; such a signal, first in line, is the one recorded."""
         queue = self.signal_senders[Signal.SUSPEND]
         if queue and claimed(queue[0].payload) == CANCEL_REQUEST:
             return f"{self._signal(Signal.SUSPEND)[0]} (a suspend signal claiming {CANCEL_REQUEST!r})"
@@ -422,7 +422,7 @@ async def build_timeline(client: Client, temporal: TemporalSettings, environment
         events = list(history.events)
         first = events[0] if events else None
         started = first.workflow_execution_started_event_attributes if first is not None else None
-        # NB: the history's own start event says which queue served the run (Visibility's copy is the fallback)
+        # the history's own start event says which queue served the run (Visibility's copy is the fallback)
         queue = started.task_queue.name if started is not None else wf.task_queue
         if reason := exclusion(wf.workflow_type, queue, temporal.task_queue):
             starter = client_words(_sender(first, started.identity)) if first and started else "unknown"

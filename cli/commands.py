@@ -2,7 +2,7 @@
 named, not imported: `Lazy("cli.environments", "cmd_status")` imports its module when that command runs, so
 `ferry --help` and a command's parser load no Temporal, Kubernetes, OpenTelemetry, pydantic or registry client.
 
-NB: only the standard library and cli.common here (tests/unit/test_cli_imports.py checks it).
+Only the standard library and cli.common here (tests/unit/test_cli_imports.py checks it).
 """
 
 from __future__ import annotations

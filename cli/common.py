@@ -1,6 +1,6 @@
 """Helpers shared by the command modules: the connection options, the one way to connect, errors, output.
 
-NB: imported to build the parser (`ferry --help`), so only the standard library at the top: whatever talks to
+Imported to build the parser (`ferry --help`), so only the standard library at the top: whatever talks to
 Temporal is imported by the function that does.
 """
 

@@ -23,11 +23,11 @@ EXACT_CONCURRENCY = 16  # `env list --exact`: status queries at once
 
 async def list_environments(client: Client) -> list[dict[str, str]]:
     """One row per running environment from Visibility, paged: name, tracking, applied version, phase, repository.
-    NB: eventually consistent: Visibility lags the workflows by up to seconds."""
+    Eventually consistent: Visibility lags the workflows by up to seconds."""
     from temporalio.api.workflowservice.v1 import ListWorkflowExecutionsRequest
     from temporalio.converter import PayloadConverter
 
-    # NB: the raw pages, decoding only the five keywords a row shows: the SDK's list_workflows builds a full
+    # the raw pages, decoding only the five keywords a row shows: the SDK's list_workflows builds a full
     # WorkflowExecution per row (every search attribute decoded twice, timestamps, memo), ~5x the CPU at 10,000.
     decode = PayloadConverter.default.from_payload
     columns = (("name", FERRY_ENVIRONMENT.name), ("tracking", FERRY_TRACKING.name), ("version", FERRY_VERSION.name),

@@ -166,14 +166,14 @@ async def _update_with_start(client: Client, spec: EnvironmentSpec, update: Spec
             _consume(operation)
             if not isinstance(err.__cause__, RPCError):  # NB: the SDK's name for a cancelled call too (Ctrl-C)
                 raise asyncio.CancelledError from err
-            # NB: no worker took the update within APPLY_WAIT (a fleet queued behind one busy worker, or none
+            # no worker took the update within APPLY_WAIT (a fleet queued behind one busy worker, or none
             # polling): the same update id again waits for the same update
             waits += 1
             if waits == APPLY_WAITS or attempt + 1 == APPLY_ATTEMPTS:
                 raise CommandError(_unanswered(spec, task_queue, started, waits)) from None
         except RPCError as err:
             _consume(operation)
-            # NB: "workflow update was aborted": the server cleared the workflow's update registry (its first
+            # "workflow update was aborted": the server cleared the workflow's update registry (its first
             # workflow task timed out on a busy worker, or the workflow left the server's cache); "Workflow Task in
             # failed state": its workflow task is being retried (timed out on a busy worker). Both pass.
             if attempt + 1 == APPLY_ATTEMPTS or not _update_retryable(err):
@@ -213,11 +213,11 @@ async def _from_last_run(client: Client, spec: EnvironmentSpec, ended: Any, forc
         last = (await client.get_workflow_handle(env_workflow_id(spec.name)).query(
             Query.STATUS, result_type=EnvironmentStatus, rpc_timeout=timedelta(seconds=10))).state
     except (RPCError, WorkflowQueryFailedError):
-        # NB: the new run reads the last run's record itself (its memo, ferry/recovery.py): holds, used approvals
+        # the new run reads the last run's record itself (its memo, ferry/recovery.py): holds, used approvals
         # and tag bindings come back without --force, and --force cannot drop them
         return EnvironmentState(spec=spec), (" (the last run's status cannot be read: the new run recovers its "
                                              "record from the last run's memo)")
-    # NB: tag bindings and holds name versions of the last run's repository: another repository's 1.2.0 is another
+    # tag bindings and holds name versions of the last run's repository: another repository's 1.2.0 is another
     # artifact, so it starts unbound and unheld (a `make demo` on a kept stack re-releases 1.2.0 in a new one)
     same = last.spec.repository == spec.repository
     state = EnvironmentState(spec=spec, holds=last.holds if same else [], good_history=last.good_history,

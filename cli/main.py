@@ -14,7 +14,7 @@ from typing import Any
 from cli import commands
 from cli.common import CommandError, global_options, settings_from
 
-# NB: a command imports what it uses (`ferry --help` imports no Temporal, Kubernetes or OpenTelemetry): these
+# A command imports what it uses (`ferry --help` imports no Temporal, Kubernetes or OpenTelemetry): these
 # failures are reported as one line when the module that raises them was loaded by the command that ran.
 REPORTED = (("devstack.procs", "StackError"), ("workers.client", "TemporalUnavailable"),
             ("workers.telemetry", "MetricsUnavailable"), ("workers.settings", "SettingsInvalid"))

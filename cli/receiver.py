@@ -228,7 +228,7 @@ class ReceiverHandler(BaseHTTPRequestHandler):
     def _post(self, endpoint: str) -> None:
         receiver = self.server.receiver
         if endpoint == "registry" and not receiver.authorized(self.headers.get("Authorization")):
-            # NB: before the body is read: an unauthenticated client cannot hold a slot while it trickles one
+            # before the body is read: an unauthenticated client cannot hold a slot while it trickles one
             self._refuse(endpoint, "unauthorized", 401, "missing or wrong Authorization header")
             return
         length = self.headers.get("Content-Length")

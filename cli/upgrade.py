@@ -9,7 +9,7 @@ from one worker build to the next under Worker Versioning (workers/versioning.py
 - Promotions, rollbacks and releases are PINNED and finish on the build they started on: the old build's workers
   stay until `status --build OLD` counts nothing running on it (Visibility's `TemporalWorkerDeploymentVersion`).
 
-NB: imported to build the parser (`ferry --help`): only the standard library and cli.* at the top.
+Imported to build the parser (`ferry --help`): only the standard library and cli.* at the top.
 """
 
 from __future__ import annotations

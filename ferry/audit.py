@@ -169,7 +169,7 @@ class SignedRecord(BaseModel):
 def verify_record(signed: SignedRecord) -> str:
     """What the signature proves by itself: the SSH signature over its statement with the key embedded in the
     signature, that key's fingerprint against the one recorded, and the statement's bindings against the workflow
-    that recorded it. -> '' or what does not hold. NB: not whose key it is: :func:`verify_against` adds that."""
+    that recorded it. -> '' or what does not hold. Not whose key it is: :func:`verify_against` adds that."""
     record, payload = signed.record, signed.payload
     if not isinstance(payload, dict) or not payload.get("statement") or not payload.get("signature"):
         return "recorded as verified, but its payload carries no signed statement"

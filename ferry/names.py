@@ -25,7 +25,7 @@ ALERT_ROUTER_WORKFLOW: Final = "AlertRouterWorkflow"
 
 class Memo:
     """Memo keys the workflows upsert so the audit reads operator records from history alone.
-    NB: plain strings, not an enum: they become protobuf map keys."""
+    Plain strings, not an enum: they become protobuf map keys."""
 
     EVENT: Final = "ferry_event"  # EnvironmentWorkflow: each Event it records
     DECISION: Final = "ferry_decision"  # PromotionWorkflow: each approve/reject decision, accepted or refused

@@ -85,7 +85,7 @@ def pin_refusal(state: EnvironmentState, request: PinRequest, verdicts: list[Jud
     if not is_digest(request.digest):
         return f"{request.digest!r} is not a digest"
     if request.repository and request.repository != spec.repository:
-        # NB: the spec moved to another repository after the promotion/rollback resolved its digest
+        # the spec moved to another repository after the promotion/rollback resolved its digest
         return f"resolved in {request.repository}, but {spec.name} deploys from {spec.repository}"
     bound = bound_elsewhere(state.tags, request.version, request.digest)
     if bound is not None:
@@ -94,7 +94,7 @@ def pin_refusal(state: EnvironmentState, request: PinRequest, verdicts: list[Jud
     released_as = [tag for tag, digest in state.tags.items() if digest == request.digest]
     if released_as and request.version not in released_as and hardened():
         # NB: a pin's version is the digest's release as this environment resolved it, never the sender's label
-        # (a held 2.0.0 relabelled 0.0.1 passed "a rollback never goes forward")
+        # (else a held 2.0.0 relabelled 0.0.1 would pass "a rollback never goes forward")
         return (f"{request.digest} is release {released_as[-1]} here, not {request.version}: a pin names the "
                 "release of its digest")
     if not spec.approval.required:

@@ -239,7 +239,7 @@ def confine(environment: str, namespace: str, namespaces: Collection[str], clust
     on namespaced objects only."""
     allowed = list(namespaces) or [namespace]
     if namespace not in allowed:
-        # NB: people's specs are checked for this at apply; a raw start or update is not
+        # people's specs are checked for this at apply; a raw start or update is not
         raise Refused(ErrorType.OUT_OF_BOUNDS, f"{environment}'s namespace {namespace} is not one of its namespaces "
                       f"{allowed}; nothing was applied")
     reserved = sorted(set(allowed) & set(RESERVED_NAMESPACES))
@@ -314,7 +314,7 @@ class Plan:
     unserved: frozenset[Kind] = frozenset()  # kinds the server does not serve yet (their CRD comes with the plan)
 
     def __post_init__(self) -> None:
-        # NB: (kind, namespace, name) of every create; the server's dry run confirms updates only, never a create
+        # (kind, namespace, name) of every create; the server's dry run confirms updates only, never a create
         self._created = {(c.id.kind, c.id.namespace, c.id.name) for c in self.changes if c.action == "create"}
 
     @property

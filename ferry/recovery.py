@@ -81,7 +81,7 @@ def recover(start: EnvironmentState, record: EnvironmentRecord | None, *, now: s
     if record is None:
         return start, []
     gated = record.spec.approval.required
-    # NB: an approval-required environment keeps the record's repository (a change of it waits for an approval),
+    # an approval-required environment keeps the record's repository (a change of it waits for an approval),
     # so its holds and tag bindings always apply; a start's own tag bindings are claims
     same = gated or record.spec.repository == start.spec.repository
     notes = [f"recovered from the last run: {len(record.holds) if same else 0} hold(s), {len(record.good_history)} "
@@ -96,7 +96,7 @@ def recover(start: EnvironmentState, record: EnvironmentRecord | None, *, now: s
         good = [*record.good_history, *(r for r in start.good_history if r not in record.good_history)]
         return state.model_copy(update={"good_history": good,
                                         "last_known_good": start.last_known_good or record.last_known_good}), notes
-    # NB: approval-required: nothing a starter writes weakens what the last run had
+    # approval-required: nothing a starter writes weakens what the last run had
     state = state.model_copy(update={"good_history": record.good_history, "last_known_good": record.last_known_good,
                                      "pin": record.pin, "pin_before": None, "pending_spec": None})
     changes = protected_changes(spec_diff(record.spec, start.spec))

@@ -26,7 +26,7 @@ class TemporalSettings(_Settings):
     tls_ca: Path | None = Field(None, description="CA (PEM) the server's certificate must chain to; default: "
                                                   "the system's roots")
     tls_server_name: str | None = Field(None, description="the name the server's certificate must carry (SNI)")
-    # NB: set only from a Temporal environment-configuration profile that inlines the PEM data.
+    # set only from a Temporal environment-configuration profile that inlines the PEM data.
     tls_cert_pem: str | None = None
     tls_key_pem: SecretStr | None = None
     tls_ca_pem: str | None = None
@@ -91,7 +91,7 @@ class TelemetrySettings(_Settings):
 
 
 class WorkerSettings(_Settings):
-    # NB: oras-py and the kubernetes client are blocking, so activities are sync and run in a
+    # oras-py and the kubernetes client are blocking, so activities are sync and run in a
     # thread pool; the pool is sized to max_concurrent_activities so no activity waits for a thread.
     max_concurrent_activities: int = Field(16, ge=1, le=512)
     # Fleet tuning (README "Capacity"; bench/fleet.py measures it). The sticky cache holds each environment's

@@ -137,7 +137,7 @@ class VerifyPolicy(Model):
 
 
 DEFAULT_CLUSTER = "default"
-# NB: the worker keeps its inventories and leases here; no environment may write to it (or name it as its own).
+# The worker keeps its inventories and leases here; no environment may write to it (or name it as its own).
 RESERVED_NAMESPACES = ("ferry-system",)
 CLUSTER_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
@@ -173,7 +173,7 @@ class ClusterRef(Model):
 
 
 class EnvironmentSpec(Model):
-    # NB: every string is bounded: a spec arrives in an Update and lives in the workflow's state and history
+    # every string is bounded: a spec arrives in an Update and lives in the workflow's state and history
     name: str = Field(max_length=53)
     repository: Repository = Field(max_length=255)
     path: str = Field(".", max_length=255)
@@ -249,7 +249,7 @@ class EnvironmentSpec(Model):
     @model_validator(mode="after")
     def _confined(self, info: ValidationInfo) -> EnvironmentSpec:
         if not (info.context and info.context.get(PEOPLE)):
-            return self  # NB: a persisted state always decodes; the worker refuses a reserved namespace itself
+            return self  # a persisted state always decodes; the worker refuses a reserved namespace itself
         for ns in [self.namespace, *self.namespaces]:
             if not _NAME.match(ns):
                 raise ValueError(f"namespace {ns!r} must be a lowercase DNS label")

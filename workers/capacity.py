@@ -54,6 +54,6 @@ async def watch_cache(client: Client, queue: str, capacity: int, meter: MetricMe
             await check_cache(client, queue, capacity, meter, worker=client.identity)
         except RPCError as err:  # Temporal unreachable or Visibility busy: the worker's own polling reports outages
             log.debug("sticky cache check skipped: %s", err)
-        except Exception as err:  # NB: a check that breaks must not end the watch, nor the worker
+        except Exception as err:  # a check that breaks must not end the watch, nor the worker
             log.warning("sticky cache check failed: %s", err)
         await asyncio.sleep(every.total_seconds())

@@ -25,7 +25,7 @@ async def connect(settings: TemporalSettings, *, tracer: TracerProvider | None =
     """A client; `identity` is what Temporal records on every request (the audit shows it next to approvers)."""
     interceptors: list[Interceptor] = []
     if tracer is not None:
-        # NB: imported only when tracing: OpenTelemetry and the SDK's worker modules cost a CLI command ~0.2 s
+        # imported only when tracing: OpenTelemetry and the SDK's worker modules cost a CLI command ~0.2 s
         from workers.telemetry import tracing_interceptor
 
         interceptor = tracing_interceptor(tracer)

@@ -44,7 +44,7 @@ _NOT_A_BOOLEAN = "not_a_boolean"
 
 
 def _boolean(raw: object) -> object:
-    # NB: refused, not read as false: FERRY_TEMPORAL_TLS=ture must not quietly connect without TLS. pydantic's own
+    # refused, not read as false: FERRY_TEMPORAL_TLS=ture must not quietly connect without TLS. pydantic's own
     # bool would also take t/f/y/n; this keeps the words Ferry has always documented.
     if not isinstance(raw, str):
         return raw
@@ -203,7 +203,7 @@ def devstack_layer(state_dir: Path) -> dict[str, Any]:
         layer["registry"]["insecure_hosts"] = [registry["host"]]
     kube = info.get("kube") or {}
     if kube.get("worker_kubeconfig") or kube.get("kubeconfig"):
-        # NB: the worker's own least-privilege identity (examples/rbac/ferry-worker.yaml), not the admin's.
+        # the worker's own least-privilege identity (examples/rbac/ferry-worker.yaml), not the admin's.
         layer["kubeconfig"] = kube.get("worker_kubeconfig") or kube["kubeconfig"]
     if kube.get("clusters"):
         layer["clusters"] = kube["clusters"]  # `ferry dev up` writes one: default = the worker's kubeconfig
@@ -215,7 +215,7 @@ def temporal_envconfig_layer(env: Mapping[str, str]) -> dict[str, Any]:
     """What Temporal's standard env vars / profile file say, if anything."""
     if not any(key.startswith("TEMPORAL_") for key in env):
         return {}
-    # NB: the profile, not load_client_connect_config: certificate files are read (and a wrong path reported,
+    # the profile, not load_client_connect_config: certificate files are read (and a wrong path reported,
     # naming the setting) when connecting, not while loading settings.
     profile = ClientConfigProfile.load(profile=env.get("TEMPORAL_PROFILE"), override_env_vars=dict(env))
     layer: dict[str, Any] = {}
@@ -225,7 +225,7 @@ def temporal_envconfig_layer(env: Mapping[str, str]) -> dict[str, Any]:
         layer["namespace"] = profile.namespace
     if profile.api_key:
         layer["api_key"] = profile.api_key
-        layer["tls"] = True  # NB: as temporalio.envconfig does: an API key implies TLS unless disabled
+        layer["tls"] = True  # as temporalio.envconfig does: an API key implies TLS unless disabled
     tls = profile.tls
     if tls is not None and tls.disabled is not True:
         layer["tls"] = True

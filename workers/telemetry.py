@@ -32,7 +32,7 @@ def tracer_provider(settings: TelemetrySettings, *, extra: SpanProcessor | None 
 def tracing_interceptor(provider: TracerProvider | None) -> TracingInterceptor | None:
     if provider is None:
         return None
-    # NB: always_create_workflow_spans so runs started from the Temporal UI or `temporal` CLI (no client
+    # always_create_workflow_spans so runs started from the Temporal UI or `temporal` CLI (no client
     # span to hang off) are traced too.
     return TracingInterceptor(provider.get_tracer("ferry"), always_create_workflow_spans=True)
 

@@ -40,7 +40,7 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     """The workflow sandbox, with `cryptography` passed through: signature checks run in workflow code, and its
     Rust bindings must be imported once per process, never re-imported per workflow (that fails with a
     SystemError). It is deterministic code: verification only, no keys generated, no clock."""
-    # NB: the workflows' stateless helpers (constants, functions, the pin-outcome mixin; no module-level state) are
+    # the workflows' stateless helpers (constants, functions, the pin-outcome mixin; no module-level state) are
     # passed through too: the sandbox re-imports, and without bytecode caches recompiles, every module it does not
     # pass through, for every workflow it starts or replays (the fleet's `ferry env apply` was mostly that).
     return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(
@@ -80,7 +80,7 @@ def build_worker(
     activities: Sequence[Callable[..., Any]] | None = None,
 ) -> Worker:
     tuning = settings.worker
-    # NB: sync activities (local ones included) run in this pool, sized so that none waits for a thread.
+    # sync activities (local ones included) run in this pool, sized so that none waits for a thread.
     pool = concurrent.futures.ThreadPoolExecutor(
         max_workers=tuning.max_concurrent_activities + tuning.max_concurrent_local_activities,
         thread_name_prefix="ferry-activity")
@@ -139,7 +139,7 @@ async def run_worker(settings: Settings, *, ready_file: Path | None = None) -> N
         provider.shutdown()
 
 
-# NB: the CI worker is unversioned and serves one release; an explicit build id spares the SDK's default, which
+# The CI worker is unversioned and serves one release; an explicit build id spares the SDK's default, which
 # hashes the bytecode of every loaded module (~900 in `ferry release`) before the first poll.
 CI_BUILD_ID = "ferry-release"
 

@@ -1,7 +1,7 @@
 """Deterministic orchestration only. Never imports kubernetes or oras.
 
 NB: this package imports none of its workflow modules itself. The workflow sandbox re-imports a workflow's module
-(and its package) for every workflow it runs; an `__init__` that imported every workflow module made each new
+(and its package) for every workflow it runs; an `__init__` that imported every workflow module would make each new
 environment compile all of them (~0.2 s of a worker's CPU per new workflow, most of `ferry env apply`'s time on a
 fleet). `ALL_WORKFLOWS` is resolved on first use, outside the sandbox."""
 

@@ -7,7 +7,7 @@ and kubernetes and so must stay out of the workflow sandbox) under the same name
 `tests/unit/test_activity_stubs.py` checks that each stub's name, parameter and return annotations match the
 registered implementation, so the two cannot drift.
 
-NB: here in `workflows/` rather than in `ferry/`: `ferry/` is pure (no temporalio), and the only callers are
+Here in `workflows/` rather than in `ferry/`: `ferry/` is pure (no temporalio), and the only callers are
 workflows. Stateless (no module-level state): passed through the sandbox (workers/worker.py).
 NB: the names are the registered activity type names recorded in every history: never rename them."""
 

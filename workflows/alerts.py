@@ -3,7 +3,7 @@ the declared alerts and delivers each (alert, event) with the `deliver_notificat
 up to the alert's deadline, and records what it could not deliver. Workflows that record events never wait on any
 of this: `notify()` signals the router from a task of its own.
 
-NB: one activity per delivery, not a child workflow: a short-lived workflow per notification costs a sandboxed
+One activity per delivery, not a child workflow: a short-lived workflow per notification costs a sandboxed
 workflow start each (measured: 2.4 notifications/s on 2 cores), an activity does not."""
 
 import asyncio
@@ -89,7 +89,7 @@ class AlertRouterWorkflow:
         self._checks = workflow.patched(ROUTER_CHECKS_SENDERS) and input.verify_senders
         workflow.upsert_search_attributes([FERRY_PHASE.value_set("Routing")])
         carried, self._state.pending = self._state.pending, []
-        self._queue = list(input.queued)  # NB: received by the previous run while it was continuing as new
+        self._queue = list(input.queued)  # received by the previous run while it was continuing as new
         for pending in carried:  # in flight when the previous run continued as new
             self._start(pending)
         while True:
@@ -107,7 +107,7 @@ class AlertRouterWorkflow:
                 # run's activities end with it, uncancelled: no command for them). An attempt running right now may
                 # still reach the receiver: the next run's attempt carries the same idempotency key.
                 in_flight = [pending for pending, _ in self._inflight.values()]
-                if self._moves:  # NB: the next run's input stays small; what does not fit is on the record
+                if self._moves:  # the next run's input stays small; what does not fit is on the record
                     in_flight, left = carry(in_flight)
                     for pending in left:
                         self._count("not_carried")
@@ -130,7 +130,7 @@ class AlertRouterWorkflow:
         due = (due or info.is_target_worker_deployment_version_changed()
                or info.get_current_history_size() > policies.MAX_HISTORY_BYTES)
         if due and self._in_flight_bytes > MAX_CARRIED_BYTES:
-            # NB: more in flight than the next run's input may carry: wait for deliveries to end (their retries add
+            # more in flight than the next run's input may carry: wait for deliveries to end (their retries add
             # no history) rather than give them up, unless the history itself is near the server's limits
             return (info.get_current_history_size() > policies.MAX_ROUTER_HISTORY_BYTES
                     or info.get_current_history_length() > policies.MAX_ROUTER_HISTORY_EVENTS)
@@ -152,14 +152,14 @@ class AlertRouterWorkflow:
             self._match(note)
             return
         if note.type == WORKER_BUILD_CHANGED and note.source == WAKE_SOURCE:
-            self._count("wake")  # NB: `ferry upgrade drain`'s wake-up: a workflow task is all it is for
+            self._count("wake")  # `ferry upgrade drain`'s wake-up: a workflow task is all it is for
             self._seen(note.key)
             return
         if not any(alert.matches(note) for alert in self._state.alerts):
-            self._seen(note.key)  # NB: nothing to deliver: nothing to prove
+            self._seen(note.key)  # nothing to deliver: nothing to prove
             return
         if self._draining:
-            self._queue.append(note)  # NB: carried to the next run, checked there
+            self._queue.append(note)  # carried to the next run, checked there
             self._handled -= 1
             return
         if note.key in self._held:
@@ -188,7 +188,7 @@ class AlertRouterWorkflow:
             sender = ""
         waiting = self._held.pop(note.key, [])
         if result.unverified:
-            # NB: not delivered, on the record: an unproved alert in the SREs' channel is what a forgery wants
+            # not delivered, on the record: an unproved alert in the SREs' channel is what a forgery wants
             self._count("unverified")
             for alert in self._state.alerts:
                 if alert.matches(note):
@@ -241,7 +241,7 @@ class AlertRouterWorkflow:
         def free() -> bool:
             return (len(self._delivering) < policies.MAX_DELIVERING
                     and self._delivering.count(provider) < policies.MAX_DELIVERING_PER_PROVIDER)
-        if not free():  # NB: no timer when a turn is free at once
+        if not free():  # NB: no timer (a command) when a turn is free at once
             try:
                 await workflow.wait_condition(free, timeout=left, timeout_summary=f"a turn for {provider}")
             except TimeoutError:
@@ -259,7 +259,7 @@ class AlertRouterWorkflow:
                 self._give_up(pending, "DeadlinePassed: the deadline passed before the delivery could resume")
                 return
             if workflow.patched(ALERTS_GATE):
-                # NB: a slow or hanging receiver holds at most a few of the worker's activity slots (shared with
+                # a slow or hanging receiver holds at most a few of the worker's activity slots (shared with
                 # reconciles); the rest of the deliveries wait here, in the workflow, against the same deadline
                 turn = await self._turn(pending.provider, left)
                 if not turn:
@@ -275,7 +275,7 @@ class AlertRouterWorkflow:
                 summary=f"{note.type} {note.environment} → {pending.provider} ({pending.alert})"[:200])
         except ActivityError as err:
             failure = last_failure(err)
-            kind = cause_type(failure) or type(failure).__name__  # NB: an untyped ApplicationError by its class
+            kind = cause_type(failure) or type(failure).__name__  # an untyped ApplicationError by its class
             gave_up = " (given up at the deadline)" if timed_out(err) else ""
             self._give_up(pending, f"{kind}: {cause_message(failure, limit=None) or err}{gave_up}"[:1000])
         else:
@@ -295,7 +295,7 @@ class AlertRouterWorkflow:
                              environment=note.environment, at=self._now(), reason=reason)
         self._count("undelivered")
         self._state.undelivered = [*self._state.undelivered, record][-MAX_UNDELIVERED:]
-        workflow.upsert_memo({Memo.UNDELIVERED: record.model_dump(mode="json")})  # NB: in history, for the audit
+        workflow.upsert_memo({Memo.UNDELIVERED: record.model_dump(mode="json")})  # in history, for the audit
         workflow.metric_meter().create_counter("ferry_alerts_undelivered", "notifications given up at their "
                                                "deadline").add(1, {"alert": pending.alert, "type": note.type})
         workflow.logger.warning("undelivered %s (%s) to %s: %s", note.key, note.type, pending.provider, reason)
@@ -316,7 +316,7 @@ class AlertRouterWorkflow:
             self._count("duplicate")
             return
         if self._checks:
-            if note.key in self._held:  # NB: one with this key is being checked: this one waits for its verdict
+            if note.key in self._held:  # one with this key is being checked: this one waits for its verdict
                 self._hold(note)
                 return
         else:
@@ -327,7 +327,7 @@ class AlertRouterWorkflow:
                      description='Replace the declared alerts (`ferry alerts apply -f FILE`): '
                      '{"alerts": [{"name", "provider", "environments", "events", "severity", "deadline"}], "by"}')
     def apply_alerts(self, update: AlertsUpdate | None = None) -> AlertsUpdateResult:
-        assert update is not None  # NB: the validator rejects a missing payload
+        assert update is not None  # the validator rejects a missing payload
         changes = alerts_diff(self._state.alerts, update.alerts)
         self._state.alerts = update.alerts
         if changes:

@@ -61,11 +61,10 @@ class EnvironmentEvents(alerting.Notifies):
         self._state.events = [*self._state.events, event][-policies.MAX_EVENTS_KEPT:]
         workflow.logger.info("%s: %s", type_, message)
         metrics.environment_event(self._state.spec.name, type_)
-        # NB: audit reads operator events from history alone; a memo update puts each one there.
-        # Behind patched(): older histories (before the audit trail) replay without these commands.
+        # audit reads operator events from history alone; a memo update puts each one there
         if _patched(AUDIT_MEMO):
             workflow.upsert_memo({Memo.EVENT: event.model_dump(mode="json")})
-        if _patched(ALERTS):  # NB: a signal to the alert router from its own task: never waits
+        if _patched(ALERTS):  # a signal to the alert router from its own task: never waits
             alerting.outbox(self).notify(alerting.notification(
                 type_, self._state.spec.name, message, version=event.version, digest=event.digest, by=event.by,
                 details={"repository": self._state.spec.repository}))
@@ -129,12 +128,11 @@ class EnvironmentEvents(alerting.Notifies):
     def _publish(self) -> None:
         self._keep_record()
         applied = self._state.last_applied
-        # NB: FerryTracking is for `ferry env list` from Visibility (patched: older histories never upserted it)
+        # FerryTracking is for `ferry env list` from Visibility
         tracking = self._state.spec.tracking if _patched(PUBLISH_TRACKING) else ""
         values = (self._state.spec.name, self._state.spec.repository, applied.version if applied else "",
                   self._phase(), tracking)
-        # NB: upsert only on change, saving one history event per no-op iteration (patched: older
-        # histories upserted every iteration).
+        # upsert only on change: one history event fewer per no-op iteration
         if _patched(PUBLISH_ON_CHANGE) and values == self._published:
             return
         if self._published[3:4] == ("Failed",) and values[3] == "Healthy" and _patched(ALERTS):

@@ -72,7 +72,7 @@ class EnvironmentHealth(EnvironmentPins):
         timeout = spec.health_timeout.delta
         rollout = self._state.rollout
         if rollout is not None and rollout.digest == desired.digest:
-            # NB: the deadline is the release's own, not one per wait: a wait resumed after an outage gets what is left
+            # the deadline is the release's own, not one per wait: a wait resumed after an outage gets what is left
             timeout = max(parse_timestamp(rollout.deadline) - workflow.now(), policies.MIN_HEALTH_WAIT)
         input = HealthInput(environment=spec.name, digest=desired.digest, cluster=spec.cluster.name or "",
                             kubeconfig=spec.cluster.kubeconfig, context=spec.cluster.context,
@@ -98,7 +98,7 @@ class EnvironmentHealth(EnvironmentPins):
             await workflow.wait_condition(lambda: handle.done() or repinned())
         except asyncio.CancelledError:
             if _patched(ACTIVITY_CANCEL_SUSPENDS):
-                handle.cancel()  # NB: a suspended environment waits for nothing: the poll stops with it
+                handle.cancel()  # a suspended environment waits for nothing: the poll stops with it
             raise
         if not handle.done():
             handle.cancel()

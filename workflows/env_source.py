@@ -142,8 +142,8 @@ class EnvironmentSource(EnvironmentHealth):
         if found.ref is not None and not self._tag_bound(found.ref):
             return self._current()
         if state.pin is not None and not pin_on_range(spec, state.pin) and _patched(PIN_DURING_RESOLVE):
-            # NB: a pin that arrived while resolving wins; releasing it here (as older code did) let a promotion
-            # see its own pin "released" and report superseded
+            # a pin that arrived while resolving wins: releasing it here would let a promotion see its own pin
+            # "released" and report superseded
             return VersionRef(version=state.pin.version, digest=state.pin.digest)
         if state.pin is not None:  # a rollback pin on a range: released once something newer than the holds
             candidate = found.ref

@@ -28,14 +28,14 @@ class SpecUpdates(EnvironmentSource):
                      "cluster-kinds, service-account, version/semver or prune waits for a signed approval "
                      "(approve_spec); every change is recorded with its sender and a field-level diff")
     def update_spec(self, update: SpecUpdate | None = None) -> SpecUpdateResult:
-        assert update is not None  # NB: the validator rejects a missing spec
+        assert update is not None  # the validator rejects a missing spec
         old = self._state.spec
         changes = spec_diff(old, update.spec)
         by = update.by or "unknown"
         strict = old.approval.required and _patched(GATE_HARDENED)
         protected = protected_changes(changes, safety_net=strict)
         if old.approval.required and protected and _patched(PROTECTED_SPEC):
-            # NB: its own id (older ids repeated when two changes of as many fields came in one iteration)
+            # its own id: two changes of as many fields in one iteration must not share one
             pending_id = (f"spec-{workflow.uuid4().hex[:12]}" if strict
                           else f"spec-{workflow.info().run_id[:8]}-{self._state.iterations}-{len(changes)}")
             pending = PendingSpec(id=pending_id,
@@ -70,7 +70,7 @@ class SpecUpdates(EnvironmentSource):
             raise ValueError('update_spec needs a payload: {"spec": {...}, "by": "..."} (ferry env apply sends it)')
         if update.spec.name != self._state.spec.name:
             raise ValueError(f"spec is for environment {update.spec.name!r}, not {self._state.spec.name!r}")
-        # NB: the rules for what people type (no kubeconfig path, namespaces, reserved names) hold for a raw
+        # the rules for what people type (no kubeconfig path, namespaces, reserved names) hold for a raw
         # Update too, not only for `ferry env apply`: checked again here (a rejected Update leaves no history)
         people_check(update.spec)
 
@@ -124,7 +124,7 @@ class SpecUpdates(EnvironmentSource):
         """What a reconcile would do now (or for another version), without applying: `ferry diff`."""
         request = request or PlanRequest()
         spec, pin = self._state.spec, self._state.pin
-        # NB: read-only: resolve directly rather than through _resolve(), which records outages and releases pins.
+        # read-only: resolve directly rather than through _resolve(), which records outages and releases pins.
         if request.version is None and pin is not None:
             desired: VersionRef | None = VersionRef(version=pin.version, digest=pin.digest)
         else:

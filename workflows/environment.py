@@ -78,7 +78,7 @@ class EnvironmentWorkflow(SpecUpdates, EnvironmentSource, EnvironmentHealth, Env
             try:
                 await self._cycle()
             except (asyncio.CancelledError, CancelledError, ActivityError) as err:
-                # NB: ActivityError reaches here only as a cancellation (_cancelled() re-raises nothing else)
+                # ActivityError reaches here only as a cancellation (_cancelled() re-raises nothing else)
                 if not is_cancelled_exception(err) or not _patched(CANCEL_SUSPENDS):
                     raise
                 await self._suspend_on_cancel()
@@ -103,12 +103,12 @@ class EnvironmentWorkflow(SpecUpdates, EnvironmentSource, EnvironmentHealth, Env
                 and _patched(UPGRADE_ON_VERSION_CHANGE))
 
     async def _continue_as_new(self) -> None:
-        # NB: let running signal/update handlers finish so nothing they do is lost.
+        # let running signal/update handlers finish so nothing they do is lost.
         await workflow.wait_condition(workflow.all_handlers_finished)
-        await alerting.outbox(self).flush()  # NB: no notification is lost with the run (nothing sent: no-op)
+        await alerting.outbox(self).flush()  # no notification is lost with the run (nothing sent: no-op)
         if self._answers and _patched(ANSWERS_BEFORE_CONTINUE_AS_NEW):
-            await asyncio.gather(*self._answers)  # NB: nor any pin outcome (older runs could leave one unsent)
-        # NB: under Worker Versioning an environment is pinned to its build within a run and moves to the
+            await asyncio.gather(*self._answers)  # nor any pin outcome
+        # under Worker Versioning an environment is pinned to its build within a run and moves to the
         # deployment's current build here, at continue-as-new (workers/versioning.py)
         workflow.continue_as_new(EnvironmentInput(state=self._state),
                                  initial_versioning_behavior=workflow.ContinueAsNewVersioningBehavior.AUTO_UPGRADE)
@@ -226,15 +226,15 @@ class EnvironmentWorkflow(SpecUpdates, EnvironmentSource, EnvironmentHealth, Env
         self._record(EventType.APPLIED, f"{desired.version}: {changes.summary()}", version=desired.version,
                      digest=desired.digest, objects={"created": changes.created, "updated": changes.updated,
                                                      "deleted": changes.deleted})
-        # NB: until the rollout is judged, the previous version's health would describe the wrong digest
+        # until the rollout is judged, the previous version's health would describe the wrong digest
         self._state.health = HealthState(status="Progressing", reason=f"waiting for {desired.version} to roll "
                                          "out", digest=desired.digest, at=self._now())
-        if self._state.rollout is None or self._state.rollout.digest != desired.digest:  # NB: one deadline a release
+        if self._state.rollout is None or self._state.rollout.digest != desired.digest:  # one deadline a release
             self._state.rollout = Rollout(version=desired.version, digest=desired.digest, applied_at=self._now(),
                                           deadline=timestamp(workflow.now() + self._state.spec.health_timeout.delta))
         if (result.health.status == "Healthy" and result.health.digest == desired.digest
                 and _patched(HEALTH_FROM_APPLY)):
-            # NB: no workload was written (only those roll out; wait_healthy reads nothing else) and the unchanged
+            # no workload was written (only those roll out; wait_healthy reads nothing else) and the unchanged
             # ones are healthy: judged by the reconcile itself, one activity (and workflow task) fewer
             return result.health.model_copy(update={"at": self._now()})
         return await self._wait_healthy(desired)

@@ -61,7 +61,7 @@ async def send(note: Notification) -> None:
     try:
         await workflow.get_external_workflow_handle(ALERT_ROUTER_ID).signal(
             "notify", LenientPayload(note.model_dump(mode="json")))
-    except Exception as err:  # NB: the router may not exist: nothing is declared, nothing to deliver
+    except Exception as err:  # the router may not exist: nothing is declared, nothing to deliver
         workflow.logger.info("notification %s (%s) not routed: %s", note.key, note.type, err)
 
 

@@ -135,10 +135,10 @@ BASELINE = "ferry-environment-baseline-1"
 FOLDED_INTO_BASELINE = frozenset({
     AUDIT_MEMO, ALERTS, PUBLISH_TRACKING, PUBLISH_ON_CHANGE, CANCEL_SUSPENDS, LOCAL_CHECK, PIN_OUTCOME_SIGNAL,
     PIN_DURING_RESOLVE, HEALTH_PREEMPTIBLE, HEALTH_OUTAGE_UNJUDGED, PROTECTED_SPEC,
-    # NB: came with BASELINE (a run with its marker always had it); older runs meet it alone
+    # came with BASELINE (a run with its marker always had it); older runs meet it alone
     HEALTH_FROM_APPLY})
 
-# NB: the second baseline: the patches of steps 14 and 15 (the gate's included), so a run that starts on this code
+# The second baseline: the patches of steps 14 and 15 (the gate's included), so a run that starts on this code
 # records one marker again. The same rule: a patch added after it is called alone, or folded into a third baseline.
 BASELINE_2 = "ferry-environment-baseline-2"
 FOLDED_INTO_BASELINE_2 = frozenset({

@@ -97,7 +97,7 @@ class PinOutcomes:
             workflow.logger.warning("malformed pin_outcome ignored")
             return
         outcomes = getattr(self, "_pin_outcomes", {})
-        outcomes.setdefault(outcome.request_id, outcome)  # NB: the first answer wins; later ones are echoes
+        outcomes.setdefault(outcome.request_id, outcome)  # the first answer wins; later ones are echoes
         self._pin_outcomes = outcomes
 
     async def await_pin_outcome(self, environment: str, digest: str, request_id: str, within: timedelta) -> Verdict:
@@ -122,7 +122,7 @@ class PinOutcomes:
                 try:
                     state = (await environment_status(environment)).state
                 except StatusUnreadable:
-                    continue  # NB: the answer waits until the status can be read (or the deadline passes)
+                    continue  # the answer waits until the status can be read (or the deadline passes)
                 verdict, acknowledged = status_verdict(state, digest, request_id, acknowledged)
                 if verdict is not None and verdict[0] == answer.outcome:
                     return answer.outcome, answer.reason, answer.auto_rolled_back
@@ -136,7 +136,7 @@ class PinOutcomes:
                 continue
             if answer is not None:
                 return answer.outcome, answer.reason, answer.auto_rolled_back
-            # NB: a backstop, rarely reached: an environment on an older build does not answer by signal
+            # a backstop, rarely reached: an environment on an older build does not answer by signal
             try:
                 state = (await environment_status(environment)).state
             except (ActivityError, StatusUnreadable) as err:
@@ -154,7 +154,7 @@ async def _poll_pin_outcome(environment: str, digest: str, request_id: str, with
     # NB: the pin is a signal; until the environment has handled it (a worker restart can delay that by the
     # sticky-queue timeout and more), its status still shows the previous pin, which is not "superseded".
     acknowledged = not _acknowledged_pins()
-    backoff = workflow.patched(PIN_POLL_BACKOFF)  # patched: older histories polled every PIN_POLL
+    backoff = workflow.patched(PIN_POLL_BACKOFF)
     delay = policies.PIN_POLL
     while workflow.now() < deadline:
         await workflow.sleep(delay)
@@ -200,10 +200,10 @@ class EnvironmentPins(EnvironmentEvents):
             try:
                 await workflow.get_external_workflow_handle(workflow_id, run_id=run_id).signal(
                     Signal.PIN_OUTCOME, LenientPayload(answer.model_dump()))
-            except Exception as err:  # NB: the sender may be gone (finished, terminated): nothing to tell
+            except Exception as err:  # the sender may be gone (finished, terminated): nothing to tell
                 workflow.logger.info("pin outcome for %s not delivered: %s", request_id, err)
 
-        # NB: the loop never waits on a sender; a continue-as-new waits for these sends (_continue_as_new)
+        # the loop never waits on a sender; a continue-as-new waits for these sends (_continue_as_new)
         self._answers.add(task := asyncio.create_task(send()))
         task.add_done_callback(self._answers.discard)
 
@@ -213,7 +213,7 @@ class EnvironmentPins(EnvironmentEvents):
     def pin(self, *payloads: object) -> None:
         """Pin to a version by digest (promotion, rollback). Refusals are recorded, never dropped."""
         payload = first_payload(payloads)
-        self._size_check = self._bounded  # NB: a refused pin stays in history: a flood of them must not end the run
+        self._size_check = self._bounded  # a refused pin stays in history: a flood of them must not end the run
         try:
             request = PinRequest.model_validate(payload.root)
         except pydantic.ValidationError as err:
@@ -251,7 +251,7 @@ class EnvironmentPins(EnvironmentEvents):
         self._record(EventType.PINNED,
                      f"pinned to {request.version} ({request.kind}) by {request.by}: {request.reason}",
                      version=request.version, digest=request.digest, by=request.by, request_id=request.request_id)
-        self._keep_record()  # NB: the used approval and the hold, before a termination can shed them
+        self._keep_record()  # the used approval and the hold, before a termination can shed them
         self._answer(previous, None, "superseded", f"a newer pin took over ({request.kind} by {request.by})")
         self._wake = True
 
@@ -275,7 +275,7 @@ class EnvironmentPins(EnvironmentEvents):
             if pin.confirm_attempts < policies.MAX_CONFIRM_ATTEMPTS or not _patched(CONFIRM_BOUNDED):
                 state.last_error = f"pin of {pin.version} not confirmed yet ({pin.confirm_attempts}): {why}"
                 return False
-            # NB: bounded: an unconfirmable pin never keeps the environment from reconciling what it had
+            # bounded: an unconfirmable pin never keeps the environment from reconciling what it had
             result = ConfirmPinResult(refusal=f"not confirmed in {pin.confirm_attempts} tries ({why})")
         if result.refusal:
             event = self._record(EventType.PIN_REFUSED, f"pin of {pin.version} refused: {result.refusal}"[:1000],

@@ -74,7 +74,7 @@ class PromotionWorkflow(PinOutcomes, alerting.Notifies):
         except (asyncio.CancelledError, CancelledError, ActivityError) as err:
             if not is_cancelled_exception(err):
                 raise
-            # NB: a cancelled promotion must not keep matching FerryPhase = "AwaitingApproval"
+            # a cancelled promotion must not keep matching FerryPhase = "AwaitingApproval"
             was = self._status.phase
             self._phase("Cancelled")
             details = (f"cancelled in phase {was}; nothing was pinned" if not self._pinned
@@ -179,7 +179,7 @@ class PromotionWorkflow(PinOutcomes, alerting.Notifies):
         """Pin the environment by digest with the approvals attached, and wait for its answer."""
         digest = self._status.digest
         if spec.approval.requires_healthy_in and workflow.patched(RECHECK_HEALTHY_IN):
-            # NB: approval may come a day later; staging may have failed that version since
+            # approval may come a day later; staging may have failed that version since
             refusal = await self._healthy_elsewhere(spec.approval.requires_healthy_in, input.version, digest)
             if refusal:
                 return self._finish("refused", f"{refusal} (checked again when the approval arrived)")
@@ -270,8 +270,7 @@ class PromotionWorkflow(PinOutcomes, alerting.Notifies):
         return record
 
     async def _decide_update(self, action: str, payload: LenientPayload) -> DecisionResult:
-        # NB: an Update waits until the version is resolved, so its answer is the real verdict (patched: older
-        # histories answered "recorded; will be judged" at once)
+        # an Update waits until the version is resolved, so its answer is the real verdict
         if workflow.patched(DECISION_UPDATE_WAITS):
             await workflow.wait_condition(lambda: self._ctx is not None or self._status.phase == "Refused")
             if self._ctx is None:
@@ -280,7 +279,7 @@ class PromotionWorkflow(PinOutcomes, alerting.Notifies):
                                        non_retryable=True)
         record = self._decide(action, payload.root, "update")
         if not record.accepted and workflow.patched(DECISION_REFUSAL_FAILS):
-            # NB: fail the Update so the caller, the UI's dialog and `temporal workflow update execute` show the
+            # fail the Update so the caller, the UI's dialog and `temporal workflow update execute` show the
             # refusal; the record above is already in history.
             raise ApplicationError(f"{action} refused: {record.reason}", type=ErrorType.DECISION_REFUSED,
                                    non_retryable=True)
@@ -317,7 +316,7 @@ class PromotionWorkflow(PinOutcomes, alerting.Notifies):
         self._open("reject", payload or LenientPayload(None))
 
     def _open(self, action: str, payload: LenientPayload) -> None:
-        # NB: only "no longer deciding" is rejected up front (nothing to record); policy refusals are
+        # only "no longer deciding" is rejected up front (nothing to record); policy refusals are
         # accepted as updates and recorded, so they reach history. A repeat of an accepted decision stays
         # idempotent even after the promotion moved on.
         who = _claimed_name(payload.root)

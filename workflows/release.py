@@ -53,7 +53,7 @@ def release_search_attributes(input: ReleaseInput) -> TypedSearchAttributes:
 
 
 def _refuse_foreign_queue(input: ReleaseInput) -> None:
-    """NB: the model refuses such a queue when decoding; this also refuses the worker's own queue whatever it is
+    """The model refuses such a queue when decoding; this also refuses the worker's own queue whatever it is
     named. A refusal issues no command first, so valid releases keep their command sequence."""
     problem = ci_task_queue_problem(input.ci_task_queue)
     if problem is None and input.ci_task_queue == workflow.info().task_queue:
@@ -77,7 +77,7 @@ def _annotations(input: ReleaseInput) -> dict[str, str]:
     return annotations
 
 
-# NB: an input the model refuses (a crafted ci_task_queue) fails the workflow on the record instead of failing
+# An input the model refuses (a crafted ci_task_queue) fails the workflow on the record instead of failing
 # its first workflow task forever.
 @workflow.defn(name="ReleaseWorkflow", failure_exception_types=[ValidationError])
 class ReleaseWorkflow(alerting.Notifies):
@@ -129,8 +129,7 @@ class ReleaseWorkflow(alerting.Notifies):
 
     async def _signed(self, input: ReleaseInput, result: ReleaseResult) -> ReleaseResult:
         """Sign the verified digest on the CI host, which alone holds the key. NB: an unsigned release issues
-        no command here, so its command sequence (and the committed histories) are unchanged; histories
-        recorded before this code have no sign_key_fingerprint, hence no patch marker is needed."""
+        no command here, and histories recorded before signing have no sign_key_fingerprint: hence no patch gate."""
         if input.sign_key_fingerprint is None:
             return result
         signed = await self._on_ci(

@@ -59,7 +59,7 @@ class Cluster:
         config = kubernetes.client.Configuration()
         kubernetes.config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=config)
         config.retries = 0
-        # NB: one kept-alive connection per thread that may call at once (the worker's activity and local-activity
+        # one kept-alive connection per thread that may call at once (the worker's activity and local-activity
         # slots). The client's default is 5 per CPU: past it urllib3 discards connections, and every request beyond
         # pays a new TLS handshake (2,147 "pool is full" warnings in one 1,000-environment rollout on 2 cores)
         config.connection_pool_maxsize = connections
@@ -72,7 +72,7 @@ class Cluster:
     def _before_request(self) -> None:
         self.counter.requests += 1
         if activity.in_activity() and not activity.info().is_local:
-            # NB: one heartbeat per API request (the SDK throttles them): a crashed worker is noticed within
+            # one heartbeat per API request (the SDK throttles them): a crashed worker is noticed within
             # the heartbeat timeout, and a cancellation (a new pin, a cancelled workflow) stops the reconcile
             # between two requests instead of after the whole plan
             activity.heartbeat(self.counter.requests)
@@ -186,7 +186,7 @@ def _classified(what: str) -> Iterator[None]:
         if err.status == 422 and "immutable" in body:
             raise classified(ErrorType.IMMUTABLE_FIELD, f"{what}: {body}") from err
         if err.status == 403:
-            # NB: the server names the identity it refused (the worker's, or the impersonated service account)
+            # the server names the identity it refused (the worker's, or the impersonated service account)
             raise classified(ErrorType.FORBIDDEN, f"{what}: forbidden by the cluster's RBAC: {body or err.reason}"
                              ) from err
         kind = classify_http_status(err.status or 0, unavailable=ErrorType.CLUSTER_UNAVAILABLE)

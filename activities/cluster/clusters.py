@@ -60,7 +60,7 @@ class Clients:
         environment outside the entry's `environments` are refused (non-retryable) before the kubeconfig reaches
         the kubernetes client, which would run the plugin on load."""
         if not name:
-            # NB: a workflow from before clusters by name: its path is only a key into this worker's own file
+            # a workflow from before clusters by name: its path is only a key into this worker's own file
             name = (self._known.by_kubeconfig(legacy_kubeconfig, legacy_context) if legacy_kubeconfig
                     else DEFAULT_CLUSTER) or ""
             if not name:
@@ -86,7 +86,7 @@ class Clients:
                     self._clusters[name] = Cluster(kubeconfig, entry.context, self._connections)
                 except (kubernetes.config.ConfigException, OSError, yaml.YAMLError, AttributeError, KeyError,
                         ValueError, TypeError) as err:
-                    # NB: a configuration problem on the worker; retrying will not fix it.
+                    # a configuration problem on the worker; retrying will not fix it.
                     raise classified(ErrorType.BAD_INPUT, f"cluster {name!r}: kubeconfig {kubeconfig}"
                                      f"{f' context {entry.context}' if entry.context else ''}: {err}") from err
             return self._clusters[name]

@@ -151,7 +151,7 @@ def _release(cluster: Cluster, lease: _Lease) -> None:
     cluster.counter.in_lease = True
     try:
         resource = cluster.resource("coordination.k8s.io/v1", "Lease")
-        # NB: one PUT at the resourceVersion of our last write: a 409 means someone took it over meanwhile
+        # one PUT at the resourceVersion of our last write: a 409 means someone took it over meanwhile
         body = _lease_body(lease, _micro(datetime.now(UTC)), lease.transitions)
         del body["spec"]["holderIdentity"]
         cluster.call("put", resource.path(name=lease.name, namespace=INVENTORY_NAMESPACE), body=body)

@@ -93,7 +93,7 @@ def workload_status(kind: str, obj: dict[str, Any], progressing: bool) -> dict[s
                            "Job has reached the specified backoff limit", update_time=False),
                 _condition("Failed", "True", "BackoffLimitExceeded",
                            "Job has reached the specified backoff limit", update_time=False)]}
-        # NB: likewise SuccessCriteriaMet precedes Complete, and completionTime comes with Complete.
+        # likewise SuccessCriteriaMet precedes Complete, and completionTime comes with Complete.
         return {"succeeded": int(spec.get("completions", 1)), "startTime": started, "completionTime": now(),
                 "conditions": [_condition("SuccessCriteriaMet", "True", "CompletionsReached",
                                           "Reached expected number of succeeded pods", update_time=False),
@@ -174,7 +174,7 @@ class SimulatedController:
                     resource_version = listed["metadata"]["resourceVersion"]
                     for item in listed["items"]:
                         self._on_event(kind, "ADDED", item)
-                # NB: DynamicClient.request reads a watch to its end; the bare transport streams it line by line.
+                # DynamicClient.request reads a watch to its end; the bare transport streams it line by line.
                 request = self.api.param_serialize(
                     "GET", self._path(kind), query_params=[
                         ("watch", "true"), ("resourceVersion", resource_version), ("allowWatchBookmarks", "true"),
@@ -207,7 +207,7 @@ class SimulatedController:
         identity = (meta.get("uid"), meta.get("generation"))
         if self._rolled.get(key) == identity:
             return
-        # NB: once per spec change (uid, generation), like the real controllers; a Job's status has no
+        # once per spec change (uid, generation), like the real controllers; a Job's status has no
         # observedGeneration, so this controller's own status writes must not start another rollout.
         self._rolled[key] = identity
         if settled(kind, obj):

@@ -28,7 +28,7 @@ from devstack.procs import StackError, free_port, port_taken, spawn, stop_pid, w
 
 GO_MOD = Path(__file__).resolve().parents[1] / "controlplane" / "go.mod"
 WORKER_RBAC = Path(__file__).resolve().parents[2] / "examples" / "rbac" / "ferry-worker.yaml"
-# NB: room for the benchmarks' thousands of Services (a /24 is full at 254: "failed to allocate a serviceIP").
+# Room for the benchmarks' thousands of Services (a /24 is full at 254: "failed to allocate a serviceIP").
 SERVICE_CIDR = "10.96.0.0/12"
 BOOTSTRAP_NAMESPACES = ("ferry-system",)
 # Controllers that need no kubelet. The workload controllers (deployment, replicaset, statefulset, daemonset,
@@ -141,7 +141,7 @@ class ControlPlane:
             "--listen-client-urls", client, "--advertise-client-urls", client,
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
             "--initial-cluster", f"ferry={peer}", "--log-level", "warn",
-            # NB: a development cluster on a shared disk: no fsync per write (a crash may lose the last
+            # a development cluster on a shared disk: no fsync per write (a crash may lose the last
             # writes; a clean `ferry dev down` loses nothing). The API semantics do not change.
             "--unsafe-no-fsync"])
 
@@ -161,7 +161,7 @@ class ControlPlane:
             "--service-account-issuer", "https://kubernetes.default.svc",
             "--service-account-key-file", str(pki.sa_pub), "--service-account-signing-key-file", str(pki.sa_key),
             "--service-cluster-ip-range", SERVICE_CIDR, "--authorization-mode", "RBAC",
-            # NB: the API server advertises 127.0.0.1, which the kubernetes Service's endpoints may not hold.
+            # the API server advertises 127.0.0.1, which the kubernetes Service's endpoints may not hold.
             "--endpoint-reconciler-type", "none", "--profiling=false", "--v=0"])
         context = self.ssl_context()
 
@@ -199,14 +199,14 @@ class ControlPlane:
             kcm, "--kubeconfig", kubeconfig, "--authentication-kubeconfig", kubeconfig,
             "--authorization-kubeconfig", kubeconfig, "--leader-elect=false",
             "--bind-address", "127.0.0.1", "--secure-port", str(health_port), "--cert-dir", str(self.root / "kcm"),
-            # NB: each controller as its own service account with the bootstrap RBAC role Kubernetes gives it (as
+            # each controller as its own service account with the bootstrap RBAC role Kubernetes gives it (as
             # kubeadm runs it); the controller manager's own identity may do little more than hand out tokens.
             "--use-service-account-credentials=true",
             "--controllers", ",".join(CONTROLLERS), "--root-ca-file", str(pki.ca_cert),
             "--service-account-private-key-file", str(pki.sa_key), "--service-cluster-ip-range", SERVICE_CIDR,
             "--v=0"])
         context = self.ssl_context()
-        # NB: its /healthz is served with a self-signed certificate it makes itself; only its answer matters.
+        # its /healthz is served with a self-signed certificate it makes itself; only its answer matters.
         insecure = ssl.create_default_context()
         insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
 

@@ -112,7 +112,7 @@ class Pki:
                 self._issue(ca, ca_key, self.client_cert(client), self.client_key(client), x509.Name(name),
                             server=False)
         if not self.sa_key.is_file():
-            # NB: RSA, the algorithm every service-account token consumer accepts (RS256).
+            # RSA, the algorithm every service-account token consumer accepts (RS256).
             key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
             _write(self.sa_pub, key.public_key().public_bytes(serialization.Encoding.PEM,
                                                               serialization.PublicFormat.SubjectPublicKeyInfo))

@@ -18,7 +18,7 @@ class KubeServer:
     fault proxy — what the worker under test uses, so ``inject_faults`` is an outage for the worker."""
 
     def __init__(self, root: Path, rollout_delay: float = 0.3) -> None:
-        # NB: throwaway: a killed test session must not leave its cluster running (4 processes, ~400 MB).
+        # throwaway: a killed test session must not leave its cluster running (4 processes, ~400 MB).
         self.cluster = ControlPlane(root=root, port=free_port(), rollout_delay=rollout_delay, throwaway=True)
         self.proxy: FaultProxy | None = None
 
