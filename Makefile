@@ -112,6 +112,7 @@ demo: setup
 
 # lint-imports checks the layer contracts in pyproject.toml ([tool.importlinter]).
 lint: setup
+	$(BIN)/ruff format --check $(PACKAGES) tests bench
 	$(BIN)/ruff check $(PACKAGES) tests bench
 	$(BIN)/mypy $(PACKAGES)
 	$(BIN)/lint-imports

@@ -20,8 +20,11 @@ def cluster_activities(settings: Settings, registry: RegistryActivities) -> list
 
     cache = BundleCache(settings.worker.cache_dir, registry.pull_artifact)
     kubeconfig = str(settings.kubeconfig) if settings.kubeconfig else None
-    cluster = ClusterActivities(cache, kubeconfig, load_clusters(settings.clusters, kubeconfig),
-                                connections=settings.worker.max_concurrent_activities
-                                + settings.worker.max_concurrent_local_activities)
+    cluster = ClusterActivities(
+        cache,
+        kubeconfig,
+        load_clusters(settings.clusters, kubeconfig),
+        connections=settings.worker.max_concurrent_activities + settings.worker.max_concurrent_local_activities,
+    )
     check = EnvironmentCheck(registry.resolve_desired, cluster.reconcile_environment)
     return [cluster.reconcile_environment, cluster.wait_healthy, check.check_environment]

@@ -47,8 +47,9 @@ def write_tarball(root: Path, files: list[BundleFile], out: Path) -> str:
                     dirs.add(d)
                     tar.addfile(_tarinfo(d, tarfile.DIRTYPE, 0o755, 0))
             data = f.path.read_bytes()
-            tar.addfile(_tarinfo(f.relpath, tarfile.REGTYPE, 0o755 if f.executable else 0o644, len(data)),
-                        io.BytesIO(data))
+            tar.addfile(
+                _tarinfo(f.relpath, tarfile.REGTYPE, 0o755 if f.executable else 0o644, len(data)), io.BytesIO(data)
+            )
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("wb") as handle:
         # NB: filename="" and mtime=0 keep the gzip header identical on every machine.
@@ -77,16 +78,26 @@ class _BoundedTarInfo(tarfile.TarInfo):
         return member
 
 
-_EXTENDED_HEADERS = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
-                     tarfile.GNUTYPE_LONGLINK)
+_EXTENDED_HEADERS = (
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+)
 
 
 class _ArchiveRefused(Exception):
     pass
 
 
-def safe_extract(archive: Path, dest: Path, max_entry_bytes: int = MAX_BUNDLE_FILE_BYTES,
-                 max_total_bytes: int = MAX_BUNDLE_BYTES, max_members: int = MAX_MEMBERS) -> int:
+def safe_extract(
+    archive: Path,
+    dest: Path,
+    max_entry_bytes: int = MAX_BUNDLE_FILE_BYTES,
+    max_total_bytes: int = MAX_BUNDLE_BYTES,
+    max_members: int = MAX_MEMBERS,
+) -> int:
     """Extract a bundle into dest (which must not exist yet), refusing anything that could escape dest or
     exhaust memory, inodes or disk; every bound is checked from the header, before the member's data is read.
     UnsafeArchive (non-retryable) for what is hostile or oversized, BadInput for name clashes and undecodable
@@ -119,8 +130,9 @@ def _extract(archive: Path, dest: Path, max_entry_bytes: int, max_total_bytes: i
                 if not (member.isfile() or member.isdir()):
                     raise _ArchiveRefused(f"bundle entry {name!r} has unsupported type {member.type!r}")
                 if member.size > max_entry_bytes:
-                    raise _ArchiveRefused(f"bundle entry {name!r} is {member.size} bytes, over the "
-                                          f"{max_entry_bytes} limit")
+                    raise _ArchiveRefused(
+                        f"bundle entry {name!r} is {member.size} bytes, over the {max_entry_bytes} limit"
+                    )
                 total += member.size
                 if total > max_total_bytes:
                     raise _ArchiveRefused(f"bundle is over {max_total_bytes} bytes unpacked")

@@ -58,8 +58,9 @@ def bundle_root(directory: Path) -> Path:
     """The root of the bundle directory is in: the worker cache's ``<entry>/bundle`` (next to meta.json or
     a pulled blob), else directory itself."""
     for candidate in (directory, *directory.parents):
-        if candidate.name == "bundle" and ((candidate.parent / "meta.json").exists()
-                                           or (candidate.parent / "blob").exists()):
+        if candidate.name == "bundle" and (
+            (candidate.parent / "meta.json").exists() or (candidate.parent / "blob").exists()
+        ):
             return candidate
     return directory
 
@@ -111,8 +112,11 @@ class BundleActivities:
         directory is not on this host, BadInput (non-retryable) for an invalid bundle."""
         prepared = self._prepared.get(input.bundle_dir)
         # the packaged file is named by its digest; re-hashing it (cheap) proves it is still those bytes
-        if prepared is not None and Path(prepared.path).is_file() and _digest(Path(prepared.path)) == \
-                prepared.layer_digest:
+        if (
+            prepared is not None
+            and Path(prepared.path).is_file()
+            and _digest(Path(prepared.path)) == prepared.layer_digest
+        ):
             return prepared
         root = Path(input.bundle_dir)
         if not root.exists():
@@ -152,8 +156,14 @@ class BundleCache:
             meta = entry / "meta.json"
             if meta.is_file():
                 return entry / "bundle", json.loads(meta.read_text()).get("revision", "")
-            pulled = self._pull(PullArtifactInput(repository=repository, digest=digest, dest_dir=str(entry / "blob"),
-                                                  layer_media_type=FLUX_CONTENT_MEDIA_TYPE))
+            pulled = self._pull(
+                PullArtifactInput(
+                    repository=repository,
+                    digest=digest,
+                    dest_dir=str(entry / "blob"),
+                    layer_media_type=FLUX_CONTENT_MEDIA_TYPE,
+                )
+            )
             for stale in entry.glob(".extract-*"):  # a worker killed mid-extraction leaves one
                 shutil.rmtree(stale, ignore_errors=True)
             staging = entry / f".extract-{uuid.uuid4().hex}"
@@ -164,6 +174,14 @@ class BundleCache:
             os.replace(staging, final)
             shutil.rmtree(entry / "blob", ignore_errors=True)
             revision = pulled.manifest.annotations.get(ANNOTATION_REVISION, "")
-            meta.write_text(json.dumps({"repository": repository, "digest": digest, "revision": revision,
-                                        "layer_digest": pulled.layer_digest}))
+            meta.write_text(
+                json.dumps(
+                    {
+                        "repository": repository,
+                        "digest": digest,
+                        "revision": revision,
+                        "layer_digest": pulled.layer_digest,
+                    }
+                )
+            )
             return final, revision

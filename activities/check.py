@@ -13,8 +13,9 @@ from ferry.reconcile import CheckInput, CheckResult, ReconcileInput, ReconcileRe
 class EnvironmentCheck:
     """Composes the registry's resolve and the cluster's reconcile (check_only): no client of its own."""
 
-    def __init__(self, resolve: Callable[[ResolveInput], ResolveResult],
-                 reconcile: Callable[[ReconcileInput], ReconcileResult]) -> None:
+    def __init__(
+        self, resolve: Callable[[ResolveInput], ResolveResult], reconcile: Callable[[ReconcileInput], ReconcileResult]
+    ) -> None:
         self._resolve = resolve
         self._reconcile = reconcile
 

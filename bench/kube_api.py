@@ -25,9 +25,12 @@ from devstack.kube.session import KubeServer
 
 
 def configmap(i: int) -> dict[str, object]:
-    return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": f"cm-{i:05d}", "labels": {"app.kubernetes.io/managed-by": "ferry", "bench": "yes"}},
-            "data": {"index": str(i), "payload": "x" * 200}}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": f"cm-{i:05d}", "labels": {"app.kubernetes.io/managed-by": "ferry", "bench": "yes"}},
+        "data": {"index": str(i), "payload": "x" * 200},
+    }
 
 
 def run(size: int, kube: KubeServer) -> dict[str, object]:
@@ -43,9 +46,14 @@ def run(size: int, kube: KubeServer) -> dict[str, object]:
     for i in range(size):
         body = configmap(i)
         body["data"]["payload"] = "y" * 200  # type: ignore[index]
-        core.patch_namespaced_config_map(body["metadata"]["name"], namespace, body,  # type: ignore[index]
-                                         field_manager="ferry", force=True,
-                                         _content_type="application/apply-patch+yaml")
+        core.patch_namespaced_config_map(
+            body["metadata"]["name"],
+            namespace,
+            body,  # type: ignore[index]
+            field_manager="ferry",
+            force=True,
+            _content_type="application/apply-patch+yaml",
+        )
     apply_s = time.perf_counter() - started
     latencies = []
     for _ in range(5):
@@ -55,9 +63,13 @@ def run(size: int, kube: KubeServer) -> dict[str, object]:
         assert len(json.loads(items)["items"]) == size
     core.delete_namespace(namespace)
     api.close()
-    return {"objects": size, "create_per_s": round(size / create_s, 1), "ssa_per_s": round(size / apply_s, 1),
-            "list_ms_median": round(statistics.median(latencies) * 1000, 1),
-            "list_ms_max": round(max(latencies) * 1000, 1)}
+    return {
+        "objects": size,
+        "create_per_s": round(size / create_s, 1),
+        "ssa_per_s": round(size / apply_s, 1),
+        "list_ms_median": round(statistics.median(latencies) * 1000, 1),
+        "list_ms_max": round(max(latencies) * 1000, 1),
+    }
 
 
 def main() -> None:
@@ -71,8 +83,18 @@ def main() -> None:
             results = [run(int(n), kube) for n in args.sizes.split(",")]
         finally:
             kube.close()
-    print(json.dumps({"benchmark": "kube_api", "kubernetes": kube_version(), "python": platform.python_version(),
-                      "machine": platform.machine(), "results": results}, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "kube_api",
+                "kubernetes": kube_version(),
+                "python": platform.python_version(),
+                "machine": platform.machine(),
+                "results": results,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -47,16 +47,39 @@ def objects(n: int, changed: int | None = None) -> list[dict[str, Any]]:
         if kind == 0:
             out.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": value}})
         elif kind == 1:
-            out.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
-                        "stringData": {"k": value}, "type": "Opaque"})
+            out.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": name},
+                    "stringData": {"k": value},
+                    "type": "Opaque",
+                }
+            )
         elif kind == 2:
-            out.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": {"v": value}},
-                        "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]}})
+            out.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": {"name": name, "labels": {"v": value}},
+                    "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]},
+                }
+            )
         else:
-            out.append({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
-                        "spec": {"selector": {"matchLabels": {"app": name}}, "template": {
+            out.append(
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": {"name": name},
+                    "spec": {
+                        "selector": {"matchLabels": {"app": name}},
+                        "template": {
                             "metadata": {"labels": {"app": name, "v": value}},
-                            "spec": {"containers": [{"name": "app", "image": "nginx:1.25"}]}}}})
+                            "spec": {"containers": [{"name": "app", "image": "nginx:1.25"}]},
+                        },
+                    },
+                }
+            )
     return out
 
 
@@ -86,10 +109,15 @@ def measure(acts: ClusterActivities, counter: RequestCounter, input: ReconcileIn
     result = acts.reconcile_environment(input)
     elapsed = time.perf_counter() - started
     by_verb = counter.take()
-    return {"seconds": round(elapsed, 3), "requests": sum(by_verb.values()), "by_verb": by_verb,
-            "writes": sum(n for verb, n in by_verb.items() if verb in ("PATCH", "POST", "PUT", "DELETE")),
-            "created": len(result.changes.created), "updated": len(result.changes.updated),
-            "unchanged": result.changes.unchanged}
+    return {
+        "seconds": round(elapsed, 3),
+        "requests": sum(by_verb.values()),
+        "by_verb": by_verb,
+        "writes": sum(n for verb, n in by_verb.items() if verb in ("PATCH", "POST", "PUT", "DELETE")),
+        "created": len(result.changes.created),
+        "updated": len(result.changes.updated),
+        "unchanged": result.changes.unchanged,
+    }
 
 
 def run_size(n: int, registry: Registry, kube: KubeServer, tmp: Path) -> dict[str, Any]:
@@ -109,8 +137,15 @@ def run_size(n: int, registry: Registry, kube: KubeServer, tmp: Path) -> dict[st
         client.CoreV1Api(api).create_namespace({"metadata": {"name": ns}})
 
     def inp(env: str, digest: str, version: str, baseline: bool) -> ReconcileInput:
-        return ReconcileInput(environment=env, repository=repo, digest=digest, version=version, path=".",
-                              namespace=env, drift_baseline=baseline)
+        return ReconcileInput(
+            environment=env,
+            repository=repo,
+            digest=digest,
+            version=version,
+            path=".",
+            namespace=env,
+            drift_baseline=baseline,
+        )
 
     acts.reconcile_environment(inp(f"warm-{n}", d2, "1.1.0", False))  # warm: discovery, bundle cache of both
     acts.reconcile_environment(inp(f"warm-{n}", d1, "1.0.0", False))
@@ -142,23 +177,34 @@ async def events_per_noop_iteration(registry: Registry, kube: KubeServer, tmp: P
     from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 
     # NB: the SDK core logs warnings to stdout; keep stdout pure JSON.
-    quiet = Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(
-        filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"))))
-    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=script_path("temporal-test-server"),
-                                                        data_converter=pydantic_data_converter, runtime=quiet)
+    quiet = Runtime(
+        telemetry=TelemetryConfig(
+            logging=LoggingConfig(filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"))
+        )
+    )
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=script_path("temporal-test-server"),
+        data_converter=pydantic_data_converter,
+        runtime=quiet,
+    )
     from temporalio.api.enums.v1 import IndexedValueType
     from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 
-    await env.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
-        namespace=env.client.namespace,
-        search_attributes={name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for name in SEARCH_ATTRIBUTES}))
+    await env.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=env.client.namespace,
+            search_attributes={name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for name in SEARCH_ATTRIBUTES},
+        )
+    )
     try:
         async with build_worker(env.client, settings, task_queue="bench"):
-            spec = EnvironmentSpec(name="events", repository=repo, namespace="default", semver=">=1.0.0",
-                                   interval="1m")
-            handle = await env.client.start_workflow(EnvironmentWorkflow.run,
-                                                     EnvironmentInput(state=EnvironmentState(spec=spec)),
-                                                     id="env/bench", task_queue="bench")
+            spec = EnvironmentSpec(name="events", repository=repo, namespace="default", semver=">=1.0.0", interval="1m")
+            handle = await env.client.start_workflow(
+                EnvironmentWorkflow.run,
+                EnvironmentInput(state=EnvironmentState(spec=spec)),
+                id="env/bench",
+                task_queue="bench",
+            )
 
             async def at(iterations: int) -> int:
                 while (await handle.query(EnvironmentWorkflow.status)).state.iterations < iterations:
@@ -191,9 +237,18 @@ def main() -> None:
             registry.stop()
     from devstack.kube.controlplane import kube_version
 
-    print(json.dumps({"benchmark": "reconcile", "python": platform.python_version(),
-                      "kubernetes": kube_version(), "results": results,
-                      "history": history}, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "reconcile",
+                "python": platform.python_version(),
+                "kubernetes": kube_version(),
+                "results": results,
+                "history": history,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -15,14 +15,7 @@ from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedEr
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from cli.common import (
-    CommandError,
-    cli_identity,
-    emit,
-    local_identity,
-    root_cause,
-    settings_from,
-)
+from cli.common import CommandError, cli_identity, emit, local_identity, root_cause, settings_from
 from ferry.alert_router import ALERT_ROUTER_ID, AlertRouterInput, AlertRouterState, AlertsUpdate
 from ferry.alerts import AlertsFile
 from ferry.model import PEOPLE
@@ -59,8 +52,9 @@ def load_alerts(path: Path) -> AlertsFile:
             where = f"alert {item.get('name', '#' + str(loc[1])) if isinstance(item, dict) else '#' + str(loc[1])}: "
             loc = loc[2:]
         field = ".".join(str(p) for p in loc)
-        raise CommandError(f"{path}: {where}{field + ': ' if field else ''}"
-                           f"{first['msg'].removeprefix('Value error, ')}") from None
+        raise CommandError(
+            f"{path}: {where}{field + ': ' if field else ''}{first['msg'].removeprefix('Value error, ')}"
+        ) from None
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
@@ -70,21 +64,34 @@ def cmd_apply(args: argparse.Namespace) -> int:
     async def run() -> dict[str, Any]:
         client = await connect(settings.temporal, identity=cli_identity())
         start = WithStartWorkflowOperation(
-            AlertRouterWorkflow.run, AlertRouterInput(), id=ALERT_ROUTER_ID, task_queue=settings.temporal.task_queue,
+            AlertRouterWorkflow.run,
+            AlertRouterInput(),
+            id=ALERT_ROUTER_ID,
+            task_queue=settings.temporal.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            static_summary="Alert router: routes Ferry's events to the declared alerts' providers")
+            static_summary="Alert router: routes Ferry's events to the declared alerts' providers",
+        )
         try:
             result = await client.execute_update_with_start_workflow(
-                AlertRouterWorkflow.apply_alerts, AlertsUpdate(alerts=alerts.alerts, by=local_identity()),
-                start_workflow_operation=start)
+                AlertRouterWorkflow.apply_alerts,
+                AlertsUpdate(alerts=alerts.alerts, by=local_identity()),
+                start_workflow_operation=start,
+            )
         except (WorkflowUpdateFailedError, RPCError) as err:
             raise CommandError(f"alerts refused: {root_cause(err)}") from None
-        return {"alerts": result.alerts, "changes": result.changes,
-                "url": workflow_url(settings.temporal, ALERT_ROUTER_ID)}
+        return {
+            "alerts": result.alerts,
+            "changes": result.changes,
+            "url": workflow_url(settings.temporal, ALERT_ROUTER_ID),
+        }
 
     out = asyncio.run(run())
-    emit(out, args.json, f"alerts: {', '.join(out['alerts']) or 'none'}\n"
-         f"{'; '.join(out['changes']) or 'no change'}\nrouter: {out['url']}")
+    emit(
+        out,
+        args.json,
+        f"alerts: {', '.join(out['alerts']) or 'none'}\n"
+        f"{'; '.join(out['changes']) or 'no change'}\nrouter: {out['url']}",
+    )
     return 0
 
 
@@ -101,14 +108,20 @@ def cmd_status(args: argparse.Namespace) -> int:
             raise
 
     state = asyncio.run(run())
-    lines = [f"{a.name:<20} → {a.provider:<16} environments {','.join(a.environments)}  events "
-             f"{','.join(a.events)}  severity >= {a.severity}  deadline {a.deadline}"
-             f"{'  SUSPENDED' if a.suspend else ''}"
-             for a in state.alerts]
+    lines = [
+        f"{a.name:<20} → {a.provider:<16} environments {','.join(a.environments)}  events "
+        f"{','.join(a.events)}  severity >= {a.severity}  deadline {a.deadline}"
+        f"{'  SUSPENDED' if a.suspend else ''}"
+        for a in state.alerts
+    ]
     lines.append("counts: " + (", ".join(f"{k} {v}" for k, v in sorted(state.counts.items())) or "none"))
-    lines += [f"delivering {p.notification.type} {p.notification.environment} → {p.alert} ({p.provider}) until "
-              f"{p.deadline_at}" for p in state.pending]
-    lines += [f"UNDELIVERED {u.at} {u.type} {u.environment} → {u.alert} ({u.provider}): {u.reason}"
-              for u in state.undelivered]
+    lines += [
+        f"delivering {p.notification.type} {p.notification.environment} → {p.alert} ({p.provider}) until "
+        f"{p.deadline_at}"
+        for p in state.pending
+    ]
+    lines += [
+        f"UNDELIVERED {u.at} {u.type} {u.environment} → {u.alert} ({u.provider}): {u.reason}" for u in state.undelivered
+    ]
     emit(state.model_dump(mode="json"), args.json, "\n".join(lines))
     return 1 if state.undelivered and args.strict else 0

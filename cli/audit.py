@@ -69,9 +69,15 @@ class AuditEntry(BaseModel):
     url: str
 
 
-def entries_from_history(workflow_type: str, workflow_id: str, events: list[HistoryEvent], url: str,
-                         signed: list[SignedRecord] | None = None, run_id: str = "",
-                         earlier_run: bool = False) -> list[AuditEntry]:
+def entries_from_history(
+    workflow_type: str,
+    workflow_id: str,
+    events: list[HistoryEvent],
+    url: str,
+    signed: list[SignedRecord] | None = None,
+    run_id: str = "",
+    earlier_run: bool = False,
+) -> list[AuditEntry]:
     """Turn one execution's history into audit entries (and collect verified decisions into `signed`).
     `earlier_run`: another run of this workflow id started before this one (Visibility), so an environment run that
     is neither a continue-as-new nor a reset replaced it. Pure: no calls."""
@@ -94,10 +100,16 @@ class _HistoryReader:
     not pair. Besides the records, every message a client sent (signal, Update, cancel request) is an entry of its
     own with the identity Temporal recorded, so no claimed name hides a sender."""
 
-    def __init__(self, workflow_type: str, workflow_id: str, url: str, signed: list[SignedRecord] | None,
-                 run_id: str) -> None:
+    def __init__(
+        self, workflow_type: str, workflow_id: str, url: str, signed: list[SignedRecord] | None, run_id: str
+    ) -> None:
         self.workflow_type, self.workflow_id, self.url, self.signed, self.run_id = (
-            workflow_type, workflow_id, url, signed, run_id)
+            workflow_type,
+            workflow_id,
+            url,
+            signed,
+            run_id,
+        )
         self.out: list[AuditEntry] = []
         self.started: dict[str, Any] = {}
         self.messages: list[_Message] = []  # every signal and accepted Update, in history order
@@ -108,8 +120,17 @@ class _HistoryReader:
         self.reset = False
 
     def add(self, event: HistoryEvent, kind: str, subject: str, who: str = "", details: str = "") -> None:
-        self.out.append(AuditEntry(at=event_stamp(event), kind=kind, subject=subject, who=who, details=details,
-                                   workflow_id=self.workflow_id, url=self.url))
+        self.out.append(
+            AuditEntry(
+                at=event_stamp(event),
+                kind=kind,
+                subject=subject,
+                who=who,
+                details=details,
+                workflow_id=self.workflow_id,
+                url=self.url,
+            )
+        )
 
     def read(self, event: HistoryEvent) -> None:
         et = event.event_type
@@ -117,16 +138,22 @@ class _HistoryReader:
             self._signalled(event)
         elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
             request = event.workflow_execution_update_accepted_event_attributes.accepted_request
-            message = _Message(event, "update", request.input.name, _sender(event, request.meta.identity),
-                               decode(request.input.args))
+            message = _Message(
+                event, "update", request.input.name, _sender(event, request.meta.identity), decode(request.input.args)
+            )
             self.messages.append(message)
             self.update_senders[request.meta.update_id] = message
         elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED:
             self._cancel_requested(event)
         elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
             terminated = event.workflow_execution_terminated_event_attributes
-            self.add(event, "terminated", self._subject(), "",
-                     f"{terminated.reason[:MAX_SHOWN] or 'no reason given'}; by {client_words(terminated.identity)}")
+            self.add(
+                event,
+                "terminated",
+                self._subject(),
+                "",
+                f"{terminated.reason[:MAX_SHOWN] or 'no reason given'}; by {client_words(terminated.identity)}",
+            )
         elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
             self._task_failed(event)
         elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
@@ -143,8 +170,13 @@ class _HistoryReader:
             self._completed(event, as_dict(result))
         elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED and self.workflow_type == RELEASE_WORKFLOW:
             failure, started = event.workflow_execution_failed_event_attributes.failure, self.started
-            self.add(event, "release failed", f"{started.get('repository')}:{started.get('version')}",
-                     started.get("publisher", ""), (failure.cause.message or failure.message)[:300])
+            self.add(
+                event,
+                "release failed",
+                f"{started.get('repository')}:{started.get('version')}",
+                started.get("publisher", ""),
+                (failure.cause.message or failure.message)[:300],
+            )
         elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED:
             for key, handle in ((Memo.DECISION, self._decision), (Memo.EVENT, self._environment_event)):
                 record = memo_of(event, key)
@@ -155,11 +187,19 @@ class _HistoryReader:
 
     def _cancel_requested(self, event: HistoryEvent) -> None:
         attrs = event.workflow_execution_cancel_requested_event_attributes
-        sender = (f"workflow {attrs.external_workflow_execution.workflow_id}"
-                  if attrs.external_workflow_execution.workflow_id else _sender(event, attrs.identity))
+        sender = (
+            f"workflow {attrs.external_workflow_execution.workflow_id}"
+            if attrs.external_workflow_execution.workflow_id
+            else _sender(event, attrs.identity)
+        )
         self.cancel_senders.append(sender)
-        self.add(event, "cancel requested", self._subject(), "",
-                 f"{attrs.cause[:MAX_SHOWN] or 'no reason given'}; sent by {client_words(sender)}")
+        self.add(
+            event,
+            "cancel requested",
+            self._subject(),
+            "",
+            f"{attrs.cause[:MAX_SHOWN] or 'no reason given'}; sent by {client_words(sender)}",
+        )
 
     def _task_failed(self, event: HistoryEvent) -> None:
         """A reset writes a failed workflow task (cause RESET_WORKFLOW) into the new run, with its reason and
@@ -168,9 +208,14 @@ class _HistoryReader:
         if not WorkflowTaskFailedCause.Name(attrs.cause).endswith(RESET_CAUSE):
             return
         self.reset = True
-        self.add(event, "reset", self._subject(), "",
-                 f"{attrs.failure.message[:MAX_SHOWN] or 'no reason given'} (from run {attrs.base_run_id} to "
-                 f"{attrs.new_run_id}); identity recorded: {attrs.identity[:MAX_SHOWN] or 'none'}")
+        self.add(
+            event,
+            "reset",
+            self._subject(),
+            "",
+            f"{attrs.failure.message[:MAX_SHOWN] or 'no reason given'} (from run {attrs.base_run_id} to "
+            f"{attrs.new_run_id}); identity recorded: {attrs.identity[:MAX_SHOWN] or 'none'}",
+        )
 
     def finish(self, earlier_run: bool) -> None:
         """What only the whole history tells: the messages no record named, and how an environment run began (a
@@ -182,13 +227,29 @@ class _HistoryReader:
         origin = run_origin(attrs.continued_execution_run_id, self.reset, earlier_run)
         starter = client_words(_sender(self.first, attrs.identity))
         if origin == "replaced":
-            self.out.insert(0, AuditEntry(at=event_stamp(self.first), kind="run replaced", subject=self._subject(),
-                                          details=f"a new run replaced the previous one: started by {starter}",
-                                          workflow_id=self.workflow_id, url=self.url))
+            self.out.insert(
+                0,
+                AuditEntry(
+                    at=event_stamp(self.first),
+                    kind="run replaced",
+                    subject=self._subject(),
+                    details=f"a new run replaced the previous one: started by {starter}",
+                    workflow_id=self.workflow_id,
+                    url=self.url,
+                ),
+            )
         elif origin == "first":
-            self.out.insert(0, AuditEntry(at=event_stamp(self.first), kind="environment started",
-                                          subject=self._subject(), details=f"started by {starter}",
-                                          workflow_id=self.workflow_id, url=self.url))
+            self.out.insert(
+                0,
+                AuditEntry(
+                    at=event_stamp(self.first),
+                    kind="environment started",
+                    subject=self._subject(),
+                    details=f"started by {starter}",
+                    workflow_id=self.workflow_id,
+                    url=self.url,
+                ),
+            )
 
     def _subject(self) -> str:
         if self.workflow_type == ENVIRONMENT_WORKFLOW:
@@ -205,8 +266,9 @@ class _HistoryReader:
         attrs = event.workflow_execution_signaled_event_attributes
         from_workflow = attrs.external_workflow_execution.workflow_id
         sender = f"workflow {from_workflow}" if from_workflow else _sender(event, attrs.identity)
-        message = _Message(event, "signal", attrs.signal_name, sender, decode(attrs.input),
-                           from_workflow=bool(from_workflow))
+        message = _Message(
+            event, "signal", attrs.signal_name, sender, decode(attrs.input), from_workflow=bool(from_workflow)
+        )
         self.messages.append(message)
         if attrs.signal_name in self.signal_senders and not isinstance(message.payload, Undecodable):
             self.signal_senders[attrs.signal_name].append(message)
@@ -235,39 +297,69 @@ class _HistoryReader:
             if m.paired or m.from_workflow:
                 continue
             name = m.name[:MAX_SHOWN]
-            self.add(m.event, f"{m.kind} {name}"[:40], self._subject(), claimed(m.payload),
-                     f"{m.kind} {name!r}{_undecodable(m.payload)}, no record of it in this run; sent by "
-                     f"{client_words(m.sender)}")
+            self.add(
+                m.event,
+                f"{m.kind} {name}"[:40],
+                self._subject(),
+                claimed(m.payload),
+                f"{m.kind} {name!r}{_undecodable(m.payload)}, no record of it in this run; sent by "
+                f"{client_words(m.sender)}",
+            )
 
     def _started(self, event: HistoryEvent) -> None:
         started = self.started
         if self.workflow_type == PROMOTION_WORKFLOW:
-            self.add(event, "promotion requested", f"{started.get('environment')} {started.get('version')}",
-                     started.get("requested_by", ""), started.get("reason", ""))
+            self.add(
+                event,
+                "promotion requested",
+                f"{started.get('environment')} {started.get('version')}",
+                started.get("requested_by", ""),
+                started.get("reason", ""),
+            )
         elif self.workflow_type == ROLLBACK_WORKFLOW:
-            self.add(event, "rollback requested", str(started.get("environment")), started.get("requested_by", ""),
-                     f"to {started.get('to_version') or 'last known-good'}: {started.get('reason', '')}")
+            self.add(
+                event,
+                "rollback requested",
+                str(started.get("environment")),
+                started.get("requested_by", ""),
+                f"to {started.get('to_version') or 'last known-good'}: {started.get('reason', '')}",
+            )
 
     def _completed(self, event: HistoryEvent, result: dict[str, Any]) -> None:
         started = self.started
         if self.workflow_type == RELEASE_WORKFLOW:
             again = " (already released, identical content)" if result.get("already_released") else ""
-            self.add(event, "release published", f"{result.get('repository')}:{result.get('version')}",
-                     result.get("publisher", started.get("publisher", "")),
-                     f"revision {started.get('revision') or '-'} digest {result.get('digest')}{again}")
+            self.add(
+                event,
+                "release published",
+                f"{result.get('repository')}:{result.get('version')}",
+                result.get("publisher", started.get("publisher", "")),
+                f"revision {started.get('revision') or '-'} digest {result.get('digest')}{again}",
+            )
         elif self.workflow_type == PROMOTION_WORKFLOW:
-            self.add(event, f"promotion {result.get('outcome')}",
-                     f"{result.get('environment')} {result.get('version')}", ", ".join(result.get("approved_by") or []),
-                     f"{result.get('digest')}: {result.get('reason')}")
+            self.add(
+                event,
+                f"promotion {result.get('outcome')}",
+                f"{result.get('environment')} {result.get('version')}",
+                ", ".join(result.get("approved_by") or []),
+                f"{result.get('digest')}: {result.get('reason')}",
+            )
         elif self.workflow_type == ROLLBACK_WORKFLOW:
-            self.add(event, f"rollback {result.get('outcome')}", str(result.get("environment")),
-                     started.get("requested_by", ""),
-                     f"{result.get('from_version')} -> {result.get('to_version')} {result.get('digest')}: "
-                     f"{result.get('reason')}")
+            self.add(
+                event,
+                f"rollback {result.get('outcome')}",
+                str(result.get("environment")),
+                started.get("requested_by", ""),
+                f"{result.get('from_version')} -> {result.get('to_version')} {result.get('digest')}: "
+                f"{result.get('reason')}",
+            )
 
     def _decision(self, event: HistoryEvent, decision: dict[str, Any]) -> None:
-        verdict = (f"accepted{' (' + decision['reason'] + ')' if decision.get('reason') else ''}"
-                   if decision.get("accepted") else f"REFUSED: {decision.get('reason')}")
+        verdict = (
+            f"accepted{' (' + decision['reason'] + ')' if decision.get('reason') else ''}"
+            if decision.get("accepted")
+            else f"REFUSED: {decision.get('reason')}"
+        )
         if decision.get("update_id"):
             sender, payload = self._update(str(decision["update_id"]))
         elif decision.get("via") == "signal":
@@ -275,12 +367,24 @@ class _HistoryReader:
         else:
             sender, payload = "", None
         if decision.get("verified") and self.signed is not None:
-            self.signed.append(SignedRecord(workflow_id=self.workflow_id, run_id=self.run_id, started=self.started,
-                                            record=decision, payload=payload, at=event_stamp(event)))
+            self.signed.append(
+                SignedRecord(
+                    workflow_id=self.workflow_id,
+                    run_id=self.run_id,
+                    started=self.started,
+                    record=decision,
+                    payload=payload,
+                    at=event_stamp(event),
+                )
+            )
         proof = f"verified {decision.get('fingerprint')}" if decision.get("verified") else "claimed"
-        self.add(event, f"{decision.get('action')} ({decision.get('via')})",
-                 f"{self.started.get('environment')} {self.started.get('version')}", f"{decision.get('by')} ({proof})",
-                 f"{verdict}; comment: {decision.get('comment') or '-'}; sent by {client_words(sender)}")
+        self.add(
+            event,
+            f"{decision.get('action')} ({decision.get('via')})",
+            f"{self.started.get('environment')} {self.started.get('version')}",
+            f"{decision.get('by')} ({proof})",
+            f"{verdict}; comment: {decision.get('comment') or '-'}; sent by {client_words(sender)}",
+        )
 
     def _environment_event(self, event: HistoryEvent, env_event: dict[str, Any]) -> None:
         details = str(env_event.get("message", ""))
@@ -319,8 +423,12 @@ class _Message:
 
 
 _SIGNALLED = (Signal.APPROVE, Signal.REJECT, Signal.PIN, Signal.SUSPEND, Signal.RESUME)
-_SIGNAL_OF = {EventType.PINNED: Signal.PIN, EventType.PIN_REFUSED: Signal.PIN, EventType.SUSPENDED: Signal.SUSPEND,
-              EventType.RESUMED: Signal.RESUME}
+_SIGNAL_OF = {
+    EventType.PINNED: Signal.PIN,
+    EventType.PIN_REFUSED: Signal.PIN,
+    EventType.SUSPENDED: Signal.SUSPEND,
+    EventType.RESUMED: Signal.RESUME,
+}
 
 
 def _undecodable(payload: Any) -> str:
@@ -342,6 +450,7 @@ def client_words(identity: str) -> str:
 
 # ------------------------------------------------------------------------------------- reading Temporal ---
 
+
 async def _earlier_run(client: Client, workflow_id: str, started: dt.datetime) -> bool:
     query = f"WorkflowId = '{_quoted(workflow_id)}' AND StartTime < '{visibility_time(started)}'"
     async for _ in client.list_workflows(query, limit=1):
@@ -353,13 +462,16 @@ def _quoted(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "\\'")
 
 
-async def _specs_in_force(client: Client, temporal: TemporalSettings, environment: str, earliest: dt.datetime,
-                          latest: dt.datetime) -> SpecTracker:
+async def _specs_in_force(
+    client: Client, temporal: TemporalSettings, environment: str, earliest: dt.datetime, latest: dt.datetime
+) -> SpecTracker:
     """The environment's approval policy through the runs of env/<name> that were open between the decisions'
     times, read from their own histories (only runs Ferry's workers served)."""
     tracker = SpecTracker()
-    query = (f"WorkflowId = '{_quoted(ENV_PREFIX + environment)}' AND StartTime <= '{visibility_time(latest)}' "
-             f"AND (CloseTime >= '{visibility_time(earliest)}' OR ExecutionStatus = 'Running')")
+    query = (
+        f"WorkflowId = '{_quoted(ENV_PREFIX + environment)}' AND StartTime <= '{visibility_time(latest)}' "
+        f"AND (CloseTime >= '{visibility_time(earliest)}' OR ExecutionStatus = 'Running')"
+    )
     runs = [wf async for wf in client.list_workflows(query)]
     for wf in sorted(runs, key=lambda w: w.start_time):
         history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
@@ -375,8 +487,11 @@ async def _specs_in_force(client: Client, temporal: TemporalSettings, environmen
 def _feed(tracker: SpecTracker, run_id: str, event: HistoryEvent) -> None:
     et = event.event_type
     if et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
-        tracker.started(event_time(event), run_id,
-                        as_dict(decode(event.workflow_execution_started_event_attributes.input)).get("state"))
+        tracker.started(
+            event_time(event),
+            run_id,
+            as_dict(decode(event.workflow_execution_started_event_attributes.input)).get("state"),
+        )
     elif et == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
         request = event.workflow_execution_update_accepted_event_attributes.accepted_request
         tracker.update_accepted(request.meta.update_id, request.input.name, decode(request.input.args))
@@ -386,8 +501,9 @@ def _feed(tracker: SpecTracker, run_id: str, event: HistoryEvent) -> None:
             tracker.recorded(event_time(event), record)
 
 
-async def verify_signed(client: Client, temporal: TemporalSettings,
-                        signed: list[SignedRecord]) -> list[tuple[SignedRecord, str]]:
+async def verify_signed(
+    client: Client, temporal: TemporalSettings, signed: list[SignedRecord]
+) -> list[tuple[SignedRecord, str]]:
     """Each signed decision against its environment's approvers in force when it was recorded -> the failures."""
     failures: list[tuple[SignedRecord, str]] = []
     by_environment: dict[str, list[SignedRecord]] = {}
@@ -395,17 +511,25 @@ async def verify_signed(client: Client, temporal: TemporalSettings,
         by_environment.setdefault(str(record.started.get("environment") or ""), []).append(record)
     for environment, records in by_environment.items():
         times = [parse_time(r.at) for r in records]
-        tracker = await _specs_in_force(client, temporal, environment, min(times), max(times)) if environment \
+        tracker = (
+            await _specs_in_force(client, temporal, environment, min(times), max(times))
+            if environment
             else SpecTracker()
+        )
         for record, at in zip(records, times, strict=True):
             if problem := verify_against(record, in_force_at(tracker.steps, at)):
                 failures.append((record, problem))
     return failures
 
 
-async def build_timeline(client: Client, temporal: TemporalSettings, environment: str | None,
-                         since: dt.timedelta, signed: list[SignedRecord] | None = None,
-                         now: dt.datetime | None = None) -> list[AuditEntry]:
+async def build_timeline(
+    client: Client,
+    temporal: TemporalSettings,
+    environment: str | None,
+    since: dt.timedelta,
+    signed: list[SignedRecord] | None = None,
+    now: dt.datetime | None = None,
+) -> list[AuditEntry]:
     """Entries of Ferry's runs (Ferry's workflow types on Ferry's task queue) whose events fall at or after
     now - since; a run of Ferry's types elsewhere is one `excluded run` entry naming its task queue."""
     cutoff = (now or dt.datetime.now(dt.UTC)) - since
@@ -413,8 +537,10 @@ async def build_timeline(client: Client, temporal: TemporalSettings, environment
     if environment:
         # the environment's own workflows, and the releases of the repository it deploys
         repository = (await environment_status(client, environment)).state.spec.repository
-        query += (f" AND ({SearchAttribute.ENVIRONMENT} = '{_quoted(environment)}' OR "
-                  f"(WorkflowType = '{RELEASE_WORKFLOW}' AND {SearchAttribute.REPOSITORY} = '{_quoted(repository)}'))")
+        query += (
+            f" AND ({SearchAttribute.ENVIRONMENT} = '{_quoted(environment)}' OR "
+            f"(WorkflowType = '{RELEASE_WORKFLOW}' AND {SearchAttribute.REPOSITORY} = '{_quoted(repository)}'))"
+        )
     entries: list[AuditEntry] = []
     async for wf in client.list_workflows(query):
         url = workflow_url(temporal, wf.id, wf.run_id)
@@ -426,13 +552,24 @@ async def build_timeline(client: Client, temporal: TemporalSettings, environment
         queue = started.task_queue.name if started is not None else wf.task_queue
         if reason := exclusion(wf.workflow_type, queue, temporal.task_queue):
             starter = client_words(_sender(first, started.identity)) if first and started else "unknown"
-            entries.append(AuditEntry(at=event_stamp(first) if first else visibility_time(wf.start_time), kind=EXCLUDED,
-                                      subject=wf.id, who="", details=f"run {wf.run_id} started by {starter}: {reason}",
-                                      workflow_id=wf.id, url=url))
+            entries.append(
+                AuditEntry(
+                    at=event_stamp(first) if first else visibility_time(wf.start_time),
+                    kind=EXCLUDED,
+                    subject=wf.id,
+                    who="",
+                    details=f"run {wf.run_id} started by {starter}: {reason}",
+                    workflow_id=wf.id,
+                    url=url,
+                )
+            )
             continue
-        earlier = bool(wf.workflow_type == ENVIRONMENT_WORKFLOW and started is not None
-                       and not started.continued_execution_run_id
-                       and await _earlier_run(client, wf.id, event_time(first)))  # type: ignore[arg-type]
+        earlier = bool(
+            wf.workflow_type == ENVIRONMENT_WORKFLOW
+            and started is not None
+            and not started.continued_execution_run_id
+            and await _earlier_run(client, wf.id, event_time(first))  # type: ignore[arg-type]
+        )
         run_signed: list[SignedRecord] = []
         for entry in entries_from_history(wf.workflow_type, wf.id, events, url, run_signed, wf.run_id, earlier):
             if in_window(parse_time(entry.at), cutoff):
@@ -451,18 +588,33 @@ def cmd_audit(args: argparse.Namespace) -> int:
         return entries, (await verify_signed(client, settings.temporal, signed) if args.verify else [])
 
     entries, failures = run_connected(settings, go)
-    text = "\n".join(f"{e.at}  {e.kind:<22} {e.subject:<28} {e.who or '-':<16} {e.details}\n"
-                     f"{'':22}{e.url}" for e in entries) or "no events in that window"
+    text = (
+        "\n".join(
+            f"{e.at}  {e.kind:<22} {e.subject:<28} {e.who or '-':<16} {e.details}\n{'':22}{e.url}" for e in entries
+        )
+        or "no events in that window"
+    )
     if not args.verify:
         emit([e.model_dump() for e in entries], args.json, text)
         return 0
-    lines = [f"FAILED {s.workflow_id} {s.record.get('action')} by {s.record.get('by')} at "
-             f"{s.at or s.record.get('at')}: {problem}" for s, problem in failures]
+    lines = [
+        f"FAILED {s.workflow_id} {s.record.get('action')} by {s.record.get('by')} at "
+        f"{s.at or s.record.get('at')}: {problem}"
+        for s, problem in failures
+    ]
     excluded = [e for e in entries if e.kind == EXCLUDED]
-    summary = (f"verified {len(signed) - len(failures)} of {len(signed)} signed decision(s); "
-               f"{len(excluded)} run(s) excluded (not served on Ferry's task queue)")
-    emit({"entries": [e.model_dump() for e in entries], "signed": len(signed),
-          "failures": [{"workflow_id": s.workflow_id, "record": s.record, "problem": p} for s, p in failures],
-          "excluded": [e.model_dump() for e in excluded]},
-         args.json, "\n".join([text, *lines, summary]))
+    summary = (
+        f"verified {len(signed) - len(failures)} of {len(signed)} signed decision(s); "
+        f"{len(excluded)} run(s) excluded (not served on Ferry's task queue)"
+    )
+    emit(
+        {
+            "entries": [e.model_dump() for e in entries],
+            "signed": len(signed),
+            "failures": [{"workflow_id": s.workflow_id, "record": s.record, "problem": p} for s, p in failures],
+            "excluded": [e.model_dump() for e in excluded],
+        },
+        args.json,
+        "\n".join([text, *lines, summary]),
+    )
     return 1 if failures else 0

@@ -67,63 +67,115 @@ def register(sub: Any) -> None:
 
 
 def _release(sub: Any) -> None:
-    p = command(sub, "release", Lazy("cli.release", "cmd_release"),
-                "package DIR and publish it as an immutable OCI artifact (what CI runs)")
+    p = command(
+        sub,
+        "release",
+        Lazy("cli.release", "cmd_release"),
+        "package DIR and publish it as an immutable OCI artifact (what CI runs)",
+    )
     p.add_argument("dir", help="directory of manifests (plain YAML or kustomize; overlays are kept)")
     p.add_argument("--repository", required=True, help="HOST[:PORT]/PATH, or PATH on the default registry")
     p.add_argument("--version", required=True, help="semver tag, e.g. 1.2.3 or v1.2.3")
     p.add_argument("--revision", default=None, help="default: <branch>@sha1:<commit> from git")
-    p.add_argument("--source", default=None, help="default: the git remote URL (user-info, query and fragment "
-                   "stripped: no token reaches history or the artifact)")
-    p.add_argument("--published-by", default=None, help="default: the CI identity, else the local user; with "
-                   "--sign-key it is the publisher the signature attests")
-    p.add_argument("--sign-key", default=None, metavar="FILE", help="sign the release in cosign's format: "
-                   + SIGN_KEY_HELP)
+    p.add_argument(
+        "--source",
+        default=None,
+        help="default: the git remote URL (user-info, query and fragment "
+        "stripped: no token reaches history or the artifact)",
+    )
+    p.add_argument(
+        "--published-by",
+        default=None,
+        help="default: the CI identity, else the local user; with --sign-key it is the publisher the signature attests",
+    )
+    p.add_argument(
+        "--sign-key", default=None, metavar="FILE", help="sign the release in cosign's format: " + SIGN_KEY_HELP
+    )
     p.add_argument("--timeout", default="15m", help="how long a registry outage may delay the release")
 
-    p = command(sub, "verify", Lazy("cli.verify", "cmd_verify"), "verify a release's signature (cosign's format) "
-                "against public keys; exit 1 with the reason unless one of them signed it")
+    p = command(
+        sub,
+        "verify",
+        Lazy("cli.verify", "cmd_verify"),
+        "verify a release's signature (cosign's format) "
+        "against public keys; exit 1 with the reason unless one of them signed it",
+    )
     p.add_argument("reference", metavar="REPO:TAG", help="HOST[:PORT]/PATH:TAG or HOST[:PORT]/PATH@sha256:DIGEST")
-    p.add_argument("--key", action="append", required=True, metavar="PUB",
-                   help="PEM EC P-256 public key file (cosign.pub); repeat to trust several")
+    p.add_argument(
+        "--key",
+        action="append",
+        required=True,
+        metavar="PUB",
+        help="PEM EC P-256 public key file (cosign.pub); repeat to trust several",
+    )
 
 
 def _environments(sub: Any) -> None:
     env = sub.add_parser("env", help="declare environments (environments.yaml) and list them")
     env_sub = env.add_subparsers(dest="env_command", required=True)
-    p = command(env_sub, "apply", Lazy("cli.environments", "cmd_env_apply"),
-                "start or update one EnvironmentWorkflow per environment")
+    p = command(
+        env_sub,
+        "apply",
+        Lazy("cli.environments", "cmd_env_apply"),
+        "start or update one EnvironmentWorkflow per environment",
+    )
     p.add_argument("-f", "--file", required=True)
     _as(p, "who (default: the local user or CI actor)")
-    p.add_argument("--force", action="store_true", help="accepted for scripts written for earlier versions: an "
-                   "environment whose last run ended is recreated without it, and its new run recovers the last "
-                   "run's record (holds, used approvals, tag bindings) itself")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="accepted for scripts written for earlier versions: an "
+        "environment whose last run ended is recreated without it, and its new run recovers the last "
+        "run's record (holds, used approvals, tag bindings) itself",
+    )
     for verb in ("approve", "reject"):
-        p = command(env_sub, verb, Lazy("cli.environments", f"cmd_env_{verb}"), f"{verb} the spec change pending "
-                    "approval (protected fields of an approval-required environment)", json=False)
+        p = command(
+            env_sub,
+            verb,
+            Lazy("cli.environments", f"cmd_env_{verb}"),
+            f"{verb} the spec change pending approval (protected fields of an approval-required environment)",
+            json=False,
+        )
         p.add_argument("env")
         _as(p)
         p.add_argument("--comment", default=None)
-        p.add_argument("--key", default=None, help=f"OpenSSH private key to sign with (password from "
-                       f"{KEY_PASSWORD_VARIABLE})")
+        p.add_argument(
+            "--key", default=None, help=f"OpenSSH private key to sign with (password from {KEY_PASSWORD_VARIABLE})"
+        )
         p.add_argument("--expires", default="1h", help="how long the signed decision is valid (default 1h)")
         p.add_argument("--print", action="store_true", help="print the JSON to send instead of sending it")
-    p = command(env_sub, "list", Lazy("cli.env_list", "cmd_env_list"),
-                "every running environment: what it tracks, the version applied, its phase (from Visibility)")
-    p.description = ("Every running environment, read from Temporal Visibility (the search attributes each "
-                     "environment publishes): one request per 1,000 environments. Visibility is eventually "
-                     "consistent: a change shows here within seconds; `ferry status ENV` asks the workflow itself.")
-    p.add_argument("--exact", action="store_true", help="ask every environment's workflow instead (one query "
-                   "each: exact, and slow for a fleet)")
+    p = command(
+        env_sub,
+        "list",
+        Lazy("cli.env_list", "cmd_env_list"),
+        "every running environment: what it tracks, the version applied, its phase (from Visibility)",
+    )
+    p.description = (
+        "Every running environment, read from Temporal Visibility (the search attributes each "
+        "environment publishes): one request per 1,000 environments. Visibility is eventually "
+        "consistent: a change shows here within seconds; `ferry status ENV` asks the workflow itself."
+    )
+    p.add_argument(
+        "--exact",
+        action="store_true",
+        help="ask every environment's workflow instead (one query each: exact, and slow for a fleet)",
+    )
 
-    p = command(sub, "status", Lazy("cli.environments", "cmd_status"),
-                "an environment's version, pin, health, drift, holds, outages")
+    p = command(
+        sub,
+        "status",
+        Lazy("cli.environments", "cmd_status"),
+        "an environment's version, pin, health, drift, holds, outages",
+    )
     p.add_argument("env")
     p = command(sub, "diff", Lazy("cli.environments", "cmd_diff"), "what a reconcile would change, without applying")
     p.add_argument("env")
     p.add_argument("--version", default=None, help="plan another released version instead")
-    for name, help_ in (("reconcile", "reconcile now"), ("suspend", "stop applying (new versions and drift)"),
-                        ("resume", "start applying again")):
+    for name, help_ in (
+        ("reconcile", "reconcile now"),
+        ("suspend", "stop applying (new versions and drift)"),
+        ("resume", "start applying again"),
+    ):
         p = command(sub, name, Lazy("cli.environments", f"cmd_{name}"), help_, json=False)
         p.add_argument("env")
         p.add_argument("--reason", default="")
@@ -131,38 +183,69 @@ def _environments(sub: Any) -> None:
 
 
 def _promotions(sub: Any) -> None:
-    p = command(sub, "promote", Lazy("cli.promotion", "cmd_promote"),
-                "request promotion of a released VERSION to ENV (approval-gated)")
+    p = command(
+        sub,
+        "promote",
+        Lazy("cli.promotion", "cmd_promote"),
+        "request promotion of a released VERSION to ENV (approval-gated)",
+    )
     p.add_argument("env")
     p.add_argument("version")
     p.add_argument("--reason", default="")
     p.add_argument("--wait", action="store_true", help="wait for the outcome (exit 1 unless succeeded)")
     _as(p)
     for name in ("approve", "reject"):
-        p = command(sub, name, Lazy("cli.promotion", f"cmd_{name}"),
-                    f"{name} a waiting promotion (a synchronous Update: refused is exit 1)", json=False)
+        p = command(
+            sub,
+            name,
+            Lazy("cli.promotion", f"cmd_{name}"),
+            f"{name} a waiting promotion (a synchronous Update: refused is exit 1)",
+            json=False,
+        )
         p.add_argument("env")
         p.add_argument("version")
         p.add_argument("--comment", default=None)
-        _as(p, "who (default: the local user); with --key, the environment checks that the key is listed under "
-            "this name")
+        _as(
+            p,
+            "who (default: the local user); with --key, the environment checks that the key is listed under this name",
+        )
         signing = p.add_argument_group("signed decisions (environments whose approvers have SSH keys)")
-        signing.add_argument("--key", default=None, help="OpenSSH private key to sign with, e.g. ~/.ssh/id_ed25519 "
-                             f"(password from {KEY_PASSWORD_VARIABLE}, else asked on the terminal)")
-        signing.add_argument("--expires", default="1h", help="how long the signed decision is valid (default 1h, "
-                             f"at most {MAX_EXPIRES.days}d)")
-        signing.add_argument("--print", action="store_true", help="print the JSON to send (Temporal UI 'Send a "
-                             "Signal', temporal workflow signal/update --input) instead of sending it")
-        signing.add_argument("--print-statement", action="store_true", help="print the canonical statement to "
-                             f"sign with ssh-keygen -Y sign -n NAMESPACE (no trailing newline), in "
-                             f"{APPROVAL_NAMESPACE_HINT}")
+        signing.add_argument(
+            "--key",
+            default=None,
+            help="OpenSSH private key to sign with, e.g. ~/.ssh/id_ed25519 "
+            f"(password from {KEY_PASSWORD_VARIABLE}, else asked on the terminal)",
+        )
+        signing.add_argument(
+            "--expires",
+            default="1h",
+            help=f"how long the signed decision is valid (default 1h, at most {MAX_EXPIRES.days}d)",
+        )
+        signing.add_argument(
+            "--print",
+            action="store_true",
+            help="print the JSON to send (Temporal UI 'Send a "
+            "Signal', temporal workflow signal/update --input) instead of sending it",
+        )
+        signing.add_argument(
+            "--print-statement",
+            action="store_true",
+            help="print the canonical statement to "
+            f"sign with ssh-keygen -Y sign -n NAMESPACE (no trailing newline), in "
+            f"{APPROVAL_NAMESPACE_HINT}",
+        )
         signing.add_argument("--statement", default=None, metavar="FILE", help="a statement signed elsewhere")
         signing.add_argument("--signature", default=None, metavar="FILE", help="its ssh-keygen signature (FILE.sig)")
-        signing.add_argument("--run", default=None, help="the promotion's run id (with --digest: sign without "
-                             "asking Temporal)")
+        signing.add_argument(
+            "--run", default=None, help="the promotion's run id (with --digest: sign without asking Temporal)"
+        )
         signing.add_argument("--digest", default=None, help="the promotion's digest (sha256:...)")
-    p = command(sub, "rollback", Lazy("cli.promotion", "cmd_rollback"),
-                "pin ENV to an earlier version (default: last known-good)")
+    p = command(
+        sub,
+        "rollback",
+        Lazy("cli.promotion", "cmd_rollback"),
+        "pin ENV to an earlier version (default: last known-good)",
+    )
     p.add_argument("env")
     p.add_argument("--to", default=None, help="a released version")
     p.add_argument("--reason", default="")
@@ -170,34 +253,62 @@ def _promotions(sub: Any) -> None:
 
 
 def _audit(sub: Any) -> None:
-    p = command(sub, "audit", Lazy("cli.audit", "cmd_audit"), "who released, requested, approved, refused, applied, "
-                "rolled back — from workflow histories")
+    p = command(
+        sub,
+        "audit",
+        Lazy("cli.audit", "cmd_audit"),
+        "who released, requested, approved, refused, applied, rolled back — from workflow histories",
+    )
     p.add_argument("env", nargs="?", default=None)
     p.add_argument("--since", default="7d", help="how far back (default 7d)")
-    p.add_argument("--verify", action="store_true", help="re-verify every signed decision offline; exit 1 on any "
-                   "failure")
-    p = command(sub, "replay-check", Lazy("cli.replay_check", "cmd_replay_check"), "replay open and recent "
-                "histories against the installed workflow code (exit 1 on non-determinism)")
+    p.add_argument(
+        "--verify", action="store_true", help="re-verify every signed decision offline; exit 1 on any failure"
+    )
+    p = command(
+        sub,
+        "replay-check",
+        Lazy("cli.replay_check", "cmd_replay_check"),
+        "replay open and recent histories against the installed workflow code (exit 1 on non-determinism)",
+    )
     p.add_argument("--since", default="7d", help="closed runs this recent, plus every open one (default 7d)")
-    p.add_argument("--limit", type=int, default=REPLAY_DEFAULT_LIMIT, help=f"at most this many runs, newest first "
-                   f"(default {REPLAY_DEFAULT_LIMIT}, max {REPLAY_MAX_LIMIT})")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=REPLAY_DEFAULT_LIMIT,
+        help=f"at most this many runs, newest first (default {REPLAY_DEFAULT_LIMIT}, max {REPLAY_MAX_LIMIT})",
+    )
 
 
 def _alerts(sub: Any) -> None:
     alerts = sub.add_parser("alerts", help="declare alerts (events → providers) and see deliveries given up")
     alerts_sub = alerts.add_subparsers(dest="alerts_command", required=True)
-    p = command(alerts_sub, "apply", Lazy("cli.alerts", "cmd_apply"), "replace the declared alerts with a file's "
-                "`alerts:` list")
+    p = command(
+        alerts_sub, "apply", Lazy("cli.alerts", "cmd_apply"), "replace the declared alerts with a file's `alerts:` list"
+    )
     p.add_argument("-f", "--file", required=True, help="alerts.yaml, or environments.yaml with `alerts:`")
-    p = command(alerts_sub, "status", Lazy("cli.alerts", "cmd_status"), "declared alerts, counters, and "
-                "undelivered notifications")
+    p = command(
+        alerts_sub,
+        "status",
+        Lazy("cli.alerts", "cmd_status"),
+        "declared alerts, counters, and undelivered notifications",
+    )
     p.add_argument("--strict", action="store_true", help="exit 1 when anything was left undelivered")
-    p = command(sub, "receiver", Lazy("cli.receiver", "cmd_receiver"), "webhooks in: registry pushes (and a generic "
-                "HMAC webhook) signal the environments deploying from the pushed repository to reconcile now",
-                json=False)
+    p = command(
+        sub,
+        "receiver",
+        Lazy("cli.receiver", "cmd_receiver"),
+        "webhooks in: registry pushes (and a generic "
+        "HMAC webhook) signal the environments deploying from the pushed repository to reconcile now",
+        json=False,
+    )
     p.add_argument("--bind", default="127.0.0.1:9292", help="host:port to listen on")
-    p.add_argument("--token-file", default=None, help="the registry's shared secret (default $FERRY_RECEIVER_TOKEN), "
-                   "sent by the registry as `Authorization: Bearer TOKEN`")
-    p.add_argument("--hmac-key-file", default=None, help="the generic webhook's HMAC key (default "
-                   "$FERRY_RECEIVER_HMAC_KEY)")
+    p.add_argument(
+        "--token-file",
+        default=None,
+        help="the registry's shared secret (default $FERRY_RECEIVER_TOKEN), "
+        "sent by the registry as `Authorization: Bearer TOKEN`",
+    )
+    p.add_argument(
+        "--hmac-key-file", default=None, help="the generic webhook's HMAC key (default $FERRY_RECEIVER_HMAC_KEY)"
+    )
     p.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)

@@ -45,8 +45,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def global_options(parser: argparse.ArgumentParser) -> None:
     """The connection options every command that reaches Temporal or a registry takes (defined here only)."""
     group = parser.add_argument_group("connection (default: the local stack from `ferry dev up`)")
-    group.add_argument("--state-dir", default=None,
-                       help="local stack state directory (default .ferry, FERRY_STATE_DIR)")
+    group.add_argument(
+        "--state-dir", default=None, help="local stack state directory (default .ferry, FERRY_STATE_DIR)"
+    )
     group.add_argument("--temporal-address", default=None, help="host:port (FERRY_TEMPORAL_ADDRESS)")
     group.add_argument("--namespace", default=None, help="Temporal namespace (FERRY_TEMPORAL_NAMESPACE)")
     group.add_argument("--tls", action="store_true", default=None, help="TLS to Temporal (FERRY_TEMPORAL_TLS)")
@@ -76,9 +77,15 @@ def where(client: Client) -> str:
     return f"Temporal at {client.service_client.config.target_host}, namespace {client.namespace}"
 
 
-
-CI_IDENTITY_VARIABLES = ("GITHUB_ACTOR", "GITLAB_USER_LOGIN", "BUILDKITE_BUILD_CREATOR_EMAIL", "CIRCLE_USERNAME",
-                         "BITBUCKET_STEP_TRIGGERER_UUID", "BUILD_REQUESTEDFOREMAIL", "JENKINS_USER_ID")
+CI_IDENTITY_VARIABLES = (
+    "GITHUB_ACTOR",
+    "GITLAB_USER_LOGIN",
+    "BUILDKITE_BUILD_CREATOR_EMAIL",
+    "CIRCLE_USERNAME",
+    "BITBUCKET_STEP_TRIGGERER_UUID",
+    "BUILD_REQUESTEDFOREMAIL",
+    "JENKINS_USER_ID",
+)
 
 
 def local_identity() -> str:

@@ -72,8 +72,9 @@ def env_status(name: str) -> dict[str, Any]:
 
 def applied(name: str, version: str, health: str = "Healthy") -> bool:
     state = env_status(name).get("state", {})
-    return bool((state.get("last_applied") or {}).get("version") == version
-                and state.get("health", {}).get("status") == health)
+    return bool(
+        (state.get("last_applied") or {}).get("version") == version and state.get("health", {}).get("status") == health
+    )
 
 
 def revision(version: str) -> str:
@@ -99,10 +100,17 @@ def start_sink(tmp: Path) -> subprocess.Popen[bytes]:
     port = free_port()
     log = tmp / "sre-chat.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "devstack.webhook_sink", "--port", str(port)], cwd=ROOT,
-                                stdout=out, stderr=subprocess.STDOUT)
-    (STATE / "alert-providers.yaml").write_text(yaml.safe_dump({"providers": [
-        {"name": "sre-chat", "type": "generic", "url": f"http://127.0.0.1:{port}/sre-chat"}]}))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "devstack.webhook_sink", "--port", str(port)],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    (STATE / "alert-providers.yaml").write_text(
+        yaml.safe_dump(
+            {"providers": [{"name": "sre-chat", "type": "generic", "url": f"http://127.0.0.1:{port}/sre-chat"}]}
+        )
+    )
     (STATE / "alert-providers.yaml").chmod(0o600)
     proc.log = log  # type: ignore[attr-defined]
     return proc
@@ -125,16 +133,19 @@ def push_to_applied(version: str, applied_at: str) -> str:
     from datetime import UTC, datetime
 
     log = STATE / "logs" / "receiver.log"
-    lines = [line for line in log.read_text().splitlines() if f":{version}: reconcile_now" in line] \
-        if log.is_file() else []
+    lines = (
+        [line for line in log.read_text().splitlines() if f":{version}: reconcile_now" in line] if log.is_file() else []
+    )
     if not lines:
         return f"staging recorded Applied {version} at {applied_at} (no push seen by `ferry receiver`)"
     heard = datetime.strptime(lines[0][:23], "%Y-%m-%d %H:%M:%S,%f").astimezone(UTC)
     applied = datetime.strptime(applied_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     seconds = max((applied - heard).total_seconds(), 0.0)
-    return (f"the registry announced {version} to `ferry receiver` at {heard:%H:%M:%S.%f}"[:-3] + " UTC, which "
-            f"signalled reconcile_now ({lines[0].rsplit('reconcile_now to ', 1)[-1]}); staging recorded Applied at "
-            f"{applied_at}, within {seconds + 1:.0f}s (events have 1-second resolution; staging's interval is 5s)")
+    return (
+        f"the registry announced {version} to `ferry receiver` at {heard:%H:%M:%S.%f}"[:-3] + " UTC, which "
+        f"signalled reconcile_now ({lines[0].rsplit('reconcile_now to ', 1)[-1]}); staging recorded Applied at "
+        f"{applied_at}, within {seconds + 1:.0f}s (events have 1-second resolution; staging's interval is 5s)"
+    )
 
 
 def make_keys(tmp: Path) -> dict[str, Path]:
@@ -144,22 +155,30 @@ def make_keys(tmp: Path) -> dict[str, Path]:
 
     release = ec.generate_private_key(ec.SECP256R1())
     keys = {"release": tmp / "release.key", "release.pub": tmp / "release.pub"}
-    keys["release"].write_bytes(release.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                      serialization.NoEncryption()))
-    keys["release.pub"].write_bytes(release.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    keys["release"].write_bytes(
+        release.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    keys["release.pub"].write_bytes(
+        release.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     for person in (SRE, PUBLISHER):
         keys[person] = tmp / f"id_{person}"
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", person, "-f", str(keys[person])],
-                       check=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", person, "-f", str(keys[person])], check=True
+        )
     return keys
 
 
 def fill_environments(repository: str, keys: dict[str, Path]) -> str:
     """examples/environments.yaml with its placeholders filled (each value JSON-escaped into a quoted scalar)."""
-    values = {"REPOSITORY": repository, "RELEASE_PUBLIC_KEY": keys["release.pub"].read_text(),
-              "SRE_ALICE_KEY": Path(f"{keys[SRE]}.pub").read_text().strip(),
-              "SRE_BOB_KEY": Path(f"{keys[PUBLISHER]}.pub").read_text().strip()}
+    values = {
+        "REPOSITORY": repository,
+        "RELEASE_PUBLIC_KEY": keys["release.pub"].read_text(),
+        "SRE_ALICE_KEY": Path(f"{keys[SRE]}.pub").read_text().strip(),
+        "SRE_BOB_KEY": Path(f"{keys[PUBLISHER]}.pub").read_text().strip(),
+    }
     text = (ROOT / "examples" / "environments.yaml").read_text()
     for name, value in values.items():
         text = text.replace("${" + name + "}", json.dumps(value)[1:-1])
@@ -187,17 +206,30 @@ class Story:
         return ["--address", self.info.components["temporal"]["address"]]
 
     def release(self, version: str, image_tag: str, message: str) -> Any:
-        return ferry_json("release", str(bundle(version, image_tag, message, self.tmp)), "--repository",
-                          self.repository, "--version", version, "--published-by", PUBLISHER, "--revision",
-                          revision(version), "--sign-key", str(self.keys["release"]))
+        return ferry_json(
+            "release",
+            str(bundle(version, image_tag, message, self.tmp)),
+            "--repository",
+            self.repository,
+            "--version",
+            version,
+            "--published-by",
+            PUBLISHER,
+            "--revision",
+            revision(version),
+            "--sign-key",
+            str(self.keys["release"]),
+        )
 
 
 def start_stack() -> Any:
     """Step 1: the running stack in .ferry, or a new one; -> its StackInfo."""
     from devstack.stack import StackInfo, status  # the local stack, only for `make demo`
 
-    step("1. the local stack: Temporal dev server + Web UI, CNCF registry, Kubernetes control plane (etcd, "
-         "kube-apiserver, kube-controller-manager; workload status simulated), worker")
+    step(
+        "1. the local stack: Temporal dev server + Web UI, CNCF registry, Kubernetes control plane (etcd, "
+        "kube-apiserver, kube-controller-manager; workload status simulated), worker"
+    )
     report = status(STATE)
     if report and all(c["up"] for c in report.values()):
         print("reusing the running stack in .ferry (`ferry dev down` stops it)")
@@ -215,26 +247,65 @@ def forget_previous_run(info: Any) -> None:
     this story starts production afresh on a new repository with new keys (docs/durability.md)."""
     temporal, address = script_path("temporal") or "temporal", info.components["temporal"]["address"]
     for workflow_id in ("env/staging", "env/production", "promote/production/1.1.0", "rollback/production/1.0.0"):
-        listed = subprocess.run([temporal, "workflow", "list", "--address", address, "--query",
-                                 f'WorkflowId = "{workflow_id}"', "--output", "jsonl"],
-                                capture_output=True, text=True)
+        listed = subprocess.run(
+            [
+                temporal,
+                "workflow",
+                "list",
+                "--address",
+                address,
+                "--query",
+                f'WorkflowId = "{workflow_id}"',
+                "--output",
+                "jsonl",
+            ],
+            capture_output=True,
+            text=True,
+        )
         for line in listed.stdout.splitlines():
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 run_id = json.loads(line)["execution"]["runId"]
-                subprocess.run([temporal, "workflow", "delete", "--address", address, "--workflow-id", workflow_id,
-                                "--run-id", run_id, "--yes"], capture_output=True)
+                subprocess.run(
+                    [
+                        temporal,
+                        "workflow",
+                        "delete",
+                        "--address",
+                        address,
+                        "--workflow-id",
+                        workflow_id,
+                        "--run-id",
+                        run_id,
+                        "--yes",
+                    ],
+                    capture_output=True,
+                )
         # a delete completes asynchronously: wait until Visibility lists none (a new run would recover it)
         deadline = time.monotonic() + 30
         while listed.stdout.strip() and time.monotonic() < deadline:
             time.sleep(0.5)
-            listed = subprocess.run([temporal, "workflow", "list", "--address", address, "--query",
-                                     f'WorkflowId = "{workflow_id}"', "--output", "jsonl"],
-                                    capture_output=True, text=True)
+            listed = subprocess.run(
+                [
+                    temporal,
+                    "workflow",
+                    "list",
+                    "--address",
+                    address,
+                    "--query",
+                    f'WorkflowId = "{workflow_id}"',
+                    "--output",
+                    "jsonl",
+                ],
+                capture_output=True,
+                text=True,
+            )
 
 
 def release_two_versions(story: Story) -> None:
-    step("2. CI releases 1.0.0 and 1.1.0, signed with CI's key (ReleaseWorkflow: package on the CI host, push, "
-         "verify, sign in cosign's format)")
+    step(
+        "2. CI releases 1.0.0 and 1.1.0, signed with CI's key (ReleaseWorkflow: package on the CI host, push, "
+        "verify, sign in cosign's format)"
+    )
     for version, tag, message in (("1.0.0", "6.5.0", "Hello from 1.0.0"), ("1.1.0", "6.5.1", "Hello from 1.1.0")):
         out = story.release(version, tag, message)
         print(f"released {story.repository}:{version} -> {out['digest']}\n  {out['temporal_ui']}")
@@ -242,8 +313,10 @@ def release_two_versions(story: Story) -> None:
 
 
 def declare_environments(story: Story) -> None:
-    step("3. declare staging (tracks >=1.0.0) and production (pinned to 1.0.0, signed SRE approval required, "
-         "only releases signed by CI's key): examples/environments.yaml with its keys filled in")
+    step(
+        "3. declare staging (tracks >=1.0.0) and production (pinned to 1.0.0, signed SRE approval required, "
+        "only releases signed by CI's key): examples/environments.yaml with its keys filled in"
+    )
     environments = story.tmp / "environments.yaml"
     environments.write_text(fill_environments(story.repository, story.keys))
     print(environments.read_text().rstrip())
@@ -256,14 +329,27 @@ def declare_environments(story: Story) -> None:
 
 
 def declare_alerts(story: Story) -> None:
-    step("4b. alerts: production's decisions go to the SREs' chat (here a local receiver that prints what "
-         "arrives); the provider's URL lives in the worker's .ferry/alert-providers.yaml, never in a workflow")
+    step(
+        "4b. alerts: production's decisions go to the SREs' chat (here a local receiver that prints what "
+        "arrives); the provider's URL lives in the worker's .ferry/alert-providers.yaml, never in a workflow"
+    )
     story.sink = start_sink(story.tmp)
     alerts = story.tmp / "alerts.yaml"
-    alerts.write_text(yaml.safe_dump({"alerts": [{
-        "name": "production-decisions", "provider": "sre-chat", "environments": ["production"],
-        "events": ["AwaitingApproval", "Approved", "Refused", "PromotionSucceeded", "PromotionFailed"]}]},
-        sort_keys=False))
+    alerts.write_text(
+        yaml.safe_dump(
+            {
+                "alerts": [
+                    {
+                        "name": "production-decisions",
+                        "provider": "sre-chat",
+                        "environments": ["production"],
+                        "events": ["AwaitingApproval", "Approved", "Refused", "PromotionSucceeded", "PromotionFailed"],
+                    }
+                ]
+            },
+            sort_keys=False,
+        )
+    )
     print(alerts.read_text().rstrip())
     run([*FERRY, "alerts", "apply", "-f", str(alerts)])
 
@@ -271,8 +357,10 @@ def declare_alerts(story: Story) -> None:
 def request_promotion(story: Story) -> None:
     step("5. a release manager asks to promote production to 1.1.0")
     run([*FERRY, "promote", "production", "1.1.0", "--as", "carol", "--reason", "weekly release train"])
-    step("5b. the AwaitingApproval notification arrives: version, digest, publisher, who may approve, the "
-         "`ferry approve` and `temporal` commands, the Temporal UI link")
+    step(
+        "5b. the AwaitingApproval notification arrives: version, digest, publisher, who may approve, the "
+        "`ferry approve` and `temporal` commands, the Temporal UI link"
+    )
     sink = story.sink
     assert sink is not None
     arrived = wait("AwaitingApproval notification", lambda: notification(sink, "AwaitingApproval"), 60)
@@ -280,29 +368,76 @@ def request_promotion(story: Story) -> None:
 
 
 def refuse_bad_approvals(story: Story) -> None:
-    step(f"6. the publisher ({PUBLISHER}, an approver too) approves their own release with their key: refused, "
-         "and recorded")
-    refused = run([*FERRY, "approve", "production", "1.1.0", "--as", PUBLISHER, "--key",
-                   str(story.keys[PUBLISHER])], check=False)
+    step(
+        f"6. the publisher ({PUBLISHER}, an approver too) approves their own release with their key: refused, "
+        "and recorded"
+    )
+    refused = run(
+        [*FERRY, "approve", "production", "1.1.0", "--as", PUBLISHER, "--key", str(story.keys[PUBLISHER])], check=False
+    )
     assert refused.returncode == 1, "the publisher's approval must be refused"
-    step(f"7. a forged approval: someone types {SRE}'s name into `temporal workflow update execute`: refused "
-         "(no signature), and recorded")
-    forged = run([*story.temporal, "workflow", "update", "execute", *story.address, "--workflow-id",
-                  "promote/production/1.1.0", "--name", "approve_update", "--input",
-                  json.dumps({"approver": SRE, "comment": "trust me"})], check=False)
+    step(
+        f"7. a forged approval: someone types {SRE}'s name into `temporal workflow update execute`: refused "
+        "(no signature), and recorded"
+    )
+    forged = run(
+        [
+            *story.temporal,
+            "workflow",
+            "update",
+            "execute",
+            *story.address,
+            "--workflow-id",
+            "promote/production/1.1.0",
+            "--name",
+            "approve_update",
+            "--input",
+            json.dumps({"approver": SRE, "comment": "trust me"}),
+        ],
+        check=False,
+    )
     assert forged.returncode != 0, "a forged approval must be refused"
 
 
 def approve_signed(story: Story) -> None:
-    step(f"8. {SRE} signs an approval with her SSH key and sends it with the `temporal` CLI (the Temporal UI's "
-         "Send an Update dialog takes the same JSON)")
+    step(
+        f"8. {SRE} signs an approval with her SSH key and sends it with the `temporal` CLI (the Temporal UI's "
+        "Send an Update dialog takes the same JSON)"
+    )
     approval = story.tmp / "approval.json"
-    signed = run([*FERRY, "approve", "production", "1.1.0", "--as", SRE, "--key", str(story.keys[SRE]),
-                  "--comment", "staging is green, ship it", "--print"], show=False)
+    signed = run(
+        [
+            *FERRY,
+            "approve",
+            "production",
+            "1.1.0",
+            "--as",
+            SRE,
+            "--key",
+            str(story.keys[SRE]),
+            "--comment",
+            "staging is green, ship it",
+            "--print",
+        ],
+        show=False,
+    )
     approval.write_text(signed.stdout.strip())
     print(f"$ ferry approve production 1.1.0 --as {SRE} --key {story.keys[SRE].name} --print > approval.json")
-    run([*story.temporal, "workflow", "update", "execute", *story.address, "--workflow-id",
-         "promote/production/1.1.0", "--name", "approve_update", "--input-file", str(approval)])
+    run(
+        [
+            *story.temporal,
+            "workflow",
+            "update",
+            "execute",
+            *story.address,
+            "--workflow-id",
+            "promote/production/1.1.0",
+            "--name",
+            "approve_update",
+            "--input-file",
+            str(approval),
+        ]
+    )
 
     step("9. production is pinned by digest, applied and healthy")
     wait("production on 1.1.0", lambda: applied("production", "1.1.0"))
@@ -311,8 +446,19 @@ def approve_signed(story: Story) -> None:
 
 def revert_hand_edit(story: Story) -> None:
     step("10. someone edits production by hand; the next reconcile puts it back and records the drift")
-    run([script_path("kubectl") or "kubectl", "--kubeconfig", story.info.components["kube"]["kubeconfig"], "-n",
-         "production", "set", "image", "deployment/podinfo", "podinfo=ghcr.io/stefanprodan/podinfo:hand-edit"])
+    run(
+        [
+            script_path("kubectl") or "kubectl",
+            "--kubeconfig",
+            story.info.components["kube"]["kubeconfig"],
+            "-n",
+            "production",
+            "set",
+            "image",
+            "deployment/podinfo",
+            "podinfo=ghcr.io/stefanprodan/podinfo:hand-edit",
+        ]
+    )
     run([*FERRY, "reconcile", "production", "--as", SRE])
     drift = wait("drift corrected", lambda: env_status("production").get("state", {}).get("last_drift"))
     print(f"DriftCorrected at {drift['at']}: {drift['objects']}")
@@ -322,12 +468,24 @@ def broken_release_rolls_back(story: Story) -> None:
     step("11. CI releases a broken 1.2.0: staging fails health and rolls back by itself, holding 1.2.0")
     out = story.release("1.2.0", "6.5.2-broken", "Hello from 1.2.0")
     print(f"released {story.repository}:1.2.0 -> {out['digest']}")
-    applied_at = wait("staging applying 1.2.0", lambda: next(
-        (e["at"] for e in env_status("staging").get("state", {}).get("events", [])
-         if e["type"] == "Applied" and e.get("version") == "1.2.0"), None), 60)
+    applied_at = wait(
+        "staging applying 1.2.0",
+        lambda: next(
+            (
+                e["at"]
+                for e in env_status("staging").get("state", {}).get("events", [])
+                if e["type"] == "Applied" and e.get("version") == "1.2.0"
+            ),
+            None,
+        ),
+        60,
+    )
     print(push_to_applied("1.2.0", applied_at))
-    wait("staging auto-rollback", lambda: any(e["type"] == "AutoRollback" for e in
-                                              env_status("staging").get("state", {}).get("events", [])), 150)
+    wait(
+        "staging auto-rollback",
+        lambda: any(e["type"] == "AutoRollback" for e in env_status("staging").get("state", {}).get("events", [])),
+        150,
+    )
     wait("staging healthy on 1.1.0 again", lambda: applied("staging", "1.1.0"))
     run([*FERRY, "status", "staging"])
 
@@ -344,8 +502,17 @@ def rollback_and_audit(story: Story) -> None:
     print(verified.stdout.strip().splitlines()[-1])
 
 
-STEPS = (release_two_versions, declare_environments, declare_alerts, request_promotion, refuse_bad_approvals,
-         approve_signed, revert_hand_edit, broken_release_rolls_back, rollback_and_audit)
+STEPS = (
+    release_two_versions,
+    declare_environments,
+    declare_alerts,
+    request_promotion,
+    refuse_bad_approvals,
+    approve_signed,
+    revert_hand_edit,
+    broken_release_rolls_back,
+    rollback_and_audit,
+)
 
 
 def main() -> None:
@@ -361,8 +528,10 @@ def main() -> None:
         if story.sink is not None:
             story.sink.terminate()
             story.sink.wait(timeout=10)
-    print(f"\nOpen the Temporal UI at {info.components['temporal']['ui_url']} to see every workflow above; "
-          "`ferry dev down` stops the stack.")
+    print(
+        f"\nOpen the Temporal UI at {info.components['temporal']['ui_url']} to see every workflow above; "
+        "`ferry dev down` stops the stack."
+    )
 
 
 if __name__ == "__main__":

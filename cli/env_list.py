@@ -30,8 +30,13 @@ async def list_environments(client: Client) -> list[dict[str, str]]:
     # the raw pages, decoding only the five keywords a row shows: the SDK's list_workflows builds a full
     # WorkflowExecution per row (every search attribute decoded twice, timestamps, memo), ~5x the CPU at 10,000.
     decode = PayloadConverter.default.from_payload
-    columns = (("name", FERRY_ENVIRONMENT.name), ("tracking", FERRY_TRACKING.name), ("version", FERRY_VERSION.name),
-               ("phase", FERRY_PHASE.name), ("repository", FERRY_REPOSITORY.name))
+    columns = (
+        ("name", FERRY_ENVIRONMENT.name),
+        ("tracking", FERRY_TRACKING.name),
+        ("version", FERRY_VERSION.name),
+        ("phase", FERRY_PHASE.name),
+        ("repository", FERRY_REPOSITORY.name),
+    )
     request = ListWorkflowExecutionsRequest(namespace=client.namespace, page_size=LIST_PAGE, query=LIST_QUERY)
     rows: list[dict[str, str]] = []
     while True:
@@ -57,15 +62,28 @@ async def list_environments_exact(client: Client) -> list[dict[str, str]]:
         async with gate:
             try:  # one environment whose worker is down must not hide the others
                 status = await client.get_workflow_handle(workflow_id).query(
-                    Query.STATUS, result_type=EnvironmentStatus, rpc_timeout=timedelta(seconds=5))
+                    Query.STATUS, result_type=EnvironmentStatus, rpc_timeout=timedelta(seconds=5)
+                )
             except (RPCError, WorkflowQueryFailedError) as err:
                 name = workflow_id.removeprefix(env_workflow_id(""))
-                return {"name": name, "tracking": "?", "version": "?", "phase": "Unknown", "repository": "",
-                        "workflow_id": workflow_id, "error": f"no answer: {getattr(err, 'message', err)}"}
+                return {
+                    "name": name,
+                    "tracking": "?",
+                    "version": "?",
+                    "phase": "Unknown",
+                    "repository": "",
+                    "workflow_id": workflow_id,
+                    "error": f"no answer: {getattr(err, 'message', err)}",
+                }
         s = status.state
-        return {"name": status.name, "tracking": status.tracking,
-                "version": s.last_applied.version if s.last_applied else "", "phase": s.phase,
-                "repository": s.spec.repository, "workflow_id": workflow_id}
+        return {
+            "name": status.name,
+            "tracking": status.tracking,
+            "version": s.last_applied.version if s.last_applied else "",
+            "phase": s.phase,
+            "repository": s.spec.repository,
+            "workflow_id": workflow_id,
+        }
 
     ids = sorted({wf.id async for wf in client.list_workflows(LIST_QUERY, page_size=LIST_PAGE)})
     return sorted(await asyncio.gather(*(one(i) for i in ids)), key=lambda row: row["name"])
@@ -74,8 +92,11 @@ async def list_environments_exact(client: Client) -> list[dict[str, str]]:
 def list_table(rows: list[dict[str, str]]) -> str:
     width = max([16, *(len(r["name"]) for r in rows)])
     lines = [f"{'NAME':<{width}} {'TRACKS':<24} {'APPLIED':<10} {'PHASE':<11}"]
-    lines += [f"{r['name']:<{width}} {r['tracking'] or '?':<24} {r['version'] or '-':<10} {r['phase'] or '?':<11}"
-              + (f" {r['error']}" if r.get("error") else "") for r in rows]
+    lines += [
+        f"{r['name']:<{width}} {r['tracking'] or '?':<24} {r['version'] or '-':<10} {r['phase'] or '?':<11}"
+        + (f" {r['error']}" if r.get("error") else "")
+        for r in rows
+    ]
     return "\n".join(lines)
 
 

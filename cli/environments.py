@@ -74,13 +74,17 @@ def load_environments(path: Path) -> list[EnvironmentSpec]:
         where = ""
         if len(loc) >= 2 and loc[0] == "environments" and isinstance(loc[1], int):
             items = (raw or {}).get("environments") or []
-            name = items[loc[1]].get("name", f"#{loc[1]}") if loc[1] < len(items) and isinstance(
-                items[loc[1]], dict) else f"#{loc[1]}"
+            name = (
+                items[loc[1]].get("name", f"#{loc[1]}")
+                if loc[1] < len(items) and isinstance(items[loc[1]], dict)
+                else f"#{loc[1]}"
+            )
             where, loc = f"environment {name}: ", loc[2:]
         field = "".join(f"{p}: " if i == len(loc) - 1 else f"{p}." for i, p in enumerate(loc))
         reason = first["msg"].removeprefix("Value error, ")
-        raise CommandError(f"{path}: {where}{field or ('' if ': unknown field' in reason else '(spec): ')}{reason}"
-                           ) from None
+        raise CommandError(
+            f"{path}: {where}{field or ('' if ': unknown field' in reason else '(spec): ')}{reason}"
+        ) from None
 
 
 APPLY_ATTEMPTS = 8  # an aborted Update-with-Start (a busy worker, a cache eviction) is retried, with backoff
@@ -90,9 +94,14 @@ APPLY_WAITS = 3  # ... at most this many times (3 min): no worker polling at all
 APPLY_CONCURRENCY = 16  # environments started/updated at once by `ferry env apply`: a fleet in seconds, bounded
 
 
-async def apply_environments(client: Client, specs: list[EnvironmentSpec], task_queue: str, by: str = "",
-                             force: bool = False, progress: Callable[[dict[str, Any]], None] | None = None
-                             ) -> list[dict[str, Any]]:
+async def apply_environments(
+    client: Client,
+    specs: list[EnvironmentSpec],
+    task_queue: str,
+    by: str = "",
+    force: bool = False,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
     """Start-or-update each EnvironmentWorkflow atomically (Update-with-Start: the spec update runs on the running
     workflow, or on one started for it), concurrently and bounded. A protected change of an approval-required
     environment comes back pending approval. One environment's failure is reported by name and does not stop the
@@ -104,8 +113,12 @@ async def apply_environments(client: Client, specs: list[EnvironmentSpec], task_
             try:
                 row = await _apply_one(client, spec, task_queue, by, force)
             except CommandError as err:
-                row = {"environment": spec.name, "action": "failed", "error": str(err),
-                       "workflow_id": env_workflow_id(spec.name)}
+                row = {
+                    "environment": spec.name,
+                    "action": "failed",
+                    "error": str(err),
+                    "workflow_id": env_workflow_id(spec.name),
+                }
         if progress is not None:
             progress(row)
         return row
@@ -119,9 +132,13 @@ async def _apply_one(client: Client, spec: EnvironmentSpec, task_queue: str, by:
 
     def start() -> WithStartWorkflowOperation[Any, Any]:  # NB: an operation is used once; a retry needs another
         return WithStartWorkflowOperation(
-            _workflow().run, EnvironmentInput(state=state), id=workflow_id, task_queue=task_queue,
+            _workflow().run,
+            EnvironmentInput(state=state),
+            id=workflow_id,
+            task_queue=task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            static_summary=f"Environment {spec.name}: {spec.tracking} from {spec.repository}")
+            static_summary=f"Environment {spec.name}: {spec.tracking} from {spec.repository}",
+        )
 
     result = await _update_with_start(client, spec, SpecUpdate(spec=spec, by=by), start, task_queue, started)
     if started:
@@ -129,10 +146,17 @@ async def _apply_one(client: Client, spec: EnvironmentSpec, task_queue: str, by:
     elif result.applied:
         action = "updated" if result.changes else "unchanged"
     else:
-        action = (f"pending approval ({result.pending_id}): {'; '.join(result.changes)}\n"
-                  f"  approve with: ferry env approve {spec.name} --key ~/.ssh/id_ed25519")
-    return {"environment": spec.name, "action": action, "workflow_id": workflow_id, "changes": result.changes,
-            "pending_id": result.pending_id}
+        action = (
+            f"pending approval ({result.pending_id}): {'; '.join(result.changes)}\n"
+            f"  approve with: ferry env approve {spec.name} --key ~/.ssh/id_ed25519"
+        )
+    return {
+        "environment": spec.name,
+        "action": action,
+        "workflow_id": workflow_id,
+        "changes": result.changes,
+        "pending_id": result.pending_id,
+    }
 
 
 async def _starting_state(client: Client, spec: EnvironmentSpec, force: bool) -> tuple[EnvironmentState, bool, str]:
@@ -150,9 +174,14 @@ async def _starting_state(client: Client, spec: EnvironmentSpec, force: bool) ->
     return state, True, note
 
 
-async def _update_with_start(client: Client, spec: EnvironmentSpec, update: SpecUpdate,
-                             start: Callable[[], WithStartWorkflowOperation[Any, Any]], task_queue: str,
-                             started: bool) -> Any:
+async def _update_with_start(
+    client: Client,
+    spec: EnvironmentSpec,
+    update: SpecUpdate,
+    start: Callable[[], WithStartWorkflowOperation[Any, Any]],
+    task_queue: str,
+    started: bool,
+) -> Any:
     """The spec update, starting the workflow if needed. NB: one update id for every attempt, so the server answers
     a retry of an update it already took with that update's outcome instead of running it twice."""
     update_id, waits = f"apply-{uuid.uuid4().hex}", 0
@@ -160,8 +189,12 @@ async def _update_with_start(client: Client, spec: EnvironmentSpec, update: Spec
         operation = start()
         try:
             return await client.execute_update_with_start_workflow(
-                _workflow().update_spec, update, start_workflow_operation=operation, id=update_id,
-                rpc_timeout=APPLY_WAIT)
+                _workflow().update_spec,
+                update,
+                start_workflow_operation=operation,
+                id=update_id,
+                rpc_timeout=APPLY_WAIT,
+            )
         except WorkflowUpdateRPCTimeoutOrCancelledError as err:
             _consume(operation)
             if not isinstance(err.__cause__, RPCError):  # NB: the SDK's name for a cancelled call too (Ctrl-C)
@@ -178,17 +211,23 @@ async def _update_with_start(client: Client, spec: EnvironmentSpec, update: Spec
             # failed state": its workflow task is being retried (timed out on a busy worker). Both pass.
             if attempt + 1 == APPLY_ATTEMPTS or not _update_retryable(err):
                 raise CommandError(f"environment {spec.name}: spec refused: {root_cause(err)}") from None
-            await asyncio.sleep(min(APPLY_BACKOFF_CAP, 0.5 * 2 ** attempt))
+            await asyncio.sleep(min(APPLY_BACKOFF_CAP, 0.5 * 2**attempt))
         except WorkflowUpdateFailedError as err:
             raise CommandError(f"environment {spec.name}: spec refused: {root_cause(err)}") from None
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _unanswered(spec: EnvironmentSpec, task_queue: str, started: bool, waits: int) -> str:
-    return (f"environment {spec.name}: no worker on task queue {task_queue!r} accepted the spec within "
-            f"{waits} x {APPLY_WAIT.total_seconds():.0f}s; "
-            + ("if its start went through, its workflow carries this spec and applies it once a worker polls; "
-               "apply again to confirm" if started else "the change is not confirmed: apply again once a worker polls"))
+    return (
+        f"environment {spec.name}: no worker on task queue {task_queue!r} accepted the spec within "
+        f"{waits} x {APPLY_WAIT.total_seconds():.0f}s; "
+        + (
+            "if its start went through, its workflow carries this spec and applies it once a worker polls; "
+            "apply again to confirm"
+            if started
+            else "the change is not confirmed: apply again once a worker polls"
+        )
+    )
 
 
 def _consume(operation: WithStartWorkflowOperation[Any, Any]) -> None:
@@ -205,36 +244,49 @@ def _update_retryable(err: RPCError) -> bool:
     return "aborted" in text or "workflow task in failed state" in text
 
 
-async def _from_last_run(client: Client, spec: EnvironmentSpec, ended: Any, force: bool
-                         ) -> tuple[EnvironmentState, str]:
+async def _from_last_run(
+    client: Client, spec: EnvironmentSpec, ended: Any, force: bool
+) -> tuple[EnvironmentState, str]:
     """An environment recreated after its workflow ended keeps its holds, known-good history, tag bindings and
     used approvals (read from the last run by a query), so termination is no way around them."""
     try:
-        last = (await client.get_workflow_handle(env_workflow_id(spec.name)).query(
-            Query.STATUS, result_type=EnvironmentStatus, rpc_timeout=timedelta(seconds=10))).state
+        last = (
+            await client.get_workflow_handle(env_workflow_id(spec.name)).query(
+                Query.STATUS, result_type=EnvironmentStatus, rpc_timeout=timedelta(seconds=10)
+            )
+        ).state
     except (RPCError, WorkflowQueryFailedError):
         # the new run reads the last run's record itself (its memo, ferry/recovery.py): holds, used approvals
         # and tag bindings come back without --force, and --force cannot drop them
-        return EnvironmentState(spec=spec), (" (the last run's status cannot be read: the new run recovers its "
-                                             "record from the last run's memo)")
+        return EnvironmentState(spec=spec), (
+            " (the last run's status cannot be read: the new run recovers its record from the last run's memo)"
+        )
     # tag bindings and holds name versions of the last run's repository: another repository's 1.2.0 is another
     # artifact, so it starts unbound and unheld (a `make demo` on a kept stack re-releases 1.2.0 in a new one)
     same = last.spec.repository == spec.repository
-    state = EnvironmentState(spec=spec, holds=last.holds if same else [], good_history=last.good_history,
-                             last_known_good=last.last_known_good, tags=last.tags if same else {},
-                             consumed_approvals=last.consumed_approvals)
-    return state, (f" (from the last run's record: {len(state.holds)} hold(s), {len(state.good_history)} known-good "
-                   "version(s))")
+    state = EnvironmentState(
+        spec=spec,
+        holds=last.holds if same else [],
+        good_history=last.good_history,
+        last_known_good=last.last_known_good,
+        tags=last.tags if same else {},
+        consumed_approvals=last.consumed_approvals,
+    )
+    return state, (
+        f" (from the last run's record: {len(state.holds)} hold(s), {len(state.good_history)} known-good version(s))"
+    )
 
 
 async def environment_status(client: Client, name: str) -> EnvironmentStatus:
     try:
         status: EnvironmentStatus = await client.get_workflow_handle(env_workflow_id(name)).query(
-            Query.STATUS, result_type=EnvironmentStatus)
+            Query.STATUS, result_type=EnvironmentStatus
+        )
         return status
     except RPCError as err:
-        raise CommandError(f"environment {name!r}: {err.message} (is it declared on {where(client)}? "
-                           "`ferry env apply -f ...`)") from None
+        raise CommandError(
+            f"environment {name!r}: {err.message} (is it declared on {where(client)}? `ferry env apply -f ...`)"
+        ) from None
 
 
 def describe(status: EnvironmentStatus, ui: str) -> str:
@@ -251,8 +303,9 @@ def describe(status: EnvironmentStatus, ui: str) -> str:
     if s.holds:
         lines.append(f"holds         {', '.join(s.holds)}")
     source = f"unavailable since {s.source_unavailable_since}: {s.source_error}" if s.source_unavailable_since else "ok"
-    cluster = (f"unreachable since {s.cluster_unreachable_since}: {s.cluster_error}"
-               if s.cluster_unreachable_since else "ok")
+    cluster = (
+        f"unreachable since {s.cluster_unreachable_since}: {s.cluster_error}" if s.cluster_unreachable_since else "ok"
+    )
     lines += [f"source        {source}", f"cluster       {cluster}"]
     if s.blocked:
         lines.append(f"blocked       {s.blocked}")
@@ -290,8 +343,10 @@ class ProgressLine:
     def draw(self, last: str = "") -> None:
         filled = self.WIDTH * self.done // max(self.total, 1)
         failed = f", {self.failed} failed" if self.failed else ""
-        sys.stdout.write(f"\r\033[K[{'#' * filled}{'.' * (self.WIDTH - filled)}] {self.done}/{self.total} "
-                         f"environments{failed}  {last}"[:200])
+        sys.stdout.write(
+            f"\r\033[K[{'#' * filled}{'.' * (self.WIDTH - filled)}] {self.done}/{self.total} "
+            f"environments{failed}  {last}"[:200]
+        )
         sys.stdout.flush()
 
     def clear(self) -> None:
@@ -305,22 +360,35 @@ def cmd_env_apply(args: argparse.Namespace) -> int:
 
     bar = ProgressLine(len(specs)) if sys.stdout.isatty() and not args.json else None
     try:
-        results = run_connected(settings, lambda client: apply_environments(
-            client, specs, settings.temporal.task_queue, by=args.as_ or local_identity(), force=args.force,
-            progress=bar.advance if bar else None))
+        results = run_connected(
+            settings,
+            lambda client: apply_environments(
+                client,
+                specs,
+                settings.temporal.task_queue,
+                by=args.as_ or local_identity(),
+                force=args.force,
+                progress=bar.advance if bar else None,
+            ),
+        )
     finally:
         if bar:
             bar.clear()
-    emit(results, args.json, "\n".join(f"{r['environment']}: {r['action']} ({r['workflow_id']})" +
-                                       (f"\n  {r['error']}" if r.get("error") else "") for r in results))
+    emit(
+        results,
+        args.json,
+        "\n".join(
+            f"{r['environment']}: {r['action']} ({r['workflow_id']})" + (f"\n  {r['error']}" if r.get("error") else "")
+            for r in results
+        ),
+    )
     return 1 if any(r.get("error") for r in results) else 0
 
 
 async def pending_promotions(client: Client, environment: str) -> list[Any]:
     """Running promotions of this environment, with every decision recorded so far (refusals included)."""
     out = []
-    query = (f"WorkflowType = 'PromotionWorkflow' AND ExecutionStatus = 'Running' AND "
-             f"FerryEnvironment = '{environment}'")
+    query = f"WorkflowType = 'PromotionWorkflow' AND ExecutionStatus = 'Running' AND FerryEnvironment = '{environment}'"
     async for wf in client.list_workflows(query):
         from ferry.promotion import PromotionStatus  # loaded only when there is one to read
 
@@ -332,17 +400,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     settings = settings_from(args)
 
     async def go(client: Client) -> tuple[EnvironmentStatus, list[Any]]:
-        status, promotions = await asyncio.gather(environment_status(client, args.env),
-                                                  pending_promotions(client, args.env))
+        status, promotions = await asyncio.gather(
+            environment_status(client, args.env), pending_promotions(client, args.env)
+        )
         return status, promotions
 
     status, promotions = run_connected(settings, go)
     text = describe(status, workflow_url(settings.temporal, env_workflow_id(args.env)))
     for p in promotions:
-        text += f"\npromotion     {p.version} {p.digest}  {p.phase} (requested by {p.requested_by}, " \
-                f"published by {p.publisher or '?'}, deadline {p.deadline or '-'})"
-        text += f"\n  may approve: {', '.join(p.approvers) or '-'} ({'signed' if p.signed else 'claimed names'}; " \
-                f"not the publisher)"
+        text += (
+            f"\npromotion     {p.version} {p.digest}  {p.phase} (requested by {p.requested_by}, "
+            f"published by {p.publisher or '?'}, deadline {p.deadline or '-'})"
+        )
+        text += (
+            f"\n  may approve: {', '.join(p.approvers) or '-'} ({'signed' if p.signed else 'claimed names'}; "
+            f"not the publisher)"
+        )
         for d in p.decisions:
             verdict = "accepted" if d.accepted else f"REFUSED: {d.reason}"
             proof = f"verified {d.fingerprint}" if d.verified else "claimed"
@@ -383,7 +456,8 @@ def _signal(name: str) -> Any:
         async def go(client: Client) -> None:
             await environment_status(client, args.env)
             await client.get_workflow_handle(env_workflow_id(args.env)).signal(
-                name, LenientPayload({"by": args.as_ or local_identity(), "reason": args.reason or ""}))
+                name, LenientPayload({"by": args.as_ or local_identity(), "reason": args.reason or ""})
+            )
 
         run_connected(settings, go)
         print(f"{args.env}: {name.replace('_', ' ')} requested")
@@ -404,9 +478,17 @@ def _spec_decision(args: argparse.Namespace, verb: str, who: str, pending: Pendi
 
     data, password, _ = private_key(args.key)
     try:
-        statement = Statement(environment=args.env, version="spec", digest=pending.digest,
-                              promotion=env_workflow_id(args.env), run=pending.id, decision=verb,  # type: ignore[arg-type]
-                              approver=who, comment=args.comment or "", expires=expiry(args.expires))
+        statement = Statement(
+            environment=args.env,
+            version="spec",
+            digest=pending.digest,
+            promotion=env_workflow_id(args.env),
+            run=pending.id,
+            decision=verb,  # type: ignore[arg-type]
+            approver=who,
+            comment=args.comment or "",
+            expires=expiry(args.expires),
+        )
         proof = sign_statement(statement, data, password)
     except (ApprovalError, pydantic.ValidationError) as err:
         raise CommandError(f"cannot sign the {verb}: {err}") from None
@@ -431,7 +513,8 @@ def _spec_decide(update: str) -> Any:
                 return payload
             try:
                 result: SpecUpdateResult = await client.get_workflow_handle(env_workflow_id(args.env)).execute_update(
-                    update, LenientPayload(payload), result_type=SpecUpdateResult)
+                    update, LenientPayload(payload), result_type=SpecUpdateResult
+                )
             except WorkflowUpdateFailedError as err:
                 raise CommandError(f"{verb} of {pending.id} by {who} refused: {root_cause(err)} (recorded)") from None
             return result

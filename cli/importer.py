@@ -24,9 +24,24 @@ SOURCE_GROUP = "source.toolkit.fluxcd.io"
 KUSTOMIZE_GROUP = "kustomize.toolkit.fluxcd.io"
 _SEMVER_VERSION = re.compile(r"^v?\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
 # Kustomization fields with no Ferry equivalent yet: each named in the report when set.
-UNMAPPED = ("dependsOn", "postBuild", "patches", "images", "components", "commonMetadata", "namePrefix",
-            "nameSuffix", "kubeConfig", "decryption", "healthChecks", "healthCheckExprs", "force", "retryInterval",
-            "deletionPolicy", "suspend")
+UNMAPPED = (
+    "dependsOn",
+    "postBuild",
+    "patches",
+    "images",
+    "components",
+    "commonMetadata",
+    "namePrefix",
+    "nameSuffix",
+    "kubeConfig",
+    "decryption",
+    "healthChecks",
+    "healthCheckExprs",
+    "force",
+    "retryInterval",
+    "deletionPolicy",
+    "suspend",
+)
 MAX_INPUT_BYTES = 8 * 1024 * 1024  # one objects file, or one kubectl answer: far above any real Flux install
 PUBLIC_KEY_SUFFIX = ".pub"  # cosign's Secret layout (cosign.pub); every other entry (cosign.key) is never read
 
@@ -52,13 +67,17 @@ def _name(namespace: str, name: str, taken: set[str]) -> str:
 
 def _ref(ref: dict[str, Any], where: str, notes: list[str]) -> dict[str, Any]:
     if ref.get("digest"):
-        notes.append(f"{where}: ref.digest {ref['digest']} has no equivalent (Ferry pins versions, checked against "
-                     "their digests): set `version:` to the release with that digest")
+        notes.append(
+            f"{where}: ref.digest {ref['digest']} has no equivalent (Ferry pins versions, checked against "
+            "their digests): set `version:` to the release with that digest"
+        )
         return {}
     if ref.get("semver"):
         if ref.get("semverFilter"):
-            notes.append(f"{where}: ref.semverFilter {ref['semverFilter']!r} has no equivalent (use prereleases or "
-                         "a narrower range)")
+            notes.append(
+                f"{where}: ref.semverFilter {ref['semverFilter']!r} has no equivalent (use prereleases or "
+                "a narrower range)"
+            )
         semver = str(ref["semver"])
         return {"semver": semver, **({"prereleases": True} if "-" in semver else {})}
     tag = str(ref.get("tag") or "latest")
@@ -68,43 +87,63 @@ def _ref(ref: dict[str, Any], where: str, notes: list[str]) -> dict[str, Any]:
     return {}
 
 
-def _verify(source: dict[str, Any], keys: dict[tuple[str, str], list[str]], where: str,
-            notes: list[str]) -> dict[str, Any]:
+def _verify(
+    source: dict[str, Any], keys: dict[tuple[str, str], list[str]], where: str, notes: list[str]
+) -> dict[str, Any]:
     verify = (source.get("spec") or {}).get("verify")
     if not verify:
         return {}
     if verify.get("provider") != "cosign" or not verify.get("secretRef"):
-        notes.append(f"{where}: verify.provider {verify.get('provider')!r} (keyless or notation) has no equivalent: "
-                     "list the publishers' cosign keys under verify.publishers")
+        notes.append(
+            f"{where}: verify.provider {verify.get('provider')!r} (keyless or notation) has no equivalent: "
+            "list the publishers' cosign keys under verify.publishers"
+        )
         return {}
     secret = str(verify["secretRef"]["name"])
     pems = keys.get((_key(source)[0], secret))
     if not pems:
-        notes.append(f"{where}: verify: the Secret {secret!r} with the cosign key(s) was not found: add "
-                     "verify.publishers with the key")
+        notes.append(
+            f"{where}: verify: the Secret {secret!r} with the cosign key(s) was not found: add "
+            "verify.publishers with the key"
+        )
         return {}
-    return {"verify": {"publishers": [{"name": f"{secret}-{i}" if len(pems) > 1 else secret, "key": pem}
-                                      for i, pem in enumerate(pems)]}}
+    return {
+        "verify": {
+            "publishers": [
+                {"name": f"{secret}-{i}" if len(pems) > 1 else secret, "key": pem} for i, pem in enumerate(pems)
+            ]
+        }
+    }
 
 
-def _environment(ks: dict[str, Any], source: dict[str, Any], keys: dict[tuple[str, str], list[str]],
-                 taken: set[str], notes: list[str]) -> dict[str, Any] | None:
+def _environment(
+    ks: dict[str, Any],
+    source: dict[str, Any],
+    keys: dict[tuple[str, str], list[str]],
+    taken: set[str],
+    notes: list[str],
+) -> dict[str, Any] | None:
     """The environment for `ks`, or None (with a note) when its source's ref names no version or range."""
     namespace, name = _key(ks)
     where = f"Kustomization {namespace}/{name}"
     spec, source_spec = ks.get("spec") or {}, source.get("spec") or {}
-    env: dict[str, Any] = {"name": _name(namespace, name, taken),
-                           "repository": str(source_spec.get("url", "")).removeprefix("oci://"),
-                           "path": str(spec.get("path") or ".").removeprefix("./") or ".",
-                           "namespace": spec.get("targetNamespace") or namespace}
+    env: dict[str, Any] = {
+        "name": _name(namespace, name, taken),
+        "repository": str(source_spec.get("url", "")).removeprefix("oci://"),
+        "path": str(spec.get("path") or ".").removeprefix("./") or ".",
+        "namespace": spec.get("targetNamespace") or namespace,
+    }
     tracking = _ref(source_spec.get("ref") or {}, f"OCIRepository {'/'.join(_key(source))}", notes)
     if not tracking:
         notes.append(f"{where}: not imported (no version or range to track)")
         taken.discard(env["name"])
         return None
     env.update(tracking)
-    for flux_field, ferry_field in (("interval", "interval"), ("timeout", "health-timeout"),
-                                    ("serviceAccountName", "service-account")):
+    for flux_field, ferry_field in (
+        ("interval", "interval"),
+        ("timeout", "health-timeout"),
+        ("serviceAccountName", "service-account"),
+    ):
         if spec.get(flux_field):
             env[ferry_field] = spec[flux_field]
     env["prune"] = bool(spec.get("prune", False))
@@ -116,8 +155,10 @@ def _environment(ks: dict[str, Any], source: dict[str, Any], keys: dict[tuple[st
             notes.append(f"{where}: {name} has no equivalent in an environment spec; not imported")
     for name in ("insecure", "certSecretRef", "secretRef", "provider", "proxySecretRef"):
         if source_spec.get(name) not in (None, False, "generic"):
-            notes.append(f"OCIRepository {'/'.join(_key(source))}: {name}: registry access is the worker's "
-                         "settings (FERRY_REGISTRY_*), not the environment's")
+            notes.append(
+                f"OCIRepository {'/'.join(_key(source))}: {name}: registry access is the worker's "
+                "settings (FERRY_REGISTRY_*), not the environment's"
+            )
     return env
 
 
@@ -129,22 +170,30 @@ def import_flux(objects: list[dict[str, Any]]) -> Imported:
     from ferry.declared import EnvironmentsFile
     from ferry.model import PEOPLE
 
-    sources = {_key(o): o for o in objects if o.get("kind") == "OCIRepository"
-               and str(o.get("apiVersion", "")).startswith(SOURCE_GROUP)}
+    sources = {
+        _key(o): o
+        for o in objects
+        if o.get("kind") == "OCIRepository" and str(o.get("apiVersion", "")).startswith(SOURCE_GROUP)
+    }
     keys: dict[tuple[str, str], list[str]] = {}
     notes_from_secrets: list[str] = []
     for o in objects:
         if o.get("kind") == "Secret":
             keys[_key(o)] = _public_keys(o, notes_from_secrets)
     result, taken = Imported(notes=notes_from_secrets), set[str]()
-    for ks in (o for o in objects if o.get("kind") == "Kustomization"
-               and str(o.get("apiVersion", "")).startswith(KUSTOMIZE_GROUP)):
+    for ks in (
+        o
+        for o in objects
+        if o.get("kind") == "Kustomization" and str(o.get("apiVersion", "")).startswith(KUSTOMIZE_GROUP)
+    ):
         namespace, name = _key(ks)
         ref = (ks.get("spec") or {}).get("sourceRef") or {}
         source = sources.get((ref.get("namespace") or namespace, ref.get("name", "")))
         if ref.get("kind") != "OCIRepository" or source is None:
-            result.notes.append(f"Kustomization {namespace}/{name}: its source {ref.get('kind')} "
-                                f"{ref.get('name')} is not an OCIRepository given here: not imported")
+            result.notes.append(
+                f"Kustomization {namespace}/{name}: its source {ref.get('kind')} "
+                f"{ref.get('name')} is not an OCIRepository given here: not imported"
+            )
             continue
         env = _environment(ks, source, keys, taken, result.notes)
         if env is not None:
@@ -181,8 +230,7 @@ def read_cluster(kubeconfig: str | None, namespace: str | None) -> list[dict[str
     for source in [o for o in objects if o.get("kind") == "OCIRepository"]:
         ref = ((source.get("spec") or {}).get("verify") or {}).get("secretRef")
         if ref:  # a missing Secret is named in the notes by import_flux
-            objects += _kubectl(kubeconfig, "get", "secret", ref["name"], "-n", _key(source)[0],
-                                "--ignore-not-found")
+            objects += _kubectl(kubeconfig, "get", "secret", ref["name"], "-n", _key(source)[0], "--ignore-not-found")
     return objects
 
 
@@ -229,16 +277,21 @@ def cmd_import_flux(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     for note in result.notes:
         print(f"ferry import: not imported: {note}", file=sys.stderr)
-    print(f"ferry import: {len(result.environments)} environment(s); {len(result.notes)} thing(s) without an "
-          "equivalent", file=sys.stderr)
+    print(
+        f"ferry import: {len(result.environments)} environment(s); {len(result.notes)} thing(s) without an equivalent",
+        file=sys.stderr,
+    )
     return 0
 
 
 def register(sub: Any) -> None:
     importer = sub.add_parser("import", help="write an environments file from another tool's objects")
     importer_sub = importer.add_subparsers(dest="import_command", required=True)
-    p = importer_sub.add_parser("flux", help="Flux OCIRepository + Kustomization objects (YAML files, or the "
-                                "cluster) -> environments file; lists what has no equivalent")
+    p = importer_sub.add_parser(
+        "flux",
+        help="Flux OCIRepository + Kustomization objects (YAML files, or the "
+        "cluster) -> environments file; lists what has no equivalent",
+    )
     p.add_argument("-f", "--file", action="append", help="YAML file(s) with the objects (default: read the cluster)")
     p.add_argument("--kubeconfig", default=None, help="the cluster to read (default: KUBECONFIG / ~/.kube/config)")
     p.add_argument("--flux-namespace", default=None, help="only this namespace's objects (default: all)")

@@ -16,19 +16,32 @@ from cli.common import CommandError, global_options, settings_from
 
 # A command imports what it uses (`ferry --help` imports no Temporal, Kubernetes or OpenTelemetry): these
 # failures are reported as one line when the module that raises them was loaded by the command that ran.
-REPORTED = (("devstack.procs", "StackError"), ("workers.client", "TemporalUnavailable"),
-            ("workers.telemetry", "MetricsUnavailable"), ("workers.settings", "SettingsInvalid"))
+REPORTED = (
+    ("devstack.procs", "StackError"),
+    ("workers.client", "TemporalUnavailable"),
+    ("workers.telemetry", "MetricsUnavailable"),
+    ("workers.settings", "SettingsInvalid"),
+)
 
 # ----------------------------------------------------------------------------------------- dev ---
+
 
 def cmd_dev_up(args: argparse.Namespace) -> int:
     from devstack.stack import Ports, up
 
     state = Path(args.state_dir or ".ferry")
-    ports = Ports(temporal=args.temporal_port, ui=args.ui_port, registry=args.registry_port, kube=args.kube_port,
-                  metrics=args.metrics_port, receiver=args.receiver_port, postgres=args.postgres_port)
-    info = up(state, ports, worker=not args.no_worker, timeout=args.timeout, temporal=args.temporal,
-              workers=args.workers)
+    ports = Ports(
+        temporal=args.temporal_port,
+        ui=args.ui_port,
+        registry=args.registry_port,
+        kube=args.kube_port,
+        metrics=args.metrics_port,
+        receiver=args.receiver_port,
+        postgres=args.postgres_port,
+    )
+    info = up(
+        state, ports, worker=not args.no_worker, timeout=args.timeout, temporal=args.temporal, workers=args.workers
+    )
     if args.json:
         print(json.dumps(info.to_json(), indent=2))
     else:
@@ -48,8 +61,10 @@ def _describe(components: dict[str, Any]) -> str:
         lines.append(f"registry  {components['registry']['host']}  (http, deletes enabled)")
     if "kube" in components:
         kube = components["kube"]
-        lines.append(f"kube      {kube['server']}  kubeconfig {kube['kubeconfig']}  (etcd, kube-apiserver, "
-                     "kube-controller-manager; workload status simulated, no kubelet)")
+        lines.append(
+            f"kube      {kube['server']}  kubeconfig {kube['kubeconfig']}  (etcd, kube-apiserver, "
+            "kube-controller-manager; workload status simulated, no kubelet)"
+        )
         lines.append(f"          worker kubeconfig {kube.get('worker_kubeconfig')}  (ferry-worker)")
     if "worker" in components:
         w = components["worker"]
@@ -82,6 +97,7 @@ def cmd_dev_status(args: argparse.Namespace) -> int:
 
 # -------------------------------------------------------------------------------------- worker ---
 
+
 def cmd_worker(args: argparse.Namespace) -> int:
     import asyncio
     import logging
@@ -98,12 +114,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------ commands ---
 
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ferry", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    dev = sub.add_parser("dev", help="the local stack: Temporal dev server, OCI registry, Kubernetes control "
-                         "plane, worker")
+    dev = sub.add_parser(
+        "dev", help="the local stack: Temporal dev server, OCI registry, Kubernetes control plane, worker"
+    )
     dev_sub = dev.add_subparsers(dest="dev_command", required=True)
     dev_up = dev_sub.add_parser("up", help="start the stack and write <state-dir>/devstack.json")
     dev_up.add_argument("--no-worker", action="store_true", help="do not start a ferry worker")
@@ -114,11 +132,20 @@ def build_parser() -> argparse.ArgumentParser:
     dev_up.add_argument("--metrics-port", type=int, default=9464, help="the worker's Prometheus endpoint")
     dev_up.add_argument("--receiver-port", type=int, default=9292, help="`ferry receiver` (registry push hooks)")
     dev_up.add_argument("--timeout", type=float, default=60.0, help="seconds per component health check")
-    dev_up.add_argument("--temporal", choices=("dev", "cluster"), default="dev",
-                        help="dev: `temporal server start-dev` (SQLite); cluster: the Temporal server on PostgreSQL "
-                        "with the UI server (`make temporal-server` builds it)")
-    dev_up.add_argument("--workers", type=int, default=None, help="ferry worker processes (default: 1 on dev, 2 on "
-                        "cluster); worker N serves metrics on --metrics-port + N - 1")
+    dev_up.add_argument(
+        "--temporal",
+        choices=("dev", "cluster"),
+        default="dev",
+        help="dev: `temporal server start-dev` (SQLite); cluster: the Temporal server on PostgreSQL "
+        "with the UI server (`make temporal-server` builds it)",
+    )
+    dev_up.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="ferry worker processes (default: 1 on dev, 2 on "
+        "cluster); worker N serves metrics on --metrics-port + N - 1",
+    )
     dev_up.add_argument("--postgres-port", type=int, default=5432, help="PostgreSQL's port (cluster topology)")
     dev_up.set_defaults(func=cmd_dev_up)
     dev_down = dev_sub.add_parser("down", help="stop the processes devstack.json names")

@@ -66,13 +66,15 @@ def cmd_promote(args: argparse.Namespace) -> int:
         await environment_status(client, args.env)
         workflow_id = promotion_workflow_id(args.env, args.version)
         handle = await client.start_workflow(
-            PromotionWorkflow.run, PromotionInput(environment=args.env, version=args.version,
-                                                  requested_by=requester, reason=args.reason),
-            id=workflow_id, task_queue=settings.temporal.task_queue,
+            PromotionWorkflow.run,
+            PromotionInput(environment=args.env, version=args.version, requested_by=requester, reason=args.reason),
+            id=workflow_id,
+            task_queue=settings.temporal.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             static_summary=f"Promote {args.version} → {args.env}, requested by {requester}",
             static_details=f"Reason: {args.reason or '-'}. Approve: `ferry approve {args.env} {args.version} --key "
-                           "KEY` (or the `approve_update` Update with the JSON that `--print` shows).")
+            "KEY` (or the `approve_update` Update with the JSON that `--print` shows).",
+        )
         try:
             if not args.wait:
                 # a version that is not released, or a failed requires-healthy-in, is refused within
@@ -88,14 +90,21 @@ def cmd_promote(args: argparse.Namespace) -> int:
     url = workflow_url(settings.temporal, workflow_id)
     if isinstance(outcome, str):
         waiting = outcome == "AwaitingApproval"
-        emit({"workflow_id": workflow_id, "phase": outcome, "temporal_ui": url}, args.json,
-             f"promotion requested: {workflow_id} ({outcome})\n" + (
-                 f"  approve with: ferry approve {args.env} {args.version} --key ~/.ssh/id_ed25519\n"
-                 f"  or: ferry approve {args.env} {args.version} --key ~/.ssh/id_ed25519 --print > approval.json; "
-                 f"temporal workflow update execute --address {settings.temporal.address} --namespace "
-                 f"{settings.temporal.namespace} --workflow-id {workflow_id} --name approve_update "
-                 "--input-file approval.json\n" if waiting else
-                 f"  no approval required; follow with: ferry status {args.env}\n") + f"  {url}")
+        emit(
+            {"workflow_id": workflow_id, "phase": outcome, "temporal_ui": url},
+            args.json,
+            f"promotion requested: {workflow_id} ({outcome})\n"
+            + (
+                f"  approve with: ferry approve {args.env} {args.version} --key ~/.ssh/id_ed25519\n"
+                f"  or: ferry approve {args.env} {args.version} --key ~/.ssh/id_ed25519 --print > approval.json; "
+                f"temporal workflow update execute --address {settings.temporal.address} --namespace "
+                f"{settings.temporal.namespace} --workflow-id {workflow_id} --name approve_update "
+                "--input-file approval.json\n"
+                if waiting
+                else f"  no approval required; follow with: ferry status {args.env}\n"
+            )
+            + f"  {url}",
+        )
         return 0
     result = outcome
     if result.outcome == "refused" and not args.json:
@@ -140,8 +149,10 @@ async def _promotion_run(args: argparse.Namespace) -> tuple[str, str]:
     except RPCError as err:
         raise CommandError(f"no promotion of {args.version} to {args.env}: {err.message} ({where(client)})") from None
     if not status.digest:
-        raise CommandError(f"promotion {workflow_id} has not resolved {args.version} to a digest yet ({status.phase});"
-                           " try again in a moment")
+        raise CommandError(
+            f"promotion {workflow_id} has not resolved {args.version} to a digest yet ({status.phase});"
+            " try again in a moment"
+        )
     if args.digest and args.digest != status.digest:
         raise CommandError(f"--digest {args.digest} is not the promotion's digest {status.digest}")
     if args.run and args.run != described.run_id:
@@ -150,10 +161,17 @@ async def _promotion_run(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def _statement(args: argparse.Namespace, decision: str, run: str, digest: str) -> Statement:
-    fields = {"environment": args.env, "version": args.version, "digest": digest,
-              "promotion": promotion_workflow_id(args.env, args.version), "run": run, "decision": decision,
-              "approver": args.as_ or local_identity(), "comment": args.comment or "",
-              "expires": expiry(args.expires)}
+    fields = {
+        "environment": args.env,
+        "version": args.version,
+        "digest": digest,
+        "promotion": promotion_workflow_id(args.env, args.version),
+        "run": run,
+        "decision": decision,
+        "approver": args.as_ or local_identity(),
+        "comment": args.comment or "",
+        "expires": expiry(args.expires),
+    }
     try:
         return Statement.model_validate(fields)
     except pydantic.ValidationError as err:
@@ -173,23 +191,38 @@ def _signed_elsewhere(args: argparse.Namespace, decision: str) -> tuple[dict[str
         verified = verify_decision(signed, [ApproverKey(name=statement.approver, key=key)])
     except ApprovalError as err:
         raise CommandError(f"--statement/--signature refused: {err.reason}") from None
-    wrong = [f"{field} {got!r} (this command: {want!r})" for field, got, want in (
-        ("environment", statement.environment, args.env), ("version", statement.version, args.version),
-        ("decision", statement.decision, decision), ("approver", statement.approver, args.as_ or statement.approver),
-        ("comment", statement.comment, statement.comment if args.comment is None else args.comment)) if got != want]
+    wrong = [
+        f"{field} {got!r} (this command: {want!r})"
+        for field, got, want in (
+            ("environment", statement.environment, args.env),
+            ("version", statement.version, args.version),
+            ("decision", statement.decision, decision),
+            ("approver", statement.approver, args.as_ or statement.approver),
+            ("comment", statement.comment, statement.comment if args.comment is None else args.comment),
+        )
+        if got != want
+    ]
     if wrong:
         raise CommandError("the signed statement is for " + ", ".join(wrong))
-    return {"approver": statement.approver, "comment": statement.comment, "statement": text,
-            "signature": signature}, verified.fingerprint
+    return {
+        "approver": statement.approver,
+        "comment": statement.comment,
+        "statement": text,
+        "signature": signature,
+    }, verified.fingerprint
 
 
 def _hint(args: argparse.Namespace, update: str, signal: str) -> str:
     temporal = settings_from(args).temporal
-    target = (f"--address {temporal.address} --namespace {temporal.namespace} --workflow-id "
-              f"{promotion_workflow_id(args.env, args.version)}")
-    return (f"save the JSON as approval.json, then: temporal workflow update execute {target} --name {update} "
-            f"--input-file approval.json  (or: temporal workflow signal {target} --name {signal} --input-file "
-            "approval.json; or paste it in the Temporal UI: Send a Signal)")
+    target = (
+        f"--address {temporal.address} --namespace {temporal.namespace} --workflow-id "
+        f"{promotion_workflow_id(args.env, args.version)}"
+    )
+    return (
+        f"save the JSON as approval.json, then: temporal workflow update execute {target} --name {update} "
+        f"--input-file approval.json  (or: temporal workflow signal {target} --name {signal} --input-file "
+        "approval.json; or paste it in the Temporal UI: Send a Signal)"
+    )
 
 
 def _decide(update: str) -> Any:
@@ -199,8 +232,9 @@ def _decide(update: str) -> Any:
         if bool(args.statement) != bool(args.signature):
             raise CommandError("--statement and --signature go together (ssh-keygen -Y sign writes FILE.sig)")
         if args.statement and (args.key or args.print_statement):
-            raise CommandError("--statement/--signature send a decision signed elsewhere: no --key or "
-                               "--print-statement with them")
+            raise CommandError(
+                "--statement/--signature send a decision signed elsewhere: no --key or --print-statement with them"
+            )
         if args.print_statement and args.key:
             raise CommandError("--print-statement prints what to sign with ssh-keygen: no --key with it")
         fingerprint = ""
@@ -213,17 +247,24 @@ def _decide(update: str) -> Any:
             if key is None:
                 sys.stdout.write(statement.canonical())  # NB: exactly the bytes to sign, no trailing newline
                 sys.stdout.flush()
-                print(f"\nsign with: ssh-keygen -Y sign -n {APPROVAL_NAMESPACE} -f ~/.ssh/id_ed25519 FILE, then: "
-                      f"ferry {verb} {args.env} {args.version} --statement FILE --signature FILE.sig "
-                      f"(expires {statement.expires})", file=sys.stderr)
+                print(
+                    f"\nsign with: ssh-keygen -Y sign -n {APPROVAL_NAMESPACE} -f ~/.ssh/id_ed25519 FILE, then: "
+                    f"ferry {verb} {args.env} {args.version} --statement FILE --signature FILE.sig "
+                    f"(expires {statement.expires})",
+                    file=sys.stderr,
+                )
                 return 0
             data, password, fingerprint = key
             try:
                 signed = sign_statement(statement, data, password)
             except ApprovalError as err:
                 raise CommandError(f"--key {args.key}: {err.reason}") from None
-            payload = {"approver": statement.approver, "comment": statement.comment,
-                       "statement": signed.statement, "signature": signed.signature}
+            payload = {
+                "approver": statement.approver,
+                "comment": statement.comment,
+                "statement": signed.statement,
+                "signature": signed.signature,
+            }
         else:
             payload = {"approver": args.as_ or local_identity(), "comment": args.comment or ""}
         if args.print:
@@ -244,8 +285,9 @@ def _send(args: argparse.Namespace, update: str, payload: dict[str, str], finger
         run = Statement.parse(payload["statement"]).run if "statement" in payload else None
         handle = client.get_workflow_handle(promotion_workflow_id(args.env, args.version), run_id=run)
         try:
-            result: DecisionResult = await handle.execute_update(update, LenientPayload(payload),
-                                                                 result_type=DecisionResult)
+            result: DecisionResult = await handle.execute_update(
+                update, LenientPayload(payload), result_type=DecisionResult
+            )
             return result
         except WorkflowUpdateFailedError as err:
             cause = err.cause
@@ -255,15 +297,18 @@ def _send(args: argparse.Namespace, update: str, payload: dict[str, str], finger
                 raise CommandError(f"{verb} by {who} refused: {reason} (recorded)") from None
             raise CommandError(f"{verb} refused: {root_cause(err)}") from None
         except RPCError as err:
-            raise CommandError(f"no promotion of {args.version} to {args.env}: {err.message} ({where(client)})"
-                               ) from None
+            raise CommandError(
+                f"no promotion of {args.version} to {args.env}: {err.message} ({where(client)})"
+            ) from None
 
     result = run_connected(settings, go)
     if not result.accepted:
         raise CommandError(f"{verb} by {who} refused: {result.reason} (recorded)")
     signed = f", signed by {fingerprint}" if fingerprint else ""
-    print(f"{verb} by {who} accepted for {args.env} {args.version}{signed}" + (f" ({result.reason})" if result.reason
-                                                                                  else ""))
+    print(
+        f"{verb} by {who} accepted for {args.env} {args.version}{signed}"
+        + (f" ({result.reason})" if result.reason else "")
+    )
     return 0
 
 
@@ -279,18 +324,24 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         target = args.to or f"last-known-good-before-{current.version if current else 'none'}"
         workflow_id = rollback_workflow_id(args.env, target)
         handle = await client.start_workflow(
-            RollbackWorkflow.run, RollbackInput(environment=args.env, to_version=args.to, requested_by=requester,
-                                                reason=args.reason),
-            id=workflow_id, task_queue=settings.temporal.task_queue,
+            RollbackWorkflow.run,
+            RollbackInput(environment=args.env, to_version=args.to, requested_by=requester, reason=args.reason),
+            id=workflow_id,
+            task_queue=settings.temporal.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             static_summary=f"Roll {args.env} back to {args.to or 'its last known-good version'}, requested by "
-                           f"{requester}", static_details=f"Reason: {args.reason or '-'}")
+            f"{requester}",
+            static_details=f"Reason: {args.reason or '-'}",
+        )
         return workflow_id, await handle.result()
 
     workflow_id, result = run_connected(settings, go)
     moved = "" if result.outcome == "refused" else f" {result.from_version} -> {result.to_version}"
-    emit(result.model_dump(), args.json, f"{workflow_id}: {result.outcome}{moved} ({result.reason})  "
-         f"{workflow_url(settings.temporal, workflow_id)}")
+    emit(
+        result.model_dump(),
+        args.json,
+        f"{workflow_id}: {result.outcome}{moved} ({result.reason})  {workflow_url(settings.temporal, workflow_id)}",
+    )
     return 0 if result.outcome == "succeeded" else 1
 
 

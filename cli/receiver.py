@@ -62,8 +62,9 @@ DROPPED_FOR_REGISTRY = (400, 409, 413)  # after authentication: answered 200 to 
 class Receiver:
     """The request logic, independent of the HTTP server: verify, bound, dedupe, look up, signal."""
 
-    def __init__(self, client: Client, loop: asyncio.AbstractEventLoop, token: str | None,
-                 hmac_key: str | None) -> None:
+    def __init__(
+        self, client: Client, loop: asyncio.AbstractEventLoop, token: str | None, hmac_key: str | None
+    ) -> None:
         self._client, self._loop = client, loop
         self._token, self._hmac_key = token, hmac_key
         self._guard = ReplayGuard()
@@ -76,8 +77,7 @@ class Receiver:
         404 itself)."""
         if not self._token:
             return True
-        return hmac.compare_digest((header or "").encode("utf-8", "surrogateescape"),
-                                   f"Bearer {self._token}".encode())
+        return hmac.compare_digest((header or "").encode("utf-8", "surrogateescape"), f"Bearer {self._token}".encode())
 
     def count(self, endpoint: str, outcome: str) -> None:
         with self._lock:
@@ -102,8 +102,7 @@ class Receiver:
             log.warning("%s refused (400): %s", endpoint, type(err).__name__)
             return 400, {"refused": f"malformed request ({type(err).__name__})"}
 
-    def _handle(self, endpoint: str, headers: Callable[[str], str | None], body: bytes
-                ) -> tuple[int, dict[str, Any]]:
+    def _handle(self, endpoint: str, headers: Callable[[str], str | None], body: bytes) -> tuple[int, dict[str, Any]]:
         now = datetime.now(UTC)
         if endpoint == "registry":
             if not self._token:
@@ -119,8 +118,9 @@ class Receiver:
             if not self._hmac_key:
                 raise Refused(404, "the generic endpoint is not enabled (FERRY_RECEIVER_HMAC_KEY)", "disabled")
             if not verify_signature(body, self._hmac_key.encode(), headers("X-Signature")):
-                raise Refused(401, "missing or wrong X-Signature (sha256=<hex HMAC-SHA256 of the body>)",
-                              "bad_signature")
+                raise Refused(
+                    401, "missing or wrong X-Signature (sha256=<hex HMAC-SHA256 of the body>)", "bad_signature"
+                )
             pushes = [generic_push(body, now)]
         if not pushes:
             return 200, {"outcome": "ignored", "signalled": [], "reason": "no manifest push in these events"}
@@ -141,8 +141,12 @@ class Receiver:
             raise Refused(503, "Temporal is unavailable; retry", "unavailable") from None
         if not signalled:
             status = 200 if endpoint == "registry" else 404
-            return status, {"outcome": "unknown_repository", "signalled": [], "unknown": repositories,
-                            "reason": "no running environment deploys from " + ", ".join(repositories)}
+            return status, {
+                "outcome": "unknown_repository",
+                "signalled": [],
+                "unknown": repositories,
+                "reason": "no running environment deploys from " + ", ".join(repositories),
+            }
         return 202, {"outcome": "accepted", "signalled": signalled, "repositories": repositories}
 
     def _run(self, coro: Any) -> Any:
@@ -151,25 +155,35 @@ class Receiver:
 
     async def _signal(self, repositories: list[str], pushes: list[Push]) -> list[str]:
         ids = []
-        async for execution in self._client.list_workflows(environments_query(repositories),
-                                                           limit=MAX_ENVIRONMENTS):
+        async for execution in self._client.list_workflows(environments_query(repositories), limit=MAX_ENVIRONMENTS):
             ids.append(execution.id)
         what = ", ".join(f"{p.repository}:{p.tag or p.digest[:19]}" for p in pushes)[:500]
-        await asyncio.gather(*(self._client.get_workflow_handle(i).signal(
-            Signal.RECONCILE_NOW, {"by": "ferry-receiver", "reason": f"pushed {what}"}) for i in ids))
+        await asyncio.gather(
+            *(
+                self._client.get_workflow_handle(i).signal(
+                    Signal.RECONCILE_NOW, {"by": "ferry-receiver", "reason": f"pushed {what}"}
+                )
+                for i in ids
+            )
+        )
         with self._lock:
             self.signals += len(ids)
         log.info("push of %s: reconcile_now to %s", what, ", ".join(ids) or "nobody")
         return ids
 
     def metrics(self) -> str:
-        lines = ["# HELP ferry_receiver_requests_total webhook requests by endpoint and outcome",
-                 "# TYPE ferry_receiver_requests_total counter"]
+        lines = [
+            "# HELP ferry_receiver_requests_total webhook requests by endpoint and outcome",
+            "# TYPE ferry_receiver_requests_total counter",
+        ]
         with self._lock:
             for (endpoint, outcome), n in sorted(self.requests.items()):
                 lines.append(f'ferry_receiver_requests_total{{endpoint="{endpoint}",outcome="{outcome}"}} {n}')
-            lines += ["# HELP ferry_receiver_signals_total reconcile_now signals sent",
-                      "# TYPE ferry_receiver_signals_total counter", f"ferry_receiver_signals_total {self.signals}"]
+            lines += [
+                "# HELP ferry_receiver_signals_total reconcile_now signals sent",
+                "# TYPE ferry_receiver_signals_total counter",
+                f"ferry_receiver_signals_total {self.signals}",
+            ]
         return "\n".join(lines) + "\n"
 
 
@@ -192,8 +206,7 @@ class ReceiverHandler(BaseHTTPRequestHandler):
     def _answer(self, status: int, data: dict[str, Any] | str) -> None:
         body = (data if isinstance(data, str) else json.dumps(data)).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "text/plain; version=0.0.4" if isinstance(data, str)
-                         else "application/json")
+        self.send_header("Content-Type", "text/plain; version=0.0.4" if isinstance(data, str) else "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -267,16 +280,22 @@ def cmd_receiver(args: argparse.Namespace) -> int:
     token = _secret("FERRY_RECEIVER_TOKEN", args.token_file)
     hmac_key = _secret("FERRY_RECEIVER_HMAC_KEY", args.hmac_key_file)
     if not token and not hmac_key:
-        raise CommandError("receiver: set FERRY_RECEIVER_TOKEN (registry notifications) and/or "
-                           "FERRY_RECEIVER_HMAC_KEY (generic webhook): an unauthenticated endpoint is refused")
+        raise CommandError(
+            "receiver: set FERRY_RECEIVER_TOKEN (registry notifications) and/or "
+            "FERRY_RECEIVER_HMAC_KEY (generic webhook): an unauthenticated endpoint is refused"
+        )
     settings = settings_from(args)
     loop = asyncio.new_event_loop()
     threading.Thread(target=loop.run_forever, daemon=True, name="temporal").start()
     client = asyncio.run_coroutine_threadsafe(connect(settings.temporal, identity="ferry-receiver"), loop).result(60)
     server = make_server(Receiver(client, loop, token, hmac_key), args.bind)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
-    log.info("receiver on http://%s (registry %s, generic %s)", args.bind, "on" if token else "off",
-             "on" if hmac_key else "off")
+    log.info(
+        "receiver on http://%s (registry %s, generic %s)",
+        args.bind,
+        "on" if token else "off",
+        "on" if hmac_key else "off",
+    )
     if args.ready_file:
         Path(args.ready_file).write_text("ready\n")
     try:

@@ -38,6 +38,7 @@ from workflows.release import ReleaseWorkflow, release_search_attributes
 CI_GRACE = parse_duration("2m")
 MAX_KEY_FILE = 16 * 1024
 
+
 def _git(directory: Path, *args: str) -> str:
     try:
         out = subprocess.run(["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=10)
@@ -54,8 +55,11 @@ def git_facts(directory: Path) -> dict[str, str]:
     branch = _git(directory, "rev-parse", "--abbrev-ref", "HEAD") or "HEAD"
     # NB: CI checkouts often embed a job token in the remote URL: it never leaves this process.
     source = strip_url_credentials(_git(directory, "config", "--get", "remote.origin.url"))
-    return {"revision": f"{branch}@sha1:{commit}", "source": source,
-            "created": _git(directory, "log", "-1", "--format=%cd", "--date=format-local:%Y-%m-%dT%H:%M:%SZ")}
+    return {
+        "revision": f"{branch}@sha1:{commit}",
+        "source": source,
+        "created": _git(directory, "log", "-1", "--format=%cd", "--date=format-local:%Y-%m-%dT%H:%M:%SZ"),
+    }
 
 
 def resolve_repository(repository: str, settings: Settings) -> str:
@@ -88,8 +92,9 @@ def load_sign_key(path: str) -> ReleaseSigner:
         raise CommandError(f"--sign-key {path}: {err}") from None
 
 
-def prepare_release(args: argparse.Namespace, settings: Settings, signer: ReleaseSigner | None = None
-                    ) -> tuple[ReleaseInput, PackageBundleResult, int]:
+def prepare_release(
+    args: argparse.Namespace, settings: Settings, signer: ReleaseSigner | None = None
+) -> tuple[ReleaseInput, PackageBundleResult, int]:
     """Validate everything before anything is started or pushed; one clear line for the first problem. With a
     signer, the release is signed; only the key's fingerprint enters the workflow input. The packaged bundle is
     returned for run_release's CI worker: parsed and tarred once per release, not twice."""
@@ -109,18 +114,23 @@ def prepare_release(args: argparse.Namespace, settings: Settings, signer: Releas
         raise CommandError(f"invalid bundle: {err}") from None
     facts = git_facts(directory)
     input = ReleaseInput(
-        repository=repository, version=args.version,
+        repository=repository,
+        version=args.version,
         ci_task_queue=new_ci_task_queue(),
-        bundle_dir=str(directory), revision=args.revision or facts.get("revision", ""),
-        source=args.source or facts.get("source", ""), publisher=args.published_by or local_identity(),
-        created=facts.get("created") or None, timeout_seconds=max(10, int(timeout.total_seconds())),
+        bundle_dir=str(directory),
+        revision=args.revision or facts.get("revision", ""),
+        source=args.source or facts.get("source", ""),
+        publisher=args.published_by or local_identity(),
+        created=facts.get("created") or None,
+        timeout_seconds=max(10, int(timeout.total_seconds())),
         sign_key_fingerprint=signer.fingerprint if signer else None,
     )
     return input, packaged, objects
 
 
-async def run_release(input: ReleaseInput, packaged: PackageBundleResult, settings: Settings,
-                      signer: ReleaseSigner | None = None) -> dict[str, Any]:
+async def run_release(
+    input: ReleaseInput, packaged: PackageBundleResult, settings: Settings, signer: ReleaseSigner | None = None
+) -> dict[str, Any]:
     """Serve the CI task queue in this process while the ReleaseWorkflow runs; return its outcome. The signing
     key, if any, stays in this process: only this worker registers sign_artifact."""
     repository, version, expected_layer = input.repository, input.version, packaged.layer_digest
@@ -131,7 +141,10 @@ async def run_release(input: ReleaseInput, packaged: PackageBundleResult, settin
     async with ci_worker(client, input.ci_task_queue, activities):
         workflow_id = release_workflow_id(repository, version)
         handle = await client.start_workflow(
-            ReleaseWorkflow.run, input, id=workflow_id, task_queue=settings.temporal.task_queue,
+            ReleaseWorkflow.run,
+            input,
+            id=workflow_id,
+            task_queue=settings.temporal.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             search_attributes=release_search_attributes(input),
             execution_timeout=timeout + CI_GRACE,
@@ -139,18 +152,30 @@ async def run_release(input: ReleaseInput, packaged: PackageBundleResult, settin
         try:
             result: ReleaseResult = await handle.result()
         except WorkflowFailureError as err:
-            raise CommandError(f"release {repository}:{version} failed: {root_cause(err)} "
-                               f"({workflow_url(settings.temporal, workflow_id)})") from None
+            raise CommandError(
+                f"release {repository}:{version} failed: {root_cause(err)} "
+                f"({workflow_url(settings.temporal, workflow_id)})"
+            ) from None
     if result.layer_digest != expected_layer:
         # Attached to a release of the same version started by someone else, with other content.
-        raise CommandError(f"release {repository}:{version} failed: VersionAlreadyReleased: "
-                           f"released layer {result.layer_digest}, this content {expected_layer}")
-    return {"repository": repository, "version": version, "digest": result.digest,
-            "layer_digest": result.layer_digest, "size": result.size,
-            "already_released": result.already_released, "publisher": result.publisher,
-            "signature_tag": result.signature_tag, "signature_key_fingerprint": result.signature_key_fingerprint,
-            "workflow_id": workflow_id, "run_id": handle.result_run_id,
-            "temporal_ui": workflow_url(settings.temporal, workflow_id)}
+        raise CommandError(
+            f"release {repository}:{version} failed: VersionAlreadyReleased: "
+            f"released layer {result.layer_digest}, this content {expected_layer}"
+        )
+    return {
+        "repository": repository,
+        "version": version,
+        "digest": result.digest,
+        "layer_digest": result.layer_digest,
+        "size": result.size,
+        "already_released": result.already_released,
+        "publisher": result.publisher,
+        "signature_tag": result.signature_tag,
+        "signature_key_fingerprint": result.signature_key_fingerprint,
+        "workflow_id": workflow_id,
+        "run_id": handle.result_run_id,
+        "temporal_ui": workflow_url(settings.temporal, workflow_id),
+    }
 
 
 def cmd_release(args: argparse.Namespace) -> int:

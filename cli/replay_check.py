@@ -36,8 +36,10 @@ class Checked:
     nondeterminism: bool = False
 
     def line(self) -> str:
-        head = f"{'OK' if self.ok else 'FAILED':<6} {self.workflow_type:<20} {self.workflow_id}  run {self.run_id}  " \
-               f"({self.status.lower()}, {self.events} events)"
+        head = (
+            f"{'OK' if self.ok else 'FAILED':<6} {self.workflow_type:<20} {self.workflow_id}  run {self.run_id}  "
+            f"({self.status.lower()}, {self.events} events)"
+        )
         return head if self.ok else f"{head}\n       {self.failure}"
 
 
@@ -57,8 +59,9 @@ def visibility_query(names: Sequence[str], since: dt.datetime) -> str:
     return f"WorkflowType IN ({types}) AND (ExecutionStatus = 'Running' OR CloseTime >= '{cutoff}')"
 
 
-async def replay_check(client: Client, *, since: dt.timedelta, limit: int,
-                       workflows: Sequence[type] | None = None) -> list[Checked]:
+async def replay_check(
+    client: Client, *, since: dt.timedelta, limit: int, workflows: Sequence[type] | None = None
+) -> list[Checked]:
     """Replay every matching run (newest first, at most `limit`) with the worker's sandbox; -> one entry per run.
     `workflows` defaults to the worker's own list; a test passes a changed class under the same name."""
     from workers.worker import all_workflows, workflow_runner
@@ -71,9 +74,14 @@ async def replay_check(client: Client, *, since: dt.timedelta, limit: int,
     async def histories() -> AsyncIterator[WorkflowHistory]:
         for wf in runs:
             history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
-            checked[wf.run_id] = Checked(workflow_id=wf.id, run_id=wf.run_id, workflow_type=wf.workflow_type,
-                                         status=wf.status.name if wf.status else "UNKNOWN",
-                                         events=len(history.events), ok=True)
+            checked[wf.run_id] = Checked(
+                workflow_id=wf.id,
+                run_id=wf.run_id,
+                workflow_type=wf.workflow_type,
+                status=wf.status.name if wf.status else "UNKNOWN",
+                events=len(history.events),
+                ok=True,
+            )
             yield history
 
     replayer = Replayer(workflows=classes, workflow_runner=workflow_runner(), data_converter=pydantic_data_converter)
@@ -97,11 +105,18 @@ def cmd_replay_check(args: argparse.Namespace) -> int:
 
     checked = run_connected(settings, lambda client: replay_check(client, since=since, limit=args.limit))
     failed = [c for c in checked if not c.ok]
-    summary = (f"{len(checked)} runs replayed against the installed workflow code (namespace "
-               f"{settings.temporal.namespace} at {settings.temporal.address}, open or closed in the last {args.since}"
-               f"{f', newest {args.limit}' if len(checked) == args.limit else ''}): "
-               f"{len(checked) - len(failed)} OK, {len(failed)} FAILED")
-    report: dict[str, Any] = {"namespace": settings.temporal.namespace, "since": args.since, "limit": args.limit,
-                              "ok": not failed, "runs": [c.__dict__ for c in checked]}
+    summary = (
+        f"{len(checked)} runs replayed against the installed workflow code (namespace "
+        f"{settings.temporal.namespace} at {settings.temporal.address}, open or closed in the last {args.since}"
+        f"{f', newest {args.limit}' if len(checked) == args.limit else ''}): "
+        f"{len(checked) - len(failed)} OK, {len(failed)} FAILED"
+    )
+    report: dict[str, Any] = {
+        "namespace": settings.temporal.namespace,
+        "since": args.since,
+        "limit": args.limit,
+        "ok": not failed,
+        "runs": [c.__dict__ for c in checked],
+    }
     emit(report, args.json, "\n".join([*(c.line() for c in checked), summary]))
     return 1 if failed else 0

@@ -44,32 +44,57 @@ SET_CURRENT_RETRY = 2.0  # seconds between tries while the build's workers have 
 
 
 def register(sub: Any) -> None:
-    upgrade = sub.add_parser("upgrade", help="Worker Versioning: move workflows to a new worker build, see what "
-                             "still runs on the old one")
+    upgrade = sub.add_parser(
+        "upgrade", help="Worker Versioning: move workflows to a new worker build, see what still runs on the old one"
+    )
     upgrade_sub = upgrade.add_subparsers(dest="upgrade_command", required=True)
-    p = command(upgrade_sub, "drain", Lazy("cli.upgrade", "cmd_drain"), "make BUILD the deployment's current "
-                "version (once its workers poll) and wake every environment and the alert router still on an "
-                "older build, until none is left there")
-    p.add_argument("--to", required=True, metavar="BUILD", help="the build id to make current (FERRY_BUILD_ID of "
-                   "the new workers)")
+    p = command(
+        upgrade_sub,
+        "drain",
+        Lazy("cli.upgrade", "cmd_drain"),
+        "make BUILD the deployment's current "
+        "version (once its workers poll) and wake every environment and the alert router still on an "
+        "older build, until none is left there",
+    )
+    p.add_argument(
+        "--to", required=True, metavar="BUILD", help="the build id to make current (FERRY_BUILD_ID of the new workers)"
+    )
     _deployment(p)
-    p.add_argument("--timeout", default="10m", help="how long to wait for the build's workers and for the move "
-                   "(default 10m); exit 1 when something is still on an older build then")
-    p = command(upgrade_sub, "status", Lazy("cli.upgrade", "cmd_status"), "the deployment's builds (current, "
-                "ramping, draining) and the workflows running on each, by type (from Visibility)")
+    p.add_argument(
+        "--timeout",
+        default="10m",
+        help="how long to wait for the build's workers and for the move "
+        "(default 10m); exit 1 when something is still on an older build then",
+    )
+    p = command(
+        upgrade_sub,
+        "status",
+        Lazy("cli.upgrade", "cmd_status"),
+        "the deployment's builds (current, "
+        "ramping, draining) and the workflows running on each, by type (from Visibility)",
+    )
     _deployment(p)
-    p.add_argument("--build", default=None, metavar="OLD", help="only this build: exit 0 when nothing runs on it "
-                   "any more (its workers may stop), else 1")
-    p.add_argument("--wait", default=None, metavar="DURATION", help="with --build: wait up to DURATION for it to "
-                   "empty (e.g. 30m)")
+    p.add_argument(
+        "--build",
+        default=None,
+        metavar="OLD",
+        help="only this build: exit 0 when nothing runs on it any more (its workers may stop), else 1",
+    )
+    p.add_argument(
+        "--wait", default=None, metavar="DURATION", help="with --build: wait up to DURATION for it to empty (e.g. 30m)"
+    )
 
 
 def _deployment(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--deployment", default=None, help=f"worker deployment name (default FERRY_DEPLOYMENT_NAME, "
-                   f"else {DEFAULT_DEPLOYMENT})")
+    p.add_argument(
+        "--deployment",
+        default=None,
+        help=f"worker deployment name (default FERRY_DEPLOYMENT_NAME, else {DEFAULT_DEPLOYMENT})",
+    )
 
 
 # ------------------------------------------------------------------------------------------ library ---
+
 
 def version_value(deployment: str, build: str) -> str:
     """How Visibility's TemporalWorkerDeploymentVersion spells a version: `deployment:build`."""
@@ -106,19 +131,31 @@ async def describe_deployment(client: Client, deployment: str) -> Deployment:
     from temporalio.api.enums.v1 import RoutingConfigUpdateState, VersionDrainageStatus, WorkerDeploymentVersionStatus
     from temporalio.api.workflowservice.v1 import DescribeWorkerDeploymentRequest
 
-    info = (await client.workflow_service.describe_worker_deployment(DescribeWorkerDeploymentRequest(
-        namespace=client.namespace, deployment_name=deployment))).worker_deployment_info
+    info = (
+        await client.workflow_service.describe_worker_deployment(
+            DescribeWorkerDeploymentRequest(namespace=client.namespace, deployment_name=deployment)
+        )
+    ).worker_deployment_info
     routing = info.routing_config
     versions = []
     for summary in info.version_summaries:
         drained = summary.drainage_info
-        versions.append(Version(
-            build=summary.deployment_version.build_id,
-            status=_name(summary.status, WorkerDeploymentVersionStatus, "WORKER_DEPLOYMENT_VERSION_STATUS_"),
-            drainage=(_name(summary.drainage_status, VersionDrainageStatus, "VERSION_DRAINAGE_STATUS_")
-                      if summary.drainage_status else ""),
-            drainage_checked=(drained.last_checked_time.ToDatetime().strftime("%Y-%m-%dT%H:%M:%SZ")
-                              if summary.drainage_status and drained.HasField("last_checked_time") else "")))
+        versions.append(
+            Version(
+                build=summary.deployment_version.build_id,
+                status=_name(summary.status, WorkerDeploymentVersionStatus, "WORKER_DEPLOYMENT_VERSION_STATUS_"),
+                drainage=(
+                    _name(summary.drainage_status, VersionDrainageStatus, "VERSION_DRAINAGE_STATUS_")
+                    if summary.drainage_status
+                    else ""
+                ),
+                drainage_checked=(
+                    drained.last_checked_time.ToDatetime().strftime("%Y-%m-%dT%H:%M:%SZ")
+                    if summary.drainage_status and drained.HasField("last_checked_time")
+                    else ""
+                ),
+            )
+        )
     return Deployment(
         name=deployment,
         current=routing.current_deployment_version.build_id or None,
@@ -126,7 +163,8 @@ async def describe_deployment(client: Client, deployment: str) -> Deployment:
         ramping_percent=routing.ramping_version_percentage,
         routing_settled=info.routing_config_update_state
         != RoutingConfigUpdateState.ROUTING_CONFIG_UPDATE_STATE_IN_PROGRESS,
-        versions=sorted(versions, key=lambda v: v.build))
+        versions=sorted(versions, key=lambda v: v.build),
+    )
 
 
 async def set_current(client: Client, deployment: str, build: str, within: float) -> None:
@@ -141,19 +179,24 @@ async def set_current(client: Client, deployment: str, build: str, within: float
     while True:
         try:
             await client.workflow_service.set_worker_deployment_current_version(
-                SetWorkerDeploymentCurrentVersionRequest(namespace=client.namespace, deployment_name=deployment,
-                                                         build_id=build, identity=cli_identity()))
+                SetWorkerDeploymentCurrentVersionRequest(
+                    namespace=client.namespace, deployment_name=deployment, build_id=build, identity=cli_identity()
+                )
+            )
             break
         except RPCError as err:
             if time.monotonic() > deadline:
-                raise CommandError(f"build {build} of deployment {deployment} could not be made current in "
-                                   f"{within:.0f}s (do its workers poll, with FERRY_DEPLOYMENT_NAME={deployment} "
-                                   f"and FERRY_BUILD_ID={build}?): {err.message}") from err
+                raise CommandError(
+                    f"build {build} of deployment {deployment} could not be made current in "
+                    f"{within:.0f}s (do its workers poll, with FERRY_DEPLOYMENT_NAME={deployment} "
+                    f"and FERRY_BUILD_ID={build}?): {err.message}"
+                ) from err
             await asyncio.sleep(SET_CURRENT_RETRY)
     while not (await describe_deployment(client, deployment)).routing_settled:
         if time.monotonic() > deadline:
-            raise CommandError(f"the routing of deployment {deployment} to {build} is still propagating after "
-                               f"{within:.0f}s")
+            raise CommandError(
+                f"the routing of deployment {deployment} to {build} is still propagating after {within:.0f}s"
+            )
         await asyncio.sleep(0.5)
 
 
@@ -164,17 +207,20 @@ def _on_build(deployment: str, build: str) -> str:
 
 def _not_on_build(deployment: str, build: str) -> str:
     types = ", ".join(_quote(t) for t in ENTITY_TYPES)
-    return (f"ExecutionStatus = 'Running' AND WorkflowType IN ({types}) AND TemporalWorkerDeployment = "
-            f"{_quote(deployment)} AND TemporalWorkerDeploymentVersion != {_quote(version_value(deployment, build))}")
+    return (
+        f"ExecutionStatus = 'Running' AND WorkflowType IN ({types}) AND TemporalWorkerDeployment = "
+        f"{_quote(deployment)} AND TemporalWorkerDeploymentVersion != {_quote(version_value(deployment, build))}"
+    )
 
 
 async def census(client: Client, deployment: str, build: str) -> dict[str, int]:
     """Running workflows pinned to one build, by Ferry workflow type (`other`: anything else; `total`). From
     Visibility: a move shows within seconds."""
     base = _on_build(deployment, build)
-    counts = await asyncio.gather(client.count_workflows(base),
-                                  *(client.count_workflows(f"{base} AND WorkflowType = {_quote(t)}")
-                                    for t in FERRY_TYPES))
+    counts = await asyncio.gather(
+        client.count_workflows(base),
+        *(client.count_workflows(f"{base} AND WorkflowType = {_quote(t)}") for t in FERRY_TYPES),
+    )
     total = counts[0].count
     by_type = {t: c.count for t, c in zip(FERRY_TYPES, counts[1:], strict=True)}
     return {**by_type, "other": max(0, total - sum(by_type.values())), "total": total}
@@ -191,9 +237,14 @@ def _router_wake(deployment: str, build: str, run: str) -> dict[str, Any]:
 
     digest = hashlib.sha256(f"{deployment}:{build}:{run}".encode()).hexdigest()[:32]
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    return Notification(key=f"upgrade-{digest}", type=WORKER_BUILD_CHANGED, at=now, source=WAKE_SOURCE,
-                        message=f"worker deployment {deployment}: build {build} is current"[:200],
-                        details={"deployment": deployment[:200], "build": build[:200]}).model_dump(mode="json")
+    return Notification(
+        key=f"upgrade-{digest}",
+        type=WORKER_BUILD_CHANGED,
+        at=now,
+        source=WAKE_SOURCE,
+        message=f"worker deployment {deployment}: build {build} is current"[:200],
+        details={"deployment": deployment[:200], "build": build[:200]},
+    ).model_dump(mode="json")
 
 
 async def wake(client: Client, deployment: str, current: str, found: list[tuple[str, str]], run: str) -> int:
@@ -263,6 +314,7 @@ async def drain(client: Client, deployment: str, build: str, within: float) -> D
 
 # ----------------------------------------------------------------------------------------- commands ---
 
+
 def _deployment_of(args: argparse.Namespace) -> str:
     settings = settings_from(args)
     return str(args.deployment or settings.worker.deployment_name or DEFAULT_DEPLOYMENT)
@@ -286,14 +338,20 @@ def cmd_drain(args: argparse.Namespace) -> int:
         return await drain(client, deployment, args.to, _seconds(args.timeout))
 
     report = run_connected(settings_from(args), work)
-    lines = [f"deployment {deployment}: build {report.current} is current; woke {report.woken} workflow(s) in "
-             f"{report.rounds} round(s), {report.seconds}s"]
+    lines = [
+        f"deployment {deployment}: build {report.current} is current; woke {report.woken} workflow(s) in "
+        f"{report.rounds} round(s), {report.seconds}s"
+    ]
     if report.left_behind:
-        lines.append(f"still on an older build after {args.timeout}: {len(report.left_behind)} "
-                     f"({', '.join(report.left_behind[:10])}{' ...' if len(report.left_behind) > 10 else ''})")
+        lines.append(
+            f"still on an older build after {args.timeout}: {len(report.left_behind)} "
+            f"({', '.join(report.left_behind[:10])}{' ...' if len(report.left_behind) > 10 else ''})"
+        )
     for build, counts in report.older_builds.items():
-        lines.append(f"build {build}: {_counts_line(counts)}: keep its workers until `ferry upgrade status "
-                     f"--build {build}` says it is empty")
+        lines.append(
+            f"build {build}: {_counts_line(counts)}: keep its workers until `ferry upgrade status "
+            f"--build {build}` says it is empty"
+        )
     if not report.older_builds:
         lines.append("no workflow runs on an older build: their workers may stop")
     emit(asdict(report), args.json, "\n".join(lines))
@@ -314,8 +372,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise
-            raise CommandError(f"no worker deployment {deployment!r}: no worker has polled with "
-                               f"FERRY_DEPLOYMENT_NAME={deployment}") from err
+            raise CommandError(
+                f"no worker deployment {deployment!r}: no worker has polled with FERRY_DEPLOYMENT_NAME={deployment}"
+            ) from err
         builds = [args.build] if args.build else [v.build for v in described.versions]
         deadline = time.monotonic() + wait
         while True:
@@ -327,19 +386,21 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     data = run_connected(settings_from(args), work)
     described, running = data["deployment"], data["running"]
-    ramping = (f", ramping {described['ramping']} at {described['ramping_percent']:g} %"
-               if described["ramping"] else "")
-    lines = [f"deployment {deployment}: current {described['current'] or '(none)'}{ramping}"
-             + ("" if described["routing_settled"] else " (routing still propagating)")]
+    ramping = f", ramping {described['ramping']} at {described['ramping_percent']:g} %" if described["ramping"] else ""
+    lines = [
+        f"deployment {deployment}: current {described['current'] or '(none)'}{ramping}"
+        + ("" if described["routing_settled"] else " (routing still propagating)")
+    ]
     statuses = {v["build"]: v for v in described["versions"]}
     for build, counts in running.items():
         version = statuses.get(build, {})
-        drainage = f" (drainage checked {version['drainage_checked']})" \
-            if version.get("drainage_checked") else ""
+        drainage = f" (drainage checked {version['drainage_checked']})" if version.get("drainage_checked") else ""
         lines.append(f"  build {build}  {version.get('status', 'UNKNOWN')}{drainage}: {_counts_line(counts)}")
     if args.build:
         empty = not running[args.build]["total"]
-        lines.append(f"build {args.build}: " + ("nothing runs on it: its workers may stop" if empty else
-                                                "still in use: keep its workers"))
+        lines.append(
+            f"build {args.build}: "
+            + ("nothing runs on it: its workers may stop" if empty else "still in use: keep its workers")
+        )
     emit(data, args.json, "\n".join(lines))
     return 0 if not args.build or not running[args.build]["total"] else 1

@@ -49,8 +49,13 @@ def read_public_keys(paths: list[str]) -> list[PublisherKey]:
     return keys
 
 
-def verify_reference(reference: str, key_paths: list[str], activities: SignatureActivities,
-                     registry: RegistryActivities, default_registry: str | None = None) -> dict[str, Any]:
+def verify_reference(
+    reference: str,
+    key_paths: list[str],
+    activities: SignatureActivities,
+    registry: RegistryActivities,
+    default_registry: str | None = None,
+) -> dict[str, Any]:
     """Resolve the reference to a digest and verify its signature; CommandError carries the reason."""
     repository, ref = split_reference(reference)
     host = repository.split("/")[0] if "/" in repository else ""
@@ -64,20 +69,32 @@ def verify_reference(reference: str, key_paths: list[str], activities: Signature
     try:
         digest = ref if is_digest(ref) else registry.resolve_tag(ResolveTagInput(repository=repository, tag=ref)).digest
         assert digest is not None
-        verified = activities.verify_artifact(VerifyArtifactInput(repository=repository, digest=digest,
-                                                                  publishers=keys))
+        verified = activities.verify_artifact(
+            VerifyArtifactInput(repository=repository, digest=digest, publishers=keys)
+        )
     except ApplicationError as err:
         raise CommandError(f"{reference}: {err.type}: {err.message}") from None
-    return {"repository": repository, "reference": ref, "digest": digest, "verified": True,
-            "key_name": verified.key_name, "fingerprint": verified.fingerprint, "publisher": verified.publisher,
-            "signature_tag": verified.signature_tag}
+    return {
+        "repository": repository,
+        "reference": ref,
+        "digest": digest,
+        "verified": True,
+        "key_name": verified.key_name,
+        "fingerprint": verified.fingerprint,
+        "publisher": verified.publisher,
+        "signature_tag": verified.signature_tag,
+    }
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     signatures, registry = verify_activities(settings)
     out = verify_reference(args.reference, args.key, signatures, registry, settings.registry.default)
-    emit(out, args.json, f"verified {out['repository']}@{out['digest']}\n"
-                         f"signed by: {out['key_name']} {out['fingerprint']}\n"
-                         f"publisher: {out['publisher']}")
+    emit(
+        out,
+        args.json,
+        f"verified {out['repository']}@{out['digest']}\n"
+        f"signed by: {out['key_name']} {out['fingerprint']}\n"
+        f"publisher: {out['publisher']}",
+    )
     return 0

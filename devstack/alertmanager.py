@@ -15,8 +15,9 @@ import yaml
 
 from devstack.procs import StackError, spawn, wait_healthy
 
-INSTALL_HINT = "install Debian's prometheus-alertmanager (`sudo apt-get install prometheus-alertmanager`, or " \
-               "`make setup`)"
+INSTALL_HINT = (
+    "install Debian's prometheus-alertmanager (`sudo apt-get install prometheus-alertmanager`, or `make setup`)"
+)
 
 
 @dataclass
@@ -36,12 +37,21 @@ class Alertmanager:
         self.root.mkdir(parents=True, exist_ok=True)
         config = self.root / "alertmanager.yml"
         # one route to a receiver that sends nothing: the test reads alerts back from the API
-        config.write_text(yaml.safe_dump({"route": {"receiver": "ferry", "group_wait": "1s"},
-                                          "receivers": [{"name": "ferry"}]}))
+        config.write_text(
+            yaml.safe_dump({"route": {"receiver": "ferry", "group_wait": "1s"}, "receivers": [{"name": "ferry"}]})
+        )
         log = self.root / "alertmanager.log"
-        self.proc = spawn([binary, f"--config.file={config}", f"--storage.path={self.root / 'data'}",
-                           f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=",
-                           "--log.level=warn"], log)
+        self.proc = spawn(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.path={self.root / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--cluster.listen-address=",
+                "--log.level=warn",
+            ],
+            log,
+        )
         wait_healthy("alertmanager", self.proc, self.ready, timeout, log)
         return self
 

@@ -20,8 +20,10 @@ from pathlib import Path
 
 from devstack.procs import StackError, pid_alive, spawn, stop_pid, wait_healthy
 
-INSTALL_HINT = "install PostgreSQL >= 12 (`sudo apt-get install postgresql`; the server binaries are in " \
-               "/usr/lib/postgresql/<version>/bin) or put its initdb and postgres on PATH"
+INSTALL_HINT = (
+    "install PostgreSQL >= 12 (`sudo apt-get install postgresql`; the server binaries are in "
+    "/usr/lib/postgresql/<version>/bin) or put its initdb and postgres on PATH"
+)
 SUPERUSER = "temporal"  # initdb's superuser, the role Temporal connects as (trust auth, 127.0.0.1 only)
 # One Temporal server process runs four services, each with its own pools (up to 20 + 10 connections per
 # service against the two databases); the default of 100 leaves no room for the schema tool and a restart.
@@ -33,8 +35,10 @@ def postgres_bin_dir() -> Path:
     for candidate in (shutil.which("postgres"), shutil.which("initdb")):
         if candidate:
             return Path(os.path.realpath(candidate)).parent
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"),
-                      key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
     if versions:
         return versions[-1].parent
     raise StackError(f"postgresql: the postgres server binary is missing; {INSTALL_HINT}")
@@ -46,8 +50,10 @@ def _as_unprivileged() -> list[str]:
         return []
     unshare = shutil.which("unshare")
     if unshare is None:
-        raise StackError("postgresql: running as root needs util-linux's `unshare` (PostgreSQL refuses root); "
-                         "install util-linux or run `ferry dev up` as an ordinary user")
+        raise StackError(
+            "postgresql: running as root needs util-linux's `unshare` (PostgreSQL refuses root); "
+            "install util-linux or run `ferry dev up` as an ordinary user"
+        )
     try:
         entry = pwd.getpwnam("postgres")
         uid, gid = entry.pw_uid, entry.pw_gid
@@ -86,17 +92,45 @@ class Postgres:
         if self.data.exists():  # a half-made data dir (initdb interrupted): initdb wants an empty one
             shutil.rmtree(self.data)
         result = subprocess.run(
-            [*_as_unprivileged(), str(bindir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", SUPERUSER,
-             "-E", "UTF8", "--locale", "C.UTF-8"],
-            capture_output=True, text=True, timeout=120)
+            [
+                *_as_unprivileged(),
+                str(bindir / "initdb"),
+                "-D",
+                str(self.data),
+                "-A",
+                "trust",
+                "-U",
+                SUPERUSER,
+                "-E",
+                "UTF8",
+                "--locale",
+                "C.UTF-8",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if result.returncode != 0:
             lines = (result.stderr or result.stdout).strip().splitlines() or ["(no output)"]
             raise StackError(f"postgresql: initdb failed: {lines[-1][:300]}")
 
     def argv(self) -> list[str]:
-        return [*_as_unprivileged(), str(postgres_bin_dir() / "postgres"), "-D", str(self.data),
-                "-p", str(self.port), "-k", str(self.root), "-c", "listen_addresses=127.0.0.1",
-                "-c", f"max_connections={MAX_CONNECTIONS}", "-c", "log_min_messages=warning"]
+        return [
+            *_as_unprivileged(),
+            str(postgres_bin_dir() / "postgres"),
+            "-D",
+            str(self.data),
+            "-p",
+            str(self.port),
+            "-k",
+            str(self.root),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"max_connections={MAX_CONNECTIONS}",
+            "-c",
+            "log_min_messages=warning",
+        ]
 
     def start(self, timeout: float = 30.0) -> None:
         self.init()
@@ -117,8 +151,21 @@ class Postgres:
 
     def ready(self) -> bool:
         """pg_isready: accepting connections (not merely listening while it replays its WAL)."""
-        result = subprocess.run([str(postgres_bin_dir() / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port),
-                                 "-U", SUPERUSER, "-t", "1"], capture_output=True, timeout=5)
+        result = subprocess.run(
+            [
+                str(postgres_bin_dir() / "pg_isready"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                SUPERUSER,
+                "-t",
+                "1",
+            ],
+            capture_output=True,
+            timeout=5,
+        )
         return result.returncode == 0
 
     def stop(self) -> None:

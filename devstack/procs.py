@@ -37,16 +37,22 @@ def tcp_open(port: int, host: str = "127.0.0.1") -> bool:
     return port_taken(port, host)
 
 
-def spawn(argv: Sequence[str], log_file: Path, env: dict[str, str] | None = None,
-          die_with_parent: bool = False) -> subprocess.Popen[bytes]:
+def spawn(
+    argv: Sequence[str], log_file: Path, env: dict[str, str] | None = None, die_with_parent: bool = False
+) -> subprocess.Popen[bytes]:
     """Start a child in its own session (so a Ctrl-C in the parent's terminal does not reach it) with
     stdout/stderr to a log file. `die_with_parent`: the child gets SIGTERM when this process dies, even by
     SIGKILL (Linux PR_SET_PDEATHSIG) — for throwaway clusters of a test session, never for `ferry dev up`'s."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as log:
         return subprocess.Popen(
-            list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env=env, preexec_fn=_die_with_parent if die_with_parent else None,
+            list(argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+            preexec_fn=_die_with_parent if die_with_parent else None,
         )
 
 

@@ -27,14 +27,35 @@ def start_receiver(state_dir: Path, port: int, timeout: float) -> dict[str, Any]
     ready = state_dir / "receiver.ready"
     ready.unlink(missing_ok=True)
     url = f"http://127.0.0.1:{port}"
-    proc = spawn([sys.executable, "-m", "cli.main", "receiver", "--bind", f"127.0.0.1:{port}", "--state-dir",
-                  str(state_dir), "--token-file", str(state_dir / "receiver.token"), "--ready-file", str(ready)], log,
-                 env=dict(os.environ))
+    proc = spawn(
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "receiver",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--state-dir",
+            str(state_dir),
+            "--token-file",
+            str(state_dir / "receiver.token"),
+            "--ready-file",
+            str(ready),
+        ],
+        log,
+        env=dict(os.environ),
+    )
 
     def up() -> bool:
         with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
             return ready.is_file() and bool(response.status == 200)
 
     wait_healthy("receiver", proc, up, timeout, log)
-    return {"pid": proc.pid, "host": f"127.0.0.1:{port}", "url": url, "hook": f"{url}/hooks/registry",
-            "log": str(log), "metrics": f"{url}/metrics"}
+    return {
+        "pid": proc.pid,
+        "host": f"127.0.0.1:{port}",
+        "url": url,
+        "hook": f"{url}/hooks/registry",
+        "log": str(log),
+        "metrics": f"{url}/metrics",
+    }

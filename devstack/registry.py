@@ -77,9 +77,14 @@ class Registry:
             config["auth"] = {"htpasswd": {"realm": "ferry", "path": str(self.htpasswd)}}
         if self.notify_url:
             endpoint: dict[str, object] = {
-                "name": "ferry-receiver", "url": self.notify_url, "timeout": "2s", "threshold": 3, "backoff": "1s",
+                "name": "ferry-receiver",
+                "url": self.notify_url,
+                "timeout": "2s",
+                "threshold": 3,
+                "backoff": "1s",
                 # pulls (every reconcile's fetch) would only be noise; pushes of layers are skipped by the receiver
-                "ignore": {"actions": ["pull"]}}
+                "ignore": {"actions": ["pull"]},
+            }
             if self.notify_token:
                 endpoint["headers"] = {"Authorization": [f"Bearer {self.notify_token}"]}
             config["notifications"] = {"endpoints": [endpoint]}

@@ -74,8 +74,15 @@ def worker_names(count: int) -> list[str]:
     return ["worker" if i == 1 else f"worker-{i}" for i in range(1, count + 1)]
 
 
-def up(state_dir: Path, ports: Ports | None = None, *, worker: bool = True, timeout: float = 60.0,
-       temporal: str = "dev", workers: int | None = None) -> StackInfo:
+def up(
+    state_dir: Path,
+    ports: Ports | None = None,
+    *,
+    worker: bool = True,
+    timeout: float = 60.0,
+    temporal: str = "dev",
+    workers: int | None = None,
+) -> StackInfo:
     """Start every component, health-check each, write devstack.json. On any failure, stop what was
     started and raise StackError: nothing is left half-running.
 
@@ -133,15 +140,26 @@ def _preflight(state_dir: Path, ports: Ports, temporal: str, count: int) -> None
         for name in ("server", "temporal-sql-tool", "temporal-ui-server"):
             binary(name)  # fail before anything starts
     metrics = {f"metrics ({name})" if i else "metrics": ports.metrics + i for i, name in enumerate(worker_names(count))}
-    _check_ports({"temporal": ports.temporal, "temporal-ui": ports.ui, "registry": ports.registry,
-                  "kube": ports.kube, "receiver": ports.receiver, **metrics,
-                  **({"postgres": ports.postgres} if temporal == "cluster" else {})})
+    _check_ports(
+        {
+            "temporal": ports.temporal,
+            "temporal-ui": ports.ui,
+            "registry": ports.registry,
+            "kube": ports.kube,
+            "receiver": ports.receiver,
+            **metrics,
+            **({"postgres": ports.postgres} if temporal == "cluster" else {}),
+        }
+    )
 
 
-def _start_dev_server(state_dir: Path, ports: Ports, timeout: float,
-                      started: list[tuple[str, int]]) -> dict[str, Any]:
-    dev = TemporalDevServer(port=ports.temporal, ui_port=ports.ui, db_file=state_dir / "temporal.db",
-                            log_file=state_dir / "logs" / "temporal.log")
+def _start_dev_server(state_dir: Path, ports: Ports, timeout: float, started: list[tuple[str, int]]) -> dict[str, Any]:
+    dev = TemporalDevServer(
+        port=ports.temporal,
+        ui_port=ports.ui,
+        db_file=state_dir / "temporal.db",
+        log_file=state_dir / "logs" / "temporal.log",
+    )
     dev.start(timeout)
     assert dev.proc is not None
     started.append(("temporal", dev.proc.pid))
@@ -152,29 +170,41 @@ def _start_dev_server(state_dir: Path, ports: Ports, timeout: float,
     from devstack.temporal_cluster import ensure_namespace
 
     asyncio.run(ensure_namespace(dev.address, dev.namespace))
-    return {"address": dev.address, "namespace": dev.namespace, "ui_url": dev.ui_url, "pid": dev.proc.pid,
-            "db_file": str(dev.db_file), "topology": "dev"}
+    return {
+        "address": dev.address,
+        "namespace": dev.namespace,
+        "ui_url": dev.ui_url,
+        "pid": dev.proc.pid,
+        "db_file": str(dev.db_file),
+        "topology": "dev",
+    }
 
 
-def _start_receiver_and_registry(info: StackInfo, state_dir: Path, ports: Ports, timeout: float,
-                                 started: list[tuple[str, int]]) -> None:
+def _start_receiver_and_registry(
+    info: StackInfo, state_dir: Path, ports: Ports, timeout: float, started: list[tuple[str, int]]
+) -> None:
     from devstack.receiver import receiver_token, start_receiver
 
     token = receiver_token(state_dir)
     receiver = start_receiver(state_dir, ports.receiver, timeout)
     started.append(("receiver", receiver["pid"]))
     info.components["receiver"] = receiver
-    registry = Registry(port=ports.registry, root=state_dir / "registry", notify_url=receiver["hook"],
-                        notify_token=token)
+    registry = Registry(
+        port=ports.registry, root=state_dir / "registry", notify_url=receiver["hook"], notify_token=token
+    )
     registry.start(timeout)
     assert registry.proc is not None
     started.append(("registry", registry.proc.pid))
-    info.components["registry"] = {"host": registry.host, "pid": registry.proc.pid,
-                                   "storage": str(registry.root / "data")}
+    info.components["registry"] = {
+        "host": registry.host,
+        "pid": registry.proc.pid,
+        "storage": str(registry.root / "data"),
+    }
 
 
-def _start_cluster(state_dir: Path, ports: Ports, timeout: float, started: list[tuple[str, int]]
-                   ) -> dict[str, dict[str, Any]]:
+def _start_cluster(
+    state_dir: Path, ports: Ports, timeout: float, started: list[tuple[str, int]]
+) -> dict[str, dict[str, Any]]:
     """PostgreSQL, the schema, the Temporal server, the namespace and search attributes, the UI server."""
     from devstack.postgres import Postgres
     from devstack.temporal_cluster import SERVER_VERSION, UI_VERSION, TemporalCluster
@@ -188,18 +218,35 @@ def _start_cluster(state_dir: Path, ports: Ports, timeout: float, started: list[
     pids = cluster.pids()
     started.extend(pids.items())
     return {
-        "postgresql": {"address": postgres.address, "pid": postgres.proc.pid, "data": str(postgres.data),
-                       "log": str(postgres.log_file)},
-        "temporal": {"address": cluster.address, "namespace": cluster.namespace, "ui_url": cluster.ui_url,
-                     "pid": pids["temporal-server"], "topology": "cluster", "version": SERVER_VERSION,
-                     "config": str(cluster.config_file), "log": str(cluster.logs / "temporal-server.log")},
-        "temporal-ui": {"address": f"127.0.0.1:{ports.ui}", "url": cluster.ui_url, "pid": pids["temporal-ui"],
-                        "version": UI_VERSION, "log": str(cluster.logs / "temporal-ui.log")},
+        "postgresql": {
+            "address": postgres.address,
+            "pid": postgres.proc.pid,
+            "data": str(postgres.data),
+            "log": str(postgres.log_file),
+        },
+        "temporal": {
+            "address": cluster.address,
+            "namespace": cluster.namespace,
+            "ui_url": cluster.ui_url,
+            "pid": pids["temporal-server"],
+            "topology": "cluster",
+            "version": SERVER_VERSION,
+            "config": str(cluster.config_file),
+            "log": str(cluster.logs / "temporal-server.log"),
+        },
+        "temporal-ui": {
+            "address": f"127.0.0.1:{ports.ui}",
+            "url": cluster.ui_url,
+            "pid": pids["temporal-ui"],
+            "version": UI_VERSION,
+            "log": str(cluster.logs / "temporal-ui.log"),
+        },
     }
 
 
-def _start_workers(state_dir: Path, count: int, metrics_port: int, timeout: float,
-                   started: list[tuple[str, int]]) -> dict[str, dict[str, Any]]:
+def _start_workers(
+    state_dir: Path, count: int, metrics_port: int, timeout: float, started: list[tuple[str, int]]
+) -> dict[str, dict[str, Any]]:
     """`count` ferry workers on task queue `ferry`, started together, each with its own metrics port and (with
     more than one) its own artifact cache: the cache is safe across threads of one worker, not across
     processes, as it would not be across machines."""
@@ -208,19 +255,29 @@ def _start_workers(state_dir: Path, count: int, metrics_port: int, timeout: floa
     for i, name in enumerate(worker_names(count)):
         ready = state_dir / f"{name}.ready"
         ready.unlink(missing_ok=True)
-        env = {"FERRY_ALERT_PROVIDERS": str(state_dir / "alert-providers.yaml"), **os.environ,
-               "FERRY_PROMETHEUS_BIND": f"127.0.0.1:{metrics_port + i}"}
+        env = {
+            "FERRY_ALERT_PROVIDERS": str(state_dir / "alert-providers.yaml"),
+            **os.environ,
+            "FERRY_PROMETHEUS_BIND": f"127.0.0.1:{metrics_port + i}",
+        }
         if count > 1:
             env["FERRY_CACHE_DIR"] = str(state_dir / "cache" / name)
-        proc = spawn([sys.executable, "-m", "cli.main", "worker", "--state-dir", str(state_dir),
-                      "--ready-file", str(ready)], logs / f"{name}.log", env=env)
+        proc = spawn(
+            [sys.executable, "-m", "cli.main", "worker", "--state-dir", str(state_dir), "--ready-file", str(ready)],
+            logs / f"{name}.log",
+            env=env,
+        )
         started.append((name, proc.pid))
         procs[name] = (proc, ready)
     components = {}
     for i, (name, (proc, ready)) in enumerate(procs.items()):
         wait_healthy(name, proc, ready.is_file, timeout, logs / f"{name}.log")
-        components[name] = {"pid": proc.pid, "task_queue": "ferry", "log": str(logs / f"{name}.log"),
-                            "metrics": f"http://127.0.0.1:{metrics_port + i}/metrics"}
+        components[name] = {
+            "pid": proc.pid,
+            "task_queue": "ferry",
+            "log": str(logs / f"{name}.log"),
+            "metrics": f"http://127.0.0.1:{metrics_port + i}/metrics",
+        }
     return components
 
 
@@ -246,12 +303,19 @@ def _start_kube(state_dir: Path, port: int, timeout: float) -> dict[str, Any]:
     # the worker's clusters file (FERRY_CLUSTERS): environments name `default`, the worker's own
     # least-privileged identity; no auth plugin is allowed
     clusters = state_dir / "clusters.yaml"
-    clusters.write_text(json.dumps({"clusters": {"default": {"kubeconfig": str(cluster.worker_kubeconfig)}}},
-                                   indent=2) + "\n")
-    return {"server": cluster.url, "kubeconfig": str(kubeconfig), "worker_kubeconfig": str(cluster.worker_kubeconfig),
-            "clusters": str(clusters),
-            "pid": cluster.procs["kube-apiserver"].pid, "processes": cluster.pids(),
-            "logs": str(cluster.logs), "data": str(cluster.root / "etcd")}
+    clusters.write_text(
+        json.dumps({"clusters": {"default": {"kubeconfig": str(cluster.worker_kubeconfig)}}}, indent=2) + "\n"
+    )
+    return {
+        "server": cluster.url,
+        "kubeconfig": str(kubeconfig),
+        "worker_kubeconfig": str(cluster.worker_kubeconfig),
+        "clusters": str(clusters),
+        "pid": cluster.procs["kube-apiserver"].pid,
+        "processes": cluster.pids(),
+        "logs": str(cluster.logs),
+        "data": str(cluster.root / "etcd"),
+    }
 
 
 def kubectl_server_version(kubeconfig: Path) -> str:
@@ -259,8 +323,9 @@ def kubectl_server_version(kubeconfig: Path) -> str:
     kubectl = script_path("kubectl") or shutil.which("kubectl")
     if kubectl is None:
         return "Server Version: (kubectl is missing; run `make setup`)"
-    out = subprocess.run([kubectl, "--kubeconfig", str(kubeconfig), "version"], capture_output=True, text=True,
-                         timeout=30)
+    out = subprocess.run(
+        [kubectl, "--kubeconfig", str(kubeconfig), "version"], capture_output=True, text=True, timeout=30
+    )
     lines = [line for line in out.stdout.splitlines() if line.startswith("Server Version")]
     return lines[0] if lines else f"Server Version: unknown ({(out.stderr or out.stdout).strip()[:200]})"
 
@@ -303,8 +368,10 @@ def describe_topology(components: dict[str, Any]) -> str:
     if "postgresql" in components:
         pg = components["postgresql"]
         temporal = components.get("temporal", {})
-        lines.append(f"postgres  {pg['address']}  data {pg['data']}  (Temporal {temporal.get('version')} on it, "
-                     f"pid {temporal.get('pid')})")
+        lines.append(
+            f"postgres  {pg['address']}  data {pg['data']}  (Temporal {temporal.get('version')} on it, "
+            f"pid {temporal.get('pid')})"
+        )
     if "temporal-ui" in components:
         ui = components["temporal-ui"]
         lines.append(f"ui        {ui['url']}  (Temporal UI server {ui.get('version')}, pid {ui['pid']})")

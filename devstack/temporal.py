@@ -40,8 +40,19 @@ class TemporalDevServer:
 
     def argv(self) -> list[str]:
         argv = [
-            temporal_binary(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(self.port),
-            "--db-filename", str(self.db_file), "--namespace", self.namespace, "--log-level", "warn",
+            temporal_binary(),
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--db-filename",
+            str(self.db_file),
+            "--namespace",
+            self.namespace,
+            "--log-level",
+            "warn",
         ]
         argv += ["--ui-port", str(self.ui_port)] if self.ui_port else ["--headless"]
         for name, kind in SEARCH_ATTRIBUTES.items():

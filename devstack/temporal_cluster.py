@@ -62,11 +62,13 @@ def binary(name: str) -> str:
 
 
 def built() -> bool:
-    return all(os.access(binaries_dir() / name, os.X_OK) for name in ("server", "temporal-sql-tool",
-                                                                         "temporal-ui-server"))
+    return all(
+        os.access(binaries_dir() / name, os.X_OK) for name in ("server", "temporal-sql-tool", "temporal-ui-server")
+    )
 
 
 # ------------------------------------------------------------------------------------------------ schema ---
+
 
 def setup_schema(postgres: Postgres, timeout: float = 120.0) -> list[str]:
     """Create both databases if missing and bring their schemas to the server's version with Temporal's own
@@ -83,8 +85,9 @@ def setup_schema(postgres: Postgres, timeout: float = 120.0) -> list[str]:
             if result.returncode != 0:
                 raise StackError(f"temporal-schema: {step[0]} on {database} failed: {_last_line(result)}")
     after = schema_versions(postgres)
-    return [f"{db}: schema {before[db] or '(new database)'} -> {after[db]}" for db in DATABASES
-            if before[db] != after[db]]
+    return [
+        f"{db}: schema {before[db] or '(new database)'} -> {after[db]}" for db in DATABASES if before[db] != after[db]
+    ]
 
 
 def _run_tool(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
@@ -101,8 +104,13 @@ def psql(postgres: Postgres, database: str, sql: str, check: bool = False) -> st
     from devstack.postgres import postgres_bin_dir
 
     host, port = postgres.address.rsplit(":", 1)
-    out = subprocess.run([str(postgres_bin_dir() / "psql"), "-h", host, "-p", port, "-U", SUPERUSER, "-d", database,
-                          "-tAc", sql], capture_output=True, text=True, timeout=30, check=check)
+    out = subprocess.run(
+        [str(postgres_bin_dir() / "psql"), "-h", host, "-p", port, "-U", SUPERUSER, "-d", database, "-tAc", sql],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=check,
+    )
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
@@ -113,20 +121,35 @@ def schema_versions(postgres: Postgres) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------------------------ config ---
 
-def server_config(frontend_port: int, ports: dict[str, int], postgres_address: str, dynamic_config: Path,
-                  log_level: str = "warn") -> dict[str, Any]:
+
+def server_config(
+    frontend_port: int, ports: dict[str, int], postgres_address: str, dynamic_config: Path, log_level: str = "warn"
+) -> dict[str, Any]:
     """The server's config (the shape of the module's config/development-postgres12.yaml): PostgreSQL for
     history and visibility, every service on 127.0.0.1, no metrics or pprof listeners, no archival."""
 
     def store(database: str, conns: int) -> dict[str, Any]:
-        return {"sql": {"pluginName": "postgres12", "databaseName": database, "connectAddr": postgres_address,
-                        "connectProtocol": "tcp", "user": SUPERUSER, "password": "", "maxConns": conns,
-                        "maxIdleConns": conns, "maxConnLifetime": "1h"}}
+        return {
+            "sql": {
+                "pluginName": "postgres12",
+                "databaseName": database,
+                "connectAddr": postgres_address,
+                "connectProtocol": "tcp",
+                "user": SUPERUSER,
+                "password": "",
+                "maxConns": conns,
+                "maxIdleConns": conns,
+                "maxConnLifetime": "1h",
+            }
+        }
 
     def rpc(service: str) -> dict[str, Any]:
         grpc = frontend_port if service == "frontend" else ports[f"{service}-grpc"]
-        entry: dict[str, Any] = {"grpcPort": grpc, "membershipPort": ports[f"{service}-membership"],
-                                 "bindOnIP": "127.0.0.1"}
+        entry: dict[str, Any] = {
+            "grpcPort": grpc,
+            "membershipPort": ports[f"{service}-membership"],
+            "bindOnIP": "127.0.0.1",
+        }
         if service == "frontend":
             entry["httpPort"] = ports["frontend-http"]
         return {"rpc": entry}
@@ -134,18 +157,29 @@ def server_config(frontend_port: int, ports: dict[str, int], postgres_address: s
     return {
         "log": {"stdout": True, "level": log_level},
         "persistence": {
-            "defaultStore": "postgres-default", "visibilityStore": "postgres-visibility",
+            "defaultStore": "postgres-default",
+            "visibilityStore": "postgres-visibility",
             "numHistoryShards": NUM_HISTORY_SHARDS,
-            "datastores": {"postgres-default": store("temporal", 20),
-                           "postgres-visibility": store("temporal_visibility", 10)},
+            "datastores": {
+                "postgres-default": store("temporal", 20),
+                "postgres-visibility": store("temporal_visibility", 10),
+            },
         },
         "global": {"membership": {"maxJoinDuration": "30s", "broadcastAddress": "127.0.0.1"}},
         "services": {service: rpc(service) for service in SERVICES},
         "clusterMetadata": {
-            "enableGlobalNamespace": False, "failoverVersionIncrement": 10,
-            "masterClusterName": "active", "currentClusterName": "active",
-            "clusterInformation": {"active": {"enabled": True, "initialFailoverVersion": 1, "rpcName": "frontend",
-                                              "rpcAddress": f"127.0.0.1:{frontend_port}"}},
+            "enableGlobalNamespace": False,
+            "failoverVersionIncrement": 10,
+            "masterClusterName": "active",
+            "currentClusterName": "active",
+            "clusterInformation": {
+                "active": {
+                    "enabled": True,
+                    "initialFailoverVersion": 1,
+                    "rpcName": "frontend",
+                    "rpcAddress": f"127.0.0.1:{frontend_port}",
+                }
+            },
         },
         "dcRedirectionPolicy": {"policy": "noop"},
         "dynamicConfigClient": {"filepath": str(dynamic_config), "pollInterval": "10s"},
@@ -162,15 +196,26 @@ def dynamic_config(frontend_http_port: int) -> dict[str, Any]:
 def ui_config(ui_port: int, frontend: str, namespace: str) -> dict[str, Any]:
     """The UI server's config (its config/base.yaml's keys): plain http on 127.0.0.1, writes allowed (SREs send
     Updates from it), no news feed fetched from the internet."""
-    return {"temporalGrpcAddress": frontend, "host": "127.0.0.1", "port": ui_port, "publicPath": "",
-            "enableUi": True, "defaultNamespace": namespace, "disableNewsFetch": True,
-            "refreshInterval": "1m", "showTemporalSystemNamespace": False,
-            "cors": {"allowOrigins": [f"http://127.0.0.1:{ui_port}", f"http://localhost:{ui_port}"],
-                     "cookieInsecure": True},
-            "auth": {"enabled": False}}
+    return {
+        "temporalGrpcAddress": frontend,
+        "host": "127.0.0.1",
+        "port": ui_port,
+        "publicPath": "",
+        "enableUi": True,
+        "defaultNamespace": namespace,
+        "disableNewsFetch": True,
+        "refreshInterval": "1m",
+        "showTemporalSystemNamespace": False,
+        "cors": {
+            "allowOrigins": [f"http://127.0.0.1:{ui_port}", f"http://localhost:{ui_port}"],
+            "cookieInsecure": True,
+        },
+        "auth": {"enabled": False},
+    }
 
 
 # ------------------------------------------------------------------------------------------------ server ---
+
 
 def _membership_port() -> int:
     """A free port for a membership (ringpop) listener. NB: the SQL schema stores membership ports as SMALLINT
@@ -226,15 +271,20 @@ class TemporalCluster:
         if path.is_file():
             ports = {k: int(v) for k, v in json.loads(path.read_text()).items()}
         else:
-            names = ["frontend-http", *(f"{s}-membership" for s in SERVICES),
-                     *(f"{s}-grpc" for s in SERVICES if s != "frontend")]
+            names = [
+                "frontend-http",
+                *(f"{s}-membership" for s in SERVICES),
+                *(f"{s}-grpc" for s in SERVICES if s != "frontend"),
+            ]
             ports = {name: _membership_port() if name.endswith("-membership") else free_port() for name in names}
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(ports, indent=1) + "\n")
         for name, port in ports.items():
             if port == self.port or tcp_open(port):
-                raise StackError(f"temporal: port 127.0.0.1:{port} ({name}, kept in {path}) is already in use; "
-                                 f"stop what holds it or delete {path} to choose new ones")
+                raise StackError(
+                    f"temporal: port 127.0.0.1:{port} ({name}, kept in {path}) is already in use; "
+                    f"stop what holds it or delete {path} to choose new ones"
+                )
         return ports
 
     def write_config(self) -> None:
@@ -267,8 +317,13 @@ class TemporalCluster:
         argv = [server or binary("server"), "--config-file", str(self.config_file), "--allow-no-auth", "start"]
         proc = spawn(argv, self.logs / "temporal-server.log", die_with_parent=self.throwaway)
         self.procs["temporal-server"] = proc
-        wait_healthy("temporal", proc, lambda: tcp_open(self.port) and self._serving(), timeout,
-                     self.logs / "temporal-server.log")
+        wait_healthy(
+            "temporal",
+            proc,
+            lambda: tcp_open(self.port) and self._serving(),
+            timeout,
+            self.logs / "temporal-server.log",
+        )
         return proc
 
     def _serving(self) -> bool:
@@ -279,17 +334,28 @@ class TemporalCluster:
         try:
             _run_sync(asyncio.wait_for(ensure_namespace(self.address, self.namespace), timeout))
         except TimeoutError as err:
-            raise StackError(f"temporal: namespace {self.namespace!r} and search attributes not ready after "
-                             f"{timeout:.0f}s (log: {self.logs / 'temporal-server.log'})") from err
+            raise StackError(
+                f"temporal: namespace {self.namespace!r} and search attributes not ready after "
+                f"{timeout:.0f}s (log: {self.logs / 'temporal-server.log'})"
+            ) from err
 
     def start_ui(self, timeout: float = 30.0, ui: str | None = None) -> subprocess.Popen[bytes]:
         assert self.ui_port
         config_dir = self.root / "ui" / "config"
         config_dir.mkdir(parents=True, exist_ok=True)
-        (config_dir / "base.yaml").write_text(yaml.safe_dump(ui_config(self.ui_port, self.address, self.namespace),
-                                                             sort_keys=False))
-        argv = [ui or binary("temporal-ui-server"), "--root", str(self.root / "ui"), "--config", "config",
-                "--env", "ferry", "start"]
+        (config_dir / "base.yaml").write_text(
+            yaml.safe_dump(ui_config(self.ui_port, self.address, self.namespace), sort_keys=False)
+        )
+        argv = [
+            ui or binary("temporal-ui-server"),
+            "--root",
+            str(self.root / "ui"),
+            "--config",
+            "config",
+            "--env",
+            "ferry",
+            "start",
+        ]
         proc = spawn(argv, self.logs / "temporal-ui.log", die_with_parent=self.throwaway)
         self.procs["temporal-ui"] = proc
         wait_healthy("temporal-ui", proc, self._ui_answers, timeout, self.logs / "temporal-ui.log")
@@ -347,8 +413,9 @@ async def ensure_namespace(address: str, namespace: str) -> None:
             raise
         retention = Duration(seconds=int(NAMESPACE_RETENTION.total_seconds()))
         try:
-            await client.workflow_service.register_namespace(RegisterNamespaceRequest(
-                namespace=namespace, workflow_execution_retention_period=retention))
+            await client.workflow_service.register_namespace(
+                RegisterNamespaceRequest(namespace=namespace, workflow_execution_retention_period=retention)
+            )
         except RPCError as exists:
             if exists.status != RPCStatusCode.ALREADY_EXISTS:
                 raise
@@ -356,12 +423,14 @@ async def ensure_namespace(address: str, namespace: str) -> None:
     while True:
         try:
             listed = await client.operator_service.list_search_attributes(
-                ListSearchAttributesRequest(namespace=namespace))
+                ListSearchAttributesRequest(namespace=namespace)
+            )
             missing = {name: kind for name, kind in wanted.items() if name not in listed.custom_attributes}
             if not missing:
                 return
-            await client.operator_service.add_search_attributes(AddSearchAttributesRequest(
-                namespace=namespace, search_attributes=missing))
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+            )
         except RPCError as err:
             # a namespace just registered is unknown to the other services until their namespace registry
             # refreshes (seconds); so is an attribute just added.
@@ -376,8 +445,9 @@ def throwaway_cluster(root: Path, *, log_level: str = "warn") -> Iterator[Tempor
     its processes die with the process that started them, and are stopped on exit."""
     postgres = Postgres(root=root / "postgresql", port=free_port(), throwaway=True)
     postgres.start()
-    cluster = TemporalCluster(root=root / "temporal", port=free_port(), ui_port=None, postgres=postgres,
-                              throwaway=True, log_level=log_level)
+    cluster = TemporalCluster(
+        root=root / "temporal", port=free_port(), ui_port=None, postgres=postgres, throwaway=True, log_level=log_level
+    )
     try:
         cluster.start(timeout=120)
         yield cluster

@@ -53,8 +53,11 @@ class WebhookSink:
                 with sink._lock:
                     sink.received.append(entry)
                 if sink.echo:
-                    print(f"--- {self.path} {entry.header('Idempotency-Key')}\n"
-                          f"{json.dumps(json.loads(body or b'null'), indent=2)}", flush=True)
+                    print(
+                        f"--- {self.path} {entry.header('Idempotency-Key')}\n"
+                        f"{json.dumps(json.loads(body or b'null'), indent=2)}",
+                        flush=True,
+                    )
                 self.send_response(sink.status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

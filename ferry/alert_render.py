@@ -28,8 +28,9 @@ class ProviderSpec(Model):
 
     name: str = Field(min_length=1, max_length=63, pattern=_NAME)
     type: ProviderType
-    url: SecretStr = Field(description="webhook URL (Slack/Teams/Discord URLs are secrets themselves); for "
-                           "alertmanager its base URL")
+    url: SecretStr = Field(
+        description="webhook URL (Slack/Teams/Discord URLs are secrets themselves); for alertmanager its base URL"
+    )
     secret: SecretStr | None = Field(None, description="generic-hmac: the HMAC-SHA256 key")
     token: SecretStr | None = Field(None, description="sent as `Authorization: Bearer TOKEN`")
     headers: dict[str, str] = Field(default_factory=dict, max_length=16)
@@ -61,10 +62,10 @@ class ProviderSpec(Model):
     @classmethod
     def _clean_headers(cls, value: dict[str, str]) -> dict[str, str]:
         for name, text in value.items():
-            if (not re.fullmatch(r"[A-Za-z0-9-]{1,64}", name) or re.search(r"[\x00-\x1f\x7f]", text)
-                    or len(text) > 1024):
-                raise ValueError(f"header {name[:64]!r}: a token name and one line of at most 1024 printable "
-                                 "characters")
+            if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", name) or re.search(r"[\x00-\x1f\x7f]", text) or len(text) > 1024:
+                raise ValueError(
+                    f"header {name[:64]!r}: a token name and one line of at most 1024 printable characters"
+                )
         return value
 
     @model_validator(mode="after")
@@ -83,6 +84,7 @@ class ProvidersFile(Model):
 
 # ------------------------------------------------------------------------------------------- links
 
+
 class Links(Model):
     """Worker-side settings that turn a notification into something an SRE can act on."""
 
@@ -93,8 +95,10 @@ class Links(Model):
     def workflow(self, workflow_id: str, run_id: str = "") -> str:
         from urllib.parse import quote
 
-        base = f"{self.ui_url.rstrip('/')}/namespaces/{quote(self.namespace, safe='')}/workflows/" \
-               f"{quote(workflow_id, safe='')}"
+        base = (
+            f"{self.ui_url.rstrip('/')}/namespaces/{quote(self.namespace, safe='')}/workflows/"
+            f"{quote(workflow_id, safe='')}"
+        )
         return f"{base}/{run_id}/history" if run_id else base
 
 
@@ -102,8 +106,10 @@ def actions(note: Notification, links: Links) -> dict[str, str]:
     """For what waits for a person (a promotion's AwaitingApproval, a protected SpecChangePending): every way to act
     on it, ready to paste."""
     if note.type == "SpecChangePending" and note.environment:
-        return {"approve": f"ferry env approve {shlex.quote(note.environment)} --key ~/.ssh/id_ed25519",
-                "reject": f"ferry env reject {shlex.quote(note.environment)} --key ~/.ssh/id_ed25519"}
+        return {
+            "approve": f"ferry env approve {shlex.quote(note.environment)} --key ~/.ssh/id_ed25519",
+            "reject": f"ferry env reject {shlex.quote(note.environment)} --key ~/.ssh/id_ed25519",
+        }
     if note.type != "AwaitingApproval":
         return {}
     # NB: every value a notification carries is quoted for the shell: a forged `notify` signal must not turn a
@@ -117,9 +123,9 @@ def actions(note: Notification, links: Links) -> dict[str, str]:
     return {
         "approve": f"ferry approve {env} {version} --as {approver} --key ~/.ssh/id_ed25519",
         "update": f"temporal workflow update execute {target} --name approve_update "
-                  f"--input \"$(ferry approve {env} {version} --as {approver} --key ~/.ssh/id_ed25519 --print)\"",
+        f'--input "$(ferry approve {env} {version} --as {approver} --key ~/.ssh/id_ed25519 --print)"',
         "signal": f"temporal workflow signal {target} --name approve "
-                  f"--input \"$(ferry approve {env} {version} --as {approver} --key ~/.ssh/id_ed25519 --print)\"",
+        f'--input "$(ferry approve {env} {version} --as {approver} --key ~/.ssh/id_ed25519 --print)"',
         "reject": f"ferry reject {env} {version} --as {approver} --key ~/.ssh/id_ed25519 --comment WHY",
     }
 
@@ -133,8 +139,12 @@ def title(note: Notification, summary: str = "") -> str:
 
 def facts(note: Notification) -> dict[str, str]:
     out = {"event": note.type, "severity": note.severity}
-    for key, value in (("environment", note.environment), ("version", note.version), ("digest", note.digest),
-                       ("by", note.by)):
+    for key, value in (
+        ("environment", note.environment),
+        ("version", note.version),
+        ("digest", note.digest),
+        ("by", note.by),
+    ):
         if value:
             out[key] = value
     out.update(note.details)
@@ -142,6 +152,7 @@ def facts(note: Notification) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------ rendering
+
 
 class Rendered(Model):
     """One HTTP request to send: path appended to the provider URL, headers (no secrets), JSON body bytes as text."""
@@ -174,28 +185,54 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def render(kind: ProviderType, note: Notification, links: Links, alert: str, summary: str = "",
-           mode: str = "binary") -> Rendered:
+def render(
+    kind: ProviderType, note: Notification, links: Links, alert: str, summary: str = "", mode: str = "binary"
+) -> Rendered:
     """The request body (and non-secret headers) each provider documents."""
     link = links.workflow(note.source, note.run_id) if note.source else ""
     acts = actions(note, links)
-    renderer = {"generic": _generic, "generic-hmac": _generic, "slack": _slack, "msteams": _teams,
-                "discord": _discord, "alertmanager": _alertmanager, "cloudevents": _cloudevents}[kind]
+    renderer = {
+        "generic": _generic,
+        "generic-hmac": _generic,
+        "slack": _slack,
+        "msteams": _teams,
+        "discord": _discord,
+        "alertmanager": _alertmanager,
+        "cloudevents": _cloudevents,
+    }[kind]
     rendered = renderer(note, link, acts, alert, summary, mode)
     rendered.headers[IDEMPOTENCY_HEADER] = note.key
     return rendered
 
 
-def _generic(note: Notification, link: str, acts: dict[str, str], alert: str, summary: str,
-             mode: str) -> Rendered:
+def _generic(note: Notification, link: str, acts: dict[str, str], alert: str, summary: str, mode: str) -> Rendered:
     # NB: Flux's event shape (involvedObject, severity, timestamp, message, reason, metadata, reportingController),
     # so receivers written for Flux's generic provider read Ferry's too.
-    metadata = {k: v for k, v in {**facts(note), "alert": alert, "summary": summary, "url": link,
-                                  "idempotencyKey": note.key, **acts}.items() if v}
-    body = {"involvedObject": {"kind": "Environment" if note.environment else "Release",
-                               "name": note.environment or note.details.get("repository", "")},
-            "severity": note.severity, "timestamp": note.at, "message": note.message, "reason": note.type,
-            "metadata": metadata, "reportingController": "ferry", "reportingInstance": note.source}
+    metadata = {
+        k: v
+        for k, v in {
+            **facts(note),
+            "alert": alert,
+            "summary": summary,
+            "url": link,
+            "idempotencyKey": note.key,
+            **acts,
+        }.items()
+        if v
+    }
+    body = {
+        "involvedObject": {
+            "kind": "Environment" if note.environment else "Release",
+            "name": note.environment or note.details.get("repository", ""),
+        },
+        "severity": note.severity,
+        "timestamp": note.at,
+        "message": note.message,
+        "reason": note.type,
+        "metadata": metadata,
+        "reportingController": "ferry",
+        "reportingInstance": note.source,
+    }
     return Rendered(headers={"Content-Type": "application/json"}, body=_dumps(body))
 
 
@@ -217,20 +254,27 @@ def _teams_text(text: str) -> str:
 def _slack(note: Notification, link: str, acts: dict[str, str], alert: str, summary: str, mode: str) -> Rendered:
     # Slack's limits: header text 150, section text 3000, at most 10 fields of 2000, 50 blocks.
     head = title(note, summary)
-    fields = [{"type": "mrkdwn", "text": _cut(f"*{_slack_text(k)}*\n{_slack_text(v)}", 2000)}
-              for k, v in facts(note).items()][:10]
+    fields = [
+        {"type": "mrkdwn", "text": _cut(f"*{_slack_text(k)}*\n{_slack_text(v)}", 2000)} for k, v in facts(note).items()
+    ][:10]
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": _cut(head, 150)}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": _cut(
-            f"{_EMOJI[note.severity]} {_slack_text(note.message)}", 3000)}},
+        {
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": _cut(f"{_EMOJI[note.severity]} {_slack_text(note.message)}", 3000)},
+        },
         {"type": "section", "fields": fields},
     ]
     if acts:
         text = "\n".join(f"*{k}*: `{_slack_text(v)}`" for k, v in acts.items())
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut(text, 3000)}})
     if link:
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"<{link}|Open in Temporal UI> · "
-                                                        f"alert {alert} · {note.key}"}]})
+        blocks.append(
+            {
+                "type": "context",
+                "elements": [{"type": "mrkdwn", "text": f"<{link}|Open in Temporal UI> · alert {alert} · {note.key}"}],
+            }
+        )
     body = {"text": _cut(_slack_text(f"{head}: {note.message}"), 3000), "blocks": blocks}
     return Rendered(headers={"Content-Type": "application/json"}, body=_dumps(body))
 
@@ -238,61 +282,107 @@ def _slack(note: Notification, link: str, acts: dict[str, str], alert: str, summ
 def _teams(note: Notification, link: str, acts: dict[str, str], alert: str, summary: str, mode: str) -> Rendered:
     # A Teams incoming webhook (Workflows) takes a message with an Adaptive Card attachment.
     card_body: list[dict[str, Any]] = [
-        {"type": "TextBlock", "size": "Large", "weight": "Bolder", "wrap": True,
-         "text": _teams_text(title(note, summary)),
-         "color": {"info": "Default", "warning": "Warning", "error": "Attention"}[note.severity]},
+        {
+            "type": "TextBlock",
+            "size": "Large",
+            "weight": "Bolder",
+            "wrap": True,
+            "text": _teams_text(title(note, summary)),
+            "color": {"info": "Default", "warning": "Warning", "error": "Attention"}[note.severity],
+        },
         {"type": "TextBlock", "wrap": True, "text": _teams_text(note.message)},
         {"type": "FactSet", "facts": [{"title": k, "value": _teams_text(v)} for k, v in facts(note).items()]},
     ]
     for name, command in acts.items():
         card_body.append({"type": "TextBlock", "wrap": True, "fontType": "Monospace", "text": f"{name}: {command}"})
-    card: dict[str, Any] = {"$schema": "http://adaptivecards.io/schemas/adaptive-card.json", "type": "AdaptiveCard",
-                            "version": "1.4", "body": card_body}
+    card: dict[str, Any] = {
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": "1.4",
+        "body": card_body,
+    }
     if link:
         card["actions"] = [{"type": "Action.OpenUrl", "title": "Open in Temporal UI", "url": link}]
-    body = {"type": "message", "attachments": [{"contentType": "application/vnd.microsoft.card.adaptive",
-                                                "contentUrl": None, "content": card}]}
+    body = {
+        "type": "message",
+        "attachments": [
+            {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}
+        ],
+    }
     return Rendered(headers={"Content-Type": "application/json"}, body=_dumps(body))
 
 
-def _discord(note: Notification, link: str, acts: dict[str, str], alert: str, summary: str,
-             mode: str) -> Rendered:
+def _discord(note: Notification, link: str, acts: dict[str, str], alert: str, summary: str, mode: str) -> Rendered:
     # Discord's limits: content 2000, embed title 256, description 4096, 25 fields (name 256, value 1024).
     fields = [{"name": _cut(k, 256), "value": _cut(v, 1024), "inline": len(v) < 40} for k, v in facts(note).items()]
     fields += [{"name": k, "value": _cut(f"`{v}`", 1024), "inline": False} for k, v in acts.items()]
-    embed: dict[str, Any] = {"title": _cut(title(note, summary), 256), "description": _cut(note.message, 4096),
-                             "color": _COLOR[note.severity], "fields": fields[:25], "timestamp": note.at,
-                             "footer": {"text": _cut(f"ferry · alert {alert} · {note.key}", 2048)}}
+    embed: dict[str, Any] = {
+        "title": _cut(title(note, summary), 256),
+        "description": _cut(note.message, 4096),
+        "color": _COLOR[note.severity],
+        "fields": fields[:25],
+        "timestamp": note.at,
+        "footer": {"text": _cut(f"ferry · alert {alert} · {note.key}", 2048)},
+    }
     if link:
         embed["url"] = link
-    body = {"username": "ferry", "content": _cut(f"{title(note, summary)}: {note.message}", 2000),
-            "embeds": [embed], "allowed_mentions": {"parse": []}}
+    body = {
+        "username": "ferry",
+        "content": _cut(f"{title(note, summary)}: {note.message}", 2000),
+        "embeds": [embed],
+        "allowed_mentions": {"parse": []},
+    }
     return Rendered(headers={"Content-Type": "application/json"}, body=_dumps(body))
 
 
-def _alertmanager(note: Notification, link: str, acts: dict[str, str], alert: str, summary: str,
-                  mode: str) -> Rendered:
+def _alertmanager(note: Notification, link: str, acts: dict[str, str], alert: str, summary: str, mode: str) -> Rendered:
     """Alertmanager's v2 API: POST /api/v2/alerts with a list of alerts. Each event type is its own alert (labels
     alertname, environment, event, severity, ferry_alert); a recovery posts the resolved types with endsAt."""
     at = _parse_time(note.at)
 
     def labels(event_type: str) -> dict[str, str]:
-        out = {"alertname": f"Ferry{event_type}", "event": event_type, "severity": severity_of(event_type),
-               "ferry_alert": alert}
+        out = {
+            "alertname": f"Ferry{event_type}",
+            "event": event_type,
+            "severity": severity_of(event_type),
+            "ferry_alert": alert,
+        }
         if note.environment:
             out["environment"] = note.environment
         return out
 
-    annotations = {k: v for k, v in {"summary": title(note, summary), "description": note.message,
-                                     "version": note.version, "digest": note.digest, "by": note.by,
-                                     "idempotency_key": note.key, **note.details, **acts}.items() if v}
+    annotations = {
+        k: v
+        for k, v in {
+            "summary": title(note, summary),
+            "description": note.message,
+            "version": note.version,
+            "digest": note.digest,
+            "by": note.by,
+            "idempotency_key": note.key,
+            **note.details,
+            **acts,
+        }.items()
+        if v
+    }
     alerts: list[dict[str, Any]] = []
     for resolved in note.resolves:
-        alerts.append({"labels": labels(resolved), "annotations": {**annotations, "resolved_by": note.type},
-                       "startsAt": _fmt(at), "endsAt": _fmt(at), "generatorURL": link or None})
+        alerts.append(
+            {
+                "labels": labels(resolved),
+                "annotations": {**annotations, "resolved_by": note.type},
+                "startsAt": _fmt(at),
+                "endsAt": _fmt(at),
+                "generatorURL": link or None,
+            }
+        )
     if not note.resolves or note.type not in ("Recovered",):
-        entry: dict[str, Any] = {"labels": labels(note.type), "annotations": annotations, "startsAt": _fmt(at),
-                                 "generatorURL": link or None}
+        entry: dict[str, Any] = {
+            "labels": labels(note.type),
+            "annotations": annotations,
+            "startsAt": _fmt(at),
+            "generatorURL": link or None,
+        }
         if note.type in RESOLVED_BY_RECOVERY:
             entry["endsAt"] = _fmt(at + FIRING_FOR)
         alerts.append(entry)
@@ -302,19 +392,34 @@ def _alertmanager(note: Notification, link: str, acts: dict[str, str], alert: st
     return Rendered(path="/api/v2/alerts", headers={"Content-Type": "application/json"}, body=_dumps(alerts))
 
 
-def _cloudevents(note: Notification, link: str, acts: dict[str, str], alert: str, summary: str,
-                 mode: str) -> Rendered:
+def _cloudevents(note: Notification, link: str, acts: dict[str, str], alert: str, summary: str, mode: str) -> Rendered:
     """CloudEvents 1.0 over HTTP: binary mode (attributes as ce-* headers, data as the body) or structured mode
     (application/cloudevents+json)."""
-    data = {"environment": note.environment, "message": note.message, "severity": note.severity,
-            "version": note.version, "digest": note.digest, "by": note.by, "alert": alert, "summary": summary,
-            "details": note.details, "actions": acts, "url": link, "resolves": note.resolves}
-    attributes = {"specversion": "1.0", "id": note.key, "source": f"/ferry/{note.source or 'ferry'}",
-                  "type": f"dev.ferry.{note.type}", "time": note.at, "subject": note.environment or note.version}
+    data = {
+        "environment": note.environment,
+        "message": note.message,
+        "severity": note.severity,
+        "version": note.version,
+        "digest": note.digest,
+        "by": note.by,
+        "alert": alert,
+        "summary": summary,
+        "details": note.details,
+        "actions": acts,
+        "url": link,
+        "resolves": note.resolves,
+    }
+    attributes = {
+        "specversion": "1.0",
+        "id": note.key,
+        "source": f"/ferry/{note.source or 'ferry'}",
+        "type": f"dev.ferry.{note.type}",
+        "time": note.at,
+        "subject": note.environment or note.version,
+    }
     if mode == "structured":
         envelope = {**attributes, "datacontenttype": "application/json", "data": data}
-        return Rendered(headers={"Content-Type": "application/cloudevents+json; charset=utf-8"},
-                        body=_dumps(envelope))
+        return Rendered(headers={"Content-Type": "application/cloudevents+json; charset=utf-8"}, body=_dumps(envelope))
     headers = {f"ce-{k}": v for k, v in attributes.items() if v}
     headers["Content-Type"] = "application/json"
     return Rendered(headers=headers, body=_dumps(data))

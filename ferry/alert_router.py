@@ -105,8 +105,12 @@ def carry(pending: list[Carried], budget: int = MAX_CARRIED_BYTES) -> tuple[list
 # ------------------------------------------------------------------------------------ senders
 
 # Who may notify the router: a run of one of Ferry's workflows, on Ferry's task queue, about its own environment.
-SENDER_TYPES = {ENV_PREFIX: ENVIRONMENT_WORKFLOW, PROMOTE_PREFIX: PROMOTION_WORKFLOW,
-                ROLLBACK_PREFIX: ROLLBACK_WORKFLOW, RELEASE_PREFIX: RELEASE_WORKFLOW}
+SENDER_TYPES = {
+    ENV_PREFIX: ENVIRONMENT_WORKFLOW,
+    PROMOTE_PREFIX: PROMOTION_WORKFLOW,
+    ROLLBACK_PREFIX: ROLLBACK_WORKFLOW,
+    RELEASE_PREFIX: RELEASE_WORKFLOW,
+}
 
 
 class SenderInput(Model):
@@ -122,6 +126,7 @@ WORKER_BUILD_CHANGED = "WorkerBuildChanged"
 WAKE_SOURCE = "ferry upgrade drain"
 MAX_HELD = 3  # notifications with a key whose sender is being checked, waiting for its verdict (the newest)
 MAX_QUEUED_CARRIED = 200  # notifications received while continuing as new, carried to the next run
+
 
 def notification_digest(note: Notification) -> str:
     """What the router asks a sender to confirm: the notification's whole content as sent (canonical JSON), so a
@@ -159,22 +164,35 @@ def sender_refusal(note: SenderInput, workflow_type: str, task_queue: str, ferry
 class AlertRouterState(Model):
     alerts: list[AlertSpec] = Field(default_factory=list)
     seen: list[str] = Field(default_factory=list, description="recent idempotency keys (bounded)")
-    pending: list[PendingDelivery] = Field(default_factory=list, description="deliveries in flight when the "
-                                           "previous run continued as new")
+    pending: list[PendingDelivery] = Field(
+        default_factory=list, description="deliveries in flight when the previous run continued as new"
+    )
     delivered: list[Delivered] = Field(default_factory=list, description="recent deliveries (bounded)")
     undelivered: list[Undelivered] = Field(default_factory=list, description="deliveries given up (bounded)")
-    counts: dict[str, int] = Field(default_factory=dict, description="received, duplicate, malformed, matched, "
-                                   "delivered, undelivered")
+    counts: dict[str, int] = Field(
+        default_factory=dict, description="received, duplicate, malformed, matched, delivered, undelivered"
+    )
 
 
 class AlertRouterInput(Model):
     state: AlertRouterState = Field(default_factory=AlertRouterState)
-    queued: list[Notification] = Field(default_factory=list, max_length=200, description="received by the "
-                                       "previous run while it continued as new, not yet routed")
-    verify_senders: bool = Field(True, description="deliver only what a run of Ferry's own workflows sent (false: "
-                                 "a router fed by something else, such as the delivery benchmark's synthetic events)")
-    max_per_run: int = Field(1000, ge=1, le=10_000, description="notifications routed per run before "
-                             "continue-as-new (each costs a signal, and an activity per matching alert)")
+    queued: list[Notification] = Field(
+        default_factory=list,
+        max_length=200,
+        description="received by the previous run while it continued as new, not yet routed",
+    )
+    verify_senders: bool = Field(
+        True,
+        description="deliver only what a run of Ferry's own workflows sent (false: "
+        "a router fed by something else, such as the delivery benchmark's synthetic events)",
+    )
+    max_per_run: int = Field(
+        1000,
+        ge=1,
+        le=10_000,
+        description="notifications routed per run before "
+        "continue-as-new (each costs a signal, and an activity per matching alert)",
+    )
 
 
 class AlertsUpdate(Model):
@@ -185,8 +203,10 @@ class AlertsUpdate(Model):
     def _small(self) -> AlertsUpdate:
         size = len(AlertRouterState(alerts=self.alerts).model_dump_json())
         if size > MAX_ALERTS_BYTES:
-            raise ValueError(f"the declared alerts are {size} bytes encoded, more than {MAX_ALERTS_BYTES}: they live "
-                             "in the router's state from run to run (fewer patterns, or globs)")
+            raise ValueError(
+                f"the declared alerts are {size} bytes encoded, more than {MAX_ALERTS_BYTES}: they live "
+                "in the router's state from run to run (fewer patterns, or globs)"
+            )
         return self
 
 

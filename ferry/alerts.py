@@ -24,20 +24,38 @@ SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "error": 2}
 # are the release, promotion and rollback workflows' and an environment's recovery. Types not listed are `info`.
 EVENT_SEVERITY: dict[str, Severity] = {
     # environments (the Event types EnvironmentWorkflow records), and a failure's recovery
-    **{t.value: t.severity for t in EventType}, "Recovered": "info",
+    **{t.value: t.severity for t in EventType},
+    "Recovered": "info",
     # releases
     "ReleasePublished": "info",
     # promotions
-    "AwaitingApproval": "warning", "Approved": "info", "Rejected": "warning", "Refused": "warning",
-    "PromotionSucceeded": "info", "PromotionSuperseded": "info", "PromotionRejected": "warning",
-    "PromotionExpired": "warning", "PromotionRefused": "warning", "PromotionFailed": "error",
+    "AwaitingApproval": "warning",
+    "Approved": "info",
+    "Rejected": "warning",
+    "Refused": "warning",
+    "PromotionSucceeded": "info",
+    "PromotionSuperseded": "info",
+    "PromotionRejected": "warning",
+    "PromotionExpired": "warning",
+    "PromotionRefused": "warning",
+    "PromotionFailed": "error",
     # rollbacks
-    "RollbackSucceeded": "info", "RollbackSuperseded": "info", "RollbackRefused": "warning", "RollbackFailed": "error",
+    "RollbackSucceeded": "info",
+    "RollbackSuperseded": "info",
+    "RollbackRefused": "warning",
+    "RollbackFailed": "error",
 }
 # What an environment becoming healthy again resolves (Alertmanager: endsAt; chat providers: a "resolved" line).
-RESOLVED_BY_RECOVERY = tuple(t.value for t in (EventType.HEALTH_FAILED, EventType.AUTO_ROLLBACK,
-                                               EventType.RECONCILE_FAILED, EventType.VERIFICATION_FAILED,
-                                               EventType.TAG_MOVED))
+RESOLVED_BY_RECOVERY = tuple(
+    t.value
+    for t in (
+        EventType.HEALTH_FAILED,
+        EventType.AUTO_ROLLBACK,
+        EventType.RECONCILE_FAILED,
+        EventType.VERIFICATION_FAILED,
+        EventType.TAG_MOVED,
+    )
+)
 # Problems that stay firing in Alertmanager until resolved (or this long at most: a lost resolution cannot page
 # forever). Other events are informational: Alertmanager's resolve_timeout ends them.
 FIRING_FOR = timedelta(hours=24)
@@ -57,20 +75,29 @@ def severity_of(event_type: str) -> Severity:
 
 # ------------------------------------------------------------------------------------------- specs
 
+
 class AlertSpec(Model):
     """One alert: which environments' events, of which types and minimum severity, go to which provider."""
 
     name: str = Field(min_length=1, max_length=63, pattern=_NAME)
-    provider: str = Field(min_length=1, max_length=63, pattern=_NAME, description="a provider in the worker's "
-                          "providers file (FERRY_ALERT_PROVIDERS); its URL and secrets never leave the worker")
+    provider: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=_NAME,
+        description="a provider in the worker's "
+        "providers file (FERRY_ALERT_PROVIDERS); its URL and secrets never leave the worker",
+    )
     environments: list[Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[-a-z0-9*?\[\]!]+$")]] = Field(
-        default_factory=lambda: ["*"], max_length=MAX_PATTERNS, description="names or globs (staging, prod-*, *)")
+        default_factory=lambda: ["*"], max_length=MAX_PATTERNS, description="names or globs (staging, prod-*, *)"
+    )
     events: list[Annotated[str, Field(pattern=_EVENT)]] = Field(
-        default_factory=lambda: ["*"], max_length=MAX_PATTERNS, description="event types, or * for all")
+        default_factory=lambda: ["*"], max_length=MAX_PATTERNS, description="event types, or * for all"
+    )
     severity: Severity = Field("info", description="minimum severity")
     summary: str = Field("", max_length=256, description="a line prefixed to every message of this alert")
-    deadline: str = Field("1h", max_length=32, description="how long delivery is retried before it is recorded "
-                          "as undelivered")
+    deadline: str = Field(
+        "1h", max_length=32, description="how long delivery is retried before it is recorded as undelivered"
+    )
     suspend: bool = False
 
     @field_validator("events")
@@ -110,8 +137,9 @@ class AlertSpec(Model):
         return self._sends(note.type) and SEVERITY_RANK[note.severity] >= SEVERITY_RANK[self.severity]
 
     def _sends(self, event_type: str) -> bool:
-        return ("*" in self.events or event_type in self.events) and \
-            SEVERITY_RANK[severity_of(event_type)] >= SEVERITY_RANK[self.severity]
+        return ("*" in self.events or event_type in self.events) and SEVERITY_RANK[
+            severity_of(event_type)
+        ] >= SEVERITY_RANK[self.severity]
 
 
 class AlertsFile(Model):
@@ -130,6 +158,7 @@ class AlertsFile(Model):
 
 # ------------------------------------------------------------------------------------ notification
 
+
 class Notification(Model):
     """What a workflow tells the alert router about one event: bounded (it enters two histories), no secrets.
     `key` is the idempotency key: the same event always has the same key, every retry of its delivery carries it."""
@@ -145,10 +174,13 @@ class Notification(Model):
     version: str = Field("", max_length=128)
     digest: str = Field("", max_length=128)
     by: str = Field("", max_length=256)
-    details: dict[str, str] = Field(default_factory=dict, description="publisher, approvers, deadline, "
-                                    "repository, ... (at most 16, each at most 512 characters)")
-    resolves: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=16,
-                                                                description="event types this one resolves")
+    details: dict[str, str] = Field(
+        default_factory=dict,
+        description="publisher, approvers, deadline, repository, ... (at most 16, each at most 512 characters)",
+    )
+    resolves: list[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=list, max_length=16, description="event types this one resolves"
+    )
 
     @field_validator("at")
     @classmethod
@@ -179,11 +211,34 @@ def notification_key(workflow_id: str, run_id: str, position: int, event_type: s
     return "ferry-" + hashlib.sha256(identity.encode()).hexdigest()[:40]
 
 
-def make_notification(*, workflow_id: str, run_id: str, position: int, type_: str, environment: str, message: str,
-                      at: str, version: str = "", digest: str = "", by: str = "",
-                      details: dict[str, str] | None = None, resolves: list[str] | None = None) -> Notification:
-    message = message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE - 3] + "..."
-    return Notification(key=notification_key(workflow_id, run_id, position, type_, message), type=type_,
-                        severity=severity_of(type_), environment=environment, message=message, at=at,
-                        source=workflow_id[:300], run_id=run_id, version=version[:128], digest=digest[:128],
-                        by=by[:256], details=details or {}, resolves=resolves or [])
+def make_notification(
+    *,
+    workflow_id: str,
+    run_id: str,
+    position: int,
+    type_: str,
+    environment: str,
+    message: str,
+    at: str,
+    version: str = "",
+    digest: str = "",
+    by: str = "",
+    details: dict[str, str] | None = None,
+    resolves: list[str] | None = None,
+) -> Notification:
+    message = message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
+    return Notification(
+        key=notification_key(workflow_id, run_id, position, type_, message),
+        type=type_,
+        severity=severity_of(type_),
+        environment=environment,
+        message=message,
+        at=at,
+        source=workflow_id[:300],
+        run_id=run_id,
+        version=version[:128],
+        digest=digest[:128],
+        by=by[:256],
+        details=details or {},
+        resolves=resolves or [],
+    )

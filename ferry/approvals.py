@@ -24,15 +24,7 @@ from typing import Annotated, Any, Literal
 
 import pydantic
 from cryptography.exceptions import InvalidSignature
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from ferry.errors import validation_message
 from ferry.model import Model as _Model
@@ -79,15 +71,16 @@ class Statement(BaseModel):
     environment: Token
     version: Token
     digest: Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]
-    promotion: Annotated[str, StringConstraints(min_length=1, max_length=2 * MAX_NAME + 16,
-                                                pattern=r"^[\x21-\x7e]+$")] = Field(
-        description="the workflow id the decision is for (promote/<env>/<version>)")
+    promotion: Annotated[
+        str, StringConstraints(min_length=1, max_length=2 * MAX_NAME + 16, pattern=r"^[\x21-\x7e]+$")
+    ] = Field(description="the workflow id the decision is for (promote/<env>/<version>)")
     run: Token = Field(description="the run id of that workflow")
     decision: Literal["approve", "reject"]
     approver: Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME, pattern=NAME_PATTERN)]
     comment: str = ""
     expires: Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")] = Field(
-        description="UTC, YYYY-MM-DDTHH:MM:SSZ")
+        description="UTC, YYYY-MM-DDTHH:MM:SSZ"
+    )
 
     @field_validator("comment")
     @classmethod
@@ -142,8 +135,11 @@ class Statement(BaseModel):
             raise ApprovalError(f"statement is invalid: {_first_error(err)}", "statement") from None
         if statement.canonical() != text:
             hint = " (it ends with a newline)" if text.rstrip("\r\n") == statement.canonical() else ""
-            raise ApprovalError("statement is not canonical: sign exactly the compact JSON with sorted keys that "
-                                f"`ferry approve --print-statement` prints{hint}", "statement")
+            raise ApprovalError(
+                "statement is not canonical: sign exactly the compact JSON with sorted keys that "
+                f"`ferry approve --print-statement` prints{hint}",
+                "statement",
+            )
         return statement
 
 
@@ -152,6 +148,7 @@ def _first_error(err: ValueError) -> str:
 
 
 # ---------------------------------------------------------------------------------------- signature ---
+
 
 class SignedDecision(BaseModel):
     """A statement and its armored SSH signature, as sent in a decision or attached to a pin."""
@@ -178,8 +175,11 @@ def verify_decision(signed: SignedDecision, approvers: list[ApproverKey]) -> Ver
     statement = Statement.parse(signed.statement)
     sig = _parse_sshsig(signed.signature)
     if sig.namespace != APPROVAL_NAMESPACE:
-        raise ApprovalError(f"signature is for namespace {sig.namespace[:64]!r}, not {APPROVAL_NAMESPACE!r} "
-                            f"(ssh-keygen -Y sign -n {APPROVAL_NAMESPACE})", "namespace")
+        raise ApprovalError(
+            f"signature is for namespace {sig.namespace[:64]!r}, not {APPROVAL_NAMESPACE!r} "
+            f"(ssh-keygen -Y sign -n {APPROVAL_NAMESPACE})",
+            "namespace",
+        )
     if sig.hash_algorithm not in _HASHES:
         raise ApprovalError(f"signature hash {sig.hash_algorithm[:40]!r} is not accepted (sha512, sha256)", "format")
     try:
@@ -195,8 +195,9 @@ def verify_decision(signed: SignedDecision, approvers: list[ApproverKey]) -> Ver
     if not names:
         raise ApprovalError(f"key {fingerprint} is not listed as an approver's key", "unlisted")
     if statement.approver not in names:
-        raise ApprovalError(f"key {fingerprint} is listed for {', '.join(names)}, but the statement names "
-                            f"{statement.approver}", "name")
+        raise ApprovalError(
+            f"key {fingerprint} is listed for {', '.join(names)}, but the statement names {statement.approver}", "name"
+        )
     try:
         _verify(key, sig, _signed_data(sig.namespace, sig.hash_algorithm, signed.statement.encode("utf-8")))
     except InvalidSignature:
@@ -208,12 +209,13 @@ def sign_statement(statement: Statement, private_key: bytes, password: bytes | N
     """Signs ``statement.canonical()`` as ``ssh-keygen -Y sign -n ferry.dev/approval`` would (SSHSIG, sha512;
     RSA keys sign with rsa-sha2-512). ``private_key`` is an OpenSSH private key file's bytes."""
     text = statement.canonical()
-    return SignedDecision(statement=text, signature=sign(APPROVAL_NAMESPACE, text.encode("utf-8"), private_key,
-                                                         password))
-
+    return SignedDecision(
+        statement=text, signature=sign(APPROVAL_NAMESPACE, text.encode("utf-8"), private_key, password)
+    )
 
 
 # ------------------------------------------------------------------------------------------ judge ---
+
 
 class DecisionSignal(BaseModel):
     """What an SRE sends: `{"approver": "alice", "comment": "looks good"}`, plus for signed approvals the canonical
@@ -250,8 +252,10 @@ class DecisionContext(_Model):
     publisher: str = ""
     promotion: str = Field(description="workflow id the statement must name")
     run: str = Field(description="run id the statement must name")
-    publisher_may_not: str = Field("published this release and may not approve its promotion",
-                                   description="why the publisher (or requester) may not approve, in words")
+    publisher_may_not: str = Field(
+        "published this release and may not approve its promotion",
+        description="why the publisher (or requester) may not approve, in words",
+    )
 
 
 class Judgement(_Model):
@@ -271,15 +275,20 @@ def same_name(a: str, b: str) -> bool:
     return a.casefold() == b.casefold()
 
 
-def _signed(policy: ApprovalPolicy, ctx: DecisionContext, decision: DecisionSignal, action: str, now: datetime,
-            hardened: bool) -> tuple[str, str, str]:
+def _signed(
+    policy: ApprovalPolicy, ctx: DecisionContext, decision: DecisionSignal, action: str, now: datetime, hardened: bool
+) -> tuple[str, str, str]:
     """-> (approver, fingerprint, refusal) for a signed decision; every binding is checked against ctx."""
     if not decision.statement or not decision.signature:
-        return decision.approver, "", (f"unsigned {action}: {ctx.environment} requires signed approvals "
-                                       "(ferry approve --key ~/.ssh/id_ed25519)")
+        return (
+            decision.approver,
+            "",
+            (f"unsigned {action}: {ctx.environment} requires signed approvals (ferry approve --key ~/.ssh/id_ed25519)"),
+        )
     try:
-        verified = verify_decision(SignedDecision(statement=decision.statement, signature=decision.signature),
-                                   policy.keys())
+        verified = verify_decision(
+            SignedDecision(statement=decision.statement, signature=decision.signature), policy.keys()
+        )
     except ApprovalError as err:
         return decision.approver, "", str(err)
     except Exception as err:  # NB: hostile bytes must be refused on the record, never fail the workflow task
@@ -288,8 +297,14 @@ def _signed(policy: ApprovalPolicy, ctx: DecisionContext, decision: DecisionSign
     who, fp = verified.approver, verified.fingerprint
     if decision.approver and (not same_name(decision.approver, who) if hardened else decision.approver != who):
         return who, "", f"the payload names {decision.approver} but the statement is signed by {who}"
-    expected = {"environment": ctx.environment, "version": ctx.version, "digest": ctx.digest,
-                "promotion": ctx.promotion, "run": ctx.run, "decision": action}
+    expected = {
+        "environment": ctx.environment,
+        "version": ctx.version,
+        "digest": ctx.digest,
+        "promotion": ctx.promotion,
+        "run": ctx.run,
+        "decision": action,
+    }
     for field, want in expected.items():
         got = getattr(st, field)
         if got != want:
@@ -297,13 +312,29 @@ def _signed(policy: ApprovalPolicy, ctx: DecisionContext, decision: DecisionSign
     if _timestamp(st.expires) <= now:
         return who, "", f"the signed statement expired at {st.expires}"
     if hardened and _timestamp(st.expires) > now + policy.lifetime:
-        return who, "", (f"the signed statement expires at {st.expires}, more than {_hours(policy.lifetime)} from "
-                         f"now (max-approval-lifetime): sign one that expires sooner")
+        return (
+            who,
+            "",
+            (
+                f"the signed statement expires at {st.expires}, more than {_hours(policy.lifetime)} from "
+                f"now (max-approval-lifetime): sign one that expires sooner"
+            ),
+        )
     named = same_name if hardened else str.__eq__
-    if action == "approve" and ctx.publisher and any(
-            named(k.name, ctx.publisher) and key_fingerprint(k.key) == fp for k in policy.keys()):
-        return who, "", (f"key {fp} belongs to {ctx.publisher}, who {ctx.publisher_may_not}" if hardened
-                         else f"key {fp} belongs to {ctx.publisher}, who published this release")
+    if (
+        action == "approve"
+        and ctx.publisher
+        and any(named(k.name, ctx.publisher) and key_fingerprint(k.key) == fp for k in policy.keys())
+    ):
+        return (
+            who,
+            "",
+            (
+                f"key {fp} belongs to {ctx.publisher}, who {ctx.publisher_may_not}"
+                if hardened
+                else f"key {fp} belongs to {ctx.publisher}, who published this release"
+            ),
+        )
     return who, fp, ""
 
 
@@ -315,8 +346,9 @@ def _timestamp(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
-def judge(policy: ApprovalPolicy, ctx: DecisionContext, raw: Any, action: str, now: datetime,
-          hardened: bool = True) -> Judgement:
+def judge(
+    policy: ApprovalPolicy, ctx: DecisionContext, raw: Any, action: str, now: datetime, hardened: bool = True
+) -> Judgement:
     """The approval rules, whichever way a decision arrives (signal, update, a pin's attached approvals).
     Pure: `now` is the workflow's clock. Signed policies verify the SSH signature and bind the statement to this
     environment, version, digest, promotion run and decision; unsigned ones trust the typed name (a claim).
@@ -328,8 +360,10 @@ def judge(policy: ApprovalPolicy, ctx: DecisionContext, raw: Any, action: str, n
         first = err.errors()[0]
         where = "".join(f"{p}: " for p in first["loc"][:1]) or ("" if isinstance(raw, dict) else "payload: ")
         message = str(first["msg"]).removeprefix("Value error, ")
-        return Judgement(refusal=f'malformed {action}: {where}{message} (expected {{"approver": "name", "comment": '
-                                 '"...", "statement": "...", "signature": "..."})')
+        return Judgement(
+            refusal=f'malformed {action}: {where}{message} (expected {{"approver": "name", "comment": '
+            '"...", "statement": "...", "signature": "..."})'
+        )
     fingerprint = ""
     if policy.is_signed:
         approver, fingerprint, refusal = _signed(policy, ctx, decision, action, now, hardened)
@@ -340,15 +374,23 @@ def judge(policy: ApprovalPolicy, ctx: DecisionContext, raw: Any, action: str, n
         listed = [n for n in policy.names if same_name(n, approver)] if hardened else [approver]
         approver = listed[0] if listed else approver
         if approver not in policy.names:
-            return Judgement(decision=decision, approver=approver, refusal=f"{approver} is not an approver of this "
-                             f"environment ({', '.join(policy.names)})")
+            return Judgement(
+                decision=decision,
+                approver=approver,
+                refusal=f"{approver} is not an approver of this environment ({', '.join(policy.names)})",
+            )
     if action == "approve" and (same_name(approver, ctx.publisher) if hardened else approver == ctx.publisher):
-        return Judgement(decision=decision, approver=approver,
-                         refusal=f"{approver} {ctx.publisher_may_not}")
+        return Judgement(decision=decision, approver=approver, refusal=f"{approver} {ctx.publisher_may_not}")
     if decision.version is not None and decision.version != ctx.version:
-        return Judgement(decision=decision, approver=approver, refusal=f"this {action} names version "
-                         f"{decision.version}, but the promotion is for {ctx.version}")
+        return Judgement(
+            decision=decision,
+            approver=approver,
+            refusal=f"this {action} names version {decision.version}, but the promotion is for {ctx.version}",
+        )
     if decision.digest is not None and decision.digest != ctx.digest:
-        return Judgement(decision=decision, approver=approver, refusal=f"this {action} names digest "
-                         f"{decision.digest}, but the promotion is for {ctx.digest}")
+        return Judgement(
+            decision=decision,
+            approver=approver,
+            refusal=f"this {action} names digest {decision.digest}, but the promotion is for {ctx.digest}",
+        )
     return Judgement(decision=decision, approver=approver, fingerprint=fingerprint)

@@ -30,8 +30,13 @@ from ferry.names import (
 from ferry.spec import ApprovalPolicy
 from ferry.sshsig import ApprovalError, ApproverKey, signature_public_key
 
-FERRY_WORKFLOW_TYPES: Final = (RELEASE_WORKFLOW, ENVIRONMENT_WORKFLOW, PROMOTION_WORKFLOW, ROLLBACK_WORKFLOW,
-                               ALERT_ROUTER_WORKFLOW)
+FERRY_WORKFLOW_TYPES: Final = (
+    RELEASE_WORKFLOW,
+    ENVIRONMENT_WORKFLOW,
+    PROMOTION_WORKFLOW,
+    ROLLBACK_WORKFLOW,
+    ALERT_ROUTER_WORKFLOW,
+)
 
 UPDATE_SPEC: Final = "update_spec"  # the Update that replaces an environment's spec (ferry env apply)
 APPROVE_SPEC: Final = "approve_spec"  # the Update that applies the pending protected change
@@ -44,13 +49,16 @@ VISIBILITY_TIME = "%Y-%m-%dT%H:%M:%SZ"
 
 # ------------------------------------------------------------------------------------------------ whose run ---
 
+
 def exclusion(workflow_type: str, task_queue: str, ferry_queue: str) -> str:
     """'' when Ferry's workers served this run; otherwise why the audit lists it as excluded (one line)."""
     if workflow_type not in FERRY_WORKFLOW_TYPES:
         return f"{workflow_type[:MAX_SHOWN]!r} is not one of Ferry's workflow types"
     if task_queue != ferry_queue:
-        return (f"{workflow_type} on task queue {task_queue[:MAX_SHOWN]!r}, not Ferry's {ferry_queue!r}: another "
-                "worker served it, so nothing it recorded is a Ferry decision")
+        return (
+            f"{workflow_type} on task queue {task_queue[:MAX_SHOWN]!r}, not Ferry's {ferry_queue!r}: another "
+            "worker served it, so nothing it recorded is a Ferry decision"
+        )
     return ""
 
 
@@ -65,6 +73,7 @@ def run_origin(continued_from: str, reset: bool, earlier_run: bool) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- the window ---
+
 
 def visibility_time(at: dt.datetime) -> str:
     return at.astimezone(dt.UTC).strftime(VISIBILITY_TIME)
@@ -88,6 +97,7 @@ def parse_time(text: str) -> dt.datetime:
 
 
 # ----------------------------------------------------------------------------------- the spec in force ---
+
 
 class SpecInForce(BaseModel):
     """An environment's approval policy from `since` on, and where the audit read it (for the report)."""
@@ -113,8 +123,11 @@ class SpecTracker:
 
     def started(self, at: dt.datetime, run_id: str, state: Any) -> None:
         spec = state.get("spec") if isinstance(state, dict) else None
-        self._pending = state.get("pending_spec", {}).get("spec") if isinstance(state, dict) and isinstance(
-            state.get("pending_spec"), dict) else None
+        self._pending = (
+            state.get("pending_spec", {}).get("spec")
+            if isinstance(state, dict) and isinstance(state.get("pending_spec"), dict)
+            else None
+        )
         self._step(at, spec, f"the start input of run {run_id}")
 
     def update_accepted(self, update_id: str, name: str, payload: Any) -> None:
@@ -155,6 +168,7 @@ def in_force_at(steps: list[SpecInForce], at: dt.datetime) -> SpecInForce | None
 
 # ---------------------------------------------------------------------------------- a signed decision ---
 
+
 class SignedRecord(BaseModel):
     """A decision recorded as verified, with the payload that carried it: what `--verify` re-checks offline."""
 
@@ -180,9 +194,13 @@ def verify_record(signed: SignedRecord) -> str:
     except (ApprovalError, ValueError) as err:
         return f"signature does not verify: {err}"
     st = verified.statement
-    checks = {"fingerprint": (verified.fingerprint, record.get("fingerprint")),
-              "approver": (verified.approver, record.get("by")), "decision": (st.decision, record.get("action")),
-              "promotion": (st.promotion, signed.workflow_id), "run": (st.run, signed.run_id)}
+    checks = {
+        "fingerprint": (verified.fingerprint, record.get("fingerprint")),
+        "approver": (verified.approver, record.get("by")),
+        "decision": (st.decision, record.get("action")),
+        "promotion": (st.promotion, signed.workflow_id),
+        "run": (st.run, signed.run_id),
+    }
     if signed.started.get("environment"):
         checks["environment"] = (st.environment, signed.started["environment"])
         checks["version"] = (st.version, signed.started.get("version"))
@@ -198,16 +216,20 @@ def verify_against(signed: SignedRecord, in_force: SpecInForce | None) -> str:
         return problem
     environment = signed.started.get("environment", "?")
     if in_force is None:
-        return f"no spec of {environment} in force at {signed.at or '?'} found in its history: whose keys were " \
-               "listed then cannot be told"
+        return (
+            f"no spec of {environment} in force at {signed.at or '?'} found in its history: whose keys were "
+            "listed then cannot be told"
+        )
     if in_force.approval is None:
         return f"the spec of {environment} in force at {signed.at or '?'} ({in_force.source}) cannot be read"
     payload = signed.payload
     try:
-        verify_decision(SignedDecision(statement=payload["statement"], signature=payload["signature"]),
-                        in_force.approval.keys())
+        verify_decision(
+            SignedDecision(statement=payload["statement"], signature=payload["signature"]), in_force.approval.keys()
+        )
     except ApprovalError as err:
-        return (f"not verified against {environment}'s approvers in force at {signed.at or '?'} "
-                f"(from {in_force.source}): {err.reason}")
+        return (
+            f"not verified against {environment}'s approvers in force at {signed.at or '?'} "
+            f"(from {in_force.source}): {err.reason}"
+        )
     return ""
-

@@ -19,7 +19,7 @@ def _more(line: str) -> int:
     """How many entries a '... and N more' line counts (0 for any other line)."""
     if not line.startswith(_MORE):
         return 0
-    count = line[len(_MORE):].split(" ", 1)[0]
+    count = line[len(_MORE) :].split(" ", 1)[0]
     return int(count) if count.isdigit() else 0
 
 
@@ -40,8 +40,9 @@ def cap_ids(items: list[str], limit: int = MAX_IDS, chars: int | None = None) ->
     return [*kept, f"{_MORE}{more} more"] if more else kept
 
 
-def cap_objects(objects: dict[str, list[str]], limit: int = MAX_IDS, budget: int = MAX_ENTRIES,
-                chars: int = MAX_RECORD_CHARS) -> dict[str, list[str]]:
+def cap_objects(
+    objects: dict[str, list[str]], limit: int = MAX_IDS, budget: int = MAX_ENTRIES, chars: int = MAX_RECORD_CHARS
+) -> dict[str, list[str]]:
     """At most `limit` keys and `limit` entries per list, `budget` entries and `chars` characters in all (then each
     list kept keeps at least its count; keys past the characters are counted). Idempotent, like cap_ids."""
     keys = [k for k in objects if not k.startswith(_MORE)]

@@ -32,21 +32,35 @@ def cache_pressure(running: int, workers: int, capacity: int, queue: str) -> Cac
     workers = max(1, workers)
     share = math.ceil(running / workers)  # sticky placement is not balanced: an even share is the best case
     ratio = share / capacity if capacity else (math.inf if running else 0.0)
-    advice = (f"raise FERRY_MAX_CACHED_WORKFLOWS to at least {int(running * HEADROOM) + 1} (about 0.3 MB per cached "
-              "environment) or run more workers")
+    advice = (
+        f"raise FERRY_MAX_CACHED_WORKFLOWS to at least {int(running * HEADROOM) + 1} (about 0.3 MB per cached "
+        "environment) or run more workers"
+    )
     if capacity == 0 and running:
-        return CachePressure("thrashing", f"the sticky cache is off (FERRY_MAX_CACHED_WORKFLOWS=0): every one of the "
-                             f"{running} running workflows on task queue {queue!r} replays its history at each task; "
-                             f"{advice}", ratio)
+        return CachePressure(
+            "thrashing",
+            f"the sticky cache is off (FERRY_MAX_CACHED_WORKFLOWS=0): every one of the "
+            f"{running} running workflows on task queue {queue!r} replays its history at each task; "
+            f"{advice}",
+            ratio,
+        )
     if share > capacity:
-        return CachePressure("thrashing", f"{running} running workflows on task queue {queue!r} across {workers} "
-                             f"worker(s) is {share} per worker, more than this worker's sticky cache of {capacity}: "
-                             f"served in a cycle, every workflow task misses the cache and replays the workflow's "
-                             f"whole history; {advice}", ratio)
+        return CachePressure(
+            "thrashing",
+            f"{running} running workflows on task queue {queue!r} across {workers} "
+            f"worker(s) is {share} per worker, more than this worker's sticky cache of {capacity}: "
+            f"served in a cycle, every workflow task misses the cache and replays the workflow's "
+            f"whole history; {advice}",
+            ratio,
+        )
     if running * HEADROOM > capacity:
-        alone = ("within 10 % of this worker's sticky cache" if workers == 1 else
-                 f"fit {workers} workers (about {share} each) but not this worker's sticky cache alone: if the "
-                 "others stop, this one thrashes")
-        return CachePressure("thin", f"{running} running workflows on task queue {queue!r} {alone} (size "
-                             f"{capacity}); {advice}", ratio)
+        alone = (
+            "within 10 % of this worker's sticky cache"
+            if workers == 1
+            else f"fit {workers} workers (about {share} each) but not this worker's sticky cache alone: if the "
+            "others stop, this one thrashes"
+        )
+        return CachePressure(
+            "thin", f"{running} running workflows on task queue {queue!r} {alone} (size {capacity}); {advice}", ratio
+        )
     return CachePressure("ok", f"{running} running workflows on task queue {queue!r}; sticky cache {capacity}", ratio)

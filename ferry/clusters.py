@@ -35,9 +35,15 @@ class TenantBounds(BaseModel):
 
     namespaces: list[str] = Field(default_factory=list)
     cluster_kinds: list[str] = Field(default_factory=list, alias="cluster-kinds")
-    service_account: str | None = Field(None, min_length=1, alias="service-account", description=(
-        "when set, this environment's applies and prunes must run as this service account of its namespace: a spec "
-        "that drops or changes `service-account` is refused"))
+    service_account: str | None = Field(
+        None,
+        min_length=1,
+        alias="service-account",
+        description=(
+            "when set, this environment's applies and prunes must run as this service account of its namespace: a spec "
+            "that drops or changes `service-account` is refused"
+        ),
+    )
 
 
 class ClusterEntry(BaseModel):
@@ -45,11 +51,17 @@ class ClusterEntry(BaseModel):
 
     kubeconfig: str | None = Field(None, description="path on the worker; default: $KUBECONFIG or ~/.kube/config")
     context: str | None = Field(None, min_length=1, description="default: the kubeconfig's current-context")
-    allow_auth: list[AuthPlugin] = Field(default_factory=list, alias="allow-auth", description="kubeconfig "
-                                         "plugins that may run for this cluster (default: none)")
-    environments: dict[str, TenantBounds] | None = Field(None, description="optional: the only environments that "
-                                                          "may use this cluster, each within these bounds (a spec "
-                                                          "that reaches further is refused)")
+    allow_auth: list[AuthPlugin] = Field(
+        default_factory=list,
+        alias="allow-auth",
+        description="kubeconfig plugins that may run for this cluster (default: none)",
+    )
+    environments: dict[str, TenantBounds] | None = Field(
+        None,
+        description="optional: the only environments that "
+        "may use this cluster, each within these bounds (a spec "
+        "that reaches further is refused)",
+    )
 
 
 class ClustersFile(BaseModel):

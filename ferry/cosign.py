@@ -67,6 +67,7 @@ class SignatureError(ValueError):
 
 # ------------------------------------------------------------------------------------------ keys ---
 
+
 def _public_key(pem: str) -> ec.EllipticCurvePublicKey:
     """The EC P-256 public key in ``pem``; ValueError says what is wrong without echoing the text."""
     try:
@@ -102,8 +103,10 @@ class PublisherKey(BaseModel):
     @classmethod
     def _name(cls, value: str) -> str:
         if not _NAME.match(value):
-            raise ValueError(f"name {value[:80]!r} must be 1-63 letters, digits, '.', '_' or '-', "
-                             "starting and ending with a letter or digit")
+            raise ValueError(
+                f"name {value[:80]!r} must be 1-63 letters, digits, '.', '_' or '-', "
+                "starting and ending with a letter or digit"
+            )
         return value
 
     @field_validator("key")
@@ -128,8 +131,11 @@ class ReleaseSigner:
         if not isinstance(key.curve, ec.SECP256R1):
             raise ValueError("the signing key is not ECDSA P-256 (cosign keys are EC P-256)")
         self._key = key
-        self.public_key_pem = key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")
+        self.public_key_pem = (
+            key.public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .decode("ascii")
+        )
         self.fingerprint = _fingerprint(key.public_key())
 
     def __repr__(self) -> str:
@@ -152,9 +158,11 @@ def load_signer(pem: bytes, password: bytes | None = None) -> ReleaseSigner:
     KEY``). ValueError names the problem and never quotes the key. cosign's own ``ENCRYPTED SIGSTORE PRIVATE
     KEY`` (scrypt + NaCl secretbox) is not read: make a key with openssl (see ``ferry release --help``)."""
     if b"SIGSTORE PRIVATE KEY" in pem or b"COSIGN PRIVATE KEY" in pem:
-        raise ValueError("this is cosign's encrypted key format, which Ferry does not read: make a PEM key with "
-                         "`openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt -out "
-                         "release.key` (and `cosign import-key-pair --key release.key` if cosign should use it too)")
+        raise ValueError(
+            "this is cosign's encrypted key format, which Ferry does not read: make a PEM key with "
+            "`openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt -out "
+            "release.key` (and `cosign import-key-pair --key release.key` if cosign should use it too)"
+        )
     try:
         key = serialization.load_pem_private_key(pem, password=password or None)
     except TypeError:
@@ -169,6 +177,7 @@ def load_signer(pem: bytes, password: bytes | None = None) -> ReleaseSigner:
 
 
 # -------------------------------------------------------------------------------------- payload ---
+
 
 def _hex(manifest_digest: str) -> str:
     if not is_digest(manifest_digest):
@@ -196,13 +205,19 @@ def simple_signing_payload(docker_reference: str, manifest_digest: str, publishe
     }
     text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
     # NB: Go's json.Marshal escapes <, > and & (and U+2028/9); the bytes must match what cosign would sign.
-    for char, escaped in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"),
-                          ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+    for char, escaped in (
+        ("&", "\\u0026"),
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
         text = text.replace(char, escaped)
     return text.encode("utf-8")
 
 
 # ---------------------------------------------------------------------------------- verification ---
+
 
 class VerifiedRelease(BaseModel):
     """What a valid signature proves."""
@@ -215,8 +230,9 @@ class VerifiedRelease(BaseModel):
     docker_reference: str = Field("", description="the repository the signer named (informational)")
 
 
-def verify_release_signature(payload: bytes, signature_b64: str, manifest_digest: str,
-                             publishers: list[PublisherKey]) -> VerifiedRelease:
+def verify_release_signature(
+    payload: bytes, signature_b64: str, manifest_digest: str, publishers: list[PublisherKey]
+) -> VerifiedRelease:
     """Check that a trusted key signed ``payload`` and that the payload is cosign's claim about exactly
     ``manifest_digest``. The signature is checked before the payload is believed. Raises SignatureError."""
     if len(payload) > MAX_PAYLOAD_BYTES:
@@ -243,18 +259,27 @@ def verify_release_signature(payload: bytes, signature_b64: str, manifest_digest
         names = ", ".join(f"{p.name} {p.fingerprint}" for p in publishers[:5])
         more = f" and {len(publishers) - 5} more" if len(publishers) > 5 else ""
         raise SignatureError(
-            "untrusted", f"bad signature or unknown key: it verifies with none of the trusted keys ({names}{more}); "
-            "it was made by another key or the payload was altered")
+            "untrusted",
+            f"bad signature or unknown key: it verifies with none of the trusted keys ({names}{more}); "
+            "it was made by another key or the payload was altered",
+        )
     claim = _parse_payload(payload)
     claimed_digest = claim["critical"]["image"]["docker-manifest-digest"]
     if claimed_digest != manifest_digest:
-        raise SignatureError("other-digest", f"signed by {matched.name}, but for another artifact: the payload "
-                                             f"names {str(claimed_digest)[:80]}, not {manifest_digest}")
+        raise SignatureError(
+            "other-digest",
+            f"signed by {matched.name}, but for another artifact: the payload "
+            f"names {str(claimed_digest)[:80]}, not {manifest_digest}",
+        )
     optional = claim.get("optional") or {}
     attested = optional.get(PUBLISHER_ANNOTATION) if isinstance(optional, dict) else None
     publisher = attested.strip() if isinstance(attested, str) and attested.strip() else matched.name
-    return VerifiedRelease(key_name=matched.name, fingerprint=matched.fingerprint, publisher=publisher[:MAX_PUBLISHER],
-                           docker_reference=str(claim["critical"]["identity"].get("docker-reference", ""))[:512])
+    return VerifiedRelease(
+        key_name=matched.name,
+        fingerprint=matched.fingerprint,
+        publisher=publisher[:MAX_PUBLISHER],
+        docker_reference=str(claim["critical"]["identity"].get("docker-reference", ""))[:512],
+    )
 
 
 def _parse_payload(payload: bytes) -> dict[str, Any]:
@@ -283,6 +308,7 @@ def _parse_payload(payload: bytes) -> dict[str, Any]:
 
 # -------------------------------------------------------------------------------- activity models ---
 
+
 class _Wire(BaseModel):
     """Sent between workflows and workers: unknown fields are tolerated (older/newer workers)."""
 
@@ -295,8 +321,9 @@ class SignArtifactInput(_Wire):
     repository: Repository
     digest: Digest = Field(description="the manifest digest to sign")
     publisher: str = Field(max_length=MAX_PUBLISHER, description="who CI attests released it")
-    key_fingerprint: str = Field(description="the key the release was started with; refused if the worker "
-                                             "holds another")
+    key_fingerprint: str = Field(
+        description="the key the release was started with; refused if the worker holds another"
+    )
 
 
 class SignArtifactResult(_Wire):

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import (
-    Field,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, field_validator, model_validator
 
 from ferry.alerts import AlertsFile, AlertSpec
 from ferry.model import Model
@@ -15,8 +11,10 @@ from ferry.spec import EnvironmentSpec
 
 class EnvironmentsFile(Model):
     environments: list[EnvironmentSpec]
-    alerts: list[AlertSpec] = Field(default_factory=list, description="applied by `ferry alerts apply`; validated "
-                                    "here too, so a typo fails env apply")
+    alerts: list[AlertSpec] = Field(
+        default_factory=list,
+        description="applied by `ferry alerts apply`; validated here too, so a typo fails env apply",
+    )
 
     @field_validator("alerts")
     @classmethod

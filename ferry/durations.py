@@ -50,4 +50,5 @@ class Duration(str):
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
         return core_schema.no_info_after_validator_function(
-            cls, core_schema.str_schema(max_length=MAX_DURATION_TEXT), serialization=core_schema.to_string_ser_schema())
+            cls, core_schema.str_schema(max_length=MAX_DURATION_TEXT), serialization=core_schema.to_string_ser_schema()
+        )

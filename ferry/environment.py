@@ -4,12 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import (
-    Field,
-    RootModel,
-    ValidationError,
-    field_validator,
-)
+from pydantic import Field, RootModel, ValidationError, field_validator
 
 from ferry.approvals import SignedDecision
 from ferry.bounded import cap_ids as cap_ids
@@ -37,11 +32,15 @@ class Pin(VersionRef):
     at: str = ""
     request_id: str = Field("", description="the promotion/rollback workflow (id@run) that pinned it")
     hold: str | None = None
-    approved_by: list[str] = Field(default_factory=list, description="approvals this pin rests on (verified "
-                                   "fingerprints or claimed names)")
+    approved_by: list[str] = Field(
+        default_factory=list, description="approvals this pin rests on (verified fingerprints or claimed names)"
+    )
     answered: bool = Field(False, description="its sender was told the outcome (pin_outcome)")
-    confirm: bool = Field(False, description="a promotion's pin not yet confirmed by the environment itself "
-                          "(its promotion run vouches for it, requires-healthy-in holds): nothing applied until then")
+    confirm: bool = Field(
+        False,
+        description="a promotion's pin not yet confirmed by the environment itself "
+        "(its promotion run vouches for it, requires-healthy-in holds): nothing applied until then",
+    )
     lifts_hold: bool = Field(False, description="applying it lifts the hold on its version (a promotion)")
     confirm_attempts: int = Field(0, description="confirmations that could not be made yet (refused at a bound)")
 
@@ -89,20 +88,29 @@ class EnvironmentState(Model):
     events: list[Event] = Field(default_factory=list, description="recent events, bounded")
     iterations: int = 0
     next_reconcile_at: str = ""
-    tags: dict[str, str] = Field(default_factory=dict, description="tag -> digest, bound the first time a tag "
-                                 "resolved; a tag that later points elsewhere is refused (bounded, oldest dropped)")
-    verified: dict[str, str] = Field(default_factory=dict, description="digest -> publisher whose signature "
-                                     "verified (bounded)")
-    consumed_approvals: list[str] = Field(default_factory=list, description="promotion runs whose approvals "
-                                          "already moved this environment (bounded); a replay is refused")
+    tags: dict[str, str] = Field(
+        default_factory=dict,
+        description="tag -> digest, bound the first time a tag "
+        "resolved; a tag that later points elsewhere is refused (bounded, oldest dropped)",
+    )
+    verified: dict[str, str] = Field(
+        default_factory=dict, description="digest -> publisher whose signature verified (bounded)"
+    )
+    consumed_approvals: list[str] = Field(
+        default_factory=list,
+        description="promotion runs whose approvals already moved this environment (bounded); a replay is refused",
+    )
     pending_spec: PendingSpec | None = None
-    blocked: str = Field("", description="why the environment is not moving to what it resolves (TagMoved, "
-                         "VerificationFailed)")
+    blocked: str = Field(
+        "", description="why the environment is not moving to what it resolves (TagMoved, VerificationFailed)"
+    )
     rollout: Rollout | None = Field(None, description="the applied release still waiting for its health verdict")
     unknown_signals: int = Field(0, description="signals of names the environment does not have, dropped")
     pin_before: Pin | None = Field(None, description="the pin an unconfirmed one replaced, back if it is refused")
-    unverified_record: str = Field("", description="why this run could not recover the last run's record (it "
-                                   "started suspended; a resume clears it)")
+    unverified_record: str = Field(
+        "",
+        description="why this run could not recover the last run's record (it started suspended; a resume clears it)",
+    )
 
     @property
     def phase(self) -> str:
@@ -122,6 +130,7 @@ class EnvironmentStatus(Model):
 
 
 # -------------------------------------------------------------------------------------- messages
+
 
 class LenientPayload(RootModel[Any]):
     """Accepts any JSON so the worker never drops a signal; the handler validates and records refusals."""
@@ -145,12 +154,20 @@ class PinRequest(Model):
     kind: PinKind = "manual"
     request_id: str = Field("", max_length=2 * MAX_NAME)
     hold: str | None = Field(None, max_length=MAX_NAME, description="a version to hold (the one rolled back from)")
-    repository: str = Field("", max_length=2 * MAX_NAME, description="where the digest was resolved; a pin from "
-                            "another repository than the environment deploys from is refused")
-    approvals: list[SignedDecision] = Field(default_factory=list, max_length=MAX_APPROVALS_PER_PIN,
-                                            description="the signed approvals this pin rests on")
-    approved_by: list[str] = Field(default_factory=list, max_length=MAX_APPROVALS_PER_PIN,
-                                   description="claimed approvers (environments with approval.signed: false)")
+    repository: str = Field(
+        "",
+        max_length=2 * MAX_NAME,
+        description="where the digest was resolved; a pin from "
+        "another repository than the environment deploys from is refused",
+    )
+    approvals: list[SignedDecision] = Field(
+        default_factory=list, max_length=MAX_APPROVALS_PER_PIN, description="the signed approvals this pin rests on"
+    )
+    approved_by: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_APPROVALS_PER_PIN,
+        description="claimed approvers (environments with approval.signed: false)",
+    )
     publisher: str = Field("", max_length=MAX_NAME, description="the release's publisher as the sender resolved it")
 
 
@@ -174,8 +191,9 @@ class ActorRequest(Model):
 def people_check(spec: EnvironmentSpec) -> None:
     """Validate an already-decoded spec by the rules for what people type (ValueError naming what is wrong)."""
     try:
-        EnvironmentSpec.model_validate(spec.model_dump(mode="json", by_alias=True, exclude_none=True),
-                                       context={PEOPLE: True})
+        EnvironmentSpec.model_validate(
+            spec.model_dump(mode="json", by_alias=True, exclude_none=True), context={PEOPLE: True}
+        )
     except ValidationError as err:
         raise ValueError(validation_message(err, "spec")) from None
 

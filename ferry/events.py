@@ -6,10 +6,7 @@ import re
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import (
-    Field,
-    field_validator,
-)
+from pydantic import Field, field_validator
 
 from ferry.bounded import cap_objects
 from ferry.model import Model
@@ -64,13 +61,24 @@ class EventType(StrEnum):
 
 _EVENT_WORDS = {EventType.AUTO_ROLLBACK: "rollback (automatic)", EventType.TAG_MOVED: "tag moved (refused)"}
 _SEVERITY: dict[EventType, Severity] = {
-    EventType.APPLIED: "info", EventType.HEALTHY: "info", EventType.PINNED: "info", EventType.PIN_RELEASED: "info",
-    EventType.SPEC_UPDATED: "info", EventType.RESUMED: "info", EventType.SPEC_CHANGE_REJECTED: "info",
+    EventType.APPLIED: "info",
+    EventType.HEALTHY: "info",
+    EventType.PINNED: "info",
+    EventType.PIN_RELEASED: "info",
+    EventType.SPEC_UPDATED: "info",
+    EventType.RESUMED: "info",
+    EventType.SPEC_CHANGE_REJECTED: "info",
     EventType.RECORD_RECOVERED: "info",
-    EventType.DRIFT_CORRECTED: "warning", EventType.SUSPENDED: "warning", EventType.SPEC_CHANGE_PENDING: "warning",
-    EventType.PIN_REFUSED: "warning", EventType.SPEC_DECISION_REFUSED: "warning",
-    EventType.HEALTH_FAILED: "error", EventType.AUTO_ROLLBACK: "error", EventType.RECONCILE_FAILED: "error",
-    EventType.TAG_MOVED: "error", EventType.VERIFICATION_FAILED: "error",
+    EventType.DRIFT_CORRECTED: "warning",
+    EventType.SUSPENDED: "warning",
+    EventType.SPEC_CHANGE_PENDING: "warning",
+    EventType.PIN_REFUSED: "warning",
+    EventType.SPEC_DECISION_REFUSED: "warning",
+    EventType.HEALTH_FAILED: "error",
+    EventType.AUTO_ROLLBACK: "error",
+    EventType.RECONCILE_FAILED: "error",
+    EventType.TAG_MOVED: "error",
+    EventType.VERIFICATION_FAILED: "error",
 }
 
 

@@ -15,9 +15,16 @@ from typing import Any
 Path = tuple[str, ...]
 
 MERGE_KEYS: dict[str, tuple[str, ...]] = {
-    "containers": ("name",), "initContainers": ("name",), "ephemeralContainers": ("name",),
-    "env": ("name",), "volumes": ("name",), "volumeMounts": ("mountPath",), "volumeDevices": ("devicePath",),
-    "imagePullSecrets": ("name",), "hostAliases": ("ip",), "conditions": ("type",),
+    "containers": ("name",),
+    "initContainers": ("name",),
+    "ephemeralContainers": ("name",),
+    "env": ("name",),
+    "volumes": ("name",),
+    "volumeMounts": ("mountPath",),
+    "volumeDevices": ("devicePath",),
+    "imagePullSecrets": ("name",),
+    "hostAliases": ("ip",),
+    "conditions": ("type",),
     "topologySpreadConstraints": ("topologyKey", "whenUnsatisfiable"),
 }
 SET_LISTS = frozenset({"finalizers"})
@@ -33,8 +40,7 @@ def merge_keys(parent: str, name: str) -> tuple[str, ...] | None:
 
 def key_token(item: dict[str, Any], keys: tuple[str, ...]) -> str:
     values = {k: item.get(k, KEY_DEFAULTS.get(k)) for k in keys}
-    return "k:" + json.dumps({k: v for k, v in values.items() if v is not None}, separators=(",", ":"),
-                             sort_keys=True)
+    return "k:" + json.dumps({k: v for k, v in values.items() if v is not None}, separators=(",", ":"), sort_keys=True)
 
 
 def dotted(path: Path) -> str:
@@ -84,9 +90,14 @@ def differences(desired: Any, live: Any, path: Path = (), parent: str = "", name
     if isinstance(desired, list):
         # An atomic list: the same items in the same order, each item as set (the server defaults fields inside
         # items too, e.g. a NetworkPolicy port's protocol).
-        if not isinstance(live, list) or len(live) != len(desired) or any(
+        if (
+            not isinstance(live, list)
+            or len(live) != len(desired)
+            or any(
                 next(differences(d, li, path, parent, name), None) is not None
-                for d, li in zip(desired, live, strict=True)):
+                for d, li in zip(desired, live, strict=True)
+            )
+        ):
             yield path
         return
     if not _same_scalar(desired, live, parent):
@@ -109,13 +120,39 @@ def _same_scalar(desired: Any, live: Any, parent: str = "") -> bool:
 
 
 # Maps whose values are resource quantities (container resources, quotas, limit ranges, PVC capacity).
-QUANTITY_MAPS = frozenset({"requests", "limits", "hard", "capacity", "default", "defaultRequest", "max", "min",
-                           "maxLimitRequestRatio", "overhead"})
+QUANTITY_MAPS = frozenset(
+    {
+        "requests",
+        "limits",
+        "hard",
+        "capacity",
+        "default",
+        "defaultRequest",
+        "max",
+        "min",
+        "maxLimitRequestRatio",
+        "overhead",
+    }
+)
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$")
-_SUFFIX = {"Ki": Decimal(2) ** 10, "Mi": Decimal(2) ** 20, "Gi": Decimal(2) ** 30, "Ti": Decimal(2) ** 40,
-           "Pi": Decimal(2) ** 50, "Ei": Decimal(2) ** 60, "n": Decimal("1e-9"), "u": Decimal("1e-6"),
-           "m": Decimal("1e-3"), "": Decimal(1), "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"),
-           "T": Decimal("1e12"), "P": Decimal("1e15"), "E": Decimal("1e18")}
+_SUFFIX = {
+    "Ki": Decimal(2) ** 10,
+    "Mi": Decimal(2) ** 20,
+    "Gi": Decimal(2) ** 30,
+    "Ti": Decimal(2) ** 40,
+    "Pi": Decimal(2) ** 50,
+    "Ei": Decimal(2) ** 60,
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "": Decimal(1),
+    "k": Decimal("1e3"),
+    "M": Decimal("1e6"),
+    "G": Decimal("1e9"),
+    "T": Decimal("1e12"),
+    "P": Decimal("1e15"),
+    "E": Decimal("1e18"),
+}
 
 
 def quantity(value: Any) -> Decimal | None:
@@ -161,8 +198,11 @@ def leaf_paths(obj: Any, path: Path = (), parent: str = "", name: str = "") -> I
 
 def managed_paths(obj: Mapping[str, Any], manager: str) -> set[Path] | None:
     """The leaf paths `manager` owns through apply (managedFields, "." entries left out); None when it owns none."""
-    entries = [e for e in (obj.get("metadata") or {}).get("managedFields") or []
-               if e.get("manager") == manager and e.get("operation") == "Apply" and not e.get("subresource")]
+    entries = [
+        e
+        for e in (obj.get("metadata") or {}).get("managedFields") or []
+        if e.get("manager") == manager and e.get("operation") == "Apply" and not e.get("subresource")
+    ]
     if not entries:
         return None
     paths: set[Path] = set()
@@ -189,8 +229,14 @@ def value_at(obj: Any, path: Path) -> Any:
             node = node[rest]
         elif kind == "k" and isinstance(node, list):
             want = json.loads(rest)
-            node = next((i for i in node if isinstance(i, dict)
-                         and all(i.get(k, KEY_DEFAULTS.get(k)) == v for k, v in want.items())), MISSING)
+            node = next(
+                (
+                    i
+                    for i in node
+                    if isinstance(i, dict) and all(i.get(k, KEY_DEFAULTS.get(k)) == v for k, v in want.items())
+                ),
+                MISSING,
+            )
         elif kind == "v" and isinstance(node, list):
             value = json.loads(rest)
             node = value if value in node else MISSING

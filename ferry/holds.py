@@ -25,12 +25,16 @@ def without_hold(holds: list[str], version: str) -> list[str]:
     return [h for h in holds if h != version]
 
 
-def takes_hold(holds: list[str], request: PinRequest, applied: VersionRef | None, *,
-               of_applied: Callable[[], bool]) -> bool:
+def takes_hold(
+    holds: list[str], request: PinRequest, applied: VersionRef | None, *, of_applied: Callable[[], bool]
+) -> bool:
     """Whether a pin's hold is taken: only the version it rolls back from, the applied one, so no sender can fill
     the holds. `of_applied()`: that rule is in force (asked only when it decides: a patch, HOLD_OF_APPLIED)."""
-    return bool(request.hold and request.hold not in holds
-                and (not of_applied() or (applied is not None and applied.version == request.hold)))
+    return bool(
+        request.hold
+        and request.hold not in holds
+        and (not of_applied() or (applied is not None and applied.version == request.hold))
+    )
 
 
 def lifts_hold(request: PinRequest, holds: list[str]) -> bool:

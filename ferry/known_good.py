@@ -42,8 +42,10 @@ def newer_than_applied(version: str, applied: VersionRef | None) -> semver.Versi
 def rollback_pin_refusal(state: EnvironmentState, version: str, digest: str) -> str:
     """Why an approval-required environment refuses a rollback pin that carries no approval, or ''."""
     if not is_known_good(state.good_history, digest):
-        return (f"{version} ({digest}) was never applied and healthy in {state.spec.name}; "
-                "without an approval a rollback may only go to a known-good version")
+        return (
+            f"{version} ({digest}) was never applied and healthy in {state.spec.name}; "
+            "without an approval a rollback may only go to a known-good version"
+        )
     now = newer_than_applied(version, state.last_applied)
     if now is not None:
         return f"{version} is newer than the applied {now}: a rollback never goes forward"
@@ -57,11 +59,18 @@ def requester_refusal(spec: EnvironmentSpec, environment: str, requested_by: str
     return ""
 
 
-def auto_rollback_pin(spec: EnvironmentSpec, good: VersionRef | None, failed: VersionRef, health: HealthState,
-                      at: str) -> Pin | None:
+def auto_rollback_pin(
+    spec: EnvironmentSpec, good: VersionRef | None, failed: VersionRef, health: HealthState, at: str
+) -> Pin | None:
     """The pin a failed release rolls back with: to the last known-good, when the spec rolls back automatically and
     that is another digest. None: the failure is recorded, nothing moves."""
     if not spec.auto_rollback or good is None or good.digest == failed.digest:
         return None
-    return Pin(version=good.version, digest=good.digest, by=AUTO_ROLLBACK_BY, kind="auto-rollback",
-               reason=f"{failed.version} failed health: {health.reason}", at=at)
+    return Pin(
+        version=good.version,
+        digest=good.digest,
+        by=AUTO_ROLLBACK_BY,
+        kind="auto-rollback",
+        reason=f"{failed.version} failed health: {health.reason}",
+        at=at,
+    )

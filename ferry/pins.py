@@ -26,8 +26,11 @@ Verdict = tuple[str, str, bool]  # (outcome, reason, auto_rolled_back) of a pin,
 
 def approvers(verdicts: list[Judgement]) -> list[str]:
     """Who approved a pin as far as the environment can tell: 'name (SHA256:…)' when verified, else claimed."""
-    return [f"{v.approver} ({v.fingerprint})" if v.verified else f"{v.approver} (claimed)"
-            for v in verdicts if not v.refusal]
+    return [
+        f"{v.approver} ({v.fingerprint})" if v.verified else f"{v.approver} (claimed)"
+        for v in verdicts
+        if not v.refusal
+    ]
 
 
 def approved_by_publisher(pin: Pin | None, digest: str, publisher: str) -> bool:
@@ -40,9 +43,14 @@ def judge_pin(state: EnvironmentState, request: PinRequest, now: datetime, *, st
     """Each approval the pin carries, judged against this environment's own spec as of `now`."""
     spec = state.spec
     workflow_id, _, run = request.request_id.partition("@")
-    ctx = DecisionContext(environment=spec.name, version=request.version, digest=request.digest,
-                          publisher=state.verified.get(request.digest, request.publisher),
-                          promotion=workflow_id, run=run)
+    ctx = DecisionContext(
+        environment=spec.name,
+        version=request.version,
+        digest=request.digest,
+        publisher=state.verified.get(request.digest, request.publisher),
+        promotion=workflow_id,
+        run=run,
+    )
     if spec.approval.is_signed:
         raws: list[object] = [a.model_dump() for a in request.approvals]
     else:
@@ -69,8 +77,9 @@ def tag_moved(tags: dict[str, str], tag: str, digest: str) -> str:
     bound = bound_elsewhere(tags, tag, digest)
     if bound is None:
         return ""
-    return (f"TagMoved: tag {tag} now points to {digest}, but this environment bound it to {bound}; keeping what "
-            "is applied")
+    return (
+        f"TagMoved: tag {tag} now points to {digest}, but this environment bound it to {bound}; keeping what is applied"
+    )
 
 
 def consumed(approvals: list[str], request_id: str, *, limit: int) -> list[str]:
@@ -78,8 +87,9 @@ def consumed(approvals: list[str], request_id: str, *, limit: int) -> list[str]:
     return [*approvals, request_id][-limit:]
 
 
-def pin_refusal(state: EnvironmentState, request: PinRequest, verdicts: list[Judgement], *,
-                hardened: Callable[[], bool]) -> str:
+def pin_refusal(
+    state: EnvironmentState, request: PinRequest, verdicts: list[Judgement], *, hardened: Callable[[], bool]
+) -> str:
     """Why this environment refuses the pin, or ''. `hardened()`: step 15's gate is in force (GATE_HARDENED)."""
     spec = state.spec
     if not is_digest(request.digest):
@@ -89,14 +99,17 @@ def pin_refusal(state: EnvironmentState, request: PinRequest, verdicts: list[Jud
         return f"resolved in {request.repository}, but {spec.name} deploys from {spec.repository}"
     bound = bound_elsewhere(state.tags, request.version, request.digest)
     if bound is not None:
-        return (f"tag {request.version} is bound to {bound} here; {request.digest} is another artifact "
-                "(the tag was moved)")
+        return (
+            f"tag {request.version} is bound to {bound} here; {request.digest} is another artifact (the tag was moved)"
+        )
     released_as = [tag for tag, digest in state.tags.items() if digest == request.digest]
     if released_as and request.version not in released_as and hardened():
         # NB: a pin's version is the digest's release as this environment resolved it, never the sender's label
         # (else a held 2.0.0 relabelled 0.0.1 would pass "a rollback never goes forward")
-        return (f"{request.digest} is release {released_as[-1]} here, not {request.version}: a pin names the "
-                "release of its digest")
+        return (
+            f"{request.digest} is release {released_as[-1]} here, not {request.version}: a pin names the "
+            "release of its digest"
+        )
     if not spec.approval.required:
         return ""
     if request.kind == "rollback" and not request.approvals and not request.approved_by:
@@ -115,8 +128,9 @@ def gate_reason(spec: EnvironmentSpec, request: PinRequest, verdicts: list[Judge
     return f"{spec.name} requires approval and the pin carries no {kind} of {request.digest}"
 
 
-def status_verdict(state: EnvironmentState, digest: str, request_id: str, acknowledged: bool
-                   ) -> tuple[Verdict | None, bool]:
+def status_verdict(
+    state: EnvironmentState, digest: str, request_id: str, acknowledged: bool
+) -> tuple[Verdict | None, bool]:
     """What an environment's status says of the pin `request_id` (of `digest`) sent it. -> (verdict, or None to keep
     waiting; acknowledged: the environment has handled the pin, so another pin in its status overtook it)."""
     mine = state.pin is not None and state.pin.request_id == request_id
@@ -128,11 +142,18 @@ def status_verdict(state: EnvironmentState, digest: str, request_id: str, acknow
     if not acknowledged:
         return None, acknowledged
     if not mine:
-        if state.pin is not None and state.pin.kind == "auto-rollback" and state.pin.reason and any(
-                e.type == EventType.AUTO_ROLLBACK and digest in e.objects.get("failed", []) for e in state.events):
+        if (
+            state.pin is not None
+            and state.pin.kind == "auto-rollback"
+            and state.pin.reason
+            and any(e.type == EventType.AUTO_ROLLBACK and digest in e.objects.get("failed", []) for e in state.events)
+        ):
             return ("failed", state.pin.reason, True), acknowledged
-        return ("superseded", f"a newer pin took over ({state.pin.kind} by {state.pin.by})" if state.pin else
-                "the pin was released", False), acknowledged
+        return (
+            "superseded",
+            f"a newer pin took over ({state.pin.kind} by {state.pin.by})" if state.pin else "the pin was released",
+            False,
+        ), acknowledged
     health = state.health
     if state.last_applied and state.last_applied.digest == digest and health.digest == digest:
         if health.status == "Healthy":

@@ -34,15 +34,46 @@ DEFINITION_KINDS = ("CustomResourceDefinition", "Namespace", "ClusterRole", "Rol
 AWAITED_KINDS = ("CustomResourceDefinition", "Namespace")
 Kind = tuple[str, str]  # (apiVersion, kind): what the API server serves
 # Fields a manifest may carry that the server owns; never compared, never applied.
-_SERVER_METADATA = ("resourceVersion", "uid", "generation", "creationTimestamp", "managedFields", "selfLink",
-                    "deletionTimestamp", "deletionGracePeriodSeconds")
+_SERVER_METADATA = (
+    "resourceVersion",
+    "uid",
+    "generation",
+    "creationTimestamp",
+    "managedFields",
+    "selfLink",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+)
 
 # Apply order (lightkube's sort_objects, Flux's ssa ordering): definitions and namespaces first, then what
 # others reference, then workloads. Deletes run in reverse.
-_ORDER = ["CustomResourceDefinition", "Namespace", "ResourceQuota", "LimitRange", "PriorityClass",
-          "StorageClass", "ServiceAccount", "Secret", "ConfigMap", "PersistentVolume", "PersistentVolumeClaim",
-          "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Service", "DaemonSet", "Deployment",
-          "ReplicaSet", "StatefulSet", "Job", "CronJob", "Ingress", "NetworkPolicy", "HorizontalPodAutoscaler"]
+_ORDER = [
+    "CustomResourceDefinition",
+    "Namespace",
+    "ResourceQuota",
+    "LimitRange",
+    "PriorityClass",
+    "StorageClass",
+    "ServiceAccount",
+    "Secret",
+    "ConfigMap",
+    "PersistentVolume",
+    "PersistentVolumeClaim",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+    "Service",
+    "DaemonSet",
+    "Deployment",
+    "ReplicaSet",
+    "StatefulSet",
+    "Job",
+    "CronJob",
+    "Ingress",
+    "NetworkPolicy",
+    "HorizontalPodAutoscaler",
+]
 _RANK = {kind: i for i, kind in enumerate(_ORDER)}
 
 
@@ -70,8 +101,9 @@ class ObjectId(BaseModel):
     @classmethod
     def of(cls, obj: Mapping[str, Any]) -> ObjectId:
         meta = obj.get("metadata") or {}
-        return cls(api_version=obj["apiVersion"], kind=obj["kind"], namespace=meta.get("namespace") or "",
-                   name=meta["name"])
+        return cls(
+            api_version=obj["apiVersion"], kind=obj["kind"], namespace=meta.get("namespace") or "", name=meta["name"]
+        )
 
     @classmethod
     def parse(cls, key: str, api_version: str) -> ObjectId:
@@ -80,8 +112,12 @@ class ObjectId(BaseModel):
 
 
 def _apply_rank(obj: Mapping[str, Any]) -> tuple[int, str, str, str]:
-    return (_RANK.get(obj["kind"], len(_ORDER)), obj["kind"], (obj.get("metadata") or {}).get("namespace") or "",
-            obj["metadata"]["name"])
+    return (
+        _RANK.get(obj["kind"], len(_ORDER)),
+        obj["kind"],
+        (obj.get("metadata") or {}).get("namespace") or "",
+        obj["metadata"]["name"],
+    )
 
 
 def apply_order(objects: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -121,8 +157,11 @@ def outside(oid: ObjectId, namespaced: bool, namespaces: Collection[str], cluste
             return ""
         return f"{oid}: namespace {oid.namespace!r} is not this environment's ({', '.join(sorted(namespaces))})"
     if oid.kind == "Namespace" and oid.group == "":
-        return "" if oid.name in namespaces else (
-            f"{oid}: not one of this environment's namespaces ({', '.join(sorted(namespaces))})")
+        return (
+            ""
+            if oid.name in namespaces
+            else (f"{oid}: not one of this environment's namespaces ({', '.join(sorted(namespaces))})")
+        )
     if oid.kind in cluster_kinds:
         return ""
     return f"{oid}: cluster-scoped kind {oid.kind} is not in this environment's cluster-kinds"
@@ -161,14 +200,15 @@ def plan_object(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> O
     return ObjectChange(id=oid, action="update" if changed else "unchanged", fields=sorted(changed))
 
 
-def _ownership_changes(owned: set[Path], claimed: set[Path], body: Mapping[str, Any], live: Mapping[str, Any]
-                       ) -> set[Path]:
+def _ownership_changes(
+    owned: set[Path], claimed: set[Path], body: Mapping[str, Any], live: Mapping[str, Any]
+) -> set[Path]:
     """Paths whose ownership an apply of `body` would change: claimed but not owned, owned but no longer set.
     NB: the server owns some fields whole (atomic: a selector, a roleRef) where the local model descends into
     them; an owned atomic field is compared by value instead."""
-    changes = {c for c in claimed - owned if not any(c[:len(o)] == o for o in owned)}
+    changes = {c for c in claimed - owned if not any(c[: len(o)] == o for o in owned)}
     for path in owned - claimed:
-        if not any(c[:len(path)] == path for c in claimed):
+        if not any(c[: len(path)] == path for c in claimed):
             changes.add(path)  # dropped from the manifest: the apply removes it
         elif value_at(body, path) != value_at(live, path):
             changes.add(path)
@@ -220,9 +260,12 @@ def shown(items: list[str], limit: int = 5) -> str:
 
 def crd_scopes(objects: Iterable[Mapping[str, Any]]) -> dict[Kind, str | None]:
     """The kinds the artifact's own CustomResourceDefinitions define, one per served version, with their scope."""
-    return {(f"{o['spec']['group']}/{v['name']}", o["spec"]["names"]["kind"]): o["spec"].get("scope")
-            for o in objects if o.get("kind") == "CustomResourceDefinition"
-            for v in (o.get("spec") or {}).get("versions", [])}
+    return {
+        (f"{o['spec']['group']}/{v['name']}", o["spec"]["names"]["kind"]): o["spec"].get("scope")
+        for o in objects
+        if o.get("kind") == "CustomResourceDefinition"
+        for v in (o.get("spec") or {}).get("versions", [])
+    }
 
 
 def check_unique(desired: Iterable[Mapping[str, Any]]) -> None:
@@ -232,32 +275,49 @@ def check_unique(desired: Iterable[Mapping[str, Any]]) -> None:
         raise Refused(ErrorType.RENDER_FAILED, f"the artifact renders duplicate objects: {', '.join(dupes)}")
 
 
-def confine(environment: str, namespace: str, namespaces: Collection[str], cluster_kinds: Collection[str],
-            desired: Iterable[Mapping[str, Any]]) -> list[str]:
+def confine(
+    environment: str,
+    namespace: str,
+    namespaces: Collection[str],
+    cluster_kinds: Collection[str],
+    desired: Iterable[Mapping[str, Any]],
+) -> list[str]:
     """Where the environment may write (its namespaces, else its one namespace); any object of the artifact
     outside them refuses the whole reconcile (OutOfBounds), naming the objects. `desired` is prepared: a namespace
     on namespaced objects only."""
     allowed = list(namespaces) or [namespace]
     if namespace not in allowed:
         # people's specs are checked for this at apply; a raw start or update is not
-        raise Refused(ErrorType.OUT_OF_BOUNDS, f"{environment}'s namespace {namespace} is not one of its namespaces "
-                      f"{allowed}; nothing was applied")
+        raise Refused(
+            ErrorType.OUT_OF_BOUNDS,
+            f"{environment}'s namespace {namespace} is not one of its namespaces {allowed}; nothing was applied",
+        )
     reserved = sorted(set(allowed) & set(RESERVED_NAMESPACES))
     if reserved:
-        raise Refused(ErrorType.OUT_OF_BOUNDS, f"{environment} may not write to namespace {reserved[0]}: it is "
-                      "reserved for ferry's inventories and leases; nothing was applied")
-    refused = [why for d in desired
-               if (why := outside(ObjectId.of(d), bool(d["metadata"].get("namespace")), allowed, cluster_kinds))]
+        raise Refused(
+            ErrorType.OUT_OF_BOUNDS,
+            f"{environment} may not write to namespace {reserved[0]}: it is "
+            "reserved for ferry's inventories and leases; nothing was applied",
+        )
+    refused = [
+        why
+        for d in desired
+        if (why := outside(ObjectId.of(d), bool(d["metadata"].get("namespace")), allowed, cluster_kinds))
+    ]
     if refused:
-        raise Refused(ErrorType.OUT_OF_BOUNDS, f"{len(refused)} object(s) outside environment {environment}'s "
-                      f"bounds; nothing was applied: {shown(refused)}")
+        raise Refused(
+            ErrorType.OUT_OF_BOUNDS,
+            f"{len(refused)} object(s) outside environment {environment}'s "
+            f"bounds; nothing was applied: {shown(refused)}",
+        )
     return allowed
 
 
 def rejection(rejected: list[str], total: int, applied: list[str] | None = None) -> str:
     """The message of a reconcile the server's dry runs refused: what it rejected, and what was applied."""
-    done = (f"only the definitions they need were applied ({', '.join(applied[:5])})" if applied
-            else "nothing was applied")
+    done = (
+        f"only the definitions they need were applied ({', '.join(applied[:5])})" if applied else "nothing was applied"
+    )
     return f"the server rejected {len(rejected)} of {total} objects in a dry run; {done}: {shown(rejected)}"
 
 
@@ -267,14 +327,24 @@ def inventory_entries(data: Mapping[str, str] | None) -> dict[str, str]:
     (group/kind/namespace/name) and apiVersion is dropped: a hand-edited inventory must not stop every reconcile and
     health check, and what it named is never pruned."""
     entries = json.loads((data or {}).get("entries", "[]"))
-    return {e["id"]: e["v"] for e in entries if isinstance(entries, list) and isinstance(e, dict)
-            and isinstance(e.get("id"), str) and e["id"].count("/") >= 3 and isinstance(e.get("v"), str)}
+    return {
+        e["id"]: e["v"]
+        for e in entries
+        if isinstance(entries, list)
+        and isinstance(e, dict)
+        and isinstance(e.get("id"), str)
+        and e["id"].count("/") >= 3
+        and isinstance(e.get("v"), str)
+    }
 
 
 def inventory_data(entries: Mapping[str, str], digest: str, version: str) -> dict[str, str]:
     """The inventory ConfigMap's data for `entries` (object key -> apiVersion), byte-stable for the same input."""
-    return {"entries": json.dumps([{"id": k, "v": v} for k, v in sorted(entries.items())], separators=(",", ":")),
-            "digest": digest, "version": version}
+    return {
+        "entries": json.dumps([{"id": k, "v": v} for k, v in sorted(entries.items())], separators=(",", ":")),
+        "digest": digest,
+        "version": version,
+    }
 
 
 def inventory_ids(entries: Mapping[str, str]) -> list[ObjectId]:
@@ -283,8 +353,10 @@ def inventory_ids(entries: Mapping[str, str]) -> list[ObjectId]:
 
 def kinds_to_list(desired: Iterable[Mapping[str, Any]], inventory: Mapping[str, str]) -> list[Kind]:
     """One LIST per kind the artifact or the previous inventory has, in a stable order."""
-    return sorted({(d["apiVersion"], d["kind"]) for d in desired}
-                  | {(oid.api_version, oid.kind) for oid in inventory_ids(inventory)})
+    return sorted(
+        {(d["apiVersion"], d["kind"]) for d in desired}
+        | {(oid.api_version, oid.kind) for oid in inventory_ids(inventory)}
+    )
 
 
 # ------------------------------------------------------------------------------------------ plan
@@ -335,10 +407,14 @@ class Plan:
         meta = obj["metadata"]
         ref = obj.get("roleRef") or {}
         ref_namespace = (meta.get("namespace") or "") if ref.get("kind") == "Role" else ""
-        return ((obj["apiVersion"], obj["kind"]) in self.unserved
-                or ("Namespace", "", meta.get("namespace") or "") in self._created
-                or (obj["kind"].endswith("RoleBinding")
-                    and (ref.get("kind"), ref_namespace, ref.get("name")) in self._created))
+        return (
+            (obj["apiVersion"], obj["kind"]) in self.unserved
+            or ("Namespace", "", meta.get("namespace") or "") in self._created
+            or (
+                obj["kind"].endswith("RoleBinding")
+                and (ref.get("kind"), ref_namespace, ref.get("name")) in self._created
+            )
+        )
 
     def stages(self) -> tuple[Stage, Stage]:
         """Definitions (CRDs, Namespaces, Roles) first, then the rest, with its deferred objects (as Flux does):
@@ -346,8 +422,10 @@ class Plan:
         writes = self.writes()
         definitions = [w for w in writes if w[0]["kind"] in DEFINITION_KINDS]
         rest = [w for w in writes if w[0]["kind"] not in DEFINITION_KINDS]
-        return (Stage(sorted(definitions, key=lambda w: _apply_rank(w[0]))),
-                Stage(sorted(rest, key=lambda w: _apply_rank(w[0])), [d for d, _ in rest if self.deferred(d)]))
+        return (
+            Stage(sorted(definitions, key=lambda w: _apply_rank(w[0]))),
+            Stage(sorted(rest, key=lambda w: _apply_rank(w[0])), [d for d, _ in rest if self.deferred(d)]),
+        )
 
     def inventory(self) -> dict[str, str]:
         """The inventory entries of the desired objects: key -> apiVersion."""
@@ -373,14 +451,23 @@ class Plan:
     def entries(self) -> list[PlanEntry]:
         """The plan as a dry run reports it (ReconcileResult.plan, a shape old histories carry): every change
         but the unchanged, then every stale object as a delete."""
-        return ([PlanEntry(object=str(c.id), action=c.action, fields=c.fields) for c in self.changes
-                 if c.action != "unchanged"]
-                + [PlanEntry(object=str(oid), action="delete") for oid in self.stale])
+        return [
+            PlanEntry(object=str(c.id), action=c.action, fields=c.fields)
+            for c in self.changes
+            if c.action != "unchanged"
+        ] + [PlanEntry(object=str(oid), action="delete") for oid in self.stale]
 
 
-def plan(desired: list[dict[str, Any]], live: Mapping[str, dict[str, Any]], inventory: Mapping[str, str], *,
-         prune: bool, namespaces: Collection[str], cluster_kinds: Collection[str],
-         unserved: Collection[Kind] = ()) -> Plan:
+def plan(
+    desired: list[dict[str, Any]],
+    live: Mapping[str, dict[str, Any]],
+    inventory: Mapping[str, str],
+    *,
+    prune: bool,
+    namespaces: Collection[str],
+    cluster_kinds: Collection[str],
+    unserved: Collection[Kind] = (),
+) -> Plan:
     """The local plan, no request: `desired` prepared objects, `live` the environment's labelled objects by key,
     `inventory` the previous one (key -> apiVersion). Candidate updates are confirmed later by the server's dry
     run (``Plan.confirm``); stale objects are pruned only with `prune`, never outside `namespaces` and
@@ -388,8 +475,16 @@ def plan(desired: list[dict[str, Any]], live: Mapping[str, dict[str, Any]], inve
     changes = [plan_object(d, live.get(ObjectId.of(d).key())) for d in desired]
     gone = stale(inventory, (c.id.key() for c in changes)) if prune else []
     stale_ids = [ObjectId.parse(k, inventory[k]) for k in gone]
-    to_prune = [ObjectChange(id=oid, action="skip" if prune_disabled(live[oid.key()]) or outside(
-                    oid, bool(oid.namespace), namespaces, cluster_kinds) else "delete")
-                for oid in delete_order(stale_ids) if oid.key() in live]
-    return Plan(desired=desired, live=live, changes=changes, stale=stale_ids, prune=to_prune,
-                unserved=frozenset(unserved))
+    to_prune = [
+        ObjectChange(
+            id=oid,
+            action="skip"
+            if prune_disabled(live[oid.key()]) or outside(oid, bool(oid.namespace), namespaces, cluster_kinds)
+            else "delete",
+        )
+        for oid in delete_order(stale_ids)
+        if oid.key() in live
+    ]
+    return Plan(
+        desired=desired, live=live, changes=changes, stale=stale_ids, prune=to_prune, unserved=frozenset(unserved)
+    )

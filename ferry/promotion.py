@@ -44,8 +44,18 @@ class Decision(_Model):
 
 
 Outcome = Literal["succeeded", "failed", "rejected", "expired", "refused", "superseded"]
-Phase = Literal["Resolving", "Refused", "AwaitingApproval", "Pinned", "Succeeded", "Failed", "Rejected", "Expired",
-                "Superseded", "Cancelled"]
+Phase = Literal[
+    "Resolving",
+    "Refused",
+    "AwaitingApproval",
+    "Pinned",
+    "Succeeded",
+    "Failed",
+    "Rejected",
+    "Expired",
+    "Superseded",
+    "Cancelled",
+]
 
 
 class PromotionStatus(_Model):
@@ -117,8 +127,7 @@ def promotion_refusal(status: PromotionStatus, environment: str, digest: str) ->
     """'' when a promotion run's own status vouches for a pin of `digest` to `environment`: it is that promotion,
     an approval was accepted, and it has not ended otherwise (a refused or expired promotion's approval is spent)."""
     if status.environment != environment or status.digest != digest:
-        return (f"that promotion is of {status.digest or '?'} to {status.environment}, not of {digest} to "
-                f"{environment}")
+        return f"that promotion is of {status.digest or '?'} to {status.environment}, not of {digest} to {environment}"
     if not any(d.action == "approve" and d.accepted for d in status.decisions):
         return "that promotion accepted no approval"
     if status.phase not in ("AwaitingApproval", "Pinned"):

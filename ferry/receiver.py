@@ -24,10 +24,14 @@ MAX_EVENTS = 100
 MAX_REPOSITORIES = 20  # distinct repositories one request may name (each is one visibility query)
 MAX_AGE = timedelta(minutes=10)  # older events are replays (the registry retries within seconds)
 MAX_SKEW = timedelta(minutes=2)  # events from the future: a clock that is off, or a forged timestamp
-MANIFEST_TYPES = frozenset({
-    "application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json", "application/vnd.docker.distribution.manifest.list.v2+json",
-})
+MANIFEST_TYPES = frozenset(
+    {
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    }
+)
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(:[0-9]{1,5})?$")
 _PATH = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
@@ -89,7 +93,7 @@ def registry_pushes(body: bytes, now: datetime) -> list[Push]:
     data = _json(body)
     events = data.get("events") if isinstance(data, dict) else None
     if not isinstance(events, list):
-        raise Refused(400, "not a registry notification envelope ({\"events\": [...]})", "malformed")
+        raise Refused(400, 'not a registry notification envelope ({"events": [...]})', "malformed")
     if len(events) > MAX_EVENTS:
         raise Refused(413, f"more than {MAX_EVENTS} events", "oversized")
     pushes: list[Push] = []

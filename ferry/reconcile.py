@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import (
-    Field,
-    model_serializer,
-)
+from pydantic import Field, model_serializer
 
 from ferry.bounded import cap_ids, cap_objects
 from ferry.model import Model
@@ -63,8 +60,10 @@ class ChangeSet(Model):
         return bool(self.count("created") or self.count("updated") or self.count("deleted"))
 
     def summary(self) -> str:
-        return (f"{self.count('created')} created, {self.count('updated')} updated, {self.count('deleted')} deleted, "
-                f"{self.unchanged} unchanged")
+        return (
+            f"{self.count('created')} created, {self.count('updated')} updated, {self.count('deleted')} deleted, "
+            f"{self.unchanged} unchanged"
+        )
 
 
 class PlanRequest(Model):
@@ -96,6 +95,7 @@ class PlanResult(Model):
 
 # --------------------------------------------------------------------------------------- activities
 
+
 class ResolveInput(Model):
     repository: str
     version: str | None = None
@@ -126,19 +126,26 @@ class ReconcileInput(Model):
     allow_empty: bool = False
     dry_run: bool = False
     drift_baseline: bool = Field(False, description="the cluster had this digest applied: differences are drift")
-    check_only: bool = Field(False, description="stop before the first write; `pending` counts what a reconcile "
-                             "would write (the no-op check of an iteration)")
+    check_only: bool = Field(
+        False,
+        description="stop before the first write; `pending` counts what a reconcile "
+        "would write (the no-op check of an iteration)",
+    )
 
 
 class ReconcileResult(Model):
     changes: ChangeSet
     health: HealthState
     revision: str = ""
-    plan: list[PlanEntry] = Field(default_factory=list, description="only for dry runs (ferry diff); at most "
-                                       "MAX_PLAN_ENTRIES entries in history")
+    plan: list[PlanEntry] = Field(
+        default_factory=list, description="only for dry runs (ferry diff); at most MAX_PLAN_ENTRIES entries in history"
+    )
     plan_total: int = 0
-    pending: int = Field(0, description="check_only: writes (creates, updates, drift, prunes, inventory) a reconcile "
-                         "would make; when non-zero nothing was written and `changes`/`health` are not a verdict")
+    pending: int = Field(
+        0,
+        description="check_only: writes (creates, updates, drift, prunes, inventory) a reconcile "
+        "would make; when non-zero nothing was written and `changes`/`health` are not a verdict",
+    )
 
     @model_serializer(mode="wrap")
     def _bounded(self, handler: Any) -> Any:
@@ -161,8 +168,9 @@ class CheckInput(Model):
 
 class CheckResult(Model):
     found: ResolveResult | None = Field(None, description="the resolve's answer, when the check resolved")
-    result: ReconcileResult | None = Field(None, description="None when the resolved digest is not the applied one "
-                                           "(the cluster was not read)")
+    result: ReconcileResult | None = Field(
+        None, description="None when the resolved digest is not the applied one (the cluster was not read)"
+    )
 
 
 class HealthInput(Model):

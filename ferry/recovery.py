@@ -43,18 +43,26 @@ class EnvironmentRecord(_Model):
     tags: dict[str, str] = Field(default_factory=dict)
     consumed_approvals: list[str] = Field(default_factory=list)
     pin: Pin | None = None
-    unverified: str = Field("", description="this run could not recover its predecessor's record (it started "
-                            "suspended); until an SRE resumes it, a run replacing it recovers nothing from it either")
+    unverified: str = Field(
+        "",
+        description="this run could not recover its predecessor's record (it started "
+        "suspended); until an SRE resumes it, a run replacing it recovers nothing from it either",
+    )
 
 
 def record_of(state: EnvironmentState) -> EnvironmentRecord:
     """The record of a state: a pin not yet confirmed is not in it (the one it replaced is)."""
     pin = state.pin_before if state.pin is not None and state.pin.confirm else state.pin
-    return EnvironmentRecord(spec=state.spec, holds=state.holds, good_history=state.good_history,
-                             last_known_good=state.last_known_good,
-                             tags=dict(list(state.tags.items())[-MAX_RECORD_TAGS:]),
-                             consumed_approvals=state.consumed_approvals, pin=pin,
-                             unverified=state.unverified_record)
+    return EnvironmentRecord(
+        spec=state.spec,
+        holds=state.holds,
+        good_history=state.good_history,
+        last_known_good=state.last_known_good,
+        tags=dict(list(state.tags.items())[-MAX_RECORD_TAGS:]),
+        consumed_approvals=state.consumed_approvals,
+        pin=pin,
+        unverified=state.unverified_record,
+    )
 
 
 class LastRecordInput(_Model):
@@ -67,16 +75,20 @@ class LastRecordResult(_Model):
     status: str = ""
     record: EnvironmentRecord | None = None
     note: str = ""
-    refusal: str = Field("", description="the record cannot be established (runs that never ran, an unreadable "
-                         "record): the new run starts suspended, for an SRE to check and resume")
+    refusal: str = Field(
+        "",
+        description="the record cannot be established (runs that never ran, an unreadable "
+        "record): the new run starts suspended, for an SRE to check and resume",
+    )
 
 
 def _union(first: list[str], then: list[str]) -> list[str]:
     return list(dict.fromkeys([*first, *then]))
 
 
-def recover(start: EnvironmentState, record: EnvironmentRecord | None, *, now: str, pending_id: str,
-            by: str) -> tuple[EnvironmentState, list[str]]:
+def recover(
+    start: EnvironmentState, record: EnvironmentRecord | None, *, now: str, pending_id: str, by: str
+) -> tuple[EnvironmentState, list[str]]:
     """The state a new run begins from, and what it recovered (lines for its record). `by`: who started it."""
     if record is None:
         return start, []
@@ -84,27 +96,47 @@ def recover(start: EnvironmentState, record: EnvironmentRecord | None, *, now: s
     # an approval-required environment keeps the record's repository (a change of it waits for an approval),
     # so its holds and tag bindings always apply; a start's own tag bindings are claims
     same = gated or record.spec.repository == start.spec.repository
-    notes = [f"recovered from the last run: {len(record.holds) if same else 0} hold(s), {len(record.good_history)} "
-             f"known-good version(s), {len(record.consumed_approvals)} used approval(s)"]
-    state = start.model_copy(update={
-        "holds": _union(record.holds, start.holds) if same else start.holds,
-        "tags": dict(record.tags) if gated else ({**start.tags, **record.tags} if same else start.tags),
-        "consumed_approvals": _union(record.consumed_approvals, start.consumed_approvals),
-        "verified": {},  # NB: a cache of verified signatures: a start's own entries are claims, verify again
-    })
+    notes = [
+        f"recovered from the last run: {len(record.holds) if same else 0} hold(s), {len(record.good_history)} "
+        f"known-good version(s), {len(record.consumed_approvals)} used approval(s)"
+    ]
+    state = start.model_copy(
+        update={
+            "holds": _union(record.holds, start.holds) if same else start.holds,
+            "tags": dict(record.tags) if gated else ({**start.tags, **record.tags} if same else start.tags),
+            "consumed_approvals": _union(record.consumed_approvals, start.consumed_approvals),
+            "verified": {},  # NB: a cache of verified signatures: a start's own entries are claims, verify again
+        }
+    )
     if not gated:
         good = [*record.good_history, *(r for r in start.good_history if r not in record.good_history)]
-        return state.model_copy(update={"good_history": good,
-                                        "last_known_good": start.last_known_good or record.last_known_good}), notes
+        return state.model_copy(
+            update={"good_history": good, "last_known_good": start.last_known_good or record.last_known_good}
+        ), notes
     # approval-required: nothing a starter writes weakens what the last run had
-    state = state.model_copy(update={"good_history": record.good_history, "last_known_good": record.last_known_good,
-                                     "pin": record.pin, "pin_before": None, "pending_spec": None})
+    state = state.model_copy(
+        update={
+            "good_history": record.good_history,
+            "last_known_good": record.last_known_good,
+            "pin": record.pin,
+            "pin_before": None,
+            "pending_spec": None,
+        }
+    )
     changes = protected_changes(spec_diff(record.spec, start.spec))
     if changes:
-        state = state.model_copy(update={"spec": record.spec, "pending_spec": PendingSpec(
-            id=pending_id, spec=start.spec, digest=spec_digest(start.spec), by=by, at=now, changes=changes)})
-        notes.append(f"the started spec changes protected fields ({'; '.join(changes)[:400]}): the last run's spec "
-                     f"stays in force, and the change waits for a signed approval ({pending_id})")
+        state = state.model_copy(
+            update={
+                "spec": record.spec,
+                "pending_spec": PendingSpec(
+                    id=pending_id, spec=start.spec, digest=spec_digest(start.spec), by=by, at=now, changes=changes
+                ),
+            }
+        )
+        notes.append(
+            f"the started spec changes protected fields ({'; '.join(changes)[:400]}): the last run's spec "
+            f"stays in force, and the change waits for a signed approval ({pending_id})"
+        )
     elif start.spec != record.spec:
         notes.append("the started spec's unprotected changes are taken")
     return state, notes

@@ -36,8 +36,10 @@ def ci_task_queue_problem(queue: str) -> str | None:
     """Why ``queue`` cannot be a release's CI task queue, or None."""
     if CI_TASK_QUEUE_PATTERN.fullmatch(queue):
         return None
-    return (f"ci_task_queue {queue[:80]!r} is not a CI host's queue (ferry-ci-<hex>, made by `ferry release`): "
-            "packaging and push run only in the `ferry release` process that started the release")
+    return (
+        f"ci_task_queue {queue[:80]!r} is not a CI host's queue (ferry-ci-<hex>, made by `ferry release`): "
+        "packaging and push run only in the `ferry release` process that started the release"
+    )
 
 
 _SCP_LIKE = re.compile(r"^(?:(?P<user>[^@/]+)@)?(?P<host>\[[^]]+\]|[^:/\[]+):(?P<path>(?!//).*)$")
@@ -77,8 +79,10 @@ class ReleaseInput(_Model):
     created: str | None = Field(None, description="RFC 3339; from the revision's commit time when known")
     timeout_seconds: int = Field(900, ge=10, description="how long registry outages may delay the release")
     sign_key_fingerprint: str | None = Field(
-        None, description="SHA256:<hex> of the key the `ferry release` process signs with (--sign-key); the key "
-                          "itself never leaves that process. None: an unsigned release")
+        None,
+        description="SHA256:<hex> of the key the `ferry release` process signs with (--sign-key); the key "
+        "itself never leaves that process. None: an unsigned release",
+    )
 
     @field_validator("version")
     @classmethod

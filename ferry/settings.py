@@ -23,8 +23,9 @@ class TemporalSettings(_Settings):
     tls: bool = Field(False, description="TLS to the frontend (implied by any tls_* setting below)")
     tls_cert: Path | None = Field(None, description="client certificate (PEM) for mTLS")
     tls_key: Path | None = Field(None, description="the client certificate's private key (PEM)")
-    tls_ca: Path | None = Field(None, description="CA (PEM) the server's certificate must chain to; default: "
-                                                  "the system's roots")
+    tls_ca: Path | None = Field(
+        None, description="CA (PEM) the server's certificate must chain to; default: the system's roots"
+    )
     tls_server_name: str | None = Field(None, description="the name the server's certificate must carry (SNI)")
     # set only from a Temporal environment-configuration profile that inlines the PEM data.
     tls_cert_pem: str | None = None
@@ -43,9 +44,18 @@ class TemporalSettings(_Settings):
 
     @property
     def uses_tls(self) -> bool:
-        return self.tls or any(v is not None for v in (
-            self.tls_cert, self.tls_key, self.tls_ca, self.tls_server_name, self.tls_cert_pem, self.tls_key_pem,
-            self.tls_ca_pem))
+        return self.tls or any(
+            v is not None
+            for v in (
+                self.tls_cert,
+                self.tls_key,
+                self.tls_ca,
+                self.tls_server_name,
+                self.tls_cert_pem,
+                self.tls_key_pem,
+                self.tls_ca_pem,
+            )
+        )
 
 
 class RegistrySettings(_Settings):
@@ -56,25 +66,33 @@ class RegistrySettings(_Settings):
     username: str | None = Field(None, description="with password: credentials for credentials_host only")
     password: SecretStr | None = None
     credentials_host: str | None = Field(
-        None, description="the one registry host username/password are for (default: the default registry); "
-                          "no other host ever receives them")
+        None,
+        description="the one registry host username/password are for (default: the default registry); "
+        "no other host ever receives them",
+    )
     docker_config: Path | None = Field(
-        None, description="docker config.json: 'auths', 'credHelpers', 'credsStore', each entry for its own host "
-                          "(default $DOCKER_CONFIG/config.json, else ~/.docker/config.json)"
+        None,
+        description="docker config.json: 'auths', 'credHelpers', 'credsStore', each entry for its own host "
+        "(default $DOCKER_CONFIG/config.json, else ~/.docker/config.json)",
     )
     request_timeout_seconds: float = Field(30.0, description="per HTTP request; Temporal owns retries")
     max_download_bytes: int = Field(
-        256 * 1024 * 1024, ge=1024,
-        description="largest artifact layer a worker downloads (checked against the manifest before reading)")
+        256 * 1024 * 1024,
+        ge=1024,
+        description="largest artifact layer a worker downloads (checked against the manifest before reading)",
+    )
 
     @model_validator(mode="after")
     def _credentials_have_a_host(self) -> RegistrySettings:
         if (self.username is None) != (self.password is None):
-            raise ValueError("registry username and password go together (FERRY_REGISTRY_USERNAME and "
-                             "FERRY_REGISTRY_PASSWORD)")
+            raise ValueError(
+                "registry username and password go together (FERRY_REGISTRY_USERNAME and FERRY_REGISTRY_PASSWORD)"
+            )
         if self.username is not None and self.credentials_for is None:
-            raise ValueError("registry username/password are for one host: set FERRY_REGISTRY_CREDENTIALS_HOST "
-                             "(or FERRY_REGISTRY); use a docker config for several hosts")
+            raise ValueError(
+                "registry username/password are for one host: set FERRY_REGISTRY_CREDENTIALS_HOST "
+                "(or FERRY_REGISTRY); use a docker config for several hosts"
+            )
         return self
 
     @property
@@ -87,7 +105,8 @@ class TelemetrySettings(_Settings):
     otlp_endpoint: str | None = Field(None, description="e.g. http://collector:4318/v1/traces")
     service_name: str = "ferry"
     prometheus_bind: str | None = Field(
-        None, description="serve the worker's metrics (Temporal SDK + ferry_*) for Prometheus, e.g. 0.0.0.0:9464")
+        None, description="serve the worker's metrics (Temporal SDK + ferry_*) for Prometheus, e.g. 0.0.0.0:9464"
+    )
 
 
 class WorkerSettings(_Settings):
@@ -111,12 +130,27 @@ class WorkerSettings(_Settings):
     # NB: Worker Versioning is off unless a deployment is named: a versioned worker only gets tasks once its
     # version is made current (`temporal worker deployment set-current-version`), which the local stack and the
     # tests do not do.
-    deployment_name: str | None = Field(None, min_length=1, max_length=200, description=(
-        "Worker Versioning: the worker deployment this worker belongs to (e.g. 'ferry'); unset = unversioned"))
-    build_id: str | None = Field(None, min_length=1, max_length=200, description=(
-        "Worker Versioning: this build's id (default: ferry's package version + the git commit it runs from)"))
-    alert_providers: Path | None = Field(None, description="the alert providers file (URLs, tokens, HMAC keys): "
-                                         "read by the worker at each delivery, never sent anywhere else")
+    deployment_name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description=(
+            "Worker Versioning: the worker deployment this worker belongs to (e.g. 'ferry'); unset = unversioned"
+        ),
+    )
+    build_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description=(
+            "Worker Versioning: this build's id (default: ferry's package version + the git commit it runs from)"
+        ),
+    )
+    alert_providers: Path | None = Field(
+        None,
+        description="the alert providers file (URLs, tokens, HMAC keys): "
+        "read by the worker at each delivery, never sent anywhere else",
+    )
 
 
 class Settings(_Settings):
@@ -125,7 +159,13 @@ class Settings(_Settings):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
-    kubeconfig: Path | None = Field(None, description="the `default` cluster's kubeconfig when the clusters file "
-                                    "lists no `default` (or there is no clusters file)")
-    clusters: Path | None = Field(None, description="the worker's clusters file: name -> kubeconfig, context, "
-                                  "allow-auth (docs/tenancy.md); environments name a cluster of it")
+    kubeconfig: Path | None = Field(
+        None,
+        description="the `default` cluster's kubeconfig when the clusters file "
+        "lists no `default` (or there is no clusters file)",
+    )
+    clusters: Path | None = Field(
+        None,
+        description="the worker's clusters file: name -> kubeconfig, context, "
+        "allow-auth (docs/tenancy.md); environments name a cluster of it",
+    )

@@ -8,12 +8,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import (
-    Field,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from ferry.cosign import PublisherKey
 from ferry.durations import MAX_DURATION_TEXT, Duration, parse_duration
@@ -32,8 +27,6 @@ MAX_REASON = 1024
 MAX_KEY = 4096
 MAX_APPROVERS = 32
 MAX_APPROVALS_PER_PIN = 8
-
-
 
 
 def env_workflow_id(name: str) -> str:
@@ -73,17 +66,25 @@ DEFAULT_APPROVAL_LIFETIME = "168h"  # a week: the CLI signs for at most this lon
 
 class ApprovalPolicy(Model):
     required: bool = False
-    approvers: list[Approver] = Field(default_factory=list, max_length=MAX_APPROVERS,
-                                      description="who may approve promotions and roll back: names, or "
-                                      "{name, key} for signed approvals")
-    signed: bool | None = Field(None, description="decisions must be SSH-signed statements (default: when every "
-                                "approver has a key)")
+    approvers: list[Approver] = Field(
+        default_factory=list,
+        max_length=MAX_APPROVERS,
+        description="who may approve promotions and roll back: names, or {name, key} for signed approvals",
+    )
+    signed: bool | None = Field(
+        None, description="decisions must be SSH-signed statements (default: when every approver has a key)"
+    )
     requires_healthy_in: list[Annotated[str, Field(max_length=53)]] = Field(
-        default_factory=list, alias="requires-healthy-in", max_length=16)
+        default_factory=list, alias="requires-healthy-in", max_length=16
+    )
     timeout: Duration = Field(Duration("24h"), description="how long a promotion waits for a decision")
-    max_lifetime: Duration | None = Field(None, alias="max-approval-lifetime", description="a signed statement "
-                                          f"may expire at most this long after it is judged (default "
-                                          f"{DEFAULT_APPROVAL_LIFETIME})")
+    max_lifetime: Duration | None = Field(
+        None,
+        alias="max-approval-lifetime",
+        description="a signed statement "
+        f"may expire at most this long after it is judged (default "
+        f"{DEFAULT_APPROVAL_LIFETIME})",
+    )
 
     @field_validator("approvers", mode="before")
     @classmethod
@@ -146,8 +147,12 @@ class ClusterRef(Model):
     """Which cluster, by the name the worker's clusters file (FERRY_CLUSTERS) gives it: `cluster: prod-eu` or
     `cluster: {name: prod-eu}`. A spec never names a path: the worker alone knows kubeconfigs and credentials."""
 
-    name: str | None = Field(None, max_length=63, pattern=CLUSTER_NAME,
-                             description=f"an entry of the worker's clusters file (default: {DEFAULT_CLUSTER!r})")
+    name: str | None = Field(
+        None,
+        max_length=63,
+        pattern=CLUSTER_NAME,
+        description=f"an entry of the worker's clusters file (default: {DEFAULT_CLUSTER!r})",
+    )
     # NB: persisted only (older states carry these): people may not set them (refused below); the worker uses
     # them only to look up an entry of its own clusters file with that kubeconfig path, never to load a path
     # (docs/tenancy.md).
@@ -162,9 +167,11 @@ class ClusterRef(Model):
         if isinstance(data, dict) and info.context and info.context.get(PEOPLE):
             named = [k for k in ("kubeconfig", "context") if data.get(k) is not None]
             if named:
-                raise ValueError(f"cluster.{named[0]}: an environment names a cluster of the worker's clusters file "
-                                 "(cluster: NAME), never a kubeconfig path or context; ask the worker's operator "
-                                 "to add an entry to FERRY_CLUSTERS")
+                raise ValueError(
+                    f"cluster.{named[0]}: an environment names a cluster of the worker's clusters file "
+                    "(cluster: NAME), never a kubeconfig path or context; ask the worker's operator "
+                    "to add an entry to FERRY_CLUSTERS"
+                )
         return data
 
     @property
@@ -180,12 +187,22 @@ class EnvironmentSpec(Model):
     cluster: ClusterRef = Field(default_factory=ClusterRef)
     namespace: str = Field("default", max_length=63)
     namespaces: list[Annotated[str, Field(max_length=63)]] = Field(
-        default_factory=list, max_length=32, description="every namespace it may write to (default: [namespace])")
+        default_factory=list, max_length=32, description="every namespace it may write to (default: [namespace])"
+    )
     cluster_kinds: list[Annotated[str, Field(max_length=63)]] = Field(
-        default_factory=list, alias="cluster-kinds", max_length=32, description="cluster-scoped kinds it may write "
-        "(e.g. CustomResourceDefinition); its own Namespace objects need no listing")
-    service_account: str | None = Field(None, alias="service-account", max_length=253, pattern=CLUSTER_NAME,
-                                        description="apply and prune as system:serviceaccount:<namespace>:<name>")
+        default_factory=list,
+        alias="cluster-kinds",
+        max_length=32,
+        description="cluster-scoped kinds it may write "
+        "(e.g. CustomResourceDefinition); its own Namespace objects need no listing",
+    )
+    service_account: str | None = Field(
+        None,
+        alias="service-account",
+        max_length=253,
+        pattern=CLUSTER_NAME,
+        description="apply and prune as system:serviceaccount:<namespace>:<name>",
+    )
     version: str | None = Field(None, max_length=128, description="pinned version")
     semver: str | None = Field(None, max_length=256, description="range to track, e.g. '>=1.2.0 <2.0.0'")
     prereleases: bool = False
@@ -233,11 +250,17 @@ class EnvironmentSpec(Model):
         if not isinstance(value, str):
             return value
         _duration(value, "duration")
-        if (info.field_name == "interval" and info.context and info.context.get(PEOPLE) and len(value) <=
-                MAX_DURATION_TEXT and parse_duration(value) < MIN_INTERVAL):
+        if (
+            info.field_name == "interval"
+            and info.context
+            and info.context.get(PEOPLE)
+            and len(value) <= MAX_DURATION_TEXT
+            and parse_duration(value) < MIN_INTERVAL
+        ):
             # NB: only what people type: a persisted state must decode whatever an older build accepted
-            raise ValueError(f"duration: an interval under {MIN_INTERVAL.total_seconds():.0f}s would loop the "
-                             "workflow without pause")
+            raise ValueError(
+                f"duration: an interval under {MIN_INTERVAL.total_seconds():.0f}s would loop the workflow without pause"
+            )
         return value
 
     @model_validator(mode="after")
@@ -256,8 +279,10 @@ class EnvironmentSpec(Model):
             if ns in RESERVED_NAMESPACES:
                 raise ValueError(f"namespace {ns!r} is reserved for ferry's inventories and leases")
         if self.namespaces and self.namespace not in self.namespaces:
-            raise ValueError(f"namespace {self.namespace!r} (where objects without one go) must be one of "
-                             f"namespaces {self.namespaces}")
+            raise ValueError(
+                f"namespace {self.namespace!r} (where objects without one go) must be one of "
+                f"namespaces {self.namespaces}"
+            )
         return self
 
     @property
@@ -272,8 +297,22 @@ class EnvironmentSpec(Model):
 
 # Spec fields that decide what production runs and who may move it: for an approval-required environment a
 # change to any of them waits for an approval like a promotion.
-PROTECTED_FIELDS = ("approval", "verify", "repository", "path", "cluster", "namespace", "namespaces",
-                    "cluster-kinds", "service-account", "version", "semver", "prereleases", "prune", "allow-empty")
+PROTECTED_FIELDS = (
+    "approval",
+    "verify",
+    "repository",
+    "path",
+    "cluster",
+    "namespace",
+    "namespaces",
+    "cluster-kinds",
+    "service-account",
+    "version",
+    "semver",
+    "prereleases",
+    "prune",
+    "allow-empty",
+)
 # ... and what weakens the safety net (step 15: changed without approval before): the automatic rollback, how long a
 # release has to become healthy, how often drift is reverted
 SAFETY_NET_FIELDS = ("auto-rollback", "health-timeout", "interval")
@@ -302,8 +341,11 @@ def spec_diff(old: EnvironmentSpec, new: EnvironmentSpec) -> list[str]:
     after: dict[str, Any] = {}
     _flatten(old.model_dump(mode="json", by_alias=True), "", before)
     _flatten(new.model_dump(mode="json", by_alias=True), "", after)
-    lines = [f"{path}: {_short(before.get(path))} -> {_short(after.get(path))}"
-             for path in sorted(before.keys() | after.keys()) if before.get(path) != after.get(path)]
+    lines = [
+        f"{path}: {_short(before.get(path))} -> {_short(after.get(path))}"
+        for path in sorted(before.keys() | after.keys())
+        if before.get(path) != after.get(path)
+    ]
     if len(lines) > MAX_DIFF_LINES:
         lines = [*lines[:MAX_DIFF_LINES], f"... and {len(lines) - MAX_DIFF_LINES} more"]
     return lines

@@ -73,7 +73,7 @@ class _Reader:
     def raw(self, n: int) -> bytes:
         if n > len(self._data) - self._at:
             raise ApprovalError(f"{self._what} is truncated", "format")
-        out = self._data[self._at:self._at + n]
+        out = self._data[self._at : self._at + n]
         self._at += n
         return out
 
@@ -110,6 +110,7 @@ def _mpint(value: int) -> bytes:
 
 
 # ------------------------------------------------------------------------------------------- keys ---
+
 
 def _load_public_key(key_type: str, blob: bytes) -> PublicKey:
     """The key in an SSH public key blob of ``key_type``, checked for the types and sizes Ferry accepts."""
@@ -179,8 +180,10 @@ class ApproverKey(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME, pattern=NAME_PATTERN)]
-    key: str = Field(max_length=MAX_KEY_LINE, description="one OpenSSH public key line: ssh-ed25519, "
-                     "ecdsa-sha2-nistp256 or ssh-rsa (>= 2048 bits)")
+    key: str = Field(
+        max_length=MAX_KEY_LINE,
+        description="one OpenSSH public key line: ssh-ed25519, ecdsa-sha2-nistp256 or ssh-rsa (>= 2048 bits)",
+    )
 
     @field_validator("key")
     @classmethod
@@ -233,15 +236,26 @@ def _parse_sshsig(armored: str) -> _Sshsig:
     signature = sig.string()
     sig.end()
     key_type = _Reader(public_key, "signature's public key").text()
-    return _Sshsig(key_type=key_type, public_key=public_key, namespace=namespace, hash_algorithm=hash_algorithm,
-                   signature_algorithm=signature_algorithm, signature=signature)
+    return _Sshsig(
+        key_type=key_type,
+        public_key=public_key,
+        namespace=namespace,
+        hash_algorithm=hash_algorithm,
+        signature_algorithm=signature_algorithm,
+        signature=signature,
+    )
 
 
 def _signed_data(namespace: str, hash_algorithm: str, message: bytes) -> bytes:
     digest = hashes.Hash(_HASHES[hash_algorithm]())
     digest.update(message)
-    return (_MAGIC + _string(namespace.encode()) + _string(b"") + _string(hash_algorithm.encode())
-            + _string(digest.finalize()))
+    return (
+        _MAGIC
+        + _string(namespace.encode())
+        + _string(b"")
+        + _string(hash_algorithm.encode())
+        + _string(digest.finalize())
+    )
 
 
 def signature_public_key(signature: str) -> str:
@@ -260,13 +274,15 @@ def _verify(key: PublicKey, sig: _Sshsig, data: bytes) -> None:
     """cryptography's verification of one SSH signature; InvalidSignature or ApprovalError if it does not hold."""
     if isinstance(key, ed25519.Ed25519PublicKey):
         if sig.signature_algorithm != "ssh-ed25519":
-            raise ApprovalError(f"signature algorithm {sig.signature_algorithm[:40]} does not match an ed25519 key",
-                                "format")
+            raise ApprovalError(
+                f"signature algorithm {sig.signature_algorithm[:40]} does not match an ed25519 key", "format"
+            )
         key.verify(sig.signature, data)
     elif isinstance(key, ec.EllipticCurvePublicKey):
         if sig.signature_algorithm != "ecdsa-sha2-nistp256":
-            raise ApprovalError(f"signature algorithm {sig.signature_algorithm[:40]} does not match a nistp256 key",
-                                "format")
+            raise ApprovalError(
+                f"signature algorithm {sig.signature_algorithm[:40]} does not match a nistp256 key", "format"
+            )
         rs = _Reader(sig.signature, "ECDSA signature")
         r, s = rs.mpint(), rs.mpint()
         rs.end()
@@ -274,32 +290,39 @@ def _verify(key: PublicKey, sig: _Sshsig, data: bytes) -> None:
     else:
         rsa_hash = {"rsa-sha2-512": hashes.SHA512, "rsa-sha2-256": hashes.SHA256}.get(sig.signature_algorithm)
         if rsa_hash is None:
-            raise ApprovalError(f"signature algorithm {sig.signature_algorithm[:40]} is not accepted for RSA keys "
-                                "(rsa-sha2-512, rsa-sha2-256)", "format")
+            raise ApprovalError(
+                f"signature algorithm {sig.signature_algorithm[:40]} is not accepted for RSA keys "
+                "(rsa-sha2-512, rsa-sha2-256)",
+                "format",
+            )
         key.verify(sig.signature, data, padding.PKCS1v15(), rsa_hash())
 
 
 def _armor(blob: bytes) -> str:
     b64 = base64.b64encode(blob).decode()
-    return "\n".join([_ARMOR_BEGIN, *(b64[i:i + 70] for i in range(0, len(b64), 70)), _ARMOR_END]) + "\n"
+    return "\n".join([_ARMOR_BEGIN, *(b64[i : i + 70] for i in range(0, len(b64), 70)), _ARMOR_END]) + "\n"
 
 
-_NOT_A_KEY = ("not an OpenSSH private key of an accepted type (expected '-----BEGIN OPENSSH PRIVATE KEY-----': "
-              "ed25519, ecdsa nistp256 or rsa)")
+_NOT_A_KEY = (
+    "not an OpenSSH private key of an accepted type (expected '-----BEGIN OPENSSH PRIVATE KEY-----': "
+    "ed25519, ecdsa nistp256 or rsa)"
+)
 
 
 def _load_private(private_key: bytes, password: bytes | None) -> Any:
     try:
         return serialization.load_ssh_private_key(private_key, password=password)
     except TypeError:
-        raise ApprovalError("the private key is encrypted: a password is needed (FERRY_KEY_PASSWORD)",
-                            "encrypted") from None
+        raise ApprovalError(
+            "the private key is encrypted: a password is needed (FERRY_KEY_PASSWORD)", "encrypted"
+        ) from None
     except (ValueError, UnsupportedAlgorithm):
         raise ApprovalError(_NOT_A_KEY, "key") from None
 
 
-def load_private_key(private_key: bytes, password: bytes | None = None
-                     ) -> ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
+def load_private_key(
+    private_key: bytes, password: bytes | None = None
+) -> ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
     """An OpenSSH private key file (as ssh-keygen writes it) of an accepted type. ApprovalError (kind ``key``)
     says what is wrong, never echoing the key."""
     if len(private_key) > MAX_PRIVATE_KEY:
@@ -347,6 +370,13 @@ def sign(namespace: str, message: bytes, private_key: bytes, password: bytes | N
     else:
         algorithm, raw = "rsa-sha2-512", key.sign(data, padding.PKCS1v15(), hashes.SHA512())
     assert key_type in _KEY_TYPES
-    blob_out = (_MAGIC + struct.pack(">I", _SIG_VERSION) + _string(blob) + _string(namespace.encode())
-                + _string(b"") + _string(b"sha512") + _string(_string(algorithm.encode()) + _string(raw)))
+    blob_out = (
+        _MAGIC
+        + struct.pack(">I", _SIG_VERSION)
+        + _string(blob)
+        + _string(namespace.encode())
+        + _string(b"")
+        + _string(b"sha512")
+        + _string(_string(algorithm.encode()) + _string(raw))
+    )
     return _armor(blob_out)

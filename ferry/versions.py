@@ -17,8 +17,10 @@ def parse_release_version(tag: str) -> semver.Version:
     if tag.lower() == "latest":
         raise VersionError("version 'latest' is refused: releases are immutable semver tags (e.g. 1.2.3)")
     if "+" in tag:
-        raise VersionError(f"version {tag!r} has build metadata ('+'), which OCI tags cannot carry; "
-                           "drop the '+…' part or use a prerelease (-rc.1)")
+        raise VersionError(
+            f"version {tag!r} has build metadata ('+'), which OCI tags cannot carry; "
+            "drop the '+…' part or use a prerelease (-rc.1)"
+        )
     core = tag[1:] if tag.startswith("v") else tag
     try:
         return semver.Version.parse(core)
@@ -38,6 +40,7 @@ def try_parse_tag(tag: str) -> semver.Version | None:
 # Constraint syntax as Flux's OCIRepository `semver` (Masterminds): terms joined by spaces or commas are
 # ANDed, `||` separates alternatives; operators = != > >= < <= ~ ^; x/X/* wildcards.
 
+
 def _partial(text: str) -> tuple[list[int], int]:
     """'1.2' -> ([1, 2, 0], 2): the version and how many parts were given (wildcards stop counting)."""
     parts = text.split("-", 1)[0].split(".")
@@ -56,7 +59,7 @@ def _term(term: str) -> list[tuple[str, semver.Version]]:
     """One constraint -> a list of (op, version) bounds, all of which must hold."""
     for op in (">=", "<=", "!=", "==", ">", "<", "=", "~", "^"):
         if term.startswith(op):
-            rest = term[len(op):].strip().lstrip("v")
+            rest = term[len(op) :].strip().lstrip("v")
             break
     else:
         op, rest = "=", term.lstrip("v")
@@ -123,8 +126,9 @@ def _holds(version: semver.Version, op: str, bound: semver.Version) -> bool:
     return {"=": c == 0, "!=": c != 0, ">": c > 0, ">=": c >= 0, "<": c < 0, "<=": c <= 0}[op]
 
 
-def select(tags: list[str], rng: SemverRange, prereleases: bool = False, held: frozenset[str] = frozenset()
-           ) -> str | None:
+def select(
+    tags: list[str], rng: SemverRange, prereleases: bool = False, held: frozenset[str] = frozenset()
+) -> str | None:
     """The highest tag in the range that is not held; unparsable tags are ignored. Holds compare by semver
     identity, so `v1.2.0` cannot slip past a hold on `1.2.0`."""
     held_versions = {v for v in (try_parse_tag(h) for h in held) if v is not None}

@@ -87,9 +87,12 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
     from temporalio.api.enums.v1 import IndexedValueType
     from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 
-    await env.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
-        namespace=env.client.namespace,
-        search_attributes={n: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for n in SEARCH_ATTRIBUTES}))
+    await env.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=env.client.namespace,
+            search_attributes={n: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for n in SEARCH_ATTRIBUTES},
+        )
+    )
     yield env
     await env.shutdown()
 
@@ -139,16 +142,18 @@ def namespace(kube_api: object) -> str:
 
 
 @pytest.fixture
-async def dev_worker(dev_env: WorkflowEnvironment, registry: Registry, kube_server: object, tmp_path: Path,
-                     task_queue: str) -> AsyncIterator[Settings]:
+async def dev_worker(
+    dev_env: WorkflowEnvironment, registry: Registry, kube_server: object, tmp_path: Path, task_queue: str
+) -> AsyncIterator[Settings]:
     """A worker on the real dev server."""
     async with worker_on(dev_env, registry, kube_server, tmp_path, task_queue) as settings:
         yield settings
 
 
 @pytest.fixture
-async def ts_worker(time_env: WorkflowEnvironment, registry: Registry, kube_server: object, tmp_path: Path,
-                    task_queue: str) -> AsyncIterator[Settings]:
+async def ts_worker(
+    time_env: WorkflowEnvironment, registry: Registry, kube_server: object, tmp_path: Path, task_queue: str
+) -> AsyncIterator[Settings]:
     """A worker on the time-skipping server."""
     async with worker_on(time_env, registry, kube_server, tmp_path, task_queue) as settings:
         yield settings

@@ -27,27 +27,35 @@ async def queue_load(client: Client, queue: str, worker: str | None = None) -> t
     """(running workflows on `queue`, distinct workers polling its workflow tasks now; `worker`, the identity of the
     one asking, counts as one even before its first poll reaches the server)."""
     running = await client.count_workflows(f"TaskQueue = '{queue}' AND ExecutionStatus = 'Running'")
-    described = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
-        namespace=client.namespace, task_queue=TaskQueue(name=queue),
-        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW))
+    described = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+    )
     return running.count, len({p.identity for p in described.pollers} | ({worker} if worker else set()))
 
 
-async def check_cache(client: Client, queue: str, capacity: int, meter: MetricMeter | None = None,
-                      worker: str | None = None) -> CachePressure:
+async def check_cache(
+    client: Client, queue: str, capacity: int, meter: MetricMeter | None = None, worker: str | None = None
+) -> CachePressure:
     running, workers = await queue_load(client, queue, worker)
     pressure = cache_pressure(running, workers, capacity, queue)
     if meter is not None:
-        meter.create_gauge_float("ferry_sticky_cache_demand_ratio", "an even share of the task queue's running "
-                                 "workflows over this worker's sticky cache (above 1: every task misses)"
-                                 ).set(pressure.demand_ratio)
+        meter.create_gauge_float(
+            "ferry_sticky_cache_demand_ratio",
+            "an even share of the task queue's running "
+            "workflows over this worker's sticky cache (above 1: every task misses)",
+        ).set(pressure.demand_ratio)
     if pressure.level != "ok":
         log.warning("sticky cache: %s", pressure.message)
     return pressure
 
 
-async def watch_cache(client: Client, queue: str, capacity: int, meter: MetricMeter | None,
-                      every: timedelta = EVERY) -> None:
+async def watch_cache(
+    client: Client, queue: str, capacity: int, meter: MetricMeter | None, every: timedelta = EVERY
+) -> None:
     """Until cancelled: at start, then every `every`."""
     while True:
         try:

@@ -20,8 +20,13 @@ class TemporalUnavailable(RuntimeError):
     """The Temporal frontend could not be reached; the message names the address and the fix."""
 
 
-async def connect(settings: TemporalSettings, *, tracer: TracerProvider | None = None,
-                  identity: str | None = None, runtime: Runtime | None = None) -> Client:
+async def connect(
+    settings: TemporalSettings,
+    *,
+    tracer: TracerProvider | None = None,
+    identity: str | None = None,
+    runtime: Runtime | None = None,
+) -> Client:
     """A client; `identity` is what Temporal records on every request (the audit shows it next to approvers)."""
     interceptors: list[Interceptor] = []
     if tracer is not None:
@@ -55,9 +60,11 @@ class TLSSettingsError(TemporalUnavailable):
 
 
 # (settings field, its FERRY_* variable, the PEM-data field a Temporal profile may set instead)
-_TLS_FILES = (("tls_cert", "FERRY_TEMPORAL_TLS_CERT", "tls_cert_pem"),
-              ("tls_key", "FERRY_TEMPORAL_TLS_KEY", "tls_key_pem"),
-              ("tls_ca", "FERRY_TEMPORAL_TLS_CA", "tls_ca_pem"))
+_TLS_FILES = (
+    ("tls_cert", "FERRY_TEMPORAL_TLS_CERT", "tls_cert_pem"),
+    ("tls_key", "FERRY_TEMPORAL_TLS_KEY", "tls_key_pem"),
+    ("tls_ca", "FERRY_TEMPORAL_TLS_CA", "tls_ca_pem"),
+)
 MAX_PEM_FILE = 1024 * 1024
 
 
@@ -85,12 +92,13 @@ def tls_config(settings: TemporalSettings) -> bool | TLSConfig:
         return False
     cert, key, ca = (_pem(settings, *names) for names in _TLS_FILES)
     if (cert is None) != (key is None):
-        raise TLSSettingsError("FERRY_TEMPORAL_TLS_CERT and FERRY_TEMPORAL_TLS_KEY go together (mTLS needs the "
-                               "client certificate and its key)")
+        raise TLSSettingsError(
+            "FERRY_TEMPORAL_TLS_CERT and FERRY_TEMPORAL_TLS_KEY go together (mTLS needs the "
+            "client certificate and its key)"
+        )
     if cert is None and ca is None and settings.tls_server_name is None:
         return True
-    return TLSConfig(server_root_ca_cert=ca, domain=settings.tls_server_name, client_cert=cert,
-                     client_private_key=key)
+    return TLSConfig(server_root_ca_cert=ca, domain=settings.tls_server_name, client_cert=cert, client_private_key=key)
 
 
 def workflow_url(settings: TemporalSettings, workflow_id: str, run_id: str | None = None) -> str:

@@ -73,8 +73,9 @@ class FerryEnvironment(BaseSettings):
     """The FERRY_* environment variables, each named exactly (case-sensitive) and parsed by its type; unset or
     empty is None (the layers below decide). Ranges and cross-field rules are the models' (ferry/settings.py)."""
 
-    model_config = SettingsConfigDict(env_prefix="FERRY_", case_sensitive=True, env_ignore_empty=True,
-                                      extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="FERRY_", case_sensitive=True, env_ignore_empty=True, extra="ignore", frozen=True
+    )
 
     STATE_DIR: Annotated[Path | None, Sets("state_dir")] = None
     TEMPORAL_ADDRESS: Annotated[str | None, Sets("temporal.address")] = None
@@ -231,9 +232,11 @@ def temporal_envconfig_layer(env: Mapping[str, str]) -> dict[str, Any]:
         layer["tls"] = True
         if tls.server_name:
             layer["tls_server_name"] = tls.server_name
-        for source, path_field, pem_field in ((tls.client_cert, "tls_cert", "tls_cert_pem"),
-                                              (tls.client_private_key, "tls_key", "tls_key_pem"),
-                                              (tls.server_root_ca_cert, "tls_ca", "tls_ca_pem")):
+        for source, path_field, pem_field in (
+            (tls.client_cert, "tls_cert", "tls_cert_pem"),
+            (tls.client_private_key, "tls_key", "tls_key_pem"),
+            (tls.server_root_ca_cert, "tls_ca", "tls_ca_pem"),
+        ):
             if isinstance(source, Path):
                 layer[path_field] = str(source)
             elif source is not None:
@@ -250,17 +253,16 @@ def _environment(env: Mapping[str, str]) -> FerryEnvironment:
         problem = err.errors()[0]
         variable = f"FERRY_{problem['loc'][0]}"
         if problem["type"] == _NOT_A_BOOLEAN:
-            raise SettingsInvalid(f"{variable}={_shown(variable, env)} is not a boolean "
-                                  f"(one of {', '.join(_BOOLEANS)})") from None
-        raise SettingsInvalid(f"setting {ENVIRONMENT_VARIABLES[variable]} ({variable}={_shown(variable, env)}): "
-                              f"{problem['msg']}") from None
+            raise SettingsInvalid(
+                f"{variable}={_shown(variable, env)} is not a boolean (one of {', '.join(_BOOLEANS)})"
+            ) from None
+        raise SettingsInvalid(
+            f"setting {ENVIRONMENT_VARIABLES[variable]} ({variable}={_shown(variable, env)}): {problem['msg']}"
+        ) from None
 
 
 def load_settings(
-    overrides: Mapping[str, Any] | None = None,
-    *,
-    env: Mapping[str, str] | None = None,
-    state_dir: Path | None = None,
+    overrides: Mapping[str, Any] | None = None, *, env: Mapping[str, str] | None = None, state_dir: Path | None = None
 ) -> Settings:
     """Build the settings from every layer. ``overrides`` are dotted paths from command-line flags."""
     env = os.environ if env is None else env

@@ -49,5 +49,7 @@ def metrics_runtime(settings: TelemetrySettings) -> Runtime | None:
     try:
         return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=settings.prometheus_bind)))
     except ValueError as err:  # the SDK's own words: invalid address, address already in use
-        raise MetricsUnavailable(f"metrics: cannot serve Prometheus on {settings.prometheus_bind!r}: {err}; set "
-                                 "FERRY_PROMETHEUS_BIND to a free host:port, or unset it") from err
+        raise MetricsUnavailable(
+            f"metrics: cannot serve Prometheus on {settings.prometheus_bind!r}: {err}; set "
+            "FERRY_PROMETHEUS_BIND to a free host:port, or unset it"
+        ) from err

@@ -43,40 +43,55 @@ def _failure_types(cls: type) -> list[type[BaseException]]:
     return list(workflow._Definition.must_from_class(cls).failure_exception_types)
 
 
-@workflow.defn(name="EnvironmentWorkflow", versioning_behavior=VersioningBehavior.PINNED,
-               failure_exception_types=_failure_types(EnvironmentWorkflow))
+@workflow.defn(
+    name="EnvironmentWorkflow",
+    versioning_behavior=VersioningBehavior.PINNED,
+    failure_exception_types=_failure_types(EnvironmentWorkflow),
+)
 class VersionedEnvironmentWorkflow(EnvironmentWorkflow):
     @workflow.run
     async def run(self, input: EnvironmentInput) -> None:
         await super().run(input)
 
 
-@workflow.defn(name="PromotionWorkflow", versioning_behavior=VersioningBehavior.PINNED,
-               failure_exception_types=_failure_types(PromotionWorkflow))
+@workflow.defn(
+    name="PromotionWorkflow",
+    versioning_behavior=VersioningBehavior.PINNED,
+    failure_exception_types=_failure_types(PromotionWorkflow),
+)
 class VersionedPromotionWorkflow(PromotionWorkflow):
     @workflow.run
     async def run(self, input: PromotionInput) -> PromotionResult:
         return await super().run(input)
 
 
-@workflow.defn(name="RollbackWorkflow", versioning_behavior=VersioningBehavior.PINNED,
-               failure_exception_types=_failure_types(RollbackWorkflow))
+@workflow.defn(
+    name="RollbackWorkflow",
+    versioning_behavior=VersioningBehavior.PINNED,
+    failure_exception_types=_failure_types(RollbackWorkflow),
+)
 class VersionedRollbackWorkflow(RollbackWorkflow):
     @workflow.run
     async def run(self, input: RollbackInput) -> RollbackResult:
         return await super().run(input)
 
 
-@workflow.defn(name="ReleaseWorkflow", versioning_behavior=VersioningBehavior.PINNED,
-               failure_exception_types=_failure_types(ReleaseWorkflow))
+@workflow.defn(
+    name="ReleaseWorkflow",
+    versioning_behavior=VersioningBehavior.PINNED,
+    failure_exception_types=_failure_types(ReleaseWorkflow),
+)
 class VersionedReleaseWorkflow(ReleaseWorkflow):
     @workflow.run
     async def run(self, input: ReleaseInput) -> ReleaseResult:
         return await super().run(input)
 
 
-@workflow.defn(name="AlertRouterWorkflow", versioning_behavior=VersioningBehavior.PINNED,
-               failure_exception_types=_failure_types(AlertRouterWorkflow))
+@workflow.defn(
+    name="AlertRouterWorkflow",
+    versioning_behavior=VersioningBehavior.PINNED,
+    failure_exception_types=_failure_types(AlertRouterWorkflow),
+)
 class VersionedAlertRouterWorkflow(AlertRouterWorkflow):
     """Runs forever like an environment: pinned within a run, moves to the current build at continue-as-new (a
     notification wakes it: `ferry upgrade drain` sends one)."""

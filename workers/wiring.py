@@ -46,8 +46,10 @@ def all_activities(settings: Settings, client: Client) -> list[Callable[..., Any
     from activities.senders import SenderActivities
     from ferry.alert_render import Links
 
-    registries = Registries(settings.registry, connections=settings.worker.max_concurrent_activities
-                            + settings.worker.max_concurrent_local_activities)
+    registries = Registries(
+        settings.registry,
+        connections=settings.worker.max_concurrent_activities + settings.worker.max_concurrent_local_activities,
+    )
     registry = RegistryActivities(registries)
     # NB: no package_bundle/push_artifact/sign_artifact here: only the `ferry release` process serves them, on
     # its own CI queue, so no workflow can make this worker package its host's files or push them anywhere.
@@ -64,9 +66,14 @@ def all_activities(settings: Settings, client: Client) -> list[Callable[..., Any
         EnvironmentActivities(client).confirm_pin,
         EnvironmentActivities(client).last_record,
         SenderActivities(client).check_sender,
-        NotifyActivities(settings.worker.alert_providers, Links(
-            ui_url=settings.temporal.ui_url, address=settings.temporal.address,
-            namespace=settings.temporal.namespace)).deliver_notification,
+        NotifyActivities(
+            settings.worker.alert_providers,
+            Links(
+                ui_url=settings.temporal.ui_url,
+                address=settings.temporal.address,
+                namespace=settings.temporal.namespace,
+            ),
+        ).deliver_notification,
     ]
 
 
@@ -93,16 +100,21 @@ def layer_digest(directory: Path, scratch: Path) -> str:
     return write_tarball(directory, scan(directory), scratch / "bundle.tar.gz")
 
 
-def release_activities(settings: Settings, bundle_dir: str, packaged: PackageBundleResult | None,
-                       signer: ReleaseSigner | None = None) -> list[Callable[..., Any]]:
+def release_activities(
+    settings: Settings, bundle_dir: str, packaged: PackageBundleResult | None, signer: ReleaseSigner | None = None
+) -> list[Callable[..., Any]]:
     """What `ferry release`'s own CI worker serves: the bundle this process already packaged (parsed and tarred
     once per release, owned by this list's BundleActivities, not a global) and the push; sign_artifact with a
     signer only."""
     registries = Registries(settings.registry)
     registry = RegistryActivities(registries)
     bundles = BundleActivities(prepared={bundle_dir: packaged} if packaged is not None else None)
-    activities: list[Callable[..., Any]] = [bundles.package_bundle, registry.resolve_tag, registry.fetch_manifest,
-                                            registry.push_artifact]
+    activities: list[Callable[..., Any]] = [
+        bundles.package_bundle,
+        registry.resolve_tag,
+        registry.fetch_manifest,
+        registry.push_artifact,
+    ]
     if signer is not None:
         activities.append(SignatureActivities(registries, signer).sign_artifact)
     return activities

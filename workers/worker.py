@@ -31,9 +31,18 @@ def all_workflows() -> list[type]:
     return list(ALL_WORKFLOWS)
 
 
-STATELESS_WORKFLOW_HELPERS = ("workflows.metrics", "workflows.policies", "workflows.search_attributes",
-                              "workflows.outbox", "workflows.pin_protocol", "workflows.reads", "workflows.run_memo",
-                              "workflows.patches", "workflows.activity_stubs", "workflows.failures")
+STATELESS_WORKFLOW_HELPERS = (
+    "workflows.metrics",
+    "workflows.policies",
+    "workflows.search_attributes",
+    "workflows.outbox",
+    "workflows.pin_protocol",
+    "workflows.reads",
+    "workflows.run_memo",
+    "workflows.patches",
+    "workflows.activity_stubs",
+    "workflows.failures",
+)
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
@@ -43,8 +52,9 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     # the workflows' stateless helpers (constants, functions, the pin-outcome mixin; no module-level state) are
     # passed through too: the sandbox re-imports, and without bytecode caches recompiles, every module it does not
     # pass through, for every workflow it starts or replays (the fleet's `ferry env apply` was mostly that).
-    return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(
-        "cryptography", *STATELESS_WORKFLOW_HELPERS))
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules("cryptography", *STATELESS_WORKFLOW_HELPERS)
+    )
 
 
 def default_build_id() -> str:
@@ -55,8 +65,14 @@ def default_build_id() -> str:
 
     version = importlib.metadata.version("ferry")
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).resolve().parent,
-                                capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return version
     return f"{version}+g{commit}" if commit else version
@@ -83,7 +99,8 @@ def build_worker(
     # sync activities (local ones included) run in this pool, sized so that none waits for a thread.
     pool = concurrent.futures.ThreadPoolExecutor(
         max_workers=tuning.max_concurrent_activities + tuning.max_concurrent_local_activities,
-        thread_name_prefix="ferry-activity")
+        thread_name_prefix="ferry-activity",
+    )
     pollers = PollerBehaviorAutoscaling(maximum=tuning.max_task_pollers, initial=min(5, tuning.max_task_pollers))
     versioning = deployment_config(settings)
     classes = list(workflows) if workflows is not None else all_workflows()
@@ -124,14 +141,23 @@ async def run_worker(settings: Settings, *, ready_file: Path | None = None) -> N
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     versioning = worker.config().get("deployment_config")
-    log.info("worker polling %s on %s%s", settings.temporal.task_queue, settings.temporal.address,
-             f" as {versioning.version.deployment_name}/{versioning.version.build_id}" if versioning else "")
+    log.info(
+        "worker polling %s on %s%s",
+        settings.temporal.task_queue,
+        settings.temporal.address,
+        f" as {versioning.version.deployment_name}/{versioning.version.build_id}" if versioning else "",
+    )
     async with worker:
         if ready_file is not None:
             ready_file.write_text("ready\n")  # noqa: ASYNC240 -- one tiny write at start-up
-        watch = asyncio.create_task(watch_cache(client, settings.temporal.task_queue,
-                                                settings.worker.max_cached_workflows,
-                                                runtime.metric_meter if runtime else None))
+        watch = asyncio.create_task(
+            watch_cache(
+                client,
+                settings.temporal.task_queue,
+                settings.worker.max_cached_workflows,
+                runtime.metric_meter if runtime else None,
+            )
+        )
         await stop.wait()
         watch.cancel()
         log.info("shutting down: waiting for running activities")
@@ -144,12 +170,23 @@ async def run_worker(settings: Settings, *, ready_file: Path | None = None) -> N
 CI_BUILD_ID = "ferry-release"
 
 
-def build_ci_worker(client: Client, task_queue: str, activities: Sequence[Callable[..., Any]],
-                    pool: concurrent.futures.ThreadPoolExecutor, max_concurrent: int) -> Worker:
+def build_ci_worker(
+    client: Client,
+    task_queue: str,
+    activities: Sequence[Callable[..., Any]],
+    pool: concurrent.futures.ThreadPoolExecutor,
+    max_concurrent: int,
+) -> Worker:
     """The CI host's worker, run by `ferry release` for its own life on the release's own task queue: only the
     activities that touch the host's files and the release's registry (package, resolve, push, sign)."""
-    return Worker(client, task_queue=task_queue, activities=list(activities), activity_executor=pool,
-                  max_concurrent_activities=max_concurrent, build_id=CI_BUILD_ID)
+    return Worker(
+        client,
+        task_queue=task_queue,
+        activities=list(activities),
+        activity_executor=pool,
+        max_concurrent_activities=max_concurrent,
+        build_id=CI_BUILD_ID,
+    )
 
 
 # The CI worker's activities at once (= its thread pool): one release needs one at a time.
@@ -157,8 +194,7 @@ CI_ACTIVITIES = 4
 
 
 @contextlib.asynccontextmanager
-async def ci_worker(client: Client, task_queue: str, activities: Sequence[Callable[..., Any]]
-                    ) -> AsyncIterator[Worker]:
+async def ci_worker(client: Client, task_queue: str, activities: Sequence[Callable[..., Any]]) -> AsyncIterator[Worker]:
     """build_ci_worker running for the life of the block, over a thread pool of its own."""
     with concurrent.futures.ThreadPoolExecutor(max_workers=CI_ACTIVITIES) as pool:
         async with build_ci_worker(client, task_queue, activities, pool, CI_ACTIVITIES) as worker:

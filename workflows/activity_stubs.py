@@ -126,6 +126,20 @@ def sign_artifact(input: SignArtifactInput) -> SignArtifactResult:
     _stub("sign_artifact")
 
 
-ALL = [resolve_desired, resolve_tag, fetch_manifest, verify_artifact, reconcile_environment, wait_healthy,
-       check_environment, environment_status, confirm_pin, last_record, check_sender, deliver_notification,
-       package_bundle, push_artifact, sign_artifact]
+ALL = [
+    resolve_desired,
+    resolve_tag,
+    fetch_manifest,
+    verify_artifact,
+    reconcile_environment,
+    wait_healthy,
+    check_environment,
+    environment_status,
+    confirm_pin,
+    last_record,
+    check_sender,
+    deliver_notification,
+    package_bundle,
+    push_artifact,
+    sign_artifact,
+]

@@ -53,7 +53,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.search_attributes import FERRY_PHASE
 
 
-
 @workflow.defn(name="AlertRouterWorkflow")
 class AlertRouterWorkflow:
     """Holds the declared alerts (`ferry alerts apply`), receives `notify` signals, drops duplicates (same
@@ -111,37 +110,52 @@ class AlertRouterWorkflow:
                     in_flight, left = carry(in_flight)
                     for pending in left:
                         self._count("not_carried")
-                        self._give_up(pending, "RouterOverloaded: too many deliveries in flight to carry through "
-                                      f"continue-as-new ({len(in_flight)} carried)")
+                        self._give_up(
+                            pending,
+                            "RouterOverloaded: too many deliveries in flight to carry through "
+                            f"continue-as-new ({len(in_flight)} carried)",
+                        )
                 self._state.pending = in_flight
                 queued = carry(self._queue[:MAX_QUEUED_CARRIED], MAX_QUEUED_BYTES)[0]
                 self._count("not_carried", len(self._queue) - len(queued))
                 self._queue = []
                 workflow.continue_as_new(
-                    AlertRouterInput(state=self._state, max_per_run=self._max_per_run,
-                                     verify_senders=input.verify_senders, queued=queued),
-                    initial_versioning_behavior=workflow.ContinueAsNewVersioningBehavior.AUTO_UPGRADE)
+                    AlertRouterInput(
+                        state=self._state,
+                        max_per_run=self._max_per_run,
+                        verify_senders=input.verify_senders,
+                        queued=queued,
+                    ),
+                    initial_versioning_behavior=workflow.ContinueAsNewVersioningBehavior.AUTO_UPGRADE,
+                )
 
     def _continue_due(self) -> bool:
         info = workflow.info()
         due = self._handled >= self._max_per_run or info.is_continue_as_new_suggested()
         if not self._moves:
             return due
-        due = (due or info.is_target_worker_deployment_version_changed()
-               or info.get_current_history_size() > policies.MAX_HISTORY_BYTES)
+        due = (
+            due
+            or info.is_target_worker_deployment_version_changed()
+            or info.get_current_history_size() > policies.MAX_HISTORY_BYTES
+        )
         if due and self._in_flight_bytes > MAX_CARRIED_BYTES:
             # more in flight than the next run's input may carry: wait for deliveries to end (their retries add
             # no history) rather than give them up, unless the history itself is near the server's limits
-            return (info.get_current_history_size() > policies.MAX_ROUTER_HISTORY_BYTES
-                    or info.get_current_history_length() > policies.MAX_ROUTER_HISTORY_EVENTS)
+            return (
+                info.get_current_history_size() > policies.MAX_ROUTER_HISTORY_BYTES
+                or info.get_current_history_length() > policies.MAX_ROUTER_HISTORY_EVENTS
+            )
         return due
 
     def _describe(self) -> None:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self._state.counts.items())) or "nothing yet"
         names = ", ".join(a.name for a in self._state.alerts) or "none (ferry alerts apply -f FILE)"
-        workflow.set_current_details(f"**Alerts**: {names}\nNotifications: {counts}\n"
-                                     f"Delivering now: {len(self._inflight)}; undelivered (kept): "
-                                     f"{len(self._state.undelivered)}")
+        workflow.set_current_details(
+            f"**Alerts**: {names}\nNotifications: {counts}\n"
+            f"Delivering now: {len(self._inflight)}; undelivered (kept): "
+            f"{len(self._state.undelivered)}"
+        )
 
     def _seen(self, key: str) -> None:
         self._state.seen = [*self._state.seen, key][-MAX_SEEN:]
@@ -176,15 +190,21 @@ class AlertRouterWorkflow:
         """Route `note` once its sender is known to be one of Ferry's runs; drop (and count) one that is not."""
         try:
             result = await workflow.execute_activity(
-                stubs.check_sender, SenderInput(source=note.source, run_id=note.run_id,
-                                                environment=note.environment, key=note.key,
-                                                digest=notification_digest(note)),
-                start_to_close_timeout=policies.STATUS_QUERY_TIMEOUT, retry_policy=policies.QUICK_RETRY,
-                summary=f"who sent {note.key}"[:200])
+                stubs.check_sender,
+                SenderInput(
+                    source=note.source,
+                    run_id=note.run_id,
+                    environment=note.environment,
+                    key=note.key,
+                    digest=notification_digest(note),
+                ),
+                start_to_close_timeout=policies.STATUS_QUERY_TIMEOUT,
+                retry_policy=policies.QUICK_RETRY,
+                summary=f"who sent {note.key}"[:200],
+            )
             sender = result.sender
         except ActivityError as err:
-            result = SenderResult(unverified=f"the sender could not be asked ({cause_type(err)}: "
-                                  f"{cause_message(err)})")
+            result = SenderResult(unverified=f"the sender could not be asked ({cause_type(err)}: {cause_message(err)})")
             sender = ""
         waiting = self._held.pop(note.key, [])
         if result.unverified:
@@ -205,7 +225,7 @@ class AlertRouterWorkflow:
             return
         self._seen(note.key)
         self._count("duplicate", len(waiting))
-        details = dict(list(note.details.items())[:MAX_DETAILS - 1])
+        details = dict(list(note.details.items())[: MAX_DETAILS - 1])
         self._match(note.model_copy(update={"details": {**details, "sender": sender[:MAX_DETAIL]}}))
 
     def _hold(self, note: Notification) -> None:
@@ -224,8 +244,13 @@ class AlertRouterWorkflow:
 
     def _pending(self, alert: AlertSpec, note: Notification) -> PendingDelivery:
         deadline = workflow.now() + timedelta(seconds=alert.deadline_seconds)
-        return PendingDelivery(alert=alert.name, provider=alert.provider, summary=alert.summary,
-                               deadline_at=timestamp(deadline), notification=note)
+        return PendingDelivery(
+            alert=alert.name,
+            provider=alert.provider,
+            summary=alert.summary,
+            deadline_at=timestamp(deadline),
+            notification=note,
+        )
 
     def _start(self, pending: PendingDelivery) -> None:
         key = f"{pending.alert}/{pending.notification.key}"
@@ -239,8 +264,11 @@ class AlertRouterWorkflow:
 
     async def _turn(self, provider: str, left: timedelta) -> bool:
         def free() -> bool:
-            return (len(self._delivering) < policies.MAX_DELIVERING
-                    and self._delivering.count(provider) < policies.MAX_DELIVERING_PER_PROVIDER)
+            return (
+                len(self._delivering) < policies.MAX_DELIVERING
+                and self._delivering.count(provider) < policies.MAX_DELIVERING_PER_PROVIDER
+            )
+
         if not free():  # NB: no timer (a command) when a turn is free at once
             try:
                 await workflow.wait_condition(free, timeout=left, timeout_summary=f"a turn for {provider}")
@@ -267,12 +295,19 @@ class AlertRouterWorkflow:
                     return
                 left = deadline - workflow.now()
             result = await workflow.execute_activity(
-                stubs.deliver_notification, DeliveryInput(alert=pending.alert, provider=pending.provider,
-                                                      summary=pending.summary, notification=note,
-                                                      deadline_seconds=left.total_seconds()),
+                stubs.deliver_notification,
+                DeliveryInput(
+                    alert=pending.alert,
+                    provider=pending.provider,
+                    summary=pending.summary,
+                    notification=note,
+                    deadline_seconds=left.total_seconds(),
+                ),
                 start_to_close_timeout=policies.DELIVERY_ATTEMPT_TIMEOUT,
-                schedule_to_close_timeout=left, retry_policy=policies.DELIVERY_RETRY,
-                summary=f"{note.type} {note.environment} → {pending.provider} ({pending.alert})"[:200])
+                schedule_to_close_timeout=left,
+                retry_policy=policies.DELIVERY_RETRY,
+                summary=f"{note.type} {note.environment} → {pending.provider} ({pending.alert})"[:200],
+            )
         except ActivityError as err:
             failure = last_failure(err)
             kind = cause_type(failure) or type(failure).__name__  # an untyped ApplicationError by its class
@@ -280,9 +315,18 @@ class AlertRouterWorkflow:
             self._give_up(pending, f"{kind}: {cause_message(failure, limit=None) or err}{gave_up}"[:1000])
         else:
             self._count("delivered")
-            self._state.delivered = [*self._state.delivered, Delivered(
-                alert=pending.alert, key=note.key, type=note.type, environment=note.environment, at=self._now(),
-                status=result.status, attempts=result.attempts)][-MAX_RECENT:]
+            self._state.delivered = [
+                *self._state.delivered,
+                Delivered(
+                    alert=pending.alert,
+                    key=note.key,
+                    type=note.type,
+                    environment=note.environment,
+                    at=self._now(),
+                    status=result.status,
+                    attempts=result.attempts,
+                ),
+            ][-MAX_RECENT:]
         finally:
             if self._inflight.pop(key, None) is not None:
                 self._in_flight_bytes -= len(pending.model_dump_json())
@@ -291,18 +335,29 @@ class AlertRouterWorkflow:
 
     def _give_up(self, pending: PendingDelivery, reason: str) -> None:
         note = pending.notification
-        record = Undelivered(alert=pending.alert, provider=pending.provider, key=note.key, type=note.type,
-                             environment=note.environment, at=self._now(), reason=reason)
+        record = Undelivered(
+            alert=pending.alert,
+            provider=pending.provider,
+            key=note.key,
+            type=note.type,
+            environment=note.environment,
+            at=self._now(),
+            reason=reason,
+        )
         self._count("undelivered")
         self._state.undelivered = [*self._state.undelivered, record][-MAX_UNDELIVERED:]
         workflow.upsert_memo({Memo.UNDELIVERED: record.model_dump(mode="json")})  # in history, for the audit
-        workflow.metric_meter().create_counter("ferry_alerts_undelivered", "notifications given up at their "
-                                               "deadline").add(1, {"alert": pending.alert, "type": note.type})
+        workflow.metric_meter().create_counter(
+            "ferry_alerts_undelivered", "notifications given up at their deadline"
+        ).add(1, {"alert": pending.alert, "type": note.type})
         workflow.logger.warning("undelivered %s (%s) to %s: %s", note.key, note.type, pending.provider, reason)
 
-    @workflow.signal(name=Signal.NOTIFY, description="An event to route: a Notification (key, type, severity, "
-                     "environment, message, at, source, ...). Sent by Ferry's workflows; duplicates (same key) and "
-                     "malformed payloads are counted and dropped")
+    @workflow.signal(
+        name=Signal.NOTIFY,
+        description="An event to route: a Notification (key, type, severity, "
+        "environment, message, at, source, ...). Sent by Ferry's workflows; duplicates (same key) and "
+        "malformed payloads are counted and dropped",
+    )
     def notify(self, *payloads: object) -> None:
         self._size_check = self._moves
         try:
@@ -323,9 +378,11 @@ class AlertRouterWorkflow:
             self._seen(note.key)
         self._queue.append(note)
 
-    @workflow.update(name=Update.APPLY_ALERTS,
-                     description='Replace the declared alerts (`ferry alerts apply -f FILE`): '
-                     '{"alerts": [{"name", "provider", "environments", "events", "severity", "deadline"}], "by"}')
+    @workflow.update(
+        name=Update.APPLY_ALERTS,
+        description="Replace the declared alerts (`ferry alerts apply -f FILE`): "
+        '{"alerts": [{"name", "provider", "environments", "events", "severity", "deadline"}], "by"}',
+    )
     def apply_alerts(self, update: AlertsUpdate | None = None) -> AlertsUpdateResult:
         assert update is not None  # the validator rejects a missing payload
         changes = alerts_diff(self._state.alerts, update.alerts)
@@ -338,16 +395,20 @@ class AlertRouterWorkflow:
     @apply_alerts.validator
     def _validate_apply_alerts(self, update: AlertsUpdate | None = None) -> None:
         if update is None:
-            raise ValueError('apply_alerts needs a payload: {"alerts": [...], "by": "..."} (ferry alerts apply sends '
-                             'it)')
+            raise ValueError(
+                'apply_alerts needs a payload: {"alerts": [...], "by": "..."} (ferry alerts apply sends it)'
+            )
 
-    @workflow.signal(dynamic=True, description="Any other signal name: counted (status: counts.unknown_signal) "
-                     "and dropped")
+    @workflow.signal(
+        dynamic=True, description="Any other signal name: counted (status: counts.unknown_signal) and dropped"
+    )
     def unknown_signal(self, name: str, args: Sequence[RawValue]) -> None:
         self._count("unknown_signal")
         self._size_check = self._moves
 
-    @workflow.query(name=Query.STATUS, description="Declared alerts, counters, deliveries in flight, recent deliveries "
-                    "and the ones given up")
+    @workflow.query(
+        name=Query.STATUS,
+        description="Declared alerts, counters, deliveries in flight, recent deliveries and the ones given up",
+    )
     def status(self) -> AlertRouterState:
         return self._state.model_copy(update={"pending": [p for p, _ in self._inflight.values()]})

@@ -8,7 +8,6 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, CancelledError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
-
     from ferry.environment import EnvironmentState, EnvironmentStatus
     from ferry.events import Event, EventType
     from ferry.names import Memo, Query
@@ -37,8 +36,6 @@ with workflow.unsafe.imports_passed_through():
     )
 
 
-
-
 class EnvironmentEvents(alerting.Notifies):
     """Records, publishes and answers status; declares the state every environment mixin shares."""
 
@@ -51,23 +48,31 @@ class EnvironmentEvents(alerting.Notifies):
     _size_check: bool
     _kept: dict[str, Any] | None
     _recovering: bool
+
     def _now(self) -> str:
         return timestamp(workflow.now())
 
     def _record(self, type_: EventType, message: str, **fields: object) -> Event:
         update = workflow.current_update_info()
-        event = Event(at=self._now(), type=type_, message=message, update_id=update.id if update else "",
-                      **fields)  # type: ignore[arg-type,unused-ignore]
-        self._state.events = [*self._state.events, event][-policies.MAX_EVENTS_KEPT:]
+        event = Event(at=self._now(), type=type_, message=message, update_id=update.id if update else "", **fields)  # type: ignore[arg-type,unused-ignore]
+        self._state.events = [*self._state.events, event][-policies.MAX_EVENTS_KEPT :]
         workflow.logger.info("%s: %s", type_, message)
         metrics.environment_event(self._state.spec.name, type_)
         # audit reads operator events from history alone; a memo update puts each one there
         if _patched(AUDIT_MEMO):
             workflow.upsert_memo({Memo.EVENT: event.model_dump(mode="json")})
         if _patched(ALERTS):  # a signal to the alert router from its own task: never waits
-            alerting.outbox(self).notify(alerting.notification(
-                type_, self._state.spec.name, message, version=event.version, digest=event.digest, by=event.by,
-                details={"repository": self._state.spec.repository}))
+            alerting.outbox(self).notify(
+                alerting.notification(
+                    type_,
+                    self._state.spec.name,
+                    message,
+                    version=event.version,
+                    digest=event.digest,
+                    by=event.by,
+                    details={"repository": self._state.spec.repository},
+                )
+            )
         return event
 
     def _keep_record(self) -> None:
@@ -87,14 +92,20 @@ class EnvironmentEvents(alerting.Notifies):
         self._recovering = True
         try:
             found = await workflow.execute_activity(
-                stubs.last_record, LastRecordInput(workflow_id=info.workflow_id, run_id=info.run_id),
-                start_to_close_timeout=policies.STATUS_QUERY_TIMEOUT, retry_policy=policies.RECORD_READ_RETRY,
-                summary="the last run's record")
+                stubs.last_record,
+                LastRecordInput(workflow_id=info.workflow_id, run_id=info.run_id),
+                start_to_close_timeout=policies.STATUS_QUERY_TIMEOUT,
+                retry_policy=policies.RECORD_READ_RETRY,
+                summary="the last run's record",
+            )
         except (ActivityError, asyncio.CancelledError, CancelledError) as err:
             # NB: a cancel request while reading suspends too, without continuing as new (the next run would take
             # this one's unrecovered state as its own)
-            reason = "a cancel request arrived" if is_cancelled_exception(err) else \
-                f"{cause_type(err)}: {cause_message(err)}"
+            reason = (
+                "a cancel request arrived"
+                if is_cancelled_exception(err)
+                else f"{cause_type(err)}: {cause_message(err)}"
+            )
             found = LastRecordResult(refusal=f"the last run's record could not be read ({reason})")
         finally:
             self._recovering = False
@@ -103,24 +114,39 @@ class EnvironmentEvents(alerting.Notifies):
             # record says so, so a run replacing this one recovers nothing from it either until an SRE resumes
             self._state.suspended = True
             self._state.unverified_record = found.refusal[:500]
-            self._record(EventType.SUSPENDED, f"{found.refusal}"[:800] + f"; suspended until an SRE checks "
-                         f"(ferry resume {self._state.spec.name})", by="ferry (recovery)")
+            self._record(
+                EventType.SUSPENDED,
+                f"{found.refusal}"[:800] + f"; suspended until an SRE checks (ferry resume {self._state.spec.name})",
+                by="ferry (recovery)",
+            )
             return
         if not found.run_id:
             return
-        state, notes = recover(self._state, found.record, now=self._now(),
-                               pending_id=f"spec-{workflow.uuid4().hex[:12]}", by=f"a new run ({info.run_id})")
+        state, notes = recover(
+            self._state,
+            found.record,
+            now=self._now(),
+            pending_id=f"spec-{workflow.uuid4().hex[:12]}",
+            by=f"a new run ({info.run_id})",
+        )
         self._state = state
         if found.record is None:
-            self._record(EventType.RECORD_RECOVERED, f"a new run replaced run {found.run_id} ({found.status}); "
-                         f"{found.note}")
+            self._record(
+                EventType.RECORD_RECOVERED, f"a new run replaced run {found.run_id} ({found.status}); {found.note}"
+            )
             return
-        self._record(EventType.RECORD_RECOVERED, f"a new run replaced run {found.run_id} ({found.status}): "
-                     + ("; ".join(notes) + found.note)[:900])
+        self._record(
+            EventType.RECORD_RECOVERED,
+            f"a new run replaced run {found.run_id} ({found.status}): " + ("; ".join(notes) + found.note)[:900],
+        )
         pending = state.pending_spec
         if pending is not None:
-            self._record(EventType.SPEC_CHANGE_PENDING, f"spec change {pending.id} by the start of a new run waits "
-                         f"for a signed approval: {'; '.join(pending.changes)}"[:1000], by=pending.by)
+            self._record(
+                EventType.SPEC_CHANGE_PENDING,
+                f"spec change {pending.id} by the start of a new run waits "
+                f"for a signed approval: {'; '.join(pending.changes)}"[:1000],
+                by=pending.by,
+            )
 
     def _phase(self) -> str:
         return self._state.phase
@@ -130,39 +156,58 @@ class EnvironmentEvents(alerting.Notifies):
         applied = self._state.last_applied
         # FerryTracking is for `ferry env list` from Visibility
         tracking = self._state.spec.tracking if _patched(PUBLISH_TRACKING) else ""
-        values = (self._state.spec.name, self._state.spec.repository, applied.version if applied else "",
-                  self._phase(), tracking)
+        values = (
+            self._state.spec.name,
+            self._state.spec.repository,
+            applied.version if applied else "",
+            self._phase(),
+            tracking,
+        )
         # upsert only on change: one history event fewer per no-op iteration
         if _patched(PUBLISH_ON_CHANGE) and values == self._published:
             return
         if self._published[3:4] == ("Failed",) and values[3] == "Healthy" and _patched(ALERTS):
-            alerting.outbox(self).notify(alerting.notification(  # resolves what the failure fired (endsAt)
-                "Recovered", values[0], f"{values[0]} is healthy again on {values[2]}", version=values[2],
-                resolves=list(alerting.RESOLVED_BY_RECOVERY)))
+            alerting.outbox(self).notify(
+                alerting.notification(  # resolves what the failure fired (endsAt)
+                    "Recovered",
+                    values[0],
+                    f"{values[0]} is healthy again on {values[2]}",
+                    version=values[2],
+                    resolves=list(alerting.RESOLVED_BY_RECOVERY),
+                )
+            )
         self._published = values
-        workflow.upsert_search_attributes([
-            FERRY_ENVIRONMENT.value_set(self._state.spec.name),
-            FERRY_REPOSITORY.value_set(self._state.spec.repository),
-            FERRY_VERSION.value_set(applied.version if applied else ""),
-            FERRY_PHASE.value_set(self._phase()),
-            *([FERRY_TRACKING.value_set(tracking)] if tracking else []),
-        ])
+        workflow.upsert_search_attributes(
+            [
+                FERRY_ENVIRONMENT.value_set(self._state.spec.name),
+                FERRY_REPOSITORY.value_set(self._state.spec.repository),
+                FERRY_VERSION.value_set(applied.version if applied else ""),
+                FERRY_PHASE.value_set(self._phase()),
+                *([FERRY_TRACKING.value_set(tracking)] if tracking else []),
+            ]
+        )
 
     def _describe(self) -> None:
         """The UI's current details: what runs, how healthy, what it waits for, and who may act."""
         s = self._state
         applied = s.last_applied
-        lines = [f"**{s.spec.name}** runs {applied.version if applied else 'nothing yet'} "
-                 f"({s.health.status}{': ' + s.health.reason if s.health.reason else ''}); tracks {s.spec.tracking}.",
-                 f"Next reconcile {s.next_reconcile_at}." if not s.suspended else "**Suspended**: ferry resume ENV."]
+        lines = [
+            f"**{s.spec.name}** runs {applied.version if applied else 'nothing yet'} "
+            f"({s.health.status}{': ' + s.health.reason if s.health.reason else ''}); tracks {s.spec.tracking}.",
+            f"Next reconcile {s.next_reconcile_at}." if not s.suspended else "**Suspended**: ferry resume ENV.",
+        ]
         if s.spec.approval.required:
-            lines.append(f"Production gate: {', '.join(s.spec.approval.names)} approve "
-                         f"({'signed' if s.spec.approval.is_signed else 'claimed names'}).")
+            lines.append(
+                f"Production gate: {', '.join(s.spec.approval.names)} approve "
+                f"({'signed' if s.spec.approval.is_signed else 'claimed names'})."
+            )
         if s.blocked:
             lines.append(f"**Blocked**: {s.blocked}")
         if s.pending_spec:
-            lines.append(f"**Spec change pending approval** ({s.pending_spec.id}, by {s.pending_spec.by}): "
-                         f"{'; '.join(s.pending_spec.changes)[:300]}")
+            lines.append(
+                f"**Spec change pending approval** ({s.pending_spec.id}, by {s.pending_spec.by}): "
+                f"{'; '.join(s.pending_spec.changes)[:300]}"
+            )
         workflow.set_current_details("\n".join(lines))
 
     @staticmethod
@@ -176,11 +221,14 @@ class EnvironmentEvents(alerting.Notifies):
         applied = self._state.last_applied
         return VersionRef(version=applied.version, digest=applied.digest) if applied else None
 
-    @workflow.query(name=Query.STATUS, description="The spec, pin, applied version, health, holds, known-good history, "
-                    "outages, pending spec change and recent events")
+    @workflow.query(
+        name=Query.STATUS,
+        description="The spec, pin, applied version, health, holds, known-good history, "
+        "outages, pending spec change and recent events",
+    )
     def status(self) -> EnvironmentStatus:
         pin = self._state.pin
         desired = VersionRef(version=pin.version, digest=pin.digest) if pin else self._current()
-        return EnvironmentStatus(name=self._state.spec.name, tracking=self._state.spec.tracking, desired=desired,
-                                 state=self._state)
-
+        return EnvironmentStatus(
+            name=self._state.spec.name, tracking=self._state.spec.tracking, desired=desired, state=self._state
+        )

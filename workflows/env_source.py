@@ -1,11 +1,9 @@
 """What the environment applies: the no-op check, resolve, tag binding and signature verification."""
 
-
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, CancelledError, FailureError
 
 with workflow.unsafe.imports_passed_through():
-
     from ferry.errors import ErrorType
     from ferry.events import EventType
     from ferry.holds import newer_than_holds, pin_on_range, tracks
@@ -18,8 +16,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.patches import PIN_DURING_RESOLVE
     from workflows.patches import env_patched as _patched
     from workflows.reads import verify_release
-
-
 
 
 class EnvironmentSource(EnvironmentHealth):
@@ -39,7 +35,7 @@ class EnvironmentSource(EnvironmentHealth):
                     return False
                 return self._refuse_artifact(desired, cause_message(err))
             verified = {**state.verified, desired.digest: result.publisher}
-            state.verified = dict(list(verified.items())[-policies.MAX_VERIFIED_KEPT:])
+            state.verified = dict(list(verified.items())[-policies.MAX_VERIFIED_KEPT :])
         publisher = state.verified[desired.digest]
         if approved_by_publisher(state.pin, desired.digest, publisher):
             return self._refuse_artifact(desired, f"approved by {publisher}, who published it (verified signature)")
@@ -52,20 +48,36 @@ class EnvironmentSource(EnvironmentHealth):
         if self._state.blocked != blocked:
             self._state.blocked = blocked
             pin = self._state.pin
-            event = self._record(EventType.VERIFICATION_FAILED, f"{desired.version} not applied: {reason}",
-                                 version=desired.version, digest=desired.digest,
-                                 request_id=pin.request_id if pin and pin.digest == desired.digest else "")
+            event = self._record(
+                EventType.VERIFICATION_FAILED,
+                f"{desired.version} not applied: {reason}",
+                version=desired.version,
+                digest=desired.digest,
+                request_id=pin.request_id if pin and pin.digest == desired.digest else "",
+            )
             self._answer(pin, desired, "refused", event.message)
         return False
 
     def _reconcile_input(self, desired: VersionRef, baseline: bool, dry_run: bool = False) -> ReconcileInput:
         spec = self._state.spec
-        return ReconcileInput(environment=spec.name, repository=spec.repository, digest=desired.digest,
-                              version=desired.version, path=spec.path, namespace=spec.namespace,
-                              cluster=spec.cluster.name or "", kubeconfig=spec.cluster.kubeconfig,
-                              context=spec.cluster.context, namespaces=spec.writable_namespaces,
-                              cluster_kinds=spec.cluster_kinds, service_account=spec.service_account, prune=spec.prune,
-                              allow_empty=spec.allow_empty, dry_run=dry_run, drift_baseline=baseline)
+        return ReconcileInput(
+            environment=spec.name,
+            repository=spec.repository,
+            digest=desired.digest,
+            version=desired.version,
+            path=spec.path,
+            namespace=spec.namespace,
+            cluster=spec.cluster.name or "",
+            kubeconfig=spec.cluster.kubeconfig,
+            context=spec.cluster.context,
+            namespaces=spec.writable_namespaces,
+            cluster_kinds=spec.cluster_kinds,
+            service_account=spec.service_account,
+            prune=spec.prune,
+            allow_empty=spec.allow_empty,
+            dry_run=dry_run,
+            drift_baseline=baseline,
+        )
 
     def _reconcile_failed(self, err: ActivityError, desired: VersionRef) -> None:
         kind, message = cause_type(err), cause_message(err)
@@ -78,8 +90,12 @@ class EnvironmentSource(EnvironmentHealth):
         else:
             error = f"{kind}: {message}"
             if error != self._state.last_error:  # once per distinct error, not every interval
-                self._record(EventType.RECONCILE_FAILED, f"{desired.version}: {error}", version=desired.version,
-                             digest=desired.digest)
+                self._record(
+                    EventType.RECONCILE_FAILED,
+                    f"{desired.version}: {error}",
+                    version=desired.version,
+                    digest=desired.digest,
+                )
             self._state.last_error = error
 
     def _tracks(self) -> bool:
@@ -88,8 +104,13 @@ class EnvironmentSource(EnvironmentHealth):
 
     def _resolve_input(self) -> ResolveInput:
         spec = self._state.spec
-        return ResolveInput(repository=spec.repository, version=spec.version, semver=spec.semver,
-                            prereleases=spec.prereleases, held=self._state.holds)
+        return ResolveInput(
+            repository=spec.repository,
+            version=spec.version,
+            semver=spec.semver,
+            prereleases=spec.prereleases,
+            held=self._state.holds,
+        )
 
     async def _check(self) -> CheckResult | None:
         """The iteration's no-op check as one local activity (a marker in history, no activity round trip):
@@ -102,18 +123,24 @@ class EnvironmentSource(EnvironmentHealth):
             return None
         try:
             checked = await workflow.execute_local_activity(
-                stubs.check_environment, CheckInput(resolve=self._resolve_input() if self._tracks() else None,
-                                                reconcile=self._reconcile_input(
-                                                    VersionRef(version=applied.version, digest=applied.digest),
-                                                    baseline=True)),
+                stubs.check_environment,
+                CheckInput(
+                    resolve=self._resolve_input() if self._tracks() else None,
+                    reconcile=self._reconcile_input(
+                        VersionRef(version=applied.version, digest=applied.digest), baseline=True
+                    ),
+                ),
                 start_to_close_timeout=policies.CHECK_TIMEOUT,
-                retry_policy=policies.CHECK_RETRY, summary="check")
+                retry_policy=policies.CHECK_RETRY,
+                summary="check",
+            )
         except FailureError as err:
             # NB: a failed local activity raises its cause (ApplicationError, TimeoutError), not an ActivityError
             if isinstance(err, CancelledError):
                 raise
-            workflow.logger.info("no-op check failed (%s: %s); full reconcile path", cause_type(err),
-                                 cause_message(err))
+            workflow.logger.info(
+                "no-op check failed (%s: %s); full reconcile path", cause_type(err), cause_message(err)
+            )
             return None
         return checked
 
@@ -127,9 +154,12 @@ class EnvironmentSource(EnvironmentHealth):
         if found is None:
             try:
                 found = await workflow.execute_activity(
-                    stubs.resolve_desired, self._resolve_input(),
-                    start_to_close_timeout=policies.RESOLVE_TIMEOUT, retry_policy=policies.QUICK_RETRY,
-                    summary=f"resolve {spec.tracking}")
+                    stubs.resolve_desired,
+                    self._resolve_input(),
+                    start_to_close_timeout=policies.RESOLVE_TIMEOUT,
+                    retry_policy=policies.QUICK_RETRY,
+                    summary=f"resolve {spec.tracking}",
+                )
             except ActivityError as err:
                 self._cancelled(err)
                 if cause_type(err) == ErrorType.REGISTRY_UNAVAILABLE:
@@ -149,8 +179,12 @@ class EnvironmentSource(EnvironmentHealth):
             candidate = found.ref
             if candidate is None or not newer_than_holds(candidate.version, state.holds):
                 return VersionRef(version=state.pin.version, digest=state.pin.digest)
-            self._record(EventType.PIN_RELEASED, f"{candidate.version} is newer than the held version(s); tracking "
-                         f"{spec.semver} again", version=candidate.version, digest=candidate.digest)
+            self._record(
+                EventType.PIN_RELEASED,
+                f"{candidate.version} is newer than the held version(s); tracking {spec.semver} again",
+                version=candidate.version,
+                digest=candidate.digest,
+            )
             self._answer(state.pin, None, "superseded", f"the pin was released: {candidate.version} is newer")
             state.pin = None
         return found.ref or self._current()
@@ -165,7 +199,11 @@ class EnvironmentSource(EnvironmentHealth):
             return True
         if state.blocked != blocked:
             state.blocked = blocked
-            self._record(EventType.TAG_MOVED, blocked, version=ref.version, digest=ref.digest,
-                         objects={"digests": [state.tags[ref.version], ref.digest]})
+            self._record(
+                EventType.TAG_MOVED,
+                blocked,
+                version=ref.version,
+                digest=ref.digest,
+                objects={"digests": [state.tags[ref.version], ref.digest]},
+            )
         return False
-

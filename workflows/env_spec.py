@@ -1,11 +1,9 @@
 """The environment's spec: update_spec, approve_spec, reject_spec and plan."""
 
-
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-
     from ferry.approvals import DecisionContext, judge
     from ferry.environment import LenientPayload, PendingSpec, SpecUpdate, SpecUpdateResult, people_check
     from ferry.errors import ErrorType
@@ -20,13 +18,14 @@ with workflow.unsafe.imports_passed_through():
     from workflows.patches import env_patched as _patched
 
 
-
-
 class SpecUpdates(EnvironmentSource):
-    @workflow.update(name=Update.UPDATE_SPEC, description="Replace the spec (`ferry env apply`). For an approval-"
-                     "required environment a change to approval, verify, repository, path, cluster, namespace(s), "
-                     "cluster-kinds, service-account, version/semver or prune waits for a signed approval "
-                     "(approve_spec); every change is recorded with its sender and a field-level diff")
+    @workflow.update(
+        name=Update.UPDATE_SPEC,
+        description="Replace the spec (`ferry env apply`). For an approval-"
+        "required environment a change to approval, verify, repository, path, cluster, namespace(s), "
+        "cluster-kinds, service-account, version/semver or prune waits for a signed approval "
+        "(approve_spec); every change is recorded with its sender and a field-level diff",
+    )
     def update_spec(self, update: SpecUpdate | None = None) -> SpecUpdateResult:
         assert update is not None  # the validator rejects a missing spec
         old = self._state.spec
@@ -36,16 +35,22 @@ class SpecUpdates(EnvironmentSource):
         protected = protected_changes(changes, safety_net=strict)
         if old.approval.required and protected and _patched(PROTECTED_SPEC):
             # its own id: two changes of as many fields in one iteration must not share one
-            pending_id = (f"spec-{workflow.uuid4().hex[:12]}" if strict
-                          else f"spec-{workflow.info().run_id[:8]}-{self._state.iterations}-{len(changes)}")
-            pending = PendingSpec(id=pending_id,
-                                  spec=update.spec, digest=spec_digest(update.spec), by=by, at=self._now(),
-                                  changes=changes)
+            pending_id = (
+                f"spec-{workflow.uuid4().hex[:12]}"
+                if strict
+                else f"spec-{workflow.info().run_id[:8]}-{self._state.iterations}-{len(changes)}"
+            )
+            pending = PendingSpec(
+                id=pending_id, spec=update.spec, digest=spec_digest(update.spec), by=by, at=self._now(), changes=changes
+            )
             self._state.pending_spec = pending
-            self._record(EventType.SPEC_CHANGE_PENDING, f"spec change by {by} waits for approval ({pending.id}): "
-                         f"{'; '.join(protected)}"[:1000], by=by, objects={"changes": changes})
-            return SpecUpdateResult(applied=False, changes=changes, pending_id=pending.id,
-                                    spec_digest=spec_digest(old))
+            self._record(
+                EventType.SPEC_CHANGE_PENDING,
+                f"spec change by {by} waits for approval ({pending.id}): {'; '.join(protected)}"[:1000],
+                by=by,
+                objects={"changes": changes},
+            )
+            return SpecUpdateResult(applied=False, changes=changes, pending_id=pending.id, spec_digest=spec_digest(old))
         self._apply_spec(update.spec, by, changes)
         return SpecUpdateResult(applied=True, changes=changes, spec_digest=spec_digest(update.spec))
 
@@ -53,14 +58,22 @@ class SpecUpdates(EnvironmentSource):
         old = self._state.spec
         self._state.spec = spec
         if (old.repository, old.version, old.semver) != (spec.repository, spec.version, spec.semver):
-            self._answer(self._state.pin, None, "superseded", "the pin was released: the spec changed what this "
-                         "environment deploys")
+            self._answer(
+                self._state.pin,
+                None,
+                "superseded",
+                "the pin was released: the spec changed what this environment deploys",
+            )
             self._state.pin = None  # the declared source or tracking changed: it wins over earlier pins
         if old.verify != spec.verify:
             self._state.verified = {}  # verified under other keys: verify again
         approval = f", approved by {approved_by}" if approved_by else ""
-        self._record(EventType.SPEC_UPDATED, f"spec updated by {by}{approval} ({spec.tracking}): "
-                     f"{'; '.join(changes) or 'no field changed'}"[:1000], by=by, objects={"changes": changes})
+        self._record(
+            EventType.SPEC_UPDATED,
+            f"spec updated by {by}{approval} ({spec.tracking}): {'; '.join(changes) or 'no field changed'}"[:1000],
+            by=by,
+            objects={"changes": changes},
+        )
         self._keep_record()
         self._wake = True
 
@@ -74,9 +87,12 @@ class SpecUpdates(EnvironmentSource):
         # Update too, not only for `ferry env apply`: checked again here (a rejected Update leaves no history)
         people_check(update.spec)
 
-    @workflow.update(name=Update.APPROVE_SPEC, description='Approve the pending protected spec change: a signed '
-                     'statement as for a promotion, with version "spec", digest = the pending spec digest, promotion '
-                     '= "env/<name>", run = the pending change id (`ferry env approve ENV --key KEY`)')
+    @workflow.update(
+        name=Update.APPROVE_SPEC,
+        description="Approve the pending protected spec change: a signed "
+        'statement as for a promotion, with version "spec", digest = the pending spec digest, promotion '
+        '= "env/<name>", run = the pending change id (`ferry env approve ENV --key KEY`)',
+    )
     def approve_spec(self, payload: LenientPayload | None = None) -> SpecUpdateResult:
         return self._decide_spec("approve", payload or LenientPayload(None))
 
@@ -98,28 +114,41 @@ class SpecUpdates(EnvironmentSource):
         approve their own change. Refusals are recorded and fail the update."""
         pending, spec = self._state.pending_spec, self._state.spec
         assert pending is not None
-        ctx = DecisionContext(environment=spec.name, version="spec", digest=pending.digest, publisher=pending.by,
-                              promotion=env_workflow_id(spec.name), run=pending.id,
-                              publisher_may_not="requested this spec change and may not approve it")
+        ctx = DecisionContext(
+            environment=spec.name,
+            version="spec",
+            digest=pending.digest,
+            publisher=pending.by,
+            promotion=env_workflow_id(spec.name),
+            run=pending.id,
+            publisher_may_not="requested this spec change and may not approve it",
+        )
         verdict = judge(spec.approval, ctx, payload.root, action, workflow.now(), _patched(GATE_HARDENED))
         refusal = verdict.refusal
         who = f"{verdict.approver} ({verdict.fingerprint})" if verdict.verified else f"{verdict.approver} (claimed)"
         if refusal:
-            self._record(EventType.SPEC_DECISION_REFUSED,
-                         f"{action} of {pending.id} by {verdict.approver or '?'} refused: {refusal}"[:1000],
-                         by=verdict.approver)
+            self._record(
+                EventType.SPEC_DECISION_REFUSED,
+                f"{action} of {pending.id} by {verdict.approver or '?'} refused: {refusal}"[:1000],
+                by=verdict.approver,
+            )
             raise ApplicationError(refusal, type=ErrorType.DECISION_REFUSED, non_retryable=True)
         self._state.pending_spec = None
         if action == "reject":
-            self._record(EventType.SPEC_CHANGE_REJECTED, f"spec change {pending.id} by {pending.by} rejected by {who}",
-                         by=verdict.approver)
+            self._record(
+                EventType.SPEC_CHANGE_REJECTED,
+                f"spec change {pending.id} by {pending.by} rejected by {who}",
+                by=verdict.approver,
+            )
             return SpecUpdateResult(applied=False, changes=pending.changes, spec_digest=spec_digest(spec))
         self._apply_spec(pending.spec, pending.by, pending.changes, approved_by=who)
         return SpecUpdateResult(applied=True, changes=pending.changes, spec_digest=pending.digest)
 
-    @workflow.update(name=Update.PLAN,
-                     description='What a reconcile would change now, without applying (`ferry diff`): '
-                     '{} or {"version": "1.2.0"}; at most 200 changes listed, the rest counted')
+    @workflow.update(
+        name=Update.PLAN,
+        description="What a reconcile would change now, without applying (`ferry diff`): "
+        '{} or {"version": "1.2.0"}; at most 200 changes listed, the rest counted',
+    )
     async def plan(self, request: PlanRequest | None = None) -> PlanResult:
         """What a reconcile would do now (or for another version), without applying: `ferry diff`."""
         request = request or PlanRequest()
@@ -129,20 +158,33 @@ class SpecUpdates(EnvironmentSource):
             desired: VersionRef | None = VersionRef(version=pin.version, digest=pin.digest)
         else:
             found = await workflow.execute_activity(
-                stubs.resolve_desired, ResolveInput(repository=spec.repository, version=request.version or spec.version,
-                                                semver=None if request.version or spec.version else spec.semver,
-                                                prereleases=spec.prereleases, held=self._state.holds),
-                start_to_close_timeout=policies.RESOLVE_TIMEOUT, retry_policy=policies.QUICK_RETRY)
+                stubs.resolve_desired,
+                ResolveInput(
+                    repository=spec.repository,
+                    version=request.version or spec.version,
+                    semver=None if request.version or spec.version else spec.semver,
+                    prereleases=spec.prereleases,
+                    held=self._state.holds,
+                ),
+                start_to_close_timeout=policies.RESOLVE_TIMEOUT,
+                retry_policy=policies.QUICK_RETRY,
+            )
             desired = found.ref
         if desired is None:
             raise ApplicationError("nothing to plan: no version resolves for this environment", type="NotFound")
         result = await workflow.execute_activity(
-            stubs.reconcile_environment, self._reconcile_input(desired, False, dry_run=True),
-            start_to_close_timeout=spec.timeout.delta, retry_policy=policies.QUICK_RETRY)
-        return PlanResult(version=desired.version, digest=desired.digest,
-                          changes=[c for c in result.plan if c.action != "delete"],
-                          prune=[c.object for c in result.plan if c.action == "delete"],
-                          more=max(result.plan_total - len(result.plan), 0))
+            stubs.reconcile_environment,
+            self._reconcile_input(desired, False, dry_run=True),
+            start_to_close_timeout=spec.timeout.delta,
+            retry_policy=policies.QUICK_RETRY,
+        )
+        return PlanResult(
+            version=desired.version,
+            digest=desired.digest,
+            changes=[c for c in result.plan if c.action != "delete"],
+            prune=[c.object for c in result.plan if c.action == "delete"],
+            more=max(result.plan_total - len(result.plan), 0),
+        )
 
     @plan.validator
     def _validate_plan(self, request: PlanRequest | None = None) -> None:

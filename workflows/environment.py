@@ -47,7 +47,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.pin_protocol import EnvironmentPins
 
 
-
 __all__ = ["EnvironmentWorkflow"]
 
 _RESERVED_ACTORS = frozenset({"cancel request"})
@@ -66,7 +65,6 @@ class EnvironmentWorkflow(SpecUpdates, EnvironmentSource, EnvironmentHealth, Env
         self._size_check = False  # a message arrived: is the history getting too large?
         self._kept: dict[str, Any] | None = None  # the record last written to the memo (Memo.RECORD)
         self._recovering = False  # the last run's record is being read: nothing of this run's is a record yet
-
 
     @workflow.run
     async def run(self, input: EnvironmentInput) -> None:
@@ -89,18 +87,20 @@ class EnvironmentWorkflow(SpecUpdates, EnvironmentSource, EnvironmentHealth, Env
         reason = workflow.cancellation_reason() or ""
         already = " (it was suspended already)" if self._state.suspended else ""
         self._state.suspended = True
-        self._record(EventType.SUSPENDED, f"a cancel request{': ' + reason[:200] if reason else ''} suspends the "
-                     f"environment instead of ending it{already} (ferry resume to apply again; terminate the workflow "
-                     "to remove it)", by="cancel request")
+        self._record(
+            EventType.SUSPENDED,
+            f"a cancel request{': ' + reason[:200] if reason else ''} suspends the "
+            f"environment instead of ending it{already} (ferry resume to apply again; terminate the workflow "
+            "to remove it)",
+            by="cancel request",
+        )
         self._publish()
         if _patched(CANCEL_CONTINUES_AS_NEW):
             await self._continue_as_new()
 
-
     def _moving_build(self) -> bool:
         """Worker Versioning: the deployment's current build is no longer this run's."""
-        return (workflow.info().is_target_worker_deployment_version_changed()
-                and _patched(UPGRADE_ON_VERSION_CHANGE))
+        return workflow.info().is_target_worker_deployment_version_changed() and _patched(UPGRADE_ON_VERSION_CHANGE)
 
     async def _continue_as_new(self) -> None:
         # let running signal/update handlers finish so nothing they do is lost.
@@ -110,8 +110,10 @@ class EnvironmentWorkflow(SpecUpdates, EnvironmentSource, EnvironmentHealth, Env
             await asyncio.gather(*self._answers)  # nor any pin outcome
         # under Worker Versioning an environment is pinned to its build within a run and moves to the
         # deployment's current build here, at continue-as-new (workers/versioning.py)
-        workflow.continue_as_new(EnvironmentInput(state=self._state),
-                                 initial_versioning_behavior=workflow.ContinueAsNewVersioningBehavior.AUTO_UPGRADE)
+        workflow.continue_as_new(
+            EnvironmentInput(state=self._state),
+            initial_versioning_behavior=workflow.ContinueAsNewVersioningBehavior.AUTO_UPGRADE,
+        )
 
     async def _cycle(self) -> None:
         """One iteration and the wait for the next (continue-as-new when the run is long enough)."""
@@ -121,8 +123,12 @@ class EnvironmentWorkflow(SpecUpdates, EnvironmentSource, EnvironmentHealth, Env
         self._state.iterations += 1
         self._iterations_this_run += 1
         self._publish()
-        if (self._iterations_this_run >= policies.MAX_ITERATIONS_PER_RUN
-                or workflow.info().is_continue_as_new_suggested() or self._moving_build() or self._history_full()):
+        if (
+            self._iterations_this_run >= policies.MAX_ITERATIONS_PER_RUN
+            or workflow.info().is_continue_as_new_suggested()
+            or self._moving_build()
+            or self._history_full()
+        ):
             await self._continue_as_new()
         interval = self._next_interval()
         self._state.next_reconcile_at = timestamp(workflow.now() + interval)
@@ -136,10 +142,12 @@ class EnvironmentWorkflow(SpecUpdates, EnvironmentSource, EnvironmentHealth, Env
             self._size_check = False
             try:
                 await workflow.wait_condition(
-                    lambda: (self._wake or self._size_check
-                             or workflow.info().is_target_worker_deployment_version_changed()),
+                    lambda: (
+                        self._wake or self._size_check or workflow.info().is_target_worker_deployment_version_changed()
+                    ),
                     timeout=max(until - workflow.now(), timedelta(seconds=1)),
-                    timeout_summary=f"next reconcile ({self._state.spec.interval})")
+                    timeout_summary=f"next reconcile ({self._state.spec.interval})",
+                )
             except TimeoutError:
                 return
             if self._moving_build() or self._history_full():
@@ -151,8 +159,9 @@ class EnvironmentWorkflow(SpecUpdates, EnvironmentSource, EnvironmentHealth, Env
         """The server suggests continue-as-new, or the history passed Ferry's own bound (long before the
         server's limit terminates the run)."""
         info = workflow.info()
-        return self._bounded and (info.is_continue_as_new_suggested()
-                                  or info.get_current_history_size() > policies.MAX_HISTORY_BYTES)
+        return self._bounded and (
+            info.is_continue_as_new_suggested() or info.get_current_history_size() > policies.MAX_HISTORY_BYTES
+        )
 
     def _next_interval(self) -> timedelta:
         """The spec's interval; sooner while an applied release waits for its verdict past a cut health wait."""
@@ -192,19 +201,28 @@ class EnvironmentWorkflow(SpecUpdates, EnvironmentSource, EnvironmentHealth, Env
             return current
         return desired
 
-    async def _reconciled(self, desired: VersionRef, baseline: bool, checked: ReconcileResult | None
-                          ) -> ReconcileResult | None:
+    async def _reconciled(
+        self, desired: VersionRef, baseline: bool, checked: ReconcileResult | None
+    ) -> ReconcileResult | None:
         """The check's result when it found nothing to write, else a reconcile (None: it failed, recorded)."""
         applied = self._state.last_applied
-        if (checked is not None and not checked.pending and baseline and applied is not None
-                and applied.version == desired.version):
+        if (
+            checked is not None
+            and not checked.pending
+            and baseline
+            and applied is not None
+            and applied.version == desired.version
+        ):
             return checked  # the check found nothing to write: no activity this iteration
         try:
             return await workflow.execute_activity(
-                stubs.reconcile_environment, self._reconcile_input(desired, baseline),
-                start_to_close_timeout=self._state.spec.timeout.delta, retry_policy=policies.RECONCILE_RETRY,
-                heartbeat_timeout=policies.RECONCILE_HEARTBEAT, summary=f"reconcile {desired.version} "
-                f"({desired.digest[:19]}…)")
+                stubs.reconcile_environment,
+                self._reconcile_input(desired, baseline),
+                start_to_close_timeout=self._state.spec.timeout.delta,
+                retry_policy=policies.RECONCILE_RETRY,
+                heartbeat_timeout=policies.RECONCILE_HEARTBEAT,
+                summary=f"reconcile {desired.version} ({desired.digest[:19]}…)",
+            )
         except ActivityError as err:
             self._cancelled(err)
             self._reconcile_failed(err, desired)
@@ -215,32 +233,55 @@ class EnvironmentWorkflow(SpecUpdates, EnvironmentSource, EnvironmentHealth, Env
         changes = result.changes
         if changes.drift:
             self._state.last_drift = self._record(
-                EventType.DRIFT_CORRECTED, f"reverted hand edits on {changes.count('drift')} object(s)",
-                version=desired.version, digest=desired.digest, objects=changes.drift)
+                EventType.DRIFT_CORRECTED,
+                f"reverted hand edits on {changes.count('drift')} object(s)",
+                version=desired.version,
+                digest=desired.digest,
+                objects=changes.drift,
+            )
         if not changes.changed and baseline:
             if self._unjudged(desired):
                 return await self._rejudged(desired, result.health)
             return result.health
-        self._state.last_applied = Applied(version=desired.version, digest=desired.digest,
-                                           revision=result.revision, at=self._now(), changes=changes.summary())
-        self._record(EventType.APPLIED, f"{desired.version}: {changes.summary()}", version=desired.version,
-                     digest=desired.digest, objects={"created": changes.created, "updated": changes.updated,
-                                                     "deleted": changes.deleted})
+        self._state.last_applied = Applied(
+            version=desired.version,
+            digest=desired.digest,
+            revision=result.revision,
+            at=self._now(),
+            changes=changes.summary(),
+        )
+        self._record(
+            EventType.APPLIED,
+            f"{desired.version}: {changes.summary()}",
+            version=desired.version,
+            digest=desired.digest,
+            objects={"created": changes.created, "updated": changes.updated, "deleted": changes.deleted},
+        )
         # until the rollout is judged, the previous version's health would describe the wrong digest
-        self._state.health = HealthState(status="Progressing", reason=f"waiting for {desired.version} to roll "
-                                         "out", digest=desired.digest, at=self._now())
+        self._state.health = HealthState(
+            status="Progressing",
+            reason=f"waiting for {desired.version} to roll out",
+            digest=desired.digest,
+            at=self._now(),
+        )
         if self._state.rollout is None or self._state.rollout.digest != desired.digest:  # one deadline a release
-            self._state.rollout = Rollout(version=desired.version, digest=desired.digest, applied_at=self._now(),
-                                          deadline=timestamp(workflow.now() + self._state.spec.health_timeout.delta))
-        if (result.health.status == "Healthy" and result.health.digest == desired.digest
-                and _patched(HEALTH_FROM_APPLY)):
+            self._state.rollout = Rollout(
+                version=desired.version,
+                digest=desired.digest,
+                applied_at=self._now(),
+                deadline=timestamp(workflow.now() + self._state.spec.health_timeout.delta),
+            )
+        if result.health.status == "Healthy" and result.health.digest == desired.digest and _patched(HEALTH_FROM_APPLY):
             # no workload was written (only those roll out; wait_healthy reads nothing else) and the unchanged
             # ones are healthy: judged by the reconcile itself, one activity (and workflow task) fewer
             return result.health.model_copy(update={"at": self._now()})
         return await self._wait_healthy(desired)
 
-    @workflow.signal(dynamic=True, description="Any other signal name: counted (status: unknown_signals) and "
-                     "dropped; a flood of them makes the run continue as new, never grow past the history limit")
+    @workflow.signal(
+        dynamic=True,
+        description="Any other signal name: counted (status: unknown_signals) and "
+        "dropped; a flood of them makes the run continue as new, never grow past the history limit",
+    )
     def unknown_signal(self, name: str, args: Sequence[RawValue]) -> None:
         self._state.unknown_signals += 1
         if self._state.unknown_signals in (1, 10, 100) or self._state.unknown_signals % 1000 == 0:
@@ -251,8 +292,10 @@ class EnvironmentWorkflow(SpecUpdates, EnvironmentSource, EnvironmentHealth, Env
     def reconcile_now(self, *payloads: object) -> None:
         self._wake = True
 
-    @workflow.signal(name=Signal.SUSPEND, description='Stop applying (new versions and drift correction): '
-                     '{"by": "alice", "reason": "incident 42"}')
+    @workflow.signal(
+        name=Signal.SUSPEND,
+        description='Stop applying (new versions and drift correction): {"by": "alice", "reason": "incident 42"}',
+    )
     def suspend(self, *payloads: object) -> None:
         actor = self._actor(first_payload(payloads))
         self._state.suspended = True

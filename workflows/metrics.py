@@ -17,15 +17,28 @@ def _count(name: str, description: str, **attributes: str) -> None:
 
 
 def environment_event(environment: str, type_: EventType) -> None:
-    _count("ferry_environment_events", f"operator-visible environment events ({', '.join(EventType)})",
-           environment=environment, type=type_.value)
+    _count(
+        "ferry_environment_events",
+        f"operator-visible environment events ({', '.join(EventType)})",
+        environment=environment,
+        type=type_.value,
+    )
 
 
 def promotion_decision(environment: str, action: str, accepted: bool) -> None:
-    _count("ferry_promotion_decisions", "approve/reject decisions received, accepted or refused",
-           environment=environment, action=action, accepted=str(accepted).lower())
+    _count(
+        "ferry_promotion_decisions",
+        "approve/reject decisions received, accepted or refused",
+        environment=environment,
+        action=action,
+        accepted=str(accepted).lower(),
+    )
 
 
 def outcome(workflow_kind: str, environment: str, outcome_: str) -> None:
-    _count(f"ferry_{workflow_kind}_outcomes", f"{workflow_kind} workflows finished, by outcome",
-           environment=environment, outcome=outcome_)
+    _count(
+        f"ferry_{workflow_kind}_outcomes",
+        f"{workflow_kind} workflows finished, by outcome",
+        environment=environment,
+        outcome=outcome_,
+    )

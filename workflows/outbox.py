@@ -28,10 +28,16 @@ def notification(type_: str, environment: str, message: str, **fields: object) -
     run and current history length (replay computes the same key), and the event itself. The run remembers the
     key, so the alert router can ask it whether it sent it (`sent()`, the NOTIFIED_QUERY)."""
     info = workflow.info()
-    note = make_notification(workflow_id=info.workflow_id, run_id=info.run_id,
-                             position=info.get_current_history_length(), type_=type_, environment=environment,
-                             message=message, at=timestamp(workflow.now()),
-                             **fields)  # type: ignore[arg-type]
+    note = make_notification(
+        workflow_id=info.workflow_id,
+        run_id=info.run_id,
+        position=info.get_current_history_length(),
+        type_=type_,
+        environment=environment,
+        message=message,
+        at=timestamp(workflow.now()),
+        **fields,  # type: ignore[arg-type]
+    )
     sent_by = _sent(workflow.instance())
     sent_by[note.key] = notification_digest(note)
     while len(sent_by) > MAX_SENT:
@@ -60,7 +66,8 @@ async def send(note: Notification) -> None:
     """Signal the router; a router that is not running (no alerts declared) means nobody is to be told."""
     try:
         await workflow.get_external_workflow_handle(ALERT_ROUTER_ID).signal(
-            "notify", LenientPayload(note.model_dump(mode="json")))
+            "notify", LenientPayload(note.model_dump(mode="json"))
+        )
     except Exception as err:  # the router may not exist: nothing is declared, nothing to deliver
         workflow.logger.info("notification %s (%s) not routed: %s", note.key, note.type, err)
 
@@ -92,13 +99,14 @@ def outbox(owner: object) -> Outbox:
     return box
 
 
-
-
 class Notifies:
     """Mixed into every workflow that notifies the router: answers the router's question whether this run sent a
     notification (the router delivers only what a Ferry run says it sent: any client may signal `notify`)."""
 
-    @workflow.query(name=NOTIFIED_QUERY, description="Whether this run sent the alert router the notification with "
-                    "this key (asked by the router before it delivers one)")
+    @workflow.query(
+        name=NOTIFIED_QUERY,
+        description="Whether this run sent the alert router the notification with "
+        "this key (asked by the router before it delivers one)",
+    )
     def notified(self, key: object = None, digest: object = None) -> bool:
         return sent(self, key, digest)

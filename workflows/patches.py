@@ -10,15 +10,49 @@ with workflow.unsafe.imports_passed_through():
     from ferry.recovery import BASELINE_3, RECORD_RECOVERED
 
 __all__ = [
-    "ACTIVITY_CANCEL_SUSPENDS", "ALERTS", "ALERTS_GATE", "ANSWERS_BEFORE_CONTINUE_AS_NEW", "AUDIT_MEMO", "BASELINE",
-    "BASELINE_2", "BASELINE_3", "CANCEL_CONTINUES_AS_NEW", "CANCEL_IS_CANCELLED", "CANCEL_RECORDED",
-    "CANCEL_SUSPENDS", "CONFIRM_BOUNDED", "DECISION_REFUSAL_FAILS", "DECISION_UPDATE_WAITS", "FLOOD_BOUNDED",
-    "FOLDED_INTO_BASELINE", "FOLDED_INTO_BASELINE_2", "FOLDED_INTO_BASELINE_3", "GATE_HARDENED",
-    "HEALTH_FROM_APPLY", "HEALTH_OUTAGE_UNJUDGED", "HEALTH_PREEMPTIBLE", "HEALTH_REJUDGED", "HOLD_OF_APPLIED",
-    "LOCAL_CHECK", "OUTCOME_CONFIRMED", "PIN_ACKNOWLEDGED", "PIN_CONFIRMED", "PIN_DURING_RESOLVE",
-    "PIN_OUTCOME_SIGNAL", "PIN_POLL_BACKOFF", "PROTECTED_SPEC", "PUBLISH_ON_CHANGE", "PUBLISH_TRACKING",
-    "RECHECK_HEALTHY_IN", "RECORD_EVERY_DECISION", "RECORD_RECOVERED", "ROUTER_CHECKS_SENDERS", "ROUTER_MOVES",
-    "STATUS_READ_ON_RECORD", "UPGRADE_ON_VERSION_CHANGE", "env_patched",
+    "ACTIVITY_CANCEL_SUSPENDS",
+    "ALERTS",
+    "ALERTS_GATE",
+    "ANSWERS_BEFORE_CONTINUE_AS_NEW",
+    "AUDIT_MEMO",
+    "BASELINE",
+    "BASELINE_2",
+    "BASELINE_3",
+    "CANCEL_CONTINUES_AS_NEW",
+    "CANCEL_IS_CANCELLED",
+    "CANCEL_RECORDED",
+    "CANCEL_SUSPENDS",
+    "CONFIRM_BOUNDED",
+    "DECISION_REFUSAL_FAILS",
+    "DECISION_UPDATE_WAITS",
+    "FLOOD_BOUNDED",
+    "FOLDED_INTO_BASELINE",
+    "FOLDED_INTO_BASELINE_2",
+    "FOLDED_INTO_BASELINE_3",
+    "GATE_HARDENED",
+    "HEALTH_FROM_APPLY",
+    "HEALTH_OUTAGE_UNJUDGED",
+    "HEALTH_PREEMPTIBLE",
+    "HEALTH_REJUDGED",
+    "HOLD_OF_APPLIED",
+    "LOCAL_CHECK",
+    "OUTCOME_CONFIRMED",
+    "PIN_ACKNOWLEDGED",
+    "PIN_CONFIRMED",
+    "PIN_DURING_RESOLVE",
+    "PIN_OUTCOME_SIGNAL",
+    "PIN_POLL_BACKOFF",
+    "PROTECTED_SPEC",
+    "PUBLISH_ON_CHANGE",
+    "PUBLISH_TRACKING",
+    "RECHECK_HEALTHY_IN",
+    "RECORD_EVERY_DECISION",
+    "RECORD_RECOVERED",
+    "ROUTER_CHECKS_SENDERS",
+    "ROUTER_MOVES",
+    "STATUS_READ_ON_RECORD",
+    "UPGRADE_ON_VERSION_CHANGE",
+    "env_patched",
 ]
 
 # ------------------------------------------------------------------ shared by several workflows
@@ -132,18 +166,39 @@ CONFIRM_BOUNDED = "ferry-confirm-bounded"
 # A patch added after BASELINE must NOT be folded in (runs with BASELINE's marker never took its path): call
 # workflow.patched() for it directly, or fold it into a new baseline that includes all of these.
 BASELINE = "ferry-environment-baseline-1"
-FOLDED_INTO_BASELINE = frozenset({
-    AUDIT_MEMO, ALERTS, PUBLISH_TRACKING, PUBLISH_ON_CHANGE, CANCEL_SUSPENDS, LOCAL_CHECK, PIN_OUTCOME_SIGNAL,
-    PIN_DURING_RESOLVE, HEALTH_PREEMPTIBLE, HEALTH_OUTAGE_UNJUDGED, PROTECTED_SPEC,
-    # came with BASELINE (a run with its marker always had it); older runs meet it alone
-    HEALTH_FROM_APPLY})
+FOLDED_INTO_BASELINE = frozenset(
+    {
+        AUDIT_MEMO,
+        ALERTS,
+        PUBLISH_TRACKING,
+        PUBLISH_ON_CHANGE,
+        CANCEL_SUSPENDS,
+        LOCAL_CHECK,
+        PIN_OUTCOME_SIGNAL,
+        PIN_DURING_RESOLVE,
+        HEALTH_PREEMPTIBLE,
+        HEALTH_OUTAGE_UNJUDGED,
+        PROTECTED_SPEC,
+        # came with BASELINE (a run with its marker always had it); older runs meet it alone
+        HEALTH_FROM_APPLY,
+    }
+)
 
 # The second baseline: the patches of steps 14 and 15 (the gate's included), so a run that starts on this code
 # records one marker again. The same rule: a patch added after it is called alone, or folded into a third baseline.
 BASELINE_2 = "ferry-environment-baseline-2"
-FOLDED_INTO_BASELINE_2 = frozenset({
-    ACTIVITY_CANCEL_SUSPENDS, CANCEL_CONTINUES_AS_NEW, HEALTH_REJUDGED, ANSWERS_BEFORE_CONTINUE_AS_NEW, FLOOD_BOUNDED,
-    UPGRADE_ON_VERSION_CHANGE, GATE_HARDENED, PIN_CONFIRMED})
+FOLDED_INTO_BASELINE_2 = frozenset(
+    {
+        ACTIVITY_CANCEL_SUSPENDS,
+        CANCEL_CONTINUES_AS_NEW,
+        HEALTH_REJUDGED,
+        ANSWERS_BEFORE_CONTINUE_AS_NEW,
+        FLOOD_BOUNDED,
+        UPGRADE_ON_VERSION_CHANGE,
+        GATE_HARDENED,
+        PIN_CONFIRMED,
+    }
+)
 
 # The patches after BASELINE_2, folded into BASELINE_3 (runs with BASELINE_2's marker meet each alone).
 FOLDED_INTO_BASELINE_3 = frozenset({RECORD_RECOVERED, HOLD_OF_APPLIED, CONFIRM_BOUNDED})
@@ -154,11 +209,16 @@ def env_patched(patch_id: str) -> bool:
     with BASELINE_3's marker took every path; one with BASELINE_2's the first two sets; one with BASELINE's the
     first set; older runs meet each alone."""
     if patch_id in FOLDED_INTO_BASELINE:
-        return (workflow.patched(BASELINE_3) or workflow.patched(BASELINE_2) or workflow.patched(BASELINE)
-                or workflow.patched(patch_id))
+        return (
+            workflow.patched(BASELINE_3)
+            or workflow.patched(BASELINE_2)
+            or workflow.patched(BASELINE)
+            or workflow.patched(patch_id)
+        )
     if patch_id in FOLDED_INTO_BASELINE_2:
         return workflow.patched(BASELINE_3) or workflow.patched(BASELINE_2) or workflow.patched(patch_id)
     if patch_id in FOLDED_INTO_BASELINE_3:
         return workflow.patched(BASELINE_3) or workflow.patched(patch_id)
-    raise ValueError(f"{patch_id} is not folded into {BASELINE}, {BASELINE_2} or {BASELINE_3}: call "
-                     "workflow.patched() for it")
+    raise ValueError(
+        f"{patch_id} is not folded into {BASELINE}, {BASELINE_2} or {BASELINE_3}: call workflow.patched() for it"
+    )

@@ -68,17 +68,40 @@ def pin_request_id() -> str:
 
 # ------------------------------------------------------------------ the sender's end
 
-async def send_pin(environment: str, repository: str, version: str, digest: str, *, by: str, kind: PinKind,
-                   reason: str, hold: str | None = None, approvals: list[SignedDecision] | None = None,
-                   approved_by: list[str] | None = None, publisher: str = "") -> str:
+
+async def send_pin(
+    environment: str,
+    repository: str,
+    version: str,
+    digest: str,
+    *,
+    by: str,
+    kind: PinKind,
+    reason: str,
+    hold: str | None = None,
+    approvals: list[SignedDecision] | None = None,
+    approved_by: list[str] | None = None,
+    publisher: str = "",
+) -> str:
     """Signal the environment to pin `digest` (resolved in `repository`), with the approvals it rests on (the
     environment re-verifies them against its own spec). -> the request id to await."""
     request_id = pin_request_id()
-    request = PinRequest(version=version, digest=digest, by=by[:128], reason=reason[:1024], kind=kind,
-                         request_id=request_id, hold=hold, repository=repository, approvals=approvals or [],
-                         approved_by=approved_by or [], publisher=publisher)
+    request = PinRequest(
+        version=version,
+        digest=digest,
+        by=by[:128],
+        reason=reason[:1024],
+        kind=kind,
+        request_id=request_id,
+        hold=hold,
+        repository=repository,
+        approvals=approvals or [],
+        approved_by=approved_by or [],
+        publisher=publisher,
+    )
     await workflow.get_external_workflow_handle(env_workflow_id(environment)).signal(
-        Signal.PIN, LenientPayload(request.model_dump()))
+        Signal.PIN, LenientPayload(request.model_dump())
+    )
     return request_id
 
 
@@ -88,8 +111,11 @@ class PinOutcomes:
 
     _pin_outcomes: dict[str, PinOutcome]
 
-    @workflow.signal(name=Signal.PIN_OUTCOME, description="Sent by the environment: what became of this workflow's pin "
-                     '{"request_id", "outcome": succeeded|failed|refused|superseded, "reason", "auto_rolled_back"}')
+    @workflow.signal(
+        name=Signal.PIN_OUTCOME,
+        description="Sent by the environment: what became of this workflow's pin "
+        '{"request_id", "outcome": succeeded|failed|refused|superseded, "reason", "auto_rolled_back"}',
+    )
     def pin_outcome(self, *payloads: object) -> None:
         try:
             outcome = PinOutcome.model_validate(first_payload(payloads).root)
@@ -109,9 +135,11 @@ class PinOutcomes:
         acknowledged = False
         while workflow.now() < deadline:
             try:
-                await workflow.wait_condition(lambda: request_id in self._pin_outcomes,
-                                              timeout=min(policies.PIN_OUTCOME_BACKSTOP, deadline - workflow.now()),
-                                              timeout_summary="the environment's answer (then a backstop check)")
+                await workflow.wait_condition(
+                    lambda: request_id in self._pin_outcomes,
+                    timeout=min(policies.PIN_OUTCOME_BACKSTOP, deadline - workflow.now()),
+                    timeout_summary="the environment's answer (then a backstop check)",
+                )
             except TimeoutError:
                 pass
             answer = self._pin_outcomes.get(request_id)
@@ -127,10 +155,17 @@ class PinOutcomes:
                 if verdict is not None and verdict[0] == answer.outcome:
                     return answer.outcome, answer.reason, answer.auto_rolled_back
                 del self._pin_outcomes[request_id]
-                workflow.logger.warning("pin_outcome %r for %s refused: %s's status does not say so",
-                                        answer.outcome, request_id, environment)
-                record_refused_outcome(request_id, f"a pin_outcome said {answer.outcome}, but {environment}'s "
-                                       f"status does not show that of this pin ({digest})")
+                workflow.logger.warning(
+                    "pin_outcome %r for %s refused: %s's status does not say so",
+                    answer.outcome,
+                    request_id,
+                    environment,
+                )
+                record_refused_outcome(
+                    request_id,
+                    f"a pin_outcome said {answer.outcome}, but {environment}'s "
+                    f"status does not show that of this pin ({digest})",
+                )
                 if verdict is not None:
                     return verdict
                 continue
@@ -173,8 +208,9 @@ _PIN_FIELDS = {"version", "digest", "by", "reason", "kind", "request_id", "hold"
 
 
 class EnvironmentPins(EnvironmentEvents):
-    def _answer(self, pin: Pin | None, about: VersionRef | None, outcome: PinVerdict, reason: str,
-                rolled_back: bool = False) -> None:
+    def _answer(
+        self, pin: Pin | None, about: VersionRef | None, outcome: PinVerdict, reason: str, rolled_back: bool = False
+    ) -> None:
         """Tell the promotion/rollback that sent `pin` what became of it (once; it waits for this instead of
         polling). `about`: only when the outcome concerns the pin's own digest."""
         if pin is None or pin.answered or not pin.request_id or "@" not in pin.request_id:
@@ -199,7 +235,8 @@ class EnvironmentPins(EnvironmentEvents):
         async def send() -> None:
             try:
                 await workflow.get_external_workflow_handle(workflow_id, run_id=run_id).signal(
-                    Signal.PIN_OUTCOME, LenientPayload(answer.model_dump()))
+                    Signal.PIN_OUTCOME, LenientPayload(answer.model_dump())
+                )
             except Exception as err:  # the sender may be gone (finished, terminated): nothing to tell
                 workflow.logger.info("pin outcome for %s not delivered: %s", request_id, err)
 
@@ -207,9 +244,12 @@ class EnvironmentPins(EnvironmentEvents):
         self._answers.add(task := asyncio.create_task(send()))
         task.add_done_callback(self._answers.discard)
 
-    @workflow.signal(name=Signal.PIN, description='Pin to a released version by digest: {"version", "digest", "by", '
-                     '"kind", "request_id", "approvals": [signed decisions]}. Sent by PromotionWorkflow and '
-                     'RollbackWorkflow; an approval-required environment refuses a pin its own spec does not approve')
+    @workflow.signal(
+        name=Signal.PIN,
+        description='Pin to a released version by digest: {"version", "digest", "by", '
+        '"kind", "request_id", "approvals": [signed decisions]}. Sent by PromotionWorkflow and '
+        "RollbackWorkflow; an approval-required environment refuses a pin its own spec does not approve",
+    )
     def pin(self, *payloads: object) -> None:
         """Pin to a version by digest (promotion, rollback). Refusals are recorded, never dropped."""
         payload = first_payload(payloads)
@@ -217,30 +257,45 @@ class EnvironmentPins(EnvironmentEvents):
         try:
             request = PinRequest.model_validate(payload.root)
         except pydantic.ValidationError as err:
-            self._record(EventType.PIN_REFUSED,
-                         f"malformed pin: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}"[:500])
+            self._record(
+                EventType.PIN_REFUSED, f"malformed pin: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}"[:500]
+            )
             return
         state = self._state
-        verdicts = (judge_pin(state, request, workflow.now(), strict=_patched(GATE_HARDENED))
-                    if state.spec.approval.required else [])
+        verdicts = (
+            judge_pin(state, request, workflow.now(), strict=_patched(GATE_HARDENED))
+            if state.spec.approval.required
+            else []
+        )
         refusal = pin_refusal(state, request, verdicts, hardened=lambda: _patched(GATE_HARDENED))
         if refusal:
-            event = self._record(EventType.PIN_REFUSED, f"pin of {request.version} refused: {refusal}", by=request.by,
-                                 request_id=request.request_id, version=request.version)
+            event = self._record(
+                EventType.PIN_REFUSED,
+                f"pin of {request.version} refused: {refusal}",
+                by=request.by,
+                request_id=request.request_id,
+                version=request.version,
+            )
             self._signal_back(request.request_id, "refused", event.message)
             return
         previous = state.pin
         approved_by = approvers(verdicts)
         if approved_by and request.request_id:
-            state.consumed_approvals = consumed(state.consumed_approvals, request.request_id,
-                                                limit=policies.MAX_CONSUMED_APPROVALS)
+            state.consumed_approvals = consumed(
+                state.consumed_approvals, request.request_id, limit=policies.MAX_CONSUMED_APPROVALS
+            )
         state.tags = bind_tag(state.tags, request.version, request.digest, limit=policies.MAX_TAG_BINDINGS)
         # NB: an approval-required environment confirms a pin that rests on approvals before applying it (_confirmed),
         # whatever kind its sender calls it
         confirm = bool(state.spec.approval.required and approved_by and _patched(PIN_CONFIRMED))
         lifts = lifts_hold(request, state.holds)
-        state.pin = Pin(**request.model_dump(include=_PIN_FIELDS), approved_by=approved_by, at=self._now(),
-                        confirm=confirm, lifts_hold=confirm and lifts)
+        state.pin = Pin(
+            **request.model_dump(include=_PIN_FIELDS),
+            approved_by=approved_by,
+            at=self._now(),
+            confirm=confirm,
+            lifts_hold=confirm and lifts,
+        )
         state.pin_before = previous if confirm else None
         if lifts and not confirm:
             state.holds = without_hold(state.holds, request.version)
@@ -248,9 +303,14 @@ class EnvironmentPins(EnvironmentEvents):
             assert request.hold is not None
             state.holds = with_hold(state.holds, request.hold, limit=policies.MAX_HOLDS)
         state.blocked = ""
-        self._record(EventType.PINNED,
-                     f"pinned to {request.version} ({request.kind}) by {request.by}: {request.reason}",
-                     version=request.version, digest=request.digest, by=request.by, request_id=request.request_id)
+        self._record(
+            EventType.PINNED,
+            f"pinned to {request.version} ({request.kind}) by {request.by}: {request.reason}",
+            version=request.version,
+            digest=request.digest,
+            by=request.by,
+            request_id=request.request_id,
+        )
         self._keep_record()  # the used approval and the hold, before a termination can shed them
         self._answer(previous, None, "superseded", f"a newer pin took over ({request.kind} by {request.by})")
         self._wake = True
@@ -263,11 +323,18 @@ class EnvironmentPins(EnvironmentEvents):
         state = self._state
         try:
             result = await workflow.execute_activity(
-                stubs.confirm_pin, ConfirmPinInput(environment=state.spec.name, request_id=pin.request_id,
-                                                   version=pin.version, digest=pin.digest,
-                                                   requires_healthy_in=state.spec.approval.requires_healthy_in),
-                start_to_close_timeout=policies.STATUS_QUERY_TIMEOUT * 2, retry_policy=policies.CONFIRM_RETRY,
-                summary=f"confirm the pin of {pin.version} by {pin.request_id}"[:200])
+                stubs.confirm_pin,
+                ConfirmPinInput(
+                    environment=state.spec.name,
+                    request_id=pin.request_id,
+                    version=pin.version,
+                    digest=pin.digest,
+                    requires_healthy_in=state.spec.approval.requires_healthy_in,
+                ),
+                start_to_close_timeout=policies.STATUS_QUERY_TIMEOUT * 2,
+                retry_policy=policies.CONFIRM_RETRY,
+                summary=f"confirm the pin of {pin.version} by {pin.request_id}"[:200],
+            )
         except ActivityError as err:
             self._cancelled(err)
             pin.confirm_attempts += 1
@@ -278,8 +345,14 @@ class EnvironmentPins(EnvironmentEvents):
             # bounded: an unconfirmable pin never keeps the environment from reconciling what it had
             result = ConfirmPinResult(refusal=f"not confirmed in {pin.confirm_attempts} tries ({why})")
         if result.refusal:
-            event = self._record(EventType.PIN_REFUSED, f"pin of {pin.version} refused: {result.refusal}"[:1000],
-                                 by=pin.by, request_id=pin.request_id, version=pin.version, digest=pin.digest)
+            event = self._record(
+                EventType.PIN_REFUSED,
+                f"pin of {pin.version} refused: {result.refusal}"[:1000],
+                by=pin.by,
+                request_id=pin.request_id,
+                version=pin.version,
+                digest=pin.digest,
+            )
             self._answer(pin, None, "refused", event.message)
             state.pin, state.pin_before = state.pin_before, None
             self._wake = True

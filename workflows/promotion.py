@@ -51,8 +51,9 @@ class PromotionWorkflow(PinOutcomes, alerting.Notifies):
 
     @workflow.init
     def __init__(self, input: PromotionInput) -> None:
-        self._status = PromotionStatus(environment=input.environment, version=input.version,
-                                       requested_by=input.requested_by)
+        self._status = PromotionStatus(
+            environment=input.environment, version=input.version, requested_by=input.requested_by
+        )
         self._ctx: DecisionContext | None = None
         self._outcome: str | None = None
         self._pending: list[tuple[str, object, str]] = []
@@ -77,35 +78,53 @@ class PromotionWorkflow(PinOutcomes, alerting.Notifies):
             # a cancelled promotion must not keep matching FerryPhase = "AwaitingApproval"
             was = self._status.phase
             self._phase("Cancelled")
-            details = (f"cancelled in phase {was}; nothing was pinned" if not self._pinned
-                       else "cancelled after pinning (the environment keeps the pin)")
+            details = (
+                f"cancelled in phase {was}; nothing was pinned"
+                if not self._pinned
+                else "cancelled after pinning (the environment keeps the pin)"
+            )
             workflow.set_current_details(details)
             if workflow.patched(CANCEL_RECORDED):
                 record_cancelled(details)
             raise
         if workflow.patched(ALERTS):
             await alerting.outbox(self).flush()  # AwaitingApproval and decisions first, before the run ends
-            await alerting.send(alerting.notification(
-                f"Promotion{result.outcome.capitalize()}", input.environment,
-                f"promotion of {input.version} to {input.environment} {result.outcome}: {result.reason}",
-                version=input.version, digest=result.digest, by=input.requested_by,
-                details={"publisher": result.publisher, "approved_by": ", ".join(result.approved_by)}))
+            await alerting.send(
+                alerting.notification(
+                    f"Promotion{result.outcome.capitalize()}",
+                    input.environment,
+                    f"promotion of {input.version} to {input.environment} {result.outcome}: {result.reason}",
+                    version=input.version,
+                    digest=result.digest,
+                    by=input.requested_by,
+                    details={"publisher": result.publisher, "approved_by": ", ".join(result.approved_by)},
+                )
+            )
         return result
 
     def _awaiting_details(self, policy: ApprovalPolicy) -> str:
         s = self._status
         who = " or ".join(policy.names)
-        proof = (f"an SSH-signed statement (`ferry approve {s.environment} {s.version} --key KEY --print` prints "
-                 "the JSON)"
-                 if policy.is_signed else '{"approver": "<name>", "comment": "..."} (names are claims here)')
-        return (f"**Awaiting approval** of {s.version} ({s.digest[:19]}…) for **{s.environment}** until {s.deadline}.\n"
-                f"May approve: {who}. The publisher, {s.publisher or 'unknown'}, may not.\n"
-                f"Send the `approve_update` Update (or `reject_update`) with {proof}.")
+        proof = (
+            f"an SSH-signed statement (`ferry approve {s.environment} {s.version} --key KEY --print` prints the JSON)"
+            if policy.is_signed
+            else '{"approver": "<name>", "comment": "..."} (names are claims here)'
+        )
+        return (
+            f"**Awaiting approval** of {s.version} ({s.digest[:19]}…) for **{s.environment}** until {s.deadline}.\n"
+            f"May approve: {who}. The publisher, {s.publisher or 'unknown'}, may not.\n"
+            f"Send the `approve_update` Update (or `reject_update`) with {proof}."
+        )
 
     async def _run(self, input: PromotionInput) -> PromotionResult:
         """resolve → healthy elsewhere → (approval) → pin → the environment's answer."""
-        workflow.upsert_search_attributes([FERRY_ENVIRONMENT.value_set(input.environment),
-                                           FERRY_VERSION.value_set(input.version), FERRY_PHASE.value_set("Resolving")])
+        workflow.upsert_search_attributes(
+            [
+                FERRY_ENVIRONMENT.value_set(input.environment),
+                FERRY_VERSION.value_set(input.version),
+                FERRY_PHASE.value_set("Resolving"),
+            ]
+        )
         try:
             env = await environment_status(input.environment)
         except StatusUnreadable as err:
@@ -134,18 +153,30 @@ class PromotionWorkflow(PinOutcomes, alerting.Notifies):
         except ActivityError as err:
             raise_if_cancelled(err)
             if cause_type(err) == ErrorType.VERIFICATION_FAILED:
-                return self._finish("refused", f"{input.version} failed signature verification: "
-                                    f"{cause_message(err, limit=None)}")
-            return self._finish("refused", f"{input.version} is not a released version of {spec.repository}: "
-                                f"{cause_message(err, limit=None)}")
+                return self._finish(
+                    "refused", f"{input.version} failed signature verification: {cause_message(err, limit=None)}"
+                )
+            return self._finish(
+                "refused",
+                f"{input.version} is not a released version of {spec.repository}: {cause_message(err, limit=None)}",
+            )
         bound = bound_elsewhere(env.tags, input.version, digest)
         if bound is not None:
-            return self._finish("refused", f"tag {input.version} now points to {digest}, but {input.environment} "
-                                f"bound it to {bound}: the tag was moved in the registry")
+            return self._finish(
+                "refused",
+                f"tag {input.version} now points to {digest}, but {input.environment} "
+                f"bound it to {bound}: the tag was moved in the registry",
+            )
         self._status.digest, self._status.publisher = digest, publisher
         info = workflow.info()
-        self._ctx = DecisionContext(environment=input.environment, version=input.version, digest=digest,
-                                    publisher=publisher, promotion=info.workflow_id, run=info.run_id)
+        self._ctx = DecisionContext(
+            environment=input.environment,
+            version=input.version,
+            digest=digest,
+            publisher=publisher,
+            promotion=info.workflow_id,
+            run=info.run_id,
+        )
         refusal = await self._healthy_elsewhere(spec.approval.requires_healthy_in, input.version, digest)
         return self._finish("refused", refusal) if refusal else None
 
@@ -156,23 +187,41 @@ class PromotionWorkflow(PinOutcomes, alerting.Notifies):
         self._phase("AwaitingApproval")
         workflow.set_current_details(self._awaiting_details(spec.approval))
         if workflow.patched(ALERTS):
-            alerting.outbox(self).notify(alerting.notification(
-                "AwaitingApproval", input.environment, f"{input.version} waits for approval to go to "
-                f"{input.environment} (requested by {input.requested_by}) until {self._status.deadline}; "
-                f"{' or '.join(spec.approval.names)} may approve; the publisher, {publisher or 'unknown'}, may "
-                "not", version=input.version, digest=digest, by=input.requested_by,
-                details={"publisher": publisher, "approvers": ", ".join(spec.approval.names),
-                         "deadline": self._status.deadline, "requested_by": input.requested_by,
-                         "reason": input.reason, "signed": str(spec.approval.is_signed).lower(),
-                         "repository": spec.repository}))
+            alerting.outbox(self).notify(
+                alerting.notification(
+                    "AwaitingApproval",
+                    input.environment,
+                    f"{input.version} waits for approval to go to "
+                    f"{input.environment} (requested by {input.requested_by}) until {self._status.deadline}; "
+                    f"{' or '.join(spec.approval.names)} may approve; the publisher, {publisher or 'unknown'}, may "
+                    "not",
+                    version=input.version,
+                    digest=digest,
+                    by=input.requested_by,
+                    details={
+                        "publisher": publisher,
+                        "approvers": ", ".join(spec.approval.names),
+                        "deadline": self._status.deadline,
+                        "requested_by": input.requested_by,
+                        "reason": input.reason,
+                        "signed": str(spec.approval.is_signed).lower(),
+                        "repository": spec.repository,
+                    },
+                )
+            )
         try:
-            await workflow.wait_condition(lambda: self._outcome is not None, timeout=timeout,
-                                          timeout_summary=f"approval deadline ({spec.approval.timeout})")
+            await workflow.wait_condition(
+                lambda: self._outcome is not None,
+                timeout=timeout,
+                timeout_summary=f"approval deadline ({spec.approval.timeout})",
+            )
         except TimeoutError:
             return self._finish("expired", f"no decision within {spec.approval.timeout}")
         if self._outcome == "rejected":
-            return self._finish("rejected", next(d.comment for d in reversed(self._status.decisions)
-                                                 if d.action == "reject" and d.accepted))
+            return self._finish(
+                "rejected",
+                next(d.comment for d in reversed(self._status.decisions) if d.action == "reject" and d.accepted),
+            )
         return None
 
     async def _pin(self, input: PromotionInput, spec: EnvironmentSpec) -> PromotionResult:
@@ -184,19 +233,31 @@ class PromotionWorkflow(PinOutcomes, alerting.Notifies):
             if refusal:
                 return self._finish("refused", f"{refusal} (checked again when the approval arrived)")
         approvers = self._approvers()
-        request_id = await send_pin(input.environment, spec.repository, input.version, digest,
-                                    by=", ".join(approvers) or input.requested_by, kind="promotion",
-                                    reason=input.reason or f"promotion requested by {input.requested_by}",
-                                    approvals=self._signed_approvals, approved_by=approvers,
-                                    publisher=self._status.publisher)
+        request_id = await send_pin(
+            input.environment,
+            spec.repository,
+            input.version,
+            digest,
+            by=", ".join(approvers) or input.requested_by,
+            kind="promotion",
+            reason=input.reason or f"promotion requested by {input.requested_by}",
+            approvals=self._signed_approvals,
+            approved_by=approvers,
+            publisher=self._status.publisher,
+        )
         self._phase("Pinned")
         self._pinned = True
-        workflow.set_current_details(f"pinned {input.environment} to {input.version} ({digest[:19]}…) approved by "
-                                     f"{', '.join(approvers) or 'nobody (no approval required)'}; waiting until it "
-                                     "is applied and healthy")
+        workflow.set_current_details(
+            f"pinned {input.environment} to {input.version} ({digest[:19]}…) approved by "
+            f"{', '.join(approvers) or 'nobody (no approval required)'}; waiting until it "
+            "is applied and healthy"
+        )
         outcome, reason, rolled_back = await self.await_pin_outcome(
-            input.environment, digest, request_id, spec.health_timeout.delta + spec.interval.delta
-            + policies.PIN_OUTCOME_SLACK)
+            input.environment,
+            digest,
+            request_id,
+            spec.health_timeout.delta + spec.interval.delta + policies.PIN_OUTCOME_SLACK,
+        )
         return self._finish(outcome, reason, rolled_back)
 
     async def _healthy_elsewhere(self, environments: list[str], version: str, digest: str) -> str:
@@ -212,15 +273,29 @@ class PromotionWorkflow(PinOutcomes, alerting.Notifies):
         return ""
 
     def _finish(self, outcome: str, reason: str, rolled_back: bool = False) -> PromotionResult:
-        phase = {"succeeded": "Succeeded", "failed": "Failed", "rejected": "Rejected", "expired": "Expired",
-                 "refused": "Refused", "superseded": "Superseded"}[outcome]
+        phase = {
+            "succeeded": "Succeeded",
+            "failed": "Failed",
+            "rejected": "Rejected",
+            "expired": "Expired",
+            "refused": "Refused",
+            "superseded": "Superseded",
+        }[outcome]
         self._phase(phase)  # type: ignore[arg-type]
         workflow.set_current_details(f"**{phase}**: {reason}")
         s = self._status
         metrics.outcome("promotion", s.environment, outcome)
-        return PromotionResult(outcome=outcome, environment=s.environment, version=s.version,
-                               digest=s.digest, publisher=s.publisher, reason=reason, auto_rolled_back=rolled_back,
-                               approved_by=self._approvers(), decisions=s.decisions)
+        return PromotionResult(
+            outcome=outcome,
+            environment=s.environment,
+            version=s.version,
+            digest=s.digest,
+            publisher=s.publisher,
+            reason=reason,
+            auto_rolled_back=rolled_back,
+            approved_by=self._approvers(),
+            decisions=s.decisions,
+        )
 
     def _approvers(self) -> list[str]:
         return list(dict.fromkeys(d.by for d in self._status.decisions if d.action == "approve" and d.accepted))
@@ -230,8 +305,14 @@ class PromotionWorkflow(PinOutcomes, alerting.Notifies):
         the audit can pair each record with the signal or update that caused it."""
         if self._ctx is None:  # a signal that arrived while resolving: judged once the version is resolved
             self._pending.append((action, raw, via))
-            return Decision(at=self._now(), action=action, by="", accepted=False, via=via,
-                            reason="recorded; will be judged once the version is resolved")
+            return Decision(
+                at=self._now(),
+                action=action,
+                by="",
+                accepted=False,
+                via=via,
+                reason="recorded; will be judged once the version is resolved",
+            )
         s = self._status
         assert self._policy is not None
         verdict = judge(self._policy, self._ctx, raw, action, workflow.now(), workflow.patched(GATE_HARDENED))
@@ -240,33 +321,50 @@ class PromotionWorkflow(PinOutcomes, alerting.Notifies):
         duplicate = not refusal and any(d.by == by and d.action == action and d.accepted for d in s.decisions)
         every = workflow.patched(RECORD_EVERY_DECISION)
         if duplicate and not every:
-            return Decision(at=self._now(), action=action, by=by, accepted=True, via=via,
-                            reason="duplicate: already recorded")
+            return Decision(
+                at=self._now(), action=action, by=by, accepted=True, via=via, reason="duplicate: already recorded"
+            )
         if not refusal and not duplicate and self._outcome is not None:
             refusal = f"the promotion is already {self._outcome}"
         update = workflow.current_update_info()
-        record = Decision(at=self._now(), action=action, by=by, accepted=not refusal,
-                          reason=refusal or ("duplicate: already recorded" if duplicate else ""),
-                          comment=verdict.decision.comment if verdict.decision else "", via=via,
-                          verified=verdict.verified, fingerprint=verdict.fingerprint,
-                          update_id=update.id if update else "")
+        record = Decision(
+            at=self._now(),
+            action=action,
+            by=by,
+            accepted=not refusal,
+            reason=refusal or ("duplicate: already recorded" if duplicate else ""),
+            comment=verdict.decision.comment if verdict.decision else "",
+            via=via,
+            verified=verdict.verified,
+            fingerprint=verdict.fingerprint,
+            update_id=update.id if update else "",
+        )
         s.decisions = [*s.decisions, record][-MAX_DECISIONS_KEPT:]
         metrics.promotion_decision(s.environment, action, not refusal)
         workflow.upsert_memo({Memo.DECISION: record.model_dump(mode="json")})
         if not duplicate and workflow.patched(ALERTS):
             kind = "Refused" if refusal else ("Approved" if action == "approve" else "Rejected")
-            alerting.outbox(self).notify(alerting.notification(
-                kind, s.environment, f"{action} of {s.version} for {s.environment} by {by} "
-                f"{'refused: ' + refusal if refusal else 'accepted'}", version=s.version, digest=s.digest, by=by,
-                details={"verified": str(verdict.verified).lower(), "via": via}))
+            alerting.outbox(self).notify(
+                alerting.notification(
+                    kind,
+                    s.environment,
+                    f"{action} of {s.version} for {s.environment} by {by} "
+                    f"{'refused: ' + refusal if refusal else 'accepted'}",
+                    version=s.version,
+                    digest=s.digest,
+                    by=by,
+                    details={"verified": str(verdict.verified).lower(), "via": via},
+                )
+            )
         if refusal:
             workflow.logger.warning("%s refused: %s", action, refusal)
         elif not duplicate:
             self._outcome = "approved" if action == "approve" else "rejected"
             if action == "approve" and verdict.decision and verdict.decision.statement and verdict.verified:
                 assert verdict.decision.signature is not None
-                self._signed_approvals.append(SignedDecision(statement=verdict.decision.statement,
-                                                             signature=verdict.decision.signature))
+                self._signed_approvals.append(
+                    SignedDecision(statement=verdict.decision.statement, signature=verdict.decision.signature)
+                )
         return record
 
     async def _decide_update(self, action: str, payload: LenientPayload) -> DecisionResult:
@@ -274,36 +372,52 @@ class PromotionWorkflow(PinOutcomes, alerting.Notifies):
         if workflow.patched(DECISION_UPDATE_WAITS):
             await workflow.wait_condition(lambda: self._ctx is not None or self._status.phase == "Refused")
             if self._ctx is None:
-                raise ApplicationError(f"promotion of {self._status.version} to {self._status.environment} was "
-                                       "refused before any decision", type=ErrorType.DECISION_REFUSED,
-                                       non_retryable=True)
+                raise ApplicationError(
+                    f"promotion of {self._status.version} to {self._status.environment} was "
+                    "refused before any decision",
+                    type=ErrorType.DECISION_REFUSED,
+                    non_retryable=True,
+                )
         record = self._decide(action, payload.root, "update")
         if not record.accepted and workflow.patched(DECISION_REFUSAL_FAILS):
             # fail the Update so the caller, the UI's dialog and `temporal workflow update execute` show the
             # refusal; the record above is already in history.
-            raise ApplicationError(f"{action} refused: {record.reason}", type=ErrorType.DECISION_REFUSED,
-                                   non_retryable=True)
+            raise ApplicationError(
+                f"{action} refused: {record.reason}", type=ErrorType.DECISION_REFUSED, non_retryable=True
+            )
         return DecisionResult(accepted=record.accepted, reason=record.reason, phase=self._status.phase)
 
-    @workflow.signal(name=Signal.APPROVE, description='Approve (fallback to the approve_update Update, which answers): '
-                     '{"approver": "alice", "comment": "...", "statement": "...", "signature": "..."} — '
-                     '`ferry approve ENV VERSION --key KEY --print` prints it')
+    @workflow.signal(
+        name=Signal.APPROVE,
+        description="Approve (fallback to the approve_update Update, which answers): "
+        '{"approver": "alice", "comment": "...", "statement": "...", "signature": "..."} — '
+        "`ferry approve ENV VERSION --key KEY --print` prints it",
+    )
     def approve(self, *payloads: object) -> None:
         self._decide("approve", first_payload(payloads).root, "signal")
 
-    @workflow.signal(name=Signal.REJECT, description='Reject (fallback to reject_update): {"approver": "alice", '
-                     '"comment": "why", "statement": "...", "signature": "..."}')
+    @workflow.signal(
+        name=Signal.REJECT,
+        description='Reject (fallback to reject_update): {"approver": "alice", '
+        '"comment": "why", "statement": "...", "signature": "..."}',
+    )
     def reject(self, *payloads: object) -> None:
         self._decide("reject", first_payload(payloads).root, "signal")
 
-    @workflow.update(name=Update.APPROVE, description='Approve this promotion and get the verdict: {"approver": '
-                     '"alice", "comment": "...", "statement": "...", "signature": "..."} (`ferry approve ENV VERSION '
-                     '--key KEY --print` prints it); a refusal fails the update with DecisionRefused and is recorded')
+    @workflow.update(
+        name=Update.APPROVE,
+        description='Approve this promotion and get the verdict: {"approver": '
+        '"alice", "comment": "...", "statement": "...", "signature": "..."} (`ferry approve ENV VERSION '
+        "--key KEY --print` prints it); a refusal fails the update with DecisionRefused and is recorded",
+    )
     async def approve_update(self, payload: LenientPayload | None = None) -> DecisionResult:
         return await self._decide_update("approve", payload or LenientPayload(None))
 
-    @workflow.update(name=Update.REJECT, description='Reject this promotion: {"approver": "alice", "comment": '
-                     '"why", ...}; a refusal fails the update with DecisionRefused and is recorded')
+    @workflow.update(
+        name=Update.REJECT,
+        description='Reject this promotion: {"approver": "alice", "comment": '
+        '"why", ...}; a refusal fails the update with DecisionRefused and is recorded',
+    )
     async def reject_update(self, payload: LenientPayload | None = None) -> DecisionResult:
         return await self._decide_update("reject", payload or LenientPayload(None))
 
@@ -323,8 +437,10 @@ class PromotionWorkflow(PinOutcomes, alerting.Notifies):
         if any(d.by == who and d.action == action and d.accepted for d in self._status.decisions):
             return
         if self._status.phase not in ("Resolving", "AwaitingApproval"):
-            raise ValueError(f"promotion of {self._status.version} to {self._status.environment} is "
-                             f"{self._status.phase}, not awaiting a decision")
+            raise ValueError(
+                f"promotion of {self._status.version} to {self._status.environment} is "
+                f"{self._status.phase}, not awaiting a decision"
+            )
 
     @workflow.query(name=Query.STATUS, description="phase, digest, publisher, who may approve, every decision recorded")
     def status(self) -> PromotionStatus:

@@ -32,14 +32,18 @@ async def environment_status(name: str) -> EnvironmentStatus:
     still fails (NotFound at once), or the cancellation when the run is cancelled."""
     try:
         return await workflow.execute_activity(
-            stubs.environment_status, EnvironmentStatusInput(environment=name),
-            start_to_close_timeout=policies.STATUS_QUERY_TIMEOUT, retry_policy=policies.STATUS_READ_RETRY)
+            stubs.environment_status,
+            EnvironmentStatusInput(environment=name),
+            start_to_close_timeout=policies.STATUS_QUERY_TIMEOUT,
+            retry_policy=policies.STATUS_READ_RETRY,
+        )
     except ActivityError as err:
         raise_if_cancelled(err)
         if not workflow.patched(STATUS_READ_ON_RECORD):
             raise
-        raise StatusUnreadable(f"the status of {name} could not be read: {cause_type(err)}: "
-                               f"{cause_message(err)}") from err
+        raise StatusUnreadable(
+            f"the status of {name} could not be read: {cause_type(err)}: {cause_message(err)}"
+        ) from err
 
 
 async def resolve_release(repository: str, version: str, verify: VerifyPolicy | None = None) -> tuple[str, str]:
@@ -47,19 +51,28 @@ async def resolve_release(repository: str, version: str, verify: VerifyPolicy | 
     publisher is the one the release's verified signature attests (VerificationFailed fails the caller);
     otherwise it is the manifest's annotation, a claim."""
     ref = await workflow.execute_activity(
-        stubs.resolve_tag, ResolveTagInput(repository=repository, tag=version),
-        start_to_close_timeout=policies.REGISTRY_CALL_TIMEOUT, retry_policy=policies.QUICK_RETRY)
+        stubs.resolve_tag,
+        ResolveTagInput(repository=repository, tag=version),
+        start_to_close_timeout=policies.REGISTRY_CALL_TIMEOUT,
+        retry_policy=policies.QUICK_RETRY,
+    )
     assert ref.digest is not None
     if verify is not None:
         return ref.digest, (await verify_release(repository, ref.digest, verify)).publisher
     manifest = await workflow.execute_activity(
-        stubs.fetch_manifest, FetchManifestInput(repository=repository, reference=ref.digest),
-        start_to_close_timeout=policies.REGISTRY_CALL_TIMEOUT, retry_policy=policies.QUICK_RETRY)
+        stubs.fetch_manifest,
+        FetchManifestInput(repository=repository, reference=ref.digest),
+        start_to_close_timeout=policies.REGISTRY_CALL_TIMEOUT,
+        retry_policy=policies.QUICK_RETRY,
+    )
     return ref.digest, manifest.annotations.get(ANNOTATION_PUBLISHED_BY, "")
 
 
 async def verify_release(repository: str, digest: str, verify: VerifyPolicy) -> VerifyArtifactResult:
     """The release's cosign signature, checked against the environment's publisher keys (on the worker)."""
     return await workflow.execute_activity(
-        stubs.verify_artifact, VerifyArtifactInput(repository=repository, digest=digest, publishers=verify.publishers),
-        start_to_close_timeout=policies.REGISTRY_CALL_TIMEOUT, retry_policy=policies.QUICK_RETRY)
+        stubs.verify_artifact,
+        VerifyArtifactInput(repository=repository, digest=digest, publishers=verify.publishers),
+        start_to_close_timeout=policies.REGISTRY_CALL_TIMEOUT,
+        retry_policy=policies.QUICK_RETRY,
+    )

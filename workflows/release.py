@@ -11,11 +11,7 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
 
-    from ferry.artifacts import (
-        FetchManifestInput,
-        PushArtifactInput,
-        ResolveTagInput,
-    )
+    from ferry.artifacts import FetchManifestInput, PushArtifactInput, ResolveTagInput
     from ferry.cosign import SignArtifactInput
     from ferry.errors import ErrorType
     from ferry.oci import (
@@ -47,9 +43,13 @@ R = TypeVar("R", bound=BaseModel)
 
 
 def release_search_attributes(input: ReleaseInput) -> TypedSearchAttributes:
-    return TypedSearchAttributes([SearchAttributePair(FERRY_REPOSITORY, input.repository),
-                                  SearchAttributePair(FERRY_VERSION, input.version),
-                                  SearchAttributePair(FERRY_PUBLISHER, input.publisher)])
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(FERRY_REPOSITORY, input.repository),
+            SearchAttributePair(FERRY_VERSION, input.version),
+            SearchAttributePair(FERRY_PUBLISHER, input.publisher),
+        ]
+    )
 
 
 def _refuse_foreign_queue(input: ReleaseInput) -> None:
@@ -89,43 +89,73 @@ class ReleaseWorkflow(alerting.Notifies):
     async def run(self, input: ReleaseInput) -> ReleaseResult:
         """package → already released? → push → verify the tag → sign → announce."""
         _refuse_foreign_queue(input)
-        workflow.upsert_search_attributes([FERRY_REPOSITORY.value_set(input.repository),
-                                           FERRY_VERSION.value_set(input.version),
-                                           FERRY_PUBLISHER.value_set(input.publisher)])
+        workflow.upsert_search_attributes(
+            [
+                FERRY_REPOSITORY.value_set(input.repository),
+                FERRY_VERSION.value_set(input.version),
+                FERRY_PUBLISHER.value_set(input.publisher),
+            ]
+        )
         self._input = input
-        packaged = await self._on_ci(stubs.package_bundle, PackageBundleInput(bundle_dir=input.bundle_dir),
-                                     policies.PACKAGE_TIMEOUT)
+        packaged = await self._on_ci(
+            stubs.package_bundle, PackageBundleInput(bundle_dir=input.bundle_dir), policies.PACKAGE_TIMEOUT
+        )
         existing = await self._on_ci(
-            stubs.resolve_tag, ResolveTagInput(repository=input.repository, tag=input.version, missing_ok=True))
+            stubs.resolve_tag, ResolveTagInput(repository=input.repository, tag=input.version, missing_ok=True)
+        )
         if existing.digest is not None:
             return await self._already_released(input, packaged, existing.digest)
         result = await self._signed(input, await self._pushed(input, packaged))
         if workflow.patched(ALERTS):
-            await alerting.send(alerting.notification(
-                "ReleasePublished", "", f"{input.repository}:{input.version} released by {input.publisher} as "
-                f"{result.digest}", version=input.version, digest=result.digest, by=input.publisher,
-                details={"repository": input.repository, "revision": input.revision, "source": input.source}))
+            await alerting.send(
+                alerting.notification(
+                    "ReleasePublished",
+                    "",
+                    f"{input.repository}:{input.version} released by {input.publisher} as {result.digest}",
+                    version=input.version,
+                    digest=result.digest,
+                    by=input.publisher,
+                    details={"repository": input.repository, "revision": input.revision, "source": input.source},
+                )
+            )
         return result
 
     async def _pushed(self, input: ReleaseInput, packaged: PackageBundleResult) -> ReleaseResult:
         """Push the packaged layer with Flux's media types, then check the tag resolves to what was pushed."""
         pushed = await self._on_ci(
             stubs.push_artifact,
-            PushArtifactInput(repository=input.repository, tag=input.version, file_path=packaged.path,
-                              layer_media_type=FLUX_CONTENT_MEDIA_TYPE, config_media_type=FLUX_CONFIG_MEDIA_TYPE,
-                              annotations=_annotations(input)))
+            PushArtifactInput(
+                repository=input.repository,
+                tag=input.version,
+                file_path=packaged.path,
+                layer_media_type=FLUX_CONTENT_MEDIA_TYPE,
+                config_media_type=FLUX_CONFIG_MEDIA_TYPE,
+                annotations=_annotations(input),
+            ),
+        )
         if pushed.layer_digest != packaged.layer_digest:
-            raise ApplicationError(f"pushed layer {pushed.layer_digest} is not the packaged {packaged.layer_digest}",
-                                   type=str(ErrorType.DIGEST_MISMATCH), non_retryable=True)
-        verified = await self._on_ci(
-            stubs.resolve_tag, ResolveTagInput(repository=input.repository, tag=input.version))
+            raise ApplicationError(
+                f"pushed layer {pushed.layer_digest} is not the packaged {packaged.layer_digest}",
+                type=str(ErrorType.DIGEST_MISMATCH),
+                non_retryable=True,
+            )
+        verified = await self._on_ci(stubs.resolve_tag, ResolveTagInput(repository=input.repository, tag=input.version))
         if verified.digest != pushed.digest:
             raise ApplicationError(
                 f"{input.repository}:{input.version} resolves to {verified.digest}, not the pushed {pushed.digest}: "
-                "someone else pushed this tag concurrently", type=str(ErrorType.DIGEST_MISMATCH), non_retryable=True)
+                "someone else pushed this tag concurrently",
+                type=str(ErrorType.DIGEST_MISMATCH),
+                non_retryable=True,
+            )
         workflow.logger.info("released %s:%s as %s", input.repository, input.version, pushed.digest)
-        return ReleaseResult(repository=input.repository, version=input.version, digest=pushed.digest,
-                             layer_digest=pushed.layer_digest, size=pushed.size, publisher=input.publisher)
+        return ReleaseResult(
+            repository=input.repository,
+            version=input.version,
+            digest=pushed.digest,
+            layer_digest=pushed.layer_digest,
+            size=pushed.size,
+            publisher=input.publisher,
+        )
 
     async def _signed(self, input: ReleaseInput, result: ReleaseResult) -> ReleaseResult:
         """Sign the verified digest on the CI host, which alone holds the key. NB: an unsigned release issues
@@ -134,28 +164,40 @@ class ReleaseWorkflow(alerting.Notifies):
             return result
         signed = await self._on_ci(
             stubs.sign_artifact,
-            SignArtifactInput(repository=input.repository, digest=result.digest, publisher=input.publisher,
-                              key_fingerprint=input.sign_key_fingerprint))
-        workflow.logger.info("signed %s@%s with %s as %s", input.repository, result.digest,
-                             signed.key_fingerprint, signed.signature_tag)
-        return result.model_copy(update={"signature_tag": signed.signature_tag,
-                                         "signature_key_fingerprint": signed.key_fingerprint})
+            SignArtifactInput(
+                repository=input.repository,
+                digest=result.digest,
+                publisher=input.publisher,
+                key_fingerprint=input.sign_key_fingerprint,
+            ),
+        )
+        workflow.logger.info(
+            "signed %s@%s with %s as %s", input.repository, result.digest, signed.key_fingerprint, signed.signature_tag
+        )
+        return result.model_copy(
+            update={"signature_tag": signed.signature_tag, "signature_key_fingerprint": signed.key_fingerprint}
+        )
 
-    async def _on_ci(self, activity: Callable[[A], R], arg: A,
-                     start_to_close: timedelta = policies.REGISTRY_CALL_TIMEOUT) -> R:
+    async def _on_ci(
+        self, activity: Callable[[A], R], arg: A, start_to_close: timedelta = policies.REGISTRY_CALL_TIMEOUT
+    ) -> R:
         """An activity on the CI host's task queue: retried through outages until the release deadline;
         failed within CI_SCHEDULE_TO_START if the `ferry release` process is gone."""
         return await workflow.execute_activity(
-            activity, arg, task_queue=self._input.ci_task_queue,
-            schedule_to_start_timeout=policies.CI_SCHEDULE_TO_START, start_to_close_timeout=start_to_close,
+            activity,
+            arg,
+            task_queue=self._input.ci_task_queue,
+            schedule_to_start_timeout=policies.CI_SCHEDULE_TO_START,
+            start_to_close_timeout=start_to_close,
             schedule_to_close_timeout=timedelta(seconds=self._input.timeout_seconds),
             heartbeat_timeout=policies.REGISTRY_HEARTBEAT if activity is stubs.push_artifact else None,
-            retry_policy=policies.OUTAGE_RETRY)
+            retry_policy=policies.OUTAGE_RETRY,
+        )
 
-    async def _already_released(self, input: ReleaseInput, packaged: PackageBundleResult, digest: str
-                                ) -> ReleaseResult:
+    async def _already_released(self, input: ReleaseInput, packaged: PackageBundleResult, digest: str) -> ReleaseResult:
         manifest = await self._on_ci(
-            stubs.fetch_manifest, FetchManifestInput(repository=input.repository, reference=digest))
+            stubs.fetch_manifest, FetchManifestInput(repository=input.repository, reference=digest)
+        )
         layer = manifest.layer(FLUX_CONTENT_MEDIA_TYPE)
         existing_layer = layer.digest if layer else "(no Flux content layer)"
         if existing_layer != packaged.layer_digest:
@@ -163,11 +205,17 @@ class ReleaseWorkflow(alerting.Notifies):
                 f"{input.repository}:{input.version} is already released with different content "
                 f"(released layer {existing_layer}, this content {packaged.layer_digest}); "
                 "released versions are immutable: release a new version",
-                type=str(ErrorType.VERSION_ALREADY_RELEASED), non_retryable=True)
-        result = ReleaseResult(repository=input.repository, version=input.version, digest=digest,
-                               layer_digest=packaged.layer_digest, size=layer.size if layer else packaged.size,
-                               already_released=True,
-                               publisher=manifest.annotations.get(ANNOTATION_PUBLISHED_BY, input.publisher))
+                type=str(ErrorType.VERSION_ALREADY_RELEASED),
+                non_retryable=True,
+            )
+        result = ReleaseResult(
+            repository=input.repository,
+            version=input.version,
+            digest=digest,
+            layer_digest=packaged.layer_digest,
+            size=layer.size if layer else packaged.size,
+            already_released=True,
+            publisher=manifest.annotations.get(ANNOTATION_PUBLISHED_BY, input.publisher),
+        )
         # A CI re-run of a release whose signing never happened (or with another key) signs it now.
         return await self._signed(input, result)
-

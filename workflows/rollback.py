@@ -37,41 +37,59 @@ class RollbackWorkflow(PinOutcomes, alerting.Notifies):
                 record_cancelled(f"rollback of {input.environment} cancelled")
             raise
         if workflow.patched(ALERTS):
-            await alerting.send(alerting.notification(
-                f"Rollback{result.outcome.capitalize()}", input.environment,
-                f"rollback of {input.environment} from {result.from_version or '?'} to {result.to_version or '?'} "
-                f"{result.outcome}: {result.reason}", version=result.to_version or "", digest=result.digest or "",
-                by=input.requested_by, details={"from": result.from_version or "", "reason": input.reason}))
+            await alerting.send(
+                alerting.notification(
+                    f"Rollback{result.outcome.capitalize()}",
+                    input.environment,
+                    f"rollback of {input.environment} from {result.from_version or '?'} to {result.to_version or '?'} "
+                    f"{result.outcome}: {result.reason}",
+                    version=result.to_version or "",
+                    digest=result.digest or "",
+                    by=input.requested_by,
+                    details={"from": result.from_version or "", "reason": input.reason},
+                )
+            )
         return result
 
     async def _run(self, input: RollbackInput) -> RollbackResult:
-        workflow.upsert_search_attributes([FERRY_ENVIRONMENT.value_set(input.environment),
-                                           FERRY_PHASE.value_set("RollingBack")])
+        workflow.upsert_search_attributes(
+            [FERRY_ENVIRONMENT.value_set(input.environment), FERRY_PHASE.value_set("RollingBack")]
+        )
         try:
             env = await environment_status(input.environment)
         except StatusUnreadable as err:
             return self._done(RollbackResult(outcome="failed", environment=input.environment), "failed", err.message)
         state, spec = env.state, env.state.spec
         current = state.last_applied
-        result = RollbackResult(outcome="refused", environment=input.environment,
-                                from_version=current.version if current else "")
+        result = RollbackResult(
+            outcome="refused", environment=input.environment, from_version=current.version if current else ""
+        )
         refusal = requester_refusal(spec, input.environment, input.requested_by)
         if refusal:
             return self._done(result, "refused", refusal)
         if input.to_version:
             if newer_than_applied(input.to_version, current) is not None:
-                return self._done(result, "refused", f"{input.to_version} is newer than the applied "
-                                  f"{current.version if current else ''}: a rollback never goes forward (promote it)")
+                return self._done(
+                    result,
+                    "refused",
+                    f"{input.to_version} is newer than the applied "
+                    f"{current.version if current else ''}: a rollback never goes forward (promote it)",
+                )
             try:
                 digest, _ = await resolve_release(spec.repository, input.to_version)
             except ActivityError as err:
                 raise_if_cancelled(err)
-                return self._done(result, "refused", f"{input.to_version} is not a released version: "
-                                  f"{cause_message(err, limit=None)}")
+                return self._done(
+                    result, "refused", f"{input.to_version} is not a released version: {cause_message(err, limit=None)}"
+                )
             if spec.approval.required and not is_known_good(state.good_history, digest):
-                return self._done(result, "refused", f"{input.to_version} ({digest}) was never applied and healthy "
-                                  f"in {input.environment}: without an approval a rollback may only go to a "
-                                  "known-good version (promote it instead)")
+                return self._done(
+                    result,
+                    "refused",
+                    f"{input.to_version} ({digest}) was never applied and healthy "
+                    f"in {input.environment}: without an approval a rollback may only go to a "
+                    "known-good version (promote it instead)",
+                )
             target_version = input.to_version
         else:
             earlier = earlier_known_good(state.good_history, current)
@@ -80,13 +98,23 @@ class RollbackWorkflow(PinOutcomes, alerting.Notifies):
             target_version, digest = earlier.version, earlier.digest
         result.to_version, result.digest = target_version, digest
         workflow.upsert_search_attributes([FERRY_VERSION.value_set(target_version)])
-        workflow.set_current_details(f"rolling {input.environment} back to {target_version} ({digest[:19]}…) for "
-                                     f"{input.requested_by}; waiting until it is applied and healthy")
-        request_id = await send_pin(input.environment, spec.repository, target_version, digest, by=input.requested_by,
-                                    kind="rollback", reason=input.reason or "rollback",
-                                    hold=current.version if current and current.version != target_version else None)
-        outcome, reason, _ = await self.await_pin_outcome(input.environment, digest, request_id,
-                                                  spec.health_timeout.delta + policies.PIN_OUTCOME_SLACK)
+        workflow.set_current_details(
+            f"rolling {input.environment} back to {target_version} ({digest[:19]}…) for "
+            f"{input.requested_by}; waiting until it is applied and healthy"
+        )
+        request_id = await send_pin(
+            input.environment,
+            spec.repository,
+            target_version,
+            digest,
+            by=input.requested_by,
+            kind="rollback",
+            reason=input.reason or "rollback",
+            hold=current.version if current and current.version != target_version else None,
+        )
+        outcome, reason, _ = await self.await_pin_outcome(
+            input.environment, digest, request_id, spec.health_timeout.delta + policies.PIN_OUTCOME_SLACK
+        )
         return self._done(result, outcome, reason)
 
     @staticmethod
@@ -95,4 +123,3 @@ class RollbackWorkflow(PinOutcomes, alerting.Notifies):
         workflow.set_current_details(f"**{outcome.capitalize()}**: {reason}")
         metrics.outcome("rollback", result.environment, outcome)
         return result.model_copy(update={"outcome": outcome, "reason": reason})
-

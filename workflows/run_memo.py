@@ -10,12 +10,26 @@ with workflow.unsafe.imports_passed_through():
 
 def record_cancelled(details: str) -> None:
     """The memo says Cancelled, with when and in which state, so the audit reads it from history alone."""
-    workflow.upsert_memo({Memo.OUTCOME: {"outcome": "cancelled", "at": timestamp(workflow.now()),
-                                         "reason": (workflow.cancellation_reason() or "")[:200],
-                                         "details": details[:500]}})
+    workflow.upsert_memo(
+        {
+            Memo.OUTCOME: {
+                "outcome": "cancelled",
+                "at": timestamp(workflow.now()),
+                "reason": (workflow.cancellation_reason() or "")[:200],
+                "details": details[:500],
+            }
+        }
+    )
 
 
 def record_refused_outcome(request_id: str, reason: str) -> None:
     """An answer this run did not take, in history (memo) for the audit: who sent it is on the signal's event."""
-    workflow.upsert_memo({Memo.OUTCOME_REFUSED: {"request_id": request_id[:300], "at": timestamp(workflow.now()),
-                                                 "reason": reason[:500]}})
+    workflow.upsert_memo(
+        {
+            Memo.OUTCOME_REFUSED: {
+                "request_id": request_id[:300],
+                "at": timestamp(workflow.now()),
+                "reason": reason[:500],
+            }
+        }
+    )

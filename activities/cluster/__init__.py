@@ -27,5 +27,14 @@ class ClusterActivities(Reconcile, Health):
     file (FERRY_CLUSTERS; without one, `default` is the worker's kubeconfig)."""
 
 
-__all__ = ["HEALTH_POLL_SECONDS", "INVENTORY_NAMESPACE", "LEASE_RENEW_AFTER", "LEASE_SECONDS", "REQUEST_TIMEOUT",
-           "Cluster", "ClusterActivities", "ClustersFileError", "load_clusters"]
+__all__ = [
+    "HEALTH_POLL_SECONDS",
+    "INVENTORY_NAMESPACE",
+    "LEASE_RENEW_AFTER",
+    "LEASE_SECONDS",
+    "REQUEST_TIMEOUT",
+    "Cluster",
+    "ClusterActivities",
+    "ClustersFileError",
+    "load_clusters",
+]

@@ -21,10 +21,7 @@ from temporalio.exceptions import CancelledError
 from activities.bundle import BundleError
 from activities.errors import classified
 from ferry.errors import ErrorType, classify_http_status
-from ferry.plan import (
-    FIELD_MANAGER,
-    Refused,
-)
+from ferry.plan import FIELD_MANAGER, Refused
 from ferry.spec import env_workflow_id
 
 INVENTORY_NAMESPACE = "ferry-system"
@@ -105,8 +102,9 @@ class Cluster:
                     time.sleep(0.2)
 
     def call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
-        return _decoded(self.dyn.request(method, path, body=body, _request_timeout=REQUEST_TIMEOUT, serialize=False,
-                                         **params))
+        return _decoded(
+            self.dyn.request(method, path, body=body, _request_timeout=REQUEST_TIMEOUT, serialize=False, **params)
+        )
 
     def list(self, resource: Any, label_selector: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self.call("get", resource.path(), label_selector=label_selector)["items"]
@@ -115,8 +113,9 @@ class Cluster:
             item.setdefault("kind", resource.kind)
         return items
 
-    def apply(self, resource: Any, obj: dict[str, Any], dry_run: bool = False, as_user: str | None = None
-              ) -> dict[str, Any]:
+    def apply(
+        self, resource: Any, obj: dict[str, Any], dry_run: bool = False, as_user: str | None = None
+    ) -> dict[str, Any]:
         """Server-side apply with the dynamic client's own call: field manager ferry, conflicts forced."""
         meta = obj["metadata"]
         params: dict[str, Any] = {"field_manager": FIELD_MANAGER, "_request_timeout": REQUEST_TIMEOUT}
@@ -124,9 +123,17 @@ class Cluster:
             params["dry_run"] = "All"
         if as_user:
             params["header_params"] = {"Impersonate-User": as_user}
-        result: dict[str, Any] = _decoded(self.dyn.server_side_apply(
-            resource, body=obj, name=meta["name"], namespace=meta.get("namespace") if resource.namespaced else None,
-            force_conflicts=True, serialize=False, **params))
+        result: dict[str, Any] = _decoded(
+            self.dyn.server_side_apply(
+                resource,
+                body=obj,
+                name=meta["name"],
+                namespace=meta.get("namespace") if resource.namespaced else None,
+                force_conflicts=True,
+                serialize=False,
+                **params,
+            )
+        )
         return result
 
     def get(self, resource: Any, name: str, namespace: str | None) -> dict[str, Any] | None:
@@ -140,9 +147,12 @@ class Cluster:
 
     def delete(self, resource: Any, name: str, namespace: str | None, as_user: str | None = None) -> None:
         try:
-            self.call("delete", resource.path(name=name, namespace=namespace or None),
-                      propagation_policy="Background",
-                      **({"header_params": {"Impersonate-User": as_user}} if as_user else {}))
+            self.call(
+                "delete",
+                resource.path(name=name, namespace=namespace or None),
+                propagation_policy="Background",
+                **({"header_params": {"Impersonate-User": as_user}} if as_user else {}),
+            )
         except ApiException as err:
             if err.status != 404:
                 raise
@@ -187,8 +197,9 @@ def _classified(what: str) -> Iterator[None]:
             raise classified(ErrorType.IMMUTABLE_FIELD, f"{what}: {body}") from err
         if err.status == 403:
             # the server names the identity it refused (the worker's, or the impersonated service account)
-            raise classified(ErrorType.FORBIDDEN, f"{what}: forbidden by the cluster's RBAC: {body or err.reason}"
-                             ) from err
+            raise classified(
+                ErrorType.FORBIDDEN, f"{what}: forbidden by the cluster's RBAC: {body or err.reason}"
+            ) from err
         kind = classify_http_status(err.status or 0, unavailable=ErrorType.CLUSTER_UNAVAILABLE)
         raise classified(kind, f"{what}: HTTP {err.status}: {body or err.reason}") from err
     except Refused as err:
@@ -207,12 +218,14 @@ def _only_its_own_workflow(environment: str) -> None:
         return
     workflow_id = activity.info().workflow_id
     if workflow_id and workflow_id != env_workflow_id(environment):
-        raise classified(ErrorType.OUT_OF_BOUNDS, f"workflow {workflow_id} may not act for environment "
-                         f"{environment}: only {env_workflow_id(environment)} may; nothing was read or applied")
+        raise classified(
+            ErrorType.OUT_OF_BOUNDS,
+            f"workflow {workflow_id} may not act for environment "
+            f"{environment}: only {env_workflow_id(environment)} may; nothing was read or applied",
+        )
 
 
 def _ensure_namespace(cluster: Cluster) -> None:
     ns = cluster.resource("v1", "Namespace")
     if cluster.get(ns, INVENTORY_NAMESPACE, None) is None:
         cluster.apply(ns, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": INVENTORY_NAMESPACE}})
-

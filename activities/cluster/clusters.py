@@ -14,9 +14,7 @@ import pydantic
 import yaml
 
 from activities.bundle import BundleCache
-from activities.cluster.client import (
-    Cluster,
-)
+from activities.cluster.client import Cluster
 from activities.cluster.lease import held
 from activities.errors import classified
 from ferry.clusters import ClustersFile, auth_plugin
@@ -47,48 +45,79 @@ class Clients:
     """One client per cluster of the worker's clusters file (FERRY_CLUSTERS; without one, `default` is the
     worker's kubeconfig)."""
 
-    def __init__(self, cache: BundleCache, default_kubeconfig: str | None = None,
-                 clusters: ClustersFile | None = None, connections: int = 32) -> None:
+    def __init__(
+        self,
+        cache: BundleCache,
+        default_kubeconfig: str | None = None,
+        clusters: ClustersFile | None = None,
+        connections: int = 32,
+    ) -> None:
         self._cache, self._connections = cache, connections
         self._known = clusters if clusters is not None else ClustersFile.implicit(default_kubeconfig)
         self._clusters: dict[str, Cluster] = {}
         self._lock = threading.Lock()
 
-    def cluster(self, name: str, legacy_kubeconfig: str | None = None, legacy_context: str | None = None,
-                input: ReconcileInput | None = None) -> Cluster:
+    def cluster(
+        self,
+        name: str,
+        legacy_kubeconfig: str | None = None,
+        legacy_context: str | None = None,
+        input: ReconcileInput | None = None,
+    ) -> Cluster:
         """The named cluster's client. Unknown names, plugins its entry does not allow, and (with `input`) an
         environment outside the entry's `environments` are refused (non-retryable) before the kubeconfig reaches
         the kubernetes client, which would run the plugin on load."""
         if not name:
             # a workflow from before clusters by name: its path is only a key into this worker's own file
-            name = (self._known.by_kubeconfig(legacy_kubeconfig, legacy_context) if legacy_kubeconfig
-                    else DEFAULT_CLUSTER) or ""
+            name = (
+                self._known.by_kubeconfig(legacy_kubeconfig, legacy_context) if legacy_kubeconfig else DEFAULT_CLUSTER
+            ) or ""
             if not name:
-                raise classified(ErrorType.UNKNOWN_CLUSTER, f"the environment names kubeconfig {legacy_kubeconfig} "
-                                 "(from before clusters by name) and no entry of the worker's clusters file has that "
-                                 "path: re-apply its spec with `cluster: NAME`")
+                raise classified(
+                    ErrorType.UNKNOWN_CLUSTER,
+                    f"the environment names kubeconfig {legacy_kubeconfig} "
+                    "(from before clusters by name) and no entry of the worker's clusters file has that "
+                    "path: re-apply its spec with `cluster: NAME`",
+                )
         entry = self._known.clusters.get(name)
         if entry is None:
-            raise classified(ErrorType.UNKNOWN_CLUSTER, f"cluster {name!r} is not in the worker's clusters file "
-                             f"(FERRY_CLUSTERS lists: {', '.join(sorted(self._known.clusters)) or 'none'})")
+            raise classified(
+                ErrorType.UNKNOWN_CLUSTER,
+                f"cluster {name!r} is not in the worker's clusters file "
+                f"(FERRY_CLUSTERS lists: {', '.join(sorted(self._known.clusters)) or 'none'})",
+            )
         if input is not None and entry.environments is not None:
             self._operator_bounds(name, entry.environments, input)
         with self._lock:
             if name not in self._clusters:
                 kubeconfig = entry.kubeconfig or os.path.expanduser(
-                    (os.environ.get("KUBECONFIG") or "~/.kube/config").split(os.pathsep)[0])
+                    (os.environ.get("KUBECONFIG") or "~/.kube/config").split(os.pathsep)[0]
+                )
                 try:
                     plugin = auth_plugin(yaml.safe_load(Path(kubeconfig).read_text()) or {}, entry.context)
                     if plugin is not None and plugin[0] not in entry.allow_auth:
-                        raise classified(ErrorType.AUTH_PLUGIN_REFUSED, f"cluster {name!r}: its kubeconfig "
-                                         f"authenticates with the {plugin[0]} plugin {plugin[1]!r}, which the worker "
-                                         f"does not run unless the clusters file allows it (allow-auth: [{plugin[0]}])")
+                        raise classified(
+                            ErrorType.AUTH_PLUGIN_REFUSED,
+                            f"cluster {name!r}: its kubeconfig "
+                            f"authenticates with the {plugin[0]} plugin {plugin[1]!r}, which the worker "
+                            f"does not run unless the clusters file allows it (allow-auth: [{plugin[0]}])",
+                        )
                     self._clusters[name] = Cluster(kubeconfig, entry.context, self._connections)
-                except (kubernetes.config.ConfigException, OSError, yaml.YAMLError, AttributeError, KeyError,
-                        ValueError, TypeError) as err:
+                except (
+                    kubernetes.config.ConfigException,
+                    OSError,
+                    yaml.YAMLError,
+                    AttributeError,
+                    KeyError,
+                    ValueError,
+                    TypeError,
+                ) as err:
                     # a configuration problem on the worker; retrying will not fix it.
-                    raise classified(ErrorType.BAD_INPUT, f"cluster {name!r}: kubeconfig {kubeconfig}"
-                                     f"{f' context {entry.context}' if entry.context else ''}: {err}") from err
+                    raise classified(
+                        ErrorType.BAD_INPUT,
+                        f"cluster {name!r}: kubeconfig {kubeconfig}"
+                        f"{f' context {entry.context}' if entry.context else ''}: {err}",
+                    ) from err
             return self._clusters[name]
 
     @staticmethod
@@ -97,18 +126,28 @@ class Clients:
         cluster, and only inside the namespaces and cluster-kinds listed for them there."""
         bounds = environments.get(input.environment)
         if bounds is None:
-            raise classified(ErrorType.OUT_OF_BOUNDS, f"environment {input.environment} may not use cluster {name!r}: "
-                             "its entry in the worker's clusters file does not list it; nothing was applied")
+            raise classified(
+                ErrorType.OUT_OF_BOUNDS,
+                f"environment {input.environment} may not use cluster {name!r}: "
+                "its entry in the worker's clusters file does not list it; nothing was applied",
+            )
         if bounds.service_account and input.service_account != bounds.service_account:
-            raise classified(ErrorType.OUT_OF_BOUNDS, f"environment {input.environment} must apply as service "
-                             f"account {bounds.service_account} on cluster {name!r} (the worker's clusters file says "
-                             f"so); its spec says {input.service_account or 'none'}; nothing was applied")
+            raise classified(
+                ErrorType.OUT_OF_BOUNDS,
+                f"environment {input.environment} must apply as service "
+                f"account {bounds.service_account} on cluster {name!r} (the worker's clusters file says "
+                f"so); its spec says {input.service_account or 'none'}; nothing was applied",
+            )
         wider = sorted({input.namespace, *(input.namespaces or [])} - set(bounds.namespaces)) + sorted(
-            f"cluster-kind {k}" for k in set(input.cluster_kinds) - set(bounds.cluster_kinds))
+            f"cluster-kind {k}" for k in set(input.cluster_kinds) - set(bounds.cluster_kinds)
+        )
         if wider:
-            raise classified(ErrorType.OUT_OF_BOUNDS, f"environment {input.environment}'s spec reaches beyond what "
-                             f"cluster {name!r}'s entry in the worker's clusters file allows it: {', '.join(wider)}; "
-                             "nothing was applied")
+            raise classified(
+                ErrorType.OUT_OF_BOUNDS,
+                f"environment {input.environment}'s spec reaches beyond what "
+                f"cluster {name!r}'s entry in the worker's clusters file allows it: {', '.join(wider)}; "
+                "nothing was applied",
+            )
 
     @contextlib.contextmanager
     def _lease(self, cluster: Cluster, input: ReconcileInput) -> Iterator[None]:

@@ -18,10 +18,7 @@ from temporalio import activity
 from activities.cluster.client import _UNAVAILABLE, INVENTORY_NAMESPACE, Cluster, _ensure_namespace
 from activities.errors import classified
 from ferry.errors import ErrorType
-from ferry.plan import (
-    MANAGED_BY,
-    MANAGED_BY_LABEL,
-)
+from ferry.plan import MANAGED_BY, MANAGED_BY_LABEL
 
 # One reconcile per environment at a time: a coordination.k8s.io/v1 Lease in INVENTORY_NAMESPACE. Another holder
 # takes it over only LEASE_SECONDS after its last renewal (a crashed or stalled attempt); the holder renews it
@@ -55,23 +52,39 @@ def _holder() -> str:
     token = uuid.uuid4().hex[:12]
     if activity.in_activity():
         info = activity.info()
-        return (f"{info.workflow_id}/{(info.workflow_run_id or '')[:12]}/{info.activity_id}#{info.attempt}"
-                f"@{socket.gethostname()}/{token}")[:253]
+        return (
+            f"{info.workflow_id}/{(info.workflow_run_id or '')[:12]}/{info.activity_id}#{info.attempt}"
+            f"@{socket.gethostname()}/{token}"
+        )[:253]
     return f"{socket.gethostname()}/{os.getpid()}/{threading.get_ident()}/{token}"
 
 
 def _lease_body(lease: _Lease, acquired: str, transitions: int) -> dict[str, Any]:
-    return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-            "metadata": {"name": lease.name, "namespace": INVENTORY_NAMESPACE,
-                         "labels": {MANAGED_BY_LABEL: MANAGED_BY},
-                         **({"resourceVersion": lease.resource_version} if lease.resource_version else {})},
-            "spec": {"holderIdentity": lease.holder, "leaseDurationSeconds": LEASE_SECONDS, "acquireTime": acquired,
-                     "renewTime": _micro(datetime.now(UTC)), "leaseTransitions": transitions}}
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {
+            "name": lease.name,
+            "namespace": INVENTORY_NAMESPACE,
+            "labels": {MANAGED_BY_LABEL: MANAGED_BY},
+            **({"resourceVersion": lease.resource_version} if lease.resource_version else {}),
+        },
+        "spec": {
+            "holderIdentity": lease.holder,
+            "leaseDurationSeconds": LEASE_SECONDS,
+            "acquireTime": acquired,
+            "renewTime": _micro(datetime.now(UTC)),
+            "leaseTransitions": transitions,
+        },
+    }
 
 
 def _held(lease: _Lease, why: str) -> Exception:
-    return classified(ErrorType.LEASE_HELD, f"reconcile of {lease.environment}: {why}; retried once it is released "
-                      f"or {LEASE_SECONDS}s after its last renewal")
+    return classified(
+        ErrorType.LEASE_HELD,
+        f"reconcile of {lease.environment}: {why}; retried once it is released "
+        f"or {LEASE_SECONDS}s after its last renewal",
+    )
 
 
 def _acquire(cluster: Cluster, lease: _Lease) -> None:
@@ -98,16 +111,25 @@ def _acquire(cluster: Cluster, lease: _Lease) -> None:
             spec = live.get("spec") or {}
             holder = spec.get("holderIdentity") or ""
             renewed = spec.get("renewTime") or spec.get("acquireTime")
-            expires = (datetime.fromisoformat(renewed.replace("Z", "+00:00"))
-                       + timedelta(seconds=spec.get("leaseDurationSeconds") or LEASE_SECONDS)) if renewed else now
+            expires = (
+                (
+                    datetime.fromisoformat(renewed.replace("Z", "+00:00"))
+                    + timedelta(seconds=spec.get("leaseDurationSeconds") or LEASE_SECONDS)
+                )
+                if renewed
+                else now
+            )
             if holder and holder != lease.holder and expires > now:
                 # NB: no times in the message: the environment records each distinct error once, not every try
                 raise _held(lease, f"another reconcile holds its lease ({holder})")
             lease.resource_version = live["metadata"]["resourceVersion"]
             transitions = lease.transitions = int(spec.get("leaseTransitions") or 0) + (holder != lease.holder)
             try:
-                taken = cluster.call("put", resource.path(name=lease.name, namespace=INVENTORY_NAMESPACE),
-                                     body=_lease_body(lease, _micro(now), transitions))
+                taken = cluster.call(
+                    "put",
+                    resource.path(name=lease.name, namespace=INVENTORY_NAMESPACE),
+                    body=_lease_body(lease, _micro(now), transitions),
+                )
             except ApiException as err:
                 if err.status == 409:
                     raise _held(lease, "another reconcile took its lease just now") from err
@@ -130,9 +152,13 @@ def _renew(cluster: Cluster, lease: _Lease) -> None:
             cluster.counter.lease = None
             raise _held(lease, f"lost its lease to {spec.get('holderIdentity') or 'nobody'} (it expired)")
         lease.resource_version = live["metadata"]["resourceVersion"]
-        renewed = cluster.call("put", resource.path(name=lease.name, namespace=INVENTORY_NAMESPACE),
-                               body=_lease_body(lease, spec.get("acquireTime") or _micro(datetime.now(UTC)),
-                                                int(spec.get("leaseTransitions") or 0)))
+        renewed = cluster.call(
+            "put",
+            resource.path(name=lease.name, namespace=INVENTORY_NAMESPACE),
+            body=_lease_body(
+                lease, spec.get("acquireTime") or _micro(datetime.now(UTC)), int(spec.get("leaseTransitions") or 0)
+            ),
+        )
         lease.resource_version = renewed["metadata"]["resourceVersion"]
         lease.renewed = time.monotonic()
     except ApiException as err:

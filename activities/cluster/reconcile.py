@@ -52,35 +52,50 @@ class Reconcile(Clients, Inventory):
         with _classified(f"render {input.path} of {input.repository}@{input.digest[:19]}"):
             objects = render(root / input.path if input.path != "." else root)
         if not objects and not input.allow_empty:
-            raise classified(ErrorType.RENDER_FAILED,
-                             f"{input.repository}@{input.version} renders no objects at {input.path!r}; refusing to "
-                             "prune the whole environment (set allow-empty: true to permit it)")
+            raise classified(
+                ErrorType.RENDER_FAILED,
+                f"{input.repository}@{input.version} renders no objects at {input.path!r}; refusing to "
+                "prune the whole environment (set allow-empty: true to permit it)",
+            )
         cluster = self.cluster(input.cluster, input.kubeconfig, input.context, input=input)
         cluster.counter.requests = 0
         with _classified(f"reconcile {input.environment}"), self._lease(cluster, input):
             return self._reconcile(cluster, input, objects, revision)
 
-    def _reconcile(self, cluster: Cluster, input: ReconcileInput, objects: list[dict[str, Any]], revision: str
-                   ) -> ReconcileResult:
+    def _reconcile(
+        self, cluster: Cluster, input: ReconcileInput, objects: list[dict[str, Any]], revision: str
+    ) -> ReconcileResult:
         """read -> plan -> dry run -> apply staged -> prune -> write inventory -> snapshot (fluxcd/pkg ssa's verbs).
         Every refusal (bounds, duplicates, another environment's objects, the server's dry runs of what it can
         judge now) comes before the first write."""
         resources, namespaced = self._discover(cluster, objects)
-        desired = [prepare(o, input.environment, input.namespace, namespaced[(o["apiVersion"], o["kind"])])
-                   for o in objects]
+        desired = [
+            prepare(o, input.environment, input.namespace, namespaced[(o["apiVersion"], o["kind"])]) for o in objects
+        ]
         check_unique(desired)
         allowed = confine(input.environment, input.namespace, input.namespaces, input.cluster_kinds, desired)
         as_user = f"system:serviceaccount:{input.namespace}:{input.service_account}" if input.service_account else None
         inventory, inventory_obj = self._read_inventory(cluster, input.environment)
         live = self._list_live(cluster, input.environment, resources, kinds_to_list(desired, inventory))
-        planned = plan(desired, live, inventory, prune=input.prune, namespaces=allowed,
-                       cluster_kinds=input.cluster_kinds, unserved={k for k, r in resources.items() if r is None})
+        planned = plan(
+            desired,
+            live,
+            inventory,
+            prune=input.prune,
+            namespaces=allowed,
+            cluster_kinds=input.cluster_kinds,
+            unserved={k for k, r in resources.items() if r is None},
+        )
         if not input.check_only:
             self._refuse_foreign(cluster, resources, planned, input.environment)
         self._validate(cluster, resources, planned, as_user)
         if input.dry_run:
-            return ReconcileResult(changes=ChangeSet(unchanged=planned.unchanged), health=HealthState(),
-                                   revision=revision, plan=planned.entries())
+            return ReconcileResult(
+                changes=ChangeSet(unchanged=planned.unchanged),
+                health=HealthState(),
+                revision=revision,
+                plan=planned.entries(),
+            )
         if input.check_only:
             return self._check(cluster, input, planned, inventory_obj, revision)
         changes = ChangeSet(unchanged=planned.unchanged)
@@ -88,8 +103,9 @@ class Reconcile(Clients, Inventory):
         kept = self._prune(cluster, resources, planned, changes, as_user)
         self._write_inventory(cluster, input.environment, kept, input.digest, input.version, inventory_obj)
         changes.api_requests = cluster.counter.requests
-        return ReconcileResult(changes=changes, revision=revision,
-                               health=planned.rollout_health(kept, changes.summary(), input.digest))
+        return ReconcileResult(
+            changes=changes, revision=revision, health=planned.rollout_health(kept, changes.summary(), input.digest)
+        )
 
     @staticmethod
     def _discover(cluster: Cluster, objects: list[dict[str, Any]]) -> tuple[dict[Kind, Any], dict[Kind, bool]]:
@@ -103,15 +119,19 @@ class Reconcile(Clients, Inventory):
                 resources[key] = cluster.resource(*key)
             except ResourceNotFoundError:
                 if key not in scopes:
-                    raise classified(ErrorType.BAD_INPUT, f"{key[1]} ({key[0]}) is not served by the cluster and no "
-                                     "CustomResourceDefinition in the artifact defines it") from None
+                    raise classified(
+                        ErrorType.BAD_INPUT,
+                        f"{key[1]} ({key[0]}) is not served by the cluster and no "
+                        "CustomResourceDefinition in the artifact defines it",
+                    ) from None
                 resources[key] = None
         namespaced = {k: r.namespaced if r is not None else scopes[k] == "Namespaced" for k, r in resources.items()}
         return resources, namespaced
 
     @staticmethod
-    def _list_live(cluster: Cluster, environment: str, resources: dict[Kind, Any], kinds: list[Kind]
-                   ) -> dict[str, dict[str, Any]]:
+    def _list_live(
+        cluster: Cluster, environment: str, resources: dict[Kind, Any], kinds: list[Kind]
+    ) -> dict[str, dict[str, Any]]:
         """The environment's labelled objects by key: one LIST per kind, not a GET per object. A kind not served
         (yet) has none; one served by now is remembered in `resources`."""
         live: dict[str, dict[str, Any]] = {}
@@ -140,8 +160,11 @@ class Reconcile(Clients, Inventory):
             if owner and owner != environment:
                 rejected.append(f"{change.id}: belongs to environment {owner}")
         if rejected:
-            raise classified(ErrorType.OUT_OF_BOUNDS, f"{len(rejected)} object(s) of the artifact belong to another "
-                             f"environment; nothing was applied: {'; '.join(rejected[:5])}")
+            raise classified(
+                ErrorType.OUT_OF_BOUNDS,
+                f"{len(rejected)} object(s) of the artifact belong to another "
+                f"environment; nothing was applied: {'; '.join(rejected[:5])}",
+            )
 
     def _validate(self, cluster: Cluster, resources: dict[Kind, Any], planned: Plan, as_user: str | None) -> None:
         """Dry-run every write the server can judge now, before any write; a candidate update is confirmed by
@@ -157,18 +180,34 @@ class Reconcile(Clients, Inventory):
         if rejected:
             raise classified(ErrorType.BAD_INPUT, rejection(rejected, len(planned.desired)))
 
-    def _check(self, cluster: Cluster, input: ReconcileInput, planned: Plan, inventory_obj: dict[str, Any] | None,
-               revision: str) -> ReconcileResult:
+    def _check(
+        self,
+        cluster: Cluster,
+        input: ReconcileInput,
+        planned: Plan,
+        inventory_obj: dict[str, Any] | None,
+        revision: str,
+    ) -> ReconcileResult:
         """The iteration's no-op check (a local activity): report what a reconcile would write, write nothing;
         health is a verdict only when nothing is pending."""
-        pending = len(planned.writes()) + len(planned.prune) + self._inventory_differs(
-            planned.inventory(), input.digest, input.version, inventory_obj)
+        pending = (
+            len(planned.writes())
+            + len(planned.prune)
+            + self._inventory_differs(planned.inventory(), input.digest, input.version, inventory_obj)
+        )
         health = snapshot(planned.live_objects(), input.digest) if not pending else HealthState()
         changes = ChangeSet(unchanged=planned.unchanged, api_requests=cluster.counter.requests)
         return ReconcileResult(changes=changes, health=health, revision=revision, pending=pending)
 
-    def _apply_staged(self, cluster: Cluster, resources: dict[Kind, Any], planned: Plan, changes: ChangeSet,
-                      drift_baseline: bool, as_user: str | None) -> None:
+    def _apply_staged(
+        self,
+        cluster: Cluster,
+        resources: dict[Kind, Any],
+        planned: Plan,
+        changes: ChangeSet,
+        drift_baseline: bool,
+        as_user: str | None,
+    ) -> None:
         """Apply stage by stage (definitions, then the rest); what the rest defers to the definitions is dry-run
         once they are ready, before any of it is written. CRDs and Namespaces are awaited as they are applied."""
         for stage in planned.stages():
@@ -179,8 +218,9 @@ class Reconcile(Clients, Inventory):
                     resources[key] = cluster.resource(*key, wait=10.0)  # its CRD was established just now
                 self._dry_run(cluster, resources, obj, rejected, as_user)
             if rejected:
-                raise classified(ErrorType.BAD_INPUT, rejection(rejected, len(planned.desired),
-                                                                changes.created + changes.updated))
+                raise classified(
+                    ErrorType.BAD_INPUT, rejection(rejected, len(planned.desired), changes.created + changes.updated)
+                )
             for obj, change in stage.writes:
                 resource = resources[(obj["apiVersion"], obj["kind"])]
                 cluster.apply(resource, dict(obj), as_user=as_user)
@@ -191,8 +231,9 @@ class Reconcile(Clients, Inventory):
                     self._wait_ready(cluster, resource, obj)
 
     @staticmethod
-    def _prune(cluster: Cluster, resources: dict[Kind, Any], planned: Plan, changes: ChangeSet,
-               as_user: str | None) -> dict[str, str]:
+    def _prune(
+        cluster: Cluster, resources: dict[Kind, Any], planned: Plan, changes: ChangeSet, as_user: str | None
+    ) -> dict[str, str]:
         """Delete the stale objects the plan prunes (in delete order) and report the ones it skips (annotated, or
         outside the environment's bounds: dropped from its inventory). The next inventory: the desired objects
         and every failed delete (retried next time)."""
@@ -212,14 +253,18 @@ class Reconcile(Clients, Inventory):
         return kept
 
     @staticmethod
-    def _dry_run(cluster: Cluster, resources: dict[Kind, Any], obj: dict[str, Any],
-                 rejected: list[str], as_user: str | None = None) -> dict[str, Any] | None:
+    def _dry_run(
+        cluster: Cluster,
+        resources: dict[Kind, Any],
+        obj: dict[str, Any],
+        rejected: list[str],
+        as_user: str | None = None,
+    ) -> dict[str, Any] | None:
         """The object as a server-side dry-run apply would leave it. A rejection of the object itself
         (``_rejects_object``) is collected with the server's message instead of raised, so every one is reported
         at once."""
         try:
-            return cluster.apply(resources[(obj["apiVersion"], obj["kind"])], dict(obj), dry_run=True,
-                                 as_user=as_user)
+            return cluster.apply(resources[(obj["apiVersion"], obj["kind"])], dict(obj), dry_run=True, as_user=as_user)
         except ApiException as err:
             if _rejects_object(err):
                 rejected.append(f"{ObjectId.of(obj)}: {_server_message(err)}")
@@ -236,7 +281,8 @@ class Reconcile(Clients, Inventory):
                     cluster.dyn.resources.invalidate_cache()
                 return
             time.sleep(0.1)
-        raise classified(ErrorType.CLUSTER_UNAVAILABLE, f"{obj['kind']}/{obj['metadata']['name']} not ready "
-                         f"after {timeout:.0f}s")
+        raise classified(
+            ErrorType.CLUSTER_UNAVAILABLE, f"{obj['kind']}/{obj['metadata']['name']} not ready after {timeout:.0f}s"
+        )
 
     # --------------------------------------------------------------------------------------- health

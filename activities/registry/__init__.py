@@ -9,7 +9,6 @@ Contract for every activity here:
   is retryable.
 """
 
-
 from activities.registry.artifacts import MAX_MANIFEST_BYTES, RegistryActivities
 from activities.registry.client import MANIFEST_ACCEPT
 from activities.registry.credentials import MAX_DOCKER_CONFIG, Registries, normalize_auth_key

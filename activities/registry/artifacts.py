@@ -64,8 +64,9 @@ class RegistryActivities:
         try:
             raw = _read_bounded(reg, url, MAX_MANIFEST_BYTES, {"Accept": MANIFEST_ACCEPT})
         except _Oversized as err:
-            raise classified(ErrorType.BAD_INPUT, f"{url}: manifest larger than {MAX_MANIFEST_BYTES} bytes "
-                                                  f"({err}): refused") from None
+            raise classified(
+                ErrorType.BAD_INPUT, f"{url}: manifest larger than {MAX_MANIFEST_BYTES} bytes ({err}): refused"
+            ) from None
         if raw is None:
             raise _RegistryHTTPError(404, url, "manifest unknown")
         digest = "sha256:" + hashlib.sha256(raw).hexdigest()
@@ -79,8 +80,12 @@ class RegistryActivities:
                 config_media_type=body["config"]["mediaType"],
                 config_digest=body["config"]["digest"],
                 layers=[
-                    Layer(media_type=layer["mediaType"], digest=layer["digest"], size=layer["size"],
-                          annotations=layer.get("annotations") or {})
+                    Layer(
+                        media_type=layer["mediaType"],
+                        digest=layer["digest"],
+                        size=layer["size"],
+                        annotations=layer.get("annotations") or {},
+                    )
                     for layer in body.get("layers", [])
                 ],
                 annotations=body.get("annotations") or {},
@@ -185,10 +190,12 @@ class RegistryActivities:
             dest.mkdir(parents=True, exist_ok=True)
             final = dest / (layer.digest.replace(":", "-") + ".tar.gz")
             if final.is_file() and _file_digest(final) == layer.digest:
-                return PullArtifactResult(path=str(final), layer_digest=layer.digest, size=layer.size,
-                                          manifest=manifest)
-            size = self._download(reg, f"{reg.prefix}://{host}/v2/{path}/blobs/{layer.digest}", layer, final,
-                                  input.repository)
+                return PullArtifactResult(
+                    path=str(final), layer_digest=layer.digest, size=layer.size, manifest=manifest
+                )
+            size = self._download(
+                reg, f"{reg.prefix}://{host}/v2/{path}/blobs/{layer.digest}", layer, final, input.repository
+            )
         return PullArtifactResult(path=str(final), layer_digest=layer.digest, size=size, manifest=manifest)
 
     def _pullable_layer(self, input: PullArtifactInput, manifest: Manifest) -> Layer:
@@ -203,11 +210,16 @@ class RegistryActivities:
             )
         limit = self._registries.max_download_bytes
         if not is_digest(layer.digest):
-            raise classified(ErrorType.BAD_INPUT, f"{input.repository}@{input.digest}: layer digest "
-                                                  f"{layer.digest[:80]!r} is not a sha256 digest")
+            raise classified(
+                ErrorType.BAD_INPUT,
+                f"{input.repository}@{input.digest}: layer digest {layer.digest[:80]!r} is not a sha256 digest",
+            )
         if layer.size < 0 or layer.size > limit:
-            raise classified(ErrorType.UNSAFE_ARCHIVE, f"{input.repository}@{input.digest}: layer of "
-                             f"{layer.size} bytes is over the {limit}-byte download limit: refused unread")
+            raise classified(
+                ErrorType.UNSAFE_ARCHIVE,
+                f"{input.repository}@{input.digest}: layer of "
+                f"{layer.size} bytes is over the {limit}-byte download limit: refused unread",
+            )
         return layer
 
     def _download(self, reg: _OneShotRegistry, url: str, layer: Layer, final: Path, repository: str) -> int:
@@ -218,8 +230,10 @@ class RegistryActivities:
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > layer.size:
             response.close()
-            raise classified(ErrorType.DIGEST_MISMATCH, f"blob {layer.digest} is served as {declared} bytes; "
-                                                        f"the manifest says {layer.size}: refused unread")
+            raise classified(
+                ErrorType.DIGEST_MISMATCH,
+                f"blob {layer.digest} is served as {declared} bytes; the manifest says {layer.size}: refused unread",
+            )
         fd, partial = tempfile.mkstemp(dir=final.parent, prefix=".partial-")
         try:
             with os.fdopen(fd, "wb") as out, contextlib.closing(response):

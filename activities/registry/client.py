@@ -17,9 +17,7 @@ from requests.adapters import HTTPAdapter
 from temporalio import activity
 
 from activities.errors import classified
-from ferry.artifacts import (
-    Layer,
-)
+from ferry.artifacts import Layer
 from ferry.errors import ErrorType, classify_http_status
 from ferry.oci import OCI_MANIFEST_MEDIA_TYPE
 
@@ -64,15 +62,23 @@ class _OneShotRegistry(oras.provider.Registry):  # type: ignore[misc]
     last_status: int | None = None
     bare_session: requests.Session
 
-    def do_request(self, url: str, method: str = "GET", data: Any = None, headers: Any = None,
-                   json: Any = None, stream: bool = False) -> requests.Response:
+    def do_request(
+        self,
+        url: str,
+        method: str = "GET",
+        data: Any = None,
+        headers: Any = None,
+        json: Any = None,
+        stream: bool = False,
+    ) -> requests.Response:
         self.last_status = None
         _heartbeat(method, urlsplit(url).path[-80:])  # per request: a push (blob, config, manifest) is 3+
         if urlsplit(url).netloc.lower() != str(self.hostname).lower():
             # NB: a Location or Link header may name another host; it gets no credential, token or 401 answer.
             bare = {k: v for k, v in (headers or {}).items() if k.lower() != "authorization"}
-            foreign = self.bare_session.request(method, url, data=data, headers=bare, json=json, stream=stream,
-                                                verify=self._tls_verify)
+            foreign = self.bare_session.request(
+                method, url, data=data, headers=bare, json=json, stream=stream, verify=self._tls_verify
+            )
             self.last_status = foreign.status_code
             if foreign.status_code == 429 or foreign.status_code >= 500:
                 raise _RegistryHTTPError(foreign.status_code, url, foreign.text[:300])
@@ -94,15 +100,18 @@ def _classified(reg: _OneShotRegistry | None, what: str) -> Iterator[None]:
     try:
         yield
     except _RegistryHTTPError as err:
-        raise classified(classify_http_status(err.status, unavailable=ErrorType.REGISTRY_UNAVAILABLE),
-                         f"{what}: {err}") from err
+        raise classified(
+            classify_http_status(err.status, unavailable=ErrorType.REGISTRY_UNAVAILABLE), f"{what}: {err}"
+        ) from err
     except (requests.ConnectionError, requests.Timeout) as err:
         raise classified(ErrorType.REGISTRY_UNAVAILABLE, f"{what}: registry unreachable: {err}") from err
     except ValueError as err:
         status = reg.last_status if reg is not None else None
         if status is not None and status >= 400:
-            raise classified(classify_http_status(status, unavailable=ErrorType.REGISTRY_UNAVAILABLE),
-                             f"{what}: HTTP {status}: {err}") from err
+            raise classified(
+                classify_http_status(status, unavailable=ErrorType.REGISTRY_UNAVAILABLE),
+                f"{what}: HTTP {status}: {err}",
+            ) from err
         raise classified(ErrorType.BAD_INPUT, f"{what}: {err}") from err
 
 
@@ -115,9 +124,7 @@ class _Oversized(Exception):
     pass
 
 
-
-def _read_bounded(reg: _OneShotRegistry, url: str, limit: int, headers: dict[str, str] | None = None
-                  ) -> bytes | None:
+def _read_bounded(reg: _OneShotRegistry, url: str, limit: int, headers: dict[str, str] | None = None) -> bytes | None:
     """GET ``url`` reading at most ``limit`` bytes while streaming: the body, None for 404, _Oversized when
     the body is larger; any other answer is raised as _RegistryHTTPError (classified by ``_classified``)."""
     response = reg.do_request(url, "GET", headers=dict(headers or {}), stream=True)
@@ -138,7 +145,6 @@ def _read_bounded(reg: _OneShotRegistry, url: str, limit: int, headers: dict[str
         return bytes(body)
 
 
-
 def _stream(response: requests.Response, out: IO[bytes], layer: Layer) -> tuple[int, str]:
     """Copy the response body to ``out`` while hashing it: (bytes written, "sha256:..."). Heartbeats per chunk."""
     hasher = hashlib.sha256()
@@ -147,8 +153,10 @@ def _stream(response: requests.Response, out: IO[bytes], layer: Layer) -> tuple[
         size += len(chunk)
         if size > layer.size:
             # checked before writing: never more than the declared (and capped) size on disk
-            raise classified(ErrorType.DIGEST_MISMATCH, f"blob {layer.digest} is longer than the "
-                                                        f"{layer.size} bytes its manifest declares")
+            raise classified(
+                ErrorType.DIGEST_MISMATCH,
+                f"blob {layer.digest} is longer than the {layer.size} bytes its manifest declares",
+            )
         hasher.update(chunk)
         out.write(chunk)
         _heartbeat(size)

@@ -31,7 +31,7 @@ def normalize_auth_key(key: str) -> str:
     host = key.strip()
     for prefix in ("https://", "http://"):
         if host.lower().startswith(prefix):
-            host = host[len(prefix):]
+            host = host[len(prefix) :]
     host = host.split("/", 1)[0].lower()
     return "docker.io" if host in _DOCKER_HUB else host
 
@@ -56,8 +56,7 @@ def _credential_helper(helper: str, host: str, timeout: float) -> tuple[str, str
     if binary is None:
         return None
     try:
-        proc = subprocess.run([binary, "get"], input=host.encode(), capture_output=True, timeout=timeout,
-                              check=False)
+        proc = subprocess.run([binary, "get"], input=host.encode(), capture_output=True, timeout=timeout, check=False)
         payload = json.loads(proc.stdout[:MAX_DOCKER_CONFIG]) if proc.returncode == 0 else None
     except (OSError, subprocess.TimeoutExpired, ValueError):
         return None
@@ -104,8 +103,9 @@ class _HostBoundTokenAuth(oras.auth.TokenAuth):  # type: ignore[misc]
     def request_token(self, h: Any) -> Any:
         realm = str(h.realm or "")
         realm_host = urlsplit(realm if "://" in realm else f"{self.prefix}://{realm}").netloc.lower()
-        if realm_host == self._host.lower() or (normalize_auth_key(self._host) == "docker.io"
-                                                and realm_host == "auth.docker.io"):
+        if realm_host == self._host.lower() or (
+            normalize_auth_key(self._host) == "docker.io" and realm_host == "auth.docker.io"
+        ):
             return super().request_token(h)
         saved = getattr(self, "_basic_auth", None)
         self._basic_auth = None

@@ -46,10 +46,8 @@ MAX_SIGNATURE_BLOB = 64 * 1024
 MAX_SIGNATURE_LAYERS = 16
 
 
-
 def _verification_failed(message: str) -> ApplicationError:
     return classified(ErrorType.VERIFICATION_FAILED, message)
-
 
 
 def _sha256(data: bytes) -> str:
@@ -69,16 +67,18 @@ class SignatureActivities:
         host, path = split_repository(repository)
         return self._registries.client(host), host, path
 
-    def _signature_manifest(self, reg: _OneShotRegistry, host: str, path: str, tag: str
-                            ) -> tuple[dict[str, Any], str] | None:
+    def _signature_manifest(
+        self, reg: _OneShotRegistry, host: str, path: str, tag: str
+    ) -> tuple[dict[str, Any], str] | None:
         """The signature manifest at ``tag`` and the digest of its bytes (None when absent), read with a size
         bound."""
         url = f"{reg.prefix}://{host}/v2/{path}/manifests/{tag}"
         try:
             got = _read_bounded(reg, url, MAX_SIGNATURE_MANIFEST, {"Accept": MANIFEST_ACCEPT})
         except _Oversized as err:
-            raise _verification_failed(f"the signature manifest {tag} is larger than {MAX_SIGNATURE_MANIFEST} "
-                                       f"bytes ({err}): refused") from None
+            raise _verification_failed(
+                f"the signature manifest {tag} is larger than {MAX_SIGNATURE_MANIFEST} bytes ({err}): refused"
+            ) from None
         if got is None:
             return None
         try:
@@ -116,13 +116,17 @@ class SignatureActivities:
         with _classified(reg, f"verify {input.repository}@{input.digest}"):
             found = self._signature_manifest(reg, host, path, tag)
             if found is None:
-                raise _verification_failed(f"unsigned: {input.repository}@{input.digest} has no signature "
-                                           f"({input.repository}:{tag} does not exist)")
+                raise _verification_failed(
+                    f"unsigned: {input.repository}@{input.digest} has no signature "
+                    f"({input.repository}:{tag} does not exist)"
+                )
             manifest = found[0]
             layers = [layer for layer in manifest.get("layers", []) if isinstance(layer, dict)]
             if len(manifest.get("layers", [])) > MAX_SIGNATURE_LAYERS:
-                raise _verification_failed(f"{input.repository}:{tag} has {len(manifest['layers'])} signature "
-                                           f"layers, more than {MAX_SIGNATURE_LAYERS}: refused")
+                raise _verification_failed(
+                    f"{input.repository}:{tag} has {len(manifest['layers'])} signature "
+                    f"layers, more than {MAX_SIGNATURE_LAYERS}: refused"
+                )
             reasons: list[str] = []
             for index, layer in enumerate(layers):
                 outcome = self._verify_layer(reg, host, path, layer, input, tag)
@@ -131,11 +135,13 @@ class SignatureActivities:
                 reasons.append(f"layer {index}: {outcome}")
             if not reasons:
                 reasons.append("the signature manifest has no layers")
-            raise _verification_failed(f"{input.repository}@{input.digest} is not signed by a trusted key: "
-                                       + "; ".join(reasons))
+            raise _verification_failed(
+                f"{input.repository}@{input.digest} is not signed by a trusted key: " + "; ".join(reasons)
+            )
 
-    def _verify_layer(self, reg: _OneShotRegistry, host: str, path: str, layer: dict[str, Any],
-                      input: VerifyArtifactInput, tag: str) -> VerifyArtifactResult | str:
+    def _verify_layer(
+        self, reg: _OneShotRegistry, host: str, path: str, layer: dict[str, Any], input: VerifyArtifactInput, tag: str
+    ) -> VerifyArtifactResult | str:
         """One layer of the signature manifest at ``tag``: the verified publisher, or why it does not verify.
         Its payload blob is read only when its media type and declared size are acceptable."""
         if layer.get("mediaType") != SIMPLE_SIGNING_MEDIA_TYPE:
@@ -152,8 +158,12 @@ class SignatureActivities:
             return err.reason
         except ValueError as err:
             return str(err)
-        return VerifyArtifactResult(publisher=verified.publisher, key_name=verified.key_name,
-                                    fingerprint=verified.fingerprint, signature_tag=tag)
+        return VerifyArtifactResult(
+            publisher=verified.publisher,
+            key_name=verified.key_name,
+            fingerprint=verified.fingerprint,
+            signature_tag=tag,
+        )
 
     @activity.defn(name="sign_artifact")
     def sign_artifact(self, input: SignArtifactInput) -> SignArtifactResult:
@@ -167,8 +177,10 @@ class SignatureActivities:
         if signer is None:
             raise classified(ErrorType.BAD_INPUT, "this worker holds no signing key (ferry release --sign-key)")
         if input.key_fingerprint != signer.fingerprint:
-            raise classified(ErrorType.BAD_INPUT, f"this worker's signing key is {signer.fingerprint}, the release "
-                                                  f"asked for {input.key_fingerprint}")
+            raise classified(
+                ErrorType.BAD_INPUT,
+                f"this worker's signing key is {signer.fingerprint}, the release asked for {input.key_fingerprint}",
+            )
         reg, host, path = self._client(input.repository)
         tag = signature_tag(input.digest)
         payload = simple_signing_payload(input.repository, input.digest, input.publisher)
@@ -183,33 +195,61 @@ class SignatureActivities:
                     continue
                 with contextlib.suppress(SignatureError):
                     verify_release_signature(payload, str(signature), input.digest, me)
-                    return SignArtifactResult(signature_tag=tag, signature_digest=found[1],
-                                              key_fingerprint=signer.fingerprint, payload_digest=payload_digest,
-                                              already_signed=True)
+                    return SignArtifactResult(
+                        signature_tag=tag,
+                        signature_digest=found[1],
+                        key_fingerprint=signer.fingerprint,
+                        payload_digest=payload_digest,
+                        already_signed=True,
+                    )
             if len(layers) >= MAX_SIGNATURE_LAYERS:
-                raise classified(ErrorType.BAD_INPUT, f"{input.repository}:{tag} already has {len(layers)} "
-                                                      f"signatures; readers stop at {MAX_SIGNATURE_LAYERS}")
+                raise classified(
+                    ErrorType.BAD_INPUT,
+                    f"{input.repository}:{tag} already has {len(layers)} "
+                    f"signatures; readers stop at {MAX_SIGNATURE_LAYERS}",
+                )
             self._upload_blob(reg, host, path, payload)
-            layers.append({"mediaType": SIMPLE_SIGNING_MEDIA_TYPE, "size": len(payload), "digest": payload_digest,
-                           "annotations": {SIGNATURE_ANNOTATION: signer.sign(payload)}})
+            layers.append(
+                {
+                    "mediaType": SIMPLE_SIGNING_MEDIA_TYPE,
+                    "size": len(payload),
+                    "digest": payload_digest,
+                    "annotations": {SIGNATURE_ANNOTATION: signer.sign(payload)},
+                }
+            )
             digest = self._push_signature_manifest(reg, host, path, tag, layers)
-        return SignArtifactResult(signature_tag=tag, signature_digest=digest, key_fingerprint=signer.fingerprint,
-                                  payload_digest=payload_digest)
+        return SignArtifactResult(
+            signature_tag=tag,
+            signature_digest=digest,
+            key_fingerprint=signer.fingerprint,
+            payload_digest=payload_digest,
+        )
 
-    def _push_signature_manifest(self, reg: _OneShotRegistry, host: str, path: str, tag: str,
-                                 layers: list[dict[str, Any]]) -> str:
+    def _push_signature_manifest(
+        self, reg: _OneShotRegistry, host: str, path: str, tag: str, layers: list[dict[str, Any]]
+    ) -> str:
         """PUT the signature manifest with these layers (and cosign's kind of config); its digest. Two
         signers appending at the same moment can lose one signature (last write wins), as with cosign."""
         # NB: the image config go-containerregistry writes for cosign's signature images.
-        config = _canonical({
-            "architecture": "", "created": "0001-01-01T00:00:00Z",
-            "history": [{"created": "0001-01-01T00:00:00Z"} for _ in layers], "os": "",
-            "rootfs": {"type": "layers", "diff_ids": [layer["digest"] for layer in layers]}, "config": {}})
+        config = _canonical(
+            {
+                "architecture": "",
+                "created": "0001-01-01T00:00:00Z",
+                "history": [{"created": "0001-01-01T00:00:00Z"} for _ in layers],
+                "os": "",
+                "rootfs": {"type": "layers", "diff_ids": [layer["digest"] for layer in layers]},
+                "config": {},
+            }
+        )
         self._upload_blob(reg, host, path, config)
-        manifest = _canonical({
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST_MEDIA_TYPE,
-            "config": {"mediaType": SIGNATURE_CONFIG_MEDIA_TYPE, "size": len(config), "digest": _sha256(config)},
-            "layers": layers})
+        manifest = _canonical(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST_MEDIA_TYPE,
+                "config": {"mediaType": SIGNATURE_CONFIG_MEDIA_TYPE, "size": len(config), "digest": _sha256(config)},
+                "layers": layers,
+            }
+        )
         url = f"{reg.prefix}://{host}/v2/{path}/manifests/{tag}"
         response = reg.do_request(url, "PUT", data=manifest, headers={"Content-Type": OCI_MANIFEST_MEDIA_TYPE})
         RegistryActivities._check(reg, response, url)

@@ -80,7 +80,8 @@ def install_crds(kubeconfig: Path) -> None:
             docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
         for doc in docs:
             dyn.resources.get(api_version=doc["apiVersion"], kind=doc["kind"]).server_side_apply(
-                body=doc, field_manager="ferry-dev-flux", force_conflicts=True)
+                body=doc, field_manager="ferry-dev-flux", force_conflicts=True
+            )
         crds = dyn.resources.get(api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition")
         deadline = time.monotonic() + 30
         for doc in docs[1:]:
@@ -122,18 +123,42 @@ class Flux:
         storage = self.root / "storage"
         storage.mkdir(parents=True, exist_ok=True)
         loopback = f"127.0.0.1:{self.storage_port}"
-        extra = {"source-controller": ["--storage-path", str(storage), "--storage-addr", loopback,
-                                       "--storage-adv-addr", loopback],
-                 "kustomize-controller": ["--no-remote-bases=true"]}
+        extra = {
+            "source-controller": [
+                "--storage-path",
+                str(storage),
+                "--storage-addr",
+                loopback,
+                "--storage-adv-addr",
+                loopback,
+            ],
+            "kustomize-controller": ["--no-remote-bases=true"],
+        }
         try:
             for name in CONTROLLERS:
                 health, metrics = free_port(), free_port()
                 self.metrics_ports[name] = metrics
-                proc = spawn([str(bins / name), "--health-addr", f"127.0.0.1:{health}",
-                              "--metrics-addr", f"127.0.0.1:{metrics}", "--enable-leader-election=false",
-                              "--watch-all-namespaces=true", "--concurrent", str(self.concurrent),
-                              "--log-level", "info", "--log-encoding", "json", *extra[name]],
-                             self.logs / f"{name}.log", env=env, die_with_parent=self.throwaway)
+                proc = spawn(
+                    [
+                        str(bins / name),
+                        "--health-addr",
+                        f"127.0.0.1:{health}",
+                        "--metrics-addr",
+                        f"127.0.0.1:{metrics}",
+                        "--enable-leader-election=false",
+                        "--watch-all-namespaces=true",
+                        "--concurrent",
+                        str(self.concurrent),
+                        "--log-level",
+                        "info",
+                        "--log-encoding",
+                        "json",
+                        *extra[name],
+                    ],
+                    self.logs / f"{name}.log",
+                    env=env,
+                    die_with_parent=self.throwaway,
+                )
                 self.procs[name] = proc
                 wait_healthy(name, proc, _ready(health), timeout, self.logs / f"{name}.log")
         except BaseException:
@@ -152,4 +177,5 @@ def _ready(port: int) -> Any:
     def check() -> bool:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
             return bool(response.status == 200)
+
     return check

@@ -36,8 +36,12 @@ from kubernetes.dynamic import DynamicClient
 FAIL_ANNOTATION = "emulator.ferry.dev/rollout"
 MANAGER = "simulated (no kubelet)"
 # kind -> (API path prefix, plural)
-WORKLOADS = {"Deployment": ("/apis/apps/v1", "deployments"), "StatefulSet": ("/apis/apps/v1", "statefulsets"),
-             "DaemonSet": ("/apis/apps/v1", "daemonsets"), "Job": ("/apis/batch/v1", "jobs")}
+WORKLOADS = {
+    "Deployment": ("/apis/apps/v1", "deployments"),
+    "StatefulSet": ("/apis/apps/v1", "statefulsets"),
+    "DaemonSet": ("/apis/apps/v1", "daemonsets"),
+    "Job": ("/apis/batch/v1", "jobs"),
+}
 Key = tuple[str, str, str]  # kind, namespace, name
 log = logging.getLogger("simulated-controller")
 
@@ -70,8 +74,10 @@ def settled(kind: str, obj: dict[str, Any]) -> bool:
     """Its status already answers its current spec (e.g. written before this process restarted)."""
     status = obj.get("status") or {}
     if kind == "Job":
-        return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
-                   for c in status.get("conditions") or [])
+        return any(
+            c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        )
     progressing = [c for c in status.get("conditions") or [] if c.get("type") == "Progressing"]
     done = kind != "Deployment" or (progressing and progressing[0].get("reason") != "ReplicaSetUpdated")
     return bool(done) and status.get("observedGeneration") == obj["metadata"].get("generation")
@@ -88,43 +94,112 @@ def workload_status(kind: str, obj: dict[str, Any], progressing: bool) -> dict[s
             return {"active": 1, "startTime": started}
         if fails:
             # NB: the API server validates Job status transitions: FailureTarget precedes Failed.
-            return {"failed": int(spec.get("backoffLimit", 6)) + 1, "startTime": started, "conditions": [
-                _condition("FailureTarget", "True", "BackoffLimitExceeded",
-                           "Job has reached the specified backoff limit", update_time=False),
-                _condition("Failed", "True", "BackoffLimitExceeded",
-                           "Job has reached the specified backoff limit", update_time=False)]}
+            return {
+                "failed": int(spec.get("backoffLimit", 6)) + 1,
+                "startTime": started,
+                "conditions": [
+                    _condition(
+                        "FailureTarget",
+                        "True",
+                        "BackoffLimitExceeded",
+                        "Job has reached the specified backoff limit",
+                        update_time=False,
+                    ),
+                    _condition(
+                        "Failed",
+                        "True",
+                        "BackoffLimitExceeded",
+                        "Job has reached the specified backoff limit",
+                        update_time=False,
+                    ),
+                ],
+            }
         # likewise SuccessCriteriaMet precedes Complete, and completionTime comes with Complete.
-        return {"succeeded": int(spec.get("completions", 1)), "startTime": started, "completionTime": now(),
-                "conditions": [_condition("SuccessCriteriaMet", "True", "CompletionsReached",
-                                          "Reached expected number of succeeded pods", update_time=False),
-                               _condition("Complete", "True", "CompletionsReached",
-                                          "Reached expected number of succeeded pods", update_time=False)]}
+        return {
+            "succeeded": int(spec.get("completions", 1)),
+            "startTime": started,
+            "completionTime": now(),
+            "conditions": [
+                _condition(
+                    "SuccessCriteriaMet",
+                    "True",
+                    "CompletionsReached",
+                    "Reached expected number of succeeded pods",
+                    update_time=False,
+                ),
+                _condition(
+                    "Complete",
+                    "True",
+                    "CompletionsReached",
+                    "Reached expected number of succeeded pods",
+                    update_time=False,
+                ),
+            ],
+        }
     if kind == "DaemonSet":
         ready = 0 if (progressing or fails) else 1
-        return {"observedGeneration": gen, "desiredNumberScheduled": 1, "currentNumberScheduled": 1,
-                "updatedNumberScheduled": 0 if progressing else 1, "numberReady": ready,
-                "numberAvailable": ready, "numberMisscheduled": 0}
+        return {
+            "observedGeneration": gen,
+            "desiredNumberScheduled": 1,
+            "currentNumberScheduled": 1,
+            "updatedNumberScheduled": 0 if progressing else 1,
+            "numberReady": ready,
+            "numberAvailable": ready,
+            "numberMisscheduled": 0,
+        }
     if kind == "StatefulSet":
         ready = 0 if (progressing or fails) else replicas
-        return {"observedGeneration": gen, "replicas": replicas, "readyReplicas": ready,
-                "currentReplicas": ready, "updatedReplicas": ready, "availableReplicas": ready,
-                "currentRevision": f"{obj['metadata']['name']}-{gen}",
-                "updateRevision": f"{obj['metadata']['name']}-{gen}"}
+        return {
+            "observedGeneration": gen,
+            "replicas": replicas,
+            "readyReplicas": ready,
+            "currentReplicas": ready,
+            "updatedReplicas": ready,
+            "availableReplicas": ready,
+            "currentRevision": f"{obj['metadata']['name']}-{gen}",
+            "updateRevision": f"{obj['metadata']['name']}-{gen}",
+        }
     if progressing:
-        return {"observedGeneration": gen, "replicas": replicas, "updatedReplicas": 0, "conditions": [
-            _condition("Progressing", "True", "ReplicaSetUpdated", "ReplicaSet is progressing.")]}
+        return {
+            "observedGeneration": gen,
+            "replicas": replicas,
+            "updatedReplicas": 0,
+            "conditions": [_condition("Progressing", "True", "ReplicaSetUpdated", "ReplicaSet is progressing.")],
+        }
     if fails:
-        return {"observedGeneration": gen, "replicas": replicas, "updatedReplicas": replicas,
-                "unavailableReplicas": replicas, "conditions": [
-                    _condition("Available", "False", "MinimumReplicasUnavailable",
-                               "Deployment does not have minimum availability."),
-                    _condition("Progressing", "False", "ProgressDeadlineExceeded",
-                               f'ReplicaSet "{obj["metadata"]["name"]}" has timed out progressing.')]}
-    return {"observedGeneration": gen, "replicas": replicas, "updatedReplicas": replicas,
-            "readyReplicas": replicas, "availableReplicas": replicas, "conditions": [
-                _condition("Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability."),
-                _condition("Progressing", "True", "NewReplicaSetAvailable",
-                           f'ReplicaSet "{obj["metadata"]["name"]}" has successfully progressed.')]}
+        return {
+            "observedGeneration": gen,
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "unavailableReplicas": replicas,
+            "conditions": [
+                _condition(
+                    "Available", "False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability."
+                ),
+                _condition(
+                    "Progressing",
+                    "False",
+                    "ProgressDeadlineExceeded",
+                    f'ReplicaSet "{obj["metadata"]["name"]}" has timed out progressing.',
+                ),
+            ],
+        }
+    return {
+        "observedGeneration": gen,
+        "replicas": replicas,
+        "updatedReplicas": replicas,
+        "readyReplicas": replicas,
+        "availableReplicas": replicas,
+        "conditions": [
+            _condition("Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability."),
+            _condition(
+                "Progressing",
+                "True",
+                "NewReplicaSetAvailable",
+                f'ReplicaSet "{obj["metadata"]["name"]}" has successfully progressed.',
+            ),
+        ],
+    }
 
 
 class SimulatedController:
@@ -147,8 +222,9 @@ class SimulatedController:
     def run(self, ready: Callable[[], None] | None = None) -> None:
         for kind in WORKLOADS:
             self._request("get", self._path(kind), limit=1)  # reachable and allowed, before saying ready
-        threads = [threading.Thread(target=self._watch, args=(kind,), name=f"watch-{kind}", daemon=True)
-                   for kind in WORKLOADS]
+        threads = [
+            threading.Thread(target=self._watch, args=(kind,), name=f"watch-{kind}", daemon=True) for kind in WORKLOADS
+        ]
         threads.append(threading.Thread(target=self._writer, name="writer", daemon=True))
         for thread in threads:
             thread.start()
@@ -176,10 +252,17 @@ class SimulatedController:
                         self._on_event(kind, "ADDED", item)
                 # DynamicClient.request reads a watch to its end; the bare transport streams it line by line.
                 request = self.api.param_serialize(
-                    "GET", self._path(kind), query_params=[
-                        ("watch", "true"), ("resourceVersion", resource_version), ("allowWatchBookmarks", "true"),
-                        ("timeoutSeconds", "60")], header_params={"Accept": "application/json"},
-                    auth_settings=["BearerToken"])
+                    "GET",
+                    self._path(kind),
+                    query_params=[
+                        ("watch", "true"),
+                        ("resourceVersion", resource_version),
+                        ("allowWatchBookmarks", "true"),
+                        ("timeoutSeconds", "60"),
+                    ],
+                    header_params={"Accept": "application/json"},
+                    auth_settings=["BearerToken"],
+                )
                 response = self.api.call_api(*request, _request_timeout=(5, 90)).response
                 try:
                     for line in response:

@@ -34,17 +34,24 @@ BOOTSTRAP_NAMESPACES = ("ferry-system",)
 # Controllers that need no kubelet. The workload controllers (deployment, replicaset, statefulset, daemonset,
 # job) are left out on purpose: without kubelets no pod ever runs, so they would report every rollout as
 # unavailable; the simulated controller writes those statuses instead.
-CONTROLLERS = ("namespace-controller", "garbage-collector-controller", "serviceaccount-controller",
-               "serviceaccount-token-controller", "root-ca-certificate-publisher-controller",
-               "clusterrole-aggregation-controller")
+CONTROLLERS = (
+    "namespace-controller",
+    "garbage-collector-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    "root-ca-certificate-publisher-controller",
+    "clusterrole-aggregation-controller",
+)
 BUILD_HINT = "run `make setup` (builds it from Kubernetes' Go modules into {dir}, ~12 min the first time)"
 
 
 def kube_version() -> str:
     match = re.search(r"^\s*k8s\.io/kubernetes (v\S+)", GO_MOD.read_text(), re.MULTILINE)
     if match is None:
-        raise StackError(f"kube: no k8s.io/kubernetes requirement in {GO_MOD}; regenerate it with "
-                         "devstack/controlplane/gen-go-mod.sh")
+        raise StackError(
+            f"kube: no k8s.io/kubernetes requirement in {GO_MOD}; regenerate it with "
+            "devstack/controlplane/gen-go-mod.sh"
+        )
     return match.group(1)
 
 
@@ -125,8 +132,10 @@ class ControlPlane:
             path.write_text(json.dumps({"client": client, "peer": peer}) + "\n")
         for port in (client, peer):
             if port_taken(port):
-                raise StackError(f"etcd: port 127.0.0.1:{port} (kept in {path}) is already in use; stop what "
-                                 f"holds it (`ss -ltnp 'sport = :{port}'`) or `ferry dev down` the stack using it")
+                raise StackError(
+                    f"etcd: port 127.0.0.1:{port} (kept in {path}) is already in use; stop what "
+                    f"holds it (`ss -ltnp 'sport = :{port}'`) or `ferry dev down` the stack using it"
+                )
         return client, peer
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -136,14 +145,31 @@ class ControlPlane:
 
     def _start_etcd(self, etcd: str, client_port: int, peer_port: int, timeout: float) -> None:
         client, peer = f"http://127.0.0.1:{client_port}", f"http://127.0.0.1:{peer_port}"
-        proc = self._spawn("etcd", [
-            etcd, "--name", "ferry", "--data-dir", str(self.root / "etcd"),
-            "--listen-client-urls", client, "--advertise-client-urls", client,
-            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"ferry={peer}", "--log-level", "warn",
-            # a development cluster on a shared disk: no fsync per write (a crash may lose the last
-            # writes; a clean `ferry dev down` loses nothing). The API semantics do not change.
-            "--unsafe-no-fsync"])
+        proc = self._spawn(
+            "etcd",
+            [
+                etcd,
+                "--name",
+                "ferry",
+                "--data-dir",
+                str(self.root / "etcd"),
+                "--listen-client-urls",
+                client,
+                "--advertise-client-urls",
+                client,
+                "--listen-peer-urls",
+                peer,
+                "--initial-advertise-peer-urls",
+                peer,
+                "--initial-cluster",
+                f"ferry={peer}",
+                "--log-level",
+                "warn",
+                # a development cluster on a shared disk: no fsync per write (a crash may lose the last
+                # writes; a clean `ferry dev down` loses nothing). The API semantics do not change.
+                "--unsafe-no-fsync",
+            ],
+        )
 
         def healthy() -> bool:
             with urllib.request.urlopen(f"{client}/health", timeout=1) as response:
@@ -153,16 +179,41 @@ class ControlPlane:
 
     def _start_apiserver(self, apiserver: str, etcd_port: int, timeout: float) -> None:
         pki = self.pki
-        proc = self._spawn("kube-apiserver", [
-            apiserver, "--etcd-servers", f"http://127.0.0.1:{etcd_port}",
-            "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1", "--secure-port", str(self.port),
-            "--tls-cert-file", str(pki.serving_cert), "--tls-private-key-file", str(pki.serving_key),
-            "--client-ca-file", str(pki.ca_cert),
-            "--service-account-issuer", "https://kubernetes.default.svc",
-            "--service-account-key-file", str(pki.sa_pub), "--service-account-signing-key-file", str(pki.sa_key),
-            "--service-cluster-ip-range", SERVICE_CIDR, "--authorization-mode", "RBAC",
-            # the API server advertises 127.0.0.1, which the kubernetes Service's endpoints may not hold.
-            "--endpoint-reconciler-type", "none", "--profiling=false", "--v=0"])
+        proc = self._spawn(
+            "kube-apiserver",
+            [
+                apiserver,
+                "--etcd-servers",
+                f"http://127.0.0.1:{etcd_port}",
+                "--bind-address",
+                "127.0.0.1",
+                "--advertise-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(self.port),
+                "--tls-cert-file",
+                str(pki.serving_cert),
+                "--tls-private-key-file",
+                str(pki.serving_key),
+                "--client-ca-file",
+                str(pki.ca_cert),
+                "--service-account-issuer",
+                "https://kubernetes.default.svc",
+                "--service-account-key-file",
+                str(pki.sa_pub),
+                "--service-account-signing-key-file",
+                str(pki.sa_key),
+                "--service-cluster-ip-range",
+                SERVICE_CIDR,
+                "--authorization-mode",
+                "RBAC",
+                # the API server advertises 127.0.0.1, which the kubernetes Service's endpoints may not hold.
+                "--endpoint-reconciler-type",
+                "none",
+                "--profiling=false",
+                "--v=0",
+            ],
+        )
         context = self.ssl_context()
 
         def ready() -> bool:
@@ -184,35 +235,59 @@ class ControlPlane:
         api = kubernetes.config.new_client_from_config(str(self.kubeconfig()))
         try:
             dyn = kubernetes.dynamic.DynamicClient(api)
-            docs: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}
-                                          for n in BOOTSTRAP_NAMESPACES]
+            docs: list[dict[str, Any]] = [
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in BOOTSTRAP_NAMESPACES
+            ]
             docs += [d for d in yaml.safe_load_all(WORKER_RBAC.read_text()) if d]
             for doc in docs:
                 dyn.resources.get(api_version=doc["apiVersion"], kind=doc["kind"]).server_side_apply(
-                    body=doc, field_manager="ferry-dev-bootstrap", force_conflicts=True)
+                    body=doc, field_manager="ferry-dev-bootstrap", force_conflicts=True
+                )
         finally:
             api.close()
 
     def _start_controller_manager(self, kcm: str, timeout: float) -> None:
         pki, kubeconfig, health_port = self.pki, str(self.kubeconfig(CONTROLLER_MANAGER)), free_port()
-        proc = self._spawn("kube-controller-manager", [
-            kcm, "--kubeconfig", kubeconfig, "--authentication-kubeconfig", kubeconfig,
-            "--authorization-kubeconfig", kubeconfig, "--leader-elect=false",
-            "--bind-address", "127.0.0.1", "--secure-port", str(health_port), "--cert-dir", str(self.root / "kcm"),
-            # each controller as its own service account with the bootstrap RBAC role Kubernetes gives it (as
-            # kubeadm runs it); the controller manager's own identity may do little more than hand out tokens.
-            "--use-service-account-credentials=true",
-            "--controllers", ",".join(CONTROLLERS), "--root-ca-file", str(pki.ca_cert),
-            "--service-account-private-key-file", str(pki.sa_key), "--service-cluster-ip-range", SERVICE_CIDR,
-            "--v=0"])
+        proc = self._spawn(
+            "kube-controller-manager",
+            [
+                kcm,
+                "--kubeconfig",
+                kubeconfig,
+                "--authentication-kubeconfig",
+                kubeconfig,
+                "--authorization-kubeconfig",
+                kubeconfig,
+                "--leader-elect=false",
+                "--bind-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(health_port),
+                "--cert-dir",
+                str(self.root / "kcm"),
+                # each controller as its own service account with the bootstrap RBAC role Kubernetes gives it (as
+                # kubeadm runs it); the controller manager's own identity may do little more than hand out tokens.
+                "--use-service-account-credentials=true",
+                "--controllers",
+                ",".join(CONTROLLERS),
+                "--root-ca-file",
+                str(pki.ca_cert),
+                "--service-account-private-key-file",
+                str(pki.sa_key),
+                "--service-cluster-ip-range",
+                SERVICE_CIDR,
+                "--v=0",
+            ],
+        )
         context = self.ssl_context()
         # its /healthz is served with a self-signed certificate it makes itself; only its answer matters.
         insecure = ssl.create_default_context()
         insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
 
         def healthy() -> bool:
-            with urllib.request.urlopen(f"https://127.0.0.1:{health_port}/healthz", timeout=2,
-                                        context=insecure) as response:
+            with urllib.request.urlopen(
+                f"https://127.0.0.1:{health_port}/healthz", timeout=2, context=insecure
+            ) as response:
                 if response.read() != b"ok":
                     return False
             # ... and the serviceaccount controller's work: it reaches the API server with its own credentials
@@ -225,9 +300,20 @@ class ControlPlane:
     def _start_simulated(self, timeout: float) -> None:
         ready = self.root / "simulated-controller.ready"
         ready.unlink(missing_ok=True)
-        proc = self._spawn("simulated-controller", [
-            sys.executable, "-m", "devstack.kube.controller", "--kubeconfig", str(self.kubeconfig(SIMULATED)),
-            "--rollout-delay", str(self.rollout_delay), "--ready-file", str(ready)])
+        proc = self._spawn(
+            "simulated-controller",
+            [
+                sys.executable,
+                "-m",
+                "devstack.kube.controller",
+                "--kubeconfig",
+                str(self.kubeconfig(SIMULATED)),
+                "--rollout-delay",
+                str(self.rollout_delay),
+                "--ready-file",
+                str(ready),
+            ],
+        )
         wait_healthy("simulated-controller", proc, ready.is_file, timeout, self.logs / "simulated-controller.log")
 
     # ------------------------------------------------------------------------------------------ faults
@@ -263,4 +349,3 @@ def stop_processes(pids: dict[str, int]) -> list[str]:
             stop_pid(pid, timeout=20)
             stopped.append(name)
     return stopped
-

@@ -22,12 +22,17 @@ def write_kubeconfig(path: Path, server: str, pki: Pki, client: Client, context:
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": context, "cluster": {"server": server,
-                                                   "certificate-authority-data": _b64(pki.ca_cert)}}],
-        "users": [{"name": client.name, "user": {"client-certificate-data": _b64(pki.client_cert(client)),
-                                                 "client-key-data": _b64(pki.client_key(client))}}],
-        "contexts": [{"name": context, "context": {"cluster": context, "user": client.name,
-                                                   "namespace": "default"}}],
+        "clusters": [{"name": context, "cluster": {"server": server, "certificate-authority-data": _b64(pki.ca_cert)}}],
+        "users": [
+            {
+                "name": client.name,
+                "user": {
+                    "client-certificate-data": _b64(pki.client_cert(client)),
+                    "client-key-data": _b64(pki.client_key(client)),
+                },
+            }
+        ],
+        "contexts": [{"name": context, "context": {"cluster": context, "user": client.name, "namespace": "default"}}],
         "current-context": context,
     }
     path.parent.mkdir(parents=True, exist_ok=True)

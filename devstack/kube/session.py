@@ -68,13 +68,24 @@ class KubeServer:
         try:
             dyn = kubernetes.dynamic.DynamicClient(api)
             name = f"ferry-worker-{api_group}"
-            dyn.resources.get(api_version="rbac.authorization.k8s.io/v1", kind="ClusterRole").create(body={
-                "metadata": {"name": name}, "rules": [{
-                    "apiGroups": [api_group], "resources": ["*"],
-                    "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}]})
-            dyn.resources.get(api_version="rbac.authorization.k8s.io/v1", kind="ClusterRoleBinding").create(body={
-                "metadata": {"name": name},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": WORKER.name}]})
+            dyn.resources.get(api_version="rbac.authorization.k8s.io/v1", kind="ClusterRole").create(
+                body={
+                    "metadata": {"name": name},
+                    "rules": [
+                        {
+                            "apiGroups": [api_group],
+                            "resources": ["*"],
+                            "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
+                        }
+                    ],
+                }
+            )
+            dyn.resources.get(api_version="rbac.authorization.k8s.io/v1", kind="ClusterRoleBinding").create(
+                body={
+                    "metadata": {"name": name},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+                    "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": WORKER.name}],
+                }
+            )
         finally:
             api.close()

@@ -27,9 +27,15 @@ CM = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: %s}\ndata: {a: '1'}\n"
 
 def _push(acts: RegistryActivities, registry: Registry, archive: Path) -> tuple[str, str]:
     repo = f"{registry.host}/bundles/{uuid.uuid4().hex[:10]}"
-    pushed = acts.push_artifact(PushArtifactInput(
-        repository=repo, tag="1.0.0", file_path=str(archive), layer_media_type=FLUX_CONTENT_MEDIA_TYPE,
-        config_media_type=FLUX_CONFIG_MEDIA_TYPE))
+    pushed = acts.push_artifact(
+        PushArtifactInput(
+            repository=repo,
+            tag="1.0.0",
+            file_path=str(archive),
+            layer_media_type=FLUX_CONTENT_MEDIA_TYPE,
+            config_media_type=FLUX_CONFIG_MEDIA_TYPE,
+        )
+    )
     return repo, pushed.digest
 
 
@@ -114,31 +120,42 @@ def _kustomization(root: Path, body: str) -> Path:
 
 
 def test_remote_resource_is_refused_at_release_and_render_and_never_fetched(
-        tmp_path: Path, http_server: tuple[str, list[str]]) -> None:
+    tmp_path: Path, http_server: tuple[str, list[str]]
+) -> None:
     """Issue 11 (SSRF): kustomize fetched remote resources named in an artifact's kustomization on the worker.
     Here the remote is a server on the worker's loopback (which Go never proxies): it must get no request."""
     host, requests = http_server
     overlay = _kustomization(tmp_path, f"resources:\n- ../base\n- http://{host}/cm.yaml\n")
-    with pytest.raises(BundleError, match=r"overlay/kustomization.yaml: resources entry 'http://.*' is a URL; "
-                                          r"remote resources are refused \(kustomize runs offline\)"):
+    with pytest.raises(
+        BundleError,
+        match=r"overlay/kustomization.yaml: resources entry 'http://.*' is a URL; "
+        r"remote resources are refused \(kustomize runs offline\)",
+    ):
         validate(tmp_path)
     with pytest.raises(BundleError, match="remote resources are refused"):
         render(overlay, tmp_path)
     assert requests == []
 
 
-@pytest.mark.parametrize("body, what", [
-    ("resources:\n- github.com/kubernetes-sigs/kustomize//examples/helloWorld?ref=v5.0.0\n",
-     "a remote repository path"),
-    ("bases:\n- https://github.com/org/repo.git\n", "is a URL"),
-    ("components:\n- git@github.com:org/repo.git\n", "is a URL"),
-    ("resources:\n- github.com/org/repo?ref=main\n", "a git ref"),
-    ("resources:\n- github.com/org/repo\n", "is not a file or directory in the bundle"),
-    ("resources:\n- ../../../etc\n", "points outside the bundle"),
-    ("resources: [../base]\npatches:\n- path: https://example.com/p.yaml\n", "patches entry 'https://example.com"),
-    ("resources: [../base]\nconfigMapGenerator:\n- name: x\n  files: [k=https://example.com/f]\n",
-     "configMapGenerator.files entry"),
-])
+@pytest.mark.parametrize(
+    "body, what",
+    [
+        (
+            "resources:\n- github.com/kubernetes-sigs/kustomize//examples/helloWorld?ref=v5.0.0\n",
+            "a remote repository path",
+        ),
+        ("bases:\n- https://github.com/org/repo.git\n", "is a URL"),
+        ("components:\n- git@github.com:org/repo.git\n", "is a URL"),
+        ("resources:\n- github.com/org/repo?ref=main\n", "a git ref"),
+        ("resources:\n- github.com/org/repo\n", "is not a file or directory in the bundle"),
+        ("resources:\n- ../../../etc\n", "points outside the bundle"),
+        ("resources: [../base]\npatches:\n- path: https://example.com/p.yaml\n", "patches entry 'https://example.com"),
+        (
+            "resources: [../base]\nconfigMapGenerator:\n- name: x\n  files: [k=https://example.com/f]\n",
+            "configMapGenerator.files entry",
+        ),
+    ],
+)
 def test_remote_bases_components_and_files_are_refused(tmp_path: Path, body: str, what: str) -> None:
     overlay = _kustomization(tmp_path / "bundle", body)
     with pytest.raises(BundleError, match="refused|outside the bundle") as err:

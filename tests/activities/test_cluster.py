@@ -31,46 +31,146 @@ def realistic_bundle(group: str) -> list[dict[str, Any]]:
     stringData), not as the server stores them."""
     labels = {"app": "shop"}
     return [
-        {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-         "metadata": {"name": f"caches.{group}"},
-         "spec": {"group": group, "scope": "Namespaced",
-                  "names": {"plural": "caches", "singular": "cache", "kind": "Cache"},
-                  "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
-                      "type": "object", "properties": {"spec": {"type": "object", "properties": {
-                          "size": {"type": "string"}, "ttlSeconds": {"type": "integer"}}}}}}}]}},
-        {"apiVersion": f"{group}/v1", "kind": "Cache", "metadata": {"name": "sessions"},
-         "spec": {"size": "1Gi", "ttlSeconds": 300}},
+        {
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"caches.{group}"},
+            "spec": {
+                "group": group,
+                "scope": "Namespaced",
+                "names": {"plural": "caches", "singular": "cache", "kind": "Cache"},
+                "versions": [
+                    {
+                        "name": "v1",
+                        "served": True,
+                        "storage": True,
+                        "schema": {
+                            "openAPIV3Schema": {
+                                "type": "object",
+                                "properties": {
+                                    "spec": {
+                                        "type": "object",
+                                        "properties": {"size": {"type": "string"}, "ttlSeconds": {"type": "integer"}},
+                                    }
+                                },
+                            }
+                        },
+                    }
+                ],
+            },
+        },
+        {
+            "apiVersion": f"{group}/v1",
+            "kind": "Cache",
+            "metadata": {"name": "sessions"},
+            "spec": {"size": "1Gi", "ttlSeconds": 300},
+        },
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "shop"}},
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shop-config"},
-         "data": {"LOG_LEVEL": "info", "RATIO": "0.5"}},
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "shop-secret"}, "type": "Opaque",
-         "stringData": {"password": "hunter2"}},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "shop"},
-         "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "shop"},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "shop"},
-         "subjects": [{"kind": "ServiceAccount", "name": "shop"}]},
-        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "shop", "labels": labels},
-         "spec": {"replicas": 2, "selector": {"matchLabels": labels}, "template": {
-             "metadata": {"labels": labels},
-             "spec": {"serviceAccountName": "shop", "containers": [{
-                 "name": "app", "image": "ghcr.io/acme/shop:1.0.0", "ports": [{"containerPort": 8080}],
-                 "env": [{"name": "MODE", "value": "production"}],
-                 "resources": {"requests": {"cpu": 0.5, "memory": "1Gi"},
-                               "limits": {"cpu": "1000m", "memory": "1Gi"}}}]}}}},
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "shop"},
-         "spec": {"selector": labels, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}},
-        {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "shop"},
-         "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "shop"},
-                  "minReplicas": 2, "maxReplicas": 5, "metrics": [{"type": "Resource", "resource": {
-                      "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}]}},
-        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "shop"},
-         "spec": {"podSelector": {"matchLabels": labels},
-                  "ingress": [{"ports": [{"port": 8080}], "from": [{"podSelector": {}}]}]}},
-        {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "shop"},
-         "spec": {"rules": [{"host": "shop.example.com", "http": {"paths": [{
-             "path": "/", "pathType": "Prefix",
-             "backend": {"service": {"name": "shop", "port": {"number": 80}}}}]}}]}},
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "shop-config"},
+            "data": {"LOG_LEVEL": "info", "RATIO": "0.5"},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "shop-secret"},
+            "type": "Opaque",
+            "stringData": {"password": "hunter2"},
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "shop"},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "shop"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "shop"},
+            "subjects": [{"kind": "ServiceAccount", "name": "shop"}],
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "shop", "labels": labels},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "serviceAccountName": "shop",
+                        "containers": [
+                            {
+                                "name": "app",
+                                "image": "ghcr.io/acme/shop:1.0.0",
+                                "ports": [{"containerPort": 8080}],
+                                "env": [{"name": "MODE", "value": "production"}],
+                                "resources": {
+                                    "requests": {"cpu": 0.5, "memory": "1Gi"},
+                                    "limits": {"cpu": "1000m", "memory": "1Gi"},
+                                },
+                            }
+                        ],
+                    },
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "shop"},
+            "spec": {"selector": labels, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+        },
+        {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "shop"},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "shop"},
+                "minReplicas": 2,
+                "maxReplicas": 5,
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
+                    }
+                ],
+            },
+        },
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "shop"},
+            "spec": {
+                "podSelector": {"matchLabels": labels},
+                "ingress": [{"ports": [{"port": 8080}], "from": [{"podSelector": {}}]}],
+            },
+        },
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": {"name": "shop"},
+            "spec": {
+                "rules": [
+                    {
+                        "host": "shop.example.com",
+                        "http": {
+                            "paths": [
+                                {
+                                    "path": "/",
+                                    "pathType": "Prefix",
+                                    "backend": {"service": {"name": "shop", "port": {"number": 80}}},
+                                }
+                            ]
+                        },
+                    }
+                ]
+            },
+        },
     ]
 
 
@@ -89,24 +189,42 @@ class World:
         # the worker's own least-privileged identity (examples/rbac/ferry-worker.yaml)
         self.acts = ClusterActivities(BundleCache(tmp / "cache", pull), str(kube_server.worker_kubeconfig))
 
-    def reconcile(self, version: str, docs: list[dict[str, Any]], baseline: bool = False,
-                  check_only: bool = False, dry_run: bool = False) -> ReconcileResult:
+    def reconcile(
+        self,
+        version: str,
+        docs: list[dict[str, Any]],
+        baseline: bool = False,
+        check_only: bool = False,
+        dry_run: bool = False,
+    ) -> ReconcileResult:
         if version not in self.digests:
             self.digests[version] = publish(self.settings, self.repository, version, docs)
         digest = self.digests[version]
-        return self.acts.reconcile_environment(ReconcileInput(
-            environment=self.env, repository=self.repository, digest=digest, version=version, path=".",
-            namespace=self.namespace, namespaces=[self.namespace, f"{self.namespace}-extra"],
-            cluster_kinds=["CustomResourceDefinition"], drift_baseline=baseline, check_only=check_only,
-            dry_run=dry_run))
+        return self.acts.reconcile_environment(
+            ReconcileInput(
+                environment=self.env,
+                repository=self.repository,
+                digest=digest,
+                version=version,
+                path=".",
+                namespace=self.namespace,
+                namespaces=[self.namespace, f"{self.namespace}-extra"],
+                cluster_kinds=["CustomResourceDefinition"],
+                drift_baseline=baseline,
+                check_only=check_only,
+                dry_run=dry_run,
+            )
+        )
 
     def settled_versions(self, timeout: float = 30.0) -> dict[str, str]:
         """resource_versions() once every Deployment's status answers its spec (the rollout controller has written
         its final status) and two reads a second apart agree (no other controller is still writing)."""
         deadline = time.monotonic() + timeout
         apps = AppsV1Api(self.admin)
-        while not all(settled("Deployment", self.admin.sanitize_for_serialization(d))
-                      for d in apps.list_namespaced_deployment(self.namespace).items):
+        while not all(
+            settled("Deployment", self.admin.sanitize_for_serialization(d))
+            for d in apps.list_namespaced_deployment(self.namespace).items
+        ):
             assert time.monotonic() < deadline, "the Deployments' rollouts did not settle"
             time.sleep(0.2)
         last = self.resource_versions()
@@ -122,13 +240,20 @@ class World:
         """resourceVersion of every object of the environment, CRD and custom resources included."""
         dyn = DynamicClient(self.admin)
         out = {}
-        for api_version, kind in [("v1", "ServiceAccount"), ("v1", "ConfigMap"), ("v1", "Secret"), ("v1", "Service"),
-                                  ("apps/v1", "Deployment"), ("rbac.authorization.k8s.io/v1", "Role"),
-                                  ("rbac.authorization.k8s.io/v1", "RoleBinding"),
-                                  ("autoscaling/v2", "HorizontalPodAutoscaler"),
-                                  ("networking.k8s.io/v1", "NetworkPolicy"), ("networking.k8s.io/v1", "Ingress"),
-                                  ("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
-                                  (f"{self.group}/v1", "Cache")]:
+        for api_version, kind in [
+            ("v1", "ServiceAccount"),
+            ("v1", "ConfigMap"),
+            ("v1", "Secret"),
+            ("v1", "Service"),
+            ("apps/v1", "Deployment"),
+            ("rbac.authorization.k8s.io/v1", "Role"),
+            ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+            ("autoscaling/v2", "HorizontalPodAutoscaler"),
+            ("networking.k8s.io/v1", "NetworkPolicy"),
+            ("networking.k8s.io/v1", "Ingress"),
+            ("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
+            (f"{self.group}/v1", "Cache"),
+        ]:
             try:
                 resource = dyn.resources.get(api_version=api_version, kind=kind)
             except ResourceNotFoundError:
@@ -173,14 +298,20 @@ def test_the_iteration_check_reads_and_never_writes(world: World) -> None:
     assert in_sync.pending == 0 and in_sync.health.status in ("Healthy", "Progressing")
     assert in_sync.changes.unchanged == len(docs)
     apps = AppsV1Api(world.admin)
-    apps.patch_namespaced_deployment("shop", world.namespace, {"spec": {"template": {"spec": {"containers": [
-        {"name": "app", "image": "ghcr.io/acme/shop:hotfix"}]}}}}, field_manager="kubectl-edit")
+    apps.patch_namespaced_deployment(
+        "shop",
+        world.namespace,
+        {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "ghcr.io/acme/shop:hotfix"}]}}}},
+        field_manager="kubectl-edit",
+    )
     before = world.settled_versions()  # the controllers' answer to the edit (status, ReplicaSets) first
     drifted = world.reconcile("1.0.0", docs, baseline=True, check_only=True)
     assert drifted.pending == 1 and drifted.changes.drift == {} and drifted.changes.updated == []
     assert world.resource_versions() == before
-    assert apps.read_namespaced_deployment("shop", world.namespace).spec.template.spec.containers[0].image \
+    assert (
+        apps.read_namespaced_deployment("shop", world.namespace).spec.template.spec.containers[0].image
         == "ghcr.io/acme/shop:hotfix"
+    )
     fewer = [d for d in docs if d["kind"] != "Ingress"]
     removed = world.reconcile("1.1.0", fewer, check_only=True)
     assert removed.pending >= 3  # the drifted Deployment, the Ingress to prune, the inventory to rewrite
@@ -209,20 +340,27 @@ def test_drift_is_only_what_ferry_manages_and_the_server_did_not_normalise(world
     world.reconcile("1.0.0", docs)
     apps, core = AppsV1Api(world.admin), CoreV1Api(world.admin)
     # a person edits the image (a field ferry manages) and adds an annotation (one it does not)
-    apps.patch_namespaced_deployment("shop", world.namespace, {
-        "metadata": {"annotations": {"note": "by hand"}},
-        "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "ghcr.io/acme/shop:hotfix"}]}}}},
-        field_manager="kubectl-edit")
+    apps.patch_namespaced_deployment(
+        "shop",
+        world.namespace,
+        {
+            "metadata": {"annotations": {"note": "by hand"}},
+            "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "ghcr.io/acme/shop:hotfix"}]}}},
+        },
+        field_manager="kubectl-edit",
+    )
     result = world.reconcile("1.0.0", docs, baseline=True)
     assert result.changes.updated == [f"Deployment/{world.namespace}/shop"]
-    assert result.changes.drift == {f"Deployment/{world.namespace}/shop": [
-        ".spec.template.spec.containers[name=app].image"]}  # not cpu 0.5 vs 500m, not the annotation
+    assert result.changes.drift == {
+        f"Deployment/{world.namespace}/shop": [".spec.template.spec.containers[name=app].image"]
+    }  # not cpu 0.5 vs 500m, not the annotation
     live = apps.read_namespaced_deployment("shop", world.namespace)
     assert live.spec.template.spec.containers[0].image == "ghcr.io/acme/shop:1.0.0"
     assert live.metadata.annotations["note"] == "by hand"
     # 1.1.0 stops setting a ConfigMap key: every value it sets is live, yet the key must go
     slim = [d for d in docs if d["kind"] != "ConfigMap"] + [
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shop-config"}, "data": {"LOG_LEVEL": "info"}}]
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shop-config"}, "data": {"LOG_LEVEL": "info"}}
+    ]
     result = world.reconcile("1.1.0", slim)
     assert result.changes.updated == [f"ConfigMap/{world.namespace}/shop-config"]
     assert core.read_namespaced_config_map("shop-config", world.namespace).data == {"LOG_LEVEL": "info"}
@@ -245,7 +383,8 @@ def test_a_dry_run_reports_the_plan_and_a_reconcile_prunes_in_delete_order(world
     preview = world.reconcile("1.1.0", smaller, dry_run=True)
     assert [e.model_dump() for e in preview.plan] == [
         {"object": f"{kind}/{world.namespace}/shop", "action": "delete", "fields": []}
-        for kind in ("Service", "Ingress", "NetworkPolicy")]  # every stale object, by key
+        for kind in ("Service", "Ingress", "NetworkPolicy")
+    ]  # every stale object, by key
     assert len(world.resource_versions()) == len(docs) + 1  # still all there, and the inventory
     result = world.reconcile("1.1.0", smaller)
     assert result.changes.deleted == [f"Ingress/{world.namespace}/shop", f"Service/{world.namespace}/shop"]
@@ -258,7 +397,8 @@ def test_a_dry_run_reports_the_plan_and_a_reconcile_prunes_in_delete_order(world
 
 @pytest.mark.parametrize(("connections", "discarded"), [(2, True), (24, False)])
 def test_the_connection_pool_holds_one_connection_per_concurrent_caller(
-        kube_server: KubeServer, connections: int, discarded: bool, caplog: pytest.LogCaptureFixture) -> None:
+    kube_server: KubeServer, connections: int, discarded: bool, caplog: pytest.LogCaptureFixture
+) -> None:
     """24 threads (the worker's activity + local-activity slots) calling at once keep their connections alive when
     the pool is sized for them; a pool smaller than the callers discards connections (each a new TLS handshake
     next time), which urllib3 reports."""

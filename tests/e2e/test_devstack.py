@@ -22,9 +22,20 @@ def _ferry(*args: str, env: dict[str, str] | None = None, timeout: float = 120) 
 
 
 def _ports() -> list[str]:
-    return ["--temporal-port", str(free_port()), "--ui-port", str(free_port()),
-            "--registry-port", str(free_port()), "--kube-port", str(free_port()), "--metrics-port", str(free_port()),
-            "--receiver-port", str(free_port())]
+    return [
+        "--temporal-port",
+        str(free_port()),
+        "--ui-port",
+        str(free_port()),
+        "--registry-port",
+        str(free_port()),
+        "--kube-port",
+        str(free_port()),
+        "--metrics-port",
+        str(free_port()),
+        "--receiver-port",
+        str(free_port()),
+    ]
 
 
 def test_up_status_down_leaves_no_process(tmp_path: Path) -> None:
@@ -51,8 +62,12 @@ def test_up_status_down_leaves_no_process(tmp_path: Path) -> None:
     # the worker's clusters file: environments name `default`, the worker's own identity, no plugin allowed
     clusters = json.loads(Path(info["kube"]["clusters"]).read_text())
     assert clusters == {"clusters": {"default": {"kubeconfig": info["kube"]["worker_kubeconfig"]}}}
-    assert set(info["kube"]["processes"]) == {"etcd", "kube-apiserver", "kube-controller-manager",
-                                              "simulated-controller"}
+    assert set(info["kube"]["processes"]) == {
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "simulated-controller",
+    }
     kubectl = [script_path("kubectl") or "kubectl", "--kubeconfig", info["kube"]["kubeconfig"]]
     version = subprocess.run([*kubectl, "version"], capture_output=True, text=True, timeout=60)
     assert f"Server Version: {kube_version()}" in version.stdout, version.stderr
@@ -86,8 +101,9 @@ def test_up_status_down_leaves_no_process(tmp_path: Path) -> None:
         assert again.returncode == 0, again.stderr
         assert f"Server Version: {kube_version()}" in again.stdout
         kubeconfig = json.loads((state / "devstack.json").read_text())["kube"]["kubeconfig"]
-        survivor = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(kubeconfig)) \
-            .read_namespaced_config_map("survivor", "default")
+        survivor = kubernetes.client.CoreV1Api(
+            kubernetes.config.new_client_from_config(kubeconfig)
+        ).read_namespaced_config_map("survivor", "default")
         assert survivor.data == {"k": "v"}
     finally:
         assert _ferry("dev", "down", "--state-dir", str(state)).returncode == 0

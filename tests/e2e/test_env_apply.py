@@ -26,7 +26,8 @@ from workflows.environment import EnvironmentWorkflow
 
 
 async def test_concurrent_apply_is_idempotent_and_names_each_failure(
-        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any
+) -> None:
     client, queue = dev_env.client, dev_worker.temporal.task_queue
     suffix = uuid.uuid4().hex[:6]
     repository = f"{dev_worker.registry.default}/team/fleet-{suffix}"
@@ -34,49 +35,90 @@ async def test_concurrent_apply_is_idempotent_and_names_each_failure(
     core = CoreV1Api(kubernetes.config.new_client_from_config(str(kube_server.kubeconfig)))
     for i in range(2):  # NB: the two environments waited for below apply, each into its own namespace (one
         core.create_namespace({"metadata": {"name": f"f{i}-{suffix}"}})  # environment never takes over another's)
-    specs = [EnvironmentSpec.model_validate({"name": f"f{i}-{suffix}", "repository": repository,
-                                             "namespace": f"f{i}-{suffix}", "version": "1.0.0", "interval": "1h",
-                                             "prune": False}) for i in range(12)]
+    specs = [
+        EnvironmentSpec.model_validate(
+            {
+                "name": f"f{i}-{suffix}",
+                "repository": repository,
+                "namespace": f"f{i}-{suffix}",
+                "version": "1.0.0",
+                "interval": "1h",
+                "prune": False,
+            }
+        )
+        for i in range(12)
+    ]
     first = await apply_environments(client, specs, queue, by="ci")
     assert [r["action"] for r in first] == ["started"] * 12, first
     again = await apply_environments(client, specs, queue, by="ci")
     assert [r["action"] for r in again] == ["unchanged"] * 12, again
     for spec in specs[:2]:
-        await wait_status(client.get_workflow_handle(f"env/{spec.name}"), lambda s: s.state.last_applied is not None,
-                          what=f"{spec.name} applied")
+        await wait_status(
+            client.get_workflow_handle(f"env/{spec.name}"),
+            lambda s: s.state.last_applied is not None,
+            what=f"{spec.name} applied",
+        )
 
     # an environment whose last run ended and whose status nobody can read (no worker on its queue): started all
     # the same (the new run reads the last run's record from its memo itself), beside the others
     lost = EnvironmentSpec.model_validate({"name": f"lost-{suffix}", "repository": repository, "version": "1.0.0"})
-    orphan = await client.start_workflow(EnvironmentWorkflow.run, EnvironmentInput(state=EnvironmentState(spec=lost)),
-                                         id=f"env/{lost.name}", task_queue=f"nobody-{suffix}")
+    orphan = await client.start_workflow(
+        EnvironmentWorkflow.run,
+        EnvironmentInput(state=EnvironmentState(spec=lost)),
+        id=f"env/{lost.name}",
+        task_queue=f"nobody-{suffix}",
+    )
     await orphan.terminate("gone")
     mixed = await apply_environments(client, [*specs[:3], lost], queue, by="ci")
     assert [r["action"] for r in mixed[:3]] == ["unchanged"] * 3
-    assert mixed[3]["action"] == ("started (the last run's status cannot be read: the new run recovers its record "
-                                  "from the last run's memo)"), mixed[3]
+    assert mixed[3]["action"] == (
+        "started (the last run's status cannot be read: the new run recovers its record from the last run's memo)"
+    ), mixed[3]
     # NB: its only earlier run was on another queue, never Ferry's: it held nothing Ferry applied, so the new run
     # starts as declared
-    status = await wait_status(client.get_workflow_handle(f"env/{lost.name}"), lambda s: s.state.iterations >= 1,
-                               what="the new run reconciling")
+    status = await wait_status(
+        client.get_workflow_handle(f"env/{lost.name}"),
+        lambda s: s.state.iterations >= 1,
+        what="the new run reconciling",
+    )
     assert not status.state.suspended and not [e for e in status.state.events if e.type == "RecordRecovered"]
     for spec in [*specs, lost]:
         await client.get_workflow_handle(f"env/{spec.name}").terminate("test done")
 
 
 async def test_recreated_environment_keeps_holds_and_known_good_history(
-        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any
+) -> None:
     client, queue = dev_env.client, dev_worker.temporal.task_queue
     suffix = uuid.uuid4().hex[:6]
     repository = f"{dev_worker.registry.default}/team/keep-{suffix}"
     good = publish(dev_worker, repository, "1.0.0", app_manifests("keep", configmap=True)[2:])
-    spec = EnvironmentSpec.model_validate({"name": f"keep-{suffix}", "repository": repository, "semver": ">=1.0.0",
-                                           "namespace": "default", "interval": "1h", "prune": False})
+    spec = EnvironmentSpec.model_validate(
+        {
+            "name": f"keep-{suffix}",
+            "repository": repository,
+            "semver": ">=1.0.0",
+            "namespace": "default",
+            "interval": "1h",
+            "prune": False,
+        }
+    )
     ref = VersionRef(version="1.0.0", digest=good)
     handle = await client.start_workflow(
-        EnvironmentWorkflow.run, EnvironmentInput(state=EnvironmentState(
-            spec=spec, holds=["1.1.0"], good_history=[ref], last_known_good=ref, tags={"1.0.0": good},
-            consumed_approvals=[f"promote/keep-{suffix}/1.1.0@run-1"])), id=f"env/{spec.name}", task_queue=queue)
+        EnvironmentWorkflow.run,
+        EnvironmentInput(
+            state=EnvironmentState(
+                spec=spec,
+                holds=["1.1.0"],
+                good_history=[ref],
+                last_known_good=ref,
+                tags={"1.0.0": good},
+                consumed_approvals=[f"promote/keep-{suffix}/1.1.0@run-1"],
+            )
+        ),
+        id=f"env/{spec.name}",
+        task_queue=queue,
+    )
     await wait_status(handle, lambda s: s.state.last_applied is not None, what="applied")
     await handle.terminate("someone tried to shed the holds")
     result = await apply_environments(client, [spec], queue, by="mallory")
@@ -95,7 +137,8 @@ async def test_recreated_environment_keeps_holds_and_known_good_history(
 
 
 async def test_apply_with_no_worker_answering_names_each_environment(
-        dev_worker: Settings, dev_env: WorkflowEnvironment, monkeypatch: Any) -> None:
+    dev_worker: Settings, dev_env: WorkflowEnvironment, monkeypatch: Any
+) -> None:
     """A queue no worker polls (or one busy worker behind a fleet): each environment's wait runs out on its own and
     is reported by name, not as a traceback that loses the other rows; the started workflows carry the spec."""
     import cli.environments
@@ -104,8 +147,10 @@ async def test_apply_with_no_worker_answering_names_each_environment(
     monkeypatch.setattr(cli.environments, "APPLY_WAITS", 2)
     client, suffix = dev_env.client, uuid.uuid4().hex[:6]
     repository = f"{dev_worker.registry.default}/team/idle-{suffix}"
-    specs = [EnvironmentSpec.model_validate({"name": f"idle{i}-{suffix}", "repository": repository,
-                                             "version": "1.0.0"}) for i in range(3)]
+    specs = [
+        EnvironmentSpec.model_validate({"name": f"idle{i}-{suffix}", "repository": repository, "version": "1.0.0"})
+        for i in range(3)
+    ]
     rows = await apply_environments(client, specs, f"nobody-{suffix}", by="ci")
     assert [r["action"] for r in rows] == ["failed"] * 3, rows
     for spec, row in zip(specs, rows, strict=True):
@@ -120,8 +165,12 @@ async def test_apply_stops_when_cancelled(dev_worker: Settings, dev_env: Workflo
     """Ctrl-C (a cancelled apply) stops every environment in flight, not after their retries run out: the SDK
     reports a cancelled Update-with-Start with the same error as a timed-out one."""
     suffix = uuid.uuid4().hex[:6]
-    specs = [EnvironmentSpec.model_validate({"name": f"stop{i}-{suffix}", "repository": "r.example/team/app",
-                                             "version": "1.0.0"}) for i in range(2)]
+    specs = [
+        EnvironmentSpec.model_validate(
+            {"name": f"stop{i}-{suffix}", "repository": "r.example/team/app", "version": "1.0.0"}
+        )
+        for i in range(2)
+    ]
     task = asyncio.create_task(apply_environments(dev_env.client, specs, f"nobody-{suffix}", by="ci"))
     await asyncio.sleep(2)
     task.cancel()

@@ -17,8 +17,9 @@ from ferry.settings import Settings
 from tests.kit.environments import app_manifests, ferry, publish, wait_status
 
 
-async def test_env_apply_list_status_diff_suspend_resume(dev_worker: Settings, dev_env: WorkflowEnvironment,
-                                                         registry: Registry, kube_server: Any, tmp_path: Path) -> None:
+async def test_env_apply_list_status_diff_suspend_resume(
+    dev_worker: Settings, dev_env: WorkflowEnvironment, registry: Registry, kube_server: Any, tmp_path: Path
+) -> None:
     suffix = uuid.uuid4().hex[:8]
     name, ns = f"cli-{suffix}", f"cli-{suffix}"
     repository = f"{registry.host}/team/cli-{suffix}"
@@ -27,8 +28,10 @@ async def test_env_apply_list_status_diff_suspend_resume(dev_worker: Settings, d
     publish(dev_worker, repository, "1.0.0", app_manifests("web"))
     publish(dev_worker, repository, "1.1.0", app_manifests("web", image="nginx:1.26", configmap=False))
     spec = tmp_path / "environments.yaml"
-    spec.write_text(f"environments:\n  - name: {name}\n    repository: {repository}\n    namespace: {ns}\n"
-                    f"    version: 1.0.0\n    interval: 2s\n")
+    spec.write_text(
+        f"environments:\n  - name: {name}\n    repository: {repository}\n    namespace: {ns}\n"
+        f"    version: 1.0.0\n    interval: 2s\n"
+    )
     applied = await ferry(dev_worker, tmp_path, "env", "apply", "-f", str(spec))
     assert applied.returncode == 0, applied.stderr
     assert f"{name}: started (env/{name})" in applied.stdout
@@ -77,7 +80,8 @@ async def test_env_apply_list_status_diff_suspend_resume(dev_worker: Settings, d
 
 
 async def test_promote_approve_rollback_through_the_console_script(
-        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path) -> None:
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path
+) -> None:
     from tests.kit.promotion import make_world
 
     world = await make_world(dev_env.client, dev_worker, kube_server, publisher="alice")  # alice: publisher + approver
@@ -103,7 +107,8 @@ async def test_promote_approve_rollback_through_the_console_script(
 
 
 async def test_env_list_from_visibility_matches_the_workflows_own_status(
-        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path) -> None:
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path
+) -> None:
     """A small fleet (pinned, tracking a range, suspended, one never applied): `ferry env list` from Visibility
     converges to exactly what each workflow's status query says (`--exact`); Visibility is eventually consistent."""
     suffix = uuid.uuid4().hex[:6]
@@ -116,9 +121,14 @@ async def test_env_list_from_visibility_matches_the_workflows_own_status(
     for name in names:  # NB: each its own namespace: an environment never takes over another's objects
         core.create_namespace({"metadata": {"name": name}})
     spec = tmp_path / "fleet.yaml"
-    spec.write_text("environments:\n" + "".join(
-        f"  - name: {n}\n    repository: {repository}\n    namespace: {n}\n    {t}\n    interval: 1h\n"
-        f"    prune: false\n" for n, t in zip(names, tracks, strict=True)))
+    spec.write_text(
+        "environments:\n"
+        + "".join(
+            f"  - name: {n}\n    repository: {repository}\n    namespace: {n}\n    {t}\n    interval: 1h\n"
+            f"    prune: false\n"
+            for n, t in zip(names, tracks, strict=True)
+        )
+    )
     assert (await ferry(dev_worker, tmp_path, "env", "apply", "-f", str(spec))).returncode == 0
 
     def mine(out: str) -> list[dict[str, Any]]:
@@ -129,11 +139,21 @@ async def test_env_list_from_visibility_matches_the_workflows_own_status(
     handles = {n: dev_env.client.get_workflow_handle(f"env/{n}") for n in names}
     await wait_status(handles[names[2]], lambda s: s.state.last_applied is not None, 45, f"{names[2]} applied")
     assert (await ferry(dev_worker, tmp_path, "suspend", names[2], "--reason", "list test")).returncode == 0
-    expected = {names[0]: ("version 1.0.0", "1.0.0", "Healthy"), names[1]: ("semver >=1.0.0", "1.1.0", "Healthy"),
-                names[2]: ("version 1.0.0", "1.0.0", "Suspended"), names[3]: ("version 9.9.9", "", "Unknown")}
+    expected = {
+        names[0]: ("version 1.0.0", "1.0.0", "Healthy"),
+        names[1]: ("semver >=1.0.0", "1.1.0", "Healthy"),
+        names[2]: ("version 1.0.0", "1.0.0", "Suspended"),
+        names[3]: ("version 9.9.9", "", "Unknown"),
+    }
     for name, (_, version, phase) in expected.items():
-        await wait_status(handles[name], lambda s, v=version, p=phase: s.state.phase == p and (
-            s.state.last_applied.version if s.state.last_applied else "") == v, 60, f"{name} {phase}")
+        await wait_status(
+            handles[name],
+            lambda s, v=version, p=phase: (
+                s.state.phase == p and (s.state.last_applied.version if s.state.last_applied else "") == v
+            ),
+            60,
+            f"{name} {phase}",
+        )
     exact = mine((await ferry(dev_worker, tmp_path, "env", "list", "--exact", "--json")).stdout)
     assert {r["name"]: (r["tracking"], r["version"], r["phase"]) for r in exact} == expected, exact
     visible: list[dict[str, Any]] = []
@@ -145,7 +165,8 @@ async def test_env_list_from_visibility_matches_the_workflows_own_status(
     assert visible == exact and [r["name"] for r in visible] == sorted(names)
     table = (await ferry(dev_worker, tmp_path, "env", "list")).stdout.splitlines()
     assert table[0].split() == ["NAME", "TRACKS", "APPLIED", "PHASE"]
-    assert [line.split() for line in table if line.startswith(names[1])] == [[names[1], "semver", ">=1.0.0",
-                                                                              "1.1.0", "Healthy"]]
+    assert [line.split() for line in table if line.startswith(names[1])] == [
+        [names[1], "semver", ">=1.0.0", "1.1.0", "Healthy"]
+    ]
     for name in names:
         await dev_env.client.get_workflow_handle(f"env/{name}").terminate("test done")

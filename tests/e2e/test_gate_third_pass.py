@@ -33,20 +33,32 @@ def _world(settings: Settings, kube_server: Any, **spec: Any) -> tuple[Environme
     api = kubernetes.config.new_client_from_config(str(kube_server.kubeconfig))
     kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
     digest = publish(settings, repository, "1.0.0", app_manifests("web"))
-    return EnvironmentSpec.model_validate({"name": name, "repository": repository, "namespace": name,
-                                           "interval": "2s", "health-timeout": "20s", "version": "1.0.0",
-                                           **spec}), digest
+    return EnvironmentSpec.model_validate(
+        {
+            "name": name,
+            "repository": repository,
+            "namespace": name,
+            "interval": "2s",
+            "health-timeout": "20s",
+            "version": "1.0.0",
+            **spec,
+        }
+    ), digest
 
 
 async def test_a_pin_naming_a_malformed_run_id_is_refused_and_the_environment_keeps_going(
-        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any
+) -> None:
     spec, digest = _world(dev_worker, kube_server, approval={"required": True, "approvers": ["alice"]})
     handle = await start_environment(dev_env.client, dev_worker.temporal.task_queue, spec)
     await wait_status(handle, lambda s: s.state.health.status == "Healthy", what="1.0.0 healthy")
     for request_id in ("x@y", "@" + str(uuid.uuid4()), "promote/p/1.1.0@not-a-uuid"):
         await handle.signal("pin", {"version": "1.0.0", "digest": digest, "by": "mallory", "request_id": request_id})
-    status = await wait_status(handle, lambda s: len([e for e in s.state.events if e.type == "PinRefused"]) == 3,
-                               what="three pins refused on the record")
+    status = await wait_status(
+        handle,
+        lambda s: len([e for e in s.state.events if e.type == "PinRefused"]) == 3,
+        what="three pins refused on the record",
+    )
     before = status.state.iterations
     await reconcile_now(handle)
     await wait_status(handle, lambda s: s.state.iterations > before, what="the loop still iterating")
@@ -55,15 +67,21 @@ async def test_a_pin_naming_a_malformed_run_id_is_refused_and_the_environment_ke
 
 @pytest.fixture
 async def limited_server() -> AsyncIterator[WorkflowEnvironment]:
-    env = await start_dev_server(extra_args=[
-        "--dynamic-config-value", f"limit.historySize.error={SERVER_HISTORY_LIMIT}",
-        "--dynamic-config-value", f"limit.historySize.warn={SERVER_HISTORY_LIMIT // 2}"])
+    env = await start_dev_server(
+        extra_args=[
+            "--dynamic-config-value",
+            f"limit.historySize.error={SERVER_HISTORY_LIMIT}",
+            "--dynamic-config-value",
+            f"limit.historySize.warn={SERVER_HISTORY_LIMIT // 2}",
+        ]
+    )
     yield env
     await env.shutdown()
 
 
-async def test_a_flood_of_large_signals_never_ends_the_run(limited_server: WorkflowEnvironment, registry: Registry,
-                                                            kube_server: Any, tmp_path: Path) -> None:
+async def test_a_flood_of_large_signals_never_ends_the_run(
+    limited_server: WorkflowEnvironment, registry: Registry, kube_server: Any, tmp_path: Path
+) -> None:
     assert policies.MAX_HISTORY_BYTES < SERVER_HISTORY_LIMIT
     task_queue = f"flood-{uuid.uuid4().hex[:8]}"
     async with worker_on(limited_server, registry, kube_server, tmp_path, task_queue) as settings:
@@ -87,29 +105,43 @@ async def test_a_flood_of_large_signals_never_ends_the_run(limited_server: Workf
 
 
 async def test_a_relabelled_pin_never_rolls_forward_and_a_sender_cannot_claim_ferrys_names(
-        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any
+) -> None:
     from ferry.promotion import RollbackInput
     from workflows.rollback import RollbackWorkflow
 
     spec, first = _world(dev_worker, kube_server, approval={"required": True, "approvers": ["alice"]})
     spec = spec.model_copy(update={"version": None, "semver": ">=1.0.0"})
     handle = await start_environment(dev_env.client, dev_worker.temporal.task_queue, spec)
-    await wait_status(handle, lambda s: s.state.last_known_good is not None and s.state.last_known_good.digest == first,
-                      what="1.0.0 healthy")
+    await wait_status(
+        handle,
+        lambda s: s.state.last_known_good is not None and s.state.last_known_good.digest == first,
+        what="1.0.0 healthy",
+    )
     newer = publish(dev_worker, spec.repository, "2.0.0", app_manifests("web", "nginx:1.26"))
     await reconcile_now(handle)
-    await wait_status(handle, lambda s: s.state.last_known_good is not None and s.state.last_known_good.digest == newer,
-                      timeout=60, what="2.0.0 healthy")
+    await wait_status(
+        handle,
+        lambda s: s.state.last_known_good is not None and s.state.last_known_good.digest == newer,
+        timeout=60,
+        what="2.0.0 healthy",
+    )
     result = await dev_env.client.execute_workflow(
-        RollbackWorkflow.run, RollbackInput(environment=spec.name, to_version="1.0.0", requested_by="alice",
-                                            reason="incident"),
-        id=f"rollback/{spec.name}/{uuid.uuid4().hex[:6]}", task_queue=dev_worker.temporal.task_queue)
+        RollbackWorkflow.run,
+        RollbackInput(environment=spec.name, to_version="1.0.0", requested_by="alice", reason="incident"),
+        id=f"rollback/{spec.name}/{uuid.uuid4().hex[:6]}",
+        task_queue=dev_worker.temporal.task_queue,
+    )
     assert result.outcome == "succeeded", result.reason
     # a bare pin: the held 2.0.0's digest, labelled as an old version, as a rollback (no approval needed for those)
-    await handle.signal("pin", {"version": "0.0.1", "digest": newer, "by": "mallory", "kind": "rollback",
-                                "reason": "roll back"})
-    status = await wait_status(handle, lambda s: any(e.type == "PinRefused" and e.by == "mallory"
-                                                     for e in s.state.events), what="the relabelled pin refused")
+    await handle.signal(
+        "pin", {"version": "0.0.1", "digest": newer, "by": "mallory", "kind": "rollback", "reason": "roll back"}
+    )
+    status = await wait_status(
+        handle,
+        lambda s: any(e.type == "PinRefused" and e.by == "mallory" for e in s.state.events),
+        what="the relabelled pin refused",
+    )
     refusal = next(e for e in status.state.events if e.type == "PinRefused" and e.by == "mallory")
     assert "is release 2.0.0 here, not 0.0.1" in refusal.message
     assert status.state.pin is not None and status.state.pin.digest == first
@@ -120,7 +152,8 @@ async def test_a_relabelled_pin_never_rolls_forward_and_a_sender_cannot_claim_fe
 
 
 async def test_an_approval_copied_from_a_refused_promotion_moves_nothing(
-        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path) -> None:
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path
+) -> None:
     """Bob's signed approval reaches a promotion after staging failed the release (the promotion refuses: staging
     holds it). Read from that promotion's history and sent in a bare pin, as a promotion's or as a manual one, it
     must not move production: the environment asks the promotion run it names, and that run has ended."""
@@ -136,14 +169,31 @@ async def test_an_approval_copied_from_a_refused_promotion_moves_nothing(
     core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(kube_server.kubeconfig)))
     digests = {"1.0.0": publish(dev_worker, repository, "1.0.0", app_manifests("shop", image="nginx:1.0.0"))}
     key, public = ssh_key(tmp_path, "bob")
-    staging_spec = EnvironmentSpec.model_validate({
-        "name": f"stg-{suffix}", "namespace": f"stg-{suffix}", "repository": repository, "semver": ">=1.0.0",
-        "interval": "2s", "health-timeout": "20s"})
-    production_spec = EnvironmentSpec.model_validate({
-        "name": f"prd-{suffix}", "namespace": f"prd-{suffix}", "repository": repository, "version": "1.0.0",
-        "interval": "2s", "health-timeout": "20s", "approval": {
-            "required": True, "approvers": [{"name": "bob", "key": public}],
-            "requires-healthy-in": [staging_spec.name]}})
+    staging_spec = EnvironmentSpec.model_validate(
+        {
+            "name": f"stg-{suffix}",
+            "namespace": f"stg-{suffix}",
+            "repository": repository,
+            "semver": ">=1.0.0",
+            "interval": "2s",
+            "health-timeout": "20s",
+        }
+    )
+    production_spec = EnvironmentSpec.model_validate(
+        {
+            "name": f"prd-{suffix}",
+            "namespace": f"prd-{suffix}",
+            "repository": repository,
+            "version": "1.0.0",
+            "interval": "2s",
+            "health-timeout": "20s",
+            "approval": {
+                "required": True,
+                "approvers": [{"name": "bob", "key": public}],
+                "requires-healthy-in": [staging_spec.name],
+            },
+        }
+    )
     for spec in (staging_spec, production_spec):
         core.create_namespace({"metadata": {"name": spec.namespace}})
     stg = await start_environment(client, task_queue, staging_spec)
@@ -152,17 +202,26 @@ async def test_an_approval_copied_from_a_refused_promotion_moves_nothing(
     await wait_status(stg, lambda s: s.state.health.status == "Healthy", what="staging healthy on 1.0.0")
     digests["1.1.0"] = publish(dev_worker, repository, "1.1.0", app_manifests("shop", image="nginx:1.1.0"))
     await reconcile_now(stg)
-    await wait_status(stg, lambda s: bool(s.state.last_known_good and s.state.last_known_good.version == "1.1.0"),
-                      timeout=60, what="staging healthy on 1.1.0")
+    await wait_status(
+        stg,
+        lambda s: bool(s.state.last_known_good and s.state.last_known_good.version == "1.1.0"),
+        timeout=60,
+        what="staging healthy on 1.1.0",
+    )
     promotion = await client.start_workflow(
-        PromotionWorkflow.run, PromotionInput(environment=production_spec.name, version="1.1.0",
-                                              requested_by="carol"),
-        id=promotion_workflow_id(production_spec.name, "1.1.0"), task_queue=task_queue)
+        PromotionWorkflow.run,
+        PromotionInput(environment=production_spec.name, version="1.1.0", requested_by="carol"),
+        id=promotion_workflow_id(production_spec.name, "1.1.0"),
+        task_queue=task_queue,
+    )
     await wait_phase(promotion, "AwaitingApproval")
     # staging fails 1.1.0 (an SRE rolls it back): it holds the release
     back = await client.execute_workflow(
-        RollbackWorkflow.run, RollbackInput(environment=staging_spec.name, requested_by="bob", reason="5xx"),
-        id=f"rollback/{staging_spec.name}/{suffix}", task_queue=task_queue)
+        RollbackWorkflow.run,
+        RollbackInput(environment=staging_spec.name, requested_by="bob", reason="5xx"),
+        id=f"rollback/{staging_spec.name}/{suffix}",
+        task_queue=task_queue,
+    )
     assert back.outcome == "succeeded" and "1.1.0" in (await stg.query(EnvironmentWorkflow.status)).state.holds
 
     world = World(client, dev_worker, repository, production_spec.name, prd, digests, {"bob": key})
@@ -174,13 +233,25 @@ async def test_an_approval_copied_from_a_refused_promotion_moves_nothing(
 
     # NB: a manual pin first: the environment asks whatever kind the sender claims; the approval is then spent
     for kind, reason in (("manual", "has ended"), ("promotion", "already used")):
-        await prd.signal(EnvironmentWorkflow.pin, {
-            "version": "1.1.0", "digest": digests["1.1.0"], "by": "bob", "kind": kind,
-            "request_id": f"{promotion.id}@{run_id}",
-            "approvals": [{"statement": approval["statement"], "signature": approval["signature"]}]})
-        status = await wait_status(prd, lambda s, reason=reason: any(  # type: ignore[misc]
-            e.type == "PinRefused" and reason in e.message for e in s.state.events[-3:]), timeout=60,
-            what=f"the copied approval in a {kind} pin refused")
+        await prd.signal(
+            EnvironmentWorkflow.pin,
+            {
+                "version": "1.1.0",
+                "digest": digests["1.1.0"],
+                "by": "bob",
+                "kind": kind,
+                "request_id": f"{promotion.id}@{run_id}",
+                "approvals": [{"statement": approval["statement"], "signature": approval["signature"]}],
+            },
+        )
+        status = await wait_status(
+            prd,
+            lambda s, reason=reason: any(  # type: ignore[misc]
+                e.type == "PinRefused" and reason in e.message for e in s.state.events[-3:]
+            ),
+            timeout=60,
+            what=f"the copied approval in a {kind} pin refused",
+        )
         assert status.state.last_applied is not None and status.state.last_applied.version == "1.0.0"
         assert status.state.pin is None, status.state.pin
     await reconcile_now(prd)
@@ -190,7 +261,8 @@ async def test_an_approval_copied_from_a_refused_promotion_moves_nothing(
 
 
 async def test_a_forged_success_answer_does_not_end_a_promotion(
-        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any
+) -> None:
     """Anyone may signal pin_outcome, and its request id is in history: a forged "succeeded" for a release that
     never becomes healthy is refused on the record (memo ferry_outcome_refused) and the promotion goes on to the
     environment's real answer (older code reported "succeeded: applied and healthy" at once)."""
@@ -207,11 +279,13 @@ async def test_a_forged_success_answer_does_not_end_a_promotion(
     await handle.signal(PromotionWorkflow.approve, LenientPayload({"approver": "alice"}))
     await wait_phase(handle, "Pinned")
     run_id = (await handle.describe()).run_id
-    await handle.signal("pin_outcome", {"request_id": f"{handle.id}@{run_id}", "outcome": "succeeded",
-                                        "reason": "applied and healthy"})
+    await handle.signal(
+        "pin_outcome", {"request_id": f"{handle.id}@{run_id}", "outcome": "succeeded", "reason": "applied and healthy"}
+    )
 
     async def refused_memo() -> Any:
         return (await (await handle.describe()).memo()).get(Memo.OUTCOME_REFUSED)
+
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 30
     while (memo := await refused_memo()) is None:
@@ -224,7 +298,8 @@ async def test_a_forged_success_answer_does_not_end_a_promotion(
 
 
 async def test_a_start_over_production_keeps_its_record_and_its_spec(
-        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path) -> None:
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path
+) -> None:
     """Production has moved on a signed approval and been rolled back (1.1.0 held). Anyone allowed to start
     workflows starts env/<production> again with TerminateExisting and a hand-written state: approval off, a pin to
     the held 1.1.0, no holds, no used approvals. The new run recovers the last run's record from its memo: the spec
@@ -246,19 +321,32 @@ async def test_a_start_over_production_keeps_its_record_and_its_spec(
     assert (await asyncio.wait_for(promotion.result(), 90)).outcome == "succeeded"
     request_id = f"{promotion.id}@{(await promotion.describe()).run_id}"
     back = await world.client.execute_workflow(
-        RollbackWorkflow.run, RollbackInput(environment=world.production, requested_by="bob"),
-        id=f"rollback/{world.production}/start-over", task_queue=dev_worker.temporal.task_queue)
+        RollbackWorkflow.run,
+        RollbackInput(environment=world.production, requested_by="bob"),
+        id=f"rollback/{world.production}/start-over",
+        task_queue=dev_worker.temporal.task_queue,
+    )
     assert back.outcome == "succeeded"
     before = (await world.prd.query(EnvironmentWorkflow.status)).state
     assert "1.1.0" in before.holds and request_id in before.consumed_approvals
 
-    spec = before.spec.model_copy(update={"approval": before.spec.approval.model_copy(update={
-        "required": False, "approvers": []}), "version": "1.1.0"})
-    forged = EnvironmentState(spec=spec, pin=Pin(version="1.1.0", digest=world.digests["1.1.0"], by="mallory",
-                                                 kind="manual", at="2026-12-07T00:00:00Z"))
+    spec = before.spec.model_copy(
+        update={
+            "approval": before.spec.approval.model_copy(update={"required": False, "approvers": []}),
+            "version": "1.1.0",
+        }
+    )
+    forged = EnvironmentState(
+        spec=spec,
+        pin=Pin(version="1.1.0", digest=world.digests["1.1.0"], by="mallory", kind="manual", at="2026-12-07T00:00:00Z"),
+    )
     replaced = await world.client.start_workflow(
-        EnvironmentWorkflow.run, EnvironmentInput(state=forged), id=world.prd.id,
-        task_queue=dev_worker.temporal.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING)
+        EnvironmentWorkflow.run,
+        EnvironmentInput(state=forged),
+        id=world.prd.id,
+        task_queue=dev_worker.temporal.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING,
+    )
     status = await wait_status(replaced, lambda s: s.state.iterations >= 2, timeout=60, what="the new run iterating")
     state = status.state
     recovered = [e for e in state.events if e.type == "RecordRecovered"]
@@ -270,18 +358,31 @@ async def test_a_start_over_production_keeps_its_record_and_its_spec(
     assert state.last_applied is not None and state.last_applied.digest == world.digests["1.0.0"]
     assert state.pin is None or state.pin.digest == world.digests["1.0.0"], state.pin
 
-    await replaced.signal(EnvironmentWorkflow.pin, LenientPayload({
-        "version": "1.1.0", "digest": world.digests["1.1.0"], "by": "bob", "kind": "promotion",
-        "request_id": request_id, "approvals": [{"statement": approval["statement"],
-                                                 "signature": approval["signature"]}]}))
-    status = await wait_status(replaced, lambda s: any(
-        e.type == "PinRefused" and "already used" in e.message for e in s.state.events), what="the replay refused")
+    await replaced.signal(
+        EnvironmentWorkflow.pin,
+        LenientPayload(
+            {
+                "version": "1.1.0",
+                "digest": world.digests["1.1.0"],
+                "by": "bob",
+                "kind": "promotion",
+                "request_id": request_id,
+                "approvals": [{"statement": approval["statement"], "signature": approval["signature"]}],
+            }
+        ),
+    )
+    status = await wait_status(
+        replaced,
+        lambda s: any(e.type == "PinRefused" and "already used" in e.message for e in s.state.events),
+        what="the replay refused",
+    )
     assert status.state.last_applied is not None and status.state.last_applied.digest == world.digests["1.0.0"]
     assert await failed_workflow_tasks(replaced) == []
 
 
 async def test_decoy_runs_neither_hide_production_s_record_nor_forge_one(
-        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path) -> None:
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path
+) -> None:
     """Two decoys started over production with TerminateExisting: a run of another type on another task queue, and
     an EnvironmentWorkflow no worker runs, whose start memo carries a forged record (approval off). Then a real
     start with a hand-written state. The new run passes over both decoys and recovers the real last run's record
@@ -297,28 +398,48 @@ async def test_decoy_runs_neither_hide_production_s_record_nor_forge_one(
 
     world = await make_world(dev_env.client, dev_worker, kube_server, tmp_path)
     promotion = await promote(world)
-    await promotion.execute_update(PromotionWorkflow.approve_update,
-                                   LenientPayload(await signed(world, promotion, "bob")))
+    await promotion.execute_update(
+        PromotionWorkflow.approve_update, LenientPayload(await signed(world, promotion, "bob"))
+    )
     assert (await asyncio.wait_for(promotion.result(), 90)).outcome == "succeeded"
     request_id = f"{promotion.id}@{(await promotion.describe()).run_id}"
     before = (await world.prd.query(EnvironmentWorkflow.status)).state
     before_run = (await world.prd.describe()).run_id
     assert request_id in before.consumed_approvals
-    open_spec = before.spec.model_copy(update={"approval": before.spec.approval.model_copy(update={
-        "required": False, "approvers": []})})
-    forged_record = {"spec": open_spec.model_dump(mode="json", by_alias=True), "holds": [], "good_history": [],
-                     "tags": {}, "consumed_approvals": []}
+    open_spec = before.spec.model_copy(
+        update={"approval": before.spec.approval.model_copy(update={"required": False, "approvers": []})}
+    )
+    forged_record = {
+        "spec": open_spec.model_dump(mode="json", by_alias=True),
+        "holds": [],
+        "good_history": [],
+        "tags": {},
+        "consumed_approvals": [],
+    }
     nowhere = f"nowhere-{uuid.uuid4().hex[:8]}"
     terminate = WorkflowIDConflictPolicy.TERMINATE_EXISTING
     await world.client.start_workflow("NotFerry", id=world.prd.id, task_queue=nowhere, id_conflict_policy=terminate)
-    await world.client.start_workflow(EnvironmentWorkflow.run, EnvironmentInput(state=EnvironmentState(
-        spec=open_spec)), id=world.prd.id, task_queue=nowhere, id_conflict_policy=terminate,
-        memo={Memo.RECORD: forged_record})
+    await world.client.start_workflow(
+        EnvironmentWorkflow.run,
+        EnvironmentInput(state=EnvironmentState(spec=open_spec)),
+        id=world.prd.id,
+        task_queue=nowhere,
+        id_conflict_policy=terminate,
+        memo={Memo.RECORD: forged_record},
+    )
     replaced = await world.client.start_workflow(
-        EnvironmentWorkflow.run, EnvironmentInput(state=EnvironmentState(spec=open_spec)), id=world.prd.id,
-        task_queue=dev_worker.temporal.task_queue, id_conflict_policy=terminate)
-    status = await wait_status(replaced, lambda s: any(e.type == "RecordRecovered" for e in s.state.events),
-                               timeout=60, what="the record recovered")
+        EnvironmentWorkflow.run,
+        EnvironmentInput(state=EnvironmentState(spec=open_spec)),
+        id=world.prd.id,
+        task_queue=dev_worker.temporal.task_queue,
+        id_conflict_policy=terminate,
+    )
+    status = await wait_status(
+        replaced,
+        lambda s: any(e.type == "RecordRecovered" for e in s.state.events),
+        timeout=60,
+        what="the record recovered",
+    )
     recovered = next(e for e in status.state.events if e.type == "RecordRecovered")
     assert f"replaced run {before_run}" in recovered.message, recovered.message  # the real one, past both decoys
     assert status.state.spec.approval.required and status.state.pending_spec is not None
@@ -329,21 +450,32 @@ async def test_decoy_runs_neither_hide_production_s_record_nor_forge_one(
 
     decoyed = f"env/decoyed-{uuid.uuid4().hex[:8]}"
     never = await world.client.start_workflow(
-        EnvironmentWorkflow.run, EnvironmentInput(state=EnvironmentState(spec=open_spec.model_copy(update={
-            "name": decoyed.removeprefix("env/")}))), id=decoyed, task_queue=dev_worker.temporal.task_queue,
-        start_delay=dt.timedelta(hours=1))
+        EnvironmentWorkflow.run,
+        EnvironmentInput(
+            state=EnvironmentState(spec=open_spec.model_copy(update={"name": decoyed.removeprefix("env/")}))
+        ),
+        id=decoyed,
+        task_queue=dev_worker.temporal.task_queue,
+        start_delay=dt.timedelta(hours=1),
+    )
     await never.terminate("a decoy")
     lone = await world.client.start_workflow(
-        EnvironmentWorkflow.run, EnvironmentInput(state=EnvironmentState(spec=open_spec.model_copy(update={
-            "name": decoyed.removeprefix("env/")}))), id=decoyed, task_queue=dev_worker.temporal.task_queue,
-        id_conflict_policy=terminate)
+        EnvironmentWorkflow.run,
+        EnvironmentInput(
+            state=EnvironmentState(spec=open_spec.model_copy(update={"name": decoyed.removeprefix("env/")}))
+        ),
+        id=decoyed,
+        task_queue=dev_worker.temporal.task_queue,
+        id_conflict_policy=terminate,
+    )
     status = await wait_status(lone, lambda s: s.state.suspended, timeout=60, what="started suspended")
     assert any("cannot be told" in e.message for e in status.state.events if e.type == "Suspended")
     await lone.terminate("test done")
 
 
 async def test_a_pin_cannot_fill_the_holds_with_versions_it_does_not_roll_back_from(
-        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any
+) -> None:
     """A rollback pin without approval to the known-good 1.0.0 is accepted, but its `hold` is taken only for the
     version it rolls back from (the applied one): 120 such pins naming invented versions would otherwise push the
     real holds out of the capped list."""
@@ -353,9 +485,14 @@ async def test_a_pin_cannot_fill_the_holds_with_versions_it_does_not_roll_back_f
     handle = await start_environment(dev_env.client, dev_worker.temporal.task_queue, spec)
     await wait_status(handle, lambda s: s.state.health.status == "Healthy", what="1.0.0 healthy")
     for i in range(policies.MAX_HOLDS + 20):
-        await handle.signal("pin", {"version": "1.0.0", "digest": digest, "by": "mallory", "kind": "rollback",
-                                    "hold": f"9.9.{i}"})
-    status = await wait_status(handle, lambda s: len([e for e in s.state.events if e.type == "Pinned"]) >= 20,
-                               timeout=60, what="the pins handled")
+        await handle.signal(
+            "pin", {"version": "1.0.0", "digest": digest, "by": "mallory", "kind": "rollback", "hold": f"9.9.{i}"}
+        )
+    status = await wait_status(
+        handle,
+        lambda s: len([e for e in s.state.events if e.type == "Pinned"]) >= 20,
+        timeout=60,
+        what="the pins handled",
+    )
     assert [h for h in status.state.holds if h.startswith("9.9.")] == [], status.state.holds[:5]
     assert await failed_workflow_tasks(handle) == []

@@ -27,28 +27,43 @@ SLACK = 15.0
 
 
 async def test_a_worker_killed_during_a_health_wait_is_noticed_within_the_heartbeat_timeout(
-        dev_env: WorkflowEnvironment, registry: Registry, kube_server: Any, tmp_path: Path) -> None:
+    dev_env: WorkflowEnvironment, registry: Registry, kube_server: Any, tmp_path: Path
+) -> None:
     async with killable_workers(dev_env, registry, kube_server, tmp_path, "hb") as stack:
         good = publish(stack.settings, stack.repository, "1.0.0", app_manifests("web"))
         spec = EnvironmentSpec.model_validate(
-            {"name": stack.name, "repository": stack.repository, "namespace": stack.name, "semver": ">=1.0.0",
-             "interval": "2s", "health-timeout": HEALTH_TIMEOUT})
+            {
+                "name": stack.name,
+                "repository": stack.repository,
+                "namespace": stack.name,
+                "semver": ">=1.0.0",
+                "interval": "2s",
+                "health-timeout": HEALTH_TIMEOUT,
+            }
+        )
         start_to_close = spec.health_timeout.delta + policies.HEALTH_ATTEMPT_SLACK
         bound = policies.HEALTH_HEARTBEAT.total_seconds() + SLACK
         assert bound < start_to_close.total_seconds() / 4, "the test would not tell a heartbeat from start-to-close"
         stack.workers.start("worker-a")
         handle = await start_environment(dev_env.client, stack.task_queue, spec)
-        await wait_status(handle, lambda s: s.state.last_known_good is not None
-                          and s.state.last_known_good.digest == good, timeout=60, what="1.0.0 healthy")
+        await wait_status(
+            handle,
+            lambda s: s.state.last_known_good is not None and s.state.last_known_good.digest == good,
+            timeout=60,
+            what="1.0.0 healthy",
+        )
         bad = publish(stack.settings, stack.repository, "1.1.0", hanging_manifests("web", "nginx:1.26"))
         first = await wait_pending(handle, "wait_healthy", heartbeat_seen, 60, "worker A waiting for 1.1.0's health")
         stack.workers.kill("worker-a")
         killed = time.time()
         stack.workers.start("worker-b")
-        noticed = await taken_over(handle, "wait_healthy", first, killed, bound,
-                                   "a second worker taking the health wait over")
+        noticed = await taken_over(
+            handle, "wait_healthy", first, killed, bound, "a second worker taking the health wait over"
+        )
         status = await wait_status(handle, lambda s: s.state.health.digest == bad, what="1.1.0's rollout waited for")
         assert status.state.health.status == "Progressing", status.state.health
-        print(f"\nwait_healthy: worker killed, attempt 2 on worker B {noticed:.1f}s later (heartbeat timeout "
-              f"{policies.HEALTH_HEARTBEAT.total_seconds():.0f}s, start-to-close "
-              f"{start_to_close.total_seconds():.0f}s)")
+        print(
+            f"\nwait_healthy: worker killed, attempt 2 on worker B {noticed:.1f}s later (heartbeat timeout "
+            f"{policies.HEALTH_HEARTBEAT.total_seconds():.0f}s, start-to-close "
+            f"{start_to_close.total_seconds():.0f}s)"
+        )

@@ -102,13 +102,22 @@ def _namespace(kube_server: Any, ns: str) -> None:
 
 
 def _spec(settings: Settings, name: str, ns: str, repo: str, **kw: Any) -> EnvironmentSpec:
-    return EnvironmentSpec.model_validate({"name": name, "repository": f"{settings.registry.default}/{repo}",
-                                           "namespace": ns, "interval": "2s", "health-timeout": "20s",
-                                           "semver": ">=1.0.0", **kw})
+    return EnvironmentSpec.model_validate(
+        {
+            "name": name,
+            "repository": f"{settings.registry.default}/{repo}",
+            "namespace": ns,
+            "interval": "2s",
+            "health-timeout": "20s",
+            "semver": ">=1.0.0",
+            **kw,
+        }
+    )
 
 
-async def test_every_environment_handler_survives_any_input(dev_worker: Settings, dev_env: WorkflowEnvironment,
-                                                            kube_server: Any) -> None:
+async def test_every_environment_handler_survives_any_input(
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any
+) -> None:
     name, ns, repo = _names()
     _namespace(kube_server, ns)
     publish(dev_worker, f"{dev_worker.registry.default}/{repo}", "1.0.0", app_manifests("web"))
@@ -121,8 +130,12 @@ async def test_every_environment_handler_survives_any_input(dev_worker: Settings
     await handle.signal(EnvironmentWorkflow.resume, LenientPayload({"by": "test"}))
     digest = publish(dev_worker, f"{dev_worker.registry.default}/{repo}", "1.1.0", app_manifests("web", "nginx:1.26"))
     await reconcile_now(handle)
-    status = await wait_status(handle, lambda s: s.state.last_known_good is not None
-                               and s.state.last_known_good.digest == digest, timeout=60, what="1.1.0 healthy")
+    status = await wait_status(
+        handle,
+        lambda s: s.state.last_known_good is not None and s.state.last_known_good.digest == digest,
+        timeout=60,
+        what="1.1.0 healthy",
+    )
     assert not status.state.suspended
     assert await failed_workflow_tasks(handle) == []
     refused = [e.message for e in status.state.events if e.type == "PinRefused"]
@@ -130,8 +143,9 @@ async def test_every_environment_handler_survives_any_input(dev_worker: Settings
     assert all(len(e.message) <= 1000 for e in status.state.events)  # the 1 MB string is nowhere in the state
 
 
-async def test_every_promotion_handler_survives_any_input(dev_worker: Settings, dev_env: WorkflowEnvironment,
-                                                          kube_server: Any) -> None:
+async def test_every_promotion_handler_survives_any_input(
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any
+) -> None:
     world = await make_world(dev_env.client, dev_worker, kube_server)
     handle = await promote(world)
     await wait_phase(handle, "AwaitingApproval")
@@ -145,25 +159,35 @@ async def test_every_promotion_handler_survives_any_input(dev_worker: Settings, 
     assert await failed_workflow_tasks(handle) == []
 
 
-async def test_every_alert_router_handler_survives_any_input(dev_worker: Settings,
-                                                             dev_env: WorkflowEnvironment) -> None:
+async def test_every_alert_router_handler_survives_any_input(
+    dev_worker: Settings, dev_env: WorkflowEnvironment
+) -> None:
     """The router (one per namespace, forever) takes any input on notify and apply_alerts, counts a signal of a name
     it does not have, and routes the next real notification."""
     import datetime as dt
 
     router = await dev_env.client.start_workflow(
-        AlertRouterWorkflow.run, AlertRouterInput(), id=f"alerts/loop-{uuid.uuid4().hex[:8]}",
-        task_queue=dev_worker.temporal.task_queue)
+        AlertRouterWorkflow.run,
+        AlertRouterInput(),
+        id=f"alerts/loop-{uuid.uuid4().hex[:8]}",
+        task_queue=dev_worker.temporal.task_queue,
+    )
     answered = await hostile_messages(router, AlertRouterWorkflow)
     assert answered == len(handlers(AlertRouterWorkflow)[1]) * len(INPUTS)
     for args in INPUTS:
         await router.signal("notfiy", args=list(args))  # a typo: no such signal
-    note = Notification(key=f"loop-{uuid.uuid4().hex[:8]}", type="DriftReverted", environment="shop",
-                        at=timestamp(dt.datetime.now(dt.UTC)), source="test_loop_never_stops")
+    note = Notification(
+        key=f"loop-{uuid.uuid4().hex[:8]}",
+        type="DriftReverted",
+        environment="shop",
+        at=timestamp(dt.datetime.now(dt.UTC)),
+        source="test_loop_never_stops",
+    )
     await router.signal(AlertRouterWorkflow.notify, note.model_dump(mode="json"))
 
     async def counts() -> dict[str, int]:
         return (await router.query(AlertRouterWorkflow.status, result_type=AlertRouterState)).counts
+
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 30
     while (await counts()).get("received", 0) < 1:
@@ -201,14 +225,16 @@ async def _event_types(handle: WorkflowHandle[Any, Any]) -> list[int]:
 
 
 async def test_a_cancel_during_an_activity_suspends_the_environment_and_a_second_cancel_is_heard(
-        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any
+) -> None:
     name, ns, repo = _names()
     _namespace(kube_server, ns)
     publish(dev_worker, f"{dev_worker.registry.default}/{repo}", "1.0.0", app_manifests("web"))
     kube_server.inject_faults(200, "timeout")  # every API connection hangs: the first reconcile stays in flight
     try:
-        handle = await start_environment(dev_env.client, dev_worker.temporal.task_queue,
-                                         _spec(dev_worker, name, ns, repo))
+        handle = await start_environment(
+            dev_env.client, dev_worker.temporal.task_queue, _spec(dev_worker, name, ns, repo)
+        )
         first = dev_env.client.get_workflow_handle(handle.id, run_id=handle.result_run_id)
         await _activity_started(first, "reconcile_environment")
         await handle.cancel()
@@ -224,8 +250,11 @@ async def test_a_cancel_during_an_activity_suspends_the_environment_and_a_second
     assert first_events[-1] == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW  # so the next cancel lands
 
     await handle.cancel()  # NB: the server takes one cancel request per run: the new run must hear this one
-    status = await wait_status(handle, lambda s: len([e for e in s.state.events if e.type == "Suspended"]) == 2,
-                               what="the second cancel answered")
+    status = await wait_status(
+        handle,
+        lambda s: len([e for e in s.state.events if e.type == "Suspended"]) == 2,
+        what="the second cancel answered",
+    )
     assert "suspended already" in status.state.events[-1].message
     await handle.signal(EnvironmentWorkflow.resume, LenientPayload({"by": "test"}))
     await wait_status(handle, lambda s: s.state.health.status == "Healthy", timeout=60, what="healthy after resume")
@@ -234,7 +263,8 @@ async def test_a_cancel_during_an_activity_suspends_the_environment_and_a_second
 
 
 async def test_a_promotion_cancelled_during_an_activity_ends_cancelled(
-        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, registry: Registry) -> None:
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, registry: Registry
+) -> None:
     world = await make_world(dev_env.client, dev_worker, kube_server)
     handle = await promote(world)
     await wait_phase(handle, "AwaitingApproval")
@@ -242,8 +272,11 @@ async def test_a_promotion_cancelled_during_an_activity_ends_cancelled(
     registry.stop()  # the next promotion's resolve activity retries against a registry that is down
     try:
         second = await dev_env.client.start_workflow(
-            PromotionWorkflow.run, *_promotion_args(world), id=f"promote-cancel-{uuid.uuid4().hex[:6]}",
-            task_queue=world.settings.temporal.task_queue)
+            PromotionWorkflow.run,
+            *_promotion_args(world),
+            id=f"promote-cancel-{uuid.uuid4().hex[:6]}",
+            task_queue=world.settings.temporal.task_queue,
+        )
         await _activity_started(second, "resolve_tag")
         await second.cancel()
         await _wait_closed(second.result())
@@ -277,34 +310,54 @@ async def _wait_closed(result: Awaitable[Any]) -> None:
 
 
 async def test_a_health_wait_cut_by_an_outage_is_judged_later_rolled_back_and_held(
-        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path) -> None:
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path
+) -> None:
     name, ns, repo = _names()
     _namespace(kube_server, ns)
     repository = f"{dev_worker.registry.default}/{repo}"
     good = publish(dev_worker, repository, "1.0.0", app_manifests("web"))
-    handle = await start_environment(dev_env.client, dev_worker.temporal.task_queue,
-                                     _spec(dev_worker, name, ns, repo, **{"health-timeout": "25s"}))
-    await wait_status(handle, lambda s: s.state.last_known_good is not None and s.state.last_known_good.digest == good,
-                      what="1.0.0 healthy")
+    handle = await start_environment(
+        dev_env.client, dev_worker.temporal.task_queue, _spec(dev_worker, name, ns, repo, **{"health-timeout": "25s"})
+    )
+    await wait_status(
+        handle,
+        lambda s: s.state.last_known_good is not None and s.state.last_known_good.digest == good,
+        what="1.0.0 healthy",
+    )
     bad = publish(dev_worker, repository, "1.1.0", hanging_manifests("web", "nginx:1.26"))
     # NB: the plan Update and a signal without input, in the history this test records for the replay tests
     planned = await handle.execute_update("plan", result_type=PlanResult)
     assert planned.version == "1.1.0" and planned.digest == bad
     await handle.signal("reconcile_now")
-    await wait_status(handle, lambda s: s.state.health.digest == bad and s.state.health.status == "Progressing",
-                      what="1.1.0 rolling out")
+    await wait_status(
+        handle,
+        lambda s: s.state.health.digest == bad and s.state.health.status == "Progressing",
+        what="1.1.0 rolling out",
+    )
     kube_server.inject_faults(100_000, "error")  # the API server is gone while the rollout hangs
     try:
-        cut = await wait_status(handle, lambda s: s.state.health.digest == bad and s.state.health.status == "Unknown",
-                                timeout=90, what="the health wait cut by the outage")
+        cut = await wait_status(
+            handle,
+            lambda s: s.state.health.digest == bad and s.state.health.status == "Unknown",
+            timeout=90,
+            what="the health wait cut by the outage",
+        )
         assert "not judged" in cut.state.health.reason
     finally:
         kube_server.inject_faults(0)
     # the API is back: the release that never became healthy is judged from its own deadline, not left in place
-    status = await wait_status(handle, lambda s: "1.1.0" in s.state.holds and s.state.pin is not None
-                               and s.state.pin.kind == "auto-rollback", timeout=120, what="rolled back and held")
-    await wait_status(handle, lambda s: s.state.health.status == "Healthy" and s.state.health.digest == good,
-                      timeout=60, what="1.0.0 healthy again")
+    status = await wait_status(
+        handle,
+        lambda s: "1.1.0" in s.state.holds and s.state.pin is not None and s.state.pin.kind == "auto-rollback",
+        timeout=120,
+        what="rolled back and held",
+    )
+    await wait_status(
+        handle,
+        lambda s: s.state.health.status == "Healthy" and s.state.health.digest == good,
+        timeout=60,
+        what="1.0.0 healthy again",
+    )
     rollback = [e for e in status.state.events if e.type == "AutoRollback"][-1]
     assert "not healthy by its deadline" in rollback.message or "health timeout" in rollback.message, rollback.message
     assert status.state.rollout is None or status.state.rollout.digest != bad

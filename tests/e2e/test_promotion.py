@@ -31,8 +31,9 @@ from workflows.rollback import RollbackWorkflow
 HISTORIES = Path(__file__).resolve().parents[1] / "replay" / "histories"
 
 
-async def test_approve_by_signal_pins_digest_and_applies(dev_worker: Settings, dev_env: WorkflowEnvironment,
-                                                         kube_server: Any) -> None:
+async def test_approve_by_signal_pins_digest_and_applies(
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any
+) -> None:
     world = await make_world(dev_env.client, dev_worker, kube_server)
     handle = await promote(world)
     await wait_phase(handle, "AwaitingApproval")
@@ -58,8 +59,9 @@ async def test_approve_by_signal_pins_digest_and_applies(dev_worker: Settings, d
         HISTORIES.joinpath("promotion.json").write_text((await handle.fetch_history()).to_json())
 
 
-async def test_publisher_cannot_approve_then_an_approver_can(dev_worker: Settings, dev_env: WorkflowEnvironment,
-                                                             kube_server: Any) -> None:
+async def test_publisher_cannot_approve_then_an_approver_can(
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any
+) -> None:
     world = await make_world(dev_env.client, dev_worker, kube_server, publisher="alice")
     handle = await promote(world)
     await wait_phase(handle, "AwaitingApproval")
@@ -86,8 +88,9 @@ async def test_publisher_cannot_approve_then_an_approver_can(dev_worker: Setting
     assert "duplicate" in result.decisions[-1].reason and not any(d.verified for d in result.decisions)
 
 
-async def test_malformed_signal_from_temporal_cli_is_recorded(dev_worker: Settings, dev_env: WorkflowEnvironment,
-                                                              kube_server: Any) -> None:
+async def test_malformed_signal_from_temporal_cli_is_recorded(
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any
+) -> None:
     world = await make_world(dev_env.client, dev_worker, kube_server)
     handle = await promote(world)
     await wait_phase(handle, "AwaitingApproval")
@@ -95,8 +98,24 @@ async def test_malformed_signal_from_temporal_cli_is_recorded(dev_worker: Settin
     assert temporal
     address = dev_env.client.service_client.config.target_host
     for payload in ('{"comment": "no approver"}', '"just a string"'):
-        out = subprocess.run([temporal, "workflow", "signal", "--address", address, "--workflow-id", handle.id,
-                              "--name", "approve", "--input", payload], capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [
+                temporal,
+                "workflow",
+                "signal",
+                "--address",
+                address,
+                "--workflow-id",
+                handle.id,
+                "--name",
+                "approve",
+                "--input",
+                payload,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 0, out.stderr
     await asyncio.sleep(1)
     status = await handle.query(PromotionWorkflow.status)
@@ -110,23 +129,31 @@ async def test_malformed_signal_from_temporal_cli_is_recorded(dev_worker: Settin
     assert deployed_image(world) == "nginx:1.25"  # nothing pinned
 
 
-async def test_requires_healthy_in_staging(dev_worker: Settings, dev_env: WorkflowEnvironment,
-                                           kube_server: Any) -> None:
+async def test_requires_healthy_in_staging(
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any
+) -> None:
     world = await make_world(dev_env.client, dev_worker, kube_server)
     publish(dev_worker, world.repository, "2.0.0-rc.1", app_manifests("shop", image="nginx:2"))  # staging skips rcs
     handle = await world.client.start_workflow(
-        PromotionWorkflow.run, PromotionInput(environment=world.production, version="2.0.0-rc.1", requested_by="c"),
-        id=promotion_workflow_id(world.production, "2.0.0-rc.1"), task_queue=dev_worker.temporal.task_queue)
+        PromotionWorkflow.run,
+        PromotionInput(environment=world.production, version="2.0.0-rc.1", requested_by="c"),
+        id=promotion_workflow_id(world.production, "2.0.0-rc.1"),
+        task_queue=dev_worker.temporal.task_queue,
+    )
     result = await handle.result()
     assert result.outcome == "refused" and f"not been applied and healthy in {world.staging}" in result.reason
     missing = await world.client.start_workflow(
-        PromotionWorkflow.run, PromotionInput(environment=world.production, version="7.7.7", requested_by="c"),
-        id=promotion_workflow_id(world.production, "7.7.7"), task_queue=dev_worker.temporal.task_queue)
+        PromotionWorkflow.run,
+        PromotionInput(environment=world.production, version="7.7.7", requested_by="c"),
+        id=promotion_workflow_id(world.production, "7.7.7"),
+        task_queue=dev_worker.temporal.task_queue,
+    )
     assert (await missing.result()).outcome == "refused"
 
 
-async def test_rollback_to_previous_and_to_explicit_version(dev_worker: Settings, dev_env: WorkflowEnvironment,
-                                                            kube_server: Any) -> None:
+async def test_rollback_to_previous_and_to_explicit_version(
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any
+) -> None:
     world = await make_world(dev_env.client, dev_worker, kube_server)
     await promote_approved(world)
     refused = await rollback(world, "m", by="mallory")
@@ -143,22 +170,33 @@ async def test_rollback_to_previous_and_to_explicit_version(dev_worker: Settings
         HISTORIES.joinpath("rollback.json").write_text(history.to_json())
 
 
-async def test_worker_killed_while_waiting_for_approval(dev_env: WorkflowEnvironment, registry: Registry,
-                                                        kube_server: Any, tmp_path: Path, task_queue: str) -> None:
+async def test_worker_killed_while_waiting_for_approval(
+    dev_env: WorkflowEnvironment, registry: Registry, kube_server: Any, tmp_path: Path, task_queue: str
+) -> None:
     settings = settings_for(registry, tmp_path)
     settings.temporal.task_queue = task_queue
     settings.kubeconfig = Path(kube_server.worker_kubeconfig)
     address = dev_env.client.service_client.config.target_host
-    env = {**os.environ, "FERRY_TEMPORAL_ADDRESS": address, "FERRY_TASK_QUEUE": task_queue,
-           "FERRY_REGISTRY_INSECURE": registry.host, "FERRY_REGISTRY": registry.host,
-           "FERRY_KUBECONFIG": str(kube_server.worker_kubeconfig), "FERRY_CACHE_DIR": str(tmp_path / "cache"),
-           "FERRY_STATE_DIR": str(tmp_path / "no-stack")}
+    env = {
+        **os.environ,
+        "FERRY_TEMPORAL_ADDRESS": address,
+        "FERRY_TASK_QUEUE": task_queue,
+        "FERRY_REGISTRY_INSECURE": registry.host,
+        "FERRY_REGISTRY": registry.host,
+        "FERRY_KUBECONFIG": str(kube_server.worker_kubeconfig),
+        "FERRY_CACHE_DIR": str(tmp_path / "cache"),
+        "FERRY_STATE_DIR": str(tmp_path / "no-stack"),
+    }
 
     def spawn_worker() -> subprocess.Popen[bytes]:
         ready = tmp_path / "ready"
         ready.unlink(missing_ok=True)
-        proc = subprocess.Popen([sys.executable, "-m", "cli", "worker", "--ready-file", str(ready)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cli", "worker", "--ready-file", str(ready)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for _ in range(300):
             if ready.exists():
                 return proc
@@ -188,8 +226,9 @@ async def test_worker_killed_while_waiting_for_approval(dev_env: WorkflowEnviron
             first.kill()
 
 
-async def test_expiry_after_deadline_time_skipping(time_env: WorkflowEnvironment, registry: Registry,
-                                                   kube_server: Any, tmp_path: Path, task_queue: str) -> None:
+async def test_expiry_after_deadline_time_skipping(
+    time_env: WorkflowEnvironment, registry: Registry, kube_server: Any, tmp_path: Path, task_queue: str
+) -> None:
     settings = settings_for(registry, tmp_path)
     settings.temporal.task_queue = task_queue
     settings.kubeconfig = Path(kube_server.worker_kubeconfig)
@@ -205,8 +244,9 @@ async def test_expiry_after_deadline_time_skipping(time_env: WorkflowEnvironment
     assert deployed_image(world) == "nginx:1.25"
 
 
-async def test_expiry_after_deadline_dev_server(dev_worker: Settings, dev_env: WorkflowEnvironment,
-                                                kube_server: Any) -> None:
+async def test_expiry_after_deadline_dev_server(
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any
+) -> None:
     world = await make_world(dev_env.client, dev_worker, kube_server, timeout="3s")
     handle = await promote(world)
     result = await asyncio.wait_for(handle.result(), timeout=60)
@@ -215,7 +255,8 @@ async def test_expiry_after_deadline_dev_server(dev_worker: Settings, dev_env: W
 
 
 async def test_promotion_overtaken_by_a_newer_pin_reports_superseded(
-        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any
+) -> None:
     world = await make_world(dev_env.client, dev_worker, kube_server, requires_staging=False)
     # 1.2.0's rollout never finishes: the promotion stays Pinned (waiting for its health) until the rollback, whatever
     # the machine's speed (with a rollout that finishes, the promotion may rightly succeed first)
@@ -226,15 +267,19 @@ async def test_promotion_overtaken_by_a_newer_pin_reports_superseded(
     await wait_phase(handle, "Pinned")
     # an emergency rollback lands while the promotion's pin rolls out
     await world.client.execute_workflow(
-        RollbackWorkflow.run, RollbackInput(environment=world.production, to_version="1.0.0", requested_by="bob"),
-        id=f"rollback/{world.production}/race", task_queue=dev_worker.temporal.task_queue)
+        RollbackWorkflow.run,
+        RollbackInput(environment=world.production, to_version="1.0.0", requested_by="bob"),
+        id=f"rollback/{world.production}/race",
+        task_queue=dev_worker.temporal.task_queue,
+    )
     result = await handle.result()
     assert result.outcome == "superseded" and "rollback by bob" in result.reason
     assert deployed_image(world) == "nginx:1.25"
 
 
 async def test_pin_from_a_repository_the_environment_left_is_refused(
-        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any
+) -> None:
     world = await make_world(dev_env.client, dev_worker, kube_server)
     handle = await promote(world)
     await wait_phase(handle, "AwaitingApproval")
@@ -243,8 +288,9 @@ async def test_pin_from_a_repository_the_environment_left_is_refused(
     publish(dev_worker, moved, "1.0.0", app_manifests("shop"))
     prd = world.client.get_workflow_handle(f"env/{world.production}")
     spec = (await prd.query(EnvironmentWorkflow.status)).state.spec
-    pending = await prd.execute_update(EnvironmentWorkflow.update_spec, SpecUpdate(spec=spec.model_copy(
-        update={"repository": moved}), by="carol"))
+    pending = await prd.execute_update(
+        EnvironmentWorkflow.update_spec, SpecUpdate(spec=spec.model_copy(update={"repository": moved}), by="carol")
+    )
     assert not pending.applied  # a protected field of an approval-required environment: it waits
     await prd.execute_update(EnvironmentWorkflow.approve_spec, LenientPayload({"approver": "bob"}))
     await handle.signal(PromotionWorkflow.approve, LenientPayload({"approver": "alice"}))
@@ -256,13 +302,17 @@ async def test_pin_from_a_repository_the_environment_left_is_refused(
 
 
 async def test_requires_healthy_in_is_checked_again_when_the_approval_arrives(
-        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any
+) -> None:
     world = await make_world(dev_env.client, dev_worker, kube_server)
     handle = await promote(world)
     await wait_phase(handle, "AwaitingApproval")  # staging was healthy on 1.1.0 when the promotion began
     back = await world.client.execute_workflow(  # ... then staging is rolled back from it (1.1.0 held there)
-        RollbackWorkflow.run, RollbackInput(environment=world.staging, to_version="1.0.0", requested_by="bob"),
-        id=f"rollback/{world.staging}/1.0.0", task_queue=dev_worker.temporal.task_queue)
+        RollbackWorkflow.run,
+        RollbackInput(environment=world.staging, to_version="1.0.0", requested_by="bob"),
+        id=f"rollback/{world.staging}/1.0.0",
+        task_queue=dev_worker.temporal.task_queue,
+    )
     assert back.outcome == "succeeded"
     await handle.signal(PromotionWorkflow.approve, LenientPayload({"approver": "alice"}))
     result = await asyncio.wait_for(handle.result(), timeout=60)
@@ -272,7 +322,8 @@ async def test_requires_healthy_in_is_checked_again_when_the_approval_arrives(
 
 
 async def test_an_approval_sent_while_resolving_gets_the_real_verdict(
-        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any
+) -> None:
     """An Update sent the moment the promotion starts waits for the version to be resolved and then answers with
     the verdict: accepted here (it used to answer 'recorded; will be judged' and exit 1)."""
     world = await make_world(dev_env.client, dev_worker, kube_server)

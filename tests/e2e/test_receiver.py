@@ -53,20 +53,30 @@ def _get(url: str) -> str:
 
 def _signed(body: dict[str, Any], key: str = HMAC_KEY) -> tuple[bytes, dict[str, str]]:
     raw = json.dumps(body).encode()
-    return raw, {"Content-Type": "application/json",
-                 "X-Signature": "sha256=" + hmac.new(key.encode(), raw, hashlib.sha256).hexdigest()}
+    return raw, {
+        "Content-Type": "application/json",
+        "X-Signature": "sha256=" + hmac.new(key.encode(), raw, hashlib.sha256).hexdigest(),
+    }
 
 
 @pytest.fixture
 def receiver(dev_env: WorkflowEnvironment, tmp_path: Path) -> Iterator[str]:
     port = free_port()
     log = tmp_path / "receiver.log"
-    env = {**os.environ, "FERRY_RECEIVER_TOKEN": TOKEN, "FERRY_RECEIVER_HMAC_KEY": HMAC_KEY,
-           "FERRY_STATE_DIR": str(tmp_path / "no-stack"),
-           "FERRY_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host}
+    env = {
+        **os.environ,
+        "FERRY_RECEIVER_TOKEN": TOKEN,
+        "FERRY_RECEIVER_HMAC_KEY": HMAC_KEY,
+        "FERRY_STATE_DIR": str(tmp_path / "no-stack"),
+        "FERRY_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+    }
     with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "cli", "receiver", "--bind", f"127.0.0.1:{port}"],
-                                stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cli", "receiver", "--bind", f"127.0.0.1:{port}"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
@@ -81,10 +91,12 @@ def receiver(dev_env: WorkflowEnvironment, tmp_path: Path) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
-async def test_registry_push_reconciles_staging_at_once(dev_env: WorkflowEnvironment, kube_server: Any,
-                                                        receiver: str, tmp_path: Path, task_queue: str) -> None:
-    registry = Registry(port=free_port(), root=tmp_path / "registry", notify_url=f"{receiver}/hooks/registry",
-                        notify_token=TOKEN)
+async def test_registry_push_reconciles_staging_at_once(
+    dev_env: WorkflowEnvironment, kube_server: Any, receiver: str, tmp_path: Path, task_queue: str
+) -> None:
+    registry = Registry(
+        port=free_port(), root=tmp_path / "registry", notify_url=f"{receiver}/hooks/registry", notify_token=TOKEN
+    )
     registry.start()
     try:
         async with worker_on(dev_env, registry, kube_server, tmp_path, task_queue) as settings:
@@ -93,23 +105,42 @@ async def test_registry_push_reconciles_staging_at_once(dev_env: WorkflowEnviron
             core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(kube_server.kubeconfig)))
             core.create_namespace({"metadata": {"name": ns}})
             await asyncio.to_thread(publish, settings, repository, "1.0.0", app_manifests("web"))
-            spec = EnvironmentSpec.model_validate({"name": name, "repository": repository, "namespace": ns,
-                                                   "semver": ">=1.0.0", "interval": "1h", "health_timeout": "20s"})
+            spec = EnvironmentSpec.model_validate(
+                {
+                    "name": name,
+                    "repository": repository,
+                    "namespace": ns,
+                    "semver": ">=1.0.0",
+                    "interval": "1h",
+                    "health_timeout": "20s",
+                }
+            )
             handle = await start_environment(dev_env.client, task_queue, spec)
             await wait_status(handle, lambda s: s.state.health.status == "Healthy", what="1.0.0 healthy")
 
             started = time.monotonic()
-            d2 = await asyncio.to_thread(publish, settings, repository, "1.1.0",
-                                         app_manifests("web", image="nginx:1.26"))
+            d2 = await asyncio.to_thread(
+                publish, settings, repository, "1.1.0", app_manifests("web", image="nginx:1.26")
+            )
             pushed = time.monotonic()
-            await wait_status(handle, lambda s: s.state.last_applied is not None and s.state.last_applied.digest == d2,
-                              timeout=30, what="1.1.0 applied after the push")
+            await wait_status(
+                handle,
+                lambda s: s.state.last_applied is not None and s.state.last_applied.digest == d2,
+                timeout=30,
+                what="1.1.0 applied after the push",
+            )
             latency = time.monotonic() - pushed
             print(f"\npush -> applied in {latency:.2f}s (push took {pushed - started:.2f}s; interval 1h)")
             assert latency < 15, "the push, not the 1h interval, brought 1.1.0"
 
-            await wait_status(handle, lambda s: s.state.health.status == "Healthy" and s.state.health.digest == d2
-                              and s.state.iterations >= 2, timeout=30, what="1.1.0 healthy, iteration done")
+            await wait_status(
+                handle,
+                lambda s: (
+                    s.state.health.status == "Healthy" and s.state.health.digest == d2 and s.state.iterations >= 2
+                ),
+                timeout=30,
+                what="1.1.0 healthy, iteration done",
+            )
             before = (await handle.query(EnvironmentWorkflow.status)).state.iterations
             await asyncio.to_thread(_hostile, receiver, repository)
             await asyncio.sleep(1.0)
@@ -117,9 +148,14 @@ async def test_registry_push_reconciles_staging_at_once(dev_env: WorkflowEnviron
             assert after == before, "no hostile request signalled the environment"
 
             metrics = await asyncio.to_thread(_get, f"{receiver}/metrics")
-            for line in ('endpoint="registry",outcome="accepted"', 'endpoint="registry",outcome="unauthorized"',
-                         'endpoint="registry",outcome="oversized"', 'endpoint="generic",outcome="bad_signature"',
-                         'endpoint="generic",outcome="replayed"', 'endpoint="generic",outcome="unknown_repository"'):
+            for line in (
+                'endpoint="registry",outcome="accepted"',
+                'endpoint="registry",outcome="unauthorized"',
+                'endpoint="registry",outcome="oversized"',
+                'endpoint="generic",outcome="bad_signature"',
+                'endpoint="generic",outcome="replayed"',
+                'endpoint="generic",outcome="unknown_repository"',
+            ):
                 assert line in metrics, metrics
             await handle.terminate("test done")
     finally:
@@ -129,10 +165,22 @@ async def test_registry_push_reconciles_staging_at_once(dev_env: WorkflowEnviron
 def _hostile(url: str, repository: str) -> None:
     host, _, path = repository.partition("/")
     now = datetime.now(UTC)
-    event = {"events": [{"id": str(uuid.uuid4()), "timestamp": now.isoformat(), "action": "push",
-                         "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "repository": path,
-                                    "digest": "sha256:" + "0" * 64, "tag": "9.9.9"},
-                         "request": {"host": host}}]}
+    event = {
+        "events": [
+            {
+                "id": str(uuid.uuid4()),
+                "timestamp": now.isoformat(),
+                "action": "push",
+                "target": {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "repository": path,
+                    "digest": "sha256:" + "0" * 64,
+                    "tag": "9.9.9",
+                },
+                "request": {"host": host},
+            }
+        ]
+    }
     raw = json.dumps(event).encode()
     registry = f"{url}/hooks/registry"
     # no or wrong shared secret
@@ -151,14 +199,17 @@ def _hostile(url: str, repository: str) -> None:
     stale["events"][0]["timestamp"] = (now - timedelta(hours=1)).isoformat()
     odd_host = json.loads(raw)
     odd_host["events"][0]["request"]["host"] = "registry_1:5000"
-    for dropped in (b"not json", json.dumps(evil).encode(), json.dumps(stale).encode(),
-                    json.dumps(odd_host).encode()):
+    for dropped in (b"not json", json.dumps(evil).encode(), json.dumps(stale).encode(), json.dumps(odd_host).encode()):
         status, answer = _post(registry, dropped, {**auth, "Content-Type": REGISTRY_EVENTS_TYPE})
         assert status == 200 and answer.get("dropped") and "signalled" not in answer, (dropped[:60], answer)
     # generic webhook: bad signature, unknown repository (signed), and a replay of a signed request
     generic = f"{url}/hooks/generic"
-    body = {"repository": f"{host}/team/unknown-{uuid.uuid4().hex[:6]}", "tag": "1.0.0", "id": str(uuid.uuid4()),
-            "timestamp": now.isoformat()}
+    body = {
+        "repository": f"{host}/team/unknown-{uuid.uuid4().hex[:6]}",
+        "tag": "1.0.0",
+        "id": str(uuid.uuid4()),
+        "timestamp": now.isoformat(),
+    }
     assert _post(generic, json.dumps(body).encode(), {"Content-Type": "application/json"})[0] == 401
     assert _post(generic, *_signed(body, "another key"))[0] == 401
     status, answer = _post(generic, *_signed(body))

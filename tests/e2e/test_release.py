@@ -41,9 +41,16 @@ HISTORIES = Path(__file__).resolve().parents[1] / "replay" / "histories"
 
 
 def _args(directory: Path, repository: str, version: str, **kw: Any) -> argparse.Namespace:
-    return argparse.Namespace(dir=str(directory), repository=repository, version=version, revision=kw.get("revision"),
-                              source=kw.get("source"), published_by=kw.get("published_by", "ci-bot"),
-                              timeout=kw.get("timeout", "2m"), json=True)
+    return argparse.Namespace(
+        dir=str(directory),
+        repository=repository,
+        version=version,
+        revision=kw.get("revision"),
+        source=kw.get("source"),
+        published_by=kw.get("published_by", "ci-bot"),
+        timeout=kw.get("timeout", "2m"),
+        json=True,
+    )
 
 
 @pytest.fixture
@@ -54,8 +61,9 @@ def app(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def stack(dev_env: WorkflowEnvironment, registry: Registry, tmp_path: Path, task_queue: str
-                ) -> AsyncIterator[Settings]:
+async def stack(
+    dev_env: WorkflowEnvironment, registry: Registry, tmp_path: Path, task_queue: str
+) -> AsyncIterator[Settings]:
     """A ferry worker on a fresh task queue, against the real dev server and registry."""
     settings = settings_for(registry, tmp_path)
     settings.temporal.address = dev_env.client.service_client.config.target_host
@@ -64,8 +72,9 @@ async def stack(dev_env: WorkflowEnvironment, registry: Registry, tmp_path: Path
         yield settings
 
 
-async def release(settings: Settings, directory: Path, version: str, repository: str | None = None,
-                  **kw: Any) -> dict[str, Any]:
+async def release(
+    settings: Settings, directory: Path, version: str, repository: str | None = None, **kw: Any
+) -> dict[str, Any]:
     repo = repository or f"{settings.registry.default}/team/app-{uuid.uuid4().hex[:8]}"
     input, expected, _ = prepare_release(_args(directory, repo, version, **kw), settings)
     return await run_release(input, expected, settings)
@@ -88,10 +97,12 @@ async def test_release_twice_is_idempotent(stack: Settings, registry: Registry, 
 
 
 async def test_same_version_other_content_is_refused_and_registry_unchanged(
-        stack: Settings, registry: Registry, app: Path) -> None:
+    stack: Settings, registry: Registry, app: Path
+) -> None:
     first = await release(stack, app, "2.0.0")
-    (app / "base" / "configmap.yaml").write_text((app / "base" / "configmap.yaml").read_text().replace(
-        "Hello from Ferry", "changed"))
+    (app / "base" / "configmap.yaml").write_text(
+        (app / "base" / "configmap.yaml").read_text().replace("Hello from Ferry", "changed")
+    )
     with pytest.raises(CommandError) as err:
         await release(stack, app, "2.0.0", repository=first["repository"])
     message = str(err.value)
@@ -118,7 +129,8 @@ def test_deterministic_digest_across_copies(app: Path, tmp_path: Path) -> None:
 
 
 async def test_independent_client_reads_flux_media_types_and_annotations(
-        stack: Settings, registry: Registry, app: Path) -> None:
+    stack: Settings, registry: Registry, app: Path
+) -> None:
     out = await release(stack, app, "v3.1.0", revision="main@sha1:0123456789abcdef", source="https://git.example/app")
     manifest = _manifest(registry, out["repository"], "v3.1.0")  # plain oras-py, none of ferry's code
     assert manifest["config"]["mediaType"] == FLUX_CONFIG_MEDIA_TYPE
@@ -130,10 +142,15 @@ async def test_independent_client_reads_flux_media_types_and_annotations(
     assert annotations[ANNOTATION_CREATED].endswith("Z")
 
 
-@pytest.mark.parametrize(("version", "reason"), [
-    ("latest", "'latest' is refused"), ("1.0.0+build.5", "build metadata"), ("1.0", "is not semver"),
-    ("banana", "is not semver"),
-])
+@pytest.mark.parametrize(
+    ("version", "reason"),
+    [
+        ("latest", "'latest' is refused"),
+        ("1.0.0+build.5", "build metadata"),
+        ("1.0", "is not semver"),
+        ("banana", "is not semver"),
+    ],
+)
 def test_bad_versions_are_refused_with_reason(settings: Settings, app: Path, version: str, reason: str) -> None:
     with pytest.raises(CommandError) as err:
         prepare_release(_args(app, f"{settings.registry.default}/team/app", version), settings)
@@ -150,8 +167,9 @@ def test_bad_directories_are_refused_with_file_document_and_field(settings: Sett
         prepare_release(_args(empty, repo, "1.0.0"), settings)
     bad = tmp_path / "bad"
     bad.mkdir()
-    (bad / "a.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ok}\n---\n"
-                                "apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n")
+    (bad / "a.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ok}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {}\n"
+    )
     with pytest.raises(CommandError, match=r"a.yaml: document 1 \(ConfigMap\): missing metadata.name"):
         prepare_release(_args(bad, repo, "1.0.0"), settings)
     (bad / "a.yaml").write_text("kind: ConfigMap\nmetadata: {name: x}\n")
@@ -194,7 +212,8 @@ def flaky_registry(tmp_path: Path) -> Iterator[Registry]:
 
 
 async def test_registry_outage_delays_release_and_history_shows_attempts(
-        dev_env: WorkflowEnvironment, flaky_registry: Registry, tmp_path: Path, task_queue: str, app: Path) -> None:
+    dev_env: WorkflowEnvironment, flaky_registry: Registry, tmp_path: Path, task_queue: str, app: Path
+) -> None:
     settings = settings_for(flaky_registry, tmp_path)
     settings.temporal.address = dev_env.client.service_client.config.target_host
     settings.temporal.task_queue = task_queue
@@ -211,9 +230,11 @@ async def test_registry_outage_delays_release_and_history_shows_attempts(
     started = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED]
     retried = [e for e in started if e.activity_task_started_event_attributes.attempt > 1]
     assert retried, "the outage should show as retried attempts in history"
-    assert "RegistryUnavailable" in retried[0].activity_task_started_event_attributes.last_failure.message or \
-        retried[0].activity_task_started_event_attributes.last_failure.application_failure_info.type == \
-        "RegistryUnavailable"
+    assert (
+        "RegistryUnavailable" in retried[0].activity_task_started_event_attributes.last_failure.message
+        or retried[0].activity_task_started_event_attributes.last_failure.application_failure_info.type
+        == "RegistryUnavailable"
+    )
     assert out["digest"] == _manifest_digest(flaky_registry, repo, "1.0.0")
 
 
@@ -243,14 +264,18 @@ def _manifest_digest(registry: Registry, repository: str, tag: str) -> str:
     import urllib.request
 
     host, path = repository.split("/", 1)
-    request = urllib.request.Request(f"http://{host}/v2/{path}/manifests/{tag}", method="HEAD",
-                                     headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    request = urllib.request.Request(
+        f"http://{host}/v2/{path}/manifests/{tag}",
+        method="HEAD",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+    )
     with urllib.request.urlopen(request) as response:
         return str(response.headers["Docker-Content-Digest"])
 
 
-async def test_credentials_never_enter_history(dev_env: WorkflowEnvironment, tmp_path: Path, task_queue: str,
-                                               app: Path) -> None:
+async def test_credentials_never_enter_history(
+    dev_env: WorkflowEnvironment, tmp_path: Path, task_queue: str, app: Path
+) -> None:
     root = tmp_path / "auth"
     root.mkdir()
     (root / "htpasswd").write_text(htpasswd_line("ci", "pa55-w0rd-never-in-history") + "\n")
@@ -285,14 +310,28 @@ async def test_release_history_for_replay(stack: Settings, app: Path, dev_env: W
 
 def test_cli_release_exit_codes(tmp_path: Path) -> None:
     """The console script: one clear line and a non-zero exit on bad input, before any connection."""
-    result = subprocess.run([sys.executable, "-m", "cli", "release", str(EXAMPLE), "--repository",
-                             "127.0.0.1:1/team/app", "--version", "latest", "--state-dir", str(tmp_path)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "release",
+            str(EXAMPLE),
+            "--repository",
+            "127.0.0.1:1/team/app",
+            "--version",
+            "latest",
+            "--state-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "ferry: version 'latest' is refused: releases are immutable semver tags (e.g. 1.2.3)"]
-
-
+        "ferry: version 'latest' is refused: releases are immutable semver tags (e.g. 1.2.3)"
+    ]
 
 
 def _write_key(path: Path, encrypted_with: bytes | None = None) -> tuple[Path, Any]:
@@ -300,11 +339,13 @@ def _write_key(path: Path, encrypted_with: bytes | None = None) -> tuple[Path, A
     from cryptography.hazmat.primitives.asymmetric import ec
 
     key = ec.generate_private_key(ec.SECP256R1())
-    encryption = (serialization.BestAvailableEncryption(encrypted_with) if encrypted_with
-                  else serialization.NoEncryption())
+    encryption = (
+        serialization.BestAvailableEncryption(encrypted_with) if encrypted_with else serialization.NoEncryption()
+    )
     path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption))
-    path.with_suffix(".pub").write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    path.with_suffix(".pub").write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     return path, key
 
 
@@ -326,8 +367,8 @@ def _key_forms(key: Any) -> list[str]:
 
 
 async def test_signed_release_verifies_and_the_key_never_enters_history(
-        stack: Settings, app: Path, dev_env: WorkflowEnvironment, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    stack: Settings, app: Path, dev_env: WorkflowEnvironment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from activities.registry import Registries, SignatureActivities
     from cli.release import load_sign_key
     from ferry.cosign import PublisherKey, VerifyArtifactInput, signature_tag
@@ -342,9 +383,13 @@ async def test_signed_release_verifies_and_the_key_never_enters_history(
     assert out["signature_tag"] == signature_tag(out["digest"])
     assert out["signature_key_fingerprint"] == signer.fingerprint
 
-    verified = SignatureActivities(Registries(stack.registry)).verify_artifact(VerifyArtifactInput(
-        repository=repo, digest=out["digest"],
-        publishers=[PublisherKey(name="ci-main", key=key_file.with_suffix(".pub").read_text())]))
+    verified = SignatureActivities(Registries(stack.registry)).verify_artifact(
+        VerifyArtifactInput(
+            repository=repo,
+            digest=out["digest"],
+            publishers=[PublisherKey(name="ci-main", key=key_file.with_suffix(".pub").read_text())],
+        )
+    )
     assert (verified.publisher, verified.key_name) == ("ci-bot", "ci-main")
 
     history = await dev_env.client.get_workflow_handle(out["workflow_id"]).fetch_history()
@@ -359,7 +404,8 @@ async def test_signed_release_verifies_and_the_key_never_enters_history(
 
 
 async def test_rerelease_with_a_key_signs_the_already_released_digest(
-        stack: Settings, app: Path, tmp_path: Path) -> None:
+    stack: Settings, app: Path, tmp_path: Path
+) -> None:
     from cli.release import load_sign_key
 
     first = await release(stack, app, "1.0.0")
@@ -385,14 +431,23 @@ async def test_cli_verify_exit_codes(stack: Settings, app: Path, registry: Regis
     env = os.environ | {"FERRY_REGISTRY_INSECURE": registry.host}
 
     def ferry(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cli", "verify", *args, "--state-dir", str(tmp_path)],
-                              capture_output=True, text=True, timeout=60, env=env)
+        return subprocess.run(
+            [sys.executable, "-m", "cli", "verify", *args, "--state-dir", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
 
     good = ferry(f"{repo}:1.0.0", "--key", str(tmp_path / "ci-main.pub"), "--json")
     assert good.returncode == 0, good.stderr
     report = json.loads(good.stdout)
     assert (report["digest"], report["publisher"], report["key_name"], report["fingerprint"]) == (
-        out["digest"], "ci-bot", "ci-main", signer.fingerprint)
+        out["digest"],
+        "ci-bot",
+        "ci-main",
+        signer.fingerprint,
+    )
     text = ferry(f"{repo}@{out['digest']}", "--key", str(tmp_path / "ci-main.pub"))
     assert text.returncode == 0 and f"signed by: ci-main {signer.fingerprint}" in text.stdout
 
@@ -409,15 +464,38 @@ def test_cli_release_sign_key_problems_exit_1_without_echoing_the_key(tmp_path: 
     """A key that cannot be used is reported as one line, before any connection, and its bytes are not echoed."""
     key_file, key = _write_key(tmp_path / "enc.key", encrypted_with=b"pw")
     cosign_key = tmp_path / "cosign.key"
-    cosign_key.write_text("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\neyJrZGYiOnt9fQ==\n"
-                          "-----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n")
+    cosign_key.write_text(
+        "-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\neyJrZGYiOnt9fQ==\n"
+        "-----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != "FERRY_SIGN_KEY_PASSWORD"}
-    cases = [(key_file, "the key is encrypted: put its password in FERRY_SIGN_KEY_PASSWORD"),
-             (cosign_key, "cosign's encrypted key format"), (tmp_path / "missing.key", "No such file")]
+    cases = [
+        (key_file, "the key is encrypted: put its password in FERRY_SIGN_KEY_PASSWORD"),
+        (cosign_key, "cosign's encrypted key format"),
+        (tmp_path / "missing.key", "No such file"),
+    ]
     for path, reason in cases:
-        result = subprocess.run([sys.executable, "-m", "cli", "release", str(EXAMPLE), "--repository",
-                                 "127.0.0.1:1/team/app", "--version", "1.0.0", "--sign-key", str(path),
-                                 "--state-dir", str(tmp_path)], capture_output=True, text=True, timeout=60, env=env)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cli",
+                "release",
+                str(EXAMPLE),
+                "--repository",
+                "127.0.0.1:1/team/app",
+                "--version",
+                "1.0.0",
+                "--sign-key",
+                str(path),
+                "--state-dir",
+                str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
         assert result.returncode == 1 and reason in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
         assert not [form for form in _key_forms(key) if form in result.stderr + result.stdout]

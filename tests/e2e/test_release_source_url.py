@@ -27,14 +27,22 @@ def _git(directory: Path, *args: str) -> None:
     subprocess.run(["git", "-C", str(directory), *args], check=True, capture_output=True)
 
 
-@pytest.mark.parametrize("remote, clean", [
-    (f"https://gitlab-ci-token:{TOKEN}@gitlab.example.com/team/config.git",
-     "https://gitlab.example.com/team/config.git"),
-    (f"ssh://git:{TOKEN}@gitlab.example.com:2222/team/config.git", "ssh://git@gitlab.example.com:2222/team/config.git"),
-])
+@pytest.mark.parametrize(
+    "remote, clean",
+    [
+        (
+            f"https://gitlab-ci-token:{TOKEN}@gitlab.example.com/team/config.git",
+            "https://gitlab.example.com/team/config.git",
+        ),
+        (
+            f"ssh://git:{TOKEN}@gitlab.example.com:2222/team/config.git",
+            "ssh://git@gitlab.example.com:2222/team/config.git",
+        ),
+    ],
+)
 async def test_a_token_in_the_git_remote_is_absent_from_history_and_artifact(
-        dev_env: WorkflowEnvironment, registry: Registry, tmp_path: Path, task_queue: str, remote: str,
-        clean: str) -> None:
+    dev_env: WorkflowEnvironment, registry: Registry, tmp_path: Path, task_queue: str, remote: str, clean: str
+) -> None:
     app = tmp_path / "checkout"
     shutil.copytree(EXAMPLE, app)
     _git(app, "init", "-q", "-b", "main")
@@ -45,8 +53,16 @@ async def test_a_token_in_the_git_remote_is_absent_from_history_and_artifact(
     settings.temporal.address = dev_env.client.service_client.config.target_host
     settings.temporal.task_queue = task_queue
     repository = f"{registry.host}/team/src-{uuid.uuid4().hex[:8]}"
-    args = argparse.Namespace(dir=str(app), repository=repository, version="1.0.0", revision=None, source=None,
-                              published_by="ci-bot", timeout="2m", json=True)
+    args = argparse.Namespace(
+        dir=str(app),
+        repository=repository,
+        version="1.0.0",
+        revision=None,
+        source=None,
+        published_by="ci-bot",
+        timeout="2m",
+        json=True,
+    )
     async with build_worker(dev_env.client, settings):
         input, expected, _ = prepare_release(args, settings)
         assert input.source == clean
@@ -60,15 +76,23 @@ async def test_a_token_in_the_git_remote_is_absent_from_history_and_artifact(
     assert TOKEN not in str(manifest)
 
 
-async def test_an_explicit_source_flag_is_stripped_too(dev_env: WorkflowEnvironment, registry: Registry,
-                                                       tmp_path: Path, task_queue: str) -> None:
+async def test_an_explicit_source_flag_is_stripped_too(
+    dev_env: WorkflowEnvironment, registry: Registry, tmp_path: Path, task_queue: str
+) -> None:
     settings = settings_for(registry, tmp_path)
     settings.temporal.address = dev_env.client.service_client.config.target_host
     settings.temporal.task_queue = task_queue
     repository = f"{registry.host}/team/src-{uuid.uuid4().hex[:8]}"
-    args = argparse.Namespace(dir=str(EXAMPLE), repository=repository, version="1.0.0", revision="r1",
-                              source=f"https://x-access-token:{TOKEN}@github.com/o/r", published_by="ci-bot",
-                              timeout="2m", json=True)
+    args = argparse.Namespace(
+        dir=str(EXAMPLE),
+        repository=repository,
+        version="1.0.0",
+        revision="r1",
+        source=f"https://x-access-token:{TOKEN}@github.com/o/r",
+        published_by="ci-bot",
+        timeout="2m",
+        json=True,
+    )
     async with build_worker(dev_env.client, settings):
         input, expected, _ = prepare_release(args, settings)
         out = await run_release(input, expected, settings)

@@ -47,25 +47,37 @@ async def own_server() -> AsyncIterator[WorkflowEnvironment]:
 
 
 async def test_replay_check_passes_on_real_histories_and_catches_a_changed_workflow(
-        own_server: WorkflowEnvironment, registry: Registry, kube_server: Any, tmp_path: Path) -> None:
+    own_server: WorkflowEnvironment, registry: Registry, kube_server: Any, tmp_path: Path
+) -> None:
     client = own_server.client
     async with worker_on(own_server, registry, kube_server, tmp_path, f"rc-{uuid.uuid4()}") as settings:
         suffix = uuid.uuid4().hex[:8]
         repository = f"{settings.registry.default}/team/replay-{suffix}"
         for version in ("1.0.0", "1.1.0"):
             publish(settings, repository, version, app_manifests("replay", image=f"nginx:{version}"))
-        spec = EnvironmentSpec.model_validate({"name": f"rc-{suffix}", "namespace": f"rc-{suffix}",
-                                               "repository": repository, "version": "1.0.0", "interval": "2s",
-                                               "health-timeout": "20s"})
+        spec = EnvironmentSpec.model_validate(
+            {
+                "name": f"rc-{suffix}",
+                "namespace": f"rc-{suffix}",
+                "repository": repository,
+                "version": "1.0.0",
+                "interval": "2s",
+                "health-timeout": "20s",
+            }
+        )
         import kubernetes
 
-        kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(kube_server.kubeconfig))
-                                    ).create_namespace({"metadata": {"name": spec.namespace}})
+        kubernetes.client.CoreV1Api(
+            kubernetes.config.new_client_from_config(str(kube_server.kubeconfig))
+        ).create_namespace({"metadata": {"name": spec.namespace}})
         env = await start_environment(client, settings.temporal.task_queue, spec)
         await wait_status(env, lambda s: s.state.health.status == "Healthy", timeout=60, what="healthy on 1.0.0")
         promoted = await client.execute_workflow(
-            PromotionWorkflow.run, PromotionInput(environment=spec.name, version="1.1.0", requested_by="carol"),
-            id=promotion_workflow_id(spec.name, "1.1.0"), task_queue=settings.temporal.task_queue)
+            PromotionWorkflow.run,
+            PromotionInput(environment=spec.name, version="1.1.0", requested_by="carol"),
+            id=promotion_workflow_id(spec.name, "1.1.0"),
+            task_queue=settings.temporal.task_queue,
+        )
         assert promoted.outcome == "succeeded", promoted.reason
 
         # green: the console script, against the open environment and the closed promotion
@@ -74,16 +86,19 @@ async def test_replay_check_passes_on_real_histories_and_catches_a_changed_workf
         assert green.returncode == 0, green.stdout + green.stderr
         lines = green.stdout.splitlines()
         assert any(line.startswith("OK") and f"env/{spec.name}" in line and "(running," in line for line in lines)
-        assert any(line.startswith("OK") and promotion_workflow_id(spec.name, "1.1.0") in line
-                   and "(completed," in line for line in lines)
+        assert any(
+            line.startswith("OK") and promotion_workflow_id(spec.name, "1.1.0") in line and "(completed," in line
+            for line in lines
+        )
         assert lines[-1].endswith("2 OK, 0 FAILED"), green.stdout
         report = json.loads((await ferry(settings, tmp_path, "replay-check", "--since", "1h", "--json")).stdout)
         assert report["ok"] and len(report["runs"]) == 2
 
         # red: the same histories against a changed PromotionWorkflow
         changed = [ChangedPromotionWorkflow if cls is PromotionWorkflow else cls for cls in all_workflows()]
-        checked = await asyncio.wait_for(replay_check(client, since=timedelta(hours=1), limit=10, workflows=changed),
-                                         timeout=60)
+        checked = await asyncio.wait_for(
+            replay_check(client, since=timedelta(hours=1), limit=10, workflows=changed), timeout=60
+        )
         by_type = {c.workflow_type: c for c in checked}
         assert by_type["EnvironmentWorkflow"].ok, by_type["EnvironmentWorkflow"].failure
         bad = by_type["PromotionWorkflow"]

@@ -25,13 +25,13 @@ from tests.kit.environments import app_manifests, publish, start_environment, wa
 
 def keygen(tmp: Path, name: str) -> Path:
     path = tmp / f"id_{name}"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{name}@laptop", "-f", str(path)],
-                   check=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{name}@laptop", "-f", str(path)], check=True)
     return path
 
 
 async def test_signed_reject_and_approve_through_the_console_script(
-        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path) -> None:
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path
+) -> None:
     suffix = uuid.uuid4().hex[:8]
     name = f"prd-{suffix}"
     repository = f"{dev_worker.registry.default}/team/signed-{suffix}"
@@ -41,9 +41,17 @@ async def test_signed_reject_and_approve_through_the_console_script(
         publish(dev_worker, repository, version, app_manifests("shop", image=image), "ci-bot")
     keys = {who: keygen(tmp_path, who) for who in ("alice", "bob")}
     approvers = [{"name": who, "key": key.with_name(key.name + ".pub").read_text()} for who, key in keys.items()]
-    spec = EnvironmentSpec.model_validate({"name": name, "namespace": name, "repository": repository,
-                                           "version": "1.0.0", "interval": "2s", "health-timeout": "20s",
-                                           "approval": {"required": True, "approvers": approvers}})
+    spec = EnvironmentSpec.model_validate(
+        {
+            "name": name,
+            "namespace": name,
+            "repository": repository,
+            "version": "1.0.0",
+            "interval": "2s",
+            "health-timeout": "20s",
+            "approval": {"required": True, "approvers": approvers},
+        }
+    )
     env = await start_environment(dev_env.client, dev_worker.temporal.task_queue, spec)
     await wait_status(env, lambda s: s.state.health.status == "Healthy", what="production healthy on 1.0.0")
     workflow_id = promotion_workflow_id(name, "1.1.0")
@@ -55,8 +63,20 @@ async def test_signed_reject_and_approve_through_the_console_script(
     assert unsigned.returncode == 1 and "requires signed approvals" in unsigned.stderr, unsigned.stderr
     misbound = await ferry(dev_worker, tmp_path, "approve", name, "1.1.0", "--as", "bob", "--key", str(keys["alice"]))
     assert misbound.returncode == 1 and "listed for alice, but the statement names bob" in misbound.stderr
-    printed = await ferry(dev_worker, tmp_path, "reject", name, "1.1.0", "--as", "bob", "--comment", "not today",
-                          "--key", str(keys["bob"]), "--print")
+    printed = await ferry(
+        dev_worker,
+        tmp_path,
+        "reject",
+        name,
+        "1.1.0",
+        "--as",
+        "bob",
+        "--comment",
+        "not today",
+        "--key",
+        str(keys["bob"]),
+        "--print",
+    )
     assert printed.returncode == 0, printed.stderr
     (tmp_path / "approval.json").write_text(printed.stdout)
     hinted = re.search(r"then: (temporal workflow update execute .*?--input-file approval\.json)", printed.stderr)
@@ -64,8 +84,13 @@ async def test_signed_reject_and_approve_through_the_console_script(
     temporal = script_path("temporal")
     assert temporal
     # NB: not subprocess.run: the update waits for the worker, which runs on this test's event loop
-    sent = await asyncio.create_subprocess_exec(temporal, *shlex.split(hinted.group(1))[1:], cwd=tmp_path,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    sent = await asyncio.create_subprocess_exec(
+        temporal,
+        *shlex.split(hinted.group(1))[1:],
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(sent.communicate(), timeout=60)
     assert sent.returncode == 0, out.decode() + err.decode()
     first = await dev_env.client.get_workflow_handle(workflow_id, result_type=PromotionResult).result()
@@ -86,8 +111,19 @@ async def test_signed_reject_and_approve_through_the_console_script(
     promotion = next((line for line in lines if line.startswith("promotion     1.1.0 sha256:")), None)
     assert promotion and "AwaitingApproval (requested by carol, published by ci-bot" in promotion, shown.stdout
     assert "  may approve: alice, bob (signed; not the publisher)" in lines, shown.stdout
-    approved = await ferry(dev_worker, tmp_path, "approve", name, "1.1.0", "--as", "alice", "--comment", "ship it",
-                           "--key", str(keys["alice"]))
+    approved = await ferry(
+        dev_worker,
+        tmp_path,
+        "approve",
+        name,
+        "1.1.0",
+        "--as",
+        "alice",
+        "--comment",
+        "ship it",
+        "--key",
+        str(keys["alice"]),
+    )
     assert approved.returncode == 0, approved.stderr
     assert f"approve by alice accepted for {name} 1.1.0, signed by SHA256:" in approved.stdout
     result = await dev_env.client.get_workflow_handle(workflow_id, result_type=PromotionResult).result()

@@ -22,11 +22,13 @@ def keypair(tmp: Path, name: str) -> tuple[Path, str]:
 
 
 async def test_protected_spec_change_approved_with_a_key_and_audit_verifies(
-        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path) -> None:
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path
+) -> None:
     suffix = uuid.uuid4().hex[:8]
     name, repository = f"gate-{suffix}", f"{dev_worker.registry.default}/team/gate-{suffix}"
-    kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(kube_server.kubeconfig))
-                                ).create_namespace({"metadata": {"name": name}})
+    kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(kube_server.kubeconfig))).create_namespace(
+        {"metadata": {"name": name}}
+    )
     publish(dev_worker, repository, "1.0.0", app_manifests("gate"))
     alice_key, alice = keypair(tmp_path, "alice")
     bob_key, bob = keypair(tmp_path, "bob")
@@ -57,12 +59,24 @@ async def test_protected_spec_change_approved_with_a_key_and_audit_verifies(
     assert "spec pending" in status.stdout and "by mallory" in status.stdout
 
     unsigned = await ferry(dev_worker, tmp_path, "env", "approve", name, "--as", "bob")
-    assert unsigned.returncode == 1 and "requires signed approvals" in unsigned.stderr and "(recorded)" in \
-        unsigned.stderr
+    assert (
+        unsigned.returncode == 1 and "requires signed approvals" in unsigned.stderr and "(recorded)" in unsigned.stderr
+    )
     wrong_key = await ferry(dev_worker, tmp_path, "env", "approve", name, "--as", "bob", "--key", str(alice_key))
     assert wrong_key.returncode == 1 and "is listed for alice, but the statement names bob" in wrong_key.stderr
-    approved = await ferry(dev_worker, tmp_path, "env", "approve", name, "--as", "bob", "--key", str(bob_key),
-                           "--comment", "approval moves to the change board")
+    approved = await ferry(
+        dev_worker,
+        tmp_path,
+        "env",
+        "approve",
+        name,
+        "--as",
+        "bob",
+        "--key",
+        str(bob_key),
+        "--comment",
+        "approval moves to the change board",
+    )
     assert approved.returncode == 0, approved.stderr
     assert "spec change applied: approval.required: true -> false" in approved.stdout
     none_left = await ferry(dev_worker, tmp_path, "env", "approve", name, "--as", "bob", "--key", str(bob_key))

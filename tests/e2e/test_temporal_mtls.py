@@ -31,24 +31,47 @@ def _name(cn: str) -> x509.Name:
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
-def _issue(ca_key: ec.EllipticCurvePrivateKey | None, issuer: x509.Name | None, cn: str, *, ca: bool = False,
-           dns: str | None = None, usage: x509.ObjectIdentifier | None = None
-           ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def _issue(
+    ca_key: ec.EllipticCurvePrivateKey | None,
+    issuer: x509.Name | None,
+    cn: str,
+    *,
+    ca: bool = False,
+    dns: str | None = None,
+    usage: x509.ObjectIdentifier | None = None,
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
-    builder = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(issuer or _name(cn))
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(issuer or _name(cn))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
     if ca:
-        builder = builder.add_extension(x509.KeyUsage(
-            digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-            key_encipherment=False, data_encipherment=False, key_agreement=False, encipher_only=False,
-            decipher_only=False), critical=True)
+        builder = builder.add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
     if dns:
         builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(dns)]), critical=False)
     if usage:
@@ -74,11 +97,15 @@ def make_pki(root: Path) -> Pki:
     client_key, client = _issue(ca_key, ca.subject, "ferry-worker", usage=ExtendedKeyUsageOID.CLIENT_AUTH)
     other_ca_key, other_ca = _issue(None, None, "someone else's CA", ca=True)
     stranger_key, stranger = _issue(other_ca_key, other_ca.subject, "mallory", usage=ExtendedKeyUsageOID.CLIENT_AUTH)
-    files = {"ca": ca.public_bytes(serialization.Encoding.PEM),
-             "server_cert": server.public_bytes(serialization.Encoding.PEM), "server_key": _pem_key(server_key),
-             "client_cert": client.public_bytes(serialization.Encoding.PEM), "client_key": _pem_key(client_key),
-             "stranger_cert": stranger.public_bytes(serialization.Encoding.PEM),
-             "stranger_key": _pem_key(stranger_key)}
+    files = {
+        "ca": ca.public_bytes(serialization.Encoding.PEM),
+        "server_cert": server.public_bytes(serialization.Encoding.PEM),
+        "server_key": _pem_key(server_key),
+        "client_cert": client.public_bytes(serialization.Encoding.PEM),
+        "client_key": _pem_key(client_key),
+        "stranger_cert": stranger.public_bytes(serialization.Encoding.PEM),
+        "stranger_key": _pem_key(stranger_key),
+    }
     for name, data in files.items():
         (root / f"{name}.pem").write_bytes(data)
     return Pki(**{name: root / f"{name}.pem" for name in files})
@@ -132,16 +159,21 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 def _mtls(address: str, pki: Pki, **kw: object) -> TemporalSettings:
-    return TemporalSettings(address=address, tls_cert=pki.client_cert, tls_key=pki.client_key, tls_ca=pki.ca,
-                            tls_server_name=SERVER_NAME).model_copy(update=kw)
+    return TemporalSettings(
+        address=address, tls_cert=pki.client_cert, tls_key=pki.client_key, tls_ca=pki.ca, tls_server_name=SERVER_NAME
+    ).model_copy(update=kw)
 
 
 async def test_mtls_from_ferry_settings_reaches_the_server(dev_env: WorkflowEnvironment, pki: Pki) -> None:
     upstream = dev_env.client.service_client.config.target_host
     async with tls_terminator(pki, upstream) as (address, accepted):
-        env = {"FERRY_TEMPORAL_ADDRESS": address, "FERRY_TEMPORAL_TLS_CERT": str(pki.client_cert),
-               "FERRY_TEMPORAL_TLS_KEY": str(pki.client_key), "FERRY_TEMPORAL_TLS_CA": str(pki.ca),
-               "FERRY_TEMPORAL_TLS_SERVER_NAME": SERVER_NAME}
+        env = {
+            "FERRY_TEMPORAL_ADDRESS": address,
+            "FERRY_TEMPORAL_TLS_CERT": str(pki.client_cert),
+            "FERRY_TEMPORAL_TLS_KEY": str(pki.client_key),
+            "FERRY_TEMPORAL_TLS_CA": str(pki.ca),
+            "FERRY_TEMPORAL_TLS_SERVER_NAME": SERVER_NAME,
+        }
         settings = load_settings(env=env, state_dir=pki.ca.parent / "no-stack").temporal
         client = await connect(settings)
         assert [n async for n in client.list_workflows("WorkflowId = 'nothing-has-this-id'")] == []
@@ -161,8 +193,9 @@ client_cert_path = "{pki.client_cert}"
 client_key_path = "{pki.client_key}"
 server_ca_cert_path = "{pki.ca}"
 """)
-        settings = load_settings(env={"TEMPORAL_CONFIG_FILE": str(config), "TEMPORAL_PROFILE": "prod"},
-                                 state_dir=tmp_path / "no-stack").temporal
+        settings = load_settings(
+            env={"TEMPORAL_CONFIG_FILE": str(config), "TEMPORAL_PROFILE": "prod"}, state_dir=tmp_path / "no-stack"
+        ).temporal
         assert (settings.tls_cert, settings.tls_server_name) == (pki.client_cert, SERVER_NAME)
         await connect(settings)
         assert "ferry-worker" in accepted
@@ -172,10 +205,11 @@ server_ca_cert_path = "{pki.ca}"
 async def test_the_server_refuses_what_is_not_our_client(dev_env: WorkflowEnvironment, pki: Pki, change: str) -> None:
     upstream = dev_env.client.service_client.config.target_host
     async with tls_terminator(pki, upstream) as (address, accepted):
-        settings = {"no client certificate": _mtls(address, pki, tls_cert=None, tls_key=None),
-                    "a stranger's certificate": _mtls(address, pki, tls_cert=pki.stranger_cert,
-                                                      tls_key=pki.stranger_key),
-                    "wrong server name": _mtls(address, pki, tls_server_name="other.ferry.test")}[change]
+        settings = {
+            "no client certificate": _mtls(address, pki, tls_cert=None, tls_key=None),
+            "a stranger's certificate": _mtls(address, pki, tls_cert=pki.stranger_cert, tls_key=pki.stranger_key),
+            "wrong server name": _mtls(address, pki, tls_server_name="other.ferry.test"),
+        }[change]
         with pytest.raises(TemporalUnavailable, match=f"cannot connect to {address}"):
             await asyncio.wait_for(connect(settings), 30)
         assert accepted == []

@@ -23,15 +23,17 @@ async def _reconcile_attempts(handle: Any) -> list[int]:
 
 
 async def test_unknown_cluster_and_out_of_bounds_bundle_are_refused_on_the_record(
-        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any
+) -> None:
     core = CoreV1Api(kubernetes.config.new_client_from_config(str(kube_server.kubeconfig)))
     queue = dev_worker.temporal.task_queue
 
     name, ns, repo = _names()
     publish(dev_worker, f"{dev_worker.registry.default}/{repo}", "1.0.0", app_manifests("api"))
     handle = await start_environment(dev_env.client, queue, _spec(dev_worker, name, ns, repo, cluster="prod-eu"))
-    status = await wait_status(handle, lambda s: any(e.type == "ReconcileFailed" for e in s.state.events),
-                               what="unknown cluster recorded")
+    status = await wait_status(
+        handle, lambda s: any(e.type == "ReconcileFailed" for e in s.state.events), what="unknown cluster recorded"
+    )
     failed = next(e for e in status.state.events if e.type == "ReconcileFailed")
     assert "UnknownCluster" in failed.message and "'prod-eu'" in failed.message
     assert set(await _reconcile_attempts(handle)) == {1}  # non-retryable: one attempt per iteration
@@ -41,24 +43,33 @@ async def test_unknown_cluster_and_out_of_bounds_bundle_are_refused_on_the_recor
     other = f"{ns}-prod"
     for namespace in (ns, other):
         core.create_namespace({"metadata": {"name": namespace}})
-    intruder = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "api-config", "namespace": other},
-                "data": {"message": "written by another environment"}}
+    intruder = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "api-config", "namespace": other},
+        "data": {"message": "written by another environment"},
+    }
     publish(dev_worker, f"{dev_worker.registry.default}/{repo}", "1.0.0", [*app_manifests("api"), intruder])
     handle = await start_environment(dev_env.client, queue, _spec(dev_worker, name, ns, repo))
-    status = await wait_status(handle, lambda s: any(e.type == "ReconcileFailed" for e in s.state.events),
-                               what="out-of-bounds bundle recorded")
+    status = await wait_status(
+        handle, lambda s: any(e.type == "ReconcileFailed" for e in s.state.events), what="out-of-bounds bundle recorded"
+    )
     failed = next(e for e in status.state.events if e.type == "ReconcileFailed")
     assert "OutOfBounds" in failed.message and f"ConfigMap/{other}/api-config" in failed.message
     assert status.state.last_applied is None
     for namespace in (ns, other):  # nothing of the bundle, not even its own objects
-        assert [c.metadata.name for c in core.list_namespaced_config_map(namespace).items
-                if c.metadata.name != "kube-root-ca.crt"] == []
+        assert [
+            c.metadata.name
+            for c in core.list_namespaced_config_map(namespace).items
+            if c.metadata.name != "kube-root-ca.crt"
+        ] == []
     assert set(await _reconcile_attempts(handle)) == {1}
     await handle.terminate("test done")
 
 
 async def test_a_running_environment_from_before_clusters_by_name_keeps_working(
-        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any
+) -> None:
     """Its state names a kubeconfig path: used only as a key into the worker's clusters file (here the implicit
     one, `default` = FERRY_KUBECONFIG), never loaded as such; a path no entry lists is UnknownCluster."""
     from ferry.environment import EnvironmentInput, EnvironmentState
@@ -76,10 +87,12 @@ async def test_a_running_environment_from_before_clusters_by_name_keeps_working(
         legacy["cluster"] = {"kubeconfig": path, "context": None}  # as an older build stored it
         state = EnvironmentState.model_validate({"spec": legacy})
         assert isinstance(state.spec, EnvironmentSpec) and state.spec.cluster.kubeconfig == path
-        handle = await dev_env.client.start_workflow(EnvironmentWorkflow.run, EnvironmentInput(state=state),
-                                                     id=f"env/{name}", task_queue=queue)
+        handle = await dev_env.client.start_workflow(
+            EnvironmentWorkflow.run, EnvironmentInput(state=state), id=f"env/{name}", task_queue=queue
+        )
         outcomes[path] = await wait_status(
-            handle, lambda s: s.state.health.status == "Healthy" or bool(s.state.last_error), what="an outcome")
+            handle, lambda s: s.state.health.status == "Healthy" or bool(s.state.last_error), what="an outcome"
+        )
         await handle.terminate("test done")
     assert outcomes[str(dev_worker.kubeconfig)].state.health.status == "Healthy"
     failed = outcomes["/var/cache/ferry/planted/kubeconfig.yaml"].state.last_error
@@ -87,7 +100,8 @@ async def test_a_running_environment_from_before_clusters_by_name_keeps_working(
 
 
 async def test_only_its_own_workflow_acts_for_an_environment_and_raw_updates_follow_the_rules(
-        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any) -> None:
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any
+) -> None:
     """Anyone who may start workflows can start one whose state claims another environment's name (its bounds,
     inventory and lease are keyed by the name): refused before anything is read or written. And an Update sent
     without `ferry env apply` is held to the same rules as a spec people type (no kubeconfig path, namespace
@@ -107,21 +121,25 @@ async def test_only_its_own_workflow_acts_for_an_environment_and_raw_updates_fol
     spec = _spec(dev_worker, victim, ns, repo)
     imposter = f"env/imposter-{victim}"
     STARTED.append((queue, imposter))
-    handle = await dev_env.client.start_workflow(EnvironmentWorkflow.run, EnvironmentInput(
-        state=EnvironmentState(spec=spec)), id=imposter, task_queue=queue)
-    status = await wait_status(handle, lambda s: any(e.type == "ReconcileFailed" for e in s.state.events),
-                               what="the imposter refused")
+    handle = await dev_env.client.start_workflow(
+        EnvironmentWorkflow.run, EnvironmentInput(state=EnvironmentState(spec=spec)), id=imposter, task_queue=queue
+    )
+    status = await wait_status(
+        handle, lambda s: any(e.type == "ReconcileFailed" for e in s.state.events), what="the imposter refused"
+    )
     failed = next(e for e in status.state.events if e.type == "ReconcileFailed")
     assert f"may not act for environment {victim}" in failed.message and "OutOfBounds" in failed.message
-    assert [c.metadata.name for c in core.list_namespaced_config_map(ns).items
-            if c.metadata.name != "kube-root-ca.crt"] == []  # nothing written in the victim's namespace
+    assert [
+        c.metadata.name for c in core.list_namespaced_config_map(ns).items if c.metadata.name != "kube-root-ca.crt"
+    ] == []  # nothing written in the victim's namespace
     await handle.terminate("test done")
 
     handle = await start_environment(dev_env.client, queue, spec)
     await wait_status(handle, lambda s: s.state.health.status == "Healthy", what="the real one deployed")
-    for sneaky, named in ((spec.model_dump(by_alias=True) | {"cluster": {"name": "default", "kubeconfig": "/etc/x"}},
-                           "kubeconfig"),
-                          (spec.model_dump(by_alias=True) | {"namespaces": ["elsewhere"]}, "namespaces")):
+    for sneaky, named in (
+        (spec.model_dump(by_alias=True) | {"cluster": {"name": "default", "kubeconfig": "/etc/x"}}, "kubeconfig"),
+        (spec.model_dump(by_alias=True) | {"namespaces": ["elsewhere"]}, "namespaces"),
+    ):
         raw = SpecUpdate(spec=EnvironmentSpec.model_validate(sneaky), by="mallory")  # decodes: persisted rules
         try:
             await handle.execute_update(EnvironmentWorkflow.update_spec, raw)

@@ -55,8 +55,9 @@ class World:
     keys: dict[str, bytes]
 
 
-async def make_world(client: Client, settings: Settings, kube_server: Any, tmp: Path, publisher: str = "ci-bot",
-                     staging: bool = False) -> World:
+async def make_world(
+    client: Client, settings: Settings, kube_server: Any, tmp: Path, publisher: str = "ci-bot", staging: bool = False
+) -> World:
     suffix = uuid.uuid4().hex[:8]
     repository = f"{settings.registry.default}/team/vault-{suffix}"
     import kubernetes
@@ -66,11 +67,21 @@ async def make_world(client: Client, settings: Settings, kube_server: Any, tmp: 
     for name in ("alice", "bob"):
         keys[name], public = ssh_key(tmp, name)
         approvers.append({"name": name, "key": public})
-    digests = {v: publish(settings, repository, v, app_manifests("vault", image=f"nginx:{v}"), publisher)
-               for v in ("1.0.0", "1.1.0")}
-    production = EnvironmentSpec.model_validate({
-        "name": f"prd-{suffix}", "namespace": f"prd-{suffix}", "repository": repository, "version": "1.0.0",
-        "interval": "2s", "health-timeout": "20s", "approval": {"required": True, "approvers": approvers}})
+    digests = {
+        v: publish(settings, repository, v, app_manifests("vault", image=f"nginx:{v}"), publisher)
+        for v in ("1.0.0", "1.1.0")
+    }
+    production = EnvironmentSpec.model_validate(
+        {
+            "name": f"prd-{suffix}",
+            "namespace": f"prd-{suffix}",
+            "repository": repository,
+            "version": "1.0.0",
+            "interval": "2s",
+            "health-timeout": "20s",
+            "approval": {"required": True, "approvers": approvers},
+        }
+    )
     core.create_namespace({"metadata": {"name": production.namespace}})
     prd = await start_environment(client, settings.temporal.task_queue, production)
     await wait_status(prd, lambda s: s.state.health.status == "Healthy", what="production healthy on 1.0.0")
@@ -79,20 +90,39 @@ async def make_world(client: Client, settings: Settings, kube_server: Any, tmp: 
 
 async def promote(world: World, version: str = "1.1.0") -> WorkflowHandle[Any, Any]:
     handle = await world.client.start_workflow(
-        PromotionWorkflow.run, PromotionInput(environment=world.production, version=version, requested_by="carol"),
-        id=promotion_workflow_id(world.production, version), task_queue=world.settings.temporal.task_queue)
+        PromotionWorkflow.run,
+        PromotionInput(environment=world.production, version=version, requested_by="carol"),
+        id=promotion_workflow_id(world.production, version),
+        task_queue=world.settings.temporal.task_queue,
+    )
     await wait_phase(handle, "AwaitingApproval")
     return handle
 
 
-async def signed(world: World, handle: WorkflowHandle[Any, Any], approver: str, *, signer: str | None = None,
-                 decision: str = "approve", **overrides: str) -> dict[str, str]:
+async def signed(
+    world: World,
+    handle: WorkflowHandle[Any, Any],
+    approver: str,
+    *,
+    signer: str | None = None,
+    decision: str = "approve",
+    **overrides: str,
+) -> dict[str, str]:
     """A statement for this promotion run, signed with `signer`'s key (default: the approver's own)."""
     status = await handle.query(PromotionWorkflow.status)
     run = (await handle.describe()).run_id
-    fields = {"environment": status.environment, "version": status.version, "digest": status.digest,
-              "promotion": handle.id, "run": run, "decision": decision, "approver": approver, "comment": "ok",
-              "expires": (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"), **overrides}
+    fields = {
+        "environment": status.environment,
+        "version": status.version,
+        "digest": status.digest,
+        "promotion": handle.id,
+        "run": run,
+        "decision": decision,
+        "approver": approver,
+        "comment": "ok",
+        "expires": (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **overrides,
+    }
     proof = sign_statement(Statement.model_validate(fields), world.keys[signer or approver])
     return {"approver": approver, "comment": "ok", "statement": proof.statement, "signature": proof.signature}
 
@@ -110,13 +140,24 @@ async def events(world: World, type_: str) -> list[Any]:
     return [e for e in status.state.events if e.type == type_]
 
 
-async def test_a_bare_pin_signal_does_not_move_production(dev_worker: Settings, dev_env: WorkflowEnvironment,
-                                                          kube_server: Any, tmp_path: Path) -> None:
+async def test_a_bare_pin_signal_does_not_move_production(
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path
+) -> None:
     world = await make_world(dev_env.client, dev_worker, kube_server, tmp_path)
     for extra in ({}, {"approved_by": ["alice"]}):  # no approval at all; a typed name
-        await world.prd.signal(EnvironmentWorkflow.pin, LenientPayload({
-            "version": "1.1.0", "digest": world.digests["1.1.0"], "by": "alice", "kind": "promotion",
-            "reason": "trust me", **extra}))
+        await world.prd.signal(
+            EnvironmentWorkflow.pin,
+            LenientPayload(
+                {
+                    "version": "1.1.0",
+                    "digest": world.digests["1.1.0"],
+                    "by": "alice",
+                    "kind": "promotion",
+                    "reason": "trust me",
+                    **extra,
+                }
+            ),
+        )
     await next_iteration(world.prd)
     status = await world.prd.query(EnvironmentWorkflow.status)
     assert status.state.pin is None and status.state.last_applied and status.state.last_applied.version == "1.0.0"
@@ -125,7 +166,8 @@ async def test_a_bare_pin_signal_does_not_move_production(dev_worker: Settings, 
 
 
 async def test_approvals_must_be_signed_bound_and_not_the_publishers(
-        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path) -> None:
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path
+) -> None:
     world = await make_world(dev_env.client, dev_worker, kube_server, tmp_path, publisher="alice")
     handle = await promote(world)
     status = await handle.query(PromotionWorkflow.status)
@@ -155,8 +197,11 @@ async def test_approvals_must_be_signed_bound_and_not_the_publishers(
     assert decisions[-1].verified and decisions[-1].fingerprint.startswith("SHA256:")
     assert not any(d.verified for d in decisions[:-1])
     history = await handle.fetch_history()
-    polls = [e for e in history.events
-             if e.activity_task_scheduled_event_attributes.activity_type.name == "environment_status"]
+    polls = [
+        e
+        for e in history.events
+        if e.activity_task_scheduled_event_attributes.activity_type.name == "environment_status"
+    ]
     # read the spec once, and once more to confirm the success the environment signalled back: no status polling
     assert len(polls) == 2
     assert any(e.workflow_execution_signaled_event_attributes.signal_name == "pin_outcome" for e in history.events)
@@ -166,14 +211,26 @@ async def test_approvals_must_be_signed_bound_and_not_the_publishers(
 
     # the same signed approval, replayed in a hand-made pin after a rollback, does not move production again
     back = await world.client.execute_workflow(
-        RollbackWorkflow.run, RollbackInput(environment=world.production, requested_by="bob"),
-        id=f"rollback/{world.production}/back", task_queue=dev_worker.temporal.task_queue)
+        RollbackWorkflow.run,
+        RollbackInput(environment=world.production, requested_by="bob"),
+        id=f"rollback/{world.production}/back",
+        task_queue=dev_worker.temporal.task_queue,
+    )
     assert back.outcome == "succeeded" and back.to_version == "1.0.0"
     describe = await handle.describe()
-    await world.prd.signal(EnvironmentWorkflow.pin, LenientPayload({
-        "version": "1.1.0", "digest": world.digests["1.1.0"], "by": "bob", "kind": "promotion",
-        "request_id": f"{handle.id}@{describe.run_id}", "approvals": [
-            {"statement": good["statement"], "signature": good["signature"]}]}))
+    await world.prd.signal(
+        EnvironmentWorkflow.pin,
+        LenientPayload(
+            {
+                "version": "1.1.0",
+                "digest": world.digests["1.1.0"],
+                "by": "bob",
+                "kind": "promotion",
+                "request_id": f"{handle.id}@{describe.run_id}",
+                "approvals": [{"statement": good["statement"], "signature": good["signature"]}],
+            }
+        ),
+    )
     await next_iteration(world.prd)
     status_after = await world.prd.query(EnvironmentWorkflow.status)
     assert status_after.state.last_applied and status_after.state.last_applied.version == "1.0.0"
@@ -185,20 +242,29 @@ async def test_approvals_must_be_signed_bound_and_not_the_publishers(
     await record_histories("signed", {"promotion": handle, "environment": world.prd, "rollback": rollback})
 
 
-async def test_rollback_only_to_known_good_and_never_forward(dev_worker: Settings, dev_env: WorkflowEnvironment,
-                                                             kube_server: Any, tmp_path: Path) -> None:
+async def test_rollback_only_to_known_good_and_never_forward(
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path
+) -> None:
     world = await make_world(dev_env.client, dev_worker, kube_server, tmp_path)
     rc = publish(dev_worker, world.repository, "3.0.0-rc.1", app_manifests("vault", image="nginx:3"))
     publish(dev_worker, world.repository, "0.9.0", app_manifests("vault", image="nginx:0.9"))
-    for key, target, reason in (("fwd", "3.0.0-rc.1", "never goes forward"), ("fwd2", "1.1.0", "never goes forward"),
-                                ("old", "0.9.0", "never applied and healthy")):
+    for key, target, reason in (
+        ("fwd", "3.0.0-rc.1", "never goes forward"),
+        ("fwd2", "1.1.0", "never goes forward"),
+        ("old", "0.9.0", "never applied and healthy"),
+    ):
         result = await world.client.execute_workflow(
-            RollbackWorkflow.run, RollbackInput(environment=world.production, to_version=target, requested_by="bob"),
-            id=f"rollback/{world.production}/{key}", task_queue=dev_worker.temporal.task_queue)
+            RollbackWorkflow.run,
+            RollbackInput(environment=world.production, to_version=target, requested_by="bob"),
+            id=f"rollback/{world.production}/{key}",
+            task_queue=dev_worker.temporal.task_queue,
+        )
         assert result.outcome == "refused" and reason in result.reason, (target, result.reason)
     # a hand-made rollback pin to a version production never ran is refused by production itself
-    await world.prd.signal(EnvironmentWorkflow.pin, LenientPayload({
-        "version": "3.0.0-rc.1", "digest": rc, "by": "bob", "kind": "rollback"}))
+    await world.prd.signal(
+        EnvironmentWorkflow.pin,
+        LenientPayload({"version": "3.0.0-rc.1", "digest": rc, "by": "bob", "kind": "rollback"}),
+    )
     await next_iteration(world.prd)
     assert "never applied and healthy" in (await events(world, "PinRefused"))[-1].message
     status = await world.prd.query(EnvironmentWorkflow.status)
@@ -206,7 +272,8 @@ async def test_rollback_only_to_known_good_and_never_forward(dev_worker: Setting
 
 
 async def test_a_re_pushed_tag_is_refused_and_the_environment_keeps_running(
-        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path) -> None:
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path
+) -> None:
     world = await make_world(dev_env.client, dev_worker, kube_server, tmp_path)
     first = world.digests["1.0.0"]
     moved = publish(dev_worker, world.repository, "1.0.0", app_manifests("vault", image="evil:1"))  # same tag
@@ -221,7 +288,8 @@ async def test_a_re_pushed_tag_is_refused_and_the_environment_keeps_running(
 
 
 async def test_a_spec_change_switching_approval_off_waits_for_a_signed_approval(
-        dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path) -> None:
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path
+) -> None:
     world = await make_world(dev_env.client, dev_worker, kube_server, tmp_path)
     spec = (await world.prd.query(EnvironmentWorkflow.status)).state.spec
     open_door = spec.model_copy(update={"approval": spec.approval.model_copy(update={"required": False})})
@@ -234,13 +302,21 @@ async def test_a_spec_change_switching_approval_off_waits_for_a_signed_approval(
 
     with pytest.raises(WorkflowUpdateFailedError):  # a typed name is not an approval
         await world.prd.execute_update(EnvironmentWorkflow.approve_spec, LenientPayload({"approver": "bob"}))
-    statement = Statement(environment=world.production, version="spec", digest=pending.digest,
-                          promotion=env_workflow_id(world.production), run=pending.id, decision="approve",
-                          approver="bob", comment="agreed in the change review",
-                          expires=(datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    statement = Statement(
+        environment=world.production,
+        version="spec",
+        digest=pending.digest,
+        promotion=env_workflow_id(world.production),
+        run=pending.id,
+        decision="approve",
+        approver="bob",
+        comment="agreed in the change review",
+        expires=(datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
     proof = sign_statement(statement, world.keys["bob"])
-    done = await world.prd.execute_update(EnvironmentWorkflow.approve_spec, LenientPayload(
-        {"statement": proof.statement, "signature": proof.signature}))
+    done = await world.prd.execute_update(
+        EnvironmentWorkflow.approve_spec, LenientPayload({"statement": proof.statement, "signature": proof.signature})
+    )
     now = (await world.prd.query(EnvironmentWorkflow.status)).state.spec
     assert done.applied and not now.approval.required and done.spec_digest == spec_digest(now)
     updated = (await events(world, "SpecUpdated"))[-1]
@@ -254,8 +330,9 @@ async def test_a_spec_change_switching_approval_off_waits_for_a_signed_approval(
     await record_histories("spec-approval", {"environment": world.prd})
 
 
-async def test_a_refused_update_fails_through_the_temporal_cli(dev_worker: Settings, dev_env: WorkflowEnvironment,
-                                                                kube_server: Any, tmp_path: Path) -> None:
+async def test_a_refused_update_fails_through_the_temporal_cli(
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path
+) -> None:
     """The publisher's own signed approval, sent with the real `temporal workflow update execute`: the CLI exits
     non-zero with the reason, and the history keeps the refused decision."""
     world = await make_world(dev_env.client, dev_worker, kube_server, tmp_path, publisher="alice")
@@ -266,13 +343,31 @@ async def test_a_refused_update_fails_through_the_temporal_cli(dev_worker: Setti
     temporal = script_path("temporal")
     assert temporal
     # NB: in a thread: the worker under test shares this event loop and must answer the update meanwhile
-    out = await asyncio.to_thread(subprocess.run, [
-        temporal, "workflow", "update", "execute", "--address", dev_env.client.service_client.config.target_host,
-        "--workflow-id", handle.id, "--name", "approve_update", "--input", payload],
-        capture_output=True, text=True, timeout=60)
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [
+            temporal,
+            "workflow",
+            "update",
+            "execute",
+            "--address",
+            dev_env.client.service_client.config.target_host,
+            "--workflow-id",
+            handle.id,
+            "--name",
+            "approve_update",
+            "--input",
+            payload,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode != 0 and "published this release" in out.stdout + out.stderr
     decisions = (await handle.query(PromotionWorkflow.status)).decisions
     assert len(decisions) == 1 and not decisions[0].accepted and decisions[0].via == "update"
     history = await handle.fetch_history()
-    assert any(e.workflow_properties_modified_event_attributes.upserted_memo.fields.get("ferry_decision")
-               for e in history.events)
+    assert any(
+        e.workflow_properties_modified_event_attributes.upserted_memo.fields.get("ferry_decision")
+        for e in history.events
+    )

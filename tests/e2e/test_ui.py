@@ -67,8 +67,14 @@ async def browse(plan: dict[str, Any], tmp: Path) -> dict[str, Any]:
     assert Path(CHROMIUM).is_file(), f"{CHROMIUM} is missing: run `make setup` (Debian's chromium)"
     plan_file = tmp / "plan.json"
     plan_file.write_text(json.dumps(plan))
-    proc = await asyncio.create_subprocess_exec(node, str(UI_DIR / "promotion.mjs"), str(plan_file), cwd=UI_DIR,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        node,
+        str(UI_DIR / "promotion.mjs"),
+        str(plan_file),
+        cwd=UI_DIR,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout=BROWSER_SECONDS)
     except TimeoutError:
@@ -79,12 +85,14 @@ async def browse(plan: dict[str, Any], tmp: Path) -> dict[str, Any]:
     for shot in seen.get("shots", []):
         print(f"screenshot: {shot}")
     assert proc.returncode == 0 and "error" not in seen, (
-        f"browser run failed: {seen.get('error')}\nstderr: {err.decode()[-2000:]}\nscreenshots: {seen.get('shots')}")
+        f"browser run failed: {seen.get('error')}\nstderr: {err.decode()[-2000:]}\nscreenshots: {seen.get('shots')}"
+    )
     return seen
 
 
 async def test_an_sre_approves_production_in_the_temporal_ui(
-        ui_env: tuple[WorkflowEnvironment, str], registry: Registry, kube_server: Any, tmp_path: Path) -> None:
+    ui_env: tuple[WorkflowEnvironment, str], registry: Registry, kube_server: Any, tmp_path: Path
+) -> None:
     env, ui_url = ui_env
     async with worker_on(env, registry, kube_server, tmp_path, f"ui-{uuid.uuid4()}") as settings:
         world = await make_world(env.client, settings, kube_server, tmp_path, publisher="alice")
@@ -98,13 +106,24 @@ async def test_an_sre_approves_production_in_the_temporal_ui(
         shots = tmp_path / "screenshots"
         shots.mkdir()
         started = time.monotonic()
-        seen = await browse({
-            "ui": ui_url, "namespace": env.client.namespace, "workflowId": handle.id, "shots": str(shots),
-            "chromium": CHROMIUM, "updates": [
-                {"label": "publisher-refused", "name": "approve_update",
-                 "payload": await signed(world, handle, "alice")},
-                {"label": "approved", "name": "approve_update", "payload": await signed(world, handle, "bob")},
-            ]}, tmp_path)
+        seen = await browse(
+            {
+                "ui": ui_url,
+                "namespace": env.client.namespace,
+                "workflowId": handle.id,
+                "shots": str(shots),
+                "chromium": CHROMIUM,
+                "updates": [
+                    {
+                        "label": "publisher-refused",
+                        "name": "approve_update",
+                        "payload": await signed(world, handle, "alice"),
+                    },
+                    {"label": "approved", "name": "approve_update", "payload": await signed(world, handle, "bob")},
+                ],
+            },
+            tmp_path,
+        )
         print(f"browser session: {time.monotonic() - started:.1f} s (in the page: {seen.get('seconds')} s)")
 
         # what the promotion is and who asked for it; how to decide
@@ -121,12 +140,21 @@ async def test_an_sre_approves_production_in_the_temporal_ui(
         assert refused["text"].startswith("approve refused:") and "who published this release" in refused["text"]
         assert not approved["failed"] and approved["text"] == "Update successful", approved
 
-        final = await wait_status(world.prd, lambda s: bool(
-            s.state.last_applied and s.state.last_applied.version == "1.1.0" and s.state.health.status == "Healthy"),
-            timeout=90, what="production healthy on 1.1.0")
+        final = await wait_status(
+            world.prd,
+            lambda s: bool(
+                s.state.last_applied and s.state.last_applied.version == "1.1.0" and s.state.health.status == "Healthy"
+            ),
+            timeout=90,
+            what="production healthy on 1.1.0",
+        )
         assert final.state.last_applied and final.state.last_applied.digest == world.digests["1.1.0"]
         result = await asyncio.wait_for(handle.result(), timeout=60)
         assert result.outcome == "succeeded", result.reason
         assert [d.accepted for d in result.decisions] == [False, True]
         assert sorted(p.name for p in shots.iterdir()) == [
-            "01-promotion.png", "02-user-metadata.png", "03-publisher-refused.png", "04-approved.png"]
+            "01-promotion.png",
+            "02-user-metadata.png",
+            "03-publisher-refused.png",
+            "04-approved.png",
+        ]

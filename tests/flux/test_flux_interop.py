@@ -30,9 +30,11 @@ def applied(kube_api: Any, namespace: str) -> dict[str, Any]:
     service = clean(core.read_namespaced_service(APP, namespace).spec)
     for allocated in ("clusterIP", "clusterIPs"):
         service.pop(allocated, None)
-    return {"Deployment": clean(apps.read_namespaced_deployment(APP, namespace).spec),
-            "Service": service,
-            "ConfigMap": core.read_namespaced_config_map(f"{APP}-config", namespace).data}
+    return {
+        "Deployment": clean(apps.read_namespaced_deployment(APP, namespace).spec),
+        "Service": service,
+        "ConfigMap": core.read_namespaced_config_map(f"{APP}-config", namespace).data,
+    }
 
 
 def namespace(kube_dyn: Any, name: str) -> str:
@@ -41,7 +43,8 @@ def namespace(kube_dyn: Any, name: str) -> str:
 
 
 async def test_flux_verifies_and_applies_a_ferry_release_as_ferry_does(
-        flux: Flux, dev_worker: Settings, dev_env: WorkflowEnvironment, kube_api: Any, kube_dyn: Any) -> None:
+    flux: Flux, dev_worker: Settings, dev_env: WorkflowEnvironment, kube_api: Any, kube_dyn: Any
+) -> None:
     suffix = uuid.uuid4().hex[:8]
     repository = f"{dev_worker.registry.default}/team/interop-{suffix}"
     digest = publish(dev_worker, repository, "1.0.0", app_manifests(APP))
@@ -51,10 +54,12 @@ async def test_flux_verifies_and_applies_a_ferry_release_as_ferry_does(
     apply(kube_dyn, cosign_secret("ferry-publisher", source_ns, public))
 
     url = f"oci://{repository}"
-    semver = apply(kube_dyn, oci_repository("by-semver", source_ns, url, {"semver": ">=1.0.0"},
-                                            cosign_secret="ferry-publisher"))
-    pinned = apply(kube_dyn, oci_repository("by-digest", source_ns, url, {"digest": digest},
-                                            cosign_secret="ferry-publisher"))
+    semver = apply(
+        kube_dyn, oci_repository("by-semver", source_ns, url, {"semver": ">=1.0.0"}, cosign_secret="ferry-publisher")
+    )
+    pinned = apply(
+        kube_dyn, oci_repository("by-digest", source_ns, url, {"digest": digest}, cosign_secret="ferry-publisher")
+    )
     for source in (semver, pinned):
         live = wait_ready(kube_dyn, source)
         verified = condition(live, "SourceVerified")
@@ -64,9 +69,17 @@ async def test_flux_verifies_and_applies_a_ferry_release_as_ferry_does(
 
     wait_ready(kube_dyn, apply(kube_dyn, kustomization("app", source_ns, "by-semver", by_flux)))
 
-    spec = EnvironmentSpec.model_validate({
-        "name": by_ferry, "namespace": by_ferry, "repository": repository, "semver": ">=1.0.0", "interval": "2s",
-        "health-timeout": "30s", "verify": {"publishers": [{"name": "ci-main", "key": public}]}})
+    spec = EnvironmentSpec.model_validate(
+        {
+            "name": by_ferry,
+            "namespace": by_ferry,
+            "repository": repository,
+            "semver": ">=1.0.0",
+            "interval": "2s",
+            "health-timeout": "30s",
+            "verify": {"publishers": [{"name": "ci-main", "key": public}]},
+        }
+    )
     env = await start_environment(dev_env.client, dev_worker.temporal.task_queue, spec)
     await wait_status(env, lambda s: s.state.health.status == "Healthy", timeout=60, what="Ferry applied 1.0.0")
 
@@ -82,14 +95,21 @@ def test_flux_refuses_a_ferry_release_signed_by_another_key(flux: Flux, settings
     _, trusted = key_pair()
     source_ns = namespace(kube_dyn, f"fsrc-{suffix}")
     apply(kube_dyn, cosign_secret("ferry-publisher", source_ns, trusted))
-    source = apply(kube_dyn, oci_repository("forged", source_ns, f"oci://{repository}", {"semver": ">=1.0.0"},
-                                            cosign_secret="ferry-publisher"))
+    source = apply(
+        kube_dyn,
+        oci_repository(
+            "forged", source_ns, f"oci://{repository}", {"semver": ">=1.0.0"}, cosign_secret="ferry-publisher"
+        ),
+    )
     import time
 
     deadline, verified = time.monotonic() + 60, None
     while time.monotonic() < deadline:
-        live = kube_dyn.resources.get(api_version=source["apiVersion"], kind="OCIRepository").get(
-            name="forged", namespace=source_ns).to_dict()
+        live = (
+            kube_dyn.resources.get(api_version=source["apiVersion"], kind="OCIRepository")
+            .get(name="forged", namespace=source_ns)
+            .to_dict()
+        )
         verified = condition(live, "SourceVerified")
         if verified and verified["status"] == "False":
             break

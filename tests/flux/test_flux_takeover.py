@@ -27,21 +27,37 @@ def identity(kube_api: Any, ns: str) -> dict[str, tuple[str, int, list[str]]]:
     import kubernetes
 
     apps, core = kubernetes.client.AppsV1Api(kube_api), kubernetes.client.CoreV1Api(kube_api)
-    found = {"Deployment": apps.read_namespaced_deployment(APP, ns), "Service": core.read_namespaced_service(APP, ns),
-             "ConfigMap": core.read_namespaced_config_map(f"{APP}-config", ns)}
-    return {kind: (obj.metadata.uid, obj.metadata.generation or 0,
-                   sorted({m.manager for m in obj.metadata.managed_fields or []})) for kind, obj in found.items()}
+    found = {
+        "Deployment": apps.read_namespaced_deployment(APP, ns),
+        "Service": core.read_namespaced_service(APP, ns),
+        "ConfigMap": core.read_namespaced_config_map(f"{APP}-config", ns),
+    }
+    return {
+        kind: (
+            obj.metadata.uid,
+            obj.metadata.generation or 0,
+            sorted({m.manager for m in obj.metadata.managed_fields or []}),
+        )
+        for kind, obj in found.items()
+    }
 
 
 async def test_ferry_takes_over_what_flux_applied_without_a_rollout(
-        flux: Flux, dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, kube_api: Any,
-        kube_dyn: Any, tmp_path: Path) -> None:
+    flux: Flux,
+    dev_worker: Settings,
+    dev_env: WorkflowEnvironment,
+    kube_server: Any,
+    kube_api: Any,
+    kube_dyn: Any,
+    tmp_path: Path,
+) -> None:
     suffix = uuid.uuid4().hex[:8]
     repository = f"{dev_worker.registry.default}/team/takeover-{suffix}"
     publish(dev_worker, repository, "1.0.0", app_manifests(APP))
     source_ns, target = namespace(kube_dyn, f"tsrc-{suffix}"), namespace(kube_dyn, f"take-{suffix}")
-    wait_ready(kube_dyn, apply(kube_dyn, oci_repository("app", source_ns, f"oci://{repository}",
-                                                        {"semver": ">=1.0.0"})))
+    wait_ready(
+        kube_dyn, apply(kube_dyn, oci_repository("app", source_ns, f"oci://{repository}", {"semver": ">=1.0.0"}))
+    )
     ks = kustomization("app", source_ns, "app", target, interval="10m")
     wait_ready(kube_dyn, apply(kube_dyn, ks))
     before = identity(kube_api, target)
@@ -50,8 +66,24 @@ async def test_ferry_takes_over_what_flux_applied_without_a_rollout(
     ks["spec"]["suspend"] = True  # the way over: Flux lets go first, so the two never take turns
     apply(kube_dyn, ks)
     out = tmp_path / "environments.yaml"
-    proc = subprocess.run([sys.executable, "-m", "cli", "import", "flux", "--kubeconfig", str(kube_server.kubeconfig),
-                           "--flux-namespace", source_ns, "-o", str(out)], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "import",
+            "flux",
+            "--kubeconfig",
+            str(kube_server.kubeconfig),
+            "--flux-namespace",
+            source_ns,
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "suspend has no equivalent" in proc.stderr  # listed, not silently dropped
     [raw] = yaml.safe_load(out.read_text())["environments"]
@@ -60,8 +92,12 @@ async def test_ferry_takes_over_what_flux_applied_without_a_rollout(
     assert (spec.repository, spec.semver, spec.namespace, spec.prune) == (repository, ">=1.0.0", target, True)
 
     env = await start_environment(dev_env.client, dev_worker.temporal.task_queue, spec)
-    await wait_status(env, lambda s: s.state.health.status == "Healthy" and s.state.last_applied is not None,
-                      timeout=60, what="Ferry took over 1.0.0")
+    await wait_status(
+        env,
+        lambda s: s.state.health.status == "Healthy" and s.state.last_applied is not None,
+        timeout=60,
+        what="Ferry took over 1.0.0",
+    )
     after = identity(kube_api, target)
     for kind, (uid, generation, managers) in after.items():
         assert (uid, generation) == before[kind][:2], f"{kind} was recreated or rolled out: {before[kind]} -> {after}"

@@ -27,22 +27,36 @@ from tests.kit.stack import STARTED
 from workflows.environment import EnvironmentWorkflow
 
 
-def app_manifests(name: str, image: str = "nginx:1.25", *, configmap: bool = True, replicas: int | None = None,
-                  message: str = "hello") -> list[dict[str, Any]]:
-    spec: dict[str, Any] = {"selector": {"matchLabels": {"app": name}},
-                            "template": {"metadata": {"labels": {"app": name}},
-                                         "spec": {"containers": [{"name": "app", "image": image,
-                                                                  "ports": [{"containerPort": 8080}]}]}}}
+def app_manifests(
+    name: str, image: str = "nginx:1.25", *, configmap: bool = True, replicas: int | None = None, message: str = "hello"
+) -> list[dict[str, Any]]:
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": {"app": name}},
+        "template": {
+            "metadata": {"labels": {"app": name}},
+            "spec": {"containers": [{"name": "app", "image": image, "ports": [{"containerPort": 8080}]}]},
+        },
+    }
     if replicas is not None:
         spec["replicas"] = replicas
     docs: list[dict[str, Any]] = [
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name}, "spec": spec},
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
-         "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]}},
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name},
+            "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]},
+        },
     ]
     if configmap:
-        docs.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{name}-config"},
-                     "data": {"message": message}})
+        docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": f"{name}-config"},
+                "data": {"message": message},
+            }
+        )
     return docs
 
 
@@ -54,8 +68,9 @@ def hanging_manifests(name: str, image: str) -> list[dict[str, Any]]:
     return docs
 
 
-def publish(settings: Settings, repository: str, version: str, docs: list[dict[str, Any]],
-            publisher: str = "ci-bot") -> str:
+def publish(
+    settings: Settings, repository: str, version: str, docs: list[dict[str, Any]], publisher: str = "ci-bot"
+) -> str:
     """Package and push with the real adapters (the release workflow is covered by its own tests)."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "bundle"
@@ -63,23 +78,37 @@ def publish(settings: Settings, repository: str, version: str, docs: list[dict[s
         (root / "app.yaml").write_text(yaml.safe_dump_all(docs))
         tarball = Path(tmp) / "bundle.tar.gz"
         write_tarball(root, scan(root), tarball)
-        pushed = RegistryActivities(Registries(settings.registry)).push_artifact(PushArtifactInput(
-            repository=repository, tag=version, file_path=str(tarball), layer_media_type=FLUX_CONTENT_MEDIA_TYPE,
-            config_media_type=FLUX_CONFIG_MEDIA_TYPE,
-            annotations={ANNOTATION_REVISION: f"main@sha1:{uuid.uuid4().hex}", ANNOTATION_PUBLISHED_BY: publisher}))
+        pushed = RegistryActivities(Registries(settings.registry)).push_artifact(
+            PushArtifactInput(
+                repository=repository,
+                tag=version,
+                file_path=str(tarball),
+                layer_media_type=FLUX_CONTENT_MEDIA_TYPE,
+                config_media_type=FLUX_CONFIG_MEDIA_TYPE,
+                annotations={ANNOTATION_REVISION: f"main@sha1:{uuid.uuid4().hex}", ANNOTATION_PUBLISHED_BY: publisher},
+            )
+        )
         return pushed.digest
 
 
-async def start_environment(client: Client, task_queue: str, spec: EnvironmentSpec
-                            ) -> WorkflowHandle[EnvironmentWorkflow, None]:
+async def start_environment(
+    client: Client, task_queue: str, spec: EnvironmentSpec
+) -> WorkflowHandle[EnvironmentWorkflow, None]:
     STARTED.append((task_queue, f"env/{spec.name}"))
     return await client.start_workflow(
-        EnvironmentWorkflow.run, EnvironmentInput(state=EnvironmentState(spec=spec)),
-        id=f"env/{spec.name}", task_queue=task_queue)
+        EnvironmentWorkflow.run,
+        EnvironmentInput(state=EnvironmentState(spec=spec)),
+        id=f"env/{spec.name}",
+        task_queue=task_queue,
+    )
 
 
-async def wait_status(handle: WorkflowHandle[Any, Any], predicate: Callable[[EnvironmentStatus], bool],
-                      timeout: float = 30, what: str = "condition") -> EnvironmentStatus:
+async def wait_status(
+    handle: WorkflowHandle[Any, Any],
+    predicate: Callable[[EnvironmentStatus], bool],
+    timeout: float = 30,
+    what: str = "condition",
+) -> EnvironmentStatus:
     deadline = time.monotonic() + timeout
     status: EnvironmentStatus | None = None
     while time.monotonic() < deadline:
@@ -87,8 +116,9 @@ async def wait_status(handle: WorkflowHandle[Any, Any], predicate: Callable[[Env
         if predicate(status):
             return status
         await asyncio.sleep(0.2)
-    raise AssertionError(f"{what} not reached in {timeout}s; last status: "
-                         f"{status.model_dump_json(indent=1) if status else None}")
+    raise AssertionError(
+        f"{what} not reached in {timeout}s; last status: {status.model_dump_json(indent=1) if status else None}"
+    )
 
 
 async def reconcile_now(handle: WorkflowHandle[Any, Any]) -> None:
@@ -117,10 +147,15 @@ async def wait_phase(handle: WorkflowHandle[Any, Any], phase: str, timeout: floa
 
 async def ferry(settings: Settings, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """The `ferry` console script (python -m cli) against this test's Temporal server and task queue."""
-    env = {**os.environ, "FERRY_TEMPORAL_ADDRESS": settings.temporal.address,
-           "FERRY_TASK_QUEUE": settings.temporal.task_queue, "FERRY_STATE_DIR": str(tmp / "no-stack")}
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "cli", *args, env=env,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    env = {
+        **os.environ,
+        "FERRY_TEMPORAL_ADDRESS": settings.temporal.address,
+        "FERRY_TASK_QUEUE": settings.temporal.task_queue,
+        "FERRY_STATE_DIR": str(tmp / "no-stack"),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cli", *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
     out, err = await proc.communicate()
     return subprocess.CompletedProcess(args, proc.returncode or 0, out.decode(), err.decode())
 
@@ -142,8 +177,7 @@ async def record_histories(generation: str, handles: dict[str, WorkflowHandle[An
 
 def config_map(version: str) -> list[dict[str, Any]]:
     """A one-ConfigMap bundle that names its version (the smallest release an environment can apply)."""
-    return [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app-config"},
-             "data": {"version": version}}]
+    return [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app-config"}, "data": {"version": version}}]
 
 
 async def statuses(handles: list[WorkflowHandle[Any, Any]]) -> list[EnvironmentStatus | None]:
@@ -157,14 +191,19 @@ async def statuses(handles: list[WorkflowHandle[Any, Any]]) -> list[EnvironmentS
                 return status
             except Exception:  # a query during a fault fails; the next poll asks again
                 return None
+
     return list(await asyncio.gather(*(one(h) for h in handles)))
 
 
 def on_digest(status: EnvironmentStatus | None, digest: str) -> bool:
     """Applied and healthy on this digest."""
-    return (status is not None and status.state.last_applied is not None
-            and status.state.last_applied.digest == digest and status.state.health.status == "Healthy"
-            and status.state.health.digest == digest)
+    return (
+        status is not None
+        and status.state.last_applied is not None
+        and status.state.last_applied.digest == digest
+        and status.state.health.status == "Healthy"
+        and status.state.health.digest == digest
+    )
 
 
 async def all_on_digest(handles: list[WorkflowHandle[Any, Any]], digest: str) -> bool:

@@ -34,9 +34,14 @@ async def pending_activity(handle: WorkflowHandle[Any, Any], activity_type: str)
     return found[-1] if found else None
 
 
-async def wait_pending(handle: WorkflowHandle[Any, Any], activity_type: str,
-                       predicate: Callable[[PendingActivityInfo], bool], timeout: float, what: str,
-                       every: float = 0.1) -> PendingActivityInfo:
+async def wait_pending(
+    handle: WorkflowHandle[Any, Any],
+    activity_type: str,
+    predicate: Callable[[PendingActivityInfo], bool],
+    timeout: float,
+    what: str,
+    every: float = 0.1,
+) -> PendingActivityInfo:
     """Poll the pending activity until `predicate` holds; fail naming `what` and what was last seen."""
     deadline = time.monotonic() + timeout
     last: PendingActivityInfo | None = None
@@ -69,9 +74,11 @@ def describe(p: PendingActivityInfo | None) -> str:
     if p is None:
         return "none"
     failure = p.last_failure.message if p.HasField("last_failure") else ""
-    return (f"attempt {p.attempt}, state {PendingActivityState.Name(p.state)}, worker {p.last_worker_identity!r}, "
-            f"started {p.last_started_time.ToDatetime().isoformat() if p.HasField('last_started_time') else '-'}, "
-            f"last failure {failure!r} ({TimeoutType.Name(last_timeout(p))})")
+    return (
+        f"attempt {p.attempt}, state {PendingActivityState.Name(p.state)}, worker {p.last_worker_identity!r}, "
+        f"started {p.last_started_time.ToDatetime().isoformat() if p.HasField('last_started_time') else '-'}, "
+        f"last failure {failure!r} ({TimeoutType.Name(last_timeout(p))})"
+    )
 
 
 def started_at(p: PendingActivityInfo) -> float:
@@ -93,8 +100,12 @@ class ActivitySpan:
         return (self.closed - self.scheduled).total_seconds() if self.closed else None
 
 
-_CLOSING = {EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED, EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED,
-            EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT, EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED}
+_CLOSING = {
+    EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
+    EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED,
+    EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT,
+    EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED,
+}
 
 
 def activity_spans(events: Sequence[HistoryEvent], activity_type: str) -> list[ActivitySpan]:
@@ -130,8 +141,9 @@ class KillableStack:
 
 
 @contextlib.asynccontextmanager
-async def killable_workers(env: WorkflowEnvironment, registry: Registry, kube_server: KubeServer, tmp: Path,
-                           prefix: str) -> AsyncIterator[KillableStack]:
+async def killable_workers(
+    env: WorkflowEnvironment, registry: Registry, kube_server: KubeServer, tmp: Path, prefix: str
+) -> AsyncIterator[KillableStack]:
     """A fresh namespace, repository and task queue, served only by `ferry worker` processes the test starts and
     kills; whatever ran on the queue is terminated and the workers stopped afterwards."""
     import kubernetes
@@ -140,19 +152,28 @@ async def killable_workers(env: WorkflowEnvironment, registry: Registry, kube_se
     name, task_queue = f"{prefix}-{suffix}", f"{prefix}-{uuid.uuid4().hex[:8]}"
     core: Any = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(kube_server.kubeconfig)))
     core.create_namespace({"metadata": {"name": name}})
-    workers = Workers(tmp / "workers", worker_env(env.client.service_client.config.target_host, registry,
-                                                  kube_server, task_queue, tmp))
+    workers = Workers(
+        tmp / "workers",
+        worker_env(env.client.service_client.config.target_host, registry, kube_server, task_queue, tmp),
+    )
     workers.root.mkdir()
     try:
-        yield KillableStack(name, f"{registry.host}/team/{name}", task_queue, settings_for(registry, tmp), workers,
-                            core)
+        yield KillableStack(
+            name, f"{registry.host}/team/{name}", task_queue, settings_for(registry, tmp), workers, core
+        )
     finally:
         await terminate_running(env.client, task_queue)
         workers.stop_all()
 
 
-async def taken_over(handle: WorkflowHandle[Any, Any], activity_type: str, first: PendingActivityInfo,
-                     killed: float, bound: float, what: str) -> float:
+async def taken_over(
+    handle: WorkflowHandle[Any, Any],
+    activity_type: str,
+    first: PendingActivityInfo,
+    killed: float,
+    bound: float,
+    what: str,
+) -> float:
     """Wait (a little past `bound`) for attempt 2 on another worker, after a heartbeat timeout; -> how many seconds
     after `killed` (a Unix time) it started, which must be within `bound`."""
     second = await wait_pending(handle, activity_type, running(2), bound + 5, what)

@@ -9,8 +9,9 @@ from collections.abc import Callable
 import pytest
 
 
-def pool_overflowed(call: Callable[[], object], caplog: pytest.LogCaptureFixture, callers: int = 24,
-                    calls: int = 3) -> bool:
+def pool_overflowed(
+    call: Callable[[], object], caplog: pytest.LogCaptureFixture, callers: int = 24, calls: int = 3
+) -> bool:
     """Run `call` `calls` times in each of `callers` threads released at once; True if urllib3 discarded a
     connection meanwhile. Every call must succeed and every thread finish (a failing call is no evidence either
     way)."""

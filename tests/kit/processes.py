@@ -32,8 +32,12 @@ class Workers:
         ready = self.root / f"{name}.ready"
         ready.unlink(missing_ok=True)
         env = {**self.env, "FERRY_CACHE_DIR": str(self.root / "cache" / name), **(env or {})}
-        proc = spawn([sys.executable, "-m", "cli.main", "worker", "--ready-file", str(ready)],
-                     self.root / f"{name}.log", env=env, die_with_parent=True)
+        proc = spawn(
+            [sys.executable, "-m", "cli.main", "worker", "--ready-file", str(ready)],
+            self.root / f"{name}.log",
+            env=env,
+            die_with_parent=True,
+        )
         self.procs[name] = proc
         wait_healthy(name, proc, ready.is_file, timeout, self.root / f"{name}.log")
         return proc
@@ -63,14 +67,22 @@ def build_env(deployment: str, build: str) -> dict[str, str]:
 
 def worker_env(address: str, registry: Registry, kube: KubeServer, task_queue: str, root: Path) -> dict[str, str]:
     """A `ferry worker`'s environment: this Temporal frontend, registry and cluster, no devstack.json."""
-    return {**os.environ, "FERRY_TEMPORAL_ADDRESS": address, "FERRY_TEMPORAL_NAMESPACE": "default",
-            "FERRY_TASK_QUEUE": task_queue, "FERRY_REGISTRY": registry.host, "FERRY_REGISTRY_INSECURE": registry.host,
-            "FERRY_KUBECONFIG": str(kube.worker_kubeconfig), "FERRY_STATE_DIR": str(root / "no-stack"),
-            "FERRY_OTEL_EXPORTER": "none"}
+    return {
+        **os.environ,
+        "FERRY_TEMPORAL_ADDRESS": address,
+        "FERRY_TEMPORAL_NAMESPACE": "default",
+        "FERRY_TASK_QUEUE": task_queue,
+        "FERRY_REGISTRY": registry.host,
+        "FERRY_REGISTRY_INSECURE": registry.host,
+        "FERRY_KUBECONFIG": str(kube.worker_kubeconfig),
+        "FERRY_STATE_DIR": str(root / "no-stack"),
+        "FERRY_OTEL_EXPORTER": "none",
+    }
 
 
-async def start_fleet(client: Client, task_queue: str, specs: list[EnvironmentSpec], at_once: int = 20
-                      ) -> list[WorkflowHandle[Any, Any]]:
+async def start_fleet(
+    client: Client, task_queue: str, specs: list[EnvironmentSpec], at_once: int = 20
+) -> list[WorkflowHandle[Any, Any]]:
     """Start many environments, `at_once` starts in flight (a fleet's start does not flood the frontend)."""
     from tests.kit.environments import start_environment
 
@@ -79,6 +91,7 @@ async def start_fleet(client: Client, task_queue: str, specs: list[EnvironmentSp
     async def start(spec: EnvironmentSpec) -> WorkflowHandle[Any, Any]:
         async with gate:
             return await start_environment(client, task_queue, spec)
+
     return list(await asyncio.gather(*(start(spec) for spec in specs)))
 
 

@@ -19,8 +19,7 @@ NO_REGISTRY = "registry.invalid"
 def settings_for(registry: Registry | str, tmp: Path, **registry_overrides: object) -> Settings:
     """Worker settings pointed at the test registry (over http), or at a registry host only (NO_REGISTRY)."""
     host = registry if isinstance(registry, str) else registry.host
-    reg = RegistrySettings(insecure_hosts=[host], default=host,
-                           request_timeout_seconds=5, **registry_overrides)  # type: ignore[arg-type]
+    reg = RegistrySettings(insecure_hosts=[host], default=host, request_timeout_seconds=5, **registry_overrides)  # type: ignore[arg-type]
     settings = Settings(state_dir=tmp, registry=reg)
     settings.worker.cache_dir = tmp / "cache"
     return settings
@@ -38,8 +37,9 @@ async def terminate_running(client: Client, task_queue: str) -> None:
 
     ids: list[str] = []
     try:
-        ids = [wf.id async for wf in client.list_workflows(
-            f"TaskQueue = '{task_queue}' AND ExecutionStatus = 'Running'")]
+        ids = [
+            wf.id async for wf in client.list_workflows(f"TaskQueue = '{task_queue}' AND ExecutionStatus = 'Running'")
+        ]
     except RPCError as err:
         if err.status != RPCStatusCode.UNIMPLEMENTED:
             raise
@@ -50,8 +50,9 @@ async def terminate_running(client: Client, task_queue: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def worker_on(env: WorkflowEnvironment, registry: Registry, kube_server: object, tmp: Path,
-                    task_queue: str) -> AsyncIterator[Settings]:
+async def worker_on(
+    env: WorkflowEnvironment, registry: Registry, kube_server: object, tmp: Path, task_queue: str
+) -> AsyncIterator[Settings]:
     """A ferry worker on a fresh task queue against the real registry and the real API server, as the
     least-privileged ferry-worker user through the fault proxy; whatever the test left running on that queue is
     terminated afterwards."""

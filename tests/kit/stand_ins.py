@@ -80,8 +80,7 @@ class World:
         if input.version is not None:
             if input.version not in self.tags:
                 raise ApplicationError(f"{input.version} is not released", type="NotFound", non_retryable=True)
-            return ResolveResult(ref=VersionRef(version=input.version, digest=self.tags[input.version]),
-                                 candidates=1)
+            return ResolveResult(ref=VersionRef(version=input.version, digest=self.tags[input.version]), candidates=1)
         best = select(list(self.tags), SemverRange(input.semver or ""), input.prereleases, frozenset(input.held))
         if best is None:
             return ResolveResult()
@@ -97,8 +96,11 @@ class World:
         if input.check_only:
             return ReconcileResult(changes=ChangeSet(), health=HealthState(), pending=1 if changed else 0)
         # as the adapter: a written workload has a rollout to wait for; written configuration does not
-        health = HealthState(status="Progressing", reason="updated", digest=input.digest) \
-            if changed and self.workload else self.health(input.digest)
+        health = (
+            HealthState(status="Progressing", reason="updated", digest=input.digest)
+            if changed and self.workload
+            else self.health(input.digest)
+        )
         return ReconcileResult(changes=changes, health=health, revision=input.digest[-12:])
 
     def health(self, digest: str) -> HealthState:
@@ -109,6 +111,7 @@ class World:
     def activities(self, client: Client) -> list[Callable[..., Any]]:
         """The stand-ins for the registry and the cluster, and the real Temporal-only activities (on the
         time-skipping server, which has no Visibility, last_record finds no earlier run)."""
+
         @stand_in(activity_stubs.resolve_desired)
         async def resolve_desired(input: ResolveInput) -> ResolveResult:
             self.calls.append("resolve_desired")
@@ -150,12 +153,26 @@ class World:
         @stand_in(activity_stubs.fetch_manifest)
         async def fetch_manifest(input: FetchManifestInput) -> Manifest:
             self.calls.append("fetch_manifest")
-            return Manifest(digest=input.reference, media_type="application/vnd.oci.image.manifest.v1+json",
-                            config_media_type="application/vnd.cncf.flux.config.v1+json", config_digest=digest_of("{}"),
-                            layers=[], annotations={ANNOTATION_PUBLISHED_BY: self.publisher})
+            return Manifest(
+                digest=input.reference,
+                media_type="application/vnd.oci.image.manifest.v1+json",
+                config_media_type="application/vnd.cncf.flux.config.v1+json",
+                config_digest=digest_of("{}"),
+                layers=[],
+                annotations={ANNOTATION_PUBLISHED_BY: self.publisher},
+            )
 
-        return [resolve_desired, reconcile_environment, wait_healthy, check_environment, environment_status,
-                resolve_tag, fetch_manifest, temporal.confirm_pin, temporal.last_record]
+        return [
+            resolve_desired,
+            reconcile_environment,
+            wait_healthy,
+            check_environment,
+            environment_status,
+            resolve_tag,
+            fetch_manifest,
+            temporal.confirm_pin,
+            temporal.last_record,
+        ]
 
 
 @dataclass
@@ -170,8 +187,12 @@ class CiHost:
     def activities(self) -> list[Callable[..., Any]]:
         @stand_in(activity_stubs.package_bundle)
         async def package_bundle(input: PackageBundleInput) -> PackageBundleResult:
-            return PackageBundleResult(path=f"/tmp/{uuid.uuid4()}.tar.gz", layer_digest=digest_of(self.content),
-                                       size=len(self.content), files=1)
+            return PackageBundleResult(
+                path=f"/tmp/{uuid.uuid4()}.tar.gz",
+                layer_digest=digest_of(self.content),
+                size=len(self.content),
+                files=1,
+            )
 
         @stand_in(activity_stubs.resolve_tag)
         async def resolve_tag(input: ResolveTagInput) -> ResolveTagResult:
@@ -191,9 +212,13 @@ class CiHost:
         @stand_in(activity_stubs.fetch_manifest)
         async def fetch_manifest(input: FetchManifestInput) -> Manifest:
             digest = self.tags.get(input.reference, input.reference)
-            return Manifest(digest=digest, media_type="application/vnd.oci.image.manifest.v1+json",
-                            config_media_type="application/vnd.cncf.flux.config.v1+json", config_digest=digest_of("{}"),
-                            layers=[Layer(media_type=FLUX_CONTENT_MEDIA_TYPE, digest=self.layers[digest], size=1)],
-                            annotations={ANNOTATION_PUBLISHED_BY: "ci-first"})
+            return Manifest(
+                digest=digest,
+                media_type="application/vnd.oci.image.manifest.v1+json",
+                config_media_type="application/vnd.cncf.flux.config.v1+json",
+                config_digest=digest_of("{}"),
+                layers=[Layer(media_type=FLUX_CONTENT_MEDIA_TYPE, digest=self.layers[digest], size=1)],
+                annotations={ANNOTATION_PUBLISHED_BY: "ci-first"},
+            )
 
         return [package_bundle, resolve_tag, push_artifact, fetch_manifest]

@@ -40,8 +40,13 @@ from workers.worker import workflow_runner
 from workflows import ALL_WORKFLOWS
 
 HISTORIES = Path(__file__).parent / "histories"
-TYPES = {"release": "ReleaseWorkflow", "environment": "EnvironmentWorkflow", "promotion": "PromotionWorkflow",
-         "rollback": "RollbackWorkflow", "alert-router": "AlertRouterWorkflow"}
+TYPES = {
+    "release": "ReleaseWorkflow",
+    "environment": "EnvironmentWorkflow",
+    "promotion": "PromotionWorkflow",
+    "rollback": "RollbackWorkflow",
+    "alert-router": "AlertRouterWorkflow",
+}
 # NB: the alert workflows came after the first release: histories/alerts/ (tests/workflows/test_alerts.py) has theirs
 ALERTS = {"AlertRouterWorkflow"}
 COMMITTED = sorted(str(p.relative_to(HISTORIES)) for p in HISTORIES.rglob("*.json"))
@@ -56,8 +61,9 @@ async def test_replay_committed_history(name: str) -> None:
     history = WorkflowHistory.from_json(workflow_id, data)
     expected = TYPES[Path(name).stem]
     assert history.events[0].workflow_execution_started_event_attributes.workflow_type.name == expected
-    replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter,
-                        workflow_runner=workflow_runner())
+    replayer = Replayer(
+        workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=workflow_runner()
+    )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None
 
@@ -67,5 +73,7 @@ def test_every_workflow_has_committed_histories(generation: str) -> None:
     names = {wf.__temporal_workflow_definition.name for wf in ALL_WORKFLOWS}  # type: ignore[attr-defined]
     recorded = {TYPES[p.stem] for p in (HISTORIES / generation).glob("*.json")}
     recorded |= {TYPES[p.stem] for p in (HISTORIES / "alerts").glob("*.json")} if generation == "." else ALERTS
-    assert names <= recorded, f"no committed history in histories/{generation} for {names - recorded}: record " \
+    assert names <= recorded, (
+        f"no committed history in histories/{generation} for {names - recorded}: record "
         "with FERRY_RECORD_HISTORIES=1 make test"
+    )

@@ -35,8 +35,11 @@ def _registered(tmp_path: Path) -> dict[str, Callable[..., Any]]:
     settings = Settings(state_dir=tmp_path)
     settings.worker.cache_dir = tmp_path / "cache"
     main = all_activities(settings, client=None)  # type: ignore[arg-type]  # nothing here talks to Temporal
-    ci: list[Callable[..., Any]] = [BundleActivities.package_bundle, RegistryActivities.push_artifact,
-                                    SignatureActivities.sign_artifact]
+    ci: list[Callable[..., Any]] = [
+        BundleActivities.package_bundle,
+        RegistryActivities.push_artifact,
+        SignatureActivities.sign_artifact,
+    ]
     return {_name(fn): fn for fn in [*main, *ci]}
 
 
@@ -57,13 +60,15 @@ def test_stub_matches_registered_implementation(stub: Callable[..., Any], tmp_pa
 
 
 def test_every_stub_in_the_module_is_listed() -> None:
-    defined = {n for n, v in vars(activity_stubs).items()
-               if callable(v) and activity._Definition.from_callable(v) is not None}
+    defined = {
+        n for n, v in vars(activity_stubs).items() if callable(v) and activity._Definition.from_callable(v) is not None
+    }
     assert defined == {s.__name__ for s in activity_stubs.ALL}
 
 
 def test_a_drifted_stub_is_caught() -> None:
     """The comparison itself can fail: a stub with another input model differs from the implementation."""
+
     @activity.defn(name="resolve_tag")
     def drifted(input: ResolveInput) -> ResolveResult:
         raise NotImplementedError
@@ -77,8 +82,13 @@ def test_workflows_call_activities_only_through_stubs() -> None:
     offenders = []
     for path in sorted((ROOT / "workflows").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in calls
-                    and node.args and isinstance(node.args[0], ast.Constant)):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in calls
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
                 offenders.append(f"{path.name}:{node.lineno}")
             if isinstance(node, ast.keyword) and node.arg == "result_type":
                 offenders.append(f"{path.name}:{node.value.lineno} result_type=")

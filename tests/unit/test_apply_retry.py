@@ -9,13 +9,18 @@ from temporalio.service import RPCError, RPCStatusCode
 from cli.environments import _update_retryable
 
 
-@pytest.mark.parametrize(("message", "status", "retry"), [
-    ("Unable to perform workflow execution update due to Workflow Task in failed state.",
-     RPCStatusCode.UNAVAILABLE, True),
-    ("workflow update was aborted", RPCStatusCode.UNAVAILABLE, True),
-    ("Namespace default is not found.", RPCStatusCode.NOT_FOUND, False),
-    ("update_spec: unknown field 'intervall'", RPCStatusCode.INVALID_ARGUMENT, False),
-])
-def test_transient_refusals_are_retried_and_others_reported(message: str, status: RPCStatusCode,
-                                                             retry: bool) -> None:
+@pytest.mark.parametrize(
+    ("message", "status", "retry"),
+    [
+        (
+            "Unable to perform workflow execution update due to Workflow Task in failed state.",
+            RPCStatusCode.UNAVAILABLE,
+            True,
+        ),
+        ("workflow update was aborted", RPCStatusCode.UNAVAILABLE, True),
+        ("Namespace default is not found.", RPCStatusCode.NOT_FOUND, False),
+        ("update_spec: unknown field 'intervall'", RPCStatusCode.INVALID_ARGUMENT, False),
+    ],
+)
+def test_transient_refusals_are_retried_and_others_reported(message: str, status: RPCStatusCode, retry: bool) -> None:
     assert _update_retryable(RPCError(message, status, b"")) is retry

@@ -98,14 +98,27 @@ def keypair(tmp: Path, name: str) -> tuple[bytes, str]:
 def test_a_signature_counts_only_by_a_key_listed_then(tmp_path: Path) -> None:
     bob_private, bob_public = keypair(tmp_path, "bob")
     _, other_public = keypair(tmp_path, "other")
-    statement = Statement(environment="prd", version="1.1.0", digest=DIGEST, promotion="promote/prd/1.1.0",
-                          run="run-1", decision="approve", approver="bob", comment="", expires="2031-01-01T00:00:00Z")
+    statement = Statement(
+        environment="prd",
+        version="1.1.0",
+        digest=DIGEST,
+        promotion="promote/prd/1.1.0",
+        run="run-1",
+        decision="approve",
+        approver="bob",
+        comment="",
+        expires="2031-01-01T00:00:00Z",
+    )
     proof = sign_statement(statement, bob_private)
     fingerprint = key_fingerprint(bob_public)
-    signed = SignedRecord(workflow_id="promote/prd/1.1.0", run_id="run-1",
-                          started={"environment": "prd", "version": "1.1.0"}, at="2030-01-01T12:05:00.000Z",
-                          record={"action": "approve", "by": "bob", "verified": True, "fingerprint": fingerprint},
-                          payload={"approver": "bob", "statement": proof.statement, "signature": proof.signature})
+    signed = SignedRecord(
+        workflow_id="promote/prd/1.1.0",
+        run_id="run-1",
+        started={"environment": "prd", "version": "1.1.0"},
+        at="2030-01-01T12:05:00.000Z",
+        record={"action": "approve", "by": "bob", "verified": True, "fingerprint": fingerprint},
+        payload={"approver": "bob", "statement": proof.statement, "signature": proof.signature},
+    )
     tracker = SpecTracker()
     tracker.started(at(0), "env-run-1", {"spec": spec([{"name": "bob", "key": bob_public}])})
     # bob's key is removed after the decision: it still counts (it was listed then)

@@ -48,7 +48,8 @@ def test_a_drift_record_of_long_names_stays_within_its_characters_and_counts_the
     drift = {f"ConfigMap/team/{'n' * 200}-{i}": [f"data.{'k' * 240}-{j}" for j in range(10)] for i in range(1000)}
     capped = cap_objects(drift)
     entries = [k for k in capped if not k.startswith("...")] + [
-        i for items in capped.values() for i in items if not i.startswith("...")]
+        i for items in capped.values() for i in items if not i.startswith("...")
+    ]
     assert sum(len(e) for e in entries) <= MAX_RECORD_CHARS
     more = sum(int(k.split()[2]) for k in capped if k.startswith("... and "))
     assert len([k for k in capped if not k.startswith("...")]) + more == 1000  # every object kept or counted

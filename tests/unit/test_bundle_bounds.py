@@ -164,7 +164,8 @@ items:
 
 def test_too_many_aliases_are_refused() -> None:
     text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata:\n  base: &v x\n" + "".join(
-        f"  k{i}: *v\n" for i in range(1_001))
+        f"  k{i}: *v\n" for i in range(1_001)
+    )
     with pytest.raises(BundleError, match="more than 1000 YAML aliases"):
         parse_documents(text, "many.yaml")
 
@@ -181,8 +182,11 @@ def test_two_hundred_thousand_empty_files_are_refused_early(tmp_path: Path) -> N
     """Issue 11: 200,000 empty files extracted happily (an inode and time bomb)."""
     archive = many_empty_files(tmp_path / "many.tar.gz", 200_000)
     with tarfile.open(archive, "r|gz") as tar:  # the archive is what it claims: entries tarfile reads
-        assert [m.name for m, _ in zip(tar, range(3), strict=False)] == ["f0000000.yaml", "f0000001.yaml",
-                                                                        "f0000002.yaml"]
+        assert [m.name for m, _ in zip(tar, range(3), strict=False)] == [
+            "f0000000.yaml",
+            "f0000001.yaml",
+            "f0000002.yaml",
+        ]
     started = time.monotonic()
     with pytest.raises(ApplicationError) as err:
         safe_extract(archive, tmp_path / "dest")
@@ -191,14 +195,18 @@ def test_two_hundred_thousand_empty_files_are_refused_early(tmp_path: Path) -> N
     assert not (tmp_path / "dest").exists(), "the staging directory must be removed on failure"
 
 
-@pytest.mark.parametrize("members, what", [
-    ([(_file("a.yaml"), b"a: 1\n"), (_file("a.yaml"), b"a: 2\n")], "two entries named 'a.yaml'"),
-    ([(_file("a"), b"x"), (_file("a/b.yaml"), b"a: 1\n")], "lies under 'a', which is a file"),
-    ([(_file("a"), b"x"), (_dir("a"), b"")], "two entries named 'a'"),
-    ([(_file("./a.yaml"), b"x"), (_file("a.yaml"), b"y")], "two entries named 'a.yaml'"),
-])
-def test_tar_name_clashes_are_bad_input(tmp_path: Path, members: list[tuple[tarfile.TarInfo, bytes]],
-                                        what: str) -> None:
+@pytest.mark.parametrize(
+    "members, what",
+    [
+        ([(_file("a.yaml"), b"a: 1\n"), (_file("a.yaml"), b"a: 2\n")], "two entries named 'a.yaml'"),
+        ([(_file("a"), b"x"), (_file("a/b.yaml"), b"a: 1\n")], "lies under 'a', which is a file"),
+        ([(_file("a"), b"x"), (_dir("a"), b"")], "two entries named 'a'"),
+        ([(_file("./a.yaml"), b"x"), (_file("a.yaml"), b"y")], "two entries named 'a.yaml'"),
+    ],
+)
+def test_tar_name_clashes_are_bad_input(
+    tmp_path: Path, members: list[tuple[tarfile.TarInfo, bytes]], what: str
+) -> None:
     """Issue 11: a tar name clash surfaced as a generic retryable error."""
     archive = _tar_gz(tmp_path / "clash.tar.gz", members)
     with pytest.raises(ApplicationError) as err:
@@ -222,18 +230,18 @@ def test_non_utf8_manifest_is_a_clear_bundle_error(tmp_path: Path) -> None:
     """Issue 11: a non-UTF-8 manifest surfaced as a generic retryable error at render (UnicodeDecodeError);
     at release it was silently mangled."""
     (tmp_path / "cm.yaml").write_bytes(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {a: caf\xe9}\n".encode("latin-1"))
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {a: caf\xe9}\n".encode("latin-1")
+    )
     with pytest.raises(BundleError, match=r"cm.yaml: not UTF-8 \(byte 64"):
         render(tmp_path)
     with pytest.raises(BundleError, match="cm.yaml: not UTF-8"):
         validate(tmp_path)
 
 
-@pytest.mark.parametrize("member, what", [
-    (_file("/etc/x.yaml"), "escapes"),
-    (_file("../x.yaml"), "escapes"),
-    (_file("a/../../x.yaml"), "escapes"),
-])
+@pytest.mark.parametrize(
+    "member, what",
+    [(_file("/etc/x.yaml"), "escapes"), (_file("../x.yaml"), "escapes"), (_file("a/../../x.yaml"), "escapes")],
+)
 def test_escaping_entries_refused_and_staging_removed(tmp_path: Path, member: tarfile.TarInfo, what: str) -> None:
     archive = _tar_gz(tmp_path / "bad.tar.gz", [(_file("ok.yaml"), b"a: 1\n"), (member, b"x")])
     with pytest.raises(ApplicationError) as err:
@@ -247,8 +255,9 @@ def test_links_devices_and_oversized_entries_refused(tmp_path: Path) -> None:
     link.type, link.linkname = tarfile.SYMTYPE, "ok.yaml"
     fifo = _file("p")
     fifo.type = tarfile.FIFOTYPE
-    for i, (member, data, what) in enumerate([(link, b"", "is a link"), (fifo, b"", "device file"),
-                                              (_file("big.yaml"), b"x" * 2048, "over the 1024 limit")]):
+    for i, (member, data, what) in enumerate(
+        [(link, b"", "is a link"), (fifo, b"", "device file"), (_file("big.yaml"), b"x" * 2048, "over the 1024 limit")]
+    ):
         archive = _tar_gz(tmp_path / f"b{i}.tar.gz", [(member, data)])
         with pytest.raises(ApplicationError) as err:
             safe_extract(archive, tmp_path / f"dest{i}", max_entry_bytes=1024)

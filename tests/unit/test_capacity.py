@@ -8,18 +8,21 @@ import pytest
 from ferry.capacity import cache_pressure
 
 
-@pytest.mark.parametrize(("running", "workers", "capacity", "level"), [
-    (0, 0, 10_000, "ok"),
-    (9_000, 1, 10_000, "ok"),
-    (9_500, 1, 10_000, "thin"),  # within 10 %: a few promotions more and it thrashes
-    (10_001, 1, 10_000, "thrashing"),  # the measured cliff: one over is every task a miss
-    (300, 1, 285, "thrashing"),
-    (10_000, 2, 6_000, "thin"),  # fits two workers, not one: losing either makes the other thrash
-    (10_000, 2, 11_001, "ok"),
-    (10_001, 2, 5_000, "thrashing"),  # ceil(10,001 / 2) = 5,001 > 5,000
-    (1, 0, 2, "ok"),  # nobody polls yet: this worker is the one
-    (1, 1, 0, "thrashing"),  # cache off
-])
+@pytest.mark.parametrize(
+    ("running", "workers", "capacity", "level"),
+    [
+        (0, 0, 10_000, "ok"),
+        (9_000, 1, 10_000, "ok"),
+        (9_500, 1, 10_000, "thin"),  # within 10 %: a few promotions more and it thrashes
+        (10_001, 1, 10_000, "thrashing"),  # the measured cliff: one over is every task a miss
+        (300, 1, 285, "thrashing"),
+        (10_000, 2, 6_000, "thin"),  # fits two workers, not one: losing either makes the other thrash
+        (10_000, 2, 11_001, "ok"),
+        (10_001, 2, 5_000, "thrashing"),  # ceil(10,001 / 2) = 5,001 > 5,000
+        (1, 0, 2, "ok"),  # nobody polls yet: this worker is the one
+        (1, 1, 0, "thrashing"),  # cache off
+    ],
+)
 def test_cache_pressure_levels(running: int, workers: int, capacity: int, level: str) -> None:
     assert cache_pressure(running, workers, capacity, "ferry").level == level
 

@@ -16,8 +16,19 @@ from cli.commands import Lazy
 from cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("temporalio", "kubernetes", "opentelemetry", "oras", "pydantic", "yaml", "cryptography", "devstack.procs",
-         "workers", "workflows", "activities")
+HEAVY = (
+    "temporalio",
+    "kubernetes",
+    "opentelemetry",
+    "oras",
+    "pydantic",
+    "yaml",
+    "cryptography",
+    "devstack.procs",
+    "workers",
+    "workflows",
+    "activities",
+)
 
 PROBE = """
 import json, sys
@@ -31,8 +42,14 @@ print(json.dumps(sorted(sys.modules)), file=sys.stderr)
 
 
 def loaded_by(*argv: str) -> list[str]:
-    proc = subprocess.run([sys.executable, "-c", PROBE, *argv], cwd=ROOT, capture_output=True, text=True,
-                          check=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
     modules: list[str] = json.loads(proc.stderr.strip().splitlines()[-1])
     assert "cli.main" in modules and "argparse" in modules  # the probe ran the real parser
     return modules
@@ -42,8 +59,17 @@ def heavy(modules: list[str]) -> list[str]:
     return [m for m in modules if any(m == h or m.startswith(h + ".") for h in HEAVY)]
 
 
-@pytest.mark.parametrize("argv", [("--help",), ("status", "--help"), ("env", "list", "--help"),
-                                  ("release", "--help"), ("approve", "--help"), ("dev", "up", "--help")])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("--help",),
+        ("status", "--help"),
+        ("env", "list", "--help"),
+        ("release", "--help"),
+        ("approve", "--help"),
+        ("dev", "up", "--help"),
+    ],
+)
 def test_help_imports_no_client_library(argv: tuple[str, ...]) -> None:
     assert heavy(loaded_by(*argv)) == []
 
@@ -105,6 +131,11 @@ def test_no_cli_module_imports_devstack_at_top_level() -> None:
 
     for path in sorted((ROOT / "cli").glob("*.py")):
         for node in ast.parse(path.read_text()).body:
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             assert not any(n == "devstack" or n.startswith("devstack.") for n in names), f"{path.name}: {names}"

@@ -34,12 +34,14 @@ def _compose() -> dict:  # type: ignore[type-arg]
 
 def _interpolate(value: str, variables: dict[str, str]) -> str:
     """Compose's ${VAR}, ${VAR:-default} and ${VAR:?error} with `variables` as the shell environment."""
+
     def one(match: re.Match[str]) -> str:
         name, op, rest = match.group(1), match.group(2), match.group(3) or ""
         if variables.get(name):
             return variables[name]
         assert op != ":?", f"compose requires {name}: {rest}"
         return rest if op == ":-" else ""
+
     return re.sub(r"\$\{(\w+)(?:(:[-?])([^}]*))?\}", one, value)
 
 
@@ -79,8 +81,10 @@ def test_services_present() -> None:
 
 def test_worker_environment_is_what_settings_read_and_points_at_services() -> None:
     services = _compose()["services"]
-    env = {k: _interpolate(str(v), {"FERRY_BUILD_ID": "0.1.0+gabc"})
-           for k, v in services["ferry-worker"]["environment"].items()}
+    env = {
+        k: _interpolate(str(v), {"FERRY_BUILD_ID": "0.1.0+gabc"})
+        for k, v in services["ferry-worker"]["environment"].items()
+    }
     unknown = {k for k in env if k.startswith("FERRY_")} - set(ENVIRONMENT_VARIABLES)
     assert not unknown, f"docker-compose sets variables the worker never reads: {unknown}"
     settings = load_settings(env=env, state_dir=ROOT / "nonexistent-state")
@@ -132,8 +136,10 @@ def test_worker_stops_gracefully_and_runs_under_worker_versioning() -> None:
     grace = re.fullmatch(r"(\d+)s", worker["stop_grace_period"])
     assert grace and int(grace.group(1)) > GRACEFUL_SHUTDOWN.total_seconds(), worker["stop_grace_period"]
     env = {k: str(v) for k, v in worker["environment"].items()}
-    settings = load_settings(env={k: _interpolate(v, {"FERRY_BUILD_ID": "0.2.0+g1234"}) for k, v in env.items()},
-                             state_dir=ROOT / "nonexistent-state")
+    settings = load_settings(
+        env={k: _interpolate(v, {"FERRY_BUILD_ID": "0.2.0+g1234"}) for k, v in env.items()},
+        state_dir=ROOT / "nonexistent-state",
+    )
     assert settings.worker.deployment_name == "ferry" and settings.worker.build_id == "0.2.0+g1234"
     # a deploy that forgets the build id is refused by compose, not run as some default build
     with pytest.raises(AssertionError, match="compose requires FERRY_BUILD_ID"):
@@ -179,8 +185,10 @@ def test_every_long_running_service_has_a_memory_limit_and_the_workers_covers_it
     assert settings.worker.max_cached_workflows == cache
     full = (WORKER_BASELINE_MIB + cache * CACHED_ENVIRONMENT_KIB / 1024) * HEADROOM
     limit = _mib(worker["deploy"]["resources"]["limits"]["memory"])
-    assert limit >= full, f"a full sticky cache ({cache} x {CACHED_ENVIRONMENT_KIB} KiB) needs ~{full:.0f} MiB: " \
+    assert limit >= full, (
+        f"a full sticky cache ({cache} x {CACHED_ENVIRONMENT_KIB} KiB) needs ~{full:.0f} MiB: "
         f"the limit is {limit:.0f} MiB (lower FERRY_MAX_CACHED_WORKFLOWS or raise the limit)"
+    )
     assert limit <= 2 * full, f"the limit ({limit:.0f} MiB) is far above what the cache needs ({full:.0f} MiB)"
 
 

@@ -58,19 +58,35 @@ def test_payload_is_byte_for_byte_what_go_marshals() -> None:
 
 def test_fingerprint_matches_openssl(tmp_path: object) -> None:
     signer = _signer()
-    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "DER"], input=signer.public_key_pem.encode(),
-                         capture_output=True, check=True).stdout
+    der = subprocess.run(
+        ["openssl", "pkey", "-pubin", "-outform", "DER"],
+        input=signer.public_key_pem.encode(),
+        capture_output=True,
+        check=True,
+    ).stdout
     assert key_fingerprint(signer.public_key_pem) == "SHA256:" + hashlib.sha256(der).hexdigest()
     assert signer.fingerprint == key_fingerprint(signer.public_key_pem)
 
 
 def test_publisher_key_refuses_what_is_not_an_ec_p256_public_key() -> None:
-    ed = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-    p384 = ec.generate_private_key(ec.SECP384R1()).public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-    for bad, why in [("hello", "not a PEM public key"), (ed, "not an ECDSA P-256"), (p384, "not an ECDSA P-256"),
-                     ("x" * 5000, "at most 4096")]:
+    ed = (
+        ed25519.Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    p384 = (
+        ec.generate_private_key(ec.SECP384R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    for bad, why in [
+        ("hello", "not a PEM public key"),
+        (ed, "not an ECDSA P-256"),
+        (p384, "not an ECDSA P-256"),
+        ("x" * 5000, "at most 4096"),
+    ]:
         with pytest.raises(ValidationError) as err:
             PublisherKey(name="ci", key=bad)
         assert err.value.errors()[0]["loc"] == ("key",)
@@ -84,8 +100,9 @@ def test_publisher_key_refuses_what_is_not_an_ec_p256_public_key() -> None:
 def test_valid_signature_names_signer_and_attested_publisher() -> None:
     signer = _signer()
     payload = simple_signing_payload(REPO, DIGEST, "alice")
-    verified = verify_release_signature(payload, signer.sign(payload), DIGEST,
-                                        [_trusted(_signer(), "other"), _trusted(signer)])
+    verified = verify_release_signature(
+        payload, signer.sign(payload), DIGEST, [_trusted(_signer(), "other"), _trusted(signer)]
+    )
     assert (verified.key_name, verified.publisher) == ("ci-main", "alice")
     assert verified.fingerprint == signer.fingerprint
     assert verified.docker_reference == REPO
@@ -133,23 +150,33 @@ def test_refusals_say_why() -> None:
 
 def test_malformed_payloads_signed_by_a_trusted_key_are_refused() -> None:
     signer = _signer()
-    for body, why in [(b"not json", "not JSON"), (b"[]", "no 'critical'"),
-                      (json.dumps({"critical": {"type": "atomic container signature", "image": {},
-                                                "identity": {}}}).encode(), "critical.type"),
-                      (json.dumps({"critical": {"type": "cosign container image signature",
-                                                "identity": {}}}).encode(), "docker-manifest-digest")]:
+    for body, why in [
+        (b"not json", "not JSON"),
+        (b"[]", "no 'critical'"),
+        (
+            json.dumps({"critical": {"type": "atomic container signature", "image": {}, "identity": {}}}).encode(),
+            "critical.type",
+        ),
+        (
+            json.dumps({"critical": {"type": "cosign container image signature", "identity": {}}}).encode(),
+            "docker-manifest-digest",
+        ),
+    ]:
         err = _reason(body, signer.sign(body), DIGEST, [_trusted(signer)])
         assert err.kind == "malformed-payload" and why in err.reason
 
 
 def test_load_signer_reads_pkcs8_sec1_and_encrypted_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
-    pkcs8 = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption())
-    sec1 = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                             serialization.NoEncryption())
-    encrypted = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.BestAvailableEncryption(b"s3cret"))
+    pkcs8 = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    sec1 = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"s3cret")
+    )
     expected = ReleaseSigner(key).fingerprint
     assert load_signer(pkcs8).fingerprint == expected
     assert load_signer(sec1).fingerprint == expected
@@ -159,10 +186,12 @@ def test_load_signer_reads_pkcs8_sec1_and_encrypted_keys(monkeypatch: pytest.Mon
     with pytest.raises(ValueError, match="wrong FERRY_SIGN_KEY_PASSWORD"):
         load_signer(encrypted, b"wrong")
     with pytest.raises(ValueError, match="cosign's encrypted key format"):
-        load_signer(b"-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\nabc\n"
-                    b"-----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n")
+        load_signer(
+            b"-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\nabc\n-----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n"
+        )
     p384 = ec.generate_private_key(ec.SECP384R1()).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     with pytest.raises(ValueError, match="P-256"):
         load_signer(p384)
 
@@ -171,8 +200,7 @@ def test_signer_never_shows_or_serializes_its_key() -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     signer = ReleaseSigner(key)
     secret = key.private_numbers().private_value
-    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     for text in (repr(signer), str(signer), f"{signer}"):
         assert signer.fingerprint in text
         assert str(secret) not in text and base64.b64encode(der).decode()[:40] not in text

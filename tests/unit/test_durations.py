@@ -9,18 +9,21 @@ import pytest
 from ferry.durations import parse_duration
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("90s", timedelta(seconds=90)),
-    ("15m", timedelta(minutes=15)),
-    ("24h", timedelta(hours=24)),
-    ("2d", timedelta(days=2)),
-    ("250ms", timedelta(milliseconds=250)),
-    ("1h30m", timedelta(hours=1, minutes=30)),
-    ("1d2h3m4s", timedelta(days=1, hours=2, minutes=3, seconds=4)),
-    ("1.5h", timedelta(minutes=90)),
-    ("  30s ", timedelta(seconds=30)),
-    ("0s", timedelta(0)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("90s", timedelta(seconds=90)),
+        ("15m", timedelta(minutes=15)),
+        ("24h", timedelta(hours=24)),
+        ("2d", timedelta(days=2)),
+        ("250ms", timedelta(milliseconds=250)),
+        ("1h30m", timedelta(hours=1, minutes=30)),
+        ("1d2h3m4s", timedelta(days=1, hours=2, minutes=3, seconds=4)),
+        ("1.5h", timedelta(minutes=90)),
+        ("  30s ", timedelta(seconds=30)),
+        ("0s", timedelta(0)),
+    ],
+)
 def test_parses_units_and_compounds(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected
 

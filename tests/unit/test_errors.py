@@ -9,10 +9,15 @@ from ferry.errors import ErrorType, classify_http_status, is_retryable, truncate
 @pytest.mark.parametrize(
     ("status", "expected", "retryable"),
     [
-        (401, ErrorType.UNAUTHORIZED, False), (403, ErrorType.UNAUTHORIZED, False),
-        (404, ErrorType.NOT_FOUND, False), (400, ErrorType.BAD_INPUT, False), (422, ErrorType.BAD_INPUT, False),
-        (409, ErrorType.CONFLICT, False), (429, ErrorType.REGISTRY_UNAVAILABLE, True),
-        (500, ErrorType.REGISTRY_UNAVAILABLE, True), (503, ErrorType.REGISTRY_UNAVAILABLE, True),
+        (401, ErrorType.UNAUTHORIZED, False),
+        (403, ErrorType.UNAUTHORIZED, False),
+        (404, ErrorType.NOT_FOUND, False),
+        (400, ErrorType.BAD_INPUT, False),
+        (422, ErrorType.BAD_INPUT, False),
+        (409, ErrorType.CONFLICT, False),
+        (429, ErrorType.REGISTRY_UNAVAILABLE, True),
+        (500, ErrorType.REGISTRY_UNAVAILABLE, True),
+        (503, ErrorType.REGISTRY_UNAVAILABLE, True),
     ],
 )
 def test_http_status_classification(status: int, expected: ErrorType, retryable: bool) -> None:
@@ -37,8 +42,9 @@ def test_missing_kubeconfig_is_bad_input_naming_the_file(tmp_path: object) -> No
     from activities.cluster import ClusterActivities
     from ferry.clusters import ClusterEntry, ClustersFile
 
-    clusters = ClustersFile(clusters={"prod": ClusterEntry(kubeconfig=f"{tmp_path}/missing-kubeconfig",
-                                                           context="prod")})
+    clusters = ClustersFile(
+        clusters={"prod": ClusterEntry(kubeconfig=f"{tmp_path}/missing-kubeconfig", context="prod")}
+    )
     acts = ClusterActivities(BundleCache(Path(str(tmp_path)), pull=None), clusters=clusters)
     try:
         acts.cluster("prod")

@@ -16,11 +16,17 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_every_recorded_type_is_an_event_type() -> None:
     """The environment workflow records only EventType members (no free strings left in `_record`)."""
     tree = ast.parse((ROOT / "workflows" / "environment.py").read_text())
-    recorded = [node.args[0] for node in ast.walk(tree) if isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Attribute) and node.func.attr == "_record"]
+    recorded = [
+        node.args[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "_record"
+    ]
     assert recorded, "the workflow records events"
-    names = {arg.attr for arg in recorded if isinstance(arg, ast.Attribute)
-             and isinstance(arg.value, ast.Name) and arg.value.id == "EventType"}
+    names = {
+        arg.attr
+        for arg in recorded
+        if isinstance(arg, ast.Attribute) and isinstance(arg.value, ast.Name) and arg.value.id == "EventType"
+    }
     assert len(names) == len({ast.dump(a) for a in recorded}), "every _record() names an EventType member"
     assert names <= set(EventType.__members__)
 
@@ -47,16 +53,39 @@ def test_environment_ids_use_the_prefix() -> None:
 # The severities as ferry.alerts spelled them before event types carried their own: nothing may change.
 OLD_EVENT_SEVERITY = {
     "ReleasePublished": "info",
-    "Applied": "info", "Healthy": "info", "Recovered": "info", "Pinned": "info", "PinReleased": "info",
-    "SpecUpdated": "info", "Resumed": "info", "SpecChangeRejected": "info", "RecordRecovered": "info",
-    "DriftCorrected": "warning", "Suspended": "warning", "SpecChangePending": "warning", "PinRefused": "warning",
+    "Applied": "info",
+    "Healthy": "info",
+    "Recovered": "info",
+    "Pinned": "info",
+    "PinReleased": "info",
+    "SpecUpdated": "info",
+    "Resumed": "info",
+    "SpecChangeRejected": "info",
+    "RecordRecovered": "info",
+    "DriftCorrected": "warning",
+    "Suspended": "warning",
+    "SpecChangePending": "warning",
+    "PinRefused": "warning",
     "SpecDecisionRefused": "warning",
-    "HealthFailed": "error", "AutoRollback": "error", "ReconcileFailed": "error", "TagMoved": "error",
+    "HealthFailed": "error",
+    "AutoRollback": "error",
+    "ReconcileFailed": "error",
+    "TagMoved": "error",
     "VerificationFailed": "error",
-    "AwaitingApproval": "warning", "Approved": "info", "Rejected": "warning", "Refused": "warning",
-    "PromotionSucceeded": "info", "PromotionSuperseded": "info", "PromotionRejected": "warning",
-    "PromotionExpired": "warning", "PromotionRefused": "warning", "PromotionFailed": "error",
-    "RollbackSucceeded": "info", "RollbackSuperseded": "info", "RollbackRefused": "warning", "RollbackFailed": "error",
+    "AwaitingApproval": "warning",
+    "Approved": "info",
+    "Rejected": "warning",
+    "Refused": "warning",
+    "PromotionSucceeded": "info",
+    "PromotionSuperseded": "info",
+    "PromotionRejected": "warning",
+    "PromotionExpired": "warning",
+    "PromotionRefused": "warning",
+    "PromotionFailed": "error",
+    "RollbackSucceeded": "info",
+    "RollbackSuperseded": "info",
+    "RollbackRefused": "warning",
+    "RollbackFailed": "error",
 }
 
 

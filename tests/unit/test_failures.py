@@ -11,8 +11,15 @@ GAVE_UP = "Not enough time to schedule next retry before activity ScheduleToClos
 
 
 def _activity_error(cause: BaseException) -> ActivityError:
-    err = ActivityError("Activity task failed", scheduled_event_id=5, started_event_id=6, identity="w",
-                        activity_type="deliver_notification", activity_id="1", retry_state=RetryState.TIMEOUT)
+    err = ActivityError(
+        "Activity task failed",
+        scheduled_event_id=5,
+        started_event_id=6,
+        identity="w",
+        activity_type="deliver_notification",
+        activity_id="1",
+        retry_state=RetryState.TIMEOUT,
+    )
     err.__cause__ = cause
     return err
 
@@ -36,8 +43,10 @@ def test_the_deadline_between_attempts_reads_as_the_last_attempts_failure() -> N
     err = _activity_error(_deadline(down))
     assert cause_type(err) == "TimeoutError", "the raw cause stays the timeout"
     assert last_failure(err) is down and timed_out(err)
-    assert (cause_type(last_failure(err)), cause_message(last_failure(err))) == ("ReceiverUnavailable",
-                                                                                 "connection refused")
+    assert (cause_type(last_failure(err)), cause_message(last_failure(err))) == (
+        "ReceiverUnavailable",
+        "connection refused",
+    )
 
 
 def test_a_deadline_with_no_attempt_failure_stays_a_timeout() -> None:

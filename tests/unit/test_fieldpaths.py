@@ -48,7 +48,7 @@ def test_a_port_without_protocol_matches_the_servers_tcp_default() -> None:
     live = {"spec": {"ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}]}}
     assert diff(desired, live) == []
     udp = {"spec": {"ports": [{"port": 80, "targetPort": 8080, "protocol": "UDP"}]}}
-    assert diff(desired, udp) == ['.spec.ports[port=80,protocol=TCP]']
+    assert diff(desired, udp) == [".spec.ports[port=80,protocol=TCP]"]
 
 
 def test_atomic_lists_compare_whole_and_in_order() -> None:
@@ -72,8 +72,9 @@ def test_quantities_compare_by_amount_only_in_quantity_maps() -> None:
     desired = deployment(resources={"requests": {"cpu": "0.5", "memory": "1Gi"}})
     live = deployment(resources={"requests": {"cpu": "500m", "memory": "1024Mi"}})
     assert diff(desired, live) == []
-    assert diff(deployment(resources={"limits": {"cpu": "1"}}), deployment(resources={"limits": {"cpu": "999m"}})) \
-        == [".spec.template.spec.containers[name=app].resources.limits.cpu"]
+    assert diff(deployment(resources={"limits": {"cpu": "1"}}), deployment(resources={"limits": {"cpu": "999m"}})) == [
+        ".spec.template.spec.containers[name=app].resources.limits.cpu"
+    ]
     assert diff({"labels": {"size": "0.5"}}, {"labels": {"size": "500m"}}) == [".labels.size"]
 
 
@@ -87,11 +88,20 @@ def test_quantity_parsing() -> None:
 
 def test_managed_paths_and_value_at_follow_managed_fields() -> None:
     live = deployment(resources={"limits": {"cpu": "1"}})
-    live["metadata"] = {"managedFields": [
-        {"manager": "ferry", "operation": "Apply", "fieldsV1": {"f:spec": {"f:template": {"f:spec": {
-            "f:containers": {'k:{"name":"app"}': {".": {}, "f:image": {}}}}}}}},
-        {"manager": "kubectl-edit", "operation": "Update", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
-    ]}
+    live["metadata"] = {
+        "managedFields": [
+            {
+                "manager": "ferry",
+                "operation": "Apply",
+                "fieldsV1": {
+                    "f:spec": {
+                        "f:template": {"f:spec": {"f:containers": {'k:{"name":"app"}': {".": {}, "f:image": {}}}}}
+                    }
+                },
+            },
+            {"manager": "kubectl-edit", "operation": "Update", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+        ]
+    }
     owned = managed_paths(live, "ferry")
     assert owned == {("f:spec", "f:template", "f:spec", "f:containers", 'k:{"name":"app"}', "f:image")}
     assert value_at(live, next(iter(owned))) == "nginx:1.25"
@@ -101,5 +111,7 @@ def test_managed_paths_and_value_at_follow_managed_fields() -> None:
 
 def test_leaf_paths_are_what_an_apply_claims() -> None:
     paths = set(leaf_paths(deployment()))
-    assert paths == {("f:spec", "f:template", "f:spec", "f:containers", 'k:{"name":"app"}', "f:name"),
-                     ("f:spec", "f:template", "f:spec", "f:containers", 'k:{"name":"app"}', "f:image")}
+    assert paths == {
+        ("f:spec", "f:template", "f:spec", "f:containers", 'k:{"name":"app"}', "f:name"),
+        ("f:spec", "f:template", "f:spec", "f:containers", 'k:{"name":"app"}', "f:image"),
+    }

@@ -54,11 +54,18 @@ def test_only_a_promotion_of_a_held_version_lifts_its_hold() -> None:
     assert not lifts_hold(_request(kind="manual"), ["1.0.0"])
 
 
-@pytest.mark.parametrize(("spec", "kind", "on_range"), [
-    (RANGE, "rollback", True), (RANGE, "auto-rollback", True), (RANGE, "promotion", False),
-    (RANGE, "manual", False), (PINNED, "rollback", False), (PINNED, "auto-rollback", False)])
-def test_a_rollback_pin_on_a_range_keeps_the_range_resolving(spec: EnvironmentSpec, kind: str, on_range: bool
-                                                             ) -> None:
+@pytest.mark.parametrize(
+    ("spec", "kind", "on_range"),
+    [
+        (RANGE, "rollback", True),
+        (RANGE, "auto-rollback", True),
+        (RANGE, "promotion", False),
+        (RANGE, "manual", False),
+        (PINNED, "rollback", False),
+        (PINNED, "auto-rollback", False),
+    ],
+)
+def test_a_rollback_pin_on_a_range_keeps_the_range_resolving(spec: EnvironmentSpec, kind: str, on_range: bool) -> None:
     pin = Pin(version="1.0.0", digest=DIGEST, by="bob", kind=kind)
     assert pin_on_range(spec, pin) is on_range
     assert tracks(spec, pin) is on_range

@@ -14,8 +14,14 @@ from ferry.spec import ApprovalPolicy
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64
-CTX = DecisionContext(environment="production", version="1.1.0", digest=D1, publisher="ci-main",
-                      promotion="promote/production/1.1.0", run="run-1")
+CTX = DecisionContext(
+    environment="production",
+    version="1.1.0",
+    digest=D1,
+    publisher="ci-main",
+    promotion="promote/production/1.1.0",
+    run="run-1",
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,16 +36,28 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[bytes, str
 
 
 def signed_policy(keys: dict[str, tuple[bytes, str]], *names: str) -> ApprovalPolicy:
-    return ApprovalPolicy.model_validate({"required": True,
-                                          "approvers": [{"name": n, "key": keys[n][1]} for n in names]})
+    return ApprovalPolicy.model_validate(
+        {"required": True, "approvers": [{"name": n, "key": keys[n][1]} for n in names]}
+    )
 
 
-def payload(keys: dict[str, tuple[bytes, str]], approver: str, signer: str | None = None, **fields: str
-            ) -> dict[str, str]:
-    statement = Statement.model_validate({
-        "environment": CTX.environment, "version": CTX.version, "digest": CTX.digest, "promotion": CTX.promotion,
-        "run": CTX.run, "decision": "approve", "approver": approver, "comment": "",
-        "expires": (NOW + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"), **fields})
+def payload(
+    keys: dict[str, tuple[bytes, str]], approver: str, signer: str | None = None, **fields: str
+) -> dict[str, str]:
+    statement = Statement.model_validate(
+        {
+            "environment": CTX.environment,
+            "version": CTX.version,
+            "digest": CTX.digest,
+            "promotion": CTX.promotion,
+            "run": CTX.run,
+            "decision": "approve",
+            "approver": approver,
+            "comment": "",
+            "expires": (NOW + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            **fields,
+        }
+    )
     proof = sign_statement(statement, keys[signer or approver][0])
     return {"statement": proof.statement, "signature": proof.signature}
 
@@ -72,14 +90,14 @@ def test_signed_policy_verifies_and_binds(keys: dict[str, tuple[bytes, str]]) ->
         "other digest": judge(policy, CTX, payload(keys, "alice", digest=D2), "approve", NOW).refusal,
         "other promotion": judge(policy, CTX, payload(keys, "alice", promotion="promote/x/1"), "approve", NOW).refusal,
         "other run": judge(policy, CTX, payload(keys, "alice", run="run-2"), "approve", NOW).refusal,
-        "other environment": judge(policy, CTX, payload(keys, "alice", environment="staging"), "approve",
-                                   NOW).refusal,
+        "other environment": judge(policy, CTX, payload(keys, "alice", environment="staging"), "approve", NOW).refusal,
         "other decision": judge(policy, CTX, payload(keys, "alice", decision="reject"), "approve", NOW).refusal,
         "expired": judge(policy, CTX, payload(keys, "alice"), "approve", NOW + timedelta(hours=2)).refusal,
         "someone else's key": judge(policy, CTX, payload(keys, "alice", signer="bob"), "approve", NOW).refusal,
         "unlisted key": judge(policy, CTX, payload(keys, "ci-main"), "approve", NOW).refusal,
-        "payload name differs": judge(policy, CTX, {**payload(keys, "alice"), "approver": "bob"}, "approve",
-                                      NOW).refusal,
+        "payload name differs": judge(
+            policy, CTX, {**payload(keys, "alice"), "approver": "bob"}, "approve", NOW
+        ).refusal,
     }
     assert "requires signed approvals" in refusals["typed name"]
     assert f"statement is for digest {D2}" in refusals["other digest"]

@@ -23,15 +23,15 @@ AT = "2026-12-07T00:00:00Z"
 
 
 def _spec(**kw: Any) -> EnvironmentSpec:
-    return EnvironmentSpec.model_validate({"name": "production", "repository": "registry.local/shop",
-                                           "version": "1.0.0", **kw})
+    return EnvironmentSpec.model_validate(
+        {"name": "production", "repository": "registry.local/shop", "version": "1.0.0", **kw}
+    )
 
 
 def test_known_good_history_keeps_each_digest_once_newest_last_and_bounded() -> None:
     assert with_known_good([], V1, limit=3) == [V1]
     assert with_known_good([V1, V2], V1, limit=3) == [V2, V1]
-    assert with_known_good([V1, V2, V3], VersionRef(version="1.4.0", digest="sha256:" + "4" * 64),
-                           limit=3)[0] == V2
+    assert with_known_good([V1, V2, V3], VersionRef(version="1.4.0", digest="sha256:" + "4" * 64), limit=3)[0] == V2
     assert is_known_good([V1, V2], V2.digest) and not is_known_good([V1], V2.digest)
 
 
@@ -50,13 +50,15 @@ def test_a_rollback_never_goes_forward() -> None:
 
 
 def test_a_bare_rollback_pin_goes_only_to_a_known_good_version() -> None:
-    state = EnvironmentState(spec=_spec(), good_history=[V1, V2],
-                             last_applied=Applied(version=V2.version, digest=V2.digest, at=AT))
+    state = EnvironmentState(
+        spec=_spec(), good_history=[V1, V2], last_applied=Applied(version=V2.version, digest=V2.digest, at=AT)
+    )
     assert rollback_pin_refusal(state, V1.version, V1.digest) == ""
     assert "was never applied and healthy in production" in rollback_pin_refusal(state, V3.version, V3.digest)
     forward = state.model_copy(update={"good_history": [V3]})
     assert rollback_pin_refusal(forward, V3.version, V3.digest) == (
-        "1.3.0 is newer than the applied 1.2.0: a rollback never goes forward")
+        "1.3.0 is newer than the applied 1.2.0: a rollback never goes forward"
+    )
 
 
 def test_only_an_approver_may_roll_back_when_the_environment_lists_any() -> None:
@@ -69,8 +71,12 @@ def test_only_an_approver_may_roll_back_when_the_environment_lists_any() -> None
 def test_a_failed_release_rolls_back_to_the_last_known_good_when_the_spec_says_so() -> None:
     health = HealthState(status="Failed", reason="crash loop")
     pin = auto_rollback_pin(_spec(**{"auto-rollback": True}), V1, V2, health, AT)
-    assert pin is not None and (pin.version, pin.digest, pin.kind, pin.by) == (V1.version, V1.digest,
-                                                                               "auto-rollback", AUTO_ROLLBACK_BY)
+    assert pin is not None and (pin.version, pin.digest, pin.kind, pin.by) == (
+        V1.version,
+        V1.digest,
+        "auto-rollback",
+        AUTO_ROLLBACK_BY,
+    )
     assert pin.reason == "1.2.0 failed health: crash loop" and pin.at == AT
     assert auto_rollback_pin(_spec(**{"auto-rollback": False}), V1, V2, health, AT) is None
     assert auto_rollback_pin(_spec(**{"auto-rollback": True}), None, V2, health, AT) is None

@@ -21,21 +21,38 @@ LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
 # (file, import to plant, contract name and the broken import lint-imports must report)
 PLANTED = [
-    ("ferry/durations.py", "import temporalio",
-     "ferry/ is pure", "ferry.durations -> temporalio"),
-    ("workflows/policies.py", "import activities.cluster",
-     "workflows/ imports no I/O client", "workflows.policies -> activities.cluster"),
-    ("workers/telemetry.py", "import oras.provider",
-     "only activities.registry imports oras", "workers.telemetry -> oras"),
-    ("activities/bundle.py", "import kubernetes",
-     "only activities.cluster (and the dev stack) imports kubernetes", "activities.bundle -> kubernetes"),
-    ("ferry/events.py", "import ferry.environment",
-     "ferry/ in layers", "ferry.events -> ferry.environment"),
-    ("cli/verify.py", "import activities.registry",
-     "cli/ never imports activities/ itself", "cli.verify -> activities.registry"),
-    ("cli/common.py", "import devstack.procs",
-     "the product (ferry, workflows, activities, workers, cli) does not import devstack",
-     "cli.common -> devstack.procs"),
+    ("ferry/durations.py", "import temporalio", "ferry/ is pure", "ferry.durations -> temporalio"),
+    (
+        "workflows/policies.py",
+        "import activities.cluster",
+        "workflows/ imports no I/O client",
+        "workflows.policies -> activities.cluster",
+    ),
+    (
+        "workers/telemetry.py",
+        "import oras.provider",
+        "only activities.registry imports oras",
+        "workers.telemetry -> oras",
+    ),
+    (
+        "activities/bundle.py",
+        "import kubernetes",
+        "only activities.cluster (and the dev stack) imports kubernetes",
+        "activities.bundle -> kubernetes",
+    ),
+    ("ferry/events.py", "import ferry.environment", "ferry/ in layers", "ferry.events -> ferry.environment"),
+    (
+        "cli/verify.py",
+        "import activities.registry",
+        "cli/ never imports activities/ itself",
+        "cli.verify -> activities.registry",
+    ),
+    (
+        "cli/common.py",
+        "import devstack.procs",
+        "the product (ferry, workflows, activities, workers, cli) does not import devstack",
+        "cli.common -> devstack.procs",
+    ),
 ]
 
 
@@ -46,8 +63,14 @@ def _all_but_python(folder: str, names: list[str]) -> list[str]:
 def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
     # NB: wide columns, so that no contract name is wrapped in the report.
     env = {**os.environ, "PYTHONPATH": str(root), "COLUMNS": "400"}
-    return subprocess.run([str(LINT_IMPORTS), "--no-cache", "--config", str(root / "pyproject.toml")],
-                          cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache", "--config", str(root / "pyproject.toml")],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_the_contracts_hold_on_the_tree() -> None:
@@ -76,8 +99,9 @@ def test_lint_fails_on_a_forbidden_import(planted: subprocess.CompletedProcess[s
 
 
 @pytest.mark.parametrize(("contract", "broken"), [(c, b) for _, _, c, b in PLANTED], ids=[f for f, *_ in PLANTED])
-def test_each_contract_names_its_planted_import(planted: subprocess.CompletedProcess[str], contract: str,
-                                                broken: str) -> None:
+def test_each_contract_names_its_planted_import(
+    planted: subprocess.CompletedProcess[str], contract: str, broken: str
+) -> None:
     broken_lines = [line for line in planted.stdout.splitlines() if " BROKEN" in line]
     assert any(line.startswith(contract) for line in broken_lines), planted.stdout
     assert broken in planted.stdout, planted.stdout
@@ -88,8 +112,12 @@ def imports(path: Path, *, module_level_only: bool = False) -> set[str]:
     tree = ast.parse(path.read_text(), str(path))
     nodes = tree.body if module_level_only else ast.walk(tree)
     if module_level_only:  # module level includes `if TYPE_CHECKING:` and `try:` blocks
-        nodes = [n for top in tree.body if not isinstance(top, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
-                 for n in ast.walk(top)]
+        nodes = [
+            n
+            for top in tree.body
+            if not isinstance(top, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+            for n in ast.walk(top)
+        ]
     found: set[str] = set()
     for node in nodes:
         if isinstance(node, ast.Import):
@@ -106,14 +134,22 @@ def _within(module: str, package: str) -> bool:
 
 def test_workflows_never_import_the_client_side_of_temporalio() -> None:
     forbidden = ("temporalio.client", "temporalio.worker", "temporalio.testing")
-    broken = sorted(f"{path.relative_to(ROOT)} imports {module}" for path in (ROOT / "workflows").rglob("*.py")
-                    for module in imports(path) if any(_within(module, rule) for rule in forbidden))
+    broken = sorted(
+        f"{path.relative_to(ROOT)} imports {module}"
+        for path in (ROOT / "workflows").rglob("*.py")
+        for module in imports(path)
+        if any(_within(module, rule) for rule in forbidden)
+    )
     assert not broken, "\n".join(broken)
 
 
 def test_the_cli_imports_devstack_only_inside_its_dev_commands() -> None:
-    at_module_level = sorted(f"{path.relative_to(ROOT)} imports {module}" for path in (ROOT / "cli").rglob("*.py")
-                             for module in imports(path, module_level_only=True) if _within(module, "devstack"))
+    at_module_level = sorted(
+        f"{path.relative_to(ROOT)} imports {module}"
+        for path in (ROOT / "cli").rglob("*.py")
+        for module in imports(path, module_level_only=True)
+        if _within(module, "devstack")
+    )
     assert not at_module_level, "\n".join(at_module_level)
 
 

@@ -37,7 +37,7 @@ def literal_patch_ids(source: str, filename: str = "<source>") -> list[str]:
             args = [*node.args, *(k.value for k in node.keywords)]
         elif name in PATCH_PARAMETERS:
             keyword, position = PATCH_PARAMETERS[name]
-            args = [*node.args[position:position + 1], *(k.value for k in node.keywords if k.arg == keyword)]
+            args = [*node.args[position : position + 1], *(k.value for k in node.keywords if k.arg == keyword)]
         if any(_is_str(a) for a in args):
             found.append(f"{filename}:{node.lineno}")
     return found
@@ -52,7 +52,7 @@ def test_no_workflow_names_a_patch_with_a_literal() -> None:
 
 def test_a_planted_literal_is_found() -> None:
     """The check can fail: each way of asking a patch, with a literal, is reported (and a constant is not)."""
-    planted = '''
+    planted = """
 from temporalio import workflow
 def f(err):
     workflow.patched("ferry-planted")
@@ -63,7 +63,7 @@ def f(err):
     workflow.patched(PLANTED)
     raise_if_cancelled(err)
     other("ferry-planted")
-'''
+"""
     assert literal_patch_ids(planted) == [f"<source>:{n}" for n in (4, 5, 6, 7, 8)]
 
 
@@ -79,8 +79,13 @@ def test_every_patch_id_is_one_constant() -> None:
         by_value.setdefault(value, []).append(name)
     assert {v: n for v, n in by_value.items() if len(n) > 1} == {}
     assert all(v.startswith("ferry-") for v in constants.values())
-    assert set(patches.__all__) == {*constants, "FOLDED_INTO_BASELINE", "FOLDED_INTO_BASELINE_2",
-                                    "FOLDED_INTO_BASELINE_3", "env_patched"}
+    assert set(patches.__all__) == {
+        *constants,
+        "FOLDED_INTO_BASELINE",
+        "FOLDED_INTO_BASELINE_2",
+        "FOLDED_INTO_BASELINE_3",
+        "env_patched",
+    }
 
 
 def test_no_patch_id_is_defined_outside_patches() -> None:
@@ -90,8 +95,12 @@ def test_no_patch_id_is_defined_outside_patches() -> None:
         if f.name == "patches.py":
             continue
         for node in ast.parse(f.read_text()).body:
-            if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
-                    and isinstance(node.value.value, str) and node.value.value.startswith("ferry-")):
+            if (
+                isinstance(node, ast.Assign)
+                and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, str)
+                and node.value.value.startswith("ferry-")
+            ):
                 found.append(f"{f.name}:{node.lineno}")
     assert found == []
 

@@ -34,8 +34,9 @@ GATED = {"approval": {"required": True, "approvers": ["alice", "bob"], "signed":
 
 
 def _spec(**kw: Any) -> EnvironmentSpec:
-    return EnvironmentSpec.model_validate({"name": "production", "repository": "registry.local/team/shop",
-                                           "version": "1.0.0", **kw})
+    return EnvironmentSpec.model_validate(
+        {"name": "production", "repository": "registry.local/team/shop", "version": "1.0.0", **kw}
+    )
 
 
 def _state(**kw: Any) -> EnvironmentState:
@@ -44,8 +45,9 @@ def _state(**kw: Any) -> EnvironmentState:
 
 
 def _pin(**kw: Any) -> PinRequest:
-    return PinRequest.model_validate({"version": "1.1.0", "digest": D2, "by": "alice", "kind": "promotion",
-                                      "request_id": RUN, **kw})
+    return PinRequest.model_validate(
+        {"version": "1.1.0", "digest": D2, "by": "alice", "kind": "promotion", "request_id": RUN, **kw}
+    )
 
 
 def _never() -> bool:
@@ -57,6 +59,7 @@ def _yes() -> bool:
 
 
 # ------------------------------------------------------------------ tags
+
 
 def test_a_tag_is_bound_once_and_bounded() -> None:
     tags = {"1.0.0": D1}
@@ -72,8 +75,9 @@ def test_a_moved_tag_is_refused_with_the_digest_it_was_bound_to() -> None:
     assert bound_elsewhere(tags, "2.0.0", D2) is None
     assert bound_elsewhere(tags, "1.0.0", D2) == D1
     assert tag_moved(tags, "1.0.0", D1) == "" and tag_moved(tags, "9.9.9", D3) == ""
-    assert tag_moved(tags, "1.0.0", D2) == (f"TagMoved: tag 1.0.0 now points to {D2}, but this environment bound "
-                                            f"it to {D1}; keeping what is applied")
+    assert tag_moved(tags, "1.0.0", D2) == (
+        f"TagMoved: tag 1.0.0 now points to {D2}, but this environment bound it to {D1}; keeping what is applied"
+    )
 
 
 def test_used_approvals_are_bounded() -> None:
@@ -82,6 +86,7 @@ def test_used_approvals_are_bounded() -> None:
 
 
 # ------------------------------------------------------------------ the gate, any environment
+
 
 def test_a_pin_that_names_no_digest_is_refused() -> None:
     assert pin_refusal(_state(), _pin(digest="latest"), [], hardened=_never) == "'latest' is not a digest"
@@ -103,7 +108,8 @@ def test_a_relabelled_digest_is_refused_only_under_the_hardened_gate() -> None:
     state = _state(tags={"2.0.0": D2})
     relabelled = _pin(version="0.0.1", kind="rollback")
     assert pin_refusal(state, relabelled, [], hardened=_yes) == (
-        f"{D2} is release 2.0.0 here, not 0.0.1: a pin names the release of its digest")
+        f"{D2} is release 2.0.0 here, not 0.0.1: a pin names the release of its digest"
+    )
     assert pin_refusal(state, relabelled, [], hardened=lambda: False) == ""
     assert pin_refusal(state, _pin(version="2.0.0"), [], hardened=_never) == ""  # its own release: not asked
 
@@ -114,17 +120,24 @@ def test_an_environment_without_required_approval_takes_a_bare_pin() -> None:
 
 # ------------------------------------------------------------------ the gate, approval required
 
+
 def test_a_bare_rollback_pin_goes_only_to_a_known_good_version_never_forward() -> None:
-    state = _state(spec=_spec(**GATED), good_history=[VersionRef(version="1.0.0", digest=D1)],
-                   last_applied=Applied(version="1.2.0", digest=D3, at=AT))
+    state = _state(
+        spec=_spec(**GATED),
+        good_history=[VersionRef(version="1.0.0", digest=D1)],
+        last_applied=Applied(version="1.2.0", digest=D3, at=AT),
+    )
     back = _pin(version="1.0.0", digest=D1, kind="rollback")
     assert pin_refusal(state, back, [], hardened=_never) == ""
     unknown = pin_refusal(state, _pin(kind="rollback"), [], hardened=_never)
-    assert unknown == (f"1.1.0 ({D2}) was never applied and healthy in production; without an approval a rollback "
-                       "may only go to a known-good version")
+    assert unknown == (
+        f"1.1.0 ({D2}) was never applied and healthy in production; without an approval a rollback "
+        "may only go to a known-good version"
+    )
     ahead = state.model_copy(update={"last_applied": Applied(version="0.9.0", digest=D3, at=AT)})
     assert pin_refusal(ahead, back, [], hardened=_never) == (
-        "1.0.0 is newer than the applied 0.9.0: a rollback never goes forward")
+        "1.0.0 is newer than the applied 0.9.0: a rollback never goes forward"
+    )
 
 
 def test_a_gated_pin_must_rest_on_an_accepted_approval_used_once() -> None:
@@ -136,7 +149,8 @@ def test_a_gated_pin_must_rest_on_an_accepted_approval_used_once() -> None:
     used = state.model_copy(update={"consumed_approvals": [RUN]})
     assert pin_refusal(used, pin, verdicts, hardened=_never) == f"the approvals of {RUN} were already used"
     assert pin_refusal(state, _pin(), [], hardened=_never) == (
-        f"production requires approval and the pin carries no approval of {D2}")
+        f"production requires approval and the pin carries no approval of {D2}"
+    )
 
 
 def test_a_rollback_that_carries_approvals_is_judged_like_a_promotion() -> None:
@@ -162,8 +176,11 @@ def test_the_publisher_is_the_verified_one_when_the_environment_verified_it() ->
 
 
 def test_verified_approvers_carry_their_fingerprint() -> None:
-    verdicts = [Judgement(approver="alice", fingerprint="SHA256:abc"), Judgement(approver="bob"),
-                Judgement(approver="eve", refusal="not an approver")]
+    verdicts = [
+        Judgement(approver="alice", fingerprint="SHA256:abc"),
+        Judgement(approver="bob"),
+        Judgement(approver="eve", refusal="not an approver"),
+    ]
     assert approvers(verdicts) == ["alice (SHA256:abc)", "bob (claimed)"]
 
 
@@ -188,6 +205,7 @@ def test_a_pin_approved_by_the_verified_publisher_of_its_digest_is_caught() -> N
 
 # ------------------------------------------------------------------ what the status says of a pin
 
+
 def _event(type_: EventType, **kw: Any) -> Event:
     return Event(at=AT, type=type_, message=kw.pop("message", str(type_)), **kw)
 
@@ -202,8 +220,10 @@ def test_the_status_says_nothing_until_the_pin_is_acknowledged() -> None:
 
 def test_a_refusal_in_the_events_answers_at_once() -> None:
     refused = _event(EventType.PIN_REFUSED, request_id=RUN, message="pin of 1.1.0 refused: no")
-    assert status_verdict(_state(events=[refused]), D2, RUN, False) == (("refused", "pin of 1.1.0 refused: no",
-                                                                          False), False)
+    assert status_verdict(_state(events=[refused]), D2, RUN, False) == (
+        ("refused", "pin of 1.1.0 refused: no", False),
+        False,
+    )
     failed = _event(EventType.VERIFICATION_FAILED, request_id=RUN, message="unsigned")
     assert status_verdict(_state(events=[failed]), D2, RUN, False)[0] == ("refused", "unsigned", False)
 
@@ -223,11 +243,16 @@ def test_my_pin_applied_is_judged_by_its_health() -> None:
 
 def test_an_auto_rollback_from_my_digest_is_a_failure_rolled_back() -> None:
     back = Pin(version="1.0.0", digest=D1, by="ferry (auto-rollback)", kind="auto-rollback", reason="1.1.0 failed")
-    events = [_event(EventType.PINNED, request_id=RUN),
-              _event(EventType.AUTO_ROLLBACK, objects={"failed": ["1.1.0", D2]})]
+    events = [
+        _event(EventType.PINNED, request_id=RUN),
+        _event(EventType.AUTO_ROLLBACK, objects={"failed": ["1.1.0", D2]}),
+    ]
     assert status_verdict(_state(pin=back, events=events), D2, RUN, False) == (("failed", "1.1.0 failed", True), True)
     assert status_verdict(_state(pin=back, events=events[:1]), D2, RUN, False)[0] == (
-        "superseded", "a newer pin took over (auto-rollback by ferry (auto-rollback))", False)
+        "superseded",
+        "a newer pin took over (auto-rollback by ferry (auto-rollback))",
+        False,
+    )
 
 
 @pytest.mark.parametrize("kind", ["promotion", "rollback", "manual"])

@@ -35,12 +35,20 @@ from ferry.versions import SemverRange, select
 
 
 def test_prepare_sets_namespace_labels_and_folds_string_data() -> None:
-    secret = prepare({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"a": "b"}},
-                     "staging", "apps", namespaced=True)
+    secret = prepare(
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"a": "b"}},
+        "staging",
+        "apps",
+        namespaced=True,
+    )
     assert secret["metadata"]["namespace"] == "apps" and secret["metadata"]["labels"][ENVIRONMENT_LABEL] == "staging"
     assert secret["data"] == {"a": "Yg=="} and "stringData" not in secret
-    ns = prepare({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x", "namespace": "y"}}, "e", "d",
-                 namespaced=False)
+    ns = prepare(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x", "namespace": "y"}},
+        "e",
+        "d",
+        namespaced=False,
+    )
     assert "namespace" not in ns["metadata"]
 
 
@@ -58,14 +66,38 @@ def _owned_by_ferry(live: dict[str, Any], applied: dict[str, Any]) -> dict[str, 
 
 
 def test_server_defaults_are_not_drift_but_changes_are() -> None:
-    desired = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "a"},
-               "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "nginx:1", "ports": [
-                   {"containerPort": 80}]}]}}}}
-    live = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "a", "uid": "u"},
-            "spec": {"replicas": 3, "template": {"spec": {"containers": [
-                {"name": "app", "image": "nginx:1", "imagePullPolicy": "IfNotPresent",
-                 "ports": [{"containerPort": 80, "protocol": "TCP"}]}], "restartPolicy": "Always"}}},
-            "status": {"replicas": 3}}
+    desired = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "a"},
+        "spec": {
+            "template": {
+                "spec": {"containers": [{"name": "app", "image": "nginx:1", "ports": [{"containerPort": 80}]}]}
+            }
+        },
+    }
+    live = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "a", "uid": "u"},
+        "spec": {
+            "replicas": 3,
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "app",
+                            "image": "nginx:1",
+                            "imagePullPolicy": "IfNotPresent",
+                            "ports": [{"containerPort": 80, "protocol": "TCP"}],
+                        }
+                    ],
+                    "restartPolicy": "Always",
+                }
+            },
+        },
+        "status": {"replicas": 3},
+    }
     assert plan_object(desired, live).action == "update"  # ferry owns none of it yet: adopt it
     _owned_by_ferry(live, desired)
     assert plan_object(desired, live).action == "unchanged"
@@ -76,16 +108,18 @@ def test_server_defaults_are_not_drift_but_changes_are() -> None:
 
 
 def _deployment(resources: dict[str, Any], labels: dict[str, str] | None = None) -> dict[str, Any]:
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "labels": labels or {}},
-            "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "nginx:1",
-                                                           "resources": resources}]}}}}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "labels": labels or {}},
+        "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "nginx:1", "resources": resources}]}}},
+    }
 
 
 def test_quantities_compare_by_amount() -> None:
     # What a real API server stores for `cpu: 0.5` and `1000m`: the same amounts, so no change and no request.
     desired = _deployment({"limits": {"cpu": 0.5, "memory": "1Gi"}, "requests": {"cpu": "1000m"}})
-    live = _owned_by_ferry(_deployment({"limits": {"cpu": "500m", "memory": "1Gi"}, "requests": {"cpu": "1"}}),
-                           desired)
+    live = _owned_by_ferry(_deployment({"limits": {"cpu": "500m", "memory": "1Gi"}, "requests": {"cpu": "1"}}), desired)
     assert plan_object(desired, live).action == "unchanged"
     more = _deployment({"limits": {"cpu": "600m", "memory": "1Gi"}, "requests": {"cpu": "1000m"}})
     assert plan_object(more, live).fields == [".spec.template.spec.containers[name=app].resources.limits.cpu"]
@@ -114,12 +148,18 @@ def test_the_servers_dry_run_decides_a_candidate() -> None:
 
 
 def test_order_and_inventory_maths() -> None:
-    objs = [{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}},
-            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}},
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "n"}},
-            {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "x"}}]
-    assert [o["kind"] for o in apply_order(objs)] == ["CustomResourceDefinition", "Namespace", "ConfigMap",
-                                                      "Deployment"]
+    objs = [
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}},
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "n"}},
+        {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "x"}},
+    ]
+    assert [o["kind"] for o in apply_order(objs)] == [
+        "CustomResourceDefinition",
+        "Namespace",
+        "ConfigMap",
+        "Deployment",
+    ]
     ids = [ObjectId.of(o) for o in objs]
     assert [i.kind for i in delete_order(ids)] == ["Deployment", "ConfigMap", "Namespace", "CustomResourceDefinition"]
     assert stale(["a", "b", "c"], ["b"]) == ["a", "c"]
@@ -137,20 +177,49 @@ def test_semver_selection_skips_prereleases_unparsable_and_held() -> None:
 def test_kstatus_rules() -> None:
     base = {"kind": "Deployment", "metadata": {"name": "d", "generation": 2}, "spec": {"replicas": 2}}
     assert object_status({**base, "status": {"observedGeneration": 1}})[0] == "InProgress"
-    assert object_status({**base, "status": {"observedGeneration": 2, "updatedReplicas": 2, "readyReplicas": 2,
-                                             "availableReplicas": 2}})[0] == "Current"
-    failed = {**base, "status": {"observedGeneration": 2, "conditions": [
-        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]}}
+    assert (
+        object_status(
+            {
+                **base,
+                "status": {"observedGeneration": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2},
+            }
+        )[0]
+        == "Current"
+    )
+    failed = {
+        **base,
+        "status": {
+            "observedGeneration": 2,
+            "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}],
+        },
+    }
     assert object_status(failed)[0] == "Failed"
-    assert object_status({"kind": "Job", "metadata": {"name": "j"}, "status": {"conditions": [
-        {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}})[0] == "Failed"
+    assert (
+        object_status(
+            {
+                "kind": "Job",
+                "metadata": {"name": "j"},
+                "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]},
+            }
+        )[0]
+        == "Failed"
+    )
     assert object_status({"kind": "ConfigMap", "metadata": {"name": "c"}})[0] == "Current"
 
 
 # ------------------------------------------------------------------------------- the plan as a whole
 def _cm(name: str, namespace: str = "apps", **data: str) -> dict[str, Any]:
-    return prepare({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace},
-                    "data": data or {"k": "v"}}, "staging", namespace, namespaced=True)
+    return prepare(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace},
+            "data": data or {"k": "v"},
+        },
+        "staging",
+        namespace,
+        namespaced=True,
+    )
 
 
 def _live(obj: dict[str, Any], **overrides: Any) -> dict[str, Any]:
@@ -173,20 +242,31 @@ def test_the_plan_says_create_update_unchanged_and_what_is_stale() -> None:
     inventory = {_key(o): "v1" for o in (same, edited, old_inside, old_kept, old_outside, old_gone)}
     planned = plan([new, same, edited], live, inventory, prune=True, namespaces=["apps"], cluster_kinds=[])
     assert [(str(c.id), c.action) for c in planned.changes] == [
-        ("ConfigMap/apps/new", "create"), ("ConfigMap/apps/same", "unchanged"), ("ConfigMap/apps/edited", "update")]
+        ("ConfigMap/apps/new", "create"),
+        ("ConfigMap/apps/same", "unchanged"),
+        ("ConfigMap/apps/edited", "update"),
+    ]
     assert planned.changes[2].fields == [".data.k"] and planned.unchanged == 1
-    assert [str(i) for i in planned.stale] == ["ConfigMap/apps/gone", "ConfigMap/apps/keep-me", "ConfigMap/apps/old",
-                                               "ConfigMap/other/theirs"]
+    assert [str(i) for i in planned.stale] == [
+        "ConfigMap/apps/gone",
+        "ConfigMap/apps/keep-me",
+        "ConfigMap/apps/old",
+        "ConfigMap/other/theirs",
+    ]
     # only what is still live is pruned; the annotated one and the one outside the bounds are skipped
     assert {str(c.id): c.action for c in planned.prune} == {
-        "ConfigMap/apps/old": "delete", "ConfigMap/apps/keep-me": "skip", "ConfigMap/other/theirs": "skip"}
+        "ConfigMap/apps/old": "delete",
+        "ConfigMap/apps/keep-me": "skip",
+        "ConfigMap/other/theirs": "skip",
+    }
     assert [str(c.id) for c in planned.prune] == [str(i) for i in delete_order(c.id for c in planned.prune)]
     assert planned.inventory() == {_key(new): "v1", _key(same): "v1", _key(edited): "v1"}
     assert planned.live_objects(only_unchanged=True) == [live[_key(same)]]
     assert [e.model_dump() for e in planned.entries()] == [
         {"object": "ConfigMap/apps/new", "action": "create", "fields": []},
         {"object": "ConfigMap/apps/edited", "action": "update", "fields": [".data.k"]},
-        *({"object": str(i), "action": "delete", "fields": []} for i in planned.stale)]
+        *({"object": str(i), "action": "delete", "fields": []} for i in planned.stale),
+    ]
     assert plan([new], live, inventory, prune=False, namespaces=["apps"], cluster_kinds=[]).stale == []
 
 
@@ -215,14 +295,30 @@ def test_apply_stages_put_definitions_first_and_defer_what_needs_them() -> None:
     old_binding = obj(rbac, "RoleBinding", "old", "apps", roleRef={"kind": "Role", "name": "existing"})
     deployment = obj("apps/v1", "Deployment", "d", "apps")
     desired = [deployment, binding, old_binding, cache, in_apps, in_fresh, role, namespace, crd]
-    planned = plan(desired, {}, {}, prune=True, namespaces=["apps", "fresh"], cluster_kinds=[],
-                   unserved={("example.com/v1", "Cache")})
+    planned = plan(
+        desired,
+        {},
+        {},
+        prune=True,
+        namespaces=["apps", "fresh"],
+        cluster_kinds=[],
+        unserved={("example.com/v1", "Cache")},
+    )
     definitions, rest = planned.stages()
     assert [str(c.id) for _, c in definitions.writes] == [
-        "CustomResourceDefinition/caches.example.com", "Namespace/fresh", "Role/apps/r"]
+        "CustomResourceDefinition/caches.example.com",
+        "Namespace/fresh",
+        "Role/apps/r",
+    ]
     assert definitions.deferred == []
-    assert [str(c.id) for _, c in rest.writes] == ["ConfigMap/apps/y", "ConfigMap/fresh/x", "RoleBinding/apps/b",
-                                                   "RoleBinding/apps/old", "Deployment/apps/d", "Cache/apps/c"]
+    assert [str(c.id) for _, c in rest.writes] == [
+        "ConfigMap/apps/y",
+        "ConfigMap/fresh/x",
+        "RoleBinding/apps/b",
+        "RoleBinding/apps/old",
+        "Deployment/apps/d",
+        "Cache/apps/c",
+    ]
     # deferred: its kind is not served yet, its namespace or the Role it binds is created by this very plan
     assert [ObjectId.of(o).name for o in rest.deferred] == ["b", "c", "x"]
     assert not planned.deferred(in_apps) and not planned.deferred(old_binding)
@@ -238,8 +334,10 @@ def test_duplicates_are_refused_naming_the_object() -> None:
 def test_confinement_refuses_the_whole_artifact() -> None:
     assert confine("staging", "apps", [], [], [_cm("a")]) == ["apps"]
     assert confine("staging", "apps", ["apps", "more"], [], [_cm("a"), _cm("b", "more")]) == ["apps", "more"]
-    for namespace, namespaces, fragment in [("apps", ["more"], "is not one of its namespaces"),
-                                            ("apps", ["apps", "ferry-system"], "reserved")]:
+    for namespace, namespaces, fragment in [
+        ("apps", ["more"], "is not one of its namespaces"),
+        ("apps", ["apps", "ferry-system"], "reserved"),
+    ]:
         with pytest.raises(Refused) as err:
             confine("staging", namespace, namespaces, [], [])
         assert err.value.type == ErrorType.OUT_OF_BOUNDS and fragment in str(err.value)
@@ -253,34 +351,56 @@ def test_confinement_refuses_the_whole_artifact() -> None:
 
 
 def test_inventory_keys_round_trip() -> None:
-    objects = [_cm("a"), {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-                          "metadata": {"name": "r"}},
-               {"apiVersion": "example.com/v1beta1", "kind": "Cache", "metadata": {"name": "c", "namespace": "x"}}]
+    objects = [
+        _cm("a"),
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "r"}},
+        {"apiVersion": "example.com/v1beta1", "kind": "Cache", "metadata": {"name": "c", "namespace": "x"}},
+    ]
     entries = {_key(o): o["apiVersion"] for o in objects}
     data = inventory_data(entries, "sha256:" + "0" * 64, "1.0.0")
     assert data["digest"] == "sha256:" + "0" * 64 and data["version"] == "1.0.0"
     assert inventory_data(dict(reversed(entries.items())), "sha256:" + "0" * 64, "1.0.0") == data  # byte-stable
     assert inventory_entries(data) == entries and inventory_entries(None) == {}
-    assert sorted(inventory_ids(inventory_entries(data)), key=str) == sorted((ObjectId.of(o) for o in objects),
-                                                                             key=str)
+    assert sorted(inventory_ids(inventory_entries(data)), key=str) == sorted((ObjectId.of(o) for o in objects), key=str)
     assert kinds_to_list([_cm("a")], {_key(objects[2]): "example.com/v1beta1"}) == [
-        ("example.com/v1beta1", "Cache"), ("v1", "ConfigMap")]
+        ("example.com/v1beta1", "Cache"),
+        ("v1", "ConfigMap"),
+    ]
 
     # a hand-edited inventory: malformed entries are dropped (never listed, never pruned), the rest kept
     rbac = "rbac.authorization.k8s.io/v1"
-    tampered = {"entries": json.dumps([{"id": "nokey", "v": "v1"}, {"id": _key(objects[0])}, ["x"],
-                                       {"id": 7, "v": "v1"}, {"id": _key(objects[1]), "v": rbac}])}
+    tampered = {
+        "entries": json.dumps(
+            [
+                {"id": "nokey", "v": "v1"},
+                {"id": _key(objects[0])},
+                ["x"],
+                {"id": 7, "v": "v1"},
+                {"id": _key(objects[1]), "v": rbac},
+            ]
+        )
+    }
     assert inventory_entries(tampered) == {_key(objects[1]): rbac}
 
 
 def test_a_snapshot_is_as_healthy_as_its_least_healthy_object() -> None:
     def deployment(name: str, ready: int, **status: Any) -> dict[str, Any]:
-        return {"kind": "Deployment", "metadata": {"name": name, "generation": 1}, "spec": {"replicas": 1},
-                "status": {"observedGeneration": 1, "updatedReplicas": ready, "readyReplicas": ready,
-                           "availableReplicas": ready, **status}}
+        return {
+            "kind": "Deployment",
+            "metadata": {"name": name, "generation": 1},
+            "spec": {"replicas": 1},
+            "status": {
+                "observedGeneration": 1,
+                "updatedReplicas": ready,
+                "readyReplicas": ready,
+                "availableReplicas": ready,
+                **status,
+            },
+        }
 
-    stuck = deployment("stuck", 0, conditions=[{"type": "Progressing", "status": "False",
-                                                 "reason": "ProgressDeadlineExceeded"}])
+    stuck = deployment(
+        "stuck", 0, conditions=[{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]
+    )
     healthy = snapshot([deployment("a", 1), {"kind": "ConfigMap", "metadata": {"name": "c"}}], "sha256:d")
     assert (healthy.status, healthy.reason, healthy.digest) == ("Healthy", "all objects current", "sha256:d")
     waiting = snapshot([deployment("a", 1), deployment("b", 0)], "sha256:d")
@@ -292,15 +412,28 @@ def test_a_snapshot_is_as_healthy_as_its_least_healthy_object() -> None:
 
 
 def _app_deployment(name: str) -> dict[str, Any]:
-    return prepare({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "apps"},
-                    "spec": {"replicas": 1}}, "staging", "apps", namespaced=True)
+    return prepare(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": "apps"},
+            "spec": {"replicas": 1},
+        },
+        "staging",
+        "apps",
+        namespaced=True,
+    )
 
 
 def _rolled_out(obj: dict[str, Any], ready: bool = True) -> dict[str, Any]:
     live = _live(obj)
     live["metadata"]["generation"] = 1
-    live["status"] = {"observedGeneration": 1, "updatedReplicas": 1, "readyReplicas": 1 if ready else 0,
-                      "availableReplicas": 1 if ready else 0}
+    live["status"] = {
+        "observedGeneration": 1,
+        "updatedReplicas": 1,
+        "readyReplicas": 1 if ready else 0,
+        "availableReplicas": 1 if ready else 0,
+    }
     return live
 
 
@@ -316,8 +449,14 @@ def test_a_writing_reconcile_waits_for_health_only_when_a_workload_rolls_out() -
     health = planned.rollout_health(planned.inventory(), "1 updated", "sha256:d")
     assert (health.status, health.digest) == ("Healthy", "sha256:d")
 
-    rolling = plan([config, app], {**live, _key(app): _rolled_out(app, ready=False)}, inventory, prune=True,
-                   namespaces=["apps"], cluster_kinds=[])
+    rolling = plan(
+        [config, app],
+        {**live, _key(app): _rolled_out(app, ready=False)},
+        inventory,
+        prune=True,
+        namespaces=["apps"],
+        cluster_kinds=[],
+    )
     assert rolling.rollout_health(rolling.inventory(), "1 updated", "sha256:d").status == "Progressing"
 
     changed_app = copy.deepcopy(app)

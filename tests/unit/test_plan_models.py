@@ -27,9 +27,14 @@ class DictPlanResult(ReconcileResult):
 
 
 def _old_plan(n: int) -> list[dict[str, Any]]:
-    return ([{"object": f"Deployment/apps/w{i}", "action": "update" if i % 2 else "create",
-              "fields": [f".spec.f{j}" for j in range(i % 70)]} for i in range(n)]
-            + [{"object": "ConfigMap/apps/gone", "action": "delete", "fields": []}])
+    return [
+        {
+            "object": f"Deployment/apps/w{i}",
+            "action": "update" if i % 2 else "create",
+            "fields": [f".spec.f{j}" for j in range(i % 70)],
+        }
+        for i in range(n)
+    ] + [{"object": "ConfigMap/apps/gone", "action": "delete", "fields": []}]
 
 
 def _bytes(value: object) -> bytes:

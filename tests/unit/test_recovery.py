@@ -17,18 +17,26 @@ NOW = "2026-12-07T00:00:00Z"
 
 
 def _spec(**kw: Any) -> EnvironmentSpec:
-    return EnvironmentSpec.model_validate({"name": "production", "repository": "registry.local/team/shop",
-                                           "version": "1.0.0", **kw})
+    return EnvironmentSpec.model_validate(
+        {"name": "production", "repository": "registry.local/team/shop", "version": "1.0.0", **kw}
+    )
 
 
 GATED = {"approval": {"required": True, "approvers": ["alice"]}}
 
 
 def _record(spec: EnvironmentSpec) -> EnvironmentRecord:
-    return record_of(EnvironmentState(
-        spec=spec, holds=["1.1.0"], good_history=[GOOD], last_known_good=GOOD, tags={"1.1.0": HELD},
-        consumed_approvals=["promote/production/1.1.0@0c7b0a4e-8a0b-4c55-9d0e-2f6b3c1d5e7f"],
-        pin=Pin(version="1.0.0", digest=GOOD.digest, by="bob", kind="rollback", at=NOW)))
+    return record_of(
+        EnvironmentState(
+            spec=spec,
+            holds=["1.1.0"],
+            good_history=[GOOD],
+            last_known_good=GOOD,
+            tags={"1.1.0": HELD},
+            consumed_approvals=["promote/production/1.1.0@0c7b0a4e-8a0b-4c55-9d0e-2f6b3c1d5e7f"],
+            pin=Pin(version="1.0.0", digest=GOOD.digest, by="bob", kind="rollback", at=NOW),
+        )
+    )
 
 
 def test_no_last_run_starts_as_written() -> None:
@@ -38,8 +46,13 @@ def test_no_last_run_starts_as_written() -> None:
 
 def test_a_start_that_switches_approval_off_keeps_the_spec_in_force_and_waits_for_a_signed_approval() -> None:
     record = _record(_spec(**GATED))
-    forged = EnvironmentState(spec=_spec(version="1.1.0"), good_history=[VersionRef(version="1.1.0", digest=HELD)],
-                              verified={HELD: "ci-main"}, holds=[], consumed_approvals=[])
+    forged = EnvironmentState(
+        spec=_spec(version="1.1.0"),
+        good_history=[VersionRef(version="1.1.0", digest=HELD)],
+        verified={HELD: "ci-main"},
+        holds=[],
+        consumed_approvals=[],
+    )
     state, notes = recover(forged, record, now=NOW, pending_id="spec-abc", by="a new run")
     assert state.spec == record.spec and state.spec.approval.required
     assert state.pending_spec is not None and state.pending_spec.spec == forged.spec
@@ -64,16 +77,24 @@ def test_without_required_approval_the_start_s_spec_is_taken_and_the_record_merg
 
 def test_another_repository_starts_unheld_and_unbound() -> None:
     record = _record(_spec())
-    state, _ = recover(EnvironmentState(spec=_spec(repository="registry.local/team/other")), record, now=NOW,
-                       pending_id="spec-1", by="x")
+    state, _ = recover(
+        EnvironmentState(spec=_spec(repository="registry.local/team/other")),
+        record,
+        now=NOW,
+        pending_id="spec-1",
+        by="x",
+    )
     assert state.holds == [] and state.tags == {} and state.consumed_approvals == record.consumed_approvals
 
 
 def test_the_record_is_small_and_never_names_an_unconfirmed_pin() -> None:
     before = Pin(version="1.0.0", digest=GOOD.digest, by="bob", kind="rollback", at=NOW)
-    state = EnvironmentState(spec=_spec(), tags={f"1.0.{i}": HELD for i in range(200)},
-                             pin=Pin(version="1.1.0", digest=HELD, by="mallory", kind="manual", at=NOW, confirm=True),
-                             pin_before=before)
+    state = EnvironmentState(
+        spec=_spec(),
+        tags={f"1.0.{i}": HELD for i in range(200)},
+        pin=Pin(version="1.1.0", digest=HELD, by="mallory", kind="manual", at=NOW, confirm=True),
+        pin_before=before,
+    )
     record = record_of(state)
     assert record.pin == before and len(record.tags) == MAX_RECORD_TAGS and "1.0.199" in record.tags
     assert len(record.model_dump_json()) < 8 * 1024
@@ -83,8 +104,9 @@ def test_a_start_on_another_repository_keeps_an_approval_required_environment_s_
     """The record's repository stays in force (the change waits for an approval), so its holds and tag bindings
     apply; the starter's binding of 1.1.0 to another artifact is not taken."""
     record = _record(_spec(**GATED))
-    forged = EnvironmentState(spec=_spec(**GATED, repository="registry.local/mallory/shop"),
-                              tags={"1.1.0": "sha256:" + "3" * 64})
+    forged = EnvironmentState(
+        spec=_spec(**GATED, repository="registry.local/mallory/shop"), tags={"1.1.0": "sha256:" + "3" * 64}
+    )
     state, _ = recover(forged, record, now=NOW, pending_id="spec-1", by="x")
     assert state.spec.repository == "registry.local/team/shop" and state.pending_spec is not None
     assert state.holds == ["1.1.0"] and state.tags == {"1.1.0": HELD}

@@ -45,8 +45,9 @@ def test_release_packages_once_and_the_digest_is_the_tarballs(tmp_path: Path) ->
     assert packaged.layer_digest == layer_digest(app, tmp_path) == cli.release.local_layer_digest(app)
 
 
-def test_a_bad_clusters_file_stops_the_worker_at_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_bad_clusters_file_stops_the_worker_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     clusters = tmp_path / "clusters.yaml"
     clusters.write_text("clusters:\n  a: {kubeconfig: x, colour: blue}\n")
     with pytest.raises(SettingsInvalid, match="colour"):

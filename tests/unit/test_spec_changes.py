@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from ferry.spec import EnvironmentSpec, protected_changes, spec_diff, spec_digest
 
-BASE = {"name": "production", "repository": "127.0.0.1:5000/team/app", "version": "1.0.0",
-        "approval": {"required": True, "approvers": ["alice", "bob"]}}
+BASE = {
+    "name": "production",
+    "repository": "127.0.0.1:5000/team/app",
+    "version": "1.0.0",
+    "approval": {"required": True, "approvers": ["alice", "bob"]},
+}
 
 
 def spec(**changes: object) -> EnvironmentSpec:
@@ -34,10 +38,18 @@ def test_what_weakens_the_safety_net_is_protected() -> None:
 
 
 def test_each_protected_field() -> None:
-    for field, value in (("repository", "127.0.0.1:5000/team/other"), ("path", "deploy"), ("namespace", "prod"),
-                         ("version", "2.0.0"), ("prune", False), ("allow-empty", True),
-                         ("cluster", "prod-eu"), ("namespaces", ["default", "jobs"]),
-                         ("cluster-kinds", ["CustomResourceDefinition"]), ("service-account", "deployer")):
+    for field, value in (
+        ("repository", "127.0.0.1:5000/team/other"),
+        ("path", "deploy"),
+        ("namespace", "prod"),
+        ("version", "2.0.0"),
+        ("prune", False),
+        ("allow-empty", True),
+        ("cluster", "prod-eu"),
+        ("namespaces", ["default", "jobs"]),
+        ("cluster-kinds", ["CustomResourceDefinition"]),
+        ("service-account", "deployer"),
+    ):
         diff = spec_diff(spec(), spec(**{field: value}))
         assert diff and protected_changes(diff) == diff, field
 
@@ -50,8 +62,15 @@ def test_changing_approvers_is_protected_and_names_the_entry() -> None:
 
 def test_diff_is_bounded() -> None:
     many = {"required": True, "approvers": [f"a{i}" for i in range(32)]}
-    other = spec(approval=many, interval="5m", timeout="9m", path="deploy", namespace="prod", prune=False,
-                 **{"health-timeout": "7m", "allow-empty": True, "auto-rollback": False, "version": "2.0.0"})
+    other = spec(
+        approval=many,
+        interval="5m",
+        timeout="9m",
+        path="deploy",
+        namespace="prod",
+        prune=False,
+        **{"health-timeout": "7m", "allow-empty": True, "auto-rollback": False, "version": "2.0.0"},
+    )
     diff = spec_diff(spec(), other)
     # 32 approver names + 9 other fields = 41 differences: 40 shown, then a count
     assert len(diff) == 41 and diff[-1] == "... and 1 more"
@@ -76,7 +95,11 @@ def test_spec_digest_of_a_spec_without_the_tenancy_fields_is_what_it_was() -> No
     del old["approval"]["max-approval-lifetime"]  # step 15's field, left out while unset
     canonical = json.dumps(old, sort_keys=True, separators=(",", ":"))
     assert spec_digest(spec()) == "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
-    for field, value in (("namespaces", ["default", "jobs"]), ("cluster-kinds", ["Namespace"]),
-                         ("service-account", "deployer"), ("cluster", "prod-eu"),
-                         ("approval", {"required": True, "approvers": ["alice"], "max-approval-lifetime": "24h"})):
+    for field, value in (
+        ("namespaces", ["default", "jobs"]),
+        ("cluster-kinds", ["Namespace"]),
+        ("service-account", "deployer"),
+        ("cluster", "prod-eu"),
+        ("approval", {"required": True, "approvers": ["alice"], "max-approval-lifetime": "24h"}),
+    ):
         assert spec_digest(spec(**{field: value})) != spec_digest(spec()), field

@@ -14,9 +14,16 @@ from devstack.temporal_cluster import (
     ui_config,
 )
 
-PORTS = {"frontend-http": 47243, "frontend-membership": 26933, "history-membership": 26934,
-         "matching-membership": 26935, "worker-membership": 26939, "history-grpc": 47234, "matching-grpc": 47235,
-         "worker-grpc": 47239}
+PORTS = {
+    "frontend-http": 47243,
+    "frontend-membership": 26933,
+    "history-membership": 26934,
+    "matching-membership": 26935,
+    "worker-membership": 26939,
+    "history-grpc": 47234,
+    "matching-grpc": 47235,
+    "worker-grpc": 47239,
+}
 
 
 def test_server_config_puts_both_stores_on_postgres_and_every_service_on_loopback() -> None:
@@ -24,8 +31,10 @@ def test_server_config_puts_both_stores_on_postgres_and_every_service_on_loopbac
     persistence = config["persistence"]
     assert persistence["numHistoryShards"] == NUM_HISTORY_SHARDS
     stores = persistence["datastores"]
-    assert {stores[persistence["defaultStore"]]["sql"]["databaseName"],
-            stores[persistence["visibilityStore"]]["sql"]["databaseName"]} == {"temporal", "temporal_visibility"}
+    assert {
+        stores[persistence["defaultStore"]]["sql"]["databaseName"],
+        stores[persistence["visibilityStore"]]["sql"]["databaseName"],
+    } == {"temporal", "temporal_visibility"}
     for store in stores.values():
         assert store["sql"]["pluginName"] == "postgres12" and store["sql"]["connectAddr"] == "127.0.0.1:25432"
     assert set(config["services"]) == set(SERVICES)
@@ -60,11 +69,15 @@ def test_dev_up_names_what_the_cluster_adds_and_nothing_on_the_dev_server() -> N
     assert worker_names(3) == ["worker", "worker-2", "worker-3"]
     worker = {"pid": 12, "task_queue": "ferry", "metrics": "http://127.0.0.1:9465/metrics"}
     assert describe_topology({"temporal": {"pid": 1}, "worker": {**worker, "pid": 11}}) == ""
-    lines = describe_topology({
-        "postgresql": {"address": "127.0.0.1:5432", "data": "/s/postgresql/data", "pid": 2},
-        "temporal": {"pid": 3, "version": "v1.32.0"},
-        "temporal-ui": {"url": "http://127.0.0.1:8233", "version": "v2.54.1", "pid": 4},
-        "worker": {**worker, "pid": 11}, "worker-2": worker}).splitlines()
+    lines = describe_topology(
+        {
+            "postgresql": {"address": "127.0.0.1:5432", "data": "/s/postgresql/data", "pid": 2},
+            "temporal": {"pid": 3, "version": "v1.32.0"},
+            "temporal-ui": {"url": "http://127.0.0.1:8233", "version": "v2.54.1", "pid": 4},
+            "worker": {**worker, "pid": 11},
+            "worker-2": worker,
+        }
+    ).splitlines()
     assert lines[0].startswith("postgres  127.0.0.1:5432") and "Temporal v1.32.0" in lines[0]
     assert lines[1].startswith("ui        http://127.0.0.1:8233") and "v2.54.1" in lines[1]
     assert lines[2].startswith("worker-2  pid 12") and lines[2].endswith(":9465/metrics") and len(lines) == 3

@@ -16,9 +16,14 @@ SPEC = {"name": "production", "repository": "127.0.0.1:5000/team/app", "version"
 
 
 def test_state_written_by_a_newer_worker_decodes() -> None:
-    newer = {"state": {"spec": {**SPEC, "rollout_strategy": "canary", "approval": {"quorum": 2}},
-                       "health": {"status": "Healthy", "probe": "v2"}, "next_feature": [1, 2, 3],
-                       "events": [{"at": "t", "type": "Applied", "message": "m", "severity": "info"}]}}
+    newer = {
+        "state": {
+            "spec": {**SPEC, "rollout_strategy": "canary", "approval": {"quorum": 2}},
+            "health": {"status": "Healthy", "probe": "v2"},
+            "next_feature": [1, 2, 3],
+            "events": [{"at": "t", "type": "Applied", "message": "m", "severity": "info"}],
+        }
+    }
     state = EnvironmentInput.model_validate(newer).state
     assert state.spec.name == "production" and state.health.status == "Healthy" and state.events[0].type == "Applied"
     carried = EnvironmentInput(state=state).model_dump(mode="json")["state"]
@@ -29,9 +34,14 @@ def test_state_written_by_a_newer_worker_decodes() -> None:
 
 def test_values_a_newer_worker_added_to_persisted_enumerations_decode_as_themselves() -> None:
     digest = "sha256:" + "0" * 64
-    newer = {"state": {"spec": SPEC, "health": {"status": "Paused", "digest": digest},
-                       "pin": {"version": "1.0.0", "digest": digest, "by": "ferry", "kind": "canary-abort"},
-                       "events": [{"at": "t", "type": "CanaryAborted", "message": "m"}]}}
+    newer = {
+        "state": {
+            "spec": SPEC,
+            "health": {"status": "Paused", "digest": digest},
+            "pin": {"version": "1.0.0", "digest": digest, "by": "ferry", "kind": "canary-abort"},
+            "events": [{"at": "t", "type": "CanaryAborted", "message": "m"}],
+        }
+    }
     state = EnvironmentInput.model_validate(newer).state
     assert state.health.status == "Paused" and state.pin is not None and state.pin.kind == "canary-abort"
     assert EnvironmentInput(state=state).model_dump(mode="json")["state"]["events"][0]["type"] == "CanaryAborted"
@@ -56,8 +66,13 @@ def test_what_people_type_is_still_strict() -> None:
 
 def test_oversized_spec_strings_are_refused() -> None:
     """A spec arrives in an Update and lives in state and history: no field can carry megabytes."""
-    for field, value in (("repository", "127.0.0.1:5000/" + "a" * 1_500_000), ("namespace", "n" * 64),
-                         ("path", "p/" * 200), ("semver", ">=1.0.0 " * 100), ("interval", "1" * 40 + "s")):
+    for field, value in (
+        ("repository", "127.0.0.1:5000/" + "a" * 1_500_000),
+        ("namespace", "n" * 64),
+        ("path", "p/" * 200),
+        ("semver", ">=1.0.0 " * 100),
+        ("interval", "1" * 40 + "s"),
+    ):
         spec = {**SPEC, field: value}
         if field == "semver":
             spec.pop("version")
@@ -69,17 +84,32 @@ def test_a_state_from_before_clusters_by_name_decodes_and_keeps_its_path_only_as
     from ferry.environment import EnvironmentState
     from ferry.reconcile import HealthInput, ReconcileInput
 
-    old = {"spec": {"name": "production", "repository": "127.0.0.1:5000/team/app", "version": "1.0.0",
-                    "namespace": "ferry-system",  # never allowed now; the worker refuses it on the record
-                    "cluster": {"kubeconfig": "/etc/ferry/prod.kubeconfig", "context": "prod"}}}
+    old = {
+        "spec": {
+            "name": "production",
+            "repository": "127.0.0.1:5000/team/app",
+            "version": "1.0.0",
+            "namespace": "ferry-system",  # never allowed now; the worker refuses it on the record
+            "cluster": {"kubeconfig": "/etc/ferry/prod.kubeconfig", "context": "prod"},
+        }
+    }
     state = EnvironmentState.model_validate(old)
     assert state.spec.cluster.name is None and state.spec.cluster.effective == "default"
     assert state.spec.cluster.kubeconfig == "/etc/ferry/prod.kubeconfig"
     assert state.spec.writable_namespaces == ["ferry-system"] and state.spec.cluster_kinds == []
     # activity inputs from an older workflow (no cluster name, no bounds) still decode
-    legacy = ReconcileInput.model_validate({"environment": "production", "repository": "r", "digest": "d",
-                                            "version": "1.0.0", "path": ".", "namespace": "prod",
-                                            "kubeconfig": "/etc/ferry/prod.kubeconfig", "context": "prod"})
+    legacy = ReconcileInput.model_validate(
+        {
+            "environment": "production",
+            "repository": "r",
+            "digest": "d",
+            "version": "1.0.0",
+            "path": ".",
+            "namespace": "prod",
+            "kubeconfig": "/etc/ferry/prod.kubeconfig",
+            "context": "prod",
+        }
+    )
     assert legacy.cluster == "" and legacy.namespaces == [] and legacy.service_account is None
     assert HealthInput.model_validate({"environment": "p", "digest": "d", "timeout_seconds": 5}).cluster == ""
 
@@ -92,7 +122,7 @@ def test_the_workflow_sandbox_imports_one_workflow_module_per_workflow() -> None
     import subprocess
     import sys
 
-    probe = ("import sys, workflows; print(sorted(m for m in sys.modules if m.startswith('workflows.')))")
+    probe = "import sys, workflows; print(sorted(m for m in sys.modules if m.startswith('workflows.')))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     from workers.worker import STATELESS_WORKFLOW_HELPERS, workflow_runner

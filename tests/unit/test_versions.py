@@ -17,25 +17,28 @@ def test_a_v_prefixed_tag_does_not_evade_a_hold() -> None:
 TAGS = ["0.9.0", "1.0.0", "1.2.0", "1.2.5", "1.3.0-rc.1", "1.3.0", "2.0.0", "v2.1.0", "latest", "main-abc123"]
 
 
-@pytest.mark.parametrize(("constraint", "expected"), [
-    (">=1.0.0", "v2.1.0"),
-    (">=1.0.0 <2.0.0", "1.3.0"),
-    (">=1.0.0, <2.0.0", "1.3.0"),
-    (">= 1.0.0 < 1.3.0", "1.2.5"),
-    ("^1.2.0", "1.3.0"),
-    ("~1.2", "1.2.5"),
-    ("~1.2.0", "1.2.5"),  # Flux (Masterminds): >=1.2.0 <1.3.0, not <1.2.1
-    ("~1.2.5", "1.2.5"),
-    ("~1", "1.3.0"),
-    ("1.2.x", "1.2.5"),
-    ("1.x", "1.3.0"),
-    ("*", "v2.1.0"),
-    ("=1.2.0", "1.2.0"),
-    ("!=2.1.0 >=2.0.0", "2.0.0"),
-    ("<1.0.0 || >=2.0.0 <2.1.0", "2.0.0"),
-    ("^0.9.0", "0.9.0"),
-    (">=3.0.0", None),
-])
+@pytest.mark.parametrize(
+    ("constraint", "expected"),
+    [
+        (">=1.0.0", "v2.1.0"),
+        (">=1.0.0 <2.0.0", "1.3.0"),
+        (">=1.0.0, <2.0.0", "1.3.0"),
+        (">= 1.0.0 < 1.3.0", "1.2.5"),
+        ("^1.2.0", "1.3.0"),
+        ("~1.2", "1.2.5"),
+        ("~1.2.0", "1.2.5"),  # Flux (Masterminds): >=1.2.0 <1.3.0, not <1.2.1
+        ("~1.2.5", "1.2.5"),
+        ("~1", "1.3.0"),
+        ("1.2.x", "1.2.5"),
+        ("1.x", "1.3.0"),
+        ("*", "v2.1.0"),
+        ("=1.2.0", "1.2.0"),
+        ("!=2.1.0 >=2.0.0", "2.0.0"),
+        ("<1.0.0 || >=2.0.0 <2.1.0", "2.0.0"),
+        ("^0.9.0", "0.9.0"),
+        (">=3.0.0", None),
+    ],
+)
 def test_select_picks_the_highest_release_in_the_range(constraint: str, expected: str | None) -> None:
     assert select(TAGS, SemverRange(constraint)) == expected
 
@@ -57,8 +60,9 @@ def test_a_bad_range_is_refused(text: str) -> None:
         SemverRange(text)
 
 
-@pytest.mark.parametrize(("tag", "why"), [("latest", "immutable"), ("1.2.3+build.5", "build metadata"),
-                                          ("1.2", "not semver"), ("", "empty")])
+@pytest.mark.parametrize(
+    ("tag", "why"), [("latest", "immutable"), ("1.2.3+build.5", "build metadata"), ("1.2", "not semver"), ("", "empty")]
+)
 def test_release_versions_refuse_with_a_reason(tag: str, why: str) -> None:
     with pytest.raises(VersionError, match=why):
         parse_release_version(tag)

@@ -11,8 +11,13 @@ from workflows import ALL_WORKFLOWS
 
 def test_the_named_workflow_types_are_the_registered_ones() -> None:
     registered = {workflow._Definition.must_from_class(cls).name for cls in ALL_WORKFLOWS}
-    assert {names.RELEASE_WORKFLOW, names.ENVIRONMENT_WORKFLOW, names.PROMOTION_WORKFLOW, names.ROLLBACK_WORKFLOW,
-            names.ALERT_ROUTER_WORKFLOW} == registered
+    assert {
+        names.RELEASE_WORKFLOW,
+        names.ENVIRONMENT_WORKFLOW,
+        names.PROMOTION_WORKFLOW,
+        names.ROLLBACK_WORKFLOW,
+        names.ALERT_ROUTER_WORKFLOW,
+    } == registered
 
 
 def _constants(*holders: type) -> set[str]:
@@ -28,4 +33,3 @@ def test_every_registered_handler_is_named_by_a_ferry_names_constant() -> None:
         assert {n for n in definition.signals if n is not None} <= signals, cls
         assert {n for n in definition.updates if n is not None} <= updates, cls
         assert {n for n in definition.queries if n is not None} <= queries, cls
-

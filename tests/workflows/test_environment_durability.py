@@ -19,19 +19,32 @@ from workflows.environment import EnvironmentWorkflow
 ITERATIONS = 500
 
 
-async def test_500_iterations_continue_as_new_with_state_intact(time_env: WorkflowEnvironment,
-                                                                task_queue: str) -> None:
+async def test_500_iterations_continue_as_new_with_state_intact(time_env: WorkflowEnvironment, task_queue: str) -> None:
     world = World()
     digest = world.release("1.0.0")
     name = "dur"
-    spec = EnvironmentSpec(name=name, repository="registry.test/team/dur", namespace=name, semver=">=1.0.0",
-                           interval="1m", health_timeout="30s")
+    spec = EnvironmentSpec(
+        name=name,
+        repository="registry.test/team/dur",
+        namespace=name,
+        semver=">=1.0.0",
+        interval="1m",
+        health_timeout="30s",
+    )
     client = time_env.client
-    async with Worker(client, task_queue=task_queue, workflows=[EnvironmentWorkflow],
-                      activities=world.activities(client), workflow_runner=workflow_runner()):
-        handle = await client.start_workflow(EnvironmentWorkflow.run,
-                                             EnvironmentInput(state=EnvironmentState(spec=spec)),
-                                             id=f"env/{name}", task_queue=task_queue)
+    async with Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[EnvironmentWorkflow],
+        activities=world.activities(client),
+        workflow_runner=workflow_runner(),
+    ):
+        handle = await client.start_workflow(
+            EnvironmentWorkflow.run,
+            EnvironmentInput(state=EnvironmentState(spec=spec)),
+            id=f"env/{name}",
+            task_queue=task_queue,
+        )
         await handle.signal(EnvironmentWorkflow.suspend, LenientPayload({"by": "test", "reason": "marker"}))
         await handle.signal(EnvironmentWorkflow.resume, LenientPayload({"by": "test"}))
         # time skips through each 1-minute interval while the workflow waits

@@ -34,16 +34,32 @@ SLACK = 5.0
 
 
 async def test_a_never_healthy_release_is_judged_by_its_absolute_deadline_when_the_retry_starts_late(
-        dev_env: WorkflowEnvironment, registry: Registry, kube_server: Any, tmp_path: Path) -> None:
+    dev_env: WorkflowEnvironment, registry: Registry, kube_server: Any, tmp_path: Path
+) -> None:
     deadline = HEALTH_TIMEOUT + policies.HEALTH_GRACE.total_seconds()
     async with killable_workers(dev_env, registry, kube_server, tmp_path, "hd") as stack:
         good = publish(stack.settings, stack.repository, "1.0.0", app_manifests("web"))
         stack.workers.start("worker-a")
-        handle = await start_environment(dev_env.client, stack.task_queue, EnvironmentSpec.model_validate(
-            {"name": stack.name, "repository": stack.repository, "namespace": stack.name, "semver": ">=1.0.0",
-             "interval": "5s", "health-timeout": f"{HEALTH_TIMEOUT:.0f}s"}))
-        await wait_status(handle, lambda s: s.state.last_known_good is not None
-                          and s.state.last_known_good.digest == good, timeout=60, what="1.0.0 healthy")
+        handle = await start_environment(
+            dev_env.client,
+            stack.task_queue,
+            EnvironmentSpec.model_validate(
+                {
+                    "name": stack.name,
+                    "repository": stack.repository,
+                    "namespace": stack.name,
+                    "semver": ">=1.0.0",
+                    "interval": "5s",
+                    "health-timeout": f"{HEALTH_TIMEOUT:.0f}s",
+                }
+            ),
+        )
+        await wait_status(
+            handle,
+            lambda s: s.state.last_known_good is not None and s.state.last_known_good.digest == good,
+            timeout=60,
+            what="1.0.0 healthy",
+        )
         bad = publish(stack.settings, stack.repository, "1.1.0", hanging_manifests("web", "nginx:1.26"))
         await wait_pending(handle, "wait_healthy", running(1), 60, "worker A waiting for 1.1.0's health")
         stack.workers.kill("worker-a")
@@ -52,10 +68,18 @@ async def test_a_never_healthy_release_is_judged_by_its_absolute_deadline_when_t
         assert len(wait) == 1, wait
         await asyncio.sleep(max(0.0, wait[0].scheduled.timestamp() + deadline + 2 - time.time()))
         stack.workers.start("worker-b")
-        status = await wait_status(handle, lambda s: "1.1.0" in s.state.holds and s.state.pin is not None
-                                   and s.state.pin.kind == "auto-rollback", timeout=90, what="rolled back and held")
-        await wait_status(handle, lambda s: s.state.health.status == "Healthy" and s.state.health.digest == good,
-                          timeout=60, what="1.0.0 healthy again")
+        status = await wait_status(
+            handle,
+            lambda s: "1.1.0" in s.state.holds and s.state.pin is not None and s.state.pin.kind == "auto-rollback",
+            timeout=90,
+            what="rolled back and held",
+        )
+        await wait_status(
+            handle,
+            lambda s: s.state.health.status == "Healthy" and s.state.health.digest == good,
+            timeout=60,
+            what="1.0.0 healthy again",
+        )
         events = (await handle.fetch_history()).events
     reconciles = activity_spans(events, "reconcile_environment")
     # the apply of 1.1.0: the last reconcile closed before the wait for its health was scheduled
@@ -65,8 +89,11 @@ async def test_a_never_healthy_release_is_judged_by_its_absolute_deadline_when_t
     took = (verdict.closed - applied.closed).total_seconds()
     assert took <= deadline + SLACK, (
         f"1.1.0's health wait ended {took:.1f}s after its apply ({verdict.outcome}, attempt {verdict.attempt}): "
-        f"past its deadline, health timeout {HEALTH_TIMEOUT:.0f}s + grace {policies.HEALTH_GRACE}")
+        f"past its deadline, health timeout {HEALTH_TIMEOUT:.0f}s + grace {policies.HEALTH_GRACE}"
+    )
     rollback = [e for e in status.state.events if e.type == "AutoRollback"][-1]
     assert rollback.version == "1.0.0" and status.state.pin is not None and status.state.pin.digest != bad
-    print(f"\n1.1.0 never healthy: its health wait ended {took:.1f}s after the apply ({verdict.outcome}; deadline "
-          f"{deadline:.0f}s), rolled back to 1.0.0 and held: {rollback.message[:160]}")
+    print(
+        f"\n1.1.0 never healthy: its health wait ended {took:.1f}s after the apply ({verdict.outcome}; deadline "
+        f"{deadline:.0f}s), rolled back to 1.0.0 and held: {rollback.message[:160]}"
+    )

@@ -24,8 +24,9 @@ from workers.telemetry import MetricsUnavailable, metrics_runtime
 from workers.worker import build_worker
 
 
-async def test_worker_serves_sdk_and_ferry_metrics(dev_env: WorkflowEnvironment, tmp_path: Path,
-                                                   task_queue: str) -> None:
+async def test_worker_serves_sdk_and_ferry_metrics(
+    dev_env: WorkflowEnvironment, tmp_path: Path, task_queue: str
+) -> None:
     settings = settings_for(NO_REGISTRY, tmp_path)
     settings.temporal.task_queue = task_queue
     settings.temporal.address = dev_env.client.service_client.config.target_host
@@ -39,20 +40,31 @@ async def test_worker_serves_sdk_and_ferry_metrics(dev_env: WorkflowEnvironment,
     world = World()
     world.release("1.0.0")
     async with build_worker(client, settings, activities=world.activities(client)):
-        handle = await start_environment(client, task_queue, EnvironmentSpec.model_validate(
-            {"name": name, "repository": repository, "namespace": name, "version": "1.0.0", "interval": "1h"}))
+        handle = await start_environment(
+            client,
+            task_queue,
+            EnvironmentSpec.model_validate(
+                {"name": name, "repository": repository, "namespace": name, "version": "1.0.0", "interval": "1h"}
+            ),
+        )
         await wait_status(handle, lambda s: s.state.health.status == "Healthy", what="deployed")
         text = await asyncio.to_thread(
-            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode())
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        )
         await terminate_running(client, task_queue)
-    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line and not line.startswith("#")}
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
     ours = [k for k in samples if k.startswith("ferry_environment_events{") and f'environment="{name}"' in k]
     assert any('type="Applied"' in k and samples[k] == 1 for k in ours), ours
     assert any('type="Healthy"' in k and samples[k] == 1 for k in ours), ours
     assert any(k.startswith("temporal_workflow_task_execution_latency") for k in samples)
-    assert any(k.startswith("temporal_activity_execution_latency") and 'activity_type="reconcile_environment"' in k
-               for k in samples)
+    assert any(
+        k.startswith("temporal_activity_execution_latency") and 'activity_type="reconcile_environment"' in k
+        for k in samples
+    )
 
 
 def test_bad_or_taken_metrics_address_is_one_clear_error() -> None:

@@ -46,8 +46,9 @@ class SlowToAcknowledgeEnvironment:
         await workflow.sleep(ACK_DELAY)
         request, state, now = self._pin, status.state, workflow.now().isoformat()
         assert request is not None
-        state.pin = Pin(**request.model_dump(include={"version", "digest", "by", "reason", "kind", "request_id",
-                                                      "hold"}), at=now)
+        state.pin = Pin(
+            **request.model_dump(include={"version", "digest", "by", "reason", "kind", "request_id", "hold"}), at=now
+        )
         state.last_applied = Applied(version=request.version, digest=request.digest, at=now)
         state.health = HealthState(status="Healthy", digest=request.digest, at=now)
         state.events.append(Event(at=now, type="Pinned", message="pinned", request_id=request.request_id))
@@ -69,22 +70,36 @@ async def test_rollback_waits_for_its_pin_to_be_handled(time_env: WorkflowEnviro
     old, new = world.release("1.0.0"), world.release("1.1.0")
     at = "2026-01-01T00:00:00Z"
     state = EnvironmentState(
-        spec=EnvironmentSpec.model_validate({"name": "prod", "repository": repository, "version": "1.1.0",
-                                             "approval": {"approvers": ["bob"]}}),
-        last_applied=Applied(version="1.1.0", digest=new, at=at), last_known_good=VersionRef(version="1.1.0",
-                                                                                              digest=new),
+        spec=EnvironmentSpec.model_validate(
+            {"name": "prod", "repository": repository, "version": "1.1.0", "approval": {"approvers": ["bob"]}}
+        ),
+        last_applied=Applied(version="1.1.0", digest=new, at=at),
+        last_known_good=VersionRef(version="1.1.0", digest=new),
         health=HealthState(status="Healthy", digest=new, at=at),
         # the current pin is a promotion's; an earlier rollback under this business key pinned once (its event stays)
         pin=Pin(version="1.1.0", digest=new, by="carol", kind="promotion", request_id="promote/prod/1.1.0@r0"),
-        events=[Event(at=at, type="Pinned", message="pinned", request_id="rollback/prod/1.0.0")])
-    async with Worker(time_env.client, task_queue=task_queue, workflows=[*ALL_WORKFLOWS, SlowToAcknowledgeEnvironment],
-                      activities=world.activities(time_env.client), workflow_runner=workflow_runner()):
+        events=[Event(at=at, type="Pinned", message="pinned", request_id="rollback/prod/1.0.0")],
+    )
+    async with Worker(
+        time_env.client,
+        task_queue=task_queue,
+        workflows=[*ALL_WORKFLOWS, SlowToAcknowledgeEnvironment],
+        activities=world.activities(time_env.client),
+        workflow_runner=workflow_runner(),
+    ):
         await time_env.client.start_workflow(  # left running: this test's server goes with the test
-            SlowToAcknowledgeEnvironment.run, EnvironmentStatus(name="prod", tracking="version 1.1.0", state=state),
-            id=env_workflow_id("prod"), task_queue=task_queue)
+            SlowToAcknowledgeEnvironment.run,
+            EnvironmentStatus(name="prod", tracking="version 1.1.0", state=state),
+            id=env_workflow_id("prod"),
+            task_queue=task_queue,
+        )
         rollback = await time_env.client.start_workflow(
-            RollbackWorkflow.run, RollbackInput(environment="prod", to_version="1.0.0", requested_by="bob"),
-            id="rollback/prod/1.0.0", task_queue=task_queue, result_type=RollbackResult)
+            RollbackWorkflow.run,
+            RollbackInput(environment="prod", to_version="1.0.0", requested_by="bob"),
+            id="rollback/prod/1.0.0",
+            task_queue=task_queue,
+            result_type=RollbackResult,
+        )
         result: Any = await rollback.result()
         history = await rollback.fetch_history()
     assert (result.outcome, result.reason, result.digest) == ("succeeded", "applied and healthy", old)
@@ -92,6 +107,9 @@ async def test_rollback_waits_for_its_pin_to_be_handled(time_env: WorkflowEnviro
     # waits for the answer, then its one backstop status check (a minute later) judges the acknowledged pin
     timers = [e for e in history.events if e.HasField("timer_started_event_attributes")]
     assert len(timers) == 1 and b"backstop" in timers[0].user_metadata.summary.data
-    polls = [e for e in history.events if e.activity_task_scheduled_event_attributes.activity_type.name ==
-             "environment_status"]
+    polls = [
+        e
+        for e in history.events
+        if e.activity_task_scheduled_event_attributes.activity_type.name == "environment_status"
+    ]
     assert len(polls) == 2  # the rollback's first look at the environment, and the one backstop check

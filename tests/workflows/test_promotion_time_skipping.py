@@ -29,19 +29,26 @@ def stand_ins() -> World:
 
 
 @pytest.fixture
-async def ts_stand_ins(time_env: WorkflowEnvironment, stand_ins: World, tmp_path: Path,
-                       task_queue: str) -> AsyncIterator[Settings]:
+async def ts_stand_ins(
+    time_env: WorkflowEnvironment, stand_ins: World, tmp_path: Path, task_queue: str
+) -> AsyncIterator[Settings]:
     """Every workflow on the time-skipping server, its activities the stand-ins'."""
     settings = settings_for(NO_REGISTRY, tmp_path)
     settings.temporal.task_queue = task_queue
-    async with Worker(time_env.client, task_queue=task_queue, workflows=ALL_WORKFLOWS,
-                      activities=stand_ins.activities(time_env.client), workflow_runner=workflow_runner()):
+    async with Worker(
+        time_env.client,
+        task_queue=task_queue,
+        workflows=ALL_WORKFLOWS,
+        activities=stand_ins.activities(time_env.client),
+        workflow_runner=workflow_runner(),
+    ):
         yield settings
         await terminate_running(time_env.client, task_queue)
 
 
-async def test_self_approval_refused_then_approver_applies(ts_stand_ins: Settings, time_env: WorkflowEnvironment,
-                                                           stand_ins: World) -> None:
+async def test_self_approval_refused_then_approver_applies(
+    ts_stand_ins: Settings, time_env: WorkflowEnvironment, stand_ins: World
+) -> None:
     stand_ins.publisher = "alice"
     world = await make_stand_in_world(time_env.client, ts_stand_ins, stand_ins, interval="1h")
     handle = await promote(world)
@@ -68,13 +75,17 @@ async def test_reject(ts_stand_ins: Settings, time_env: WorkflowEnvironment, sta
     assert stand_ins.running[world.production_ns] == world.digests["1.0.0"]
 
 
-async def test_requires_healthy_in_staging(ts_stand_ins: Settings, time_env: WorkflowEnvironment,
-                                           stand_ins: World) -> None:
+async def test_requires_healthy_in_staging(
+    ts_stand_ins: Settings, time_env: WorkflowEnvironment, stand_ins: World
+) -> None:
     world = await make_stand_in_world(time_env.client, ts_stand_ins, stand_ins, interval="1h")
     stand_ins.release("2.0.0-rc.1")  # staging (>=1.0.0) skips release candidates
     result = await time_env.client.execute_workflow(
-        PromotionWorkflow.run, PromotionInput(environment=world.production, version="2.0.0-rc.1", requested_by="c"),
-        id=promotion_workflow_id(world.production, "2.0.0-rc.1"), task_queue=ts_stand_ins.temporal.task_queue)
+        PromotionWorkflow.run,
+        PromotionInput(environment=world.production, version="2.0.0-rc.1", requested_by="c"),
+        id=promotion_workflow_id(world.production, "2.0.0-rc.1"),
+        task_queue=ts_stand_ins.temporal.task_queue,
+    )
     assert result.outcome == "refused" and f"not been applied and healthy in {world.staging}" in result.reason
     # 1.1.0 is healthy in staging, so the same policy lets it through to the approval gate
     handle = await promote(world)
@@ -83,8 +94,9 @@ async def test_requires_healthy_in_staging(ts_stand_ins: Settings, time_env: Wor
     assert (await handle.result()).outcome == "succeeded"
 
 
-async def test_rollback_holds_the_version(ts_stand_ins: Settings, time_env: WorkflowEnvironment,
-                                          stand_ins: World) -> None:
+async def test_rollback_holds_the_version(
+    ts_stand_ins: Settings, time_env: WorkflowEnvironment, stand_ins: World
+) -> None:
     world = await make_stand_in_world(time_env.client, ts_stand_ins, stand_ins, interval="1h")
     await promote_approved(world, "bob")
     back = await rollback(world, "ts", by="alice", reason="errors")

@@ -41,11 +41,14 @@ async def test_spans_for_workflow_and_activity(time_env: WorkflowEnvironment, tm
     settings = settings_for(NO_REGISTRY, tmp_path)
     settings.temporal.address = time_env.client.service_client.config.target_host
     client = await connect(settings.temporal, tracer=provider)
-    async with build_worker(client, settings, task_queue=task_queue, workflows=[SpanProbeWorkflow],
-                            activities=[list_tags]):
+    async with build_worker(
+        client, settings, task_queue=task_queue, workflows=[SpanProbeWorkflow], activities=[list_tags]
+    ):
         result = await client.execute_workflow(
-            SpanProbeWorkflow.run, ListTagsInput(repository=f"{NO_REGISTRY}/otel/probe"),
-            id=f"otel-{task_queue}", task_queue=task_queue,
+            SpanProbeWorkflow.run,
+            ListTagsInput(repository=f"{NO_REGISTRY}/otel/probe"),
+            id=f"otel-{task_queue}",
+            task_queue=task_queue,
         )
     assert result.tags == []
     names = [span.name for span in exporter.get_finished_spans()]
