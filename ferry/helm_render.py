@@ -1,0 +1,217 @@
+"""`helm template` output as Ferry reads it, and the rules around a render (pure: text and objects in, verdicts out).
+
+Helm v4.3.2 prints every document as ``---\\n# Source: PATH\\n…`` (pkg/action/action.go:476-503): first the files
+of ``crds/`` raw, one Source line per *file* (so a file's later documents carry no Source of their own), then the
+manifests in InstallOrder, then the hooks (pkg/cmd/template.go:121-147). The rule (HELM-PLAN §2): split on document
+separators, carry the last ``# Source:`` forward; a document whose Source is under ``crds/`` of the chart or of a
+vendored subchart is a CRD, one that carries ``helm.sh/hook`` is a hook (ferry.hooks), everything else a manifest.
+
+YAML is parsed by the adapter (activities.helm.render, with the bundles' alias bounds): this module splits the
+text (``split_documents``) and sorts the parsed objects (``split_rendered``). The bounds are the bundles': the
+output like kustomize's (activities.manifests.MAX_KUSTOMIZE_OUTPUT), one document like one bundle file
+(ferry.release.MAX_BUNDLE_FILE_BYTES), the objects like a bundle's members (activities.manifests.MAX_MEMBERS);
+tests/unit/test_helm_render.py keeps them equal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ferry.hooks import HOOK_ANNOTATION, Hook, parse_hook
+from ferry.release import MAX_BUNDLE_FILE_BYTES
+
+MAX_RENDER_BYTES = 2 * 100 * 1024 * 1024  # = activities.manifests.MAX_KUSTOMIZE_OUTPUT
+MAX_DOCUMENT_BYTES = MAX_BUNDLE_FILE_BYTES
+MAX_RENDER_OBJECTS = 10_000  # = activities.manifests.MAX_MEMBERS
+MAX_HELM_ERROR = 800  # characters of Helm's error kept on the record
+MAX_SCHEMA_NODES = 100_000  # a values.schema.json is walked this far, no further
+RENDER_KEY_VERSION = 1  # bump when the key's inputs or encoding change: old cached renders are then never read
+
+_SEPARATOR = re.compile(r"^---(?=[ \t]|\r?$)", re.MULTILINE)
+_SOURCE = re.compile(r"# Source: (?P<path>[^\r\n]+)")
+# crds/ of the chart (``shop/crds/x.yaml``) or of a vendored subchart at any depth (``shop/charts/db/crds/x.yaml``).
+_CRD_SOURCE = re.compile(r"^[^/]+(?:/charts/[^/]+)*/crds/")
+_LOCAL_REF = re.compile(r"^(?:#|urn:)", re.IGNORECASE)
+_SCHEMA_ID_KEYS = ("$ref", "$id", "$dynamicRef", "$recursiveRef", "$schema")
+# Meta-schemas the validator (santhosh-tekuri/jsonschema v6) has built in: naming one loads nothing.
+_KNOWN_METASCHEMAS = re.compile(r"^https?://json-schema\.org/(?:draft-0[4-7]/schema|draft/20(?:19-09|20-12)/schema)"
+                                r"#?$")
+
+
+class RenderRefused(ValueError):
+    """What is wrong with a render (its size, an object, a schema, Helm's own error), naming where."""
+
+
+@dataclass(frozen=True)
+class Document:
+    """One YAML document of the output and the template file it came from (``""`` before any Source line)."""
+
+    source: str
+    text: str
+
+
+@dataclass(frozen=True)
+class RenderedObject:
+    source: str
+    object: dict[str, Any] = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A render sorted as Helm would install it: ``crds`` (applied first, never pruned unless asked), ``manifests``
+    (the release), ``hooks`` (run around it, in ferry.hooks' order; test hooks included but never run by a release),
+    ``dropped`` (hooks Helm ignores: an unknown event, named for the record)."""
+
+    crds: tuple[RenderedObject, ...]
+    manifests: tuple[RenderedObject, ...]
+    hooks: tuple[Hook, ...]
+    dropped: tuple[str, ...] = ()
+
+    @property
+    def count(self) -> int:
+        return len(self.crds) + len(self.manifests) + len(self.hooks)
+
+
+def _is_blank(text: str) -> bool:
+    return all(not line.strip() or line.lstrip().startswith("#") for line in text.splitlines())
+
+
+def split_documents(text: str, max_bytes: int = MAX_RENDER_BYTES, max_document_bytes: int = MAX_DOCUMENT_BYTES,
+                    max_documents: int = MAX_RENDER_OBJECTS) -> list[Document]:
+    """The non-empty documents of ``helm template`` output, each with the Source line in force.
+
+    A separator is a line starting ``---`` (then a space, a tab or the end of the line), as YAML reads it: such a
+    line ends the document even inside a block scalar. A chunk's first non-blank line, when it is ``# Source:
+    PATH``, sets the source for it and the chunks after it. RenderRefused past a bound."""
+    if len(text) > max_bytes:
+        raise RenderRefused(f"helm template output is over {max_bytes} bytes: refused")
+    documents: list[Document] = []
+    source = ""
+    starts = [0, *(m.end() for m in _SEPARATOR.finditer(text))]
+    ends = [m.start() for m in _SEPARATOR.finditer(text)] + [len(text)]
+    for start, end in zip(starts, ends, strict=True):
+        chunk = text[start:end]
+        first = next((line.strip() for line in chunk.splitlines() if line.strip()), "")
+        found = _SOURCE.fullmatch(first)
+        if found:
+            source = found["path"].strip()
+        if _is_blank(chunk):
+            continue
+        if len(chunk.encode()) > max_document_bytes:
+            raise RenderRefused(f"{source or 'helm template output'}: a rendered document is over "
+                                f"{max_document_bytes} bytes: refused")
+        documents.append(Document(source, chunk))
+        if len(documents) > max_documents:
+            raise RenderRefused(f"helm template output has more than {max_documents} documents: refused")
+    return documents
+
+
+def is_crd_source(source: str) -> bool:
+    """Whether a Source path is a file of ``crds/`` (of the chart or a vendored subchart), which Helm prints raw."""
+    return bool(_CRD_SOURCE.match(source))
+
+
+def split_rendered(objects: Iterable[tuple[str, Mapping[str, Any]]],
+                   max_objects: int = MAX_RENDER_OBJECTS) -> Rendered:
+    """Sort parsed (source, object) pairs, in output order, into CRDs, manifests and hooks (the module's rule).
+
+    RenderRefused past ``max_objects`` or for a hook annotation Helm could not have read."""
+    crds: list[RenderedObject] = []
+    manifests: list[RenderedObject] = []
+    hooks: list[Hook] = []
+    dropped: list[str] = []
+    for source, obj in objects:
+        if len(crds) + len(manifests) + len(hooks) >= max_objects:
+            raise RenderRefused(f"the chart renders more than {max_objects} objects: refused")
+        annotations = (obj.get("metadata") or {}).get("annotations") or {}
+        if is_crd_source(source):
+            crds.append(RenderedObject(source, dict(obj)))
+        elif isinstance(annotations, Mapping) and HOOK_ANNOTATION in annotations:
+            try:
+                hook = parse_hook(obj, source)
+            except ValueError as err:
+                raise RenderRefused(str(err)) from None
+            if hook is None:
+                name = (obj.get("metadata") or {}).get("name", "")
+                dropped.append(f"{source}: {obj.get('kind')}/{name}: unknown hook event "
+                               f"{str(annotations[HOOK_ANNOTATION])[:80]!r} (Helm ignores it)")
+            else:
+                hooks.append(hook)
+        else:
+            manifests.append(RenderedObject(source, dict(obj)))
+    return Rendered(tuple(crds), tuple(manifests), tuple(hooks), tuple(dropped))
+
+
+def helm_error(stderr: str, limit: int = MAX_HELM_ERROR) -> str:
+    """Helm's message for a failed command: the first ``Error: `` line without the prefix (cobra prints it,
+    cmd/helm/helm.go:44-49), else the first non-blank line; at most ``limit`` characters."""
+    lines = [line.strip() for line in stderr.splitlines()]
+    message = next((line[len("Error: "):] for line in lines if line.startswith("Error: ")), None)
+    if message is None:
+        message = next((line for line in lines if line), "helm failed without a message")
+    return message if len(message) <= limit else message[:limit - 3] + "..."
+
+
+def schema_refs_refused(schema: Any, where: str = "values.schema.json") -> str | None:
+    """Why a values schema would make Helm load something, or None.
+
+    Helm compiles values.schema.json rooted at ``file:///values.schema.json`` with loaders for file, http and https
+    (pkg/chart/common/util/jsonschema.go:140-152): a ``$ref`` or ``$id`` that is not a fragment (``#…``) or a
+    ``urn:`` (resolved to a permissive schema, never loaded) reads the worker's files or the network. So does a
+    ``$schema`` that is not a built-in meta-schema. The answer names the key's path (``properties.db.$ref``)."""
+    todo: list[tuple[str, Any]] = [("", schema)]
+    seen = 0
+    while todo:
+        path, node = todo.pop()
+        seen += 1
+        if seen > MAX_SCHEMA_NODES:
+            return f"{where}: more than {MAX_SCHEMA_NODES} nodes: refused"
+        if isinstance(node, list):
+            todo.extend((f"{path}[{i}]", item) for i, item in reversed(list(enumerate(node))))
+            continue
+        if not isinstance(node, dict):
+            continue
+        for key, value in node.items():
+            at = f"{path}.{key}" if path else str(key)
+            if key in _SCHEMA_ID_KEYS and isinstance(value, str):
+                reason = _ref_problem(key, value)
+                if reason:
+                    return (f"{where}: {at} is {value[:200]!r}: {reason}; Helm would load it while rendering "
+                            "(no network, no worker files): vendor it into the schema under $defs and use '#/$defs/…'")
+            todo.append((at, value))
+    return None
+
+
+def _ref_problem(key: str, value: str) -> str | None:
+    if key == "$schema":
+        return None if _KNOWN_METASCHEMAS.match(value) else "not a built-in meta-schema"
+    if _LOCAL_REF.match(value):
+        return None
+    return "not a local reference ('#…') or a urn:"
+
+
+def values_digest(values: Mapping[str, Any], values_files: Sequence[tuple[str, str]] = ()) -> str:
+    """The digest of what a render merges: the values files (path and content digest, in merge order) and the
+    inline values (canonical JSON: sorted keys, no spaces)."""
+    body = json.dumps({"files": [list(f) for f in values_files], "values": values}, sort_keys=True,
+                      separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
+
+
+def render_key(chart_digest: str, values_digest: str, release_name: str, namespace: str, kube_version: str,
+               api_versions: Iterable[str], is_upgrade: bool, helm_version: str) -> str:
+    """The name of a cached render: everything `helm template` reads besides the chart's bytes and the values.
+
+    ``.Capabilities`` (kube version, API versions: a set, so their order does not matter), ``.Release`` (name,
+    namespace, IsUpgrade) and the helm build all change the output, so all are in the key, not only the issue's
+    (chart, values) digests. 64 hex characters (a file name)."""
+    body = json.dumps({"v": RENDER_KEY_VERSION, "chart": chart_digest, "values": values_digest,
+                       "release": release_name, "namespace": namespace, "kube": kube_version,
+                       "api": sorted(set(api_versions)), "upgrade": bool(is_upgrade), "helm": helm_version},
+                      sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(body.encode()).hexdigest()
