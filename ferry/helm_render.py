@@ -22,7 +22,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import Field, field_validator
+
 from ferry.hooks import HOOK_ANNOTATION, Hook, parse_hook
+from ferry.model import Message
 from ferry.release import MAX_BUNDLE_FILE_BYTES
 
 MAX_RENDER_BYTES = 2 * 100 * 1024 * 1024  # = activities.manifests.MAX_KUSTOMIZE_OUTPUT
@@ -30,6 +33,9 @@ MAX_DOCUMENT_BYTES = MAX_BUNDLE_FILE_BYTES
 MAX_RENDER_OBJECTS = 10_000  # = activities.manifests.MAX_MEMBERS
 MAX_HELM_ERROR = 800  # characters of Helm's error kept on the record
 MAX_SCHEMA_NODES = 100_000  # a values.schema.json is walked this far, no further
+MAX_INLINE_VALUES = 256 * 1024  # bytes of the spec's inline values as JSON (they live in the environment's spec)
+MAX_VALUES_FILES = 16
+MAX_API_VERSIONS = 4096  # a cluster serving every upstream API has ~100 group-versions and ~700 GV/Kind entries
 RENDER_KEY_VERSION = 1  # bump when the key's inputs or encoding change: old cached renders are then never read
 
 _SEPARATOR = re.compile(r"^---(?=[ \t]|\r?$)", re.MULTILINE)
@@ -41,6 +47,74 @@ _SCHEMA_ID_KEYS = ("$ref", "$id", "$dynamicRef", "$recursiveRef", "$schema")
 # Meta-schemas the validator (santhosh-tekuri/jsonschema v6) has built in: naming one loads nothing.
 _KNOWN_METASCHEMAS = re.compile(r"^https?://json-schema\.org/(?:draft-0[4-7]/schema|draft/20(?:19-09|20-12)/schema)"
                                 r"#?$")
+
+
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*")
+_DNS_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?")
+_KUBE_VERSION = re.compile(r"v?[0-9]{1,4}\.[0-9]{1,4}(?:\.[0-9]{1,6})?(?:[-+][0-9A-Za-z.+-]{1,64})?")
+# group/version or group/version/Kind as discovery serves them: no comma (helm splits -a on commas), no space.
+_API_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}(?:/[A-Za-z0-9][A-Za-z0-9.-]{0,62}){0,2}")
+_RELATIVE_PATH = re.compile(r"(?!/)(?!.*(?:^|/)\.\.(?:/|$))[^\x00\\]{1,1024}")
+
+
+class HelmRenderInput(Message):
+    """What one `helm template` of a chart reads besides the chart: ``.Release`` and ``.Capabilities`` (from the
+    target cluster), the values files (relative to the release root, merged in order) and the inline values
+    (merged last). Every string reaches helm's argv, so each is validated to be what it says (no leading '-')."""
+
+    release_name: str = Field(max_length=53)
+    namespace: str = Field(max_length=63)
+    kube_version: str = Field(max_length=80)
+    api_versions: list[str] = Field(default_factory=list, max_length=MAX_API_VERSIONS)
+    is_upgrade: bool = False
+    values: dict[str, Any] = Field(default_factory=dict)
+    values_files: list[str] = Field(default_factory=list, max_length=MAX_VALUES_FILES)
+
+    @field_validator("release_name")
+    @classmethod
+    def _release_name(cls, value: str) -> str:
+        if not _DNS_SUBDOMAIN.fullmatch(value):
+            raise ValueError(f"release name {value[:60]!r} must be a lowercase DNS name of at most 53 characters")
+        return value
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        if not _DNS_LABEL.fullmatch(value):
+            raise ValueError(f"namespace {value[:70]!r} must be a lowercase DNS label")
+        return value
+
+    @field_validator("kube_version")
+    @classmethod
+    def _kube_version(cls, value: str) -> str:
+        if not _KUBE_VERSION.fullmatch(value):
+            raise ValueError(f"kube version {value[:80]!r} is not a Kubernetes version (v1.35.4)")
+        return value
+
+    @field_validator("api_versions")
+    @classmethod
+    def _api_versions(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if not _API_VERSION.fullmatch(entry):
+                raise ValueError(f"API version {entry[:80]!r} is not group/version or group/version/Kind")
+        return value
+
+    @field_validator("values_files")
+    @classmethod
+    def _values_files(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if not _RELATIVE_PATH.fullmatch(entry):
+                raise ValueError(f"values file {entry[:80]!r} must be a relative path inside the release, no '..'")
+        return value
+
+    @field_validator("values")
+    @classmethod
+    def _values(cls, value: dict[str, Any]) -> dict[str, Any]:
+        size = len(json.dumps(value, separators=(",", ":")))
+        if size > MAX_INLINE_VALUES:
+            raise ValueError(f"inline values are {size} bytes as JSON, more than {MAX_INLINE_VALUES}: use a values "
+                             "file in the release")
+        return value
 
 
 class RenderRefused(ValueError):
