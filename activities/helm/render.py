@@ -229,7 +229,12 @@ def render_chart(chart_dir: Path, input: HelmRenderInput, root: Path | None = No
                           MAX_RENDER_BYTES, HELM_TIMEOUT, stdin=json.dumps(input.values).encode(),
                           max_address_space=HELM_MAX_ADDRESS_SPACE, cwd=home)
     if run.code != 0:
-        raise BundleError(f"{where}: helm template failed: {helm_error(run.stderr.decode(errors='replace'))}")
+        stderr = run.stderr.decode(errors="replace")
+        if "runtime: out of memory" in stderr or "failed to reserve page summary memory" in stderr:
+            raise BundleError(f"{where}: helm template ran out of memory under the {HELM_MAX_ADDRESS_SPACE >> 30} GiB "
+                              f"address-space bound (a template that loops or builds huge values): "
+                              f"{helm_error(stderr)}")
+        raise BundleError(f"{where}: helm template failed: {helm_error(stderr)}")
     try:
         text = run.stdout.decode("utf-8")
     except UnicodeDecodeError:
