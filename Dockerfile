@@ -1,4 +1,14 @@
 # The ferry worker image used by docker-compose.yml.
+
+# helm v4.3.2, which the worker runs to render Helm charts (activities/helm), built from its Go module exactly as
+# `make helm` does (same version, flags and version ldflag; keep the two in step). cosign is not built here: only the
+# tests run it, the worker verifies signatures in Python (ferry/cosign.py).
+# NB: not built on the development machines (no Docker daemon there); `make helm` is what the tests exercise.
+FROM golang:1.26-bookworm AS helm
+ARG HELM_VERSION=v4.3.2
+RUN CGO_ENABLED=0 GOTOOLCHAIN=local GOBIN=/out go install -trimpath \
+    -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=${HELM_VERSION}" "helm.sh/helm/v4/cmd/helm@${HELM_VERSION}"
+
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./
@@ -10,5 +20,7 @@ COPY cli cli
 COPY devstack devstack
 RUN pip install --no-cache-dir -c constraints.txt . && useradd --system ferry && mkdir -p /var/cache/ferry \
     && chown ferry /var/cache/ferry
+COPY --from=helm /out/helm /usr/local/bin/helm
+ENV FERRY_HELM=/usr/local/bin/helm
 USER ferry
 CMD ["ferry", "worker"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tarfile
 import time
 from pathlib import Path
 
@@ -130,6 +131,32 @@ def test_a_vendored_dependency_renders(tmp_path: Path) -> None:
 def test_a_schema_ref_that_would_load_is_refused(tmp_path: Path, ref: str, where: str) -> None:
     chart = write_chart(tmp_path, schema={"type": "object", "properties": {"db": {"$ref": ref}}})
     with pytest.raises(BundleError, match=rf"shop/values.schema.json: {where.replace('$', '[$]')} is "):
+        render.render_chart(chart, INPUT)
+
+
+def test_a_schema_ref_in_a_vendored_chart_archive_is_refused(tmp_path: Path) -> None:
+    chart = write_chart(tmp_path, chart={"dependencies": [{"name": "db", "version": "0.1.0"}]})
+    sub = write_chart(tmp_path / "src", "db", "0.1.0", schema={"$ref": "https://evil.test/db.json"})
+    (chart / "charts").mkdir()
+    with tarfile.open(chart / "charts" / "db-0.1.0.tgz", "w:gz") as tar:
+        tar.add(sub, arcname="db")
+    with pytest.raises(BundleError, match=r"shop/charts/db-0.1.0.tgz:db/values.schema.json: \$ref is "
+                                          r"'https://evil.test/db.json'"):
+        render.render_chart(chart, INPUT)
+    (sub / "values.schema.json").unlink()
+    (chart / "charts" / "db-0.1.0.tgz").unlink()
+    with tarfile.open(chart / "charts" / "db-0.1.0.tgz", "w:gz") as tar:
+        tar.add(sub, arcname="db")
+    assert "Deployment/shop" in by_name(render.render_chart(chart, INPUT))  # the archive is vendored: it renders
+
+
+def test_a_link_out_of_the_chart_is_refused(tmp_path: Path) -> None:
+    chart = write_chart(tmp_path, templates={"leak.yaml": (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: leak}\n"
+        'data: {x: {{ .Files.Get "files/hosts" | quote }}}\n')})
+    (chart / "files").mkdir()
+    os.symlink("/etc/hosts", chart / "files" / "hosts")
+    with pytest.raises(BundleError, match="files/hosts: symlink points outside the bundle directory"):
         render.render_chart(chart, INPUT)
 
 
