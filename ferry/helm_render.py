@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from ferry.hooks import HOOK_ANNOTATION, Hook, parse_hook
 from ferry.model import Message
@@ -57,6 +57,16 @@ _API_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}(?:/[A-Za-z0-9][A-Za-
 _RELATIVE_PATH = re.compile(r"(?!/)(?!.*(?:^|/)\.\.(?:/|$))[^\x00\\]{1,1024}")
 
 
+# Each argv-bound field: its pattern and what it must be.
+_ARGV_RULES: dict[str, tuple[re.Pattern[str], str]] = {
+    "release_name": (_DNS_SUBDOMAIN, "must be a lowercase DNS name of at most 53 characters (the release name)"),
+    "namespace": (_DNS_LABEL, "must be a lowercase DNS label (the namespace)"),
+    "kube_version": (_KUBE_VERSION, "is not a Kubernetes version (v1.35.4)"),
+    "api_versions": (_API_VERSION, "is not an API version (group/version or group/version/Kind)"),
+    "values_files": (_RELATIVE_PATH, "must be a relative path inside the release, with no '..' (a values file)"),
+}
+
+
 class HelmRenderInput(Message):
     """What one `helm template` of a chart reads besides the chart: ``.Release`` and ``.Capabilities`` (from the
     target cluster), the values files (relative to the release root, merged in order) and the inline values
@@ -70,41 +80,13 @@ class HelmRenderInput(Message):
     values: dict[str, Any] = Field(default_factory=dict)
     values_files: list[str] = Field(default_factory=list, max_length=MAX_VALUES_FILES)
 
-    @field_validator("release_name")
+    @field_validator("release_name", "namespace", "kube_version", "api_versions", "values_files")
     @classmethod
-    def _release_name(cls, value: str) -> str:
-        if not _DNS_SUBDOMAIN.fullmatch(value):
-            raise ValueError(f"release name {value[:60]!r} must be a lowercase DNS name of at most 53 characters")
-        return value
-
-    @field_validator("namespace")
-    @classmethod
-    def _namespace(cls, value: str) -> str:
-        if not _DNS_LABEL.fullmatch(value):
-            raise ValueError(f"namespace {value[:70]!r} must be a lowercase DNS label")
-        return value
-
-    @field_validator("kube_version")
-    @classmethod
-    def _kube_version(cls, value: str) -> str:
-        if not _KUBE_VERSION.fullmatch(value):
-            raise ValueError(f"kube version {value[:80]!r} is not a Kubernetes version (v1.35.4)")
-        return value
-
-    @field_validator("api_versions")
-    @classmethod
-    def _api_versions(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            if not _API_VERSION.fullmatch(entry):
-                raise ValueError(f"API version {entry[:80]!r} is not group/version or group/version/Kind")
-        return value
-
-    @field_validator("values_files")
-    @classmethod
-    def _values_files(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            if not _RELATIVE_PATH.fullmatch(entry):
-                raise ValueError(f"values file {entry[:80]!r} must be a relative path inside the release, no '..'")
+    def _argv_safe(cls, value: str | list[str], info: ValidationInfo) -> str | list[str]:
+        pattern, what = _ARGV_RULES[info.field_name or ""]
+        for entry in [value] if isinstance(value, str) else value:
+            if not pattern.fullmatch(entry):
+                raise ValueError(f"{entry[:80]!r} {what}")
         return value
 
     @field_validator("values")

@@ -14,6 +14,7 @@ from ferry.helm_render import (
     MAX_DOCUMENT_BYTES,
     MAX_RENDER_BYTES,
     MAX_RENDER_OBJECTS,
+    HelmRenderInput,
     RenderRefused,
     helm_error,
     is_crd_source,
@@ -219,3 +220,24 @@ def test_values_digest_keeps_merge_order_and_ignores_key_order() -> None:
     files = [("values/a.yaml", "sha256:1"), ("values/b.yaml", "sha256:2")]
     assert values_digest({}, files) != values_digest({}, list(reversed(files)))
     assert values_digest({"x": 1}) != values_digest({"x": "1"})
+
+
+GOOD = {"release_name": "shop", "namespace": "prod", "kube_version": "v1.35.4"}
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("release_name", "--post-renderer", "the release name"), ("release_name", "x" * 54, "at most 53"),
+    ("namespace", "Prod", "the namespace"), ("kube_version", "--kube-version", "not a Kubernetes version"),
+    ("api_versions", ["apps/v1,evil/v1"], "not an API version"), ("api_versions", ["-a"], "not an API version"),
+    ("values_files", ["../secrets.yaml"], "a values file"), ("values_files", ["/etc/passwd"], "a values file"),
+    ("values_files", ["values/../../x"], "a values file"), ("values", {"x": "y" * 300_000}, "use a values file"),
+])
+def test_render_input_refuses_what_could_reach_argv_as_something_else(field: str, value: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        HelmRenderInput(**GOOD | {field: value})
+
+
+def test_render_input_accepts_discovery_shapes() -> None:
+    done = HelmRenderInput(**GOOD | {"api_versions": ["v1", "v1/Pod", "apps/v1", "example.com/v1/Widget"],
+                                     "values_files": ["values/prod.yaml"], "kube_version": "1.35"})
+    assert done.api_versions[-1] == "example.com/v1/Widget"
