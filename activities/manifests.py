@@ -359,36 +359,51 @@ def run_bounded(
             start_new_session=True,
         )
         timed_out = threading.Event()
-
-        def expire() -> None:
-            timed_out.set()
-            _kill_group(proc)
-
-        timer = threading.Timer(timeout, expire)
-        timer.start()
-        writer = threading.Thread(target=_feed, args=(proc, stdin), daemon=True) if stdin is not None else None
         try:
-            if writer is not None:
-                writer.start()
-            assert proc.stdout is not None
-            out = bytearray()
-            while chunk := proc.stdout.read(1 << 20):
-                out.extend(chunk)
-                if len(out) > max_output:
-                    _kill_group(proc)
-                    raise BundleError(f"{what} is over {max_output} bytes: refused")
-            code = proc.wait()
+            out = _stream(proc, stdin, timeout, timed_out, what, max_output)
         finally:
-            timer.cancel()
             if proc.poll() is None:  # NB: only while the leader is unreaped is its pid surely still its group's id
                 _kill_group(proc)
-            proc.wait()
-            if writer is not None:
-                writer.join(timeout=5)
+            code = proc.wait()
         if timed_out.is_set():
             raise BundleError(f"{what} ran longer than {timeout:g} s: killed")
         errors.seek(0)
-        return BoundedRun(code, bytes(out), errors.read(max_stderr))
+        return BoundedRun(code, out, errors.read(max_stderr))
+
+
+def _stream(
+    proc: subprocess.Popen[bytes],
+    stdin: bytes | None,
+    timeout: float,
+    timed_out: threading.Event,
+    what: str,
+    max_output: int,
+) -> bytes:
+    """The child's stdout, fed ``stdin`` from a thread, its group killed past ``timeout`` or ``max_output``."""
+
+    def expire() -> None:
+        timed_out.set()
+        _kill_group(proc)
+
+    timer = threading.Timer(timeout, expire)
+    timer.start()
+    writer = threading.Thread(target=_feed, args=(proc, stdin), daemon=True) if stdin is not None else None
+    try:
+        if writer is not None:
+            writer.start()
+        assert proc.stdout is not None
+        out = bytearray()
+        while chunk := proc.stdout.read(1 << 20):
+            out.extend(chunk)
+            if len(out) > max_output:
+                _kill_group(proc)
+                raise BundleError(f"{what} is over {max_output} bytes: refused")
+        proc.wait()  # NB: still under the timer: stdout can end before the child exits
+        return bytes(out)
+    finally:
+        timer.cancel()
+        if writer is not None:
+            writer.join(timeout=5)
 
 
 def _feed(proc: subprocess.Popen[bytes], data: bytes) -> None:

@@ -45,8 +45,10 @@ _CRD_SOURCE = re.compile(r"^[^/]+(?:/charts/[^/]+)*/crds/")
 _LOCAL_REF = re.compile(r"^(?:#|urn:)", re.IGNORECASE)
 _SCHEMA_ID_KEYS = ("$ref", "$id", "$dynamicRef", "$recursiveRef", "$schema")
 # Meta-schemas the validator (santhosh-tekuri/jsonschema v6) has built in: naming one loads nothing.
-_KNOWN_METASCHEMAS = re.compile(r"^https?://json-schema\.org/(?:draft-0[4-7]/schema|draft/20(?:19-09|20-12)/schema)"
-                                r"#?$")
+_KNOWN_METASCHEMAS = re.compile(
+    r"^https?://json-schema\.org/(?:draft-0[4-7]/schema|draft/20(?:19-09|20-12)/schema)"
+    r"#?$"
+)
 
 
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*")
@@ -94,8 +96,10 @@ class HelmRenderInput(Message):
     def _values(cls, value: dict[str, Any]) -> dict[str, Any]:
         size = len(json.dumps(value, separators=(",", ":")))
         if size > MAX_INLINE_VALUES:
-            raise ValueError(f"inline values are {size} bytes as JSON, more than {MAX_INLINE_VALUES}: use a values "
-                             "file in the release")
+            raise ValueError(
+                f"inline values are {size} bytes as JSON, more than {MAX_INLINE_VALUES}: use a values "
+                "file in the release"
+            )
         return value
 
 
@@ -137,8 +141,12 @@ def _is_blank(text: str) -> bool:
     return all(not line.strip() or line.lstrip().startswith("#") for line in text.splitlines())
 
 
-def split_documents(text: str, max_bytes: int = MAX_RENDER_BYTES, max_document_bytes: int = MAX_DOCUMENT_BYTES,
-                    max_documents: int = MAX_RENDER_OBJECTS) -> list[Document]:
+def split_documents(
+    text: str,
+    max_bytes: int = MAX_RENDER_BYTES,
+    max_document_bytes: int = MAX_DOCUMENT_BYTES,
+    max_documents: int = MAX_RENDER_OBJECTS,
+) -> list[Document]:
     """The non-empty documents of ``helm template`` output, each with the Source line in force.
 
     A separator is a line starting ``---`` (then a space, a tab or the end of the line), as YAML reads it: such a
@@ -159,8 +167,9 @@ def split_documents(text: str, max_bytes: int = MAX_RENDER_BYTES, max_document_b
         if _is_blank(chunk):
             continue
         if len(chunk.encode()) > max_document_bytes:
-            raise RenderRefused(f"{source or 'helm template output'}: a rendered document is over "
-                                f"{max_document_bytes} bytes: refused")
+            raise RenderRefused(
+                f"{source or 'helm template output'}: a rendered document is over {max_document_bytes} bytes: refused"
+            )
         documents.append(Document(source, chunk))
         if len(documents) > max_documents:
             raise RenderRefused(f"helm template output has more than {max_documents} documents: refused")
@@ -172,8 +181,7 @@ def is_crd_source(source: str) -> bool:
     return bool(_CRD_SOURCE.match(source))
 
 
-def split_rendered(objects: Iterable[tuple[str, Mapping[str, Any]]],
-                   max_objects: int = MAX_RENDER_OBJECTS) -> Rendered:
+def split_rendered(objects: Iterable[tuple[str, Mapping[str, Any]]], max_objects: int = MAX_RENDER_OBJECTS) -> Rendered:
     """Sort parsed (source, object) pairs, in output order, into CRDs, manifests and hooks (the module's rule).
 
     RenderRefused past ``max_objects`` or for a hook annotation Helm could not have read."""
@@ -194,8 +202,10 @@ def split_rendered(objects: Iterable[tuple[str, Mapping[str, Any]]],
                 raise RenderRefused(str(err)) from None
             if hook is None:
                 name = (obj.get("metadata") or {}).get("name", "")
-                dropped.append(f"{source}: {obj.get('kind')}/{name}: unknown hook event "
-                               f"{str(annotations[HOOK_ANNOTATION])[:80]!r} (Helm ignores it)")
+                dropped.append(
+                    f"{source}: {obj.get('kind')}/{name}: unknown hook event "
+                    f"{str(annotations[HOOK_ANNOTATION])[:80]!r} (Helm ignores it)"
+                )
             else:
                 hooks.append(hook)
         else:
@@ -207,10 +217,10 @@ def helm_error(stderr: str, limit: int = MAX_HELM_ERROR) -> str:
     """Helm's message for a failed command: the first ``Error: `` line without the prefix (cobra prints it,
     cmd/helm/helm.go:44-49), else the first non-blank line; at most ``limit`` characters."""
     lines = [line.strip() for line in stderr.splitlines()]
-    message = next((line[len("Error: "):] for line in lines if line.startswith("Error: ")), None)
+    message = next((line[len("Error: ") :] for line in lines if line.startswith("Error: ")), None)
     if message is None:
         message = next((line for line in lines if line), "helm failed without a message")
-    return message if len(message) <= limit else message[:limit - 3] + "..."
+    return message if len(message) <= limit else message[: limit - 3] + "..."
 
 
 def schema_refs_refused(schema: Any, where: str = "values.schema.json") -> str | None:
@@ -237,8 +247,10 @@ def schema_refs_refused(schema: Any, where: str = "values.schema.json") -> str |
             if key in _SCHEMA_ID_KEYS and isinstance(value, str):
                 reason = _ref_problem(key, value)
                 if reason:
-                    return (f"{where}: {at} is {value[:200]!r}: {reason}; Helm would load it while rendering "
-                            "(no network, no worker files): vendor it into the schema under $defs and use '#/$defs/…'")
+                    return (
+                        f"{where}: {at} is {value[:200]!r}: {reason}; Helm would load it while rendering "
+                        "(no network, no worker files): vendor it into the schema under $defs and use '#/$defs/…'"
+                    )
             todo.append((at, value))
     return None
 
@@ -254,20 +266,44 @@ def _ref_problem(key: str, value: str) -> str | None:
 def values_digest(values: Mapping[str, Any], values_files: Sequence[tuple[str, str]] = ()) -> str:
     """The digest of what a render merges: the values files (path and content digest, in merge order) and the
     inline values (canonical JSON: sorted keys, no spaces)."""
-    body = json.dumps({"files": [list(f) for f in values_files], "values": values}, sort_keys=True,
-                      separators=(",", ":"), ensure_ascii=False)
+    body = json.dumps(
+        {"files": [list(f) for f in values_files], "values": values},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
     return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
 
 
-def render_key(chart_digest: str, values_digest: str, release_name: str, namespace: str, kube_version: str,
-               api_versions: Iterable[str], is_upgrade: bool, helm_version: str) -> str:
+def render_key(
+    chart_digest: str,
+    values_digest: str,
+    release_name: str,
+    namespace: str,
+    kube_version: str,
+    api_versions: Iterable[str],
+    is_upgrade: bool,
+    helm_version: str,
+) -> str:
     """The name of a cached render: everything `helm template` reads besides the chart's bytes and the values.
 
     ``.Capabilities`` (kube version, API versions: a set, so their order does not matter), ``.Release`` (name,
     namespace, IsUpgrade) and the helm build all change the output, so all are in the key, not only the issue's
     (chart, values) digests. 64 hex characters (a file name)."""
-    body = json.dumps({"v": RENDER_KEY_VERSION, "chart": chart_digest, "values": values_digest,
-                       "release": release_name, "namespace": namespace, "kube": kube_version,
-                       "api": sorted(set(api_versions)), "upgrade": bool(is_upgrade), "helm": helm_version},
-                      sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    body = json.dumps(
+        {
+            "v": RENDER_KEY_VERSION,
+            "chart": chart_digest,
+            "values": values_digest,
+            "release": release_name,
+            "namespace": namespace,
+            "kube": kube_version,
+            "api": sorted(set(api_versions)),
+            "upgrade": bool(is_upgrade),
+            "helm": helm_version,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
     return hashlib.sha256(body.encode()).hexdigest()

@@ -31,8 +31,20 @@ PRE_DELETE, POST_DELETE = "pre-delete", "post-delete"
 PRE_ROLLBACK, POST_ROLLBACK = "pre-rollback", "post-rollback"
 TEST = "test"
 # The annotation's words and the event each means (manifest_sorter.go:54-66).
-EVENTS: Mapping[str, str] = {e: e for e in (PRE_INSTALL, POST_INSTALL, PRE_DELETE, POST_DELETE, PRE_UPGRADE,
-                                            POST_UPGRADE, PRE_ROLLBACK, POST_ROLLBACK, TEST)} | {"test-success": TEST}
+EVENTS: Mapping[str, str] = {
+    e: e
+    for e in (
+        PRE_INSTALL,
+        POST_INSTALL,
+        PRE_DELETE,
+        POST_DELETE,
+        PRE_UPGRADE,
+        POST_UPGRADE,
+        PRE_ROLLBACK,
+        POST_ROLLBACK,
+        TEST,
+    )
+} | {"test-success": TEST}
 
 BEFORE_HOOK_CREATION = "before-hook-creation"
 HOOK_SUCCEEDED = "hook-succeeded"
@@ -41,12 +53,44 @@ CRD_KIND = "CustomResourceDefinition"
 
 # kind_sorter.go:31-70, in Helm's order.
 HELM_INSTALL_ORDER: tuple[str, ...] = (
-    "PriorityClass", "Namespace", "NetworkPolicy", "ResourceQuota", "LimitRange", "PodSecurityPolicy",
-    "PodDisruptionBudget", "ServiceAccount", "Secret", "SecretList", "ConfigMap", "StorageClass", "PersistentVolume",
-    "PersistentVolumeClaim", "CustomResourceDefinition", "ClusterRole", "ClusterRoleList", "ClusterRoleBinding",
-    "ClusterRoleBindingList", "Role", "RoleList", "RoleBinding", "RoleBindingList", "Service", "DaemonSet", "Pod",
-    "ReplicationController", "ReplicaSet", "Deployment", "HorizontalPodAutoscaler", "StatefulSet", "Job", "CronJob",
-    "IngressClass", "Ingress", "APIService", "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration",
+    "PriorityClass",
+    "Namespace",
+    "NetworkPolicy",
+    "ResourceQuota",
+    "LimitRange",
+    "PodSecurityPolicy",
+    "PodDisruptionBudget",
+    "ServiceAccount",
+    "Secret",
+    "SecretList",
+    "ConfigMap",
+    "StorageClass",
+    "PersistentVolume",
+    "PersistentVolumeClaim",
+    "CustomResourceDefinition",
+    "ClusterRole",
+    "ClusterRoleList",
+    "ClusterRoleBinding",
+    "ClusterRoleBindingList",
+    "Role",
+    "RoleList",
+    "RoleBinding",
+    "RoleBindingList",
+    "Service",
+    "DaemonSet",
+    "Pod",
+    "ReplicationController",
+    "ReplicaSet",
+    "Deployment",
+    "HorizontalPodAutoscaler",
+    "StatefulSet",
+    "Job",
+    "CronJob",
+    "IngressClass",
+    "Ingress",
+    "APIService",
+    "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration",
 )
 _RANK = {kind: i for i, kind in enumerate(HELM_INSTALL_ORDER)}
 # strconv.Atoi: an optional sign and ASCII digits only (no spaces, no underscores), within int64.
@@ -120,9 +164,15 @@ def parse_hook(obj: Mapping[str, Any], path: str) -> Hook | None:
             return None
         events.append(EVENTS[word])
     deletes = _annotation(annotations, HOOK_DELETE_ANNOTATION, where)
-    return Hook(name=name, kind=kind, path=path, events=tuple(events),
-                weight=hook_weight(_annotation(annotations, HOOK_WEIGHT_ANNOTATION, where)),
-                delete_policies=tuple(_words(deletes)) if deletes is not None else (), object=dict(obj))
+    return Hook(
+        name=name,
+        kind=kind,
+        path=path,
+        events=tuple(events),
+        weight=hook_weight(_annotation(annotations, HOOK_WEIGHT_ANNOTATION, where)),
+        delete_policies=tuple(_words(deletes)) if deletes is not None else (),
+        object=dict(obj),
+    )
 
 
 def kind_rank(kind: str) -> tuple[int, int, str]:

@@ -10,5 +10,12 @@ Not wired yet: the environment spec's ``helm:`` field, the reconcile's render ca
 from activities.helm.binary import HELM_VERSION, HelmMissing, helm_path
 from activities.helm.render import HELM_MAX_ADDRESS_SPACE, HELM_TIMEOUT, check_chart, render_chart
 
-__all__ = ["HELM_MAX_ADDRESS_SPACE", "HELM_TIMEOUT", "HELM_VERSION", "HelmMissing", "check_chart", "helm_path",
-           "render_chart"]
+__all__ = [
+    "HELM_MAX_ADDRESS_SPACE",
+    "HELM_TIMEOUT",
+    "HELM_VERSION",
+    "HelmMissing",
+    "check_chart",
+    "helm_path",
+    "render_chart",
+]

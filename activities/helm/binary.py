@@ -25,6 +25,8 @@ def helm_path() -> Path:
     path = Path(configured) if configured else helm_cache_path()
     if not (path.is_file() and os.access(path, os.X_OK)):
         where = f"FERRY_HELM={configured}" if configured else str(path)
-        raise HelmMissing(f"helm {HELM_VERSION} is missing ({where} is not an executable file): run `make helm` "
-                          "(make setup builds it), or point FERRY_HELM at a helm v4 binary")
+        raise HelmMissing(
+            f"helm {HELM_VERSION} is missing ({where} is not an executable file): run `make helm` "
+            "(make setup builds it), or point FERRY_HELM at a helm v4 binary"
+        )
     return path

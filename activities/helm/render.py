@@ -62,30 +62,49 @@ HELM_TIMEOUT = 60  # seconds for one render: a 1,000-object chart renders in wel
 HELM_MAX_ADDRESS_SPACE = 2 * 1024 * 1024 * 1024
 MAX_ARCHIVE_DEPTH = 4  # charts/a.tgz holding charts/b.tgz …: deeper is not a chart anyone vendors
 _DEAD_PROXY = "http://127.0.0.1:9"
-_DEPENDENCY_FIX = ("remote dependencies are refused (rendering has no network): run `helm dependency build` in CI "
-                   "and release the chart with its charts/ directory")
+_DEPENDENCY_FIX = (
+    "remote dependencies are refused (rendering has no network): run `helm dependency build` in CI "
+    "and release the chart with its charts/ directory"
+)
 
 
 def helm_env(home: Path) -> dict[str, str]:
     """helm's whole environment: nothing of the worker's (no HELM_*, no credentials, no proxy settings)."""
     return {
-        "PATH": "/usr/bin:/bin", "HOME": str(home), "XDG_CACHE_HOME": str(home / "cache"),
-        "XDG_CONFIG_HOME": str(home / "config"), "XDG_DATA_HOME": str(home / "data"),
-        "HELM_CACHE_HOME": str(home / "cache"), "HELM_CONFIG_HOME": str(home / "config"),
-        "HELM_DATA_HOME": str(home / "data"), "HELM_PLUGINS": "", "HELM_NO_PLUGINS": "1",
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(home),
+        "XDG_CACHE_HOME": str(home / "cache"),
+        "XDG_CONFIG_HOME": str(home / "config"),
+        "XDG_DATA_HOME": str(home / "data"),
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+        "HELM_PLUGINS": "",
+        "HELM_NO_PLUGINS": "1",
         "HELM_REGISTRY_CONFIG": str(home / "absent" / "registry.json"),
         "HELM_REPOSITORY_CONFIG": str(home / "absent" / "repositories.yaml"),
         "HELM_REPOSITORY_CACHE": str(home / "absent" / "repository"),
-        "DOCKER_CONFIG": str(home / "docker"), "KUBECONFIG": "/dev/null",
-        "HTTP_PROXY": _DEAD_PROXY, "HTTPS_PROXY": _DEAD_PROXY, "NO_PROXY": "",
-        "http_proxy": _DEAD_PROXY, "https_proxy": _DEAD_PROXY, "no_proxy": "",
+        "DOCKER_CONFIG": str(home / "docker"),
+        "KUBECONFIG": "/dev/null",
+        "HTTP_PROXY": _DEAD_PROXY,
+        "HTTPS_PROXY": _DEAD_PROXY,
+        "NO_PROXY": "",
+        "http_proxy": _DEAD_PROXY,
+        "https_proxy": _DEAD_PROXY,
+        "no_proxy": "",
     }
 
 
 def helm_argv(helm: Path, chart_dir: Path, input: HelmRenderInput, values_files: list[Path]) -> list[str]:
     """`helm template` as the plan has it; every value in ``--flag=value`` form, so none can read as a flag."""
-    argv = [str(helm), "template", input.release_name, str(chart_dir.resolve()), f"--namespace={input.namespace}",
-            f"--kube-version={input.kube_version}"]
+    argv = [
+        str(helm),
+        "template",
+        input.release_name,
+        str(chart_dir.resolve()),
+        f"--namespace={input.namespace}",
+        f"--kube-version={input.kube_version}",
+    ]
     argv += [f"--api-versions={gv}" for gv in sorted(set(input.api_versions))]
     argv += ["--include-crds", "--skip-tests"]
     if input.is_upgrade:
@@ -179,8 +198,10 @@ def _check_chart_dir(chart_dir: Path, where: str) -> None:
         name, repo = str(dep.get("name", "")), str(dep.get("repository") or "")
         if name not in vendored:
             source = f" (repository {repo[:200]})" if repo else ""
-            raise BundleError(f"{where}/Chart.yaml: dependency {name[:100]!r}{source} is not vendored under "
-                              f"charts/: {_DEPENDENCY_FIX}")
+            raise BundleError(
+                f"{where}/Chart.yaml: dependency {name[:100]!r}{source} is not vendored under "
+                f"charts/: {_DEPENDENCY_FIX}"
+            )
 
 
 def check_chart(chart_dir: Path) -> None:
@@ -208,8 +229,9 @@ def _values_paths(root: Path, files: list[str]) -> list[Path]:
 def parse_rendered(text: str, where: str) -> Rendered:
     """Split `helm template` output (ferry.helm_render) and parse each document with the bundles' YAML bounds."""
     try:
-        pairs = [(doc.source, obj) for doc in split_documents(text)
-                 for obj in parse_documents(doc.text, doc.source or where)]
+        pairs = [
+            (doc.source, obj) for doc in split_documents(text) for obj in parse_documents(doc.text, doc.source or where)
+        ]
         return split_rendered(pairs)
     except RenderRefused as err:
         raise BundleError(f"{where}: {err}") from None
@@ -225,15 +247,24 @@ def render_chart(chart_dir: Path, input: HelmRenderInput, root: Path | None = No
     with tempfile.TemporaryDirectory(prefix="ferry-helm-") as tmp:
         home = Path(tmp)
         (home / "docker").mkdir()
-        run = run_bounded(helm_argv(helm, chart_dir, input, values), f"{where}: helm template", helm_env(home),
-                          MAX_RENDER_BYTES, HELM_TIMEOUT, stdin=json.dumps(input.values).encode(),
-                          max_address_space=HELM_MAX_ADDRESS_SPACE, cwd=home)
+        run = run_bounded(
+            helm_argv(helm, chart_dir, input, values),
+            f"{where}: helm template",
+            helm_env(home),
+            MAX_RENDER_BYTES,
+            HELM_TIMEOUT,
+            stdin=json.dumps(input.values).encode(),
+            max_address_space=HELM_MAX_ADDRESS_SPACE,
+            cwd=home,
+        )
     if run.code != 0:
         stderr = run.stderr.decode(errors="replace")
         if "runtime: out of memory" in stderr or "failed to reserve page summary memory" in stderr:
-            raise BundleError(f"{where}: helm template ran out of memory under the {HELM_MAX_ADDRESS_SPACE >> 30} GiB "
-                              f"address-space bound (a template that loops or builds huge values): "
-                              f"{helm_error(stderr)}")
+            raise BundleError(
+                f"{where}: helm template ran out of memory under the {HELM_MAX_ADDRESS_SPACE >> 30} GiB "
+                f"address-space bound (a template that loops or builds huge values): "
+                f"{helm_error(stderr)}"
+            )
         raise BundleError(f"{where}: helm template failed: {helm_error(stderr)}")
     try:
         text = run.stdout.decode("utf-8")

@@ -105,15 +105,29 @@ spec:
 DEFAULT_VALUES: dict[str, Any] = {"replicaCount": 1, "greeting": "hello", "image": "nginx:1.27"}
 
 
-def write_chart(parent: Path, name: str = "shop", version: str = "1.4.2", *,
-                templates: dict[str, str | None] | None = None, values: dict[str, Any] | str | None = None,
-                crds: dict[str, str] | None = None, schema: dict[str, Any] | str | None = None,
-                chart: dict[str, Any] | None = None, files: dict[str, str] | None = None) -> Path:
+def write_chart(
+    parent: Path,
+    name: str = "shop",
+    version: str = "1.4.2",
+    *,
+    templates: dict[str, str | None] | None = None,
+    values: dict[str, Any] | str | None = None,
+    crds: dict[str, str] | None = None,
+    schema: dict[str, Any] | str | None = None,
+    chart: dict[str, Any] | None = None,
+    files: dict[str, str] | None = None,
+) -> Path:
     """A valid chart at ``parent/name``; returns that directory."""
     root = parent / name
     (root / "templates").mkdir(parents=True, exist_ok=True)
-    meta: dict[str, Any] = {"apiVersion": "v2", "name": name, "version": version, "type": "application",
-                            "appVersion": "1.0.0", "description": f"{name}: a test chart"}
+    meta: dict[str, Any] = {
+        "apiVersion": "v2",
+        "name": name,
+        "version": version,
+        "type": "application",
+        "appVersion": "1.0.0",
+        "description": f"{name}: a test chart",
+    }
     meta.update(chart or {})
     (root / "Chart.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
     chosen = values if values is not None else DEFAULT_VALUES

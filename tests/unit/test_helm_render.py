@@ -95,35 +95,57 @@ def test_the_bounds_are_the_bundles() -> None:
 def test_sources_are_carried_forward_and_crds_are_by_path() -> None:
     docs = split_documents(OUTPUT)
     assert [d.source for d in docs] == [
-        "shop/crds/widgets.yaml", "shop/crds/widgets.yaml", "shop/charts/db/crds/db.yaml",
-        "shop/templates/configmap.yaml", "shop/templates/crd-in-templates.yaml", "shop/charts/db/templates/svc.yaml",
-        "shop/templates/job.yaml", "shop/templates/old.yaml"]
+        "shop/crds/widgets.yaml",
+        "shop/crds/widgets.yaml",
+        "shop/charts/db/crds/db.yaml",
+        "shop/templates/configmap.yaml",
+        "shop/templates/crd-in-templates.yaml",
+        "shop/charts/db/templates/svc.yaml",
+        "shop/templates/job.yaml",
+        "shop/templates/old.yaml",
+    ]
     assert "----" in docs[3].text  # a line of four dashes, inside a block scalar, is content
 
 
 def test_split_rendered_sorts_crds_manifests_and_hooks() -> None:
     out = split_rendered(parsed(OUTPUT))
-    assert [c.object["metadata"]["name"] for c in out.crds] == ["widgets.example.com", "gadgets.example.com",
-                                                                 "dbs.example.com"]
+    assert [c.object["metadata"]["name"] for c in out.crds] == [
+        "widgets.example.com",
+        "gadgets.example.com",
+        "dbs.example.com",
+    ]
     # a CustomResourceDefinition from templates/ is a manifest: only crds/ files are Helm's CRDs
     assert [m.object["metadata"]["name"] for m in out.manifests] == ["shop-config", "templated.example.com", "db"]
     assert [(h.name, h.events, h.weight, h.path) for h in out.hooks] == [
-        ("shop-migrate", ("pre-install", "pre-upgrade"), -5, "shop/templates/job.yaml")]
+        ("shop-migrate", ("pre-install", "pre-upgrade"), -5, "shop/templates/job.yaml")
+    ]
     assert len(out.dropped) == 1 and "old-style" in out.dropped[0] and "crd-install" in out.dropped[0]
     assert out.count == 7
 
 
-@pytest.mark.parametrize(("source", "crd"), [
-    ("shop/crds/a.yaml", True), ("shop/crds/sub/a.yaml", True), ("shop/charts/db/crds/a.yaml", True),
-    ("shop/charts/db/charts/cache/crds/a.yaml", True), ("shop/templates/crds/a.yaml", False),
-    ("shop/templates/a.yaml", False), ("crds/a.yaml", False), ("shop/charts/crds/a.yaml", False), ("", False)])
+@pytest.mark.parametrize(
+    ("source", "crd"),
+    [
+        ("shop/crds/a.yaml", True),
+        ("shop/crds/sub/a.yaml", True),
+        ("shop/charts/db/crds/a.yaml", True),
+        ("shop/charts/db/charts/cache/crds/a.yaml", True),
+        ("shop/templates/crds/a.yaml", False),
+        ("shop/templates/a.yaml", False),
+        ("crds/a.yaml", False),
+        ("shop/charts/crds/a.yaml", False),
+        ("", False),
+    ],
+)
 def test_crd_source_rule(source: str, crd: bool) -> None:
     assert is_crd_source(source) is crd
 
 
 def test_a_hook_annotation_in_crds_is_still_a_crd() -> None:
-    text = ("---\n# Source: shop/crds/x.yaml\napiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n"
-            "metadata:\n  name: x.example.com\n  annotations: {helm.sh/hook: pre-install}\n")
+    text = (
+        "---\n# Source: shop/crds/x.yaml\napiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n"
+        "metadata:\n  name: x.example.com\n  annotations: {helm.sh/hook: pre-install}\n"
+    )
     out = split_rendered(parsed(text))
     assert len(out.crds) == 1 and out.hooks == ()
 
@@ -164,8 +186,10 @@ def test_a_hook_annotation_that_is_not_a_string_is_refused() -> None:
 
 
 def test_helm_error_is_the_first_error_line_bounded() -> None:
-    stderr = ("walk.go:75: found symbolic link in path\nError: execution error at (shop/templates/cm.yaml:3:4): "
-              "db.password is required\n\nUse --debug flag to render out invalid YAML\n")
+    stderr = (
+        "walk.go:75: found symbolic link in path\nError: execution error at (shop/templates/cm.yaml:3:4): "
+        "db.password is required\n\nUse --debug flag to render out invalid YAML\n"
+    )
     assert helm_error(stderr) == "execution error at (shop/templates/cm.yaml:3:4): db.password is required"
     assert helm_error("panic: boom\n") == "panic: boom"
     assert helm_error("") == "helm failed without a message"
@@ -173,27 +197,33 @@ def test_helm_error_is_the_first_error_line_bounded() -> None:
     assert len(long) == 800 and long.endswith("...")
 
 
-@pytest.mark.parametrize("schema", [
-    {"type": "object"},
-    {"$ref": "#/$defs/a", "$defs": {"a": {"type": "string"}}},
-    {"properties": {"x": {"$ref": "urn:example:thing"}}},
-    {"$schema": "http://json-schema.org/draft-07/schema#", "$id": "#root"},
-    {"$schema": "https://json-schema.org/draft/2020-12/schema"},
-    {"properties": {"$ref": {"type": "string"}}},  # a property named $ref is a schema, not a reference
-])
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "object"},
+        {"$ref": "#/$defs/a", "$defs": {"a": {"type": "string"}}},
+        {"properties": {"x": {"$ref": "urn:example:thing"}}},
+        {"$schema": "http://json-schema.org/draft-07/schema#", "$id": "#root"},
+        {"$schema": "https://json-schema.org/draft/2020-12/schema"},
+        {"properties": {"$ref": {"type": "string"}}},  # a property named $ref is a schema, not a reference
+    ],
+)
 def test_local_schemas_pass(schema: dict[str, Any]) -> None:
     assert schema_refs_refused(schema) is None
 
 
-@pytest.mark.parametrize(("schema", "path"), [
-    ({"$ref": "https://example.com/s.json"}, "$ref"),
-    ({"properties": {"db": {"$ref": "http://evil.test/db.json"}}}, "properties.db.$ref"),
-    ({"allOf": [{"type": "object"}, {"$ref": "other.json"}]}, "allOf[1].$ref"),
-    ({"$id": "file:///etc/passwd"}, "$id"),
-    ({"properties": {"a": {"$dynamicRef": "https://x.test/a"}}}, "properties.a.$dynamicRef"),
-    ({"$schema": "https://evil.test/meta"}, "$schema"),
-    ({"$ref": "/etc/hosts"}, "$ref"),
-])
+@pytest.mark.parametrize(
+    ("schema", "path"),
+    [
+        ({"$ref": "https://example.com/s.json"}, "$ref"),
+        ({"properties": {"db": {"$ref": "http://evil.test/db.json"}}}, "properties.db.$ref"),
+        ({"allOf": [{"type": "object"}, {"$ref": "other.json"}]}, "allOf[1].$ref"),
+        ({"$id": "file:///etc/passwd"}, "$id"),
+        ({"properties": {"a": {"$dynamicRef": "https://x.test/a"}}}, "properties.a.$dynamicRef"),
+        ({"$schema": "https://evil.test/meta"}, "$schema"),
+        ({"$ref": "/etc/hosts"}, "$ref"),
+    ],
+)
 def test_schema_refs_that_load_are_refused_with_their_path(schema: dict[str, Any], path: str) -> None:
     reason = schema_refs_refused(schema, "shop/values.schema.json")
     assert reason is not None
@@ -202,15 +232,29 @@ def test_schema_refs_that_load_are_refused_with_their_path(schema: dict[str, Any
 
 
 def test_render_key_covers_every_input() -> None:
-    base: dict[str, Any] = dict(chart_digest="sha256:aa", values_digest="sha256:bb", release_name="shop",
-                                namespace="prod", kube_version="v1.35.4", api_versions=["a/v1", "b/v1"],
-                                is_upgrade=False, helm_version="v4.3.2")
+    base: dict[str, Any] = dict(
+        chart_digest="sha256:aa",
+        values_digest="sha256:bb",
+        release_name="shop",
+        namespace="prod",
+        kube_version="v1.35.4",
+        api_versions=["a/v1", "b/v1"],
+        is_upgrade=False,
+        helm_version="v4.3.2",
+    )
     key = render_key(**base)
     assert len(key) == 64 and int(key, 16) >= 0
     assert render_key(**base | {"api_versions": ["b/v1", "a/v1", "a/v1"]}) == key  # a set
-    for field, other in [("chart_digest", "sha256:ab"), ("values_digest", "sha256:bc"), ("release_name", "shop2"),
-                         ("namespace", "staging"), ("kube_version", "v1.35.5"), ("api_versions", ["a/v1"]),
-                         ("is_upgrade", True), ("helm_version", "v4.3.3")]:
+    for field, other in [
+        ("chart_digest", "sha256:ab"),
+        ("values_digest", "sha256:bc"),
+        ("release_name", "shop2"),
+        ("namespace", "staging"),
+        ("kube_version", "v1.35.5"),
+        ("api_versions", ["a/v1"]),
+        ("is_upgrade", True),
+        ("helm_version", "v4.3.3"),
+    ]:
         assert render_key(**base | {field: other}) != key, field
 
 
@@ -225,19 +269,33 @@ def test_values_digest_keeps_merge_order_and_ignores_key_order() -> None:
 GOOD = {"release_name": "shop", "namespace": "prod", "kube_version": "v1.35.4"}
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [
-    ("release_name", "--post-renderer", "the release name"), ("release_name", "x" * 54, "at most 53"),
-    ("namespace", "Prod", "the namespace"), ("kube_version", "--kube-version", "not a Kubernetes version"),
-    ("api_versions", ["apps/v1,evil/v1"], "not an API version"), ("api_versions", ["-a"], "not an API version"),
-    ("values_files", ["../secrets.yaml"], "a values file"), ("values_files", ["/etc/passwd"], "a values file"),
-    ("values_files", ["values/../../x"], "a values file"), ("values", {"x": "y" * 300_000}, "use a values file"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("release_name", "--post-renderer", "the release name"),
+        ("release_name", "x" * 54, "at most 53"),
+        ("namespace", "Prod", "the namespace"),
+        ("kube_version", "--kube-version", "not a Kubernetes version"),
+        ("api_versions", ["apps/v1,evil/v1"], "not an API version"),
+        ("api_versions", ["-a"], "not an API version"),
+        ("values_files", ["../secrets.yaml"], "a values file"),
+        ("values_files", ["/etc/passwd"], "a values file"),
+        ("values_files", ["values/../../x"], "a values file"),
+        ("values", {"x": "y" * 300_000}, "use a values file"),
+    ],
+)
 def test_render_input_refuses_what_could_reach_argv_as_something_else(field: str, value: Any, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         HelmRenderInput(**GOOD | {field: value})
 
 
 def test_render_input_accepts_discovery_shapes() -> None:
-    done = HelmRenderInput(**GOOD | {"api_versions": ["v1", "v1/Pod", "apps/v1", "example.com/v1/Widget"],
-                                     "values_files": ["values/prod.yaml"], "kube_version": "1.35"})
+    done = HelmRenderInput(
+        **GOOD
+        | {
+            "api_versions": ["v1", "v1/Pod", "apps/v1", "example.com/v1/Widget"],
+            "values_files": ["values/prod.yaml"],
+            "kube_version": "1.35",
+        }
+    )
     assert done.api_versions[-1] == "example.com/v1/Widget"

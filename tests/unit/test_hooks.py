@@ -23,8 +23,14 @@ from ferry.hooks import (
 )
 
 
-def obj(name: str, kind: str = "Job", events: str = "pre-install", weight: str | None = None,
-        delete: str | None = None, **annotations: Any) -> dict[str, Any]:
+def obj(
+    name: str,
+    kind: str = "Job",
+    events: str = "pre-install",
+    weight: str | None = None,
+    delete: str | None = None,
+    **annotations: Any,
+) -> dict[str, Any]:
     notes: dict[str, Any] = {"helm.sh/hook": events, **annotations}
     if weight is not None:
         notes["helm.sh/hook-weight"] = weight
@@ -33,8 +39,14 @@ def obj(name: str, kind: str = "Job", events: str = "pre-install", weight: str |
     return {"apiVersion": "v1", "kind": kind, "metadata": {"name": name, "annotations": notes}}
 
 
-def hook(name: str, kind: str = "Job", events: str = "pre-install", weight: str | None = None,
-         delete: str | None = None, path: str = "shop/templates/hooks.yaml") -> Hook:
+def hook(
+    name: str,
+    kind: str = "Job",
+    events: str = "pre-install",
+    weight: str | None = None,
+    delete: str | None = None,
+    path: str = "shop/templates/hooks.yaml",
+) -> Hook:
     parsed = parse_hook(obj(name, kind, events, weight, delete), path)
     assert parsed is not None
     return parsed
@@ -57,9 +69,25 @@ def test_test_success_is_an_alias_of_test_and_marks_a_test() -> None:
     assert not hook("j").is_test
 
 
-@pytest.mark.parametrize(("raw", "weight"), [("5", 5), ("-5", -5), ("+7", 7), ("007", 7), (" 5", 0), ("5 ", 0),
-                                             ("1.5", 0), ("1_0", 0), ("ten", 0), ("", 0), (None, 0),
-                                             (str(2**63 - 1), 2**63 - 1), (str(2**63), 0), (str(-(2**63)), -(2**63))])
+@pytest.mark.parametrize(
+    ("raw", "weight"),
+    [
+        ("5", 5),
+        ("-5", -5),
+        ("+7", 7),
+        ("007", 7),
+        (" 5", 0),
+        ("5 ", 0),
+        ("1.5", 0),
+        ("1_0", 0),
+        ("ten", 0),
+        ("", 0),
+        (None, 0),
+        (str(2**63 - 1), 2**63 - 1),
+        (str(2**63), 0),
+        (str(-(2**63)), -(2**63)),
+    ],
+)
 def test_weight_is_strconv_atoi_or_zero(raw: str | None, weight: int) -> None:
     assert hook_weight(raw) == weight
 
@@ -82,9 +110,15 @@ def test_an_annotation_that_is_not_a_string_is_refused() -> None:
 def test_install_order_is_helms() -> None:
     assert len(HELM_INSTALL_ORDER) == 38
     assert HELM_INSTALL_ORDER[:3] == ("PriorityClass", "Namespace", "NetworkPolicy")
-    assert HELM_INSTALL_ORDER.index("ServiceAccount") < HELM_INSTALL_ORDER.index("Secret") < \
-        HELM_INSTALL_ORDER.index("ConfigMap") < HELM_INSTALL_ORDER.index("CustomResourceDefinition") < \
-        HELM_INSTALL_ORDER.index("Service") < HELM_INSTALL_ORDER.index("Pod") < HELM_INSTALL_ORDER.index("Job")
+    assert (
+        HELM_INSTALL_ORDER.index("ServiceAccount")
+        < HELM_INSTALL_ORDER.index("Secret")
+        < HELM_INSTALL_ORDER.index("ConfigMap")
+        < HELM_INSTALL_ORDER.index("CustomResourceDefinition")
+        < HELM_INSTALL_ORDER.index("Service")
+        < HELM_INSTALL_ORDER.index("Pod")
+        < HELM_INSTALL_ORDER.index("Job")
+    )
     assert HELM_INSTALL_ORDER[-1] == "ValidatingWebhookConfiguration"
     assert kind_rank("Namespace") < kind_rank("Job") < kind_rank("AAA-unknown") < kind_rank("Widget")
 
@@ -119,15 +153,18 @@ def test_full_ties_keep_template_path_order_then_file_order() -> None:
     # the same kind, weight and name in two template files: the file sorted first by path runs first
     late = hook("same", path="shop/templates/z.yaml")
     early = hook("same", path="shop/templates/a.yaml")
-    assert [h.path for h in ordered([late, early], "pre-install")] == ["shop/templates/a.yaml",
-                                                                        "shop/templates/z.yaml"]
+    assert [h.path for h in ordered([late, early], "pre-install")] == ["shop/templates/a.yaml", "shop/templates/z.yaml"]
     first, second = hook("same", delete="hook-failed"), hook("same", delete="hook-succeeded")
     assert ordered([first, second], "pre-install") == [first, second]
 
 
 def test_only_the_events_hooks_run_and_negative_weights_first() -> None:
-    hooks = [hook("post", events="post-install"), hook("both", events="pre-install,post-install", weight="2"),
-             hook("early", weight="-10"), hook("upgrade", events="pre-upgrade")]
+    hooks = [
+        hook("post", events="post-install"),
+        hook("both", events="pre-install,post-install", weight="2"),
+        hook("early", weight="-10"),
+        hook("upgrade", events="pre-upgrade"),
+    ]
     assert names(ordered(hooks, "pre-install")) == ["Job/early", "Job/both"]
     assert names(ordered(hooks, "post-install")) == ["Job/post", "Job/both"]
     assert ordered(hooks, "pre-rollback") == []
