@@ -62,9 +62,18 @@ class TemporalDevServer:
     def start(self, timeout: float = 30.0) -> None:
         self.db_file.parent.mkdir(parents=True, exist_ok=True)
         self.proc = spawn(self.argv(), self.log_file)
-        wait_healthy("temporal", self.proc, lambda: tcp_open(self.port), timeout, self.log_file)
+        wait_healthy("temporal", self.proc, self._serving, timeout, self.log_file)
         if self.ui_port:
             wait_healthy("temporal-ui", self.proc, self._ui_answers, timeout, self.log_file)
+
+    def _serving(self) -> bool:
+        """The frontend answers its health check: an open port alone is not enough on a loaded machine, where a
+        client that connects then may be told "Frontend is not healthy yet"."""
+        if not tcp_open(self.port):
+            return False
+        health = [temporal_binary(), "operator", "cluster", "health", "--address", self.address]
+        done = subprocess.run(health, capture_output=True, text=True, timeout=10, check=False)
+        return done.returncode == 0 and "SERVING" in done.stdout
 
     def _ui_answers(self) -> bool:
         with urllib.request.urlopen(f"{self.ui_url}/", timeout=1) as response:
