@@ -123,31 +123,8 @@ class EnvironmentActivities:
             if found is None:
                 passed_over.append(f"{run.run_id} (never ran)")
                 continue
-            status = run.status.name if run.status else ""
             (raw,) = found
-            if raw is None:
-                return LastRecordResult(
-                    run_id=run.run_id,
-                    status=status,
-                    note=f"the last run kept no record (a build from before ferry_record){_passed(passed_over)}",
-                )
-            try:
-                record = EnvironmentRecord.model_validate(raw)
-            except ValueError as err:
-                return LastRecordResult(
-                    run_id=run.run_id,
-                    status=status,
-                    refusal=f"the record of run {run.run_id} cannot be read: {str(err)[:300]}",
-                )
-            if record.unverified:
-                return LastRecordResult(
-                    run_id=run.run_id,
-                    status=status,
-                    refusal=f"run {run.run_id} never "
-                    f"recovered its own predecessor's record ({record.unverified[:300]}), "
-                    "and no SRE has resumed it since",
-                )
-            return LastRecordResult(run_id=run.run_id, status=status, record=record, note=_passed(passed_over))
+            return _recovered(run.run_id, run.status.name if run.status else "", raw, passed_over)
         if passed_over:
             return LastRecordResult(
                 refusal=f"none of the last {len(passed_over)} run(s) of {input.workflow_id} on "
@@ -182,6 +159,31 @@ class EnvironmentActivities:
                 break
         # a run of this code with no record yet was still reading its predecessor's: it held nothing itself
         return (None,) if ran and not keeps_records else None
+
+
+def _recovered(run_id: str, status: str, raw: Any, passed_over: list[str]) -> LastRecordResult:
+    """What the last run that Ferry ran left to recover: its record (`raw`, as upserted), or why it cannot be used."""
+    if raw is None:
+        return LastRecordResult(
+            run_id=run_id,
+            status=status,
+            note=f"the last run kept no record (a build from before ferry_record){_passed(passed_over)}",
+        )
+    try:
+        record = EnvironmentRecord.model_validate(raw)
+    except ValueError as err:
+        return LastRecordResult(
+            run_id=run_id, status=status, refusal=f"the record of run {run_id} cannot be read: {str(err)[:300]}"
+        )
+    if record.unverified:
+        return LastRecordResult(
+            run_id=run_id,
+            status=status,
+            refusal=f"run {run_id} never "
+            f"recovered its own predecessor's record ({record.unverified[:300]}), "
+            "and no SRE has resumed it since",
+        )
+    return LastRecordResult(run_id=run_id, status=status, record=record, note=_passed(passed_over))
 
 
 def _patch_id(event: Any) -> str:

@@ -127,33 +127,6 @@ def server_config(
 ) -> dict[str, Any]:
     """The server's config (the shape of the module's config/development-postgres12.yaml): PostgreSQL for
     history and visibility, every service on 127.0.0.1, no metrics or pprof listeners, no archival."""
-
-    def store(database: str, conns: int) -> dict[str, Any]:
-        return {
-            "sql": {
-                "pluginName": "postgres12",
-                "databaseName": database,
-                "connectAddr": postgres_address,
-                "connectProtocol": "tcp",
-                "user": SUPERUSER,
-                "password": "",
-                "maxConns": conns,
-                "maxIdleConns": conns,
-                "maxConnLifetime": "1h",
-            }
-        }
-
-    def rpc(service: str) -> dict[str, Any]:
-        grpc = frontend_port if service == "frontend" else ports[f"{service}-grpc"]
-        entry: dict[str, Any] = {
-            "grpcPort": grpc,
-            "membershipPort": ports[f"{service}-membership"],
-            "bindOnIP": "127.0.0.1",
-        }
-        if service == "frontend":
-            entry["httpPort"] = ports["frontend-http"]
-        return {"rpc": entry}
-
     return {
         "log": {"stdout": True, "level": log_level},
         "persistence": {
@@ -161,28 +134,63 @@ def server_config(
             "visibilityStore": "postgres-visibility",
             "numHistoryShards": NUM_HISTORY_SHARDS,
             "datastores": {
-                "postgres-default": store("temporal", 20),
-                "postgres-visibility": store("temporal_visibility", 10),
+                "postgres-default": _sql_store(postgres_address, "temporal", 20),
+                "postgres-visibility": _sql_store(postgres_address, "temporal_visibility", 10),
             },
         },
         "global": {"membership": {"maxJoinDuration": "30s", "broadcastAddress": "127.0.0.1"}},
-        "services": {service: rpc(service) for service in SERVICES},
-        "clusterMetadata": {
-            "enableGlobalNamespace": False,
-            "failoverVersionIncrement": 10,
-            "masterClusterName": "active",
-            "currentClusterName": "active",
-            "clusterInformation": {
-                "active": {
-                    "enabled": True,
-                    "initialFailoverVersion": 1,
-                    "rpcName": "frontend",
-                    "rpcAddress": f"127.0.0.1:{frontend_port}",
-                }
-            },
-        },
+        "services": {service: _service_rpc(service, frontend_port, ports) for service in SERVICES},
+        "clusterMetadata": _cluster_metadata(frontend_port),
         "dcRedirectionPolicy": {"policy": "noop"},
         "dynamicConfigClient": {"filepath": str(dynamic_config), "pollInterval": "10s"},
+    }
+
+
+def _sql_store(postgres_address: str, database: str, conns: int) -> dict[str, Any]:
+    """One persistence datastore: `database` on the stack's PostgreSQL, at most `conns` connections."""
+    return {
+        "sql": {
+            "pluginName": "postgres12",
+            "databaseName": database,
+            "connectAddr": postgres_address,
+            "connectProtocol": "tcp",
+            "user": SUPERUSER,
+            "password": "",
+            "maxConns": conns,
+            "maxIdleConns": conns,
+            "maxConnLifetime": "1h",
+        }
+    }
+
+
+def _service_rpc(service: str, frontend_port: int, ports: dict[str, int]) -> dict[str, Any]:
+    """One service's listeners on 127.0.0.1 (the frontend's gRPC port is the stack's; it alone serves HTTP)."""
+    grpc = frontend_port if service == "frontend" else ports[f"{service}-grpc"]
+    entry: dict[str, Any] = {
+        "grpcPort": grpc,
+        "membershipPort": ports[f"{service}-membership"],
+        "bindOnIP": "127.0.0.1",
+    }
+    if service == "frontend":
+        entry["httpPort"] = ports["frontend-http"]
+    return {"rpc": entry}
+
+
+def _cluster_metadata(frontend_port: int) -> dict[str, Any]:
+    """A single, non-global cluster named `active` whose frontend is ours."""
+    return {
+        "enableGlobalNamespace": False,
+        "failoverVersionIncrement": 10,
+        "masterClusterName": "active",
+        "currentClusterName": "active",
+        "clusterInformation": {
+            "active": {
+                "enabled": True,
+                "initialFailoverVersion": 1,
+                "rpcName": "frontend",
+                "rpcAddress": f"127.0.0.1:{frontend_port}",
+            }
+        },
     }
 
 

@@ -17,7 +17,7 @@ from activities.bundle import BundleCache
 from activities.cluster.client import Cluster
 from activities.cluster.lease import held
 from activities.errors import classified
-from ferry.clusters import ClustersFile, auth_plugin
+from ferry.clusters import ClusterEntry, ClustersFile, auth_plugin
 from ferry.errors import ErrorType
 from ferry.reconcile import ReconcileInput
 from ferry.spec import DEFAULT_CLUSTER
@@ -68,17 +68,7 @@ class Clients:
         environment outside the entry's `environments` are refused (non-retryable) before the kubeconfig reaches
         the kubernetes client, which would run the plugin on load."""
         if not name:
-            # a workflow from before clusters by name: its path is only a key into this worker's own file
-            name = (
-                self._known.by_kubeconfig(legacy_kubeconfig, legacy_context) if legacy_kubeconfig else DEFAULT_CLUSTER
-            ) or ""
-            if not name:
-                raise classified(
-                    ErrorType.UNKNOWN_CLUSTER,
-                    f"the environment names kubeconfig {legacy_kubeconfig} "
-                    "(from before clusters by name) and no entry of the worker's clusters file has that "
-                    "path: re-apply its spec with `cluster: NAME`",
-                )
+            name = self._legacy_name(legacy_kubeconfig, legacy_context)
         entry = self._known.clusters.get(name)
         if entry is None:
             raise classified(
@@ -90,35 +80,53 @@ class Clients:
             self._operator_bounds(name, entry.environments, input)
         with self._lock:
             if name not in self._clusters:
-                kubeconfig = entry.kubeconfig or os.path.expanduser(
-                    (os.environ.get("KUBECONFIG") or "~/.kube/config").split(os.pathsep)[0]
-                )
-                try:
-                    plugin = auth_plugin(yaml.safe_load(Path(kubeconfig).read_text()) or {}, entry.context)
-                    if plugin is not None and plugin[0] not in entry.allow_auth:
-                        raise classified(
-                            ErrorType.AUTH_PLUGIN_REFUSED,
-                            f"cluster {name!r}: its kubeconfig "
-                            f"authenticates with the {plugin[0]} plugin {plugin[1]!r}, which the worker "
-                            f"does not run unless the clusters file allows it (allow-auth: [{plugin[0]}])",
-                        )
-                    self._clusters[name] = Cluster(kubeconfig, entry.context, self._connections)
-                except (
-                    kubernetes.config.ConfigException,
-                    OSError,
-                    yaml.YAMLError,
-                    AttributeError,
-                    KeyError,
-                    ValueError,
-                    TypeError,
-                ) as err:
-                    # a configuration problem on the worker; retrying will not fix it.
-                    raise classified(
-                        ErrorType.BAD_INPUT,
-                        f"cluster {name!r}: kubeconfig {kubeconfig}"
-                        f"{f' context {entry.context}' if entry.context else ''}: {err}",
-                    ) from err
+                self._clusters[name] = self._connect(name, entry)
             return self._clusters[name]
+
+    def _legacy_name(self, legacy_kubeconfig: str | None, legacy_context: str | None) -> str:
+        """A workflow from before clusters by name: its path is only a key into this worker's own file."""
+        name = (
+            self._known.by_kubeconfig(legacy_kubeconfig, legacy_context) if legacy_kubeconfig else DEFAULT_CLUSTER
+        ) or ""
+        if not name:
+            raise classified(
+                ErrorType.UNKNOWN_CLUSTER,
+                f"the environment names kubeconfig {legacy_kubeconfig} "
+                "(from before clusters by name) and no entry of the worker's clusters file has that "
+                "path: re-apply its spec with `cluster: NAME`",
+            )
+        return name
+
+    def _connect(self, name: str, entry: ClusterEntry) -> Cluster:
+        """A client on the entry's kubeconfig, once its auth plugin (if any) is one the entry allows."""
+        kubeconfig = entry.kubeconfig or os.path.expanduser(
+            (os.environ.get("KUBECONFIG") or "~/.kube/config").split(os.pathsep)[0]
+        )
+        try:
+            plugin = auth_plugin(yaml.safe_load(Path(kubeconfig).read_text()) or {}, entry.context)
+            if plugin is not None and plugin[0] not in entry.allow_auth:
+                raise classified(
+                    ErrorType.AUTH_PLUGIN_REFUSED,
+                    f"cluster {name!r}: its kubeconfig "
+                    f"authenticates with the {plugin[0]} plugin {plugin[1]!r}, which the worker "
+                    f"does not run unless the clusters file allows it (allow-auth: [{plugin[0]}])",
+                )
+            return Cluster(kubeconfig, entry.context, self._connections)
+        except (
+            kubernetes.config.ConfigException,
+            OSError,
+            yaml.YAMLError,
+            AttributeError,
+            KeyError,
+            ValueError,
+            TypeError,
+        ) as err:
+            # a configuration problem on the worker; retrying will not fix it.
+            raise classified(
+                ErrorType.BAD_INPUT,
+                f"cluster {name!r}: kubeconfig {kubeconfig}"
+                f"{f' context {entry.context}' if entry.context else ''}: {err}",
+            ) from err
 
     @staticmethod
     def _operator_bounds(name: str, environments: dict[str, Any], input: ReconcileInput) -> None:

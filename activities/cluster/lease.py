@@ -96,48 +96,60 @@ def _acquire(cluster: Cluster, lease: _Lease) -> None:
         live = cluster.get(resource, lease.name, INVENTORY_NAMESPACE)
         now = datetime.now(UTC)
         if live is None:
-            body = _lease_body(lease, _micro(now), 0)
-            try:
-                created = cluster.call("post", resource.path(namespace=INVENTORY_NAMESPACE), body=body)
-            except ApiException as err:
-                if err.status == 409:
-                    raise _held(lease, "another reconcile took its lease just now") from err
-                if err.status != 404:
-                    raise
-                _ensure_namespace(cluster)
-                created = cluster.call("post", resource.path(namespace=INVENTORY_NAMESPACE), body=body)
-            lease.resource_version = created["metadata"]["resourceVersion"]
+            _create(cluster, resource, lease, now)
         else:
-            spec = live.get("spec") or {}
-            holder = spec.get("holderIdentity") or ""
-            renewed = spec.get("renewTime") or spec.get("acquireTime")
-            expires = (
-                (
-                    datetime.fromisoformat(renewed.replace("Z", "+00:00"))
-                    + timedelta(seconds=spec.get("leaseDurationSeconds") or LEASE_SECONDS)
-                )
-                if renewed
-                else now
-            )
-            if holder and holder != lease.holder and expires > now:
-                # NB: no times in the message: the environment records each distinct error once, not every try
-                raise _held(lease, f"another reconcile holds its lease ({holder})")
-            lease.resource_version = live["metadata"]["resourceVersion"]
-            transitions = lease.transitions = int(spec.get("leaseTransitions") or 0) + (holder != lease.holder)
-            try:
-                taken = cluster.call(
-                    "put",
-                    resource.path(name=lease.name, namespace=INVENTORY_NAMESPACE),
-                    body=_lease_body(lease, _micro(now), transitions),
-                )
-            except ApiException as err:
-                if err.status == 409:
-                    raise _held(lease, "another reconcile took its lease just now") from err
-                raise
-            lease.resource_version = taken["metadata"]["resourceVersion"]
+            _take_over(cluster, resource, lease, live, now)
         lease.renewed = time.monotonic()
     finally:
         cluster.counter.in_lease = False
+
+
+def _create(cluster: Cluster, resource: Any, lease: _Lease, now: datetime) -> None:
+    """No lease yet: create it (and, on a cluster Ferry never wrote to, its namespace first)."""
+    body = _lease_body(lease, _micro(now), 0)
+    try:
+        created = cluster.call("post", resource.path(namespace=INVENTORY_NAMESPACE), body=body)
+    except ApiException as err:
+        if err.status == 409:
+            raise _held(lease, "another reconcile took its lease just now") from err
+        if err.status != 404:
+            raise
+        _ensure_namespace(cluster)
+        created = cluster.call("post", resource.path(namespace=INVENTORY_NAMESPACE), body=body)
+    lease.resource_version = created["metadata"]["resourceVersion"]
+
+
+def _take_over(cluster: Cluster, resource: Any, lease: _Lease, live: dict[str, Any], now: datetime) -> None:
+    """The lease exists: write ourselves in as holder, unless another holder's term has not expired."""
+    spec = live.get("spec") or {}
+    holder = spec.get("holderIdentity") or ""
+    expires = _expires(spec, now)
+    if holder and holder != lease.holder and expires > now:
+        # NB: no times in the message: the environment records each distinct error once, not every try
+        raise _held(lease, f"another reconcile holds its lease ({holder})")
+    lease.resource_version = live["metadata"]["resourceVersion"]
+    transitions = lease.transitions = int(spec.get("leaseTransitions") or 0) + (holder != lease.holder)
+    try:
+        taken = cluster.call(
+            "put",
+            resource.path(name=lease.name, namespace=INVENTORY_NAMESPACE),
+            body=_lease_body(lease, _micro(now), transitions),
+        )
+    except ApiException as err:
+        if err.status == 409:
+            raise _held(lease, "another reconcile took its lease just now") from err
+        raise
+    lease.resource_version = taken["metadata"]["resourceVersion"]
+
+
+def _expires(spec: dict[str, Any], now: datetime) -> datetime:
+    """When a lease's term ends: its last renewal (or acquisition) plus its duration; `now` when it has neither."""
+    renewed = spec.get("renewTime") or spec.get("acquireTime")
+    if not renewed:
+        return now
+    return datetime.fromisoformat(renewed.replace("Z", "+00:00")) + timedelta(
+        seconds=spec.get("leaseDurationSeconds") or LEASE_SECONDS
+    )
 
 
 def _renew(cluster: Cluster, lease: _Lease) -> None:

@@ -173,14 +173,7 @@ class SignatureActivities:
         payload is recognised and not added twice. BadInput (non-retryable) when this process holds no key or
         another key than the release was started with; RegistryUnavailable is retryable. A few small
         requests: not heartbeating, bounded by the start-to-close timeout."""
-        signer = self._signer
-        if signer is None:
-            raise classified(ErrorType.BAD_INPUT, "this worker holds no signing key (ferry release --sign-key)")
-        if input.key_fingerprint != signer.fingerprint:
-            raise classified(
-                ErrorType.BAD_INPUT,
-                f"this worker's signing key is {signer.fingerprint}, the release asked for {input.key_fingerprint}",
-            )
+        signer = self._held_signer(input.key_fingerprint)
         reg, host, path = self._client(input.repository)
         tag = signature_tag(input.digest)
         payload = simple_signing_payload(input.repository, input.digest, input.publisher)
@@ -189,19 +182,14 @@ class SignatureActivities:
         with _classified(reg, f"sign {input.repository}@{input.digest}"):
             found = self._signature_manifest(reg, host, path, tag)
             layers: list[dict[str, Any]] = list(found[0].get("layers", [])) if found else []
-            for layer in layers:
-                signature = (layer.get("annotations") or {}).get(SIGNATURE_ANNOTATION, "")
-                if found is None or layer.get("digest") != payload_digest:
-                    continue
-                with contextlib.suppress(SignatureError):
-                    verify_release_signature(payload, str(signature), input.digest, me)
-                    return SignArtifactResult(
-                        signature_tag=tag,
-                        signature_digest=found[1],
-                        key_fingerprint=signer.fingerprint,
-                        payload_digest=payload_digest,
-                        already_signed=True,
-                    )
+            if found is not None and _signed_already(layers, payload, payload_digest, input.digest, me):
+                return SignArtifactResult(
+                    signature_tag=tag,
+                    signature_digest=found[1],
+                    key_fingerprint=signer.fingerprint,
+                    payload_digest=payload_digest,
+                    already_signed=True,
+                )
             if len(layers) >= MAX_SIGNATURE_LAYERS:
                 raise classified(
                     ErrorType.BAD_INPUT,
@@ -224,6 +212,18 @@ class SignatureActivities:
             key_fingerprint=signer.fingerprint,
             payload_digest=payload_digest,
         )
+
+    def _held_signer(self, key_fingerprint: str) -> ReleaseSigner:
+        """The key this process holds, when it is the one the release was started with (else BadInput)."""
+        signer = self._signer
+        if signer is None:
+            raise classified(ErrorType.BAD_INPUT, "this worker holds no signing key (ferry release --sign-key)")
+        if key_fingerprint != signer.fingerprint:
+            raise classified(
+                ErrorType.BAD_INPUT,
+                f"this worker's signing key is {signer.fingerprint}, the release asked for {key_fingerprint}",
+            )
+        return signer
 
     def _push_signature_manifest(
         self, reg: _OneShotRegistry, host: str, path: str, tag: str, layers: list[dict[str, Any]]
@@ -273,6 +273,21 @@ class SignatureActivities:
         url = location + ("&" if "?" in location else "?") + f"digest={digest}"
         put = reg.do_request(url, "PUT", data=data, headers={"Content-Type": "application/octet-stream"})
         RegistryActivities._check(reg, put, url)
+
+
+def _signed_already(
+    layers: list[dict[str, Any]], payload: bytes, payload_digest: str, digest: str, me: list[PublisherKey]
+) -> bool:
+    """One of the signature manifest's layers is this payload with a signature by this key (signing is
+    deterministic, so signing again would append the same layer twice)."""
+    for layer in layers:
+        signature = (layer.get("annotations") or {}).get(SIGNATURE_ANNOTATION, "")
+        if layer.get("digest") != payload_digest:
+            continue
+        with contextlib.suppress(SignatureError):
+            verify_release_signature(payload, str(signature), digest, me)
+            return True
+    return False
 
 
 def _canonical(value: dict[str, Any]) -> bytes:

@@ -84,81 +84,90 @@ def settled(kind: str, obj: dict[str, Any]) -> bool:
 
 
 def workload_status(kind: str, obj: dict[str, Any], progressing: bool) -> dict[str, Any]:
-    spec = obj.get("spec") or {}
-    gen = obj["metadata"].get("generation", 1)
-    replicas = int(spec.get("replicas", 1)) if kind != "DaemonSet" else 1
+    """The status the real controller of `kind` would write: rolling out (`progressing`), failed or rolled out."""
     fails = rollout_fails(obj)
     if kind == "Job":
-        started = (obj.get("status") or {}).get("startTime") or now()
-        if progressing:
-            return {"active": 1, "startTime": started}
-        if fails:
-            # NB: the API server validates Job status transitions: FailureTarget precedes Failed.
-            return {
-                "failed": int(spec.get("backoffLimit", 6)) + 1,
-                "startTime": started,
-                "conditions": [
-                    _condition(
-                        "FailureTarget",
-                        "True",
-                        "BackoffLimitExceeded",
-                        "Job has reached the specified backoff limit",
-                        update_time=False,
-                    ),
-                    _condition(
-                        "Failed",
-                        "True",
-                        "BackoffLimitExceeded",
-                        "Job has reached the specified backoff limit",
-                        update_time=False,
-                    ),
-                ],
-            }
-        # likewise SuccessCriteriaMet precedes Complete, and completionTime comes with Complete.
-        return {
-            "succeeded": int(spec.get("completions", 1)),
-            "startTime": started,
-            "completionTime": now(),
-            "conditions": [
-                _condition(
-                    "SuccessCriteriaMet",
-                    "True",
-                    "CompletionsReached",
-                    "Reached expected number of succeeded pods",
-                    update_time=False,
-                ),
-                _condition(
-                    "Complete",
-                    "True",
-                    "CompletionsReached",
-                    "Reached expected number of succeeded pods",
-                    update_time=False,
-                ),
-            ],
-        }
+        return _job_status(obj, progressing, fails)
     if kind == "DaemonSet":
-        ready = 0 if (progressing or fails) else 1
-        return {
-            "observedGeneration": gen,
-            "desiredNumberScheduled": 1,
-            "currentNumberScheduled": 1,
-            "updatedNumberScheduled": 0 if progressing else 1,
-            "numberReady": ready,
-            "numberAvailable": ready,
-            "numberMisscheduled": 0,
-        }
+        return _daemonset_status(obj, progressing, fails)
     if kind == "StatefulSet":
-        ready = 0 if (progressing or fails) else replicas
+        return _statefulset_status(obj, progressing, fails)
+    return _deployment_status(obj, progressing, fails)
+
+
+def _replicas(obj: dict[str, Any]) -> int:
+    return int((obj.get("spec") or {}).get("replicas", 1))
+
+
+def _generation(obj: dict[str, Any]) -> Any:
+    return obj["metadata"].get("generation", 1)
+
+
+def _job_conditions(target: str, final: str, reason: str, message: str) -> list[dict[str, Any]]:
+    # NB: the API server validates Job status transitions: the target condition (FailureTarget,
+    # SuccessCriteriaMet) precedes the final one (Failed, Complete).
+    return [
+        _condition(target, "True", reason, message, update_time=False),
+        _condition(final, "True", reason, message, update_time=False),
+    ]
+
+
+def _job_status(obj: dict[str, Any], progressing: bool, fails: bool) -> dict[str, Any]:
+    spec = obj.get("spec") or {}
+    started = (obj.get("status") or {}).get("startTime") or now()
+    if progressing:
+        return {"active": 1, "startTime": started}
+    if fails:
         return {
-            "observedGeneration": gen,
-            "replicas": replicas,
-            "readyReplicas": ready,
-            "currentReplicas": ready,
-            "updatedReplicas": ready,
-            "availableReplicas": ready,
-            "currentRevision": f"{obj['metadata']['name']}-{gen}",
-            "updateRevision": f"{obj['metadata']['name']}-{gen}",
+            "failed": int(spec.get("backoffLimit", 6)) + 1,
+            "startTime": started,
+            "conditions": _job_conditions(
+                "FailureTarget", "Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit"
+            ),
         }
+    # completionTime comes with Complete.
+    return {
+        "succeeded": int(spec.get("completions", 1)),
+        "startTime": started,
+        "completionTime": now(),
+        "conditions": _job_conditions(
+            "SuccessCriteriaMet", "Complete", "CompletionsReached", "Reached expected number of succeeded pods"
+        ),
+    }
+
+
+def _daemonset_status(obj: dict[str, Any], progressing: bool, fails: bool) -> dict[str, Any]:
+    ready = 0 if (progressing or fails) else 1
+    return {
+        "observedGeneration": _generation(obj),
+        "desiredNumberScheduled": 1,
+        "currentNumberScheduled": 1,
+        "updatedNumberScheduled": 0 if progressing else 1,
+        "numberReady": ready,
+        "numberAvailable": ready,
+        "numberMisscheduled": 0,
+    }
+
+
+def _statefulset_status(obj: dict[str, Any], progressing: bool, fails: bool) -> dict[str, Any]:
+    gen = _generation(obj)
+    replicas = _replicas(obj)
+    ready = 0 if (progressing or fails) else replicas
+    return {
+        "observedGeneration": gen,
+        "replicas": replicas,
+        "readyReplicas": ready,
+        "currentReplicas": ready,
+        "updatedReplicas": ready,
+        "availableReplicas": ready,
+        "currentRevision": f"{obj['metadata']['name']}-{gen}",
+        "updateRevision": f"{obj['metadata']['name']}-{gen}",
+    }
+
+
+def _deployment_status(obj: dict[str, Any], progressing: bool, fails: bool) -> dict[str, Any]:
+    gen = _generation(obj)
+    replicas = _replicas(obj)
     if progressing:
         return {
             "observedGeneration": gen,
