@@ -1,5 +1,5 @@
 """Every command's arguments (`ferry dev` and `ferry worker` are in cli/main.py). The code behind a command is
-named, not imported: `Lazy("cli.environments", "cmd_status")` imports its module when that command runs, so
+named, not imported: `Lazy("cli.env_status", "cmd_status")` imports its module when that command runs, so
 `ferry --help` and a command's parser load no Temporal, Kubernetes, OpenTelemetry, pydantic or registry client.
 
 Only the standard library and cli.common here (tests/unit/test_cli_imports.py checks it).
@@ -164,11 +164,11 @@ def _environments(sub: Any) -> None:
     p = command(
         sub,
         "status",
-        Lazy("cli.environments", "cmd_status"),
+        Lazy("cli.env_status", "cmd_status"),
         "an environment's version, pin, health, drift, holds, outages",
     )
     p.add_argument("env")
-    p = command(sub, "diff", Lazy("cli.environments", "cmd_diff"), "what a reconcile would change, without applying")
+    p = command(sub, "diff", Lazy("cli.env_status", "cmd_diff"), "what a reconcile would change, without applying")
     p.add_argument("env")
     p.add_argument("--version", default=None, help="plan another released version instead")
     for name, help_ in (
