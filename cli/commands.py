@@ -1,5 +1,5 @@
 """Every command's arguments (`ferry dev` and `ferry worker` are in cli/main.py). The code behind a command is
-named, not imported: `Lazy("cli.environments", "cmd_status")` imports its module when that command runs, so
+named, not imported: `Lazy("cli.env_status", "cmd_status")` imports its module when that command runs, so
 `ferry --help` and a command's parser load no Temporal, Kubernetes, OpenTelemetry, pydantic or registry client.
 
 Only the standard library and cli.common here (tests/unit/test_cli_imports.py checks it).
@@ -144,6 +144,11 @@ def _environments(sub: Any) -> None:
         )
         p.add_argument("--expires", default="1h", help="how long the signed decision is valid (default 1h)")
         p.add_argument("--print", action="store_true", help="print the JSON to send instead of sending it")
+    _env_list(env_sub)
+    _operating(sub)
+
+
+def _env_list(env_sub: Any) -> None:
     p = command(
         env_sub,
         "list",
@@ -161,14 +166,17 @@ def _environments(sub: Any) -> None:
         help="ask every environment's workflow instead (one query each: exact, and slow for a fleet)",
     )
 
+
+def _operating(sub: Any) -> None:
+    """`ferry status|diff|reconcile|suspend|resume ENV`: one environment, by name."""
     p = command(
         sub,
         "status",
-        Lazy("cli.environments", "cmd_status"),
+        Lazy("cli.env_status", "cmd_status"),
         "an environment's version, pin, health, drift, holds, outages",
     )
     p.add_argument("env")
-    p = command(sub, "diff", Lazy("cli.environments", "cmd_diff"), "what a reconcile would change, without applying")
+    p = command(sub, "diff", Lazy("cli.env_status", "cmd_diff"), "what a reconcile would change, without applying")
     p.add_argument("env")
     p.add_argument("--version", default=None, help="plan another released version instead")
     for name, help_ in (
@@ -202,44 +210,7 @@ def _promotions(sub: Any) -> None:
             f"{name} a waiting promotion (a synchronous Update: refused is exit 1)",
             json=False,
         )
-        p.add_argument("env")
-        p.add_argument("version")
-        p.add_argument("--comment", default=None)
-        _as(
-            p,
-            "who (default: the local user); with --key, the environment checks that the key is listed under this name",
-        )
-        signing = p.add_argument_group("signed decisions (environments whose approvers have SSH keys)")
-        signing.add_argument(
-            "--key",
-            default=None,
-            help="OpenSSH private key to sign with, e.g. ~/.ssh/id_ed25519 "
-            f"(password from {KEY_PASSWORD_VARIABLE}, else asked on the terminal)",
-        )
-        signing.add_argument(
-            "--expires",
-            default="1h",
-            help=f"how long the signed decision is valid (default 1h, at most {MAX_EXPIRES.days}d)",
-        )
-        signing.add_argument(
-            "--print",
-            action="store_true",
-            help="print the JSON to send (Temporal UI 'Send a "
-            "Signal', temporal workflow signal/update --input) instead of sending it",
-        )
-        signing.add_argument(
-            "--print-statement",
-            action="store_true",
-            help="print the canonical statement to "
-            f"sign with ssh-keygen -Y sign -n NAMESPACE (no trailing newline), in "
-            f"{APPROVAL_NAMESPACE_HINT}",
-        )
-        signing.add_argument("--statement", default=None, metavar="FILE", help="a statement signed elsewhere")
-        signing.add_argument("--signature", default=None, metavar="FILE", help="its ssh-keygen signature (FILE.sig)")
-        signing.add_argument(
-            "--run", default=None, help="the promotion's run id (with --digest: sign without asking Temporal)"
-        )
-        signing.add_argument("--digest", default=None, help="the promotion's digest (sha256:...)")
+        _decision_options(p)
     p = command(
         sub,
         "rollback",
@@ -250,6 +221,45 @@ def _promotions(sub: Any) -> None:
     p.add_argument("--to", default=None, help="a released version")
     p.add_argument("--reason", default="")
     _as(p)
+
+
+def _decision_options(p: argparse.ArgumentParser) -> None:
+    """`ferry approve|reject ENV VERSION`'s arguments: who decides, and how the decision is signed."""
+    p.add_argument("env")
+    p.add_argument("version")
+    p.add_argument("--comment", default=None)
+    _as(p, "who (default: the local user); with --key, the environment checks that the key is listed under this name")
+    signing = p.add_argument_group("signed decisions (environments whose approvers have SSH keys)")
+    signing.add_argument(
+        "--key",
+        default=None,
+        help="OpenSSH private key to sign with, e.g. ~/.ssh/id_ed25519 "
+        f"(password from {KEY_PASSWORD_VARIABLE}, else asked on the terminal)",
+    )
+    signing.add_argument(
+        "--expires",
+        default="1h",
+        help=f"how long the signed decision is valid (default 1h, at most {MAX_EXPIRES.days}d)",
+    )
+    signing.add_argument(
+        "--print",
+        action="store_true",
+        help="print the JSON to send (Temporal UI 'Send a "
+        "Signal', temporal workflow signal/update --input) instead of sending it",
+    )
+    signing.add_argument(
+        "--print-statement",
+        action="store_true",
+        help="print the canonical statement to "
+        f"sign with ssh-keygen -Y sign -n NAMESPACE (no trailing newline), in "
+        f"{APPROVAL_NAMESPACE_HINT}",
+    )
+    signing.add_argument("--statement", default=None, metavar="FILE", help="a statement signed elsewhere")
+    signing.add_argument("--signature", default=None, metavar="FILE", help="its ssh-keygen signature (FILE.sig)")
+    signing.add_argument(
+        "--run", default=None, help="the promotion's run id (with --digest: sign without asking Temporal)"
+    )
+    signing.add_argument("--digest", default=None, help="the promotion's digest (sha256:...)")
 
 
 def _audit(sub: Any) -> None:

@@ -52,6 +52,7 @@ from ferry.promotion import (
     promotion_workflow_id,
     rollback_workflow_id,
 )
+from ferry.settings import TemporalSettings
 from ferry.sshsig import MAX_SIGNATURE, ApprovalError, ApproverKey, signature_public_key
 from workers.client import workflow_url
 from workflows.promotion import PromotionWorkflow
@@ -89,28 +90,33 @@ def cmd_promote(args: argparse.Namespace) -> int:
     workflow_id, outcome = run_connected(settings, go)
     url = workflow_url(settings.temporal, workflow_id)
     if isinstance(outcome, str):
-        waiting = outcome == "AwaitingApproval"
-        emit(
-            {"workflow_id": workflow_id, "phase": outcome, "temporal_ui": url},
-            args.json,
-            f"promotion requested: {workflow_id} ({outcome})\n"
-            + (
-                f"  approve with: ferry approve {args.env} {args.version} --key ~/.ssh/id_ed25519\n"
-                f"  or: ferry approve {args.env} {args.version} --key ~/.ssh/id_ed25519 --print > approval.json; "
-                f"temporal workflow update execute --address {settings.temporal.address} --namespace "
-                f"{settings.temporal.namespace} --workflow-id {workflow_id} --name approve_update "
-                "--input-file approval.json\n"
-                if waiting
-                else f"  no approval required; follow with: ferry status {args.env}\n"
-            )
-            + f"  {url}",
-        )
+        _requested(args, settings.temporal, workflow_id, outcome, url)
         return 0
     result = outcome
     if result.outcome == "refused" and not args.json:
         raise CommandError(f"promotion of {args.version} to {args.env} refused: {result.reason}  ({url})")
     emit(result.model_dump(), args.json, f"{workflow_id}: {result.outcome} ({result.reason})  {url}")
     return 0 if result.outcome == "succeeded" else 1
+
+
+def _requested(args: argparse.Namespace, temporal: TemporalSettings, workflow_id: str, outcome: str, url: str) -> None:
+    """A promotion not waited for: its phase at the first decision point, and how to approve it when it waits."""
+    waiting = outcome == "AwaitingApproval"
+    emit(
+        {"workflow_id": workflow_id, "phase": outcome, "temporal_ui": url},
+        args.json,
+        f"promotion requested: {workflow_id} ({outcome})\n"
+        + (
+            f"  approve with: ferry approve {args.env} {args.version} --key ~/.ssh/id_ed25519\n"
+            f"  or: ferry approve {args.env} {args.version} --key ~/.ssh/id_ed25519 --print > approval.json; "
+            f"temporal workflow update execute --address {temporal.address} --namespace "
+            f"{temporal.namespace} --workflow-id {workflow_id} --name approve_update "
+            "--input-file approval.json\n"
+            if waiting
+            else f"  no approval required; follow with: ferry status {args.env}\n"
+        )
+        + f"  {url}",
+    )
 
 
 FINAL_PHASES = {"Refused", "Succeeded", "Failed", "Rejected", "Expired", "Superseded", "Cancelled"}
