@@ -339,19 +339,50 @@ def _alertmanager(note: Notification, link: str, acts: dict[str, str], alert: st
     """Alertmanager's v2 API: POST /api/v2/alerts with a list of alerts. Each event type is its own alert (labels
     alertname, environment, event, severity, ferry_alert); a recovery posts the resolved types with endsAt."""
     at = _parse_time(note.at)
-
-    def labels(event_type: str) -> dict[str, str]:
-        out = {
-            "alertname": f"Ferry{event_type}",
-            "event": event_type,
-            "severity": severity_of(event_type),
-            "ferry_alert": alert,
+    annotations = _am_annotations(note, acts, summary)
+    alerts: list[dict[str, Any]] = []
+    for resolved in note.resolves:
+        alerts.append(
+            {
+                "labels": _am_labels(note, alert, resolved),
+                "annotations": {**annotations, "resolved_by": note.type},
+                "startsAt": _fmt(at),
+                "endsAt": _fmt(at),
+                "generatorURL": link or None,
+            }
+        )
+    if not note.resolves or note.type not in ("Recovered",):
+        entry: dict[str, Any] = {
+            "labels": _am_labels(note, alert, note.type),
+            "annotations": annotations,
+            "startsAt": _fmt(at),
+            "generatorURL": link or None,
         }
-        if note.environment:
-            out["environment"] = note.environment
-        return out
+        if note.type in RESOLVED_BY_RECOVERY:
+            entry["endsAt"] = _fmt(at + FIRING_FOR)
+        alerts.append(entry)
+    for item in alerts:
+        if item["generatorURL"] is None:
+            del item["generatorURL"]
+    return Rendered(path="/api/v2/alerts", headers={"Content-Type": "application/json"}, body=_dumps(alerts))
 
-    annotations = {
+
+def _am_labels(note: Notification, alert: str, event_type: str) -> dict[str, str]:
+    """An Alertmanager alert's labels: one alert per event type."""
+    out = {
+        "alertname": f"Ferry{event_type}",
+        "event": event_type,
+        "severity": severity_of(event_type),
+        "ferry_alert": alert,
+    }
+    if note.environment:
+        out["environment"] = note.environment
+    return out
+
+
+def _am_annotations(note: Notification, acts: dict[str, str], summary: str) -> dict[str, str]:
+    """An Alertmanager alert's annotations: the notification's text, details and actions (the empty ones left out)."""
+    return {
         k: v
         for k, v in {
             "summary": title(note, summary),
@@ -365,31 +396,6 @@ def _alertmanager(note: Notification, link: str, acts: dict[str, str], alert: st
         }.items()
         if v
     }
-    alerts: list[dict[str, Any]] = []
-    for resolved in note.resolves:
-        alerts.append(
-            {
-                "labels": labels(resolved),
-                "annotations": {**annotations, "resolved_by": note.type},
-                "startsAt": _fmt(at),
-                "endsAt": _fmt(at),
-                "generatorURL": link or None,
-            }
-        )
-    if not note.resolves or note.type not in ("Recovered",):
-        entry: dict[str, Any] = {
-            "labels": labels(note.type),
-            "annotations": annotations,
-            "startsAt": _fmt(at),
-            "generatorURL": link or None,
-        }
-        if note.type in RESOLVED_BY_RECOVERY:
-            entry["endsAt"] = _fmt(at + FIRING_FOR)
-        alerts.append(entry)
-    for item in alerts:
-        if item["generatorURL"] is None:
-            del item["generatorURL"]
-    return Rendered(path="/api/v2/alerts", headers={"Content-Type": "application/json"}, body=_dumps(alerts))
 
 
 def _cloudevents(note: Notification, link: str, acts: dict[str, str], alert: str, summary: str, mode: str) -> Rendered:

@@ -293,10 +293,20 @@ def _signed(
         return decision.approver, "", str(err)
     except Exception as err:  # NB: hostile bytes must be refused on the record, never fail the workflow task
         return decision.approver, "", f"signature could not be checked ({type(err).__name__})"
-    st = verified.statement
     who, fp = verified.approver, verified.fingerprint
     if decision.approver and (not same_name(decision.approver, who) if hardened else decision.approver != who):
         return who, "", f"the payload names {decision.approver} but the statement is signed by {who}"
+    refusal = _binding_refusal(policy, ctx, verified.statement, action, now, hardened) or _publisher_key_refusal(
+        policy, ctx, fp, action, hardened
+    )
+    return (who, "", refusal) if refusal else (who, fp, "")
+
+
+def _binding_refusal(
+    policy: ApprovalPolicy, ctx: DecisionContext, st: Statement, action: str, now: datetime, hardened: bool
+) -> str:
+    """Why a verified statement does not bind this decision (another environment, version, digest, promotion, run
+    or decision; expired; hardened: valid for longer than the policy's lifetime), else ""."""
     expected = {
         "environment": ctx.environment,
         "version": ctx.version,
@@ -308,18 +318,19 @@ def _signed(
     for field, want in expected.items():
         got = getattr(st, field)
         if got != want:
-            return who, "", f"the signed statement is for {field} {got}, not {want}"
+            return f"the signed statement is for {field} {got}, not {want}"
     if _timestamp(st.expires) <= now:
-        return who, "", f"the signed statement expired at {st.expires}"
+        return f"the signed statement expired at {st.expires}"
     if hardened and _timestamp(st.expires) > now + policy.lifetime:
         return (
-            who,
-            "",
-            (
-                f"the signed statement expires at {st.expires}, more than {_hours(policy.lifetime)} from "
-                f"now (max-approval-lifetime): sign one that expires sooner"
-            ),
+            f"the signed statement expires at {st.expires}, more than {_hours(policy.lifetime)} from "
+            f"now (max-approval-lifetime): sign one that expires sooner"
         )
+    return ""
+
+
+def _publisher_key_refusal(policy: ApprovalPolicy, ctx: DecisionContext, fp: str, action: str, hardened: bool) -> str:
+    """Why an approval signed with the publisher's own key is refused (segregation of duties), else ""."""
     named = same_name if hardened else str.__eq__
     if (
         action == "approve"
@@ -327,15 +338,11 @@ def _signed(
         and any(named(k.name, ctx.publisher) and key_fingerprint(k.key) == fp for k in policy.keys())
     ):
         return (
-            who,
-            "",
-            (
-                f"key {fp} belongs to {ctx.publisher}, who {ctx.publisher_may_not}"
-                if hardened
-                else f"key {fp} belongs to {ctx.publisher}, who published this release"
-            ),
+            f"key {fp} belongs to {ctx.publisher}, who {ctx.publisher_may_not}"
+            if hardened
+            else f"key {fp} belongs to {ctx.publisher}, who published this release"
         )
-    return who, fp, ""
+    return ""
 
 
 def _hours(delta: timedelta) -> str:

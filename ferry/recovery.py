@@ -114,6 +114,15 @@ def recover(
             update={"good_history": good, "last_known_good": start.last_known_good or record.last_known_good}
         ), notes
     # approval-required: nothing a starter writes weakens what the last run had
+    state, kept = _kept_in_force(state, record, start.spec, now=now, pending_id=pending_id, by=by)
+    return state, [*notes, *kept]
+
+
+def _kept_in_force(
+    state: EnvironmentState, record: EnvironmentRecord, started: EnvironmentSpec, *, now: str, pending_id: str, by: str
+) -> tuple[EnvironmentState, list[str]]:
+    """An approval-required environment keeps the record's known-good history, pin and spec: a started spec that
+    changes protected fields becomes a pending spec change. -> the state, and what was kept (lines for the record)."""
     state = state.model_copy(
         update={
             "good_history": record.good_history,
@@ -123,20 +132,20 @@ def recover(
             "pending_spec": None,
         }
     )
-    changes = protected_changes(spec_diff(record.spec, start.spec))
+    changes = protected_changes(spec_diff(record.spec, started))
     if changes:
         state = state.model_copy(
             update={
                 "spec": record.spec,
                 "pending_spec": PendingSpec(
-                    id=pending_id, spec=start.spec, digest=spec_digest(start.spec), by=by, at=now, changes=changes
+                    id=pending_id, spec=started, digest=spec_digest(started), by=by, at=now, changes=changes
                 ),
             }
         )
-        notes.append(
+        return state, [
             f"the started spec changes protected fields ({'; '.join(changes)[:400]}): the last run's spec "
             f"stays in force, and the change waits for a signed approval ({pending_id})"
-        )
-    elif start.spec != record.spec:
-        notes.append("the started spec's unprotected changes are taken")
-    return state, notes
+        ]
+    if started != record.spec:
+        return state, ["the started spec's unprotected changes are taken"]
+    return state, []

@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         AlertsUpdateResult,
         Delivered,
         DeliveryInput,
+        DeliveryResult,
         PendingDelivery,
         SenderInput,
         SenderResult,
@@ -309,29 +310,37 @@ class AlertRouterWorkflow:
                 summary=f"{note.type} {note.environment} → {pending.provider} ({pending.alert})"[:200],
             )
         except ActivityError as err:
-            failure = last_failure(err)
-            kind = cause_type(failure) or type(failure).__name__  # an untyped ApplicationError by its class
-            gave_up = " (given up at the deadline)" if timed_out(err) else ""
-            self._give_up(pending, f"{kind}: {cause_message(failure, limit=None) or err}{gave_up}"[:1000])
+            self._delivery_failed(pending, err)
         else:
-            self._count("delivered")
-            self._state.delivered = [
-                *self._state.delivered,
-                Delivered(
-                    alert=pending.alert,
-                    key=note.key,
-                    type=note.type,
-                    environment=note.environment,
-                    at=self._now(),
-                    status=result.status,
-                    attempts=result.attempts,
-                ),
-            ][-MAX_RECENT:]
+            self._delivered(pending, result)
         finally:
             if self._inflight.pop(key, None) is not None:
                 self._in_flight_bytes -= len(pending.model_dump_json())
             if turn:
                 self._delivering.remove(pending.provider)
+
+    def _delivered(self, pending: PendingDelivery, result: DeliveryResult) -> None:
+        note = pending.notification
+        self._count("delivered")
+        self._state.delivered = [
+            *self._state.delivered,
+            Delivered(
+                alert=pending.alert,
+                key=note.key,
+                type=note.type,
+                environment=note.environment,
+                at=self._now(),
+                status=result.status,
+                attempts=result.attempts,
+            ),
+        ][-MAX_RECENT:]
+
+    def _delivery_failed(self, pending: PendingDelivery, err: ActivityError) -> None:
+        """Given up: the activity's last failure (retries ended, or the deadline passed) is the record's reason."""
+        failure = last_failure(err)
+        kind = cause_type(failure) or type(failure).__name__  # an untyped ApplicationError by its class
+        gave_up = " (given up at the deadline)" if timed_out(err) else ""
+        self._give_up(pending, f"{kind}: {cause_message(failure, limit=None) or err}{gave_up}"[:1000])
 
     def _give_up(self, pending: PendingDelivery, reason: str) -> None:
         note = pending.notification

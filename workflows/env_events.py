@@ -89,26 +89,7 @@ class EnvironmentEvents(alerting.Notifies):
         """A run that is not its own continue-as-new (a start after a termination, or over a running or wedged run)
         begins from the last run's record, not from what its starter wrote (ferry/recovery.py)."""
         info = workflow.info()
-        self._recovering = True
-        try:
-            found = await workflow.execute_activity(
-                stubs.last_record,
-                LastRecordInput(workflow_id=info.workflow_id, run_id=info.run_id),
-                start_to_close_timeout=policies.STATUS_QUERY_TIMEOUT,
-                retry_policy=policies.RECORD_READ_RETRY,
-                summary="the last run's record",
-            )
-        except (ActivityError, asyncio.CancelledError, CancelledError) as err:
-            # NB: a cancel request while reading suspends too, without continuing as new (the next run would take
-            # this one's unrecovered state as its own)
-            reason = (
-                "a cancel request arrived"
-                if is_cancelled_exception(err)
-                else f"{cause_type(err)}: {cause_message(err)}"
-            )
-            found = LastRecordResult(refusal=f"the last run's record could not be read ({reason})")
-        finally:
-            self._recovering = False
+        found = await self._last_record()
         if found.refusal:
             # NB: fail closed: never run a start's state as written when what the last run held is unknown; the
             # record says so, so a run replacing this one recovers nothing from it either until an SRE resumes
@@ -130,6 +111,34 @@ class EnvironmentEvents(alerting.Notifies):
             by=f"a new run ({info.run_id})",
         )
         self._state = state
+        self._record_recovery(found, notes)
+
+    async def _last_record(self) -> LastRecordResult:
+        """The last run's record (activity last_record), or a refusal when it could not be read."""
+        info = workflow.info()
+        self._recovering = True
+        try:
+            return await workflow.execute_activity(
+                stubs.last_record,
+                LastRecordInput(workflow_id=info.workflow_id, run_id=info.run_id),
+                start_to_close_timeout=policies.STATUS_QUERY_TIMEOUT,
+                retry_policy=policies.RECORD_READ_RETRY,
+                summary="the last run's record",
+            )
+        except (ActivityError, asyncio.CancelledError, CancelledError) as err:
+            # NB: a cancel request while reading suspends too, without continuing as new (the next run would take
+            # this one's unrecovered state as its own)
+            reason = (
+                "a cancel request arrived"
+                if is_cancelled_exception(err)
+                else f"{cause_type(err)}: {cause_message(err)}"
+            )
+            return LastRecordResult(refusal=f"the last run's record could not be read ({reason})")
+        finally:
+            self._recovering = False
+
+    def _record_recovery(self, found: LastRecordResult, notes: list[str]) -> None:
+        """The events of a recovery: what was recovered from which run, and a spec change it left pending."""
         if found.record is None:
             self._record(
                 EventType.RECORD_RECOVERED, f"a new run replaced run {found.run_id} ({found.status}); {found.note}"
@@ -139,7 +148,7 @@ class EnvironmentEvents(alerting.Notifies):
             EventType.RECORD_RECOVERED,
             f"a new run replaced run {found.run_id} ({found.status}): " + ("; ".join(notes) + found.note)[:900],
         )
-        pending = state.pending_spec
+        pending = self._state.pending_spec
         if pending is not None:
             self._record(
                 EventType.SPEC_CHANGE_PENDING,

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
@@ -11,7 +12,7 @@ with workflow.unsafe.imports_passed_through():
     from ferry.events import EventType
     from ferry.holds import with_hold
     from ferry.known_good import AUTO_ROLLBACK_BY, auto_rollback_pin, with_known_good
-    from ferry.reconcile import HealthInput, HealthState, VersionRef
+    from ferry.reconcile import HealthInput, HealthResult, HealthState, VersionRef
     from ferry.times import parse_timestamp
     from workflows import activity_stubs as stubs
     from workflows import policies
@@ -76,20 +77,7 @@ class EnvironmentHealth(EnvironmentPins):
     async def _wait_healthy(self, desired: VersionRef) -> HealthState:
         """Wait for the rollout of `desired` to be judged. Patched: the deadline is absolute across retries
         (schedule-to-close), and a new pin to another digest (an emergency rollback) pre-empts the wait."""
-        spec = self._state.spec
-        timeout = spec.health_timeout.delta
-        rollout = self._state.rollout
-        if rollout is not None and rollout.digest == desired.digest:
-            # the deadline is the release's own, not one per wait: a wait resumed after an outage gets what is left
-            timeout = max(parse_timestamp(rollout.deadline) - workflow.now(), policies.MIN_HEALTH_WAIT)
-        input = HealthInput(
-            environment=spec.name,
-            digest=desired.digest,
-            cluster=spec.cluster.name or "",
-            kubeconfig=spec.cluster.kubeconfig,
-            context=spec.cluster.context,
-            timeout_seconds=int(timeout.total_seconds()),
-        )
+        input, timeout = self._health_input(desired)
         if not _patched(HEALTH_PREEMPTIBLE):
             try:
                 result = await workflow.execute_activity(
@@ -109,8 +97,30 @@ class EnvironmentHealth(EnvironmentPins):
             schedule_to_close_timeout=timeout + policies.HEALTH_GRACE,
             heartbeat_timeout=policies.HEALTH_HEARTBEAT,
             retry_policy=policies.RECONCILE_RETRY,
-            summary=f"wait until {desired.version} is healthy ({spec.health_timeout})",
+            summary=f"wait until {desired.version} is healthy ({self._state.spec.health_timeout})",
         )
+        return await self._preemptible(desired, handle)
+
+    def _health_input(self, desired: VersionRef) -> tuple[HealthInput, timedelta]:
+        """The health wait's input and timeout: the spec's health timeout, or what is left of the rollout's own."""
+        spec = self._state.spec
+        timeout = spec.health_timeout.delta
+        rollout = self._state.rollout
+        if rollout is not None and rollout.digest == desired.digest:
+            # the deadline is the release's own, not one per wait: a wait resumed after an outage gets what is left
+            timeout = max(parse_timestamp(rollout.deadline) - workflow.now(), policies.MIN_HEALTH_WAIT)
+        input = HealthInput(
+            environment=spec.name,
+            digest=desired.digest,
+            cluster=spec.cluster.name or "",
+            kubeconfig=spec.cluster.kubeconfig,
+            context=spec.cluster.context,
+            timeout_seconds=int(timeout.total_seconds()),
+        )
+        return input, timeout
+
+    async def _preemptible(self, desired: VersionRef, handle: workflow.ActivityHandle[HealthResult]) -> HealthState:
+        """The started health wait's verdict, or Progressing when a pin to another digest pre-empts it."""
 
         def repinned() -> bool:
             return self._state.pin is not None and self._state.pin.digest != desired.digest

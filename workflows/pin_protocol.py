@@ -144,28 +144,7 @@ class PinOutcomes:
                 pass
             answer = self._pin_outcomes.get(request_id)
             if answer is not None and workflow.patched(OUTCOME_CONFIRMED):
-                # NB: anyone may signal pin_outcome (its request id is in history): an answer is taken only when
-                # the environment's own status says the same of this pin (this request's pin, applied and healthy,
-                # failed, refused or overtaken); one it does not say is refused on the record
-                try:
-                    state = (await environment_status(environment)).state
-                except StatusUnreadable:
-                    continue  # the answer waits until the status can be read (or the deadline passes)
-                verdict, acknowledged = status_verdict(state, digest, request_id, acknowledged)
-                if verdict is not None and verdict[0] == answer.outcome:
-                    return answer.outcome, answer.reason, answer.auto_rolled_back
-                del self._pin_outcomes[request_id]
-                workflow.logger.warning(
-                    "pin_outcome %r for %s refused: %s's status does not say so",
-                    answer.outcome,
-                    request_id,
-                    environment,
-                )
-                record_refused_outcome(
-                    request_id,
-                    f"a pin_outcome said {answer.outcome}, but {environment}'s "
-                    f"status does not show that of this pin ({digest})",
-                )
+                verdict, acknowledged = await self._checked_answer(environment, digest, answer, acknowledged)
                 if verdict is not None:
                     return verdict
                 continue
@@ -181,6 +160,33 @@ class PinOutcomes:
             if verdict is not None:
                 return verdict
         return "failed", f"not healthy within {within}", False
+
+    async def _checked_answer(
+        self, environment: str, digest: str, answer: PinOutcome, acknowledged: bool
+    ) -> tuple[Verdict | None, bool]:
+        """-> (the verdict, or None to wait on; acknowledged) for a pin_outcome answer checked against the
+        environment's own status."""
+        # NB: anyone may signal pin_outcome (its request id is in history): an answer is taken only when
+        # the environment's own status says the same of this pin (this request's pin, applied and healthy,
+        # failed, refused or overtaken); one it does not say is refused on the record
+        request_id = answer.request_id
+        try:
+            state = (await environment_status(environment)).state
+        except StatusUnreadable:
+            return None, acknowledged  # the answer waits until the status can be read (or the deadline passes)
+        verdict, acknowledged = status_verdict(state, digest, request_id, acknowledged)
+        if verdict is not None and verdict[0] == answer.outcome:
+            return (answer.outcome, answer.reason, answer.auto_rolled_back), acknowledged
+        del self._pin_outcomes[request_id]
+        workflow.logger.warning(
+            "pin_outcome %r for %s refused: %s's status does not say so", answer.outcome, request_id, environment
+        )
+        record_refused_outcome(
+            request_id,
+            f"a pin_outcome said {answer.outcome}, but {environment}'s "
+            f"status does not show that of this pin ({digest})",
+        )
+        return verdict, acknowledged
 
 
 async def _poll_pin_outcome(environment: str, digest: str, request_id: str, within: timedelta) -> Verdict:
@@ -279,7 +285,23 @@ class EnvironmentPins(EnvironmentEvents):
             self._signal_back(request.request_id, "refused", event.message)
             return
         previous = state.pin
-        approved_by = approvers(verdicts)
+        self._take_pin(request, approvers(verdicts))
+        self._record(
+            EventType.PINNED,
+            f"pinned to {request.version} ({request.kind}) by {request.by}: {request.reason}",
+            version=request.version,
+            digest=request.digest,
+            by=request.by,
+            request_id=request.request_id,
+        )
+        self._keep_record()  # the used approval and the hold, before a termination can shed them
+        self._answer(previous, None, "superseded", f"a newer pin took over ({request.kind} by {request.by})")
+        self._wake = True
+
+    def _take_pin(self, request: PinRequest, approved_by: list[str]) -> None:
+        """An accepted pin in the state: its approvals used, its tag bound, the holds it lifts or takes."""
+        state = self._state
+        previous = state.pin
         if approved_by and request.request_id:
             state.consumed_approvals = consumed(
                 state.consumed_approvals, request.request_id, limit=policies.MAX_CONSUMED_APPROVALS
@@ -303,17 +325,6 @@ class EnvironmentPins(EnvironmentEvents):
             assert request.hold is not None
             state.holds = with_hold(state.holds, request.hold, limit=policies.MAX_HOLDS)
         state.blocked = ""
-        self._record(
-            EventType.PINNED,
-            f"pinned to {request.version} ({request.kind}) by {request.by}: {request.reason}",
-            version=request.version,
-            digest=request.digest,
-            by=request.by,
-            request_id=request.request_id,
-        )
-        self._keep_record()  # the used approval and the hold, before a termination can shed them
-        self._answer(previous, None, "superseded", f"a newer pin took over ({request.kind} by {request.by})")
-        self._wake = True
 
     async def _confirmed(self, pin: Pin) -> bool:
         """A promotion's pin is applied only when its own promotion run vouches for it (still pinning, an approval

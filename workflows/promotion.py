@@ -6,7 +6,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
-    from ferry.approvals import DecisionContext, SignedDecision, judge
+    from ferry.approvals import DecisionContext, Judgement, SignedDecision, judge
     from ferry.environment import EnvironmentState, LenientPayload, first_payload
     from ferry.errors import ErrorType
     from ferry.names import Memo, Query, Signal, Update
@@ -343,29 +343,39 @@ class PromotionWorkflow(PinOutcomes, alerting.Notifies):
         metrics.promotion_decision(s.environment, action, not refusal)
         workflow.upsert_memo({Memo.DECISION: record.model_dump(mode="json")})
         if not duplicate and workflow.patched(ALERTS):
-            kind = "Refused" if refusal else ("Approved" if action == "approve" else "Rejected")
-            alerting.outbox(self).notify(
-                alerting.notification(
-                    kind,
-                    s.environment,
-                    f"{action} of {s.version} for {s.environment} by {by} "
-                    f"{'refused: ' + refusal if refusal else 'accepted'}",
-                    version=s.version,
-                    digest=s.digest,
-                    by=by,
-                    details={"verified": str(verdict.verified).lower(), "via": via},
-                )
-            )
+            self._announce_decision(record, refusal)
         if refusal:
             workflow.logger.warning("%s refused: %s", action, refusal)
         elif not duplicate:
-            self._outcome = "approved" if action == "approve" else "rejected"
-            if action == "approve" and verdict.decision and verdict.decision.statement and verdict.verified:
-                assert verdict.decision.signature is not None
-                self._signed_approvals.append(
-                    SignedDecision(statement=verdict.decision.statement, signature=verdict.decision.signature)
-                )
+            self._take_decision(action, verdict)
         return record
+
+    def _announce_decision(self, record: Decision, refusal: str) -> None:
+        """An alert for a decision (not for a duplicate): Refused, Approved or Rejected."""
+        s, action, by = self._status, record.action, record.by
+        kind = "Refused" if refusal else ("Approved" if action == "approve" else "Rejected")
+        alerting.outbox(self).notify(
+            alerting.notification(
+                kind,
+                s.environment,
+                f"{action} of {s.version} for {s.environment} by {by} "
+                f"{'refused: ' + refusal if refusal else 'accepted'}",
+                version=s.version,
+                digest=s.digest,
+                by=by,
+                details={"verified": str(record.verified).lower(), "via": record.via},
+            )
+        )
+
+    def _take_decision(self, action: str, verdict: Judgement) -> None:
+        """An accepted decision decides the promotion; a signed approval is kept for the pin (the environment
+        verifies it again)."""
+        self._outcome = "approved" if action == "approve" else "rejected"
+        if action == "approve" and verdict.decision and verdict.decision.statement and verdict.verified:
+            assert verdict.decision.signature is not None
+            self._signed_approvals.append(
+                SignedDecision(statement=verdict.decision.statement, signature=verdict.decision.signature)
+            )
 
     async def _decide_update(self, action: str, payload: LenientPayload) -> DecisionResult:
         # an Update waits until the version is resolved, so its answer is the real verdict

@@ -6,6 +6,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, CancelledError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
+    from ferry.environment import EnvironmentState
     from ferry.known_good import earlier_known_good, is_known_good, newer_than_applied, requester_refusal
     from ferry.promotion import RollbackInput, RollbackResult
     from workflows import metrics, policies
@@ -67,35 +68,10 @@ class RollbackWorkflow(PinOutcomes, alerting.Notifies):
         refusal = requester_refusal(spec, input.environment, input.requested_by)
         if refusal:
             return self._done(result, "refused", refusal)
-        if input.to_version:
-            if newer_than_applied(input.to_version, current) is not None:
-                return self._done(
-                    result,
-                    "refused",
-                    f"{input.to_version} is newer than the applied "
-                    f"{current.version if current else ''}: a rollback never goes forward (promote it)",
-                )
-            try:
-                digest, _ = await resolve_release(spec.repository, input.to_version)
-            except ActivityError as err:
-                raise_if_cancelled(err)
-                return self._done(
-                    result, "refused", f"{input.to_version} is not a released version: {cause_message(err, limit=None)}"
-                )
-            if spec.approval.required and not is_known_good(state.good_history, digest):
-                return self._done(
-                    result,
-                    "refused",
-                    f"{input.to_version} ({digest}) was never applied and healthy "
-                    f"in {input.environment}: without an approval a rollback may only go to a "
-                    "known-good version (promote it instead)",
-                )
-            target_version = input.to_version
-        else:
-            earlier = earlier_known_good(state.good_history, current)
-            if earlier is None:
-                return self._done(result, "refused", "no earlier known-good version to roll back to")
-            target_version, digest = earlier.version, earlier.digest
+        target = await _target(input, state)
+        if isinstance(target, str):
+            return self._done(result, "refused", target)
+        target_version, digest = target
         result.to_version, result.digest = target_version, digest
         workflow.upsert_search_attributes([FERRY_VERSION.value_set(target_version)])
         workflow.set_current_details(
@@ -123,3 +99,31 @@ class RollbackWorkflow(PinOutcomes, alerting.Notifies):
         workflow.set_current_details(f"**{outcome.capitalize()}**: {reason}")
         metrics.outcome("rollback", result.environment, outcome)
         return result.model_copy(update={"outcome": outcome, "reason": reason})
+
+
+async def _target(input: RollbackInput, state: EnvironmentState) -> tuple[str, str] | str:
+    """-> (version, digest) to roll back to, or why not: a named version must be released, not newer than the
+    applied one, and (without an approval) known-good; by default, the last known-good before the current one."""
+    spec, current = state.spec, state.last_applied
+    if not input.to_version:
+        earlier = earlier_known_good(state.good_history, current)
+        if earlier is None:
+            return "no earlier known-good version to roll back to"
+        return earlier.version, earlier.digest
+    if newer_than_applied(input.to_version, current) is not None:
+        return (
+            f"{input.to_version} is newer than the applied "
+            f"{current.version if current else ''}: a rollback never goes forward (promote it)"
+        )
+    try:
+        digest, _ = await resolve_release(spec.repository, input.to_version)
+    except ActivityError as err:
+        raise_if_cancelled(err)
+        return f"{input.to_version} is not a released version: {cause_message(err, limit=None)}"
+    if spec.approval.required and not is_known_good(state.good_history, digest):
+        return (
+            f"{input.to_version} ({digest}) was never applied and healthy "
+            f"in {input.environment}: without an approval a rollback may only go to a "
+            "known-good version (promote it instead)"
+        )
+    return input.to_version, digest
