@@ -31,6 +31,9 @@ class ErrorType(StrEnum):
     DELIVERY_REFUSED = "DeliveryRefused"  # an alert provider answered 4xx (not 408/429): the payload or URL is wrong
     PROVIDER_UNKNOWN = "ProviderUnknown"  # an alert names a provider the worker's providers file does not define
     PROVIDERS_FILE_INVALID = "ProvidersFileInvalid"  # the worker's alert providers file does not parse
+    HOOK_FAILED = (
+        "HookFailed"  # a chart's Helm hook (a pre-install Job) failed or timed out: the release is not applied
+    )
     # --- retryable: the world may be different in a moment -------------------------------------
     REGISTRY_UNAVAILABLE = "RegistryUnavailable"  # connection refused, timeout, 429, 5xx
     CLUSTER_UNAVAILABLE = "ClusterUnavailable"  # API server unreachable, timeout, 429, 5xx
@@ -52,6 +55,7 @@ NON_RETRYABLE: frozenset[ErrorType] = frozenset(
         ErrorType.RENDER_FAILED,
         ErrorType.VERIFICATION_FAILED,
         ErrorType.FORBIDDEN,
+        ErrorType.HOOK_FAILED,
         ErrorType.OUT_OF_BOUNDS,
         ErrorType.UNKNOWN_CLUSTER,
         ErrorType.AUTH_PLUGIN_REFUSED,

@@ -24,6 +24,7 @@ from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from ferry.helm_spec import MAX_VALUES_FILES, check_inline_values
 from ferry.hooks import HOOK_ANNOTATION, Hook, parse_hook
 from ferry.model import Message
 from ferry.release import MAX_BUNDLE_FILE_BYTES
@@ -33,8 +34,6 @@ MAX_DOCUMENT_BYTES = MAX_BUNDLE_FILE_BYTES
 MAX_RENDER_OBJECTS = 10_000  # = activities.manifests.MAX_MEMBERS
 MAX_HELM_ERROR = 800  # characters of Helm's error kept on the record
 MAX_SCHEMA_NODES = 100_000  # a values.schema.json is walked this far, no further
-MAX_INLINE_VALUES = 256 * 1024  # bytes of the spec's inline values as JSON (they live in the environment's spec)
-MAX_VALUES_FILES = 16
 MAX_API_VERSIONS = 4096  # a cluster serving every upstream API has ~100 group-versions and ~700 GV/Kind entries
 RENDER_KEY_VERSION = 1  # bump when the key's inputs or encoding change: old cached renders are then never read
 
@@ -94,13 +93,7 @@ class HelmRenderInput(Message):
     @field_validator("values")
     @classmethod
     def _values(cls, value: dict[str, Any]) -> dict[str, Any]:
-        size = len(json.dumps(value, separators=(",", ":")))
-        if size > MAX_INLINE_VALUES:
-            raise ValueError(
-                f"inline values are {size} bytes as JSON, more than {MAX_INLINE_VALUES}: use a values "
-                "file in the release"
-            )
-        return value
+        return check_inline_values(value)
 
 
 class RenderRefused(ValueError):

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, model_serializer
 
 from ferry.bounded import cap_ids, cap_objects
+from ferry.helm_spec import HelmSource
 from ferry.model import Model
 from ferry.oci import Digest
 
@@ -131,6 +132,7 @@ class ReconcileInput(Model):
         description="stop before the first write; `pending` counts what a reconcile "
         "would write (the no-op check of an iteration)",
     )
+    helm: HelmSource | None = Field(None, description="render this chart (ferry.helm_spec) instead of `path`")
 
 
 class ReconcileResult(Model):

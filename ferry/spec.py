@@ -12,6 +12,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from ferry.cosign import PublisherKey
 from ferry.durations import MAX_DURATION_TEXT, Duration, parse_duration
+from ferry.helm_spec import HelmSpec, derive_oci_source
 from ferry.model import PEOPLE, Model
 from ferry.names import ENV_PREFIX
 from ferry.oci import Repository
@@ -214,6 +215,12 @@ class EnvironmentSpec(Model):
     auto_rollback: bool = Field(True, alias="auto-rollback")
     approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
     verify: VerifyPolicy | None = Field(None, description="require releases signed by one of these publishers")
+    helm: HelmSpec | None = Field(None, description="deliver a Helm chart (ferry.helm_spec)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _oci_chart_source(cls, data: Any) -> Any:
+        return derive_oci_source(data)
 
     @field_validator("name")
     @classmethod
@@ -312,6 +319,7 @@ PROTECTED_FIELDS = (
     "prereleases",
     "prune",
     "allow-empty",
+    "helm",
 )
 # ... and what weakens the safety net (step 15: changed without approval before): the automatic rollback, how long a
 # release has to become healthy, how often drift is reverted
@@ -358,7 +366,7 @@ def protected_changes(diff: list[str], safety_net: bool = True) -> list[str]:
     return [line for line in diff if re.split(r"[.\[:]", line, maxsplit=1)[0] in fields]
 
 
-_ADDED_FIELDS: dict[str, Any] = {"namespaces": [], "cluster-kinds": [], "service-account": None}
+_ADDED_FIELDS: dict[str, Any] = {"namespaces": [], "cluster-kinds": [], "service-account": None, "helm": None}
 
 
 def spec_digest(spec: EnvironmentSpec) -> str:

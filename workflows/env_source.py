@@ -6,6 +6,7 @@ from temporalio.exceptions import ActivityError, CancelledError, FailureError
 with workflow.unsafe.imports_passed_through():
     from ferry.errors import ErrorType
     from ferry.events import EventType
+    from ferry.helm_spec import HelmSource
     from ferry.holds import newer_than_holds, pin_on_range, tracks
     from ferry.pins import approved_by_publisher, bind_tag, tag_moved
     from ferry.reconcile import CheckInput, CheckResult, ReconcileInput, ResolveInput, ResolveResult, VersionRef
@@ -77,6 +78,7 @@ class EnvironmentSource(EnvironmentHealth):
             allow_empty=spec.allow_empty,
             dry_run=dry_run,
             drift_baseline=baseline,
+            helm=HelmSource.of(spec.helm, spec.name, spec.path) if spec.helm is not None else None,
         )
 
     def _reconcile_failed(self, err: ActivityError, desired: VersionRef) -> None:

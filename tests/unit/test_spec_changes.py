@@ -89,7 +89,7 @@ def test_spec_digest_of_a_spec_without_the_tenancy_fields_is_what_it_was() -> No
     import json
 
     old = spec().model_dump(mode="json", by_alias=True)
-    for key in ("namespaces", "cluster-kinds", "service-account"):
+    for key in ("namespaces", "cluster-kinds", "service-account", "helm"):  # helm: step 17's, left out while unset
         del old[key]
     del old["cluster"]["name"]
     del old["approval"]["max-approval-lifetime"]  # step 15's field, left out while unset
@@ -101,5 +101,6 @@ def test_spec_digest_of_a_spec_without_the_tenancy_fields_is_what_it_was() -> No
         ("service-account", "deployer"),
         ("cluster", "prod-eu"),
         ("approval", {"required": True, "approvers": ["alice"], "max-approval-lifetime": "24h"}),
+        ("helm", {"values": {"replicaCount": 3}}),
     ):
         assert spec_digest(spec(**{field: value})) != spec_digest(spec()), field
