@@ -203,3 +203,30 @@ def test_the_example_overlays_render_from_the_cache(registry: Registry, tmp_path
     for overlay in ("staging", "production"):
         objects = render(root / "overlays" / overlay)
         assert {o["kind"] for o in objects} >= {"Deployment", "Service", "ConfigMap"}
+
+
+def test_a_release_with_a_chart_is_validated_as_a_chart_beside_its_manifests_and_values(tmp_path: Path) -> None:
+    from tests.kit.charts import write_chart
+
+    (tmp_path / "charts").mkdir()
+    write_chart(tmp_path / "charts")  # templates are Go templates, not YAML: checked as a chart, not parsed
+    (tmp_path / "values").mkdir()
+    (tmp_path / "values" / "production.yaml").write_text("replicaCount: 3\n---\ngreeting: hi\n")
+    (tmp_path / "deploy").mkdir()
+    (tmp_path / "deploy" / "ns.yaml").write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n")
+    assert validate(tmp_path) == 1  # the Namespace; the chart renders per environment on the worker
+    (tmp_path / "values" / "broken.yaml").write_text("kind: Deployment\nreplicaCount: 3\n")  # half a manifest
+    with pytest.raises(BundleError, match="broken.yaml"):
+        validate(tmp_path)
+    (tmp_path / "values" / "broken.yaml").unlink()
+    remote = {"dependencies": [{"name": "redis", "version": "1.0.0", "repository": "https://charts.example.com"}]}
+    write_chart(tmp_path / "charts", name="cache", chart=remote)
+    with pytest.raises(BundleError, match="helm dependency build"):
+        validate(tmp_path)
+
+
+def test_a_release_of_only_a_chart_is_a_release(tmp_path: Path) -> None:
+    from tests.kit.charts import write_chart
+
+    write_chart(tmp_path)
+    assert validate(tmp_path) == 0

@@ -31,16 +31,21 @@ def chart_release(tmp: Path) -> Path:
 
 
 async def test_a_chart_is_promoted_and_a_production_values_change_waits_for_a_signed_approval(
-    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path, monkeypatch: Any
 ) -> None:
     helm_path()  # fails with the `make helm` hint when the binary is missing
+    monkeypatch.setenv("FERRY_REGISTRY", dev_worker.registry.default or "")  # the CLI's CI worker pushes over http
+    monkeypatch.setenv("FERRY_REGISTRY_INSECURE", dev_worker.registry.default or "")
     suffix = uuid.uuid4().hex[:8]
     staging, production = f"st-{suffix}", f"pr-{suffix}"
     repository = f"{dev_worker.registry.default}/team/shop-chart-{suffix}"
     admin = kubernetes.config.new_client_from_config(str(kube_server.kubeconfig))
     for ns in (staging, production):
         CoreV1Api(admin).create_namespace({"metadata": {"name": ns}})
-    publish_dir(dev_worker, repository, "1.0.0", chart_release(tmp_path))
+    released = await ferry(
+        dev_worker, tmp_path, "release", str(chart_release(tmp_path)), "--repository", repository, "--version", "1.0.0"
+    )  # CI releases the config repo: the chart is packaged like any directory
+    assert released.returncode == 0, released.stderr
     alice_key, alice = keypair(tmp_path, "alice")
 
     def spec(replicas: int | None) -> Path:
