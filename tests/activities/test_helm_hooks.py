@@ -17,7 +17,8 @@ from typing import Any
 import kubernetes
 import pytest
 from kubernetes.client import BatchV1Api, CoreV1Api
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.testing import ActivityEnvironment
 
 from activities.cluster.client import Cluster
 from activities.cluster.hooks import Hooks
@@ -322,3 +323,59 @@ def test_a_hook_past_its_timeout_fails_naming_the_timeout(
         "(Helm's --timeout): Job in progress"
     )
     assert live(kube_api, "Job", namespace, "shop-slow") is not None  # before-hook-creation only: kept to look at
+
+
+def test_a_hook_wait_heartbeats_and_stops_when_the_activity_is_cancelled(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    hanging = job_body(annotations="emulator.ferry.dev/rollout: hang")
+    hooks = chart_hooks(tmp_path, namespace, {"job.yaml": hook_doc("Job", "shop-slow", "pre-install", body=hanging)})
+    env = ActivityEnvironment()
+    beats: list[object] = []
+    env.on_heartbeat = lambda *details: beats.append(details)
+    threading.Timer(1.5, env.cancel).start()
+    started = time.monotonic()
+    with pytest.raises(CancelledError):  # raised by the SDK at a heartbeat, or by the Cluster after it
+        env.run(run, cluster, hooks, PRE_INSTALL, namespace)
+    elapsed = time.monotonic() - started
+    print(f"cancelled after {elapsed:.2f} s, {len(beats)} heartbeats")
+    assert 1.5 <= elapsed < 5  # the next request after the cancellation stops the wait, not the 300 s timeout
+    assert len(beats) >= 4  # one per request of the wait (the SDK throttles what it sends)
+
+
+def test_a_pod_hook_needs_the_workers_rights_on_pods(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    hooks = chart_hooks(
+        tmp_path, namespace, {"pod.yaml": TEST_POD.replace("helm.sh/hook: test", "helm.sh/hook: pre-install")}
+    )
+    with pytest.raises(ApplicationError) as refused:
+        run(cluster, hooks, PRE_INSTALL, namespace)
+    # examples/rbac/ferry-worker.yaml grants no pods: the refusal names the missing right before anything is applied
+    assert refused.value.type == "Forbidden"
+    assert 'User "ferry-worker" cannot get resource "pods"' in refused.value.message
+
+
+def test_a_pod_hook_is_awaited_until_its_phase_says_it_finished(
+    kube_server: KubeServer, kube_api: Any, namespace: str, tmp_path: Path
+) -> None:
+    # as the admin (the worker has no rights on pods), with this test as the kubelet no machine here runs
+    admin = Cluster(str(kube_server.kubeconfig), None)
+    core = CoreV1Api(kube_api)
+    hooks = chart_hooks(
+        tmp_path, namespace, {"pod.yaml": TEST_POD.replace("helm.sh/hook: test", "helm.sh/hook: pre-install")}
+    )
+
+    def kubelet(phase: str) -> None:
+        deadline = time.monotonic() + 20
+        while live(kube_api, "Pod", namespace, "shop-test") is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        core.patch_namespaced_pod_status("shop-test", namespace, {"status": {"phase": phase}})
+
+    threading.Thread(target=kubelet, args=("Succeeded",), daemon=True).start()
+    started = time.monotonic()
+    assert run(admin, hooks, PRE_INSTALL, namespace) == [f"Pod/{namespace}/shop-test pre-install"]
+    assert time.monotonic() - started >= 0.5
+    threading.Thread(target=kubelet, args=("Failed",), daemon=True).start()
+    with pytest.raises(ApplicationError) as failed:
+        run(admin, hooks, PRE_INSTALL, namespace)  # before-hook-creation: the old Pod goes, a new one is awaited
+    assert failed.value.message == f"pre-install hook Pod/{namespace}/shop-test failed: phase Failed"
