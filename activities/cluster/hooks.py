@@ -16,9 +16,10 @@ Contract of ``Hooks._run_hooks`` (one event, called by the reconcile around its 
   outside an activity (tests) the requests just run.
 - A hook that fails or times out: ``hook-failed`` deletes it, ``hook-succeeded`` deletes the ones done before it
   (each awaited, best effort as in Helm: a failed cleanup is named in the message), and HookFailed (non-retryable)
-  is raised: ``<event> hook Job/ns/name failed: <reason: message>``. All succeeded: ``hook-succeeded`` deletes them in
-  reverse order, each awaited gone. A CustomResourceDefinition hook is never deleted. Deletes are Background
-  propagation, as Helm's (hooks.go:198, pkg/kube/client.go:1065-1073), so a Job's pods go with it.
+  is raised: ``<event> hook Job/ns/name failed: <reason: message>``, its one detail the hooks run (as returned).
+  All succeeded: ``hook-succeeded`` deletes them in reverse order, each awaited gone. A CustomResourceDefinition
+  hook is never deleted. Deletes are Background propagation, as Helm's (hooks.go:193,
+  pkg/kube/client.go:1065-1073), so a Job's pods go with it.
 - Returns the hooks run, ``Kind/ns/name event`` each, for the record.
 """
 
@@ -53,6 +54,9 @@ from ferry.hooks import (
 from ferry.plan import ENVIRONMENT_LABEL, ObjectId, Refused, outside, prepare, shown
 
 _AWAITED = ("Job", "Pod")
+# A hook's kind may be defined by a CRD applied moments ago (crds/, before the pre-hooks as in Helm's install):
+# discovery can lag its Established condition. A kind still not served after this is BadInput.
+DISCOVERY_WAIT = 5.0
 
 
 # ------------------------------------------------------------------ pure rules that need ferry.plan
@@ -157,7 +161,7 @@ class Hooks:
         for hook in chosen:
             api_version = str(hook.object.get("apiVersion", ""))
             try:
-                resource = cluster.resource(api_version, hook.kind)
+                resource = cluster.resource(api_version, hook.kind, wait=DISCOVERY_WAIT)
             except ResourceNotFoundError:
                 raise classified(
                     ErrorType.BAD_INPUT,
@@ -199,7 +203,7 @@ class Hooks:
             if state != SUCCEEDED:
                 doomed = [by_hook[id(h)] for h in deletions([d.hook for d in done], s.hook)]
                 failed_cleanup = self._cleanup_after_failure(cluster, doomed, event, environment, as_user, timeout)
-                raise classified(ErrorType.HOOK_FAILED, f"{event} hook {s.id} failed: {why}{failed_cleanup}")
+                raise classified(ErrorType.HOOK_FAILED, f"{event} hook {s.id} failed: {why}{failed_cleanup}", ran)
             done.append(s)
         for hook in deletions([d.hook for d in done]):
             self._delete_hook(cluster, by_hook[id(hook)], event, environment, as_user, timeout)

@@ -207,6 +207,13 @@ def test_a_failing_job_raises_hook_failed_and_applies_the_delete_policies(
         f"pre-install hook Job/{namespace}/shop-broken failed: BackoffLimitExceeded: "
         "Job has reached the specified backoff limit"
     )
+    assert failed.value.details == (
+        [
+            f"ConfigMap/{namespace}/shop-first pre-install",
+            f"ConfigMap/{namespace}/shop-kept pre-install",
+            f"Job/{namespace}/shop-broken pre-install",
+        ],
+    )  # the hooks run, for the record
     assert live(kube_api, "Job", namespace, "shop-broken") is None  # hook-failed
     assert live(kube_api, "ConfigMap", namespace, "shop-first") is None  # hook-succeeded of the one before it
     assert live(kube_api, "ConfigMap", namespace, "shop-kept") is not None  # hook-failed only: it succeeded
@@ -379,3 +386,22 @@ def test_a_pod_hook_is_awaited_until_its_phase_says_it_finished(
     with pytest.raises(ApplicationError) as failed:
         run(admin, hooks, PRE_INSTALL, namespace)  # before-hook-creation: the old Pod goes, a new one is awaited
     assert failed.value.message == f"pre-install hook Pod/{namespace}/shop-test failed: phase Failed"
+
+
+def test_a_hook_of_a_kind_the_cluster_does_not_serve_is_bad_input_before_anything_is_applied(
+    cluster: Cluster, kube_api: Any, namespace: str, tmp_path: Path
+) -> None:
+    widget = hook_doc("ConfigMap", "shop-widget", "pre-install", 5).replace(
+        "apiVersion: v1\nkind: ConfigMap", "apiVersion: example.com/v1\nkind: Widget"
+    )
+    hooks = chart_hooks(
+        tmp_path, namespace, {"ok.yaml": hook_doc("ConfigMap", "shop-ok", "pre-install", -5), "w.yaml": widget}
+    )
+    with pytest.raises(ApplicationError) as refused:
+        run(cluster, hooks, PRE_INSTALL, namespace)
+    assert refused.value.type == "BadInput"
+    assert refused.value.message == (
+        "pre-install hook Widget/shop-widget (shop/templates/w.yaml): Widget (example.com/v1) is not served by the "
+        "cluster; no pre-install hook was applied"
+    )
+    assert live(kube_api, "ConfigMap", namespace, "shop-ok") is None
