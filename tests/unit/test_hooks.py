@@ -1,5 +1,7 @@
 """ferry.hooks: Helm v4.3.2's hook parsing, order and deletion decisions, written fresh from its source (the
-cases follow pkg/action/hooks_test.go and kind_sorter_test.go in spirit; each would fail on a wrong rule)."""
+cases follow pkg/action/hooks_test.go and kind_sorter_test.go in spirit; each would fail on a wrong rule), and the
+pure rules of running them (ferry.hooks' runs_for and hook_state; activities.cluster.hooks' prepare_hook,
+confine_hooks and hook_conflict, kept there because they build on ferry.plan, a layer above ferry.hooks)."""
 
 from __future__ import annotations
 
