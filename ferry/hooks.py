@@ -214,3 +214,52 @@ def deletions(succeeded: Sequence[Hook], failed: Hook | None = None) -> list[Hoo
     else:
         out.extend(h for h in reversed(succeeded) if HOOK_SUCCEEDED in h.effective_delete_policies)
     return [h for h in out if h.kind != CRD_KIND]
+
+
+# ---------------------------------------------------------------------------------- running hooks
+# How Ferry runs an event's hooks on the cluster (activities/cluster/hooks.py, which also holds the rules that need
+# ferry.plan: this module sits below it in the layers). A hook object carries these two labels and never
+# ferry.plan.ENVIRONMENT_LABEL: hooks are not in Helm's release manifest, so they stay out of the
+# environment's inventory, prune, drift and health listing (all of which select on ENVIRONMENT_LABEL).
+HOOK_OF_LABEL = "ferry.dev/hook-of"  # the environment whose hook it is
+HOOK_EVENT_LABEL = "ferry.dev/hook"  # the event it last ran for
+# Helm's --timeout default (pkg/cmd/install.go:196): each hook's wait (and each wait for a deleted copy to go).
+HOOK_TIMEOUT = 300.0
+HOOK_POLL_SECONDS = 0.25
+RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
+
+
+def runs_for(hooks: Sequence[Hook], event: str) -> list[Hook]:
+    """The hooks a release runs for ``event``, in Helm's order: never a test hook (Ferry renders with
+    ``--skip-tests``, which drops any hook naming ``test``; this keeps that true of any Hook list)."""
+    if event == TEST:
+        return []
+    return [hook for hook in ordered(hooks, event) if not hook.is_test]
+
+
+def _true_condition(obj: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if isinstance(cond, Mapping) and cond.get("type") == type_ and cond.get("status") == "True":
+            return cond
+    return None
+
+
+def hook_state(obj: Mapping[str, Any]) -> tuple[str, str]:
+    """(RUNNING | SUCCEEDED | FAILED, why) of a live hook, as Helm's hook waiter reads it
+    (internal/statusreaders/job_status_reader.go, pod_status_reader.go; pkg/kube/statuswait.go:78-97): a Job by
+    its Complete or Failed condition, a Pod by its phase, any other kind succeeded as soon as it exists."""
+    kind = obj.get("kind")
+    if kind == "Job":
+        for type_, state in (("Complete", SUCCEEDED), ("Failed", FAILED)):
+            cond = _true_condition(obj, type_)
+            if cond is not None:
+                reason = ": ".join(str(cond[k]) for k in ("reason", "message") if cond.get(k))
+                return state, reason or f"condition {type_}"
+        return RUNNING, "Job in progress"
+    if kind == "Pod":
+        phase = str((obj.get("status") or {}).get("phase") or "")
+        if phase in ("Succeeded", "Failed"):
+            reason = str((obj.get("status") or {}).get("reason") or (obj.get("status") or {}).get("message") or "")
+            return (SUCCEEDED if phase == "Succeeded" else FAILED), f"phase {phase}" + (f": {reason}" if reason else "")
+        return RUNNING, f"Pod {phase or 'pending'}"
+    return SUCCEEDED, "ready at once"

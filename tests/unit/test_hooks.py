@@ -1,5 +1,7 @@
 """ferry.hooks: Helm v4.3.2's hook parsing, order and deletion decisions, written fresh from its source (the
-cases follow pkg/action/hooks_test.go and kind_sorter_test.go in spirit; each would fail on a wrong rule)."""
+cases follow pkg/action/hooks_test.go and kind_sorter_test.go in spirit; each would fail on a wrong rule), and the
+pure rules of running them (ferry.hooks' runs_for and hook_state; activities.cluster.hooks' prepare_hook,
+confine_hooks and hook_conflict, kept there because they build on ferry.plan, a layer above ferry.hooks)."""
 
 from __future__ import annotations
 
@@ -7,20 +9,31 @@ from typing import Any
 
 import pytest
 
+from activities.cluster.hooks import confine_hooks, hook_conflict, hook_id, prepare_hook
+from ferry.errors import ErrorType
 from ferry.hooks import (
     BEFORE_HOOK_CREATION,
+    FAILED,
     HELM_INSTALL_ORDER,
+    HOOK_EVENT_LABEL,
     HOOK_FAILED,
+    HOOK_OF_LABEL,
     HOOK_SUCCEEDED,
+    RUNNING,
+    SUCCEEDED,
+    TEST,
     Hook,
     HookRefused,
     deletes_before_creation,
     deletions,
+    hook_state,
     hook_weight,
     kind_rank,
     ordered,
     parse_hook,
+    runs_for,
 )
+from ferry.plan import ENVIRONMENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL, Refused
 
 
 def obj(
@@ -192,3 +205,82 @@ def test_a_crd_hook_is_never_deleted() -> None:
     assert deletions([crd]) == []
     assert deletions([], crd) == []
     assert not deletes_before_creation(hook("widgets.example.com", "CustomResourceDefinition"))
+
+
+# ---------------------------------------------------------------------------------- running hooks
+def test_a_release_never_runs_a_test_hook() -> None:
+    hooks = [hook("t", "Pod", events="test"), hook("both", events="pre-install,test-success"), hook("pre")]
+    assert names(runs_for(hooks, "pre-install")) == ["Job/pre"]
+    assert runs_for(hooks, TEST) == []
+    assert names(runs_for([hook("b", weight="1"), hook("a", weight="1")], "pre-install")) == ["Job/a", "Job/b"]
+
+
+def job(*conditions: tuple[str, str], **cond: str) -> dict[str, Any]:
+    return {"kind": "Job", "status": {"conditions": [{"type": t, "status": s, **cond} for t, s in conditions]}}
+
+
+def test_a_job_is_judged_by_its_complete_or_failed_condition_as_helms_reader() -> None:
+    assert hook_state(job(("SuccessCriteriaMet", "True"), ("Complete", "True"))) == (SUCCEEDED, "condition Complete")
+    failed = job(("FailureTarget", "True"), ("Failed", "True"), reason="BackoffLimitExceeded", message="limit")
+    assert hook_state(failed) == (FAILED, "BackoffLimitExceeded: limit")
+    # a condition that is not True, or no status at all, is still running
+    assert hook_state(job(("Complete", "False"), ("Failed", "Unknown")))[0] == RUNNING
+    assert hook_state({"kind": "Job"}) == (RUNNING, "Job in progress")
+
+
+def test_a_pod_is_judged_by_its_phase_and_any_other_kind_is_ready_at_once() -> None:
+    assert hook_state({"kind": "Pod", "status": {"phase": "Succeeded"}}) == (SUCCEEDED, "phase Succeeded")
+    assert hook_state({"kind": "Pod", "status": {"phase": "Failed", "reason": "Evicted"}}) == (
+        FAILED,
+        "phase Failed: Evicted",
+    )
+    assert hook_state({"kind": "Pod", "status": {"phase": "Running"}})[0] == RUNNING
+    assert hook_state({"kind": "Pod"}) == (RUNNING, "Pod pending")
+    assert hook_state({"kind": "ConfigMap"}) == (SUCCEEDED, "ready at once")
+    assert hook_state({"kind": "Deployment", "status": {"conditions": []}})[0] == SUCCEEDED
+
+
+def test_a_prepared_hook_has_the_hook_labels_and_never_the_environment_label() -> None:
+    h = hook("m")
+    h.object["metadata"]["labels"] = {ENVIRONMENT_LABEL: "someone-else", "app": "shop"}
+    h.object["metadata"]["resourceVersion"] = "12"
+    h.object["status"] = {"succeeded": 1}
+    out = prepare_hook(h, "shop-prod", "pre-install", "prod", namespaced=True)
+    assert out["metadata"]["labels"] == {
+        "app": "shop",
+        MANAGED_BY_LABEL: MANAGED_BY,
+        HOOK_OF_LABEL: "shop-prod",
+        HOOK_EVENT_LABEL: "pre-install",
+    }
+    assert out["metadata"]["namespace"] == "prod" and "status" not in out and "resourceVersion" not in out["metadata"]
+    assert h.object["metadata"]["labels"][ENVIRONMENT_LABEL] == "someone-else"  # the render is not changed
+    role = hook("r", "ClusterRole")
+    role.object["metadata"]["namespace"] = "prod"
+    assert "namespace" not in prepare_hook(role, "shop-prod", "pre-install", "prod", namespaced=False)["metadata"]
+    assert hook_id(out, "pre-install") == "Job/prod/m pre-install"
+
+
+def test_hooks_outside_the_bounds_are_refused_naming_each() -> None:
+    inside = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "prod"}}
+    away = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b", "namespace": "kube-system"}}
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "r"}}
+    confine_hooks("e", "pre-install", [inside], ["prod"], [])
+    confine_hooks("e", "pre-install", [inside, role], ["prod"], ["ClusterRole"])
+    with pytest.raises(Refused) as refused:
+        confine_hooks("e", "pre-install", [inside, away, role], ["prod"], [])
+    assert refused.value.type == ErrorType.OUT_OF_BOUNDS
+    assert str(refused.value).startswith("2 pre-install hook(s) outside environment e's bounds; no pre-install hook")
+    assert "ConfigMap/kube-system/b" in str(refused.value) and "ClusterRole/r" in str(refused.value)
+
+
+def test_only_an_unlabelled_object_or_the_environments_own_hook_may_be_replaced() -> None:
+    def labelled(**labels: str) -> dict[str, Any]:
+        return {"metadata": {"labels": labels}}
+
+    assert hook_conflict(None, "e") == ""
+    assert hook_conflict({"metadata": {}}, "e") == ""
+    assert hook_conflict(labelled(**{HOOK_OF_LABEL: "e"}), "e") == ""
+    assert hook_conflict(labelled(**{HOOK_OF_LABEL: "f"}), "e") == "it is a hook of environment f"
+    assert hook_conflict(labelled(**{ENVIRONMENT_LABEL: "e"}), "e") == (
+        "it is a release object of environment e, not a hook"
+    )
