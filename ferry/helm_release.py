@@ -193,8 +193,8 @@ def _field(data: Mapping[str, Any], path: str, kind: type, required: bool = True
     if value is None and not required:
         return None
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
-        shown = "missing" if value is None else f"a {_JSON_NAMES.get(type(value).__name__, type(value).__name__)}"
-        raise ReleaseRefused(f"not a Helm release: field {path} is {shown}, not a {_JSON_NAMES[kind.__name__]}")
+        shown = "missing" if value is None else _an(_JSON_NAMES.get(type(value).__name__, type(value).__name__))
+        raise ReleaseRefused(f"not a Helm release: field {path} is {shown}, not {_an(_JSON_NAMES[kind.__name__])}")
     return value
 
 
@@ -207,6 +207,10 @@ _JSON_NAMES = {
     "list": "array",
     "NoneType": "null",
 }
+
+
+def _an(noun: str) -> str:
+    return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"
 
 
 def parse_release(raw: bytes) -> HelmRelease:
