@@ -10,6 +10,7 @@ with workflow.unsafe.imports_passed_through():
     from ferry.holds import newer_than_holds, pin_on_range, tracks
     from ferry.pins import approved_by_publisher, bind_tag, tag_moved
     from ferry.reconcile import CheckInput, CheckResult, ReconcileInput, ResolveInput, ResolveResult, VersionRef
+    from ferry.spec import EnvironmentSpec
     from workflows import activity_stubs as stubs
     from workflows import policies
     from workflows.env_health import EnvironmentHealth
@@ -59,8 +60,10 @@ class EnvironmentSource(EnvironmentHealth):
             self._answer(pin, desired, "refused", event.message)
         return False
 
-    def _reconcile_input(self, desired: VersionRef, baseline: bool, dry_run: bool = False) -> ReconcileInput:
-        spec = self._state.spec
+    def _reconcile_input(
+        self, desired: VersionRef, baseline: bool, dry_run: bool = False, spec: EnvironmentSpec | None = None
+    ) -> ReconcileInput:
+        spec = spec or self._state.spec
         return ReconcileInput(
             environment=spec.name,
             repository=spec.repository,
