@@ -361,8 +361,9 @@ def _notes(release: HelmRelease) -> list[str]:
     ]
     if release.hooks:
         notes.append(
-            f"the release has {release.hooks} hook(s): Ferry runs the chart's hooks itself from its first "
-            "reconcile on (docs/helm.md)"
+            f"the release has {release.hooks} hook(s): Ferry's first reconcile of it is an install to Ferry (no "
+            "inventory yet: .Release.IsUpgrade is false, as in `helm install`), so the chart's install hooks run "
+            "again under Ferry's hook rules (docs/helm.md)"
         )
     for template in release.unstable:
         notes.append(
