@@ -7,6 +7,9 @@ No skip: a missing helm fails every test here with the `make helm` hint."""
 
 from __future__ import annotations
 
+import base64
+import gzip
+import json
 import os
 import subprocess
 import time
@@ -26,7 +29,7 @@ from activities.helm.render import helm_env, render_chart
 from activities.registry import Registries, RegistryActivities
 from devstack.kube.session import KubeServer
 from ferry.declared import EnvironmentsFile
-from ferry.helm_release import ChartSource, import_environment
+from ferry.helm_release import RELEASE_TYPE, ChartSource, decode_stored, import_environment
 from ferry.helm_render import HelmRenderInput
 from ferry.helm_spec import HelmSource
 from ferry.model import PEOPLE
@@ -243,3 +246,69 @@ def test_a_helm_reconcile_adopts_the_release_without_a_restart(release: Release,
     assert len(done.cleaned) == 2 and len(done.forgotten) == 1
     assert [m for m in managers(release.settled()) if m[0] == "helm" and not m[1]] == []
     assert release.run("ls", f"--namespace={release.namespace}", "--short").strip() == ""
+
+
+def test_a_client_side_install_loses_its_update_entries_too(release: Release, settings: Settings) -> None:
+    """Helm's client-side apply (v3's way, v4 with --server-side=false) leaves `helm` Update entries."""
+    release.run("install", "shop", str(release.chart), f"--namespace={release.namespace}", "--server-side=false",
+                *(f"--set={k}={v}" for k, v in VALUES.items()))  # fmt: skip
+    before = release.settled()
+    assert ("helm", "Update") in [(e["manager"], e["operation"]) for e in before["metadata"]["managedFields"]]
+    adopt_by_reconcile(release, settings, VALUES)
+    done = release.storage.finish("shop", release.namespace, release.environment)
+    assert len(done.cleaned) == 2 and done.forgotten == []
+    after = release.settled()
+    assert [m for m in managers(after) if m[0] == "helm" and not m[1]] == []
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]
+    assert release.run("ls", f"--namespace={release.namespace}", "--short").strip() == "shop"  # not forgotten
+
+
+def test_revisions_are_listed_as_metadata_in_pages_and_the_deployed_one_decoded(release: Release) -> None:
+    """150 more revisions than Helm keeps by default: listed in pages of metadata (no data), the newest deployed
+    one (here the last) fetched and decoded alone."""
+    release.install(VALUES)
+    core = CoreV1Api(release.admin)
+    first = core.read_namespaced_secret("sh.helm.release.v1.shop.v1", release.namespace)
+    body = json.loads(decode_stored(first.data["release"]))
+    for revision in range(2, 152):
+        status = "deployed" if revision == 151 else "superseded"
+        stored = base64.b64encode(gzip.compress(json.dumps({**body, "version": revision}).encode())).decode()
+        core.create_namespaced_secret(
+            release.namespace,
+            {
+                "metadata": {
+                    "name": f"sh.helm.release.v1.shop.v{revision}",
+                    "labels": {"owner": "helm", "name": "shop", "status": status, "version": str(revision)},
+                },
+                "type": RELEASE_TYPE,
+                "stringData": {"release": stored},
+            },
+        )
+    core.patch_namespaced_secret(
+        first.metadata.name, release.namespace, {"metadata": {"labels": {"status": "superseded"}}}
+    )
+    listed = release.storage._secrets_metadata("shop", release.namespace)
+    assert len(listed) == 151 and all("data" not in s for s in listed)  # 2 pages of LIST_PAGE=100
+    started = time.monotonic()
+    read = release.storage.read("shop", release.namespace)
+    print(f"read the newest deployed of 151 revisions in {time.monotonic() - started:.3f} s")
+    assert read.release.revision == 151 and read.release.values == VALUES
+
+
+def test_a_write_between_read_and_patch_is_retried_not_undone(release: Release, settings: Settings) -> None:
+    release.install(VALUES)
+    adopt_by_reconcile(release, settings, VALUES)
+    cluster = release.storage.cluster
+    resource = cluster.resource("v1", "ConfigMap")
+    stale = cluster.get(resource, "shop-config", release.namespace)
+    assert stale is not None
+    core = CoreV1Api(release.admin)
+    core.patch_namespaced_config_map("shop-config", release.namespace, {"metadata": {"labels": {"late": "write"}}})
+    late = [
+        e.manager for e in core.read_namespaced_config_map("shop-config", release.namespace).metadata.managed_fields
+    ]
+    assert len(late) == len(stale["metadata"]["managedFields"]) + 1  # the late writer has its own entry now
+    assert release.storage._remove_helm_manager(resource, stale)  # its test of resourceVersion fails once: re-read
+    fresh = core.read_namespaced_config_map("shop-config", release.namespace)
+    assert fresh.metadata.labels["late"] == "write"
+    assert [e.manager for e in fresh.metadata.managed_fields] == [m for m in late if m != "helm"]  # none undone
