@@ -19,12 +19,13 @@ from typing import Any
 
 import kubernetes
 import pytest
+import yaml
 from kubernetes.client import AppsV1Api, CoreV1Api, VersionApi
 
 from activities.bundle import BundleCache
 from activities.cluster import ClusterActivities
 from activities.cluster.client import Cluster
-from activities.cluster.helm_storage import HelmStorage, HelmStorageError
+from activities.cluster.helm_storage import HelmStorage, HelmStorageError, open_storage
 from activities.helm.render import helm_env, render_chart
 from activities.registry import Registries, RegistryActivities
 from devstack.kube.session import KubeServer
@@ -312,3 +313,28 @@ def test_a_write_between_read_and_patch_is_retried_not_undone(release: Release, 
     fresh = core.read_namespaced_config_map("shop-config", release.namespace)
     assert fresh.metadata.labels["late"] == "write"
     assert [e.manager for e in fresh.metadata.managed_fields] == [m for m in late if m != "helm"]  # none undone
+
+
+def test_a_cluster_is_named_by_the_clusters_file_and_its_gate_holds(release: Release) -> None:
+    """`--cluster NAME` goes through the worker's own gate: unknown names and auth plugins the entry does not
+    allow are refused before any kubeconfig is loaded (the plugin never runs)."""
+    release.install(VALUES)
+    ran = release.tmp / "plugin-ran"
+    evil = yaml.safe_load(release.kube.kubeconfig.read_text())
+    for user in evil["users"]:
+        user["user"] = {
+            "exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "touch", "args": [str(ran)]}
+        }
+    (release.tmp / "evil.kubeconfig").write_text(yaml.safe_dump(evil))
+    clusters = release.tmp / "clusters.yaml"
+    clusters.write_text(yaml.safe_dump({"clusters": {
+        "eu": {"kubeconfig": str(release.kube.kubeconfig)},
+        "evil": {"kubeconfig": str(release.tmp / "evil.kubeconfig")},
+    }}))  # fmt: skip
+    read = open_storage(str(clusters), None, "eu", None).read("shop", release.namespace)
+    assert read.release.values == VALUES
+    with pytest.raises(HelmStorageError, match="cluster 'us' is not in the worker's clusters file"):
+        open_storage(str(clusters), None, "us", None)
+    with pytest.raises(HelmStorageError, match="exec plugin"):
+        open_storage(str(clusters), None, "evil", None)
+    assert not ran.exists()
