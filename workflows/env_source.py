@@ -81,7 +81,9 @@ class EnvironmentSource(EnvironmentHealth):
             allow_empty=spec.allow_empty,
             dry_run=dry_run,
             drift_baseline=baseline,
-            helm=HelmSource.of(spec.helm, spec.name, spec.path) if spec.helm is not None else None,
+            helm=HelmSource.of(spec.helm, spec.name, spec.path, spec.namespace, spec.service_account)
+            if spec.helm is not None
+            else None,
         )
 
     def _reconcile_failed(self, err: ActivityError, desired: VersionRef) -> None:

@@ -110,3 +110,46 @@ async def test_a_chart_is_promoted_and_a_production_values_change_waits_for_a_si
             break
         await asyncio.sleep(0.2)
     assert apps.read_namespaced_deployment("shop", production).spec.replicas == 5
+
+
+async def test_a_chart_that_fails_to_render_is_refused_on_the_record_and_the_previous_release_keeps_running(
+    dev_worker: Settings, dev_env: WorkflowEnvironment, kube_server: Any, tmp_path: Path
+) -> None:
+    helm_path()
+    suffix = uuid.uuid4().hex[:8]
+    name, repository = f"bad-{suffix}", f"{dev_worker.registry.default}/team/bad-chart-{suffix}"
+    admin = kubernetes.config.new_client_from_config(str(kube_server.kubeconfig))
+    CoreV1Api(admin).create_namespace({"metadata": {"name": name}})
+    good = chart_release(tmp_path / "good")
+    publish_dir(dev_worker, repository, "1.0.0", good)
+    path = tmp_path / "envs.yaml"
+    path.write_text(f"""environments:
+  - name: {name}
+    repository: {repository}
+    namespace: {name}
+    semver: ">=1.0.0"
+    interval: 2s
+    helm: {{chart: charts/shop, values-files: [values/staging.yaml]}}
+""")
+    started = await ferry(dev_worker, tmp_path, "env", "apply", "-f", str(path), "--as", "carol")
+    assert started.returncode == 0, started.stderr
+    handle = dev_env.client.get_workflow_handle(f"env/{name}")
+    await wait_status(handle, lambda s: s.state.last_applied is not None, timeout=60, what="1.0.0 applied")
+    bad = chart_release(tmp_path / "bad")
+    (bad / "charts" / "shop" / "templates" / "configmap.yaml").write_text(
+        '{{ fail "the database URL is not set for this environment" }}\n'
+    )
+    publish_dir(dev_worker, repository, "1.1.0", bad)
+    status = await wait_status(
+        handle,
+        lambda s: any(e.type == "ReconcileFailed" for e in s.state.events),
+        timeout=60,
+        what="the failed render on the record",
+    )
+    failed = next(e for e in status.state.events if e.type == "ReconcileFailed")
+    assert failed.version == "1.1.0" and failed.message.startswith("1.1.0: RenderFailed")
+    assert "the database URL is not set for this environment" in failed.message
+    assert "shop/templates/configmap.yaml" in failed.message
+    assert status.state.last_applied is not None and status.state.last_applied.version == "1.0.0"
+    config = CoreV1Api(admin).read_namespaced_config_map(f"{name}-config", name)  # release-name: the env name
+    assert config.data["greeting"] == "hello-staging"  # what it ran, it still runs
