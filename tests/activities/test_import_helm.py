@@ -3,107 +3,42 @@ from Helm's own Secrets, its values in the spec written, Ferry's reconcile adopt
 the pod template (same generation: no new ReplicaSet), Helm's field manager removed, and `--forget-helm`
 leaving `helm ls` empty.
 
-No skip: a missing helm fails every test here with the `make helm` hint."""
+No skip: a missing helm fails every test here with the `make helm` hint (tests/kit/helm_releases.py)."""
 
 from __future__ import annotations
 
 import base64
 import gzip
 import json
-import os
-import subprocess
 import time
-import uuid
 from pathlib import Path
-from typing import Any
 
-import kubernetes
 import pytest
 import yaml
-from kubernetes.client import AppsV1Api, CoreV1Api, VersionApi
+from kubernetes.client import CoreV1Api
 
-from activities.bundle import BundleCache
-from activities.cluster import ClusterActivities
-from activities.cluster.client import Cluster
-from activities.cluster.helm_storage import HelmStorage, HelmStorageError, open_storage
-from activities.helm.render import helm_env, render_chart
-from activities.registry import Registries, RegistryActivities
+from activities.cluster.helm_storage import HelmStorageError, open_storage
 from devstack.kube.session import KubeServer
 from ferry.declared import EnvironmentsFile
 from ferry.helm_release import RELEASE_TYPE, ChartSource, decode_stored, import_environment
-from ferry.helm_render import HelmRenderInput
 from ferry.helm_spec import HelmSource
 from ferry.model import PEOPLE
 from ferry.plan import ENVIRONMENT_LABEL
-from ferry.reconcile import ReconcileInput, ReconcileResult
 from ferry.settings import Settings
-from tests.kit.charts import HELM_VERSION, helm_binary_path, write_chart
-from tests.kit.environments import publish, publish_dir
-
-VALUES = {"replicaCount": 2, "greeting": "imported"}
-
-
-class Release:
-    """A chart installed by the real helm into a fresh namespace (admin kubeconfig, no --wait: no kubelet)."""
-
-    def __init__(self, helm: Path, kube: KubeServer, namespace: str, tmp: Path) -> None:
-        self.helm, self.kube, self.namespace, self.tmp = helm, kube, namespace, tmp
-        self.root = tmp / "release"
-        self.chart = write_chart(self.root / "charts")
-        self.admin = kubernetes.config.new_client_from_config(str(kube.kubeconfig))
-        self.storage = HelmStorage(Cluster(str(kube.kubeconfig), None))
-        self.environment = f"shop-{uuid.uuid4().hex[:6]}"
-
-    def run(self, *args: str) -> str:
-        home = self.tmp / f"helm-home-{uuid.uuid4().hex[:6]}"
-        (home / "docker").mkdir(parents=True)
-        env = {**helm_env(home), "KUBECONFIG": str(self.kube.kubeconfig)}
-        for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-            env.pop(proxy)
-        proc = subprocess.run(
-            [str(self.helm), *args], env=env, capture_output=True, text=True, timeout=120, check=False, cwd=home
-        )
-        assert proc.returncode == 0, f"helm {' '.join(args)}: {proc.stderr}"
-        return proc.stdout
-
-    def install(self, values: dict[str, Any]) -> None:
-        sets = [f"--set={k}={v}" for k, v in values.items()]
-        self.run("install", "shop", str(self.chart), f"--namespace={self.namespace}", *sets)
-
-    def deployment(self) -> dict[str, Any]:
-        found: dict[str, Any] = self.admin.sanitize_for_serialization(
-            AppsV1Api(self.admin).read_namespaced_deployment("shop", self.namespace)
-        )
-        return found
-
-    def settled(self, timeout: float = 30.0) -> dict[str, Any]:
-        """The Deployment once its status answers its spec (the simulated controller's observedGeneration) and two
-        reads half a second apart agree (no controller is still writing)."""
-        deadline, last = time.monotonic() + timeout, None
-        while time.monotonic() < deadline:
-            now = self.deployment()
-            observed = (now.get("status") or {}).get("observedGeneration") == now["metadata"]["generation"]
-            if observed and now["metadata"]["resourceVersion"] == last:
-                return now
-            last = now["metadata"]["resourceVersion"] if observed else None
-            time.sleep(0.5)
-        raise AssertionError("the Deployment did not settle")
-
-    def kube_version(self) -> str:
-        return str(VersionApi(self.admin).get_code().git_version)
+from tests.kit.helm_releases import (
+    VALUES,
+    Release,
+    adopt_by_reconcile,
+    helm_entries,
+    installed,
+    managers,
+    reconcile_chart,
+)
 
 
 @pytest.fixture
 def release(kube_server: KubeServer, namespace: str, tmp_path: Path) -> Release:
-    helm = helm_binary_path()
-    assert os.access(helm, os.X_OK), (
-        f"helm {HELM_VERSION} is not built at {helm}: run `make helm` (make setup builds it)"
-    )
-    return Release(helm, kube_server, namespace, tmp_path)
-
-
-def managers(obj: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(e["manager"], e.get("subresource", "")) for e in obj["metadata"].get("managedFields") or []]
+    return installed(kube_server, namespace, tmp_path)
 
 
 def test_the_deployed_revision_is_read_and_its_values_written_into_the_spec(release: Release) -> None:
@@ -138,33 +73,6 @@ def test_a_namespace_without_the_release_is_refused(release: Release) -> None:
         release.storage.read("shop", release.namespace)
 
 
-def adopt_by_reconcile(release: Release, settings: Settings, values: dict[str, Any]) -> ReconcileResult:
-    """Ferry's reconcile activity (as the least-privileged worker) applying what `helm template` renders for the
-    chart and values, released as plain manifests (the path every reconcile shares with a chart's render)."""
-    rendered = render_chart(
-        release.chart,
-        HelmRenderInput(
-            release_name="shop", namespace=release.namespace, kube_version=release.kube_version(), values=values
-        ),
-    )
-    repository = f"{settings.registry.default}/team/imported-{uuid.uuid4().hex[:6]}"
-    digest = publish(settings, repository, "1.0.0", [m.object for m in rendered.manifests])
-    acts = ClusterActivities(
-        BundleCache(release.tmp / "cache", RegistryActivities(Registries(settings.registry)).pull_artifact),
-        str(release.kube.worker_kubeconfig),
-    )
-    return acts.reconcile_environment(
-        ReconcileInput(
-            environment=release.environment,
-            repository=repository,
-            digest=digest,
-            version="1.0.0",
-            path=".",
-            namespace=release.namespace,
-        )
-    )
-
-
 def test_adoption_keeps_the_pod_template_and_drops_helms_field_manager(release: Release, settings: Settings) -> None:
     release.install(VALUES)
     before = release.settled()
@@ -189,7 +97,7 @@ def test_adoption_keeps_the_pod_template_and_drops_helms_field_manager(release: 
     assert sorted(done.cleaned) == sorted(result.changes.created) and done.missing == []
     assert done.forgotten == ["sh.helm.release.v1.shop.v1"]
     cleaned = release.settled()
-    assert [m for m in managers(cleaned) if m[0] == "helm" and not m[1]] == []
+    assert helm_entries(cleaned) == []
     assert ("ferry", "") in managers(cleaned)
     assert cleaned["metadata"]["generation"] == before["metadata"]["generation"]
     config = CoreV1Api(release.admin).read_namespaced_config_map("shop-config", release.namespace)
@@ -197,28 +105,6 @@ def test_adoption_keeps_the_pod_template_and_drops_helms_field_manager(release: 
     assert release.run("ls", f"--namespace={release.namespace}", "--short").strip() == ""
     with pytest.raises(HelmStorageError, match="no Helm release Secret"):  # forgotten: nothing left to finish
         release.storage.finish("shop", release.namespace, release.environment)
-
-
-def reconcile_chart(release: Release, settings: Settings, path: str, helm: HelmSource) -> ReconcileResult:
-    """The reconcile activity (as the least-privileged worker) rendering the chart itself: the release directory
-    (charts/shop inside) published as a Ferry release, ``helm=`` on the input."""
-    repository = f"{settings.registry.default}/team/cfg-{uuid.uuid4().hex[:6]}"
-    digest = publish_dir(settings, repository, "1.0.0", release.root)
-    acts = ClusterActivities(
-        BundleCache(release.tmp / "cache", RegistryActivities(Registries(settings.registry)).pull_artifact),
-        str(release.kube.worker_kubeconfig),
-    )
-    return acts.reconcile_environment(
-        ReconcileInput(
-            environment=release.environment,
-            repository=repository,
-            digest=digest,
-            version="1.0.0",
-            path=path,
-            namespace=release.namespace,
-            helm=helm,
-        )
-    )
 
 
 def test_a_helm_reconcile_adopts_the_release_without_a_restart(release: Release, settings: Settings) -> None:
@@ -245,7 +131,7 @@ def test_a_helm_reconcile_adopts_the_release_without_a_restart(release: Release,
     assert after["spec"]["template"] == before["spec"]["template"]
     done = release.storage.finish("shop", release.namespace, release.environment, forget=True)
     assert len(done.cleaned) == 2 and len(done.forgotten) == 1
-    assert [m for m in managers(release.settled()) if m[0] == "helm" and not m[1]] == []
+    assert helm_entries(release.settled()) == []
     assert release.run("ls", f"--namespace={release.namespace}", "--short").strip() == ""
 
 
@@ -259,7 +145,7 @@ def test_a_client_side_install_loses_its_update_entries_too(release: Release, se
     done = release.storage.finish("shop", release.namespace, release.environment)
     assert len(done.cleaned) == 2 and done.forgotten == []
     after = release.settled()
-    assert [m for m in managers(after) if m[0] == "helm" and not m[1]] == []
+    assert helm_entries(after) == []
     assert after["metadata"]["generation"] == before["metadata"]["generation"]
     assert release.run("ls", f"--namespace={release.namespace}", "--short").strip() == "shop"  # not forgotten
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from devstack.kube.session import KubeServer
@@ -15,11 +16,14 @@ from ferry.declared import EnvironmentsFile
 from ferry.helm_spec import HelmSource
 from ferry.model import PEOPLE
 from ferry.settings import Settings
-from tests.activities import test_import_helm as chart_release
-from tests.activities.test_import_helm import VALUES, Release, managers, reconcile_chart
+from tests.kit.helm_releases import VALUES, Release, helm_entries, installed, reconcile_chart
 
-release = chart_release.release  # the fixture: a chart installed by the real helm into a fresh namespace
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def release(kube_server: KubeServer, namespace: str, tmp_path: Path) -> Release:
+    return installed(kube_server, namespace, tmp_path)
 
 
 def ferry(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -66,5 +70,5 @@ def test_import_helm_through_the_cli(release: Release, settings: Settings, kube_
     assert "from 2 object(s)" in done.stdout and "deleted 1 release Secret(s)" in done.stdout
     after = release.settled()
     assert after["metadata"]["generation"] == before["metadata"]["generation"]
-    assert [m for m in managers(after) if m[0] == "helm" and not m[1]] == []
+    assert helm_entries(after) == []
     assert release.run("ls", f"--namespace={release.namespace}", "--short").strip() == ""
