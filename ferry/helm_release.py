@@ -34,6 +34,10 @@ from ferry.plan import ENVIRONMENT_LABEL, ObjectId
 RELEASE_TYPE = "helm.sh/release.v1"  # the Secret's type (secrets.go:276-286)
 NAME_PREFIX = "sh.helm.release.v1."  # + NAME + ".v" + revision (storage.go:33-38,327-329)
 HELM_MANAGER = "helm"  # Helm's field manager (cmd/helm/helm.go:36; v3 used the same name with Update)
+# NB: Helm's annotations meta.helm.sh/release-{name,namespace} stay on adopted objects: removing an annotation bumps
+# a Deployment's generation (its strategy counts metadata.annotations), and they give nothing back to Helm: Ferry's
+# apply sets app.kubernetes.io/managed-by: ferry, so a later `helm install` of the name refuses the objects
+# ("invalid ownership metadata", pkg/action/validate.go:170-196) unless told --take-ownership.
 STATUSES = frozenset(
     {
         "unknown",

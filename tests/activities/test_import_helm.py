@@ -99,6 +99,9 @@ def test_adoption_keeps_the_pod_template_and_drops_helms_field_manager(release: 
     cleaned = release.settled()
     assert helm_entries(cleaned) == []
     assert ("ferry", "") in managers(cleaned)
+    assert cleaned["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "ferry"
+    again = release.try_run("install", "shop", str(release.chart), f"--namespace={release.namespace}")
+    assert again.returncode != 0 and "invalid ownership metadata" in again.stderr  # Helm does not take them back
     assert cleaned["metadata"]["generation"] == before["metadata"]["generation"]
     config = CoreV1Api(release.admin).read_namespaced_config_map("shop-config", release.namespace)
     assert "helm" not in [e.manager for e in config.metadata.managed_fields]

@@ -45,15 +45,19 @@ class Release:
         self.storage = HelmStorage(Cluster(str(kube.kubeconfig), None))
         self.environment = f"shop-{uuid.uuid4().hex[:6]}"
 
-    def run(self, *args: str) -> str:
+    def try_run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """helm with a private HOME (activities.helm.render.helm_env) and the admin kubeconfig."""
         home = self.tmp / f"helm-home-{uuid.uuid4().hex[:6]}"
         (home / "docker").mkdir(parents=True)
         env = {**helm_env(home), "KUBECONFIG": str(self.kube.kubeconfig)}
         for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
             env.pop(proxy)
-        proc = subprocess.run(
+        return subprocess.run(
             [str(self.helm), *args], env=env, capture_output=True, text=True, timeout=120, check=False, cwd=home
         )
+
+    def run(self, *args: str) -> str:
+        proc = self.try_run(*args)
         assert proc.returncode == 0, f"helm {' '.join(args)}: {proc.stderr}"
         return proc.stdout
 
