@@ -354,7 +354,13 @@ def import_environment(
     kinds = sorted({i.kind for i, namespaced in objects if not namespaced and i.kind != "Namespace"})
     if kinds:
         env["cluster-kinds"] = kinds
-    return Imported(env, _notes(release))
+    notes = _notes(release)
+    if source.chart is not None and source.chart.rstrip("/").rpartition("/")[2] != release.chart:
+        notes.append(
+            f"--chart {source.chart[:120]} does not end in the release's chart name {release.chart!r} (Helm pushes "
+            "a chart to .../NAME): the render must be the same chart for the adoption to change nothing"
+        )
+    return Imported(env, notes)
 
 
 def _notes(release: HelmRelease) -> list[str]:

@@ -230,7 +230,9 @@ def test_an_oci_chart_import_pins_the_installed_chart_version_with_the_users_val
     assert spec.helm.values == {"replicaCount": 2, "greeting": "imported"} and spec.helm.release_name == "shop"
     assert spec.repository == "127.0.0.1:5000/charts/shop" and spec.version == "1.4.2"
     assert (spec.namespace, spec.namespaces, spec.cluster_kinds) == ("prod", ["prod", "edge"], ["ClusterRole"])
-    assert "chart shop 1.4.2" in imported.notes[0]
+    assert "chart shop 1.4.2" in imported.notes[0] and len(imported.notes) == 1
+    other = import_environment(release, ChartSource(chart="oci://127.0.0.1:5000/charts/store"), OBJECTS).notes
+    assert "does not end in the release's chart name 'shop'" in other[-1]
 
 
 def test_a_chart_in_a_ferry_release_import_names_repository_path_and_version() -> None:
