@@ -145,7 +145,31 @@ def _environments(sub: Any) -> None:
         p.add_argument("--expires", default="1h", help="how long the signed decision is valid (default 1h)")
         p.add_argument("--print", action="store_true", help="print the JSON to send instead of sending it")
     _env_list(env_sub)
+    _env_import_helm(env_sub)
     _operating(sub)
+
+
+def _env_import_helm(env_sub: Any) -> None:
+    """`ferry env import-helm RELEASE`: no connection options (its --namespace is the release's)."""
+    p = env_sub.add_parser(
+        "import-helm",
+        help="adopt an existing Helm release: write its environment (values, release name), then after the "
+        "first reconcile --finish removes Helm's field manager (--forget-helm: and its release Secrets)",
+    )
+    p.add_argument("release", help="the Helm release's name")
+    p.add_argument("-n", "--namespace", dest="helm_namespace", default="default", help="the release's namespace")
+    p.add_argument("--cluster", default=None, help="an entry of the worker's clusters file (FERRY_CLUSTERS)")
+    p.add_argument("--kubeconfig", default=None, help="read this kubeconfig instead of the clusters file's entry")
+    p.add_argument("--chart", default=None, help="oci://HOST/PATH/NAME: the chart in an OCI Helm repository")
+    p.add_argument("--repository", default=None, help="HOST/PATH: a Ferry release holding the chart (with --path)")
+    p.add_argument("--path", default=None, help="the chart's directory inside that release")
+    p.add_argument("--version", default=None, help="the version to pin (default for --chart: the release's chart)")
+    p.add_argument("--semver", default=None, help="a range to track instead of --version")
+    p.add_argument("--name", default=None, help="the environment's name (default: the release's)")
+    p.add_argument("-o", "--output", default=None, help="write the environments file here (default: stdout)")
+    p.add_argument("--finish", action="store_true", help="after the first reconcile: remove the helm field manager")
+    p.add_argument("--forget-helm", action="store_true", help="--finish, and delete the release Secrets (helm ls)")
+    p.set_defaults(func=Lazy("cli.import_helm", "cmd_import_helm"))
 
 
 def _env_list(env_sub: Any) -> None:

@@ -25,12 +25,16 @@ from workers.settings import SettingsInvalid
 if TYPE_CHECKING:
     from temporalio.client import Client
 
+    from activities.cluster.helm_storage import HelmStorage
+
 __all__ = [
     "BundleError",
     "RegistryActivities",
     "SignatureActivities",
     "all_activities",
     "check_clusters",
+    "helm_storage",
+    "helm_storage_error",
     "layer_digest",
     "package_release",
     "release_activities",
@@ -124,3 +128,23 @@ def verify_activities(settings: Settings) -> tuple[SignatureActivities, Registry
     """What `ferry verify` calls in its own process: the signature check and the tag resolution."""
     registries = Registries(settings.registry)
     return SignatureActivities(registries), RegistryActivities(registries)
+
+
+def helm_storage(settings: Settings, cluster: str | None, kubeconfig: str | None) -> HelmStorage:
+    """What `ferry env import-helm` reads and cleans: the Helm release storage of ``kubeconfig`` when given, else
+    of the clusters file's entry ``cluster`` (the worker's own gate). Its calls raise helm_storage_error()."""
+    from activities.cluster.helm_storage import open_storage
+
+    return open_storage(
+        str(settings.clusters) if settings.clusters else None,
+        str(settings.kubeconfig) if settings.kubeconfig else None,
+        cluster,
+        kubeconfig,
+    )
+
+
+def helm_storage_error() -> type[Exception]:
+    """The error type of helm_storage's calls, for the CLI to report in one line."""
+    from activities.cluster.helm_storage import HelmStorageError
+
+    return HelmStorageError
