@@ -144,6 +144,11 @@ class BundleCache:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
+    @property
+    def directory(self) -> Path:
+        """The cache's directory (the chart render cache lives under it: activities.helm.deliver)."""
+        return self._dir
+
     def ensure(self, repository: str, digest: str) -> tuple[Path, str]:
         """-> (bundle root, revision annotation)."""
         from ferry.artifacts import PullArtifactInput

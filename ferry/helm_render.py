@@ -300,3 +300,38 @@ def render_key(
         ensure_ascii=False,
     )
     return hashlib.sha256(body.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    kube_version: str
+    api_versions: tuple[str, ...]
+
+
+def _group_version(group: str, version: str) -> str:
+    return f"{group}/{version}" if group else version
+
+
+def api_versions_of(documents: list[dict[str, Any]]) -> list[str]:
+    """GV and GV/Kind entries from discovery documents (APIGroupDiscoveryList, else APIGroupList/APIVersions), in
+    Helm's shape (``apps/v1``, ``apps/v1/Deployment``, ``v1/ConfigMap``); at most MAX_API_VERSIONS."""
+    out: dict[str, None] = {}
+    for doc in documents:
+        if doc.get("kind") == "APIGroupDiscoveryList":
+            for group in doc.get("items") or []:
+                name = str((group.get("metadata") or {}).get("name") or "")
+                for version in group.get("versions") or []:
+                    gv = _group_version(name, str(version.get("version") or ""))
+                    out[gv] = None
+                    for resource in version.get("resources") or []:
+                        kind = str((resource.get("responseKind") or {}).get("kind") or "")
+                        if kind:
+                            out[f"{gv}/{kind}"] = None
+        elif doc.get("kind") == "APIGroupList":
+            for group in doc.get("groups") or []:
+                for version in group.get("versions") or []:
+                    out[str(version.get("groupVersion") or "")] = None
+        elif doc.get("kind") == "APIVersions":
+            for version in doc.get("versions") or []:
+                out[str(version)] = None
+    return [v for v in out if v and "," not in v and " " not in v][:MAX_API_VERSIONS]

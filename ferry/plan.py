@@ -25,6 +25,7 @@ from ferry.spec import RESERVED_NAMESPACES
 
 ENVIRONMENT_LABEL = "ferry.dev/environment"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+HELM_RESOURCE_POLICY, HELM_KEEP = "helm.sh/resource-policy", "keep"  # a chart's objects Helm never deletes
 PRUNE_ANNOTATION = "ferry.dev/prune"
 FIELD_MANAGER = "ferry"
 MANAGED_BY = FIELD_MANAGER  # the managed-by label's value on everything ferry writes
@@ -235,8 +236,12 @@ def stale(previous: Iterable[str], desired: Iterable[str]) -> list[str]:
 
 
 def prune_disabled(live: Mapping[str, Any] | None) -> bool:
+    """Ferry's own annotation, or Helm's ``helm.sh/resource-policy: keep`` (trimmed, lower-cased, as Helm reads it:
+    pkg/action/resource_policy.go), on the live object."""
     annotations = ((live or {}).get("metadata") or {}).get("annotations") or {}
-    return str(annotations.get(PRUNE_ANNOTATION, "")).lower() == "disabled"
+    return str(annotations.get(PRUNE_ANNOTATION, "")).lower() == "disabled" or (
+        str(annotations.get(HELM_RESOURCE_POLICY, "")).strip().lower() == HELM_KEEP
+    )
 
 
 def environment_selector(environment: str) -> str:

@@ -331,6 +331,8 @@ def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
     if isinstance(value, dict) and value:
         for key, item in value.items():
             _flatten(item, f"{prefix}.{key}" if prefix else str(key), out)
+    elif isinstance(value, dict) and prefix.count("."):
+        return  # an empty free-form mapping (helm.values: {}) is no value: its first key shows as `null -> …`
     elif isinstance(value, list) and value and not all(isinstance(v, str) for v in value):
         for i, item in enumerate(value):
             _flatten(item, f"{prefix}[{i}]", out)

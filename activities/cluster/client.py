@@ -19,8 +19,10 @@ from temporalio import activity
 from temporalio.exceptions import CancelledError
 
 from activities.bundle import BundleError
+from activities.cluster.capabilities import CapabilitiesCache
 from activities.errors import classified
 from ferry.errors import ErrorType, classify_http_status
+from ferry.helm_render import Capabilities
 from ferry.plan import FIELD_MANAGER, Refused
 from ferry.spec import env_workflow_id
 
@@ -65,6 +67,7 @@ class Cluster:
         self.counter = _Counter()
         self._dyn: DynamicClient | None = None
         self._lock = threading.Lock()
+        self._capabilities = CapabilitiesCache()
 
     def _before_request(self) -> None:
         self.counter.requests += 1
@@ -100,6 +103,10 @@ class Cluster:
                     if time.monotonic() >= deadline:
                         raise
                     time.sleep(0.2)
+
+    def capabilities(self) -> Capabilities:
+        """The cluster's version and served API versions, as `helm template` takes them (cached a minute)."""
+        return self._capabilities.get(self.dyn, REQUEST_TIMEOUT)
 
     def call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
         return _decoded(

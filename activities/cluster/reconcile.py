@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kubernetes.client import ApiException
@@ -21,6 +23,7 @@ from activities.cluster.client import (
 from activities.cluster.clusters import Clients
 from activities.cluster.inventory import Inventory
 from activities.errors import classified
+from activities.helm.deliver import ChartRender, render_release
 from ferry.errors import ErrorType
 from ferry.health import object_status, snapshot
 from ferry.plan import (
@@ -42,6 +45,23 @@ from ferry.plan import (
 from ferry.reconcile import ChangeSet, HealthState, ReconcileInput, ReconcileResult
 
 
+@dataclass(frozen=True)
+class Release:
+    """What one reconcile applies: the objects, and for a chart its render (hooks, crds/ CRDs) and the inventory
+    read to decide install or upgrade (read once)."""
+
+    objects: list[dict[str, Any]]
+    chart: ChartRender | None = None
+    inventory: tuple[dict[str, str], dict[str, Any] | None] | None = None
+
+    def tracked(self, entries: dict[str, str]) -> dict[str, str]:
+        """The inventory entries to record: a chart's crds/ CRDs are left out unless its spec says prune-crds, so
+        prune never deletes them (Helm never deletes them either)."""
+        if self.chart is None or not self.chart.crd_names or self.chart.prune_crds:
+            return entries
+        return {k: v for k, v in entries.items() if not self.chart.is_crd(ObjectId.parse(k, v))}
+
+
 class Reconcile(Clients, Inventory):
     """The reconcile_environment activity and its steps."""
 
@@ -49,25 +69,39 @@ class Reconcile(Clients, Inventory):
     def reconcile_environment(self, input: ReconcileInput) -> ReconcileResult:
         _only_its_own_workflow(input.environment)
         root, revision = self._cache.ensure(input.repository, input.digest)
-        with _classified(f"render {input.path} of {input.repository}@{input.digest[:19]}"):
-            objects = render(root / input.path if input.path != "." else root)
-        if not objects and not input.allow_empty:
-            raise classified(
-                ErrorType.RENDER_FAILED,
-                f"{input.repository}@{input.version} renders no objects at {input.path!r}; refusing to "
-                "prune the whole environment (set allow-empty: true to permit it)",
-            )
         cluster = self.cluster(input.cluster, input.kubeconfig, input.context, input=input)
         cluster.counter.requests = 0
+        what = f"{input.helm.chart or 'the chart'}" if input.helm else input.path
+        with _classified(f"render {what} of {input.repository}@{input.digest[:19]}"):
+            release = self._render(cluster, input, root)
+        if not release.objects and not input.allow_empty:
+            raise classified(
+                ErrorType.RENDER_FAILED,
+                f"{input.repository}@{input.version} renders no objects at {what!r}; refusing to "
+                "prune the whole environment (set allow-empty: true to permit it)",
+            )
         with _classified(f"reconcile {input.environment}"), self._lease(cluster, input):
-            return self._reconcile(cluster, input, objects, revision)
+            return self._reconcile(cluster, input, release, revision)
 
-    def _reconcile(
-        self, cluster: Cluster, input: ReconcileInput, objects: list[dict[str, Any]], revision: str
-    ) -> ReconcileResult:
+    def _render(self, cluster: Cluster, input: ReconcileInput, root: Path) -> Release:
+        """The release's objects: its path's manifests, or its chart rendered for this cluster (activities.helm)."""
+        if input.helm is None:
+            return Release(render(root / input.path if input.path != "." else root))
+        with _classified(f"read {input.environment}'s capabilities"):
+            capabilities = cluster.capabilities()
+            inventory = self._read_inventory(cluster, input.environment)
+        is_upgrade = inventory[1] is not None
+        chart = render_release(
+            root, input.digest, input.helm, input.namespace, capabilities, is_upgrade, self._cache.directory
+        )
+        return Release(chart.objects, chart, inventory)
+
+    def _reconcile(self, cluster: Cluster, input: ReconcileInput, release: Release, revision: str) -> ReconcileResult:
         """read -> plan -> dry run -> apply staged -> prune -> write inventory -> snapshot (fluxcd/pkg ssa's verbs).
         Every refusal (bounds, duplicates, another environment's objects, the server's dry runs of what it can
-        judge now) comes before the first write."""
+        judge now) comes before the first write. A chart's hooks run around the writes (pre-* before the first,
+        post-* after the inventory)."""
+        objects = release.objects
         resources, namespaced = self._discover(cluster, objects)
         desired = [
             prepare(o, input.environment, input.namespace, namespaced[(o["apiVersion"], o["kind"])]) for o in objects
@@ -75,7 +109,7 @@ class Reconcile(Clients, Inventory):
         check_unique(desired)
         allowed = confine(input.environment, input.namespace, input.namespaces, input.cluster_kinds, desired)
         as_user = f"system:serviceaccount:{input.namespace}:{input.service_account}" if input.service_account else None
-        inventory, inventory_obj = self._read_inventory(cluster, input.environment)
+        inventory, inventory_obj = release.inventory or self._read_inventory(cluster, input.environment)
         live = self._list_live(cluster, input.environment, resources, kinds_to_list(desired, inventory))
         planned = plan(
             desired,
@@ -97,10 +131,10 @@ class Reconcile(Clients, Inventory):
                 plan=planned.entries(),
             )
         if input.check_only:
-            return self._check(cluster, input, planned, inventory_obj, revision)
+            return self._check(cluster, input, planned, inventory_obj, revision, release)
         changes = ChangeSet(unchanged=planned.unchanged)
         self._apply_staged(cluster, resources, planned, changes, input.drift_baseline, as_user)
-        kept = self._prune(cluster, resources, planned, changes, as_user)
+        kept = release.tracked(self._prune(cluster, resources, planned, changes, as_user))
         self._write_inventory(cluster, input.environment, kept, input.digest, input.version, inventory_obj)
         changes.api_requests = cluster.counter.requests
         return ReconcileResult(
@@ -187,13 +221,14 @@ class Reconcile(Clients, Inventory):
         planned: Plan,
         inventory_obj: dict[str, Any] | None,
         revision: str,
+        release: Release,
     ) -> ReconcileResult:
         """The iteration's no-op check (a local activity): report what a reconcile would write, write nothing;
         health is a verdict only when nothing is pending."""
         pending = (
             len(planned.writes())
             + len(planned.prune)
-            + self._inventory_differs(planned.inventory(), input.digest, input.version, inventory_obj)
+            + self._inventory_differs(release.tracked(planned.inventory()), input.digest, input.version, inventory_obj)
         )
         health = snapshot(planned.live_objects(), input.digest) if not pending else HealthState()
         changes = ChangeSet(unchanged=planned.unchanged, api_requests=cluster.counter.requests)

@@ -91,6 +91,24 @@ def publish(
         return pushed.digest
 
 
+def publish_dir(settings: Settings, repository: str, version: str, root: Path, publisher: str = "ci-bot") -> str:
+    """Package and push a release directory (a chart and values files inside it) with the real adapters."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tarball = Path(tmp) / "bundle.tar.gz"
+        write_tarball(root, scan(root), tarball)
+        pushed = RegistryActivities(Registries(settings.registry)).push_artifact(
+            PushArtifactInput(
+                repository=repository,
+                tag=version,
+                file_path=str(tarball),
+                layer_media_type=FLUX_CONTENT_MEDIA_TYPE,
+                config_media_type=FLUX_CONFIG_MEDIA_TYPE,
+                annotations={ANNOTATION_REVISION: f"main@sha1:{uuid.uuid4().hex}", ANNOTATION_PUBLISHED_BY: publisher},
+            )
+        )
+        return pushed.digest
+
+
 async def start_environment(
     client: Client, task_queue: str, spec: EnvironmentSpec
 ) -> WorkflowHandle[EnvironmentWorkflow, None]:
