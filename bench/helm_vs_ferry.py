@@ -297,30 +297,6 @@ def run_kubectl(ids: Identities, chart: Path, tmp: Path) -> dict[str, Any]:
     }
 
 
-def publish_release(registry: Registry, repository: str, root: Path) -> str:
-    """`root` (charts/big inside) pushed as a Ferry release with the real adapters, as `ferry release` would."""
-    from activities.bundle import scan, write_tarball
-    from activities.registry import Registries, RegistryActivities
-    from ferry.artifacts import PushArtifactInput
-    from ferry.oci import ANNOTATION_PUBLISHED_BY, ANNOTATION_REVISION, FLUX_CONFIG_MEDIA_TYPE, FLUX_CONTENT_MEDIA_TYPE
-    from ferry.settings import RegistrySettings
-
-    tarball = root.parent / "release.tar.gz"
-    write_tarball(root, scan(root), tarball)
-    registries = Registries(RegistrySettings(insecure_hosts=[registry.host], default=registry.host))
-    pushed = RegistryActivities(registries).push_artifact(
-        PushArtifactInput(
-            repository=repository,
-            tag="1.0.0",
-            file_path=str(tarball),
-            layer_media_type=FLUX_CONTENT_MEDIA_TYPE,
-            config_media_type=FLUX_CONFIG_MEDIA_TYPE,
-            annotations={ANNOTATION_REVISION: f"main@sha1:{uuid.uuid4().hex}", ANNOTATION_PUBLISHED_BY: "bench"},
-        )
-    )
-    return pushed.digest
-
-
 class RenderMeter:
     """The render's helm runs inside the activity (activities.helm.render): FERRY_HELM points the activity at a
     wrapper that execs the same helm under GNU time, which appends each run's peak RSS to a log. Beside it, the
@@ -357,13 +333,15 @@ def run_ferry(ids: Identities, release_root: Path, registry: Registry, tmp: Path
     from bench.reconcile import RequestCounter, measure
     from ferry.helm_spec import HelmSource
     from ferry.reconcile import ReconcileInput
-    from ferry.settings import RegistrySettings
+    from ferry.settings import RegistrySettings, Settings
+    from tests.kit.environments import publish_dir
 
     kubeconfig = ids.create("ferry")
     ns = ids.namespace(f"ferry-{uuid.uuid4().hex[:6]}")
     repository = f"{registry.host}/bench/helm-vs-ferry-{uuid.uuid4().hex[:6]}"
-    digest = publish_release(registry, repository, release_root)
-    registries = Registries(RegistrySettings(insecure_hosts=[registry.host], default=registry.host))
+    settings = Settings(registry=RegistrySettings(insecure_hosts=[registry.host], default=registry.host))
+    digest = publish_dir(settings, repository, "1.0.0", release_root, publisher="bench")  # as `ferry release`
+    registries = Registries(settings.registry)
     acts = ClusterActivities(
         BundleCache(tmp / "ferry-cache", RegistryActivities(registries).pull_artifact), str(kubeconfig)
     )
@@ -389,6 +367,9 @@ def run_ferry(ids: Identities, release_root: Path, registry: Registry, tmp: Path
         first = counted(ids, "ferry", lambda: reconcile(False))
         delivered = ids.counts(ns)
         noop = counted(ids, "ferry", lambda: reconcile(True))
+        # The first no-op renders again (.Release.IsUpgrade is now true: another render key); later ones hit the
+        # render cache and run no helm process.
+        noop_cached = counted(ids, "ferry", lambda: reconcile(True))
     finally:
         del os.environ["FERRY_HELM"]
     return {
@@ -397,6 +378,7 @@ def run_ferry(ids: Identities, release_root: Path, registry: Registry, tmp: Path
         "delivered": delivered,
         "first_apply": first,
         "noop": noop,
+        "noop_render_cached": noop_cached,
     }
 
 
