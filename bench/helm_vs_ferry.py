@@ -23,6 +23,7 @@ count by verb is kept beside it.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -46,10 +47,14 @@ from devstack.kube.session import KubeServer
 from devstack.procs import free_port
 from devstack.registry import Registry
 
+ROOT = Path(__file__).resolve().parents[1]
 KUBECTL = Path("/usr/lib/google-cloud-sdk/bin/kubectl.1.33")
 TIME = Path("/usr/bin/time")  # GNU time: the peak RSS of each helm and kubectl process
 RELEASE = "big"
 SYSTEMS = ("helm", "kubectl", "ferry")
+EVERYTHING = {"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"], "clusterScope": True, "namespaces": ["*"]}
+ALL_URLS = {"verbs": ["*"], "nonResourceURLs": ["*"]}
+DISPATCHED = "apiserver_flowcontrol_dispatched_requests_total{"  # by flow_schema: one per system's user
 # Flux's own MTTP benchmark (helm-controller, 2 CPU, concurrency 10, on a 16-core GitHub runner, kind v1.33):
 FLUX_HELMRELEASE = {
     "source": "https://github.com/fluxcd/flux-benchmark/blob/main/RESULTS.md",
@@ -93,17 +98,13 @@ metadata:
   labels: {app: {{ $name }}, release: {{ $.Release.Name }}}
 spec:
   replicas: {{ $.Values.replicas }}
-  selector:
-    matchLabels: {app: {{ $name }}}
+  selector: {matchLabels: {app: {{ $name }}}}
   template:
-    metadata:
-      labels: {app: {{ $name }}}
+    metadata: {labels: {app: {{ $name }}}}
     spec:
       containers:
-        - name: app
-          image: "{{ $.Values.image.repository }}:{{ $.Values.image.tag }}"
-          ports: [{containerPort: 8080}]
-          resources: {requests: {cpu: 10m, memory: 16Mi}}
+        - {name: app, image: "{{ $.Values.image.repository }}:{{ $.Values.image.tag }}", ports: [{containerPort: 8080}],
+           resources: {requests: {cpu: 10m, memory: 16Mi}}}
 {{- end }}
 {{- end }}
 """
@@ -128,7 +129,6 @@ class Identities:
     def __init__(self, kube: KubeServer, root: Path) -> None:
         self.kube, self.root = kube, root
         self.admin = kubernetes.config.new_client_from_config(str(kube.kubeconfig))
-        self.kubeconfigs: dict[str, Path] = {}
 
     def create(self, system: str) -> Path:
         client = Client(f"bench-{system}")
@@ -142,24 +142,12 @@ class Identities:
                 "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": client.name}],
             }
         )
-        everything = {"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"], "clusterScope": True, "namespaces": ["*"]}
+        subject = {"kind": "User", "user": {"name": client.name}}
+        rule = {"subjects": [subject], "resourceRules": [EVERYTHING], "nonResourceRules": [ALL_URLS]}
+        spec = {"priorityLevelConfiguration": {"name": "exempt"}, "matchingPrecedence": 10, "rules": [rule]}
         dyn.resources.get(api_version="flowcontrol.apiserver.k8s.io/v1", kind="FlowSchema").create(
-            body={
-                "metadata": {"name": client.name},
-                "spec": {
-                    "priorityLevelConfiguration": {"name": "exempt"},
-                    "matchingPrecedence": 10,
-                    "rules": [
-                        {
-                            "subjects": [{"kind": "User", "user": {"name": client.name}}],
-                            "resourceRules": [everything],
-                            "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
-                        }
-                    ],
-                },
-            }
+            body={"metadata": {"name": client.name}, "spec": spec}
         )
-        self.kubeconfigs[system] = path
         self._until_counted(system, path)
         return path
 
@@ -176,25 +164,21 @@ class Identities:
     def requests(self, system: str) -> int:
         response = self.admin.call_api("GET", f"{self.admin.configuration.host}/metrics")
         response.read()
-        text = response.data.decode()
-        prefix = "apiserver_flowcontrol_dispatched_requests_total{"
+        lines = response.data.decode().splitlines()
         wanted = f'flow_schema="bench-{system}"'
-        return int(
-            sum(
-                float(line.rpartition(" ")[2])
-                for line in text.splitlines()
-                if line.startswith(prefix) and wanted in line
-            )
-        )
+        return int(sum(float(x.rpartition(" ")[2]) for x in lines if x.startswith(DISPATCHED) and wanted in x))
 
     def namespace(self, name: str) -> str:
         kubernetes.client.CoreV1Api(self.admin).create_namespace({"metadata": {"name": name}})
         return name
 
     def counts(self, namespace: str) -> dict[str, int]:
+        return self.counts_of(self.admin, namespace)
+
+    @staticmethod
+    def counts_of(admin: Any, namespace: str) -> dict[str, int]:
         """What is in the namespace now, by kind (the check that each system delivered the whole chart)."""
-        core, apps = kubernetes.client.CoreV1Api(self.admin), kubernetes.client.AppsV1Api(self.admin)
-        label = f"release={RELEASE}"
+        core, apps, label = kubernetes.client.CoreV1Api(admin), kubernetes.client.AppsV1Api(admin), f"release={RELEASE}"
         return {
             "ConfigMap": len(core.list_namespaced_config_map(namespace, label_selector=label).items),
             "Service": len(core.list_namespaced_service(namespace, label_selector=label).items),
@@ -256,45 +240,30 @@ def counted(ids: Identities, system: str, step: Any) -> dict[str, Any]:
     return {**result, "api_requests": ids.requests(system) - before}
 
 
-def run_helm(ids: Identities, chart: Path, tmp: Path) -> dict[str, Any]:
-    kubeconfig = ids.create("helm")
-    ns = ids.namespace(f"helm-{uuid.uuid4().hex[:6]}")
-    env = tool_env(tmp / "home-helm", kubeconfig)
-    argv = [str(helm_path()), "upgrade", "--install", RELEASE, str(chart), f"--namespace={ns}"]
-    first = counted(ids, "helm", lambda: run_measured([argv], env, tmp / "logs", "helm-first"))
-    delivered = ids.counts(ns)
-    noop = counted(ids, "helm", lambda: run_measured([argv], env, tmp / "logs", "helm-noop"))
-    return {
-        "system": f"helm {HELM_VERSION} upgrade --install (server-side apply: its default --server-side=auto)",
-        "argv": [Path(argv[0]).name, *argv[1:4], "CHART", "--namespace=NS"],
-        "namespace": ns,
-        "delivered": delivered,
-        "first_apply": first,
-        "noop": noop,
-    }
-
-
 def kubectl_version() -> str:
     out = subprocess.run([str(KUBECTL), "version", "--client", "-o", "json"], capture_output=True, text=True)
     return str(json.loads(out.stdout)["clientVersion"]["gitVersion"])
 
 
-def run_kubectl(ids: Identities, chart: Path, tmp: Path) -> dict[str, Any]:
-    kubeconfig = ids.create("kubectl")
-    ns = ids.namespace(f"kubectl-{uuid.uuid4().hex[:6]}")
-    env = tool_env(tmp / "home-kubectl", kubeconfig)
-    template = [str(helm_path()), "template", RELEASE, str(chart), f"--namespace={ns}"]
-    apply = [str(KUBECTL), "apply", "--server-side", "--field-manager=kubectl", f"--namespace={ns}", "-f", "-"]
-    first = counted(ids, "kubectl", lambda: run_measured([template, apply], env, tmp / "logs", "kubectl-first"))
+def run_cli(ids: Identities, system: str, chart: Path, tmp: Path) -> dict[str, Any]:
+    """(a) `helm upgrade --install` or (b) `helm template | kubectl apply --server-side`, twice: install, no-op."""
+    env = tool_env(tmp / f"home-{system}", ids.create(system))
+    ns = ids.namespace(f"{system}-{uuid.uuid4().hex[:6]}")
+    helm = [str(helm_path()), "upgrade", "--install"] if system == "helm" else [str(helm_path()), "template"]
+    argvs = [[*helm, RELEASE, str(chart), f"--namespace={ns}"]]
+    if system == "kubectl":
+        argvs.append(
+            [str(KUBECTL), "apply", "--server-side", "--field-manager=kubectl", f"--namespace={ns}", "-f", "-"]
+        )
+    first = counted(ids, system, lambda: run_measured(argvs, env, tmp / "logs", f"{system}-first"))
     delivered = ids.counts(ns)
-    noop = counted(ids, "kubectl", lambda: run_measured([template, apply], env, tmp / "logs", "kubectl-noop"))
-    return {
-        "system": f"helm {HELM_VERSION} template | kubectl {kubectl_version()} apply --server-side",
-        "namespace": ns,
-        "delivered": delivered,
-        "first_apply": first,
-        "noop": noop,
-    }
+    noop = counted(ids, system, lambda: run_measured(argvs, env, tmp / "logs", f"{system}-noop"))
+    what = {
+        "helm": f"helm {HELM_VERSION} upgrade --install (server-side apply: its default --server-side=auto)",
+        "kubectl": f"helm {HELM_VERSION} template | kubectl {kubectl_version()} apply --server-side",
+    }[system]
+    argv = [" ".join(Path(x).name if x.startswith("/") else x for x in a).replace(ns, "NS") for a in argvs]
+    return {"system": what, "argv": argv, "namespace": ns, "delivered": delivered, "first_apply": first, "noop": noop}
 
 
 class RenderMeter:
@@ -347,17 +316,11 @@ def run_ferry(ids: Identities, release_root: Path, registry: Registry, tmp: Path
     )
     client = RequestCounter(acts, str(kubeconfig))
 
+    common = {"environment": ns, "repository": repository, "digest": digest, "version": "1.0.0", "namespace": ns}
+
     def reconcile(baseline: bool) -> dict[str, Any]:
-        input = ReconcileInput(
-            environment=ns,
-            repository=repository,
-            digest=digest,
-            version="1.0.0",
-            path=".",
-            namespace=ns,
-            drift_baseline=baseline,
-            helm=HelmSource(chart=f"charts/{RELEASE}", release_name=RELEASE),
-        )
+        helm = HelmSource(chart=f"charts/{RELEASE}", release_name=RELEASE)
+        input = ReconcileInput(**common, path=".", drift_baseline=baseline, helm=helm)
         return {**measure(acts, client, input), "peak_rss_mb": meter.take()}
 
     meter = RenderMeter(tmp)
@@ -382,6 +345,67 @@ def run_ferry(ids: Identities, release_root: Path, registry: Registry, tmp: Path
     }
 
 
+async def until_healthy(client: Any, query: str, n: int, started: float, meter: Any) -> tuple[int, float | None]:
+    """Poll Visibility until n environments are Healthy at once (30 min at most): (count, seconds since push)."""
+    healthy = 0
+    while time.monotonic() - started < 1800:
+        meter.sample()
+        healthy = (await client.count_workflows(query)).count
+        if healthy >= n:
+            return healthy, time.monotonic() - started
+        await asyncio.sleep(1)
+    return healthy, None
+
+
+async def chart_fleet(n: int, registry: Registry, kube: KubeServer, tmp: Path, admin: Any) -> dict[str, Any]:
+    """N chart environments (each its own namespace; a 3-object chart in a Ferry release) declared with the real
+    `ferry env apply` to one real `ferry worker` on the Temporal dev server: push -> all Healthy (Flux's MTTP rule,
+    as bench/flux_vs_ferry.py measures it), with the worker's and the dev server's CPU and peak RSS (`rollout`)."""
+    import yaml
+    from temporalio.client import Client as TemporalClient
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    from bench.fleet import Worker, apply_fleet, topology
+    from bench.flux_vs_ferry import Meter, namespaces
+    from ferry.settings import RegistrySettings, Settings
+    from tests.kit.environments import publish_dir
+
+    tag = f"c{n}-{uuid.uuid4().hex[:4]}"
+    root = tmp / tag
+    write_chart(root / "release", 3)
+    targets = [f"{tag}-{i:05d}" for i in range(n)]
+    namespaces(kubernetes.client.CoreV1Api(admin), targets)
+    repository = f"{registry.host}/bench/charts-{tag}"
+    helm = {"chart": f"charts/{RELEASE}", "release-name": RELEASE, "values": {"message": "fleet"}}
+    specs = [{"name": t, "repository": repository, "namespace": t, "semver": ">=1.0.0", "helm": helm} for t in targets]
+    (root / "environments.yaml").write_text(yaml.safe_dump({"environments": specs}))
+    settings = Settings(registry=RegistrySettings(insecure_hosts=[registry.host], default=registry.host))
+    with topology("dev", root / "temporal") as temporal:
+        client = await TemporalClient.connect(temporal.address, data_converter=pydantic_data_converter)
+        queue = f"bench-{tag}"
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "FERRY_TASK_QUEUE": queue, "FERRY_OTEL_EXPORTER": "none"}
+        env |= {"FERRY_TEMPORAL_ADDRESS": temporal.address, "FERRY_KUBECONFIG": str(kube.worker_kubeconfig)}
+        env |= {"FERRY_REGISTRY": registry.host, "FERRY_REGISTRY_INSECURE": registry.host}
+        env |= {"FERRY_CACHE_DIR": str(root / "cache"), "FERRY_STATE_DIR": str(root / "state")}
+        worker = Worker(env, root / "worker.log")
+        try:
+            meter = Meter([*temporal.pids, worker.proc.pid])
+            started = time.monotonic()
+            publish_dir(settings, repository, "1.0.0", root / "release", publisher="bench")
+            applied, rows = await asyncio.to_thread(apply_fleet, root / "environments.yaml", env)
+            query = f'WorkflowType="EnvironmentWorkflow" AND TaskQueue="{queue}" AND FerryPhase="Healthy"'
+            healthy, at = await until_healthy(client, query, n, started, meter)
+            done = {"environments": n, "objects_per_chart": 3, "healthy": healthy, "rollout": meter.result()}
+            done |= {
+                "env_apply_seconds": round(applied, 1),
+                "env_apply_failed_rows": sum(1 for r in rows if r.get("error")),
+            }
+            done |= {"push_to_all_healthy_seconds": round(at, 1) if at else None}
+            return done | {"delivered_in_the_first": Identities.counts_of(admin, targets[0])}
+        finally:
+            worker.stop()
+
+
 def ratios(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Each peer's figure over Ferry's, for the first apply and the no-op (> 1: Ferry is faster / asks less)."""
     ferry = results.get("ferry", {})
@@ -400,11 +424,12 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def run_all(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+def run_all(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     registry = Registry(port=free_port(), root=tmp / "registry")
     registry.start()
     kube = KubeServer(tmp / "kube", rollout_delay=0.05)
     results: dict[str, dict[str, Any]] = {}
+    fleets: list[dict[str, Any]] = []
     try:
         kube.start()
         ids = Identities(kube, tmp)
@@ -412,8 +437,8 @@ def run_all(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         chart = write_chart(release_root, args.objects)
         runners = {
             "ferry": lambda: run_ferry(ids, release_root, registry, tmp),
-            "helm": lambda: run_helm(ids, chart, tmp),
-            "kubectl": lambda: run_kubectl(ids, chart, tmp),
+            "helm": lambda: run_cli(ids, "helm", chart, tmp),
+            "kubectl": lambda: run_cli(ids, "kubectl", chart, tmp),
         }
         for system in [s for s in ("ferry", "helm", "kubectl") if s in args.systems.split(",")]:
             try:
@@ -421,16 +446,23 @@ def run_all(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             except Exception as err:  # one system's failure is reported, the others still run
                 results[system] = {"error": f"{type(err).__name__}: {str(err)[:2000]}"}
             print(f"{system}: {json.dumps(results[system])[:400]}", file=sys.stderr)
+        for n in [int(x) for x in args.environments.split(",") if x]:
+            try:
+                fleets.append(asyncio.run(chart_fleet(n, registry, kube, tmp, ids.admin)))
+            except Exception as err:
+                fleets.append({"environments": n, "error": f"{type(err).__name__}: {str(err)[:2000]}"})
+            print(f"fleet: {json.dumps(fleets[-1])[:400]}", file=sys.stderr)
     finally:
         kube.close()
         registry.stop()
-    return results
+    return results, fleets
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--objects", type=int, default=1000)
     parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument("--environments", default="", help="then N chart environments to all Healthy: 100,500")
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args()
     from devstack.kube.controlplane import kube_version
@@ -438,7 +470,7 @@ def main() -> None:
     load_before = os.getloadavg()
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="helm-vs-ferry-") as tmp:
-        results = run_all(args, Path(tmp))
+        results, fleets = run_all(args, Path(tmp))
     report = {
         "benchmark": "helm-vs-ferry",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -453,7 +485,7 @@ def main() -> None:
         "wall_seconds": round(time.time() - started, 1),
         "results": results,
         "ratios": ratios(results),
-        "chart_environments": None,
+        "chart_environments": fleets,
         "flux_helmrelease_mttp": FLUX_HELMRELEASE,
     }
     text = json.dumps(report, indent=2)
