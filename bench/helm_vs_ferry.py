@@ -55,7 +55,7 @@ SYSTEMS = ("helm", "kubectl", "ferry")
 EVERYTHING = {"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"], "clusterScope": True, "namespaces": ["*"]}
 ALL_URLS = {"verbs": ["*"], "nonResourceURLs": ["*"]}
 DISPATCHED = "apiserver_flowcontrol_dispatched_requests_total{"  # by flow_schema: one per system's user
-# Flux's own MTTP benchmark (helm-controller, 2 CPU, concurrency 10, on a 16-core GitHub runner, kind v1.33):
+# Flux's own MTTP benchmark (helm-controller 2 CPU, concurrency 10; a 16-core GitHub runner, kind, 3 nodes):
 FLUX_HELMRELEASE = {
     "source": "https://github.com/fluxcd/flux-benchmark/blob/main/RESULTS.md",
     "section": "Flux v2.9.0 (commit 92cab0a, 2026-06-24)",
