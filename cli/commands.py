@@ -179,6 +179,11 @@ def _operating(sub: Any) -> None:
     p = command(sub, "diff", Lazy("cli.env_status", "cmd_diff"), "what a reconcile would change, without applying")
     p.add_argument("env")
     p.add_argument("--version", default=None, help="plan another released version instead")
+    p.add_argument(
+        "--pending",
+        action="store_true",
+        help="plan with the spec change awaiting approval (a chart's new values or chart, rendered)",
+    )
     for name, help_ in (
         ("reconcile", "reconcile now"),
         ("suspend", "stop applying (new versions and drift)"),

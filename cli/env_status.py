@@ -101,12 +101,15 @@ def cmd_diff(args: argparse.Namespace) -> int:
         await environment_status(client, args.env)
         handle = client.get_workflow_handle(env_workflow_id(args.env))
         try:
-            return await handle.execute_update(environment_workflow().plan, PlanRequest(version=args.version))
+            return await handle.execute_update(
+                environment_workflow().plan, PlanRequest(version=args.version, pending=args.pending)
+            )
         except WorkflowUpdateFailedError as err:
             raise CommandError(f"diff {args.env}: {root_cause(err)}") from None
 
     plan = run_connected(settings, go)
-    lines = [f"plan for {args.env} at {plan.version} ({plan.digest})"]
+    with_spec = " with the spec change awaiting approval" if args.pending else ""
+    lines = [f"plan for {args.env} at {plan.version} ({plan.digest}){with_spec}"]
     for change in plan.changes:
         fields = f"  {', '.join(change.fields)}" if change.fields else ""
         lines.append(f"  {change.action:<7} {change.object}{fields}")

@@ -207,12 +207,20 @@ def split_rendered(objects: Iterable[tuple[str, Mapping[str, Any]]], max_objects
 
 
 def helm_error(stderr: str, limit: int = MAX_HELM_ERROR) -> str:
-    """Helm's message for a failed command: the first ``Error: `` line without the prefix (cobra prints it,
-    cmd/helm/helm.go:44-49), else the first non-blank line; at most ``limit`` characters."""
+    """Helm's message for a failed command: the ``Error: `` paragraph without the prefix (cobra prints it,
+    cmd/helm/helm.go:44-49; a template's execution error continues on indented lines up to a blank one), else the
+    first non-blank line; one line of at most ``limit`` characters."""
     lines = [line.strip() for line in stderr.splitlines()]
-    message = next((line[len("Error: ") :] for line in lines if line.startswith("Error: ")), None)
-    if message is None:
+    start = next((i for i, line in enumerate(lines) if line.startswith("Error: ")), None)
+    if start is None:
         message = next((line for line in lines if line), "helm failed without a message")
+    else:
+        paragraph = [lines[start][len("Error: ") :]]
+        for line in lines[start + 1 :]:
+            if not line:
+                break
+            paragraph.append(line)
+        message = " ".join(paragraph)
     return message if len(message) <= limit else message[: limit - 3] + "..."
 
 

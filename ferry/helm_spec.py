@@ -69,6 +69,11 @@ class HelmSpec(Model):
     prune_crds: bool = Field(
         False, alias="prune-crds", description="prune the chart's crds/ CRDs when they leave it (default: never)"
     )
+    lookup: bool = Field(
+        False,
+        description="let templates' `lookup` read the cluster (read-only, as the environment's service-account; "
+        "the render is then not cached)",
+    )
 
     @field_validator("chart")
     @classmethod
@@ -168,9 +173,12 @@ class HelmSource(Message):
     values: dict[str, Any] = Field(default_factory=dict)
     values_files: list[str] = Field(default_factory=list)
     prune_crds: bool = False
+    lookup_as: str = Field("", description="lookup opted in: read as this identity (system:serviceaccount:NS:SA)")
 
     @classmethod
-    def of(cls, helm: HelmSpec, environment: str, path: str) -> HelmSource:
+    def of(
+        cls, helm: HelmSpec, environment: str, path: str, namespace: str = "", service_account: str | None = None
+    ) -> HelmSource:
         if helm.is_oci:
             chart, manifests = "", ""
         elif helm.chart is None:
@@ -184,4 +192,5 @@ class HelmSource(Message):
             values=helm.values,
             values_files=helm.values_files,
             prune_crds=helm.prune_crds,
+            lookup_as=f"system:serviceaccount:{namespace}:{service_account}" if helm.lookup and service_account else "",
         )

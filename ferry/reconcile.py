@@ -69,6 +69,7 @@ class ChangeSet(Model):
 
 class PlanRequest(Model):
     version: str | None = None
+    pending: bool = Field(False, description="plan with the spec change awaiting approval (`ferry diff --pending`)")
 
 
 MAX_PLAN_ENTRIES = 200  # `ferry diff` shows this many changes; the rest are counted (history stays small)

@@ -292,6 +292,15 @@ class EnvironmentSpec(Model):
             )
         return self
 
+    @model_validator(mode="after")
+    def _lookup_as_itself(self) -> EnvironmentSpec:
+        if self.helm is not None and self.helm.lookup and not self.service_account:
+            raise ValueError(
+                "helm.lookup: templates read the cluster as the environment's own identity: set service-account "
+                "(the worker's identity is never lent to a chart)"
+            )
+        return self
+
     @property
     def writable_namespaces(self) -> list[str]:
         """Where this environment may write: `namespaces`, else its one `namespace`."""

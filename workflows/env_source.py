@@ -10,6 +10,7 @@ with workflow.unsafe.imports_passed_through():
     from ferry.holds import newer_than_holds, pin_on_range, tracks
     from ferry.pins import approved_by_publisher, bind_tag, tag_moved
     from ferry.reconcile import CheckInput, CheckResult, ReconcileInput, ResolveInput, ResolveResult, VersionRef
+    from ferry.spec import EnvironmentSpec
     from workflows import activity_stubs as stubs
     from workflows import policies
     from workflows.env_health import EnvironmentHealth
@@ -59,8 +60,10 @@ class EnvironmentSource(EnvironmentHealth):
             self._answer(pin, desired, "refused", event.message)
         return False
 
-    def _reconcile_input(self, desired: VersionRef, baseline: bool, dry_run: bool = False) -> ReconcileInput:
-        spec = self._state.spec
+    def _reconcile_input(
+        self, desired: VersionRef, baseline: bool, dry_run: bool = False, spec: EnvironmentSpec | None = None
+    ) -> ReconcileInput:
+        spec = spec or self._state.spec
         return ReconcileInput(
             environment=spec.name,
             repository=spec.repository,
@@ -78,7 +81,9 @@ class EnvironmentSource(EnvironmentHealth):
             allow_empty=spec.allow_empty,
             dry_run=dry_run,
             drift_baseline=baseline,
-            helm=HelmSource.of(spec.helm, spec.name, spec.path) if spec.helm is not None else None,
+            helm=HelmSource.of(spec.helm, spec.name, spec.path, spec.namespace, spec.service_account)
+            if spec.helm is not None
+            else None,
         )
 
     def _reconcile_failed(self, err: ActivityError, desired: VersionRef) -> None:

@@ -147,12 +147,14 @@ class SpecUpdates(EnvironmentSource):
     @workflow.update(
         name=Update.PLAN,
         description="What a reconcile would change now, without applying (`ferry diff`): "
-        '{} or {"version": "1.2.0"}; at most 200 changes listed, the rest counted',
+        '{} or {"version": "1.2.0"}, {"pending": true} for the spec change awaiting approval (a chart\'s new '
+        "values, rendered); at most 200 changes listed, the rest counted",
     )
     async def plan(self, request: PlanRequest | None = None) -> PlanResult:
-        """What a reconcile would do now (or for another version), without applying: `ferry diff`."""
+        """What a reconcile would do now (or for another version, or with the pending spec change): `ferry diff`."""
         request = request or PlanRequest()
-        spec, pin = self._state.spec, self._state.pin
+        pending = self._state.pending_spec if request.pending else None
+        spec, pin = pending.spec if pending else self._state.spec, self._state.pin
         # read-only: resolve directly rather than through _resolve(), which records outages and releases pins.
         if request.version is None and pin is not None:
             desired: VersionRef | None = VersionRef(version=pin.version, digest=pin.digest)
@@ -174,7 +176,7 @@ class SpecUpdates(EnvironmentSource):
             raise ApplicationError("nothing to plan: no version resolves for this environment", type="NotFound")
         result = await workflow.execute_activity(
             stubs.reconcile_environment,
-            self._reconcile_input(desired, False, dry_run=True),
+            self._reconcile_input(desired, False, dry_run=True, spec=spec),
             start_to_close_timeout=spec.timeout.delta,
             retry_policy=policies.QUICK_RETRY,
         )
@@ -190,3 +192,5 @@ class SpecUpdates(EnvironmentSource):
     def _validate_plan(self, request: PlanRequest | None = None) -> None:
         """No input plans what the environment runs or tracks; anything but {} or {"version": "..."} was already
         refused when it was decoded (a rejected Update leaves no history)."""
+        if request is not None and request.pending and self._state.pending_spec is None:
+            raise ApplicationError("no spec change is pending approval: nothing to plan with it", type="NotFound")

@@ -21,6 +21,7 @@ from temporalio.exceptions import CancelledError
 from activities.bundle import BundleError
 from activities.cluster.capabilities import CapabilitiesCache
 from activities.errors import classified
+from activities.helm.lookup import ClusterAccess
 from ferry.errors import ErrorType, classify_http_status
 from ferry.helm_render import Capabilities
 from ferry.plan import FIELD_MANAGER, Refused
@@ -107,6 +108,21 @@ class Cluster:
     def capabilities(self) -> Capabilities:
         """The cluster's version and served API versions, as `helm template` takes them (cached a minute)."""
         return self._capabilities.get(self.dyn, REQUEST_TIMEOUT)
+
+    def helm_access(self, as_user: str) -> ClusterAccess:
+        """This cluster's API server and the worker's credentials for it, to lend helm for a read-only `lookup`
+        impersonating ``as_user`` (activities.helm.lookup)."""
+        config = self.api.configuration
+        token = str((config.api_key or {}).get("authorization") or "").removeprefix("Bearer ").strip() or None
+        return ClusterAccess(
+            server=config.host,
+            as_user=as_user,
+            ca_file=config.ssl_ca_cert,
+            cert_file=config.cert_file,
+            key_file=config.key_file,
+            token=token,
+            insecure=not config.verify_ssl,
+        )
 
     def call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
         return _decoded(

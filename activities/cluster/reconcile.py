@@ -91,8 +91,9 @@ class Reconcile(Clients, Inventory):
             capabilities = cluster.capabilities()
             inventory = self._read_inventory(cluster, input.environment)
         is_upgrade = inventory[1] is not None
+        access = cluster.helm_access(input.helm.lookup_as) if input.helm.lookup_as else None
         chart = render_release(
-            root, input.digest, input.helm, input.namespace, capabilities, is_upgrade, self._cache.directory
+            root, input.digest, input.helm, input.namespace, capabilities, is_upgrade, self._cache.directory, access
         )
         return Release(chart.objects, chart, inventory)
 

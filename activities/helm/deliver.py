@@ -10,7 +10,8 @@ Contract of ``render_release``:
   chart path (the chart's bytes and the values files are inside the digest), the inline values, the capabilities,
   the release name and namespace, is-upgrade and the helm build (ferry.helm_render.render_key). An unchanged
   iteration runs no helm process. Entries are written atomically; at most MAX_CACHED_RENDERS are kept (oldest first
-  out). A cache file that does not read back is rendered again, never trusted.
+  out). A cache file that does not read back is rendered again, never trusted. A render with `lookup` opted in
+  (activities.helm.lookup) reads the cluster's state, so it is never cached.
 - Errors: BundleError (RENDER_FAILED) naming the file or Helm's own message; HelmMissing is turned into one with
   the `make helm` fix.
 """
@@ -27,6 +28,7 @@ from typing import Any
 
 from activities.bundle import render
 from activities.helm.binary import HelmMissing, helm_path
+from activities.helm.lookup import ClusterAccess
 from activities.helm.render import render_chart
 from activities.manifests import BundleError
 from ferry.helm_render import (
@@ -117,8 +119,10 @@ def render_release(
     capabilities: Capabilities,
     is_upgrade: bool,
     cache_dir: Path,
+    access: ClusterAccess | None = None,
 ) -> ChartRender:
-    """The objects a chart environment applies (see the module's contract)."""
+    """The objects a chart environment applies (see the module's contract). ``access``: lookup opted in (read the
+    cluster as ``helm.lookup_as``); such a render depends on the cluster's state, so it is never cached."""
     try:
         build = _helm_build()
     except HelmMissing as err:
@@ -145,10 +149,11 @@ def render_release(
         build,
     )
     cache = RenderCache(cache_dir / RENDERS_DIR)
-    rendered, cached = cache.load(key), True
+    rendered, cached = (cache.load(key), True) if access is None else (None, False)
     if rendered is None:
-        rendered, cached = render_chart(directory, input, values_root), False
-        cache.store(key, rendered)
+        rendered, cached = render_chart(directory, input, values_root, access), False
+        if access is None:
+            cache.store(key, rendered)
     objects = [o.object for o in (*rendered.crds, *rendered.manifests)]
     if helm.manifests:
         objects += render(root / helm.manifests, root)

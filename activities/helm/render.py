@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 from activities.helm.binary import helm_path
+from activities.helm.lookup import ClusterAccess
 from activities.manifests import (
     MAX_BUNDLE_BYTES,
     MAX_MEMBERS,
@@ -237,9 +238,12 @@ def parse_rendered(text: str, where: str) -> Rendered:
         raise BundleError(f"{where}: {err}") from None
 
 
-def render_chart(chart_dir: Path, input: HelmRenderInput, root: Path | None = None) -> Rendered:
+def render_chart(
+    chart_dir: Path, input: HelmRenderInput, root: Path | None = None, access: ClusterAccess | None = None
+) -> Rendered:
     """The objects ``chart_dir`` renders to for ``input`` (values files relative to ``root``, the release root;
-    default the chart directory). See the module's contract for what is refused and how."""
+    default the chart directory). See the module's contract for what is refused and how. ``access``: `lookup` opted
+    in, reading the cluster read-only as one identity (activities.helm.lookup)."""
     where = chart_dir.name
     check_chart(chart_dir)
     values = _values_paths(root or chart_dir, input.values_files)
@@ -247,10 +251,13 @@ def render_chart(chart_dir: Path, input: HelmRenderInput, root: Path | None = No
     with tempfile.TemporaryDirectory(prefix="ferry-helm-") as tmp:
         home = Path(tmp)
         (home / "docker").mkdir()
+        env, argv = helm_env(home), helm_argv(helm, chart_dir, input, values)
+        if access is not None:
+            argv += access.prepare(home, env)
         run = run_bounded(
-            helm_argv(helm, chart_dir, input, values),
+            argv,
             f"{where}: helm template",
-            helm_env(home),
+            env,
             MAX_RENDER_BYTES,
             HELM_TIMEOUT,
             stdin=json.dumps(input.values).encode(),

@@ -79,7 +79,7 @@ class ChartWorld:
         (root / "charts").mkdir(parents=True)
         for part in ("templates", "crds"):
             if part in chart:
-                chart[part] = {k: v.replace("GROUP", self.group) for k, v in chart[part].items()}
+                chart[part] = {k: v and v.replace("GROUP", self.group) for k, v in chart[part].items()}
         write_chart(root / "charts", **chart)
         (root / "values").mkdir()
         (root / "values" / "prod.yaml").write_text("greeting: from-prod-values\nreplicaCount: 2\n")
@@ -234,3 +234,79 @@ def test_a_chart_object_outside_the_environments_namespaces_is_refused(world: Ch
         world.reconcile("1.0.0")
     assert refused.value.type == "OutOfBounds" and "kube-system" in refused.value.message
     assert world.get("v1", "ConfigMap", "shop-config") is None
+
+
+LOOKUP = """\
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ .Release.Name }}-config
+data:
+  database: {{ dig "data" "database" "no lookup" (lookup "v1" "ConfigMap" .Release.Namespace "seed") | quote }}
+"""
+
+
+def _accounts(world: ChartWorld) -> None:
+    """`reader` may read and write ConfigMaps in the namespace; `nobody` may do nothing; the worker may impersonate
+    the namespace's accounts (examples/rbac/ferry-worker.yaml's ferry-worker-impersonate)."""
+    rbac = kubernetes.client.RbacAuthorizationV1Api(world.admin)
+    core = CoreV1Api(world.admin)
+    ns = world.namespace
+    for account in ("reader", "nobody"):
+        core.create_namespaced_service_account(ns, {"metadata": {"name": account}})
+    core.create_namespaced_config_map(ns, {"metadata": {"name": "seed"}, "data": {"database": "postgres://db:5432"}})
+    verbs = ["get", "list", "watch", "create", "update", "patch", "delete"]
+    rule = {"apiGroups": [""], "resources": ["configmaps"], "verbs": verbs}
+    rbac.create_namespaced_role(ns, {"metadata": {"name": "reader"}, "rules": [rule]})
+    for name, role_kind, role, subject in (
+        ("reader", "Role", "reader", {"kind": "ServiceAccount", "name": "reader", "namespace": ns}),
+        (
+            "ferry-worker-impersonate",
+            "ClusterRole",
+            "ferry-worker-impersonate",
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "ferry-worker"},
+        ),
+    ):
+        rbac.create_namespaced_role_binding(
+            ns,
+            {
+                "metadata": {"name": name},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role},
+                "subjects": [subject],
+            },
+        )
+
+
+def test_lookup_reads_the_cluster_only_when_opted_in_and_only_as_the_environments_account(world: ChartWorld) -> None:
+    _accounts(world)
+    world.release("1.0.0", templates={"configmap.yaml": LOOKUP, "deployment.yaml": None})
+
+    def run(account: str, lookup: bool) -> ReconcileResult:
+        as_user = f"system:serviceaccount:{world.namespace}:{account}" if lookup else ""
+        source = HelmSource(chart="charts/shop", release_name="shop", lookup_as=as_user)
+        return world.acts.reconcile_environment(
+            ReconcileInput(
+                environment=world.env,
+                repository=world.repository,
+                digest=world.digests["1.0.0"],
+                version="1.0.0",
+                path=".",
+                namespace=world.namespace,
+                service_account=account,
+                helm=source,
+            )
+        )
+
+    run("reader", lookup=False)  # hermetic by default: lookup has no cluster and answers an empty map
+    config = world.get("v1", "ConfigMap", "shop-config")
+    assert config is not None and config["data"]["database"] == "no lookup"
+    run("reader", lookup=True)
+    config = world.get("v1", "ConfigMap", "shop-config")
+    assert config is not None and config["data"]["database"] == "postgres://db:5432"
+    with pytest.raises(ApplicationError) as refused:  # the worker could read it; the environment's account cannot
+        run("nobody", lookup=True)
+    assert refused.value.type == "RenderFailed" and "forbidden" in refused.value.message
+    assert f"system:serviceaccount:{world.namespace}:nobody" in refused.value.message
+    # read-only: helm stored no release of its own
+    secrets = CoreV1Api(world.admin).list_namespaced_secret(world.namespace, label_selector="owner=helm")
+    assert secrets.items == []

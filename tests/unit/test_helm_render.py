@@ -195,6 +195,15 @@ def test_helm_error_is_the_first_error_line_bounded() -> None:
     assert helm_error("") == "helm failed without a message"
     long = helm_error("Error: " + "x" * 2000)
     assert len(long) == 800 and long.endswith("...")
+    # helm v4 prints a template's execution error over indented lines (as the real helm does for a nil value)
+    nested = (
+        'Error: c/templates/cm.yaml:5:59\n  executing "c/templates/cm.yaml" at <"seed">:\n'
+        "    nil pointer evaluating interface {}.database\n\nUse --debug flag to render out invalid YAML\n"
+    )
+    assert helm_error(nested) == (
+        'c/templates/cm.yaml:5:59 executing "c/templates/cm.yaml" at <"seed">: nil pointer evaluating interface '
+        "{}.database"
+    )
 
 
 @pytest.mark.parametrize(

@@ -41,6 +41,15 @@ def test_an_in_release_chart_follows_the_environments_release() -> None:
     assert (source.chart, source.manifests, source.release_name) == ("charts/shop", "deploy", "shop")
 
 
+def test_lookup_reads_as_the_environments_service_account() -> None:
+    spec = typed(**RELEASE, namespace="shop", **{"service-account": "deployer"}, helm={"lookup": True})
+    assert spec.helm is not None
+    source = HelmSource.of(spec.helm, spec.name, spec.path, spec.namespace, spec.service_account)
+    assert source.lookup_as == "system:serviceaccount:shop:deployer"
+    off = typed(**RELEASE, namespace="shop", **{"service-account": "deployer"}, helm={})
+    assert off.helm is not None and HelmSource.of(off.helm, "p", ".", "shop", "deployer").lookup_as == ""
+
+
 def test_an_oci_chart_is_the_environments_source() -> None:
     spec = typed(name="prod", helm={"chart": "oci://127.0.0.1:5000/charts/shop", "semver": ">=1.4.0 <2"})
     assert (spec.repository, spec.semver, spec.version) == ("127.0.0.1:5000/charts/shop", ">=1.4.0 <2", None)
@@ -63,6 +72,7 @@ def test_an_oci_chart_is_the_environments_source() -> None:
         ({**RELEASE, "helm": {"values": {"blob": "x" * MAX_INLINE_VALUES}}}, "use a values file"),
         ({**RELEASE, "helm": {"values": ["not", "a", "mapping"]}}, "valid dictionary"),
         ({**RELEASE, "helm": {"version": "1.0.0"}}, "are for oci:// charts"),
+        ({**RELEASE, "helm": {"lookup": True}}, "set service-account"),
         ({**RELEASE, "helm": {"chart": "charts/shop", "post-renderer": "x"}}, "post-renderer: unknown field"),
         ({"name": "p", "helm": {"chart": "oci://127.0.0.1:5000/charts/shop"}}, "exactly one of `version`"),
         ({"name": "p", "helm": {"chart": "oci://NOT A HOST/x", "version": "1.0.0"}}, "not HOST[:PORT]/PATH"),
