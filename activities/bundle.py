@@ -248,7 +248,8 @@ class BundleCache:
             for stale in entry.glob(".extract-*"):  # a worker killed mid-extraction leaves one
                 shutil.rmtree(stale, ignore_errors=True)
             staging = entry / f".extract-{uuid.uuid4().hex}"
-            safe_extract(Path(pulled.path), staging)  # removes staging itself on any failure
+            layer = _bare_gzip(Path(pulled.path)) if chart else Path(pulled.path)
+            safe_extract(layer, staging)  # removes staging itself on any failure
             if chart:
                 _checked_chart(staging, f"{repository}@{digest}")
             final = entry / "bundle"
@@ -279,3 +280,45 @@ def _checked_chart(staging: Path, where: str) -> None:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+_FEXTRA, _FNAME, _FCOMMENT, _FHCRC = 4, 8, 16, 2
+MAX_GZIP_HEADER_FIELD = 64 * 1024
+
+
+def _bare_gzip(path: Path) -> Path:
+    """The same gzip member with a bare 10-byte header (``<path>.bare``): the deflate data and trailer unchanged.
+
+    NB: `helm package` writes a gzip header with FEXTRA and FCOMMENT (Go's gzip.Header Extra/Comment, helm v4.3.2
+    pkg/chart/v2/util/save.go), and Python 3.11's tarfile stream mode ("r|gz", which safe_extract uses) reads FEXTRA
+    through the decompressor and fails with "invalid compressed data" on every chart the real helm packaged. The
+    header carries nothing Ferry uses; the layer's digest was verified on the original bytes."""
+    out = path.with_name(path.name + ".bare")
+    with path.open("rb") as src:
+        head = src.read(10)
+        if len(head) < 10 or head[:3] != b"\x1f\x8b\x08":
+            raise classified(ErrorType.UNSAFE_ARCHIVE, f"{path.name}: not a gzip (deflate) archive")
+        flags = head[3]
+        if flags & _FEXTRA:
+            size = int.from_bytes(src.read(2), "little")
+            if len(src.read(size)) != size:
+                raise classified(ErrorType.UNSAFE_ARCHIVE, f"{path.name}: truncated gzip header")
+        for flag in (_FNAME, _FCOMMENT):
+            if flags & flag:
+                _skip_zero_terminated(src, path.name)
+        if flags & _FHCRC:
+            src.read(2)
+        with out.open("wb") as dst:
+            dst.write(head[:3] + b"\x00" + b"\x00\x00\x00\x00" + head[8:10])
+            shutil.copyfileobj(src, dst)
+    return out
+
+
+def _skip_zero_terminated(src: Any, name: str) -> None:
+    for _ in range(MAX_GZIP_HEADER_FIELD):
+        byte = src.read(1)
+        if byte in (b"", b"\x00"):
+            if byte == b"":
+                raise classified(ErrorType.UNSAFE_ARCHIVE, f"{name}: truncated gzip header")
+            return
+    raise classified(ErrorType.UNSAFE_ARCHIVE, f"{name}: a gzip header field over {MAX_GZIP_HEADER_FIELD} bytes")
