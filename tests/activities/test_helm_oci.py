@@ -9,9 +9,11 @@ import hashlib
 import io
 import json
 import os
+import struct
 import subprocess
 import tarfile
 import uuid
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -365,3 +367,22 @@ def test_the_two_kinds_never_share_a_cache_entry(
     assert err.value.type == "BadInput" and FLUX_CONTENT_MEDIA_TYPE in err.value.message
     assert root.parent.name.startswith("chart-") and (root / "shop" / "Chart.yaml").is_file()
     assert parse_chart_yaml(yaml.safe_load((root / "shop" / "Chart.yaml").read_text())).version == "1.4.2"
+
+
+def _gzip_with_comment(payload: bytes, comment: bytes) -> bytes:
+    """A gzip member with an FCOMMENT header field (as Go's gzip.Header.Comment writes it)."""
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    body = deflate.compress(payload) + deflate.flush()
+    header = b"\x1f\x8b\x08\x10" + b"\x00" * 4 + b"\x00\xff" + comment + b"\x00"
+    return header + body + struct.pack("<II", zlib.crc32(payload), len(payload) & 0xFFFFFFFF)
+
+
+def test_a_gzip_header_field_is_bounded(registry: Registry, acts: RegistryActivities, tmp_path: Path) -> None:
+    tar = gzip.decompress(_tgz([("shop/Chart.yaml", CHART_YAML)]))
+    repository, digest = _push_raw(registry, _gzip_with_comment(tar, b"c" * (70 * 1024)))
+    err = _refused(acts, tmp_path, repository, digest)
+    assert err.type == "UnsafeArchive" and "gzip header field over" in err.message
+    # a short comment (what helm writes) is read past, and the chart is served
+    repository, digest = _push_raw(registry, _gzip_with_comment(tar, b"Helm"))
+    root, _ = BundleCache(tmp_path / "ok", acts.pull_artifact).ensure(repository, digest, HELM_CHART_MEDIA_TYPE)
+    assert (root / "shop" / "Chart.yaml").read_text() == CHART_YAML
