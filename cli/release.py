@@ -102,6 +102,33 @@ def load_sign_key(path: str) -> ReleaseSigner:
         raise CommandError(f"--sign-key {path}: {err}") from None
 
 
+def release_input(
+    args: argparse.Namespace,
+    repository: str,
+    version: str,
+    directory: Path,
+    timeout: timedelta,
+    signer: ReleaseSigner | None,
+    chart: bool = False,
+) -> ReleaseInput:
+    """The ReleaseWorkflow's input: the git facts of ``directory`` unless the flags say otherwise; only the
+    signing key's fingerprint (ValueError from the model names a refused field)."""
+    facts = git_facts(directory)
+    return ReleaseInput(
+        repository=repository,
+        version=version,
+        ci_task_queue=new_ci_task_queue(),
+        bundle_dir=str(directory),
+        revision=args.revision or facts.get("revision", ""),
+        source=args.source or facts.get("source", ""),
+        publisher=args.published_by or local_identity(),
+        created=facts.get("created") or None,
+        timeout_seconds=max(10, int(timeout.total_seconds())),
+        sign_key_fingerprint=signer.fingerprint if signer else None,
+        chart=chart,
+    )
+
+
 def prepare_release(
     args: argparse.Namespace, settings: Settings, signer: ReleaseSigner | None = None
 ) -> tuple[ReleaseInput, PackageBundleResult, int]:
@@ -124,19 +151,7 @@ def prepare_release(
         objects, packaged = package_release(directory)
     except BundleError as err:
         raise CommandError(f"invalid bundle: {err}") from None
-    facts = git_facts(directory)
-    input = ReleaseInput(
-        repository=repository,
-        version=args.version,
-        ci_task_queue=new_ci_task_queue(),
-        bundle_dir=str(directory),
-        revision=args.revision or facts.get("revision", ""),
-        source=args.source or facts.get("source", ""),
-        publisher=args.published_by or local_identity(),
-        created=facts.get("created") or None,
-        timeout_seconds=max(10, int(timeout.total_seconds())),
-        sign_key_fingerprint=signer.fingerprint if signer else None,
-    )
+    input = release_input(args, repository, args.version, directory, timeout, signer)
     return input, packaged, objects
 
 
@@ -222,22 +237,9 @@ def prepare_chart_release(
     if problem:
         raise CommandError(problem)
     repository = f"{resolve_repository(args.repository, settings)}/{packaged.name}"
-    facts = git_facts(directory)
     try:
         split_repository(repository)
-        input = ReleaseInput(
-            repository=repository,
-            version=packaged.version,
-            ci_task_queue=new_ci_task_queue(),
-            bundle_dir=str(directory),
-            revision=args.revision or facts.get("revision", ""),
-            source=args.source or facts.get("source", ""),
-            publisher=args.published_by or local_identity(),
-            created=facts.get("created") or None,
-            timeout_seconds=max(10, int(timeout.total_seconds())),
-            sign_key_fingerprint=signer.fingerprint if signer else None,
-            chart=True,
-        )
+        input = release_input(args, repository, packaged.version, directory, timeout, signer, chart=True)
     except ValueError as err:
         raise CommandError(str(err)) from None
     return input, packaged

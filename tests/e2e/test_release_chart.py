@@ -9,11 +9,9 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from temporalio.api.enums.v1 import EventType
@@ -22,27 +20,14 @@ from temporalio.testing import WorkflowEnvironment
 from activities.helm.binary import helm_path
 from activities.helm.render import helm_env
 from activities.registry import Registries, SignatureActivities
-from devstack.registry import Registry
 from ferry.cosign import PublisherKey, VerifyArtifactInput
 from ferry.settings import Settings
+from tests.e2e import test_release
 from tests.kit.charts import write_chart
-from tests.kit.stack import settings_for
-from workers.worker import build_worker
 from workflows.patches import CHART_RELEASE
 
+stack = test_release.stack  # the fixture: a ferry worker on a fresh task queue, on the dev server
 HISTORIES = Path(__file__).resolve().parents[1] / "replay" / "histories" / "chart"
-
-
-@pytest.fixture
-async def stack(
-    dev_env: WorkflowEnvironment, registry: Registry, tmp_path: Path, task_queue: str
-) -> AsyncIterator[Settings]:
-    """A ferry worker on a fresh task queue, against the real dev server and registry."""
-    settings = settings_for(registry, tmp_path)
-    settings.temporal.address = dev_env.client.service_client.config.target_host
-    settings.temporal.task_queue = task_queue
-    async with build_worker(dev_env.client, settings):
-        yield settings
 
 
 def cli_env(settings: Settings, tmp_path: Path) -> dict[str, str]:
@@ -79,6 +64,13 @@ def helm(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     out = subprocess.run([str(helm_path()), *args], env=env, cwd=home, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, f"helm {' '.join(args)}: {out.stderr}"
     return out
+
+
+def helm_pull(home: Path, reference: str, version: str, into: Path) -> Path:
+    """`helm pull oci://REPOSITORY --version V --plain-http -d INTO`; the pulled archive."""
+    into.mkdir(exist_ok=True)
+    helm(home, "pull", reference, "--version", version, "--plain-http", "-d", str(into))
+    return into / f"shop-{version}.tgz"
 
 
 def sign_key(path: Path) -> str:
@@ -124,19 +116,9 @@ async def test_release_chart_runs_through_the_workflow_and_helm_reads_it(
         (HISTORIES / "release.json").write_text(history.to_json())
 
     # the real helm pulls and templates it; the signature verifies as an environment's verify would check it
-    pulled = tmp_path / "pulled"
-    pulled.mkdir()
-    helm(
-        tmp_path / "home",
-        "pull",
-        out["reference"].rsplit(":", 1)[0],
-        "--version",
-        "1.4.2",
-        "--plain-http",
-        "-d",
-        str(pulled),
-    )
-    rendered = helm(tmp_path / "home", "template", "shop", str(pulled / "shop-1.4.2.tgz"), "--namespace=prod")
+    repo_ref = out["reference"].rsplit(":", 1)[0]
+    pulled = helm_pull(tmp_path / "home", repo_ref, "1.4.2", tmp_path / "pulled")
+    rendered = helm(tmp_path / "home", "template", "shop", str(pulled), "--namespace=prod")
     assert "kind: Deployment" in rendered.stdout
     verified = SignatureActivities(Registries(stack.registry)).verify_artifact(
         VerifyArtifactInput(
@@ -151,17 +133,7 @@ async def test_release_chart_runs_through_the_workflow_and_helm_reads_it(
     (chart / "values.yaml").write_text("replicaCount: 5\ngreeting: changed\nimage: nginx:1.27\n")
     refused = await aferry(env, *args)
     assert refused.returncode == 1 and "VersionAlreadyReleased" in refused.stderr, refused.stderr
-    helm(
-        tmp_path / "home",
-        "pull",
-        out["reference"].rsplit(":", 1)[0],
-        "--version",
-        "1.4.2",
-        "--plain-http",
-        "-d",
-        str(tmp_path),
-    )
-    assert (tmp_path / "shop-1.4.2.tgz").read_bytes() == (pulled / "shop-1.4.2.tgz").read_bytes()
+    assert helm_pull(tmp_path / "home", repo_ref, "1.4.2", tmp_path / "again").read_bytes() == pulled.read_bytes()
 
 
 async def test_release_chart_with_build_metadata_is_tagged_with_an_underscore(stack: Settings, tmp_path: Path) -> None:
@@ -171,19 +143,8 @@ async def test_release_chart_with_build_metadata_is_tagged_with_an_underscore(st
     out = released(await aferry(env, "--chart", str(chart), "--repository", base, "--version", "2.0.0+b1", "--json"))
     assert out["version"] == "2.0.0+b1" and out["tag"] == "2.0.0_b1"
     assert out["workflow_id"].endswith("/shop/2.0.0+b1")
-    pulled = tmp_path / "pulled"
-    pulled.mkdir()
-    helm(
-        tmp_path / "home",
-        "pull",
-        f"oci://{out['repository']}",
-        "--version",
-        "2.0.0+b1",
-        "--plain-http",
-        "-d",
-        str(pulled),
-    )
-    assert (pulled / "shop-2.0.0+b1.tgz").is_file()
+    pulled = helm_pull(tmp_path / "home", f"oci://{out['repository']}", "2.0.0+b1", tmp_path / "pulled")
+    assert pulled.is_file()
 
 
 def test_bad_charts_are_refused_in_one_line_before_anything_starts(tmp_path: Path) -> None:
