@@ -28,11 +28,17 @@ from activities.helm.charts import check_chart, package_chart
 from activities.helm.render import helm_env, render_chart
 from activities.registry import ChartRegistry, Registries, RegistryActivities, SignatureActivities
 from devstack.registry import Registry
-from ferry.artifacts import ListTagsInput, PushArtifactInput
+from ferry.artifacts import FetchManifestInput, ListTagsInput, PushArtifactInput
 from ferry.cosign import PublisherKey, VerifyArtifactInput
-from ferry.helm_oci import HELM_CHART_MEDIA_TYPE, HELM_CONFIG_MEDIA_TYPE, PushChartInput, parse_chart_yaml
+from ferry.helm_oci import (
+    HELM_CHART_MEDIA_TYPE,
+    HELM_CONFIG_MEDIA_TYPE,
+    PullChartInput,
+    PushChartInput,
+    parse_chart_yaml,
+)
 from ferry.helm_render import HelmRenderInput, Rendered
-from ferry.oci import FLUX_CONFIG_MEDIA_TYPE, FLUX_CONTENT_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE
+from ferry.oci import ANNOTATION_PUBLISHED_BY, FLUX_CONFIG_MEDIA_TYPE, FLUX_CONTENT_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE
 from ferry.reconcile import ResolveInput
 from ferry.settings import Settings
 from tests.kit.charts import CRD, write_chart
@@ -386,3 +392,32 @@ def test_a_gzip_header_field_is_bounded(registry: Registry, acts: RegistryActivi
     repository, digest = _push_raw(registry, _gzip_with_comment(tar, b"Helm"))
     root, _ = BundleCache(tmp_path / "ok", acts.pull_artifact).ensure(repository, digest, HELM_CHART_MEDIA_TYPE)
     assert (root / "shop" / "Chart.yaml").read_text() == CHART_YAML
+
+
+def test_ferrys_annotations_win_over_the_charts_and_pull_chart_reads_the_version(
+    registry: Registry, acts: RegistryActivities, charts: ChartRegistry, tmp_path: Path
+) -> None:
+    """A Chart.yaml annotation cannot claim the publisher: the release's own annotations are added last."""
+    repository = f"{_base(registry)}/shop"
+    source = write_chart(tmp_path / "src", chart={"annotations": {ANNOTATION_PUBLISHED_BY: "mallory", "team": "a"}})
+    packaged = package_chart(source, tmp_path / "pkg")
+    pushed = charts.push_chart(
+        PushChartInput(
+            repository=repository,
+            archive_path=str(packaged.path),
+            created=CREATED,
+            version="1.4.2",
+            annotations={ANNOTATION_PUBLISHED_BY: "ci-charts"},
+        )
+    )
+    manifest = acts.fetch_manifest(FetchManifestInput(repository=repository, reference=pushed.digest))
+    assert manifest.annotations[ANNOTATION_PUBLISHED_BY] == "ci-charts" and manifest.annotations["team"] == "a"
+    assert manifest.config_media_type == HELM_CONFIG_MEDIA_TYPE and manifest.media_type == OCI_MANIFEST_MEDIA_TYPE
+    where = str(tmp_path / "p")
+    pulled = charts.pull_chart(PullChartInput(repository=repository, digest=pushed.digest, dest_dir=where))
+    assert pulled.version == "1.4.2" and Path(pulled.path).read_bytes() == packaged.path.read_bytes()
+    with pytest.raises(ApplicationError) as err:  # the archive is not the version the release says
+        charts.push_chart(
+            PushChartInput(repository=repository, archive_path=str(packaged.path), created=CREATED, version="9.9.9")
+        )
+    assert err.value.type == "BadInput" and "the release says '9.9.9'" in err.value.message
