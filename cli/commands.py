@@ -71,11 +71,15 @@ def _release(sub: Any) -> None:
         sub,
         "release",
         Lazy("cli.release", "cmd_release"),
-        "package DIR and publish it as an immutable OCI artifact (what CI runs)",
+        "package DIR (or a Helm chart: --chart DIR) and publish it as an immutable OCI artifact (what CI runs)",
     )
-    p.add_argument("dir", help="directory of manifests (plain YAML or kustomize; overlays are kept)")
+    p.add_argument("dir", nargs="?", help="directory of manifests (plain YAML or kustomize; overlays are kept)")
+    chart = "release the Helm chart in DIR in Helm's OCI format, to REPOSITORY/<chart name>:<Chart.yaml's version>"
+    p.add_argument("--chart", default=None, metavar="DIR", help=chart + " (`+` as `_` in the tag)")
     p.add_argument("--repository", required=True, help="HOST[:PORT]/PATH, or PATH on the default registry")
-    p.add_argument("--version", required=True, help="semver tag, e.g. 1.2.3 or v1.2.3")
+    p.add_argument(
+        "--version", default=None, help="semver tag, e.g. 1.2.3 or v1.2.3 (with --chart: optional, Chart.yaml's)"
+    )
     p.add_argument("--revision", default=None, help="default: <branch>@sha1:<commit> from git")
     p.add_argument(
         "--source",

@@ -13,6 +13,7 @@ from typing import Any
 
 from temporalio.client import WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
 
 from cli.commands import SIGN_KEY_PASSWORD_VARIABLE
 from cli.common import CommandError, connect_client, emit, local_identity, root_cause, settings_from
@@ -21,8 +22,10 @@ from ferry.durations import parse_duration
 from ferry.oci import split_repository
 from ferry.release import (
     PackageBundleResult,
+    PackageChartResult,
     ReleaseInput,
     ReleaseResult,
+    chart_version_problem,
     new_ci_task_queue,
     release_workflow_id,
     strip_url_credentials,
@@ -30,7 +33,14 @@ from ferry.release import (
 from ferry.settings import Settings
 from ferry.versions import VersionError, parse_release_version
 from workers.client import workflow_url
-from workers.wiring import BundleError, layer_digest, package_release, release_activities
+from workers.wiring import (
+    BundleError,
+    chart_release_activities,
+    layer_digest,
+    package_chart_release,
+    package_release,
+    release_activities,
+)
 from workers.worker import ci_worker
 from workflows.release import ReleaseWorkflow, release_search_attributes
 
@@ -92,12 +102,41 @@ def load_sign_key(path: str) -> ReleaseSigner:
         raise CommandError(f"--sign-key {path}: {err}") from None
 
 
+def release_input(
+    args: argparse.Namespace,
+    repository: str,
+    version: str,
+    directory: Path,
+    timeout: timedelta,
+    signer: ReleaseSigner | None,
+    chart: bool = False,
+) -> ReleaseInput:
+    """The ReleaseWorkflow's input: the git facts of ``directory`` unless the flags say otherwise; only the
+    signing key's fingerprint (ValueError from the model names a refused field)."""
+    facts = git_facts(directory)
+    return ReleaseInput(
+        repository=repository,
+        version=version,
+        ci_task_queue=new_ci_task_queue(),
+        bundle_dir=str(directory),
+        revision=args.revision or facts.get("revision", ""),
+        source=args.source or facts.get("source", ""),
+        publisher=args.published_by or local_identity(),
+        created=facts.get("created") or None,
+        timeout_seconds=max(10, int(timeout.total_seconds())),
+        sign_key_fingerprint=signer.fingerprint if signer else None,
+        chart=chart,
+    )
+
+
 def prepare_release(
     args: argparse.Namespace, settings: Settings, signer: ReleaseSigner | None = None
 ) -> tuple[ReleaseInput, PackageBundleResult, int]:
     """Validate everything before anything is started or pushed; one clear line for the first problem. With a
     signer, the release is signed; only the key's fingerprint enters the workflow input. The packaged bundle is
     returned for run_release's CI worker: parsed and tarred once per release, not twice."""
+    if not args.dir or not args.version:
+        raise CommandError("ferry release: give DIR and --version (or --chart DIR for a Helm chart)")
     directory = Path(args.dir).absolute()
     repository = resolve_repository(args.repository, settings)
     try:
@@ -112,19 +151,7 @@ def prepare_release(
         objects, packaged = package_release(directory)
     except BundleError as err:
         raise CommandError(f"invalid bundle: {err}") from None
-    facts = git_facts(directory)
-    input = ReleaseInput(
-        repository=repository,
-        version=args.version,
-        ci_task_queue=new_ci_task_queue(),
-        bundle_dir=str(directory),
-        revision=args.revision or facts.get("revision", ""),
-        source=args.source or facts.get("source", ""),
-        publisher=args.published_by or local_identity(),
-        created=facts.get("created") or None,
-        timeout_seconds=max(10, int(timeout.total_seconds())),
-        sign_key_fingerprint=signer.fingerprint if signer else None,
-    )
+    input = release_input(args, repository, args.version, directory, timeout, signer)
     return input, packaged, objects
 
 
@@ -133,10 +160,16 @@ async def run_release(
 ) -> dict[str, Any]:
     """Serve the CI task queue in this process while the ReleaseWorkflow runs; return its outcome. The signing
     key, if any, stays in this process: only this worker registers sign_artifact."""
-    repository, version, expected_layer = input.repository, input.version, packaged.layer_digest
+    activities = release_activities(settings, input.bundle_dir, packaged, signer)
+    return await _run_workflow(input, activities, packaged.layer_digest, settings)
+
+
+async def _run_workflow(
+    input: ReleaseInput, activities: list[Any], expected_layer: str, settings: Settings
+) -> dict[str, Any]:
+    repository, version = input.repository, input.version
     timeout = timedelta(seconds=input.timeout_seconds)
     client = await connect_client(settings)
-    activities = release_activities(settings, input.bundle_dir, packaged, signer)
     # NB: the worker-specific task queue: packaging and push run here, on the CI host, for this process's life.
     async with ci_worker(client, input.ci_task_queue, activities):
         workflow_id = release_workflow_id(repository, version)
@@ -178,13 +211,68 @@ async def run_release(
     }
 
 
+def prepare_chart_release(
+    args: argparse.Namespace, settings: Settings, signer: ReleaseSigner | None = None
+) -> tuple[ReleaseInput, PackageChartResult]:
+    """`ferry release --chart DIR --repository HOST/PATH`: check and package the chart (deterministic) before
+    anything starts; the release goes to HOST/PATH/<chart name> at Chart.yaml's version (``--version``, if given,
+    must say the same). One clear line for the first problem."""
+    if args.dir:
+        raise CommandError(f"ferry release --chart {args.chart}: give the chart directory once (drop {args.dir!r})")
+    directory = Path(args.chart).absolute()
+    if not directory.exists():
+        raise CommandError(f"--chart {args.chart}: directory does not exist")
+    if not directory.is_dir():
+        raise CommandError(f"--chart {args.chart}: not a directory (give the chart's directory, not its .tgz)")
+    try:
+        timeout = parse_duration(args.timeout)
+        packaged = package_chart_release(directory)
+    except BundleError as err:
+        raise CommandError(f"invalid chart: {err}") from None
+    except ValueError as err:
+        raise CommandError(str(err)) from None
+    except ApplicationError as err:  # UnsafeArchive from the archive check
+        raise CommandError(f"invalid chart: {err.message}") from None
+    problem = chart_version_problem(args.version or "", packaged.version, args.chart)
+    if problem:
+        raise CommandError(problem)
+    repository = f"{resolve_repository(args.repository, settings)}/{packaged.name}"
+    try:
+        split_repository(repository)
+        input = release_input(args, repository, packaged.version, directory, timeout, signer, chart=True)
+    except ValueError as err:
+        raise CommandError(str(err)) from None
+    return input, packaged
+
+
+async def run_chart_release(
+    input: ReleaseInput, packaged: PackageChartResult, settings: Settings, signer: ReleaseSigner | None = None
+) -> dict[str, Any]:
+    """The chart's ReleaseWorkflow, its CI queue served here (package_chart, push_chart, sign_artifact)."""
+    activities = chart_release_activities(settings, input.bundle_dir, packaged, signer)
+    out = await _run_workflow(input, activities, packaged.layer_digest, settings)
+    return out | {
+        "chart": packaged.name,
+        "tag": input.tag,
+        "files": packaged.files,
+        "reference": f"oci://{input.repository}:{input.tag}",
+    }
+
+
 def cmd_release(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     signer = load_sign_key(args.sign_key) if args.sign_key else None
-    input, packaged, objects = prepare_release(args, settings, signer)
-    out = asyncio.run(run_release(input, packaged, settings, signer)) | {"objects": objects}
-    note = " (already released: identical content)" if out["already_released"] else ""
+    if getattr(args, "chart", None):
+        chart_input, chart = prepare_chart_release(args, settings, signer)
+        out = asyncio.run(run_chart_release(chart_input, chart, settings, signer))
+        what = "identical chart"
+    else:
+        input, packaged, objects = prepare_release(args, settings, signer)
+        out = asyncio.run(run_release(input, packaged, settings, signer)) | {"objects": objects}
+        what = "identical content"
+    note = f" (already released: {what})" if out["already_released"] else ""
     if out["signature_tag"]:
         note += f"\nsigned by {out['signature_key_fingerprint']} as {out['publisher']} ({out['signature_tag']})"
-    emit(out, args.json, f"{out['digest']}{note}")
+    reference = f" {out['reference']}" if "reference" in out else ""
+    emit(out, args.json, f"{out['digest']}{reference}{note}")
     return 0

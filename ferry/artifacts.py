@@ -84,6 +84,9 @@ class PullArtifactInput(_RepositoryModel):
     digest: Digest = Field(description="manifest digest; pulling by tag is refused so a moved tag cannot change it")
     dest_dir: str
     layer_media_type: str
+    config_media_type: str = Field(
+        "", description="refuse the manifest (BadInput, before any layer is read) unless its config is this ('': any)"
+    )
 
 
 class PullArtifactResult(_Model):

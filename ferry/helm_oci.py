@@ -79,6 +79,23 @@ def version_for(tag: str) -> str | None:
     return version if is_strict_semver(version) else None
 
 
+def oci_tag(version: str) -> str:
+    """The tag a tracked version is looked up under: a Ferry release's version is its tag; a chart version with
+    build metadata is Helm's tag (``+`` -> ``_``). No Ferry version carries ``+`` (ferry.versions refuses it)."""
+    return version.replace("+", "_")
+
+
+def tag_versions(tags: list[str]) -> dict[str, str]:
+    """version -> tag, for resolving over a repository's tags: every tag stands for itself, and a tag that only
+    reads as a chart version with build metadata (``1.0.0_b1``) also stands for that version (``1.0.0+b1``)."""
+    out = {tag: tag for tag in tags}
+    for tag in tags:
+        version = version_for(tag)
+        if version is not None and version != tag and version not in out:
+            out[version] = tag
+    return out
+
+
 def chart_versions(tags: list[str]) -> list[str]:
     """The chart versions among a repository's tags, in tag order; other tags are left out."""
     return [v for v in (version_for(t) for t in tags) if v is not None]
@@ -336,12 +353,18 @@ def chart_archive_name(meta: ChartMetadata) -> str:
 
 
 class PushChartInput(Message):
-    """Push a packaged chart in Helm's layout to ``repository`` (HOST/PATH/NAME) at ``tag_for(metadata.version)``."""
+    """Push a packaged chart in Helm's layout to ``repository`` (HOST/PATH/NAME) at ``tag_for(version)``.
+
+    ``metadata`` None (what the ReleaseWorkflow sends: Chart.yaml stays out of history) is read from the archive
+    on the host that pushes. ``annotations`` (Ferry's: publisher, release workflow, revision) are added to Helm's
+    and win over a Chart.yaml annotation of the same key, so a chart cannot claim its own publisher."""
 
     repository: Repository
     archive_path: str = Field(description="the chart .tgz on this host")
-    metadata: ChartMetadata
+    metadata: ChartMetadata | None = None
+    version: str = Field("", description="the chart version expected in the archive ('' : whatever it says)")
     created: str = Field(description="RFC 3339: the org.opencontainers.image.created annotation")
+    annotations: dict[str, str] = Field(default_factory=dict)
 
 
 class PushChartResult(Message):

@@ -6,8 +6,9 @@ import re
 import secrets
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
+from ferry.helm_oci import tag_for
 from ferry.model import Message
 from ferry.names import RELEASE_PREFIX
 from ferry.oci import Repository
@@ -70,7 +71,7 @@ def strip_url_credentials(url: str) -> str:
 
 class ReleaseInput(_Model):
     repository: Repository = Field(description="HOST[:PORT]/PATH")
-    version: str = Field(description="semver tag, a leading v allowed and kept")
+    version: str = Field(description="semver tag, a leading v allowed and kept; a chart's: strict semver")
     ci_task_queue: str = Field(description="task queue served by the `ferry release` process on the CI host")
     bundle_dir: str = Field(description="directory on the CI host")
     revision: str = ""
@@ -83,12 +84,24 @@ class ReleaseInput(_Model):
         description="SHA256:<hex> of the key the `ferry release` process signs with (--sign-key); the key "
         "itself never leaves that process. None: an unsigned release",
     )
+    chart: bool = Field(
+        False,
+        description="bundle_dir is a Helm chart (`ferry release --chart`): pushed in Helm's OCI layout to "
+        "repository (HOST/PATH/<chart name>) at tag_for(version), the version being Chart.yaml's",
+    )
 
-    @field_validator("version")
-    @classmethod
-    def _version(cls, value: str) -> str:
-        parse_release_version(value)
-        return value
+    @model_validator(mode="after")
+    def _version(self) -> ReleaseInput:
+        if self.chart:
+            tag_for(self.version)  # ChartError (a ValueError): strict semver, `+` allowed (tag `_`)
+        else:
+            parse_release_version(self.version)
+        return self
+
+    @property
+    def tag(self) -> str:
+        """The OCI tag of this release: the version, or for a chart Helm's tag (`+` -> `_`)."""
+        return tag_for(self.version) if self.chart else self.version
 
     @field_validator("ci_task_queue")
     @classmethod
@@ -134,3 +147,27 @@ class PackageBundleResult(_Model):
     layer_digest: str
     size: int
     files: int
+
+
+class PackageChartInput(_Model):
+    chart_dir: str = Field(description="the chart directory on the CI host")
+    version: str = Field("", description="the version the release expects Chart.yaml to say ('' : any)")
+
+
+class PackageChartResult(_Model):
+    path: str = Field(description="the chart .tgz on the CI host (NAME-VERSION.tgz, deterministic)")
+    layer_digest: str
+    size: int
+    files: int
+    name: str = Field(description="Chart.yaml's name: the last path component of the release's repository")
+    version: str
+
+
+def chart_version_problem(expected: str, actual: str, chart_dir: str) -> str | None:
+    """Why a chart of version ``actual`` cannot be released as ``expected`` ('' expects nothing), or None."""
+    if not expected or expected == actual:
+        return None
+    return (
+        f"{chart_dir}: Chart.yaml says version {actual!r}, the release says {expected!r}: a chart is released under "
+        "its Chart.yaml version (bump it there, or leave --version out)"
+    )

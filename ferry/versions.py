@@ -36,6 +36,19 @@ def try_parse_tag(tag: str) -> semver.Version | None:
         return None
 
 
+def try_parse_version(version: str) -> semver.Version | None:
+    """A tracked version as semver: a release tag (try_parse_tag), or an OCI Helm chart's version with build
+    metadata (``1.0.0+b1``, read back from its tag ``1.0.0_b1``; strict semver). None otherwise. OCI tags cannot
+    carry ``+``, so no registry tag parses differently here than in try_parse_tag."""
+    parsed = try_parse_tag(version)
+    if parsed is not None or "+" not in version:
+        return parsed
+    try:
+        return semver.Version.parse(version)
+    except ValueError:
+        return None
+
+
 # ------------------------------------------------------------------------------------- ranges
 # Constraint syntax as Flux's OCIRepository `semver` (Masterminds): terms joined by spaces or commas are
 # ANDed, `||` separates alternatives; operators = != > >= < <= ~ ^; x/X/* wildcards.
@@ -129,12 +142,12 @@ def _holds(version: semver.Version, op: str, bound: semver.Version) -> bool:
 def select(
     tags: list[str], rng: SemverRange, prereleases: bool = False, held: frozenset[str] = frozenset()
 ) -> str | None:
-    """The highest tag in the range that is not held; unparsable tags are ignored. Holds compare by semver
-    identity, so `v1.2.0` cannot slip past a hold on `1.2.0`."""
-    held_versions = {v for v in (try_parse_tag(h) for h in held) if v is not None}
+    """The highest tag (or chart version, try_parse_version) in the range that is not held; unparsable tags are
+    ignored. Holds compare by semver identity, so `v1.2.0` cannot slip past a hold on `1.2.0`."""
+    held_versions = {v for v in (try_parse_version(h) for h in held) if v is not None}
     best: tuple[semver.Version, str] | None = None
     for tag in tags:
-        version = try_parse_tag(tag)
+        version = try_parse_version(tag)
         if version is None or tag in held or version in held_versions or not rng.matches(version, prereleases):
             continue
         if best is None or version.compare(best[0]) > 0:

@@ -14,11 +14,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from activities import cluster_activities
-from activities.bundle import BundleActivities, BundleError, default_work_dir, package, scan, validate, write_tarball
-from activities.registry import Registries, RegistryActivities, SignatureActivities
+from activities.bundle import (
+    BundleActivities,
+    BundleError,
+    ChartActivities,
+    default_work_dir,
+    package,
+    packaged_chart,
+    scan,
+    validate,
+    write_tarball,
+)
+from activities.helm.charts import check_chart
+from activities.registry import ChartRegistry, Registries, RegistryActivities, SignatureActivities
 from activities.tools import script_path
 from ferry.cosign import ReleaseSigner
-from ferry.release import PackageBundleResult
+from ferry.release import PackageBundleResult, PackageChartResult
 from ferry.settings import Settings
 from workers.settings import SettingsInvalid
 
@@ -32,10 +43,12 @@ __all__ = [
     "RegistryActivities",
     "SignatureActivities",
     "all_activities",
+    "chart_release_activities",
     "check_clusters",
     "helm_storage",
     "helm_storage_error",
     "layer_digest",
+    "package_chart_release",
     "package_release",
     "release_activities",
     "script_path",
@@ -148,3 +161,29 @@ def helm_storage_error() -> type[Exception]:
     from activities.cluster.helm_storage import HelmStorageError
 
     return HelmStorageError
+
+
+def package_chart_release(chart_dir: Path) -> PackageChartResult:
+    """What `ferry release --chart DIR` checks and packages before it starts anything: the chart's deterministic
+    archive in the CI host's work directory. BundleError (or an UnsafeArchive ApplicationError) names the problem."""
+    return packaged_chart(chart_dir, default_work_dir())
+
+
+def chart_release_activities(
+    settings: Settings, chart_dir: str, packaged: PackageChartResult, signer: ReleaseSigner | None = None
+) -> list[Callable[..., Any]]:
+    """What `ferry release --chart`'s CI worker serves: the chart this process packaged, the resolve/fetch the
+    workflow asks, the push in Helm's layout; sign_artifact with a signer only. NB: no package_bundle or
+    push_artifact, so an older ReleaseWorkflow that ignores `chart` cannot push the chart as a Flux bundle."""
+    registries = Registries(settings.registry)
+    registry = RegistryActivities(registries)
+    charts = ChartActivities(prepared={chart_dir: packaged})
+    activities: list[Callable[..., Any]] = [
+        charts.package_chart,
+        registry.resolve_tag,
+        registry.fetch_manifest,
+        ChartRegistry(registries, check_chart).push_chart,
+    ]
+    if signer is not None:
+        activities.append(SignatureActivities(registries, signer).sign_artifact)
+    return activities

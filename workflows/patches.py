@@ -22,6 +22,7 @@ __all__ = [
     "CANCEL_IS_CANCELLED",
     "CANCEL_RECORDED",
     "CANCEL_SUSPENDS",
+    "CHART_RELEASE",
     "CONFIRM_BOUNDED",
     "DECISION_REFUSAL_FAILS",
     "DECISION_UPDATE_WAITS",
@@ -99,6 +100,12 @@ RECORD_EVERY_DECISION = "ferry-record-every-decision"
 DECISION_UPDATE_WAITS = "ferry-decision-update-waits"
 # A refused decision fails its Update with DecisionRefused (older histories returned accepted=false).
 DECISION_REFUSAL_FAILS = "ferry-decision-refusal-fails"
+
+# ------------------------------------------------------------------ ReleaseWorkflow
+
+# `ferry release --chart`: a ReleaseInput with chart=True packages a Helm chart and pushes it in Helm's OCI layout
+# (package_chart, push_chart on the CI queue); directory releases keep their command sequence.
+CHART_RELEASE = "ferry-chart-release"
 
 # ------------------------------------------------------------------ AlertRouterWorkflow
 

@@ -2,9 +2,9 @@
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
-from temporalio import workflow
+from temporalio import activity, workflow
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError
 
@@ -14,6 +14,7 @@ with workflow.unsafe.imports_passed_through():
     from ferry.artifacts import FetchManifestInput, PushArtifactInput, ResolveTagInput
     from ferry.cosign import SignArtifactInput
     from ferry.errors import ErrorType
+    from ferry.helm_oci import HELM_CHART_MEDIA_TYPE, PushChartInput, PushChartResult
     from ferry.oci import (
         ANNOTATION_CREATED,
         ANNOTATION_PUBLISHED_BY,
@@ -27,6 +28,8 @@ with workflow.unsafe.imports_passed_through():
     from ferry.release import (
         PackageBundleInput,
         PackageBundleResult,
+        PackageChartInput,
+        PackageChartResult,
         ReleaseInput,
         ReleaseResult,
         ci_task_queue_problem,
@@ -35,11 +38,27 @@ with workflow.unsafe.imports_passed_through():
     from workflows import activity_stubs as stubs
     from workflows import outbox as alerting
     from workflows import policies
-    from workflows.patches import ALERTS
+    from workflows.patches import ALERTS, CHART_RELEASE
     from workflows.search_attributes import FERRY_PUBLISHER, FERRY_REPOSITORY, FERRY_VERSION
 
 A = TypeVar("A", bound=BaseModel)
 R = TypeVar("R", bound=BaseModel)
+
+
+# ----------------------------------------------- `ferry release --chart`'s CI activities (typed references, as in
+# workflows/activity_stubs.py; registered by cli/release.py's CI worker through workers.wiring.chart_release_activities)
+@activity.defn(name="package_chart")  # activities/bundle.py ChartActivities
+def package_chart(input: PackageChartInput) -> PackageChartResult:
+    _not_here("package_chart")
+
+
+@activity.defn(name="push_chart")  # activities/registry/charts.py ChartRegistry
+def push_chart(input: PushChartInput) -> PushChartResult:
+    _not_here("push_chart")
+
+
+def _not_here(name: str) -> NoReturn:
+    raise RuntimeError(f"{name} is a typed reference: the `ferry release --chart` process serves it on its CI queue")
 
 
 def release_search_attributes(input: ReleaseInput) -> TypedSearchAttributes:
@@ -97,15 +116,20 @@ class ReleaseWorkflow(alerting.Notifies):
             ]
         )
         self._input = input
-        packaged = await self._on_ci(
-            stubs.package_bundle, PackageBundleInput(bundle_dir=input.bundle_dir), policies.PACKAGE_TIMEOUT
-        )
-        existing = await self._on_ci(
-            stubs.resolve_tag, ResolveTagInput(repository=input.repository, tag=input.version, missing_ok=True)
-        )
-        if existing.digest is not None:
-            return await self._already_released(input, packaged, existing.digest)
-        result = await self._signed(input, await self._pushed(input, packaged))
+        if input.chart and workflow.patched(CHART_RELEASE):
+            result = await self._chart_release(input)
+            if result.already_released:
+                return result
+        else:
+            packaged = await self._on_ci(
+                stubs.package_bundle, PackageBundleInput(bundle_dir=input.bundle_dir), policies.PACKAGE_TIMEOUT
+            )
+            existing = await self._on_ci(
+                stubs.resolve_tag, ResolveTagInput(repository=input.repository, tag=input.version, missing_ok=True)
+            )
+            if existing.digest is not None:
+                return await self._already_released(input, packaged.layer_digest, packaged.size, existing.digest)
+            result = await self._signed(input, await self._pushed(input, packaged))
         if workflow.patched(ALERTS):
             await alerting.send(
                 alerting.notification(
@@ -133,27 +157,61 @@ class ReleaseWorkflow(alerting.Notifies):
                 annotations=_annotations(input),
             ),
         )
-        if pushed.layer_digest != packaged.layer_digest:
+        return await self._verified(input, pushed.digest, pushed.layer_digest, packaged.layer_digest, pushed.size)
+
+    async def _chart_release(self, input: ReleaseInput) -> ReleaseResult:
+        """package_chart → already released? → push_chart (Helm's layout, tag_for(version)) → verify → sign."""
+        packaged = await self._on_ci(
+            package_chart,
+            PackageChartInput(chart_dir=input.bundle_dir, version=input.version),
+            policies.PACKAGE_TIMEOUT,
+        )
+        existing = await self._on_ci(
+            stubs.resolve_tag, ResolveTagInput(repository=input.repository, tag=input.tag, missing_ok=True)
+        )
+        if existing.digest is not None:
+            return await self._already_released(
+                input, packaged.layer_digest, packaged.size, existing.digest, HELM_CHART_MEDIA_TYPE
+            )
+        annotations = {k: v for k, v in _annotations(input).items() if k not in (ANNOTATION_CREATED, ANNOTATION_SOURCE)}
+        pushed = await self._on_ci(
+            push_chart,
+            PushChartInput(
+                repository=input.repository,
+                archive_path=packaged.path,
+                version=input.version,
+                created=input.created or timestamp(workflow.now()),
+                annotations=annotations,
+            ),
+        )
+        result = await self._verified(input, pushed.digest, pushed.layer_digest, packaged.layer_digest, pushed.size)
+        return await self._signed(input, result)
+
+    async def _verified(
+        self, input: ReleaseInput, digest: str, layer_digest: str, packaged_layer: str, size: int
+    ) -> ReleaseResult:
+        """The pushed layer is the packaged one and the tag resolves to the pushed manifest."""
+        if layer_digest != packaged_layer:
             raise ApplicationError(
-                f"pushed layer {pushed.layer_digest} is not the packaged {packaged.layer_digest}",
+                f"pushed layer {layer_digest} is not the packaged {packaged_layer}",
                 type=str(ErrorType.DIGEST_MISMATCH),
                 non_retryable=True,
             )
-        verified = await self._on_ci(stubs.resolve_tag, ResolveTagInput(repository=input.repository, tag=input.version))
-        if verified.digest != pushed.digest:
+        verified = await self._on_ci(stubs.resolve_tag, ResolveTagInput(repository=input.repository, tag=input.tag))
+        if verified.digest != digest:
             raise ApplicationError(
-                f"{input.repository}:{input.version} resolves to {verified.digest}, not the pushed {pushed.digest}: "
+                f"{input.repository}:{input.tag} resolves to {verified.digest}, not the pushed {digest}: "
                 "someone else pushed this tag concurrently",
                 type=str(ErrorType.DIGEST_MISMATCH),
                 non_retryable=True,
             )
-        workflow.logger.info("released %s:%s as %s", input.repository, input.version, pushed.digest)
+        workflow.logger.info("released %s:%s as %s", input.repository, input.version, digest)
         return ReleaseResult(
             repository=input.repository,
             version=input.version,
-            digest=pushed.digest,
-            layer_digest=pushed.layer_digest,
-            size=pushed.size,
+            digest=digest,
+            layer_digest=layer_digest,
+            size=size,
             publisher=input.publisher,
         )
 
@@ -190,20 +248,27 @@ class ReleaseWorkflow(alerting.Notifies):
             schedule_to_start_timeout=policies.CI_SCHEDULE_TO_START,
             start_to_close_timeout=start_to_close,
             schedule_to_close_timeout=timedelta(seconds=self._input.timeout_seconds),
-            heartbeat_timeout=policies.REGISTRY_HEARTBEAT if activity is stubs.push_artifact else None,
+            heartbeat_timeout=policies.REGISTRY_HEARTBEAT if activity in (stubs.push_artifact, push_chart) else None,
             retry_policy=policies.OUTAGE_RETRY,
         )
 
-    async def _already_released(self, input: ReleaseInput, packaged: PackageBundleResult, digest: str) -> ReleaseResult:
+    async def _already_released(
+        self,
+        input: ReleaseInput,
+        packaged_layer: str,
+        packaged_size: int,
+        digest: str,
+        media_type: str = FLUX_CONTENT_MEDIA_TYPE,
+    ) -> ReleaseResult:
         manifest = await self._on_ci(
             stubs.fetch_manifest, FetchManifestInput(repository=input.repository, reference=digest)
         )
-        layer = manifest.layer(FLUX_CONTENT_MEDIA_TYPE)
-        existing_layer = layer.digest if layer else "(no Flux content layer)"
-        if existing_layer != packaged.layer_digest:
+        layer = manifest.layer(media_type)
+        existing_layer = layer.digest if layer else f"(no {'chart' if input.chart else 'Flux content'} layer)"
+        if existing_layer != packaged_layer:
             raise ApplicationError(
-                f"{input.repository}:{input.version} is already released with different content "
-                f"(released layer {existing_layer}, this content {packaged.layer_digest}); "
+                f"{input.repository}:{input.tag} is already released with different content "
+                f"(released layer {existing_layer}, this content {packaged_layer}); "
                 "released versions are immutable: release a new version",
                 type=str(ErrorType.VERSION_ALREADY_RELEASED),
                 non_retryable=True,
@@ -212,8 +277,8 @@ class ReleaseWorkflow(alerting.Notifies):
             repository=input.repository,
             version=input.version,
             digest=digest,
-            layer_digest=packaged.layer_digest,
-            size=layer.size if layer else packaged.size,
+            layer_digest=packaged_layer,
+            size=layer.size if layer else packaged_size,
             already_released=True,
             publisher=manifest.annotations.get(ANNOTATION_PUBLISHED_BY, input.publisher),
         )

@@ -10,6 +10,7 @@ Contract for every activity here:
 """
 
 from activities.registry.artifacts import MAX_MANIFEST_BYTES, RegistryActivities
+from activities.registry.charts import ChartRegistry
 from activities.registry.client import MANIFEST_ACCEPT
 from activities.registry.credentials import MAX_DOCKER_CONFIG, Registries, normalize_auth_key
 from activities.registry.signatures import (
@@ -26,6 +27,7 @@ __all__ = [
     "MAX_SIGNATURE_BLOB",
     "MAX_SIGNATURE_LAYERS",
     "MAX_SIGNATURE_MANIFEST",
+    "ChartRegistry",
     "Registries",
     "RegistryActivities",
     "SignatureActivities",

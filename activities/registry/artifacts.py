@@ -37,6 +37,7 @@ from ferry.artifacts import (
     ResolveTagResult,
 )
 from ferry.errors import ErrorType
+from ferry.helm_oci import HELM_CONFIG_MEDIA_TYPE, oci_tag, tag_versions
 from ferry.oci import OCI_MANIFEST_MEDIA_TYPE, is_digest, split_repository
 from ferry.reconcile import ResolveInput, ResolveResult, VersionRef
 from ferry.versions import SemverRange, select
@@ -123,18 +124,32 @@ class RegistryActivities:
     @activity.defn(name="resolve_desired")
     def resolve_desired(self, input: ResolveInput) -> ResolveResult:
         """What an environment should run now: the pinned version's digest, or the highest tag in the
-        range that is not held. Read-only; NotFound when a pinned version does not exist."""
+        range that is not held. Read-only; NotFound when a pinned version does not exist. An OCI Helm chart's
+        versions are read from its tags as `helm` reads them (``1.0.0_b1`` is ``1.0.0+b1``, ferry.helm_oci)."""
         if input.version is not None:
             digest = self.resolve_tag(ResolveTagInput(repository=input.repository, tag=input.version)).digest
             assert digest is not None
             return ResolveResult(ref=VersionRef(version=input.version, digest=digest), candidates=1)
         tags = self.list_tags(ListTagsInput(repository=input.repository)).tags
-        chosen = select(tags, SemverRange(input.semver or ""), input.prereleases, frozenset(input.held))
+        by_version = tag_versions(tags)
+        ref = self._highest(input, by_version)
+        if ref is not None and by_version[ref.version] != ref.version and not self._is_chart(input.repository, ref):
+            # NB: only a Helm chart's tag stands for a version with build metadata; elsewhere such a tag is not a
+            # release and is ignored, as it was before charts.
+            ref = self._highest(input, {tag: tag for tag in tags})
+        return ResolveResult(ref=ref, candidates=len(tags) if ref else 0)
+
+    def _highest(self, input: ResolveInput, by_version: dict[str, str]) -> VersionRef | None:
+        chosen = select(list(by_version), SemverRange(input.semver or ""), input.prereleases, frozenset(input.held))
         if chosen is None:
-            return ResolveResult(ref=None, candidates=0)
-        digest = self.resolve_tag(ResolveTagInput(repository=input.repository, tag=chosen)).digest
+            return None
+        digest = self.resolve_tag(ResolveTagInput(repository=input.repository, tag=by_version[chosen])).digest
         assert digest is not None
-        return ResolveResult(ref=VersionRef(version=chosen, digest=digest), candidates=len(tags))
+        return VersionRef(version=chosen, digest=digest)
+
+    def _is_chart(self, repository: str, ref: VersionRef) -> bool:
+        manifest = self.fetch_manifest(FetchManifestInput(repository=repository, reference=ref.digest))
+        return manifest.config_media_type == HELM_CONFIG_MEDIA_TYPE
 
     @activity.defn(name="list_tags")
     def list_tags(self, input: ListTagsInput) -> ListTagsResult:
@@ -155,9 +170,11 @@ class RegistryActivities:
 
     @activity.defn(name="resolve_tag")
     def resolve_tag(self, input: ResolveTagInput) -> ResolveTagResult:
-        """The manifest digest a tag points to now (HEAD, no body). NotFound unless missing_ok. Read-only."""
+        """The manifest digest a tag points to now (HEAD, no body). NotFound unless missing_ok. Read-only. A chart
+        version with build metadata (``1.0.0+b1``) is looked up under Helm's tag (``1.0.0_b1``)."""
         reg, host, path = self._client(input.repository)
-        url = f"{reg.prefix}://{host}/v2/{path}/manifests/{input.tag}"
+        tag = oci_tag(input.tag)
+        url = f"{reg.prefix}://{host}/v2/{path}/manifests/{tag}"
         with _classified(reg, f"resolve {input.repository}:{input.tag}"):
             response = reg.do_request(url, "HEAD", headers={"Accept": MANIFEST_ACCEPT})
             if response.status_code == 404 and input.missing_ok:
@@ -167,7 +184,7 @@ class RegistryActivities:
             self._check(reg, response, url)
             digest = response.headers.get("Docker-Content-Digest")
             if not digest:
-                digest = self._get_manifest(reg, host, path, input.tag).digest
+                digest = self._get_manifest(reg, host, path, tag).digest
         return ResolveTagResult(digest=digest)
 
     @activity.defn(name="fetch_manifest")
@@ -199,8 +216,15 @@ class RegistryActivities:
         return PullArtifactResult(path=str(final), layer_digest=layer.digest, size=size, manifest=manifest)
 
     def _pullable_layer(self, input: PullArtifactInput, manifest: Manifest) -> Layer:
-        """The manifest's layer of ``input.layer_media_type``, refused unread unless its digest is a sha256
-        digest and its declared size is within the download limit."""
+        """The manifest's layer of ``input.layer_media_type``, refused unread unless the manifest's config is
+        ``input.config_media_type`` (when given), its digest is a sha256 digest and its declared size is within the
+        download limit."""
+        if input.config_media_type and manifest.config_media_type != input.config_media_type:
+            raise classified(
+                ErrorType.BAD_INPUT,
+                f"{input.repository}@{input.digest}: config media type {manifest.config_media_type[:100]!r} is not "
+                f"{input.config_media_type}: not the kind of artifact expected here",
+            )
         layer = manifest.layer(input.layer_media_type)
         if layer is None:
             raise classified(

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import typing
+from typing import Any
 
 import pytest
+from pydantic import ValidationError
+from temporalio import activity
 
+from activities.bundle import ChartActivities
+from activities.registry import ChartRegistry
 from ferry.helm_oci import (
     ChartError,
     chart_config,
@@ -14,10 +21,15 @@ from ferry.helm_oci import (
     descriptor,
     manifest_bytes,
     oci_annotations,
+    oci_tag,
     parse_chart_yaml,
     tag_for,
+    tag_versions,
     version_for,
 )
+from ferry.release import ReleaseInput, chart_version_problem
+from ferry.versions import SemverRange, select, try_parse_tag, try_parse_version
+from workflows import release as release_workflow
 
 FULL = {
     "apiVersion": "v2",
@@ -112,3 +124,86 @@ def test_manifest_has_no_media_type_and_sorted_layers() -> None:
 def test_chart_yaml_refusals(change: dict[str, object], needle: str) -> None:
     with pytest.raises(ChartError, match=needle):
         parse_chart_yaml({"apiVersion": "v2", "name": "a", "version": "1.0.0"} | change)
+
+
+# ------------------------------------------------------------------ resolving over chart tags (step 17, oci)
+
+
+def test_a_tracked_version_is_looked_up_under_helms_tag() -> None:
+    assert oci_tag("1.0.0+b1") == "1.0.0_b1"
+    assert oci_tag("1.0.0") == "1.0.0" and oci_tag("v1.2.3") == "v1.2.3"  # a Ferry release's tag is its version
+
+
+def test_tag_versions_add_chart_versions_beside_the_tags() -> None:
+    tags = ["1.0.0", "1.0.0_b1", "latest", "v2.0.0", "1.1.0-rc.1_x", "x_y"]
+    assert tag_versions(tags) == {
+        "1.0.0": "1.0.0",
+        "1.0.0_b1": "1.0.0_b1",
+        "latest": "latest",
+        "v2.0.0": "v2.0.0",
+        "1.1.0-rc.1_x": "1.1.0-rc.1_x",
+        "x_y": "x_y",
+        "1.0.0+b1": "1.0.0_b1",
+        "1.1.0-rc.1+x": "1.1.0-rc.1_x",
+    }
+
+
+def test_tracked_versions_parse_build_metadata_but_tags_do_not() -> None:
+    assert try_parse_version("1.0.0+b1") is not None and try_parse_tag("1.0.0+b1") is None
+    assert try_parse_version("1.0.0_b1") is None and try_parse_version("v1.0.0+b1") is None
+    assert try_parse_version("v1.2.3") == try_parse_tag("v1.2.3")
+
+
+def test_select_over_chart_versions_honours_ranges_prereleases_and_holds() -> None:
+    versions = list(tag_versions(["1.0.0_b1", "1.1.0_b2", "1.2.0-rc.1_b3", "2.0.0"]))
+    assert select(versions, SemverRange(">=1.0.0 <2")) == "1.1.0+b2"
+    assert select(versions, SemverRange(">=1.0.0 <2"), prereleases=True) == "1.2.0-rc.1+b3"
+    assert select(versions, SemverRange(">=1.0.0 <2"), held=frozenset({"1.1.0+b2"})) == "1.0.0+b1"
+    assert select(versions, SemverRange("^2")) == "2.0.0"
+
+
+def _release(**kw: object) -> ReleaseInput:
+    base: dict[str, object] = {
+        "repository": "127.0.0.1:5000/charts/shop",
+        "version": "1.0.0",
+        "ci_task_queue": "ferry-ci-" + "0" * 32,
+        "bundle_dir": "/src/shop",
+        "publisher": "ci",
+    }
+    return ReleaseInput.model_validate(base | kw)
+
+
+def test_a_chart_release_takes_strict_semver_with_build_metadata() -> None:
+    assert _release(version="1.0.0+b1", chart=True).tag == "1.0.0_b1"
+    assert _release(version="v1.0.0").tag == "v1.0.0"
+    with pytest.raises(ValidationError, match="build metadata"):
+        _release(version="1.0.0+b1")  # a directory release: OCI tags cannot carry '+'
+    with pytest.raises(ValidationError, match="not strict semver"):
+        _release(version="v1.0.0", chart=True)  # helm lists strict semver only
+
+
+def test_a_chart_is_released_under_its_chart_yaml_version() -> None:
+    assert chart_version_problem("", "1.4.2", "shop") is None
+    assert chart_version_problem("1.4.2", "1.4.2", "shop") is None
+    problem = chart_version_problem("1.5.0", "1.4.2", "charts/shop")
+    assert problem and "Chart.yaml says version '1.4.2', the release says '1.5.0'" in problem
+
+
+@pytest.mark.parametrize(
+    ("stub", "implementation"),
+    [
+        (release_workflow.package_chart, ChartActivities.package_chart),
+        (release_workflow.push_chart, ChartRegistry.push_chart),
+    ],
+    ids=["package_chart", "push_chart"],
+)
+def test_the_chart_release_references_match_the_ci_activities(stub: Any, implementation: Any) -> None:
+    def name(fn: Any) -> str | None:
+        return activity._Definition.must_from_callable(fn).name
+
+    def signature(fn: Any) -> tuple[list[object], object]:
+        func = inspect.unwrap(getattr(fn, "__func__", fn))
+        hints = typing.get_type_hints(func)
+        return [hints[p] for p in inspect.signature(func).parameters if p != "self"], hints["return"]
+
+    assert name(stub) == name(implementation) and signature(stub) == signature(implementation)
