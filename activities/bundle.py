@@ -1,5 +1,5 @@
 """Bundles: the package_bundle activity, packaging into the work directory, rendering an environment path, and
-the worker's content-addressed bundle cache. Manifests (scan, YAML bounds, kustomize, validate) live in
+the worker's content-addressed bundle cache. Manifests (scan, YAML bounds, kustomize) live in
 activities.manifests, the tar.gz (write and safe extract) in activities.archive.
 
 Contract:
@@ -35,8 +35,8 @@ from activities.manifests import (
     kustomize,
     parse_documents,
     scan,
-    validate,
 )
+from activities.validate import validate
 from ferry.artifacts import PullArtifactInput
 from ferry.errors import ErrorType
 from ferry.helm_oci import HELM_CHART_MEDIA_TYPE, HELM_CONFIG_MEDIA_TYPE

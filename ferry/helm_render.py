@@ -276,6 +276,14 @@ def values_digest(values: Mapping[str, Any], values_files: Sequence[tuple[str, s
     return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
 
 
+def release_id(chart_digest: str, values_digest: str, release_name: str, namespace: str) -> str:
+    """What makes a new Helm release (an upgrade): the chart, the values, the release's name and namespace. Not the
+    capabilities, the helm build or install-vs-upgrade: those re-render, but a drift revert or a worker upgrade is no
+    new release, so it runs no hooks. 32 hex characters, recorded in the environment's inventory."""
+    body = json.dumps([chart_digest, values_digest, release_name, namespace], separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()[:32]
+
+
 def render_key(
     chart_digest: str,
     values_digest: str,

@@ -343,13 +343,14 @@ def inventory_entries(data: Mapping[str, str] | None) -> dict[str, str]:
     }
 
 
-def inventory_data(entries: Mapping[str, str], digest: str, version: str) -> dict[str, str]:
-    """The inventory ConfigMap's data for `entries` (object key -> apiVersion), byte-stable for the same input."""
+def inventory_data(entries: Mapping[str, str], digest: str, version: str, release: str = "") -> dict[str, str]:
+    """The inventory ConfigMap's data for `entries` (object key -> apiVersion), byte-stable for the same input;
+    ``release``: a chart's render key (its hooks ran for it), only for charts."""
     return {
         "entries": json.dumps([{"id": k, "v": v} for k, v in sorted(entries.items())], separators=(",", ":")),
         "digest": digest,
         "version": version,
-    }
+    } | ({"release": release} if release else {})
 
 
 def inventory_ids(entries: Mapping[str, str]) -> list[ObjectId]:

@@ -38,10 +38,11 @@ class ChangeSet(Model):
     prune_skipped: list[str] = Field(default_factory=list)
     prune_failed: list[str] = Field(default_factory=list)
     drift: dict[str, list[str]] = Field(default_factory=dict, description="object -> field paths put back")
+    hooks: list[str] = Field(default_factory=list, description="a chart's Helm hooks run, `Kind/ns/name event`")
     api_requests: int = 0
     totals: dict[str, int] = Field(default_factory=dict, description="true counts of lists capped in history")
 
-    _LISTS = ("created", "updated", "deleted", "prune_skipped", "prune_failed", "drift")
+    _LISTS = ("created", "updated", "deleted", "prune_skipped", "prune_failed", "hooks", "drift")
 
     @model_serializer(mode="wrap")
     def _bounded(self, handler: Any) -> Any:

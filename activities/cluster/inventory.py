@@ -22,8 +22,10 @@ class Inventory:
         return (inventory_entries(live.get("data")), live) if live is not None else ({}, None)
 
     @staticmethod
-    def _inventory_differs(entries: dict[str, str], digest: str, version: str, previous: dict[str, Any] | None) -> bool:
-        return previous is None or (previous.get("data") or {}) != inventory_data(entries, digest, version)
+    def _inventory_differs(
+        entries: dict[str, str], digest: str, version: str, previous: dict[str, Any] | None, release: str = ""
+    ) -> bool:
+        return previous is None or (previous.get("data") or {}) != inventory_data(entries, digest, version, release)
 
     def _write_inventory(
         self,
@@ -33,8 +35,9 @@ class Inventory:
         digest: str,
         version: str,
         previous: dict[str, Any] | None,
+        release: str = "",
     ) -> bool:
-        if not self._inventory_differs(entries, digest, version, previous):
+        if not self._inventory_differs(entries, digest, version, previous, release):
             return False  # a no-op reconcile writes nothing
         _ensure_namespace(cluster)
         cluster.apply(
@@ -47,7 +50,7 @@ class Inventory:
                     "namespace": INVENTORY_NAMESPACE,
                     "labels": {ENVIRONMENT_LABEL: environment, MANAGED_BY_LABEL: MANAGED_BY},
                 },
-                "data": inventory_data(entries, digest, version),
+                "data": inventory_data(entries, digest, version, release),
             },
         )
         return True

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,15 @@ from activities.cluster.client import (
     _server_message,
 )
 from activities.cluster.clusters import Clients
+from activities.cluster.hooks import Hooks
 from activities.cluster.inventory import Inventory
 from activities.errors import classified
 from activities.helm.deliver import ChartRender, render_release
 from ferry.errors import ErrorType
 from ferry.health import object_status, snapshot
+from ferry.helm_oci import HELM_CHART_MEDIA_TYPE
+from ferry.hooks import HOOK_TIMEOUT, POST_INSTALL, POST_UPGRADE, PRE_INSTALL, PRE_UPGRADE, Hook
+from ferry.oci import FLUX_CONTENT_MEDIA_TYPE
 from ferry.plan import (
     AWAITED_KINDS,
     ENVIRONMENT_LABEL,
@@ -54,6 +60,19 @@ class Release:
     chart: ChartRender | None = None
     inventory: tuple[dict[str, str], dict[str, Any] | None] | None = None
 
+    @property
+    def key(self) -> str:
+        """A chart's release identity (recorded in the inventory: its hooks ran for it); "" for manifests."""
+        return self.chart.release if self.chart is not None else ""
+
+    def hooks_due(self, inventory_obj: dict[str, Any] | None) -> tuple[Hook, ...]:
+        """The chart's hooks when this is a new release (an install, or other chart, values or name than the
+        inventory records); none for a drift revert or a re-render of the same release."""
+        if self.chart is None or not self.chart.rendered.hooks:
+            return ()
+        recorded = ((inventory_obj or {}).get("data") or {}).get("release")
+        return () if inventory_obj is not None and recorded == self.key else self.chart.rendered.hooks
+
     def tracked(self, entries: dict[str, str]) -> dict[str, str]:
         """The inventory entries to record: a chart's crds/ CRDs are left out unless its spec says prune-crds, so
         prune never deletes them (Helm never deletes them either)."""
@@ -62,13 +81,35 @@ class Release:
         return {k: v for k, v in entries.items() if not self.chart.is_crd(ObjectId.parse(k, v))}
 
 
-class Reconcile(Clients, Inventory):
+PRE, POST = "pre", "post"
+
+
+def hook_event(phase: str, is_upgrade: bool) -> str:
+    if phase == PRE:
+        return PRE_UPGRADE if is_upgrade else PRE_INSTALL
+    return POST_UPGRADE if is_upgrade else POST_INSTALL
+
+
+def hook_timeout(margin: float = 30.0) -> float:
+    """Helm's --timeout per hook (HOOK_TIMEOUT), within what is left of this activity's start-to-close."""
+    if not activity.in_activity():
+        return HOOK_TIMEOUT
+    info = activity.info()
+    if info.start_to_close_timeout is None:
+        return HOOK_TIMEOUT
+    elapsed = (datetime.now(UTC) - info.started_time).total_seconds()
+    return max(1.0, min(HOOK_TIMEOUT, info.start_to_close_timeout.total_seconds() - elapsed - margin))
+
+
+class Reconcile(Clients, Inventory, Hooks):
     """The reconcile_environment activity and its steps."""
 
     @activity.defn(name="reconcile_environment")
     def reconcile_environment(self, input: ReconcileInput) -> ReconcileResult:
         _only_its_own_workflow(input.environment)
-        root, revision = self._cache.ensure(input.repository, input.digest)
+        oci_chart = input.helm is not None and not input.helm.chart  # the artifact is itself an OCI chart
+        media_type = HELM_CHART_MEDIA_TYPE if oci_chart else FLUX_CONTENT_MEDIA_TYPE
+        root, revision = self._cache.ensure(input.repository, input.digest, media_type)
         cluster = self.cluster(input.cluster, input.kubeconfig, input.context, input=input)
         cluster.counter.requests = 0
         what = f"{input.helm.chart or 'the chart'}" if input.helm else input.path
@@ -134,9 +175,28 @@ class Reconcile(Clients, Inventory):
         if input.check_only:
             return self._check(cluster, input, planned, inventory_obj, revision, release)
         changes = ChangeSet(unchanged=planned.unchanged)
-        self._apply_staged(cluster, resources, planned, changes, input.drift_baseline, as_user)
+        hooks = release.hooks_due(inventory_obj)
+
+        def run_hooks(phase: str) -> None:
+            event = hook_event(phase, is_upgrade=inventory_obj is not None)
+            changes.hooks += self._run_hooks(
+                cluster,
+                hooks,
+                event,
+                environment=input.environment,
+                namespace=input.namespace,
+                namespaces=allowed,
+                cluster_kinds=input.cluster_kinds,
+                as_user=as_user,
+                timeout=hook_timeout(),
+            )
+
+        self._apply_staged(
+            cluster, resources, planned, changes, input.drift_baseline, as_user, between=lambda: run_hooks(PRE)
+        )
         kept = release.tracked(self._prune(cluster, resources, planned, changes, as_user))
-        self._write_inventory(cluster, input.environment, kept, input.digest, input.version, inventory_obj)
+        self._write_inventory(cluster, input.environment, kept, input.digest, input.version, inventory_obj, release.key)
+        run_hooks(POST)
         changes.api_requests = cluster.counter.requests
         return ReconcileResult(
             changes=changes, revision=revision, health=planned.rollout_health(kept, changes.summary(), input.digest)
@@ -229,7 +289,9 @@ class Reconcile(Clients, Inventory):
         pending = (
             len(planned.writes())
             + len(planned.prune)
-            + self._inventory_differs(release.tracked(planned.inventory()), input.digest, input.version, inventory_obj)
+            + self._inventory_differs(
+                release.tracked(planned.inventory()), input.digest, input.version, inventory_obj, release.key
+            )
         )
         health = snapshot(planned.live_objects(), input.digest) if not pending else HealthState()
         changes = ChangeSet(unchanged=planned.unchanged, api_requests=cluster.counter.requests)
@@ -243,10 +305,14 @@ class Reconcile(Clients, Inventory):
         changes: ChangeSet,
         drift_baseline: bool,
         as_user: str | None,
+        between: Callable[[], None] | None = None,
     ) -> None:
         """Apply stage by stage (definitions, then the rest); what the rest defers to the definitions is dry-run
-        once they are ready, before any of it is written. CRDs and Namespaces are awaited as they are applied."""
-        for stage in planned.stages():
+        once they are ready, before any of it is written. CRDs and Namespaces are awaited as they are applied.
+        ``between`` runs once the definitions are in (a chart's pre-hooks: Helm installs crds/ before them)."""
+        for n, stage in enumerate(planned.stages()):
+            if n == 1 and between is not None:
+                between()
             rejected: list[str] = []
             for obj in stage.deferred:
                 key = (obj["apiVersion"], obj["kind"])

@@ -36,6 +36,7 @@ from ferry.helm_render import (
     HelmRenderInput,
     Rendered,
     RenderRefused,
+    release_id,
     render_key,
     split_rendered,
     values_digest,
@@ -54,11 +55,12 @@ class ChartRender:
     """A chart environment's objects (its crds/ CRDs first, then the release and any manifests beside it), which of
     them came from crds/ (by name), its hooks and what Helm would ignore; ``cached``: no helm process ran."""
 
-    objects: list[dict[str, Any]]
+    objects: list[dict[str, Any]]  # ``release``: the release's identity (ferry.helm_render.release_id)
     crd_names: frozenset[str]
     rendered: Rendered
     cached: bool
     prune_crds: bool = False
+    release: str = ""
 
     def is_crd(self, oid: ObjectId) -> bool:
         """Whether ``oid`` is one of the chart's crds/ CustomResourceDefinitions."""
@@ -138,9 +140,10 @@ def render_release(
         values=helm.values,
         values_files=helm.values_files,
     )
+    values = values_digest(helm.values, [(f, "") for f in helm.values_files])
     key = render_key(
         f"{digest}/{helm.chart}",
-        values_digest(helm.values, [(f, "") for f in helm.values_files]),
+        values,
         helm.release_name,
         namespace,
         capabilities.kube_version,
@@ -160,4 +163,5 @@ def render_release(
     names = frozenset(
         str((o.object.get("metadata") or {}).get("name", "")) for o in rendered.crds if o.object.get("kind") == CRD_KIND
     )
-    return ChartRender(objects, names, rendered, cached, helm.prune_crds)
+    release = release_id(f"{digest}/{helm.chart}", values, helm.release_name, namespace)
+    return ChartRender(objects, names, rendered, cached, helm.prune_crds, release)

@@ -15,8 +15,9 @@ from temporalio.exceptions import ApplicationError
 
 from activities.archive import write_tarball
 from activities.bundle import BundleCache, render
-from activities.manifests import BundleError, scan, validate
+from activities.manifests import BundleError, scan
 from activities.registry import Registries, RegistryActivities
+from activities.validate import validate
 from devstack.registry import Registry
 from ferry.artifacts import PushArtifactInput
 from ferry.oci import FLUX_CONFIG_MEDIA_TYPE, FLUX_CONTENT_MEDIA_TYPE

@@ -10,7 +10,6 @@ import io
 import json
 import os
 import struct
-import subprocess
 import tarfile
 import uuid
 import zlib
@@ -23,9 +22,8 @@ import yaml
 from temporalio.exceptions import ApplicationError
 
 from activities.bundle import BundleCache
-from activities.helm.binary import helm_path
 from activities.helm.charts import check_chart, package_chart
-from activities.helm.render import helm_env, render_chart
+from activities.helm.render import render_chart
 from activities.registry import ChartRegistry, Registries, RegistryActivities, SignatureActivities
 from devstack.registry import Registry
 from ferry.artifacts import FetchManifestInput, ListTagsInput, PushArtifactInput
@@ -41,25 +39,13 @@ from ferry.helm_render import HelmRenderInput, Rendered
 from ferry.oci import ANNOTATION_PUBLISHED_BY, FLUX_CONFIG_MEDIA_TYPE, FLUX_CONTENT_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE
 from ferry.reconcile import ResolveInput
 from ferry.settings import Settings
-from tests.kit.charts import CRD, write_chart
+from tests.kit.charts import CRD, helm, helm_push, write_chart
 from tests.kit.signing import key_pair, sign_release
 from tests.kit.stack import settings_for
 
 KUBE = "v1.35.4"
 INPUT = HelmRenderInput(release_name="shop", namespace="prod", kube_version=KUBE)
 CREATED = "2026-12-07T10:00:00Z"
-
-
-def helm(home: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """The real helm with a private HOME and HELM_* dirs (nothing read from or written to the user's home); no
-    proxy, so it reaches the local registry."""
-    home.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in helm_env(home).items() if "proxy" not in k.lower()}
-    out = subprocess.run(
-        [str(helm_path()), *args], env=env, cwd=cwd or home, capture_output=True, text=True, timeout=120
-    )
-    assert out.returncode == 0, f"helm {' '.join(args)}: {out.stderr}"
-    return out
 
 
 @pytest.fixture
@@ -79,16 +65,6 @@ def charts(settings: Settings) -> ChartRegistry:
 
 def _base(registry: Registry) -> str:
     return f"{registry.host}/charts-{uuid.uuid4().hex[:8]}"
-
-
-def helm_push(tmp: Path, base: str, version: str, **chart: Any) -> Path:
-    """`helm package` + `helm push X.tgz oci://BASE --plain-http` of a test chart; returns its source directory."""
-    source = write_chart(tmp / f"src-{version}", version=version, **chart)
-    out = tmp / f"pkg-{version}"
-    helm(tmp / "home", "package", str(source), "-d", str(out))
-    archive = next(out.glob("*.tgz"))
-    helm(tmp / "home", "push", str(archive), f"oci://{base}", "--plain-http")
-    return source
 
 
 def ferry_push(charts: ChartRegistry, tmp: Path, repository: str, source: Path) -> Any:

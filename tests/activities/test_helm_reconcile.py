@@ -310,3 +310,56 @@ def test_lookup_reads_the_cluster_only_when_opted_in_and_only_as_the_environment
     # read-only: helm stored no release of its own
     secrets = CoreV1Api(world.admin).list_namespaced_secret(world.namespace, label_selector="owner=helm")
     assert secrets.items == []
+
+
+PRE_HOOK_CONFIG = """\
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ .Release.Name }}-pre
+  annotations:
+    helm.sh/hook: pre-install,pre-upgrade
+    helm.sh/hook-weight: "5"
+data: {greeting: {{ .Values.greeting | quote }}}
+"""
+POST_HOOK_CONFIG = PRE_HOOK_CONFIG.replace("-pre", "-post").replace("pre-install,pre-upgrade", "post-install")
+
+
+def test_hooks_run_around_the_release_once_per_release_and_a_failed_pre_hook_applies_nothing(world: ChartWorld) -> None:
+    from tests.kit.charts import HOOK_JOB
+
+    templates = {"job.yaml": HOOK_JOB, "pre.yaml": PRE_HOOK_CONFIG, "post.yaml": POST_HOOK_CONFIG}
+    world.release("1.0.0", templates=templates)
+    first = world.reconcile("1.0.0")
+    ns = world.namespace
+    assert first.changes.hooks == [
+        f"Job/{ns}/shop-migrate pre-install",  # weight -5 first
+        f"ConfigMap/{ns}/shop-pre pre-install",
+        f"ConfigMap/{ns}/shop-post post-install",
+    ]
+    assert world.get("batch/v1", "Job", "shop-migrate") is None  # Complete, then deleted (hook-succeeded)
+    pre, deployment, post = (
+        world.get("v1", "ConfigMap", "shop-pre"),
+        world.get("apps/v1", "Deployment", "shop"),
+        world.get("v1", "ConfigMap", "shop-post"),
+    )
+    assert pre is not None and deployment is not None and post is not None
+    order = [int(o["metadata"]["resourceVersion"]) for o in (pre, deployment, post)]
+    assert order == sorted(order), "pre-hooks before the release, post-hooks after it"
+    assert pre["metadata"]["labels"]["ferry.dev/hook-of"] == world.env
+    assert "ferry.dev/environment" not in pre["metadata"]["labels"]  # never in the inventory, prune or drift
+    # the same release again (a re-render as an upgrade, a drift revert): no hooks
+    again = world.reconcile("1.0.0", baseline=True)
+    assert again.changes.hooks == []
+    # new values are a new release: the upgrade's hooks run (post-install is not one of them)
+    upgraded = world.reconcile("1.0.0", baseline=True, values={"greeting": "hola"})
+    assert upgraded.changes.hooks == [f"Job/{ns}/shop-migrate pre-upgrade", f"ConfigMap/{ns}/shop-pre pre-upgrade"]
+
+    failing = {**templates, "job.yaml": HOOK_JOB.replace("busybox:1.36", "busybox:1.36-broken")}
+    world.release("2.0.0", templates=failing, values={"replicaCount": 1, "greeting": "v2", "image": "nginx:1.28"})
+    with pytest.raises(ApplicationError) as refused:
+        world.reconcile("2.0.0", baseline=False)
+    assert refused.value.type == "HookFailed" and "shop-migrate" in refused.value.message
+    deployment = world.get("apps/v1", "Deployment", "shop")
+    assert deployment is not None  # the running release stays as it was
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.27"

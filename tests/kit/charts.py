@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from activities.helm.binary import helm_path
+from activities.helm.render import helm_env
 
 HELM_VERSION = "v4.3.2"
 
@@ -153,3 +157,25 @@ def helm_binary_path() -> Path:
     """Where `make helm` caches the binary (FERRY_HELM is not consulted: the tests check the cached build)."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return cache / "ferry" / "tools" / "helm" / HELM_VERSION / "helm"
+
+
+def helm(home: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The real helm with a private HOME and HELM_* dirs (nothing read from or written to the user's home); no
+    proxy, so it reaches the local registry."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in helm_env(home).items() if "proxy" not in k.lower()}
+    out = subprocess.run(
+        [str(helm_path()), *args], env=env, cwd=cwd or home, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, f"helm {' '.join(args)}: {out.stderr}"
+    return out
+
+
+def helm_push(tmp: Path, base: str, version: str, **chart: Any) -> Path:
+    """`helm package` + `helm push X.tgz oci://BASE --plain-http` of a test chart; returns its source directory."""
+    source = write_chart(tmp / f"src-{version}", version=version, **chart)
+    out = tmp / f"pkg-{version}"
+    helm(tmp / "home", "package", str(source), "-d", str(out))
+    archive = next(out.glob("*.tgz"))
+    helm(tmp / "home", "push", str(archive), f"oci://{base}", "--plain-http")
+    return source

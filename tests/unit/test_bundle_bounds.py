@@ -18,7 +18,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities.archive import MAX_TAR_HEADER_BYTES, safe_extract, write_tarball
 from activities.bundle import render
-from activities.manifests import MAX_MEMBERS, BundleError, parse_documents, scan, validate
+from activities.manifests import MAX_MEMBERS, BundleError, parse_documents, scan
+from activities.validate import validate
 
 ROOT = Path(__file__).resolve().parents[2]
 
