@@ -52,6 +52,8 @@ class ChangeSet(Model):
             for name in self._LISTS[:-1]:
                 data[name] = cap_ids(list(data.get(name) or []))
             data["drift"] = cap_objects(dict(data.get("drift") or {}))
+            if not data.get("hooks"):
+                data.pop("hooks", None)  # NB: a reconcile without a chart's hooks keeps its wire bytes (old histories)
         return data
 
     def count(self, name: str) -> int:

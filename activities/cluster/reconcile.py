@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -174,6 +174,21 @@ class Reconcile(Clients, Inventory, Hooks):
             )
         if input.check_only:
             return self._check(cluster, input, planned, inventory_obj, revision, release)
+        return self._write(cluster, input, release, planned, resources, allowed, as_user, inventory_obj, revision)
+
+    def _write(
+        self,
+        cluster: Cluster,
+        input: ReconcileInput,
+        release: Release,
+        planned: Plan,
+        resources: dict[Kind, Any],
+        allowed: Collection[str],
+        as_user: str | None,
+        inventory_obj: dict[str, Any] | None,
+        revision: str,
+    ) -> ReconcileResult:
+        """pre-hooks (after the definitions) -> apply staged -> prune -> write inventory -> post-hooks."""
         changes = ChangeSet(unchanged=planned.unchanged)
         hooks = release.hooks_due(inventory_obj)
 

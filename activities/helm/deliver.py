@@ -160,8 +160,11 @@ def render_release(
     objects = [o.object for o in (*rendered.crds, *rendered.manifests)]
     if helm.manifests:
         objects += render(root / helm.manifests, root)
-    names = frozenset(
+    release = release_id(f"{digest}/{helm.chart}", values, helm.release_name, namespace)
+    return ChartRender(objects, _crd_names(rendered), rendered, cached, helm.prune_crds, release)
+
+
+def _crd_names(rendered: Rendered) -> frozenset[str]:
+    return frozenset(
         str((o.object.get("metadata") or {}).get("name", "")) for o in rendered.crds if o.object.get("kind") == CRD_KIND
     )
-    release = release_id(f"{digest}/{helm.chart}", values, helm.release_name, namespace)
-    return ChartRender(objects, names, rendered, cached, helm.prune_crds, release)
