@@ -11,7 +11,7 @@ from collections.abc import Callable
 from ferry.environment import Pin, PinRequest
 from ferry.reconcile import VersionRef
 from ferry.spec import EnvironmentSpec
-from ferry.versions import try_parse_tag
+from ferry.versions import try_parse_version
 
 ROLLBACK_KINDS = ("rollback", "auto-rollback")
 
@@ -54,6 +54,6 @@ def tracks(spec: EnvironmentSpec, pin: Pin | None) -> bool:
 
 def newer_than_holds(version: str, holds: list[str]) -> bool:
     """A release newer than every held version that is a release: a range resumes at it."""
-    candidate = try_parse_tag(version)
-    held = [v for v in (try_parse_tag(h) for h in holds) if v is not None]
+    candidate = try_parse_version(version)
+    held = [v for v in (try_parse_version(h) for h in holds) if v is not None]
     return candidate is not None and all(candidate.compare(h) > 0 for h in held)

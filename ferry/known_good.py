@@ -12,7 +12,7 @@ import semver
 from ferry.environment import EnvironmentState, Pin
 from ferry.reconcile import HealthState, VersionRef
 from ferry.spec import EnvironmentSpec
-from ferry.versions import try_parse_tag
+from ferry.versions import try_parse_version
 
 AUTO_ROLLBACK_BY = "ferry (auto-rollback)"
 
@@ -35,7 +35,7 @@ def earlier_known_good(history: list[VersionRef], current: VersionRef | None) ->
 def newer_than_applied(version: str, applied: VersionRef | None) -> semver.Version | None:
     """The applied version (parsed) when `version` is newer than it: a rollback never goes forward. None otherwise,
     and when either is not a release version."""
-    target, now = try_parse_tag(version), try_parse_tag(applied.version) if applied else None
+    target, now = try_parse_version(version), try_parse_version(applied.version) if applied else None
     return now if target is not None and now is not None and target.compare(now) > 0 else None
 
 

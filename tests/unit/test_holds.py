@@ -76,6 +76,8 @@ def test_a_range_resumes_only_past_every_held_release() -> None:
     assert newer_than_holds("1.3.0", ["1.1.0", "1.2.0"])
     assert not newer_than_holds("1.2.0", ["1.1.0", "1.2.0"])
     assert not newer_than_holds("1.1.5", ["1.1.0", "1.2.0"])
+    # an OCI chart's version with build metadata (tag 1.3.0_b1) is a version too
+    assert newer_than_holds("1.3.0+b1", ["1.2.0+b7"]) and not newer_than_holds("1.2.0+b1", ["1.2.0"])
     assert newer_than_holds("1.0.0", [])
     assert newer_than_holds("1.0.0", ["not-a-release"])  # a held tag that is not a release holds nothing back
     assert not newer_than_holds("latest", [])  # nor is a candidate that is not a release newer than anything

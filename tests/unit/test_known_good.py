@@ -45,6 +45,7 @@ def test_a_rollback_without_a_target_goes_to_the_newest_other_known_good() -> No
 def test_a_rollback_never_goes_forward() -> None:
     assert str(newer_than_applied("1.3.0", V2)) == "1.2.0"
     assert newer_than_applied("1.1.0", V2) is None and newer_than_applied("1.2.0", V2) is None
+    assert str(newer_than_applied("1.3.0+b1", V2)) == "1.2.0"  # an OCI chart's version with build metadata
     assert newer_than_applied("1.3.0", None) is None
     assert newer_than_applied("latest", V2) is None  # not a release: the known-good rule decides
 
