@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from cli.demo_chart import CHART_STEPS
 from cli.demo_support import (
     FERRY,
     PUBLISHER,
@@ -346,6 +347,7 @@ STEPS = (
     revert_hand_edit,
     broken_release_rolls_back,
     rollback_and_audit,
+    *CHART_STEPS,
 )
 
 

@@ -137,15 +137,15 @@ def make_keys(tmp: Path) -> dict[str, Path]:
     return keys
 
 
-def fill_environments(repository: str, keys: dict[str, Path]) -> str:
-    """examples/environments.yaml with its placeholders filled (each value JSON-escaped into a quoted scalar)."""
+def fill_environments(repository: str, keys: dict[str, Path], example: str = "environments.yaml") -> str:
+    """examples/<example> with its placeholders filled (each value JSON-escaped into a quoted scalar)."""
     values = {
         "REPOSITORY": repository,
         "RELEASE_PUBLIC_KEY": keys["release.pub"].read_text(),
         "SRE_ALICE_KEY": Path(f"{keys[SRE]}.pub").read_text().strip(),
         "SRE_BOB_KEY": Path(f"{keys[PUBLISHER]}.pub").read_text().strip(),
     }
-    text = (ROOT / "examples" / "environments.yaml").read_text()
+    text = (ROOT / "examples" / example).read_text()
     for name, value in values.items():
         text = text.replace("${" + name + "}", json.dumps(value)[1:-1])
     return text

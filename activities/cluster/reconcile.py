@@ -30,7 +30,7 @@ from activities.helm.deliver import ChartRender, render_release
 from ferry.errors import ErrorType
 from ferry.health import object_status, snapshot
 from ferry.helm_oci import HELM_CHART_MEDIA_TYPE
-from ferry.hooks import HOOK_TIMEOUT, POST_INSTALL, POST_UPGRADE, PRE_INSTALL, PRE_UPGRADE, Hook
+from ferry.hooks import CRD_KIND, HOOK_TIMEOUT, POST_INSTALL, POST_UPGRADE, PRE_INSTALL, PRE_UPGRADE, Hook
 from ferry.oci import FLUX_CONTENT_MEDIA_TYPE
 from ferry.plan import (
     AWAITED_KINDS,
@@ -143,7 +143,7 @@ class Reconcile(Clients, Inventory, Hooks):
         Every refusal (bounds, duplicates, another environment's objects, the server's dry runs of what it can
         judge now) comes before the first write. A chart's hooks run around the writes (pre-* before the first,
         post-* after the inventory)."""
-        objects = release.objects
+        objects = self._without_shared_crds(cluster, release, input.environment)
         resources, namespaced = self._discover(cluster, objects)
         desired = [
             prepare(o, input.environment, input.namespace, namespaced[(o["apiVersion"], o["kind"])]) for o in objects
@@ -216,6 +216,22 @@ class Reconcile(Clients, Inventory, Hooks):
         return ReconcileResult(
             changes=changes, revision=revision, health=planned.rollout_health(kept, changes.summary(), input.digest)
         )
+
+    @staticmethod
+    def _without_shared_crds(cluster: Cluster, release: Release, environment: str) -> list[dict[str, Any]]:
+        """A chart's crds/ CRD that another environment applied is left to it (two releases of one chart share
+        their CRDs; Helm skips crds/ that exist): applied only by the first, never refused as another's object."""
+        chart = release.chart
+        if chart is None or not chart.crd_names:
+            return release.objects
+        resource = cluster.resource("apiextensions.k8s.io/v1", CRD_KIND)
+        shared: set[str] = set()
+        for name in sorted(chart.crd_names):
+            live = cluster.get(resource, name, None)
+            owner = ((live or {}).get("metadata", {}).get("labels") or {}).get(ENVIRONMENT_LABEL)
+            if owner and owner != environment:
+                shared.add(name)
+        return [o for o in release.objects if not (o.get("kind") == CRD_KIND and o["metadata"].get("name") in shared)]
 
     @staticmethod
     def _discover(cluster: Cluster, objects: list[dict[str, Any]]) -> tuple[dict[Kind, Any], dict[Kind, bool]]:

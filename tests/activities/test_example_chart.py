@@ -154,15 +154,16 @@ def test_the_environments_file_loads_and_names_files_in_the_release(tmp_path: Pa
     filled = tmp_path / "environments.yaml"
     filled.write_text(text)
     staging, production = load_environments(filled)  # what `ferry env apply -f` reads
-    assert (staging.name, staging.semver, staging.version) == ("staging", ">=1.0.0", None)
-    assert (production.name, production.version, production.approval.required) == ("production", "1.0.0", True)
-    assert production.approval.requires_healthy_in == ["staging"]
+    assert (staging.name, staging.semver, staging.version) == ("shop-staging", ">=1.0.0", None)
+    assert (production.name, production.version, production.approval.required) == ("shop-production", "1.0.0", True)
+    assert production.approval.requires_healthy_in == ["shop-staging"]
     assert production.verify is not None and [p.name for p in production.verify.publishers] == ["ci-main"]
     for spec in (staging, production):
         assert spec.helm is not None and spec.cluster_kinds == ["CustomResourceDefinition"]
         source = HelmSource.of(spec.helm, spec.name, spec.path)
         assert (source.chart, source.manifests, source.release_name) == ("charts/shop", "", "shop")
-        assert source.values_files == [VALUES[spec.name]]
+        env = spec.name.removeprefix("shop-")
+        assert source.values_files == [VALUES[env]]
         rendered = render_chart(
             EXAMPLES / source.chart,
             HelmRenderInput(
@@ -175,4 +176,4 @@ def test_the_environments_file_loads_and_names_files_in_the_release(tmp_path: Pa
             root=EXAMPLES,
         )
         message = by_kind(rendered)["ConfigMap"]["data"]["message"]
-        assert message == {"staging": "Hello from staging", "production": "Hello from production (approved)"}[spec.name]
+        assert message == {"staging": "Hello from staging", "production": "Hello from production (approved)"}[env]

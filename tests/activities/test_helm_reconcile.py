@@ -363,3 +363,16 @@ def test_hooks_run_around_the_release_once_per_release_and_a_failed_pre_hook_app
     deployment = world.get("apps/v1", "Deployment", "shop")
     assert deployment is not None  # the running release stays as it was
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.27"
+
+
+def test_two_environments_of_one_chart_share_its_crds(
+    world: ChartWorld, settings: Settings, kube_server: KubeServer, tmp_path: Path
+) -> None:
+    world.release("1.0.0", crds={"widgets.yaml": CRD}, templates={"widget.yaml": WIDGET})
+    first = world.reconcile("1.0.0")
+    assert f"CustomResourceDefinition/widgets.{world.group}" in first.changes.created
+    other = ChartWorld(settings, kube_server, tmp_path / "other")
+    other.repository, other.digests, other.group = world.repository, world.digests, world.group
+    second = other.reconcile("1.0.0")  # the CRD is the first environment's: left to it, not refused
+    assert f"Widget/{other.namespace}/shop-widget" in second.changes.created
+    assert not any(c.startswith("CustomResourceDefinition/") for c in second.changes.created + second.changes.updated)
