@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from cli.demo_chart import CHART_STEPS
+from cli.demo_chart import CHART_STEPS, CHART_WORKFLOWS
 from cli.demo_support import (
     FERRY,
     PUBLISHER,
@@ -90,7 +90,13 @@ def forget_previous_run(info: Any) -> None:
     terminated: a new run of an environment recovers a terminated run's record (spec, holds, used approvals), and
     this story starts production afresh on a new repository with new keys (docs/durability.md)."""
     temporal, address = script_path("temporal") or "temporal", info.components["temporal"]["address"]
-    for workflow_id in ("env/staging", "env/production", "promote/production/1.1.0", "rollback/production/1.0.0"):
+    for workflow_id in (
+        "env/staging",
+        "env/production",
+        "promote/production/1.1.0",
+        "rollback/production/1.0.0",
+        *CHART_WORKFLOWS,
+    ):
         listed = _list_runs(temporal, address, workflow_id)
         for line in listed.stdout.splitlines():
             with contextlib.suppress(ValueError, KeyError, TypeError):

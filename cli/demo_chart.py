@@ -27,6 +27,32 @@ from workers.wiring import script_path
 
 STAGING, PRODUCTION = "shop-staging", "shop-production"
 CRD_GROUP = "shop.example.com"  # examples/charts/shop/crds/shopcaches.yaml
+CHART_WORKFLOWS = (f"env/{STAGING}", f"env/{PRODUCTION}", f"promote/{PRODUCTION}/1.1.0")
+# What the operator applies once: the environments' namespaces (a chart does not create its release namespace) and
+# the worker's rights on the chart's custom resources (examples/rbac/ferry-worker.yaml's commented example).
+OPERATOR_SETUP = f"""\
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {STAGING}}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {PRODUCTION}}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: ferry-worker-{CRD_GROUP}}}
+rules:
+  - apiGroups: [{CRD_GROUP}]
+    resources: ["*"]
+    verbs: [get, list, watch, create, update, patch, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: ferry-worker-{CRD_GROUP}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: ferry-worker-{CRD_GROUP}}}
+subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: ferry-worker}}]
+"""
 
 
 def chart_repository(story: Story) -> str:
@@ -69,17 +95,9 @@ def declare_chart_environments(story: Story) -> None:
         "(1.0.0, signed); an operator creates the namespaces and lets the worker write the chart's custom resources"
     )
     release_chart(story, "1.0.0", "6.5.0")
-    for namespace in (STAGING, PRODUCTION):
-        kubectl(story, "create", "namespace", namespace, check=False)
-    kubectl(story, "create", "clusterrole", f"ferry-worker-{CRD_GROUP}", "--verb=*", f"--resource=*.{CRD_GROUP}")
-    kubectl(
-        story,
-        "create",
-        "clusterrolebinding",
-        f"ferry-worker-{CRD_GROUP}",
-        f"--clusterrole=ferry-worker-{CRD_GROUP}",
-        "--user=ferry-worker",
-    )
+    setup = story.tmp / "operator-setup.yaml"
+    setup.write_text(OPERATOR_SETUP)
+    kubectl(story, "apply", "--server-side", "-f", str(setup))
     step(
         "16. declare shop-staging (tracks >=1.0.0, staging values) and shop-production (pinned, signed approval): "
         "examples/environments-helm.yaml; each renders the chart for the cluster, runs its pre-install hook Job, "
