@@ -365,6 +365,8 @@ def run_bounded(
             if proc.poll() is None:  # NB: only while the leader is unreaped is its pid surely still its group's id
                 _kill_group(proc)
             code = proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
         if timed_out.is_set():
             raise BundleError(f"{what} ran longer than {timeout:g} s: killed")
         errors.seek(0)
