@@ -224,6 +224,21 @@ def helm_error(stderr: str, limit: int = MAX_HELM_ERROR) -> str:
     return message if len(message) <= limit else message[: limit - 3] + "..."
 
 
+_ERROR_AT = re.compile(r"^(?P<at>(?:execution error at \([^)]{1,300}\)|[^\s:]{1,300}:\d+:\d+))")
+
+
+def redacted_error(message: str) -> str:
+    """Helm's message without the text a template wrote (``fail``/``required`` messages and YAML errors, which a
+    template with `lookup` could fill with what it read): the template position when there is one, and a digest of
+    the whole message to compare two failures by. Helm's own messages are kept."""
+    if not (message.startswith("execution error at") or "YAML parse error" in message):
+        return message  # helm's own words (a lookup forbidden, a missing kind): nothing a template wrote
+    found = _ERROR_AT.match(message)
+    digest = hashlib.sha256(message.encode()).hexdigest()[:16]
+    where = found["at"] if found else "the render"
+    return f"{where}: message withheld (lookup is on: it may hold what the template read), sha256 {digest}"
+
+
 def schema_refs_refused(schema: Any, where: str = "values.schema.json") -> str | None:
     """Why a values schema would make Helm load something, or None.
 

@@ -394,3 +394,16 @@ def spec_digest(spec: EnvironmentSpec) -> str:
         data["approval"].pop("max-approval-lifetime", None)
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def pending_plan_spec(current: EnvironmentSpec, pending: EnvironmentSpec) -> EnvironmentSpec | str:
+    """The spec `ferry diff --pending` plans with: the current spec with only the pending change's chart settings
+    (values, values files, release name, in-release chart path, prune-crds). Nothing else of an unapproved change
+    is acted on (its repository, cluster, namespace, service account, lookup). A reason string when the pending
+    change cannot be planned so (it moves to another OCI chart, or stops or starts delivering a chart)."""
+    if pending.helm is None or current.helm is None:
+        return "the pending change does not change a chart's settings: `ferry diff --pending` plans only those"
+    if pending.helm.is_oci and pending.helm.chart != current.helm.chart:
+        return "the pending change moves to another OCI chart: it is planned once approved (`ferry diff`)"
+    settings = {"lookup": current.helm.lookup, "version": current.helm.version, "semver": current.helm.semver}
+    return current.model_copy(update={"helm": pending.helm.model_copy(update=settings)})

@@ -10,7 +10,14 @@ with workflow.unsafe.imports_passed_through():
     from ferry.events import EventType
     from ferry.names import Update
     from ferry.reconcile import PlanRequest, PlanResult, ResolveInput, VersionRef
-    from ferry.spec import EnvironmentSpec, env_workflow_id, protected_changes, spec_diff, spec_digest
+    from ferry.spec import (
+        EnvironmentSpec,
+        env_workflow_id,
+        pending_plan_spec,
+        protected_changes,
+        spec_diff,
+        spec_digest,
+    )
     from workflows import activity_stubs as stubs
     from workflows import policies
     from workflows.env_source import EnvironmentSource
@@ -154,7 +161,10 @@ class SpecUpdates(EnvironmentSource):
         """What a reconcile would do now (or for another version, or with the pending spec change): `ferry diff`."""
         request = request or PlanRequest()
         pending = self._state.pending_spec if request.pending else None
-        spec, pin = pending.spec if pending else self._state.spec, self._state.pin
+        planned = pending_plan_spec(self._state.spec, pending.spec) if pending else self._state.spec
+        if isinstance(planned, str):  # NB: the validator refused it already; a replay of an older run never gets here
+            raise ApplicationError(planned, type="BadInput")
+        spec, pin = planned, self._state.pin
         # read-only: resolve directly rather than through _resolve(), which records outages and releases pins.
         if request.version is None and pin is not None:
             desired: VersionRef | None = VersionRef(version=pin.version, digest=pin.digest)
@@ -192,5 +202,9 @@ class SpecUpdates(EnvironmentSource):
     def _validate_plan(self, request: PlanRequest | None = None) -> None:
         """No input plans what the environment runs or tracks; anything but {} or {"version": "..."} was already
         refused when it was decoded (a rejected Update leaves no history)."""
-        if request is not None and request.pending and self._state.pending_spec is None:
-            raise ApplicationError("no spec change is pending approval: nothing to plan with it", type="NotFound")
+        if request is not None and request.pending:
+            if self._state.pending_spec is None:
+                raise ApplicationError("no spec change is pending approval: nothing to plan with it", type="NotFound")
+            planned = pending_plan_spec(self._state.spec, self._state.pending_spec.spec)
+            if isinstance(planned, str):
+                raise ApplicationError(planned, type="BadInput")

@@ -91,6 +91,8 @@ def confine_hooks(
         for d in prepared
         if (why := outside(ObjectId.of(d), bool(d["metadata"].get("namespace")), namespaces, cluster_kinds))
     ]
+    # a Namespace hook is deleted and re-created like any hook: with everything in it
+    refused += [f"{ObjectId.of(d)}: a Namespace is never a hook" for d in prepared if d.get("kind") == "Namespace"]
     if refused:
         raise Refused(
             ErrorType.OUT_OF_BOUNDS,
@@ -101,16 +103,22 @@ def confine_hooks(
 
 def hook_conflict(live: Mapping[str, Any] | None, environment: str) -> str:
     """Why the live object a hook of ``environment`` would replace or apply over is not that environment's hook to
-    touch, or ''. Another environment's hook, or any environment's release object (it carries the environment
-    label: deleting it for a hook would take it from under its inventory), is refused and never deleted; an
-    unlabelled one is adopted, as the reconcile adopts release objects."""
-    labels = ((live or {}).get("metadata") or {}).get("labels") or {}
+    touch, or ''. Another environment's hook, any environment's release object (it carries the environment label:
+    deleting it for a hook would take it from under its inventory) and an unlabelled one (an operator's) are refused
+    and never deleted."""
+    if live is None:
+        return ""
+    labels = (live.get("metadata") or {}).get("labels") or {}
     owner = labels.get(ENVIRONMENT_LABEL)
     if owner:
         return f"it is a release object of environment {owner}, not a hook"
     hook_of = labels.get(HOOK_OF_LABEL)
     if hook_of and hook_of != environment:
         return f"it is a hook of environment {hook_of}"
+    if not hook_of:
+        # NB: a hook is deleted and re-created (before-hook-creation, hook-succeeded): an object nobody labelled as
+        # this environment's hook (an operator's Secret, a ServiceAccount) is never taken over to be deleted
+        return "it exists and is not a hook of this environment (delete it, or rename the hook)"
     return ""
 
 
@@ -193,7 +201,9 @@ class Hooks:
         ran: list[str] = []
         done: list[_Staged] = []
         by_hook = {id(s.hook): s for s in staged}
+        deadline = time.monotonic() + timeout  # one budget for the event's hooks, as the activity has one
         for s in staged:
+            timeout = max(1.0, deadline - time.monotonic())
             if deletes_before_creation(s.hook):
                 self._delete_hook(cluster, s, event, environment, as_user, timeout)
             with _classified(f"{event} hook {s.id}"):

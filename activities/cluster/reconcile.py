@@ -30,7 +30,7 @@ from activities.helm.deliver import ChartRender, render_release
 from ferry.errors import ErrorType
 from ferry.health import object_status, snapshot
 from ferry.helm_oci import HELM_CHART_MEDIA_TYPE
-from ferry.hooks import CRD_KIND, HOOK_TIMEOUT, POST_INSTALL, POST_UPGRADE, PRE_INSTALL, PRE_UPGRADE, Hook
+from ferry.hooks import CRD_KIND, HOOK_TIMEOUT, POST_INSTALL, POST_UPGRADE, PRE_INSTALL, PRE_UPGRADE, Hook, runs_for
 from ferry.oci import FLUX_CONTENT_MEDIA_TYPE
 from ferry.plan import (
     AWAITED_KINDS,
@@ -210,8 +210,14 @@ class Reconcile(Clients, Inventory, Hooks):
             cluster, resources, planned, changes, input.drift_baseline, as_user, between=lambda: run_hooks(PRE)
         )
         kept = release.tracked(self._prune(cluster, resources, planned, changes, as_user))
-        self._write_inventory(cluster, input.environment, kept, input.digest, input.version, inventory_obj, release.key)
+        post = bool(runs_for(hooks, hook_event(POST, is_upgrade=inventory_obj is not None)))
+        # NB: the release is recorded as done only once its post-hooks succeeded: a failed one runs again
+        recorded = ((inventory_obj or {}).get("data") or {}).get("release", "")
+        key = recorded if post else release.key
+        self._write_inventory(cluster, input.environment, kept, input.digest, input.version, inventory_obj, key)
         run_hooks(POST)
+        if post:
+            self._write_inventory(cluster, input.environment, kept, input.digest, input.version, None, release.key)
         changes.api_requests = cluster.counter.requests
         return ReconcileResult(
             changes=changes, revision=revision, health=planned.rollout_health(kept, changes.summary(), input.digest)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -45,7 +46,8 @@ from ferry.helm_spec import HelmSource
 from ferry.hooks import CRD_KIND
 from ferry.plan import ObjectId
 
-MAX_CACHED_RENDERS = 256
+logger = logging.getLogger(__name__)
+MAX_CACHED_RENDERS = 2048  # above a fleet's environments per worker, or they would take turns missing
 RENDERS_DIR = "renders"
 CRD_GROUP = "apiextensions.k8s.io"
 
@@ -97,18 +99,29 @@ class RenderCache:
             return None
 
     def store(self, key: str, rendered: Rendered) -> None:
+        """Best effort: the cache only saves a render, so a full disk or a concurrent eviction loses nothing."""
         pairs = [(o.source, o.object) for o in (*rendered.crds, *rendered.manifests)]
         pairs += [(h.path, h.object) for h in rendered.hooks]
-        self._dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=".render-")
-        with os.fdopen(fd, "w") as out:
-            json.dump(pairs, out, separators=(",", ":"))
-        os.replace(tmp, self._dir / f"{key}.json")
-        self._evict()
+        try:
+            self._dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=".render-")
+            try:
+                with os.fdopen(fd, "w") as out:
+                    json.dump(pairs, out, separators=(",", ":"))
+                os.replace(tmp, self._dir / f"{key}.json")
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)  # gone when it was renamed
+            self._evict()
+        except OSError as err:
+            logger.warning("render cache %s: not stored (%s)", self._dir, err.strerror or err)
 
     def _evict(self) -> None:
-        entries = sorted(self._dir.glob("*.json"), key=lambda p: p.stat().st_mtime)
-        for stale in entries[: max(0, len(entries) - MAX_CACHED_RENDERS)]:
+        entries: list[tuple[float, Path]] = []
+        for path in self._dir.glob("*.json"):
+            with contextlib.suppress(OSError):  # another thread evicted it meanwhile
+                entries.append((path.stat().st_mtime, path))
+        for _, stale in sorted(entries)[: max(0, len(entries) - MAX_CACHED_RENDERS)]:
             with contextlib.suppress(OSError):
                 stale.unlink()
 

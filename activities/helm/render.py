@@ -51,6 +51,7 @@ from ferry.helm_render import (
     Rendered,
     RenderRefused,
     helm_error,
+    redacted_error,
     schema_refs_refused,
     split_documents,
     split_rendered,
@@ -151,8 +152,12 @@ def _archive_chart(data: bytes, where: str, depth: int) -> str:
                     raise BundleError(f"{where}: more than {MAX_MEMBERS} files or {MAX_BUNDLE_BYTES} bytes: refused")
                 parts = member.name.split("/")
                 wanted = parts[-1] in ("values.schema.json", "Chart.yaml") or member.name.endswith(".tgz")
-                if not member.isfile() or not wanted or member.size > MAX_BUNDLE_FILE_BYTES:
+                if not member.isfile() or not wanted:
                     continue
+                if member.size > MAX_BUNDLE_FILE_BYTES:  # NB: helm itself no longer bounds a file: never skip one
+                    raise BundleError(
+                        f"{where}:{member.name}: over the {MAX_BUNDLE_FILE_BYTES}-byte limit per file: refused"
+                    )
                 handle = tar.extractfile(member)
                 body = handle.read() if handle is not None else b""
                 at = f"{where}:{member.name}"
@@ -272,7 +277,11 @@ def render_chart(
                 f"address-space bound (a template that loops or builds huge values): "
                 f"{helm_error(stderr)}"
             )
-        raise BundleError(f"{where}: helm template failed: {helm_error(stderr)}")
+        message = helm_error(stderr)
+        if access is not None:
+            # NB: with lookup a template can `fail` with what it read (a Secret): the record keeps where and a digest
+            message = redacted_error(message)
+        raise BundleError(f"{where}: helm template failed: {message}")
     try:
         text = run.stdout.decode("utf-8")
     except UnicodeDecodeError:

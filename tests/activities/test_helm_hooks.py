@@ -392,3 +392,25 @@ def test_a_hook_of_a_kind_the_cluster_does_not_serve_is_bad_input_before_anythin
         "cluster; no pre-install hook was applied"
     )
     assert live(kube_api, "ConfigMap", namespace, "shop-ok") is None
+
+
+def test_a_hook_never_takes_over_an_object_nobody_labelled_its_hook(
+    cluster: Cluster, kube_api: Any, namespace: str, tmp_path: Path
+) -> None:
+    """An operator's unlabelled ConfigMap of the hook's name: deleting it (before-hook-creation) would destroy what
+    the environment never owned; a Namespace hook would take everything in it. Both are refused, nothing deleted."""
+    CoreV1Api(kube_api).create_namespaced_config_map(
+        namespace, {"metadata": {"name": "shop-settings"}, "data": {"owner": "operator"}}
+    )
+    hooks = chart_hooks(tmp_path, namespace, {"cm.yaml": hook_doc("ConfigMap", "shop-settings", "pre-install")})
+    with pytest.raises(ApplicationError) as refused:
+        run(cluster, hooks, PRE_INSTALL, namespace)
+    assert refused.value.type == "OutOfBounds" and "is not a hook of this environment" in refused.value.message
+    kept = CoreV1Api(kube_api).read_namespaced_config_map("shop-settings", namespace)
+    assert kept.data == {"owner": "operator"}
+    ns_hook = f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}\n  annotations:\n"
+    ns_hook += '    helm.sh/hook: "pre-install"\n'
+    hooks = chart_hooks(tmp_path / "ns", namespace, {"ns.yaml": ns_hook})
+    with pytest.raises(ApplicationError) as refused:
+        run(cluster, hooks, PRE_INSTALL, namespace)
+    assert refused.value.type == "OutOfBounds" and "a Namespace is never a hook" in refused.value.message

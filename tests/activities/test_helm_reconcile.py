@@ -376,3 +376,17 @@ def test_two_environments_of_one_chart_share_its_crds(
     second = other.reconcile("1.0.0")  # the CRD is the first environment's: left to it, not refused
     assert f"Widget/{other.namespace}/shop-widget" in second.changes.created
     assert not any(c.startswith("CustomResourceDefinition/") for c in second.changes.created + second.changes.updated)
+
+
+def test_a_failed_post_hook_is_run_again_not_forgotten(world: ChartWorld) -> None:
+    from tests.kit.charts import HOOK_JOB
+
+    post_job = HOOK_JOB.replace("pre-install,pre-upgrade", "post-install,post-upgrade").replace(
+        "busybox:1.36", "busybox:1.36-broken"
+    )
+    world.release("1.0.0", templates={"job.yaml": post_job})
+    for attempt in range(2):  # the release is applied, but not recorded as done while its post-hook fails
+        with pytest.raises(ApplicationError) as failed:
+            world.reconcile("1.0.0", baseline=bool(attempt))
+        assert failed.value.type == "HookFailed" and "shop-migrate" in failed.value.message, attempt
+    assert world.get("apps/v1", "Deployment", "shop") is not None

@@ -324,3 +324,17 @@ def test_a_missing_helm_names_make_helm(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     with pytest.raises(HelmMissing, match=r"run `make helm` \(make setup builds it\)"):
         helm_path()
+
+
+def test_an_oversized_schema_in_a_vendored_chart_archive_is_refused_not_skipped(tmp_path: Path) -> None:
+    """Helm v4 bounds no single file of an archive: a schema over the per-file bound, padded past it to slip by
+    a check that skipped big members, would be read by helm with its file:// $ref. It is refused."""
+    chart = write_chart(tmp_path, chart={"dependencies": [{"name": "db", "version": "0.1.0"}]})
+    sub = write_chart(tmp_path / "src", "db", "0.1.0")
+    padded = '{"$ref": "file:///etc/hostname", "description": "' + "x" * (6 * 1024 * 1024) + '"}'
+    (sub / "values.schema.json").write_text(padded)
+    (chart / "charts").mkdir()
+    with tarfile.open(chart / "charts" / "db-0.1.0.tgz", "w:gz") as tar:
+        tar.add(sub, arcname="db")
+    with pytest.raises(BundleError, match=r"db-0.1.0.tgz:db/values.schema.json: over the \d+-byte limit per file"):
+        render.render_chart(chart, INPUT)

@@ -308,3 +308,16 @@ def test_render_input_accepts_discovery_shapes() -> None:
         }
     )
     assert done.api_versions[-1] == "example.com/v1/Widget"
+
+
+def test_a_template_message_is_withheld_when_lookup_is_on() -> None:
+    from ferry.helm_render import redacted_error
+
+    secret = "execution error at (shop/templates/cm.yaml:3:4): password is hunter2"
+    withheld = redacted_error(secret)
+    assert "hunter2" not in withheld and withheld.startswith("execution error at (shop/templates/cm.yaml:3:4)")
+    assert "sha256" in withheld and redacted_error(secret) == withheld  # the same failure, the same digest
+    parse = "YAML parse error on shop/templates/cm.yaml: error converting YAML to JSON: yaml: line 2: hunter2"
+    assert "hunter2" not in redacted_error(parse)
+    forbidden = 'error calling lookup: configmaps "seed" is forbidden: User "system:serviceaccount:a:b" cannot get'
+    assert redacted_error(forbidden) == forbidden

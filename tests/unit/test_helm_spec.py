@@ -115,3 +115,23 @@ def test_every_chart_setting_waits_for_an_approval_in_production() -> None:
         ),
     )
     assert values == ["helm.values.replicaCount: null -> 5"]
+
+
+def test_a_pending_plan_acts_only_on_the_chart_settings() -> None:
+    from ferry.spec import pending_plan_spec
+
+    current = typed(**RELEASE, namespace="shop", helm={"chart": "charts/shop"})
+    wider = typed(
+        **{**RELEASE, "repository": "127.0.0.1:5000/evil/app"},
+        namespace="kube-system",
+        **{"service-account": "admin"},
+        helm={"chart": "charts/shop", "values": {"replicaCount": 5}, "lookup": True},
+    )
+    planned = pending_plan_spec(current, wider)
+    assert not isinstance(planned, str)
+    assert (planned.repository, planned.namespace, planned.service_account) == (current.repository, "shop", None)
+    assert planned.helm is not None and planned.helm.values == {"replicaCount": 5} and not planned.helm.lookup
+    oci = typed(name="p", helm={"chart": "oci://127.0.0.1:5000/charts/shop", "version": "1.0.0"})
+    moved = typed(name="p", helm={"chart": "oci://127.0.0.1:5000/charts/other", "version": "1.0.0"})
+    assert "another OCI chart" in str(pending_plan_spec(oci, moved))
+    assert "does not change a chart" in str(pending_plan_spec(typed(**RELEASE), typed(**RELEASE, prune=False)))

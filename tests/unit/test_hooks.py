@@ -273,12 +273,16 @@ def test_hooks_outside_the_bounds_are_refused_naming_each() -> None:
     assert "ConfigMap/kube-system/b" in str(refused.value) and "ClusterRole/r" in str(refused.value)
 
 
-def test_only_an_unlabelled_object_or_the_environments_own_hook_may_be_replaced() -> None:
+def test_only_the_environments_own_hook_may_be_replaced() -> None:
     def labelled(**labels: str) -> dict[str, Any]:
         return {"metadata": {"labels": labels}}
 
     assert hook_conflict(None, "e") == ""
-    assert hook_conflict({"metadata": {}}, "e") == ""
+    # an unlabelled object (an operator's) is never taken over to be deleted and re-created
+    assert (
+        hook_conflict({"metadata": {}}, "e")
+        == "it exists and is not a hook of this environment (delete it, or rename the hook)"
+    )
     assert hook_conflict(labelled(**{HOOK_OF_LABEL: "e"}), "e") == ""
     assert hook_conflict(labelled(**{HOOK_OF_LABEL: "f"}), "e") == "it is a hook of environment f"
     assert hook_conflict(labelled(**{ENVIRONMENT_LABEL: "e"}), "e") == (
