@@ -68,7 +68,9 @@ def _write(args: argparse.Namespace) -> int:
         raise CommandError(f"import-helm: the environment does not validate: {err.errors()[0]['msg']}") from None
     text = yaml.safe_dump({"environments": [imported.environment]}, sort_keys=False)
     if args.output:
-        Path(args.output).write_text(text)
+        out = Path(args.output)
+        out.touch(mode=0o600, exist_ok=True)  # NB: the release's values can hold what its users typed with --set
+        out.write_text(text)
     else:
         sys.stdout.write(text)
     for note in [*imported.notes, *read.notes]:

@@ -363,6 +363,21 @@ def import_environment(
     return Imported(env, notes)
 
 
+_SECRET_KEY = re.compile(r"pass(word|wd)?|secret|token|api[-_]?key|private[-_]?key|credential", re.IGNORECASE)
+
+
+def secret_like_paths(values: Mapping[str, Any], prefix: str = "", depth: int = 0) -> list[str]:
+    """The dotted paths of values whose key names a credential (password, token, secret…) and that hold a string."""
+    found: list[str] = []
+    for key, value in values.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and depth < 16:
+            found += secret_like_paths(value, path, depth + 1)
+        elif isinstance(value, str) and value and _SECRET_KEY.search(str(key)):
+            found.append(path)
+    return found
+
+
 def _notes(release: HelmRelease) -> list[str]:
     notes = [
         f"release {release.namespace}/{release.name} revision {release.revision}: chart {release.chart} "
@@ -374,6 +389,13 @@ def _notes(release: HelmRelease) -> list[str]:
             f"the release has {release.hooks} hook(s): Ferry's first reconcile of it is an install to Ferry (no "
             "inventory yet: .Release.IsUpgrade is false, as in `helm install`), so the chart's install hooks run "
             "again under Ferry's hook rules (docs/helm.md)"
+        )
+    secretive = sorted(secret_like_paths(release.values))[:5]
+    if secretive:
+        notes.append(
+            f"value(s) {', '.join(secretive)} look like credentials: inline values live in the spec, its history and "
+            "its diffs; move them to a Secret the chart reads (or a values file kept out of the spec) before "
+            "`ferry env apply`"
         )
     for template in release.unstable:
         notes.append(

@@ -307,3 +307,10 @@ def test_adopted_means_the_environment_label() -> None:
     assert adopted({"metadata": {"labels": {ENVIRONMENT_LABEL: "shop"}}}, "shop")
     assert not adopted({"metadata": {"labels": {ENVIRONMENT_LABEL: "other"}}}, "shop")
     assert not adopted({"metadata": {}}, "shop")
+
+
+def test_values_that_look_like_credentials_are_named_never_shown() -> None:
+    from ferry.helm_release import secret_like_paths
+
+    values = {"db": {"password": "hunter2", "host": "db"}, "apiKey": "k", "replicas": 3, "tokenTTL": 5}
+    assert sorted(secret_like_paths(values)) == ["apiKey", "db.password"]
