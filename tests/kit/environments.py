@@ -76,19 +76,7 @@ def publish(
         root = Path(tmp) / "bundle"
         root.mkdir()
         (root / "app.yaml").write_text(yaml.safe_dump_all(docs))
-        tarball = Path(tmp) / "bundle.tar.gz"
-        write_tarball(root, scan(root), tarball)
-        pushed = RegistryActivities(Registries(settings.registry)).push_artifact(
-            PushArtifactInput(
-                repository=repository,
-                tag=version,
-                file_path=str(tarball),
-                layer_media_type=FLUX_CONTENT_MEDIA_TYPE,
-                config_media_type=FLUX_CONFIG_MEDIA_TYPE,
-                annotations={ANNOTATION_REVISION: f"main@sha1:{uuid.uuid4().hex}", ANNOTATION_PUBLISHED_BY: publisher},
-            )
-        )
-        return pushed.digest
+        return publish_dir(settings, repository, version, root, publisher)
 
 
 def publish_dir(settings: Settings, repository: str, version: str, root: Path, publisher: str = "ci-bot") -> str:
