@@ -54,7 +54,7 @@ from ferry.reconcile import ChangeSet, HealthState, ReconcileInput, ReconcileRes
 @dataclass(frozen=True)
 class Release:
     """What one reconcile applies: the objects, and for a chart its render (hooks, crds/ CRDs) and the inventory
-    read to decide install or upgrade (read once)."""
+    it read to decide install or upgrade (before the lease: checked again under it)."""
 
     objects: list[dict[str, Any]]
     chart: ChartRender | None = None
@@ -151,7 +151,13 @@ class Reconcile(Clients, Inventory, Hooks):
         check_unique(desired)
         allowed = confine(input.environment, input.namespace, input.namespaces, input.cluster_kinds, desired)
         as_user = f"system:serviceaccount:{input.namespace}:{input.service_account}" if input.service_account else None
-        inventory, inventory_obj = release.inventory or self._read_inventory(cluster, input.environment)
+        # NB: read again under the lease (a chart was rendered before it): what another reconcile wrote meanwhile
+        inventory, inventory_obj = self._read_inventory(cluster, input.environment)
+        if release.inventory is not None and (release.inventory[1] is None) != (inventory_obj is None):
+            raise classified(
+                ErrorType.LEASE_HELD,
+                f"{input.environment}: another reconcile wrote its inventory while this one rendered; retrying",
+            )
         live = self._list_live(cluster, input.environment, resources, kinds_to_list(desired, inventory))
         planned = plan(
             desired,
