@@ -854,9 +854,19 @@ def test_rbac_denies_a_write_outside_the_workers_role(kube_server: Any, namespac
             }
         )
     assert err.value.status == 403 and 'User "ferry-worker" cannot create' in status_of(err.value)["message"]
-    with pytest.raises(ApiException) as err:
-        core.create_namespaced_pod(
-            namespace, {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
+    with pytest.raises(ApiException) as err:  # a kind no bundle holds (pods it may write: a chart's Pod hooks)
+        core.create_namespaced_replication_controller(
+            namespace,
+            {
+                "metadata": {"name": "rc"},
+                "spec": {
+                    "selector": {"app": "x"},
+                    "template": {
+                        "metadata": {"labels": {"app": "x"}},
+                        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+                    },
+                },
+            },
         )
     assert err.value.status == 403
     with pytest.raises(ApiException) as err:  # a Role with rights the worker lacks: privilege escalation
