@@ -25,6 +25,7 @@ def cluster_activities(settings: Settings, registry: RegistryActivities) -> list
         kubeconfig,
         load_clusters(settings.clusters, kubeconfig),
         connections=settings.worker.max_concurrent_activities + settings.worker.max_concurrent_local_activities,
+        sops_age_keys=settings.worker.sops_age_keys,
     )
     check = EnvironmentCheck(registry.resolve_desired, cluster.reconcile_environment)
     return [cluster.reconcile_environment, cluster.wait_healthy, check.check_environment]

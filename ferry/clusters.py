@@ -11,6 +11,7 @@ clusters:
     kubeconfig: /etc/ferry/prod-eu.kubeconfig
     context: prod-eu
     allow-auth: [exec]
+    sops-age-keys: /etc/ferry/age/prod-eu    # optional: the age identities for SOPS files here
     environments:             # optional: only these environments, only there, whatever their specs say
       production: {namespaces: [shop, shop-jobs], cluster-kinds: [CustomResourceDefinition]}
 ```
@@ -44,6 +45,13 @@ class TenantBounds(BaseModel):
             "that drops or changes `service-account` is refused"
         ),
     )
+    sops_age_keys: str | None = Field(
+        None,
+        min_length=1,
+        alias="sops-age-keys",
+        description="the age identities (a file, or a directory of files) this environment's SOPS files are "
+        "decrypted with on this cluster; default: the cluster's, else the worker's FERRY_SOPS_AGE_KEYS",
+    )
 
 
 class ClusterEntry(BaseModel):
@@ -55,6 +63,13 @@ class ClusterEntry(BaseModel):
         default_factory=list,
         alias="allow-auth",
         description="kubeconfig plugins that may run for this cluster (default: none)",
+    )
+    sops_age_keys: str | None = Field(
+        None,
+        min_length=1,
+        alias="sops-age-keys",
+        description="the age identities (a file or a directory) for SOPS files of environments on this cluster; "
+        "default: the worker's FERRY_SOPS_AGE_KEYS",
     )
     environments: dict[str, TenantBounds] | None = Field(
         None,

@@ -34,6 +34,7 @@ class ErrorType(StrEnum):
     HOOK_FAILED = (
         "HookFailed"  # a chart's Helm hook (a pre-install Job) failed or timed out: the release is not applied
     )
+    DECRYPTION_FAILED = "DecryptionFailed"  # a release's SOPS file the worker cannot or will not decrypt
     # --- retryable: the world may be different in a moment -------------------------------------
     REGISTRY_UNAVAILABLE = "RegistryUnavailable"  # connection refused, timeout, 429, 5xx
     CLUSTER_UNAVAILABLE = "ClusterUnavailable"  # API server unreachable, timeout, 429, 5xx
@@ -56,6 +57,7 @@ NON_RETRYABLE: frozenset[ErrorType] = frozenset(
         ErrorType.VERIFICATION_FAILED,
         ErrorType.FORBIDDEN,
         ErrorType.HOOK_FAILED,
+        ErrorType.DECRYPTION_FAILED,
         ErrorType.OUT_OF_BOUNDS,
         ErrorType.UNKNOWN_CLUSTER,
         ErrorType.AUTH_PLUGIN_REFUSED,

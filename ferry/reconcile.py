@@ -39,6 +39,9 @@ class ChangeSet(Model):
     prune_failed: list[str] = Field(default_factory=list)
     drift: dict[str, list[str]] = Field(default_factory=dict, description="object -> field paths put back")
     hooks: list[str] = Field(default_factory=list, description="a chart's Helm hooks run, `Kind/ns/name event`")
+    secrets: dict[str, list[str]] = Field(
+        default_factory=dict, description="Secret written -> `data.KEY=hmac-sha256:…` per value (never a value)"
+    )
     api_requests: int = 0
     totals: dict[str, int] = Field(default_factory=dict, description="true counts of lists capped in history")
 
@@ -54,6 +57,10 @@ class ChangeSet(Model):
             data["drift"] = cap_objects(dict(data.get("drift") or {}))
             if not data.get("hooks"):
                 data.pop("hooks", None)  # NB: a reconcile without a chart's hooks keeps its wire bytes (old histories)
+            if data.get("secrets"):
+                data["secrets"] = cap_objects(dict(data["secrets"]))
+            else:
+                data.pop("secrets", None)  # NB: as hooks
         return data
 
     def count(self, name: str) -> int:
@@ -88,6 +95,16 @@ class PlanEntry(Model):
     object: str
     action: Action | str  # str: a plan from a newer worker (an action this build does not know) still decodes
     fields: list[str] = Field(default_factory=list)
+    secret: list[str] = Field(
+        default_factory=list, description="a Secret's keys as it would be written, `data.KEY=hmac-sha256:…`"
+    )
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler: Any) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("secret"):
+            data.pop("secret", None)  # NB: a plan without Secrets keeps its wire bytes
+        return data
 
 
 class PlanResult(Model):
@@ -137,6 +154,7 @@ class ReconcileInput(Model):
         "would write (the no-op check of an iteration)",
     )
     helm: HelmSource | None = Field(None, description="render this chart (ferry.helm_spec) instead of `path`")
+    decryption: Literal["sops"] | None = Field(None, description="decrypt the release's SOPS files on the worker")
 
 
 class ReconcileResult(Model):

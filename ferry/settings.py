@@ -151,6 +151,11 @@ class WorkerSettings(_Settings):
         description="the alert providers file (URLs, tokens, HMAC keys): "
         "read by the worker at each delivery, never sent anywhere else",
     )
+    sops_age_keys: Path | None = Field(
+        None,
+        description="age identities (a 0600 file, or a directory of them) that SOPS files of environments with "
+        "`decryption: {provider: sops}` are decrypted with, unless their clusters-file entry names others",
+    )
 
 
 class Settings(_Settings):

@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -138,6 +138,13 @@ class VerifyPolicy(Model):
     publishers: list[PublisherKey] = Field(min_length=1, max_length=MAX_APPROVERS)
 
 
+class Decryption(Model):
+    """Decrypt the release's SOPS files on the worker before rendering (activities.secrets), with the age
+    identities the worker's settings name for this environment or its cluster: never a key in the spec."""
+
+    provider: Literal["sops"]
+
+
 DEFAULT_CLUSTER = "default"
 # The worker keeps its inventories and leases here; no environment may write to it (or name it as its own).
 RESERVED_NAMESPACES = ("ferry-system",)
@@ -216,6 +223,7 @@ class EnvironmentSpec(Model):
     approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
     verify: VerifyPolicy | None = Field(None, description="require releases signed by one of these publishers")
     helm: HelmSpec | None = Field(None, description="deliver a Helm chart (ferry.helm_spec)")
+    decryption: Decryption | None = Field(None, description="decrypt SOPS files on the worker (docs/secrets.md)")
 
     @model_validator(mode="before")
     @classmethod
@@ -329,6 +337,7 @@ PROTECTED_FIELDS = (
     "prune",
     "allow-empty",
     "helm",
+    "decryption",
 )
 # ... and what weakens the safety net (step 15: changed without approval before): the automatic rollback, how long a
 # release has to become healthy, how often drift is reverted
@@ -377,7 +386,13 @@ def protected_changes(diff: list[str], safety_net: bool = True) -> list[str]:
     return [line for line in diff if re.split(r"[.\[:]", line, maxsplit=1)[0] in fields]
 
 
-_ADDED_FIELDS: dict[str, Any] = {"namespaces": [], "cluster-kinds": [], "service-account": None, "helm": None}
+_ADDED_FIELDS: dict[str, Any] = {
+    "namespaces": [],
+    "cluster-kinds": [],
+    "service-account": None,
+    "helm": None,
+    "decryption": None,
+}
 
 
 def spec_digest(spec: EnvironmentSpec) -> str:

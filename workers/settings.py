@@ -108,6 +108,7 @@ class FerryEnvironment(BaseSettings):
     DEPLOYMENT_NAME: Annotated[str | None, Sets("worker.deployment_name")] = None
     BUILD_ID: Annotated[str | None, Sets("worker.build_id")] = None
     ALERT_PROVIDERS: Annotated[Path | None, Sets("worker.alert_providers")] = None
+    SOPS_AGE_KEYS: Annotated[Path | None, Sets("worker.sops_age_keys")] = None
     KUBECONFIG: Annotated[Path | None, Sets("kubeconfig")] = None
     CLUSTERS: Annotated[Path | None, Sets("clusters")] = None
 

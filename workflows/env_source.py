@@ -84,6 +84,7 @@ class EnvironmentSource(EnvironmentHealth):
             helm=HelmSource.of(spec.helm, spec.name, spec.path, spec.namespace, spec.service_account)
             if spec.helm is not None
             else None,
+            decryption=spec.decryption.provider if spec.decryption is not None else None,
         )
 
     def _reconcile_failed(self, err: ActivityError, desired: VersionRef) -> None:

@@ -51,8 +51,9 @@ class Clients:
         default_kubeconfig: str | None = None,
         clusters: ClustersFile | None = None,
         connections: int = 32,
+        sops_age_keys: Path | None = None,
     ) -> None:
-        self._cache, self._connections = cache, connections
+        self._cache, self._connections, self._sops_age_keys = cache, connections, sops_age_keys
         self._known = clusters if clusters is not None else ClustersFile.implicit(default_kubeconfig)
         self._clusters: dict[str, Cluster] = {}
         self._lock = threading.Lock()
@@ -156,6 +157,14 @@ class Clients:
                 f"cluster {name!r}'s entry in the worker's clusters file allows it: {', '.join(wider)}; "
                 "nothing was applied",
             )
+
+    def age_keys_for(self, input: ReconcileInput) -> Path | None:
+        """Where this environment's age identities are: its entry's in the cluster's `environments`, else the
+        cluster's `sops-age-keys`, else the worker's FERRY_SOPS_AGE_KEYS (None: none configured)."""
+        entry = self._known.clusters.get(input.cluster or DEFAULT_CLUSTER)
+        bounds = (entry.environments or {}).get(input.environment) if entry is not None else None
+        configured = (bounds.sops_age_keys if bounds else None) or (entry.sops_age_keys if entry else None)
+        return Path(configured) if configured else self._sops_age_keys
 
     @contextlib.contextmanager
     def _lease(self, cluster: Cluster, input: ReconcileInput) -> Iterator[None]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,9 @@ from activities.cluster.hooks import Hooks
 from activities.cluster.inventory import Inventory
 from activities.errors import classified
 from activities.helm.deliver import ChartRender, render_release
+from activities.secrets import Decrypted, DecryptionFailed, decrypted
+from activities.secrets.hashes import named_by_hash
+from activities.secrets.redacted import redacted
 from ferry.errors import ErrorType
 from ferry.health import object_status, snapshot
 from ferry.helm_oci import HELM_CHART_MEDIA_TYPE
@@ -113,28 +117,49 @@ class Reconcile(Clients, Inventory, Hooks):
         cluster = self.cluster(input.cluster, input.kubeconfig, input.context, input=input)
         cluster.counter.requests = 0
         what = f"{input.helm.chart or 'the chart'}" if input.helm else input.path
-        with _classified(f"render {what} of {input.repository}@{input.digest[:19]}"):
-            release = self._render(cluster, input, root)
-        if not release.objects and not input.allow_empty:
-            raise classified(
-                ErrorType.RENDER_FAILED,
-                f"{input.repository}@{input.version} renders no objects at {what!r}; refusing to "
-                "prune the whole environment (set allow-empty: true to permit it)",
-            )
-        with _classified(f"reconcile {input.environment}"), self._lease(cluster, input):
-            return self._reconcile(cluster, input, release, revision)
+        with self._decrypted(root, input) as secrets, redacted(secrets.redactor if secrets else None):
+            with _classified(f"render {what} of {input.repository}@{input.digest[:19]}"):
+                release = self._render(cluster, input, secrets.root if secrets else root, cacheable=secrets is None)
+            if not release.objects and not input.allow_empty:
+                raise classified(
+                    ErrorType.RENDER_FAILED,
+                    f"{input.repository}@{input.version} renders no objects at {what!r}; refusing to "
+                    "prune the whole environment (set allow-empty: true to permit it)",
+                )
+            with _classified(f"reconcile {input.environment}"), self._lease(cluster, input):
+                result = self._reconcile(cluster, input, release, revision)
+            return named_by_hash(result, release.objects, input.namespace, secrets, self._cache.directory)
 
-    def _render(self, cluster: Cluster, input: ReconcileInput, root: Path) -> Release:
-        """The release's objects: its path's manifests, or its chart rendered for this cluster (activities.helm)."""
+    @contextlib.contextmanager
+    def _decrypted(self, root: Path, input: ReconcileInput) -> Iterator[Decrypted | None]:
+        """The release with its SOPS files decrypted in a private copy (activities.secrets), or None when it has
+        none; DecryptionFailed (non-retryable: the previous release keeps running) for every refusal."""
+        try:
+            with decrypted(root, input.decryption == "sops", self.age_keys_for(input), input.environment) as found:
+                yield found
+        except DecryptionFailed as err:
+            raise classified(ErrorType.DECRYPTION_FAILED, f"{input.environment}: {err}; nothing was applied") from None
+
+    def _render(self, cluster: Cluster, input: ReconcileInput, root: Path, cacheable: bool = True) -> Release:
+        """The release's objects: its path's manifests, or its chart rendered for this cluster (activities.helm).
+        A decrypted release is never ``cacheable``: its render holds plaintext."""
         if input.helm is None:
-            return Release(render(root / input.path if input.path != "." else root))
+            return Release(render(root / input.path if input.path != "." else root, root))
         with _classified(f"read {input.environment}'s capabilities"):
             capabilities = cluster.capabilities()
             inventory = self._read_inventory(cluster, input.environment)
         is_upgrade = inventory[1] is not None
         access = cluster.helm_access(input.helm.lookup_as) if input.helm.lookup_as else None
         chart = render_release(
-            root, input.digest, input.helm, input.namespace, capabilities, is_upgrade, self._cache.directory, access
+            root,
+            input.digest,
+            input.helm,
+            input.namespace,
+            capabilities,
+            is_upgrade,
+            self._cache.directory,
+            access,
+            cacheable=cacheable,
         )
         return Release(chart.objects, chart, inventory)
 

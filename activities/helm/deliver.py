@@ -135,9 +135,12 @@ def render_release(
     is_upgrade: bool,
     cache_dir: Path,
     access: ClusterAccess | None = None,
+    cacheable: bool = True,
 ) -> ChartRender:
     """The objects a chart environment applies (see the module's contract). ``access``: lookup opted in (read the
-    cluster as ``helm.lookup_as``); such a render depends on the cluster's state, so it is never cached."""
+    cluster as ``helm.lookup_as``); such a render depends on the cluster's state, so it is never cached. Nor is a
+    render that is not ``cacheable`` (from decrypted values: it holds plaintext)."""
+    cacheable = cacheable and access is None
     try:
         build = _helm_build()
     except HelmMissing as err:
@@ -165,10 +168,10 @@ def render_release(
         build,
     )
     cache = RenderCache(cache_dir / RENDERS_DIR)
-    rendered, cached = (cache.load(key), True) if access is None else (None, False)
+    rendered, cached = (cache.load(key), True) if cacheable else (None, False)
     if rendered is None:
         rendered, cached = render_chart(directory, input, values_root, access), False
-        if access is None:
+        if cacheable:
             cache.store(key, rendered)
     objects = [o.object for o in (*rendered.crds, *rendered.manifests)]
     if helm.manifests:

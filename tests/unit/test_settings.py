@@ -245,6 +245,7 @@ EVERY_VARIABLE = {
     "FERRY_DEPLOYMENT_NAME": "ferry",
     "FERRY_BUILD_ID": "b1",
     "FERRY_ALERT_PROVIDERS": "/p.yaml",
+    "FERRY_SOPS_AGE_KEYS": "/etc/ferry/age",
     "FERRY_KUBECONFIG": "/k",
     "FERRY_CLUSTERS": "/clusters.yaml",
 }

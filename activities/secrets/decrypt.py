@@ -1,0 +1,205 @@
+"""Decrypting a release's SOPS files on the worker, at apply time, with the real ``sops`` binary.
+
+Contract of ``decrypted``: given an extracted (and, when the spec lists keys, verified) release in the worker's
+cache, it finds every SOPS-encrypted file (ferry.sops), and
+
+- with none, yields None: the release is rendered from the cache as before;
+- with some and no ``decryption: {provider: sops}`` in the spec, refuses (DecryptionFailed): ciphertext is
+  never applied;
+- otherwise copies the release into a private directory (0700, in /dev/shm when the machine has it), decrypts
+  each file there in place with ``sops decrypt`` under the worker's age identities, yields that copy and a
+  Redactor of every plaintext value, and removes the copy afterwards, whatever happens.
+
+``sops`` runs with a scrubbed environment: no PATH (so no gpg), HOME an empty directory (no ~/.aws, ~/.ssh,
+~/.config/sops), ``SOPS_DECRYPTION_ORDER=age`` and the identities in ``SOPS_AGE_KEY_FILE`` only, so a file that
+also lists KMS, Vault or PGP keys is decrypted with age and no credential of the worker's is sent anywhere.
+A file for which the worker holds none of its recipients' identities is refused before sops runs, naming the file
+and the recipients (never a key); a tampered, truncated or oversized file is refused with sops's reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from activities.manifests import BundleError, run_bounded
+from activities.secrets.binaries import ToolMissing, sops_path
+from activities.secrets.identities import Identities, IdentitiesUnusable, load, private_dir
+from ferry.redact import Redactor
+from ferry.sops import (
+    MAX_SOPS_FILE_BYTES,
+    MAX_SOPS_FILES,
+    SopsFile,
+    SopsRefused,
+    hash_key,
+    inspect,
+    missing_recipients,
+    secret_values,
+    short_recipient,
+)
+
+SOPS_TIMEOUT = 30.0  # one file; the activity's own timeout bounds the whole reconcile
+MAX_PLAINTEXT_BYTES = 2 * MAX_SOPS_FILE_BYTES
+MAX_SCANNED_BYTES = 8 * 1024 * 1024  # a file larger than this is no SOPS file (the bundle bounds files anyway)
+
+
+class DecryptionFailed(ValueError):
+    """What stops a release's decryption, naming the file and the reason; never a value or a key."""
+
+
+@dataclass(frozen=True)
+class Decrypted:
+    """A decrypted copy of a release: its root, the files decrypted, what to redact, and the hash key history
+    names secret values by (ferry.sops.keyed_hash)."""
+
+    root: Path
+    files: tuple[str, ...]
+    redactor: Redactor
+    hash_key: bytes
+    recipients: tuple[str, ...]
+
+
+def find_sops_files(root: Path) -> list[SopsFile]:
+    """Every SOPS-encrypted file under ``root``, by path; SopsRefused past the bounds (ferry.sops)."""
+    found: list[SopsFile] = []
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or path.is_symlink() or path.stat().st_size > MAX_SCANNED_BYTES:
+            continue
+        try:
+            text = path.read_bytes().decode()
+        except UnicodeDecodeError:
+            continue  # NB: every SOPS store is text (binary files are stored as JSON)
+        where = path.relative_to(root).as_posix()
+        sops_file = inspect(where, text)
+        if sops_file is not None:
+            found.append(sops_file)
+            if len(found) > MAX_SOPS_FILES:
+                raise SopsRefused(f"more than {MAX_SOPS_FILES} SOPS-encrypted files in one release: refused")
+    return found
+
+
+def _sops_reason(stderr: bytes) -> str:
+    """sops's reason, short: its last meaningful line (a MAC mismatch, no metadata, a value that does not
+    decrypt), without anything that looks like an encrypted value."""
+    lines = [line.strip(" |") for line in stderr.decode(errors="replace").splitlines()]
+    lines = [line for line in lines if line and "ENC[" not in line and "AGE-SECRET-KEY" not in line.upper()]
+    for line in reversed(lines):
+        lower = line.lower()
+        if any(word in lower for word in ("mac", "metadata", "could not", "error", "failed")):
+            return line[:300]
+    return (lines[-1] if lines else "sops exited without a message")[:300]
+
+
+def _decrypt(file: SopsFile, source: Path, keys: Path, home: Path) -> bytes:
+    env = {
+        "PATH": "",
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home),
+        "SOPS_AGE_KEY_FILE": str(keys),
+        "SOPS_DECRYPTION_ORDER": "age",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    argv = [str(sops_path()), "decrypt", "--input-type", file.store, "--output-type", file.store, str(source)]
+    try:
+        run = run_bounded(argv, f"sops decrypt {file.path}", env, MAX_PLAINTEXT_BYTES, SOPS_TIMEOUT, cwd=home)
+    except BundleError as err:
+        raise DecryptionFailed(f"{file.path}: {err}") from None
+    if run.code != 0:
+        raise DecryptionFailed(f"{file.path}: sops refused it (exit {run.code}): {_sops_reason(run.stderr)}")
+    return run.stdout
+
+
+def _values(file: SopsFile, plaintext: bytes) -> list[str]:
+    """Every plaintext value of a decrypted file (for the Redactor)."""
+    try:
+        text = plaintext.decode()
+    except UnicodeDecodeError:
+        return []
+    if file.store == "dotenv":
+        return [line.split("=", 1)[1] for line in text.splitlines() if "=" in line and not line.startswith("#")]
+    if file.store == "binary":
+        return [line for line in text.splitlines() if line.strip()]
+    try:
+        docs = list(yaml.safe_load_all(text)) if file.store == "yaml" else [json.loads(text)]
+    except (yaml.YAMLError, ValueError):
+        return [line for line in text.splitlines() if line.strip()]
+    values: list[str] = []
+    for doc in docs:
+        if isinstance(doc, dict):
+            values += secret_values(doc)
+        elif isinstance(doc, list | str | int | float):
+            values += secret_values({"value": doc})
+    return values
+
+
+def _identities(source: Path | None, files: list[SopsFile], environment: str) -> Identities:
+    names = ", ".join(f.path for f in files[:5])
+    if source is None:
+        raise DecryptionFailed(
+            f"{environment} decrypts SOPS files ({names}) but this worker has no age identities configured for it "
+            "(FERRY_SOPS_AGE_KEYS, or sops-age-keys in its clusters file entry)"
+        )
+    try:
+        return load(source)
+    except (IdentitiesUnusable, ToolMissing) as err:
+        raise DecryptionFailed(f"the worker's age identities: {err}") from None
+
+
+@contextlib.contextmanager
+def decrypted(root: Path, enabled: bool, keys: Path | None, environment: str) -> Iterator[Decrypted | None]:
+    """See the module's contract. DecryptionFailed for every refusal."""
+    try:
+        files = find_sops_files(root)
+    except SopsRefused as err:
+        raise DecryptionFailed(str(err)) from None
+    if not files:
+        yield None
+        return
+    if not enabled:
+        raise DecryptionFailed(
+            f"the release holds SOPS-encrypted files ({', '.join(f.path for f in files[:5])}) and {environment}'s "
+            "spec does not decrypt (decryption: {provider: sops}): ciphertext is never applied"
+        )
+    identities = _identities(keys, files, environment)
+    for file in files:
+        missing = missing_recipients(file, identities.recipients)
+        if missing:
+            raise DecryptionFailed(
+                f"{file.path}: encrypted for {', '.join(short_recipient(r) for r in missing[:5])}; the worker holds "
+                f"identities for {', '.join(short_recipient(r) for r in identities.recipients[:5])} only"
+            )
+    work = private_dir("ferry-sops-")
+    try:
+        copy, home = work / "release", work / "home"
+        home.mkdir(mode=0o700)
+        shutil.copytree(root, copy, symlinks=True)
+        keys_file = work / "age.keys"
+        fd = os.open(keys_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(identities.text)
+        values: list[str] = []
+        for file in files:
+            plaintext = _decrypt(file, root / file.path, keys_file, home)
+            values += _values(file, plaintext)
+            target = copy / file.path
+            target.unlink()
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(plaintext)
+        keys_file.unlink()
+        yield Decrypted(
+            root=copy,
+            files=tuple(f.path for f in files),
+            redactor=Redactor.of(values),
+            hash_key=hash_key(identities.text),
+            recipients=identities.recipients,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
