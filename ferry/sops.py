@@ -35,9 +35,9 @@ MAX_RECIPIENT = 4096  # an age recipient (post-quantum ones are ~2,000 character
 # Key kinds SOPS knows besides age: the worker decrypts with age identities only (docs/secrets.md).
 OTHER_KEY_KINDS = ("kms", "gcp_kms", "azure_kv", "hc_vault", "pgp", "hckms")
 HASH_PREFIX = "hmac-sha256:"
+ENCRYPTED_VALUE = "ENC[AES256_GCM,"  # how SOPS writes every encrypted value
 
 _YAML_MARK = re.compile(r"^sops:[ \t]*(#.*)?$", re.MULTILINE)
-_YAML_MAC = re.compile(r"^[ \t]+mac:[ \t]", re.MULTILINE)
 _JSON_MARK = re.compile(r'"sops"\s*:\s*\{')
 _JSON_MAC = re.compile(r'"mac"\s*:')
 _DOTENV_MARK = re.compile(r"^sops_mac=", re.MULTILINE)
@@ -52,11 +52,12 @@ class SopsRefused(ValueError):
 def store_of(name: str, text: str) -> Store | None:
     """The SOPS store of a file (by its name, as sops picks it), or None when the file is not SOPS-encrypted."""
     lower = name.lower()
+    encrypted = ENCRYPTED_VALUE in text  # NB: a file cut before its metadata still holds SOPS values: refused
     if lower.endswith(YAML_SUFFIXES):
-        return "yaml" if _YAML_MARK.search(text) and _YAML_MAC.search(text) else None
+        return "yaml" if _YAML_MARK.search(text) or encrypted else None
     if lower.endswith(DOTENV_SUFFIXES):
-        return "dotenv" if _DOTENV_MARK.search(text) else None
-    if _JSON_MARK.search(text) and _JSON_MAC.search(text):
+        return "dotenv" if _DOTENV_MARK.search(text) or encrypted else None
+    if (_JSON_MARK.search(text) and _JSON_MAC.search(text)) or (encrypted and text.lstrip().startswith("{")):
         return "json" if lower.endswith(JSON_SUFFIXES) else "binary"
     return None
 
@@ -117,6 +118,8 @@ def inspect(path: str, text: str) -> SopsFile | None:
     if entries > MAX_SOPS_ENTRIES:
         raise SopsRefused(f"{path}: {entries} encrypted entries, more than {MAX_SOPS_ENTRIES}: refused")
     if store == "dotenv":
+        if not _DOTENV_MARK.search(text):
+            raise SopsRefused(f"{path}: SOPS values without SOPS metadata (sops_mac=…): truncated or tampered")
         recipients = [r.strip() for r in _DOTENV_AGE.findall(text)]
         other = sorted({k for k in OTHER_KEY_KINDS if re.search(rf"^sops_{k}__list_", text, re.MULTILINE)})
     else:
