@@ -16,6 +16,7 @@ from temporalio.client import Client
 from temporalio.worker import PollerBehaviorAutoscaling, Worker, WorkerDeploymentConfig, WorkerDeploymentVersion
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from workers.decryption import decryption_report
 from workers.settings import Settings
 from workers.wiring import all_activities
 
@@ -140,6 +141,8 @@ async def run_worker(settings: Settings, *, ready_file: Path | None = None) -> N
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    for line in decryption_report(settings):
+        log.info("%s", line)
     versioning = worker.config().get("deployment_config")
     log.info(
         "worker polling %s on %s%s",

@@ -1,5 +1,6 @@
 """Naming the Secrets a reconcile wrote by their keys and keyed hashes of their values (ferry.sops.secret_hashes):
-in its change set (`secrets`) and, for a dry run (`ferry diff`), in each plan entry (`secret`)."""
+in its change set (`secrets`, and each drifted path of a Secret as `.data.KEY=hmac-sha256:…`) and, for a dry run
+(`ferry diff`), in each plan entry (`secret`)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,10 @@ def named_by_hash(
         hashes[str(oid)] = secret_hashes(obj, key)
     written = set(result.changes.created) | set(result.changes.updated)
     result.changes.secrets = {name: listed for name, listed in hashes.items() if name in written}
+    for name, paths in result.changes.drift.items():
+        if name in hashes:  # a Secret's drift names the value put back by its hash: `.data.KEY=hmac-sha256:…`
+            by_path = dict(f".{line}".split("=", 1) for line in hashes[name])
+            result.changes.drift[name] = [f"{p}={by_path[p]}" if p in by_path else p for p in paths]
     for entry in result.plan:
         if entry.object in hashes and entry.action in ("create", "update"):
             entry.secret = hashes[entry.object]
