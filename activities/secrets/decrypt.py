@@ -20,9 +20,13 @@ and the recipients (never a key); a tampered, truncated or oversized file is ref
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import json
 import os
 import shutil
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +71,14 @@ class Decrypted:
 
 
 def find_sops_files(root: Path) -> list[SopsFile]:
-    """Every SOPS-encrypted file under ``root``, by path; SopsRefused past the bounds (ferry.sops)."""
+    """Every SOPS-encrypted file under ``root``, by path; SopsRefused past the bounds (ferry.sops). Remembered by
+    root: the worker's cache entries are content-addressed, so each release is read once."""
+    return list(_scanned(str(root)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _scanned(directory: str) -> tuple[SopsFile, ...]:
+    root = Path(directory)
     found: list[SopsFile] = []
     for path in sorted(root.rglob("*")):
         if not path.is_file() or path.is_symlink() or path.stat().st_size > MAX_SCANNED_BYTES:
@@ -82,7 +93,7 @@ def find_sops_files(root: Path) -> list[SopsFile]:
             found.append(sops_file)
             if len(found) > MAX_SOPS_FILES:
                 raise SopsRefused(f"more than {MAX_SOPS_FILES} SOPS-encrypted files in one release: refused")
-    return found
+    return tuple(found)
 
 
 def _sops_reason(stderr: bytes) -> str:
@@ -152,6 +163,52 @@ def _identities(source: Path | None, files: list[SopsFile], environment: str) ->
         raise DecryptionFailed(f"the worker's age identities: {err}") from None
 
 
+def _decrypt_all(files: list[SopsFile], root: Path, keys: Path, home: Path) -> tuple[dict[str, bytes], list[str]]:
+    plaintexts: dict[str, bytes] = {}
+    values: list[str] = []
+    for file in files:
+        plaintexts[file.path] = _decrypt(file, root / file.path, keys, home)
+        values += _values(file, plaintexts[file.path])
+    return plaintexts, values
+
+
+class Plaintexts:
+    """The worker's memory of what it decrypted, so an iteration's check of an unchanged release runs no sops:
+    by release (its cache entry: content-addressed, never changed in place) and identities (other identities
+    decrypt anew). Memory only, never a file; at most MAX_REMEMBERED releases (least recently used leaves)."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._held: OrderedDict[tuple[str, str], tuple[dict[str, bytes], list[str]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(root: Path, identities: Identities) -> tuple[str, str]:
+        return str(root), hashlib.sha256(identities.text).hexdigest()
+
+    def get(self, root: Path, identities: Identities) -> tuple[dict[str, bytes], list[str]] | None:
+        with self._lock:
+            found = self._held.get(self._key(root, identities))
+            if found is not None:
+                self._held.move_to_end(self._key(root, identities))
+            return found
+
+    def put(self, root: Path, identities: Identities, plaintexts: dict[str, bytes], values: list[str]) -> None:
+        with self._lock:
+            self._held[self._key(root, identities)] = (plaintexts, values)
+            self._held.move_to_end(self._key(root, identities))
+            while len(self._held) > self._limit:
+                self._held.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._held.clear()
+
+
+MAX_REMEMBERED = 256
+_PLAINTEXTS = Plaintexts(MAX_REMEMBERED)
+
+
 @contextlib.contextmanager
 def decrypted(root: Path, enabled: bool, keys: Path | None, environment: str) -> Iterator[Decrypted | None]:
     """See the module's contract. DecryptionFailed for every refusal."""
@@ -184,10 +241,10 @@ def decrypted(root: Path, enabled: bool, keys: Path | None, environment: str) ->
         fd = os.open(keys_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(identities.text)
-        values: list[str] = []
+        plaintexts, values = _PLAINTEXTS.get(root, identities) or _decrypt_all(files, root, keys_file, home)
+        _PLAINTEXTS.put(root, identities, plaintexts, values)
         for file in files:
-            plaintext = _decrypt(file, root / file.path, keys_file, home)
-            values += _values(file, plaintext)
+            plaintext = plaintexts[file.path]
             target = copy / file.path
             target.unlink()
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

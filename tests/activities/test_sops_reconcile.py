@@ -257,3 +257,33 @@ def test_key_rotation_a_release_for_two_recipients_applies_with_either_key(world
     both = world.tmp / "keys"
     world.keys["other"].unlink()
     assert not world.reconcile(world.workers(both), "1.0.0", baseline=True).changes.changed
+
+
+def test_an_unchanged_iteration_runs_no_sops_and_other_identities_decrypt_anew(
+    world: SopsWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import activities.secrets.decrypt as decrypt
+
+    runs: list[str] = []
+    real = decrypt._decrypt
+
+    def counted(file: Any, *args: Any) -> bytes:
+        runs.append(file.path)
+        return real(file, *args)
+
+    monkeypatch.setattr(decrypt, "_decrypt", counted)
+    world.release("1.0.0", {"secret.enc.yaml": SECRET, "other.enc.yaml": SECRET.replace("name: db", "name: db2")})
+    acts = world.workers(world.keys["old"])
+    world.reconcile(acts, "1.0.0")
+    assert sorted(runs) == ["other.enc.yaml", "secret.enc.yaml"]
+    assert not world.reconcile(acts, "1.0.0", baseline=True).changes.changed
+    assert len(runs) == 2, "the worker remembers what it decrypted for this release and these identities"
+    world.release("1.0.1", {"secret.enc.yaml": SECRET}, encrypted_for=("old", "new"))
+    both = world.workers(world.keys["old"])
+    world.reconcile(both, "1.0.1", baseline=True)
+    world.reconcile(both, "1.0.1", baseline=True)
+    assert len(runs) == 3
+    # the same release (the same cache entry) under other identities is decrypted again, by them
+    both._sops_age_keys = world.keys["new"]
+    world.reconcile(both, "1.0.1", baseline=True)
+    assert len(runs) == 4
