@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,11 +48,16 @@ from ferry.sops import (
     missing_recipients,
     secret_values,
     short_recipient,
+    store_of,
 )
 
 SOPS_TIMEOUT = 30.0  # one file; the activity's own timeout bounds the whole reconcile
 MAX_PLAINTEXT_BYTES = 2 * MAX_SOPS_FILE_BYTES
-MAX_SCANNED_BYTES = 8 * 1024 * 1024  # a file larger than this is no SOPS file (the bundle bounds files anyway)
+PRIVATE_PREFIX = "ferry-sops-"
+STALE_AFTER = 3600.0  # seconds: longer than any reconcile activity runs
+_PEEK = 64 * 1024  # of a file past the bounds: its head and its tail are read, to name it
+# A release copied into memory (/dev/shm) at most; a larger one is linked into a private directory beside the cache.
+MAX_IN_MEMORY_RELEASE = 16 * 1024 * 1024
 
 
 class DecryptionFailed(ValueError):
@@ -81,13 +87,21 @@ def _scanned(directory: str) -> tuple[SopsFile, ...]:
     root = Path(directory)
     found: list[SopsFile] = []
     for path in sorted(root.rglob("*")):
-        if not path.is_file() or path.is_symlink() or path.stat().st_size > MAX_SCANNED_BYTES:
+        if not path.is_file() or path.is_symlink():
+            continue
+        where, size = path.relative_to(root).as_posix(), path.stat().st_size
+        if size > MAX_SOPS_FILE_BYTES:  # NB: its head and tail tell a SOPS file; the whole is never read
+            with path.open("rb") as big:
+                head = big.read(_PEEK)
+                big.seek(size - _PEEK)
+                ends = (head + big.read(_PEEK)).decode(errors="replace")
+            if store_of(where, ends) is not None:
+                raise SopsRefused(f"{where}: SOPS file of {size} bytes, more than {MAX_SOPS_FILE_BYTES}: refused")
             continue
         try:
             text = path.read_bytes().decode()
         except UnicodeDecodeError:
             continue  # NB: every SOPS store is text (binary files are stored as JSON)
-        where = path.relative_to(root).as_posix()
         sops_file = inspect(where, text)
         if sops_file is not None:
             found.append(sops_file)
@@ -163,6 +177,24 @@ def _identities(source: Path | None, files: list[SopsFile], environment: str) ->
         raise DecryptionFailed(f"the worker's age identities: {err}") from None
 
 
+def sweep(parent: Path, older_than: float = STALE_AFTER) -> None:
+    """Remove private copies a killed worker left behind (its `finally` never ran): this user's, older than the
+    longest a reconcile may hold one."""
+    cutoff = time.time() - older_than
+    for stale in parent.glob(f"{PRIVATE_PREFIX}*"):
+        with contextlib.suppress(OSError):
+            info = stale.lstat()
+            if stale.is_dir() and info.st_uid == os.getuid() and info.st_mtime < cutoff:
+                shutil.rmtree(stale, ignore_errors=True)
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
 def _decrypt_all(files: list[SopsFile], root: Path, keys: Path, home: Path) -> tuple[dict[str, bytes], list[str]]:
     plaintexts: dict[str, bytes] = {}
     values: list[str] = []
@@ -232,11 +264,15 @@ def decrypted(root: Path, enabled: bool, keys: Path | None, environment: str) ->
                 f"{file.path}: encrypted for {', '.join(short_recipient(r) for r in missing[:5])}; the worker holds "
                 f"identities for {', '.join(short_recipient(r) for r in identities.recipients[:5])} only"
             )
-    work = private_dir("ferry-sops-")
+    in_memory = sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) <= MAX_IN_MEMORY_RELEASE
+    work = private_dir(PRIVATE_PREFIX, None if in_memory else root.parent.parent)
+    sweep(work.parent)
     try:
         copy, home = work / "release", work / "home"
         home.mkdir(mode=0o700)
-        shutil.copytree(root, copy, symlinks=True)
+        # NB: a large release is hard-linked (the cache's own files, read-only to the render); a decrypted file
+        # replaces its link, never the cached file
+        shutil.copytree(root, copy, symlinks=True, copy_function=shutil.copy2 if in_memory else _link_or_copy)
         keys_file = work / "age.keys"
         fd = os.open(keys_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:

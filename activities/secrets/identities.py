@@ -102,11 +102,11 @@ def load(source: Path) -> Identities:
     return found
 
 
-def private_dir(prefix: str) -> Path:
-    """A directory only this user can enter, in memory when the machine offers it (/dev/shm), else under the
-    system's temporary directory; the caller removes it."""
+def private_dir(prefix: str, beside: Path | None = None) -> Path:
+    """A directory only this user can enter (mode 0700): under ``beside`` when given, else in memory when the
+    machine offers it (/dev/shm), else under the system's temporary directory; the caller removes it."""
     import tempfile
 
     shm = Path("/dev/shm")
-    parent = shm if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else None
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))  # mkdtemp: mode 0700
+    parent = beside or (shm if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else None)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))

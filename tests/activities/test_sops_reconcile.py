@@ -8,6 +8,7 @@ on disk."""
 from __future__ import annotations
 
 import base64
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -287,3 +288,21 @@ def test_an_unchanged_iteration_runs_no_sops_and_other_identities_decrypt_anew(
     both._sops_age_keys = world.keys["new"]
     world.reconcile(both, "1.0.1", baseline=True)
     assert len(runs) == 4
+
+
+def test_a_large_release_is_linked_beside_the_cache_and_every_private_copy_is_removed(
+    world: SopsWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import activities.secrets.decrypt as decrypt
+
+    monkeypatch.setattr(decrypt, "MAX_IN_MEMORY_RELEASE", 0)  # every release is "large"
+    world.release("1.0.0", {"secret.enc.yaml": SECRET, "config.yaml": CONFIG})
+    acts = world.workers(world.keys["old"])
+    stale = acts._cache.directory / f"{decrypt.PRIVATE_PREFIX}left-by-a-killed-worker"
+    stale.mkdir(parents=True)
+    os.utime(stale, (0, 0))
+    assert f"Secret/{world.namespace}/db" in world.reconcile(acts, "1.0.0").changes.created
+    assert world.secret("db") == {"password": PASSWORD, "token": TOKEN}
+    assert not list(acts._cache.directory.glob(f"{decrypt.PRIVATE_PREFIX}*")), "copies removed, the stale one too"
+    cached = next(acts._cache.directory.rglob("secret.enc.yaml"))
+    assert b"ENC[AES256_GCM" in cached.read_bytes(), "the cached file is still the ciphertext"
