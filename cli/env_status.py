@@ -113,6 +113,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     for change in plan.changes:
         fields = f"  {', '.join(change.fields)}" if change.fields else ""
         lines.append(f"  {change.action:<7} {change.object}{fields}")
+        lines += [f"          {line}" for line in change.secret]  # a Secret's keys, each value by its keyed hash
     lines += [f"  prune   {obj}" for obj in plan.prune]
     if plan.more:
         lines.append(f"  ... and {plan.more} more changes (the first {len(plan.changes) + len(plan.prune)} are listed)")
