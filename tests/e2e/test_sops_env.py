@@ -25,7 +25,7 @@ from kubernetes.client import CoreV1Api
 from temporalio.testing import WorkflowEnvironment
 
 from activities.secrets.encrypt import encrypt, new_identity
-from tests.conftest import Registry
+from devstack.registry import Registry
 from tests.e2e.test_release import history_text
 from tests.kit.environments import publish_dir, wait_status
 from tests.kit.stack import settings_for, terminate_running
