@@ -63,6 +63,7 @@ def register(sub: Any) -> None:
     _promotions(sub)
     _audit(sub)
     _alerts(sub)
+    _secrets(sub)
     importlib.import_module("cli.upgrade").register(sub)  # its arguments live with the command
 
 
@@ -96,6 +97,12 @@ def _release(sub: Any) -> None:
         "--sign-key", default=None, metavar="FILE", help="sign the release in cosign's format: " + SIGN_KEY_HELP
     )
     p.add_argument("--timeout", default="15m", help="how long a registry outage may delay the release")
+    p.add_argument(
+        "--allow-plain-secrets",
+        action="store_true",
+        help="release a Kubernetes Secret with data in the clear, or a kustomize secretGenerator with literals or "
+        "unencrypted files (refused by default: encrypt them with `ferry secrets encrypt FILE --recipient age1…`)",
+    )
 
     p = command(
         sub,
@@ -355,3 +362,39 @@ def _alerts(sub: Any) -> None:
         "--hmac-key-file", default=None, help="the generic webhook's HMAC key (default $FERRY_RECEIVER_HMAC_KEY)"
     )
     p.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)
+
+
+def _secrets(sub: Any) -> None:
+    """`ferry secrets encrypt|recipients|status`: SOPS files with age, run with the real sops (docs/secrets.md)."""
+    secrets = sub.add_parser("secrets", help="SOPS-encrypt files for age recipients; the worker's recipients")
+    secrets_sub = secrets.add_subparsers(dest="secrets_command", required=True)
+    p = secrets_sub.add_parser(
+        "encrypt",
+        help="encrypt FILE with sops for age recipients (a Secret manifest: data and stringData only, "
+        "its kind and metadata stay readable); default: to stdout",
+    )
+    p.add_argument("file", metavar="FILE", help="a YAML, JSON or dotenv file (any other: encrypted whole)")
+    p.add_argument(
+        "--recipient",
+        action="append",
+        required=True,
+        metavar="AGE1…",
+        help="an age public key (`ferry secrets recipients` prints the worker's); repeat for several",
+    )
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("-i", "--in-place", action="store_true", help="replace FILE with its encrypted form")
+    out.add_argument("-o", "--output", default=None, metavar="OUT", help="write the encrypted file to OUT")
+    p.set_defaults(func=Lazy("cli.secrets", "cmd_encrypt"))
+    p = command(
+        secrets_sub,
+        "recipients",
+        Lazy("cli.secrets", "cmd_recipients"),
+        "the age recipients the worker's identities (FERRY_SOPS_AGE_KEYS) decrypt for, and where they are read",
+    )
+    p.add_argument("--identities", default=None, metavar="PATH", help="read this file or directory instead")
+    p = secrets_sub.add_parser(
+        "status", help="whether FILE is SOPS-encrypted, in which store, for which age recipients"
+    )
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=Lazy("cli.secrets", "cmd_status"))

@@ -129,6 +129,11 @@ def release_input(
     )
 
 
+def _allow_plain(args: argparse.Namespace) -> bool:
+    """--allow-plain-secrets (absent from a Namespace built by older callers: refused, the safe side)."""
+    return bool(getattr(args, "allow_plain_secrets", False))
+
+
 def prepare_release(
     args: argparse.Namespace, settings: Settings, signer: ReleaseSigner | None = None
 ) -> tuple[ReleaseInput, PackageBundleResult, int]:
@@ -148,7 +153,7 @@ def prepare_release(
     if not directory.exists():
         raise CommandError(f"{args.dir}: directory does not exist")
     try:
-        objects, packaged = package_release(directory)
+        objects, packaged = package_release(directory, allow_plain_secrets=_allow_plain(args))
     except BundleError as err:
         raise CommandError(f"invalid bundle: {err}") from None
     input = release_input(args, repository, args.version, directory, timeout, signer)
@@ -226,7 +231,7 @@ def prepare_chart_release(
         raise CommandError(f"--chart {args.chart}: not a directory (give the chart's directory, not its .tgz)")
     try:
         timeout = parse_duration(args.timeout)
-        packaged = package_chart_release(directory)
+        packaged = package_chart_release(directory, allow_plain_secrets=_allow_plain(args))
     except BundleError as err:
         raise CommandError(f"invalid chart: {err}") from None
     except ValueError as err:

@@ -28,6 +28,7 @@ from activities.bundle import (
 from activities.helm.charts import check_chart
 from activities.registry import ChartRegistry, Registries, RegistryActivities, SignatureActivities
 from activities.tools import script_path
+from activities.validate import check_plain_secrets
 from ferry.cosign import ReleaseSigner
 from ferry.release import PackageBundleResult, PackageChartResult
 from ferry.settings import Settings
@@ -105,10 +106,11 @@ def check_clusters(settings: Settings) -> None:
         raise SettingsInvalid(str(err)) from err
 
 
-def package_release(directory: Path) -> tuple[int, PackageBundleResult]:
+def package_release(directory: Path, *, allow_plain_secrets: bool = False) -> tuple[int, PackageBundleResult]:
     """What `ferry release` checks and packages before it starts anything: (objects the bundle renders, the
-    packaged bundle in the CI host's work directory). BundleError names the first problem."""
-    objects = validate(directory)
+    packaged bundle in the CI host's work directory). BundleError names the first problem, and a Secret (or a
+    secretGenerator) in the clear unless ``allow_plain_secrets``."""
+    objects = validate(directory, allow_plain_secrets=allow_plain_secrets)
     return objects, package(directory, default_work_dir(), scan(directory))
 
 
@@ -163,9 +165,12 @@ def helm_storage_error() -> type[Exception]:
     return HelmStorageError
 
 
-def package_chart_release(chart_dir: Path) -> PackageChartResult:
+def package_chart_release(chart_dir: Path, *, allow_plain_secrets: bool = False) -> PackageChartResult:
     """What `ferry release --chart DIR` checks and packages before it starts anything: the chart's deterministic
-    archive in the CI host's work directory. BundleError (or an UnsafeArchive ApplicationError) names the problem."""
+    archive in the CI host's work directory. BundleError (or an UnsafeArchive ApplicationError) names the problem,
+    and a Secret in the clear outside the chart's templates/ unless ``allow_plain_secrets``."""
+    if not allow_plain_secrets:
+        check_plain_secrets(chart_dir)
     return packaged_chart(chart_dir, default_work_dir())
 
 
