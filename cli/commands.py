@@ -97,12 +97,7 @@ def _release(sub: Any) -> None:
         "--sign-key", default=None, metavar="FILE", help="sign the release in cosign's format: " + SIGN_KEY_HELP
     )
     p.add_argument("--timeout", default="15m", help="how long a registry outage may delay the release")
-    p.add_argument(
-        "--allow-plain-secrets",
-        action="store_true",
-        help="release a Kubernetes Secret with data in the clear, or a kustomize secretGenerator with literals or "
-        "unencrypted files (refused by default: encrypt them with `ferry secrets encrypt FILE --recipient age1…`)",
-    )
+    _allow_plain_secrets(p)
 
     p = command(
         sub,
@@ -118,6 +113,15 @@ def _release(sub: Any) -> None:
         required=True,
         metavar="PUB",
         help="PEM EC P-256 public key file (cosign.pub); repeat to trust several",
+    )
+
+
+def _allow_plain_secrets(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-plain-secrets",
+        action="store_true",
+        help="release a Kubernetes Secret with data in the clear, or a kustomize secretGenerator with literals or "
+        "unencrypted files (refused by default: encrypt them with `ferry secrets encrypt FILE --recipient age1…`)",
     )
 
 

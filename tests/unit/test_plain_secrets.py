@@ -36,7 +36,7 @@ metadata:
     name: db
     namespace: app
 stringData:
-    password: ENC[AES256_GCM,data:6/WcR+SFcLBi6KFna6U=,iv:o+UwAtLDuh9SaTT4Hc9vBkmIDTgPA+VPzIob5aE8rtw=,tag:WTKk5o19W/HtOv4Ik6Crgg==,type:str]
+    password: ENC[AES256_GCM,data:6/WcR+SFcLBi6KFna6U=,iv:o+UwAtLDuh9SaT=,tag:WTKk5o19W/HtOv4Ik6Crgg==,type:str]
 sops:
     age:
         - recipient: age1e429tphrw7cgjk78kzqw8axyd7wqn6rcstwnh307y068u74hzvrsuq0yhw
@@ -46,7 +46,7 @@ sops:
             -----END AGE ENCRYPTED FILE-----
     encrypted_regex: ^(data|stringData)$
     lastmodified: "2026-12-07T16:41:20Z"
-    mac: ENC[AES256_GCM,data:CrozlAyHGbzIHPfsORXp,iv:tk7mpkfGvcUxekvapGrYNehtIG972jBxUvZbaNvuj2Y=,tag:6vtHiqnCv84BheQH+oIjVg==,type:str]
+    mac: ENC[AES256_GCM,data:CrozlAyHGbzIHPfsORXp,iv:tk7mpkfGvcUxekvap=,tag:6vtHiqnCv84BheQH+oIjVg==,type:str]
     version: 3.13.3
 """
 ENCRYPTED_ENV = (
