@@ -396,9 +396,12 @@ def _secrets(sub: Any) -> None:
         "the age recipients the worker's identities (FERRY_SOPS_AGE_KEYS) decrypt for, and where they are read",
     )
     p.add_argument("--identities", default=None, metavar="PATH", help="read this file or directory instead")
-    p = secrets_sub.add_parser(
-        "status", help="whether FILE is SOPS-encrypted, in which store, for which age recipients"
+    p = command(
+        secrets_sub,
+        "status",
+        Lazy("cli.secrets", "cmd_status"),
+        "whether FILE is SOPS-encrypted, in which store, for which age recipients, and whether the worker's "
+        "identities (FERRY_SOPS_AGE_KEYS, or --identities) decrypt it",
     )
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=Lazy("cli.secrets", "cmd_status"))
+    p.add_argument("--identities", default=None, metavar="PATH", help="check against this file or directory")

@@ -168,12 +168,15 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_recipients(args: argparse.Namespace) -> int:
-    """The recipients the worker's identities decrypt for, and where they are read; never a key."""
+def _worker_identities(args: argparse.Namespace, required: bool) -> tuple[str, tuple[str, ...]] | None:
+    """(where the worker's identities are read, their recipients); None when none are configured and not
+    ``required``. CommandError (exit 1) names an unusable source, never a key."""
     from workers.secrets import IdentitiesUnusable, ToolMissing, identities_source, recipients
 
     source = identities_source(settings_from(args), args.identities)
     if source is None:
+        if not required:
+            return None
         raise CommandError(
             "no age identities configured: set FERRY_SOPS_AGE_KEYS (a 0600 identity file or a directory of them) "
             "or give --identities PATH"
@@ -182,8 +185,15 @@ def cmd_recipients(args: argparse.Namespace) -> int:
         found = recipients(source)
     except (IdentitiesUnusable, ToolMissing) as err:
         raise CommandError(str(err)) from None
-    out = {"source": found.source, "recipients": list(found.recipients)}
-    emit(out, args.json, "\n".join([f"identities {found.source}", *found.recipients]))
+    return found.source, found.recipients
+
+
+def cmd_recipients(args: argparse.Namespace) -> int:
+    """The recipients the worker's identities decrypt for, and where they are read; never a key."""
+    found = _worker_identities(args, required=True)
+    assert found is not None
+    source, held = found
+    emit({"source": source, "recipients": list(held)}, args.json, "\n".join([f"identities {source}", *held]))
     return 0
 
 
@@ -195,7 +205,8 @@ def _status(name: str, text: str) -> tuple[dict[str, Any], str, int]:
         return {"file": name, "encrypted": True, "store": store, "refused": str(err)}, f"refused: {err}", 1
     if found is None:
         plain = _plain_secret_note(name, text)
-        return {"file": name, "encrypted": False}, f"{name}: not SOPS-encrypted{plain}", 1
+        data = {"file": name, "encrypted": False, "plain_secret": bool(plain)}
+        return data, f"{name}: not SOPS-encrypted{plain}", 1
     lines = [f"{name}: SOPS-encrypted ({found.store}) for {len(found.recipients)} age recipient(s)"]
     lines += [f"  {short_recipient(r)}" for r in found.recipients]
     if found.other_keys:
@@ -218,9 +229,24 @@ def _plain_secret_note(name: str, text: str) -> str:
     return ""
 
 
+def _decryptable(data: dict[str, Any], text: str, identities: tuple[str, tuple[str, ...]]) -> tuple[str, int]:
+    """Whether the worker's identities decrypt the file: which of its recipients they hold."""
+    source, held = identities
+    holds = [r for r in data.get("recipients", []) if r in held]
+    data["identities"] = source
+    data["decryptable_with"] = holds
+    if holds:
+        return f"{text}\nthe identities at {source} decrypt it (for {short_recipient(holds[0])})", 0
+    return f"{text}\nthe identities at {source} hold none of its recipients: the worker cannot decrypt it", 1
+
+
 @_exit_2_on_bad_input
 def cmd_status(args: argparse.Namespace) -> int:
-    """Exit 0 when FILE is SOPS-encrypted for age recipients, 1 when it is not (or the worker would refuse it)."""
+    """Exit 0 when FILE is SOPS-encrypted for age recipients (and, when the worker's identities are configured,
+    one of them is theirs), 1 when not (or the worker would refuse it)."""
     data, text, code = _status(args.file, _read(args.file).decode(errors="replace"))
+    identities = _worker_identities(args, required=False) if code == 0 else None
+    if identities is not None:
+        text, code = _decryptable(data, text, identities)
     emit(data, args.json, text)
     return code

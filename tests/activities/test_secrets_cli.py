@@ -105,7 +105,8 @@ def test_encrypt_in_place_and_to_a_file_for_two_recipients(tmp_path: Path, ident
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".db.yaml.")]  # no temporary file left
     for k in (key, other_key):  # either identity decrypts it (a key rotation's two recipients)
         assert yaml.safe_load(decrypt(plain, k)) == yaml.safe_load(SECRET)
-    status = ferry("secrets", "status", str(plain), "--json")
+    state = ["--state-dir", str(tmp_path / "state")]
+    status = ferry("secrets", "status", str(plain), "--json", *state)
     assert status.returncode == 0
     assert json.loads(status.stdout) == {
         "file": str(plain),
@@ -114,6 +115,13 @@ def test_encrypt_in_place_and_to_a_file_for_two_recipients(tmp_path: Path, ident
         "recipients": [recipient, other],
         "other_keys": [],
     }
+    # which of the worker's identities decrypt it: the rotation's new key does, a third one does not
+    status = ferry("secrets", "status", str(plain), "--json", *state, env={"FERRY_SOPS_AGE_KEYS": str(other_key)})
+    assert status.returncode == 0 and json.loads(status.stdout)["decryptable_with"] == [other]
+    third = tmp_path / "third" / "age.key"
+    new_identity(third)
+    status = ferry("secrets", "status", str(plain), "--identities", str(third), *state)
+    assert status.returncode == 1 and "hold none of its recipients: the worker cannot decrypt it" in status.stdout
     # what encrypt wrote passes `ferry release`'s guard
     assert plain_secrets(tmp_path, scan(tmp_path)) == []
 
@@ -159,16 +167,18 @@ def test_a_dotenv_and_a_binary_file_are_encrypted_whole(tmp_path: Path, identity
         assert ferry("secrets", "encrypt", str(path), "-i", "--recipient", recipient).returncode == 0
         assert VALUE not in path.read_text(errors="replace")
     assert decrypt(env, key) == f"PASSWORD={VALUE}\n"
-    status = ferry("secrets", "status", str(blob))
+    status = ferry("secrets", "status", str(blob), "--state-dir", str(tmp_path / "state"))
     assert status.returncode == 0 and "SOPS-encrypted (binary) for 1 age recipient" in status.stdout
 
 
 def test_status_of_a_plain_file_says_so(tmp_path: Path) -> None:
     plain = tmp_path / "db.yaml"
     plain.write_text(SECRET)
-    run = ferry("secrets", "status", str(plain))
+    state = ["--state-dir", str(tmp_path / "state")]
+    run = ferry("secrets", "status", str(plain), *state)
     assert run.returncode == 1 and "not SOPS-encrypted" in run.stdout and "`ferry release` refuses it" in run.stdout
-    assert ferry("secrets", "status", str(tmp_path / "none.yaml")).returncode == 2
+    assert json.loads(ferry("secrets", "status", str(plain), "--json", *state).stdout)["plain_secret"] is True
+    assert ferry("secrets", "status", str(tmp_path / "none.yaml"), *state).returncode == 2
 
 
 def test_recipients_prints_public_keys_and_the_source_never_the_key(tmp_path: Path, identity: tuple[Path, str]) -> None:
