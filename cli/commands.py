@@ -383,7 +383,8 @@ def _secrets(sub: Any) -> None:
         action="append",
         required=True,
         metavar="AGE1…",
-        help="an age public key (`ferry secrets recipients` prints the worker's); repeat for several",
+        help="an age public key (`ferry secrets recipients` prints the worker's); repeat, or comma-separate, "
+        "for several",
     )
     out = p.add_mutually_exclusive_group()
     out.add_argument("-i", "--in-place", action="store_true", help="replace FILE with its encrypted form")

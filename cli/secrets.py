@@ -71,7 +71,9 @@ def _read(name: str) -> bytes:
     return data
 
 
-def _check_recipients(recipients: list[str]) -> list[str]:
+def _check_recipients(given: list[str]) -> list[str]:
+    """The recipients, each checked (``--recipient a,b`` as sops's ``--age`` takes them, or repeated)."""
+    recipients = [r.strip() for item in given for r in item.split(",") if r.strip()]
     for recipient in recipients:
         if recipient.strip().upper().startswith(_PRIVATE):
             # NB: never echoed: it is a private key given by mistake

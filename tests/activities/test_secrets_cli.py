@@ -99,7 +99,7 @@ def test_encrypt_in_place_and_to_a_file_for_two_recipients(tmp_path: Path, ident
     run = ferry("secrets", "encrypt", str(plain), "-o", str(tmp_path / "out.yaml"), "--recipient", recipient)
     assert run.returncode == 0 and run.stdout == "" and "encrypted for 1 age recipient" in run.stderr
     assert yaml.safe_load(decrypt(tmp_path / "out.yaml", key)) == yaml.safe_load(SECRET)
-    run = ferry("secrets", "encrypt", str(plain), "--in-place", "--recipient", recipient, "--recipient", other)
+    run = ferry("secrets", "encrypt", str(plain), "--in-place", "--recipient", f"{recipient},{other}")
     assert run.returncode == 0 and run.stdout == ""
     assert VALUE not in plain.read_text() and (plain.stat().st_mode & 0o777) == 0o640
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".db.yaml.")]  # no temporary file left
