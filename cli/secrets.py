@@ -17,7 +17,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cli.common import CommandError, emit, settings_from
 from ferry.redact import Redactor
@@ -33,6 +33,9 @@ from ferry.sops import (
     short_recipient,
     store_of,
 )
+
+if TYPE_CHECKING:
+    from workers.secrets import IdentitySource
 
 BAD_INPUT = 2  # as argparse's own usage errors
 _RECIPIENT = re.compile(r"^age1[0-9a-z]{20,}$")  # bech32: lower-case letters and digits
@@ -170,33 +173,40 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
     return 0
 
 
-def _worker_identities(args: argparse.Namespace, required: bool) -> tuple[str, tuple[str, ...]] | None:
-    """(where the worker's identities are read, their recipients); None when none are configured and not
-    ``required``. CommandError (exit 1) names an unusable source, never a key."""
-    from workers.secrets import IdentitiesUnusable, ToolMissing, identities_source, recipients
+def _sources(args: argparse.Namespace) -> list[IdentitySource]:
+    """The worker's identity sources with their recipients (workers.secrets.worker_sources); CommandError (exit 1)
+    when the clusters file cannot be read. Never a key."""
+    from workers.secrets import IdentitiesUnusable, worker_sources
 
-    source = identities_source(settings_from(args), args.identities)
-    if source is None:
-        if not required:
-            return None
-        raise CommandError(
-            "no age identities configured: set FERRY_SOPS_AGE_KEYS (a 0600 identity file or a directory of them) "
-            "or give --identities PATH"
-        )
     try:
-        found = recipients(source)
-    except (IdentitiesUnusable, ToolMissing) as err:
+        return worker_sources(settings_from(args), args.identities)
+    except IdentitiesUnusable as err:
         raise CommandError(str(err)) from None
-    return found.source, found.recipients
+
+
+def _source_lines(sources: list[IdentitySource]) -> list[str]:
+    lines = []
+    for s in sources:
+        lines.append(f"{s.where}: {s.path}" + (f": unusable: {s.error}" if s.error else ""))
+        lines += [f"  {r}" for r in s.recipients]
+    return lines
 
 
 def cmd_recipients(args: argparse.Namespace) -> int:
-    """The recipients the worker's identities decrypt for, and where they are read; never a key."""
-    found = _worker_identities(args, required=True)
-    assert found is not None
-    source, held = found
-    emit({"source": source, "recipients": list(held)}, args.json, "\n".join([f"identities {source}", *held]))
-    return 0
+    """The recipients each of the worker's identity sources decrypts for, and where it is read; never a key.
+    Exit 1 when none is configured or one is unusable."""
+    sources = _sources(args)
+    if not sources:
+        raise CommandError(
+            "no age identities configured: set FERRY_SOPS_AGE_KEYS (a 0600 identity file or a directory of them), "
+            "`sops-age-keys` in the clusters file, or give --identities PATH"
+        )
+    data = [
+        {"where": s.where, "path": s.path, "recipients": list(s.recipients)} | ({"error": s.error} if s.error else {})
+        for s in sources
+    ]
+    emit({"sources": data}, args.json, "\n".join(_source_lines(sources)))
+    return 1 if any(s.error for s in sources) else 0
 
 
 def _status(name: str, text: str) -> tuple[dict[str, Any], str, int]:
@@ -231,15 +241,15 @@ def _plain_secret_note(name: str, text: str) -> str:
     return ""
 
 
-def _decryptable(data: dict[str, Any], text: str, identities: tuple[str, tuple[str, ...]]) -> tuple[str, int]:
-    """Whether the worker's identities decrypt the file: which of its recipients they hold."""
-    source, held = identities
-    holds = [r for r in data.get("recipients", []) if r in held]
-    data["identities"] = source
-    data["decryptable_with"] = holds
-    if holds:
-        return f"{text}\nthe identities at {source} decrypt it (for {short_recipient(holds[0])})", 0
-    return f"{text}\nthe identities at {source} hold none of its recipients: the worker cannot decrypt it", 1
+def _decryptable(data: dict[str, Any], text: str, sources: list[IdentitySource]) -> tuple[str, int]:
+    """Which of the worker's identity sources hold one of the file's recipients (the worker decrypts with any)."""
+    holders = [(s, r) for s in sources for r in s.recipients if r in data.get("recipients", [])]
+    data["decryptable_with"] = [{"where": s.where, "path": s.path, "recipient": r} for s, r in holders]
+    if holders:
+        found = "; ".join(f"{s.where} ({s.path}) for {short_recipient(r)}" for s, r in holders)
+        return f"{text}\ndecrypted by the identities of {found}", 0
+    where = ", ".join(f"{s.where} ({s.path})" for s in sources)
+    return f"{text}\nnone of its recipients is held by the identities of {where}: the worker cannot decrypt it", 1
 
 
 @_exit_2_on_bad_input
@@ -247,8 +257,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     """Exit 0 when FILE is SOPS-encrypted for age recipients (and, when the worker's identities are configured,
     one of them is theirs), 1 when not (or the worker would refuse it)."""
     data, text, code = _status(args.file, _read(args.file).decode(errors="replace"))
-    identities = _worker_identities(args, required=False) if code == 0 else None
-    if identities is not None:
-        text, code = _decryptable(data, text, identities)
+    sources = _sources(args) if code == 0 else []
+    if sources:
+        text, code = _decryptable(data, text, sources)
     emit(data, args.json, text)
     return code

@@ -117,11 +117,15 @@ def test_encrypt_in_place_and_to_a_file_for_two_recipients(tmp_path: Path, ident
     }
     # which of the worker's identities decrypt it: the rotation's new key does, a third one does not
     status = ferry("secrets", "status", str(plain), "--json", *state, env={"FERRY_SOPS_AGE_KEYS": str(other_key)})
-    assert status.returncode == 0 and json.loads(status.stdout)["decryptable_with"] == [other]
+    assert status.returncode == 0
+    assert json.loads(status.stdout)["decryptable_with"] == [
+        {"where": "worker", "path": str(other_key), "recipient": other}
+    ]
     third = tmp_path / "third" / "age.key"
     new_identity(third)
     status = ferry("secrets", "status", str(plain), "--identities", str(third), *state)
-    assert status.returncode == 1 and "hold none of its recipients: the worker cannot decrypt it" in status.stdout
+    assert status.returncode == 1 and "the worker cannot decrypt it" in status.stdout
+
     # what encrypt wrote passes `ferry release`'s guard
     assert plain_secrets(tmp_path, scan(tmp_path)) == []
 
@@ -186,11 +190,33 @@ def test_recipients_prints_public_keys_and_the_source_never_the_key(tmp_path: Pa
     state = ["--state-dir", str(tmp_path / "state")]
     run = ferry("secrets", "recipients", *state, env={"FERRY_SOPS_AGE_KEYS": str(key)})
     assert run.returncode == 0, run.stderr
-    assert run.stdout.splitlines() == [f"identities {key}", recipient]
+    assert run.stdout.splitlines() == [f"worker: {key}", f"  {recipient}"]
     run = ferry("secrets", "recipients", "--json", "--identities", str(key.parent), *state)
-    assert json.loads(run.stdout) == {"source": str(key.parent), "recipients": [recipient]}
-    key.chmod(0o644)
-    run = ferry("secrets", "recipients", "--identities", str(key), *state)
-    assert run.returncode == 1 and "readable by others" in run.stderr
+    assert json.loads(run.stdout) == {
+        "sources": [{"where": "--identities", "path": str(key.parent), "recipients": [recipient]}]
+    }
     run = ferry("secrets", "recipients", *state)
     assert run.returncode == 1 and "FERRY_SOPS_AGE_KEYS" in run.stderr
+
+
+def test_recipients_of_every_source_in_the_clusters_file(tmp_path: Path, identity: tuple[Path, str]) -> None:
+    key, recipient = identity
+    prod = tmp_path / "prod" / "age.key"
+    prod_recipient = new_identity(prod)
+    loose = tmp_path / "loose.key"
+    loose.write_bytes(key.read_bytes())
+    loose.chmod(0o644)
+    clusters = tmp_path / "clusters.yaml"
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
+    clusters.write_text(
+        f"clusters:\n  prod:\n    kubeconfig: {kubeconfig}\n    sops-age-keys: {prod}\n"
+        f"  staging:\n    kubeconfig: {kubeconfig}\n    sops-age-keys: {loose}\n"
+    )
+    env = {"FERRY_SOPS_AGE_KEYS": str(key), "FERRY_CLUSTERS": str(clusters)}
+    run = ferry("secrets", "recipients", "--json", "--state-dir", str(tmp_path / "state"), env=env)
+    assert run.returncode == 1  # one source is unusable: said, with the others
+    sources = {s["where"]: s for s in json.loads(run.stdout)["sources"]}
+    assert sources["worker"]["recipients"] == [recipient]
+    assert sources["cluster prod"]["recipients"] == [prod_recipient]
+    assert "readable by others" in sources["cluster staging"]["error"]
