@@ -158,14 +158,7 @@ def render_release(
     )
     values = values_digest(helm.values, [(f, "") for f in helm.values_files])
     key = render_key(
-        f"{digest}/{helm.chart}",
-        values,
-        helm.release_name,
-        namespace,
-        capabilities.kube_version,
-        capabilities.api_versions,
-        is_upgrade,
-        build,
+        f"{digest}/{helm.chart}", values, helm.release_name, namespace, *_cluster(capabilities), is_upgrade, build
     )
     cache = RenderCache(cache_dir / RENDERS_DIR)
     rendered, cached = (cache.load(key), True) if cacheable else (None, False)
@@ -178,6 +171,10 @@ def render_release(
         objects += render(root / helm.manifests, root)
     release = release_id(f"{digest}/{helm.chart}", values, helm.release_name, namespace)
     return ChartRender(objects, _crd_names(rendered), rendered, cached, helm.prune_crds, release)
+
+
+def _cluster(capabilities: Capabilities) -> tuple[str, tuple[str, ...]]:
+    return capabilities.kube_version, tuple(capabilities.api_versions)
 
 
 def _crd_names(rendered: Rendered) -> frozenset[str]:

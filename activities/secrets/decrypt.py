@@ -241,6 +241,39 @@ MAX_REMEMBERED = 256
 _PLAINTEXTS = Plaintexts(MAX_REMEMBERED)
 
 
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+
+
+def _check_recipients(files: list[SopsFile], identities: Identities) -> None:
+    for file in files:
+        missing = missing_recipients(file, identities.recipients)
+        if missing:
+            raise DecryptionFailed(
+                f"{file.path}: encrypted for {', '.join(short_recipient(r) for r in missing[:5])}; the worker holds "
+                f"identities for {', '.join(short_recipient(r) for r in identities.recipients[:5])} only"
+            )
+
+
+def _plaintexts(
+    files: list[SopsFile], root: Path, identities: Identities, work: Path
+) -> tuple[dict[str, bytes], list[str]]:
+    """What the files decrypt to: remembered, or by sops (the identities in a 0600 file only while it runs)."""
+    found = _PLAINTEXTS.get(root, identities)
+    if found is None:
+        home, keys_file = work / "home", work / "age.keys"
+        home.mkdir(mode=0o700)
+        _write_private(keys_file, identities.text)
+        try:
+            found = _decrypt_all(files, root, keys_file, home)
+        finally:
+            keys_file.unlink()
+    _PLAINTEXTS.put(root, identities, *found)
+    return found
+
+
 @contextlib.contextmanager
 def decrypted(root: Path, enabled: bool, keys: Path | None, environment: str) -> Iterator[Decrypted | None]:
     """See the module's contract. DecryptionFailed for every refusal."""
@@ -257,36 +290,19 @@ def decrypted(root: Path, enabled: bool, keys: Path | None, environment: str) ->
             "spec does not decrypt (decryption: {provider: sops}): ciphertext is never applied"
         )
     identities = _identities(keys, files, environment)
-    for file in files:
-        missing = missing_recipients(file, identities.recipients)
-        if missing:
-            raise DecryptionFailed(
-                f"{file.path}: encrypted for {', '.join(short_recipient(r) for r in missing[:5])}; the worker holds "
-                f"identities for {', '.join(short_recipient(r) for r in identities.recipients[:5])} only"
-            )
+    _check_recipients(files, identities)
     in_memory = sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) <= MAX_IN_MEMORY_RELEASE
     work = private_dir(PRIVATE_PREFIX, None if in_memory else root.parent.parent)
     sweep(work.parent)
     try:
-        copy, home = work / "release", work / "home"
-        home.mkdir(mode=0o700)
+        copy = work / "release"
         # NB: a large release is hard-linked (the cache's own files, read-only to the render); a decrypted file
         # replaces its link, never the cached file
         shutil.copytree(root, copy, symlinks=True, copy_function=shutil.copy2 if in_memory else _link_or_copy)
-        keys_file = work / "age.keys"
-        fd = os.open(keys_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(identities.text)
-        plaintexts, values = _PLAINTEXTS.get(root, identities) or _decrypt_all(files, root, keys_file, home)
-        _PLAINTEXTS.put(root, identities, plaintexts, values)
+        plaintexts, values = _plaintexts(files, root, identities, work)
         for file in files:
-            plaintext = plaintexts[file.path]
-            target = copy / file.path
-            target.unlink()
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                out.write(plaintext)
-        keys_file.unlink()
+            (copy / file.path).unlink()
+            _write_private(copy / file.path, plaintexts[file.path])
         yield Decrypted(
             root=copy,
             files=tuple(f.path for f in files),

@@ -68,6 +68,7 @@ def heavy(modules: list[str]) -> list[str]:
         ("release", "--help"),
         ("approve", "--help"),
         ("dev", "up", "--help"),
+        ("secrets", "encrypt", "--help"),
     ],
 )
 def test_help_imports_no_client_library(argv: tuple[str, ...]) -> None:
