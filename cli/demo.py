@@ -6,7 +6,8 @@ SSH-signed approval sent with `temporal workflow update execute` moves productio
 reverted -> a broken 1.2.0 fails health in staging and rolls back by itself, held -> `ferry rollback production
 --to 1.0.0` -> `ferry audit` prints the timeline with Temporal UI links, and `--verify` re-checks every signature.
 Along the way: the AwaitingApproval notification arrives at a local receiver (an alert declared with `ferry alerts
-apply`), and the registry's push of 1.2.0 reaches staging through `ferry receiver` within about a second."""
+apply`), the registry's push of 1.2.0 reaches staging through `ferry receiver` within about a second, and a Secret
+encrypted with sops for the stack's age recipient is decrypted on the worker only (cli/demo_secret.py)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from typing import Any
 import yaml
 
 from cli.demo_chart import CHART_STEPS, CHART_WORKFLOWS
+from cli.demo_secret import encrypt_secret, secret_delivered
 from cli.demo_support import (
     FERRY,
     PUBLISHER,
@@ -145,8 +147,9 @@ def _list_runs(temporal: str, address: str, workflow_id: str) -> subprocess.Comp
 def release_two_versions(story: Story) -> None:
     step(
         "2. CI releases 1.0.0 and 1.1.0, signed with CI's key (ReleaseWorkflow: package on the CI host, push, "
-        "verify, sign in cosign's format)"
+        "verify, sign in cosign's format); the release carries secret/podinfo-db, encrypted with sops"
     )
+    story.secret = encrypt_secret(story.info, story.tmp)
     for version, tag, message in (("1.0.0", "6.5.0", "Hello from 1.0.0"), ("1.1.0", "6.5.1", "Hello from 1.1.0")):
         out = story.release(version, tag, message)
         print(f"released {story.repository}:{version} -> {out['digest']}\n  {out['temporal_ui']}")
@@ -347,6 +350,7 @@ STEPS = (
     release_two_versions,
     declare_environments,
     declare_alerts,
+    secret_delivered,
     request_promotion,
     refuse_bad_approvals,
     approve_signed,

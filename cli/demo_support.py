@@ -161,6 +161,7 @@ class Story:
     repository: str
     started: float
     sink: subprocess.Popen[bytes] | None = None
+    secret: Any = None  # cli.demo_secret.DemoSecret: the Secret CI encrypts for the stack's recipient
 
     @property
     def temporal(self) -> list[str]:
@@ -172,9 +173,12 @@ class Story:
         return ["--address", self.info.components["temporal"]["address"]]
 
     def release(self, version: str, image_tag: str, message: str) -> Any:
+        directory = bundle(version, image_tag, message, self.tmp)
+        if self.secret is not None:
+            self.secret.add_to(directory)
         return ferry_json(
             "release",
-            str(bundle(version, image_tag, message, self.tmp)),
+            str(directory),
             "--repository",
             self.repository,
             "--version",

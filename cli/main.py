@@ -69,6 +69,9 @@ def _describe(components: dict[str, Any]) -> str:
     if "worker" in components:
         w = components["worker"]
         lines.append(f"worker    pid {w['pid']}  task queue {w['task_queue']}  metrics {w.get('metrics', '-')}")
+    if "sops" in components:
+        s = components["sops"]
+        lines.append(f"sops      recipient {s['recipient']}  identities {s['identities']}  (every worker's)")
     return "\n".join(lines)
 
 
@@ -90,6 +93,9 @@ def cmd_dev_status(args: argparse.Namespace) -> int:
         print("local stack: not started (`ferry dev up`)")
     else:
         for name, component in report.items():
+            if name == "sops":
+                print(f"{name:<9} {'up' if component['up'] else 'DOWN':<5} recipient {component.get('recipient')}")
+                continue
             endpoint = component.get("address") or component.get("host") or component.get("server") or ""
             print(f"{name:<9} {'up' if component['up'] else 'DOWN':<5} {endpoint}  pid {component.get('pid')}")
     return 0 if report and all(c["up"] for c in report.values()) else 1

@@ -13,6 +13,8 @@ from typing import Any
 
 from devstack.procs import StackError, pid_alive, port_taken, script_path, spawn, stop_pid, tcp_open, wait_healthy
 from devstack.registry import Registry
+from devstack.sops import binaries as sops_binaries
+from devstack.sops import identity_ready, prepare_identity
 from devstack.temporal import TemporalDevServer
 
 STACK_FILE = "devstack.json"
@@ -95,6 +97,8 @@ def up(
     _preflight(state_dir, ports, temporal, count)
     state_dir.mkdir(parents=True, exist_ok=True)
     info = StackInfo(state_dir=str(state_dir))
+    # the workers' age identity (kept across down/up): its recipient is what the demo and tests encrypt for
+    info.components["sops"] = prepare_identity(state_dir)
     started: list[tuple[str, int]] = []
     try:
         if temporal == "cluster":
@@ -110,7 +114,8 @@ def up(
         info.components["kube"] = kube
 
         info.save(state_dir)  # the workers read their endpoints from here
-        info.components.update(_start_workers(state_dir, count, ports.metrics, timeout, started))
+        identities = Path(info.components["sops"]["identities"])
+        info.components.update(_start_workers(state_dir, count, ports.metrics, timeout, started, identities))
         info.save(state_dir)
         return info
     except BaseException:
@@ -130,10 +135,12 @@ def _worker_count(temporal: str, worker: bool, workers: int | None) -> int:
 
 
 def _preflight(state_dir: Path, ports: Ports, temporal: str, count: int) -> None:
-    """Refuse before anything starts: a stack already running, a missing cluster binary, a port in use."""
+    """Refuse before anything starts: a stack already running, a missing binary (cluster, sops, age-keygen), a
+    port in use."""
     existing = StackInfo.load(state_dir)
     if existing is not None and any(pid_alive(c.get("pid", 0)) for c in existing.components.values()):
         raise StackError(f"stack: already running from {state_dir / STACK_FILE}; `ferry dev down` first")
+    sops_binaries()  # fail before anything starts: `make sops`
     if temporal == "cluster":
         from devstack.temporal_cluster import binary
 
@@ -245,11 +252,12 @@ def _start_cluster(
 
 
 def _start_workers(
-    state_dir: Path, count: int, metrics_port: int, timeout: float, started: list[tuple[str, int]]
+    state_dir: Path, count: int, metrics_port: int, timeout: float, started: list[tuple[str, int]], identities: Path
 ) -> dict[str, dict[str, Any]]:
     """`count` ferry workers on task queue `ferry`, started together, each with its own metrics port and (with
     more than one) its own artifact cache: the cache is safe across threads of one worker, not across
-    processes, as it would not be across machines."""
+    processes, as it would not be across machines. Every worker decrypts with the stack's age identity
+    (FERRY_SOPS_AGE_KEYS, set over the caller's: devstack.json names that identity's recipient)."""
     logs = state_dir / "logs"
     procs = {}
     for i, name in enumerate(worker_names(count)):
@@ -259,6 +267,7 @@ def _start_workers(
             "FERRY_ALERT_PROVIDERS": str(state_dir / "alert-providers.yaml"),
             **os.environ,
             "FERRY_PROMETHEUS_BIND": f"127.0.0.1:{metrics_port + i}",
+            "FERRY_SOPS_AGE_KEYS": str(identities),
         }
         if count > 1:
             env["FERRY_CACHE_DIR"] = str(state_dir / "cache" / name)
@@ -388,6 +397,9 @@ def status(state_dir: Path) -> dict[str, dict[str, Any]]:
         return {}
     report: dict[str, dict[str, Any]] = {}
     for name, component in info.components.items():
+        if name == "sops":  # no process: the identity file and the binaries
+            report[name] = {"up": identity_ready(component), **component}
+            continue
         alive = pid_alive(int(component.get("pid", 0))) if component.get("pid") else False
         endpoint = component.get("address") or component.get("host") or component.get("server")
         if alive and endpoint and ":" in str(endpoint):
