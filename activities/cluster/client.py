@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import kubernetes
@@ -86,7 +89,10 @@ class Cluster:
     def dyn(self) -> DynamicClient:
         with self._lock:
             if self._dyn is None:
-                self._dyn = DynamicClient(self.api)
+                # NB: the client's default discovery cache is /tmp/osrcp-md5(host).json, shared by every process
+                # and every cluster ever served at that address: a cluster rebuilt on the same host:port was seen
+                # with the old one's kinds (404 on a kind it no longer serves). Each client discovers for itself.
+                self._dyn = DynamicClient(self.api, cache_file=discovery_cache_file())
             return self._dyn
 
     def resource(self, api_version: str, kind: str, wait: float = 0.0) -> Any:
@@ -231,6 +237,16 @@ def _classified(what: str) -> Iterator[None]:
         raise classified(ErrorType.RENDER_FAILED, f"{what}: {err}") from err
     except _UNAVAILABLE as err:
         raise classified(ErrorType.CLUSTER_UNAVAILABLE, f"{what}: cluster unreachable: {err}") from err
+
+
+_DISCOVERY_DIR: list[Path] = []
+
+
+def discovery_cache_file() -> str:
+    """A discovery cache of this process's own (a 0700 directory made once per process), one file per client."""
+    if not _DISCOVERY_DIR:
+        _DISCOVERY_DIR.append(Path(tempfile.mkdtemp(prefix="ferry-discovery-")))
+    return str(_DISCOVERY_DIR[0] / f"{uuid.uuid4().hex}.json")
 
 
 def _only_its_own_workflow(environment: str) -> None:

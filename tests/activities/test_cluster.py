@@ -425,3 +425,21 @@ def test_a_written_workload_is_progressing_and_written_configuration_is_judged_a
     assert only_config.changes.updated == [f"ConfigMap/{world.namespace}/shop-config"]
     # the unchanged Deployment decides (its status from the simulated controller: no kubelet here), rolled out
     assert (only_config.health.status, only_config.health.digest) == ("Healthy", world.digests["1.2.0"])
+
+
+def test_discovery_is_never_read_from_another_processs_cache_of_the_same_address(kube_server: Any) -> None:
+    # the kubernetes client's default is /tmp/osrcp-md5(host).json: a cluster rebuilt at the same host:port was
+    # seen with the old one's kinds. Each client discovers into a file of its own, in a directory only it reads.
+    import hashlib
+    import tempfile
+
+    from activities.cluster import Cluster
+
+    first = Cluster(str(kube_server.worker_kubeconfig), None)
+    host = first.api.configuration.host
+    default = Path(tempfile.gettempdir()) / f"osrcp-{hashlib.md5(host.encode()).hexdigest()}.json"
+    first.dyn.resources.get(api_version="v1", kind="ConfigMap")  # discovery ran, into this client's own file
+    second = Cluster(str(kube_server.worker_kubeconfig), None)
+    own = [c.dyn._DynamicClient__discoverer._Discoverer__cache_file for c in (first, second)]  # type: ignore[attr-defined]
+    assert own[0] != own[1] and str(default) not in own
+    assert all(Path(f).parent.stat().st_mode & 0o077 == 0 for f in own)
