@@ -26,7 +26,7 @@ import yaml
 
 from cli.demo_support import Story, run, step
 from ferry.sops import ENCRYPTED_VALUE, hash_key, keyed_hash
-from workers.encryption import encrypt_file
+from workers.secrets import encrypt_file
 from workers.wiring import script_path
 
 SECRET_NAME, SECRET_KEY = "podinfo-db", "password"
