@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 REDACTED = "[redacted]"
-MIN_REDACTED = 4  # shorter values would blank ordinary words; they are hashed, never shown, everywhere else
+# Shorter values would blank ordinary words in every message: a value of 3 characters or fewer is not redacted from
+# messages (it is still never recorded itself: history names values by keyed hash). docs/secrets.md says so.
+MIN_REDACTED = 4
 
 
 def _forms(value: str) -> set[str]:
     forms = {value, base64.b64encode(value.encode()).decode()}
+    # as a JSON string shows it (an API server's message is JSON): quotes, backslashes, newlines escaped
+    forms |= {json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
     try:  # a data: value is base64 of the secret: its decoded text is the secret too
         decoded = base64.b64decode(value, validate=True).decode()
         if decoded.isprintable():

@@ -34,10 +34,13 @@ MAX_SOPS_FILES = 256  # encrypted files in one release
 MAX_RECIPIENT = 4096  # an age recipient (post-quantum ones are ~2,000 characters)
 # Key kinds SOPS knows besides age: the worker decrypts with age identities only (docs/secrets.md).
 OTHER_KEY_KINDS = ("kms", "gcp_kms", "azure_kv", "hc_vault", "pgp", "hckms")
+# ... of which these name their own server (a Vault address, a Key Vault URL, a regional endpoint): sops would
+# contact a host the file chose if age failed, so a file that lists one is refused (docs/secrets.md).
+HOST_NAMING_KEY_KINDS = ("azure_kv", "hc_vault", "hckms")
 HASH_PREFIX = "hmac-sha256:"
 ENCRYPTED_VALUE = "ENC[AES256_GCM,"  # how SOPS writes every encrypted value
 
-_YAML_MARK = re.compile(r"^sops:[ \t]*(#.*)?$", re.MULTILINE)
+_YAML_MARK = re.compile(r"^[\"']?sops[\"']?:[ \t]*(#.*)?\r?$", re.MULTILINE)
 _JSON_MARK = re.compile(r'"sops"\s*:\s*\{')
 _JSON_MAC = re.compile(r'"mac"\s*:')
 _DOTENV_MARK = re.compile(r"^sops_mac=", re.MULTILINE)
@@ -57,9 +60,18 @@ def store_of(name: str, text: str) -> Store | None:
         return "yaml" if _YAML_MARK.search(text) or encrypted else None
     if lower.endswith(DOTENV_SUFFIXES):
         return "dotenv" if _DOTENV_MARK.search(text) or encrypted else None
-    if (_JSON_MARK.search(text) and _JSON_MAC.search(text)) or (encrypted and text.lstrip().startswith("{")):
+    if (_JSON_MARK.search(text) and _JSON_MAC.search(text)) or (encrypted and text.lstrip("\ufeff \t\r\n")[:1] == "{"):
         return "json" if lower.endswith(JSON_SUFFIXES) else "binary"
     return None
+
+
+def misnamed(name: str, text: str) -> bool:
+    """SOPS-encrypted YAML or dotenv under a name sops would read as binary (not .yaml/.yml/.json/.env): its
+    ciphertext would be applied as it is, so it is refused, never passed over."""
+    lower = name.lower()
+    if lower.endswith(YAML_SUFFIXES + JSON_SUFFIXES + DOTENV_SUFFIXES) or store_of(name, text) is not None:
+        return False
+    return ENCRYPTED_VALUE in text or bool(_DOTENV_MARK.search(text))
 
 
 @dataclass(frozen=True)
@@ -112,6 +124,10 @@ def inspect(path: str, text: str) -> SopsFile | None:
             raise SopsRefused(f"{path}: SOPS file of {size} bytes, more than {MAX_SOPS_FILE_BYTES}: refused")
         return None
     store = store_of(path, text)
+    if store is None and misnamed(path, text):
+        raise SopsRefused(
+            f"{path}: SOPS-encrypted YAML or dotenv under a name sops reads as binary: name it .yaml, .json or .env"
+        )
     if store is None:
         return None
     entries = _entries(store, text)
@@ -133,6 +149,12 @@ def inspect(path: str, text: str) -> SopsFile | None:
     bad = [r for r in recipients if len(r) > MAX_RECIPIENT or not _AGE_RECIPIENT.match(r)]
     if bad:
         raise SopsRefused(f"{path}: not an age recipient: {bad[0][:80]!r}")
+    chosen_hosts = [k for k in other if k in HOST_NAMING_KEY_KINDS]
+    if chosen_hosts:
+        raise SopsRefused(
+            f"{path}: lists {', '.join(chosen_hosts)} keys, which name their own server: the worker decrypts with "
+            "age only and never lets a file choose a host to contact; re-encrypt it without them"
+        )
     if not recipients:
         listed = f" (it lists {', '.join(other)} keys only)" if other else ""
         raise SopsRefused(f"{path}: encrypted for no age recipient{listed}: the worker decrypts with age identities")

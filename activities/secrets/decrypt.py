@@ -45,6 +45,7 @@ from ferry.sops import (
     SopsRefused,
     hash_key,
     inspect,
+    misnamed,
     missing_recipients,
     secret_values,
     short_recipient,
@@ -95,7 +96,7 @@ def _scanned(directory: str) -> tuple[SopsFile, ...]:
                 head = big.read(_PEEK)
                 big.seek(size - _PEEK)
                 ends = (head + big.read(_PEEK)).decode(errors="replace")
-            if store_of(where, ends) is not None:
+            if store_of(where, ends) is not None or misnamed(where, ends):
                 raise SopsRefused(f"{where}: SOPS file of {size} bytes, more than {MAX_SOPS_FILE_BYTES}: refused")
             continue
         try:
@@ -129,7 +130,10 @@ def _decrypt(file: SopsFile, source: Path, keys: Path, home: Path) -> bytes:
         "XDG_CONFIG_HOME": str(home),
         "SOPS_AGE_KEY_FILE": str(keys),
         "SOPS_DECRYPTION_ORDER": "age",
+        # NB: a file may also list KMS keys (tried only if age fails): no ambient cloud credential is reachable
         "AWS_EC2_METADATA_DISABLED": "true",
+        "GCE_METADATA_HOST": "127.0.0.1:9",
+        "GCE_METADATA_IP": "127.0.0.1:9",
     }
     argv = [str(sops_path()), "decrypt", "--input-type", file.store, "--output-type", file.store, str(source)]
     try:

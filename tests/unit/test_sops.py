@@ -125,3 +125,24 @@ def test_the_redactor_takes_out_every_form_of_a_value() -> None:
     assert "hunter2-secret" not in out and encoded not in out and "line-two" not in out
     assert out.count(REDACTED) == 3 and "ab stays" in out  # values under 4 characters are not blanked
     assert not Redactor.of([])
+
+
+def test_review_findings_misnamed_crlf_quoted_host_naming_keys_json_escaped_values() -> None:
+    # a SOPS YAML file under a name sops reads as binary would be applied as ciphertext: refused
+    with pytest.raises(SopsRefused, match="config.txt: SOPS-encrypted YAML or dotenv under a name sops reads"):
+        inspect("config.txt", YAML)
+    assert inspect("notes.txt", "no secrets here\n") is None
+    # CRLF line endings and a quoted key are still SOPS metadata
+    crlf = YAML.replace("\n", "\r\n")
+    assert store_of("s.yaml", crlf) == "yaml"
+    assert store_of("s.yaml", YAML.replace("sops:\n", '"sops":\n').replace(ENC, "plain")) == "yaml"
+    # a file that lists a key kind naming its own server (Vault, Azure Key Vault) is refused: never contacted
+    vault = YAML.replace(
+        "    lastmodified", "    hc_vault:\n        - vault_address: http://attacker:8200\n    lastmodified"
+    )
+    with pytest.raises(SopsRefused, match="hc_vault keys, which name their own server"):
+        inspect("s.yaml", vault)
+    # a value as a JSON message escapes it
+    value = 'pa"ss\\word\n9'
+    assert value not in (out := Redactor.of([value]).text(json.dumps({"message": f"bad: {value}"})))
+    assert json.dumps(value)[1:-1] not in out
