@@ -306,3 +306,37 @@ def test_a_large_release_is_linked_beside_the_cache_and_every_private_copy_is_re
     assert not list(acts._cache.directory.glob(f"{decrypt.PRIVATE_PREFIX}*")), "copies removed, the stale one too"
     cached = next(acts._cache.directory.rglob("secret.enc.yaml"))
     assert b"ENC[AES256_GCM" in cached.read_bytes(), "the cached file is still the ciphertext"
+
+
+def test_identities_come_from_the_environments_entry_then_the_clusters_then_the_workers(tmp_path: Path) -> None:
+    from ferry.clusters import ClustersFile
+
+    clusters = ClustersFile.model_validate(
+        {
+            "clusters": {
+                "default": {"kubeconfig": "/k", "sops-age-keys": "/age/cluster"},
+                "prod-eu": {
+                    "kubeconfig": "/k2",
+                    "environments": {"payments": {"namespaces": ["payments"], "sops-age-keys": "/age/payments"}},
+                },
+            }
+        }
+    )
+    acts = ClusterActivities(BundleCache(tmp_path, None), None, clusters, sops_age_keys=Path("/age/worker"))
+
+    def keys(environment: str, cluster: str) -> Path | None:
+        return acts.age_keys_for(
+            ReconcileInput(
+                environment=environment,
+                repository="r/x",
+                digest="sha256:" + "0" * 64,
+                version="1.0.0",
+                path=".",
+                namespace="payments",
+                cluster=cluster,
+            )
+        )
+
+    assert keys("payments", "prod-eu") == Path("/age/payments")
+    assert keys("shop", "prod-eu") == Path("/age/worker")
+    assert keys("shop", "default") == keys("shop", "") == Path("/age/cluster")
