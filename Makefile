@@ -80,14 +80,14 @@ helm:
 	  -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$(HELM_VERSION)" helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
 
 # SOPS and age (age-keygen), built from their Go modules like helm: the worker decrypts a release's SOPS files
-# with them (docs/secrets.md); FERRY_SOPS / FERRY_AGE_KEYGEN point elsewhere. ~3-6 min cold on 2 cores.
+# with them (docs/secrets.md); FERRY_SOPS / FERRY_AGE_KEYGEN point elsewhere. ~5-9 min cold on 2 cores.
 SOPS_VERSION := v3.13.3
 AGE_VERSION := v1.3.2
 TOOLS_DIR := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ferry/tools
 sops:
 	@if [ -x "$(TOOLS_DIR)/sops/$(SOPS_VERSION)/sops" ] && [ -x "$(TOOLS_DIR)/age/$(AGE_VERSION)/age-keygen" ]; then exit 0; fi; \
 	command -v go >/dev/null 2>&1 || { echo "setup: Go is needed to build sops $(SOPS_VERSION) and age $(AGE_VERSION) (https://go.dev/dl/)" >&2; exit 1; }; \
-	echo "setup: building age $(AGE_VERSION) and sops $(SOPS_VERSION) with Go into $(TOOLS_DIR) (about 3-6 minutes cold on 2 cores)"; \
+	echo "setup: building age $(AGE_VERSION) and sops $(SOPS_VERSION) with Go into $(TOOLS_DIR) (about 5-9 minutes cold on 2 cores)"; \
 	mkdir -p "$(TOOLS_DIR)/age/$(AGE_VERSION)" "$(TOOLS_DIR)/sops/$(SOPS_VERSION)" && \
 	CGO_ENABLED=0 GOTOOLCHAIN=local GOBIN="$(TOOLS_DIR)/age/$(AGE_VERSION)" go install -trimpath -ldflags "-s -w" \
 	  filippo.io/age/cmd/age@$(AGE_VERSION) filippo.io/age/cmd/age-keygen@$(AGE_VERSION) && \
