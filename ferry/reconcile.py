@@ -104,6 +104,8 @@ class PlanEntry(Model):
         data = handler(self)
         if isinstance(data, dict) and not data.get("secret"):
             data.pop("secret", None)  # NB: a plan without Secrets keeps its wire bytes
+        elif isinstance(data, dict):
+            data["secret"] = cap_ids(list(data["secret"]))  # a Secret of 4,096 keys stays a few KiB
         return data
 
 

@@ -67,30 +67,31 @@ class DecryptionFailed(ValueError):
 
 @dataclass(frozen=True)
 class Decrypted:
-    """A decrypted copy of a release: its root, the files decrypted, what to redact, and the hash key history
-    names secret values by (ferry.sops.keyed_hash)."""
+    """A decrypted copy of a release: its root, what to redact, and the hash key history names secret values by
+    (ferry.sops.keyed_hash)."""
 
     root: Path
-    files: tuple[str, ...]
     redactor: Redactor
     hash_key: bytes
-    recipients: tuple[str, ...]
 
 
 def find_sops_files(root: Path) -> list[SopsFile]:
     """Every SOPS-encrypted file under ``root``, by path; SopsRefused past the bounds (ferry.sops). Remembered by
     root: the worker's cache entries are content-addressed, so each release is read once."""
-    return list(_scanned(str(root)))
+    return list(_scanned(str(root))[0])
 
 
 @functools.lru_cache(maxsize=1024)
-def _scanned(directory: str) -> tuple[SopsFile, ...]:
+def _scanned(directory: str) -> tuple[tuple[SopsFile, ...], int]:
+    """(the release's SOPS files, the bytes of all its files)."""
     root = Path(directory)
     found: list[SopsFile] = []
+    total = 0
     for path in sorted(root.rglob("*")):
         if not path.is_file() or path.is_symlink():
             continue
         where, size = path.relative_to(root).as_posix(), path.stat().st_size
+        total += size
         if size > MAX_SOPS_FILE_BYTES:  # NB: its head and tail tell a SOPS file; the whole is never read
             with path.open("rb") as big:
                 head = big.read(_PEEK)
@@ -108,7 +109,7 @@ def _scanned(directory: str) -> tuple[SopsFile, ...]:
             found.append(sops_file)
             if len(found) > MAX_SOPS_FILES:
                 raise SopsRefused(f"more than {MAX_SOPS_FILES} SOPS-encrypted files in one release: refused")
-    return tuple(found)
+    return tuple(found), total
 
 
 def _sops_reason(stderr: bytes) -> str:
@@ -295,7 +296,7 @@ def decrypted(root: Path, enabled: bool, keys: Path | None, environment: str) ->
         )
     identities = _identities(keys, files, environment)
     _check_recipients(files, identities)
-    in_memory = sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) <= MAX_IN_MEMORY_RELEASE
+    in_memory = _scanned(str(root))[1] <= MAX_IN_MEMORY_RELEASE
     work = private_dir(PRIVATE_PREFIX, None if in_memory else root.parent.parent)
     sweep(work.parent)
     try:
@@ -307,12 +308,6 @@ def decrypted(root: Path, enabled: bool, keys: Path | None, environment: str) ->
         for file in files:
             (copy / file.path).unlink()
             _write_private(copy / file.path, plaintexts[file.path])
-        yield Decrypted(
-            root=copy,
-            files=tuple(f.path for f in files),
-            redactor=Redactor.of(values),
-            hash_key=hash_key(identities.text),
-            recipients=identities.recipients,
-        )
+        yield Decrypted(root=copy, redactor=Redactor.of(values), hash_key=hash_key(identities.text))
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -5,6 +5,7 @@ in its change set (`secrets`, and each drifted path of a Secret as `.data.KEY=hm
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets as random
 from pathlib import Path
@@ -18,9 +19,11 @@ from ferry.sops import secret_hashes
 HASH_KEY_FILE = "secret-hash.key"  # in the worker's cache: the key for Secrets that were not decrypted here
 
 
+@functools.lru_cache(maxsize=8)
 def worker_hash_key(cache_dir: Path) -> bytes:
     """This worker's own hash key (32 random bytes, 0600, made once), for plain Secrets: a release that decrypts
-    uses the key derived from its identities instead, which every worker holding them shares."""
+    uses the key derived from its identities instead, which every worker holding them shares. Read once per
+    process."""
     path = cache_dir / HASH_KEY_FILE
     with contextlib.suppress(FileNotFoundError):
         key = path.read_bytes()

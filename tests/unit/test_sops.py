@@ -146,3 +146,14 @@ def test_review_findings_misnamed_crlf_quoted_host_naming_keys_json_escaped_valu
     value = 'pa"ss\\word\n9'
     assert value not in (out := Redactor.of([value]).text(json.dumps({"message": f"bad: {value}"})))
     assert json.dumps(value)[1:-1] not in out
+
+
+def test_a_plan_entry_of_a_secret_with_thousands_of_keys_stays_small_in_history() -> None:
+    from ferry.reconcile import PlanEntry
+
+    entry = PlanEntry(
+        object="Secret/ns/big", action="create", secret=[f"data.k{i}=hmac-sha256:{i:016x}" for i in range(4096)]
+    )
+    dumped = entry.model_dump()["secret"]
+    assert len(dumped) == 51 and dumped[-1] == "... and 4046 more", dumped[-1]
+    assert len(str(dumped)) < 8192
