@@ -35,12 +35,15 @@ class ErrorType(StrEnum):
         "HookFailed"  # a chart's Helm hook (a pre-install Job) failed or timed out: the release is not applied
     )
     DECRYPTION_FAILED = "DecryptionFailed"  # a release's SOPS file the worker cannot or will not decrypt
+    BAD_QUERY = "BadQuery"  # Prometheus refused an analysis query (it does not parse): the spec must change
+    ROLLOUT_REFUSED = "RolloutRefused"  # a rollout's workload is missing or not the environment's own
     # --- retryable: the world may be different in a moment -------------------------------------
     REGISTRY_UNAVAILABLE = "RegistryUnavailable"  # connection refused, timeout, 429, 5xx
     CLUSTER_UNAVAILABLE = "ClusterUnavailable"  # API server unreachable, timeout, 429, 5xx
     BUNDLE_SOURCE_GONE = "BundleSourceGone"  # the CI host's directory vanished (retry until deadline)
     RECEIVER_UNAVAILABLE = "ReceiverUnavailable"  # an alert receiver is down or busy (refused, timeout, 429, 5xx)
     LEASE_HELD = "LeaseHeld"  # another reconcile of the environment holds its lease: retry once it ends or expires
+    METRICS_UNAVAILABLE = "MetricsUnavailable"  # Prometheus unreachable, timeout, 429, 5xx: an analysis waits, bounded
 
 
 NON_RETRYABLE: frozenset[ErrorType] = frozenset(
@@ -58,6 +61,8 @@ NON_RETRYABLE: frozenset[ErrorType] = frozenset(
         ErrorType.FORBIDDEN,
         ErrorType.HOOK_FAILED,
         ErrorType.DECRYPTION_FAILED,
+        ErrorType.BAD_QUERY,
+        ErrorType.ROLLOUT_REFUSED,
         ErrorType.OUT_OF_BOUNDS,
         ErrorType.UNKNOWN_CLUSTER,
         ErrorType.AUTH_PLUGIN_REFUSED,

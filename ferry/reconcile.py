@@ -157,6 +157,11 @@ class ReconcileInput(Model):
     )
     helm: HelmSource | None = Field(None, description="render this chart (ferry.helm_spec) instead of `path`")
     decryption: Literal["sops"] | None = Field(None, description="decrypt the release's SOPS files on the worker")
+    canary_workload: str = Field(
+        "",
+        description="the Deployment a rollout strategy manages (ferry.rollout_objects): applied without "
+        "spec.replicas (the rollout scales it) and with its canary role label",
+    )
 
 
 class ReconcileResult(Model):

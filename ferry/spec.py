@@ -34,6 +34,11 @@ def env_workflow_id(name: str) -> str:
     return f"{ENV_PREFIX}{name}"
 
 
+def rollout_workflow_id(name: str) -> str:
+    """The environment's progressive rollout (workflows/rollout.py): one at a time, the id reused by the next."""
+    return f"rollout/{name}"
+
+
 MIN_INTERVAL = timedelta(seconds=1)
 
 
