@@ -65,6 +65,7 @@ def register(sub: Any) -> None:
     _alerts(sub)
     _secrets(sub)
     importlib.import_module("cli.upgrade").register(sub)  # its arguments live with the command
+    importlib.import_module("cli.rollout_args").register(sub)
 
 
 def _release(sub: Any) -> None:

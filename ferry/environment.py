@@ -12,6 +12,7 @@ from ferry.errors import validation_message
 from ferry.events import Event as Event
 from ferry.model import PEOPLE as PEOPLE  # re-exported: what people type is validated with it
 from ferry.model import Model
+from ferry.progressive import RolloutOutcome
 from ferry.reconcile import HealthState as HealthState
 from ferry.reconcile import VersionRef as VersionRef
 from ferry.spec import MAX_APPROVALS_PER_PIN as MAX_APPROVALS_PER_PIN
@@ -70,6 +71,14 @@ class Rollout(VersionRef):
     deadline: str = Field(description="judged Failed when not healthy by then (health-timeout after the apply)")
 
 
+class CanaryRun(VersionRef):
+    """The progressive rollout walking a release out (workflows/rollout.py), as the environment started it."""
+
+    run_id: str = Field(description="the rollout run it started: an outcome from any other run is refused")
+    started_at: str
+    outcome: RolloutOutcome | None = Field(None, description="its answer, settled at the next iteration")
+
+
 class EnvironmentState(Model):
     spec: EnvironmentSpec
     pin: Pin | None = None
@@ -107,6 +116,11 @@ class EnvironmentState(Model):
     rollout: Rollout | None = Field(None, description="the applied release still waiting for its health verdict")
     unknown_signals: int = Field(0, description="signals of names the environment does not have, dropped")
     pin_before: Pin | None = Field(None, description="the pin an unconfirmed one replaced, back if it is refused")
+    canary: CanaryRun | None = Field(None, description="the progressive rollout in progress (spec.strategy)")
+    primary: VersionRef | None = Field(None, description="the release the strategy's primary serves (last promoted)")
+    failed_rollouts: list[str] = Field(
+        default_factory=list, description="digests whose rollout failed or was aborted: never walked again (bounded)"
+    )
     unverified_record: str = Field(
         "",
         description="why this run could not recover the last run's record (it started suspended; a resume clears it)",

@@ -35,6 +35,10 @@ class EventType(StrEnum):
     SPEC_CHANGE_REJECTED = "SpecChangeRejected"
     SPEC_DECISION_REFUSED = "SpecDecisionRefused"
     RECORD_RECOVERED = "RecordRecovered"  # a run that replaced the last one took that run's safety record
+    ROLLOUT_STARTED = "RolloutStarted"  # a progressive rollout (workflows/rollout.py) walks a release out
+    ROLLOUT_PROMOTED = "RolloutPromoted"
+    ROLLOUT_FAILED = "RolloutFailed"  # its analysis failed, or it was aborted or refused: traffic back to the primary
+    ROLLOUT_SUPERSEDED = "RolloutSuperseded"  # a newer release pre-empted it
 
     @classmethod
     def _missing_(cls, value: object) -> EventType | None:
@@ -69,6 +73,10 @@ _SEVERITY: dict[EventType, Severity] = {
     EventType.RESUMED: "info",
     EventType.SPEC_CHANGE_REJECTED: "info",
     EventType.RECORD_RECOVERED: "info",
+    EventType.ROLLOUT_STARTED: "info",
+    EventType.ROLLOUT_PROMOTED: "info",
+    EventType.ROLLOUT_SUPERSEDED: "warning",
+    EventType.ROLLOUT_FAILED: "error",
     EventType.DRIFT_CORRECTED: "warning",
     EventType.SUSPENDED: "warning",
     EventType.SPEC_CHANGE_PENDING: "warning",

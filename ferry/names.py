@@ -34,6 +34,7 @@ class Memo:
     OUTCOME: Final = "ferry_outcome"  # PromotionWorkflow, RollbackWorkflow: how a cancelled run ended
     OUTCOME_REFUSED: Final = "ferry_outcome_refused"  # PromotionWorkflow, RollbackWorkflow: an answer not taken
     RECORD: Final = "ferry_record"  # EnvironmentWorkflow: its safety record, read back by a run that replaces it
+    ROLLOUT_STEP: Final = "ferry_rollout_step"  # RolloutWorkflow: each step, analysis interval and decision
 
 
 class SearchAttribute(StrEnum):
@@ -58,6 +59,7 @@ class Signal:
     SUSPEND: Final = "suspend"  # EnvironmentWorkflow
     RESUME: Final = "resume"  # EnvironmentWorkflow
     NOTIFY: Final = "notify"  # AlertRouterWorkflow: sent by every other workflow
+    ROLLOUT_OUTCOME: Final = "rollout_outcome"  # EnvironmentWorkflow: sent by its RolloutWorkflow when it ends
 
 
 class Update:
@@ -70,6 +72,12 @@ class Update:
     REJECT_SPEC: Final = "reject_spec"  # EnvironmentWorkflow
     PLAN: Final = "plan"  # EnvironmentWorkflow: `ferry diff`
     APPLY_ALERTS: Final = "apply_alerts"  # AlertRouterWorkflow: `ferry alerts apply`
+    ROLLOUT_PAUSE: Final = "rollout_pause"  # RolloutWorkflow: `ferry rollout pause`
+    ROLLOUT_RESUME: Final = "rollout_resume"  # RolloutWorkflow
+    ROLLOUT_ABORT: Final = "rollout_abort"  # RolloutWorkflow
+    ROLLOUT_PROMOTE: Final = "rollout_promote"  # RolloutWorkflow: skip the remaining steps (an approver's decision)
+    ROLLOUT_APPROVE: Final = "rollout_approve"  # RolloutWorkflow: an approval step's gate
+    ROLLOUT_REJECT: Final = "rollout_reject"  # RolloutWorkflow: an approval step refused: rolled back
 
 
 class Query:

@@ -138,6 +138,23 @@ class Strategy(Model):
     canary: Canary | None = None
     blue_green: BlueGreen | None = Field(None, alias="blue-green")
 
+    def kind_words(self) -> str:
+        """The walk in words, for the record: 'canary 10% -> 50% -> 100%, 1 analysis, 1 approval'."""
+        steps = plan(self)
+        weights = " -> ".join(f"{s.weight}%" for s in steps if s.kind in ("set-weight", "promote"))
+        counts = [f"{n} {k}" for k in ("analysis", "approval", "pause") if (n := sum(s.kind == k for s in steps))]
+        name = "canary" if self.canary is not None else "blue-green"
+        return f"{name} {weights}" + (", " + ", ".join(counts) if counts else "")
+
+    def has_approval(self) -> bool:
+        if self.blue_green is not None:
+            return self.blue_green.approval
+        return any(s.approval is not None for s in self.canary.steps) if self.canary else False
+
+    @property
+    def workload(self) -> str:
+        return (self.canary or self.blue_green).workload  # type: ignore[union-attr]
+
     @model_validator(mode="after")
     def _one(self) -> Strategy:
         if (self.canary is None) == (self.blue_green is None):

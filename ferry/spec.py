@@ -16,6 +16,7 @@ from ferry.helm_spec import HelmSpec, derive_oci_source
 from ferry.model import PEOPLE, Model
 from ferry.names import ENV_PREFIX
 from ferry.oci import Repository
+from ferry.rollout_spec import Strategy
 from ferry.sshsig import NAME_PATTERN, ApproverKey, key_fingerprint
 from ferry.versions import SemverRange, parse_release_version
 
@@ -229,6 +230,9 @@ class EnvironmentSpec(Model):
     verify: VerifyPolicy | None = Field(None, description="require releases signed by one of these publishers")
     helm: HelmSpec | None = Field(None, description="deliver a Helm chart (ferry.helm_spec)")
     decryption: Decryption | None = Field(None, description="decrypt SOPS files on the worker (docs/secrets.md)")
+    strategy: Strategy | None = Field(
+        None, description="roll a new release out progressively: canary or blue-green (docs/progressive-delivery.md)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -314,6 +318,14 @@ class EnvironmentSpec(Model):
             )
         return self
 
+    @model_validator(mode="after")
+    def _gates_have_approvers(self) -> EnvironmentSpec:
+        if self.strategy is not None and self.strategy.has_approval() and not self.approval.approvers:
+            raise ValueError(
+                "strategy: an approval step needs approval.approvers (who may approve it, as for promotions)"
+            )
+        return self
+
     @property
     def writable_namespaces(self) -> list[str]:
         """Where this environment may write: `namespaces`, else its one `namespace`."""
@@ -343,6 +355,7 @@ PROTECTED_FIELDS = (
     "allow-empty",
     "helm",
     "decryption",
+    "strategy",
 )
 # ... and what weakens the safety net (step 15: changed without approval before): the automatic rollback, how long a
 # release has to become healthy, how often drift is reverted
@@ -397,6 +410,7 @@ _ADDED_FIELDS: dict[str, Any] = {
     "service-account": None,
     "helm": None,
     "decryption": None,
+    "strategy": None,
 }
 
 

@@ -17,6 +17,14 @@ def __getattr__(name: str) -> Any:
         from workflows.promotion import PromotionWorkflow
         from workflows.release import ReleaseWorkflow
         from workflows.rollback import RollbackWorkflow
+        from workflows.rollout import RolloutWorkflow
 
-        return [ReleaseWorkflow, EnvironmentWorkflow, PromotionWorkflow, RollbackWorkflow, AlertRouterWorkflow]
+        return [
+            ReleaseWorkflow,
+            EnvironmentWorkflow,
+            PromotionWorkflow,
+            RollbackWorkflow,
+            AlertRouterWorkflow,
+            RolloutWorkflow,
+        ]
     raise AttributeError(f"module 'workflows' has no attribute {name!r}")

@@ -85,6 +85,7 @@ class EnvironmentSource(EnvironmentHealth):
             if spec.helm is not None
             else None,
             decryption=spec.decryption.provider if spec.decryption is not None else None,
+            canary_workload=spec.strategy.workload if spec.strategy is not None else "",
         )
 
     def _reconcile_failed(self, err: ActivityError, desired: VersionRef) -> None:

@@ -29,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import outbox as alerting
     from workflows import policies
     from workflows.env_events import EnvironmentEvents
-    from workflows.env_health import EnvironmentHealth
+    from workflows.env_rollout import EnvironmentRollouts
     from workflows.env_source import EnvironmentSource
     from workflows.env_spec import SpecUpdates
     from workflows.patches import (
@@ -53,7 +53,7 @@ _RESERVED_ACTORS = frozenset({"cancel request"})
 
 
 @workflow.defn(name="EnvironmentWorkflow")
-class EnvironmentWorkflow(SpecUpdates, EnvironmentSource, EnvironmentHealth, EnvironmentPins, EnvironmentEvents):
+class EnvironmentWorkflow(SpecUpdates, EnvironmentSource, EnvironmentRollouts, EnvironmentPins, EnvironmentEvents):
     @workflow.init
     def __init__(self, input: EnvironmentInput) -> None:
         self._state: EnvironmentState = input.state
@@ -172,11 +172,13 @@ class EnvironmentWorkflow(SpecUpdates, EnvironmentSource, EnvironmentHealth, Env
         return interval
 
     async def _iterate(self) -> None:
-        """check → resolve (and verify) → reconcile → record → wait for health → judge."""
+        """check → resolve (and verify) → reconcile → record → wait for health → judge (or roll out progressively)."""
+        await self._settle_rollout()  # a progressive rollout's answer first: it may pin back
         check = await self._check() if _patched(LOCAL_CHECK) else None
         desired = await self._desired(check)
         if desired is None:
             return
+        await self._preempt(desired)
         applied = self._state.last_applied
         baseline = applied is not None and applied.digest == desired.digest
         result = await self._reconciled(desired, baseline, check.result if check is not None else None)
@@ -185,6 +187,8 @@ class EnvironmentWorkflow(SpecUpdates, EnvironmentSource, EnvironmentHealth, Env
         self._state.cluster_unreachable_since, self._state.cluster_error, self._state.last_error = None, "", ""
         health = await self._recorded(desired, baseline, result)
         self._state.health = health
+        if await self._progressive(desired, health):
+            return  # its rollout judges it (workflows/env_rollout.py)
         self._judge(desired, baseline, health)
 
     async def _desired(self, check: CheckResult | None) -> VersionRef | None:

@@ -117,3 +117,11 @@ DELIVERY_RETRY = RetryPolicy(
         str(t) for t in (ErrorType.DELIVERY_REFUSED, ErrorType.PROVIDER_UNKNOWN, ErrorType.PROVIDERS_FILE_INVALID)
     ],
 )
+
+# progressive rollouts (workflows/rollout.py)
+ROLLOUT_CALL_TIMEOUT = timedelta(minutes=1)  # one rollout activity on the cluster (retried through outages)
+ROLLOUT_POLL_MAX = timedelta(seconds=15)  # the longest pause between reads of a scaling workload
+ANALYSIS_QUERY_TIMEOUT = timedelta(seconds=30)  # one interval's queries to Prometheus
+METRICS_WAIT = timedelta(minutes=5)  # how long an interval waits for an unreachable Prometheus, then fails safe
+ROLLOUT_SUPERSEDE_WAIT = timedelta(minutes=2)  # a cancelled rollout has this long to restore traffic and answer
+MAX_FAILED_ROLLOUTS = 20  # digests whose rollout failed: never walked again by themselves
