@@ -32,7 +32,10 @@ MAX_CHECKS = 8
 MAX_COUNT = 100  # intervals of one analysis
 MAX_PROMQL = 2048  # characters of a custom query
 MAX_PAUSE_SECONDS = 7 * 86400
-_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+MAX_HOSTNAMES = 16
+_HOSTNAME = r"^(\*\.)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$"
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+_DNS_LABEL = DNS_LABEL
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -113,7 +116,41 @@ class Step(Model):
         return self
 
 
-class Canary(Model):
+class GatewayRef(Model):
+    """The Gateway (gateway.networking.k8s.io/v1) whose HTTPRoute splits the traffic; without one, traffic follows
+    the replica ratio."""
+
+    name: str = Field(pattern=_DNS_LABEL, max_length=63)
+    namespace: str = Field(pattern=_DNS_LABEL, max_length=63)
+    section_name: str | None = Field(None, alias="section-name", pattern=_DNS_LABEL, max_length=63)
+
+
+class Traffic(Model):
+    """How the strategy's traffic reaches the workload: a gateway's route (with hostnames), and the Services'
+    port when the release has no Service selecting the workload's pods."""
+
+    gateway: GatewayRef | None = None
+    port: int | None = Field(None, ge=1, le=65535)
+    hostnames: list[str] = Field(default_factory=list, max_length=MAX_HOSTNAMES)
+
+    @field_validator("hostnames")
+    @classmethod
+    def _hostnames(cls, value: list[str]) -> list[str]:
+        for host in value:
+            if len(host) > 253 or not re.match(_HOSTNAME, host):
+                raise ValueError(f"hostname {host[:80]!r} is not a DNS name (RFC 1123, an optional leading *.)")
+        if len(set(value)) != len(value):
+            raise ValueError("hostnames repeat")
+        return value
+
+    @model_validator(mode="after")
+    def _routed(self) -> Traffic:
+        if self.hostnames and self.gateway is None:
+            raise ValueError("hostnames need a gateway (they are the route's)")
+        return self
+
+
+class Canary(Traffic):
     workload: str = Field(pattern=_DNS_LABEL, max_length=63)
     steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
 
@@ -128,7 +165,7 @@ class Canary(Model):
         return self
 
 
-class BlueGreen(Model):
+class BlueGreen(Traffic):
     workload: str = Field(pattern=_DNS_LABEL, max_length=63)
     preview_analysis: Analysis | None = Field(None, alias="preview-analysis")
     approval: bool = False

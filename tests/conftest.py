@@ -124,6 +124,15 @@ def kube_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeServer
     server.close()
 
 
+@pytest.fixture(scope="session")
+def gateway_api(kube_server: KubeServer) -> list[str]:
+    """The Gateway API's standard CRDs (pinned, `make gateway-api`) installed once into the session's control plane,
+    each Established: the CRD names. Only adds kinds; nothing else in the cluster changes."""
+    from devstack.gateway_api import install
+
+    return install(kube_server.kubeconfig)
+
+
 @pytest.fixture
 def kube_api(kube_server: KubeServer) -> object:
     import kubernetes

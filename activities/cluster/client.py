@@ -143,11 +143,17 @@ class Cluster:
         return items
 
     def apply(
-        self, resource: Any, obj: dict[str, Any], dry_run: bool = False, as_user: str | None = None
+        self,
+        resource: Any,
+        obj: dict[str, Any],
+        dry_run: bool = False,
+        as_user: str | None = None,
+        field_manager: str = FIELD_MANAGER,
     ) -> dict[str, Any]:
-        """Server-side apply with the dynamic client's own call: field manager ferry, conflicts forced."""
+        """Server-side apply with the dynamic client's own call: field manager ferry (unless told), conflicts
+        forced."""
         meta = obj["metadata"]
-        params: dict[str, Any] = {"field_manager": FIELD_MANAGER, "_request_timeout": REQUEST_TIMEOUT}
+        params: dict[str, Any] = {"field_manager": field_manager, "_request_timeout": REQUEST_TIMEOUT}
         if dry_run:
             params["dry_run"] = "All"
         if as_user:
@@ -249,18 +255,20 @@ def discovery_cache_file() -> str:
     return str(_DISCOVERY_DIR[0] / f"{uuid.uuid4().hex}.json")
 
 
-def _only_its_own_workflow(environment: str) -> None:
-    """An environment's name keys its bounds, inventory, lease and labels: only its own workflow (env/<name>) may
-    act for it. Another workflow whose state claims the name (a start by anyone who may start workflows) is
-    refused before anything is read or written."""
+def _only_its_own_workflow(environment: str, also: Callable[[str], str] | None = None) -> None:
+    """An environment's name keys its bounds, inventory, lease and labels: only its own workflow (env/<name>), and
+    with `also` the one that function names for it (its rollout/<name>), may act for it. Another workflow whose
+    state claims the name (a start by anyone who may start workflows) is refused before anything is read or
+    written."""
     if not activity.in_activity():
         return
     workflow_id = activity.info().workflow_id
-    if workflow_id and workflow_id != env_workflow_id(environment):
+    allowed = [env_workflow_id(environment), *([also(environment)] if also is not None else [])]
+    if workflow_id and workflow_id not in allowed:
         raise classified(
             ErrorType.OUT_OF_BOUNDS,
             f"workflow {workflow_id} may not act for environment "
-            f"{environment}: only {env_workflow_id(environment)} may; nothing was read or applied",
+            f"{environment}: only {' or '.join(allowed)} may; nothing was read or applied",
         )
 
 

@@ -53,6 +53,7 @@ from ferry.plan import (
     rejection,
 )
 from ferry.reconcile import ChangeSet, HealthState, ReconcileInput, ReconcileResult
+from ferry.rollout_objects import canary_managed
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,26 @@ class Release:
 
 
 PRE, POST = "pre", "post"
+
+
+def _canary_managed(objects: list[dict[str, Any]], input: ReconcileInput) -> list[dict[str, Any]]:
+    """With a rollout strategy, its workload W as the canary (ferry.rollout_objects.canary_managed: no replicas,
+    the canary role label); a release without W in the environment's namespace is refused (RolloutRefused)."""
+    if not input.canary_workload:
+        return objects
+    out = [
+        canary_managed(o, input.canary_workload)
+        if (o.get("metadata") or {}).get("namespace") in (None, "", input.namespace)
+        else o
+        for o in objects
+    ]
+    if all(a is b for a, b in zip(out, objects, strict=True)):
+        raise classified(
+            ErrorType.ROLLOUT_REFUSED,
+            f"environment {input.environment}'s strategy rolls out Deployment {input.canary_workload} "
+            f"(namespace {input.namespace}) and its release has no such Deployment; nothing was applied",
+        )
+    return out
 
 
 def hook_event(phase: str, is_upgrade: bool) -> str:
@@ -168,7 +189,7 @@ class Reconcile(Clients, Inventory, Hooks):
         Every refusal (bounds, duplicates, another environment's objects, the server's dry runs of what it can
         judge now) comes before the first write. A chart's hooks run around the writes (pre-* before the first,
         post-* after the inventory)."""
-        objects = self._without_shared_crds(cluster, release, input.environment)
+        objects = _canary_managed(self._without_shared_crds(cluster, release, input.environment), input)
         resources, namespaced = self._discover(cluster, objects)
         desired = [
             prepare(o, input.environment, input.namespace, namespaced[(o["apiVersion"], o["kind"])]) for o in objects
