@@ -42,6 +42,7 @@ class RolloutInput(Model):
     environment: str
     namespace: str
     cluster: str = ""
+    repository: str = Field("", description="where the candidate was released (its publisher is read there)")
     candidate: VersionRef
     primary: VersionRef | None = Field(None, description="what the primary serves; None: first release")
     strategy: Strategy

@@ -20,6 +20,7 @@ Not yet part of EnvironmentSpec (the lead wires it).
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -182,6 +183,24 @@ class Strategy(Model):
         counts = [f"{n} {k}" for k in ("analysis", "approval", "pause") if (n := sum(s.kind == k for s in steps))]
         name = "canary" if self.canary is not None else "blue-green"
         return f"{name} {weights}" + (", " + ", ".join(counts) if counts else "")
+
+    def longest(self, ready: timedelta, approval: timedelta) -> timedelta:
+        """How long a rollout can take at most: each weight's wait for readiness, pauses, analyses, gates."""
+        total = ready * 2  # the first readiness and the promotion's
+        for step in plan(self):
+            if step.kind == "set-weight":
+                total += ready
+            elif step.kind == "approval":
+                total += approval
+            elif step.kind == "analysis" and self.canary is not None:
+                analysis = self.canary.steps[step.index].analysis
+                total += analysis.interval.delta * analysis.count if analysis else timedelta(0)
+            elif step.kind == "analysis" and self.blue_green and self.blue_green.preview_analysis:
+                total += self.blue_green.preview_analysis.interval.delta * self.blue_green.preview_analysis.count
+            elif step.kind == "pause" and self.canary is not None:
+                pause = self.canary.steps[step.index].pause
+                total += pause.delta if pause else timedelta(0)
+        return total
 
     def has_approval(self) -> bool:
         if self.blue_green is not None:

@@ -58,6 +58,7 @@ class EnvironmentRollouts(EnvironmentHealth):
             environment=spec.name,
             namespace=spec.namespace,
             cluster=spec.cluster.name or "",
+            repository=spec.repository,
             candidate=desired,
             primary=state.primary,
             strategy=spec.strategy,

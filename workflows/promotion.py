@@ -2,6 +2,8 @@
 
 import asyncio
 
+from datetime import timedelta
+
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, is_cancelled_exception
 
@@ -252,11 +254,13 @@ class PromotionWorkflow(PinOutcomes, alerting.Notifies):
             f"{', '.join(approvers) or 'nobody (no approval required)'}; waiting until it "
             "is applied and healthy"
         )
+        # a progressive rollout answers once it is promoted or rolled back: its steps are waited for too
+        walk = spec.strategy.longest(spec.health_timeout.delta, spec.approval.timeout.delta) if spec.strategy else None
         outcome, reason, rolled_back = await self.await_pin_outcome(
             input.environment,
             digest,
             request_id,
-            spec.health_timeout.delta + spec.interval.delta + policies.PIN_OUTCOME_SLACK,
+            spec.health_timeout.delta + spec.interval.delta + policies.PIN_OUTCOME_SLACK + (walk or timedelta(0)),
         )
         return self._finish(outcome, reason, rolled_back)
 

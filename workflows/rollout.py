@@ -19,6 +19,8 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
+    from ferry.artifacts import FetchManifestInput
+    from ferry.oci import ANNOTATION_PUBLISHED_BY
     from ferry.analysis import AnalysisQueryInput, CheckQuery, Failure, Result, check_queries, verdict
     from ferry.names import Memo, Query, Signal
     from ferry.progressive import (
@@ -99,6 +101,8 @@ class RolloutWorkflow(RolloutSteering):
     async def _walk(self) -> RolloutOutcome:
         self._phase("Initializing")
         await self._act(stubs.rollout_initialize, "initialize")
+        if not self._input.immediate and self._input.strategy.has_approval() and not self._input.publisher:
+            await self._read_publisher()
         if self._input.immediate:
             return await self._promoted(self._input.reason or "promoted at once")
         steps = plan(self._input.strategy)
@@ -222,6 +226,18 @@ class RolloutWorkflow(RolloutSteering):
         return self._outcome(stop.outcome, stop.reason, stop.failures)
 
     # ---------------------------------------------------------------------------------------------- helpers
+
+    async def _read_publisher(self) -> None:
+        """Who published the candidate, for its gates: the release's annotation (a claim; an environment that
+        verifies releases passes the publisher their signature attests instead)."""
+        manifest = await workflow.execute_activity(
+            stubs.fetch_manifest,
+            FetchManifestInput(repository=self._input.repository, reference=self._input.candidate.digest),
+            start_to_close_timeout=policies.REGISTRY_CALL_TIMEOUT,
+            retry_policy=policies.OUTAGE_RETRY,
+            summary="read the release's publisher",
+        )
+        self._input.publisher = manifest.annotations.get(ANNOTATION_PUBLISHED_BY, "")
 
     async def _act(self, activity: Callable[..., Any], what: str, *extra: Any) -> CanaryStatus:
         """A rollout activity on the cluster: outages retried (durably), a refusal ends the walk failed."""
