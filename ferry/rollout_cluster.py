@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ferry.model import Message
-from ferry.rollout_spec import DNS_LABEL, MAX_HOSTNAMES, GatewayRef
+from ferry.rollout_spec import DNS_LABEL, MAX_HOSTNAMES, GatewayRef, hostnames
 
 ROLLOUT_INITIALIZE = "rollout_initialize"
 ROLLOUT_SET_WEIGHT = "rollout_set_weight"
@@ -25,6 +25,11 @@ class CanaryTarget(Message):
     gateway: GatewayRef | None = None
     port: int | None = Field(None, ge=1, le=65535)
     hostnames: list[str] = Field(default_factory=list, max_length=MAX_HOSTNAMES)
+
+    @field_validator("hostnames")
+    @classmethod
+    def _hostnames(cls, value: list[str]) -> list[str]:
+        return hostnames(value)
 
 
 class CanaryStatus(Message):

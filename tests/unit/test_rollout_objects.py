@@ -232,3 +232,15 @@ def test_the_strategys_traffic_options_are_validated() -> None:
     ]:
         with pytest.raises(ValidationError, match=message):
             parse(**bad)
+
+
+def test_a_canary_target_is_validated_like_the_strategy() -> None:
+    from pydantic import ValidationError
+
+    from ferry.rollout_cluster import CanaryTarget
+
+    ok = CanaryTarget(environment="prod", namespace="shop", workload="shop", hostnames=["shop.example.com"])
+    assert ok.gateway is None and ok.port is None
+    for bad in ({"workload": "Shop_1"}, {"hostnames": ["a b"]}, {"port": 70000}, {"namespace": "x" * 64}):
+        with pytest.raises(ValidationError):
+            CanaryTarget.model_validate({"environment": "prod", "namespace": "shop", "workload": "shop", **bad})
