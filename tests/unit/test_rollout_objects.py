@@ -239,8 +239,15 @@ def test_a_canary_target_is_validated_like_the_strategy() -> None:
 
     from ferry.rollout_cluster import CanaryTarget
 
-    ok = CanaryTarget(environment="prod", namespace="shop", workload="shop", hostnames=["shop.example.com"])
-    assert ok.gateway is None and ok.port is None
-    for bad in ({"workload": "Shop_1"}, {"hostnames": ["a b"]}, {"port": 70000}, {"namespace": "x" * 64}):
+    gateway = GatewayRef(name="public", namespace="infra")
+    ok = CanaryTarget(environment="prod", namespace="shop", workload="shop", gateway=gateway, hostnames=["s.io"])
+    assert ok.gateway == gateway and ok.port is None
+    for bad in (
+        {"workload": "Shop_1"},
+        {"hostnames": ["s.io"]},  # without a gateway
+        {"gateway": gateway, "hostnames": ["a b"]},
+        {"port": 70000},
+        {"namespace": "x" * 64},
+    ):
         with pytest.raises(ValidationError):
             CanaryTarget.model_validate({"environment": "prod", "namespace": "shop", "workload": "shop", **bad})
