@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from ferry.model import Message
-from ferry.rollout_spec import DNS_LABEL, MAX_HOSTNAMES, GatewayRef
+from ferry.rollout_spec import DNS_LABEL, Traffic
 
 ROLLOUT_INITIALIZE = "rollout_initialize"
 ROLLOUT_SET_WEIGHT = "rollout_set_weight"
@@ -14,17 +14,14 @@ ROLLOUT_FINISH = "rollout_finish"
 ROLLOUT_STATUS = "rollout_status"
 
 
-class CanaryTarget(Message):
-    """One environment's rollout workload: where it runs and how its traffic is split (the strategy's gateway,
-    port and hostnames)."""
+class CanaryTarget(Message, Traffic):
+    """One environment's rollout workload: where it runs, and how its traffic is split (Traffic: the strategy's
+    gateway, port and hostnames, validated as there)."""
 
     environment: str = Field(min_length=1, max_length=253)
     cluster: str = Field("", max_length=253)
     namespace: str = Field(pattern=DNS_LABEL, max_length=63)
     workload: str = Field(pattern=DNS_LABEL, max_length=63)
-    gateway: GatewayRef | None = None
-    port: int | None = Field(None, ge=1, le=65535)
-    hostnames: list[str] = Field(default_factory=list, max_length=MAX_HOSTNAMES)
 
 
 class CanaryStatus(Message):

@@ -117,6 +117,16 @@ class Step(Model):
         return self
 
 
+def hostnames(value: list[str]) -> list[str]:
+    """A route's hostnames: DNS names (RFC 1123, an optional leading `*.`), none repeated."""
+    for host in value:
+        if len(host) > 253 or not re.match(_HOSTNAME, host):
+            raise ValueError(f"hostname {host[:80]!r} is not a DNS name (RFC 1123, an optional leading *.)")
+    if len(set(value)) != len(value):
+        raise ValueError("hostnames repeat")
+    return value
+
+
 class GatewayRef(Model):
     """The Gateway (gateway.networking.k8s.io/v1) whose HTTPRoute splits the traffic; without one, traffic follows
     the replica ratio."""
@@ -137,12 +147,7 @@ class Traffic(Model):
     @field_validator("hostnames")
     @classmethod
     def _hostnames(cls, value: list[str]) -> list[str]:
-        for host in value:
-            if len(host) > 253 or not re.match(_HOSTNAME, host):
-                raise ValueError(f"hostname {host[:80]!r} is not a DNS name (RFC 1123, an optional leading *.)")
-        if len(set(value)) != len(value):
-            raise ValueError("hostnames repeat")
-        return value
+        return hostnames(value)
 
     @model_validator(mode="after")
     def _routed(self) -> Traffic:

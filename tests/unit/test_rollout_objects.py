@@ -232,3 +232,22 @@ def test_the_strategys_traffic_options_are_validated() -> None:
     ]:
         with pytest.raises(ValidationError, match=message):
             parse(**bad)
+
+
+def test_a_canary_target_is_validated_like_the_strategy() -> None:
+    from pydantic import ValidationError
+
+    from ferry.rollout_cluster import CanaryTarget
+
+    gateway = GatewayRef(name="public", namespace="infra")
+    ok = CanaryTarget(environment="prod", namespace="shop", workload="shop", gateway=gateway, hostnames=["s.io"])
+    assert ok.gateway == gateway and ok.port is None
+    for bad in (
+        {"workload": "Shop_1"},
+        {"hostnames": ["s.io"]},  # without a gateway
+        {"gateway": gateway, "hostnames": ["a b"]},
+        {"port": 70000},
+        {"namespace": "x" * 64},
+    ):
+        with pytest.raises(ValidationError):
+            CanaryTarget.model_validate({"environment": "prod", "namespace": "shop", "workload": "shop", **bad})
