@@ -1,7 +1,9 @@
 """Pure analysis rules (issue 29): the built-in checks' PromQL, and the verdict over per-interval results.
 
 Built-in checks follow Flagger's request-success-rate (percent of non-5xx) and request-duration (p99, compared in ms),
-over the simulated traffic generator's metrics. Label values are DNS labels only, so no input can inject PromQL.
+over the simulated traffic generator's metrics (devstack/simulated_traffic.py), selecting the canary by its namespace
+and Deployment (label `deployment`: W, not W-primary, whichever route or Service carried the request). Label values
+are DNS labels only, so no input can inject PromQL.
 """
 
 from __future__ import annotations
@@ -31,14 +33,20 @@ def _window(seconds: float) -> str:
     return f"{max(1, int(seconds))}s"
 
 
-def success_rate_query(namespace: str, service: str, interval_seconds: float) -> str:
-    sel = f'namespace="{_label(namespace, "namespace")}",service="{_label(service, "service")}"'
+def _selector(namespace: str, deployment: str) -> str:
+    """The canary's series: its namespace and its Deployment (the generator labels every request with the
+    Deployment that answered it; a route's or a Service's other backends carry other deployment labels)."""
+    return f'namespace="{_label(namespace, "namespace")}",deployment="{_label(deployment, "deployment")}"'
+
+
+def success_rate_query(namespace: str, deployment: str, interval_seconds: float) -> str:
+    sel = _selector(namespace, deployment)
     w = _window(interval_seconds)
     return f'100 * sum(rate({REQUESTS}{{{sel},code!~"5.."}}[{w}])) / sum(rate({REQUESTS}{{{sel}}}[{w}]))'
 
 
-def latency_p99_query(namespace: str, service: str, interval_seconds: float) -> str:
-    sel = f'namespace="{_label(namespace, "namespace")}",service="{_label(service, "service")}"'
+def latency_p99_query(namespace: str, deployment: str, interval_seconds: float) -> str:
+    sel = _selector(namespace, deployment)
     return f"histogram_quantile(0.99, sum by (le) (rate({DURATION_BUCKET}{{{sel}}}[{_window(interval_seconds)}])))"
 
 
@@ -50,17 +58,18 @@ class CheckQuery(Message):
     scale: float = 1.0  # the query's value times scale is compared (p99: seconds to ms)
 
 
-def check_queries(analysis: Analysis, namespace: str, service: str) -> list[CheckQuery]:
+def check_queries(analysis: Analysis, namespace: str, deployment: str) -> list[CheckQuery]:
+    """The checks' queries over the canary Deployment `deployment` in `namespace` (custom queries as written)."""
     seconds = analysis.interval.delta.total_seconds()
-    return [_one(c, namespace, service, seconds) for c in analysis.checks]
+    return [_one(c, namespace, deployment, seconds) for c in analysis.checks]
 
 
-def _one(check: Check, namespace: str, service: str, seconds: float) -> CheckQuery:
+def _one(check: Check, namespace: str, deployment: str, seconds: float) -> CheckQuery:
     if check.success_rate is not None:
-        q = success_rate_query(namespace, service, seconds)
+        q = success_rate_query(namespace, deployment, seconds)
         return CheckQuery(name="success-rate", promql=q, min=check.success_rate.min)
     if check.latency_p99 is not None:
-        q = latency_p99_query(namespace, service, seconds)
+        q = latency_p99_query(namespace, deployment, seconds)
         ms = check.latency_p99.max.delta.total_seconds() * 1000
         return CheckQuery(name="latency-p99", promql=q, max=ms, scale=1000.0)
     assert check.query is not None

@@ -1,6 +1,6 @@
 import pytest
 
-from ferry.analysis import Result, check_queries, success_rate_query, verdict
+from ferry.analysis import Result, check_queries, latency_p99_query, success_rate_query, verdict
 from ferry.rollout_spec import Analysis
 
 V = lambda x: Result(kind="value", value=x)  # noqa: E731
@@ -49,3 +49,24 @@ def test_label_injection_refused() -> None:
     with pytest.raises(ValueError, match="not a DNS label"):
         success_rate_query('prod"}) or up{', "shop", 60)
     assert 'code!~"5.."' in success_rate_query("prod", "shop", 60)
+
+
+def test_queries_select_the_canary_by_namespace_and_deployment() -> None:
+    sr = success_rate_query("prod", "shop", 60)
+    assert sr == (
+        '100 * sum(rate(ferry_simulated_requests_total{namespace="prod",deployment="shop",code!~"5.."}[60s]))'
+        ' / sum(rate(ferry_simulated_requests_total{namespace="prod",deployment="shop"}[60s]))'
+    )
+    p99 = latency_p99_query("prod", "shop", 30)
+    assert p99 == (
+        "histogram_quantile(0.99, sum by (le) "
+        '(rate(ferry_simulated_request_duration_seconds_bucket{namespace="prod",deployment="shop"}[30s])))'
+    )
+    assert "service=" not in sr + p99  # the primary's Service carries the canary's requests too in replica-ratio mode
+    a = mk(checks=[{"success-rate": {"min": 99}}, {"latency-p99": {"max": "500ms"}}])
+    assert all('deployment="shop"' in q.promql for q in check_queries(a, "prod", "shop"))
+
+
+def test_a_deployment_name_that_is_not_a_dns_label_is_refused() -> None:
+    with pytest.raises(ValueError, match="deployment"):
+        latency_p99_query("prod", 'shop",deployment=~".*', 60)
