@@ -50,7 +50,7 @@ def instant_query(url: str, promql: str, timeout_s: float, max_bytes: int = MAX_
     try:
         with session.post(
             endpoint,
-            data={"query": promql, "timeout": f"{timeout_s:g}s"},
+            data={"query": promql, "timeout": f"{max(1, round(timeout_s * 1000))}ms"},
             timeout=(CONNECT_TIMEOUT_S, timeout_s + READ_SLACK_S),
             allow_redirects=False,
             stream=True,

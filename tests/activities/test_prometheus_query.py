@@ -137,6 +137,23 @@ def test_a_query_that_does_not_parse_is_bad_query(prometheus: PrometheusProcess)
     assert "parse error" in err.value.message  # Prometheus's own message
 
 
+def test_a_query_that_cannot_be_evaluated_is_bad_query(prometheus: PrometheusProcess) -> None:
+    # HTTP 422, errorType execution: many-to-many matching
+    two = 'label_replace(vector(1), "a", "x", "", "") or label_replace(vector(1), "a", "y", "", "")'
+    with pytest.raises(ApplicationError) as err:
+        _query(_analysis(prometheus.url), f"vector(1) + on() group_left() ({two})")
+    assert err.value.type == "BadQuery" and err.value.non_retryable
+    assert "(execution)" in err.value.message and "many-to-many matching not allowed" in err.value.message
+
+
+def test_a_query_over_its_timeout_is_metrics_unavailable(prometheus: PrometheusProcess) -> None:
+    # HTTP 503, errorType timeout: Prometheus's own answer to the `timeout` parameter (1 ms here)
+    with pytest.raises(ApplicationError) as err:
+        instant_query(prometheus.url, "count(count_over_time(vector(1)[30d:1s]))", 0.001)
+    assert err.value.type == "MetricsUnavailable" and not err.value.non_retryable
+    assert "HTTP 503 timeout" in err.value.message
+
+
 def test_more_than_one_series_is_refused(prometheus: PrometheusProcess, metrics: MetricsServer) -> None:
     activities = _analysis(prometheus.url)
     _until_value(activities, f'sum({REQUESTS}{{namespace="{NAMESPACE}"}})')
