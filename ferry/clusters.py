@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ferry.settings import http_url
+from ferry.settings import PrometheusUrl
 from ferry.spec import CLUSTER_NAME, DEFAULT_CLUSTER
 
 AuthPlugin = Literal["exec", "auth-provider"]
@@ -73,7 +73,7 @@ class ClusterEntry(BaseModel):
         description="the age identities (a file or a directory) for SOPS files of environments on this cluster; "
         "default: the worker's FERRY_SOPS_AGE_KEYS",
     )
-    prometheus: str | None = Field(
+    prometheus: PrometheusUrl | None = Field(
         None,
         description="the Prometheus (an http(s) URL) rollout analysis queries for environments on this cluster; "
         "default: the worker's FERRY_PROMETHEUS_URL",
@@ -84,11 +84,6 @@ class ClusterEntry(BaseModel):
         "may use this cluster, each within these bounds (a spec "
         "that reaches further is refused)",
     )
-
-    @field_validator("prometheus")
-    @classmethod
-    def _prometheus(cls, value: str | None) -> str | None:
-        return None if value is None else http_url(value, "prometheus")
 
 
 class ClustersFile(BaseModel):

@@ -6,10 +6,10 @@ Loading (files, environment, flags) lives in workers/settings.py; this module on
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 DEFAULT_TASK_QUEUE = "ferry"
 MAX_URL = 2048
@@ -33,6 +33,10 @@ def http_url(value: str, what: str) -> str:
     if parts.query or parts.fragment:
         raise ValueError(f"{what} {shown} must have no query or fragment")
     return value.rstrip("/")
+
+
+# The worker's FERRY_PROMETHEUS_URL and a clusters-file entry's `prometheus`
+PrometheusUrl = Annotated[str, AfterValidator(lambda value: http_url(value, "the Prometheus URL"))]
 
 
 class _Settings(BaseModel):
@@ -178,16 +182,11 @@ class WorkerSettings(_Settings):
         description="age identities (a 0600 file, or a directory of them) that SOPS files of environments with "
         "`decryption: {provider: sops}` are decrypted with, unless their clusters-file entry names others",
     )
-    prometheus_url: str | None = Field(
+    prometheus_url: PrometheusUrl | None = Field(
         None,
         description="the Prometheus (http(s) URL) rollout analysis queries on clusters whose clusters-file entry "
         "names no `prometheus`",
     )
-
-    @field_validator("prometheus_url")
-    @classmethod
-    def _prometheus_url(cls, value: str | None) -> str | None:
-        return None if value is None else http_url(value, "the Prometheus URL")
 
 
 class Settings(_Settings):
