@@ -25,9 +25,11 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 # Debian packages the tests run for real: the CNCF distribution registry (docker-registry), Prometheus Alertmanager
-# (the alerts' Alertmanager provider, tests/workflows/test_alerts.py) and chromium (the browser test of the Temporal
+# (the alerts' Alertmanager provider, tests/workflows/test_alerts.py), Prometheus (`ferry dev up`'s, and what rollout
+# analysis queries in tests/activities/test_prometheus_query.py) and chromium (the browser test of the Temporal
 # UI, tests/e2e/test_ui.py; playwright-core drives it and never downloads a browser) and npm (command:package pairs).
-SYSTEM_PACKAGES := docker-registry:docker-registry prometheus-alertmanager:prometheus-alertmanager chromium:chromium npm:npm
+SYSTEM_PACKAGES := docker-registry:docker-registry prometheus-alertmanager:prometheus-alertmanager \
+  prometheus:prometheus chromium:chromium npm:npm
 system-deps:
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
 	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \

@@ -29,6 +29,7 @@ class Ports:
     metrics: int = 9464  # the first worker's Prometheus endpoint; worker N serves on metrics + N - 1
     receiver: int = 9292  # `ferry receiver`: the registry announces pushes to it
     postgres: int = 5432  # the cluster topology's PostgreSQL
+    prometheus: int = 9090  # scrapes the workers and the simulated traffic generator; rollout analysis queries it
 
 
 @dataclass
@@ -112,10 +113,11 @@ def up(
         kube = _start_kube(state_dir, ports.kube, timeout)
         started.extend(kube["processes"].items())  # in start order; stopped in reverse: apiserver before etcd
         info.components["kube"] = kube
+        info.components["prometheus"] = prom = _start_prometheus(state_dir, ports, count, timeout, started)
 
         info.save(state_dir)  # the workers read their endpoints from here
-        identities = Path(info.components["sops"]["identities"])
-        info.components.update(_start_workers(state_dir, count, ports.metrics, timeout, started, identities))
+        keys = Path(info.components["sops"]["identities"])
+        info.components.update(_start_workers(state_dir, count, ports.metrics, timeout, started, keys, prom["url"]))
         info.save(state_dir)
         return info
     except BaseException:
@@ -154,6 +156,7 @@ def _preflight(state_dir: Path, ports: Ports, temporal: str, count: int) -> None
             "registry": ports.registry,
             "kube": ports.kube,
             "receiver": ports.receiver,
+            "prometheus": ports.prometheus,
             **metrics,
             **({"postgres": ports.postgres} if temporal == "cluster" else {}),
         }
@@ -251,8 +254,27 @@ def _start_cluster(
     }
 
 
+def _start_prometheus(
+    state_dir: Path, ports: Ports, count: int, timeout: float, started: list[tuple[str, int]]
+) -> dict[str, Any]:
+    """Prometheus scraping every worker and the simulated traffic generator (a down target until it runs)."""
+    from devstack import prometheus
+
+    traffic = int(getattr(ports, "traffic", prometheus.TRAFFIC_PORT))
+    targets = prometheus.stack_targets([ports.metrics + i for i in range(count)], traffic)
+    process = prometheus.start(state_dir, ports.prometheus, targets, timeout=timeout)
+    started.append(("prometheus", process.pid))
+    return process.record()
+
+
 def _start_workers(
-    state_dir: Path, count: int, metrics_port: int, timeout: float, started: list[tuple[str, int]], identities: Path
+    state_dir: Path,
+    count: int,
+    metrics_port: int,
+    timeout: float,
+    started: list[tuple[str, int]],
+    identities: Path,
+    prometheus_url: str,
 ) -> dict[str, dict[str, Any]]:
     """`count` ferry workers on task queue `ferry`, started together, each with its own metrics port and (with
     more than one) its own artifact cache: the cache is safe across threads of one worker, not across
@@ -268,6 +290,7 @@ def _start_workers(
             **os.environ,
             "FERRY_PROMETHEUS_BIND": f"127.0.0.1:{metrics_port + i}",
             "FERRY_SOPS_AGE_KEYS": str(identities),
+            "FERRY_PROMETHEUS_URL": prometheus_url,
         }
         if count > 1:
             env["FERRY_CACHE_DIR"] = str(state_dir / "cache" / name)
@@ -340,7 +363,7 @@ def kubectl_server_version(kubeconfig: Path) -> str:
 
 
 # Stop order: workers, then what they use; the UI before the server, the server before its database.
-STOP_ORDER = ("kube", "registry", "receiver", "temporal-ui", "temporal", "postgresql")
+STOP_ORDER = ("prometheus", "kube", "registry", "receiver", "temporal-ui", "temporal", "postgresql")
 
 
 def down(state_dir: Path) -> list[str]:
@@ -371,8 +394,8 @@ def down(state_dir: Path) -> list[str]:
 
 
 def describe_topology(components: dict[str, Any]) -> str:
-    """`ferry dev up`'s lines for what the dev-server stack does not have: PostgreSQL, the UI server, more
-    workers ("" on the dev server with one worker)."""
+    """`ferry dev up`'s lines for what the dev-server stack does not have (PostgreSQL, the UI server, more
+    workers: "" on the dev server with one worker), and Prometheus."""
     lines = []
     if "postgresql" in components:
         pg = components["postgresql"]
@@ -384,6 +407,8 @@ def describe_topology(components: dict[str, Any]) -> str:
     if "temporal-ui" in components:
         ui = components["temporal-ui"]
         lines.append(f"ui        {ui['url']}  (Temporal UI server {ui.get('version')}, pid {ui['pid']})")
+    if "prometheus" in components:
+        lines.append(f"prometheus {components['prometheus']['url']}  (scrapes the workers and the traffic generator)")
     for name, w in components.items():
         if name.startswith("worker-"):
             lines.append(f"{name:<9} pid {w['pid']}  task queue {w['task_queue']}  metrics {w.get('metrics', '-')}")

@@ -127,3 +127,16 @@ def verdict(analysis: Analysis, queries: list[CheckQuery], intervals: list[list[
             return Verdict(outcome="failed", failed_intervals=failed, failures=failures)
     outcome: Outcome = "passed" if len(intervals) >= analysis.count else "continue"
     return Verdict(outcome=outcome, failed_intervals=failed, failures=failures)
+
+
+class AnalysisQueryInput(Message):
+    """One interval's queries for an environment's rollout; the worker picks the Prometheus by `cluster`."""
+
+    environment: str
+    cluster: str
+    queries: list[CheckQuery]
+
+
+class AnalysisQueryResult(Message):
+    results: list[Result]  # one per query, in order
+    url: str  # the Prometheus that answered, for the record

@@ -12,6 +12,7 @@ clusters:
     context: prod-eu
     allow-auth: [exec]
     sops-age-keys: /etc/ferry/age/prod-eu    # optional: the age identities for SOPS files here
+    prometheus: https://prometheus.prod-eu.example:9090   # optional: the Prometheus rollout analysis asks
     environments:             # optional: only these environments, only there, whatever their specs say
       production: {namespaces: [shop, shop-jobs], cluster-kinds: [CustomResourceDefinition]}
 ```
@@ -24,6 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ferry.settings import PrometheusUrl
 from ferry.spec import CLUSTER_NAME, DEFAULT_CLUSTER
 
 AuthPlugin = Literal["exec", "auth-provider"]
@@ -70,6 +72,11 @@ class ClusterEntry(BaseModel):
         alias="sops-age-keys",
         description="the age identities (a file or a directory) for SOPS files of environments on this cluster; "
         "default: the worker's FERRY_SOPS_AGE_KEYS",
+    )
+    prometheus: PrometheusUrl | None = Field(
+        None,
+        description="the Prometheus (an http(s) URL) rollout analysis queries for environments on this cluster; "
+        "default: the worker's FERRY_PROMETHEUS_URL",
     )
     environments: dict[str, TenantBounds] | None = Field(
         None,

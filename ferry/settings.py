@@ -6,11 +6,37 @@ Loading (files, environment, flags) lives in workers/settings.py; this module on
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 DEFAULT_TASK_QUEUE = "ferry"
+MAX_URL = 2048
+
+
+def http_url(value: str, what: str) -> str:
+    """An http(s) URL with a host, no credentials, no query or fragment (a base URL Ferry appends paths to), without
+    its trailing slash; ValueError naming `what` otherwise."""
+    shown = repr(value[:80])
+    if len(value) > MAX_URL:
+        raise ValueError(f"{what} is longer than {MAX_URL} characters")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError as err:
+        raise ValueError(f"{what} {shown} is not a URL: {err}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{what} {shown} must be an http:// or https:// URL with a host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"{what} must not carry credentials (user:password@)")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{what} {shown} must have no query or fragment")
+    return value.rstrip("/")
+
+
+# The worker's FERRY_PROMETHEUS_URL and a clusters-file entry's `prometheus`
+PrometheusUrl = Annotated[str, AfterValidator(lambda value: http_url(value, "the Prometheus URL"))]
 
 
 class _Settings(BaseModel):
@@ -155,6 +181,11 @@ class WorkerSettings(_Settings):
         None,
         description="age identities (a 0600 file, or a directory of them) that SOPS files of environments with "
         "`decryption: {provider: sops}` are decrypted with, unless their clusters-file entry names others",
+    )
+    prometheus_url: PrometheusUrl | None = Field(
+        None,
+        description="the Prometheus (http(s) URL) rollout analysis queries on clusters whose clusters-file entry "
+        "names no `prometheus`",
     )
 
 

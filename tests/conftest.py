@@ -15,6 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from devstack.kube.session import KubeServer
 from devstack.procs import free_port, script_path
+from devstack.prometheus import PrometheusProcess
 from devstack.registry import Registry
 from devstack.temporal import SEARCH_ATTRIBUTES
 from ferry.settings import Settings
@@ -32,6 +33,17 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     reg.start()
     yield reg
     reg.stop()
+
+
+@pytest.fixture(scope="session")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusProcess]:
+    """Debian's real Prometheus on a free port, scraping every 1 s, no targets yet: `.set_targets([...])` or
+    `.add_target("127.0.0.1:P")` rewrites its file_sd file, reread within a second (devstack/prometheus.py)."""
+    from devstack import prometheus
+
+    server = prometheus.start(tmp_path_factory.mktemp("prometheus"), free_port(), [], die_with_parent=True)
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

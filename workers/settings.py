@@ -109,6 +109,7 @@ class FerryEnvironment(BaseSettings):
     BUILD_ID: Annotated[str | None, Sets("worker.build_id")] = None
     ALERT_PROVIDERS: Annotated[Path | None, Sets("worker.alert_providers")] = None
     SOPS_AGE_KEYS: Annotated[Path | None, Sets("worker.sops_age_keys")] = None
+    PROMETHEUS_URL: Annotated[str | None, Sets("worker.prometheus_url")] = None
     KUBECONFIG: Annotated[Path | None, Sets("kubeconfig")] = None
     CLUSTERS: Annotated[Path | None, Sets("clusters")] = None
 

@@ -42,6 +42,8 @@ def _ports() -> list[str]:
         str(free_port()),
         "--receiver-port",
         str(free_port()),
+        "--prometheus-port",
+        str(free_port()),
     ]
 
 

@@ -7,7 +7,9 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,6 +37,8 @@ def _ports() -> list[str]:
         str(free_port()),
         "--receiver-port",
         str(free_port()),
+        "--prometheus-port",
+        str(free_port()),
     ]
 
 
@@ -45,7 +49,7 @@ def test_up_status_down_leaves_no_process(tmp_path: Path) -> None:
     info = json.loads((state / "devstack.json").read_text())
     assert info == json.loads(up.stdout)
     pids = [c["pid"] for k, c in info.items() if isinstance(c, dict) and "pid" in c]
-    assert {"temporal", "registry", "kube", "worker", "receiver"} <= set(info)
+    assert {"temporal", "registry", "kube", "worker", "receiver", "prometheus"} <= set(info)
     import yaml
 
     # the registry announces pushes to the receiver, with the shared secret the receiver checks
@@ -80,6 +84,7 @@ def test_up_status_down_leaves_no_process(tmp_path: Path) -> None:
 
     with urllib.request.urlopen(info["worker"]["metrics"], timeout=10) as scraped:  # the worker's Prometheus endpoint
         assert "temporal_" in scraped.read().decode()
+    _prometheus_scrapes_the_worker(info)
 
     status = _ferry("dev", "status", "--state-dir", str(state), "--json")
     assert status.returncode == 0, status.stdout
@@ -107,6 +112,29 @@ def test_up_status_down_leaves_no_process(tmp_path: Path) -> None:
         assert survivor.data == {"k": "v"}
     finally:
         assert _ferry("dev", "down", "--state-dir", str(state)).returncode == 0
+
+
+def _prometheus_scrapes_the_worker(info: dict[str, Any]) -> None:
+    """Prometheus answers /-/ready, scrapes the worker (and the traffic generator's port, a down target without
+    it), and the worker was told where it is (FERRY_PROMETHEUS_URL)."""
+    import urllib.request
+
+    prom = info["prometheus"]
+    assert set(prom) >= {"url", "pid", "port"} and prom["url"] == f"http://127.0.0.1:{prom['port']}"
+    with urllib.request.urlopen(f"{prom['url']}/-/ready", timeout=10) as ready:
+        assert ready.status == 200
+    worker = info["worker"]["metrics"].removeprefix("http://").removesuffix("/metrics")
+    deadline = time.monotonic() + 30
+    while True:
+        with urllib.request.urlopen(f"{prom['url']}/api/v1/targets", timeout=10) as answer:
+            targets = {t["labels"]["instance"]: t["health"] for t in json.load(answer)["data"]["activeTargets"]}
+        if targets.get(worker) == "up" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert targets.get(worker) == "up", targets
+    assert len(targets) == 2, targets  # and the simulated traffic generator's port (Ports.traffic)
+    environ = Path(f"/proc/{info['worker']['pid']}/environ").read_bytes().split(b"\0")
+    assert f"FERRY_PROMETHEUS_URL={prom['url']}".encode() in environ
 
 
 def test_missing_control_plane_is_one_clear_line_and_nothing_half_running(tmp_path: Path) -> None:

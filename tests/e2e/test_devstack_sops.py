@@ -25,7 +25,15 @@ def _ferry(*args: str, env: dict[str, str] | None = None, timeout: float = 180) 
 
 
 def _ports() -> list[str]:
-    flags = ("--temporal-port", "--ui-port", "--registry-port", "--kube-port", "--metrics-port", "--receiver-port")
+    flags = (
+        "--temporal-port",
+        "--ui-port",
+        "--registry-port",
+        "--kube-port",
+        "--metrics-port",
+        "--receiver-port",
+        "--prometheus-port",
+    )
     return [part for flag in flags for part in (flag, str(free_port()))]
 
 

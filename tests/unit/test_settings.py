@@ -246,6 +246,7 @@ EVERY_VARIABLE = {
     "FERRY_BUILD_ID": "b1",
     "FERRY_ALERT_PROVIDERS": "/p.yaml",
     "FERRY_SOPS_AGE_KEYS": "/etc/ferry/age",
+    "FERRY_PROMETHEUS_URL": "http://prometheus:9090",
     "FERRY_KUBECONFIG": "/k",
     "FERRY_CLUSTERS": "/clusters.yaml",
 }

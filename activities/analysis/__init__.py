@@ -1,0 +1,1 @@
+"""Rollout analysis: the worker's Prometheus, queried once per check and interval (issue 29)."""
