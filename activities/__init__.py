@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 def cluster_activities(settings: Settings, registry: RegistryActivities) -> list[Callable[..., Any]]:
     """The cluster's activities (reconcile, health, and the iteration check that composes the registry's resolve
     with the cluster's read-only reconcile), over a bundle cache that pulls through `registry`."""
+    from activities.analysis.activity import AnalysisActivities
     from activities.bundle import BundleCache
     from activities.check import EnvironmentCheck
     from activities.cluster import ClusterActivities, load_clusters
@@ -28,4 +29,15 @@ def cluster_activities(settings: Settings, registry: RegistryActivities) -> list
         sops_age_keys=settings.worker.sops_age_keys,
     )
     check = EnvironmentCheck(registry.resolve_desired, cluster.reconcile_environment)
-    return [cluster.reconcile_environment, cluster.wait_healthy, check.check_environment]
+    analysis = AnalysisActivities(load_clusters(settings.clusters, kubeconfig), settings.worker.prometheus_url)
+    return [
+        cluster.reconcile_environment,
+        cluster.wait_healthy,
+        check.check_environment,
+        cluster.rollout_initialize,
+        cluster.rollout_set_weight,
+        cluster.rollout_promote,
+        cluster.rollout_finish,
+        cluster.rollout_status,
+        analysis.query_analysis,
+    ]

@@ -85,10 +85,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _watch(client: Client, env: str, timeout: float) -> RolloutStatus:
+async def _watch(client: Client, env: str, seconds: float) -> RolloutStatus:
     """Print each new step and analysis interval as the rollout records it, until it ends (or the timeout)."""
     seen_steps, seen_intervals, phase = 0, set[tuple[int, int, str]](), ""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + seconds
     while True:
         _, status = await _status(client, env)
         if status.phase != phase:
@@ -136,8 +136,11 @@ def _send(args: argparse.Namespace, payload: dict[str, str], key: tuple[bytes, b
         return result
 
     result = run_connected(settings, go)
-    emit(result.model_dump(mode="json"), args.json, f"{action}: {'accepted' if result.accepted else 'refused'}: "
-         f"{result.message} (phase {result.phase})")
+    emit(
+        result.model_dump(mode="json"),
+        args.json,
+        f"{action}: {'accepted' if result.accepted else 'refused'}: {result.message} (phase {result.phase})",
+    )
     return 0 if result.accepted else 1
 
 

@@ -43,5 +43,7 @@ def register(sub: Any) -> None:
         p.add_argument(
             "--key", default=None, help=f"OpenSSH private key to sign with (password from {KEY_PASSWORD_VARIABLE})"
         )
-        p.add_argument("--expires", default="1h", help=f"how long the signed decision is valid (at most {MAX_EXPIRES.days}d)")
+        p.add_argument(
+            "--expires", default="1h", help=f"how long the signed decision is valid (at most {MAX_EXPIRES.days}d)"
+        )
         p.set_defaults(action=name)

@@ -21,6 +21,7 @@ ENVIRONMENT_WORKFLOW: Final = "EnvironmentWorkflow"
 PROMOTION_WORKFLOW: Final = "PromotionWorkflow"
 ROLLBACK_WORKFLOW: Final = "RollbackWorkflow"
 ALERT_ROUTER_WORKFLOW: Final = "AlertRouterWorkflow"
+ROLLOUT_WORKFLOW: Final = "RolloutWorkflow"
 
 
 class Memo:

@@ -18,6 +18,7 @@ from typing import NoReturn
 from temporalio import activity
 
 from ferry.alert_router import DeliveryInput, DeliveryResult, SenderInput, SenderResult
+from ferry.analysis import AnalysisQueryInput, AnalysisQueryResult
 from ferry.artifacts import (
     FetchManifestInput,
     Manifest,
@@ -41,6 +42,7 @@ from ferry.reconcile import (
 )
 from ferry.recovery import LastRecordInput, LastRecordResult
 from ferry.release import PackageBundleInput, PackageBundleResult
+from ferry.rollout_cluster import CanaryStatus, CanaryTarget
 
 
 def _stub(name: str) -> NoReturn:
@@ -77,6 +79,36 @@ def reconcile_environment(input: ReconcileInput) -> ReconcileResult:
 @activity.defn(name="wait_healthy")
 def wait_healthy(input: HealthInput) -> HealthResult:
     _stub("wait_healthy")
+
+
+@activity.defn(name="rollout_initialize")  # activities/cluster/rollout.py
+def rollout_initialize(target: CanaryTarget) -> CanaryStatus:
+    _stub("rollout_initialize")
+
+
+@activity.defn(name="rollout_set_weight")
+def rollout_set_weight(target: CanaryTarget, weight: int) -> CanaryStatus:
+    _stub("rollout_set_weight")
+
+
+@activity.defn(name="rollout_promote")
+def rollout_promote(target: CanaryTarget) -> CanaryStatus:
+    _stub("rollout_promote")
+
+
+@activity.defn(name="rollout_finish")
+def rollout_finish(target: CanaryTarget) -> CanaryStatus:
+    _stub("rollout_finish")
+
+
+@activity.defn(name="rollout_status")
+def rollout_status(target: CanaryTarget) -> CanaryStatus:
+    _stub("rollout_status")
+
+
+@activity.defn(name="query_analysis")  # activities/analysis/activity.py
+def query_analysis(input: AnalysisQueryInput) -> AnalysisQueryResult:
+    _stub("query_analysis")
 
 
 @activity.defn(name="check_environment")  # a local activity (activities/check.py)
@@ -134,6 +166,12 @@ ALL = [
     reconcile_environment,
     wait_healthy,
     check_environment,
+    rollout_initialize,
+    rollout_set_weight,
+    rollout_promote,
+    rollout_finish,
+    rollout_status,
+    query_analysis,
     environment_status,
     confirm_pin,
     last_record,

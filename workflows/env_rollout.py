@@ -17,9 +17,9 @@ with workflow.unsafe.imports_passed_through():
 
     from ferry.environment import CanaryRun, HealthState, LenientPayload, VersionRef, first_payload
     from ferry.events import EventType
-    from ferry.names import Signal
+    from ferry.names import ROLLOUT_WORKFLOW, Signal
     from ferry.progressive import RolloutInput, RolloutOutcome
-    from ferry.rollout_objects import CanaryTarget
+    from ferry.rollout_cluster import CanaryTarget
     from ferry.spec import rollout_workflow_id
     from workflows import activity_stubs as stubs
     from workflows import policies
@@ -70,7 +70,7 @@ class EnvironmentRollouts(EnvironmentHealth):
         )
         try:
             handle = await workflow.start_child_workflow(
-                "RolloutWorkflow",
+                ROLLOUT_WORKFLOW,
                 input,
                 id=rollout_workflow_id(spec.name),
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
@@ -150,8 +150,10 @@ class EnvironmentRollouts(EnvironmentHealth):
     def _rolled_back(self, candidate: VersionRef, outcome: RolloutOutcome, decided: str) -> None:
         state = self._state
         state.failed_rollouts = [*state.failed_rollouts, candidate.digest][-policies.MAX_FAILED_ROLLOUTS :]
-        failures = [f"{f.metric}={'no data' if f.value is None else f'{f.value:.4g}'} (want {f.threshold})"
-                    for f in outcome.failures]
+        failures = [
+            f"{f.metric}={'no data' if f.value is None else f'{f.value:.4g}'} (want {f.threshold})"
+            for f in outcome.failures
+        ]
         self._record(
             EventType.ROLLOUT_FAILED,
             f"the rollout of {candidate.version} {outcome.outcome}: {outcome.reason}"
@@ -160,8 +162,12 @@ class EnvironmentRollouts(EnvironmentHealth):
             digest=candidate.digest,
             objects={"failed_checks": failures} if failures else {},
         )
-        health = HealthState(status="Failed", reason=f"rollout {outcome.outcome}: {outcome.reason}"[:1000],
-                             digest=candidate.digest, at=self._now())
+        health = HealthState(
+            status="Failed",
+            reason=f"rollout {outcome.outcome}: {outcome.reason}"[:1000],
+            digest=candidate.digest,
+            at=self._now(),
+        )
         pin = state.pin
         self._auto_rollback(candidate, health)
         rolled_back = state.pin is not None and state.pin.kind == "auto-rollback"

@@ -1,7 +1,6 @@
 """PromotionWorkflow: an approval-gated pin by digest."""
 
 import asyncio
-
 from datetime import timedelta
 
 from temporalio import workflow

@@ -11,18 +11,19 @@ upsert (history); a worker or server killed mid-walk resumes at the same step (t
 """
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
+from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
-    from ferry.artifacts import FetchManifestInput
-    from ferry.oci import ANNOTATION_PUBLISHED_BY
     from ferry.analysis import AnalysisQueryInput, CheckQuery, Failure, Result, check_queries, verdict
-    from ferry.names import Memo, Query, Signal
+    from ferry.artifacts import FetchManifestInput
+    from ferry.names import ROLLOUT_WORKFLOW, Memo, Query, Signal
+    from ferry.oci import ANNOTATION_PUBLISHED_BY
     from ferry.progressive import (
         MAX_INTERVALS_KEPT,
         MAX_STEPS_KEPT,
@@ -32,12 +33,12 @@ with workflow.unsafe.imports_passed_through():
         RolloutInput,
         RolloutOutcome,
         RolloutStatus,
-        StepRecord,
         SteerRecord,
+        StepRecord,
         decision_lines,
         gate_id,
     )
-    from ferry.rollout_objects import CanaryStatus, CanaryTarget
+    from ferry.rollout_cluster import CanaryStatus, CanaryTarget
     from ferry.rollout_spec import Analysis, PlannedStep, plan
     from ferry.spec import env_workflow_id
     from ferry.times import timestamp
@@ -57,7 +58,7 @@ class _Stop(Exception):
         self.phase, self.outcome, self.reason, self.failures = phase, outcome, reason, failures or []
 
 
-@workflow.defn(name="RolloutWorkflow")
+@workflow.defn(name=ROLLOUT_WORKFLOW)
 class RolloutWorkflow(RolloutSteering):
     @workflow.init
     def __init__(self, input: RolloutInput) -> None:
@@ -298,7 +299,7 @@ class RolloutWorkflow(RolloutSteering):
             before = self._status.phase
             self._phase("Paused")
             await workflow.wait_condition(lambda: not self._paused or self._abort is not None)
-            self._phase(before)
+            self._status.phase = before
         self._aborted()
 
     def _aborted(self) -> None:
@@ -319,8 +320,10 @@ class RolloutWorkflow(RolloutSteering):
     def _record_interval(
         self, step: PlannedStep, interval: int, queries: list[CheckQuery], results: list[Result], failed: list[Failure]
     ) -> None:
-        values = {q.name: (r.value * q.scale if r.kind == "value" and r.value is not None else None) for q, r in
-                  zip(queries, results, strict=True)}
+        values = {
+            q.name: (r.value * q.scale if r.kind == "value" and r.value is not None else None)
+            for q, r in zip(queries, results, strict=True)
+        }
         record = IntervalRecord(
             step=step.index,
             interval=interval,
@@ -361,10 +364,9 @@ class RolloutWorkflow(RolloutSteering):
         return self._status
 
     @workflow.signal(dynamic=True, description="Any signal: dropped (a rollout is steered by its Updates)")
-    def unknown_signal(self, name: str, args: Any) -> None:
+    def unknown_signal(self, name: str, args: Sequence[RawValue]) -> None:
         workflow.logger.warning("signal %r to a rollout dropped: steer it with its Updates", name[:100])
 
 
 def _value(value: float | None) -> str:
     return "no data" if value is None else f"{value:.4g}"
-

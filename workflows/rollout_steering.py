@@ -67,7 +67,9 @@ class RolloutSteering:
             return SteerResult(accepted=False, phase=self._status.phase, message=f"the rollout has ended: no {action}")
         return None
 
-    @workflow.update(name=Update.ROLLOUT_PAUSE, description='Hold the rollout at its step: {"by": "alice", "reason": ""}')
+    @workflow.update(
+        name=Update.ROLLOUT_PAUSE, description='Hold the rollout at its step: {"by": "alice", "reason": ""}'
+    )
     async def pause(self, payload: LenientPayload | None = None) -> SteerResult:
         if (ended := self._ended("pause")) is not None:
             return ended

@@ -20,9 +20,10 @@ from activities.cluster.clusters import ClustersFileError, load_clusters
 from activities.cluster.health import Health
 from activities.cluster.lease import LEASE_RENEW_AFTER, LEASE_SECONDS
 from activities.cluster.reconcile import Reconcile
+from activities.cluster.rollout import RolloutActivities
 
 
-class ClusterActivities(Reconcile, Health):
+class ClusterActivities(Reconcile, Health, RolloutActivities):
     """Cluster activities, registered as bound methods; holds one client per cluster of the worker's clusters
     file (FERRY_CLUSTERS; without one, `default` is the worker's kubeconfig)."""
 

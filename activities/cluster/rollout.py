@@ -89,7 +89,7 @@ class RolloutActivities(Clients):
                 self._apply(pair, pair.deployments, primary_deployment(canary, declared_replicas(canary)))
             port = self._services(pair, canary)
             self._route(pair, canary, 0, port)
-            self._wait_ready(pair, pair.primary)
+            self._pair_ready(pair, pair.primary)
             self._scale(pair, 0)
             return self._status(pair)
 
@@ -107,7 +107,7 @@ class RolloutActivities(Clients):
                 return self._status(pair)
             self._scale(pair, max(1, replicas) if weight else 0)
             if weight:
-                self._wait_ready(pair, target.workload)
+                self._pair_ready(pair, target.workload)
             self._route(pair, canary, weight, self._services(pair, canary))
             return self._status(pair)
 
@@ -129,7 +129,7 @@ class RolloutActivities(Clients):
             canary = self._workload(pair)
             self._primary(pair)
             self._route(pair, canary, 0, self._services(pair, canary))
-            self._wait_ready(pair, pair.primary)
+            self._pair_ready(pair, pair.primary)
             self._scale(pair, 0)
             return self._status(pair)
 
@@ -261,7 +261,7 @@ class RolloutActivities(Clients):
         self._apply(pair, pair.routes, obj)
 
     @staticmethod
-    def _wait_ready(pair: _Pair, name: str) -> None:
+    def _pair_ready(pair: _Pair, name: str) -> None:
         """Until the Deployment's controller reports every replica updated, ready and available (READY_SECONDS);
         then ClusterUnavailable (retryable: the activity runs again, idempotent)."""
         deadline = time.monotonic() + READY_SECONDS

@@ -74,7 +74,11 @@ def test_an_outcome_is_bounded() -> None:
     failure = Failure(interval=0, metric="success-rate", value=50.0, threshold=">= 99")
     with pytest.raises(ValidationError):
         RolloutOutcome(
-            environment="prod", version="1", digest="sha256:" + "0" * 64, run_id="r", outcome="failed",
+            environment="prod",
+            version="1",
+            digest="sha256:" + "0" * 64,
+            run_id="r",
+            outcome="failed",
             failures=[failure] * 17,
         )
     with pytest.raises(ValidationError):

@@ -89,8 +89,8 @@ def test_spec_digest_of_a_spec_without_the_tenancy_fields_is_what_it_was() -> No
     import json
 
     old = spec().model_dump(mode="json", by_alias=True)
-    # helm: step 17's, decryption: step 18's, left out while unset
-    for key in ("namespaces", "cluster-kinds", "service-account", "helm", "decryption"):
+    # helm: step 17's, decryption: step 18's, strategy: step 19's, left out while unset
+    for key in ("namespaces", "cluster-kinds", "service-account", "helm", "decryption", "strategy"):
         del old[key]
     del old["cluster"]["name"]
     del old["approval"]["max-approval-lifetime"]  # step 15's field, left out while unset
@@ -104,5 +104,6 @@ def test_spec_digest_of_a_spec_without_the_tenancy_fields_is_what_it_was() -> No
         ("approval", {"required": True, "approvers": ["alice"], "max-approval-lifetime": "24h"}),
         ("helm", {"values": {"replicaCount": 3}}),
         ("decryption", {"provider": "sops"}),
+        ("strategy", {"canary": {"workload": "web", "steps": [{"set-weight": 10}]}}),
     ):
         assert spec_digest(spec(**{field: value})) != spec_digest(spec()), field

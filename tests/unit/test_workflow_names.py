@@ -17,6 +17,7 @@ def test_the_named_workflow_types_are_the_registered_ones() -> None:
         names.PROMOTION_WORKFLOW,
         names.ROLLBACK_WORKFLOW,
         names.ALERT_ROUTER_WORKFLOW,
+        names.ROLLOUT_WORKFLOW,
     } == registered
 
 
