@@ -51,7 +51,12 @@ async def terminate_running(client: Client, task_queue: str) -> None:
 
 @contextlib.asynccontextmanager
 async def worker_on(
-    env: WorkflowEnvironment, registry: Registry, kube_server: object, tmp: Path, task_queue: str
+    env: WorkflowEnvironment,
+    registry: Registry,
+    kube_server: object,
+    tmp: Path,
+    task_queue: str,
+    prometheus_url: str | None = None,
 ) -> AsyncIterator[Settings]:
     """A ferry worker on a fresh task queue against the real registry and the real API server, as the
     least-privileged ferry-worker user through the fault proxy; whatever the test left running on that queue is
@@ -62,6 +67,7 @@ async def worker_on(
     settings.temporal.task_queue = task_queue
     settings.temporal.address = env.client.service_client.config.target_host
     settings.kubeconfig = Path(kube_server.worker_kubeconfig)  # type: ignore[attr-defined]
+    settings.worker.prometheus_url = prometheus_url
     async with build_worker(env.client, settings):
         yield settings
         await terminate_running(env.client, task_queue)
