@@ -128,6 +128,11 @@ def _send(args: argparse.Namespace, payload: dict[str, str], key: tuple[bytes, b
 
     async def go(client: Client) -> SteerResult:
         handle, status = await _status(client, args.env)
+        if status.phase in FINAL_PHASES:
+            raise CommandError(
+                f"the rollout of {status.candidate.version} to {args.env} has ended ({status.phase}): "
+                f"nothing to {action}"
+            )
         if key is not None:
             payload.update(_signed(args, status, payload["approver"], key))
         result: SteerResult = await handle.execute_update(
