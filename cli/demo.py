@@ -2,7 +2,8 @@
 
 CI releases 1.0.0 and 1.1.0, signed -> staging follows to 1.1.0 -> promote production to 1.1.0 -> the publisher's
 own signed approval is refused -> a forged (unsigned) approval sent with the `temporal` CLI is refused -> an SRE's
-SSH-signed approval sent with `temporal workflow update execute` moves production -> a hand edit in production is
+SSH-signed approval sent with `temporal workflow update execute` moves production, walked out as a canary judged by
+Prometheus (cli/demo_canary.py) -> a hand edit in production is
 reverted -> a broken 1.2.0 fails health in staging and rolls back by itself, held -> `ferry rollback production
 --to 1.0.0` -> `ferry audit` prints the timeline with Temporal UI links, and `--verify` re-checks every signature.
 Along the way: the AwaitingApproval notification arrives at a local receiver (an alert declared with `ferry alerts
@@ -23,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from cli.demo_canary import canary_of_production
 from cli.demo_chart import CHART_STEPS, CHART_WORKFLOWS
 from cli.demo_secret import encrypt_secret, secret_delivered
 from cli.demo_support import (
@@ -97,6 +99,7 @@ def forget_previous_run(info: Any) -> None:
         "env/production",
         "promote/production/1.1.0",
         "rollback/production/1.0.0",
+        "rollout/production",
         *CHART_WORKFLOWS,
     ):
         listed = _list_runs(temporal, address, workflow_id)
@@ -283,9 +286,7 @@ def approve_signed(story: Story) -> None:
         ]
     )
 
-    step("9. production is pinned by digest, applied and healthy")
-    wait("production on 1.1.0", lambda: applied("production", "1.1.0"))
-    run([*FERRY, "status", "production"])
+    canary_of_production(story)  # 9. the promotion's pin walks out as a canary (cli/demo_canary.py)
 
 
 def revert_hand_edit(story: Story) -> None:
