@@ -87,22 +87,24 @@ class Metrics:
             self._refusal_logged = True
         return False
 
-    def record(self, flow: rules.Flow, u: float) -> None:
-        series: Series = (flow.namespace, flow.route, flow.service, flow.deployment)
+    def record(self, flows: list[tuple[rules.Flow, float]]) -> None:
+        """One second's flows (each with its latency phase u), under one lock: a scrape sees whole seconds."""
         with self.lock:
-            for code, n in ((rules.OK_CODE, flow.requests - flow.errors), (flow.error_code, flow.errors)):
-                key = (*series, code)
-                if n and self._admit(self.requests, key):
-                    self.requests[key] = self.requests.get(key, 0) + n
-            if not flow.deployment or not self._admit(self.histograms, series):
-                return  # no Deployment answered: no latency
-            counts, total = rules.bucket_counts(flow.requests, flow.latency_ms, u)
-            old = self.histograms.get(series, ([0] * len(rules.BUCKETS), 0.0, 0))
-            self.histograms[series] = (
-                [a + b for a, b in zip(old[0], counts, strict=True)],
-                old[1] + total,
-                old[2] + flow.requests,
-            )
+            for flow, u in flows:
+                self._record(flow, u)
+
+    def _record(self, flow: rules.Flow, u: float) -> None:
+        series: Series = (flow.namespace, flow.route, flow.service, flow.deployment)
+        for code, n in ((rules.OK_CODE, flow.requests - flow.errors), (flow.error_code, flow.errors)):
+            key = (*series, code)
+            if n and self._admit(self.requests, key):
+                self.requests[key] = self.requests.get(key, 0) + n
+        if not flow.deployment or not self._admit(self.histograms, series):
+            return  # no Deployment answered: no latency
+        counts, total = rules.bucket_counts(flow.requests, flow.latency_ms, u)
+        old = self.histograms.get(series, ([0] * len(rules.BUCKETS), 0.0, 0))
+        added = [a + b for a, b in zip(old[0], counts, strict=True)]
+        self.histograms[series] = (added, old[1] + total, old[2] + flow.requests)
 
     def warn(self, reason: str) -> None:
         with self.lock:
@@ -230,12 +232,12 @@ class Generator:
         if self.rps is not None:  # --rps: the default for routes without the annotation
             routes = [_with_default_rps(r, self.rps) for r in routes]
         flows = rules.plan(routes, self.state["services"], self.state["deployments"], self.carry, self._warn)
-        for flow in flows:
-            u = random.Random(
-                f"{self.seed}/{second}/{flow.namespace}/{flow.route}/{flow.service}/{flow.deployment}"
-            ).random()
-            self.metrics.record(flow, u)
+        self.metrics.record([(f, self._phase(second, f)) for f in flows])
         return sum(f.requests for f in flows)
+
+    def _phase(self, second: int, f: rules.Flow) -> float:
+        """The latency spread's phase u for this second and series: fixed by the seed (tests are exact)."""
+        return random.Random(f"{self.seed}/{second}/{f.namespace}/{f.route}/{f.service}/{f.deployment}").random()
 
     def run(self, ready: Callable[[], None] | None = None) -> None:
         self.refresh()
