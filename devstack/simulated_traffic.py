@@ -295,6 +295,28 @@ def _set_process_name() -> None:
         pass
 
 
+def start(
+    state_dir: Path, kubeconfig: Path, port: int, timeout: float, started: list[tuple[str, int]]
+) -> dict[str, Any]:
+    """`ferry dev up`: the Gateway API CRDs installed (each Established), then this generator on 127.0.0.1:`port`
+    watching every namespace, healthy once it has listed and serves /metrics; devstack.json's `simulated_traffic`
+    entry. Its (name, pid) is appended to `started` before the wait, so a failed start is stopped by the caller."""
+    import sys
+
+    from devstack.gateway_api import install
+    from devstack.procs import spawn, wait_healthy
+
+    crds = install(kubeconfig)
+    ready, log_file = state_dir / "simulated-traffic.ready", state_dir / "logs" / "simulated-traffic.log"
+    ready.unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "devstack.simulated_traffic", "--kubeconfig", str(kubeconfig), "--port", str(port)]
+    proc = spawn([*argv, "--ready-file", str(ready)], log_file)
+    started.append(("simulated_traffic", proc.pid))
+    wait_healthy(NAME, proc, ready.is_file, timeout, log_file)
+    url = f"http://127.0.0.1:{port}/metrics"
+    return {"url": url, "pid": proc.pid, "port": port, "log": str(log_file), "gateway_api_crds": len(crds)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m devstack.simulated_traffic", description="SIMULATED traffic")
     parser.add_argument("--kubeconfig", required=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devstack.gateway_api import crd_dir as gateway_crd_dir
 from devstack.procs import StackError, pid_alive, port_taken, script_path, spawn, stop_pid, tcp_open, wait_healthy
 from devstack.registry import Registry
 from devstack.sops import binaries as sops_binaries
@@ -29,6 +30,7 @@ class Ports:
     metrics: int = 9464  # the first worker's Prometheus endpoint; worker N serves on metrics + N - 1
     receiver: int = 9292  # `ferry receiver`: the registry announces pushes to it
     postgres: int = 5432  # the cluster topology's PostgreSQL
+    traffic: int = 9478  # the simulated traffic generator's /metrics (devstack/simulated_traffic.py)
 
 
 @dataclass
@@ -112,6 +114,11 @@ def up(
         kube = _start_kube(state_dir, ports.kube, timeout)
         started.extend(kube["processes"].items())  # in start order; stopped in reverse: apiserver before etcd
         info.components["kube"] = kube
+        from devstack.simulated_traffic import start as start_traffic  # after the CRDs it installs
+
+        info.components["simulated_traffic"] = start_traffic(
+            state_dir, Path(kube["kubeconfig"]), ports.traffic, timeout, started
+        )
 
         info.save(state_dir)  # the workers read their endpoints from here
         identities = Path(info.components["sops"]["identities"])
@@ -141,6 +148,7 @@ def _preflight(state_dir: Path, ports: Ports, temporal: str, count: int) -> None
     if existing is not None and any(pid_alive(c.get("pid", 0)) for c in existing.components.values()):
         raise StackError(f"stack: already running from {state_dir / STACK_FILE}; `ferry dev down` first")
     sops_binaries()  # fail before anything starts: `make sops`
+    gateway_crd_dir()  # and `make gateway-api`
     if temporal == "cluster":
         from devstack.temporal_cluster import binary
 
@@ -154,6 +162,7 @@ def _preflight(state_dir: Path, ports: Ports, temporal: str, count: int) -> None
             "registry": ports.registry,
             "kube": ports.kube,
             "receiver": ports.receiver,
+            "traffic": ports.traffic,
             **metrics,
             **({"postgres": ports.postgres} if temporal == "cluster" else {}),
         }
@@ -339,8 +348,9 @@ def kubectl_server_version(kubeconfig: Path) -> str:
     return lines[0] if lines else f"Server Version: unknown ({(out.stderr or out.stdout).strip()[:200]})"
 
 
-# Stop order: workers, then what they use; the UI before the server, the server before its database.
-STOP_ORDER = ("kube", "registry", "receiver", "temporal-ui", "temporal", "postgresql")
+# Stop order: workers, then what they use (the simulated traffic generator before the control plane it lists); the UI
+# before the server, the server before its database.
+STOP_ORDER = ("simulated_traffic", "kube", "registry", "receiver", "temporal-ui", "temporal", "postgresql")
 
 
 def down(state_dir: Path) -> list[str]:
