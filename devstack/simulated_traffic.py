@@ -31,8 +31,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import kubernetes
-
 from ferry import traffic_split as rules
 
 NAME = "simulated-traffic"
@@ -332,6 +330,8 @@ def main() -> None:
         parser.error(f"--rps must be 0..{rules.MAX_RPS}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     _set_process_name()
+    import kubernetes  # here: `ferry dev` imports this module for start()
+
     api = kubernetes.config.new_client_from_config(args.kubeconfig)  # type: ignore[no-untyped-call]
     metrics = Metrics()
     server = serve(metrics, args.port)

@@ -14,6 +14,7 @@ from typing import Any
 from devstack.gateway_api import crd_dir as gateway_crd_dir
 from devstack.procs import StackError, pid_alive, port_taken, script_path, spawn, stop_pid, tcp_open, wait_healthy
 from devstack.registry import Registry
+from devstack.simulated_traffic import start as start_traffic
 from devstack.sops import binaries as sops_binaries
 from devstack.sops import identity_ready, prepare_identity
 from devstack.temporal import TemporalDevServer
@@ -114,8 +115,6 @@ def up(
         kube = _start_kube(state_dir, ports.kube, timeout)
         started.extend(kube["processes"].items())  # in start order; stopped in reverse: apiserver before etcd
         info.components["kube"] = kube
-        from devstack.simulated_traffic import start as start_traffic  # after the CRDs it installs
-
         info.components["simulated_traffic"] = start_traffic(
             state_dir, Path(kube["kubeconfig"]), ports.traffic, timeout, started
         )
