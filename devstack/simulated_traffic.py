@@ -9,7 +9,7 @@ http://127.0.0.1:PORT/metrics:
   ferry_simulated_request_duration_seconds{namespace,route,service,deployment}       histogram (5 ms .. 10 s)
   ferry_simulated_traffic_info{simulated="true"} 1
   ferry_simulated_input_warnings_total{reason}   bad input ignored (each object's bad value counted once)
-  ferry_simulated_series_refused_total           series beyond MAX_SERIES
+  ferry_simulated_series_refused_total           a second's updates of series beyond MAX_SERIES, refused
   ferry_simulated_api_errors_total               failed lists (the last state is kept, retried next second)
 
     python -m devstack.simulated_traffic --kubeconfig FILE --port P [--namespace NS ...] [--rps N] [--seed S]
@@ -262,6 +262,8 @@ def _with_default_rps(route: Any, rps: int) -> Any:
 
 def serve(metrics: Metrics, port: int) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
+        timeout = 10  # seconds a client may take to send its request line: a stuck scraper holds no thread forever
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":

@@ -220,7 +220,9 @@ def test_changing_the_weights_changes_the_split_within_2s(traffic: Traffic, kube
         return inc.get(("web", "200"), 0) > 0 and inc.get(("web", "200")) == inc.get(("web-primary", "200"))
 
     until(even, timeout=5, every=0.1)
-    assert time.monotonic() - changed < 2.0
+    elapsed = time.monotonic() - changed
+    print(f"simulated traffic re-weighted {elapsed:.2f} s after the patch")
+    assert elapsed < 2.0
 
 
 def test_a_service_with_no_ready_deployment_answers_503(traffic: Traffic, kube_api: Any, namespace: str) -> None:
@@ -260,3 +262,19 @@ def test_an_unreachable_api_server_keeps_the_metrics_endpoint_serving(tmp_path: 
         assert "keeping the last state" in t.log.read_text()
     finally:
         stop_pid(t.proc.pid)
+
+
+def test_series_are_bounded_and_label_values_escaped(monkeypatch: pytest.MonkeyPatch) -> None:
+    from devstack import simulated_traffic
+
+    monkeypatch.setattr(simulated_traffic, "MAX_SERIES", 3)
+    metrics = simulated_traffic.Metrics()
+    flows = [ts.Flow("ns", "r", f's"{i}\n', f"d{i}", 10, 1, ts.ERROR_CODE, 50.0) for i in range(3)]
+    metrics.record([(f, 0.5) for f in flows])
+    text = metrics.render().decode()
+    assert (
+        'service="s\\"0\\n"' in text and "ferry_simulated_series_refused_total 6" in text
+    )  # 3 series x 2 flows refused
+    counters = [line for line in text.splitlines() if line.startswith("ferry_simulated_requests_total{")]
+    assert len(counters) == 2 and all("d0" in line for line in counters)  # 200 and 500 of the first; then the bound
+    assert 'ferry_simulated_request_duration_seconds_count{namespace="ns"' in text  # the first's histogram
