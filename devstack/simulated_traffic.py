@@ -9,7 +9,7 @@ http://127.0.0.1:PORT/metrics:
   ferry_simulated_request_duration_seconds{namespace,route,service,deployment}       histogram (5 ms .. 10 s)
   ferry_simulated_traffic_info{simulated="true"} 1
   ferry_simulated_input_warnings_total{reason}   bad input ignored (each object's bad value counted once)
-  ferry_simulated_series_refused_total           series beyond MAX_SERIES
+  ferry_simulated_series_refused_total           a second's updates of series beyond MAX_SERIES, refused
   ferry_simulated_api_errors_total               failed lists (the last state is kept, retried next second)
 
     python -m devstack.simulated_traffic --kubeconfig FILE --port P [--namespace NS ...] [--rps N] [--seed S]
@@ -30,8 +30,6 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-
-import kubernetes
 
 from ferry import traffic_split as rules
 
@@ -87,22 +85,24 @@ class Metrics:
             self._refusal_logged = True
         return False
 
-    def record(self, flow: rules.Flow, u: float) -> None:
-        series: Series = (flow.namespace, flow.route, flow.service, flow.deployment)
+    def record(self, flows: list[tuple[rules.Flow, float]]) -> None:
+        """One second's flows (each with its latency phase u), under one lock: a scrape sees whole seconds."""
         with self.lock:
-            for code, n in ((rules.OK_CODE, flow.requests - flow.errors), (flow.error_code, flow.errors)):
-                key = (*series, code)
-                if n and self._admit(self.requests, key):
-                    self.requests[key] = self.requests.get(key, 0) + n
-            if not flow.deployment or not self._admit(self.histograms, series):
-                return  # no Deployment answered: no latency
-            counts, total = rules.bucket_counts(flow.requests, flow.latency_ms, u)
-            old = self.histograms.get(series, ([0] * len(rules.BUCKETS), 0.0, 0))
-            self.histograms[series] = (
-                [a + b for a, b in zip(old[0], counts, strict=True)],
-                old[1] + total,
-                old[2] + flow.requests,
-            )
+            for flow, u in flows:
+                self._record(flow, u)
+
+    def _record(self, flow: rules.Flow, u: float) -> None:
+        series: Series = (flow.namespace, flow.route, flow.service, flow.deployment)
+        for code, n in ((rules.OK_CODE, flow.requests - flow.errors), (flow.error_code, flow.errors)):
+            key = (*series, code)
+            if n and self._admit(self.requests, key):
+                self.requests[key] = self.requests.get(key, 0) + n
+        if not flow.deployment or not self._admit(self.histograms, series):
+            return  # no Deployment answered: no latency
+        counts, total = rules.bucket_counts(flow.requests, flow.latency_ms, u)
+        old = self.histograms.get(series, ([0] * len(rules.BUCKETS), 0.0, 0))
+        added = [a + b for a, b in zip(old[0], counts, strict=True)]
+        self.histograms[series] = (added, old[1] + total, old[2] + flow.requests)
 
     def warn(self, reason: str) -> None:
         with self.lock:
@@ -230,12 +230,12 @@ class Generator:
         if self.rps is not None:  # --rps: the default for routes without the annotation
             routes = [_with_default_rps(r, self.rps) for r in routes]
         flows = rules.plan(routes, self.state["services"], self.state["deployments"], self.carry, self._warn)
-        for flow in flows:
-            u = random.Random(
-                f"{self.seed}/{second}/{flow.namespace}/{flow.route}/{flow.service}/{flow.deployment}"
-            ).random()
-            self.metrics.record(flow, u)
+        self.metrics.record([(f, self._phase(second, f)) for f in flows])
         return sum(f.requests for f in flows)
+
+    def _phase(self, second: int, f: rules.Flow) -> float:
+        """The latency spread's phase u for this second and series: fixed by the seed (tests are exact)."""
+        return random.Random(f"{self.seed}/{second}/{f.namespace}/{f.route}/{f.service}/{f.deployment}").random()
 
     def run(self, ready: Callable[[], None] | None = None) -> None:
         self.refresh()
@@ -262,6 +262,8 @@ def _with_default_rps(route: Any, rps: int) -> Any:
 
 def serve(metrics: Metrics, port: int) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
+        timeout = 10  # seconds a client may take to send its request line: a stuck scraper holds no thread forever
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
@@ -293,6 +295,28 @@ def _set_process_name() -> None:
         pass
 
 
+def start(
+    state_dir: Path, kubeconfig: Path, port: int, timeout: float, started: list[tuple[str, int]]
+) -> dict[str, Any]:
+    """`ferry dev up`: the Gateway API CRDs installed (each Established), then this generator on 127.0.0.1:`port`
+    watching every namespace, healthy once it has listed and serves /metrics; devstack.json's `simulated_traffic`
+    entry. Its (name, pid) is appended to `started` before the wait, so a failed start is stopped by the caller."""
+    import sys
+
+    from devstack.gateway_api import install
+    from devstack.procs import spawn, wait_healthy
+
+    crds = install(kubeconfig)
+    ready, log_file = state_dir / "simulated-traffic.ready", state_dir / "logs" / "simulated-traffic.log"
+    ready.unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "devstack.simulated_traffic", "--kubeconfig", str(kubeconfig), "--port", str(port)]
+    proc = spawn([*argv, "--ready-file", str(ready)], log_file)
+    started.append(("simulated_traffic", proc.pid))
+    wait_healthy(NAME, proc, ready.is_file, timeout, log_file)
+    url = f"http://127.0.0.1:{port}/metrics"
+    return {"url": url, "pid": proc.pid, "port": port, "log": str(log_file), "gateway_api_crds": len(crds)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m devstack.simulated_traffic", description="SIMULATED traffic")
     parser.add_argument("--kubeconfig", required=True)
@@ -308,6 +332,8 @@ def main() -> None:
         parser.error(f"--rps must be 0..{rules.MAX_RPS}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     _set_process_name()
+    import kubernetes  # here: `ferry dev` imports this module for start()
+
     api = kubernetes.config.new_client_from_config(args.kubeconfig)  # type: ignore[no-untyped-call]
     metrics = Metrics()
     server = serve(metrics, args.port)

@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devstack.gateway_api import crd_dir as gateway_crd_dir
 from devstack.procs import StackError, pid_alive, port_taken, script_path, spawn, stop_pid, tcp_open, wait_healthy
 from devstack.registry import Registry
+from devstack.simulated_traffic import start as start_traffic
 from devstack.sops import binaries as sops_binaries
 from devstack.sops import identity_ready, prepare_identity
 from devstack.temporal import TemporalDevServer
@@ -30,6 +32,7 @@ class Ports:
     receiver: int = 9292  # `ferry receiver`: the registry announces pushes to it
     postgres: int = 5432  # the cluster topology's PostgreSQL
     prometheus: int = 9090  # scrapes the workers and the simulated traffic generator; rollout analysis queries it
+    traffic: int = 9478  # the simulated traffic generator's /metrics (devstack/simulated_traffic.py)
 
 
 @dataclass
@@ -110,11 +113,8 @@ def up(
         info.save(state_dir)  # the receiver reads Temporal's address from here
         _start_receiver_and_registry(info, state_dir, ports, timeout, started)
 
-        kube = _start_kube(state_dir, ports.kube, timeout)
-        started.extend(kube["processes"].items())  # in start order; stopped in reverse: apiserver before etcd
-        info.components["kube"] = kube
-        info.components["prometheus"] = prom = _start_prometheus(state_dir, ports, count, timeout, started)
-
+        _start_kube_and_metrics(info, state_dir, ports, count, timeout, started)
+        prom = info.components["prometheus"]
         info.save(state_dir)  # the workers read their endpoints from here
         keys = Path(info.components["sops"]["identities"])
         info.components.update(_start_workers(state_dir, count, ports.metrics, timeout, started, keys, prom["url"]))
@@ -125,6 +125,19 @@ def up(
             _stop(name, pid)
         (state_dir / STACK_FILE).unlink(missing_ok=True)
         raise
+
+
+def _start_kube_and_metrics(
+    info: StackInfo, state_dir: Path, ports: Ports, count: int, timeout: float, started: list[tuple[str, int]]
+) -> None:
+    """The control plane, then what rollouts read: Prometheus and the simulated traffic generator."""
+    kube = _start_kube(state_dir, ports.kube, timeout)
+    started.extend(kube["processes"].items())  # in start order; stopped in reverse: apiserver before etcd
+    info.components["kube"] = kube
+    info.components["prometheus"] = _start_prometheus(state_dir, ports, count, timeout, started)
+    info.components["simulated_traffic"] = start_traffic(
+        state_dir, Path(kube["kubeconfig"]), ports.traffic, timeout, started
+    )
 
 
 def _worker_count(temporal: str, worker: bool, workers: int | None) -> int:
@@ -143,6 +156,7 @@ def _preflight(state_dir: Path, ports: Ports, temporal: str, count: int) -> None
     if existing is not None and any(pid_alive(c.get("pid", 0)) for c in existing.components.values()):
         raise StackError(f"stack: already running from {state_dir / STACK_FILE}; `ferry dev down` first")
     sops_binaries()  # fail before anything starts: `make sops`
+    gateway_crd_dir()  # and `make gateway-api`
     if temporal == "cluster":
         from devstack.temporal_cluster import binary
 
@@ -157,6 +171,7 @@ def _preflight(state_dir: Path, ports: Ports, temporal: str, count: int) -> None
             "kube": ports.kube,
             "receiver": ports.receiver,
             "prometheus": ports.prometheus,
+            "traffic": ports.traffic,
             **metrics,
             **({"postgres": ports.postgres} if temporal == "cluster" else {}),
         }
@@ -260,7 +275,7 @@ def _start_prometheus(
     """Prometheus scraping every worker and the simulated traffic generator (a down target until it runs)."""
     from devstack import prometheus
 
-    traffic = int(getattr(ports, "traffic", prometheus.TRAFFIC_PORT))
+    traffic = ports.traffic
     targets = prometheus.stack_targets([ports.metrics + i for i in range(count)], traffic)
     process = prometheus.start(state_dir, ports.prometheus, targets, timeout=timeout)
     started.append(("prometheus", process.pid))
@@ -362,8 +377,18 @@ def kubectl_server_version(kubeconfig: Path) -> str:
     return lines[0] if lines else f"Server Version: unknown ({(out.stderr or out.stdout).strip()[:200]})"
 
 
-# Stop order: workers, then what they use; the UI before the server, the server before its database.
-STOP_ORDER = ("prometheus", "kube", "registry", "receiver", "temporal-ui", "temporal", "postgresql")
+# Stop order: workers, then what they use (Prometheus and the simulated traffic generator before the control plane it
+# lists); the UI before the server, the server before its database.
+STOP_ORDER = (
+    "prometheus",
+    "simulated_traffic",
+    "kube",
+    "registry",
+    "receiver",
+    "temporal-ui",
+    "temporal",
+    "postgresql",
+)
 
 
 def down(state_dir: Path) -> list[str]:
