@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from ferry.progressive import RolloutInput, RolloutOutcome
     from ferry.rollout_cluster import CanaryTarget
     from ferry.spec import rollout_workflow_id
+    from ferry.times import parse_timestamp
     from workflows import activity_stubs as stubs
     from workflows import policies
     from workflows.env_health import EnvironmentHealth
@@ -41,10 +42,42 @@ class EnvironmentRollouts(EnvironmentHealth):
         if state.rollout is not None and state.rollout.digest == desired.digest:
             state.rollout = None  # the canary's own readiness is the rollout's to judge from here
         run = state.canary
-        if (run is not None and run.digest == desired.digest) or desired.digest in state.failed_rollouts:
+        if run is not None and run.digest == desired.digest and run.outcome is None:
+            await self._overdue(run)
+            return True
+        if desired.digest in state.failed_rollouts or run is not None:
             return True
         await self._start_rollout(desired)
         return True
+
+    async def _overdue(self, run: CanaryRun) -> None:
+        """A rollout that never answered (terminated by hand, say) within the longest its strategy can take: its
+        traffic is sent back to the primary from here, and the release is rolled back as if it had failed."""
+        spec = self._state.spec
+        assert spec.strategy is not None
+        longest = spec.strategy.longest(spec.health_timeout.delta, spec.approval.timeout.delta)
+        if workflow.now() < parse_timestamp(run.started_at) + longest + policies.ROLLOUT_ANSWER_SLACK:
+            return
+        try:
+            await workflow.execute_activity(
+                stubs.rollout_finish,
+                self._canary_target(),
+                start_to_close_timeout=policies.ROLLOUT_CALL_TIMEOUT,
+                retry_policy=policies.OUTAGE_RETRY,
+            )
+        except ActivityError as err:
+            self._cancelled(err)
+            workflow.logger.warning("an unanswered rollout's traffic was not restored: %s", cause_message(err))
+        await self._cancel_rollout(run.run_id)
+        run.outcome = RolloutOutcome(
+            environment=spec.name,
+            version=run.version,
+            digest=run.digest,
+            run_id=run.run_id,
+            outcome="failed",
+            reason=f"the rollout did not answer within {longest + policies.ROLLOUT_ANSWER_SLACK}",
+        )
+        await self._settle_rollout()
 
     async def _start_rollout(self, desired: VersionRef) -> None:
         state, spec = self._state, self._state.spec
@@ -96,7 +129,8 @@ class EnvironmentRollouts(EnvironmentHealth):
         """A rollout walking another release than the one desired now (a newer pin or release, a rollback) is
         cancelled before anything is applied: it sends all traffic back to the primary and answers."""
         run = self._state.canary
-        if run is None or run.digest == desired.digest or run.outcome is not None:
+        strategy_kept = self._state.spec.strategy is not None
+        if run is None or (run.digest == desired.digest and strategy_kept) or run.outcome is not None:
             return
         await self._cancel_rollout(run.run_id)
         try:
@@ -109,7 +143,8 @@ class EnvironmentRollouts(EnvironmentHealth):
         self._state.canary = None
         self._record(
             EventType.ROLLOUT_SUPERSEDED,
-            f"the rollout of {run.version} was pre-empted by {desired.version}",
+            f"the rollout of {run.version} was pre-empted by "
+            f"{desired.version if strategy_kept else 'the removal of the strategy'}",
             version=run.version,
             digest=run.digest,
         )
@@ -145,6 +180,7 @@ class EnvironmentRollouts(EnvironmentHealth):
                 self._answer(self._state.pin, candidate, "succeeded", "rolled out progressively and promoted")
                 return
             outcome = outcome.model_copy(update={"outcome": "failed", "reason": refusal})
+            await self._cancel_rollout(run.run_id)  # whatever it is still doing: traffic back to the primary
         self._rolled_back(candidate, outcome, decided)
 
     def _rolled_back(self, candidate: VersionRef, outcome: RolloutOutcome, decided: str) -> None:
@@ -174,14 +210,12 @@ class EnvironmentRollouts(EnvironmentHealth):
         self._answer(pin, candidate, "failed", health.reason, rolled_back)
         self._wake = True
 
-    async def _promotion_refusal(self) -> str:
-        """'' when the cluster shows the primary serving the canary's template; else why a promotion is not taken."""
+    def _canary_target(self) -> CanaryTarget:
         spec = self._state.spec
-        if spec.strategy is None:
-            return "the strategy was removed while the rollout ran"
+        assert spec.strategy is not None
         traffic = spec.strategy.canary or spec.strategy.blue_green
         assert traffic is not None
-        target = CanaryTarget(
+        return CanaryTarget(
             environment=spec.name,
             cluster=spec.cluster.name or "",
             namespace=spec.namespace,
@@ -190,10 +224,15 @@ class EnvironmentRollouts(EnvironmentHealth):
             port=traffic.port,
             hostnames=list(traffic.hostnames),
         )
+
+    async def _promotion_refusal(self) -> str:
+        """'' when the cluster shows the primary serving the canary's template; else why a promotion is not taken."""
+        if self._state.spec.strategy is None:
+            return "the strategy was removed while the rollout ran"
         try:
             status = await workflow.execute_activity(
                 stubs.rollout_status,
-                target,
+                self._canary_target(),
                 start_to_close_timeout=policies.ROLLOUT_CALL_TIMEOUT,
                 schedule_to_close_timeout=timedelta(minutes=10),
                 retry_policy=policies.OUTAGE_RETRY,

@@ -124,4 +124,5 @@ ROLLOUT_POLL_MAX = timedelta(seconds=15)  # the longest pause between reads of a
 ANALYSIS_QUERY_TIMEOUT = timedelta(seconds=30)  # one interval's queries to Prometheus
 METRICS_WAIT = timedelta(minutes=5)  # how long an interval waits for an unreachable Prometheus, then fails safe
 ROLLOUT_SUPERSEDE_WAIT = timedelta(minutes=2)  # a cancelled rollout has this long to restore traffic and answer
+ROLLOUT_ANSWER_SLACK = timedelta(minutes=10)  # beyond the longest a strategy can take: an unanswered rollout failed
 MAX_FAILED_ROLLOUTS = 20  # digests whose rollout failed: never walked again by themselves
