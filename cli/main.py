@@ -39,6 +39,7 @@ def cmd_dev_up(args: argparse.Namespace) -> int:
         receiver=args.receiver_port,
         postgres=args.postgres_port,
         prometheus=args.prometheus_port,
+        traffic=args.traffic_port,
     )
     info = up(
         state, ports, worker=not args.no_worker, timeout=args.timeout, temporal=args.temporal, workers=args.workers
@@ -139,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev_up.add_argument("--metrics-port", type=int, default=9464, help="the worker's Prometheus endpoint")
     dev_up.add_argument("--receiver-port", type=int, default=9292, help="`ferry receiver` (registry push hooks)")
     dev_up.add_argument("--prometheus-port", type=int, default=9090, help="Prometheus (scrapes workers, traffic)")
+    dev_up.add_argument("--traffic-port", type=int, default=9478, help="the simulated traffic generator's /metrics")
     dev_up.add_argument("--timeout", type=float, default=60.0, help="seconds per component health check")
     dev_up.add_argument(
         "--temporal",

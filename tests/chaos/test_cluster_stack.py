@@ -44,6 +44,8 @@ def _ports() -> list[str]:
         str(free_port()),
         "--prometheus-port",
         str(free_port()),
+        "--traffic-port",
+        str(free_port()),
     ]
 
 

@@ -39,6 +39,8 @@ def _ports() -> list[str]:
         str(free_port()),
         "--prometheus-port",
         str(free_port()),
+        "--traffic-port",
+        str(free_port()),
     ]
 
 

@@ -33,6 +33,7 @@ def _ports() -> list[str]:
         "--metrics-port",
         "--receiver-port",
         "--prometheus-port",
+        "--traffic-port",
     )
     return [part for flag in flags for part in (flag, str(free_port()))]
 
