@@ -29,6 +29,13 @@ def describe(status: EnvironmentStatus, ui: str) -> str:
     lines.append(f"health        {s.health.status}: {s.health.reason}")
     if s.last_known_good:
         lines.append(f"known-good    {s.last_known_good.version} {s.last_known_good.digest}")
+    if s.spec.strategy is not None:
+        primary = f"{s.primary.version} {s.primary.digest}" if s.primary else "not made yet"
+        lines.append(f"primary       {primary}  ({s.spec.strategy.kind_words()})")
+    if s.canary is not None:
+        lines.append(
+            f"rolling out   {s.canary.version} since {s.canary.started_at}  (ferry rollout status {s.spec.name})"
+        )
     if s.holds:
         lines.append(f"holds         {', '.join(s.holds)}")
     source = f"unavailable since {s.source_unavailable_since}: {s.source_error}" if s.source_unavailable_since else "ok"

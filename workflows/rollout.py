@@ -204,6 +204,7 @@ class RolloutWorkflow(RolloutSteering):
         await self._act(stubs.rollout_finish, "finish")
         self._status.weight = 0
         self._record_step(PlannedStep(index=-1, kind="promote", weight=100), "done", why)
+        self._status.primary = self._input.candidate
         self._phase("Promoted")
         return self._outcome("promoted", why)
 
