@@ -36,6 +36,7 @@ def cluster_activities(settings: Settings, registry: RegistryActivities) -> list
         check.check_environment,
         cluster.rollout_initialize,
         cluster.rollout_set_weight,
+        cluster.rollout_preview,
         cluster.rollout_promote,
         cluster.rollout_finish,
         cluster.rollout_status,

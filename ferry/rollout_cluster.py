@@ -9,6 +9,7 @@ from ferry.rollout_spec import DNS_LABEL, Traffic
 
 ROLLOUT_INITIALIZE = "rollout_initialize"
 ROLLOUT_SET_WEIGHT = "rollout_set_weight"
+ROLLOUT_PREVIEW = "rollout_preview"  # blue-green: green scaled up, requests mirrored to it
 ROLLOUT_PROMOTE = "rollout_promote"
 ROLLOUT_FINISH = "rollout_finish"
 ROLLOUT_STATUS = "rollout_status"

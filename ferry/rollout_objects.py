@@ -207,8 +207,10 @@ def route(
     hostnames: Sequence[str],
     port: int,
     labels: Mapping[str, str] | None = None,
+    mirror: bool = False,
 ) -> dict[str, Any]:
-    """HTTPRoute W: parentRef the gateway, one rule sending 100-weight to W-primary and weight to W-canary."""
+    """HTTPRoute W: parentRef the gateway, one rule sending 100-weight to W-primary and weight to W-canary; with
+    `mirror` (a blue-green preview), a RequestMirror filter copying every request to W-canary (answers dropped)."""
     check_weight(weight)
     parent: dict[str, Any] = {"group": GATEWAY_GROUP, "kind": "Gateway", "name": gateway.name}
     parent["namespace"] = gateway.namespace
@@ -218,7 +220,11 @@ def route(
         {"group": "", "kind": "Service", "name": workload + suffix, "port": port, "weight": share}
         for suffix, share in ((PRIMARY_SUFFIX, 100 - weight), (CANARY_SUFFIX, weight))
     ]
-    spec: dict[str, Any] = {"parentRefs": [parent], "rules": [{"backendRefs": backends}]}
+    rule: dict[str, Any] = {"backendRefs": backends}
+    if mirror:
+        ref = {"group": "", "kind": "Service", "name": workload + CANARY_SUFFIX, "port": port}
+        rule["filters"] = [{"type": "RequestMirror", "requestMirror": {"backendRef": ref}}]
+    spec: dict[str, Any] = {"parentRefs": [parent], "rules": [rule]}
     if hostnames:
         spec["hostnames"] = list(hostnames)
     meta: dict[str, Any] = {"name": workload, "namespace": namespace, "annotations": {ROLLOUT_OF_ANNOTATION: workload}}

@@ -176,6 +176,12 @@ class BlueGreen(Traffic):
     preview_analysis: Analysis | None = Field(None, alias="preview-analysis")
     approval: bool = False
 
+    @model_validator(mode="after")
+    def _routed_preview(self) -> BlueGreen:
+        if self.gateway is None:
+            raise ValueError("blue-green needs a gateway: its route mirrors requests to the preview and switches them")
+        return self
+
 
 class Strategy(Model):
     canary: Canary | None = None
@@ -184,16 +190,17 @@ class Strategy(Model):
     def kind_words(self) -> str:
         """The walk in words, for the record: 'canary 10% -> 50% -> 100%, 1 analysis, 1 approval'."""
         steps = plan(self)
-        weights = " -> ".join(f"{s.weight}%" for s in steps if s.kind in ("set-weight", "promote"))
         counts = [f"{n} {k}" for k in ("analysis", "approval", "pause") if (n := sum(s.kind == k for s in steps))]
-        name = "canary" if self.canary is not None else "blue-green"
-        return f"{name} {weights}" + (", " + ", ".join(counts) if counts else "")
+        if self.blue_green is not None:
+            return "blue-green: preview on mirrored requests" + "".join(f", {c}" for c in counts) + ", switch"
+        weights = " -> ".join(f"{s.weight}%" for s in steps if s.kind in ("set-weight", "promote"))
+        return f"canary {weights}" + (", " + ", ".join(counts) if counts else "")
 
     def longest(self, ready: timedelta, approval: timedelta) -> timedelta:
         """How long a rollout can take at most: each weight's wait for readiness, pauses, analyses, gates."""
         total = ready * 2  # the first readiness and the promotion's
         for step in plan(self):
-            if step.kind == "set-weight":
+            if step.kind in ("set-weight", "preview", "switch"):
                 total += ready
             elif step.kind == "approval":
                 total += approval
@@ -233,12 +240,19 @@ def plan(strategy: Strategy) -> list[PlannedStep]:
     """The steps a rollout workflow walks, with the canary's weight after each; always ending at 100 (promote)."""
     out: list[PlannedStep] = []
     if strategy.blue_green is not None:
+        # Flagger's blue/green over a route: green (the canary) previewed on mirrored requests, judged, approved,
+        # then every request switched to it at once; the promotion copies it to the primary, which takes them back
         bg = strategy.blue_green
+        out.append(PlannedStep(index=0, kind="preview", weight=0))
         if bg.preview_analysis is not None:
             out.append(PlannedStep(index=0, kind="analysis", weight=0))
         if bg.approval:
             out.append(PlannedStep(index=len(out), kind="approval", weight=0))
-        return [*out, PlannedStep(index=-1, kind="promote", weight=100)]
+        return [
+            *out,
+            PlannedStep(index=-1, kind="switch", weight=100),
+            PlannedStep(index=-1, kind="promote", weight=100),
+        ]
     assert strategy.canary is not None
     weight = 0
     for index, step in enumerate(strategy.canary.steps):

@@ -266,6 +266,21 @@ def backend_refs(rule: Any, namespace: str, where: str, warn: Warn) -> list[tupl
 
 
 Demand = tuple[str, str, str, int]  # service namespace, service, route, requests
+MIRROR_FILTER = "RequestMirror"
+
+
+def mirrors(rule: Any, namespace: str) -> list[tuple[str, str]]:
+    """The Services a rule's RequestMirror filters copy its requests to (a whole copy: percent is not simulated)."""
+    out = []
+    for entry in _list(_dict(rule).get("filters"), MAX_REFS):
+        entry = _dict(entry)
+        if entry.get("type") != MIRROR_FILTER:
+            continue
+        ref = _dict(_dict(entry.get("requestMirror")).get("backendRef"))
+        name, ns = ref.get("name"), ref.get("namespace", namespace)
+        if isinstance(name, str) and name and isinstance(ns, str) and ref.get("kind", "Service") == "Service":
+            out.append((ns[:253], name[:253]))
+    return out
 
 
 def route_demands(routes: Sequence[Any], carry: Carry, warn: Warn) -> tuple[list[Demand], set[tuple[str, str]]]:
@@ -279,8 +294,9 @@ def route_demands(routes: Sequence[Any], carry: Carry, warn: Warn) -> tuple[list
             continue
         ns, route = ident
         where = f"HTTPRoute {ns}/{route}"
-        rules = [backend_refs(r, ns, where, warn) for r in _list(_dict(obj.get("spec")).get("rules"), MAX_RULES)]
-        rules = [r for r in rules if r]
+        parsed = [(r, backend_refs(r, ns, where, warn)) for r in _list(_dict(obj.get("spec")).get("rules"), MAX_RULES)]
+        raw_rules = [r for r, refs in parsed if refs]
+        rules = [refs for _, refs in parsed if refs]
         referenced.update((sns, name) for refs in rules for sns, name, _ in refs)
         per_rule = carried(
             route_rps(obj, where, warn), [1] * len(rules), [(ns, route, i) for i in range(len(rules))], carry
@@ -290,6 +306,8 @@ def route_demands(routes: Sequence[Any], carry: Carry, warn: Warn) -> tuple[list
             for (sns, name, _), count in zip(refs, carried(n, [w for *_, w in refs], keys, carry), strict=True):
                 if count:
                     demands.append((sns, name, route, count))
+            # a RequestMirror filter sends a copy of every request of the rule (the answers are dropped)
+            demands.extend((sns, name, route, n) for sns, name in mirrors(raw_rules[i], ns) if n)
     return demands, referenced
 
 

@@ -91,6 +91,11 @@ def rollout_set_weight(target: CanaryTarget, weight: int) -> CanaryStatus:
     _stub("rollout_set_weight")
 
 
+@activity.defn(name="rollout_preview")
+def rollout_preview(target: CanaryTarget) -> CanaryStatus:
+    _stub("rollout_preview")
+
+
 @activity.defn(name="rollout_promote")
 def rollout_promote(target: CanaryTarget) -> CanaryStatus:
     _stub("rollout_promote")
@@ -168,6 +173,7 @@ ALL = [
     check_environment,
     rollout_initialize,
     rollout_set_weight,
+    rollout_preview,
     rollout_promote,
     rollout_finish,
     rollout_status,

@@ -117,8 +117,10 @@ class RolloutWorkflow(RolloutSteering):
         return await self._promoted(f"promoted by {self._promote.words()}" if self._promote else "every step passed")
 
     async def _take(self, step: PlannedStep) -> None:
-        if step.kind == "set-weight":
+        if step.kind in ("set-weight", "switch"):
             await self._set_weight(step)
+        elif step.kind == "preview":
+            await self._preview(step)
         elif step.kind == "pause":
             await self._pause_step(step)
         elif step.kind == "analysis":
@@ -135,6 +137,13 @@ class RolloutWorkflow(RolloutSteering):
         self._status.weight = step.weight
         await self._until("the canary", lambda s: s.canary_ready >= s.canary_replicas > 0 or not s.canary_replicas)
         self._record_step(step, "done", f"{step.weight}% of traffic to {self._input.candidate.version}")
+
+    async def _preview(self, step: PlannedStep) -> None:
+        """Blue-green: green scaled up and ready, answering mirrored copies of every request; the primary answers."""
+        self._phase("Progressing")
+        await self._act(stubs.rollout_preview, "preview")
+        await self._until("the preview", lambda s: s.canary_ready >= s.canary_replicas > 0)
+        self._record_step(step, "done", f"{self._input.candidate.version} previewed on mirrored requests")
 
     async def _pause_step(self, step: PlannedStep) -> None:
         canary = self._input.strategy.canary

@@ -26,6 +26,7 @@ from ferry.plan import ENVIRONMENT_LABEL, environment_selector
 from ferry.rollout_cluster import (
     ROLLOUT_FINISH,
     ROLLOUT_INITIALIZE,
+    ROLLOUT_PREVIEW,
     ROLLOUT_PROMOTE,
     ROLLOUT_SET_WEIGHT,
     ROLLOUT_STATUS,
@@ -109,6 +110,20 @@ class RolloutActivities(Clients):
             if weight:
                 self._pair_ready(pair, target.workload)
             self._route(pair, canary, weight, self._services(pair, canary))
+            return self._status(pair)
+
+    @activity.defn(name=ROLLOUT_PREVIEW)
+    def rollout_preview(self, target: CanaryTarget) -> CanaryStatus:
+        """Blue-green's preview: W (green) scaled to the primary's replicas and ready, every request still answered
+        by the primary (weight 0) and mirrored to W-canary, so the analysis judges green on real requests."""
+        with self._pair(target) as pair:
+            canary = self._workload(pair)
+            if pair.routes is None:
+                raise _refused(f"{pair.what()}: a blue-green preview needs the strategy's gateway (its route mirrors)")
+            replicas = int((self._primary(pair).get("spec") or {}).get("replicas", 1))
+            self._scale(pair, max(1, replicas))
+            self._pair_ready(pair, target.workload)
+            self._route(pair, canary, 0, self._services(pair, canary), mirror=True)
             return self._status(pair)
 
     @activity.defn(name=ROLLOUT_PROMOTE)
@@ -251,13 +266,13 @@ class RolloutActivities(Clients):
             self._apply(pair, pair.services, svc)
         return int(made[0]["spec"]["ports"][0]["port"])
 
-    def _route(self, pair: _Pair, canary: dict[str, Any], weight: int, port: int) -> None:
+    def _route(self, pair: _Pair, canary: dict[str, Any], weight: int, port: int, mirror: bool = False) -> None:
         target = pair.target
         if pair.routes is None or target.gateway is None:
             return
         self._owned(pair, pair.routes, target.workload)
         labels = {ENVIRONMENT_LABEL: target.environment}
-        obj = route(target.workload, target.namespace, target.gateway, weight, target.hostnames, port, labels)
+        obj = route(target.workload, target.namespace, target.gateway, weight, target.hostnames, port, labels, mirror)
         self._apply(pair, pair.routes, obj)
 
     @staticmethod

@@ -140,3 +140,46 @@ async def test_errors_crossing_the_threshold_at_25_roll_back_in_traffic_and_in_t
     assert image_of(deployment(world.admin, ns, "web")) == "app:1.0.0", "the desired state names 1.0.0 again"
     assert image_of(deployment(world.admin, ns, "web-primary")) == "app:1.0.0"
     assert status.state.primary is not None and status.state.primary.version == "1.0.0"
+
+
+async def test_blue_green_judges_green_on_mirrored_requests_switches_and_a_bad_green_never_gets_traffic(
+    world: World, task_queue: str
+) -> None:
+    name, ns = unique("bg"), world.namespace
+    strategy = {
+        "blue-green": {
+            "workload": "web",
+            "gateway": {"name": "public", "namespace": ns},
+            "preview-analysis": analysis(SUCCESS, count=2)["analysis"],
+        }
+    }
+    base = spec(name, world.repository, ns, [{"set-weight": 10}])
+    blue_green = base.model_validate({**base.model_dump(mode="json", by_alias=True), "strategy": strategy})
+    publish(world.settings, world.repository, "1.0.0", release("web", "app:1.0.0"))
+    handle = await start_environment(world.client, task_queue, blue_green)
+    await wait_status(handle, lambda s: s.state.primary is not None, 90, "1.0.0 primary")
+
+    publish(world.settings, world.repository, "1.1.0", release("web", "app:1.1.0"))
+    previewing = await wait_rollout(
+        world.client, name, lambda s: s.candidate.version == "1.1.0" and s.phase == "Analysing", 120, "the preview"
+    )
+    assert previewing.weight == 0 and route_weights(world.admin, ns) == ALL_ON_PRIMARY, "green answers no user"
+    done = await wait_rollout(world.client, name, lambda s: s.phase == "Promoted", 120, "1.1.0 switched")
+    assert [s.kind for s in done.steps] == ["preview", "analysis", "switch", "promote"]
+    assert all(i.values["success-rate"] == pytest.approx(100.0) for i in done.intervals), "judged on mirrored requests"
+    assert image_of(deployment(world.admin, ns, "web-primary")) == "app:1.1.0"
+
+    publish(
+        world.settings, world.repository, "1.2.0", release("web", "app:1.2.0", {"ferry.dev/simulated-error-rate": "60"})
+    )
+    failed = await wait_rollout(
+        world.client, name, lambda s: s.candidate.version == "1.2.0" and s.phase == "Failed", 120, "1.2.0 refused"
+    )
+    assert failed.failures and failed.failures[0].metric == "success-rate"
+    assert [s.kind for s in failed.steps] == ["preview"], "never switched"
+    status = await wait_status(
+        handle, lambda s: s.state.last_applied is not None and s.state.last_applied.version == "1.1.0", 90, "on 1.1.0"
+    )
+    assert "1.2.0" in status.state.holds
+    assert route_weights(world.admin, ns) == ALL_ON_PRIMARY
+    assert image_of(deployment(world.admin, ns, "web-primary")) == "app:1.1.0"

@@ -85,3 +85,35 @@ def test_an_outcome_is_bounded() -> None:
         RolloutOutcome.model_validate(
             {"environment": "prod", "version": "1", "digest": "d", "run_id": "r", "outcome": "promoted-by-me"}
         )
+
+
+def test_blue_green_previews_on_mirrored_requests_then_switches_and_promotes() -> None:
+    from ferry.rollout_objects import route
+    from ferry.rollout_spec import GatewayRef, plan
+
+    gateway = {"name": "public", "namespace": "edge"}
+    analysed = {"interval": "10s", "count": 3, "checks": [{"success-rate": {"min": 99}}]}
+    strategy = Strategy.model_validate(
+        {"blue-green": {"workload": "web", "gateway": gateway, "preview-analysis": analysed, "approval": True}}
+    )
+    assert [(s.kind, s.weight) for s in plan(strategy)] == [
+        ("preview", 0),
+        ("analysis", 0),
+        ("approval", 0),
+        ("switch", 100),
+        ("promote", 100),
+    ]
+    assert strategy.kind_words() == "blue-green: preview on mirrored requests, 1 analysis, 1 approval, switch"
+    preview = route("web", "shop", GatewayRef(name="public", namespace="edge"), 0, [], 80, mirror=True)
+    rule = preview["spec"]["rules"][0]
+    assert [b["weight"] for b in rule["backendRefs"]] == [100, 0]
+    assert rule["filters"] == [
+        {
+            "type": "RequestMirror",
+            "requestMirror": {"backendRef": {"group": "", "kind": "Service", "name": "web-canary", "port": 80}},
+        }
+    ]
+    assert (
+        "filters"
+        not in route("web", "shop", GatewayRef(name="public", namespace="edge"), 100, [], 80)["spec"]["rules"][0]
+    )

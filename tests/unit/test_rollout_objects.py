@@ -221,7 +221,10 @@ def test_the_strategys_traffic_options_are_validated() -> None:
     ok = parse(gateway={"name": "public", "namespace": "infra", "section-name": "https"}, hostnames=["*.shop.io"])
     assert ok.canary is not None and ok.canary.gateway is not None and ok.canary.gateway.section_name == "https"
     assert parse(port=8080).canary.port == 8080  # type: ignore[union-attr]
-    bg = Strategy.model_validate({"blue-green": {"workload": "shop", "port": 80}}, context={PEOPLE: True})
+    gateway = {"name": "public", "namespace": "edge"}
+    bg = Strategy.model_validate(
+        {"blue-green": {"workload": "shop", "port": 80, "gateway": gateway}}, context={PEOPLE: True}
+    )
     assert bg.blue_green is not None and bg.blue_green.port == 80
     for bad, message in [
         ({"port": 0}, "greater than or equal"),

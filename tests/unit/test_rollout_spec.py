@@ -37,7 +37,14 @@ def test_plan_ends_with_implicit_promote() -> None:
         (canary({"analysis": {"checks": [{"query": {"name": "q", "promql": "x" * 5000, "min": 1}}]}}), "2048"),
         (canary({"analysis": {"checks": [{"query": {"name": "q", "promql": "up\x01", "min": 1}}]}}), "control"),
         ({}, "exactly one of canary, blue-green"),
-        ({**canary({"set-weight": 5}), "blue-green": {"workload": "shop"}}, "exactly one"),
+        (
+            {
+                **canary({"set-weight": 5}),
+                "blue-green": {"workload": "shop", "gateway": {"name": "g", "namespace": "n"}},
+            },
+            "exactly one",
+        ),
+        ({"blue-green": {"workload": "shop"}}, "blue-green needs a gateway"),
     ],
 )
 def test_refusals(data: object, message: str) -> None:

@@ -162,3 +162,16 @@ def test_latency_spread_median_and_p99() -> None:
     assert ts.bucket_counts(10, 50.0, 0.5)[0][ts.BUCKETS.index(0.05)] == 5  # half at or below the median
     assert ts.bucket_counts(0, 50.0, 0.3) == ([0] * len(ts.BUCKETS), 0.0)
     assert ts.bucket_counts(4, 0.0, 0.3)[0] == [4] * len(ts.BUCKETS)
+
+
+def test_a_request_mirror_copies_every_request_of_its_rule_to_the_preview() -> None:
+    mirrored = route("web", [{"name": "web-primary", "weight": 100}, {"name": "web-canary", "weight": 0}], rps=10)
+    mirrored["spec"]["rules"][0]["filters"] = [
+        {"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "web-canary", "port": 80}}},
+        {"type": "RequestHeaderModifier"},  # other filters send nothing
+    ]
+    totals, warnings = run([mirrored], PAIR, DEPLOYS, seconds=3)
+    assert totals == {("web", "web-primary", "web-primary", "200"): 30, ("web", "web-canary", "web", "200"): 30}
+    assert warnings == [], "each backendRef is read once: no doubled warnings"
+    plain = route("web", [{"name": "web-primary", "weight": 100}, {"name": "web-canary", "weight": 0}], rps=10)
+    assert run([plain], PAIR, DEPLOYS)[0] == {("web", "web-primary", "web-primary", "200"): 10}
