@@ -16,11 +16,12 @@ import pytest
 from ferry.approvals import Statement, sign_statement
 from ferry.environment import LenientPayload
 from ferry.names import Update
-from ferry.progressive import PROMOTE_GATE, SteerResult, gate_id
+from ferry.progressive import PROMOTE_GATE, RolloutOutcome, SteerResult, gate_id
 from ferry.spec import rollout_workflow_id
 from tests.kit.environments import ferry, publish, start_environment, wait_status
 from tests.kit.rollouts import (
     World,
+    analysis,
     deployment,
     image_of,
     release,
@@ -157,3 +158,45 @@ async def test_pause_resume_and_abort_from_the_cli_and_any_payload_is_answered(
     assert route_weights(world.admin, world.namespace) == {"web-primary": 100, "web-canary": 0}
     again = await ferry(world.settings, tmp_path, "rollout", "pause", name)
     assert again.returncode == 1 and "has ended (Aborted)" in again.stderr, again.stdout + again.stderr
+
+
+async def test_a_newer_release_pre_empts_a_running_rollout(world: World, task_queue: str, tmp_path: Path) -> None:
+    name, ns = unique("preempt"), world.namespace
+    handle = await _walking(world, name, [{"set-weight": 10}, {"pause": "1h"}], task_queue)
+    first = await wait_rollout(
+        world.client, name, lambda s: s.candidate.version == "1.1.0" and s.weight == 10, 120, "1.1.0 at 10 %"
+    )
+    publish(world.settings, world.repository, "1.2.0", release("web", "app:1.2.0"))
+    await wait_status(
+        handle,
+        lambda s: any(e.type == "RolloutSuperseded" and e.version == "1.1.0" for e in s.state.events),
+        90,
+        "1.1.0's rollout pre-empted",
+    )
+    ended = world.client.get_workflow_handle(rollout_workflow_id(name), run_id=first.run_id, result_type=RolloutOutcome)
+    superseded = await ended.result()
+    assert superseded.outcome == "superseded" and superseded.version == "1.1.0"
+    second = await wait_rollout(
+        world.client, name, lambda s: s.candidate.version == "1.2.0" and s.weight == 10, 120, "1.2.0 walking"
+    )
+    assert second.run_id != first.run_id
+    # no approvers in this environment: `promote` is a claim, recorded as one, and skips the pause
+    promote = await ferry(world.settings, tmp_path, "rollout", "promote", name, "--as", "alice")
+    assert promote.returncode == 0, promote.stdout + promote.stderr
+    done = await wait_rollout(world.client, name, lambda s: s.phase == "Promoted", 60, "1.2.0 promoted")
+    assert [(s.kind, s.outcome) for s in done.steps] == [("set-weight", "done"), ("pause", "done"), ("promote", "done")]
+    assert any(d.words() == "promote by alice (claimed)" for d in done.decisions)
+    assert image_of(deployment(world.admin, ns, "web-primary")) == "app:1.2.0"
+
+
+async def test_a_query_prometheus_refuses_fails_the_analysis_safe(world: World, task_queue: str) -> None:
+    name = unique("badq")
+    typo = {"query": {"name": "typo", "promql": "sum(rate(ferry_simulated_requests_total[1m]", "min": 1}}
+    handle = await _walking(world, name, [{"set-weight": 10}, analysis(typo)], task_queue)
+    failed = await wait_rollout(world.client, name, lambda s: s.phase == "Failed", 120, "the analysis failed")
+    assert "typo" in failed.reason and "BadQuery" in failed.reason, failed.reason
+    status = await wait_status(
+        handle, lambda s: s.state.last_applied is not None and s.state.last_applied.version == "1.0.0", 90, "1.0.0"
+    )
+    assert "1.1.0" in status.state.holds
+    assert route_weights(world.admin, world.namespace) == {"web-primary": 100, "web-canary": 0}
