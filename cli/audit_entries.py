@@ -164,12 +164,41 @@ class _HistoryReader:
         )
 
     def _properties_modified(self, event: HistoryEvent) -> None:
-        for key, handle in ((Memo.DECISION, self._decision), (Memo.EVENT, self._environment_event)):
+        for key, handle in (
+            (Memo.DECISION, self._decision),
+            (Memo.EVENT, self._environment_event),
+            (Memo.ROLLOUT_STEP, self._rollout_record),
+        ):
             record = memo_of(event, key)
             if isinstance(record, Undecodable):
                 self.add(event, "record", self._subject(), "", f"{key} {record}")
             elif record:
                 handle(event, as_dict(record))
+
+    def _rollout_record(self, event: HistoryEvent, record: dict[str, Any]) -> None:
+        """A RolloutWorkflow's step, analysis interval, decision or end (workflows/rollout.py's memo upserts)."""
+        candidate = as_dict(self.started.get("candidate"))
+        subject = f"{self.started.get('environment')} {candidate.get('version') or ''}".strip()
+        if step := as_dict(record.get("step")):
+            details = f"{step.get('kind')} -> {step.get('weight')}%: {step.get('outcome')} ({step.get('detail')})"
+            self.add(event, "rollout step", subject, "", details[: MAX_SHOWN * 4])
+        elif interval := as_dict(record.get("analysis")):
+            values = ", ".join(f"{k}={v}" for k, v in as_dict(interval.get("values")).items())
+            failed = f"; FAILED {', '.join(map(str, interval.get('failed') or []))}" if interval.get("failed") else ""
+            self.add(event, "rollout analysis", subject, "", f"interval {interval.get('interval')}: {values}{failed}")
+        elif decision := as_dict(record.get("decision")):
+            proof = f"verified {decision.get('verified')}" if decision.get("verified") else "claimed"
+            verdict = f"REFUSED: {decision.get('refused')}" if decision.get("refused") else "accepted"
+            reason = f"; reason: {decision.get('reason')}" if decision.get("reason") else ""
+            self.add(
+                event,
+                f"rollout {decision.get('action')}",
+                subject,
+                f"{decision.get('by')} ({proof})",
+                f"{verdict}{reason}"[: MAX_SHOWN * 4],
+            )
+        elif ended := as_dict(record.get("ended")):
+            self.add(event, "rollout ended", subject, "", f"{ended.get('phase')}: {ended.get('reason')}")
 
     def _cancel_requested(self, event: HistoryEvent) -> None:
         attrs = event.workflow_execution_cancel_requested_event_attributes

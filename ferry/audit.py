@@ -26,6 +26,7 @@ from ferry.names import (
     PROMOTION_WORKFLOW,
     RELEASE_WORKFLOW,
     ROLLBACK_WORKFLOW,
+    ROLLOUT_WORKFLOW,
 )
 from ferry.spec import ApprovalPolicy
 from ferry.sshsig import ApprovalError, ApproverKey, signature_public_key
@@ -36,6 +37,7 @@ FERRY_WORKFLOW_TYPES: Final = (
     PROMOTION_WORKFLOW,
     ROLLBACK_WORKFLOW,
     ALERT_ROUTER_WORKFLOW,
+    ROLLOUT_WORKFLOW,
 )
 
 UPDATE_SPEC: Final = "update_spec"  # the Update that replaces an environment's spec (ferry env apply)

@@ -13,7 +13,7 @@ upsert (history); a worker or server killed mid-walk resumes at the same step (t
 import asyncio
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from temporalio import workflow
 from temporalio.common import RawValue
@@ -46,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import policies
     from workflows.failures import cause_message, cause_type
     from workflows.rollout_steering import RolloutSteering
+    from workflows.search_attributes import FERRY_ENVIRONMENT, FERRY_PHASE, FERRY_VERSION
 
 __all__ = ["RolloutWorkflow"]
 
@@ -74,6 +75,13 @@ class RolloutWorkflow(RolloutSteering):
     @workflow.run
     async def run(self, input: RolloutInput) -> RolloutOutcome:
         self._status.run_id = workflow.info().run_id
+        workflow.upsert_search_attributes(
+            [
+                FERRY_ENVIRONMENT.value_set(input.environment),
+                FERRY_VERSION.value_set(input.candidate.version),
+                FERRY_PHASE.value_set(self._status.phase),
+            ]
+        )
         try:
             outcome = await self._walk()
         except asyncio.CancelledError:
@@ -309,7 +317,7 @@ class RolloutWorkflow(RolloutSteering):
             before = self._status.phase
             self._phase("Paused")
             await workflow.wait_condition(lambda: not self._paused or self._abort is not None)
-            self._status.phase = before
+            self._phase(cast(Phase, before))
         self._aborted()
 
     def _aborted(self) -> None:
@@ -317,6 +325,8 @@ class RolloutWorkflow(RolloutSteering):
             raise _Stop("Aborted", "aborted", f"aborted: {self._abort.words()}: {self._abort.reason}"[:1000])
 
     def _phase(self, phase: Phase) -> None:
+        if phase != self._status.phase:
+            workflow.upsert_search_attributes([FERRY_PHASE.value_set(phase)])
         self._status.phase = phase
 
     def _record_step(self, step: PlannedStep, outcome: str, detail: str) -> None:

@@ -5,6 +5,7 @@ any payload a `temporal` CLI user can send is answered, never fails the workflow
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -119,6 +120,16 @@ async def test_an_approval_step_refuses_the_publisher_and_forgeries_and_takes_an
     approved = next(s for s in done.steps if s.kind == "approval")
     assert approved.outcome == "approved" and "sre-bob (verified SHA256:" in approved.detail
     assert image_of(deployment(world.admin, world.namespace, "web-primary")) == "app:1.1.0"
+
+    # the audit, from the histories alone: every gate decision with its proof, and each step
+    audit = await ferry(world.settings, tmp_path, "audit", name, "--json")
+    assert audit.returncode == 0, audit.stderr
+    entries = [e for e in json.loads(audit.stdout) if e["workflow_id"] == rollout_workflow_id(name)]
+    kinds = {(e["kind"], e["who"].split(" (")[0]) for e in entries}
+    assert ("rollout approve", "sre-bob") in kinds and ("rollout approve", "ci-bot") in kinds
+    accepted = [e for e in entries if e["kind"] == "rollout approve" and e["details"] == "accepted"]
+    assert len(accepted) == 1 and accepted[0]["who"].startswith("sre-bob (verified SHA256:")
+    assert any(e["kind"] == "rollout step" and e["details"].startswith("promote -> 100%") for e in entries)
 
 
 async def test_pause_resume_and_abort_from_the_cli_and_any_payload_is_answered(
