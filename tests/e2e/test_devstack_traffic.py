@@ -26,6 +26,7 @@ def test_dev_up_records_simulated_traffic_and_establishes_the_gateway_api_crds(t
         metrics=free_port(),
         receiver=free_port(),
         traffic=free_port(),
+        prometheus=free_port(),
     )
     traffic: dict[str, Any] = {"pid": 0}
     try:
