@@ -123,6 +123,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------ commands ---
 
 
+DEV_PORTS = (
+    ("--temporal-port", 7233, None),
+    ("--ui-port", 8233, None),
+    ("--registry-port", 5001, None),
+    ("--kube-port", 6443, None),
+    ("--metrics-port", 9464, "the worker's Prometheus endpoint"),
+    ("--receiver-port", 9292, "`ferry receiver` (registry push hooks)"),
+    ("--prometheus-port", 9090, "Prometheus (scrapes workers, traffic)"),
+    ("--traffic-port", 9478, "the simulated traffic generator's /metrics"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ferry", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -133,14 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev_sub = dev.add_subparsers(dest="dev_command", required=True)
     dev_up = dev_sub.add_parser("up", help="start the stack and write <state-dir>/devstack.json")
     dev_up.add_argument("--no-worker", action="store_true", help="do not start a ferry worker")
-    dev_up.add_argument("--temporal-port", type=int, default=7233)
-    dev_up.add_argument("--ui-port", type=int, default=8233)
-    dev_up.add_argument("--registry-port", type=int, default=5001)
-    dev_up.add_argument("--kube-port", type=int, default=6443)
-    dev_up.add_argument("--metrics-port", type=int, default=9464, help="the worker's Prometheus endpoint")
-    dev_up.add_argument("--receiver-port", type=int, default=9292, help="`ferry receiver` (registry push hooks)")
-    dev_up.add_argument("--prometheus-port", type=int, default=9090, help="Prometheus (scrapes workers, traffic)")
-    dev_up.add_argument("--traffic-port", type=int, default=9478, help="the simulated traffic generator's /metrics")
+    for flag, default, help_ in DEV_PORTS:
+        dev_up.add_argument(flag, type=int, default=default, help=help_)
     dev_up.add_argument("--timeout", type=float, default=60.0, help="seconds per component health check")
     dev_up.add_argument(
         "--temporal",
