@@ -146,6 +146,24 @@ def gateway_api(kube_server: KubeServer) -> list[str]:
 
 
 @pytest.fixture
+async def rollout_stack(
+    dev_env: WorkflowEnvironment,
+    registry: Registry,
+    kube_server: KubeServer,
+    gateway_api: list[str],
+    prometheus: PrometheusProcess,
+    tmp_path: Path,
+    task_queue: str,
+) -> AsyncIterator[object]:
+    """A progressive-delivery test's stack (tests/kit/rollouts.py): a namespace, the simulated traffic generator
+    watching it and scraped by the session's Prometheus, a worker on the test's task queue asking that Prometheus."""
+    from tests.kit.rollouts import rollout_world
+
+    async with rollout_world(dev_env, registry, kube_server, prometheus, tmp_path, task_queue) as world:
+        yield world
+
+
+@pytest.fixture
 def kube_api(kube_server: KubeServer) -> object:
     import kubernetes
 

@@ -5,25 +5,12 @@ is rolled back in traffic and in the desired state, and held."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.kit.environments import publish, start_environment, wait_status
-from tests.kit.rollouts import (
-    World,
-    analysis,
-    deployment,
-    image_of,
-    release,
-    rollout_world,
-    route_weights,
-    spec,
-    unique,
-    wait_rollout,
-)
+from tests.kit.rollouts import World, analysis, deployment, image_of, release, route_weights, spec, unique, wait_rollout
 
 SUCCESS = {"success-rate": {"min": 99}}
 P99 = {"latency-p99": {"max": "500ms"}}
@@ -31,17 +18,8 @@ ALL_ON_PRIMARY = {"web-primary": 100, "web-canary": 0}
 
 
 @pytest.fixture
-async def world(
-    dev_env: Any,
-    registry: Any,
-    kube_server: Any,
-    gateway_api: list[str],
-    prometheus: Any,
-    tmp_path: Path,
-    task_queue: str,
-) -> AsyncIterator[World]:
-    async with rollout_world(dev_env, registry, kube_server, prometheus, tmp_path, task_queue) as w:
-        yield w
+def world(rollout_stack: World) -> World:
+    return rollout_stack
 
 
 async def _first_release(world: World, name: str, steps: list[dict[str, Any]], task_queue: str) -> Any:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,32 +19,12 @@ from ferry.names import Update
 from ferry.progressive import PROMOTE_GATE, RolloutOutcome, SteerResult, gate_id
 from ferry.spec import rollout_workflow_id
 from tests.kit.environments import ferry, publish, start_environment, wait_status
-from tests.kit.rollouts import (
-    World,
-    analysis,
-    deployment,
-    image_of,
-    release,
-    rollout_world,
-    route_weights,
-    spec,
-    unique,
-    wait_rollout,
-)
+from tests.kit.rollouts import World, analysis, deployment, image_of, release, route_weights, spec, unique, wait_rollout
 
 
 @pytest.fixture
-async def world(
-    dev_env: Any,
-    registry: Any,
-    kube_server: Any,
-    gateway_api: list[str],
-    prometheus: Any,
-    tmp_path: Path,
-    task_queue: str,
-) -> AsyncIterator[World]:
-    async with rollout_world(dev_env, registry, kube_server, prometheus, tmp_path, task_queue) as w:
-        yield w
+def world(rollout_stack: World) -> World:
+    return rollout_stack
 
 
 def _ssh_key(tmp: Path, name: str) -> tuple[Path, str]:
