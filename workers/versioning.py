@@ -30,6 +30,7 @@ from temporalio.common import VersioningBehavior
 with workflow.unsafe.imports_passed_through():
     from ferry.alert_router import AlertRouterInput
     from ferry.environment import EnvironmentInput
+    from ferry.progressive import RolloutInput, RolloutOutcome
     from ferry.promotion import PromotionInput, PromotionResult, RollbackInput, RollbackResult
     from ferry.release import ReleaseInput, ReleaseResult
 from workflows.alerts import AlertRouterWorkflow
@@ -37,6 +38,7 @@ from workflows.environment import EnvironmentWorkflow
 from workflows.promotion import PromotionWorkflow
 from workflows.release import ReleaseWorkflow
 from workflows.rollback import RollbackWorkflow
+from workflows.rollout import RolloutWorkflow
 
 
 def _failure_types(cls: type) -> list[type[BaseException]]:
@@ -101,12 +103,26 @@ class VersionedAlertRouterWorkflow(AlertRouterWorkflow):
         await super().run(input)
 
 
+@workflow.defn(
+    name="RolloutWorkflow",
+    versioning_behavior=VersioningBehavior.PINNED,
+    failure_exception_types=_failure_types(RolloutWorkflow),
+)
+class VersionedRolloutWorkflow(RolloutWorkflow):
+    """A rollout finishes its walk on the build it started on, as a promotion does."""
+
+    @workflow.run
+    async def run(self, input: RolloutInput) -> RolloutOutcome:
+        return await super().run(input)
+
+
 VERSIONED: dict[type, type] = {
     AlertRouterWorkflow: VersionedAlertRouterWorkflow,
     EnvironmentWorkflow: VersionedEnvironmentWorkflow,
     PromotionWorkflow: VersionedPromotionWorkflow,
     RollbackWorkflow: VersionedRollbackWorkflow,
     ReleaseWorkflow: VersionedReleaseWorkflow,
+    RolloutWorkflow: VersionedRolloutWorkflow,
 }
 
 

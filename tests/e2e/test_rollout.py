@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.kit.environments import publish, start_environment, wait_status
+from ferry.spec import rollout_workflow_id
+from tests.kit.environments import publish, record_histories, start_environment, wait_status
 from tests.kit.rollouts import World, analysis, deployment, image_of, release, route_weights, spec, unique, wait_rollout
 
 SUCCESS = {"success-rate": {"min": 99}}
@@ -69,6 +70,7 @@ async def test_a_healthy_canary_walks_10_25_50_and_is_promoted(world: World, tas
     assert route_weights(world.admin, world.namespace) == ALL_ON_PRIMARY
     assert image_of(deployment(world.admin, world.namespace, "web-primary")) == "app:1.1.0"
     assert deployment(world.admin, world.namespace, "web")["spec"]["replicas"] == 0
+    await record_histories(".", {"rollout": world.client.get_workflow_handle(rollout_workflow_id(name))})
 
 
 async def test_errors_crossing_the_threshold_at_25_roll_back_in_traffic_and_in_the_desired_state(

@@ -46,6 +46,7 @@ TYPES = {
     "promotion": "PromotionWorkflow",
     "rollback": "RollbackWorkflow",
     "alert-router": "AlertRouterWorkflow",
+    "rollout": "RolloutWorkflow",
 }
 # NB: the alert workflows came after the first release: histories/alerts/ (tests/workflows/test_alerts.py) has theirs
 ALERTS = {"AlertRouterWorkflow"}
