@@ -130,10 +130,6 @@ class SteerResult(Message):
     message: str = ""
 
 
-def kept(items: list[object], limit: int) -> list[object]:
-    return items[-limit:]
-
-
 def decision_lines(decisions: list[SteerRecord]) -> list[str]:
     return cap_ids([d.words() for d in decisions if not d.refused])
 

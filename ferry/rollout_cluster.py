@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from ferry.model import Message
-from ferry.rollout_spec import DNS_LABEL, Traffic
+from ferry.rollout_spec import DNS_LABEL, Strategy, Traffic
 
 ROLLOUT_INITIALIZE = "rollout_initialize"
 ROLLOUT_SET_WEIGHT = "rollout_set_weight"
@@ -23,6 +23,21 @@ class CanaryTarget(Message, Traffic):
     cluster: str = Field("", max_length=253)
     namespace: str = Field(pattern=DNS_LABEL, max_length=63)
     workload: str = Field(pattern=DNS_LABEL, max_length=63)
+
+    @classmethod
+    def of(cls, environment: str, cluster: str, namespace: str, strategy: Strategy) -> CanaryTarget:
+        """The target a strategy names: its workload and traffic options, in the environment's namespace."""
+        traffic = strategy.canary or strategy.blue_green
+        assert traffic is not None  # Strategy is exactly one of them
+        return cls(
+            environment=environment,
+            cluster=cluster,
+            namespace=namespace,
+            workload=traffic.workload,
+            gateway=traffic.gateway,
+            port=traffic.port,
+            hostnames=list(traffic.hostnames),
+        )
 
 
 class CanaryStatus(Message):

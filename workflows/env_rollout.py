@@ -213,17 +213,7 @@ class EnvironmentRollouts(EnvironmentHealth):
     def _canary_target(self) -> CanaryTarget:
         spec = self._state.spec
         assert spec.strategy is not None
-        traffic = spec.strategy.canary or spec.strategy.blue_green
-        assert traffic is not None
-        return CanaryTarget(
-            environment=spec.name,
-            cluster=spec.cluster.name or "",
-            namespace=spec.namespace,
-            workload=traffic.workload,
-            gateway=traffic.gateway,
-            port=traffic.port,
-            hostnames=list(traffic.hostnames),
-        )
+        return CanaryTarget.of(spec.name, spec.cluster.name or "", spec.namespace, spec.strategy)
 
     async def _promotion_refusal(self) -> str:
         """'' when the cluster shows the primary serving the canary's template; else why a promotion is not taken."""

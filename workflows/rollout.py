@@ -94,18 +94,8 @@ class RolloutWorkflow(RolloutSteering):
         return outcome
 
     def _target(self) -> CanaryTarget:
-        strategy = self._input.strategy
-        traffic = strategy.canary or strategy.blue_green
-        assert traffic is not None
-        return CanaryTarget(
-            environment=self._input.environment,
-            cluster=self._input.cluster,
-            namespace=self._input.namespace,
-            workload=traffic.workload,
-            gateway=traffic.gateway,
-            port=traffic.port,
-            hostnames=list(traffic.hostnames),
-        )
+        i = self._input
+        return CanaryTarget.of(i.environment, i.cluster, i.namespace, i.strategy)
 
     async def _walk(self) -> RolloutOutcome:
         self._phase("Initializing")
