@@ -21,15 +21,16 @@ def cluster_activities(settings: Settings, registry: RegistryActivities) -> list
 
     cache = BundleCache(settings.worker.cache_dir, registry.pull_artifact)
     kubeconfig = str(settings.kubeconfig) if settings.kubeconfig else None
+    clusters = load_clusters(settings.clusters, kubeconfig)  # read once: the cluster and analysis activities share it
     cluster = ClusterActivities(
         cache,
         kubeconfig,
-        load_clusters(settings.clusters, kubeconfig),
+        clusters,
         connections=settings.worker.max_concurrent_activities + settings.worker.max_concurrent_local_activities,
         sops_age_keys=settings.worker.sops_age_keys,
     )
     check = EnvironmentCheck(registry.resolve_desired, cluster.reconcile_environment)
-    analysis = AnalysisActivities(load_clusters(settings.clusters, kubeconfig), settings.worker.prometheus_url)
+    analysis = AnalysisActivities(clusters, settings.worker.prometheus_url)
     return [
         cluster.reconcile_environment,
         cluster.wait_healthy,
